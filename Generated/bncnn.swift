@@ -157,1656 +157,1711 @@ public func bncnn_train_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<522 {
-        for mb17 in 0..<8 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<9 {
-            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<522 {
+          for mb18 in 0..<4 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<9 {
+              let t19_b0 = loadVector(arena, ((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<4 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<9 {
+            let t22_b0 = loadVector(arena, ((1605632 +% (k23 *% 12560)) +% 12528))
+            let t22_b1 = loadVector(arena, (((1605632 +% (k23 *% 12560)) +% 12528) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<8 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<9 {
-          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
-          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
-        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<32 {
-        for i26 in 0..<98 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))))
+      for j25 in 0..<16 {
+        for f26 in 0..<16 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 25088) +% ((f26 +% (part16 *% 16)) *% 784))), loadVector(arena, ((i27 *% 8) +% ((1718672 +% ((f26 +% (part16 *% 16)) *% 12560)) +% (j25 *% 784)))))
+          }
         }
       }
     }
   }
   // bn1 = batchnorm(conv1)
-  for c27 in 0..<32 {
-    var acc33 = Vector()
-    var tail34: Float = Float(0)
-    for n35 in 0..<64 {
-      for v36 in 0..<98 {
-        acc33 = (acc33 + loadVector(arena, ((((n35 *% 32) +% c27) *% 784) +% (v36 *% 8))))
+  parallelFor(pool, 2) { part28 in
+    for c29 in 0..<16 {
+      var acc35 = Vector()
+      var tail36: Float = Float(0)
+      for n37 in 0..<64 {
+        for v38 in 0..<98 {
+          acc35 = (acc35 + loadVector(arena, ((((n37 *% 32) +% (c29 +% (part28 *% 16))) *% 784) +% (v38 *% 8))))
+        }
       }
-    }
-    storeVector(arena, 3211328, acc33)
-    var sum37: Float = (arena[3211328] + arena[3211329])
-    var sum38: Float = (sum37 + arena[3211330])
-    var sum39: Float = (sum38 + arena[3211331])
-    var sum40: Float = (sum39 + arena[3211332])
-    var sum41: Float = (sum40 + arena[3211333])
-    var sum42: Float = (sum41 + arena[3211334])
-    var sum43: Float = (sum42 + arena[3211335])
-    var sum31: Float = (sum43 + tail34)
-    var mean28: Float = (sum31 / Float(50176))
-    var acc44 = Vector()
-    var tail45: Float = Float(0)
-    for n46 in 0..<64 {
-      for v47 in 0..<98 {
-        acc44 = (acc44 + ((loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28)) * (loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28))))
+      storeVector(arena, (3211328 +% (part28 *% 8)), acc35)
+      var sum39: Float = (arena[(3211328 +% (part28 *% 8))] + arena[((3211328 +% (part28 *% 8)) +% 1)])
+      var sum40: Float = (sum39 + arena[((3211328 +% (part28 *% 8)) +% 2)])
+      var sum41: Float = (sum40 + arena[((3211328 +% (part28 *% 8)) +% 3)])
+      var sum42: Float = (sum41 + arena[((3211328 +% (part28 *% 8)) +% 4)])
+      var sum43: Float = (sum42 + arena[((3211328 +% (part28 *% 8)) +% 5)])
+      var sum44: Float = (sum43 + arena[((3211328 +% (part28 *% 8)) +% 6)])
+      var sum45: Float = (sum44 + arena[((3211328 +% (part28 *% 8)) +% 7)])
+      var sum33: Float = (sum45 + tail36)
+      var mean30: Float = (sum33 / Float(50176))
+      var acc46 = Vector()
+      var tail47: Float = Float(0)
+      for n48 in 0..<64 {
+        for v49 in 0..<98 {
+          acc46 = (acc46 + ((loadVector(arena, ((((n48 *% 32) +% (c29 +% (part28 *% 16))) *% 784) +% (v49 *% 8))) - Vector(repeating: mean30)) * (loadVector(arena, ((((n48 *% 32) +% (c29 +% (part28 *% 16))) *% 784) +% (v49 *% 8))) - Vector(repeating: mean30))))
+        }
       }
-    }
-    storeVector(arena, 3211328, acc44)
-    var sum48: Float = (arena[3211328] + arena[3211329])
-    var sum49: Float = (sum48 + arena[3211330])
-    var sum50: Float = (sum49 + arena[3211331])
-    var sum51: Float = (sum50 + arena[3211332])
-    var sum52: Float = (sum51 + arena[3211333])
-    var sum53: Float = (sum52 + arena[3211334])
-    var sum54: Float = (sum53 + arena[3211335])
-    var squares32: Float = (sum54 + tail45)
-    var var29: Float = (squares32 / Float(50176))
-    arena[(3211264 +% c27)] = mean28
-    arena[(3211296 +% c27)] = var29
-    var scale30: Float = (params[(288 +% c27)] * (Float(1) / sqrtf((var29 + Float(bitPattern: 0x3727c5ac)))))
-    for n55 in 0..<64 {
-      for i56 in 0..<784 {
-        arena[(1605632 +% ((((n55 *% 32) +% c27) *% 784) +% i56))] = (((arena[((((n55 *% 32) +% c27) *% 784) +% i56)] - mean28) * scale30) + params[(320 +% c27)])
+      storeVector(arena, (3211328 +% (part28 *% 8)), acc46)
+      var sum50: Float = (arena[(3211328 +% (part28 *% 8))] + arena[((3211328 +% (part28 *% 8)) +% 1)])
+      var sum51: Float = (sum50 + arena[((3211328 +% (part28 *% 8)) +% 2)])
+      var sum52: Float = (sum51 + arena[((3211328 +% (part28 *% 8)) +% 3)])
+      var sum53: Float = (sum52 + arena[((3211328 +% (part28 *% 8)) +% 4)])
+      var sum54: Float = (sum53 + arena[((3211328 +% (part28 *% 8)) +% 5)])
+      var sum55: Float = (sum54 + arena[((3211328 +% (part28 *% 8)) +% 6)])
+      var sum56: Float = (sum55 + arena[((3211328 +% (part28 *% 8)) +% 7)])
+      var squares34: Float = (sum56 + tail47)
+      var var31: Float = (squares34 / Float(50176))
+      arena[(3211264 +% (c29 +% (part28 *% 16)))] = mean30
+      arena[(3211296 +% (c29 +% (part28 *% 16)))] = var31
+      var scale32: Float = (params[(288 +% (c29 +% (part28 *% 16)))] * (Float(1) / sqrtf((var31 + Float(bitPattern: 0x3727c5ac)))))
+      for n57 in 0..<64 {
+        for i58 in 0..<784 {
+          arena[(1605632 +% ((((n57 *% 32) +% (c29 +% (part28 *% 16))) *% 784) +% i58))] = (((arena[((((n57 *% 32) +% (c29 +% (part28 *% 16))) *% 784) +% i58)] - mean30) * scale32) + params[(320 +% (c29 +% (part28 *% 16)))])
+        }
       }
     }
   }
   // relu1 = relu(bn1)
-  for i57 in 0..<200704 {
-    storeVector(arena, ((i57 *% 8) +% 3211328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i57 *% 8) +% 1605632)), where: loadVector(arena, ((i57 *% 8) +% 1605632)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part59 in
+    for i60 in 0..<802816 {
+      arena[(3211328 +% (i60 +% (part59 *% 802816)))] = (arena[(1605632 +% (i60 +% (part59 *% 802816)))] > Float(0) ? arena[(1605632 +% (i60 +% (part59 *% 802816)))] : Float(0))
+    }
   }
   // pool1 = maxpool(relu1)
-  for q58 in 0..<2048 {
-    for py59 in 0..<14 {
-      for px60 in 0..<14 {
-        var acc61: Float = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]
-        acc61 = { let x = acc61, y = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]; return y > x ? y : x }()
-        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28)]; return y > x ? y : x }()
-        acc61 = { let x = acc61, y = arena[(((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((1605632 +% (q58 *% 196)) +% (py59 *% 14)) +% px60)] = acc61
+  parallelFor(pool, 2) { part61 in
+    for q62 in 0..<1024 {
+      for py63 in 0..<14 {
+        for px64 in 0..<14 {
+          var acc65: Float = arena[(3211328 +% ((((q62 +% (part61 *% 1024)) *% 784) +% (py63 *% 56)) +% (px64 *% 2)))]
+          acc65 = { let x = acc65, y = arena[(3211328 +% ((((q62 +% (part61 *% 1024)) *% 784) +% (py63 *% 56)) +% (px64 *% 2)))]; return y > x ? y : x }()
+          acc65 = { let x = acc65, y = arena[((3211328 +% ((((q62 +% (part61 *% 1024)) *% 784) +% (py63 *% 56)) +% (px64 *% 2))) +% 1)]; return y > x ? y : x }()
+          acc65 = { let x = acc65, y = arena[((3211328 +% ((((q62 +% (part61 *% 1024)) *% 784) +% (py63 *% 56)) +% (px64 *% 2))) +% 28)]; return y > x ? y : x }()
+          acc65 = { let x = acc65, y = arena[(((3211328 +% ((((q62 +% (part61 *% 1024)) *% 784) +% (py63 *% 56)) +% (px64 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+          arena[(((1605632 +% ((q62 +% (part61 *% 1024)) *% 196)) +% (py63 *% 14)) +% px64)] = acc65
+        }
       }
     }
   }
   // conv2 = conv2d(pool1)
-  do {  // scalar loops
-    for ci62 in 0..<32 {
-      for co63 in 0..<64 {
-        var w64: Float = params[(352 +% (((co63 *% 32) +% ci62) *% 9))]
-        var w65: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w66: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w67: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]
-        var w68: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)]
-        var w69: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w70: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w71: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]
-        var w72: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)]
-        var w73: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w74: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w75: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]
-        var w76: Float = w64
-        var w77: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
-        var w78: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
-        var w79: Float = w72
-        var w80: Float = w65
-        var w81: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
-        var w82: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
-        var w83: Float = w73
-        var w84: Float = w66
-        var w85: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
-        var w86: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
-        var w87: Float = w74
-        var w88: Float = w67
-        var w89: Float = (((w67 + w71) + w75) * Float(bitPattern: 0x3f000000))
-        var w90: Float = (((w67 + w75) - w71) * Float(bitPattern: 0x3f000000))
-        var w91: Float = w75
-        arena[((2809856 +% (ci62 *% 64)) +% co63)] = w76
-        arena[((2811904 +% (ci62 *% 64)) +% co63)] = w77
-        arena[((2813952 +% (ci62 *% 64)) +% co63)] = w78
-        arena[((2816000 +% (ci62 *% 64)) +% co63)] = w79
-        arena[((2818048 +% (ci62 *% 64)) +% co63)] = w80
-        arena[((2820096 +% (ci62 *% 64)) +% co63)] = w81
-        arena[((2822144 +% (ci62 *% 64)) +% co63)] = w82
-        arena[((2824192 +% (ci62 *% 64)) +% co63)] = w83
-        arena[((2826240 +% (ci62 *% 64)) +% co63)] = w84
-        arena[((2828288 +% (ci62 *% 64)) +% co63)] = w85
-        arena[((2830336 +% (ci62 *% 64)) +% co63)] = w86
-        arena[((2832384 +% (ci62 *% 64)) +% co63)] = w87
-        arena[((2834432 +% (ci62 *% 64)) +% co63)] = w88
-        arena[((2836480 +% (ci62 *% 64)) +% co63)] = w89
-        arena[((2838528 +% (ci62 *% 64)) +% co63)] = w90
-        arena[((2840576 +% (ci62 *% 64)) +% co63)] = w91
+  parallelFor(pool, 2) { part66 in
+    do {  // scalar loops
+      for ci67 in 0..<32 {
+        for co68 in 0..<32 {
+          var w69: Float = params[(352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9))]
+          var w70: Float = (((params[(352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9))] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 3)]) + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((params[(352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9))] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 6)]) - params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w72: Float = params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 6)]
+          var w73: Float = params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 1)]
+          var w74: Float = (((params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 1)] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 4)]) + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 1)] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 7)]) - params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w76: Float = params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 7)]
+          var w77: Float = params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 2)]
+          var w78: Float = (((params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 2)] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 5)]) + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 2)] + params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 8)]) - params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w80: Float = params[((352 +% (((((part66 *% 32) +% co68) *% 32) +% ci67) *% 9)) +% 8)]
+          var w81: Float = w69
+          var w82: Float = (((w69 + w73) + w77) * Float(bitPattern: 0x3f000000))
+          var w83: Float = (((w69 + w77) - w73) * Float(bitPattern: 0x3f000000))
+          var w84: Float = w77
+          var w85: Float = w70
+          var w86: Float = (((w70 + w74) + w78) * Float(bitPattern: 0x3f000000))
+          var w87: Float = (((w70 + w78) - w74) * Float(bitPattern: 0x3f000000))
+          var w88: Float = w78
+          var w89: Float = w71
+          var w90: Float = (((w71 + w75) + w79) * Float(bitPattern: 0x3f000000))
+          var w91: Float = (((w71 + w79) - w75) * Float(bitPattern: 0x3f000000))
+          var w92: Float = w79
+          var w93: Float = w72
+          var w94: Float = (((w72 + w76) + w80) * Float(bitPattern: 0x3f000000))
+          var w95: Float = (((w72 + w80) - w76) * Float(bitPattern: 0x3f000000))
+          var w96: Float = w80
+          arena[((2809856 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w81
+          arena[((2811904 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w82
+          arena[((2813952 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w83
+          arena[((2816000 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w84
+          arena[((2818048 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w85
+          arena[((2820096 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w86
+          arena[((2822144 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w87
+          arena[((2824192 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w88
+          arena[((2826240 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w89
+          arena[((2828288 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w90
+          arena[((2830336 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w91
+          arena[((2832384 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w92
+          arena[((2834432 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w93
+          arena[((2836480 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w94
+          arena[((2838528 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w95
+          arena[((2840576 +% (ci67 *% 64)) +% ((part66 *% 32) +% co68))] = w96
+        }
       }
     }
   }
-  for i92 in 0..<1024 {
-    storeVector(arena, ((i92 *% 8) +% 2842624), Vector(repeating: Float(0)))
+  for i97 in 0..<1024 {
+    storeVector(arena, ((i97 *% 8) +% 2842624), Vector(repeating: Float(0)))
   }
-  for g93 in 0..<64 {
-    for j94 in 0..<1 {
-      for iy95 in 0..<14 {
-        for c96 in 0..<32 {
-          for ix97 in 0..<14 {
-            arena[(2842624 +% ((((j94 *% 8192) +% ((iy95 +% 1) *% 512)) +% ((ix97 +% 1) *% 32)) +% c96))] = arena[((((1605632 +% ((g93 +% j94) *% 6272)) +% (c96 *% 196)) +% (iy95 *% 14)) +% ix97)]
+  for g98 in 0..<64 {
+    for j99 in 0..<1 {
+      for iy100 in 0..<14 {
+        for c101 in 0..<32 {
+          for ix102 in 0..<14 {
+            arena[(2842624 +% ((((j99 *% 8192) +% ((iy100 +% 1) *% 512)) +% ((ix102 +% 1) *% 32)) +% c101))] = arena[((((1605632 +% ((g98 +% j99) *% 6272)) +% (c101 *% 196)) +% (iy100 *% 14)) +% ix102)]
           }
         }
       }
     }
-    for j98 in 0..<1 {
-      for ty99 in 0..<7 {
-        for tx100 in 0..<7 {
-          for cv101 in 0..<4 {
-            let w102 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
-            let w103 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
-            let w104 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
-            let w105 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
-            let w106 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
-            let w107 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
-            let w108 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
-            let w109 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
-            let w110 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
-            let w111 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
-            let w112 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
-            let w113 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
-            let w114 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
-            let w115 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
-            let w116 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
-            let w117 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
-            let w118 = (w102 - w110)
-            let w119 = (w106 + w110)
-            let w120 = (w110 - w106)
-            let w121 = (w106 - w114)
-            let w122 = (w103 - w111)
-            let w123 = (w107 + w111)
-            let w124 = (w111 - w107)
-            let w125 = (w107 - w115)
-            let w126 = (w104 - w112)
-            let w127 = (w108 + w112)
-            let w128 = (w112 - w108)
-            let w129 = (w108 - w116)
-            let w130 = (w105 - w113)
-            let w131 = (w109 + w113)
-            let w132 = (w113 - w109)
-            let w133 = (w109 - w117)
-            storeVector(arena, ((2850816 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w118)
-            storeVector(arena, ((2852384 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w119)
-            storeVector(arena, ((2853952 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w120)
-            storeVector(arena, ((2855520 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w121)
-            storeVector(arena, ((2857088 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w122)
-            storeVector(arena, ((2858656 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w123)
-            storeVector(arena, ((2860224 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w124)
-            storeVector(arena, ((2861792 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w125)
-            storeVector(arena, ((2863360 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w126)
-            storeVector(arena, ((2864928 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w127)
-            storeVector(arena, ((2866496 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w128)
-            storeVector(arena, ((2868064 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w129)
-            storeVector(arena, ((2869632 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w130)
-            storeVector(arena, ((2871200 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w131)
-            storeVector(arena, ((2872768 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w132)
-            storeVector(arena, ((2874336 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w133)
+    for j103 in 0..<1 {
+      for ty104 in 0..<7 {
+        for tx105 in 0..<7 {
+          for cv106 in 0..<4 {
+            let w107 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))))
+            let w108 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))) + loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))))
+            let w109 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))))
+            let w110 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% ((tx105 *% 2) *% 32)) +% (cv106 *% 8)))))
+            let w111 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))))
+            let w112 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))) + loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))))
+            let w113 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))))
+            let w114 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 1) *% 32)) +% (cv106 *% 8)))))
+            let w115 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))))
+            let w116 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))) + loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))))
+            let w117 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))))
+            let w118 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 2) *% 32)) +% (cv106 *% 8)))))
+            let w119 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% ((ty104 *% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))))
+            let w120 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))) + loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))))
+            let w121 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 2) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))))
+            let w122 = (loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 1) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))) - loadVector(arena, (2842624 +% ((((j103 *% 8192) +% (((ty104 *% 2) +% 3) *% 512)) +% (((tx105 *% 2) +% 3) *% 32)) +% (cv106 *% 8)))))
+            let w123 = (w107 - w115)
+            let w124 = (w111 + w115)
+            let w125 = (w115 - w111)
+            let w126 = (w111 - w119)
+            let w127 = (w108 - w116)
+            let w128 = (w112 + w116)
+            let w129 = (w116 - w112)
+            let w130 = (w112 - w120)
+            let w131 = (w109 - w117)
+            let w132 = (w113 + w117)
+            let w133 = (w117 - w113)
+            let w134 = (w113 - w121)
+            let w135 = (w110 - w118)
+            let w136 = (w114 + w118)
+            let w137 = (w118 - w114)
+            let w138 = (w114 - w122)
+            storeVector(arena, ((2850816 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w123)
+            storeVector(arena, ((2852384 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w124)
+            storeVector(arena, ((2853952 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w125)
+            storeVector(arena, ((2855520 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w126)
+            storeVector(arena, ((2857088 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w127)
+            storeVector(arena, ((2858656 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w128)
+            storeVector(arena, ((2860224 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w129)
+            storeVector(arena, ((2861792 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w130)
+            storeVector(arena, ((2863360 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w131)
+            storeVector(arena, ((2864928 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w132)
+            storeVector(arena, ((2866496 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w133)
+            storeVector(arena, ((2868064 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w134)
+            storeVector(arena, ((2869632 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w135)
+            storeVector(arena, ((2871200 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w136)
+            storeVector(arena, ((2872768 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w137)
+            storeVector(arena, ((2874336 +% ((((j103 *% 49) +% (ty104 *% 7)) +% tx105) *% 32)) +% (cv106 *% 8)), w138)
           }
         }
       }
     }
-    for xi134 in 0..<16 {
-      do {  // gemm141
-        for nb135 in 0..<4 {
-          for mb136 in 0..<9 {
-            var t137_c0_0 = Vector()
-            var t137_c0_1 = Vector()
-            var t137_c1_0 = Vector()
-            var t137_c1_1 = Vector()
-            var t137_c2_0 = Vector()
-            var t137_c2_1 = Vector()
-            var t137_c3_0 = Vector()
-            var t137_c3_1 = Vector()
-            var t137_c4_0 = Vector()
-            var t137_c4_1 = Vector()
-            for k138 in 0..<32 {
-              let t137_b0 = loadVector(arena, (((2809856 +% (xi134 *% 2048)) +% (k138 *% 64)) +% (nb135 *% 16)))
-              let t137_b1 = loadVector(arena, ((((2809856 +% (xi134 *% 2048)) +% (k138 *% 64)) +% (nb135 *% 16)) +% 8))
-              let t137_a0 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% ((mb136 *% 5) *% 32)) +% k138)])
-              t137_c0_0 = t137_c0_0.addingProduct(t137_a0, t137_b0)
-              t137_c0_1 = t137_c0_1.addingProduct(t137_a0, t137_b1)
-              let t137_a1 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 1) *% 32)) +% k138)])
-              t137_c1_0 = t137_c1_0.addingProduct(t137_a1, t137_b0)
-              t137_c1_1 = t137_c1_1.addingProduct(t137_a1, t137_b1)
-              let t137_a2 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 2) *% 32)) +% k138)])
-              t137_c2_0 = t137_c2_0.addingProduct(t137_a2, t137_b0)
-              t137_c2_1 = t137_c2_1.addingProduct(t137_a2, t137_b1)
-              let t137_a3 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 3) *% 32)) +% k138)])
-              t137_c3_0 = t137_c3_0.addingProduct(t137_a3, t137_b0)
-              t137_c3_1 = t137_c3_1.addingProduct(t137_a3, t137_b1)
-              let t137_a4 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% (((mb136 *% 5) +% 4) *% 32)) +% k138)])
-              t137_c4_0 = t137_c4_0.addingProduct(t137_a4, t137_b0)
-              t137_c4_1 = t137_c4_1.addingProduct(t137_a4, t137_b1)
+    parallelFor(pool, 2) { part139 in
+      for xi140 in 0..<16 {
+        do {  // gemm147
+          for nb141 in 0..<2 {
+            for mb142 in 0..<9 {
+              var t143_c0_0 = Vector()
+              var t143_c0_1 = Vector()
+              var t143_c1_0 = Vector()
+              var t143_c1_1 = Vector()
+              var t143_c2_0 = Vector()
+              var t143_c2_1 = Vector()
+              var t143_c3_0 = Vector()
+              var t143_c3_1 = Vector()
+              var t143_c4_0 = Vector()
+              var t143_c4_1 = Vector()
+              for k144 in 0..<32 {
+                let t143_b0 = loadVector(arena, ((((2809856 +% (xi140 *% 2048)) +% (part139 *% 32)) +% (k144 *% 64)) +% (nb141 *% 16)))
+                let t143_b1 = loadVector(arena, (((((2809856 +% (xi140 *% 2048)) +% (part139 *% 32)) +% (k144 *% 64)) +% (nb141 *% 16)) +% 8))
+                let t143_a0 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% ((mb142 *% 5) *% 32)) +% k144)])
+                t143_c0_0 = t143_c0_0.addingProduct(t143_a0, t143_b0)
+                t143_c0_1 = t143_c0_1.addingProduct(t143_a0, t143_b1)
+                let t143_a1 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% (((mb142 *% 5) +% 1) *% 32)) +% k144)])
+                t143_c1_0 = t143_c1_0.addingProduct(t143_a1, t143_b0)
+                t143_c1_1 = t143_c1_1.addingProduct(t143_a1, t143_b1)
+                let t143_a2 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% (((mb142 *% 5) +% 2) *% 32)) +% k144)])
+                t143_c2_0 = t143_c2_0.addingProduct(t143_a2, t143_b0)
+                t143_c2_1 = t143_c2_1.addingProduct(t143_a2, t143_b1)
+                let t143_a3 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% (((mb142 *% 5) +% 3) *% 32)) +% k144)])
+                t143_c3_0 = t143_c3_0.addingProduct(t143_a3, t143_b0)
+                t143_c3_1 = t143_c3_1.addingProduct(t143_a3, t143_b1)
+                let t143_a4 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% (((mb142 *% 5) +% 4) *% 32)) +% k144)])
+                t143_c4_0 = t143_c4_0.addingProduct(t143_a4, t143_b0)
+                t143_c4_1 = t143_c4_1.addingProduct(t143_a4, t143_b1)
+              }
+              storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% ((mb142 *% 5) *% 64)) +% (nb141 *% 16)), t143_c0_0)
+              storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% ((mb142 *% 5) *% 64)) +% (nb141 *% 16)) +% 8), t143_c0_1)
+              storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 1) *% 64)) +% (nb141 *% 16)), t143_c1_0)
+              storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 1) *% 64)) +% (nb141 *% 16)) +% 8), t143_c1_1)
+              storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 2) *% 64)) +% (nb141 *% 16)), t143_c2_0)
+              storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 2) *% 64)) +% (nb141 *% 16)) +% 8), t143_c2_1)
+              storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 3) *% 64)) +% (nb141 *% 16)), t143_c3_0)
+              storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 3) *% 64)) +% (nb141 *% 16)) +% 8), t143_c3_1)
+              storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 4) *% 64)) +% (nb141 *% 16)), t143_c4_0)
+              storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% (((mb142 *% 5) +% 4) *% 64)) +% (nb141 *% 16)) +% 8), t143_c4_1)
             }
-            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% ((mb136 *% 5) *% 64)) +% (nb135 *% 16)), t137_c0_0)
-            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% ((mb136 *% 5) *% 64)) +% (nb135 *% 16)) +% 8), t137_c0_1)
-            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 1) *% 64)) +% (nb135 *% 16)), t137_c1_0)
-            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 1) *% 64)) +% (nb135 *% 16)) +% 8), t137_c1_1)
-            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 2) *% 64)) +% (nb135 *% 16)), t137_c2_0)
-            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 2) *% 64)) +% (nb135 *% 16)) +% 8), t137_c2_1)
-            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 3) *% 64)) +% (nb135 *% 16)), t137_c3_0)
-            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 3) *% 64)) +% (nb135 *% 16)) +% 8), t137_c3_1)
-            storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 4) *% 64)) +% (nb135 *% 16)), t137_c4_0)
-            storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% (((mb136 *% 5) +% 4) *% 64)) +% (nb135 *% 16)) +% 8), t137_c4_1)
-          }
-          var t139_c0_0 = Vector()
-          var t139_c0_1 = Vector()
-          var t139_c1_0 = Vector()
-          var t139_c1_1 = Vector()
-          var t139_c2_0 = Vector()
-          var t139_c2_1 = Vector()
-          var t139_c3_0 = Vector()
-          var t139_c3_1 = Vector()
-          for k140 in 0..<32 {
-            let t139_b0 = loadVector(arena, (((2809856 +% (xi134 *% 2048)) +% (k140 *% 64)) +% (nb135 *% 16)))
-            let t139_b1 = loadVector(arena, ((((2809856 +% (xi134 *% 2048)) +% (k140 *% 64)) +% (nb135 *% 16)) +% 8))
-            let t139_a0 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1440) +% k140)])
-            t139_c0_0 = t139_c0_0.addingProduct(t139_a0, t139_b0)
-            t139_c0_1 = t139_c0_1.addingProduct(t139_a0, t139_b1)
-            let t139_a1 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1472) +% k140)])
-            t139_c1_0 = t139_c1_0.addingProduct(t139_a1, t139_b0)
-            t139_c1_1 = t139_c1_1.addingProduct(t139_a1, t139_b1)
-            let t139_a2 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1504) +% k140)])
-            t139_c2_0 = t139_c2_0.addingProduct(t139_a2, t139_b0)
-            t139_c2_1 = t139_c2_1.addingProduct(t139_a2, t139_b1)
-            let t139_a3 = Vector(repeating: arena[(((2850816 +% (xi134 *% 1568)) +% 1536) +% k140)])
-            t139_c3_0 = t139_c3_0.addingProduct(t139_a3, t139_b0)
-            t139_c3_1 = t139_c3_1.addingProduct(t139_a3, t139_b1)
-          }
-          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 2880) +% (nb135 *% 16)), t139_c0_0)
-          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 2880) +% (nb135 *% 16)) +% 8), t139_c0_1)
-          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 2944) +% (nb135 *% 16)), t139_c1_0)
-          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 2944) +% (nb135 *% 16)) +% 8), t139_c1_1)
-          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 3008) +% (nb135 *% 16)), t139_c2_0)
-          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 3008) +% (nb135 *% 16)) +% 8), t139_c2_1)
-          storeVector(arena, (((2875904 +% (xi134 *% 3136)) +% 3072) +% (nb135 *% 16)), t139_c3_0)
-          storeVector(arena, ((((2875904 +% (xi134 *% 3136)) +% 3072) +% (nb135 *% 16)) +% 8), t139_c3_1)
-        }
-      }
-    }
-    for j142 in 0..<1 {
-      for ty143 in 0..<7 {
-        for tx144 in 0..<7 {
-          for cv145 in 0..<8 {
-            let w146 = ((loadVector(arena, ((2875904 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2888448 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2900992 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w147 = ((loadVector(arena, ((2888448 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2900992 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2913536 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w148 = ((loadVector(arena, ((2879040 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2891584 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2904128 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w149 = ((loadVector(arena, ((2891584 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2904128 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2916672 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w150 = ((loadVector(arena, ((2882176 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2894720 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2907264 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w151 = ((loadVector(arena, ((2894720 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2907264 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2919808 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w152 = ((loadVector(arena, ((2885312 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) + loadVector(arena, ((2897856 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) + loadVector(arena, ((2910400 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w153 = ((loadVector(arena, ((2897856 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))) - loadVector(arena, ((2910400 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8)))) - loadVector(arena, ((2922944 +% ((((j142 *% 49) +% (ty143 *% 7)) +% tx144) *% 64)) +% (cv145 *% 8))))
-            let w154 = ((w146 + w148) + w150)
-            let w155 = ((w148 - w150) - w152)
-            let w156 = ((w147 + w149) + w151)
-            let w157 = ((w149 - w151) - w153)
-            storeVector(arena, ((2926080 +% (((((j142 *% 14) +% (ty143 *% 2)) *% 14) +% (tx144 *% 2)) *% 64)) +% (cv145 *% 8)), w154)
-            storeVector(arena, ((2926080 +% ((((((j142 *% 14) +% (ty143 *% 2)) *% 14) +% (tx144 *% 2)) +% 1) *% 64)) +% (cv145 *% 8)), w155)
-            storeVector(arena, ((2926080 +% ((((((j142 *% 14) +% (ty143 *% 2)) +% 1) *% 14) +% (tx144 *% 2)) *% 64)) +% (cv145 *% 8)), w156)
-            storeVector(arena, ((2926080 +% (((((((j142 *% 14) +% (ty143 *% 2)) +% 1) *% 14) +% (tx144 *% 2)) +% 1) *% 64)) +% (cv145 *% 8)), w157)
+            var t145_c0_0 = Vector()
+            var t145_c0_1 = Vector()
+            var t145_c1_0 = Vector()
+            var t145_c1_1 = Vector()
+            var t145_c2_0 = Vector()
+            var t145_c2_1 = Vector()
+            var t145_c3_0 = Vector()
+            var t145_c3_1 = Vector()
+            for k146 in 0..<32 {
+              let t145_b0 = loadVector(arena, ((((2809856 +% (xi140 *% 2048)) +% (part139 *% 32)) +% (k146 *% 64)) +% (nb141 *% 16)))
+              let t145_b1 = loadVector(arena, (((((2809856 +% (xi140 *% 2048)) +% (part139 *% 32)) +% (k146 *% 64)) +% (nb141 *% 16)) +% 8))
+              let t145_a0 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% 1440) +% k146)])
+              t145_c0_0 = t145_c0_0.addingProduct(t145_a0, t145_b0)
+              t145_c0_1 = t145_c0_1.addingProduct(t145_a0, t145_b1)
+              let t145_a1 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% 1472) +% k146)])
+              t145_c1_0 = t145_c1_0.addingProduct(t145_a1, t145_b0)
+              t145_c1_1 = t145_c1_1.addingProduct(t145_a1, t145_b1)
+              let t145_a2 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% 1504) +% k146)])
+              t145_c2_0 = t145_c2_0.addingProduct(t145_a2, t145_b0)
+              t145_c2_1 = t145_c2_1.addingProduct(t145_a2, t145_b1)
+              let t145_a3 = Vector(repeating: arena[(((2850816 +% (xi140 *% 1568)) +% 1536) +% k146)])
+              t145_c3_0 = t145_c3_0.addingProduct(t145_a3, t145_b0)
+              t145_c3_1 = t145_c3_1.addingProduct(t145_a3, t145_b1)
+            }
+            storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 2880) +% (nb141 *% 16)), t145_c0_0)
+            storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 2880) +% (nb141 *% 16)) +% 8), t145_c0_1)
+            storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 2944) +% (nb141 *% 16)), t145_c1_0)
+            storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 2944) +% (nb141 *% 16)) +% 8), t145_c1_1)
+            storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 3008) +% (nb141 *% 16)), t145_c2_0)
+            storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 3008) +% (nb141 *% 16)) +% 8), t145_c2_1)
+            storeVector(arena, ((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 3072) +% (nb141 *% 16)), t145_c3_0)
+            storeVector(arena, (((((2875904 +% (xi140 *% 3136)) +% (part139 *% 32)) +% 3072) +% (nb141 *% 16)) +% 8), t145_c3_1)
           }
         }
       }
-    }
-    for j158 in 0..<1 {
-      for qb159 in 0..<3 {
-        for c160 in 0..<64 {
-          for q161 in 0..<64 {
-            arena[(2007040 +% ((((g93 +% j158) *% 12544) +% (c160 *% 196)) +% (q161 +% (qb159 *% 64))))] = arena[((2926080 +% (((j158 *% 196) +% (q161 +% (qb159 *% 64))) *% 64)) +% c160)]
+      for j148 in 0..<1 {
+        for ty149 in 0..<7 {
+          for tx150 in 0..<7 {
+            for cv151 in 0..<4 {
+              let w152 = ((loadVector(arena, ((2875904 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) + loadVector(arena, ((2888448 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) + loadVector(arena, ((2900992 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w153 = ((loadVector(arena, ((2888448 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) - loadVector(arena, ((2900992 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) - loadVector(arena, ((2913536 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w154 = ((loadVector(arena, ((2879040 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) + loadVector(arena, ((2891584 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) + loadVector(arena, ((2904128 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w155 = ((loadVector(arena, ((2891584 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) - loadVector(arena, ((2904128 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) - loadVector(arena, ((2916672 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w156 = ((loadVector(arena, ((2882176 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) + loadVector(arena, ((2894720 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) + loadVector(arena, ((2907264 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w157 = ((loadVector(arena, ((2894720 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) - loadVector(arena, ((2907264 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) - loadVector(arena, ((2919808 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w158 = ((loadVector(arena, ((2885312 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) + loadVector(arena, ((2897856 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) + loadVector(arena, ((2910400 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w159 = ((loadVector(arena, ((2897856 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))) - loadVector(arena, ((2910400 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))))) - loadVector(arena, ((2922944 +% ((((j148 *% 49) +% (ty149 *% 7)) +% tx150) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8)))))
+              let w160 = ((w152 + w154) + w156)
+              let w161 = ((w154 - w156) - w158)
+              let w162 = ((w153 + w155) + w157)
+              let w163 = ((w155 - w157) - w159)
+              storeVector(arena, ((2926080 +% (((((j148 *% 14) +% (ty149 *% 2)) *% 14) +% (tx150 *% 2)) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))), w160)
+              storeVector(arena, ((2926080 +% ((((((j148 *% 14) +% (ty149 *% 2)) *% 14) +% (tx150 *% 2)) +% 1) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))), w161)
+              storeVector(arena, ((2926080 +% ((((((j148 *% 14) +% (ty149 *% 2)) +% 1) *% 14) +% (tx150 *% 2)) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))), w162)
+              storeVector(arena, ((2926080 +% (((((((j148 *% 14) +% (ty149 *% 2)) +% 1) *% 14) +% (tx150 *% 2)) +% 1) *% 64)) +% ((part139 *% 32) +% (cv151 *% 8))), w163)
+            }
           }
         }
       }
-      for c162 in 0..<64 {
-        for q163 in 0..<4 {
-          arena[(2007040 +% ((((g93 +% j158) *% 12544) +% (c162 *% 196)) +% (q163 +% 192)))] = arena[((2926080 +% (((j158 *% 196) +% (q163 +% 192)) *% 64)) +% c162)]
+      for j164 in 0..<1 {
+        for qb165 in 0..<3 {
+          for c166 in 0..<32 {
+            for q167 in 0..<64 {
+              arena[(2007040 +% ((((g98 +% j164) *% 12544) +% (((part139 *% 32) +% c166) *% 196)) +% (q167 +% (qb165 *% 64))))] = arena[((2926080 +% (((j164 *% 196) +% (q167 +% (qb165 *% 64))) *% 64)) +% ((part139 *% 32) +% c166))]
+            }
+          }
+        }
+        for c168 in 0..<32 {
+          for q169 in 0..<4 {
+            arena[(2007040 +% ((((g98 +% j164) *% 12544) +% (((part139 *% 32) +% c168) *% 196)) +% (q169 +% 192)))] = arena[((2926080 +% (((j164 *% 196) +% (q169 +% 192)) *% 64)) +% ((part139 *% 32) +% c168))]
+          }
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c164 in 0..<64 {
-    var acc170 = Vector()
-    var tail171: Float = Float(0)
-    for n172 in 0..<64 {
-      for v173 in 0..<24 {
-        acc170 = (acc170 + loadVector(arena, (2007040 +% ((((n172 *% 64) +% c164) *% 196) +% (v173 *% 8)))))
+  parallelFor(pool, 2) { part170 in
+    for c171 in 0..<32 {
+      var acc177 = Vector()
+      var tail178: Float = Float(0)
+      for n179 in 0..<64 {
+        for v180 in 0..<24 {
+          acc177 = (acc177 + loadVector(arena, (2007040 +% ((((n179 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% (v180 *% 8)))))
+        }
+        for i181 in 0..<4 {
+          tail178 = (tail178 + arena[(2007040 +% (((((n179 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% 192) +% i181))])
+        }
       }
-      for i174 in 0..<4 {
-        tail171 = (tail171 + arena[(2007040 +% (((((n172 *% 64) +% c164) *% 196) +% 192) +% i174))])
+      storeVector(arena, (2809984 +% (part170 *% 8)), acc177)
+      var sum182: Float = (arena[(2809984 +% (part170 *% 8))] + arena[((2809984 +% (part170 *% 8)) +% 1)])
+      var sum183: Float = (sum182 + arena[((2809984 +% (part170 *% 8)) +% 2)])
+      var sum184: Float = (sum183 + arena[((2809984 +% (part170 *% 8)) +% 3)])
+      var sum185: Float = (sum184 + arena[((2809984 +% (part170 *% 8)) +% 4)])
+      var sum186: Float = (sum185 + arena[((2809984 +% (part170 *% 8)) +% 5)])
+      var sum187: Float = (sum186 + arena[((2809984 +% (part170 *% 8)) +% 6)])
+      var sum188: Float = (sum187 + arena[((2809984 +% (part170 *% 8)) +% 7)])
+      var sum175: Float = (sum188 + tail178)
+      var mean172: Float = (sum175 / Float(12544))
+      var acc189 = Vector()
+      var tail190: Float = Float(0)
+      for n191 in 0..<64 {
+        for v192 in 0..<24 {
+          acc189 = (acc189 + ((loadVector(arena, (2007040 +% ((((n191 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% (v192 *% 8)))) - Vector(repeating: mean172)) * (loadVector(arena, (2007040 +% ((((n191 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% (v192 *% 8)))) - Vector(repeating: mean172))))
+        }
+        for i193 in 0..<4 {
+          tail190 = (tail190 + ((arena[(2007040 +% (((((n191 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% 192) +% i193))] - mean172) * (arena[(2007040 +% (((((n191 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% 192) +% i193))] - mean172)))
+        }
       }
-    }
-    storeVector(arena, 2809984, acc170)
-    var sum175: Float = (arena[2809984] + arena[2809985])
-    var sum176: Float = (sum175 + arena[2809986])
-    var sum177: Float = (sum176 + arena[2809987])
-    var sum178: Float = (sum177 + arena[2809988])
-    var sum179: Float = (sum178 + arena[2809989])
-    var sum180: Float = (sum179 + arena[2809990])
-    var sum181: Float = (sum180 + arena[2809991])
-    var sum168: Float = (sum181 + tail171)
-    var mean165: Float = (sum168 / Float(12544))
-    var acc182 = Vector()
-    var tail183: Float = Float(0)
-    for n184 in 0..<64 {
-      for v185 in 0..<24 {
-        acc182 = (acc182 + ((loadVector(arena, (2007040 +% ((((n184 *% 64) +% c164) *% 196) +% (v185 *% 8)))) - Vector(repeating: mean165)) * (loadVector(arena, (2007040 +% ((((n184 *% 64) +% c164) *% 196) +% (v185 *% 8)))) - Vector(repeating: mean165))))
-      }
-      for i186 in 0..<4 {
-        tail183 = (tail183 + ((arena[(2007040 +% (((((n184 *% 64) +% c164) *% 196) +% 192) +% i186))] - mean165) * (arena[(2007040 +% (((((n184 *% 64) +% c164) *% 196) +% 192) +% i186))] - mean165)))
-      }
-    }
-    storeVector(arena, 2809984, acc182)
-    var sum187: Float = (arena[2809984] + arena[2809985])
-    var sum188: Float = (sum187 + arena[2809986])
-    var sum189: Float = (sum188 + arena[2809987])
-    var sum190: Float = (sum189 + arena[2809988])
-    var sum191: Float = (sum190 + arena[2809989])
-    var sum192: Float = (sum191 + arena[2809990])
-    var sum193: Float = (sum192 + arena[2809991])
-    var squares169: Float = (sum193 + tail183)
-    var var166: Float = (squares169 / Float(12544))
-    arena[(2809856 +% c164)] = mean165
-    arena[(2809920 +% c164)] = var166
-    var scale167: Float = (params[(18784 +% c164)] * (Float(1) / sqrtf((var166 + Float(bitPattern: 0x3727c5ac)))))
-    for n194 in 0..<64 {
-      for i195 in 0..<196 {
-        arena[(4816960 +% ((((n194 *% 64) +% c164) *% 196) +% i195))] = (((arena[(2007040 +% ((((n194 *% 64) +% c164) *% 196) +% i195))] - mean165) * scale167) + params[(18848 +% c164)])
+      storeVector(arena, (2809984 +% (part170 *% 8)), acc189)
+      var sum194: Float = (arena[(2809984 +% (part170 *% 8))] + arena[((2809984 +% (part170 *% 8)) +% 1)])
+      var sum195: Float = (sum194 + arena[((2809984 +% (part170 *% 8)) +% 2)])
+      var sum196: Float = (sum195 + arena[((2809984 +% (part170 *% 8)) +% 3)])
+      var sum197: Float = (sum196 + arena[((2809984 +% (part170 *% 8)) +% 4)])
+      var sum198: Float = (sum197 + arena[((2809984 +% (part170 *% 8)) +% 5)])
+      var sum199: Float = (sum198 + arena[((2809984 +% (part170 *% 8)) +% 6)])
+      var sum200: Float = (sum199 + arena[((2809984 +% (part170 *% 8)) +% 7)])
+      var squares176: Float = (sum200 + tail190)
+      var var173: Float = (squares176 / Float(12544))
+      arena[(2809856 +% (c171 +% (part170 *% 32)))] = mean172
+      arena[(2809920 +% (c171 +% (part170 *% 32)))] = var173
+      var scale174: Float = (params[(18784 +% (c171 +% (part170 *% 32)))] * (Float(1) / sqrtf((var173 + Float(bitPattern: 0x3727c5ac)))))
+      for n201 in 0..<64 {
+        for i202 in 0..<196 {
+          arena[(4816960 +% ((((n201 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% i202))] = (((arena[(2007040 +% ((((n201 *% 64) +% (c171 +% (part170 *% 32))) *% 196) +% i202))] - mean172) * scale174) + params[(18848 +% (c171 +% (part170 *% 32)))])
+        }
       }
     }
   }
   // relu2 = relu(bn2)
-  for i196 in 0..<100352 {
-    storeVector(arena, ((i196 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i196 *% 8) +% 4816960)), where: loadVector(arena, ((i196 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part203 in
+    for i204 in 0..<401408 {
+      arena[(5619776 +% (i204 +% (part203 *% 401408)))] = (arena[(4816960 +% (i204 +% (part203 *% 401408)))] > Float(0) ? arena[(4816960 +% (i204 +% (part203 *% 401408)))] : Float(0))
+    }
   }
   // pool2 = maxpool(relu2)
-  for q197 in 0..<4096 {
-    for py198 in 0..<7 {
-      for px199 in 0..<7 {
-        var acc200: Float = arena[(5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2)))]
-        acc200 = { let x = acc200, y = arena[(5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2)))]; return y > x ? y : x }()
-        acc200 = { let x = acc200, y = arena[((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc200 = { let x = acc200, y = arena[((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 14)]; return y > x ? y : x }()
-        acc200 = { let x = acc200, y = arena[(((5619776 +% (((q197 *% 196) +% (py198 *% 28)) +% (px199 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((2809984 +% (q197 *% 49)) +% (py198 *% 7)) +% px199)] = acc200
+  parallelFor(pool, 2) { part205 in
+    for q206 in 0..<2048 {
+      for py207 in 0..<7 {
+        for px208 in 0..<7 {
+          var acc209: Float = arena[(5619776 +% ((((q206 +% (part205 *% 2048)) *% 196) +% (py207 *% 28)) +% (px208 *% 2)))]
+          acc209 = { let x = acc209, y = arena[(5619776 +% ((((q206 +% (part205 *% 2048)) *% 196) +% (py207 *% 28)) +% (px208 *% 2)))]; return y > x ? y : x }()
+          acc209 = { let x = acc209, y = arena[((5619776 +% ((((q206 +% (part205 *% 2048)) *% 196) +% (py207 *% 28)) +% (px208 *% 2))) +% 1)]; return y > x ? y : x }()
+          acc209 = { let x = acc209, y = arena[((5619776 +% ((((q206 +% (part205 *% 2048)) *% 196) +% (py207 *% 28)) +% (px208 *% 2))) +% 14)]; return y > x ? y : x }()
+          acc209 = { let x = acc209, y = arena[(((5619776 +% ((((q206 +% (part205 *% 2048)) *% 196) +% (py207 *% 28)) +% (px208 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
+          arena[(((2809984 +% ((q206 +% (part205 *% 2048)) *% 49)) +% (py207 *% 7)) +% px208)] = acc209
+        }
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n201 in 0..<64 {
-    for k202 in 0..<3136 {
-      arena[((4816960 +% (k202 *% 64)) +% n201)] = arena[((2809984 +% (n201 *% 3136)) +% k202)]
+  for n210 in 0..<64 {
+    for k211 in 0..<3136 {
+      arena[((4816960 +% (k211 *% 64)) +% n210)] = arena[((2809984 +% (n210 *% 3136)) +% k211)]
     }
   }
-  do {  // gemm213
-    for r203 in 0..<128 {
-      for i204 in 0..<8 {
-        storeVector(arena, ((i204 *% 8) +% (5017664 +% (r203 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm222
+    for r212 in 0..<128 {
+      for i213 in 0..<8 {
+        storeVector(arena, ((i213 *% 8) +% (5017664 +% (r212 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp205 in 0..<4 {
-      for nb206 in 0..<2 {
-        for mb207 in 0..<32 {
-          var t208_c0_0 = loadVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)))
-          var t208_c0_1 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 8))
-          var t208_c0_2 = loadVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 16))
-          var t208_c1_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)))
-          var t208_c1_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 8))
-          var t208_c1_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 16))
-          var t208_c2_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)))
-          var t208_c2_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 8))
-          var t208_c2_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 16))
-          var t208_c3_0 = loadVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)))
-          var t208_c3_1 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 8))
-          var t208_c3_2 = loadVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 16))
-          for k209 in 0..<784 {
-            let t208_b0 = loadVector(arena, ((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)))
-            let t208_b1 = loadVector(arena, (((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)) +% 8))
-            let t208_b2 = loadVector(arena, (((4816960 +% ((k209 +% (kp205 *% 784)) *% 64)) +% (nb206 *% 24)) +% 16))
-            let t208_a0 = Vector(repeating: params[((18912 +% ((mb207 *% 4) *% 3136)) +% (k209 +% (kp205 *% 784)))])
-            t208_c0_0 = t208_c0_0.addingProduct(t208_a0, t208_b0)
-            t208_c0_1 = t208_c0_1.addingProduct(t208_a0, t208_b1)
-            t208_c0_2 = t208_c0_2.addingProduct(t208_a0, t208_b2)
-            let t208_a1 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 1) *% 3136)) +% (k209 +% (kp205 *% 784)))])
-            t208_c1_0 = t208_c1_0.addingProduct(t208_a1, t208_b0)
-            t208_c1_1 = t208_c1_1.addingProduct(t208_a1, t208_b1)
-            t208_c1_2 = t208_c1_2.addingProduct(t208_a1, t208_b2)
-            let t208_a2 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 2) *% 3136)) +% (k209 +% (kp205 *% 784)))])
-            t208_c2_0 = t208_c2_0.addingProduct(t208_a2, t208_b0)
-            t208_c2_1 = t208_c2_1.addingProduct(t208_a2, t208_b1)
-            t208_c2_2 = t208_c2_2.addingProduct(t208_a2, t208_b2)
-            let t208_a3 = Vector(repeating: params[((18912 +% (((mb207 *% 4) +% 3) *% 3136)) +% (k209 +% (kp205 *% 784)))])
-            t208_c3_0 = t208_c3_0.addingProduct(t208_a3, t208_b0)
-            t208_c3_1 = t208_c3_1.addingProduct(t208_a3, t208_b1)
-            t208_c3_2 = t208_c3_2.addingProduct(t208_a3, t208_b2)
+    for kp214 in 0..<4 {
+      for nb215 in 0..<2 {
+        for mb216 in 0..<32 {
+          var t217_c0_0 = loadVector(arena, ((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)))
+          var t217_c0_1 = loadVector(arena, (((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)) +% 8))
+          var t217_c0_2 = loadVector(arena, (((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)) +% 16))
+          var t217_c1_0 = loadVector(arena, ((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)))
+          var t217_c1_1 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)) +% 8))
+          var t217_c1_2 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)) +% 16))
+          var t217_c2_0 = loadVector(arena, ((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)))
+          var t217_c2_1 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)) +% 8))
+          var t217_c2_2 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)) +% 16))
+          var t217_c3_0 = loadVector(arena, ((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)))
+          var t217_c3_1 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)) +% 8))
+          var t217_c3_2 = loadVector(arena, (((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)) +% 16))
+          for k218 in 0..<784 {
+            let t217_b0 = loadVector(arena, ((4816960 +% ((k218 +% (kp214 *% 784)) *% 64)) +% (nb215 *% 24)))
+            let t217_b1 = loadVector(arena, (((4816960 +% ((k218 +% (kp214 *% 784)) *% 64)) +% (nb215 *% 24)) +% 8))
+            let t217_b2 = loadVector(arena, (((4816960 +% ((k218 +% (kp214 *% 784)) *% 64)) +% (nb215 *% 24)) +% 16))
+            let t217_a0 = Vector(repeating: params[((18912 +% ((mb216 *% 4) *% 3136)) +% (k218 +% (kp214 *% 784)))])
+            t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
+            t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
+            t217_c0_2 = t217_c0_2.addingProduct(t217_a0, t217_b2)
+            let t217_a1 = Vector(repeating: params[((18912 +% (((mb216 *% 4) +% 1) *% 3136)) +% (k218 +% (kp214 *% 784)))])
+            t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
+            t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
+            t217_c1_2 = t217_c1_2.addingProduct(t217_a1, t217_b2)
+            let t217_a2 = Vector(repeating: params[((18912 +% (((mb216 *% 4) +% 2) *% 3136)) +% (k218 +% (kp214 *% 784)))])
+            t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
+            t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
+            t217_c2_2 = t217_c2_2.addingProduct(t217_a2, t217_b2)
+            let t217_a3 = Vector(repeating: params[((18912 +% (((mb216 *% 4) +% 3) *% 3136)) +% (k218 +% (kp214 *% 784)))])
+            t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
+            t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
+            t217_c3_2 = t217_c3_2.addingProduct(t217_a3, t217_b2)
           }
-          storeVector(arena, ((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)), t208_c0_0)
-          storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 8), t208_c0_1)
-          storeVector(arena, (((5017664 +% ((mb207 *% 4) *% 64)) +% (nb206 *% 24)) +% 16), t208_c0_2)
-          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)), t208_c1_0)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 8), t208_c1_1)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 1) *% 64)) +% (nb206 *% 24)) +% 16), t208_c1_2)
-          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)), t208_c2_0)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 8), t208_c2_1)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 2) *% 64)) +% (nb206 *% 24)) +% 16), t208_c2_2)
-          storeVector(arena, ((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)), t208_c3_0)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 8), t208_c3_1)
-          storeVector(arena, (((5017664 +% (((mb207 *% 4) +% 3) *% 64)) +% (nb206 *% 24)) +% 16), t208_c3_2)
+          storeVector(arena, ((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)), t217_c0_0)
+          storeVector(arena, (((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)) +% 8), t217_c0_1)
+          storeVector(arena, (((5017664 +% ((mb216 *% 4) *% 64)) +% (nb215 *% 24)) +% 16), t217_c0_2)
+          storeVector(arena, ((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)), t217_c1_0)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)) +% 8), t217_c1_1)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 1) *% 64)) +% (nb215 *% 24)) +% 16), t217_c1_2)
+          storeVector(arena, ((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)), t217_c2_0)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)) +% 8), t217_c2_1)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 2) *% 64)) +% (nb215 *% 24)) +% 16), t217_c2_2)
+          storeVector(arena, ((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)), t217_c3_0)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)) +% 8), t217_c3_1)
+          storeVector(arena, (((5017664 +% (((mb216 *% 4) +% 3) *% 64)) +% (nb215 *% 24)) +% 16), t217_c3_2)
         }
       }
-      for mb210 in 0..<32 {
-        var t211_c0_0 = loadVector(arena, ((5017664 +% ((mb210 *% 4) *% 64)) +% 48))
-        var t211_c0_1 = loadVector(arena, (((5017664 +% ((mb210 *% 4) *% 64)) +% 48) +% 8))
-        var t211_c1_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48))
-        var t211_c1_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t211_c2_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48))
-        var t211_c2_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t211_c3_0 = loadVector(arena, ((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48))
-        var t211_c3_1 = loadVector(arena, (((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k212 in 0..<784 {
-          let t211_b0 = loadVector(arena, ((4816960 +% ((k212 +% (kp205 *% 784)) *% 64)) +% 48))
-          let t211_b1 = loadVector(arena, (((4816960 +% ((k212 +% (kp205 *% 784)) *% 64)) +% 48) +% 8))
-          let t211_a0 = Vector(repeating: params[((18912 +% ((mb210 *% 4) *% 3136)) +% (k212 +% (kp205 *% 784)))])
-          t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
-          t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
-          let t211_a1 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 1) *% 3136)) +% (k212 +% (kp205 *% 784)))])
-          t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
-          t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
-          let t211_a2 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 2) *% 3136)) +% (k212 +% (kp205 *% 784)))])
-          t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
-          t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
-          let t211_a3 = Vector(repeating: params[((18912 +% (((mb210 *% 4) +% 3) *% 3136)) +% (k212 +% (kp205 *% 784)))])
-          t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
-          t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
+      for mb219 in 0..<32 {
+        var t220_c0_0 = loadVector(arena, ((5017664 +% ((mb219 *% 4) *% 64)) +% 48))
+        var t220_c0_1 = loadVector(arena, (((5017664 +% ((mb219 *% 4) *% 64)) +% 48) +% 8))
+        var t220_c1_0 = loadVector(arena, ((5017664 +% (((mb219 *% 4) +% 1) *% 64)) +% 48))
+        var t220_c1_1 = loadVector(arena, (((5017664 +% (((mb219 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t220_c2_0 = loadVector(arena, ((5017664 +% (((mb219 *% 4) +% 2) *% 64)) +% 48))
+        var t220_c2_1 = loadVector(arena, (((5017664 +% (((mb219 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t220_c3_0 = loadVector(arena, ((5017664 +% (((mb219 *% 4) +% 3) *% 64)) +% 48))
+        var t220_c3_1 = loadVector(arena, (((5017664 +% (((mb219 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k221 in 0..<784 {
+          let t220_b0 = loadVector(arena, ((4816960 +% ((k221 +% (kp214 *% 784)) *% 64)) +% 48))
+          let t220_b1 = loadVector(arena, (((4816960 +% ((k221 +% (kp214 *% 784)) *% 64)) +% 48) +% 8))
+          let t220_a0 = Vector(repeating: params[((18912 +% ((mb219 *% 4) *% 3136)) +% (k221 +% (kp214 *% 784)))])
+          t220_c0_0 = t220_c0_0.addingProduct(t220_a0, t220_b0)
+          t220_c0_1 = t220_c0_1.addingProduct(t220_a0, t220_b1)
+          let t220_a1 = Vector(repeating: params[((18912 +% (((mb219 *% 4) +% 1) *% 3136)) +% (k221 +% (kp214 *% 784)))])
+          t220_c1_0 = t220_c1_0.addingProduct(t220_a1, t220_b0)
+          t220_c1_1 = t220_c1_1.addingProduct(t220_a1, t220_b1)
+          let t220_a2 = Vector(repeating: params[((18912 +% (((mb219 *% 4) +% 2) *% 3136)) +% (k221 +% (kp214 *% 784)))])
+          t220_c2_0 = t220_c2_0.addingProduct(t220_a2, t220_b0)
+          t220_c2_1 = t220_c2_1.addingProduct(t220_a2, t220_b1)
+          let t220_a3 = Vector(repeating: params[((18912 +% (((mb219 *% 4) +% 3) *% 3136)) +% (k221 +% (kp214 *% 784)))])
+          t220_c3_0 = t220_c3_0.addingProduct(t220_a3, t220_b0)
+          t220_c3_1 = t220_c3_1.addingProduct(t220_a3, t220_b1)
         }
-        storeVector(arena, ((5017664 +% ((mb210 *% 4) *% 64)) +% 48), t211_c0_0)
-        storeVector(arena, (((5017664 +% ((mb210 *% 4) *% 64)) +% 48) +% 8), t211_c0_1)
-        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48), t211_c1_0)
-        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 1) *% 64)) +% 48) +% 8), t211_c1_1)
-        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48), t211_c2_0)
-        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 2) *% 64)) +% 48) +% 8), t211_c2_1)
-        storeVector(arena, ((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48), t211_c3_0)
-        storeVector(arena, (((5017664 +% (((mb210 *% 4) +% 3) *% 64)) +% 48) +% 8), t211_c3_1)
+        storeVector(arena, ((5017664 +% ((mb219 *% 4) *% 64)) +% 48), t220_c0_0)
+        storeVector(arena, (((5017664 +% ((mb219 *% 4) *% 64)) +% 48) +% 8), t220_c0_1)
+        storeVector(arena, ((5017664 +% (((mb219 *% 4) +% 1) *% 64)) +% 48), t220_c1_0)
+        storeVector(arena, (((5017664 +% (((mb219 *% 4) +% 1) *% 64)) +% 48) +% 8), t220_c1_1)
+        storeVector(arena, ((5017664 +% (((mb219 *% 4) +% 2) *% 64)) +% 48), t220_c2_0)
+        storeVector(arena, (((5017664 +% (((mb219 *% 4) +% 2) *% 64)) +% 48) +% 8), t220_c2_1)
+        storeVector(arena, ((5017664 +% (((mb219 *% 4) +% 3) *% 64)) +% 48), t220_c3_0)
+        storeVector(arena, (((5017664 +% (((mb219 *% 4) +% 3) *% 64)) +% 48) +% 8), t220_c3_1)
       }
     }
   }
-  for n214 in 0..<64 {
-    for u215 in 0..<128 {
-      arena[((3010688 +% (n214 *% 128)) +% u215)] = arena[((5017664 +% (u215 *% 64)) +% n214)]
+  for n223 in 0..<64 {
+    for u224 in 0..<128 {
+      arena[((3010688 +% (n223 *% 128)) +% u224)] = arena[((5017664 +% (u224 *% 64)) +% n223)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c216 in 0..<128 {
-    let acc222 = Vector()
-    var tail223: Float = Float(0)
-    for n224 in 0..<64 {
-      for i225 in 0..<1 {
-        tail223 = (tail223 + arena[(3010688 +% (((n224 *% 128) +% c216) +% i225))])
+  for c225 in 0..<128 {
+    let acc231 = Vector()
+    var tail232: Float = Float(0)
+    for n233 in 0..<64 {
+      for i234 in 0..<1 {
+        tail232 = (tail232 + arena[(3010688 +% (((n233 *% 128) +% c225) +% i234))])
       }
     }
-    storeVector(arena, 3027328, acc222)
-    var sum226: Float = (arena[3027328] + arena[3027329])
-    var sum227: Float = (sum226 + arena[3027330])
-    var sum228: Float = (sum227 + arena[3027331])
-    var sum229: Float = (sum228 + arena[3027332])
-    var sum230: Float = (sum229 + arena[3027333])
-    var sum231: Float = (sum230 + arena[3027334])
-    var sum232: Float = (sum231 + arena[3027335])
-    var sum220: Float = (sum232 + tail223)
-    var mean217: Float = (sum220 / Float(64))
-    let acc233 = Vector()
-    var tail234: Float = Float(0)
-    for n235 in 0..<64 {
-      for i236 in 0..<1 {
-        tail234 = (tail234 + ((arena[(3010688 +% (((n235 *% 128) +% c216) +% i236))] - mean217) * (arena[(3010688 +% (((n235 *% 128) +% c216) +% i236))] - mean217)))
-      }
-    }
-    storeVector(arena, 3027328, acc233)
-    var sum237: Float = (arena[3027328] + arena[3027329])
-    var sum238: Float = (sum237 + arena[3027330])
-    var sum239: Float = (sum238 + arena[3027331])
-    var sum240: Float = (sum239 + arena[3027332])
-    var sum241: Float = (sum240 + arena[3027333])
-    var sum242: Float = (sum241 + arena[3027334])
-    var sum243: Float = (sum242 + arena[3027335])
-    var squares221: Float = (sum243 + tail234)
-    var var218: Float = (squares221 / Float(64))
-    arena[(3027072 +% c216)] = mean217
-    arena[(3027200 +% c216)] = var218
-    var scale219: Float = (params[(420320 +% c216)] * (Float(1) / sqrtf((var218 + Float(bitPattern: 0x3727c5ac)))))
+    storeVector(arena, 3027328, acc231)
+    var sum235: Float = (arena[3027328] + arena[3027329])
+    var sum236: Float = (sum235 + arena[3027330])
+    var sum237: Float = (sum236 + arena[3027331])
+    var sum238: Float = (sum237 + arena[3027332])
+    var sum239: Float = (sum238 + arena[3027333])
+    var sum240: Float = (sum239 + arena[3027334])
+    var sum241: Float = (sum240 + arena[3027335])
+    var sum229: Float = (sum241 + tail232)
+    var mean226: Float = (sum229 / Float(64))
+    let acc242 = Vector()
+    var tail243: Float = Float(0)
     for n244 in 0..<64 {
-      arena[(3018880 +% ((n244 *% 128) +% c216))] = (((arena[(3010688 +% ((n244 *% 128) +% c216))] - mean217) * scale219) + params[(420448 +% c216)])
+      for i245 in 0..<1 {
+        tail243 = (tail243 + ((arena[(3010688 +% (((n244 *% 128) +% c225) +% i245))] - mean226) * (arena[(3010688 +% (((n244 *% 128) +% c225) +% i245))] - mean226)))
+      }
+    }
+    storeVector(arena, 3027328, acc242)
+    var sum246: Float = (arena[3027328] + arena[3027329])
+    var sum247: Float = (sum246 + arena[3027330])
+    var sum248: Float = (sum247 + arena[3027331])
+    var sum249: Float = (sum248 + arena[3027332])
+    var sum250: Float = (sum249 + arena[3027333])
+    var sum251: Float = (sum250 + arena[3027334])
+    var sum252: Float = (sum251 + arena[3027335])
+    var squares230: Float = (sum252 + tail243)
+    var var227: Float = (squares230 / Float(64))
+    arena[(3027072 +% c225)] = mean226
+    arena[(3027200 +% c225)] = var227
+    var scale228: Float = (params[(420320 +% c225)] * (Float(1) / sqrtf((var227 + Float(bitPattern: 0x3727c5ac)))))
+    for n253 in 0..<64 {
+      arena[(3018880 +% ((n253 *% 128) +% c225))] = (((arena[(3010688 +% ((n253 *% 128) +% c225))] - mean226) * scale228) + params[(420448 +% c225)])
     }
   }
   // relu3 = relu(bn3)
-  for i245 in 0..<1024 {
-    storeVector(arena, ((i245 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i245 *% 8) +% 3018880)), where: loadVector(arena, ((i245 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
+  for i254 in 0..<1024 {
+    storeVector(arena, ((i254 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i254 *% 8) +% 3018880)), where: loadVector(arena, ((i254 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3027328, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 3018880, 10)
-  for n246 in 0..<64 {
-    for u247 in 0..<1 {
-      storeVector(arena, ((u247 *% 8) +% (3018880 +% (n246 *% 10))), (loadVector(arena, ((u247 *% 8) +% (3018880 +% (n246 *% 10)))) + loadVector(params, ((u247 *% 8) +% 421856))))
+  for n255 in 0..<64 {
+    for u256 in 0..<1 {
+      storeVector(arena, ((u256 *% 8) +% (3018880 +% (n255 *% 10))), (loadVector(arena, ((u256 *% 8) +% (3018880 +% (n255 *% 10)))) + loadVector(params, ((u256 *% 8) +% 421856))))
     }
-    for u247 in 0..<1 {
-      storePartial(arena, ((u247 +% 8) +% (3018880 +% (n246 *% 10))), (loadPartial(arena, ((u247 +% 8) +% (3018880 +% (n246 *% 10))), 2) + loadPartial(params, ((u247 +% 8) +% 421856), 2)), 2)
+    for u256 in 0..<1 {
+      storePartial(arena, ((u256 +% 8) +% (3018880 +% (n255 *% 10))), (loadPartial(arena, ((u256 +% 8) +% (3018880 +% (n255 *% 10))), 2) + loadPartial(params, ((u256 +% 8) +% 421856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total248: Float = Float(0)
-  for n249 in 0..<64 {
-    var m250: Float = arena[(3018880 +% (n249 *% 10))]
-    for k252 in 0..<10 {
-      m250 = { let x = m250, y = arena[((3018880 +% (n249 *% 10)) +% k252)]; return y > x ? y : x }()
+  var total257: Float = Float(0)
+  for n258 in 0..<64 {
+    var m259: Float = arena[(3018880 +% (n258 *% 10))]
+    for k261 in 0..<10 {
+      m259 = { let x = m259, y = arena[((3018880 +% (n258 *% 10)) +% k261)]; return y > x ? y : x }()
     }
-    var s251: Float = Float(0)
-    for k253 in 0..<10 {
-      s251 = (s251 + exponential((arena[((3018880 +% (n249 *% 10)) +% k253)] - m250)))
+    var s260: Float = Float(0)
+    for k262 in 0..<10 {
+      s260 = (s260 + exponential((arena[((3018880 +% (n258 *% 10)) +% k262)] - m259)))
     }
-    total248 = (total248 + ((m250 + logf(s251)) - arena[((3018880 +% (n249 *% 10)) +% Int(labels[n249]))]))
+    total257 = (total257 + ((m259 + logf(s260)) - arena[((3018880 +% (n258 *% 10)) +% Int(labels[n258]))]))
   }
-  arena[3019520] = (total248 / Float(64))
+  arena[3019520] = (total257 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n254 in 0..<64 {
-    var m255: Float = arena[(3018880 +% (n254 *% 10))]
-    for k257 in 0..<10 {
-      m255 = { let x = m255, y = arena[((3018880 +% (n254 *% 10)) +% k257)]; return y > x ? y : x }()
+  for n263 in 0..<64 {
+    var m264: Float = arena[(3018880 +% (n263 *% 10))]
+    for k266 in 0..<10 {
+      m264 = { let x = m264, y = arena[((3018880 +% (n263 *% 10)) +% k266)]; return y > x ? y : x }()
     }
-    var s256: Float = Float(0)
-    for k258 in 0..<10 {
-      s256 = (s256 + exponential((arena[((3018880 +% (n254 *% 10)) +% k258)] - m255)))
+    var s265: Float = Float(0)
+    for k267 in 0..<10 {
+      s265 = (s265 + exponential((arena[((3018880 +% (n263 *% 10)) +% k267)] - m264)))
     }
-    for k259 in 0..<10 {
-      arena[((3019536 +% (n254 *% 10)) +% k259)] = ((k259 == Int(labels[n254]) ? ((exponential((arena[((3018880 +% (n254 *% 10)) +% k259)] - m255)) / s256) - Float(1)) : (exponential((arena[((3018880 +% (n254 *% 10)) +% k259)] - m255)) / s256)) / Float(64))
+    for k268 in 0..<10 {
+      arena[((3019536 +% (n263 *% 10)) +% k268)] = ((k268 == Int(labels[n263]) ? ((exponential((arena[((3018880 +% (n263 *% 10)) +% k268)] - m264)) / s265) - Float(1)) : (exponential((arena[((3018880 +% (n263 *% 10)) +% k268)] - m264)) / s265)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3019536, 10, arena + 3027328, 128, Float(bitPattern: 0x0), grads + 420576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u260 in 0..<10 {
-    var acc261: Float = Float(0)
-    for n262 in 0..<64 {
-      acc261 = (acc261 + arena[((3019536 +% (n262 *% 10)) +% u260)])
+  for u269 in 0..<10 {
+    var acc270: Float = Float(0)
+    for n271 in 0..<64 {
+      acc270 = (acc270 + arena[((3019536 +% (n271 *% 10)) +% u269)])
     }
-    grads[(421856 +% u260)] = acc261
+    grads[(421856 +% u269)] = acc270
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3019536, 10, params + 420576, 128, Float(bitPattern: 0x0), arena + 3035520, 128)
   // bn3_grad = relu_grad(relu3_grad, relu3)
-  for i263 in 0..<1024 {
-    storeVector(arena, ((i263 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i263 *% 8) +% 3035520)), where: loadVector(arena, ((i263 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
+  for i272 in 0..<1024 {
+    storeVector(arena, ((i272 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i272 *% 8) +% 3035520)), where: loadVector(arena, ((i272 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
-  for c264 in 0..<128 {
-    var invstd266: Float = (Float(1) / sqrtf((arena[(3027200 +% c264)] + Float(bitPattern: 0x3727c5ac))))
-    var mean267: Float = arena[(3027072 +% c264)]
-    let acc268 = Vector()
-    var tail269: Float = Float(0)
-    for n270 in 0..<64 {
-      for i271 in 0..<1 {
-        tail269 = (tail269 + (arena[(3043712 +% (((n270 *% 128) +% c264) +% i271))] * ((arena[(3010688 +% (((n270 *% 128) +% c264) +% i271))] - mean267) * invstd266)))
+  for c273 in 0..<128 {
+    var invstd275: Float = (Float(1) / sqrtf((arena[(3027200 +% c273)] + Float(bitPattern: 0x3727c5ac))))
+    var mean276: Float = arena[(3027072 +% c273)]
+    let acc277 = Vector()
+    var tail278: Float = Float(0)
+    for n279 in 0..<64 {
+      for i280 in 0..<1 {
+        tail278 = (tail278 + (arena[(3043712 +% (((n279 *% 128) +% c273) +% i280))] * ((arena[(3010688 +% (((n279 *% 128) +% c273) +% i280))] - mean276) * invstd275)))
       }
     }
-    storeVector(arena, 3019536, acc268)
-    var sum272: Float = (arena[3019536] + arena[3019537])
-    var sum273: Float = (sum272 + arena[3019538])
-    var sum274: Float = (sum273 + arena[3019539])
-    var sum275: Float = (sum274 + arena[3019540])
-    var sum276: Float = (sum275 + arena[3019541])
-    var sum277: Float = (sum276 + arena[3019542])
-    var sum278: Float = (sum277 + arena[3019543])
-    var sum_x265: Float = (sum278 + tail269)
-    grads[(420320 +% c264)] = sum_x265
+    storeVector(arena, 3019536, acc277)
+    var sum281: Float = (arena[3019536] + arena[3019537])
+    var sum282: Float = (sum281 + arena[3019538])
+    var sum283: Float = (sum282 + arena[3019539])
+    var sum284: Float = (sum283 + arena[3019540])
+    var sum285: Float = (sum284 + arena[3019541])
+    var sum286: Float = (sum285 + arena[3019542])
+    var sum287: Float = (sum286 + arena[3019543])
+    var sum_x274: Float = (sum287 + tail278)
+    grads[(420320 +% c273)] = sum_x274
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c279 in 0..<128 {
-    let acc281 = Vector()
-    var tail282: Float = Float(0)
-    for n283 in 0..<64 {
-      for i284 in 0..<1 {
-        tail282 = (tail282 + arena[(3043712 +% (((n283 *% 128) +% c279) +% i284))])
+  for c288 in 0..<128 {
+    let acc290 = Vector()
+    var tail291: Float = Float(0)
+    for n292 in 0..<64 {
+      for i293 in 0..<1 {
+        tail291 = (tail291 + arena[(3043712 +% (((n292 *% 128) +% c288) +% i293))])
       }
     }
-    storeVector(arena, 3019536, acc281)
-    var sum285: Float = (arena[3019536] + arena[3019537])
-    var sum286: Float = (sum285 + arena[3019538])
-    var sum287: Float = (sum286 + arena[3019539])
-    var sum288: Float = (sum287 + arena[3019540])
-    var sum289: Float = (sum288 + arena[3019541])
-    var sum290: Float = (sum289 + arena[3019542])
-    var sum291: Float = (sum290 + arena[3019543])
-    var sum280: Float = (sum291 + tail282)
-    grads[(420448 +% c279)] = sum280
+    storeVector(arena, 3019536, acc290)
+    var sum294: Float = (arena[3019536] + arena[3019537])
+    var sum295: Float = (sum294 + arena[3019538])
+    var sum296: Float = (sum295 + arena[3019539])
+    var sum297: Float = (sum296 + arena[3019540])
+    var sum298: Float = (sum297 + arena[3019541])
+    var sum299: Float = (sum298 + arena[3019542])
+    var sum300: Float = (sum299 + arena[3019543])
+    var sum289: Float = (sum300 + tail291)
+    grads[(420448 +% c288)] = sum289
   }
   // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight, bn3_bias_grad, bn3_weight_grad)
-  for c292 in 0..<128 {
-    var invstd295: Float = (Float(1) / sqrtf((arena[(3027200 +% c292)] + Float(bitPattern: 0x3727c5ac))))
-    var sum293: Float = grads[(420448 +% c292)]
-    var sum_x294: Float = grads[(420320 +% c292)]
-    var scale296: Float = (params[(420320 +% c292)] * invstd295)
-    var mean_dy297: Float = (sum293 / Float(64))
-    var mean_dy_x298: Float = (sum_x294 / Float(64))
-    for n299 in 0..<64 {
-      arena[(3027328 +% ((n299 *% 128) +% c292))] = (scale296 * ((arena[(3043712 +% ((n299 *% 128) +% c292))] - mean_dy297) - (((arena[(3010688 +% ((n299 *% 128) +% c292))] - arena[(3027072 +% c292)]) * invstd295) * mean_dy_x298)))
+  for c301 in 0..<128 {
+    var invstd304: Float = (Float(1) / sqrtf((arena[(3027200 +% c301)] + Float(bitPattern: 0x3727c5ac))))
+    var sum302: Float = grads[(420448 +% c301)]
+    var sum_x303: Float = grads[(420320 +% c301)]
+    var scale305: Float = (params[(420320 +% c301)] * invstd304)
+    var mean_dy306: Float = (sum302 / Float(64))
+    var mean_dy_x307: Float = (sum_x303 / Float(64))
+    for n308 in 0..<64 {
+      arena[(3027328 +% ((n308 *% 128) +% c301))] = (scale305 * ((arena[(3043712 +% ((n308 *% 128) +% c301))] - mean_dy306) - (((arena[(3010688 +% ((n308 *% 128) +% c301))] - arena[(3027072 +% c301)]) * invstd304) * mean_dy_x307)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm307
-    for nb300 in 0..<130 {
-      for mb301 in 0..<32 {
-        var t302_c0_0 = Vector()
-        var t302_c0_1 = Vector()
-        var t302_c0_2 = Vector()
-        var t302_c1_0 = Vector()
-        var t302_c1_1 = Vector()
-        var t302_c1_2 = Vector()
-        var t302_c2_0 = Vector()
-        var t302_c2_1 = Vector()
-        var t302_c2_2 = Vector()
-        var t302_c3_0 = Vector()
-        var t302_c3_1 = Vector()
-        var t302_c3_2 = Vector()
-        for k303 in 0..<64 {
-          let t302_b0 = loadVector(arena, ((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)))
-          let t302_b1 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)) +% 8))
-          let t302_b2 = loadVector(arena, (((2809984 +% (k303 *% 3136)) +% (nb300 *% 24)) +% 16))
-          let t302_a0 = Vector(repeating: arena[((3027328 +% (mb301 *% 4)) +% (k303 *% 128))])
-          t302_c0_0 = t302_c0_0.addingProduct(t302_a0, t302_b0)
-          t302_c0_1 = t302_c0_1.addingProduct(t302_a0, t302_b1)
-          t302_c0_2 = t302_c0_2.addingProduct(t302_a0, t302_b2)
-          let t302_a1 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 1)) +% (k303 *% 128))])
-          t302_c1_0 = t302_c1_0.addingProduct(t302_a1, t302_b0)
-          t302_c1_1 = t302_c1_1.addingProduct(t302_a1, t302_b1)
-          t302_c1_2 = t302_c1_2.addingProduct(t302_a1, t302_b2)
-          let t302_a2 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 2)) +% (k303 *% 128))])
-          t302_c2_0 = t302_c2_0.addingProduct(t302_a2, t302_b0)
-          t302_c2_1 = t302_c2_1.addingProduct(t302_a2, t302_b1)
-          t302_c2_2 = t302_c2_2.addingProduct(t302_a2, t302_b2)
-          let t302_a3 = Vector(repeating: arena[((3027328 +% ((mb301 *% 4) +% 3)) +% (k303 *% 128))])
-          t302_c3_0 = t302_c3_0.addingProduct(t302_a3, t302_b0)
-          t302_c3_1 = t302_c3_1.addingProduct(t302_a3, t302_b1)
-          t302_c3_2 = t302_c3_2.addingProduct(t302_a3, t302_b2)
+  do {  // gemm316
+    for nb309 in 0..<130 {
+      for mb310 in 0..<32 {
+        var t311_c0_0 = Vector()
+        var t311_c0_1 = Vector()
+        var t311_c0_2 = Vector()
+        var t311_c1_0 = Vector()
+        var t311_c1_1 = Vector()
+        var t311_c1_2 = Vector()
+        var t311_c2_0 = Vector()
+        var t311_c2_1 = Vector()
+        var t311_c2_2 = Vector()
+        var t311_c3_0 = Vector()
+        var t311_c3_1 = Vector()
+        var t311_c3_2 = Vector()
+        for k312 in 0..<64 {
+          let t311_b0 = loadVector(arena, ((2809984 +% (k312 *% 3136)) +% (nb309 *% 24)))
+          let t311_b1 = loadVector(arena, (((2809984 +% (k312 *% 3136)) +% (nb309 *% 24)) +% 8))
+          let t311_b2 = loadVector(arena, (((2809984 +% (k312 *% 3136)) +% (nb309 *% 24)) +% 16))
+          let t311_a0 = Vector(repeating: arena[((3027328 +% (mb310 *% 4)) +% (k312 *% 128))])
+          t311_c0_0 = t311_c0_0.addingProduct(t311_a0, t311_b0)
+          t311_c0_1 = t311_c0_1.addingProduct(t311_a0, t311_b1)
+          t311_c0_2 = t311_c0_2.addingProduct(t311_a0, t311_b2)
+          let t311_a1 = Vector(repeating: arena[((3027328 +% ((mb310 *% 4) +% 1)) +% (k312 *% 128))])
+          t311_c1_0 = t311_c1_0.addingProduct(t311_a1, t311_b0)
+          t311_c1_1 = t311_c1_1.addingProduct(t311_a1, t311_b1)
+          t311_c1_2 = t311_c1_2.addingProduct(t311_a1, t311_b2)
+          let t311_a2 = Vector(repeating: arena[((3027328 +% ((mb310 *% 4) +% 2)) +% (k312 *% 128))])
+          t311_c2_0 = t311_c2_0.addingProduct(t311_a2, t311_b0)
+          t311_c2_1 = t311_c2_1.addingProduct(t311_a2, t311_b1)
+          t311_c2_2 = t311_c2_2.addingProduct(t311_a2, t311_b2)
+          let t311_a3 = Vector(repeating: arena[((3027328 +% ((mb310 *% 4) +% 3)) +% (k312 *% 128))])
+          t311_c3_0 = t311_c3_0.addingProduct(t311_a3, t311_b0)
+          t311_c3_1 = t311_c3_1.addingProduct(t311_a3, t311_b1)
+          t311_c3_2 = t311_c3_2.addingProduct(t311_a3, t311_b2)
         }
-        storeVector(grads, ((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)), t302_c0_0)
-        storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c0_1)
-        storeVector(grads, (((18912 +% ((mb301 *% 4) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c0_2)
-        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)), t302_c1_0)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c1_1)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 1) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c1_2)
-        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)), t302_c2_0)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c2_1)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 2) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c2_2)
-        storeVector(grads, ((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)), t302_c3_0)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)) +% 8), t302_c3_1)
-        storeVector(grads, (((18912 +% (((mb301 *% 4) +% 3) *% 3136)) +% (nb300 *% 24)) +% 16), t302_c3_2)
+        storeVector(grads, ((18912 +% ((mb310 *% 4) *% 3136)) +% (nb309 *% 24)), t311_c0_0)
+        storeVector(grads, (((18912 +% ((mb310 *% 4) *% 3136)) +% (nb309 *% 24)) +% 8), t311_c0_1)
+        storeVector(grads, (((18912 +% ((mb310 *% 4) *% 3136)) +% (nb309 *% 24)) +% 16), t311_c0_2)
+        storeVector(grads, ((18912 +% (((mb310 *% 4) +% 1) *% 3136)) +% (nb309 *% 24)), t311_c1_0)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 1) *% 3136)) +% (nb309 *% 24)) +% 8), t311_c1_1)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 1) *% 3136)) +% (nb309 *% 24)) +% 16), t311_c1_2)
+        storeVector(grads, ((18912 +% (((mb310 *% 4) +% 2) *% 3136)) +% (nb309 *% 24)), t311_c2_0)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 2) *% 3136)) +% (nb309 *% 24)) +% 8), t311_c2_1)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 2) *% 3136)) +% (nb309 *% 24)) +% 16), t311_c2_2)
+        storeVector(grads, ((18912 +% (((mb310 *% 4) +% 3) *% 3136)) +% (nb309 *% 24)), t311_c3_0)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 3) *% 3136)) +% (nb309 *% 24)) +% 8), t311_c3_1)
+        storeVector(grads, (((18912 +% (((mb310 *% 4) +% 3) *% 3136)) +% (nb309 *% 24)) +% 16), t311_c3_2)
       }
     }
-    for mb304 in 0..<32 {
-      var t305_c0_0 = Vector()
-      var t305_c0_1 = Vector()
-      var t305_c1_0 = Vector()
-      var t305_c1_1 = Vector()
-      var t305_c2_0 = Vector()
-      var t305_c2_1 = Vector()
-      var t305_c3_0 = Vector()
-      var t305_c3_1 = Vector()
-      for k306 in 0..<64 {
-        let t305_b0 = loadVector(arena, ((2809984 +% (k306 *% 3136)) +% 3120))
-        let t305_b1 = loadVector(arena, (((2809984 +% (k306 *% 3136)) +% 3120) +% 8))
-        let t305_a0 = Vector(repeating: arena[((3027328 +% (mb304 *% 4)) +% (k306 *% 128))])
-        t305_c0_0 = t305_c0_0.addingProduct(t305_a0, t305_b0)
-        t305_c0_1 = t305_c0_1.addingProduct(t305_a0, t305_b1)
-        let t305_a1 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 1)) +% (k306 *% 128))])
-        t305_c1_0 = t305_c1_0.addingProduct(t305_a1, t305_b0)
-        t305_c1_1 = t305_c1_1.addingProduct(t305_a1, t305_b1)
-        let t305_a2 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 2)) +% (k306 *% 128))])
-        t305_c2_0 = t305_c2_0.addingProduct(t305_a2, t305_b0)
-        t305_c2_1 = t305_c2_1.addingProduct(t305_a2, t305_b1)
-        let t305_a3 = Vector(repeating: arena[((3027328 +% ((mb304 *% 4) +% 3)) +% (k306 *% 128))])
-        t305_c3_0 = t305_c3_0.addingProduct(t305_a3, t305_b0)
-        t305_c3_1 = t305_c3_1.addingProduct(t305_a3, t305_b1)
+    for mb313 in 0..<32 {
+      var t314_c0_0 = Vector()
+      var t314_c0_1 = Vector()
+      var t314_c1_0 = Vector()
+      var t314_c1_1 = Vector()
+      var t314_c2_0 = Vector()
+      var t314_c2_1 = Vector()
+      var t314_c3_0 = Vector()
+      var t314_c3_1 = Vector()
+      for k315 in 0..<64 {
+        let t314_b0 = loadVector(arena, ((2809984 +% (k315 *% 3136)) +% 3120))
+        let t314_b1 = loadVector(arena, (((2809984 +% (k315 *% 3136)) +% 3120) +% 8))
+        let t314_a0 = Vector(repeating: arena[((3027328 +% (mb313 *% 4)) +% (k315 *% 128))])
+        t314_c0_0 = t314_c0_0.addingProduct(t314_a0, t314_b0)
+        t314_c0_1 = t314_c0_1.addingProduct(t314_a0, t314_b1)
+        let t314_a1 = Vector(repeating: arena[((3027328 +% ((mb313 *% 4) +% 1)) +% (k315 *% 128))])
+        t314_c1_0 = t314_c1_0.addingProduct(t314_a1, t314_b0)
+        t314_c1_1 = t314_c1_1.addingProduct(t314_a1, t314_b1)
+        let t314_a2 = Vector(repeating: arena[((3027328 +% ((mb313 *% 4) +% 2)) +% (k315 *% 128))])
+        t314_c2_0 = t314_c2_0.addingProduct(t314_a2, t314_b0)
+        t314_c2_1 = t314_c2_1.addingProduct(t314_a2, t314_b1)
+        let t314_a3 = Vector(repeating: arena[((3027328 +% ((mb313 *% 4) +% 3)) +% (k315 *% 128))])
+        t314_c3_0 = t314_c3_0.addingProduct(t314_a3, t314_b0)
+        t314_c3_1 = t314_c3_1.addingProduct(t314_a3, t314_b1)
       }
-      storeVector(grads, ((18912 +% ((mb304 *% 4) *% 3136)) +% 3120), t305_c0_0)
-      storeVector(grads, (((18912 +% ((mb304 *% 4) *% 3136)) +% 3120) +% 8), t305_c0_1)
-      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 1) *% 3136)) +% 3120), t305_c1_0)
-      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t305_c1_1)
-      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 2) *% 3136)) +% 3120), t305_c2_0)
-      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t305_c2_1)
-      storeVector(grads, ((18912 +% (((mb304 *% 4) +% 3) *% 3136)) +% 3120), t305_c3_0)
-      storeVector(grads, (((18912 +% (((mb304 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t305_c3_1)
+      storeVector(grads, ((18912 +% ((mb313 *% 4) *% 3136)) +% 3120), t314_c0_0)
+      storeVector(grads, (((18912 +% ((mb313 *% 4) *% 3136)) +% 3120) +% 8), t314_c0_1)
+      storeVector(grads, ((18912 +% (((mb313 *% 4) +% 1) *% 3136)) +% 3120), t314_c1_0)
+      storeVector(grads, (((18912 +% (((mb313 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t314_c1_1)
+      storeVector(grads, ((18912 +% (((mb313 *% 4) +% 2) *% 3136)) +% 3120), t314_c2_0)
+      storeVector(grads, (((18912 +% (((mb313 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t314_c2_1)
+      storeVector(grads, ((18912 +% (((mb313 *% 4) +% 3) *% 3136)) +% 3120), t314_c3_0)
+      storeVector(grads, (((18912 +% (((mb313 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t314_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm315
-    for nb308 in 0..<130 {
-      for mb309 in 0..<16 {
-        var t310_c0_0 = Vector()
-        var t310_c0_1 = Vector()
-        var t310_c0_2 = Vector()
-        var t310_c1_0 = Vector()
-        var t310_c1_1 = Vector()
-        var t310_c1_2 = Vector()
-        var t310_c2_0 = Vector()
-        var t310_c2_1 = Vector()
-        var t310_c2_2 = Vector()
-        var t310_c3_0 = Vector()
-        var t310_c3_1 = Vector()
-        var t310_c3_2 = Vector()
-        for k311 in 0..<128 {
-          let t310_b0 = loadVector(params, ((18912 +% (k311 *% 3136)) +% (nb308 *% 24)))
-          let t310_b1 = loadVector(params, (((18912 +% (k311 *% 3136)) +% (nb308 *% 24)) +% 8))
-          let t310_b2 = loadVector(params, (((18912 +% (k311 *% 3136)) +% (nb308 *% 24)) +% 16))
-          let t310_a0 = Vector(repeating: arena[((3027328 +% ((mb309 *% 4) *% 128)) +% k311)])
-          t310_c0_0 = t310_c0_0.addingProduct(t310_a0, t310_b0)
-          t310_c0_1 = t310_c0_1.addingProduct(t310_a0, t310_b1)
-          t310_c0_2 = t310_c0_2.addingProduct(t310_a0, t310_b2)
-          let t310_a1 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 1) *% 128)) +% k311)])
-          t310_c1_0 = t310_c1_0.addingProduct(t310_a1, t310_b0)
-          t310_c1_1 = t310_c1_1.addingProduct(t310_a1, t310_b1)
-          t310_c1_2 = t310_c1_2.addingProduct(t310_a1, t310_b2)
-          let t310_a2 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 2) *% 128)) +% k311)])
-          t310_c2_0 = t310_c2_0.addingProduct(t310_a2, t310_b0)
-          t310_c2_1 = t310_c2_1.addingProduct(t310_a2, t310_b1)
-          t310_c2_2 = t310_c2_2.addingProduct(t310_a2, t310_b2)
-          let t310_a3 = Vector(repeating: arena[((3027328 +% (((mb309 *% 4) +% 3) *% 128)) +% k311)])
-          t310_c3_0 = t310_c3_0.addingProduct(t310_a3, t310_b0)
-          t310_c3_1 = t310_c3_1.addingProduct(t310_a3, t310_b1)
-          t310_c3_2 = t310_c3_2.addingProduct(t310_a3, t310_b2)
+  do {  // gemm324
+    for nb317 in 0..<130 {
+      for mb318 in 0..<16 {
+        var t319_c0_0 = Vector()
+        var t319_c0_1 = Vector()
+        var t319_c0_2 = Vector()
+        var t319_c1_0 = Vector()
+        var t319_c1_1 = Vector()
+        var t319_c1_2 = Vector()
+        var t319_c2_0 = Vector()
+        var t319_c2_1 = Vector()
+        var t319_c2_2 = Vector()
+        var t319_c3_0 = Vector()
+        var t319_c3_1 = Vector()
+        var t319_c3_2 = Vector()
+        for k320 in 0..<128 {
+          let t319_b0 = loadVector(params, ((18912 +% (k320 *% 3136)) +% (nb317 *% 24)))
+          let t319_b1 = loadVector(params, (((18912 +% (k320 *% 3136)) +% (nb317 *% 24)) +% 8))
+          let t319_b2 = loadVector(params, (((18912 +% (k320 *% 3136)) +% (nb317 *% 24)) +% 16))
+          let t319_a0 = Vector(repeating: arena[((3027328 +% ((mb318 *% 4) *% 128)) +% k320)])
+          t319_c0_0 = t319_c0_0.addingProduct(t319_a0, t319_b0)
+          t319_c0_1 = t319_c0_1.addingProduct(t319_a0, t319_b1)
+          t319_c0_2 = t319_c0_2.addingProduct(t319_a0, t319_b2)
+          let t319_a1 = Vector(repeating: arena[((3027328 +% (((mb318 *% 4) +% 1) *% 128)) +% k320)])
+          t319_c1_0 = t319_c1_0.addingProduct(t319_a1, t319_b0)
+          t319_c1_1 = t319_c1_1.addingProduct(t319_a1, t319_b1)
+          t319_c1_2 = t319_c1_2.addingProduct(t319_a1, t319_b2)
+          let t319_a2 = Vector(repeating: arena[((3027328 +% (((mb318 *% 4) +% 2) *% 128)) +% k320)])
+          t319_c2_0 = t319_c2_0.addingProduct(t319_a2, t319_b0)
+          t319_c2_1 = t319_c2_1.addingProduct(t319_a2, t319_b1)
+          t319_c2_2 = t319_c2_2.addingProduct(t319_a2, t319_b2)
+          let t319_a3 = Vector(repeating: arena[((3027328 +% (((mb318 *% 4) +% 3) *% 128)) +% k320)])
+          t319_c3_0 = t319_c3_0.addingProduct(t319_a3, t319_b0)
+          t319_c3_1 = t319_c3_1.addingProduct(t319_a3, t319_b1)
+          t319_c3_2 = t319_c3_2.addingProduct(t319_a3, t319_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)), t310_c0_0)
-        storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c0_1)
-        storeVector(arena, (((4816960 +% ((mb309 *% 4) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c0_2)
-        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)), t310_c1_0)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c1_1)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 1) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c1_2)
-        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)), t310_c2_0)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c2_1)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 2) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c2_2)
-        storeVector(arena, ((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)), t310_c3_0)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)) +% 8), t310_c3_1)
-        storeVector(arena, (((4816960 +% (((mb309 *% 4) +% 3) *% 3136)) +% (nb308 *% 24)) +% 16), t310_c3_2)
+        storeVector(arena, ((4816960 +% ((mb318 *% 4) *% 3136)) +% (nb317 *% 24)), t319_c0_0)
+        storeVector(arena, (((4816960 +% ((mb318 *% 4) *% 3136)) +% (nb317 *% 24)) +% 8), t319_c0_1)
+        storeVector(arena, (((4816960 +% ((mb318 *% 4) *% 3136)) +% (nb317 *% 24)) +% 16), t319_c0_2)
+        storeVector(arena, ((4816960 +% (((mb318 *% 4) +% 1) *% 3136)) +% (nb317 *% 24)), t319_c1_0)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 1) *% 3136)) +% (nb317 *% 24)) +% 8), t319_c1_1)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 1) *% 3136)) +% (nb317 *% 24)) +% 16), t319_c1_2)
+        storeVector(arena, ((4816960 +% (((mb318 *% 4) +% 2) *% 3136)) +% (nb317 *% 24)), t319_c2_0)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 2) *% 3136)) +% (nb317 *% 24)) +% 8), t319_c2_1)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 2) *% 3136)) +% (nb317 *% 24)) +% 16), t319_c2_2)
+        storeVector(arena, ((4816960 +% (((mb318 *% 4) +% 3) *% 3136)) +% (nb317 *% 24)), t319_c3_0)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 3) *% 3136)) +% (nb317 *% 24)) +% 8), t319_c3_1)
+        storeVector(arena, (((4816960 +% (((mb318 *% 4) +% 3) *% 3136)) +% (nb317 *% 24)) +% 16), t319_c3_2)
       }
     }
-    for mb312 in 0..<16 {
-      var t313_c0_0 = Vector()
-      var t313_c0_1 = Vector()
-      var t313_c1_0 = Vector()
-      var t313_c1_1 = Vector()
-      var t313_c2_0 = Vector()
-      var t313_c2_1 = Vector()
-      var t313_c3_0 = Vector()
-      var t313_c3_1 = Vector()
-      for k314 in 0..<128 {
-        let t313_b0 = loadVector(params, ((18912 +% (k314 *% 3136)) +% 3120))
-        let t313_b1 = loadVector(params, (((18912 +% (k314 *% 3136)) +% 3120) +% 8))
-        let t313_a0 = Vector(repeating: arena[((3027328 +% ((mb312 *% 4) *% 128)) +% k314)])
-        t313_c0_0 = t313_c0_0.addingProduct(t313_a0, t313_b0)
-        t313_c0_1 = t313_c0_1.addingProduct(t313_a0, t313_b1)
-        let t313_a1 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 1) *% 128)) +% k314)])
-        t313_c1_0 = t313_c1_0.addingProduct(t313_a1, t313_b0)
-        t313_c1_1 = t313_c1_1.addingProduct(t313_a1, t313_b1)
-        let t313_a2 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 2) *% 128)) +% k314)])
-        t313_c2_0 = t313_c2_0.addingProduct(t313_a2, t313_b0)
-        t313_c2_1 = t313_c2_1.addingProduct(t313_a2, t313_b1)
-        let t313_a3 = Vector(repeating: arena[((3027328 +% (((mb312 *% 4) +% 3) *% 128)) +% k314)])
-        t313_c3_0 = t313_c3_0.addingProduct(t313_a3, t313_b0)
-        t313_c3_1 = t313_c3_1.addingProduct(t313_a3, t313_b1)
+    for mb321 in 0..<16 {
+      var t322_c0_0 = Vector()
+      var t322_c0_1 = Vector()
+      var t322_c1_0 = Vector()
+      var t322_c1_1 = Vector()
+      var t322_c2_0 = Vector()
+      var t322_c2_1 = Vector()
+      var t322_c3_0 = Vector()
+      var t322_c3_1 = Vector()
+      for k323 in 0..<128 {
+        let t322_b0 = loadVector(params, ((18912 +% (k323 *% 3136)) +% 3120))
+        let t322_b1 = loadVector(params, (((18912 +% (k323 *% 3136)) +% 3120) +% 8))
+        let t322_a0 = Vector(repeating: arena[((3027328 +% ((mb321 *% 4) *% 128)) +% k323)])
+        t322_c0_0 = t322_c0_0.addingProduct(t322_a0, t322_b0)
+        t322_c0_1 = t322_c0_1.addingProduct(t322_a0, t322_b1)
+        let t322_a1 = Vector(repeating: arena[((3027328 +% (((mb321 *% 4) +% 1) *% 128)) +% k323)])
+        t322_c1_0 = t322_c1_0.addingProduct(t322_a1, t322_b0)
+        t322_c1_1 = t322_c1_1.addingProduct(t322_a1, t322_b1)
+        let t322_a2 = Vector(repeating: arena[((3027328 +% (((mb321 *% 4) +% 2) *% 128)) +% k323)])
+        t322_c2_0 = t322_c2_0.addingProduct(t322_a2, t322_b0)
+        t322_c2_1 = t322_c2_1.addingProduct(t322_a2, t322_b1)
+        let t322_a3 = Vector(repeating: arena[((3027328 +% (((mb321 *% 4) +% 3) *% 128)) +% k323)])
+        t322_c3_0 = t322_c3_0.addingProduct(t322_a3, t322_b0)
+        t322_c3_1 = t322_c3_1.addingProduct(t322_a3, t322_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb312 *% 4) *% 3136)) +% 3120), t313_c0_0)
-      storeVector(arena, (((4816960 +% ((mb312 *% 4) *% 3136)) +% 3120) +% 8), t313_c0_1)
-      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 1) *% 3136)) +% 3120), t313_c1_0)
-      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t313_c1_1)
-      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 2) *% 3136)) +% 3120), t313_c2_0)
-      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t313_c2_1)
-      storeVector(arena, ((4816960 +% (((mb312 *% 4) +% 3) *% 3136)) +% 3120), t313_c3_0)
-      storeVector(arena, (((4816960 +% (((mb312 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t313_c3_1)
+      storeVector(arena, ((4816960 +% ((mb321 *% 4) *% 3136)) +% 3120), t322_c0_0)
+      storeVector(arena, (((4816960 +% ((mb321 *% 4) *% 3136)) +% 3120) +% 8), t322_c0_1)
+      storeVector(arena, ((4816960 +% (((mb321 *% 4) +% 1) *% 3136)) +% 3120), t322_c1_0)
+      storeVector(arena, (((4816960 +% (((mb321 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t322_c1_1)
+      storeVector(arena, ((4816960 +% (((mb321 *% 4) +% 2) *% 3136)) +% 3120), t322_c2_0)
+      storeVector(arena, (((4816960 +% (((mb321 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t322_c2_1)
+      storeVector(arena, ((4816960 +% (((mb321 *% 4) +% 3) *% 3136)) +% 3120), t322_c3_0)
+      storeVector(arena, (((4816960 +% (((mb321 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t322_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i316 in 0..<100352 {
-    storeVector(arena, ((i316 *% 8) +% 6422592), Vector(repeating: Float(0)))
-  }
-  for q317 in 0..<4096 {
-    for py318 in 0..<7 {
-      for px319 in 0..<7 {
-        var best320: Float = arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))]
-        var bi321: Float = Float((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))
-        bi321 = (arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] > best320 ? Float((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2))) : bi321)
-        best320 = (arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] > best320 ? arena[(5619776 +% (((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)))] : best320)
-        bi321 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] > best320 ? Float(((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1)) : bi321)
-        best320 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] > best320 ? arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 1))] : best320)
-        bi321 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] > best320 ? Float(((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14)) : bi321)
-        best320 = (arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] > best320 ? arena[(5619776 +% ((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14))] : best320)
-        bi321 = (arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] > best320 ? Float((((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1)) : bi321)
-        best320 = (arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] > best320 ? arena[(5619776 +% (((((q317 *% 196) +% (py318 *% 28)) +% (px319 *% 2)) +% 14) +% 1))] : best320)
-        arena[(6422592 +% Int(bi321))] += arena[(((4816960 +% (q317 *% 49)) +% (py318 *% 7)) +% px319)]
+  parallelFor(pool, 2) { part325 in
+    for q326 in 0..<2048 {
+      for i327 in 0..<24 {
+        storeVector(arena, ((i327 *% 8) +% (6422592 +% ((q326 +% (part325 *% 2048)) *% 196))), Vector(repeating: Float(0)))
+      }
+      for i327 in 0..<1 {
+        storePartial(arena, ((i327 +% 192) +% (6422592 +% ((q326 +% (part325 *% 2048)) *% 196))), Vector(repeating: Float(0)), 4)
+      }
+      for py328 in 0..<7 {
+        for px329 in 0..<7 {
+          var best330: Float = arena[(5619776 +% ((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)))]
+          var bi331: Float = Float(((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)))
+          bi331 = (arena[(5619776 +% ((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)))] > best330 ? Float(((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2))) : bi331)
+          best330 = (arena[(5619776 +% ((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)))] > best330 ? arena[(5619776 +% ((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)))] : best330)
+          bi331 = (arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 1))] > best330 ? Float((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 1)) : bi331)
+          best330 = (arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 1))] > best330 ? arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 1))] : best330)
+          bi331 = (arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14))] > best330 ? Float((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14)) : bi331)
+          best330 = (arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14))] > best330 ? arena[(5619776 +% (((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14))] : best330)
+          bi331 = (arena[(5619776 +% ((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14) +% 1))] > best330 ? Float(((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14) +% 1)) : bi331)
+          best330 = (arena[(5619776 +% ((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14) +% 1))] > best330 ? arena[(5619776 +% ((((((q326 +% (part325 *% 2048)) *% 196) +% (py328 *% 28)) +% (px329 *% 2)) +% 14) +% 1))] : best330)
+          arena[(6422592 +% Int(bi331))] += arena[(((4816960 +% ((q326 +% (part325 *% 2048)) *% 49)) +% (py328 *% 7)) +% px329)]
+        }
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i322 in 0..<100352 {
-    storeVector(arena, ((i322 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i322 *% 8) +% 6422592)), where: loadVector(arena, ((i322 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part332 in
+    for i333 in 0..<401408 {
+      arena[(4816960 +% (i333 +% (part332 *% 401408)))] = (arena[(5619776 +% (i333 +% (part332 *% 401408)))] > Float(0) ? arena[(6422592 +% (i333 +% (part332 *% 401408)))] : Float(0))
+    }
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c323 in 0..<64 {
-    var invstd325: Float = (Float(1) / sqrtf((arena[(2809920 +% c323)] + Float(bitPattern: 0x3727c5ac))))
-    var mean326: Float = arena[(2809856 +% c323)]
-    var acc327 = Vector()
-    var tail328: Float = Float(0)
-    for n329 in 0..<64 {
-      for v330 in 0..<24 {
-        acc327 = (acc327 + (loadVector(arena, (4816960 +% ((((n329 *% 64) +% c323) *% 196) +% (v330 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n329 *% 64) +% c323) *% 196) +% (v330 *% 8)))) - Vector(repeating: mean326)) * Vector(repeating: invstd325))))
+  parallelFor(pool, 2) { part334 in
+    for c335 in 0..<32 {
+      var invstd337: Float = (Float(1) / sqrtf((arena[(2809920 +% (c335 +% (part334 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean338: Float = arena[(2809856 +% (c335 +% (part334 *% 32)))]
+      var acc339 = Vector()
+      var tail340: Float = Float(0)
+      for n341 in 0..<64 {
+        for v342 in 0..<24 {
+          acc339 = (acc339 + (loadVector(arena, (4816960 +% ((((n341 *% 64) +% (c335 +% (part334 *% 32))) *% 196) +% (v342 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n341 *% 64) +% (c335 +% (part334 *% 32))) *% 196) +% (v342 *% 8)))) - Vector(repeating: mean338)) * Vector(repeating: invstd337))))
+        }
+        for i343 in 0..<4 {
+          tail340 = (tail340 + (arena[(4816960 +% (((((n341 *% 64) +% (c335 +% (part334 *% 32))) *% 196) +% 192) +% i343))] * ((arena[(2007040 +% (((((n341 *% 64) +% (c335 +% (part334 *% 32))) *% 196) +% 192) +% i343))] - mean338) * invstd337)))
+        }
       }
-      for i331 in 0..<4 {
-        tail328 = (tail328 + (arena[(4816960 +% (((((n329 *% 64) +% c323) *% 196) +% 192) +% i331))] * ((arena[(2007040 +% (((((n329 *% 64) +% c323) *% 196) +% 192) +% i331))] - mean326) * invstd325)))
-      }
+      storeVector(arena, (2809984 +% (part334 *% 8)), acc339)
+      var sum344: Float = (arena[(2809984 +% (part334 *% 8))] + arena[((2809984 +% (part334 *% 8)) +% 1)])
+      var sum345: Float = (sum344 + arena[((2809984 +% (part334 *% 8)) +% 2)])
+      var sum346: Float = (sum345 + arena[((2809984 +% (part334 *% 8)) +% 3)])
+      var sum347: Float = (sum346 + arena[((2809984 +% (part334 *% 8)) +% 4)])
+      var sum348: Float = (sum347 + arena[((2809984 +% (part334 *% 8)) +% 5)])
+      var sum349: Float = (sum348 + arena[((2809984 +% (part334 *% 8)) +% 6)])
+      var sum350: Float = (sum349 + arena[((2809984 +% (part334 *% 8)) +% 7)])
+      var sum_x336: Float = (sum350 + tail340)
+      grads[(18784 +% (c335 +% (part334 *% 32)))] = sum_x336
     }
-    storeVector(arena, 2809984, acc327)
-    var sum332: Float = (arena[2809984] + arena[2809985])
-    var sum333: Float = (sum332 + arena[2809986])
-    var sum334: Float = (sum333 + arena[2809987])
-    var sum335: Float = (sum334 + arena[2809988])
-    var sum336: Float = (sum335 + arena[2809989])
-    var sum337: Float = (sum336 + arena[2809990])
-    var sum338: Float = (sum337 + arena[2809991])
-    var sum_x324: Float = (sum338 + tail328)
-    grads[(18784 +% c323)] = sum_x324
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c339 in 0..<64 {
-    var acc341 = Vector()
-    var tail342: Float = Float(0)
-    for n343 in 0..<64 {
-      for v344 in 0..<24 {
-        acc341 = (acc341 + loadVector(arena, (4816960 +% ((((n343 *% 64) +% c339) *% 196) +% (v344 *% 8)))))
+  parallelFor(pool, 2) { part351 in
+    for c352 in 0..<32 {
+      var acc354 = Vector()
+      var tail355: Float = Float(0)
+      for n356 in 0..<64 {
+        for v357 in 0..<24 {
+          acc354 = (acc354 + loadVector(arena, (4816960 +% ((((n356 *% 64) +% (c352 +% (part351 *% 32))) *% 196) +% (v357 *% 8)))))
+        }
+        for i358 in 0..<4 {
+          tail355 = (tail355 + arena[(4816960 +% (((((n356 *% 64) +% (c352 +% (part351 *% 32))) *% 196) +% 192) +% i358))])
+        }
       }
-      for i345 in 0..<4 {
-        tail342 = (tail342 + arena[(4816960 +% (((((n343 *% 64) +% c339) *% 196) +% 192) +% i345))])
-      }
+      storeVector(arena, (2809984 +% (part351 *% 8)), acc354)
+      var sum359: Float = (arena[(2809984 +% (part351 *% 8))] + arena[((2809984 +% (part351 *% 8)) +% 1)])
+      var sum360: Float = (sum359 + arena[((2809984 +% (part351 *% 8)) +% 2)])
+      var sum361: Float = (sum360 + arena[((2809984 +% (part351 *% 8)) +% 3)])
+      var sum362: Float = (sum361 + arena[((2809984 +% (part351 *% 8)) +% 4)])
+      var sum363: Float = (sum362 + arena[((2809984 +% (part351 *% 8)) +% 5)])
+      var sum364: Float = (sum363 + arena[((2809984 +% (part351 *% 8)) +% 6)])
+      var sum365: Float = (sum364 + arena[((2809984 +% (part351 *% 8)) +% 7)])
+      var sum353: Float = (sum365 + tail355)
+      grads[(18848 +% (c352 +% (part351 *% 32)))] = sum353
     }
-    storeVector(arena, 2809984, acc341)
-    var sum346: Float = (arena[2809984] + arena[2809985])
-    var sum347: Float = (sum346 + arena[2809986])
-    var sum348: Float = (sum347 + arena[2809987])
-    var sum349: Float = (sum348 + arena[2809988])
-    var sum350: Float = (sum349 + arena[2809989])
-    var sum351: Float = (sum350 + arena[2809990])
-    var sum352: Float = (sum351 + arena[2809991])
-    var sum340: Float = (sum352 + tail342)
-    grads[(18848 +% c339)] = sum340
   }
   // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight, bn2_bias_grad, bn2_weight_grad)
-  for c353 in 0..<64 {
-    var invstd356: Float = (Float(1) / sqrtf((arena[(2809920 +% c353)] + Float(bitPattern: 0x3727c5ac))))
-    var sum354: Float = grads[(18848 +% c353)]
-    var sum_x355: Float = grads[(18784 +% c353)]
-    var scale357: Float = (params[(18784 +% c353)] * invstd356)
-    var mean_dy358: Float = (sum354 / Float(12544))
-    var mean_dy_x359: Float = (sum_x355 / Float(12544))
-    for n360 in 0..<64 {
-      for i361 in 0..<196 {
-        arena[(5619776 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] = (scale357 * ((arena[(4816960 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] - mean_dy358) - (((arena[(2007040 +% ((((n360 *% 64) +% c353) *% 196) +% i361))] - arena[(2809856 +% c353)]) * invstd356) * mean_dy_x359)))
+  parallelFor(pool, 2) { part366 in
+    for c367 in 0..<32 {
+      var invstd370: Float = (Float(1) / sqrtf((arena[(2809920 +% (c367 +% (part366 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum368: Float = grads[(18848 +% (c367 +% (part366 *% 32)))]
+      var sum_x369: Float = grads[(18784 +% (c367 +% (part366 *% 32)))]
+      var scale371: Float = (params[(18784 +% (c367 +% (part366 *% 32)))] * invstd370)
+      var mean_dy372: Float = (sum368 / Float(12544))
+      var mean_dy_x373: Float = (sum_x369 / Float(12544))
+      for n374 in 0..<64 {
+        for i375 in 0..<196 {
+          arena[(5619776 +% ((((n374 *% 64) +% (c367 +% (part366 *% 32))) *% 196) +% i375))] = (scale371 * ((arena[(4816960 +% ((((n374 *% 64) +% (c367 +% (part366 *% 32))) *% 196) +% i375))] - mean_dy372) - (((arena[(2007040 +% ((((n374 *% 64) +% (c367 +% (part366 *% 32))) *% 196) +% i375))] - arena[(2809856 +% (c367 +% (part366 *% 32)))]) * invstd370) * mean_dy_x373)))
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i362 in 0..<4096 {
-    storeVector(arena, ((i362 *% 8) +% 2103040), Vector(repeating: Float(0)))
+  for i376 in 0..<4096 {
+    storeVector(arena, ((i376 *% 8) +% 2103040), Vector(repeating: Float(0)))
   }
-  for i363 in 0..<1024 {
-    storeVector(arena, ((i363 *% 8) +% 2007040), Vector(repeating: Float(0)))
+  for i377 in 0..<1024 {
+    storeVector(arena, ((i377 *% 8) +% 2007040), Vector(repeating: Float(0)))
   }
-  for i364 in 0..<1568 {
-    storeVector(arena, ((i364 *% 8) +% 2040320), Vector(repeating: Float(0)))
+  for i378 in 0..<1568 {
+    storeVector(arena, ((i378 *% 8) +% 2040320), Vector(repeating: Float(0)))
   }
-  for g365 in 0..<64 {
-    for j366 in 0..<1 {
-      for iy367 in 0..<14 {
-        for c368 in 0..<32 {
-          for ix369 in 0..<14 {
-            arena[(2007040 +% ((((j366 *% 8192) +% ((iy367 +% 1) *% 512)) +% ((ix369 +% 1) *% 32)) +% c368))] = arena[((((1605632 +% ((g365 +% j366) *% 6272)) +% (c368 *% 196)) +% (iy367 *% 14)) +% ix369)]
+  for g379 in 0..<64 {
+    parallelFor(pool, 2) { part380 in
+      for j381 in 0..<1 {
+        for iy382 in 0..<14 {
+          for c383 in 0..<16 {
+            for ix384 in 0..<14 {
+              arena[(2007040 +% ((((j381 *% 8192) +% ((iy382 +% 1) *% 512)) +% ((ix384 +% 1) *% 32)) +% (c383 +% (part380 *% 16))))] = arena[((((1605632 +% ((g379 +% j381) *% 6272)) +% ((c383 +% (part380 *% 16)) *% 196)) +% (iy382 *% 14)) +% ix384)]
+            }
+          }
+        }
+      }
+      for j385 in 0..<1 {
+        for iy386 in 0..<14 {
+          for c387 in 0..<32 {
+            for ix388 in 0..<14 {
+              arena[(2040320 +% ((((j385 *% 12544) +% (iy386 *% 896)) +% (ix388 *% 64)) +% (c387 +% (part380 *% 32))))] = arena[((((5619776 +% ((g379 +% j385) *% 12544)) +% ((c387 +% (part380 *% 32)) *% 196)) +% (iy386 *% 14)) +% ix388)]
+            }
           }
         }
       }
     }
-    for j370 in 0..<1 {
-      for ty371 in 0..<7 {
-        for tx372 in 0..<7 {
-          for cv373 in 0..<4 {
-            let w374 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
-            let w375 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
-            let w376 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
-            let w377 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% ((tx372 *% 2) *% 32)) +% (cv373 *% 8)))))
-            let w378 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
-            let w379 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
-            let w380 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
-            let w381 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 1) *% 32)) +% (cv373 *% 8)))))
-            let w382 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
-            let w383 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
-            let w384 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
-            let w385 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 2) *% 32)) +% (cv373 *% 8)))))
-            let w386 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% ((ty371 *% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
-            let w387 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) + loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
-            let w388 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 2) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
-            let w389 = (loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 1) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))) - loadVector(arena, (2007040 +% ((((j370 *% 8192) +% (((ty371 *% 2) +% 3) *% 512)) +% (((tx372 *% 2) +% 3) *% 32)) +% (cv373 *% 8)))))
-            let w390 = (w374 - w382)
-            let w391 = (w378 + w382)
-            let w392 = (w382 - w378)
-            let w393 = (w378 - w386)
-            let w394 = (w375 - w383)
-            let w395 = (w379 + w383)
-            let w396 = (w383 - w379)
-            let w397 = (w379 - w387)
-            let w398 = (w376 - w384)
-            let w399 = (w380 + w384)
-            let w400 = (w384 - w380)
-            let w401 = (w380 - w388)
-            let w402 = (w377 - w385)
-            let w403 = (w381 + w385)
-            let w404 = (w385 - w381)
-            let w405 = (w381 - w389)
-            storeVector(arena, ((2015232 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w390)
-            storeVector(arena, ((2016800 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w391)
-            storeVector(arena, ((2018368 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w392)
-            storeVector(arena, ((2019936 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w393)
-            storeVector(arena, ((2021504 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w394)
-            storeVector(arena, ((2023072 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w395)
-            storeVector(arena, ((2024640 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w396)
-            storeVector(arena, ((2026208 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w397)
-            storeVector(arena, ((2027776 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w398)
-            storeVector(arena, ((2029344 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w399)
-            storeVector(arena, ((2030912 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w400)
-            storeVector(arena, ((2032480 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w401)
-            storeVector(arena, ((2034048 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w402)
-            storeVector(arena, ((2035616 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w403)
-            storeVector(arena, ((2037184 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w404)
-            storeVector(arena, ((2038752 +% ((((j370 *% 49) +% (ty371 *% 7)) +% tx372) *% 32)) +% (cv373 *% 8)), w405)
+    for j389 in 0..<1 {
+      for ty390 in 0..<7 {
+        for tx391 in 0..<7 {
+          for cv392 in 0..<4 {
+            let w393 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% ((ty390 *% 2) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))))
+            let w394 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))) + loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))))
+            let w395 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))))
+            let w396 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 3) *% 512)) +% ((tx391 *% 2) *% 32)) +% (cv392 *% 8)))))
+            let w397 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% ((ty390 *% 2) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))))
+            let w398 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))) + loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))))
+            let w399 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))))
+            let w400 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 3) *% 512)) +% (((tx391 *% 2) +% 1) *% 32)) +% (cv392 *% 8)))))
+            let w401 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% ((ty390 *% 2) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))))
+            let w402 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))) + loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))))
+            let w403 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))))
+            let w404 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 3) *% 512)) +% (((tx391 *% 2) +% 2) *% 32)) +% (cv392 *% 8)))))
+            let w405 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% ((ty390 *% 2) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))))
+            let w406 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))) + loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))))
+            let w407 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 2) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))))
+            let w408 = (loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 1) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))) - loadVector(arena, (2007040 +% ((((j389 *% 8192) +% (((ty390 *% 2) +% 3) *% 512)) +% (((tx391 *% 2) +% 3) *% 32)) +% (cv392 *% 8)))))
+            let w409 = (w393 - w401)
+            let w410 = (w397 + w401)
+            let w411 = (w401 - w397)
+            let w412 = (w397 - w405)
+            let w413 = (w394 - w402)
+            let w414 = (w398 + w402)
+            let w415 = (w402 - w398)
+            let w416 = (w398 - w406)
+            let w417 = (w395 - w403)
+            let w418 = (w399 + w403)
+            let w419 = (w403 - w399)
+            let w420 = (w399 - w407)
+            let w421 = (w396 - w404)
+            let w422 = (w400 + w404)
+            let w423 = (w404 - w400)
+            let w424 = (w400 - w408)
+            storeVector(arena, ((2015232 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w409)
+            storeVector(arena, ((2016800 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w410)
+            storeVector(arena, ((2018368 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w411)
+            storeVector(arena, ((2019936 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w412)
+            storeVector(arena, ((2021504 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w413)
+            storeVector(arena, ((2023072 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w414)
+            storeVector(arena, ((2024640 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w415)
+            storeVector(arena, ((2026208 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w416)
+            storeVector(arena, ((2027776 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w417)
+            storeVector(arena, ((2029344 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w418)
+            storeVector(arena, ((2030912 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w419)
+            storeVector(arena, ((2032480 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w420)
+            storeVector(arena, ((2034048 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w421)
+            storeVector(arena, ((2035616 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w422)
+            storeVector(arena, ((2037184 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w423)
+            storeVector(arena, ((2038752 +% ((((j389 *% 49) +% (ty390 *% 7)) +% tx391) *% 32)) +% (cv392 *% 8)), w424)
           }
         }
       }
     }
-    for j406 in 0..<1 {
-      for iy407 in 0..<14 {
-        for c408 in 0..<64 {
-          for ix409 in 0..<14 {
-            arena[(2040320 +% ((((j406 *% 12544) +% (iy407 *% 896)) +% (ix409 *% 64)) +% c408))] = arena[((((5619776 +% ((g365 +% j406) *% 12544)) +% (c408 *% 196)) +% (iy407 *% 14)) +% ix409)]
+    for j425 in 0..<1 {
+      for ty426 in 0..<7 {
+        for tx427 in 0..<7 {
+          for cv428 in 0..<8 {
+            let w429 = loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8))))
+            let w430 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8)))) + loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8)))))
+            let w431 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8)))) - loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8)))))
+            let w432 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% ((tx427 *% 2) *% 64)) +% (cv428 *% 8)))) * Vector(repeating: Float(-1)))
+            let w433 = loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8))))
+            let w434 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8)))) + loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8)))))
+            let w435 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% ((ty426 *% 2) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8)))) - loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8)))))
+            let w436 = (loadVector(arena, (2040320 +% ((((j425 *% 12544) +% (((ty426 *% 2) +% 1) *% 896)) +% (((tx427 *% 2) +% 1) *% 64)) +% (cv428 *% 8)))) * Vector(repeating: Float(-1)))
+            let w437 = w429
+            let w438 = (w429 + w433)
+            let w439 = (w429 - w433)
+            let w440 = (w433 * Vector(repeating: Float(-1)))
+            let w441 = w430
+            let w442 = (w430 + w434)
+            let w443 = (w430 - w434)
+            let w444 = (w434 * Vector(repeating: Float(-1)))
+            let w445 = w431
+            let w446 = (w431 + w435)
+            let w447 = (w431 - w435)
+            let w448 = (w435 * Vector(repeating: Float(-1)))
+            let w449 = w432
+            let w450 = (w432 + w436)
+            let w451 = (w432 - w436)
+            let w452 = (w436 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2052864 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w437)
+            storeVector(arena, ((2056000 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w438)
+            storeVector(arena, ((2059136 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w439)
+            storeVector(arena, ((2062272 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w440)
+            storeVector(arena, ((2065408 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w441)
+            storeVector(arena, ((2068544 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w442)
+            storeVector(arena, ((2071680 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w443)
+            storeVector(arena, ((2074816 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w444)
+            storeVector(arena, ((2077952 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w445)
+            storeVector(arena, ((2081088 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w446)
+            storeVector(arena, ((2084224 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w447)
+            storeVector(arena, ((2087360 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w448)
+            storeVector(arena, ((2090496 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w449)
+            storeVector(arena, ((2093632 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w450)
+            storeVector(arena, ((2096768 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w451)
+            storeVector(arena, ((2099904 +% ((((j425 *% 49) +% (ty426 *% 7)) +% tx427) *% 64)) +% (cv428 *% 8)), w452)
           }
         }
       }
     }
-    for j410 in 0..<1 {
-      for ty411 in 0..<7 {
-        for tx412 in 0..<7 {
-          for cv413 in 0..<8 {
-            let w414 = loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8))))
-            let w415 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) + loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))))
-            let w416 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) - loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))))
-            let w417 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% ((tx412 *% 2) *% 64)) +% (cv413 *% 8)))) * Vector(repeating: Float(-1)))
-            let w418 = loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8))))
-            let w419 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) + loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))))
-            let w420 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% ((ty411 *% 2) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) - loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))))
-            let w421 = (loadVector(arena, (2040320 +% ((((j410 *% 12544) +% (((ty411 *% 2) +% 1) *% 896)) +% (((tx412 *% 2) +% 1) *% 64)) +% (cv413 *% 8)))) * Vector(repeating: Float(-1)))
-            let w422 = w414
-            let w423 = (w414 + w418)
-            let w424 = (w414 - w418)
-            let w425 = (w418 * Vector(repeating: Float(-1)))
-            let w426 = w415
-            let w427 = (w415 + w419)
-            let w428 = (w415 - w419)
-            let w429 = (w419 * Vector(repeating: Float(-1)))
-            let w430 = w416
-            let w431 = (w416 + w420)
-            let w432 = (w416 - w420)
-            let w433 = (w420 * Vector(repeating: Float(-1)))
-            let w434 = w417
-            let w435 = (w417 + w421)
-            let w436 = (w417 - w421)
-            let w437 = (w421 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2052864 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w422)
-            storeVector(arena, ((2056000 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w423)
-            storeVector(arena, ((2059136 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w424)
-            storeVector(arena, ((2062272 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w425)
-            storeVector(arena, ((2065408 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w426)
-            storeVector(arena, ((2068544 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w427)
-            storeVector(arena, ((2071680 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w428)
-            storeVector(arena, ((2074816 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w429)
-            storeVector(arena, ((2077952 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w430)
-            storeVector(arena, ((2081088 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w431)
-            storeVector(arena, ((2084224 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w432)
-            storeVector(arena, ((2087360 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w433)
-            storeVector(arena, ((2090496 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w434)
-            storeVector(arena, ((2093632 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w435)
-            storeVector(arena, ((2096768 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w436)
-            storeVector(arena, ((2099904 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 64)) +% (cv413 *% 8)), w437)
-          }
-        }
+    parallelFor(pool, 2) { part453 in
+      for xi454 in 0..<8 {
+        sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% ((xi454 +% (part453 *% 8)) *% 1568)), 32, arena + (2052864 +% ((xi454 +% (part453 *% 8)) *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% ((xi454 +% (part453 *% 8)) *% 2048)), 64)
       }
-    }
-    for xi438 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi438 *% 1568)), 32, arena + (2052864 +% (xi438 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi438 *% 2048)), 64)
     }
   }
-  do {  // scalar loops
-    for f439 in 0..<64 {
-      for c440 in 0..<32 {
-        var w441: Float = (((arena[((2103040 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2111232 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
-        var w442: Float = ((arena[((2111232 +% (c440 *% 64)) +% f439)] - arena[((2119424 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
-        var w443: Float = (((arena[((2111232 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c440 *% 64)) +% f439)] * Float(1)))
-        var w444: Float = (((arena[((2105088 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2113280 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
-        var w445: Float = ((arena[((2113280 +% (c440 *% 64)) +% f439)] - arena[((2121472 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
-        var w446: Float = (((arena[((2113280 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c440 *% 64)) +% f439)] * Float(1)))
-        var w447: Float = (((arena[((2107136 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2115328 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
-        var w448: Float = ((arena[((2115328 +% (c440 *% 64)) +% f439)] - arena[((2123520 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
-        var w449: Float = (((arena[((2115328 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c440 *% 64)) +% f439)] * Float(1)))
-        var w450: Float = (((arena[((2109184 +% (c440 *% 64)) +% f439)] * Float(1)) + (arena[((2117376 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)))
-        var w451: Float = ((arena[((2117376 +% (c440 *% 64)) +% f439)] - arena[((2125568 +% (c440 *% 64)) +% f439)]) * Float(bitPattern: 0x3f000000))
-        var w452: Float = (((arena[((2117376 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c440 *% 64)) +% f439)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c440 *% 64)) +% f439)] * Float(1)))
-        var w453: Float = (((w441 * Float(1)) + (w444 * Float(bitPattern: 0x3f000000))) + (w447 * Float(bitPattern: 0x3f000000)))
-        var w454: Float = ((w444 - w447) * Float(bitPattern: 0x3f000000))
-        var w455: Float = (((w444 * Float(bitPattern: 0x3f000000)) + (w447 * Float(bitPattern: 0x3f000000))) + (w450 * Float(1)))
-        var w456: Float = (((w442 * Float(1)) + (w445 * Float(bitPattern: 0x3f000000))) + (w448 * Float(bitPattern: 0x3f000000)))
-        var w457: Float = ((w445 - w448) * Float(bitPattern: 0x3f000000))
-        var w458: Float = (((w445 * Float(bitPattern: 0x3f000000)) + (w448 * Float(bitPattern: 0x3f000000))) + (w451 * Float(1)))
-        var w459: Float = (((w443 * Float(1)) + (w446 * Float(bitPattern: 0x3f000000))) + (w449 * Float(bitPattern: 0x3f000000)))
-        var w460: Float = ((w446 - w449) * Float(bitPattern: 0x3f000000))
-        var w461: Float = (((w446 * Float(bitPattern: 0x3f000000)) + (w449 * Float(bitPattern: 0x3f000000))) + (w452 * Float(1)))
-        grads[(352 +% (((f439 *% 32) +% c440) *% 9))] = w453
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 1)] = w454
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 2)] = w455
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 3)] = w456
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 4)] = w457
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 5)] = w458
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 6)] = w459
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 7)] = w460
-        grads[((352 +% (((f439 *% 32) +% c440) *% 9)) +% 8)] = w461
+  parallelFor(pool, 2) { part455 in
+    do {  // scalar loops
+      for f456 in 0..<32 {
+        for c457 in 0..<32 {
+          var w458: Float = (((arena[((2103040 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)) + (arena[((2111232 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w459: Float = ((arena[((2111232 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] - arena[((2119424 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w460: Float = (((arena[((2111232 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)))
+          var w461: Float = (((arena[((2105088 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)) + (arena[((2113280 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w462: Float = ((arena[((2113280 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] - arena[((2121472 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w463: Float = (((arena[((2113280 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)))
+          var w464: Float = (((arena[((2107136 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)) + (arena[((2115328 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w465: Float = ((arena[((2115328 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] - arena[((2123520 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w466: Float = (((arena[((2115328 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)))
+          var w467: Float = (((arena[((2109184 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)) + (arena[((2117376 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w468: Float = ((arena[((2117376 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] - arena[((2125568 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w469: Float = (((arena[((2117376 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c457 *% 64)) +% (f456 +% (part455 *% 32)))] * Float(1)))
+          var w470: Float = (((w458 * Float(1)) + (w461 * Float(bitPattern: 0x3f000000))) + (w464 * Float(bitPattern: 0x3f000000)))
+          var w471: Float = ((w461 - w464) * Float(bitPattern: 0x3f000000))
+          var w472: Float = (((w461 * Float(bitPattern: 0x3f000000)) + (w464 * Float(bitPattern: 0x3f000000))) + (w467 * Float(1)))
+          var w473: Float = (((w459 * Float(1)) + (w462 * Float(bitPattern: 0x3f000000))) + (w465 * Float(bitPattern: 0x3f000000)))
+          var w474: Float = ((w462 - w465) * Float(bitPattern: 0x3f000000))
+          var w475: Float = (((w462 * Float(bitPattern: 0x3f000000)) + (w465 * Float(bitPattern: 0x3f000000))) + (w468 * Float(1)))
+          var w476: Float = (((w460 * Float(1)) + (w463 * Float(bitPattern: 0x3f000000))) + (w466 * Float(bitPattern: 0x3f000000)))
+          var w477: Float = ((w463 - w466) * Float(bitPattern: 0x3f000000))
+          var w478: Float = (((w463 * Float(bitPattern: 0x3f000000)) + (w466 * Float(bitPattern: 0x3f000000))) + (w469 * Float(1)))
+          grads[(352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9))] = w470
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 1)] = w471
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 2)] = w472
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 3)] = w473
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 4)] = w474
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 5)] = w475
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 6)] = w476
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 7)] = w477
+          grads[((352 +% ((((f456 +% (part455 *% 32)) *% 32) +% c457) *% 9)) +% 8)] = w478
+        }
       }
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // scalar loops
-    for ci462 in 0..<64 {
-      for co463 in 0..<32 {
-        var w464: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)]
-        var w465: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 5)]) + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w466: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 8)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w467: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 2)]
-        var w468: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)]
-        var w469: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 4)]) + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w470: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 7)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w471: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 1)]
-        var w472: Float = params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)]
-        var w473: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)] + params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 3)]) + params[(352 +% (((ci462 *% 32) +% co463) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w474: Float = (((params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 6)] + params[(352 +% (((ci462 *% 32) +% co463) *% 9))]) - params[((352 +% (((ci462 *% 32) +% co463) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w475: Float = params[(352 +% (((ci462 *% 32) +% co463) *% 9))]
-        var w476: Float = w464
-        var w477: Float = (((w464 + w468) + w472) * Float(bitPattern: 0x3f000000))
-        var w478: Float = (((w464 + w472) - w468) * Float(bitPattern: 0x3f000000))
-        var w479: Float = w472
-        var w480: Float = w465
-        var w481: Float = (((w465 + w469) + w473) * Float(bitPattern: 0x3f000000))
-        var w482: Float = (((w465 + w473) - w469) * Float(bitPattern: 0x3f000000))
-        var w483: Float = w473
-        var w484: Float = w466
-        var w485: Float = (((w466 + w470) + w474) * Float(bitPattern: 0x3f000000))
-        var w486: Float = (((w466 + w474) - w470) * Float(bitPattern: 0x3f000000))
-        var w487: Float = w474
-        var w488: Float = w467
-        var w489: Float = (((w467 + w471) + w475) * Float(bitPattern: 0x3f000000))
-        var w490: Float = (((w467 + w475) - w471) * Float(bitPattern: 0x3f000000))
-        var w491: Float = w475
-        arena[((2408448 +% (ci462 *% 32)) +% co463)] = w476
-        arena[((2410496 +% (ci462 *% 32)) +% co463)] = w477
-        arena[((2412544 +% (ci462 *% 32)) +% co463)] = w478
-        arena[((2414592 +% (ci462 *% 32)) +% co463)] = w479
-        arena[((2416640 +% (ci462 *% 32)) +% co463)] = w480
-        arena[((2418688 +% (ci462 *% 32)) +% co463)] = w481
-        arena[((2420736 +% (ci462 *% 32)) +% co463)] = w482
-        arena[((2422784 +% (ci462 *% 32)) +% co463)] = w483
-        arena[((2424832 +% (ci462 *% 32)) +% co463)] = w484
-        arena[((2426880 +% (ci462 *% 32)) +% co463)] = w485
-        arena[((2428928 +% (ci462 *% 32)) +% co463)] = w486
-        arena[((2430976 +% (ci462 *% 32)) +% co463)] = w487
-        arena[((2433024 +% (ci462 *% 32)) +% co463)] = w488
-        arena[((2435072 +% (ci462 *% 32)) +% co463)] = w489
-        arena[((2437120 +% (ci462 *% 32)) +% co463)] = w490
-        arena[((2439168 +% (ci462 *% 32)) +% co463)] = w491
+  parallelFor(pool, 2) { part479 in
+    do {  // scalar loops
+      for ci480 in 0..<64 {
+        for co481 in 0..<16 {
+          var w482: Float = params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 8)]
+          var w483: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 8)] + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 5)]) + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w484: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 8)] + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 2)]) - params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w485: Float = params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 2)]
+          var w486: Float = params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 7)]
+          var w487: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 7)] + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 4)]) + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w488: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 7)] + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 1)]) - params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w489: Float = params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 1)]
+          var w490: Float = params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 6)]
+          var w491: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 6)] + params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 3)]) + params[(352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w492: Float = (((params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 6)] + params[(352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9))]) - params[((352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w493: Float = params[(352 +% (((ci480 *% 32) +% ((part479 *% 16) +% co481)) *% 9))]
+          var w494: Float = w482
+          var w495: Float = (((w482 + w486) + w490) * Float(bitPattern: 0x3f000000))
+          var w496: Float = (((w482 + w490) - w486) * Float(bitPattern: 0x3f000000))
+          var w497: Float = w490
+          var w498: Float = w483
+          var w499: Float = (((w483 + w487) + w491) * Float(bitPattern: 0x3f000000))
+          var w500: Float = (((w483 + w491) - w487) * Float(bitPattern: 0x3f000000))
+          var w501: Float = w491
+          var w502: Float = w484
+          var w503: Float = (((w484 + w488) + w492) * Float(bitPattern: 0x3f000000))
+          var w504: Float = (((w484 + w492) - w488) * Float(bitPattern: 0x3f000000))
+          var w505: Float = w492
+          var w506: Float = w485
+          var w507: Float = (((w485 + w489) + w493) * Float(bitPattern: 0x3f000000))
+          var w508: Float = (((w485 + w493) - w489) * Float(bitPattern: 0x3f000000))
+          var w509: Float = w493
+          arena[((2408448 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w494
+          arena[((2410496 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w495
+          arena[((2412544 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w496
+          arena[((2414592 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w497
+          arena[((2416640 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w498
+          arena[((2418688 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w499
+          arena[((2420736 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w500
+          arena[((2422784 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w501
+          arena[((2424832 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w502
+          arena[((2426880 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w503
+          arena[((2428928 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w504
+          arena[((2430976 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w505
+          arena[((2433024 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w506
+          arena[((2435072 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w507
+          arena[((2437120 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w508
+          arena[((2439168 +% (ci480 *% 32)) +% ((part479 *% 16) +% co481))] = w509
+        }
       }
     }
   }
-  for i492 in 0..<2048 {
-    storeVector(arena, ((i492 *% 8) +% 2441216), Vector(repeating: Float(0)))
+  for i510 in 0..<2048 {
+    storeVector(arena, ((i510 *% 8) +% 2441216), Vector(repeating: Float(0)))
   }
-  for g493 in 0..<64 {
-    for j494 in 0..<1 {
-      for iy495 in 0..<14 {
-        for c496 in 0..<64 {
-          for ix497 in 0..<14 {
-            arena[(2441216 +% ((((j494 *% 16384) +% ((iy495 +% 1) *% 1024)) +% ((ix497 +% 1) *% 64)) +% c496))] = arena[((((5619776 +% ((g493 +% j494) *% 12544)) +% (c496 *% 196)) +% (iy495 *% 14)) +% ix497)]
+  for g511 in 0..<64 {
+    for j512 in 0..<1 {
+      for iy513 in 0..<14 {
+        for c514 in 0..<64 {
+          for ix515 in 0..<14 {
+            arena[(2441216 +% ((((j512 *% 16384) +% ((iy513 +% 1) *% 1024)) +% ((ix515 +% 1) *% 64)) +% c514))] = arena[((((5619776 +% ((g511 +% j512) *% 12544)) +% (c514 *% 196)) +% (iy513 *% 14)) +% ix515)]
           }
         }
       }
     }
-    for j498 in 0..<1 {
-      for ty499 in 0..<7 {
-        for tx500 in 0..<7 {
-          for cv501 in 0..<8 {
-            let w502 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
-            let w503 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
-            let w504 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
-            let w505 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% ((tx500 *% 2) *% 64)) +% (cv501 *% 8)))))
-            let w506 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
-            let w507 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
-            let w508 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
-            let w509 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 1) *% 64)) +% (cv501 *% 8)))))
-            let w510 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
-            let w511 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
-            let w512 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
-            let w513 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 2) *% 64)) +% (cv501 *% 8)))))
-            let w514 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% ((ty499 *% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
-            let w515 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) + loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
-            let w516 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 2) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
-            let w517 = (loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 1) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))) - loadVector(arena, (2441216 +% ((((j498 *% 16384) +% (((ty499 *% 2) +% 3) *% 1024)) +% (((tx500 *% 2) +% 3) *% 64)) +% (cv501 *% 8)))))
-            let w518 = (w502 - w510)
-            let w519 = (w506 + w510)
-            let w520 = (w510 - w506)
-            let w521 = (w506 - w514)
-            let w522 = (w503 - w511)
-            let w523 = (w507 + w511)
-            let w524 = (w511 - w507)
-            let w525 = (w507 - w515)
-            let w526 = (w504 - w512)
-            let w527 = (w508 + w512)
-            let w528 = (w512 - w508)
-            let w529 = (w508 - w516)
-            let w530 = (w505 - w513)
-            let w531 = (w509 + w513)
-            let w532 = (w513 - w509)
-            let w533 = (w509 - w517)
-            storeVector(arena, ((2457600 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w518)
-            storeVector(arena, ((2460736 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w519)
-            storeVector(arena, ((2463872 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w520)
-            storeVector(arena, ((2467008 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w521)
-            storeVector(arena, ((2470144 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w522)
-            storeVector(arena, ((2473280 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w523)
-            storeVector(arena, ((2476416 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w524)
-            storeVector(arena, ((2479552 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w525)
-            storeVector(arena, ((2482688 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w526)
-            storeVector(arena, ((2485824 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w527)
-            storeVector(arena, ((2488960 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w528)
-            storeVector(arena, ((2492096 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w529)
-            storeVector(arena, ((2495232 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w530)
-            storeVector(arena, ((2498368 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w531)
-            storeVector(arena, ((2501504 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w532)
-            storeVector(arena, ((2504640 +% ((((j498 *% 49) +% (ty499 *% 7)) +% tx500) *% 64)) +% (cv501 *% 8)), w533)
+    for j516 in 0..<1 {
+      for ty517 in 0..<7 {
+        for tx518 in 0..<7 {
+          for cv519 in 0..<8 {
+            let w520 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% ((ty517 *% 2) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))))
+            let w521 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))) + loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))))
+            let w522 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))))
+            let w523 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 3) *% 1024)) +% ((tx518 *% 2) *% 64)) +% (cv519 *% 8)))))
+            let w524 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% ((ty517 *% 2) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))))
+            let w525 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))) + loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))))
+            let w526 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))))
+            let w527 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 3) *% 1024)) +% (((tx518 *% 2) +% 1) *% 64)) +% (cv519 *% 8)))))
+            let w528 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% ((ty517 *% 2) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))))
+            let w529 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))) + loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))))
+            let w530 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))))
+            let w531 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 3) *% 1024)) +% (((tx518 *% 2) +% 2) *% 64)) +% (cv519 *% 8)))))
+            let w532 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% ((ty517 *% 2) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))))
+            let w533 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))) + loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))))
+            let w534 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 2) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))))
+            let w535 = (loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 1) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))) - loadVector(arena, (2441216 +% ((((j516 *% 16384) +% (((ty517 *% 2) +% 3) *% 1024)) +% (((tx518 *% 2) +% 3) *% 64)) +% (cv519 *% 8)))))
+            let w536 = (w520 - w528)
+            let w537 = (w524 + w528)
+            let w538 = (w528 - w524)
+            let w539 = (w524 - w532)
+            let w540 = (w521 - w529)
+            let w541 = (w525 + w529)
+            let w542 = (w529 - w525)
+            let w543 = (w525 - w533)
+            let w544 = (w522 - w530)
+            let w545 = (w526 + w530)
+            let w546 = (w530 - w526)
+            let w547 = (w526 - w534)
+            let w548 = (w523 - w531)
+            let w549 = (w527 + w531)
+            let w550 = (w531 - w527)
+            let w551 = (w527 - w535)
+            storeVector(arena, ((2457600 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w536)
+            storeVector(arena, ((2460736 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w537)
+            storeVector(arena, ((2463872 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w538)
+            storeVector(arena, ((2467008 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w539)
+            storeVector(arena, ((2470144 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w540)
+            storeVector(arena, ((2473280 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w541)
+            storeVector(arena, ((2476416 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w542)
+            storeVector(arena, ((2479552 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w543)
+            storeVector(arena, ((2482688 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w544)
+            storeVector(arena, ((2485824 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w545)
+            storeVector(arena, ((2488960 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w546)
+            storeVector(arena, ((2492096 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w547)
+            storeVector(arena, ((2495232 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w548)
+            storeVector(arena, ((2498368 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w549)
+            storeVector(arena, ((2501504 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w550)
+            storeVector(arena, ((2504640 +% ((((j516 *% 49) +% (ty517 *% 7)) +% tx518) *% 64)) +% (cv519 *% 8)), w551)
           }
         }
       }
     }
-    for xi534 in 0..<16 {
-      do {  // gemm541
-        for nb535 in 0..<2 {
-          for mb536 in 0..<9 {
-            var t537_c0_0 = Vector()
-            var t537_c0_1 = Vector()
-            var t537_c1_0 = Vector()
-            var t537_c1_1 = Vector()
-            var t537_c2_0 = Vector()
-            var t537_c2_1 = Vector()
-            var t537_c3_0 = Vector()
-            var t537_c3_1 = Vector()
-            var t537_c4_0 = Vector()
-            var t537_c4_1 = Vector()
-            for k538 in 0..<64 {
-              let t537_b0 = loadVector(arena, (((2408448 +% (xi534 *% 2048)) +% (k538 *% 32)) +% (nb535 *% 16)))
-              let t537_b1 = loadVector(arena, ((((2408448 +% (xi534 *% 2048)) +% (k538 *% 32)) +% (nb535 *% 16)) +% 8))
-              let t537_a0 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% ((mb536 *% 5) *% 64)) +% k538)])
-              t537_c0_0 = t537_c0_0.addingProduct(t537_a0, t537_b0)
-              t537_c0_1 = t537_c0_1.addingProduct(t537_a0, t537_b1)
-              let t537_a1 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 1) *% 64)) +% k538)])
-              t537_c1_0 = t537_c1_0.addingProduct(t537_a1, t537_b0)
-              t537_c1_1 = t537_c1_1.addingProduct(t537_a1, t537_b1)
-              let t537_a2 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 2) *% 64)) +% k538)])
-              t537_c2_0 = t537_c2_0.addingProduct(t537_a2, t537_b0)
-              t537_c2_1 = t537_c2_1.addingProduct(t537_a2, t537_b1)
-              let t537_a3 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 3) *% 64)) +% k538)])
-              t537_c3_0 = t537_c3_0.addingProduct(t537_a3, t537_b0)
-              t537_c3_1 = t537_c3_1.addingProduct(t537_a3, t537_b1)
-              let t537_a4 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% (((mb536 *% 5) +% 4) *% 64)) +% k538)])
-              t537_c4_0 = t537_c4_0.addingProduct(t537_a4, t537_b0)
-              t537_c4_1 = t537_c4_1.addingProduct(t537_a4, t537_b1)
+    parallelFor(pool, 2) { part552 in
+      for xi553 in 0..<16 {
+        do {  // gemm560
+          for nb554 in 0..<1 {
+            for mb555 in 0..<9 {
+              var t556_c0_0 = Vector()
+              var t556_c0_1 = Vector()
+              var t556_c1_0 = Vector()
+              var t556_c1_1 = Vector()
+              var t556_c2_0 = Vector()
+              var t556_c2_1 = Vector()
+              var t556_c3_0 = Vector()
+              var t556_c3_1 = Vector()
+              var t556_c4_0 = Vector()
+              var t556_c4_1 = Vector()
+              for k557 in 0..<64 {
+                let t556_b0 = loadVector(arena, ((((2408448 +% (xi553 *% 2048)) +% (part552 *% 16)) +% (k557 *% 32)) +% (nb554 *% 16)))
+                let t556_b1 = loadVector(arena, (((((2408448 +% (xi553 *% 2048)) +% (part552 *% 16)) +% (k557 *% 32)) +% (nb554 *% 16)) +% 8))
+                let t556_a0 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% ((mb555 *% 5) *% 64)) +% k557)])
+                t556_c0_0 = t556_c0_0.addingProduct(t556_a0, t556_b0)
+                t556_c0_1 = t556_c0_1.addingProduct(t556_a0, t556_b1)
+                let t556_a1 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% (((mb555 *% 5) +% 1) *% 64)) +% k557)])
+                t556_c1_0 = t556_c1_0.addingProduct(t556_a1, t556_b0)
+                t556_c1_1 = t556_c1_1.addingProduct(t556_a1, t556_b1)
+                let t556_a2 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% (((mb555 *% 5) +% 2) *% 64)) +% k557)])
+                t556_c2_0 = t556_c2_0.addingProduct(t556_a2, t556_b0)
+                t556_c2_1 = t556_c2_1.addingProduct(t556_a2, t556_b1)
+                let t556_a3 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% (((mb555 *% 5) +% 3) *% 64)) +% k557)])
+                t556_c3_0 = t556_c3_0.addingProduct(t556_a3, t556_b0)
+                t556_c3_1 = t556_c3_1.addingProduct(t556_a3, t556_b1)
+                let t556_a4 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% (((mb555 *% 5) +% 4) *% 64)) +% k557)])
+                t556_c4_0 = t556_c4_0.addingProduct(t556_a4, t556_b0)
+                t556_c4_1 = t556_c4_1.addingProduct(t556_a4, t556_b1)
+              }
+              storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% ((mb555 *% 5) *% 32)) +% (nb554 *% 16)), t556_c0_0)
+              storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% ((mb555 *% 5) *% 32)) +% (nb554 *% 16)) +% 8), t556_c0_1)
+              storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 1) *% 32)) +% (nb554 *% 16)), t556_c1_0)
+              storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 1) *% 32)) +% (nb554 *% 16)) +% 8), t556_c1_1)
+              storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 2) *% 32)) +% (nb554 *% 16)), t556_c2_0)
+              storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 2) *% 32)) +% (nb554 *% 16)) +% 8), t556_c2_1)
+              storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 3) *% 32)) +% (nb554 *% 16)), t556_c3_0)
+              storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 3) *% 32)) +% (nb554 *% 16)) +% 8), t556_c3_1)
+              storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 4) *% 32)) +% (nb554 *% 16)), t556_c4_0)
+              storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% (((mb555 *% 5) +% 4) *% 32)) +% (nb554 *% 16)) +% 8), t556_c4_1)
             }
-            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% ((mb536 *% 5) *% 32)) +% (nb535 *% 16)), t537_c0_0)
-            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% ((mb536 *% 5) *% 32)) +% (nb535 *% 16)) +% 8), t537_c0_1)
-            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 1) *% 32)) +% (nb535 *% 16)), t537_c1_0)
-            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 1) *% 32)) +% (nb535 *% 16)) +% 8), t537_c1_1)
-            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 2) *% 32)) +% (nb535 *% 16)), t537_c2_0)
-            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 2) *% 32)) +% (nb535 *% 16)) +% 8), t537_c2_1)
-            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 3) *% 32)) +% (nb535 *% 16)), t537_c3_0)
-            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 3) *% 32)) +% (nb535 *% 16)) +% 8), t537_c3_1)
-            storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 4) *% 32)) +% (nb535 *% 16)), t537_c4_0)
-            storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% (((mb536 *% 5) +% 4) *% 32)) +% (nb535 *% 16)) +% 8), t537_c4_1)
-          }
-          var t539_c0_0 = Vector()
-          var t539_c0_1 = Vector()
-          var t539_c1_0 = Vector()
-          var t539_c1_1 = Vector()
-          var t539_c2_0 = Vector()
-          var t539_c2_1 = Vector()
-          var t539_c3_0 = Vector()
-          var t539_c3_1 = Vector()
-          for k540 in 0..<64 {
-            let t539_b0 = loadVector(arena, (((2408448 +% (xi534 *% 2048)) +% (k540 *% 32)) +% (nb535 *% 16)))
-            let t539_b1 = loadVector(arena, ((((2408448 +% (xi534 *% 2048)) +% (k540 *% 32)) +% (nb535 *% 16)) +% 8))
-            let t539_a0 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 2880) +% k540)])
-            t539_c0_0 = t539_c0_0.addingProduct(t539_a0, t539_b0)
-            t539_c0_1 = t539_c0_1.addingProduct(t539_a0, t539_b1)
-            let t539_a1 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 2944) +% k540)])
-            t539_c1_0 = t539_c1_0.addingProduct(t539_a1, t539_b0)
-            t539_c1_1 = t539_c1_1.addingProduct(t539_a1, t539_b1)
-            let t539_a2 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 3008) +% k540)])
-            t539_c2_0 = t539_c2_0.addingProduct(t539_a2, t539_b0)
-            t539_c2_1 = t539_c2_1.addingProduct(t539_a2, t539_b1)
-            let t539_a3 = Vector(repeating: arena[(((2457600 +% (xi534 *% 3136)) +% 3072) +% k540)])
-            t539_c3_0 = t539_c3_0.addingProduct(t539_a3, t539_b0)
-            t539_c3_1 = t539_c3_1.addingProduct(t539_a3, t539_b1)
-          }
-          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1440) +% (nb535 *% 16)), t539_c0_0)
-          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1440) +% (nb535 *% 16)) +% 8), t539_c0_1)
-          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1472) +% (nb535 *% 16)), t539_c1_0)
-          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1472) +% (nb535 *% 16)) +% 8), t539_c1_1)
-          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1504) +% (nb535 *% 16)), t539_c2_0)
-          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1504) +% (nb535 *% 16)) +% 8), t539_c2_1)
-          storeVector(arena, (((2507776 +% (xi534 *% 1568)) +% 1536) +% (nb535 *% 16)), t539_c3_0)
-          storeVector(arena, ((((2507776 +% (xi534 *% 1568)) +% 1536) +% (nb535 *% 16)) +% 8), t539_c3_1)
-        }
-      }
-    }
-    for j542 in 0..<1 {
-      for ty543 in 0..<7 {
-        for tx544 in 0..<7 {
-          for cv545 in 0..<4 {
-            let w546 = ((loadVector(arena, ((2507776 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2514048 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2520320 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w547 = ((loadVector(arena, ((2514048 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2520320 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2526592 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w548 = ((loadVector(arena, ((2509344 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2515616 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2521888 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w549 = ((loadVector(arena, ((2515616 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2521888 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2528160 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w550 = ((loadVector(arena, ((2510912 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2517184 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2523456 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w551 = ((loadVector(arena, ((2517184 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2523456 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2529728 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w552 = ((loadVector(arena, ((2512480 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) + loadVector(arena, ((2518752 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) + loadVector(arena, ((2525024 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w553 = ((loadVector(arena, ((2518752 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))) - loadVector(arena, ((2525024 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8)))) - loadVector(arena, ((2531296 +% ((((j542 *% 49) +% (ty543 *% 7)) +% tx544) *% 32)) +% (cv545 *% 8))))
-            let w554 = ((w546 + w548) + w550)
-            let w555 = ((w548 - w550) - w552)
-            let w556 = ((w547 + w549) + w551)
-            let w557 = ((w549 - w551) - w553)
-            storeVector(arena, ((2532864 +% (((((j542 *% 14) +% (ty543 *% 2)) *% 14) +% (tx544 *% 2)) *% 32)) +% (cv545 *% 8)), w554)
-            storeVector(arena, ((2532864 +% ((((((j542 *% 14) +% (ty543 *% 2)) *% 14) +% (tx544 *% 2)) +% 1) *% 32)) +% (cv545 *% 8)), w555)
-            storeVector(arena, ((2532864 +% ((((((j542 *% 14) +% (ty543 *% 2)) +% 1) *% 14) +% (tx544 *% 2)) *% 32)) +% (cv545 *% 8)), w556)
-            storeVector(arena, ((2532864 +% (((((((j542 *% 14) +% (ty543 *% 2)) +% 1) *% 14) +% (tx544 *% 2)) +% 1) *% 32)) +% (cv545 *% 8)), w557)
+            var t558_c0_0 = Vector()
+            var t558_c0_1 = Vector()
+            var t558_c1_0 = Vector()
+            var t558_c1_1 = Vector()
+            var t558_c2_0 = Vector()
+            var t558_c2_1 = Vector()
+            var t558_c3_0 = Vector()
+            var t558_c3_1 = Vector()
+            for k559 in 0..<64 {
+              let t558_b0 = loadVector(arena, ((((2408448 +% (xi553 *% 2048)) +% (part552 *% 16)) +% (k559 *% 32)) +% (nb554 *% 16)))
+              let t558_b1 = loadVector(arena, (((((2408448 +% (xi553 *% 2048)) +% (part552 *% 16)) +% (k559 *% 32)) +% (nb554 *% 16)) +% 8))
+              let t558_a0 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% 2880) +% k559)])
+              t558_c0_0 = t558_c0_0.addingProduct(t558_a0, t558_b0)
+              t558_c0_1 = t558_c0_1.addingProduct(t558_a0, t558_b1)
+              let t558_a1 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% 2944) +% k559)])
+              t558_c1_0 = t558_c1_0.addingProduct(t558_a1, t558_b0)
+              t558_c1_1 = t558_c1_1.addingProduct(t558_a1, t558_b1)
+              let t558_a2 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% 3008) +% k559)])
+              t558_c2_0 = t558_c2_0.addingProduct(t558_a2, t558_b0)
+              t558_c2_1 = t558_c2_1.addingProduct(t558_a2, t558_b1)
+              let t558_a3 = Vector(repeating: arena[(((2457600 +% (xi553 *% 3136)) +% 3072) +% k559)])
+              t558_c3_0 = t558_c3_0.addingProduct(t558_a3, t558_b0)
+              t558_c3_1 = t558_c3_1.addingProduct(t558_a3, t558_b1)
+            }
+            storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1440) +% (nb554 *% 16)), t558_c0_0)
+            storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1440) +% (nb554 *% 16)) +% 8), t558_c0_1)
+            storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1472) +% (nb554 *% 16)), t558_c1_0)
+            storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1472) +% (nb554 *% 16)) +% 8), t558_c1_1)
+            storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1504) +% (nb554 *% 16)), t558_c2_0)
+            storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1504) +% (nb554 *% 16)) +% 8), t558_c2_1)
+            storeVector(arena, ((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1536) +% (nb554 *% 16)), t558_c3_0)
+            storeVector(arena, (((((2507776 +% (xi553 *% 1568)) +% (part552 *% 16)) +% 1536) +% (nb554 *% 16)) +% 8), t558_c3_1)
           }
         }
       }
-    }
-    for j558 in 0..<1 {
-      for qb559 in 0..<3 {
-        for c560 in 0..<32 {
-          for q561 in 0..<64 {
-            arena[(((2007040 +% ((g493 +% j558) *% 6272)) +% (c560 *% 196)) +% (q561 +% (qb559 *% 64)))] = arena[((2532864 +% (((j558 *% 196) +% (q561 +% (qb559 *% 64))) *% 32)) +% c560)]
+      for j561 in 0..<1 {
+        for ty562 in 0..<7 {
+          for tx563 in 0..<7 {
+            for cv564 in 0..<2 {
+              let w565 = ((loadVector(arena, ((2507776 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) + loadVector(arena, ((2514048 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) + loadVector(arena, ((2520320 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w566 = ((loadVector(arena, ((2514048 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) - loadVector(arena, ((2520320 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) - loadVector(arena, ((2526592 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w567 = ((loadVector(arena, ((2509344 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) + loadVector(arena, ((2515616 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) + loadVector(arena, ((2521888 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w568 = ((loadVector(arena, ((2515616 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) - loadVector(arena, ((2521888 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) - loadVector(arena, ((2528160 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w569 = ((loadVector(arena, ((2510912 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) + loadVector(arena, ((2517184 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) + loadVector(arena, ((2523456 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w570 = ((loadVector(arena, ((2517184 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) - loadVector(arena, ((2523456 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) - loadVector(arena, ((2529728 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w571 = ((loadVector(arena, ((2512480 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) + loadVector(arena, ((2518752 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) + loadVector(arena, ((2525024 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w572 = ((loadVector(arena, ((2518752 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))) - loadVector(arena, ((2525024 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))))) - loadVector(arena, ((2531296 +% ((((j561 *% 49) +% (ty562 *% 7)) +% tx563) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8)))))
+              let w573 = ((w565 + w567) + w569)
+              let w574 = ((w567 - w569) - w571)
+              let w575 = ((w566 + w568) + w570)
+              let w576 = ((w568 - w570) - w572)
+              storeVector(arena, ((2532864 +% (((((j561 *% 14) +% (ty562 *% 2)) *% 14) +% (tx563 *% 2)) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))), w573)
+              storeVector(arena, ((2532864 +% ((((((j561 *% 14) +% (ty562 *% 2)) *% 14) +% (tx563 *% 2)) +% 1) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))), w574)
+              storeVector(arena, ((2532864 +% ((((((j561 *% 14) +% (ty562 *% 2)) +% 1) *% 14) +% (tx563 *% 2)) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))), w575)
+              storeVector(arena, ((2532864 +% (((((((j561 *% 14) +% (ty562 *% 2)) +% 1) *% 14) +% (tx563 *% 2)) +% 1) *% 32)) +% ((part552 *% 16) +% (cv564 *% 8))), w576)
+            }
           }
         }
       }
-      for c562 in 0..<32 {
-        for q563 in 0..<4 {
-          arena[(((2007040 +% ((g493 +% j558) *% 6272)) +% (c562 *% 196)) +% (q563 +% 192))] = arena[((2532864 +% (((j558 *% 196) +% (q563 +% 192)) *% 32)) +% c562)]
+      for j577 in 0..<1 {
+        for qb578 in 0..<3 {
+          for c579 in 0..<16 {
+            for q580 in 0..<64 {
+              arena[(((2007040 +% ((g511 +% j577) *% 6272)) +% (((part552 *% 16) +% c579) *% 196)) +% (q580 +% (qb578 *% 64)))] = arena[((2532864 +% (((j577 *% 196) +% (q580 +% (qb578 *% 64))) *% 32)) +% ((part552 *% 16) +% c579))]
+            }
+          }
+        }
+        for c581 in 0..<16 {
+          for q582 in 0..<4 {
+            arena[(((2007040 +% ((g511 +% j577) *% 6272)) +% (((part552 *% 16) +% c581) *% 196)) +% (q582 +% 192))] = arena[((2532864 +% (((j577 *% 196) +% (q582 +% 192)) *% 32)) +% ((part552 *% 16) +% c581))]
+          }
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i564 in 0..<200704 {
-    storeVector(arena, ((i564 *% 8) +% 4816960), Vector(repeating: Float(0)))
-  }
-  for q565 in 0..<2048 {
-    for py566 in 0..<14 {
-      for px567 in 0..<14 {
-        var best568: Float = arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))]
-        var bi569: Float = Float((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))
-        bi569 = (arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] > best568 ? Float((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2))) : bi569)
-        best568 = (arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] > best568 ? arena[(3211328 +% (((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)))] : best568)
-        bi569 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] > best568 ? Float(((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1)) : bi569)
-        best568 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] > best568 ? arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 1))] : best568)
-        bi569 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] > best568 ? Float(((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28)) : bi569)
-        best568 = (arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] > best568 ? arena[(3211328 +% ((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28))] : best568)
-        bi569 = (arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] > best568 ? Float((((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1)) : bi569)
-        best568 = (arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] > best568 ? arena[(3211328 +% (((((q565 *% 784) +% (py566 *% 56)) +% (px567 *% 2)) +% 28) +% 1))] : best568)
-        arena[(4816960 +% Int(bi569))] += arena[(((2007040 +% (q565 *% 196)) +% (py566 *% 14)) +% px567)]
+  parallelFor(pool, 2) { part583 in
+    for q584 in 0..<1024 {
+      for i585 in 0..<98 {
+        storeVector(arena, ((i585 *% 8) +% (4816960 +% ((q584 +% (part583 *% 1024)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for py586 in 0..<14 {
+        for px587 in 0..<14 {
+          var best588: Float = arena[(3211328 +% ((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)))]
+          var bi589: Float = Float(((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)))
+          bi589 = (arena[(3211328 +% ((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)))] > best588 ? Float(((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2))) : bi589)
+          best588 = (arena[(3211328 +% ((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)))] > best588 ? arena[(3211328 +% ((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)))] : best588)
+          bi589 = (arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 1))] > best588 ? Float((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 1)) : bi589)
+          best588 = (arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 1))] > best588 ? arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 1))] : best588)
+          bi589 = (arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28))] > best588 ? Float((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28)) : bi589)
+          best588 = (arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28))] > best588 ? arena[(3211328 +% (((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28))] : best588)
+          bi589 = (arena[(3211328 +% ((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28) +% 1))] > best588 ? Float(((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28) +% 1)) : bi589)
+          best588 = (arena[(3211328 +% ((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28) +% 1))] > best588 ? arena[(3211328 +% ((((((q584 +% (part583 *% 1024)) *% 784) +% (py586 *% 56)) +% (px587 *% 2)) +% 28) +% 1))] : best588)
+          arena[(4816960 +% Int(bi589))] += arena[(((2007040 +% ((q584 +% (part583 *% 1024)) *% 196)) +% (py586 *% 14)) +% px587)]
+        }
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i570 in 0..<200704 {
-    storeVector(arena, ((i570 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i570 *% 8) +% 4816960)), where: loadVector(arena, ((i570 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part590 in
+    for i591 in 0..<802816 {
+      arena[(6422592 +% (i591 +% (part590 *% 802816)))] = (arena[(3211328 +% (i591 +% (part590 *% 802816)))] > Float(0) ? arena[(4816960 +% (i591 +% (part590 *% 802816)))] : Float(0))
+    }
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c571 in 0..<32 {
-    var invstd573: Float = (Float(1) / sqrtf((arena[(3211296 +% c571)] + Float(bitPattern: 0x3727c5ac))))
-    var mean574: Float = arena[(3211264 +% c571)]
-    var acc575 = Vector()
-    var tail576: Float = Float(0)
-    for n577 in 0..<64 {
-      for v578 in 0..<98 {
-        acc575 = (acc575 + (loadVector(arena, (6422592 +% ((((n577 *% 32) +% c571) *% 784) +% (v578 *% 8)))) * ((loadVector(arena, ((((n577 *% 32) +% c571) *% 784) +% (v578 *% 8))) - Vector(repeating: mean574)) * Vector(repeating: invstd573))))
+  parallelFor(pool, 2) { part592 in
+    for c593 in 0..<16 {
+      var invstd595: Float = (Float(1) / sqrtf((arena[(3211296 +% (c593 +% (part592 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean596: Float = arena[(3211264 +% (c593 +% (part592 *% 16)))]
+      var acc597 = Vector()
+      var tail598: Float = Float(0)
+      for n599 in 0..<64 {
+        for v600 in 0..<98 {
+          acc597 = (acc597 + (loadVector(arena, (6422592 +% ((((n599 *% 32) +% (c593 +% (part592 *% 16))) *% 784) +% (v600 *% 8)))) * ((loadVector(arena, ((((n599 *% 32) +% (c593 +% (part592 *% 16))) *% 784) +% (v600 *% 8))) - Vector(repeating: mean596)) * Vector(repeating: invstd595))))
+        }
       }
+      storeVector(arena, (1605632 +% (part592 *% 8)), acc597)
+      var sum601: Float = (arena[(1605632 +% (part592 *% 8))] + arena[((1605632 +% (part592 *% 8)) +% 1)])
+      var sum602: Float = (sum601 + arena[((1605632 +% (part592 *% 8)) +% 2)])
+      var sum603: Float = (sum602 + arena[((1605632 +% (part592 *% 8)) +% 3)])
+      var sum604: Float = (sum603 + arena[((1605632 +% (part592 *% 8)) +% 4)])
+      var sum605: Float = (sum604 + arena[((1605632 +% (part592 *% 8)) +% 5)])
+      var sum606: Float = (sum605 + arena[((1605632 +% (part592 *% 8)) +% 6)])
+      var sum607: Float = (sum606 + arena[((1605632 +% (part592 *% 8)) +% 7)])
+      var sum_x594: Float = (sum607 + tail598)
+      grads[(288 +% (c593 +% (part592 *% 16)))] = sum_x594
     }
-    storeVector(arena, 1605632, acc575)
-    var sum579: Float = (arena[1605632] + arena[1605633])
-    var sum580: Float = (sum579 + arena[1605634])
-    var sum581: Float = (sum580 + arena[1605635])
-    var sum582: Float = (sum581 + arena[1605636])
-    var sum583: Float = (sum582 + arena[1605637])
-    var sum584: Float = (sum583 + arena[1605638])
-    var sum585: Float = (sum584 + arena[1605639])
-    var sum_x572: Float = (sum585 + tail576)
-    grads[(288 +% c571)] = sum_x572
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c586 in 0..<32 {
-    var acc588 = Vector()
-    var tail589: Float = Float(0)
-    for n590 in 0..<64 {
-      for v591 in 0..<98 {
-        acc588 = (acc588 + loadVector(arena, (6422592 +% ((((n590 *% 32) +% c586) *% 784) +% (v591 *% 8)))))
+  parallelFor(pool, 2) { part608 in
+    for c609 in 0..<16 {
+      var acc611 = Vector()
+      var tail612: Float = Float(0)
+      for n613 in 0..<64 {
+        for v614 in 0..<98 {
+          acc611 = (acc611 + loadVector(arena, (6422592 +% ((((n613 *% 32) +% (c609 +% (part608 *% 16))) *% 784) +% (v614 *% 8)))))
+        }
       }
+      storeVector(arena, (1605632 +% (part608 *% 8)), acc611)
+      var sum615: Float = (arena[(1605632 +% (part608 *% 8))] + arena[((1605632 +% (part608 *% 8)) +% 1)])
+      var sum616: Float = (sum615 + arena[((1605632 +% (part608 *% 8)) +% 2)])
+      var sum617: Float = (sum616 + arena[((1605632 +% (part608 *% 8)) +% 3)])
+      var sum618: Float = (sum617 + arena[((1605632 +% (part608 *% 8)) +% 4)])
+      var sum619: Float = (sum618 + arena[((1605632 +% (part608 *% 8)) +% 5)])
+      var sum620: Float = (sum619 + arena[((1605632 +% (part608 *% 8)) +% 6)])
+      var sum621: Float = (sum620 + arena[((1605632 +% (part608 *% 8)) +% 7)])
+      var sum610: Float = (sum621 + tail612)
+      grads[(320 +% (c609 +% (part608 *% 16)))] = sum610
     }
-    storeVector(arena, 1605632, acc588)
-    var sum592: Float = (arena[1605632] + arena[1605633])
-    var sum593: Float = (sum592 + arena[1605634])
-    var sum594: Float = (sum593 + arena[1605635])
-    var sum595: Float = (sum594 + arena[1605636])
-    var sum596: Float = (sum595 + arena[1605637])
-    var sum597: Float = (sum596 + arena[1605638])
-    var sum598: Float = (sum597 + arena[1605639])
-    var sum587: Float = (sum598 + tail589)
-    grads[(320 +% c586)] = sum587
   }
   // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight, bn1_bias_grad, bn1_weight_grad)
-  for c599 in 0..<32 {
-    var invstd602: Float = (Float(1) / sqrtf((arena[(3211296 +% c599)] + Float(bitPattern: 0x3727c5ac))))
-    var sum600: Float = grads[(320 +% c599)]
-    var sum_x601: Float = grads[(288 +% c599)]
-    var scale603: Float = (params[(288 +% c599)] * invstd602)
-    var mean_dy604: Float = (sum600 / Float(50176))
-    var mean_dy_x605: Float = (sum_x601 / Float(50176))
-    for n606 in 0..<64 {
-      for i607 in 0..<784 {
-        arena[(3211328 +% ((((n606 *% 32) +% c599) *% 784) +% i607))] = (scale603 * ((arena[(6422592 +% ((((n606 *% 32) +% c599) *% 784) +% i607))] - mean_dy604) - (((arena[((((n606 *% 32) +% c599) *% 784) +% i607)] - arena[(3211264 +% c599)]) * invstd602) * mean_dy_x605)))
+  parallelFor(pool, 2) { part622 in
+    for c623 in 0..<16 {
+      var invstd626: Float = (Float(1) / sqrtf((arena[(3211296 +% (c623 +% (part622 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum624: Float = grads[(320 +% (c623 +% (part622 *% 16)))]
+      var sum_x625: Float = grads[(288 +% (c623 +% (part622 *% 16)))]
+      var scale627: Float = (params[(288 +% (c623 +% (part622 *% 16)))] * invstd626)
+      var mean_dy628: Float = (sum624 / Float(50176))
+      var mean_dy_x629: Float = (sum_x625 / Float(50176))
+      for n630 in 0..<64 {
+        for i631 in 0..<784 {
+          arena[(3211328 +% ((((n630 *% 32) +% (c623 +% (part622 *% 16))) *% 784) +% i631))] = (scale627 * ((arena[(6422592 +% ((((n630 *% 32) +% (c623 +% (part622 *% 16))) *% 784) +% i631))] - mean_dy628) - (((arena[((((n630 *% 32) +% (c623 +% (part622 *% 16))) *% 784) +% i631)] - arena[(3211264 +% (c623 +% (part622 *% 16)))]) * invstd626) * mean_dy_x629)))
+        }
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i608 in 0..<36 {
-    storeVector(arena, ((i608 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i632 in 0..<36 {
+    storeVector(arena, ((i632 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g609 in 0..<4 {
-    for j610 in 0..<16 {
-      for c611 in 0..<1 {
-        for ky612 in 0..<3 {
-          for oy613 in 0..<28 {
-            if (-1 < ((oy613 +% ky612) +% -1) && ((oy613 +% ky612) +% -1) < 28) {
-              for ox614 in 0..<27 {
-                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% (ox614 +% 1)))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy613 +% ky612) +% -1) *% 28)) +% ((ox614 +% 1) +% -1))]
+  for g633 in 0..<4 {
+    for j634 in 0..<16 {
+      for c635 in 0..<1 {
+        for ky636 in 0..<3 {
+          for oy637 in 0..<28 {
+            if (-1 < ((oy637 +% ky636) +% -1) && ((oy637 +% ky636) +% -1) < 28) {
+              for ox638 in 0..<27 {
+                arena[((((((c635 *% 3) +% ky636) *% 3) *% 12560) +% (j634 *% 784)) +% ((oy637 *% 28) +% (ox638 +% 1)))] = images[((((((g633 *% 16) +% j634) *% 784) +% (c635 *% 784)) +% (((oy637 +% ky636) +% -1) *% 28)) +% ((ox638 +% 1) +% -1))]
               }
-              for ox615 in 0..<1 {
-                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox615))] = Float(0)
-              }
-            }
-            if ((oy613 +% ky612) +% -1) < 0 {
-              for ox616 in 0..<28 {
-                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox616))] = Float(0)
+              for ox639 in 0..<1 {
+                arena[((((((c635 *% 3) +% ky636) *% 3) *% 12560) +% (j634 *% 784)) +% ((oy637 *% 28) +% ox639))] = Float(0)
               }
             }
-            if 27 < ((oy613 +% ky612) +% -1) {
-              for ox616 in 0..<28 {
-                arena[((((((c611 *% 3) +% ky612) *% 3) *% 12560) +% (j610 *% 784)) +% ((oy613 *% 28) +% ox616))] = Float(0)
+            if ((oy637 +% ky636) +% -1) < 0 {
+              for ox640 in 0..<28 {
+                arena[((((((c635 *% 3) +% ky636) *% 3) *% 12560) +% (j634 *% 784)) +% ((oy637 *% 28) +% ox640))] = Float(0)
               }
             }
-          }
-          for oy617 in 0..<28 {
-            if (-1 < ((oy617 +% ky612) +% -1) && ((oy617 +% ky612) +% -1) < 28) {
-              for ox618 in 0..<28 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox618))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy617 +% ky612) +% -1) *% 28)) +% ox618)]
-              }
-            }
-            if ((oy617 +% ky612) +% -1) < 0 {
-              for ox619 in 0..<28 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox619))] = Float(0)
-              }
-            }
-            if 27 < ((oy617 +% ky612) +% -1) {
-              for ox619 in 0..<28 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 1) *% 12560) +% (j610 *% 784)) +% ((oy617 *% 28) +% ox619))] = Float(0)
+            if 27 < ((oy637 +% ky636) +% -1) {
+              for ox640 in 0..<28 {
+                arena[((((((c635 *% 3) +% ky636) *% 3) *% 12560) +% (j634 *% 784)) +% ((oy637 *% 28) +% ox640))] = Float(0)
               }
             }
           }
-          for oy620 in 0..<28 {
-            if (-1 < ((oy620 +% ky612) +% -1) && ((oy620 +% ky612) +% -1) < 28) {
-              for ox621 in 0..<27 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox621))] = images[((((((g609 *% 16) +% j610) *% 784) +% (c611 *% 784)) +% (((oy620 +% ky612) +% -1) *% 28)) +% (ox621 +% 1))]
-              }
-              for ox622 in 0..<1 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% (ox622 +% 27)))] = Float(0)
+          for oy641 in 0..<28 {
+            if (-1 < ((oy641 +% ky636) +% -1) && ((oy641 +% ky636) +% -1) < 28) {
+              for ox642 in 0..<28 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 1) *% 12560) +% (j634 *% 784)) +% ((oy641 *% 28) +% ox642))] = images[((((((g633 *% 16) +% j634) *% 784) +% (c635 *% 784)) +% (((oy641 +% ky636) +% -1) *% 28)) +% ox642)]
               }
             }
-            if ((oy620 +% ky612) +% -1) < 0 {
-              for ox623 in 0..<28 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox623))] = Float(0)
+            if ((oy641 +% ky636) +% -1) < 0 {
+              for ox643 in 0..<28 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 1) *% 12560) +% (j634 *% 784)) +% ((oy641 *% 28) +% ox643))] = Float(0)
               }
             }
-            if 27 < ((oy620 +% ky612) +% -1) {
-              for ox623 in 0..<28 {
-                arena[(((((((c611 *% 3) +% ky612) *% 3) +% 2) *% 12560) +% (j610 *% 784)) +% ((oy620 *% 28) +% ox623))] = Float(0)
+            if 27 < ((oy641 +% ky636) +% -1) {
+              for ox643 in 0..<28 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 1) *% 12560) +% (j634 *% 784)) +% ((oy641 *% 28) +% ox643))] = Float(0)
+              }
+            }
+          }
+          for oy644 in 0..<28 {
+            if (-1 < ((oy644 +% ky636) +% -1) && ((oy644 +% ky636) +% -1) < 28) {
+              for ox645 in 0..<27 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 2) *% 12560) +% (j634 *% 784)) +% ((oy644 *% 28) +% ox645))] = images[((((((g633 *% 16) +% j634) *% 784) +% (c635 *% 784)) +% (((oy644 +% ky636) +% -1) *% 28)) +% (ox645 +% 1))]
+              }
+              for ox646 in 0..<1 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 2) *% 12560) +% (j634 *% 784)) +% ((oy644 *% 28) +% (ox646 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy644 +% ky636) +% -1) < 0 {
+              for ox647 in 0..<28 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 2) *% 12560) +% (j634 *% 784)) +% ((oy644 *% 28) +% ox647))] = Float(0)
+              }
+            }
+            if 27 < ((oy644 +% ky636) +% -1) {
+              for ox647 in 0..<28 {
+                arena[(((((((c635 *% 3) +% ky636) *% 3) +% 2) *% 12560) +% (j634 *% 784)) +% ((oy644 *% 28) +% ox647))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j624 in 0..<16 {
-      for i625 in 0..<784 {
-        for f626 in 0..<32 {
-          arena[((113040 +% (((j624 *% 784) +% i625) *% 32)) +% f626)] = arena[(((3211328 +% (((g609 *% 16) +% j624) *% 25088)) +% (f626 *% 784)) +% i625)]
+    parallelFor(pool, 2) { part648 in
+      for j649 in 0..<16 {
+        for i650 in 0..<784 {
+          for f651 in 0..<16 {
+            arena[((113040 +% (((j649 *% 784) +% i650) *% 32)) +% (f651 +% (part648 *% 16)))] = arena[(((3211328 +% (((g633 *% 16) +% j649) *% 25088)) +% ((f651 +% (part648 *% 16)) *% 784)) +% i650)]
+          }
         }
       }
-    }
-    do {  // gemm634
-      for kp627 in 0..<7 {
-        for nb628 in 0..<2 {
-          for mb629 in 0..<1 {
-            var t630_c0_0 = loadVector(arena, ((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)))
-            var t630_c0_1 = loadVector(arena, (((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)) +% 8))
-            var t630_c1_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)))
-            var t630_c1_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)) +% 8))
-            var t630_c2_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)))
-            var t630_c2_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)) +% 8))
-            var t630_c3_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)))
-            var t630_c3_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)) +% 8))
-            var t630_c4_0 = loadVector(arena, ((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)))
-            var t630_c4_1 = loadVector(arena, (((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)) +% 8))
-            for k631 in 0..<1792 {
-              let t630_b0 = loadVector(arena, ((113040 +% ((k631 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)))
-              let t630_b1 = loadVector(arena, (((113040 +% ((k631 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)) +% 8))
-              let t630_a0 = Vector(repeating: arena[(((mb629 *% 5) *% 12560) +% (k631 +% (kp627 *% 1792)))])
-              t630_c0_0 = t630_c0_0.addingProduct(t630_a0, t630_b0)
-              t630_c0_1 = t630_c0_1.addingProduct(t630_a0, t630_b1)
-              let t630_a1 = Vector(repeating: arena[((((mb629 *% 5) +% 1) *% 12560) +% (k631 +% (kp627 *% 1792)))])
-              t630_c1_0 = t630_c1_0.addingProduct(t630_a1, t630_b0)
-              t630_c1_1 = t630_c1_1.addingProduct(t630_a1, t630_b1)
-              let t630_a2 = Vector(repeating: arena[((((mb629 *% 5) +% 2) *% 12560) +% (k631 +% (kp627 *% 1792)))])
-              t630_c2_0 = t630_c2_0.addingProduct(t630_a2, t630_b0)
-              t630_c2_1 = t630_c2_1.addingProduct(t630_a2, t630_b1)
-              let t630_a3 = Vector(repeating: arena[((((mb629 *% 5) +% 3) *% 12560) +% (k631 +% (kp627 *% 1792)))])
-              t630_c3_0 = t630_c3_0.addingProduct(t630_a3, t630_b0)
-              t630_c3_1 = t630_c3_1.addingProduct(t630_a3, t630_b1)
-              let t630_a4 = Vector(repeating: arena[((((mb629 *% 5) +% 4) *% 12560) +% (k631 +% (kp627 *% 1792)))])
-              t630_c4_0 = t630_c4_0.addingProduct(t630_a4, t630_b0)
-              t630_c4_1 = t630_c4_1.addingProduct(t630_a4, t630_b1)
+      do {  // gemm659
+        for kp652 in 0..<7 {
+          for nb653 in 0..<1 {
+            for mb654 in 0..<1 {
+              var t655_c0_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% ((mb654 *% 5) *% 32)) +% (nb653 *% 16)))
+              var t655_c0_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% ((mb654 *% 5) *% 32)) +% (nb653 *% 16)) +% 8))
+              var t655_c1_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 1) *% 32)) +% (nb653 *% 16)))
+              var t655_c1_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 1) *% 32)) +% (nb653 *% 16)) +% 8))
+              var t655_c2_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 2) *% 32)) +% (nb653 *% 16)))
+              var t655_c2_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 2) *% 32)) +% (nb653 *% 16)) +% 8))
+              var t655_c3_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 3) *% 32)) +% (nb653 *% 16)))
+              var t655_c3_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 3) *% 32)) +% (nb653 *% 16)) +% 8))
+              var t655_c4_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 4) *% 32)) +% (nb653 *% 16)))
+              var t655_c4_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 4) *% 32)) +% (nb653 *% 16)) +% 8))
+              for k656 in 0..<1792 {
+                let t655_b0 = loadVector(arena, (((113040 +% (part648 *% 16)) +% ((k656 +% (kp652 *% 1792)) *% 32)) +% (nb653 *% 16)))
+                let t655_b1 = loadVector(arena, ((((113040 +% (part648 *% 16)) +% ((k656 +% (kp652 *% 1792)) *% 32)) +% (nb653 *% 16)) +% 8))
+                let t655_a0 = Vector(repeating: arena[(((mb654 *% 5) *% 12560) +% (k656 +% (kp652 *% 1792)))])
+                t655_c0_0 = t655_c0_0.addingProduct(t655_a0, t655_b0)
+                t655_c0_1 = t655_c0_1.addingProduct(t655_a0, t655_b1)
+                let t655_a1 = Vector(repeating: arena[((((mb654 *% 5) +% 1) *% 12560) +% (k656 +% (kp652 *% 1792)))])
+                t655_c1_0 = t655_c1_0.addingProduct(t655_a1, t655_b0)
+                t655_c1_1 = t655_c1_1.addingProduct(t655_a1, t655_b1)
+                let t655_a2 = Vector(repeating: arena[((((mb654 *% 5) +% 2) *% 12560) +% (k656 +% (kp652 *% 1792)))])
+                t655_c2_0 = t655_c2_0.addingProduct(t655_a2, t655_b0)
+                t655_c2_1 = t655_c2_1.addingProduct(t655_a2, t655_b1)
+                let t655_a3 = Vector(repeating: arena[((((mb654 *% 5) +% 3) *% 12560) +% (k656 +% (kp652 *% 1792)))])
+                t655_c3_0 = t655_c3_0.addingProduct(t655_a3, t655_b0)
+                t655_c3_1 = t655_c3_1.addingProduct(t655_a3, t655_b1)
+                let t655_a4 = Vector(repeating: arena[((((mb654 *% 5) +% 4) *% 12560) +% (k656 +% (kp652 *% 1792)))])
+                t655_c4_0 = t655_c4_0.addingProduct(t655_a4, t655_b0)
+                t655_c4_1 = t655_c4_1.addingProduct(t655_a4, t655_b1)
+              }
+              storeVector(arena, (((514448 +% (part648 *% 16)) +% ((mb654 *% 5) *% 32)) +% (nb653 *% 16)), t655_c0_0)
+              storeVector(arena, ((((514448 +% (part648 *% 16)) +% ((mb654 *% 5) *% 32)) +% (nb653 *% 16)) +% 8), t655_c0_1)
+              storeVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 1) *% 32)) +% (nb653 *% 16)), t655_c1_0)
+              storeVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 1) *% 32)) +% (nb653 *% 16)) +% 8), t655_c1_1)
+              storeVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 2) *% 32)) +% (nb653 *% 16)), t655_c2_0)
+              storeVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 2) *% 32)) +% (nb653 *% 16)) +% 8), t655_c2_1)
+              storeVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 3) *% 32)) +% (nb653 *% 16)), t655_c3_0)
+              storeVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 3) *% 32)) +% (nb653 *% 16)) +% 8), t655_c3_1)
+              storeVector(arena, (((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 4) *% 32)) +% (nb653 *% 16)), t655_c4_0)
+              storeVector(arena, ((((514448 +% (part648 *% 16)) +% (((mb654 *% 5) +% 4) *% 32)) +% (nb653 *% 16)) +% 8), t655_c4_1)
             }
-            storeVector(arena, ((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)), t630_c0_0)
-            storeVector(arena, (((514448 +% ((mb629 *% 5) *% 32)) +% (nb628 *% 16)) +% 8), t630_c0_1)
-            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)), t630_c1_0)
-            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 1) *% 32)) +% (nb628 *% 16)) +% 8), t630_c1_1)
-            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)), t630_c2_0)
-            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 2) *% 32)) +% (nb628 *% 16)) +% 8), t630_c2_1)
-            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)), t630_c3_0)
-            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 3) *% 32)) +% (nb628 *% 16)) +% 8), t630_c3_1)
-            storeVector(arena, ((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)), t630_c4_0)
-            storeVector(arena, (((514448 +% (((mb629 *% 5) +% 4) *% 32)) +% (nb628 *% 16)) +% 8), t630_c4_1)
+            var t657_c0_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% 160) +% (nb653 *% 16)))
+            var t657_c0_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% 160) +% (nb653 *% 16)) +% 8))
+            var t657_c1_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% 192) +% (nb653 *% 16)))
+            var t657_c1_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% 192) +% (nb653 *% 16)) +% 8))
+            var t657_c2_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% 224) +% (nb653 *% 16)))
+            var t657_c2_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% 224) +% (nb653 *% 16)) +% 8))
+            var t657_c3_0 = loadVector(arena, (((514448 +% (part648 *% 16)) +% 256) +% (nb653 *% 16)))
+            var t657_c3_1 = loadVector(arena, ((((514448 +% (part648 *% 16)) +% 256) +% (nb653 *% 16)) +% 8))
+            for k658 in 0..<1792 {
+              let t657_b0 = loadVector(arena, (((113040 +% (part648 *% 16)) +% ((k658 +% (kp652 *% 1792)) *% 32)) +% (nb653 *% 16)))
+              let t657_b1 = loadVector(arena, ((((113040 +% (part648 *% 16)) +% ((k658 +% (kp652 *% 1792)) *% 32)) +% (nb653 *% 16)) +% 8))
+              let t657_a0 = Vector(repeating: arena[(62800 +% (k658 +% (kp652 *% 1792)))])
+              t657_c0_0 = t657_c0_0.addingProduct(t657_a0, t657_b0)
+              t657_c0_1 = t657_c0_1.addingProduct(t657_a0, t657_b1)
+              let t657_a1 = Vector(repeating: arena[(75360 +% (k658 +% (kp652 *% 1792)))])
+              t657_c1_0 = t657_c1_0.addingProduct(t657_a1, t657_b0)
+              t657_c1_1 = t657_c1_1.addingProduct(t657_a1, t657_b1)
+              let t657_a2 = Vector(repeating: arena[(87920 +% (k658 +% (kp652 *% 1792)))])
+              t657_c2_0 = t657_c2_0.addingProduct(t657_a2, t657_b0)
+              t657_c2_1 = t657_c2_1.addingProduct(t657_a2, t657_b1)
+              let t657_a3 = Vector(repeating: arena[(100480 +% (k658 +% (kp652 *% 1792)))])
+              t657_c3_0 = t657_c3_0.addingProduct(t657_a3, t657_b0)
+              t657_c3_1 = t657_c3_1.addingProduct(t657_a3, t657_b1)
+            }
+            storeVector(arena, (((514448 +% (part648 *% 16)) +% 160) +% (nb653 *% 16)), t657_c0_0)
+            storeVector(arena, ((((514448 +% (part648 *% 16)) +% 160) +% (nb653 *% 16)) +% 8), t657_c0_1)
+            storeVector(arena, (((514448 +% (part648 *% 16)) +% 192) +% (nb653 *% 16)), t657_c1_0)
+            storeVector(arena, ((((514448 +% (part648 *% 16)) +% 192) +% (nb653 *% 16)) +% 8), t657_c1_1)
+            storeVector(arena, (((514448 +% (part648 *% 16)) +% 224) +% (nb653 *% 16)), t657_c2_0)
+            storeVector(arena, ((((514448 +% (part648 *% 16)) +% 224) +% (nb653 *% 16)) +% 8), t657_c2_1)
+            storeVector(arena, (((514448 +% (part648 *% 16)) +% 256) +% (nb653 *% 16)), t657_c3_0)
+            storeVector(arena, ((((514448 +% (part648 *% 16)) +% 256) +% (nb653 *% 16)) +% 8), t657_c3_1)
           }
-          var t632_c0_0 = loadVector(arena, (514608 +% (nb628 *% 16)))
-          var t632_c0_1 = loadVector(arena, ((514608 +% (nb628 *% 16)) +% 8))
-          var t632_c1_0 = loadVector(arena, (514640 +% (nb628 *% 16)))
-          var t632_c1_1 = loadVector(arena, ((514640 +% (nb628 *% 16)) +% 8))
-          var t632_c2_0 = loadVector(arena, (514672 +% (nb628 *% 16)))
-          var t632_c2_1 = loadVector(arena, ((514672 +% (nb628 *% 16)) +% 8))
-          var t632_c3_0 = loadVector(arena, (514704 +% (nb628 *% 16)))
-          var t632_c3_1 = loadVector(arena, ((514704 +% (nb628 *% 16)) +% 8))
-          for k633 in 0..<1792 {
-            let t632_b0 = loadVector(arena, ((113040 +% ((k633 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)))
-            let t632_b1 = loadVector(arena, (((113040 +% ((k633 +% (kp627 *% 1792)) *% 32)) +% (nb628 *% 16)) +% 8))
-            let t632_a0 = Vector(repeating: arena[(62800 +% (k633 +% (kp627 *% 1792)))])
-            t632_c0_0 = t632_c0_0.addingProduct(t632_a0, t632_b0)
-            t632_c0_1 = t632_c0_1.addingProduct(t632_a0, t632_b1)
-            let t632_a1 = Vector(repeating: arena[(75360 +% (k633 +% (kp627 *% 1792)))])
-            t632_c1_0 = t632_c1_0.addingProduct(t632_a1, t632_b0)
-            t632_c1_1 = t632_c1_1.addingProduct(t632_a1, t632_b1)
-            let t632_a2 = Vector(repeating: arena[(87920 +% (k633 +% (kp627 *% 1792)))])
-            t632_c2_0 = t632_c2_0.addingProduct(t632_a2, t632_b0)
-            t632_c2_1 = t632_c2_1.addingProduct(t632_a2, t632_b1)
-            let t632_a3 = Vector(repeating: arena[(100480 +% (k633 +% (kp627 *% 1792)))])
-            t632_c3_0 = t632_c3_0.addingProduct(t632_a3, t632_b0)
-            t632_c3_1 = t632_c3_1.addingProduct(t632_a3, t632_b1)
-          }
-          storeVector(arena, (514608 +% (nb628 *% 16)), t632_c0_0)
-          storeVector(arena, ((514608 +% (nb628 *% 16)) +% 8), t632_c0_1)
-          storeVector(arena, (514640 +% (nb628 *% 16)), t632_c1_0)
-          storeVector(arena, ((514640 +% (nb628 *% 16)) +% 8), t632_c1_1)
-          storeVector(arena, (514672 +% (nb628 *% 16)), t632_c2_0)
-          storeVector(arena, ((514672 +% (nb628 *% 16)) +% 8), t632_c2_1)
-          storeVector(arena, (514704 +% (nb628 *% 16)), t632_c3_0)
-          storeVector(arena, ((514704 +% (nb628 *% 16)) +% 8), t632_c3_1)
         }
       }
     }
   }
-  for f635 in 0..<32 {
-    for r636 in 0..<9 {
-      grads[((f635 *% 9) +% r636)] = arena[((514448 +% (r636 *% 32)) +% f635)]
+  parallelFor(pool, 2) { part660 in
+    for f661 in 0..<16 {
+      for r662 in 0..<9 {
+        grads[(((f661 +% (part660 *% 16)) *% 9) +% r662)] = arena[((514448 +% (r662 *% 32)) +% (f661 +% (part660 *% 16)))]
+      }
     }
   }
   // adam = update of 421866 parameters
-  var step_size637: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt638: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i639 in 0..<52733 {
-    let g_v = (loadVector(grads, (i639 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i639 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i639 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i639 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i639 *% 8), m_new_v)
-    storeVector(v, (i639 *% 8), v_new_v)
-    storeVector(params, (i639 *% 8), (loadVector(params, (i639 *% 8)) - ((Vector(repeating: step_size637) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt638)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size663: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt664: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i665 in 0..<52733 {
+    let g_v = (loadVector(grads, (i665 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i665 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i665 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i665 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i665 *% 8), m_new_v)
+    storeVector(v, (i665 *% 8), v_new_v)
+    storeVector(params, (i665 *% 8), (loadVector(params, (i665 *% 8)) - ((Vector(repeating: step_size663) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt664)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i639 in 0..<1 {
-    let g_v = (loadPartial(grads, (i639 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i639 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i639 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i639 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i639 +% 421864), m_new_v, 2)
-    storePartial(v, (i639 +% 421864), v_new_v, 2)
-    storePartial(params, (i639 +% 421864), (loadPartial(params, (i639 +% 421864), 2) - ((Vector(repeating: step_size637) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt638)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i665 in 0..<1 {
+    let g_v = (loadPartial(grads, (i665 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i665 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i665 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i665 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i665 +% 421864), m_new_v, 2)
+    storePartial(v, (i665 +% 421864), v_new_v, 2)
+    storePartial(params, (i665 +% 421864), (loadPartial(params, (i665 +% 421864), 2) - ((Vector(repeating: step_size663) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt664)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

@@ -157,1387 +157,1416 @@ public func convnet_train_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<522 {
-        for mb17 in 0..<8 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<9 {
-            let t18_b0 = loadVector(arena, ((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((1605632 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<522 {
+          for mb18 in 0..<4 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<9 {
+              let t19_b0 = loadVector(arena, ((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((1605632 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((1718672 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((1718672 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<4 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<9 {
+            let t22_b0 = loadVector(arena, ((1605632 +% (k23 *% 12560)) +% 12528))
+            let t22_b1 = loadVector(arena, (((1605632 +% (k23 *% 12560)) +% 12528) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 16) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 16) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
+          storeVector(arena, (((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
+          storeVector(arena, ((((1718672 +% ((part16 *% 16) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<8 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<9 {
-          let t21_b0 = loadVector(arena, ((1605632 +% (k22 *% 12560)) +% 12528))
-          let t21_b1 = loadVector(arena, (((1605632 +% (k22 *% 12560)) +% 12528) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
-        storeVector(arena, (((1718672 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
-        storeVector(arena, ((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
-        storeVector(arena, (((1718672 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<32 {
-        for i26 in 0..<98 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718672 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
+      for j25 in 0..<16 {
+        for f26 in 0..<16 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 25088) +% ((f26 +% (part16 *% 16)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i27 *% 8) +% ((1718672 +% ((f26 +% (part16 *% 16)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(288 +% (f26 +% (part16 *% 16)))])), where: (loadVector(arena, ((i27 *% 8) +% ((1718672 +% ((f26 +% (part16 *% 16)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(288 +% (f26 +% (part16 *% 16)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  do {  // scalar loops
-    for ci27 in 0..<32 {
-      for co28 in 0..<64 {
-        var w29: Float = params[(320 +% (((co28 *% 32) +% ci27) *% 9))]
-        var w30: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = (((params[(320 +% (((co28 *% 32) +% ci27) *% 9))] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 6)]
-        var w33: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)]
-        var w34: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 1)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 7)]
-        var w37: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)]
-        var w38: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w39: Float = (((params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 2)] + params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]) - params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = params[((320 +% (((co28 *% 32) +% ci27) *% 9)) +% 8)]
-        var w41: Float = w29
-        var w42: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
-        var w43: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
-        var w44: Float = w37
-        var w45: Float = w30
-        var w46: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w47: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w48: Float = w38
-        var w49: Float = w31
-        var w50: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w51: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w52: Float = w39
-        var w53: Float = w32
-        var w54: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w55: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w56: Float = w40
-        arena[((3211264 +% (ci27 *% 64)) +% co28)] = w41
-        arena[((3213312 +% (ci27 *% 64)) +% co28)] = w42
-        arena[((3215360 +% (ci27 *% 64)) +% co28)] = w43
-        arena[((3217408 +% (ci27 *% 64)) +% co28)] = w44
-        arena[((3219456 +% (ci27 *% 64)) +% co28)] = w45
-        arena[((3221504 +% (ci27 *% 64)) +% co28)] = w46
-        arena[((3223552 +% (ci27 *% 64)) +% co28)] = w47
-        arena[((3225600 +% (ci27 *% 64)) +% co28)] = w48
-        arena[((3227648 +% (ci27 *% 64)) +% co28)] = w49
-        arena[((3229696 +% (ci27 *% 64)) +% co28)] = w50
-        arena[((3231744 +% (ci27 *% 64)) +% co28)] = w51
-        arena[((3233792 +% (ci27 *% 64)) +% co28)] = w52
-        arena[((3235840 +% (ci27 *% 64)) +% co28)] = w53
-        arena[((3237888 +% (ci27 *% 64)) +% co28)] = w54
-        arena[((3239936 +% (ci27 *% 64)) +% co28)] = w55
-        arena[((3241984 +% (ci27 *% 64)) +% co28)] = w56
+  parallelFor(pool, 2) { part28 in
+    do {  // scalar loops
+      for ci29 in 0..<32 {
+        for co30 in 0..<32 {
+          var w31: Float = params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))]
+          var w32: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = (((params[(320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9))] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w34: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 6)]
+          var w35: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)]
+          var w36: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 1)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w38: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 7)]
+          var w39: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)]
+          var w40: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w41: Float = (((params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 2)] + params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]) - params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w42: Float = params[((320 +% (((((part28 *% 32) +% co30) *% 32) +% ci29) *% 9)) +% 8)]
+          var w43: Float = w31
+          var w44: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
+          var w45: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
+          var w46: Float = w39
+          var w47: Float = w32
+          var w48: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
+          var w49: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
+          var w50: Float = w40
+          var w51: Float = w33
+          var w52: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w54: Float = w41
+          var w55: Float = w34
+          var w56: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w58: Float = w42
+          arena[((3211264 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w43
+          arena[((3213312 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w44
+          arena[((3215360 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w45
+          arena[((3217408 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w46
+          arena[((3219456 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w47
+          arena[((3221504 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w48
+          arena[((3223552 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w49
+          arena[((3225600 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w50
+          arena[((3227648 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w51
+          arena[((3229696 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w52
+          arena[((3231744 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w53
+          arena[((3233792 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w54
+          arena[((3235840 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w55
+          arena[((3237888 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w56
+          arena[((3239936 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w57
+          arena[((3241984 +% (ci29 *% 64)) +% ((part28 *% 32) +% co30))] = w58
+        }
       }
     }
   }
-  for i57 in 0..<3600 {
-    storeVector(arena, ((i57 *% 8) +% 3244032), Vector(repeating: Float(0)))
+  for i59 in 0..<3600 {
+    storeVector(arena, ((i59 *% 8) +% 3244032), Vector(repeating: Float(0)))
   }
-  for g58 in 0..<64 {
-    for j59 in 0..<1 {
-      for iy60 in 0..<28 {
-        for c61 in 0..<32 {
-          for ix62 in 0..<28 {
-            arena[(3244032 +% ((((j59 *% 28800) +% ((iy60 +% 1) *% 960)) +% ((ix62 +% 1) *% 32)) +% c61))] = arena[(((((g58 +% j59) *% 25088) +% (c61 *% 784)) +% (iy60 *% 28)) +% ix62)]
+  for g60 in 0..<64 {
+    for j61 in 0..<1 {
+      for iy62 in 0..<28 {
+        for c63 in 0..<32 {
+          for ix64 in 0..<28 {
+            arena[(3244032 +% ((((j61 *% 28800) +% ((iy62 +% 1) *% 960)) +% ((ix64 +% 1) *% 32)) +% c63))] = arena[(((((g60 +% j61) *% 25088) +% (c63 *% 784)) +% (iy62 *% 28)) +% ix64)]
           }
         }
       }
     }
-    for j63 in 0..<1 {
-      for ty64 in 0..<14 {
-        for tx65 in 0..<14 {
-          for cv66 in 0..<4 {
-            let w67 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% ((ty64 *% 2) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w68 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w69 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w70 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 3) *% 960)) +% ((tx65 *% 2) *% 32)) +% (cv66 *% 8)))))
-            let w71 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% ((ty64 *% 2) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w72 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w73 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w74 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 3) *% 960)) +% (((tx65 *% 2) +% 1) *% 32)) +% (cv66 *% 8)))))
-            let w75 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% ((ty64 *% 2) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w76 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w77 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w78 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 3) *% 960)) +% (((tx65 *% 2) +% 2) *% 32)) +% (cv66 *% 8)))))
-            let w79 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% ((ty64 *% 2) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w80 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) + loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w81 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 2) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w82 = (loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 1) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))) - loadVector(arena, (3244032 +% ((((j63 *% 28800) +% (((ty64 *% 2) +% 3) *% 960)) +% (((tx65 *% 2) +% 3) *% 32)) +% (cv66 *% 8)))))
-            let w83 = (w67 - w75)
-            let w84 = (w71 + w75)
-            let w85 = (w75 - w71)
-            let w86 = (w71 - w79)
-            let w87 = (w68 - w76)
-            let w88 = (w72 + w76)
-            let w89 = (w76 - w72)
-            let w90 = (w72 - w80)
-            let w91 = (w69 - w77)
-            let w92 = (w73 + w77)
-            let w93 = (w77 - w73)
-            let w94 = (w73 - w81)
-            let w95 = (w70 - w78)
-            let w96 = (w74 + w78)
-            let w97 = (w78 - w74)
-            let w98 = (w74 - w82)
-            storeVector(arena, ((3272832 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w83)
-            storeVector(arena, ((3279104 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w84)
-            storeVector(arena, ((3285376 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w85)
-            storeVector(arena, ((3291648 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w86)
-            storeVector(arena, ((3297920 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w87)
-            storeVector(arena, ((3304192 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w88)
-            storeVector(arena, ((3310464 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w89)
-            storeVector(arena, ((3316736 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w90)
-            storeVector(arena, ((3323008 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w91)
-            storeVector(arena, ((3329280 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w92)
-            storeVector(arena, ((3335552 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w93)
-            storeVector(arena, ((3341824 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w94)
-            storeVector(arena, ((3348096 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w95)
-            storeVector(arena, ((3354368 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w96)
-            storeVector(arena, ((3360640 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w97)
-            storeVector(arena, ((3366912 +% ((((j63 *% 196) +% (ty64 *% 14)) +% tx65) *% 32)) +% (cv66 *% 8)), w98)
-          }
-        }
-      }
-    }
-    for xi99 in 0..<16 {
-      do {  // gemm107
-        for nb100 in 0..<2 {
-          for mb101 in 0..<49 {
-            var t102_c0_0 = Vector()
-            var t102_c0_1 = Vector()
-            var t102_c0_2 = Vector()
-            var t102_c1_0 = Vector()
-            var t102_c1_1 = Vector()
-            var t102_c1_2 = Vector()
-            var t102_c2_0 = Vector()
-            var t102_c2_1 = Vector()
-            var t102_c2_2 = Vector()
-            var t102_c3_0 = Vector()
-            var t102_c3_1 = Vector()
-            var t102_c3_2 = Vector()
-            for k103 in 0..<32 {
-              let t102_b0 = loadVector(arena, (((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)))
-              let t102_b1 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)) +% 8))
-              let t102_b2 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k103 *% 64)) +% (nb100 *% 24)) +% 16))
-              let t102_a0 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% ((mb101 *% 4) *% 32)) +% k103)])
-              t102_c0_0 = t102_c0_0.addingProduct(t102_a0, t102_b0)
-              t102_c0_1 = t102_c0_1.addingProduct(t102_a0, t102_b1)
-              t102_c0_2 = t102_c0_2.addingProduct(t102_a0, t102_b2)
-              let t102_a1 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 1) *% 32)) +% k103)])
-              t102_c1_0 = t102_c1_0.addingProduct(t102_a1, t102_b0)
-              t102_c1_1 = t102_c1_1.addingProduct(t102_a1, t102_b1)
-              t102_c1_2 = t102_c1_2.addingProduct(t102_a1, t102_b2)
-              let t102_a2 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 2) *% 32)) +% k103)])
-              t102_c2_0 = t102_c2_0.addingProduct(t102_a2, t102_b0)
-              t102_c2_1 = t102_c2_1.addingProduct(t102_a2, t102_b1)
-              t102_c2_2 = t102_c2_2.addingProduct(t102_a2, t102_b2)
-              let t102_a3 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb101 *% 4) +% 3) *% 32)) +% k103)])
-              t102_c3_0 = t102_c3_0.addingProduct(t102_a3, t102_b0)
-              t102_c3_1 = t102_c3_1.addingProduct(t102_a3, t102_b1)
-              t102_c3_2 = t102_c3_2.addingProduct(t102_a3, t102_b2)
+    parallelFor(pool, 2) { part65 in
+      for j66 in 0..<1 {
+        for ty67 in 0..<7 {
+          for tx68 in 0..<14 {
+            for cv69 in 0..<4 {
+              let w70 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% (((ty67 +% (part65 *% 7)) *% 2) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))))
+              let w71 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))) + loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))))
+              let w72 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))))
+              let w73 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 3) *% 960)) +% ((tx68 *% 2) *% 32)) +% (cv69 *% 8)))))
+              let w74 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% (((ty67 +% (part65 *% 7)) *% 2) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))))
+              let w75 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))) + loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))))
+              let w76 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))))
+              let w77 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 3) *% 960)) +% (((tx68 *% 2) +% 1) *% 32)) +% (cv69 *% 8)))))
+              let w78 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% (((ty67 +% (part65 *% 7)) *% 2) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))))
+              let w79 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))) + loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))))
+              let w80 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))))
+              let w81 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 3) *% 960)) +% (((tx68 *% 2) +% 2) *% 32)) +% (cv69 *% 8)))))
+              let w82 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% (((ty67 +% (part65 *% 7)) *% 2) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))))
+              let w83 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))) + loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))))
+              let w84 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 2) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))))
+              let w85 = (loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 1) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))) - loadVector(arena, (3244032 +% ((((j66 *% 28800) +% ((((ty67 +% (part65 *% 7)) *% 2) +% 3) *% 960)) +% (((tx68 *% 2) +% 3) *% 32)) +% (cv69 *% 8)))))
+              let w86 = (w70 - w78)
+              let w87 = (w74 + w78)
+              let w88 = (w78 - w74)
+              let w89 = (w74 - w82)
+              let w90 = (w71 - w79)
+              let w91 = (w75 + w79)
+              let w92 = (w79 - w75)
+              let w93 = (w75 - w83)
+              let w94 = (w72 - w80)
+              let w95 = (w76 + w80)
+              let w96 = (w80 - w76)
+              let w97 = (w76 - w84)
+              let w98 = (w73 - w81)
+              let w99 = (w77 + w81)
+              let w100 = (w81 - w77)
+              let w101 = (w77 - w85)
+              storeVector(arena, ((3272832 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w86)
+              storeVector(arena, ((3279104 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w87)
+              storeVector(arena, ((3285376 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w88)
+              storeVector(arena, ((3291648 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w89)
+              storeVector(arena, ((3297920 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w90)
+              storeVector(arena, ((3304192 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w91)
+              storeVector(arena, ((3310464 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w92)
+              storeVector(arena, ((3316736 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w93)
+              storeVector(arena, ((3323008 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w94)
+              storeVector(arena, ((3329280 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w95)
+              storeVector(arena, ((3335552 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w96)
+              storeVector(arena, ((3341824 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w97)
+              storeVector(arena, ((3348096 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w98)
+              storeVector(arena, ((3354368 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w99)
+              storeVector(arena, ((3360640 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w100)
+              storeVector(arena, ((3366912 +% ((((j66 *% 196) +% ((ty67 +% (part65 *% 7)) *% 14)) +% tx68) *% 32)) +% (cv69 *% 8)), w101)
             }
-            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)), t102_c0_0)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)) +% 8), t102_c0_1)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb101 *% 4) *% 64)) +% (nb100 *% 24)) +% 16), t102_c0_2)
-            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)), t102_c1_0)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)) +% 8), t102_c1_1)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 1) *% 64)) +% (nb100 *% 24)) +% 16), t102_c1_2)
-            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)), t102_c2_0)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)) +% 8), t102_c2_1)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 2) *% 64)) +% (nb100 *% 24)) +% 16), t102_c2_2)
-            storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)), t102_c3_0)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)) +% 8), t102_c3_1)
-            storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb101 *% 4) +% 3) *% 64)) +% (nb100 *% 24)) +% 16), t102_c3_2)
-          }
-        }
-        for mb104 in 0..<49 {
-          var t105_c0_0 = Vector()
-          var t105_c0_1 = Vector()
-          var t105_c1_0 = Vector()
-          var t105_c1_1 = Vector()
-          var t105_c2_0 = Vector()
-          var t105_c2_1 = Vector()
-          var t105_c3_0 = Vector()
-          var t105_c3_1 = Vector()
-          for k106 in 0..<32 {
-            let t105_b0 = loadVector(arena, (((3211264 +% (xi99 *% 2048)) +% (k106 *% 64)) +% 48))
-            let t105_b1 = loadVector(arena, ((((3211264 +% (xi99 *% 2048)) +% (k106 *% 64)) +% 48) +% 8))
-            let t105_a0 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% ((mb104 *% 4) *% 32)) +% k106)])
-            t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
-            t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
-            let t105_a1 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 1) *% 32)) +% k106)])
-            t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
-            t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
-            let t105_a2 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 2) *% 32)) +% k106)])
-            t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
-            t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
-            let t105_a3 = Vector(repeating: arena[(((3272832 +% (xi99 *% 6272)) +% (((mb104 *% 4) +% 3) *% 32)) +% k106)])
-            t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
-            t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
-          }
-          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% ((mb104 *% 4) *% 64)) +% 48), t105_c0_0)
-          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% ((mb104 *% 4) *% 64)) +% 48) +% 8), t105_c0_1)
-          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 1) *% 64)) +% 48), t105_c1_0)
-          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 1) *% 64)) +% 48) +% 8), t105_c1_1)
-          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 2) *% 64)) +% 48), t105_c2_0)
-          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 2) *% 64)) +% 48) +% 8), t105_c2_1)
-          storeVector(arena, (((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 3) *% 64)) +% 48), t105_c3_0)
-          storeVector(arena, ((((3373184 +% (xi99 *% 12544)) +% (((mb104 *% 4) +% 3) *% 64)) +% 48) +% 8), t105_c3_1)
-        }
-      }
-    }
-    for j108 in 0..<1 {
-      for ty109 in 0..<14 {
-        for tx110 in 0..<14 {
-          for cv111 in 0..<8 {
-            let w112 = ((loadVector(arena, ((3373184 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w113 = ((loadVector(arena, ((3423360 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3473536 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3523712 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w114 = ((loadVector(arena, ((3385728 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w115 = ((loadVector(arena, ((3435904 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3486080 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3536256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w116 = ((loadVector(arena, ((3398272 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w117 = ((loadVector(arena, ((3448448 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3498624 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3548800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w118 = ((loadVector(arena, ((3410816 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) + loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) + loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w119 = ((loadVector(arena, ((3460992 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))) - loadVector(arena, ((3511168 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)))) - loadVector(arena, ((3561344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8))))
-            let w120 = ((w112 + w114) + w116)
-            let w121 = ((w114 - w116) - w118)
-            let w122 = ((w113 + w115) + w117)
-            let w123 = ((w115 - w117) - w119)
-            let v124 = (w120 + loadVector(params, (18752 +% (cv111 *% 8))))
-            let best125 = v124
-            let at126 = Vector(repeating: Float((((ty109 *% 2) *% 28) +% (tx110 *% 2))))
-            let v127 = (w121 + loadVector(params, (18752 +% (cv111 *% 8))))
-            let best128 = best125.replacing(with: v127, where: v127 .> best125)
-            let at129 = at126.replacing(with: Vector(repeating: Float(((((ty109 *% 2) *% 28) +% (tx110 *% 2)) +% 1))), where: v127 .> best125)
-            let v130 = (w122 + loadVector(params, (18752 +% (cv111 *% 8))))
-            let best131 = best128.replacing(with: v130, where: v130 .> best128)
-            let at132 = at129.replacing(with: Vector(repeating: Float(((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)))), where: v130 .> best128)
-            let v133 = (w123 + loadVector(params, (18752 +% (cv111 *% 8))))
-            let best134 = best131.replacing(with: v133, where: v133 .> best131)
-            let at135 = at132.replacing(with: Vector(repeating: Float((((((ty109 *% 2) +% 1) *% 28) +% (tx110 *% 2)) +% 1))), where: v133 .> best131)
-            storeVector(arena, ((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)), Vector().replacing(with: best134, where: best134 .> Vector()))
-            storeVector(arena, (((3573888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 64)) +% (cv111 *% 8)) +% 12544), at135)
           }
         }
       }
     }
-    for j136 in 0..<1 {
-      for qb137 in 0..<3 {
-        for c138 in 0..<64 {
-          for q139 in 0..<64 {
-            arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c138 *% 196)) +% (q139 +% (qb137 *% 64))))] = arena[((3573888 +% (((j136 *% 196) +% (q139 +% (qb137 *% 64))) *% 64)) +% c138)]
+    parallelFor(pool, 2) { part102 in
+      for xi103 in 0..<16 {
+        do {  // gemm110
+          for nb104 in 0..<2 {
+            for mb105 in 0..<32 {
+              var t106_c0_0 = Vector()
+              var t106_c0_1 = Vector()
+              var t106_c1_0 = Vector()
+              var t106_c1_1 = Vector()
+              var t106_c2_0 = Vector()
+              var t106_c2_1 = Vector()
+              var t106_c3_0 = Vector()
+              var t106_c3_1 = Vector()
+              var t106_c4_0 = Vector()
+              var t106_c4_1 = Vector()
+              var t106_c5_0 = Vector()
+              var t106_c5_1 = Vector()
+              for k107 in 0..<32 {
+                let t106_b0 = loadVector(arena, ((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)))
+                let t106_b1 = loadVector(arena, (((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k107 *% 64)) +% (nb104 *% 16)) +% 8))
+                let t106_a0 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% ((mb105 *% 6) *% 32)) +% k107)])
+                t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
+                t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
+                let t106_a1 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% (((mb105 *% 6) +% 1) *% 32)) +% k107)])
+                t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
+                t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
+                let t106_a2 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% (((mb105 *% 6) +% 2) *% 32)) +% k107)])
+                t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
+                t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
+                let t106_a3 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% (((mb105 *% 6) +% 3) *% 32)) +% k107)])
+                t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
+                t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
+                let t106_a4 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% (((mb105 *% 6) +% 4) *% 32)) +% k107)])
+                t106_c4_0 = t106_c4_0.addingProduct(t106_a4, t106_b0)
+                t106_c4_1 = t106_c4_1.addingProduct(t106_a4, t106_b1)
+                let t106_a5 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% (((mb105 *% 6) +% 5) *% 32)) +% k107)])
+                t106_c5_0 = t106_c5_0.addingProduct(t106_a5, t106_b0)
+                t106_c5_1 = t106_c5_1.addingProduct(t106_a5, t106_b1)
+              }
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% ((mb105 *% 6) *% 64)) +% (nb104 *% 16)), t106_c0_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% ((mb105 *% 6) *% 64)) +% (nb104 *% 16)) +% 8), t106_c0_1)
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 1) *% 64)) +% (nb104 *% 16)), t106_c1_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 1) *% 64)) +% (nb104 *% 16)) +% 8), t106_c1_1)
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 2) *% 64)) +% (nb104 *% 16)), t106_c2_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 2) *% 64)) +% (nb104 *% 16)) +% 8), t106_c2_1)
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 3) *% 64)) +% (nb104 *% 16)), t106_c3_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 3) *% 64)) +% (nb104 *% 16)) +% 8), t106_c3_1)
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 4) *% 64)) +% (nb104 *% 16)), t106_c4_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 4) *% 64)) +% (nb104 *% 16)) +% 8), t106_c4_1)
+              storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 5) *% 64)) +% (nb104 *% 16)), t106_c5_0)
+              storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% (((mb105 *% 6) +% 5) *% 64)) +% (nb104 *% 16)) +% 8), t106_c5_1)
+            }
+            var t108_c0_0 = Vector()
+            var t108_c0_1 = Vector()
+            var t108_c1_0 = Vector()
+            var t108_c1_1 = Vector()
+            var t108_c2_0 = Vector()
+            var t108_c2_1 = Vector()
+            var t108_c3_0 = Vector()
+            var t108_c3_1 = Vector()
+            for k109 in 0..<32 {
+              let t108_b0 = loadVector(arena, ((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)))
+              let t108_b1 = loadVector(arena, (((((3211264 +% (xi103 *% 2048)) +% (part102 *% 32)) +% (k109 *% 64)) +% (nb104 *% 16)) +% 8))
+              let t108_a0 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% 6144) +% k109)])
+              t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
+              t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
+              let t108_a1 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% 6176) +% k109)])
+              t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
+              t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
+              let t108_a2 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% 6208) +% k109)])
+              t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
+              t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
+              let t108_a3 = Vector(repeating: arena[(((3272832 +% (xi103 *% 6272)) +% 6240) +% k109)])
+              t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
+              t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
+            }
+            storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12288) +% (nb104 *% 16)), t108_c0_0)
+            storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12288) +% (nb104 *% 16)) +% 8), t108_c0_1)
+            storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12352) +% (nb104 *% 16)), t108_c1_0)
+            storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12352) +% (nb104 *% 16)) +% 8), t108_c1_1)
+            storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12416) +% (nb104 *% 16)), t108_c2_0)
+            storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12416) +% (nb104 *% 16)) +% 8), t108_c2_1)
+            storeVector(arena, ((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12480) +% (nb104 *% 16)), t108_c3_0)
+            storeVector(arena, (((((3373184 +% (xi103 *% 12544)) +% (part102 *% 32)) +% 12480) +% (nb104 *% 16)) +% 8), t108_c3_1)
           }
         }
       }
-      for c140 in 0..<64 {
-        for q141 in 0..<4 {
-          arena[(1605632 +% ((((g58 +% j136) *% 12544) +% (c140 *% 196)) +% (q141 +% 192)))] = arena[((3573888 +% (((j136 *% 196) +% (q141 +% 192)) *% 64)) +% c140)]
-        }
-      }
-    }
-    for j142 in 0..<1 {
-      for qb143 in 0..<3 {
-        for c144 in 0..<64 {
-          for q145 in 0..<64 {
-            arena[(2408448 +% ((((g58 +% j142) *% 12544) +% (c144 *% 196)) +% (q145 +% (qb143 *% 64))))] = arena[((3586432 +% (((j142 *% 196) +% (q145 +% (qb143 *% 64))) *% 64)) +% c144)]
+      for j111 in 0..<1 {
+        for ty112 in 0..<14 {
+          for tx113 in 0..<14 {
+            for cv114 in 0..<4 {
+              let w115 = ((loadVector(arena, ((3373184 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) + loadVector(arena, ((3423360 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) + loadVector(arena, ((3473536 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w116 = ((loadVector(arena, ((3423360 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) - loadVector(arena, ((3473536 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) - loadVector(arena, ((3523712 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w117 = ((loadVector(arena, ((3385728 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) + loadVector(arena, ((3435904 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) + loadVector(arena, ((3486080 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w118 = ((loadVector(arena, ((3435904 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) - loadVector(arena, ((3486080 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) - loadVector(arena, ((3536256 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w119 = ((loadVector(arena, ((3398272 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) + loadVector(arena, ((3448448 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) + loadVector(arena, ((3498624 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w120 = ((loadVector(arena, ((3448448 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) - loadVector(arena, ((3498624 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) - loadVector(arena, ((3548800 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w121 = ((loadVector(arena, ((3410816 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) + loadVector(arena, ((3460992 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) + loadVector(arena, ((3511168 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w122 = ((loadVector(arena, ((3460992 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))) - loadVector(arena, ((3511168 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))))) - loadVector(arena, ((3561344 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let w123 = ((w115 + w117) + w119)
+              let w124 = ((w117 - w119) - w121)
+              let w125 = ((w116 + w118) + w120)
+              let w126 = ((w118 - w120) - w122)
+              let v127 = (w123 + loadVector(params, (18752 +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let best128 = v127
+              let at129 = Vector(repeating: Float((((ty112 *% 2) *% 28) +% (tx113 *% 2))))
+              let v130 = (w124 + loadVector(params, (18752 +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let best131 = best128.replacing(with: v130, where: v130 .> best128)
+              let at132 = at129.replacing(with: Vector(repeating: Float(((((ty112 *% 2) *% 28) +% (tx113 *% 2)) +% 1))), where: v130 .> best128)
+              let v133 = (w125 + loadVector(params, (18752 +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let best134 = best131.replacing(with: v133, where: v133 .> best131)
+              let at135 = at132.replacing(with: Vector(repeating: Float(((((ty112 *% 2) +% 1) *% 28) +% (tx113 *% 2)))), where: v133 .> best131)
+              let v136 = (w126 + loadVector(params, (18752 +% ((part102 *% 32) +% (cv114 *% 8)))))
+              let best137 = best134.replacing(with: v136, where: v136 .> best134)
+              let at138 = at135.replacing(with: Vector(repeating: Float((((((ty112 *% 2) +% 1) *% 28) +% (tx113 *% 2)) +% 1))), where: v136 .> best134)
+              storeVector(arena, ((3573888 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))), Vector().replacing(with: best137, where: best137 .> Vector()))
+              storeVector(arena, (((3573888 +% ((((j111 *% 196) +% (ty112 *% 14)) +% tx113) *% 64)) +% ((part102 *% 32) +% (cv114 *% 8))) +% 12544), at138)
+            }
           }
         }
       }
-      for c146 in 0..<64 {
-        for q147 in 0..<4 {
-          arena[(2408448 +% ((((g58 +% j142) *% 12544) +% (c146 *% 196)) +% (q147 +% 192)))] = arena[((3586432 +% (((j142 *% 196) +% (q147 +% 192)) *% 64)) +% c146)]
+      for j139 in 0..<1 {
+        for qb140 in 0..<3 {
+          for c141 in 0..<32 {
+            for q142 in 0..<64 {
+              arena[(1605632 +% ((((g60 +% j139) *% 12544) +% (((part102 *% 32) +% c141) *% 196)) +% (q142 +% (qb140 *% 64))))] = arena[((3573888 +% (((j139 *% 196) +% (q142 +% (qb140 *% 64))) *% 64)) +% ((part102 *% 32) +% c141))]
+            }
+          }
+        }
+        for c143 in 0..<32 {
+          for q144 in 0..<4 {
+            arena[(1605632 +% ((((g60 +% j139) *% 12544) +% (((part102 *% 32) +% c143) *% 196)) +% (q144 +% 192)))] = arena[((3573888 +% (((j139 *% 196) +% (q144 +% 192)) *% 64)) +% ((part102 *% 32) +% c143))]
+          }
+        }
+      }
+      for j145 in 0..<1 {
+        for qb146 in 0..<3 {
+          for c147 in 0..<32 {
+            for q148 in 0..<64 {
+              arena[(2408448 +% ((((g60 +% j145) *% 12544) +% (((part102 *% 32) +% c147) *% 196)) +% (q148 +% (qb146 *% 64))))] = arena[((3586432 +% (((j145 *% 196) +% (q148 +% (qb146 *% 64))) *% 64)) +% ((part102 *% 32) +% c147))]
+            }
+          }
+        }
+        for c149 in 0..<32 {
+          for q150 in 0..<4 {
+            arena[(2408448 +% ((((g60 +% j145) *% 12544) +% (((part102 *% 32) +% c149) *% 196)) +% (q150 +% 192)))] = arena[((3586432 +% (((j145 *% 196) +% (q150 +% 192)) *% 64)) +% ((part102 *% 32) +% c149))]
+          }
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n148 in 0..<64 {
-    for k149 in 0..<12544 {
-      arena[((3219456 +% (k149 *% 64)) +% n148)] = arena[((1605632 +% (n148 *% 12544)) +% k149)]
+  for n151 in 0..<64 {
+    for k152 in 0..<12544 {
+      arena[((3219456 +% (k152 *% 64)) +% n151)] = arena[((1605632 +% (n151 *% 12544)) +% k152)]
     }
   }
-  do {  // gemm160
-    for r150 in 0..<128 {
-      for i151 in 0..<8 {
-        storeVector(arena, ((i151 *% 8) +% (4022272 +% (r150 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm163
+    for r153 in 0..<128 {
+      for i154 in 0..<8 {
+        storeVector(arena, ((i154 *% 8) +% (4022272 +% (r153 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp152 in 0..<14 {
-      for nb153 in 0..<2 {
-        for mb154 in 0..<32 {
-          var t155_c0_0 = loadVector(arena, ((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)))
-          var t155_c0_1 = loadVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 8))
-          var t155_c0_2 = loadVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 16))
-          var t155_c1_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)))
-          var t155_c1_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 8))
-          var t155_c1_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 16))
-          var t155_c2_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)))
-          var t155_c2_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 8))
-          var t155_c2_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 16))
-          var t155_c3_0 = loadVector(arena, ((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)))
-          var t155_c3_1 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 8))
-          var t155_c3_2 = loadVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 16))
-          for k156 in 0..<896 {
-            let t155_b0 = loadVector(arena, ((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)))
-            let t155_b1 = loadVector(arena, (((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)) +% 8))
-            let t155_b2 = loadVector(arena, (((3219456 +% ((k156 +% (kp152 *% 896)) *% 64)) +% (nb153 *% 24)) +% 16))
-            let t155_a0 = Vector(repeating: params[((18816 +% ((mb154 *% 4) *% 12544)) +% (k156 +% (kp152 *% 896)))])
-            t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
-            t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
-            t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
-            let t155_a1 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (k156 +% (kp152 *% 896)))])
-            t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
-            t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
-            t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
-            let t155_a2 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (k156 +% (kp152 *% 896)))])
-            t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
-            t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
-            t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
-            let t155_a3 = Vector(repeating: params[((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (k156 +% (kp152 *% 896)))])
-            t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
-            t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
-            t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
+    for kp155 in 0..<14 {
+      for nb156 in 0..<2 {
+        for mb157 in 0..<32 {
+          var t158_c0_0 = loadVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)))
+          var t158_c0_1 = loadVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c0_2 = loadVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c1_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)))
+          var t158_c1_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c1_2 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c2_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)))
+          var t158_c2_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c2_2 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 16))
+          var t158_c3_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)))
+          var t158_c3_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 8))
+          var t158_c3_2 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 16))
+          for k159 in 0..<896 {
+            let t158_b0 = loadVector(arena, ((3219456 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)))
+            let t158_b1 = loadVector(arena, (((3219456 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)) +% 8))
+            let t158_b2 = loadVector(arena, (((3219456 +% ((k159 +% (kp155 *% 896)) *% 64)) +% (nb156 *% 24)) +% 16))
+            let t158_a0 = Vector(repeating: params[((18816 +% ((mb157 *% 4) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+            t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+            t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
+            let t158_a1 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+            t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+            t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
+            let t158_a2 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+            t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+            t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
+            let t158_a3 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% (k159 +% (kp155 *% 896)))])
+            t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+            t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+            t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
           }
-          storeVector(arena, ((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)), t155_c0_0)
-          storeVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 8), t155_c0_1)
-          storeVector(arena, (((4022272 +% ((mb154 *% 4) *% 64)) +% (nb153 *% 24)) +% 16), t155_c0_2)
-          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)), t155_c1_0)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 8), t155_c1_1)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 1) *% 64)) +% (nb153 *% 24)) +% 16), t155_c1_2)
-          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)), t155_c2_0)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 8), t155_c2_1)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 2) *% 64)) +% (nb153 *% 24)) +% 16), t155_c2_2)
-          storeVector(arena, ((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)), t155_c3_0)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 8), t155_c3_1)
-          storeVector(arena, (((4022272 +% (((mb154 *% 4) +% 3) *% 64)) +% (nb153 *% 24)) +% 16), t155_c3_2)
+          storeVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)), t158_c0_0)
+          storeVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 8), t158_c0_1)
+          storeVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% (nb156 *% 24)) +% 16), t158_c0_2)
+          storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)), t158_c1_0)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 8), t158_c1_1)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% (nb156 *% 24)) +% 16), t158_c1_2)
+          storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)), t158_c2_0)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 8), t158_c2_1)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% (nb156 *% 24)) +% 16), t158_c2_2)
+          storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)), t158_c3_0)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 8), t158_c3_1)
+          storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% (nb156 *% 24)) +% 16), t158_c3_2)
         }
       }
-      for mb157 in 0..<32 {
-        var t158_c0_0 = loadVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% 48))
-        var t158_c0_1 = loadVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% 48) +% 8))
-        var t158_c1_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48))
-        var t158_c1_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t158_c2_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48))
-        var t158_c2_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t158_c3_0 = loadVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48))
-        var t158_c3_1 = loadVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k159 in 0..<896 {
-          let t158_b0 = loadVector(arena, ((3219456 +% ((k159 +% (kp152 *% 896)) *% 64)) +% 48))
-          let t158_b1 = loadVector(arena, (((3219456 +% ((k159 +% (kp152 *% 896)) *% 64)) +% 48) +% 8))
-          let t158_a0 = Vector(repeating: params[((18816 +% ((mb157 *% 4) *% 12544)) +% (k159 +% (kp152 *% 896)))])
-          t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
-          t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
-          let t158_a1 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% (k159 +% (kp152 *% 896)))])
-          t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
-          t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
-          let t158_a2 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% (k159 +% (kp152 *% 896)))])
-          t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
-          t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
-          let t158_a3 = Vector(repeating: params[((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% (k159 +% (kp152 *% 896)))])
-          t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
-          t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+      for mb160 in 0..<32 {
+        var t161_c0_0 = loadVector(arena, ((4022272 +% ((mb160 *% 4) *% 64)) +% 48))
+        var t161_c0_1 = loadVector(arena, (((4022272 +% ((mb160 *% 4) *% 64)) +% 48) +% 8))
+        var t161_c1_0 = loadVector(arena, ((4022272 +% (((mb160 *% 4) +% 1) *% 64)) +% 48))
+        var t161_c1_1 = loadVector(arena, (((4022272 +% (((mb160 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t161_c2_0 = loadVector(arena, ((4022272 +% (((mb160 *% 4) +% 2) *% 64)) +% 48))
+        var t161_c2_1 = loadVector(arena, (((4022272 +% (((mb160 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t161_c3_0 = loadVector(arena, ((4022272 +% (((mb160 *% 4) +% 3) *% 64)) +% 48))
+        var t161_c3_1 = loadVector(arena, (((4022272 +% (((mb160 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k162 in 0..<896 {
+          let t161_b0 = loadVector(arena, ((3219456 +% ((k162 +% (kp155 *% 896)) *% 64)) +% 48))
+          let t161_b1 = loadVector(arena, (((3219456 +% ((k162 +% (kp155 *% 896)) *% 64)) +% 48) +% 8))
+          let t161_a0 = Vector(repeating: params[((18816 +% ((mb160 *% 4) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c0_0 = t161_c0_0.addingProduct(t161_a0, t161_b0)
+          t161_c0_1 = t161_c0_1.addingProduct(t161_a0, t161_b1)
+          let t161_a1 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 1) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c1_0 = t161_c1_0.addingProduct(t161_a1, t161_b0)
+          t161_c1_1 = t161_c1_1.addingProduct(t161_a1, t161_b1)
+          let t161_a2 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 2) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c2_0 = t161_c2_0.addingProduct(t161_a2, t161_b0)
+          t161_c2_1 = t161_c2_1.addingProduct(t161_a2, t161_b1)
+          let t161_a3 = Vector(repeating: params[((18816 +% (((mb160 *% 4) +% 3) *% 12544)) +% (k162 +% (kp155 *% 896)))])
+          t161_c3_0 = t161_c3_0.addingProduct(t161_a3, t161_b0)
+          t161_c3_1 = t161_c3_1.addingProduct(t161_a3, t161_b1)
         }
-        storeVector(arena, ((4022272 +% ((mb157 *% 4) *% 64)) +% 48), t158_c0_0)
-        storeVector(arena, (((4022272 +% ((mb157 *% 4) *% 64)) +% 48) +% 8), t158_c0_1)
-        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48), t158_c1_0)
-        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 1) *% 64)) +% 48) +% 8), t158_c1_1)
-        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48), t158_c2_0)
-        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 2) *% 64)) +% 48) +% 8), t158_c2_1)
-        storeVector(arena, ((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48), t158_c3_0)
-        storeVector(arena, (((4022272 +% (((mb157 *% 4) +% 3) *% 64)) +% 48) +% 8), t158_c3_1)
+        storeVector(arena, ((4022272 +% ((mb160 *% 4) *% 64)) +% 48), t161_c0_0)
+        storeVector(arena, (((4022272 +% ((mb160 *% 4) *% 64)) +% 48) +% 8), t161_c0_1)
+        storeVector(arena, ((4022272 +% (((mb160 *% 4) +% 1) *% 64)) +% 48), t161_c1_0)
+        storeVector(arena, (((4022272 +% (((mb160 *% 4) +% 1) *% 64)) +% 48) +% 8), t161_c1_1)
+        storeVector(arena, ((4022272 +% (((mb160 *% 4) +% 2) *% 64)) +% 48), t161_c2_0)
+        storeVector(arena, (((4022272 +% (((mb160 *% 4) +% 2) *% 64)) +% 48) +% 8), t161_c2_1)
+        storeVector(arena, ((4022272 +% (((mb160 *% 4) +% 3) *% 64)) +% 48), t161_c3_0)
+        storeVector(arena, (((4022272 +% (((mb160 *% 4) +% 3) *% 64)) +% 48) +% 8), t161_c3_1)
       }
     }
   }
-  for n161 in 0..<64 {
-    for u162 in 0..<128 {
-      arena[((3211264 +% (n161 *% 128)) +% u162)] = ((arena[((4022272 +% (u162 *% 64)) +% n161)] + params[(1624448 +% u162)]) > Float(0) ? (arena[((4022272 +% (u162 *% 64)) +% n161)] + params[(1624448 +% u162)]) : Float(0))
+  for n164 in 0..<64 {
+    for u165 in 0..<128 {
+      arena[((3211264 +% (n164 *% 128)) +% u165)] = ((arena[((4022272 +% (u165 *% 64)) +% n164)] + params[(1624448 +% u165)]) > Float(0) ? (arena[((4022272 +% (u165 *% 64)) +% n164)] + params[(1624448 +% u165)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
-  let z163: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z164: UInt64 = ((z163 ^ (z163 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z165: UInt64 = ((z164 ^ (z164 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z166: UInt64 = (z165 ^ (z165 >> 31))
-  let z167: UInt64 = (z166 &+ UInt64(bitPattern: step))
-  let z168: UInt64 = ((z167 ^ (z167 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z169: UInt64 = ((z168 ^ (z168 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z170: UInt64 = (z169 ^ (z169 >> 31))
-  for i171 in 0..<8192 {
-    let z172: UInt64 = (z170 &+ (UInt64(bitPattern: Int64(i171)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z173: UInt64 = ((z172 ^ (z172 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z174: UInt64 = ((z173 ^ (z173 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z175: UInt64 = (z174 ^ (z174 >> 31))
-    arena[(3219456 +% i171)] = ((z175 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i171)] * Float(2)) : Float(0))
+  let z166: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z167: UInt64 = ((z166 ^ (z166 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z168: UInt64 = ((z167 ^ (z167 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z169: UInt64 = (z168 ^ (z168 >> 31))
+  let z170: UInt64 = (z169 &+ UInt64(bitPattern: step))
+  let z171: UInt64 = ((z170 ^ (z170 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z172: UInt64 = ((z171 ^ (z171 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z173: UInt64 = (z172 ^ (z172 >> 31))
+  for i174 in 0..<8192 {
+    let z175: UInt64 = (z173 &+ (UInt64(bitPattern: Int64(i174)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z176: UInt64 = ((z175 ^ (z175 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z177: UInt64 = ((z176 ^ (z176 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z178: UInt64 = (z177 ^ (z177 >> 31))
+    arena[(3219456 +% i174)] = ((z178 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i174)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3219456, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3227648, 10)
-  for n176 in 0..<64 {
-    for u177 in 0..<1 {
-      storeVector(arena, ((u177 *% 8) +% (3227648 +% (n176 *% 10))), (loadVector(arena, ((u177 *% 8) +% (3227648 +% (n176 *% 10)))) + loadVector(params, ((u177 *% 8) +% 1625856))))
+  for n179 in 0..<64 {
+    for u180 in 0..<1 {
+      storeVector(arena, ((u180 *% 8) +% (3227648 +% (n179 *% 10))), (loadVector(arena, ((u180 *% 8) +% (3227648 +% (n179 *% 10)))) + loadVector(params, ((u180 *% 8) +% 1625856))))
     }
-    for u177 in 0..<1 {
-      storePartial(arena, ((u177 +% 8) +% (3227648 +% (n176 *% 10))), (loadPartial(arena, ((u177 +% 8) +% (3227648 +% (n176 *% 10))), 2) + loadPartial(params, ((u177 +% 8) +% 1625856), 2)), 2)
+    for u180 in 0..<1 {
+      storePartial(arena, ((u180 +% 8) +% (3227648 +% (n179 *% 10))), (loadPartial(arena, ((u180 +% 8) +% (3227648 +% (n179 *% 10))), 2) + loadPartial(params, ((u180 +% 8) +% 1625856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total178: Float = Float(0)
-  for n179 in 0..<64 {
-    var m180: Float = arena[(3227648 +% (n179 *% 10))]
-    for k182 in 0..<10 {
-      m180 = { let x = m180, y = arena[((3227648 +% (n179 *% 10)) +% k182)]; return y > x ? y : x }()
+  var total181: Float = Float(0)
+  for n182 in 0..<64 {
+    var m183: Float = arena[(3227648 +% (n182 *% 10))]
+    for k185 in 0..<10 {
+      m183 = { let x = m183, y = arena[((3227648 +% (n182 *% 10)) +% k185)]; return y > x ? y : x }()
     }
-    var s181: Float = Float(0)
-    for k183 in 0..<10 {
-      s181 = (s181 + exponential((arena[((3227648 +% (n179 *% 10)) +% k183)] - m180)))
+    var s184: Float = Float(0)
+    for k186 in 0..<10 {
+      s184 = (s184 + exponential((arena[((3227648 +% (n182 *% 10)) +% k186)] - m183)))
     }
-    total178 = (total178 + ((m180 + logf(s181)) - arena[((3227648 +% (n179 *% 10)) +% Int(labels[n179]))]))
+    total181 = (total181 + ((m183 + logf(s184)) - arena[((3227648 +% (n182 *% 10)) +% Int(labels[n182]))]))
   }
-  arena[3228288] = (total178 / Float(64))
+  arena[3228288] = (total181 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n184 in 0..<64 {
-    var m185: Float = arena[(3227648 +% (n184 *% 10))]
-    for k187 in 0..<10 {
-      m185 = { let x = m185, y = arena[((3227648 +% (n184 *% 10)) +% k187)]; return y > x ? y : x }()
+  for n187 in 0..<64 {
+    var m188: Float = arena[(3227648 +% (n187 *% 10))]
+    for k190 in 0..<10 {
+      m188 = { let x = m188, y = arena[((3227648 +% (n187 *% 10)) +% k190)]; return y > x ? y : x }()
     }
-    var s186: Float = Float(0)
-    for k188 in 0..<10 {
-      s186 = (s186 + exponential((arena[((3227648 +% (n184 *% 10)) +% k188)] - m185)))
+    var s189: Float = Float(0)
+    for k191 in 0..<10 {
+      s189 = (s189 + exponential((arena[((3227648 +% (n187 *% 10)) +% k191)] - m188)))
     }
-    for k189 in 0..<10 {
-      arena[((3228304 +% (n184 *% 10)) +% k189)] = ((k189 == Int(labels[n184]) ? ((exponential((arena[((3227648 +% (n184 *% 10)) +% k189)] - m185)) / s186) - Float(1)) : (exponential((arena[((3227648 +% (n184 *% 10)) +% k189)] - m185)) / s186)) / Float(64))
+    for k192 in 0..<10 {
+      arena[((3228304 +% (n187 *% 10)) +% k192)] = ((k192 == Int(labels[n187]) ? ((exponential((arena[((3227648 +% (n187 *% 10)) +% k192)] - m188)) / s189) - Float(1)) : (exponential((arena[((3227648 +% (n187 *% 10)) +% k192)] - m188)) / s189)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3228304, 10, arena + 3219456, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u190 in 0..<10 {
-    var acc191: Float = Float(0)
-    for n192 in 0..<64 {
-      acc191 = (acc191 + arena[((3228304 +% (n192 *% 10)) +% u190)])
+  for u193 in 0..<10 {
+    var acc194: Float = Float(0)
+    for n195 in 0..<64 {
+      acc194 = (acc194 + arena[((3228304 +% (n195 *% 10)) +% u193)])
     }
-    grads[(1625856 +% u190)] = acc191
+    grads[(1625856 +% u193)] = acc194
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3228304, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3228944, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  let z193: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z194: UInt64 = ((z193 ^ (z193 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z195: UInt64 = ((z194 ^ (z194 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z196: UInt64 = (z195 ^ (z195 >> 31))
-  let z197: UInt64 = (z196 &+ UInt64(bitPattern: step))
-  let z198: UInt64 = ((z197 ^ (z197 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z199: UInt64 = ((z198 ^ (z198 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z200: UInt64 = (z199 ^ (z199 >> 31))
-  for i201 in 0..<8192 {
-    let z202: UInt64 = (z200 &+ (UInt64(bitPattern: Int64(i201)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z203: UInt64 = ((z202 ^ (z202 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z204: UInt64 = ((z203 ^ (z203 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z205: UInt64 = (z204 ^ (z204 >> 31))
-    arena[(3237136 +% i201)] = ((z205 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i201)] * Float(2)) : Float(0))
+  let z196: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z197: UInt64 = ((z196 ^ (z196 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z198: UInt64 = ((z197 ^ (z197 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z199: UInt64 = (z198 ^ (z198 >> 31))
+  let z200: UInt64 = (z199 &+ UInt64(bitPattern: step))
+  let z201: UInt64 = ((z200 ^ (z200 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z202: UInt64 = ((z201 ^ (z201 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z203: UInt64 = (z202 ^ (z202 >> 31))
+  for i204 in 0..<8192 {
+    let z205: UInt64 = (z203 &+ (UInt64(bitPattern: Int64(i204)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z206: UInt64 = ((z205 ^ (z205 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z207: UInt64 = ((z206 ^ (z206 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z208: UInt64 = (z207 ^ (z207 >> 31))
+    arena[(3237136 +% i204)] = ((z208 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i204)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i206 in 0..<1024 {
-    storeVector(arena, ((i206 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i206 *% 8) +% 3237136)), where: loadVector(arena, ((i206 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
+  for i209 in 0..<1024 {
+    storeVector(arena, ((i209 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i209 *% 8) +% 3237136)), where: loadVector(arena, ((i209 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm214
-    for nb207 in 0..<522 {
-      for mb208 in 0..<32 {
-        var t209_c0_0 = Vector()
-        var t209_c0_1 = Vector()
-        var t209_c0_2 = Vector()
-        var t209_c1_0 = Vector()
-        var t209_c1_1 = Vector()
-        var t209_c1_2 = Vector()
-        var t209_c2_0 = Vector()
-        var t209_c2_1 = Vector()
-        var t209_c2_2 = Vector()
-        var t209_c3_0 = Vector()
-        var t209_c3_1 = Vector()
-        var t209_c3_2 = Vector()
-        for k210 in 0..<64 {
-          let t209_b0 = loadVector(arena, ((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)))
-          let t209_b1 = loadVector(arena, (((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)) +% 8))
-          let t209_b2 = loadVector(arena, (((1605632 +% (k210 *% 12544)) +% (nb207 *% 24)) +% 16))
-          let t209_a0 = Vector(repeating: arena[((3219456 +% (mb208 *% 4)) +% (k210 *% 128))])
-          t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
-          t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
-          t209_c0_2 = t209_c0_2.addingProduct(t209_a0, t209_b2)
-          let t209_a1 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 1)) +% (k210 *% 128))])
-          t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
-          t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
-          t209_c1_2 = t209_c1_2.addingProduct(t209_a1, t209_b2)
-          let t209_a2 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 2)) +% (k210 *% 128))])
-          t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
-          t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
-          t209_c2_2 = t209_c2_2.addingProduct(t209_a2, t209_b2)
-          let t209_a3 = Vector(repeating: arena[((3219456 +% ((mb208 *% 4) +% 3)) +% (k210 *% 128))])
-          t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
-          t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
-          t209_c3_2 = t209_c3_2.addingProduct(t209_a3, t209_b2)
+  do {  // gemm217
+    for nb210 in 0..<522 {
+      for mb211 in 0..<32 {
+        var t212_c0_0 = Vector()
+        var t212_c0_1 = Vector()
+        var t212_c0_2 = Vector()
+        var t212_c1_0 = Vector()
+        var t212_c1_1 = Vector()
+        var t212_c1_2 = Vector()
+        var t212_c2_0 = Vector()
+        var t212_c2_1 = Vector()
+        var t212_c2_2 = Vector()
+        var t212_c3_0 = Vector()
+        var t212_c3_1 = Vector()
+        var t212_c3_2 = Vector()
+        for k213 in 0..<64 {
+          let t212_b0 = loadVector(arena, ((1605632 +% (k213 *% 12544)) +% (nb210 *% 24)))
+          let t212_b1 = loadVector(arena, (((1605632 +% (k213 *% 12544)) +% (nb210 *% 24)) +% 8))
+          let t212_b2 = loadVector(arena, (((1605632 +% (k213 *% 12544)) +% (nb210 *% 24)) +% 16))
+          let t212_a0 = Vector(repeating: arena[((3219456 +% (mb211 *% 4)) +% (k213 *% 128))])
+          t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+          t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+          t212_c0_2 = t212_c0_2.addingProduct(t212_a0, t212_b2)
+          let t212_a1 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 1)) +% (k213 *% 128))])
+          t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+          t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+          t212_c1_2 = t212_c1_2.addingProduct(t212_a1, t212_b2)
+          let t212_a2 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 2)) +% (k213 *% 128))])
+          t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+          t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+          t212_c2_2 = t212_c2_2.addingProduct(t212_a2, t212_b2)
+          let t212_a3 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 3)) +% (k213 *% 128))])
+          t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+          t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+          t212_c3_2 = t212_c3_2.addingProduct(t212_a3, t212_b2)
         }
-        storeVector(grads, ((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)), t209_c0_0)
-        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c0_1)
-        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c0_2)
-        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)), t209_c1_0)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c1_1)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c1_2)
-        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)), t209_c2_0)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c2_1)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c2_2)
-        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)), t209_c3_0)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)) +% 8), t209_c3_1)
-        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 12544)) +% (nb207 *% 24)) +% 16), t209_c3_2)
+        storeVector(grads, ((18816 +% ((mb211 *% 4) *% 12544)) +% (nb210 *% 24)), t212_c0_0)
+        storeVector(grads, (((18816 +% ((mb211 *% 4) *% 12544)) +% (nb210 *% 24)) +% 8), t212_c0_1)
+        storeVector(grads, (((18816 +% ((mb211 *% 4) *% 12544)) +% (nb210 *% 24)) +% 16), t212_c0_2)
+        storeVector(grads, ((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% (nb210 *% 24)), t212_c1_0)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% (nb210 *% 24)) +% 8), t212_c1_1)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% (nb210 *% 24)) +% 16), t212_c1_2)
+        storeVector(grads, ((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% (nb210 *% 24)), t212_c2_0)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% (nb210 *% 24)) +% 8), t212_c2_1)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% (nb210 *% 24)) +% 16), t212_c2_2)
+        storeVector(grads, ((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% (nb210 *% 24)), t212_c3_0)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% (nb210 *% 24)) +% 8), t212_c3_1)
+        storeVector(grads, (((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% (nb210 *% 24)) +% 16), t212_c3_2)
       }
     }
-    for mb211 in 0..<32 {
-      var t212_c0_0 = Vector()
-      var t212_c0_1 = Vector()
-      var t212_c1_0 = Vector()
-      var t212_c1_1 = Vector()
-      var t212_c2_0 = Vector()
-      var t212_c2_1 = Vector()
-      var t212_c3_0 = Vector()
-      var t212_c3_1 = Vector()
-      for k213 in 0..<64 {
-        let t212_b0 = loadVector(arena, ((1605632 +% (k213 *% 12544)) +% 12528))
-        let t212_b1 = loadVector(arena, (((1605632 +% (k213 *% 12544)) +% 12528) +% 8))
-        let t212_a0 = Vector(repeating: arena[((3219456 +% (mb211 *% 4)) +% (k213 *% 128))])
-        t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
-        t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
-        let t212_a1 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 1)) +% (k213 *% 128))])
-        t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
-        t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
-        let t212_a2 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 2)) +% (k213 *% 128))])
-        t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
-        t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
-        let t212_a3 = Vector(repeating: arena[((3219456 +% ((mb211 *% 4) +% 3)) +% (k213 *% 128))])
-        t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
-        t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+    for mb214 in 0..<32 {
+      var t215_c0_0 = Vector()
+      var t215_c0_1 = Vector()
+      var t215_c1_0 = Vector()
+      var t215_c1_1 = Vector()
+      var t215_c2_0 = Vector()
+      var t215_c2_1 = Vector()
+      var t215_c3_0 = Vector()
+      var t215_c3_1 = Vector()
+      for k216 in 0..<64 {
+        let t215_b0 = loadVector(arena, ((1605632 +% (k216 *% 12544)) +% 12528))
+        let t215_b1 = loadVector(arena, (((1605632 +% (k216 *% 12544)) +% 12528) +% 8))
+        let t215_a0 = Vector(repeating: arena[((3219456 +% (mb214 *% 4)) +% (k216 *% 128))])
+        t215_c0_0 = t215_c0_0.addingProduct(t215_a0, t215_b0)
+        t215_c0_1 = t215_c0_1.addingProduct(t215_a0, t215_b1)
+        let t215_a1 = Vector(repeating: arena[((3219456 +% ((mb214 *% 4) +% 1)) +% (k216 *% 128))])
+        t215_c1_0 = t215_c1_0.addingProduct(t215_a1, t215_b0)
+        t215_c1_1 = t215_c1_1.addingProduct(t215_a1, t215_b1)
+        let t215_a2 = Vector(repeating: arena[((3219456 +% ((mb214 *% 4) +% 2)) +% (k216 *% 128))])
+        t215_c2_0 = t215_c2_0.addingProduct(t215_a2, t215_b0)
+        t215_c2_1 = t215_c2_1.addingProduct(t215_a2, t215_b1)
+        let t215_a3 = Vector(repeating: arena[((3219456 +% ((mb214 *% 4) +% 3)) +% (k216 *% 128))])
+        t215_c3_0 = t215_c3_0.addingProduct(t215_a3, t215_b0)
+        t215_c3_1 = t215_c3_1.addingProduct(t215_a3, t215_b1)
       }
-      storeVector(grads, ((18816 +% ((mb211 *% 4) *% 12544)) +% 12528), t212_c0_0)
-      storeVector(grads, (((18816 +% ((mb211 *% 4) *% 12544)) +% 12528) +% 8), t212_c0_1)
-      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% 12528), t212_c1_0)
-      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t212_c1_1)
-      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% 12528), t212_c2_0)
-      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t212_c2_1)
-      storeVector(grads, ((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% 12528), t212_c3_0)
-      storeVector(grads, (((18816 +% (((mb211 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t212_c3_1)
+      storeVector(grads, ((18816 +% ((mb214 *% 4) *% 12544)) +% 12528), t215_c0_0)
+      storeVector(grads, (((18816 +% ((mb214 *% 4) *% 12544)) +% 12528) +% 8), t215_c0_1)
+      storeVector(grads, ((18816 +% (((mb214 *% 4) +% 1) *% 12544)) +% 12528), t215_c1_0)
+      storeVector(grads, (((18816 +% (((mb214 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t215_c1_1)
+      storeVector(grads, ((18816 +% (((mb214 *% 4) +% 2) *% 12544)) +% 12528), t215_c2_0)
+      storeVector(grads, (((18816 +% (((mb214 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t215_c2_1)
+      storeVector(grads, ((18816 +% (((mb214 *% 4) +% 3) *% 12544)) +% 12528), t215_c3_0)
+      storeVector(grads, (((18816 +% (((mb214 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t215_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u215 in 0..<128 {
-    var acc216: Float = Float(0)
-    for n217 in 0..<64 {
-      acc216 = (acc216 + arena[((3219456 +% (n217 *% 128)) +% u215)])
+  for u218 in 0..<128 {
+    var acc219: Float = Float(0)
+    for n220 in 0..<64 {
+      acc219 = (acc219 + arena[((3219456 +% (n220 *% 128)) +% u218)])
     }
-    grads[(1624448 +% u215)] = acc216
+    grads[(1624448 +% u218)] = acc219
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm225
-    for nb218 in 0..<522 {
-      for mb219 in 0..<16 {
-        var t220_c0_0 = Vector()
-        var t220_c0_1 = Vector()
-        var t220_c0_2 = Vector()
-        var t220_c1_0 = Vector()
-        var t220_c1_1 = Vector()
-        var t220_c1_2 = Vector()
-        var t220_c2_0 = Vector()
-        var t220_c2_1 = Vector()
-        var t220_c2_2 = Vector()
-        var t220_c3_0 = Vector()
-        var t220_c3_1 = Vector()
-        var t220_c3_2 = Vector()
-        for k221 in 0..<128 {
-          let t220_b0 = loadVector(params, ((18816 +% (k221 *% 12544)) +% (nb218 *% 24)))
-          let t220_b1 = loadVector(params, (((18816 +% (k221 *% 12544)) +% (nb218 *% 24)) +% 8))
-          let t220_b2 = loadVector(params, (((18816 +% (k221 *% 12544)) +% (nb218 *% 24)) +% 16))
-          let t220_a0 = Vector(repeating: arena[((3219456 +% ((mb219 *% 4) *% 128)) +% k221)])
-          t220_c0_0 = t220_c0_0.addingProduct(t220_a0, t220_b0)
-          t220_c0_1 = t220_c0_1.addingProduct(t220_a0, t220_b1)
-          t220_c0_2 = t220_c0_2.addingProduct(t220_a0, t220_b2)
-          let t220_a1 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 1) *% 128)) +% k221)])
-          t220_c1_0 = t220_c1_0.addingProduct(t220_a1, t220_b0)
-          t220_c1_1 = t220_c1_1.addingProduct(t220_a1, t220_b1)
-          t220_c1_2 = t220_c1_2.addingProduct(t220_a1, t220_b2)
-          let t220_a2 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 2) *% 128)) +% k221)])
-          t220_c2_0 = t220_c2_0.addingProduct(t220_a2, t220_b0)
-          t220_c2_1 = t220_c2_1.addingProduct(t220_a2, t220_b1)
-          t220_c2_2 = t220_c2_2.addingProduct(t220_a2, t220_b2)
-          let t220_a3 = Vector(repeating: arena[((3219456 +% (((mb219 *% 4) +% 3) *% 128)) +% k221)])
-          t220_c3_0 = t220_c3_0.addingProduct(t220_a3, t220_b0)
-          t220_c3_1 = t220_c3_1.addingProduct(t220_a3, t220_b1)
-          t220_c3_2 = t220_c3_2.addingProduct(t220_a3, t220_b2)
+  do {  // gemm228
+    for nb221 in 0..<522 {
+      for mb222 in 0..<16 {
+        var t223_c0_0 = Vector()
+        var t223_c0_1 = Vector()
+        var t223_c0_2 = Vector()
+        var t223_c1_0 = Vector()
+        var t223_c1_1 = Vector()
+        var t223_c1_2 = Vector()
+        var t223_c2_0 = Vector()
+        var t223_c2_1 = Vector()
+        var t223_c2_2 = Vector()
+        var t223_c3_0 = Vector()
+        var t223_c3_1 = Vector()
+        var t223_c3_2 = Vector()
+        for k224 in 0..<128 {
+          let t223_b0 = loadVector(params, ((18816 +% (k224 *% 12544)) +% (nb221 *% 24)))
+          let t223_b1 = loadVector(params, (((18816 +% (k224 *% 12544)) +% (nb221 *% 24)) +% 8))
+          let t223_b2 = loadVector(params, (((18816 +% (k224 *% 12544)) +% (nb221 *% 24)) +% 16))
+          let t223_a0 = Vector(repeating: arena[((3219456 +% ((mb222 *% 4) *% 128)) +% k224)])
+          t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
+          t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
+          t223_c0_2 = t223_c0_2.addingProduct(t223_a0, t223_b2)
+          let t223_a1 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 1) *% 128)) +% k224)])
+          t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
+          t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
+          t223_c1_2 = t223_c1_2.addingProduct(t223_a1, t223_b2)
+          let t223_a2 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 2) *% 128)) +% k224)])
+          t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
+          t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
+          t223_c2_2 = t223_c2_2.addingProduct(t223_a2, t223_b2)
+          let t223_a3 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 3) *% 128)) +% k224)])
+          t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
+          t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
+          t223_c3_2 = t223_c3_2.addingProduct(t223_a3, t223_b2)
         }
-        storeVector(arena, ((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)), t220_c0_0)
-        storeVector(arena, (((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c0_1)
-        storeVector(arena, (((3228304 +% ((mb219 *% 4) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c0_2)
-        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)), t220_c1_0)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c1_1)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 1) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c1_2)
-        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)), t220_c2_0)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c2_1)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 2) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c2_2)
-        storeVector(arena, ((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)), t220_c3_0)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)) +% 8), t220_c3_1)
-        storeVector(arena, (((3228304 +% (((mb219 *% 4) +% 3) *% 12544)) +% (nb218 *% 24)) +% 16), t220_c3_2)
+        storeVector(arena, ((3228304 +% ((mb222 *% 4) *% 12544)) +% (nb221 *% 24)), t223_c0_0)
+        storeVector(arena, (((3228304 +% ((mb222 *% 4) *% 12544)) +% (nb221 *% 24)) +% 8), t223_c0_1)
+        storeVector(arena, (((3228304 +% ((mb222 *% 4) *% 12544)) +% (nb221 *% 24)) +% 16), t223_c0_2)
+        storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% (nb221 *% 24)), t223_c1_0)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% (nb221 *% 24)) +% 8), t223_c1_1)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% (nb221 *% 24)) +% 16), t223_c1_2)
+        storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% (nb221 *% 24)), t223_c2_0)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% (nb221 *% 24)) +% 8), t223_c2_1)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% (nb221 *% 24)) +% 16), t223_c2_2)
+        storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% (nb221 *% 24)), t223_c3_0)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% (nb221 *% 24)) +% 8), t223_c3_1)
+        storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% (nb221 *% 24)) +% 16), t223_c3_2)
       }
     }
-    for mb222 in 0..<16 {
-      var t223_c0_0 = Vector()
-      var t223_c0_1 = Vector()
-      var t223_c1_0 = Vector()
-      var t223_c1_1 = Vector()
-      var t223_c2_0 = Vector()
-      var t223_c2_1 = Vector()
-      var t223_c3_0 = Vector()
-      var t223_c3_1 = Vector()
-      for k224 in 0..<128 {
-        let t223_b0 = loadVector(params, ((18816 +% (k224 *% 12544)) +% 12528))
-        let t223_b1 = loadVector(params, (((18816 +% (k224 *% 12544)) +% 12528) +% 8))
-        let t223_a0 = Vector(repeating: arena[((3219456 +% ((mb222 *% 4) *% 128)) +% k224)])
-        t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
-        t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
-        let t223_a1 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 1) *% 128)) +% k224)])
-        t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
-        t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
-        let t223_a2 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 2) *% 128)) +% k224)])
-        t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
-        t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
-        let t223_a3 = Vector(repeating: arena[((3219456 +% (((mb222 *% 4) +% 3) *% 128)) +% k224)])
-        t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
-        t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
+    for mb225 in 0..<16 {
+      var t226_c0_0 = Vector()
+      var t226_c0_1 = Vector()
+      var t226_c1_0 = Vector()
+      var t226_c1_1 = Vector()
+      var t226_c2_0 = Vector()
+      var t226_c2_1 = Vector()
+      var t226_c3_0 = Vector()
+      var t226_c3_1 = Vector()
+      for k227 in 0..<128 {
+        let t226_b0 = loadVector(params, ((18816 +% (k227 *% 12544)) +% 12528))
+        let t226_b1 = loadVector(params, (((18816 +% (k227 *% 12544)) +% 12528) +% 8))
+        let t226_a0 = Vector(repeating: arena[((3219456 +% ((mb225 *% 4) *% 128)) +% k227)])
+        t226_c0_0 = t226_c0_0.addingProduct(t226_a0, t226_b0)
+        t226_c0_1 = t226_c0_1.addingProduct(t226_a0, t226_b1)
+        let t226_a1 = Vector(repeating: arena[((3219456 +% (((mb225 *% 4) +% 1) *% 128)) +% k227)])
+        t226_c1_0 = t226_c1_0.addingProduct(t226_a1, t226_b0)
+        t226_c1_1 = t226_c1_1.addingProduct(t226_a1, t226_b1)
+        let t226_a2 = Vector(repeating: arena[((3219456 +% (((mb225 *% 4) +% 2) *% 128)) +% k227)])
+        t226_c2_0 = t226_c2_0.addingProduct(t226_a2, t226_b0)
+        t226_c2_1 = t226_c2_1.addingProduct(t226_a2, t226_b1)
+        let t226_a3 = Vector(repeating: arena[((3219456 +% (((mb225 *% 4) +% 3) *% 128)) +% k227)])
+        t226_c3_0 = t226_c3_0.addingProduct(t226_a3, t226_b0)
+        t226_c3_1 = t226_c3_1.addingProduct(t226_a3, t226_b1)
       }
-      storeVector(arena, ((3228304 +% ((mb222 *% 4) *% 12544)) +% 12528), t223_c0_0)
-      storeVector(arena, (((3228304 +% ((mb222 *% 4) *% 12544)) +% 12528) +% 8), t223_c0_1)
-      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% 12528), t223_c1_0)
-      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t223_c1_1)
-      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% 12528), t223_c2_0)
-      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t223_c2_1)
-      storeVector(arena, ((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% 12528), t223_c3_0)
-      storeVector(arena, (((3228304 +% (((mb222 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t223_c3_1)
+      storeVector(arena, ((3228304 +% ((mb225 *% 4) *% 12544)) +% 12528), t226_c0_0)
+      storeVector(arena, (((3228304 +% ((mb225 *% 4) *% 12544)) +% 12528) +% 8), t226_c0_1)
+      storeVector(arena, ((3228304 +% (((mb225 *% 4) +% 1) *% 12544)) +% 12528), t226_c1_0)
+      storeVector(arena, (((3228304 +% (((mb225 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t226_c1_1)
+      storeVector(arena, ((3228304 +% (((mb225 *% 4) +% 2) *% 12544)) +% 12528), t226_c2_0)
+      storeVector(arena, (((3228304 +% (((mb225 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t226_c2_1)
+      storeVector(arena, ((3228304 +% (((mb225 *% 4) +% 3) *% 12544)) +% 12528), t226_c3_0)
+      storeVector(arena, (((3228304 +% (((mb225 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t226_c3_1)
     }
   }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i226 in 0..<401408 {
-    storeVector(arena, ((i226 *% 8) +% 4031120), Vector(repeating: Float(0)))
-  }
-  for q227 in 0..<4096 {
-    for i228 in 0..<196 {
-      if arena[(1605632 +% ((q227 *% 196) +% i228))] > Float(0) {
-        arena[((4031120 +% (q227 *% 784)) +% Int(arena[(2408448 +% ((q227 *% 196) +% i228))]))] += arena[(3228304 +% ((q227 *% 196) +% i228))]
+  parallelFor(pool, 2) { part229 in
+    for q230 in 0..<2048 {
+      for i231 in 0..<98 {
+        storeVector(arena, ((i231 *% 8) +% (4031120 +% ((q230 +% (part229 *% 2048)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for i232 in 0..<196 {
+        if arena[(1605632 +% (((q230 +% (part229 *% 2048)) *% 196) +% i232))] > Float(0) {
+          arena[((4031120 +% ((q230 +% (part229 *% 2048)) *% 784)) +% Int(arena[(2408448 +% (((q230 +% (part229 *% 2048)) *% 196) +% i232))]))] += arena[(3228304 +% (((q230 +% (part229 *% 2048)) *% 196) +% i232))]
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i229 in 0..<4096 {
-    storeVector(arena, ((i229 *% 8) +% 1985664), Vector(repeating: Float(0)))
+  for i233 in 0..<4096 {
+    storeVector(arena, ((i233 *% 8) +% 1985664), Vector(repeating: Float(0)))
   }
-  for i230 in 0..<3600 {
-    storeVector(arena, ((i230 *% 8) +% 1605632), Vector(repeating: Float(0)))
+  for i234 in 0..<3600 {
+    storeVector(arena, ((i234 *% 8) +% 1605632), Vector(repeating: Float(0)))
   }
-  for i231 in 0..<6272 {
-    storeVector(arena, ((i231 *% 8) +% 1734784), Vector(repeating: Float(0)))
+  for i235 in 0..<6272 {
+    storeVector(arena, ((i235 *% 8) +% 1734784), Vector(repeating: Float(0)))
   }
-  for g232 in 0..<64 {
-    for j233 in 0..<1 {
-      for iy234 in 0..<28 {
-        for c235 in 0..<32 {
-          for ix236 in 0..<28 {
-            arena[(1605632 +% ((((j233 *% 28800) +% ((iy234 +% 1) *% 960)) +% ((ix236 +% 1) *% 32)) +% c235))] = arena[(((((g232 +% j233) *% 25088) +% (c235 *% 784)) +% (iy234 *% 28)) +% ix236)]
+  for g236 in 0..<64 {
+    parallelFor(pool, 2) { part237 in
+      for j238 in 0..<1 {
+        for iy239 in 0..<28 {
+          for c240 in 0..<16 {
+            for ix241 in 0..<28 {
+              arena[(1605632 +% ((((j238 *% 28800) +% ((iy239 +% 1) *% 960)) +% ((ix241 +% 1) *% 32)) +% (c240 +% (part237 *% 16))))] = arena[(((((g236 +% j238) *% 25088) +% ((c240 +% (part237 *% 16)) *% 784)) +% (iy239 *% 28)) +% ix241)]
+            }
+          }
+        }
+      }
+      for j242 in 0..<1 {
+        for iy243 in 0..<28 {
+          for c244 in 0..<32 {
+            for ix245 in 0..<28 {
+              arena[(1734784 +% ((((j242 *% 50176) +% (iy243 *% 1792)) +% (ix245 *% 64)) +% (c244 +% (part237 *% 32))))] = arena[((((4031120 +% ((g236 +% j242) *% 50176)) +% ((c244 +% (part237 *% 32)) *% 784)) +% (iy243 *% 28)) +% ix245)]
+            }
           }
         }
       }
     }
-    for j237 in 0..<1 {
-      for ty238 in 0..<14 {
-        for tx239 in 0..<14 {
-          for cv240 in 0..<4 {
-            let w241 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
-            let w242 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
-            let w243 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
-            let w244 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% ((tx239 *% 2) *% 32)) +% (cv240 *% 8)))))
-            let w245 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
-            let w246 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
-            let w247 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
-            let w248 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 1) *% 32)) +% (cv240 *% 8)))))
-            let w249 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
-            let w250 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
-            let w251 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
-            let w252 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 2) *% 32)) +% (cv240 *% 8)))))
-            let w253 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% ((ty238 *% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
-            let w254 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) + loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
-            let w255 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 2) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
-            let w256 = (loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 1) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))) - loadVector(arena, (1605632 +% ((((j237 *% 28800) +% (((ty238 *% 2) +% 3) *% 960)) +% (((tx239 *% 2) +% 3) *% 32)) +% (cv240 *% 8)))))
-            let w257 = (w241 - w249)
-            let w258 = (w245 + w249)
-            let w259 = (w249 - w245)
-            let w260 = (w245 - w253)
-            let w261 = (w242 - w250)
-            let w262 = (w246 + w250)
-            let w263 = (w250 - w246)
-            let w264 = (w246 - w254)
-            let w265 = (w243 - w251)
-            let w266 = (w247 + w251)
-            let w267 = (w251 - w247)
-            let w268 = (w247 - w255)
-            let w269 = (w244 - w252)
-            let w270 = (w248 + w252)
-            let w271 = (w252 - w248)
-            let w272 = (w248 - w256)
-            storeVector(arena, ((1634432 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w257)
-            storeVector(arena, ((1640704 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w258)
-            storeVector(arena, ((1646976 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w259)
-            storeVector(arena, ((1653248 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w260)
-            storeVector(arena, ((1659520 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w261)
-            storeVector(arena, ((1665792 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w262)
-            storeVector(arena, ((1672064 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w263)
-            storeVector(arena, ((1678336 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w264)
-            storeVector(arena, ((1684608 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w265)
-            storeVector(arena, ((1690880 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w266)
-            storeVector(arena, ((1697152 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w267)
-            storeVector(arena, ((1703424 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w268)
-            storeVector(arena, ((1709696 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w269)
-            storeVector(arena, ((1715968 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w270)
-            storeVector(arena, ((1722240 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w271)
-            storeVector(arena, ((1728512 +% ((((j237 *% 196) +% (ty238 *% 14)) +% tx239) *% 32)) +% (cv240 *% 8)), w272)
+    parallelFor(pool, 2) { part246 in
+      for j247 in 0..<1 {
+        for ty248 in 0..<7 {
+          for tx249 in 0..<14 {
+            for cv250 in 0..<4 {
+              let w251 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% (((ty248 +% (part246 *% 7)) *% 2) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))))
+              let w252 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))) + loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))))
+              let w253 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))))
+              let w254 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 3) *% 960)) +% ((tx249 *% 2) *% 32)) +% (cv250 *% 8)))))
+              let w255 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% (((ty248 +% (part246 *% 7)) *% 2) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))))
+              let w256 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))) + loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))))
+              let w257 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))))
+              let w258 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 3) *% 960)) +% (((tx249 *% 2) +% 1) *% 32)) +% (cv250 *% 8)))))
+              let w259 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% (((ty248 +% (part246 *% 7)) *% 2) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))))
+              let w260 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))) + loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))))
+              let w261 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))))
+              let w262 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 3) *% 960)) +% (((tx249 *% 2) +% 2) *% 32)) +% (cv250 *% 8)))))
+              let w263 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% (((ty248 +% (part246 *% 7)) *% 2) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))))
+              let w264 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))) + loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))))
+              let w265 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 2) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))))
+              let w266 = (loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 1) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))) - loadVector(arena, (1605632 +% ((((j247 *% 28800) +% ((((ty248 +% (part246 *% 7)) *% 2) +% 3) *% 960)) +% (((tx249 *% 2) +% 3) *% 32)) +% (cv250 *% 8)))))
+              let w267 = (w251 - w259)
+              let w268 = (w255 + w259)
+              let w269 = (w259 - w255)
+              let w270 = (w255 - w263)
+              let w271 = (w252 - w260)
+              let w272 = (w256 + w260)
+              let w273 = (w260 - w256)
+              let w274 = (w256 - w264)
+              let w275 = (w253 - w261)
+              let w276 = (w257 + w261)
+              let w277 = (w261 - w257)
+              let w278 = (w257 - w265)
+              let w279 = (w254 - w262)
+              let w280 = (w258 + w262)
+              let w281 = (w262 - w258)
+              let w282 = (w258 - w266)
+              storeVector(arena, ((1634432 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w267)
+              storeVector(arena, ((1640704 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w268)
+              storeVector(arena, ((1646976 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w269)
+              storeVector(arena, ((1653248 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w270)
+              storeVector(arena, ((1659520 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w271)
+              storeVector(arena, ((1665792 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w272)
+              storeVector(arena, ((1672064 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w273)
+              storeVector(arena, ((1678336 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w274)
+              storeVector(arena, ((1684608 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w275)
+              storeVector(arena, ((1690880 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w276)
+              storeVector(arena, ((1697152 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w277)
+              storeVector(arena, ((1703424 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w278)
+              storeVector(arena, ((1709696 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w279)
+              storeVector(arena, ((1715968 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w280)
+              storeVector(arena, ((1722240 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w281)
+              storeVector(arena, ((1728512 +% ((((j247 *% 196) +% ((ty248 +% (part246 *% 7)) *% 14)) +% tx249) *% 32)) +% (cv250 *% 8)), w282)
+            }
+          }
+        }
+      }
+      for j283 in 0..<1 {
+        for ty284 in 0..<7 {
+          for tx285 in 0..<14 {
+            for cv286 in 0..<8 {
+              let w287 = loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8))))
+              let w288 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8)))) + loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8)))))
+              let w289 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8)))) - loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8)))))
+              let w290 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% ((tx285 *% 2) *% 64)) +% (cv286 *% 8)))) * Vector(repeating: Float(-1)))
+              let w291 = loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8))))
+              let w292 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8)))) + loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8)))))
+              let w293 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% (((ty284 +% (part246 *% 7)) *% 2) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8)))) - loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8)))))
+              let w294 = (loadVector(arena, (1734784 +% ((((j283 *% 50176) +% ((((ty284 +% (part246 *% 7)) *% 2) +% 1) *% 1792)) +% (((tx285 *% 2) +% 1) *% 64)) +% (cv286 *% 8)))) * Vector(repeating: Float(-1)))
+              let w295 = w287
+              let w296 = (w287 + w291)
+              let w297 = (w287 - w291)
+              let w298 = (w291 * Vector(repeating: Float(-1)))
+              let w299 = w288
+              let w300 = (w288 + w292)
+              let w301 = (w288 - w292)
+              let w302 = (w292 * Vector(repeating: Float(-1)))
+              let w303 = w289
+              let w304 = (w289 + w293)
+              let w305 = (w289 - w293)
+              let w306 = (w293 * Vector(repeating: Float(-1)))
+              let w307 = w290
+              let w308 = (w290 + w294)
+              let w309 = (w290 - w294)
+              let w310 = (w294 * Vector(repeating: Float(-1)))
+              storeVector(arena, ((1784960 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w295)
+              storeVector(arena, ((1797504 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w296)
+              storeVector(arena, ((1810048 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w297)
+              storeVector(arena, ((1822592 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w298)
+              storeVector(arena, ((1835136 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w299)
+              storeVector(arena, ((1847680 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w300)
+              storeVector(arena, ((1860224 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w301)
+              storeVector(arena, ((1872768 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w302)
+              storeVector(arena, ((1885312 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w303)
+              storeVector(arena, ((1897856 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w304)
+              storeVector(arena, ((1910400 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w305)
+              storeVector(arena, ((1922944 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w306)
+              storeVector(arena, ((1935488 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w307)
+              storeVector(arena, ((1948032 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w308)
+              storeVector(arena, ((1960576 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w309)
+              storeVector(arena, ((1973120 +% ((((j283 *% 196) +% ((ty284 +% (part246 *% 7)) *% 14)) +% tx285) *% 64)) +% (cv286 *% 8)), w310)
+            }
           }
         }
       }
     }
-    for j273 in 0..<1 {
-      for iy274 in 0..<28 {
-        for c275 in 0..<64 {
-          for ix276 in 0..<28 {
-            arena[(1734784 +% ((((j273 *% 50176) +% (iy274 *% 1792)) +% (ix276 *% 64)) +% c275))] = arena[((((4031120 +% ((g232 +% j273) *% 50176)) +% (c275 *% 784)) +% (iy274 *% 28)) +% ix276)]
-          }
-        }
+    parallelFor(pool, 2) { part311 in
+      for xi312 in 0..<8 {
+        sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% ((xi312 +% (part311 *% 8)) *% 6272)), 32, arena + (1784960 +% ((xi312 +% (part311 *% 8)) *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% ((xi312 +% (part311 *% 8)) *% 2048)), 64)
       }
-    }
-    for j277 in 0..<1 {
-      for ty278 in 0..<14 {
-        for tx279 in 0..<14 {
-          for cv280 in 0..<8 {
-            let w281 = loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8))))
-            let w282 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) + loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))))
-            let w283 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) - loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))))
-            let w284 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% ((tx279 *% 2) *% 64)) +% (cv280 *% 8)))) * Vector(repeating: Float(-1)))
-            let w285 = loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8))))
-            let w286 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) + loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))))
-            let w287 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% ((ty278 *% 2) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) - loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))))
-            let w288 = (loadVector(arena, (1734784 +% ((((j277 *% 50176) +% (((ty278 *% 2) +% 1) *% 1792)) +% (((tx279 *% 2) +% 1) *% 64)) +% (cv280 *% 8)))) * Vector(repeating: Float(-1)))
-            let w289 = w281
-            let w290 = (w281 + w285)
-            let w291 = (w281 - w285)
-            let w292 = (w285 * Vector(repeating: Float(-1)))
-            let w293 = w282
-            let w294 = (w282 + w286)
-            let w295 = (w282 - w286)
-            let w296 = (w286 * Vector(repeating: Float(-1)))
-            let w297 = w283
-            let w298 = (w283 + w287)
-            let w299 = (w283 - w287)
-            let w300 = (w287 * Vector(repeating: Float(-1)))
-            let w301 = w284
-            let w302 = (w284 + w288)
-            let w303 = (w284 - w288)
-            let w304 = (w288 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1784960 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w289)
-            storeVector(arena, ((1797504 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w290)
-            storeVector(arena, ((1810048 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w291)
-            storeVector(arena, ((1822592 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w292)
-            storeVector(arena, ((1835136 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w293)
-            storeVector(arena, ((1847680 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w294)
-            storeVector(arena, ((1860224 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w295)
-            storeVector(arena, ((1872768 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w296)
-            storeVector(arena, ((1885312 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w297)
-            storeVector(arena, ((1897856 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w298)
-            storeVector(arena, ((1910400 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w299)
-            storeVector(arena, ((1922944 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w300)
-            storeVector(arena, ((1935488 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w301)
-            storeVector(arena, ((1948032 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w302)
-            storeVector(arena, ((1960576 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w303)
-            storeVector(arena, ((1973120 +% ((((j277 *% 196) +% (ty278 *% 14)) +% tx279) *% 64)) +% (cv280 *% 8)), w304)
-          }
-        }
-      }
-    }
-    for xi305 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 196, 1, arena + (1634432 +% (xi305 *% 6272)), 32, arena + (1784960 +% (xi305 *% 12544)), 64, Float(bitPattern: 0x3f800000), arena + (1985664 +% (xi305 *% 2048)), 64)
     }
   }
-  do {  // scalar loops
-    for f306 in 0..<64 {
-      for c307 in 0..<32 {
-        var w308: Float = (((arena[((1985664 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1993856 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
-        var w309: Float = ((arena[((1993856 +% (c307 *% 64)) +% f306)] - arena[((2002048 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
-        var w310: Float = (((arena[((1993856 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c307 *% 64)) +% f306)] * Float(1)))
-        var w311: Float = (((arena[((1987712 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1995904 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
-        var w312: Float = ((arena[((1995904 +% (c307 *% 64)) +% f306)] - arena[((2004096 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
-        var w313: Float = (((arena[((1995904 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c307 *% 64)) +% f306)] * Float(1)))
-        var w314: Float = (((arena[((1989760 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((1997952 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
-        var w315: Float = ((arena[((1997952 +% (c307 *% 64)) +% f306)] - arena[((2006144 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
-        var w316: Float = (((arena[((1997952 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c307 *% 64)) +% f306)] * Float(1)))
-        var w317: Float = (((arena[((1991808 +% (c307 *% 64)) +% f306)] * Float(1)) + (arena[((2000000 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)))
-        var w318: Float = ((arena[((2000000 +% (c307 *% 64)) +% f306)] - arena[((2008192 +% (c307 *% 64)) +% f306)]) * Float(bitPattern: 0x3f000000))
-        var w319: Float = (((arena[((2000000 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c307 *% 64)) +% f306)] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c307 *% 64)) +% f306)] * Float(1)))
-        var w320: Float = (((w308 * Float(1)) + (w311 * Float(bitPattern: 0x3f000000))) + (w314 * Float(bitPattern: 0x3f000000)))
-        var w321: Float = ((w311 - w314) * Float(bitPattern: 0x3f000000))
-        var w322: Float = (((w311 * Float(bitPattern: 0x3f000000)) + (w314 * Float(bitPattern: 0x3f000000))) + (w317 * Float(1)))
-        var w323: Float = (((w309 * Float(1)) + (w312 * Float(bitPattern: 0x3f000000))) + (w315 * Float(bitPattern: 0x3f000000)))
-        var w324: Float = ((w312 - w315) * Float(bitPattern: 0x3f000000))
-        var w325: Float = (((w312 * Float(bitPattern: 0x3f000000)) + (w315 * Float(bitPattern: 0x3f000000))) + (w318 * Float(1)))
-        var w326: Float = (((w310 * Float(1)) + (w313 * Float(bitPattern: 0x3f000000))) + (w316 * Float(bitPattern: 0x3f000000)))
-        var w327: Float = ((w313 - w316) * Float(bitPattern: 0x3f000000))
-        var w328: Float = (((w313 * Float(bitPattern: 0x3f000000)) + (w316 * Float(bitPattern: 0x3f000000))) + (w319 * Float(1)))
-        grads[(320 +% (((f306 *% 32) +% c307) *% 9))] = w320
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 1)] = w321
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 2)] = w322
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 3)] = w323
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 4)] = w324
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 5)] = w325
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 6)] = w326
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 7)] = w327
-        grads[((320 +% (((f306 *% 32) +% c307) *% 9)) +% 8)] = w328
+  parallelFor(pool, 2) { part313 in
+    do {  // scalar loops
+      for f314 in 0..<32 {
+        for c315 in 0..<32 {
+          var w316: Float = (((arena[((1985664 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)) + (arena[((1993856 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2002048 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w317: Float = ((arena[((1993856 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] - arena[((2002048 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w318: Float = (((arena[((1993856 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2002048 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2010240 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)))
+          var w319: Float = (((arena[((1987712 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)) + (arena[((1995904 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2004096 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w320: Float = ((arena[((1995904 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] - arena[((2004096 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w321: Float = (((arena[((1995904 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2004096 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2012288 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)))
+          var w322: Float = (((arena[((1989760 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)) + (arena[((1997952 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2006144 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w323: Float = ((arena[((1997952 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] - arena[((2006144 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w324: Float = (((arena[((1997952 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2006144 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2014336 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)))
+          var w325: Float = (((arena[((1991808 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)) + (arena[((2000000 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2008192 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w326: Float = ((arena[((2000000 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] - arena[((2008192 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w327: Float = (((arena[((2000000 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((2008192 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((2016384 +% (c315 *% 64)) +% (f314 +% (part313 *% 32)))] * Float(1)))
+          var w328: Float = (((w316 * Float(1)) + (w319 * Float(bitPattern: 0x3f000000))) + (w322 * Float(bitPattern: 0x3f000000)))
+          var w329: Float = ((w319 - w322) * Float(bitPattern: 0x3f000000))
+          var w330: Float = (((w319 * Float(bitPattern: 0x3f000000)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(1)))
+          var w331: Float = (((w317 * Float(1)) + (w320 * Float(bitPattern: 0x3f000000))) + (w323 * Float(bitPattern: 0x3f000000)))
+          var w332: Float = ((w320 - w323) * Float(bitPattern: 0x3f000000))
+          var w333: Float = (((w320 * Float(bitPattern: 0x3f000000)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(1)))
+          var w334: Float = (((w318 * Float(1)) + (w321 * Float(bitPattern: 0x3f000000))) + (w324 * Float(bitPattern: 0x3f000000)))
+          var w335: Float = ((w321 - w324) * Float(bitPattern: 0x3f000000))
+          var w336: Float = (((w321 * Float(bitPattern: 0x3f000000)) + (w324 * Float(bitPattern: 0x3f000000))) + (w327 * Float(1)))
+          grads[(320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9))] = w328
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 1)] = w329
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 2)] = w330
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 3)] = w331
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 4)] = w332
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 5)] = w333
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 6)] = w334
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 7)] = w335
+          grads[((320 +% ((((f314 +% (part313 *% 32)) *% 32) +% c315) *% 9)) +% 8)] = w336
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f329 in 0..<64 {
-    var acc330 = Vector()
-    for img331 in 0..<64 {
-      for i332 in 0..<98 {
-        acc330 = acc330.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img331 *% 50176)) +% (f329 *% 784)) +% (i332 *% 8))))
+  for f337 in 0..<64 {
+    var acc338 = Vector()
+    for img339 in 0..<64 {
+      for i340 in 0..<98 {
+        acc338 = acc338.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img339 *% 50176)) +% (f337 *% 784)) +% (i340 *% 8))))
       }
     }
-    storeVector(arena, 1605632, acc330)
-    var sum333: Float = (arena[1605632] + arena[1605633])
-    var sum334: Float = (sum333 + arena[1605634])
-    var sum335: Float = (sum334 + arena[1605635])
-    var sum336: Float = (sum335 + arena[1605636])
-    var sum337: Float = (sum336 + arena[1605637])
-    var sum338: Float = (sum337 + arena[1605638])
-    var sum339: Float = (sum338 + arena[1605639])
-    grads[(18752 +% f329)] = sum339
+    storeVector(arena, 1605632, acc338)
+    var sum341: Float = (arena[1605632] + arena[1605633])
+    var sum342: Float = (sum341 + arena[1605634])
+    var sum343: Float = (sum342 + arena[1605635])
+    var sum344: Float = (sum343 + arena[1605636])
+    var sum345: Float = (sum344 + arena[1605637])
+    var sum346: Float = (sum345 + arena[1605638])
+    var sum347: Float = (sum346 + arena[1605639])
+    grads[(18752 +% f337)] = sum347
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci340 in 0..<64 {
-      for co341 in 0..<32 {
-        var w342: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)]
-        var w343: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 5)]) + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w344: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 8)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w345: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 2)]
-        var w346: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)]
-        var w347: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 4)]) + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w348: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 7)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w349: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 1)]
-        var w350: Float = params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)]
-        var w351: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)] + params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 3)]) + params[(320 +% (((ci340 *% 32) +% co341) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w352: Float = (((params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 6)] + params[(320 +% (((ci340 *% 32) +% co341) *% 9))]) - params[((320 +% (((ci340 *% 32) +% co341) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w353: Float = params[(320 +% (((ci340 *% 32) +% co341) *% 9))]
-        var w354: Float = w342
-        var w355: Float = (((w342 + w346) + w350) * Float(bitPattern: 0x3f000000))
-        var w356: Float = (((w342 + w350) - w346) * Float(bitPattern: 0x3f000000))
-        var w357: Float = w350
-        var w358: Float = w343
-        var w359: Float = (((w343 + w347) + w351) * Float(bitPattern: 0x3f000000))
-        var w360: Float = (((w343 + w351) - w347) * Float(bitPattern: 0x3f000000))
-        var w361: Float = w351
-        var w362: Float = w344
-        var w363: Float = (((w344 + w348) + w352) * Float(bitPattern: 0x3f000000))
-        var w364: Float = (((w344 + w352) - w348) * Float(bitPattern: 0x3f000000))
-        var w365: Float = w352
-        var w366: Float = w345
-        var w367: Float = (((w345 + w349) + w353) * Float(bitPattern: 0x3f000000))
-        var w368: Float = (((w345 + w353) - w349) * Float(bitPattern: 0x3f000000))
-        var w369: Float = w353
-        arena[((3228304 +% (ci340 *% 32)) +% co341)] = w354
-        arena[((3230352 +% (ci340 *% 32)) +% co341)] = w355
-        arena[((3232400 +% (ci340 *% 32)) +% co341)] = w356
-        arena[((3234448 +% (ci340 *% 32)) +% co341)] = w357
-        arena[((3236496 +% (ci340 *% 32)) +% co341)] = w358
-        arena[((3238544 +% (ci340 *% 32)) +% co341)] = w359
-        arena[((3240592 +% (ci340 *% 32)) +% co341)] = w360
-        arena[((3242640 +% (ci340 *% 32)) +% co341)] = w361
-        arena[((3244688 +% (ci340 *% 32)) +% co341)] = w362
-        arena[((3246736 +% (ci340 *% 32)) +% co341)] = w363
-        arena[((3248784 +% (ci340 *% 32)) +% co341)] = w364
-        arena[((3250832 +% (ci340 *% 32)) +% co341)] = w365
-        arena[((3252880 +% (ci340 *% 32)) +% co341)] = w366
-        arena[((3254928 +% (ci340 *% 32)) +% co341)] = w367
-        arena[((3256976 +% (ci340 *% 32)) +% co341)] = w368
-        arena[((3259024 +% (ci340 *% 32)) +% co341)] = w369
+  parallelFor(pool, 2) { part348 in
+    do {  // scalar loops
+      for ci349 in 0..<64 {
+        for co350 in 0..<16 {
+          var w351: Float = params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 8)]
+          var w352: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 8)] + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 5)]) + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w353: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 8)] + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 2)]) - params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w354: Float = params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 2)]
+          var w355: Float = params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 7)]
+          var w356: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 7)] + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 4)]) + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w357: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 7)] + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 1)]) - params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w358: Float = params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 1)]
+          var w359: Float = params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 6)]
+          var w360: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 6)] + params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 3)]) + params[(320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w361: Float = (((params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 6)] + params[(320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9))]) - params[((320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w362: Float = params[(320 +% (((ci349 *% 32) +% ((part348 *% 16) +% co350)) *% 9))]
+          var w363: Float = w351
+          var w364: Float = (((w351 + w355) + w359) * Float(bitPattern: 0x3f000000))
+          var w365: Float = (((w351 + w359) - w355) * Float(bitPattern: 0x3f000000))
+          var w366: Float = w359
+          var w367: Float = w352
+          var w368: Float = (((w352 + w356) + w360) * Float(bitPattern: 0x3f000000))
+          var w369: Float = (((w352 + w360) - w356) * Float(bitPattern: 0x3f000000))
+          var w370: Float = w360
+          var w371: Float = w353
+          var w372: Float = (((w353 + w357) + w361) * Float(bitPattern: 0x3f000000))
+          var w373: Float = (((w353 + w361) - w357) * Float(bitPattern: 0x3f000000))
+          var w374: Float = w361
+          var w375: Float = w354
+          var w376: Float = (((w354 + w358) + w362) * Float(bitPattern: 0x3f000000))
+          var w377: Float = (((w354 + w362) - w358) * Float(bitPattern: 0x3f000000))
+          var w378: Float = w362
+          arena[((3228304 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w363
+          arena[((3230352 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w364
+          arena[((3232400 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w365
+          arena[((3234448 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w366
+          arena[((3236496 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w367
+          arena[((3238544 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w368
+          arena[((3240592 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w369
+          arena[((3242640 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w370
+          arena[((3244688 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w371
+          arena[((3246736 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w372
+          arena[((3248784 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w373
+          arena[((3250832 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w374
+          arena[((3252880 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w375
+          arena[((3254928 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w376
+          arena[((3256976 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w377
+          arena[((3259024 +% (ci349 *% 32)) +% ((part348 *% 16) +% co350))] = w378
+        }
       }
     }
   }
-  for i370 in 0..<7200 {
-    storeVector(arena, ((i370 *% 8) +% 3261072), Vector(repeating: Float(0)))
+  for i379 in 0..<7200 {
+    storeVector(arena, ((i379 *% 8) +% 3261072), Vector(repeating: Float(0)))
   }
-  for g371 in 0..<64 {
-    for j372 in 0..<1 {
-      for iy373 in 0..<28 {
-        for c374 in 0..<64 {
-          for ix375 in 0..<28 {
-            arena[(3261072 +% ((((j372 *% 57600) +% ((iy373 +% 1) *% 1920)) +% ((ix375 +% 1) *% 64)) +% c374))] = arena[((((4031120 +% ((g371 +% j372) *% 50176)) +% (c374 *% 784)) +% (iy373 *% 28)) +% ix375)]
+  for g380 in 0..<64 {
+    for j381 in 0..<1 {
+      for iy382 in 0..<28 {
+        for c383 in 0..<64 {
+          for ix384 in 0..<28 {
+            arena[(3261072 +% ((((j381 *% 57600) +% ((iy382 +% 1) *% 1920)) +% ((ix384 +% 1) *% 64)) +% c383))] = arena[((((4031120 +% ((g380 +% j381) *% 50176)) +% (c383 *% 784)) +% (iy382 *% 28)) +% ix384)]
           }
         }
       }
     }
-    for j376 in 0..<1 {
-      for ty377 in 0..<14 {
-        for tx378 in 0..<14 {
-          for cv379 in 0..<8 {
-            let w380 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
-            let w381 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
-            let w382 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
-            let w383 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% ((tx378 *% 2) *% 64)) +% (cv379 *% 8)))))
-            let w384 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
-            let w385 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
-            let w386 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
-            let w387 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 1) *% 64)) +% (cv379 *% 8)))))
-            let w388 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
-            let w389 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
-            let w390 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
-            let w391 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 2) *% 64)) +% (cv379 *% 8)))))
-            let w392 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% ((ty377 *% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
-            let w393 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) + loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
-            let w394 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 2) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
-            let w395 = (loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 1) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))) - loadVector(arena, (3261072 +% ((((j376 *% 57600) +% (((ty377 *% 2) +% 3) *% 1920)) +% (((tx378 *% 2) +% 3) *% 64)) +% (cv379 *% 8)))))
-            let w396 = (w380 - w388)
-            let w397 = (w384 + w388)
-            let w398 = (w388 - w384)
-            let w399 = (w384 - w392)
-            let w400 = (w381 - w389)
-            let w401 = (w385 + w389)
-            let w402 = (w389 - w385)
-            let w403 = (w385 - w393)
-            let w404 = (w382 - w390)
-            let w405 = (w386 + w390)
-            let w406 = (w390 - w386)
-            let w407 = (w386 - w394)
-            let w408 = (w383 - w391)
-            let w409 = (w387 + w391)
-            let w410 = (w391 - w387)
-            let w411 = (w387 - w395)
-            storeVector(arena, ((3318672 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w396)
-            storeVector(arena, ((3331216 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w397)
-            storeVector(arena, ((3343760 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w398)
-            storeVector(arena, ((3356304 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w399)
-            storeVector(arena, ((3368848 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w400)
-            storeVector(arena, ((3381392 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w401)
-            storeVector(arena, ((3393936 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w402)
-            storeVector(arena, ((3406480 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w403)
-            storeVector(arena, ((3419024 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w404)
-            storeVector(arena, ((3431568 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w405)
-            storeVector(arena, ((3444112 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w406)
-            storeVector(arena, ((3456656 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w407)
-            storeVector(arena, ((3469200 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w408)
-            storeVector(arena, ((3481744 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w409)
-            storeVector(arena, ((3494288 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w410)
-            storeVector(arena, ((3506832 +% ((((j376 *% 196) +% (ty377 *% 14)) +% tx378) *% 64)) +% (cv379 *% 8)), w411)
-          }
-        }
-      }
-    }
-    for xi412 in 0..<16 {
-      do {  // gemm419
-        for nb413 in 0..<2 {
-          for mb414 in 0..<32 {
-            var t415_c0_0 = Vector()
-            var t415_c0_1 = Vector()
-            var t415_c1_0 = Vector()
-            var t415_c1_1 = Vector()
-            var t415_c2_0 = Vector()
-            var t415_c2_1 = Vector()
-            var t415_c3_0 = Vector()
-            var t415_c3_1 = Vector()
-            var t415_c4_0 = Vector()
-            var t415_c4_1 = Vector()
-            var t415_c5_0 = Vector()
-            var t415_c5_1 = Vector()
-            for k416 in 0..<64 {
-              let t415_b0 = loadVector(arena, (((3228304 +% (xi412 *% 2048)) +% (k416 *% 32)) +% (nb413 *% 16)))
-              let t415_b1 = loadVector(arena, ((((3228304 +% (xi412 *% 2048)) +% (k416 *% 32)) +% (nb413 *% 16)) +% 8))
-              let t415_a0 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% ((mb414 *% 6) *% 64)) +% k416)])
-              t415_c0_0 = t415_c0_0.addingProduct(t415_a0, t415_b0)
-              t415_c0_1 = t415_c0_1.addingProduct(t415_a0, t415_b1)
-              let t415_a1 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 1) *% 64)) +% k416)])
-              t415_c1_0 = t415_c1_0.addingProduct(t415_a1, t415_b0)
-              t415_c1_1 = t415_c1_1.addingProduct(t415_a1, t415_b1)
-              let t415_a2 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 2) *% 64)) +% k416)])
-              t415_c2_0 = t415_c2_0.addingProduct(t415_a2, t415_b0)
-              t415_c2_1 = t415_c2_1.addingProduct(t415_a2, t415_b1)
-              let t415_a3 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 3) *% 64)) +% k416)])
-              t415_c3_0 = t415_c3_0.addingProduct(t415_a3, t415_b0)
-              t415_c3_1 = t415_c3_1.addingProduct(t415_a3, t415_b1)
-              let t415_a4 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 4) *% 64)) +% k416)])
-              t415_c4_0 = t415_c4_0.addingProduct(t415_a4, t415_b0)
-              t415_c4_1 = t415_c4_1.addingProduct(t415_a4, t415_b1)
-              let t415_a5 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% (((mb414 *% 6) +% 5) *% 64)) +% k416)])
-              t415_c5_0 = t415_c5_0.addingProduct(t415_a5, t415_b0)
-              t415_c5_1 = t415_c5_1.addingProduct(t415_a5, t415_b1)
+    parallelFor(pool, 2) { part385 in
+      for j386 in 0..<1 {
+        for ty387 in 0..<7 {
+          for tx388 in 0..<14 {
+            for cv389 in 0..<8 {
+              let w390 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% (((ty387 +% (part385 *% 7)) *% 2) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))))
+              let w391 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))) + loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))))
+              let w392 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))))
+              let w393 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 3) *% 1920)) +% ((tx388 *% 2) *% 64)) +% (cv389 *% 8)))))
+              let w394 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% (((ty387 +% (part385 *% 7)) *% 2) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))))
+              let w395 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))) + loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))))
+              let w396 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))))
+              let w397 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 3) *% 1920)) +% (((tx388 *% 2) +% 1) *% 64)) +% (cv389 *% 8)))))
+              let w398 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% (((ty387 +% (part385 *% 7)) *% 2) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))))
+              let w399 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))) + loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))))
+              let w400 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))))
+              let w401 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 3) *% 1920)) +% (((tx388 *% 2) +% 2) *% 64)) +% (cv389 *% 8)))))
+              let w402 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% (((ty387 +% (part385 *% 7)) *% 2) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))))
+              let w403 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))) + loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))))
+              let w404 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 2) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))))
+              let w405 = (loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 1) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))) - loadVector(arena, (3261072 +% ((((j386 *% 57600) +% ((((ty387 +% (part385 *% 7)) *% 2) +% 3) *% 1920)) +% (((tx388 *% 2) +% 3) *% 64)) +% (cv389 *% 8)))))
+              let w406 = (w390 - w398)
+              let w407 = (w394 + w398)
+              let w408 = (w398 - w394)
+              let w409 = (w394 - w402)
+              let w410 = (w391 - w399)
+              let w411 = (w395 + w399)
+              let w412 = (w399 - w395)
+              let w413 = (w395 - w403)
+              let w414 = (w392 - w400)
+              let w415 = (w396 + w400)
+              let w416 = (w400 - w396)
+              let w417 = (w396 - w404)
+              let w418 = (w393 - w401)
+              let w419 = (w397 + w401)
+              let w420 = (w401 - w397)
+              let w421 = (w397 - w405)
+              storeVector(arena, ((3318672 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w406)
+              storeVector(arena, ((3331216 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w407)
+              storeVector(arena, ((3343760 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w408)
+              storeVector(arena, ((3356304 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w409)
+              storeVector(arena, ((3368848 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w410)
+              storeVector(arena, ((3381392 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w411)
+              storeVector(arena, ((3393936 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w412)
+              storeVector(arena, ((3406480 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w413)
+              storeVector(arena, ((3419024 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w414)
+              storeVector(arena, ((3431568 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w415)
+              storeVector(arena, ((3444112 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w416)
+              storeVector(arena, ((3456656 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w417)
+              storeVector(arena, ((3469200 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w418)
+              storeVector(arena, ((3481744 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w419)
+              storeVector(arena, ((3494288 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w420)
+              storeVector(arena, ((3506832 +% ((((j386 *% 196) +% ((ty387 +% (part385 *% 7)) *% 14)) +% tx388) *% 64)) +% (cv389 *% 8)), w421)
             }
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% ((mb414 *% 6) *% 32)) +% (nb413 *% 16)), t415_c0_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% ((mb414 *% 6) *% 32)) +% (nb413 *% 16)) +% 8), t415_c0_1)
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 1) *% 32)) +% (nb413 *% 16)), t415_c1_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 1) *% 32)) +% (nb413 *% 16)) +% 8), t415_c1_1)
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 2) *% 32)) +% (nb413 *% 16)), t415_c2_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 2) *% 32)) +% (nb413 *% 16)) +% 8), t415_c2_1)
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 3) *% 32)) +% (nb413 *% 16)), t415_c3_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 3) *% 32)) +% (nb413 *% 16)) +% 8), t415_c3_1)
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 4) *% 32)) +% (nb413 *% 16)), t415_c4_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 4) *% 32)) +% (nb413 *% 16)) +% 8), t415_c4_1)
-            storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 5) *% 32)) +% (nb413 *% 16)), t415_c5_0)
-            storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% (((mb414 *% 6) +% 5) *% 32)) +% (nb413 *% 16)) +% 8), t415_c5_1)
-          }
-          var t417_c0_0 = Vector()
-          var t417_c0_1 = Vector()
-          var t417_c1_0 = Vector()
-          var t417_c1_1 = Vector()
-          var t417_c2_0 = Vector()
-          var t417_c2_1 = Vector()
-          var t417_c3_0 = Vector()
-          var t417_c3_1 = Vector()
-          for k418 in 0..<64 {
-            let t417_b0 = loadVector(arena, (((3228304 +% (xi412 *% 2048)) +% (k418 *% 32)) +% (nb413 *% 16)))
-            let t417_b1 = loadVector(arena, ((((3228304 +% (xi412 *% 2048)) +% (k418 *% 32)) +% (nb413 *% 16)) +% 8))
-            let t417_a0 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12288) +% k418)])
-            t417_c0_0 = t417_c0_0.addingProduct(t417_a0, t417_b0)
-            t417_c0_1 = t417_c0_1.addingProduct(t417_a0, t417_b1)
-            let t417_a1 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12352) +% k418)])
-            t417_c1_0 = t417_c1_0.addingProduct(t417_a1, t417_b0)
-            t417_c1_1 = t417_c1_1.addingProduct(t417_a1, t417_b1)
-            let t417_a2 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12416) +% k418)])
-            t417_c2_0 = t417_c2_0.addingProduct(t417_a2, t417_b0)
-            t417_c2_1 = t417_c2_1.addingProduct(t417_a2, t417_b1)
-            let t417_a3 = Vector(repeating: arena[(((3318672 +% (xi412 *% 12544)) +% 12480) +% k418)])
-            t417_c3_0 = t417_c3_0.addingProduct(t417_a3, t417_b0)
-            t417_c3_1 = t417_c3_1.addingProduct(t417_a3, t417_b1)
-          }
-          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6144) +% (nb413 *% 16)), t417_c0_0)
-          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6144) +% (nb413 *% 16)) +% 8), t417_c0_1)
-          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6176) +% (nb413 *% 16)), t417_c1_0)
-          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6176) +% (nb413 *% 16)) +% 8), t417_c1_1)
-          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6208) +% (nb413 *% 16)), t417_c2_0)
-          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6208) +% (nb413 *% 16)) +% 8), t417_c2_1)
-          storeVector(arena, (((3519376 +% (xi412 *% 6272)) +% 6240) +% (nb413 *% 16)), t417_c3_0)
-          storeVector(arena, ((((3519376 +% (xi412 *% 6272)) +% 6240) +% (nb413 *% 16)) +% 8), t417_c3_1)
-        }
-      }
-    }
-    for j420 in 0..<1 {
-      for ty421 in 0..<14 {
-        for tx422 in 0..<14 {
-          for cv423 in 0..<4 {
-            let w424 = ((loadVector(arena, ((3519376 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3544464 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3569552 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w425 = ((loadVector(arena, ((3544464 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3569552 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3594640 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w426 = ((loadVector(arena, ((3525648 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3550736 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3575824 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w427 = ((loadVector(arena, ((3550736 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3575824 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3600912 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w428 = ((loadVector(arena, ((3531920 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3557008 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3582096 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w429 = ((loadVector(arena, ((3557008 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3582096 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3607184 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w430 = ((loadVector(arena, ((3538192 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3563280 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3588368 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w431 = ((loadVector(arena, ((3563280 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3588368 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3613456 +% ((((j420 *% 196) +% (ty421 *% 14)) +% tx422) *% 32)) +% (cv423 *% 8))))
-            let w432 = ((w424 + w426) + w428)
-            let w433 = ((w426 - w428) - w430)
-            let w434 = ((w425 + w427) + w429)
-            let w435 = ((w427 - w429) - w431)
-            storeVector(arena, ((3619728 +% (((((j420 *% 28) +% (ty421 *% 2)) *% 28) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w432)
-            storeVector(arena, ((3619728 +% ((((((j420 *% 28) +% (ty421 *% 2)) *% 28) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w433)
-            storeVector(arena, ((3619728 +% ((((((j420 *% 28) +% (ty421 *% 2)) +% 1) *% 28) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w434)
-            storeVector(arena, ((3619728 +% (((((((j420 *% 28) +% (ty421 *% 2)) +% 1) *% 28) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w435)
           }
         }
       }
     }
-    for j436 in 0..<1 {
-      for qb437 in 0..<12 {
-        for c438 in 0..<32 {
-          for q439 in 0..<64 {
-            arena[(((1605632 +% ((g371 +% j436) *% 25088)) +% (c438 *% 784)) +% (q439 +% (qb437 *% 64)))] = arena[((3619728 +% (((j436 *% 784) +% (q439 +% (qb437 *% 64))) *% 32)) +% c438)]
+    parallelFor(pool, 2) { part422 in
+      for xi423 in 0..<16 {
+        do {  // gemm430
+          for nb424 in 0..<1 {
+            for mb425 in 0..<32 {
+              var t426_c0_0 = Vector()
+              var t426_c0_1 = Vector()
+              var t426_c1_0 = Vector()
+              var t426_c1_1 = Vector()
+              var t426_c2_0 = Vector()
+              var t426_c2_1 = Vector()
+              var t426_c3_0 = Vector()
+              var t426_c3_1 = Vector()
+              var t426_c4_0 = Vector()
+              var t426_c4_1 = Vector()
+              var t426_c5_0 = Vector()
+              var t426_c5_1 = Vector()
+              for k427 in 0..<64 {
+                let t426_b0 = loadVector(arena, ((((3228304 +% (xi423 *% 2048)) +% (part422 *% 16)) +% (k427 *% 32)) +% (nb424 *% 16)))
+                let t426_b1 = loadVector(arena, (((((3228304 +% (xi423 *% 2048)) +% (part422 *% 16)) +% (k427 *% 32)) +% (nb424 *% 16)) +% 8))
+                let t426_a0 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% ((mb425 *% 6) *% 64)) +% k427)])
+                t426_c0_0 = t426_c0_0.addingProduct(t426_a0, t426_b0)
+                t426_c0_1 = t426_c0_1.addingProduct(t426_a0, t426_b1)
+                let t426_a1 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% (((mb425 *% 6) +% 1) *% 64)) +% k427)])
+                t426_c1_0 = t426_c1_0.addingProduct(t426_a1, t426_b0)
+                t426_c1_1 = t426_c1_1.addingProduct(t426_a1, t426_b1)
+                let t426_a2 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% (((mb425 *% 6) +% 2) *% 64)) +% k427)])
+                t426_c2_0 = t426_c2_0.addingProduct(t426_a2, t426_b0)
+                t426_c2_1 = t426_c2_1.addingProduct(t426_a2, t426_b1)
+                let t426_a3 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% (((mb425 *% 6) +% 3) *% 64)) +% k427)])
+                t426_c3_0 = t426_c3_0.addingProduct(t426_a3, t426_b0)
+                t426_c3_1 = t426_c3_1.addingProduct(t426_a3, t426_b1)
+                let t426_a4 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% (((mb425 *% 6) +% 4) *% 64)) +% k427)])
+                t426_c4_0 = t426_c4_0.addingProduct(t426_a4, t426_b0)
+                t426_c4_1 = t426_c4_1.addingProduct(t426_a4, t426_b1)
+                let t426_a5 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% (((mb425 *% 6) +% 5) *% 64)) +% k427)])
+                t426_c5_0 = t426_c5_0.addingProduct(t426_a5, t426_b0)
+                t426_c5_1 = t426_c5_1.addingProduct(t426_a5, t426_b1)
+              }
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% ((mb425 *% 6) *% 32)) +% (nb424 *% 16)), t426_c0_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% ((mb425 *% 6) *% 32)) +% (nb424 *% 16)) +% 8), t426_c0_1)
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 1) *% 32)) +% (nb424 *% 16)), t426_c1_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 1) *% 32)) +% (nb424 *% 16)) +% 8), t426_c1_1)
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 2) *% 32)) +% (nb424 *% 16)), t426_c2_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 2) *% 32)) +% (nb424 *% 16)) +% 8), t426_c2_1)
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 3) *% 32)) +% (nb424 *% 16)), t426_c3_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 3) *% 32)) +% (nb424 *% 16)) +% 8), t426_c3_1)
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 4) *% 32)) +% (nb424 *% 16)), t426_c4_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 4) *% 32)) +% (nb424 *% 16)) +% 8), t426_c4_1)
+              storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 5) *% 32)) +% (nb424 *% 16)), t426_c5_0)
+              storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% (((mb425 *% 6) +% 5) *% 32)) +% (nb424 *% 16)) +% 8), t426_c5_1)
+            }
+            var t428_c0_0 = Vector()
+            var t428_c0_1 = Vector()
+            var t428_c1_0 = Vector()
+            var t428_c1_1 = Vector()
+            var t428_c2_0 = Vector()
+            var t428_c2_1 = Vector()
+            var t428_c3_0 = Vector()
+            var t428_c3_1 = Vector()
+            for k429 in 0..<64 {
+              let t428_b0 = loadVector(arena, ((((3228304 +% (xi423 *% 2048)) +% (part422 *% 16)) +% (k429 *% 32)) +% (nb424 *% 16)))
+              let t428_b1 = loadVector(arena, (((((3228304 +% (xi423 *% 2048)) +% (part422 *% 16)) +% (k429 *% 32)) +% (nb424 *% 16)) +% 8))
+              let t428_a0 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% 12288) +% k429)])
+              t428_c0_0 = t428_c0_0.addingProduct(t428_a0, t428_b0)
+              t428_c0_1 = t428_c0_1.addingProduct(t428_a0, t428_b1)
+              let t428_a1 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% 12352) +% k429)])
+              t428_c1_0 = t428_c1_0.addingProduct(t428_a1, t428_b0)
+              t428_c1_1 = t428_c1_1.addingProduct(t428_a1, t428_b1)
+              let t428_a2 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% 12416) +% k429)])
+              t428_c2_0 = t428_c2_0.addingProduct(t428_a2, t428_b0)
+              t428_c2_1 = t428_c2_1.addingProduct(t428_a2, t428_b1)
+              let t428_a3 = Vector(repeating: arena[(((3318672 +% (xi423 *% 12544)) +% 12480) +% k429)])
+              t428_c3_0 = t428_c3_0.addingProduct(t428_a3, t428_b0)
+              t428_c3_1 = t428_c3_1.addingProduct(t428_a3, t428_b1)
+            }
+            storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6144) +% (nb424 *% 16)), t428_c0_0)
+            storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6144) +% (nb424 *% 16)) +% 8), t428_c0_1)
+            storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6176) +% (nb424 *% 16)), t428_c1_0)
+            storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6176) +% (nb424 *% 16)) +% 8), t428_c1_1)
+            storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6208) +% (nb424 *% 16)), t428_c2_0)
+            storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6208) +% (nb424 *% 16)) +% 8), t428_c2_1)
+            storeVector(arena, ((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6240) +% (nb424 *% 16)), t428_c3_0)
+            storeVector(arena, (((((3519376 +% (xi423 *% 6272)) +% (part422 *% 16)) +% 6240) +% (nb424 *% 16)) +% 8), t428_c3_1)
           }
         }
       }
-      for c440 in 0..<32 {
-        for q441 in 0..<16 {
-          arena[(((1605632 +% ((g371 +% j436) *% 25088)) +% (c440 *% 784)) +% (q441 +% 768))] = arena[((3619728 +% (((j436 *% 784) +% (q441 +% 768)) *% 32)) +% c440)]
+      for j431 in 0..<1 {
+        for ty432 in 0..<14 {
+          for tx433 in 0..<14 {
+            for cv434 in 0..<2 {
+              let w435 = ((loadVector(arena, ((3519376 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) + loadVector(arena, ((3544464 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) + loadVector(arena, ((3569552 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w436 = ((loadVector(arena, ((3544464 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) - loadVector(arena, ((3569552 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) - loadVector(arena, ((3594640 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w437 = ((loadVector(arena, ((3525648 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) + loadVector(arena, ((3550736 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) + loadVector(arena, ((3575824 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w438 = ((loadVector(arena, ((3550736 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) - loadVector(arena, ((3575824 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) - loadVector(arena, ((3600912 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w439 = ((loadVector(arena, ((3531920 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) + loadVector(arena, ((3557008 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) + loadVector(arena, ((3582096 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w440 = ((loadVector(arena, ((3557008 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) - loadVector(arena, ((3582096 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) - loadVector(arena, ((3607184 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w441 = ((loadVector(arena, ((3538192 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) + loadVector(arena, ((3563280 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) + loadVector(arena, ((3588368 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w442 = ((loadVector(arena, ((3563280 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))) - loadVector(arena, ((3588368 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))))) - loadVector(arena, ((3613456 +% ((((j431 *% 196) +% (ty432 *% 14)) +% tx433) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8)))))
+              let w443 = ((w435 + w437) + w439)
+              let w444 = ((w437 - w439) - w441)
+              let w445 = ((w436 + w438) + w440)
+              let w446 = ((w438 - w440) - w442)
+              storeVector(arena, ((3619728 +% (((((j431 *% 28) +% (ty432 *% 2)) *% 28) +% (tx433 *% 2)) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))), w443)
+              storeVector(arena, ((3619728 +% ((((((j431 *% 28) +% (ty432 *% 2)) *% 28) +% (tx433 *% 2)) +% 1) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))), w444)
+              storeVector(arena, ((3619728 +% ((((((j431 *% 28) +% (ty432 *% 2)) +% 1) *% 28) +% (tx433 *% 2)) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))), w445)
+              storeVector(arena, ((3619728 +% (((((((j431 *% 28) +% (ty432 *% 2)) +% 1) *% 28) +% (tx433 *% 2)) +% 1) *% 32)) +% ((part422 *% 16) +% (cv434 *% 8))), w446)
+            }
+          }
+        }
+      }
+      for j447 in 0..<1 {
+        for qb448 in 0..<12 {
+          for c449 in 0..<16 {
+            for q450 in 0..<64 {
+              arena[(((1605632 +% ((g380 +% j447) *% 25088)) +% (((part422 *% 16) +% c449) *% 784)) +% (q450 +% (qb448 *% 64)))] = arena[((3619728 +% (((j447 *% 784) +% (q450 +% (qb448 *% 64))) *% 32)) +% ((part422 *% 16) +% c449))]
+            }
+          }
+        }
+        for c451 in 0..<16 {
+          for q452 in 0..<16 {
+            arena[(((1605632 +% ((g380 +% j447) *% 25088)) +% (((part422 *% 16) +% c451) *% 784)) +% (q452 +% 768))] = arena[((3619728 +% (((j447 *% 784) +% (q452 +% 768)) *% 32)) +% ((part422 *% 16) +% c451))]
+          }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i442 in 0..<200704 {
-    storeVector(arena, ((i442 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i442 *% 8) +% 1605632)), where: loadVector(arena, (i442 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part453 in
+    for i454 in 0..<802816 {
+      arena[(3228304 +% (i454 +% (part453 *% 802816)))] = (arena[(i454 +% (part453 *% 802816))] > Float(0) ? arena[(1605632 +% (i454 +% (part453 *% 802816)))] : Float(0))
+    }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i443 in 0..<36 {
-    storeVector(arena, ((i443 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i455 in 0..<36 {
+    storeVector(arena, ((i455 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g444 in 0..<4 {
-    for j445 in 0..<16 {
-      for c446 in 0..<1 {
-        for ky447 in 0..<3 {
-          for oy448 in 0..<28 {
-            if (-1 < ((oy448 +% ky447) +% -1) && ((oy448 +% ky447) +% -1) < 28) {
-              for ox449 in 0..<27 {
-                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% (ox449 +% 1)))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy448 +% ky447) +% -1) *% 28)) +% ((ox449 +% 1) +% -1))]
+  for g456 in 0..<4 {
+    for j457 in 0..<16 {
+      for c458 in 0..<1 {
+        for ky459 in 0..<3 {
+          for oy460 in 0..<28 {
+            if (-1 < ((oy460 +% ky459) +% -1) && ((oy460 +% ky459) +% -1) < 28) {
+              for ox461 in 0..<27 {
+                arena[((((((c458 *% 3) +% ky459) *% 3) *% 12560) +% (j457 *% 784)) +% ((oy460 *% 28) +% (ox461 +% 1)))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% (((oy460 +% ky459) +% -1) *% 28)) +% ((ox461 +% 1) +% -1))]
               }
-              for ox450 in 0..<1 {
-                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox450))] = Float(0)
-              }
-            }
-            if ((oy448 +% ky447) +% -1) < 0 {
-              for ox451 in 0..<28 {
-                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox451))] = Float(0)
+              for ox462 in 0..<1 {
+                arena[((((((c458 *% 3) +% ky459) *% 3) *% 12560) +% (j457 *% 784)) +% ((oy460 *% 28) +% ox462))] = Float(0)
               }
             }
-            if 27 < ((oy448 +% ky447) +% -1) {
-              for ox451 in 0..<28 {
-                arena[((((((c446 *% 3) +% ky447) *% 3) *% 12560) +% (j445 *% 784)) +% ((oy448 *% 28) +% ox451))] = Float(0)
+            if ((oy460 +% ky459) +% -1) < 0 {
+              for ox463 in 0..<28 {
+                arena[((((((c458 *% 3) +% ky459) *% 3) *% 12560) +% (j457 *% 784)) +% ((oy460 *% 28) +% ox463))] = Float(0)
               }
             }
-          }
-          for oy452 in 0..<28 {
-            if (-1 < ((oy452 +% ky447) +% -1) && ((oy452 +% ky447) +% -1) < 28) {
-              for ox453 in 0..<28 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox453))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy452 +% ky447) +% -1) *% 28)) +% ox453)]
-              }
-            }
-            if ((oy452 +% ky447) +% -1) < 0 {
-              for ox454 in 0..<28 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox454))] = Float(0)
-              }
-            }
-            if 27 < ((oy452 +% ky447) +% -1) {
-              for ox454 in 0..<28 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 1) *% 12560) +% (j445 *% 784)) +% ((oy452 *% 28) +% ox454))] = Float(0)
+            if 27 < ((oy460 +% ky459) +% -1) {
+              for ox463 in 0..<28 {
+                arena[((((((c458 *% 3) +% ky459) *% 3) *% 12560) +% (j457 *% 784)) +% ((oy460 *% 28) +% ox463))] = Float(0)
               }
             }
           }
-          for oy455 in 0..<28 {
-            if (-1 < ((oy455 +% ky447) +% -1) && ((oy455 +% ky447) +% -1) < 28) {
-              for ox456 in 0..<27 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox456))] = images[((((((g444 *% 16) +% j445) *% 784) +% (c446 *% 784)) +% (((oy455 +% ky447) +% -1) *% 28)) +% (ox456 +% 1))]
-              }
-              for ox457 in 0..<1 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% (ox457 +% 27)))] = Float(0)
+          for oy464 in 0..<28 {
+            if (-1 < ((oy464 +% ky459) +% -1) && ((oy464 +% ky459) +% -1) < 28) {
+              for ox465 in 0..<28 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 1) *% 12560) +% (j457 *% 784)) +% ((oy464 *% 28) +% ox465))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% (((oy464 +% ky459) +% -1) *% 28)) +% ox465)]
               }
             }
-            if ((oy455 +% ky447) +% -1) < 0 {
-              for ox458 in 0..<28 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox458))] = Float(0)
+            if ((oy464 +% ky459) +% -1) < 0 {
+              for ox466 in 0..<28 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 1) *% 12560) +% (j457 *% 784)) +% ((oy464 *% 28) +% ox466))] = Float(0)
               }
             }
-            if 27 < ((oy455 +% ky447) +% -1) {
-              for ox458 in 0..<28 {
-                arena[(((((((c446 *% 3) +% ky447) *% 3) +% 2) *% 12560) +% (j445 *% 784)) +% ((oy455 *% 28) +% ox458))] = Float(0)
+            if 27 < ((oy464 +% ky459) +% -1) {
+              for ox466 in 0..<28 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 1) *% 12560) +% (j457 *% 784)) +% ((oy464 *% 28) +% ox466))] = Float(0)
+              }
+            }
+          }
+          for oy467 in 0..<28 {
+            if (-1 < ((oy467 +% ky459) +% -1) && ((oy467 +% ky459) +% -1) < 28) {
+              for ox468 in 0..<27 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 12560) +% (j457 *% 784)) +% ((oy467 *% 28) +% ox468))] = images[((((((g456 *% 16) +% j457) *% 784) +% (c458 *% 784)) +% (((oy467 +% ky459) +% -1) *% 28)) +% (ox468 +% 1))]
+              }
+              for ox469 in 0..<1 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 12560) +% (j457 *% 784)) +% ((oy467 *% 28) +% (ox469 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy467 +% ky459) +% -1) < 0 {
+              for ox470 in 0..<28 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 12560) +% (j457 *% 784)) +% ((oy467 *% 28) +% ox470))] = Float(0)
+              }
+            }
+            if 27 < ((oy467 +% ky459) +% -1) {
+              for ox470 in 0..<28 {
+                arena[(((((((c458 *% 3) +% ky459) *% 3) +% 2) *% 12560) +% (j457 *% 784)) +% ((oy467 *% 28) +% ox470))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j459 in 0..<16 {
-      for i460 in 0..<784 {
-        for f461 in 0..<32 {
-          arena[((113040 +% (((j459 *% 784) +% i460) *% 32)) +% f461)] = arena[(((3228304 +% (((g444 *% 16) +% j459) *% 25088)) +% (f461 *% 784)) +% i460)]
+    parallelFor(pool, 2) { part471 in
+      for j472 in 0..<16 {
+        for i473 in 0..<784 {
+          for f474 in 0..<16 {
+            arena[((113040 +% (((j472 *% 784) +% i473) *% 32)) +% (f474 +% (part471 *% 16)))] = arena[(((3228304 +% (((g456 *% 16) +% j472) *% 25088)) +% ((f474 +% (part471 *% 16)) *% 784)) +% i473)]
+          }
         }
       }
-    }
-    do {  // gemm469
-      for kp462 in 0..<7 {
-        for nb463 in 0..<2 {
-          for mb464 in 0..<1 {
-            var t465_c0_0 = loadVector(arena, ((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)))
-            var t465_c0_1 = loadVector(arena, (((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)) +% 8))
-            var t465_c1_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)))
-            var t465_c1_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)) +% 8))
-            var t465_c2_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)))
-            var t465_c2_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)) +% 8))
-            var t465_c3_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)))
-            var t465_c3_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)) +% 8))
-            var t465_c4_0 = loadVector(arena, ((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)))
-            var t465_c4_1 = loadVector(arena, (((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)) +% 8))
-            for k466 in 0..<1792 {
-              let t465_b0 = loadVector(arena, ((113040 +% ((k466 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)))
-              let t465_b1 = loadVector(arena, (((113040 +% ((k466 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)) +% 8))
-              let t465_a0 = Vector(repeating: arena[(((mb464 *% 5) *% 12560) +% (k466 +% (kp462 *% 1792)))])
-              t465_c0_0 = t465_c0_0.addingProduct(t465_a0, t465_b0)
-              t465_c0_1 = t465_c0_1.addingProduct(t465_a0, t465_b1)
-              let t465_a1 = Vector(repeating: arena[((((mb464 *% 5) +% 1) *% 12560) +% (k466 +% (kp462 *% 1792)))])
-              t465_c1_0 = t465_c1_0.addingProduct(t465_a1, t465_b0)
-              t465_c1_1 = t465_c1_1.addingProduct(t465_a1, t465_b1)
-              let t465_a2 = Vector(repeating: arena[((((mb464 *% 5) +% 2) *% 12560) +% (k466 +% (kp462 *% 1792)))])
-              t465_c2_0 = t465_c2_0.addingProduct(t465_a2, t465_b0)
-              t465_c2_1 = t465_c2_1.addingProduct(t465_a2, t465_b1)
-              let t465_a3 = Vector(repeating: arena[((((mb464 *% 5) +% 3) *% 12560) +% (k466 +% (kp462 *% 1792)))])
-              t465_c3_0 = t465_c3_0.addingProduct(t465_a3, t465_b0)
-              t465_c3_1 = t465_c3_1.addingProduct(t465_a3, t465_b1)
-              let t465_a4 = Vector(repeating: arena[((((mb464 *% 5) +% 4) *% 12560) +% (k466 +% (kp462 *% 1792)))])
-              t465_c4_0 = t465_c4_0.addingProduct(t465_a4, t465_b0)
-              t465_c4_1 = t465_c4_1.addingProduct(t465_a4, t465_b1)
+      do {  // gemm482
+        for kp475 in 0..<7 {
+          for nb476 in 0..<1 {
+            for mb477 in 0..<1 {
+              var t478_c0_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% ((mb477 *% 5) *% 32)) +% (nb476 *% 16)))
+              var t478_c0_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% ((mb477 *% 5) *% 32)) +% (nb476 *% 16)) +% 8))
+              var t478_c1_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 1) *% 32)) +% (nb476 *% 16)))
+              var t478_c1_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 1) *% 32)) +% (nb476 *% 16)) +% 8))
+              var t478_c2_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 2) *% 32)) +% (nb476 *% 16)))
+              var t478_c2_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 2) *% 32)) +% (nb476 *% 16)) +% 8))
+              var t478_c3_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 3) *% 32)) +% (nb476 *% 16)))
+              var t478_c3_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 3) *% 32)) +% (nb476 *% 16)) +% 8))
+              var t478_c4_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 4) *% 32)) +% (nb476 *% 16)))
+              var t478_c4_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 4) *% 32)) +% (nb476 *% 16)) +% 8))
+              for k479 in 0..<1792 {
+                let t478_b0 = loadVector(arena, (((113040 +% (part471 *% 16)) +% ((k479 +% (kp475 *% 1792)) *% 32)) +% (nb476 *% 16)))
+                let t478_b1 = loadVector(arena, ((((113040 +% (part471 *% 16)) +% ((k479 +% (kp475 *% 1792)) *% 32)) +% (nb476 *% 16)) +% 8))
+                let t478_a0 = Vector(repeating: arena[(((mb477 *% 5) *% 12560) +% (k479 +% (kp475 *% 1792)))])
+                t478_c0_0 = t478_c0_0.addingProduct(t478_a0, t478_b0)
+                t478_c0_1 = t478_c0_1.addingProduct(t478_a0, t478_b1)
+                let t478_a1 = Vector(repeating: arena[((((mb477 *% 5) +% 1) *% 12560) +% (k479 +% (kp475 *% 1792)))])
+                t478_c1_0 = t478_c1_0.addingProduct(t478_a1, t478_b0)
+                t478_c1_1 = t478_c1_1.addingProduct(t478_a1, t478_b1)
+                let t478_a2 = Vector(repeating: arena[((((mb477 *% 5) +% 2) *% 12560) +% (k479 +% (kp475 *% 1792)))])
+                t478_c2_0 = t478_c2_0.addingProduct(t478_a2, t478_b0)
+                t478_c2_1 = t478_c2_1.addingProduct(t478_a2, t478_b1)
+                let t478_a3 = Vector(repeating: arena[((((mb477 *% 5) +% 3) *% 12560) +% (k479 +% (kp475 *% 1792)))])
+                t478_c3_0 = t478_c3_0.addingProduct(t478_a3, t478_b0)
+                t478_c3_1 = t478_c3_1.addingProduct(t478_a3, t478_b1)
+                let t478_a4 = Vector(repeating: arena[((((mb477 *% 5) +% 4) *% 12560) +% (k479 +% (kp475 *% 1792)))])
+                t478_c4_0 = t478_c4_0.addingProduct(t478_a4, t478_b0)
+                t478_c4_1 = t478_c4_1.addingProduct(t478_a4, t478_b1)
+              }
+              storeVector(arena, (((514448 +% (part471 *% 16)) +% ((mb477 *% 5) *% 32)) +% (nb476 *% 16)), t478_c0_0)
+              storeVector(arena, ((((514448 +% (part471 *% 16)) +% ((mb477 *% 5) *% 32)) +% (nb476 *% 16)) +% 8), t478_c0_1)
+              storeVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 1) *% 32)) +% (nb476 *% 16)), t478_c1_0)
+              storeVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 1) *% 32)) +% (nb476 *% 16)) +% 8), t478_c1_1)
+              storeVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 2) *% 32)) +% (nb476 *% 16)), t478_c2_0)
+              storeVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 2) *% 32)) +% (nb476 *% 16)) +% 8), t478_c2_1)
+              storeVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 3) *% 32)) +% (nb476 *% 16)), t478_c3_0)
+              storeVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 3) *% 32)) +% (nb476 *% 16)) +% 8), t478_c3_1)
+              storeVector(arena, (((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 4) *% 32)) +% (nb476 *% 16)), t478_c4_0)
+              storeVector(arena, ((((514448 +% (part471 *% 16)) +% (((mb477 *% 5) +% 4) *% 32)) +% (nb476 *% 16)) +% 8), t478_c4_1)
             }
-            storeVector(arena, ((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)), t465_c0_0)
-            storeVector(arena, (((514448 +% ((mb464 *% 5) *% 32)) +% (nb463 *% 16)) +% 8), t465_c0_1)
-            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)), t465_c1_0)
-            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 1) *% 32)) +% (nb463 *% 16)) +% 8), t465_c1_1)
-            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)), t465_c2_0)
-            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 2) *% 32)) +% (nb463 *% 16)) +% 8), t465_c2_1)
-            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)), t465_c3_0)
-            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 3) *% 32)) +% (nb463 *% 16)) +% 8), t465_c3_1)
-            storeVector(arena, ((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)), t465_c4_0)
-            storeVector(arena, (((514448 +% (((mb464 *% 5) +% 4) *% 32)) +% (nb463 *% 16)) +% 8), t465_c4_1)
+            var t480_c0_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% 160) +% (nb476 *% 16)))
+            var t480_c0_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% 160) +% (nb476 *% 16)) +% 8))
+            var t480_c1_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% 192) +% (nb476 *% 16)))
+            var t480_c1_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% 192) +% (nb476 *% 16)) +% 8))
+            var t480_c2_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% 224) +% (nb476 *% 16)))
+            var t480_c2_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% 224) +% (nb476 *% 16)) +% 8))
+            var t480_c3_0 = loadVector(arena, (((514448 +% (part471 *% 16)) +% 256) +% (nb476 *% 16)))
+            var t480_c3_1 = loadVector(arena, ((((514448 +% (part471 *% 16)) +% 256) +% (nb476 *% 16)) +% 8))
+            for k481 in 0..<1792 {
+              let t480_b0 = loadVector(arena, (((113040 +% (part471 *% 16)) +% ((k481 +% (kp475 *% 1792)) *% 32)) +% (nb476 *% 16)))
+              let t480_b1 = loadVector(arena, ((((113040 +% (part471 *% 16)) +% ((k481 +% (kp475 *% 1792)) *% 32)) +% (nb476 *% 16)) +% 8))
+              let t480_a0 = Vector(repeating: arena[(62800 +% (k481 +% (kp475 *% 1792)))])
+              t480_c0_0 = t480_c0_0.addingProduct(t480_a0, t480_b0)
+              t480_c0_1 = t480_c0_1.addingProduct(t480_a0, t480_b1)
+              let t480_a1 = Vector(repeating: arena[(75360 +% (k481 +% (kp475 *% 1792)))])
+              t480_c1_0 = t480_c1_0.addingProduct(t480_a1, t480_b0)
+              t480_c1_1 = t480_c1_1.addingProduct(t480_a1, t480_b1)
+              let t480_a2 = Vector(repeating: arena[(87920 +% (k481 +% (kp475 *% 1792)))])
+              t480_c2_0 = t480_c2_0.addingProduct(t480_a2, t480_b0)
+              t480_c2_1 = t480_c2_1.addingProduct(t480_a2, t480_b1)
+              let t480_a3 = Vector(repeating: arena[(100480 +% (k481 +% (kp475 *% 1792)))])
+              t480_c3_0 = t480_c3_0.addingProduct(t480_a3, t480_b0)
+              t480_c3_1 = t480_c3_1.addingProduct(t480_a3, t480_b1)
+            }
+            storeVector(arena, (((514448 +% (part471 *% 16)) +% 160) +% (nb476 *% 16)), t480_c0_0)
+            storeVector(arena, ((((514448 +% (part471 *% 16)) +% 160) +% (nb476 *% 16)) +% 8), t480_c0_1)
+            storeVector(arena, (((514448 +% (part471 *% 16)) +% 192) +% (nb476 *% 16)), t480_c1_0)
+            storeVector(arena, ((((514448 +% (part471 *% 16)) +% 192) +% (nb476 *% 16)) +% 8), t480_c1_1)
+            storeVector(arena, (((514448 +% (part471 *% 16)) +% 224) +% (nb476 *% 16)), t480_c2_0)
+            storeVector(arena, ((((514448 +% (part471 *% 16)) +% 224) +% (nb476 *% 16)) +% 8), t480_c2_1)
+            storeVector(arena, (((514448 +% (part471 *% 16)) +% 256) +% (nb476 *% 16)), t480_c3_0)
+            storeVector(arena, ((((514448 +% (part471 *% 16)) +% 256) +% (nb476 *% 16)) +% 8), t480_c3_1)
           }
-          var t467_c0_0 = loadVector(arena, (514608 +% (nb463 *% 16)))
-          var t467_c0_1 = loadVector(arena, ((514608 +% (nb463 *% 16)) +% 8))
-          var t467_c1_0 = loadVector(arena, (514640 +% (nb463 *% 16)))
-          var t467_c1_1 = loadVector(arena, ((514640 +% (nb463 *% 16)) +% 8))
-          var t467_c2_0 = loadVector(arena, (514672 +% (nb463 *% 16)))
-          var t467_c2_1 = loadVector(arena, ((514672 +% (nb463 *% 16)) +% 8))
-          var t467_c3_0 = loadVector(arena, (514704 +% (nb463 *% 16)))
-          var t467_c3_1 = loadVector(arena, ((514704 +% (nb463 *% 16)) +% 8))
-          for k468 in 0..<1792 {
-            let t467_b0 = loadVector(arena, ((113040 +% ((k468 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)))
-            let t467_b1 = loadVector(arena, (((113040 +% ((k468 +% (kp462 *% 1792)) *% 32)) +% (nb463 *% 16)) +% 8))
-            let t467_a0 = Vector(repeating: arena[(62800 +% (k468 +% (kp462 *% 1792)))])
-            t467_c0_0 = t467_c0_0.addingProduct(t467_a0, t467_b0)
-            t467_c0_1 = t467_c0_1.addingProduct(t467_a0, t467_b1)
-            let t467_a1 = Vector(repeating: arena[(75360 +% (k468 +% (kp462 *% 1792)))])
-            t467_c1_0 = t467_c1_0.addingProduct(t467_a1, t467_b0)
-            t467_c1_1 = t467_c1_1.addingProduct(t467_a1, t467_b1)
-            let t467_a2 = Vector(repeating: arena[(87920 +% (k468 +% (kp462 *% 1792)))])
-            t467_c2_0 = t467_c2_0.addingProduct(t467_a2, t467_b0)
-            t467_c2_1 = t467_c2_1.addingProduct(t467_a2, t467_b1)
-            let t467_a3 = Vector(repeating: arena[(100480 +% (k468 +% (kp462 *% 1792)))])
-            t467_c3_0 = t467_c3_0.addingProduct(t467_a3, t467_b0)
-            t467_c3_1 = t467_c3_1.addingProduct(t467_a3, t467_b1)
-          }
-          storeVector(arena, (514608 +% (nb463 *% 16)), t467_c0_0)
-          storeVector(arena, ((514608 +% (nb463 *% 16)) +% 8), t467_c0_1)
-          storeVector(arena, (514640 +% (nb463 *% 16)), t467_c1_0)
-          storeVector(arena, ((514640 +% (nb463 *% 16)) +% 8), t467_c1_1)
-          storeVector(arena, (514672 +% (nb463 *% 16)), t467_c2_0)
-          storeVector(arena, ((514672 +% (nb463 *% 16)) +% 8), t467_c2_1)
-          storeVector(arena, (514704 +% (nb463 *% 16)), t467_c3_0)
-          storeVector(arena, ((514704 +% (nb463 *% 16)) +% 8), t467_c3_1)
         }
       }
     }
   }
-  for f470 in 0..<32 {
-    for r471 in 0..<9 {
-      grads[((f470 *% 9) +% r471)] = arena[((514448 +% (r471 *% 32)) +% f470)]
+  parallelFor(pool, 2) { part483 in
+    for f484 in 0..<16 {
+      for r485 in 0..<9 {
+        grads[(((f484 +% (part483 *% 16)) *% 9) +% r485)] = arena[((514448 +% (r485 *% 32)) +% (f484 +% (part483 *% 16)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f472 in 0..<32 {
-    var acc473 = Vector()
-    for img474 in 0..<64 {
-      for i475 in 0..<98 {
-        acc473 = acc473.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img474 *% 25088)) +% (f472 *% 784)) +% (i475 *% 8))))
+  for f486 in 0..<32 {
+    var acc487 = Vector()
+    for img488 in 0..<64 {
+      for i489 in 0..<98 {
+        acc487 = acc487.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img488 *% 25088)) +% (f486 *% 784)) +% (i489 *% 8))))
       }
     }
-    storeVector(arena, 0, acc473)
-    var sum476: Float = (arena[0] + arena[1])
-    var sum477: Float = (sum476 + arena[2])
-    var sum478: Float = (sum477 + arena[3])
-    var sum479: Float = (sum478 + arena[4])
-    var sum480: Float = (sum479 + arena[5])
-    var sum481: Float = (sum480 + arena[6])
-    var sum482: Float = (sum481 + arena[7])
-    grads[(288 +% f472)] = sum482
+    storeVector(arena, 0, acc487)
+    var sum490: Float = (arena[0] + arena[1])
+    var sum491: Float = (sum490 + arena[2])
+    var sum492: Float = (sum491 + arena[3])
+    var sum493: Float = (sum492 + arena[4])
+    var sum494: Float = (sum493 + arena[5])
+    var sum495: Float = (sum494 + arena[6])
+    var sum496: Float = (sum495 + arena[7])
+    grads[(288 +% f486)] = sum496
   }
   // adam = update of 1625866 parameters
-  var step_size483: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt484: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i485 in 0..<203233 {
-    let g_v = (loadVector(grads, (i485 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i485 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i485 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i485 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i485 *% 8), m_new_v)
-    storeVector(v, (i485 *% 8), v_new_v)
-    storeVector(params, (i485 *% 8), (loadVector(params, (i485 *% 8)) - ((Vector(repeating: step_size483) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt484)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size497: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt498: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i499 in 0..<203233 {
+    let g_v = (loadVector(grads, (i499 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i499 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i499 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i499 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i499 *% 8), m_new_v)
+    storeVector(v, (i499 *% 8), v_new_v)
+    storeVector(params, (i499 *% 8), (loadVector(params, (i499 *% 8)) - ((Vector(repeating: step_size497) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt498)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i485 in 0..<1 {
-    let g_v = (loadPartial(grads, (i485 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i485 +% 1625864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i485 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i485 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i485 +% 1625864), m_new_v, 2)
-    storePartial(v, (i485 +% 1625864), v_new_v, 2)
-    storePartial(params, (i485 +% 1625864), (loadPartial(params, (i485 +% 1625864), 2) - ((Vector(repeating: step_size483) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt484)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i499 in 0..<1 {
+    let g_v = (loadPartial(grads, (i499 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i499 +% 1625864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i499 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i499 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i499 +% 1625864), m_new_v, 2)
+    storePartial(v, (i499 +% 1625864), v_new_v, 2)
+    storePartial(params, (i499 +% 1625864), (loadPartial(params, (i499 +% 1625864), 2) - ((Vector(repeating: step_size497) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt498)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

@@ -197,2181 +197,2297 @@ public func lenet5_train_b64(
         }
       }
     }
-    do {  // gemm28
-      for nb24 in 0..<784 {
-        for mb25 in 0..<1 {
-          var t26_c0_0 = Vector()
-          var t26_c0_1 = Vector()
-          var t26_c1_0 = Vector()
-          var t26_c1_1 = Vector()
-          var t26_c2_0 = Vector()
-          var t26_c2_1 = Vector()
-          var t26_c3_0 = Vector()
-          var t26_c3_1 = Vector()
-          var t26_c4_0 = Vector()
-          var t26_c4_1 = Vector()
-          var t26_c5_0 = Vector()
-          var t26_c5_1 = Vector()
-          for k27 in 0..<25 {
-            let t26_b0 = loadVector(arena, ((301056 +% (k27 *% 12560)) +% (nb24 *% 16)))
-            let t26_b1 = loadVector(arena, (((301056 +% (k27 *% 12560)) +% (nb24 *% 16)) +% 8))
-            let t26_a0 = Vector(repeating: params[(((mb25 *% 6) *% 25) +% k27)])
-            t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
-            t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
-            let t26_a1 = Vector(repeating: params[((((mb25 *% 6) +% 1) *% 25) +% k27)])
-            t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
-            t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
-            let t26_a2 = Vector(repeating: params[((((mb25 *% 6) +% 2) *% 25) +% k27)])
-            t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
-            t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
-            let t26_a3 = Vector(repeating: params[((((mb25 *% 6) +% 3) *% 25) +% k27)])
-            t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
-            t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
-            let t26_a4 = Vector(repeating: params[((((mb25 *% 6) +% 4) *% 25) +% k27)])
-            t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
-            t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
-            let t26_a5 = Vector(repeating: params[((((mb25 *% 6) +% 5) *% 25) +% k27)])
-            t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
-            t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
+    parallelFor(pool, 2) { part24 in
+      do {  // gemm32
+        for nb25 in 0..<522 {
+          for mb26 in 0..<1 {
+            var t27_c0_0 = Vector()
+            var t27_c0_1 = Vector()
+            var t27_c0_2 = Vector()
+            var t27_c1_0 = Vector()
+            var t27_c1_1 = Vector()
+            var t27_c1_2 = Vector()
+            var t27_c2_0 = Vector()
+            var t27_c2_1 = Vector()
+            var t27_c2_2 = Vector()
+            for k28 in 0..<25 {
+              let t27_b0 = loadVector(arena, ((301056 +% (k28 *% 12560)) +% (nb25 *% 24)))
+              let t27_b1 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 8))
+              let t27_b2 = loadVector(arena, (((301056 +% (k28 *% 12560)) +% (nb25 *% 24)) +% 16))
+              let t27_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb26 *% 3) *% 25)) +% k28)])
+              t27_c0_0 = t27_c0_0.addingProduct(t27_a0, t27_b0)
+              t27_c0_1 = t27_c0_1.addingProduct(t27_a0, t27_b1)
+              t27_c0_2 = t27_c0_2.addingProduct(t27_a0, t27_b2)
+              let t27_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 1) *% 25)) +% k28)])
+              t27_c1_0 = t27_c1_0.addingProduct(t27_a1, t27_b0)
+              t27_c1_1 = t27_c1_1.addingProduct(t27_a1, t27_b1)
+              t27_c1_2 = t27_c1_2.addingProduct(t27_a1, t27_b2)
+              let t27_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb26 *% 3) +% 2) *% 25)) +% k28)])
+              t27_c2_0 = t27_c2_0.addingProduct(t27_a2, t27_b0)
+              t27_c2_1 = t27_c2_1.addingProduct(t27_a2, t27_b1)
+              t27_c2_2 = t27_c2_2.addingProduct(t27_a2, t27_b2)
+            }
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)), t27_c0_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c0_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb26 *% 3) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c0_2)
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)), t27_c1_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c1_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 1) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c1_2)
+            storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)), t27_c2_0)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 8), t27_c2_1)
+            storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb26 *% 3) +% 2) *% 12560)) +% (nb25 *% 24)) +% 16), t27_c2_2)
           }
-          storeVector(arena, ((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)), t26_c0_0)
-          storeVector(arena, (((615056 +% ((mb25 *% 6) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c0_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)), t26_c1_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 1) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c1_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)), t26_c2_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 2) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c2_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)), t26_c3_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 3) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c3_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)), t26_c4_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 4) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c4_1)
-          storeVector(arena, ((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)), t26_c5_0)
-          storeVector(arena, (((615056 +% (((mb25 *% 6) +% 5) *% 12560)) +% (nb24 *% 16)) +% 8), t26_c5_1)
+        }
+        for mb29 in 0..<1 {
+          var t30_c0_0 = Vector()
+          var t30_c0_1 = Vector()
+          var t30_c1_0 = Vector()
+          var t30_c1_1 = Vector()
+          var t30_c2_0 = Vector()
+          var t30_c2_1 = Vector()
+          for k31 in 0..<25 {
+            let t30_b0 = loadVector(arena, ((301056 +% (k31 *% 12560)) +% 12528))
+            let t30_b1 = loadVector(arena, (((301056 +% (k31 *% 12560)) +% 12528) +% 8))
+            let t30_a0 = Vector(repeating: params[((((part24 *% 3) *% 25) +% ((mb29 *% 3) *% 25)) +% k31)])
+            t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
+            t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
+            let t30_a1 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 1) *% 25)) +% k31)])
+            t30_c1_0 = t30_c1_0.addingProduct(t30_a1, t30_b0)
+            t30_c1_1 = t30_c1_1.addingProduct(t30_a1, t30_b1)
+            let t30_a2 = Vector(repeating: params[((((part24 *% 3) *% 25) +% (((mb29 *% 3) +% 2) *% 25)) +% k31)])
+            t30_c2_0 = t30_c2_0.addingProduct(t30_a2, t30_b0)
+            t30_c2_1 = t30_c2_1.addingProduct(t30_a2, t30_b1)
+          }
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528), t30_c0_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% ((mb29 *% 3) *% 12560)) +% 12528) +% 8), t30_c0_1)
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528), t30_c1_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 1) *% 12560)) +% 12528) +% 8), t30_c1_1)
+          storeVector(arena, (((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528), t30_c2_0)
+          storeVector(arena, ((((615056 +% ((part24 *% 3) *% 12560)) +% (((mb29 *% 3) +% 2) *% 12560)) +% 12528) +% 8), t30_c2_1)
         }
       }
-    }
-    for j29 in 0..<16 {
-      for f30 in 0..<6 {
-        for i31 in 0..<98 {
-          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((615056 +% (f30 *% 12560)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
+      for j33 in 0..<16 {
+        for f34 in 0..<3 {
+          for i35 in 0..<98 {
+            storeVector(arena, ((i35 *% 8) +% ((((g1 *% 16) +% j33) *% 4704) +% ((f34 +% (part24 *% 3)) *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])), where: (loadVector(arena, ((i35 *% 8) +% ((615056 +% ((f34 +% (part24 *% 3)) *% 12560)) +% (j33 *% 784)))) + Vector(repeating: params[(150 +% (f34 +% (part24 *% 3)))])) .> Vector(repeating: Float(0))))
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q32 in 0..<384 {
-    for py33 in 0..<14 {
-      for px34 in 0..<14 {
-        var acc35: Float = Float(0)
-        acc35 = (acc35 + arena[(((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2))])
-        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 1)])
-        acc35 = (acc35 + arena[((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28)])
-        acc35 = (acc35 + arena[(((((q32 *% 784) +% (py33 *% 56)) +% (px34 *% 2)) +% 28) +% 1)])
-        arena[(((301056 +% (q32 *% 196)) +% (py33 *% 14)) +% px34)] = (acc35 * Float(bitPattern: 0x3e800000))
+  parallelFor(pool, 2) { part36 in
+    for q37 in 0..<192 {
+      for py38 in 0..<14 {
+        for px39 in 0..<14 {
+          var acc40: Float = Float(0)
+          acc40 = (acc40 + arena[((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2))])
+          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 1)])
+          acc40 = (acc40 + arena[(((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28)])
+          acc40 = (acc40 + arena[((((((q37 +% (part36 *% 192)) *% 784) +% (py38 *% 56)) +% (px39 *% 2)) +% 28) +% 1)])
+          arena[(((301056 +% ((q37 +% (part36 *% 192)) *% 196)) +% (py38 *% 14)) +% px39)] = (acc40 * Float(bitPattern: 0x3e800000))
+        }
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g36 in 0..<4 {
-    for j37 in 0..<16 {
-      for c38 in 0..<6 {
-        for ky39 in 0..<5 {
-          for oy40 in 0..<10 {
-            for ox41 in 0..<10 {
-              arena[(((478720 +% ((((c38 *% 5) +% ky39) *% 5) *% 1616)) +% (j37 *% 100)) +% ((oy40 *% 10) +% ox41))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy40 +% ky39) *% 14)) +% ox41)]
+  for g41 in 0..<4 {
+    parallelFor(pool, 2) { part42 in
+      for j43 in 0..<16 {
+        for c44 in 0..<3 {
+          for ky45 in 0..<5 {
+            for oy46 in 0..<10 {
+              for ox47 in 0..<10 {
+                arena[(((478720 +% (((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) *% 1616)) +% (j43 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy46 +% ky45) *% 14)) +% ox47)]
+              }
             }
-          }
-          for oy42 in 0..<10 {
-            for ox43 in 0..<10 {
-              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 1) *% 1616)) +% (j37 *% 100)) +% ((oy42 *% 10) +% ox43))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy42 +% ky39) *% 14)) +% (ox43 +% 1))]
+            for oy48 in 0..<10 {
+              for ox49 in 0..<10 {
+                arena[(((478720 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 1) *% 1616)) +% (j43 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy48 +% ky45) *% 14)) +% (ox49 +% 1))]
+              }
             }
-          }
-          for oy44 in 0..<10 {
-            for ox45 in 0..<10 {
-              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 2) *% 1616)) +% (j37 *% 100)) +% ((oy44 *% 10) +% ox45))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy44 +% ky39) *% 14)) +% (ox45 +% 2))]
+            for oy50 in 0..<10 {
+              for ox51 in 0..<10 {
+                arena[(((478720 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 2) *% 1616)) +% (j43 *% 100)) +% ((oy50 *% 10) +% ox51))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy50 +% ky45) *% 14)) +% (ox51 +% 2))]
+              }
             }
-          }
-          for oy46 in 0..<10 {
-            for ox47 in 0..<10 {
-              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 3) *% 1616)) +% (j37 *% 100)) +% ((oy46 *% 10) +% ox47))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy46 +% ky39) *% 14)) +% (ox47 +% 3))]
+            for oy52 in 0..<10 {
+              for ox53 in 0..<10 {
+                arena[(((478720 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 3) *% 1616)) +% (j43 *% 100)) +% ((oy52 *% 10) +% ox53))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy52 +% ky45) *% 14)) +% (ox53 +% 3))]
+              }
             }
-          }
-          for oy48 in 0..<10 {
-            for ox49 in 0..<10 {
-              arena[(((478720 +% (((((c38 *% 5) +% ky39) *% 5) +% 4) *% 1616)) +% (j37 *% 100)) +% ((oy48 *% 10) +% ox49))] = arena[((((301056 +% (((g36 *% 16) +% j37) *% 1176)) +% (c38 *% 196)) +% ((oy48 +% ky39) *% 14)) +% (ox49 +% 4))]
+            for oy54 in 0..<10 {
+              for ox55 in 0..<10 {
+                arena[(((478720 +% ((((((c44 +% (part42 *% 3)) *% 5) +% ky45) *% 5) +% 4) *% 1616)) +% (j43 *% 100)) +% ((oy54 *% 10) +% ox55))] = arena[((((301056 +% (((g41 *% 16) +% j43) *% 1176)) +% ((c44 +% (part42 *% 3)) *% 196)) +% ((oy54 +% ky45) *% 14)) +% (ox55 +% 4))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm57
-      for nb50 in 0..<66 {
-        for mb51 in 0..<4 {
-          var t52_c0_0 = Vector()
-          var t52_c0_1 = Vector()
-          var t52_c0_2 = Vector()
-          var t52_c1_0 = Vector()
-          var t52_c1_1 = Vector()
-          var t52_c1_2 = Vector()
-          var t52_c2_0 = Vector()
-          var t52_c2_1 = Vector()
-          var t52_c2_2 = Vector()
-          var t52_c3_0 = Vector()
-          var t52_c3_1 = Vector()
-          var t52_c3_2 = Vector()
-          for k53 in 0..<150 {
-            let t52_b0 = loadVector(arena, ((478720 +% (k53 *% 1616)) +% (nb50 *% 24)))
-            let t52_b1 = loadVector(arena, (((478720 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 8))
-            let t52_b2 = loadVector(arena, (((478720 +% (k53 *% 1616)) +% (nb50 *% 24)) +% 16))
-            let t52_a0 = Vector(repeating: params[((156 +% ((mb51 *% 4) *% 150)) +% k53)])
-            t52_c0_0 = t52_c0_0.addingProduct(t52_a0, t52_b0)
-            t52_c0_1 = t52_c0_1.addingProduct(t52_a0, t52_b1)
-            t52_c0_2 = t52_c0_2.addingProduct(t52_a0, t52_b2)
-            let t52_a1 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 1) *% 150)) +% k53)])
-            t52_c1_0 = t52_c1_0.addingProduct(t52_a1, t52_b0)
-            t52_c1_1 = t52_c1_1.addingProduct(t52_a1, t52_b1)
-            t52_c1_2 = t52_c1_2.addingProduct(t52_a1, t52_b2)
-            let t52_a2 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 2) *% 150)) +% k53)])
-            t52_c2_0 = t52_c2_0.addingProduct(t52_a2, t52_b0)
-            t52_c2_1 = t52_c2_1.addingProduct(t52_a2, t52_b1)
-            t52_c2_2 = t52_c2_2.addingProduct(t52_a2, t52_b2)
-            let t52_a3 = Vector(repeating: params[((156 +% (((mb51 *% 4) +% 3) *% 150)) +% k53)])
-            t52_c3_0 = t52_c3_0.addingProduct(t52_a3, t52_b0)
-            t52_c3_1 = t52_c3_1.addingProduct(t52_a3, t52_b1)
-            t52_c3_2 = t52_c3_2.addingProduct(t52_a3, t52_b2)
+    parallelFor(pool, 2) { part56 in
+      do {  // gemm64
+        for nb57 in 0..<66 {
+          for mb58 in 0..<2 {
+            var t59_c0_0 = Vector()
+            var t59_c0_1 = Vector()
+            var t59_c0_2 = Vector()
+            var t59_c1_0 = Vector()
+            var t59_c1_1 = Vector()
+            var t59_c1_2 = Vector()
+            var t59_c2_0 = Vector()
+            var t59_c2_1 = Vector()
+            var t59_c2_2 = Vector()
+            var t59_c3_0 = Vector()
+            var t59_c3_1 = Vector()
+            var t59_c3_2 = Vector()
+            for k60 in 0..<150 {
+              let t59_b0 = loadVector(arena, ((478720 +% (k60 *% 1616)) +% (nb57 *% 24)))
+              let t59_b1 = loadVector(arena, (((478720 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 8))
+              let t59_b2 = loadVector(arena, (((478720 +% (k60 *% 1616)) +% (nb57 *% 24)) +% 16))
+              let t59_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb58 *% 4) *% 150)) +% k60)])
+              t59_c0_0 = t59_c0_0.addingProduct(t59_a0, t59_b0)
+              t59_c0_1 = t59_c0_1.addingProduct(t59_a0, t59_b1)
+              t59_c0_2 = t59_c0_2.addingProduct(t59_a0, t59_b2)
+              let t59_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 1) *% 150)) +% k60)])
+              t59_c1_0 = t59_c1_0.addingProduct(t59_a1, t59_b0)
+              t59_c1_1 = t59_c1_1.addingProduct(t59_a1, t59_b1)
+              t59_c1_2 = t59_c1_2.addingProduct(t59_a1, t59_b2)
+              let t59_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 2) *% 150)) +% k60)])
+              t59_c2_0 = t59_c2_0.addingProduct(t59_a2, t59_b0)
+              t59_c2_1 = t59_c2_1.addingProduct(t59_a2, t59_b1)
+              t59_c2_2 = t59_c2_2.addingProduct(t59_a2, t59_b2)
+              let t59_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb58 *% 4) +% 3) *% 150)) +% k60)])
+              t59_c3_0 = t59_c3_0.addingProduct(t59_a3, t59_b0)
+              t59_c3_1 = t59_c3_1.addingProduct(t59_a3, t59_b1)
+              t59_c3_2 = t59_c3_2.addingProduct(t59_a3, t59_b2)
+            }
+            storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)), t59_c0_0)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c0_1)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% ((mb58 *% 4) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c0_2)
+            storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)), t59_c1_0)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c1_1)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 1) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c1_2)
+            storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)), t59_c2_0)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c2_1)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 2) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c2_2)
+            storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)), t59_c3_0)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 8), t59_c3_1)
+            storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb58 *% 4) +% 3) *% 1616)) +% (nb57 *% 24)) +% 16), t59_c3_2)
           }
-          storeVector(arena, ((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)), t52_c0_0)
-          storeVector(arena, (((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c0_1)
-          storeVector(arena, (((721120 +% ((mb51 *% 4) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c0_2)
-          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)), t52_c1_0)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c1_1)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 1) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c1_2)
-          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)), t52_c2_0)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c2_1)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 2) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c2_2)
-          storeVector(arena, ((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)), t52_c3_0)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 8), t52_c3_1)
-          storeVector(arena, (((721120 +% (((mb51 *% 4) +% 3) *% 1616)) +% (nb50 *% 24)) +% 16), t52_c3_2)
+        }
+        for mb61 in 0..<2 {
+          var t62_c0_0 = Vector()
+          var t62_c0_1 = Vector()
+          var t62_c1_0 = Vector()
+          var t62_c1_1 = Vector()
+          var t62_c2_0 = Vector()
+          var t62_c2_1 = Vector()
+          var t62_c3_0 = Vector()
+          var t62_c3_1 = Vector()
+          for k63 in 0..<150 {
+            let t62_b0 = loadVector(arena, ((478720 +% (k63 *% 1616)) +% 1584))
+            let t62_b1 = loadVector(arena, (((478720 +% (k63 *% 1616)) +% 1584) +% 8))
+            let t62_a0 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% ((mb61 *% 4) *% 150)) +% k63)])
+            t62_c0_0 = t62_c0_0.addingProduct(t62_a0, t62_b0)
+            t62_c0_1 = t62_c0_1.addingProduct(t62_a0, t62_b1)
+            let t62_a1 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 1) *% 150)) +% k63)])
+            t62_c1_0 = t62_c1_0.addingProduct(t62_a1, t62_b0)
+            t62_c1_1 = t62_c1_1.addingProduct(t62_a1, t62_b1)
+            let t62_a2 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 2) *% 150)) +% k63)])
+            t62_c2_0 = t62_c2_0.addingProduct(t62_a2, t62_b0)
+            t62_c2_1 = t62_c2_1.addingProduct(t62_a2, t62_b1)
+            let t62_a3 = Vector(repeating: params[(((156 +% ((part56 *% 8) *% 150)) +% (((mb61 *% 4) +% 3) *% 150)) +% k63)])
+            t62_c3_0 = t62_c3_0.addingProduct(t62_a3, t62_b0)
+            t62_c3_1 = t62_c3_1.addingProduct(t62_a3, t62_b1)
+          }
+          storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584), t62_c0_0)
+          storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% ((mb61 *% 4) *% 1616)) +% 1584) +% 8), t62_c0_1)
+          storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584), t62_c1_0)
+          storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t62_c1_1)
+          storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584), t62_c2_0)
+          storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t62_c2_1)
+          storeVector(arena, (((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584), t62_c3_0)
+          storeVector(arena, ((((721120 +% ((part56 *% 8) *% 1616)) +% (((mb61 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t62_c3_1)
         }
       }
-      for mb54 in 0..<4 {
-        var t55_c0_0 = Vector()
-        var t55_c0_1 = Vector()
-        var t55_c1_0 = Vector()
-        var t55_c1_1 = Vector()
-        var t55_c2_0 = Vector()
-        var t55_c2_1 = Vector()
-        var t55_c3_0 = Vector()
-        var t55_c3_1 = Vector()
-        for k56 in 0..<150 {
-          let t55_b0 = loadVector(arena, ((478720 +% (k56 *% 1616)) +% 1584))
-          let t55_b1 = loadVector(arena, (((478720 +% (k56 *% 1616)) +% 1584) +% 8))
-          let t55_a0 = Vector(repeating: params[((156 +% ((mb54 *% 4) *% 150)) +% k56)])
-          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
-          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
-          let t55_a1 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 1) *% 150)) +% k56)])
-          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
-          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
-          let t55_a2 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 2) *% 150)) +% k56)])
-          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
-          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
-          let t55_a3 = Vector(repeating: params[((156 +% (((mb54 *% 4) +% 3) *% 150)) +% k56)])
-          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
-          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
-        }
-        storeVector(arena, ((721120 +% ((mb54 *% 4) *% 1616)) +% 1584), t55_c0_0)
-        storeVector(arena, (((721120 +% ((mb54 *% 4) *% 1616)) +% 1584) +% 8), t55_c0_1)
-        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584), t55_c1_0)
-        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t55_c1_1)
-        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584), t55_c2_0)
-        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t55_c2_1)
-        storeVector(arena, ((721120 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584), t55_c3_0)
-        storeVector(arena, (((721120 +% (((mb54 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t55_c3_1)
-      }
-    }
-    for j58 in 0..<16 {
-      for f59 in 0..<16 {
-        for i60 in 0..<100 {
-          arena[(376320 +% (((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100)) +% i60))] = ((arena[(((721120 +% (f59 *% 1616)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) > Float(0) ? (arena[(((721120 +% (f59 *% 1616)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) : Float(0))
+      for j65 in 0..<16 {
+        for f66 in 0..<8 {
+          for i67 in 0..<100 {
+            arena[(376320 +% (((((g41 *% 16) +% j65) *% 1600) +% ((f66 +% (part56 *% 8)) *% 100)) +% i67))] = ((arena[(((721120 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)) +% i67)] + params[(2556 +% (f66 +% (part56 *% 8)))]) > Float(0) ? (arena[(((721120 +% ((f66 +% (part56 *% 8)) *% 1616)) +% (j65 *% 100)) +% i67)] + params[(2556 +% (f66 +% (part56 *% 8)))]) : Float(0))
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q61 in 0..<1024 {
-    for py62 in 0..<5 {
-      for px63 in 0..<5 {
-        var acc64: Float = Float(0)
-        acc64 = (acc64 + arena[(376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2)))])
-        acc64 = (acc64 + arena[((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 1)])
-        acc64 = (acc64 + arena[((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 10)])
-        acc64 = (acc64 + arena[(((376320 +% (((q61 *% 100) +% (py62 *% 20)) +% (px63 *% 2))) +% 10) +% 1)])
-        arena[(((478720 +% (q61 *% 25)) +% (py62 *% 5)) +% px63)] = (acc64 * Float(bitPattern: 0x3e800000))
+  for q68 in 0..<1024 {
+    for py69 in 0..<5 {
+      for px70 in 0..<5 {
+        var acc71: Float = Float(0)
+        acc71 = (acc71 + arena[(376320 +% (((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2)))])
+        acc71 = (acc71 + arena[((376320 +% (((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2))) +% 1)])
+        acc71 = (acc71 + arena[((376320 +% (((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2))) +% 10)])
+        acc71 = (acc71 + arena[(((376320 +% (((q68 *% 100) +% (py69 *% 20)) +% (px70 *% 2))) +% 10) +% 1)])
+        arena[(((478720 +% (q68 *% 25)) +% (py69 *% 5)) +% px70)] = (acc71 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
-  for n65 in 0..<64 {
-    for k66 in 0..<400 {
-      arena[((512000 +% (k66 *% 64)) +% n65)] = arena[((478720 +% (n65 *% 400)) +% k66)]
+  for n72 in 0..<64 {
+    for k73 in 0..<400 {
+      arena[((512000 +% (k73 *% 64)) +% n72)] = arena[((478720 +% (n72 *% 400)) +% k73)]
     }
   }
-  do {  // gemm74
-    for nb67 in 0..<2 {
-      for mb68 in 0..<30 {
-        var t69_c0_0 = Vector()
-        var t69_c0_1 = Vector()
-        var t69_c0_2 = Vector()
-        var t69_c1_0 = Vector()
-        var t69_c1_1 = Vector()
-        var t69_c1_2 = Vector()
-        var t69_c2_0 = Vector()
-        var t69_c2_1 = Vector()
-        var t69_c2_2 = Vector()
-        var t69_c3_0 = Vector()
-        var t69_c3_1 = Vector()
-        var t69_c3_2 = Vector()
-        for k70 in 0..<400 {
-          let t69_b0 = loadVector(arena, ((512000 +% (k70 *% 64)) +% (nb67 *% 24)))
-          let t69_b1 = loadVector(arena, (((512000 +% (k70 *% 64)) +% (nb67 *% 24)) +% 8))
-          let t69_b2 = loadVector(arena, (((512000 +% (k70 *% 64)) +% (nb67 *% 24)) +% 16))
-          let t69_a0 = Vector(repeating: params[((2572 +% ((mb68 *% 4) *% 400)) +% k70)])
-          t69_c0_0 = t69_c0_0.addingProduct(t69_a0, t69_b0)
-          t69_c0_1 = t69_c0_1.addingProduct(t69_a0, t69_b1)
-          t69_c0_2 = t69_c0_2.addingProduct(t69_a0, t69_b2)
-          let t69_a1 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 1) *% 400)) +% k70)])
-          t69_c1_0 = t69_c1_0.addingProduct(t69_a1, t69_b0)
-          t69_c1_1 = t69_c1_1.addingProduct(t69_a1, t69_b1)
-          t69_c1_2 = t69_c1_2.addingProduct(t69_a1, t69_b2)
-          let t69_a2 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 2) *% 400)) +% k70)])
-          t69_c2_0 = t69_c2_0.addingProduct(t69_a2, t69_b0)
-          t69_c2_1 = t69_c2_1.addingProduct(t69_a2, t69_b1)
-          t69_c2_2 = t69_c2_2.addingProduct(t69_a2, t69_b2)
-          let t69_a3 = Vector(repeating: params[((2572 +% (((mb68 *% 4) +% 3) *% 400)) +% k70)])
-          t69_c3_0 = t69_c3_0.addingProduct(t69_a3, t69_b0)
-          t69_c3_1 = t69_c3_1.addingProduct(t69_a3, t69_b1)
-          t69_c3_2 = t69_c3_2.addingProduct(t69_a3, t69_b2)
+  do {  // gemm81
+    for nb74 in 0..<2 {
+      for mb75 in 0..<30 {
+        var t76_c0_0 = Vector()
+        var t76_c0_1 = Vector()
+        var t76_c0_2 = Vector()
+        var t76_c1_0 = Vector()
+        var t76_c1_1 = Vector()
+        var t76_c1_2 = Vector()
+        var t76_c2_0 = Vector()
+        var t76_c2_1 = Vector()
+        var t76_c2_2 = Vector()
+        var t76_c3_0 = Vector()
+        var t76_c3_1 = Vector()
+        var t76_c3_2 = Vector()
+        for k77 in 0..<400 {
+          let t76_b0 = loadVector(arena, ((512000 +% (k77 *% 64)) +% (nb74 *% 24)))
+          let t76_b1 = loadVector(arena, (((512000 +% (k77 *% 64)) +% (nb74 *% 24)) +% 8))
+          let t76_b2 = loadVector(arena, (((512000 +% (k77 *% 64)) +% (nb74 *% 24)) +% 16))
+          let t76_a0 = Vector(repeating: params[((2572 +% ((mb75 *% 4) *% 400)) +% k77)])
+          t76_c0_0 = t76_c0_0.addingProduct(t76_a0, t76_b0)
+          t76_c0_1 = t76_c0_1.addingProduct(t76_a0, t76_b1)
+          t76_c0_2 = t76_c0_2.addingProduct(t76_a0, t76_b2)
+          let t76_a1 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 1) *% 400)) +% k77)])
+          t76_c1_0 = t76_c1_0.addingProduct(t76_a1, t76_b0)
+          t76_c1_1 = t76_c1_1.addingProduct(t76_a1, t76_b1)
+          t76_c1_2 = t76_c1_2.addingProduct(t76_a1, t76_b2)
+          let t76_a2 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 2) *% 400)) +% k77)])
+          t76_c2_0 = t76_c2_0.addingProduct(t76_a2, t76_b0)
+          t76_c2_1 = t76_c2_1.addingProduct(t76_a2, t76_b1)
+          t76_c2_2 = t76_c2_2.addingProduct(t76_a2, t76_b2)
+          let t76_a3 = Vector(repeating: params[((2572 +% (((mb75 *% 4) +% 3) *% 400)) +% k77)])
+          t76_c3_0 = t76_c3_0.addingProduct(t76_a3, t76_b0)
+          t76_c3_1 = t76_c3_1.addingProduct(t76_a3, t76_b1)
+          t76_c3_2 = t76_c3_2.addingProduct(t76_a3, t76_b2)
         }
-        storeVector(arena, ((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)), t69_c0_0)
-        storeVector(arena, (((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 8), t69_c0_1)
-        storeVector(arena, (((537600 +% ((mb68 *% 4) *% 64)) +% (nb67 *% 24)) +% 16), t69_c0_2)
-        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)), t69_c1_0)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 8), t69_c1_1)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 1) *% 64)) +% (nb67 *% 24)) +% 16), t69_c1_2)
-        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)), t69_c2_0)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 8), t69_c2_1)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 2) *% 64)) +% (nb67 *% 24)) +% 16), t69_c2_2)
-        storeVector(arena, ((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)), t69_c3_0)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 8), t69_c3_1)
-        storeVector(arena, (((537600 +% (((mb68 *% 4) +% 3) *% 64)) +% (nb67 *% 24)) +% 16), t69_c3_2)
+        storeVector(arena, ((537600 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)), t76_c0_0)
+        storeVector(arena, (((537600 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 8), t76_c0_1)
+        storeVector(arena, (((537600 +% ((mb75 *% 4) *% 64)) +% (nb74 *% 24)) +% 16), t76_c0_2)
+        storeVector(arena, ((537600 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)), t76_c1_0)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 8), t76_c1_1)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 1) *% 64)) +% (nb74 *% 24)) +% 16), t76_c1_2)
+        storeVector(arena, ((537600 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)), t76_c2_0)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 8), t76_c2_1)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 2) *% 64)) +% (nb74 *% 24)) +% 16), t76_c2_2)
+        storeVector(arena, ((537600 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)), t76_c3_0)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 8), t76_c3_1)
+        storeVector(arena, (((537600 +% (((mb75 *% 4) +% 3) *% 64)) +% (nb74 *% 24)) +% 16), t76_c3_2)
       }
     }
-    for mb71 in 0..<30 {
-      var t72_c0_0 = Vector()
-      var t72_c0_1 = Vector()
-      var t72_c1_0 = Vector()
-      var t72_c1_1 = Vector()
-      var t72_c2_0 = Vector()
-      var t72_c2_1 = Vector()
-      var t72_c3_0 = Vector()
-      var t72_c3_1 = Vector()
-      for k73 in 0..<400 {
-        let t72_b0 = loadVector(arena, ((512000 +% (k73 *% 64)) +% 48))
-        let t72_b1 = loadVector(arena, (((512000 +% (k73 *% 64)) +% 48) +% 8))
-        let t72_a0 = Vector(repeating: params[((2572 +% ((mb71 *% 4) *% 400)) +% k73)])
-        t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
-        t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
-        let t72_a1 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 1) *% 400)) +% k73)])
-        t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
-        t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
-        let t72_a2 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 2) *% 400)) +% k73)])
-        t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
-        t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
-        let t72_a3 = Vector(repeating: params[((2572 +% (((mb71 *% 4) +% 3) *% 400)) +% k73)])
-        t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
-        t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
+    for mb78 in 0..<30 {
+      var t79_c0_0 = Vector()
+      var t79_c0_1 = Vector()
+      var t79_c1_0 = Vector()
+      var t79_c1_1 = Vector()
+      var t79_c2_0 = Vector()
+      var t79_c2_1 = Vector()
+      var t79_c3_0 = Vector()
+      var t79_c3_1 = Vector()
+      for k80 in 0..<400 {
+        let t79_b0 = loadVector(arena, ((512000 +% (k80 *% 64)) +% 48))
+        let t79_b1 = loadVector(arena, (((512000 +% (k80 *% 64)) +% 48) +% 8))
+        let t79_a0 = Vector(repeating: params[((2572 +% ((mb78 *% 4) *% 400)) +% k80)])
+        t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
+        t79_c0_1 = t79_c0_1.addingProduct(t79_a0, t79_b1)
+        let t79_a1 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 1) *% 400)) +% k80)])
+        t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
+        t79_c1_1 = t79_c1_1.addingProduct(t79_a1, t79_b1)
+        let t79_a2 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 2) *% 400)) +% k80)])
+        t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
+        t79_c2_1 = t79_c2_1.addingProduct(t79_a2, t79_b1)
+        let t79_a3 = Vector(repeating: params[((2572 +% (((mb78 *% 4) +% 3) *% 400)) +% k80)])
+        t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
+        t79_c3_1 = t79_c3_1.addingProduct(t79_a3, t79_b1)
       }
-      storeVector(arena, ((537600 +% ((mb71 *% 4) *% 64)) +% 48), t72_c0_0)
-      storeVector(arena, (((537600 +% ((mb71 *% 4) *% 64)) +% 48) +% 8), t72_c0_1)
-      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 1) *% 64)) +% 48), t72_c1_0)
-      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 1) *% 64)) +% 48) +% 8), t72_c1_1)
-      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 2) *% 64)) +% 48), t72_c2_0)
-      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 2) *% 64)) +% 48) +% 8), t72_c2_1)
-      storeVector(arena, ((537600 +% (((mb71 *% 4) +% 3) *% 64)) +% 48), t72_c3_0)
-      storeVector(arena, (((537600 +% (((mb71 *% 4) +% 3) *% 64)) +% 48) +% 8), t72_c3_1)
+      storeVector(arena, ((537600 +% ((mb78 *% 4) *% 64)) +% 48), t79_c0_0)
+      storeVector(arena, (((537600 +% ((mb78 *% 4) *% 64)) +% 48) +% 8), t79_c0_1)
+      storeVector(arena, ((537600 +% (((mb78 *% 4) +% 1) *% 64)) +% 48), t79_c1_0)
+      storeVector(arena, (((537600 +% (((mb78 *% 4) +% 1) *% 64)) +% 48) +% 8), t79_c1_1)
+      storeVector(arena, ((537600 +% (((mb78 *% 4) +% 2) *% 64)) +% 48), t79_c2_0)
+      storeVector(arena, (((537600 +% (((mb78 *% 4) +% 2) *% 64)) +% 48) +% 8), t79_c2_1)
+      storeVector(arena, ((537600 +% (((mb78 *% 4) +% 3) *% 64)) +% 48), t79_c3_0)
+      storeVector(arena, (((537600 +% (((mb78 *% 4) +% 3) *% 64)) +% 48) +% 8), t79_c3_1)
     }
   }
-  for n75 in 0..<64 {
-    for u76 in 0..<120 {
-      arena[((504320 +% (n75 *% 120)) +% u76)] = ((arena[((537600 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) > Float(0) ? (arena[((537600 +% (u76 *% 64)) +% n75)] + params[(50572 +% u76)]) : Float(0))
+  for n82 in 0..<64 {
+    for u83 in 0..<120 {
+      arena[((504320 +% (n82 *% 120)) +% u83)] = ((arena[((537600 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) > Float(0) ? (arena[((537600 +% (u83 *% 64)) +% n82)] + params[(50572 +% u83)]) : Float(0))
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n77 in 0..<64 {
-    for u78 in 0..<10 {
-      storeVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+  for n84 in 0..<64 {
+    for u85 in 0..<10 {
+      storeVector(arena, ((u85 *% 8) +% (512000 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u85 *% 8) +% (512000 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))), where: (loadVector(arena, ((u85 *% 8) +% (512000 +% (n84 *% 84)))) + loadVector(params, ((u85 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
     }
-    for u78 in 0..<1 {
-      storePartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
+    for u85 in 0..<1 {
+      storePartial(arena, ((u85 +% 80) +% (512000 +% (n84 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u85 +% 80) +% (512000 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u85 +% 80) +% (512000 +% (n84 *% 84))), 4) + loadPartial(params, ((u85 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n79 in 0..<64 {
-    for u80 in 0..<1 {
-      storeVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10))), (loadVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10)))) + loadVector(params, ((u80 *% 8) +% 61696))))
+  for n86 in 0..<64 {
+    for u87 in 0..<1 {
+      storeVector(arena, ((u87 *% 8) +% (517376 +% (n86 *% 10))), (loadVector(arena, ((u87 *% 8) +% (517376 +% (n86 *% 10)))) + loadVector(params, ((u87 *% 8) +% 61696))))
     }
-    for u80 in 0..<1 {
-      storePartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), (loadPartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
+    for u87 in 0..<1 {
+      storePartial(arena, ((u87 +% 8) +% (517376 +% (n86 *% 10))), (loadPartial(arena, ((u87 +% 8) +% (517376 +% (n86 *% 10))), 2) + loadPartial(params, ((u87 +% 8) +% 61696), 2)), 2)
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total81: Float = Float(0)
-  for n82 in 0..<64 {
-    var m83: Float = arena[(517376 +% (n82 *% 10))]
-    for k85 in 0..<10 {
-      m83 = { let x = m83, y = arena[((517376 +% (n82 *% 10)) +% k85)]; return y > x ? y : x }()
-    }
-    var s84: Float = Float(0)
-    for k86 in 0..<10 {
-      s84 = (s84 + exponential((arena[((517376 +% (n82 *% 10)) +% k86)] - m83)))
-    }
-    total81 = (total81 + ((m83 + logf(s84)) - arena[((517376 +% (n82 *% 10)) +% Int(labels[n82]))]))
-  }
-  arena[518016] = (total81 / Float(64))
-  // fc3_grad = cross_entropy_grad(fc3, label)
-  for n87 in 0..<64 {
-    var m88: Float = arena[(517376 +% (n87 *% 10))]
-    for k90 in 0..<10 {
-      m88 = { let x = m88, y = arena[((517376 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
-    }
-    var s89: Float = Float(0)
-    for k91 in 0..<10 {
-      s89 = (s89 + exponential((arena[((517376 +% (n87 *% 10)) +% k91)] - m88)))
-    }
+  var total88: Float = Float(0)
+  for n89 in 0..<64 {
+    var m90: Float = arena[(517376 +% (n89 *% 10))]
     for k92 in 0..<10 {
-      arena[((518032 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((exponential((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (exponential((arena[((517376 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
+      m90 = { let x = m90, y = arena[((517376 +% (n89 *% 10)) +% k92)]; return y > x ? y : x }()
+    }
+    var s91: Float = Float(0)
+    for k93 in 0..<10 {
+      s91 = (s91 + exponential((arena[((517376 +% (n89 *% 10)) +% k93)] - m90)))
+    }
+    total88 = (total88 + ((m90 + logf(s91)) - arena[((517376 +% (n89 *% 10)) +% Int(labels[n89]))]))
+  }
+  arena[518016] = (total88 / Float(64))
+  // fc3_grad = cross_entropy_grad(fc3, label)
+  for n94 in 0..<64 {
+    var m95: Float = arena[(517376 +% (n94 *% 10))]
+    for k97 in 0..<10 {
+      m95 = { let x = m95, y = arena[((517376 +% (n94 *% 10)) +% k97)]; return y > x ? y : x }()
+    }
+    var s96: Float = Float(0)
+    for k98 in 0..<10 {
+      s96 = (s96 + exponential((arena[((517376 +% (n94 *% 10)) +% k98)] - m95)))
+    }
+    for k99 in 0..<10 {
+      arena[((518032 +% (n94 *% 10)) +% k99)] = ((k99 == Int(labels[n94]) ? ((exponential((arena[((517376 +% (n94 *% 10)) +% k99)] - m95)) / s96) - Float(1)) : (exponential((arena[((517376 +% (n94 *% 10)) +% k99)] - m95)) / s96)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u93 in 0..<10 {
-    var acc94: Float = Float(0)
-    for n95 in 0..<64 {
-      acc94 = (acc94 + arena[((518032 +% (n95 *% 10)) +% u93)])
+  for u100 in 0..<10 {
+    var acc101: Float = Float(0)
+    for n102 in 0..<64 {
+      acc101 = (acc101 + arena[((518032 +% (n102 *% 10)) +% u100)])
     }
-    grads[(61696 +% u93)] = acc94
+    grads[(61696 +% u100)] = acc101
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  for i96 in 0..<672 {
-    storeVector(arena, ((i96 *% 8) +% 524048), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i96 *% 8) +% 518672)), where: loadVector(arena, ((i96 *% 8) +% 512000)) .> Vector(repeating: Float(0))))
+  for i103 in 0..<672 {
+    storeVector(arena, ((i103 *% 8) +% 524048), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i103 *% 8) +% 518672)), where: loadVector(arena, ((i103 *% 8) +% 512000)) .> Vector(repeating: Float(0))))
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u97 in 0..<84 {
-    var acc98: Float = Float(0)
-    for n99 in 0..<64 {
-      acc98 = (acc98 + arena[((524048 +% (n99 *% 84)) +% u97)])
+  for u104 in 0..<84 {
+    var acc105: Float = Float(0)
+    for n106 in 0..<64 {
+      acc105 = (acc105 + arena[((524048 +% (n106 *% 84)) +% u104)])
     }
-    grads[(60772 +% u97)] = acc98
+    grads[(60772 +% u104)] = acc105
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i100 in 0..<960 {
-    storeVector(arena, ((i100 *% 8) +% 518032), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i100 *% 8) +% 529424)), where: loadVector(arena, ((i100 *% 8) +% 504320)) .> Vector(repeating: Float(0))))
+  for i107 in 0..<960 {
+    storeVector(arena, ((i107 *% 8) +% 518032), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i107 *% 8) +% 529424)), where: loadVector(arena, ((i107 *% 8) +% 504320)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm108
-    for nb101 in 0..<16 {
-      for mb102 in 0..<30 {
-        var t103_c0_0 = Vector()
-        var t103_c0_1 = Vector()
-        var t103_c0_2 = Vector()
-        var t103_c1_0 = Vector()
-        var t103_c1_1 = Vector()
-        var t103_c1_2 = Vector()
-        var t103_c2_0 = Vector()
-        var t103_c2_1 = Vector()
-        var t103_c2_2 = Vector()
-        var t103_c3_0 = Vector()
-        var t103_c3_1 = Vector()
-        var t103_c3_2 = Vector()
-        for k104 in 0..<64 {
-          let t103_b0 = loadVector(arena, ((478720 +% (k104 *% 400)) +% (nb101 *% 24)))
-          let t103_b1 = loadVector(arena, (((478720 +% (k104 *% 400)) +% (nb101 *% 24)) +% 8))
-          let t103_b2 = loadVector(arena, (((478720 +% (k104 *% 400)) +% (nb101 *% 24)) +% 16))
-          let t103_a0 = Vector(repeating: arena[((518032 +% (mb102 *% 4)) +% (k104 *% 120))])
-          t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-          t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-          t103_c0_2 = t103_c0_2.addingProduct(t103_a0, t103_b2)
-          let t103_a1 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 1)) +% (k104 *% 120))])
-          t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-          t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-          t103_c1_2 = t103_c1_2.addingProduct(t103_a1, t103_b2)
-          let t103_a2 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 2)) +% (k104 *% 120))])
-          t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-          t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-          t103_c2_2 = t103_c2_2.addingProduct(t103_a2, t103_b2)
-          let t103_a3 = Vector(repeating: arena[((518032 +% ((mb102 *% 4) +% 3)) +% (k104 *% 120))])
-          t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-          t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-          t103_c3_2 = t103_c3_2.addingProduct(t103_a3, t103_b2)
+  do {  // gemm115
+    for nb108 in 0..<16 {
+      for mb109 in 0..<30 {
+        var t110_c0_0 = Vector()
+        var t110_c0_1 = Vector()
+        var t110_c0_2 = Vector()
+        var t110_c1_0 = Vector()
+        var t110_c1_1 = Vector()
+        var t110_c1_2 = Vector()
+        var t110_c2_0 = Vector()
+        var t110_c2_1 = Vector()
+        var t110_c2_2 = Vector()
+        var t110_c3_0 = Vector()
+        var t110_c3_1 = Vector()
+        var t110_c3_2 = Vector()
+        for k111 in 0..<64 {
+          let t110_b0 = loadVector(arena, ((478720 +% (k111 *% 400)) +% (nb108 *% 24)))
+          let t110_b1 = loadVector(arena, (((478720 +% (k111 *% 400)) +% (nb108 *% 24)) +% 8))
+          let t110_b2 = loadVector(arena, (((478720 +% (k111 *% 400)) +% (nb108 *% 24)) +% 16))
+          let t110_a0 = Vector(repeating: arena[((518032 +% (mb109 *% 4)) +% (k111 *% 120))])
+          t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
+          t110_c0_1 = t110_c0_1.addingProduct(t110_a0, t110_b1)
+          t110_c0_2 = t110_c0_2.addingProduct(t110_a0, t110_b2)
+          let t110_a1 = Vector(repeating: arena[((518032 +% ((mb109 *% 4) +% 1)) +% (k111 *% 120))])
+          t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
+          t110_c1_1 = t110_c1_1.addingProduct(t110_a1, t110_b1)
+          t110_c1_2 = t110_c1_2.addingProduct(t110_a1, t110_b2)
+          let t110_a2 = Vector(repeating: arena[((518032 +% ((mb109 *% 4) +% 2)) +% (k111 *% 120))])
+          t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
+          t110_c2_1 = t110_c2_1.addingProduct(t110_a2, t110_b1)
+          t110_c2_2 = t110_c2_2.addingProduct(t110_a2, t110_b2)
+          let t110_a3 = Vector(repeating: arena[((518032 +% ((mb109 *% 4) +% 3)) +% (k111 *% 120))])
+          t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
+          t110_c3_1 = t110_c3_1.addingProduct(t110_a3, t110_b1)
+          t110_c3_2 = t110_c3_2.addingProduct(t110_a3, t110_b2)
         }
-        storeVector(grads, ((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)), t103_c0_0)
-        storeVector(grads, (((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)) +% 8), t103_c0_1)
-        storeVector(grads, (((2572 +% ((mb102 *% 4) *% 400)) +% (nb101 *% 24)) +% 16), t103_c0_2)
-        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)), t103_c1_0)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)) +% 8), t103_c1_1)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 1) *% 400)) +% (nb101 *% 24)) +% 16), t103_c1_2)
-        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)), t103_c2_0)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)) +% 8), t103_c2_1)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 2) *% 400)) +% (nb101 *% 24)) +% 16), t103_c2_2)
-        storeVector(grads, ((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)), t103_c3_0)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)) +% 8), t103_c3_1)
-        storeVector(grads, (((2572 +% (((mb102 *% 4) +% 3) *% 400)) +% (nb101 *% 24)) +% 16), t103_c3_2)
+        storeVector(grads, ((2572 +% ((mb109 *% 4) *% 400)) +% (nb108 *% 24)), t110_c0_0)
+        storeVector(grads, (((2572 +% ((mb109 *% 4) *% 400)) +% (nb108 *% 24)) +% 8), t110_c0_1)
+        storeVector(grads, (((2572 +% ((mb109 *% 4) *% 400)) +% (nb108 *% 24)) +% 16), t110_c0_2)
+        storeVector(grads, ((2572 +% (((mb109 *% 4) +% 1) *% 400)) +% (nb108 *% 24)), t110_c1_0)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 1) *% 400)) +% (nb108 *% 24)) +% 8), t110_c1_1)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 1) *% 400)) +% (nb108 *% 24)) +% 16), t110_c1_2)
+        storeVector(grads, ((2572 +% (((mb109 *% 4) +% 2) *% 400)) +% (nb108 *% 24)), t110_c2_0)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 2) *% 400)) +% (nb108 *% 24)) +% 8), t110_c2_1)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 2) *% 400)) +% (nb108 *% 24)) +% 16), t110_c2_2)
+        storeVector(grads, ((2572 +% (((mb109 *% 4) +% 3) *% 400)) +% (nb108 *% 24)), t110_c3_0)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 3) *% 400)) +% (nb108 *% 24)) +% 8), t110_c3_1)
+        storeVector(grads, (((2572 +% (((mb109 *% 4) +% 3) *% 400)) +% (nb108 *% 24)) +% 16), t110_c3_2)
       }
     }
-    for mb105 in 0..<30 {
-      var t106_c0_0 = Vector()
-      var t106_c0_1 = Vector()
-      var t106_c1_0 = Vector()
-      var t106_c1_1 = Vector()
-      var t106_c2_0 = Vector()
-      var t106_c2_1 = Vector()
-      var t106_c3_0 = Vector()
-      var t106_c3_1 = Vector()
-      for k107 in 0..<64 {
-        let t106_b0 = loadVector(arena, ((478720 +% (k107 *% 400)) +% 384))
-        let t106_b1 = loadVector(arena, (((478720 +% (k107 *% 400)) +% 384) +% 8))
-        let t106_a0 = Vector(repeating: arena[((518032 +% (mb105 *% 4)) +% (k107 *% 120))])
-        t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
-        t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
-        let t106_a1 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 1)) +% (k107 *% 120))])
-        t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
-        t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
-        let t106_a2 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 2)) +% (k107 *% 120))])
-        t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
-        t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
-        let t106_a3 = Vector(repeating: arena[((518032 +% ((mb105 *% 4) +% 3)) +% (k107 *% 120))])
-        t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
-        t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
+    for mb112 in 0..<30 {
+      var t113_c0_0 = Vector()
+      var t113_c0_1 = Vector()
+      var t113_c1_0 = Vector()
+      var t113_c1_1 = Vector()
+      var t113_c2_0 = Vector()
+      var t113_c2_1 = Vector()
+      var t113_c3_0 = Vector()
+      var t113_c3_1 = Vector()
+      for k114 in 0..<64 {
+        let t113_b0 = loadVector(arena, ((478720 +% (k114 *% 400)) +% 384))
+        let t113_b1 = loadVector(arena, (((478720 +% (k114 *% 400)) +% 384) +% 8))
+        let t113_a0 = Vector(repeating: arena[((518032 +% (mb112 *% 4)) +% (k114 *% 120))])
+        t113_c0_0 = t113_c0_0.addingProduct(t113_a0, t113_b0)
+        t113_c0_1 = t113_c0_1.addingProduct(t113_a0, t113_b1)
+        let t113_a1 = Vector(repeating: arena[((518032 +% ((mb112 *% 4) +% 1)) +% (k114 *% 120))])
+        t113_c1_0 = t113_c1_0.addingProduct(t113_a1, t113_b0)
+        t113_c1_1 = t113_c1_1.addingProduct(t113_a1, t113_b1)
+        let t113_a2 = Vector(repeating: arena[((518032 +% ((mb112 *% 4) +% 2)) +% (k114 *% 120))])
+        t113_c2_0 = t113_c2_0.addingProduct(t113_a2, t113_b0)
+        t113_c2_1 = t113_c2_1.addingProduct(t113_a2, t113_b1)
+        let t113_a3 = Vector(repeating: arena[((518032 +% ((mb112 *% 4) +% 3)) +% (k114 *% 120))])
+        t113_c3_0 = t113_c3_0.addingProduct(t113_a3, t113_b0)
+        t113_c3_1 = t113_c3_1.addingProduct(t113_a3, t113_b1)
       }
-      storeVector(grads, ((2572 +% ((mb105 *% 4) *% 400)) +% 384), t106_c0_0)
-      storeVector(grads, (((2572 +% ((mb105 *% 4) *% 400)) +% 384) +% 8), t106_c0_1)
-      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 1) *% 400)) +% 384), t106_c1_0)
-      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 1) *% 400)) +% 384) +% 8), t106_c1_1)
-      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 2) *% 400)) +% 384), t106_c2_0)
-      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 2) *% 400)) +% 384) +% 8), t106_c2_1)
-      storeVector(grads, ((2572 +% (((mb105 *% 4) +% 3) *% 400)) +% 384), t106_c3_0)
-      storeVector(grads, (((2572 +% (((mb105 *% 4) +% 3) *% 400)) +% 384) +% 8), t106_c3_1)
+      storeVector(grads, ((2572 +% ((mb112 *% 4) *% 400)) +% 384), t113_c0_0)
+      storeVector(grads, (((2572 +% ((mb112 *% 4) *% 400)) +% 384) +% 8), t113_c0_1)
+      storeVector(grads, ((2572 +% (((mb112 *% 4) +% 1) *% 400)) +% 384), t113_c1_0)
+      storeVector(grads, (((2572 +% (((mb112 *% 4) +% 1) *% 400)) +% 384) +% 8), t113_c1_1)
+      storeVector(grads, ((2572 +% (((mb112 *% 4) +% 2) *% 400)) +% 384), t113_c2_0)
+      storeVector(grads, (((2572 +% (((mb112 *% 4) +% 2) *% 400)) +% 384) +% 8), t113_c2_1)
+      storeVector(grads, ((2572 +% (((mb112 *% 4) +% 3) *% 400)) +% 384), t113_c3_0)
+      storeVector(grads, (((2572 +% (((mb112 *% 4) +% 3) *% 400)) +% 384) +% 8), t113_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u109 in 0..<120 {
-    var acc110: Float = Float(0)
-    for n111 in 0..<64 {
-      acc110 = (acc110 + arena[((518032 +% (n111 *% 120)) +% u109)])
+  for u116 in 0..<120 {
+    var acc117: Float = Float(0)
+    for n118 in 0..<64 {
+      acc117 = (acc117 + arena[((518032 +% (n118 *% 120)) +% u116)])
     }
-    grads[(50572 +% u109)] = acc110
+    grads[(50572 +% u116)] = acc117
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm119
-    for nb112 in 0..<16 {
-      for mb113 in 0..<16 {
-        var t114_c0_0 = Vector()
-        var t114_c0_1 = Vector()
-        var t114_c0_2 = Vector()
-        var t114_c1_0 = Vector()
-        var t114_c1_1 = Vector()
-        var t114_c1_2 = Vector()
-        var t114_c2_0 = Vector()
-        var t114_c2_1 = Vector()
-        var t114_c2_2 = Vector()
-        var t114_c3_0 = Vector()
-        var t114_c3_1 = Vector()
-        var t114_c3_2 = Vector()
-        for k115 in 0..<120 {
-          let t114_b0 = loadVector(params, ((2572 +% (k115 *% 400)) +% (nb112 *% 24)))
-          let t114_b1 = loadVector(params, (((2572 +% (k115 *% 400)) +% (nb112 *% 24)) +% 8))
-          let t114_b2 = loadVector(params, (((2572 +% (k115 *% 400)) +% (nb112 *% 24)) +% 16))
-          let t114_a0 = Vector(repeating: arena[((518032 +% ((mb113 *% 4) *% 120)) +% k115)])
-          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
-          t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
-          t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
-          let t114_a1 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 1) *% 120)) +% k115)])
-          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
-          t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
-          t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
-          let t114_a2 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 2) *% 120)) +% k115)])
-          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
-          t114_c2_1 = t114_c2_1.addingProduct(t114_a2, t114_b1)
-          t114_c2_2 = t114_c2_2.addingProduct(t114_a2, t114_b2)
-          let t114_a3 = Vector(repeating: arena[((518032 +% (((mb113 *% 4) +% 3) *% 120)) +% k115)])
-          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
-          t114_c3_1 = t114_c3_1.addingProduct(t114_a3, t114_b1)
-          t114_c3_2 = t114_c3_2.addingProduct(t114_a3, t114_b2)
+  do {  // gemm126
+    for nb119 in 0..<16 {
+      for mb120 in 0..<16 {
+        var t121_c0_0 = Vector()
+        var t121_c0_1 = Vector()
+        var t121_c0_2 = Vector()
+        var t121_c1_0 = Vector()
+        var t121_c1_1 = Vector()
+        var t121_c1_2 = Vector()
+        var t121_c2_0 = Vector()
+        var t121_c2_1 = Vector()
+        var t121_c2_2 = Vector()
+        var t121_c3_0 = Vector()
+        var t121_c3_1 = Vector()
+        var t121_c3_2 = Vector()
+        for k122 in 0..<120 {
+          let t121_b0 = loadVector(params, ((2572 +% (k122 *% 400)) +% (nb119 *% 24)))
+          let t121_b1 = loadVector(params, (((2572 +% (k122 *% 400)) +% (nb119 *% 24)) +% 8))
+          let t121_b2 = loadVector(params, (((2572 +% (k122 *% 400)) +% (nb119 *% 24)) +% 16))
+          let t121_a0 = Vector(repeating: arena[((518032 +% ((mb120 *% 4) *% 120)) +% k122)])
+          t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
+          t121_c0_1 = t121_c0_1.addingProduct(t121_a0, t121_b1)
+          t121_c0_2 = t121_c0_2.addingProduct(t121_a0, t121_b2)
+          let t121_a1 = Vector(repeating: arena[((518032 +% (((mb120 *% 4) +% 1) *% 120)) +% k122)])
+          t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
+          t121_c1_1 = t121_c1_1.addingProduct(t121_a1, t121_b1)
+          t121_c1_2 = t121_c1_2.addingProduct(t121_a1, t121_b2)
+          let t121_a2 = Vector(repeating: arena[((518032 +% (((mb120 *% 4) +% 2) *% 120)) +% k122)])
+          t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
+          t121_c2_1 = t121_c2_1.addingProduct(t121_a2, t121_b1)
+          t121_c2_2 = t121_c2_2.addingProduct(t121_a2, t121_b2)
+          let t121_a3 = Vector(repeating: arena[((518032 +% (((mb120 *% 4) +% 3) *% 120)) +% k122)])
+          t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
+          t121_c3_1 = t121_c3_1.addingProduct(t121_a3, t121_b1)
+          t121_c3_2 = t121_c3_2.addingProduct(t121_a3, t121_b2)
         }
-        storeVector(arena, ((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)), t114_c0_0)
-        storeVector(arena, (((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)) +% 8), t114_c0_1)
-        storeVector(arena, (((525712 +% ((mb113 *% 4) *% 400)) +% (nb112 *% 24)) +% 16), t114_c0_2)
-        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)), t114_c1_0)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)) +% 8), t114_c1_1)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 1) *% 400)) +% (nb112 *% 24)) +% 16), t114_c1_2)
-        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)), t114_c2_0)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)) +% 8), t114_c2_1)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 2) *% 400)) +% (nb112 *% 24)) +% 16), t114_c2_2)
-        storeVector(arena, ((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)), t114_c3_0)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)) +% 8), t114_c3_1)
-        storeVector(arena, (((525712 +% (((mb113 *% 4) +% 3) *% 400)) +% (nb112 *% 24)) +% 16), t114_c3_2)
+        storeVector(arena, ((525712 +% ((mb120 *% 4) *% 400)) +% (nb119 *% 24)), t121_c0_0)
+        storeVector(arena, (((525712 +% ((mb120 *% 4) *% 400)) +% (nb119 *% 24)) +% 8), t121_c0_1)
+        storeVector(arena, (((525712 +% ((mb120 *% 4) *% 400)) +% (nb119 *% 24)) +% 16), t121_c0_2)
+        storeVector(arena, ((525712 +% (((mb120 *% 4) +% 1) *% 400)) +% (nb119 *% 24)), t121_c1_0)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 1) *% 400)) +% (nb119 *% 24)) +% 8), t121_c1_1)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 1) *% 400)) +% (nb119 *% 24)) +% 16), t121_c1_2)
+        storeVector(arena, ((525712 +% (((mb120 *% 4) +% 2) *% 400)) +% (nb119 *% 24)), t121_c2_0)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 2) *% 400)) +% (nb119 *% 24)) +% 8), t121_c2_1)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 2) *% 400)) +% (nb119 *% 24)) +% 16), t121_c2_2)
+        storeVector(arena, ((525712 +% (((mb120 *% 4) +% 3) *% 400)) +% (nb119 *% 24)), t121_c3_0)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 3) *% 400)) +% (nb119 *% 24)) +% 8), t121_c3_1)
+        storeVector(arena, (((525712 +% (((mb120 *% 4) +% 3) *% 400)) +% (nb119 *% 24)) +% 16), t121_c3_2)
       }
     }
-    for mb116 in 0..<16 {
-      var t117_c0_0 = Vector()
-      var t117_c0_1 = Vector()
-      var t117_c1_0 = Vector()
-      var t117_c1_1 = Vector()
-      var t117_c2_0 = Vector()
-      var t117_c2_1 = Vector()
-      var t117_c3_0 = Vector()
-      var t117_c3_1 = Vector()
-      for k118 in 0..<120 {
-        let t117_b0 = loadVector(params, ((2572 +% (k118 *% 400)) +% 384))
-        let t117_b1 = loadVector(params, (((2572 +% (k118 *% 400)) +% 384) +% 8))
-        let t117_a0 = Vector(repeating: arena[((518032 +% ((mb116 *% 4) *% 120)) +% k118)])
-        t117_c0_0 = t117_c0_0.addingProduct(t117_a0, t117_b0)
-        t117_c0_1 = t117_c0_1.addingProduct(t117_a0, t117_b1)
-        let t117_a1 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 1) *% 120)) +% k118)])
-        t117_c1_0 = t117_c1_0.addingProduct(t117_a1, t117_b0)
-        t117_c1_1 = t117_c1_1.addingProduct(t117_a1, t117_b1)
-        let t117_a2 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 2) *% 120)) +% k118)])
-        t117_c2_0 = t117_c2_0.addingProduct(t117_a2, t117_b0)
-        t117_c2_1 = t117_c2_1.addingProduct(t117_a2, t117_b1)
-        let t117_a3 = Vector(repeating: arena[((518032 +% (((mb116 *% 4) +% 3) *% 120)) +% k118)])
-        t117_c3_0 = t117_c3_0.addingProduct(t117_a3, t117_b0)
-        t117_c3_1 = t117_c3_1.addingProduct(t117_a3, t117_b1)
+    for mb123 in 0..<16 {
+      var t124_c0_0 = Vector()
+      var t124_c0_1 = Vector()
+      var t124_c1_0 = Vector()
+      var t124_c1_1 = Vector()
+      var t124_c2_0 = Vector()
+      var t124_c2_1 = Vector()
+      var t124_c3_0 = Vector()
+      var t124_c3_1 = Vector()
+      for k125 in 0..<120 {
+        let t124_b0 = loadVector(params, ((2572 +% (k125 *% 400)) +% 384))
+        let t124_b1 = loadVector(params, (((2572 +% (k125 *% 400)) +% 384) +% 8))
+        let t124_a0 = Vector(repeating: arena[((518032 +% ((mb123 *% 4) *% 120)) +% k125)])
+        t124_c0_0 = t124_c0_0.addingProduct(t124_a0, t124_b0)
+        t124_c0_1 = t124_c0_1.addingProduct(t124_a0, t124_b1)
+        let t124_a1 = Vector(repeating: arena[((518032 +% (((mb123 *% 4) +% 1) *% 120)) +% k125)])
+        t124_c1_0 = t124_c1_0.addingProduct(t124_a1, t124_b0)
+        t124_c1_1 = t124_c1_1.addingProduct(t124_a1, t124_b1)
+        let t124_a2 = Vector(repeating: arena[((518032 +% (((mb123 *% 4) +% 2) *% 120)) +% k125)])
+        t124_c2_0 = t124_c2_0.addingProduct(t124_a2, t124_b0)
+        t124_c2_1 = t124_c2_1.addingProduct(t124_a2, t124_b1)
+        let t124_a3 = Vector(repeating: arena[((518032 +% (((mb123 *% 4) +% 3) *% 120)) +% k125)])
+        t124_c3_0 = t124_c3_0.addingProduct(t124_a3, t124_b0)
+        t124_c3_1 = t124_c3_1.addingProduct(t124_a3, t124_b1)
       }
-      storeVector(arena, ((525712 +% ((mb116 *% 4) *% 400)) +% 384), t117_c0_0)
-      storeVector(arena, (((525712 +% ((mb116 *% 4) *% 400)) +% 384) +% 8), t117_c0_1)
-      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 1) *% 400)) +% 384), t117_c1_0)
-      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 1) *% 400)) +% 384) +% 8), t117_c1_1)
-      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 2) *% 400)) +% 384), t117_c2_0)
-      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 2) *% 400)) +% 384) +% 8), t117_c2_1)
-      storeVector(arena, ((525712 +% (((mb116 *% 4) +% 3) *% 400)) +% 384), t117_c3_0)
-      storeVector(arena, (((525712 +% (((mb116 *% 4) +% 3) *% 400)) +% 384) +% 8), t117_c3_1)
+      storeVector(arena, ((525712 +% ((mb123 *% 4) *% 400)) +% 384), t124_c0_0)
+      storeVector(arena, (((525712 +% ((mb123 *% 4) *% 400)) +% 384) +% 8), t124_c0_1)
+      storeVector(arena, ((525712 +% (((mb123 *% 4) +% 1) *% 400)) +% 384), t124_c1_0)
+      storeVector(arena, (((525712 +% (((mb123 *% 4) +% 1) *% 400)) +% 384) +% 8), t124_c1_1)
+      storeVector(arena, ((525712 +% (((mb123 *% 4) +% 2) *% 400)) +% 384), t124_c2_0)
+      storeVector(arena, (((525712 +% (((mb123 *% 4) +% 2) *% 400)) +% 384) +% 8), t124_c2_1)
+      storeVector(arena, ((525712 +% (((mb123 *% 4) +% 3) *% 400)) +% 384), t124_c3_0)
+      storeVector(arena, (((525712 +% (((mb123 *% 4) +% 3) *% 400)) +% 384) +% 8), t124_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  for i120 in 0..<12800 {
-    storeVector(arena, ((i120 *% 8) +% 551312), Vector(repeating: Float(0)))
-  }
-  for q121 in 0..<1024 {
-    for py122 in 0..<5 {
-      for px123 in 0..<5 {
-        for ky124 in 0..<2 {
-          for kx125 in 0..<2 {
-            arena[(((551312 +% (((q121 *% 100) +% (py122 *% 20)) +% (px123 *% 2))) +% (ky124 *% 10)) +% kx125)] += (arena[(((525712 +% (q121 *% 25)) +% (py122 *% 5)) +% px123)] * Float(bitPattern: 0x3e800000))
+  parallelFor(pool, 2) { part127 in
+    for q128 in 0..<512 {
+      for i129 in 0..<12 {
+        storeVector(arena, ((i129 *% 8) +% (551312 +% ((q128 +% (part127 *% 512)) *% 100))), Vector(repeating: Float(0)))
+      }
+      for i129 in 0..<1 {
+        storePartial(arena, ((i129 +% 96) +% (551312 +% ((q128 +% (part127 *% 512)) *% 100))), Vector(repeating: Float(0)), 4)
+      }
+      for py130 in 0..<5 {
+        for px131 in 0..<5 {
+          for ky132 in 0..<2 {
+            for kx133 in 0..<2 {
+              arena[(((551312 +% ((((q128 +% (part127 *% 512)) *% 100) +% (py130 *% 20)) +% (px131 *% 2))) +% (ky132 *% 10)) +% kx133)] += (arena[(((525712 +% ((q128 +% (part127 *% 512)) *% 25)) +% (py130 *% 5)) +% px131)] * Float(bitPattern: 0x3e800000))
+            }
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  for i126 in 0..<12800 {
-    storeVector(arena, ((i126 *% 8) +% 653712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i126 *% 8) +% 551312)), where: loadVector(arena, ((i126 *% 8) +% 376320)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part134 in
+    for i135 in 0..<51200 {
+      arena[(653712 +% (i135 +% (part134 *% 51200)))] = (arena[(376320 +% (i135 +% (part134 *% 51200)))] > Float(0) ? arena[(551312 +% (i135 +% (part134 *% 51200)))] : Float(0))
+    }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i127 in 0..<300 {
-    storeVector(arena, ((i127 *% 8) +% 1024112), Vector(repeating: Float(0)))
+  for i136 in 0..<300 {
+    storeVector(arena, ((i136 *% 8) +% 1024112), Vector(repeating: Float(0)))
   }
-  for g128 in 0..<4 {
-    for j129 in 0..<16 {
-      for c130 in 0..<6 {
-        for ky131 in 0..<5 {
-          for oy132 in 0..<10 {
-            for ox133 in 0..<10 {
-              arena[(((756112 +% ((((c130 *% 5) +% ky131) *% 5) *% 1616)) +% (j129 *% 100)) +% ((oy132 *% 10) +% ox133))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy132 +% ky131) *% 14)) +% ox133)]
+  for g137 in 0..<4 {
+    parallelFor(pool, 2) { part138 in
+      for j139 in 0..<16 {
+        for c140 in 0..<3 {
+          for ky141 in 0..<5 {
+            for oy142 in 0..<10 {
+              for ox143 in 0..<10 {
+                arena[(((756112 +% (((((c140 +% (part138 *% 3)) *% 5) +% ky141) *% 5) *% 1616)) +% (j139 *% 100)) +% ((oy142 *% 10) +% ox143))] = arena[((((301056 +% (((g137 *% 16) +% j139) *% 1176)) +% ((c140 +% (part138 *% 3)) *% 196)) +% ((oy142 +% ky141) *% 14)) +% ox143)]
+              }
             }
-          }
-          for oy134 in 0..<10 {
-            for ox135 in 0..<10 {
-              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 1) *% 1616)) +% (j129 *% 100)) +% ((oy134 *% 10) +% ox135))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy134 +% ky131) *% 14)) +% (ox135 +% 1))]
+            for oy144 in 0..<10 {
+              for ox145 in 0..<10 {
+                arena[(((756112 +% ((((((c140 +% (part138 *% 3)) *% 5) +% ky141) *% 5) +% 1) *% 1616)) +% (j139 *% 100)) +% ((oy144 *% 10) +% ox145))] = arena[((((301056 +% (((g137 *% 16) +% j139) *% 1176)) +% ((c140 +% (part138 *% 3)) *% 196)) +% ((oy144 +% ky141) *% 14)) +% (ox145 +% 1))]
+              }
             }
-          }
-          for oy136 in 0..<10 {
-            for ox137 in 0..<10 {
-              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 2) *% 1616)) +% (j129 *% 100)) +% ((oy136 *% 10) +% ox137))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy136 +% ky131) *% 14)) +% (ox137 +% 2))]
+            for oy146 in 0..<10 {
+              for ox147 in 0..<10 {
+                arena[(((756112 +% ((((((c140 +% (part138 *% 3)) *% 5) +% ky141) *% 5) +% 2) *% 1616)) +% (j139 *% 100)) +% ((oy146 *% 10) +% ox147))] = arena[((((301056 +% (((g137 *% 16) +% j139) *% 1176)) +% ((c140 +% (part138 *% 3)) *% 196)) +% ((oy146 +% ky141) *% 14)) +% (ox147 +% 2))]
+              }
             }
-          }
-          for oy138 in 0..<10 {
-            for ox139 in 0..<10 {
-              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 3) *% 1616)) +% (j129 *% 100)) +% ((oy138 *% 10) +% ox139))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy138 +% ky131) *% 14)) +% (ox139 +% 3))]
+            for oy148 in 0..<10 {
+              for ox149 in 0..<10 {
+                arena[(((756112 +% ((((((c140 +% (part138 *% 3)) *% 5) +% ky141) *% 5) +% 3) *% 1616)) +% (j139 *% 100)) +% ((oy148 *% 10) +% ox149))] = arena[((((301056 +% (((g137 *% 16) +% j139) *% 1176)) +% ((c140 +% (part138 *% 3)) *% 196)) +% ((oy148 +% ky141) *% 14)) +% (ox149 +% 3))]
+              }
             }
-          }
-          for oy140 in 0..<10 {
-            for ox141 in 0..<10 {
-              arena[(((756112 +% (((((c130 *% 5) +% ky131) *% 5) +% 4) *% 1616)) +% (j129 *% 100)) +% ((oy140 *% 10) +% ox141))] = arena[((((301056 +% (((g128 *% 16) +% j129) *% 1176)) +% (c130 *% 196)) +% ((oy140 +% ky131) *% 14)) +% (ox141 +% 4))]
+            for oy150 in 0..<10 {
+              for ox151 in 0..<10 {
+                arena[(((756112 +% ((((((c140 +% (part138 *% 3)) *% 5) +% ky141) *% 5) +% 4) *% 1616)) +% (j139 *% 100)) +% ((oy150 *% 10) +% ox151))] = arena[((((301056 +% (((g137 *% 16) +% j139) *% 1176)) +% ((c140 +% (part138 *% 3)) *% 196)) +% ((oy150 +% ky141) *% 14)) +% (ox151 +% 4))]
+              }
             }
           }
         }
       }
     }
-    for j142 in 0..<16 {
-      for i143 in 0..<100 {
-        for f144 in 0..<16 {
-          arena[((998512 +% (((j142 *% 100) +% i143) *% 16)) +% f144)] = arena[(((653712 +% (((g128 *% 16) +% j142) *% 1600)) +% (f144 *% 100)) +% i143)]
+    parallelFor(pool, 2) { part152 in
+      for j153 in 0..<16 {
+        for i154 in 0..<100 {
+          for f155 in 0..<8 {
+            arena[((998512 +% (((j153 *% 100) +% i154) *% 16)) +% (f155 +% (part152 *% 8)))] = arena[(((653712 +% (((g137 *% 16) +% j153) *% 1600)) +% ((f155 +% (part152 *% 8)) *% 100)) +% i154)]
+          }
         }
       }
-    }
-    do {  // gemm149
-      for nb145 in 0..<1 {
-        for mb146 in 0..<25 {
-          var t147_c0_0 = loadVector(arena, ((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)))
-          var t147_c0_1 = loadVector(arena, (((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)) +% 8))
-          var t147_c1_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)))
-          var t147_c1_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)) +% 8))
-          var t147_c2_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)))
-          var t147_c2_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)) +% 8))
-          var t147_c3_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)))
-          var t147_c3_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)) +% 8))
-          var t147_c4_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)))
-          var t147_c4_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)) +% 8))
-          var t147_c5_0 = loadVector(arena, ((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)))
-          var t147_c5_1 = loadVector(arena, (((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)) +% 8))
-          for k148 in 0..<1600 {
-            let t147_b0 = loadVector(arena, ((998512 +% (k148 *% 16)) +% (nb145 *% 16)))
-            let t147_b1 = loadVector(arena, (((998512 +% (k148 *% 16)) +% (nb145 *% 16)) +% 8))
-            let t147_a0 = Vector(repeating: arena[((756112 +% ((mb146 *% 6) *% 1616)) +% k148)])
-            t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
-            t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
-            let t147_a1 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 1) *% 1616)) +% k148)])
-            t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
-            t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
-            let t147_a2 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 2) *% 1616)) +% k148)])
-            t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
-            t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
-            let t147_a3 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 3) *% 1616)) +% k148)])
-            t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
-            t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
-            let t147_a4 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 4) *% 1616)) +% k148)])
-            t147_c4_0 = t147_c4_0.addingProduct(t147_a4, t147_b0)
-            t147_c4_1 = t147_c4_1.addingProduct(t147_a4, t147_b1)
-            let t147_a5 = Vector(repeating: arena[((756112 +% (((mb146 *% 6) +% 5) *% 1616)) +% k148)])
-            t147_c5_0 = t147_c5_0.addingProduct(t147_a5, t147_b0)
-            t147_c5_1 = t147_c5_1.addingProduct(t147_a5, t147_b1)
+      do {  // gemm162
+        for nb156 in 0..<1 {
+          for mb157 in 0..<10 {
+            var t158_c0_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% ((mb157 *% 14) *% 16)) +% (nb156 *% 8)))
+            var t158_c1_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 1) *% 16)) +% (nb156 *% 8)))
+            var t158_c2_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 2) *% 16)) +% (nb156 *% 8)))
+            var t158_c3_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 3) *% 16)) +% (nb156 *% 8)))
+            var t158_c4_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 4) *% 16)) +% (nb156 *% 8)))
+            var t158_c5_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 5) *% 16)) +% (nb156 *% 8)))
+            var t158_c6_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 6) *% 16)) +% (nb156 *% 8)))
+            var t158_c7_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 7) *% 16)) +% (nb156 *% 8)))
+            var t158_c8_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 8) *% 16)) +% (nb156 *% 8)))
+            var t158_c9_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 9) *% 16)) +% (nb156 *% 8)))
+            var t158_c10_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 10) *% 16)) +% (nb156 *% 8)))
+            var t158_c11_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 11) *% 16)) +% (nb156 *% 8)))
+            var t158_c12_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 12) *% 16)) +% (nb156 *% 8)))
+            var t158_c13_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 13) *% 16)) +% (nb156 *% 8)))
+            for k159 in 0..<1600 {
+              let t158_b0 = loadVector(arena, (((998512 +% (part152 *% 8)) +% (k159 *% 16)) +% (nb156 *% 8)))
+              let t158_a0 = Vector(repeating: arena[((756112 +% ((mb157 *% 14) *% 1616)) +% k159)])
+              t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+              let t158_a1 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 1) *% 1616)) +% k159)])
+              t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+              let t158_a2 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 2) *% 1616)) +% k159)])
+              t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+              let t158_a3 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 3) *% 1616)) +% k159)])
+              t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+              let t158_a4 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 4) *% 1616)) +% k159)])
+              t158_c4_0 = t158_c4_0.addingProduct(t158_a4, t158_b0)
+              let t158_a5 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 5) *% 1616)) +% k159)])
+              t158_c5_0 = t158_c5_0.addingProduct(t158_a5, t158_b0)
+              let t158_a6 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 6) *% 1616)) +% k159)])
+              t158_c6_0 = t158_c6_0.addingProduct(t158_a6, t158_b0)
+              let t158_a7 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 7) *% 1616)) +% k159)])
+              t158_c7_0 = t158_c7_0.addingProduct(t158_a7, t158_b0)
+              let t158_a8 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 8) *% 1616)) +% k159)])
+              t158_c8_0 = t158_c8_0.addingProduct(t158_a8, t158_b0)
+              let t158_a9 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 9) *% 1616)) +% k159)])
+              t158_c9_0 = t158_c9_0.addingProduct(t158_a9, t158_b0)
+              let t158_a10 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 10) *% 1616)) +% k159)])
+              t158_c10_0 = t158_c10_0.addingProduct(t158_a10, t158_b0)
+              let t158_a11 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 11) *% 1616)) +% k159)])
+              t158_c11_0 = t158_c11_0.addingProduct(t158_a11, t158_b0)
+              let t158_a12 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 12) *% 1616)) +% k159)])
+              t158_c12_0 = t158_c12_0.addingProduct(t158_a12, t158_b0)
+              let t158_a13 = Vector(repeating: arena[((756112 +% (((mb157 *% 14) +% 13) *% 1616)) +% k159)])
+              t158_c13_0 = t158_c13_0.addingProduct(t158_a13, t158_b0)
+            }
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% ((mb157 *% 14) *% 16)) +% (nb156 *% 8)), t158_c0_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 1) *% 16)) +% (nb156 *% 8)), t158_c1_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 2) *% 16)) +% (nb156 *% 8)), t158_c2_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 3) *% 16)) +% (nb156 *% 8)), t158_c3_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 4) *% 16)) +% (nb156 *% 8)), t158_c4_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 5) *% 16)) +% (nb156 *% 8)), t158_c5_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 6) *% 16)) +% (nb156 *% 8)), t158_c6_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 7) *% 16)) +% (nb156 *% 8)), t158_c7_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 8) *% 16)) +% (nb156 *% 8)), t158_c8_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 9) *% 16)) +% (nb156 *% 8)), t158_c9_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 10) *% 16)) +% (nb156 *% 8)), t158_c10_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 11) *% 16)) +% (nb156 *% 8)), t158_c11_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 12) *% 16)) +% (nb156 *% 8)), t158_c12_0)
+            storeVector(arena, (((1024112 +% (part152 *% 8)) +% (((mb157 *% 14) +% 13) *% 16)) +% (nb156 *% 8)), t158_c13_0)
           }
-          storeVector(arena, ((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)), t147_c0_0)
-          storeVector(arena, (((1024112 +% ((mb146 *% 6) *% 16)) +% (nb145 *% 16)) +% 8), t147_c0_1)
-          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)), t147_c1_0)
-          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 1) *% 16)) +% (nb145 *% 16)) +% 8), t147_c1_1)
-          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)), t147_c2_0)
-          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 2) *% 16)) +% (nb145 *% 16)) +% 8), t147_c2_1)
-          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)), t147_c3_0)
-          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 3) *% 16)) +% (nb145 *% 16)) +% 8), t147_c3_1)
-          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)), t147_c4_0)
-          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 4) *% 16)) +% (nb145 *% 16)) +% 8), t147_c4_1)
-          storeVector(arena, ((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)), t147_c5_0)
-          storeVector(arena, (((1024112 +% (((mb146 *% 6) +% 5) *% 16)) +% (nb145 *% 16)) +% 8), t147_c5_1)
+          var t160_c0_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2240) +% (nb156 *% 8)))
+          var t160_c1_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2256) +% (nb156 *% 8)))
+          var t160_c2_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2272) +% (nb156 *% 8)))
+          var t160_c3_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2288) +% (nb156 *% 8)))
+          var t160_c4_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2304) +% (nb156 *% 8)))
+          var t160_c5_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2320) +% (nb156 *% 8)))
+          var t160_c6_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2336) +% (nb156 *% 8)))
+          var t160_c7_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2352) +% (nb156 *% 8)))
+          var t160_c8_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2368) +% (nb156 *% 8)))
+          var t160_c9_0 = loadVector(arena, (((1024112 +% (part152 *% 8)) +% 2384) +% (nb156 *% 8)))
+          for k161 in 0..<1600 {
+            let t160_b0 = loadVector(arena, (((998512 +% (part152 *% 8)) +% (k161 *% 16)) +% (nb156 *% 8)))
+            let t160_a0 = Vector(repeating: arena[(982352 +% k161)])
+            t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
+            let t160_a1 = Vector(repeating: arena[(983968 +% k161)])
+            t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
+            let t160_a2 = Vector(repeating: arena[(985584 +% k161)])
+            t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
+            let t160_a3 = Vector(repeating: arena[(987200 +% k161)])
+            t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
+            let t160_a4 = Vector(repeating: arena[(988816 +% k161)])
+            t160_c4_0 = t160_c4_0.addingProduct(t160_a4, t160_b0)
+            let t160_a5 = Vector(repeating: arena[(990432 +% k161)])
+            t160_c5_0 = t160_c5_0.addingProduct(t160_a5, t160_b0)
+            let t160_a6 = Vector(repeating: arena[(992048 +% k161)])
+            t160_c6_0 = t160_c6_0.addingProduct(t160_a6, t160_b0)
+            let t160_a7 = Vector(repeating: arena[(993664 +% k161)])
+            t160_c7_0 = t160_c7_0.addingProduct(t160_a7, t160_b0)
+            let t160_a8 = Vector(repeating: arena[(995280 +% k161)])
+            t160_c8_0 = t160_c8_0.addingProduct(t160_a8, t160_b0)
+            let t160_a9 = Vector(repeating: arena[(996896 +% k161)])
+            t160_c9_0 = t160_c9_0.addingProduct(t160_a9, t160_b0)
+          }
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2240) +% (nb156 *% 8)), t160_c0_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2256) +% (nb156 *% 8)), t160_c1_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2272) +% (nb156 *% 8)), t160_c2_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2288) +% (nb156 *% 8)), t160_c3_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2304) +% (nb156 *% 8)), t160_c4_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2320) +% (nb156 *% 8)), t160_c5_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2336) +% (nb156 *% 8)), t160_c6_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2352) +% (nb156 *% 8)), t160_c7_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2368) +% (nb156 *% 8)), t160_c8_0)
+          storeVector(arena, (((1024112 +% (part152 *% 8)) +% 2384) +% (nb156 *% 8)), t160_c9_0)
         }
       }
     }
   }
-  for f150 in 0..<16 {
-    for r151 in 0..<150 {
-      grads[((156 +% (f150 *% 150)) +% r151)] = arena[((1024112 +% (r151 *% 16)) +% f150)]
+  parallelFor(pool, 2) { part163 in
+    for f164 in 0..<8 {
+      for r165 in 0..<150 {
+        grads[((156 +% ((f164 +% (part163 *% 8)) *% 150)) +% r165)] = arena[((1024112 +% (r165 *% 16)) +% (f164 +% (part163 *% 8)))]
+      }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f152 in 0..<16 {
-    var acc153 = Vector()
-    for img154 in 0..<64 {
-      for i155 in 0..<12 {
-        acc153 = acc153.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((653712 +% (img154 *% 1600)) +% (f152 *% 100)) +% (i155 *% 8))))
+  for f166 in 0..<16 {
+    var acc167 = Vector()
+    for img168 in 0..<64 {
+      for i169 in 0..<12 {
+        acc167 = acc167.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((653712 +% (img168 *% 1600)) +% (f166 *% 100)) +% (i169 *% 8))))
       }
-      acc153 = acc153.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((653712 +% (img154 *% 1600)) +% (f152 *% 100)) +% 96), 4))
+      acc167 = acc167.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((653712 +% (img168 *% 1600)) +% (f166 *% 100)) +% 96), 4))
     }
-    storeVector(arena, 376320, acc153)
-    var sum156: Float = (arena[376320] + arena[376321])
-    var sum157: Float = (sum156 + arena[376322])
-    var sum158: Float = (sum157 + arena[376323])
-    var sum159: Float = (sum158 + arena[376324])
-    var sum160: Float = (sum159 + arena[376325])
-    var sum161: Float = (sum160 + arena[376326])
-    var sum162: Float = (sum161 + arena[376327])
-    grads[(2556 +% f152)] = sum162
+    storeVector(arena, 376320, acc167)
+    var sum170: Float = (arena[376320] + arena[376321])
+    var sum171: Float = (sum170 + arena[376322])
+    var sum172: Float = (sum171 + arena[376323])
+    var sum173: Float = (sum172 + arena[376324])
+    var sum174: Float = (sum173 + arena[376325])
+    var sum175: Float = (sum174 + arena[376326])
+    var sum176: Float = (sum175 + arena[376327])
+    grads[(2556 +% f166)] = sum176
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g163 in 0..<4 {
-    for j164 in 0..<16 {
-      for f165 in 0..<16 {
-        for i166 in 0..<12 {
-          storeVector(arena, ((i166 *% 8) +% ((998512 +% (f165 *% 1616)) +% (j164 *% 100))), loadVector(arena, ((i166 *% 8) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)))))
+  for g177 in 0..<4 {
+    for j178 in 0..<16 {
+      for f179 in 0..<16 {
+        for i180 in 0..<12 {
+          storeVector(arena, ((i180 *% 8) +% ((998512 +% (f179 *% 1616)) +% (j178 *% 100))), loadVector(arena, ((i180 *% 8) +% ((653712 +% (((g177 *% 16) +% j178) *% 1600)) +% (f179 *% 100)))))
         }
-        for i166 in 0..<1 {
-          storePartial(arena, ((i166 +% 96) +% ((998512 +% (f165 *% 1616)) +% (j164 *% 100))), loadPartial(arena, ((i166 +% 96) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100))), 4), 4)
+        for i180 in 0..<1 {
+          storePartial(arena, ((i180 +% 96) +% ((998512 +% (f179 *% 1616)) +% (j178 *% 100))), loadPartial(arena, ((i180 +% 96) +% ((653712 +% (((g177 *% 16) +% j178) *% 1600)) +% (f179 *% 100))), 4), 4)
         }
       }
     }
-    do {  // gemm178
-      for nb167 in 0..<66 {
-        for mb168 in 0..<37 {
-          var t169_c0_0 = Vector()
-          var t169_c0_1 = Vector()
-          var t169_c0_2 = Vector()
-          var t169_c1_0 = Vector()
-          var t169_c1_1 = Vector()
-          var t169_c1_2 = Vector()
-          var t169_c2_0 = Vector()
-          var t169_c2_1 = Vector()
-          var t169_c2_2 = Vector()
-          var t169_c3_0 = Vector()
-          var t169_c3_1 = Vector()
-          var t169_c3_2 = Vector()
-          for k170 in 0..<16 {
-            let t169_b0 = loadVector(arena, ((998512 +% (k170 *% 1616)) +% (nb167 *% 24)))
-            let t169_b1 = loadVector(arena, (((998512 +% (k170 *% 1616)) +% (nb167 *% 24)) +% 8))
-            let t169_b2 = loadVector(arena, (((998512 +% (k170 *% 1616)) +% (nb167 *% 24)) +% 16))
-            let t169_a0 = Vector(repeating: params[((156 +% (mb168 *% 4)) +% (k170 *% 150))])
-            t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
-            t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
-            t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
-            let t169_a1 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 1)) +% (k170 *% 150))])
-            t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
-            t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
-            t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
-            let t169_a2 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 2)) +% (k170 *% 150))])
-            t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
-            t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
-            t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
-            let t169_a3 = Vector(repeating: params[((156 +% ((mb168 *% 4) +% 3)) +% (k170 *% 150))])
-            t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
-            t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
-            t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
+    parallelFor(pool, 2) { part181 in
+      do {  // gemm193
+        for nb182 in 0..<66 {
+          for mb183 in 0..<18 {
+            var t184_c0_0 = Vector()
+            var t184_c0_1 = Vector()
+            var t184_c0_2 = Vector()
+            var t184_c1_0 = Vector()
+            var t184_c1_1 = Vector()
+            var t184_c1_2 = Vector()
+            var t184_c2_0 = Vector()
+            var t184_c2_1 = Vector()
+            var t184_c2_2 = Vector()
+            var t184_c3_0 = Vector()
+            var t184_c3_1 = Vector()
+            var t184_c3_2 = Vector()
+            for k185 in 0..<16 {
+              let t184_b0 = loadVector(arena, ((998512 +% (k185 *% 1616)) +% (nb182 *% 24)))
+              let t184_b1 = loadVector(arena, (((998512 +% (k185 *% 1616)) +% (nb182 *% 24)) +% 8))
+              let t184_b2 = loadVector(arena, (((998512 +% (k185 *% 1616)) +% (nb182 *% 24)) +% 16))
+              let t184_a0 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% (mb183 *% 4)) +% (k185 *% 150))])
+              t184_c0_0 = t184_c0_0.addingProduct(t184_a0, t184_b0)
+              t184_c0_1 = t184_c0_1.addingProduct(t184_a0, t184_b1)
+              t184_c0_2 = t184_c0_2.addingProduct(t184_a0, t184_b2)
+              let t184_a1 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb183 *% 4) +% 1)) +% (k185 *% 150))])
+              t184_c1_0 = t184_c1_0.addingProduct(t184_a1, t184_b0)
+              t184_c1_1 = t184_c1_1.addingProduct(t184_a1, t184_b1)
+              t184_c1_2 = t184_c1_2.addingProduct(t184_a1, t184_b2)
+              let t184_a2 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb183 *% 4) +% 2)) +% (k185 *% 150))])
+              t184_c2_0 = t184_c2_0.addingProduct(t184_a2, t184_b0)
+              t184_c2_1 = t184_c2_1.addingProduct(t184_a2, t184_b1)
+              t184_c2_2 = t184_c2_2.addingProduct(t184_a2, t184_b2)
+              let t184_a3 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb183 *% 4) +% 3)) +% (k185 *% 150))])
+              t184_c3_0 = t184_c3_0.addingProduct(t184_a3, t184_b0)
+              t184_c3_1 = t184_c3_1.addingProduct(t184_a3, t184_b1)
+              t184_c3_2 = t184_c3_2.addingProduct(t184_a3, t184_b2)
+            }
+            storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% ((mb183 *% 4) *% 1616)) +% (nb182 *% 24)), t184_c0_0)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% ((mb183 *% 4) *% 1616)) +% (nb182 *% 24)) +% 8), t184_c0_1)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% ((mb183 *% 4) *% 1616)) +% (nb182 *% 24)) +% 16), t184_c0_2)
+            storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 1) *% 1616)) +% (nb182 *% 24)), t184_c1_0)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 1) *% 1616)) +% (nb182 *% 24)) +% 8), t184_c1_1)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 1) *% 1616)) +% (nb182 *% 24)) +% 16), t184_c1_2)
+            storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 2) *% 1616)) +% (nb182 *% 24)), t184_c2_0)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 2) *% 1616)) +% (nb182 *% 24)) +% 8), t184_c2_1)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 2) *% 1616)) +% (nb182 *% 24)) +% 16), t184_c2_2)
+            storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 3) *% 1616)) +% (nb182 *% 24)), t184_c3_0)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 3) *% 1616)) +% (nb182 *% 24)) +% 8), t184_c3_1)
+            storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb183 *% 4) +% 3) *% 1616)) +% (nb182 *% 24)) +% 16), t184_c3_2)
           }
-          storeVector(arena, ((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)), t169_c0_0)
-          storeVector(arena, (((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c0_1)
-          storeVector(arena, (((756112 +% ((mb168 *% 4) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c0_2)
-          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)), t169_c1_0)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c1_1)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 1) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c1_2)
-          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)), t169_c2_0)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c2_1)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 2) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c2_2)
-          storeVector(arena, ((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)), t169_c3_0)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)) +% 8), t169_c3_1)
-          storeVector(arena, (((756112 +% (((mb168 *% 4) +% 3) *% 1616)) +% (nb167 *% 24)) +% 16), t169_c3_2)
+          var t186_c0_0 = Vector()
+          var t186_c0_1 = Vector()
+          var t186_c0_2 = Vector()
+          var t186_c1_0 = Vector()
+          var t186_c1_1 = Vector()
+          var t186_c1_2 = Vector()
+          var t186_c2_0 = Vector()
+          var t186_c2_1 = Vector()
+          var t186_c2_2 = Vector()
+          for k187 in 0..<16 {
+            let t186_b0 = loadVector(arena, ((998512 +% (k187 *% 1616)) +% (nb182 *% 24)))
+            let t186_b1 = loadVector(arena, (((998512 +% (k187 *% 1616)) +% (nb182 *% 24)) +% 8))
+            let t186_b2 = loadVector(arena, (((998512 +% (k187 *% 1616)) +% (nb182 *% 24)) +% 16))
+            let t186_a0 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 72) +% (k187 *% 150))])
+            t186_c0_0 = t186_c0_0.addingProduct(t186_a0, t186_b0)
+            t186_c0_1 = t186_c0_1.addingProduct(t186_a0, t186_b1)
+            t186_c0_2 = t186_c0_2.addingProduct(t186_a0, t186_b2)
+            let t186_a1 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 73) +% (k187 *% 150))])
+            t186_c1_0 = t186_c1_0.addingProduct(t186_a1, t186_b0)
+            t186_c1_1 = t186_c1_1.addingProduct(t186_a1, t186_b1)
+            t186_c1_2 = t186_c1_2.addingProduct(t186_a1, t186_b2)
+            let t186_a2 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 74) +% (k187 *% 150))])
+            t186_c2_0 = t186_c2_0.addingProduct(t186_a2, t186_b0)
+            t186_c2_1 = t186_c2_1.addingProduct(t186_a2, t186_b1)
+            t186_c2_2 = t186_c2_2.addingProduct(t186_a2, t186_b2)
+          }
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 116352) +% (nb182 *% 24)), t186_c0_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 116352) +% (nb182 *% 24)) +% 8), t186_c0_1)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 116352) +% (nb182 *% 24)) +% 16), t186_c0_2)
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 117968) +% (nb182 *% 24)), t186_c1_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 117968) +% (nb182 *% 24)) +% 8), t186_c1_1)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 117968) +% (nb182 *% 24)) +% 16), t186_c1_2)
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 119584) +% (nb182 *% 24)), t186_c2_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 119584) +% (nb182 *% 24)) +% 8), t186_c2_1)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 119584) +% (nb182 *% 24)) +% 16), t186_c2_2)
         }
-        var t171_c0_0 = Vector()
-        var t171_c0_1 = Vector()
-        var t171_c0_2 = Vector()
-        var t171_c1_0 = Vector()
-        var t171_c1_1 = Vector()
-        var t171_c1_2 = Vector()
-        for k172 in 0..<16 {
-          let t171_b0 = loadVector(arena, ((998512 +% (k172 *% 1616)) +% (nb167 *% 24)))
-          let t171_b1 = loadVector(arena, (((998512 +% (k172 *% 1616)) +% (nb167 *% 24)) +% 8))
-          let t171_b2 = loadVector(arena, (((998512 +% (k172 *% 1616)) +% (nb167 *% 24)) +% 16))
-          let t171_a0 = Vector(repeating: params[(304 +% (k172 *% 150))])
-          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-          t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-          let t171_a1 = Vector(repeating: params[(305 +% (k172 *% 150))])
-          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-          t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
+        for mb188 in 0..<18 {
+          var t189_c0_0 = Vector()
+          var t189_c0_1 = Vector()
+          var t189_c1_0 = Vector()
+          var t189_c1_1 = Vector()
+          var t189_c2_0 = Vector()
+          var t189_c2_1 = Vector()
+          var t189_c3_0 = Vector()
+          var t189_c3_1 = Vector()
+          for k190 in 0..<16 {
+            let t189_b0 = loadVector(arena, ((998512 +% (k190 *% 1616)) +% 1584))
+            let t189_b1 = loadVector(arena, (((998512 +% (k190 *% 1616)) +% 1584) +% 8))
+            let t189_a0 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% (mb188 *% 4)) +% (k190 *% 150))])
+            t189_c0_0 = t189_c0_0.addingProduct(t189_a0, t189_b0)
+            t189_c0_1 = t189_c0_1.addingProduct(t189_a0, t189_b1)
+            let t189_a1 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb188 *% 4) +% 1)) +% (k190 *% 150))])
+            t189_c1_0 = t189_c1_0.addingProduct(t189_a1, t189_b0)
+            t189_c1_1 = t189_c1_1.addingProduct(t189_a1, t189_b1)
+            let t189_a2 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb188 *% 4) +% 2)) +% (k190 *% 150))])
+            t189_c2_0 = t189_c2_0.addingProduct(t189_a2, t189_b0)
+            t189_c2_1 = t189_c2_1.addingProduct(t189_a2, t189_b1)
+            let t189_a3 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% ((mb188 *% 4) +% 3)) +% (k190 *% 150))])
+            t189_c3_0 = t189_c3_0.addingProduct(t189_a3, t189_b0)
+            t189_c3_1 = t189_c3_1.addingProduct(t189_a3, t189_b1)
+          }
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% ((mb188 *% 4) *% 1616)) +% 1584), t189_c0_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% ((mb188 *% 4) *% 1616)) +% 1584) +% 8), t189_c0_1)
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 1) *% 1616)) +% 1584), t189_c1_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t189_c1_1)
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 2) *% 1616)) +% 1584), t189_c2_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t189_c2_1)
+          storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 3) *% 1616)) +% 1584), t189_c3_0)
+          storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% (((mb188 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t189_c3_1)
         }
-        storeVector(arena, (995280 +% (nb167 *% 24)), t171_c0_0)
-        storeVector(arena, ((995280 +% (nb167 *% 24)) +% 8), t171_c0_1)
-        storeVector(arena, ((995280 +% (nb167 *% 24)) +% 16), t171_c0_2)
-        storeVector(arena, (996896 +% (nb167 *% 24)), t171_c1_0)
-        storeVector(arena, ((996896 +% (nb167 *% 24)) +% 8), t171_c1_1)
-        storeVector(arena, ((996896 +% (nb167 *% 24)) +% 16), t171_c1_2)
+        var t191_c0_0 = Vector()
+        var t191_c0_1 = Vector()
+        var t191_c1_0 = Vector()
+        var t191_c1_1 = Vector()
+        var t191_c2_0 = Vector()
+        var t191_c2_1 = Vector()
+        for k192 in 0..<16 {
+          let t191_b0 = loadVector(arena, ((998512 +% (k192 *% 1616)) +% 1584))
+          let t191_b1 = loadVector(arena, (((998512 +% (k192 *% 1616)) +% 1584) +% 8))
+          let t191_a0 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 72) +% (k192 *% 150))])
+          t191_c0_0 = t191_c0_0.addingProduct(t191_a0, t191_b0)
+          t191_c0_1 = t191_c0_1.addingProduct(t191_a0, t191_b1)
+          let t191_a1 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 73) +% (k192 *% 150))])
+          t191_c1_0 = t191_c1_0.addingProduct(t191_a1, t191_b0)
+          t191_c1_1 = t191_c1_1.addingProduct(t191_a1, t191_b1)
+          let t191_a2 = Vector(repeating: params[(((156 +% ((part181 *% 3) *% 25)) +% 74) +% (k192 *% 150))])
+          t191_c2_0 = t191_c2_0.addingProduct(t191_a2, t191_b0)
+          t191_c2_1 = t191_c2_1.addingProduct(t191_a2, t191_b1)
+        }
+        storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 116352) +% 1584), t191_c0_0)
+        storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 116352) +% 1584) +% 8), t191_c0_1)
+        storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 117968) +% 1584), t191_c1_0)
+        storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 117968) +% 1584) +% 8), t191_c1_1)
+        storeVector(arena, (((756112 +% ((part181 *% 3) *% 40400)) +% 119584) +% 1584), t191_c2_0)
+        storeVector(arena, ((((756112 +% ((part181 *% 3) *% 40400)) +% 119584) +% 1584) +% 8), t191_c2_1)
       }
-      for mb173 in 0..<37 {
-        var t174_c0_0 = Vector()
-        var t174_c0_1 = Vector()
-        var t174_c1_0 = Vector()
-        var t174_c1_1 = Vector()
-        var t174_c2_0 = Vector()
-        var t174_c2_1 = Vector()
-        var t174_c3_0 = Vector()
-        var t174_c3_1 = Vector()
-        for k175 in 0..<16 {
-          let t174_b0 = loadVector(arena, ((998512 +% (k175 *% 1616)) +% 1584))
-          let t174_b1 = loadVector(arena, (((998512 +% (k175 *% 1616)) +% 1584) +% 8))
-          let t174_a0 = Vector(repeating: params[((156 +% (mb173 *% 4)) +% (k175 *% 150))])
-          t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
-          t174_c0_1 = t174_c0_1.addingProduct(t174_a0, t174_b1)
-          let t174_a1 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 1)) +% (k175 *% 150))])
-          t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
-          t174_c1_1 = t174_c1_1.addingProduct(t174_a1, t174_b1)
-          let t174_a2 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 2)) +% (k175 *% 150))])
-          t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
-          t174_c2_1 = t174_c2_1.addingProduct(t174_a2, t174_b1)
-          let t174_a3 = Vector(repeating: params[((156 +% ((mb173 *% 4) +% 3)) +% (k175 *% 150))])
-          t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
-          t174_c3_1 = t174_c3_1.addingProduct(t174_a3, t174_b1)
-        }
-        storeVector(arena, ((756112 +% ((mb173 *% 4) *% 1616)) +% 1584), t174_c0_0)
-        storeVector(arena, (((756112 +% ((mb173 *% 4) *% 1616)) +% 1584) +% 8), t174_c0_1)
-        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 1) *% 1616)) +% 1584), t174_c1_0)
-        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 1) *% 1616)) +% 1584) +% 8), t174_c1_1)
-        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 2) *% 1616)) +% 1584), t174_c2_0)
-        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 2) *% 1616)) +% 1584) +% 8), t174_c2_1)
-        storeVector(arena, ((756112 +% (((mb173 *% 4) +% 3) *% 1616)) +% 1584), t174_c3_0)
-        storeVector(arena, (((756112 +% (((mb173 *% 4) +% 3) *% 1616)) +% 1584) +% 8), t174_c3_1)
-      }
-      var t176_c0_0 = Vector()
-      var t176_c0_1 = Vector()
-      var t176_c1_0 = Vector()
-      var t176_c1_1 = Vector()
-      for k177 in 0..<16 {
-        let t176_b0 = loadVector(arena, ((998512 +% (k177 *% 1616)) +% 1584))
-        let t176_b1 = loadVector(arena, (((998512 +% (k177 *% 1616)) +% 1584) +% 8))
-        let t176_a0 = Vector(repeating: params[(304 +% (k177 *% 150))])
-        t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
-        t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
-        let t176_a1 = Vector(repeating: params[(305 +% (k177 *% 150))])
-        t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
-        t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
-      }
-      storeVector(arena, 996864, t176_c0_0)
-      storeVector(arena, 996872, t176_c0_1)
-      storeVector(arena, 998480, t176_c1_0)
-      storeVector(arena, 998488, t176_c1_1)
-    }
-    for j179 in 0..<16 {
-      for c180 in 0..<6 {
-        for iy181 in 0..<1 {
-          for ix182 in 0..<1 {
-            let sum183_v = loadPartial(arena, (ix182 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy181 *% 10))), 1)
-            storePartial(arena, (ix182 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy181 *% 14))), sum183_v, 1)
-          }
-        }
-        for iy184 in 0..<1 {
-          for ix185 in 0..<1 {
-            let sum186_v = loadPartial(arena, (ix185 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy184 *% 10)) +% 1)), 1)
-            let sum187_v = (sum186_v + loadPartial(arena, (ix185 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy184 *% 10))), 1))
-            storePartial(arena, (ix185 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy184 *% 14)) +% 1)), sum187_v, 1)
-          }
-        }
-        for iy188 in 0..<1 {
-          for ix189 in 0..<1 {
-            let sum190_v = loadPartial(arena, (ix189 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 2)), 1)
-            let sum191_v = (sum190_v + loadPartial(arena, (ix189 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 1)), 1))
-            let sum192_v = (sum191_v + loadPartial(arena, (ix189 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy188 *% 10))), 1))
-            storePartial(arena, (ix189 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy188 *% 14)) +% 2)), sum192_v, 1)
-          }
-        }
-        for iy193 in 0..<1 {
-          for ix194 in 0..<1 {
-            let sum195_v = loadPartial(arena, (ix194 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 3)), 1)
-            let sum196_v = (sum195_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 2)), 1))
-            let sum197_v = (sum196_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 1)), 1))
-            let sum198_v = (sum197_v + loadPartial(arena, (ix194 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy193 *% 10))), 1))
-            storePartial(arena, (ix194 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy193 *% 14)) +% 3)), sum198_v, 1)
-          }
-        }
-        for iy199 in 0..<1 {
-          for ix200 in 0..<1 {
-            let sum201_v = loadPartial(arena, (ix200 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 4)), 6)
-            let sum202_v = (sum201_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 3)), 6))
-            let sum203_v = (sum202_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 2)), 6))
-            let sum204_v = (sum203_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 1)), 6))
-            let sum205_v = (sum204_v + loadPartial(arena, (ix200 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy199 *% 10))), 6))
-            storePartial(arena, (ix200 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy199 *% 14)) +% 4)), sum205_v, 6)
-          }
-        }
-        for iy206 in 0..<1 {
-          for ix207 in 0..<1 {
-            let sum208_v = loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 9)), 1)
-            let sum209_v = (sum208_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 8)), 1))
-            let sum210_v = (sum209_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 7)), 1))
-            let sum211_v = (sum210_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 6)), 1))
-            storePartial(arena, (ix207 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy206 *% 14)) +% 10)), sum211_v, 1)
-          }
-        }
-        for iy212 in 0..<1 {
-          for ix213 in 0..<1 {
-            let sum214_v = loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 9)), 1)
-            let sum215_v = (sum214_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 8)), 1))
-            let sum216_v = (sum215_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 7)), 1))
-            storePartial(arena, (ix213 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy212 *% 14)) +% 11)), sum216_v, 1)
-          }
-        }
-        for iy217 in 0..<1 {
-          for ix218 in 0..<1 {
-            let sum219_v = loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 9)), 1)
-            let sum220_v = (sum219_v + loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 8)), 1))
-            storePartial(arena, (ix218 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy217 *% 14)) +% 12)), sum220_v, 1)
-          }
-        }
-        for iy221 in 0..<1 {
-          for ix222 in 0..<1 {
-            let sum223_v = loadPartial(arena, (ix222 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% (iy221 *% 10)) +% 9)), 1)
-            storePartial(arena, (ix222 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy221 *% 14)) +% 13)), sum223_v, 1)
-          }
-        }
-        for iy224 in 0..<1 {
-          for ix225 in 0..<1 {
-            let sum226_v = loadPartial(arena, (ix225 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy224 +% 1) *% 10))), 1)
-            let sum227_v = (sum226_v + loadPartial(arena, (ix225 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy224 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix225 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy224 +% 1) *% 14))), sum227_v, 1)
-          }
-        }
-        for iy228 in 0..<1 {
-          for ix229 in 0..<1 {
-            let sum230_v = loadPartial(arena, (ix229 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10)) +% 1)), 1)
-            let sum231_v = (sum230_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10))), 1))
-            let sum232_v = (sum231_v + loadPartial(arena, (ix229 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum233_v = (sum232_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix229 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy228 +% 1) *% 14)) +% 1)), sum233_v, 1)
-          }
-        }
-        for iy234 in 0..<1 {
-          for ix235 in 0..<1 {
-            let sum236_v = loadPartial(arena, (ix235 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 2)), 1)
-            let sum237_v = (sum236_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 1)), 1))
-            let sum238_v = (sum237_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10))), 1))
-            let sum239_v = (sum238_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 2)), 1))
-            let sum240_v = (sum239_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum241_v = (sum240_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix235 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy234 +% 1) *% 14)) +% 2)), sum241_v, 1)
-          }
-        }
-        for iy242 in 0..<1 {
-          for ix243 in 0..<1 {
-            let sum244_v = loadPartial(arena, (ix243 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 3)), 1)
-            let sum245_v = (sum244_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 2)), 1))
-            let sum246_v = (sum245_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 1)), 1))
-            let sum247_v = (sum246_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10))), 1))
-            let sum248_v = (sum247_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 3)), 1))
-            let sum249_v = (sum248_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 2)), 1))
-            let sum250_v = (sum249_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 1)), 1))
-            let sum251_v = (sum250_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10))), 1))
-            storePartial(arena, (ix243 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy242 +% 1) *% 14)) +% 3)), sum251_v, 1)
-          }
-        }
-        for iy252 in 0..<1 {
-          for ix253 in 0..<1 {
-            let sum254_v = loadPartial(arena, (ix253 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 4)), 6)
-            let sum255_v = (sum254_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 3)), 6))
-            let sum256_v = (sum255_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 2)), 6))
-            let sum257_v = (sum256_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 1)), 6))
-            let sum258_v = (sum257_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10))), 6))
-            let sum259_v = (sum258_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 4)), 6))
-            let sum260_v = (sum259_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 3)), 6))
-            let sum261_v = (sum260_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 2)), 6))
-            let sum262_v = (sum261_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 1)), 6))
-            let sum263_v = (sum262_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10))), 6))
-            storePartial(arena, (ix253 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy252 +% 1) *% 14)) +% 4)), sum263_v, 6)
-          }
-        }
-        for iy264 in 0..<1 {
-          for ix265 in 0..<1 {
-            let sum266_v = loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 9)), 1)
-            let sum267_v = (sum266_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 8)), 1))
-            let sum268_v = (sum267_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 7)), 1))
-            let sum269_v = (sum268_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 6)), 1))
-            let sum270_v = (sum269_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum271_v = (sum270_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 8)), 1))
-            let sum272_v = (sum271_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 7)), 1))
-            let sum273_v = (sum272_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix265 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy264 +% 1) *% 14)) +% 10)), sum273_v, 1)
-          }
-        }
-        for iy274 in 0..<1 {
-          for ix275 in 0..<1 {
-            let sum276_v = loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 9)), 1)
-            let sum277_v = (sum276_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 8)), 1))
-            let sum278_v = (sum277_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 7)), 1))
-            let sum279_v = (sum278_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum280_v = (sum279_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 8)), 1))
-            let sum281_v = (sum280_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix275 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy274 +% 1) *% 14)) +% 11)), sum281_v, 1)
-          }
-        }
-        for iy282 in 0..<1 {
-          for ix283 in 0..<1 {
-            let sum284_v = loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 9)), 1)
-            let sum285_v = (sum284_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 8)), 1))
-            let sum286_v = (sum285_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 9)), 1))
-            let sum287_v = (sum286_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix283 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12)), sum287_v, 1)
-          }
-        }
-        for iy288 in 0..<1 {
-          for ix289 in 0..<1 {
-            let sum290_v = loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy288 +% 1) *% 10)) +% 9)), 1)
-            let sum291_v = (sum290_v + loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy288 +% 1) +% -1) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix289 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy288 +% 1) *% 14)) +% 13)), sum291_v, 1)
-          }
-        }
-        for iy292 in 0..<1 {
-          for ix293 in 0..<1 {
-            let sum294_v = loadPartial(arena, (ix293 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy292 +% 2) *% 10))), 1)
-            let sum295_v = (sum294_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -1) *% 10))), 1))
-            let sum296_v = (sum295_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix293 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy292 +% 2) *% 14))), sum296_v, 1)
-          }
-        }
-        for iy297 in 0..<1 {
-          for ix298 in 0..<1 {
-            let sum299_v = loadPartial(arena, (ix298 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10)) +% 1)), 1)
-            let sum300_v = (sum299_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10))), 1))
-            let sum301_v = (sum300_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum302_v = (sum301_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10))), 1))
-            let sum303_v = (sum302_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum304_v = (sum303_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix298 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy297 +% 2) *% 14)) +% 1)), sum304_v, 1)
-          }
-        }
-        for iy305 in 0..<1 {
-          for ix306 in 0..<1 {
-            let sum307_v = loadPartial(arena, (ix306 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 2)), 1)
-            let sum308_v = (sum307_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 1)), 1))
-            let sum309_v = (sum308_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10))), 1))
-            let sum310_v = (sum309_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 2)), 1))
-            let sum311_v = (sum310_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum312_v = (sum311_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10))), 1))
-            let sum313_v = (sum312_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 2)), 1))
-            let sum314_v = (sum313_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum315_v = (sum314_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix306 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy305 +% 2) *% 14)) +% 2)), sum315_v, 1)
-          }
-        }
-        for iy316 in 0..<1 {
-          for ix317 in 0..<1 {
-            let sum318_v = loadPartial(arena, (ix317 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 3)), 1)
-            let sum319_v = (sum318_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 2)), 1))
-            let sum320_v = (sum319_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 1)), 1))
-            let sum321_v = (sum320_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10))), 1))
-            let sum322_v = (sum321_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 3)), 1))
-            let sum323_v = (sum322_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 2)), 1))
-            let sum324_v = (sum323_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 1)), 1))
-            let sum325_v = (sum324_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10))), 1))
-            let sum326_v = (sum325_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 3)), 1))
-            let sum327_v = (sum326_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 2)), 1))
-            let sum328_v = (sum327_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 1)), 1))
-            let sum329_v = (sum328_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10))), 1))
-            storePartial(arena, (ix317 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy316 +% 2) *% 14)) +% 3)), sum329_v, 1)
-          }
-        }
-        for iy330 in 0..<1 {
-          for ix331 in 0..<1 {
-            let sum332_v = loadPartial(arena, (ix331 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 4)), 6)
-            let sum333_v = (sum332_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 3)), 6))
-            let sum334_v = (sum333_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 2)), 6))
-            let sum335_v = (sum334_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 1)), 6))
-            let sum336_v = (sum335_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10))), 6))
-            let sum337_v = (sum336_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 4)), 6))
-            let sum338_v = (sum337_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 3)), 6))
-            let sum339_v = (sum338_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 2)), 6))
-            let sum340_v = (sum339_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 1)), 6))
-            let sum341_v = (sum340_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10))), 6))
-            let sum342_v = (sum341_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 4)), 6))
-            let sum343_v = (sum342_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 3)), 6))
-            let sum344_v = (sum343_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 2)), 6))
-            let sum345_v = (sum344_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 1)), 6))
-            let sum346_v = (sum345_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10))), 6))
-            storePartial(arena, (ix331 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy330 +% 2) *% 14)) +% 4)), sum346_v, 6)
-          }
-        }
-        for iy347 in 0..<1 {
-          for ix348 in 0..<1 {
-            let sum349_v = loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 9)), 1)
-            let sum350_v = (sum349_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 8)), 1))
-            let sum351_v = (sum350_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 7)), 1))
-            let sum352_v = (sum351_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 6)), 1))
-            let sum353_v = (sum352_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum354_v = (sum353_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum355_v = (sum354_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 7)), 1))
-            let sum356_v = (sum355_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 6)), 1))
-            let sum357_v = (sum356_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum358_v = (sum357_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 8)), 1))
-            let sum359_v = (sum358_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 7)), 1))
-            let sum360_v = (sum359_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix348 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy347 +% 2) *% 14)) +% 10)), sum360_v, 1)
-          }
-        }
-        for iy361 in 0..<1 {
-          for ix362 in 0..<1 {
-            let sum363_v = loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 9)), 1)
-            let sum364_v = (sum363_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 8)), 1))
-            let sum365_v = (sum364_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 7)), 1))
-            let sum366_v = (sum365_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum367_v = (sum366_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum368_v = (sum367_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 7)), 1))
-            let sum369_v = (sum368_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum370_v = (sum369_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 8)), 1))
-            let sum371_v = (sum370_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix362 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy361 +% 2) *% 14)) +% 11)), sum371_v, 1)
-          }
-        }
-        for iy372 in 0..<1 {
-          for ix373 in 0..<1 {
-            let sum374_v = loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 9)), 1)
-            let sum375_v = (sum374_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 8)), 1))
-            let sum376_v = (sum375_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum377_v = (sum376_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 8)), 1))
-            let sum378_v = (sum377_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 9)), 1))
-            let sum379_v = (sum378_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix373 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy372 +% 2) *% 14)) +% 12)), sum379_v, 1)
-          }
-        }
-        for iy380 in 0..<1 {
-          for ix381 in 0..<1 {
-            let sum382_v = loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy380 +% 2) *% 10)) +% 9)), 1)
-            let sum383_v = (sum382_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -1) *% 10)) +% 9)), 1))
-            let sum384_v = (sum383_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -2) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix381 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy380 +% 2) *% 14)) +% 13)), sum384_v, 1)
-          }
-        }
-        for iy385 in 0..<1 {
-          for ix386 in 0..<1 {
-            let sum387_v = loadPartial(arena, (ix386 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy385 +% 3) *% 10))), 1)
-            let sum388_v = (sum387_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -1) *% 10))), 1))
-            let sum389_v = (sum388_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -2) *% 10))), 1))
-            let sum390_v = (sum389_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix386 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy385 +% 3) *% 14))), sum390_v, 1)
-          }
-        }
-        for iy391 in 0..<1 {
-          for ix392 in 0..<1 {
-            let sum393_v = loadPartial(arena, (ix392 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10)) +% 1)), 1)
-            let sum394_v = (sum393_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10))), 1))
-            let sum395_v = (sum394_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum396_v = (sum395_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10))), 1))
-            let sum397_v = (sum396_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum398_v = (sum397_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10))), 1))
-            let sum399_v = (sum398_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum400_v = (sum399_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix392 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy391 +% 3) *% 14)) +% 1)), sum400_v, 1)
-          }
-        }
-        for iy401 in 0..<1 {
-          for ix402 in 0..<1 {
-            let sum403_v = loadPartial(arena, (ix402 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 2)), 1)
-            let sum404_v = (sum403_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 1)), 1))
-            let sum405_v = (sum404_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10))), 1))
-            let sum406_v = (sum405_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 2)), 1))
-            let sum407_v = (sum406_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum408_v = (sum407_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10))), 1))
-            let sum409_v = (sum408_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 2)), 1))
-            let sum410_v = (sum409_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum411_v = (sum410_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10))), 1))
-            let sum412_v = (sum411_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 2)), 1))
-            let sum413_v = (sum412_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum414_v = (sum413_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix402 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy401 +% 3) *% 14)) +% 2)), sum414_v, 1)
-          }
-        }
-        for iy415 in 0..<1 {
-          for ix416 in 0..<1 {
-            let sum417_v = loadPartial(arena, (ix416 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 3)), 1)
-            let sum418_v = (sum417_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 2)), 1))
-            let sum419_v = (sum418_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 1)), 1))
-            let sum420_v = (sum419_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10))), 1))
-            let sum421_v = (sum420_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 3)), 1))
-            let sum422_v = (sum421_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 2)), 1))
-            let sum423_v = (sum422_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 1)), 1))
-            let sum424_v = (sum423_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10))), 1))
-            let sum425_v = (sum424_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 3)), 1))
-            let sum426_v = (sum425_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 2)), 1))
-            let sum427_v = (sum426_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 1)), 1))
-            let sum428_v = (sum427_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10))), 1))
-            let sum429_v = (sum428_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 3)), 1))
-            let sum430_v = (sum429_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 2)), 1))
-            let sum431_v = (sum430_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 1)), 1))
-            let sum432_v = (sum431_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10))), 1))
-            storePartial(arena, (ix416 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy415 +% 3) *% 14)) +% 3)), sum432_v, 1)
-          }
-        }
-        for iy433 in 0..<1 {
-          for ix434 in 0..<1 {
-            let sum435_v = loadPartial(arena, (ix434 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 4)), 6)
-            let sum436_v = (sum435_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 3)), 6))
-            let sum437_v = (sum436_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 2)), 6))
-            let sum438_v = (sum437_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 1)), 6))
-            let sum439_v = (sum438_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10))), 6))
-            let sum440_v = (sum439_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 4)), 6))
-            let sum441_v = (sum440_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 3)), 6))
-            let sum442_v = (sum441_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 2)), 6))
-            let sum443_v = (sum442_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 1)), 6))
-            let sum444_v = (sum443_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10))), 6))
-            let sum445_v = (sum444_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 4)), 6))
-            let sum446_v = (sum445_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 3)), 6))
-            let sum447_v = (sum446_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 2)), 6))
-            let sum448_v = (sum447_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 1)), 6))
-            let sum449_v = (sum448_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10))), 6))
-            let sum450_v = (sum449_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 4)), 6))
-            let sum451_v = (sum450_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 3)), 6))
-            let sum452_v = (sum451_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 2)), 6))
-            let sum453_v = (sum452_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 1)), 6))
-            let sum454_v = (sum453_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10))), 6))
-            storePartial(arena, (ix434 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy433 +% 3) *% 14)) +% 4)), sum454_v, 6)
-          }
-        }
-        for iy455 in 0..<1 {
-          for ix456 in 0..<1 {
-            let sum457_v = loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 9)), 1)
-            let sum458_v = (sum457_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 8)), 1))
-            let sum459_v = (sum458_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 7)), 1))
-            let sum460_v = (sum459_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 6)), 1))
-            let sum461_v = (sum460_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum462_v = (sum461_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum463_v = (sum462_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 7)), 1))
-            let sum464_v = (sum463_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 6)), 1))
-            let sum465_v = (sum464_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum466_v = (sum465_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum467_v = (sum466_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 7)), 1))
-            let sum468_v = (sum467_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 6)), 1))
-            let sum469_v = (sum468_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum470_v = (sum469_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 8)), 1))
-            let sum471_v = (sum470_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 7)), 1))
-            let sum472_v = (sum471_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix456 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy455 +% 3) *% 14)) +% 10)), sum472_v, 1)
-          }
-        }
-        for iy473 in 0..<1 {
-          for ix474 in 0..<1 {
-            let sum475_v = loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 9)), 1)
-            let sum476_v = (sum475_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 8)), 1))
-            let sum477_v = (sum476_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 7)), 1))
-            let sum478_v = (sum477_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum479_v = (sum478_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum480_v = (sum479_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 7)), 1))
-            let sum481_v = (sum480_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum482_v = (sum481_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum483_v = (sum482_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 7)), 1))
-            let sum484_v = (sum483_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum485_v = (sum484_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 8)), 1))
-            let sum486_v = (sum485_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix474 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy473 +% 3) *% 14)) +% 11)), sum486_v, 1)
-          }
-        }
-        for iy487 in 0..<1 {
-          for ix488 in 0..<1 {
-            let sum489_v = loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 9)), 1)
-            let sum490_v = (sum489_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 8)), 1))
-            let sum491_v = (sum490_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum492_v = (sum491_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 8)), 1))
-            let sum493_v = (sum492_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum494_v = (sum493_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 8)), 1))
-            let sum495_v = (sum494_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 9)), 1))
-            let sum496_v = (sum495_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix488 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy487 +% 3) *% 14)) +% 12)), sum496_v, 1)
-          }
-        }
-        for iy497 in 0..<1 {
-          for ix498 in 0..<1 {
-            let sum499_v = loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy497 +% 3) *% 10)) +% 9)), 1)
-            let sum500_v = (sum499_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -1) *% 10)) +% 9)), 1))
-            let sum501_v = (sum500_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -2) *% 10)) +% 9)), 1))
-            let sum502_v = (sum501_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -3) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix498 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy497 +% 3) *% 14)) +% 13)), sum502_v, 1)
-          }
-        }
-        for iy503 in 0..<6 {
-          for ix504 in 0..<1 {
-            let sum505_v = loadPartial(arena, (ix504 +% (((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy503 +% 4) *% 10))), 1)
-            let sum506_v = (sum505_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -1) *% 10))), 1))
-            let sum507_v = (sum506_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -2) *% 10))), 1))
-            let sum508_v = (sum507_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -3) *% 10))), 1))
-            let sum509_v = (sum508_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix504 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy503 +% 4) *% 14))), sum509_v, 1)
-          }
-        }
-        for iy510 in 0..<6 {
-          for ix511 in 0..<1 {
-            let sum512_v = loadPartial(arena, (ix511 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10)) +% 1)), 1)
-            let sum513_v = (sum512_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10))), 1))
-            let sum514_v = (sum513_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum515_v = (sum514_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10))), 1))
-            let sum516_v = (sum515_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum517_v = (sum516_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10))), 1))
-            let sum518_v = (sum517_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum519_v = (sum518_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10))), 1))
-            let sum520_v = (sum519_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum521_v = (sum520_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix511 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy510 +% 4) *% 14)) +% 1)), sum521_v, 1)
-          }
-        }
-        for iy522 in 0..<6 {
-          for ix523 in 0..<1 {
-            let sum524_v = loadPartial(arena, (ix523 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2)), 1)
-            let sum525_v = (sum524_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1)), 1))
-            let sum526_v = (sum525_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10))), 1))
-            let sum527_v = (sum526_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2)), 1))
-            let sum528_v = (sum527_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum529_v = (sum528_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10))), 1))
-            let sum530_v = (sum529_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2)), 1))
-            let sum531_v = (sum530_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum532_v = (sum531_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10))), 1))
-            let sum533_v = (sum532_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2)), 1))
-            let sum534_v = (sum533_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum535_v = (sum534_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10))), 1))
-            let sum536_v = (sum535_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2)), 1))
-            let sum537_v = (sum536_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum538_v = (sum537_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix523 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy522 +% 4) *% 14)) +% 2)), sum538_v, 1)
-          }
-        }
-        for iy539 in 0..<6 {
-          for ix540 in 0..<1 {
-            let sum541_v = loadPartial(arena, (ix540 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 3)), 1)
-            let sum542_v = (sum541_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 2)), 1))
-            let sum543_v = (sum542_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 1)), 1))
-            let sum544_v = (sum543_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10))), 1))
-            let sum545_v = (sum544_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 3)), 1))
-            let sum546_v = (sum545_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 2)), 1))
-            let sum547_v = (sum546_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 1)), 1))
-            let sum548_v = (sum547_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10))), 1))
-            let sum549_v = (sum548_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 3)), 1))
-            let sum550_v = (sum549_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 2)), 1))
-            let sum551_v = (sum550_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 1)), 1))
-            let sum552_v = (sum551_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10))), 1))
-            let sum553_v = (sum552_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 3)), 1))
-            let sum554_v = (sum553_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 2)), 1))
-            let sum555_v = (sum554_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 1)), 1))
-            let sum556_v = (sum555_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10))), 1))
-            let sum557_v = (sum556_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 3)), 1))
-            let sum558_v = (sum557_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 2)), 1))
-            let sum559_v = (sum558_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 1)), 1))
-            let sum560_v = (sum559_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10))), 1))
-            storePartial(arena, (ix540 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy539 +% 4) *% 14)) +% 3)), sum560_v, 1)
-          }
-        }
-        for iy561 in 0..<6 {
-          for ix562 in 0..<1 {
-            let sum563_v = loadPartial(arena, (ix562 +% ((((756112 +% ((c180 *% 25) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 4)), 6)
-            let sum564_v = (sum563_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 3)), 6))
-            let sum565_v = (sum564_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 2)), 6))
-            let sum566_v = (sum565_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 1)), 6))
-            let sum567_v = (sum566_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10))), 6))
-            let sum568_v = (sum567_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 4)), 6))
-            let sum569_v = (sum568_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 3)), 6))
-            let sum570_v = (sum569_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 2)), 6))
-            let sum571_v = (sum570_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 1)), 6))
-            let sum572_v = (sum571_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10))), 6))
-            let sum573_v = (sum572_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 4)), 6))
-            let sum574_v = (sum573_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 3)), 6))
-            let sum575_v = (sum574_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 2)), 6))
-            let sum576_v = (sum575_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 1)), 6))
-            let sum577_v = (sum576_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10))), 6))
-            let sum578_v = (sum577_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 4)), 6))
-            let sum579_v = (sum578_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 3)), 6))
-            let sum580_v = (sum579_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 2)), 6))
-            let sum581_v = (sum580_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 1)), 6))
-            let sum582_v = (sum581_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10))), 6))
-            let sum583_v = (sum582_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 4)), 6))
-            let sum584_v = (sum583_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 3)), 6))
-            let sum585_v = (sum584_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 2)), 6))
-            let sum586_v = (sum585_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 1)), 6))
-            let sum587_v = (sum586_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10))), 6))
-            storePartial(arena, (ix562 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy561 +% 4) *% 14)) +% 4)), sum587_v, 6)
-          }
-        }
-        for iy588 in 0..<6 {
-          for ix589 in 0..<1 {
-            let sum590_v = loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 9)), 1)
-            let sum591_v = (sum590_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 8)), 1))
-            let sum592_v = (sum591_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 7)), 1))
-            let sum593_v = (sum592_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 6)), 1))
-            let sum594_v = (sum593_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum595_v = (sum594_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum596_v = (sum595_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 7)), 1))
-            let sum597_v = (sum596_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 6)), 1))
-            let sum598_v = (sum597_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum599_v = (sum598_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum600_v = (sum599_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 7)), 1))
-            let sum601_v = (sum600_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 6)), 1))
-            let sum602_v = (sum601_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum603_v = (sum602_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum604_v = (sum603_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 7)), 1))
-            let sum605_v = (sum604_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 6)), 1))
-            let sum606_v = (sum605_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum607_v = (sum606_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 8)), 1))
-            let sum608_v = (sum607_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 7)), 1))
-            let sum609_v = (sum608_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix589 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy588 +% 4) *% 14)) +% 10)), sum609_v, 1)
-          }
-        }
-        for iy610 in 0..<6 {
-          for ix611 in 0..<1 {
-            let sum612_v = loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9)), 1)
-            let sum613_v = (sum612_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8)), 1))
-            let sum614_v = (sum613_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 7)), 1))
-            let sum615_v = (sum614_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum616_v = (sum615_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum617_v = (sum616_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 7)), 1))
-            let sum618_v = (sum617_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum619_v = (sum618_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum620_v = (sum619_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 7)), 1))
-            let sum621_v = (sum620_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum622_v = (sum621_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum623_v = (sum622_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 7)), 1))
-            let sum624_v = (sum623_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum625_v = (sum624_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8)), 1))
-            let sum626_v = (sum625_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix611 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy610 +% 4) *% 14)) +% 11)), sum626_v, 1)
-          }
-        }
-        for iy627 in 0..<6 {
-          for ix628 in 0..<1 {
-            let sum629_v = loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1616)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 9)), 1)
-            let sum630_v = (sum629_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 8)), 1))
-            let sum631_v = (sum630_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum632_v = (sum631_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 8)), 1))
-            let sum633_v = (sum632_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum634_v = (sum633_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 8)), 1))
-            let sum635_v = (sum634_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum636_v = (sum635_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 8)), 1))
-            let sum637_v = (sum636_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 9)), 1))
-            let sum638_v = (sum637_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix628 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy627 +% 4) *% 14)) +% 12)), sum638_v, 1)
-          }
-        }
-        for iy639 in 0..<6 {
-          for ix640 in 0..<1 {
-            let sum641_v = loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1616)) +% (j179 *% 100)) +% ((iy639 +% 4) *% 10)) +% 9)), 1)
-            let sum642_v = (sum641_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -1) *% 10)) +% 9)), 1))
-            let sum643_v = (sum642_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -2) *% 10)) +% 9)), 1))
-            let sum644_v = (sum643_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -3) *% 10)) +% 9)), 1))
-            let sum645_v = (sum644_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix640 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy639 +% 4) *% 14)) +% 13)), sum645_v, 1)
-          }
-        }
-        for iy646 in 0..<1 {
-          for ix647 in 0..<1 {
-            let sum648_v = loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -1) *% 10))), 1)
-            let sum649_v = (sum648_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -2) *% 10))), 1))
-            let sum650_v = (sum649_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -3) *% 10))), 1))
-            let sum651_v = (sum650_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix647 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy646 +% 10) *% 14))), sum651_v, 1)
-          }
-        }
-        for iy652 in 0..<1 {
-          for ix653 in 0..<1 {
-            let sum654_v = loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10)) +% 1)), 1)
-            let sum655_v = (sum654_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10))), 1))
-            let sum656_v = (sum655_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum657_v = (sum656_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10))), 1))
-            let sum658_v = (sum657_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum659_v = (sum658_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10))), 1))
-            let sum660_v = (sum659_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum661_v = (sum660_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix653 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy652 +% 10) *% 14)) +% 1)), sum661_v, 1)
-          }
-        }
-        for iy662 in 0..<1 {
-          for ix663 in 0..<1 {
-            let sum664_v = loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 2)), 1)
-            let sum665_v = (sum664_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 1)), 1))
-            let sum666_v = (sum665_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10))), 1))
-            let sum667_v = (sum666_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 2)), 1))
-            let sum668_v = (sum667_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum669_v = (sum668_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10))), 1))
-            let sum670_v = (sum669_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 2)), 1))
-            let sum671_v = (sum670_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum672_v = (sum671_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10))), 1))
-            let sum673_v = (sum672_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 2)), 1))
-            let sum674_v = (sum673_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum675_v = (sum674_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix663 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy662 +% 10) *% 14)) +% 2)), sum675_v, 1)
-          }
-        }
-        for iy676 in 0..<1 {
-          for ix677 in 0..<1 {
-            let sum678_v = loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 3)), 1)
-            let sum679_v = (sum678_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 2)), 1))
-            let sum680_v = (sum679_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 1)), 1))
-            let sum681_v = (sum680_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10))), 1))
-            let sum682_v = (sum681_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 3)), 1))
-            let sum683_v = (sum682_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 2)), 1))
-            let sum684_v = (sum683_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 1)), 1))
-            let sum685_v = (sum684_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10))), 1))
-            let sum686_v = (sum685_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 3)), 1))
-            let sum687_v = (sum686_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 2)), 1))
-            let sum688_v = (sum687_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 1)), 1))
-            let sum689_v = (sum688_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10))), 1))
-            let sum690_v = (sum689_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 3)), 1))
-            let sum691_v = (sum690_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 2)), 1))
-            let sum692_v = (sum691_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 1)), 1))
-            let sum693_v = (sum692_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10))), 1))
-            storePartial(arena, (ix677 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy676 +% 10) *% 14)) +% 3)), sum693_v, 1)
-          }
-        }
-        for iy694 in 0..<1 {
-          for ix695 in 0..<1 {
-            let sum696_v = loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 4)), 6)
-            let sum697_v = (sum696_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 3)), 6))
-            let sum698_v = (sum697_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 2)), 6))
-            let sum699_v = (sum698_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 1)), 6))
-            let sum700_v = (sum699_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10))), 6))
-            let sum701_v = (sum700_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 4)), 6))
-            let sum702_v = (sum701_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 3)), 6))
-            let sum703_v = (sum702_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 2)), 6))
-            let sum704_v = (sum703_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 1)), 6))
-            let sum705_v = (sum704_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10))), 6))
-            let sum706_v = (sum705_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 4)), 6))
-            let sum707_v = (sum706_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 3)), 6))
-            let sum708_v = (sum707_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 2)), 6))
-            let sum709_v = (sum708_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 1)), 6))
-            let sum710_v = (sum709_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10))), 6))
-            let sum711_v = (sum710_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 4)), 6))
-            let sum712_v = (sum711_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 3)), 6))
-            let sum713_v = (sum712_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 2)), 6))
-            let sum714_v = (sum713_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 1)), 6))
-            let sum715_v = (sum714_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10))), 6))
-            storePartial(arena, (ix695 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy694 +% 10) *% 14)) +% 4)), sum715_v, 6)
-          }
-        }
-        for iy716 in 0..<1 {
-          for ix717 in 0..<1 {
-            let sum718_v = loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum719_v = (sum718_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum720_v = (sum719_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 7)), 1))
-            let sum721_v = (sum720_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 6)), 1))
-            let sum722_v = (sum721_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum723_v = (sum722_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum724_v = (sum723_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 7)), 1))
-            let sum725_v = (sum724_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 6)), 1))
-            let sum726_v = (sum725_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum727_v = (sum726_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum728_v = (sum727_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 7)), 1))
-            let sum729_v = (sum728_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 6)), 1))
-            let sum730_v = (sum729_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum731_v = (sum730_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 8)), 1))
-            let sum732_v = (sum731_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 7)), 1))
-            let sum733_v = (sum732_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix717 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy716 +% 10) *% 14)) +% 10)), sum733_v, 1)
-          }
-        }
-        for iy734 in 0..<1 {
-          for ix735 in 0..<1 {
-            let sum736_v = loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum737_v = (sum736_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum738_v = (sum737_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 7)), 1))
-            let sum739_v = (sum738_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum740_v = (sum739_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum741_v = (sum740_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 7)), 1))
-            let sum742_v = (sum741_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum743_v = (sum742_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum744_v = (sum743_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 7)), 1))
-            let sum745_v = (sum744_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum746_v = (sum745_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 8)), 1))
-            let sum747_v = (sum746_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix735 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy734 +% 10) *% 14)) +% 11)), sum747_v, 1)
-          }
-        }
-        for iy748 in 0..<1 {
-          for ix749 in 0..<1 {
-            let sum750_v = loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum751_v = (sum750_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 8)), 1))
-            let sum752_v = (sum751_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum753_v = (sum752_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 8)), 1))
-            let sum754_v = (sum753_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum755_v = (sum754_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 8)), 1))
-            let sum756_v = (sum755_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 9)), 1))
-            let sum757_v = (sum756_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix749 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy748 +% 10) *% 14)) +% 12)), sum757_v, 1)
-          }
-        }
-        for iy758 in 0..<1 {
-          for ix759 in 0..<1 {
-            let sum760_v = loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -1) *% 10)) +% 9)), 1)
-            let sum761_v = (sum760_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -2) *% 10)) +% 9)), 1))
-            let sum762_v = (sum761_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -3) *% 10)) +% 9)), 1))
-            let sum763_v = (sum762_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix759 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy758 +% 10) *% 14)) +% 13)), sum763_v, 1)
-          }
-        }
-        for iy764 in 0..<1 {
-          for ix765 in 0..<1 {
-            let sum766_v = loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -2) *% 10))), 1)
-            let sum767_v = (sum766_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -3) *% 10))), 1))
-            let sum768_v = (sum767_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix765 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy764 +% 11) *% 14))), sum768_v, 1)
-          }
-        }
-        for iy769 in 0..<1 {
-          for ix770 in 0..<1 {
-            let sum771_v = loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 1)), 1)
-            let sum772_v = (sum771_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10))), 1))
-            let sum773_v = (sum772_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum774_v = (sum773_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10))), 1))
-            let sum775_v = (sum774_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum776_v = (sum775_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix770 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy769 +% 11) *% 14)) +% 1)), sum776_v, 1)
-          }
-        }
-        for iy777 in 0..<1 {
-          for ix778 in 0..<1 {
-            let sum779_v = loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 2)), 1)
-            let sum780_v = (sum779_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 1)), 1))
-            let sum781_v = (sum780_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10))), 1))
-            let sum782_v = (sum781_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 2)), 1))
-            let sum783_v = (sum782_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum784_v = (sum783_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10))), 1))
-            let sum785_v = (sum784_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 2)), 1))
-            let sum786_v = (sum785_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum787_v = (sum786_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix778 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy777 +% 11) *% 14)) +% 2)), sum787_v, 1)
-          }
-        }
-        for iy788 in 0..<1 {
-          for ix789 in 0..<1 {
-            let sum790_v = loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 3)), 1)
-            let sum791_v = (sum790_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 2)), 1))
-            let sum792_v = (sum791_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 1)), 1))
-            let sum793_v = (sum792_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10))), 1))
-            let sum794_v = (sum793_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 3)), 1))
-            let sum795_v = (sum794_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 2)), 1))
-            let sum796_v = (sum795_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 1)), 1))
-            let sum797_v = (sum796_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10))), 1))
-            let sum798_v = (sum797_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 3)), 1))
-            let sum799_v = (sum798_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 2)), 1))
-            let sum800_v = (sum799_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 1)), 1))
-            let sum801_v = (sum800_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10))), 1))
-            storePartial(arena, (ix789 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy788 +% 11) *% 14)) +% 3)), sum801_v, 1)
-          }
-        }
-        for iy802 in 0..<1 {
-          for ix803 in 0..<1 {
-            let sum804_v = loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 4)), 6)
-            let sum805_v = (sum804_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 3)), 6))
-            let sum806_v = (sum805_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 2)), 6))
-            let sum807_v = (sum806_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 1)), 6))
-            let sum808_v = (sum807_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10))), 6))
-            let sum809_v = (sum808_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 4)), 6))
-            let sum810_v = (sum809_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 3)), 6))
-            let sum811_v = (sum810_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 2)), 6))
-            let sum812_v = (sum811_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 1)), 6))
-            let sum813_v = (sum812_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10))), 6))
-            let sum814_v = (sum813_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 4)), 6))
-            let sum815_v = (sum814_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 3)), 6))
-            let sum816_v = (sum815_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 2)), 6))
-            let sum817_v = (sum816_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 1)), 6))
-            let sum818_v = (sum817_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10))), 6))
-            storePartial(arena, (ix803 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy802 +% 11) *% 14)) +% 4)), sum818_v, 6)
-          }
-        }
-        for iy819 in 0..<1 {
-          for ix820 in 0..<1 {
-            let sum821_v = loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum822_v = (sum821_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum823_v = (sum822_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 7)), 1))
-            let sum824_v = (sum823_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 6)), 1))
-            let sum825_v = (sum824_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum826_v = (sum825_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum827_v = (sum826_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 7)), 1))
-            let sum828_v = (sum827_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 6)), 1))
-            let sum829_v = (sum828_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum830_v = (sum829_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 8)), 1))
-            let sum831_v = (sum830_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 7)), 1))
-            let sum832_v = (sum831_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix820 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy819 +% 11) *% 14)) +% 10)), sum832_v, 1)
-          }
-        }
-        for iy833 in 0..<1 {
-          for ix834 in 0..<1 {
-            let sum835_v = loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum836_v = (sum835_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum837_v = (sum836_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 7)), 1))
-            let sum838_v = (sum837_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum839_v = (sum838_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum840_v = (sum839_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 7)), 1))
-            let sum841_v = (sum840_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum842_v = (sum841_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 8)), 1))
-            let sum843_v = (sum842_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix834 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy833 +% 11) *% 14)) +% 11)), sum843_v, 1)
-          }
-        }
-        for iy844 in 0..<1 {
-          for ix845 in 0..<1 {
-            let sum846_v = loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum847_v = (sum846_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 8)), 1))
-            let sum848_v = (sum847_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum849_v = (sum848_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 8)), 1))
-            let sum850_v = (sum849_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 9)), 1))
-            let sum851_v = (sum850_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix845 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy844 +% 11) *% 14)) +% 12)), sum851_v, 1)
-          }
-        }
-        for iy852 in 0..<1 {
-          for ix853 in 0..<1 {
-            let sum854_v = loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -2) *% 10)) +% 9)), 1)
-            let sum855_v = (sum854_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -3) *% 10)) +% 9)), 1))
-            let sum856_v = (sum855_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix853 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy852 +% 11) *% 14)) +% 13)), sum856_v, 1)
-          }
-        }
-        for iy857 in 0..<1 {
-          for ix858 in 0..<1 {
-            let sum859_v = loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -3) *% 10))), 1)
-            let sum860_v = (sum859_v + loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix858 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy857 +% 12) *% 14))), sum860_v, 1)
-          }
-        }
-        for iy861 in 0..<1 {
-          for ix862 in 0..<1 {
-            let sum863_v = loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10)) +% 1)), 1)
-            let sum864_v = (sum863_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10))), 1))
-            let sum865_v = (sum864_v + loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum866_v = (sum865_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix862 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy861 +% 12) *% 14)) +% 1)), sum866_v, 1)
-          }
-        }
-        for iy867 in 0..<1 {
-          for ix868 in 0..<1 {
-            let sum869_v = loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 2)), 1)
-            let sum870_v = (sum869_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 1)), 1))
-            let sum871_v = (sum870_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10))), 1))
-            let sum872_v = (sum871_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 2)), 1))
-            let sum873_v = (sum872_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum874_v = (sum873_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix868 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy867 +% 12) *% 14)) +% 2)), sum874_v, 1)
-          }
-        }
-        for iy875 in 0..<1 {
-          for ix876 in 0..<1 {
-            let sum877_v = loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 3)), 1)
-            let sum878_v = (sum877_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 2)), 1))
-            let sum879_v = (sum878_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 1)), 1))
-            let sum880_v = (sum879_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10))), 1))
-            let sum881_v = (sum880_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 3)), 1))
-            let sum882_v = (sum881_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 2)), 1))
-            let sum883_v = (sum882_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 1)), 1))
-            let sum884_v = (sum883_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10))), 1))
-            storePartial(arena, (ix876 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy875 +% 12) *% 14)) +% 3)), sum884_v, 1)
-          }
-        }
-        for iy885 in 0..<1 {
-          for ix886 in 0..<1 {
-            let sum887_v = loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 4)), 6)
-            let sum888_v = (sum887_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 3)), 6))
-            let sum889_v = (sum888_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 2)), 6))
-            let sum890_v = (sum889_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 1)), 6))
-            let sum891_v = (sum890_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10))), 6))
-            let sum892_v = (sum891_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 4)), 6))
-            let sum893_v = (sum892_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 3)), 6))
-            let sum894_v = (sum893_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 2)), 6))
-            let sum895_v = (sum894_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 1)), 6))
-            let sum896_v = (sum895_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10))), 6))
-            storePartial(arena, (ix886 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy885 +% 12) *% 14)) +% 4)), sum896_v, 6)
-          }
-        }
-        for iy897 in 0..<1 {
-          for ix898 in 0..<1 {
-            let sum899_v = loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum900_v = (sum899_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum901_v = (sum900_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 7)), 1))
-            let sum902_v = (sum901_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 6)), 1))
-            let sum903_v = (sum902_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum904_v = (sum903_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 8)), 1))
-            let sum905_v = (sum904_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 7)), 1))
-            let sum906_v = (sum905_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix898 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy897 +% 12) *% 14)) +% 10)), sum906_v, 1)
-          }
-        }
-        for iy907 in 0..<1 {
-          for ix908 in 0..<1 {
-            let sum909_v = loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum910_v = (sum909_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum911_v = (sum910_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 7)), 1))
-            let sum912_v = (sum911_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum913_v = (sum912_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 8)), 1))
-            let sum914_v = (sum913_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix908 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy907 +% 12) *% 14)) +% 11)), sum914_v, 1)
-          }
-        }
-        for iy915 in 0..<1 {
-          for ix916 in 0..<1 {
-            let sum917_v = loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum918_v = (sum917_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 8)), 1))
-            let sum919_v = (sum918_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 9)), 1))
-            let sum920_v = (sum919_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix916 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy915 +% 12) *% 14)) +% 12)), sum920_v, 1)
-          }
-        }
-        for iy921 in 0..<1 {
-          for ix922 in 0..<1 {
-            let sum923_v = loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1616)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -3) *% 10)) +% 9)), 1)
-            let sum924_v = (sum923_v + loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -4) *% 10)) +% 9)), 1))
-            storePartial(arena, (ix922 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy921 +% 12) *% 14)) +% 13)), sum924_v, 1)
-          }
-        }
-        for iy925 in 0..<1 {
-          for ix926 in 0..<1 {
-            let sum927_v = loadPartial(arena, (ix926 +% (((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy925 +% 13) +% -4) *% 10))), 1)
-            storePartial(arena, (ix926 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy925 +% 13) *% 14))), sum927_v, 1)
-          }
-        }
-        for iy928 in 0..<1 {
-          for ix929 in 0..<1 {
-            let sum930_v = loadPartial(arena, (ix929 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 1)), 1)
-            let sum931_v = (sum930_v + loadPartial(arena, (ix929 +% (((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix929 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy928 +% 13) *% 14)) +% 1)), sum931_v, 1)
-          }
-        }
-        for iy932 in 0..<1 {
-          for ix933 in 0..<1 {
-            let sum934_v = loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 2)), 1)
-            let sum935_v = (sum934_v + loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 1)), 1))
-            let sum936_v = (sum935_v + loadPartial(arena, (ix933 +% (((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix933 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy932 +% 13) *% 14)) +% 2)), sum936_v, 1)
-          }
-        }
-        for iy937 in 0..<1 {
-          for ix938 in 0..<1 {
-            let sum939_v = loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 3)), 1)
-            let sum940_v = (sum939_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 2)), 1))
-            let sum941_v = (sum940_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 1)), 1))
-            let sum942_v = (sum941_v + loadPartial(arena, (ix938 +% (((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10))), 1))
-            storePartial(arena, (ix938 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy937 +% 13) *% 14)) +% 3)), sum942_v, 1)
-          }
-        }
-        for iy943 in 0..<1 {
-          for ix944 in 0..<1 {
-            let sum945_v = loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 4)), 6)
-            let sum946_v = (sum945_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 3)), 6))
-            let sum947_v = (sum946_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 2)), 6))
-            let sum948_v = (sum947_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 1)), 6))
-            let sum949_v = (sum948_v + loadPartial(arena, (ix944 +% (((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10))), 6))
-            storePartial(arena, (ix944 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy943 +% 13) *% 14)) +% 4)), sum949_v, 6)
-          }
-        }
-        for iy950 in 0..<1 {
-          for ix951 in 0..<1 {
-            let sum952_v = loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum953_v = (sum952_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 8)), 1))
-            let sum954_v = (sum953_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 7)), 1))
-            let sum955_v = (sum954_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 6)), 1))
-            storePartial(arena, (ix951 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy950 +% 13) *% 14)) +% 10)), sum955_v, 1)
-          }
-        }
-        for iy956 in 0..<1 {
-          for ix957 in 0..<1 {
-            let sum958_v = loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum959_v = (sum958_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 8)), 1))
-            let sum960_v = (sum959_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 7)), 1))
-            storePartial(arena, (ix957 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy956 +% 13) *% 14)) +% 11)), sum960_v, 1)
-          }
-        }
-        for iy961 in 0..<1 {
-          for ix962 in 0..<1 {
-            let sum963_v = loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1616)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 9)), 1)
-            let sum964_v = (sum963_v + loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 8)), 1))
-            storePartial(arena, (ix962 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy961 +% 13) *% 14)) +% 12)), sum964_v, 1)
-          }
-        }
-        for iy965 in 0..<1 {
-          for ix966 in 0..<1 {
-            let sum967_v = loadPartial(arena, (ix966 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1616)) +% (j179 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 9)), 1)
-            storePartial(arena, (ix966 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy965 +% 13) *% 14)) +% 13)), sum967_v, 1)
+      for j194 in 0..<16 {
+        for c195 in 0..<3 {
+          for iy196 in 0..<1 {
+            for ix197 in 0..<1 {
+              let sum198_v = loadPartial(arena, (ix197 +% (((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% (iy196 *% 10))), 1)
+              storePartial(arena, (ix197 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy196 *% 14))), sum198_v, 1)
+            }
+          }
+          for iy199 in 0..<1 {
+            for ix200 in 0..<1 {
+              let sum201_v = loadPartial(arena, (ix200 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% (iy199 *% 10)) +% 1)), 1)
+              let sum202_v = (sum201_v + loadPartial(arena, (ix200 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% (iy199 *% 10))), 1))
+              storePartial(arena, (ix200 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy199 *% 14)) +% 1)), sum202_v, 1)
+            }
+          }
+          for iy203 in 0..<1 {
+            for ix204 in 0..<1 {
+              let sum205_v = loadPartial(arena, (ix204 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% (iy203 *% 10)) +% 2)), 1)
+              let sum206_v = (sum205_v + loadPartial(arena, (ix204 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% (iy203 *% 10)) +% 1)), 1))
+              let sum207_v = (sum206_v + loadPartial(arena, (ix204 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% (iy203 *% 10))), 1))
+              storePartial(arena, (ix204 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy203 *% 14)) +% 2)), sum207_v, 1)
+            }
+          }
+          for iy208 in 0..<1 {
+            for ix209 in 0..<1 {
+              let sum210_v = loadPartial(arena, (ix209 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% (iy208 *% 10)) +% 3)), 1)
+              let sum211_v = (sum210_v + loadPartial(arena, (ix209 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% (iy208 *% 10)) +% 2)), 1))
+              let sum212_v = (sum211_v + loadPartial(arena, (ix209 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% (iy208 *% 10)) +% 1)), 1))
+              let sum213_v = (sum212_v + loadPartial(arena, (ix209 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% (iy208 *% 10))), 1))
+              storePartial(arena, (ix209 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy208 *% 14)) +% 3)), sum213_v, 1)
+            }
+          }
+          for iy214 in 0..<1 {
+            for ix215 in 0..<1 {
+              let sum216_v = loadPartial(arena, (ix215 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% (iy214 *% 10)) +% 4)), 6)
+              let sum217_v = (sum216_v + loadPartial(arena, (ix215 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% (iy214 *% 10)) +% 3)), 6))
+              let sum218_v = (sum217_v + loadPartial(arena, (ix215 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% (iy214 *% 10)) +% 2)), 6))
+              let sum219_v = (sum218_v + loadPartial(arena, (ix215 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% (iy214 *% 10)) +% 1)), 6))
+              let sum220_v = (sum219_v + loadPartial(arena, (ix215 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% (iy214 *% 10))), 6))
+              storePartial(arena, (ix215 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy214 *% 14)) +% 4)), sum220_v, 6)
+            }
+          }
+          for iy221 in 0..<1 {
+            for ix222 in 0..<1 {
+              let sum223_v = loadPartial(arena, (ix222 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% (iy221 *% 10)) +% 9)), 1)
+              let sum224_v = (sum223_v + loadPartial(arena, (ix222 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% (iy221 *% 10)) +% 8)), 1))
+              let sum225_v = (sum224_v + loadPartial(arena, (ix222 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% (iy221 *% 10)) +% 7)), 1))
+              let sum226_v = (sum225_v + loadPartial(arena, (ix222 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% (iy221 *% 10)) +% 6)), 1))
+              storePartial(arena, (ix222 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy221 *% 14)) +% 10)), sum226_v, 1)
+            }
+          }
+          for iy227 in 0..<1 {
+            for ix228 in 0..<1 {
+              let sum229_v = loadPartial(arena, (ix228 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% (iy227 *% 10)) +% 9)), 1)
+              let sum230_v = (sum229_v + loadPartial(arena, (ix228 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% (iy227 *% 10)) +% 8)), 1))
+              let sum231_v = (sum230_v + loadPartial(arena, (ix228 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% (iy227 *% 10)) +% 7)), 1))
+              storePartial(arena, (ix228 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy227 *% 14)) +% 11)), sum231_v, 1)
+            }
+          }
+          for iy232 in 0..<1 {
+            for ix233 in 0..<1 {
+              let sum234_v = loadPartial(arena, (ix233 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% (iy232 *% 10)) +% 9)), 1)
+              let sum235_v = (sum234_v + loadPartial(arena, (ix233 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% (iy232 *% 10)) +% 8)), 1))
+              storePartial(arena, (ix233 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy232 *% 14)) +% 12)), sum235_v, 1)
+            }
+          }
+          for iy236 in 0..<1 {
+            for ix237 in 0..<1 {
+              let sum238_v = loadPartial(arena, (ix237 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% (iy236 *% 10)) +% 9)), 1)
+              storePartial(arena, (ix237 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% (iy236 *% 14)) +% 13)), sum238_v, 1)
+            }
+          }
+          for iy239 in 0..<1 {
+            for ix240 in 0..<1 {
+              let sum241_v = loadPartial(arena, (ix240 +% (((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy239 +% 1) *% 10))), 1)
+              let sum242_v = (sum241_v + loadPartial(arena, (ix240 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy239 +% 1) +% -1) *% 10))), 1))
+              storePartial(arena, (ix240 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy239 +% 1) *% 14))), sum242_v, 1)
+            }
+          }
+          for iy243 in 0..<1 {
+            for ix244 in 0..<1 {
+              let sum245_v = loadPartial(arena, (ix244 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy243 +% 1) *% 10)) +% 1)), 1)
+              let sum246_v = (sum245_v + loadPartial(arena, (ix244 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy243 +% 1) *% 10))), 1))
+              let sum247_v = (sum246_v + loadPartial(arena, (ix244 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy243 +% 1) +% -1) *% 10)) +% 1)), 1))
+              let sum248_v = (sum247_v + loadPartial(arena, (ix244 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy243 +% 1) +% -1) *% 10))), 1))
+              storePartial(arena, (ix244 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy243 +% 1) *% 14)) +% 1)), sum248_v, 1)
+            }
+          }
+          for iy249 in 0..<1 {
+            for ix250 in 0..<1 {
+              let sum251_v = loadPartial(arena, (ix250 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy249 +% 1) *% 10)) +% 2)), 1)
+              let sum252_v = (sum251_v + loadPartial(arena, (ix250 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy249 +% 1) *% 10)) +% 1)), 1))
+              let sum253_v = (sum252_v + loadPartial(arena, (ix250 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy249 +% 1) *% 10))), 1))
+              let sum254_v = (sum253_v + loadPartial(arena, (ix250 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy249 +% 1) +% -1) *% 10)) +% 2)), 1))
+              let sum255_v = (sum254_v + loadPartial(arena, (ix250 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy249 +% 1) +% -1) *% 10)) +% 1)), 1))
+              let sum256_v = (sum255_v + loadPartial(arena, (ix250 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy249 +% 1) +% -1) *% 10))), 1))
+              storePartial(arena, (ix250 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy249 +% 1) *% 14)) +% 2)), sum256_v, 1)
+            }
+          }
+          for iy257 in 0..<1 {
+            for ix258 in 0..<1 {
+              let sum259_v = loadPartial(arena, (ix258 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy257 +% 1) *% 10)) +% 3)), 1)
+              let sum260_v = (sum259_v + loadPartial(arena, (ix258 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy257 +% 1) *% 10)) +% 2)), 1))
+              let sum261_v = (sum260_v + loadPartial(arena, (ix258 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy257 +% 1) *% 10)) +% 1)), 1))
+              let sum262_v = (sum261_v + loadPartial(arena, (ix258 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy257 +% 1) *% 10))), 1))
+              let sum263_v = (sum262_v + loadPartial(arena, (ix258 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 3)), 1))
+              let sum264_v = (sum263_v + loadPartial(arena, (ix258 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 2)), 1))
+              let sum265_v = (sum264_v + loadPartial(arena, (ix258 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy257 +% 1) +% -1) *% 10)) +% 1)), 1))
+              let sum266_v = (sum265_v + loadPartial(arena, (ix258 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy257 +% 1) +% -1) *% 10))), 1))
+              storePartial(arena, (ix258 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy257 +% 1) *% 14)) +% 3)), sum266_v, 1)
+            }
+          }
+          for iy267 in 0..<1 {
+            for ix268 in 0..<1 {
+              let sum269_v = loadPartial(arena, (ix268 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy267 +% 1) *% 10)) +% 4)), 6)
+              let sum270_v = (sum269_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy267 +% 1) *% 10)) +% 3)), 6))
+              let sum271_v = (sum270_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy267 +% 1) *% 10)) +% 2)), 6))
+              let sum272_v = (sum271_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy267 +% 1) *% 10)) +% 1)), 6))
+              let sum273_v = (sum272_v + loadPartial(arena, (ix268 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy267 +% 1) *% 10))), 6))
+              let sum274_v = (sum273_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy267 +% 1) +% -1) *% 10)) +% 4)), 6))
+              let sum275_v = (sum274_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy267 +% 1) +% -1) *% 10)) +% 3)), 6))
+              let sum276_v = (sum275_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy267 +% 1) +% -1) *% 10)) +% 2)), 6))
+              let sum277_v = (sum276_v + loadPartial(arena, (ix268 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy267 +% 1) +% -1) *% 10)) +% 1)), 6))
+              let sum278_v = (sum277_v + loadPartial(arena, (ix268 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy267 +% 1) +% -1) *% 10))), 6))
+              storePartial(arena, (ix268 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy267 +% 1) *% 14)) +% 4)), sum278_v, 6)
+            }
+          }
+          for iy279 in 0..<1 {
+            for ix280 in 0..<1 {
+              let sum281_v = loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy279 +% 1) *% 10)) +% 9)), 1)
+              let sum282_v = (sum281_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy279 +% 1) *% 10)) +% 8)), 1))
+              let sum283_v = (sum282_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy279 +% 1) *% 10)) +% 7)), 1))
+              let sum284_v = (sum283_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy279 +% 1) *% 10)) +% 6)), 1))
+              let sum285_v = (sum284_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy279 +% 1) +% -1) *% 10)) +% 9)), 1))
+              let sum286_v = (sum285_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy279 +% 1) +% -1) *% 10)) +% 8)), 1))
+              let sum287_v = (sum286_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy279 +% 1) +% -1) *% 10)) +% 7)), 1))
+              let sum288_v = (sum287_v + loadPartial(arena, (ix280 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy279 +% 1) +% -1) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix280 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy279 +% 1) *% 14)) +% 10)), sum288_v, 1)
+            }
+          }
+          for iy289 in 0..<1 {
+            for ix290 in 0..<1 {
+              let sum291_v = loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy289 +% 1) *% 10)) +% 9)), 1)
+              let sum292_v = (sum291_v + loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy289 +% 1) *% 10)) +% 8)), 1))
+              let sum293_v = (sum292_v + loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy289 +% 1) *% 10)) +% 7)), 1))
+              let sum294_v = (sum293_v + loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy289 +% 1) +% -1) *% 10)) +% 9)), 1))
+              let sum295_v = (sum294_v + loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy289 +% 1) +% -1) *% 10)) +% 8)), 1))
+              let sum296_v = (sum295_v + loadPartial(arena, (ix290 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy289 +% 1) +% -1) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix290 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy289 +% 1) *% 14)) +% 11)), sum296_v, 1)
+            }
+          }
+          for iy297 in 0..<1 {
+            for ix298 in 0..<1 {
+              let sum299_v = loadPartial(arena, (ix298 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy297 +% 1) *% 10)) +% 9)), 1)
+              let sum300_v = (sum299_v + loadPartial(arena, (ix298 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy297 +% 1) *% 10)) +% 8)), 1))
+              let sum301_v = (sum300_v + loadPartial(arena, (ix298 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy297 +% 1) +% -1) *% 10)) +% 9)), 1))
+              let sum302_v = (sum301_v + loadPartial(arena, (ix298 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy297 +% 1) +% -1) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix298 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy297 +% 1) *% 14)) +% 12)), sum302_v, 1)
+            }
+          }
+          for iy303 in 0..<1 {
+            for ix304 in 0..<1 {
+              let sum305_v = loadPartial(arena, (ix304 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy303 +% 1) *% 10)) +% 9)), 1)
+              let sum306_v = (sum305_v + loadPartial(arena, (ix304 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy303 +% 1) +% -1) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix304 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy303 +% 1) *% 14)) +% 13)), sum306_v, 1)
+            }
+          }
+          for iy307 in 0..<1 {
+            for ix308 in 0..<1 {
+              let sum309_v = loadPartial(arena, (ix308 +% (((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy307 +% 2) *% 10))), 1)
+              let sum310_v = (sum309_v + loadPartial(arena, (ix308 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy307 +% 2) +% -1) *% 10))), 1))
+              let sum311_v = (sum310_v + loadPartial(arena, (ix308 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy307 +% 2) +% -2) *% 10))), 1))
+              storePartial(arena, (ix308 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy307 +% 2) *% 14))), sum311_v, 1)
+            }
+          }
+          for iy312 in 0..<1 {
+            for ix313 in 0..<1 {
+              let sum314_v = loadPartial(arena, (ix313 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy312 +% 2) *% 10)) +% 1)), 1)
+              let sum315_v = (sum314_v + loadPartial(arena, (ix313 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy312 +% 2) *% 10))), 1))
+              let sum316_v = (sum315_v + loadPartial(arena, (ix313 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy312 +% 2) +% -1) *% 10)) +% 1)), 1))
+              let sum317_v = (sum316_v + loadPartial(arena, (ix313 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy312 +% 2) +% -1) *% 10))), 1))
+              let sum318_v = (sum317_v + loadPartial(arena, (ix313 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy312 +% 2) +% -2) *% 10)) +% 1)), 1))
+              let sum319_v = (sum318_v + loadPartial(arena, (ix313 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy312 +% 2) +% -2) *% 10))), 1))
+              storePartial(arena, (ix313 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy312 +% 2) *% 14)) +% 1)), sum319_v, 1)
+            }
+          }
+          for iy320 in 0..<1 {
+            for ix321 in 0..<1 {
+              let sum322_v = loadPartial(arena, (ix321 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy320 +% 2) *% 10)) +% 2)), 1)
+              let sum323_v = (sum322_v + loadPartial(arena, (ix321 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy320 +% 2) *% 10)) +% 1)), 1))
+              let sum324_v = (sum323_v + loadPartial(arena, (ix321 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy320 +% 2) *% 10))), 1))
+              let sum325_v = (sum324_v + loadPartial(arena, (ix321 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -1) *% 10)) +% 2)), 1))
+              let sum326_v = (sum325_v + loadPartial(arena, (ix321 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -1) *% 10)) +% 1)), 1))
+              let sum327_v = (sum326_v + loadPartial(arena, (ix321 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -1) *% 10))), 1))
+              let sum328_v = (sum327_v + loadPartial(arena, (ix321 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -2) *% 10)) +% 2)), 1))
+              let sum329_v = (sum328_v + loadPartial(arena, (ix321 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -2) *% 10)) +% 1)), 1))
+              let sum330_v = (sum329_v + loadPartial(arena, (ix321 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy320 +% 2) +% -2) *% 10))), 1))
+              storePartial(arena, (ix321 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy320 +% 2) *% 14)) +% 2)), sum330_v, 1)
+            }
+          }
+          for iy331 in 0..<1 {
+            for ix332 in 0..<1 {
+              let sum333_v = loadPartial(arena, (ix332 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy331 +% 2) *% 10)) +% 3)), 1)
+              let sum334_v = (sum333_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy331 +% 2) *% 10)) +% 2)), 1))
+              let sum335_v = (sum334_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy331 +% 2) *% 10)) +% 1)), 1))
+              let sum336_v = (sum335_v + loadPartial(arena, (ix332 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy331 +% 2) *% 10))), 1))
+              let sum337_v = (sum336_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -1) *% 10)) +% 3)), 1))
+              let sum338_v = (sum337_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -1) *% 10)) +% 2)), 1))
+              let sum339_v = (sum338_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -1) *% 10)) +% 1)), 1))
+              let sum340_v = (sum339_v + loadPartial(arena, (ix332 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -1) *% 10))), 1))
+              let sum341_v = (sum340_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -2) *% 10)) +% 3)), 1))
+              let sum342_v = (sum341_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -2) *% 10)) +% 2)), 1))
+              let sum343_v = (sum342_v + loadPartial(arena, (ix332 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -2) *% 10)) +% 1)), 1))
+              let sum344_v = (sum343_v + loadPartial(arena, (ix332 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy331 +% 2) +% -2) *% 10))), 1))
+              storePartial(arena, (ix332 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy331 +% 2) *% 14)) +% 3)), sum344_v, 1)
+            }
+          }
+          for iy345 in 0..<1 {
+            for ix346 in 0..<1 {
+              let sum347_v = loadPartial(arena, (ix346 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy345 +% 2) *% 10)) +% 4)), 6)
+              let sum348_v = (sum347_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy345 +% 2) *% 10)) +% 3)), 6))
+              let sum349_v = (sum348_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy345 +% 2) *% 10)) +% 2)), 6))
+              let sum350_v = (sum349_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy345 +% 2) *% 10)) +% 1)), 6))
+              let sum351_v = (sum350_v + loadPartial(arena, (ix346 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy345 +% 2) *% 10))), 6))
+              let sum352_v = (sum351_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -1) *% 10)) +% 4)), 6))
+              let sum353_v = (sum352_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -1) *% 10)) +% 3)), 6))
+              let sum354_v = (sum353_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -1) *% 10)) +% 2)), 6))
+              let sum355_v = (sum354_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -1) *% 10)) +% 1)), 6))
+              let sum356_v = (sum355_v + loadPartial(arena, (ix346 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -1) *% 10))), 6))
+              let sum357_v = (sum356_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -2) *% 10)) +% 4)), 6))
+              let sum358_v = (sum357_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -2) *% 10)) +% 3)), 6))
+              let sum359_v = (sum358_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -2) *% 10)) +% 2)), 6))
+              let sum360_v = (sum359_v + loadPartial(arena, (ix346 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -2) *% 10)) +% 1)), 6))
+              let sum361_v = (sum360_v + loadPartial(arena, (ix346 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy345 +% 2) +% -2) *% 10))), 6))
+              storePartial(arena, (ix346 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy345 +% 2) *% 14)) +% 4)), sum361_v, 6)
+            }
+          }
+          for iy362 in 0..<1 {
+            for ix363 in 0..<1 {
+              let sum364_v = loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy362 +% 2) *% 10)) +% 9)), 1)
+              let sum365_v = (sum364_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy362 +% 2) *% 10)) +% 8)), 1))
+              let sum366_v = (sum365_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy362 +% 2) *% 10)) +% 7)), 1))
+              let sum367_v = (sum366_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy362 +% 2) *% 10)) +% 6)), 1))
+              let sum368_v = (sum367_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -1) *% 10)) +% 9)), 1))
+              let sum369_v = (sum368_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -1) *% 10)) +% 8)), 1))
+              let sum370_v = (sum369_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -1) *% 10)) +% 7)), 1))
+              let sum371_v = (sum370_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -1) *% 10)) +% 6)), 1))
+              let sum372_v = (sum371_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -2) *% 10)) +% 9)), 1))
+              let sum373_v = (sum372_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -2) *% 10)) +% 8)), 1))
+              let sum374_v = (sum373_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -2) *% 10)) +% 7)), 1))
+              let sum375_v = (sum374_v + loadPartial(arena, (ix363 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy362 +% 2) +% -2) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix363 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy362 +% 2) *% 14)) +% 10)), sum375_v, 1)
+            }
+          }
+          for iy376 in 0..<1 {
+            for ix377 in 0..<1 {
+              let sum378_v = loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy376 +% 2) *% 10)) +% 9)), 1)
+              let sum379_v = (sum378_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy376 +% 2) *% 10)) +% 8)), 1))
+              let sum380_v = (sum379_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy376 +% 2) *% 10)) +% 7)), 1))
+              let sum381_v = (sum380_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -1) *% 10)) +% 9)), 1))
+              let sum382_v = (sum381_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -1) *% 10)) +% 8)), 1))
+              let sum383_v = (sum382_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -1) *% 10)) +% 7)), 1))
+              let sum384_v = (sum383_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -2) *% 10)) +% 9)), 1))
+              let sum385_v = (sum384_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -2) *% 10)) +% 8)), 1))
+              let sum386_v = (sum385_v + loadPartial(arena, (ix377 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy376 +% 2) +% -2) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix377 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy376 +% 2) *% 14)) +% 11)), sum386_v, 1)
+            }
+          }
+          for iy387 in 0..<1 {
+            for ix388 in 0..<1 {
+              let sum389_v = loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy387 +% 2) *% 10)) +% 9)), 1)
+              let sum390_v = (sum389_v + loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy387 +% 2) *% 10)) +% 8)), 1))
+              let sum391_v = (sum390_v + loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy387 +% 2) +% -1) *% 10)) +% 9)), 1))
+              let sum392_v = (sum391_v + loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy387 +% 2) +% -1) *% 10)) +% 8)), 1))
+              let sum393_v = (sum392_v + loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy387 +% 2) +% -2) *% 10)) +% 9)), 1))
+              let sum394_v = (sum393_v + loadPartial(arena, (ix388 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy387 +% 2) +% -2) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix388 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy387 +% 2) *% 14)) +% 12)), sum394_v, 1)
+            }
+          }
+          for iy395 in 0..<1 {
+            for ix396 in 0..<1 {
+              let sum397_v = loadPartial(arena, (ix396 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy395 +% 2) *% 10)) +% 9)), 1)
+              let sum398_v = (sum397_v + loadPartial(arena, (ix396 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy395 +% 2) +% -1) *% 10)) +% 9)), 1))
+              let sum399_v = (sum398_v + loadPartial(arena, (ix396 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy395 +% 2) +% -2) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix396 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy395 +% 2) *% 14)) +% 13)), sum399_v, 1)
+            }
+          }
+          for iy400 in 0..<1 {
+            for ix401 in 0..<1 {
+              let sum402_v = loadPartial(arena, (ix401 +% (((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy400 +% 3) *% 10))), 1)
+              let sum403_v = (sum402_v + loadPartial(arena, (ix401 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy400 +% 3) +% -1) *% 10))), 1))
+              let sum404_v = (sum403_v + loadPartial(arena, (ix401 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy400 +% 3) +% -2) *% 10))), 1))
+              let sum405_v = (sum404_v + loadPartial(arena, (ix401 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy400 +% 3) +% -3) *% 10))), 1))
+              storePartial(arena, (ix401 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy400 +% 3) *% 14))), sum405_v, 1)
+            }
+          }
+          for iy406 in 0..<1 {
+            for ix407 in 0..<1 {
+              let sum408_v = loadPartial(arena, (ix407 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy406 +% 3) *% 10)) +% 1)), 1)
+              let sum409_v = (sum408_v + loadPartial(arena, (ix407 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy406 +% 3) *% 10))), 1))
+              let sum410_v = (sum409_v + loadPartial(arena, (ix407 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -1) *% 10)) +% 1)), 1))
+              let sum411_v = (sum410_v + loadPartial(arena, (ix407 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -1) *% 10))), 1))
+              let sum412_v = (sum411_v + loadPartial(arena, (ix407 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -2) *% 10)) +% 1)), 1))
+              let sum413_v = (sum412_v + loadPartial(arena, (ix407 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -2) *% 10))), 1))
+              let sum414_v = (sum413_v + loadPartial(arena, (ix407 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -3) *% 10)) +% 1)), 1))
+              let sum415_v = (sum414_v + loadPartial(arena, (ix407 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy406 +% 3) +% -3) *% 10))), 1))
+              storePartial(arena, (ix407 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy406 +% 3) *% 14)) +% 1)), sum415_v, 1)
+            }
+          }
+          for iy416 in 0..<1 {
+            for ix417 in 0..<1 {
+              let sum418_v = loadPartial(arena, (ix417 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy416 +% 3) *% 10)) +% 2)), 1)
+              let sum419_v = (sum418_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy416 +% 3) *% 10)) +% 1)), 1))
+              let sum420_v = (sum419_v + loadPartial(arena, (ix417 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy416 +% 3) *% 10))), 1))
+              let sum421_v = (sum420_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 2)), 1))
+              let sum422_v = (sum421_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -1) *% 10)) +% 1)), 1))
+              let sum423_v = (sum422_v + loadPartial(arena, (ix417 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -1) *% 10))), 1))
+              let sum424_v = (sum423_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 2)), 1))
+              let sum425_v = (sum424_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -2) *% 10)) +% 1)), 1))
+              let sum426_v = (sum425_v + loadPartial(arena, (ix417 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -2) *% 10))), 1))
+              let sum427_v = (sum426_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 2)), 1))
+              let sum428_v = (sum427_v + loadPartial(arena, (ix417 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -3) *% 10)) +% 1)), 1))
+              let sum429_v = (sum428_v + loadPartial(arena, (ix417 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy416 +% 3) +% -3) *% 10))), 1))
+              storePartial(arena, (ix417 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy416 +% 3) *% 14)) +% 2)), sum429_v, 1)
+            }
+          }
+          for iy430 in 0..<1 {
+            for ix431 in 0..<1 {
+              let sum432_v = loadPartial(arena, (ix431 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy430 +% 3) *% 10)) +% 3)), 1)
+              let sum433_v = (sum432_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy430 +% 3) *% 10)) +% 2)), 1))
+              let sum434_v = (sum433_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy430 +% 3) *% 10)) +% 1)), 1))
+              let sum435_v = (sum434_v + loadPartial(arena, (ix431 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy430 +% 3) *% 10))), 1))
+              let sum436_v = (sum435_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -1) *% 10)) +% 3)), 1))
+              let sum437_v = (sum436_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -1) *% 10)) +% 2)), 1))
+              let sum438_v = (sum437_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -1) *% 10)) +% 1)), 1))
+              let sum439_v = (sum438_v + loadPartial(arena, (ix431 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -1) *% 10))), 1))
+              let sum440_v = (sum439_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -2) *% 10)) +% 3)), 1))
+              let sum441_v = (sum440_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -2) *% 10)) +% 2)), 1))
+              let sum442_v = (sum441_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -2) *% 10)) +% 1)), 1))
+              let sum443_v = (sum442_v + loadPartial(arena, (ix431 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -2) *% 10))), 1))
+              let sum444_v = (sum443_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -3) *% 10)) +% 3)), 1))
+              let sum445_v = (sum444_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -3) *% 10)) +% 2)), 1))
+              let sum446_v = (sum445_v + loadPartial(arena, (ix431 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -3) *% 10)) +% 1)), 1))
+              let sum447_v = (sum446_v + loadPartial(arena, (ix431 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy430 +% 3) +% -3) *% 10))), 1))
+              storePartial(arena, (ix431 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy430 +% 3) *% 14)) +% 3)), sum447_v, 1)
+            }
+          }
+          for iy448 in 0..<1 {
+            for ix449 in 0..<1 {
+              let sum450_v = loadPartial(arena, (ix449 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy448 +% 3) *% 10)) +% 4)), 6)
+              let sum451_v = (sum450_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy448 +% 3) *% 10)) +% 3)), 6))
+              let sum452_v = (sum451_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy448 +% 3) *% 10)) +% 2)), 6))
+              let sum453_v = (sum452_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy448 +% 3) *% 10)) +% 1)), 6))
+              let sum454_v = (sum453_v + loadPartial(arena, (ix449 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy448 +% 3) *% 10))), 6))
+              let sum455_v = (sum454_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -1) *% 10)) +% 4)), 6))
+              let sum456_v = (sum455_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -1) *% 10)) +% 3)), 6))
+              let sum457_v = (sum456_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -1) *% 10)) +% 2)), 6))
+              let sum458_v = (sum457_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -1) *% 10)) +% 1)), 6))
+              let sum459_v = (sum458_v + loadPartial(arena, (ix449 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -1) *% 10))), 6))
+              let sum460_v = (sum459_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -2) *% 10)) +% 4)), 6))
+              let sum461_v = (sum460_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -2) *% 10)) +% 3)), 6))
+              let sum462_v = (sum461_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -2) *% 10)) +% 2)), 6))
+              let sum463_v = (sum462_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -2) *% 10)) +% 1)), 6))
+              let sum464_v = (sum463_v + loadPartial(arena, (ix449 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -2) *% 10))), 6))
+              let sum465_v = (sum464_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -3) *% 10)) +% 4)), 6))
+              let sum466_v = (sum465_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -3) *% 10)) +% 3)), 6))
+              let sum467_v = (sum466_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -3) *% 10)) +% 2)), 6))
+              let sum468_v = (sum467_v + loadPartial(arena, (ix449 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -3) *% 10)) +% 1)), 6))
+              let sum469_v = (sum468_v + loadPartial(arena, (ix449 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy448 +% 3) +% -3) *% 10))), 6))
+              storePartial(arena, (ix449 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy448 +% 3) *% 14)) +% 4)), sum469_v, 6)
+            }
+          }
+          for iy470 in 0..<1 {
+            for ix471 in 0..<1 {
+              let sum472_v = loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy470 +% 3) *% 10)) +% 9)), 1)
+              let sum473_v = (sum472_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy470 +% 3) *% 10)) +% 8)), 1))
+              let sum474_v = (sum473_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy470 +% 3) *% 10)) +% 7)), 1))
+              let sum475_v = (sum474_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy470 +% 3) *% 10)) +% 6)), 1))
+              let sum476_v = (sum475_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 9)), 1))
+              let sum477_v = (sum476_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 8)), 1))
+              let sum478_v = (sum477_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 7)), 1))
+              let sum479_v = (sum478_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -1) *% 10)) +% 6)), 1))
+              let sum480_v = (sum479_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 9)), 1))
+              let sum481_v = (sum480_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 8)), 1))
+              let sum482_v = (sum481_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 7)), 1))
+              let sum483_v = (sum482_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -2) *% 10)) +% 6)), 1))
+              let sum484_v = (sum483_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 9)), 1))
+              let sum485_v = (sum484_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 8)), 1))
+              let sum486_v = (sum485_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 7)), 1))
+              let sum487_v = (sum486_v + loadPartial(arena, (ix471 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy470 +% 3) +% -3) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix471 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy470 +% 3) *% 14)) +% 10)), sum487_v, 1)
+            }
+          }
+          for iy488 in 0..<1 {
+            for ix489 in 0..<1 {
+              let sum490_v = loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy488 +% 3) *% 10)) +% 9)), 1)
+              let sum491_v = (sum490_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy488 +% 3) *% 10)) +% 8)), 1))
+              let sum492_v = (sum491_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy488 +% 3) *% 10)) +% 7)), 1))
+              let sum493_v = (sum492_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -1) *% 10)) +% 9)), 1))
+              let sum494_v = (sum493_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -1) *% 10)) +% 8)), 1))
+              let sum495_v = (sum494_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -1) *% 10)) +% 7)), 1))
+              let sum496_v = (sum495_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -2) *% 10)) +% 9)), 1))
+              let sum497_v = (sum496_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -2) *% 10)) +% 8)), 1))
+              let sum498_v = (sum497_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -2) *% 10)) +% 7)), 1))
+              let sum499_v = (sum498_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -3) *% 10)) +% 9)), 1))
+              let sum500_v = (sum499_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -3) *% 10)) +% 8)), 1))
+              let sum501_v = (sum500_v + loadPartial(arena, (ix489 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy488 +% 3) +% -3) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix489 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy488 +% 3) *% 14)) +% 11)), sum501_v, 1)
+            }
+          }
+          for iy502 in 0..<1 {
+            for ix503 in 0..<1 {
+              let sum504_v = loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy502 +% 3) *% 10)) +% 9)), 1)
+              let sum505_v = (sum504_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy502 +% 3) *% 10)) +% 8)), 1))
+              let sum506_v = (sum505_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -1) *% 10)) +% 9)), 1))
+              let sum507_v = (sum506_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -1) *% 10)) +% 8)), 1))
+              let sum508_v = (sum507_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -2) *% 10)) +% 9)), 1))
+              let sum509_v = (sum508_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -2) *% 10)) +% 8)), 1))
+              let sum510_v = (sum509_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -3) *% 10)) +% 9)), 1))
+              let sum511_v = (sum510_v + loadPartial(arena, (ix503 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy502 +% 3) +% -3) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix503 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy502 +% 3) *% 14)) +% 12)), sum511_v, 1)
+            }
+          }
+          for iy512 in 0..<1 {
+            for ix513 in 0..<1 {
+              let sum514_v = loadPartial(arena, (ix513 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy512 +% 3) *% 10)) +% 9)), 1)
+              let sum515_v = (sum514_v + loadPartial(arena, (ix513 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy512 +% 3) +% -1) *% 10)) +% 9)), 1))
+              let sum516_v = (sum515_v + loadPartial(arena, (ix513 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy512 +% 3) +% -2) *% 10)) +% 9)), 1))
+              let sum517_v = (sum516_v + loadPartial(arena, (ix513 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy512 +% 3) +% -3) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix513 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy512 +% 3) *% 14)) +% 13)), sum517_v, 1)
+            }
+          }
+          for iy518 in 0..<6 {
+            for ix519 in 0..<1 {
+              let sum520_v = loadPartial(arena, (ix519 +% (((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy518 +% 4) *% 10))), 1)
+              let sum521_v = (sum520_v + loadPartial(arena, (ix519 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy518 +% 4) +% -1) *% 10))), 1))
+              let sum522_v = (sum521_v + loadPartial(arena, (ix519 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy518 +% 4) +% -2) *% 10))), 1))
+              let sum523_v = (sum522_v + loadPartial(arena, (ix519 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy518 +% 4) +% -3) *% 10))), 1))
+              let sum524_v = (sum523_v + loadPartial(arena, (ix519 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy518 +% 4) +% -4) *% 10))), 1))
+              storePartial(arena, (ix519 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy518 +% 4) *% 14))), sum524_v, 1)
+            }
+          }
+          for iy525 in 0..<6 {
+            for ix526 in 0..<1 {
+              let sum527_v = loadPartial(arena, (ix526 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy525 +% 4) *% 10)) +% 1)), 1)
+              let sum528_v = (sum527_v + loadPartial(arena, (ix526 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy525 +% 4) *% 10))), 1))
+              let sum529_v = (sum528_v + loadPartial(arena, (ix526 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -1) *% 10)) +% 1)), 1))
+              let sum530_v = (sum529_v + loadPartial(arena, (ix526 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -1) *% 10))), 1))
+              let sum531_v = (sum530_v + loadPartial(arena, (ix526 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -2) *% 10)) +% 1)), 1))
+              let sum532_v = (sum531_v + loadPartial(arena, (ix526 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -2) *% 10))), 1))
+              let sum533_v = (sum532_v + loadPartial(arena, (ix526 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -3) *% 10)) +% 1)), 1))
+              let sum534_v = (sum533_v + loadPartial(arena, (ix526 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -3) *% 10))), 1))
+              let sum535_v = (sum534_v + loadPartial(arena, (ix526 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -4) *% 10)) +% 1)), 1))
+              let sum536_v = (sum535_v + loadPartial(arena, (ix526 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy525 +% 4) +% -4) *% 10))), 1))
+              storePartial(arena, (ix526 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy525 +% 4) *% 14)) +% 1)), sum536_v, 1)
+            }
+          }
+          for iy537 in 0..<6 {
+            for ix538 in 0..<1 {
+              let sum539_v = loadPartial(arena, (ix538 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy537 +% 4) *% 10)) +% 2)), 1)
+              let sum540_v = (sum539_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy537 +% 4) *% 10)) +% 1)), 1))
+              let sum541_v = (sum540_v + loadPartial(arena, (ix538 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy537 +% 4) *% 10))), 1))
+              let sum542_v = (sum541_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -1) *% 10)) +% 2)), 1))
+              let sum543_v = (sum542_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -1) *% 10)) +% 1)), 1))
+              let sum544_v = (sum543_v + loadPartial(arena, (ix538 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -1) *% 10))), 1))
+              let sum545_v = (sum544_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -2) *% 10)) +% 2)), 1))
+              let sum546_v = (sum545_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -2) *% 10)) +% 1)), 1))
+              let sum547_v = (sum546_v + loadPartial(arena, (ix538 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -2) *% 10))), 1))
+              let sum548_v = (sum547_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -3) *% 10)) +% 2)), 1))
+              let sum549_v = (sum548_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -3) *% 10)) +% 1)), 1))
+              let sum550_v = (sum549_v + loadPartial(arena, (ix538 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -3) *% 10))), 1))
+              let sum551_v = (sum550_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -4) *% 10)) +% 2)), 1))
+              let sum552_v = (sum551_v + loadPartial(arena, (ix538 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -4) *% 10)) +% 1)), 1))
+              let sum553_v = (sum552_v + loadPartial(arena, (ix538 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy537 +% 4) +% -4) *% 10))), 1))
+              storePartial(arena, (ix538 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy537 +% 4) *% 14)) +% 2)), sum553_v, 1)
+            }
+          }
+          for iy554 in 0..<6 {
+            for ix555 in 0..<1 {
+              let sum556_v = loadPartial(arena, (ix555 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy554 +% 4) *% 10)) +% 3)), 1)
+              let sum557_v = (sum556_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy554 +% 4) *% 10)) +% 2)), 1))
+              let sum558_v = (sum557_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy554 +% 4) *% 10)) +% 1)), 1))
+              let sum559_v = (sum558_v + loadPartial(arena, (ix555 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy554 +% 4) *% 10))), 1))
+              let sum560_v = (sum559_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -1) *% 10)) +% 3)), 1))
+              let sum561_v = (sum560_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -1) *% 10)) +% 2)), 1))
+              let sum562_v = (sum561_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -1) *% 10)) +% 1)), 1))
+              let sum563_v = (sum562_v + loadPartial(arena, (ix555 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -1) *% 10))), 1))
+              let sum564_v = (sum563_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -2) *% 10)) +% 3)), 1))
+              let sum565_v = (sum564_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -2) *% 10)) +% 2)), 1))
+              let sum566_v = (sum565_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -2) *% 10)) +% 1)), 1))
+              let sum567_v = (sum566_v + loadPartial(arena, (ix555 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -2) *% 10))), 1))
+              let sum568_v = (sum567_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -3) *% 10)) +% 3)), 1))
+              let sum569_v = (sum568_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -3) *% 10)) +% 2)), 1))
+              let sum570_v = (sum569_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -3) *% 10)) +% 1)), 1))
+              let sum571_v = (sum570_v + loadPartial(arena, (ix555 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -3) *% 10))), 1))
+              let sum572_v = (sum571_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -4) *% 10)) +% 3)), 1))
+              let sum573_v = (sum572_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -4) *% 10)) +% 2)), 1))
+              let sum574_v = (sum573_v + loadPartial(arena, (ix555 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -4) *% 10)) +% 1)), 1))
+              let sum575_v = (sum574_v + loadPartial(arena, (ix555 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy554 +% 4) +% -4) *% 10))), 1))
+              storePartial(arena, (ix555 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy554 +% 4) *% 14)) +% 3)), sum575_v, 1)
+            }
+          }
+          for iy576 in 0..<6 {
+            for ix577 in 0..<1 {
+              let sum578_v = loadPartial(arena, (ix577 +% ((((756112 +% (((c195 +% (part181 *% 3)) *% 25) *% 1616)) +% (j194 *% 100)) +% ((iy576 +% 4) *% 10)) +% 4)), 6)
+              let sum579_v = (sum578_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy576 +% 4) *% 10)) +% 3)), 6))
+              let sum580_v = (sum579_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy576 +% 4) *% 10)) +% 2)), 6))
+              let sum581_v = (sum580_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy576 +% 4) *% 10)) +% 1)), 6))
+              let sum582_v = (sum581_v + loadPartial(arena, (ix577 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy576 +% 4) *% 10))), 6))
+              let sum583_v = (sum582_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -1) *% 10)) +% 4)), 6))
+              let sum584_v = (sum583_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -1) *% 10)) +% 3)), 6))
+              let sum585_v = (sum584_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -1) *% 10)) +% 2)), 6))
+              let sum586_v = (sum585_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -1) *% 10)) +% 1)), 6))
+              let sum587_v = (sum586_v + loadPartial(arena, (ix577 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -1) *% 10))), 6))
+              let sum588_v = (sum587_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -2) *% 10)) +% 4)), 6))
+              let sum589_v = (sum588_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -2) *% 10)) +% 3)), 6))
+              let sum590_v = (sum589_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -2) *% 10)) +% 2)), 6))
+              let sum591_v = (sum590_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -2) *% 10)) +% 1)), 6))
+              let sum592_v = (sum591_v + loadPartial(arena, (ix577 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -2) *% 10))), 6))
+              let sum593_v = (sum592_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -3) *% 10)) +% 4)), 6))
+              let sum594_v = (sum593_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -3) *% 10)) +% 3)), 6))
+              let sum595_v = (sum594_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -3) *% 10)) +% 2)), 6))
+              let sum596_v = (sum595_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -3) *% 10)) +% 1)), 6))
+              let sum597_v = (sum596_v + loadPartial(arena, (ix577 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -3) *% 10))), 6))
+              let sum598_v = (sum597_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -4) *% 10)) +% 4)), 6))
+              let sum599_v = (sum598_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -4) *% 10)) +% 3)), 6))
+              let sum600_v = (sum599_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -4) *% 10)) +% 2)), 6))
+              let sum601_v = (sum600_v + loadPartial(arena, (ix577 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -4) *% 10)) +% 1)), 6))
+              let sum602_v = (sum601_v + loadPartial(arena, (ix577 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy576 +% 4) +% -4) *% 10))), 6))
+              storePartial(arena, (ix577 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy576 +% 4) *% 14)) +% 4)), sum602_v, 6)
+            }
+          }
+          for iy603 in 0..<6 {
+            for ix604 in 0..<1 {
+              let sum605_v = loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 1) *% 1616)) +% (j194 *% 100)) +% ((iy603 +% 4) *% 10)) +% 9)), 1)
+              let sum606_v = (sum605_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy603 +% 4) *% 10)) +% 8)), 1))
+              let sum607_v = (sum606_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy603 +% 4) *% 10)) +% 7)), 1))
+              let sum608_v = (sum607_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy603 +% 4) *% 10)) +% 6)), 1))
+              let sum609_v = (sum608_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -1) *% 10)) +% 9)), 1))
+              let sum610_v = (sum609_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -1) *% 10)) +% 8)), 1))
+              let sum611_v = (sum610_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -1) *% 10)) +% 7)), 1))
+              let sum612_v = (sum611_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -1) *% 10)) +% 6)), 1))
+              let sum613_v = (sum612_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -2) *% 10)) +% 9)), 1))
+              let sum614_v = (sum613_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -2) *% 10)) +% 8)), 1))
+              let sum615_v = (sum614_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -2) *% 10)) +% 7)), 1))
+              let sum616_v = (sum615_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -2) *% 10)) +% 6)), 1))
+              let sum617_v = (sum616_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -3) *% 10)) +% 9)), 1))
+              let sum618_v = (sum617_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -3) *% 10)) +% 8)), 1))
+              let sum619_v = (sum618_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -3) *% 10)) +% 7)), 1))
+              let sum620_v = (sum619_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -3) *% 10)) +% 6)), 1))
+              let sum621_v = (sum620_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -4) *% 10)) +% 9)), 1))
+              let sum622_v = (sum621_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -4) *% 10)) +% 8)), 1))
+              let sum623_v = (sum622_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -4) *% 10)) +% 7)), 1))
+              let sum624_v = (sum623_v + loadPartial(arena, (ix604 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy603 +% 4) +% -4) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix604 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy603 +% 4) *% 14)) +% 10)), sum624_v, 1)
+            }
+          }
+          for iy625 in 0..<6 {
+            for ix626 in 0..<1 {
+              let sum627_v = loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 2) *% 1616)) +% (j194 *% 100)) +% ((iy625 +% 4) *% 10)) +% 9)), 1)
+              let sum628_v = (sum627_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy625 +% 4) *% 10)) +% 8)), 1))
+              let sum629_v = (sum628_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy625 +% 4) *% 10)) +% 7)), 1))
+              let sum630_v = (sum629_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -1) *% 10)) +% 9)), 1))
+              let sum631_v = (sum630_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -1) *% 10)) +% 8)), 1))
+              let sum632_v = (sum631_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -1) *% 10)) +% 7)), 1))
+              let sum633_v = (sum632_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -2) *% 10)) +% 9)), 1))
+              let sum634_v = (sum633_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -2) *% 10)) +% 8)), 1))
+              let sum635_v = (sum634_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -2) *% 10)) +% 7)), 1))
+              let sum636_v = (sum635_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -3) *% 10)) +% 9)), 1))
+              let sum637_v = (sum636_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -3) *% 10)) +% 8)), 1))
+              let sum638_v = (sum637_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -3) *% 10)) +% 7)), 1))
+              let sum639_v = (sum638_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -4) *% 10)) +% 9)), 1))
+              let sum640_v = (sum639_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -4) *% 10)) +% 8)), 1))
+              let sum641_v = (sum640_v + loadPartial(arena, (ix626 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy625 +% 4) +% -4) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix626 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy625 +% 4) *% 14)) +% 11)), sum641_v, 1)
+            }
+          }
+          for iy642 in 0..<6 {
+            for ix643 in 0..<1 {
+              let sum644_v = loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 3) *% 1616)) +% (j194 *% 100)) +% ((iy642 +% 4) *% 10)) +% 9)), 1)
+              let sum645_v = (sum644_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy642 +% 4) *% 10)) +% 8)), 1))
+              let sum646_v = (sum645_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -1) *% 10)) +% 9)), 1))
+              let sum647_v = (sum646_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -1) *% 10)) +% 8)), 1))
+              let sum648_v = (sum647_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -2) *% 10)) +% 9)), 1))
+              let sum649_v = (sum648_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -2) *% 10)) +% 8)), 1))
+              let sum650_v = (sum649_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -3) *% 10)) +% 9)), 1))
+              let sum651_v = (sum650_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -3) *% 10)) +% 8)), 1))
+              let sum652_v = (sum651_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -4) *% 10)) +% 9)), 1))
+              let sum653_v = (sum652_v + loadPartial(arena, (ix643 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy642 +% 4) +% -4) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix643 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy642 +% 4) *% 14)) +% 12)), sum653_v, 1)
+            }
+          }
+          for iy654 in 0..<6 {
+            for ix655 in 0..<1 {
+              let sum656_v = loadPartial(arena, (ix655 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 4) *% 1616)) +% (j194 *% 100)) +% ((iy654 +% 4) *% 10)) +% 9)), 1)
+              let sum657_v = (sum656_v + loadPartial(arena, (ix655 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy654 +% 4) +% -1) *% 10)) +% 9)), 1))
+              let sum658_v = (sum657_v + loadPartial(arena, (ix655 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy654 +% 4) +% -2) *% 10)) +% 9)), 1))
+              let sum659_v = (sum658_v + loadPartial(arena, (ix655 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy654 +% 4) +% -3) *% 10)) +% 9)), 1))
+              let sum660_v = (sum659_v + loadPartial(arena, (ix655 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy654 +% 4) +% -4) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix655 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy654 +% 4) *% 14)) +% 13)), sum660_v, 1)
+            }
+          }
+          for iy661 in 0..<1 {
+            for ix662 in 0..<1 {
+              let sum663_v = loadPartial(arena, (ix662 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy661 +% 10) +% -1) *% 10))), 1)
+              let sum664_v = (sum663_v + loadPartial(arena, (ix662 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy661 +% 10) +% -2) *% 10))), 1))
+              let sum665_v = (sum664_v + loadPartial(arena, (ix662 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy661 +% 10) +% -3) *% 10))), 1))
+              let sum666_v = (sum665_v + loadPartial(arena, (ix662 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy661 +% 10) +% -4) *% 10))), 1))
+              storePartial(arena, (ix662 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy661 +% 10) *% 14))), sum666_v, 1)
+            }
+          }
+          for iy667 in 0..<1 {
+            for ix668 in 0..<1 {
+              let sum669_v = loadPartial(arena, (ix668 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -1) *% 10)) +% 1)), 1)
+              let sum670_v = (sum669_v + loadPartial(arena, (ix668 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -1) *% 10))), 1))
+              let sum671_v = (sum670_v + loadPartial(arena, (ix668 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -2) *% 10)) +% 1)), 1))
+              let sum672_v = (sum671_v + loadPartial(arena, (ix668 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -2) *% 10))), 1))
+              let sum673_v = (sum672_v + loadPartial(arena, (ix668 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -3) *% 10)) +% 1)), 1))
+              let sum674_v = (sum673_v + loadPartial(arena, (ix668 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -3) *% 10))), 1))
+              let sum675_v = (sum674_v + loadPartial(arena, (ix668 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -4) *% 10)) +% 1)), 1))
+              let sum676_v = (sum675_v + loadPartial(arena, (ix668 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy667 +% 10) +% -4) *% 10))), 1))
+              storePartial(arena, (ix668 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy667 +% 10) *% 14)) +% 1)), sum676_v, 1)
+            }
+          }
+          for iy677 in 0..<1 {
+            for ix678 in 0..<1 {
+              let sum679_v = loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 2)), 1)
+              let sum680_v = (sum679_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -1) *% 10)) +% 1)), 1))
+              let sum681_v = (sum680_v + loadPartial(arena, (ix678 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -1) *% 10))), 1))
+              let sum682_v = (sum681_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 2)), 1))
+              let sum683_v = (sum682_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -2) *% 10)) +% 1)), 1))
+              let sum684_v = (sum683_v + loadPartial(arena, (ix678 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -2) *% 10))), 1))
+              let sum685_v = (sum684_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 2)), 1))
+              let sum686_v = (sum685_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -3) *% 10)) +% 1)), 1))
+              let sum687_v = (sum686_v + loadPartial(arena, (ix678 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -3) *% 10))), 1))
+              let sum688_v = (sum687_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 2)), 1))
+              let sum689_v = (sum688_v + loadPartial(arena, (ix678 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -4) *% 10)) +% 1)), 1))
+              let sum690_v = (sum689_v + loadPartial(arena, (ix678 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy677 +% 10) +% -4) *% 10))), 1))
+              storePartial(arena, (ix678 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy677 +% 10) *% 14)) +% 2)), sum690_v, 1)
+            }
+          }
+          for iy691 in 0..<1 {
+            for ix692 in 0..<1 {
+              let sum693_v = loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -1) *% 10)) +% 3)), 1)
+              let sum694_v = (sum693_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -1) *% 10)) +% 2)), 1))
+              let sum695_v = (sum694_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -1) *% 10)) +% 1)), 1))
+              let sum696_v = (sum695_v + loadPartial(arena, (ix692 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -1) *% 10))), 1))
+              let sum697_v = (sum696_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -2) *% 10)) +% 3)), 1))
+              let sum698_v = (sum697_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -2) *% 10)) +% 2)), 1))
+              let sum699_v = (sum698_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -2) *% 10)) +% 1)), 1))
+              let sum700_v = (sum699_v + loadPartial(arena, (ix692 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -2) *% 10))), 1))
+              let sum701_v = (sum700_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -3) *% 10)) +% 3)), 1))
+              let sum702_v = (sum701_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -3) *% 10)) +% 2)), 1))
+              let sum703_v = (sum702_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -3) *% 10)) +% 1)), 1))
+              let sum704_v = (sum703_v + loadPartial(arena, (ix692 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -3) *% 10))), 1))
+              let sum705_v = (sum704_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -4) *% 10)) +% 3)), 1))
+              let sum706_v = (sum705_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -4) *% 10)) +% 2)), 1))
+              let sum707_v = (sum706_v + loadPartial(arena, (ix692 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -4) *% 10)) +% 1)), 1))
+              let sum708_v = (sum707_v + loadPartial(arena, (ix692 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy691 +% 10) +% -4) *% 10))), 1))
+              storePartial(arena, (ix692 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy691 +% 10) *% 14)) +% 3)), sum708_v, 1)
+            }
+          }
+          for iy709 in 0..<1 {
+            for ix710 in 0..<1 {
+              let sum711_v = loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 5) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -1) *% 10)) +% 4)), 6)
+              let sum712_v = (sum711_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -1) *% 10)) +% 3)), 6))
+              let sum713_v = (sum712_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -1) *% 10)) +% 2)), 6))
+              let sum714_v = (sum713_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -1) *% 10)) +% 1)), 6))
+              let sum715_v = (sum714_v + loadPartial(arena, (ix710 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -1) *% 10))), 6))
+              let sum716_v = (sum715_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -2) *% 10)) +% 4)), 6))
+              let sum717_v = (sum716_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -2) *% 10)) +% 3)), 6))
+              let sum718_v = (sum717_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -2) *% 10)) +% 2)), 6))
+              let sum719_v = (sum718_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -2) *% 10)) +% 1)), 6))
+              let sum720_v = (sum719_v + loadPartial(arena, (ix710 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -2) *% 10))), 6))
+              let sum721_v = (sum720_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -3) *% 10)) +% 4)), 6))
+              let sum722_v = (sum721_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -3) *% 10)) +% 3)), 6))
+              let sum723_v = (sum722_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -3) *% 10)) +% 2)), 6))
+              let sum724_v = (sum723_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -3) *% 10)) +% 1)), 6))
+              let sum725_v = (sum724_v + loadPartial(arena, (ix710 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -3) *% 10))), 6))
+              let sum726_v = (sum725_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -4) *% 10)) +% 4)), 6))
+              let sum727_v = (sum726_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -4) *% 10)) +% 3)), 6))
+              let sum728_v = (sum727_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -4) *% 10)) +% 2)), 6))
+              let sum729_v = (sum728_v + loadPartial(arena, (ix710 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -4) *% 10)) +% 1)), 6))
+              let sum730_v = (sum729_v + loadPartial(arena, (ix710 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy709 +% 10) +% -4) *% 10))), 6))
+              storePartial(arena, (ix710 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy709 +% 10) *% 14)) +% 4)), sum730_v, 6)
+            }
+          }
+          for iy731 in 0..<1 {
+            for ix732 in 0..<1 {
+              let sum733_v = loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 6) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 9)), 1)
+              let sum734_v = (sum733_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 8)), 1))
+              let sum735_v = (sum734_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 7)), 1))
+              let sum736_v = (sum735_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -1) *% 10)) +% 6)), 1))
+              let sum737_v = (sum736_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 9)), 1))
+              let sum738_v = (sum737_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 8)), 1))
+              let sum739_v = (sum738_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 7)), 1))
+              let sum740_v = (sum739_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -2) *% 10)) +% 6)), 1))
+              let sum741_v = (sum740_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 9)), 1))
+              let sum742_v = (sum741_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 8)), 1))
+              let sum743_v = (sum742_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 7)), 1))
+              let sum744_v = (sum743_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -3) *% 10)) +% 6)), 1))
+              let sum745_v = (sum744_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 9)), 1))
+              let sum746_v = (sum745_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 8)), 1))
+              let sum747_v = (sum746_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 7)), 1))
+              let sum748_v = (sum747_v + loadPartial(arena, (ix732 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy731 +% 10) +% -4) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix732 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy731 +% 10) *% 14)) +% 10)), sum748_v, 1)
+            }
+          }
+          for iy749 in 0..<1 {
+            for ix750 in 0..<1 {
+              let sum751_v = loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 7) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -1) *% 10)) +% 9)), 1)
+              let sum752_v = (sum751_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -1) *% 10)) +% 8)), 1))
+              let sum753_v = (sum752_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -1) *% 10)) +% 7)), 1))
+              let sum754_v = (sum753_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -2) *% 10)) +% 9)), 1))
+              let sum755_v = (sum754_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -2) *% 10)) +% 8)), 1))
+              let sum756_v = (sum755_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -2) *% 10)) +% 7)), 1))
+              let sum757_v = (sum756_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -3) *% 10)) +% 9)), 1))
+              let sum758_v = (sum757_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -3) *% 10)) +% 8)), 1))
+              let sum759_v = (sum758_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -3) *% 10)) +% 7)), 1))
+              let sum760_v = (sum759_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -4) *% 10)) +% 9)), 1))
+              let sum761_v = (sum760_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -4) *% 10)) +% 8)), 1))
+              let sum762_v = (sum761_v + loadPartial(arena, (ix750 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy749 +% 10) +% -4) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix750 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy749 +% 10) *% 14)) +% 11)), sum762_v, 1)
+            }
+          }
+          for iy763 in 0..<1 {
+            for ix764 in 0..<1 {
+              let sum765_v = loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 8) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -1) *% 10)) +% 9)), 1)
+              let sum766_v = (sum765_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -1) *% 10)) +% 8)), 1))
+              let sum767_v = (sum766_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -2) *% 10)) +% 9)), 1))
+              let sum768_v = (sum767_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -2) *% 10)) +% 8)), 1))
+              let sum769_v = (sum768_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -3) *% 10)) +% 9)), 1))
+              let sum770_v = (sum769_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -3) *% 10)) +% 8)), 1))
+              let sum771_v = (sum770_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -4) *% 10)) +% 9)), 1))
+              let sum772_v = (sum771_v + loadPartial(arena, (ix764 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy763 +% 10) +% -4) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix764 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy763 +% 10) *% 14)) +% 12)), sum772_v, 1)
+            }
+          }
+          for iy773 in 0..<1 {
+            for ix774 in 0..<1 {
+              let sum775_v = loadPartial(arena, (ix774 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 9) *% 1616)) +% (j194 *% 100)) +% (((iy773 +% 10) +% -1) *% 10)) +% 9)), 1)
+              let sum776_v = (sum775_v + loadPartial(arena, (ix774 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy773 +% 10) +% -2) *% 10)) +% 9)), 1))
+              let sum777_v = (sum776_v + loadPartial(arena, (ix774 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy773 +% 10) +% -3) *% 10)) +% 9)), 1))
+              let sum778_v = (sum777_v + loadPartial(arena, (ix774 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy773 +% 10) +% -4) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix774 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy773 +% 10) *% 14)) +% 13)), sum778_v, 1)
+            }
+          }
+          for iy779 in 0..<1 {
+            for ix780 in 0..<1 {
+              let sum781_v = loadPartial(arena, (ix780 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy779 +% 11) +% -2) *% 10))), 1)
+              let sum782_v = (sum781_v + loadPartial(arena, (ix780 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy779 +% 11) +% -3) *% 10))), 1))
+              let sum783_v = (sum782_v + loadPartial(arena, (ix780 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy779 +% 11) +% -4) *% 10))), 1))
+              storePartial(arena, (ix780 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy779 +% 11) *% 14))), sum783_v, 1)
+            }
+          }
+          for iy784 in 0..<1 {
+            for ix785 in 0..<1 {
+              let sum786_v = loadPartial(arena, (ix785 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -2) *% 10)) +% 1)), 1)
+              let sum787_v = (sum786_v + loadPartial(arena, (ix785 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -2) *% 10))), 1))
+              let sum788_v = (sum787_v + loadPartial(arena, (ix785 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -3) *% 10)) +% 1)), 1))
+              let sum789_v = (sum788_v + loadPartial(arena, (ix785 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -3) *% 10))), 1))
+              let sum790_v = (sum789_v + loadPartial(arena, (ix785 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -4) *% 10)) +% 1)), 1))
+              let sum791_v = (sum790_v + loadPartial(arena, (ix785 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy784 +% 11) +% -4) *% 10))), 1))
+              storePartial(arena, (ix785 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy784 +% 11) *% 14)) +% 1)), sum791_v, 1)
+            }
+          }
+          for iy792 in 0..<1 {
+            for ix793 in 0..<1 {
+              let sum794_v = loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -2) *% 10)) +% 2)), 1)
+              let sum795_v = (sum794_v + loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -2) *% 10)) +% 1)), 1))
+              let sum796_v = (sum795_v + loadPartial(arena, (ix793 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -2) *% 10))), 1))
+              let sum797_v = (sum796_v + loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -3) *% 10)) +% 2)), 1))
+              let sum798_v = (sum797_v + loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -3) *% 10)) +% 1)), 1))
+              let sum799_v = (sum798_v + loadPartial(arena, (ix793 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -3) *% 10))), 1))
+              let sum800_v = (sum799_v + loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -4) *% 10)) +% 2)), 1))
+              let sum801_v = (sum800_v + loadPartial(arena, (ix793 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -4) *% 10)) +% 1)), 1))
+              let sum802_v = (sum801_v + loadPartial(arena, (ix793 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy792 +% 11) +% -4) *% 10))), 1))
+              storePartial(arena, (ix793 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy792 +% 11) *% 14)) +% 2)), sum802_v, 1)
+            }
+          }
+          for iy803 in 0..<1 {
+            for ix804 in 0..<1 {
+              let sum805_v = loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -2) *% 10)) +% 3)), 1)
+              let sum806_v = (sum805_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -2) *% 10)) +% 2)), 1))
+              let sum807_v = (sum806_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -2) *% 10)) +% 1)), 1))
+              let sum808_v = (sum807_v + loadPartial(arena, (ix804 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -2) *% 10))), 1))
+              let sum809_v = (sum808_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -3) *% 10)) +% 3)), 1))
+              let sum810_v = (sum809_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -3) *% 10)) +% 2)), 1))
+              let sum811_v = (sum810_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -3) *% 10)) +% 1)), 1))
+              let sum812_v = (sum811_v + loadPartial(arena, (ix804 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -3) *% 10))), 1))
+              let sum813_v = (sum812_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -4) *% 10)) +% 3)), 1))
+              let sum814_v = (sum813_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -4) *% 10)) +% 2)), 1))
+              let sum815_v = (sum814_v + loadPartial(arena, (ix804 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -4) *% 10)) +% 1)), 1))
+              let sum816_v = (sum815_v + loadPartial(arena, (ix804 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy803 +% 11) +% -4) *% 10))), 1))
+              storePartial(arena, (ix804 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy803 +% 11) *% 14)) +% 3)), sum816_v, 1)
+            }
+          }
+          for iy817 in 0..<1 {
+            for ix818 in 0..<1 {
+              let sum819_v = loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 10) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -2) *% 10)) +% 4)), 6)
+              let sum820_v = (sum819_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -2) *% 10)) +% 3)), 6))
+              let sum821_v = (sum820_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -2) *% 10)) +% 2)), 6))
+              let sum822_v = (sum821_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -2) *% 10)) +% 1)), 6))
+              let sum823_v = (sum822_v + loadPartial(arena, (ix818 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -2) *% 10))), 6))
+              let sum824_v = (sum823_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -3) *% 10)) +% 4)), 6))
+              let sum825_v = (sum824_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -3) *% 10)) +% 3)), 6))
+              let sum826_v = (sum825_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -3) *% 10)) +% 2)), 6))
+              let sum827_v = (sum826_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -3) *% 10)) +% 1)), 6))
+              let sum828_v = (sum827_v + loadPartial(arena, (ix818 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -3) *% 10))), 6))
+              let sum829_v = (sum828_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -4) *% 10)) +% 4)), 6))
+              let sum830_v = (sum829_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -4) *% 10)) +% 3)), 6))
+              let sum831_v = (sum830_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -4) *% 10)) +% 2)), 6))
+              let sum832_v = (sum831_v + loadPartial(arena, (ix818 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -4) *% 10)) +% 1)), 6))
+              let sum833_v = (sum832_v + loadPartial(arena, (ix818 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy817 +% 11) +% -4) *% 10))), 6))
+              storePartial(arena, (ix818 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy817 +% 11) *% 14)) +% 4)), sum833_v, 6)
+            }
+          }
+          for iy834 in 0..<1 {
+            for ix835 in 0..<1 {
+              let sum836_v = loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 11) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -2) *% 10)) +% 9)), 1)
+              let sum837_v = (sum836_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -2) *% 10)) +% 8)), 1))
+              let sum838_v = (sum837_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -2) *% 10)) +% 7)), 1))
+              let sum839_v = (sum838_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -2) *% 10)) +% 6)), 1))
+              let sum840_v = (sum839_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -3) *% 10)) +% 9)), 1))
+              let sum841_v = (sum840_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -3) *% 10)) +% 8)), 1))
+              let sum842_v = (sum841_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -3) *% 10)) +% 7)), 1))
+              let sum843_v = (sum842_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -3) *% 10)) +% 6)), 1))
+              let sum844_v = (sum843_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -4) *% 10)) +% 9)), 1))
+              let sum845_v = (sum844_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -4) *% 10)) +% 8)), 1))
+              let sum846_v = (sum845_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -4) *% 10)) +% 7)), 1))
+              let sum847_v = (sum846_v + loadPartial(arena, (ix835 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy834 +% 11) +% -4) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix835 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy834 +% 11) *% 14)) +% 10)), sum847_v, 1)
+            }
+          }
+          for iy848 in 0..<1 {
+            for ix849 in 0..<1 {
+              let sum850_v = loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 12) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -2) *% 10)) +% 9)), 1)
+              let sum851_v = (sum850_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -2) *% 10)) +% 8)), 1))
+              let sum852_v = (sum851_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -2) *% 10)) +% 7)), 1))
+              let sum853_v = (sum852_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -3) *% 10)) +% 9)), 1))
+              let sum854_v = (sum853_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -3) *% 10)) +% 8)), 1))
+              let sum855_v = (sum854_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -3) *% 10)) +% 7)), 1))
+              let sum856_v = (sum855_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -4) *% 10)) +% 9)), 1))
+              let sum857_v = (sum856_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -4) *% 10)) +% 8)), 1))
+              let sum858_v = (sum857_v + loadPartial(arena, (ix849 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy848 +% 11) +% -4) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix849 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy848 +% 11) *% 14)) +% 11)), sum858_v, 1)
+            }
+          }
+          for iy859 in 0..<1 {
+            for ix860 in 0..<1 {
+              let sum861_v = loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 13) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -2) *% 10)) +% 9)), 1)
+              let sum862_v = (sum861_v + loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -2) *% 10)) +% 8)), 1))
+              let sum863_v = (sum862_v + loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -3) *% 10)) +% 9)), 1))
+              let sum864_v = (sum863_v + loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -3) *% 10)) +% 8)), 1))
+              let sum865_v = (sum864_v + loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -4) *% 10)) +% 9)), 1))
+              let sum866_v = (sum865_v + loadPartial(arena, (ix860 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy859 +% 11) +% -4) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix860 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy859 +% 11) *% 14)) +% 12)), sum866_v, 1)
+            }
+          }
+          for iy867 in 0..<1 {
+            for ix868 in 0..<1 {
+              let sum869_v = loadPartial(arena, (ix868 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 14) *% 1616)) +% (j194 *% 100)) +% (((iy867 +% 11) +% -2) *% 10)) +% 9)), 1)
+              let sum870_v = (sum869_v + loadPartial(arena, (ix868 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy867 +% 11) +% -3) *% 10)) +% 9)), 1))
+              let sum871_v = (sum870_v + loadPartial(arena, (ix868 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy867 +% 11) +% -4) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix868 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy867 +% 11) *% 14)) +% 13)), sum871_v, 1)
+            }
+          }
+          for iy872 in 0..<1 {
+            for ix873 in 0..<1 {
+              let sum874_v = loadPartial(arena, (ix873 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy872 +% 12) +% -3) *% 10))), 1)
+              let sum875_v = (sum874_v + loadPartial(arena, (ix873 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy872 +% 12) +% -4) *% 10))), 1))
+              storePartial(arena, (ix873 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy872 +% 12) *% 14))), sum875_v, 1)
+            }
+          }
+          for iy876 in 0..<1 {
+            for ix877 in 0..<1 {
+              let sum878_v = loadPartial(arena, (ix877 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy876 +% 12) +% -3) *% 10)) +% 1)), 1)
+              let sum879_v = (sum878_v + loadPartial(arena, (ix877 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy876 +% 12) +% -3) *% 10))), 1))
+              let sum880_v = (sum879_v + loadPartial(arena, (ix877 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy876 +% 12) +% -4) *% 10)) +% 1)), 1))
+              let sum881_v = (sum880_v + loadPartial(arena, (ix877 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy876 +% 12) +% -4) *% 10))), 1))
+              storePartial(arena, (ix877 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy876 +% 12) *% 14)) +% 1)), sum881_v, 1)
+            }
+          }
+          for iy882 in 0..<1 {
+            for ix883 in 0..<1 {
+              let sum884_v = loadPartial(arena, (ix883 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -3) *% 10)) +% 2)), 1)
+              let sum885_v = (sum884_v + loadPartial(arena, (ix883 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -3) *% 10)) +% 1)), 1))
+              let sum886_v = (sum885_v + loadPartial(arena, (ix883 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -3) *% 10))), 1))
+              let sum887_v = (sum886_v + loadPartial(arena, (ix883 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -4) *% 10)) +% 2)), 1))
+              let sum888_v = (sum887_v + loadPartial(arena, (ix883 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -4) *% 10)) +% 1)), 1))
+              let sum889_v = (sum888_v + loadPartial(arena, (ix883 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy882 +% 12) +% -4) *% 10))), 1))
+              storePartial(arena, (ix883 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy882 +% 12) *% 14)) +% 2)), sum889_v, 1)
+            }
+          }
+          for iy890 in 0..<1 {
+            for ix891 in 0..<1 {
+              let sum892_v = loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 3)), 1)
+              let sum893_v = (sum892_v + loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 2)), 1))
+              let sum894_v = (sum893_v + loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -3) *% 10)) +% 1)), 1))
+              let sum895_v = (sum894_v + loadPartial(arena, (ix891 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -3) *% 10))), 1))
+              let sum896_v = (sum895_v + loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 3)), 1))
+              let sum897_v = (sum896_v + loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 2)), 1))
+              let sum898_v = (sum897_v + loadPartial(arena, (ix891 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -4) *% 10)) +% 1)), 1))
+              let sum899_v = (sum898_v + loadPartial(arena, (ix891 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy890 +% 12) +% -4) *% 10))), 1))
+              storePartial(arena, (ix891 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy890 +% 12) *% 14)) +% 3)), sum899_v, 1)
+            }
+          }
+          for iy900 in 0..<1 {
+            for ix901 in 0..<1 {
+              let sum902_v = loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 15) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -3) *% 10)) +% 4)), 6)
+              let sum903_v = (sum902_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -3) *% 10)) +% 3)), 6))
+              let sum904_v = (sum903_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -3) *% 10)) +% 2)), 6))
+              let sum905_v = (sum904_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -3) *% 10)) +% 1)), 6))
+              let sum906_v = (sum905_v + loadPartial(arena, (ix901 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -3) *% 10))), 6))
+              let sum907_v = (sum906_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -4) *% 10)) +% 4)), 6))
+              let sum908_v = (sum907_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -4) *% 10)) +% 3)), 6))
+              let sum909_v = (sum908_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -4) *% 10)) +% 2)), 6))
+              let sum910_v = (sum909_v + loadPartial(arena, (ix901 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -4) *% 10)) +% 1)), 6))
+              let sum911_v = (sum910_v + loadPartial(arena, (ix901 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy900 +% 12) +% -4) *% 10))), 6))
+              storePartial(arena, (ix901 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy900 +% 12) *% 14)) +% 4)), sum911_v, 6)
+            }
+          }
+          for iy912 in 0..<1 {
+            for ix913 in 0..<1 {
+              let sum914_v = loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 16) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -3) *% 10)) +% 9)), 1)
+              let sum915_v = (sum914_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -3) *% 10)) +% 8)), 1))
+              let sum916_v = (sum915_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -3) *% 10)) +% 7)), 1))
+              let sum917_v = (sum916_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -3) *% 10)) +% 6)), 1))
+              let sum918_v = (sum917_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -4) *% 10)) +% 9)), 1))
+              let sum919_v = (sum918_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -4) *% 10)) +% 8)), 1))
+              let sum920_v = (sum919_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -4) *% 10)) +% 7)), 1))
+              let sum921_v = (sum920_v + loadPartial(arena, (ix913 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy912 +% 12) +% -4) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix913 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy912 +% 12) *% 14)) +% 10)), sum921_v, 1)
+            }
+          }
+          for iy922 in 0..<1 {
+            for ix923 in 0..<1 {
+              let sum924_v = loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 17) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -3) *% 10)) +% 9)), 1)
+              let sum925_v = (sum924_v + loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -3) *% 10)) +% 8)), 1))
+              let sum926_v = (sum925_v + loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -3) *% 10)) +% 7)), 1))
+              let sum927_v = (sum926_v + loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -4) *% 10)) +% 9)), 1))
+              let sum928_v = (sum927_v + loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -4) *% 10)) +% 8)), 1))
+              let sum929_v = (sum928_v + loadPartial(arena, (ix923 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy922 +% 12) +% -4) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix923 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy922 +% 12) *% 14)) +% 11)), sum929_v, 1)
+            }
+          }
+          for iy930 in 0..<1 {
+            for ix931 in 0..<1 {
+              let sum932_v = loadPartial(arena, (ix931 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 18) *% 1616)) +% (j194 *% 100)) +% (((iy930 +% 12) +% -3) *% 10)) +% 9)), 1)
+              let sum933_v = (sum932_v + loadPartial(arena, (ix931 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy930 +% 12) +% -3) *% 10)) +% 8)), 1))
+              let sum934_v = (sum933_v + loadPartial(arena, (ix931 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy930 +% 12) +% -4) *% 10)) +% 9)), 1))
+              let sum935_v = (sum934_v + loadPartial(arena, (ix931 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy930 +% 12) +% -4) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix931 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy930 +% 12) *% 14)) +% 12)), sum935_v, 1)
+            }
+          }
+          for iy936 in 0..<1 {
+            for ix937 in 0..<1 {
+              let sum938_v = loadPartial(arena, (ix937 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 19) *% 1616)) +% (j194 *% 100)) +% (((iy936 +% 12) +% -3) *% 10)) +% 9)), 1)
+              let sum939_v = (sum938_v + loadPartial(arena, (ix937 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy936 +% 12) +% -4) *% 10)) +% 9)), 1))
+              storePartial(arena, (ix937 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy936 +% 12) *% 14)) +% 13)), sum939_v, 1)
+            }
+          }
+          for iy940 in 0..<1 {
+            for ix941 in 0..<1 {
+              let sum942_v = loadPartial(arena, (ix941 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy940 +% 13) +% -4) *% 10))), 1)
+              storePartial(arena, (ix941 +% (((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy940 +% 13) *% 14))), sum942_v, 1)
+            }
+          }
+          for iy943 in 0..<1 {
+            for ix944 in 0..<1 {
+              let sum945_v = loadPartial(arena, (ix944 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 1)), 1)
+              let sum946_v = (sum945_v + loadPartial(arena, (ix944 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy943 +% 13) +% -4) *% 10))), 1))
+              storePartial(arena, (ix944 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy943 +% 13) *% 14)) +% 1)), sum946_v, 1)
+            }
+          }
+          for iy947 in 0..<1 {
+            for ix948 in 0..<1 {
+              let sum949_v = loadPartial(arena, (ix948 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy947 +% 13) +% -4) *% 10)) +% 2)), 1)
+              let sum950_v = (sum949_v + loadPartial(arena, (ix948 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy947 +% 13) +% -4) *% 10)) +% 1)), 1))
+              let sum951_v = (sum950_v + loadPartial(arena, (ix948 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy947 +% 13) +% -4) *% 10))), 1))
+              storePartial(arena, (ix948 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy947 +% 13) *% 14)) +% 2)), sum951_v, 1)
+            }
+          }
+          for iy952 in 0..<1 {
+            for ix953 in 0..<1 {
+              let sum954_v = loadPartial(arena, (ix953 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy952 +% 13) +% -4) *% 10)) +% 3)), 1)
+              let sum955_v = (sum954_v + loadPartial(arena, (ix953 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy952 +% 13) +% -4) *% 10)) +% 2)), 1))
+              let sum956_v = (sum955_v + loadPartial(arena, (ix953 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy952 +% 13) +% -4) *% 10)) +% 1)), 1))
+              let sum957_v = (sum956_v + loadPartial(arena, (ix953 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy952 +% 13) +% -4) *% 10))), 1))
+              storePartial(arena, (ix953 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy952 +% 13) *% 14)) +% 3)), sum957_v, 1)
+            }
+          }
+          for iy958 in 0..<1 {
+            for ix959 in 0..<1 {
+              let sum960_v = loadPartial(arena, (ix959 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 20) *% 1616)) +% (j194 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 4)), 6)
+              let sum961_v = (sum960_v + loadPartial(arena, (ix959 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 3)), 6))
+              let sum962_v = (sum961_v + loadPartial(arena, (ix959 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 2)), 6))
+              let sum963_v = (sum962_v + loadPartial(arena, (ix959 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 1)), 6))
+              let sum964_v = (sum963_v + loadPartial(arena, (ix959 +% (((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy958 +% 13) +% -4) *% 10))), 6))
+              storePartial(arena, (ix959 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy958 +% 13) *% 14)) +% 4)), sum964_v, 6)
+            }
+          }
+          for iy965 in 0..<1 {
+            for ix966 in 0..<1 {
+              let sum967_v = loadPartial(arena, (ix966 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 21) *% 1616)) +% (j194 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 9)), 1)
+              let sum968_v = (sum967_v + loadPartial(arena, (ix966 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 8)), 1))
+              let sum969_v = (sum968_v + loadPartial(arena, (ix966 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 7)), 1))
+              let sum970_v = (sum969_v + loadPartial(arena, (ix966 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 6)), 1))
+              storePartial(arena, (ix966 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy965 +% 13) *% 14)) +% 10)), sum970_v, 1)
+            }
+          }
+          for iy971 in 0..<1 {
+            for ix972 in 0..<1 {
+              let sum973_v = loadPartial(arena, (ix972 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 22) *% 1616)) +% (j194 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 9)), 1)
+              let sum974_v = (sum973_v + loadPartial(arena, (ix972 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 8)), 1))
+              let sum975_v = (sum974_v + loadPartial(arena, (ix972 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 7)), 1))
+              storePartial(arena, (ix972 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy971 +% 13) *% 14)) +% 11)), sum975_v, 1)
+            }
+          }
+          for iy976 in 0..<1 {
+            for ix977 in 0..<1 {
+              let sum978_v = loadPartial(arena, (ix977 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 23) *% 1616)) +% (j194 *% 100)) +% (((iy976 +% 13) +% -4) *% 10)) +% 9)), 1)
+              let sum979_v = (sum978_v + loadPartial(arena, (ix977 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy976 +% 13) +% -4) *% 10)) +% 8)), 1))
+              storePartial(arena, (ix977 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy976 +% 13) *% 14)) +% 12)), sum979_v, 1)
+            }
+          }
+          for iy980 in 0..<1 {
+            for ix981 in 0..<1 {
+              let sum982_v = loadPartial(arena, (ix981 +% ((((756112 +% ((((c195 +% (part181 *% 3)) *% 25) +% 24) *% 1616)) +% (j194 *% 100)) +% (((iy980 +% 13) +% -4) *% 10)) +% 9)), 1)
+              storePartial(arena, (ix981 +% ((((376320 +% (((g177 *% 16) +% j194) *% 1176)) +% ((c195 +% (part181 *% 3)) *% 196)) +% ((iy980 +% 13) *% 14)) +% 13)), sum982_v, 1)
+            }
           }
         }
       }
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  for i968 in 0..<37632 {
-    storeVector(arena, ((i968 *% 8) +% 518032), Vector(repeating: Float(0)))
-  }
-  for q969 in 0..<384 {
-    for py970 in 0..<14 {
-      for px971 in 0..<14 {
-        for ky972 in 0..<2 {
-          for kx973 in 0..<2 {
-            arena[(((518032 +% (((q969 *% 784) +% (py970 *% 56)) +% (px971 *% 2))) +% (ky972 *% 28)) +% kx973)] += (arena[(((376320 +% (q969 *% 196)) +% (py970 *% 14)) +% px971)] * Float(bitPattern: 0x3e800000))
+  parallelFor(pool, 2) { part983 in
+    for q984 in 0..<192 {
+      for i985 in 0..<98 {
+        storeVector(arena, ((i985 *% 8) +% (518032 +% ((q984 +% (part983 *% 192)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for py986 in 0..<14 {
+        for px987 in 0..<14 {
+          for ky988 in 0..<2 {
+            for kx989 in 0..<2 {
+              arena[(((518032 +% ((((q984 +% (part983 *% 192)) *% 784) +% (py986 *% 56)) +% (px987 *% 2))) +% (ky988 *% 28)) +% kx989)] += (arena[(((376320 +% ((q984 +% (part983 *% 192)) *% 196)) +% (py986 *% 14)) +% px987)] * Float(bitPattern: 0x3e800000))
+            }
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i974 in 0..<37632 {
-    storeVector(arena, ((i974 *% 8) +% 819088), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i974 *% 8) +% 518032)), where: loadVector(arena, (i974 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part990 in
+    for i991 in 0..<150528 {
+      arena[(819088 +% (i991 +% (part990 *% 150528)))] = (arena[(i991 +% (part990 *% 150528))] > Float(0) ? arena[(518032 +% (i991 +% (part990 *% 150528)))] : Float(0))
+    }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i975 in 0..<18 {
-    storeVector(arena, ((i975 *% 8) +% 389264), Vector(repeating: Float(0)))
+  for i992 in 0..<18 {
+    storeVector(arena, ((i992 *% 8) +% 389264), Vector(repeating: Float(0)))
   }
-  for i975 in 0..<1 {
-    storePartial(arena, ((i975 +% 144) +% 389264), Vector(repeating: Float(0)), 6)
+  for i992 in 0..<1 {
+    storePartial(arena, ((i992 +% 144) +% 389264), Vector(repeating: Float(0)), 6)
   }
-  for g976 in 0..<4 {
-    for j977 in 0..<16 {
-      for c978 in 0..<1 {
-        for ky979 in 0..<5 {
-          for oy980 in 0..<28 {
-            if (-1 < ((oy980 +% ky979) +% -2) && ((oy980 +% ky979) +% -2) < 28) {
-              for ox981 in 0..<26 {
-                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% (ox981 +% 2)))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy980 +% ky979) +% -2) *% 28)) +% ((ox981 +% 2) +% -2))]
+  for g993 in 0..<4 {
+    for j994 in 0..<16 {
+      for c995 in 0..<1 {
+        for ky996 in 0..<5 {
+          for oy997 in 0..<28 {
+            if (-1 < ((oy997 +% ky996) +% -2) && ((oy997 +% ky996) +% -2) < 28) {
+              for ox998 in 0..<26 {
+                arena[((((((c995 *% 5) +% ky996) *% 5) *% 12560) +% (j994 *% 784)) +% ((oy997 *% 28) +% (ox998 +% 2)))] = images[((((((g993 *% 16) +% j994) *% 784) +% (c995 *% 784)) +% (((oy997 +% ky996) +% -2) *% 28)) +% ((ox998 +% 2) +% -2))]
               }
-              for ox982 in 0..<2 {
-                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox982))] = Float(0)
-              }
-            }
-            if ((oy980 +% ky979) +% -2) < 0 {
-              for ox983 in 0..<28 {
-                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox983))] = Float(0)
+              for ox999 in 0..<2 {
+                arena[((((((c995 *% 5) +% ky996) *% 5) *% 12560) +% (j994 *% 784)) +% ((oy997 *% 28) +% ox999))] = Float(0)
               }
             }
-            if 27 < ((oy980 +% ky979) +% -2) {
-              for ox983 in 0..<28 {
-                arena[((((((c978 *% 5) +% ky979) *% 5) *% 12560) +% (j977 *% 784)) +% ((oy980 *% 28) +% ox983))] = Float(0)
+            if ((oy997 +% ky996) +% -2) < 0 {
+              for ox1000 in 0..<28 {
+                arena[((((((c995 *% 5) +% ky996) *% 5) *% 12560) +% (j994 *% 784)) +% ((oy997 *% 28) +% ox1000))] = Float(0)
               }
             }
-          }
-          for oy984 in 0..<28 {
-            if (-1 < ((oy984 +% ky979) +% -2) && ((oy984 +% ky979) +% -2) < 28) {
-              for ox985 in 0..<27 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% (ox985 +% 1)))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy984 +% ky979) +% -2) *% 28)) +% ((ox985 +% 1) +% -1))]
-              }
-              for ox986 in 0..<1 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox986))] = Float(0)
-              }
-            }
-            if ((oy984 +% ky979) +% -2) < 0 {
-              for ox987 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox987))] = Float(0)
-              }
-            }
-            if 27 < ((oy984 +% ky979) +% -2) {
-              for ox987 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 1) *% 12560) +% (j977 *% 784)) +% ((oy984 *% 28) +% ox987))] = Float(0)
+            if 27 < ((oy997 +% ky996) +% -2) {
+              for ox1000 in 0..<28 {
+                arena[((((((c995 *% 5) +% ky996) *% 5) *% 12560) +% (j994 *% 784)) +% ((oy997 *% 28) +% ox1000))] = Float(0)
               }
             }
           }
-          for oy988 in 0..<28 {
-            if (-1 < ((oy988 +% ky979) +% -2) && ((oy988 +% ky979) +% -2) < 28) {
-              for ox989 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox989))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy988 +% ky979) +% -2) *% 28)) +% ox989)]
+          for oy1001 in 0..<28 {
+            if (-1 < ((oy1001 +% ky996) +% -2) && ((oy1001 +% ky996) +% -2) < 28) {
+              for ox1002 in 0..<27 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 1) *% 12560) +% (j994 *% 784)) +% ((oy1001 *% 28) +% (ox1002 +% 1)))] = images[((((((g993 *% 16) +% j994) *% 784) +% (c995 *% 784)) +% (((oy1001 +% ky996) +% -2) *% 28)) +% ((ox1002 +% 1) +% -1))]
+              }
+              for ox1003 in 0..<1 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 1) *% 12560) +% (j994 *% 784)) +% ((oy1001 *% 28) +% ox1003))] = Float(0)
               }
             }
-            if ((oy988 +% ky979) +% -2) < 0 {
-              for ox990 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox990))] = Float(0)
+            if ((oy1001 +% ky996) +% -2) < 0 {
+              for ox1004 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 1) *% 12560) +% (j994 *% 784)) +% ((oy1001 *% 28) +% ox1004))] = Float(0)
               }
             }
-            if 27 < ((oy988 +% ky979) +% -2) {
-              for ox990 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 2) *% 12560) +% (j977 *% 784)) +% ((oy988 *% 28) +% ox990))] = Float(0)
-              }
-            }
-          }
-          for oy991 in 0..<28 {
-            if (-1 < ((oy991 +% ky979) +% -2) && ((oy991 +% ky979) +% -2) < 28) {
-              for ox992 in 0..<27 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox992))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy991 +% ky979) +% -2) *% 28)) +% (ox992 +% 1))]
-              }
-              for ox993 in 0..<1 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% (ox993 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy991 +% ky979) +% -2) < 0 {
-              for ox994 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox994))] = Float(0)
-              }
-            }
-            if 27 < ((oy991 +% ky979) +% -2) {
-              for ox994 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 3) *% 12560) +% (j977 *% 784)) +% ((oy991 *% 28) +% ox994))] = Float(0)
+            if 27 < ((oy1001 +% ky996) +% -2) {
+              for ox1004 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 1) *% 12560) +% (j994 *% 784)) +% ((oy1001 *% 28) +% ox1004))] = Float(0)
               }
             }
           }
-          for oy995 in 0..<28 {
-            if (-1 < ((oy995 +% ky979) +% -2) && ((oy995 +% ky979) +% -2) < 28) {
-              for ox996 in 0..<26 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox996))] = images[((((((g976 *% 16) +% j977) *% 784) +% (c978 *% 784)) +% (((oy995 +% ky979) +% -2) *% 28)) +% (ox996 +% 2))]
-              }
-              for ox997 in 0..<2 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% (ox997 +% 26)))] = Float(0)
+          for oy1005 in 0..<28 {
+            if (-1 < ((oy1005 +% ky996) +% -2) && ((oy1005 +% ky996) +% -2) < 28) {
+              for ox1006 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 2) *% 12560) +% (j994 *% 784)) +% ((oy1005 *% 28) +% ox1006))] = images[((((((g993 *% 16) +% j994) *% 784) +% (c995 *% 784)) +% (((oy1005 +% ky996) +% -2) *% 28)) +% ox1006)]
               }
             }
-            if ((oy995 +% ky979) +% -2) < 0 {
-              for ox998 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox998))] = Float(0)
+            if ((oy1005 +% ky996) +% -2) < 0 {
+              for ox1007 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 2) *% 12560) +% (j994 *% 784)) +% ((oy1005 *% 28) +% ox1007))] = Float(0)
               }
             }
-            if 27 < ((oy995 +% ky979) +% -2) {
-              for ox998 in 0..<28 {
-                arena[(((((((c978 *% 5) +% ky979) *% 5) +% 4) *% 12560) +% (j977 *% 784)) +% ((oy995 *% 28) +% ox998))] = Float(0)
+            if 27 < ((oy1005 +% ky996) +% -2) {
+              for ox1007 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 2) *% 12560) +% (j994 *% 784)) +% ((oy1005 *% 28) +% ox1007))] = Float(0)
+              }
+            }
+          }
+          for oy1008 in 0..<28 {
+            if (-1 < ((oy1008 +% ky996) +% -2) && ((oy1008 +% ky996) +% -2) < 28) {
+              for ox1009 in 0..<27 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 3) *% 12560) +% (j994 *% 784)) +% ((oy1008 *% 28) +% ox1009))] = images[((((((g993 *% 16) +% j994) *% 784) +% (c995 *% 784)) +% (((oy1008 +% ky996) +% -2) *% 28)) +% (ox1009 +% 1))]
+              }
+              for ox1010 in 0..<1 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 3) *% 12560) +% (j994 *% 784)) +% ((oy1008 *% 28) +% (ox1010 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy1008 +% ky996) +% -2) < 0 {
+              for ox1011 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 3) *% 12560) +% (j994 *% 784)) +% ((oy1008 *% 28) +% ox1011))] = Float(0)
+              }
+            }
+            if 27 < ((oy1008 +% ky996) +% -2) {
+              for ox1011 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 3) *% 12560) +% (j994 *% 784)) +% ((oy1008 *% 28) +% ox1011))] = Float(0)
+              }
+            }
+          }
+          for oy1012 in 0..<28 {
+            if (-1 < ((oy1012 +% ky996) +% -2) && ((oy1012 +% ky996) +% -2) < 28) {
+              for ox1013 in 0..<26 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 4) *% 12560) +% (j994 *% 784)) +% ((oy1012 *% 28) +% ox1013))] = images[((((((g993 *% 16) +% j994) *% 784) +% (c995 *% 784)) +% (((oy1012 +% ky996) +% -2) *% 28)) +% (ox1013 +% 2))]
+              }
+              for ox1014 in 0..<2 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 4) *% 12560) +% (j994 *% 784)) +% ((oy1012 *% 28) +% (ox1014 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy1012 +% ky996) +% -2) < 0 {
+              for ox1015 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 4) *% 12560) +% (j994 *% 784)) +% ((oy1012 *% 28) +% ox1015))] = Float(0)
+              }
+            }
+            if 27 < ((oy1012 +% ky996) +% -2) {
+              for ox1015 in 0..<28 {
+                arena[(((((((c995 *% 5) +% ky996) *% 5) +% 4) *% 12560) +% (j994 *% 784)) +% ((oy1012 *% 28) +% ox1015))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j999 in 0..<16 {
-      for i1000 in 0..<784 {
-        for f1001 in 0..<6 {
-          arena[((314000 +% (((j999 *% 784) +% i1000) *% 6)) +% f1001)] = arena[(((819088 +% (((g976 *% 16) +% j999) *% 4704)) +% (f1001 *% 784)) +% i1000)]
+    for j1016 in 0..<16 {
+      for i1017 in 0..<784 {
+        for f1018 in 0..<6 {
+          arena[((314000 +% (((j1016 *% 784) +% i1017) *% 6)) +% f1018)] = arena[(((819088 +% (((g993 *% 16) +% j1016) *% 4704)) +% (f1018 *% 784)) +% i1017)]
         }
       }
     }
-    do {  // gemm1008
-      for kp1002 in 0..<4 {
-        for mb1003 in 0..<1 {
-          var t1004_c0_0 = loadPartial(arena, (389264 +% ((mb1003 *% 14) *% 6)), 6)
-          var t1004_c1_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 1) *% 6)), 6)
-          var t1004_c2_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 2) *% 6)), 6)
-          var t1004_c3_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 3) *% 6)), 6)
-          var t1004_c4_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 4) *% 6)), 6)
-          var t1004_c5_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 5) *% 6)), 6)
-          var t1004_c6_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 6) *% 6)), 6)
-          var t1004_c7_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 7) *% 6)), 6)
-          var t1004_c8_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 8) *% 6)), 6)
-          var t1004_c9_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 9) *% 6)), 6)
-          var t1004_c10_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 10) *% 6)), 6)
-          var t1004_c11_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 11) *% 6)), 6)
-          var t1004_c12_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 12) *% 6)), 6)
-          var t1004_c13_0 = loadPartial(arena, (389264 +% (((mb1003 *% 14) +% 13) *% 6)), 6)
-          for k1005 in 0..<3136 {
-            let t1004_b0 = loadPartial(arena, (314000 +% ((k1005 +% (kp1002 *% 3136)) *% 6)), 6)
-            let t1004_a0 = Vector(repeating: arena[(((mb1003 *% 14) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c0_0 = t1004_c0_0.addingProduct(t1004_a0, t1004_b0)
-            let t1004_a1 = Vector(repeating: arena[((((mb1003 *% 14) +% 1) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c1_0 = t1004_c1_0.addingProduct(t1004_a1, t1004_b0)
-            let t1004_a2 = Vector(repeating: arena[((((mb1003 *% 14) +% 2) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c2_0 = t1004_c2_0.addingProduct(t1004_a2, t1004_b0)
-            let t1004_a3 = Vector(repeating: arena[((((mb1003 *% 14) +% 3) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c3_0 = t1004_c3_0.addingProduct(t1004_a3, t1004_b0)
-            let t1004_a4 = Vector(repeating: arena[((((mb1003 *% 14) +% 4) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c4_0 = t1004_c4_0.addingProduct(t1004_a4, t1004_b0)
-            let t1004_a5 = Vector(repeating: arena[((((mb1003 *% 14) +% 5) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c5_0 = t1004_c5_0.addingProduct(t1004_a5, t1004_b0)
-            let t1004_a6 = Vector(repeating: arena[((((mb1003 *% 14) +% 6) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c6_0 = t1004_c6_0.addingProduct(t1004_a6, t1004_b0)
-            let t1004_a7 = Vector(repeating: arena[((((mb1003 *% 14) +% 7) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c7_0 = t1004_c7_0.addingProduct(t1004_a7, t1004_b0)
-            let t1004_a8 = Vector(repeating: arena[((((mb1003 *% 14) +% 8) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c8_0 = t1004_c8_0.addingProduct(t1004_a8, t1004_b0)
-            let t1004_a9 = Vector(repeating: arena[((((mb1003 *% 14) +% 9) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c9_0 = t1004_c9_0.addingProduct(t1004_a9, t1004_b0)
-            let t1004_a10 = Vector(repeating: arena[((((mb1003 *% 14) +% 10) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c10_0 = t1004_c10_0.addingProduct(t1004_a10, t1004_b0)
-            let t1004_a11 = Vector(repeating: arena[((((mb1003 *% 14) +% 11) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c11_0 = t1004_c11_0.addingProduct(t1004_a11, t1004_b0)
-            let t1004_a12 = Vector(repeating: arena[((((mb1003 *% 14) +% 12) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c12_0 = t1004_c12_0.addingProduct(t1004_a12, t1004_b0)
-            let t1004_a13 = Vector(repeating: arena[((((mb1003 *% 14) +% 13) *% 12560) +% (k1005 +% (kp1002 *% 3136)))])
-            t1004_c13_0 = t1004_c13_0.addingProduct(t1004_a13, t1004_b0)
+    do {  // gemm1025
+      for kp1019 in 0..<4 {
+        for mb1020 in 0..<1 {
+          var t1021_c0_0 = loadPartial(arena, (389264 +% ((mb1020 *% 14) *% 6)), 6)
+          var t1021_c1_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 1) *% 6)), 6)
+          var t1021_c2_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 2) *% 6)), 6)
+          var t1021_c3_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 3) *% 6)), 6)
+          var t1021_c4_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 4) *% 6)), 6)
+          var t1021_c5_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 5) *% 6)), 6)
+          var t1021_c6_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 6) *% 6)), 6)
+          var t1021_c7_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 7) *% 6)), 6)
+          var t1021_c8_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 8) *% 6)), 6)
+          var t1021_c9_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 9) *% 6)), 6)
+          var t1021_c10_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 10) *% 6)), 6)
+          var t1021_c11_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 11) *% 6)), 6)
+          var t1021_c12_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 12) *% 6)), 6)
+          var t1021_c13_0 = loadPartial(arena, (389264 +% (((mb1020 *% 14) +% 13) *% 6)), 6)
+          for k1022 in 0..<3136 {
+            let t1021_b0 = loadPartial(arena, (314000 +% ((k1022 +% (kp1019 *% 3136)) *% 6)), 6)
+            let t1021_a0 = Vector(repeating: arena[(((mb1020 *% 14) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c0_0 = t1021_c0_0.addingProduct(t1021_a0, t1021_b0)
+            let t1021_a1 = Vector(repeating: arena[((((mb1020 *% 14) +% 1) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c1_0 = t1021_c1_0.addingProduct(t1021_a1, t1021_b0)
+            let t1021_a2 = Vector(repeating: arena[((((mb1020 *% 14) +% 2) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c2_0 = t1021_c2_0.addingProduct(t1021_a2, t1021_b0)
+            let t1021_a3 = Vector(repeating: arena[((((mb1020 *% 14) +% 3) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c3_0 = t1021_c3_0.addingProduct(t1021_a3, t1021_b0)
+            let t1021_a4 = Vector(repeating: arena[((((mb1020 *% 14) +% 4) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c4_0 = t1021_c4_0.addingProduct(t1021_a4, t1021_b0)
+            let t1021_a5 = Vector(repeating: arena[((((mb1020 *% 14) +% 5) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c5_0 = t1021_c5_0.addingProduct(t1021_a5, t1021_b0)
+            let t1021_a6 = Vector(repeating: arena[((((mb1020 *% 14) +% 6) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c6_0 = t1021_c6_0.addingProduct(t1021_a6, t1021_b0)
+            let t1021_a7 = Vector(repeating: arena[((((mb1020 *% 14) +% 7) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c7_0 = t1021_c7_0.addingProduct(t1021_a7, t1021_b0)
+            let t1021_a8 = Vector(repeating: arena[((((mb1020 *% 14) +% 8) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c8_0 = t1021_c8_0.addingProduct(t1021_a8, t1021_b0)
+            let t1021_a9 = Vector(repeating: arena[((((mb1020 *% 14) +% 9) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c9_0 = t1021_c9_0.addingProduct(t1021_a9, t1021_b0)
+            let t1021_a10 = Vector(repeating: arena[((((mb1020 *% 14) +% 10) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c10_0 = t1021_c10_0.addingProduct(t1021_a10, t1021_b0)
+            let t1021_a11 = Vector(repeating: arena[((((mb1020 *% 14) +% 11) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c11_0 = t1021_c11_0.addingProduct(t1021_a11, t1021_b0)
+            let t1021_a12 = Vector(repeating: arena[((((mb1020 *% 14) +% 12) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c12_0 = t1021_c12_0.addingProduct(t1021_a12, t1021_b0)
+            let t1021_a13 = Vector(repeating: arena[((((mb1020 *% 14) +% 13) *% 12560) +% (k1022 +% (kp1019 *% 3136)))])
+            t1021_c13_0 = t1021_c13_0.addingProduct(t1021_a13, t1021_b0)
           }
-          storePartial(arena, (389264 +% ((mb1003 *% 14) *% 6)), t1004_c0_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 1) *% 6)), t1004_c1_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 2) *% 6)), t1004_c2_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 3) *% 6)), t1004_c3_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 4) *% 6)), t1004_c4_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 5) *% 6)), t1004_c5_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 6) *% 6)), t1004_c6_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 7) *% 6)), t1004_c7_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 8) *% 6)), t1004_c8_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 9) *% 6)), t1004_c9_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 10) *% 6)), t1004_c10_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 11) *% 6)), t1004_c11_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 12) *% 6)), t1004_c12_0, 6)
-          storePartial(arena, (389264 +% (((mb1003 *% 14) +% 13) *% 6)), t1004_c13_0, 6)
+          storePartial(arena, (389264 +% ((mb1020 *% 14) *% 6)), t1021_c0_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 1) *% 6)), t1021_c1_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 2) *% 6)), t1021_c2_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 3) *% 6)), t1021_c3_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 4) *% 6)), t1021_c4_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 5) *% 6)), t1021_c5_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 6) *% 6)), t1021_c6_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 7) *% 6)), t1021_c7_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 8) *% 6)), t1021_c8_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 9) *% 6)), t1021_c9_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 10) *% 6)), t1021_c10_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 11) *% 6)), t1021_c11_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 12) *% 6)), t1021_c12_0, 6)
+          storePartial(arena, (389264 +% (((mb1020 *% 14) +% 13) *% 6)), t1021_c13_0, 6)
         }
-        var t1006_c0_0 = loadPartial(arena, 389348, 6)
-        var t1006_c1_0 = loadPartial(arena, 389354, 6)
-        var t1006_c2_0 = loadPartial(arena, 389360, 6)
-        var t1006_c3_0 = loadPartial(arena, 389366, 6)
-        var t1006_c4_0 = loadPartial(arena, 389372, 6)
-        var t1006_c5_0 = loadPartial(arena, 389378, 6)
-        var t1006_c6_0 = loadPartial(arena, 389384, 6)
-        var t1006_c7_0 = loadPartial(arena, 389390, 6)
-        var t1006_c8_0 = loadPartial(arena, 389396, 6)
-        var t1006_c9_0 = loadPartial(arena, 389402, 6)
-        var t1006_c10_0 = loadPartial(arena, 389408, 6)
-        for k1007 in 0..<3136 {
-          let t1006_b0 = loadPartial(arena, (314000 +% ((k1007 +% (kp1002 *% 3136)) *% 6)), 6)
-          let t1006_a0 = Vector(repeating: arena[(175840 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c0_0 = t1006_c0_0.addingProduct(t1006_a0, t1006_b0)
-          let t1006_a1 = Vector(repeating: arena[(188400 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c1_0 = t1006_c1_0.addingProduct(t1006_a1, t1006_b0)
-          let t1006_a2 = Vector(repeating: arena[(200960 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c2_0 = t1006_c2_0.addingProduct(t1006_a2, t1006_b0)
-          let t1006_a3 = Vector(repeating: arena[(213520 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c3_0 = t1006_c3_0.addingProduct(t1006_a3, t1006_b0)
-          let t1006_a4 = Vector(repeating: arena[(226080 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c4_0 = t1006_c4_0.addingProduct(t1006_a4, t1006_b0)
-          let t1006_a5 = Vector(repeating: arena[(238640 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c5_0 = t1006_c5_0.addingProduct(t1006_a5, t1006_b0)
-          let t1006_a6 = Vector(repeating: arena[(251200 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c6_0 = t1006_c6_0.addingProduct(t1006_a6, t1006_b0)
-          let t1006_a7 = Vector(repeating: arena[(263760 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c7_0 = t1006_c7_0.addingProduct(t1006_a7, t1006_b0)
-          let t1006_a8 = Vector(repeating: arena[(276320 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c8_0 = t1006_c8_0.addingProduct(t1006_a8, t1006_b0)
-          let t1006_a9 = Vector(repeating: arena[(288880 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c9_0 = t1006_c9_0.addingProduct(t1006_a9, t1006_b0)
-          let t1006_a10 = Vector(repeating: arena[(301440 +% (k1007 +% (kp1002 *% 3136)))])
-          t1006_c10_0 = t1006_c10_0.addingProduct(t1006_a10, t1006_b0)
+        var t1023_c0_0 = loadPartial(arena, 389348, 6)
+        var t1023_c1_0 = loadPartial(arena, 389354, 6)
+        var t1023_c2_0 = loadPartial(arena, 389360, 6)
+        var t1023_c3_0 = loadPartial(arena, 389366, 6)
+        var t1023_c4_0 = loadPartial(arena, 389372, 6)
+        var t1023_c5_0 = loadPartial(arena, 389378, 6)
+        var t1023_c6_0 = loadPartial(arena, 389384, 6)
+        var t1023_c7_0 = loadPartial(arena, 389390, 6)
+        var t1023_c8_0 = loadPartial(arena, 389396, 6)
+        var t1023_c9_0 = loadPartial(arena, 389402, 6)
+        var t1023_c10_0 = loadPartial(arena, 389408, 6)
+        for k1024 in 0..<3136 {
+          let t1023_b0 = loadPartial(arena, (314000 +% ((k1024 +% (kp1019 *% 3136)) *% 6)), 6)
+          let t1023_a0 = Vector(repeating: arena[(175840 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c0_0 = t1023_c0_0.addingProduct(t1023_a0, t1023_b0)
+          let t1023_a1 = Vector(repeating: arena[(188400 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c1_0 = t1023_c1_0.addingProduct(t1023_a1, t1023_b0)
+          let t1023_a2 = Vector(repeating: arena[(200960 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c2_0 = t1023_c2_0.addingProduct(t1023_a2, t1023_b0)
+          let t1023_a3 = Vector(repeating: arena[(213520 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c3_0 = t1023_c3_0.addingProduct(t1023_a3, t1023_b0)
+          let t1023_a4 = Vector(repeating: arena[(226080 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c4_0 = t1023_c4_0.addingProduct(t1023_a4, t1023_b0)
+          let t1023_a5 = Vector(repeating: arena[(238640 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c5_0 = t1023_c5_0.addingProduct(t1023_a5, t1023_b0)
+          let t1023_a6 = Vector(repeating: arena[(251200 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c6_0 = t1023_c6_0.addingProduct(t1023_a6, t1023_b0)
+          let t1023_a7 = Vector(repeating: arena[(263760 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c7_0 = t1023_c7_0.addingProduct(t1023_a7, t1023_b0)
+          let t1023_a8 = Vector(repeating: arena[(276320 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c8_0 = t1023_c8_0.addingProduct(t1023_a8, t1023_b0)
+          let t1023_a9 = Vector(repeating: arena[(288880 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c9_0 = t1023_c9_0.addingProduct(t1023_a9, t1023_b0)
+          let t1023_a10 = Vector(repeating: arena[(301440 +% (k1024 +% (kp1019 *% 3136)))])
+          t1023_c10_0 = t1023_c10_0.addingProduct(t1023_a10, t1023_b0)
         }
-        storePartial(arena, 389348, t1006_c0_0, 6)
-        storePartial(arena, 389354, t1006_c1_0, 6)
-        storePartial(arena, 389360, t1006_c2_0, 6)
-        storePartial(arena, 389366, t1006_c3_0, 6)
-        storePartial(arena, 389372, t1006_c4_0, 6)
-        storePartial(arena, 389378, t1006_c5_0, 6)
-        storePartial(arena, 389384, t1006_c6_0, 6)
-        storePartial(arena, 389390, t1006_c7_0, 6)
-        storePartial(arena, 389396, t1006_c8_0, 6)
-        storePartial(arena, 389402, t1006_c9_0, 6)
-        storePartial(arena, 389408, t1006_c10_0, 6)
+        storePartial(arena, 389348, t1023_c0_0, 6)
+        storePartial(arena, 389354, t1023_c1_0, 6)
+        storePartial(arena, 389360, t1023_c2_0, 6)
+        storePartial(arena, 389366, t1023_c3_0, 6)
+        storePartial(arena, 389372, t1023_c4_0, 6)
+        storePartial(arena, 389378, t1023_c5_0, 6)
+        storePartial(arena, 389384, t1023_c6_0, 6)
+        storePartial(arena, 389390, t1023_c7_0, 6)
+        storePartial(arena, 389396, t1023_c8_0, 6)
+        storePartial(arena, 389402, t1023_c9_0, 6)
+        storePartial(arena, 389408, t1023_c10_0, 6)
       }
     }
   }
-  for f1009 in 0..<6 {
-    for r1010 in 0..<25 {
-      grads[((f1009 *% 25) +% r1010)] = arena[((389264 +% (r1010 *% 6)) +% f1009)]
+  for f1026 in 0..<6 {
+    for r1027 in 0..<25 {
+      grads[((f1026 *% 25) +% r1027)] = arena[((389264 +% (r1027 *% 6)) +% f1026)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f1011 in 0..<6 {
-    var acc1012 = Vector()
-    for img1013 in 0..<64 {
-      for i1014 in 0..<98 {
-        acc1012 = acc1012.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((819088 +% (img1013 *% 4704)) +% (f1011 *% 784)) +% (i1014 *% 8))))
+  for f1028 in 0..<6 {
+    var acc1029 = Vector()
+    for img1030 in 0..<64 {
+      for i1031 in 0..<98 {
+        acc1029 = acc1029.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((819088 +% (img1030 *% 4704)) +% (f1028 *% 784)) +% (i1031 *% 8))))
       }
     }
-    storeVector(arena, 0, acc1012)
-    var sum1015: Float = (arena[0] + arena[1])
-    var sum1016: Float = (sum1015 + arena[2])
-    var sum1017: Float = (sum1016 + arena[3])
-    var sum1018: Float = (sum1017 + arena[4])
-    var sum1019: Float = (sum1018 + arena[5])
-    var sum1020: Float = (sum1019 + arena[6])
-    var sum1021: Float = (sum1020 + arena[7])
-    grads[(150 +% f1011)] = sum1021
+    storeVector(arena, 0, acc1029)
+    var sum1032: Float = (arena[0] + arena[1])
+    var sum1033: Float = (sum1032 + arena[2])
+    var sum1034: Float = (sum1033 + arena[3])
+    var sum1035: Float = (sum1034 + arena[4])
+    var sum1036: Float = (sum1035 + arena[5])
+    var sum1037: Float = (sum1036 + arena[6])
+    var sum1038: Float = (sum1037 + arena[7])
+    grads[(150 +% f1028)] = sum1038
   }
   // adam = update of 61706 parameters
-  var step_size1022: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt1023: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i1024 in 0..<7713 {
-    let g_v = (loadVector(grads, (i1024 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1024 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1024 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i1024 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i1024 *% 8), m_new_v)
-    storeVector(v, (i1024 *% 8), v_new_v)
-    storeVector(params, (i1024 *% 8), (loadVector(params, (i1024 *% 8)) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size1039: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1040: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i1041 in 0..<7713 {
+    let g_v = (loadVector(grads, (i1041 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1041 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1041 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i1041 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i1041 *% 8), m_new_v)
+    storeVector(v, (i1041 *% 8), v_new_v)
+    storeVector(params, (i1041 *% 8), (loadVector(params, (i1041 *% 8)) - ((Vector(repeating: step_size1039) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1040)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i1024 in 0..<1 {
-    let g_v = (loadPartial(grads, (i1024 +% 61704), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i1024 +% 61704), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i1024 +% 61704), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i1024 +% 61704), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i1024 +% 61704), m_new_v, 2)
-    storePartial(v, (i1024 +% 61704), v_new_v, 2)
-    storePartial(params, (i1024 +% 61704), (loadPartial(params, (i1024 +% 61704), 2) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i1041 in 0..<1 {
+    let g_v = (loadPartial(grads, (i1041 +% 61704), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i1041 +% 61704), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i1041 +% 61704), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i1041 +% 61704), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i1041 +% 61704), m_new_v, 2)
+    storePartial(v, (i1041 +% 61704), v_new_v, 2)
+    storePartial(params, (i1041 +% 61704), (loadPartial(params, (i1041 +% 61704), 2) - ((Vector(repeating: step_size1039) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1040)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

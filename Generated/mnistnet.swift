@@ -115,1306 +115,1301 @@ public func mnistnet_train_b64(
         }
       }
     }
-    do {  // gemm18
-      for nb11 in 0..<450 {
-        for mb12 in 0..<8 {
-          var t13_c0_0 = Vector()
-          var t13_c0_1 = Vector()
-          var t13_c0_2 = Vector()
-          var t13_c1_0 = Vector()
-          var t13_c1_1 = Vector()
-          var t13_c1_2 = Vector()
-          var t13_c2_0 = Vector()
-          var t13_c2_1 = Vector()
-          var t13_c2_2 = Vector()
-          var t13_c3_0 = Vector()
-          var t13_c3_1 = Vector()
-          var t13_c3_2 = Vector()
-          for k14 in 0..<9 {
-            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
-            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
-            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
-            let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
-            t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
-            t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
-            t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
-            let t13_a1 = Vector(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
-            t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
-            t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
-            t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
-            let t13_a2 = Vector(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
-            t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
-            t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
-            t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
-            let t13_a3 = Vector(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
-            t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
-            t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
-            t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+    parallelFor(pool, 2) { part11 in
+      do {  // gemm19
+        for nb12 in 0..<450 {
+          for mb13 in 0..<4 {
+            var t14_c0_0 = Vector()
+            var t14_c0_1 = Vector()
+            var t14_c0_2 = Vector()
+            var t14_c1_0 = Vector()
+            var t14_c1_1 = Vector()
+            var t14_c1_2 = Vector()
+            var t14_c2_0 = Vector()
+            var t14_c2_1 = Vector()
+            var t14_c2_2 = Vector()
+            var t14_c3_0 = Vector()
+            var t14_c3_1 = Vector()
+            var t14_c3_2 = Vector()
+            for k15 in 0..<9 {
+              let t14_b0 = loadVector(arena, ((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)))
+              let t14_b1 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 8))
+              let t14_b2 = loadVector(arena, (((1384448 +% (k15 *% 10832)) +% (nb12 *% 24)) +% 16))
+              let t14_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb13 *% 4) *% 9)) +% k15)])
+              t14_c0_0 = t14_c0_0.addingProduct(t14_a0, t14_b0)
+              t14_c0_1 = t14_c0_1.addingProduct(t14_a0, t14_b1)
+              t14_c0_2 = t14_c0_2.addingProduct(t14_a0, t14_b2)
+              let t14_a1 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 1) *% 9)) +% k15)])
+              t14_c1_0 = t14_c1_0.addingProduct(t14_a1, t14_b0)
+              t14_c1_1 = t14_c1_1.addingProduct(t14_a1, t14_b1)
+              t14_c1_2 = t14_c1_2.addingProduct(t14_a1, t14_b2)
+              let t14_a2 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 2) *% 9)) +% k15)])
+              t14_c2_0 = t14_c2_0.addingProduct(t14_a2, t14_b0)
+              t14_c2_1 = t14_c2_1.addingProduct(t14_a2, t14_b1)
+              t14_c2_2 = t14_c2_2.addingProduct(t14_a2, t14_b2)
+              let t14_a3 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb13 *% 4) +% 3) *% 9)) +% k15)])
+              t14_c3_0 = t14_c3_0.addingProduct(t14_a3, t14_b0)
+              t14_c3_1 = t14_c3_1.addingProduct(t14_a3, t14_b1)
+              t14_c3_2 = t14_c3_2.addingProduct(t14_a3, t14_b2)
+            }
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)), t14_c0_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c0_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb13 *% 4) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c0_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)), t14_c1_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c1_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 1) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c1_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)), t14_c2_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c2_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 2) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c2_2)
+            storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)), t14_c3_0)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 8), t14_c3_1)
+            storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb13 *% 4) +% 3) *% 10832)) +% (nb12 *% 24)) +% 16), t14_c3_2)
           }
-          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
-          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
-          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
-          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
-          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
+        }
+        for mb16 in 0..<4 {
+          var t17_c0_0 = Vector()
+          var t17_c0_1 = Vector()
+          var t17_c1_0 = Vector()
+          var t17_c1_1 = Vector()
+          var t17_c2_0 = Vector()
+          var t17_c2_1 = Vector()
+          var t17_c3_0 = Vector()
+          var t17_c3_1 = Vector()
+          for k18 in 0..<9 {
+            let t17_b0 = loadVector(arena, ((1384448 +% (k18 *% 10832)) +% 10800))
+            let t17_b1 = loadVector(arena, (((1384448 +% (k18 *% 10832)) +% 10800) +% 8))
+            let t17_a0 = Vector(repeating: params[((((part11 *% 16) *% 9) +% ((mb16 *% 4) *% 9)) +% k18)])
+            t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+            t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+            let t17_a1 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 1) *% 9)) +% k18)])
+            t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+            t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+            let t17_a2 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 2) *% 9)) +% k18)])
+            t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
+            t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
+            let t17_a3 = Vector(repeating: params[((((part11 *% 16) *% 9) +% (((mb16 *% 4) +% 3) *% 9)) +% k18)])
+            t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
+            t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
+          }
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800), t17_c0_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% ((mb16 *% 4) *% 10832)) +% 10800) +% 8), t17_c0_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800), t17_c1_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t17_c1_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800), t17_c2_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t17_c2_1)
+          storeVector(arena, (((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800), t17_c3_0)
+          storeVector(arena, ((((1481936 +% ((part11 *% 16) *% 10832)) +% (((mb16 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t17_c3_1)
         }
       }
-      for mb15 in 0..<8 {
-        var t16_c0_0 = Vector()
-        var t16_c0_1 = Vector()
-        var t16_c1_0 = Vector()
-        var t16_c1_1 = Vector()
-        var t16_c2_0 = Vector()
-        var t16_c2_1 = Vector()
-        var t16_c3_0 = Vector()
-        var t16_c3_1 = Vector()
-        for k17 in 0..<9 {
-          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
-          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
-          let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
-          t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
-          t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
-          let t16_a1 = Vector(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
-          t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
-          t16_c1_1 = t16_c1_1.addingProduct(t16_a1, t16_b1)
-          let t16_a2 = Vector(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
-          t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
-          t16_c2_1 = t16_c2_1.addingProduct(t16_a2, t16_b1)
-          let t16_a3 = Vector(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
-          t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
-          t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
-        }
-        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
-        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
-        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
-        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
-      }
-    }
-    for j19 in 0..<16 {
-      for f20 in 0..<32 {
-        for i21 in 0..<84 {
-          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
-        }
-        for i21 in 0..<1 {
-          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
+      for j20 in 0..<16 {
+        for f21 in 0..<16 {
+          for i22 in 0..<84 {
+            storeVector(arena, ((i22 *% 8) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadVector(arena, ((i22 *% 8) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676)))) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))))
+          }
+          for i22 in 0..<1 {
+            storePartial(arena, ((i22 +% 672) +% ((((g1 *% 16) +% j20) *% 21632) +% ((f21 +% (part11 *% 16)) *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])), where: (loadPartial(arena, ((i22 +% 672) +% ((1481936 +% ((f21 +% (part11 *% 16)) *% 10832)) +% (j20 *% 676))), 4) + Vector(repeating: params[(288 +% (f21 +% (part11 *% 16)))])) .> Vector(repeating: Float(0))), 4)
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  do {  // scalar loops
-    for ci22 in 0..<32 {
-      for co23 in 0..<64 {
-        var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
-        var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
-        var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
-        var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
-        var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
-        var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
-        var w36: Float = w24
-        var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
-        var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
-        var w39: Float = w32
-        var w40: Float = w25
-        var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
-        var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
-        var w43: Float = w33
-        var w44: Float = w26
-        var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
-        var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
-        var w47: Float = w34
-        var w48: Float = w27
-        var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
-        var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
-        var w51: Float = w35
-        arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
-        arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
-        arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
-        arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
-        arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
-        arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
-        arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
-        arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
-        arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
-        arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
-        arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
-        arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
-        arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
-        arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
-        arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
-        arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
+  parallelFor(pool, 2) { part23 in
+    do {  // scalar loops
+      for ci24 in 0..<32 {
+        for co25 in 0..<32 {
+          var w26: Float = params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))]
+          var w27: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w28: Float = (((params[(320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9))] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w29: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 6)]
+          var w30: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)]
+          var w31: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w32: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 1)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w33: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 7)]
+          var w34: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)]
+          var w35: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = (((params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 2)] + params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]) - params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w37: Float = params[((320 +% (((((part23 *% 32) +% co25) *% 32) +% ci24) *% 9)) +% 8)]
+          var w38: Float = w26
+          var w39: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+          var w40: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+          var w41: Float = w34
+          var w42: Float = w27
+          var w43: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+          var w44: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+          var w45: Float = w35
+          var w46: Float = w28
+          var w47: Float = (((w28 + w32) + w36) * Float(bitPattern: 0x3f000000))
+          var w48: Float = (((w28 + w36) - w32) * Float(bitPattern: 0x3f000000))
+          var w49: Float = w36
+          var w50: Float = w29
+          var w51: Float = (((w29 + w33) + w37) * Float(bitPattern: 0x3f000000))
+          var w52: Float = (((w29 + w37) - w33) * Float(bitPattern: 0x3f000000))
+          var w53: Float = w37
+          arena[((2564096 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w38
+          arena[((2566144 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w39
+          arena[((2568192 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w40
+          arena[((2570240 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w41
+          arena[((2572288 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w42
+          arena[((2574336 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w43
+          arena[((2576384 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w44
+          arena[((2578432 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w45
+          arena[((2580480 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w46
+          arena[((2582528 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w47
+          arena[((2584576 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w48
+          arena[((2586624 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w49
+          arena[((2588672 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w50
+          arena[((2590720 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w51
+          arena[((2592768 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w52
+          arena[((2594816 +% (ci24 *% 64)) +% ((part23 *% 32) +% co25))] = w53
+        }
       }
     }
   }
-  for i52 in 0..<2704 {
-    storeVector(arena, ((i52 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  for i54 in 0..<2704 {
+    storeVector(arena, ((i54 *% 8) +% 2596864), Vector(repeating: Float(0)))
   }
-  for g53 in 0..<64 {
-    for j54 in 0..<1 {
-      for iy55 in 0..<26 {
-        for c56 in 0..<32 {
-          for ix57 in 0..<26 {
-            arena[(2596864 +% ((((j54 *% 21632) +% (iy55 *% 832)) +% (ix57 *% 32)) +% c56))] = arena[(((((g53 +% j54) *% 21632) +% (c56 *% 676)) +% (iy55 *% 26)) +% ix57)]
+  for g55 in 0..<64 {
+    for j56 in 0..<1 {
+      for iy57 in 0..<26 {
+        for c58 in 0..<32 {
+          for ix59 in 0..<26 {
+            arena[(2596864 +% ((((j56 *% 21632) +% (iy57 *% 832)) +% (ix59 *% 32)) +% c58))] = arena[(((((g55 +% j56) *% 21632) +% (c58 *% 676)) +% (iy57 *% 26)) +% ix59)]
           }
         }
       }
     }
-    for j58 in 0..<1 {
-      for ty59 in 0..<12 {
-        for tx60 in 0..<12 {
-          for cv61 in 0..<4 {
-            let w62 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
-            let w63 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
-            let w64 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
-            let w65 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
-            let w66 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
-            let w67 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
-            let w68 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
-            let w69 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
-            let w70 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
-            let w71 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
-            let w72 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
-            let w73 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
-            let w74 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
-            let w75 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
-            let w76 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
-            let w77 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
-            let w78 = (w62 - w70)
-            let w79 = (w66 + w70)
-            let w80 = (w70 - w66)
-            let w81 = (w66 - w74)
-            let w82 = (w63 - w71)
-            let w83 = (w67 + w71)
-            let w84 = (w71 - w67)
-            let w85 = (w67 - w75)
-            let w86 = (w64 - w72)
-            let w87 = (w68 + w72)
-            let w88 = (w72 - w68)
-            let w89 = (w68 - w76)
-            let w90 = (w65 - w73)
-            let w91 = (w69 + w73)
-            let w92 = (w73 - w69)
-            let w93 = (w69 - w77)
-            storeVector(arena, ((2618496 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w78)
-            storeVector(arena, ((2623104 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w79)
-            storeVector(arena, ((2627712 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w80)
-            storeVector(arena, ((2632320 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w81)
-            storeVector(arena, ((2636928 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w82)
-            storeVector(arena, ((2641536 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w83)
-            storeVector(arena, ((2646144 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w84)
-            storeVector(arena, ((2650752 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w85)
-            storeVector(arena, ((2655360 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w86)
-            storeVector(arena, ((2659968 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w87)
-            storeVector(arena, ((2664576 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w88)
-            storeVector(arena, ((2669184 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w89)
-            storeVector(arena, ((2673792 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w90)
-            storeVector(arena, ((2678400 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w91)
-            storeVector(arena, ((2683008 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w92)
-            storeVector(arena, ((2687616 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w93)
-          }
-        }
-      }
-    }
-    for xi94 in 0..<16 {
-      do {  // gemm102
-        for nb95 in 0..<2 {
-          for mb96 in 0..<36 {
-            var t97_c0_0 = Vector()
-            var t97_c0_1 = Vector()
-            var t97_c0_2 = Vector()
-            var t97_c1_0 = Vector()
-            var t97_c1_1 = Vector()
-            var t97_c1_2 = Vector()
-            var t97_c2_0 = Vector()
-            var t97_c2_1 = Vector()
-            var t97_c2_2 = Vector()
-            var t97_c3_0 = Vector()
-            var t97_c3_1 = Vector()
-            var t97_c3_2 = Vector()
-            for k98 in 0..<32 {
-              let t97_b0 = loadVector(arena, (((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)))
-              let t97_b1 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)) +% 8))
-              let t97_b2 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k98 *% 64)) +% (nb95 *% 24)) +% 16))
-              let t97_a0 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% ((mb96 *% 4) *% 32)) +% k98)])
-              t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
-              t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
-              t97_c0_2 = t97_c0_2.addingProduct(t97_a0, t97_b2)
-              let t97_a1 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 1) *% 32)) +% k98)])
-              t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
-              t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
-              t97_c1_2 = t97_c1_2.addingProduct(t97_a1, t97_b2)
-              let t97_a2 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 2) *% 32)) +% k98)])
-              t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
-              t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
-              t97_c2_2 = t97_c2_2.addingProduct(t97_a2, t97_b2)
-              let t97_a3 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb96 *% 4) +% 3) *% 32)) +% k98)])
-              t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
-              t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
-              t97_c3_2 = t97_c3_2.addingProduct(t97_a3, t97_b2)
+    parallelFor(pool, 2) { part60 in
+      for j61 in 0..<1 {
+        for ty62 in 0..<6 {
+          for tx63 in 0..<12 {
+            for cv64 in 0..<4 {
+              let w65 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% (((ty62 +% (part60 *% 6)) *% 2) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))))
+              let w66 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))) + loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))))
+              let w67 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))))
+              let w68 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 3) *% 832)) +% ((tx63 *% 2) *% 32)) +% (cv64 *% 8)))))
+              let w69 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% (((ty62 +% (part60 *% 6)) *% 2) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))))
+              let w70 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))) + loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))))
+              let w71 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))))
+              let w72 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 3) *% 832)) +% (((tx63 *% 2) +% 1) *% 32)) +% (cv64 *% 8)))))
+              let w73 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% (((ty62 +% (part60 *% 6)) *% 2) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))))
+              let w74 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))) + loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))))
+              let w75 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))))
+              let w76 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 3) *% 832)) +% (((tx63 *% 2) +% 2) *% 32)) +% (cv64 *% 8)))))
+              let w77 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% (((ty62 +% (part60 *% 6)) *% 2) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))))
+              let w78 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))) + loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))))
+              let w79 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 2) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))))
+              let w80 = (loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 1) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))) - loadVector(arena, (2596864 +% ((((j61 *% 21632) +% ((((ty62 +% (part60 *% 6)) *% 2) +% 3) *% 832)) +% (((tx63 *% 2) +% 3) *% 32)) +% (cv64 *% 8)))))
+              let w81 = (w65 - w73)
+              let w82 = (w69 + w73)
+              let w83 = (w73 - w69)
+              let w84 = (w69 - w77)
+              let w85 = (w66 - w74)
+              let w86 = (w70 + w74)
+              let w87 = (w74 - w70)
+              let w88 = (w70 - w78)
+              let w89 = (w67 - w75)
+              let w90 = (w71 + w75)
+              let w91 = (w75 - w71)
+              let w92 = (w71 - w79)
+              let w93 = (w68 - w76)
+              let w94 = (w72 + w76)
+              let w95 = (w76 - w72)
+              let w96 = (w72 - w80)
+              storeVector(arena, ((2618496 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w81)
+              storeVector(arena, ((2623104 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w82)
+              storeVector(arena, ((2627712 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w83)
+              storeVector(arena, ((2632320 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w84)
+              storeVector(arena, ((2636928 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w85)
+              storeVector(arena, ((2641536 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w86)
+              storeVector(arena, ((2646144 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w87)
+              storeVector(arena, ((2650752 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w88)
+              storeVector(arena, ((2655360 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w89)
+              storeVector(arena, ((2659968 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w90)
+              storeVector(arena, ((2664576 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w91)
+              storeVector(arena, ((2669184 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w92)
+              storeVector(arena, ((2673792 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w93)
+              storeVector(arena, ((2678400 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w94)
+              storeVector(arena, ((2683008 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w95)
+              storeVector(arena, ((2687616 +% ((((j61 *% 144) +% ((ty62 +% (part60 *% 6)) *% 12)) +% tx63) *% 32)) +% (cv64 *% 8)), w96)
             }
-            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)), t97_c0_0)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)) +% 8), t97_c0_1)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb96 *% 4) *% 64)) +% (nb95 *% 24)) +% 16), t97_c0_2)
-            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)), t97_c1_0)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)) +% 8), t97_c1_1)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 1) *% 64)) +% (nb95 *% 24)) +% 16), t97_c1_2)
-            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)), t97_c2_0)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)) +% 8), t97_c2_1)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 2) *% 64)) +% (nb95 *% 24)) +% 16), t97_c2_2)
-            storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)), t97_c3_0)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)) +% 8), t97_c3_1)
-            storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb96 *% 4) +% 3) *% 64)) +% (nb95 *% 24)) +% 16), t97_c3_2)
-          }
-        }
-        for mb99 in 0..<36 {
-          var t100_c0_0 = Vector()
-          var t100_c0_1 = Vector()
-          var t100_c1_0 = Vector()
-          var t100_c1_1 = Vector()
-          var t100_c2_0 = Vector()
-          var t100_c2_1 = Vector()
-          var t100_c3_0 = Vector()
-          var t100_c3_1 = Vector()
-          for k101 in 0..<32 {
-            let t100_b0 = loadVector(arena, (((2564096 +% (xi94 *% 2048)) +% (k101 *% 64)) +% 48))
-            let t100_b1 = loadVector(arena, ((((2564096 +% (xi94 *% 2048)) +% (k101 *% 64)) +% 48) +% 8))
-            let t100_a0 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% ((mb99 *% 4) *% 32)) +% k101)])
-            t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
-            t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
-            let t100_a1 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 1) *% 32)) +% k101)])
-            t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
-            t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
-            let t100_a2 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 2) *% 32)) +% k101)])
-            t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
-            t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
-            let t100_a3 = Vector(repeating: arena[(((2618496 +% (xi94 *% 4608)) +% (((mb99 *% 4) +% 3) *% 32)) +% k101)])
-            t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
-            t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
-          }
-          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% ((mb99 *% 4) *% 64)) +% 48), t100_c0_0)
-          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% ((mb99 *% 4) *% 64)) +% 48) +% 8), t100_c0_1)
-          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 1) *% 64)) +% 48), t100_c1_0)
-          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 1) *% 64)) +% 48) +% 8), t100_c1_1)
-          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 2) *% 64)) +% 48), t100_c2_0)
-          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 2) *% 64)) +% 48) +% 8), t100_c2_1)
-          storeVector(arena, (((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 3) *% 64)) +% 48), t100_c3_0)
-          storeVector(arena, ((((2692224 +% (xi94 *% 9216)) +% (((mb99 *% 4) +% 3) *% 64)) +% 48) +% 8), t100_c3_1)
-        }
-      }
-    }
-    for j103 in 0..<1 {
-      for ty104 in 0..<12 {
-        for tx105 in 0..<12 {
-          for cv106 in 0..<8 {
-            let w107 = ((loadVector(arena, ((2692224 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w108 = ((loadVector(arena, ((2729088 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2765952 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2802816 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w109 = ((loadVector(arena, ((2701440 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w110 = ((loadVector(arena, ((2738304 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2775168 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2812032 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w111 = ((loadVector(arena, ((2710656 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w112 = ((loadVector(arena, ((2747520 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2784384 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2821248 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w113 = ((loadVector(arena, ((2719872 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) + loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) + loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w114 = ((loadVector(arena, ((2756736 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))) - loadVector(arena, ((2793600 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)))) - loadVector(arena, ((2830464 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8))))
-            let w115 = ((w107 + w109) + w111)
-            let w116 = ((w109 - w111) - w113)
-            let w117 = ((w108 + w110) + w112)
-            let w118 = ((w110 - w112) - w114)
-            let v119 = (w115 + loadVector(params, (18752 +% (cv106 *% 8))))
-            let best120 = v119
-            let at121 = Vector(repeating: Float((((ty104 *% 2) *% 24) +% (tx105 *% 2))))
-            let v122 = (w116 + loadVector(params, (18752 +% (cv106 *% 8))))
-            let best123 = best120.replacing(with: v122, where: v122 .> best120)
-            let at124 = at121.replacing(with: Vector(repeating: Float(((((ty104 *% 2) *% 24) +% (tx105 *% 2)) +% 1))), where: v122 .> best120)
-            let v125 = (w117 + loadVector(params, (18752 +% (cv106 *% 8))))
-            let best126 = best123.replacing(with: v125, where: v125 .> best123)
-            let at127 = at124.replacing(with: Vector(repeating: Float(((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)))), where: v125 .> best123)
-            let v128 = (w118 + loadVector(params, (18752 +% (cv106 *% 8))))
-            let best129 = best126.replacing(with: v128, where: v128 .> best126)
-            let at130 = at127.replacing(with: Vector(repeating: Float((((((ty104 *% 2) +% 1) *% 24) +% (tx105 *% 2)) +% 1))), where: v128 .> best126)
-            storeVector(arena, ((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)), Vector().replacing(with: best129, where: best129 .> Vector()))
-            storeVector(arena, (((2839680 +% ((((j103 *% 144) +% (ty104 *% 12)) +% tx105) *% 64)) +% (cv106 *% 8)) +% 9216), at130)
           }
         }
       }
     }
-    for j131 in 0..<1 {
-      for qb132 in 0..<2 {
-        for c133 in 0..<64 {
-          for q134 in 0..<64 {
-            arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c133 *% 144)) +% (q134 +% (qb132 *% 64))))] = arena[((2839680 +% (((j131 *% 144) +% (q134 +% (qb132 *% 64))) *% 64)) +% c133)]
+    parallelFor(pool, 2) { part97 in
+      for xi98 in 0..<16 {
+        do {  // gemm103
+          for nb99 in 0..<2 {
+            for mb100 in 0..<24 {
+              var t101_c0_0 = Vector()
+              var t101_c0_1 = Vector()
+              var t101_c1_0 = Vector()
+              var t101_c1_1 = Vector()
+              var t101_c2_0 = Vector()
+              var t101_c2_1 = Vector()
+              var t101_c3_0 = Vector()
+              var t101_c3_1 = Vector()
+              var t101_c4_0 = Vector()
+              var t101_c4_1 = Vector()
+              var t101_c5_0 = Vector()
+              var t101_c5_1 = Vector()
+              for k102 in 0..<32 {
+                let t101_b0 = loadVector(arena, ((((2564096 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)))
+                let t101_b1 = loadVector(arena, (((((2564096 +% (xi98 *% 2048)) +% (part97 *% 32)) +% (k102 *% 64)) +% (nb99 *% 16)) +% 8))
+                let t101_a0 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% ((mb100 *% 6) *% 32)) +% k102)])
+                t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
+                t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)
+                let t101_a1 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 6) +% 1) *% 32)) +% k102)])
+                t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
+                t101_c1_1 = t101_c1_1.addingProduct(t101_a1, t101_b1)
+                let t101_a2 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 6) +% 2) *% 32)) +% k102)])
+                t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
+                t101_c2_1 = t101_c2_1.addingProduct(t101_a2, t101_b1)
+                let t101_a3 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 6) +% 3) *% 32)) +% k102)])
+                t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
+                t101_c3_1 = t101_c3_1.addingProduct(t101_a3, t101_b1)
+                let t101_a4 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 6) +% 4) *% 32)) +% k102)])
+                t101_c4_0 = t101_c4_0.addingProduct(t101_a4, t101_b0)
+                t101_c4_1 = t101_c4_1.addingProduct(t101_a4, t101_b1)
+                let t101_a5 = Vector(repeating: arena[(((2618496 +% (xi98 *% 4608)) +% (((mb100 *% 6) +% 5) *% 32)) +% k102)])
+                t101_c5_0 = t101_c5_0.addingProduct(t101_a5, t101_b0)
+                t101_c5_1 = t101_c5_1.addingProduct(t101_a5, t101_b1)
+              }
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% ((mb100 *% 6) *% 64)) +% (nb99 *% 16)), t101_c0_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% ((mb100 *% 6) *% 64)) +% (nb99 *% 16)) +% 8), t101_c0_1)
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 1) *% 64)) +% (nb99 *% 16)), t101_c1_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 1) *% 64)) +% (nb99 *% 16)) +% 8), t101_c1_1)
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 2) *% 64)) +% (nb99 *% 16)), t101_c2_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 2) *% 64)) +% (nb99 *% 16)) +% 8), t101_c2_1)
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 3) *% 64)) +% (nb99 *% 16)), t101_c3_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 3) *% 64)) +% (nb99 *% 16)) +% 8), t101_c3_1)
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 4) *% 64)) +% (nb99 *% 16)), t101_c4_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 4) *% 64)) +% (nb99 *% 16)) +% 8), t101_c4_1)
+              storeVector(arena, ((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 5) *% 64)) +% (nb99 *% 16)), t101_c5_0)
+              storeVector(arena, (((((2692224 +% (xi98 *% 9216)) +% (part97 *% 32)) +% (((mb100 *% 6) +% 5) *% 64)) +% (nb99 *% 16)) +% 8), t101_c5_1)
+            }
           }
         }
       }
-      for c135 in 0..<64 {
-        for q136 in 0..<16 {
-          arena[(1384448 +% ((((g53 +% j131) *% 9216) +% (c135 *% 144)) +% (q136 +% 128)))] = arena[((2839680 +% (((j131 *% 144) +% (q136 +% 128)) *% 64)) +% c135)]
-        }
-      }
-    }
-    for j137 in 0..<1 {
-      for qb138 in 0..<2 {
-        for c139 in 0..<64 {
-          for q140 in 0..<64 {
-            arena[(1974272 +% ((((g53 +% j137) *% 9216) +% (c139 *% 144)) +% (q140 +% (qb138 *% 64))))] = arena[((2848896 +% (((j137 *% 144) +% (q140 +% (qb138 *% 64))) *% 64)) +% c139)]
+      for j104 in 0..<1 {
+        for ty105 in 0..<12 {
+          for tx106 in 0..<12 {
+            for cv107 in 0..<4 {
+              let w108 = ((loadVector(arena, ((2692224 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) + loadVector(arena, ((2729088 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) + loadVector(arena, ((2765952 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w109 = ((loadVector(arena, ((2729088 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) - loadVector(arena, ((2765952 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) - loadVector(arena, ((2802816 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w110 = ((loadVector(arena, ((2701440 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) + loadVector(arena, ((2738304 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) + loadVector(arena, ((2775168 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w111 = ((loadVector(arena, ((2738304 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) - loadVector(arena, ((2775168 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) - loadVector(arena, ((2812032 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w112 = ((loadVector(arena, ((2710656 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) + loadVector(arena, ((2747520 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) + loadVector(arena, ((2784384 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w113 = ((loadVector(arena, ((2747520 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) - loadVector(arena, ((2784384 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) - loadVector(arena, ((2821248 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w114 = ((loadVector(arena, ((2719872 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) + loadVector(arena, ((2756736 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) + loadVector(arena, ((2793600 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w115 = ((loadVector(arena, ((2756736 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))) - loadVector(arena, ((2793600 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))))) - loadVector(arena, ((2830464 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let w116 = ((w108 + w110) + w112)
+              let w117 = ((w110 - w112) - w114)
+              let w118 = ((w109 + w111) + w113)
+              let w119 = ((w111 - w113) - w115)
+              let v120 = (w116 + loadVector(params, (18752 +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let best121 = v120
+              let at122 = Vector(repeating: Float((((ty105 *% 2) *% 24) +% (tx106 *% 2))))
+              let v123 = (w117 + loadVector(params, (18752 +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let best124 = best121.replacing(with: v123, where: v123 .> best121)
+              let at125 = at122.replacing(with: Vector(repeating: Float(((((ty105 *% 2) *% 24) +% (tx106 *% 2)) +% 1))), where: v123 .> best121)
+              let v126 = (w118 + loadVector(params, (18752 +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let best127 = best124.replacing(with: v126, where: v126 .> best124)
+              let at128 = at125.replacing(with: Vector(repeating: Float(((((ty105 *% 2) +% 1) *% 24) +% (tx106 *% 2)))), where: v126 .> best124)
+              let v129 = (w119 + loadVector(params, (18752 +% ((part97 *% 32) +% (cv107 *% 8)))))
+              let best130 = best127.replacing(with: v129, where: v129 .> best127)
+              let at131 = at128.replacing(with: Vector(repeating: Float((((((ty105 *% 2) +% 1) *% 24) +% (tx106 *% 2)) +% 1))), where: v129 .> best127)
+              storeVector(arena, ((2839680 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))), Vector().replacing(with: best130, where: best130 .> Vector()))
+              storeVector(arena, (((2839680 +% ((((j104 *% 144) +% (ty105 *% 12)) +% tx106) *% 64)) +% ((part97 *% 32) +% (cv107 *% 8))) +% 9216), at131)
+            }
           }
         }
       }
-      for c141 in 0..<64 {
-        for q142 in 0..<16 {
-          arena[(1974272 +% ((((g53 +% j137) *% 9216) +% (c141 *% 144)) +% (q142 +% 128)))] = arena[((2848896 +% (((j137 *% 144) +% (q142 +% 128)) *% 64)) +% c141)]
+      for j132 in 0..<1 {
+        for qb133 in 0..<2 {
+          for c134 in 0..<32 {
+            for q135 in 0..<64 {
+              arena[(1384448 +% ((((g55 +% j132) *% 9216) +% (((part97 *% 32) +% c134) *% 144)) +% (q135 +% (qb133 *% 64))))] = arena[((2839680 +% (((j132 *% 144) +% (q135 +% (qb133 *% 64))) *% 64)) +% ((part97 *% 32) +% c134))]
+            }
+          }
+        }
+        for c136 in 0..<32 {
+          for q137 in 0..<16 {
+            arena[(1384448 +% ((((g55 +% j132) *% 9216) +% (((part97 *% 32) +% c136) *% 144)) +% (q137 +% 128)))] = arena[((2839680 +% (((j132 *% 144) +% (q137 +% 128)) *% 64)) +% ((part97 *% 32) +% c136))]
+          }
+        }
+      }
+      for j138 in 0..<1 {
+        for qb139 in 0..<2 {
+          for c140 in 0..<32 {
+            for q141 in 0..<64 {
+              arena[(1974272 +% ((((g55 +% j138) *% 9216) +% (((part97 *% 32) +% c140) *% 144)) +% (q141 +% (qb139 *% 64))))] = arena[((2848896 +% (((j138 *% 144) +% (q141 +% (qb139 *% 64))) *% 64)) +% ((part97 *% 32) +% c140))]
+            }
+          }
+        }
+        for c142 in 0..<32 {
+          for q143 in 0..<16 {
+            arena[(1974272 +% ((((g55 +% j138) *% 9216) +% (((part97 *% 32) +% c142) *% 144)) +% (q143 +% 128)))] = arena[((2848896 +% (((j138 *% 144) +% (q143 +% 128)) *% 64)) +% ((part97 *% 32) +% c142))]
+          }
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  let z143: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z144: UInt64 = ((z143 ^ (z143 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z145: UInt64 = ((z144 ^ (z144 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z146: UInt64 = (z145 ^ (z145 >> 31))
-  let z147: UInt64 = (z146 &+ UInt64(bitPattern: step))
-  let z148: UInt64 = ((z147 ^ (z147 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z149: UInt64 = ((z148 ^ (z148 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z150: UInt64 = (z149 ^ (z149 >> 31))
-  for i151 in 0..<589824 {
-    let z152: UInt64 = (z150 &+ (UInt64(bitPattern: Int64(i151)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z153: UInt64 = ((z152 ^ (z152 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z154: UInt64 = ((z153 ^ (z153 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z155: UInt64 = (z154 ^ (z154 >> 31))
-    arena[(2564096 +% i151)] = ((z155 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i151)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z144: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z145: UInt64 = ((z144 ^ (z144 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z146: UInt64 = ((z145 ^ (z145 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z147: UInt64 = (z146 ^ (z146 >> 31))
+  let z148: UInt64 = (z147 &+ UInt64(bitPattern: step))
+  let z149: UInt64 = ((z148 ^ (z148 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z150: UInt64 = ((z149 ^ (z149 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z151: UInt64 = (z150 ^ (z150 >> 31))
+  for i152 in 0..<589824 {
+    let z153: UInt64 = (z151 &+ (UInt64(bitPattern: Int64(i152)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z154: UInt64 = ((z153 ^ (z153 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z155: UInt64 = ((z154 ^ (z154 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z156: UInt64 = (z155 ^ (z155 >> 31))
+    arena[(2564096 +% i152)] = ((z156 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i152)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n156 in 0..<64 {
-    for k157 in 0..<9216 {
-      arena[((3162112 +% (k157 *% 64)) +% n156)] = arena[((2564096 +% (n156 *% 9216)) +% k157)]
+  for n157 in 0..<64 {
+    for k158 in 0..<9216 {
+      arena[((3162112 +% (k158 *% 64)) +% n157)] = arena[((2564096 +% (n157 *% 9216)) +% k158)]
     }
   }
-  do {  // gemm168
-    for r158 in 0..<128 {
-      for i159 in 0..<8 {
-        storeVector(arena, ((i159 *% 8) +% (3751936 +% (r158 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm169
+    for r159 in 0..<128 {
+      for i160 in 0..<8 {
+        storeVector(arena, ((i160 *% 8) +% (3751936 +% (r159 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp160 in 0..<8 {
-      for nb161 in 0..<2 {
-        for mb162 in 0..<32 {
-          var t163_c0_0 = loadVector(arena, ((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)))
-          var t163_c0_1 = loadVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 8))
-          var t163_c0_2 = loadVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 16))
-          var t163_c1_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)))
-          var t163_c1_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 8))
-          var t163_c1_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 16))
-          var t163_c2_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)))
-          var t163_c2_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 8))
-          var t163_c2_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 16))
-          var t163_c3_0 = loadVector(arena, ((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)))
-          var t163_c3_1 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 8))
-          var t163_c3_2 = loadVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 16))
-          for k164 in 0..<1152 {
-            let t163_b0 = loadVector(arena, ((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)))
-            let t163_b1 = loadVector(arena, (((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)) +% 8))
-            let t163_b2 = loadVector(arena, (((3162112 +% ((k164 +% (kp160 *% 1152)) *% 64)) +% (nb161 *% 24)) +% 16))
-            let t163_a0 = Vector(repeating: params[((18816 +% ((mb162 *% 4) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
-            t163_c0_0 = t163_c0_0.addingProduct(t163_a0, t163_b0)
-            t163_c0_1 = t163_c0_1.addingProduct(t163_a0, t163_b1)
-            t163_c0_2 = t163_c0_2.addingProduct(t163_a0, t163_b2)
-            let t163_a1 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 1) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
-            t163_c1_0 = t163_c1_0.addingProduct(t163_a1, t163_b0)
-            t163_c1_1 = t163_c1_1.addingProduct(t163_a1, t163_b1)
-            t163_c1_2 = t163_c1_2.addingProduct(t163_a1, t163_b2)
-            let t163_a2 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 2) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
-            t163_c2_0 = t163_c2_0.addingProduct(t163_a2, t163_b0)
-            t163_c2_1 = t163_c2_1.addingProduct(t163_a2, t163_b1)
-            t163_c2_2 = t163_c2_2.addingProduct(t163_a2, t163_b2)
-            let t163_a3 = Vector(repeating: params[((18816 +% (((mb162 *% 4) +% 3) *% 9216)) +% (k164 +% (kp160 *% 1152)))])
-            t163_c3_0 = t163_c3_0.addingProduct(t163_a3, t163_b0)
-            t163_c3_1 = t163_c3_1.addingProduct(t163_a3, t163_b1)
-            t163_c3_2 = t163_c3_2.addingProduct(t163_a3, t163_b2)
+    for kp161 in 0..<8 {
+      for nb162 in 0..<2 {
+        for mb163 in 0..<32 {
+          var t164_c0_0 = loadVector(arena, ((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)))
+          var t164_c0_1 = loadVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)) +% 8))
+          var t164_c0_2 = loadVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)) +% 16))
+          var t164_c1_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)))
+          var t164_c1_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)) +% 8))
+          var t164_c1_2 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)) +% 16))
+          var t164_c2_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)))
+          var t164_c2_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)) +% 8))
+          var t164_c2_2 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)) +% 16))
+          var t164_c3_0 = loadVector(arena, ((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)))
+          var t164_c3_1 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)) +% 8))
+          var t164_c3_2 = loadVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)) +% 16))
+          for k165 in 0..<1152 {
+            let t164_b0 = loadVector(arena, ((3162112 +% ((k165 +% (kp161 *% 1152)) *% 64)) +% (nb162 *% 24)))
+            let t164_b1 = loadVector(arena, (((3162112 +% ((k165 +% (kp161 *% 1152)) *% 64)) +% (nb162 *% 24)) +% 8))
+            let t164_b2 = loadVector(arena, (((3162112 +% ((k165 +% (kp161 *% 1152)) *% 64)) +% (nb162 *% 24)) +% 16))
+            let t164_a0 = Vector(repeating: params[((18816 +% ((mb163 *% 4) *% 9216)) +% (k165 +% (kp161 *% 1152)))])
+            t164_c0_0 = t164_c0_0.addingProduct(t164_a0, t164_b0)
+            t164_c0_1 = t164_c0_1.addingProduct(t164_a0, t164_b1)
+            t164_c0_2 = t164_c0_2.addingProduct(t164_a0, t164_b2)
+            let t164_a1 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 1) *% 9216)) +% (k165 +% (kp161 *% 1152)))])
+            t164_c1_0 = t164_c1_0.addingProduct(t164_a1, t164_b0)
+            t164_c1_1 = t164_c1_1.addingProduct(t164_a1, t164_b1)
+            t164_c1_2 = t164_c1_2.addingProduct(t164_a1, t164_b2)
+            let t164_a2 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 2) *% 9216)) +% (k165 +% (kp161 *% 1152)))])
+            t164_c2_0 = t164_c2_0.addingProduct(t164_a2, t164_b0)
+            t164_c2_1 = t164_c2_1.addingProduct(t164_a2, t164_b1)
+            t164_c2_2 = t164_c2_2.addingProduct(t164_a2, t164_b2)
+            let t164_a3 = Vector(repeating: params[((18816 +% (((mb163 *% 4) +% 3) *% 9216)) +% (k165 +% (kp161 *% 1152)))])
+            t164_c3_0 = t164_c3_0.addingProduct(t164_a3, t164_b0)
+            t164_c3_1 = t164_c3_1.addingProduct(t164_a3, t164_b1)
+            t164_c3_2 = t164_c3_2.addingProduct(t164_a3, t164_b2)
           }
-          storeVector(arena, ((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)), t163_c0_0)
-          storeVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 8), t163_c0_1)
-          storeVector(arena, (((3751936 +% ((mb162 *% 4) *% 64)) +% (nb161 *% 24)) +% 16), t163_c0_2)
-          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)), t163_c1_0)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 8), t163_c1_1)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 1) *% 64)) +% (nb161 *% 24)) +% 16), t163_c1_2)
-          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)), t163_c2_0)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 8), t163_c2_1)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 2) *% 64)) +% (nb161 *% 24)) +% 16), t163_c2_2)
-          storeVector(arena, ((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)), t163_c3_0)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 8), t163_c3_1)
-          storeVector(arena, (((3751936 +% (((mb162 *% 4) +% 3) *% 64)) +% (nb161 *% 24)) +% 16), t163_c3_2)
+          storeVector(arena, ((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)), t164_c0_0)
+          storeVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)) +% 8), t164_c0_1)
+          storeVector(arena, (((3751936 +% ((mb163 *% 4) *% 64)) +% (nb162 *% 24)) +% 16), t164_c0_2)
+          storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)), t164_c1_0)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)) +% 8), t164_c1_1)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 1) *% 64)) +% (nb162 *% 24)) +% 16), t164_c1_2)
+          storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)), t164_c2_0)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)) +% 8), t164_c2_1)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 2) *% 64)) +% (nb162 *% 24)) +% 16), t164_c2_2)
+          storeVector(arena, ((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)), t164_c3_0)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)) +% 8), t164_c3_1)
+          storeVector(arena, (((3751936 +% (((mb163 *% 4) +% 3) *% 64)) +% (nb162 *% 24)) +% 16), t164_c3_2)
         }
       }
-      for mb165 in 0..<32 {
-        var t166_c0_0 = loadVector(arena, ((3751936 +% ((mb165 *% 4) *% 64)) +% 48))
-        var t166_c0_1 = loadVector(arena, (((3751936 +% ((mb165 *% 4) *% 64)) +% 48) +% 8))
-        var t166_c1_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48))
-        var t166_c1_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t166_c2_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48))
-        var t166_c2_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t166_c3_0 = loadVector(arena, ((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48))
-        var t166_c3_1 = loadVector(arena, (((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k167 in 0..<1152 {
-          let t166_b0 = loadVector(arena, ((3162112 +% ((k167 +% (kp160 *% 1152)) *% 64)) +% 48))
-          let t166_b1 = loadVector(arena, (((3162112 +% ((k167 +% (kp160 *% 1152)) *% 64)) +% 48) +% 8))
-          let t166_a0 = Vector(repeating: params[((18816 +% ((mb165 *% 4) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
-          t166_c0_0 = t166_c0_0.addingProduct(t166_a0, t166_b0)
-          t166_c0_1 = t166_c0_1.addingProduct(t166_a0, t166_b1)
-          let t166_a1 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 1) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
-          t166_c1_0 = t166_c1_0.addingProduct(t166_a1, t166_b0)
-          t166_c1_1 = t166_c1_1.addingProduct(t166_a1, t166_b1)
-          let t166_a2 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 2) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
-          t166_c2_0 = t166_c2_0.addingProduct(t166_a2, t166_b0)
-          t166_c2_1 = t166_c2_1.addingProduct(t166_a2, t166_b1)
-          let t166_a3 = Vector(repeating: params[((18816 +% (((mb165 *% 4) +% 3) *% 9216)) +% (k167 +% (kp160 *% 1152)))])
-          t166_c3_0 = t166_c3_0.addingProduct(t166_a3, t166_b0)
-          t166_c3_1 = t166_c3_1.addingProduct(t166_a3, t166_b1)
+      for mb166 in 0..<32 {
+        var t167_c0_0 = loadVector(arena, ((3751936 +% ((mb166 *% 4) *% 64)) +% 48))
+        var t167_c0_1 = loadVector(arena, (((3751936 +% ((mb166 *% 4) *% 64)) +% 48) +% 8))
+        var t167_c1_0 = loadVector(arena, ((3751936 +% (((mb166 *% 4) +% 1) *% 64)) +% 48))
+        var t167_c1_1 = loadVector(arena, (((3751936 +% (((mb166 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t167_c2_0 = loadVector(arena, ((3751936 +% (((mb166 *% 4) +% 2) *% 64)) +% 48))
+        var t167_c2_1 = loadVector(arena, (((3751936 +% (((mb166 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t167_c3_0 = loadVector(arena, ((3751936 +% (((mb166 *% 4) +% 3) *% 64)) +% 48))
+        var t167_c3_1 = loadVector(arena, (((3751936 +% (((mb166 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k168 in 0..<1152 {
+          let t167_b0 = loadVector(arena, ((3162112 +% ((k168 +% (kp161 *% 1152)) *% 64)) +% 48))
+          let t167_b1 = loadVector(arena, (((3162112 +% ((k168 +% (kp161 *% 1152)) *% 64)) +% 48) +% 8))
+          let t167_a0 = Vector(repeating: params[((18816 +% ((mb166 *% 4) *% 9216)) +% (k168 +% (kp161 *% 1152)))])
+          t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+          t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
+          let t167_a1 = Vector(repeating: params[((18816 +% (((mb166 *% 4) +% 1) *% 9216)) +% (k168 +% (kp161 *% 1152)))])
+          t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+          t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+          let t167_a2 = Vector(repeating: params[((18816 +% (((mb166 *% 4) +% 2) *% 9216)) +% (k168 +% (kp161 *% 1152)))])
+          t167_c2_0 = t167_c2_0.addingProduct(t167_a2, t167_b0)
+          t167_c2_1 = t167_c2_1.addingProduct(t167_a2, t167_b1)
+          let t167_a3 = Vector(repeating: params[((18816 +% (((mb166 *% 4) +% 3) *% 9216)) +% (k168 +% (kp161 *% 1152)))])
+          t167_c3_0 = t167_c3_0.addingProduct(t167_a3, t167_b0)
+          t167_c3_1 = t167_c3_1.addingProduct(t167_a3, t167_b1)
         }
-        storeVector(arena, ((3751936 +% ((mb165 *% 4) *% 64)) +% 48), t166_c0_0)
-        storeVector(arena, (((3751936 +% ((mb165 *% 4) *% 64)) +% 48) +% 8), t166_c0_1)
-        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48), t166_c1_0)
-        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 1) *% 64)) +% 48) +% 8), t166_c1_1)
-        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48), t166_c2_0)
-        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 2) *% 64)) +% 48) +% 8), t166_c2_1)
-        storeVector(arena, ((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48), t166_c3_0)
-        storeVector(arena, (((3751936 +% (((mb165 *% 4) +% 3) *% 64)) +% 48) +% 8), t166_c3_1)
+        storeVector(arena, ((3751936 +% ((mb166 *% 4) *% 64)) +% 48), t167_c0_0)
+        storeVector(arena, (((3751936 +% ((mb166 *% 4) *% 64)) +% 48) +% 8), t167_c0_1)
+        storeVector(arena, ((3751936 +% (((mb166 *% 4) +% 1) *% 64)) +% 48), t167_c1_0)
+        storeVector(arena, (((3751936 +% (((mb166 *% 4) +% 1) *% 64)) +% 48) +% 8), t167_c1_1)
+        storeVector(arena, ((3751936 +% (((mb166 *% 4) +% 2) *% 64)) +% 48), t167_c2_0)
+        storeVector(arena, (((3751936 +% (((mb166 *% 4) +% 2) *% 64)) +% 48) +% 8), t167_c2_1)
+        storeVector(arena, ((3751936 +% (((mb166 *% 4) +% 3) *% 64)) +% 48), t167_c3_0)
+        storeVector(arena, (((3751936 +% (((mb166 *% 4) +% 3) *% 64)) +% 48) +% 8), t167_c3_1)
       }
     }
   }
-  for n169 in 0..<64 {
-    for u170 in 0..<128 {
-      arena[((3153920 +% (n169 *% 128)) +% u170)] = ((arena[((3751936 +% (u170 *% 64)) +% n169)] + params[(1198464 +% u170)]) > Float(0) ? (arena[((3751936 +% (u170 *% 64)) +% n169)] + params[(1198464 +% u170)]) : Float(0))
+  for n170 in 0..<64 {
+    for u171 in 0..<128 {
+      arena[((3153920 +% (n170 *% 128)) +% u171)] = ((arena[((3751936 +% (u171 *% 64)) +% n170)] + params[(1198464 +% u171)]) > Float(0) ? (arena[((3751936 +% (u171 *% 64)) +% n170)] + params[(1198464 +% u171)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
-  let z171: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z172: UInt64 = ((z171 ^ (z171 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z173: UInt64 = ((z172 ^ (z172 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z174: UInt64 = (z173 ^ (z173 >> 31))
-  let z175: UInt64 = (z174 &+ UInt64(bitPattern: step))
-  let z176: UInt64 = ((z175 ^ (z175 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z177: UInt64 = ((z176 ^ (z176 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z178: UInt64 = (z177 ^ (z177 >> 31))
-  for i179 in 0..<8192 {
-    let z180: UInt64 = (z178 &+ (UInt64(bitPattern: Int64(i179)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z181: UInt64 = ((z180 ^ (z180 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z182: UInt64 = ((z181 ^ (z181 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z183: UInt64 = (z182 ^ (z182 >> 31))
-    arena[(3162112 +% i179)] = ((z183 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i179)] * Float(2)) : Float(0))
+  let z172: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z173: UInt64 = ((z172 ^ (z172 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z174: UInt64 = ((z173 ^ (z173 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z175: UInt64 = (z174 ^ (z174 >> 31))
+  let z176: UInt64 = (z175 &+ UInt64(bitPattern: step))
+  let z177: UInt64 = ((z176 ^ (z176 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z178: UInt64 = ((z177 ^ (z177 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z179: UInt64 = (z178 ^ (z178 >> 31))
+  for i180 in 0..<8192 {
+    let z181: UInt64 = (z179 &+ (UInt64(bitPattern: Int64(i180)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z182: UInt64 = ((z181 ^ (z181 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z183: UInt64 = ((z182 ^ (z182 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z184: UInt64 = (z183 ^ (z183 >> 31))
+    arena[(3162112 +% i180)] = ((z184 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i180)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n184 in 0..<64 {
-    for u185 in 0..<1 {
-      storeVector(arena, ((u185 *% 8) +% (3170304 +% (n184 *% 10))), (loadVector(arena, ((u185 *% 8) +% (3170304 +% (n184 *% 10)))) + loadVector(params, ((u185 *% 8) +% 1199872))))
+  for n185 in 0..<64 {
+    for u186 in 0..<1 {
+      storeVector(arena, ((u186 *% 8) +% (3170304 +% (n185 *% 10))), (loadVector(arena, ((u186 *% 8) +% (3170304 +% (n185 *% 10)))) + loadVector(params, ((u186 *% 8) +% 1199872))))
     }
-    for u185 in 0..<1 {
-      storePartial(arena, ((u185 +% 8) +% (3170304 +% (n184 *% 10))), (loadPartial(arena, ((u185 +% 8) +% (3170304 +% (n184 *% 10))), 2) + loadPartial(params, ((u185 +% 8) +% 1199872), 2)), 2)
+    for u186 in 0..<1 {
+      storePartial(arena, ((u186 +% 8) +% (3170304 +% (n185 *% 10))), (loadPartial(arena, ((u186 +% 8) +% (3170304 +% (n185 *% 10))), 2) + loadPartial(params, ((u186 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n186 in 0..<64 {
-    var m187: Float = arena[(3170304 +% (n186 *% 10))]
-    for k189 in 0..<10 {
-      m187 = { let x = m187, y = arena[((3170304 +% (n186 *% 10)) +% k189)]; return y > x ? y : x }()
-    }
-    var s188: Float = Float(0)
+  for n187 in 0..<64 {
+    var m188: Float = arena[(3170304 +% (n187 *% 10))]
     for k190 in 0..<10 {
-      s188 = (s188 + exponential((arena[((3170304 +% (n186 *% 10)) +% k190)] - m187)))
+      m188 = { let x = m188, y = arena[((3170304 +% (n187 *% 10)) +% k190)]; return y > x ? y : x }()
     }
+    var s189: Float = Float(0)
     for k191 in 0..<10 {
-      arena[((3170944 +% (n186 *% 10)) +% k191)] = (exponential((arena[((3170304 +% (n186 *% 10)) +% k191)] - m187)) / s188)
+      s189 = (s189 + exponential((arena[((3170304 +% (n187 *% 10)) +% k191)] - m188)))
+    }
+    for k192 in 0..<10 {
+      arena[((3170944 +% (n187 *% 10)) +% k192)] = (exponential((arena[((3170304 +% (n187 *% 10)) +% k192)] - m188)) / s189)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total192: Float = Float(0)
-  for n193 in 0..<64 {
-    var m194: Float = arena[(3170304 +% (n193 *% 10))]
-    for k196 in 0..<10 {
-      m194 = { let x = m194, y = arena[((3170304 +% (n193 *% 10)) +% k196)]; return y > x ? y : x }()
-    }
-    var s195: Float = Float(0)
+  var total193: Float = Float(0)
+  for n194 in 0..<64 {
+    var m195: Float = arena[(3170304 +% (n194 *% 10))]
     for k197 in 0..<10 {
-      s195 = (s195 + exponential((arena[((3170304 +% (n193 *% 10)) +% k197)] - m194)))
+      m195 = { let x = m195, y = arena[((3170304 +% (n194 *% 10)) +% k197)]; return y > x ? y : x }()
     }
-    total192 = (total192 + ((m194 + logf(s195)) - arena[((3170304 +% (n193 *% 10)) +% Int(labels[n193]))]))
+    var s196: Float = Float(0)
+    for k198 in 0..<10 {
+      s196 = (s196 + exponential((arena[((3170304 +% (n194 *% 10)) +% k198)] - m195)))
+    }
+    total193 = (total193 + ((m195 + logf(s196)) - arena[((3170304 +% (n194 *% 10)) +% Int(labels[n194]))]))
   }
-  arena[3171584] = (total192 / Float(64))
+  arena[3171584] = (total193 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n198 in 0..<64 {
-    var m199: Float = arena[(3170304 +% (n198 *% 10))]
-    for k201 in 0..<10 {
-      m199 = { let x = m199, y = arena[((3170304 +% (n198 *% 10)) +% k201)]; return y > x ? y : x }()
-    }
-    var s200: Float = Float(0)
+  for n199 in 0..<64 {
+    var m200: Float = arena[(3170304 +% (n199 *% 10))]
     for k202 in 0..<10 {
-      s200 = (s200 + exponential((arena[((3170304 +% (n198 *% 10)) +% k202)] - m199)))
+      m200 = { let x = m200, y = arena[((3170304 +% (n199 *% 10)) +% k202)]; return y > x ? y : x }()
     }
+    var s201: Float = Float(0)
     for k203 in 0..<10 {
-      arena[((3171600 +% (n198 *% 10)) +% k203)] = ((k203 == Int(labels[n198]) ? ((exponential((arena[((3170304 +% (n198 *% 10)) +% k203)] - m199)) / s200) - Float(1)) : (exponential((arena[((3170304 +% (n198 *% 10)) +% k203)] - m199)) / s200)) / Float(64))
+      s201 = (s201 + exponential((arena[((3170304 +% (n199 *% 10)) +% k203)] - m200)))
+    }
+    for k204 in 0..<10 {
+      arena[((3171600 +% (n199 *% 10)) +% k204)] = ((k204 == Int(labels[n199]) ? ((exponential((arena[((3170304 +% (n199 *% 10)) +% k204)] - m200)) / s201) - Float(1)) : (exponential((arena[((3170304 +% (n199 *% 10)) +% k204)] - m200)) / s201)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u204 in 0..<10 {
-    var acc205: Float = Float(0)
-    for n206 in 0..<64 {
-      acc205 = (acc205 + arena[((3171600 +% (n206 *% 10)) +% u204)])
+  for u205 in 0..<10 {
+    var acc206: Float = Float(0)
+    for n207 in 0..<64 {
+      acc206 = (acc206 + arena[((3171600 +% (n207 *% 10)) +% u205)])
     }
-    grads[(1199872 +% u204)] = acc205
+    grads[(1199872 +% u205)] = acc206
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  let z207: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z208: UInt64 = ((z207 ^ (z207 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z209: UInt64 = ((z208 ^ (z208 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z210: UInt64 = (z209 ^ (z209 >> 31))
-  let z211: UInt64 = (z210 &+ UInt64(bitPattern: step))
-  let z212: UInt64 = ((z211 ^ (z211 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z213: UInt64 = ((z212 ^ (z212 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z214: UInt64 = (z213 ^ (z213 >> 31))
-  for i215 in 0..<8192 {
-    let z216: UInt64 = (z214 &+ (UInt64(bitPattern: Int64(i215)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z217: UInt64 = ((z216 ^ (z216 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z218: UInt64 = ((z217 ^ (z217 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z219: UInt64 = (z218 ^ (z218 >> 31))
-    arena[(3180432 +% i215)] = ((z219 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i215)] * Float(2)) : Float(0))
+  let z208: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z209: UInt64 = ((z208 ^ (z208 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z210: UInt64 = ((z209 ^ (z209 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z211: UInt64 = (z210 ^ (z210 >> 31))
+  let z212: UInt64 = (z211 &+ UInt64(bitPattern: step))
+  let z213: UInt64 = ((z212 ^ (z212 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z214: UInt64 = ((z213 ^ (z213 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z215: UInt64 = (z214 ^ (z214 >> 31))
+  for i216 in 0..<8192 {
+    let z217: UInt64 = (z215 &+ (UInt64(bitPattern: Int64(i216)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z218: UInt64 = ((z217 ^ (z217 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z219: UInt64 = ((z218 ^ (z218 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z220: UInt64 = (z219 ^ (z219 >> 31))
+    arena[(3180432 +% i216)] = ((z220 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i216)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i220 in 0..<1024 {
-    storeVector(arena, ((i220 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i220 *% 8) +% 3180432)), where: loadVector(arena, ((i220 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
+  for i221 in 0..<1024 {
+    storeVector(arena, ((i221 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i221 *% 8) +% 3180432)), where: loadVector(arena, ((i221 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm225
-    for nb221 in 0..<384 {
-      for mb222 in 0..<32 {
-        var t223_c0_0 = Vector()
-        var t223_c0_1 = Vector()
-        var t223_c0_2 = Vector()
-        var t223_c1_0 = Vector()
-        var t223_c1_1 = Vector()
-        var t223_c1_2 = Vector()
-        var t223_c2_0 = Vector()
-        var t223_c2_1 = Vector()
-        var t223_c2_2 = Vector()
-        var t223_c3_0 = Vector()
-        var t223_c3_1 = Vector()
-        var t223_c3_2 = Vector()
-        for k224 in 0..<64 {
-          let t223_b0 = loadVector(arena, ((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)))
-          let t223_b1 = loadVector(arena, (((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)) +% 8))
-          let t223_b2 = loadVector(arena, (((2564096 +% (k224 *% 9216)) +% (nb221 *% 24)) +% 16))
-          let t223_a0 = Vector(repeating: arena[((3162112 +% (mb222 *% 4)) +% (k224 *% 128))])
-          t223_c0_0 = t223_c0_0.addingProduct(t223_a0, t223_b0)
-          t223_c0_1 = t223_c0_1.addingProduct(t223_a0, t223_b1)
-          t223_c0_2 = t223_c0_2.addingProduct(t223_a0, t223_b2)
-          let t223_a1 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 1)) +% (k224 *% 128))])
-          t223_c1_0 = t223_c1_0.addingProduct(t223_a1, t223_b0)
-          t223_c1_1 = t223_c1_1.addingProduct(t223_a1, t223_b1)
-          t223_c1_2 = t223_c1_2.addingProduct(t223_a1, t223_b2)
-          let t223_a2 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 2)) +% (k224 *% 128))])
-          t223_c2_0 = t223_c2_0.addingProduct(t223_a2, t223_b0)
-          t223_c2_1 = t223_c2_1.addingProduct(t223_a2, t223_b1)
-          t223_c2_2 = t223_c2_2.addingProduct(t223_a2, t223_b2)
-          let t223_a3 = Vector(repeating: arena[((3162112 +% ((mb222 *% 4) +% 3)) +% (k224 *% 128))])
-          t223_c3_0 = t223_c3_0.addingProduct(t223_a3, t223_b0)
-          t223_c3_1 = t223_c3_1.addingProduct(t223_a3, t223_b1)
-          t223_c3_2 = t223_c3_2.addingProduct(t223_a3, t223_b2)
+  do {  // gemm226
+    for nb222 in 0..<384 {
+      for mb223 in 0..<32 {
+        var t224_c0_0 = Vector()
+        var t224_c0_1 = Vector()
+        var t224_c0_2 = Vector()
+        var t224_c1_0 = Vector()
+        var t224_c1_1 = Vector()
+        var t224_c1_2 = Vector()
+        var t224_c2_0 = Vector()
+        var t224_c2_1 = Vector()
+        var t224_c2_2 = Vector()
+        var t224_c3_0 = Vector()
+        var t224_c3_1 = Vector()
+        var t224_c3_2 = Vector()
+        for k225 in 0..<64 {
+          let t224_b0 = loadVector(arena, ((2564096 +% (k225 *% 9216)) +% (nb222 *% 24)))
+          let t224_b1 = loadVector(arena, (((2564096 +% (k225 *% 9216)) +% (nb222 *% 24)) +% 8))
+          let t224_b2 = loadVector(arena, (((2564096 +% (k225 *% 9216)) +% (nb222 *% 24)) +% 16))
+          let t224_a0 = Vector(repeating: arena[((3162112 +% (mb223 *% 4)) +% (k225 *% 128))])
+          t224_c0_0 = t224_c0_0.addingProduct(t224_a0, t224_b0)
+          t224_c0_1 = t224_c0_1.addingProduct(t224_a0, t224_b1)
+          t224_c0_2 = t224_c0_2.addingProduct(t224_a0, t224_b2)
+          let t224_a1 = Vector(repeating: arena[((3162112 +% ((mb223 *% 4) +% 1)) +% (k225 *% 128))])
+          t224_c1_0 = t224_c1_0.addingProduct(t224_a1, t224_b0)
+          t224_c1_1 = t224_c1_1.addingProduct(t224_a1, t224_b1)
+          t224_c1_2 = t224_c1_2.addingProduct(t224_a1, t224_b2)
+          let t224_a2 = Vector(repeating: arena[((3162112 +% ((mb223 *% 4) +% 2)) +% (k225 *% 128))])
+          t224_c2_0 = t224_c2_0.addingProduct(t224_a2, t224_b0)
+          t224_c2_1 = t224_c2_1.addingProduct(t224_a2, t224_b1)
+          t224_c2_2 = t224_c2_2.addingProduct(t224_a2, t224_b2)
+          let t224_a3 = Vector(repeating: arena[((3162112 +% ((mb223 *% 4) +% 3)) +% (k225 *% 128))])
+          t224_c3_0 = t224_c3_0.addingProduct(t224_a3, t224_b0)
+          t224_c3_1 = t224_c3_1.addingProduct(t224_a3, t224_b1)
+          t224_c3_2 = t224_c3_2.addingProduct(t224_a3, t224_b2)
         }
-        storeVector(grads, ((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)), t223_c0_0)
-        storeVector(grads, (((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c0_1)
-        storeVector(grads, (((18816 +% ((mb222 *% 4) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c0_2)
-        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)), t223_c1_0)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c1_1)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 1) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c1_2)
-        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)), t223_c2_0)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c2_1)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 2) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c2_2)
-        storeVector(grads, ((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)), t223_c3_0)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)) +% 8), t223_c3_1)
-        storeVector(grads, (((18816 +% (((mb222 *% 4) +% 3) *% 9216)) +% (nb221 *% 24)) +% 16), t223_c3_2)
+        storeVector(grads, ((18816 +% ((mb223 *% 4) *% 9216)) +% (nb222 *% 24)), t224_c0_0)
+        storeVector(grads, (((18816 +% ((mb223 *% 4) *% 9216)) +% (nb222 *% 24)) +% 8), t224_c0_1)
+        storeVector(grads, (((18816 +% ((mb223 *% 4) *% 9216)) +% (nb222 *% 24)) +% 16), t224_c0_2)
+        storeVector(grads, ((18816 +% (((mb223 *% 4) +% 1) *% 9216)) +% (nb222 *% 24)), t224_c1_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 1) *% 9216)) +% (nb222 *% 24)) +% 8), t224_c1_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 1) *% 9216)) +% (nb222 *% 24)) +% 16), t224_c1_2)
+        storeVector(grads, ((18816 +% (((mb223 *% 4) +% 2) *% 9216)) +% (nb222 *% 24)), t224_c2_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 2) *% 9216)) +% (nb222 *% 24)) +% 8), t224_c2_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 2) *% 9216)) +% (nb222 *% 24)) +% 16), t224_c2_2)
+        storeVector(grads, ((18816 +% (((mb223 *% 4) +% 3) *% 9216)) +% (nb222 *% 24)), t224_c3_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 3) *% 9216)) +% (nb222 *% 24)) +% 8), t224_c3_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 4) +% 3) *% 9216)) +% (nb222 *% 24)) +% 16), t224_c3_2)
       }
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u226 in 0..<128 {
-    var acc227: Float = Float(0)
-    for n228 in 0..<64 {
-      acc227 = (acc227 + arena[((3162112 +% (n228 *% 128)) +% u226)])
+  for u227 in 0..<128 {
+    var acc228: Float = Float(0)
+    for n229 in 0..<64 {
+      acc228 = (acc228 + arena[((3162112 +% (n229 *% 128)) +% u227)])
     }
-    grads[(1198464 +% u226)] = acc227
+    grads[(1198464 +% u227)] = acc228
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm233
-    for nb229 in 0..<384 {
-      for mb230 in 0..<16 {
-        var t231_c0_0 = Vector()
-        var t231_c0_1 = Vector()
-        var t231_c0_2 = Vector()
-        var t231_c1_0 = Vector()
-        var t231_c1_1 = Vector()
-        var t231_c1_2 = Vector()
-        var t231_c2_0 = Vector()
-        var t231_c2_1 = Vector()
-        var t231_c2_2 = Vector()
-        var t231_c3_0 = Vector()
-        var t231_c3_1 = Vector()
-        var t231_c3_2 = Vector()
-        for k232 in 0..<128 {
-          let t231_b0 = loadVector(params, ((18816 +% (k232 *% 9216)) +% (nb229 *% 24)))
-          let t231_b1 = loadVector(params, (((18816 +% (k232 *% 9216)) +% (nb229 *% 24)) +% 8))
-          let t231_b2 = loadVector(params, (((18816 +% (k232 *% 9216)) +% (nb229 *% 24)) +% 16))
-          let t231_a0 = Vector(repeating: arena[((3162112 +% ((mb230 *% 4) *% 128)) +% k232)])
-          t231_c0_0 = t231_c0_0.addingProduct(t231_a0, t231_b0)
-          t231_c0_1 = t231_c0_1.addingProduct(t231_a0, t231_b1)
-          t231_c0_2 = t231_c0_2.addingProduct(t231_a0, t231_b2)
-          let t231_a1 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 1) *% 128)) +% k232)])
-          t231_c1_0 = t231_c1_0.addingProduct(t231_a1, t231_b0)
-          t231_c1_1 = t231_c1_1.addingProduct(t231_a1, t231_b1)
-          t231_c1_2 = t231_c1_2.addingProduct(t231_a1, t231_b2)
-          let t231_a2 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 2) *% 128)) +% k232)])
-          t231_c2_0 = t231_c2_0.addingProduct(t231_a2, t231_b0)
-          t231_c2_1 = t231_c2_1.addingProduct(t231_a2, t231_b1)
-          t231_c2_2 = t231_c2_2.addingProduct(t231_a2, t231_b2)
-          let t231_a3 = Vector(repeating: arena[((3162112 +% (((mb230 *% 4) +% 3) *% 128)) +% k232)])
-          t231_c3_0 = t231_c3_0.addingProduct(t231_a3, t231_b0)
-          t231_c3_1 = t231_c3_1.addingProduct(t231_a3, t231_b1)
-          t231_c3_2 = t231_c3_2.addingProduct(t231_a3, t231_b2)
+  do {  // gemm234
+    for nb230 in 0..<384 {
+      for mb231 in 0..<16 {
+        var t232_c0_0 = Vector()
+        var t232_c0_1 = Vector()
+        var t232_c0_2 = Vector()
+        var t232_c1_0 = Vector()
+        var t232_c1_1 = Vector()
+        var t232_c1_2 = Vector()
+        var t232_c2_0 = Vector()
+        var t232_c2_1 = Vector()
+        var t232_c2_2 = Vector()
+        var t232_c3_0 = Vector()
+        var t232_c3_1 = Vector()
+        var t232_c3_2 = Vector()
+        for k233 in 0..<128 {
+          let t232_b0 = loadVector(params, ((18816 +% (k233 *% 9216)) +% (nb230 *% 24)))
+          let t232_b1 = loadVector(params, (((18816 +% (k233 *% 9216)) +% (nb230 *% 24)) +% 8))
+          let t232_b2 = loadVector(params, (((18816 +% (k233 *% 9216)) +% (nb230 *% 24)) +% 16))
+          let t232_a0 = Vector(repeating: arena[((3162112 +% ((mb231 *% 4) *% 128)) +% k233)])
+          t232_c0_0 = t232_c0_0.addingProduct(t232_a0, t232_b0)
+          t232_c0_1 = t232_c0_1.addingProduct(t232_a0, t232_b1)
+          t232_c0_2 = t232_c0_2.addingProduct(t232_a0, t232_b2)
+          let t232_a1 = Vector(repeating: arena[((3162112 +% (((mb231 *% 4) +% 1) *% 128)) +% k233)])
+          t232_c1_0 = t232_c1_0.addingProduct(t232_a1, t232_b0)
+          t232_c1_1 = t232_c1_1.addingProduct(t232_a1, t232_b1)
+          t232_c1_2 = t232_c1_2.addingProduct(t232_a1, t232_b2)
+          let t232_a2 = Vector(repeating: arena[((3162112 +% (((mb231 *% 4) +% 2) *% 128)) +% k233)])
+          t232_c2_0 = t232_c2_0.addingProduct(t232_a2, t232_b0)
+          t232_c2_1 = t232_c2_1.addingProduct(t232_a2, t232_b1)
+          t232_c2_2 = t232_c2_2.addingProduct(t232_a2, t232_b2)
+          let t232_a3 = Vector(repeating: arena[((3162112 +% (((mb231 *% 4) +% 3) *% 128)) +% k233)])
+          t232_c3_0 = t232_c3_0.addingProduct(t232_a3, t232_b0)
+          t232_c3_1 = t232_c3_1.addingProduct(t232_a3, t232_b1)
+          t232_c3_2 = t232_c3_2.addingProduct(t232_a3, t232_b2)
         }
-        storeVector(arena, ((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)), t231_c0_0)
-        storeVector(arena, (((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c0_1)
-        storeVector(arena, (((3171600 +% ((mb230 *% 4) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c0_2)
-        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)), t231_c1_0)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c1_1)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 1) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c1_2)
-        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)), t231_c2_0)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c2_1)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 2) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c2_2)
-        storeVector(arena, ((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)), t231_c3_0)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)) +% 8), t231_c3_1)
-        storeVector(arena, (((3171600 +% (((mb230 *% 4) +% 3) *% 9216)) +% (nb229 *% 24)) +% 16), t231_c3_2)
+        storeVector(arena, ((3171600 +% ((mb231 *% 4) *% 9216)) +% (nb230 *% 24)), t232_c0_0)
+        storeVector(arena, (((3171600 +% ((mb231 *% 4) *% 9216)) +% (nb230 *% 24)) +% 8), t232_c0_1)
+        storeVector(arena, (((3171600 +% ((mb231 *% 4) *% 9216)) +% (nb230 *% 24)) +% 16), t232_c0_2)
+        storeVector(arena, ((3171600 +% (((mb231 *% 4) +% 1) *% 9216)) +% (nb230 *% 24)), t232_c1_0)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 1) *% 9216)) +% (nb230 *% 24)) +% 8), t232_c1_1)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 1) *% 9216)) +% (nb230 *% 24)) +% 16), t232_c1_2)
+        storeVector(arena, ((3171600 +% (((mb231 *% 4) +% 2) *% 9216)) +% (nb230 *% 24)), t232_c2_0)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 2) *% 9216)) +% (nb230 *% 24)) +% 8), t232_c2_1)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 2) *% 9216)) +% (nb230 *% 24)) +% 16), t232_c2_2)
+        storeVector(arena, ((3171600 +% (((mb231 *% 4) +% 3) *% 9216)) +% (nb230 *% 24)), t232_c3_0)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 3) *% 9216)) +% (nb230 *% 24)) +% 8), t232_c3_1)
+        storeVector(arena, (((3171600 +% (((mb231 *% 4) +% 3) *% 9216)) +% (nb230 *% 24)) +% 16), t232_c3_2)
       }
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  let z234: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z235: UInt64 = ((z234 ^ (z234 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z236: UInt64 = ((z235 ^ (z235 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z237: UInt64 = (z236 ^ (z236 >> 31))
-  let z238: UInt64 = (z237 &+ UInt64(bitPattern: step))
-  let z239: UInt64 = ((z238 ^ (z238 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z240: UInt64 = ((z239 ^ (z239 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z241: UInt64 = (z240 ^ (z240 >> 31))
-  for i242 in 0..<589824 {
-    let z243: UInt64 = (z241 &+ (UInt64(bitPattern: Int64(i242)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z244: UInt64 = ((z243 ^ (z243 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z245: UInt64 = ((z244 ^ (z244 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z246: UInt64 = (z245 ^ (z245 >> 31))
-    arena[(3761424 +% i242)] = ((z246 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i242)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z235: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z236: UInt64 = ((z235 ^ (z235 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z237: UInt64 = ((z236 ^ (z236 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z238: UInt64 = (z237 ^ (z237 >> 31))
+  let z239: UInt64 = (z238 &+ UInt64(bitPattern: step))
+  let z240: UInt64 = ((z239 ^ (z239 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z241: UInt64 = ((z240 ^ (z240 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z242: UInt64 = (z241 ^ (z241 >> 31))
+  for i243 in 0..<589824 {
+    let z244: UInt64 = (z242 &+ (UInt64(bitPattern: Int64(i243)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z245: UInt64 = ((z244 ^ (z244 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z246: UInt64 = ((z245 ^ (z245 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z247: UInt64 = (z246 ^ (z246 >> 31))
+    arena[(3761424 +% i243)] = ((z247 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i243)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i247 in 0..<294912 {
-    storeVector(arena, ((i247 *% 8) +% 4351248), Vector(repeating: Float(0)))
-  }
-  for q248 in 0..<4096 {
-    for i249 in 0..<144 {
-      if arena[(1384448 +% ((q248 *% 144) +% i249))] > Float(0) {
-        arena[((4351248 +% (q248 *% 576)) +% Int(arena[(1974272 +% ((q248 *% 144) +% i249))]))] += arena[(3761424 +% ((q248 *% 144) +% i249))]
+  parallelFor(pool, 2) { part248 in
+    for q249 in 0..<2048 {
+      for i250 in 0..<72 {
+        storeVector(arena, ((i250 *% 8) +% (4351248 +% ((q249 +% (part248 *% 2048)) *% 576))), Vector(repeating: Float(0)))
+      }
+      for i251 in 0..<144 {
+        if arena[(1384448 +% (((q249 +% (part248 *% 2048)) *% 144) +% i251))] > Float(0) {
+          arena[((4351248 +% ((q249 +% (part248 *% 2048)) *% 576)) +% Int(arena[(1974272 +% (((q249 +% (part248 *% 2048)) *% 144) +% i251))]))] += arena[(3761424 +% (((q249 +% (part248 *% 2048)) *% 144) +% i251))]
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i250 in 0..<4096 {
-    storeVector(arena, ((i250 *% 8) +% 1664128), Vector(repeating: Float(0)))
+  for i252 in 0..<4096 {
+    storeVector(arena, ((i252 *% 8) +% 1664128), Vector(repeating: Float(0)))
   }
-  for i251 in 0..<2704 {
-    storeVector(arena, ((i251 *% 8) +% 1384448), Vector(repeating: Float(0)))
+  for i253 in 0..<2704 {
+    storeVector(arena, ((i253 *% 8) +% 1384448), Vector(repeating: Float(0)))
   }
-  for i252 in 0..<4608 {
-    storeVector(arena, ((i252 *% 8) +% 1479808), Vector(repeating: Float(0)))
+  for i254 in 0..<4608 {
+    storeVector(arena, ((i254 *% 8) +% 1479808), Vector(repeating: Float(0)))
   }
-  for g253 in 0..<64 {
-    for j254 in 0..<1 {
-      for iy255 in 0..<26 {
-        for c256 in 0..<32 {
-          for ix257 in 0..<26 {
-            arena[(1384448 +% ((((j254 *% 21632) +% (iy255 *% 832)) +% (ix257 *% 32)) +% c256))] = arena[(((((g253 +% j254) *% 21632) +% (c256 *% 676)) +% (iy255 *% 26)) +% ix257)]
+  for g255 in 0..<64 {
+    parallelFor(pool, 2) { part256 in
+      for j257 in 0..<1 {
+        for iy258 in 0..<26 {
+          for c259 in 0..<16 {
+            for ix260 in 0..<26 {
+              arena[(1384448 +% ((((j257 *% 21632) +% (iy258 *% 832)) +% (ix260 *% 32)) +% (c259 +% (part256 *% 16))))] = arena[(((((g255 +% j257) *% 21632) +% ((c259 +% (part256 *% 16)) *% 676)) +% (iy258 *% 26)) +% ix260)]
+            }
+          }
+        }
+      }
+      for j261 in 0..<1 {
+        for iy262 in 0..<24 {
+          for c263 in 0..<32 {
+            for ix264 in 0..<24 {
+              arena[(1479808 +% ((((j261 *% 36864) +% (iy262 *% 1536)) +% (ix264 *% 64)) +% (c263 +% (part256 *% 32))))] = arena[((((4351248 +% ((g255 +% j261) *% 36864)) +% ((c263 +% (part256 *% 32)) *% 576)) +% (iy262 *% 24)) +% ix264)]
+            }
           }
         }
       }
     }
-    for j258 in 0..<1 {
-      for ty259 in 0..<12 {
-        for tx260 in 0..<12 {
-          for cv261 in 0..<4 {
-            let w262 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
-            let w263 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
-            let w264 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
-            let w265 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% ((tx260 *% 2) *% 32)) +% (cv261 *% 8)))))
-            let w266 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
-            let w267 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
-            let w268 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
-            let w269 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 1) *% 32)) +% (cv261 *% 8)))))
-            let w270 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
-            let w271 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
-            let w272 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
-            let w273 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 2) *% 32)) +% (cv261 *% 8)))))
-            let w274 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% ((ty259 *% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
-            let w275 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) + loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
-            let w276 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 2) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
-            let w277 = (loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 1) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))) - loadVector(arena, (1384448 +% ((((j258 *% 21632) +% (((ty259 *% 2) +% 3) *% 832)) +% (((tx260 *% 2) +% 3) *% 32)) +% (cv261 *% 8)))))
-            let w278 = (w262 - w270)
-            let w279 = (w266 + w270)
-            let w280 = (w270 - w266)
-            let w281 = (w266 - w274)
-            let w282 = (w263 - w271)
-            let w283 = (w267 + w271)
-            let w284 = (w271 - w267)
-            let w285 = (w267 - w275)
-            let w286 = (w264 - w272)
-            let w287 = (w268 + w272)
-            let w288 = (w272 - w268)
-            let w289 = (w268 - w276)
-            let w290 = (w265 - w273)
-            let w291 = (w269 + w273)
-            let w292 = (w273 - w269)
-            let w293 = (w269 - w277)
-            storeVector(arena, ((1406080 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w278)
-            storeVector(arena, ((1410688 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w279)
-            storeVector(arena, ((1415296 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w280)
-            storeVector(arena, ((1419904 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w281)
-            storeVector(arena, ((1424512 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w282)
-            storeVector(arena, ((1429120 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w283)
-            storeVector(arena, ((1433728 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w284)
-            storeVector(arena, ((1438336 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w285)
-            storeVector(arena, ((1442944 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w286)
-            storeVector(arena, ((1447552 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w287)
-            storeVector(arena, ((1452160 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w288)
-            storeVector(arena, ((1456768 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w289)
-            storeVector(arena, ((1461376 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w290)
-            storeVector(arena, ((1465984 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w291)
-            storeVector(arena, ((1470592 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w292)
-            storeVector(arena, ((1475200 +% ((((j258 *% 144) +% (ty259 *% 12)) +% tx260) *% 32)) +% (cv261 *% 8)), w293)
+    parallelFor(pool, 2) { part265 in
+      for j266 in 0..<1 {
+        for ty267 in 0..<6 {
+          for tx268 in 0..<12 {
+            for cv269 in 0..<4 {
+              let w270 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% (((ty267 +% (part265 *% 6)) *% 2) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))))
+              let w271 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))) + loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))))
+              let w272 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))))
+              let w273 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 3) *% 832)) +% ((tx268 *% 2) *% 32)) +% (cv269 *% 8)))))
+              let w274 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% (((ty267 +% (part265 *% 6)) *% 2) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))))
+              let w275 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))) + loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))))
+              let w276 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))))
+              let w277 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 3) *% 832)) +% (((tx268 *% 2) +% 1) *% 32)) +% (cv269 *% 8)))))
+              let w278 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% (((ty267 +% (part265 *% 6)) *% 2) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))))
+              let w279 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))) + loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))))
+              let w280 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))))
+              let w281 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 3) *% 832)) +% (((tx268 *% 2) +% 2) *% 32)) +% (cv269 *% 8)))))
+              let w282 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% (((ty267 +% (part265 *% 6)) *% 2) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))))
+              let w283 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))) + loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))))
+              let w284 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 2) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))))
+              let w285 = (loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 1) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))) - loadVector(arena, (1384448 +% ((((j266 *% 21632) +% ((((ty267 +% (part265 *% 6)) *% 2) +% 3) *% 832)) +% (((tx268 *% 2) +% 3) *% 32)) +% (cv269 *% 8)))))
+              let w286 = (w270 - w278)
+              let w287 = (w274 + w278)
+              let w288 = (w278 - w274)
+              let w289 = (w274 - w282)
+              let w290 = (w271 - w279)
+              let w291 = (w275 + w279)
+              let w292 = (w279 - w275)
+              let w293 = (w275 - w283)
+              let w294 = (w272 - w280)
+              let w295 = (w276 + w280)
+              let w296 = (w280 - w276)
+              let w297 = (w276 - w284)
+              let w298 = (w273 - w281)
+              let w299 = (w277 + w281)
+              let w300 = (w281 - w277)
+              let w301 = (w277 - w285)
+              storeVector(arena, ((1406080 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w286)
+              storeVector(arena, ((1410688 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w287)
+              storeVector(arena, ((1415296 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w288)
+              storeVector(arena, ((1419904 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w289)
+              storeVector(arena, ((1424512 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w290)
+              storeVector(arena, ((1429120 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w291)
+              storeVector(arena, ((1433728 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w292)
+              storeVector(arena, ((1438336 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w293)
+              storeVector(arena, ((1442944 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w294)
+              storeVector(arena, ((1447552 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w295)
+              storeVector(arena, ((1452160 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w296)
+              storeVector(arena, ((1456768 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w297)
+              storeVector(arena, ((1461376 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w298)
+              storeVector(arena, ((1465984 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w299)
+              storeVector(arena, ((1470592 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w300)
+              storeVector(arena, ((1475200 +% ((((j266 *% 144) +% ((ty267 +% (part265 *% 6)) *% 12)) +% tx268) *% 32)) +% (cv269 *% 8)), w301)
+            }
+          }
+        }
+      }
+      for j302 in 0..<1 {
+        for ty303 in 0..<6 {
+          for tx304 in 0..<12 {
+            for cv305 in 0..<8 {
+              let w306 = loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8))))
+              let w307 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8)))) + loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8)))))
+              let w308 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8)))) - loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8)))))
+              let w309 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% ((tx304 *% 2) *% 64)) +% (cv305 *% 8)))) * Vector(repeating: Float(-1)))
+              let w310 = loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8))))
+              let w311 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8)))) + loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8)))))
+              let w312 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% (((ty303 +% (part265 *% 6)) *% 2) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8)))) - loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8)))))
+              let w313 = (loadVector(arena, (1479808 +% ((((j302 *% 36864) +% ((((ty303 +% (part265 *% 6)) *% 2) +% 1) *% 1536)) +% (((tx304 *% 2) +% 1) *% 64)) +% (cv305 *% 8)))) * Vector(repeating: Float(-1)))
+              let w314 = w306
+              let w315 = (w306 + w310)
+              let w316 = (w306 - w310)
+              let w317 = (w310 * Vector(repeating: Float(-1)))
+              let w318 = w307
+              let w319 = (w307 + w311)
+              let w320 = (w307 - w311)
+              let w321 = (w311 * Vector(repeating: Float(-1)))
+              let w322 = w308
+              let w323 = (w308 + w312)
+              let w324 = (w308 - w312)
+              let w325 = (w312 * Vector(repeating: Float(-1)))
+              let w326 = w309
+              let w327 = (w309 + w313)
+              let w328 = (w309 - w313)
+              let w329 = (w313 * Vector(repeating: Float(-1)))
+              storeVector(arena, ((1516672 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w314)
+              storeVector(arena, ((1525888 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w315)
+              storeVector(arena, ((1535104 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w316)
+              storeVector(arena, ((1544320 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w317)
+              storeVector(arena, ((1553536 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w318)
+              storeVector(arena, ((1562752 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w319)
+              storeVector(arena, ((1571968 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w320)
+              storeVector(arena, ((1581184 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w321)
+              storeVector(arena, ((1590400 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w322)
+              storeVector(arena, ((1599616 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w323)
+              storeVector(arena, ((1608832 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w324)
+              storeVector(arena, ((1618048 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w325)
+              storeVector(arena, ((1627264 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w326)
+              storeVector(arena, ((1636480 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w327)
+              storeVector(arena, ((1645696 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w328)
+              storeVector(arena, ((1654912 +% ((((j302 *% 144) +% ((ty303 +% (part265 *% 6)) *% 12)) +% tx304) *% 64)) +% (cv305 *% 8)), w329)
+            }
           }
         }
       }
     }
-    for j294 in 0..<1 {
-      for iy295 in 0..<24 {
-        for c296 in 0..<64 {
-          for ix297 in 0..<24 {
-            arena[(1479808 +% ((((j294 *% 36864) +% (iy295 *% 1536)) +% (ix297 *% 64)) +% c296))] = arena[((((4351248 +% ((g253 +% j294) *% 36864)) +% (c296 *% 576)) +% (iy295 *% 24)) +% ix297)]
-          }
-        }
+    parallelFor(pool, 2) { part330 in
+      for xi331 in 0..<8 {
+        sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% ((xi331 +% (part330 *% 8)) *% 4608)), 32, arena + (1516672 +% ((xi331 +% (part330 *% 8)) *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% ((xi331 +% (part330 *% 8)) *% 2048)), 64)
       }
-    }
-    for j298 in 0..<1 {
-      for ty299 in 0..<12 {
-        for tx300 in 0..<12 {
-          for cv301 in 0..<8 {
-            let w302 = loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8))))
-            let w303 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) + loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))))
-            let w304 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) - loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))))
-            let w305 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% ((tx300 *% 2) *% 64)) +% (cv301 *% 8)))) * Vector(repeating: Float(-1)))
-            let w306 = loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8))))
-            let w307 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) + loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))))
-            let w308 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% ((ty299 *% 2) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) - loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))))
-            let w309 = (loadVector(arena, (1479808 +% ((((j298 *% 36864) +% (((ty299 *% 2) +% 1) *% 1536)) +% (((tx300 *% 2) +% 1) *% 64)) +% (cv301 *% 8)))) * Vector(repeating: Float(-1)))
-            let w310 = w302
-            let w311 = (w302 + w306)
-            let w312 = (w302 - w306)
-            let w313 = (w306 * Vector(repeating: Float(-1)))
-            let w314 = w303
-            let w315 = (w303 + w307)
-            let w316 = (w303 - w307)
-            let w317 = (w307 * Vector(repeating: Float(-1)))
-            let w318 = w304
-            let w319 = (w304 + w308)
-            let w320 = (w304 - w308)
-            let w321 = (w308 * Vector(repeating: Float(-1)))
-            let w322 = w305
-            let w323 = (w305 + w309)
-            let w324 = (w305 - w309)
-            let w325 = (w309 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((1516672 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w310)
-            storeVector(arena, ((1525888 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w311)
-            storeVector(arena, ((1535104 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w312)
-            storeVector(arena, ((1544320 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w313)
-            storeVector(arena, ((1553536 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w314)
-            storeVector(arena, ((1562752 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w315)
-            storeVector(arena, ((1571968 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w316)
-            storeVector(arena, ((1581184 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w317)
-            storeVector(arena, ((1590400 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w318)
-            storeVector(arena, ((1599616 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w319)
-            storeVector(arena, ((1608832 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w320)
-            storeVector(arena, ((1618048 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w321)
-            storeVector(arena, ((1627264 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w322)
-            storeVector(arena, ((1636480 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w323)
-            storeVector(arena, ((1645696 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w324)
-            storeVector(arena, ((1654912 +% ((((j298 *% 144) +% (ty299 *% 12)) +% tx300) *% 64)) +% (cv301 *% 8)), w325)
-          }
-        }
-      }
-    }
-    for xi326 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi326 *% 4608)), 32, arena + (1516672 +% (xi326 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi326 *% 2048)), 64)
     }
   }
-  do {  // scalar loops
-    for f327 in 0..<64 {
-      for c328 in 0..<32 {
-        var w329: Float = (((arena[((1664128 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1672320 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
-        var w330: Float = ((arena[((1672320 +% (c328 *% 64)) +% f327)] - arena[((1680512 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
-        var w331: Float = (((arena[((1672320 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c328 *% 64)) +% f327)] * Float(1)))
-        var w332: Float = (((arena[((1666176 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1674368 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
-        var w333: Float = ((arena[((1674368 +% (c328 *% 64)) +% f327)] - arena[((1682560 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
-        var w334: Float = (((arena[((1674368 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c328 *% 64)) +% f327)] * Float(1)))
-        var w335: Float = (((arena[((1668224 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1676416 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
-        var w336: Float = ((arena[((1676416 +% (c328 *% 64)) +% f327)] - arena[((1684608 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
-        var w337: Float = (((arena[((1676416 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c328 *% 64)) +% f327)] * Float(1)))
-        var w338: Float = (((arena[((1670272 +% (c328 *% 64)) +% f327)] * Float(1)) + (arena[((1678464 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)))
-        var w339: Float = ((arena[((1678464 +% (c328 *% 64)) +% f327)] - arena[((1686656 +% (c328 *% 64)) +% f327)]) * Float(bitPattern: 0x3f000000))
-        var w340: Float = (((arena[((1678464 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c328 *% 64)) +% f327)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c328 *% 64)) +% f327)] * Float(1)))
-        var w341: Float = (((w329 * Float(1)) + (w332 * Float(bitPattern: 0x3f000000))) + (w335 * Float(bitPattern: 0x3f000000)))
-        var w342: Float = ((w332 - w335) * Float(bitPattern: 0x3f000000))
-        var w343: Float = (((w332 * Float(bitPattern: 0x3f000000)) + (w335 * Float(bitPattern: 0x3f000000))) + (w338 * Float(1)))
-        var w344: Float = (((w330 * Float(1)) + (w333 * Float(bitPattern: 0x3f000000))) + (w336 * Float(bitPattern: 0x3f000000)))
-        var w345: Float = ((w333 - w336) * Float(bitPattern: 0x3f000000))
-        var w346: Float = (((w333 * Float(bitPattern: 0x3f000000)) + (w336 * Float(bitPattern: 0x3f000000))) + (w339 * Float(1)))
-        var w347: Float = (((w331 * Float(1)) + (w334 * Float(bitPattern: 0x3f000000))) + (w337 * Float(bitPattern: 0x3f000000)))
-        var w348: Float = ((w334 - w337) * Float(bitPattern: 0x3f000000))
-        var w349: Float = (((w334 * Float(bitPattern: 0x3f000000)) + (w337 * Float(bitPattern: 0x3f000000))) + (w340 * Float(1)))
-        grads[(320 +% (((f327 *% 32) +% c328) *% 9))] = w341
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 1)] = w342
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 2)] = w343
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 3)] = w344
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 4)] = w345
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 5)] = w346
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 6)] = w347
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 7)] = w348
-        grads[((320 +% (((f327 *% 32) +% c328) *% 9)) +% 8)] = w349
+  parallelFor(pool, 2) { part332 in
+    do {  // scalar loops
+      for f333 in 0..<32 {
+        for c334 in 0..<32 {
+          var w335: Float = (((arena[((1664128 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)) + (arena[((1672320 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w336: Float = ((arena[((1672320 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] - arena[((1680512 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w337: Float = (((arena[((1672320 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)))
+          var w338: Float = (((arena[((1666176 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)) + (arena[((1674368 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w339: Float = ((arena[((1674368 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] - arena[((1682560 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w340: Float = (((arena[((1674368 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)))
+          var w341: Float = (((arena[((1668224 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)) + (arena[((1676416 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w342: Float = ((arena[((1676416 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] - arena[((1684608 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w343: Float = (((arena[((1676416 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)))
+          var w344: Float = (((arena[((1670272 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)) + (arena[((1678464 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w345: Float = ((arena[((1678464 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] - arena[((1686656 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w346: Float = (((arena[((1678464 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c334 *% 64)) +% (f333 +% (part332 *% 32)))] * Float(1)))
+          var w347: Float = (((w335 * Float(1)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(bitPattern: 0x3f000000)))
+          var w348: Float = ((w338 - w341) * Float(bitPattern: 0x3f000000))
+          var w349: Float = (((w338 * Float(bitPattern: 0x3f000000)) + (w341 * Float(bitPattern: 0x3f000000))) + (w344 * Float(1)))
+          var w350: Float = (((w336 * Float(1)) + (w339 * Float(bitPattern: 0x3f000000))) + (w342 * Float(bitPattern: 0x3f000000)))
+          var w351: Float = ((w339 - w342) * Float(bitPattern: 0x3f000000))
+          var w352: Float = (((w339 * Float(bitPattern: 0x3f000000)) + (w342 * Float(bitPattern: 0x3f000000))) + (w345 * Float(1)))
+          var w353: Float = (((w337 * Float(1)) + (w340 * Float(bitPattern: 0x3f000000))) + (w343 * Float(bitPattern: 0x3f000000)))
+          var w354: Float = ((w340 - w343) * Float(bitPattern: 0x3f000000))
+          var w355: Float = (((w340 * Float(bitPattern: 0x3f000000)) + (w343 * Float(bitPattern: 0x3f000000))) + (w346 * Float(1)))
+          grads[(320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9))] = w347
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 1)] = w348
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 2)] = w349
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 3)] = w350
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 4)] = w351
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 5)] = w352
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 6)] = w353
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 7)] = w354
+          grads[((320 +% ((((f333 +% (part332 *% 32)) *% 32) +% c334) *% 9)) +% 8)] = w355
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f350 in 0..<64 {
-    var acc351 = Vector()
-    for img352 in 0..<64 {
-      for i353 in 0..<72 {
-        acc351 = acc351.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img352 *% 36864)) +% (f350 *% 576)) +% (i353 *% 8))))
+  for f356 in 0..<64 {
+    var acc357 = Vector()
+    for img358 in 0..<64 {
+      for i359 in 0..<72 {
+        acc357 = acc357.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img358 *% 36864)) +% (f356 *% 576)) +% (i359 *% 8))))
       }
     }
-    storeVector(arena, 1384448, acc351)
-    var sum354: Float = (arena[1384448] + arena[1384449])
-    var sum355: Float = (sum354 + arena[1384450])
-    var sum356: Float = (sum355 + arena[1384451])
-    var sum357: Float = (sum356 + arena[1384452])
-    var sum358: Float = (sum357 + arena[1384453])
-    var sum359: Float = (sum358 + arena[1384454])
-    var sum360: Float = (sum359 + arena[1384455])
-    grads[(18752 +% f350)] = sum360
+    storeVector(arena, 1384448, acc357)
+    var sum360: Float = (arena[1384448] + arena[1384449])
+    var sum361: Float = (sum360 + arena[1384450])
+    var sum362: Float = (sum361 + arena[1384451])
+    var sum363: Float = (sum362 + arena[1384452])
+    var sum364: Float = (sum363 + arena[1384453])
+    var sum365: Float = (sum364 + arena[1384454])
+    var sum366: Float = (sum365 + arena[1384455])
+    grads[(18752 +% f356)] = sum366
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci361 in 0..<64 {
-      for co362 in 0..<32 {
-        var w363: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)]
-        var w364: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 5)]) + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w365: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 8)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w366: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 2)]
-        var w367: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)]
-        var w368: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 4)]) + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w369: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 7)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w370: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 1)]
-        var w371: Float = params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)]
-        var w372: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)] + params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 3)]) + params[(320 +% (((ci361 *% 32) +% co362) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w373: Float = (((params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 6)] + params[(320 +% (((ci361 *% 32) +% co362) *% 9))]) - params[((320 +% (((ci361 *% 32) +% co362) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w374: Float = params[(320 +% (((ci361 *% 32) +% co362) *% 9))]
-        var w375: Float = w363
-        var w376: Float = (((w363 + w367) + w371) * Float(bitPattern: 0x3f000000))
-        var w377: Float = (((w363 + w371) - w367) * Float(bitPattern: 0x3f000000))
-        var w378: Float = w371
-        var w379: Float = w364
-        var w380: Float = (((w364 + w368) + w372) * Float(bitPattern: 0x3f000000))
-        var w381: Float = (((w364 + w372) - w368) * Float(bitPattern: 0x3f000000))
-        var w382: Float = w372
-        var w383: Float = w365
-        var w384: Float = (((w365 + w369) + w373) * Float(bitPattern: 0x3f000000))
-        var w385: Float = (((w365 + w373) - w369) * Float(bitPattern: 0x3f000000))
-        var w386: Float = w373
-        var w387: Float = w366
-        var w388: Float = (((w366 + w370) + w374) * Float(bitPattern: 0x3f000000))
-        var w389: Float = (((w366 + w374) - w370) * Float(bitPattern: 0x3f000000))
-        var w390: Float = w374
-        arena[((2768896 +% (ci361 *% 32)) +% co362)] = w375
-        arena[((2770944 +% (ci361 *% 32)) +% co362)] = w376
-        arena[((2772992 +% (ci361 *% 32)) +% co362)] = w377
-        arena[((2775040 +% (ci361 *% 32)) +% co362)] = w378
-        arena[((2777088 +% (ci361 *% 32)) +% co362)] = w379
-        arena[((2779136 +% (ci361 *% 32)) +% co362)] = w380
-        arena[((2781184 +% (ci361 *% 32)) +% co362)] = w381
-        arena[((2783232 +% (ci361 *% 32)) +% co362)] = w382
-        arena[((2785280 +% (ci361 *% 32)) +% co362)] = w383
-        arena[((2787328 +% (ci361 *% 32)) +% co362)] = w384
-        arena[((2789376 +% (ci361 *% 32)) +% co362)] = w385
-        arena[((2791424 +% (ci361 *% 32)) +% co362)] = w386
-        arena[((2793472 +% (ci361 *% 32)) +% co362)] = w387
-        arena[((2795520 +% (ci361 *% 32)) +% co362)] = w388
-        arena[((2797568 +% (ci361 *% 32)) +% co362)] = w389
-        arena[((2799616 +% (ci361 *% 32)) +% co362)] = w390
+  parallelFor(pool, 2) { part367 in
+    do {  // scalar loops
+      for ci368 in 0..<64 {
+        for co369 in 0..<16 {
+          var w370: Float = params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 8)]
+          var w371: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 8)] + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 5)]) + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w372: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 8)] + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 2)]) - params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w373: Float = params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 2)]
+          var w374: Float = params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 7)]
+          var w375: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 7)] + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 4)]) + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w376: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 7)] + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 1)]) - params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w377: Float = params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 1)]
+          var w378: Float = params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 6)]
+          var w379: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 6)] + params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 3)]) + params[(320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w380: Float = (((params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 6)] + params[(320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9))]) - params[((320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w381: Float = params[(320 +% (((ci368 *% 32) +% ((part367 *% 16) +% co369)) *% 9))]
+          var w382: Float = w370
+          var w383: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
+          var w384: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
+          var w385: Float = w378
+          var w386: Float = w371
+          var w387: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
+          var w388: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
+          var w389: Float = w379
+          var w390: Float = w372
+          var w391: Float = (((w372 + w376) + w380) * Float(bitPattern: 0x3f000000))
+          var w392: Float = (((w372 + w380) - w376) * Float(bitPattern: 0x3f000000))
+          var w393: Float = w380
+          var w394: Float = w373
+          var w395: Float = (((w373 + w377) + w381) * Float(bitPattern: 0x3f000000))
+          var w396: Float = (((w373 + w381) - w377) * Float(bitPattern: 0x3f000000))
+          var w397: Float = w381
+          arena[((2768896 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w382
+          arena[((2770944 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w383
+          arena[((2772992 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w384
+          arena[((2775040 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w385
+          arena[((2777088 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w386
+          arena[((2779136 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w387
+          arena[((2781184 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w388
+          arena[((2783232 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w389
+          arena[((2785280 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w390
+          arena[((2787328 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w391
+          arena[((2789376 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w392
+          arena[((2791424 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w393
+          arena[((2793472 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w394
+          arena[((2795520 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w395
+          arena[((2797568 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w396
+          arena[((2799616 +% (ci368 *% 32)) +% ((part367 *% 16) +% co369))] = w397
+        }
       }
     }
   }
-  for i391 in 0..<6272 {
-    storeVector(arena, ((i391 *% 8) +% 2801664), Vector(repeating: Float(0)))
+  for i398 in 0..<6272 {
+    storeVector(arena, ((i398 *% 8) +% 2801664), Vector(repeating: Float(0)))
   }
-  for g392 in 0..<64 {
-    for j393 in 0..<1 {
-      for iy394 in 0..<24 {
-        for c395 in 0..<64 {
-          for ix396 in 0..<24 {
-            arena[(2801664 +% ((((j393 *% 50176) +% ((iy394 +% 2) *% 1792)) +% ((ix396 +% 2) *% 64)) +% c395))] = arena[((((4351248 +% ((g392 +% j393) *% 36864)) +% (c395 *% 576)) +% (iy394 *% 24)) +% ix396)]
+  for g399 in 0..<64 {
+    for j400 in 0..<1 {
+      for iy401 in 0..<24 {
+        for c402 in 0..<64 {
+          for ix403 in 0..<24 {
+            arena[(2801664 +% ((((j400 *% 50176) +% ((iy401 +% 2) *% 1792)) +% ((ix403 +% 2) *% 64)) +% c402))] = arena[((((4351248 +% ((g399 +% j400) *% 36864)) +% (c402 *% 576)) +% (iy401 *% 24)) +% ix403)]
           }
         }
       }
     }
-    for j397 in 0..<1 {
-      for ty398 in 0..<13 {
-        for tx399 in 0..<13 {
-          for cv400 in 0..<8 {
-            let w401 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
-            let w402 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
-            let w403 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
-            let w404 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% ((tx399 *% 2) *% 64)) +% (cv400 *% 8)))))
-            let w405 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
-            let w406 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
-            let w407 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
-            let w408 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 1) *% 64)) +% (cv400 *% 8)))))
-            let w409 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
-            let w410 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
-            let w411 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
-            let w412 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 2) *% 64)) +% (cv400 *% 8)))))
-            let w413 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% ((ty398 *% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
-            let w414 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) + loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
-            let w415 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 2) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
-            let w416 = (loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 1) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))) - loadVector(arena, (2801664 +% ((((j397 *% 50176) +% (((ty398 *% 2) +% 3) *% 1792)) +% (((tx399 *% 2) +% 3) *% 64)) +% (cv400 *% 8)))))
-            let w417 = (w401 - w409)
-            let w418 = (w405 + w409)
-            let w419 = (w409 - w405)
-            let w420 = (w405 - w413)
-            let w421 = (w402 - w410)
-            let w422 = (w406 + w410)
-            let w423 = (w410 - w406)
-            let w424 = (w406 - w414)
-            let w425 = (w403 - w411)
-            let w426 = (w407 + w411)
-            let w427 = (w411 - w407)
-            let w428 = (w407 - w415)
-            let w429 = (w404 - w412)
-            let w430 = (w408 + w412)
-            let w431 = (w412 - w408)
-            let w432 = (w408 - w416)
-            storeVector(arena, ((2851840 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w417)
-            storeVector(arena, ((2862656 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w418)
-            storeVector(arena, ((2873472 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w419)
-            storeVector(arena, ((2884288 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w420)
-            storeVector(arena, ((2895104 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w421)
-            storeVector(arena, ((2905920 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w422)
-            storeVector(arena, ((2916736 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w423)
-            storeVector(arena, ((2927552 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w424)
-            storeVector(arena, ((2938368 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w425)
-            storeVector(arena, ((2949184 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w426)
-            storeVector(arena, ((2960000 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w427)
-            storeVector(arena, ((2970816 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w428)
-            storeVector(arena, ((2981632 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w429)
-            storeVector(arena, ((2992448 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w430)
-            storeVector(arena, ((3003264 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w431)
-            storeVector(arena, ((3014080 +% ((((j397 *% 169) +% (ty398 *% 13)) +% tx399) *% 64)) +% (cv400 *% 8)), w432)
+    for j404 in 0..<1 {
+      for ty405 in 0..<13 {
+        for tx406 in 0..<13 {
+          for cv407 in 0..<8 {
+            let w408 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% ((ty405 *% 2) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))))
+            let w409 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))) + loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))))
+            let w410 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))))
+            let w411 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 3) *% 1792)) +% ((tx406 *% 2) *% 64)) +% (cv407 *% 8)))))
+            let w412 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% ((ty405 *% 2) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))))
+            let w413 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))) + loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))))
+            let w414 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))))
+            let w415 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 3) *% 1792)) +% (((tx406 *% 2) +% 1) *% 64)) +% (cv407 *% 8)))))
+            let w416 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% ((ty405 *% 2) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))))
+            let w417 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))) + loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))))
+            let w418 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))))
+            let w419 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 3) *% 1792)) +% (((tx406 *% 2) +% 2) *% 64)) +% (cv407 *% 8)))))
+            let w420 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% ((ty405 *% 2) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))))
+            let w421 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))) + loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))))
+            let w422 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 2) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))))
+            let w423 = (loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 1) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))) - loadVector(arena, (2801664 +% ((((j404 *% 50176) +% (((ty405 *% 2) +% 3) *% 1792)) +% (((tx406 *% 2) +% 3) *% 64)) +% (cv407 *% 8)))))
+            let w424 = (w408 - w416)
+            let w425 = (w412 + w416)
+            let w426 = (w416 - w412)
+            let w427 = (w412 - w420)
+            let w428 = (w409 - w417)
+            let w429 = (w413 + w417)
+            let w430 = (w417 - w413)
+            let w431 = (w413 - w421)
+            let w432 = (w410 - w418)
+            let w433 = (w414 + w418)
+            let w434 = (w418 - w414)
+            let w435 = (w414 - w422)
+            let w436 = (w411 - w419)
+            let w437 = (w415 + w419)
+            let w438 = (w419 - w415)
+            let w439 = (w415 - w423)
+            storeVector(arena, ((2851840 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w424)
+            storeVector(arena, ((2862656 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w425)
+            storeVector(arena, ((2873472 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w426)
+            storeVector(arena, ((2884288 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w427)
+            storeVector(arena, ((2895104 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w428)
+            storeVector(arena, ((2905920 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w429)
+            storeVector(arena, ((2916736 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w430)
+            storeVector(arena, ((2927552 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w431)
+            storeVector(arena, ((2938368 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w432)
+            storeVector(arena, ((2949184 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w433)
+            storeVector(arena, ((2960000 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w434)
+            storeVector(arena, ((2970816 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w435)
+            storeVector(arena, ((2981632 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w436)
+            storeVector(arena, ((2992448 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w437)
+            storeVector(arena, ((3003264 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w438)
+            storeVector(arena, ((3014080 +% ((((j404 *% 169) +% (ty405 *% 13)) +% tx406) *% 64)) +% (cv407 *% 8)), w439)
           }
         }
       }
     }
-    for xi433 in 0..<16 {
-      do {  // gemm440
-        for nb434 in 0..<2 {
-          for mb435 in 0..<28 {
-            var t436_c0_0 = Vector()
-            var t436_c0_1 = Vector()
-            var t436_c1_0 = Vector()
-            var t436_c1_1 = Vector()
-            var t436_c2_0 = Vector()
-            var t436_c2_1 = Vector()
-            var t436_c3_0 = Vector()
-            var t436_c3_1 = Vector()
-            var t436_c4_0 = Vector()
-            var t436_c4_1 = Vector()
-            var t436_c5_0 = Vector()
-            var t436_c5_1 = Vector()
-            for k437 in 0..<64 {
-              let t436_b0 = loadVector(arena, (((2768896 +% (xi433 *% 2048)) +% (k437 *% 32)) +% (nb434 *% 16)))
-              let t436_b1 = loadVector(arena, ((((2768896 +% (xi433 *% 2048)) +% (k437 *% 32)) +% (nb434 *% 16)) +% 8))
-              let t436_a0 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% ((mb435 *% 6) *% 64)) +% k437)])
-              t436_c0_0 = t436_c0_0.addingProduct(t436_a0, t436_b0)
-              t436_c0_1 = t436_c0_1.addingProduct(t436_a0, t436_b1)
-              let t436_a1 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 1) *% 64)) +% k437)])
-              t436_c1_0 = t436_c1_0.addingProduct(t436_a1, t436_b0)
-              t436_c1_1 = t436_c1_1.addingProduct(t436_a1, t436_b1)
-              let t436_a2 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 2) *% 64)) +% k437)])
-              t436_c2_0 = t436_c2_0.addingProduct(t436_a2, t436_b0)
-              t436_c2_1 = t436_c2_1.addingProduct(t436_a2, t436_b1)
-              let t436_a3 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 3) *% 64)) +% k437)])
-              t436_c3_0 = t436_c3_0.addingProduct(t436_a3, t436_b0)
-              t436_c3_1 = t436_c3_1.addingProduct(t436_a3, t436_b1)
-              let t436_a4 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 4) *% 64)) +% k437)])
-              t436_c4_0 = t436_c4_0.addingProduct(t436_a4, t436_b0)
-              t436_c4_1 = t436_c4_1.addingProduct(t436_a4, t436_b1)
-              let t436_a5 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% (((mb435 *% 6) +% 5) *% 64)) +% k437)])
-              t436_c5_0 = t436_c5_0.addingProduct(t436_a5, t436_b0)
-              t436_c5_1 = t436_c5_1.addingProduct(t436_a5, t436_b1)
+    parallelFor(pool, 2) { part440 in
+      for xi441 in 0..<16 {
+        do {  // gemm448
+          for nb442 in 0..<1 {
+            for mb443 in 0..<28 {
+              var t444_c0_0 = Vector()
+              var t444_c0_1 = Vector()
+              var t444_c1_0 = Vector()
+              var t444_c1_1 = Vector()
+              var t444_c2_0 = Vector()
+              var t444_c2_1 = Vector()
+              var t444_c3_0 = Vector()
+              var t444_c3_1 = Vector()
+              var t444_c4_0 = Vector()
+              var t444_c4_1 = Vector()
+              var t444_c5_0 = Vector()
+              var t444_c5_1 = Vector()
+              for k445 in 0..<64 {
+                let t444_b0 = loadVector(arena, ((((2768896 +% (xi441 *% 2048)) +% (part440 *% 16)) +% (k445 *% 32)) +% (nb442 *% 16)))
+                let t444_b1 = loadVector(arena, (((((2768896 +% (xi441 *% 2048)) +% (part440 *% 16)) +% (k445 *% 32)) +% (nb442 *% 16)) +% 8))
+                let t444_a0 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% ((mb443 *% 6) *% 64)) +% k445)])
+                t444_c0_0 = t444_c0_0.addingProduct(t444_a0, t444_b0)
+                t444_c0_1 = t444_c0_1.addingProduct(t444_a0, t444_b1)
+                let t444_a1 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% (((mb443 *% 6) +% 1) *% 64)) +% k445)])
+                t444_c1_0 = t444_c1_0.addingProduct(t444_a1, t444_b0)
+                t444_c1_1 = t444_c1_1.addingProduct(t444_a1, t444_b1)
+                let t444_a2 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% (((mb443 *% 6) +% 2) *% 64)) +% k445)])
+                t444_c2_0 = t444_c2_0.addingProduct(t444_a2, t444_b0)
+                t444_c2_1 = t444_c2_1.addingProduct(t444_a2, t444_b1)
+                let t444_a3 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% (((mb443 *% 6) +% 3) *% 64)) +% k445)])
+                t444_c3_0 = t444_c3_0.addingProduct(t444_a3, t444_b0)
+                t444_c3_1 = t444_c3_1.addingProduct(t444_a3, t444_b1)
+                let t444_a4 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% (((mb443 *% 6) +% 4) *% 64)) +% k445)])
+                t444_c4_0 = t444_c4_0.addingProduct(t444_a4, t444_b0)
+                t444_c4_1 = t444_c4_1.addingProduct(t444_a4, t444_b1)
+                let t444_a5 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% (((mb443 *% 6) +% 5) *% 64)) +% k445)])
+                t444_c5_0 = t444_c5_0.addingProduct(t444_a5, t444_b0)
+                t444_c5_1 = t444_c5_1.addingProduct(t444_a5, t444_b1)
+              }
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)), t444_c0_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% ((mb443 *% 6) *% 32)) +% (nb442 *% 16)) +% 8), t444_c0_1)
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)), t444_c1_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 1) *% 32)) +% (nb442 *% 16)) +% 8), t444_c1_1)
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)), t444_c2_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 2) *% 32)) +% (nb442 *% 16)) +% 8), t444_c2_1)
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)), t444_c3_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 3) *% 32)) +% (nb442 *% 16)) +% 8), t444_c3_1)
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)), t444_c4_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 4) *% 32)) +% (nb442 *% 16)) +% 8), t444_c4_1)
+              storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)), t444_c5_0)
+              storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% (((mb443 *% 6) +% 5) *% 32)) +% (nb442 *% 16)) +% 8), t444_c5_1)
             }
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% ((mb435 *% 6) *% 32)) +% (nb434 *% 16)), t436_c0_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% ((mb435 *% 6) *% 32)) +% (nb434 *% 16)) +% 8), t436_c0_1)
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 1) *% 32)) +% (nb434 *% 16)), t436_c1_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 1) *% 32)) +% (nb434 *% 16)) +% 8), t436_c1_1)
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 2) *% 32)) +% (nb434 *% 16)), t436_c2_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 2) *% 32)) +% (nb434 *% 16)) +% 8), t436_c2_1)
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 3) *% 32)) +% (nb434 *% 16)), t436_c3_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 3) *% 32)) +% (nb434 *% 16)) +% 8), t436_c3_1)
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 4) *% 32)) +% (nb434 *% 16)), t436_c4_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 4) *% 32)) +% (nb434 *% 16)) +% 8), t436_c4_1)
-            storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 5) *% 32)) +% (nb434 *% 16)), t436_c5_0)
-            storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% (((mb435 *% 6) +% 5) *% 32)) +% (nb434 *% 16)) +% 8), t436_c5_1)
-          }
-          var t438_c0_0 = Vector()
-          var t438_c0_1 = Vector()
-          for k439 in 0..<64 {
-            let t438_b0 = loadVector(arena, (((2768896 +% (xi433 *% 2048)) +% (k439 *% 32)) +% (nb434 *% 16)))
-            let t438_b1 = loadVector(arena, ((((2768896 +% (xi433 *% 2048)) +% (k439 *% 32)) +% (nb434 *% 16)) +% 8))
-            let t438_a0 = Vector(repeating: arena[(((2851840 +% (xi433 *% 10816)) +% 10752) +% k439)])
-            t438_c0_0 = t438_c0_0.addingProduct(t438_a0, t438_b0)
-            t438_c0_1 = t438_c0_1.addingProduct(t438_a0, t438_b1)
-          }
-          storeVector(arena, (((3024896 +% (xi433 *% 5408)) +% 5376) +% (nb434 *% 16)), t438_c0_0)
-          storeVector(arena, ((((3024896 +% (xi433 *% 5408)) +% 5376) +% (nb434 *% 16)) +% 8), t438_c0_1)
-        }
-      }
-    }
-    for j441 in 0..<1 {
-      for ty442 in 0..<13 {
-        for tx443 in 0..<13 {
-          for cv444 in 0..<4 {
-            let w445 = ((loadVector(arena, ((3024896 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3046528 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3068160 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w446 = ((loadVector(arena, ((3046528 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3068160 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3089792 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w447 = ((loadVector(arena, ((3030304 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3051936 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3073568 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w448 = ((loadVector(arena, ((3051936 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3073568 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3095200 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w449 = ((loadVector(arena, ((3035712 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3057344 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3078976 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w450 = ((loadVector(arena, ((3057344 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3078976 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3100608 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w451 = ((loadVector(arena, ((3041120 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) + loadVector(arena, ((3062752 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) + loadVector(arena, ((3084384 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w452 = ((loadVector(arena, ((3062752 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))) - loadVector(arena, ((3084384 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8)))) - loadVector(arena, ((3106016 +% ((((j441 *% 169) +% (ty442 *% 13)) +% tx443) *% 32)) +% (cv444 *% 8))))
-            let w453 = ((w445 + w447) + w449)
-            let w454 = ((w447 - w449) - w451)
-            let w455 = ((w446 + w448) + w450)
-            let w456 = ((w448 - w450) - w452)
-            storeVector(arena, ((3111424 +% (((((j441 *% 26) +% (ty442 *% 2)) *% 26) +% (tx443 *% 2)) *% 32)) +% (cv444 *% 8)), w453)
-            storeVector(arena, ((3111424 +% ((((((j441 *% 26) +% (ty442 *% 2)) *% 26) +% (tx443 *% 2)) +% 1) *% 32)) +% (cv444 *% 8)), w454)
-            storeVector(arena, ((3111424 +% ((((((j441 *% 26) +% (ty442 *% 2)) +% 1) *% 26) +% (tx443 *% 2)) *% 32)) +% (cv444 *% 8)), w455)
-            storeVector(arena, ((3111424 +% (((((((j441 *% 26) +% (ty442 *% 2)) +% 1) *% 26) +% (tx443 *% 2)) +% 1) *% 32)) +% (cv444 *% 8)), w456)
+            var t446_c0_0 = Vector()
+            var t446_c0_1 = Vector()
+            for k447 in 0..<64 {
+              let t446_b0 = loadVector(arena, ((((2768896 +% (xi441 *% 2048)) +% (part440 *% 16)) +% (k447 *% 32)) +% (nb442 *% 16)))
+              let t446_b1 = loadVector(arena, (((((2768896 +% (xi441 *% 2048)) +% (part440 *% 16)) +% (k447 *% 32)) +% (nb442 *% 16)) +% 8))
+              let t446_a0 = Vector(repeating: arena[(((2851840 +% (xi441 *% 10816)) +% 10752) +% k447)])
+              t446_c0_0 = t446_c0_0.addingProduct(t446_a0, t446_b0)
+              t446_c0_1 = t446_c0_1.addingProduct(t446_a0, t446_b1)
+            }
+            storeVector(arena, ((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% 5376) +% (nb442 *% 16)), t446_c0_0)
+            storeVector(arena, (((((3024896 +% (xi441 *% 5408)) +% (part440 *% 16)) +% 5376) +% (nb442 *% 16)) +% 8), t446_c0_1)
           }
         }
       }
-    }
-    for j457 in 0..<1 {
-      for qb458 in 0..<10 {
-        for c459 in 0..<32 {
-          for q460 in 0..<64 {
-            arena[(((1384448 +% ((g392 +% j457) *% 21632)) +% (c459 *% 676)) +% (q460 +% (qb458 *% 64)))] = arena[((3111424 +% (((j457 *% 676) +% (q460 +% (qb458 *% 64))) *% 32)) +% c459)]
+      for j449 in 0..<1 {
+        for ty450 in 0..<13 {
+          for tx451 in 0..<13 {
+            for cv452 in 0..<2 {
+              let w453 = ((loadVector(arena, ((3024896 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) + loadVector(arena, ((3046528 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) + loadVector(arena, ((3068160 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w454 = ((loadVector(arena, ((3046528 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) - loadVector(arena, ((3068160 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) - loadVector(arena, ((3089792 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w455 = ((loadVector(arena, ((3030304 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) + loadVector(arena, ((3051936 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) + loadVector(arena, ((3073568 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w456 = ((loadVector(arena, ((3051936 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) - loadVector(arena, ((3073568 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) - loadVector(arena, ((3095200 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w457 = ((loadVector(arena, ((3035712 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) + loadVector(arena, ((3057344 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) + loadVector(arena, ((3078976 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w458 = ((loadVector(arena, ((3057344 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) - loadVector(arena, ((3078976 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) - loadVector(arena, ((3100608 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w459 = ((loadVector(arena, ((3041120 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) + loadVector(arena, ((3062752 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) + loadVector(arena, ((3084384 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w460 = ((loadVector(arena, ((3062752 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))) - loadVector(arena, ((3084384 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))))) - loadVector(arena, ((3106016 +% ((((j449 *% 169) +% (ty450 *% 13)) +% tx451) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8)))))
+              let w461 = ((w453 + w455) + w457)
+              let w462 = ((w455 - w457) - w459)
+              let w463 = ((w454 + w456) + w458)
+              let w464 = ((w456 - w458) - w460)
+              storeVector(arena, ((3111424 +% (((((j449 *% 26) +% (ty450 *% 2)) *% 26) +% (tx451 *% 2)) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))), w461)
+              storeVector(arena, ((3111424 +% ((((((j449 *% 26) +% (ty450 *% 2)) *% 26) +% (tx451 *% 2)) +% 1) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))), w462)
+              storeVector(arena, ((3111424 +% ((((((j449 *% 26) +% (ty450 *% 2)) +% 1) *% 26) +% (tx451 *% 2)) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))), w463)
+              storeVector(arena, ((3111424 +% (((((((j449 *% 26) +% (ty450 *% 2)) +% 1) *% 26) +% (tx451 *% 2)) +% 1) *% 32)) +% ((part440 *% 16) +% (cv452 *% 8))), w464)
+            }
           }
         }
       }
-      for c461 in 0..<32 {
-        for q462 in 0..<36 {
-          arena[(((1384448 +% ((g392 +% j457) *% 21632)) +% (c461 *% 676)) +% (q462 +% 640))] = arena[((3111424 +% (((j457 *% 676) +% (q462 +% 640)) *% 32)) +% c461)]
+      for j465 in 0..<1 {
+        for qb466 in 0..<10 {
+          for c467 in 0..<16 {
+            for q468 in 0..<64 {
+              arena[(((1384448 +% ((g399 +% j465) *% 21632)) +% (((part440 *% 16) +% c467) *% 676)) +% (q468 +% (qb466 *% 64)))] = arena[((3111424 +% (((j465 *% 676) +% (q468 +% (qb466 *% 64))) *% 32)) +% ((part440 *% 16) +% c467))]
+            }
+          }
+        }
+        for c469 in 0..<16 {
+          for q470 in 0..<36 {
+            arena[(((1384448 +% ((g399 +% j465) *% 21632)) +% (((part440 *% 16) +% c469) *% 676)) +% (q470 +% 640))] = arena[((3111424 +% (((j465 *% 676) +% (q470 +% 640)) *% 32)) +% ((part440 *% 16) +% c469))]
+          }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i463 in 0..<173056 {
-    storeVector(arena, ((i463 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i463 *% 8) +% 1384448)), where: loadVector(arena, (i463 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part471 in
+    for i472 in 0..<692224 {
+      arena[(3171600 +% (i472 +% (part471 *% 692224)))] = (arena[(i472 +% (part471 *% 692224))] > Float(0) ? arena[(1384448 +% (i472 +% (part471 *% 692224)))] : Float(0))
+    }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i464 in 0..<36 {
-    storeVector(arena, ((i464 *% 8) +% 443600), Vector(repeating: Float(0)))
+  for i473 in 0..<36 {
+    storeVector(arena, ((i473 *% 8) +% 443600), Vector(repeating: Float(0)))
   }
-  for g465 in 0..<4 {
-    for j466 in 0..<16 {
-      for c467 in 0..<1 {
-        for ky468 in 0..<3 {
-          for oy469 in 0..<26 {
-            for ox470 in 0..<26 {
-              arena[((((((c467 *% 3) +% ky468) *% 3) *% 10832) +% (j466 *% 676)) +% ((oy469 *% 26) +% ox470))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy469 +% ky468) *% 28)) +% ox470)]
-            }
-          }
-          for oy471 in 0..<26 {
-            for ox472 in 0..<26 {
-              arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 10832) +% (j466 *% 676)) +% ((oy471 *% 26) +% ox472))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy471 +% ky468) *% 28)) +% (ox472 +% 1))]
-            }
-          }
-          for oy473 in 0..<26 {
-            for ox474 in 0..<26 {
-              arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 10832) +% (j466 *% 676)) +% ((oy473 *% 26) +% ox474))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% ((oy473 +% ky468) *% 28)) +% (ox474 +% 2))]
-            }
-          }
-        }
-      }
-    }
+  for g474 in 0..<4 {
     for j475 in 0..<16 {
-      for i476 in 0..<676 {
-        for f477 in 0..<32 {
-          arena[((97488 +% (((j475 *% 676) +% i476) *% 32)) +% f477)] = arena[(((3171600 +% (((g465 *% 16) +% j475) *% 21632)) +% (f477 *% 676)) +% i476)]
+      for c476 in 0..<1 {
+        for ky477 in 0..<3 {
+          for oy478 in 0..<26 {
+            for ox479 in 0..<26 {
+              arena[((((((c476 *% 3) +% ky477) *% 3) *% 10832) +% (j475 *% 676)) +% ((oy478 *% 26) +% ox479))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% ((oy478 +% ky477) *% 28)) +% ox479)]
+            }
+          }
+          for oy480 in 0..<26 {
+            for ox481 in 0..<26 {
+              arena[(((((((c476 *% 3) +% ky477) *% 3) +% 1) *% 10832) +% (j475 *% 676)) +% ((oy480 *% 26) +% ox481))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% ((oy480 +% ky477) *% 28)) +% (ox481 +% 1))]
+            }
+          }
+          for oy482 in 0..<26 {
+            for ox483 in 0..<26 {
+              arena[(((((((c476 *% 3) +% ky477) *% 3) +% 2) *% 10832) +% (j475 *% 676)) +% ((oy482 *% 26) +% ox483))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% ((oy482 +% ky477) *% 28)) +% (ox483 +% 2))]
+            }
+          }
         }
       }
     }
-    do {  // gemm485
-      for kp478 in 0..<8 {
-        for nb479 in 0..<2 {
-          for mb480 in 0..<1 {
-            var t481_c0_0 = loadVector(arena, ((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)))
-            var t481_c0_1 = loadVector(arena, (((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)) +% 8))
-            var t481_c1_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)))
-            var t481_c1_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)) +% 8))
-            var t481_c2_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)))
-            var t481_c2_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)) +% 8))
-            var t481_c3_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)))
-            var t481_c3_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)) +% 8))
-            var t481_c4_0 = loadVector(arena, ((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)))
-            var t481_c4_1 = loadVector(arena, (((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)) +% 8))
-            for k482 in 0..<1352 {
-              let t481_b0 = loadVector(arena, ((97488 +% ((k482 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)))
-              let t481_b1 = loadVector(arena, (((97488 +% ((k482 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)) +% 8))
-              let t481_a0 = Vector(repeating: arena[(((mb480 *% 5) *% 10832) +% (k482 +% (kp478 *% 1352)))])
-              t481_c0_0 = t481_c0_0.addingProduct(t481_a0, t481_b0)
-              t481_c0_1 = t481_c0_1.addingProduct(t481_a0, t481_b1)
-              let t481_a1 = Vector(repeating: arena[((((mb480 *% 5) +% 1) *% 10832) +% (k482 +% (kp478 *% 1352)))])
-              t481_c1_0 = t481_c1_0.addingProduct(t481_a1, t481_b0)
-              t481_c1_1 = t481_c1_1.addingProduct(t481_a1, t481_b1)
-              let t481_a2 = Vector(repeating: arena[((((mb480 *% 5) +% 2) *% 10832) +% (k482 +% (kp478 *% 1352)))])
-              t481_c2_0 = t481_c2_0.addingProduct(t481_a2, t481_b0)
-              t481_c2_1 = t481_c2_1.addingProduct(t481_a2, t481_b1)
-              let t481_a3 = Vector(repeating: arena[((((mb480 *% 5) +% 3) *% 10832) +% (k482 +% (kp478 *% 1352)))])
-              t481_c3_0 = t481_c3_0.addingProduct(t481_a3, t481_b0)
-              t481_c3_1 = t481_c3_1.addingProduct(t481_a3, t481_b1)
-              let t481_a4 = Vector(repeating: arena[((((mb480 *% 5) +% 4) *% 10832) +% (k482 +% (kp478 *% 1352)))])
-              t481_c4_0 = t481_c4_0.addingProduct(t481_a4, t481_b0)
-              t481_c4_1 = t481_c4_1.addingProduct(t481_a4, t481_b1)
+    parallelFor(pool, 2) { part484 in
+      for j485 in 0..<16 {
+        for i486 in 0..<676 {
+          for f487 in 0..<16 {
+            arena[((97488 +% (((j485 *% 676) +% i486) *% 32)) +% (f487 +% (part484 *% 16)))] = arena[(((3171600 +% (((g474 *% 16) +% j485) *% 21632)) +% ((f487 +% (part484 *% 16)) *% 676)) +% i486)]
+          }
+        }
+      }
+      do {  // gemm495
+        for kp488 in 0..<8 {
+          for nb489 in 0..<1 {
+            for mb490 in 0..<1 {
+              var t491_c0_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% ((mb490 *% 5) *% 32)) +% (nb489 *% 16)))
+              var t491_c0_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% ((mb490 *% 5) *% 32)) +% (nb489 *% 16)) +% 8))
+              var t491_c1_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 1) *% 32)) +% (nb489 *% 16)))
+              var t491_c1_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 1) *% 32)) +% (nb489 *% 16)) +% 8))
+              var t491_c2_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 2) *% 32)) +% (nb489 *% 16)))
+              var t491_c2_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 2) *% 32)) +% (nb489 *% 16)) +% 8))
+              var t491_c3_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 3) *% 32)) +% (nb489 *% 16)))
+              var t491_c3_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 3) *% 32)) +% (nb489 *% 16)) +% 8))
+              var t491_c4_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 4) *% 32)) +% (nb489 *% 16)))
+              var t491_c4_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 4) *% 32)) +% (nb489 *% 16)) +% 8))
+              for k492 in 0..<1352 {
+                let t491_b0 = loadVector(arena, (((97488 +% (part484 *% 16)) +% ((k492 +% (kp488 *% 1352)) *% 32)) +% (nb489 *% 16)))
+                let t491_b1 = loadVector(arena, ((((97488 +% (part484 *% 16)) +% ((k492 +% (kp488 *% 1352)) *% 32)) +% (nb489 *% 16)) +% 8))
+                let t491_a0 = Vector(repeating: arena[(((mb490 *% 5) *% 10832) +% (k492 +% (kp488 *% 1352)))])
+                t491_c0_0 = t491_c0_0.addingProduct(t491_a0, t491_b0)
+                t491_c0_1 = t491_c0_1.addingProduct(t491_a0, t491_b1)
+                let t491_a1 = Vector(repeating: arena[((((mb490 *% 5) +% 1) *% 10832) +% (k492 +% (kp488 *% 1352)))])
+                t491_c1_0 = t491_c1_0.addingProduct(t491_a1, t491_b0)
+                t491_c1_1 = t491_c1_1.addingProduct(t491_a1, t491_b1)
+                let t491_a2 = Vector(repeating: arena[((((mb490 *% 5) +% 2) *% 10832) +% (k492 +% (kp488 *% 1352)))])
+                t491_c2_0 = t491_c2_0.addingProduct(t491_a2, t491_b0)
+                t491_c2_1 = t491_c2_1.addingProduct(t491_a2, t491_b1)
+                let t491_a3 = Vector(repeating: arena[((((mb490 *% 5) +% 3) *% 10832) +% (k492 +% (kp488 *% 1352)))])
+                t491_c3_0 = t491_c3_0.addingProduct(t491_a3, t491_b0)
+                t491_c3_1 = t491_c3_1.addingProduct(t491_a3, t491_b1)
+                let t491_a4 = Vector(repeating: arena[((((mb490 *% 5) +% 4) *% 10832) +% (k492 +% (kp488 *% 1352)))])
+                t491_c4_0 = t491_c4_0.addingProduct(t491_a4, t491_b0)
+                t491_c4_1 = t491_c4_1.addingProduct(t491_a4, t491_b1)
+              }
+              storeVector(arena, (((443600 +% (part484 *% 16)) +% ((mb490 *% 5) *% 32)) +% (nb489 *% 16)), t491_c0_0)
+              storeVector(arena, ((((443600 +% (part484 *% 16)) +% ((mb490 *% 5) *% 32)) +% (nb489 *% 16)) +% 8), t491_c0_1)
+              storeVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 1) *% 32)) +% (nb489 *% 16)), t491_c1_0)
+              storeVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 1) *% 32)) +% (nb489 *% 16)) +% 8), t491_c1_1)
+              storeVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 2) *% 32)) +% (nb489 *% 16)), t491_c2_0)
+              storeVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 2) *% 32)) +% (nb489 *% 16)) +% 8), t491_c2_1)
+              storeVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 3) *% 32)) +% (nb489 *% 16)), t491_c3_0)
+              storeVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 3) *% 32)) +% (nb489 *% 16)) +% 8), t491_c3_1)
+              storeVector(arena, (((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 4) *% 32)) +% (nb489 *% 16)), t491_c4_0)
+              storeVector(arena, ((((443600 +% (part484 *% 16)) +% (((mb490 *% 5) +% 4) *% 32)) +% (nb489 *% 16)) +% 8), t491_c4_1)
             }
-            storeVector(arena, ((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)), t481_c0_0)
-            storeVector(arena, (((443600 +% ((mb480 *% 5) *% 32)) +% (nb479 *% 16)) +% 8), t481_c0_1)
-            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)), t481_c1_0)
-            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 1) *% 32)) +% (nb479 *% 16)) +% 8), t481_c1_1)
-            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)), t481_c2_0)
-            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 2) *% 32)) +% (nb479 *% 16)) +% 8), t481_c2_1)
-            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)), t481_c3_0)
-            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 3) *% 32)) +% (nb479 *% 16)) +% 8), t481_c3_1)
-            storeVector(arena, ((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)), t481_c4_0)
-            storeVector(arena, (((443600 +% (((mb480 *% 5) +% 4) *% 32)) +% (nb479 *% 16)) +% 8), t481_c4_1)
+            var t493_c0_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% 160) +% (nb489 *% 16)))
+            var t493_c0_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% 160) +% (nb489 *% 16)) +% 8))
+            var t493_c1_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% 192) +% (nb489 *% 16)))
+            var t493_c1_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% 192) +% (nb489 *% 16)) +% 8))
+            var t493_c2_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% 224) +% (nb489 *% 16)))
+            var t493_c2_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% 224) +% (nb489 *% 16)) +% 8))
+            var t493_c3_0 = loadVector(arena, (((443600 +% (part484 *% 16)) +% 256) +% (nb489 *% 16)))
+            var t493_c3_1 = loadVector(arena, ((((443600 +% (part484 *% 16)) +% 256) +% (nb489 *% 16)) +% 8))
+            for k494 in 0..<1352 {
+              let t493_b0 = loadVector(arena, (((97488 +% (part484 *% 16)) +% ((k494 +% (kp488 *% 1352)) *% 32)) +% (nb489 *% 16)))
+              let t493_b1 = loadVector(arena, ((((97488 +% (part484 *% 16)) +% ((k494 +% (kp488 *% 1352)) *% 32)) +% (nb489 *% 16)) +% 8))
+              let t493_a0 = Vector(repeating: arena[(54160 +% (k494 +% (kp488 *% 1352)))])
+              t493_c0_0 = t493_c0_0.addingProduct(t493_a0, t493_b0)
+              t493_c0_1 = t493_c0_1.addingProduct(t493_a0, t493_b1)
+              let t493_a1 = Vector(repeating: arena[(64992 +% (k494 +% (kp488 *% 1352)))])
+              t493_c1_0 = t493_c1_0.addingProduct(t493_a1, t493_b0)
+              t493_c1_1 = t493_c1_1.addingProduct(t493_a1, t493_b1)
+              let t493_a2 = Vector(repeating: arena[(75824 +% (k494 +% (kp488 *% 1352)))])
+              t493_c2_0 = t493_c2_0.addingProduct(t493_a2, t493_b0)
+              t493_c2_1 = t493_c2_1.addingProduct(t493_a2, t493_b1)
+              let t493_a3 = Vector(repeating: arena[(86656 +% (k494 +% (kp488 *% 1352)))])
+              t493_c3_0 = t493_c3_0.addingProduct(t493_a3, t493_b0)
+              t493_c3_1 = t493_c3_1.addingProduct(t493_a3, t493_b1)
+            }
+            storeVector(arena, (((443600 +% (part484 *% 16)) +% 160) +% (nb489 *% 16)), t493_c0_0)
+            storeVector(arena, ((((443600 +% (part484 *% 16)) +% 160) +% (nb489 *% 16)) +% 8), t493_c0_1)
+            storeVector(arena, (((443600 +% (part484 *% 16)) +% 192) +% (nb489 *% 16)), t493_c1_0)
+            storeVector(arena, ((((443600 +% (part484 *% 16)) +% 192) +% (nb489 *% 16)) +% 8), t493_c1_1)
+            storeVector(arena, (((443600 +% (part484 *% 16)) +% 224) +% (nb489 *% 16)), t493_c2_0)
+            storeVector(arena, ((((443600 +% (part484 *% 16)) +% 224) +% (nb489 *% 16)) +% 8), t493_c2_1)
+            storeVector(arena, (((443600 +% (part484 *% 16)) +% 256) +% (nb489 *% 16)), t493_c3_0)
+            storeVector(arena, ((((443600 +% (part484 *% 16)) +% 256) +% (nb489 *% 16)) +% 8), t493_c3_1)
           }
-          var t483_c0_0 = loadVector(arena, (443760 +% (nb479 *% 16)))
-          var t483_c0_1 = loadVector(arena, ((443760 +% (nb479 *% 16)) +% 8))
-          var t483_c1_0 = loadVector(arena, (443792 +% (nb479 *% 16)))
-          var t483_c1_1 = loadVector(arena, ((443792 +% (nb479 *% 16)) +% 8))
-          var t483_c2_0 = loadVector(arena, (443824 +% (nb479 *% 16)))
-          var t483_c2_1 = loadVector(arena, ((443824 +% (nb479 *% 16)) +% 8))
-          var t483_c3_0 = loadVector(arena, (443856 +% (nb479 *% 16)))
-          var t483_c3_1 = loadVector(arena, ((443856 +% (nb479 *% 16)) +% 8))
-          for k484 in 0..<1352 {
-            let t483_b0 = loadVector(arena, ((97488 +% ((k484 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)))
-            let t483_b1 = loadVector(arena, (((97488 +% ((k484 +% (kp478 *% 1352)) *% 32)) +% (nb479 *% 16)) +% 8))
-            let t483_a0 = Vector(repeating: arena[(54160 +% (k484 +% (kp478 *% 1352)))])
-            t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
-            t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
-            let t483_a1 = Vector(repeating: arena[(64992 +% (k484 +% (kp478 *% 1352)))])
-            t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
-            t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
-            let t483_a2 = Vector(repeating: arena[(75824 +% (k484 +% (kp478 *% 1352)))])
-            t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
-            t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
-            let t483_a3 = Vector(repeating: arena[(86656 +% (k484 +% (kp478 *% 1352)))])
-            t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
-            t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
-          }
-          storeVector(arena, (443760 +% (nb479 *% 16)), t483_c0_0)
-          storeVector(arena, ((443760 +% (nb479 *% 16)) +% 8), t483_c0_1)
-          storeVector(arena, (443792 +% (nb479 *% 16)), t483_c1_0)
-          storeVector(arena, ((443792 +% (nb479 *% 16)) +% 8), t483_c1_1)
-          storeVector(arena, (443824 +% (nb479 *% 16)), t483_c2_0)
-          storeVector(arena, ((443824 +% (nb479 *% 16)) +% 8), t483_c2_1)
-          storeVector(arena, (443856 +% (nb479 *% 16)), t483_c3_0)
-          storeVector(arena, ((443856 +% (nb479 *% 16)) +% 8), t483_c3_1)
         }
       }
     }
   }
-  for f486 in 0..<32 {
-    for r487 in 0..<9 {
-      grads[((f486 *% 9) +% r487)] = arena[((443600 +% (r487 *% 32)) +% f486)]
+  parallelFor(pool, 2) { part496 in
+    for f497 in 0..<16 {
+      for r498 in 0..<9 {
+        grads[(((f497 +% (part496 *% 16)) *% 9) +% r498)] = arena[((443600 +% (r498 *% 32)) +% (f497 +% (part496 *% 16)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f488 in 0..<32 {
-    var acc489 = Vector()
-    for img490 in 0..<64 {
-      for i491 in 0..<84 {
-        acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img490 *% 21632)) +% (f488 *% 676)) +% (i491 *% 8))))
+  for f499 in 0..<32 {
+    var acc500 = Vector()
+    for img501 in 0..<64 {
+      for i502 in 0..<84 {
+        acc500 = acc500.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img501 *% 21632)) +% (f499 *% 676)) +% (i502 *% 8))))
       }
-      acc489 = acc489.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img490 *% 21632)) +% (f488 *% 676)) +% 672), 4))
+      acc500 = acc500.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img501 *% 21632)) +% (f499 *% 676)) +% 672), 4))
     }
-    storeVector(arena, 0, acc489)
-    var sum492: Float = (arena[0] + arena[1])
-    var sum493: Float = (sum492 + arena[2])
-    var sum494: Float = (sum493 + arena[3])
-    var sum495: Float = (sum494 + arena[4])
-    var sum496: Float = (sum495 + arena[5])
-    var sum497: Float = (sum496 + arena[6])
-    var sum498: Float = (sum497 + arena[7])
-    grads[(288 +% f488)] = sum498
+    storeVector(arena, 0, acc500)
+    var sum503: Float = (arena[0] + arena[1])
+    var sum504: Float = (sum503 + arena[2])
+    var sum505: Float = (sum504 + arena[3])
+    var sum506: Float = (sum505 + arena[4])
+    var sum507: Float = (sum506 + arena[5])
+    var sum508: Float = (sum507 + arena[6])
+    var sum509: Float = (sum508 + arena[7])
+    grads[(288 +% f499)] = sum509
   }
   // adam = update of 1199882 parameters
-  var step_size499: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt500: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i501 in 0..<149985 {
-    let g_v = (loadVector(grads, (i501 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i501 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i501 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i501 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i501 *% 8), m_new_v)
-    storeVector(v, (i501 *% 8), v_new_v)
-    storeVector(params, (i501 *% 8), (loadVector(params, (i501 *% 8)) - ((Vector(repeating: step_size499) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt500)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size510: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt511: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i512 in 0..<149985 {
+    let g_v = (loadVector(grads, (i512 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i512 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i512 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i512 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i512 *% 8), m_new_v)
+    storeVector(v, (i512 *% 8), v_new_v)
+    storeVector(params, (i512 *% 8), (loadVector(params, (i512 *% 8)) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i501 in 0..<1 {
-    let g_v = (loadPartial(grads, (i501 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i501 +% 1199880), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i501 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i501 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i501 +% 1199880), m_new_v, 2)
-    storePartial(v, (i501 +% 1199880), v_new_v, 2)
-    storePartial(params, (i501 +% 1199880), (loadPartial(params, (i501 +% 1199880), 2) - ((Vector(repeating: step_size499) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt500)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i512 in 0..<1 {
+    let g_v = (loadPartial(grads, (i512 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i512 +% 1199880), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i512 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i512 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i512 +% 1199880), m_new_v, 2)
+    storePartial(v, (i512 +% 1199880), v_new_v, 2)
+    storePartial(params, (i512 +% 1199880), (loadPartial(params, (i512 +% 1199880), 2) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

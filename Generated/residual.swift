@@ -157,1788 +157,1795 @@ public func residual_train_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<522 {
-        for mb17 in 0..<4 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<9 {
-            let t18_b0 = loadVector(arena, ((802816 +% (k19 *% 12560)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((802816 +% (k19 *% 12560)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 9) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 9) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 9) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 9) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<522 {
+          for mb18 in 0..<2 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<9 {
+              let t19_b0 = loadVector(arena, ((802816 +% (k20 *% 12560)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((802816 +% (k20 *% 12560)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb18 *% 4) *% 9)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 1) *% 9)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 2) *% 9)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb18 *% 4) +% 3) *% 9)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb18 *% 4) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 1) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 2) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb18 *% 4) +% 3) *% 12560)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((915856 +% ((mb17 *% 4) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 1) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 2) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((915856 +% (((mb17 *% 4) +% 3) *% 12560)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<2 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<9 {
+            let t22_b0 = loadVector(arena, ((802816 +% (k23 *% 12560)) +% 12528))
+            let t22_b1 = loadVector(arena, (((802816 +% (k23 *% 12560)) +% 12528) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 8) *% 9) +% ((mb21 *% 4) *% 9)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 1) *% 9)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 2) *% 9)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 8) *% 9) +% (((mb21 *% 4) +% 3) *% 9)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528), t22_c0_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% ((mb21 *% 4) *% 12560)) +% 12528) +% 8), t22_c0_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528), t22_c1_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t22_c1_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528), t22_c2_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t22_c2_1)
+          storeVector(arena, (((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528), t22_c3_0)
+          storeVector(arena, ((((915856 +% ((part16 *% 8) *% 12560)) +% (((mb21 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<4 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<9 {
-          let t21_b0 = loadVector(arena, ((802816 +% (k22 *% 12560)) +% 12528))
-          let t21_b1 = loadVector(arena, (((802816 +% (k22 *% 12560)) +% 12528) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 9) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 9) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 9) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 9) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((915856 +% ((mb20 *% 4) *% 12560)) +% 12528), t21_c0_0)
-        storeVector(arena, (((915856 +% ((mb20 *% 4) *% 12560)) +% 12528) +% 8), t21_c0_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528), t21_c1_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 1) *% 12560)) +% 12528) +% 8), t21_c1_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528), t21_c2_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 2) *% 12560)) +% 12528) +% 8), t21_c2_1)
-        storeVector(arena, ((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528), t21_c3_0)
-        storeVector(arena, (((915856 +% (((mb20 *% 4) +% 3) *% 12560)) +% 12528) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<16 {
-        for i26 in 0..<98 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 12544) +% (f25 *% 784))), (loadVector(arena, ((i26 *% 8) +% ((915856 +% (f25 *% 12560)) +% (j24 *% 784)))) + Vector(repeating: params[(144 +% f25)])))
+      for j25 in 0..<16 {
+        for f26 in 0..<8 {
+          for i27 in 0..<98 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 12544) +% ((f26 +% (part16 *% 8)) *% 784))), (loadVector(arena, ((i27 *% 8) +% ((915856 +% ((f26 +% (part16 *% 8)) *% 12560)) +% (j25 *% 784)))) + Vector(repeating: params[(144 +% (f26 +% (part16 *% 8)))])))
+          }
         }
       }
     }
   }
   // act1 = leaky_relu(conv1)
-  for i27 in 0..<100352 {
-    storeVector(arena, ((i27 *% 8) +% 802816), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, (i27 *% 8))).replacing(with: loadVector(arena, (i27 *% 8)), where: loadVector(arena, (i27 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part28 in
+    for i29 in 0..<401408 {
+      arena[(802816 +% (i29 +% (part28 *% 401408)))] = (arena[(i29 +% (part28 *% 401408))] > Float(0) ? arena[(i29 +% (part28 *% 401408))] : (Float(bitPattern: 0x3dcccccd) * arena[(i29 +% (part28 *% 401408))]))
+    }
   }
   // conv2 = conv2d(act1)
-  do {  // scalar loops
-    for ci28 in 0..<16 {
-      for co29 in 0..<16 {
-        var w30: Float = params[(160 +% (((co29 *% 16) +% ci28) *% 9))]
-        var w31: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w32: Float = (((params[(160 +% (((co29 *% 16) +% ci28) *% 9))] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w33: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 6)]
-        var w34: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)]
-        var w35: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w36: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 1)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w37: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 7)]
-        var w38: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)]
-        var w39: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w40: Float = (((params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 2)] + params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]) - params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w41: Float = params[((160 +% (((co29 *% 16) +% ci28) *% 9)) +% 8)]
-        var w42: Float = w30
-        var w43: Float = (((w30 + w34) + w38) * Float(bitPattern: 0x3f000000))
-        var w44: Float = (((w30 + w38) - w34) * Float(bitPattern: 0x3f000000))
-        var w45: Float = w38
-        var w46: Float = w31
-        var w47: Float = (((w31 + w35) + w39) * Float(bitPattern: 0x3f000000))
-        var w48: Float = (((w31 + w39) - w35) * Float(bitPattern: 0x3f000000))
-        var w49: Float = w39
-        var w50: Float = w32
-        var w51: Float = (((w32 + w36) + w40) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((w32 + w40) - w36) * Float(bitPattern: 0x3f000000))
-        var w53: Float = w40
-        var w54: Float = w33
-        var w55: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
-        var w57: Float = w41
-        arena[((2408448 +% (ci28 *% 16)) +% co29)] = w42
-        arena[((2408704 +% (ci28 *% 16)) +% co29)] = w43
-        arena[((2408960 +% (ci28 *% 16)) +% co29)] = w44
-        arena[((2409216 +% (ci28 *% 16)) +% co29)] = w45
-        arena[((2409472 +% (ci28 *% 16)) +% co29)] = w46
-        arena[((2409728 +% (ci28 *% 16)) +% co29)] = w47
-        arena[((2409984 +% (ci28 *% 16)) +% co29)] = w48
-        arena[((2410240 +% (ci28 *% 16)) +% co29)] = w49
-        arena[((2410496 +% (ci28 *% 16)) +% co29)] = w50
-        arena[((2410752 +% (ci28 *% 16)) +% co29)] = w51
-        arena[((2411008 +% (ci28 *% 16)) +% co29)] = w52
-        arena[((2411264 +% (ci28 *% 16)) +% co29)] = w53
-        arena[((2411520 +% (ci28 *% 16)) +% co29)] = w54
-        arena[((2411776 +% (ci28 *% 16)) +% co29)] = w55
-        arena[((2412032 +% (ci28 *% 16)) +% co29)] = w56
-        arena[((2412288 +% (ci28 *% 16)) +% co29)] = w57
+  parallelFor(pool, 2) { part30 in
+    do {  // scalar loops
+      for ci31 in 0..<16 {
+        for co32 in 0..<8 {
+          var w33: Float = params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))]
+          var w34: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w35: Float = (((params[(160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9))] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w36: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 6)]
+          var w37: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)]
+          var w38: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w39: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 1)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w40: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 7)]
+          var w41: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)]
+          var w42: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w43: Float = (((params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 2)] + params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]) - params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w44: Float = params[((160 +% (((((part30 *% 8) +% co32) *% 16) +% ci31) *% 9)) +% 8)]
+          var w45: Float = w33
+          var w46: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+          var w47: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+          var w48: Float = w41
+          var w49: Float = w34
+          var w50: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+          var w51: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+          var w52: Float = w42
+          var w53: Float = w35
+          var w54: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+          var w56: Float = w43
+          var w57: Float = w36
+          var w58: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+          var w60: Float = w44
+          arena[((2408448 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w45
+          arena[((2408704 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w46
+          arena[((2408960 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w47
+          arena[((2409216 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w48
+          arena[((2409472 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w49
+          arena[((2409728 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w50
+          arena[((2409984 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w51
+          arena[((2410240 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w52
+          arena[((2410496 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w53
+          arena[((2410752 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w54
+          arena[((2411008 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w55
+          arena[((2411264 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w56
+          arena[((2411520 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w57
+          arena[((2411776 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w58
+          arena[((2412032 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w59
+          arena[((2412288 +% (ci31 *% 16)) +% ((part30 *% 8) +% co32))] = w60
+        }
       }
     }
   }
-  for i58 in 0..<1800 {
-    storeVector(arena, ((i58 *% 8) +% 2412544), Vector(repeating: Float(0)))
+  for i61 in 0..<1800 {
+    storeVector(arena, ((i61 *% 8) +% 2412544), Vector(repeating: Float(0)))
   }
-  for g59 in 0..<64 {
-    for j60 in 0..<1 {
-      for iy61 in 0..<28 {
-        for c62 in 0..<16 {
-          for ix63 in 0..<28 {
-            arena[(2412544 +% ((((j60 *% 14400) +% ((iy61 +% 1) *% 480)) +% ((ix63 +% 1) *% 16)) +% c62))] = arena[((((802816 +% ((g59 +% j60) *% 12544)) +% (c62 *% 784)) +% (iy61 *% 28)) +% ix63)]
+  for g62 in 0..<64 {
+    for j63 in 0..<1 {
+      for iy64 in 0..<28 {
+        for c65 in 0..<16 {
+          for ix66 in 0..<28 {
+            arena[(2412544 +% ((((j63 *% 14400) +% ((iy64 +% 1) *% 480)) +% ((ix66 +% 1) *% 16)) +% c65))] = arena[((((802816 +% ((g62 +% j63) *% 12544)) +% (c65 *% 784)) +% (iy64 *% 28)) +% ix66)]
           }
         }
       }
     }
-    for j64 in 0..<1 {
-      for ty65 in 0..<14 {
-        for tx66 in 0..<14 {
-          for cv67 in 0..<2 {
-            let w68 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w69 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w70 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w71 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% ((tx66 *% 2) *% 16)) +% (cv67 *% 8)))))
-            let w72 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w73 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w74 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w75 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 1) *% 16)) +% (cv67 *% 8)))))
-            let w76 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w77 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w78 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w79 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 2) *% 16)) +% (cv67 *% 8)))))
-            let w80 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% ((ty65 *% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w81 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) + loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w82 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 2) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w83 = (loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 1) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))) - loadVector(arena, (2412544 +% ((((j64 *% 14400) +% (((ty65 *% 2) +% 3) *% 480)) +% (((tx66 *% 2) +% 3) *% 16)) +% (cv67 *% 8)))))
-            let w84 = (w68 - w76)
-            let w85 = (w72 + w76)
-            let w86 = (w76 - w72)
-            let w87 = (w72 - w80)
-            let w88 = (w69 - w77)
-            let w89 = (w73 + w77)
-            let w90 = (w77 - w73)
-            let w91 = (w73 - w81)
-            let w92 = (w70 - w78)
-            let w93 = (w74 + w78)
-            let w94 = (w78 - w74)
-            let w95 = (w74 - w82)
-            let w96 = (w71 - w79)
-            let w97 = (w75 + w79)
-            let w98 = (w79 - w75)
-            let w99 = (w75 - w83)
-            storeVector(arena, ((2426944 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w84)
-            storeVector(arena, ((2430080 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w85)
-            storeVector(arena, ((2433216 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w86)
-            storeVector(arena, ((2436352 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w87)
-            storeVector(arena, ((2439488 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w88)
-            storeVector(arena, ((2442624 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w89)
-            storeVector(arena, ((2445760 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w90)
-            storeVector(arena, ((2448896 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w91)
-            storeVector(arena, ((2452032 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w92)
-            storeVector(arena, ((2455168 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w93)
-            storeVector(arena, ((2458304 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w94)
-            storeVector(arena, ((2461440 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w95)
-            storeVector(arena, ((2464576 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w96)
-            storeVector(arena, ((2467712 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w97)
-            storeVector(arena, ((2470848 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w98)
-            storeVector(arena, ((2473984 +% ((((j64 *% 196) +% (ty65 *% 14)) +% tx66) *% 16)) +% (cv67 *% 8)), w99)
+    for j67 in 0..<1 {
+      for ty68 in 0..<14 {
+        for tx69 in 0..<14 {
+          for cv70 in 0..<2 {
+            let w71 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w72 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w73 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w74 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w75 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w76 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w77 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w78 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w79 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w80 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w81 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w82 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w83 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% ((ty68 *% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w84 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w85 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 2) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w86 = (loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 1) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2412544 +% ((((j67 *% 14400) +% (((ty68 *% 2) +% 3) *% 480)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w87 = (w71 - w79)
+            let w88 = (w75 + w79)
+            let w89 = (w79 - w75)
+            let w90 = (w75 - w83)
+            let w91 = (w72 - w80)
+            let w92 = (w76 + w80)
+            let w93 = (w80 - w76)
+            let w94 = (w76 - w84)
+            let w95 = (w73 - w81)
+            let w96 = (w77 + w81)
+            let w97 = (w81 - w77)
+            let w98 = (w77 - w85)
+            let w99 = (w74 - w82)
+            let w100 = (w78 + w82)
+            let w101 = (w82 - w78)
+            let w102 = (w78 - w86)
+            storeVector(arena, ((2426944 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w87)
+            storeVector(arena, ((2430080 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w88)
+            storeVector(arena, ((2433216 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w89)
+            storeVector(arena, ((2436352 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w90)
+            storeVector(arena, ((2439488 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w91)
+            storeVector(arena, ((2442624 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w92)
+            storeVector(arena, ((2445760 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w93)
+            storeVector(arena, ((2448896 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w94)
+            storeVector(arena, ((2452032 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w95)
+            storeVector(arena, ((2455168 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w96)
+            storeVector(arena, ((2458304 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w97)
+            storeVector(arena, ((2461440 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w98)
+            storeVector(arena, ((2464576 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w99)
+            storeVector(arena, ((2467712 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w100)
+            storeVector(arena, ((2470848 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w101)
+            storeVector(arena, ((2473984 +% ((((j67 *% 196) +% (ty68 *% 14)) +% tx69) *% 16)) +% (cv70 *% 8)), w102)
           }
         }
       }
     }
-    for xi100 in 0..<16 {
-      do {  // gemm107
-        for nb101 in 0..<1 {
-          for mb102 in 0..<32 {
-            var t103_c0_0 = Vector()
-            var t103_c0_1 = Vector()
-            var t103_c1_0 = Vector()
-            var t103_c1_1 = Vector()
-            var t103_c2_0 = Vector()
-            var t103_c2_1 = Vector()
-            var t103_c3_0 = Vector()
-            var t103_c3_1 = Vector()
-            var t103_c4_0 = Vector()
-            var t103_c4_1 = Vector()
-            var t103_c5_0 = Vector()
-            var t103_c5_1 = Vector()
-            for k104 in 0..<16 {
-              let t103_b0 = loadVector(arena, (((2408448 +% (xi100 *% 256)) +% (k104 *% 16)) +% (nb101 *% 16)))
-              let t103_b1 = loadVector(arena, ((((2408448 +% (xi100 *% 256)) +% (k104 *% 16)) +% (nb101 *% 16)) +% 8))
-              let t103_a0 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% k104)])
-              t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
-              t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
-              let t103_a1 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% k104)])
-              t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
-              t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
-              let t103_a2 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% k104)])
-              t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
-              t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
-              let t103_a3 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% k104)])
-              t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
-              t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
-              let t103_a4 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% k104)])
-              t103_c4_0 = t103_c4_0.addingProduct(t103_a4, t103_b0)
-              t103_c4_1 = t103_c4_1.addingProduct(t103_a4, t103_b1)
-              let t103_a5 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% k104)])
-              t103_c5_0 = t103_c5_0.addingProduct(t103_a5, t103_b0)
-              t103_c5_1 = t103_c5_1.addingProduct(t103_a5, t103_b1)
+    parallelFor(pool, 2) { part103 in
+      for xi104 in 0..<16 {
+        do {  // gemm109
+          for nb105 in 0..<1 {
+            for mb106 in 0..<14 {
+              var t107_c0_0 = Vector()
+              var t107_c1_0 = Vector()
+              var t107_c2_0 = Vector()
+              var t107_c3_0 = Vector()
+              var t107_c4_0 = Vector()
+              var t107_c5_0 = Vector()
+              var t107_c6_0 = Vector()
+              var t107_c7_0 = Vector()
+              var t107_c8_0 = Vector()
+              var t107_c9_0 = Vector()
+              var t107_c10_0 = Vector()
+              var t107_c11_0 = Vector()
+              var t107_c12_0 = Vector()
+              var t107_c13_0 = Vector()
+              for k108 in 0..<16 {
+                let t107_b0 = loadVector(arena, ((((2408448 +% (xi104 *% 256)) +% (part103 *% 8)) +% (k108 *% 16)) +% (nb105 *% 8)))
+                let t107_a0 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% ((mb106 *% 14) *% 16)) +% k108)])
+                t107_c0_0 = t107_c0_0.addingProduct(t107_a0, t107_b0)
+                let t107_a1 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 1) *% 16)) +% k108)])
+                t107_c1_0 = t107_c1_0.addingProduct(t107_a1, t107_b0)
+                let t107_a2 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 2) *% 16)) +% k108)])
+                t107_c2_0 = t107_c2_0.addingProduct(t107_a2, t107_b0)
+                let t107_a3 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 3) *% 16)) +% k108)])
+                t107_c3_0 = t107_c3_0.addingProduct(t107_a3, t107_b0)
+                let t107_a4 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 4) *% 16)) +% k108)])
+                t107_c4_0 = t107_c4_0.addingProduct(t107_a4, t107_b0)
+                let t107_a5 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 5) *% 16)) +% k108)])
+                t107_c5_0 = t107_c5_0.addingProduct(t107_a5, t107_b0)
+                let t107_a6 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 6) *% 16)) +% k108)])
+                t107_c6_0 = t107_c6_0.addingProduct(t107_a6, t107_b0)
+                let t107_a7 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 7) *% 16)) +% k108)])
+                t107_c7_0 = t107_c7_0.addingProduct(t107_a7, t107_b0)
+                let t107_a8 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 8) *% 16)) +% k108)])
+                t107_c8_0 = t107_c8_0.addingProduct(t107_a8, t107_b0)
+                let t107_a9 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 9) *% 16)) +% k108)])
+                t107_c9_0 = t107_c9_0.addingProduct(t107_a9, t107_b0)
+                let t107_a10 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 10) *% 16)) +% k108)])
+                t107_c10_0 = t107_c10_0.addingProduct(t107_a10, t107_b0)
+                let t107_a11 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 11) *% 16)) +% k108)])
+                t107_c11_0 = t107_c11_0.addingProduct(t107_a11, t107_b0)
+                let t107_a12 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 12) *% 16)) +% k108)])
+                t107_c12_0 = t107_c12_0.addingProduct(t107_a12, t107_b0)
+                let t107_a13 = Vector(repeating: arena[(((2426944 +% (xi104 *% 3136)) +% (((mb106 *% 14) +% 13) *% 16)) +% k108)])
+                t107_c13_0 = t107_c13_0.addingProduct(t107_a13, t107_b0)
+              }
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% ((mb106 *% 14) *% 16)) +% (nb105 *% 8)), t107_c0_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 1) *% 16)) +% (nb105 *% 8)), t107_c1_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 2) *% 16)) +% (nb105 *% 8)), t107_c2_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 3) *% 16)) +% (nb105 *% 8)), t107_c3_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 4) *% 16)) +% (nb105 *% 8)), t107_c4_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 5) *% 16)) +% (nb105 *% 8)), t107_c5_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 6) *% 16)) +% (nb105 *% 8)), t107_c6_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 7) *% 16)) +% (nb105 *% 8)), t107_c7_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 8) *% 16)) +% (nb105 *% 8)), t107_c8_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 9) *% 16)) +% (nb105 *% 8)), t107_c9_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 10) *% 16)) +% (nb105 *% 8)), t107_c10_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 11) *% 16)) +% (nb105 *% 8)), t107_c11_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 12) *% 16)) +% (nb105 *% 8)), t107_c12_0)
+              storeVector(arena, ((((2477120 +% (xi104 *% 3136)) +% (part103 *% 8)) +% (((mb106 *% 14) +% 13) *% 16)) +% (nb105 *% 8)), t107_c13_0)
             }
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% (nb101 *% 16)), t103_c0_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% ((mb102 *% 6) *% 16)) +% (nb101 *% 16)) +% 8), t103_c0_1)
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% (nb101 *% 16)), t103_c1_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 1) *% 16)) +% (nb101 *% 16)) +% 8), t103_c1_1)
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% (nb101 *% 16)), t103_c2_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 2) *% 16)) +% (nb101 *% 16)) +% 8), t103_c2_1)
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% (nb101 *% 16)), t103_c3_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 3) *% 16)) +% (nb101 *% 16)) +% 8), t103_c3_1)
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% (nb101 *% 16)), t103_c4_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 4) *% 16)) +% (nb101 *% 16)) +% 8), t103_c4_1)
-            storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% (nb101 *% 16)), t103_c5_0)
-            storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% (((mb102 *% 6) +% 5) *% 16)) +% (nb101 *% 16)) +% 8), t103_c5_1)
-          }
-          var t105_c0_0 = Vector()
-          var t105_c0_1 = Vector()
-          var t105_c1_0 = Vector()
-          var t105_c1_1 = Vector()
-          var t105_c2_0 = Vector()
-          var t105_c2_1 = Vector()
-          var t105_c3_0 = Vector()
-          var t105_c3_1 = Vector()
-          for k106 in 0..<16 {
-            let t105_b0 = loadVector(arena, (((2408448 +% (xi100 *% 256)) +% (k106 *% 16)) +% (nb101 *% 16)))
-            let t105_b1 = loadVector(arena, ((((2408448 +% (xi100 *% 256)) +% (k106 *% 16)) +% (nb101 *% 16)) +% 8))
-            let t105_a0 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3072) +% k106)])
-            t105_c0_0 = t105_c0_0.addingProduct(t105_a0, t105_b0)
-            t105_c0_1 = t105_c0_1.addingProduct(t105_a0, t105_b1)
-            let t105_a1 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3088) +% k106)])
-            t105_c1_0 = t105_c1_0.addingProduct(t105_a1, t105_b0)
-            t105_c1_1 = t105_c1_1.addingProduct(t105_a1, t105_b1)
-            let t105_a2 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3104) +% k106)])
-            t105_c2_0 = t105_c2_0.addingProduct(t105_a2, t105_b0)
-            t105_c2_1 = t105_c2_1.addingProduct(t105_a2, t105_b1)
-            let t105_a3 = Vector(repeating: arena[(((2426944 +% (xi100 *% 3136)) +% 3120) +% k106)])
-            t105_c3_0 = t105_c3_0.addingProduct(t105_a3, t105_b0)
-            t105_c3_1 = t105_c3_1.addingProduct(t105_a3, t105_b1)
-          }
-          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3072) +% (nb101 *% 16)), t105_c0_0)
-          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3072) +% (nb101 *% 16)) +% 8), t105_c0_1)
-          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3088) +% (nb101 *% 16)), t105_c1_0)
-          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3088) +% (nb101 *% 16)) +% 8), t105_c1_1)
-          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3104) +% (nb101 *% 16)), t105_c2_0)
-          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3104) +% (nb101 *% 16)) +% 8), t105_c2_1)
-          storeVector(arena, (((2477120 +% (xi100 *% 3136)) +% 3120) +% (nb101 *% 16)), t105_c3_0)
-          storeVector(arena, ((((2477120 +% (xi100 *% 3136)) +% 3120) +% (nb101 *% 16)) +% 8), t105_c3_1)
-        }
-      }
-    }
-    for j108 in 0..<1 {
-      for ty109 in 0..<14 {
-        for tx110 in 0..<14 {
-          for cv111 in 0..<2 {
-            let w112 = ((loadVector(arena, ((2477120 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2489664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2502208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w113 = ((loadVector(arena, ((2489664 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2502208 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2514752 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w114 = ((loadVector(arena, ((2480256 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2492800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2505344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w115 = ((loadVector(arena, ((2492800 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2505344 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2517888 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w116 = ((loadVector(arena, ((2483392 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2495936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2508480 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w117 = ((loadVector(arena, ((2495936 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2508480 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2521024 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w118 = ((loadVector(arena, ((2486528 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) + loadVector(arena, ((2499072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) + loadVector(arena, ((2511616 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w119 = ((loadVector(arena, ((2499072 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))) - loadVector(arena, ((2511616 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8)))) - loadVector(arena, ((2524160 +% ((((j108 *% 196) +% (ty109 *% 14)) +% tx110) *% 16)) +% (cv111 *% 8))))
-            let w120 = ((w112 + w114) + w116)
-            let w121 = ((w114 - w116) - w118)
-            let w122 = ((w113 + w115) + w117)
-            let w123 = ((w115 - w117) - w119)
-            storeVector(arena, ((2527296 +% (((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) *% 16)) +% (cv111 *% 8)), (w120 + loadVector(params, (2464 +% (cv111 *% 8)))))
-            storeVector(arena, ((2527296 +% ((((((j108 *% 28) +% (ty109 *% 2)) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% (cv111 *% 8)), (w121 + loadVector(params, (2464 +% (cv111 *% 8)))))
-            storeVector(arena, ((2527296 +% ((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) *% 16)) +% (cv111 *% 8)), (w122 + loadVector(params, (2464 +% (cv111 *% 8)))))
-            storeVector(arena, ((2527296 +% (((((((j108 *% 28) +% (ty109 *% 2)) +% 1) *% 28) +% (tx110 *% 2)) +% 1) *% 16)) +% (cv111 *% 8)), (w123 + loadVector(params, (2464 +% (cv111 *% 8)))))
           }
         }
       }
-    }
-    for j124 in 0..<1 {
-      for qb125 in 0..<12 {
-        for c126 in 0..<16 {
-          for q127 in 0..<64 {
-            arena[(1605632 +% ((((g59 +% j124) *% 12544) +% (c126 *% 784)) +% (q127 +% (qb125 *% 64))))] = arena[((2527296 +% (((j124 *% 784) +% (q127 +% (qb125 *% 64))) *% 16)) +% c126)]
+      for j110 in 0..<1 {
+        for ty111 in 0..<14 {
+          for tx112 in 0..<14 {
+            for cv113 in 0..<1 {
+              let w114 = ((loadVector(arena, ((2477120 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((2489664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((2502208 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w115 = ((loadVector(arena, ((2489664 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((2502208 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((2514752 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w116 = ((loadVector(arena, ((2480256 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((2492800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((2505344 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w117 = ((loadVector(arena, ((2492800 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((2505344 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((2517888 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w118 = ((loadVector(arena, ((2483392 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((2495936 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((2508480 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w119 = ((loadVector(arena, ((2495936 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((2508480 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((2521024 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w120 = ((loadVector(arena, ((2486528 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) + loadVector(arena, ((2499072 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) + loadVector(arena, ((2511616 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w121 = ((loadVector(arena, ((2499072 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))) - loadVector(arena, ((2511616 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))))) - loadVector(arena, ((2524160 +% ((((j110 *% 196) +% (ty111 *% 14)) +% tx112) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8)))))
+              let w122 = ((w114 + w116) + w118)
+              let w123 = ((w116 - w118) - w120)
+              let w124 = ((w115 + w117) + w119)
+              let w125 = ((w117 - w119) - w121)
+              storeVector(arena, ((2527296 +% (((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w122 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((2527296 +% ((((((j110 *% 28) +% (ty111 *% 2)) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w123 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((2527296 +% ((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w124 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+              storeVector(arena, ((2527296 +% (((((((j110 *% 28) +% (ty111 *% 2)) +% 1) *% 28) +% (tx112 *% 2)) +% 1) *% 16)) +% ((part103 *% 8) +% (cv113 *% 8))), (w125 + loadVector(params, (2464 +% ((part103 *% 8) +% (cv113 *% 8))))))
+            }
           }
         }
       }
-      for c128 in 0..<16 {
-        for q129 in 0..<16 {
-          arena[(1605632 +% ((((g59 +% j124) *% 12544) +% (c128 *% 784)) +% (q129 +% 768)))] = arena[((2527296 +% (((j124 *% 784) +% (q129 +% 768)) *% 16)) +% c128)]
+      for j126 in 0..<1 {
+        for qb127 in 0..<12 {
+          for c128 in 0..<8 {
+            for q129 in 0..<64 {
+              arena[(1605632 +% ((((g62 +% j126) *% 12544) +% (((part103 *% 8) +% c128) *% 784)) +% (q129 +% (qb127 *% 64))))] = arena[((2527296 +% (((j126 *% 784) +% (q129 +% (qb127 *% 64))) *% 16)) +% ((part103 *% 8) +% c128))]
+            }
+          }
+        }
+        for c130 in 0..<8 {
+          for q131 in 0..<16 {
+            arena[(1605632 +% ((((g62 +% j126) *% 12544) +% (((part103 *% 8) +% c130) *% 784)) +% (q131 +% 768)))] = arena[((2527296 +% (((j126 *% 784) +% (q131 +% 768)) *% 16)) +% ((part103 *% 8) +% c130))]
+          }
         }
       }
     }
   }
   // act2 = tanh(conv2)
-  for i130 in 0..<802816 {
-    arena[(2408448 +% i130)] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[(1605632 +% i130)])) + Float(1))))
+  parallelFor(pool, 2) { part132 in
+    for i133 in 0..<401408 {
+      arena[(2408448 +% (i133 +% (part132 *% 401408)))] = (Float(1) - (Float(2) / (exponential((Float(2) * arena[(1605632 +% (i133 +% (part132 *% 401408)))])) + Float(1))))
+    }
   }
   // res = add(act2, act1)
-  for i131 in 0..<100352 {
-    storeVector(arena, ((i131 *% 8) +% 1605632), (loadVector(arena, ((i131 *% 8) +% 2408448)) + loadVector(arena, ((i131 *% 8) +% 802816))))
+  parallelFor(pool, 2) { part134 in
+    for i135 in 0..<401408 {
+      arena[(1605632 +% (i135 +% (part134 *% 401408)))] = (arena[(2408448 +% (i135 +% (part134 *% 401408)))] + arena[(802816 +% (i135 +% (part134 *% 401408)))])
+    }
   }
   // pool = maxpool(res)
-  for q132 in 0..<1024 {
-    for py133 in 0..<14 {
-      for px134 in 0..<14 {
-        var acc135: Float = arena[(1605632 +% (((q132 *% 784) +% (py133 *% 56)) +% (px134 *% 2)))]
-        acc135 = { let x = acc135, y = arena[(1605632 +% (((q132 *% 784) +% (py133 *% 56)) +% (px134 *% 2)))]; return y > x ? y : x }()
-        acc135 = { let x = acc135, y = arena[((1605632 +% (((q132 *% 784) +% (py133 *% 56)) +% (px134 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc135 = { let x = acc135, y = arena[((1605632 +% (((q132 *% 784) +% (py133 *% 56)) +% (px134 *% 2))) +% 28)]; return y > x ? y : x }()
-        acc135 = { let x = acc135, y = arena[(((1605632 +% (((q132 *% 784) +% (py133 *% 56)) +% (px134 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((3211264 +% (q132 *% 196)) +% (py133 *% 14)) +% px134)] = acc135
+  parallelFor(pool, 2) { part136 in
+    for q137 in 0..<512 {
+      for py138 in 0..<14 {
+        for px139 in 0..<14 {
+          var acc140: Float = arena[(1605632 +% ((((q137 +% (part136 *% 512)) *% 784) +% (py138 *% 56)) +% (px139 *% 2)))]
+          acc140 = { let x = acc140, y = arena[(1605632 +% ((((q137 +% (part136 *% 512)) *% 784) +% (py138 *% 56)) +% (px139 *% 2)))]; return y > x ? y : x }()
+          acc140 = { let x = acc140, y = arena[((1605632 +% ((((q137 +% (part136 *% 512)) *% 784) +% (py138 *% 56)) +% (px139 *% 2))) +% 1)]; return y > x ? y : x }()
+          acc140 = { let x = acc140, y = arena[((1605632 +% ((((q137 +% (part136 *% 512)) *% 784) +% (py138 *% 56)) +% (px139 *% 2))) +% 28)]; return y > x ? y : x }()
+          acc140 = { let x = acc140, y = arena[(((1605632 +% ((((q137 +% (part136 *% 512)) *% 784) +% (py138 *% 56)) +% (px139 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+          arena[(((3211264 +% ((q137 +% (part136 *% 512)) *% 196)) +% (py138 *% 14)) +% px139)] = acc140
+        }
       }
     }
   }
   // conv3 = conv2d(pool)
-  do {  // scalar loops
-    for ci136 in 0..<16 {
-      for co137 in 0..<32 {
-        var w138: Float = params[(2480 +% (((co137 *% 16) +% ci136) *% 9))]
-        var w139: Float = (((params[(2480 +% (((co137 *% 16) +% ci136) *% 9))] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 3)]) + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w140: Float = (((params[(2480 +% (((co137 *% 16) +% ci136) *% 9))] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 6)]) - params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w141: Float = params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 6)]
-        var w142: Float = params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 1)]
-        var w143: Float = (((params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 4)]) + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w144: Float = (((params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 1)] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 7)]) - params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w145: Float = params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 7)]
-        var w146: Float = params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 2)]
-        var w147: Float = (((params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 5)]) + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w148: Float = (((params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 2)] + params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 8)]) - params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w149: Float = params[((2480 +% (((co137 *% 16) +% ci136) *% 9)) +% 8)]
-        var w150: Float = w138
-        var w151: Float = (((w138 + w142) + w146) * Float(bitPattern: 0x3f000000))
-        var w152: Float = (((w138 + w146) - w142) * Float(bitPattern: 0x3f000000))
-        var w153: Float = w146
-        var w154: Float = w139
-        var w155: Float = (((w139 + w143) + w147) * Float(bitPattern: 0x3f000000))
-        var w156: Float = (((w139 + w147) - w143) * Float(bitPattern: 0x3f000000))
-        var w157: Float = w147
-        var w158: Float = w140
-        var w159: Float = (((w140 + w144) + w148) * Float(bitPattern: 0x3f000000))
-        var w160: Float = (((w140 + w148) - w144) * Float(bitPattern: 0x3f000000))
-        var w161: Float = w148
-        var w162: Float = w141
-        var w163: Float = (((w141 + w145) + w149) * Float(bitPattern: 0x3f000000))
-        var w164: Float = (((w141 + w149) - w145) * Float(bitPattern: 0x3f000000))
-        var w165: Float = w149
-        arena[((3813376 +% (ci136 *% 32)) +% co137)] = w150
-        arena[((3813888 +% (ci136 *% 32)) +% co137)] = w151
-        arena[((3814400 +% (ci136 *% 32)) +% co137)] = w152
-        arena[((3814912 +% (ci136 *% 32)) +% co137)] = w153
-        arena[((3815424 +% (ci136 *% 32)) +% co137)] = w154
-        arena[((3815936 +% (ci136 *% 32)) +% co137)] = w155
-        arena[((3816448 +% (ci136 *% 32)) +% co137)] = w156
-        arena[((3816960 +% (ci136 *% 32)) +% co137)] = w157
-        arena[((3817472 +% (ci136 *% 32)) +% co137)] = w158
-        arena[((3817984 +% (ci136 *% 32)) +% co137)] = w159
-        arena[((3818496 +% (ci136 *% 32)) +% co137)] = w160
-        arena[((3819008 +% (ci136 *% 32)) +% co137)] = w161
-        arena[((3819520 +% (ci136 *% 32)) +% co137)] = w162
-        arena[((3820032 +% (ci136 *% 32)) +% co137)] = w163
-        arena[((3820544 +% (ci136 *% 32)) +% co137)] = w164
-        arena[((3821056 +% (ci136 *% 32)) +% co137)] = w165
+  parallelFor(pool, 2) { part141 in
+    do {  // scalar loops
+      for ci142 in 0..<16 {
+        for co143 in 0..<16 {
+          var w144: Float = params[(2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9))]
+          var w145: Float = (((params[(2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9))] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 3)]) + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w146: Float = (((params[(2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9))] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 6)]) - params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w147: Float = params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 6)]
+          var w148: Float = params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 1)]
+          var w149: Float = (((params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 1)] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 4)]) + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w150: Float = (((params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 1)] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 7)]) - params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w151: Float = params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 7)]
+          var w152: Float = params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 2)]
+          var w153: Float = (((params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 2)] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 5)]) + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w154: Float = (((params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 2)] + params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 8)]) - params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w155: Float = params[((2480 +% (((((part141 *% 16) +% co143) *% 16) +% ci142) *% 9)) +% 8)]
+          var w156: Float = w144
+          var w157: Float = (((w144 + w148) + w152) * Float(bitPattern: 0x3f000000))
+          var w158: Float = (((w144 + w152) - w148) * Float(bitPattern: 0x3f000000))
+          var w159: Float = w152
+          var w160: Float = w145
+          var w161: Float = (((w145 + w149) + w153) * Float(bitPattern: 0x3f000000))
+          var w162: Float = (((w145 + w153) - w149) * Float(bitPattern: 0x3f000000))
+          var w163: Float = w153
+          var w164: Float = w146
+          var w165: Float = (((w146 + w150) + w154) * Float(bitPattern: 0x3f000000))
+          var w166: Float = (((w146 + w154) - w150) * Float(bitPattern: 0x3f000000))
+          var w167: Float = w154
+          var w168: Float = w147
+          var w169: Float = (((w147 + w151) + w155) * Float(bitPattern: 0x3f000000))
+          var w170: Float = (((w147 + w155) - w151) * Float(bitPattern: 0x3f000000))
+          var w171: Float = w155
+          arena[((3813376 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w156
+          arena[((3813888 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w157
+          arena[((3814400 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w158
+          arena[((3814912 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w159
+          arena[((3815424 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w160
+          arena[((3815936 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w161
+          arena[((3816448 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w162
+          arena[((3816960 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w163
+          arena[((3817472 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w164
+          arena[((3817984 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w165
+          arena[((3818496 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w166
+          arena[((3819008 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w167
+          arena[((3819520 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w168
+          arena[((3820032 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w169
+          arena[((3820544 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w170
+          arena[((3821056 +% (ci142 *% 32)) +% ((part141 *% 16) +% co143))] = w171
+        }
       }
     }
   }
-  for i166 in 0..<512 {
-    storeVector(arena, ((i166 *% 8) +% 3821568), Vector(repeating: Float(0)))
+  for i172 in 0..<512 {
+    storeVector(arena, ((i172 *% 8) +% 3821568), Vector(repeating: Float(0)))
   }
-  for g167 in 0..<64 {
-    for j168 in 0..<1 {
-      for iy169 in 0..<14 {
-        for c170 in 0..<16 {
-          for ix171 in 0..<14 {
-            arena[(3821568 +% ((((j168 *% 4096) +% ((iy169 +% 1) *% 256)) +% ((ix171 +% 1) *% 16)) +% c170))] = arena[((((3211264 +% ((g167 +% j168) *% 3136)) +% (c170 *% 196)) +% (iy169 *% 14)) +% ix171)]
+  for g173 in 0..<64 {
+    for j174 in 0..<1 {
+      for iy175 in 0..<14 {
+        for c176 in 0..<16 {
+          for ix177 in 0..<14 {
+            arena[(3821568 +% ((((j174 *% 4096) +% ((iy175 +% 1) *% 256)) +% ((ix177 +% 1) *% 16)) +% c176))] = arena[((((3211264 +% ((g173 +% j174) *% 3136)) +% (c176 *% 196)) +% (iy175 *% 14)) +% ix177)]
           }
         }
       }
     }
-    for j172 in 0..<1 {
-      for ty173 in 0..<7 {
-        for tx174 in 0..<7 {
-          for cv175 in 0..<2 {
-            let w176 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-            let w177 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-            let w178 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-            let w179 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% ((tx174 *% 2) *% 16)) +% (cv175 *% 8)))))
-            let w180 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-            let w181 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-            let w182 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-            let w183 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 1) *% 16)) +% (cv175 *% 8)))))
-            let w184 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-            let w185 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-            let w186 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-            let w187 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 2) *% 16)) +% (cv175 *% 8)))))
-            let w188 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% ((ty173 *% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-            let w189 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) + loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-            let w190 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 2) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-            let w191 = (loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 1) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))) - loadVector(arena, (3821568 +% ((((j172 *% 4096) +% (((ty173 *% 2) +% 3) *% 256)) +% (((tx174 *% 2) +% 3) *% 16)) +% (cv175 *% 8)))))
-            let w192 = (w176 - w184)
-            let w193 = (w180 + w184)
-            let w194 = (w184 - w180)
-            let w195 = (w180 - w188)
-            let w196 = (w177 - w185)
-            let w197 = (w181 + w185)
-            let w198 = (w185 - w181)
-            let w199 = (w181 - w189)
-            let w200 = (w178 - w186)
-            let w201 = (w182 + w186)
-            let w202 = (w186 - w182)
-            let w203 = (w182 - w190)
-            let w204 = (w179 - w187)
-            let w205 = (w183 + w187)
-            let w206 = (w187 - w183)
-            let w207 = (w183 - w191)
-            storeVector(arena, ((3825664 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w192)
-            storeVector(arena, ((3826448 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w193)
-            storeVector(arena, ((3827232 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w194)
-            storeVector(arena, ((3828016 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w195)
-            storeVector(arena, ((3828800 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w196)
-            storeVector(arena, ((3829584 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w197)
-            storeVector(arena, ((3830368 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w198)
-            storeVector(arena, ((3831152 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w199)
-            storeVector(arena, ((3831936 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w200)
-            storeVector(arena, ((3832720 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w201)
-            storeVector(arena, ((3833504 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w202)
-            storeVector(arena, ((3834288 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w203)
-            storeVector(arena, ((3835072 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w204)
-            storeVector(arena, ((3835856 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w205)
-            storeVector(arena, ((3836640 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w206)
-            storeVector(arena, ((3837424 +% ((((j172 *% 49) +% (ty173 *% 7)) +% tx174) *% 16)) +% (cv175 *% 8)), w207)
+    for j178 in 0..<1 {
+      for ty179 in 0..<7 {
+        for tx180 in 0..<7 {
+          for cv181 in 0..<2 {
+            let w182 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% ((ty179 *% 2) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))))
+            let w183 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))) + loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))))
+            let w184 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))))
+            let w185 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 3) *% 256)) +% ((tx180 *% 2) *% 16)) +% (cv181 *% 8)))))
+            let w186 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% ((ty179 *% 2) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))))
+            let w187 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))) + loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))))
+            let w188 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))))
+            let w189 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 3) *% 256)) +% (((tx180 *% 2) +% 1) *% 16)) +% (cv181 *% 8)))))
+            let w190 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% ((ty179 *% 2) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))))
+            let w191 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))) + loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))))
+            let w192 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))))
+            let w193 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 3) *% 256)) +% (((tx180 *% 2) +% 2) *% 16)) +% (cv181 *% 8)))))
+            let w194 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% ((ty179 *% 2) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))))
+            let w195 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))) + loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))))
+            let w196 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 2) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))))
+            let w197 = (loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 1) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))) - loadVector(arena, (3821568 +% ((((j178 *% 4096) +% (((ty179 *% 2) +% 3) *% 256)) +% (((tx180 *% 2) +% 3) *% 16)) +% (cv181 *% 8)))))
+            let w198 = (w182 - w190)
+            let w199 = (w186 + w190)
+            let w200 = (w190 - w186)
+            let w201 = (w186 - w194)
+            let w202 = (w183 - w191)
+            let w203 = (w187 + w191)
+            let w204 = (w191 - w187)
+            let w205 = (w187 - w195)
+            let w206 = (w184 - w192)
+            let w207 = (w188 + w192)
+            let w208 = (w192 - w188)
+            let w209 = (w188 - w196)
+            let w210 = (w185 - w193)
+            let w211 = (w189 + w193)
+            let w212 = (w193 - w189)
+            let w213 = (w189 - w197)
+            storeVector(arena, ((3825664 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w198)
+            storeVector(arena, ((3826448 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w199)
+            storeVector(arena, ((3827232 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w200)
+            storeVector(arena, ((3828016 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w201)
+            storeVector(arena, ((3828800 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w202)
+            storeVector(arena, ((3829584 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w203)
+            storeVector(arena, ((3830368 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w204)
+            storeVector(arena, ((3831152 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w205)
+            storeVector(arena, ((3831936 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w206)
+            storeVector(arena, ((3832720 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w207)
+            storeVector(arena, ((3833504 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w208)
+            storeVector(arena, ((3834288 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w209)
+            storeVector(arena, ((3835072 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w210)
+            storeVector(arena, ((3835856 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w211)
+            storeVector(arena, ((3836640 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w212)
+            storeVector(arena, ((3837424 +% ((((j178 *% 49) +% (ty179 *% 7)) +% tx180) *% 16)) +% (cv181 *% 8)), w213)
           }
         }
       }
     }
-    for xi208 in 0..<16 {
-      do {  // gemm215
-        for nb209 in 0..<2 {
-          for mb210 in 0..<9 {
-            var t211_c0_0 = Vector()
-            var t211_c0_1 = Vector()
-            var t211_c1_0 = Vector()
-            var t211_c1_1 = Vector()
-            var t211_c2_0 = Vector()
-            var t211_c2_1 = Vector()
-            var t211_c3_0 = Vector()
-            var t211_c3_1 = Vector()
-            var t211_c4_0 = Vector()
-            var t211_c4_1 = Vector()
-            for k212 in 0..<16 {
-              let t211_b0 = loadVector(arena, (((3813376 +% (xi208 *% 512)) +% (k212 *% 32)) +% (nb209 *% 16)))
-              let t211_b1 = loadVector(arena, ((((3813376 +% (xi208 *% 512)) +% (k212 *% 32)) +% (nb209 *% 16)) +% 8))
-              let t211_a0 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% ((mb210 *% 5) *% 16)) +% k212)])
-              t211_c0_0 = t211_c0_0.addingProduct(t211_a0, t211_b0)
-              t211_c0_1 = t211_c0_1.addingProduct(t211_a0, t211_b1)
-              let t211_a1 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% (((mb210 *% 5) +% 1) *% 16)) +% k212)])
-              t211_c1_0 = t211_c1_0.addingProduct(t211_a1, t211_b0)
-              t211_c1_1 = t211_c1_1.addingProduct(t211_a1, t211_b1)
-              let t211_a2 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% (((mb210 *% 5) +% 2) *% 16)) +% k212)])
-              t211_c2_0 = t211_c2_0.addingProduct(t211_a2, t211_b0)
-              t211_c2_1 = t211_c2_1.addingProduct(t211_a2, t211_b1)
-              let t211_a3 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% (((mb210 *% 5) +% 3) *% 16)) +% k212)])
-              t211_c3_0 = t211_c3_0.addingProduct(t211_a3, t211_b0)
-              t211_c3_1 = t211_c3_1.addingProduct(t211_a3, t211_b1)
-              let t211_a4 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% (((mb210 *% 5) +% 4) *% 16)) +% k212)])
-              t211_c4_0 = t211_c4_0.addingProduct(t211_a4, t211_b0)
-              t211_c4_1 = t211_c4_1.addingProduct(t211_a4, t211_b1)
+    parallelFor(pool, 2) { part214 in
+      for xi215 in 0..<16 {
+        do {  // gemm222
+          for nb216 in 0..<1 {
+            for mb217 in 0..<9 {
+              var t218_c0_0 = Vector()
+              var t218_c0_1 = Vector()
+              var t218_c1_0 = Vector()
+              var t218_c1_1 = Vector()
+              var t218_c2_0 = Vector()
+              var t218_c2_1 = Vector()
+              var t218_c3_0 = Vector()
+              var t218_c3_1 = Vector()
+              var t218_c4_0 = Vector()
+              var t218_c4_1 = Vector()
+              for k219 in 0..<16 {
+                let t218_b0 = loadVector(arena, ((((3813376 +% (xi215 *% 512)) +% (part214 *% 16)) +% (k219 *% 32)) +% (nb216 *% 16)))
+                let t218_b1 = loadVector(arena, (((((3813376 +% (xi215 *% 512)) +% (part214 *% 16)) +% (k219 *% 32)) +% (nb216 *% 16)) +% 8))
+                let t218_a0 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% ((mb217 *% 5) *% 16)) +% k219)])
+                t218_c0_0 = t218_c0_0.addingProduct(t218_a0, t218_b0)
+                t218_c0_1 = t218_c0_1.addingProduct(t218_a0, t218_b1)
+                let t218_a1 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% (((mb217 *% 5) +% 1) *% 16)) +% k219)])
+                t218_c1_0 = t218_c1_0.addingProduct(t218_a1, t218_b0)
+                t218_c1_1 = t218_c1_1.addingProduct(t218_a1, t218_b1)
+                let t218_a2 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% (((mb217 *% 5) +% 2) *% 16)) +% k219)])
+                t218_c2_0 = t218_c2_0.addingProduct(t218_a2, t218_b0)
+                t218_c2_1 = t218_c2_1.addingProduct(t218_a2, t218_b1)
+                let t218_a3 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% (((mb217 *% 5) +% 3) *% 16)) +% k219)])
+                t218_c3_0 = t218_c3_0.addingProduct(t218_a3, t218_b0)
+                t218_c3_1 = t218_c3_1.addingProduct(t218_a3, t218_b1)
+                let t218_a4 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% (((mb217 *% 5) +% 4) *% 16)) +% k219)])
+                t218_c4_0 = t218_c4_0.addingProduct(t218_a4, t218_b0)
+                t218_c4_1 = t218_c4_1.addingProduct(t218_a4, t218_b1)
+              }
+              storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% ((mb217 *% 5) *% 32)) +% (nb216 *% 16)), t218_c0_0)
+              storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% ((mb217 *% 5) *% 32)) +% (nb216 *% 16)) +% 8), t218_c0_1)
+              storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 1) *% 32)) +% (nb216 *% 16)), t218_c1_0)
+              storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 1) *% 32)) +% (nb216 *% 16)) +% 8), t218_c1_1)
+              storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 2) *% 32)) +% (nb216 *% 16)), t218_c2_0)
+              storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 2) *% 32)) +% (nb216 *% 16)) +% 8), t218_c2_1)
+              storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 3) *% 32)) +% (nb216 *% 16)), t218_c3_0)
+              storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 3) *% 32)) +% (nb216 *% 16)) +% 8), t218_c3_1)
+              storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 4) *% 32)) +% (nb216 *% 16)), t218_c4_0)
+              storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% (((mb217 *% 5) +% 4) *% 32)) +% (nb216 *% 16)) +% 8), t218_c4_1)
             }
-            storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% ((mb210 *% 5) *% 32)) +% (nb209 *% 16)), t211_c0_0)
-            storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% ((mb210 *% 5) *% 32)) +% (nb209 *% 16)) +% 8), t211_c0_1)
-            storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 1) *% 32)) +% (nb209 *% 16)), t211_c1_0)
-            storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 1) *% 32)) +% (nb209 *% 16)) +% 8), t211_c1_1)
-            storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 2) *% 32)) +% (nb209 *% 16)), t211_c2_0)
-            storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 2) *% 32)) +% (nb209 *% 16)) +% 8), t211_c2_1)
-            storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 3) *% 32)) +% (nb209 *% 16)), t211_c3_0)
-            storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 3) *% 32)) +% (nb209 *% 16)) +% 8), t211_c3_1)
-            storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 4) *% 32)) +% (nb209 *% 16)), t211_c4_0)
-            storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% (((mb210 *% 5) +% 4) *% 32)) +% (nb209 *% 16)) +% 8), t211_c4_1)
-          }
-          var t213_c0_0 = Vector()
-          var t213_c0_1 = Vector()
-          var t213_c1_0 = Vector()
-          var t213_c1_1 = Vector()
-          var t213_c2_0 = Vector()
-          var t213_c2_1 = Vector()
-          var t213_c3_0 = Vector()
-          var t213_c3_1 = Vector()
-          for k214 in 0..<16 {
-            let t213_b0 = loadVector(arena, (((3813376 +% (xi208 *% 512)) +% (k214 *% 32)) +% (nb209 *% 16)))
-            let t213_b1 = loadVector(arena, ((((3813376 +% (xi208 *% 512)) +% (k214 *% 32)) +% (nb209 *% 16)) +% 8))
-            let t213_a0 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% 720) +% k214)])
-            t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-            t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
-            let t213_a1 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% 736) +% k214)])
-            t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-            t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
-            let t213_a2 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% 752) +% k214)])
-            t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-            t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
-            let t213_a3 = Vector(repeating: arena[(((3825664 +% (xi208 *% 784)) +% 768) +% k214)])
-            t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
-            t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
-          }
-          storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% 1440) +% (nb209 *% 16)), t213_c0_0)
-          storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% 1440) +% (nb209 *% 16)) +% 8), t213_c0_1)
-          storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% 1472) +% (nb209 *% 16)), t213_c1_0)
-          storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% 1472) +% (nb209 *% 16)) +% 8), t213_c1_1)
-          storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% 1504) +% (nb209 *% 16)), t213_c2_0)
-          storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% 1504) +% (nb209 *% 16)) +% 8), t213_c2_1)
-          storeVector(arena, (((3838208 +% (xi208 *% 1568)) +% 1536) +% (nb209 *% 16)), t213_c3_0)
-          storeVector(arena, ((((3838208 +% (xi208 *% 1568)) +% 1536) +% (nb209 *% 16)) +% 8), t213_c3_1)
-        }
-      }
-    }
-    for j216 in 0..<1 {
-      for ty217 in 0..<7 {
-        for tx218 in 0..<7 {
-          for cv219 in 0..<4 {
-            let w220 = ((loadVector(arena, ((3838208 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) + loadVector(arena, ((3844480 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) + loadVector(arena, ((3850752 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w221 = ((loadVector(arena, ((3844480 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) - loadVector(arena, ((3850752 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) - loadVector(arena, ((3857024 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w222 = ((loadVector(arena, ((3839776 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) + loadVector(arena, ((3846048 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) + loadVector(arena, ((3852320 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w223 = ((loadVector(arena, ((3846048 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) - loadVector(arena, ((3852320 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) - loadVector(arena, ((3858592 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w224 = ((loadVector(arena, ((3841344 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) + loadVector(arena, ((3847616 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) + loadVector(arena, ((3853888 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w225 = ((loadVector(arena, ((3847616 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) - loadVector(arena, ((3853888 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) - loadVector(arena, ((3860160 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w226 = ((loadVector(arena, ((3842912 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) + loadVector(arena, ((3849184 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) + loadVector(arena, ((3855456 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w227 = ((loadVector(arena, ((3849184 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))) - loadVector(arena, ((3855456 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8)))) - loadVector(arena, ((3861728 +% ((((j216 *% 49) +% (ty217 *% 7)) +% tx218) *% 32)) +% (cv219 *% 8))))
-            let w228 = ((w220 + w222) + w224)
-            let w229 = ((w222 - w224) - w226)
-            let w230 = ((w221 + w223) + w225)
-            let w231 = ((w223 - w225) - w227)
-            storeVector(arena, ((3863296 +% (((((j216 *% 14) +% (ty217 *% 2)) *% 14) +% (tx218 *% 2)) *% 32)) +% (cv219 *% 8)), (w228 + loadVector(params, (7088 +% (cv219 *% 8)))))
-            storeVector(arena, ((3863296 +% ((((((j216 *% 14) +% (ty217 *% 2)) *% 14) +% (tx218 *% 2)) +% 1) *% 32)) +% (cv219 *% 8)), (w229 + loadVector(params, (7088 +% (cv219 *% 8)))))
-            storeVector(arena, ((3863296 +% ((((((j216 *% 14) +% (ty217 *% 2)) +% 1) *% 14) +% (tx218 *% 2)) *% 32)) +% (cv219 *% 8)), (w230 + loadVector(params, (7088 +% (cv219 *% 8)))))
-            storeVector(arena, ((3863296 +% (((((((j216 *% 14) +% (ty217 *% 2)) +% 1) *% 14) +% (tx218 *% 2)) +% 1) *% 32)) +% (cv219 *% 8)), (w231 + loadVector(params, (7088 +% (cv219 *% 8)))))
+            var t220_c0_0 = Vector()
+            var t220_c0_1 = Vector()
+            var t220_c1_0 = Vector()
+            var t220_c1_1 = Vector()
+            var t220_c2_0 = Vector()
+            var t220_c2_1 = Vector()
+            var t220_c3_0 = Vector()
+            var t220_c3_1 = Vector()
+            for k221 in 0..<16 {
+              let t220_b0 = loadVector(arena, ((((3813376 +% (xi215 *% 512)) +% (part214 *% 16)) +% (k221 *% 32)) +% (nb216 *% 16)))
+              let t220_b1 = loadVector(arena, (((((3813376 +% (xi215 *% 512)) +% (part214 *% 16)) +% (k221 *% 32)) +% (nb216 *% 16)) +% 8))
+              let t220_a0 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% 720) +% k221)])
+              t220_c0_0 = t220_c0_0.addingProduct(t220_a0, t220_b0)
+              t220_c0_1 = t220_c0_1.addingProduct(t220_a0, t220_b1)
+              let t220_a1 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% 736) +% k221)])
+              t220_c1_0 = t220_c1_0.addingProduct(t220_a1, t220_b0)
+              t220_c1_1 = t220_c1_1.addingProduct(t220_a1, t220_b1)
+              let t220_a2 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% 752) +% k221)])
+              t220_c2_0 = t220_c2_0.addingProduct(t220_a2, t220_b0)
+              t220_c2_1 = t220_c2_1.addingProduct(t220_a2, t220_b1)
+              let t220_a3 = Vector(repeating: arena[(((3825664 +% (xi215 *% 784)) +% 768) +% k221)])
+              t220_c3_0 = t220_c3_0.addingProduct(t220_a3, t220_b0)
+              t220_c3_1 = t220_c3_1.addingProduct(t220_a3, t220_b1)
+            }
+            storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1440) +% (nb216 *% 16)), t220_c0_0)
+            storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1440) +% (nb216 *% 16)) +% 8), t220_c0_1)
+            storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1472) +% (nb216 *% 16)), t220_c1_0)
+            storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1472) +% (nb216 *% 16)) +% 8), t220_c1_1)
+            storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1504) +% (nb216 *% 16)), t220_c2_0)
+            storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1504) +% (nb216 *% 16)) +% 8), t220_c2_1)
+            storeVector(arena, ((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1536) +% (nb216 *% 16)), t220_c3_0)
+            storeVector(arena, (((((3838208 +% (xi215 *% 1568)) +% (part214 *% 16)) +% 1536) +% (nb216 *% 16)) +% 8), t220_c3_1)
           }
         }
       }
-    }
-    for j232 in 0..<1 {
-      for qb233 in 0..<3 {
-        for c234 in 0..<32 {
-          for q235 in 0..<64 {
-            arena[(3411968 +% ((((g167 +% j232) *% 6272) +% (c234 *% 196)) +% (q235 +% (qb233 *% 64))))] = arena[((3863296 +% (((j232 *% 196) +% (q235 +% (qb233 *% 64))) *% 32)) +% c234)]
+      for j223 in 0..<1 {
+        for ty224 in 0..<7 {
+          for tx225 in 0..<7 {
+            for cv226 in 0..<2 {
+              let w227 = ((loadVector(arena, ((3838208 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) + loadVector(arena, ((3844480 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) + loadVector(arena, ((3850752 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w228 = ((loadVector(arena, ((3844480 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) - loadVector(arena, ((3850752 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) - loadVector(arena, ((3857024 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w229 = ((loadVector(arena, ((3839776 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) + loadVector(arena, ((3846048 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) + loadVector(arena, ((3852320 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w230 = ((loadVector(arena, ((3846048 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) - loadVector(arena, ((3852320 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) - loadVector(arena, ((3858592 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w231 = ((loadVector(arena, ((3841344 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) + loadVector(arena, ((3847616 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) + loadVector(arena, ((3853888 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w232 = ((loadVector(arena, ((3847616 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) - loadVector(arena, ((3853888 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) - loadVector(arena, ((3860160 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w233 = ((loadVector(arena, ((3842912 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) + loadVector(arena, ((3849184 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) + loadVector(arena, ((3855456 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w234 = ((loadVector(arena, ((3849184 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))) - loadVector(arena, ((3855456 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))))) - loadVector(arena, ((3861728 +% ((((j223 *% 49) +% (ty224 *% 7)) +% tx225) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8)))))
+              let w235 = ((w227 + w229) + w231)
+              let w236 = ((w229 - w231) - w233)
+              let w237 = ((w228 + w230) + w232)
+              let w238 = ((w230 - w232) - w234)
+              storeVector(arena, ((3863296 +% (((((j223 *% 14) +% (ty224 *% 2)) *% 14) +% (tx225 *% 2)) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))), (w235 + loadVector(params, (7088 +% ((part214 *% 16) +% (cv226 *% 8))))))
+              storeVector(arena, ((3863296 +% ((((((j223 *% 14) +% (ty224 *% 2)) *% 14) +% (tx225 *% 2)) +% 1) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))), (w236 + loadVector(params, (7088 +% ((part214 *% 16) +% (cv226 *% 8))))))
+              storeVector(arena, ((3863296 +% ((((((j223 *% 14) +% (ty224 *% 2)) +% 1) *% 14) +% (tx225 *% 2)) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))), (w237 + loadVector(params, (7088 +% ((part214 *% 16) +% (cv226 *% 8))))))
+              storeVector(arena, ((3863296 +% (((((((j223 *% 14) +% (ty224 *% 2)) +% 1) *% 14) +% (tx225 *% 2)) +% 1) *% 32)) +% ((part214 *% 16) +% (cv226 *% 8))), (w238 + loadVector(params, (7088 +% ((part214 *% 16) +% (cv226 *% 8))))))
+            }
           }
         }
       }
-      for c236 in 0..<32 {
-        for q237 in 0..<4 {
-          arena[(3411968 +% ((((g167 +% j232) *% 6272) +% (c236 *% 196)) +% (q237 +% 192)))] = arena[((3863296 +% (((j232 *% 196) +% (q237 +% 192)) *% 32)) +% c236)]
+      for j239 in 0..<1 {
+        for qb240 in 0..<3 {
+          for c241 in 0..<16 {
+            for q242 in 0..<64 {
+              arena[(3411968 +% ((((g173 +% j239) *% 6272) +% (((part214 *% 16) +% c241) *% 196)) +% (q242 +% (qb240 *% 64))))] = arena[((3863296 +% (((j239 *% 196) +% (q242 +% (qb240 *% 64))) *% 32)) +% ((part214 *% 16) +% c241))]
+            }
+          }
+        }
+        for c243 in 0..<16 {
+          for q244 in 0..<4 {
+            arena[(3411968 +% ((((g173 +% j239) *% 6272) +% (((part214 *% 16) +% c243) *% 196)) +% (q244 +% 192)))] = arena[((3863296 +% (((j239 *% 196) +% (q244 +% 192)) *% 32)) +% ((part214 *% 16) +% c243))]
+          }
         }
       }
     }
   }
   // act3 = sigmoid(conv3)
-  for i238 in 0..<401408 {
-    arena[(3813376 +% i238)] = (Float(1) / (Float(1) + exponential((Float(0) - arena[(3411968 +% i238)]))))
+  parallelFor(pool, 2) { part245 in
+    for i246 in 0..<200704 {
+      arena[(3813376 +% (i246 +% (part245 *% 200704)))] = (Float(1) / (Float(1) + exponential((Float(0) - arena[(3411968 +% (i246 +% (part245 *% 200704)))]))))
+    }
   }
   // gap = global_avgpool(act3)
-  for q239 in 0..<2048 {
-    var acc240 = Vector()
-    for cv241 in 0..<24 {
-      acc240 = (acc240 + loadVector(arena, ((3813376 +% (q239 *% 196)) +% (cv241 *% 8))))
+  parallelFor(pool, 2) { part247 in
+    for q248 in 0..<1024 {
+      var acc249 = Vector()
+      for cv250 in 0..<24 {
+        acc249 = (acc249 + loadVector(arena, ((3813376 +% ((q248 +% (part247 *% 1024)) *% 196)) +% (cv250 *% 8))))
+      }
+      acc249 = (acc249 + loadPartial(arena, ((3813376 +% ((q248 +% (part247 *% 1024)) *% 196)) +% 192), 4))
+      storeVector(arena, (3414016 +% (part247 *% 8)), acc249)
+      var sum251: Float = (arena[(3414016 +% (part247 *% 8))] + arena[((3414016 +% (part247 *% 8)) +% 1)])
+      var sum252: Float = (sum251 + arena[((3414016 +% (part247 *% 8)) +% 2)])
+      var sum253: Float = (sum252 + arena[((3414016 +% (part247 *% 8)) +% 3)])
+      var sum254: Float = (sum253 + arena[((3414016 +% (part247 *% 8)) +% 4)])
+      var sum255: Float = (sum254 + arena[((3414016 +% (part247 *% 8)) +% 5)])
+      var sum256: Float = (sum255 + arena[((3414016 +% (part247 *% 8)) +% 6)])
+      var sum257: Float = (sum256 + arena[((3414016 +% (part247 *% 8)) +% 7)])
+      arena[(3411968 +% (q248 +% (part247 *% 1024)))] = (sum257 / Float(196))
     }
-    acc240 = (acc240 + loadPartial(arena, ((3813376 +% (q239 *% 196)) +% 192), 4))
-    storeVector(arena, 3414016, acc240)
-    var sum242: Float = (arena[3414016] + arena[3414017])
-    var sum243: Float = (sum242 + arena[3414018])
-    var sum244: Float = (sum243 + arena[3414019])
-    var sum245: Float = (sum244 + arena[3414020])
-    var sum246: Float = (sum245 + arena[3414021])
-    var sum247: Float = (sum246 + arena[3414022])
-    var sum248: Float = (sum247 + arena[3414023])
-    arena[(3411968 +% q239)] = (sum248 / Float(196))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 32, 1, arena + 3411968, 32, params + 7120, 32, Float(bitPattern: 0x0), arena + 3414016, 10)
-  for n249 in 0..<64 {
-    for u250 in 0..<1 {
-      storeVector(arena, ((u250 *% 8) +% (3414016 +% (n249 *% 10))), (loadVector(arena, ((u250 *% 8) +% (3414016 +% (n249 *% 10)))) + loadVector(params, ((u250 *% 8) +% 7440))))
+  for n258 in 0..<64 {
+    for u259 in 0..<1 {
+      storeVector(arena, ((u259 *% 8) +% (3414016 +% (n258 *% 10))), (loadVector(arena, ((u259 *% 8) +% (3414016 +% (n258 *% 10)))) + loadVector(params, ((u259 *% 8) +% 7440))))
     }
-    for u250 in 0..<1 {
-      storePartial(arena, ((u250 +% 8) +% (3414016 +% (n249 *% 10))), (loadPartial(arena, ((u250 +% 8) +% (3414016 +% (n249 *% 10))), 2) + loadPartial(params, ((u250 +% 8) +% 7440), 2)), 2)
+    for u259 in 0..<1 {
+      storePartial(arena, ((u259 +% 8) +% (3414016 +% (n258 *% 10))), (loadPartial(arena, ((u259 +% 8) +% (3414016 +% (n258 *% 10))), 2) + loadPartial(params, ((u259 +% 8) +% 7440), 2)), 2)
     }
   }
   // loss = cross_entropy(fc, label)
-  var total251: Float = Float(0)
-  for n252 in 0..<64 {
-    var m253: Float = arena[(3414016 +% (n252 *% 10))]
-    for k255 in 0..<10 {
-      m253 = { let x = m253, y = arena[((3414016 +% (n252 *% 10)) +% k255)]; return y > x ? y : x }()
+  var total260: Float = Float(0)
+  for n261 in 0..<64 {
+    var m262: Float = arena[(3414016 +% (n261 *% 10))]
+    for k264 in 0..<10 {
+      m262 = { let x = m262, y = arena[((3414016 +% (n261 *% 10)) +% k264)]; return y > x ? y : x }()
     }
-    var s254: Float = Float(0)
-    for k256 in 0..<10 {
-      s254 = (s254 + exponential((arena[((3414016 +% (n252 *% 10)) +% k256)] - m253)))
+    var s263: Float = Float(0)
+    for k265 in 0..<10 {
+      s263 = (s263 + exponential((arena[((3414016 +% (n261 *% 10)) +% k265)] - m262)))
     }
-    total251 = (total251 + ((m253 + logf(s254)) - arena[((3414016 +% (n252 *% 10)) +% Int(labels[n252]))]))
+    total260 = (total260 + ((m262 + logf(s263)) - arena[((3414016 +% (n261 *% 10)) +% Int(labels[n261]))]))
   }
-  arena[3414656] = (total251 / Float(64))
+  arena[3414656] = (total260 / Float(64))
   // fc_grad = cross_entropy_grad(fc, label)
-  for n257 in 0..<64 {
-    var m258: Float = arena[(3414016 +% (n257 *% 10))]
-    for k260 in 0..<10 {
-      m258 = { let x = m258, y = arena[((3414016 +% (n257 *% 10)) +% k260)]; return y > x ? y : x }()
+  for n266 in 0..<64 {
+    var m267: Float = arena[(3414016 +% (n266 *% 10))]
+    for k269 in 0..<10 {
+      m267 = { let x = m267, y = arena[((3414016 +% (n266 *% 10)) +% k269)]; return y > x ? y : x }()
     }
-    var s259: Float = Float(0)
-    for k261 in 0..<10 {
-      s259 = (s259 + exponential((arena[((3414016 +% (n257 *% 10)) +% k261)] - m258)))
+    var s268: Float = Float(0)
+    for k270 in 0..<10 {
+      s268 = (s268 + exponential((arena[((3414016 +% (n266 *% 10)) +% k270)] - m267)))
     }
-    for k262 in 0..<10 {
-      arena[((3414672 +% (n257 *% 10)) +% k262)] = ((k262 == Int(labels[n257]) ? ((exponential((arena[((3414016 +% (n257 *% 10)) +% k262)] - m258)) / s259) - Float(1)) : (exponential((arena[((3414016 +% (n257 *% 10)) +% k262)] - m258)) / s259)) / Float(64))
+    for k271 in 0..<10 {
+      arena[((3414672 +% (n266 *% 10)) +% k271)] = ((k271 == Int(labels[n266]) ? ((exponential((arena[((3414016 +% (n266 *% 10)) +% k271)] - m267)) / s268) - Float(1)) : (exponential((arena[((3414016 +% (n266 *% 10)) +% k271)] - m267)) / s268)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
   sgemm(101, 112, 111, 10, 32, 64, 1, arena + 3414672, 10, arena + 3411968, 32, Float(bitPattern: 0x0), grads + 7120, 32)
   // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u263 in 0..<10 {
-    var acc264: Float = Float(0)
-    for n265 in 0..<64 {
-      acc264 = (acc264 + arena[((3414672 +% (n265 *% 10)) +% u263)])
+  for u272 in 0..<10 {
+    var acc273: Float = Float(0)
+    for n274 in 0..<64 {
+      acc273 = (acc273 + arena[((3414672 +% (n274 *% 10)) +% u272)])
     }
-    grads[(7440 +% u263)] = acc264
+    grads[(7440 +% u272)] = acc273
   }
   // flat_grad = dense_grad_input(fc_grad, fc.weight)
   sgemm(101, 111, 111, 64, 32, 10, 1, arena + 3414672, 10, params + 7120, 32, Float(bitPattern: 0x0), arena + 3415312, 32)
   // gap_grad = flatten_grad(flat_grad, gap)
   // act3_grad = global_avgpool_grad(gap_grad, act3)
-  for q266 in 0..<2048 {
-    for i267 in 0..<24 {
-      storeVector(arena, ((i267 *% 8) +% (4214784 +% (q266 *% 196))), (Vector(repeating: arena[(3415312 +% q266)]) / Vector(repeating: Float(196))))
+  for q275 in 0..<2048 {
+    for i276 in 0..<24 {
+      storeVector(arena, ((i276 *% 8) +% (4214784 +% (q275 *% 196))), (Vector(repeating: arena[(3415312 +% q275)]) / Vector(repeating: Float(196))))
     }
-    for i267 in 0..<1 {
-      storePartial(arena, ((i267 +% 192) +% (4214784 +% (q266 *% 196))), (Vector(repeating: arena[(3415312 +% q266)]) / Vector(repeating: Float(196))), 4)
+    for i276 in 0..<1 {
+      storePartial(arena, ((i276 +% 192) +% (4214784 +% (q275 *% 196))), (Vector(repeating: arena[(3415312 +% q275)]) / Vector(repeating: Float(196))), 4)
     }
   }
   // conv3_grad = sigmoid_grad(act3_grad, act3)
-  for i268 in 0..<50176 {
-    storeVector(arena, ((i268 *% 8) +% 4616192), ((loadVector(arena, ((i268 *% 8) +% 4214784)) * loadVector(arena, ((i268 *% 8) +% 3813376))) * (Vector(repeating: Float(1)) - loadVector(arena, ((i268 *% 8) +% 3813376)))))
+  parallelFor(pool, 2) { part277 in
+    for i278 in 0..<200704 {
+      arena[(4616192 +% (i278 +% (part277 *% 200704)))] = ((arena[(4214784 +% (i278 +% (part277 *% 200704)))] * arena[(3813376 +% (i278 +% (part277 *% 200704)))]) * (Float(1) - arena[(3813376 +% (i278 +% (part277 *% 200704)))]))
+    }
   }
   // conv3_weight_grad = conv2d_grad_weight(conv3_grad, pool)
-  for i269 in 0..<1024 {
-    storeVector(arena, ((i269 *% 8) +% 3462672), Vector(repeating: Float(0)))
+  for i279 in 0..<1024 {
+    storeVector(arena, ((i279 *% 8) +% 3462672), Vector(repeating: Float(0)))
   }
-  for i270 in 0..<512 {
-    storeVector(arena, ((i270 *% 8) +% 3414672), Vector(repeating: Float(0)))
+  for i280 in 0..<512 {
+    storeVector(arena, ((i280 *% 8) +% 3414672), Vector(repeating: Float(0)))
   }
-  for i271 in 0..<784 {
-    storeVector(arena, ((i271 *% 8) +% 3431312), Vector(repeating: Float(0)))
+  for i281 in 0..<784 {
+    storeVector(arena, ((i281 *% 8) +% 3431312), Vector(repeating: Float(0)))
   }
-  for g272 in 0..<64 {
-    for j273 in 0..<1 {
-      for iy274 in 0..<14 {
-        for c275 in 0..<16 {
-          for ix276 in 0..<14 {
-            arena[(3414672 +% ((((j273 *% 4096) +% ((iy274 +% 1) *% 256)) +% ((ix276 +% 1) *% 16)) +% c275))] = arena[((((3211264 +% ((g272 +% j273) *% 3136)) +% (c275 *% 196)) +% (iy274 *% 14)) +% ix276)]
+  for g282 in 0..<64 {
+    parallelFor(pool, 2) { part283 in
+      for j284 in 0..<1 {
+        for iy285 in 0..<14 {
+          for c286 in 0..<8 {
+            for ix287 in 0..<14 {
+              arena[(3414672 +% ((((j284 *% 4096) +% ((iy285 +% 1) *% 256)) +% ((ix287 +% 1) *% 16)) +% (c286 +% (part283 *% 8))))] = arena[((((3211264 +% ((g282 +% j284) *% 3136)) +% ((c286 +% (part283 *% 8)) *% 196)) +% (iy285 *% 14)) +% ix287)]
+            }
+          }
+        }
+      }
+      for j288 in 0..<1 {
+        for iy289 in 0..<14 {
+          for c290 in 0..<16 {
+            for ix291 in 0..<14 {
+              arena[(3431312 +% ((((j288 *% 6272) +% (iy289 *% 448)) +% (ix291 *% 32)) +% (c290 +% (part283 *% 16))))] = arena[((((4616192 +% ((g282 +% j288) *% 6272)) +% ((c290 +% (part283 *% 16)) *% 196)) +% (iy289 *% 14)) +% ix291)]
+            }
           }
         }
       }
     }
-    for j277 in 0..<1 {
-      for ty278 in 0..<7 {
-        for tx279 in 0..<7 {
-          for cv280 in 0..<2 {
-            let w281 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% ((ty278 *% 2) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))))
-            let w282 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))) + loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))))
-            let w283 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))))
-            let w284 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 3) *% 256)) +% ((tx279 *% 2) *% 16)) +% (cv280 *% 8)))))
-            let w285 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% ((ty278 *% 2) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))))
-            let w286 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))) + loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))))
-            let w287 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))))
-            let w288 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 3) *% 256)) +% (((tx279 *% 2) +% 1) *% 16)) +% (cv280 *% 8)))))
-            let w289 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% ((ty278 *% 2) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))))
-            let w290 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))) + loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))))
-            let w291 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))))
-            let w292 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 3) *% 256)) +% (((tx279 *% 2) +% 2) *% 16)) +% (cv280 *% 8)))))
-            let w293 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% ((ty278 *% 2) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))))
-            let w294 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))) + loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))))
-            let w295 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 2) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))))
-            let w296 = (loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 1) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))) - loadVector(arena, (3414672 +% ((((j277 *% 4096) +% (((ty278 *% 2) +% 3) *% 256)) +% (((tx279 *% 2) +% 3) *% 16)) +% (cv280 *% 8)))))
-            let w297 = (w281 - w289)
-            let w298 = (w285 + w289)
-            let w299 = (w289 - w285)
-            let w300 = (w285 - w293)
-            let w301 = (w282 - w290)
-            let w302 = (w286 + w290)
-            let w303 = (w290 - w286)
-            let w304 = (w286 - w294)
-            let w305 = (w283 - w291)
-            let w306 = (w287 + w291)
-            let w307 = (w291 - w287)
-            let w308 = (w287 - w295)
-            let w309 = (w284 - w292)
-            let w310 = (w288 + w292)
-            let w311 = (w292 - w288)
-            let w312 = (w288 - w296)
-            storeVector(arena, ((3418768 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w297)
-            storeVector(arena, ((3419552 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w298)
-            storeVector(arena, ((3420336 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w299)
-            storeVector(arena, ((3421120 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w300)
-            storeVector(arena, ((3421904 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w301)
-            storeVector(arena, ((3422688 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w302)
-            storeVector(arena, ((3423472 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w303)
-            storeVector(arena, ((3424256 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w304)
-            storeVector(arena, ((3425040 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w305)
-            storeVector(arena, ((3425824 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w306)
-            storeVector(arena, ((3426608 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w307)
-            storeVector(arena, ((3427392 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w308)
-            storeVector(arena, ((3428176 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w309)
-            storeVector(arena, ((3428960 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w310)
-            storeVector(arena, ((3429744 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w311)
-            storeVector(arena, ((3430528 +% ((((j277 *% 49) +% (ty278 *% 7)) +% tx279) *% 16)) +% (cv280 *% 8)), w312)
+    for j292 in 0..<1 {
+      for ty293 in 0..<7 {
+        for tx294 in 0..<7 {
+          for cv295 in 0..<2 {
+            let w296 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% ((ty293 *% 2) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))))
+            let w297 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))) + loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))))
+            let w298 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))))
+            let w299 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 3) *% 256)) +% ((tx294 *% 2) *% 16)) +% (cv295 *% 8)))))
+            let w300 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% ((ty293 *% 2) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))))
+            let w301 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))) + loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))))
+            let w302 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))))
+            let w303 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 3) *% 256)) +% (((tx294 *% 2) +% 1) *% 16)) +% (cv295 *% 8)))))
+            let w304 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% ((ty293 *% 2) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))))
+            let w305 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))) + loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))))
+            let w306 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))))
+            let w307 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 3) *% 256)) +% (((tx294 *% 2) +% 2) *% 16)) +% (cv295 *% 8)))))
+            let w308 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% ((ty293 *% 2) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))))
+            let w309 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))) + loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))))
+            let w310 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 2) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))))
+            let w311 = (loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 1) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))) - loadVector(arena, (3414672 +% ((((j292 *% 4096) +% (((ty293 *% 2) +% 3) *% 256)) +% (((tx294 *% 2) +% 3) *% 16)) +% (cv295 *% 8)))))
+            let w312 = (w296 - w304)
+            let w313 = (w300 + w304)
+            let w314 = (w304 - w300)
+            let w315 = (w300 - w308)
+            let w316 = (w297 - w305)
+            let w317 = (w301 + w305)
+            let w318 = (w305 - w301)
+            let w319 = (w301 - w309)
+            let w320 = (w298 - w306)
+            let w321 = (w302 + w306)
+            let w322 = (w306 - w302)
+            let w323 = (w302 - w310)
+            let w324 = (w299 - w307)
+            let w325 = (w303 + w307)
+            let w326 = (w307 - w303)
+            let w327 = (w303 - w311)
+            storeVector(arena, ((3418768 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w312)
+            storeVector(arena, ((3419552 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w313)
+            storeVector(arena, ((3420336 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w314)
+            storeVector(arena, ((3421120 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w315)
+            storeVector(arena, ((3421904 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w316)
+            storeVector(arena, ((3422688 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w317)
+            storeVector(arena, ((3423472 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w318)
+            storeVector(arena, ((3424256 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w319)
+            storeVector(arena, ((3425040 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w320)
+            storeVector(arena, ((3425824 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w321)
+            storeVector(arena, ((3426608 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w322)
+            storeVector(arena, ((3427392 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w323)
+            storeVector(arena, ((3428176 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w324)
+            storeVector(arena, ((3428960 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w325)
+            storeVector(arena, ((3429744 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w326)
+            storeVector(arena, ((3430528 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 16)) +% (cv295 *% 8)), w327)
           }
         }
       }
     }
-    for j313 in 0..<1 {
-      for iy314 in 0..<14 {
-        for c315 in 0..<32 {
-          for ix316 in 0..<14 {
-            arena[(3431312 +% ((((j313 *% 6272) +% (iy314 *% 448)) +% (ix316 *% 32)) +% c315))] = arena[((((4616192 +% ((g272 +% j313) *% 6272)) +% (c315 *% 196)) +% (iy314 *% 14)) +% ix316)]
+    for j328 in 0..<1 {
+      for ty329 in 0..<7 {
+        for tx330 in 0..<7 {
+          for cv331 in 0..<4 {
+            let w332 = loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8))))
+            let w333 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8)))) + loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8)))))
+            let w334 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8)))) - loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8)))))
+            let w335 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% ((tx330 *% 2) *% 32)) +% (cv331 *% 8)))) * Vector(repeating: Float(-1)))
+            let w336 = loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8))))
+            let w337 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8)))) + loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8)))))
+            let w338 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% ((ty329 *% 2) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8)))) - loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8)))))
+            let w339 = (loadVector(arena, (3431312 +% ((((j328 *% 6272) +% (((ty329 *% 2) +% 1) *% 448)) +% (((tx330 *% 2) +% 1) *% 32)) +% (cv331 *% 8)))) * Vector(repeating: Float(-1)))
+            let w340 = w332
+            let w341 = (w332 + w336)
+            let w342 = (w332 - w336)
+            let w343 = (w336 * Vector(repeating: Float(-1)))
+            let w344 = w333
+            let w345 = (w333 + w337)
+            let w346 = (w333 - w337)
+            let w347 = (w337 * Vector(repeating: Float(-1)))
+            let w348 = w334
+            let w349 = (w334 + w338)
+            let w350 = (w334 - w338)
+            let w351 = (w338 * Vector(repeating: Float(-1)))
+            let w352 = w335
+            let w353 = (w335 + w339)
+            let w354 = (w335 - w339)
+            let w355 = (w339 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((3437584 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w340)
+            storeVector(arena, ((3439152 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w341)
+            storeVector(arena, ((3440720 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w342)
+            storeVector(arena, ((3442288 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w343)
+            storeVector(arena, ((3443856 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w344)
+            storeVector(arena, ((3445424 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w345)
+            storeVector(arena, ((3446992 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w346)
+            storeVector(arena, ((3448560 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w347)
+            storeVector(arena, ((3450128 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w348)
+            storeVector(arena, ((3451696 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w349)
+            storeVector(arena, ((3453264 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w350)
+            storeVector(arena, ((3454832 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w351)
+            storeVector(arena, ((3456400 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w352)
+            storeVector(arena, ((3457968 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w353)
+            storeVector(arena, ((3459536 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w354)
+            storeVector(arena, ((3461104 +% ((((j328 *% 49) +% (ty329 *% 7)) +% tx330) *% 32)) +% (cv331 *% 8)), w355)
           }
         }
       }
     }
-    for j317 in 0..<1 {
-      for ty318 in 0..<7 {
-        for tx319 in 0..<7 {
-          for cv320 in 0..<4 {
-            let w321 = loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8))))
-            let w322 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8)))) + loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8)))))
-            let w323 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8)))) - loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8)))))
-            let w324 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% ((tx319 *% 2) *% 32)) +% (cv320 *% 8)))) * Vector(repeating: Float(-1)))
-            let w325 = loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8))))
-            let w326 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8)))) + loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8)))))
-            let w327 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% ((ty318 *% 2) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8)))) - loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8)))))
-            let w328 = (loadVector(arena, (3431312 +% ((((j317 *% 6272) +% (((ty318 *% 2) +% 1) *% 448)) +% (((tx319 *% 2) +% 1) *% 32)) +% (cv320 *% 8)))) * Vector(repeating: Float(-1)))
-            let w329 = w321
-            let w330 = (w321 + w325)
-            let w331 = (w321 - w325)
-            let w332 = (w325 * Vector(repeating: Float(-1)))
-            let w333 = w322
-            let w334 = (w322 + w326)
-            let w335 = (w322 - w326)
-            let w336 = (w326 * Vector(repeating: Float(-1)))
-            let w337 = w323
-            let w338 = (w323 + w327)
-            let w339 = (w323 - w327)
-            let w340 = (w327 * Vector(repeating: Float(-1)))
-            let w341 = w324
-            let w342 = (w324 + w328)
-            let w343 = (w324 - w328)
-            let w344 = (w328 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((3437584 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w329)
-            storeVector(arena, ((3439152 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w330)
-            storeVector(arena, ((3440720 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w331)
-            storeVector(arena, ((3442288 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w332)
-            storeVector(arena, ((3443856 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w333)
-            storeVector(arena, ((3445424 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w334)
-            storeVector(arena, ((3446992 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w335)
-            storeVector(arena, ((3448560 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w336)
-            storeVector(arena, ((3450128 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w337)
-            storeVector(arena, ((3451696 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w338)
-            storeVector(arena, ((3453264 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w339)
-            storeVector(arena, ((3454832 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w340)
-            storeVector(arena, ((3456400 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w341)
-            storeVector(arena, ((3457968 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w342)
-            storeVector(arena, ((3459536 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w343)
-            storeVector(arena, ((3461104 +% ((((j317 *% 49) +% (ty318 *% 7)) +% tx319) *% 32)) +% (cv320 *% 8)), w344)
-          }
-        }
+    parallelFor(pool, 2) { part356 in
+      for xi357 in 0..<8 {
+        sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% ((xi357 +% (part356 *% 8)) *% 784)), 16, arena + (3437584 +% ((xi357 +% (part356 *% 8)) *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% ((xi357 +% (part356 *% 8)) *% 512)), 32)
       }
-    }
-    for xi345 in 0..<16 {
-      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (3418768 +% (xi345 *% 784)), 16, arena + (3437584 +% (xi345 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (3462672 +% (xi345 *% 512)), 32)
     }
   }
-  do {  // scalar loops
-    for f346 in 0..<32 {
-      for c347 in 0..<16 {
-        var w348: Float = (((arena[((3462672 +% (c347 *% 32)) +% f346)] * Float(1)) + (arena[((3464720 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)))
-        var w349: Float = ((arena[((3464720 +% (c347 *% 32)) +% f346)] - arena[((3466768 +% (c347 *% 32)) +% f346)]) * Float(bitPattern: 0x3f000000))
-        var w350: Float = (((arena[((3464720 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c347 *% 32)) +% f346)] * Float(1)))
-        var w351: Float = (((arena[((3463184 +% (c347 *% 32)) +% f346)] * Float(1)) + (arena[((3465232 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)))
-        var w352: Float = ((arena[((3465232 +% (c347 *% 32)) +% f346)] - arena[((3467280 +% (c347 *% 32)) +% f346)]) * Float(bitPattern: 0x3f000000))
-        var w353: Float = (((arena[((3465232 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c347 *% 32)) +% f346)] * Float(1)))
-        var w354: Float = (((arena[((3463696 +% (c347 *% 32)) +% f346)] * Float(1)) + (arena[((3465744 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)))
-        var w355: Float = ((arena[((3465744 +% (c347 *% 32)) +% f346)] - arena[((3467792 +% (c347 *% 32)) +% f346)]) * Float(bitPattern: 0x3f000000))
-        var w356: Float = (((arena[((3465744 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c347 *% 32)) +% f346)] * Float(1)))
-        var w357: Float = (((arena[((3464208 +% (c347 *% 32)) +% f346)] * Float(1)) + (arena[((3466256 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)))
-        var w358: Float = ((arena[((3466256 +% (c347 *% 32)) +% f346)] - arena[((3468304 +% (c347 *% 32)) +% f346)]) * Float(bitPattern: 0x3f000000))
-        var w359: Float = (((arena[((3466256 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c347 *% 32)) +% f346)] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c347 *% 32)) +% f346)] * Float(1)))
-        var w360: Float = (((w348 * Float(1)) + (w351 * Float(bitPattern: 0x3f000000))) + (w354 * Float(bitPattern: 0x3f000000)))
-        var w361: Float = ((w351 - w354) * Float(bitPattern: 0x3f000000))
-        var w362: Float = (((w351 * Float(bitPattern: 0x3f000000)) + (w354 * Float(bitPattern: 0x3f000000))) + (w357 * Float(1)))
-        var w363: Float = (((w349 * Float(1)) + (w352 * Float(bitPattern: 0x3f000000))) + (w355 * Float(bitPattern: 0x3f000000)))
-        var w364: Float = ((w352 - w355) * Float(bitPattern: 0x3f000000))
-        var w365: Float = (((w352 * Float(bitPattern: 0x3f000000)) + (w355 * Float(bitPattern: 0x3f000000))) + (w358 * Float(1)))
-        var w366: Float = (((w350 * Float(1)) + (w353 * Float(bitPattern: 0x3f000000))) + (w356 * Float(bitPattern: 0x3f000000)))
-        var w367: Float = ((w353 - w356) * Float(bitPattern: 0x3f000000))
-        var w368: Float = (((w353 * Float(bitPattern: 0x3f000000)) + (w356 * Float(bitPattern: 0x3f000000))) + (w359 * Float(1)))
-        grads[(2480 +% (((f346 *% 16) +% c347) *% 9))] = w360
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 1)] = w361
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 2)] = w362
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 3)] = w363
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 4)] = w364
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 5)] = w365
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 6)] = w366
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 7)] = w367
-        grads[((2480 +% (((f346 *% 16) +% c347) *% 9)) +% 8)] = w368
+  parallelFor(pool, 2) { part358 in
+    do {  // scalar loops
+      for f359 in 0..<16 {
+        for c360 in 0..<16 {
+          var w361: Float = (((arena[((3462672 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)) + (arena[((3464720 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3466768 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w362: Float = ((arena[((3464720 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] - arena[((3466768 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w363: Float = (((arena[((3464720 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((3466768 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3468816 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)))
+          var w364: Float = (((arena[((3463184 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)) + (arena[((3465232 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3467280 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w365: Float = ((arena[((3465232 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] - arena[((3467280 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w366: Float = (((arena[((3465232 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((3467280 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3469328 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)))
+          var w367: Float = (((arena[((3463696 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)) + (arena[((3465744 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3467792 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w368: Float = ((arena[((3465744 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] - arena[((3467792 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w369: Float = (((arena[((3465744 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((3467792 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3469840 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)))
+          var w370: Float = (((arena[((3464208 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)) + (arena[((3466256 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3468304 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w371: Float = ((arena[((3466256 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] - arena[((3468304 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w372: Float = (((arena[((3466256 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((3468304 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((3470352 +% (c360 *% 32)) +% (f359 +% (part358 *% 16)))] * Float(1)))
+          var w373: Float = (((w361 * Float(1)) + (w364 * Float(bitPattern: 0x3f000000))) + (w367 * Float(bitPattern: 0x3f000000)))
+          var w374: Float = ((w364 - w367) * Float(bitPattern: 0x3f000000))
+          var w375: Float = (((w364 * Float(bitPattern: 0x3f000000)) + (w367 * Float(bitPattern: 0x3f000000))) + (w370 * Float(1)))
+          var w376: Float = (((w362 * Float(1)) + (w365 * Float(bitPattern: 0x3f000000))) + (w368 * Float(bitPattern: 0x3f000000)))
+          var w377: Float = ((w365 - w368) * Float(bitPattern: 0x3f000000))
+          var w378: Float = (((w365 * Float(bitPattern: 0x3f000000)) + (w368 * Float(bitPattern: 0x3f000000))) + (w371 * Float(1)))
+          var w379: Float = (((w363 * Float(1)) + (w366 * Float(bitPattern: 0x3f000000))) + (w369 * Float(bitPattern: 0x3f000000)))
+          var w380: Float = ((w366 - w369) * Float(bitPattern: 0x3f000000))
+          var w381: Float = (((w366 * Float(bitPattern: 0x3f000000)) + (w369 * Float(bitPattern: 0x3f000000))) + (w372 * Float(1)))
+          grads[(2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9))] = w373
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 1)] = w374
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 2)] = w375
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 3)] = w376
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 4)] = w377
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 5)] = w378
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 6)] = w379
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 7)] = w380
+          grads[((2480 +% ((((f359 +% (part358 *% 16)) *% 16) +% c360) *% 9)) +% 8)] = w381
+        }
       }
     }
   }
   // conv3_bias_grad = conv2d_grad_bias(conv3_grad)
-  for f369 in 0..<32 {
-    var acc370 = Vector()
-    for img371 in 0..<64 {
-      for i372 in 0..<24 {
-        acc370 = acc370.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img371 *% 6272)) +% (f369 *% 196)) +% (i372 *% 8))))
+  for f382 in 0..<32 {
+    var acc383 = Vector()
+    for img384 in 0..<64 {
+      for i385 in 0..<24 {
+        acc383 = acc383.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4616192 +% (img384 *% 6272)) +% (f382 *% 196)) +% (i385 *% 8))))
       }
-      acc370 = acc370.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img371 *% 6272)) +% (f369 *% 196)) +% 192), 4))
+      acc383 = acc383.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((4616192 +% (img384 *% 6272)) +% (f382 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 3411968, acc370)
-    var sum373: Float = (arena[3411968] + arena[3411969])
-    var sum374: Float = (sum373 + arena[3411970])
-    var sum375: Float = (sum374 + arena[3411971])
-    var sum376: Float = (sum375 + arena[3411972])
-    var sum377: Float = (sum376 + arena[3411973])
-    var sum378: Float = (sum377 + arena[3411974])
-    var sum379: Float = (sum378 + arena[3411975])
-    grads[(7088 +% f369)] = sum379
+    storeVector(arena, 3411968, acc383)
+    var sum386: Float = (arena[3411968] + arena[3411969])
+    var sum387: Float = (sum386 + arena[3411970])
+    var sum388: Float = (sum387 + arena[3411971])
+    var sum389: Float = (sum388 + arena[3411972])
+    var sum390: Float = (sum389 + arena[3411973])
+    var sum391: Float = (sum390 + arena[3411974])
+    var sum392: Float = (sum391 + arena[3411975])
+    grads[(7088 +% f382)] = sum392
   }
   // pool_grad = conv2d_grad_input(conv3_grad, conv3.weight, pool)
-  do {  // scalar loops
-    for ci380 in 0..<32 {
-      for co381 in 0..<16 {
-        var w382: Float = params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 8)]
-        var w383: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 8)] + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 5)]) + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w384: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 8)] + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 2)]) - params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w385: Float = params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 2)]
-        var w386: Float = params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 7)]
-        var w387: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 7)] + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 4)]) + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w388: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 7)] + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 1)]) - params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w389: Float = params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 1)]
-        var w390: Float = params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 6)]
-        var w391: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 6)] + params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 3)]) + params[(2480 +% (((ci380 *% 16) +% co381) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w392: Float = (((params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 6)] + params[(2480 +% (((ci380 *% 16) +% co381) *% 9))]) - params[((2480 +% (((ci380 *% 16) +% co381) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w393: Float = params[(2480 +% (((ci380 *% 16) +% co381) *% 9))]
-        var w394: Float = w382
-        var w395: Float = (((w382 + w386) + w390) * Float(bitPattern: 0x3f000000))
-        var w396: Float = (((w382 + w390) - w386) * Float(bitPattern: 0x3f000000))
-        var w397: Float = w390
-        var w398: Float = w383
-        var w399: Float = (((w383 + w387) + w391) * Float(bitPattern: 0x3f000000))
-        var w400: Float = (((w383 + w391) - w387) * Float(bitPattern: 0x3f000000))
-        var w401: Float = w391
-        var w402: Float = w384
-        var w403: Float = (((w384 + w388) + w392) * Float(bitPattern: 0x3f000000))
-        var w404: Float = (((w384 + w392) - w388) * Float(bitPattern: 0x3f000000))
-        var w405: Float = w392
-        var w406: Float = w385
-        var w407: Float = (((w385 + w389) + w393) * Float(bitPattern: 0x3f000000))
-        var w408: Float = (((w385 + w393) - w389) * Float(bitPattern: 0x3f000000))
-        var w409: Float = w393
-        arena[((3615376 +% (ci380 *% 16)) +% co381)] = w394
-        arena[((3615888 +% (ci380 *% 16)) +% co381)] = w395
-        arena[((3616400 +% (ci380 *% 16)) +% co381)] = w396
-        arena[((3616912 +% (ci380 *% 16)) +% co381)] = w397
-        arena[((3617424 +% (ci380 *% 16)) +% co381)] = w398
-        arena[((3617936 +% (ci380 *% 16)) +% co381)] = w399
-        arena[((3618448 +% (ci380 *% 16)) +% co381)] = w400
-        arena[((3618960 +% (ci380 *% 16)) +% co381)] = w401
-        arena[((3619472 +% (ci380 *% 16)) +% co381)] = w402
-        arena[((3619984 +% (ci380 *% 16)) +% co381)] = w403
-        arena[((3620496 +% (ci380 *% 16)) +% co381)] = w404
-        arena[((3621008 +% (ci380 *% 16)) +% co381)] = w405
-        arena[((3621520 +% (ci380 *% 16)) +% co381)] = w406
-        arena[((3622032 +% (ci380 *% 16)) +% co381)] = w407
-        arena[((3622544 +% (ci380 *% 16)) +% co381)] = w408
-        arena[((3623056 +% (ci380 *% 16)) +% co381)] = w409
+  parallelFor(pool, 2) { part393 in
+    do {  // scalar loops
+      for ci394 in 0..<32 {
+        for co395 in 0..<8 {
+          var w396: Float = params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 8)]
+          var w397: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 8)] + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 5)]) + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w398: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 8)] + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 2)]) - params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w399: Float = params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 2)]
+          var w400: Float = params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 7)]
+          var w401: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 7)] + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 4)]) + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w402: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 7)] + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 1)]) - params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w403: Float = params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 1)]
+          var w404: Float = params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 6)]
+          var w405: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 6)] + params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 3)]) + params[(2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w406: Float = (((params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 6)] + params[(2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9))]) - params[((2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w407: Float = params[(2480 +% (((ci394 *% 16) +% ((part393 *% 8) +% co395)) *% 9))]
+          var w408: Float = w396
+          var w409: Float = (((w396 + w400) + w404) * Float(bitPattern: 0x3f000000))
+          var w410: Float = (((w396 + w404) - w400) * Float(bitPattern: 0x3f000000))
+          var w411: Float = w404
+          var w412: Float = w397
+          var w413: Float = (((w397 + w401) + w405) * Float(bitPattern: 0x3f000000))
+          var w414: Float = (((w397 + w405) - w401) * Float(bitPattern: 0x3f000000))
+          var w415: Float = w405
+          var w416: Float = w398
+          var w417: Float = (((w398 + w402) + w406) * Float(bitPattern: 0x3f000000))
+          var w418: Float = (((w398 + w406) - w402) * Float(bitPattern: 0x3f000000))
+          var w419: Float = w406
+          var w420: Float = w399
+          var w421: Float = (((w399 + w403) + w407) * Float(bitPattern: 0x3f000000))
+          var w422: Float = (((w399 + w407) - w403) * Float(bitPattern: 0x3f000000))
+          var w423: Float = w407
+          arena[((3615376 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w408
+          arena[((3615888 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w409
+          arena[((3616400 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w410
+          arena[((3616912 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w411
+          arena[((3617424 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w412
+          arena[((3617936 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w413
+          arena[((3618448 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w414
+          arena[((3618960 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w415
+          arena[((3619472 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w416
+          arena[((3619984 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w417
+          arena[((3620496 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w418
+          arena[((3621008 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w419
+          arena[((3621520 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w420
+          arena[((3622032 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w421
+          arena[((3622544 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w422
+          arena[((3623056 +% (ci394 *% 16)) +% ((part393 *% 8) +% co395))] = w423
+        }
       }
     }
   }
-  for i410 in 0..<1024 {
-    storeVector(arena, ((i410 *% 8) +% 3623568), Vector(repeating: Float(0)))
+  for i424 in 0..<1024 {
+    storeVector(arena, ((i424 *% 8) +% 3623568), Vector(repeating: Float(0)))
   }
-  for g411 in 0..<64 {
-    for j412 in 0..<1 {
-      for iy413 in 0..<14 {
-        for c414 in 0..<32 {
-          for ix415 in 0..<14 {
-            arena[(3623568 +% ((((j412 *% 8192) +% ((iy413 +% 1) *% 512)) +% ((ix415 +% 1) *% 32)) +% c414))] = arena[((((4616192 +% ((g411 +% j412) *% 6272)) +% (c414 *% 196)) +% (iy413 *% 14)) +% ix415)]
+  for g425 in 0..<64 {
+    for j426 in 0..<1 {
+      for iy427 in 0..<14 {
+        for c428 in 0..<32 {
+          for ix429 in 0..<14 {
+            arena[(3623568 +% ((((j426 *% 8192) +% ((iy427 +% 1) *% 512)) +% ((ix429 +% 1) *% 32)) +% c428))] = arena[((((4616192 +% ((g425 +% j426) *% 6272)) +% (c428 *% 196)) +% (iy427 *% 14)) +% ix429)]
           }
         }
       }
     }
-    for j416 in 0..<1 {
-      for ty417 in 0..<7 {
-        for tx418 in 0..<7 {
-          for cv419 in 0..<4 {
-            let w420 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% ((ty417 *% 2) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))))
-            let w421 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))) + loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))))
-            let w422 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))))
-            let w423 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 3) *% 512)) +% ((tx418 *% 2) *% 32)) +% (cv419 *% 8)))))
-            let w424 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% ((ty417 *% 2) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))))
-            let w425 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))) + loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))))
-            let w426 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))))
-            let w427 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 3) *% 512)) +% (((tx418 *% 2) +% 1) *% 32)) +% (cv419 *% 8)))))
-            let w428 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% ((ty417 *% 2) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))))
-            let w429 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))) + loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))))
-            let w430 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))))
-            let w431 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 3) *% 512)) +% (((tx418 *% 2) +% 2) *% 32)) +% (cv419 *% 8)))))
-            let w432 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% ((ty417 *% 2) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))))
-            let w433 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))) + loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))))
-            let w434 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 2) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))))
-            let w435 = (loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 1) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))) - loadVector(arena, (3623568 +% ((((j416 *% 8192) +% (((ty417 *% 2) +% 3) *% 512)) +% (((tx418 *% 2) +% 3) *% 32)) +% (cv419 *% 8)))))
-            let w436 = (w420 - w428)
-            let w437 = (w424 + w428)
-            let w438 = (w428 - w424)
-            let w439 = (w424 - w432)
-            let w440 = (w421 - w429)
-            let w441 = (w425 + w429)
-            let w442 = (w429 - w425)
-            let w443 = (w425 - w433)
-            let w444 = (w422 - w430)
-            let w445 = (w426 + w430)
-            let w446 = (w430 - w426)
-            let w447 = (w426 - w434)
-            let w448 = (w423 - w431)
-            let w449 = (w427 + w431)
-            let w450 = (w431 - w427)
-            let w451 = (w427 - w435)
-            storeVector(arena, ((3631760 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w436)
-            storeVector(arena, ((3633328 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w437)
-            storeVector(arena, ((3634896 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w438)
-            storeVector(arena, ((3636464 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w439)
-            storeVector(arena, ((3638032 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w440)
-            storeVector(arena, ((3639600 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w441)
-            storeVector(arena, ((3641168 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w442)
-            storeVector(arena, ((3642736 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w443)
-            storeVector(arena, ((3644304 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w444)
-            storeVector(arena, ((3645872 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w445)
-            storeVector(arena, ((3647440 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w446)
-            storeVector(arena, ((3649008 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w447)
-            storeVector(arena, ((3650576 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w448)
-            storeVector(arena, ((3652144 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w449)
-            storeVector(arena, ((3653712 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w450)
-            storeVector(arena, ((3655280 +% ((((j416 *% 49) +% (ty417 *% 7)) +% tx418) *% 32)) +% (cv419 *% 8)), w451)
+    for j430 in 0..<1 {
+      for ty431 in 0..<7 {
+        for tx432 in 0..<7 {
+          for cv433 in 0..<4 {
+            let w434 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% ((ty431 *% 2) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))))
+            let w435 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))) + loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))))
+            let w436 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))))
+            let w437 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 3) *% 512)) +% ((tx432 *% 2) *% 32)) +% (cv433 *% 8)))))
+            let w438 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% ((ty431 *% 2) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))))
+            let w439 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))) + loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))))
+            let w440 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))))
+            let w441 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 3) *% 512)) +% (((tx432 *% 2) +% 1) *% 32)) +% (cv433 *% 8)))))
+            let w442 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% ((ty431 *% 2) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))))
+            let w443 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))) + loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))))
+            let w444 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))))
+            let w445 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 3) *% 512)) +% (((tx432 *% 2) +% 2) *% 32)) +% (cv433 *% 8)))))
+            let w446 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% ((ty431 *% 2) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))))
+            let w447 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))) + loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))))
+            let w448 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 2) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))))
+            let w449 = (loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 1) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))) - loadVector(arena, (3623568 +% ((((j430 *% 8192) +% (((ty431 *% 2) +% 3) *% 512)) +% (((tx432 *% 2) +% 3) *% 32)) +% (cv433 *% 8)))))
+            let w450 = (w434 - w442)
+            let w451 = (w438 + w442)
+            let w452 = (w442 - w438)
+            let w453 = (w438 - w446)
+            let w454 = (w435 - w443)
+            let w455 = (w439 + w443)
+            let w456 = (w443 - w439)
+            let w457 = (w439 - w447)
+            let w458 = (w436 - w444)
+            let w459 = (w440 + w444)
+            let w460 = (w444 - w440)
+            let w461 = (w440 - w448)
+            let w462 = (w437 - w445)
+            let w463 = (w441 + w445)
+            let w464 = (w445 - w441)
+            let w465 = (w441 - w449)
+            storeVector(arena, ((3631760 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w450)
+            storeVector(arena, ((3633328 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w451)
+            storeVector(arena, ((3634896 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w452)
+            storeVector(arena, ((3636464 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w453)
+            storeVector(arena, ((3638032 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w454)
+            storeVector(arena, ((3639600 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w455)
+            storeVector(arena, ((3641168 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w456)
+            storeVector(arena, ((3642736 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w457)
+            storeVector(arena, ((3644304 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w458)
+            storeVector(arena, ((3645872 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w459)
+            storeVector(arena, ((3647440 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w460)
+            storeVector(arena, ((3649008 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w461)
+            storeVector(arena, ((3650576 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w462)
+            storeVector(arena, ((3652144 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w463)
+            storeVector(arena, ((3653712 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w464)
+            storeVector(arena, ((3655280 +% ((((j430 *% 49) +% (ty431 *% 7)) +% tx432) *% 32)) +% (cv433 *% 8)), w465)
           }
         }
       }
     }
-    for xi452 in 0..<16 {
-      do {  // gemm459
-        for nb453 in 0..<1 {
-          for mb454 in 0..<9 {
-            var t455_c0_0 = Vector()
-            var t455_c0_1 = Vector()
-            var t455_c1_0 = Vector()
-            var t455_c1_1 = Vector()
-            var t455_c2_0 = Vector()
-            var t455_c2_1 = Vector()
-            var t455_c3_0 = Vector()
-            var t455_c3_1 = Vector()
-            var t455_c4_0 = Vector()
-            var t455_c4_1 = Vector()
-            for k456 in 0..<32 {
-              let t455_b0 = loadVector(arena, (((3615376 +% (xi452 *% 512)) +% (k456 *% 16)) +% (nb453 *% 16)))
-              let t455_b1 = loadVector(arena, ((((3615376 +% (xi452 *% 512)) +% (k456 *% 16)) +% (nb453 *% 16)) +% 8))
-              let t455_a0 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% ((mb454 *% 5) *% 32)) +% k456)])
-              t455_c0_0 = t455_c0_0.addingProduct(t455_a0, t455_b0)
-              t455_c0_1 = t455_c0_1.addingProduct(t455_a0, t455_b1)
-              let t455_a1 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% (((mb454 *% 5) +% 1) *% 32)) +% k456)])
-              t455_c1_0 = t455_c1_0.addingProduct(t455_a1, t455_b0)
-              t455_c1_1 = t455_c1_1.addingProduct(t455_a1, t455_b1)
-              let t455_a2 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% (((mb454 *% 5) +% 2) *% 32)) +% k456)])
-              t455_c2_0 = t455_c2_0.addingProduct(t455_a2, t455_b0)
-              t455_c2_1 = t455_c2_1.addingProduct(t455_a2, t455_b1)
-              let t455_a3 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% (((mb454 *% 5) +% 3) *% 32)) +% k456)])
-              t455_c3_0 = t455_c3_0.addingProduct(t455_a3, t455_b0)
-              t455_c3_1 = t455_c3_1.addingProduct(t455_a3, t455_b1)
-              let t455_a4 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% (((mb454 *% 5) +% 4) *% 32)) +% k456)])
-              t455_c4_0 = t455_c4_0.addingProduct(t455_a4, t455_b0)
-              t455_c4_1 = t455_c4_1.addingProduct(t455_a4, t455_b1)
+    parallelFor(pool, 2) { part466 in
+      for xi467 in 0..<16 {
+        do {  // gemm474
+          for nb468 in 0..<1 {
+            for mb469 in 0..<3 {
+              var t470_c0_0 = Vector()
+              var t470_c1_0 = Vector()
+              var t470_c2_0 = Vector()
+              var t470_c3_0 = Vector()
+              var t470_c4_0 = Vector()
+              var t470_c5_0 = Vector()
+              var t470_c6_0 = Vector()
+              var t470_c7_0 = Vector()
+              var t470_c8_0 = Vector()
+              var t470_c9_0 = Vector()
+              var t470_c10_0 = Vector()
+              var t470_c11_0 = Vector()
+              var t470_c12_0 = Vector()
+              var t470_c13_0 = Vector()
+              for k471 in 0..<32 {
+                let t470_b0 = loadVector(arena, ((((3615376 +% (xi467 *% 512)) +% (part466 *% 8)) +% (k471 *% 16)) +% (nb468 *% 8)))
+                let t470_a0 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% ((mb469 *% 14) *% 32)) +% k471)])
+                t470_c0_0 = t470_c0_0.addingProduct(t470_a0, t470_b0)
+                let t470_a1 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 1) *% 32)) +% k471)])
+                t470_c1_0 = t470_c1_0.addingProduct(t470_a1, t470_b0)
+                let t470_a2 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 2) *% 32)) +% k471)])
+                t470_c2_0 = t470_c2_0.addingProduct(t470_a2, t470_b0)
+                let t470_a3 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 3) *% 32)) +% k471)])
+                t470_c3_0 = t470_c3_0.addingProduct(t470_a3, t470_b0)
+                let t470_a4 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 4) *% 32)) +% k471)])
+                t470_c4_0 = t470_c4_0.addingProduct(t470_a4, t470_b0)
+                let t470_a5 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 5) *% 32)) +% k471)])
+                t470_c5_0 = t470_c5_0.addingProduct(t470_a5, t470_b0)
+                let t470_a6 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 6) *% 32)) +% k471)])
+                t470_c6_0 = t470_c6_0.addingProduct(t470_a6, t470_b0)
+                let t470_a7 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 7) *% 32)) +% k471)])
+                t470_c7_0 = t470_c7_0.addingProduct(t470_a7, t470_b0)
+                let t470_a8 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 8) *% 32)) +% k471)])
+                t470_c8_0 = t470_c8_0.addingProduct(t470_a8, t470_b0)
+                let t470_a9 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 9) *% 32)) +% k471)])
+                t470_c9_0 = t470_c9_0.addingProduct(t470_a9, t470_b0)
+                let t470_a10 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 10) *% 32)) +% k471)])
+                t470_c10_0 = t470_c10_0.addingProduct(t470_a10, t470_b0)
+                let t470_a11 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 11) *% 32)) +% k471)])
+                t470_c11_0 = t470_c11_0.addingProduct(t470_a11, t470_b0)
+                let t470_a12 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 12) *% 32)) +% k471)])
+                t470_c12_0 = t470_c12_0.addingProduct(t470_a12, t470_b0)
+                let t470_a13 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% (((mb469 *% 14) +% 13) *% 32)) +% k471)])
+                t470_c13_0 = t470_c13_0.addingProduct(t470_a13, t470_b0)
+              }
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% ((mb469 *% 14) *% 16)) +% (nb468 *% 8)), t470_c0_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 1) *% 16)) +% (nb468 *% 8)), t470_c1_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 2) *% 16)) +% (nb468 *% 8)), t470_c2_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 3) *% 16)) +% (nb468 *% 8)), t470_c3_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 4) *% 16)) +% (nb468 *% 8)), t470_c4_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 5) *% 16)) +% (nb468 *% 8)), t470_c5_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 6) *% 16)) +% (nb468 *% 8)), t470_c6_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 7) *% 16)) +% (nb468 *% 8)), t470_c7_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 8) *% 16)) +% (nb468 *% 8)), t470_c8_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 9) *% 16)) +% (nb468 *% 8)), t470_c9_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 10) *% 16)) +% (nb468 *% 8)), t470_c10_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 11) *% 16)) +% (nb468 *% 8)), t470_c11_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 12) *% 16)) +% (nb468 *% 8)), t470_c12_0)
+              storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% (((mb469 *% 14) +% 13) *% 16)) +% (nb468 *% 8)), t470_c13_0)
             }
-            storeVector(arena, (((3656848 +% (xi452 *% 784)) +% ((mb454 *% 5) *% 16)) +% (nb453 *% 16)), t455_c0_0)
-            storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% ((mb454 *% 5) *% 16)) +% (nb453 *% 16)) +% 8), t455_c0_1)
-            storeVector(arena, (((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 1) *% 16)) +% (nb453 *% 16)), t455_c1_0)
-            storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 1) *% 16)) +% (nb453 *% 16)) +% 8), t455_c1_1)
-            storeVector(arena, (((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 2) *% 16)) +% (nb453 *% 16)), t455_c2_0)
-            storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 2) *% 16)) +% (nb453 *% 16)) +% 8), t455_c2_1)
-            storeVector(arena, (((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 3) *% 16)) +% (nb453 *% 16)), t455_c3_0)
-            storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 3) *% 16)) +% (nb453 *% 16)) +% 8), t455_c3_1)
-            storeVector(arena, (((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 4) *% 16)) +% (nb453 *% 16)), t455_c4_0)
-            storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% (((mb454 *% 5) +% 4) *% 16)) +% (nb453 *% 16)) +% 8), t455_c4_1)
-          }
-          var t457_c0_0 = Vector()
-          var t457_c0_1 = Vector()
-          var t457_c1_0 = Vector()
-          var t457_c1_1 = Vector()
-          var t457_c2_0 = Vector()
-          var t457_c2_1 = Vector()
-          var t457_c3_0 = Vector()
-          var t457_c3_1 = Vector()
-          for k458 in 0..<32 {
-            let t457_b0 = loadVector(arena, (((3615376 +% (xi452 *% 512)) +% (k458 *% 16)) +% (nb453 *% 16)))
-            let t457_b1 = loadVector(arena, ((((3615376 +% (xi452 *% 512)) +% (k458 *% 16)) +% (nb453 *% 16)) +% 8))
-            let t457_a0 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% 1440) +% k458)])
-            t457_c0_0 = t457_c0_0.addingProduct(t457_a0, t457_b0)
-            t457_c0_1 = t457_c0_1.addingProduct(t457_a0, t457_b1)
-            let t457_a1 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% 1472) +% k458)])
-            t457_c1_0 = t457_c1_0.addingProduct(t457_a1, t457_b0)
-            t457_c1_1 = t457_c1_1.addingProduct(t457_a1, t457_b1)
-            let t457_a2 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% 1504) +% k458)])
-            t457_c2_0 = t457_c2_0.addingProduct(t457_a2, t457_b0)
-            t457_c2_1 = t457_c2_1.addingProduct(t457_a2, t457_b1)
-            let t457_a3 = Vector(repeating: arena[(((3631760 +% (xi452 *% 1568)) +% 1536) +% k458)])
-            t457_c3_0 = t457_c3_0.addingProduct(t457_a3, t457_b0)
-            t457_c3_1 = t457_c3_1.addingProduct(t457_a3, t457_b1)
-          }
-          storeVector(arena, (((3656848 +% (xi452 *% 784)) +% 720) +% (nb453 *% 16)), t457_c0_0)
-          storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% 720) +% (nb453 *% 16)) +% 8), t457_c0_1)
-          storeVector(arena, (((3656848 +% (xi452 *% 784)) +% 736) +% (nb453 *% 16)), t457_c1_0)
-          storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% 736) +% (nb453 *% 16)) +% 8), t457_c1_1)
-          storeVector(arena, (((3656848 +% (xi452 *% 784)) +% 752) +% (nb453 *% 16)), t457_c2_0)
-          storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% 752) +% (nb453 *% 16)) +% 8), t457_c2_1)
-          storeVector(arena, (((3656848 +% (xi452 *% 784)) +% 768) +% (nb453 *% 16)), t457_c3_0)
-          storeVector(arena, ((((3656848 +% (xi452 *% 784)) +% 768) +% (nb453 *% 16)) +% 8), t457_c3_1)
-        }
-      }
-    }
-    for j460 in 0..<1 {
-      for ty461 in 0..<7 {
-        for tx462 in 0..<7 {
-          for cv463 in 0..<2 {
-            let w464 = ((loadVector(arena, ((3656848 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) + loadVector(arena, ((3659984 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) + loadVector(arena, ((3663120 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w465 = ((loadVector(arena, ((3659984 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) - loadVector(arena, ((3663120 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) - loadVector(arena, ((3666256 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w466 = ((loadVector(arena, ((3657632 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) + loadVector(arena, ((3660768 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) + loadVector(arena, ((3663904 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w467 = ((loadVector(arena, ((3660768 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) - loadVector(arena, ((3663904 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) - loadVector(arena, ((3667040 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w468 = ((loadVector(arena, ((3658416 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) + loadVector(arena, ((3661552 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) + loadVector(arena, ((3664688 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w469 = ((loadVector(arena, ((3661552 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) - loadVector(arena, ((3664688 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) - loadVector(arena, ((3667824 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w470 = ((loadVector(arena, ((3659200 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) + loadVector(arena, ((3662336 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) + loadVector(arena, ((3665472 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w471 = ((loadVector(arena, ((3662336 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))) - loadVector(arena, ((3665472 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8)))) - loadVector(arena, ((3668608 +% ((((j460 *% 49) +% (ty461 *% 7)) +% tx462) *% 16)) +% (cv463 *% 8))))
-            let w472 = ((w464 + w466) + w468)
-            let w473 = ((w466 - w468) - w470)
-            let w474 = ((w465 + w467) + w469)
-            let w475 = ((w467 - w469) - w471)
-            storeVector(arena, ((3669392 +% (((((j460 *% 14) +% (ty461 *% 2)) *% 14) +% (tx462 *% 2)) *% 16)) +% (cv463 *% 8)), w472)
-            storeVector(arena, ((3669392 +% ((((((j460 *% 14) +% (ty461 *% 2)) *% 14) +% (tx462 *% 2)) +% 1) *% 16)) +% (cv463 *% 8)), w473)
-            storeVector(arena, ((3669392 +% ((((((j460 *% 14) +% (ty461 *% 2)) +% 1) *% 14) +% (tx462 *% 2)) *% 16)) +% (cv463 *% 8)), w474)
-            storeVector(arena, ((3669392 +% (((((((j460 *% 14) +% (ty461 *% 2)) +% 1) *% 14) +% (tx462 *% 2)) +% 1) *% 16)) +% (cv463 *% 8)), w475)
+            var t472_c0_0 = Vector()
+            var t472_c1_0 = Vector()
+            var t472_c2_0 = Vector()
+            var t472_c3_0 = Vector()
+            var t472_c4_0 = Vector()
+            var t472_c5_0 = Vector()
+            var t472_c6_0 = Vector()
+            for k473 in 0..<32 {
+              let t472_b0 = loadVector(arena, ((((3615376 +% (xi467 *% 512)) +% (part466 *% 8)) +% (k473 *% 16)) +% (nb468 *% 8)))
+              let t472_a0 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1344) +% k473)])
+              t472_c0_0 = t472_c0_0.addingProduct(t472_a0, t472_b0)
+              let t472_a1 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1376) +% k473)])
+              t472_c1_0 = t472_c1_0.addingProduct(t472_a1, t472_b0)
+              let t472_a2 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1408) +% k473)])
+              t472_c2_0 = t472_c2_0.addingProduct(t472_a2, t472_b0)
+              let t472_a3 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1440) +% k473)])
+              t472_c3_0 = t472_c3_0.addingProduct(t472_a3, t472_b0)
+              let t472_a4 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1472) +% k473)])
+              t472_c4_0 = t472_c4_0.addingProduct(t472_a4, t472_b0)
+              let t472_a5 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1504) +% k473)])
+              t472_c5_0 = t472_c5_0.addingProduct(t472_a5, t472_b0)
+              let t472_a6 = Vector(repeating: arena[(((3631760 +% (xi467 *% 1568)) +% 1536) +% k473)])
+              t472_c6_0 = t472_c6_0.addingProduct(t472_a6, t472_b0)
+            }
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 672) +% (nb468 *% 8)), t472_c0_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 688) +% (nb468 *% 8)), t472_c1_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 704) +% (nb468 *% 8)), t472_c2_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 720) +% (nb468 *% 8)), t472_c3_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 736) +% (nb468 *% 8)), t472_c4_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 752) +% (nb468 *% 8)), t472_c5_0)
+            storeVector(arena, ((((3656848 +% (xi467 *% 784)) +% (part466 *% 8)) +% 768) +% (nb468 *% 8)), t472_c6_0)
           }
         }
       }
-    }
-    for j476 in 0..<1 {
-      for qb477 in 0..<3 {
-        for c478 in 0..<16 {
-          for q479 in 0..<64 {
-            arena[(((3414672 +% ((g411 +% j476) *% 3136)) +% (c478 *% 196)) +% (q479 +% (qb477 *% 64)))] = arena[((3669392 +% (((j476 *% 196) +% (q479 +% (qb477 *% 64))) *% 16)) +% c478)]
+      for j475 in 0..<1 {
+        for ty476 in 0..<7 {
+          for tx477 in 0..<7 {
+            for cv478 in 0..<1 {
+              let w479 = ((loadVector(arena, ((3656848 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) + loadVector(arena, ((3659984 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) + loadVector(arena, ((3663120 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w480 = ((loadVector(arena, ((3659984 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) - loadVector(arena, ((3663120 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) - loadVector(arena, ((3666256 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w481 = ((loadVector(arena, ((3657632 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) + loadVector(arena, ((3660768 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) + loadVector(arena, ((3663904 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w482 = ((loadVector(arena, ((3660768 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) - loadVector(arena, ((3663904 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) - loadVector(arena, ((3667040 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w483 = ((loadVector(arena, ((3658416 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) + loadVector(arena, ((3661552 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) + loadVector(arena, ((3664688 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w484 = ((loadVector(arena, ((3661552 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) - loadVector(arena, ((3664688 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) - loadVector(arena, ((3667824 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w485 = ((loadVector(arena, ((3659200 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) + loadVector(arena, ((3662336 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) + loadVector(arena, ((3665472 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w486 = ((loadVector(arena, ((3662336 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))) - loadVector(arena, ((3665472 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))))) - loadVector(arena, ((3668608 +% ((((j475 *% 49) +% (ty476 *% 7)) +% tx477) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8)))))
+              let w487 = ((w479 + w481) + w483)
+              let w488 = ((w481 - w483) - w485)
+              let w489 = ((w480 + w482) + w484)
+              let w490 = ((w482 - w484) - w486)
+              storeVector(arena, ((3669392 +% (((((j475 *% 14) +% (ty476 *% 2)) *% 14) +% (tx477 *% 2)) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))), w487)
+              storeVector(arena, ((3669392 +% ((((((j475 *% 14) +% (ty476 *% 2)) *% 14) +% (tx477 *% 2)) +% 1) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))), w488)
+              storeVector(arena, ((3669392 +% ((((((j475 *% 14) +% (ty476 *% 2)) +% 1) *% 14) +% (tx477 *% 2)) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))), w489)
+              storeVector(arena, ((3669392 +% (((((((j475 *% 14) +% (ty476 *% 2)) +% 1) *% 14) +% (tx477 *% 2)) +% 1) *% 16)) +% ((part466 *% 8) +% (cv478 *% 8))), w490)
+            }
           }
         }
       }
-      for c480 in 0..<16 {
-        for q481 in 0..<4 {
-          arena[(((3414672 +% ((g411 +% j476) *% 3136)) +% (c480 *% 196)) +% (q481 +% 192))] = arena[((3669392 +% (((j476 *% 196) +% (q481 +% 192)) *% 16)) +% c480)]
+      for j491 in 0..<1 {
+        for qb492 in 0..<3 {
+          for c493 in 0..<8 {
+            for q494 in 0..<64 {
+              arena[(((3414672 +% ((g425 +% j491) *% 3136)) +% (((part466 *% 8) +% c493) *% 196)) +% (q494 +% (qb492 *% 64)))] = arena[((3669392 +% (((j491 *% 196) +% (q494 +% (qb492 *% 64))) *% 16)) +% ((part466 *% 8) +% c493))]
+            }
+          }
+        }
+        for c495 in 0..<8 {
+          for q496 in 0..<4 {
+            arena[(((3414672 +% ((g425 +% j491) *% 3136)) +% (((part466 *% 8) +% c495) *% 196)) +% (q496 +% 192))] = arena[((3669392 +% (((j491 *% 196) +% (q496 +% 192)) *% 16)) +% ((part466 *% 8) +% c495))]
+          }
         }
       }
     }
   }
   // res_grad = maxpool_grad(pool_grad, res)
-  for i482 in 0..<100352 {
-    storeVector(arena, ((i482 *% 8) +% 3615376), Vector(repeating: Float(0)))
-  }
-  for q483 in 0..<1024 {
-    for py484 in 0..<14 {
-      for px485 in 0..<14 {
-        var best486: Float = arena[(1605632 +% (((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)))]
-        var bi487: Float = Float((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)))
-        bi487 = (arena[(1605632 +% (((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)))] > best486 ? Float((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2))) : bi487)
-        best486 = (arena[(1605632 +% (((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)))] > best486 ? arena[(1605632 +% (((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)))] : best486)
-        bi487 = (arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 1))] > best486 ? Float(((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 1)) : bi487)
-        best486 = (arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 1))] > best486 ? arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 1))] : best486)
-        bi487 = (arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28))] > best486 ? Float(((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28)) : bi487)
-        best486 = (arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28))] > best486 ? arena[(1605632 +% ((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28))] : best486)
-        bi487 = (arena[(1605632 +% (((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28) +% 1))] > best486 ? Float((((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28) +% 1)) : bi487)
-        best486 = (arena[(1605632 +% (((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28) +% 1))] > best486 ? arena[(1605632 +% (((((q483 *% 784) +% (py484 *% 56)) +% (px485 *% 2)) +% 28) +% 1))] : best486)
-        arena[(3615376 +% Int(bi487))] += arena[(((3414672 +% (q483 *% 196)) +% (py484 *% 14)) +% px485)]
+  parallelFor(pool, 2) { part497 in
+    for q498 in 0..<512 {
+      for i499 in 0..<98 {
+        storeVector(arena, ((i499 *% 8) +% (3615376 +% ((q498 +% (part497 *% 512)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for py500 in 0..<14 {
+        for px501 in 0..<14 {
+          var best502: Float = arena[(1605632 +% ((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)))]
+          var bi503: Float = Float(((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)))
+          bi503 = (arena[(1605632 +% ((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)))] > best502 ? Float(((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2))) : bi503)
+          best502 = (arena[(1605632 +% ((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)))] > best502 ? arena[(1605632 +% ((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)))] : best502)
+          bi503 = (arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 1))] > best502 ? Float((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 1)) : bi503)
+          best502 = (arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 1))] > best502 ? arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 1))] : best502)
+          bi503 = (arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28))] > best502 ? Float((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28)) : bi503)
+          best502 = (arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28))] > best502 ? arena[(1605632 +% (((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28))] : best502)
+          bi503 = (arena[(1605632 +% ((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28) +% 1))] > best502 ? Float(((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28) +% 1)) : bi503)
+          best502 = (arena[(1605632 +% ((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28) +% 1))] > best502 ? arena[(1605632 +% ((((((q498 +% (part497 *% 512)) *% 784) +% (py500 *% 56)) +% (px501 *% 2)) +% 28) +% 1))] : best502)
+          arena[(3615376 +% Int(bi503))] += arena[(((3414672 +% ((q498 +% (part497 *% 512)) *% 196)) +% (py500 *% 14)) +% px501)]
+        }
       }
     }
   }
   // conv2_grad = tanh_grad(res_grad, act2)
-  for i488 in 0..<100352 {
-    storeVector(arena, ((i488 *% 8) +% 1605632), (loadVector(arena, ((i488 *% 8) +% 3615376)) * (Vector(repeating: Float(1)) - (loadVector(arena, ((i488 *% 8) +% 2408448)) * loadVector(arena, ((i488 *% 8) +% 2408448))))))
+  parallelFor(pool, 2) { part504 in
+    for i505 in 0..<401408 {
+      arena[(1605632 +% (i505 +% (part504 *% 401408)))] = (arena[(3615376 +% (i505 +% (part504 *% 401408)))] * (Float(1) - (arena[(2408448 +% (i505 +% (part504 *% 401408)))] * arena[(2408448 +% (i505 +% (part504 *% 401408)))])))
+    }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, act1)
-  for i489 in 0..<512 {
-    storeVector(arena, ((i489 *% 8) +% 2535744), Vector(repeating: Float(0)))
+  for i506 in 0..<512 {
+    storeVector(arena, ((i506 *% 8) +% 2535744), Vector(repeating: Float(0)))
   }
-  for i490 in 0..<1800 {
-    storeVector(arena, ((i490 *% 8) +% 2408448), Vector(repeating: Float(0)))
+  for i507 in 0..<1800 {
+    storeVector(arena, ((i507 *% 8) +% 2408448), Vector(repeating: Float(0)))
   }
-  for i491 in 0..<1568 {
-    storeVector(arena, ((i491 *% 8) +% 2473024), Vector(repeating: Float(0)))
+  for i508 in 0..<1568 {
+    storeVector(arena, ((i508 *% 8) +% 2473024), Vector(repeating: Float(0)))
   }
-  for g492 in 0..<64 {
-    for j493 in 0..<1 {
-      for iy494 in 0..<28 {
-        for c495 in 0..<16 {
-          for ix496 in 0..<28 {
-            arena[(2408448 +% ((((j493 *% 14400) +% ((iy494 +% 1) *% 480)) +% ((ix496 +% 1) *% 16)) +% c495))] = arena[((((802816 +% ((g492 +% j493) *% 12544)) +% (c495 *% 784)) +% (iy494 *% 28)) +% ix496)]
+  for g509 in 0..<64 {
+    parallelFor(pool, 2) { part510 in
+      for j511 in 0..<1 {
+        for iy512 in 0..<28 {
+          for c513 in 0..<8 {
+            for ix514 in 0..<28 {
+              arena[(2408448 +% ((((j511 *% 14400) +% ((iy512 +% 1) *% 480)) +% ((ix514 +% 1) *% 16)) +% (c513 +% (part510 *% 8))))] = arena[((((802816 +% ((g509 +% j511) *% 12544)) +% ((c513 +% (part510 *% 8)) *% 784)) +% (iy512 *% 28)) +% ix514)]
+            }
+          }
+        }
+      }
+      for j515 in 0..<1 {
+        for iy516 in 0..<28 {
+          for c517 in 0..<8 {
+            for ix518 in 0..<28 {
+              arena[(2473024 +% ((((j515 *% 12544) +% (iy516 *% 448)) +% (ix518 *% 16)) +% (c517 +% (part510 *% 8))))] = arena[((((1605632 +% ((g509 +% j515) *% 12544)) +% ((c517 +% (part510 *% 8)) *% 784)) +% (iy516 *% 28)) +% ix518)]
+            }
           }
         }
       }
     }
-    for j497 in 0..<1 {
-      for ty498 in 0..<14 {
-        for tx499 in 0..<14 {
-          for cv500 in 0..<2 {
-            let w501 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% ((ty498 *% 2) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))))
-            let w502 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))) + loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))))
-            let w503 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))))
-            let w504 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 3) *% 480)) +% ((tx499 *% 2) *% 16)) +% (cv500 *% 8)))))
-            let w505 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% ((ty498 *% 2) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))))
-            let w506 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))) + loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))))
-            let w507 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))))
-            let w508 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 3) *% 480)) +% (((tx499 *% 2) +% 1) *% 16)) +% (cv500 *% 8)))))
-            let w509 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% ((ty498 *% 2) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))))
-            let w510 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))) + loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))))
-            let w511 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))))
-            let w512 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 3) *% 480)) +% (((tx499 *% 2) +% 2) *% 16)) +% (cv500 *% 8)))))
-            let w513 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% ((ty498 *% 2) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))))
-            let w514 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))) + loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))))
-            let w515 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 2) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))))
-            let w516 = (loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 1) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))) - loadVector(arena, (2408448 +% ((((j497 *% 14400) +% (((ty498 *% 2) +% 3) *% 480)) +% (((tx499 *% 2) +% 3) *% 16)) +% (cv500 *% 8)))))
-            let w517 = (w501 - w509)
-            let w518 = (w505 + w509)
-            let w519 = (w509 - w505)
-            let w520 = (w505 - w513)
-            let w521 = (w502 - w510)
-            let w522 = (w506 + w510)
-            let w523 = (w510 - w506)
-            let w524 = (w506 - w514)
-            let w525 = (w503 - w511)
-            let w526 = (w507 + w511)
-            let w527 = (w511 - w507)
-            let w528 = (w507 - w515)
-            let w529 = (w504 - w512)
-            let w530 = (w508 + w512)
-            let w531 = (w512 - w508)
-            let w532 = (w508 - w516)
-            storeVector(arena, ((2422848 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w517)
-            storeVector(arena, ((2425984 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w518)
-            storeVector(arena, ((2429120 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w519)
-            storeVector(arena, ((2432256 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w520)
-            storeVector(arena, ((2435392 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w521)
-            storeVector(arena, ((2438528 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w522)
-            storeVector(arena, ((2441664 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w523)
-            storeVector(arena, ((2444800 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w524)
-            storeVector(arena, ((2447936 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w525)
-            storeVector(arena, ((2451072 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w526)
-            storeVector(arena, ((2454208 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w527)
-            storeVector(arena, ((2457344 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w528)
-            storeVector(arena, ((2460480 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w529)
-            storeVector(arena, ((2463616 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w530)
-            storeVector(arena, ((2466752 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w531)
-            storeVector(arena, ((2469888 +% ((((j497 *% 196) +% (ty498 *% 14)) +% tx499) *% 16)) +% (cv500 *% 8)), w532)
+    parallelFor(pool, 2) { part519 in
+      for j520 in 0..<1 {
+        for ty521 in 0..<7 {
+          for tx522 in 0..<14 {
+            for cv523 in 0..<2 {
+              let w524 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% (((ty521 +% (part519 *% 7)) *% 2) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
+              let w525 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
+              let w526 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
+              let w527 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 3) *% 480)) +% ((tx522 *% 2) *% 16)) +% (cv523 *% 8)))))
+              let w528 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% (((ty521 +% (part519 *% 7)) *% 2) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
+              let w529 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
+              let w530 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
+              let w531 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 3) *% 480)) +% (((tx522 *% 2) +% 1) *% 16)) +% (cv523 *% 8)))))
+              let w532 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% (((ty521 +% (part519 *% 7)) *% 2) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))))
+              let w533 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))))
+              let w534 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))))
+              let w535 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 3) *% 480)) +% (((tx522 *% 2) +% 2) *% 16)) +% (cv523 *% 8)))))
+              let w536 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% (((ty521 +% (part519 *% 7)) *% 2) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))))
+              let w537 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))) + loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))))
+              let w538 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 2) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))))
+              let w539 = (loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 1) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))) - loadVector(arena, (2408448 +% ((((j520 *% 14400) +% ((((ty521 +% (part519 *% 7)) *% 2) +% 3) *% 480)) +% (((tx522 *% 2) +% 3) *% 16)) +% (cv523 *% 8)))))
+              let w540 = (w524 - w532)
+              let w541 = (w528 + w532)
+              let w542 = (w532 - w528)
+              let w543 = (w528 - w536)
+              let w544 = (w525 - w533)
+              let w545 = (w529 + w533)
+              let w546 = (w533 - w529)
+              let w547 = (w529 - w537)
+              let w548 = (w526 - w534)
+              let w549 = (w530 + w534)
+              let w550 = (w534 - w530)
+              let w551 = (w530 - w538)
+              let w552 = (w527 - w535)
+              let w553 = (w531 + w535)
+              let w554 = (w535 - w531)
+              let w555 = (w531 - w539)
+              storeVector(arena, ((2422848 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w540)
+              storeVector(arena, ((2425984 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w541)
+              storeVector(arena, ((2429120 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w542)
+              storeVector(arena, ((2432256 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w543)
+              storeVector(arena, ((2435392 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w544)
+              storeVector(arena, ((2438528 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w545)
+              storeVector(arena, ((2441664 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w546)
+              storeVector(arena, ((2444800 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w547)
+              storeVector(arena, ((2447936 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w548)
+              storeVector(arena, ((2451072 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w549)
+              storeVector(arena, ((2454208 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w550)
+              storeVector(arena, ((2457344 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w551)
+              storeVector(arena, ((2460480 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w552)
+              storeVector(arena, ((2463616 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w553)
+              storeVector(arena, ((2466752 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w554)
+              storeVector(arena, ((2469888 +% ((((j520 *% 196) +% ((ty521 +% (part519 *% 7)) *% 14)) +% tx522) *% 16)) +% (cv523 *% 8)), w555)
+            }
+          }
+        }
+      }
+      for j556 in 0..<1 {
+        for ty557 in 0..<7 {
+          for tx558 in 0..<14 {
+            for cv559 in 0..<2 {
+              let w560 = loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8))))
+              let w561 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8)))) + loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8)))))
+              let w562 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8)))) - loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8)))))
+              let w563 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% ((tx558 *% 2) *% 16)) +% (cv559 *% 8)))) * Vector(repeating: Float(-1)))
+              let w564 = loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8))))
+              let w565 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8)))) + loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8)))))
+              let w566 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% (((ty557 +% (part519 *% 7)) *% 2) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8)))) - loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8)))))
+              let w567 = (loadVector(arena, (2473024 +% ((((j556 *% 12544) +% ((((ty557 +% (part519 *% 7)) *% 2) +% 1) *% 448)) +% (((tx558 *% 2) +% 1) *% 16)) +% (cv559 *% 8)))) * Vector(repeating: Float(-1)))
+              let w568 = w560
+              let w569 = (w560 + w564)
+              let w570 = (w560 - w564)
+              let w571 = (w564 * Vector(repeating: Float(-1)))
+              let w572 = w561
+              let w573 = (w561 + w565)
+              let w574 = (w561 - w565)
+              let w575 = (w565 * Vector(repeating: Float(-1)))
+              let w576 = w562
+              let w577 = (w562 + w566)
+              let w578 = (w562 - w566)
+              let w579 = (w566 * Vector(repeating: Float(-1)))
+              let w580 = w563
+              let w581 = (w563 + w567)
+              let w582 = (w563 - w567)
+              let w583 = (w567 * Vector(repeating: Float(-1)))
+              storeVector(arena, ((2485568 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w568)
+              storeVector(arena, ((2488704 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w569)
+              storeVector(arena, ((2491840 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w570)
+              storeVector(arena, ((2494976 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w571)
+              storeVector(arena, ((2498112 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w572)
+              storeVector(arena, ((2501248 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w573)
+              storeVector(arena, ((2504384 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w574)
+              storeVector(arena, ((2507520 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w575)
+              storeVector(arena, ((2510656 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w576)
+              storeVector(arena, ((2513792 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w577)
+              storeVector(arena, ((2516928 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w578)
+              storeVector(arena, ((2520064 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w579)
+              storeVector(arena, ((2523200 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w580)
+              storeVector(arena, ((2526336 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w581)
+              storeVector(arena, ((2529472 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w582)
+              storeVector(arena, ((2532608 +% ((((j556 *% 196) +% ((ty557 +% (part519 *% 7)) *% 14)) +% tx558) *% 16)) +% (cv559 *% 8)), w583)
+            }
           }
         }
       }
     }
-    for j533 in 0..<1 {
-      for iy534 in 0..<28 {
-        for c535 in 0..<16 {
-          for ix536 in 0..<28 {
-            arena[(2473024 +% ((((j533 *% 12544) +% (iy534 *% 448)) +% (ix536 *% 16)) +% c535))] = arena[((((1605632 +% ((g492 +% j533) *% 12544)) +% (c535 *% 784)) +% (iy534 *% 28)) +% ix536)]
-          }
-        }
+    parallelFor(pool, 2) { part584 in
+      for xi585 in 0..<8 {
+        sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% ((xi585 +% (part584 *% 8)) *% 3136)), 16, arena + (2485568 +% ((xi585 +% (part584 *% 8)) *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% ((xi585 +% (part584 *% 8)) *% 256)), 16)
       }
-    }
-    for j537 in 0..<1 {
-      for ty538 in 0..<14 {
-        for tx539 in 0..<14 {
-          for cv540 in 0..<2 {
-            let w541 = loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8))))
-            let w542 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8)))) + loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8)))))
-            let w543 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8)))) - loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8)))))
-            let w544 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% ((tx539 *% 2) *% 16)) +% (cv540 *% 8)))) * Vector(repeating: Float(-1)))
-            let w545 = loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8))))
-            let w546 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8)))) + loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8)))))
-            let w547 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% ((ty538 *% 2) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8)))) - loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8)))))
-            let w548 = (loadVector(arena, (2473024 +% ((((j537 *% 12544) +% (((ty538 *% 2) +% 1) *% 448)) +% (((tx539 *% 2) +% 1) *% 16)) +% (cv540 *% 8)))) * Vector(repeating: Float(-1)))
-            let w549 = w541
-            let w550 = (w541 + w545)
-            let w551 = (w541 - w545)
-            let w552 = (w545 * Vector(repeating: Float(-1)))
-            let w553 = w542
-            let w554 = (w542 + w546)
-            let w555 = (w542 - w546)
-            let w556 = (w546 * Vector(repeating: Float(-1)))
-            let w557 = w543
-            let w558 = (w543 + w547)
-            let w559 = (w543 - w547)
-            let w560 = (w547 * Vector(repeating: Float(-1)))
-            let w561 = w544
-            let w562 = (w544 + w548)
-            let w563 = (w544 - w548)
-            let w564 = (w548 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((2485568 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w549)
-            storeVector(arena, ((2488704 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w550)
-            storeVector(arena, ((2491840 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w551)
-            storeVector(arena, ((2494976 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w552)
-            storeVector(arena, ((2498112 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w553)
-            storeVector(arena, ((2501248 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w554)
-            storeVector(arena, ((2504384 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w555)
-            storeVector(arena, ((2507520 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w556)
-            storeVector(arena, ((2510656 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w557)
-            storeVector(arena, ((2513792 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w558)
-            storeVector(arena, ((2516928 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w559)
-            storeVector(arena, ((2520064 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w560)
-            storeVector(arena, ((2523200 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w561)
-            storeVector(arena, ((2526336 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w562)
-            storeVector(arena, ((2529472 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w563)
-            storeVector(arena, ((2532608 +% ((((j537 *% 196) +% (ty538 *% 14)) +% tx539) *% 16)) +% (cv540 *% 8)), w564)
-          }
-        }
-      }
-    }
-    for xi565 in 0..<16 {
-      sgemm(101, 112, 111, 16, 16, 196, 1, arena + (2422848 +% (xi565 *% 3136)), 16, arena + (2485568 +% (xi565 *% 3136)), 16, Float(bitPattern: 0x3f800000), arena + (2535744 +% (xi565 *% 256)), 16)
     }
   }
-  do {  // scalar loops
-    for f566 in 0..<16 {
-      for c567 in 0..<16 {
-        var w568: Float = (((arena[((2535744 +% (c567 *% 16)) +% f566)] * Float(1)) + (arena[((2536768 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)))
-        var w569: Float = ((arena[((2536768 +% (c567 *% 16)) +% f566)] - arena[((2537792 +% (c567 *% 16)) +% f566)]) * Float(bitPattern: 0x3f000000))
-        var w570: Float = (((arena[((2536768 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c567 *% 16)) +% f566)] * Float(1)))
-        var w571: Float = (((arena[((2536000 +% (c567 *% 16)) +% f566)] * Float(1)) + (arena[((2537024 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)))
-        var w572: Float = ((arena[((2537024 +% (c567 *% 16)) +% f566)] - arena[((2538048 +% (c567 *% 16)) +% f566)]) * Float(bitPattern: 0x3f000000))
-        var w573: Float = (((arena[((2537024 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c567 *% 16)) +% f566)] * Float(1)))
-        var w574: Float = (((arena[((2536256 +% (c567 *% 16)) +% f566)] * Float(1)) + (arena[((2537280 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)))
-        var w575: Float = ((arena[((2537280 +% (c567 *% 16)) +% f566)] - arena[((2538304 +% (c567 *% 16)) +% f566)]) * Float(bitPattern: 0x3f000000))
-        var w576: Float = (((arena[((2537280 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c567 *% 16)) +% f566)] * Float(1)))
-        var w577: Float = (((arena[((2536512 +% (c567 *% 16)) +% f566)] * Float(1)) + (arena[((2537536 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)))
-        var w578: Float = ((arena[((2537536 +% (c567 *% 16)) +% f566)] - arena[((2538560 +% (c567 *% 16)) +% f566)]) * Float(bitPattern: 0x3f000000))
-        var w579: Float = (((arena[((2537536 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c567 *% 16)) +% f566)] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c567 *% 16)) +% f566)] * Float(1)))
-        var w580: Float = (((w568 * Float(1)) + (w571 * Float(bitPattern: 0x3f000000))) + (w574 * Float(bitPattern: 0x3f000000)))
-        var w581: Float = ((w571 - w574) * Float(bitPattern: 0x3f000000))
-        var w582: Float = (((w571 * Float(bitPattern: 0x3f000000)) + (w574 * Float(bitPattern: 0x3f000000))) + (w577 * Float(1)))
-        var w583: Float = (((w569 * Float(1)) + (w572 * Float(bitPattern: 0x3f000000))) + (w575 * Float(bitPattern: 0x3f000000)))
-        var w584: Float = ((w572 - w575) * Float(bitPattern: 0x3f000000))
-        var w585: Float = (((w572 * Float(bitPattern: 0x3f000000)) + (w575 * Float(bitPattern: 0x3f000000))) + (w578 * Float(1)))
-        var w586: Float = (((w570 * Float(1)) + (w573 * Float(bitPattern: 0x3f000000))) + (w576 * Float(bitPattern: 0x3f000000)))
-        var w587: Float = ((w573 - w576) * Float(bitPattern: 0x3f000000))
-        var w588: Float = (((w573 * Float(bitPattern: 0x3f000000)) + (w576 * Float(bitPattern: 0x3f000000))) + (w579 * Float(1)))
-        grads[(160 +% (((f566 *% 16) +% c567) *% 9))] = w580
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 1)] = w581
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 2)] = w582
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 3)] = w583
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 4)] = w584
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 5)] = w585
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 6)] = w586
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 7)] = w587
-        grads[((160 +% (((f566 *% 16) +% c567) *% 9)) +% 8)] = w588
+  parallelFor(pool, 2) { part586 in
+    do {  // scalar loops
+      for f587 in 0..<8 {
+        for c588 in 0..<16 {
+          var w589: Float = (((arena[((2535744 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)) + (arena[((2536768 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2537792 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)))
+          var w590: Float = ((arena[((2536768 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] - arena[((2537792 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))]) * Float(bitPattern: 0x3f000000))
+          var w591: Float = (((arena[((2536768 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)) + (arena[((2537792 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2538816 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)))
+          var w592: Float = (((arena[((2536000 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)) + (arena[((2537024 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2538048 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)))
+          var w593: Float = ((arena[((2537024 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] - arena[((2538048 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))]) * Float(bitPattern: 0x3f000000))
+          var w594: Float = (((arena[((2537024 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)) + (arena[((2538048 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2539072 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)))
+          var w595: Float = (((arena[((2536256 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)) + (arena[((2537280 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2538304 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)))
+          var w596: Float = ((arena[((2537280 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] - arena[((2538304 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))]) * Float(bitPattern: 0x3f000000))
+          var w597: Float = (((arena[((2537280 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)) + (arena[((2538304 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2539328 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)))
+          var w598: Float = (((arena[((2536512 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)) + (arena[((2537536 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2538560 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)))
+          var w599: Float = ((arena[((2537536 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] - arena[((2538560 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))]) * Float(bitPattern: 0x3f000000))
+          var w600: Float = (((arena[((2537536 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000)) + (arena[((2538560 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(bitPattern: 0x3f000000))) + (arena[((2539584 +% (c588 *% 16)) +% (f587 +% (part586 *% 8)))] * Float(1)))
+          var w601: Float = (((w589 * Float(1)) + (w592 * Float(bitPattern: 0x3f000000))) + (w595 * Float(bitPattern: 0x3f000000)))
+          var w602: Float = ((w592 - w595) * Float(bitPattern: 0x3f000000))
+          var w603: Float = (((w592 * Float(bitPattern: 0x3f000000)) + (w595 * Float(bitPattern: 0x3f000000))) + (w598 * Float(1)))
+          var w604: Float = (((w590 * Float(1)) + (w593 * Float(bitPattern: 0x3f000000))) + (w596 * Float(bitPattern: 0x3f000000)))
+          var w605: Float = ((w593 - w596) * Float(bitPattern: 0x3f000000))
+          var w606: Float = (((w593 * Float(bitPattern: 0x3f000000)) + (w596 * Float(bitPattern: 0x3f000000))) + (w599 * Float(1)))
+          var w607: Float = (((w591 * Float(1)) + (w594 * Float(bitPattern: 0x3f000000))) + (w597 * Float(bitPattern: 0x3f000000)))
+          var w608: Float = ((w594 - w597) * Float(bitPattern: 0x3f000000))
+          var w609: Float = (((w594 * Float(bitPattern: 0x3f000000)) + (w597 * Float(bitPattern: 0x3f000000))) + (w600 * Float(1)))
+          grads[(160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9))] = w601
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 1)] = w602
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 2)] = w603
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 3)] = w604
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 4)] = w605
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 5)] = w606
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 6)] = w607
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 7)] = w608
+          grads[((160 +% ((((f587 +% (part586 *% 8)) *% 16) +% c588) *% 9)) +% 8)] = w609
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f589 in 0..<16 {
-    var acc590 = Vector()
-    for img591 in 0..<64 {
-      for i592 in 0..<98 {
-        acc590 = acc590.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img591 *% 12544)) +% (f589 *% 784)) +% (i592 *% 8))))
+  for f610 in 0..<16 {
+    var acc611 = Vector()
+    for img612 in 0..<64 {
+      for i613 in 0..<98 {
+        acc611 = acc611.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img612 *% 12544)) +% (f610 *% 784)) +% (i613 *% 8))))
       }
     }
-    storeVector(arena, 2408448, acc590)
-    var sum593: Float = (arena[2408448] + arena[2408449])
-    var sum594: Float = (sum593 + arena[2408450])
-    var sum595: Float = (sum594 + arena[2408451])
-    var sum596: Float = (sum595 + arena[2408452])
-    var sum597: Float = (sum596 + arena[2408453])
-    var sum598: Float = (sum597 + arena[2408454])
-    var sum599: Float = (sum598 + arena[2408455])
-    grads[(2464 +% f589)] = sum599
+    storeVector(arena, 2408448, acc611)
+    var sum614: Float = (arena[2408448] + arena[2408449])
+    var sum615: Float = (sum614 + arena[2408450])
+    var sum616: Float = (sum615 + arena[2408451])
+    var sum617: Float = (sum616 + arena[2408452])
+    var sum618: Float = (sum617 + arena[2408453])
+    var sum619: Float = (sum618 + arena[2408454])
+    var sum620: Float = (sum619 + arena[2408455])
+    grads[(2464 +% f610)] = sum620
   }
   // act1_grad = conv2d_grad_input(conv2_grad, conv2.weight, act1)
-  do {  // scalar loops
-    for ci600 in 0..<16 {
-      for co601 in 0..<16 {
-        var w602: Float = params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 8)]
-        var w603: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 8)] + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 5)]) + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w604: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 8)] + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 2)]) - params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w605: Float = params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 2)]
-        var w606: Float = params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 7)]
-        var w607: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 7)] + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 4)]) + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w608: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 7)] + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 1)]) - params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w609: Float = params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 1)]
-        var w610: Float = params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 6)]
-        var w611: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 6)] + params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 3)]) + params[(160 +% (((ci600 *% 16) +% co601) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w612: Float = (((params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 6)] + params[(160 +% (((ci600 *% 16) +% co601) *% 9))]) - params[((160 +% (((ci600 *% 16) +% co601) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w613: Float = params[(160 +% (((ci600 *% 16) +% co601) *% 9))]
-        var w614: Float = w602
-        var w615: Float = (((w602 + w606) + w610) * Float(bitPattern: 0x3f000000))
-        var w616: Float = (((w602 + w610) - w606) * Float(bitPattern: 0x3f000000))
-        var w617: Float = w610
-        var w618: Float = w603
-        var w619: Float = (((w603 + w607) + w611) * Float(bitPattern: 0x3f000000))
-        var w620: Float = (((w603 + w611) - w607) * Float(bitPattern: 0x3f000000))
-        var w621: Float = w611
-        var w622: Float = w604
-        var w623: Float = (((w604 + w608) + w612) * Float(bitPattern: 0x3f000000))
-        var w624: Float = (((w604 + w612) - w608) * Float(bitPattern: 0x3f000000))
-        var w625: Float = w612
-        var w626: Float = w605
-        var w627: Float = (((w605 + w609) + w613) * Float(bitPattern: 0x3f000000))
-        var w628: Float = (((w605 + w613) - w609) * Float(bitPattern: 0x3f000000))
-        var w629: Float = w613
-        arena[((3211264 +% (ci600 *% 16)) +% co601)] = w614
-        arena[((3211520 +% (ci600 *% 16)) +% co601)] = w615
-        arena[((3211776 +% (ci600 *% 16)) +% co601)] = w616
-        arena[((3212032 +% (ci600 *% 16)) +% co601)] = w617
-        arena[((3212288 +% (ci600 *% 16)) +% co601)] = w618
-        arena[((3212544 +% (ci600 *% 16)) +% co601)] = w619
-        arena[((3212800 +% (ci600 *% 16)) +% co601)] = w620
-        arena[((3213056 +% (ci600 *% 16)) +% co601)] = w621
-        arena[((3213312 +% (ci600 *% 16)) +% co601)] = w622
-        arena[((3213568 +% (ci600 *% 16)) +% co601)] = w623
-        arena[((3213824 +% (ci600 *% 16)) +% co601)] = w624
-        arena[((3214080 +% (ci600 *% 16)) +% co601)] = w625
-        arena[((3214336 +% (ci600 *% 16)) +% co601)] = w626
-        arena[((3214592 +% (ci600 *% 16)) +% co601)] = w627
-        arena[((3214848 +% (ci600 *% 16)) +% co601)] = w628
-        arena[((3215104 +% (ci600 *% 16)) +% co601)] = w629
+  parallelFor(pool, 2) { part621 in
+    do {  // scalar loops
+      for ci622 in 0..<16 {
+        for co623 in 0..<8 {
+          var w624: Float = params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 8)]
+          var w625: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 8)] + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 5)]) + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w626: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 8)] + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 2)]) - params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w627: Float = params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 2)]
+          var w628: Float = params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 7)]
+          var w629: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 7)] + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 4)]) + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w630: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 7)] + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 1)]) - params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w631: Float = params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 1)]
+          var w632: Float = params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 6)]
+          var w633: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 6)] + params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 3)]) + params[(160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w634: Float = (((params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 6)] + params[(160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9))]) - params[((160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w635: Float = params[(160 +% (((ci622 *% 16) +% ((part621 *% 8) +% co623)) *% 9))]
+          var w636: Float = w624
+          var w637: Float = (((w624 + w628) + w632) * Float(bitPattern: 0x3f000000))
+          var w638: Float = (((w624 + w632) - w628) * Float(bitPattern: 0x3f000000))
+          var w639: Float = w632
+          var w640: Float = w625
+          var w641: Float = (((w625 + w629) + w633) * Float(bitPattern: 0x3f000000))
+          var w642: Float = (((w625 + w633) - w629) * Float(bitPattern: 0x3f000000))
+          var w643: Float = w633
+          var w644: Float = w626
+          var w645: Float = (((w626 + w630) + w634) * Float(bitPattern: 0x3f000000))
+          var w646: Float = (((w626 + w634) - w630) * Float(bitPattern: 0x3f000000))
+          var w647: Float = w634
+          var w648: Float = w627
+          var w649: Float = (((w627 + w631) + w635) * Float(bitPattern: 0x3f000000))
+          var w650: Float = (((w627 + w635) - w631) * Float(bitPattern: 0x3f000000))
+          var w651: Float = w635
+          arena[((3211264 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w636
+          arena[((3211520 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w637
+          arena[((3211776 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w638
+          arena[((3212032 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w639
+          arena[((3212288 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w640
+          arena[((3212544 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w641
+          arena[((3212800 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w642
+          arena[((3213056 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w643
+          arena[((3213312 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w644
+          arena[((3213568 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w645
+          arena[((3213824 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w646
+          arena[((3214080 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w647
+          arena[((3214336 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w648
+          arena[((3214592 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w649
+          arena[((3214848 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w650
+          arena[((3215104 +% (ci622 *% 16)) +% ((part621 *% 8) +% co623))] = w651
+        }
       }
     }
   }
-  for i630 in 0..<1800 {
-    storeVector(arena, ((i630 *% 8) +% 3215360), Vector(repeating: Float(0)))
+  for i652 in 0..<1800 {
+    storeVector(arena, ((i652 *% 8) +% 3215360), Vector(repeating: Float(0)))
   }
-  for g631 in 0..<64 {
-    for j632 in 0..<1 {
-      for iy633 in 0..<28 {
-        for c634 in 0..<16 {
-          for ix635 in 0..<28 {
-            arena[(3215360 +% ((((j632 *% 14400) +% ((iy633 +% 1) *% 480)) +% ((ix635 +% 1) *% 16)) +% c634))] = arena[((((1605632 +% ((g631 +% j632) *% 12544)) +% (c634 *% 784)) +% (iy633 *% 28)) +% ix635)]
+  for g653 in 0..<64 {
+    for j654 in 0..<1 {
+      for iy655 in 0..<28 {
+        for c656 in 0..<16 {
+          for ix657 in 0..<28 {
+            arena[(3215360 +% ((((j654 *% 14400) +% ((iy655 +% 1) *% 480)) +% ((ix657 +% 1) *% 16)) +% c656))] = arena[((((1605632 +% ((g653 +% j654) *% 12544)) +% (c656 *% 784)) +% (iy655 *% 28)) +% ix657)]
           }
         }
       }
     }
-    for j636 in 0..<1 {
-      for ty637 in 0..<14 {
-        for tx638 in 0..<14 {
-          for cv639 in 0..<2 {
-            let w640 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% ((ty637 *% 2) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))))
-            let w641 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))) + loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))))
-            let w642 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))))
-            let w643 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 3) *% 480)) +% ((tx638 *% 2) *% 16)) +% (cv639 *% 8)))))
-            let w644 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% ((ty637 *% 2) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))))
-            let w645 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))) + loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))))
-            let w646 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))))
-            let w647 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 3) *% 480)) +% (((tx638 *% 2) +% 1) *% 16)) +% (cv639 *% 8)))))
-            let w648 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% ((ty637 *% 2) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))))
-            let w649 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))) + loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))))
-            let w650 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))))
-            let w651 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 3) *% 480)) +% (((tx638 *% 2) +% 2) *% 16)) +% (cv639 *% 8)))))
-            let w652 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% ((ty637 *% 2) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))))
-            let w653 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))) + loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))))
-            let w654 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 2) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))))
-            let w655 = (loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 1) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))) - loadVector(arena, (3215360 +% ((((j636 *% 14400) +% (((ty637 *% 2) +% 3) *% 480)) +% (((tx638 *% 2) +% 3) *% 16)) +% (cv639 *% 8)))))
-            let w656 = (w640 - w648)
-            let w657 = (w644 + w648)
-            let w658 = (w648 - w644)
-            let w659 = (w644 - w652)
-            let w660 = (w641 - w649)
-            let w661 = (w645 + w649)
-            let w662 = (w649 - w645)
-            let w663 = (w645 - w653)
-            let w664 = (w642 - w650)
-            let w665 = (w646 + w650)
-            let w666 = (w650 - w646)
-            let w667 = (w646 - w654)
-            let w668 = (w643 - w651)
-            let w669 = (w647 + w651)
-            let w670 = (w651 - w647)
-            let w671 = (w647 - w655)
-            storeVector(arena, ((3229760 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w656)
-            storeVector(arena, ((3232896 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w657)
-            storeVector(arena, ((3236032 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w658)
-            storeVector(arena, ((3239168 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w659)
-            storeVector(arena, ((3242304 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w660)
-            storeVector(arena, ((3245440 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w661)
-            storeVector(arena, ((3248576 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w662)
-            storeVector(arena, ((3251712 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w663)
-            storeVector(arena, ((3254848 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w664)
-            storeVector(arena, ((3257984 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w665)
-            storeVector(arena, ((3261120 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w666)
-            storeVector(arena, ((3264256 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w667)
-            storeVector(arena, ((3267392 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w668)
-            storeVector(arena, ((3270528 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w669)
-            storeVector(arena, ((3273664 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w670)
-            storeVector(arena, ((3276800 +% ((((j636 *% 196) +% (ty637 *% 14)) +% tx638) *% 16)) +% (cv639 *% 8)), w671)
+    for j658 in 0..<1 {
+      for ty659 in 0..<14 {
+        for tx660 in 0..<14 {
+          for cv661 in 0..<2 {
+            let w662 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% ((ty659 *% 2) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))))
+            let w663 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))) + loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))))
+            let w664 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))))
+            let w665 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 3) *% 480)) +% ((tx660 *% 2) *% 16)) +% (cv661 *% 8)))))
+            let w666 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% ((ty659 *% 2) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))))
+            let w667 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))) + loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))))
+            let w668 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))))
+            let w669 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 3) *% 480)) +% (((tx660 *% 2) +% 1) *% 16)) +% (cv661 *% 8)))))
+            let w670 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% ((ty659 *% 2) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))))
+            let w671 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))) + loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))))
+            let w672 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))))
+            let w673 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 3) *% 480)) +% (((tx660 *% 2) +% 2) *% 16)) +% (cv661 *% 8)))))
+            let w674 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% ((ty659 *% 2) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))))
+            let w675 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))) + loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))))
+            let w676 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 2) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))))
+            let w677 = (loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 1) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))) - loadVector(arena, (3215360 +% ((((j658 *% 14400) +% (((ty659 *% 2) +% 3) *% 480)) +% (((tx660 *% 2) +% 3) *% 16)) +% (cv661 *% 8)))))
+            let w678 = (w662 - w670)
+            let w679 = (w666 + w670)
+            let w680 = (w670 - w666)
+            let w681 = (w666 - w674)
+            let w682 = (w663 - w671)
+            let w683 = (w667 + w671)
+            let w684 = (w671 - w667)
+            let w685 = (w667 - w675)
+            let w686 = (w664 - w672)
+            let w687 = (w668 + w672)
+            let w688 = (w672 - w668)
+            let w689 = (w668 - w676)
+            let w690 = (w665 - w673)
+            let w691 = (w669 + w673)
+            let w692 = (w673 - w669)
+            let w693 = (w669 - w677)
+            storeVector(arena, ((3229760 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w678)
+            storeVector(arena, ((3232896 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w679)
+            storeVector(arena, ((3236032 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w680)
+            storeVector(arena, ((3239168 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w681)
+            storeVector(arena, ((3242304 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w682)
+            storeVector(arena, ((3245440 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w683)
+            storeVector(arena, ((3248576 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w684)
+            storeVector(arena, ((3251712 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w685)
+            storeVector(arena, ((3254848 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w686)
+            storeVector(arena, ((3257984 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w687)
+            storeVector(arena, ((3261120 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w688)
+            storeVector(arena, ((3264256 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w689)
+            storeVector(arena, ((3267392 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w690)
+            storeVector(arena, ((3270528 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w691)
+            storeVector(arena, ((3273664 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w692)
+            storeVector(arena, ((3276800 +% ((((j658 *% 196) +% (ty659 *% 14)) +% tx660) *% 16)) +% (cv661 *% 8)), w693)
           }
         }
       }
     }
-    for xi672 in 0..<16 {
-      do {  // gemm679
-        for nb673 in 0..<1 {
-          for mb674 in 0..<32 {
-            var t675_c0_0 = Vector()
-            var t675_c0_1 = Vector()
-            var t675_c1_0 = Vector()
-            var t675_c1_1 = Vector()
-            var t675_c2_0 = Vector()
-            var t675_c2_1 = Vector()
-            var t675_c3_0 = Vector()
-            var t675_c3_1 = Vector()
-            var t675_c4_0 = Vector()
-            var t675_c4_1 = Vector()
-            var t675_c5_0 = Vector()
-            var t675_c5_1 = Vector()
-            for k676 in 0..<16 {
-              let t675_b0 = loadVector(arena, (((3211264 +% (xi672 *% 256)) +% (k676 *% 16)) +% (nb673 *% 16)))
-              let t675_b1 = loadVector(arena, ((((3211264 +% (xi672 *% 256)) +% (k676 *% 16)) +% (nb673 *% 16)) +% 8))
-              let t675_a0 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% ((mb674 *% 6) *% 16)) +% k676)])
-              t675_c0_0 = t675_c0_0.addingProduct(t675_a0, t675_b0)
-              t675_c0_1 = t675_c0_1.addingProduct(t675_a0, t675_b1)
-              let t675_a1 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 1) *% 16)) +% k676)])
-              t675_c1_0 = t675_c1_0.addingProduct(t675_a1, t675_b0)
-              t675_c1_1 = t675_c1_1.addingProduct(t675_a1, t675_b1)
-              let t675_a2 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 2) *% 16)) +% k676)])
-              t675_c2_0 = t675_c2_0.addingProduct(t675_a2, t675_b0)
-              t675_c2_1 = t675_c2_1.addingProduct(t675_a2, t675_b1)
-              let t675_a3 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 3) *% 16)) +% k676)])
-              t675_c3_0 = t675_c3_0.addingProduct(t675_a3, t675_b0)
-              t675_c3_1 = t675_c3_1.addingProduct(t675_a3, t675_b1)
-              let t675_a4 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 4) *% 16)) +% k676)])
-              t675_c4_0 = t675_c4_0.addingProduct(t675_a4, t675_b0)
-              t675_c4_1 = t675_c4_1.addingProduct(t675_a4, t675_b1)
-              let t675_a5 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 5) *% 16)) +% k676)])
-              t675_c5_0 = t675_c5_0.addingProduct(t675_a5, t675_b0)
-              t675_c5_1 = t675_c5_1.addingProduct(t675_a5, t675_b1)
+    parallelFor(pool, 2) { part694 in
+      for xi695 in 0..<16 {
+        do {  // gemm700
+          for nb696 in 0..<1 {
+            for mb697 in 0..<14 {
+              var t698_c0_0 = Vector()
+              var t698_c1_0 = Vector()
+              var t698_c2_0 = Vector()
+              var t698_c3_0 = Vector()
+              var t698_c4_0 = Vector()
+              var t698_c5_0 = Vector()
+              var t698_c6_0 = Vector()
+              var t698_c7_0 = Vector()
+              var t698_c8_0 = Vector()
+              var t698_c9_0 = Vector()
+              var t698_c10_0 = Vector()
+              var t698_c11_0 = Vector()
+              var t698_c12_0 = Vector()
+              var t698_c13_0 = Vector()
+              for k699 in 0..<16 {
+                let t698_b0 = loadVector(arena, ((((3211264 +% (xi695 *% 256)) +% (part694 *% 8)) +% (k699 *% 16)) +% (nb696 *% 8)))
+                let t698_a0 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% ((mb697 *% 14) *% 16)) +% k699)])
+                t698_c0_0 = t698_c0_0.addingProduct(t698_a0, t698_b0)
+                let t698_a1 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 1) *% 16)) +% k699)])
+                t698_c1_0 = t698_c1_0.addingProduct(t698_a1, t698_b0)
+                let t698_a2 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 2) *% 16)) +% k699)])
+                t698_c2_0 = t698_c2_0.addingProduct(t698_a2, t698_b0)
+                let t698_a3 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 3) *% 16)) +% k699)])
+                t698_c3_0 = t698_c3_0.addingProduct(t698_a3, t698_b0)
+                let t698_a4 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 4) *% 16)) +% k699)])
+                t698_c4_0 = t698_c4_0.addingProduct(t698_a4, t698_b0)
+                let t698_a5 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 5) *% 16)) +% k699)])
+                t698_c5_0 = t698_c5_0.addingProduct(t698_a5, t698_b0)
+                let t698_a6 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 6) *% 16)) +% k699)])
+                t698_c6_0 = t698_c6_0.addingProduct(t698_a6, t698_b0)
+                let t698_a7 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 7) *% 16)) +% k699)])
+                t698_c7_0 = t698_c7_0.addingProduct(t698_a7, t698_b0)
+                let t698_a8 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 8) *% 16)) +% k699)])
+                t698_c8_0 = t698_c8_0.addingProduct(t698_a8, t698_b0)
+                let t698_a9 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 9) *% 16)) +% k699)])
+                t698_c9_0 = t698_c9_0.addingProduct(t698_a9, t698_b0)
+                let t698_a10 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 10) *% 16)) +% k699)])
+                t698_c10_0 = t698_c10_0.addingProduct(t698_a10, t698_b0)
+                let t698_a11 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 11) *% 16)) +% k699)])
+                t698_c11_0 = t698_c11_0.addingProduct(t698_a11, t698_b0)
+                let t698_a12 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 12) *% 16)) +% k699)])
+                t698_c12_0 = t698_c12_0.addingProduct(t698_a12, t698_b0)
+                let t698_a13 = Vector(repeating: arena[(((3229760 +% (xi695 *% 3136)) +% (((mb697 *% 14) +% 13) *% 16)) +% k699)])
+                t698_c13_0 = t698_c13_0.addingProduct(t698_a13, t698_b0)
+              }
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% ((mb697 *% 14) *% 16)) +% (nb696 *% 8)), t698_c0_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 1) *% 16)) +% (nb696 *% 8)), t698_c1_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 2) *% 16)) +% (nb696 *% 8)), t698_c2_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 3) *% 16)) +% (nb696 *% 8)), t698_c3_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 4) *% 16)) +% (nb696 *% 8)), t698_c4_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 5) *% 16)) +% (nb696 *% 8)), t698_c5_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 6) *% 16)) +% (nb696 *% 8)), t698_c6_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 7) *% 16)) +% (nb696 *% 8)), t698_c7_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 8) *% 16)) +% (nb696 *% 8)), t698_c8_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 9) *% 16)) +% (nb696 *% 8)), t698_c9_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 10) *% 16)) +% (nb696 *% 8)), t698_c10_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 11) *% 16)) +% (nb696 *% 8)), t698_c11_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 12) *% 16)) +% (nb696 *% 8)), t698_c12_0)
+              storeVector(arena, ((((3279936 +% (xi695 *% 3136)) +% (part694 *% 8)) +% (((mb697 *% 14) +% 13) *% 16)) +% (nb696 *% 8)), t698_c13_0)
             }
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% ((mb674 *% 6) *% 16)) +% (nb673 *% 16)), t675_c0_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% ((mb674 *% 6) *% 16)) +% (nb673 *% 16)) +% 8), t675_c0_1)
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 1) *% 16)) +% (nb673 *% 16)), t675_c1_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 1) *% 16)) +% (nb673 *% 16)) +% 8), t675_c1_1)
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 2) *% 16)) +% (nb673 *% 16)), t675_c2_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 2) *% 16)) +% (nb673 *% 16)) +% 8), t675_c2_1)
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 3) *% 16)) +% (nb673 *% 16)), t675_c3_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 3) *% 16)) +% (nb673 *% 16)) +% 8), t675_c3_1)
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 4) *% 16)) +% (nb673 *% 16)), t675_c4_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 4) *% 16)) +% (nb673 *% 16)) +% 8), t675_c4_1)
-            storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 5) *% 16)) +% (nb673 *% 16)), t675_c5_0)
-            storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% (((mb674 *% 6) +% 5) *% 16)) +% (nb673 *% 16)) +% 8), t675_c5_1)
-          }
-          var t677_c0_0 = Vector()
-          var t677_c0_1 = Vector()
-          var t677_c1_0 = Vector()
-          var t677_c1_1 = Vector()
-          var t677_c2_0 = Vector()
-          var t677_c2_1 = Vector()
-          var t677_c3_0 = Vector()
-          var t677_c3_1 = Vector()
-          for k678 in 0..<16 {
-            let t677_b0 = loadVector(arena, (((3211264 +% (xi672 *% 256)) +% (k678 *% 16)) +% (nb673 *% 16)))
-            let t677_b1 = loadVector(arena, ((((3211264 +% (xi672 *% 256)) +% (k678 *% 16)) +% (nb673 *% 16)) +% 8))
-            let t677_a0 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% 3072) +% k678)])
-            t677_c0_0 = t677_c0_0.addingProduct(t677_a0, t677_b0)
-            t677_c0_1 = t677_c0_1.addingProduct(t677_a0, t677_b1)
-            let t677_a1 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% 3088) +% k678)])
-            t677_c1_0 = t677_c1_0.addingProduct(t677_a1, t677_b0)
-            t677_c1_1 = t677_c1_1.addingProduct(t677_a1, t677_b1)
-            let t677_a2 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% 3104) +% k678)])
-            t677_c2_0 = t677_c2_0.addingProduct(t677_a2, t677_b0)
-            t677_c2_1 = t677_c2_1.addingProduct(t677_a2, t677_b1)
-            let t677_a3 = Vector(repeating: arena[(((3229760 +% (xi672 *% 3136)) +% 3120) +% k678)])
-            t677_c3_0 = t677_c3_0.addingProduct(t677_a3, t677_b0)
-            t677_c3_1 = t677_c3_1.addingProduct(t677_a3, t677_b1)
-          }
-          storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% 3072) +% (nb673 *% 16)), t677_c0_0)
-          storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% 3072) +% (nb673 *% 16)) +% 8), t677_c0_1)
-          storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% 3088) +% (nb673 *% 16)), t677_c1_0)
-          storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% 3088) +% (nb673 *% 16)) +% 8), t677_c1_1)
-          storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% 3104) +% (nb673 *% 16)), t677_c2_0)
-          storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% 3104) +% (nb673 *% 16)) +% 8), t677_c2_1)
-          storeVector(arena, (((3279936 +% (xi672 *% 3136)) +% 3120) +% (nb673 *% 16)), t677_c3_0)
-          storeVector(arena, ((((3279936 +% (xi672 *% 3136)) +% 3120) +% (nb673 *% 16)) +% 8), t677_c3_1)
-        }
-      }
-    }
-    for j680 in 0..<1 {
-      for ty681 in 0..<14 {
-        for tx682 in 0..<14 {
-          for cv683 in 0..<2 {
-            let w684 = ((loadVector(arena, ((3279936 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) + loadVector(arena, ((3292480 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) + loadVector(arena, ((3305024 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w685 = ((loadVector(arena, ((3292480 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) - loadVector(arena, ((3305024 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) - loadVector(arena, ((3317568 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w686 = ((loadVector(arena, ((3283072 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) + loadVector(arena, ((3295616 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) + loadVector(arena, ((3308160 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w687 = ((loadVector(arena, ((3295616 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) - loadVector(arena, ((3308160 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) - loadVector(arena, ((3320704 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w688 = ((loadVector(arena, ((3286208 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) + loadVector(arena, ((3298752 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) + loadVector(arena, ((3311296 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w689 = ((loadVector(arena, ((3298752 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) - loadVector(arena, ((3311296 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) - loadVector(arena, ((3323840 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w690 = ((loadVector(arena, ((3289344 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) + loadVector(arena, ((3301888 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) + loadVector(arena, ((3314432 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w691 = ((loadVector(arena, ((3301888 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))) - loadVector(arena, ((3314432 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8)))) - loadVector(arena, ((3326976 +% ((((j680 *% 196) +% (ty681 *% 14)) +% tx682) *% 16)) +% (cv683 *% 8))))
-            let w692 = ((w684 + w686) + w688)
-            let w693 = ((w686 - w688) - w690)
-            let w694 = ((w685 + w687) + w689)
-            let w695 = ((w687 - w689) - w691)
-            storeVector(arena, ((3330112 +% (((((j680 *% 28) +% (ty681 *% 2)) *% 28) +% (tx682 *% 2)) *% 16)) +% (cv683 *% 8)), w692)
-            storeVector(arena, ((3330112 +% ((((((j680 *% 28) +% (ty681 *% 2)) *% 28) +% (tx682 *% 2)) +% 1) *% 16)) +% (cv683 *% 8)), w693)
-            storeVector(arena, ((3330112 +% ((((((j680 *% 28) +% (ty681 *% 2)) +% 1) *% 28) +% (tx682 *% 2)) *% 16)) +% (cv683 *% 8)), w694)
-            storeVector(arena, ((3330112 +% (((((((j680 *% 28) +% (ty681 *% 2)) +% 1) *% 28) +% (tx682 *% 2)) +% 1) *% 16)) +% (cv683 *% 8)), w695)
           }
         }
       }
-    }
-    for j696 in 0..<1 {
-      for qb697 in 0..<12 {
-        for c698 in 0..<16 {
-          for q699 in 0..<64 {
-            arena[(((2408448 +% ((g631 +% j696) *% 12544)) +% (c698 *% 784)) +% (q699 +% (qb697 *% 64)))] = arena[((3330112 +% (((j696 *% 784) +% (q699 +% (qb697 *% 64))) *% 16)) +% c698)]
+      for j701 in 0..<1 {
+        for ty702 in 0..<14 {
+          for tx703 in 0..<14 {
+            for cv704 in 0..<1 {
+              let w705 = ((loadVector(arena, ((3279936 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) + loadVector(arena, ((3292480 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) + loadVector(arena, ((3305024 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w706 = ((loadVector(arena, ((3292480 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) - loadVector(arena, ((3305024 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) - loadVector(arena, ((3317568 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w707 = ((loadVector(arena, ((3283072 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) + loadVector(arena, ((3295616 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) + loadVector(arena, ((3308160 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w708 = ((loadVector(arena, ((3295616 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) - loadVector(arena, ((3308160 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) - loadVector(arena, ((3320704 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w709 = ((loadVector(arena, ((3286208 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) + loadVector(arena, ((3298752 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) + loadVector(arena, ((3311296 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w710 = ((loadVector(arena, ((3298752 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) - loadVector(arena, ((3311296 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) - loadVector(arena, ((3323840 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w711 = ((loadVector(arena, ((3289344 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) + loadVector(arena, ((3301888 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) + loadVector(arena, ((3314432 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w712 = ((loadVector(arena, ((3301888 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))) - loadVector(arena, ((3314432 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))))) - loadVector(arena, ((3326976 +% ((((j701 *% 196) +% (ty702 *% 14)) +% tx703) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8)))))
+              let w713 = ((w705 + w707) + w709)
+              let w714 = ((w707 - w709) - w711)
+              let w715 = ((w706 + w708) + w710)
+              let w716 = ((w708 - w710) - w712)
+              storeVector(arena, ((3330112 +% (((((j701 *% 28) +% (ty702 *% 2)) *% 28) +% (tx703 *% 2)) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))), w713)
+              storeVector(arena, ((3330112 +% ((((((j701 *% 28) +% (ty702 *% 2)) *% 28) +% (tx703 *% 2)) +% 1) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))), w714)
+              storeVector(arena, ((3330112 +% ((((((j701 *% 28) +% (ty702 *% 2)) +% 1) *% 28) +% (tx703 *% 2)) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))), w715)
+              storeVector(arena, ((3330112 +% (((((((j701 *% 28) +% (ty702 *% 2)) +% 1) *% 28) +% (tx703 *% 2)) +% 1) *% 16)) +% ((part694 *% 8) +% (cv704 *% 8))), w716)
+            }
           }
         }
       }
-      for c700 in 0..<16 {
-        for q701 in 0..<16 {
-          arena[(((2408448 +% ((g631 +% j696) *% 12544)) +% (c700 *% 784)) +% (q701 +% 768))] = arena[((3330112 +% (((j696 *% 784) +% (q701 +% 768)) *% 16)) +% c700)]
+      for j717 in 0..<1 {
+        for qb718 in 0..<12 {
+          for c719 in 0..<8 {
+            for q720 in 0..<64 {
+              arena[(((2408448 +% ((g653 +% j717) *% 12544)) +% (((part694 *% 8) +% c719) *% 784)) +% (q720 +% (qb718 *% 64)))] = arena[((3330112 +% (((j717 *% 784) +% (q720 +% (qb718 *% 64))) *% 16)) +% ((part694 *% 8) +% c719))]
+            }
+          }
+        }
+        for c721 in 0..<8 {
+          for q722 in 0..<16 {
+            arena[(((2408448 +% ((g653 +% j717) *% 12544)) +% (((part694 *% 8) +% c721) *% 784)) +% (q722 +% 768))] = arena[((3330112 +% (((j717 *% 784) +% (q722 +% 768)) *% 16)) +% ((part694 *% 8) +% c721))]
+          }
         }
       }
     }
   }
   // act1_grad_sum = add(res_grad, act1_grad)
-  for i702 in 0..<100352 {
-    storeVector(arena, ((i702 *% 8) +% 802816), (loadVector(arena, ((i702 *% 8) +% 3615376)) + loadVector(arena, ((i702 *% 8) +% 2408448))))
+  parallelFor(pool, 2) { part723 in
+    for i724 in 0..<401408 {
+      arena[(802816 +% (i724 +% (part723 *% 401408)))] = (arena[(3615376 +% (i724 +% (part723 *% 401408)))] + arena[(2408448 +% (i724 +% (part723 *% 401408)))])
+    }
   }
   // conv1_grad = leaky_relu_grad(act1_grad_sum, conv1)
-  for i703 in 0..<100352 {
-    storeVector(arena, ((i703 *% 8) +% 1605632), (Vector(repeating: Float(bitPattern: 0x3dcccccd)) * loadVector(arena, ((i703 *% 8) +% 802816))).replacing(with: loadVector(arena, ((i703 *% 8) +% 802816)), where: loadVector(arena, (i703 *% 8)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part725 in
+    for i726 in 0..<401408 {
+      arena[(1605632 +% (i726 +% (part725 *% 401408)))] = (arena[(i726 +% (part725 *% 401408))] > Float(0) ? arena[(802816 +% (i726 +% (part725 *% 401408)))] : (Float(bitPattern: 0x3dcccccd) * arena[(802816 +% (i726 +% (part725 *% 401408)))]))
+    }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i704 in 0..<18 {
-    storeVector(arena, ((i704 *% 8) +% 313744), Vector(repeating: Float(0)))
+  for i727 in 0..<18 {
+    storeVector(arena, ((i727 *% 8) +% 313744), Vector(repeating: Float(0)))
   }
-  for g705 in 0..<4 {
-    for j706 in 0..<16 {
-      for c707 in 0..<1 {
-        for ky708 in 0..<3 {
-          for oy709 in 0..<28 {
-            if (-1 < ((oy709 +% ky708) +% -1) && ((oy709 +% ky708) +% -1) < 28) {
-              for ox710 in 0..<27 {
-                arena[((((((c707 *% 3) +% ky708) *% 3) *% 12560) +% (j706 *% 784)) +% ((oy709 *% 28) +% (ox710 +% 1)))] = images[((((((g705 *% 16) +% j706) *% 784) +% (c707 *% 784)) +% (((oy709 +% ky708) +% -1) *% 28)) +% ((ox710 +% 1) +% -1))]
+  for g728 in 0..<4 {
+    for j729 in 0..<16 {
+      for c730 in 0..<1 {
+        for ky731 in 0..<3 {
+          for oy732 in 0..<28 {
+            if (-1 < ((oy732 +% ky731) +% -1) && ((oy732 +% ky731) +% -1) < 28) {
+              for ox733 in 0..<27 {
+                arena[((((((c730 *% 3) +% ky731) *% 3) *% 12560) +% (j729 *% 784)) +% ((oy732 *% 28) +% (ox733 +% 1)))] = images[((((((g728 *% 16) +% j729) *% 784) +% (c730 *% 784)) +% (((oy732 +% ky731) +% -1) *% 28)) +% ((ox733 +% 1) +% -1))]
               }
-              for ox711 in 0..<1 {
-                arena[((((((c707 *% 3) +% ky708) *% 3) *% 12560) +% (j706 *% 784)) +% ((oy709 *% 28) +% ox711))] = Float(0)
-              }
-            }
-            if ((oy709 +% ky708) +% -1) < 0 {
-              for ox712 in 0..<28 {
-                arena[((((((c707 *% 3) +% ky708) *% 3) *% 12560) +% (j706 *% 784)) +% ((oy709 *% 28) +% ox712))] = Float(0)
+              for ox734 in 0..<1 {
+                arena[((((((c730 *% 3) +% ky731) *% 3) *% 12560) +% (j729 *% 784)) +% ((oy732 *% 28) +% ox734))] = Float(0)
               }
             }
-            if 27 < ((oy709 +% ky708) +% -1) {
-              for ox712 in 0..<28 {
-                arena[((((((c707 *% 3) +% ky708) *% 3) *% 12560) +% (j706 *% 784)) +% ((oy709 *% 28) +% ox712))] = Float(0)
+            if ((oy732 +% ky731) +% -1) < 0 {
+              for ox735 in 0..<28 {
+                arena[((((((c730 *% 3) +% ky731) *% 3) *% 12560) +% (j729 *% 784)) +% ((oy732 *% 28) +% ox735))] = Float(0)
               }
             }
-          }
-          for oy713 in 0..<28 {
-            if (-1 < ((oy713 +% ky708) +% -1) && ((oy713 +% ky708) +% -1) < 28) {
-              for ox714 in 0..<28 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 1) *% 12560) +% (j706 *% 784)) +% ((oy713 *% 28) +% ox714))] = images[((((((g705 *% 16) +% j706) *% 784) +% (c707 *% 784)) +% (((oy713 +% ky708) +% -1) *% 28)) +% ox714)]
-              }
-            }
-            if ((oy713 +% ky708) +% -1) < 0 {
-              for ox715 in 0..<28 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 1) *% 12560) +% (j706 *% 784)) +% ((oy713 *% 28) +% ox715))] = Float(0)
-              }
-            }
-            if 27 < ((oy713 +% ky708) +% -1) {
-              for ox715 in 0..<28 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 1) *% 12560) +% (j706 *% 784)) +% ((oy713 *% 28) +% ox715))] = Float(0)
+            if 27 < ((oy732 +% ky731) +% -1) {
+              for ox735 in 0..<28 {
+                arena[((((((c730 *% 3) +% ky731) *% 3) *% 12560) +% (j729 *% 784)) +% ((oy732 *% 28) +% ox735))] = Float(0)
               }
             }
           }
-          for oy716 in 0..<28 {
-            if (-1 < ((oy716 +% ky708) +% -1) && ((oy716 +% ky708) +% -1) < 28) {
-              for ox717 in 0..<27 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 2) *% 12560) +% (j706 *% 784)) +% ((oy716 *% 28) +% ox717))] = images[((((((g705 *% 16) +% j706) *% 784) +% (c707 *% 784)) +% (((oy716 +% ky708) +% -1) *% 28)) +% (ox717 +% 1))]
-              }
-              for ox718 in 0..<1 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 2) *% 12560) +% (j706 *% 784)) +% ((oy716 *% 28) +% (ox718 +% 27)))] = Float(0)
+          for oy736 in 0..<28 {
+            if (-1 < ((oy736 +% ky731) +% -1) && ((oy736 +% ky731) +% -1) < 28) {
+              for ox737 in 0..<28 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 1) *% 12560) +% (j729 *% 784)) +% ((oy736 *% 28) +% ox737))] = images[((((((g728 *% 16) +% j729) *% 784) +% (c730 *% 784)) +% (((oy736 +% ky731) +% -1) *% 28)) +% ox737)]
               }
             }
-            if ((oy716 +% ky708) +% -1) < 0 {
-              for ox719 in 0..<28 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 2) *% 12560) +% (j706 *% 784)) +% ((oy716 *% 28) +% ox719))] = Float(0)
+            if ((oy736 +% ky731) +% -1) < 0 {
+              for ox738 in 0..<28 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 1) *% 12560) +% (j729 *% 784)) +% ((oy736 *% 28) +% ox738))] = Float(0)
               }
             }
-            if 27 < ((oy716 +% ky708) +% -1) {
-              for ox719 in 0..<28 {
-                arena[(((((((c707 *% 3) +% ky708) *% 3) +% 2) *% 12560) +% (j706 *% 784)) +% ((oy716 *% 28) +% ox719))] = Float(0)
+            if 27 < ((oy736 +% ky731) +% -1) {
+              for ox738 in 0..<28 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 1) *% 12560) +% (j729 *% 784)) +% ((oy736 *% 28) +% ox738))] = Float(0)
+              }
+            }
+          }
+          for oy739 in 0..<28 {
+            if (-1 < ((oy739 +% ky731) +% -1) && ((oy739 +% ky731) +% -1) < 28) {
+              for ox740 in 0..<27 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 2) *% 12560) +% (j729 *% 784)) +% ((oy739 *% 28) +% ox740))] = images[((((((g728 *% 16) +% j729) *% 784) +% (c730 *% 784)) +% (((oy739 +% ky731) +% -1) *% 28)) +% (ox740 +% 1))]
+              }
+              for ox741 in 0..<1 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 2) *% 12560) +% (j729 *% 784)) +% ((oy739 *% 28) +% (ox741 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy739 +% ky731) +% -1) < 0 {
+              for ox742 in 0..<28 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 2) *% 12560) +% (j729 *% 784)) +% ((oy739 *% 28) +% ox742))] = Float(0)
+              }
+            }
+            if 27 < ((oy739 +% ky731) +% -1) {
+              for ox742 in 0..<28 {
+                arena[(((((((c730 *% 3) +% ky731) *% 3) +% 2) *% 12560) +% (j729 *% 784)) +% ((oy739 *% 28) +% ox742))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j720 in 0..<16 {
-      for i721 in 0..<784 {
-        for f722 in 0..<16 {
-          arena[((113040 +% (((j720 *% 784) +% i721) *% 16)) +% f722)] = arena[(((1605632 +% (((g705 *% 16) +% j720) *% 12544)) +% (f722 *% 784)) +% i721)]
+    parallelFor(pool, 2) { part743 in
+      for j744 in 0..<16 {
+        for i745 in 0..<784 {
+          for f746 in 0..<8 {
+            arena[((113040 +% (((j744 *% 784) +% i745) *% 16)) +% (f746 +% (part743 *% 8)))] = arena[(((1605632 +% (((g728 *% 16) +% j744) *% 12544)) +% ((f746 +% (part743 *% 8)) *% 784)) +% i745)]
+          }
         }
       }
-    }
-    do {  // gemm730
-      for kp723 in 0..<7 {
-        for nb724 in 0..<1 {
-          for mb725 in 0..<1 {
-            var t726_c0_0 = loadVector(arena, ((313744 +% ((mb725 *% 5) *% 16)) +% (nb724 *% 16)))
-            var t726_c0_1 = loadVector(arena, (((313744 +% ((mb725 *% 5) *% 16)) +% (nb724 *% 16)) +% 8))
-            var t726_c1_0 = loadVector(arena, ((313744 +% (((mb725 *% 5) +% 1) *% 16)) +% (nb724 *% 16)))
-            var t726_c1_1 = loadVector(arena, (((313744 +% (((mb725 *% 5) +% 1) *% 16)) +% (nb724 *% 16)) +% 8))
-            var t726_c2_0 = loadVector(arena, ((313744 +% (((mb725 *% 5) +% 2) *% 16)) +% (nb724 *% 16)))
-            var t726_c2_1 = loadVector(arena, (((313744 +% (((mb725 *% 5) +% 2) *% 16)) +% (nb724 *% 16)) +% 8))
-            var t726_c3_0 = loadVector(arena, ((313744 +% (((mb725 *% 5) +% 3) *% 16)) +% (nb724 *% 16)))
-            var t726_c3_1 = loadVector(arena, (((313744 +% (((mb725 *% 5) +% 3) *% 16)) +% (nb724 *% 16)) +% 8))
-            var t726_c4_0 = loadVector(arena, ((313744 +% (((mb725 *% 5) +% 4) *% 16)) +% (nb724 *% 16)))
-            var t726_c4_1 = loadVector(arena, (((313744 +% (((mb725 *% 5) +% 4) *% 16)) +% (nb724 *% 16)) +% 8))
-            for k727 in 0..<1792 {
-              let t726_b0 = loadVector(arena, ((113040 +% ((k727 +% (kp723 *% 1792)) *% 16)) +% (nb724 *% 16)))
-              let t726_b1 = loadVector(arena, (((113040 +% ((k727 +% (kp723 *% 1792)) *% 16)) +% (nb724 *% 16)) +% 8))
-              let t726_a0 = Vector(repeating: arena[(((mb725 *% 5) *% 12560) +% (k727 +% (kp723 *% 1792)))])
-              t726_c0_0 = t726_c0_0.addingProduct(t726_a0, t726_b0)
-              t726_c0_1 = t726_c0_1.addingProduct(t726_a0, t726_b1)
-              let t726_a1 = Vector(repeating: arena[((((mb725 *% 5) +% 1) *% 12560) +% (k727 +% (kp723 *% 1792)))])
-              t726_c1_0 = t726_c1_0.addingProduct(t726_a1, t726_b0)
-              t726_c1_1 = t726_c1_1.addingProduct(t726_a1, t726_b1)
-              let t726_a2 = Vector(repeating: arena[((((mb725 *% 5) +% 2) *% 12560) +% (k727 +% (kp723 *% 1792)))])
-              t726_c2_0 = t726_c2_0.addingProduct(t726_a2, t726_b0)
-              t726_c2_1 = t726_c2_1.addingProduct(t726_a2, t726_b1)
-              let t726_a3 = Vector(repeating: arena[((((mb725 *% 5) +% 3) *% 12560) +% (k727 +% (kp723 *% 1792)))])
-              t726_c3_0 = t726_c3_0.addingProduct(t726_a3, t726_b0)
-              t726_c3_1 = t726_c3_1.addingProduct(t726_a3, t726_b1)
-              let t726_a4 = Vector(repeating: arena[((((mb725 *% 5) +% 4) *% 12560) +% (k727 +% (kp723 *% 1792)))])
-              t726_c4_0 = t726_c4_0.addingProduct(t726_a4, t726_b0)
-              t726_c4_1 = t726_c4_1.addingProduct(t726_a4, t726_b1)
+      do {  // gemm752
+        for kp747 in 0..<4 {
+          for nb748 in 0..<1 {
+            for mb749 in 0..<1 {
+              var t750_c0_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% ((mb749 *% 9) *% 16)) +% (nb748 *% 8)))
+              var t750_c1_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 1) *% 16)) +% (nb748 *% 8)))
+              var t750_c2_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 2) *% 16)) +% (nb748 *% 8)))
+              var t750_c3_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 3) *% 16)) +% (nb748 *% 8)))
+              var t750_c4_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 4) *% 16)) +% (nb748 *% 8)))
+              var t750_c5_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 5) *% 16)) +% (nb748 *% 8)))
+              var t750_c6_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 6) *% 16)) +% (nb748 *% 8)))
+              var t750_c7_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 7) *% 16)) +% (nb748 *% 8)))
+              var t750_c8_0 = loadVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 8) *% 16)) +% (nb748 *% 8)))
+              for k751 in 0..<3136 {
+                let t750_b0 = loadVector(arena, (((113040 +% (part743 *% 8)) +% ((k751 +% (kp747 *% 3136)) *% 16)) +% (nb748 *% 8)))
+                let t750_a0 = Vector(repeating: arena[(((mb749 *% 9) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c0_0 = t750_c0_0.addingProduct(t750_a0, t750_b0)
+                let t750_a1 = Vector(repeating: arena[((((mb749 *% 9) +% 1) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c1_0 = t750_c1_0.addingProduct(t750_a1, t750_b0)
+                let t750_a2 = Vector(repeating: arena[((((mb749 *% 9) +% 2) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c2_0 = t750_c2_0.addingProduct(t750_a2, t750_b0)
+                let t750_a3 = Vector(repeating: arena[((((mb749 *% 9) +% 3) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c3_0 = t750_c3_0.addingProduct(t750_a3, t750_b0)
+                let t750_a4 = Vector(repeating: arena[((((mb749 *% 9) +% 4) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c4_0 = t750_c4_0.addingProduct(t750_a4, t750_b0)
+                let t750_a5 = Vector(repeating: arena[((((mb749 *% 9) +% 5) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c5_0 = t750_c5_0.addingProduct(t750_a5, t750_b0)
+                let t750_a6 = Vector(repeating: arena[((((mb749 *% 9) +% 6) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c6_0 = t750_c6_0.addingProduct(t750_a6, t750_b0)
+                let t750_a7 = Vector(repeating: arena[((((mb749 *% 9) +% 7) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c7_0 = t750_c7_0.addingProduct(t750_a7, t750_b0)
+                let t750_a8 = Vector(repeating: arena[((((mb749 *% 9) +% 8) *% 12560) +% (k751 +% (kp747 *% 3136)))])
+                t750_c8_0 = t750_c8_0.addingProduct(t750_a8, t750_b0)
+              }
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% ((mb749 *% 9) *% 16)) +% (nb748 *% 8)), t750_c0_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 1) *% 16)) +% (nb748 *% 8)), t750_c1_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 2) *% 16)) +% (nb748 *% 8)), t750_c2_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 3) *% 16)) +% (nb748 *% 8)), t750_c3_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 4) *% 16)) +% (nb748 *% 8)), t750_c4_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 5) *% 16)) +% (nb748 *% 8)), t750_c5_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 6) *% 16)) +% (nb748 *% 8)), t750_c6_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 7) *% 16)) +% (nb748 *% 8)), t750_c7_0)
+              storeVector(arena, (((313744 +% (part743 *% 8)) +% (((mb749 *% 9) +% 8) *% 16)) +% (nb748 *% 8)), t750_c8_0)
             }
-            storeVector(arena, ((313744 +% ((mb725 *% 5) *% 16)) +% (nb724 *% 16)), t726_c0_0)
-            storeVector(arena, (((313744 +% ((mb725 *% 5) *% 16)) +% (nb724 *% 16)) +% 8), t726_c0_1)
-            storeVector(arena, ((313744 +% (((mb725 *% 5) +% 1) *% 16)) +% (nb724 *% 16)), t726_c1_0)
-            storeVector(arena, (((313744 +% (((mb725 *% 5) +% 1) *% 16)) +% (nb724 *% 16)) +% 8), t726_c1_1)
-            storeVector(arena, ((313744 +% (((mb725 *% 5) +% 2) *% 16)) +% (nb724 *% 16)), t726_c2_0)
-            storeVector(arena, (((313744 +% (((mb725 *% 5) +% 2) *% 16)) +% (nb724 *% 16)) +% 8), t726_c2_1)
-            storeVector(arena, ((313744 +% (((mb725 *% 5) +% 3) *% 16)) +% (nb724 *% 16)), t726_c3_0)
-            storeVector(arena, (((313744 +% (((mb725 *% 5) +% 3) *% 16)) +% (nb724 *% 16)) +% 8), t726_c3_1)
-            storeVector(arena, ((313744 +% (((mb725 *% 5) +% 4) *% 16)) +% (nb724 *% 16)), t726_c4_0)
-            storeVector(arena, (((313744 +% (((mb725 *% 5) +% 4) *% 16)) +% (nb724 *% 16)) +% 8), t726_c4_1)
           }
-          var t728_c0_0 = loadVector(arena, (313824 +% (nb724 *% 16)))
-          var t728_c0_1 = loadVector(arena, ((313824 +% (nb724 *% 16)) +% 8))
-          var t728_c1_0 = loadVector(arena, (313840 +% (nb724 *% 16)))
-          var t728_c1_1 = loadVector(arena, ((313840 +% (nb724 *% 16)) +% 8))
-          var t728_c2_0 = loadVector(arena, (313856 +% (nb724 *% 16)))
-          var t728_c2_1 = loadVector(arena, ((313856 +% (nb724 *% 16)) +% 8))
-          var t728_c3_0 = loadVector(arena, (313872 +% (nb724 *% 16)))
-          var t728_c3_1 = loadVector(arena, ((313872 +% (nb724 *% 16)) +% 8))
-          for k729 in 0..<1792 {
-            let t728_b0 = loadVector(arena, ((113040 +% ((k729 +% (kp723 *% 1792)) *% 16)) +% (nb724 *% 16)))
-            let t728_b1 = loadVector(arena, (((113040 +% ((k729 +% (kp723 *% 1792)) *% 16)) +% (nb724 *% 16)) +% 8))
-            let t728_a0 = Vector(repeating: arena[(62800 +% (k729 +% (kp723 *% 1792)))])
-            t728_c0_0 = t728_c0_0.addingProduct(t728_a0, t728_b0)
-            t728_c0_1 = t728_c0_1.addingProduct(t728_a0, t728_b1)
-            let t728_a1 = Vector(repeating: arena[(75360 +% (k729 +% (kp723 *% 1792)))])
-            t728_c1_0 = t728_c1_0.addingProduct(t728_a1, t728_b0)
-            t728_c1_1 = t728_c1_1.addingProduct(t728_a1, t728_b1)
-            let t728_a2 = Vector(repeating: arena[(87920 +% (k729 +% (kp723 *% 1792)))])
-            t728_c2_0 = t728_c2_0.addingProduct(t728_a2, t728_b0)
-            t728_c2_1 = t728_c2_1.addingProduct(t728_a2, t728_b1)
-            let t728_a3 = Vector(repeating: arena[(100480 +% (k729 +% (kp723 *% 1792)))])
-            t728_c3_0 = t728_c3_0.addingProduct(t728_a3, t728_b0)
-            t728_c3_1 = t728_c3_1.addingProduct(t728_a3, t728_b1)
-          }
-          storeVector(arena, (313824 +% (nb724 *% 16)), t728_c0_0)
-          storeVector(arena, ((313824 +% (nb724 *% 16)) +% 8), t728_c0_1)
-          storeVector(arena, (313840 +% (nb724 *% 16)), t728_c1_0)
-          storeVector(arena, ((313840 +% (nb724 *% 16)) +% 8), t728_c1_1)
-          storeVector(arena, (313856 +% (nb724 *% 16)), t728_c2_0)
-          storeVector(arena, ((313856 +% (nb724 *% 16)) +% 8), t728_c2_1)
-          storeVector(arena, (313872 +% (nb724 *% 16)), t728_c3_0)
-          storeVector(arena, ((313872 +% (nb724 *% 16)) +% 8), t728_c3_1)
         }
       }
     }
   }
-  for f731 in 0..<16 {
-    for r732 in 0..<9 {
-      grads[((f731 *% 9) +% r732)] = arena[((313744 +% (r732 *% 16)) +% f731)]
+  parallelFor(pool, 2) { part753 in
+    for f754 in 0..<8 {
+      for r755 in 0..<9 {
+        grads[(((f754 +% (part753 *% 8)) *% 9) +% r755)] = arena[((313744 +% (r755 *% 16)) +% (f754 +% (part753 *% 8)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f733 in 0..<16 {
-    var acc734 = Vector()
-    for img735 in 0..<64 {
-      for i736 in 0..<98 {
-        acc734 = acc734.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img735 *% 12544)) +% (f733 *% 784)) +% (i736 *% 8))))
+  for f756 in 0..<16 {
+    var acc757 = Vector()
+    for img758 in 0..<64 {
+      for i759 in 0..<98 {
+        acc757 = acc757.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1605632 +% (img758 *% 12544)) +% (f756 *% 784)) +% (i759 *% 8))))
       }
     }
-    storeVector(arena, 0, acc734)
-    var sum737: Float = (arena[0] + arena[1])
-    var sum738: Float = (sum737 + arena[2])
-    var sum739: Float = (sum738 + arena[3])
-    var sum740: Float = (sum739 + arena[4])
-    var sum741: Float = (sum740 + arena[5])
-    var sum742: Float = (sum741 + arena[6])
-    var sum743: Float = (sum742 + arena[7])
-    grads[(144 +% f733)] = sum743
+    storeVector(arena, 0, acc757)
+    var sum760: Float = (arena[0] + arena[1])
+    var sum761: Float = (sum760 + arena[2])
+    var sum762: Float = (sum761 + arena[3])
+    var sum763: Float = (sum762 + arena[4])
+    var sum764: Float = (sum763 + arena[5])
+    var sum765: Float = (sum764 + arena[6])
+    var sum766: Float = (sum765 + arena[7])
+    grads[(144 +% f756)] = sum766
   }
   // adam = update of 7450 parameters
-  var step_size744: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt745: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i746 in 0..<931 {
-    let g_v = (loadVector(grads, (i746 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i746 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i746 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i746 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i746 *% 8), m_new_v)
-    storeVector(v, (i746 *% 8), v_new_v)
-    storeVector(params, (i746 *% 8), (loadVector(params, (i746 *% 8)) - ((Vector(repeating: step_size744) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt745)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size767: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt768: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i769 in 0..<931 {
+    let g_v = (loadVector(grads, (i769 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i769 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i769 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i769 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i769 *% 8), m_new_v)
+    storeVector(v, (i769 *% 8), v_new_v)
+    storeVector(params, (i769 *% 8), (loadVector(params, (i769 *% 8)) - ((Vector(repeating: step_size767) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt768)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i746 in 0..<1 {
-    let g_v = (loadPartial(grads, (i746 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i746 +% 7448), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i746 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i746 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i746 +% 7448), m_new_v, 2)
-    storePartial(v, (i746 +% 7448), v_new_v, 2)
-    storePartial(params, (i746 +% 7448), (loadPartial(params, (i746 +% 7448), 2) - ((Vector(repeating: step_size744) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt745)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i769 in 0..<1 {
+    let g_v = (loadPartial(grads, (i769 +% 7448), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i769 +% 7448), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i769 +% 7448), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i769 +% 7448), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i769 +% 7448), m_new_v, 2)
+    storePartial(v, (i769 +% 7448), v_new_v, 2)
+    storePartial(params, (i769 +% 7448), (loadPartial(params, (i769 +% 7448), 2) - ((Vector(repeating: step_size767) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt768)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

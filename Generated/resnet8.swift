@@ -87,47 +87,49 @@ func resnet8_train_b64_shared0_stem_bn(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  for b0_ in 0..<16 {
-    var b1_ = Vector()
-    var b2_: Float = Float(0)
-    for b3_ in 0..<64 {
-      for b4_ in 0..<128 {
-        b1_ = (b1_ + loadVector(arena, (((((b3_ *% 16) +% b0_) *% 1024) +% (b4_ *% 8)) +% shared0_)))
+  parallelFor(pool, 2) { b0_ in
+    for b1_ in 0..<8 {
+      var b2_ = Vector()
+      var b3_: Float = Float(0)
+      for b4_ in 0..<64 {
+        for b5_ in 0..<128 {
+          b2_ = (b2_ + loadVector(arena, (((((b4_ *% 16) +% (b1_ +% (b0_ *% 8))) *% 1024) +% (b5_ *% 8)) +% shared0_)))
+        }
       }
-    }
-    storeVector(arena, shared1_, b1_)
-    var b5_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b6_: Float = (b5_ + arena[(shared1_ +% 2)])
-    var b7_: Float = (b6_ + arena[(shared1_ +% 3)])
-    var b8_: Float = (b7_ + arena[(shared1_ +% 4)])
-    var b9_: Float = (b8_ + arena[(shared1_ +% 5)])
-    var b10_: Float = (b9_ + arena[(shared1_ +% 6)])
-    var b11_: Float = (b10_ + arena[(shared1_ +% 7)])
-    var b12_: Float = (b11_ + b2_)
-    var b13_: Float = (b12_ / Float(65536))
-    var b14_ = Vector()
-    var b15_: Float = Float(0)
-    for b16_ in 0..<64 {
-      for b17_ in 0..<128 {
-        b14_ = (b14_ + ((loadVector(arena, (((((b16_ *% 16) +% b0_) *% 1024) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_)) * (loadVector(arena, (((((b16_ *% 16) +% b0_) *% 1024) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_))))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b2_)
+      var b6_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b7_: Float = (b6_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b8_: Float = (b7_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b9_: Float = (b8_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b10_: Float = (b9_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b11_: Float = (b10_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b12_: Float = (b11_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b13_: Float = (b12_ + b3_)
+      var b14_: Float = (b13_ / Float(65536))
+      var b15_ = Vector()
+      var b16_: Float = Float(0)
+      for b17_ in 0..<64 {
+        for b18_ in 0..<128 {
+          b15_ = (b15_ + ((loadVector(arena, (((((b17_ *% 16) +% (b1_ +% (b0_ *% 8))) *% 1024) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_)) * (loadVector(arena, (((((b17_ *% 16) +% (b1_ +% (b0_ *% 8))) *% 1024) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_))))
+        }
       }
-    }
-    storeVector(arena, shared1_, b14_)
-    var b18_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b19_: Float = (b18_ + arena[(shared1_ +% 2)])
-    var b20_: Float = (b19_ + arena[(shared1_ +% 3)])
-    var b21_: Float = (b20_ + arena[(shared1_ +% 4)])
-    var b22_: Float = (b21_ + arena[(shared1_ +% 5)])
-    var b23_: Float = (b22_ + arena[(shared1_ +% 6)])
-    var b24_: Float = (b23_ + arena[(shared1_ +% 7)])
-    var b25_: Float = (b24_ + b15_)
-    var b26_: Float = (b25_ / Float(65536))
-    arena[(b0_ +% (shared1_ +% -32))] = b13_
-    arena[(b0_ +% (shared1_ +% -16))] = b26_
-    var b27_: Float = (params[(b0_ +% shared2_)] * (Float(1) / sqrtf((b26_ + Float(bitPattern: 0x3727c5ac)))))
-    for b28_ in 0..<64 {
-      for b29_ in 0..<128 {
-        storeVector(arena, ((b29_ *% 8) +% ((((b28_ *% 16) +% b0_) *% 1024) +% (shared1_ +% -1048608))), (((loadVector(arena, ((b29_ *% 8) +% ((((b28_ *% 16) +% b0_) *% 1024) +% shared0_))) - Vector(repeating: b13_)) * Vector(repeating: b27_)) + Vector(repeating: params[(b0_ +% (shared2_ +% 16))])))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b15_)
+      var b19_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b20_: Float = (b19_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b21_: Float = (b20_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b22_: Float = (b21_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b23_: Float = (b22_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b24_: Float = (b23_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b25_: Float = (b24_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b26_: Float = (b25_ + b16_)
+      var b27_: Float = (b26_ / Float(65536))
+      arena[((b1_ +% (b0_ *% 8)) +% (shared1_ +% -32))] = b14_
+      arena[((b1_ +% (b0_ *% 8)) +% (shared1_ +% -16))] = b27_
+      var b28_: Float = (params[((b1_ +% (b0_ *% 8)) +% shared2_)] * (Float(1) / sqrtf((b27_ + Float(bitPattern: 0x3727c5ac)))))
+      for b29_ in 0..<64 {
+        for b30_ in 0..<128 {
+          storeVector(arena, ((b30_ *% 8) +% ((((b29_ *% 16) +% (b1_ +% (b0_ *% 8))) *% 1024) +% (shared1_ +% -1048608))), (((loadVector(arena, ((b30_ *% 8) +% ((((b29_ *% 16) +% (b1_ +% (b0_ *% 8))) *% 1024) +% shared0_))) - Vector(repeating: b14_)) * Vector(repeating: b28_)) + Vector(repeating: params[((b1_ +% (b0_ *% 8)) +% (shared2_ +% 16))])))
+        }
       }
     }
   }
@@ -143,240 +145,246 @@ func resnet8_train_b64_shared1_s1_conv1(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  do {  // scalar loops
-    for b0_ in 0..<16 {
+  parallelFor(pool, 2) { b0_ in
+    do {  // scalar loops
       for b1_ in 0..<16 {
-        var b2_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)]
-        var b3_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) * Float(bitPattern: 0x3f000000))
-        var b4_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) * Float(bitPattern: 0x3f000000))
-        var b5_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]
-        var b6_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))]
-        var b7_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) * Float(bitPattern: 0x3f000000))
-        var b8_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) * Float(bitPattern: 0x3f000000))
-        var b9_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]
-        var b10_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))]
-        var b11_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) * Float(bitPattern: 0x3f000000))
-        var b12_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) * Float(bitPattern: 0x3f000000))
-        var b13_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]
-        var b14_: Float = b2_
-        var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
-        var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
-        var b17_: Float = b10_
-        var b18_: Float = b3_
-        var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
-        var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
-        var b21_: Float = b11_
-        var b22_: Float = b4_
-        var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
-        var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
-        var b25_: Float = b12_
-        var b26_: Float = b5_
-        var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
-        var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
-        var b29_: Float = b13_
-        arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+        for b2_ in 0..<8 {
+          var b3_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% shared0_)]
+          var b4_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% shared0_)] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 3))]) + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 6))]) * Float(bitPattern: 0x3f000000))
+          var b5_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% shared0_)] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 6))]) - params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 3))]) * Float(bitPattern: 0x3f000000))
+          var b6_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 6))]
+          var b7_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 1))]
+          var b8_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 1))] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 4))]) + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 7))]) * Float(bitPattern: 0x3f000000))
+          var b9_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 1))] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 7))]) - params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 4))]) * Float(bitPattern: 0x3f000000))
+          var b10_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 7))]
+          var b11_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 2))]
+          var b12_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 2))] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 5))]) + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 8))]) * Float(bitPattern: 0x3f000000))
+          var b13_: Float = (((params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 2))] + params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 8))]) - params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 5))]) * Float(bitPattern: 0x3f000000))
+          var b14_: Float = params[((((((b0_ *% 8) +% b2_) *% 16) +% b1_) *% 9) +% (shared0_ +% 8))]
+          var b15_: Float = b3_
+          var b16_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
+          var b17_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
+          var b18_: Float = b11_
+          var b19_: Float = b4_
+          var b20_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
+          var b21_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
+          var b22_: Float = b12_
+          var b23_: Float = b5_
+          var b24_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
+          var b25_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
+          var b26_: Float = b13_
+          var b27_: Float = b6_
+          var b28_: Float = (((b6_ + b10_) + b14_) * Float(bitPattern: 0x3f000000))
+          var b29_: Float = (((b6_ + b14_) - b10_) * Float(bitPattern: 0x3f000000))
+          var b30_: Float = b14_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% shared1_)] = b15_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 256))] = b16_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 512))] = b17_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 768))] = b18_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1024))] = b19_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1280))] = b20_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1536))] = b21_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1792))] = b22_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2048))] = b23_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2304))] = b24_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2560))] = b25_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2816))] = b26_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3072))] = b27_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3328))] = b28_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3584))] = b29_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3840))] = b30_
+        }
       }
     }
   }
-  for b30_ in 0..<2312 {
-    storeVector(arena, ((b30_ *% 8) +% (shared1_ +% 4096)), Vector(repeating: Float(0)))
+  for b31_ in 0..<2312 {
+    storeVector(arena, ((b31_ *% 8) +% (shared1_ +% 4096)), Vector(repeating: Float(0)))
   }
-  for b31_ in 0..<64 {
-    for b32_ in 0..<1 {
-      for b33_ in 0..<32 {
-        for b34_ in 0..<16 {
-          for b35_ in 0..<32 {
-            arena[(((((b32_ *% 18496) +% ((b33_ +% 1) *% 544)) +% ((b35_ +% 1) *% 16)) +% b34_) +% (shared1_ +% 4096))] = arena[((((((b31_ +% b32_) *% 16384) +% (b34_ *% 1024)) +% (b33_ *% 32)) +% b35_) +% (shared1_ +% -1048576))]
+  for b32_ in 0..<64 {
+    for b33_ in 0..<1 {
+      for b34_ in 0..<32 {
+        for b35_ in 0..<16 {
+          for b36_ in 0..<32 {
+            arena[(((((b33_ *% 18496) +% ((b34_ +% 1) *% 544)) +% ((b36_ +% 1) *% 16)) +% b35_) +% (shared1_ +% 4096))] = arena[((((((b32_ +% b33_) *% 16384) +% (b35_ *% 1024)) +% (b34_ *% 32)) +% b36_) +% (shared1_ +% -1048576))]
           }
         }
       }
     }
-    for b36_ in 0..<1 {
-      for b37_ in 0..<16 {
-        for b38_ in 0..<16 {
-          for b39_ in 0..<2 {
-            let b40_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b41_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b42_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b43_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b44_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b45_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b46_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b47_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b48_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b49_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b50_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b51_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b52_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b53_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b54_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b55_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b56_ = (b40_ - b48_)
-            let b57_ = (b44_ + b48_)
-            let b58_ = (b48_ - b44_)
-            let b59_ = (b44_ - b52_)
-            let b60_ = (b41_ - b49_)
-            let b61_ = (b45_ + b49_)
-            let b62_ = (b49_ - b45_)
-            let b63_ = (b45_ - b53_)
-            let b64_ = (b42_ - b50_)
-            let b65_ = (b46_ + b50_)
-            let b66_ = (b50_ - b46_)
-            let b67_ = (b46_ - b54_)
-            let b68_ = (b43_ - b51_)
-            let b69_ = (b47_ + b51_)
-            let b70_ = (b51_ - b47_)
-            let b71_ = (b47_ - b55_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 22592)), b56_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 26688)), b57_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 30784)), b58_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 34880)), b59_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 38976)), b60_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 43072)), b61_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 47168)), b62_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 51264)), b63_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 55360)), b64_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 59456)), b65_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 63552)), b66_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 67648)), b67_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 71744)), b68_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 75840)), b69_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 79936)), b70_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 84032)), b71_)
-          }
-        }
-      }
-    }
-    for b72_ in 0..<16 {
-      do {  // b73_
-        for b74_ in 0..<1 {
-          for b75_ in 0..<42 {
-            var b76_ = Vector()
-            var b77_ = Vector()
-            var b78_ = Vector()
-            var b79_ = Vector()
-            var b80_ = Vector()
-            var b81_ = Vector()
-            var b82_ = Vector()
-            var b83_ = Vector()
-            var b84_ = Vector()
-            var b85_ = Vector()
-            var b86_ = Vector()
-            var b87_ = Vector()
-            for b88_ in 0..<16 {
-              let b89_ = loadVector(arena, ((((b72_ *% 256) +% (b88_ *% 16)) +% (b74_ *% 16)) +% shared1_))
-              let b90_ = loadVector(arena, ((((b72_ *% 256) +% (b88_ *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 8)))
-              let b91_ = Vector(repeating: arena[((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b76_ = b76_.addingProduct(b91_, b89_)
-              b77_ = b77_.addingProduct(b91_, b90_)
-              let b92_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b78_ = b78_.addingProduct(b92_, b89_)
-              b79_ = b79_.addingProduct(b92_, b90_)
-              let b93_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b80_ = b80_.addingProduct(b93_, b89_)
-              b81_ = b81_.addingProduct(b93_, b90_)
-              let b94_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b82_ = b82_.addingProduct(b94_, b89_)
-              b83_ = b83_.addingProduct(b94_, b90_)
-              let b95_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b84_ = b84_.addingProduct(b95_, b89_)
-              b85_ = b85_.addingProduct(b95_, b90_)
-              let b96_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b86_ = b86_.addingProduct(b96_, b89_)
-              b87_ = b87_.addingProduct(b96_, b90_)
+    parallelFor(pool, 2) { b37_ in
+      for b38_ in 0..<1 {
+        for b39_ in 0..<8 {
+          for b40_ in 0..<16 {
+            for b41_ in 0..<2 {
+              let b42_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b43_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b44_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b45_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b46_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b47_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b48_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b49_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b50_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b51_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b52_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b53_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b54_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b55_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b56_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b57_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b58_ = (b42_ - b50_)
+              let b59_ = (b46_ + b50_)
+              let b60_ = (b50_ - b46_)
+              let b61_ = (b46_ - b54_)
+              let b62_ = (b43_ - b51_)
+              let b63_ = (b47_ + b51_)
+              let b64_ = (b51_ - b47_)
+              let b65_ = (b47_ - b55_)
+              let b66_ = (b44_ - b52_)
+              let b67_ = (b48_ + b52_)
+              let b68_ = (b52_ - b48_)
+              let b69_ = (b48_ - b56_)
+              let b70_ = (b45_ - b53_)
+              let b71_ = (b49_ + b53_)
+              let b72_ = (b53_ - b49_)
+              let b73_ = (b49_ - b57_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 22592)), b58_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 26688)), b59_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 30784)), b60_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 34880)), b61_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 38976)), b62_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 43072)), b63_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 47168)), b64_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 51264)), b65_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 55360)), b66_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 59456)), b67_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 63552)), b68_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 67648)), b69_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 71744)), b70_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 75840)), b71_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 79936)), b72_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 84032)), b73_)
             }
-            storeVector(arena, ((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b76_)
-            storeVector(arena, ((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b77_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b78_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b79_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b80_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b81_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b82_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b83_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b84_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b85_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b86_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b87_)
-          }
-          var b97_ = Vector()
-          var b98_ = Vector()
-          var b99_ = Vector()
-          var b100_ = Vector()
-          var b101_ = Vector()
-          var b102_ = Vector()
-          var b103_ = Vector()
-          var b104_ = Vector()
-          for b105_ in 0..<16 {
-            let b106_ = loadVector(arena, ((((b72_ *% 256) +% (b105_ *% 16)) +% (b74_ *% 16)) +% shared1_))
-            let b107_ = loadVector(arena, ((((b72_ *% 256) +% (b105_ *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 8)))
-            let b108_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26624))])
-            b97_ = b97_.addingProduct(b108_, b106_)
-            b98_ = b98_.addingProduct(b108_, b107_)
-            let b109_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26640))])
-            b99_ = b99_.addingProduct(b109_, b106_)
-            b100_ = b100_.addingProduct(b109_, b107_)
-            let b110_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26656))])
-            b101_ = b101_.addingProduct(b110_, b106_)
-            b102_ = b102_.addingProduct(b110_, b107_)
-            let b111_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26672))])
-            b103_ = b103_.addingProduct(b111_, b106_)
-            b104_ = b104_.addingProduct(b111_, b107_)
-          }
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92160)), b97_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92168)), b98_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92176)), b99_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92184)), b100_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92192)), b101_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92200)), b102_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92208)), b103_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92216)), b104_)
-        }
-      }
-    }
-    for b112_ in 0..<1 {
-      for b113_ in 0..<16 {
-        for b114_ in 0..<16 {
-          for b115_ in 0..<2 {
-            let b116_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 88128))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 104512)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 120896))))
-            let b117_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 104512))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 120896)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 137280))))
-            let b118_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 92224))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 108608)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 124992))))
-            let b119_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 108608))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 124992)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 141376))))
-            let b120_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 96320))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 112704)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 129088))))
-            let b121_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 112704))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 129088)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 145472))))
-            let b122_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 100416))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 116800)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 133184))))
-            let b123_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 116800))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 133184)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 149568))))
-            let b124_ = ((b116_ + b118_) + b120_)
-            let b125_ = ((b118_ - b120_) - b122_)
-            let b126_ = ((b117_ + b119_) + b121_)
-            let b127_ = ((b119_ - b121_) - b123_)
-            storeVector(arena, (((((((b112_ *% 32) +% (b113_ *% 2)) *% 32) +% (b114_ *% 2)) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b124_)
-            storeVector(arena, ((((((((b112_ *% 32) +% (b113_ *% 2)) *% 32) +% (b114_ *% 2)) +% 1) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b125_)
-            storeVector(arena, ((((((((b112_ *% 32) +% (b113_ *% 2)) +% 1) *% 32) +% (b114_ *% 2)) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b126_)
-            storeVector(arena, (((((((((b112_ *% 32) +% (b113_ *% 2)) +% 1) *% 32) +% (b114_ *% 2)) +% 1) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b127_)
           }
         }
       }
     }
-    for b128_ in 0..<1 {
-      for b129_ in 0..<16 {
-        for b130_ in 0..<16 {
-          for b131_ in 0..<64 {
-            arena[((((((b31_ +% b128_) *% 16384) +% (b130_ *% 1024)) +% b131_) +% (b129_ *% 64)) +% (shared1_ +% -2097184))] = arena[(((((b128_ *% 1024) +% (b131_ +% (b129_ *% 64))) *% 16) +% b130_) +% (shared1_ +% 153664))]
+    parallelFor(pool, 2) { b74_ in
+      for b75_ in 0..<16 {
+        do {  // b76_
+          for b77_ in 0..<1 {
+            for b78_ in 0..<18 {
+              var b79_ = Vector()
+              var b80_ = Vector()
+              var b81_ = Vector()
+              var b82_ = Vector()
+              var b83_ = Vector()
+              var b84_ = Vector()
+              var b85_ = Vector()
+              var b86_ = Vector()
+              var b87_ = Vector()
+              var b88_ = Vector()
+              var b89_ = Vector()
+              var b90_ = Vector()
+              var b91_ = Vector()
+              var b92_ = Vector()
+              for b93_ in 0..<16 {
+                let b94_ = loadVector(arena, (((((b75_ *% 256) +% (b74_ *% 8)) +% (b93_ *% 16)) +% (b77_ *% 8)) +% shared1_))
+                let b95_ = Vector(repeating: arena[((((b75_ *% 4096) +% ((b78_ *% 14) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b79_ = b79_.addingProduct(b95_, b94_)
+                let b96_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 1) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b80_ = b80_.addingProduct(b96_, b94_)
+                let b97_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 2) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b81_ = b81_.addingProduct(b97_, b94_)
+                let b98_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 3) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b82_ = b82_.addingProduct(b98_, b94_)
+                let b99_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 4) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b83_ = b83_.addingProduct(b99_, b94_)
+                let b100_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 5) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b84_ = b84_.addingProduct(b100_, b94_)
+                let b101_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 6) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b85_ = b85_.addingProduct(b101_, b94_)
+                let b102_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 7) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b86_ = b86_.addingProduct(b102_, b94_)
+                let b103_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 8) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b87_ = b87_.addingProduct(b103_, b94_)
+                let b104_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 9) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b88_ = b88_.addingProduct(b104_, b94_)
+                let b105_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 10) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b89_ = b89_.addingProduct(b105_, b94_)
+                let b106_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 11) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b90_ = b90_.addingProduct(b106_, b94_)
+                let b107_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 12) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b91_ = b91_.addingProduct(b107_, b94_)
+                let b108_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 13) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b92_ = b92_.addingProduct(b108_, b94_)
+              }
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% ((b78_ *% 14) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b79_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 1) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b80_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 2) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b81_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 3) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b82_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 4) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b83_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 5) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b84_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 6) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b85_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 7) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b86_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 8) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b87_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 9) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b88_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 10) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b89_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 11) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b90_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 12) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b91_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 13) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b92_)
+            }
+            var b109_ = Vector()
+            var b110_ = Vector()
+            var b111_ = Vector()
+            var b112_ = Vector()
+            for b113_ in 0..<16 {
+              let b114_ = loadVector(arena, (((((b75_ *% 256) +% (b74_ *% 8)) +% (b113_ *% 16)) +% (b77_ *% 8)) +% shared1_))
+              let b115_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26624))])
+              b109_ = b109_.addingProduct(b115_, b114_)
+              let b116_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26640))])
+              b110_ = b110_.addingProduct(b116_, b114_)
+              let b117_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26656))])
+              b111_ = b111_.addingProduct(b117_, b114_)
+              let b118_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26672))])
+              b112_ = b112_.addingProduct(b118_, b114_)
+            }
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92160)), b109_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92176)), b110_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92192)), b111_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92208)), b112_)
+          }
+        }
+      }
+      for b119_ in 0..<1 {
+        for b120_ in 0..<16 {
+          for b121_ in 0..<16 {
+            for b122_ in 0..<1 {
+              let b123_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 88128))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 104512)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 120896))))
+              let b124_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 104512))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 120896)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 137280))))
+              let b125_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 92224))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 108608)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 124992))))
+              let b126_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 108608))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 124992)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 141376))))
+              let b127_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 96320))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 112704)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 129088))))
+              let b128_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 112704))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 129088)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 145472))))
+              let b129_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 100416))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 116800)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 133184))))
+              let b130_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 116800))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 133184)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 149568))))
+              let b131_ = ((b123_ + b125_) + b127_)
+              let b132_ = ((b125_ - b127_) - b129_)
+              let b133_ = ((b124_ + b126_) + b128_)
+              let b134_ = ((b126_ - b128_) - b130_)
+              storeVector(arena, ((((((((b119_ *% 32) +% (b120_ *% 2)) *% 32) +% (b121_ *% 2)) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b131_)
+              storeVector(arena, (((((((((b119_ *% 32) +% (b120_ *% 2)) *% 32) +% (b121_ *% 2)) +% 1) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b132_)
+              storeVector(arena, (((((((((b119_ *% 32) +% (b120_ *% 2)) +% 1) *% 32) +% (b121_ *% 2)) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b133_)
+              storeVector(arena, ((((((((((b119_ *% 32) +% (b120_ *% 2)) +% 1) *% 32) +% (b121_ *% 2)) +% 1) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b134_)
+            }
+          }
+        }
+      }
+      for b135_ in 0..<1 {
+        for b136_ in 0..<16 {
+          for b137_ in 0..<8 {
+            for b138_ in 0..<64 {
+              arena[((((((b32_ +% b135_) *% 16384) +% (((b74_ *% 8) +% b137_) *% 1024)) +% b138_) +% (b136_ *% 64)) +% (shared1_ +% -2097184))] = arena[((((((b135_ *% 1024) +% (b138_ +% (b136_ *% 64))) *% 16) +% (b74_ *% 8)) +% b137_) +% (shared1_ +% 153664))]
+            }
           }
         }
       }
@@ -394,47 +402,49 @@ func resnet8_train_b64_shared2_s2_bn1(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  for b0_ in 0..<32 {
-    var b1_ = Vector()
-    var b2_: Float = Float(0)
-    for b3_ in 0..<64 {
-      for b4_ in 0..<32 {
-        b1_ = (b1_ + loadVector(arena, (((((b3_ *% 32) +% b0_) *% 256) +% (b4_ *% 8)) +% shared0_)))
+  parallelFor(pool, 2) { b0_ in
+    for b1_ in 0..<16 {
+      var b2_ = Vector()
+      var b3_: Float = Float(0)
+      for b4_ in 0..<64 {
+        for b5_ in 0..<32 {
+          b2_ = (b2_ + loadVector(arena, (((((b4_ *% 32) +% (b1_ +% (b0_ *% 16))) *% 256) +% (b5_ *% 8)) +% shared0_)))
+        }
       }
-    }
-    storeVector(arena, shared1_, b1_)
-    var b5_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b6_: Float = (b5_ + arena[(shared1_ +% 2)])
-    var b7_: Float = (b6_ + arena[(shared1_ +% 3)])
-    var b8_: Float = (b7_ + arena[(shared1_ +% 4)])
-    var b9_: Float = (b8_ + arena[(shared1_ +% 5)])
-    var b10_: Float = (b9_ + arena[(shared1_ +% 6)])
-    var b11_: Float = (b10_ + arena[(shared1_ +% 7)])
-    var b12_: Float = (b11_ + b2_)
-    var b13_: Float = (b12_ / Float(16384))
-    var b14_ = Vector()
-    var b15_: Float = Float(0)
-    for b16_ in 0..<64 {
-      for b17_ in 0..<32 {
-        b14_ = (b14_ + ((loadVector(arena, (((((b16_ *% 32) +% b0_) *% 256) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_)) * (loadVector(arena, (((((b16_ *% 32) +% b0_) *% 256) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_))))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b2_)
+      var b6_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b7_: Float = (b6_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b8_: Float = (b7_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b9_: Float = (b8_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b10_: Float = (b9_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b11_: Float = (b10_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b12_: Float = (b11_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b13_: Float = (b12_ + b3_)
+      var b14_: Float = (b13_ / Float(16384))
+      var b15_ = Vector()
+      var b16_: Float = Float(0)
+      for b17_ in 0..<64 {
+        for b18_ in 0..<32 {
+          b15_ = (b15_ + ((loadVector(arena, (((((b17_ *% 32) +% (b1_ +% (b0_ *% 16))) *% 256) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_)) * (loadVector(arena, (((((b17_ *% 32) +% (b1_ +% (b0_ *% 16))) *% 256) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_))))
+        }
       }
-    }
-    storeVector(arena, shared1_, b14_)
-    var b18_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b19_: Float = (b18_ + arena[(shared1_ +% 2)])
-    var b20_: Float = (b19_ + arena[(shared1_ +% 3)])
-    var b21_: Float = (b20_ + arena[(shared1_ +% 4)])
-    var b22_: Float = (b21_ + arena[(shared1_ +% 5)])
-    var b23_: Float = (b22_ + arena[(shared1_ +% 6)])
-    var b24_: Float = (b23_ + arena[(shared1_ +% 7)])
-    var b25_: Float = (b24_ + b15_)
-    var b26_: Float = (b25_ / Float(16384))
-    arena[(b0_ +% (shared1_ +% -64))] = b13_
-    arena[(b0_ +% (shared1_ +% -32))] = b26_
-    var b27_: Float = (params[(b0_ +% shared2_)] * (Float(1) / sqrtf((b26_ + Float(bitPattern: 0x3727c5ac)))))
-    for b28_ in 0..<64 {
-      for b29_ in 0..<32 {
-        storeVector(arena, ((b29_ *% 8) +% ((((b28_ *% 32) +% b0_) *% 256) +% (shared1_ +% -524352))), (((loadVector(arena, ((b29_ *% 8) +% ((((b28_ *% 32) +% b0_) *% 256) +% shared0_))) - Vector(repeating: b13_)) * Vector(repeating: b27_)) + Vector(repeating: params[(b0_ +% (shared2_ +% 32))])))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b15_)
+      var b19_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b20_: Float = (b19_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b21_: Float = (b20_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b22_: Float = (b21_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b23_: Float = (b22_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b24_: Float = (b23_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b25_: Float = (b24_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b26_: Float = (b25_ + b16_)
+      var b27_: Float = (b26_ / Float(16384))
+      arena[((b1_ +% (b0_ *% 16)) +% (shared1_ +% -64))] = b14_
+      arena[((b1_ +% (b0_ *% 16)) +% (shared1_ +% -32))] = b27_
+      var b28_: Float = (params[((b1_ +% (b0_ *% 16)) +% shared2_)] * (Float(1) / sqrtf((b27_ + Float(bitPattern: 0x3727c5ac)))))
+      for b29_ in 0..<64 {
+        for b30_ in 0..<32 {
+          storeVector(arena, ((b30_ *% 8) +% ((((b29_ *% 32) +% (b1_ +% (b0_ *% 16))) *% 256) +% (shared1_ +% -524352))), (((loadVector(arena, ((b30_ *% 8) +% ((((b29_ *% 32) +% (b1_ +% (b0_ *% 16))) *% 256) +% shared0_))) - Vector(repeating: b14_)) * Vector(repeating: b28_)) + Vector(repeating: params[((b1_ +% (b0_ *% 16)) +% (shared2_ +% 32))])))
+        }
       }
     }
   }
@@ -450,47 +460,49 @@ func resnet8_train_b64_shared3_s3_bn1(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  for b0_ in 0..<64 {
-    var b1_ = Vector()
-    var b2_: Float = Float(0)
-    for b3_ in 0..<64 {
-      for b4_ in 0..<8 {
-        b1_ = (b1_ + loadVector(arena, (((((b3_ *% 64) +% b0_) *% 64) +% (b4_ *% 8)) +% shared0_)))
+  parallelFor(pool, 2) { b0_ in
+    for b1_ in 0..<32 {
+      var b2_ = Vector()
+      var b3_: Float = Float(0)
+      for b4_ in 0..<64 {
+        for b5_ in 0..<8 {
+          b2_ = (b2_ + loadVector(arena, (((((b4_ *% 64) +% (b1_ +% (b0_ *% 32))) *% 64) +% (b5_ *% 8)) +% shared0_)))
+        }
       }
-    }
-    storeVector(arena, shared1_, b1_)
-    var b5_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b6_: Float = (b5_ + arena[(shared1_ +% 2)])
-    var b7_: Float = (b6_ + arena[(shared1_ +% 3)])
-    var b8_: Float = (b7_ + arena[(shared1_ +% 4)])
-    var b9_: Float = (b8_ + arena[(shared1_ +% 5)])
-    var b10_: Float = (b9_ + arena[(shared1_ +% 6)])
-    var b11_: Float = (b10_ + arena[(shared1_ +% 7)])
-    var b12_: Float = (b11_ + b2_)
-    var b13_: Float = (b12_ / Float(4096))
-    var b14_ = Vector()
-    var b15_: Float = Float(0)
-    for b16_ in 0..<64 {
-      for b17_ in 0..<8 {
-        b14_ = (b14_ + ((loadVector(arena, (((((b16_ *% 64) +% b0_) *% 64) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_)) * (loadVector(arena, (((((b16_ *% 64) +% b0_) *% 64) +% (b17_ *% 8)) +% shared0_)) - Vector(repeating: b13_))))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b2_)
+      var b6_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b7_: Float = (b6_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b8_: Float = (b7_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b9_: Float = (b8_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b10_: Float = (b9_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b11_: Float = (b10_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b12_: Float = (b11_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b13_: Float = (b12_ + b3_)
+      var b14_: Float = (b13_ / Float(4096))
+      var b15_ = Vector()
+      var b16_: Float = Float(0)
+      for b17_ in 0..<64 {
+        for b18_ in 0..<8 {
+          b15_ = (b15_ + ((loadVector(arena, (((((b17_ *% 64) +% (b1_ +% (b0_ *% 32))) *% 64) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_)) * (loadVector(arena, (((((b17_ *% 64) +% (b1_ +% (b0_ *% 32))) *% 64) +% (b18_ *% 8)) +% shared0_)) - Vector(repeating: b14_))))
+        }
       }
-    }
-    storeVector(arena, shared1_, b14_)
-    var b18_: Float = (arena[shared1_] + arena[(shared1_ +% 1)])
-    var b19_: Float = (b18_ + arena[(shared1_ +% 2)])
-    var b20_: Float = (b19_ + arena[(shared1_ +% 3)])
-    var b21_: Float = (b20_ + arena[(shared1_ +% 4)])
-    var b22_: Float = (b21_ + arena[(shared1_ +% 5)])
-    var b23_: Float = (b22_ + arena[(shared1_ +% 6)])
-    var b24_: Float = (b23_ + arena[(shared1_ +% 7)])
-    var b25_: Float = (b24_ + b15_)
-    var b26_: Float = (b25_ / Float(4096))
-    arena[(b0_ +% (shared1_ +% -128))] = b13_
-    arena[(b0_ +% (shared1_ +% -64))] = b26_
-    var b27_: Float = (params[(b0_ +% shared2_)] * (Float(1) / sqrtf((b26_ + Float(bitPattern: 0x3727c5ac)))))
-    for b28_ in 0..<64 {
-      for b29_ in 0..<8 {
-        storeVector(arena, ((b29_ *% 8) +% ((((b28_ *% 64) +% b0_) *% 64) +% shared3_)), (((loadVector(arena, ((b29_ *% 8) +% ((((b28_ *% 64) +% b0_) *% 64) +% shared0_))) - Vector(repeating: b13_)) * Vector(repeating: b27_)) + Vector(repeating: params[(b0_ +% (shared2_ +% 64))])))
+      storeVector(arena, ((b0_ *% 8) +% shared1_), b15_)
+      var b19_: Float = (arena[((b0_ *% 8) +% shared1_)] + arena[((b0_ *% 8) +% (shared1_ +% 1))])
+      var b20_: Float = (b19_ + arena[((b0_ *% 8) +% (shared1_ +% 2))])
+      var b21_: Float = (b20_ + arena[((b0_ *% 8) +% (shared1_ +% 3))])
+      var b22_: Float = (b21_ + arena[((b0_ *% 8) +% (shared1_ +% 4))])
+      var b23_: Float = (b22_ + arena[((b0_ *% 8) +% (shared1_ +% 5))])
+      var b24_: Float = (b23_ + arena[((b0_ *% 8) +% (shared1_ +% 6))])
+      var b25_: Float = (b24_ + arena[((b0_ *% 8) +% (shared1_ +% 7))])
+      var b26_: Float = (b25_ + b16_)
+      var b27_: Float = (b26_ / Float(4096))
+      arena[((b1_ +% (b0_ *% 32)) +% (shared1_ +% -128))] = b14_
+      arena[((b1_ +% (b0_ *% 32)) +% (shared1_ +% -64))] = b27_
+      var b28_: Float = (params[((b1_ +% (b0_ *% 32)) +% shared2_)] * (Float(1) / sqrtf((b27_ + Float(bitPattern: 0x3727c5ac)))))
+      for b29_ in 0..<64 {
+        for b30_ in 0..<8 {
+          storeVector(arena, ((b30_ *% 8) +% ((((b29_ *% 64) +% (b1_ +% (b0_ *% 32))) *% 64) +% shared3_)), (((loadVector(arena, ((b30_ *% 8) +% ((((b29_ *% 64) +% (b1_ +% (b0_ *% 32))) *% 64) +% shared0_))) - Vector(repeating: b14_)) * Vector(repeating: b28_)) + Vector(repeating: params[((b1_ +% (b0_ *% 32)) +% (shared2_ +% 64))])))
+        }
       }
     }
   }
@@ -516,165 +528,173 @@ func resnet8_train_b64_shared4_s1_conv2_weight_grad(
     storeVector(arena, ((b2_ *% 8) +% (shared0_ +% -81920)), Vector(repeating: Float(0)))
   }
   for b3_ in 0..<64 {
-    for b4_ in 0..<1 {
-      for b5_ in 0..<32 {
-        for b6_ in 0..<16 {
-          for b7_ in 0..<32 {
-            arena[(((((b4_ *% 18496) +% ((b5_ +% 1) *% 544)) +% ((b7_ +% 1) *% 16)) +% b6_) +% (shared0_ +% -165952))] = arena[((((((b3_ +% b4_) *% 16384) +% (b6_ *% 1024)) +% (b5_ *% 32)) +% b7_) +% (shared0_ +% 882656))]
+    parallelFor(pool, 2) { b4_ in
+      for b5_ in 0..<1 {
+        for b6_ in 0..<32 {
+          for b7_ in 0..<8 {
+            for b8_ in 0..<32 {
+              arena[((((((b5_ *% 18496) +% ((b6_ +% 1) *% 544)) +% ((b8_ +% 1) *% 16)) +% b7_) +% (b4_ *% 8)) +% (shared0_ +% -165952))] = arena[((((((b3_ +% b5_) *% 16384) +% ((b7_ +% (b4_ *% 8)) *% 1024)) +% (b6_ *% 32)) +% b8_) +% (shared0_ +% 882656))]
+            }
+          }
+        }
+      }
+      for b9_ in 0..<1 {
+        for b10_ in 0..<32 {
+          for b11_ in 0..<8 {
+            for b12_ in 0..<32 {
+              arena[((((((b9_ *% 16384) +% (b10_ *% 512)) +% (b12_ *% 16)) +% b11_) +% (b4_ *% 8)) +% (shared0_ +% -81920))] = arena[((((((b3_ +% b9_) *% 16384) +% ((b11_ +% (b4_ *% 8)) *% 1024)) +% (b10_ *% 32)) +% b12_) +% (shared0_ +% 1931232))]
+            }
           }
         }
       }
     }
-    for b8_ in 0..<1 {
-      for b9_ in 0..<16 {
-        for b10_ in 0..<16 {
-          for b11_ in 0..<2 {
-            let b12_ = (loadVector(arena, (((((b8_ *% 18496) +% ((b9_ *% 2) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b13_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b14_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b15_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 3) *% 544)) +% ((b10_ *% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b16_ = (loadVector(arena, (((((b8_ *% 18496) +% ((b9_ *% 2) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b17_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b18_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b19_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 3) *% 544)) +% (((b10_ *% 2) +% 1) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b20_ = (loadVector(arena, (((((b8_ *% 18496) +% ((b9_ *% 2) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b21_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b22_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b23_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 3) *% 544)) +% (((b10_ *% 2) +% 2) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b24_ = (loadVector(arena, (((((b8_ *% 18496) +% ((b9_ *% 2) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b25_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b26_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 2) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b27_ = (loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 1) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b8_ *% 18496) +% (((b9_ *% 2) +% 3) *% 544)) +% (((b10_ *% 2) +% 3) *% 16)) +% (b11_ *% 8)) +% (shared0_ +% -165952))))
-            let b28_ = (b12_ - b20_)
-            let b29_ = (b16_ + b20_)
-            let b30_ = (b20_ - b16_)
-            let b31_ = (b16_ - b24_)
-            let b32_ = (b13_ - b21_)
-            let b33_ = (b17_ + b21_)
-            let b34_ = (b21_ - b17_)
-            let b35_ = (b17_ - b25_)
-            let b36_ = (b14_ - b22_)
-            let b37_ = (b18_ + b22_)
-            let b38_ = (b22_ - b18_)
-            let b39_ = (b18_ - b26_)
-            let b40_ = (b15_ - b23_)
-            let b41_ = (b19_ + b23_)
-            let b42_ = (b23_ - b19_)
-            let b43_ = (b19_ - b27_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -147456)), b28_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -143360)), b29_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -139264)), b30_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -135168)), b31_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -131072)), b32_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -126976)), b33_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -122880)), b34_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -118784)), b35_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -114688)), b36_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -110592)), b37_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -106496)), b38_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -102400)), b39_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -98304)), b40_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -94208)), b41_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -90112)), b42_)
-            storeVector(arena, ((((((b8_ *% 256) +% (b9_ *% 16)) +% b10_) *% 16) +% (b11_ *% 8)) +% (shared0_ +% -86016)), b43_)
+    parallelFor(pool, 2) { b13_ in
+      for b14_ in 0..<1 {
+        for b15_ in 0..<8 {
+          for b16_ in 0..<16 {
+            for b17_ in 0..<2 {
+              let b18_ = (loadVector(arena, (((((b14_ *% 18496) +% (((b15_ +% (b13_ *% 8)) *% 2) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b19_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b20_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b21_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 3) *% 544)) +% ((b16_ *% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b22_ = (loadVector(arena, (((((b14_ *% 18496) +% (((b15_ +% (b13_ *% 8)) *% 2) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b23_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b24_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b25_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 3) *% 544)) +% (((b16_ *% 2) +% 1) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b26_ = (loadVector(arena, (((((b14_ *% 18496) +% (((b15_ +% (b13_ *% 8)) *% 2) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b27_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b28_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b29_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 3) *% 544)) +% (((b16_ *% 2) +% 2) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b30_ = (loadVector(arena, (((((b14_ *% 18496) +% (((b15_ +% (b13_ *% 8)) *% 2) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b31_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) + loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b32_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 2) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b33_ = (loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 1) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))) - loadVector(arena, (((((b14_ *% 18496) +% ((((b15_ +% (b13_ *% 8)) *% 2) +% 3) *% 544)) +% (((b16_ *% 2) +% 3) *% 16)) +% (b17_ *% 8)) +% (shared0_ +% -165952))))
+              let b34_ = (b18_ - b26_)
+              let b35_ = (b22_ + b26_)
+              let b36_ = (b26_ - b22_)
+              let b37_ = (b22_ - b30_)
+              let b38_ = (b19_ - b27_)
+              let b39_ = (b23_ + b27_)
+              let b40_ = (b27_ - b23_)
+              let b41_ = (b23_ - b31_)
+              let b42_ = (b20_ - b28_)
+              let b43_ = (b24_ + b28_)
+              let b44_ = (b28_ - b24_)
+              let b45_ = (b24_ - b32_)
+              let b46_ = (b21_ - b29_)
+              let b47_ = (b25_ + b29_)
+              let b48_ = (b29_ - b25_)
+              let b49_ = (b25_ - b33_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -147456)), b34_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -143360)), b35_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -139264)), b36_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -135168)), b37_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -131072)), b38_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -126976)), b39_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -122880)), b40_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -118784)), b41_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -114688)), b42_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -110592)), b43_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -106496)), b44_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -102400)), b45_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -98304)), b46_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -94208)), b47_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -90112)), b48_)
+              storeVector(arena, ((((((b14_ *% 256) +% ((b15_ +% (b13_ *% 8)) *% 16)) +% b16_) *% 16) +% (b17_ *% 8)) +% (shared0_ +% -86016)), b49_)
+            }
+          }
+        }
+      }
+      for b50_ in 0..<1 {
+        for b51_ in 0..<8 {
+          for b52_ in 0..<16 {
+            for b53_ in 0..<2 {
+              let b54_ = loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920)))
+              let b55_ = (loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) + loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))))
+              let b56_ = (loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) - loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))))
+              let b57_ = (loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% ((b52_ *% 2) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) * Vector(repeating: Float(-1)))
+              let b58_ = loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920)))
+              let b59_ = (loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) + loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))))
+              let b60_ = (loadVector(arena, (((((b50_ *% 16384) +% (((b51_ +% (b13_ *% 8)) *% 2) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) - loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))))
+              let b61_ = (loadVector(arena, (((((b50_ *% 16384) +% ((((b51_ +% (b13_ *% 8)) *% 2) +% 1) *% 512)) +% (((b52_ *% 2) +% 1) *% 16)) +% (b53_ *% 8)) +% (shared0_ +% -81920))) * Vector(repeating: Float(-1)))
+              let b62_ = b54_
+              let b63_ = (b54_ + b58_)
+              let b64_ = (b54_ - b58_)
+              let b65_ = (b58_ * Vector(repeating: Float(-1)))
+              let b66_ = b55_
+              let b67_ = (b55_ + b59_)
+              let b68_ = (b55_ - b59_)
+              let b69_ = (b59_ * Vector(repeating: Float(-1)))
+              let b70_ = b56_
+              let b71_ = (b56_ + b60_)
+              let b72_ = (b56_ - b60_)
+              let b73_ = (b60_ * Vector(repeating: Float(-1)))
+              let b74_ = b57_
+              let b75_ = (b57_ + b61_)
+              let b76_ = (b57_ - b61_)
+              let b77_ = (b61_ * Vector(repeating: Float(-1)))
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -65536)), b62_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -61440)), b63_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -57344)), b64_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -53248)), b65_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -49152)), b66_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -45056)), b67_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -40960)), b68_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -36864)), b69_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -32768)), b70_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -28672)), b71_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -24576)), b72_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -20480)), b73_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -16384)), b74_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -12288)), b75_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -8192)), b76_)
+              storeVector(arena, ((((((b50_ *% 256) +% ((b51_ +% (b13_ *% 8)) *% 16)) +% b52_) *% 16) +% (b53_ *% 8)) +% (shared0_ +% -4096)), b77_)
+            }
           }
         }
       }
     }
-    for b44_ in 0..<1 {
-      for b45_ in 0..<32 {
-        for b46_ in 0..<16 {
-          for b47_ in 0..<32 {
-            arena[(((((b44_ *% 16384) +% (b45_ *% 512)) +% (b47_ *% 16)) +% b46_) +% (shared0_ +% -81920))] = arena[((((((b3_ +% b44_) *% 16384) +% (b46_ *% 1024)) +% (b45_ *% 32)) +% b47_) +% (shared0_ +% 1931232))]
-          }
-        }
+    parallelFor(pool, 2) { b78_ in
+      for b79_ in 0..<8 {
+        sgemm(101, 112, 111, 16, 16, 256, 1, arena + (((b79_ +% (b78_ *% 8)) *% 4096) +% (shared0_ +% -147456)), 16, arena + (((b79_ +% (b78_ *% 8)) *% 4096) +% (shared0_ +% -65536)), 16, Float(bitPattern: 0x3f800000), arena + (((b79_ +% (b78_ *% 8)) *% 256) +% shared0_), 16)
       }
-    }
-    for b48_ in 0..<1 {
-      for b49_ in 0..<16 {
-        for b50_ in 0..<16 {
-          for b51_ in 0..<2 {
-            let b52_ = loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920)))
-            let b53_ = (loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) + loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))))
-            let b54_ = (loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) - loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))))
-            let b55_ = (loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% ((b50_ *% 2) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) * Vector(repeating: Float(-1)))
-            let b56_ = loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920)))
-            let b57_ = (loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) + loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))))
-            let b58_ = (loadVector(arena, (((((b48_ *% 16384) +% ((b49_ *% 2) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) - loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))))
-            let b59_ = (loadVector(arena, (((((b48_ *% 16384) +% (((b49_ *% 2) +% 1) *% 512)) +% (((b50_ *% 2) +% 1) *% 16)) +% (b51_ *% 8)) +% (shared0_ +% -81920))) * Vector(repeating: Float(-1)))
-            let b60_ = b52_
-            let b61_ = (b52_ + b56_)
-            let b62_ = (b52_ - b56_)
-            let b63_ = (b56_ * Vector(repeating: Float(-1)))
-            let b64_ = b53_
-            let b65_ = (b53_ + b57_)
-            let b66_ = (b53_ - b57_)
-            let b67_ = (b57_ * Vector(repeating: Float(-1)))
-            let b68_ = b54_
-            let b69_ = (b54_ + b58_)
-            let b70_ = (b54_ - b58_)
-            let b71_ = (b58_ * Vector(repeating: Float(-1)))
-            let b72_ = b55_
-            let b73_ = (b55_ + b59_)
-            let b74_ = (b55_ - b59_)
-            let b75_ = (b59_ * Vector(repeating: Float(-1)))
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -65536)), b60_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -61440)), b61_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -57344)), b62_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -53248)), b63_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -49152)), b64_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -45056)), b65_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -40960)), b66_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -36864)), b67_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -32768)), b68_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -28672)), b69_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -24576)), b70_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -20480)), b71_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -16384)), b72_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -12288)), b73_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -8192)), b74_)
-            storeVector(arena, ((((((b48_ *% 256) +% (b49_ *% 16)) +% b50_) *% 16) +% (b51_ *% 8)) +% (shared0_ +% -4096)), b75_)
-          }
-        }
-      }
-    }
-    for b76_ in 0..<16 {
-      sgemm(101, 112, 111, 16, 16, 256, 1, arena + ((b76_ *% 4096) +% (shared0_ +% -147456)), 16, arena + ((b76_ *% 4096) +% (shared0_ +% -65536)), 16, Float(bitPattern: 0x3f800000), arena + ((b76_ *% 256) +% shared0_), 16)
     }
   }
-  do {  // scalar loops
-    for b77_ in 0..<16 {
-      for b78_ in 0..<16 {
-        var b79_: Float = (((arena[(((b78_ *% 16) +% b77_) +% shared0_)] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000)))
-        var b80_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))]) * Float(bitPattern: 0x3f000000))
-        var b81_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3072))] * Float(1)))
-        var b82_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 256))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000)))
-        var b83_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))]) * Float(bitPattern: 0x3f000000))
-        var b84_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3328))] * Float(1)))
-        var b85_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 512))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000)))
-        var b86_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))]) * Float(bitPattern: 0x3f000000))
-        var b87_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3584))] * Float(1)))
-        var b88_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 768))] * Float(1)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000)))
-        var b89_: Float = ((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] - arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))]) * Float(bitPattern: 0x3f000000))
-        var b90_: Float = (((arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000)) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000))) + (arena[(((b78_ *% 16) +% b77_) +% (shared0_ +% 3840))] * Float(1)))
-        var b91_: Float = (((b79_ * Float(1)) + (b82_ * Float(bitPattern: 0x3f000000))) + (b85_ * Float(bitPattern: 0x3f000000)))
-        var b92_: Float = ((b82_ - b85_) * Float(bitPattern: 0x3f000000))
-        var b93_: Float = (((b82_ * Float(bitPattern: 0x3f000000)) + (b85_ * Float(bitPattern: 0x3f000000))) + (b88_ * Float(1)))
-        var b94_: Float = (((b80_ * Float(1)) + (b83_ * Float(bitPattern: 0x3f000000))) + (b86_ * Float(bitPattern: 0x3f000000)))
-        var b95_: Float = ((b83_ - b86_) * Float(bitPattern: 0x3f000000))
-        var b96_: Float = (((b83_ * Float(bitPattern: 0x3f000000)) + (b86_ * Float(bitPattern: 0x3f000000))) + (b89_ * Float(1)))
-        var b97_: Float = (((b81_ * Float(1)) + (b84_ * Float(bitPattern: 0x3f000000))) + (b87_ * Float(bitPattern: 0x3f000000)))
-        var b98_: Float = ((b84_ - b87_) * Float(bitPattern: 0x3f000000))
-        var b99_: Float = (((b84_ * Float(bitPattern: 0x3f000000)) + (b87_ * Float(bitPattern: 0x3f000000))) + (b90_ * Float(1)))
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% shared1_)] = b91_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 1))] = b92_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 2))] = b93_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 3))] = b94_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 4))] = b95_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 5))] = b96_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 6))] = b97_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 7))] = b98_
-        grads[((((b77_ *% 16) +% b78_) *% 9) +% (shared1_ +% 8))] = b99_
+  parallelFor(pool, 2) { b80_ in
+    do {  // scalar loops
+      for b81_ in 0..<8 {
+        for b82_ in 0..<16 {
+          var b83_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% shared0_)] * Float(1)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000)))
+          var b84_: Float = ((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1024))] - arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2048))]) * Float(bitPattern: 0x3f000000))
+          var b85_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1024))] * Float(bitPattern: 0x3f000000)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2048))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 3072))] * Float(1)))
+          var b86_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 256))] * Float(1)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000)))
+          var b87_: Float = ((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1280))] - arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2304))]) * Float(bitPattern: 0x3f000000))
+          var b88_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1280))] * Float(bitPattern: 0x3f000000)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2304))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 3328))] * Float(1)))
+          var b89_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 512))] * Float(1)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000)))
+          var b90_: Float = ((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1536))] - arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2560))]) * Float(bitPattern: 0x3f000000))
+          var b91_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1536))] * Float(bitPattern: 0x3f000000)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2560))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 3584))] * Float(1)))
+          var b92_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 768))] * Float(1)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000)))
+          var b93_: Float = ((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1792))] - arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2816))]) * Float(bitPattern: 0x3f000000))
+          var b94_: Float = (((arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 1792))] * Float(bitPattern: 0x3f000000)) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 2816))] * Float(bitPattern: 0x3f000000))) + (arena[((((b82_ *% 16) +% b81_) +% (b80_ *% 8)) +% (shared0_ +% 3840))] * Float(1)))
+          var b95_: Float = (((b83_ * Float(1)) + (b86_ * Float(bitPattern: 0x3f000000))) + (b89_ * Float(bitPattern: 0x3f000000)))
+          var b96_: Float = ((b86_ - b89_) * Float(bitPattern: 0x3f000000))
+          var b97_: Float = (((b86_ * Float(bitPattern: 0x3f000000)) + (b89_ * Float(bitPattern: 0x3f000000))) + (b92_ * Float(1)))
+          var b98_: Float = (((b84_ * Float(1)) + (b87_ * Float(bitPattern: 0x3f000000))) + (b90_ * Float(bitPattern: 0x3f000000)))
+          var b99_: Float = ((b87_ - b90_) * Float(bitPattern: 0x3f000000))
+          var b100_: Float = (((b87_ * Float(bitPattern: 0x3f000000)) + (b90_ * Float(bitPattern: 0x3f000000))) + (b93_ * Float(1)))
+          var b101_: Float = (((b85_ * Float(1)) + (b88_ * Float(bitPattern: 0x3f000000))) + (b91_ * Float(bitPattern: 0x3f000000)))
+          var b102_: Float = ((b88_ - b91_) * Float(bitPattern: 0x3f000000))
+          var b103_: Float = (((b88_ * Float(bitPattern: 0x3f000000)) + (b91_ * Float(bitPattern: 0x3f000000))) + (b94_ * Float(1)))
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% shared1_)] = b95_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 1))] = b96_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 2))] = b97_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 3))] = b98_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 4))] = b99_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 5))] = b100_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 6))] = b101_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 7))] = b102_
+          grads[(((((b81_ +% (b80_ *% 8)) *% 16) +% b82_) *% 9) +% (shared1_ +% 8))] = b103_
+        }
       }
     }
   }
@@ -690,240 +710,246 @@ func resnet8_train_b64_shared5_s1_relu1_grad(
   let params = params.unsafelyUnwrapped
   let arena = arena.unsafelyUnwrapped
   _ = (lr, step, seed, pool)
-  do {  // scalar loops
-    for b0_ in 0..<16 {
+  parallelFor(pool, 2) { b0_ in
+    do {  // scalar loops
       for b1_ in 0..<16 {
-        var b2_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)]
-        var b3_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) * Float(bitPattern: 0x3f000000))
-        var b4_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% shared0_)] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -3))]) * Float(bitPattern: 0x3f000000))
-        var b5_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -6))]
-        var b6_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))]
-        var b7_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) * Float(bitPattern: 0x3f000000))
-        var b8_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -1))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -4))]) * Float(bitPattern: 0x3f000000))
-        var b9_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -7))]
-        var b10_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))]
-        var b11_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) * Float(bitPattern: 0x3f000000))
-        var b12_: Float = (((params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -2))] + params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]) - params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -5))]) * Float(bitPattern: 0x3f000000))
-        var b13_: Float = params[((((b0_ *% 16) +% b1_) *% 9) +% (shared0_ +% -8))]
-        var b14_: Float = b2_
-        var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
-        var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
-        var b17_: Float = b10_
-        var b18_: Float = b3_
-        var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
-        var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
-        var b21_: Float = b11_
-        var b22_: Float = b4_
-        var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
-        var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
-        var b25_: Float = b12_
-        var b26_: Float = b5_
-        var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
-        var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
-        var b29_: Float = b13_
-        arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
-        arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
+        for b2_ in 0..<8 {
+          var b3_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% shared0_)]
+          var b4_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -3))]) + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -6))]) * Float(bitPattern: 0x3f000000))
+          var b5_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -6))]) - params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -3))]) * Float(bitPattern: 0x3f000000))
+          var b6_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -6))]
+          var b7_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -1))]
+          var b8_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -1))] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -4))]) + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -7))]) * Float(bitPattern: 0x3f000000))
+          var b9_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -1))] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -7))]) - params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -4))]) * Float(bitPattern: 0x3f000000))
+          var b10_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -7))]
+          var b11_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -2))]
+          var b12_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -2))] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -5))]) + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -8))]) * Float(bitPattern: 0x3f000000))
+          var b13_: Float = (((params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -2))] + params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -8))]) - params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -5))]) * Float(bitPattern: 0x3f000000))
+          var b14_: Float = params[((((b1_ *% 16) +% ((b0_ *% 8) +% b2_)) *% 9) +% (shared0_ +% -8))]
+          var b15_: Float = b3_
+          var b16_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
+          var b17_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
+          var b18_: Float = b11_
+          var b19_: Float = b4_
+          var b20_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
+          var b21_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
+          var b22_: Float = b12_
+          var b23_: Float = b5_
+          var b24_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
+          var b25_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
+          var b26_: Float = b13_
+          var b27_: Float = b6_
+          var b28_: Float = (((b6_ + b10_) + b14_) * Float(bitPattern: 0x3f000000))
+          var b29_: Float = (((b6_ + b14_) - b10_) * Float(bitPattern: 0x3f000000))
+          var b30_: Float = b14_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% shared1_)] = b15_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 256))] = b16_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 512))] = b17_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 768))] = b18_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1024))] = b19_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1280))] = b20_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1536))] = b21_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 1792))] = b22_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2048))] = b23_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2304))] = b24_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2560))] = b25_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 2816))] = b26_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3072))] = b27_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3328))] = b28_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3584))] = b29_
+          arena[((((b1_ *% 16) +% (b0_ *% 8)) +% b2_) +% (shared1_ +% 3840))] = b30_
+        }
       }
     }
   }
-  for b30_ in 0..<2312 {
-    storeVector(arena, ((b30_ *% 8) +% (shared1_ +% 4096)), Vector(repeating: Float(0)))
+  for b31_ in 0..<2312 {
+    storeVector(arena, ((b31_ *% 8) +% (shared1_ +% 4096)), Vector(repeating: Float(0)))
   }
-  for b31_ in 0..<64 {
-    for b32_ in 0..<1 {
-      for b33_ in 0..<32 {
-        for b34_ in 0..<16 {
-          for b35_ in 0..<32 {
-            arena[(((((b32_ *% 18496) +% ((b33_ +% 1) *% 544)) +% ((b35_ +% 1) *% 16)) +% b34_) +% (shared1_ +% 4096))] = arena[((((((b31_ +% b32_) *% 16384) +% (b34_ *% 1024)) +% (b33_ *% 32)) +% b35_) +% (shared1_ +% -1048608))]
+  for b32_ in 0..<64 {
+    for b33_ in 0..<1 {
+      for b34_ in 0..<32 {
+        for b35_ in 0..<16 {
+          for b36_ in 0..<32 {
+            arena[(((((b33_ *% 18496) +% ((b34_ +% 1) *% 544)) +% ((b36_ +% 1) *% 16)) +% b35_) +% (shared1_ +% 4096))] = arena[((((((b32_ +% b33_) *% 16384) +% (b35_ *% 1024)) +% (b34_ *% 32)) +% b36_) +% (shared1_ +% -1048608))]
           }
         }
       }
     }
-    for b36_ in 0..<1 {
-      for b37_ in 0..<16 {
-        for b38_ in 0..<16 {
-          for b39_ in 0..<2 {
-            let b40_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b41_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b42_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b43_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b44_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b45_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b46_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b47_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b48_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b49_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b50_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b51_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b52_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b53_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b54_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b55_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b56_ = (b40_ - b48_)
-            let b57_ = (b44_ + b48_)
-            let b58_ = (b48_ - b44_)
-            let b59_ = (b44_ - b52_)
-            let b60_ = (b41_ - b49_)
-            let b61_ = (b45_ + b49_)
-            let b62_ = (b49_ - b45_)
-            let b63_ = (b45_ - b53_)
-            let b64_ = (b42_ - b50_)
-            let b65_ = (b46_ + b50_)
-            let b66_ = (b50_ - b46_)
-            let b67_ = (b46_ - b54_)
-            let b68_ = (b43_ - b51_)
-            let b69_ = (b47_ + b51_)
-            let b70_ = (b51_ - b47_)
-            let b71_ = (b47_ - b55_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 22592)), b56_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 26688)), b57_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 30784)), b58_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 34880)), b59_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 38976)), b60_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 43072)), b61_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 47168)), b62_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 51264)), b63_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 55360)), b64_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 59456)), b65_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 63552)), b66_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 67648)), b67_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 71744)), b68_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 75840)), b69_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 79936)), b70_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 84032)), b71_)
-          }
-        }
-      }
-    }
-    for b72_ in 0..<16 {
-      do {  // b73_
-        for b74_ in 0..<1 {
-          for b75_ in 0..<42 {
-            var b76_ = Vector()
-            var b77_ = Vector()
-            var b78_ = Vector()
-            var b79_ = Vector()
-            var b80_ = Vector()
-            var b81_ = Vector()
-            var b82_ = Vector()
-            var b83_ = Vector()
-            var b84_ = Vector()
-            var b85_ = Vector()
-            var b86_ = Vector()
-            var b87_ = Vector()
-            for b88_ in 0..<16 {
-              let b89_ = loadVector(arena, ((((b72_ *% 256) +% (b88_ *% 16)) +% (b74_ *% 16)) +% shared1_))
-              let b90_ = loadVector(arena, ((((b72_ *% 256) +% (b88_ *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 8)))
-              let b91_ = Vector(repeating: arena[((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b76_ = b76_.addingProduct(b91_, b89_)
-              b77_ = b77_.addingProduct(b91_, b90_)
-              let b92_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b78_ = b78_.addingProduct(b92_, b89_)
-              b79_ = b79_.addingProduct(b92_, b90_)
-              let b93_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b80_ = b80_.addingProduct(b93_, b89_)
-              b81_ = b81_.addingProduct(b93_, b90_)
-              let b94_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b82_ = b82_.addingProduct(b94_, b89_)
-              b83_ = b83_.addingProduct(b94_, b90_)
-              let b95_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b84_ = b84_.addingProduct(b95_, b89_)
-              b85_ = b85_.addingProduct(b95_, b90_)
-              let b96_ = Vector(repeating: arena[((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% b88_) +% (shared1_ +% 22592))])
-              b86_ = b86_.addingProduct(b96_, b89_)
-              b87_ = b87_.addingProduct(b96_, b90_)
+    parallelFor(pool, 2) { b37_ in
+      for b38_ in 0..<1 {
+        for b39_ in 0..<8 {
+          for b40_ in 0..<16 {
+            for b41_ in 0..<2 {
+              let b42_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b43_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b44_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b45_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% ((b40_ *% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b46_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b47_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b48_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b49_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 1) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b50_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b51_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b52_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b53_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 2) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b54_ = (loadVector(arena, (((((b38_ *% 18496) +% (((b39_ +% (b37_ *% 8)) *% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b55_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b56_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 2) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b57_ = (loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 1) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b38_ *% 18496) +% ((((b39_ +% (b37_ *% 8)) *% 2) +% 3) *% 544)) +% (((b40_ *% 2) +% 3) *% 16)) +% (b41_ *% 8)) +% (shared1_ +% 4096))))
+              let b58_ = (b42_ - b50_)
+              let b59_ = (b46_ + b50_)
+              let b60_ = (b50_ - b46_)
+              let b61_ = (b46_ - b54_)
+              let b62_ = (b43_ - b51_)
+              let b63_ = (b47_ + b51_)
+              let b64_ = (b51_ - b47_)
+              let b65_ = (b47_ - b55_)
+              let b66_ = (b44_ - b52_)
+              let b67_ = (b48_ + b52_)
+              let b68_ = (b52_ - b48_)
+              let b69_ = (b48_ - b56_)
+              let b70_ = (b45_ - b53_)
+              let b71_ = (b49_ + b53_)
+              let b72_ = (b53_ - b49_)
+              let b73_ = (b49_ - b57_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 22592)), b58_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 26688)), b59_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 30784)), b60_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 34880)), b61_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 38976)), b62_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 43072)), b63_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 47168)), b64_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 51264)), b65_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 55360)), b66_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 59456)), b67_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 63552)), b68_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 67648)), b69_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 71744)), b70_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 75840)), b71_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 79936)), b72_)
+              storeVector(arena, ((((((b38_ *% 256) +% ((b39_ +% (b37_ *% 8)) *% 16)) +% b40_) *% 16) +% (b41_ *% 8)) +% (shared1_ +% 84032)), b73_)
             }
-            storeVector(arena, ((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b76_)
-            storeVector(arena, ((((b72_ *% 4096) +% ((b75_ *% 6) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b77_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b78_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 1) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b79_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b80_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 2) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b81_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b82_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 3) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b83_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b84_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 4) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b85_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88128)), b86_)
-            storeVector(arena, ((((b72_ *% 4096) +% (((b75_ *% 6) +% 5) *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 88136)), b87_)
-          }
-          var b97_ = Vector()
-          var b98_ = Vector()
-          var b99_ = Vector()
-          var b100_ = Vector()
-          var b101_ = Vector()
-          var b102_ = Vector()
-          var b103_ = Vector()
-          var b104_ = Vector()
-          for b105_ in 0..<16 {
-            let b106_ = loadVector(arena, ((((b72_ *% 256) +% (b105_ *% 16)) +% (b74_ *% 16)) +% shared1_))
-            let b107_ = loadVector(arena, ((((b72_ *% 256) +% (b105_ *% 16)) +% (b74_ *% 16)) +% (shared1_ +% 8)))
-            let b108_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26624))])
-            b97_ = b97_.addingProduct(b108_, b106_)
-            b98_ = b98_.addingProduct(b108_, b107_)
-            let b109_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26640))])
-            b99_ = b99_.addingProduct(b109_, b106_)
-            b100_ = b100_.addingProduct(b109_, b107_)
-            let b110_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26656))])
-            b101_ = b101_.addingProduct(b110_, b106_)
-            b102_ = b102_.addingProduct(b110_, b107_)
-            let b111_ = Vector(repeating: arena[(((b72_ *% 4096) +% b105_) +% (shared1_ +% 26672))])
-            b103_ = b103_.addingProduct(b111_, b106_)
-            b104_ = b104_.addingProduct(b111_, b107_)
-          }
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92160)), b97_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92168)), b98_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92176)), b99_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92184)), b100_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92192)), b101_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92200)), b102_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92208)), b103_)
-          storeVector(arena, (((b72_ *% 4096) +% (b74_ *% 16)) +% (shared1_ +% 92216)), b104_)
-        }
-      }
-    }
-    for b112_ in 0..<1 {
-      for b113_ in 0..<16 {
-        for b114_ in 0..<16 {
-          for b115_ in 0..<2 {
-            let b116_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 88128))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 104512)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 120896))))
-            let b117_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 104512))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 120896)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 137280))))
-            let b118_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 92224))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 108608)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 124992))))
-            let b119_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 108608))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 124992)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 141376))))
-            let b120_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 96320))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 112704)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 129088))))
-            let b121_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 112704))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 129088)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 145472))))
-            let b122_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 100416))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 116800)))) + loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 133184))))
-            let b123_ = ((loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 116800))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 133184)))) - loadVector(arena, ((((((b112_ *% 256) +% (b113_ *% 16)) +% b114_) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 149568))))
-            let b124_ = ((b116_ + b118_) + b120_)
-            let b125_ = ((b118_ - b120_) - b122_)
-            let b126_ = ((b117_ + b119_) + b121_)
-            let b127_ = ((b119_ - b121_) - b123_)
-            storeVector(arena, (((((((b112_ *% 32) +% (b113_ *% 2)) *% 32) +% (b114_ *% 2)) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b124_)
-            storeVector(arena, ((((((((b112_ *% 32) +% (b113_ *% 2)) *% 32) +% (b114_ *% 2)) +% 1) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b125_)
-            storeVector(arena, ((((((((b112_ *% 32) +% (b113_ *% 2)) +% 1) *% 32) +% (b114_ *% 2)) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b126_)
-            storeVector(arena, (((((((((b112_ *% 32) +% (b113_ *% 2)) +% 1) *% 32) +% (b114_ *% 2)) +% 1) *% 16) +% (b115_ *% 8)) +% (shared1_ +% 153664)), b127_)
           }
         }
       }
     }
-    for b128_ in 0..<1 {
-      for b129_ in 0..<16 {
-        for b130_ in 0..<16 {
-          for b131_ in 0..<64 {
-            arena[((((((b31_ +% b128_) *% 16384) +% (b130_ *% 1024)) +% b131_) +% (b129_ *% 64)) +% (shared1_ +% -3145792))] = arena[(((((b128_ *% 1024) +% (b131_ +% (b129_ *% 64))) *% 16) +% b130_) +% (shared1_ +% 153664))]
+    parallelFor(pool, 2) { b74_ in
+      for b75_ in 0..<16 {
+        do {  // b76_
+          for b77_ in 0..<1 {
+            for b78_ in 0..<18 {
+              var b79_ = Vector()
+              var b80_ = Vector()
+              var b81_ = Vector()
+              var b82_ = Vector()
+              var b83_ = Vector()
+              var b84_ = Vector()
+              var b85_ = Vector()
+              var b86_ = Vector()
+              var b87_ = Vector()
+              var b88_ = Vector()
+              var b89_ = Vector()
+              var b90_ = Vector()
+              var b91_ = Vector()
+              var b92_ = Vector()
+              for b93_ in 0..<16 {
+                let b94_ = loadVector(arena, (((((b75_ *% 256) +% (b74_ *% 8)) +% (b93_ *% 16)) +% (b77_ *% 8)) +% shared1_))
+                let b95_ = Vector(repeating: arena[((((b75_ *% 4096) +% ((b78_ *% 14) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b79_ = b79_.addingProduct(b95_, b94_)
+                let b96_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 1) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b80_ = b80_.addingProduct(b96_, b94_)
+                let b97_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 2) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b81_ = b81_.addingProduct(b97_, b94_)
+                let b98_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 3) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b82_ = b82_.addingProduct(b98_, b94_)
+                let b99_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 4) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b83_ = b83_.addingProduct(b99_, b94_)
+                let b100_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 5) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b84_ = b84_.addingProduct(b100_, b94_)
+                let b101_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 6) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b85_ = b85_.addingProduct(b101_, b94_)
+                let b102_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 7) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b86_ = b86_.addingProduct(b102_, b94_)
+                let b103_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 8) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b87_ = b87_.addingProduct(b103_, b94_)
+                let b104_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 9) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b88_ = b88_.addingProduct(b104_, b94_)
+                let b105_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 10) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b89_ = b89_.addingProduct(b105_, b94_)
+                let b106_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 11) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b90_ = b90_.addingProduct(b106_, b94_)
+                let b107_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 12) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b91_ = b91_.addingProduct(b107_, b94_)
+                let b108_ = Vector(repeating: arena[((((b75_ *% 4096) +% (((b78_ *% 14) +% 13) *% 16)) +% b93_) +% (shared1_ +% 22592))])
+                b92_ = b92_.addingProduct(b108_, b94_)
+              }
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% ((b78_ *% 14) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b79_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 1) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b80_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 2) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b81_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 3) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b82_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 4) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b83_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 5) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b84_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 6) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b85_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 7) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b86_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 8) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b87_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 9) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b88_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 10) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b89_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 11) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b90_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 12) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b91_)
+              storeVector(arena, (((((b75_ *% 4096) +% (b74_ *% 8)) +% (((b78_ *% 14) +% 13) *% 16)) +% (b77_ *% 8)) +% (shared1_ +% 88128)), b92_)
+            }
+            var b109_ = Vector()
+            var b110_ = Vector()
+            var b111_ = Vector()
+            var b112_ = Vector()
+            for b113_ in 0..<16 {
+              let b114_ = loadVector(arena, (((((b75_ *% 256) +% (b74_ *% 8)) +% (b113_ *% 16)) +% (b77_ *% 8)) +% shared1_))
+              let b115_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26624))])
+              b109_ = b109_.addingProduct(b115_, b114_)
+              let b116_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26640))])
+              b110_ = b110_.addingProduct(b116_, b114_)
+              let b117_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26656))])
+              b111_ = b111_.addingProduct(b117_, b114_)
+              let b118_ = Vector(repeating: arena[(((b75_ *% 4096) +% b113_) +% (shared1_ +% 26672))])
+              b112_ = b112_.addingProduct(b118_, b114_)
+            }
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92160)), b109_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92176)), b110_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92192)), b111_)
+            storeVector(arena, ((((b75_ *% 4096) +% (b74_ *% 8)) +% (b77_ *% 8)) +% (shared1_ +% 92208)), b112_)
+          }
+        }
+      }
+      for b119_ in 0..<1 {
+        for b120_ in 0..<16 {
+          for b121_ in 0..<16 {
+            for b122_ in 0..<1 {
+              let b123_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 88128))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 104512)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 120896))))
+              let b124_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 104512))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 120896)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 137280))))
+              let b125_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 92224))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 108608)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 124992))))
+              let b126_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 108608))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 124992)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 141376))))
+              let b127_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 96320))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 112704)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 129088))))
+              let b128_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 112704))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 129088)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 145472))))
+              let b129_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 100416))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 116800)))) + loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 133184))))
+              let b130_ = ((loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 116800))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 133184)))) - loadVector(arena, (((((((b119_ *% 256) +% (b120_ *% 16)) +% b121_) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 149568))))
+              let b131_ = ((b123_ + b125_) + b127_)
+              let b132_ = ((b125_ - b127_) - b129_)
+              let b133_ = ((b124_ + b126_) + b128_)
+              let b134_ = ((b126_ - b128_) - b130_)
+              storeVector(arena, ((((((((b119_ *% 32) +% (b120_ *% 2)) *% 32) +% (b121_ *% 2)) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b131_)
+              storeVector(arena, (((((((((b119_ *% 32) +% (b120_ *% 2)) *% 32) +% (b121_ *% 2)) +% 1) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b132_)
+              storeVector(arena, (((((((((b119_ *% 32) +% (b120_ *% 2)) +% 1) *% 32) +% (b121_ *% 2)) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b133_)
+              storeVector(arena, ((((((((((b119_ *% 32) +% (b120_ *% 2)) +% 1) *% 32) +% (b121_ *% 2)) +% 1) *% 16) +% (b74_ *% 8)) +% (b122_ *% 8)) +% (shared1_ +% 153664)), b134_)
+            }
+          }
+        }
+      }
+      for b135_ in 0..<1 {
+        for b136_ in 0..<16 {
+          for b137_ in 0..<8 {
+            for b138_ in 0..<64 {
+              arena[((((((b32_ +% b135_) *% 16384) +% (((b74_ *% 8) +% b137_) *% 1024)) +% b138_) +% (b136_ *% 64)) +% (shared1_ +% -3145792))] = arena[((((((b135_ *% 1024) +% (b138_ +% (b136_ *% 64))) *% 16) +% (b74_ *% 8)) +% b137_) +% (shared1_ +% 153664))]
+            }
           }
         }
       }
@@ -1011,95 +1037,97 @@ public func resnet8_train_b64(
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<682 {
-        for mb17 in 0..<4 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<27 {
-            let t18_b0 = loadVector(arena, ((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((1048576 +% (k19 *% 16400)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 27) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 27) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 27) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 27) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    parallelFor(pool, 2) { part16 in
+      do {  // gemm24
+        for nb17 in 0..<682 {
+          for mb18 in 0..<2 {
+            var t19_c0_0 = Vector()
+            var t19_c0_1 = Vector()
+            var t19_c0_2 = Vector()
+            var t19_c1_0 = Vector()
+            var t19_c1_1 = Vector()
+            var t19_c1_2 = Vector()
+            var t19_c2_0 = Vector()
+            var t19_c2_1 = Vector()
+            var t19_c2_2 = Vector()
+            var t19_c3_0 = Vector()
+            var t19_c3_1 = Vector()
+            var t19_c3_2 = Vector()
+            for k20 in 0..<27 {
+              let t19_b0 = loadVector(arena, ((1048576 +% (k20 *% 16400)) +% (nb17 *% 24)))
+              let t19_b1 = loadVector(arena, (((1048576 +% (k20 *% 16400)) +% (nb17 *% 24)) +% 8))
+              let t19_b2 = loadVector(arena, (((1048576 +% (k20 *% 16400)) +% (nb17 *% 24)) +% 16))
+              let t19_a0 = Vector(repeating: params[((((part16 *% 8) *% 27) +% ((mb18 *% 4) *% 27)) +% k20)])
+              t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+              t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+              t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+              let t19_a1 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb18 *% 4) +% 1) *% 27)) +% k20)])
+              t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+              t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+              t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+              let t19_a2 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb18 *% 4) +% 2) *% 27)) +% k20)])
+              t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+              t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+              t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+              let t19_a3 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb18 *% 4) +% 3) *% 27)) +% k20)])
+              t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+              t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+              t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+            }
+            storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)), t19_c0_0)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c0_1)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% ((mb18 *% 4) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c0_2)
+            storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)), t19_c1_0)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c1_1)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 1) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c1_2)
+            storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)), t19_c2_0)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c2_1)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 2) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c2_2)
+            storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)), t19_c3_0)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)) +% 8), t19_c3_1)
+            storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb18 *% 4) +% 3) *% 16400)) +% (nb17 *% 24)) +% 16), t19_c3_2)
           }
-          storeVector(arena, ((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((1491376 +% ((mb17 *% 4) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 1) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 2) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((1491376 +% (((mb17 *% 4) +% 3) *% 16400)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        }
+        for mb21 in 0..<2 {
+          var t22_c0_0 = Vector()
+          var t22_c0_1 = Vector()
+          var t22_c1_0 = Vector()
+          var t22_c1_1 = Vector()
+          var t22_c2_0 = Vector()
+          var t22_c2_1 = Vector()
+          var t22_c3_0 = Vector()
+          var t22_c3_1 = Vector()
+          for k23 in 0..<27 {
+            let t22_b0 = loadVector(arena, ((1048576 +% (k23 *% 16400)) +% 16368))
+            let t22_b1 = loadVector(arena, (((1048576 +% (k23 *% 16400)) +% 16368) +% 8))
+            let t22_a0 = Vector(repeating: params[((((part16 *% 8) *% 27) +% ((mb21 *% 4) *% 27)) +% k23)])
+            t22_c0_0 = t22_c0_0.addingProduct(t22_a0, t22_b0)
+            t22_c0_1 = t22_c0_1.addingProduct(t22_a0, t22_b1)
+            let t22_a1 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb21 *% 4) +% 1) *% 27)) +% k23)])
+            t22_c1_0 = t22_c1_0.addingProduct(t22_a1, t22_b0)
+            t22_c1_1 = t22_c1_1.addingProduct(t22_a1, t22_b1)
+            let t22_a2 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb21 *% 4) +% 2) *% 27)) +% k23)])
+            t22_c2_0 = t22_c2_0.addingProduct(t22_a2, t22_b0)
+            t22_c2_1 = t22_c2_1.addingProduct(t22_a2, t22_b1)
+            let t22_a3 = Vector(repeating: params[((((part16 *% 8) *% 27) +% (((mb21 *% 4) +% 3) *% 27)) +% k23)])
+            t22_c3_0 = t22_c3_0.addingProduct(t22_a3, t22_b0)
+            t22_c3_1 = t22_c3_1.addingProduct(t22_a3, t22_b1)
+          }
+          storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% ((mb21 *% 4) *% 16400)) +% 16368), t22_c0_0)
+          storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% ((mb21 *% 4) *% 16400)) +% 16368) +% 8), t22_c0_1)
+          storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 1) *% 16400)) +% 16368), t22_c1_0)
+          storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t22_c1_1)
+          storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 2) *% 16400)) +% 16368), t22_c2_0)
+          storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t22_c2_1)
+          storeVector(arena, (((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 3) *% 16400)) +% 16368), t22_c3_0)
+          storeVector(arena, ((((1491376 +% ((part16 *% 8) *% 16400)) +% (((mb21 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t22_c3_1)
         }
       }
-      for mb20 in 0..<4 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<27 {
-          let t21_b0 = loadVector(arena, ((1048576 +% (k22 *% 16400)) +% 16368))
-          let t21_b1 = loadVector(arena, (((1048576 +% (k22 *% 16400)) +% 16368) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 27) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 27) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 27) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 27) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
-        }
-        storeVector(arena, ((1491376 +% ((mb20 *% 4) *% 16400)) +% 16368), t21_c0_0)
-        storeVector(arena, (((1491376 +% ((mb20 *% 4) *% 16400)) +% 16368) +% 8), t21_c0_1)
-        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 1) *% 16400)) +% 16368), t21_c1_0)
-        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 1) *% 16400)) +% 16368) +% 8), t21_c1_1)
-        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 2) *% 16400)) +% 16368), t21_c2_0)
-        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 2) *% 16400)) +% 16368) +% 8), t21_c2_1)
-        storeVector(arena, ((1491376 +% (((mb20 *% 4) +% 3) *% 16400)) +% 16368), t21_c3_0)
-        storeVector(arena, (((1491376 +% (((mb20 *% 4) +% 3) *% 16400)) +% 16368) +% 8), t21_c3_1)
-      }
-    }
-    for j24 in 0..<16 {
-      for f25 in 0..<16 {
-        for i26 in 0..<128 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 16384) +% (f25 *% 1024))), loadVector(arena, ((i26 *% 8) +% ((1491376 +% (f25 *% 16400)) +% (j24 *% 1024)))))
+      for j25 in 0..<16 {
+        for f26 in 0..<8 {
+          for i27 in 0..<128 {
+            storeVector(arena, ((i27 *% 8) +% ((((g1 *% 16) +% j25) *% 16384) +% ((f26 +% (part16 *% 8)) *% 1024))), loadVector(arena, ((i27 *% 8) +% ((1491376 +% ((f26 +% (part16 *% 8)) *% 16400)) +% (j25 *% 1024)))))
+          }
         }
       }
     }
@@ -1107,180 +1135,192 @@ public func resnet8_train_b64(
   // stem_bn = batchnorm(stem)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 0, 2097184, 432)
   // x0 = relu(stem_bn)
-  for i57 in 0..<131072 {
-    storeVector(arena, ((i57 *% 8) +% 2097184), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i57 *% 8) +% 1048576)), where: loadVector(arena, ((i57 *% 8) +% 1048576)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part59 in
+    for i60 in 0..<524288 {
+      arena[(2097184 +% (i60 +% (part59 *% 524288)))] = (arena[(1048576 +% (i60 +% (part59 *% 524288)))] > Float(0) ? arena[(1048576 +% (i60 +% (part59 *% 524288)))] : Float(0))
+    }
   }
   // s1_conv1 = conv2d(x0)
   resnet8_train_b64_shared1_s1_conv1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 464, 3145760)
   // s1_bn1 = batchnorm(s1_conv1)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 1048576, 4194368, 2768)
   // s1_relu1 = relu(s1_bn1)
-  for i188 in 0..<131072 {
-    storeVector(arena, ((i188 *% 8) +% 4194368), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i188 *% 8) +% 3145760)), where: loadVector(arena, ((i188 *% 8) +% 3145760)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part195 in
+    for i196 in 0..<524288 {
+      arena[(4194368 +% (i196 +% (part195 *% 524288)))] = (arena[(3145760 +% (i196 +% (part195 *% 524288)))] > Float(0) ? arena[(3145760 +% (i196 +% (part195 *% 524288)))] : Float(0))
+    }
   }
   // s1_conv2 = conv2d(s1_relu1)
   resnet8_train_b64_shared1_s1_conv1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 2800, 5242944)
   // s1_bn2 = batchnorm(s1_conv2)
   resnet8_train_b64_shared0_stem_bn(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 3145760, 6291552, 5104)
   // s1_sum = add(s1_bn2, x0)
-  for i319 in 0..<131072 {
-    storeVector(arena, ((i319 *% 8) +% 6291552), (loadVector(arena, ((i319 *% 8) +% 5242944)) + loadVector(arena, ((i319 *% 8) +% 2097184))))
+  parallelFor(pool, 2) { part331 in
+    for i332 in 0..<524288 {
+      arena[(6291552 +% (i332 +% (part331 *% 524288)))] = (arena[(5242944 +% (i332 +% (part331 *% 524288)))] + arena[(2097184 +% (i332 +% (part331 *% 524288)))])
+    }
   }
   // x1 = relu(s1_sum)
-  for i320 in 0..<131072 {
-    storeVector(arena, ((i320 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i320 *% 8) +% 6291552)), where: loadVector(arena, ((i320 *% 8) +% 6291552)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part333 in
+    for i334 in 0..<524288 {
+      arena[(5242944 +% (i334 +% (part333 *% 524288)))] = (arena[(6291552 +% (i334 +% (part333 *% 524288)))] > Float(0) ? arena[(6291552 +% (i334 +% (part333 *% 524288)))] : Float(0))
+    }
   }
   // s2_conv1 = conv2d(x1)
-  for g321 in 0..<4 {
-    for j322 in 0..<16 {
-      for c323 in 0..<16 {
-        for ky324 in 0..<3 {
-          for oy325 in 0..<16 {
-            if (-1 < (((oy325 *% 2) +% ky324) +% -1) && (((oy325 *% 2) +% ky324) +% -1) < 32) {
-              for ox326 in 0..<15 {
-                arena[(((6815840 +% ((((c323 *% 3) +% ky324) *% 3) *% 4112)) +% (j322 *% 256)) +% ((oy325 *% 16) +% (ox326 +% 1)))] = arena[((((5242944 +% (((g321 *% 16) +% j322) *% 16384)) +% (c323 *% 1024)) +% ((((oy325 *% 2) +% ky324) +% -1) *% 32)) +% (((ox326 +% 1) *% 2) +% -1))]
+  for g335 in 0..<4 {
+    parallelFor(pool, 2) { part336 in
+      for j337 in 0..<16 {
+        for c338 in 0..<8 {
+          for ky339 in 0..<3 {
+            for oy340 in 0..<16 {
+              if (-1 < (((oy340 *% 2) +% ky339) +% -1) && (((oy340 *% 2) +% ky339) +% -1) < 32) {
+                for ox341 in 0..<15 {
+                  arena[(((6815840 +% (((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) *% 4112)) +% (j337 *% 256)) +% ((oy340 *% 16) +% (ox341 +% 1)))] = arena[((((5242944 +% (((g335 *% 16) +% j337) *% 16384)) +% ((c338 +% (part336 *% 8)) *% 1024)) +% ((((oy340 *% 2) +% ky339) +% -1) *% 32)) +% (((ox341 +% 1) *% 2) +% -1))]
+                }
+                for ox342 in 0..<1 {
+                  arena[(((6815840 +% (((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) *% 4112)) +% (j337 *% 256)) +% ((oy340 *% 16) +% ox342))] = Float(0)
+                }
               }
-              for ox327 in 0..<1 {
-                arena[(((6815840 +% ((((c323 *% 3) +% ky324) *% 3) *% 4112)) +% (j322 *% 256)) +% ((oy325 *% 16) +% ox327))] = Float(0)
+              if (((oy340 *% 2) +% ky339) +% -1) < 0 {
+                for ox343 in 0..<16 {
+                  arena[(((6815840 +% (((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) *% 4112)) +% (j337 *% 256)) +% ((oy340 *% 16) +% ox343))] = Float(0)
+                }
               }
-            }
-            if (((oy325 *% 2) +% ky324) +% -1) < 0 {
-              for ox328 in 0..<16 {
-                arena[(((6815840 +% ((((c323 *% 3) +% ky324) *% 3) *% 4112)) +% (j322 *% 256)) +% ((oy325 *% 16) +% ox328))] = Float(0)
-              }
-            }
-            if 31 < (((oy325 *% 2) +% ky324) +% -1) {
-              for ox328 in 0..<16 {
-                arena[(((6815840 +% ((((c323 *% 3) +% ky324) *% 3) *% 4112)) +% (j322 *% 256)) +% ((oy325 *% 16) +% ox328))] = Float(0)
-              }
-            }
-          }
-          for oy329 in 0..<16 {
-            if (-1 < (((oy329 *% 2) +% ky324) +% -1) && (((oy329 *% 2) +% ky324) +% -1) < 32) {
-              for ox330 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 1) *% 4112)) +% (j322 *% 256)) +% ((oy329 *% 16) +% ox330))] = arena[((((5242944 +% (((g321 *% 16) +% j322) *% 16384)) +% (c323 *% 1024)) +% ((((oy329 *% 2) +% ky324) +% -1) *% 32)) +% (ox330 *% 2))]
+              if 31 < (((oy340 *% 2) +% ky339) +% -1) {
+                for ox343 in 0..<16 {
+                  arena[(((6815840 +% (((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) *% 4112)) +% (j337 *% 256)) +% ((oy340 *% 16) +% ox343))] = Float(0)
+                }
               }
             }
-            if (((oy329 *% 2) +% ky324) +% -1) < 0 {
-              for ox331 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 1) *% 4112)) +% (j322 *% 256)) +% ((oy329 *% 16) +% ox331))] = Float(0)
+            for oy344 in 0..<16 {
+              if (-1 < (((oy344 *% 2) +% ky339) +% -1) && (((oy344 *% 2) +% ky339) +% -1) < 32) {
+                for ox345 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 1) *% 4112)) +% (j337 *% 256)) +% ((oy344 *% 16) +% ox345))] = arena[((((5242944 +% (((g335 *% 16) +% j337) *% 16384)) +% ((c338 +% (part336 *% 8)) *% 1024)) +% ((((oy344 *% 2) +% ky339) +% -1) *% 32)) +% (ox345 *% 2))]
+                }
+              }
+              if (((oy344 *% 2) +% ky339) +% -1) < 0 {
+                for ox346 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 1) *% 4112)) +% (j337 *% 256)) +% ((oy344 *% 16) +% ox346))] = Float(0)
+                }
+              }
+              if 31 < (((oy344 *% 2) +% ky339) +% -1) {
+                for ox346 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 1) *% 4112)) +% (j337 *% 256)) +% ((oy344 *% 16) +% ox346))] = Float(0)
+                }
               }
             }
-            if 31 < (((oy329 *% 2) +% ky324) +% -1) {
-              for ox331 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 1) *% 4112)) +% (j322 *% 256)) +% ((oy329 *% 16) +% ox331))] = Float(0)
+            for oy347 in 0..<16 {
+              if (-1 < (((oy347 *% 2) +% ky339) +% -1) && (((oy347 *% 2) +% ky339) +% -1) < 32) {
+                for ox348 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 2) *% 4112)) +% (j337 *% 256)) +% ((oy347 *% 16) +% ox348))] = arena[((((5242944 +% (((g335 *% 16) +% j337) *% 16384)) +% ((c338 +% (part336 *% 8)) *% 1024)) +% ((((oy347 *% 2) +% ky339) +% -1) *% 32)) +% ((ox348 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy332 in 0..<16 {
-            if (-1 < (((oy332 *% 2) +% ky324) +% -1) && (((oy332 *% 2) +% ky324) +% -1) < 32) {
-              for ox333 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 2) *% 4112)) +% (j322 *% 256)) +% ((oy332 *% 16) +% ox333))] = arena[((((5242944 +% (((g321 *% 16) +% j322) *% 16384)) +% (c323 *% 1024)) +% ((((oy332 *% 2) +% ky324) +% -1) *% 32)) +% ((ox333 *% 2) +% 1))]
+              if (((oy347 *% 2) +% ky339) +% -1) < 0 {
+                for ox349 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 2) *% 4112)) +% (j337 *% 256)) +% ((oy347 *% 16) +% ox349))] = Float(0)
+                }
               }
-            }
-            if (((oy332 *% 2) +% ky324) +% -1) < 0 {
-              for ox334 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 2) *% 4112)) +% (j322 *% 256)) +% ((oy332 *% 16) +% ox334))] = Float(0)
-              }
-            }
-            if 31 < (((oy332 *% 2) +% ky324) +% -1) {
-              for ox334 in 0..<16 {
-                arena[(((6815840 +% (((((c323 *% 3) +% ky324) *% 3) +% 2) *% 4112)) +% (j322 *% 256)) +% ((oy332 *% 16) +% ox334))] = Float(0)
+              if 31 < (((oy347 *% 2) +% ky339) +% -1) {
+                for ox349 in 0..<16 {
+                  arena[(((6815840 +% ((((((c338 +% (part336 *% 8)) *% 3) +% ky339) *% 3) +% 2) *% 4112)) +% (j337 *% 256)) +% ((oy347 *% 16) +% ox349))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm342
-      for nb335 in 0..<170 {
-        for mb336 in 0..<8 {
-          var t337_c0_0 = Vector()
-          var t337_c0_1 = Vector()
-          var t337_c0_2 = Vector()
-          var t337_c1_0 = Vector()
-          var t337_c1_1 = Vector()
-          var t337_c1_2 = Vector()
-          var t337_c2_0 = Vector()
-          var t337_c2_1 = Vector()
-          var t337_c2_2 = Vector()
-          var t337_c3_0 = Vector()
-          var t337_c3_1 = Vector()
-          var t337_c3_2 = Vector()
-          for k338 in 0..<144 {
-            let t337_b0 = loadVector(arena, ((6815840 +% (k338 *% 4112)) +% (nb335 *% 24)))
-            let t337_b1 = loadVector(arena, (((6815840 +% (k338 *% 4112)) +% (nb335 *% 24)) +% 8))
-            let t337_b2 = loadVector(arena, (((6815840 +% (k338 *% 4112)) +% (nb335 *% 24)) +% 16))
-            let t337_a0 = Vector(repeating: params[((5136 +% ((mb336 *% 4) *% 144)) +% k338)])
-            t337_c0_0 = t337_c0_0.addingProduct(t337_a0, t337_b0)
-            t337_c0_1 = t337_c0_1.addingProduct(t337_a0, t337_b1)
-            t337_c0_2 = t337_c0_2.addingProduct(t337_a0, t337_b2)
-            let t337_a1 = Vector(repeating: params[((5136 +% (((mb336 *% 4) +% 1) *% 144)) +% k338)])
-            t337_c1_0 = t337_c1_0.addingProduct(t337_a1, t337_b0)
-            t337_c1_1 = t337_c1_1.addingProduct(t337_a1, t337_b1)
-            t337_c1_2 = t337_c1_2.addingProduct(t337_a1, t337_b2)
-            let t337_a2 = Vector(repeating: params[((5136 +% (((mb336 *% 4) +% 2) *% 144)) +% k338)])
-            t337_c2_0 = t337_c2_0.addingProduct(t337_a2, t337_b0)
-            t337_c2_1 = t337_c2_1.addingProduct(t337_a2, t337_b1)
-            t337_c2_2 = t337_c2_2.addingProduct(t337_a2, t337_b2)
-            let t337_a3 = Vector(repeating: params[((5136 +% (((mb336 *% 4) +% 3) *% 144)) +% k338)])
-            t337_c3_0 = t337_c3_0.addingProduct(t337_a3, t337_b0)
-            t337_c3_1 = t337_c3_1.addingProduct(t337_a3, t337_b1)
-            t337_c3_2 = t337_c3_2.addingProduct(t337_a3, t337_b2)
+    parallelFor(pool, 2) { part350 in
+      do {  // gemm358
+        for nb351 in 0..<170 {
+          for mb352 in 0..<4 {
+            var t353_c0_0 = Vector()
+            var t353_c0_1 = Vector()
+            var t353_c0_2 = Vector()
+            var t353_c1_0 = Vector()
+            var t353_c1_1 = Vector()
+            var t353_c1_2 = Vector()
+            var t353_c2_0 = Vector()
+            var t353_c2_1 = Vector()
+            var t353_c2_2 = Vector()
+            var t353_c3_0 = Vector()
+            var t353_c3_1 = Vector()
+            var t353_c3_2 = Vector()
+            for k354 in 0..<144 {
+              let t353_b0 = loadVector(arena, ((6815840 +% (k354 *% 4112)) +% (nb351 *% 24)))
+              let t353_b1 = loadVector(arena, (((6815840 +% (k354 *% 4112)) +% (nb351 *% 24)) +% 8))
+              let t353_b2 = loadVector(arena, (((6815840 +% (k354 *% 4112)) +% (nb351 *% 24)) +% 16))
+              let t353_a0 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% ((mb352 *% 4) *% 144)) +% k354)])
+              t353_c0_0 = t353_c0_0.addingProduct(t353_a0, t353_b0)
+              t353_c0_1 = t353_c0_1.addingProduct(t353_a0, t353_b1)
+              t353_c0_2 = t353_c0_2.addingProduct(t353_a0, t353_b2)
+              let t353_a1 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb352 *% 4) +% 1) *% 144)) +% k354)])
+              t353_c1_0 = t353_c1_0.addingProduct(t353_a1, t353_b0)
+              t353_c1_1 = t353_c1_1.addingProduct(t353_a1, t353_b1)
+              t353_c1_2 = t353_c1_2.addingProduct(t353_a1, t353_b2)
+              let t353_a2 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb352 *% 4) +% 2) *% 144)) +% k354)])
+              t353_c2_0 = t353_c2_0.addingProduct(t353_a2, t353_b0)
+              t353_c2_1 = t353_c2_1.addingProduct(t353_a2, t353_b1)
+              t353_c2_2 = t353_c2_2.addingProduct(t353_a2, t353_b2)
+              let t353_a3 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb352 *% 4) +% 3) *% 144)) +% k354)])
+              t353_c3_0 = t353_c3_0.addingProduct(t353_a3, t353_b0)
+              t353_c3_1 = t353_c3_1.addingProduct(t353_a3, t353_b1)
+              t353_c3_2 = t353_c3_2.addingProduct(t353_a3, t353_b2)
+            }
+            storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% ((mb352 *% 4) *% 4112)) +% (nb351 *% 24)), t353_c0_0)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% ((mb352 *% 4) *% 4112)) +% (nb351 *% 24)) +% 8), t353_c0_1)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% ((mb352 *% 4) *% 4112)) +% (nb351 *% 24)) +% 16), t353_c0_2)
+            storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 1) *% 4112)) +% (nb351 *% 24)), t353_c1_0)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 1) *% 4112)) +% (nb351 *% 24)) +% 8), t353_c1_1)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 1) *% 4112)) +% (nb351 *% 24)) +% 16), t353_c1_2)
+            storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 2) *% 4112)) +% (nb351 *% 24)), t353_c2_0)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 2) *% 4112)) +% (nb351 *% 24)) +% 8), t353_c2_1)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 2) *% 4112)) +% (nb351 *% 24)) +% 16), t353_c2_2)
+            storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 3) *% 4112)) +% (nb351 *% 24)), t353_c3_0)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 3) *% 4112)) +% (nb351 *% 24)) +% 8), t353_c3_1)
+            storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb352 *% 4) +% 3) *% 4112)) +% (nb351 *% 24)) +% 16), t353_c3_2)
           }
-          storeVector(arena, ((7407968 +% ((mb336 *% 4) *% 4112)) +% (nb335 *% 24)), t337_c0_0)
-          storeVector(arena, (((7407968 +% ((mb336 *% 4) *% 4112)) +% (nb335 *% 24)) +% 8), t337_c0_1)
-          storeVector(arena, (((7407968 +% ((mb336 *% 4) *% 4112)) +% (nb335 *% 24)) +% 16), t337_c0_2)
-          storeVector(arena, ((7407968 +% (((mb336 *% 4) +% 1) *% 4112)) +% (nb335 *% 24)), t337_c1_0)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 1) *% 4112)) +% (nb335 *% 24)) +% 8), t337_c1_1)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 1) *% 4112)) +% (nb335 *% 24)) +% 16), t337_c1_2)
-          storeVector(arena, ((7407968 +% (((mb336 *% 4) +% 2) *% 4112)) +% (nb335 *% 24)), t337_c2_0)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 2) *% 4112)) +% (nb335 *% 24)) +% 8), t337_c2_1)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 2) *% 4112)) +% (nb335 *% 24)) +% 16), t337_c2_2)
-          storeVector(arena, ((7407968 +% (((mb336 *% 4) +% 3) *% 4112)) +% (nb335 *% 24)), t337_c3_0)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 3) *% 4112)) +% (nb335 *% 24)) +% 8), t337_c3_1)
-          storeVector(arena, (((7407968 +% (((mb336 *% 4) +% 3) *% 4112)) +% (nb335 *% 24)) +% 16), t337_c3_2)
+        }
+        for mb355 in 0..<4 {
+          var t356_c0_0 = Vector()
+          var t356_c0_1 = Vector()
+          var t356_c1_0 = Vector()
+          var t356_c1_1 = Vector()
+          var t356_c2_0 = Vector()
+          var t356_c2_1 = Vector()
+          var t356_c3_0 = Vector()
+          var t356_c3_1 = Vector()
+          for k357 in 0..<144 {
+            let t356_b0 = loadVector(arena, ((6815840 +% (k357 *% 4112)) +% 4080))
+            let t356_b1 = loadVector(arena, (((6815840 +% (k357 *% 4112)) +% 4080) +% 8))
+            let t356_a0 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% ((mb355 *% 4) *% 144)) +% k357)])
+            t356_c0_0 = t356_c0_0.addingProduct(t356_a0, t356_b0)
+            t356_c0_1 = t356_c0_1.addingProduct(t356_a0, t356_b1)
+            let t356_a1 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb355 *% 4) +% 1) *% 144)) +% k357)])
+            t356_c1_0 = t356_c1_0.addingProduct(t356_a1, t356_b0)
+            t356_c1_1 = t356_c1_1.addingProduct(t356_a1, t356_b1)
+            let t356_a2 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb355 *% 4) +% 2) *% 144)) +% k357)])
+            t356_c2_0 = t356_c2_0.addingProduct(t356_a2, t356_b0)
+            t356_c2_1 = t356_c2_1.addingProduct(t356_a2, t356_b1)
+            let t356_a3 = Vector(repeating: params[(((5136 +% ((part350 *% 16) *% 144)) +% (((mb355 *% 4) +% 3) *% 144)) +% k357)])
+            t356_c3_0 = t356_c3_0.addingProduct(t356_a3, t356_b0)
+            t356_c3_1 = t356_c3_1.addingProduct(t356_a3, t356_b1)
+          }
+          storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% ((mb355 *% 4) *% 4112)) +% 4080), t356_c0_0)
+          storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% ((mb355 *% 4) *% 4112)) +% 4080) +% 8), t356_c0_1)
+          storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 1) *% 4112)) +% 4080), t356_c1_0)
+          storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t356_c1_1)
+          storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 2) *% 4112)) +% 4080), t356_c2_0)
+          storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t356_c2_1)
+          storeVector(arena, (((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 3) *% 4112)) +% 4080), t356_c3_0)
+          storeVector(arena, ((((7407968 +% ((part350 *% 16) *% 4112)) +% (((mb355 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t356_c3_1)
         }
       }
-      for mb339 in 0..<8 {
-        var t340_c0_0 = Vector()
-        var t340_c0_1 = Vector()
-        var t340_c1_0 = Vector()
-        var t340_c1_1 = Vector()
-        var t340_c2_0 = Vector()
-        var t340_c2_1 = Vector()
-        var t340_c3_0 = Vector()
-        var t340_c3_1 = Vector()
-        for k341 in 0..<144 {
-          let t340_b0 = loadVector(arena, ((6815840 +% (k341 *% 4112)) +% 4080))
-          let t340_b1 = loadVector(arena, (((6815840 +% (k341 *% 4112)) +% 4080) +% 8))
-          let t340_a0 = Vector(repeating: params[((5136 +% ((mb339 *% 4) *% 144)) +% k341)])
-          t340_c0_0 = t340_c0_0.addingProduct(t340_a0, t340_b0)
-          t340_c0_1 = t340_c0_1.addingProduct(t340_a0, t340_b1)
-          let t340_a1 = Vector(repeating: params[((5136 +% (((mb339 *% 4) +% 1) *% 144)) +% k341)])
-          t340_c1_0 = t340_c1_0.addingProduct(t340_a1, t340_b0)
-          t340_c1_1 = t340_c1_1.addingProduct(t340_a1, t340_b1)
-          let t340_a2 = Vector(repeating: params[((5136 +% (((mb339 *% 4) +% 2) *% 144)) +% k341)])
-          t340_c2_0 = t340_c2_0.addingProduct(t340_a2, t340_b0)
-          t340_c2_1 = t340_c2_1.addingProduct(t340_a2, t340_b1)
-          let t340_a3 = Vector(repeating: params[((5136 +% (((mb339 *% 4) +% 3) *% 144)) +% k341)])
-          t340_c3_0 = t340_c3_0.addingProduct(t340_a3, t340_b0)
-          t340_c3_1 = t340_c3_1.addingProduct(t340_a3, t340_b1)
-        }
-        storeVector(arena, ((7407968 +% ((mb339 *% 4) *% 4112)) +% 4080), t340_c0_0)
-        storeVector(arena, (((7407968 +% ((mb339 *% 4) *% 4112)) +% 4080) +% 8), t340_c0_1)
-        storeVector(arena, ((7407968 +% (((mb339 *% 4) +% 1) *% 4112)) +% 4080), t340_c1_0)
-        storeVector(arena, (((7407968 +% (((mb339 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t340_c1_1)
-        storeVector(arena, ((7407968 +% (((mb339 *% 4) +% 2) *% 4112)) +% 4080), t340_c2_0)
-        storeVector(arena, (((7407968 +% (((mb339 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t340_c2_1)
-        storeVector(arena, ((7407968 +% (((mb339 *% 4) +% 3) *% 4112)) +% 4080), t340_c3_0)
-        storeVector(arena, (((7407968 +% (((mb339 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t340_c3_1)
-      }
-    }
-    for j343 in 0..<16 {
-      for f344 in 0..<32 {
-        for i345 in 0..<256 {
-          arena[(6291552 +% (((((g321 *% 16) +% j343) *% 8192) +% (f344 *% 256)) +% i345))] = arena[(((7407968 +% (f344 *% 4112)) +% (j343 *% 256)) +% i345)]
+      for j359 in 0..<16 {
+        for f360 in 0..<16 {
+          for i361 in 0..<256 {
+            arena[(6291552 +% (((((g335 *% 16) +% j359) *% 8192) +% ((f360 +% (part350 *% 16)) *% 256)) +% i361))] = arena[(((7407968 +% ((f360 +% (part350 *% 16)) *% 4112)) +% (j359 *% 256)) +% i361)]
+          }
         }
       }
     }
@@ -1288,244 +1328,250 @@ public func resnet8_train_b64(
   // s2_bn1 = batchnorm(s2_conv1)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 6291552, 7340192, 9744)
   // s2_relu1 = relu(s2_bn1)
-  for i376 in 0..<65536 {
-    storeVector(arena, ((i376 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i376 *% 8) +% 6815840)), where: loadVector(arena, ((i376 *% 8) +% 6815840)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part393 in
+    for i394 in 0..<262144 {
+      arena[(7340192 +% (i394 +% (part393 *% 262144)))] = (arena[(6815840 +% (i394 +% (part393 *% 262144)))] > Float(0) ? arena[(6815840 +% (i394 +% (part393 *% 262144)))] : Float(0))
+    }
   }
   // s2_conv2 = conv2d(s2_relu1)
-  do {  // scalar loops
-    for ci377 in 0..<32 {
-      for co378 in 0..<32 {
-        var w379: Float = params[(9808 +% (((co378 *% 32) +% ci377) *% 9))]
-        var w380: Float = (((params[(9808 +% (((co378 *% 32) +% ci377) *% 9))] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 3)]) + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w381: Float = (((params[(9808 +% (((co378 *% 32) +% ci377) *% 9))] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 6)]) - params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w382: Float = params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 6)]
-        var w383: Float = params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 1)]
-        var w384: Float = (((params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 1)] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 4)]) + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w385: Float = (((params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 1)] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 7)]) - params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w386: Float = params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 7)]
-        var w387: Float = params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 2)]
-        var w388: Float = (((params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 2)] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 5)]) + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w389: Float = (((params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 2)] + params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 8)]) - params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w390: Float = params[((9808 +% (((co378 *% 32) +% ci377) *% 9)) +% 8)]
-        var w391: Float = w379
-        var w392: Float = (((w379 + w383) + w387) * Float(bitPattern: 0x3f000000))
-        var w393: Float = (((w379 + w387) - w383) * Float(bitPattern: 0x3f000000))
-        var w394: Float = w387
-        var w395: Float = w380
-        var w396: Float = (((w380 + w384) + w388) * Float(bitPattern: 0x3f000000))
-        var w397: Float = (((w380 + w388) - w384) * Float(bitPattern: 0x3f000000))
-        var w398: Float = w388
-        var w399: Float = w381
-        var w400: Float = (((w381 + w385) + w389) * Float(bitPattern: 0x3f000000))
-        var w401: Float = (((w381 + w389) - w385) * Float(bitPattern: 0x3f000000))
-        var w402: Float = w389
-        var w403: Float = w382
-        var w404: Float = (((w382 + w386) + w390) * Float(bitPattern: 0x3f000000))
-        var w405: Float = (((w382 + w390) - w386) * Float(bitPattern: 0x3f000000))
-        var w406: Float = w390
-        arena[((7864480 +% (ci377 *% 32)) +% co378)] = w391
-        arena[((7865504 +% (ci377 *% 32)) +% co378)] = w392
-        arena[((7866528 +% (ci377 *% 32)) +% co378)] = w393
-        arena[((7867552 +% (ci377 *% 32)) +% co378)] = w394
-        arena[((7868576 +% (ci377 *% 32)) +% co378)] = w395
-        arena[((7869600 +% (ci377 *% 32)) +% co378)] = w396
-        arena[((7870624 +% (ci377 *% 32)) +% co378)] = w397
-        arena[((7871648 +% (ci377 *% 32)) +% co378)] = w398
-        arena[((7872672 +% (ci377 *% 32)) +% co378)] = w399
-        arena[((7873696 +% (ci377 *% 32)) +% co378)] = w400
-        arena[((7874720 +% (ci377 *% 32)) +% co378)] = w401
-        arena[((7875744 +% (ci377 *% 32)) +% co378)] = w402
-        arena[((7876768 +% (ci377 *% 32)) +% co378)] = w403
-        arena[((7877792 +% (ci377 *% 32)) +% co378)] = w404
-        arena[((7878816 +% (ci377 *% 32)) +% co378)] = w405
-        arena[((7879840 +% (ci377 *% 32)) +% co378)] = w406
+  parallelFor(pool, 2) { part395 in
+    do {  // scalar loops
+      for ci396 in 0..<32 {
+        for co397 in 0..<16 {
+          var w398: Float = params[(9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9))]
+          var w399: Float = (((params[(9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9))] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 3)]) + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w400: Float = (((params[(9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9))] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 6)]) - params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w401: Float = params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 6)]
+          var w402: Float = params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 1)]
+          var w403: Float = (((params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 1)] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 4)]) + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w404: Float = (((params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 1)] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 7)]) - params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w405: Float = params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 7)]
+          var w406: Float = params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 2)]
+          var w407: Float = (((params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 2)] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 5)]) + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w408: Float = (((params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 2)] + params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 8)]) - params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w409: Float = params[((9808 +% (((((part395 *% 16) +% co397) *% 32) +% ci396) *% 9)) +% 8)]
+          var w410: Float = w398
+          var w411: Float = (((w398 + w402) + w406) * Float(bitPattern: 0x3f000000))
+          var w412: Float = (((w398 + w406) - w402) * Float(bitPattern: 0x3f000000))
+          var w413: Float = w406
+          var w414: Float = w399
+          var w415: Float = (((w399 + w403) + w407) * Float(bitPattern: 0x3f000000))
+          var w416: Float = (((w399 + w407) - w403) * Float(bitPattern: 0x3f000000))
+          var w417: Float = w407
+          var w418: Float = w400
+          var w419: Float = (((w400 + w404) + w408) * Float(bitPattern: 0x3f000000))
+          var w420: Float = (((w400 + w408) - w404) * Float(bitPattern: 0x3f000000))
+          var w421: Float = w408
+          var w422: Float = w401
+          var w423: Float = (((w401 + w405) + w409) * Float(bitPattern: 0x3f000000))
+          var w424: Float = (((w401 + w409) - w405) * Float(bitPattern: 0x3f000000))
+          var w425: Float = w409
+          arena[((7864480 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w410
+          arena[((7865504 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w411
+          arena[((7866528 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w412
+          arena[((7867552 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w413
+          arena[((7868576 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w414
+          arena[((7869600 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w415
+          arena[((7870624 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w416
+          arena[((7871648 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w417
+          arena[((7872672 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w418
+          arena[((7873696 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w419
+          arena[((7874720 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w420
+          arena[((7875744 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w421
+          arena[((7876768 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w422
+          arena[((7877792 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w423
+          arena[((7878816 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w424
+          arena[((7879840 +% (ci396 *% 32)) +% ((part395 *% 16) +% co397))] = w425
+        }
       }
     }
   }
-  for i407 in 0..<1296 {
-    storeVector(arena, ((i407 *% 8) +% 7880864), Vector(repeating: Float(0)))
+  for i426 in 0..<1296 {
+    storeVector(arena, ((i426 *% 8) +% 7880864), Vector(repeating: Float(0)))
   }
-  for g408 in 0..<64 {
-    for j409 in 0..<1 {
-      for iy410 in 0..<16 {
-        for c411 in 0..<32 {
-          for ix412 in 0..<16 {
-            arena[(7880864 +% ((((j409 *% 10368) +% ((iy410 +% 1) *% 576)) +% ((ix412 +% 1) *% 32)) +% c411))] = arena[((((7340192 +% ((g408 +% j409) *% 8192)) +% (c411 *% 256)) +% (iy410 *% 16)) +% ix412)]
+  for g427 in 0..<64 {
+    for j428 in 0..<1 {
+      for iy429 in 0..<16 {
+        for c430 in 0..<32 {
+          for ix431 in 0..<16 {
+            arena[(7880864 +% ((((j428 *% 10368) +% ((iy429 +% 1) *% 576)) +% ((ix431 +% 1) *% 32)) +% c430))] = arena[((((7340192 +% ((g427 +% j428) *% 8192)) +% (c430 *% 256)) +% (iy429 *% 16)) +% ix431)]
           }
         }
       }
     }
-    for j413 in 0..<1 {
-      for ty414 in 0..<8 {
-        for tx415 in 0..<8 {
-          for cv416 in 0..<4 {
-            let w417 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% ((ty414 *% 2) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))))
-            let w418 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))))
-            let w419 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))))
-            let w420 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 3) *% 576)) +% ((tx415 *% 2) *% 32)) +% (cv416 *% 8)))))
-            let w421 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% ((ty414 *% 2) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))))
-            let w422 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))))
-            let w423 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))))
-            let w424 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 3) *% 576)) +% (((tx415 *% 2) +% 1) *% 32)) +% (cv416 *% 8)))))
-            let w425 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% ((ty414 *% 2) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))))
-            let w426 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))))
-            let w427 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))))
-            let w428 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 3) *% 576)) +% (((tx415 *% 2) +% 2) *% 32)) +% (cv416 *% 8)))))
-            let w429 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% ((ty414 *% 2) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))))
-            let w430 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))) + loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))))
-            let w431 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 2) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))))
-            let w432 = (loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 1) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))) - loadVector(arena, (7880864 +% ((((j413 *% 10368) +% (((ty414 *% 2) +% 3) *% 576)) +% (((tx415 *% 2) +% 3) *% 32)) +% (cv416 *% 8)))))
-            let w433 = (w417 - w425)
-            let w434 = (w421 + w425)
-            let w435 = (w425 - w421)
-            let w436 = (w421 - w429)
-            let w437 = (w418 - w426)
-            let w438 = (w422 + w426)
-            let w439 = (w426 - w422)
-            let w440 = (w422 - w430)
-            let w441 = (w419 - w427)
-            let w442 = (w423 + w427)
-            let w443 = (w427 - w423)
-            let w444 = (w423 - w431)
-            let w445 = (w420 - w428)
-            let w446 = (w424 + w428)
-            let w447 = (w428 - w424)
-            let w448 = (w424 - w432)
-            storeVector(arena, ((7891232 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w433)
-            storeVector(arena, ((7893280 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w434)
-            storeVector(arena, ((7895328 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w435)
-            storeVector(arena, ((7897376 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w436)
-            storeVector(arena, ((7899424 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w437)
-            storeVector(arena, ((7901472 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w438)
-            storeVector(arena, ((7903520 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w439)
-            storeVector(arena, ((7905568 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w440)
-            storeVector(arena, ((7907616 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w441)
-            storeVector(arena, ((7909664 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w442)
-            storeVector(arena, ((7911712 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w443)
-            storeVector(arena, ((7913760 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w444)
-            storeVector(arena, ((7915808 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w445)
-            storeVector(arena, ((7917856 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w446)
-            storeVector(arena, ((7919904 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w447)
-            storeVector(arena, ((7921952 +% ((((j413 *% 64) +% (ty414 *% 8)) +% tx415) *% 32)) +% (cv416 *% 8)), w448)
+    for j432 in 0..<1 {
+      for ty433 in 0..<8 {
+        for tx434 in 0..<8 {
+          for cv435 in 0..<4 {
+            let w436 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% ((ty433 *% 2) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))))
+            let w437 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))) + loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))))
+            let w438 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))))
+            let w439 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 3) *% 576)) +% ((tx434 *% 2) *% 32)) +% (cv435 *% 8)))))
+            let w440 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% ((ty433 *% 2) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))))
+            let w441 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))) + loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))))
+            let w442 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))))
+            let w443 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 3) *% 576)) +% (((tx434 *% 2) +% 1) *% 32)) +% (cv435 *% 8)))))
+            let w444 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% ((ty433 *% 2) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))))
+            let w445 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))) + loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))))
+            let w446 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))))
+            let w447 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 3) *% 576)) +% (((tx434 *% 2) +% 2) *% 32)) +% (cv435 *% 8)))))
+            let w448 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% ((ty433 *% 2) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))))
+            let w449 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))) + loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))))
+            let w450 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 2) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))))
+            let w451 = (loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 1) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))) - loadVector(arena, (7880864 +% ((((j432 *% 10368) +% (((ty433 *% 2) +% 3) *% 576)) +% (((tx434 *% 2) +% 3) *% 32)) +% (cv435 *% 8)))))
+            let w452 = (w436 - w444)
+            let w453 = (w440 + w444)
+            let w454 = (w444 - w440)
+            let w455 = (w440 - w448)
+            let w456 = (w437 - w445)
+            let w457 = (w441 + w445)
+            let w458 = (w445 - w441)
+            let w459 = (w441 - w449)
+            let w460 = (w438 - w446)
+            let w461 = (w442 + w446)
+            let w462 = (w446 - w442)
+            let w463 = (w442 - w450)
+            let w464 = (w439 - w447)
+            let w465 = (w443 + w447)
+            let w466 = (w447 - w443)
+            let w467 = (w443 - w451)
+            storeVector(arena, ((7891232 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w452)
+            storeVector(arena, ((7893280 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w453)
+            storeVector(arena, ((7895328 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w454)
+            storeVector(arena, ((7897376 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w455)
+            storeVector(arena, ((7899424 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w456)
+            storeVector(arena, ((7901472 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w457)
+            storeVector(arena, ((7903520 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w458)
+            storeVector(arena, ((7905568 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w459)
+            storeVector(arena, ((7907616 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w460)
+            storeVector(arena, ((7909664 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w461)
+            storeVector(arena, ((7911712 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w462)
+            storeVector(arena, ((7913760 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w463)
+            storeVector(arena, ((7915808 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w464)
+            storeVector(arena, ((7917856 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w465)
+            storeVector(arena, ((7919904 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w466)
+            storeVector(arena, ((7921952 +% ((((j432 *% 64) +% (ty433 *% 8)) +% tx434) *% 32)) +% (cv435 *% 8)), w467)
           }
         }
       }
     }
-    for xi449 in 0..<16 {
-      do {  // gemm456
-        for nb450 in 0..<2 {
-          for mb451 in 0..<10 {
-            var t452_c0_0 = Vector()
-            var t452_c0_1 = Vector()
-            var t452_c1_0 = Vector()
-            var t452_c1_1 = Vector()
-            var t452_c2_0 = Vector()
-            var t452_c2_1 = Vector()
-            var t452_c3_0 = Vector()
-            var t452_c3_1 = Vector()
-            var t452_c4_0 = Vector()
-            var t452_c4_1 = Vector()
-            var t452_c5_0 = Vector()
-            var t452_c5_1 = Vector()
-            for k453 in 0..<32 {
-              let t452_b0 = loadVector(arena, (((7864480 +% (xi449 *% 1024)) +% (k453 *% 32)) +% (nb450 *% 16)))
-              let t452_b1 = loadVector(arena, ((((7864480 +% (xi449 *% 1024)) +% (k453 *% 32)) +% (nb450 *% 16)) +% 8))
-              let t452_a0 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% ((mb451 *% 6) *% 32)) +% k453)])
-              t452_c0_0 = t452_c0_0.addingProduct(t452_a0, t452_b0)
-              t452_c0_1 = t452_c0_1.addingProduct(t452_a0, t452_b1)
-              let t452_a1 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 1) *% 32)) +% k453)])
-              t452_c1_0 = t452_c1_0.addingProduct(t452_a1, t452_b0)
-              t452_c1_1 = t452_c1_1.addingProduct(t452_a1, t452_b1)
-              let t452_a2 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 2) *% 32)) +% k453)])
-              t452_c2_0 = t452_c2_0.addingProduct(t452_a2, t452_b0)
-              t452_c2_1 = t452_c2_1.addingProduct(t452_a2, t452_b1)
-              let t452_a3 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 3) *% 32)) +% k453)])
-              t452_c3_0 = t452_c3_0.addingProduct(t452_a3, t452_b0)
-              t452_c3_1 = t452_c3_1.addingProduct(t452_a3, t452_b1)
-              let t452_a4 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 4) *% 32)) +% k453)])
-              t452_c4_0 = t452_c4_0.addingProduct(t452_a4, t452_b0)
-              t452_c4_1 = t452_c4_1.addingProduct(t452_a4, t452_b1)
-              let t452_a5 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 5) *% 32)) +% k453)])
-              t452_c5_0 = t452_c5_0.addingProduct(t452_a5, t452_b0)
-              t452_c5_1 = t452_c5_1.addingProduct(t452_a5, t452_b1)
+    parallelFor(pool, 2) { part468 in
+      for xi469 in 0..<16 {
+        do {  // gemm476
+          for nb470 in 0..<1 {
+            for mb471 in 0..<10 {
+              var t472_c0_0 = Vector()
+              var t472_c0_1 = Vector()
+              var t472_c1_0 = Vector()
+              var t472_c1_1 = Vector()
+              var t472_c2_0 = Vector()
+              var t472_c2_1 = Vector()
+              var t472_c3_0 = Vector()
+              var t472_c3_1 = Vector()
+              var t472_c4_0 = Vector()
+              var t472_c4_1 = Vector()
+              var t472_c5_0 = Vector()
+              var t472_c5_1 = Vector()
+              for k473 in 0..<32 {
+                let t472_b0 = loadVector(arena, ((((7864480 +% (xi469 *% 1024)) +% (part468 *% 16)) +% (k473 *% 32)) +% (nb470 *% 16)))
+                let t472_b1 = loadVector(arena, (((((7864480 +% (xi469 *% 1024)) +% (part468 *% 16)) +% (k473 *% 32)) +% (nb470 *% 16)) +% 8))
+                let t472_a0 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% ((mb471 *% 6) *% 32)) +% k473)])
+                t472_c0_0 = t472_c0_0.addingProduct(t472_a0, t472_b0)
+                t472_c0_1 = t472_c0_1.addingProduct(t472_a0, t472_b1)
+                let t472_a1 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% (((mb471 *% 6) +% 1) *% 32)) +% k473)])
+                t472_c1_0 = t472_c1_0.addingProduct(t472_a1, t472_b0)
+                t472_c1_1 = t472_c1_1.addingProduct(t472_a1, t472_b1)
+                let t472_a2 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% (((mb471 *% 6) +% 2) *% 32)) +% k473)])
+                t472_c2_0 = t472_c2_0.addingProduct(t472_a2, t472_b0)
+                t472_c2_1 = t472_c2_1.addingProduct(t472_a2, t472_b1)
+                let t472_a3 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% (((mb471 *% 6) +% 3) *% 32)) +% k473)])
+                t472_c3_0 = t472_c3_0.addingProduct(t472_a3, t472_b0)
+                t472_c3_1 = t472_c3_1.addingProduct(t472_a3, t472_b1)
+                let t472_a4 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% (((mb471 *% 6) +% 4) *% 32)) +% k473)])
+                t472_c4_0 = t472_c4_0.addingProduct(t472_a4, t472_b0)
+                t472_c4_1 = t472_c4_1.addingProduct(t472_a4, t472_b1)
+                let t472_a5 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% (((mb471 *% 6) +% 5) *% 32)) +% k473)])
+                t472_c5_0 = t472_c5_0.addingProduct(t472_a5, t472_b0)
+                t472_c5_1 = t472_c5_1.addingProduct(t472_a5, t472_b1)
+              }
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% ((mb471 *% 6) *% 32)) +% (nb470 *% 16)), t472_c0_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% ((mb471 *% 6) *% 32)) +% (nb470 *% 16)) +% 8), t472_c0_1)
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 1) *% 32)) +% (nb470 *% 16)), t472_c1_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 1) *% 32)) +% (nb470 *% 16)) +% 8), t472_c1_1)
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 2) *% 32)) +% (nb470 *% 16)), t472_c2_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 2) *% 32)) +% (nb470 *% 16)) +% 8), t472_c2_1)
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 3) *% 32)) +% (nb470 *% 16)), t472_c3_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 3) *% 32)) +% (nb470 *% 16)) +% 8), t472_c3_1)
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 4) *% 32)) +% (nb470 *% 16)), t472_c4_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 4) *% 32)) +% (nb470 *% 16)) +% 8), t472_c4_1)
+              storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 5) *% 32)) +% (nb470 *% 16)), t472_c5_0)
+              storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% (((mb471 *% 6) +% 5) *% 32)) +% (nb470 *% 16)) +% 8), t472_c5_1)
             }
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% ((mb451 *% 6) *% 32)) +% (nb450 *% 16)), t452_c0_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% ((mb451 *% 6) *% 32)) +% (nb450 *% 16)) +% 8), t452_c0_1)
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 1) *% 32)) +% (nb450 *% 16)), t452_c1_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 1) *% 32)) +% (nb450 *% 16)) +% 8), t452_c1_1)
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 2) *% 32)) +% (nb450 *% 16)), t452_c2_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 2) *% 32)) +% (nb450 *% 16)) +% 8), t452_c2_1)
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 3) *% 32)) +% (nb450 *% 16)), t452_c3_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 3) *% 32)) +% (nb450 *% 16)) +% 8), t452_c3_1)
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 4) *% 32)) +% (nb450 *% 16)), t452_c4_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 4) *% 32)) +% (nb450 *% 16)) +% 8), t452_c4_1)
-            storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 5) *% 32)) +% (nb450 *% 16)), t452_c5_0)
-            storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% (((mb451 *% 6) +% 5) *% 32)) +% (nb450 *% 16)) +% 8), t452_c5_1)
-          }
-          var t454_c0_0 = Vector()
-          var t454_c0_1 = Vector()
-          var t454_c1_0 = Vector()
-          var t454_c1_1 = Vector()
-          var t454_c2_0 = Vector()
-          var t454_c2_1 = Vector()
-          var t454_c3_0 = Vector()
-          var t454_c3_1 = Vector()
-          for k455 in 0..<32 {
-            let t454_b0 = loadVector(arena, (((7864480 +% (xi449 *% 1024)) +% (k455 *% 32)) +% (nb450 *% 16)))
-            let t454_b1 = loadVector(arena, ((((7864480 +% (xi449 *% 1024)) +% (k455 *% 32)) +% (nb450 *% 16)) +% 8))
-            let t454_a0 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% 1920) +% k455)])
-            t454_c0_0 = t454_c0_0.addingProduct(t454_a0, t454_b0)
-            t454_c0_1 = t454_c0_1.addingProduct(t454_a0, t454_b1)
-            let t454_a1 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% 1952) +% k455)])
-            t454_c1_0 = t454_c1_0.addingProduct(t454_a1, t454_b0)
-            t454_c1_1 = t454_c1_1.addingProduct(t454_a1, t454_b1)
-            let t454_a2 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% 1984) +% k455)])
-            t454_c2_0 = t454_c2_0.addingProduct(t454_a2, t454_b0)
-            t454_c2_1 = t454_c2_1.addingProduct(t454_a2, t454_b1)
-            let t454_a3 = Vector(repeating: arena[(((7891232 +% (xi449 *% 2048)) +% 2016) +% k455)])
-            t454_c3_0 = t454_c3_0.addingProduct(t454_a3, t454_b0)
-            t454_c3_1 = t454_c3_1.addingProduct(t454_a3, t454_b1)
-          }
-          storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% 1920) +% (nb450 *% 16)), t454_c0_0)
-          storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% 1920) +% (nb450 *% 16)) +% 8), t454_c0_1)
-          storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% 1952) +% (nb450 *% 16)), t454_c1_0)
-          storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% 1952) +% (nb450 *% 16)) +% 8), t454_c1_1)
-          storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% 1984) +% (nb450 *% 16)), t454_c2_0)
-          storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% 1984) +% (nb450 *% 16)) +% 8), t454_c2_1)
-          storeVector(arena, (((7924000 +% (xi449 *% 2048)) +% 2016) +% (nb450 *% 16)), t454_c3_0)
-          storeVector(arena, ((((7924000 +% (xi449 *% 2048)) +% 2016) +% (nb450 *% 16)) +% 8), t454_c3_1)
-        }
-      }
-    }
-    for j457 in 0..<1 {
-      for ty458 in 0..<8 {
-        for tx459 in 0..<8 {
-          for cv460 in 0..<4 {
-            let w461 = ((loadVector(arena, ((7924000 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) + loadVector(arena, ((7932192 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) + loadVector(arena, ((7940384 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w462 = ((loadVector(arena, ((7932192 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) - loadVector(arena, ((7940384 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) - loadVector(arena, ((7948576 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w463 = ((loadVector(arena, ((7926048 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) + loadVector(arena, ((7934240 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) + loadVector(arena, ((7942432 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w464 = ((loadVector(arena, ((7934240 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) - loadVector(arena, ((7942432 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) - loadVector(arena, ((7950624 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w465 = ((loadVector(arena, ((7928096 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) + loadVector(arena, ((7936288 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) + loadVector(arena, ((7944480 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w466 = ((loadVector(arena, ((7936288 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) - loadVector(arena, ((7944480 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) - loadVector(arena, ((7952672 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w467 = ((loadVector(arena, ((7930144 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) + loadVector(arena, ((7938336 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) + loadVector(arena, ((7946528 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w468 = ((loadVector(arena, ((7938336 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))) - loadVector(arena, ((7946528 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8)))) - loadVector(arena, ((7954720 +% ((((j457 *% 64) +% (ty458 *% 8)) +% tx459) *% 32)) +% (cv460 *% 8))))
-            let w469 = ((w461 + w463) + w465)
-            let w470 = ((w463 - w465) - w467)
-            let w471 = ((w462 + w464) + w466)
-            let w472 = ((w464 - w466) - w468)
-            storeVector(arena, ((7956768 +% (((((j457 *% 16) +% (ty458 *% 2)) *% 16) +% (tx459 *% 2)) *% 32)) +% (cv460 *% 8)), w469)
-            storeVector(arena, ((7956768 +% ((((((j457 *% 16) +% (ty458 *% 2)) *% 16) +% (tx459 *% 2)) +% 1) *% 32)) +% (cv460 *% 8)), w470)
-            storeVector(arena, ((7956768 +% ((((((j457 *% 16) +% (ty458 *% 2)) +% 1) *% 16) +% (tx459 *% 2)) *% 32)) +% (cv460 *% 8)), w471)
-            storeVector(arena, ((7956768 +% (((((((j457 *% 16) +% (ty458 *% 2)) +% 1) *% 16) +% (tx459 *% 2)) +% 1) *% 32)) +% (cv460 *% 8)), w472)
+            var t474_c0_0 = Vector()
+            var t474_c0_1 = Vector()
+            var t474_c1_0 = Vector()
+            var t474_c1_1 = Vector()
+            var t474_c2_0 = Vector()
+            var t474_c2_1 = Vector()
+            var t474_c3_0 = Vector()
+            var t474_c3_1 = Vector()
+            for k475 in 0..<32 {
+              let t474_b0 = loadVector(arena, ((((7864480 +% (xi469 *% 1024)) +% (part468 *% 16)) +% (k475 *% 32)) +% (nb470 *% 16)))
+              let t474_b1 = loadVector(arena, (((((7864480 +% (xi469 *% 1024)) +% (part468 *% 16)) +% (k475 *% 32)) +% (nb470 *% 16)) +% 8))
+              let t474_a0 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% 1920) +% k475)])
+              t474_c0_0 = t474_c0_0.addingProduct(t474_a0, t474_b0)
+              t474_c0_1 = t474_c0_1.addingProduct(t474_a0, t474_b1)
+              let t474_a1 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% 1952) +% k475)])
+              t474_c1_0 = t474_c1_0.addingProduct(t474_a1, t474_b0)
+              t474_c1_1 = t474_c1_1.addingProduct(t474_a1, t474_b1)
+              let t474_a2 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% 1984) +% k475)])
+              t474_c2_0 = t474_c2_0.addingProduct(t474_a2, t474_b0)
+              t474_c2_1 = t474_c2_1.addingProduct(t474_a2, t474_b1)
+              let t474_a3 = Vector(repeating: arena[(((7891232 +% (xi469 *% 2048)) +% 2016) +% k475)])
+              t474_c3_0 = t474_c3_0.addingProduct(t474_a3, t474_b0)
+              t474_c3_1 = t474_c3_1.addingProduct(t474_a3, t474_b1)
+            }
+            storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1920) +% (nb470 *% 16)), t474_c0_0)
+            storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1920) +% (nb470 *% 16)) +% 8), t474_c0_1)
+            storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1952) +% (nb470 *% 16)), t474_c1_0)
+            storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1952) +% (nb470 *% 16)) +% 8), t474_c1_1)
+            storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1984) +% (nb470 *% 16)), t474_c2_0)
+            storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 1984) +% (nb470 *% 16)) +% 8), t474_c2_1)
+            storeVector(arena, ((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 2016) +% (nb470 *% 16)), t474_c3_0)
+            storeVector(arena, (((((7924000 +% (xi469 *% 2048)) +% (part468 *% 16)) +% 2016) +% (nb470 *% 16)) +% 8), t474_c3_1)
           }
         }
       }
-    }
-    for j473 in 0..<1 {
-      for qb474 in 0..<4 {
-        for c475 in 0..<32 {
-          for q476 in 0..<64 {
-            arena[(6815840 +% ((((g408 +% j473) *% 8192) +% (c475 *% 256)) +% (q476 +% (qb474 *% 64))))] = arena[((7956768 +% (((j473 *% 256) +% (q476 +% (qb474 *% 64))) *% 32)) +% c475)]
+      for j477 in 0..<1 {
+        for ty478 in 0..<8 {
+          for tx479 in 0..<8 {
+            for cv480 in 0..<2 {
+              let w481 = ((loadVector(arena, ((7924000 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) + loadVector(arena, ((7932192 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) + loadVector(arena, ((7940384 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w482 = ((loadVector(arena, ((7932192 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) - loadVector(arena, ((7940384 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) - loadVector(arena, ((7948576 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w483 = ((loadVector(arena, ((7926048 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) + loadVector(arena, ((7934240 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) + loadVector(arena, ((7942432 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w484 = ((loadVector(arena, ((7934240 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) - loadVector(arena, ((7942432 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) - loadVector(arena, ((7950624 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w485 = ((loadVector(arena, ((7928096 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) + loadVector(arena, ((7936288 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) + loadVector(arena, ((7944480 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w486 = ((loadVector(arena, ((7936288 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) - loadVector(arena, ((7944480 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) - loadVector(arena, ((7952672 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w487 = ((loadVector(arena, ((7930144 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) + loadVector(arena, ((7938336 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) + loadVector(arena, ((7946528 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w488 = ((loadVector(arena, ((7938336 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))) - loadVector(arena, ((7946528 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))))) - loadVector(arena, ((7954720 +% ((((j477 *% 64) +% (ty478 *% 8)) +% tx479) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8)))))
+              let w489 = ((w481 + w483) + w485)
+              let w490 = ((w483 - w485) - w487)
+              let w491 = ((w482 + w484) + w486)
+              let w492 = ((w484 - w486) - w488)
+              storeVector(arena, ((7956768 +% (((((j477 *% 16) +% (ty478 *% 2)) *% 16) +% (tx479 *% 2)) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))), w489)
+              storeVector(arena, ((7956768 +% ((((((j477 *% 16) +% (ty478 *% 2)) *% 16) +% (tx479 *% 2)) +% 1) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))), w490)
+              storeVector(arena, ((7956768 +% ((((((j477 *% 16) +% (ty478 *% 2)) +% 1) *% 16) +% (tx479 *% 2)) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))), w491)
+              storeVector(arena, ((7956768 +% (((((((j477 *% 16) +% (ty478 *% 2)) +% 1) *% 16) +% (tx479 *% 2)) +% 1) *% 32)) +% ((part468 *% 16) +% (cv480 *% 8))), w492)
+            }
+          }
+        }
+      }
+      for j493 in 0..<1 {
+        for qb494 in 0..<4 {
+          for c495 in 0..<16 {
+            for q496 in 0..<64 {
+              arena[(6815840 +% ((((g427 +% j493) *% 8192) +% (((part468 *% 16) +% c495) *% 256)) +% (q496 +% (qb494 *% 64))))] = arena[((7956768 +% (((j493 *% 256) +% (q496 +% (qb494 *% 64))) *% 32)) +% ((part468 *% 16) +% c495))]
+            }
           }
         }
       }
@@ -1534,107 +1580,111 @@ public func resnet8_train_b64(
   // s2_bn2 = batchnorm(s2_conv2)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 6815840, 8388832, 19024)
   // s2_proj = conv2d(x1)
-  for g507 in 0..<4 {
-    for j508 in 0..<16 {
-      for c509 in 0..<16 {
-        for ky510 in 0..<1 {
-          for oy511 in 0..<16 {
-            for ox512 in 0..<16 {
-              arena[(((8913120 +% ((c509 +% ky510) *% 4112)) +% (j508 *% 256)) +% ((oy511 *% 16) +% ox512))] = arena[((((5242944 +% (((g507 *% 16) +% j508) *% 16384)) +% (c509 *% 1024)) +% (((oy511 *% 2) +% ky510) *% 32)) +% (ox512 *% 2))]
+  for g528 in 0..<4 {
+    parallelFor(pool, 2) { part529 in
+      for j530 in 0..<16 {
+        for c531 in 0..<8 {
+          for ky532 in 0..<1 {
+            for oy533 in 0..<16 {
+              for ox534 in 0..<16 {
+                arena[(((8913120 +% (((c531 +% (part529 *% 8)) +% ky532) *% 4112)) +% (j530 *% 256)) +% ((oy533 *% 16) +% ox534))] = arena[((((5242944 +% (((g528 *% 16) +% j530) *% 16384)) +% ((c531 +% (part529 *% 8)) *% 1024)) +% (((oy533 *% 2) +% ky532) *% 32)) +% (ox534 *% 2))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm520
-      for nb513 in 0..<170 {
-        for mb514 in 0..<8 {
-          var t515_c0_0 = Vector()
-          var t515_c0_1 = Vector()
-          var t515_c0_2 = Vector()
-          var t515_c1_0 = Vector()
-          var t515_c1_1 = Vector()
-          var t515_c1_2 = Vector()
-          var t515_c2_0 = Vector()
-          var t515_c2_1 = Vector()
-          var t515_c2_2 = Vector()
-          var t515_c3_0 = Vector()
-          var t515_c3_1 = Vector()
-          var t515_c3_2 = Vector()
-          for k516 in 0..<16 {
-            let t515_b0 = loadVector(arena, ((8913120 +% (k516 *% 4112)) +% (nb513 *% 24)))
-            let t515_b1 = loadVector(arena, (((8913120 +% (k516 *% 4112)) +% (nb513 *% 24)) +% 8))
-            let t515_b2 = loadVector(arena, (((8913120 +% (k516 *% 4112)) +% (nb513 *% 24)) +% 16))
-            let t515_a0 = Vector(repeating: params[((19088 +% ((mb514 *% 4) *% 16)) +% k516)])
-            t515_c0_0 = t515_c0_0.addingProduct(t515_a0, t515_b0)
-            t515_c0_1 = t515_c0_1.addingProduct(t515_a0, t515_b1)
-            t515_c0_2 = t515_c0_2.addingProduct(t515_a0, t515_b2)
-            let t515_a1 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 1) *% 16)) +% k516)])
-            t515_c1_0 = t515_c1_0.addingProduct(t515_a1, t515_b0)
-            t515_c1_1 = t515_c1_1.addingProduct(t515_a1, t515_b1)
-            t515_c1_2 = t515_c1_2.addingProduct(t515_a1, t515_b2)
-            let t515_a2 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 2) *% 16)) +% k516)])
-            t515_c2_0 = t515_c2_0.addingProduct(t515_a2, t515_b0)
-            t515_c2_1 = t515_c2_1.addingProduct(t515_a2, t515_b1)
-            t515_c2_2 = t515_c2_2.addingProduct(t515_a2, t515_b2)
-            let t515_a3 = Vector(repeating: params[((19088 +% (((mb514 *% 4) +% 3) *% 16)) +% k516)])
-            t515_c3_0 = t515_c3_0.addingProduct(t515_a3, t515_b0)
-            t515_c3_1 = t515_c3_1.addingProduct(t515_a3, t515_b1)
-            t515_c3_2 = t515_c3_2.addingProduct(t515_a3, t515_b2)
+    parallelFor(pool, 2) { part535 in
+      do {  // gemm543
+        for nb536 in 0..<170 {
+          for mb537 in 0..<4 {
+            var t538_c0_0 = Vector()
+            var t538_c0_1 = Vector()
+            var t538_c0_2 = Vector()
+            var t538_c1_0 = Vector()
+            var t538_c1_1 = Vector()
+            var t538_c1_2 = Vector()
+            var t538_c2_0 = Vector()
+            var t538_c2_1 = Vector()
+            var t538_c2_2 = Vector()
+            var t538_c3_0 = Vector()
+            var t538_c3_1 = Vector()
+            var t538_c3_2 = Vector()
+            for k539 in 0..<16 {
+              let t538_b0 = loadVector(arena, ((8913120 +% (k539 *% 4112)) +% (nb536 *% 24)))
+              let t538_b1 = loadVector(arena, (((8913120 +% (k539 *% 4112)) +% (nb536 *% 24)) +% 8))
+              let t538_b2 = loadVector(arena, (((8913120 +% (k539 *% 4112)) +% (nb536 *% 24)) +% 16))
+              let t538_a0 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% ((mb537 *% 4) *% 16)) +% k539)])
+              t538_c0_0 = t538_c0_0.addingProduct(t538_a0, t538_b0)
+              t538_c0_1 = t538_c0_1.addingProduct(t538_a0, t538_b1)
+              t538_c0_2 = t538_c0_2.addingProduct(t538_a0, t538_b2)
+              let t538_a1 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb537 *% 4) +% 1) *% 16)) +% k539)])
+              t538_c1_0 = t538_c1_0.addingProduct(t538_a1, t538_b0)
+              t538_c1_1 = t538_c1_1.addingProduct(t538_a1, t538_b1)
+              t538_c1_2 = t538_c1_2.addingProduct(t538_a1, t538_b2)
+              let t538_a2 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb537 *% 4) +% 2) *% 16)) +% k539)])
+              t538_c2_0 = t538_c2_0.addingProduct(t538_a2, t538_b0)
+              t538_c2_1 = t538_c2_1.addingProduct(t538_a2, t538_b1)
+              t538_c2_2 = t538_c2_2.addingProduct(t538_a2, t538_b2)
+              let t538_a3 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb537 *% 4) +% 3) *% 16)) +% k539)])
+              t538_c3_0 = t538_c3_0.addingProduct(t538_a3, t538_b0)
+              t538_c3_1 = t538_c3_1.addingProduct(t538_a3, t538_b1)
+              t538_c3_2 = t538_c3_2.addingProduct(t538_a3, t538_b2)
+            }
+            storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% ((mb537 *% 4) *% 4112)) +% (nb536 *% 24)), t538_c0_0)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% ((mb537 *% 4) *% 4112)) +% (nb536 *% 24)) +% 8), t538_c0_1)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% ((mb537 *% 4) *% 4112)) +% (nb536 *% 24)) +% 16), t538_c0_2)
+            storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 1) *% 4112)) +% (nb536 *% 24)), t538_c1_0)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 1) *% 4112)) +% (nb536 *% 24)) +% 8), t538_c1_1)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 1) *% 4112)) +% (nb536 *% 24)) +% 16), t538_c1_2)
+            storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 2) *% 4112)) +% (nb536 *% 24)), t538_c2_0)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 2) *% 4112)) +% (nb536 *% 24)) +% 8), t538_c2_1)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 2) *% 4112)) +% (nb536 *% 24)) +% 16), t538_c2_2)
+            storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 3) *% 4112)) +% (nb536 *% 24)), t538_c3_0)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 3) *% 4112)) +% (nb536 *% 24)) +% 8), t538_c3_1)
+            storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb537 *% 4) +% 3) *% 4112)) +% (nb536 *% 24)) +% 16), t538_c3_2)
           }
-          storeVector(arena, ((8978912 +% ((mb514 *% 4) *% 4112)) +% (nb513 *% 24)), t515_c0_0)
-          storeVector(arena, (((8978912 +% ((mb514 *% 4) *% 4112)) +% (nb513 *% 24)) +% 8), t515_c0_1)
-          storeVector(arena, (((8978912 +% ((mb514 *% 4) *% 4112)) +% (nb513 *% 24)) +% 16), t515_c0_2)
-          storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 1) *% 4112)) +% (nb513 *% 24)), t515_c1_0)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 1) *% 4112)) +% (nb513 *% 24)) +% 8), t515_c1_1)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 1) *% 4112)) +% (nb513 *% 24)) +% 16), t515_c1_2)
-          storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 2) *% 4112)) +% (nb513 *% 24)), t515_c2_0)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 2) *% 4112)) +% (nb513 *% 24)) +% 8), t515_c2_1)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 2) *% 4112)) +% (nb513 *% 24)) +% 16), t515_c2_2)
-          storeVector(arena, ((8978912 +% (((mb514 *% 4) +% 3) *% 4112)) +% (nb513 *% 24)), t515_c3_0)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 3) *% 4112)) +% (nb513 *% 24)) +% 8), t515_c3_1)
-          storeVector(arena, (((8978912 +% (((mb514 *% 4) +% 3) *% 4112)) +% (nb513 *% 24)) +% 16), t515_c3_2)
+        }
+        for mb540 in 0..<4 {
+          var t541_c0_0 = Vector()
+          var t541_c0_1 = Vector()
+          var t541_c1_0 = Vector()
+          var t541_c1_1 = Vector()
+          var t541_c2_0 = Vector()
+          var t541_c2_1 = Vector()
+          var t541_c3_0 = Vector()
+          var t541_c3_1 = Vector()
+          for k542 in 0..<16 {
+            let t541_b0 = loadVector(arena, ((8913120 +% (k542 *% 4112)) +% 4080))
+            let t541_b1 = loadVector(arena, (((8913120 +% (k542 *% 4112)) +% 4080) +% 8))
+            let t541_a0 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% ((mb540 *% 4) *% 16)) +% k542)])
+            t541_c0_0 = t541_c0_0.addingProduct(t541_a0, t541_b0)
+            t541_c0_1 = t541_c0_1.addingProduct(t541_a0, t541_b1)
+            let t541_a1 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb540 *% 4) +% 1) *% 16)) +% k542)])
+            t541_c1_0 = t541_c1_0.addingProduct(t541_a1, t541_b0)
+            t541_c1_1 = t541_c1_1.addingProduct(t541_a1, t541_b1)
+            let t541_a2 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb540 *% 4) +% 2) *% 16)) +% k542)])
+            t541_c2_0 = t541_c2_0.addingProduct(t541_a2, t541_b0)
+            t541_c2_1 = t541_c2_1.addingProduct(t541_a2, t541_b1)
+            let t541_a3 = Vector(repeating: params[(((19088 +% ((part535 *% 16) *% 16)) +% (((mb540 *% 4) +% 3) *% 16)) +% k542)])
+            t541_c3_0 = t541_c3_0.addingProduct(t541_a3, t541_b0)
+            t541_c3_1 = t541_c3_1.addingProduct(t541_a3, t541_b1)
+          }
+          storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% ((mb540 *% 4) *% 4112)) +% 4080), t541_c0_0)
+          storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% ((mb540 *% 4) *% 4112)) +% 4080) +% 8), t541_c0_1)
+          storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 1) *% 4112)) +% 4080), t541_c1_0)
+          storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t541_c1_1)
+          storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 2) *% 4112)) +% 4080), t541_c2_0)
+          storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t541_c2_1)
+          storeVector(arena, (((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 3) *% 4112)) +% 4080), t541_c3_0)
+          storeVector(arena, ((((8978912 +% ((part535 *% 16) *% 4112)) +% (((mb540 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t541_c3_1)
         }
       }
-      for mb517 in 0..<8 {
-        var t518_c0_0 = Vector()
-        var t518_c0_1 = Vector()
-        var t518_c1_0 = Vector()
-        var t518_c1_1 = Vector()
-        var t518_c2_0 = Vector()
-        var t518_c2_1 = Vector()
-        var t518_c3_0 = Vector()
-        var t518_c3_1 = Vector()
-        for k519 in 0..<16 {
-          let t518_b0 = loadVector(arena, ((8913120 +% (k519 *% 4112)) +% 4080))
-          let t518_b1 = loadVector(arena, (((8913120 +% (k519 *% 4112)) +% 4080) +% 8))
-          let t518_a0 = Vector(repeating: params[((19088 +% ((mb517 *% 4) *% 16)) +% k519)])
-          t518_c0_0 = t518_c0_0.addingProduct(t518_a0, t518_b0)
-          t518_c0_1 = t518_c0_1.addingProduct(t518_a0, t518_b1)
-          let t518_a1 = Vector(repeating: params[((19088 +% (((mb517 *% 4) +% 1) *% 16)) +% k519)])
-          t518_c1_0 = t518_c1_0.addingProduct(t518_a1, t518_b0)
-          t518_c1_1 = t518_c1_1.addingProduct(t518_a1, t518_b1)
-          let t518_a2 = Vector(repeating: params[((19088 +% (((mb517 *% 4) +% 2) *% 16)) +% k519)])
-          t518_c2_0 = t518_c2_0.addingProduct(t518_a2, t518_b0)
-          t518_c2_1 = t518_c2_1.addingProduct(t518_a2, t518_b1)
-          let t518_a3 = Vector(repeating: params[((19088 +% (((mb517 *% 4) +% 3) *% 16)) +% k519)])
-          t518_c3_0 = t518_c3_0.addingProduct(t518_a3, t518_b0)
-          t518_c3_1 = t518_c3_1.addingProduct(t518_a3, t518_b1)
-        }
-        storeVector(arena, ((8978912 +% ((mb517 *% 4) *% 4112)) +% 4080), t518_c0_0)
-        storeVector(arena, (((8978912 +% ((mb517 *% 4) *% 4112)) +% 4080) +% 8), t518_c0_1)
-        storeVector(arena, ((8978912 +% (((mb517 *% 4) +% 1) *% 4112)) +% 4080), t518_c1_0)
-        storeVector(arena, (((8978912 +% (((mb517 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t518_c1_1)
-        storeVector(arena, ((8978912 +% (((mb517 *% 4) +% 2) *% 4112)) +% 4080), t518_c2_0)
-        storeVector(arena, (((8978912 +% (((mb517 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t518_c2_1)
-        storeVector(arena, ((8978912 +% (((mb517 *% 4) +% 3) *% 4112)) +% 4080), t518_c3_0)
-        storeVector(arena, (((8978912 +% (((mb517 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t518_c3_1)
-      }
-    }
-    for j521 in 0..<16 {
-      for f522 in 0..<32 {
-        for i523 in 0..<256 {
-          arena[(8388832 +% (((((g507 *% 16) +% j521) *% 8192) +% (f522 *% 256)) +% i523))] = arena[(((8978912 +% (f522 *% 4112)) +% (j521 *% 256)) +% i523)]
+      for j544 in 0..<16 {
+        for f545 in 0..<16 {
+          for i546 in 0..<256 {
+            arena[(8388832 +% (((((g528 *% 16) +% j544) *% 8192) +% ((f545 +% (part535 *% 16)) *% 256)) +% i546))] = arena[(((8978912 +% ((f545 +% (part535 *% 16)) *% 4112)) +% (j544 *% 256)) +% i546)]
+          }
         }
       }
     }
@@ -1642,164 +1692,172 @@ public func resnet8_train_b64(
   // s2_pbn = batchnorm(s2_proj)
   resnet8_train_b64_shared2_s2_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 8388832, 9437472, 19600)
   // s2_sum = add(s2_bn2, s2_pbn)
-  for i554 in 0..<65536 {
-    storeVector(arena, ((i554 *% 8) +% 9437472), (loadVector(arena, ((i554 *% 8) +% 7864480)) + loadVector(arena, ((i554 *% 8) +% 8913120))))
+  parallelFor(pool, 2) { part578 in
+    for i579 in 0..<262144 {
+      arena[(9437472 +% (i579 +% (part578 *% 262144)))] = (arena[(7864480 +% (i579 +% (part578 *% 262144)))] + arena[(8913120 +% (i579 +% (part578 *% 262144)))])
+    }
   }
   // x2 = relu(s2_sum)
-  for i555 in 0..<65536 {
-    storeVector(arena, ((i555 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i555 *% 8) +% 9437472)), where: loadVector(arena, ((i555 *% 8) +% 9437472)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part580 in
+    for i581 in 0..<262144 {
+      arena[(7864480 +% (i581 +% (part580 *% 262144)))] = (arena[(9437472 +% (i581 +% (part580 *% 262144)))] > Float(0) ? arena[(9437472 +% (i581 +% (part580 *% 262144)))] : Float(0))
+    }
   }
   // s3_conv1 = conv2d(x2)
-  for g556 in 0..<4 {
-    for j557 in 0..<16 {
-      for c558 in 0..<32 {
-        for ky559 in 0..<3 {
-          for oy560 in 0..<8 {
-            if (-1 < (((oy560 *% 2) +% ky559) +% -1) && (((oy560 *% 2) +% ky559) +% -1) < 16) {
-              for ox561 in 0..<7 {
-                arena[(((9437472 +% ((((c558 *% 3) +% ky559) *% 3) *% 1040)) +% (j557 *% 64)) +% ((oy560 *% 8) +% (ox561 +% 1)))] = arena[((((7864480 +% (((g556 *% 16) +% j557) *% 8192)) +% (c558 *% 256)) +% ((((oy560 *% 2) +% ky559) +% -1) *% 16)) +% (((ox561 +% 1) *% 2) +% -1))]
+  for g582 in 0..<4 {
+    parallelFor(pool, 2) { part583 in
+      for j584 in 0..<16 {
+        for c585 in 0..<16 {
+          for ky586 in 0..<3 {
+            for oy587 in 0..<8 {
+              if (-1 < (((oy587 *% 2) +% ky586) +% -1) && (((oy587 *% 2) +% ky586) +% -1) < 16) {
+                for ox588 in 0..<7 {
+                  arena[(((9437472 +% (((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) *% 1040)) +% (j584 *% 64)) +% ((oy587 *% 8) +% (ox588 +% 1)))] = arena[((((7864480 +% (((g582 *% 16) +% j584) *% 8192)) +% ((c585 +% (part583 *% 16)) *% 256)) +% ((((oy587 *% 2) +% ky586) +% -1) *% 16)) +% (((ox588 +% 1) *% 2) +% -1))]
+                }
+                for ox589 in 0..<1 {
+                  arena[(((9437472 +% (((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) *% 1040)) +% (j584 *% 64)) +% ((oy587 *% 8) +% ox589))] = Float(0)
+                }
               }
-              for ox562 in 0..<1 {
-                arena[(((9437472 +% ((((c558 *% 3) +% ky559) *% 3) *% 1040)) +% (j557 *% 64)) +% ((oy560 *% 8) +% ox562))] = Float(0)
+              if (((oy587 *% 2) +% ky586) +% -1) < 0 {
+                for ox590 in 0..<8 {
+                  arena[(((9437472 +% (((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) *% 1040)) +% (j584 *% 64)) +% ((oy587 *% 8) +% ox590))] = Float(0)
+                }
               }
-            }
-            if (((oy560 *% 2) +% ky559) +% -1) < 0 {
-              for ox563 in 0..<8 {
-                arena[(((9437472 +% ((((c558 *% 3) +% ky559) *% 3) *% 1040)) +% (j557 *% 64)) +% ((oy560 *% 8) +% ox563))] = Float(0)
-              }
-            }
-            if 15 < (((oy560 *% 2) +% ky559) +% -1) {
-              for ox563 in 0..<8 {
-                arena[(((9437472 +% ((((c558 *% 3) +% ky559) *% 3) *% 1040)) +% (j557 *% 64)) +% ((oy560 *% 8) +% ox563))] = Float(0)
-              }
-            }
-          }
-          for oy564 in 0..<8 {
-            if (-1 < (((oy564 *% 2) +% ky559) +% -1) && (((oy564 *% 2) +% ky559) +% -1) < 16) {
-              for ox565 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 1) *% 1040)) +% (j557 *% 64)) +% ((oy564 *% 8) +% ox565))] = arena[((((7864480 +% (((g556 *% 16) +% j557) *% 8192)) +% (c558 *% 256)) +% ((((oy564 *% 2) +% ky559) +% -1) *% 16)) +% (ox565 *% 2))]
+              if 15 < (((oy587 *% 2) +% ky586) +% -1) {
+                for ox590 in 0..<8 {
+                  arena[(((9437472 +% (((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) *% 1040)) +% (j584 *% 64)) +% ((oy587 *% 8) +% ox590))] = Float(0)
+                }
               }
             }
-            if (((oy564 *% 2) +% ky559) +% -1) < 0 {
-              for ox566 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 1) *% 1040)) +% (j557 *% 64)) +% ((oy564 *% 8) +% ox566))] = Float(0)
+            for oy591 in 0..<8 {
+              if (-1 < (((oy591 *% 2) +% ky586) +% -1) && (((oy591 *% 2) +% ky586) +% -1) < 16) {
+                for ox592 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 1) *% 1040)) +% (j584 *% 64)) +% ((oy591 *% 8) +% ox592))] = arena[((((7864480 +% (((g582 *% 16) +% j584) *% 8192)) +% ((c585 +% (part583 *% 16)) *% 256)) +% ((((oy591 *% 2) +% ky586) +% -1) *% 16)) +% (ox592 *% 2))]
+                }
+              }
+              if (((oy591 *% 2) +% ky586) +% -1) < 0 {
+                for ox593 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 1) *% 1040)) +% (j584 *% 64)) +% ((oy591 *% 8) +% ox593))] = Float(0)
+                }
+              }
+              if 15 < (((oy591 *% 2) +% ky586) +% -1) {
+                for ox593 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 1) *% 1040)) +% (j584 *% 64)) +% ((oy591 *% 8) +% ox593))] = Float(0)
+                }
               }
             }
-            if 15 < (((oy564 *% 2) +% ky559) +% -1) {
-              for ox566 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 1) *% 1040)) +% (j557 *% 64)) +% ((oy564 *% 8) +% ox566))] = Float(0)
+            for oy594 in 0..<8 {
+              if (-1 < (((oy594 *% 2) +% ky586) +% -1) && (((oy594 *% 2) +% ky586) +% -1) < 16) {
+                for ox595 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 2) *% 1040)) +% (j584 *% 64)) +% ((oy594 *% 8) +% ox595))] = arena[((((7864480 +% (((g582 *% 16) +% j584) *% 8192)) +% ((c585 +% (part583 *% 16)) *% 256)) +% ((((oy594 *% 2) +% ky586) +% -1) *% 16)) +% ((ox595 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy567 in 0..<8 {
-            if (-1 < (((oy567 *% 2) +% ky559) +% -1) && (((oy567 *% 2) +% ky559) +% -1) < 16) {
-              for ox568 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 2) *% 1040)) +% (j557 *% 64)) +% ((oy567 *% 8) +% ox568))] = arena[((((7864480 +% (((g556 *% 16) +% j557) *% 8192)) +% (c558 *% 256)) +% ((((oy567 *% 2) +% ky559) +% -1) *% 16)) +% ((ox568 *% 2) +% 1))]
+              if (((oy594 *% 2) +% ky586) +% -1) < 0 {
+                for ox596 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 2) *% 1040)) +% (j584 *% 64)) +% ((oy594 *% 8) +% ox596))] = Float(0)
+                }
               }
-            }
-            if (((oy567 *% 2) +% ky559) +% -1) < 0 {
-              for ox569 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 2) *% 1040)) +% (j557 *% 64)) +% ((oy567 *% 8) +% ox569))] = Float(0)
-              }
-            }
-            if 15 < (((oy567 *% 2) +% ky559) +% -1) {
-              for ox569 in 0..<8 {
-                arena[(((9437472 +% (((((c558 *% 3) +% ky559) *% 3) +% 2) *% 1040)) +% (j557 *% 64)) +% ((oy567 *% 8) +% ox569))] = Float(0)
+              if 15 < (((oy594 *% 2) +% ky586) +% -1) {
+                for ox596 in 0..<8 {
+                  arena[(((9437472 +% ((((((c585 +% (part583 *% 16)) *% 3) +% ky586) *% 3) +% 2) *% 1040)) +% (j584 *% 64)) +% ((oy594 *% 8) +% ox596))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    do {  // gemm577
-      for nb570 in 0..<42 {
-        for mb571 in 0..<16 {
-          var t572_c0_0 = Vector()
-          var t572_c0_1 = Vector()
-          var t572_c0_2 = Vector()
-          var t572_c1_0 = Vector()
-          var t572_c1_1 = Vector()
-          var t572_c1_2 = Vector()
-          var t572_c2_0 = Vector()
-          var t572_c2_1 = Vector()
-          var t572_c2_2 = Vector()
-          var t572_c3_0 = Vector()
-          var t572_c3_1 = Vector()
-          var t572_c3_2 = Vector()
-          for k573 in 0..<288 {
-            let t572_b0 = loadVector(arena, ((9437472 +% (k573 *% 1040)) +% (nb570 *% 24)))
-            let t572_b1 = loadVector(arena, (((9437472 +% (k573 *% 1040)) +% (nb570 *% 24)) +% 8))
-            let t572_b2 = loadVector(arena, (((9437472 +% (k573 *% 1040)) +% (nb570 *% 24)) +% 16))
-            let t572_a0 = Vector(repeating: params[((19664 +% ((mb571 *% 4) *% 288)) +% k573)])
-            t572_c0_0 = t572_c0_0.addingProduct(t572_a0, t572_b0)
-            t572_c0_1 = t572_c0_1.addingProduct(t572_a0, t572_b1)
-            t572_c0_2 = t572_c0_2.addingProduct(t572_a0, t572_b2)
-            let t572_a1 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 1) *% 288)) +% k573)])
-            t572_c1_0 = t572_c1_0.addingProduct(t572_a1, t572_b0)
-            t572_c1_1 = t572_c1_1.addingProduct(t572_a1, t572_b1)
-            t572_c1_2 = t572_c1_2.addingProduct(t572_a1, t572_b2)
-            let t572_a2 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 2) *% 288)) +% k573)])
-            t572_c2_0 = t572_c2_0.addingProduct(t572_a2, t572_b0)
-            t572_c2_1 = t572_c2_1.addingProduct(t572_a2, t572_b1)
-            t572_c2_2 = t572_c2_2.addingProduct(t572_a2, t572_b2)
-            let t572_a3 = Vector(repeating: params[((19664 +% (((mb571 *% 4) +% 3) *% 288)) +% k573)])
-            t572_c3_0 = t572_c3_0.addingProduct(t572_a3, t572_b0)
-            t572_c3_1 = t572_c3_1.addingProduct(t572_a3, t572_b1)
-            t572_c3_2 = t572_c3_2.addingProduct(t572_a3, t572_b2)
+    parallelFor(pool, 2) { part597 in
+      do {  // gemm605
+        for nb598 in 0..<42 {
+          for mb599 in 0..<8 {
+            var t600_c0_0 = Vector()
+            var t600_c0_1 = Vector()
+            var t600_c0_2 = Vector()
+            var t600_c1_0 = Vector()
+            var t600_c1_1 = Vector()
+            var t600_c1_2 = Vector()
+            var t600_c2_0 = Vector()
+            var t600_c2_1 = Vector()
+            var t600_c2_2 = Vector()
+            var t600_c3_0 = Vector()
+            var t600_c3_1 = Vector()
+            var t600_c3_2 = Vector()
+            for k601 in 0..<288 {
+              let t600_b0 = loadVector(arena, ((9437472 +% (k601 *% 1040)) +% (nb598 *% 24)))
+              let t600_b1 = loadVector(arena, (((9437472 +% (k601 *% 1040)) +% (nb598 *% 24)) +% 8))
+              let t600_b2 = loadVector(arena, (((9437472 +% (k601 *% 1040)) +% (nb598 *% 24)) +% 16))
+              let t600_a0 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% ((mb599 *% 4) *% 288)) +% k601)])
+              t600_c0_0 = t600_c0_0.addingProduct(t600_a0, t600_b0)
+              t600_c0_1 = t600_c0_1.addingProduct(t600_a0, t600_b1)
+              t600_c0_2 = t600_c0_2.addingProduct(t600_a0, t600_b2)
+              let t600_a1 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb599 *% 4) +% 1) *% 288)) +% k601)])
+              t600_c1_0 = t600_c1_0.addingProduct(t600_a1, t600_b0)
+              t600_c1_1 = t600_c1_1.addingProduct(t600_a1, t600_b1)
+              t600_c1_2 = t600_c1_2.addingProduct(t600_a1, t600_b2)
+              let t600_a2 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb599 *% 4) +% 2) *% 288)) +% k601)])
+              t600_c2_0 = t600_c2_0.addingProduct(t600_a2, t600_b0)
+              t600_c2_1 = t600_c2_1.addingProduct(t600_a2, t600_b1)
+              t600_c2_2 = t600_c2_2.addingProduct(t600_a2, t600_b2)
+              let t600_a3 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb599 *% 4) +% 3) *% 288)) +% k601)])
+              t600_c3_0 = t600_c3_0.addingProduct(t600_a3, t600_b0)
+              t600_c3_1 = t600_c3_1.addingProduct(t600_a3, t600_b1)
+              t600_c3_2 = t600_c3_2.addingProduct(t600_a3, t600_b2)
+            }
+            storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% ((mb599 *% 4) *% 1040)) +% (nb598 *% 24)), t600_c0_0)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% ((mb599 *% 4) *% 1040)) +% (nb598 *% 24)) +% 8), t600_c0_1)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% ((mb599 *% 4) *% 1040)) +% (nb598 *% 24)) +% 16), t600_c0_2)
+            storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 1) *% 1040)) +% (nb598 *% 24)), t600_c1_0)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 1) *% 1040)) +% (nb598 *% 24)) +% 8), t600_c1_1)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 1) *% 1040)) +% (nb598 *% 24)) +% 16), t600_c1_2)
+            storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 2) *% 1040)) +% (nb598 *% 24)), t600_c2_0)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 2) *% 1040)) +% (nb598 *% 24)) +% 8), t600_c2_1)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 2) *% 1040)) +% (nb598 *% 24)) +% 16), t600_c2_2)
+            storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 3) *% 1040)) +% (nb598 *% 24)), t600_c3_0)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 3) *% 1040)) +% (nb598 *% 24)) +% 8), t600_c3_1)
+            storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb599 *% 4) +% 3) *% 1040)) +% (nb598 *% 24)) +% 16), t600_c3_2)
           }
-          storeVector(arena, ((9736992 +% ((mb571 *% 4) *% 1040)) +% (nb570 *% 24)), t572_c0_0)
-          storeVector(arena, (((9736992 +% ((mb571 *% 4) *% 1040)) +% (nb570 *% 24)) +% 8), t572_c0_1)
-          storeVector(arena, (((9736992 +% ((mb571 *% 4) *% 1040)) +% (nb570 *% 24)) +% 16), t572_c0_2)
-          storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 1) *% 1040)) +% (nb570 *% 24)), t572_c1_0)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 1) *% 1040)) +% (nb570 *% 24)) +% 8), t572_c1_1)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 1) *% 1040)) +% (nb570 *% 24)) +% 16), t572_c1_2)
-          storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 2) *% 1040)) +% (nb570 *% 24)), t572_c2_0)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 2) *% 1040)) +% (nb570 *% 24)) +% 8), t572_c2_1)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 2) *% 1040)) +% (nb570 *% 24)) +% 16), t572_c2_2)
-          storeVector(arena, ((9736992 +% (((mb571 *% 4) +% 3) *% 1040)) +% (nb570 *% 24)), t572_c3_0)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 3) *% 1040)) +% (nb570 *% 24)) +% 8), t572_c3_1)
-          storeVector(arena, (((9736992 +% (((mb571 *% 4) +% 3) *% 1040)) +% (nb570 *% 24)) +% 16), t572_c3_2)
+        }
+        for mb602 in 0..<8 {
+          var t603_c0_0 = Vector()
+          var t603_c0_1 = Vector()
+          var t603_c1_0 = Vector()
+          var t603_c1_1 = Vector()
+          var t603_c2_0 = Vector()
+          var t603_c2_1 = Vector()
+          var t603_c3_0 = Vector()
+          var t603_c3_1 = Vector()
+          for k604 in 0..<288 {
+            let t603_b0 = loadVector(arena, ((9437472 +% (k604 *% 1040)) +% 1008))
+            let t603_b1 = loadVector(arena, (((9437472 +% (k604 *% 1040)) +% 1008) +% 8))
+            let t603_a0 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% ((mb602 *% 4) *% 288)) +% k604)])
+            t603_c0_0 = t603_c0_0.addingProduct(t603_a0, t603_b0)
+            t603_c0_1 = t603_c0_1.addingProduct(t603_a0, t603_b1)
+            let t603_a1 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb602 *% 4) +% 1) *% 288)) +% k604)])
+            t603_c1_0 = t603_c1_0.addingProduct(t603_a1, t603_b0)
+            t603_c1_1 = t603_c1_1.addingProduct(t603_a1, t603_b1)
+            let t603_a2 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb602 *% 4) +% 2) *% 288)) +% k604)])
+            t603_c2_0 = t603_c2_0.addingProduct(t603_a2, t603_b0)
+            t603_c2_1 = t603_c2_1.addingProduct(t603_a2, t603_b1)
+            let t603_a3 = Vector(repeating: params[(((19664 +% ((part597 *% 32) *% 288)) +% (((mb602 *% 4) +% 3) *% 288)) +% k604)])
+            t603_c3_0 = t603_c3_0.addingProduct(t603_a3, t603_b0)
+            t603_c3_1 = t603_c3_1.addingProduct(t603_a3, t603_b1)
+          }
+          storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% ((mb602 *% 4) *% 1040)) +% 1008), t603_c0_0)
+          storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% ((mb602 *% 4) *% 1040)) +% 1008) +% 8), t603_c0_1)
+          storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 1) *% 1040)) +% 1008), t603_c1_0)
+          storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t603_c1_1)
+          storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 2) *% 1040)) +% 1008), t603_c2_0)
+          storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t603_c2_1)
+          storeVector(arena, (((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 3) *% 1040)) +% 1008), t603_c3_0)
+          storeVector(arena, ((((9736992 +% ((part597 *% 32) *% 1040)) +% (((mb602 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t603_c3_1)
         }
       }
-      for mb574 in 0..<16 {
-        var t575_c0_0 = Vector()
-        var t575_c0_1 = Vector()
-        var t575_c1_0 = Vector()
-        var t575_c1_1 = Vector()
-        var t575_c2_0 = Vector()
-        var t575_c2_1 = Vector()
-        var t575_c3_0 = Vector()
-        var t575_c3_1 = Vector()
-        for k576 in 0..<288 {
-          let t575_b0 = loadVector(arena, ((9437472 +% (k576 *% 1040)) +% 1008))
-          let t575_b1 = loadVector(arena, (((9437472 +% (k576 *% 1040)) +% 1008) +% 8))
-          let t575_a0 = Vector(repeating: params[((19664 +% ((mb574 *% 4) *% 288)) +% k576)])
-          t575_c0_0 = t575_c0_0.addingProduct(t575_a0, t575_b0)
-          t575_c0_1 = t575_c0_1.addingProduct(t575_a0, t575_b1)
-          let t575_a1 = Vector(repeating: params[((19664 +% (((mb574 *% 4) +% 1) *% 288)) +% k576)])
-          t575_c1_0 = t575_c1_0.addingProduct(t575_a1, t575_b0)
-          t575_c1_1 = t575_c1_1.addingProduct(t575_a1, t575_b1)
-          let t575_a2 = Vector(repeating: params[((19664 +% (((mb574 *% 4) +% 2) *% 288)) +% k576)])
-          t575_c2_0 = t575_c2_0.addingProduct(t575_a2, t575_b0)
-          t575_c2_1 = t575_c2_1.addingProduct(t575_a2, t575_b1)
-          let t575_a3 = Vector(repeating: params[((19664 +% (((mb574 *% 4) +% 3) *% 288)) +% k576)])
-          t575_c3_0 = t575_c3_0.addingProduct(t575_a3, t575_b0)
-          t575_c3_1 = t575_c3_1.addingProduct(t575_a3, t575_b1)
-        }
-        storeVector(arena, ((9736992 +% ((mb574 *% 4) *% 1040)) +% 1008), t575_c0_0)
-        storeVector(arena, (((9736992 +% ((mb574 *% 4) *% 1040)) +% 1008) +% 8), t575_c0_1)
-        storeVector(arena, ((9736992 +% (((mb574 *% 4) +% 1) *% 1040)) +% 1008), t575_c1_0)
-        storeVector(arena, (((9736992 +% (((mb574 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t575_c1_1)
-        storeVector(arena, ((9736992 +% (((mb574 *% 4) +% 2) *% 1040)) +% 1008), t575_c2_0)
-        storeVector(arena, (((9736992 +% (((mb574 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t575_c2_1)
-        storeVector(arena, ((9736992 +% (((mb574 *% 4) +% 3) *% 1040)) +% 1008), t575_c3_0)
-        storeVector(arena, (((9736992 +% (((mb574 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t575_c3_1)
-      }
-    }
-    for j578 in 0..<16 {
-      for f579 in 0..<64 {
-        for i580 in 0..<64 {
-          arena[(8913120 +% (((((g556 *% 16) +% j578) *% 4096) +% (f579 *% 64)) +% i580))] = arena[(((9736992 +% (f579 *% 1040)) +% (j578 *% 64)) +% i580)]
+      for j606 in 0..<16 {
+        for f607 in 0..<32 {
+          for i608 in 0..<64 {
+            arena[(8913120 +% (((((g582 *% 16) +% j606) *% 4096) +% ((f607 +% (part597 *% 32)) *% 64)) +% i608))] = arena[(((9736992 +% ((f607 +% (part597 *% 32)) *% 1040)) +% (j606 *% 64)) +% i608)]
+          }
         }
       }
     }
@@ -1807,244 +1865,249 @@ public func resnet8_train_b64(
   // s3_bn1 = batchnorm(s3_conv1)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 8913120, 9437600, 38096, 9175264)
   // s3_relu1 = relu(s3_bn1)
-  for i611 in 0..<32768 {
-    storeVector(arena, ((i611 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i611 *% 8) +% 9175264)), where: loadVector(arena, ((i611 *% 8) +% 9175264)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part640 in
+    for i641 in 0..<131072 {
+      arena[(9437600 +% (i641 +% (part640 *% 131072)))] = (arena[(9175264 +% (i641 +% (part640 *% 131072)))] > Float(0) ? arena[(9175264 +% (i641 +% (part640 *% 131072)))] : Float(0))
+    }
   }
   // s3_conv2 = conv2d(s3_relu1)
-  do {  // scalar loops
-    for ci612 in 0..<64 {
-      for co613 in 0..<64 {
-        var w614: Float = params[(38224 +% (((co613 *% 64) +% ci612) *% 9))]
-        var w615: Float = (((params[(38224 +% (((co613 *% 64) +% ci612) *% 9))] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 3)]) + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w616: Float = (((params[(38224 +% (((co613 *% 64) +% ci612) *% 9))] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 6)]) - params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w617: Float = params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 6)]
-        var w618: Float = params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 1)]
-        var w619: Float = (((params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 1)] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 4)]) + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w620: Float = (((params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 1)] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 7)]) - params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w621: Float = params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 7)]
-        var w622: Float = params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 2)]
-        var w623: Float = (((params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 2)] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 5)]) + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w624: Float = (((params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 2)] + params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 8)]) - params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w625: Float = params[((38224 +% (((co613 *% 64) +% ci612) *% 9)) +% 8)]
-        var w626: Float = w614
-        var w627: Float = (((w614 + w618) + w622) * Float(bitPattern: 0x3f000000))
-        var w628: Float = (((w614 + w622) - w618) * Float(bitPattern: 0x3f000000))
-        var w629: Float = w622
-        var w630: Float = w615
-        var w631: Float = (((w615 + w619) + w623) * Float(bitPattern: 0x3f000000))
-        var w632: Float = (((w615 + w623) - w619) * Float(bitPattern: 0x3f000000))
-        var w633: Float = w623
-        var w634: Float = w616
-        var w635: Float = (((w616 + w620) + w624) * Float(bitPattern: 0x3f000000))
-        var w636: Float = (((w616 + w624) - w620) * Float(bitPattern: 0x3f000000))
-        var w637: Float = w624
-        var w638: Float = w617
-        var w639: Float = (((w617 + w621) + w625) * Float(bitPattern: 0x3f000000))
-        var w640: Float = (((w617 + w625) - w621) * Float(bitPattern: 0x3f000000))
-        var w641: Float = w625
-        arena[((9699744 +% (ci612 *% 64)) +% co613)] = w626
-        arena[((9703840 +% (ci612 *% 64)) +% co613)] = w627
-        arena[((9707936 +% (ci612 *% 64)) +% co613)] = w628
-        arena[((9712032 +% (ci612 *% 64)) +% co613)] = w629
-        arena[((9716128 +% (ci612 *% 64)) +% co613)] = w630
-        arena[((9720224 +% (ci612 *% 64)) +% co613)] = w631
-        arena[((9724320 +% (ci612 *% 64)) +% co613)] = w632
-        arena[((9728416 +% (ci612 *% 64)) +% co613)] = w633
-        arena[((9732512 +% (ci612 *% 64)) +% co613)] = w634
-        arena[((9736608 +% (ci612 *% 64)) +% co613)] = w635
-        arena[((9740704 +% (ci612 *% 64)) +% co613)] = w636
-        arena[((9744800 +% (ci612 *% 64)) +% co613)] = w637
-        arena[((9748896 +% (ci612 *% 64)) +% co613)] = w638
-        arena[((9752992 +% (ci612 *% 64)) +% co613)] = w639
-        arena[((9757088 +% (ci612 *% 64)) +% co613)] = w640
-        arena[((9761184 +% (ci612 *% 64)) +% co613)] = w641
+  parallelFor(pool, 2) { part642 in
+    do {  // scalar loops
+      for ci643 in 0..<64 {
+        for co644 in 0..<32 {
+          var w645: Float = params[(38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9))]
+          var w646: Float = (((params[(38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9))] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 3)]) + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w647: Float = (((params[(38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9))] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 6)]) - params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w648: Float = params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 6)]
+          var w649: Float = params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 1)]
+          var w650: Float = (((params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 1)] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 4)]) + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w651: Float = (((params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 1)] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 7)]) - params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w652: Float = params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 7)]
+          var w653: Float = params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 2)]
+          var w654: Float = (((params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 2)] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 5)]) + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w655: Float = (((params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 2)] + params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 8)]) - params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w656: Float = params[((38224 +% (((((part642 *% 32) +% co644) *% 64) +% ci643) *% 9)) +% 8)]
+          var w657: Float = w645
+          var w658: Float = (((w645 + w649) + w653) * Float(bitPattern: 0x3f000000))
+          var w659: Float = (((w645 + w653) - w649) * Float(bitPattern: 0x3f000000))
+          var w660: Float = w653
+          var w661: Float = w646
+          var w662: Float = (((w646 + w650) + w654) * Float(bitPattern: 0x3f000000))
+          var w663: Float = (((w646 + w654) - w650) * Float(bitPattern: 0x3f000000))
+          var w664: Float = w654
+          var w665: Float = w647
+          var w666: Float = (((w647 + w651) + w655) * Float(bitPattern: 0x3f000000))
+          var w667: Float = (((w647 + w655) - w651) * Float(bitPattern: 0x3f000000))
+          var w668: Float = w655
+          var w669: Float = w648
+          var w670: Float = (((w648 + w652) + w656) * Float(bitPattern: 0x3f000000))
+          var w671: Float = (((w648 + w656) - w652) * Float(bitPattern: 0x3f000000))
+          var w672: Float = w656
+          arena[((9699744 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w657
+          arena[((9703840 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w658
+          arena[((9707936 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w659
+          arena[((9712032 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w660
+          arena[((9716128 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w661
+          arena[((9720224 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w662
+          arena[((9724320 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w663
+          arena[((9728416 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w664
+          arena[((9732512 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w665
+          arena[((9736608 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w666
+          arena[((9740704 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w667
+          arena[((9744800 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w668
+          arena[((9748896 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w669
+          arena[((9752992 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w670
+          arena[((9757088 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w671
+          arena[((9761184 +% (ci643 *% 64)) +% ((part642 *% 32) +% co644))] = w672
+        }
       }
     }
   }
-  for i642 in 0..<800 {
-    storeVector(arena, ((i642 *% 8) +% 9765280), Vector(repeating: Float(0)))
+  for i673 in 0..<800 {
+    storeVector(arena, ((i673 *% 8) +% 9765280), Vector(repeating: Float(0)))
   }
-  for g643 in 0..<64 {
-    for j644 in 0..<1 {
-      for iy645 in 0..<8 {
-        for c646 in 0..<64 {
-          for ix647 in 0..<8 {
-            arena[(9765280 +% ((((j644 *% 6400) +% ((iy645 +% 1) *% 640)) +% ((ix647 +% 1) *% 64)) +% c646))] = arena[((((9437600 +% ((g643 +% j644) *% 4096)) +% (c646 *% 64)) +% (iy645 *% 8)) +% ix647)]
+  for g674 in 0..<64 {
+    for j675 in 0..<1 {
+      for iy676 in 0..<8 {
+        for c677 in 0..<64 {
+          for ix678 in 0..<8 {
+            arena[(9765280 +% ((((j675 *% 6400) +% ((iy676 +% 1) *% 640)) +% ((ix678 +% 1) *% 64)) +% c677))] = arena[((((9437600 +% ((g674 +% j675) *% 4096)) +% (c677 *% 64)) +% (iy676 *% 8)) +% ix678)]
           }
         }
       }
     }
-    for j648 in 0..<1 {
-      for ty649 in 0..<4 {
-        for tx650 in 0..<4 {
-          for cv651 in 0..<8 {
-            let w652 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% ((ty649 *% 2) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))))
-            let w653 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))) + loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))))
-            let w654 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))))
-            let w655 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 3) *% 640)) +% ((tx650 *% 2) *% 64)) +% (cv651 *% 8)))))
-            let w656 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% ((ty649 *% 2) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))))
-            let w657 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))) + loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))))
-            let w658 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))))
-            let w659 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 3) *% 640)) +% (((tx650 *% 2) +% 1) *% 64)) +% (cv651 *% 8)))))
-            let w660 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% ((ty649 *% 2) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))))
-            let w661 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))) + loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))))
-            let w662 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))))
-            let w663 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 3) *% 640)) +% (((tx650 *% 2) +% 2) *% 64)) +% (cv651 *% 8)))))
-            let w664 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% ((ty649 *% 2) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))))
-            let w665 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))) + loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))))
-            let w666 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 2) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))))
-            let w667 = (loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 1) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))) - loadVector(arena, (9765280 +% ((((j648 *% 6400) +% (((ty649 *% 2) +% 3) *% 640)) +% (((tx650 *% 2) +% 3) *% 64)) +% (cv651 *% 8)))))
-            let w668 = (w652 - w660)
-            let w669 = (w656 + w660)
-            let w670 = (w660 - w656)
-            let w671 = (w656 - w664)
-            let w672 = (w653 - w661)
-            let w673 = (w657 + w661)
-            let w674 = (w661 - w657)
-            let w675 = (w657 - w665)
-            let w676 = (w654 - w662)
-            let w677 = (w658 + w662)
-            let w678 = (w662 - w658)
-            let w679 = (w658 - w666)
-            let w680 = (w655 - w663)
-            let w681 = (w659 + w663)
-            let w682 = (w663 - w659)
-            let w683 = (w659 - w667)
-            storeVector(arena, ((9771680 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w668)
-            storeVector(arena, ((9772704 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w669)
-            storeVector(arena, ((9773728 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w670)
-            storeVector(arena, ((9774752 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w671)
-            storeVector(arena, ((9775776 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w672)
-            storeVector(arena, ((9776800 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w673)
-            storeVector(arena, ((9777824 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w674)
-            storeVector(arena, ((9778848 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w675)
-            storeVector(arena, ((9779872 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w676)
-            storeVector(arena, ((9780896 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w677)
-            storeVector(arena, ((9781920 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w678)
-            storeVector(arena, ((9782944 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w679)
-            storeVector(arena, ((9783968 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w680)
-            storeVector(arena, ((9784992 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w681)
-            storeVector(arena, ((9786016 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w682)
-            storeVector(arena, ((9787040 +% ((((j648 *% 16) +% (ty649 *% 4)) +% tx650) *% 64)) +% (cv651 *% 8)), w683)
+    for j679 in 0..<1 {
+      for ty680 in 0..<4 {
+        for tx681 in 0..<4 {
+          for cv682 in 0..<8 {
+            let w683 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% ((ty680 *% 2) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))))
+            let w684 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))) + loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))))
+            let w685 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))))
+            let w686 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 3) *% 640)) +% ((tx681 *% 2) *% 64)) +% (cv682 *% 8)))))
+            let w687 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% ((ty680 *% 2) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))))
+            let w688 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))) + loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))))
+            let w689 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))))
+            let w690 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 3) *% 640)) +% (((tx681 *% 2) +% 1) *% 64)) +% (cv682 *% 8)))))
+            let w691 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% ((ty680 *% 2) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))))
+            let w692 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))) + loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))))
+            let w693 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))))
+            let w694 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 3) *% 640)) +% (((tx681 *% 2) +% 2) *% 64)) +% (cv682 *% 8)))))
+            let w695 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% ((ty680 *% 2) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))))
+            let w696 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))) + loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))))
+            let w697 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 2) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))))
+            let w698 = (loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 1) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))) - loadVector(arena, (9765280 +% ((((j679 *% 6400) +% (((ty680 *% 2) +% 3) *% 640)) +% (((tx681 *% 2) +% 3) *% 64)) +% (cv682 *% 8)))))
+            let w699 = (w683 - w691)
+            let w700 = (w687 + w691)
+            let w701 = (w691 - w687)
+            let w702 = (w687 - w695)
+            let w703 = (w684 - w692)
+            let w704 = (w688 + w692)
+            let w705 = (w692 - w688)
+            let w706 = (w688 - w696)
+            let w707 = (w685 - w693)
+            let w708 = (w689 + w693)
+            let w709 = (w693 - w689)
+            let w710 = (w689 - w697)
+            let w711 = (w686 - w694)
+            let w712 = (w690 + w694)
+            let w713 = (w694 - w690)
+            let w714 = (w690 - w698)
+            storeVector(arena, ((9771680 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w699)
+            storeVector(arena, ((9772704 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w700)
+            storeVector(arena, ((9773728 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w701)
+            storeVector(arena, ((9774752 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w702)
+            storeVector(arena, ((9775776 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w703)
+            storeVector(arena, ((9776800 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w704)
+            storeVector(arena, ((9777824 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w705)
+            storeVector(arena, ((9778848 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w706)
+            storeVector(arena, ((9779872 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w707)
+            storeVector(arena, ((9780896 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w708)
+            storeVector(arena, ((9781920 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w709)
+            storeVector(arena, ((9782944 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w710)
+            storeVector(arena, ((9783968 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w711)
+            storeVector(arena, ((9784992 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w712)
+            storeVector(arena, ((9786016 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w713)
+            storeVector(arena, ((9787040 +% ((((j679 *% 16) +% (ty680 *% 4)) +% tx681) *% 64)) +% (cv682 *% 8)), w714)
           }
         }
       }
     }
-    for xi684 in 0..<16 {
-      do {  // gemm692
-        for nb685 in 0..<2 {
-          for mb686 in 0..<4 {
-            var t687_c0_0 = Vector()
-            var t687_c0_1 = Vector()
-            var t687_c0_2 = Vector()
-            var t687_c1_0 = Vector()
-            var t687_c1_1 = Vector()
-            var t687_c1_2 = Vector()
-            var t687_c2_0 = Vector()
-            var t687_c2_1 = Vector()
-            var t687_c2_2 = Vector()
-            var t687_c3_0 = Vector()
-            var t687_c3_1 = Vector()
-            var t687_c3_2 = Vector()
-            for k688 in 0..<64 {
-              let t687_b0 = loadVector(arena, (((9699744 +% (xi684 *% 4096)) +% (k688 *% 64)) +% (nb685 *% 24)))
-              let t687_b1 = loadVector(arena, ((((9699744 +% (xi684 *% 4096)) +% (k688 *% 64)) +% (nb685 *% 24)) +% 8))
-              let t687_b2 = loadVector(arena, ((((9699744 +% (xi684 *% 4096)) +% (k688 *% 64)) +% (nb685 *% 24)) +% 16))
-              let t687_a0 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% ((mb686 *% 4) *% 64)) +% k688)])
-              t687_c0_0 = t687_c0_0.addingProduct(t687_a0, t687_b0)
-              t687_c0_1 = t687_c0_1.addingProduct(t687_a0, t687_b1)
-              t687_c0_2 = t687_c0_2.addingProduct(t687_a0, t687_b2)
-              let t687_a1 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% k688)])
-              t687_c1_0 = t687_c1_0.addingProduct(t687_a1, t687_b0)
-              t687_c1_1 = t687_c1_1.addingProduct(t687_a1, t687_b1)
-              t687_c1_2 = t687_c1_2.addingProduct(t687_a1, t687_b2)
-              let t687_a2 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% k688)])
-              t687_c2_0 = t687_c2_0.addingProduct(t687_a2, t687_b0)
-              t687_c2_1 = t687_c2_1.addingProduct(t687_a2, t687_b1)
-              t687_c2_2 = t687_c2_2.addingProduct(t687_a2, t687_b2)
-              let t687_a3 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% k688)])
-              t687_c3_0 = t687_c3_0.addingProduct(t687_a3, t687_b0)
-              t687_c3_1 = t687_c3_1.addingProduct(t687_a3, t687_b1)
-              t687_c3_2 = t687_c3_2.addingProduct(t687_a3, t687_b2)
+    parallelFor(pool, 2) { part715 in
+      for xi716 in 0..<16 {
+        do {  // gemm723
+          for nb717 in 0..<2 {
+            for mb718 in 0..<2 {
+              var t719_c0_0 = Vector()
+              var t719_c0_1 = Vector()
+              var t719_c1_0 = Vector()
+              var t719_c1_1 = Vector()
+              var t719_c2_0 = Vector()
+              var t719_c2_1 = Vector()
+              var t719_c3_0 = Vector()
+              var t719_c3_1 = Vector()
+              var t719_c4_0 = Vector()
+              var t719_c4_1 = Vector()
+              var t719_c5_0 = Vector()
+              var t719_c5_1 = Vector()
+              for k720 in 0..<64 {
+                let t719_b0 = loadVector(arena, ((((9699744 +% (xi716 *% 4096)) +% (part715 *% 32)) +% (k720 *% 64)) +% (nb717 *% 16)))
+                let t719_b1 = loadVector(arena, (((((9699744 +% (xi716 *% 4096)) +% (part715 *% 32)) +% (k720 *% 64)) +% (nb717 *% 16)) +% 8))
+                let t719_a0 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% ((mb718 *% 6) *% 64)) +% k720)])
+                t719_c0_0 = t719_c0_0.addingProduct(t719_a0, t719_b0)
+                t719_c0_1 = t719_c0_1.addingProduct(t719_a0, t719_b1)
+                let t719_a1 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% (((mb718 *% 6) +% 1) *% 64)) +% k720)])
+                t719_c1_0 = t719_c1_0.addingProduct(t719_a1, t719_b0)
+                t719_c1_1 = t719_c1_1.addingProduct(t719_a1, t719_b1)
+                let t719_a2 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% (((mb718 *% 6) +% 2) *% 64)) +% k720)])
+                t719_c2_0 = t719_c2_0.addingProduct(t719_a2, t719_b0)
+                t719_c2_1 = t719_c2_1.addingProduct(t719_a2, t719_b1)
+                let t719_a3 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% (((mb718 *% 6) +% 3) *% 64)) +% k720)])
+                t719_c3_0 = t719_c3_0.addingProduct(t719_a3, t719_b0)
+                t719_c3_1 = t719_c3_1.addingProduct(t719_a3, t719_b1)
+                let t719_a4 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% (((mb718 *% 6) +% 4) *% 64)) +% k720)])
+                t719_c4_0 = t719_c4_0.addingProduct(t719_a4, t719_b0)
+                t719_c4_1 = t719_c4_1.addingProduct(t719_a4, t719_b1)
+                let t719_a5 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% (((mb718 *% 6) +% 5) *% 64)) +% k720)])
+                t719_c5_0 = t719_c5_0.addingProduct(t719_a5, t719_b0)
+                t719_c5_1 = t719_c5_1.addingProduct(t719_a5, t719_b1)
+              }
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% ((mb718 *% 6) *% 64)) +% (nb717 *% 16)), t719_c0_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% ((mb718 *% 6) *% 64)) +% (nb717 *% 16)) +% 8), t719_c0_1)
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 1) *% 64)) +% (nb717 *% 16)), t719_c1_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 1) *% 64)) +% (nb717 *% 16)) +% 8), t719_c1_1)
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 2) *% 64)) +% (nb717 *% 16)), t719_c2_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 2) *% 64)) +% (nb717 *% 16)) +% 8), t719_c2_1)
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 3) *% 64)) +% (nb717 *% 16)), t719_c3_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 3) *% 64)) +% (nb717 *% 16)) +% 8), t719_c3_1)
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 4) *% 64)) +% (nb717 *% 16)), t719_c4_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 4) *% 64)) +% (nb717 *% 16)) +% 8), t719_c4_1)
+              storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 5) *% 64)) +% (nb717 *% 16)), t719_c5_0)
+              storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% (((mb718 *% 6) +% 5) *% 64)) +% (nb717 *% 16)) +% 8), t719_c5_1)
             }
-            storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% ((mb686 *% 4) *% 64)) +% (nb685 *% 24)), t687_c0_0)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% ((mb686 *% 4) *% 64)) +% (nb685 *% 24)) +% 8), t687_c0_1)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% ((mb686 *% 4) *% 64)) +% (nb685 *% 24)) +% 16), t687_c0_2)
-            storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% (nb685 *% 24)), t687_c1_0)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% (nb685 *% 24)) +% 8), t687_c1_1)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 1) *% 64)) +% (nb685 *% 24)) +% 16), t687_c1_2)
-            storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% (nb685 *% 24)), t687_c2_0)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% (nb685 *% 24)) +% 8), t687_c2_1)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 2) *% 64)) +% (nb685 *% 24)) +% 16), t687_c2_2)
-            storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% (nb685 *% 24)), t687_c3_0)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% (nb685 *% 24)) +% 8), t687_c3_1)
-            storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb686 *% 4) +% 3) *% 64)) +% (nb685 *% 24)) +% 16), t687_c3_2)
-          }
-        }
-        for mb689 in 0..<4 {
-          var t690_c0_0 = Vector()
-          var t690_c0_1 = Vector()
-          var t690_c1_0 = Vector()
-          var t690_c1_1 = Vector()
-          var t690_c2_0 = Vector()
-          var t690_c2_1 = Vector()
-          var t690_c3_0 = Vector()
-          var t690_c3_1 = Vector()
-          for k691 in 0..<64 {
-            let t690_b0 = loadVector(arena, (((9699744 +% (xi684 *% 4096)) +% (k691 *% 64)) +% 48))
-            let t690_b1 = loadVector(arena, ((((9699744 +% (xi684 *% 4096)) +% (k691 *% 64)) +% 48) +% 8))
-            let t690_a0 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% ((mb689 *% 4) *% 64)) +% k691)])
-            t690_c0_0 = t690_c0_0.addingProduct(t690_a0, t690_b0)
-            t690_c0_1 = t690_c0_1.addingProduct(t690_a0, t690_b1)
-            let t690_a1 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 1) *% 64)) +% k691)])
-            t690_c1_0 = t690_c1_0.addingProduct(t690_a1, t690_b0)
-            t690_c1_1 = t690_c1_1.addingProduct(t690_a1, t690_b1)
-            let t690_a2 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 2) *% 64)) +% k691)])
-            t690_c2_0 = t690_c2_0.addingProduct(t690_a2, t690_b0)
-            t690_c2_1 = t690_c2_1.addingProduct(t690_a2, t690_b1)
-            let t690_a3 = Vector(repeating: arena[(((9771680 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 3) *% 64)) +% k691)])
-            t690_c3_0 = t690_c3_0.addingProduct(t690_a3, t690_b0)
-            t690_c3_1 = t690_c3_1.addingProduct(t690_a3, t690_b1)
-          }
-          storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% ((mb689 *% 4) *% 64)) +% 48), t690_c0_0)
-          storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% ((mb689 *% 4) *% 64)) +% 48) +% 8), t690_c0_1)
-          storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 1) *% 64)) +% 48), t690_c1_0)
-          storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 1) *% 64)) +% 48) +% 8), t690_c1_1)
-          storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 2) *% 64)) +% 48), t690_c2_0)
-          storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 2) *% 64)) +% 48) +% 8), t690_c2_1)
-          storeVector(arena, (((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 3) *% 64)) +% 48), t690_c3_0)
-          storeVector(arena, ((((9788064 +% (xi684 *% 1024)) +% (((mb689 *% 4) +% 3) *% 64)) +% 48) +% 8), t690_c3_1)
-        }
-      }
-    }
-    for j693 in 0..<1 {
-      for ty694 in 0..<4 {
-        for tx695 in 0..<4 {
-          for cv696 in 0..<8 {
-            let w697 = ((loadVector(arena, ((9788064 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) + loadVector(arena, ((9792160 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) + loadVector(arena, ((9796256 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w698 = ((loadVector(arena, ((9792160 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) - loadVector(arena, ((9796256 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) - loadVector(arena, ((9800352 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w699 = ((loadVector(arena, ((9789088 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) + loadVector(arena, ((9793184 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) + loadVector(arena, ((9797280 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w700 = ((loadVector(arena, ((9793184 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) - loadVector(arena, ((9797280 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) - loadVector(arena, ((9801376 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w701 = ((loadVector(arena, ((9790112 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) + loadVector(arena, ((9794208 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) + loadVector(arena, ((9798304 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w702 = ((loadVector(arena, ((9794208 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) - loadVector(arena, ((9798304 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) - loadVector(arena, ((9802400 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w703 = ((loadVector(arena, ((9791136 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) + loadVector(arena, ((9795232 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) + loadVector(arena, ((9799328 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w704 = ((loadVector(arena, ((9795232 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))) - loadVector(arena, ((9799328 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8)))) - loadVector(arena, ((9803424 +% ((((j693 *% 16) +% (ty694 *% 4)) +% tx695) *% 64)) +% (cv696 *% 8))))
-            let w705 = ((w697 + w699) + w701)
-            let w706 = ((w699 - w701) - w703)
-            let w707 = ((w698 + w700) + w702)
-            let w708 = ((w700 - w702) - w704)
-            storeVector(arena, ((9804448 +% (((((j693 *% 8) +% (ty694 *% 2)) *% 8) +% (tx695 *% 2)) *% 64)) +% (cv696 *% 8)), w705)
-            storeVector(arena, ((9804448 +% ((((((j693 *% 8) +% (ty694 *% 2)) *% 8) +% (tx695 *% 2)) +% 1) *% 64)) +% (cv696 *% 8)), w706)
-            storeVector(arena, ((9804448 +% ((((((j693 *% 8) +% (ty694 *% 2)) +% 1) *% 8) +% (tx695 *% 2)) *% 64)) +% (cv696 *% 8)), w707)
-            storeVector(arena, ((9804448 +% (((((((j693 *% 8) +% (ty694 *% 2)) +% 1) *% 8) +% (tx695 *% 2)) +% 1) *% 64)) +% (cv696 *% 8)), w708)
+            var t721_c0_0 = Vector()
+            var t721_c0_1 = Vector()
+            var t721_c1_0 = Vector()
+            var t721_c1_1 = Vector()
+            var t721_c2_0 = Vector()
+            var t721_c2_1 = Vector()
+            var t721_c3_0 = Vector()
+            var t721_c3_1 = Vector()
+            for k722 in 0..<64 {
+              let t721_b0 = loadVector(arena, ((((9699744 +% (xi716 *% 4096)) +% (part715 *% 32)) +% (k722 *% 64)) +% (nb717 *% 16)))
+              let t721_b1 = loadVector(arena, (((((9699744 +% (xi716 *% 4096)) +% (part715 *% 32)) +% (k722 *% 64)) +% (nb717 *% 16)) +% 8))
+              let t721_a0 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% 768) +% k722)])
+              t721_c0_0 = t721_c0_0.addingProduct(t721_a0, t721_b0)
+              t721_c0_1 = t721_c0_1.addingProduct(t721_a0, t721_b1)
+              let t721_a1 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% 832) +% k722)])
+              t721_c1_0 = t721_c1_0.addingProduct(t721_a1, t721_b0)
+              t721_c1_1 = t721_c1_1.addingProduct(t721_a1, t721_b1)
+              let t721_a2 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% 896) +% k722)])
+              t721_c2_0 = t721_c2_0.addingProduct(t721_a2, t721_b0)
+              t721_c2_1 = t721_c2_1.addingProduct(t721_a2, t721_b1)
+              let t721_a3 = Vector(repeating: arena[(((9771680 +% (xi716 *% 1024)) +% 960) +% k722)])
+              t721_c3_0 = t721_c3_0.addingProduct(t721_a3, t721_b0)
+              t721_c3_1 = t721_c3_1.addingProduct(t721_a3, t721_b1)
+            }
+            storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 768) +% (nb717 *% 16)), t721_c0_0)
+            storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 768) +% (nb717 *% 16)) +% 8), t721_c0_1)
+            storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 832) +% (nb717 *% 16)), t721_c1_0)
+            storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 832) +% (nb717 *% 16)) +% 8), t721_c1_1)
+            storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 896) +% (nb717 *% 16)), t721_c2_0)
+            storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 896) +% (nb717 *% 16)) +% 8), t721_c2_1)
+            storeVector(arena, ((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 960) +% (nb717 *% 16)), t721_c3_0)
+            storeVector(arena, (((((9788064 +% (xi716 *% 1024)) +% (part715 *% 32)) +% 960) +% (nb717 *% 16)) +% 8), t721_c3_1)
           }
         }
       }
-    }
-    for j709 in 0..<1 {
-      for c710 in 0..<64 {
-        for q711 in 0..<64 {
-          arena[(9175264 +% ((((g643 +% j709) *% 4096) +% (c710 *% 64)) +% q711))] = arena[((9804448 +% (((j709 *% 64) +% q711) *% 64)) +% c710)]
+      for j724 in 0..<1 {
+        for ty725 in 0..<4 {
+          for tx726 in 0..<4 {
+            for cv727 in 0..<4 {
+              let w728 = ((loadVector(arena, ((9788064 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) + loadVector(arena, ((9792160 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) + loadVector(arena, ((9796256 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w729 = ((loadVector(arena, ((9792160 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) - loadVector(arena, ((9796256 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) - loadVector(arena, ((9800352 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w730 = ((loadVector(arena, ((9789088 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) + loadVector(arena, ((9793184 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) + loadVector(arena, ((9797280 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w731 = ((loadVector(arena, ((9793184 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) - loadVector(arena, ((9797280 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) - loadVector(arena, ((9801376 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w732 = ((loadVector(arena, ((9790112 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) + loadVector(arena, ((9794208 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) + loadVector(arena, ((9798304 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w733 = ((loadVector(arena, ((9794208 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) - loadVector(arena, ((9798304 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) - loadVector(arena, ((9802400 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w734 = ((loadVector(arena, ((9791136 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) + loadVector(arena, ((9795232 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) + loadVector(arena, ((9799328 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w735 = ((loadVector(arena, ((9795232 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))) - loadVector(arena, ((9799328 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))))) - loadVector(arena, ((9803424 +% ((((j724 *% 16) +% (ty725 *% 4)) +% tx726) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8)))))
+              let w736 = ((w728 + w730) + w732)
+              let w737 = ((w730 - w732) - w734)
+              let w738 = ((w729 + w731) + w733)
+              let w739 = ((w731 - w733) - w735)
+              storeVector(arena, ((9804448 +% (((((j724 *% 8) +% (ty725 *% 2)) *% 8) +% (tx726 *% 2)) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))), w736)
+              storeVector(arena, ((9804448 +% ((((((j724 *% 8) +% (ty725 *% 2)) *% 8) +% (tx726 *% 2)) +% 1) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))), w737)
+              storeVector(arena, ((9804448 +% ((((((j724 *% 8) +% (ty725 *% 2)) +% 1) *% 8) +% (tx726 *% 2)) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))), w738)
+              storeVector(arena, ((9804448 +% (((((((j724 *% 8) +% (ty725 *% 2)) +% 1) *% 8) +% (tx726 *% 2)) +% 1) *% 64)) +% ((part715 *% 32) +% (cv727 *% 8))), w739)
+            }
+          }
+        }
+      }
+      for j740 in 0..<1 {
+        for c741 in 0..<32 {
+          for q742 in 0..<64 {
+            arena[(9175264 +% ((((g674 +% j740) *% 4096) +% (((part715 *% 32) +% c741) *% 64)) +% q742))] = arena[((9804448 +% (((j740 *% 64) +% q742) *% 64)) +% ((part715 *% 32) +% c741))]
+          }
         }
       }
     }
@@ -2052,107 +2115,111 @@ public func resnet8_train_b64(
   // s3_bn2 = batchnorm(s3_conv2)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 9175264, 9962016, 75088, 9699744)
   // s3_proj = conv2d(x2)
-  for g742 in 0..<4 {
-    for j743 in 0..<16 {
-      for c744 in 0..<32 {
-        for ky745 in 0..<1 {
-          for oy746 in 0..<8 {
-            for ox747 in 0..<8 {
-              arena[(((10224160 +% ((c744 +% ky745) *% 1040)) +% (j743 *% 64)) +% ((oy746 *% 8) +% ox747))] = arena[((((7864480 +% (((g742 *% 16) +% j743) *% 8192)) +% (c744 *% 256)) +% (((oy746 *% 2) +% ky745) *% 16)) +% (ox747 *% 2))]
+  for g774 in 0..<4 {
+    parallelFor(pool, 2) { part775 in
+      for j776 in 0..<16 {
+        for c777 in 0..<16 {
+          for ky778 in 0..<1 {
+            for oy779 in 0..<8 {
+              for ox780 in 0..<8 {
+                arena[(((10224160 +% (((c777 +% (part775 *% 16)) +% ky778) *% 1040)) +% (j776 *% 64)) +% ((oy779 *% 8) +% ox780))] = arena[((((7864480 +% (((g774 *% 16) +% j776) *% 8192)) +% ((c777 +% (part775 *% 16)) *% 256)) +% (((oy779 *% 2) +% ky778) *% 16)) +% (ox780 *% 2))]
+              }
             }
           }
         }
       }
     }
-    do {  // gemm755
-      for nb748 in 0..<42 {
-        for mb749 in 0..<16 {
-          var t750_c0_0 = Vector()
-          var t750_c0_1 = Vector()
-          var t750_c0_2 = Vector()
-          var t750_c1_0 = Vector()
-          var t750_c1_1 = Vector()
-          var t750_c1_2 = Vector()
-          var t750_c2_0 = Vector()
-          var t750_c2_1 = Vector()
-          var t750_c2_2 = Vector()
-          var t750_c3_0 = Vector()
-          var t750_c3_1 = Vector()
-          var t750_c3_2 = Vector()
-          for k751 in 0..<32 {
-            let t750_b0 = loadVector(arena, ((10224160 +% (k751 *% 1040)) +% (nb748 *% 24)))
-            let t750_b1 = loadVector(arena, (((10224160 +% (k751 *% 1040)) +% (nb748 *% 24)) +% 8))
-            let t750_b2 = loadVector(arena, (((10224160 +% (k751 *% 1040)) +% (nb748 *% 24)) +% 16))
-            let t750_a0 = Vector(repeating: params[((75216 +% ((mb749 *% 4) *% 32)) +% k751)])
-            t750_c0_0 = t750_c0_0.addingProduct(t750_a0, t750_b0)
-            t750_c0_1 = t750_c0_1.addingProduct(t750_a0, t750_b1)
-            t750_c0_2 = t750_c0_2.addingProduct(t750_a0, t750_b2)
-            let t750_a1 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 1) *% 32)) +% k751)])
-            t750_c1_0 = t750_c1_0.addingProduct(t750_a1, t750_b0)
-            t750_c1_1 = t750_c1_1.addingProduct(t750_a1, t750_b1)
-            t750_c1_2 = t750_c1_2.addingProduct(t750_a1, t750_b2)
-            let t750_a2 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 2) *% 32)) +% k751)])
-            t750_c2_0 = t750_c2_0.addingProduct(t750_a2, t750_b0)
-            t750_c2_1 = t750_c2_1.addingProduct(t750_a2, t750_b1)
-            t750_c2_2 = t750_c2_2.addingProduct(t750_a2, t750_b2)
-            let t750_a3 = Vector(repeating: params[((75216 +% (((mb749 *% 4) +% 3) *% 32)) +% k751)])
-            t750_c3_0 = t750_c3_0.addingProduct(t750_a3, t750_b0)
-            t750_c3_1 = t750_c3_1.addingProduct(t750_a3, t750_b1)
-            t750_c3_2 = t750_c3_2.addingProduct(t750_a3, t750_b2)
+    parallelFor(pool, 2) { part781 in
+      do {  // gemm789
+        for nb782 in 0..<42 {
+          for mb783 in 0..<8 {
+            var t784_c0_0 = Vector()
+            var t784_c0_1 = Vector()
+            var t784_c0_2 = Vector()
+            var t784_c1_0 = Vector()
+            var t784_c1_1 = Vector()
+            var t784_c1_2 = Vector()
+            var t784_c2_0 = Vector()
+            var t784_c2_1 = Vector()
+            var t784_c2_2 = Vector()
+            var t784_c3_0 = Vector()
+            var t784_c3_1 = Vector()
+            var t784_c3_2 = Vector()
+            for k785 in 0..<32 {
+              let t784_b0 = loadVector(arena, ((10224160 +% (k785 *% 1040)) +% (nb782 *% 24)))
+              let t784_b1 = loadVector(arena, (((10224160 +% (k785 *% 1040)) +% (nb782 *% 24)) +% 8))
+              let t784_b2 = loadVector(arena, (((10224160 +% (k785 *% 1040)) +% (nb782 *% 24)) +% 16))
+              let t784_a0 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% ((mb783 *% 4) *% 32)) +% k785)])
+              t784_c0_0 = t784_c0_0.addingProduct(t784_a0, t784_b0)
+              t784_c0_1 = t784_c0_1.addingProduct(t784_a0, t784_b1)
+              t784_c0_2 = t784_c0_2.addingProduct(t784_a0, t784_b2)
+              let t784_a1 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb783 *% 4) +% 1) *% 32)) +% k785)])
+              t784_c1_0 = t784_c1_0.addingProduct(t784_a1, t784_b0)
+              t784_c1_1 = t784_c1_1.addingProduct(t784_a1, t784_b1)
+              t784_c1_2 = t784_c1_2.addingProduct(t784_a1, t784_b2)
+              let t784_a2 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb783 *% 4) +% 2) *% 32)) +% k785)])
+              t784_c2_0 = t784_c2_0.addingProduct(t784_a2, t784_b0)
+              t784_c2_1 = t784_c2_1.addingProduct(t784_a2, t784_b1)
+              t784_c2_2 = t784_c2_2.addingProduct(t784_a2, t784_b2)
+              let t784_a3 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb783 *% 4) +% 3) *% 32)) +% k785)])
+              t784_c3_0 = t784_c3_0.addingProduct(t784_a3, t784_b0)
+              t784_c3_1 = t784_c3_1.addingProduct(t784_a3, t784_b1)
+              t784_c3_2 = t784_c3_2.addingProduct(t784_a3, t784_b2)
+            }
+            storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% ((mb783 *% 4) *% 1040)) +% (nb782 *% 24)), t784_c0_0)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% ((mb783 *% 4) *% 1040)) +% (nb782 *% 24)) +% 8), t784_c0_1)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% ((mb783 *% 4) *% 1040)) +% (nb782 *% 24)) +% 16), t784_c0_2)
+            storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 1) *% 1040)) +% (nb782 *% 24)), t784_c1_0)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 1) *% 1040)) +% (nb782 *% 24)) +% 8), t784_c1_1)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 1) *% 1040)) +% (nb782 *% 24)) +% 16), t784_c1_2)
+            storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 2) *% 1040)) +% (nb782 *% 24)), t784_c2_0)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 2) *% 1040)) +% (nb782 *% 24)) +% 8), t784_c2_1)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 2) *% 1040)) +% (nb782 *% 24)) +% 16), t784_c2_2)
+            storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 3) *% 1040)) +% (nb782 *% 24)), t784_c3_0)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 3) *% 1040)) +% (nb782 *% 24)) +% 8), t784_c3_1)
+            storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb783 *% 4) +% 3) *% 1040)) +% (nb782 *% 24)) +% 16), t784_c3_2)
           }
-          storeVector(arena, ((10257440 +% ((mb749 *% 4) *% 1040)) +% (nb748 *% 24)), t750_c0_0)
-          storeVector(arena, (((10257440 +% ((mb749 *% 4) *% 1040)) +% (nb748 *% 24)) +% 8), t750_c0_1)
-          storeVector(arena, (((10257440 +% ((mb749 *% 4) *% 1040)) +% (nb748 *% 24)) +% 16), t750_c0_2)
-          storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 1) *% 1040)) +% (nb748 *% 24)), t750_c1_0)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 1) *% 1040)) +% (nb748 *% 24)) +% 8), t750_c1_1)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 1) *% 1040)) +% (nb748 *% 24)) +% 16), t750_c1_2)
-          storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 2) *% 1040)) +% (nb748 *% 24)), t750_c2_0)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 2) *% 1040)) +% (nb748 *% 24)) +% 8), t750_c2_1)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 2) *% 1040)) +% (nb748 *% 24)) +% 16), t750_c2_2)
-          storeVector(arena, ((10257440 +% (((mb749 *% 4) +% 3) *% 1040)) +% (nb748 *% 24)), t750_c3_0)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 3) *% 1040)) +% (nb748 *% 24)) +% 8), t750_c3_1)
-          storeVector(arena, (((10257440 +% (((mb749 *% 4) +% 3) *% 1040)) +% (nb748 *% 24)) +% 16), t750_c3_2)
+        }
+        for mb786 in 0..<8 {
+          var t787_c0_0 = Vector()
+          var t787_c0_1 = Vector()
+          var t787_c1_0 = Vector()
+          var t787_c1_1 = Vector()
+          var t787_c2_0 = Vector()
+          var t787_c2_1 = Vector()
+          var t787_c3_0 = Vector()
+          var t787_c3_1 = Vector()
+          for k788 in 0..<32 {
+            let t787_b0 = loadVector(arena, ((10224160 +% (k788 *% 1040)) +% 1008))
+            let t787_b1 = loadVector(arena, (((10224160 +% (k788 *% 1040)) +% 1008) +% 8))
+            let t787_a0 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% ((mb786 *% 4) *% 32)) +% k788)])
+            t787_c0_0 = t787_c0_0.addingProduct(t787_a0, t787_b0)
+            t787_c0_1 = t787_c0_1.addingProduct(t787_a0, t787_b1)
+            let t787_a1 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb786 *% 4) +% 1) *% 32)) +% k788)])
+            t787_c1_0 = t787_c1_0.addingProduct(t787_a1, t787_b0)
+            t787_c1_1 = t787_c1_1.addingProduct(t787_a1, t787_b1)
+            let t787_a2 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb786 *% 4) +% 2) *% 32)) +% k788)])
+            t787_c2_0 = t787_c2_0.addingProduct(t787_a2, t787_b0)
+            t787_c2_1 = t787_c2_1.addingProduct(t787_a2, t787_b1)
+            let t787_a3 = Vector(repeating: params[(((75216 +% ((part781 *% 32) *% 32)) +% (((mb786 *% 4) +% 3) *% 32)) +% k788)])
+            t787_c3_0 = t787_c3_0.addingProduct(t787_a3, t787_b0)
+            t787_c3_1 = t787_c3_1.addingProduct(t787_a3, t787_b1)
+          }
+          storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% ((mb786 *% 4) *% 1040)) +% 1008), t787_c0_0)
+          storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% ((mb786 *% 4) *% 1040)) +% 1008) +% 8), t787_c0_1)
+          storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 1) *% 1040)) +% 1008), t787_c1_0)
+          storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t787_c1_1)
+          storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 2) *% 1040)) +% 1008), t787_c2_0)
+          storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t787_c2_1)
+          storeVector(arena, (((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 3) *% 1040)) +% 1008), t787_c3_0)
+          storeVector(arena, ((((10257440 +% ((part781 *% 32) *% 1040)) +% (((mb786 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t787_c3_1)
         }
       }
-      for mb752 in 0..<16 {
-        var t753_c0_0 = Vector()
-        var t753_c0_1 = Vector()
-        var t753_c1_0 = Vector()
-        var t753_c1_1 = Vector()
-        var t753_c2_0 = Vector()
-        var t753_c2_1 = Vector()
-        var t753_c3_0 = Vector()
-        var t753_c3_1 = Vector()
-        for k754 in 0..<32 {
-          let t753_b0 = loadVector(arena, ((10224160 +% (k754 *% 1040)) +% 1008))
-          let t753_b1 = loadVector(arena, (((10224160 +% (k754 *% 1040)) +% 1008) +% 8))
-          let t753_a0 = Vector(repeating: params[((75216 +% ((mb752 *% 4) *% 32)) +% k754)])
-          t753_c0_0 = t753_c0_0.addingProduct(t753_a0, t753_b0)
-          t753_c0_1 = t753_c0_1.addingProduct(t753_a0, t753_b1)
-          let t753_a1 = Vector(repeating: params[((75216 +% (((mb752 *% 4) +% 1) *% 32)) +% k754)])
-          t753_c1_0 = t753_c1_0.addingProduct(t753_a1, t753_b0)
-          t753_c1_1 = t753_c1_1.addingProduct(t753_a1, t753_b1)
-          let t753_a2 = Vector(repeating: params[((75216 +% (((mb752 *% 4) +% 2) *% 32)) +% k754)])
-          t753_c2_0 = t753_c2_0.addingProduct(t753_a2, t753_b0)
-          t753_c2_1 = t753_c2_1.addingProduct(t753_a2, t753_b1)
-          let t753_a3 = Vector(repeating: params[((75216 +% (((mb752 *% 4) +% 3) *% 32)) +% k754)])
-          t753_c3_0 = t753_c3_0.addingProduct(t753_a3, t753_b0)
-          t753_c3_1 = t753_c3_1.addingProduct(t753_a3, t753_b1)
-        }
-        storeVector(arena, ((10257440 +% ((mb752 *% 4) *% 1040)) +% 1008), t753_c0_0)
-        storeVector(arena, (((10257440 +% ((mb752 *% 4) *% 1040)) +% 1008) +% 8), t753_c0_1)
-        storeVector(arena, ((10257440 +% (((mb752 *% 4) +% 1) *% 1040)) +% 1008), t753_c1_0)
-        storeVector(arena, (((10257440 +% (((mb752 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t753_c1_1)
-        storeVector(arena, ((10257440 +% (((mb752 *% 4) +% 2) *% 1040)) +% 1008), t753_c2_0)
-        storeVector(arena, (((10257440 +% (((mb752 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t753_c2_1)
-        storeVector(arena, ((10257440 +% (((mb752 *% 4) +% 3) *% 1040)) +% 1008), t753_c3_0)
-        storeVector(arena, (((10257440 +% (((mb752 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t753_c3_1)
-      }
-    }
-    for j756 in 0..<16 {
-      for f757 in 0..<64 {
-        for i758 in 0..<64 {
-          arena[(9962016 +% (((((g742 *% 16) +% j756) *% 4096) +% (f757 *% 64)) +% i758))] = arena[(((10257440 +% (f757 *% 1040)) +% (j756 *% 64)) +% i758)]
+      for j790 in 0..<16 {
+        for f791 in 0..<32 {
+          for i792 in 0..<64 {
+            arena[(9962016 +% (((((g774 *% 16) +% j790) *% 4096) +% ((f791 +% (part781 *% 32)) *% 64)) +% i792))] = arena[(((10257440 +% ((f791 +% (part781 *% 32)) *% 1040)) +% (j790 *% 64)) +% i792)]
+          }
         }
       }
     }
@@ -2160,364 +2227,339 @@ public func resnet8_train_b64(
   // s3_pbn = batchnorm(s3_proj)
   resnet8_train_b64_shared3_s3_bn1(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 9962016, 10486432, 77264, 10224160)
   // s3_sum = add(s3_bn2, s3_pbn)
-  for i789 in 0..<32768 {
-    storeVector(arena, ((i789 *% 8) +% 10486432), (loadVector(arena, ((i789 *% 8) +% 9699744)) + loadVector(arena, ((i789 *% 8) +% 10224160))))
+  parallelFor(pool, 2) { part824 in
+    for i825 in 0..<131072 {
+      arena[(10486432 +% (i825 +% (part824 *% 131072)))] = (arena[(9699744 +% (i825 +% (part824 *% 131072)))] + arena[(10224160 +% (i825 +% (part824 *% 131072)))])
+    }
   }
   // x3 = relu(s3_sum)
-  for i790 in 0..<32768 {
-    storeVector(arena, ((i790 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i790 *% 8) +% 10486432)), where: loadVector(arena, ((i790 *% 8) +% 10486432)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part826 in
+    for i827 in 0..<131072 {
+      arena[(9699744 +% (i827 +% (part826 *% 131072)))] = (arena[(10486432 +% (i827 +% (part826 *% 131072)))] > Float(0) ? arena[(10486432 +% (i827 +% (part826 *% 131072)))] : Float(0))
+    }
   }
   // gap = global_avgpool(x3)
-  for q791 in 0..<4096 {
-    var acc792 = Vector()
-    for cv793 in 0..<8 {
-      acc792 = (acc792 + loadVector(arena, ((9699744 +% (q791 *% 64)) +% (cv793 *% 8))))
+  parallelFor(pool, 2) { part828 in
+    for q829 in 0..<2048 {
+      var acc830 = Vector()
+      for cv831 in 0..<8 {
+        acc830 = (acc830 + loadVector(arena, ((9699744 +% ((q829 +% (part828 *% 2048)) *% 64)) +% (cv831 *% 8))))
+      }
+      storeVector(arena, (10228256 +% (part828 *% 8)), acc830)
+      var sum832: Float = (arena[(10228256 +% (part828 *% 8))] + arena[((10228256 +% (part828 *% 8)) +% 1)])
+      var sum833: Float = (sum832 + arena[((10228256 +% (part828 *% 8)) +% 2)])
+      var sum834: Float = (sum833 + arena[((10228256 +% (part828 *% 8)) +% 3)])
+      var sum835: Float = (sum834 + arena[((10228256 +% (part828 *% 8)) +% 4)])
+      var sum836: Float = (sum835 + arena[((10228256 +% (part828 *% 8)) +% 5)])
+      var sum837: Float = (sum836 + arena[((10228256 +% (part828 *% 8)) +% 6)])
+      var sum838: Float = (sum837 + arena[((10228256 +% (part828 *% 8)) +% 7)])
+      arena[(10224160 +% (q829 +% (part828 *% 2048)))] = (sum838 / Float(64))
     }
-    storeVector(arena, 10228256, acc792)
-    var sum794: Float = (arena[10228256] + arena[10228257])
-    var sum795: Float = (sum794 + arena[10228258])
-    var sum796: Float = (sum795 + arena[10228259])
-    var sum797: Float = (sum796 + arena[10228260])
-    var sum798: Float = (sum797 + arena[10228261])
-    var sum799: Float = (sum798 + arena[10228262])
-    var sum800: Float = (sum799 + arena[10228263])
-    arena[(10224160 +% q791)] = (sum800 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 10224160, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 10228256, 10)
-  for n801 in 0..<64 {
-    for u802 in 0..<1 {
-      storeVector(arena, ((u802 *% 8) +% (10228256 +% (n801 *% 10))), (loadVector(arena, ((u802 *% 8) +% (10228256 +% (n801 *% 10)))) + loadVector(params, ((u802 *% 8) +% 78032))))
+  for n839 in 0..<64 {
+    for u840 in 0..<1 {
+      storeVector(arena, ((u840 *% 8) +% (10228256 +% (n839 *% 10))), (loadVector(arena, ((u840 *% 8) +% (10228256 +% (n839 *% 10)))) + loadVector(params, ((u840 *% 8) +% 78032))))
     }
-    for u802 in 0..<1 {
-      storePartial(arena, ((u802 +% 8) +% (10228256 +% (n801 *% 10))), (loadPartial(arena, ((u802 +% 8) +% (10228256 +% (n801 *% 10))), 2) + loadPartial(params, ((u802 +% 8) +% 78032), 2)), 2)
+    for u840 in 0..<1 {
+      storePartial(arena, ((u840 +% 8) +% (10228256 +% (n839 *% 10))), (loadPartial(arena, ((u840 +% 8) +% (10228256 +% (n839 *% 10))), 2) + loadPartial(params, ((u840 +% 8) +% 78032), 2)), 2)
     }
   }
   // loss = cross_entropy(fc, label)
-  var total803: Float = Float(0)
-  for n804 in 0..<64 {
-    var m805: Float = arena[(10228256 +% (n804 *% 10))]
-    for k807 in 0..<10 {
-      m805 = { let x = m805, y = arena[((10228256 +% (n804 *% 10)) +% k807)]; return y > x ? y : x }()
+  var total841: Float = Float(0)
+  for n842 in 0..<64 {
+    var m843: Float = arena[(10228256 +% (n842 *% 10))]
+    for k845 in 0..<10 {
+      m843 = { let x = m843, y = arena[((10228256 +% (n842 *% 10)) +% k845)]; return y > x ? y : x }()
     }
-    var s806: Float = Float(0)
-    for k808 in 0..<10 {
-      s806 = (s806 + exponential((arena[((10228256 +% (n804 *% 10)) +% k808)] - m805)))
+    var s844: Float = Float(0)
+    for k846 in 0..<10 {
+      s844 = (s844 + exponential((arena[((10228256 +% (n842 *% 10)) +% k846)] - m843)))
     }
-    total803 = (total803 + ((m805 + logf(s806)) - arena[((10228256 +% (n804 *% 10)) +% Int(labels[n804]))]))
+    total841 = (total841 + ((m843 + logf(s844)) - arena[((10228256 +% (n842 *% 10)) +% Int(labels[n842]))]))
   }
-  arena[10228896] = (total803 / Float(64))
+  arena[10228896] = (total841 / Float(64))
   // fc_grad = cross_entropy_grad(fc, label)
-  for n809 in 0..<64 {
-    var m810: Float = arena[(10228256 +% (n809 *% 10))]
-    for k812 in 0..<10 {
-      m810 = { let x = m810, y = arena[((10228256 +% (n809 *% 10)) +% k812)]; return y > x ? y : x }()
+  for n847 in 0..<64 {
+    var m848: Float = arena[(10228256 +% (n847 *% 10))]
+    for k850 in 0..<10 {
+      m848 = { let x = m848, y = arena[((10228256 +% (n847 *% 10)) +% k850)]; return y > x ? y : x }()
     }
-    var s811: Float = Float(0)
-    for k813 in 0..<10 {
-      s811 = (s811 + exponential((arena[((10228256 +% (n809 *% 10)) +% k813)] - m810)))
+    var s849: Float = Float(0)
+    for k851 in 0..<10 {
+      s849 = (s849 + exponential((arena[((10228256 +% (n847 *% 10)) +% k851)] - m848)))
     }
-    for k814 in 0..<10 {
-      arena[((10228912 +% (n809 *% 10)) +% k814)] = ((k814 == Int(labels[n809]) ? ((exponential((arena[((10228256 +% (n809 *% 10)) +% k814)] - m810)) / s811) - Float(1)) : (exponential((arena[((10228256 +% (n809 *% 10)) +% k814)] - m810)) / s811)) / Float(64))
+    for k852 in 0..<10 {
+      arena[((10228912 +% (n847 *% 10)) +% k852)] = ((k852 == Int(labels[n847]) ? ((exponential((arena[((10228256 +% (n847 *% 10)) +% k852)] - m848)) / s849) - Float(1)) : (exponential((arena[((10228256 +% (n847 *% 10)) +% k852)] - m848)) / s849)) / Float(64))
     }
   }
   // fc_weight_grad = dense_grad_weight(fc_grad, flat)
   sgemm(101, 112, 111, 10, 64, 64, 1, arena + 10228912, 10, arena + 10224160, 64, Float(bitPattern: 0x0), grads + 77392, 64)
   // fc_bias_grad = dense_grad_bias(fc_grad)
-  for u815 in 0..<10 {
-    var acc816: Float = Float(0)
-    for n817 in 0..<64 {
-      acc816 = (acc816 + arena[((10228912 +% (n817 *% 10)) +% u815)])
+  for u853 in 0..<10 {
+    var acc854: Float = Float(0)
+    for n855 in 0..<64 {
+      acc854 = (acc854 + arena[((10228912 +% (n855 *% 10)) +% u853)])
     }
-    grads[(78032 +% u815)] = acc816
+    grads[(78032 +% u853)] = acc854
   }
   // flat_grad = dense_grad_input(fc_grad, fc.weight)
   sgemm(101, 111, 111, 64, 64, 10, 1, arena + 10228912, 10, params + 77392, 64, Float(bitPattern: 0x0), arena + 10229552, 64)
   // gap_grad = flatten_grad(flat_grad, gap)
   // x3_grad = global_avgpool_grad(gap_grad, x3)
-  for q818 in 0..<4096 {
-    for i819 in 0..<8 {
-      storeVector(arena, ((i819 *% 8) +% (10486432 +% (q818 *% 64))), (Vector(repeating: arena[(10229552 +% q818)]) / Vector(repeating: Float(64))))
+  for q856 in 0..<4096 {
+    for i857 in 0..<8 {
+      storeVector(arena, ((i857 *% 8) +% (10486432 +% (q856 *% 64))), (Vector(repeating: arena[(10229552 +% q856)]) / Vector(repeating: Float(64))))
     }
   }
   // s3_sum_grad = relu_grad(x3_grad, x3)
-  for i820 in 0..<32768 {
-    storeVector(arena, ((i820 *% 8) +% 10748576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i820 *% 8) +% 10486432)), where: loadVector(arena, ((i820 *% 8) +% 9699744)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part858 in
+    for i859 in 0..<131072 {
+      arena[(10748576 +% (i859 +% (part858 *% 131072)))] = (arena[(9699744 +% (i859 +% (part858 *% 131072)))] > Float(0) ? arena[(10486432 +% (i859 +% (part858 *% 131072)))] : Float(0))
+    }
   }
   // s3_pbn_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var)
-  for c821 in 0..<64 {
-    var invstd823: Float = (Float(1) / sqrtf((arena[(10486368 +% c821)] + Float(bitPattern: 0x3727c5ac))))
-    var mean824: Float = arena[(10486304 +% c821)]
-    var acc825 = Vector()
-    var tail826: Float = Float(0)
-    for n827 in 0..<64 {
-      for v828 in 0..<8 {
-        acc825 = (acc825 + (loadVector(arena, (10748576 +% ((((n827 *% 64) +% c821) *% 64) +% (v828 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n827 *% 64) +% c821) *% 64) +% (v828 *% 8)))) - Vector(repeating: mean824)) * Vector(repeating: invstd823))))
+  parallelFor(pool, 2) { part860 in
+    for c861 in 0..<32 {
+      var invstd863: Float = (Float(1) / sqrtf((arena[(10486368 +% (c861 +% (part860 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean864: Float = arena[(10486304 +% (c861 +% (part860 *% 32)))]
+      var acc865 = Vector()
+      var tail866: Float = Float(0)
+      for n867 in 0..<64 {
+        for v868 in 0..<8 {
+          acc865 = (acc865 + (loadVector(arena, (10748576 +% ((((n867 *% 64) +% (c861 +% (part860 *% 32))) *% 64) +% (v868 *% 8)))) * ((loadVector(arena, (9962016 +% ((((n867 *% 64) +% (c861 +% (part860 *% 32))) *% 64) +% (v868 *% 8)))) - Vector(repeating: mean864)) * Vector(repeating: invstd863))))
+        }
       }
+      storeVector(arena, (9699744 +% (part860 *% 8)), acc865)
+      var sum869: Float = (arena[(9699744 +% (part860 *% 8))] + arena[((9699744 +% (part860 *% 8)) +% 1)])
+      var sum870: Float = (sum869 + arena[((9699744 +% (part860 *% 8)) +% 2)])
+      var sum871: Float = (sum870 + arena[((9699744 +% (part860 *% 8)) +% 3)])
+      var sum872: Float = (sum871 + arena[((9699744 +% (part860 *% 8)) +% 4)])
+      var sum873: Float = (sum872 + arena[((9699744 +% (part860 *% 8)) +% 5)])
+      var sum874: Float = (sum873 + arena[((9699744 +% (part860 *% 8)) +% 6)])
+      var sum875: Float = (sum874 + arena[((9699744 +% (part860 *% 8)) +% 7)])
+      var sum_x862: Float = (sum875 + tail866)
+      grads[(77264 +% (c861 +% (part860 *% 32)))] = sum_x862
     }
-    storeVector(arena, 9699744, acc825)
-    var sum829: Float = (arena[9699744] + arena[9699745])
-    var sum830: Float = (sum829 + arena[9699746])
-    var sum831: Float = (sum830 + arena[9699747])
-    var sum832: Float = (sum831 + arena[9699748])
-    var sum833: Float = (sum832 + arena[9699749])
-    var sum834: Float = (sum833 + arena[9699750])
-    var sum835: Float = (sum834 + arena[9699751])
-    var sum_x822: Float = (sum835 + tail826)
-    grads[(77264 +% c821)] = sum_x822
   }
   // s3_pbn_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c836 in 0..<64 {
-    var acc838 = Vector()
-    var tail839: Float = Float(0)
-    for n840 in 0..<64 {
-      for v841 in 0..<8 {
-        acc838 = (acc838 + loadVector(arena, (10748576 +% ((((n840 *% 64) +% c836) *% 64) +% (v841 *% 8)))))
+  parallelFor(pool, 2) { part876 in
+    for c877 in 0..<32 {
+      var acc879 = Vector()
+      var tail880: Float = Float(0)
+      for n881 in 0..<64 {
+        for v882 in 0..<8 {
+          acc879 = (acc879 + loadVector(arena, (10748576 +% ((((n881 *% 64) +% (c877 +% (part876 *% 32))) *% 64) +% (v882 *% 8)))))
+        }
       }
+      storeVector(arena, (9699744 +% (part876 *% 8)), acc879)
+      var sum883: Float = (arena[(9699744 +% (part876 *% 8))] + arena[((9699744 +% (part876 *% 8)) +% 1)])
+      var sum884: Float = (sum883 + arena[((9699744 +% (part876 *% 8)) +% 2)])
+      var sum885: Float = (sum884 + arena[((9699744 +% (part876 *% 8)) +% 3)])
+      var sum886: Float = (sum885 + arena[((9699744 +% (part876 *% 8)) +% 4)])
+      var sum887: Float = (sum886 + arena[((9699744 +% (part876 *% 8)) +% 5)])
+      var sum888: Float = (sum887 + arena[((9699744 +% (part876 *% 8)) +% 6)])
+      var sum889: Float = (sum888 + arena[((9699744 +% (part876 *% 8)) +% 7)])
+      var sum878: Float = (sum889 + tail880)
+      grads[(77328 +% (c877 +% (part876 *% 32)))] = sum878
     }
-    storeVector(arena, 9699744, acc838)
-    var sum842: Float = (arena[9699744] + arena[9699745])
-    var sum843: Float = (sum842 + arena[9699746])
-    var sum844: Float = (sum843 + arena[9699747])
-    var sum845: Float = (sum844 + arena[9699748])
-    var sum846: Float = (sum845 + arena[9699749])
-    var sum847: Float = (sum846 + arena[9699750])
-    var sum848: Float = (sum847 + arena[9699751])
-    var sum837: Float = (sum848 + tail839)
-    grads[(77328 +% c836)] = sum837
   }
   // s3_proj_grad = batchnorm_grad_input(s3_sum_grad, s3_proj, s3_pbn.mean, s3_pbn.var, s3_pbn.weight, s3_pbn_bias_grad, s3_pbn_weight_grad)
-  for c849 in 0..<64 {
-    var invstd852: Float = (Float(1) / sqrtf((arena[(10486368 +% c849)] + Float(bitPattern: 0x3727c5ac))))
-    var sum850: Float = grads[(77328 +% c849)]
-    var sum_x851: Float = grads[(77264 +% c849)]
-    var scale853: Float = (params[(77264 +% c849)] * invstd852)
-    var mean_dy854: Float = (sum850 / Float(4096))
-    var mean_dy_x855: Float = (sum_x851 / Float(4096))
-    for n856 in 0..<64 {
-      for i857 in 0..<64 {
-        arena[(9699744 +% ((((n856 *% 64) +% c849) *% 64) +% i857))] = (scale853 * ((arena[(10748576 +% ((((n856 *% 64) +% c849) *% 64) +% i857))] - mean_dy854) - (((arena[(9962016 +% ((((n856 *% 64) +% c849) *% 64) +% i857))] - arena[(10486304 +% c849)]) * invstd852) * mean_dy_x855)))
+  parallelFor(pool, 2) { part890 in
+    for c891 in 0..<32 {
+      var invstd894: Float = (Float(1) / sqrtf((arena[(10486368 +% (c891 +% (part890 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum892: Float = grads[(77328 +% (c891 +% (part890 *% 32)))]
+      var sum_x893: Float = grads[(77264 +% (c891 +% (part890 *% 32)))]
+      var scale895: Float = (params[(77264 +% (c891 +% (part890 *% 32)))] * invstd894)
+      var mean_dy896: Float = (sum892 / Float(4096))
+      var mean_dy_x897: Float = (sum_x893 / Float(4096))
+      for n898 in 0..<64 {
+        for i899 in 0..<64 {
+          arena[(9699744 +% ((((n898 *% 64) +% (c891 +% (part890 *% 32))) *% 64) +% i899))] = (scale895 * ((arena[(10748576 +% ((((n898 *% 64) +% (c891 +% (part890 *% 32))) *% 64) +% i899))] - mean_dy896) - (((arena[(9962016 +% ((((n898 *% 64) +% (c891 +% (part890 *% 32))) *% 64) +% i899))] - arena[(10486304 +% (c891 +% (part890 *% 32)))]) * invstd894) * mean_dy_x897)))
+        }
       }
     }
   }
   // s3_proj_weight_grad = conv2d_grad_weight(s3_proj_grad, x2)
-  for i858 in 0..<256 {
-    storeVector(arena, ((i858 *% 8) +% 10060832), Vector(repeating: Float(0)))
+  for i900 in 0..<256 {
+    storeVector(arena, ((i900 *% 8) +% 10060832), Vector(repeating: Float(0)))
   }
-  for g859 in 0..<4 {
-    for j860 in 0..<16 {
-      for c861 in 0..<32 {
-        for ky862 in 0..<1 {
-          for oy863 in 0..<8 {
-            for ox864 in 0..<8 {
-              arena[(((9962016 +% ((c861 +% ky862) *% 1040)) +% (j860 *% 64)) +% ((oy863 *% 8) +% ox864))] = arena[((((7864480 +% (((g859 *% 16) +% j860) *% 8192)) +% (c861 *% 256)) +% (((oy863 *% 2) +% ky862) *% 16)) +% (ox864 *% 2))]
+  for g901 in 0..<4 {
+    parallelFor(pool, 2) { part902 in
+      for j903 in 0..<16 {
+        for c904 in 0..<16 {
+          for ky905 in 0..<1 {
+            for oy906 in 0..<8 {
+              for ox907 in 0..<8 {
+                arena[(((9962016 +% (((c904 +% (part902 *% 16)) +% ky905) *% 1040)) +% (j903 *% 64)) +% ((oy906 *% 8) +% ox907))] = arena[((((7864480 +% (((g901 *% 16) +% j903) *% 8192)) +% ((c904 +% (part902 *% 16)) *% 256)) +% (((oy906 *% 2) +% ky905) *% 16)) +% (ox907 *% 2))]
+              }
             }
           }
         }
       }
     }
-    for j865 in 0..<16 {
-      for i866 in 0..<64 {
-        for f867 in 0..<64 {
-          arena[((9995296 +% (((j865 *% 64) +% i866) *% 64)) +% f867)] = arena[(((9699744 +% (((g859 *% 16) +% j865) *% 4096)) +% (f867 *% 64)) +% i866)]
-        }
-      }
-    }
-    do {  // gemm875
-      for nb868 in 0..<2 {
-        for mb869 in 0..<8 {
-          var t870_c0_0 = loadVector(arena, ((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)))
-          var t870_c0_1 = loadVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)) +% 8))
-          var t870_c0_2 = loadVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)) +% 16))
-          var t870_c1_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)))
-          var t870_c1_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)) +% 8))
-          var t870_c1_2 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)) +% 16))
-          var t870_c2_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)))
-          var t870_c2_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)) +% 8))
-          var t870_c2_2 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)) +% 16))
-          var t870_c3_0 = loadVector(arena, ((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)))
-          var t870_c3_1 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)) +% 8))
-          var t870_c3_2 = loadVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)) +% 16))
-          for k871 in 0..<1024 {
-            let t870_b0 = loadVector(arena, ((9995296 +% (k871 *% 64)) +% (nb868 *% 24)))
-            let t870_b1 = loadVector(arena, (((9995296 +% (k871 *% 64)) +% (nb868 *% 24)) +% 8))
-            let t870_b2 = loadVector(arena, (((9995296 +% (k871 *% 64)) +% (nb868 *% 24)) +% 16))
-            let t870_a0 = Vector(repeating: arena[((9962016 +% ((mb869 *% 4) *% 1040)) +% k871)])
-            t870_c0_0 = t870_c0_0.addingProduct(t870_a0, t870_b0)
-            t870_c0_1 = t870_c0_1.addingProduct(t870_a0, t870_b1)
-            t870_c0_2 = t870_c0_2.addingProduct(t870_a0, t870_b2)
-            let t870_a1 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 1) *% 1040)) +% k871)])
-            t870_c1_0 = t870_c1_0.addingProduct(t870_a1, t870_b0)
-            t870_c1_1 = t870_c1_1.addingProduct(t870_a1, t870_b1)
-            t870_c1_2 = t870_c1_2.addingProduct(t870_a1, t870_b2)
-            let t870_a2 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 2) *% 1040)) +% k871)])
-            t870_c2_0 = t870_c2_0.addingProduct(t870_a2, t870_b0)
-            t870_c2_1 = t870_c2_1.addingProduct(t870_a2, t870_b1)
-            t870_c2_2 = t870_c2_2.addingProduct(t870_a2, t870_b2)
-            let t870_a3 = Vector(repeating: arena[((9962016 +% (((mb869 *% 4) +% 3) *% 1040)) +% k871)])
-            t870_c3_0 = t870_c3_0.addingProduct(t870_a3, t870_b0)
-            t870_c3_1 = t870_c3_1.addingProduct(t870_a3, t870_b1)
-            t870_c3_2 = t870_c3_2.addingProduct(t870_a3, t870_b2)
+    parallelFor(pool, 2) { part908 in
+      for j909 in 0..<16 {
+        for i910 in 0..<64 {
+          for f911 in 0..<32 {
+            arena[((9995296 +% (((j909 *% 64) +% i910) *% 64)) +% (f911 +% (part908 *% 32)))] = arena[(((9699744 +% (((g901 *% 16) +% j909) *% 4096)) +% ((f911 +% (part908 *% 32)) *% 64)) +% i910)]
           }
-          storeVector(arena, ((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)), t870_c0_0)
-          storeVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)) +% 8), t870_c0_1)
-          storeVector(arena, (((10060832 +% ((mb869 *% 4) *% 64)) +% (nb868 *% 24)) +% 16), t870_c0_2)
-          storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)), t870_c1_0)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)) +% 8), t870_c1_1)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 1) *% 64)) +% (nb868 *% 24)) +% 16), t870_c1_2)
-          storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)), t870_c2_0)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)) +% 8), t870_c2_1)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 2) *% 64)) +% (nb868 *% 24)) +% 16), t870_c2_2)
-          storeVector(arena, ((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)), t870_c3_0)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)) +% 8), t870_c3_1)
-          storeVector(arena, (((10060832 +% (((mb869 *% 4) +% 3) *% 64)) +% (nb868 *% 24)) +% 16), t870_c3_2)
         }
       }
-      for mb872 in 0..<8 {
-        var t873_c0_0 = loadVector(arena, ((10060832 +% ((mb872 *% 4) *% 64)) +% 48))
-        var t873_c0_1 = loadVector(arena, (((10060832 +% ((mb872 *% 4) *% 64)) +% 48) +% 8))
-        var t873_c1_0 = loadVector(arena, ((10060832 +% (((mb872 *% 4) +% 1) *% 64)) +% 48))
-        var t873_c1_1 = loadVector(arena, (((10060832 +% (((mb872 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t873_c2_0 = loadVector(arena, ((10060832 +% (((mb872 *% 4) +% 2) *% 64)) +% 48))
-        var t873_c2_1 = loadVector(arena, (((10060832 +% (((mb872 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t873_c3_0 = loadVector(arena, ((10060832 +% (((mb872 *% 4) +% 3) *% 64)) +% 48))
-        var t873_c3_1 = loadVector(arena, (((10060832 +% (((mb872 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k874 in 0..<1024 {
-          let t873_b0 = loadVector(arena, ((9995296 +% (k874 *% 64)) +% 48))
-          let t873_b1 = loadVector(arena, (((9995296 +% (k874 *% 64)) +% 48) +% 8))
-          let t873_a0 = Vector(repeating: arena[((9962016 +% ((mb872 *% 4) *% 1040)) +% k874)])
-          t873_c0_0 = t873_c0_0.addingProduct(t873_a0, t873_b0)
-          t873_c0_1 = t873_c0_1.addingProduct(t873_a0, t873_b1)
-          let t873_a1 = Vector(repeating: arena[((9962016 +% (((mb872 *% 4) +% 1) *% 1040)) +% k874)])
-          t873_c1_0 = t873_c1_0.addingProduct(t873_a1, t873_b0)
-          t873_c1_1 = t873_c1_1.addingProduct(t873_a1, t873_b1)
-          let t873_a2 = Vector(repeating: arena[((9962016 +% (((mb872 *% 4) +% 2) *% 1040)) +% k874)])
-          t873_c2_0 = t873_c2_0.addingProduct(t873_a2, t873_b0)
-          t873_c2_1 = t873_c2_1.addingProduct(t873_a2, t873_b1)
-          let t873_a3 = Vector(repeating: arena[((9962016 +% (((mb872 *% 4) +% 3) *% 1040)) +% k874)])
-          t873_c3_0 = t873_c3_0.addingProduct(t873_a3, t873_b0)
-          t873_c3_1 = t873_c3_1.addingProduct(t873_a3, t873_b1)
+      do {  // gemm916
+        for nb912 in 0..<1 {
+          for mb913 in 0..<16 {
+            var t914_c0_0 = loadVector(arena, (((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)))
+            var t914_c0_1 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 8))
+            var t914_c0_2 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 16))
+            var t914_c0_3 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 24))
+            var t914_c1_0 = loadVector(arena, (((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)))
+            var t914_c1_1 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 8))
+            var t914_c1_2 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 16))
+            var t914_c1_3 = loadVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 24))
+            for k915 in 0..<1024 {
+              let t914_b0 = loadVector(arena, (((9995296 +% (part908 *% 32)) +% (k915 *% 64)) +% (nb912 *% 32)))
+              let t914_b1 = loadVector(arena, ((((9995296 +% (part908 *% 32)) +% (k915 *% 64)) +% (nb912 *% 32)) +% 8))
+              let t914_b2 = loadVector(arena, ((((9995296 +% (part908 *% 32)) +% (k915 *% 64)) +% (nb912 *% 32)) +% 16))
+              let t914_b3 = loadVector(arena, ((((9995296 +% (part908 *% 32)) +% (k915 *% 64)) +% (nb912 *% 32)) +% 24))
+              let t914_a0 = Vector(repeating: arena[((9962016 +% ((mb913 *% 2) *% 1040)) +% k915)])
+              t914_c0_0 = t914_c0_0.addingProduct(t914_a0, t914_b0)
+              t914_c0_1 = t914_c0_1.addingProduct(t914_a0, t914_b1)
+              t914_c0_2 = t914_c0_2.addingProduct(t914_a0, t914_b2)
+              t914_c0_3 = t914_c0_3.addingProduct(t914_a0, t914_b3)
+              let t914_a1 = Vector(repeating: arena[((9962016 +% (((mb913 *% 2) +% 1) *% 1040)) +% k915)])
+              t914_c1_0 = t914_c1_0.addingProduct(t914_a1, t914_b0)
+              t914_c1_1 = t914_c1_1.addingProduct(t914_a1, t914_b1)
+              t914_c1_2 = t914_c1_2.addingProduct(t914_a1, t914_b2)
+              t914_c1_3 = t914_c1_3.addingProduct(t914_a1, t914_b3)
+            }
+            storeVector(arena, (((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)), t914_c0_0)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 8), t914_c0_1)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 16), t914_c0_2)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% ((mb913 *% 2) *% 64)) +% (nb912 *% 32)) +% 24), t914_c0_3)
+            storeVector(arena, (((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)), t914_c1_0)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 8), t914_c1_1)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 16), t914_c1_2)
+            storeVector(arena, ((((10060832 +% (part908 *% 32)) +% (((mb913 *% 2) +% 1) *% 64)) +% (nb912 *% 32)) +% 24), t914_c1_3)
+          }
         }
-        storeVector(arena, ((10060832 +% ((mb872 *% 4) *% 64)) +% 48), t873_c0_0)
-        storeVector(arena, (((10060832 +% ((mb872 *% 4) *% 64)) +% 48) +% 8), t873_c0_1)
-        storeVector(arena, ((10060832 +% (((mb872 *% 4) +% 1) *% 64)) +% 48), t873_c1_0)
-        storeVector(arena, (((10060832 +% (((mb872 *% 4) +% 1) *% 64)) +% 48) +% 8), t873_c1_1)
-        storeVector(arena, ((10060832 +% (((mb872 *% 4) +% 2) *% 64)) +% 48), t873_c2_0)
-        storeVector(arena, (((10060832 +% (((mb872 *% 4) +% 2) *% 64)) +% 48) +% 8), t873_c2_1)
-        storeVector(arena, ((10060832 +% (((mb872 *% 4) +% 3) *% 64)) +% 48), t873_c3_0)
-        storeVector(arena, (((10060832 +% (((mb872 *% 4) +% 3) *% 64)) +% 48) +% 8), t873_c3_1)
       }
     }
   }
-  for f876 in 0..<64 {
-    for r877 in 0..<32 {
-      grads[((75216 +% (f876 *% 32)) +% r877)] = arena[((10060832 +% (r877 *% 64)) +% f876)]
+  parallelFor(pool, 2) { part917 in
+    for f918 in 0..<32 {
+      for r919 in 0..<32 {
+        grads[((75216 +% ((f918 +% (part917 *% 32)) *% 32)) +% r919)] = arena[((10060832 +% (r919 *% 64)) +% (f918 +% (part917 *% 32)))]
+      }
     }
   }
   // x2_grad = conv2d_grad_input(s3_proj_grad, s3_proj.weight, x2)
-  for i878 in 0..<65536 {
-    storeVector(arena, ((i878 *% 8) +% 11010720), Vector(repeating: Float(0)))
+  for i920 in 0..<65536 {
+    storeVector(arena, ((i920 *% 8) +% 11010720), Vector(repeating: Float(0)))
   }
-  for g879 in 0..<4 {
-    for j880 in 0..<16 {
-      for f881 in 0..<64 {
-        for i882 in 0..<8 {
-          storeVector(arena, ((i882 *% 8) +% ((9995296 +% (f881 *% 1040)) +% (j880 *% 64))), loadVector(arena, ((i882 *% 8) +% ((9699744 +% (((g879 *% 16) +% j880) *% 4096)) +% (f881 *% 64)))))
+  for g921 in 0..<4 {
+    for j922 in 0..<16 {
+      for f923 in 0..<64 {
+        for i924 in 0..<8 {
+          storeVector(arena, ((i924 *% 8) +% ((9995296 +% (f923 *% 1040)) +% (j922 *% 64))), loadVector(arena, ((i924 *% 8) +% ((9699744 +% (((g921 *% 16) +% j922) *% 4096)) +% (f923 *% 64)))))
         }
       }
     }
-    do {  // gemm890
-      for nb883 in 0..<42 {
-        for mb884 in 0..<8 {
-          var t885_c0_0 = Vector()
-          var t885_c0_1 = Vector()
-          var t885_c0_2 = Vector()
-          var t885_c1_0 = Vector()
-          var t885_c1_1 = Vector()
-          var t885_c1_2 = Vector()
-          var t885_c2_0 = Vector()
-          var t885_c2_1 = Vector()
-          var t885_c2_2 = Vector()
-          var t885_c3_0 = Vector()
-          var t885_c3_1 = Vector()
-          var t885_c3_2 = Vector()
-          for k886 in 0..<64 {
-            let t885_b0 = loadVector(arena, ((9995296 +% (k886 *% 1040)) +% (nb883 *% 24)))
-            let t885_b1 = loadVector(arena, (((9995296 +% (k886 *% 1040)) +% (nb883 *% 24)) +% 8))
-            let t885_b2 = loadVector(arena, (((9995296 +% (k886 *% 1040)) +% (nb883 *% 24)) +% 16))
-            let t885_a0 = Vector(repeating: params[((75216 +% (mb884 *% 4)) +% (k886 *% 32))])
-            t885_c0_0 = t885_c0_0.addingProduct(t885_a0, t885_b0)
-            t885_c0_1 = t885_c0_1.addingProduct(t885_a0, t885_b1)
-            t885_c0_2 = t885_c0_2.addingProduct(t885_a0, t885_b2)
-            let t885_a1 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 1)) +% (k886 *% 32))])
-            t885_c1_0 = t885_c1_0.addingProduct(t885_a1, t885_b0)
-            t885_c1_1 = t885_c1_1.addingProduct(t885_a1, t885_b1)
-            t885_c1_2 = t885_c1_2.addingProduct(t885_a1, t885_b2)
-            let t885_a2 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 2)) +% (k886 *% 32))])
-            t885_c2_0 = t885_c2_0.addingProduct(t885_a2, t885_b0)
-            t885_c2_1 = t885_c2_1.addingProduct(t885_a2, t885_b1)
-            t885_c2_2 = t885_c2_2.addingProduct(t885_a2, t885_b2)
-            let t885_a3 = Vector(repeating: params[((75216 +% ((mb884 *% 4) +% 3)) +% (k886 *% 32))])
-            t885_c3_0 = t885_c3_0.addingProduct(t885_a3, t885_b0)
-            t885_c3_1 = t885_c3_1.addingProduct(t885_a3, t885_b1)
-            t885_c3_2 = t885_c3_2.addingProduct(t885_a3, t885_b2)
+    parallelFor(pool, 2) { part925 in
+      do {  // gemm933
+        for nb926 in 0..<42 {
+          for mb927 in 0..<4 {
+            var t928_c0_0 = Vector()
+            var t928_c0_1 = Vector()
+            var t928_c0_2 = Vector()
+            var t928_c1_0 = Vector()
+            var t928_c1_1 = Vector()
+            var t928_c1_2 = Vector()
+            var t928_c2_0 = Vector()
+            var t928_c2_1 = Vector()
+            var t928_c2_2 = Vector()
+            var t928_c3_0 = Vector()
+            var t928_c3_1 = Vector()
+            var t928_c3_2 = Vector()
+            for k929 in 0..<64 {
+              let t928_b0 = loadVector(arena, ((9995296 +% (k929 *% 1040)) +% (nb926 *% 24)))
+              let t928_b1 = loadVector(arena, (((9995296 +% (k929 *% 1040)) +% (nb926 *% 24)) +% 8))
+              let t928_b2 = loadVector(arena, (((9995296 +% (k929 *% 1040)) +% (nb926 *% 24)) +% 16))
+              let t928_a0 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% (mb927 *% 4)) +% (k929 *% 32))])
+              t928_c0_0 = t928_c0_0.addingProduct(t928_a0, t928_b0)
+              t928_c0_1 = t928_c0_1.addingProduct(t928_a0, t928_b1)
+              t928_c0_2 = t928_c0_2.addingProduct(t928_a0, t928_b2)
+              let t928_a1 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb927 *% 4) +% 1)) +% (k929 *% 32))])
+              t928_c1_0 = t928_c1_0.addingProduct(t928_a1, t928_b0)
+              t928_c1_1 = t928_c1_1.addingProduct(t928_a1, t928_b1)
+              t928_c1_2 = t928_c1_2.addingProduct(t928_a1, t928_b2)
+              let t928_a2 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb927 *% 4) +% 2)) +% (k929 *% 32))])
+              t928_c2_0 = t928_c2_0.addingProduct(t928_a2, t928_b0)
+              t928_c2_1 = t928_c2_1.addingProduct(t928_a2, t928_b1)
+              t928_c2_2 = t928_c2_2.addingProduct(t928_a2, t928_b2)
+              let t928_a3 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb927 *% 4) +% 3)) +% (k929 *% 32))])
+              t928_c3_0 = t928_c3_0.addingProduct(t928_a3, t928_b0)
+              t928_c3_1 = t928_c3_1.addingProduct(t928_a3, t928_b1)
+              t928_c3_2 = t928_c3_2.addingProduct(t928_a3, t928_b2)
+            }
+            storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% ((mb927 *% 4) *% 1040)) +% (nb926 *% 24)), t928_c0_0)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% ((mb927 *% 4) *% 1040)) +% (nb926 *% 24)) +% 8), t928_c0_1)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% ((mb927 *% 4) *% 1040)) +% (nb926 *% 24)) +% 16), t928_c0_2)
+            storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 1) *% 1040)) +% (nb926 *% 24)), t928_c1_0)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 1) *% 1040)) +% (nb926 *% 24)) +% 8), t928_c1_1)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 1) *% 1040)) +% (nb926 *% 24)) +% 16), t928_c1_2)
+            storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 2) *% 1040)) +% (nb926 *% 24)), t928_c2_0)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 2) *% 1040)) +% (nb926 *% 24)) +% 8), t928_c2_1)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 2) *% 1040)) +% (nb926 *% 24)) +% 16), t928_c2_2)
+            storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 3) *% 1040)) +% (nb926 *% 24)), t928_c3_0)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 3) *% 1040)) +% (nb926 *% 24)) +% 8), t928_c3_1)
+            storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb927 *% 4) +% 3) *% 1040)) +% (nb926 *% 24)) +% 16), t928_c3_2)
           }
-          storeVector(arena, ((9962016 +% ((mb884 *% 4) *% 1040)) +% (nb883 *% 24)), t885_c0_0)
-          storeVector(arena, (((9962016 +% ((mb884 *% 4) *% 1040)) +% (nb883 *% 24)) +% 8), t885_c0_1)
-          storeVector(arena, (((9962016 +% ((mb884 *% 4) *% 1040)) +% (nb883 *% 24)) +% 16), t885_c0_2)
-          storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 1) *% 1040)) +% (nb883 *% 24)), t885_c1_0)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 1) *% 1040)) +% (nb883 *% 24)) +% 8), t885_c1_1)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 1) *% 1040)) +% (nb883 *% 24)) +% 16), t885_c1_2)
-          storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 2) *% 1040)) +% (nb883 *% 24)), t885_c2_0)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 2) *% 1040)) +% (nb883 *% 24)) +% 8), t885_c2_1)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 2) *% 1040)) +% (nb883 *% 24)) +% 16), t885_c2_2)
-          storeVector(arena, ((9962016 +% (((mb884 *% 4) +% 3) *% 1040)) +% (nb883 *% 24)), t885_c3_0)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 3) *% 1040)) +% (nb883 *% 24)) +% 8), t885_c3_1)
-          storeVector(arena, (((9962016 +% (((mb884 *% 4) +% 3) *% 1040)) +% (nb883 *% 24)) +% 16), t885_c3_2)
+        }
+        for mb930 in 0..<4 {
+          var t931_c0_0 = Vector()
+          var t931_c0_1 = Vector()
+          var t931_c1_0 = Vector()
+          var t931_c1_1 = Vector()
+          var t931_c2_0 = Vector()
+          var t931_c2_1 = Vector()
+          var t931_c3_0 = Vector()
+          var t931_c3_1 = Vector()
+          for k932 in 0..<64 {
+            let t931_b0 = loadVector(arena, ((9995296 +% (k932 *% 1040)) +% 1008))
+            let t931_b1 = loadVector(arena, (((9995296 +% (k932 *% 1040)) +% 1008) +% 8))
+            let t931_a0 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% (mb930 *% 4)) +% (k932 *% 32))])
+            t931_c0_0 = t931_c0_0.addingProduct(t931_a0, t931_b0)
+            t931_c0_1 = t931_c0_1.addingProduct(t931_a0, t931_b1)
+            let t931_a1 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb930 *% 4) +% 1)) +% (k932 *% 32))])
+            t931_c1_0 = t931_c1_0.addingProduct(t931_a1, t931_b0)
+            t931_c1_1 = t931_c1_1.addingProduct(t931_a1, t931_b1)
+            let t931_a2 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb930 *% 4) +% 2)) +% (k932 *% 32))])
+            t931_c2_0 = t931_c2_0.addingProduct(t931_a2, t931_b0)
+            t931_c2_1 = t931_c2_1.addingProduct(t931_a2, t931_b1)
+            let t931_a3 = Vector(repeating: params[(((75216 +% (part925 *% 16)) +% ((mb930 *% 4) +% 3)) +% (k932 *% 32))])
+            t931_c3_0 = t931_c3_0.addingProduct(t931_a3, t931_b0)
+            t931_c3_1 = t931_c3_1.addingProduct(t931_a3, t931_b1)
+          }
+          storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% ((mb930 *% 4) *% 1040)) +% 1008), t931_c0_0)
+          storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% ((mb930 *% 4) *% 1040)) +% 1008) +% 8), t931_c0_1)
+          storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 1) *% 1040)) +% 1008), t931_c1_0)
+          storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t931_c1_1)
+          storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 2) *% 1040)) +% 1008), t931_c2_0)
+          storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t931_c2_1)
+          storeVector(arena, (((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 3) *% 1040)) +% 1008), t931_c3_0)
+          storeVector(arena, ((((9962016 +% ((part925 *% 16) *% 1040)) +% (((mb930 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t931_c3_1)
         }
       }
-      for mb887 in 0..<8 {
-        var t888_c0_0 = Vector()
-        var t888_c0_1 = Vector()
-        var t888_c1_0 = Vector()
-        var t888_c1_1 = Vector()
-        var t888_c2_0 = Vector()
-        var t888_c2_1 = Vector()
-        var t888_c3_0 = Vector()
-        var t888_c3_1 = Vector()
-        for k889 in 0..<64 {
-          let t888_b0 = loadVector(arena, ((9995296 +% (k889 *% 1040)) +% 1008))
-          let t888_b1 = loadVector(arena, (((9995296 +% (k889 *% 1040)) +% 1008) +% 8))
-          let t888_a0 = Vector(repeating: params[((75216 +% (mb887 *% 4)) +% (k889 *% 32))])
-          t888_c0_0 = t888_c0_0.addingProduct(t888_a0, t888_b0)
-          t888_c0_1 = t888_c0_1.addingProduct(t888_a0, t888_b1)
-          let t888_a1 = Vector(repeating: params[((75216 +% ((mb887 *% 4) +% 1)) +% (k889 *% 32))])
-          t888_c1_0 = t888_c1_0.addingProduct(t888_a1, t888_b0)
-          t888_c1_1 = t888_c1_1.addingProduct(t888_a1, t888_b1)
-          let t888_a2 = Vector(repeating: params[((75216 +% ((mb887 *% 4) +% 2)) +% (k889 *% 32))])
-          t888_c2_0 = t888_c2_0.addingProduct(t888_a2, t888_b0)
-          t888_c2_1 = t888_c2_1.addingProduct(t888_a2, t888_b1)
-          let t888_a3 = Vector(repeating: params[((75216 +% ((mb887 *% 4) +% 3)) +% (k889 *% 32))])
-          t888_c3_0 = t888_c3_0.addingProduct(t888_a3, t888_b0)
-          t888_c3_1 = t888_c3_1.addingProduct(t888_a3, t888_b1)
-        }
-        storeVector(arena, ((9962016 +% ((mb887 *% 4) *% 1040)) +% 1008), t888_c0_0)
-        storeVector(arena, (((9962016 +% ((mb887 *% 4) *% 1040)) +% 1008) +% 8), t888_c0_1)
-        storeVector(arena, ((9962016 +% (((mb887 *% 4) +% 1) *% 1040)) +% 1008), t888_c1_0)
-        storeVector(arena, (((9962016 +% (((mb887 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t888_c1_1)
-        storeVector(arena, ((9962016 +% (((mb887 *% 4) +% 2) *% 1040)) +% 1008), t888_c2_0)
-        storeVector(arena, (((9962016 +% (((mb887 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t888_c2_1)
-        storeVector(arena, ((9962016 +% (((mb887 *% 4) +% 3) *% 1040)) +% 1008), t888_c3_0)
-        storeVector(arena, (((9962016 +% (((mb887 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t888_c3_1)
-      }
-    }
-    for j891 in 0..<16 {
-      for c892 in 0..<32 {
-        for ky893 in 0..<1 {
-          for oy894 in 0..<8 {
-            for ox895 in 0..<8 {
-              arena[((((11010720 +% (((g879 *% 16) +% j891) *% 8192)) +% (c892 *% 256)) +% (((oy894 *% 2) +% ky893) *% 16)) +% (ox895 *% 2))] += arena[(((9962016 +% ((c892 +% ky893) *% 1040)) +% (j891 *% 64)) +% ((oy894 *% 8) +% ox895))]
+      for j934 in 0..<16 {
+        for c935 in 0..<16 {
+          for ky936 in 0..<1 {
+            for oy937 in 0..<8 {
+              for ox938 in 0..<8 {
+                arena[((((11010720 +% (((g921 *% 16) +% j934) *% 8192)) +% ((c935 +% (part925 *% 16)) *% 256)) +% (((oy937 *% 2) +% ky936) *% 16)) +% (ox938 *% 2))] += arena[(((9962016 +% (((c935 +% (part925 *% 16)) +% ky936) *% 1040)) +% (j934 *% 64)) +% ((oy937 *% 8) +% ox938))]
+              }
             }
           }
         }
@@ -2525,814 +2567,814 @@ public func resnet8_train_b64(
     }
   }
   // s3_bn2_weight_grad = batchnorm_grad_weight(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var)
-  for c896 in 0..<64 {
-    var invstd898: Float = (Float(1) / sqrtf((arena[(9961952 +% c896)] + Float(bitPattern: 0x3727c5ac))))
-    var mean899: Float = arena[(9961888 +% c896)]
-    var acc900 = Vector()
-    var tail901: Float = Float(0)
-    for n902 in 0..<64 {
-      for v903 in 0..<8 {
-        acc900 = (acc900 + (loadVector(arena, (10748576 +% ((((n902 *% 64) +% c896) *% 64) +% (v903 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n902 *% 64) +% c896) *% 64) +% (v903 *% 8)))) - Vector(repeating: mean899)) * Vector(repeating: invstd898))))
+  parallelFor(pool, 2) { part939 in
+    for c940 in 0..<32 {
+      var invstd942: Float = (Float(1) / sqrtf((arena[(9961952 +% (c940 +% (part939 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean943: Float = arena[(9961888 +% (c940 +% (part939 *% 32)))]
+      var acc944 = Vector()
+      var tail945: Float = Float(0)
+      for n946 in 0..<64 {
+        for v947 in 0..<8 {
+          acc944 = (acc944 + (loadVector(arena, (10748576 +% ((((n946 *% 64) +% (c940 +% (part939 *% 32))) *% 64) +% (v947 *% 8)))) * ((loadVector(arena, (9175264 +% ((((n946 *% 64) +% (c940 +% (part939 *% 32))) *% 64) +% (v947 *% 8)))) - Vector(repeating: mean943)) * Vector(repeating: invstd942))))
+        }
       }
+      storeVector(arena, (9699744 +% (part939 *% 8)), acc944)
+      var sum948: Float = (arena[(9699744 +% (part939 *% 8))] + arena[((9699744 +% (part939 *% 8)) +% 1)])
+      var sum949: Float = (sum948 + arena[((9699744 +% (part939 *% 8)) +% 2)])
+      var sum950: Float = (sum949 + arena[((9699744 +% (part939 *% 8)) +% 3)])
+      var sum951: Float = (sum950 + arena[((9699744 +% (part939 *% 8)) +% 4)])
+      var sum952: Float = (sum951 + arena[((9699744 +% (part939 *% 8)) +% 5)])
+      var sum953: Float = (sum952 + arena[((9699744 +% (part939 *% 8)) +% 6)])
+      var sum954: Float = (sum953 + arena[((9699744 +% (part939 *% 8)) +% 7)])
+      var sum_x941: Float = (sum954 + tail945)
+      grads[(75088 +% (c940 +% (part939 *% 32)))] = sum_x941
     }
-    storeVector(arena, 9699744, acc900)
-    var sum904: Float = (arena[9699744] + arena[9699745])
-    var sum905: Float = (sum904 + arena[9699746])
-    var sum906: Float = (sum905 + arena[9699747])
-    var sum907: Float = (sum906 + arena[9699748])
-    var sum908: Float = (sum907 + arena[9699749])
-    var sum909: Float = (sum908 + arena[9699750])
-    var sum910: Float = (sum909 + arena[9699751])
-    var sum_x897: Float = (sum910 + tail901)
-    grads[(75088 +% c896)] = sum_x897
   }
   // s3_bn2_bias_grad = batchnorm_grad_bias(s3_sum_grad)
-  for c911 in 0..<64 {
-    var acc913 = Vector()
-    var tail914: Float = Float(0)
-    for n915 in 0..<64 {
-      for v916 in 0..<8 {
-        acc913 = (acc913 + loadVector(arena, (10748576 +% ((((n915 *% 64) +% c911) *% 64) +% (v916 *% 8)))))
+  parallelFor(pool, 2) { part955 in
+    for c956 in 0..<32 {
+      var acc958 = Vector()
+      var tail959: Float = Float(0)
+      for n960 in 0..<64 {
+        for v961 in 0..<8 {
+          acc958 = (acc958 + loadVector(arena, (10748576 +% ((((n960 *% 64) +% (c956 +% (part955 *% 32))) *% 64) +% (v961 *% 8)))))
+        }
       }
+      storeVector(arena, (9699744 +% (part955 *% 8)), acc958)
+      var sum962: Float = (arena[(9699744 +% (part955 *% 8))] + arena[((9699744 +% (part955 *% 8)) +% 1)])
+      var sum963: Float = (sum962 + arena[((9699744 +% (part955 *% 8)) +% 2)])
+      var sum964: Float = (sum963 + arena[((9699744 +% (part955 *% 8)) +% 3)])
+      var sum965: Float = (sum964 + arena[((9699744 +% (part955 *% 8)) +% 4)])
+      var sum966: Float = (sum965 + arena[((9699744 +% (part955 *% 8)) +% 5)])
+      var sum967: Float = (sum966 + arena[((9699744 +% (part955 *% 8)) +% 6)])
+      var sum968: Float = (sum967 + arena[((9699744 +% (part955 *% 8)) +% 7)])
+      var sum957: Float = (sum968 + tail959)
+      grads[(75152 +% (c956 +% (part955 *% 32)))] = sum957
     }
-    storeVector(arena, 9699744, acc913)
-    var sum917: Float = (arena[9699744] + arena[9699745])
-    var sum918: Float = (sum917 + arena[9699746])
-    var sum919: Float = (sum918 + arena[9699747])
-    var sum920: Float = (sum919 + arena[9699748])
-    var sum921: Float = (sum920 + arena[9699749])
-    var sum922: Float = (sum921 + arena[9699750])
-    var sum923: Float = (sum922 + arena[9699751])
-    var sum912: Float = (sum923 + tail914)
-    grads[(75152 +% c911)] = sum912
   }
   // s3_conv2_grad = batchnorm_grad_input(s3_sum_grad, s3_conv2, s3_bn2.mean, s3_bn2.var, s3_bn2.weight, s3_bn2_bias_grad, s3_bn2_weight_grad)
-  for c924 in 0..<64 {
-    var invstd927: Float = (Float(1) / sqrtf((arena[(9961952 +% c924)] + Float(bitPattern: 0x3727c5ac))))
-    var sum925: Float = grads[(75152 +% c924)]
-    var sum_x926: Float = grads[(75088 +% c924)]
-    var scale928: Float = (params[(75088 +% c924)] * invstd927)
-    var mean_dy929: Float = (sum925 / Float(4096))
-    var mean_dy_x930: Float = (sum_x926 / Float(4096))
-    for n931 in 0..<64 {
-      for i932 in 0..<64 {
-        arena[(9699744 +% ((((n931 *% 64) +% c924) *% 64) +% i932))] = (scale928 * ((arena[(10748576 +% ((((n931 *% 64) +% c924) *% 64) +% i932))] - mean_dy929) - (((arena[(9175264 +% ((((n931 *% 64) +% c924) *% 64) +% i932))] - arena[(9961888 +% c924)]) * invstd927) * mean_dy_x930)))
+  parallelFor(pool, 2) { part969 in
+    for c970 in 0..<32 {
+      var invstd973: Float = (Float(1) / sqrtf((arena[(9961952 +% (c970 +% (part969 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum971: Float = grads[(75152 +% (c970 +% (part969 *% 32)))]
+      var sum_x972: Float = grads[(75088 +% (c970 +% (part969 *% 32)))]
+      var scale974: Float = (params[(75088 +% (c970 +% (part969 *% 32)))] * invstd973)
+      var mean_dy975: Float = (sum971 / Float(4096))
+      var mean_dy_x976: Float = (sum_x972 / Float(4096))
+      for n977 in 0..<64 {
+        for i978 in 0..<64 {
+          arena[(9699744 +% ((((n977 *% 64) +% (c970 +% (part969 *% 32))) *% 64) +% i978))] = (scale974 * ((arena[(10748576 +% ((((n977 *% 64) +% (c970 +% (part969 *% 32))) *% 64) +% i978))] - mean_dy975) - (((arena[(9175264 +% ((((n977 *% 64) +% (c970 +% (part969 *% 32))) *% 64) +% i978))] - arena[(9961888 +% (c970 +% (part969 *% 32)))]) * invstd973) * mean_dy_x976)))
+        }
       }
     }
   }
   // s3_conv2_weight_grad = conv2d_grad_weight(s3_conv2_grad, s3_relu1)
-  for i933 in 0..<8192 {
-    storeVector(arena, ((i933 *% 8) +% 9218528), Vector(repeating: Float(0)))
+  for i979 in 0..<8192 {
+    storeVector(arena, ((i979 *% 8) +% 9218528), Vector(repeating: Float(0)))
   }
-  for i934 in 0..<800 {
-    storeVector(arena, ((i934 *% 8) +% 9175264), Vector(repeating: Float(0)))
+  for i980 in 0..<800 {
+    storeVector(arena, ((i980 *% 8) +% 9175264), Vector(repeating: Float(0)))
   }
-  for i935 in 0..<512 {
-    storeVector(arena, ((i935 *% 8) +% 9198048), Vector(repeating: Float(0)))
+  for i981 in 0..<512 {
+    storeVector(arena, ((i981 *% 8) +% 9198048), Vector(repeating: Float(0)))
   }
-  for g936 in 0..<64 {
-    for j937 in 0..<1 {
-      for iy938 in 0..<8 {
-        for c939 in 0..<64 {
-          for ix940 in 0..<8 {
-            arena[(9175264 +% ((((j937 *% 6400) +% ((iy938 +% 1) *% 640)) +% ((ix940 +% 1) *% 64)) +% c939))] = arena[((((9437600 +% ((g936 +% j937) *% 4096)) +% (c939 *% 64)) +% (iy938 *% 8)) +% ix940)]
+  for g982 in 0..<64 {
+    parallelFor(pool, 2) { part983 in
+      for j984 in 0..<1 {
+        for iy985 in 0..<8 {
+          for c986 in 0..<32 {
+            for ix987 in 0..<8 {
+              arena[(9175264 +% ((((j984 *% 6400) +% ((iy985 +% 1) *% 640)) +% ((ix987 +% 1) *% 64)) +% (c986 +% (part983 *% 32))))] = arena[((((9437600 +% ((g982 +% j984) *% 4096)) +% ((c986 +% (part983 *% 32)) *% 64)) +% (iy985 *% 8)) +% ix987)]
+            }
+          }
+        }
+      }
+      for j988 in 0..<1 {
+        for iy989 in 0..<8 {
+          for c990 in 0..<32 {
+            for ix991 in 0..<8 {
+              arena[(9198048 +% ((((j988 *% 4096) +% (iy989 *% 512)) +% (ix991 *% 64)) +% (c990 +% (part983 *% 32))))] = arena[((((9699744 +% ((g982 +% j988) *% 4096)) +% ((c990 +% (part983 *% 32)) *% 64)) +% (iy989 *% 8)) +% ix991)]
+            }
           }
         }
       }
     }
-    for j941 in 0..<1 {
-      for ty942 in 0..<4 {
-        for tx943 in 0..<4 {
-          for cv944 in 0..<8 {
-            let w945 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% ((ty942 *% 2) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))))
-            let w946 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))) + loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))))
-            let w947 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))))
-            let w948 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 3) *% 640)) +% ((tx943 *% 2) *% 64)) +% (cv944 *% 8)))))
-            let w949 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% ((ty942 *% 2) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))))
-            let w950 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))) + loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))))
-            let w951 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))))
-            let w952 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 3) *% 640)) +% (((tx943 *% 2) +% 1) *% 64)) +% (cv944 *% 8)))))
-            let w953 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% ((ty942 *% 2) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))))
-            let w954 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))) + loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))))
-            let w955 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))))
-            let w956 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 3) *% 640)) +% (((tx943 *% 2) +% 2) *% 64)) +% (cv944 *% 8)))))
-            let w957 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% ((ty942 *% 2) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))))
-            let w958 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))) + loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))))
-            let w959 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 2) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))))
-            let w960 = (loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 1) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))) - loadVector(arena, (9175264 +% ((((j941 *% 6400) +% (((ty942 *% 2) +% 3) *% 640)) +% (((tx943 *% 2) +% 3) *% 64)) +% (cv944 *% 8)))))
-            let w961 = (w945 - w953)
-            let w962 = (w949 + w953)
-            let w963 = (w953 - w949)
-            let w964 = (w949 - w957)
-            let w965 = (w946 - w954)
-            let w966 = (w950 + w954)
-            let w967 = (w954 - w950)
-            let w968 = (w950 - w958)
-            let w969 = (w947 - w955)
-            let w970 = (w951 + w955)
-            let w971 = (w955 - w951)
-            let w972 = (w951 - w959)
-            let w973 = (w948 - w956)
-            let w974 = (w952 + w956)
-            let w975 = (w956 - w952)
-            let w976 = (w952 - w960)
-            storeVector(arena, ((9181664 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w961)
-            storeVector(arena, ((9182688 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w962)
-            storeVector(arena, ((9183712 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w963)
-            storeVector(arena, ((9184736 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w964)
-            storeVector(arena, ((9185760 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w965)
-            storeVector(arena, ((9186784 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w966)
-            storeVector(arena, ((9187808 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w967)
-            storeVector(arena, ((9188832 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w968)
-            storeVector(arena, ((9189856 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w969)
-            storeVector(arena, ((9190880 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w970)
-            storeVector(arena, ((9191904 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w971)
-            storeVector(arena, ((9192928 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w972)
-            storeVector(arena, ((9193952 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w973)
-            storeVector(arena, ((9194976 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w974)
-            storeVector(arena, ((9196000 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w975)
-            storeVector(arena, ((9197024 +% ((((j941 *% 16) +% (ty942 *% 4)) +% tx943) *% 64)) +% (cv944 *% 8)), w976)
+    parallelFor(pool, 2) { part992 in
+      for j993 in 0..<1 {
+        for ty994 in 0..<2 {
+          for tx995 in 0..<4 {
+            for cv996 in 0..<8 {
+              let w997 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% (((ty994 +% (part992 *% 2)) *% 2) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))))
+              let w998 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))) + loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))))
+              let w999 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1000 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 3) *% 640)) +% ((tx995 *% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1001 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% (((ty994 +% (part992 *% 2)) *% 2) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))))
+              let w1002 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))) + loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))))
+              let w1003 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))))
+              let w1004 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 3) *% 640)) +% (((tx995 *% 2) +% 1) *% 64)) +% (cv996 *% 8)))))
+              let w1005 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% (((ty994 +% (part992 *% 2)) *% 2) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1006 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))) + loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1007 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1008 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 3) *% 640)) +% (((tx995 *% 2) +% 2) *% 64)) +% (cv996 *% 8)))))
+              let w1009 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% (((ty994 +% (part992 *% 2)) *% 2) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))))
+              let w1010 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))) + loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))))
+              let w1011 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 2) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))))
+              let w1012 = (loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 1) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))) - loadVector(arena, (9175264 +% ((((j993 *% 6400) +% ((((ty994 +% (part992 *% 2)) *% 2) +% 3) *% 640)) +% (((tx995 *% 2) +% 3) *% 64)) +% (cv996 *% 8)))))
+              let w1013 = (w997 - w1005)
+              let w1014 = (w1001 + w1005)
+              let w1015 = (w1005 - w1001)
+              let w1016 = (w1001 - w1009)
+              let w1017 = (w998 - w1006)
+              let w1018 = (w1002 + w1006)
+              let w1019 = (w1006 - w1002)
+              let w1020 = (w1002 - w1010)
+              let w1021 = (w999 - w1007)
+              let w1022 = (w1003 + w1007)
+              let w1023 = (w1007 - w1003)
+              let w1024 = (w1003 - w1011)
+              let w1025 = (w1000 - w1008)
+              let w1026 = (w1004 + w1008)
+              let w1027 = (w1008 - w1004)
+              let w1028 = (w1004 - w1012)
+              storeVector(arena, ((9181664 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1013)
+              storeVector(arena, ((9182688 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1014)
+              storeVector(arena, ((9183712 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1015)
+              storeVector(arena, ((9184736 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1016)
+              storeVector(arena, ((9185760 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1017)
+              storeVector(arena, ((9186784 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1018)
+              storeVector(arena, ((9187808 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1019)
+              storeVector(arena, ((9188832 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1020)
+              storeVector(arena, ((9189856 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1021)
+              storeVector(arena, ((9190880 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1022)
+              storeVector(arena, ((9191904 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1023)
+              storeVector(arena, ((9192928 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1024)
+              storeVector(arena, ((9193952 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1025)
+              storeVector(arena, ((9194976 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1026)
+              storeVector(arena, ((9196000 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1027)
+              storeVector(arena, ((9197024 +% ((((j993 *% 16) +% ((ty994 +% (part992 *% 2)) *% 4)) +% tx995) *% 64)) +% (cv996 *% 8)), w1028)
+            }
+          }
+        }
+      }
+      for j1029 in 0..<1 {
+        for ty1030 in 0..<2 {
+          for tx1031 in 0..<4 {
+            for cv1032 in 0..<8 {
+              let w1033 = loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8))))
+              let w1034 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8)))) + loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8)))))
+              let w1035 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8)))) - loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8)))))
+              let w1036 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% ((tx1031 *% 2) *% 64)) +% (cv1032 *% 8)))) * Vector(repeating: Float(-1)))
+              let w1037 = loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8))))
+              let w1038 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8)))) + loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8)))))
+              let w1039 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% (((ty1030 +% (part992 *% 2)) *% 2) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8)))) - loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8)))))
+              let w1040 = (loadVector(arena, (9198048 +% ((((j1029 *% 4096) +% ((((ty1030 +% (part992 *% 2)) *% 2) +% 1) *% 512)) +% (((tx1031 *% 2) +% 1) *% 64)) +% (cv1032 *% 8)))) * Vector(repeating: Float(-1)))
+              let w1041 = w1033
+              let w1042 = (w1033 + w1037)
+              let w1043 = (w1033 - w1037)
+              let w1044 = (w1037 * Vector(repeating: Float(-1)))
+              let w1045 = w1034
+              let w1046 = (w1034 + w1038)
+              let w1047 = (w1034 - w1038)
+              let w1048 = (w1038 * Vector(repeating: Float(-1)))
+              let w1049 = w1035
+              let w1050 = (w1035 + w1039)
+              let w1051 = (w1035 - w1039)
+              let w1052 = (w1039 * Vector(repeating: Float(-1)))
+              let w1053 = w1036
+              let w1054 = (w1036 + w1040)
+              let w1055 = (w1036 - w1040)
+              let w1056 = (w1040 * Vector(repeating: Float(-1)))
+              storeVector(arena, ((9202144 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1041)
+              storeVector(arena, ((9203168 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1042)
+              storeVector(arena, ((9204192 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1043)
+              storeVector(arena, ((9205216 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1044)
+              storeVector(arena, ((9206240 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1045)
+              storeVector(arena, ((9207264 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1046)
+              storeVector(arena, ((9208288 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1047)
+              storeVector(arena, ((9209312 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1048)
+              storeVector(arena, ((9210336 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1049)
+              storeVector(arena, ((9211360 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1050)
+              storeVector(arena, ((9212384 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1051)
+              storeVector(arena, ((9213408 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1052)
+              storeVector(arena, ((9214432 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1053)
+              storeVector(arena, ((9215456 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1054)
+              storeVector(arena, ((9216480 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1055)
+              storeVector(arena, ((9217504 +% ((((j1029 *% 16) +% ((ty1030 +% (part992 *% 2)) *% 4)) +% tx1031) *% 64)) +% (cv1032 *% 8)), w1056)
+            }
           }
         }
       }
     }
-    for j977 in 0..<1 {
-      for iy978 in 0..<8 {
-        for c979 in 0..<64 {
-          for ix980 in 0..<8 {
-            arena[(9198048 +% ((((j977 *% 4096) +% (iy978 *% 512)) +% (ix980 *% 64)) +% c979))] = arena[((((9699744 +% ((g936 +% j977) *% 4096)) +% (c979 *% 64)) +% (iy978 *% 8)) +% ix980)]
-          }
-        }
+    parallelFor(pool, 2) { part1057 in
+      for xi1058 in 0..<8 {
+        sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% ((xi1058 +% (part1057 *% 8)) *% 1024)), 64, arena + (9202144 +% ((xi1058 +% (part1057 *% 8)) *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% ((xi1058 +% (part1057 *% 8)) *% 4096)), 64)
       }
-    }
-    for j981 in 0..<1 {
-      for ty982 in 0..<4 {
-        for tx983 in 0..<4 {
-          for cv984 in 0..<8 {
-            let w985 = loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8))))
-            let w986 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8)))) + loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8)))))
-            let w987 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8)))) - loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8)))))
-            let w988 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% ((tx983 *% 2) *% 64)) +% (cv984 *% 8)))) * Vector(repeating: Float(-1)))
-            let w989 = loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8))))
-            let w990 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8)))) + loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8)))))
-            let w991 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% ((ty982 *% 2) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8)))) - loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8)))))
-            let w992 = (loadVector(arena, (9198048 +% ((((j981 *% 4096) +% (((ty982 *% 2) +% 1) *% 512)) +% (((tx983 *% 2) +% 1) *% 64)) +% (cv984 *% 8)))) * Vector(repeating: Float(-1)))
-            let w993 = w985
-            let w994 = (w985 + w989)
-            let w995 = (w985 - w989)
-            let w996 = (w989 * Vector(repeating: Float(-1)))
-            let w997 = w986
-            let w998 = (w986 + w990)
-            let w999 = (w986 - w990)
-            let w1000 = (w990 * Vector(repeating: Float(-1)))
-            let w1001 = w987
-            let w1002 = (w987 + w991)
-            let w1003 = (w987 - w991)
-            let w1004 = (w991 * Vector(repeating: Float(-1)))
-            let w1005 = w988
-            let w1006 = (w988 + w992)
-            let w1007 = (w988 - w992)
-            let w1008 = (w992 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((9202144 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w993)
-            storeVector(arena, ((9203168 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w994)
-            storeVector(arena, ((9204192 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w995)
-            storeVector(arena, ((9205216 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w996)
-            storeVector(arena, ((9206240 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w997)
-            storeVector(arena, ((9207264 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w998)
-            storeVector(arena, ((9208288 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w999)
-            storeVector(arena, ((9209312 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1000)
-            storeVector(arena, ((9210336 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1001)
-            storeVector(arena, ((9211360 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1002)
-            storeVector(arena, ((9212384 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1003)
-            storeVector(arena, ((9213408 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1004)
-            storeVector(arena, ((9214432 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1005)
-            storeVector(arena, ((9215456 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1006)
-            storeVector(arena, ((9216480 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1007)
-            storeVector(arena, ((9217504 +% ((((j981 *% 16) +% (ty982 *% 4)) +% tx983) *% 64)) +% (cv984 *% 8)), w1008)
-          }
-        }
-      }
-    }
-    for xi1009 in 0..<16 {
-      sgemm(101, 112, 111, 64, 64, 16, 1, arena + (9181664 +% (xi1009 *% 1024)), 64, arena + (9202144 +% (xi1009 *% 1024)), 64, Float(bitPattern: 0x3f800000), arena + (9218528 +% (xi1009 *% 4096)), 64)
     }
   }
-  do {  // scalar loops
-    for f1010 in 0..<64 {
-      for c1011 in 0..<64 {
-        var w1012: Float = (((arena[((9218528 +% (c1011 *% 64)) +% f1010)] * Float(1)) + (arena[((9234912 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)))
-        var w1013: Float = ((arena[((9234912 +% (c1011 *% 64)) +% f1010)] - arena[((9251296 +% (c1011 *% 64)) +% f1010)]) * Float(bitPattern: 0x3f000000))
-        var w1014: Float = (((arena[((9234912 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1011 *% 64)) +% f1010)] * Float(1)))
-        var w1015: Float = (((arena[((9222624 +% (c1011 *% 64)) +% f1010)] * Float(1)) + (arena[((9239008 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)))
-        var w1016: Float = ((arena[((9239008 +% (c1011 *% 64)) +% f1010)] - arena[((9255392 +% (c1011 *% 64)) +% f1010)]) * Float(bitPattern: 0x3f000000))
-        var w1017: Float = (((arena[((9239008 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1011 *% 64)) +% f1010)] * Float(1)))
-        var w1018: Float = (((arena[((9226720 +% (c1011 *% 64)) +% f1010)] * Float(1)) + (arena[((9243104 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)))
-        var w1019: Float = ((arena[((9243104 +% (c1011 *% 64)) +% f1010)] - arena[((9259488 +% (c1011 *% 64)) +% f1010)]) * Float(bitPattern: 0x3f000000))
-        var w1020: Float = (((arena[((9243104 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1011 *% 64)) +% f1010)] * Float(1)))
-        var w1021: Float = (((arena[((9230816 +% (c1011 *% 64)) +% f1010)] * Float(1)) + (arena[((9247200 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)))
-        var w1022: Float = ((arena[((9247200 +% (c1011 *% 64)) +% f1010)] - arena[((9263584 +% (c1011 *% 64)) +% f1010)]) * Float(bitPattern: 0x3f000000))
-        var w1023: Float = (((arena[((9247200 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1011 *% 64)) +% f1010)] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1011 *% 64)) +% f1010)] * Float(1)))
-        var w1024: Float = (((w1012 * Float(1)) + (w1015 * Float(bitPattern: 0x3f000000))) + (w1018 * Float(bitPattern: 0x3f000000)))
-        var w1025: Float = ((w1015 - w1018) * Float(bitPattern: 0x3f000000))
-        var w1026: Float = (((w1015 * Float(bitPattern: 0x3f000000)) + (w1018 * Float(bitPattern: 0x3f000000))) + (w1021 * Float(1)))
-        var w1027: Float = (((w1013 * Float(1)) + (w1016 * Float(bitPattern: 0x3f000000))) + (w1019 * Float(bitPattern: 0x3f000000)))
-        var w1028: Float = ((w1016 - w1019) * Float(bitPattern: 0x3f000000))
-        var w1029: Float = (((w1016 * Float(bitPattern: 0x3f000000)) + (w1019 * Float(bitPattern: 0x3f000000))) + (w1022 * Float(1)))
-        var w1030: Float = (((w1014 * Float(1)) + (w1017 * Float(bitPattern: 0x3f000000))) + (w1020 * Float(bitPattern: 0x3f000000)))
-        var w1031: Float = ((w1017 - w1020) * Float(bitPattern: 0x3f000000))
-        var w1032: Float = (((w1017 * Float(bitPattern: 0x3f000000)) + (w1020 * Float(bitPattern: 0x3f000000))) + (w1023 * Float(1)))
-        grads[(38224 +% (((f1010 *% 64) +% c1011) *% 9))] = w1024
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 1)] = w1025
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 2)] = w1026
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 3)] = w1027
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 4)] = w1028
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 5)] = w1029
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 6)] = w1030
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 7)] = w1031
-        grads[((38224 +% (((f1010 *% 64) +% c1011) *% 9)) +% 8)] = w1032
+  parallelFor(pool, 2) { part1059 in
+    do {  // scalar loops
+      for f1060 in 0..<32 {
+        for c1061 in 0..<64 {
+          var w1062: Float = (((arena[((9218528 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)) + (arena[((9234912 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9251296 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w1063: Float = ((arena[((9234912 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] - arena[((9251296 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w1064: Float = (((arena[((9234912 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((9251296 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9267680 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)))
+          var w1065: Float = (((arena[((9222624 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)) + (arena[((9239008 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9255392 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w1066: Float = ((arena[((9239008 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] - arena[((9255392 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w1067: Float = (((arena[((9239008 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((9255392 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9271776 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)))
+          var w1068: Float = (((arena[((9226720 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)) + (arena[((9243104 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9259488 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w1069: Float = ((arena[((9243104 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] - arena[((9259488 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w1070: Float = (((arena[((9243104 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((9259488 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9275872 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)))
+          var w1071: Float = (((arena[((9230816 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)) + (arena[((9247200 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9263584 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w1072: Float = ((arena[((9247200 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] - arena[((9263584 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w1073: Float = (((arena[((9247200 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((9263584 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((9279968 +% (c1061 *% 64)) +% (f1060 +% (part1059 *% 32)))] * Float(1)))
+          var w1074: Float = (((w1062 * Float(1)) + (w1065 * Float(bitPattern: 0x3f000000))) + (w1068 * Float(bitPattern: 0x3f000000)))
+          var w1075: Float = ((w1065 - w1068) * Float(bitPattern: 0x3f000000))
+          var w1076: Float = (((w1065 * Float(bitPattern: 0x3f000000)) + (w1068 * Float(bitPattern: 0x3f000000))) + (w1071 * Float(1)))
+          var w1077: Float = (((w1063 * Float(1)) + (w1066 * Float(bitPattern: 0x3f000000))) + (w1069 * Float(bitPattern: 0x3f000000)))
+          var w1078: Float = ((w1066 - w1069) * Float(bitPattern: 0x3f000000))
+          var w1079: Float = (((w1066 * Float(bitPattern: 0x3f000000)) + (w1069 * Float(bitPattern: 0x3f000000))) + (w1072 * Float(1)))
+          var w1080: Float = (((w1064 * Float(1)) + (w1067 * Float(bitPattern: 0x3f000000))) + (w1070 * Float(bitPattern: 0x3f000000)))
+          var w1081: Float = ((w1067 - w1070) * Float(bitPattern: 0x3f000000))
+          var w1082: Float = (((w1067 * Float(bitPattern: 0x3f000000)) + (w1070 * Float(bitPattern: 0x3f000000))) + (w1073 * Float(1)))
+          grads[(38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9))] = w1074
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 1)] = w1075
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 2)] = w1076
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 3)] = w1077
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 4)] = w1078
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 5)] = w1079
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 6)] = w1080
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 7)] = w1081
+          grads[((38224 +% ((((f1060 +% (part1059 *% 32)) *% 64) +% c1061) *% 9)) +% 8)] = w1082
+        }
       }
     }
   }
   // s3_relu1_grad = conv2d_grad_input(s3_conv2_grad, s3_conv2.weight, s3_relu1)
-  do {  // scalar loops
-    for ci1033 in 0..<64 {
-      for co1034 in 0..<64 {
-        var w1035: Float = params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 8)]
-        var w1036: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 8)] + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 5)]) + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1037: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 8)] + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 2)]) - params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1038: Float = params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 2)]
-        var w1039: Float = params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 7)]
-        var w1040: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 7)] + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 4)]) + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1041: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 7)] + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 1)]) - params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1042: Float = params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 1)]
-        var w1043: Float = params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 6)]
-        var w1044: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 6)] + params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 3)]) + params[(38224 +% (((ci1033 *% 64) +% co1034) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1045: Float = (((params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 6)] + params[(38224 +% (((ci1033 *% 64) +% co1034) *% 9))]) - params[((38224 +% (((ci1033 *% 64) +% co1034) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1046: Float = params[(38224 +% (((ci1033 *% 64) +% co1034) *% 9))]
-        var w1047: Float = w1035
-        var w1048: Float = (((w1035 + w1039) + w1043) * Float(bitPattern: 0x3f000000))
-        var w1049: Float = (((w1035 + w1043) - w1039) * Float(bitPattern: 0x3f000000))
-        var w1050: Float = w1043
-        var w1051: Float = w1036
-        var w1052: Float = (((w1036 + w1040) + w1044) * Float(bitPattern: 0x3f000000))
-        var w1053: Float = (((w1036 + w1044) - w1040) * Float(bitPattern: 0x3f000000))
-        var w1054: Float = w1044
-        var w1055: Float = w1037
-        var w1056: Float = (((w1037 + w1041) + w1045) * Float(bitPattern: 0x3f000000))
-        var w1057: Float = (((w1037 + w1045) - w1041) * Float(bitPattern: 0x3f000000))
-        var w1058: Float = w1045
-        var w1059: Float = w1038
-        var w1060: Float = (((w1038 + w1042) + w1046) * Float(bitPattern: 0x3f000000))
-        var w1061: Float = (((w1038 + w1046) - w1042) * Float(bitPattern: 0x3f000000))
-        var w1062: Float = w1046
-        arena[((9962016 +% (ci1033 *% 64)) +% co1034)] = w1047
-        arena[((9966112 +% (ci1033 *% 64)) +% co1034)] = w1048
-        arena[((9970208 +% (ci1033 *% 64)) +% co1034)] = w1049
-        arena[((9974304 +% (ci1033 *% 64)) +% co1034)] = w1050
-        arena[((9978400 +% (ci1033 *% 64)) +% co1034)] = w1051
-        arena[((9982496 +% (ci1033 *% 64)) +% co1034)] = w1052
-        arena[((9986592 +% (ci1033 *% 64)) +% co1034)] = w1053
-        arena[((9990688 +% (ci1033 *% 64)) +% co1034)] = w1054
-        arena[((9994784 +% (ci1033 *% 64)) +% co1034)] = w1055
-        arena[((9998880 +% (ci1033 *% 64)) +% co1034)] = w1056
-        arena[((10002976 +% (ci1033 *% 64)) +% co1034)] = w1057
-        arena[((10007072 +% (ci1033 *% 64)) +% co1034)] = w1058
-        arena[((10011168 +% (ci1033 *% 64)) +% co1034)] = w1059
-        arena[((10015264 +% (ci1033 *% 64)) +% co1034)] = w1060
-        arena[((10019360 +% (ci1033 *% 64)) +% co1034)] = w1061
-        arena[((10023456 +% (ci1033 *% 64)) +% co1034)] = w1062
+  parallelFor(pool, 2) { part1083 in
+    do {  // scalar loops
+      for ci1084 in 0..<64 {
+        for co1085 in 0..<32 {
+          var w1086: Float = params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 8)]
+          var w1087: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 8)] + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 5)]) + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w1088: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 8)] + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 2)]) - params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w1089: Float = params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 2)]
+          var w1090: Float = params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 7)]
+          var w1091: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 7)] + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 4)]) + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w1092: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 7)] + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 1)]) - params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w1093: Float = params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 1)]
+          var w1094: Float = params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 6)]
+          var w1095: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 6)] + params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 3)]) + params[(38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w1096: Float = (((params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 6)] + params[(38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9))]) - params[((38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w1097: Float = params[(38224 +% (((ci1084 *% 64) +% ((part1083 *% 32) +% co1085)) *% 9))]
+          var w1098: Float = w1086
+          var w1099: Float = (((w1086 + w1090) + w1094) * Float(bitPattern: 0x3f000000))
+          var w1100: Float = (((w1086 + w1094) - w1090) * Float(bitPattern: 0x3f000000))
+          var w1101: Float = w1094
+          var w1102: Float = w1087
+          var w1103: Float = (((w1087 + w1091) + w1095) * Float(bitPattern: 0x3f000000))
+          var w1104: Float = (((w1087 + w1095) - w1091) * Float(bitPattern: 0x3f000000))
+          var w1105: Float = w1095
+          var w1106: Float = w1088
+          var w1107: Float = (((w1088 + w1092) + w1096) * Float(bitPattern: 0x3f000000))
+          var w1108: Float = (((w1088 + w1096) - w1092) * Float(bitPattern: 0x3f000000))
+          var w1109: Float = w1096
+          var w1110: Float = w1089
+          var w1111: Float = (((w1089 + w1093) + w1097) * Float(bitPattern: 0x3f000000))
+          var w1112: Float = (((w1089 + w1097) - w1093) * Float(bitPattern: 0x3f000000))
+          var w1113: Float = w1097
+          arena[((9962016 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1098
+          arena[((9966112 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1099
+          arena[((9970208 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1100
+          arena[((9974304 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1101
+          arena[((9978400 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1102
+          arena[((9982496 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1103
+          arena[((9986592 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1104
+          arena[((9990688 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1105
+          arena[((9994784 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1106
+          arena[((9998880 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1107
+          arena[((10002976 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1108
+          arena[((10007072 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1109
+          arena[((10011168 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1110
+          arena[((10015264 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1111
+          arena[((10019360 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1112
+          arena[((10023456 +% (ci1084 *% 64)) +% ((part1083 *% 32) +% co1085))] = w1113
+        }
       }
     }
   }
-  for i1063 in 0..<800 {
-    storeVector(arena, ((i1063 *% 8) +% 10027552), Vector(repeating: Float(0)))
+  for i1114 in 0..<800 {
+    storeVector(arena, ((i1114 *% 8) +% 10027552), Vector(repeating: Float(0)))
   }
-  for g1064 in 0..<64 {
-    for j1065 in 0..<1 {
-      for iy1066 in 0..<8 {
-        for c1067 in 0..<64 {
-          for ix1068 in 0..<8 {
-            arena[(10027552 +% ((((j1065 *% 6400) +% ((iy1066 +% 1) *% 640)) +% ((ix1068 +% 1) *% 64)) +% c1067))] = arena[((((9699744 +% ((g1064 +% j1065) *% 4096)) +% (c1067 *% 64)) +% (iy1066 *% 8)) +% ix1068)]
+  for g1115 in 0..<64 {
+    for j1116 in 0..<1 {
+      for iy1117 in 0..<8 {
+        for c1118 in 0..<64 {
+          for ix1119 in 0..<8 {
+            arena[(10027552 +% ((((j1116 *% 6400) +% ((iy1117 +% 1) *% 640)) +% ((ix1119 +% 1) *% 64)) +% c1118))] = arena[((((9699744 +% ((g1115 +% j1116) *% 4096)) +% (c1118 *% 64)) +% (iy1117 *% 8)) +% ix1119)]
           }
         }
       }
     }
-    for j1069 in 0..<1 {
-      for ty1070 in 0..<4 {
-        for tx1071 in 0..<4 {
-          for cv1072 in 0..<8 {
-            let w1073 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% ((ty1070 *% 2) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1074 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))) + loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1075 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1076 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 3) *% 640)) +% ((tx1071 *% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1077 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% ((ty1070 *% 2) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))))
-            let w1078 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))) + loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))))
-            let w1079 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))))
-            let w1080 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 3) *% 640)) +% (((tx1071 *% 2) +% 1) *% 64)) +% (cv1072 *% 8)))))
-            let w1081 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% ((ty1070 *% 2) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1082 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))) + loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1083 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1084 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 3) *% 640)) +% (((tx1071 *% 2) +% 2) *% 64)) +% (cv1072 *% 8)))))
-            let w1085 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% ((ty1070 *% 2) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))))
-            let w1086 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))) + loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))))
-            let w1087 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 2) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))))
-            let w1088 = (loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 1) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))) - loadVector(arena, (10027552 +% ((((j1069 *% 6400) +% (((ty1070 *% 2) +% 3) *% 640)) +% (((tx1071 *% 2) +% 3) *% 64)) +% (cv1072 *% 8)))))
-            let w1089 = (w1073 - w1081)
-            let w1090 = (w1077 + w1081)
-            let w1091 = (w1081 - w1077)
-            let w1092 = (w1077 - w1085)
-            let w1093 = (w1074 - w1082)
-            let w1094 = (w1078 + w1082)
-            let w1095 = (w1082 - w1078)
-            let w1096 = (w1078 - w1086)
-            let w1097 = (w1075 - w1083)
-            let w1098 = (w1079 + w1083)
-            let w1099 = (w1083 - w1079)
-            let w1100 = (w1079 - w1087)
-            let w1101 = (w1076 - w1084)
-            let w1102 = (w1080 + w1084)
-            let w1103 = (w1084 - w1080)
-            let w1104 = (w1080 - w1088)
-            storeVector(arena, ((10033952 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1089)
-            storeVector(arena, ((10034976 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1090)
-            storeVector(arena, ((10036000 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1091)
-            storeVector(arena, ((10037024 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1092)
-            storeVector(arena, ((10038048 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1093)
-            storeVector(arena, ((10039072 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1094)
-            storeVector(arena, ((10040096 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1095)
-            storeVector(arena, ((10041120 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1096)
-            storeVector(arena, ((10042144 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1097)
-            storeVector(arena, ((10043168 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1098)
-            storeVector(arena, ((10044192 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1099)
-            storeVector(arena, ((10045216 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1100)
-            storeVector(arena, ((10046240 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1101)
-            storeVector(arena, ((10047264 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1102)
-            storeVector(arena, ((10048288 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1103)
-            storeVector(arena, ((10049312 +% ((((j1069 *% 16) +% (ty1070 *% 4)) +% tx1071) *% 64)) +% (cv1072 *% 8)), w1104)
+    for j1120 in 0..<1 {
+      for ty1121 in 0..<4 {
+        for tx1122 in 0..<4 {
+          for cv1123 in 0..<8 {
+            let w1124 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% ((ty1121 *% 2) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1125 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))) + loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1126 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1127 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 3) *% 640)) +% ((tx1122 *% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1128 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% ((ty1121 *% 2) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))))
+            let w1129 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))) + loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))))
+            let w1130 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))))
+            let w1131 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 3) *% 640)) +% (((tx1122 *% 2) +% 1) *% 64)) +% (cv1123 *% 8)))))
+            let w1132 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% ((ty1121 *% 2) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1133 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))) + loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1134 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1135 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 3) *% 640)) +% (((tx1122 *% 2) +% 2) *% 64)) +% (cv1123 *% 8)))))
+            let w1136 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% ((ty1121 *% 2) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))))
+            let w1137 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))) + loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))))
+            let w1138 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 2) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))))
+            let w1139 = (loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 1) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))) - loadVector(arena, (10027552 +% ((((j1120 *% 6400) +% (((ty1121 *% 2) +% 3) *% 640)) +% (((tx1122 *% 2) +% 3) *% 64)) +% (cv1123 *% 8)))))
+            let w1140 = (w1124 - w1132)
+            let w1141 = (w1128 + w1132)
+            let w1142 = (w1132 - w1128)
+            let w1143 = (w1128 - w1136)
+            let w1144 = (w1125 - w1133)
+            let w1145 = (w1129 + w1133)
+            let w1146 = (w1133 - w1129)
+            let w1147 = (w1129 - w1137)
+            let w1148 = (w1126 - w1134)
+            let w1149 = (w1130 + w1134)
+            let w1150 = (w1134 - w1130)
+            let w1151 = (w1130 - w1138)
+            let w1152 = (w1127 - w1135)
+            let w1153 = (w1131 + w1135)
+            let w1154 = (w1135 - w1131)
+            let w1155 = (w1131 - w1139)
+            storeVector(arena, ((10033952 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1140)
+            storeVector(arena, ((10034976 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1141)
+            storeVector(arena, ((10036000 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1142)
+            storeVector(arena, ((10037024 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1143)
+            storeVector(arena, ((10038048 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1144)
+            storeVector(arena, ((10039072 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1145)
+            storeVector(arena, ((10040096 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1146)
+            storeVector(arena, ((10041120 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1147)
+            storeVector(arena, ((10042144 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1148)
+            storeVector(arena, ((10043168 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1149)
+            storeVector(arena, ((10044192 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1150)
+            storeVector(arena, ((10045216 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1151)
+            storeVector(arena, ((10046240 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1152)
+            storeVector(arena, ((10047264 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1153)
+            storeVector(arena, ((10048288 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1154)
+            storeVector(arena, ((10049312 +% ((((j1120 *% 16) +% (ty1121 *% 4)) +% tx1122) *% 64)) +% (cv1123 *% 8)), w1155)
           }
         }
       }
     }
-    for xi1105 in 0..<16 {
-      do {  // gemm1113
-        for nb1106 in 0..<2 {
-          for mb1107 in 0..<4 {
-            var t1108_c0_0 = Vector()
-            var t1108_c0_1 = Vector()
-            var t1108_c0_2 = Vector()
-            var t1108_c1_0 = Vector()
-            var t1108_c1_1 = Vector()
-            var t1108_c1_2 = Vector()
-            var t1108_c2_0 = Vector()
-            var t1108_c2_1 = Vector()
-            var t1108_c2_2 = Vector()
-            var t1108_c3_0 = Vector()
-            var t1108_c3_1 = Vector()
-            var t1108_c3_2 = Vector()
-            for k1109 in 0..<64 {
-              let t1108_b0 = loadVector(arena, (((9962016 +% (xi1105 *% 4096)) +% (k1109 *% 64)) +% (nb1106 *% 24)))
-              let t1108_b1 = loadVector(arena, ((((9962016 +% (xi1105 *% 4096)) +% (k1109 *% 64)) +% (nb1106 *% 24)) +% 8))
-              let t1108_b2 = loadVector(arena, ((((9962016 +% (xi1105 *% 4096)) +% (k1109 *% 64)) +% (nb1106 *% 24)) +% 16))
-              let t1108_a0 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% k1109)])
-              t1108_c0_0 = t1108_c0_0.addingProduct(t1108_a0, t1108_b0)
-              t1108_c0_1 = t1108_c0_1.addingProduct(t1108_a0, t1108_b1)
-              t1108_c0_2 = t1108_c0_2.addingProduct(t1108_a0, t1108_b2)
-              let t1108_a1 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% k1109)])
-              t1108_c1_0 = t1108_c1_0.addingProduct(t1108_a1, t1108_b0)
-              t1108_c1_1 = t1108_c1_1.addingProduct(t1108_a1, t1108_b1)
-              t1108_c1_2 = t1108_c1_2.addingProduct(t1108_a1, t1108_b2)
-              let t1108_a2 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% k1109)])
-              t1108_c2_0 = t1108_c2_0.addingProduct(t1108_a2, t1108_b0)
-              t1108_c2_1 = t1108_c2_1.addingProduct(t1108_a2, t1108_b1)
-              t1108_c2_2 = t1108_c2_2.addingProduct(t1108_a2, t1108_b2)
-              let t1108_a3 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% k1109)])
-              t1108_c3_0 = t1108_c3_0.addingProduct(t1108_a3, t1108_b0)
-              t1108_c3_1 = t1108_c3_1.addingProduct(t1108_a3, t1108_b1)
-              t1108_c3_2 = t1108_c3_2.addingProduct(t1108_a3, t1108_b2)
+    parallelFor(pool, 2) { part1156 in
+      for xi1157 in 0..<16 {
+        do {  // gemm1164
+          for nb1158 in 0..<2 {
+            for mb1159 in 0..<2 {
+              var t1160_c0_0 = Vector()
+              var t1160_c0_1 = Vector()
+              var t1160_c1_0 = Vector()
+              var t1160_c1_1 = Vector()
+              var t1160_c2_0 = Vector()
+              var t1160_c2_1 = Vector()
+              var t1160_c3_0 = Vector()
+              var t1160_c3_1 = Vector()
+              var t1160_c4_0 = Vector()
+              var t1160_c4_1 = Vector()
+              var t1160_c5_0 = Vector()
+              var t1160_c5_1 = Vector()
+              for k1161 in 0..<64 {
+                let t1160_b0 = loadVector(arena, ((((9962016 +% (xi1157 *% 4096)) +% (part1156 *% 32)) +% (k1161 *% 64)) +% (nb1158 *% 16)))
+                let t1160_b1 = loadVector(arena, (((((9962016 +% (xi1157 *% 4096)) +% (part1156 *% 32)) +% (k1161 *% 64)) +% (nb1158 *% 16)) +% 8))
+                let t1160_a0 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% ((mb1159 *% 6) *% 64)) +% k1161)])
+                t1160_c0_0 = t1160_c0_0.addingProduct(t1160_a0, t1160_b0)
+                t1160_c0_1 = t1160_c0_1.addingProduct(t1160_a0, t1160_b1)
+                let t1160_a1 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% (((mb1159 *% 6) +% 1) *% 64)) +% k1161)])
+                t1160_c1_0 = t1160_c1_0.addingProduct(t1160_a1, t1160_b0)
+                t1160_c1_1 = t1160_c1_1.addingProduct(t1160_a1, t1160_b1)
+                let t1160_a2 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% (((mb1159 *% 6) +% 2) *% 64)) +% k1161)])
+                t1160_c2_0 = t1160_c2_0.addingProduct(t1160_a2, t1160_b0)
+                t1160_c2_1 = t1160_c2_1.addingProduct(t1160_a2, t1160_b1)
+                let t1160_a3 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% (((mb1159 *% 6) +% 3) *% 64)) +% k1161)])
+                t1160_c3_0 = t1160_c3_0.addingProduct(t1160_a3, t1160_b0)
+                t1160_c3_1 = t1160_c3_1.addingProduct(t1160_a3, t1160_b1)
+                let t1160_a4 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% (((mb1159 *% 6) +% 4) *% 64)) +% k1161)])
+                t1160_c4_0 = t1160_c4_0.addingProduct(t1160_a4, t1160_b0)
+                t1160_c4_1 = t1160_c4_1.addingProduct(t1160_a4, t1160_b1)
+                let t1160_a5 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% (((mb1159 *% 6) +% 5) *% 64)) +% k1161)])
+                t1160_c5_0 = t1160_c5_0.addingProduct(t1160_a5, t1160_b0)
+                t1160_c5_1 = t1160_c5_1.addingProduct(t1160_a5, t1160_b1)
+              }
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% ((mb1159 *% 6) *% 64)) +% (nb1158 *% 16)), t1160_c0_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% ((mb1159 *% 6) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c0_1)
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 1) *% 64)) +% (nb1158 *% 16)), t1160_c1_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 1) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c1_1)
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 2) *% 64)) +% (nb1158 *% 16)), t1160_c2_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 2) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c2_1)
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 3) *% 64)) +% (nb1158 *% 16)), t1160_c3_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 3) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c3_1)
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 4) *% 64)) +% (nb1158 *% 16)), t1160_c4_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 4) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c4_1)
+              storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 5) *% 64)) +% (nb1158 *% 16)), t1160_c5_0)
+              storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% (((mb1159 *% 6) +% 5) *% 64)) +% (nb1158 *% 16)) +% 8), t1160_c5_1)
             }
-            storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% (nb1106 *% 24)), t1108_c0_0)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% (nb1106 *% 24)) +% 8), t1108_c0_1)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% ((mb1107 *% 4) *% 64)) +% (nb1106 *% 24)) +% 16), t1108_c0_2)
-            storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% (nb1106 *% 24)), t1108_c1_0)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% (nb1106 *% 24)) +% 8), t1108_c1_1)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 1) *% 64)) +% (nb1106 *% 24)) +% 16), t1108_c1_2)
-            storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% (nb1106 *% 24)), t1108_c2_0)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% (nb1106 *% 24)) +% 8), t1108_c2_1)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 2) *% 64)) +% (nb1106 *% 24)) +% 16), t1108_c2_2)
-            storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% (nb1106 *% 24)), t1108_c3_0)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% (nb1106 *% 24)) +% 8), t1108_c3_1)
-            storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1107 *% 4) +% 3) *% 64)) +% (nb1106 *% 24)) +% 16), t1108_c3_2)
-          }
-        }
-        for mb1110 in 0..<4 {
-          var t1111_c0_0 = Vector()
-          var t1111_c0_1 = Vector()
-          var t1111_c1_0 = Vector()
-          var t1111_c1_1 = Vector()
-          var t1111_c2_0 = Vector()
-          var t1111_c2_1 = Vector()
-          var t1111_c3_0 = Vector()
-          var t1111_c3_1 = Vector()
-          for k1112 in 0..<64 {
-            let t1111_b0 = loadVector(arena, (((9962016 +% (xi1105 *% 4096)) +% (k1112 *% 64)) +% 48))
-            let t1111_b1 = loadVector(arena, ((((9962016 +% (xi1105 *% 4096)) +% (k1112 *% 64)) +% 48) +% 8))
-            let t1111_a0 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% ((mb1110 *% 4) *% 64)) +% k1112)])
-            t1111_c0_0 = t1111_c0_0.addingProduct(t1111_a0, t1111_b0)
-            t1111_c0_1 = t1111_c0_1.addingProduct(t1111_a0, t1111_b1)
-            let t1111_a1 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 1) *% 64)) +% k1112)])
-            t1111_c1_0 = t1111_c1_0.addingProduct(t1111_a1, t1111_b0)
-            t1111_c1_1 = t1111_c1_1.addingProduct(t1111_a1, t1111_b1)
-            let t1111_a2 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 2) *% 64)) +% k1112)])
-            t1111_c2_0 = t1111_c2_0.addingProduct(t1111_a2, t1111_b0)
-            t1111_c2_1 = t1111_c2_1.addingProduct(t1111_a2, t1111_b1)
-            let t1111_a3 = Vector(repeating: arena[(((10033952 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 3) *% 64)) +% k1112)])
-            t1111_c3_0 = t1111_c3_0.addingProduct(t1111_a3, t1111_b0)
-            t1111_c3_1 = t1111_c3_1.addingProduct(t1111_a3, t1111_b1)
-          }
-          storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% ((mb1110 *% 4) *% 64)) +% 48), t1111_c0_0)
-          storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% ((mb1110 *% 4) *% 64)) +% 48) +% 8), t1111_c0_1)
-          storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 1) *% 64)) +% 48), t1111_c1_0)
-          storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 1) *% 64)) +% 48) +% 8), t1111_c1_1)
-          storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 2) *% 64)) +% 48), t1111_c2_0)
-          storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 2) *% 64)) +% 48) +% 8), t1111_c2_1)
-          storeVector(arena, (((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 3) *% 64)) +% 48), t1111_c3_0)
-          storeVector(arena, ((((10050336 +% (xi1105 *% 1024)) +% (((mb1110 *% 4) +% 3) *% 64)) +% 48) +% 8), t1111_c3_1)
-        }
-      }
-    }
-    for j1114 in 0..<1 {
-      for ty1115 in 0..<4 {
-        for tx1116 in 0..<4 {
-          for cv1117 in 0..<8 {
-            let w1118 = ((loadVector(arena, ((10050336 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) + loadVector(arena, ((10054432 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) + loadVector(arena, ((10058528 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1119 = ((loadVector(arena, ((10054432 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) - loadVector(arena, ((10058528 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) - loadVector(arena, ((10062624 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1120 = ((loadVector(arena, ((10051360 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) + loadVector(arena, ((10055456 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) + loadVector(arena, ((10059552 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1121 = ((loadVector(arena, ((10055456 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) - loadVector(arena, ((10059552 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) - loadVector(arena, ((10063648 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1122 = ((loadVector(arena, ((10052384 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) + loadVector(arena, ((10056480 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) + loadVector(arena, ((10060576 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1123 = ((loadVector(arena, ((10056480 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) - loadVector(arena, ((10060576 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) - loadVector(arena, ((10064672 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1124 = ((loadVector(arena, ((10053408 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) + loadVector(arena, ((10057504 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) + loadVector(arena, ((10061600 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1125 = ((loadVector(arena, ((10057504 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))) - loadVector(arena, ((10061600 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8)))) - loadVector(arena, ((10065696 +% ((((j1114 *% 16) +% (ty1115 *% 4)) +% tx1116) *% 64)) +% (cv1117 *% 8))))
-            let w1126 = ((w1118 + w1120) + w1122)
-            let w1127 = ((w1120 - w1122) - w1124)
-            let w1128 = ((w1119 + w1121) + w1123)
-            let w1129 = ((w1121 - w1123) - w1125)
-            storeVector(arena, ((10066720 +% (((((j1114 *% 8) +% (ty1115 *% 2)) *% 8) +% (tx1116 *% 2)) *% 64)) +% (cv1117 *% 8)), w1126)
-            storeVector(arena, ((10066720 +% ((((((j1114 *% 8) +% (ty1115 *% 2)) *% 8) +% (tx1116 *% 2)) +% 1) *% 64)) +% (cv1117 *% 8)), w1127)
-            storeVector(arena, ((10066720 +% ((((((j1114 *% 8) +% (ty1115 *% 2)) +% 1) *% 8) +% (tx1116 *% 2)) *% 64)) +% (cv1117 *% 8)), w1128)
-            storeVector(arena, ((10066720 +% (((((((j1114 *% 8) +% (ty1115 *% 2)) +% 1) *% 8) +% (tx1116 *% 2)) +% 1) *% 64)) +% (cv1117 *% 8)), w1129)
+            var t1162_c0_0 = Vector()
+            var t1162_c0_1 = Vector()
+            var t1162_c1_0 = Vector()
+            var t1162_c1_1 = Vector()
+            var t1162_c2_0 = Vector()
+            var t1162_c2_1 = Vector()
+            var t1162_c3_0 = Vector()
+            var t1162_c3_1 = Vector()
+            for k1163 in 0..<64 {
+              let t1162_b0 = loadVector(arena, ((((9962016 +% (xi1157 *% 4096)) +% (part1156 *% 32)) +% (k1163 *% 64)) +% (nb1158 *% 16)))
+              let t1162_b1 = loadVector(arena, (((((9962016 +% (xi1157 *% 4096)) +% (part1156 *% 32)) +% (k1163 *% 64)) +% (nb1158 *% 16)) +% 8))
+              let t1162_a0 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% 768) +% k1163)])
+              t1162_c0_0 = t1162_c0_0.addingProduct(t1162_a0, t1162_b0)
+              t1162_c0_1 = t1162_c0_1.addingProduct(t1162_a0, t1162_b1)
+              let t1162_a1 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% 832) +% k1163)])
+              t1162_c1_0 = t1162_c1_0.addingProduct(t1162_a1, t1162_b0)
+              t1162_c1_1 = t1162_c1_1.addingProduct(t1162_a1, t1162_b1)
+              let t1162_a2 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% 896) +% k1163)])
+              t1162_c2_0 = t1162_c2_0.addingProduct(t1162_a2, t1162_b0)
+              t1162_c2_1 = t1162_c2_1.addingProduct(t1162_a2, t1162_b1)
+              let t1162_a3 = Vector(repeating: arena[(((10033952 +% (xi1157 *% 1024)) +% 960) +% k1163)])
+              t1162_c3_0 = t1162_c3_0.addingProduct(t1162_a3, t1162_b0)
+              t1162_c3_1 = t1162_c3_1.addingProduct(t1162_a3, t1162_b1)
+            }
+            storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 768) +% (nb1158 *% 16)), t1162_c0_0)
+            storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 768) +% (nb1158 *% 16)) +% 8), t1162_c0_1)
+            storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 832) +% (nb1158 *% 16)), t1162_c1_0)
+            storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 832) +% (nb1158 *% 16)) +% 8), t1162_c1_1)
+            storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 896) +% (nb1158 *% 16)), t1162_c2_0)
+            storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 896) +% (nb1158 *% 16)) +% 8), t1162_c2_1)
+            storeVector(arena, ((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 960) +% (nb1158 *% 16)), t1162_c3_0)
+            storeVector(arena, (((((10050336 +% (xi1157 *% 1024)) +% (part1156 *% 32)) +% 960) +% (nb1158 *% 16)) +% 8), t1162_c3_1)
           }
         }
       }
-    }
-    for j1130 in 0..<1 {
-      for c1131 in 0..<64 {
-        for q1132 in 0..<64 {
-          arena[(((9175264 +% ((g1064 +% j1130) *% 4096)) +% (c1131 *% 64)) +% q1132)] = arena[((10066720 +% (((j1130 *% 64) +% q1132) *% 64)) +% c1131)]
+      for j1165 in 0..<1 {
+        for ty1166 in 0..<4 {
+          for tx1167 in 0..<4 {
+            for cv1168 in 0..<4 {
+              let w1169 = ((loadVector(arena, ((10050336 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) + loadVector(arena, ((10054432 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) + loadVector(arena, ((10058528 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1170 = ((loadVector(arena, ((10054432 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) - loadVector(arena, ((10058528 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) - loadVector(arena, ((10062624 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1171 = ((loadVector(arena, ((10051360 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) + loadVector(arena, ((10055456 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) + loadVector(arena, ((10059552 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1172 = ((loadVector(arena, ((10055456 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) - loadVector(arena, ((10059552 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) - loadVector(arena, ((10063648 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1173 = ((loadVector(arena, ((10052384 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) + loadVector(arena, ((10056480 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) + loadVector(arena, ((10060576 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1174 = ((loadVector(arena, ((10056480 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) - loadVector(arena, ((10060576 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) - loadVector(arena, ((10064672 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1175 = ((loadVector(arena, ((10053408 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) + loadVector(arena, ((10057504 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) + loadVector(arena, ((10061600 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1176 = ((loadVector(arena, ((10057504 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))) - loadVector(arena, ((10061600 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))))) - loadVector(arena, ((10065696 +% ((((j1165 *% 16) +% (ty1166 *% 4)) +% tx1167) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8)))))
+              let w1177 = ((w1169 + w1171) + w1173)
+              let w1178 = ((w1171 - w1173) - w1175)
+              let w1179 = ((w1170 + w1172) + w1174)
+              let w1180 = ((w1172 - w1174) - w1176)
+              storeVector(arena, ((10066720 +% (((((j1165 *% 8) +% (ty1166 *% 2)) *% 8) +% (tx1167 *% 2)) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))), w1177)
+              storeVector(arena, ((10066720 +% ((((((j1165 *% 8) +% (ty1166 *% 2)) *% 8) +% (tx1167 *% 2)) +% 1) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))), w1178)
+              storeVector(arena, ((10066720 +% ((((((j1165 *% 8) +% (ty1166 *% 2)) +% 1) *% 8) +% (tx1167 *% 2)) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))), w1179)
+              storeVector(arena, ((10066720 +% (((((((j1165 *% 8) +% (ty1166 *% 2)) +% 1) *% 8) +% (tx1167 *% 2)) +% 1) *% 64)) +% ((part1156 *% 32) +% (cv1168 *% 8))), w1180)
+            }
+          }
+        }
+      }
+      for j1181 in 0..<1 {
+        for c1182 in 0..<32 {
+          for q1183 in 0..<64 {
+            arena[(((9175264 +% ((g1115 +% j1181) *% 4096)) +% (((part1156 *% 32) +% c1182) *% 64)) +% q1183)] = arena[((10066720 +% (((j1181 *% 64) +% q1183) *% 64)) +% ((part1156 *% 32) +% c1182))]
+          }
         }
       }
     }
   }
   // s3_bn1_grad = relu_grad(s3_relu1_grad, s3_relu1)
-  for i1133 in 0..<32768 {
-    storeVector(arena, ((i1133 *% 8) +% 9699744), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1133 *% 8) +% 9175264)), where: loadVector(arena, ((i1133 *% 8) +% 9437600)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part1184 in
+    for i1185 in 0..<131072 {
+      arena[(9699744 +% (i1185 +% (part1184 *% 131072)))] = (arena[(9437600 +% (i1185 +% (part1184 *% 131072)))] > Float(0) ? arena[(9175264 +% (i1185 +% (part1184 *% 131072)))] : Float(0))
+    }
   }
   // s3_bn1_weight_grad = batchnorm_grad_weight(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var)
-  for c1134 in 0..<64 {
-    var invstd1136: Float = (Float(1) / sqrtf((arena[(9437536 +% c1134)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1137: Float = arena[(9437472 +% c1134)]
-    var acc1138 = Vector()
-    var tail1139: Float = Float(0)
-    for n1140 in 0..<64 {
-      for v1141 in 0..<8 {
-        acc1138 = (acc1138 + (loadVector(arena, (9699744 +% ((((n1140 *% 64) +% c1134) *% 64) +% (v1141 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1140 *% 64) +% c1134) *% 64) +% (v1141 *% 8)))) - Vector(repeating: mean1137)) * Vector(repeating: invstd1136))))
+  parallelFor(pool, 2) { part1186 in
+    for c1187 in 0..<32 {
+      var invstd1189: Float = (Float(1) / sqrtf((arena[(9437536 +% (c1187 +% (part1186 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1190: Float = arena[(9437472 +% (c1187 +% (part1186 *% 32)))]
+      var acc1191 = Vector()
+      var tail1192: Float = Float(0)
+      for n1193 in 0..<64 {
+        for v1194 in 0..<8 {
+          acc1191 = (acc1191 + (loadVector(arena, (9699744 +% ((((n1193 *% 64) +% (c1187 +% (part1186 *% 32))) *% 64) +% (v1194 *% 8)))) * ((loadVector(arena, (8913120 +% ((((n1193 *% 64) +% (c1187 +% (part1186 *% 32))) *% 64) +% (v1194 *% 8)))) - Vector(repeating: mean1190)) * Vector(repeating: invstd1189))))
+        }
       }
+      storeVector(arena, (9175264 +% (part1186 *% 8)), acc1191)
+      var sum1195: Float = (arena[(9175264 +% (part1186 *% 8))] + arena[((9175264 +% (part1186 *% 8)) +% 1)])
+      var sum1196: Float = (sum1195 + arena[((9175264 +% (part1186 *% 8)) +% 2)])
+      var sum1197: Float = (sum1196 + arena[((9175264 +% (part1186 *% 8)) +% 3)])
+      var sum1198: Float = (sum1197 + arena[((9175264 +% (part1186 *% 8)) +% 4)])
+      var sum1199: Float = (sum1198 + arena[((9175264 +% (part1186 *% 8)) +% 5)])
+      var sum1200: Float = (sum1199 + arena[((9175264 +% (part1186 *% 8)) +% 6)])
+      var sum1201: Float = (sum1200 + arena[((9175264 +% (part1186 *% 8)) +% 7)])
+      var sum_x1188: Float = (sum1201 + tail1192)
+      grads[(38096 +% (c1187 +% (part1186 *% 32)))] = sum_x1188
     }
-    storeVector(arena, 9175264, acc1138)
-    var sum1142: Float = (arena[9175264] + arena[9175265])
-    var sum1143: Float = (sum1142 + arena[9175266])
-    var sum1144: Float = (sum1143 + arena[9175267])
-    var sum1145: Float = (sum1144 + arena[9175268])
-    var sum1146: Float = (sum1145 + arena[9175269])
-    var sum1147: Float = (sum1146 + arena[9175270])
-    var sum1148: Float = (sum1147 + arena[9175271])
-    var sum_x1135: Float = (sum1148 + tail1139)
-    grads[(38096 +% c1134)] = sum_x1135
   }
   // s3_bn1_bias_grad = batchnorm_grad_bias(s3_bn1_grad)
-  for c1149 in 0..<64 {
-    var acc1151 = Vector()
-    var tail1152: Float = Float(0)
-    for n1153 in 0..<64 {
-      for v1154 in 0..<8 {
-        acc1151 = (acc1151 + loadVector(arena, (9699744 +% ((((n1153 *% 64) +% c1149) *% 64) +% (v1154 *% 8)))))
+  parallelFor(pool, 2) { part1202 in
+    for c1203 in 0..<32 {
+      var acc1205 = Vector()
+      var tail1206: Float = Float(0)
+      for n1207 in 0..<64 {
+        for v1208 in 0..<8 {
+          acc1205 = (acc1205 + loadVector(arena, (9699744 +% ((((n1207 *% 64) +% (c1203 +% (part1202 *% 32))) *% 64) +% (v1208 *% 8)))))
+        }
       }
+      storeVector(arena, (9175264 +% (part1202 *% 8)), acc1205)
+      var sum1209: Float = (arena[(9175264 +% (part1202 *% 8))] + arena[((9175264 +% (part1202 *% 8)) +% 1)])
+      var sum1210: Float = (sum1209 + arena[((9175264 +% (part1202 *% 8)) +% 2)])
+      var sum1211: Float = (sum1210 + arena[((9175264 +% (part1202 *% 8)) +% 3)])
+      var sum1212: Float = (sum1211 + arena[((9175264 +% (part1202 *% 8)) +% 4)])
+      var sum1213: Float = (sum1212 + arena[((9175264 +% (part1202 *% 8)) +% 5)])
+      var sum1214: Float = (sum1213 + arena[((9175264 +% (part1202 *% 8)) +% 6)])
+      var sum1215: Float = (sum1214 + arena[((9175264 +% (part1202 *% 8)) +% 7)])
+      var sum1204: Float = (sum1215 + tail1206)
+      grads[(38160 +% (c1203 +% (part1202 *% 32)))] = sum1204
     }
-    storeVector(arena, 9175264, acc1151)
-    var sum1155: Float = (arena[9175264] + arena[9175265])
-    var sum1156: Float = (sum1155 + arena[9175266])
-    var sum1157: Float = (sum1156 + arena[9175267])
-    var sum1158: Float = (sum1157 + arena[9175268])
-    var sum1159: Float = (sum1158 + arena[9175269])
-    var sum1160: Float = (sum1159 + arena[9175270])
-    var sum1161: Float = (sum1160 + arena[9175271])
-    var sum1150: Float = (sum1161 + tail1152)
-    grads[(38160 +% c1149)] = sum1150
   }
   // s3_conv1_grad = batchnorm_grad_input(s3_bn1_grad, s3_conv1, s3_bn1.mean, s3_bn1.var, s3_bn1.weight, s3_bn1_bias_grad, s3_bn1_weight_grad)
-  for c1162 in 0..<64 {
-    var invstd1165: Float = (Float(1) / sqrtf((arena[(9437536 +% c1162)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1163: Float = grads[(38160 +% c1162)]
-    var sum_x1164: Float = grads[(38096 +% c1162)]
-    var scale1166: Float = (params[(38096 +% c1162)] * invstd1165)
-    var mean_dy1167: Float = (sum1163 / Float(4096))
-    var mean_dy_x1168: Float = (sum_x1164 / Float(4096))
-    for n1169 in 0..<64 {
-      for i1170 in 0..<64 {
-        arena[(9175264 +% ((((n1169 *% 64) +% c1162) *% 64) +% i1170))] = (scale1166 * ((arena[(9699744 +% ((((n1169 *% 64) +% c1162) *% 64) +% i1170))] - mean_dy1167) - (((arena[(8913120 +% ((((n1169 *% 64) +% c1162) *% 64) +% i1170))] - arena[(9437472 +% c1162)]) * invstd1165) * mean_dy_x1168)))
+  parallelFor(pool, 2) { part1216 in
+    for c1217 in 0..<32 {
+      var invstd1220: Float = (Float(1) / sqrtf((arena[(9437536 +% (c1217 +% (part1216 *% 32)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1218: Float = grads[(38160 +% (c1217 +% (part1216 *% 32)))]
+      var sum_x1219: Float = grads[(38096 +% (c1217 +% (part1216 *% 32)))]
+      var scale1221: Float = (params[(38096 +% (c1217 +% (part1216 *% 32)))] * invstd1220)
+      var mean_dy1222: Float = (sum1218 / Float(4096))
+      var mean_dy_x1223: Float = (sum_x1219 / Float(4096))
+      for n1224 in 0..<64 {
+        for i1225 in 0..<64 {
+          arena[(9175264 +% ((((n1224 *% 64) +% (c1217 +% (part1216 *% 32))) *% 64) +% i1225))] = (scale1221 * ((arena[(9699744 +% ((((n1224 *% 64) +% (c1217 +% (part1216 *% 32))) *% 64) +% i1225))] - mean_dy1222) - (((arena[(8913120 +% ((((n1224 *% 64) +% (c1217 +% (part1216 *% 32))) *% 64) +% i1225))] - arena[(9437472 +% (c1217 +% (part1216 *% 32)))]) * invstd1220) * mean_dy_x1223)))
+        }
       }
     }
   }
   // s3_conv1_weight_grad = conv2d_grad_weight(s3_conv1_grad, x2)
-  for i1171 in 0..<2304 {
-    storeVector(arena, ((i1171 *% 8) +% 9802656), Vector(repeating: Float(0)))
+  for i1226 in 0..<2304 {
+    storeVector(arena, ((i1226 *% 8) +% 9802656), Vector(repeating: Float(0)))
   }
-  for g1172 in 0..<4 {
-    for j1173 in 0..<16 {
-      for c1174 in 0..<32 {
-        for ky1175 in 0..<3 {
-          for oy1176 in 0..<8 {
-            if (-1 < (((oy1176 *% 2) +% ky1175) +% -1) && (((oy1176 *% 2) +% ky1175) +% -1) < 16) {
-              for ox1177 in 0..<7 {
-                arena[(((9437600 +% ((((c1174 *% 3) +% ky1175) *% 3) *% 1040)) +% (j1173 *% 64)) +% ((oy1176 *% 8) +% (ox1177 +% 1)))] = arena[((((7864480 +% (((g1172 *% 16) +% j1173) *% 8192)) +% (c1174 *% 256)) +% ((((oy1176 *% 2) +% ky1175) +% -1) *% 16)) +% (((ox1177 +% 1) *% 2) +% -1))]
+  for g1227 in 0..<4 {
+    parallelFor(pool, 2) { part1228 in
+      for j1229 in 0..<16 {
+        for c1230 in 0..<16 {
+          for ky1231 in 0..<3 {
+            for oy1232 in 0..<8 {
+              if (-1 < (((oy1232 *% 2) +% ky1231) +% -1) && (((oy1232 *% 2) +% ky1231) +% -1) < 16) {
+                for ox1233 in 0..<7 {
+                  arena[(((9437600 +% (((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) *% 1040)) +% (j1229 *% 64)) +% ((oy1232 *% 8) +% (ox1233 +% 1)))] = arena[((((7864480 +% (((g1227 *% 16) +% j1229) *% 8192)) +% ((c1230 +% (part1228 *% 16)) *% 256)) +% ((((oy1232 *% 2) +% ky1231) +% -1) *% 16)) +% (((ox1233 +% 1) *% 2) +% -1))]
+                }
+                for ox1234 in 0..<1 {
+                  arena[(((9437600 +% (((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) *% 1040)) +% (j1229 *% 64)) +% ((oy1232 *% 8) +% ox1234))] = Float(0)
+                }
               }
-              for ox1178 in 0..<1 {
-                arena[(((9437600 +% ((((c1174 *% 3) +% ky1175) *% 3) *% 1040)) +% (j1173 *% 64)) +% ((oy1176 *% 8) +% ox1178))] = Float(0)
+              if (((oy1232 *% 2) +% ky1231) +% -1) < 0 {
+                for ox1235 in 0..<8 {
+                  arena[(((9437600 +% (((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) *% 1040)) +% (j1229 *% 64)) +% ((oy1232 *% 8) +% ox1235))] = Float(0)
+                }
               }
-            }
-            if (((oy1176 *% 2) +% ky1175) +% -1) < 0 {
-              for ox1179 in 0..<8 {
-                arena[(((9437600 +% ((((c1174 *% 3) +% ky1175) *% 3) *% 1040)) +% (j1173 *% 64)) +% ((oy1176 *% 8) +% ox1179))] = Float(0)
-              }
-            }
-            if 15 < (((oy1176 *% 2) +% ky1175) +% -1) {
-              for ox1179 in 0..<8 {
-                arena[(((9437600 +% ((((c1174 *% 3) +% ky1175) *% 3) *% 1040)) +% (j1173 *% 64)) +% ((oy1176 *% 8) +% ox1179))] = Float(0)
-              }
-            }
-          }
-          for oy1180 in 0..<8 {
-            if (-1 < (((oy1180 *% 2) +% ky1175) +% -1) && (((oy1180 *% 2) +% ky1175) +% -1) < 16) {
-              for ox1181 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 1) *% 1040)) +% (j1173 *% 64)) +% ((oy1180 *% 8) +% ox1181))] = arena[((((7864480 +% (((g1172 *% 16) +% j1173) *% 8192)) +% (c1174 *% 256)) +% ((((oy1180 *% 2) +% ky1175) +% -1) *% 16)) +% (ox1181 *% 2))]
+              if 15 < (((oy1232 *% 2) +% ky1231) +% -1) {
+                for ox1235 in 0..<8 {
+                  arena[(((9437600 +% (((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) *% 1040)) +% (j1229 *% 64)) +% ((oy1232 *% 8) +% ox1235))] = Float(0)
+                }
               }
             }
-            if (((oy1180 *% 2) +% ky1175) +% -1) < 0 {
-              for ox1182 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 1) *% 1040)) +% (j1173 *% 64)) +% ((oy1180 *% 8) +% ox1182))] = Float(0)
+            for oy1236 in 0..<8 {
+              if (-1 < (((oy1236 *% 2) +% ky1231) +% -1) && (((oy1236 *% 2) +% ky1231) +% -1) < 16) {
+                for ox1237 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 1) *% 1040)) +% (j1229 *% 64)) +% ((oy1236 *% 8) +% ox1237))] = arena[((((7864480 +% (((g1227 *% 16) +% j1229) *% 8192)) +% ((c1230 +% (part1228 *% 16)) *% 256)) +% ((((oy1236 *% 2) +% ky1231) +% -1) *% 16)) +% (ox1237 *% 2))]
+                }
+              }
+              if (((oy1236 *% 2) +% ky1231) +% -1) < 0 {
+                for ox1238 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 1) *% 1040)) +% (j1229 *% 64)) +% ((oy1236 *% 8) +% ox1238))] = Float(0)
+                }
+              }
+              if 15 < (((oy1236 *% 2) +% ky1231) +% -1) {
+                for ox1238 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 1) *% 1040)) +% (j1229 *% 64)) +% ((oy1236 *% 8) +% ox1238))] = Float(0)
+                }
               }
             }
-            if 15 < (((oy1180 *% 2) +% ky1175) +% -1) {
-              for ox1182 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 1) *% 1040)) +% (j1173 *% 64)) +% ((oy1180 *% 8) +% ox1182))] = Float(0)
+            for oy1239 in 0..<8 {
+              if (-1 < (((oy1239 *% 2) +% ky1231) +% -1) && (((oy1239 *% 2) +% ky1231) +% -1) < 16) {
+                for ox1240 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 2) *% 1040)) +% (j1229 *% 64)) +% ((oy1239 *% 8) +% ox1240))] = arena[((((7864480 +% (((g1227 *% 16) +% j1229) *% 8192)) +% ((c1230 +% (part1228 *% 16)) *% 256)) +% ((((oy1239 *% 2) +% ky1231) +% -1) *% 16)) +% ((ox1240 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy1183 in 0..<8 {
-            if (-1 < (((oy1183 *% 2) +% ky1175) +% -1) && (((oy1183 *% 2) +% ky1175) +% -1) < 16) {
-              for ox1184 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 2) *% 1040)) +% (j1173 *% 64)) +% ((oy1183 *% 8) +% ox1184))] = arena[((((7864480 +% (((g1172 *% 16) +% j1173) *% 8192)) +% (c1174 *% 256)) +% ((((oy1183 *% 2) +% ky1175) +% -1) *% 16)) +% ((ox1184 *% 2) +% 1))]
+              if (((oy1239 *% 2) +% ky1231) +% -1) < 0 {
+                for ox1241 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 2) *% 1040)) +% (j1229 *% 64)) +% ((oy1239 *% 8) +% ox1241))] = Float(0)
+                }
               }
-            }
-            if (((oy1183 *% 2) +% ky1175) +% -1) < 0 {
-              for ox1185 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 2) *% 1040)) +% (j1173 *% 64)) +% ((oy1183 *% 8) +% ox1185))] = Float(0)
-              }
-            }
-            if 15 < (((oy1183 *% 2) +% ky1175) +% -1) {
-              for ox1185 in 0..<8 {
-                arena[(((9437600 +% (((((c1174 *% 3) +% ky1175) *% 3) +% 2) *% 1040)) +% (j1173 *% 64)) +% ((oy1183 *% 8) +% ox1185))] = Float(0)
+              if 15 < (((oy1239 *% 2) +% ky1231) +% -1) {
+                for ox1241 in 0..<8 {
+                  arena[(((9437600 +% ((((((c1230 +% (part1228 *% 16)) *% 3) +% ky1231) *% 3) +% 2) *% 1040)) +% (j1229 *% 64)) +% ((oy1239 *% 8) +% ox1241))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    for j1186 in 0..<16 {
-      for i1187 in 0..<64 {
-        for f1188 in 0..<64 {
-          arena[((9737120 +% (((j1186 *% 64) +% i1187) *% 64)) +% f1188)] = arena[(((9175264 +% (((g1172 *% 16) +% j1186) *% 4096)) +% (f1188 *% 64)) +% i1187)]
-        }
-      }
-    }
-    do {  // gemm1196
-      for nb1189 in 0..<2 {
-        for mb1190 in 0..<72 {
-          var t1191_c0_0 = loadVector(arena, ((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)))
-          var t1191_c0_1 = loadVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)) +% 8))
-          var t1191_c0_2 = loadVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)) +% 16))
-          var t1191_c1_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)))
-          var t1191_c1_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)) +% 8))
-          var t1191_c1_2 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)) +% 16))
-          var t1191_c2_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)))
-          var t1191_c2_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)) +% 8))
-          var t1191_c2_2 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)) +% 16))
-          var t1191_c3_0 = loadVector(arena, ((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)))
-          var t1191_c3_1 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)) +% 8))
-          var t1191_c3_2 = loadVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)) +% 16))
-          for k1192 in 0..<1024 {
-            let t1191_b0 = loadVector(arena, ((9737120 +% (k1192 *% 64)) +% (nb1189 *% 24)))
-            let t1191_b1 = loadVector(arena, (((9737120 +% (k1192 *% 64)) +% (nb1189 *% 24)) +% 8))
-            let t1191_b2 = loadVector(arena, (((9737120 +% (k1192 *% 64)) +% (nb1189 *% 24)) +% 16))
-            let t1191_a0 = Vector(repeating: arena[((9437600 +% ((mb1190 *% 4) *% 1040)) +% k1192)])
-            t1191_c0_0 = t1191_c0_0.addingProduct(t1191_a0, t1191_b0)
-            t1191_c0_1 = t1191_c0_1.addingProduct(t1191_a0, t1191_b1)
-            t1191_c0_2 = t1191_c0_2.addingProduct(t1191_a0, t1191_b2)
-            let t1191_a1 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 1) *% 1040)) +% k1192)])
-            t1191_c1_0 = t1191_c1_0.addingProduct(t1191_a1, t1191_b0)
-            t1191_c1_1 = t1191_c1_1.addingProduct(t1191_a1, t1191_b1)
-            t1191_c1_2 = t1191_c1_2.addingProduct(t1191_a1, t1191_b2)
-            let t1191_a2 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 2) *% 1040)) +% k1192)])
-            t1191_c2_0 = t1191_c2_0.addingProduct(t1191_a2, t1191_b0)
-            t1191_c2_1 = t1191_c2_1.addingProduct(t1191_a2, t1191_b1)
-            t1191_c2_2 = t1191_c2_2.addingProduct(t1191_a2, t1191_b2)
-            let t1191_a3 = Vector(repeating: arena[((9437600 +% (((mb1190 *% 4) +% 3) *% 1040)) +% k1192)])
-            t1191_c3_0 = t1191_c3_0.addingProduct(t1191_a3, t1191_b0)
-            t1191_c3_1 = t1191_c3_1.addingProduct(t1191_a3, t1191_b1)
-            t1191_c3_2 = t1191_c3_2.addingProduct(t1191_a3, t1191_b2)
+    parallelFor(pool, 2) { part1242 in
+      for j1243 in 0..<16 {
+        for i1244 in 0..<64 {
+          for f1245 in 0..<32 {
+            arena[((9737120 +% (((j1243 *% 64) +% i1244) *% 64)) +% (f1245 +% (part1242 *% 32)))] = arena[(((9175264 +% (((g1227 *% 16) +% j1243) *% 4096)) +% ((f1245 +% (part1242 *% 32)) *% 64)) +% i1244)]
           }
-          storeVector(arena, ((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)), t1191_c0_0)
-          storeVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)) +% 8), t1191_c0_1)
-          storeVector(arena, (((9802656 +% ((mb1190 *% 4) *% 64)) +% (nb1189 *% 24)) +% 16), t1191_c0_2)
-          storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)), t1191_c1_0)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)) +% 8), t1191_c1_1)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 1) *% 64)) +% (nb1189 *% 24)) +% 16), t1191_c1_2)
-          storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)), t1191_c2_0)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)) +% 8), t1191_c2_1)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 2) *% 64)) +% (nb1189 *% 24)) +% 16), t1191_c2_2)
-          storeVector(arena, ((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)), t1191_c3_0)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)) +% 8), t1191_c3_1)
-          storeVector(arena, (((9802656 +% (((mb1190 *% 4) +% 3) *% 64)) +% (nb1189 *% 24)) +% 16), t1191_c3_2)
         }
       }
-      for mb1193 in 0..<72 {
-        var t1194_c0_0 = loadVector(arena, ((9802656 +% ((mb1193 *% 4) *% 64)) +% 48))
-        var t1194_c0_1 = loadVector(arena, (((9802656 +% ((mb1193 *% 4) *% 64)) +% 48) +% 8))
-        var t1194_c1_0 = loadVector(arena, ((9802656 +% (((mb1193 *% 4) +% 1) *% 64)) +% 48))
-        var t1194_c1_1 = loadVector(arena, (((9802656 +% (((mb1193 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t1194_c2_0 = loadVector(arena, ((9802656 +% (((mb1193 *% 4) +% 2) *% 64)) +% 48))
-        var t1194_c2_1 = loadVector(arena, (((9802656 +% (((mb1193 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t1194_c3_0 = loadVector(arena, ((9802656 +% (((mb1193 *% 4) +% 3) *% 64)) +% 48))
-        var t1194_c3_1 = loadVector(arena, (((9802656 +% (((mb1193 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k1195 in 0..<1024 {
-          let t1194_b0 = loadVector(arena, ((9737120 +% (k1195 *% 64)) +% 48))
-          let t1194_b1 = loadVector(arena, (((9737120 +% (k1195 *% 64)) +% 48) +% 8))
-          let t1194_a0 = Vector(repeating: arena[((9437600 +% ((mb1193 *% 4) *% 1040)) +% k1195)])
-          t1194_c0_0 = t1194_c0_0.addingProduct(t1194_a0, t1194_b0)
-          t1194_c0_1 = t1194_c0_1.addingProduct(t1194_a0, t1194_b1)
-          let t1194_a1 = Vector(repeating: arena[((9437600 +% (((mb1193 *% 4) +% 1) *% 1040)) +% k1195)])
-          t1194_c1_0 = t1194_c1_0.addingProduct(t1194_a1, t1194_b0)
-          t1194_c1_1 = t1194_c1_1.addingProduct(t1194_a1, t1194_b1)
-          let t1194_a2 = Vector(repeating: arena[((9437600 +% (((mb1193 *% 4) +% 2) *% 1040)) +% k1195)])
-          t1194_c2_0 = t1194_c2_0.addingProduct(t1194_a2, t1194_b0)
-          t1194_c2_1 = t1194_c2_1.addingProduct(t1194_a2, t1194_b1)
-          let t1194_a3 = Vector(repeating: arena[((9437600 +% (((mb1193 *% 4) +% 3) *% 1040)) +% k1195)])
-          t1194_c3_0 = t1194_c3_0.addingProduct(t1194_a3, t1194_b0)
-          t1194_c3_1 = t1194_c3_1.addingProduct(t1194_a3, t1194_b1)
+      do {  // gemm1250
+        for nb1246 in 0..<2 {
+          for mb1247 in 0..<48 {
+            var t1248_c0_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% ((mb1247 *% 6) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c0_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% ((mb1247 *% 6) *% 64)) +% (nb1246 *% 16)) +% 8))
+            var t1248_c1_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 1) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c1_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 1) *% 64)) +% (nb1246 *% 16)) +% 8))
+            var t1248_c2_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 2) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c2_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 2) *% 64)) +% (nb1246 *% 16)) +% 8))
+            var t1248_c3_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 3) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c3_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 3) *% 64)) +% (nb1246 *% 16)) +% 8))
+            var t1248_c4_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 4) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c4_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 4) *% 64)) +% (nb1246 *% 16)) +% 8))
+            var t1248_c5_0 = loadVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 5) *% 64)) +% (nb1246 *% 16)))
+            var t1248_c5_1 = loadVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 5) *% 64)) +% (nb1246 *% 16)) +% 8))
+            for k1249 in 0..<1024 {
+              let t1248_b0 = loadVector(arena, (((9737120 +% (part1242 *% 32)) +% (k1249 *% 64)) +% (nb1246 *% 16)))
+              let t1248_b1 = loadVector(arena, ((((9737120 +% (part1242 *% 32)) +% (k1249 *% 64)) +% (nb1246 *% 16)) +% 8))
+              let t1248_a0 = Vector(repeating: arena[((9437600 +% ((mb1247 *% 6) *% 1040)) +% k1249)])
+              t1248_c0_0 = t1248_c0_0.addingProduct(t1248_a0, t1248_b0)
+              t1248_c0_1 = t1248_c0_1.addingProduct(t1248_a0, t1248_b1)
+              let t1248_a1 = Vector(repeating: arena[((9437600 +% (((mb1247 *% 6) +% 1) *% 1040)) +% k1249)])
+              t1248_c1_0 = t1248_c1_0.addingProduct(t1248_a1, t1248_b0)
+              t1248_c1_1 = t1248_c1_1.addingProduct(t1248_a1, t1248_b1)
+              let t1248_a2 = Vector(repeating: arena[((9437600 +% (((mb1247 *% 6) +% 2) *% 1040)) +% k1249)])
+              t1248_c2_0 = t1248_c2_0.addingProduct(t1248_a2, t1248_b0)
+              t1248_c2_1 = t1248_c2_1.addingProduct(t1248_a2, t1248_b1)
+              let t1248_a3 = Vector(repeating: arena[((9437600 +% (((mb1247 *% 6) +% 3) *% 1040)) +% k1249)])
+              t1248_c3_0 = t1248_c3_0.addingProduct(t1248_a3, t1248_b0)
+              t1248_c3_1 = t1248_c3_1.addingProduct(t1248_a3, t1248_b1)
+              let t1248_a4 = Vector(repeating: arena[((9437600 +% (((mb1247 *% 6) +% 4) *% 1040)) +% k1249)])
+              t1248_c4_0 = t1248_c4_0.addingProduct(t1248_a4, t1248_b0)
+              t1248_c4_1 = t1248_c4_1.addingProduct(t1248_a4, t1248_b1)
+              let t1248_a5 = Vector(repeating: arena[((9437600 +% (((mb1247 *% 6) +% 5) *% 1040)) +% k1249)])
+              t1248_c5_0 = t1248_c5_0.addingProduct(t1248_a5, t1248_b0)
+              t1248_c5_1 = t1248_c5_1.addingProduct(t1248_a5, t1248_b1)
+            }
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% ((mb1247 *% 6) *% 64)) +% (nb1246 *% 16)), t1248_c0_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% ((mb1247 *% 6) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c0_1)
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 1) *% 64)) +% (nb1246 *% 16)), t1248_c1_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 1) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c1_1)
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 2) *% 64)) +% (nb1246 *% 16)), t1248_c2_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 2) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c2_1)
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 3) *% 64)) +% (nb1246 *% 16)), t1248_c3_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 3) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c3_1)
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 4) *% 64)) +% (nb1246 *% 16)), t1248_c4_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 4) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c4_1)
+            storeVector(arena, (((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 5) *% 64)) +% (nb1246 *% 16)), t1248_c5_0)
+            storeVector(arena, ((((9802656 +% (part1242 *% 32)) +% (((mb1247 *% 6) +% 5) *% 64)) +% (nb1246 *% 16)) +% 8), t1248_c5_1)
+          }
         }
-        storeVector(arena, ((9802656 +% ((mb1193 *% 4) *% 64)) +% 48), t1194_c0_0)
-        storeVector(arena, (((9802656 +% ((mb1193 *% 4) *% 64)) +% 48) +% 8), t1194_c0_1)
-        storeVector(arena, ((9802656 +% (((mb1193 *% 4) +% 1) *% 64)) +% 48), t1194_c1_0)
-        storeVector(arena, (((9802656 +% (((mb1193 *% 4) +% 1) *% 64)) +% 48) +% 8), t1194_c1_1)
-        storeVector(arena, ((9802656 +% (((mb1193 *% 4) +% 2) *% 64)) +% 48), t1194_c2_0)
-        storeVector(arena, (((9802656 +% (((mb1193 *% 4) +% 2) *% 64)) +% 48) +% 8), t1194_c2_1)
-        storeVector(arena, ((9802656 +% (((mb1193 *% 4) +% 3) *% 64)) +% 48), t1194_c3_0)
-        storeVector(arena, (((9802656 +% (((mb1193 *% 4) +% 3) *% 64)) +% 48) +% 8), t1194_c3_1)
       }
     }
   }
-  for f1197 in 0..<64 {
-    for r1198 in 0..<288 {
-      grads[((19664 +% (f1197 *% 288)) +% r1198)] = arena[((9802656 +% (r1198 *% 64)) +% f1197)]
+  parallelFor(pool, 2) { part1251 in
+    for f1252 in 0..<32 {
+      for r1253 in 0..<288 {
+        grads[((19664 +% ((f1252 +% (part1251 *% 32)) *% 288)) +% r1253)] = arena[((9802656 +% (r1253 *% 64)) +% (f1252 +% (part1251 *% 32)))]
+      }
     }
   }
   // x2_grad2 = conv2d_grad_input(s3_conv1_grad, s3_conv1.weight, x2)
-  for i1199 in 0..<65536 {
-    storeVector(arena, ((i1199 *% 8) +% 9437600), Vector(repeating: Float(0)))
+  for i1254 in 0..<65536 {
+    storeVector(arena, ((i1254 *% 8) +% 9437600), Vector(repeating: Float(0)))
   }
-  for g1200 in 0..<4 {
-    for j1201 in 0..<16 {
-      for f1202 in 0..<64 {
-        for i1203 in 0..<8 {
-          storeVector(arena, ((i1203 *% 8) +% ((10785952 +% (f1202 *% 1040)) +% (j1201 *% 64))), loadVector(arena, ((i1203 *% 8) +% ((9175264 +% (((g1200 *% 16) +% j1201) *% 4096)) +% (f1202 *% 64)))))
+  for g1255 in 0..<4 {
+    for j1256 in 0..<16 {
+      for f1257 in 0..<64 {
+        for i1258 in 0..<8 {
+          storeVector(arena, ((i1258 *% 8) +% ((10785952 +% (f1257 *% 1040)) +% (j1256 *% 64))), loadVector(arena, ((i1258 *% 8) +% ((9175264 +% (((g1255 *% 16) +% j1256) *% 4096)) +% (f1257 *% 64)))))
         }
       }
     }
-    do {  // gemm1211
-      for nb1204 in 0..<42 {
-        for mb1205 in 0..<72 {
-          var t1206_c0_0 = Vector()
-          var t1206_c0_1 = Vector()
-          var t1206_c0_2 = Vector()
-          var t1206_c1_0 = Vector()
-          var t1206_c1_1 = Vector()
-          var t1206_c1_2 = Vector()
-          var t1206_c2_0 = Vector()
-          var t1206_c2_1 = Vector()
-          var t1206_c2_2 = Vector()
-          var t1206_c3_0 = Vector()
-          var t1206_c3_1 = Vector()
-          var t1206_c3_2 = Vector()
-          for k1207 in 0..<64 {
-            let t1206_b0 = loadVector(arena, ((10785952 +% (k1207 *% 1040)) +% (nb1204 *% 24)))
-            let t1206_b1 = loadVector(arena, (((10785952 +% (k1207 *% 1040)) +% (nb1204 *% 24)) +% 8))
-            let t1206_b2 = loadVector(arena, (((10785952 +% (k1207 *% 1040)) +% (nb1204 *% 24)) +% 16))
-            let t1206_a0 = Vector(repeating: params[((19664 +% (mb1205 *% 4)) +% (k1207 *% 288))])
-            t1206_c0_0 = t1206_c0_0.addingProduct(t1206_a0, t1206_b0)
-            t1206_c0_1 = t1206_c0_1.addingProduct(t1206_a0, t1206_b1)
-            t1206_c0_2 = t1206_c0_2.addingProduct(t1206_a0, t1206_b2)
-            let t1206_a1 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 1)) +% (k1207 *% 288))])
-            t1206_c1_0 = t1206_c1_0.addingProduct(t1206_a1, t1206_b0)
-            t1206_c1_1 = t1206_c1_1.addingProduct(t1206_a1, t1206_b1)
-            t1206_c1_2 = t1206_c1_2.addingProduct(t1206_a1, t1206_b2)
-            let t1206_a2 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 2)) +% (k1207 *% 288))])
-            t1206_c2_0 = t1206_c2_0.addingProduct(t1206_a2, t1206_b0)
-            t1206_c2_1 = t1206_c2_1.addingProduct(t1206_a2, t1206_b1)
-            t1206_c2_2 = t1206_c2_2.addingProduct(t1206_a2, t1206_b2)
-            let t1206_a3 = Vector(repeating: params[((19664 +% ((mb1205 *% 4) +% 3)) +% (k1207 *% 288))])
-            t1206_c3_0 = t1206_c3_0.addingProduct(t1206_a3, t1206_b0)
-            t1206_c3_1 = t1206_c3_1.addingProduct(t1206_a3, t1206_b1)
-            t1206_c3_2 = t1206_c3_2.addingProduct(t1206_a3, t1206_b2)
+    parallelFor(pool, 2) { part1259 in
+      do {  // gemm1267
+        for nb1260 in 0..<42 {
+          for mb1261 in 0..<36 {
+            var t1262_c0_0 = Vector()
+            var t1262_c0_1 = Vector()
+            var t1262_c0_2 = Vector()
+            var t1262_c1_0 = Vector()
+            var t1262_c1_1 = Vector()
+            var t1262_c1_2 = Vector()
+            var t1262_c2_0 = Vector()
+            var t1262_c2_1 = Vector()
+            var t1262_c2_2 = Vector()
+            var t1262_c3_0 = Vector()
+            var t1262_c3_1 = Vector()
+            var t1262_c3_2 = Vector()
+            for k1263 in 0..<64 {
+              let t1262_b0 = loadVector(arena, ((10785952 +% (k1263 *% 1040)) +% (nb1260 *% 24)))
+              let t1262_b1 = loadVector(arena, (((10785952 +% (k1263 *% 1040)) +% (nb1260 *% 24)) +% 8))
+              let t1262_b2 = loadVector(arena, (((10785952 +% (k1263 *% 1040)) +% (nb1260 *% 24)) +% 16))
+              let t1262_a0 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% (mb1261 *% 4)) +% (k1263 *% 288))])
+              t1262_c0_0 = t1262_c0_0.addingProduct(t1262_a0, t1262_b0)
+              t1262_c0_1 = t1262_c0_1.addingProduct(t1262_a0, t1262_b1)
+              t1262_c0_2 = t1262_c0_2.addingProduct(t1262_a0, t1262_b2)
+              let t1262_a1 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1261 *% 4) +% 1)) +% (k1263 *% 288))])
+              t1262_c1_0 = t1262_c1_0.addingProduct(t1262_a1, t1262_b0)
+              t1262_c1_1 = t1262_c1_1.addingProduct(t1262_a1, t1262_b1)
+              t1262_c1_2 = t1262_c1_2.addingProduct(t1262_a1, t1262_b2)
+              let t1262_a2 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1261 *% 4) +% 2)) +% (k1263 *% 288))])
+              t1262_c2_0 = t1262_c2_0.addingProduct(t1262_a2, t1262_b0)
+              t1262_c2_1 = t1262_c2_1.addingProduct(t1262_a2, t1262_b1)
+              t1262_c2_2 = t1262_c2_2.addingProduct(t1262_a2, t1262_b2)
+              let t1262_a3 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1261 *% 4) +% 3)) +% (k1263 *% 288))])
+              t1262_c3_0 = t1262_c3_0.addingProduct(t1262_a3, t1262_b0)
+              t1262_c3_1 = t1262_c3_1.addingProduct(t1262_a3, t1262_b1)
+              t1262_c3_2 = t1262_c3_2.addingProduct(t1262_a3, t1262_b2)
+            }
+            storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% ((mb1261 *% 4) *% 1040)) +% (nb1260 *% 24)), t1262_c0_0)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% ((mb1261 *% 4) *% 1040)) +% (nb1260 *% 24)) +% 8), t1262_c0_1)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% ((mb1261 *% 4) *% 1040)) +% (nb1260 *% 24)) +% 16), t1262_c0_2)
+            storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 1) *% 1040)) +% (nb1260 *% 24)), t1262_c1_0)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 1) *% 1040)) +% (nb1260 *% 24)) +% 8), t1262_c1_1)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 1) *% 1040)) +% (nb1260 *% 24)) +% 16), t1262_c1_2)
+            storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 2) *% 1040)) +% (nb1260 *% 24)), t1262_c2_0)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 2) *% 1040)) +% (nb1260 *% 24)) +% 8), t1262_c2_1)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 2) *% 1040)) +% (nb1260 *% 24)) +% 16), t1262_c2_2)
+            storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 3) *% 1040)) +% (nb1260 *% 24)), t1262_c3_0)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 3) *% 1040)) +% (nb1260 *% 24)) +% 8), t1262_c3_1)
+            storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1261 *% 4) +% 3) *% 1040)) +% (nb1260 *% 24)) +% 16), t1262_c3_2)
           }
-          storeVector(arena, ((10486432 +% ((mb1205 *% 4) *% 1040)) +% (nb1204 *% 24)), t1206_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1205 *% 4) *% 1040)) +% (nb1204 *% 24)) +% 8), t1206_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1205 *% 4) *% 1040)) +% (nb1204 *% 24)) +% 16), t1206_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 1) *% 1040)) +% (nb1204 *% 24)), t1206_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 1) *% 1040)) +% (nb1204 *% 24)) +% 8), t1206_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 1) *% 1040)) +% (nb1204 *% 24)) +% 16), t1206_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 2) *% 1040)) +% (nb1204 *% 24)), t1206_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 2) *% 1040)) +% (nb1204 *% 24)) +% 8), t1206_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 2) *% 1040)) +% (nb1204 *% 24)) +% 16), t1206_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1205 *% 4) +% 3) *% 1040)) +% (nb1204 *% 24)), t1206_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 3) *% 1040)) +% (nb1204 *% 24)) +% 8), t1206_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1205 *% 4) +% 3) *% 1040)) +% (nb1204 *% 24)) +% 16), t1206_c3_2)
+        }
+        for mb1264 in 0..<36 {
+          var t1265_c0_0 = Vector()
+          var t1265_c0_1 = Vector()
+          var t1265_c1_0 = Vector()
+          var t1265_c1_1 = Vector()
+          var t1265_c2_0 = Vector()
+          var t1265_c2_1 = Vector()
+          var t1265_c3_0 = Vector()
+          var t1265_c3_1 = Vector()
+          for k1266 in 0..<64 {
+            let t1265_b0 = loadVector(arena, ((10785952 +% (k1266 *% 1040)) +% 1008))
+            let t1265_b1 = loadVector(arena, (((10785952 +% (k1266 *% 1040)) +% 1008) +% 8))
+            let t1265_a0 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% (mb1264 *% 4)) +% (k1266 *% 288))])
+            t1265_c0_0 = t1265_c0_0.addingProduct(t1265_a0, t1265_b0)
+            t1265_c0_1 = t1265_c0_1.addingProduct(t1265_a0, t1265_b1)
+            let t1265_a1 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1264 *% 4) +% 1)) +% (k1266 *% 288))])
+            t1265_c1_0 = t1265_c1_0.addingProduct(t1265_a1, t1265_b0)
+            t1265_c1_1 = t1265_c1_1.addingProduct(t1265_a1, t1265_b1)
+            let t1265_a2 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1264 *% 4) +% 2)) +% (k1266 *% 288))])
+            t1265_c2_0 = t1265_c2_0.addingProduct(t1265_a2, t1265_b0)
+            t1265_c2_1 = t1265_c2_1.addingProduct(t1265_a2, t1265_b1)
+            let t1265_a3 = Vector(repeating: params[(((19664 +% ((part1259 *% 16) *% 9)) +% ((mb1264 *% 4) +% 3)) +% (k1266 *% 288))])
+            t1265_c3_0 = t1265_c3_0.addingProduct(t1265_a3, t1265_b0)
+            t1265_c3_1 = t1265_c3_1.addingProduct(t1265_a3, t1265_b1)
+          }
+          storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% ((mb1264 *% 4) *% 1040)) +% 1008), t1265_c0_0)
+          storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% ((mb1264 *% 4) *% 1040)) +% 1008) +% 8), t1265_c0_1)
+          storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 1) *% 1040)) +% 1008), t1265_c1_0)
+          storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1265_c1_1)
+          storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 2) *% 1040)) +% 1008), t1265_c2_0)
+          storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1265_c2_1)
+          storeVector(arena, (((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 3) *% 1040)) +% 1008), t1265_c3_0)
+          storeVector(arena, ((((10486432 +% ((part1259 *% 16) *% 9360)) +% (((mb1264 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1265_c3_1)
         }
       }
-      for mb1208 in 0..<72 {
-        var t1209_c0_0 = Vector()
-        var t1209_c0_1 = Vector()
-        var t1209_c1_0 = Vector()
-        var t1209_c1_1 = Vector()
-        var t1209_c2_0 = Vector()
-        var t1209_c2_1 = Vector()
-        var t1209_c3_0 = Vector()
-        var t1209_c3_1 = Vector()
-        for k1210 in 0..<64 {
-          let t1209_b0 = loadVector(arena, ((10785952 +% (k1210 *% 1040)) +% 1008))
-          let t1209_b1 = loadVector(arena, (((10785952 +% (k1210 *% 1040)) +% 1008) +% 8))
-          let t1209_a0 = Vector(repeating: params[((19664 +% (mb1208 *% 4)) +% (k1210 *% 288))])
-          t1209_c0_0 = t1209_c0_0.addingProduct(t1209_a0, t1209_b0)
-          t1209_c0_1 = t1209_c0_1.addingProduct(t1209_a0, t1209_b1)
-          let t1209_a1 = Vector(repeating: params[((19664 +% ((mb1208 *% 4) +% 1)) +% (k1210 *% 288))])
-          t1209_c1_0 = t1209_c1_0.addingProduct(t1209_a1, t1209_b0)
-          t1209_c1_1 = t1209_c1_1.addingProduct(t1209_a1, t1209_b1)
-          let t1209_a2 = Vector(repeating: params[((19664 +% ((mb1208 *% 4) +% 2)) +% (k1210 *% 288))])
-          t1209_c2_0 = t1209_c2_0.addingProduct(t1209_a2, t1209_b0)
-          t1209_c2_1 = t1209_c2_1.addingProduct(t1209_a2, t1209_b1)
-          let t1209_a3 = Vector(repeating: params[((19664 +% ((mb1208 *% 4) +% 3)) +% (k1210 *% 288))])
-          t1209_c3_0 = t1209_c3_0.addingProduct(t1209_a3, t1209_b0)
-          t1209_c3_1 = t1209_c3_1.addingProduct(t1209_a3, t1209_b1)
-        }
-        storeVector(arena, ((10486432 +% ((mb1208 *% 4) *% 1040)) +% 1008), t1209_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1208 *% 4) *% 1040)) +% 1008) +% 8), t1209_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1208 *% 4) +% 1) *% 1040)) +% 1008), t1209_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1208 *% 4) +% 1) *% 1040)) +% 1008) +% 8), t1209_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1208 *% 4) +% 2) *% 1040)) +% 1008), t1209_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1208 *% 4) +% 2) *% 1040)) +% 1008) +% 8), t1209_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1208 *% 4) +% 3) *% 1040)) +% 1008), t1209_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1208 *% 4) +% 3) *% 1040)) +% 1008) +% 8), t1209_c3_1)
-      }
-    }
-    for j1212 in 0..<16 {
-      for c1213 in 0..<32 {
-        for ky1214 in 0..<3 {
-          for oy1215 in 0..<8 {
-            if (-1 < (((oy1215 *% 2) +% ky1214) +% -1) && (((oy1215 *% 2) +% ky1214) +% -1) < 16) {
-              for ox1216 in 0..<7 {
-                arena[((((9437600 +% (((g1200 *% 16) +% j1212) *% 8192)) +% (c1213 *% 256)) +% ((((oy1215 *% 2) +% ky1214) +% -1) *% 16)) +% (((ox1216 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1213 *% 3) +% ky1214) *% 3) *% 1040)) +% (j1212 *% 64)) +% ((oy1215 *% 8) +% (ox1216 +% 1)))]
+      for j1268 in 0..<16 {
+        for c1269 in 0..<16 {
+          for ky1270 in 0..<3 {
+            for oy1271 in 0..<8 {
+              if (-1 < (((oy1271 *% 2) +% ky1270) +% -1) && (((oy1271 *% 2) +% ky1270) +% -1) < 16) {
+                for ox1272 in 0..<7 {
+                  arena[((((9437600 +% (((g1255 *% 16) +% j1268) *% 8192)) +% ((c1269 +% (part1259 *% 16)) *% 256)) +% ((((oy1271 *% 2) +% ky1270) +% -1) *% 16)) +% (((ox1272 +% 1) *% 2) +% -1))] += arena[(((10486432 +% (((((c1269 +% (part1259 *% 16)) *% 3) +% ky1270) *% 3) *% 1040)) +% (j1268 *% 64)) +% ((oy1271 *% 8) +% (ox1272 +% 1)))]
+                }
               }
             }
-          }
-          for oy1217 in 0..<8 {
-            if (-1 < (((oy1217 *% 2) +% ky1214) +% -1) && (((oy1217 *% 2) +% ky1214) +% -1) < 16) {
-              for ox1218 in 0..<8 {
-                arena[((((9437600 +% (((g1200 *% 16) +% j1212) *% 8192)) +% (c1213 *% 256)) +% ((((oy1217 *% 2) +% ky1214) +% -1) *% 16)) +% (ox1218 *% 2))] += arena[(((10486432 +% (((((c1213 *% 3) +% ky1214) *% 3) +% 1) *% 1040)) +% (j1212 *% 64)) +% ((oy1217 *% 8) +% ox1218))]
+            for oy1273 in 0..<8 {
+              if (-1 < (((oy1273 *% 2) +% ky1270) +% -1) && (((oy1273 *% 2) +% ky1270) +% -1) < 16) {
+                for ox1274 in 0..<8 {
+                  arena[((((9437600 +% (((g1255 *% 16) +% j1268) *% 8192)) +% ((c1269 +% (part1259 *% 16)) *% 256)) +% ((((oy1273 *% 2) +% ky1270) +% -1) *% 16)) +% (ox1274 *% 2))] += arena[(((10486432 +% ((((((c1269 +% (part1259 *% 16)) *% 3) +% ky1270) *% 3) +% 1) *% 1040)) +% (j1268 *% 64)) +% ((oy1273 *% 8) +% ox1274))]
+                }
               }
             }
-          }
-          for oy1219 in 0..<8 {
-            if (-1 < (((oy1219 *% 2) +% ky1214) +% -1) && (((oy1219 *% 2) +% ky1214) +% -1) < 16) {
-              for ox1220 in 0..<8 {
-                arena[((((9437600 +% (((g1200 *% 16) +% j1212) *% 8192)) +% (c1213 *% 256)) +% ((((oy1219 *% 2) +% ky1214) +% -1) *% 16)) +% ((ox1220 *% 2) +% 1))] += arena[(((10486432 +% (((((c1213 *% 3) +% ky1214) *% 3) +% 2) *% 1040)) +% (j1212 *% 64)) +% ((oy1219 *% 8) +% ox1220))]
+            for oy1275 in 0..<8 {
+              if (-1 < (((oy1275 *% 2) +% ky1270) +% -1) && (((oy1275 *% 2) +% ky1270) +% -1) < 16) {
+                for ox1276 in 0..<8 {
+                  arena[((((9437600 +% (((g1255 *% 16) +% j1268) *% 8192)) +% ((c1269 +% (part1259 *% 16)) *% 256)) +% ((((oy1275 *% 2) +% ky1270) +% -1) *% 16)) +% ((ox1276 *% 2) +% 1))] += arena[(((10486432 +% ((((((c1269 +% (part1259 *% 16)) *% 3) +% ky1270) *% 3) +% 2) *% 1040)) +% (j1268 *% 64)) +% ((oy1275 *% 8) +% ox1276))]
+                }
               }
             }
           }
@@ -3341,287 +3383,305 @@ public func resnet8_train_b64(
     }
   }
   // x2_grad_sum = add(x2_grad, x2_grad2)
-  for i1221 in 0..<65536 {
-    storeVector(arena, ((i1221 *% 8) +% 8913120), (loadVector(arena, ((i1221 *% 8) +% 11010720)) + loadVector(arena, ((i1221 *% 8) +% 9437600))))
+  parallelFor(pool, 2) { part1277 in
+    for i1278 in 0..<262144 {
+      arena[(8913120 +% (i1278 +% (part1277 *% 262144)))] = (arena[(11010720 +% (i1278 +% (part1277 *% 262144)))] + arena[(9437600 +% (i1278 +% (part1277 *% 262144)))])
+    }
   }
   // s2_sum_grad = relu_grad(x2_grad_sum, x2)
-  for i1222 in 0..<65536 {
-    storeVector(arena, ((i1222 *% 8) +% 9437600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1222 *% 8) +% 8913120)), where: loadVector(arena, ((i1222 *% 8) +% 7864480)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part1279 in
+    for i1280 in 0..<262144 {
+      arena[(9437600 +% (i1280 +% (part1279 *% 262144)))] = (arena[(7864480 +% (i1280 +% (part1279 *% 262144)))] > Float(0) ? arena[(8913120 +% (i1280 +% (part1279 *% 262144)))] : Float(0))
+    }
   }
   // s2_pbn_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var)
-  for c1223 in 0..<32 {
-    var invstd1225: Float = (Float(1) / sqrtf((arena[(9437440 +% c1223)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1226: Float = arena[(9437408 +% c1223)]
-    var acc1227 = Vector()
-    var tail1228: Float = Float(0)
-    for n1229 in 0..<64 {
-      for v1230 in 0..<32 {
-        acc1227 = (acc1227 + (loadVector(arena, (9437600 +% ((((n1229 *% 32) +% c1223) *% 256) +% (v1230 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1229 *% 32) +% c1223) *% 256) +% (v1230 *% 8)))) - Vector(repeating: mean1226)) * Vector(repeating: invstd1225))))
+  parallelFor(pool, 2) { part1281 in
+    for c1282 in 0..<16 {
+      var invstd1284: Float = (Float(1) / sqrtf((arena[(9437440 +% (c1282 +% (part1281 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1285: Float = arena[(9437408 +% (c1282 +% (part1281 *% 16)))]
+      var acc1286 = Vector()
+      var tail1287: Float = Float(0)
+      for n1288 in 0..<64 {
+        for v1289 in 0..<32 {
+          acc1286 = (acc1286 + (loadVector(arena, (9437600 +% ((((n1288 *% 32) +% (c1282 +% (part1281 *% 16))) *% 256) +% (v1289 *% 8)))) * ((loadVector(arena, (8388832 +% ((((n1288 *% 32) +% (c1282 +% (part1281 *% 16))) *% 256) +% (v1289 *% 8)))) - Vector(repeating: mean1285)) * Vector(repeating: invstd1284))))
+        }
       }
+      storeVector(arena, (7864480 +% (part1281 *% 8)), acc1286)
+      var sum1290: Float = (arena[(7864480 +% (part1281 *% 8))] + arena[((7864480 +% (part1281 *% 8)) +% 1)])
+      var sum1291: Float = (sum1290 + arena[((7864480 +% (part1281 *% 8)) +% 2)])
+      var sum1292: Float = (sum1291 + arena[((7864480 +% (part1281 *% 8)) +% 3)])
+      var sum1293: Float = (sum1292 + arena[((7864480 +% (part1281 *% 8)) +% 4)])
+      var sum1294: Float = (sum1293 + arena[((7864480 +% (part1281 *% 8)) +% 5)])
+      var sum1295: Float = (sum1294 + arena[((7864480 +% (part1281 *% 8)) +% 6)])
+      var sum1296: Float = (sum1295 + arena[((7864480 +% (part1281 *% 8)) +% 7)])
+      var sum_x1283: Float = (sum1296 + tail1287)
+      grads[(19600 +% (c1282 +% (part1281 *% 16)))] = sum_x1283
     }
-    storeVector(arena, 7864480, acc1227)
-    var sum1231: Float = (arena[7864480] + arena[7864481])
-    var sum1232: Float = (sum1231 + arena[7864482])
-    var sum1233: Float = (sum1232 + arena[7864483])
-    var sum1234: Float = (sum1233 + arena[7864484])
-    var sum1235: Float = (sum1234 + arena[7864485])
-    var sum1236: Float = (sum1235 + arena[7864486])
-    var sum1237: Float = (sum1236 + arena[7864487])
-    var sum_x1224: Float = (sum1237 + tail1228)
-    grads[(19600 +% c1223)] = sum_x1224
   }
   // s2_pbn_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1238 in 0..<32 {
-    var acc1240 = Vector()
-    var tail1241: Float = Float(0)
-    for n1242 in 0..<64 {
-      for v1243 in 0..<32 {
-        acc1240 = (acc1240 + loadVector(arena, (9437600 +% ((((n1242 *% 32) +% c1238) *% 256) +% (v1243 *% 8)))))
+  parallelFor(pool, 2) { part1297 in
+    for c1298 in 0..<16 {
+      var acc1300 = Vector()
+      var tail1301: Float = Float(0)
+      for n1302 in 0..<64 {
+        for v1303 in 0..<32 {
+          acc1300 = (acc1300 + loadVector(arena, (9437600 +% ((((n1302 *% 32) +% (c1298 +% (part1297 *% 16))) *% 256) +% (v1303 *% 8)))))
+        }
       }
+      storeVector(arena, (7864480 +% (part1297 *% 8)), acc1300)
+      var sum1304: Float = (arena[(7864480 +% (part1297 *% 8))] + arena[((7864480 +% (part1297 *% 8)) +% 1)])
+      var sum1305: Float = (sum1304 + arena[((7864480 +% (part1297 *% 8)) +% 2)])
+      var sum1306: Float = (sum1305 + arena[((7864480 +% (part1297 *% 8)) +% 3)])
+      var sum1307: Float = (sum1306 + arena[((7864480 +% (part1297 *% 8)) +% 4)])
+      var sum1308: Float = (sum1307 + arena[((7864480 +% (part1297 *% 8)) +% 5)])
+      var sum1309: Float = (sum1308 + arena[((7864480 +% (part1297 *% 8)) +% 6)])
+      var sum1310: Float = (sum1309 + arena[((7864480 +% (part1297 *% 8)) +% 7)])
+      var sum1299: Float = (sum1310 + tail1301)
+      grads[(19632 +% (c1298 +% (part1297 *% 16)))] = sum1299
     }
-    storeVector(arena, 7864480, acc1240)
-    var sum1244: Float = (arena[7864480] + arena[7864481])
-    var sum1245: Float = (sum1244 + arena[7864482])
-    var sum1246: Float = (sum1245 + arena[7864483])
-    var sum1247: Float = (sum1246 + arena[7864484])
-    var sum1248: Float = (sum1247 + arena[7864485])
-    var sum1249: Float = (sum1248 + arena[7864486])
-    var sum1250: Float = (sum1249 + arena[7864487])
-    var sum1239: Float = (sum1250 + tail1241)
-    grads[(19632 +% c1238)] = sum1239
   }
   // s2_proj_grad = batchnorm_grad_input(s2_sum_grad, s2_proj, s2_pbn.mean, s2_pbn.var, s2_pbn.weight, s2_pbn_bias_grad, s2_pbn_weight_grad)
-  for c1251 in 0..<32 {
-    var invstd1254: Float = (Float(1) / sqrtf((arena[(9437440 +% c1251)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1252: Float = grads[(19632 +% c1251)]
-    var sum_x1253: Float = grads[(19600 +% c1251)]
-    var scale1255: Float = (params[(19600 +% c1251)] * invstd1254)
-    var mean_dy1256: Float = (sum1252 / Float(16384))
-    var mean_dy_x1257: Float = (sum_x1253 / Float(16384))
-    for n1258 in 0..<64 {
-      for i1259 in 0..<256 {
-        arena[(7864480 +% ((((n1258 *% 32) +% c1251) *% 256) +% i1259))] = (scale1255 * ((arena[(9437600 +% ((((n1258 *% 32) +% c1251) *% 256) +% i1259))] - mean_dy1256) - (((arena[(8388832 +% ((((n1258 *% 32) +% c1251) *% 256) +% i1259))] - arena[(9437408 +% c1251)]) * invstd1254) * mean_dy_x1257)))
+  parallelFor(pool, 2) { part1311 in
+    for c1312 in 0..<16 {
+      var invstd1315: Float = (Float(1) / sqrtf((arena[(9437440 +% (c1312 +% (part1311 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1313: Float = grads[(19632 +% (c1312 +% (part1311 *% 16)))]
+      var sum_x1314: Float = grads[(19600 +% (c1312 +% (part1311 *% 16)))]
+      var scale1316: Float = (params[(19600 +% (c1312 +% (part1311 *% 16)))] * invstd1315)
+      var mean_dy1317: Float = (sum1313 / Float(16384))
+      var mean_dy_x1318: Float = (sum_x1314 / Float(16384))
+      for n1319 in 0..<64 {
+        for i1320 in 0..<256 {
+          arena[(7864480 +% ((((n1319 *% 32) +% (c1312 +% (part1311 *% 16))) *% 256) +% i1320))] = (scale1316 * ((arena[(9437600 +% ((((n1319 *% 32) +% (c1312 +% (part1311 *% 16))) *% 256) +% i1320))] - mean_dy1317) - (((arena[(8388832 +% ((((n1319 *% 32) +% (c1312 +% (part1311 *% 16))) *% 256) +% i1320))] - arena[(9437408 +% (c1312 +% (part1311 *% 16)))]) * invstd1315) * mean_dy_x1318)))
+        }
       }
     }
   }
   // s2_proj_weight_grad = conv2d_grad_weight(s2_proj_grad, x1)
-  for i1260 in 0..<64 {
-    storeVector(arena, ((i1260 *% 8) +% 8585696), Vector(repeating: Float(0)))
+  for i1321 in 0..<64 {
+    storeVector(arena, ((i1321 *% 8) +% 8585696), Vector(repeating: Float(0)))
   }
-  for g1261 in 0..<4 {
-    for j1262 in 0..<16 {
-      for c1263 in 0..<16 {
-        for ky1264 in 0..<1 {
-          for oy1265 in 0..<16 {
-            for ox1266 in 0..<16 {
-              arena[(((8388832 +% ((c1263 +% ky1264) *% 4112)) +% (j1262 *% 256)) +% ((oy1265 *% 16) +% ox1266))] = arena[((((5242944 +% (((g1261 *% 16) +% j1262) *% 16384)) +% (c1263 *% 1024)) +% (((oy1265 *% 2) +% ky1264) *% 32)) +% (ox1266 *% 2))]
+  for g1322 in 0..<4 {
+    parallelFor(pool, 2) { part1323 in
+      for j1324 in 0..<16 {
+        for c1325 in 0..<8 {
+          for ky1326 in 0..<1 {
+            for oy1327 in 0..<16 {
+              for ox1328 in 0..<16 {
+                arena[(((8388832 +% (((c1325 +% (part1323 *% 8)) +% ky1326) *% 4112)) +% (j1324 *% 256)) +% ((oy1327 *% 16) +% ox1328))] = arena[((((5242944 +% (((g1322 *% 16) +% j1324) *% 16384)) +% ((c1325 +% (part1323 *% 8)) *% 1024)) +% (((oy1327 *% 2) +% ky1326) *% 32)) +% (ox1328 *% 2))]
+              }
             }
           }
         }
       }
     }
-    for j1267 in 0..<16 {
-      for i1268 in 0..<256 {
-        for f1269 in 0..<32 {
-          arena[((8454624 +% (((j1267 *% 256) +% i1268) *% 32)) +% f1269)] = arena[(((7864480 +% (((g1261 *% 16) +% j1267) *% 8192)) +% (f1269 *% 256)) +% i1268)]
+    parallelFor(pool, 2) { part1329 in
+      for j1330 in 0..<16 {
+        for i1331 in 0..<256 {
+          for f1332 in 0..<16 {
+            arena[((8454624 +% (((j1330 *% 256) +% i1331) *% 32)) +% (f1332 +% (part1329 *% 16)))] = arena[(((7864480 +% (((g1322 *% 16) +% j1330) *% 8192)) +% ((f1332 +% (part1329 *% 16)) *% 256)) +% i1331)]
+          }
         }
       }
-    }
-    do {  // gemm1277
-      for kp1270 in 0..<2 {
-        for nb1271 in 0..<2 {
-          for mb1272 in 0..<2 {
-            var t1273_c0_0 = loadVector(arena, ((8585696 +% ((mb1272 *% 6) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c0_1 = loadVector(arena, (((8585696 +% ((mb1272 *% 6) *% 32)) +% (nb1271 *% 16)) +% 8))
-            var t1273_c1_0 = loadVector(arena, ((8585696 +% (((mb1272 *% 6) +% 1) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c1_1 = loadVector(arena, (((8585696 +% (((mb1272 *% 6) +% 1) *% 32)) +% (nb1271 *% 16)) +% 8))
-            var t1273_c2_0 = loadVector(arena, ((8585696 +% (((mb1272 *% 6) +% 2) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c2_1 = loadVector(arena, (((8585696 +% (((mb1272 *% 6) +% 2) *% 32)) +% (nb1271 *% 16)) +% 8))
-            var t1273_c3_0 = loadVector(arena, ((8585696 +% (((mb1272 *% 6) +% 3) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c3_1 = loadVector(arena, (((8585696 +% (((mb1272 *% 6) +% 3) *% 32)) +% (nb1271 *% 16)) +% 8))
-            var t1273_c4_0 = loadVector(arena, ((8585696 +% (((mb1272 *% 6) +% 4) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c4_1 = loadVector(arena, (((8585696 +% (((mb1272 *% 6) +% 4) *% 32)) +% (nb1271 *% 16)) +% 8))
-            var t1273_c5_0 = loadVector(arena, ((8585696 +% (((mb1272 *% 6) +% 5) *% 32)) +% (nb1271 *% 16)))
-            var t1273_c5_1 = loadVector(arena, (((8585696 +% (((mb1272 *% 6) +% 5) *% 32)) +% (nb1271 *% 16)) +% 8))
-            for k1274 in 0..<2048 {
-              let t1273_b0 = loadVector(arena, ((8454624 +% ((k1274 +% (kp1270 *% 2048)) *% 32)) +% (nb1271 *% 16)))
-              let t1273_b1 = loadVector(arena, (((8454624 +% ((k1274 +% (kp1270 *% 2048)) *% 32)) +% (nb1271 *% 16)) +% 8))
-              let t1273_a0 = Vector(repeating: arena[((8388832 +% ((mb1272 *% 6) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c0_0 = t1273_c0_0.addingProduct(t1273_a0, t1273_b0)
-              t1273_c0_1 = t1273_c0_1.addingProduct(t1273_a0, t1273_b1)
-              let t1273_a1 = Vector(repeating: arena[((8388832 +% (((mb1272 *% 6) +% 1) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c1_0 = t1273_c1_0.addingProduct(t1273_a1, t1273_b0)
-              t1273_c1_1 = t1273_c1_1.addingProduct(t1273_a1, t1273_b1)
-              let t1273_a2 = Vector(repeating: arena[((8388832 +% (((mb1272 *% 6) +% 2) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c2_0 = t1273_c2_0.addingProduct(t1273_a2, t1273_b0)
-              t1273_c2_1 = t1273_c2_1.addingProduct(t1273_a2, t1273_b1)
-              let t1273_a3 = Vector(repeating: arena[((8388832 +% (((mb1272 *% 6) +% 3) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c3_0 = t1273_c3_0.addingProduct(t1273_a3, t1273_b0)
-              t1273_c3_1 = t1273_c3_1.addingProduct(t1273_a3, t1273_b1)
-              let t1273_a4 = Vector(repeating: arena[((8388832 +% (((mb1272 *% 6) +% 4) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c4_0 = t1273_c4_0.addingProduct(t1273_a4, t1273_b0)
-              t1273_c4_1 = t1273_c4_1.addingProduct(t1273_a4, t1273_b1)
-              let t1273_a5 = Vector(repeating: arena[((8388832 +% (((mb1272 *% 6) +% 5) *% 4112)) +% (k1274 +% (kp1270 *% 2048)))])
-              t1273_c5_0 = t1273_c5_0.addingProduct(t1273_a5, t1273_b0)
-              t1273_c5_1 = t1273_c5_1.addingProduct(t1273_a5, t1273_b1)
+      do {  // gemm1340
+        for kp1333 in 0..<2 {
+          for nb1334 in 0..<1 {
+            for mb1335 in 0..<2 {
+              var t1336_c0_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% ((mb1335 *% 6) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c0_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% ((mb1335 *% 6) *% 32)) +% (nb1334 *% 16)) +% 8))
+              var t1336_c1_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 1) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c1_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 1) *% 32)) +% (nb1334 *% 16)) +% 8))
+              var t1336_c2_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 2) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c2_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 2) *% 32)) +% (nb1334 *% 16)) +% 8))
+              var t1336_c3_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 3) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c3_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 3) *% 32)) +% (nb1334 *% 16)) +% 8))
+              var t1336_c4_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 4) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c4_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 4) *% 32)) +% (nb1334 *% 16)) +% 8))
+              var t1336_c5_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 5) *% 32)) +% (nb1334 *% 16)))
+              var t1336_c5_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 5) *% 32)) +% (nb1334 *% 16)) +% 8))
+              for k1337 in 0..<2048 {
+                let t1336_b0 = loadVector(arena, (((8454624 +% (part1329 *% 16)) +% ((k1337 +% (kp1333 *% 2048)) *% 32)) +% (nb1334 *% 16)))
+                let t1336_b1 = loadVector(arena, ((((8454624 +% (part1329 *% 16)) +% ((k1337 +% (kp1333 *% 2048)) *% 32)) +% (nb1334 *% 16)) +% 8))
+                let t1336_a0 = Vector(repeating: arena[((8388832 +% ((mb1335 *% 6) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c0_0 = t1336_c0_0.addingProduct(t1336_a0, t1336_b0)
+                t1336_c0_1 = t1336_c0_1.addingProduct(t1336_a0, t1336_b1)
+                let t1336_a1 = Vector(repeating: arena[((8388832 +% (((mb1335 *% 6) +% 1) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c1_0 = t1336_c1_0.addingProduct(t1336_a1, t1336_b0)
+                t1336_c1_1 = t1336_c1_1.addingProduct(t1336_a1, t1336_b1)
+                let t1336_a2 = Vector(repeating: arena[((8388832 +% (((mb1335 *% 6) +% 2) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c2_0 = t1336_c2_0.addingProduct(t1336_a2, t1336_b0)
+                t1336_c2_1 = t1336_c2_1.addingProduct(t1336_a2, t1336_b1)
+                let t1336_a3 = Vector(repeating: arena[((8388832 +% (((mb1335 *% 6) +% 3) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c3_0 = t1336_c3_0.addingProduct(t1336_a3, t1336_b0)
+                t1336_c3_1 = t1336_c3_1.addingProduct(t1336_a3, t1336_b1)
+                let t1336_a4 = Vector(repeating: arena[((8388832 +% (((mb1335 *% 6) +% 4) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c4_0 = t1336_c4_0.addingProduct(t1336_a4, t1336_b0)
+                t1336_c4_1 = t1336_c4_1.addingProduct(t1336_a4, t1336_b1)
+                let t1336_a5 = Vector(repeating: arena[((8388832 +% (((mb1335 *% 6) +% 5) *% 4112)) +% (k1337 +% (kp1333 *% 2048)))])
+                t1336_c5_0 = t1336_c5_0.addingProduct(t1336_a5, t1336_b0)
+                t1336_c5_1 = t1336_c5_1.addingProduct(t1336_a5, t1336_b1)
+              }
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% ((mb1335 *% 6) *% 32)) +% (nb1334 *% 16)), t1336_c0_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% ((mb1335 *% 6) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c0_1)
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 1) *% 32)) +% (nb1334 *% 16)), t1336_c1_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 1) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c1_1)
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 2) *% 32)) +% (nb1334 *% 16)), t1336_c2_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 2) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c2_1)
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 3) *% 32)) +% (nb1334 *% 16)), t1336_c3_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 3) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c3_1)
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 4) *% 32)) +% (nb1334 *% 16)), t1336_c4_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 4) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c4_1)
+              storeVector(arena, (((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 5) *% 32)) +% (nb1334 *% 16)), t1336_c5_0)
+              storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% (((mb1335 *% 6) +% 5) *% 32)) +% (nb1334 *% 16)) +% 8), t1336_c5_1)
             }
-            storeVector(arena, ((8585696 +% ((mb1272 *% 6) *% 32)) +% (nb1271 *% 16)), t1273_c0_0)
-            storeVector(arena, (((8585696 +% ((mb1272 *% 6) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c0_1)
-            storeVector(arena, ((8585696 +% (((mb1272 *% 6) +% 1) *% 32)) +% (nb1271 *% 16)), t1273_c1_0)
-            storeVector(arena, (((8585696 +% (((mb1272 *% 6) +% 1) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c1_1)
-            storeVector(arena, ((8585696 +% (((mb1272 *% 6) +% 2) *% 32)) +% (nb1271 *% 16)), t1273_c2_0)
-            storeVector(arena, (((8585696 +% (((mb1272 *% 6) +% 2) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c2_1)
-            storeVector(arena, ((8585696 +% (((mb1272 *% 6) +% 3) *% 32)) +% (nb1271 *% 16)), t1273_c3_0)
-            storeVector(arena, (((8585696 +% (((mb1272 *% 6) +% 3) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c3_1)
-            storeVector(arena, ((8585696 +% (((mb1272 *% 6) +% 4) *% 32)) +% (nb1271 *% 16)), t1273_c4_0)
-            storeVector(arena, (((8585696 +% (((mb1272 *% 6) +% 4) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c4_1)
-            storeVector(arena, ((8585696 +% (((mb1272 *% 6) +% 5) *% 32)) +% (nb1271 *% 16)), t1273_c5_0)
-            storeVector(arena, (((8585696 +% (((mb1272 *% 6) +% 5) *% 32)) +% (nb1271 *% 16)) +% 8), t1273_c5_1)
+            var t1338_c0_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% 384) +% (nb1334 *% 16)))
+            var t1338_c0_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% 384) +% (nb1334 *% 16)) +% 8))
+            var t1338_c1_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% 416) +% (nb1334 *% 16)))
+            var t1338_c1_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% 416) +% (nb1334 *% 16)) +% 8))
+            var t1338_c2_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% 448) +% (nb1334 *% 16)))
+            var t1338_c2_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% 448) +% (nb1334 *% 16)) +% 8))
+            var t1338_c3_0 = loadVector(arena, (((8585696 +% (part1329 *% 16)) +% 480) +% (nb1334 *% 16)))
+            var t1338_c3_1 = loadVector(arena, ((((8585696 +% (part1329 *% 16)) +% 480) +% (nb1334 *% 16)) +% 8))
+            for k1339 in 0..<2048 {
+              let t1338_b0 = loadVector(arena, (((8454624 +% (part1329 *% 16)) +% ((k1339 +% (kp1333 *% 2048)) *% 32)) +% (nb1334 *% 16)))
+              let t1338_b1 = loadVector(arena, ((((8454624 +% (part1329 *% 16)) +% ((k1339 +% (kp1333 *% 2048)) *% 32)) +% (nb1334 *% 16)) +% 8))
+              let t1338_a0 = Vector(repeating: arena[(8438176 +% (k1339 +% (kp1333 *% 2048)))])
+              t1338_c0_0 = t1338_c0_0.addingProduct(t1338_a0, t1338_b0)
+              t1338_c0_1 = t1338_c0_1.addingProduct(t1338_a0, t1338_b1)
+              let t1338_a1 = Vector(repeating: arena[(8442288 +% (k1339 +% (kp1333 *% 2048)))])
+              t1338_c1_0 = t1338_c1_0.addingProduct(t1338_a1, t1338_b0)
+              t1338_c1_1 = t1338_c1_1.addingProduct(t1338_a1, t1338_b1)
+              let t1338_a2 = Vector(repeating: arena[(8446400 +% (k1339 +% (kp1333 *% 2048)))])
+              t1338_c2_0 = t1338_c2_0.addingProduct(t1338_a2, t1338_b0)
+              t1338_c2_1 = t1338_c2_1.addingProduct(t1338_a2, t1338_b1)
+              let t1338_a3 = Vector(repeating: arena[(8450512 +% (k1339 +% (kp1333 *% 2048)))])
+              t1338_c3_0 = t1338_c3_0.addingProduct(t1338_a3, t1338_b0)
+              t1338_c3_1 = t1338_c3_1.addingProduct(t1338_a3, t1338_b1)
+            }
+            storeVector(arena, (((8585696 +% (part1329 *% 16)) +% 384) +% (nb1334 *% 16)), t1338_c0_0)
+            storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% 384) +% (nb1334 *% 16)) +% 8), t1338_c0_1)
+            storeVector(arena, (((8585696 +% (part1329 *% 16)) +% 416) +% (nb1334 *% 16)), t1338_c1_0)
+            storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% 416) +% (nb1334 *% 16)) +% 8), t1338_c1_1)
+            storeVector(arena, (((8585696 +% (part1329 *% 16)) +% 448) +% (nb1334 *% 16)), t1338_c2_0)
+            storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% 448) +% (nb1334 *% 16)) +% 8), t1338_c2_1)
+            storeVector(arena, (((8585696 +% (part1329 *% 16)) +% 480) +% (nb1334 *% 16)), t1338_c3_0)
+            storeVector(arena, ((((8585696 +% (part1329 *% 16)) +% 480) +% (nb1334 *% 16)) +% 8), t1338_c3_1)
           }
-          var t1275_c0_0 = loadVector(arena, (8586080 +% (nb1271 *% 16)))
-          var t1275_c0_1 = loadVector(arena, ((8586080 +% (nb1271 *% 16)) +% 8))
-          var t1275_c1_0 = loadVector(arena, (8586112 +% (nb1271 *% 16)))
-          var t1275_c1_1 = loadVector(arena, ((8586112 +% (nb1271 *% 16)) +% 8))
-          var t1275_c2_0 = loadVector(arena, (8586144 +% (nb1271 *% 16)))
-          var t1275_c2_1 = loadVector(arena, ((8586144 +% (nb1271 *% 16)) +% 8))
-          var t1275_c3_0 = loadVector(arena, (8586176 +% (nb1271 *% 16)))
-          var t1275_c3_1 = loadVector(arena, ((8586176 +% (nb1271 *% 16)) +% 8))
-          for k1276 in 0..<2048 {
-            let t1275_b0 = loadVector(arena, ((8454624 +% ((k1276 +% (kp1270 *% 2048)) *% 32)) +% (nb1271 *% 16)))
-            let t1275_b1 = loadVector(arena, (((8454624 +% ((k1276 +% (kp1270 *% 2048)) *% 32)) +% (nb1271 *% 16)) +% 8))
-            let t1275_a0 = Vector(repeating: arena[(8438176 +% (k1276 +% (kp1270 *% 2048)))])
-            t1275_c0_0 = t1275_c0_0.addingProduct(t1275_a0, t1275_b0)
-            t1275_c0_1 = t1275_c0_1.addingProduct(t1275_a0, t1275_b1)
-            let t1275_a1 = Vector(repeating: arena[(8442288 +% (k1276 +% (kp1270 *% 2048)))])
-            t1275_c1_0 = t1275_c1_0.addingProduct(t1275_a1, t1275_b0)
-            t1275_c1_1 = t1275_c1_1.addingProduct(t1275_a1, t1275_b1)
-            let t1275_a2 = Vector(repeating: arena[(8446400 +% (k1276 +% (kp1270 *% 2048)))])
-            t1275_c2_0 = t1275_c2_0.addingProduct(t1275_a2, t1275_b0)
-            t1275_c2_1 = t1275_c2_1.addingProduct(t1275_a2, t1275_b1)
-            let t1275_a3 = Vector(repeating: arena[(8450512 +% (k1276 +% (kp1270 *% 2048)))])
-            t1275_c3_0 = t1275_c3_0.addingProduct(t1275_a3, t1275_b0)
-            t1275_c3_1 = t1275_c3_1.addingProduct(t1275_a3, t1275_b1)
-          }
-          storeVector(arena, (8586080 +% (nb1271 *% 16)), t1275_c0_0)
-          storeVector(arena, ((8586080 +% (nb1271 *% 16)) +% 8), t1275_c0_1)
-          storeVector(arena, (8586112 +% (nb1271 *% 16)), t1275_c1_0)
-          storeVector(arena, ((8586112 +% (nb1271 *% 16)) +% 8), t1275_c1_1)
-          storeVector(arena, (8586144 +% (nb1271 *% 16)), t1275_c2_0)
-          storeVector(arena, ((8586144 +% (nb1271 *% 16)) +% 8), t1275_c2_1)
-          storeVector(arena, (8586176 +% (nb1271 *% 16)), t1275_c3_0)
-          storeVector(arena, ((8586176 +% (nb1271 *% 16)) +% 8), t1275_c3_1)
         }
       }
     }
   }
-  for f1278 in 0..<32 {
-    for r1279 in 0..<16 {
-      grads[((19088 +% (f1278 *% 16)) +% r1279)] = arena[((8585696 +% (r1279 *% 32)) +% f1278)]
+  parallelFor(pool, 2) { part1341 in
+    for f1342 in 0..<16 {
+      for r1343 in 0..<16 {
+        grads[((19088 +% ((f1342 +% (part1341 *% 16)) *% 16)) +% r1343)] = arena[((8585696 +% (r1343 *% 32)) +% (f1342 +% (part1341 *% 16)))]
+      }
     }
   }
   // x1_grad = conv2d_grad_input(s2_proj_grad, s2_proj.weight, x1)
-  for i1280 in 0..<131072 {
-    storeVector(arena, ((i1280 *% 8) +% 8388832), Vector(repeating: Float(0)))
+  for i1344 in 0..<131072 {
+    storeVector(arena, ((i1344 *% 8) +% 8388832), Vector(repeating: Float(0)))
   }
-  for g1281 in 0..<4 {
-    for j1282 in 0..<16 {
-      for f1283 in 0..<32 {
-        for i1284 in 0..<32 {
-          storeVector(arena, ((i1284 *% 8) +% ((10027808 +% (f1283 *% 4112)) +% (j1282 *% 256))), loadVector(arena, ((i1284 *% 8) +% ((7864480 +% (((g1281 *% 16) +% j1282) *% 8192)) +% (f1283 *% 256)))))
+  for g1345 in 0..<4 {
+    for j1346 in 0..<16 {
+      for f1347 in 0..<32 {
+        for i1348 in 0..<32 {
+          storeVector(arena, ((i1348 *% 8) +% ((10027808 +% (f1347 *% 4112)) +% (j1346 *% 256))), loadVector(arena, ((i1348 *% 8) +% ((7864480 +% (((g1345 *% 16) +% j1346) *% 8192)) +% (f1347 *% 256)))))
         }
       }
     }
-    do {  // gemm1292
-      for nb1285 in 0..<170 {
-        for mb1286 in 0..<4 {
-          var t1287_c0_0 = Vector()
-          var t1287_c0_1 = Vector()
-          var t1287_c0_2 = Vector()
-          var t1287_c1_0 = Vector()
-          var t1287_c1_1 = Vector()
-          var t1287_c1_2 = Vector()
-          var t1287_c2_0 = Vector()
-          var t1287_c2_1 = Vector()
-          var t1287_c2_2 = Vector()
-          var t1287_c3_0 = Vector()
-          var t1287_c3_1 = Vector()
-          var t1287_c3_2 = Vector()
-          for k1288 in 0..<32 {
-            let t1287_b0 = loadVector(arena, ((10027808 +% (k1288 *% 4112)) +% (nb1285 *% 24)))
-            let t1287_b1 = loadVector(arena, (((10027808 +% (k1288 *% 4112)) +% (nb1285 *% 24)) +% 8))
-            let t1287_b2 = loadVector(arena, (((10027808 +% (k1288 *% 4112)) +% (nb1285 *% 24)) +% 16))
-            let t1287_a0 = Vector(repeating: params[((19088 +% (mb1286 *% 4)) +% (k1288 *% 16))])
-            t1287_c0_0 = t1287_c0_0.addingProduct(t1287_a0, t1287_b0)
-            t1287_c0_1 = t1287_c0_1.addingProduct(t1287_a0, t1287_b1)
-            t1287_c0_2 = t1287_c0_2.addingProduct(t1287_a0, t1287_b2)
-            let t1287_a1 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 1)) +% (k1288 *% 16))])
-            t1287_c1_0 = t1287_c1_0.addingProduct(t1287_a1, t1287_b0)
-            t1287_c1_1 = t1287_c1_1.addingProduct(t1287_a1, t1287_b1)
-            t1287_c1_2 = t1287_c1_2.addingProduct(t1287_a1, t1287_b2)
-            let t1287_a2 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 2)) +% (k1288 *% 16))])
-            t1287_c2_0 = t1287_c2_0.addingProduct(t1287_a2, t1287_b0)
-            t1287_c2_1 = t1287_c2_1.addingProduct(t1287_a2, t1287_b1)
-            t1287_c2_2 = t1287_c2_2.addingProduct(t1287_a2, t1287_b2)
-            let t1287_a3 = Vector(repeating: params[((19088 +% ((mb1286 *% 4) +% 3)) +% (k1288 *% 16))])
-            t1287_c3_0 = t1287_c3_0.addingProduct(t1287_a3, t1287_b0)
-            t1287_c3_1 = t1287_c3_1.addingProduct(t1287_a3, t1287_b1)
-            t1287_c3_2 = t1287_c3_2.addingProduct(t1287_a3, t1287_b2)
+    parallelFor(pool, 2) { part1349 in
+      do {  // gemm1357
+        for nb1350 in 0..<170 {
+          for mb1351 in 0..<2 {
+            var t1352_c0_0 = Vector()
+            var t1352_c0_1 = Vector()
+            var t1352_c0_2 = Vector()
+            var t1352_c1_0 = Vector()
+            var t1352_c1_1 = Vector()
+            var t1352_c1_2 = Vector()
+            var t1352_c2_0 = Vector()
+            var t1352_c2_1 = Vector()
+            var t1352_c2_2 = Vector()
+            var t1352_c3_0 = Vector()
+            var t1352_c3_1 = Vector()
+            var t1352_c3_2 = Vector()
+            for k1353 in 0..<32 {
+              let t1352_b0 = loadVector(arena, ((10027808 +% (k1353 *% 4112)) +% (nb1350 *% 24)))
+              let t1352_b1 = loadVector(arena, (((10027808 +% (k1353 *% 4112)) +% (nb1350 *% 24)) +% 8))
+              let t1352_b2 = loadVector(arena, (((10027808 +% (k1353 *% 4112)) +% (nb1350 *% 24)) +% 16))
+              let t1352_a0 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% (mb1351 *% 4)) +% (k1353 *% 16))])
+              t1352_c0_0 = t1352_c0_0.addingProduct(t1352_a0, t1352_b0)
+              t1352_c0_1 = t1352_c0_1.addingProduct(t1352_a0, t1352_b1)
+              t1352_c0_2 = t1352_c0_2.addingProduct(t1352_a0, t1352_b2)
+              let t1352_a1 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1351 *% 4) +% 1)) +% (k1353 *% 16))])
+              t1352_c1_0 = t1352_c1_0.addingProduct(t1352_a1, t1352_b0)
+              t1352_c1_1 = t1352_c1_1.addingProduct(t1352_a1, t1352_b1)
+              t1352_c1_2 = t1352_c1_2.addingProduct(t1352_a1, t1352_b2)
+              let t1352_a2 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1351 *% 4) +% 2)) +% (k1353 *% 16))])
+              t1352_c2_0 = t1352_c2_0.addingProduct(t1352_a2, t1352_b0)
+              t1352_c2_1 = t1352_c2_1.addingProduct(t1352_a2, t1352_b1)
+              t1352_c2_2 = t1352_c2_2.addingProduct(t1352_a2, t1352_b2)
+              let t1352_a3 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1351 *% 4) +% 3)) +% (k1353 *% 16))])
+              t1352_c3_0 = t1352_c3_0.addingProduct(t1352_a3, t1352_b0)
+              t1352_c3_1 = t1352_c3_1.addingProduct(t1352_a3, t1352_b1)
+              t1352_c3_2 = t1352_c3_2.addingProduct(t1352_a3, t1352_b2)
+            }
+            storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% ((mb1351 *% 4) *% 4112)) +% (nb1350 *% 24)), t1352_c0_0)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% ((mb1351 *% 4) *% 4112)) +% (nb1350 *% 24)) +% 8), t1352_c0_1)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% ((mb1351 *% 4) *% 4112)) +% (nb1350 *% 24)) +% 16), t1352_c0_2)
+            storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 1) *% 4112)) +% (nb1350 *% 24)), t1352_c1_0)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 1) *% 4112)) +% (nb1350 *% 24)) +% 8), t1352_c1_1)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 1) *% 4112)) +% (nb1350 *% 24)) +% 16), t1352_c1_2)
+            storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 2) *% 4112)) +% (nb1350 *% 24)), t1352_c2_0)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 2) *% 4112)) +% (nb1350 *% 24)) +% 8), t1352_c2_1)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 2) *% 4112)) +% (nb1350 *% 24)) +% 16), t1352_c2_2)
+            storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 3) *% 4112)) +% (nb1350 *% 24)), t1352_c3_0)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 3) *% 4112)) +% (nb1350 *% 24)) +% 8), t1352_c3_1)
+            storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1351 *% 4) +% 3) *% 4112)) +% (nb1350 *% 24)) +% 16), t1352_c3_2)
           }
-          storeVector(arena, ((9962016 +% ((mb1286 *% 4) *% 4112)) +% (nb1285 *% 24)), t1287_c0_0)
-          storeVector(arena, (((9962016 +% ((mb1286 *% 4) *% 4112)) +% (nb1285 *% 24)) +% 8), t1287_c0_1)
-          storeVector(arena, (((9962016 +% ((mb1286 *% 4) *% 4112)) +% (nb1285 *% 24)) +% 16), t1287_c0_2)
-          storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 1) *% 4112)) +% (nb1285 *% 24)), t1287_c1_0)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 1) *% 4112)) +% (nb1285 *% 24)) +% 8), t1287_c1_1)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 1) *% 4112)) +% (nb1285 *% 24)) +% 16), t1287_c1_2)
-          storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 2) *% 4112)) +% (nb1285 *% 24)), t1287_c2_0)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 2) *% 4112)) +% (nb1285 *% 24)) +% 8), t1287_c2_1)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 2) *% 4112)) +% (nb1285 *% 24)) +% 16), t1287_c2_2)
-          storeVector(arena, ((9962016 +% (((mb1286 *% 4) +% 3) *% 4112)) +% (nb1285 *% 24)), t1287_c3_0)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 3) *% 4112)) +% (nb1285 *% 24)) +% 8), t1287_c3_1)
-          storeVector(arena, (((9962016 +% (((mb1286 *% 4) +% 3) *% 4112)) +% (nb1285 *% 24)) +% 16), t1287_c3_2)
+        }
+        for mb1354 in 0..<2 {
+          var t1355_c0_0 = Vector()
+          var t1355_c0_1 = Vector()
+          var t1355_c1_0 = Vector()
+          var t1355_c1_1 = Vector()
+          var t1355_c2_0 = Vector()
+          var t1355_c2_1 = Vector()
+          var t1355_c3_0 = Vector()
+          var t1355_c3_1 = Vector()
+          for k1356 in 0..<32 {
+            let t1355_b0 = loadVector(arena, ((10027808 +% (k1356 *% 4112)) +% 4080))
+            let t1355_b1 = loadVector(arena, (((10027808 +% (k1356 *% 4112)) +% 4080) +% 8))
+            let t1355_a0 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% (mb1354 *% 4)) +% (k1356 *% 16))])
+            t1355_c0_0 = t1355_c0_0.addingProduct(t1355_a0, t1355_b0)
+            t1355_c0_1 = t1355_c0_1.addingProduct(t1355_a0, t1355_b1)
+            let t1355_a1 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1354 *% 4) +% 1)) +% (k1356 *% 16))])
+            t1355_c1_0 = t1355_c1_0.addingProduct(t1355_a1, t1355_b0)
+            t1355_c1_1 = t1355_c1_1.addingProduct(t1355_a1, t1355_b1)
+            let t1355_a2 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1354 *% 4) +% 2)) +% (k1356 *% 16))])
+            t1355_c2_0 = t1355_c2_0.addingProduct(t1355_a2, t1355_b0)
+            t1355_c2_1 = t1355_c2_1.addingProduct(t1355_a2, t1355_b1)
+            let t1355_a3 = Vector(repeating: params[(((19088 +% (part1349 *% 8)) +% ((mb1354 *% 4) +% 3)) +% (k1356 *% 16))])
+            t1355_c3_0 = t1355_c3_0.addingProduct(t1355_a3, t1355_b0)
+            t1355_c3_1 = t1355_c3_1.addingProduct(t1355_a3, t1355_b1)
+          }
+          storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% ((mb1354 *% 4) *% 4112)) +% 4080), t1355_c0_0)
+          storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% ((mb1354 *% 4) *% 4112)) +% 4080) +% 8), t1355_c0_1)
+          storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 1) *% 4112)) +% 4080), t1355_c1_0)
+          storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1355_c1_1)
+          storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 2) *% 4112)) +% 4080), t1355_c2_0)
+          storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1355_c2_1)
+          storeVector(arena, (((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 3) *% 4112)) +% 4080), t1355_c3_0)
+          storeVector(arena, ((((9962016 +% ((part1349 *% 8) *% 4112)) +% (((mb1354 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1355_c3_1)
         }
       }
-      for mb1289 in 0..<4 {
-        var t1290_c0_0 = Vector()
-        var t1290_c0_1 = Vector()
-        var t1290_c1_0 = Vector()
-        var t1290_c1_1 = Vector()
-        var t1290_c2_0 = Vector()
-        var t1290_c2_1 = Vector()
-        var t1290_c3_0 = Vector()
-        var t1290_c3_1 = Vector()
-        for k1291 in 0..<32 {
-          let t1290_b0 = loadVector(arena, ((10027808 +% (k1291 *% 4112)) +% 4080))
-          let t1290_b1 = loadVector(arena, (((10027808 +% (k1291 *% 4112)) +% 4080) +% 8))
-          let t1290_a0 = Vector(repeating: params[((19088 +% (mb1289 *% 4)) +% (k1291 *% 16))])
-          t1290_c0_0 = t1290_c0_0.addingProduct(t1290_a0, t1290_b0)
-          t1290_c0_1 = t1290_c0_1.addingProduct(t1290_a0, t1290_b1)
-          let t1290_a1 = Vector(repeating: params[((19088 +% ((mb1289 *% 4) +% 1)) +% (k1291 *% 16))])
-          t1290_c1_0 = t1290_c1_0.addingProduct(t1290_a1, t1290_b0)
-          t1290_c1_1 = t1290_c1_1.addingProduct(t1290_a1, t1290_b1)
-          let t1290_a2 = Vector(repeating: params[((19088 +% ((mb1289 *% 4) +% 2)) +% (k1291 *% 16))])
-          t1290_c2_0 = t1290_c2_0.addingProduct(t1290_a2, t1290_b0)
-          t1290_c2_1 = t1290_c2_1.addingProduct(t1290_a2, t1290_b1)
-          let t1290_a3 = Vector(repeating: params[((19088 +% ((mb1289 *% 4) +% 3)) +% (k1291 *% 16))])
-          t1290_c3_0 = t1290_c3_0.addingProduct(t1290_a3, t1290_b0)
-          t1290_c3_1 = t1290_c3_1.addingProduct(t1290_a3, t1290_b1)
-        }
-        storeVector(arena, ((9962016 +% ((mb1289 *% 4) *% 4112)) +% 4080), t1290_c0_0)
-        storeVector(arena, (((9962016 +% ((mb1289 *% 4) *% 4112)) +% 4080) +% 8), t1290_c0_1)
-        storeVector(arena, ((9962016 +% (((mb1289 *% 4) +% 1) *% 4112)) +% 4080), t1290_c1_0)
-        storeVector(arena, (((9962016 +% (((mb1289 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1290_c1_1)
-        storeVector(arena, ((9962016 +% (((mb1289 *% 4) +% 2) *% 4112)) +% 4080), t1290_c2_0)
-        storeVector(arena, (((9962016 +% (((mb1289 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1290_c2_1)
-        storeVector(arena, ((9962016 +% (((mb1289 *% 4) +% 3) *% 4112)) +% 4080), t1290_c3_0)
-        storeVector(arena, (((9962016 +% (((mb1289 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1290_c3_1)
-      }
-    }
-    for j1293 in 0..<16 {
-      for c1294 in 0..<16 {
-        for ky1295 in 0..<1 {
-          for oy1296 in 0..<16 {
-            for ox1297 in 0..<16 {
-              arena[((((8388832 +% (((g1281 *% 16) +% j1293) *% 16384)) +% (c1294 *% 1024)) +% (((oy1296 *% 2) +% ky1295) *% 32)) +% (ox1297 *% 2))] += arena[(((9962016 +% ((c1294 +% ky1295) *% 4112)) +% (j1293 *% 256)) +% ((oy1296 *% 16) +% ox1297))]
+      for j1358 in 0..<16 {
+        for c1359 in 0..<8 {
+          for ky1360 in 0..<1 {
+            for oy1361 in 0..<16 {
+              for ox1362 in 0..<16 {
+                arena[((((8388832 +% (((g1345 *% 16) +% j1358) *% 16384)) +% ((c1359 +% (part1349 *% 8)) *% 1024)) +% (((oy1361 *% 2) +% ky1360) *% 32)) +% (ox1362 *% 2))] += arena[(((9962016 +% (((c1359 +% (part1349 *% 8)) +% ky1360) *% 4112)) +% (j1358 *% 256)) +% ((oy1361 *% 16) +% ox1362))]
+              }
             }
           }
         }
@@ -3629,784 +3689,818 @@ public func resnet8_train_b64(
     }
   }
   // s2_bn2_weight_grad = batchnorm_grad_weight(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var)
-  for c1298 in 0..<32 {
-    var invstd1300: Float = (Float(1) / sqrtf((arena[(8388800 +% c1298)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1301: Float = arena[(8388768 +% c1298)]
-    var acc1302 = Vector()
-    var tail1303: Float = Float(0)
-    for n1304 in 0..<64 {
-      for v1305 in 0..<32 {
-        acc1302 = (acc1302 + (loadVector(arena, (9437600 +% ((((n1304 *% 32) +% c1298) *% 256) +% (v1305 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1304 *% 32) +% c1298) *% 256) +% (v1305 *% 8)))) - Vector(repeating: mean1301)) * Vector(repeating: invstd1300))))
+  parallelFor(pool, 2) { part1363 in
+    for c1364 in 0..<16 {
+      var invstd1366: Float = (Float(1) / sqrtf((arena[(8388800 +% (c1364 +% (part1363 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1367: Float = arena[(8388768 +% (c1364 +% (part1363 *% 16)))]
+      var acc1368 = Vector()
+      var tail1369: Float = Float(0)
+      for n1370 in 0..<64 {
+        for v1371 in 0..<32 {
+          acc1368 = (acc1368 + (loadVector(arena, (9437600 +% ((((n1370 *% 32) +% (c1364 +% (part1363 *% 16))) *% 256) +% (v1371 *% 8)))) * ((loadVector(arena, (6815840 +% ((((n1370 *% 32) +% (c1364 +% (part1363 *% 16))) *% 256) +% (v1371 *% 8)))) - Vector(repeating: mean1367)) * Vector(repeating: invstd1366))))
+        }
       }
+      storeVector(arena, (7864480 +% (part1363 *% 8)), acc1368)
+      var sum1372: Float = (arena[(7864480 +% (part1363 *% 8))] + arena[((7864480 +% (part1363 *% 8)) +% 1)])
+      var sum1373: Float = (sum1372 + arena[((7864480 +% (part1363 *% 8)) +% 2)])
+      var sum1374: Float = (sum1373 + arena[((7864480 +% (part1363 *% 8)) +% 3)])
+      var sum1375: Float = (sum1374 + arena[((7864480 +% (part1363 *% 8)) +% 4)])
+      var sum1376: Float = (sum1375 + arena[((7864480 +% (part1363 *% 8)) +% 5)])
+      var sum1377: Float = (sum1376 + arena[((7864480 +% (part1363 *% 8)) +% 6)])
+      var sum1378: Float = (sum1377 + arena[((7864480 +% (part1363 *% 8)) +% 7)])
+      var sum_x1365: Float = (sum1378 + tail1369)
+      grads[(19024 +% (c1364 +% (part1363 *% 16)))] = sum_x1365
     }
-    storeVector(arena, 7864480, acc1302)
-    var sum1306: Float = (arena[7864480] + arena[7864481])
-    var sum1307: Float = (sum1306 + arena[7864482])
-    var sum1308: Float = (sum1307 + arena[7864483])
-    var sum1309: Float = (sum1308 + arena[7864484])
-    var sum1310: Float = (sum1309 + arena[7864485])
-    var sum1311: Float = (sum1310 + arena[7864486])
-    var sum1312: Float = (sum1311 + arena[7864487])
-    var sum_x1299: Float = (sum1312 + tail1303)
-    grads[(19024 +% c1298)] = sum_x1299
   }
   // s2_bn2_bias_grad = batchnorm_grad_bias(s2_sum_grad)
-  for c1313 in 0..<32 {
-    var acc1315 = Vector()
-    var tail1316: Float = Float(0)
-    for n1317 in 0..<64 {
-      for v1318 in 0..<32 {
-        acc1315 = (acc1315 + loadVector(arena, (9437600 +% ((((n1317 *% 32) +% c1313) *% 256) +% (v1318 *% 8)))))
+  parallelFor(pool, 2) { part1379 in
+    for c1380 in 0..<16 {
+      var acc1382 = Vector()
+      var tail1383: Float = Float(0)
+      for n1384 in 0..<64 {
+        for v1385 in 0..<32 {
+          acc1382 = (acc1382 + loadVector(arena, (9437600 +% ((((n1384 *% 32) +% (c1380 +% (part1379 *% 16))) *% 256) +% (v1385 *% 8)))))
+        }
       }
+      storeVector(arena, (7864480 +% (part1379 *% 8)), acc1382)
+      var sum1386: Float = (arena[(7864480 +% (part1379 *% 8))] + arena[((7864480 +% (part1379 *% 8)) +% 1)])
+      var sum1387: Float = (sum1386 + arena[((7864480 +% (part1379 *% 8)) +% 2)])
+      var sum1388: Float = (sum1387 + arena[((7864480 +% (part1379 *% 8)) +% 3)])
+      var sum1389: Float = (sum1388 + arena[((7864480 +% (part1379 *% 8)) +% 4)])
+      var sum1390: Float = (sum1389 + arena[((7864480 +% (part1379 *% 8)) +% 5)])
+      var sum1391: Float = (sum1390 + arena[((7864480 +% (part1379 *% 8)) +% 6)])
+      var sum1392: Float = (sum1391 + arena[((7864480 +% (part1379 *% 8)) +% 7)])
+      var sum1381: Float = (sum1392 + tail1383)
+      grads[(19056 +% (c1380 +% (part1379 *% 16)))] = sum1381
     }
-    storeVector(arena, 7864480, acc1315)
-    var sum1319: Float = (arena[7864480] + arena[7864481])
-    var sum1320: Float = (sum1319 + arena[7864482])
-    var sum1321: Float = (sum1320 + arena[7864483])
-    var sum1322: Float = (sum1321 + arena[7864484])
-    var sum1323: Float = (sum1322 + arena[7864485])
-    var sum1324: Float = (sum1323 + arena[7864486])
-    var sum1325: Float = (sum1324 + arena[7864487])
-    var sum1314: Float = (sum1325 + tail1316)
-    grads[(19056 +% c1313)] = sum1314
   }
   // s2_conv2_grad = batchnorm_grad_input(s2_sum_grad, s2_conv2, s2_bn2.mean, s2_bn2.var, s2_bn2.weight, s2_bn2_bias_grad, s2_bn2_weight_grad)
-  for c1326 in 0..<32 {
-    var invstd1329: Float = (Float(1) / sqrtf((arena[(8388800 +% c1326)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1327: Float = grads[(19056 +% c1326)]
-    var sum_x1328: Float = grads[(19024 +% c1326)]
-    var scale1330: Float = (params[(19024 +% c1326)] * invstd1329)
-    var mean_dy1331: Float = (sum1327 / Float(16384))
-    var mean_dy_x1332: Float = (sum_x1328 / Float(16384))
-    for n1333 in 0..<64 {
-      for i1334 in 0..<256 {
-        arena[(7864480 +% ((((n1333 *% 32) +% c1326) *% 256) +% i1334))] = (scale1330 * ((arena[(9437600 +% ((((n1333 *% 32) +% c1326) *% 256) +% i1334))] - mean_dy1331) - (((arena[(6815840 +% ((((n1333 *% 32) +% c1326) *% 256) +% i1334))] - arena[(8388768 +% c1326)]) * invstd1329) * mean_dy_x1332)))
+  parallelFor(pool, 2) { part1393 in
+    for c1394 in 0..<16 {
+      var invstd1397: Float = (Float(1) / sqrtf((arena[(8388800 +% (c1394 +% (part1393 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1395: Float = grads[(19056 +% (c1394 +% (part1393 *% 16)))]
+      var sum_x1396: Float = grads[(19024 +% (c1394 +% (part1393 *% 16)))]
+      var scale1398: Float = (params[(19024 +% (c1394 +% (part1393 *% 16)))] * invstd1397)
+      var mean_dy1399: Float = (sum1395 / Float(16384))
+      var mean_dy_x1400: Float = (sum_x1396 / Float(16384))
+      for n1401 in 0..<64 {
+        for i1402 in 0..<256 {
+          arena[(7864480 +% ((((n1401 *% 32) +% (c1394 +% (part1393 *% 16))) *% 256) +% i1402))] = (scale1398 * ((arena[(9437600 +% ((((n1401 *% 32) +% (c1394 +% (part1393 *% 16))) *% 256) +% i1402))] - mean_dy1399) - (((arena[(6815840 +% ((((n1401 *% 32) +% (c1394 +% (part1393 *% 16))) *% 256) +% i1402))] - arena[(8388768 +% (c1394 +% (part1393 *% 16)))]) * invstd1397) * mean_dy_x1400)))
+        }
       }
     }
   }
   // s2_conv2_weight_grad = conv2d_grad_weight(s2_conv2_grad, s2_relu1)
-  for i1335 in 0..<2048 {
-    storeVector(arena, ((i1335 *% 8) +% 6899936), Vector(repeating: Float(0)))
+  for i1403 in 0..<2048 {
+    storeVector(arena, ((i1403 *% 8) +% 6899936), Vector(repeating: Float(0)))
   }
-  for i1336 in 0..<1296 {
-    storeVector(arena, ((i1336 *% 8) +% 6815840), Vector(repeating: Float(0)))
+  for i1404 in 0..<1296 {
+    storeVector(arena, ((i1404 *% 8) +% 6815840), Vector(repeating: Float(0)))
   }
-  for i1337 in 0..<1024 {
-    storeVector(arena, ((i1337 *% 8) +% 6858976), Vector(repeating: Float(0)))
+  for i1405 in 0..<1024 {
+    storeVector(arena, ((i1405 *% 8) +% 6858976), Vector(repeating: Float(0)))
   }
-  for g1338 in 0..<64 {
-    for j1339 in 0..<1 {
-      for iy1340 in 0..<16 {
-        for c1341 in 0..<32 {
-          for ix1342 in 0..<16 {
-            arena[(6815840 +% ((((j1339 *% 10368) +% ((iy1340 +% 1) *% 576)) +% ((ix1342 +% 1) *% 32)) +% c1341))] = arena[((((7340192 +% ((g1338 +% j1339) *% 8192)) +% (c1341 *% 256)) +% (iy1340 *% 16)) +% ix1342)]
+  for g1406 in 0..<64 {
+    parallelFor(pool, 2) { part1407 in
+      for j1408 in 0..<1 {
+        for iy1409 in 0..<16 {
+          for c1410 in 0..<16 {
+            for ix1411 in 0..<16 {
+              arena[(6815840 +% ((((j1408 *% 10368) +% ((iy1409 +% 1) *% 576)) +% ((ix1411 +% 1) *% 32)) +% (c1410 +% (part1407 *% 16))))] = arena[((((7340192 +% ((g1406 +% j1408) *% 8192)) +% ((c1410 +% (part1407 *% 16)) *% 256)) +% (iy1409 *% 16)) +% ix1411)]
+            }
+          }
+        }
+      }
+      for j1412 in 0..<1 {
+        for iy1413 in 0..<16 {
+          for c1414 in 0..<16 {
+            for ix1415 in 0..<16 {
+              arena[(6858976 +% ((((j1412 *% 8192) +% (iy1413 *% 512)) +% (ix1415 *% 32)) +% (c1414 +% (part1407 *% 16))))] = arena[((((7864480 +% ((g1406 +% j1412) *% 8192)) +% ((c1414 +% (part1407 *% 16)) *% 256)) +% (iy1413 *% 16)) +% ix1415)]
+            }
           }
         }
       }
     }
-    for j1343 in 0..<1 {
-      for ty1344 in 0..<8 {
-        for tx1345 in 0..<8 {
-          for cv1346 in 0..<4 {
-            let w1347 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% ((ty1344 *% 2) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1348 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))) + loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1349 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1350 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 3) *% 576)) +% ((tx1345 *% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1351 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% ((ty1344 *% 2) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))))
-            let w1352 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))) + loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))))
-            let w1353 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))))
-            let w1354 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 3) *% 576)) +% (((tx1345 *% 2) +% 1) *% 32)) +% (cv1346 *% 8)))))
-            let w1355 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% ((ty1344 *% 2) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1356 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))) + loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1357 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1358 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 3) *% 576)) +% (((tx1345 *% 2) +% 2) *% 32)) +% (cv1346 *% 8)))))
-            let w1359 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% ((ty1344 *% 2) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))))
-            let w1360 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))) + loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))))
-            let w1361 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 2) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))))
-            let w1362 = (loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 1) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))) - loadVector(arena, (6815840 +% ((((j1343 *% 10368) +% (((ty1344 *% 2) +% 3) *% 576)) +% (((tx1345 *% 2) +% 3) *% 32)) +% (cv1346 *% 8)))))
-            let w1363 = (w1347 - w1355)
-            let w1364 = (w1351 + w1355)
-            let w1365 = (w1355 - w1351)
-            let w1366 = (w1351 - w1359)
-            let w1367 = (w1348 - w1356)
-            let w1368 = (w1352 + w1356)
-            let w1369 = (w1356 - w1352)
-            let w1370 = (w1352 - w1360)
-            let w1371 = (w1349 - w1357)
-            let w1372 = (w1353 + w1357)
-            let w1373 = (w1357 - w1353)
-            let w1374 = (w1353 - w1361)
-            let w1375 = (w1350 - w1358)
-            let w1376 = (w1354 + w1358)
-            let w1377 = (w1358 - w1354)
-            let w1378 = (w1354 - w1362)
-            storeVector(arena, ((6826208 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1363)
-            storeVector(arena, ((6828256 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1364)
-            storeVector(arena, ((6830304 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1365)
-            storeVector(arena, ((6832352 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1366)
-            storeVector(arena, ((6834400 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1367)
-            storeVector(arena, ((6836448 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1368)
-            storeVector(arena, ((6838496 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1369)
-            storeVector(arena, ((6840544 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1370)
-            storeVector(arena, ((6842592 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1371)
-            storeVector(arena, ((6844640 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1372)
-            storeVector(arena, ((6846688 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1373)
-            storeVector(arena, ((6848736 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1374)
-            storeVector(arena, ((6850784 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1375)
-            storeVector(arena, ((6852832 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1376)
-            storeVector(arena, ((6854880 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1377)
-            storeVector(arena, ((6856928 +% ((((j1343 *% 64) +% (ty1344 *% 8)) +% tx1345) *% 32)) +% (cv1346 *% 8)), w1378)
+    parallelFor(pool, 2) { part1416 in
+      for j1417 in 0..<1 {
+        for ty1418 in 0..<4 {
+          for tx1419 in 0..<8 {
+            for cv1420 in 0..<4 {
+              let w1421 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% (((ty1418 +% (part1416 *% 4)) *% 2) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1422 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))) + loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1423 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1424 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 3) *% 576)) +% ((tx1419 *% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1425 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% (((ty1418 +% (part1416 *% 4)) *% 2) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))))
+              let w1426 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))) + loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))))
+              let w1427 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))))
+              let w1428 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 3) *% 576)) +% (((tx1419 *% 2) +% 1) *% 32)) +% (cv1420 *% 8)))))
+              let w1429 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% (((ty1418 +% (part1416 *% 4)) *% 2) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1430 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))) + loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1431 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1432 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 3) *% 576)) +% (((tx1419 *% 2) +% 2) *% 32)) +% (cv1420 *% 8)))))
+              let w1433 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% (((ty1418 +% (part1416 *% 4)) *% 2) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))))
+              let w1434 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))) + loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))))
+              let w1435 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 2) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))))
+              let w1436 = (loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 1) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))) - loadVector(arena, (6815840 +% ((((j1417 *% 10368) +% ((((ty1418 +% (part1416 *% 4)) *% 2) +% 3) *% 576)) +% (((tx1419 *% 2) +% 3) *% 32)) +% (cv1420 *% 8)))))
+              let w1437 = (w1421 - w1429)
+              let w1438 = (w1425 + w1429)
+              let w1439 = (w1429 - w1425)
+              let w1440 = (w1425 - w1433)
+              let w1441 = (w1422 - w1430)
+              let w1442 = (w1426 + w1430)
+              let w1443 = (w1430 - w1426)
+              let w1444 = (w1426 - w1434)
+              let w1445 = (w1423 - w1431)
+              let w1446 = (w1427 + w1431)
+              let w1447 = (w1431 - w1427)
+              let w1448 = (w1427 - w1435)
+              let w1449 = (w1424 - w1432)
+              let w1450 = (w1428 + w1432)
+              let w1451 = (w1432 - w1428)
+              let w1452 = (w1428 - w1436)
+              storeVector(arena, ((6826208 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1437)
+              storeVector(arena, ((6828256 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1438)
+              storeVector(arena, ((6830304 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1439)
+              storeVector(arena, ((6832352 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1440)
+              storeVector(arena, ((6834400 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1441)
+              storeVector(arena, ((6836448 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1442)
+              storeVector(arena, ((6838496 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1443)
+              storeVector(arena, ((6840544 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1444)
+              storeVector(arena, ((6842592 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1445)
+              storeVector(arena, ((6844640 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1446)
+              storeVector(arena, ((6846688 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1447)
+              storeVector(arena, ((6848736 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1448)
+              storeVector(arena, ((6850784 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1449)
+              storeVector(arena, ((6852832 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1450)
+              storeVector(arena, ((6854880 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1451)
+              storeVector(arena, ((6856928 +% ((((j1417 *% 64) +% ((ty1418 +% (part1416 *% 4)) *% 8)) +% tx1419) *% 32)) +% (cv1420 *% 8)), w1452)
+            }
+          }
+        }
+      }
+      for j1453 in 0..<1 {
+        for ty1454 in 0..<4 {
+          for tx1455 in 0..<8 {
+            for cv1456 in 0..<4 {
+              let w1457 = loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8))))
+              let w1458 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8)))) + loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8)))))
+              let w1459 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8)))) - loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8)))))
+              let w1460 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% ((tx1455 *% 2) *% 32)) +% (cv1456 *% 8)))) * Vector(repeating: Float(-1)))
+              let w1461 = loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8))))
+              let w1462 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8)))) + loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8)))))
+              let w1463 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% (((ty1454 +% (part1416 *% 4)) *% 2) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8)))) - loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8)))))
+              let w1464 = (loadVector(arena, (6858976 +% ((((j1453 *% 8192) +% ((((ty1454 +% (part1416 *% 4)) *% 2) +% 1) *% 512)) +% (((tx1455 *% 2) +% 1) *% 32)) +% (cv1456 *% 8)))) * Vector(repeating: Float(-1)))
+              let w1465 = w1457
+              let w1466 = (w1457 + w1461)
+              let w1467 = (w1457 - w1461)
+              let w1468 = (w1461 * Vector(repeating: Float(-1)))
+              let w1469 = w1458
+              let w1470 = (w1458 + w1462)
+              let w1471 = (w1458 - w1462)
+              let w1472 = (w1462 * Vector(repeating: Float(-1)))
+              let w1473 = w1459
+              let w1474 = (w1459 + w1463)
+              let w1475 = (w1459 - w1463)
+              let w1476 = (w1463 * Vector(repeating: Float(-1)))
+              let w1477 = w1460
+              let w1478 = (w1460 + w1464)
+              let w1479 = (w1460 - w1464)
+              let w1480 = (w1464 * Vector(repeating: Float(-1)))
+              storeVector(arena, ((6867168 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1465)
+              storeVector(arena, ((6869216 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1466)
+              storeVector(arena, ((6871264 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1467)
+              storeVector(arena, ((6873312 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1468)
+              storeVector(arena, ((6875360 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1469)
+              storeVector(arena, ((6877408 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1470)
+              storeVector(arena, ((6879456 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1471)
+              storeVector(arena, ((6881504 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1472)
+              storeVector(arena, ((6883552 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1473)
+              storeVector(arena, ((6885600 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1474)
+              storeVector(arena, ((6887648 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1475)
+              storeVector(arena, ((6889696 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1476)
+              storeVector(arena, ((6891744 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1477)
+              storeVector(arena, ((6893792 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1478)
+              storeVector(arena, ((6895840 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1479)
+              storeVector(arena, ((6897888 +% ((((j1453 *% 64) +% ((ty1454 +% (part1416 *% 4)) *% 8)) +% tx1455) *% 32)) +% (cv1456 *% 8)), w1480)
+            }
           }
         }
       }
     }
-    for j1379 in 0..<1 {
-      for iy1380 in 0..<16 {
-        for c1381 in 0..<32 {
-          for ix1382 in 0..<16 {
-            arena[(6858976 +% ((((j1379 *% 8192) +% (iy1380 *% 512)) +% (ix1382 *% 32)) +% c1381))] = arena[((((7864480 +% ((g1338 +% j1379) *% 8192)) +% (c1381 *% 256)) +% (iy1380 *% 16)) +% ix1382)]
-          }
-        }
+    parallelFor(pool, 2) { part1481 in
+      for xi1482 in 0..<8 {
+        sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% ((xi1482 +% (part1481 *% 8)) *% 2048)), 32, arena + (6867168 +% ((xi1482 +% (part1481 *% 8)) *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% ((xi1482 +% (part1481 *% 8)) *% 1024)), 32)
       }
-    }
-    for j1383 in 0..<1 {
-      for ty1384 in 0..<8 {
-        for tx1385 in 0..<8 {
-          for cv1386 in 0..<4 {
-            let w1387 = loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8))))
-            let w1388 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8)))) + loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8)))))
-            let w1389 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8)))) - loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8)))))
-            let w1390 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% ((tx1385 *% 2) *% 32)) +% (cv1386 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1391 = loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8))))
-            let w1392 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8)))) + loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8)))))
-            let w1393 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% ((ty1384 *% 2) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8)))) - loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8)))))
-            let w1394 = (loadVector(arena, (6858976 +% ((((j1383 *% 8192) +% (((ty1384 *% 2) +% 1) *% 512)) +% (((tx1385 *% 2) +% 1) *% 32)) +% (cv1386 *% 8)))) * Vector(repeating: Float(-1)))
-            let w1395 = w1387
-            let w1396 = (w1387 + w1391)
-            let w1397 = (w1387 - w1391)
-            let w1398 = (w1391 * Vector(repeating: Float(-1)))
-            let w1399 = w1388
-            let w1400 = (w1388 + w1392)
-            let w1401 = (w1388 - w1392)
-            let w1402 = (w1392 * Vector(repeating: Float(-1)))
-            let w1403 = w1389
-            let w1404 = (w1389 + w1393)
-            let w1405 = (w1389 - w1393)
-            let w1406 = (w1393 * Vector(repeating: Float(-1)))
-            let w1407 = w1390
-            let w1408 = (w1390 + w1394)
-            let w1409 = (w1390 - w1394)
-            let w1410 = (w1394 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((6867168 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1395)
-            storeVector(arena, ((6869216 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1396)
-            storeVector(arena, ((6871264 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1397)
-            storeVector(arena, ((6873312 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1398)
-            storeVector(arena, ((6875360 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1399)
-            storeVector(arena, ((6877408 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1400)
-            storeVector(arena, ((6879456 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1401)
-            storeVector(arena, ((6881504 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1402)
-            storeVector(arena, ((6883552 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1403)
-            storeVector(arena, ((6885600 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1404)
-            storeVector(arena, ((6887648 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1405)
-            storeVector(arena, ((6889696 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1406)
-            storeVector(arena, ((6891744 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1407)
-            storeVector(arena, ((6893792 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1408)
-            storeVector(arena, ((6895840 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1409)
-            storeVector(arena, ((6897888 +% ((((j1383 *% 64) +% (ty1384 *% 8)) +% tx1385) *% 32)) +% (cv1386 *% 8)), w1410)
-          }
-        }
-      }
-    }
-    for xi1411 in 0..<16 {
-      sgemm(101, 112, 111, 32, 32, 64, 1, arena + (6826208 +% (xi1411 *% 2048)), 32, arena + (6867168 +% (xi1411 *% 2048)), 32, Float(bitPattern: 0x3f800000), arena + (6899936 +% (xi1411 *% 1024)), 32)
     }
   }
-  do {  // scalar loops
-    for f1412 in 0..<32 {
-      for c1413 in 0..<32 {
-        var w1414: Float = (((arena[((6899936 +% (c1413 *% 32)) +% f1412)] * Float(1)) + (arena[((6904032 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)))
-        var w1415: Float = ((arena[((6904032 +% (c1413 *% 32)) +% f1412)] - arena[((6908128 +% (c1413 *% 32)) +% f1412)]) * Float(bitPattern: 0x3f000000))
-        var w1416: Float = (((arena[((6904032 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1413 *% 32)) +% f1412)] * Float(1)))
-        var w1417: Float = (((arena[((6900960 +% (c1413 *% 32)) +% f1412)] * Float(1)) + (arena[((6905056 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)))
-        var w1418: Float = ((arena[((6905056 +% (c1413 *% 32)) +% f1412)] - arena[((6909152 +% (c1413 *% 32)) +% f1412)]) * Float(bitPattern: 0x3f000000))
-        var w1419: Float = (((arena[((6905056 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1413 *% 32)) +% f1412)] * Float(1)))
-        var w1420: Float = (((arena[((6901984 +% (c1413 *% 32)) +% f1412)] * Float(1)) + (arena[((6906080 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)))
-        var w1421: Float = ((arena[((6906080 +% (c1413 *% 32)) +% f1412)] - arena[((6910176 +% (c1413 *% 32)) +% f1412)]) * Float(bitPattern: 0x3f000000))
-        var w1422: Float = (((arena[((6906080 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1413 *% 32)) +% f1412)] * Float(1)))
-        var w1423: Float = (((arena[((6903008 +% (c1413 *% 32)) +% f1412)] * Float(1)) + (arena[((6907104 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)))
-        var w1424: Float = ((arena[((6907104 +% (c1413 *% 32)) +% f1412)] - arena[((6911200 +% (c1413 *% 32)) +% f1412)]) * Float(bitPattern: 0x3f000000))
-        var w1425: Float = (((arena[((6907104 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1413 *% 32)) +% f1412)] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1413 *% 32)) +% f1412)] * Float(1)))
-        var w1426: Float = (((w1414 * Float(1)) + (w1417 * Float(bitPattern: 0x3f000000))) + (w1420 * Float(bitPattern: 0x3f000000)))
-        var w1427: Float = ((w1417 - w1420) * Float(bitPattern: 0x3f000000))
-        var w1428: Float = (((w1417 * Float(bitPattern: 0x3f000000)) + (w1420 * Float(bitPattern: 0x3f000000))) + (w1423 * Float(1)))
-        var w1429: Float = (((w1415 * Float(1)) + (w1418 * Float(bitPattern: 0x3f000000))) + (w1421 * Float(bitPattern: 0x3f000000)))
-        var w1430: Float = ((w1418 - w1421) * Float(bitPattern: 0x3f000000))
-        var w1431: Float = (((w1418 * Float(bitPattern: 0x3f000000)) + (w1421 * Float(bitPattern: 0x3f000000))) + (w1424 * Float(1)))
-        var w1432: Float = (((w1416 * Float(1)) + (w1419 * Float(bitPattern: 0x3f000000))) + (w1422 * Float(bitPattern: 0x3f000000)))
-        var w1433: Float = ((w1419 - w1422) * Float(bitPattern: 0x3f000000))
-        var w1434: Float = (((w1419 * Float(bitPattern: 0x3f000000)) + (w1422 * Float(bitPattern: 0x3f000000))) + (w1425 * Float(1)))
-        grads[(9808 +% (((f1412 *% 32) +% c1413) *% 9))] = w1426
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 1)] = w1427
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 2)] = w1428
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 3)] = w1429
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 4)] = w1430
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 5)] = w1431
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 6)] = w1432
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 7)] = w1433
-        grads[((9808 +% (((f1412 *% 32) +% c1413) *% 9)) +% 8)] = w1434
+  parallelFor(pool, 2) { part1483 in
+    do {  // scalar loops
+      for f1484 in 0..<16 {
+        for c1485 in 0..<32 {
+          var w1486: Float = (((arena[((6899936 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)) + (arena[((6904032 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6908128 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w1487: Float = ((arena[((6904032 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] - arena[((6908128 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w1488: Float = (((arena[((6904032 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((6908128 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6912224 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)))
+          var w1489: Float = (((arena[((6900960 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)) + (arena[((6905056 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6909152 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w1490: Float = ((arena[((6905056 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] - arena[((6909152 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w1491: Float = (((arena[((6905056 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((6909152 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6913248 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)))
+          var w1492: Float = (((arena[((6901984 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)) + (arena[((6906080 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6910176 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w1493: Float = ((arena[((6906080 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] - arena[((6910176 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w1494: Float = (((arena[((6906080 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((6910176 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6914272 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)))
+          var w1495: Float = (((arena[((6903008 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)) + (arena[((6907104 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6911200 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w1496: Float = ((arena[((6907104 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] - arena[((6911200 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w1497: Float = (((arena[((6907104 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((6911200 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((6915296 +% (c1485 *% 32)) +% (f1484 +% (part1483 *% 16)))] * Float(1)))
+          var w1498: Float = (((w1486 * Float(1)) + (w1489 * Float(bitPattern: 0x3f000000))) + (w1492 * Float(bitPattern: 0x3f000000)))
+          var w1499: Float = ((w1489 - w1492) * Float(bitPattern: 0x3f000000))
+          var w1500: Float = (((w1489 * Float(bitPattern: 0x3f000000)) + (w1492 * Float(bitPattern: 0x3f000000))) + (w1495 * Float(1)))
+          var w1501: Float = (((w1487 * Float(1)) + (w1490 * Float(bitPattern: 0x3f000000))) + (w1493 * Float(bitPattern: 0x3f000000)))
+          var w1502: Float = ((w1490 - w1493) * Float(bitPattern: 0x3f000000))
+          var w1503: Float = (((w1490 * Float(bitPattern: 0x3f000000)) + (w1493 * Float(bitPattern: 0x3f000000))) + (w1496 * Float(1)))
+          var w1504: Float = (((w1488 * Float(1)) + (w1491 * Float(bitPattern: 0x3f000000))) + (w1494 * Float(bitPattern: 0x3f000000)))
+          var w1505: Float = ((w1491 - w1494) * Float(bitPattern: 0x3f000000))
+          var w1506: Float = (((w1491 * Float(bitPattern: 0x3f000000)) + (w1494 * Float(bitPattern: 0x3f000000))) + (w1497 * Float(1)))
+          grads[(9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9))] = w1498
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 1)] = w1499
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 2)] = w1500
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 3)] = w1501
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 4)] = w1502
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 5)] = w1503
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 6)] = w1504
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 7)] = w1505
+          grads[((9808 +% ((((f1484 +% (part1483 *% 16)) *% 32) +% c1485) *% 9)) +% 8)] = w1506
+        }
       }
     }
   }
   // s2_relu1_grad = conv2d_grad_input(s2_conv2_grad, s2_conv2.weight, s2_relu1)
-  do {  // scalar loops
-    for ci1435 in 0..<32 {
-      for co1436 in 0..<32 {
-        var w1437: Float = params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 8)]
-        var w1438: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 8)] + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 5)]) + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w1439: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 8)] + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 2)]) - params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w1440: Float = params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 2)]
-        var w1441: Float = params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 7)]
-        var w1442: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 7)] + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 4)]) + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w1443: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 7)] + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 1)]) - params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w1444: Float = params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 1)]
-        var w1445: Float = params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 6)]
-        var w1446: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 6)] + params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 3)]) + params[(9808 +% (((ci1435 *% 32) +% co1436) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w1447: Float = (((params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 6)] + params[(9808 +% (((ci1435 *% 32) +% co1436) *% 9))]) - params[((9808 +% (((ci1435 *% 32) +% co1436) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w1448: Float = params[(9808 +% (((ci1435 *% 32) +% co1436) *% 9))]
-        var w1449: Float = w1437
-        var w1450: Float = (((w1437 + w1441) + w1445) * Float(bitPattern: 0x3f000000))
-        var w1451: Float = (((w1437 + w1445) - w1441) * Float(bitPattern: 0x3f000000))
-        var w1452: Float = w1445
-        var w1453: Float = w1438
-        var w1454: Float = (((w1438 + w1442) + w1446) * Float(bitPattern: 0x3f000000))
-        var w1455: Float = (((w1438 + w1446) - w1442) * Float(bitPattern: 0x3f000000))
-        var w1456: Float = w1446
-        var w1457: Float = w1439
-        var w1458: Float = (((w1439 + w1443) + w1447) * Float(bitPattern: 0x3f000000))
-        var w1459: Float = (((w1439 + w1447) - w1443) * Float(bitPattern: 0x3f000000))
-        var w1460: Float = w1447
-        var w1461: Float = w1440
-        var w1462: Float = (((w1440 + w1444) + w1448) * Float(bitPattern: 0x3f000000))
-        var w1463: Float = (((w1440 + w1448) - w1444) * Float(bitPattern: 0x3f000000))
-        var w1464: Float = w1448
-        arena[((9437600 +% (ci1435 *% 32)) +% co1436)] = w1449
-        arena[((9438624 +% (ci1435 *% 32)) +% co1436)] = w1450
-        arena[((9439648 +% (ci1435 *% 32)) +% co1436)] = w1451
-        arena[((9440672 +% (ci1435 *% 32)) +% co1436)] = w1452
-        arena[((9441696 +% (ci1435 *% 32)) +% co1436)] = w1453
-        arena[((9442720 +% (ci1435 *% 32)) +% co1436)] = w1454
-        arena[((9443744 +% (ci1435 *% 32)) +% co1436)] = w1455
-        arena[((9444768 +% (ci1435 *% 32)) +% co1436)] = w1456
-        arena[((9445792 +% (ci1435 *% 32)) +% co1436)] = w1457
-        arena[((9446816 +% (ci1435 *% 32)) +% co1436)] = w1458
-        arena[((9447840 +% (ci1435 *% 32)) +% co1436)] = w1459
-        arena[((9448864 +% (ci1435 *% 32)) +% co1436)] = w1460
-        arena[((9449888 +% (ci1435 *% 32)) +% co1436)] = w1461
-        arena[((9450912 +% (ci1435 *% 32)) +% co1436)] = w1462
-        arena[((9451936 +% (ci1435 *% 32)) +% co1436)] = w1463
-        arena[((9452960 +% (ci1435 *% 32)) +% co1436)] = w1464
+  parallelFor(pool, 2) { part1507 in
+    do {  // scalar loops
+      for ci1508 in 0..<32 {
+        for co1509 in 0..<16 {
+          var w1510: Float = params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 8)]
+          var w1511: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 8)] + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 5)]) + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w1512: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 8)] + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 2)]) - params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w1513: Float = params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 2)]
+          var w1514: Float = params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 7)]
+          var w1515: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 7)] + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 4)]) + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w1516: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 7)] + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 1)]) - params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w1517: Float = params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 1)]
+          var w1518: Float = params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 6)]
+          var w1519: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 6)] + params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 3)]) + params[(9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w1520: Float = (((params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 6)] + params[(9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9))]) - params[((9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w1521: Float = params[(9808 +% (((ci1508 *% 32) +% ((part1507 *% 16) +% co1509)) *% 9))]
+          var w1522: Float = w1510
+          var w1523: Float = (((w1510 + w1514) + w1518) * Float(bitPattern: 0x3f000000))
+          var w1524: Float = (((w1510 + w1518) - w1514) * Float(bitPattern: 0x3f000000))
+          var w1525: Float = w1518
+          var w1526: Float = w1511
+          var w1527: Float = (((w1511 + w1515) + w1519) * Float(bitPattern: 0x3f000000))
+          var w1528: Float = (((w1511 + w1519) - w1515) * Float(bitPattern: 0x3f000000))
+          var w1529: Float = w1519
+          var w1530: Float = w1512
+          var w1531: Float = (((w1512 + w1516) + w1520) * Float(bitPattern: 0x3f000000))
+          var w1532: Float = (((w1512 + w1520) - w1516) * Float(bitPattern: 0x3f000000))
+          var w1533: Float = w1520
+          var w1534: Float = w1513
+          var w1535: Float = (((w1513 + w1517) + w1521) * Float(bitPattern: 0x3f000000))
+          var w1536: Float = (((w1513 + w1521) - w1517) * Float(bitPattern: 0x3f000000))
+          var w1537: Float = w1521
+          arena[((9437600 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1522
+          arena[((9438624 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1523
+          arena[((9439648 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1524
+          arena[((9440672 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1525
+          arena[((9441696 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1526
+          arena[((9442720 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1527
+          arena[((9443744 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1528
+          arena[((9444768 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1529
+          arena[((9445792 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1530
+          arena[((9446816 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1531
+          arena[((9447840 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1532
+          arena[((9448864 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1533
+          arena[((9449888 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1534
+          arena[((9450912 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1535
+          arena[((9451936 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1536
+          arena[((9452960 +% (ci1508 *% 32)) +% ((part1507 *% 16) +% co1509))] = w1537
+        }
       }
     }
   }
-  for i1465 in 0..<1296 {
-    storeVector(arena, ((i1465 *% 8) +% 9453984), Vector(repeating: Float(0)))
+  for i1538 in 0..<1296 {
+    storeVector(arena, ((i1538 *% 8) +% 9453984), Vector(repeating: Float(0)))
   }
-  for g1466 in 0..<64 {
-    for j1467 in 0..<1 {
-      for iy1468 in 0..<16 {
-        for c1469 in 0..<32 {
-          for ix1470 in 0..<16 {
-            arena[(9453984 +% ((((j1467 *% 10368) +% ((iy1468 +% 1) *% 576)) +% ((ix1470 +% 1) *% 32)) +% c1469))] = arena[((((7864480 +% ((g1466 +% j1467) *% 8192)) +% (c1469 *% 256)) +% (iy1468 *% 16)) +% ix1470)]
+  for g1539 in 0..<64 {
+    for j1540 in 0..<1 {
+      for iy1541 in 0..<16 {
+        for c1542 in 0..<32 {
+          for ix1543 in 0..<16 {
+            arena[(9453984 +% ((((j1540 *% 10368) +% ((iy1541 +% 1) *% 576)) +% ((ix1543 +% 1) *% 32)) +% c1542))] = arena[((((7864480 +% ((g1539 +% j1540) *% 8192)) +% (c1542 *% 256)) +% (iy1541 *% 16)) +% ix1543)]
           }
         }
       }
     }
-    for j1471 in 0..<1 {
-      for ty1472 in 0..<8 {
-        for tx1473 in 0..<8 {
-          for cv1474 in 0..<4 {
-            let w1475 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% ((ty1472 *% 2) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1476 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))) + loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1477 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1478 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 3) *% 576)) +% ((tx1473 *% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1479 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% ((ty1472 *% 2) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))))
-            let w1480 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))) + loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))))
-            let w1481 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))))
-            let w1482 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 3) *% 576)) +% (((tx1473 *% 2) +% 1) *% 32)) +% (cv1474 *% 8)))))
-            let w1483 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% ((ty1472 *% 2) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1484 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))) + loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1485 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1486 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 3) *% 576)) +% (((tx1473 *% 2) +% 2) *% 32)) +% (cv1474 *% 8)))))
-            let w1487 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% ((ty1472 *% 2) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))))
-            let w1488 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))) + loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))))
-            let w1489 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 2) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))))
-            let w1490 = (loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 1) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))) - loadVector(arena, (9453984 +% ((((j1471 *% 10368) +% (((ty1472 *% 2) +% 3) *% 576)) +% (((tx1473 *% 2) +% 3) *% 32)) +% (cv1474 *% 8)))))
-            let w1491 = (w1475 - w1483)
-            let w1492 = (w1479 + w1483)
-            let w1493 = (w1483 - w1479)
-            let w1494 = (w1479 - w1487)
-            let w1495 = (w1476 - w1484)
-            let w1496 = (w1480 + w1484)
-            let w1497 = (w1484 - w1480)
-            let w1498 = (w1480 - w1488)
-            let w1499 = (w1477 - w1485)
-            let w1500 = (w1481 + w1485)
-            let w1501 = (w1485 - w1481)
-            let w1502 = (w1481 - w1489)
-            let w1503 = (w1478 - w1486)
-            let w1504 = (w1482 + w1486)
-            let w1505 = (w1486 - w1482)
-            let w1506 = (w1482 - w1490)
-            storeVector(arena, ((9464352 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1491)
-            storeVector(arena, ((9466400 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1492)
-            storeVector(arena, ((9468448 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1493)
-            storeVector(arena, ((9470496 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1494)
-            storeVector(arena, ((9472544 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1495)
-            storeVector(arena, ((9474592 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1496)
-            storeVector(arena, ((9476640 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1497)
-            storeVector(arena, ((9478688 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1498)
-            storeVector(arena, ((9480736 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1499)
-            storeVector(arena, ((9482784 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1500)
-            storeVector(arena, ((9484832 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1501)
-            storeVector(arena, ((9486880 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1502)
-            storeVector(arena, ((9488928 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1503)
-            storeVector(arena, ((9490976 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1504)
-            storeVector(arena, ((9493024 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1505)
-            storeVector(arena, ((9495072 +% ((((j1471 *% 64) +% (ty1472 *% 8)) +% tx1473) *% 32)) +% (cv1474 *% 8)), w1506)
+    for j1544 in 0..<1 {
+      for ty1545 in 0..<8 {
+        for tx1546 in 0..<8 {
+          for cv1547 in 0..<4 {
+            let w1548 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% ((ty1545 *% 2) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1549 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))) + loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1550 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1551 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 3) *% 576)) +% ((tx1546 *% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1552 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% ((ty1545 *% 2) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))))
+            let w1553 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))) + loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))))
+            let w1554 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))))
+            let w1555 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 3) *% 576)) +% (((tx1546 *% 2) +% 1) *% 32)) +% (cv1547 *% 8)))))
+            let w1556 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% ((ty1545 *% 2) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1557 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))) + loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1558 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1559 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 3) *% 576)) +% (((tx1546 *% 2) +% 2) *% 32)) +% (cv1547 *% 8)))))
+            let w1560 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% ((ty1545 *% 2) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))))
+            let w1561 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))) + loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))))
+            let w1562 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 2) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))))
+            let w1563 = (loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 1) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))) - loadVector(arena, (9453984 +% ((((j1544 *% 10368) +% (((ty1545 *% 2) +% 3) *% 576)) +% (((tx1546 *% 2) +% 3) *% 32)) +% (cv1547 *% 8)))))
+            let w1564 = (w1548 - w1556)
+            let w1565 = (w1552 + w1556)
+            let w1566 = (w1556 - w1552)
+            let w1567 = (w1552 - w1560)
+            let w1568 = (w1549 - w1557)
+            let w1569 = (w1553 + w1557)
+            let w1570 = (w1557 - w1553)
+            let w1571 = (w1553 - w1561)
+            let w1572 = (w1550 - w1558)
+            let w1573 = (w1554 + w1558)
+            let w1574 = (w1558 - w1554)
+            let w1575 = (w1554 - w1562)
+            let w1576 = (w1551 - w1559)
+            let w1577 = (w1555 + w1559)
+            let w1578 = (w1559 - w1555)
+            let w1579 = (w1555 - w1563)
+            storeVector(arena, ((9464352 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1564)
+            storeVector(arena, ((9466400 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1565)
+            storeVector(arena, ((9468448 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1566)
+            storeVector(arena, ((9470496 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1567)
+            storeVector(arena, ((9472544 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1568)
+            storeVector(arena, ((9474592 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1569)
+            storeVector(arena, ((9476640 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1570)
+            storeVector(arena, ((9478688 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1571)
+            storeVector(arena, ((9480736 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1572)
+            storeVector(arena, ((9482784 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1573)
+            storeVector(arena, ((9484832 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1574)
+            storeVector(arena, ((9486880 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1575)
+            storeVector(arena, ((9488928 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1576)
+            storeVector(arena, ((9490976 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1577)
+            storeVector(arena, ((9493024 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1578)
+            storeVector(arena, ((9495072 +% ((((j1544 *% 64) +% (ty1545 *% 8)) +% tx1546) *% 32)) +% (cv1547 *% 8)), w1579)
           }
         }
       }
     }
-    for xi1507 in 0..<16 {
-      do {  // gemm1514
-        for nb1508 in 0..<2 {
-          for mb1509 in 0..<10 {
-            var t1510_c0_0 = Vector()
-            var t1510_c0_1 = Vector()
-            var t1510_c1_0 = Vector()
-            var t1510_c1_1 = Vector()
-            var t1510_c2_0 = Vector()
-            var t1510_c2_1 = Vector()
-            var t1510_c3_0 = Vector()
-            var t1510_c3_1 = Vector()
-            var t1510_c4_0 = Vector()
-            var t1510_c4_1 = Vector()
-            var t1510_c5_0 = Vector()
-            var t1510_c5_1 = Vector()
-            for k1511 in 0..<32 {
-              let t1510_b0 = loadVector(arena, (((9437600 +% (xi1507 *% 1024)) +% (k1511 *% 32)) +% (nb1508 *% 16)))
-              let t1510_b1 = loadVector(arena, ((((9437600 +% (xi1507 *% 1024)) +% (k1511 *% 32)) +% (nb1508 *% 16)) +% 8))
-              let t1510_a0 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% ((mb1509 *% 6) *% 32)) +% k1511)])
-              t1510_c0_0 = t1510_c0_0.addingProduct(t1510_a0, t1510_b0)
-              t1510_c0_1 = t1510_c0_1.addingProduct(t1510_a0, t1510_b1)
-              let t1510_a1 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 1) *% 32)) +% k1511)])
-              t1510_c1_0 = t1510_c1_0.addingProduct(t1510_a1, t1510_b0)
-              t1510_c1_1 = t1510_c1_1.addingProduct(t1510_a1, t1510_b1)
-              let t1510_a2 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 2) *% 32)) +% k1511)])
-              t1510_c2_0 = t1510_c2_0.addingProduct(t1510_a2, t1510_b0)
-              t1510_c2_1 = t1510_c2_1.addingProduct(t1510_a2, t1510_b1)
-              let t1510_a3 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 3) *% 32)) +% k1511)])
-              t1510_c3_0 = t1510_c3_0.addingProduct(t1510_a3, t1510_b0)
-              t1510_c3_1 = t1510_c3_1.addingProduct(t1510_a3, t1510_b1)
-              let t1510_a4 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 4) *% 32)) +% k1511)])
-              t1510_c4_0 = t1510_c4_0.addingProduct(t1510_a4, t1510_b0)
-              t1510_c4_1 = t1510_c4_1.addingProduct(t1510_a4, t1510_b1)
-              let t1510_a5 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 5) *% 32)) +% k1511)])
-              t1510_c5_0 = t1510_c5_0.addingProduct(t1510_a5, t1510_b0)
-              t1510_c5_1 = t1510_c5_1.addingProduct(t1510_a5, t1510_b1)
+    parallelFor(pool, 2) { part1580 in
+      for xi1581 in 0..<16 {
+        do {  // gemm1588
+          for nb1582 in 0..<1 {
+            for mb1583 in 0..<10 {
+              var t1584_c0_0 = Vector()
+              var t1584_c0_1 = Vector()
+              var t1584_c1_0 = Vector()
+              var t1584_c1_1 = Vector()
+              var t1584_c2_0 = Vector()
+              var t1584_c2_1 = Vector()
+              var t1584_c3_0 = Vector()
+              var t1584_c3_1 = Vector()
+              var t1584_c4_0 = Vector()
+              var t1584_c4_1 = Vector()
+              var t1584_c5_0 = Vector()
+              var t1584_c5_1 = Vector()
+              for k1585 in 0..<32 {
+                let t1584_b0 = loadVector(arena, ((((9437600 +% (xi1581 *% 1024)) +% (part1580 *% 16)) +% (k1585 *% 32)) +% (nb1582 *% 16)))
+                let t1584_b1 = loadVector(arena, (((((9437600 +% (xi1581 *% 1024)) +% (part1580 *% 16)) +% (k1585 *% 32)) +% (nb1582 *% 16)) +% 8))
+                let t1584_a0 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% ((mb1583 *% 6) *% 32)) +% k1585)])
+                t1584_c0_0 = t1584_c0_0.addingProduct(t1584_a0, t1584_b0)
+                t1584_c0_1 = t1584_c0_1.addingProduct(t1584_a0, t1584_b1)
+                let t1584_a1 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% (((mb1583 *% 6) +% 1) *% 32)) +% k1585)])
+                t1584_c1_0 = t1584_c1_0.addingProduct(t1584_a1, t1584_b0)
+                t1584_c1_1 = t1584_c1_1.addingProduct(t1584_a1, t1584_b1)
+                let t1584_a2 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% (((mb1583 *% 6) +% 2) *% 32)) +% k1585)])
+                t1584_c2_0 = t1584_c2_0.addingProduct(t1584_a2, t1584_b0)
+                t1584_c2_1 = t1584_c2_1.addingProduct(t1584_a2, t1584_b1)
+                let t1584_a3 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% (((mb1583 *% 6) +% 3) *% 32)) +% k1585)])
+                t1584_c3_0 = t1584_c3_0.addingProduct(t1584_a3, t1584_b0)
+                t1584_c3_1 = t1584_c3_1.addingProduct(t1584_a3, t1584_b1)
+                let t1584_a4 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% (((mb1583 *% 6) +% 4) *% 32)) +% k1585)])
+                t1584_c4_0 = t1584_c4_0.addingProduct(t1584_a4, t1584_b0)
+                t1584_c4_1 = t1584_c4_1.addingProduct(t1584_a4, t1584_b1)
+                let t1584_a5 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% (((mb1583 *% 6) +% 5) *% 32)) +% k1585)])
+                t1584_c5_0 = t1584_c5_0.addingProduct(t1584_a5, t1584_b0)
+                t1584_c5_1 = t1584_c5_1.addingProduct(t1584_a5, t1584_b1)
+              }
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% ((mb1583 *% 6) *% 32)) +% (nb1582 *% 16)), t1584_c0_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% ((mb1583 *% 6) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c0_1)
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 1) *% 32)) +% (nb1582 *% 16)), t1584_c1_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 1) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c1_1)
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 2) *% 32)) +% (nb1582 *% 16)), t1584_c2_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 2) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c2_1)
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 3) *% 32)) +% (nb1582 *% 16)), t1584_c3_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 3) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c3_1)
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 4) *% 32)) +% (nb1582 *% 16)), t1584_c4_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 4) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c4_1)
+              storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 5) *% 32)) +% (nb1582 *% 16)), t1584_c5_0)
+              storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% (((mb1583 *% 6) +% 5) *% 32)) +% (nb1582 *% 16)) +% 8), t1584_c5_1)
             }
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% ((mb1509 *% 6) *% 32)) +% (nb1508 *% 16)), t1510_c0_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% ((mb1509 *% 6) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c0_1)
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 1) *% 32)) +% (nb1508 *% 16)), t1510_c1_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 1) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c1_1)
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 2) *% 32)) +% (nb1508 *% 16)), t1510_c2_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 2) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c2_1)
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 3) *% 32)) +% (nb1508 *% 16)), t1510_c3_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 3) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c3_1)
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 4) *% 32)) +% (nb1508 *% 16)), t1510_c4_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 4) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c4_1)
-            storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 5) *% 32)) +% (nb1508 *% 16)), t1510_c5_0)
-            storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% (((mb1509 *% 6) +% 5) *% 32)) +% (nb1508 *% 16)) +% 8), t1510_c5_1)
-          }
-          var t1512_c0_0 = Vector()
-          var t1512_c0_1 = Vector()
-          var t1512_c1_0 = Vector()
-          var t1512_c1_1 = Vector()
-          var t1512_c2_0 = Vector()
-          var t1512_c2_1 = Vector()
-          var t1512_c3_0 = Vector()
-          var t1512_c3_1 = Vector()
-          for k1513 in 0..<32 {
-            let t1512_b0 = loadVector(arena, (((9437600 +% (xi1507 *% 1024)) +% (k1513 *% 32)) +% (nb1508 *% 16)))
-            let t1512_b1 = loadVector(arena, ((((9437600 +% (xi1507 *% 1024)) +% (k1513 *% 32)) +% (nb1508 *% 16)) +% 8))
-            let t1512_a0 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% 1920) +% k1513)])
-            t1512_c0_0 = t1512_c0_0.addingProduct(t1512_a0, t1512_b0)
-            t1512_c0_1 = t1512_c0_1.addingProduct(t1512_a0, t1512_b1)
-            let t1512_a1 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% 1952) +% k1513)])
-            t1512_c1_0 = t1512_c1_0.addingProduct(t1512_a1, t1512_b0)
-            t1512_c1_1 = t1512_c1_1.addingProduct(t1512_a1, t1512_b1)
-            let t1512_a2 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% 1984) +% k1513)])
-            t1512_c2_0 = t1512_c2_0.addingProduct(t1512_a2, t1512_b0)
-            t1512_c2_1 = t1512_c2_1.addingProduct(t1512_a2, t1512_b1)
-            let t1512_a3 = Vector(repeating: arena[(((9464352 +% (xi1507 *% 2048)) +% 2016) +% k1513)])
-            t1512_c3_0 = t1512_c3_0.addingProduct(t1512_a3, t1512_b0)
-            t1512_c3_1 = t1512_c3_1.addingProduct(t1512_a3, t1512_b1)
-          }
-          storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% 1920) +% (nb1508 *% 16)), t1512_c0_0)
-          storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% 1920) +% (nb1508 *% 16)) +% 8), t1512_c0_1)
-          storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% 1952) +% (nb1508 *% 16)), t1512_c1_0)
-          storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% 1952) +% (nb1508 *% 16)) +% 8), t1512_c1_1)
-          storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% 1984) +% (nb1508 *% 16)), t1512_c2_0)
-          storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% 1984) +% (nb1508 *% 16)) +% 8), t1512_c2_1)
-          storeVector(arena, (((9497120 +% (xi1507 *% 2048)) +% 2016) +% (nb1508 *% 16)), t1512_c3_0)
-          storeVector(arena, ((((9497120 +% (xi1507 *% 2048)) +% 2016) +% (nb1508 *% 16)) +% 8), t1512_c3_1)
-        }
-      }
-    }
-    for j1515 in 0..<1 {
-      for ty1516 in 0..<8 {
-        for tx1517 in 0..<8 {
-          for cv1518 in 0..<4 {
-            let w1519 = ((loadVector(arena, ((9497120 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) + loadVector(arena, ((9505312 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) + loadVector(arena, ((9513504 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1520 = ((loadVector(arena, ((9505312 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) - loadVector(arena, ((9513504 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) - loadVector(arena, ((9521696 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1521 = ((loadVector(arena, ((9499168 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) + loadVector(arena, ((9507360 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) + loadVector(arena, ((9515552 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1522 = ((loadVector(arena, ((9507360 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) - loadVector(arena, ((9515552 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) - loadVector(arena, ((9523744 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1523 = ((loadVector(arena, ((9501216 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) + loadVector(arena, ((9509408 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) + loadVector(arena, ((9517600 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1524 = ((loadVector(arena, ((9509408 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) - loadVector(arena, ((9517600 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) - loadVector(arena, ((9525792 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1525 = ((loadVector(arena, ((9503264 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) + loadVector(arena, ((9511456 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) + loadVector(arena, ((9519648 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1526 = ((loadVector(arena, ((9511456 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))) - loadVector(arena, ((9519648 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8)))) - loadVector(arena, ((9527840 +% ((((j1515 *% 64) +% (ty1516 *% 8)) +% tx1517) *% 32)) +% (cv1518 *% 8))))
-            let w1527 = ((w1519 + w1521) + w1523)
-            let w1528 = ((w1521 - w1523) - w1525)
-            let w1529 = ((w1520 + w1522) + w1524)
-            let w1530 = ((w1522 - w1524) - w1526)
-            storeVector(arena, ((9529888 +% (((((j1515 *% 16) +% (ty1516 *% 2)) *% 16) +% (tx1517 *% 2)) *% 32)) +% (cv1518 *% 8)), w1527)
-            storeVector(arena, ((9529888 +% ((((((j1515 *% 16) +% (ty1516 *% 2)) *% 16) +% (tx1517 *% 2)) +% 1) *% 32)) +% (cv1518 *% 8)), w1528)
-            storeVector(arena, ((9529888 +% ((((((j1515 *% 16) +% (ty1516 *% 2)) +% 1) *% 16) +% (tx1517 *% 2)) *% 32)) +% (cv1518 *% 8)), w1529)
-            storeVector(arena, ((9529888 +% (((((((j1515 *% 16) +% (ty1516 *% 2)) +% 1) *% 16) +% (tx1517 *% 2)) +% 1) *% 32)) +% (cv1518 *% 8)), w1530)
+            var t1586_c0_0 = Vector()
+            var t1586_c0_1 = Vector()
+            var t1586_c1_0 = Vector()
+            var t1586_c1_1 = Vector()
+            var t1586_c2_0 = Vector()
+            var t1586_c2_1 = Vector()
+            var t1586_c3_0 = Vector()
+            var t1586_c3_1 = Vector()
+            for k1587 in 0..<32 {
+              let t1586_b0 = loadVector(arena, ((((9437600 +% (xi1581 *% 1024)) +% (part1580 *% 16)) +% (k1587 *% 32)) +% (nb1582 *% 16)))
+              let t1586_b1 = loadVector(arena, (((((9437600 +% (xi1581 *% 1024)) +% (part1580 *% 16)) +% (k1587 *% 32)) +% (nb1582 *% 16)) +% 8))
+              let t1586_a0 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% 1920) +% k1587)])
+              t1586_c0_0 = t1586_c0_0.addingProduct(t1586_a0, t1586_b0)
+              t1586_c0_1 = t1586_c0_1.addingProduct(t1586_a0, t1586_b1)
+              let t1586_a1 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% 1952) +% k1587)])
+              t1586_c1_0 = t1586_c1_0.addingProduct(t1586_a1, t1586_b0)
+              t1586_c1_1 = t1586_c1_1.addingProduct(t1586_a1, t1586_b1)
+              let t1586_a2 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% 1984) +% k1587)])
+              t1586_c2_0 = t1586_c2_0.addingProduct(t1586_a2, t1586_b0)
+              t1586_c2_1 = t1586_c2_1.addingProduct(t1586_a2, t1586_b1)
+              let t1586_a3 = Vector(repeating: arena[(((9464352 +% (xi1581 *% 2048)) +% 2016) +% k1587)])
+              t1586_c3_0 = t1586_c3_0.addingProduct(t1586_a3, t1586_b0)
+              t1586_c3_1 = t1586_c3_1.addingProduct(t1586_a3, t1586_b1)
+            }
+            storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1920) +% (nb1582 *% 16)), t1586_c0_0)
+            storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1920) +% (nb1582 *% 16)) +% 8), t1586_c0_1)
+            storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1952) +% (nb1582 *% 16)), t1586_c1_0)
+            storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1952) +% (nb1582 *% 16)) +% 8), t1586_c1_1)
+            storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1984) +% (nb1582 *% 16)), t1586_c2_0)
+            storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 1984) +% (nb1582 *% 16)) +% 8), t1586_c2_1)
+            storeVector(arena, ((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 2016) +% (nb1582 *% 16)), t1586_c3_0)
+            storeVector(arena, (((((9497120 +% (xi1581 *% 2048)) +% (part1580 *% 16)) +% 2016) +% (nb1582 *% 16)) +% 8), t1586_c3_1)
           }
         }
       }
-    }
-    for j1531 in 0..<1 {
-      for qb1532 in 0..<4 {
-        for c1533 in 0..<32 {
-          for q1534 in 0..<64 {
-            arena[(((6815840 +% ((g1466 +% j1531) *% 8192)) +% (c1533 *% 256)) +% (q1534 +% (qb1532 *% 64)))] = arena[((9529888 +% (((j1531 *% 256) +% (q1534 +% (qb1532 *% 64))) *% 32)) +% c1533)]
+      for j1589 in 0..<1 {
+        for ty1590 in 0..<8 {
+          for tx1591 in 0..<8 {
+            for cv1592 in 0..<2 {
+              let w1593 = ((loadVector(arena, ((9497120 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) + loadVector(arena, ((9505312 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) + loadVector(arena, ((9513504 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1594 = ((loadVector(arena, ((9505312 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) - loadVector(arena, ((9513504 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) - loadVector(arena, ((9521696 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1595 = ((loadVector(arena, ((9499168 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) + loadVector(arena, ((9507360 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) + loadVector(arena, ((9515552 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1596 = ((loadVector(arena, ((9507360 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) - loadVector(arena, ((9515552 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) - loadVector(arena, ((9523744 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1597 = ((loadVector(arena, ((9501216 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) + loadVector(arena, ((9509408 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) + loadVector(arena, ((9517600 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1598 = ((loadVector(arena, ((9509408 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) - loadVector(arena, ((9517600 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) - loadVector(arena, ((9525792 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1599 = ((loadVector(arena, ((9503264 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) + loadVector(arena, ((9511456 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) + loadVector(arena, ((9519648 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1600 = ((loadVector(arena, ((9511456 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))) - loadVector(arena, ((9519648 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))))) - loadVector(arena, ((9527840 +% ((((j1589 *% 64) +% (ty1590 *% 8)) +% tx1591) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8)))))
+              let w1601 = ((w1593 + w1595) + w1597)
+              let w1602 = ((w1595 - w1597) - w1599)
+              let w1603 = ((w1594 + w1596) + w1598)
+              let w1604 = ((w1596 - w1598) - w1600)
+              storeVector(arena, ((9529888 +% (((((j1589 *% 16) +% (ty1590 *% 2)) *% 16) +% (tx1591 *% 2)) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))), w1601)
+              storeVector(arena, ((9529888 +% ((((((j1589 *% 16) +% (ty1590 *% 2)) *% 16) +% (tx1591 *% 2)) +% 1) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))), w1602)
+              storeVector(arena, ((9529888 +% ((((((j1589 *% 16) +% (ty1590 *% 2)) +% 1) *% 16) +% (tx1591 *% 2)) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))), w1603)
+              storeVector(arena, ((9529888 +% (((((((j1589 *% 16) +% (ty1590 *% 2)) +% 1) *% 16) +% (tx1591 *% 2)) +% 1) *% 32)) +% ((part1580 *% 16) +% (cv1592 *% 8))), w1604)
+            }
+          }
+        }
+      }
+      for j1605 in 0..<1 {
+        for qb1606 in 0..<4 {
+          for c1607 in 0..<16 {
+            for q1608 in 0..<64 {
+              arena[(((6815840 +% ((g1539 +% j1605) *% 8192)) +% (((part1580 *% 16) +% c1607) *% 256)) +% (q1608 +% (qb1606 *% 64)))] = arena[((9529888 +% (((j1605 *% 256) +% (q1608 +% (qb1606 *% 64))) *% 32)) +% ((part1580 *% 16) +% c1607))]
+            }
           }
         }
       }
     }
   }
   // s2_bn1_grad = relu_grad(s2_relu1_grad, s2_relu1)
-  for i1535 in 0..<65536 {
-    storeVector(arena, ((i1535 *% 8) +% 7864480), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1535 *% 8) +% 6815840)), where: loadVector(arena, ((i1535 *% 8) +% 7340192)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part1609 in
+    for i1610 in 0..<262144 {
+      arena[(7864480 +% (i1610 +% (part1609 *% 262144)))] = (arena[(7340192 +% (i1610 +% (part1609 *% 262144)))] > Float(0) ? arena[(6815840 +% (i1610 +% (part1609 *% 262144)))] : Float(0))
+    }
   }
   // s2_bn1_weight_grad = batchnorm_grad_weight(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var)
-  for c1536 in 0..<32 {
-    var invstd1538: Float = (Float(1) / sqrtf((arena[(7340160 +% c1536)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1539: Float = arena[(7340128 +% c1536)]
-    var acc1540 = Vector()
-    var tail1541: Float = Float(0)
-    for n1542 in 0..<64 {
-      for v1543 in 0..<32 {
-        acc1540 = (acc1540 + (loadVector(arena, (7864480 +% ((((n1542 *% 32) +% c1536) *% 256) +% (v1543 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1542 *% 32) +% c1536) *% 256) +% (v1543 *% 8)))) - Vector(repeating: mean1539)) * Vector(repeating: invstd1538))))
+  parallelFor(pool, 2) { part1611 in
+    for c1612 in 0..<16 {
+      var invstd1614: Float = (Float(1) / sqrtf((arena[(7340160 +% (c1612 +% (part1611 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1615: Float = arena[(7340128 +% (c1612 +% (part1611 *% 16)))]
+      var acc1616 = Vector()
+      var tail1617: Float = Float(0)
+      for n1618 in 0..<64 {
+        for v1619 in 0..<32 {
+          acc1616 = (acc1616 + (loadVector(arena, (7864480 +% ((((n1618 *% 32) +% (c1612 +% (part1611 *% 16))) *% 256) +% (v1619 *% 8)))) * ((loadVector(arena, (6291552 +% ((((n1618 *% 32) +% (c1612 +% (part1611 *% 16))) *% 256) +% (v1619 *% 8)))) - Vector(repeating: mean1615)) * Vector(repeating: invstd1614))))
+        }
       }
+      storeVector(arena, (6815840 +% (part1611 *% 8)), acc1616)
+      var sum1620: Float = (arena[(6815840 +% (part1611 *% 8))] + arena[((6815840 +% (part1611 *% 8)) +% 1)])
+      var sum1621: Float = (sum1620 + arena[((6815840 +% (part1611 *% 8)) +% 2)])
+      var sum1622: Float = (sum1621 + arena[((6815840 +% (part1611 *% 8)) +% 3)])
+      var sum1623: Float = (sum1622 + arena[((6815840 +% (part1611 *% 8)) +% 4)])
+      var sum1624: Float = (sum1623 + arena[((6815840 +% (part1611 *% 8)) +% 5)])
+      var sum1625: Float = (sum1624 + arena[((6815840 +% (part1611 *% 8)) +% 6)])
+      var sum1626: Float = (sum1625 + arena[((6815840 +% (part1611 *% 8)) +% 7)])
+      var sum_x1613: Float = (sum1626 + tail1617)
+      grads[(9744 +% (c1612 +% (part1611 *% 16)))] = sum_x1613
     }
-    storeVector(arena, 6815840, acc1540)
-    var sum1544: Float = (arena[6815840] + arena[6815841])
-    var sum1545: Float = (sum1544 + arena[6815842])
-    var sum1546: Float = (sum1545 + arena[6815843])
-    var sum1547: Float = (sum1546 + arena[6815844])
-    var sum1548: Float = (sum1547 + arena[6815845])
-    var sum1549: Float = (sum1548 + arena[6815846])
-    var sum1550: Float = (sum1549 + arena[6815847])
-    var sum_x1537: Float = (sum1550 + tail1541)
-    grads[(9744 +% c1536)] = sum_x1537
   }
   // s2_bn1_bias_grad = batchnorm_grad_bias(s2_bn1_grad)
-  for c1551 in 0..<32 {
-    var acc1553 = Vector()
-    var tail1554: Float = Float(0)
-    for n1555 in 0..<64 {
-      for v1556 in 0..<32 {
-        acc1553 = (acc1553 + loadVector(arena, (7864480 +% ((((n1555 *% 32) +% c1551) *% 256) +% (v1556 *% 8)))))
+  parallelFor(pool, 2) { part1627 in
+    for c1628 in 0..<16 {
+      var acc1630 = Vector()
+      var tail1631: Float = Float(0)
+      for n1632 in 0..<64 {
+        for v1633 in 0..<32 {
+          acc1630 = (acc1630 + loadVector(arena, (7864480 +% ((((n1632 *% 32) +% (c1628 +% (part1627 *% 16))) *% 256) +% (v1633 *% 8)))))
+        }
       }
+      storeVector(arena, (6815840 +% (part1627 *% 8)), acc1630)
+      var sum1634: Float = (arena[(6815840 +% (part1627 *% 8))] + arena[((6815840 +% (part1627 *% 8)) +% 1)])
+      var sum1635: Float = (sum1634 + arena[((6815840 +% (part1627 *% 8)) +% 2)])
+      var sum1636: Float = (sum1635 + arena[((6815840 +% (part1627 *% 8)) +% 3)])
+      var sum1637: Float = (sum1636 + arena[((6815840 +% (part1627 *% 8)) +% 4)])
+      var sum1638: Float = (sum1637 + arena[((6815840 +% (part1627 *% 8)) +% 5)])
+      var sum1639: Float = (sum1638 + arena[((6815840 +% (part1627 *% 8)) +% 6)])
+      var sum1640: Float = (sum1639 + arena[((6815840 +% (part1627 *% 8)) +% 7)])
+      var sum1629: Float = (sum1640 + tail1631)
+      grads[(9776 +% (c1628 +% (part1627 *% 16)))] = sum1629
     }
-    storeVector(arena, 6815840, acc1553)
-    var sum1557: Float = (arena[6815840] + arena[6815841])
-    var sum1558: Float = (sum1557 + arena[6815842])
-    var sum1559: Float = (sum1558 + arena[6815843])
-    var sum1560: Float = (sum1559 + arena[6815844])
-    var sum1561: Float = (sum1560 + arena[6815845])
-    var sum1562: Float = (sum1561 + arena[6815846])
-    var sum1563: Float = (sum1562 + arena[6815847])
-    var sum1552: Float = (sum1563 + tail1554)
-    grads[(9776 +% c1551)] = sum1552
   }
   // s2_conv1_grad = batchnorm_grad_input(s2_bn1_grad, s2_conv1, s2_bn1.mean, s2_bn1.var, s2_bn1.weight, s2_bn1_bias_grad, s2_bn1_weight_grad)
-  for c1564 in 0..<32 {
-    var invstd1567: Float = (Float(1) / sqrtf((arena[(7340160 +% c1564)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1565: Float = grads[(9776 +% c1564)]
-    var sum_x1566: Float = grads[(9744 +% c1564)]
-    var scale1568: Float = (params[(9744 +% c1564)] * invstd1567)
-    var mean_dy1569: Float = (sum1565 / Float(16384))
-    var mean_dy_x1570: Float = (sum_x1566 / Float(16384))
-    for n1571 in 0..<64 {
-      for i1572 in 0..<256 {
-        arena[(6815840 +% ((((n1571 *% 32) +% c1564) *% 256) +% i1572))] = (scale1568 * ((arena[(7864480 +% ((((n1571 *% 32) +% c1564) *% 256) +% i1572))] - mean_dy1569) - (((arena[(6291552 +% ((((n1571 *% 32) +% c1564) *% 256) +% i1572))] - arena[(7340128 +% c1564)]) * invstd1567) * mean_dy_x1570)))
+  parallelFor(pool, 2) { part1641 in
+    for c1642 in 0..<16 {
+      var invstd1645: Float = (Float(1) / sqrtf((arena[(7340160 +% (c1642 +% (part1641 *% 16)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1643: Float = grads[(9776 +% (c1642 +% (part1641 *% 16)))]
+      var sum_x1644: Float = grads[(9744 +% (c1642 +% (part1641 *% 16)))]
+      var scale1646: Float = (params[(9744 +% (c1642 +% (part1641 *% 16)))] * invstd1645)
+      var mean_dy1647: Float = (sum1643 / Float(16384))
+      var mean_dy_x1648: Float = (sum_x1644 / Float(16384))
+      for n1649 in 0..<64 {
+        for i1650 in 0..<256 {
+          arena[(6815840 +% ((((n1649 *% 32) +% (c1642 +% (part1641 *% 16))) *% 256) +% i1650))] = (scale1646 * ((arena[(7864480 +% ((((n1649 *% 32) +% (c1642 +% (part1641 *% 16))) *% 256) +% i1650))] - mean_dy1647) - (((arena[(6291552 +% ((((n1649 *% 32) +% (c1642 +% (part1641 *% 16))) *% 256) +% i1650))] - arena[(7340128 +% (c1642 +% (part1641 *% 16)))]) * invstd1645) * mean_dy_x1648)))
+        }
       }
     }
   }
   // s2_conv1_weight_grad = conv2d_grad_weight(s2_conv1_grad, x1)
-  for i1573 in 0..<576 {
-    storeVector(arena, ((i1573 *% 8) +% 8063392), Vector(repeating: Float(0)))
+  for i1651 in 0..<576 {
+    storeVector(arena, ((i1651 *% 8) +% 8063392), Vector(repeating: Float(0)))
   }
-  for g1574 in 0..<4 {
-    for j1575 in 0..<16 {
-      for c1576 in 0..<16 {
-        for ky1577 in 0..<3 {
-          for oy1578 in 0..<16 {
-            if (-1 < (((oy1578 *% 2) +% ky1577) +% -1) && (((oy1578 *% 2) +% ky1577) +% -1) < 32) {
-              for ox1579 in 0..<15 {
-                arena[(((7340192 +% ((((c1576 *% 3) +% ky1577) *% 3) *% 4112)) +% (j1575 *% 256)) +% ((oy1578 *% 16) +% (ox1579 +% 1)))] = arena[((((5242944 +% (((g1574 *% 16) +% j1575) *% 16384)) +% (c1576 *% 1024)) +% ((((oy1578 *% 2) +% ky1577) +% -1) *% 32)) +% (((ox1579 +% 1) *% 2) +% -1))]
+  for g1652 in 0..<4 {
+    parallelFor(pool, 2) { part1653 in
+      for j1654 in 0..<16 {
+        for c1655 in 0..<8 {
+          for ky1656 in 0..<3 {
+            for oy1657 in 0..<16 {
+              if (-1 < (((oy1657 *% 2) +% ky1656) +% -1) && (((oy1657 *% 2) +% ky1656) +% -1) < 32) {
+                for ox1658 in 0..<15 {
+                  arena[(((7340192 +% (((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) *% 4112)) +% (j1654 *% 256)) +% ((oy1657 *% 16) +% (ox1658 +% 1)))] = arena[((((5242944 +% (((g1652 *% 16) +% j1654) *% 16384)) +% ((c1655 +% (part1653 *% 8)) *% 1024)) +% ((((oy1657 *% 2) +% ky1656) +% -1) *% 32)) +% (((ox1658 +% 1) *% 2) +% -1))]
+                }
+                for ox1659 in 0..<1 {
+                  arena[(((7340192 +% (((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) *% 4112)) +% (j1654 *% 256)) +% ((oy1657 *% 16) +% ox1659))] = Float(0)
+                }
               }
-              for ox1580 in 0..<1 {
-                arena[(((7340192 +% ((((c1576 *% 3) +% ky1577) *% 3) *% 4112)) +% (j1575 *% 256)) +% ((oy1578 *% 16) +% ox1580))] = Float(0)
+              if (((oy1657 *% 2) +% ky1656) +% -1) < 0 {
+                for ox1660 in 0..<16 {
+                  arena[(((7340192 +% (((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) *% 4112)) +% (j1654 *% 256)) +% ((oy1657 *% 16) +% ox1660))] = Float(0)
+                }
               }
-            }
-            if (((oy1578 *% 2) +% ky1577) +% -1) < 0 {
-              for ox1581 in 0..<16 {
-                arena[(((7340192 +% ((((c1576 *% 3) +% ky1577) *% 3) *% 4112)) +% (j1575 *% 256)) +% ((oy1578 *% 16) +% ox1581))] = Float(0)
-              }
-            }
-            if 31 < (((oy1578 *% 2) +% ky1577) +% -1) {
-              for ox1581 in 0..<16 {
-                arena[(((7340192 +% ((((c1576 *% 3) +% ky1577) *% 3) *% 4112)) +% (j1575 *% 256)) +% ((oy1578 *% 16) +% ox1581))] = Float(0)
-              }
-            }
-          }
-          for oy1582 in 0..<16 {
-            if (-1 < (((oy1582 *% 2) +% ky1577) +% -1) && (((oy1582 *% 2) +% ky1577) +% -1) < 32) {
-              for ox1583 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 1) *% 4112)) +% (j1575 *% 256)) +% ((oy1582 *% 16) +% ox1583))] = arena[((((5242944 +% (((g1574 *% 16) +% j1575) *% 16384)) +% (c1576 *% 1024)) +% ((((oy1582 *% 2) +% ky1577) +% -1) *% 32)) +% (ox1583 *% 2))]
+              if 31 < (((oy1657 *% 2) +% ky1656) +% -1) {
+                for ox1660 in 0..<16 {
+                  arena[(((7340192 +% (((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) *% 4112)) +% (j1654 *% 256)) +% ((oy1657 *% 16) +% ox1660))] = Float(0)
+                }
               }
             }
-            if (((oy1582 *% 2) +% ky1577) +% -1) < 0 {
-              for ox1584 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 1) *% 4112)) +% (j1575 *% 256)) +% ((oy1582 *% 16) +% ox1584))] = Float(0)
+            for oy1661 in 0..<16 {
+              if (-1 < (((oy1661 *% 2) +% ky1656) +% -1) && (((oy1661 *% 2) +% ky1656) +% -1) < 32) {
+                for ox1662 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 1) *% 4112)) +% (j1654 *% 256)) +% ((oy1661 *% 16) +% ox1662))] = arena[((((5242944 +% (((g1652 *% 16) +% j1654) *% 16384)) +% ((c1655 +% (part1653 *% 8)) *% 1024)) +% ((((oy1661 *% 2) +% ky1656) +% -1) *% 32)) +% (ox1662 *% 2))]
+                }
+              }
+              if (((oy1661 *% 2) +% ky1656) +% -1) < 0 {
+                for ox1663 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 1) *% 4112)) +% (j1654 *% 256)) +% ((oy1661 *% 16) +% ox1663))] = Float(0)
+                }
+              }
+              if 31 < (((oy1661 *% 2) +% ky1656) +% -1) {
+                for ox1663 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 1) *% 4112)) +% (j1654 *% 256)) +% ((oy1661 *% 16) +% ox1663))] = Float(0)
+                }
               }
             }
-            if 31 < (((oy1582 *% 2) +% ky1577) +% -1) {
-              for ox1584 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 1) *% 4112)) +% (j1575 *% 256)) +% ((oy1582 *% 16) +% ox1584))] = Float(0)
+            for oy1664 in 0..<16 {
+              if (-1 < (((oy1664 *% 2) +% ky1656) +% -1) && (((oy1664 *% 2) +% ky1656) +% -1) < 32) {
+                for ox1665 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 2) *% 4112)) +% (j1654 *% 256)) +% ((oy1664 *% 16) +% ox1665))] = arena[((((5242944 +% (((g1652 *% 16) +% j1654) *% 16384)) +% ((c1655 +% (part1653 *% 8)) *% 1024)) +% ((((oy1664 *% 2) +% ky1656) +% -1) *% 32)) +% ((ox1665 *% 2) +% 1))]
+                }
               }
-            }
-          }
-          for oy1585 in 0..<16 {
-            if (-1 < (((oy1585 *% 2) +% ky1577) +% -1) && (((oy1585 *% 2) +% ky1577) +% -1) < 32) {
-              for ox1586 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 2) *% 4112)) +% (j1575 *% 256)) +% ((oy1585 *% 16) +% ox1586))] = arena[((((5242944 +% (((g1574 *% 16) +% j1575) *% 16384)) +% (c1576 *% 1024)) +% ((((oy1585 *% 2) +% ky1577) +% -1) *% 32)) +% ((ox1586 *% 2) +% 1))]
+              if (((oy1664 *% 2) +% ky1656) +% -1) < 0 {
+                for ox1666 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 2) *% 4112)) +% (j1654 *% 256)) +% ((oy1664 *% 16) +% ox1666))] = Float(0)
+                }
               }
-            }
-            if (((oy1585 *% 2) +% ky1577) +% -1) < 0 {
-              for ox1587 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 2) *% 4112)) +% (j1575 *% 256)) +% ((oy1585 *% 16) +% ox1587))] = Float(0)
-              }
-            }
-            if 31 < (((oy1585 *% 2) +% ky1577) +% -1) {
-              for ox1587 in 0..<16 {
-                arena[(((7340192 +% (((((c1576 *% 3) +% ky1577) *% 3) +% 2) *% 4112)) +% (j1575 *% 256)) +% ((oy1585 *% 16) +% ox1587))] = Float(0)
+              if 31 < (((oy1664 *% 2) +% ky1656) +% -1) {
+                for ox1666 in 0..<16 {
+                  arena[(((7340192 +% ((((((c1655 +% (part1653 *% 8)) *% 3) +% ky1656) *% 3) +% 2) *% 4112)) +% (j1654 *% 256)) +% ((oy1664 *% 16) +% ox1666))] = Float(0)
+                }
               }
             }
           }
         }
       }
     }
-    for j1588 in 0..<16 {
-      for i1589 in 0..<256 {
-        for f1590 in 0..<32 {
-          arena[((7932320 +% (((j1588 *% 256) +% i1589) *% 32)) +% f1590)] = arena[(((6815840 +% (((g1574 *% 16) +% j1588) *% 8192)) +% (f1590 *% 256)) +% i1589)]
+    parallelFor(pool, 2) { part1667 in
+      for j1668 in 0..<16 {
+        for i1669 in 0..<256 {
+          for f1670 in 0..<16 {
+            arena[((7932320 +% (((j1668 *% 256) +% i1669) *% 32)) +% (f1670 +% (part1667 *% 16)))] = arena[(((6815840 +% (((g1652 *% 16) +% j1668) *% 8192)) +% ((f1670 +% (part1667 *% 16)) *% 256)) +% i1669)]
+          }
         }
       }
-    }
-    do {  // gemm1596
-      for kp1591 in 0..<2 {
-        for nb1592 in 0..<2 {
-          for mb1593 in 0..<24 {
-            var t1594_c0_0 = loadVector(arena, ((8063392 +% ((mb1593 *% 6) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c0_1 = loadVector(arena, (((8063392 +% ((mb1593 *% 6) *% 32)) +% (nb1592 *% 16)) +% 8))
-            var t1594_c1_0 = loadVector(arena, ((8063392 +% (((mb1593 *% 6) +% 1) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c1_1 = loadVector(arena, (((8063392 +% (((mb1593 *% 6) +% 1) *% 32)) +% (nb1592 *% 16)) +% 8))
-            var t1594_c2_0 = loadVector(arena, ((8063392 +% (((mb1593 *% 6) +% 2) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c2_1 = loadVector(arena, (((8063392 +% (((mb1593 *% 6) +% 2) *% 32)) +% (nb1592 *% 16)) +% 8))
-            var t1594_c3_0 = loadVector(arena, ((8063392 +% (((mb1593 *% 6) +% 3) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c3_1 = loadVector(arena, (((8063392 +% (((mb1593 *% 6) +% 3) *% 32)) +% (nb1592 *% 16)) +% 8))
-            var t1594_c4_0 = loadVector(arena, ((8063392 +% (((mb1593 *% 6) +% 4) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c4_1 = loadVector(arena, (((8063392 +% (((mb1593 *% 6) +% 4) *% 32)) +% (nb1592 *% 16)) +% 8))
-            var t1594_c5_0 = loadVector(arena, ((8063392 +% (((mb1593 *% 6) +% 5) *% 32)) +% (nb1592 *% 16)))
-            var t1594_c5_1 = loadVector(arena, (((8063392 +% (((mb1593 *% 6) +% 5) *% 32)) +% (nb1592 *% 16)) +% 8))
-            for k1595 in 0..<2048 {
-              let t1594_b0 = loadVector(arena, ((7932320 +% ((k1595 +% (kp1591 *% 2048)) *% 32)) +% (nb1592 *% 16)))
-              let t1594_b1 = loadVector(arena, (((7932320 +% ((k1595 +% (kp1591 *% 2048)) *% 32)) +% (nb1592 *% 16)) +% 8))
-              let t1594_a0 = Vector(repeating: arena[((7340192 +% ((mb1593 *% 6) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c0_0 = t1594_c0_0.addingProduct(t1594_a0, t1594_b0)
-              t1594_c0_1 = t1594_c0_1.addingProduct(t1594_a0, t1594_b1)
-              let t1594_a1 = Vector(repeating: arena[((7340192 +% (((mb1593 *% 6) +% 1) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c1_0 = t1594_c1_0.addingProduct(t1594_a1, t1594_b0)
-              t1594_c1_1 = t1594_c1_1.addingProduct(t1594_a1, t1594_b1)
-              let t1594_a2 = Vector(repeating: arena[((7340192 +% (((mb1593 *% 6) +% 2) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c2_0 = t1594_c2_0.addingProduct(t1594_a2, t1594_b0)
-              t1594_c2_1 = t1594_c2_1.addingProduct(t1594_a2, t1594_b1)
-              let t1594_a3 = Vector(repeating: arena[((7340192 +% (((mb1593 *% 6) +% 3) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c3_0 = t1594_c3_0.addingProduct(t1594_a3, t1594_b0)
-              t1594_c3_1 = t1594_c3_1.addingProduct(t1594_a3, t1594_b1)
-              let t1594_a4 = Vector(repeating: arena[((7340192 +% (((mb1593 *% 6) +% 4) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c4_0 = t1594_c4_0.addingProduct(t1594_a4, t1594_b0)
-              t1594_c4_1 = t1594_c4_1.addingProduct(t1594_a4, t1594_b1)
-              let t1594_a5 = Vector(repeating: arena[((7340192 +% (((mb1593 *% 6) +% 5) *% 4112)) +% (k1595 +% (kp1591 *% 2048)))])
-              t1594_c5_0 = t1594_c5_0.addingProduct(t1594_a5, t1594_b0)
-              t1594_c5_1 = t1594_c5_1.addingProduct(t1594_a5, t1594_b1)
+      do {  // gemm1676
+        for kp1671 in 0..<2 {
+          for nb1672 in 0..<1 {
+            for mb1673 in 0..<24 {
+              var t1674_c0_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% ((mb1673 *% 6) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c0_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% ((mb1673 *% 6) *% 32)) +% (nb1672 *% 16)) +% 8))
+              var t1674_c1_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 1) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c1_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 1) *% 32)) +% (nb1672 *% 16)) +% 8))
+              var t1674_c2_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 2) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c2_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 2) *% 32)) +% (nb1672 *% 16)) +% 8))
+              var t1674_c3_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 3) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c3_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 3) *% 32)) +% (nb1672 *% 16)) +% 8))
+              var t1674_c4_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 4) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c4_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 4) *% 32)) +% (nb1672 *% 16)) +% 8))
+              var t1674_c5_0 = loadVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 5) *% 32)) +% (nb1672 *% 16)))
+              var t1674_c5_1 = loadVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 5) *% 32)) +% (nb1672 *% 16)) +% 8))
+              for k1675 in 0..<2048 {
+                let t1674_b0 = loadVector(arena, (((7932320 +% (part1667 *% 16)) +% ((k1675 +% (kp1671 *% 2048)) *% 32)) +% (nb1672 *% 16)))
+                let t1674_b1 = loadVector(arena, ((((7932320 +% (part1667 *% 16)) +% ((k1675 +% (kp1671 *% 2048)) *% 32)) +% (nb1672 *% 16)) +% 8))
+                let t1674_a0 = Vector(repeating: arena[((7340192 +% ((mb1673 *% 6) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c0_0 = t1674_c0_0.addingProduct(t1674_a0, t1674_b0)
+                t1674_c0_1 = t1674_c0_1.addingProduct(t1674_a0, t1674_b1)
+                let t1674_a1 = Vector(repeating: arena[((7340192 +% (((mb1673 *% 6) +% 1) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c1_0 = t1674_c1_0.addingProduct(t1674_a1, t1674_b0)
+                t1674_c1_1 = t1674_c1_1.addingProduct(t1674_a1, t1674_b1)
+                let t1674_a2 = Vector(repeating: arena[((7340192 +% (((mb1673 *% 6) +% 2) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c2_0 = t1674_c2_0.addingProduct(t1674_a2, t1674_b0)
+                t1674_c2_1 = t1674_c2_1.addingProduct(t1674_a2, t1674_b1)
+                let t1674_a3 = Vector(repeating: arena[((7340192 +% (((mb1673 *% 6) +% 3) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c3_0 = t1674_c3_0.addingProduct(t1674_a3, t1674_b0)
+                t1674_c3_1 = t1674_c3_1.addingProduct(t1674_a3, t1674_b1)
+                let t1674_a4 = Vector(repeating: arena[((7340192 +% (((mb1673 *% 6) +% 4) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c4_0 = t1674_c4_0.addingProduct(t1674_a4, t1674_b0)
+                t1674_c4_1 = t1674_c4_1.addingProduct(t1674_a4, t1674_b1)
+                let t1674_a5 = Vector(repeating: arena[((7340192 +% (((mb1673 *% 6) +% 5) *% 4112)) +% (k1675 +% (kp1671 *% 2048)))])
+                t1674_c5_0 = t1674_c5_0.addingProduct(t1674_a5, t1674_b0)
+                t1674_c5_1 = t1674_c5_1.addingProduct(t1674_a5, t1674_b1)
+              }
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% ((mb1673 *% 6) *% 32)) +% (nb1672 *% 16)), t1674_c0_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% ((mb1673 *% 6) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c0_1)
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 1) *% 32)) +% (nb1672 *% 16)), t1674_c1_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 1) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c1_1)
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 2) *% 32)) +% (nb1672 *% 16)), t1674_c2_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 2) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c2_1)
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 3) *% 32)) +% (nb1672 *% 16)), t1674_c3_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 3) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c3_1)
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 4) *% 32)) +% (nb1672 *% 16)), t1674_c4_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 4) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c4_1)
+              storeVector(arena, (((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 5) *% 32)) +% (nb1672 *% 16)), t1674_c5_0)
+              storeVector(arena, ((((8063392 +% (part1667 *% 16)) +% (((mb1673 *% 6) +% 5) *% 32)) +% (nb1672 *% 16)) +% 8), t1674_c5_1)
             }
-            storeVector(arena, ((8063392 +% ((mb1593 *% 6) *% 32)) +% (nb1592 *% 16)), t1594_c0_0)
-            storeVector(arena, (((8063392 +% ((mb1593 *% 6) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c0_1)
-            storeVector(arena, ((8063392 +% (((mb1593 *% 6) +% 1) *% 32)) +% (nb1592 *% 16)), t1594_c1_0)
-            storeVector(arena, (((8063392 +% (((mb1593 *% 6) +% 1) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c1_1)
-            storeVector(arena, ((8063392 +% (((mb1593 *% 6) +% 2) *% 32)) +% (nb1592 *% 16)), t1594_c2_0)
-            storeVector(arena, (((8063392 +% (((mb1593 *% 6) +% 2) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c2_1)
-            storeVector(arena, ((8063392 +% (((mb1593 *% 6) +% 3) *% 32)) +% (nb1592 *% 16)), t1594_c3_0)
-            storeVector(arena, (((8063392 +% (((mb1593 *% 6) +% 3) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c3_1)
-            storeVector(arena, ((8063392 +% (((mb1593 *% 6) +% 4) *% 32)) +% (nb1592 *% 16)), t1594_c4_0)
-            storeVector(arena, (((8063392 +% (((mb1593 *% 6) +% 4) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c4_1)
-            storeVector(arena, ((8063392 +% (((mb1593 *% 6) +% 5) *% 32)) +% (nb1592 *% 16)), t1594_c5_0)
-            storeVector(arena, (((8063392 +% (((mb1593 *% 6) +% 5) *% 32)) +% (nb1592 *% 16)) +% 8), t1594_c5_1)
           }
         }
       }
     }
   }
-  for f1597 in 0..<32 {
-    for r1598 in 0..<144 {
-      grads[((5136 +% (f1597 *% 144)) +% r1598)] = arena[((8063392 +% (r1598 *% 32)) +% f1597)]
+  parallelFor(pool, 2) { part1677 in
+    for f1678 in 0..<16 {
+      for r1679 in 0..<144 {
+        grads[((5136 +% ((f1678 +% (part1677 *% 16)) *% 144)) +% r1679)] = arena[((8063392 +% (r1679 *% 32)) +% (f1678 +% (part1677 *% 16)))]
+      }
     }
   }
   // x1_grad2 = conv2d_grad_input(s2_conv1_grad, s2_conv1.weight, x1)
-  for i1599 in 0..<131072 {
-    storeVector(arena, ((i1599 *% 8) +% 7340192), Vector(repeating: Float(0)))
+  for i1680 in 0..<131072 {
+    storeVector(arena, ((i1680 *% 8) +% 7340192), Vector(repeating: Float(0)))
   }
-  for g1600 in 0..<4 {
-    for j1601 in 0..<16 {
-      for f1602 in 0..<32 {
-        for i1603 in 0..<32 {
-          storeVector(arena, ((i1603 *% 8) +% ((11078560 +% (f1602 *% 4112)) +% (j1601 *% 256))), loadVector(arena, ((i1603 *% 8) +% ((6815840 +% (((g1600 *% 16) +% j1601) *% 8192)) +% (f1602 *% 256)))))
+  for g1681 in 0..<4 {
+    for j1682 in 0..<16 {
+      for f1683 in 0..<32 {
+        for i1684 in 0..<32 {
+          storeVector(arena, ((i1684 *% 8) +% ((11078560 +% (f1683 *% 4112)) +% (j1682 *% 256))), loadVector(arena, ((i1684 *% 8) +% ((6815840 +% (((g1681 *% 16) +% j1682) *% 8192)) +% (f1683 *% 256)))))
         }
       }
     }
-    do {  // gemm1611
-      for nb1604 in 0..<170 {
-        for mb1605 in 0..<36 {
-          var t1606_c0_0 = Vector()
-          var t1606_c0_1 = Vector()
-          var t1606_c0_2 = Vector()
-          var t1606_c1_0 = Vector()
-          var t1606_c1_1 = Vector()
-          var t1606_c1_2 = Vector()
-          var t1606_c2_0 = Vector()
-          var t1606_c2_1 = Vector()
-          var t1606_c2_2 = Vector()
-          var t1606_c3_0 = Vector()
-          var t1606_c3_1 = Vector()
-          var t1606_c3_2 = Vector()
-          for k1607 in 0..<32 {
-            let t1606_b0 = loadVector(arena, ((11078560 +% (k1607 *% 4112)) +% (nb1604 *% 24)))
-            let t1606_b1 = loadVector(arena, (((11078560 +% (k1607 *% 4112)) +% (nb1604 *% 24)) +% 8))
-            let t1606_b2 = loadVector(arena, (((11078560 +% (k1607 *% 4112)) +% (nb1604 *% 24)) +% 16))
-            let t1606_a0 = Vector(repeating: params[((5136 +% (mb1605 *% 4)) +% (k1607 *% 144))])
-            t1606_c0_0 = t1606_c0_0.addingProduct(t1606_a0, t1606_b0)
-            t1606_c0_1 = t1606_c0_1.addingProduct(t1606_a0, t1606_b1)
-            t1606_c0_2 = t1606_c0_2.addingProduct(t1606_a0, t1606_b2)
-            let t1606_a1 = Vector(repeating: params[((5136 +% ((mb1605 *% 4) +% 1)) +% (k1607 *% 144))])
-            t1606_c1_0 = t1606_c1_0.addingProduct(t1606_a1, t1606_b0)
-            t1606_c1_1 = t1606_c1_1.addingProduct(t1606_a1, t1606_b1)
-            t1606_c1_2 = t1606_c1_2.addingProduct(t1606_a1, t1606_b2)
-            let t1606_a2 = Vector(repeating: params[((5136 +% ((mb1605 *% 4) +% 2)) +% (k1607 *% 144))])
-            t1606_c2_0 = t1606_c2_0.addingProduct(t1606_a2, t1606_b0)
-            t1606_c2_1 = t1606_c2_1.addingProduct(t1606_a2, t1606_b1)
-            t1606_c2_2 = t1606_c2_2.addingProduct(t1606_a2, t1606_b2)
-            let t1606_a3 = Vector(repeating: params[((5136 +% ((mb1605 *% 4) +% 3)) +% (k1607 *% 144))])
-            t1606_c3_0 = t1606_c3_0.addingProduct(t1606_a3, t1606_b0)
-            t1606_c3_1 = t1606_c3_1.addingProduct(t1606_a3, t1606_b1)
-            t1606_c3_2 = t1606_c3_2.addingProduct(t1606_a3, t1606_b2)
+    parallelFor(pool, 2) { part1685 in
+      do {  // gemm1693
+        for nb1686 in 0..<170 {
+          for mb1687 in 0..<18 {
+            var t1688_c0_0 = Vector()
+            var t1688_c0_1 = Vector()
+            var t1688_c0_2 = Vector()
+            var t1688_c1_0 = Vector()
+            var t1688_c1_1 = Vector()
+            var t1688_c1_2 = Vector()
+            var t1688_c2_0 = Vector()
+            var t1688_c2_1 = Vector()
+            var t1688_c2_2 = Vector()
+            var t1688_c3_0 = Vector()
+            var t1688_c3_1 = Vector()
+            var t1688_c3_2 = Vector()
+            for k1689 in 0..<32 {
+              let t1688_b0 = loadVector(arena, ((11078560 +% (k1689 *% 4112)) +% (nb1686 *% 24)))
+              let t1688_b1 = loadVector(arena, (((11078560 +% (k1689 *% 4112)) +% (nb1686 *% 24)) +% 8))
+              let t1688_b2 = loadVector(arena, (((11078560 +% (k1689 *% 4112)) +% (nb1686 *% 24)) +% 16))
+              let t1688_a0 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% (mb1687 *% 4)) +% (k1689 *% 144))])
+              t1688_c0_0 = t1688_c0_0.addingProduct(t1688_a0, t1688_b0)
+              t1688_c0_1 = t1688_c0_1.addingProduct(t1688_a0, t1688_b1)
+              t1688_c0_2 = t1688_c0_2.addingProduct(t1688_a0, t1688_b2)
+              let t1688_a1 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1687 *% 4) +% 1)) +% (k1689 *% 144))])
+              t1688_c1_0 = t1688_c1_0.addingProduct(t1688_a1, t1688_b0)
+              t1688_c1_1 = t1688_c1_1.addingProduct(t1688_a1, t1688_b1)
+              t1688_c1_2 = t1688_c1_2.addingProduct(t1688_a1, t1688_b2)
+              let t1688_a2 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1687 *% 4) +% 2)) +% (k1689 *% 144))])
+              t1688_c2_0 = t1688_c2_0.addingProduct(t1688_a2, t1688_b0)
+              t1688_c2_1 = t1688_c2_1.addingProduct(t1688_a2, t1688_b1)
+              t1688_c2_2 = t1688_c2_2.addingProduct(t1688_a2, t1688_b2)
+              let t1688_a3 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1687 *% 4) +% 3)) +% (k1689 *% 144))])
+              t1688_c3_0 = t1688_c3_0.addingProduct(t1688_a3, t1688_b0)
+              t1688_c3_1 = t1688_c3_1.addingProduct(t1688_a3, t1688_b1)
+              t1688_c3_2 = t1688_c3_2.addingProduct(t1688_a3, t1688_b2)
+            }
+            storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% ((mb1687 *% 4) *% 4112)) +% (nb1686 *% 24)), t1688_c0_0)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% ((mb1687 *% 4) *% 4112)) +% (nb1686 *% 24)) +% 8), t1688_c0_1)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% ((mb1687 *% 4) *% 4112)) +% (nb1686 *% 24)) +% 16), t1688_c0_2)
+            storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 1) *% 4112)) +% (nb1686 *% 24)), t1688_c1_0)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 1) *% 4112)) +% (nb1686 *% 24)) +% 8), t1688_c1_1)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 1) *% 4112)) +% (nb1686 *% 24)) +% 16), t1688_c1_2)
+            storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 2) *% 4112)) +% (nb1686 *% 24)), t1688_c2_0)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 2) *% 4112)) +% (nb1686 *% 24)) +% 8), t1688_c2_1)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 2) *% 4112)) +% (nb1686 *% 24)) +% 16), t1688_c2_2)
+            storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 3) *% 4112)) +% (nb1686 *% 24)), t1688_c3_0)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 3) *% 4112)) +% (nb1686 *% 24)) +% 8), t1688_c3_1)
+            storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1687 *% 4) +% 3) *% 4112)) +% (nb1686 *% 24)) +% 16), t1688_c3_2)
           }
-          storeVector(arena, ((10486432 +% ((mb1605 *% 4) *% 4112)) +% (nb1604 *% 24)), t1606_c0_0)
-          storeVector(arena, (((10486432 +% ((mb1605 *% 4) *% 4112)) +% (nb1604 *% 24)) +% 8), t1606_c0_1)
-          storeVector(arena, (((10486432 +% ((mb1605 *% 4) *% 4112)) +% (nb1604 *% 24)) +% 16), t1606_c0_2)
-          storeVector(arena, ((10486432 +% (((mb1605 *% 4) +% 1) *% 4112)) +% (nb1604 *% 24)), t1606_c1_0)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 1) *% 4112)) +% (nb1604 *% 24)) +% 8), t1606_c1_1)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 1) *% 4112)) +% (nb1604 *% 24)) +% 16), t1606_c1_2)
-          storeVector(arena, ((10486432 +% (((mb1605 *% 4) +% 2) *% 4112)) +% (nb1604 *% 24)), t1606_c2_0)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 2) *% 4112)) +% (nb1604 *% 24)) +% 8), t1606_c2_1)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 2) *% 4112)) +% (nb1604 *% 24)) +% 16), t1606_c2_2)
-          storeVector(arena, ((10486432 +% (((mb1605 *% 4) +% 3) *% 4112)) +% (nb1604 *% 24)), t1606_c3_0)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 3) *% 4112)) +% (nb1604 *% 24)) +% 8), t1606_c3_1)
-          storeVector(arena, (((10486432 +% (((mb1605 *% 4) +% 3) *% 4112)) +% (nb1604 *% 24)) +% 16), t1606_c3_2)
+        }
+        for mb1690 in 0..<18 {
+          var t1691_c0_0 = Vector()
+          var t1691_c0_1 = Vector()
+          var t1691_c1_0 = Vector()
+          var t1691_c1_1 = Vector()
+          var t1691_c2_0 = Vector()
+          var t1691_c2_1 = Vector()
+          var t1691_c3_0 = Vector()
+          var t1691_c3_1 = Vector()
+          for k1692 in 0..<32 {
+            let t1691_b0 = loadVector(arena, ((11078560 +% (k1692 *% 4112)) +% 4080))
+            let t1691_b1 = loadVector(arena, (((11078560 +% (k1692 *% 4112)) +% 4080) +% 8))
+            let t1691_a0 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% (mb1690 *% 4)) +% (k1692 *% 144))])
+            t1691_c0_0 = t1691_c0_0.addingProduct(t1691_a0, t1691_b0)
+            t1691_c0_1 = t1691_c0_1.addingProduct(t1691_a0, t1691_b1)
+            let t1691_a1 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1690 *% 4) +% 1)) +% (k1692 *% 144))])
+            t1691_c1_0 = t1691_c1_0.addingProduct(t1691_a1, t1691_b0)
+            t1691_c1_1 = t1691_c1_1.addingProduct(t1691_a1, t1691_b1)
+            let t1691_a2 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1690 *% 4) +% 2)) +% (k1692 *% 144))])
+            t1691_c2_0 = t1691_c2_0.addingProduct(t1691_a2, t1691_b0)
+            t1691_c2_1 = t1691_c2_1.addingProduct(t1691_a2, t1691_b1)
+            let t1691_a3 = Vector(repeating: params[(((5136 +% ((part1685 *% 8) *% 9)) +% ((mb1690 *% 4) +% 3)) +% (k1692 *% 144))])
+            t1691_c3_0 = t1691_c3_0.addingProduct(t1691_a3, t1691_b0)
+            t1691_c3_1 = t1691_c3_1.addingProduct(t1691_a3, t1691_b1)
+          }
+          storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% ((mb1690 *% 4) *% 4112)) +% 4080), t1691_c0_0)
+          storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% ((mb1690 *% 4) *% 4112)) +% 4080) +% 8), t1691_c0_1)
+          storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 1) *% 4112)) +% 4080), t1691_c1_0)
+          storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1691_c1_1)
+          storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 2) *% 4112)) +% 4080), t1691_c2_0)
+          storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1691_c2_1)
+          storeVector(arena, (((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 3) *% 4112)) +% 4080), t1691_c3_0)
+          storeVector(arena, ((((10486432 +% ((part1685 *% 8) *% 37008)) +% (((mb1690 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1691_c3_1)
         }
       }
-      for mb1608 in 0..<36 {
-        var t1609_c0_0 = Vector()
-        var t1609_c0_1 = Vector()
-        var t1609_c1_0 = Vector()
-        var t1609_c1_1 = Vector()
-        var t1609_c2_0 = Vector()
-        var t1609_c2_1 = Vector()
-        var t1609_c3_0 = Vector()
-        var t1609_c3_1 = Vector()
-        for k1610 in 0..<32 {
-          let t1609_b0 = loadVector(arena, ((11078560 +% (k1610 *% 4112)) +% 4080))
-          let t1609_b1 = loadVector(arena, (((11078560 +% (k1610 *% 4112)) +% 4080) +% 8))
-          let t1609_a0 = Vector(repeating: params[((5136 +% (mb1608 *% 4)) +% (k1610 *% 144))])
-          t1609_c0_0 = t1609_c0_0.addingProduct(t1609_a0, t1609_b0)
-          t1609_c0_1 = t1609_c0_1.addingProduct(t1609_a0, t1609_b1)
-          let t1609_a1 = Vector(repeating: params[((5136 +% ((mb1608 *% 4) +% 1)) +% (k1610 *% 144))])
-          t1609_c1_0 = t1609_c1_0.addingProduct(t1609_a1, t1609_b0)
-          t1609_c1_1 = t1609_c1_1.addingProduct(t1609_a1, t1609_b1)
-          let t1609_a2 = Vector(repeating: params[((5136 +% ((mb1608 *% 4) +% 2)) +% (k1610 *% 144))])
-          t1609_c2_0 = t1609_c2_0.addingProduct(t1609_a2, t1609_b0)
-          t1609_c2_1 = t1609_c2_1.addingProduct(t1609_a2, t1609_b1)
-          let t1609_a3 = Vector(repeating: params[((5136 +% ((mb1608 *% 4) +% 3)) +% (k1610 *% 144))])
-          t1609_c3_0 = t1609_c3_0.addingProduct(t1609_a3, t1609_b0)
-          t1609_c3_1 = t1609_c3_1.addingProduct(t1609_a3, t1609_b1)
-        }
-        storeVector(arena, ((10486432 +% ((mb1608 *% 4) *% 4112)) +% 4080), t1609_c0_0)
-        storeVector(arena, (((10486432 +% ((mb1608 *% 4) *% 4112)) +% 4080) +% 8), t1609_c0_1)
-        storeVector(arena, ((10486432 +% (((mb1608 *% 4) +% 1) *% 4112)) +% 4080), t1609_c1_0)
-        storeVector(arena, (((10486432 +% (((mb1608 *% 4) +% 1) *% 4112)) +% 4080) +% 8), t1609_c1_1)
-        storeVector(arena, ((10486432 +% (((mb1608 *% 4) +% 2) *% 4112)) +% 4080), t1609_c2_0)
-        storeVector(arena, (((10486432 +% (((mb1608 *% 4) +% 2) *% 4112)) +% 4080) +% 8), t1609_c2_1)
-        storeVector(arena, ((10486432 +% (((mb1608 *% 4) +% 3) *% 4112)) +% 4080), t1609_c3_0)
-        storeVector(arena, (((10486432 +% (((mb1608 *% 4) +% 3) *% 4112)) +% 4080) +% 8), t1609_c3_1)
-      }
-    }
-    for j1612 in 0..<16 {
-      for c1613 in 0..<16 {
-        for ky1614 in 0..<3 {
-          for oy1615 in 0..<16 {
-            if (-1 < (((oy1615 *% 2) +% ky1614) +% -1) && (((oy1615 *% 2) +% ky1614) +% -1) < 32) {
-              for ox1616 in 0..<15 {
-                arena[((((7340192 +% (((g1600 *% 16) +% j1612) *% 16384)) +% (c1613 *% 1024)) +% ((((oy1615 *% 2) +% ky1614) +% -1) *% 32)) +% (((ox1616 +% 1) *% 2) +% -1))] += arena[(((10486432 +% ((((c1613 *% 3) +% ky1614) *% 3) *% 4112)) +% (j1612 *% 256)) +% ((oy1615 *% 16) +% (ox1616 +% 1)))]
+      for j1694 in 0..<16 {
+        for c1695 in 0..<8 {
+          for ky1696 in 0..<3 {
+            for oy1697 in 0..<16 {
+              if (-1 < (((oy1697 *% 2) +% ky1696) +% -1) && (((oy1697 *% 2) +% ky1696) +% -1) < 32) {
+                for ox1698 in 0..<15 {
+                  arena[((((7340192 +% (((g1681 *% 16) +% j1694) *% 16384)) +% ((c1695 +% (part1685 *% 8)) *% 1024)) +% ((((oy1697 *% 2) +% ky1696) +% -1) *% 32)) +% (((ox1698 +% 1) *% 2) +% -1))] += arena[(((10486432 +% (((((c1695 +% (part1685 *% 8)) *% 3) +% ky1696) *% 3) *% 4112)) +% (j1694 *% 256)) +% ((oy1697 *% 16) +% (ox1698 +% 1)))]
+                }
               }
             }
-          }
-          for oy1617 in 0..<16 {
-            if (-1 < (((oy1617 *% 2) +% ky1614) +% -1) && (((oy1617 *% 2) +% ky1614) +% -1) < 32) {
-              for ox1618 in 0..<16 {
-                arena[((((7340192 +% (((g1600 *% 16) +% j1612) *% 16384)) +% (c1613 *% 1024)) +% ((((oy1617 *% 2) +% ky1614) +% -1) *% 32)) +% (ox1618 *% 2))] += arena[(((10486432 +% (((((c1613 *% 3) +% ky1614) *% 3) +% 1) *% 4112)) +% (j1612 *% 256)) +% ((oy1617 *% 16) +% ox1618))]
+            for oy1699 in 0..<16 {
+              if (-1 < (((oy1699 *% 2) +% ky1696) +% -1) && (((oy1699 *% 2) +% ky1696) +% -1) < 32) {
+                for ox1700 in 0..<16 {
+                  arena[((((7340192 +% (((g1681 *% 16) +% j1694) *% 16384)) +% ((c1695 +% (part1685 *% 8)) *% 1024)) +% ((((oy1699 *% 2) +% ky1696) +% -1) *% 32)) +% (ox1700 *% 2))] += arena[(((10486432 +% ((((((c1695 +% (part1685 *% 8)) *% 3) +% ky1696) *% 3) +% 1) *% 4112)) +% (j1694 *% 256)) +% ((oy1699 *% 16) +% ox1700))]
+                }
               }
             }
-          }
-          for oy1619 in 0..<16 {
-            if (-1 < (((oy1619 *% 2) +% ky1614) +% -1) && (((oy1619 *% 2) +% ky1614) +% -1) < 32) {
-              for ox1620 in 0..<16 {
-                arena[((((7340192 +% (((g1600 *% 16) +% j1612) *% 16384)) +% (c1613 *% 1024)) +% ((((oy1619 *% 2) +% ky1614) +% -1) *% 32)) +% ((ox1620 *% 2) +% 1))] += arena[(((10486432 +% (((((c1613 *% 3) +% ky1614) *% 3) +% 2) *% 4112)) +% (j1612 *% 256)) +% ((oy1619 *% 16) +% ox1620))]
+            for oy1701 in 0..<16 {
+              if (-1 < (((oy1701 *% 2) +% ky1696) +% -1) && (((oy1701 *% 2) +% ky1696) +% -1) < 32) {
+                for ox1702 in 0..<16 {
+                  arena[((((7340192 +% (((g1681 *% 16) +% j1694) *% 16384)) +% ((c1695 +% (part1685 *% 8)) *% 1024)) +% ((((oy1701 *% 2) +% ky1696) +% -1) *% 32)) +% ((ox1702 *% 2) +% 1))] += arena[(((10486432 +% ((((((c1695 +% (part1685 *% 8)) *% 3) +% ky1696) *% 3) +% 2) *% 4112)) +% (j1694 *% 256)) +% ((oy1701 *% 16) +% ox1702))]
+                }
               }
             }
           }
@@ -4415,66 +4509,76 @@ public func resnet8_train_b64(
     }
   }
   // x1_grad_sum = add(x1_grad, x1_grad2)
-  for i1621 in 0..<131072 {
-    storeVector(arena, ((i1621 *% 8) +% 6291552), (loadVector(arena, ((i1621 *% 8) +% 8388832)) + loadVector(arena, ((i1621 *% 8) +% 7340192))))
+  parallelFor(pool, 2) { part1703 in
+    for i1704 in 0..<524288 {
+      arena[(6291552 +% (i1704 +% (part1703 *% 524288)))] = (arena[(8388832 +% (i1704 +% (part1703 *% 524288)))] + arena[(7340192 +% (i1704 +% (part1703 *% 524288)))])
+    }
   }
   // s1_sum_grad = relu_grad(x1_grad_sum, x1)
-  for i1622 in 0..<131072 {
-    storeVector(arena, ((i1622 *% 8) +% 7340192), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1622 *% 8) +% 6291552)), where: loadVector(arena, ((i1622 *% 8) +% 5242944)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part1705 in
+    for i1706 in 0..<524288 {
+      arena[(7340192 +% (i1706 +% (part1705 *% 524288)))] = (arena[(5242944 +% (i1706 +% (part1705 *% 524288)))] > Float(0) ? arena[(6291552 +% (i1706 +% (part1705 *% 524288)))] : Float(0))
+    }
   }
   // s1_bn2_weight_grad = batchnorm_grad_weight(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var)
-  for c1623 in 0..<16 {
-    var invstd1625: Float = (Float(1) / sqrtf((arena[(6291536 +% c1623)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1626: Float = arena[(6291520 +% c1623)]
-    var acc1627 = Vector()
-    var tail1628: Float = Float(0)
-    for n1629 in 0..<64 {
-      for v1630 in 0..<128 {
-        acc1627 = (acc1627 + (loadVector(arena, (7340192 +% ((((n1629 *% 16) +% c1623) *% 1024) +% (v1630 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1629 *% 16) +% c1623) *% 1024) +% (v1630 *% 8)))) - Vector(repeating: mean1626)) * Vector(repeating: invstd1625))))
+  parallelFor(pool, 2) { part1707 in
+    for c1708 in 0..<8 {
+      var invstd1710: Float = (Float(1) / sqrtf((arena[(6291536 +% (c1708 +% (part1707 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1711: Float = arena[(6291520 +% (c1708 +% (part1707 *% 8)))]
+      var acc1712 = Vector()
+      var tail1713: Float = Float(0)
+      for n1714 in 0..<64 {
+        for v1715 in 0..<128 {
+          acc1712 = (acc1712 + (loadVector(arena, (7340192 +% ((((n1714 *% 16) +% (c1708 +% (part1707 *% 8))) *% 1024) +% (v1715 *% 8)))) * ((loadVector(arena, (3145760 +% ((((n1714 *% 16) +% (c1708 +% (part1707 *% 8))) *% 1024) +% (v1715 *% 8)))) - Vector(repeating: mean1711)) * Vector(repeating: invstd1710))))
+        }
       }
+      storeVector(arena, (5242944 +% (part1707 *% 8)), acc1712)
+      var sum1716: Float = (arena[(5242944 +% (part1707 *% 8))] + arena[((5242944 +% (part1707 *% 8)) +% 1)])
+      var sum1717: Float = (sum1716 + arena[((5242944 +% (part1707 *% 8)) +% 2)])
+      var sum1718: Float = (sum1717 + arena[((5242944 +% (part1707 *% 8)) +% 3)])
+      var sum1719: Float = (sum1718 + arena[((5242944 +% (part1707 *% 8)) +% 4)])
+      var sum1720: Float = (sum1719 + arena[((5242944 +% (part1707 *% 8)) +% 5)])
+      var sum1721: Float = (sum1720 + arena[((5242944 +% (part1707 *% 8)) +% 6)])
+      var sum1722: Float = (sum1721 + arena[((5242944 +% (part1707 *% 8)) +% 7)])
+      var sum_x1709: Float = (sum1722 + tail1713)
+      grads[(5104 +% (c1708 +% (part1707 *% 8)))] = sum_x1709
     }
-    storeVector(arena, 5242944, acc1627)
-    var sum1631: Float = (arena[5242944] + arena[5242945])
-    var sum1632: Float = (sum1631 + arena[5242946])
-    var sum1633: Float = (sum1632 + arena[5242947])
-    var sum1634: Float = (sum1633 + arena[5242948])
-    var sum1635: Float = (sum1634 + arena[5242949])
-    var sum1636: Float = (sum1635 + arena[5242950])
-    var sum1637: Float = (sum1636 + arena[5242951])
-    var sum_x1624: Float = (sum1637 + tail1628)
-    grads[(5104 +% c1623)] = sum_x1624
   }
   // s1_bn2_bias_grad = batchnorm_grad_bias(s1_sum_grad)
-  for c1638 in 0..<16 {
-    var acc1640 = Vector()
-    var tail1641: Float = Float(0)
-    for n1642 in 0..<64 {
-      for v1643 in 0..<128 {
-        acc1640 = (acc1640 + loadVector(arena, (7340192 +% ((((n1642 *% 16) +% c1638) *% 1024) +% (v1643 *% 8)))))
+  parallelFor(pool, 2) { part1723 in
+    for c1724 in 0..<8 {
+      var acc1726 = Vector()
+      var tail1727: Float = Float(0)
+      for n1728 in 0..<64 {
+        for v1729 in 0..<128 {
+          acc1726 = (acc1726 + loadVector(arena, (7340192 +% ((((n1728 *% 16) +% (c1724 +% (part1723 *% 8))) *% 1024) +% (v1729 *% 8)))))
+        }
       }
+      storeVector(arena, (5242944 +% (part1723 *% 8)), acc1726)
+      var sum1730: Float = (arena[(5242944 +% (part1723 *% 8))] + arena[((5242944 +% (part1723 *% 8)) +% 1)])
+      var sum1731: Float = (sum1730 + arena[((5242944 +% (part1723 *% 8)) +% 2)])
+      var sum1732: Float = (sum1731 + arena[((5242944 +% (part1723 *% 8)) +% 3)])
+      var sum1733: Float = (sum1732 + arena[((5242944 +% (part1723 *% 8)) +% 4)])
+      var sum1734: Float = (sum1733 + arena[((5242944 +% (part1723 *% 8)) +% 5)])
+      var sum1735: Float = (sum1734 + arena[((5242944 +% (part1723 *% 8)) +% 6)])
+      var sum1736: Float = (sum1735 + arena[((5242944 +% (part1723 *% 8)) +% 7)])
+      var sum1725: Float = (sum1736 + tail1727)
+      grads[(5120 +% (c1724 +% (part1723 *% 8)))] = sum1725
     }
-    storeVector(arena, 5242944, acc1640)
-    var sum1644: Float = (arena[5242944] + arena[5242945])
-    var sum1645: Float = (sum1644 + arena[5242946])
-    var sum1646: Float = (sum1645 + arena[5242947])
-    var sum1647: Float = (sum1646 + arena[5242948])
-    var sum1648: Float = (sum1647 + arena[5242949])
-    var sum1649: Float = (sum1648 + arena[5242950])
-    var sum1650: Float = (sum1649 + arena[5242951])
-    var sum1639: Float = (sum1650 + tail1641)
-    grads[(5120 +% c1638)] = sum1639
   }
   // s1_conv2_grad = batchnorm_grad_input(s1_sum_grad, s1_conv2, s1_bn2.mean, s1_bn2.var, s1_bn2.weight, s1_bn2_bias_grad, s1_bn2_weight_grad)
-  for c1651 in 0..<16 {
-    var invstd1654: Float = (Float(1) / sqrtf((arena[(6291536 +% c1651)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1652: Float = grads[(5120 +% c1651)]
-    var sum_x1653: Float = grads[(5104 +% c1651)]
-    var scale1655: Float = (params[(5104 +% c1651)] * invstd1654)
-    var mean_dy1656: Float = (sum1652 / Float(65536))
-    var mean_dy_x1657: Float = (sum_x1653 / Float(65536))
-    for n1658 in 0..<64 {
-      for i1659 in 0..<1024 {
-        arena[(5242944 +% ((((n1658 *% 16) +% c1651) *% 1024) +% i1659))] = (scale1655 * ((arena[(7340192 +% ((((n1658 *% 16) +% c1651) *% 1024) +% i1659))] - mean_dy1656) - (((arena[(3145760 +% ((((n1658 *% 16) +% c1651) *% 1024) +% i1659))] - arena[(6291520 +% c1651)]) * invstd1654) * mean_dy_x1657)))
+  parallelFor(pool, 2) { part1737 in
+    for c1738 in 0..<8 {
+      var invstd1741: Float = (Float(1) / sqrtf((arena[(6291536 +% (c1738 +% (part1737 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1739: Float = grads[(5120 +% (c1738 +% (part1737 *% 8)))]
+      var sum_x1740: Float = grads[(5104 +% (c1738 +% (part1737 *% 8)))]
+      var scale1742: Float = (params[(5104 +% (c1738 +% (part1737 *% 8)))] * invstd1741)
+      var mean_dy1743: Float = (sum1739 / Float(65536))
+      var mean_dy_x1744: Float = (sum_x1740 / Float(65536))
+      for n1745 in 0..<64 {
+        for i1746 in 0..<1024 {
+          arena[(5242944 +% ((((n1745 *% 16) +% (c1738 +% (part1737 *% 8))) *% 1024) +% i1746))] = (scale1742 * ((arena[(7340192 +% ((((n1745 *% 16) +% (c1738 +% (part1737 *% 8))) *% 1024) +% i1746))] - mean_dy1743) - (((arena[(3145760 +% ((((n1745 *% 16) +% (c1738 +% (part1737 *% 8))) *% 1024) +% i1746))] - arena[(6291520 +% (c1738 +% (part1737 *% 8)))]) * invstd1741) * mean_dy_x1744)))
+        }
       }
     }
   }
@@ -4483,62 +4587,70 @@ public func resnet8_train_b64(
   // s1_relu1_grad = conv2d_grad_input(s1_conv2_grad, s1_conv2.weight, s1_relu1)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 2808, 6291552)
   // s1_bn1_grad = relu_grad(s1_relu1_grad, s1_relu1)
-  for i1860 in 0..<131072 {
-    storeVector(arena, ((i1860 *% 8) +% 5242944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i1860 *% 8) +% 3145760)), where: loadVector(arena, ((i1860 *% 8) +% 4194368)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part1954 in
+    for i1955 in 0..<524288 {
+      arena[(5242944 +% (i1955 +% (part1954 *% 524288)))] = (arena[(4194368 +% (i1955 +% (part1954 *% 524288)))] > Float(0) ? arena[(3145760 +% (i1955 +% (part1954 *% 524288)))] : Float(0))
+    }
   }
   // s1_bn1_weight_grad = batchnorm_grad_weight(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var)
-  for c1861 in 0..<16 {
-    var invstd1863: Float = (Float(1) / sqrtf((arena[(4194352 +% c1861)] + Float(bitPattern: 0x3727c5ac))))
-    var mean1864: Float = arena[(4194336 +% c1861)]
-    var acc1865 = Vector()
-    var tail1866: Float = Float(0)
-    for n1867 in 0..<64 {
-      for v1868 in 0..<128 {
-        acc1865 = (acc1865 + (loadVector(arena, (5242944 +% ((((n1867 *% 16) +% c1861) *% 1024) +% (v1868 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1867 *% 16) +% c1861) *% 1024) +% (v1868 *% 8)))) - Vector(repeating: mean1864)) * Vector(repeating: invstd1863))))
+  parallelFor(pool, 2) { part1956 in
+    for c1957 in 0..<8 {
+      var invstd1959: Float = (Float(1) / sqrtf((arena[(4194352 +% (c1957 +% (part1956 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean1960: Float = arena[(4194336 +% (c1957 +% (part1956 *% 8)))]
+      var acc1961 = Vector()
+      var tail1962: Float = Float(0)
+      for n1963 in 0..<64 {
+        for v1964 in 0..<128 {
+          acc1961 = (acc1961 + (loadVector(arena, (5242944 +% ((((n1963 *% 16) +% (c1957 +% (part1956 *% 8))) *% 1024) +% (v1964 *% 8)))) * ((loadVector(arena, (1048576 +% ((((n1963 *% 16) +% (c1957 +% (part1956 *% 8))) *% 1024) +% (v1964 *% 8)))) - Vector(repeating: mean1960)) * Vector(repeating: invstd1959))))
+        }
       }
+      storeVector(arena, (3145760 +% (part1956 *% 8)), acc1961)
+      var sum1965: Float = (arena[(3145760 +% (part1956 *% 8))] + arena[((3145760 +% (part1956 *% 8)) +% 1)])
+      var sum1966: Float = (sum1965 + arena[((3145760 +% (part1956 *% 8)) +% 2)])
+      var sum1967: Float = (sum1966 + arena[((3145760 +% (part1956 *% 8)) +% 3)])
+      var sum1968: Float = (sum1967 + arena[((3145760 +% (part1956 *% 8)) +% 4)])
+      var sum1969: Float = (sum1968 + arena[((3145760 +% (part1956 *% 8)) +% 5)])
+      var sum1970: Float = (sum1969 + arena[((3145760 +% (part1956 *% 8)) +% 6)])
+      var sum1971: Float = (sum1970 + arena[((3145760 +% (part1956 *% 8)) +% 7)])
+      var sum_x1958: Float = (sum1971 + tail1962)
+      grads[(2768 +% (c1957 +% (part1956 *% 8)))] = sum_x1958
     }
-    storeVector(arena, 3145760, acc1865)
-    var sum1869: Float = (arena[3145760] + arena[3145761])
-    var sum1870: Float = (sum1869 + arena[3145762])
-    var sum1871: Float = (sum1870 + arena[3145763])
-    var sum1872: Float = (sum1871 + arena[3145764])
-    var sum1873: Float = (sum1872 + arena[3145765])
-    var sum1874: Float = (sum1873 + arena[3145766])
-    var sum1875: Float = (sum1874 + arena[3145767])
-    var sum_x1862: Float = (sum1875 + tail1866)
-    grads[(2768 +% c1861)] = sum_x1862
   }
   // s1_bn1_bias_grad = batchnorm_grad_bias(s1_bn1_grad)
-  for c1876 in 0..<16 {
-    var acc1878 = Vector()
-    var tail1879: Float = Float(0)
-    for n1880 in 0..<64 {
-      for v1881 in 0..<128 {
-        acc1878 = (acc1878 + loadVector(arena, (5242944 +% ((((n1880 *% 16) +% c1876) *% 1024) +% (v1881 *% 8)))))
+  parallelFor(pool, 2) { part1972 in
+    for c1973 in 0..<8 {
+      var acc1975 = Vector()
+      var tail1976: Float = Float(0)
+      for n1977 in 0..<64 {
+        for v1978 in 0..<128 {
+          acc1975 = (acc1975 + loadVector(arena, (5242944 +% ((((n1977 *% 16) +% (c1973 +% (part1972 *% 8))) *% 1024) +% (v1978 *% 8)))))
+        }
       }
+      storeVector(arena, (3145760 +% (part1972 *% 8)), acc1975)
+      var sum1979: Float = (arena[(3145760 +% (part1972 *% 8))] + arena[((3145760 +% (part1972 *% 8)) +% 1)])
+      var sum1980: Float = (sum1979 + arena[((3145760 +% (part1972 *% 8)) +% 2)])
+      var sum1981: Float = (sum1980 + arena[((3145760 +% (part1972 *% 8)) +% 3)])
+      var sum1982: Float = (sum1981 + arena[((3145760 +% (part1972 *% 8)) +% 4)])
+      var sum1983: Float = (sum1982 + arena[((3145760 +% (part1972 *% 8)) +% 5)])
+      var sum1984: Float = (sum1983 + arena[((3145760 +% (part1972 *% 8)) +% 6)])
+      var sum1985: Float = (sum1984 + arena[((3145760 +% (part1972 *% 8)) +% 7)])
+      var sum1974: Float = (sum1985 + tail1976)
+      grads[(2784 +% (c1973 +% (part1972 *% 8)))] = sum1974
     }
-    storeVector(arena, 3145760, acc1878)
-    var sum1882: Float = (arena[3145760] + arena[3145761])
-    var sum1883: Float = (sum1882 + arena[3145762])
-    var sum1884: Float = (sum1883 + arena[3145763])
-    var sum1885: Float = (sum1884 + arena[3145764])
-    var sum1886: Float = (sum1885 + arena[3145765])
-    var sum1887: Float = (sum1886 + arena[3145766])
-    var sum1888: Float = (sum1887 + arena[3145767])
-    var sum1877: Float = (sum1888 + tail1879)
-    grads[(2784 +% c1876)] = sum1877
   }
   // s1_conv1_grad = batchnorm_grad_input(s1_bn1_grad, s1_conv1, s1_bn1.mean, s1_bn1.var, s1_bn1.weight, s1_bn1_bias_grad, s1_bn1_weight_grad)
-  for c1889 in 0..<16 {
-    var invstd1892: Float = (Float(1) / sqrtf((arena[(4194352 +% c1889)] + Float(bitPattern: 0x3727c5ac))))
-    var sum1890: Float = grads[(2784 +% c1889)]
-    var sum_x1891: Float = grads[(2768 +% c1889)]
-    var scale1893: Float = (params[(2768 +% c1889)] * invstd1892)
-    var mean_dy1894: Float = (sum1890 / Float(65536))
-    var mean_dy_x1895: Float = (sum_x1891 / Float(65536))
-    for n1896 in 0..<64 {
-      for i1897 in 0..<1024 {
-        arena[(3145760 +% ((((n1896 *% 16) +% c1889) *% 1024) +% i1897))] = (scale1893 * ((arena[(5242944 +% ((((n1896 *% 16) +% c1889) *% 1024) +% i1897))] - mean_dy1894) - (((arena[(1048576 +% ((((n1896 *% 16) +% c1889) *% 1024) +% i1897))] - arena[(4194336 +% c1889)]) * invstd1892) * mean_dy_x1895)))
+  parallelFor(pool, 2) { part1986 in
+    for c1987 in 0..<8 {
+      var invstd1990: Float = (Float(1) / sqrtf((arena[(4194352 +% (c1987 +% (part1986 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum1988: Float = grads[(2784 +% (c1987 +% (part1986 *% 8)))]
+      var sum_x1989: Float = grads[(2768 +% (c1987 +% (part1986 *% 8)))]
+      var scale1991: Float = (params[(2768 +% (c1987 +% (part1986 *% 8)))] * invstd1990)
+      var mean_dy1992: Float = (sum1988 / Float(65536))
+      var mean_dy_x1993: Float = (sum_x1989 / Float(65536))
+      for n1994 in 0..<64 {
+        for i1995 in 0..<1024 {
+          arena[(3145760 +% ((((n1994 *% 16) +% (c1987 +% (part1986 *% 8))) *% 1024) +% i1995))] = (scale1991 * ((arena[(5242944 +% ((((n1994 *% 16) +% (c1987 +% (part1986 *% 8))) *% 1024) +% i1995))] - mean_dy1992) - (((arena[(1048576 +% ((((n1994 *% 16) +% (c1987 +% (part1986 *% 8))) *% 1024) +% i1995))] - arena[(4194336 +% (c1987 +% (part1986 *% 8)))]) * invstd1990) * mean_dy_x1993)))
+        }
       }
     }
   }
@@ -4547,247 +4659,304 @@ public func resnet8_train_b64(
   // x0_grad = conv2d_grad_input(s1_conv1_grad, s1_conv1.weight, x0)
   resnet8_train_b64_shared5_s1_relu1_grad(params, grads, m, v, arena, prepared, images, labels, lr, step, seed, pool, 472, 4194368)
   // x0_grad_sum = add(s1_sum_grad, x0_grad)
-  for i2098 in 0..<131072 {
-    storeVector(arena, ((i2098 *% 8) +% 3145760), (loadVector(arena, ((i2098 *% 8) +% 7340192)) + loadVector(arena, ((i2098 *% 8) +% 1048576))))
+  parallelFor(pool, 2) { part2203 in
+    for i2204 in 0..<524288 {
+      arena[(3145760 +% (i2204 +% (part2203 *% 524288)))] = (arena[(7340192 +% (i2204 +% (part2203 *% 524288)))] + arena[(1048576 +% (i2204 +% (part2203 *% 524288)))])
+    }
   }
   // stem_bn_grad = relu_grad(x0_grad_sum, x0)
-  for i2099 in 0..<131072 {
-    storeVector(arena, ((i2099 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i2099 *% 8) +% 3145760)), where: loadVector(arena, ((i2099 *% 8) +% 2097184)) .> Vector(repeating: Float(0))))
+  parallelFor(pool, 2) { part2205 in
+    for i2206 in 0..<524288 {
+      arena[(1048576 +% (i2206 +% (part2205 *% 524288)))] = (arena[(2097184 +% (i2206 +% (part2205 *% 524288)))] > Float(0) ? arena[(3145760 +% (i2206 +% (part2205 *% 524288)))] : Float(0))
+    }
   }
   // stem_bn_weight_grad = batchnorm_grad_weight(stem_bn_grad, stem, stem_bn.mean, stem_bn.var)
-  for c2100 in 0..<16 {
-    var invstd2102: Float = (Float(1) / sqrtf((arena[(2097168 +% c2100)] + Float(bitPattern: 0x3727c5ac))))
-    var mean2103: Float = arena[(2097152 +% c2100)]
-    var acc2104 = Vector()
-    var tail2105: Float = Float(0)
-    for n2106 in 0..<64 {
-      for v2107 in 0..<128 {
-        acc2104 = (acc2104 + (loadVector(arena, (1048576 +% ((((n2106 *% 16) +% c2100) *% 1024) +% (v2107 *% 8)))) * ((loadVector(arena, ((((n2106 *% 16) +% c2100) *% 1024) +% (v2107 *% 8))) - Vector(repeating: mean2103)) * Vector(repeating: invstd2102))))
+  parallelFor(pool, 2) { part2207 in
+    for c2208 in 0..<8 {
+      var invstd2210: Float = (Float(1) / sqrtf((arena[(2097168 +% (c2208 +% (part2207 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var mean2211: Float = arena[(2097152 +% (c2208 +% (part2207 *% 8)))]
+      var acc2212 = Vector()
+      var tail2213: Float = Float(0)
+      for n2214 in 0..<64 {
+        for v2215 in 0..<128 {
+          acc2212 = (acc2212 + (loadVector(arena, (1048576 +% ((((n2214 *% 16) +% (c2208 +% (part2207 *% 8))) *% 1024) +% (v2215 *% 8)))) * ((loadVector(arena, ((((n2214 *% 16) +% (c2208 +% (part2207 *% 8))) *% 1024) +% (v2215 *% 8))) - Vector(repeating: mean2211)) * Vector(repeating: invstd2210))))
+        }
       }
+      storeVector(arena, (2097184 +% (part2207 *% 8)), acc2212)
+      var sum2216: Float = (arena[(2097184 +% (part2207 *% 8))] + arena[((2097184 +% (part2207 *% 8)) +% 1)])
+      var sum2217: Float = (sum2216 + arena[((2097184 +% (part2207 *% 8)) +% 2)])
+      var sum2218: Float = (sum2217 + arena[((2097184 +% (part2207 *% 8)) +% 3)])
+      var sum2219: Float = (sum2218 + arena[((2097184 +% (part2207 *% 8)) +% 4)])
+      var sum2220: Float = (sum2219 + arena[((2097184 +% (part2207 *% 8)) +% 5)])
+      var sum2221: Float = (sum2220 + arena[((2097184 +% (part2207 *% 8)) +% 6)])
+      var sum2222: Float = (sum2221 + arena[((2097184 +% (part2207 *% 8)) +% 7)])
+      var sum_x2209: Float = (sum2222 + tail2213)
+      grads[(432 +% (c2208 +% (part2207 *% 8)))] = sum_x2209
     }
-    storeVector(arena, 2097184, acc2104)
-    var sum2108: Float = (arena[2097184] + arena[2097185])
-    var sum2109: Float = (sum2108 + arena[2097186])
-    var sum2110: Float = (sum2109 + arena[2097187])
-    var sum2111: Float = (sum2110 + arena[2097188])
-    var sum2112: Float = (sum2111 + arena[2097189])
-    var sum2113: Float = (sum2112 + arena[2097190])
-    var sum2114: Float = (sum2113 + arena[2097191])
-    var sum_x2101: Float = (sum2114 + tail2105)
-    grads[(432 +% c2100)] = sum_x2101
   }
   // stem_bn_bias_grad = batchnorm_grad_bias(stem_bn_grad)
-  for c2115 in 0..<16 {
-    var acc2117 = Vector()
-    var tail2118: Float = Float(0)
-    for n2119 in 0..<64 {
-      for v2120 in 0..<128 {
-        acc2117 = (acc2117 + loadVector(arena, (1048576 +% ((((n2119 *% 16) +% c2115) *% 1024) +% (v2120 *% 8)))))
+  parallelFor(pool, 2) { part2223 in
+    for c2224 in 0..<8 {
+      var acc2226 = Vector()
+      var tail2227: Float = Float(0)
+      for n2228 in 0..<64 {
+        for v2229 in 0..<128 {
+          acc2226 = (acc2226 + loadVector(arena, (1048576 +% ((((n2228 *% 16) +% (c2224 +% (part2223 *% 8))) *% 1024) +% (v2229 *% 8)))))
+        }
       }
+      storeVector(arena, (2097184 +% (part2223 *% 8)), acc2226)
+      var sum2230: Float = (arena[(2097184 +% (part2223 *% 8))] + arena[((2097184 +% (part2223 *% 8)) +% 1)])
+      var sum2231: Float = (sum2230 + arena[((2097184 +% (part2223 *% 8)) +% 2)])
+      var sum2232: Float = (sum2231 + arena[((2097184 +% (part2223 *% 8)) +% 3)])
+      var sum2233: Float = (sum2232 + arena[((2097184 +% (part2223 *% 8)) +% 4)])
+      var sum2234: Float = (sum2233 + arena[((2097184 +% (part2223 *% 8)) +% 5)])
+      var sum2235: Float = (sum2234 + arena[((2097184 +% (part2223 *% 8)) +% 6)])
+      var sum2236: Float = (sum2235 + arena[((2097184 +% (part2223 *% 8)) +% 7)])
+      var sum2225: Float = (sum2236 + tail2227)
+      grads[(448 +% (c2224 +% (part2223 *% 8)))] = sum2225
     }
-    storeVector(arena, 2097184, acc2117)
-    var sum2121: Float = (arena[2097184] + arena[2097185])
-    var sum2122: Float = (sum2121 + arena[2097186])
-    var sum2123: Float = (sum2122 + arena[2097187])
-    var sum2124: Float = (sum2123 + arena[2097188])
-    var sum2125: Float = (sum2124 + arena[2097189])
-    var sum2126: Float = (sum2125 + arena[2097190])
-    var sum2127: Float = (sum2126 + arena[2097191])
-    var sum2116: Float = (sum2127 + tail2118)
-    grads[(448 +% c2115)] = sum2116
   }
   // stem_grad = batchnorm_grad_input(stem_bn_grad, stem, stem_bn.mean, stem_bn.var, stem_bn.weight, stem_bn_bias_grad, stem_bn_weight_grad)
-  for c2128 in 0..<16 {
-    var invstd2131: Float = (Float(1) / sqrtf((arena[(2097168 +% c2128)] + Float(bitPattern: 0x3727c5ac))))
-    var sum2129: Float = grads[(448 +% c2128)]
-    var sum_x2130: Float = grads[(432 +% c2128)]
-    var scale2132: Float = (params[(432 +% c2128)] * invstd2131)
-    var mean_dy2133: Float = (sum2129 / Float(65536))
-    var mean_dy_x2134: Float = (sum_x2130 / Float(65536))
-    for n2135 in 0..<64 {
-      for i2136 in 0..<1024 {
-        arena[(2097184 +% ((((n2135 *% 16) +% c2128) *% 1024) +% i2136))] = (scale2132 * ((arena[(1048576 +% ((((n2135 *% 16) +% c2128) *% 1024) +% i2136))] - mean_dy2133) - (((arena[((((n2135 *% 16) +% c2128) *% 1024) +% i2136)] - arena[(2097152 +% c2128)]) * invstd2131) * mean_dy_x2134)))
+  parallelFor(pool, 2) { part2237 in
+    for c2238 in 0..<8 {
+      var invstd2241: Float = (Float(1) / sqrtf((arena[(2097168 +% (c2238 +% (part2237 *% 8)))] + Float(bitPattern: 0x3727c5ac))))
+      var sum2239: Float = grads[(448 +% (c2238 +% (part2237 *% 8)))]
+      var sum_x2240: Float = grads[(432 +% (c2238 +% (part2237 *% 8)))]
+      var scale2242: Float = (params[(432 +% (c2238 +% (part2237 *% 8)))] * invstd2241)
+      var mean_dy2243: Float = (sum2239 / Float(65536))
+      var mean_dy_x2244: Float = (sum_x2240 / Float(65536))
+      for n2245 in 0..<64 {
+        for i2246 in 0..<1024 {
+          arena[(2097184 +% ((((n2245 *% 16) +% (c2238 +% (part2237 *% 8))) *% 1024) +% i2246))] = (scale2242 * ((arena[(1048576 +% ((((n2245 *% 16) +% (c2238 +% (part2237 *% 8))) *% 1024) +% i2246))] - mean_dy2243) - (((arena[((((n2245 *% 16) +% (c2238 +% (part2237 *% 8))) *% 1024) +% i2246)] - arena[(2097152 +% (c2238 +% (part2237 *% 8)))]) * invstd2241) * mean_dy_x2244)))
+        }
       }
     }
   }
   // stem_weight_grad = conv2d_grad_weight(stem_grad, image)
-  for i2137 in 0..<54 {
-    storeVector(arena, ((i2137 *% 8) +% 704944), Vector(repeating: Float(0)))
+  for i2247 in 0..<54 {
+    storeVector(arena, ((i2247 *% 8) +% 704944), Vector(repeating: Float(0)))
   }
-  for g2138 in 0..<4 {
-    for j2139 in 0..<16 {
-      for c2140 in 0..<3 {
-        for ky2141 in 0..<3 {
-          for oy2142 in 0..<32 {
-            if (-1 < ((oy2142 +% ky2141) +% -1) && ((oy2142 +% ky2141) +% -1) < 32) {
-              for ox2143 in 0..<31 {
-                arena[((((((c2140 *% 3) +% ky2141) *% 3) *% 16400) +% (j2139 *% 1024)) +% ((oy2142 *% 32) +% (ox2143 +% 1)))] = images[((((((g2138 *% 16) +% j2139) *% 3072) +% (c2140 *% 1024)) +% (((oy2142 +% ky2141) +% -1) *% 32)) +% ((ox2143 +% 1) +% -1))]
+  for g2248 in 0..<4 {
+    for j2249 in 0..<16 {
+      for c2250 in 0..<3 {
+        for ky2251 in 0..<3 {
+          for oy2252 in 0..<32 {
+            if (-1 < ((oy2252 +% ky2251) +% -1) && ((oy2252 +% ky2251) +% -1) < 32) {
+              for ox2253 in 0..<31 {
+                arena[((((((c2250 *% 3) +% ky2251) *% 3) *% 16400) +% (j2249 *% 1024)) +% ((oy2252 *% 32) +% (ox2253 +% 1)))] = images[((((((g2248 *% 16) +% j2249) *% 3072) +% (c2250 *% 1024)) +% (((oy2252 +% ky2251) +% -1) *% 32)) +% ((ox2253 +% 1) +% -1))]
               }
-              for ox2144 in 0..<1 {
-                arena[((((((c2140 *% 3) +% ky2141) *% 3) *% 16400) +% (j2139 *% 1024)) +% ((oy2142 *% 32) +% ox2144))] = Float(0)
-              }
-            }
-            if ((oy2142 +% ky2141) +% -1) < 0 {
-              for ox2145 in 0..<32 {
-                arena[((((((c2140 *% 3) +% ky2141) *% 3) *% 16400) +% (j2139 *% 1024)) +% ((oy2142 *% 32) +% ox2145))] = Float(0)
+              for ox2254 in 0..<1 {
+                arena[((((((c2250 *% 3) +% ky2251) *% 3) *% 16400) +% (j2249 *% 1024)) +% ((oy2252 *% 32) +% ox2254))] = Float(0)
               }
             }
-            if 31 < ((oy2142 +% ky2141) +% -1) {
-              for ox2145 in 0..<32 {
-                arena[((((((c2140 *% 3) +% ky2141) *% 3) *% 16400) +% (j2139 *% 1024)) +% ((oy2142 *% 32) +% ox2145))] = Float(0)
+            if ((oy2252 +% ky2251) +% -1) < 0 {
+              for ox2255 in 0..<32 {
+                arena[((((((c2250 *% 3) +% ky2251) *% 3) *% 16400) +% (j2249 *% 1024)) +% ((oy2252 *% 32) +% ox2255))] = Float(0)
               }
             }
-          }
-          for oy2146 in 0..<32 {
-            if (-1 < ((oy2146 +% ky2141) +% -1) && ((oy2146 +% ky2141) +% -1) < 32) {
-              for ox2147 in 0..<32 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 1) *% 16400) +% (j2139 *% 1024)) +% ((oy2146 *% 32) +% ox2147))] = images[((((((g2138 *% 16) +% j2139) *% 3072) +% (c2140 *% 1024)) +% (((oy2146 +% ky2141) +% -1) *% 32)) +% ox2147)]
-              }
-            }
-            if ((oy2146 +% ky2141) +% -1) < 0 {
-              for ox2148 in 0..<32 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 1) *% 16400) +% (j2139 *% 1024)) +% ((oy2146 *% 32) +% ox2148))] = Float(0)
-              }
-            }
-            if 31 < ((oy2146 +% ky2141) +% -1) {
-              for ox2148 in 0..<32 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 1) *% 16400) +% (j2139 *% 1024)) +% ((oy2146 *% 32) +% ox2148))] = Float(0)
+            if 31 < ((oy2252 +% ky2251) +% -1) {
+              for ox2255 in 0..<32 {
+                arena[((((((c2250 *% 3) +% ky2251) *% 3) *% 16400) +% (j2249 *% 1024)) +% ((oy2252 *% 32) +% ox2255))] = Float(0)
               }
             }
           }
-          for oy2149 in 0..<32 {
-            if (-1 < ((oy2149 +% ky2141) +% -1) && ((oy2149 +% ky2141) +% -1) < 32) {
-              for ox2150 in 0..<31 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 2) *% 16400) +% (j2139 *% 1024)) +% ((oy2149 *% 32) +% ox2150))] = images[((((((g2138 *% 16) +% j2139) *% 3072) +% (c2140 *% 1024)) +% (((oy2149 +% ky2141) +% -1) *% 32)) +% (ox2150 +% 1))]
-              }
-              for ox2151 in 0..<1 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 2) *% 16400) +% (j2139 *% 1024)) +% ((oy2149 *% 32) +% (ox2151 +% 31)))] = Float(0)
+          for oy2256 in 0..<32 {
+            if (-1 < ((oy2256 +% ky2251) +% -1) && ((oy2256 +% ky2251) +% -1) < 32) {
+              for ox2257 in 0..<32 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 1) *% 16400) +% (j2249 *% 1024)) +% ((oy2256 *% 32) +% ox2257))] = images[((((((g2248 *% 16) +% j2249) *% 3072) +% (c2250 *% 1024)) +% (((oy2256 +% ky2251) +% -1) *% 32)) +% ox2257)]
               }
             }
-            if ((oy2149 +% ky2141) +% -1) < 0 {
-              for ox2152 in 0..<32 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 2) *% 16400) +% (j2139 *% 1024)) +% ((oy2149 *% 32) +% ox2152))] = Float(0)
+            if ((oy2256 +% ky2251) +% -1) < 0 {
+              for ox2258 in 0..<32 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 1) *% 16400) +% (j2249 *% 1024)) +% ((oy2256 *% 32) +% ox2258))] = Float(0)
               }
             }
-            if 31 < ((oy2149 +% ky2141) +% -1) {
-              for ox2152 in 0..<32 {
-                arena[(((((((c2140 *% 3) +% ky2141) *% 3) +% 2) *% 16400) +% (j2139 *% 1024)) +% ((oy2149 *% 32) +% ox2152))] = Float(0)
+            if 31 < ((oy2256 +% ky2251) +% -1) {
+              for ox2258 in 0..<32 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 1) *% 16400) +% (j2249 *% 1024)) +% ((oy2256 *% 32) +% ox2258))] = Float(0)
+              }
+            }
+          }
+          for oy2259 in 0..<32 {
+            if (-1 < ((oy2259 +% ky2251) +% -1) && ((oy2259 +% ky2251) +% -1) < 32) {
+              for ox2260 in 0..<31 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 2) *% 16400) +% (j2249 *% 1024)) +% ((oy2259 *% 32) +% ox2260))] = images[((((((g2248 *% 16) +% j2249) *% 3072) +% (c2250 *% 1024)) +% (((oy2259 +% ky2251) +% -1) *% 32)) +% (ox2260 +% 1))]
+              }
+              for ox2261 in 0..<1 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 2) *% 16400) +% (j2249 *% 1024)) +% ((oy2259 *% 32) +% (ox2261 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy2259 +% ky2251) +% -1) < 0 {
+              for ox2262 in 0..<32 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 2) *% 16400) +% (j2249 *% 1024)) +% ((oy2259 *% 32) +% ox2262))] = Float(0)
+              }
+            }
+            if 31 < ((oy2259 +% ky2251) +% -1) {
+              for ox2262 in 0..<32 {
+                arena[(((((((c2250 *% 3) +% ky2251) *% 3) +% 2) *% 16400) +% (j2249 *% 1024)) +% ((oy2259 *% 32) +% ox2262))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j2153 in 0..<16 {
-      for i2154 in 0..<1024 {
-        for f2155 in 0..<16 {
-          arena[((442800 +% (((j2153 *% 1024) +% i2154) *% 16)) +% f2155)] = arena[(((2097184 +% (((g2138 *% 16) +% j2153) *% 16384)) +% (f2155 *% 1024)) +% i2154)]
+    parallelFor(pool, 2) { part2263 in
+      for j2264 in 0..<16 {
+        for i2265 in 0..<1024 {
+          for f2266 in 0..<8 {
+            arena[((442800 +% (((j2264 *% 1024) +% i2265) *% 16)) +% (f2266 +% (part2263 *% 8)))] = arena[(((2097184 +% (((g2248 *% 16) +% j2264) *% 16384)) +% ((f2266 +% (part2263 *% 8)) *% 1024)) +% i2265)]
+          }
         }
       }
-    }
-    do {  // gemm2163
-      for kp2156 in 0..<8 {
-        for nb2157 in 0..<1 {
-          for mb2158 in 0..<4 {
-            var t2159_c0_0 = loadVector(arena, ((704944 +% ((mb2158 *% 6) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c0_1 = loadVector(arena, (((704944 +% ((mb2158 *% 6) *% 16)) +% (nb2157 *% 16)) +% 8))
-            var t2159_c1_0 = loadVector(arena, ((704944 +% (((mb2158 *% 6) +% 1) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c1_1 = loadVector(arena, (((704944 +% (((mb2158 *% 6) +% 1) *% 16)) +% (nb2157 *% 16)) +% 8))
-            var t2159_c2_0 = loadVector(arena, ((704944 +% (((mb2158 *% 6) +% 2) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c2_1 = loadVector(arena, (((704944 +% (((mb2158 *% 6) +% 2) *% 16)) +% (nb2157 *% 16)) +% 8))
-            var t2159_c3_0 = loadVector(arena, ((704944 +% (((mb2158 *% 6) +% 3) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c3_1 = loadVector(arena, (((704944 +% (((mb2158 *% 6) +% 3) *% 16)) +% (nb2157 *% 16)) +% 8))
-            var t2159_c4_0 = loadVector(arena, ((704944 +% (((mb2158 *% 6) +% 4) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c4_1 = loadVector(arena, (((704944 +% (((mb2158 *% 6) +% 4) *% 16)) +% (nb2157 *% 16)) +% 8))
-            var t2159_c5_0 = loadVector(arena, ((704944 +% (((mb2158 *% 6) +% 5) *% 16)) +% (nb2157 *% 16)))
-            var t2159_c5_1 = loadVector(arena, (((704944 +% (((mb2158 *% 6) +% 5) *% 16)) +% (nb2157 *% 16)) +% 8))
-            for k2160 in 0..<2048 {
-              let t2159_b0 = loadVector(arena, ((442800 +% ((k2160 +% (kp2156 *% 2048)) *% 16)) +% (nb2157 *% 16)))
-              let t2159_b1 = loadVector(arena, (((442800 +% ((k2160 +% (kp2156 *% 2048)) *% 16)) +% (nb2157 *% 16)) +% 8))
-              let t2159_a0 = Vector(repeating: arena[(((mb2158 *% 6) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c0_0 = t2159_c0_0.addingProduct(t2159_a0, t2159_b0)
-              t2159_c0_1 = t2159_c0_1.addingProduct(t2159_a0, t2159_b1)
-              let t2159_a1 = Vector(repeating: arena[((((mb2158 *% 6) +% 1) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c1_0 = t2159_c1_0.addingProduct(t2159_a1, t2159_b0)
-              t2159_c1_1 = t2159_c1_1.addingProduct(t2159_a1, t2159_b1)
-              let t2159_a2 = Vector(repeating: arena[((((mb2158 *% 6) +% 2) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c2_0 = t2159_c2_0.addingProduct(t2159_a2, t2159_b0)
-              t2159_c2_1 = t2159_c2_1.addingProduct(t2159_a2, t2159_b1)
-              let t2159_a3 = Vector(repeating: arena[((((mb2158 *% 6) +% 3) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c3_0 = t2159_c3_0.addingProduct(t2159_a3, t2159_b0)
-              t2159_c3_1 = t2159_c3_1.addingProduct(t2159_a3, t2159_b1)
-              let t2159_a4 = Vector(repeating: arena[((((mb2158 *% 6) +% 4) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c4_0 = t2159_c4_0.addingProduct(t2159_a4, t2159_b0)
-              t2159_c4_1 = t2159_c4_1.addingProduct(t2159_a4, t2159_b1)
-              let t2159_a5 = Vector(repeating: arena[((((mb2158 *% 6) +% 5) *% 16400) +% (k2160 +% (kp2156 *% 2048)))])
-              t2159_c5_0 = t2159_c5_0.addingProduct(t2159_a5, t2159_b0)
-              t2159_c5_1 = t2159_c5_1.addingProduct(t2159_a5, t2159_b1)
+      do {  // gemm2274
+        for kp2267 in 0..<4 {
+          for nb2268 in 0..<1 {
+            for mb2269 in 0..<1 {
+              var t2270_c0_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% ((mb2269 *% 14) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c1_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 1) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c2_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 2) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c3_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 3) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c4_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 4) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c5_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 5) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c6_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 6) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c7_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 7) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c8_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 8) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c9_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 9) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c10_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 10) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c11_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 11) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c12_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 12) *% 16)) +% (nb2268 *% 8)))
+              var t2270_c13_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 13) *% 16)) +% (nb2268 *% 8)))
+              for k2271 in 0..<4096 {
+                let t2270_b0 = loadVector(arena, (((442800 +% (part2263 *% 8)) +% ((k2271 +% (kp2267 *% 4096)) *% 16)) +% (nb2268 *% 8)))
+                let t2270_a0 = Vector(repeating: arena[(((mb2269 *% 14) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c0_0 = t2270_c0_0.addingProduct(t2270_a0, t2270_b0)
+                let t2270_a1 = Vector(repeating: arena[((((mb2269 *% 14) +% 1) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c1_0 = t2270_c1_0.addingProduct(t2270_a1, t2270_b0)
+                let t2270_a2 = Vector(repeating: arena[((((mb2269 *% 14) +% 2) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c2_0 = t2270_c2_0.addingProduct(t2270_a2, t2270_b0)
+                let t2270_a3 = Vector(repeating: arena[((((mb2269 *% 14) +% 3) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c3_0 = t2270_c3_0.addingProduct(t2270_a3, t2270_b0)
+                let t2270_a4 = Vector(repeating: arena[((((mb2269 *% 14) +% 4) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c4_0 = t2270_c4_0.addingProduct(t2270_a4, t2270_b0)
+                let t2270_a5 = Vector(repeating: arena[((((mb2269 *% 14) +% 5) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c5_0 = t2270_c5_0.addingProduct(t2270_a5, t2270_b0)
+                let t2270_a6 = Vector(repeating: arena[((((mb2269 *% 14) +% 6) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c6_0 = t2270_c6_0.addingProduct(t2270_a6, t2270_b0)
+                let t2270_a7 = Vector(repeating: arena[((((mb2269 *% 14) +% 7) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c7_0 = t2270_c7_0.addingProduct(t2270_a7, t2270_b0)
+                let t2270_a8 = Vector(repeating: arena[((((mb2269 *% 14) +% 8) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c8_0 = t2270_c8_0.addingProduct(t2270_a8, t2270_b0)
+                let t2270_a9 = Vector(repeating: arena[((((mb2269 *% 14) +% 9) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c9_0 = t2270_c9_0.addingProduct(t2270_a9, t2270_b0)
+                let t2270_a10 = Vector(repeating: arena[((((mb2269 *% 14) +% 10) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c10_0 = t2270_c10_0.addingProduct(t2270_a10, t2270_b0)
+                let t2270_a11 = Vector(repeating: arena[((((mb2269 *% 14) +% 11) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c11_0 = t2270_c11_0.addingProduct(t2270_a11, t2270_b0)
+                let t2270_a12 = Vector(repeating: arena[((((mb2269 *% 14) +% 12) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c12_0 = t2270_c12_0.addingProduct(t2270_a12, t2270_b0)
+                let t2270_a13 = Vector(repeating: arena[((((mb2269 *% 14) +% 13) *% 16400) +% (k2271 +% (kp2267 *% 4096)))])
+                t2270_c13_0 = t2270_c13_0.addingProduct(t2270_a13, t2270_b0)
+              }
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% ((mb2269 *% 14) *% 16)) +% (nb2268 *% 8)), t2270_c0_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 1) *% 16)) +% (nb2268 *% 8)), t2270_c1_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 2) *% 16)) +% (nb2268 *% 8)), t2270_c2_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 3) *% 16)) +% (nb2268 *% 8)), t2270_c3_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 4) *% 16)) +% (nb2268 *% 8)), t2270_c4_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 5) *% 16)) +% (nb2268 *% 8)), t2270_c5_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 6) *% 16)) +% (nb2268 *% 8)), t2270_c6_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 7) *% 16)) +% (nb2268 *% 8)), t2270_c7_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 8) *% 16)) +% (nb2268 *% 8)), t2270_c8_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 9) *% 16)) +% (nb2268 *% 8)), t2270_c9_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 10) *% 16)) +% (nb2268 *% 8)), t2270_c10_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 11) *% 16)) +% (nb2268 *% 8)), t2270_c11_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 12) *% 16)) +% (nb2268 *% 8)), t2270_c12_0)
+              storeVector(arena, (((704944 +% (part2263 *% 8)) +% (((mb2269 *% 14) +% 13) *% 16)) +% (nb2268 *% 8)), t2270_c13_0)
             }
-            storeVector(arena, ((704944 +% ((mb2158 *% 6) *% 16)) +% (nb2157 *% 16)), t2159_c0_0)
-            storeVector(arena, (((704944 +% ((mb2158 *% 6) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c0_1)
-            storeVector(arena, ((704944 +% (((mb2158 *% 6) +% 1) *% 16)) +% (nb2157 *% 16)), t2159_c1_0)
-            storeVector(arena, (((704944 +% (((mb2158 *% 6) +% 1) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c1_1)
-            storeVector(arena, ((704944 +% (((mb2158 *% 6) +% 2) *% 16)) +% (nb2157 *% 16)), t2159_c2_0)
-            storeVector(arena, (((704944 +% (((mb2158 *% 6) +% 2) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c2_1)
-            storeVector(arena, ((704944 +% (((mb2158 *% 6) +% 3) *% 16)) +% (nb2157 *% 16)), t2159_c3_0)
-            storeVector(arena, (((704944 +% (((mb2158 *% 6) +% 3) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c3_1)
-            storeVector(arena, ((704944 +% (((mb2158 *% 6) +% 4) *% 16)) +% (nb2157 *% 16)), t2159_c4_0)
-            storeVector(arena, (((704944 +% (((mb2158 *% 6) +% 4) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c4_1)
-            storeVector(arena, ((704944 +% (((mb2158 *% 6) +% 5) *% 16)) +% (nb2157 *% 16)), t2159_c5_0)
-            storeVector(arena, (((704944 +% (((mb2158 *% 6) +% 5) *% 16)) +% (nb2157 *% 16)) +% 8), t2159_c5_1)
+            var t2272_c0_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 224) +% (nb2268 *% 8)))
+            var t2272_c1_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 240) +% (nb2268 *% 8)))
+            var t2272_c2_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 256) +% (nb2268 *% 8)))
+            var t2272_c3_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 272) +% (nb2268 *% 8)))
+            var t2272_c4_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 288) +% (nb2268 *% 8)))
+            var t2272_c5_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 304) +% (nb2268 *% 8)))
+            var t2272_c6_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 320) +% (nb2268 *% 8)))
+            var t2272_c7_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 336) +% (nb2268 *% 8)))
+            var t2272_c8_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 352) +% (nb2268 *% 8)))
+            var t2272_c9_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 368) +% (nb2268 *% 8)))
+            var t2272_c10_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 384) +% (nb2268 *% 8)))
+            var t2272_c11_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 400) +% (nb2268 *% 8)))
+            var t2272_c12_0 = loadVector(arena, (((704944 +% (part2263 *% 8)) +% 416) +% (nb2268 *% 8)))
+            for k2273 in 0..<4096 {
+              let t2272_b0 = loadVector(arena, (((442800 +% (part2263 *% 8)) +% ((k2273 +% (kp2267 *% 4096)) *% 16)) +% (nb2268 *% 8)))
+              let t2272_a0 = Vector(repeating: arena[(229600 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c0_0 = t2272_c0_0.addingProduct(t2272_a0, t2272_b0)
+              let t2272_a1 = Vector(repeating: arena[(246000 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c1_0 = t2272_c1_0.addingProduct(t2272_a1, t2272_b0)
+              let t2272_a2 = Vector(repeating: arena[(262400 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c2_0 = t2272_c2_0.addingProduct(t2272_a2, t2272_b0)
+              let t2272_a3 = Vector(repeating: arena[(278800 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c3_0 = t2272_c3_0.addingProduct(t2272_a3, t2272_b0)
+              let t2272_a4 = Vector(repeating: arena[(295200 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c4_0 = t2272_c4_0.addingProduct(t2272_a4, t2272_b0)
+              let t2272_a5 = Vector(repeating: arena[(311600 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c5_0 = t2272_c5_0.addingProduct(t2272_a5, t2272_b0)
+              let t2272_a6 = Vector(repeating: arena[(328000 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c6_0 = t2272_c6_0.addingProduct(t2272_a6, t2272_b0)
+              let t2272_a7 = Vector(repeating: arena[(344400 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c7_0 = t2272_c7_0.addingProduct(t2272_a7, t2272_b0)
+              let t2272_a8 = Vector(repeating: arena[(360800 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c8_0 = t2272_c8_0.addingProduct(t2272_a8, t2272_b0)
+              let t2272_a9 = Vector(repeating: arena[(377200 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c9_0 = t2272_c9_0.addingProduct(t2272_a9, t2272_b0)
+              let t2272_a10 = Vector(repeating: arena[(393600 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c10_0 = t2272_c10_0.addingProduct(t2272_a10, t2272_b0)
+              let t2272_a11 = Vector(repeating: arena[(410000 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c11_0 = t2272_c11_0.addingProduct(t2272_a11, t2272_b0)
+              let t2272_a12 = Vector(repeating: arena[(426400 +% (k2273 +% (kp2267 *% 4096)))])
+              t2272_c12_0 = t2272_c12_0.addingProduct(t2272_a12, t2272_b0)
+            }
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 224) +% (nb2268 *% 8)), t2272_c0_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 240) +% (nb2268 *% 8)), t2272_c1_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 256) +% (nb2268 *% 8)), t2272_c2_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 272) +% (nb2268 *% 8)), t2272_c3_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 288) +% (nb2268 *% 8)), t2272_c4_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 304) +% (nb2268 *% 8)), t2272_c5_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 320) +% (nb2268 *% 8)), t2272_c6_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 336) +% (nb2268 *% 8)), t2272_c7_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 352) +% (nb2268 *% 8)), t2272_c8_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 368) +% (nb2268 *% 8)), t2272_c9_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 384) +% (nb2268 *% 8)), t2272_c10_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 400) +% (nb2268 *% 8)), t2272_c11_0)
+            storeVector(arena, (((704944 +% (part2263 *% 8)) +% 416) +% (nb2268 *% 8)), t2272_c12_0)
           }
-          var t2161_c0_0 = loadVector(arena, (705328 +% (nb2157 *% 16)))
-          var t2161_c0_1 = loadVector(arena, ((705328 +% (nb2157 *% 16)) +% 8))
-          var t2161_c1_0 = loadVector(arena, (705344 +% (nb2157 *% 16)))
-          var t2161_c1_1 = loadVector(arena, ((705344 +% (nb2157 *% 16)) +% 8))
-          var t2161_c2_0 = loadVector(arena, (705360 +% (nb2157 *% 16)))
-          var t2161_c2_1 = loadVector(arena, ((705360 +% (nb2157 *% 16)) +% 8))
-          for k2162 in 0..<2048 {
-            let t2161_b0 = loadVector(arena, ((442800 +% ((k2162 +% (kp2156 *% 2048)) *% 16)) +% (nb2157 *% 16)))
-            let t2161_b1 = loadVector(arena, (((442800 +% ((k2162 +% (kp2156 *% 2048)) *% 16)) +% (nb2157 *% 16)) +% 8))
-            let t2161_a0 = Vector(repeating: arena[(393600 +% (k2162 +% (kp2156 *% 2048)))])
-            t2161_c0_0 = t2161_c0_0.addingProduct(t2161_a0, t2161_b0)
-            t2161_c0_1 = t2161_c0_1.addingProduct(t2161_a0, t2161_b1)
-            let t2161_a1 = Vector(repeating: arena[(410000 +% (k2162 +% (kp2156 *% 2048)))])
-            t2161_c1_0 = t2161_c1_0.addingProduct(t2161_a1, t2161_b0)
-            t2161_c1_1 = t2161_c1_1.addingProduct(t2161_a1, t2161_b1)
-            let t2161_a2 = Vector(repeating: arena[(426400 +% (k2162 +% (kp2156 *% 2048)))])
-            t2161_c2_0 = t2161_c2_0.addingProduct(t2161_a2, t2161_b0)
-            t2161_c2_1 = t2161_c2_1.addingProduct(t2161_a2, t2161_b1)
-          }
-          storeVector(arena, (705328 +% (nb2157 *% 16)), t2161_c0_0)
-          storeVector(arena, ((705328 +% (nb2157 *% 16)) +% 8), t2161_c0_1)
-          storeVector(arena, (705344 +% (nb2157 *% 16)), t2161_c1_0)
-          storeVector(arena, ((705344 +% (nb2157 *% 16)) +% 8), t2161_c1_1)
-          storeVector(arena, (705360 +% (nb2157 *% 16)), t2161_c2_0)
-          storeVector(arena, ((705360 +% (nb2157 *% 16)) +% 8), t2161_c2_1)
         }
       }
     }
   }
-  for f2164 in 0..<16 {
-    for r2165 in 0..<27 {
-      grads[((f2164 *% 27) +% r2165)] = arena[((704944 +% (r2165 *% 16)) +% f2164)]
+  parallelFor(pool, 2) { part2275 in
+    for f2276 in 0..<8 {
+      for r2277 in 0..<27 {
+        grads[(((f2276 +% (part2275 *% 8)) *% 27) +% r2277)] = arena[((704944 +% (r2277 *% 16)) +% (f2276 +% (part2275 *% 8)))]
+      }
     }
   }
   // adam = update of 78042 parameters
-  var step_size2166: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt2167: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i2168 in 0..<9755 {
-    let g_v = (loadVector(grads, (i2168 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2168 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2168 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2168 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i2168 *% 8), m_new_v)
-    storeVector(v, (i2168 *% 8), v_new_v)
-    storeVector(params, (i2168 *% 8), (loadVector(params, (i2168 *% 8)) - ((Vector(repeating: step_size2166) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2167)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size2278: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt2279: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i2280 in 0..<9755 {
+    let g_v = (loadVector(grads, (i2280 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i2280 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i2280 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i2280 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i2280 *% 8), m_new_v)
+    storeVector(v, (i2280 *% 8), v_new_v)
+    storeVector(params, (i2280 *% 8), (loadVector(params, (i2280 *% 8)) - ((Vector(repeating: step_size2278) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2279)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i2168 in 0..<1 {
-    let g_v = (loadPartial(grads, (i2168 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2168 +% 78040), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2168 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2168 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i2168 +% 78040), m_new_v, 2)
-    storePartial(v, (i2168 +% 78040), v_new_v, 2)
-    storePartial(params, (i2168 +% 78040), (loadPartial(params, (i2168 +% 78040), 2) - ((Vector(repeating: step_size2166) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2167)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i2280 in 0..<1 {
+    let g_v = (loadPartial(grads, (i2280 +% 78040), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i2280 +% 78040), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i2280 +% 78040), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i2280 +% 78040), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i2280 +% 78040), m_new_v, 2)
+    storePartial(v, (i2280 +% 78040), v_new_v, 2)
+    storePartial(params, (i2280 +% 78040), (loadPartial(params, (i2280 +% 78040), 2) - ((Vector(repeating: step_size2278) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt2279)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

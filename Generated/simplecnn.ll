@@ -1135,30 +1135,8 @@ declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #4
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at157 = alloca <8 x float>, align 32
-  %conv2.best156 = alloca <8 x float>, align 32
-  %conv2.v155 = alloca <8 x float>, align 32
-  %conv2.at154 = alloca <8 x float>, align 32
-  %conv2.best153 = alloca <8 x float>, align 32
-  %conv2.v152 = alloca <8 x float>, align 32
-  %conv2.at151 = alloca <8 x float>, align 32
-  %conv2.best150 = alloca <8 x float>, align 32
-  %conv2.v149 = alloca <8 x float>, align 32
-  %conv2.at148 = alloca <8 x float>, align 32
-  %conv2.best147 = alloca <8 x float>, align 32
-  %conv2.v146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
-  %conv2.w144 = alloca <8 x float>, align 32
-  %conv2.w143 = alloca <8 x float>, align 32
-  %conv2.w142 = alloca <8 x float>, align 32
-  %conv2.w141 = alloca <8 x float>, align 32
-  %conv2.w140 = alloca <8 x float>, align 32
-  %conv2.w139 = alloca <8 x float>, align 32
-  %conv2.w138 = alloca <8 x float>, align 32
-  %conv2.w137 = alloca <8 x float>, align 32
-  %conv2.w136 = alloca <8 x float>, align 32
-  %conv2.w135 = alloca <8 x float>, align 32
-  %conv2.w134 = alloca <8 x float>, align 32
+  %part123.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w122 = alloca <8 x float>, align 32
   %conv2.w121 = alloca <8 x float>, align 32
   %conv2.w120 = alloca <8 x float>, align 32
   %conv2.w119 = alloca <8 x float>, align 32
@@ -1190,7 +1168,929 @@ entry:
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
-  %conv2.w90 = alloca <8 x float>, align 32
+  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv2.part50.serial, label %conv2.part50.pool
+
+conv2.part50.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k1.conv2.part50.task, ptr %part50.context, i64 2)
+  br label %conv2.part50.done
+
+conv2.part50.serial:                              ; preds = %entry
+  br label %conv2.part50
+
+conv2.part50.done:                                ; preds = %conv2.part50.end, %conv2.part50.pool
+  br label %conv2.i81
+
+conv2.part50:                                     ; preds = %conv2.part50, %conv2.part50.serial
+  %conv2.part501 = phi i64 [ 0, %conv2.part50.serial ], [ %part50.next, %conv2.part50 ]
+  call void @simplecnn_train_b64.k1.conv2.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part501)
+  %part50.next = add nsw i64 %conv2.part501, 1
+  %13 = icmp slt i64 %part50.next, 2
+  br i1 %13, label %conv2.part50, label %conv2.part50.end
+
+conv2.part50.end:                                 ; preds = %conv2.part50
+  br label %conv2.part50.done
+
+conv2.i81:                                        ; preds = %conv2.i81, %conv2.part50.done
+  %conv2.i812 = phi i64 [ 0, %conv2.part50.done ], [ %i81.next, %conv2.i81 ]
+  %14 = add nsw i64 1236992, %conv2.i812
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i81.next = add nsw i64 %conv2.i812, 1
+  %15 = icmp slt i64 %i81.next, 8192
+  br i1 %15, label %conv2.i81, label %conv2.i81.end
+
+conv2.i81.end:                                    ; preds = %conv2.i81
+  br label %conv2.g82
+
+conv2.g82:                                        ; preds = %conv2.part123.done, %conv2.i81.end
+  %conv2.g824 = phi i64 [ 0, %conv2.i81.end ], [ %g82.next, %conv2.part123.done ]
+  br label %conv2.j83
+
+conv2.g82.end:                                    ; preds = %conv2.part123.done
+  ret void
+
+conv2.j83:                                        ; preds = %conv2.iy84.end, %conv2.g82
+  %conv2.j835 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.iy84.end ]
+  br label %conv2.iy84
+
+conv2.j83.end:                                    ; preds = %conv2.iy84.end
+  br label %conv2.j87
+
+conv2.iy84:                                       ; preds = %conv2.c85.end, %conv2.j83
+  %conv2.iy846 = phi i64 [ 0, %conv2.j83 ], [ %iy84.next, %conv2.c85.end ]
+  br label %conv2.c85
+
+conv2.iy84.end:                                   ; preds = %conv2.c85.end
+  %j83.next = add nsw i64 %conv2.j835, 1
+  %16 = icmp slt i64 %j83.next, 1
+  br i1 %16, label %conv2.j83, label %conv2.j83.end
+
+conv2.c85:                                        ; preds = %conv2.ix86.end, %conv2.iy84
+  %conv2.c857 = phi i64 [ 0, %conv2.iy84 ], [ %c85.next, %conv2.ix86.end ]
+  br label %conv2.ix86
+
+conv2.c85.end:                                    ; preds = %conv2.ix86.end
+  %iy84.next = add nsw i64 %conv2.iy846, 1
+  %17 = icmp slt i64 %iy84.next, 14
+  br i1 %17, label %conv2.iy84, label %conv2.iy84.end
+
+conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.c85
+  %conv2.ix868 = phi i64 [ 0, %conv2.c85 ], [ %ix86.next, %conv2.ix86 ]
+  %18 = add nsw i64 %conv2.g824, %conv2.j835
+  %19 = mul nsw i64 %18, 6272
+  %20 = mul nsw i64 %conv2.c857, 196
+  %21 = add nsw i64 %19, %20
+  %22 = mul nsw i64 %conv2.iy846, 14
+  %23 = add nsw i64 %21, %22
+  %24 = add nsw i64 %23, %conv2.ix868
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena9, align 4
+  %26 = mul nsw i64 %conv2.j835, 8192
+  %27 = add nsw i64 %conv2.iy846, 1
+  %28 = mul nsw i64 %27, 512
+  %29 = add nsw i64 %26, %28
+  %30 = add nsw i64 %conv2.ix868, 1
+  %31 = mul nsw i64 %30, 32
+  %32 = add nsw i64 %29, %31
+  %33 = add nsw i64 %32, %conv2.c857
+  %34 = add nsw i64 1236992, %33
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %25, ptr %arena10, align 4
+  %ix86.next = add nsw i64 %conv2.ix868, 1
+  %35 = icmp slt i64 %ix86.next, 14
+  br i1 %35, label %conv2.ix86, label %conv2.ix86.end
+
+conv2.ix86.end:                                   ; preds = %conv2.ix86
+  %c85.next = add nsw i64 %conv2.c857, 1
+  %36 = icmp slt i64 %c85.next, 32
+  br i1 %36, label %conv2.c85, label %conv2.c85.end
+
+conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
+  %conv2.j8711 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]
+  br label %conv2.ty88
+
+conv2.j87.end:                                    ; preds = %conv2.ty88.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
+  store ptr %params, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
+  store ptr %grads, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
+  store ptr %m, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
+  store ptr %v, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
+  store ptr %arena, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
+  store ptr %prepared, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
+  store ptr %images, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
+  store ptr %labels, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
+  store float %lr, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
+  store i64 %step, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
+  store i64 %seed, ptr %47, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
+  store ptr %pool, ptr %48, align 8
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 12
+  store i64 %conv2.g824, ptr %49, align 4
+  %50 = icmp eq ptr %pool, null
+  br i1 %50, label %conv2.part123.serial, label %conv2.part123.pool
+
+conv2.ty88:                                       ; preds = %conv2.tx89.end, %conv2.j87
+  %conv2.ty8812 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
+  br label %conv2.tx89
+
+conv2.ty88.end:                                   ; preds = %conv2.tx89.end
+  %j87.next = add nsw i64 %conv2.j8711, 1
+  %51 = icmp slt i64 %j87.next, 1
+  br i1 %51, label %conv2.j87, label %conv2.j87.end
+
+conv2.tx89:                                       ; preds = %conv2.cv90.end, %conv2.ty88
+  %conv2.tx8913 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
+  br label %conv2.cv90
+
+conv2.tx89.end:                                   ; preds = %conv2.cv90.end
+  %ty88.next = add nsw i64 %conv2.ty8812, 1
+  %52 = icmp slt i64 %ty88.next, 7
+  br i1 %52, label %conv2.ty88, label %conv2.ty88.end
+
+conv2.cv90:                                       ; preds = %conv2.cv90, %conv2.tx89
+  %conv2.cv9014 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
+  %53 = mul nsw i64 %conv2.j8711, 8192
+  %54 = mul nsw i64 %conv2.ty8812, 2
+  %55 = mul nsw i64 %54, 512
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv2.tx8913, 2
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %56, %58
+  %60 = mul nsw i64 %conv2.cv9014, 8
+  %61 = add nsw i64 %59, %60
+  %62 = add nsw i64 1236992, %61
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load <8 x float>, ptr %arena15, align 4
+  %64 = mul nsw i64 %conv2.j8711, 8192
+  %65 = mul nsw i64 %conv2.ty8812, 2
+  %66 = add nsw i64 %65, 2
+  %67 = mul nsw i64 %66, 512
+  %68 = add nsw i64 %64, %67
+  %69 = mul nsw i64 %conv2.tx8913, 2
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %68, %70
+  %72 = mul nsw i64 %conv2.cv9014, 8
+  %73 = add nsw i64 %71, %72
+  %74 = add nsw i64 1236992, %73
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load <8 x float>, ptr %arena16, align 4
+  %76 = fsub <8 x float> %63, %75
+  store <8 x float> %76, ptr %conv2.w91, align 32
+  %77 = mul nsw i64 %conv2.j8711, 8192
+  %78 = mul nsw i64 %conv2.ty8812, 2
+  %79 = add nsw i64 %78, 1
+  %80 = mul nsw i64 %79, 512
+  %81 = add nsw i64 %77, %80
+  %82 = mul nsw i64 %conv2.tx8913, 2
+  %83 = mul nsw i64 %82, 32
+  %84 = add nsw i64 %81, %83
+  %85 = mul nsw i64 %conv2.cv9014, 8
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 1236992, %86
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %87
+  %88 = load <8 x float>, ptr %arena17, align 4
+  %89 = mul nsw i64 %conv2.j8711, 8192
+  %90 = mul nsw i64 %conv2.ty8812, 2
+  %91 = add nsw i64 %90, 2
+  %92 = mul nsw i64 %91, 512
+  %93 = add nsw i64 %89, %92
+  %94 = mul nsw i64 %conv2.tx8913, 2
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.cv9014, 8
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 1236992, %98
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %99
+  %100 = load <8 x float>, ptr %arena18, align 4
+  %101 = fadd <8 x float> %88, %100
+  store <8 x float> %101, ptr %conv2.w92, align 32
+  %102 = mul nsw i64 %conv2.j8711, 8192
+  %103 = mul nsw i64 %conv2.ty8812, 2
+  %104 = add nsw i64 %103, 2
+  %105 = mul nsw i64 %104, 512
+  %106 = add nsw i64 %102, %105
+  %107 = mul nsw i64 %conv2.tx8913, 2
+  %108 = mul nsw i64 %107, 32
+  %109 = add nsw i64 %106, %108
+  %110 = mul nsw i64 %conv2.cv9014, 8
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 1236992, %111
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %112
+  %113 = load <8 x float>, ptr %arena19, align 4
+  %114 = mul nsw i64 %conv2.j8711, 8192
+  %115 = mul nsw i64 %conv2.ty8812, 2
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 512
+  %118 = add nsw i64 %114, %117
+  %119 = mul nsw i64 %conv2.tx8913, 2
+  %120 = mul nsw i64 %119, 32
+  %121 = add nsw i64 %118, %120
+  %122 = mul nsw i64 %conv2.cv9014, 8
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 1236992, %123
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
+  %125 = load <8 x float>, ptr %arena20, align 4
+  %126 = fsub <8 x float> %113, %125
+  store <8 x float> %126, ptr %conv2.w93, align 32
+  %127 = mul nsw i64 %conv2.j8711, 8192
+  %128 = mul nsw i64 %conv2.ty8812, 2
+  %129 = add nsw i64 %128, 1
+  %130 = mul nsw i64 %129, 512
+  %131 = add nsw i64 %127, %130
+  %132 = mul nsw i64 %conv2.tx8913, 2
+  %133 = mul nsw i64 %132, 32
+  %134 = add nsw i64 %131, %133
+  %135 = mul nsw i64 %conv2.cv9014, 8
+  %136 = add nsw i64 %134, %135
+  %137 = add nsw i64 1236992, %136
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %137
+  %138 = load <8 x float>, ptr %arena21, align 4
+  %139 = mul nsw i64 %conv2.j8711, 8192
+  %140 = mul nsw i64 %conv2.ty8812, 2
+  %141 = add nsw i64 %140, 3
+  %142 = mul nsw i64 %141, 512
+  %143 = add nsw i64 %139, %142
+  %144 = mul nsw i64 %conv2.tx8913, 2
+  %145 = mul nsw i64 %144, 32
+  %146 = add nsw i64 %143, %145
+  %147 = mul nsw i64 %conv2.cv9014, 8
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 1236992, %148
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %149
+  %150 = load <8 x float>, ptr %arena22, align 4
+  %151 = fsub <8 x float> %138, %150
+  store <8 x float> %151, ptr %conv2.w94, align 32
+  %152 = mul nsw i64 %conv2.j8711, 8192
+  %153 = mul nsw i64 %conv2.ty8812, 2
+  %154 = mul nsw i64 %153, 512
+  %155 = add nsw i64 %152, %154
+  %156 = mul nsw i64 %conv2.tx8913, 2
+  %157 = add nsw i64 %156, 1
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.cv9014, 8
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 1236992, %161
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %162
+  %163 = load <8 x float>, ptr %arena23, align 4
+  %164 = mul nsw i64 %conv2.j8711, 8192
+  %165 = mul nsw i64 %conv2.ty8812, 2
+  %166 = add nsw i64 %165, 2
+  %167 = mul nsw i64 %166, 512
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx8913, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 32
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv9014, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 1236992, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = fsub <8 x float> %163, %176
+  store <8 x float> %177, ptr %conv2.w95, align 32
+  %178 = mul nsw i64 %conv2.j8711, 8192
+  %179 = mul nsw i64 %conv2.ty8812, 2
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 512
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.tx8913, 2
+  %184 = add nsw i64 %183, 1
+  %185 = mul nsw i64 %184, 32
+  %186 = add nsw i64 %182, %185
+  %187 = mul nsw i64 %conv2.cv9014, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 1236992, %188
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena25, align 4
+  %191 = mul nsw i64 %conv2.j8711, 8192
+  %192 = mul nsw i64 %conv2.ty8812, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 512
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx8913, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 32
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv9014, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 1236992, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = fadd <8 x float> %190, %203
+  store <8 x float> %204, ptr %conv2.w96, align 32
+  %205 = mul nsw i64 %conv2.j8711, 8192
+  %206 = mul nsw i64 %conv2.ty8812, 2
+  %207 = add nsw i64 %206, 2
+  %208 = mul nsw i64 %207, 512
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2.tx8913, 2
+  %211 = add nsw i64 %210, 1
+  %212 = mul nsw i64 %211, 32
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %conv2.cv9014, 8
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 1236992, %215
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load <8 x float>, ptr %arena27, align 4
+  %218 = mul nsw i64 %conv2.j8711, 8192
+  %219 = mul nsw i64 %conv2.ty8812, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 512
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx8913, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 32
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv9014, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 1236992, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = fsub <8 x float> %217, %230
+  store <8 x float> %231, ptr %conv2.w97, align 32
+  %232 = mul nsw i64 %conv2.j8711, 8192
+  %233 = mul nsw i64 %conv2.ty8812, 2
+  %234 = add nsw i64 %233, 1
+  %235 = mul nsw i64 %234, 512
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2.tx8913, 2
+  %238 = add nsw i64 %237, 1
+  %239 = mul nsw i64 %238, 32
+  %240 = add nsw i64 %236, %239
+  %241 = mul nsw i64 %conv2.cv9014, 8
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 1236992, %242
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load <8 x float>, ptr %arena29, align 4
+  %245 = mul nsw i64 %conv2.j8711, 8192
+  %246 = mul nsw i64 %conv2.ty8812, 2
+  %247 = add nsw i64 %246, 3
+  %248 = mul nsw i64 %247, 512
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2.tx8913, 2
+  %251 = add nsw i64 %250, 1
+  %252 = mul nsw i64 %251, 32
+  %253 = add nsw i64 %249, %252
+  %254 = mul nsw i64 %conv2.cv9014, 8
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 1236992, %255
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %256
+  %257 = load <8 x float>, ptr %arena30, align 4
+  %258 = fsub <8 x float> %244, %257
+  store <8 x float> %258, ptr %conv2.w98, align 32
+  %259 = mul nsw i64 %conv2.j8711, 8192
+  %260 = mul nsw i64 %conv2.ty8812, 2
+  %261 = mul nsw i64 %260, 512
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %conv2.tx8913, 2
+  %264 = add nsw i64 %263, 2
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 %262, %265
+  %267 = mul nsw i64 %conv2.cv9014, 8
+  %268 = add nsw i64 %266, %267
+  %269 = add nsw i64 1236992, %268
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load <8 x float>, ptr %arena31, align 4
+  %271 = mul nsw i64 %conv2.j8711, 8192
+  %272 = mul nsw i64 %conv2.ty8812, 2
+  %273 = add nsw i64 %272, 2
+  %274 = mul nsw i64 %273, 512
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8913, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 32
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv9014, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 1236992, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = fsub <8 x float> %270, %283
+  store <8 x float> %284, ptr %conv2.w99, align 32
+  %285 = mul nsw i64 %conv2.j8711, 8192
+  %286 = mul nsw i64 %conv2.ty8812, 2
+  %287 = add nsw i64 %286, 1
+  %288 = mul nsw i64 %287, 512
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2.tx8913, 2
+  %291 = add nsw i64 %290, 2
+  %292 = mul nsw i64 %291, 32
+  %293 = add nsw i64 %289, %292
+  %294 = mul nsw i64 %conv2.cv9014, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 1236992, %295
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load <8 x float>, ptr %arena33, align 4
+  %298 = mul nsw i64 %conv2.j8711, 8192
+  %299 = mul nsw i64 %conv2.ty8812, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 512
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx8913, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 32
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv9014, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 1236992, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = fadd <8 x float> %297, %310
+  store <8 x float> %311, ptr %conv2.w100, align 32
+  %312 = mul nsw i64 %conv2.j8711, 8192
+  %313 = mul nsw i64 %conv2.ty8812, 2
+  %314 = add nsw i64 %313, 2
+  %315 = mul nsw i64 %314, 512
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2.tx8913, 2
+  %318 = add nsw i64 %317, 2
+  %319 = mul nsw i64 %318, 32
+  %320 = add nsw i64 %316, %319
+  %321 = mul nsw i64 %conv2.cv9014, 8
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 1236992, %322
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load <8 x float>, ptr %arena35, align 4
+  %325 = mul nsw i64 %conv2.j8711, 8192
+  %326 = mul nsw i64 %conv2.ty8812, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 512
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx8913, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 32
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv9014, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 1236992, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = fsub <8 x float> %324, %337
+  store <8 x float> %338, ptr %conv2.w101, align 32
+  %339 = mul nsw i64 %conv2.j8711, 8192
+  %340 = mul nsw i64 %conv2.ty8812, 2
+  %341 = add nsw i64 %340, 1
+  %342 = mul nsw i64 %341, 512
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.tx8913, 2
+  %345 = add nsw i64 %344, 2
+  %346 = mul nsw i64 %345, 32
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv2.cv9014, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 1236992, %349
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena37, align 4
+  %352 = mul nsw i64 %conv2.j8711, 8192
+  %353 = mul nsw i64 %conv2.ty8812, 2
+  %354 = add nsw i64 %353, 3
+  %355 = mul nsw i64 %354, 512
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2.tx8913, 2
+  %358 = add nsw i64 %357, 2
+  %359 = mul nsw i64 %358, 32
+  %360 = add nsw i64 %356, %359
+  %361 = mul nsw i64 %conv2.cv9014, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 1236992, %362
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <8 x float>, ptr %arena38, align 4
+  %365 = fsub <8 x float> %351, %364
+  store <8 x float> %365, ptr %conv2.w102, align 32
+  %366 = mul nsw i64 %conv2.j8711, 8192
+  %367 = mul nsw i64 %conv2.ty8812, 2
+  %368 = mul nsw i64 %367, 512
+  %369 = add nsw i64 %366, %368
+  %370 = mul nsw i64 %conv2.tx8913, 2
+  %371 = add nsw i64 %370, 3
+  %372 = mul nsw i64 %371, 32
+  %373 = add nsw i64 %369, %372
+  %374 = mul nsw i64 %conv2.cv9014, 8
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 1236992, %375
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %376
+  %377 = load <8 x float>, ptr %arena39, align 4
+  %378 = mul nsw i64 %conv2.j8711, 8192
+  %379 = mul nsw i64 %conv2.ty8812, 2
+  %380 = add nsw i64 %379, 2
+  %381 = mul nsw i64 %380, 512
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx8913, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 32
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv9014, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 1236992, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = fsub <8 x float> %377, %390
+  store <8 x float> %391, ptr %conv2.w103, align 32
+  %392 = mul nsw i64 %conv2.j8711, 8192
+  %393 = mul nsw i64 %conv2.ty8812, 2
+  %394 = add nsw i64 %393, 1
+  %395 = mul nsw i64 %394, 512
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2.tx8913, 2
+  %398 = add nsw i64 %397, 3
+  %399 = mul nsw i64 %398, 32
+  %400 = add nsw i64 %396, %399
+  %401 = mul nsw i64 %conv2.cv9014, 8
+  %402 = add nsw i64 %400, %401
+  %403 = add nsw i64 1236992, %402
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %403
+  %404 = load <8 x float>, ptr %arena41, align 4
+  %405 = mul nsw i64 %conv2.j8711, 8192
+  %406 = mul nsw i64 %conv2.ty8812, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 512
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx8913, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 32
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv9014, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 1236992, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = fadd <8 x float> %404, %417
+  store <8 x float> %418, ptr %conv2.w104, align 32
+  %419 = mul nsw i64 %conv2.j8711, 8192
+  %420 = mul nsw i64 %conv2.ty8812, 2
+  %421 = add nsw i64 %420, 2
+  %422 = mul nsw i64 %421, 512
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2.tx8913, 2
+  %425 = add nsw i64 %424, 3
+  %426 = mul nsw i64 %425, 32
+  %427 = add nsw i64 %423, %426
+  %428 = mul nsw i64 %conv2.cv9014, 8
+  %429 = add nsw i64 %427, %428
+  %430 = add nsw i64 1236992, %429
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load <8 x float>, ptr %arena43, align 4
+  %432 = mul nsw i64 %conv2.j8711, 8192
+  %433 = mul nsw i64 %conv2.ty8812, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 512
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx8913, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 32
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv9014, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 1236992, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = fsub <8 x float> %431, %444
+  store <8 x float> %445, ptr %conv2.w105, align 32
+  %446 = mul nsw i64 %conv2.j8711, 8192
+  %447 = mul nsw i64 %conv2.ty8812, 2
+  %448 = add nsw i64 %447, 1
+  %449 = mul nsw i64 %448, 512
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.tx8913, 2
+  %452 = add nsw i64 %451, 3
+  %453 = mul nsw i64 %452, 32
+  %454 = add nsw i64 %450, %453
+  %455 = mul nsw i64 %conv2.cv9014, 8
+  %456 = add nsw i64 %454, %455
+  %457 = add nsw i64 1236992, %456
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load <8 x float>, ptr %arena45, align 4
+  %459 = mul nsw i64 %conv2.j8711, 8192
+  %460 = mul nsw i64 %conv2.ty8812, 2
+  %461 = add nsw i64 %460, 3
+  %462 = mul nsw i64 %461, 512
+  %463 = add nsw i64 %459, %462
+  %464 = mul nsw i64 %conv2.tx8913, 2
+  %465 = add nsw i64 %464, 3
+  %466 = mul nsw i64 %465, 32
+  %467 = add nsw i64 %463, %466
+  %468 = mul nsw i64 %conv2.cv9014, 8
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 1236992, %469
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load <8 x float>, ptr %arena46, align 4
+  %472 = fsub <8 x float> %458, %471
+  store <8 x float> %472, ptr %conv2.w106, align 32
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %473 = fsub <8 x float> %w91, %w99
+  store <8 x float> %473, ptr %conv2.w107, align 32
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %w9947 = load <8 x float>, ptr %conv2.w99, align 32
+  %474 = fadd <8 x float> %w95, %w9947
+  store <8 x float> %474, ptr %conv2.w108, align 32
+  %w9948 = load <8 x float>, ptr %conv2.w99, align 32
+  %w9549 = load <8 x float>, ptr %conv2.w95, align 32
+  %475 = fsub <8 x float> %w9948, %w9549
+  store <8 x float> %475, ptr %conv2.w109, align 32
+  %w9550 = load <8 x float>, ptr %conv2.w95, align 32
+  %w103 = load <8 x float>, ptr %conv2.w103, align 32
+  %476 = fsub <8 x float> %w9550, %w103
+  store <8 x float> %476, ptr %conv2.w110, align 32
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %477 = fsub <8 x float> %w92, %w100
+  store <8 x float> %477, ptr %conv2.w111, align 32
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %w10051 = load <8 x float>, ptr %conv2.w100, align 32
+  %478 = fadd <8 x float> %w96, %w10051
+  store <8 x float> %478, ptr %conv2.w112, align 32
+  %w10052 = load <8 x float>, ptr %conv2.w100, align 32
+  %w9653 = load <8 x float>, ptr %conv2.w96, align 32
+  %479 = fsub <8 x float> %w10052, %w9653
+  store <8 x float> %479, ptr %conv2.w113, align 32
+  %w9654 = load <8 x float>, ptr %conv2.w96, align 32
+  %w104 = load <8 x float>, ptr %conv2.w104, align 32
+  %480 = fsub <8 x float> %w9654, %w104
+  store <8 x float> %480, ptr %conv2.w114, align 32
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %481 = fsub <8 x float> %w93, %w101
+  store <8 x float> %481, ptr %conv2.w115, align 32
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %w10155 = load <8 x float>, ptr %conv2.w101, align 32
+  %482 = fadd <8 x float> %w97, %w10155
+  store <8 x float> %482, ptr %conv2.w116, align 32
+  %w10156 = load <8 x float>, ptr %conv2.w101, align 32
+  %w9757 = load <8 x float>, ptr %conv2.w97, align 32
+  %483 = fsub <8 x float> %w10156, %w9757
+  store <8 x float> %483, ptr %conv2.w117, align 32
+  %w9758 = load <8 x float>, ptr %conv2.w97, align 32
+  %w105 = load <8 x float>, ptr %conv2.w105, align 32
+  %484 = fsub <8 x float> %w9758, %w105
+  store <8 x float> %484, ptr %conv2.w118, align 32
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %485 = fsub <8 x float> %w94, %w102
+  store <8 x float> %485, ptr %conv2.w119, align 32
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %w10259 = load <8 x float>, ptr %conv2.w102, align 32
+  %486 = fadd <8 x float> %w98, %w10259
+  store <8 x float> %486, ptr %conv2.w120, align 32
+  %w10260 = load <8 x float>, ptr %conv2.w102, align 32
+  %w9861 = load <8 x float>, ptr %conv2.w98, align 32
+  %487 = fsub <8 x float> %w10260, %w9861
+  store <8 x float> %487, ptr %conv2.w121, align 32
+  %w9862 = load <8 x float>, ptr %conv2.w98, align 32
+  %w106 = load <8 x float>, ptr %conv2.w106, align 32
+  %488 = fsub <8 x float> %w9862, %w106
+  store <8 x float> %488, ptr %conv2.w122, align 32
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %489 = mul nsw i64 %conv2.j8711, 49
+  %490 = mul nsw i64 %conv2.ty8812, 7
+  %491 = add nsw i64 %489, %490
+  %492 = add nsw i64 %491, %conv2.tx8913
+  %493 = mul nsw i64 %492, 32
+  %494 = add nsw i64 1245184, %493
+  %495 = mul nsw i64 %conv2.cv9014, 8
+  %496 = add nsw i64 %494, %495
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %496
+  store <8 x float> %w107, ptr %arena63, align 4
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %497 = mul nsw i64 %conv2.j8711, 49
+  %498 = mul nsw i64 %conv2.ty8812, 7
+  %499 = add nsw i64 %497, %498
+  %500 = add nsw i64 %499, %conv2.tx8913
+  %501 = mul nsw i64 %500, 32
+  %502 = add nsw i64 1246752, %501
+  %503 = mul nsw i64 %conv2.cv9014, 8
+  %504 = add nsw i64 %502, %503
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %504
+  store <8 x float> %w108, ptr %arena64, align 4
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %505 = mul nsw i64 %conv2.j8711, 49
+  %506 = mul nsw i64 %conv2.ty8812, 7
+  %507 = add nsw i64 %505, %506
+  %508 = add nsw i64 %507, %conv2.tx8913
+  %509 = mul nsw i64 %508, 32
+  %510 = add nsw i64 1248320, %509
+  %511 = mul nsw i64 %conv2.cv9014, 8
+  %512 = add nsw i64 %510, %511
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %512
+  store <8 x float> %w109, ptr %arena65, align 4
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %513 = mul nsw i64 %conv2.j8711, 49
+  %514 = mul nsw i64 %conv2.ty8812, 7
+  %515 = add nsw i64 %513, %514
+  %516 = add nsw i64 %515, %conv2.tx8913
+  %517 = mul nsw i64 %516, 32
+  %518 = add nsw i64 1249888, %517
+  %519 = mul nsw i64 %conv2.cv9014, 8
+  %520 = add nsw i64 %518, %519
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %520
+  store <8 x float> %w110, ptr %arena66, align 4
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %521 = mul nsw i64 %conv2.j8711, 49
+  %522 = mul nsw i64 %conv2.ty8812, 7
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, %conv2.tx8913
+  %525 = mul nsw i64 %524, 32
+  %526 = add nsw i64 1251456, %525
+  %527 = mul nsw i64 %conv2.cv9014, 8
+  %528 = add nsw i64 %526, %527
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %528
+  store <8 x float> %w111, ptr %arena67, align 4
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %529 = mul nsw i64 %conv2.j8711, 49
+  %530 = mul nsw i64 %conv2.ty8812, 7
+  %531 = add nsw i64 %529, %530
+  %532 = add nsw i64 %531, %conv2.tx8913
+  %533 = mul nsw i64 %532, 32
+  %534 = add nsw i64 1253024, %533
+  %535 = mul nsw i64 %conv2.cv9014, 8
+  %536 = add nsw i64 %534, %535
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %536
+  store <8 x float> %w112, ptr %arena68, align 4
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %537 = mul nsw i64 %conv2.j8711, 49
+  %538 = mul nsw i64 %conv2.ty8812, 7
+  %539 = add nsw i64 %537, %538
+  %540 = add nsw i64 %539, %conv2.tx8913
+  %541 = mul nsw i64 %540, 32
+  %542 = add nsw i64 1254592, %541
+  %543 = mul nsw i64 %conv2.cv9014, 8
+  %544 = add nsw i64 %542, %543
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %544
+  store <8 x float> %w113, ptr %arena69, align 4
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %545 = mul nsw i64 %conv2.j8711, 49
+  %546 = mul nsw i64 %conv2.ty8812, 7
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, %conv2.tx8913
+  %549 = mul nsw i64 %548, 32
+  %550 = add nsw i64 1256160, %549
+  %551 = mul nsw i64 %conv2.cv9014, 8
+  %552 = add nsw i64 %550, %551
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %552
+  store <8 x float> %w114, ptr %arena70, align 4
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %553 = mul nsw i64 %conv2.j8711, 49
+  %554 = mul nsw i64 %conv2.ty8812, 7
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 %555, %conv2.tx8913
+  %557 = mul nsw i64 %556, 32
+  %558 = add nsw i64 1257728, %557
+  %559 = mul nsw i64 %conv2.cv9014, 8
+  %560 = add nsw i64 %558, %559
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %560
+  store <8 x float> %w115, ptr %arena71, align 4
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %561 = mul nsw i64 %conv2.j8711, 49
+  %562 = mul nsw i64 %conv2.ty8812, 7
+  %563 = add nsw i64 %561, %562
+  %564 = add nsw i64 %563, %conv2.tx8913
+  %565 = mul nsw i64 %564, 32
+  %566 = add nsw i64 1259296, %565
+  %567 = mul nsw i64 %conv2.cv9014, 8
+  %568 = add nsw i64 %566, %567
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %568
+  store <8 x float> %w116, ptr %arena72, align 4
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %569 = mul nsw i64 %conv2.j8711, 49
+  %570 = mul nsw i64 %conv2.ty8812, 7
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, %conv2.tx8913
+  %573 = mul nsw i64 %572, 32
+  %574 = add nsw i64 1260864, %573
+  %575 = mul nsw i64 %conv2.cv9014, 8
+  %576 = add nsw i64 %574, %575
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %576
+  store <8 x float> %w117, ptr %arena73, align 4
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %577 = mul nsw i64 %conv2.j8711, 49
+  %578 = mul nsw i64 %conv2.ty8812, 7
+  %579 = add nsw i64 %577, %578
+  %580 = add nsw i64 %579, %conv2.tx8913
+  %581 = mul nsw i64 %580, 32
+  %582 = add nsw i64 1262432, %581
+  %583 = mul nsw i64 %conv2.cv9014, 8
+  %584 = add nsw i64 %582, %583
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %584
+  store <8 x float> %w118, ptr %arena74, align 4
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %585 = mul nsw i64 %conv2.j8711, 49
+  %586 = mul nsw i64 %conv2.ty8812, 7
+  %587 = add nsw i64 %585, %586
+  %588 = add nsw i64 %587, %conv2.tx8913
+  %589 = mul nsw i64 %588, 32
+  %590 = add nsw i64 1264000, %589
+  %591 = mul nsw i64 %conv2.cv9014, 8
+  %592 = add nsw i64 %590, %591
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <8 x float> %w119, ptr %arena75, align 4
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %593 = mul nsw i64 %conv2.j8711, 49
+  %594 = mul nsw i64 %conv2.ty8812, 7
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, %conv2.tx8913
+  %597 = mul nsw i64 %596, 32
+  %598 = add nsw i64 1265568, %597
+  %599 = mul nsw i64 %conv2.cv9014, 8
+  %600 = add nsw i64 %598, %599
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %600
+  store <8 x float> %w120, ptr %arena76, align 4
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %601 = mul nsw i64 %conv2.j8711, 49
+  %602 = mul nsw i64 %conv2.ty8812, 7
+  %603 = add nsw i64 %601, %602
+  %604 = add nsw i64 %603, %conv2.tx8913
+  %605 = mul nsw i64 %604, 32
+  %606 = add nsw i64 1267136, %605
+  %607 = mul nsw i64 %conv2.cv9014, 8
+  %608 = add nsw i64 %606, %607
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %608
+  store <8 x float> %w121, ptr %arena77, align 4
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %609 = mul nsw i64 %conv2.j8711, 49
+  %610 = mul nsw i64 %conv2.ty8812, 7
+  %611 = add nsw i64 %609, %610
+  %612 = add nsw i64 %611, %conv2.tx8913
+  %613 = mul nsw i64 %612, 32
+  %614 = add nsw i64 1268704, %613
+  %615 = mul nsw i64 %conv2.cv9014, 8
+  %616 = add nsw i64 %614, %615
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %616
+  store <8 x float> %w122, ptr %arena78, align 4
+  %cv90.next = add nsw i64 %conv2.cv9014, 1
+  %617 = icmp slt i64 %cv90.next, 4
+  br i1 %617, label %conv2.cv90, label %conv2.cv90.end
+
+conv2.cv90.end:                                   ; preds = %conv2.cv90
+  %tx89.next = add nsw i64 %conv2.tx8913, 1
+  %618 = icmp slt i64 %tx89.next, 7
+  br i1 %618, label %conv2.tx89, label %conv2.tx89.end
+
+conv2.part123.pool:                               ; preds = %conv2.j87.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @simplecnn_train_b64.k1.conv2.part123.task, ptr %part123.context, i64 2)
+  br label %conv2.part123.done
+
+conv2.part123.serial:                             ; preds = %conv2.j87.end
+  br label %conv2.part123
+
+conv2.part123.done:                               ; preds = %conv2.part123.end, %conv2.part123.pool
+  %g82.next = add nsw i64 %conv2.g824, 1
+  %619 = icmp slt i64 %g82.next, 64
+  br i1 %619, label %conv2.g82, label %conv2.g82.end
+
+conv2.part123:                                    ; preds = %conv2.part123, %conv2.part123.serial
+  %conv2.part12380 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
+  call void @simplecnn_train_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g824, i64 %conv2.part12380)
+  %part123.next = add nsw i64 %conv2.part12380, 1
+  %620 = icmp slt i64 %part123.next, 2
+  br i1 %620, label %conv2.part123, label %conv2.part123.end
+
+conv2.part123.end:                                ; preds = %conv2.part123
+  br label %conv2.part123.done
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k1.conv2.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w80 = alloca float, align 4
   %conv2.w79 = alloca float, align 4
   %conv2.w78 = alloca float, align 4
   %conv2.w77 = alloca float, align 4
@@ -1218,1767 +2118,1170 @@ entry:
   %conv2.w55 = alloca float, align 4
   %conv2.w54 = alloca float, align 4
   %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  br label %conv2.ci50
+  br label %conv2.ci51
 
-conv2.ci50:                                       ; preds = %conv2.co51.end, %entry
-  %conv2.ci501 = phi i64 [ 0, %entry ], [ %ci50.next, %conv2.co51.end ]
-  br label %conv2.co51
+conv2.ci51:                                       ; preds = %conv2.co52.end, %entry
+  %conv2.ci511 = phi i64 [ 0, %entry ], [ %ci51.next, %conv2.co52.end ]
+  br label %conv2.co52
 
-conv2.ci50.end:                                   ; preds = %conv2.co51.end
-  br label %conv2.i80
+conv2.ci51.end:                                   ; preds = %conv2.co52.end
+  ret void
 
-conv2.co51:                                       ; preds = %conv2.co51, %conv2.ci50
-  %conv2.co512 = phi i64 [ 0, %conv2.ci50 ], [ %co51.next, %conv2.co51 ]
-  %0 = mul nsw i64 %conv2.co512, 32
-  %1 = add nsw i64 %0, %conv2.ci501
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 320, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w52, align 4
-  %5 = mul nsw i64 %conv2.co512, 32
-  %6 = add nsw i64 %5, %conv2.ci501
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 320, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co512, 32
-  %11 = add nsw i64 %10, %conv2.ci501
+conv2.co52:                                       ; preds = %conv2.co52, %conv2.ci51
+  %conv2.co522 = phi i64 [ 0, %conv2.ci51 ], [ %co52.next, %conv2.co52 ]
+  %1 = mul nsw i64 %0, 32
+  %2 = add nsw i64 %1, %conv2.co522
+  %3 = mul nsw i64 %2, 32
+  %4 = add nsw i64 %3, %conv2.ci511
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w53, align 4
+  %8 = mul nsw i64 %0, 32
+  %9 = add nsw i64 %8, %conv2.co522
+  %10 = mul nsw i64 %9, 32
+  %11 = add nsw i64 %10, %conv2.ci511
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 320, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co512, 32
-  %18 = add nsw i64 %17, %conv2.ci501
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 32
+  %16 = add nsw i64 %15, %conv2.co522
+  %17 = mul nsw i64 %16, 32
+  %18 = add nsw i64 %17, %conv2.ci511
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w53, align 4
-  %25 = mul nsw i64 %conv2.co512, 32
-  %26 = add nsw i64 %25, %conv2.ci501
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 320, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co512, 32
-  %31 = add nsw i64 %30, %conv2.ci501
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 320, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co512, 32
-  %38 = add nsw i64 %37, %conv2.ci501
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 320, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w54, align 4
-  %45 = mul nsw i64 %conv2.co512, 32
-  %46 = add nsw i64 %45, %conv2.ci501
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 320, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w55, align 4
-  %51 = mul nsw i64 %conv2.co512, 32
-  %52 = add nsw i64 %51, %conv2.ci501
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 320, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w56, align 4
-  %57 = mul nsw i64 %conv2.co512, 32
-  %58 = add nsw i64 %57, %conv2.ci501
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 320, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co512, 32
-  %64 = add nsw i64 %63, %conv2.ci501
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 320, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co512, 32
-  %71 = add nsw i64 %70, %conv2.ci501
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 32
+  %25 = add nsw i64 %24, %conv2.co522
+  %26 = mul nsw i64 %25, 32
+  %27 = add nsw i64 %26, %conv2.ci511
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 320, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w54, align 4
+  %34 = mul nsw i64 %0, 32
+  %35 = add nsw i64 %34, %conv2.co522
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %36, %conv2.ci511
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 320, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 32
+  %42 = add nsw i64 %41, %conv2.co522
+  %43 = mul nsw i64 %42, 32
+  %44 = add nsw i64 %43, %conv2.ci511
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 320, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 32
+  %51 = add nsw i64 %50, %conv2.co522
+  %52 = mul nsw i64 %51, 32
+  %53 = add nsw i64 %52, %conv2.ci511
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 320, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w55, align 4
+  %60 = mul nsw i64 %0, 32
+  %61 = add nsw i64 %60, %conv2.co522
+  %62 = mul nsw i64 %61, 32
+  %63 = add nsw i64 %62, %conv2.ci511
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 320, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w56, align 4
+  %68 = mul nsw i64 %0, 32
+  %69 = add nsw i64 %68, %conv2.co522
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %70, %conv2.ci511
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 320, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w57, align 4
-  %78 = mul nsw i64 %conv2.co512, 32
-  %79 = add nsw i64 %78, %conv2.ci501
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w57, align 4
+  %76 = mul nsw i64 %0, 32
+  %77 = add nsw i64 %76, %conv2.co522
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %78, %conv2.ci511
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 320, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co512, 32
-  %85 = add nsw i64 %84, %conv2.ci501
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 320, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co512, 32
-  %92 = add nsw i64 %91, %conv2.ci501
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 320, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w58, align 4
-  %99 = mul nsw i64 %conv2.co512, 32
-  %100 = add nsw i64 %99, %conv2.ci501
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 320, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w59, align 4
-  %105 = mul nsw i64 %conv2.co512, 32
-  %106 = add nsw i64 %105, %conv2.ci501
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 32
+  %85 = add nsw i64 %84, %conv2.co522
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %86, %conv2.ci511
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 320, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 32
+  %94 = add nsw i64 %93, %conv2.co522
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %95, %conv2.ci511
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 320, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w58, align 4
+  %103 = mul nsw i64 %0, 32
+  %104 = add nsw i64 %103, %conv2.co522
+  %105 = mul nsw i64 %104, 32
+  %106 = add nsw i64 %105, %conv2.ci511
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 320, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w60, align 4
-  %111 = mul nsw i64 %conv2.co512, 32
-  %112 = add nsw i64 %111, %conv2.ci501
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 320, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co512, 32
-  %118 = add nsw i64 %117, %conv2.ci501
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 320, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co512, 32
-  %125 = add nsw i64 %124, %conv2.ci501
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 320, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w61, align 4
-  %132 = mul nsw i64 %conv2.co512, 32
-  %133 = add nsw i64 %132, %conv2.ci501
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 32
+  %112 = add nsw i64 %111, %conv2.co522
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %113, %conv2.ci511
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 320, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 32
+  %121 = add nsw i64 %120, %conv2.co522
+  %122 = mul nsw i64 %121, 32
+  %123 = add nsw i64 %122, %conv2.ci511
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 320, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w59, align 4
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %130, %conv2.co522
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %132, %conv2.ci511
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 320, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co512, 32
-  %139 = add nsw i64 %138, %conv2.ci501
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 320, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co512, 32
-  %146 = add nsw i64 %145, %conv2.ci501
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 320, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w62, align 4
-  %153 = mul nsw i64 %conv2.co512, 32
-  %154 = add nsw i64 %153, %conv2.ci501
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 320, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w63, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  store float %w52, ptr %conv2.w64, align 4
-  %w5227 = load float, ptr %conv2.w52, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %159 = fadd float %w5227, %w56
-  %w60 = load float, ptr %conv2.w60, align 4
-  %160 = fadd float %159, %w60
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w65, align 4
-  %w5228 = load float, ptr %conv2.w52, align 4
-  %w6029 = load float, ptr %conv2.w60, align 4
-  %162 = fadd float %w5228, %w6029
-  %w5630 = load float, ptr %conv2.w56, align 4
-  %163 = fsub float %162, %w5630
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w66, align 4
-  %w6031 = load float, ptr %conv2.w60, align 4
-  store float %w6031, ptr %conv2.w67, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w60, align 4
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %138, %conv2.co522
+  %140 = mul nsw i64 %139, 32
+  %141 = add nsw i64 %140, %conv2.ci511
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w61, align 4
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %146, %conv2.co522
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %148, %conv2.ci511
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 320, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 32
+  %155 = add nsw i64 %154, %conv2.co522
+  %156 = mul nsw i64 %155, 32
+  %157 = add nsw i64 %156, %conv2.ci511
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 320, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 32
+  %164 = add nsw i64 %163, %conv2.co522
+  %165 = mul nsw i64 %164, 32
+  %166 = add nsw i64 %165, %conv2.ci511
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 320, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w62, align 4
+  %173 = mul nsw i64 %0, 32
+  %174 = add nsw i64 %173, %conv2.co522
+  %175 = mul nsw i64 %174, 32
+  %176 = add nsw i64 %175, %conv2.ci511
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 320, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 32
+  %182 = add nsw i64 %181, %conv2.co522
+  %183 = mul nsw i64 %182, 32
+  %184 = add nsw i64 %183, %conv2.ci511
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 320, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %190, %conv2.co522
+  %192 = mul nsw i64 %191, 32
+  %193 = add nsw i64 %192, %conv2.ci511
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 320, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w63, align 4
+  %200 = mul nsw i64 %0, 32
+  %201 = add nsw i64 %200, %conv2.co522
+  %202 = mul nsw i64 %201, 32
+  %203 = add nsw i64 %202, %conv2.ci511
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 320, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w64, align 4
   %w53 = load float, ptr %conv2.w53, align 4
-  store float %w53, ptr %conv2.w68, align 4
-  %w5332 = load float, ptr %conv2.w53, align 4
+  store float %w53, ptr %conv2.w65, align 4
+  %w5327 = load float, ptr %conv2.w53, align 4
   %w57 = load float, ptr %conv2.w57, align 4
-  %165 = fadd float %w5332, %w57
+  %208 = fadd float %w5327, %w57
   %w61 = load float, ptr %conv2.w61, align 4
-  %166 = fadd float %165, %w61
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w69, align 4
-  %w5333 = load float, ptr %conv2.w53, align 4
-  %w6134 = load float, ptr %conv2.w61, align 4
-  %168 = fadd float %w5333, %w6134
-  %w5735 = load float, ptr %conv2.w57, align 4
-  %169 = fsub float %168, %w5735
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w70, align 4
-  %w6136 = load float, ptr %conv2.w61, align 4
-  store float %w6136, ptr %conv2.w71, align 4
+  %209 = fadd float %208, %w61
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w66, align 4
+  %w5328 = load float, ptr %conv2.w53, align 4
+  %w6129 = load float, ptr %conv2.w61, align 4
+  %211 = fadd float %w5328, %w6129
+  %w5730 = load float, ptr %conv2.w57, align 4
+  %212 = fsub float %211, %w5730
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w67, align 4
+  %w6131 = load float, ptr %conv2.w61, align 4
+  store float %w6131, ptr %conv2.w68, align 4
   %w54 = load float, ptr %conv2.w54, align 4
-  store float %w54, ptr %conv2.w72, align 4
-  %w5437 = load float, ptr %conv2.w54, align 4
+  store float %w54, ptr %conv2.w69, align 4
+  %w5432 = load float, ptr %conv2.w54, align 4
   %w58 = load float, ptr %conv2.w58, align 4
-  %171 = fadd float %w5437, %w58
+  %214 = fadd float %w5432, %w58
   %w62 = load float, ptr %conv2.w62, align 4
-  %172 = fadd float %171, %w62
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w73, align 4
-  %w5438 = load float, ptr %conv2.w54, align 4
-  %w6239 = load float, ptr %conv2.w62, align 4
-  %174 = fadd float %w5438, %w6239
-  %w5840 = load float, ptr %conv2.w58, align 4
-  %175 = fsub float %174, %w5840
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w74, align 4
-  %w6241 = load float, ptr %conv2.w62, align 4
-  store float %w6241, ptr %conv2.w75, align 4
+  %215 = fadd float %214, %w62
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w70, align 4
+  %w5433 = load float, ptr %conv2.w54, align 4
+  %w6234 = load float, ptr %conv2.w62, align 4
+  %217 = fadd float %w5433, %w6234
+  %w5835 = load float, ptr %conv2.w58, align 4
+  %218 = fsub float %217, %w5835
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w71, align 4
+  %w6236 = load float, ptr %conv2.w62, align 4
+  store float %w6236, ptr %conv2.w72, align 4
   %w55 = load float, ptr %conv2.w55, align 4
-  store float %w55, ptr %conv2.w76, align 4
-  %w5542 = load float, ptr %conv2.w55, align 4
+  store float %w55, ptr %conv2.w73, align 4
+  %w5537 = load float, ptr %conv2.w55, align 4
   %w59 = load float, ptr %conv2.w59, align 4
-  %177 = fadd float %w5542, %w59
+  %220 = fadd float %w5537, %w59
   %w63 = load float, ptr %conv2.w63, align 4
-  %178 = fadd float %177, %w63
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w77, align 4
-  %w5543 = load float, ptr %conv2.w55, align 4
-  %w6344 = load float, ptr %conv2.w63, align 4
-  %180 = fadd float %w5543, %w6344
-  %w5945 = load float, ptr %conv2.w59, align 4
-  %181 = fsub float %180, %w5945
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w78, align 4
-  %w6346 = load float, ptr %conv2.w63, align 4
-  store float %w6346, ptr %conv2.w79, align 4
+  %221 = fadd float %220, %w63
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w74, align 4
+  %w5538 = load float, ptr %conv2.w55, align 4
+  %w6339 = load float, ptr %conv2.w63, align 4
+  %223 = fadd float %w5538, %w6339
+  %w5940 = load float, ptr %conv2.w59, align 4
+  %224 = fsub float %223, %w5940
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w75, align 4
+  %w6341 = load float, ptr %conv2.w63, align 4
+  store float %w6341, ptr %conv2.w76, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  store float %w56, ptr %conv2.w77, align 4
+  %w5642 = load float, ptr %conv2.w56, align 4
+  %w60 = load float, ptr %conv2.w60, align 4
+  %226 = fadd float %w5642, %w60
   %w64 = load float, ptr %conv2.w64, align 4
-  %183 = mul nsw i64 %conv2.ci501, 64
-  %184 = add nsw i64 1204224, %183
-  %185 = add nsw i64 %184, %conv2.co512
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w64, ptr %arena47, align 4
+  %227 = fadd float %226, %w64
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w78, align 4
+  %w5643 = load float, ptr %conv2.w56, align 4
+  %w6444 = load float, ptr %conv2.w64, align 4
+  %229 = fadd float %w5643, %w6444
+  %w6045 = load float, ptr %conv2.w60, align 4
+  %230 = fsub float %229, %w6045
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w79, align 4
+  %w6446 = load float, ptr %conv2.w64, align 4
+  store float %w6446, ptr %conv2.w80, align 4
   %w65 = load float, ptr %conv2.w65, align 4
-  %186 = mul nsw i64 %conv2.ci501, 64
-  %187 = add nsw i64 1206272, %186
-  %188 = add nsw i64 %187, %conv2.co512
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w65, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci511, 64
+  %233 = add nsw i64 1204224, %232
+  %234 = mul nsw i64 %0, 32
+  %235 = add nsw i64 %234, %conv2.co522
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w65, ptr %arena47, align 4
   %w66 = load float, ptr %conv2.w66, align 4
-  %189 = mul nsw i64 %conv2.ci501, 64
-  %190 = add nsw i64 1208320, %189
-  %191 = add nsw i64 %190, %conv2.co512
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w66, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci511, 64
+  %238 = add nsw i64 1206272, %237
+  %239 = mul nsw i64 %0, 32
+  %240 = add nsw i64 %239, %conv2.co522
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w66, ptr %arena48, align 4
   %w67 = load float, ptr %conv2.w67, align 4
-  %192 = mul nsw i64 %conv2.ci501, 64
-  %193 = add nsw i64 1210368, %192
-  %194 = add nsw i64 %193, %conv2.co512
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w67, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci511, 64
+  %243 = add nsw i64 1208320, %242
+  %244 = mul nsw i64 %0, 32
+  %245 = add nsw i64 %244, %conv2.co522
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w67, ptr %arena49, align 4
   %w68 = load float, ptr %conv2.w68, align 4
-  %195 = mul nsw i64 %conv2.ci501, 64
-  %196 = add nsw i64 1212416, %195
-  %197 = add nsw i64 %196, %conv2.co512
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w68, ptr %arena51, align 4
-  %w69 = load float, ptr %conv2.w69, align 4
-  %198 = mul nsw i64 %conv2.ci501, 64
-  %199 = add nsw i64 1214464, %198
-  %200 = add nsw i64 %199, %conv2.co512
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w69, ptr %arena52, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  %201 = mul nsw i64 %conv2.ci501, 64
-  %202 = add nsw i64 1216512, %201
-  %203 = add nsw i64 %202, %conv2.co512
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w70, ptr %arena53, align 4
-  %w71 = load float, ptr %conv2.w71, align 4
-  %204 = mul nsw i64 %conv2.ci501, 64
-  %205 = add nsw i64 1218560, %204
-  %206 = add nsw i64 %205, %conv2.co512
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w71, ptr %arena54, align 4
-  %w72 = load float, ptr %conv2.w72, align 4
-  %207 = mul nsw i64 %conv2.ci501, 64
-  %208 = add nsw i64 1220608, %207
-  %209 = add nsw i64 %208, %conv2.co512
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w72, ptr %arena55, align 4
-  %w73 = load float, ptr %conv2.w73, align 4
-  %210 = mul nsw i64 %conv2.ci501, 64
-  %211 = add nsw i64 1222656, %210
-  %212 = add nsw i64 %211, %conv2.co512
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w73, ptr %arena56, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %213 = mul nsw i64 %conv2.ci501, 64
-  %214 = add nsw i64 1224704, %213
-  %215 = add nsw i64 %214, %conv2.co512
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w74, ptr %arena57, align 4
-  %w75 = load float, ptr %conv2.w75, align 4
-  %216 = mul nsw i64 %conv2.ci501, 64
-  %217 = add nsw i64 1226752, %216
-  %218 = add nsw i64 %217, %conv2.co512
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w75, ptr %arena58, align 4
-  %w76 = load float, ptr %conv2.w76, align 4
-  %219 = mul nsw i64 %conv2.ci501, 64
-  %220 = add nsw i64 1228800, %219
-  %221 = add nsw i64 %220, %conv2.co512
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w76, ptr %arena59, align 4
-  %w77 = load float, ptr %conv2.w77, align 4
-  %222 = mul nsw i64 %conv2.ci501, 64
-  %223 = add nsw i64 1230848, %222
-  %224 = add nsw i64 %223, %conv2.co512
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w77, ptr %arena60, align 4
-  %w78 = load float, ptr %conv2.w78, align 4
-  %225 = mul nsw i64 %conv2.ci501, 64
-  %226 = add nsw i64 1232896, %225
-  %227 = add nsw i64 %226, %conv2.co512
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w78, ptr %arena61, align 4
-  %w79 = load float, ptr %conv2.w79, align 4
-  %228 = mul nsw i64 %conv2.ci501, 64
-  %229 = add nsw i64 1234944, %228
-  %230 = add nsw i64 %229, %conv2.co512
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w79, ptr %arena62, align 4
-  %co51.next = add nsw i64 %conv2.co512, 1
-  %231 = icmp slt i64 %co51.next, 64
-  br i1 %231, label %conv2.co51, label %conv2.co51.end, !llvm.loop !9
-
-conv2.co51.end:                                   ; preds = %conv2.co51
-  %ci50.next = add nsw i64 %conv2.ci501, 1
-  %232 = icmp slt i64 %ci50.next, 32
-  br i1 %232, label %conv2.ci50, label %conv2.ci50.end, !llvm.loop !10
-
-conv2.i80:                                        ; preds = %conv2.i80, %conv2.ci50.end
-  %conv2.i8063 = phi i64 [ 0, %conv2.ci50.end ], [ %i80.next, %conv2.i80 ]
-  %233 = add nsw i64 1236992, %conv2.i8063
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i80.next = add nsw i64 %conv2.i8063, 1
-  %234 = icmp slt i64 %i80.next, 8192
-  br i1 %234, label %conv2.i80, label %conv2.i80.end
-
-conv2.i80.end:                                    ; preds = %conv2.i80
-  br label %conv2.g81
-
-conv2.g81:                                        ; preds = %conv2.j161.end, %conv2.i80.end
-  %conv2.g8165 = phi i64 [ 0, %conv2.i80.end ], [ %g81.next, %conv2.j161.end ]
-  br label %conv2.j82
-
-conv2.g81.end:                                    ; preds = %conv2.j161.end
-  ret void
-
-conv2.j82:                                        ; preds = %conv2.iy83.end, %conv2.g81
-  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.iy83.end ]
-  br label %conv2.iy83
-
-conv2.j82.end:                                    ; preds = %conv2.iy83.end
-  br label %conv2.j86
-
-conv2.iy83:                                       ; preds = %conv2.c84.end, %conv2.j82
-  %conv2.iy8367 = phi i64 [ 0, %conv2.j82 ], [ %iy83.next, %conv2.c84.end ]
-  br label %conv2.c84
-
-conv2.iy83.end:                                   ; preds = %conv2.c84.end
-  %j82.next = add nsw i64 %conv2.j8266, 1
-  %235 = icmp slt i64 %j82.next, 1
-  br i1 %235, label %conv2.j82, label %conv2.j82.end
-
-conv2.c84:                                        ; preds = %conv2.ix85.end, %conv2.iy83
-  %conv2.c8468 = phi i64 [ 0, %conv2.iy83 ], [ %c84.next, %conv2.ix85.end ]
-  br label %conv2.ix85
-
-conv2.c84.end:                                    ; preds = %conv2.ix85.end
-  %iy83.next = add nsw i64 %conv2.iy8367, 1
-  %236 = icmp slt i64 %iy83.next, 14
-  br i1 %236, label %conv2.iy83, label %conv2.iy83.end
-
-conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.c84
-  %conv2.ix8569 = phi i64 [ 0, %conv2.c84 ], [ %ix85.next, %conv2.ix85 ]
-  %237 = add nsw i64 %conv2.g8165, %conv2.j8266
-  %238 = mul nsw i64 %237, 6272
-  %239 = mul nsw i64 %conv2.c8468, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy8367, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix8569
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j8266, 8192
-  %246 = add nsw i64 %conv2.iy8367, 1
-  %247 = mul nsw i64 %246, 512
-  %248 = add nsw i64 %245, %247
-  %249 = add nsw i64 %conv2.ix8569, 1
-  %250 = mul nsw i64 %249, 32
+  %247 = mul nsw i64 %conv2.ci511, 64
+  %248 = add nsw i64 1210368, %247
+  %249 = mul nsw i64 %0, 32
+  %250 = add nsw i64 %249, %conv2.co522
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c8468
-  %253 = add nsw i64 1236992, %252
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store float %244, ptr %arena71, align 4
-  %ix85.next = add nsw i64 %conv2.ix8569, 1
-  %254 = icmp slt i64 %ix85.next, 14
-  br i1 %254, label %conv2.ix85, label %conv2.ix85.end
-
-conv2.ix85.end:                                   ; preds = %conv2.ix85
-  %c84.next = add nsw i64 %conv2.c8468, 1
-  %255 = icmp slt i64 %c84.next, 32
-  br i1 %255, label %conv2.c84, label %conv2.c84.end
-
-conv2.j86:                                        ; preds = %conv2.ty87.end, %conv2.j82.end
-  %conv2.j8672 = phi i64 [ 0, %conv2.j82.end ], [ %j86.next, %conv2.ty87.end ]
-  br label %conv2.ty87
-
-conv2.j86.end:                                    ; preds = %conv2.ty87.end
-  br label %conv2.xi122
-
-conv2.ty87:                                       ; preds = %conv2.tx88.end, %conv2.j86
-  %conv2.ty8773 = phi i64 [ 0, %conv2.j86 ], [ %ty87.next, %conv2.tx88.end ]
-  br label %conv2.tx88
-
-conv2.ty87.end:                                   ; preds = %conv2.tx88.end
-  %j86.next = add nsw i64 %conv2.j8672, 1
-  %256 = icmp slt i64 %j86.next, 1
-  br i1 %256, label %conv2.j86, label %conv2.j86.end
-
-conv2.tx88:                                       ; preds = %conv2.cv89.end, %conv2.ty87
-  %conv2.tx8874 = phi i64 [ 0, %conv2.ty87 ], [ %tx88.next, %conv2.cv89.end ]
-  br label %conv2.cv89
-
-conv2.tx88.end:                                   ; preds = %conv2.cv89.end
-  %ty87.next = add nsw i64 %conv2.ty8773, 1
-  %257 = icmp slt i64 %ty87.next, 7
-  br i1 %257, label %conv2.ty87, label %conv2.ty87.end
-
-conv2.cv89:                                       ; preds = %conv2.cv89, %conv2.tx88
-  %conv2.cv8975 = phi i64 [ 0, %conv2.tx88 ], [ %cv89.next, %conv2.cv89 ]
-  %258 = mul nsw i64 %conv2.j8672, 8192
-  %259 = mul nsw i64 %conv2.ty8773, 2
-  %260 = mul nsw i64 %259, 512
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w68, ptr %arena50, align 4
+  %w69 = load float, ptr %conv2.w69, align 4
+  %252 = mul nsw i64 %conv2.ci511, 64
+  %253 = add nsw i64 1212416, %252
+  %254 = mul nsw i64 %0, 32
+  %255 = add nsw i64 %254, %conv2.co522
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w69, ptr %arena51, align 4
+  %w70 = load float, ptr %conv2.w70, align 4
+  %257 = mul nsw i64 %conv2.ci511, 64
+  %258 = add nsw i64 1214464, %257
+  %259 = mul nsw i64 %0, 32
+  %260 = add nsw i64 %259, %conv2.co522
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx8874, 2
-  %263 = mul nsw i64 %262, 32
-  %264 = add nsw i64 %261, %263
-  %265 = mul nsw i64 %conv2.cv8975, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 1236992, %266
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena76, align 4
-  %269 = mul nsw i64 %conv2.j8672, 8192
-  %270 = mul nsw i64 %conv2.ty8773, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 512
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx8874, 2
-  %275 = mul nsw i64 %274, 32
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w70, ptr %arena52, align 4
+  %w71 = load float, ptr %conv2.w71, align 4
+  %262 = mul nsw i64 %conv2.ci511, 64
+  %263 = add nsw i64 1216512, %262
+  %264 = mul nsw i64 %0, 32
+  %265 = add nsw i64 %264, %conv2.co522
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w71, ptr %arena53, align 4
+  %w72 = load float, ptr %conv2.w72, align 4
+  %267 = mul nsw i64 %conv2.ci511, 64
+  %268 = add nsw i64 1218560, %267
+  %269 = mul nsw i64 %0, 32
+  %270 = add nsw i64 %269, %conv2.co522
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w72, ptr %arena54, align 4
+  %w73 = load float, ptr %conv2.w73, align 4
+  %272 = mul nsw i64 %conv2.ci511, 64
+  %273 = add nsw i64 1220608, %272
+  %274 = mul nsw i64 %0, 32
+  %275 = add nsw i64 %274, %conv2.co522
   %276 = add nsw i64 %273, %275
-  %277 = mul nsw i64 %conv2.cv8975, 8
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 1236992, %278
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load <8 x float>, ptr %arena77, align 4
-  %281 = fsub <8 x float> %268, %280
-  store <8 x float> %281, ptr %conv2.w90, align 32
-  %282 = mul nsw i64 %conv2.j8672, 8192
-  %283 = mul nsw i64 %conv2.ty8773, 2
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 512
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.tx8874, 2
-  %288 = mul nsw i64 %287, 32
-  %289 = add nsw i64 %286, %288
-  %290 = mul nsw i64 %conv2.cv8975, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 1236992, %291
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena78, align 4
-  %294 = mul nsw i64 %conv2.j8672, 8192
-  %295 = mul nsw i64 %conv2.ty8773, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 512
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx8874, 2
-  %300 = mul nsw i64 %299, 32
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w73, ptr %arena55, align 4
+  %w74 = load float, ptr %conv2.w74, align 4
+  %277 = mul nsw i64 %conv2.ci511, 64
+  %278 = add nsw i64 1222656, %277
+  %279 = mul nsw i64 %0, 32
+  %280 = add nsw i64 %279, %conv2.co522
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w74, ptr %arena56, align 4
+  %w75 = load float, ptr %conv2.w75, align 4
+  %282 = mul nsw i64 %conv2.ci511, 64
+  %283 = add nsw i64 1224704, %282
+  %284 = mul nsw i64 %0, 32
+  %285 = add nsw i64 %284, %conv2.co522
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w75, ptr %arena57, align 4
+  %w76 = load float, ptr %conv2.w76, align 4
+  %287 = mul nsw i64 %conv2.ci511, 64
+  %288 = add nsw i64 1226752, %287
+  %289 = mul nsw i64 %0, 32
+  %290 = add nsw i64 %289, %conv2.co522
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w76, ptr %arena58, align 4
+  %w77 = load float, ptr %conv2.w77, align 4
+  %292 = mul nsw i64 %conv2.ci511, 64
+  %293 = add nsw i64 1228800, %292
+  %294 = mul nsw i64 %0, 32
+  %295 = add nsw i64 %294, %conv2.co522
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w77, ptr %arena59, align 4
+  %w78 = load float, ptr %conv2.w78, align 4
+  %297 = mul nsw i64 %conv2.ci511, 64
+  %298 = add nsw i64 1230848, %297
+  %299 = mul nsw i64 %0, 32
+  %300 = add nsw i64 %299, %conv2.co522
   %301 = add nsw i64 %298, %300
-  %302 = mul nsw i64 %conv2.cv8975, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 1236992, %303
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena79, align 4
-  %306 = fadd <8 x float> %293, %305
-  store <8 x float> %306, ptr %conv2.w91, align 32
-  %307 = mul nsw i64 %conv2.j8672, 8192
-  %308 = mul nsw i64 %conv2.ty8773, 2
-  %309 = add nsw i64 %308, 2
-  %310 = mul nsw i64 %309, 512
-  %311 = add nsw i64 %307, %310
-  %312 = mul nsw i64 %conv2.tx8874, 2
-  %313 = mul nsw i64 %312, 32
-  %314 = add nsw i64 %311, %313
-  %315 = mul nsw i64 %conv2.cv8975, 8
-  %316 = add nsw i64 %314, %315
-  %317 = add nsw i64 1236992, %316
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load <8 x float>, ptr %arena80, align 4
-  %319 = mul nsw i64 %conv2.j8672, 8192
-  %320 = mul nsw i64 %conv2.ty8773, 2
-  %321 = add nsw i64 %320, 1
-  %322 = mul nsw i64 %321, 512
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2.tx8874, 2
-  %325 = mul nsw i64 %324, 32
-  %326 = add nsw i64 %323, %325
-  %327 = mul nsw i64 %conv2.cv8975, 8
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 1236992, %328
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena81, align 4
-  %331 = fsub <8 x float> %318, %330
-  store <8 x float> %331, ptr %conv2.w92, align 32
-  %332 = mul nsw i64 %conv2.j8672, 8192
-  %333 = mul nsw i64 %conv2.ty8773, 2
-  %334 = add nsw i64 %333, 1
-  %335 = mul nsw i64 %334, 512
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2.tx8874, 2
-  %338 = mul nsw i64 %337, 32
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %conv2.cv8975, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 1236992, %341
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load <8 x float>, ptr %arena82, align 4
-  %344 = mul nsw i64 %conv2.j8672, 8192
-  %345 = mul nsw i64 %conv2.ty8773, 2
-  %346 = add nsw i64 %345, 3
-  %347 = mul nsw i64 %346, 512
-  %348 = add nsw i64 %344, %347
-  %349 = mul nsw i64 %conv2.tx8874, 2
-  %350 = mul nsw i64 %349, 32
-  %351 = add nsw i64 %348, %350
-  %352 = mul nsw i64 %conv2.cv8975, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 1236992, %353
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena83, align 4
-  %356 = fsub <8 x float> %343, %355
-  store <8 x float> %356, ptr %conv2.w93, align 32
-  %357 = mul nsw i64 %conv2.j8672, 8192
-  %358 = mul nsw i64 %conv2.ty8773, 2
-  %359 = mul nsw i64 %358, 512
-  %360 = add nsw i64 %357, %359
-  %361 = mul nsw i64 %conv2.tx8874, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 32
-  %364 = add nsw i64 %360, %363
-  %365 = mul nsw i64 %conv2.cv8975, 8
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 1236992, %366
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <8 x float>, ptr %arena84, align 4
-  %369 = mul nsw i64 %conv2.j8672, 8192
-  %370 = mul nsw i64 %conv2.ty8773, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 512
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.tx8874, 2
-  %375 = add nsw i64 %374, 1
-  %376 = mul nsw i64 %375, 32
-  %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2.cv8975, 8
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 1236992, %379
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load <8 x float>, ptr %arena85, align 4
-  %382 = fsub <8 x float> %368, %381
-  store <8 x float> %382, ptr %conv2.w94, align 32
-  %383 = mul nsw i64 %conv2.j8672, 8192
-  %384 = mul nsw i64 %conv2.ty8773, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 512
-  %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2.tx8874, 2
-  %389 = add nsw i64 %388, 1
-  %390 = mul nsw i64 %389, 32
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv8975, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 1236992, %393
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena86, align 4
-  %396 = mul nsw i64 %conv2.j8672, 8192
-  %397 = mul nsw i64 %conv2.ty8773, 2
-  %398 = add nsw i64 %397, 2
-  %399 = mul nsw i64 %398, 512
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx8874, 2
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 32
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv8975, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 1236992, %406
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena87, align 4
-  %409 = fadd <8 x float> %395, %408
-  store <8 x float> %409, ptr %conv2.w95, align 32
-  %410 = mul nsw i64 %conv2.j8672, 8192
-  %411 = mul nsw i64 %conv2.ty8773, 2
-  %412 = add nsw i64 %411, 2
-  %413 = mul nsw i64 %412, 512
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.tx8874, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 32
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %conv2.cv8975, 8
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 1236992, %420
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load <8 x float>, ptr %arena88, align 4
-  %423 = mul nsw i64 %conv2.j8672, 8192
-  %424 = mul nsw i64 %conv2.ty8773, 2
-  %425 = add nsw i64 %424, 1
-  %426 = mul nsw i64 %425, 512
-  %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2.tx8874, 2
-  %429 = add nsw i64 %428, 1
-  %430 = mul nsw i64 %429, 32
-  %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2.cv8975, 8
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 1236992, %433
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load <8 x float>, ptr %arena89, align 4
-  %436 = fsub <8 x float> %422, %435
-  store <8 x float> %436, ptr %conv2.w96, align 32
-  %437 = mul nsw i64 %conv2.j8672, 8192
-  %438 = mul nsw i64 %conv2.ty8773, 2
-  %439 = add nsw i64 %438, 1
-  %440 = mul nsw i64 %439, 512
-  %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2.tx8874, 2
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 32
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.cv8975, 8
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 1236992, %447
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load <8 x float>, ptr %arena90, align 4
-  %450 = mul nsw i64 %conv2.j8672, 8192
-  %451 = mul nsw i64 %conv2.ty8773, 2
-  %452 = add nsw i64 %451, 3
-  %453 = mul nsw i64 %452, 512
-  %454 = add nsw i64 %450, %453
-  %455 = mul nsw i64 %conv2.tx8874, 2
-  %456 = add nsw i64 %455, 1
-  %457 = mul nsw i64 %456, 32
-  %458 = add nsw i64 %454, %457
-  %459 = mul nsw i64 %conv2.cv8975, 8
-  %460 = add nsw i64 %458, %459
-  %461 = add nsw i64 1236992, %460
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load <8 x float>, ptr %arena91, align 4
-  %463 = fsub <8 x float> %449, %462
-  store <8 x float> %463, ptr %conv2.w97, align 32
-  %464 = mul nsw i64 %conv2.j8672, 8192
-  %465 = mul nsw i64 %conv2.ty8773, 2
-  %466 = mul nsw i64 %465, 512
-  %467 = add nsw i64 %464, %466
-  %468 = mul nsw i64 %conv2.tx8874, 2
-  %469 = add nsw i64 %468, 2
-  %470 = mul nsw i64 %469, 32
-  %471 = add nsw i64 %467, %470
-  %472 = mul nsw i64 %conv2.cv8975, 8
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 1236992, %473
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %474
-  %475 = load <8 x float>, ptr %arena92, align 4
-  %476 = mul nsw i64 %conv2.j8672, 8192
-  %477 = mul nsw i64 %conv2.ty8773, 2
-  %478 = add nsw i64 %477, 2
-  %479 = mul nsw i64 %478, 512
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %conv2.tx8874, 2
-  %482 = add nsw i64 %481, 2
-  %483 = mul nsw i64 %482, 32
-  %484 = add nsw i64 %480, %483
-  %485 = mul nsw i64 %conv2.cv8975, 8
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 1236992, %486
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load <8 x float>, ptr %arena93, align 4
-  %489 = fsub <8 x float> %475, %488
-  store <8 x float> %489, ptr %conv2.w98, align 32
-  %490 = mul nsw i64 %conv2.j8672, 8192
-  %491 = mul nsw i64 %conv2.ty8773, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 512
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %conv2.tx8874, 2
-  %496 = add nsw i64 %495, 2
-  %497 = mul nsw i64 %496, 32
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %conv2.cv8975, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 1236992, %500
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena94, align 4
-  %503 = mul nsw i64 %conv2.j8672, 8192
-  %504 = mul nsw i64 %conv2.ty8773, 2
-  %505 = add nsw i64 %504, 2
-  %506 = mul nsw i64 %505, 512
-  %507 = add nsw i64 %503, %506
-  %508 = mul nsw i64 %conv2.tx8874, 2
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 32
-  %511 = add nsw i64 %507, %510
-  %512 = mul nsw i64 %conv2.cv8975, 8
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 1236992, %513
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load <8 x float>, ptr %arena95, align 4
-  %516 = fadd <8 x float> %502, %515
-  store <8 x float> %516, ptr %conv2.w99, align 32
-  %517 = mul nsw i64 %conv2.j8672, 8192
-  %518 = mul nsw i64 %conv2.ty8773, 2
-  %519 = add nsw i64 %518, 2
-  %520 = mul nsw i64 %519, 512
-  %521 = add nsw i64 %517, %520
-  %522 = mul nsw i64 %conv2.tx8874, 2
-  %523 = add nsw i64 %522, 2
-  %524 = mul nsw i64 %523, 32
-  %525 = add nsw i64 %521, %524
-  %526 = mul nsw i64 %conv2.cv8975, 8
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 1236992, %527
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load <8 x float>, ptr %arena96, align 4
-  %530 = mul nsw i64 %conv2.j8672, 8192
-  %531 = mul nsw i64 %conv2.ty8773, 2
-  %532 = add nsw i64 %531, 1
-  %533 = mul nsw i64 %532, 512
-  %534 = add nsw i64 %530, %533
-  %535 = mul nsw i64 %conv2.tx8874, 2
-  %536 = add nsw i64 %535, 2
-  %537 = mul nsw i64 %536, 32
-  %538 = add nsw i64 %534, %537
-  %539 = mul nsw i64 %conv2.cv8975, 8
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 1236992, %540
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena97, align 4
-  %543 = fsub <8 x float> %529, %542
-  store <8 x float> %543, ptr %conv2.w100, align 32
-  %544 = mul nsw i64 %conv2.j8672, 8192
-  %545 = mul nsw i64 %conv2.ty8773, 2
-  %546 = add nsw i64 %545, 1
-  %547 = mul nsw i64 %546, 512
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx8874, 2
-  %550 = add nsw i64 %549, 2
-  %551 = mul nsw i64 %550, 32
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv8975, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 1236992, %554
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena98, align 4
-  %557 = mul nsw i64 %conv2.j8672, 8192
-  %558 = mul nsw i64 %conv2.ty8773, 2
-  %559 = add nsw i64 %558, 3
-  %560 = mul nsw i64 %559, 512
-  %561 = add nsw i64 %557, %560
-  %562 = mul nsw i64 %conv2.tx8874, 2
-  %563 = add nsw i64 %562, 2
-  %564 = mul nsw i64 %563, 32
-  %565 = add nsw i64 %561, %564
-  %566 = mul nsw i64 %conv2.cv8975, 8
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 1236992, %567
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <8 x float>, ptr %arena99, align 4
-  %570 = fsub <8 x float> %556, %569
-  store <8 x float> %570, ptr %conv2.w101, align 32
-  %571 = mul nsw i64 %conv2.j8672, 8192
-  %572 = mul nsw i64 %conv2.ty8773, 2
-  %573 = mul nsw i64 %572, 512
-  %574 = add nsw i64 %571, %573
-  %575 = mul nsw i64 %conv2.tx8874, 2
-  %576 = add nsw i64 %575, 3
-  %577 = mul nsw i64 %576, 32
-  %578 = add nsw i64 %574, %577
-  %579 = mul nsw i64 %conv2.cv8975, 8
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 1236992, %580
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load <8 x float>, ptr %arena100, align 4
-  %583 = mul nsw i64 %conv2.j8672, 8192
-  %584 = mul nsw i64 %conv2.ty8773, 2
-  %585 = add nsw i64 %584, 2
-  %586 = mul nsw i64 %585, 512
-  %587 = add nsw i64 %583, %586
-  %588 = mul nsw i64 %conv2.tx8874, 2
-  %589 = add nsw i64 %588, 3
-  %590 = mul nsw i64 %589, 32
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %conv2.cv8975, 8
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 1236992, %593
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load <8 x float>, ptr %arena101, align 4
-  %596 = fsub <8 x float> %582, %595
-  store <8 x float> %596, ptr %conv2.w102, align 32
-  %597 = mul nsw i64 %conv2.j8672, 8192
-  %598 = mul nsw i64 %conv2.ty8773, 2
-  %599 = add nsw i64 %598, 1
-  %600 = mul nsw i64 %599, 512
-  %601 = add nsw i64 %597, %600
-  %602 = mul nsw i64 %conv2.tx8874, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 32
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %conv2.cv8975, 8
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 1236992, %607
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load <8 x float>, ptr %arena102, align 4
-  %610 = mul nsw i64 %conv2.j8672, 8192
-  %611 = mul nsw i64 %conv2.ty8773, 2
-  %612 = add nsw i64 %611, 2
-  %613 = mul nsw i64 %612, 512
-  %614 = add nsw i64 %610, %613
-  %615 = mul nsw i64 %conv2.tx8874, 2
-  %616 = add nsw i64 %615, 3
-  %617 = mul nsw i64 %616, 32
-  %618 = add nsw i64 %614, %617
-  %619 = mul nsw i64 %conv2.cv8975, 8
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 1236992, %620
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load <8 x float>, ptr %arena103, align 4
-  %623 = fadd <8 x float> %609, %622
-  store <8 x float> %623, ptr %conv2.w103, align 32
-  %624 = mul nsw i64 %conv2.j8672, 8192
-  %625 = mul nsw i64 %conv2.ty8773, 2
-  %626 = add nsw i64 %625, 2
-  %627 = mul nsw i64 %626, 512
-  %628 = add nsw i64 %624, %627
-  %629 = mul nsw i64 %conv2.tx8874, 2
-  %630 = add nsw i64 %629, 3
-  %631 = mul nsw i64 %630, 32
-  %632 = add nsw i64 %628, %631
-  %633 = mul nsw i64 %conv2.cv8975, 8
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 1236992, %634
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <8 x float>, ptr %arena104, align 4
-  %637 = mul nsw i64 %conv2.j8672, 8192
-  %638 = mul nsw i64 %conv2.ty8773, 2
-  %639 = add nsw i64 %638, 1
-  %640 = mul nsw i64 %639, 512
-  %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2.tx8874, 2
-  %643 = add nsw i64 %642, 3
-  %644 = mul nsw i64 %643, 32
-  %645 = add nsw i64 %641, %644
-  %646 = mul nsw i64 %conv2.cv8975, 8
-  %647 = add nsw i64 %645, %646
-  %648 = add nsw i64 1236992, %647
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %648
-  %649 = load <8 x float>, ptr %arena105, align 4
-  %650 = fsub <8 x float> %636, %649
-  store <8 x float> %650, ptr %conv2.w104, align 32
-  %651 = mul nsw i64 %conv2.j8672, 8192
-  %652 = mul nsw i64 %conv2.ty8773, 2
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 512
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.tx8874, 2
-  %657 = add nsw i64 %656, 3
-  %658 = mul nsw i64 %657, 32
-  %659 = add nsw i64 %655, %658
-  %660 = mul nsw i64 %conv2.cv8975, 8
-  %661 = add nsw i64 %659, %660
-  %662 = add nsw i64 1236992, %661
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load <8 x float>, ptr %arena106, align 4
-  %664 = mul nsw i64 %conv2.j8672, 8192
-  %665 = mul nsw i64 %conv2.ty8773, 2
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 512
-  %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2.tx8874, 2
-  %670 = add nsw i64 %669, 3
-  %671 = mul nsw i64 %670, 32
-  %672 = add nsw i64 %668, %671
-  %673 = mul nsw i64 %conv2.cv8975, 8
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 1236992, %674
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load <8 x float>, ptr %arena107, align 4
-  %677 = fsub <8 x float> %663, %676
-  store <8 x float> %677, ptr %conv2.w105, align 32
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %678 = fsub <8 x float> %w90, %w98
-  store <8 x float> %678, ptr %conv2.w106, align 32
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %w98108 = load <8 x float>, ptr %conv2.w98, align 32
-  %679 = fadd <8 x float> %w94, %w98108
-  store <8 x float> %679, ptr %conv2.w107, align 32
-  %w98109 = load <8 x float>, ptr %conv2.w98, align 32
-  %w94110 = load <8 x float>, ptr %conv2.w94, align 32
-  %680 = fsub <8 x float> %w98109, %w94110
-  store <8 x float> %680, ptr %conv2.w108, align 32
-  %w94111 = load <8 x float>, ptr %conv2.w94, align 32
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %681 = fsub <8 x float> %w94111, %w102
-  store <8 x float> %681, ptr %conv2.w109, align 32
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %682 = fsub <8 x float> %w91, %w99
-  store <8 x float> %682, ptr %conv2.w110, align 32
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %w99112 = load <8 x float>, ptr %conv2.w99, align 32
-  %683 = fadd <8 x float> %w95, %w99112
-  store <8 x float> %683, ptr %conv2.w111, align 32
-  %w99113 = load <8 x float>, ptr %conv2.w99, align 32
-  %w95114 = load <8 x float>, ptr %conv2.w95, align 32
-  %684 = fsub <8 x float> %w99113, %w95114
-  store <8 x float> %684, ptr %conv2.w112, align 32
-  %w95115 = load <8 x float>, ptr %conv2.w95, align 32
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %685 = fsub <8 x float> %w95115, %w103
-  store <8 x float> %685, ptr %conv2.w113, align 32
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %686 = fsub <8 x float> %w92, %w100
-  store <8 x float> %686, ptr %conv2.w114, align 32
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %w100116 = load <8 x float>, ptr %conv2.w100, align 32
-  %687 = fadd <8 x float> %w96, %w100116
-  store <8 x float> %687, ptr %conv2.w115, align 32
-  %w100117 = load <8 x float>, ptr %conv2.w100, align 32
-  %w96118 = load <8 x float>, ptr %conv2.w96, align 32
-  %688 = fsub <8 x float> %w100117, %w96118
-  store <8 x float> %688, ptr %conv2.w116, align 32
-  %w96119 = load <8 x float>, ptr %conv2.w96, align 32
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %689 = fsub <8 x float> %w96119, %w104
-  store <8 x float> %689, ptr %conv2.w117, align 32
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %690 = fsub <8 x float> %w93, %w101
-  store <8 x float> %690, ptr %conv2.w118, align 32
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %w101120 = load <8 x float>, ptr %conv2.w101, align 32
-  %691 = fadd <8 x float> %w97, %w101120
-  store <8 x float> %691, ptr %conv2.w119, align 32
-  %w101121 = load <8 x float>, ptr %conv2.w101, align 32
-  %w97122 = load <8 x float>, ptr %conv2.w97, align 32
-  %692 = fsub <8 x float> %w101121, %w97122
-  store <8 x float> %692, ptr %conv2.w120, align 32
-  %w97123 = load <8 x float>, ptr %conv2.w97, align 32
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %693 = fsub <8 x float> %w97123, %w105
-  store <8 x float> %693, ptr %conv2.w121, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %694 = mul nsw i64 %conv2.j8672, 49
-  %695 = mul nsw i64 %conv2.ty8773, 7
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, %conv2.tx8874
-  %698 = mul nsw i64 %697, 32
-  %699 = add nsw i64 1245184, %698
-  %700 = mul nsw i64 %conv2.cv8975, 8
-  %701 = add nsw i64 %699, %700
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w106, ptr %arena124, align 4
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %702 = mul nsw i64 %conv2.j8672, 49
-  %703 = mul nsw i64 %conv2.ty8773, 7
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %conv2.tx8874
-  %706 = mul nsw i64 %705, 32
-  %707 = add nsw i64 1246752, %706
-  %708 = mul nsw i64 %conv2.cv8975, 8
-  %709 = add nsw i64 %707, %708
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %709
-  store <8 x float> %w107, ptr %arena125, align 4
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %710 = mul nsw i64 %conv2.j8672, 49
-  %711 = mul nsw i64 %conv2.ty8773, 7
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %712, %conv2.tx8874
-  %714 = mul nsw i64 %713, 32
-  %715 = add nsw i64 1248320, %714
-  %716 = mul nsw i64 %conv2.cv8975, 8
-  %717 = add nsw i64 %715, %716
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <8 x float> %w108, ptr %arena126, align 4
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %718 = mul nsw i64 %conv2.j8672, 49
-  %719 = mul nsw i64 %conv2.ty8773, 7
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, %conv2.tx8874
-  %722 = mul nsw i64 %721, 32
-  %723 = add nsw i64 1249888, %722
-  %724 = mul nsw i64 %conv2.cv8975, 8
-  %725 = add nsw i64 %723, %724
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <8 x float> %w109, ptr %arena127, align 4
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %726 = mul nsw i64 %conv2.j8672, 49
-  %727 = mul nsw i64 %conv2.ty8773, 7
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %728, %conv2.tx8874
-  %730 = mul nsw i64 %729, 32
-  %731 = add nsw i64 1251456, %730
-  %732 = mul nsw i64 %conv2.cv8975, 8
-  %733 = add nsw i64 %731, %732
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %733
-  store <8 x float> %w110, ptr %arena128, align 4
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %734 = mul nsw i64 %conv2.j8672, 49
-  %735 = mul nsw i64 %conv2.ty8773, 7
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, %conv2.tx8874
-  %738 = mul nsw i64 %737, 32
-  %739 = add nsw i64 1253024, %738
-  %740 = mul nsw i64 %conv2.cv8975, 8
-  %741 = add nsw i64 %739, %740
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <8 x float> %w111, ptr %arena129, align 4
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %742 = mul nsw i64 %conv2.j8672, 49
-  %743 = mul nsw i64 %conv2.ty8773, 7
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 %744, %conv2.tx8874
-  %746 = mul nsw i64 %745, 32
-  %747 = add nsw i64 1254592, %746
-  %748 = mul nsw i64 %conv2.cv8975, 8
-  %749 = add nsw i64 %747, %748
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %749
-  store <8 x float> %w112, ptr %arena130, align 4
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %750 = mul nsw i64 %conv2.j8672, 49
-  %751 = mul nsw i64 %conv2.ty8773, 7
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2.tx8874
-  %754 = mul nsw i64 %753, 32
-  %755 = add nsw i64 1256160, %754
-  %756 = mul nsw i64 %conv2.cv8975, 8
-  %757 = add nsw i64 %755, %756
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <8 x float> %w113, ptr %arena131, align 4
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %758 = mul nsw i64 %conv2.j8672, 49
-  %759 = mul nsw i64 %conv2.ty8773, 7
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2.tx8874
-  %762 = mul nsw i64 %761, 32
-  %763 = add nsw i64 1257728, %762
-  %764 = mul nsw i64 %conv2.cv8975, 8
-  %765 = add nsw i64 %763, %764
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %765
-  store <8 x float> %w114, ptr %arena132, align 4
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %766 = mul nsw i64 %conv2.j8672, 49
-  %767 = mul nsw i64 %conv2.ty8773, 7
-  %768 = add nsw i64 %766, %767
-  %769 = add nsw i64 %768, %conv2.tx8874
-  %770 = mul nsw i64 %769, 32
-  %771 = add nsw i64 1259296, %770
-  %772 = mul nsw i64 %conv2.cv8975, 8
-  %773 = add nsw i64 %771, %772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %w115, ptr %arena133, align 4
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %774 = mul nsw i64 %conv2.j8672, 49
-  %775 = mul nsw i64 %conv2.ty8773, 7
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2.tx8874
-  %778 = mul nsw i64 %777, 32
-  %779 = add nsw i64 1260864, %778
-  %780 = mul nsw i64 %conv2.cv8975, 8
-  %781 = add nsw i64 %779, %780
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %781
-  store <8 x float> %w116, ptr %arena134, align 4
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %782 = mul nsw i64 %conv2.j8672, 49
-  %783 = mul nsw i64 %conv2.ty8773, 7
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2.tx8874
-  %786 = mul nsw i64 %785, 32
-  %787 = add nsw i64 1262432, %786
-  %788 = mul nsw i64 %conv2.cv8975, 8
-  %789 = add nsw i64 %787, %788
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %789
-  store <8 x float> %w117, ptr %arena135, align 4
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %790 = mul nsw i64 %conv2.j8672, 49
-  %791 = mul nsw i64 %conv2.ty8773, 7
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %792, %conv2.tx8874
-  %794 = mul nsw i64 %793, 32
-  %795 = add nsw i64 1264000, %794
-  %796 = mul nsw i64 %conv2.cv8975, 8
-  %797 = add nsw i64 %795, %796
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %797
-  store <8 x float> %w118, ptr %arena136, align 4
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %798 = mul nsw i64 %conv2.j8672, 49
-  %799 = mul nsw i64 %conv2.ty8773, 7
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, %conv2.tx8874
-  %802 = mul nsw i64 %801, 32
-  %803 = add nsw i64 1265568, %802
-  %804 = mul nsw i64 %conv2.cv8975, 8
-  %805 = add nsw i64 %803, %804
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <8 x float> %w119, ptr %arena137, align 4
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %806 = mul nsw i64 %conv2.j8672, 49
-  %807 = mul nsw i64 %conv2.ty8773, 7
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %808, %conv2.tx8874
-  %810 = mul nsw i64 %809, 32
-  %811 = add nsw i64 1267136, %810
-  %812 = mul nsw i64 %conv2.cv8975, 8
-  %813 = add nsw i64 %811, %812
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %813
-  store <8 x float> %w120, ptr %arena138, align 4
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %814 = mul nsw i64 %conv2.j8672, 49
-  %815 = mul nsw i64 %conv2.ty8773, 7
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, %conv2.tx8874
-  %818 = mul nsw i64 %817, 32
-  %819 = add nsw i64 1268704, %818
-  %820 = mul nsw i64 %conv2.cv8975, 8
-  %821 = add nsw i64 %819, %820
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %821
-  store <8 x float> %w121, ptr %arena139, align 4
-  %cv89.next = add nsw i64 %conv2.cv8975, 1
-  %822 = icmp slt i64 %cv89.next, 4
-  br i1 %822, label %conv2.cv89, label %conv2.cv89.end
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w78, ptr %arena60, align 4
+  %w79 = load float, ptr %conv2.w79, align 4
+  %302 = mul nsw i64 %conv2.ci511, 64
+  %303 = add nsw i64 1232896, %302
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %304, %conv2.co522
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w79, ptr %arena61, align 4
+  %w80 = load float, ptr %conv2.w80, align 4
+  %307 = mul nsw i64 %conv2.ci511, 64
+  %308 = add nsw i64 1234944, %307
+  %309 = mul nsw i64 %0, 32
+  %310 = add nsw i64 %309, %conv2.co522
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w80, ptr %arena62, align 4
+  %co52.next = add nsw i64 %conv2.co522, 1
+  %312 = icmp slt i64 %co52.next, 32
+  br i1 %312, label %conv2.co52, label %conv2.co52.end, !llvm.loop !9
 
-conv2.cv89.end:                                   ; preds = %conv2.cv89
-  %tx88.next = add nsw i64 %conv2.tx8874, 1
-  %823 = icmp slt i64 %tx88.next, 7
-  br i1 %823, label %conv2.tx88, label %conv2.tx88.end
+conv2.co52.end:                                   ; preds = %conv2.co52
+  %ci51.next = add nsw i64 %conv2.ci511, 1
+  %313 = icmp slt i64 %ci51.next, 32
+  br i1 %313, label %conv2.ci51, label %conv2.ci51.end, !llvm.loop !10
+}
 
-conv2.xi122:                                      ; preds = %conv2.xi122, %conv2.j86.end
-  %conv2.xi122140 = phi i64 [ 0, %conv2.j86.end ], [ %xi122.next, %conv2.xi122 ]
-  call void @simplecnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
-  %xi122.next = add nsw i64 %conv2.xi122140, 1
-  %824 = icmp slt i64 %xi122.next, 16
-  br i1 %824, label %conv2.xi122, label %conv2.xi122.end
-
-conv2.xi122.end:                                  ; preds = %conv2.xi122
-  br label %conv2.j130
-
-conv2.j130:                                       ; preds = %conv2.ty131.end, %conv2.xi122.end
-  %conv2.j130141 = phi i64 [ 0, %conv2.xi122.end ], [ %j130.next, %conv2.ty131.end ]
-  br label %conv2.ty131
-
-conv2.j130.end:                                   ; preds = %conv2.ty131.end
-  br label %conv2.j158
-
-conv2.ty131:                                      ; preds = %conv2.tx132.end, %conv2.j130
-  %conv2.ty131142 = phi i64 [ 0, %conv2.j130 ], [ %ty131.next, %conv2.tx132.end ]
-  br label %conv2.tx132
-
-conv2.ty131.end:                                  ; preds = %conv2.tx132.end
-  %j130.next = add nsw i64 %conv2.j130141, 1
-  %825 = icmp slt i64 %j130.next, 1
-  br i1 %825, label %conv2.j130, label %conv2.j130.end
-
-conv2.tx132:                                      ; preds = %conv2.cv133.end, %conv2.ty131
-  %conv2.tx132143 = phi i64 [ 0, %conv2.ty131 ], [ %tx132.next, %conv2.cv133.end ]
-  br label %conv2.cv133
-
-conv2.tx132.end:                                  ; preds = %conv2.cv133.end
-  %ty131.next = add nsw i64 %conv2.ty131142, 1
-  %826 = icmp slt i64 %ty131.next, 7
-  br i1 %826, label %conv2.ty131, label %conv2.ty131.end
-
-conv2.cv133:                                      ; preds = %conv2.cv133, %conv2.tx132
-  %conv2.cv133144 = phi i64 [ 0, %conv2.tx132 ], [ %cv133.next, %conv2.cv133 ]
-  %827 = mul nsw i64 %conv2.j130141, 49
-  %828 = mul nsw i64 %conv2.ty131142, 7
-  %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2.tx132143
-  %831 = mul nsw i64 %830, 64
-  %832 = add nsw i64 1270272, %831
-  %833 = mul nsw i64 %conv2.cv133144, 8
-  %834 = add nsw i64 %832, %833
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load <8 x float>, ptr %arena145, align 4
-  %836 = mul nsw i64 %conv2.j130141, 49
-  %837 = mul nsw i64 %conv2.ty131142, 7
-  %838 = add nsw i64 %836, %837
-  %839 = add nsw i64 %838, %conv2.tx132143
-  %840 = mul nsw i64 %839, 64
-  %841 = add nsw i64 1282816, %840
-  %842 = mul nsw i64 %conv2.cv133144, 8
-  %843 = add nsw i64 %841, %842
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %843
-  %844 = load <8 x float>, ptr %arena146, align 4
-  %845 = fadd <8 x float> %835, %844
-  %846 = mul nsw i64 %conv2.j130141, 49
-  %847 = mul nsw i64 %conv2.ty131142, 7
-  %848 = add nsw i64 %846, %847
-  %849 = add nsw i64 %848, %conv2.tx132143
-  %850 = mul nsw i64 %849, 64
-  %851 = add nsw i64 1295360, %850
-  %852 = mul nsw i64 %conv2.cv133144, 8
-  %853 = add nsw i64 %851, %852
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load <8 x float>, ptr %arena147, align 4
-  %855 = fadd <8 x float> %845, %854
-  store <8 x float> %855, ptr %conv2.w134, align 32
-  %856 = mul nsw i64 %conv2.j130141, 49
-  %857 = mul nsw i64 %conv2.ty131142, 7
-  %858 = add nsw i64 %856, %857
-  %859 = add nsw i64 %858, %conv2.tx132143
-  %860 = mul nsw i64 %859, 64
-  %861 = add nsw i64 1282816, %860
-  %862 = mul nsw i64 %conv2.cv133144, 8
-  %863 = add nsw i64 %861, %862
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load <8 x float>, ptr %arena148, align 4
-  %865 = mul nsw i64 %conv2.j130141, 49
-  %866 = mul nsw i64 %conv2.ty131142, 7
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %867, %conv2.tx132143
-  %869 = mul nsw i64 %868, 64
-  %870 = add nsw i64 1295360, %869
-  %871 = mul nsw i64 %conv2.cv133144, 8
-  %872 = add nsw i64 %870, %871
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %872
-  %873 = load <8 x float>, ptr %arena149, align 4
-  %874 = fsub <8 x float> %864, %873
-  %875 = mul nsw i64 %conv2.j130141, 49
-  %876 = mul nsw i64 %conv2.ty131142, 7
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2.tx132143
-  %879 = mul nsw i64 %878, 64
-  %880 = add nsw i64 1307904, %879
-  %881 = mul nsw i64 %conv2.cv133144, 8
-  %882 = add nsw i64 %880, %881
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %882
-  %883 = load <8 x float>, ptr %arena150, align 4
-  %884 = fsub <8 x float> %874, %883
-  store <8 x float> %884, ptr %conv2.w135, align 32
-  %885 = mul nsw i64 %conv2.j130141, 49
-  %886 = mul nsw i64 %conv2.ty131142, 7
-  %887 = add nsw i64 %885, %886
-  %888 = add nsw i64 %887, %conv2.tx132143
-  %889 = mul nsw i64 %888, 64
-  %890 = add nsw i64 1273408, %889
-  %891 = mul nsw i64 %conv2.cv133144, 8
-  %892 = add nsw i64 %890, %891
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %892
-  %893 = load <8 x float>, ptr %arena151, align 4
-  %894 = mul nsw i64 %conv2.j130141, 49
-  %895 = mul nsw i64 %conv2.ty131142, 7
-  %896 = add nsw i64 %894, %895
-  %897 = add nsw i64 %896, %conv2.tx132143
-  %898 = mul nsw i64 %897, 64
-  %899 = add nsw i64 1285952, %898
-  %900 = mul nsw i64 %conv2.cv133144, 8
-  %901 = add nsw i64 %899, %900
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = load <8 x float>, ptr %arena152, align 4
-  %903 = fadd <8 x float> %893, %902
-  %904 = mul nsw i64 %conv2.j130141, 49
-  %905 = mul nsw i64 %conv2.ty131142, 7
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 %906, %conv2.tx132143
-  %908 = mul nsw i64 %907, 64
-  %909 = add nsw i64 1298496, %908
-  %910 = mul nsw i64 %conv2.cv133144, 8
-  %911 = add nsw i64 %909, %910
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load <8 x float>, ptr %arena153, align 4
-  %913 = fadd <8 x float> %903, %912
-  store <8 x float> %913, ptr %conv2.w136, align 32
-  %914 = mul nsw i64 %conv2.j130141, 49
-  %915 = mul nsw i64 %conv2.ty131142, 7
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %conv2.tx132143
-  %918 = mul nsw i64 %917, 64
-  %919 = add nsw i64 1285952, %918
-  %920 = mul nsw i64 %conv2.cv133144, 8
-  %921 = add nsw i64 %919, %920
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %921
-  %922 = load <8 x float>, ptr %arena154, align 4
-  %923 = mul nsw i64 %conv2.j130141, 49
-  %924 = mul nsw i64 %conv2.ty131142, 7
-  %925 = add nsw i64 %923, %924
-  %926 = add nsw i64 %925, %conv2.tx132143
-  %927 = mul nsw i64 %926, 64
-  %928 = add nsw i64 1298496, %927
-  %929 = mul nsw i64 %conv2.cv133144, 8
-  %930 = add nsw i64 %928, %929
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load <8 x float>, ptr %arena155, align 4
-  %932 = fsub <8 x float> %922, %931
-  %933 = mul nsw i64 %conv2.j130141, 49
-  %934 = mul nsw i64 %conv2.ty131142, 7
-  %935 = add nsw i64 %933, %934
-  %936 = add nsw i64 %935, %conv2.tx132143
-  %937 = mul nsw i64 %936, 64
-  %938 = add nsw i64 1311040, %937
-  %939 = mul nsw i64 %conv2.cv133144, 8
-  %940 = add nsw i64 %938, %939
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %940
-  %941 = load <8 x float>, ptr %arena156, align 4
-  %942 = fsub <8 x float> %932, %941
-  store <8 x float> %942, ptr %conv2.w137, align 32
-  %943 = mul nsw i64 %conv2.j130141, 49
-  %944 = mul nsw i64 %conv2.ty131142, 7
-  %945 = add nsw i64 %943, %944
-  %946 = add nsw i64 %945, %conv2.tx132143
-  %947 = mul nsw i64 %946, 64
-  %948 = add nsw i64 1276544, %947
-  %949 = mul nsw i64 %conv2.cv133144, 8
-  %950 = add nsw i64 %948, %949
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %950
-  %951 = load <8 x float>, ptr %arena157, align 4
-  %952 = mul nsw i64 %conv2.j130141, 49
-  %953 = mul nsw i64 %conv2.ty131142, 7
-  %954 = add nsw i64 %952, %953
-  %955 = add nsw i64 %954, %conv2.tx132143
-  %956 = mul nsw i64 %955, 64
-  %957 = add nsw i64 1289088, %956
-  %958 = mul nsw i64 %conv2.cv133144, 8
-  %959 = add nsw i64 %957, %958
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %959
-  %960 = load <8 x float>, ptr %arena158, align 4
-  %961 = fadd <8 x float> %951, %960
-  %962 = mul nsw i64 %conv2.j130141, 49
-  %963 = mul nsw i64 %conv2.ty131142, 7
-  %964 = add nsw i64 %962, %963
-  %965 = add nsw i64 %964, %conv2.tx132143
-  %966 = mul nsw i64 %965, 64
-  %967 = add nsw i64 1301632, %966
-  %968 = mul nsw i64 %conv2.cv133144, 8
-  %969 = add nsw i64 %967, %968
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load <8 x float>, ptr %arena159, align 4
-  %971 = fadd <8 x float> %961, %970
-  store <8 x float> %971, ptr %conv2.w138, align 32
-  %972 = mul nsw i64 %conv2.j130141, 49
-  %973 = mul nsw i64 %conv2.ty131142, 7
-  %974 = add nsw i64 %972, %973
-  %975 = add nsw i64 %974, %conv2.tx132143
-  %976 = mul nsw i64 %975, 64
-  %977 = add nsw i64 1289088, %976
-  %978 = mul nsw i64 %conv2.cv133144, 8
-  %979 = add nsw i64 %977, %978
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %979
-  %980 = load <8 x float>, ptr %arena160, align 4
-  %981 = mul nsw i64 %conv2.j130141, 49
-  %982 = mul nsw i64 %conv2.ty131142, 7
-  %983 = add nsw i64 %981, %982
-  %984 = add nsw i64 %983, %conv2.tx132143
-  %985 = mul nsw i64 %984, 64
-  %986 = add nsw i64 1301632, %985
-  %987 = mul nsw i64 %conv2.cv133144, 8
-  %988 = add nsw i64 %986, %987
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %988
-  %989 = load <8 x float>, ptr %arena161, align 4
-  %990 = fsub <8 x float> %980, %989
-  %991 = mul nsw i64 %conv2.j130141, 49
-  %992 = mul nsw i64 %conv2.ty131142, 7
-  %993 = add nsw i64 %991, %992
-  %994 = add nsw i64 %993, %conv2.tx132143
-  %995 = mul nsw i64 %994, 64
-  %996 = add nsw i64 1314176, %995
-  %997 = mul nsw i64 %conv2.cv133144, 8
-  %998 = add nsw i64 %996, %997
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %998
-  %999 = load <8 x float>, ptr %arena162, align 4
-  %1000 = fsub <8 x float> %990, %999
-  store <8 x float> %1000, ptr %conv2.w139, align 32
-  %1001 = mul nsw i64 %conv2.j130141, 49
-  %1002 = mul nsw i64 %conv2.ty131142, 7
-  %1003 = add nsw i64 %1001, %1002
-  %1004 = add nsw i64 %1003, %conv2.tx132143
-  %1005 = mul nsw i64 %1004, 64
-  %1006 = add nsw i64 1279680, %1005
-  %1007 = mul nsw i64 %conv2.cv133144, 8
-  %1008 = add nsw i64 %1006, %1007
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1008
-  %1009 = load <8 x float>, ptr %arena163, align 4
-  %1010 = mul nsw i64 %conv2.j130141, 49
-  %1011 = mul nsw i64 %conv2.ty131142, 7
-  %1012 = add nsw i64 %1010, %1011
-  %1013 = add nsw i64 %1012, %conv2.tx132143
-  %1014 = mul nsw i64 %1013, 64
-  %1015 = add nsw i64 1292224, %1014
-  %1016 = mul nsw i64 %conv2.cv133144, 8
-  %1017 = add nsw i64 %1015, %1016
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1017
-  %1018 = load <8 x float>, ptr %arena164, align 4
-  %1019 = fadd <8 x float> %1009, %1018
-  %1020 = mul nsw i64 %conv2.j130141, 49
-  %1021 = mul nsw i64 %conv2.ty131142, 7
-  %1022 = add nsw i64 %1020, %1021
-  %1023 = add nsw i64 %1022, %conv2.tx132143
-  %1024 = mul nsw i64 %1023, 64
-  %1025 = add nsw i64 1304768, %1024
-  %1026 = mul nsw i64 %conv2.cv133144, 8
-  %1027 = add nsw i64 %1025, %1026
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1027
-  %1028 = load <8 x float>, ptr %arena165, align 4
-  %1029 = fadd <8 x float> %1019, %1028
-  store <8 x float> %1029, ptr %conv2.w140, align 32
-  %1030 = mul nsw i64 %conv2.j130141, 49
-  %1031 = mul nsw i64 %conv2.ty131142, 7
-  %1032 = add nsw i64 %1030, %1031
-  %1033 = add nsw i64 %1032, %conv2.tx132143
-  %1034 = mul nsw i64 %1033, 64
-  %1035 = add nsw i64 1292224, %1034
-  %1036 = mul nsw i64 %conv2.cv133144, 8
-  %1037 = add nsw i64 %1035, %1036
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1037
-  %1038 = load <8 x float>, ptr %arena166, align 4
-  %1039 = mul nsw i64 %conv2.j130141, 49
-  %1040 = mul nsw i64 %conv2.ty131142, 7
-  %1041 = add nsw i64 %1039, %1040
-  %1042 = add nsw i64 %1041, %conv2.tx132143
-  %1043 = mul nsw i64 %1042, 64
-  %1044 = add nsw i64 1304768, %1043
-  %1045 = mul nsw i64 %conv2.cv133144, 8
-  %1046 = add nsw i64 %1044, %1045
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1046
-  %1047 = load <8 x float>, ptr %arena167, align 4
-  %1048 = fsub <8 x float> %1038, %1047
-  %1049 = mul nsw i64 %conv2.j130141, 49
-  %1050 = mul nsw i64 %conv2.ty131142, 7
-  %1051 = add nsw i64 %1049, %1050
-  %1052 = add nsw i64 %1051, %conv2.tx132143
-  %1053 = mul nsw i64 %1052, 64
-  %1054 = add nsw i64 1317312, %1053
-  %1055 = mul nsw i64 %conv2.cv133144, 8
-  %1056 = add nsw i64 %1054, %1055
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1056
-  %1057 = load <8 x float>, ptr %arena168, align 4
-  %1058 = fsub <8 x float> %1048, %1057
-  store <8 x float> %1058, ptr %conv2.w141, align 32
-  %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %1059 = fadd <8 x float> %w134, %w136
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %1060 = fadd <8 x float> %1059, %w138
-  store <8 x float> %1060, ptr %conv2.w142, align 32
-  %w136169 = load <8 x float>, ptr %conv2.w136, align 32
-  %w138170 = load <8 x float>, ptr %conv2.w138, align 32
-  %1061 = fsub <8 x float> %w136169, %w138170
-  %w140 = load <8 x float>, ptr %conv2.w140, align 32
-  %1062 = fsub <8 x float> %1061, %w140
-  store <8 x float> %1062, ptr %conv2.w143, align 32
-  %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %1063 = fadd <8 x float> %w135, %w137
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %1064 = fadd <8 x float> %1063, %w139
-  store <8 x float> %1064, ptr %conv2.w144, align 32
-  %w137171 = load <8 x float>, ptr %conv2.w137, align 32
-  %w139172 = load <8 x float>, ptr %conv2.w139, align 32
-  %1065 = fsub <8 x float> %w137171, %w139172
-  %w141 = load <8 x float>, ptr %conv2.w141, align 32
-  %1066 = fsub <8 x float> %1065, %w141
-  store <8 x float> %1066, ptr %conv2.w145, align 32
-  %w142 = load <8 x float>, ptr %conv2.w142, align 32
-  %1067 = mul nsw i64 %conv2.cv133144, 8
-  %1068 = add nsw i64 18752, %1067
-  %params173 = getelementptr inbounds float, ptr %params, i64 %1068
-  %1069 = load <8 x float>, ptr %params173, align 4
-  %1070 = fadd <8 x float> %w142, %1069
-  store <8 x float> %1070, ptr %conv2.v146, align 32
-  %v146 = load <8 x float>, ptr %conv2.v146, align 32
-  store <8 x float> %v146, ptr %conv2.best147, align 32
-  %1071 = mul nsw i64 %conv2.ty131142, 2
-  %1072 = mul nsw i64 %1071, 14
-  %1073 = mul nsw i64 %conv2.tx132143, 2
-  %1074 = add nsw i64 %1072, %1073
-  %1075 = sitofp i64 %1074 to float
-  %1076 = insertelement <8 x float> undef, float %1075, i32 0
-  %1077 = shufflevector <8 x float> %1076, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1077, ptr %conv2.at148, align 32
-  %w143 = load <8 x float>, ptr %conv2.w143, align 32
-  %1078 = mul nsw i64 %conv2.cv133144, 8
-  %1079 = add nsw i64 18752, %1078
-  %params174 = getelementptr inbounds float, ptr %params, i64 %1079
-  %1080 = load <8 x float>, ptr %params174, align 4
-  %1081 = fadd <8 x float> %w143, %1080
-  store <8 x float> %1081, ptr %conv2.v149, align 32
-  %v149 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147 = load <8 x float>, ptr %conv2.best147, align 32
-  %1082 = fcmp ogt <8 x float> %v149, %best147
-  %v149175 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147176 = load <8 x float>, ptr %conv2.best147, align 32
-  %1083 = select <8 x i1> %1082, <8 x float> %v149175, <8 x float> %best147176
-  store <8 x float> %1083, ptr %conv2.best150, align 32
-  %v149177 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147178 = load <8 x float>, ptr %conv2.best147, align 32
-  %1084 = fcmp ogt <8 x float> %v149177, %best147178
-  %1085 = mul nsw i64 %conv2.ty131142, 2
-  %1086 = mul nsw i64 %1085, 14
-  %1087 = mul nsw i64 %conv2.tx132143, 2
-  %1088 = add nsw i64 %1086, %1087
-  %1089 = add nsw i64 %1088, 1
-  %1090 = sitofp i64 %1089 to float
-  %1091 = insertelement <8 x float> undef, float %1090, i32 0
-  %1092 = shufflevector <8 x float> %1091, <8 x float> undef, <8 x i32> zeroinitializer
-  %at148 = load <8 x float>, ptr %conv2.at148, align 32
-  %1093 = select <8 x i1> %1084, <8 x float> %1092, <8 x float> %at148
-  store <8 x float> %1093, ptr %conv2.at151, align 32
-  %w144 = load <8 x float>, ptr %conv2.w144, align 32
-  %1094 = mul nsw i64 %conv2.cv133144, 8
-  %1095 = add nsw i64 18752, %1094
-  %params179 = getelementptr inbounds float, ptr %params, i64 %1095
-  %1096 = load <8 x float>, ptr %params179, align 4
-  %1097 = fadd <8 x float> %w144, %1096
-  store <8 x float> %1097, ptr %conv2.v152, align 32
-  %v152 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150 = load <8 x float>, ptr %conv2.best150, align 32
-  %1098 = fcmp ogt <8 x float> %v152, %best150
-  %v152180 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150181 = load <8 x float>, ptr %conv2.best150, align 32
-  %1099 = select <8 x i1> %1098, <8 x float> %v152180, <8 x float> %best150181
-  store <8 x float> %1099, ptr %conv2.best153, align 32
-  %v152182 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150183 = load <8 x float>, ptr %conv2.best150, align 32
-  %1100 = fcmp ogt <8 x float> %v152182, %best150183
-  %1101 = mul nsw i64 %conv2.ty131142, 2
-  %1102 = add nsw i64 %1101, 1
-  %1103 = mul nsw i64 %1102, 14
-  %1104 = mul nsw i64 %conv2.tx132143, 2
-  %1105 = add nsw i64 %1103, %1104
-  %1106 = sitofp i64 %1105 to float
-  %1107 = insertelement <8 x float> undef, float %1106, i32 0
-  %1108 = shufflevector <8 x float> %1107, <8 x float> undef, <8 x i32> zeroinitializer
-  %at151 = load <8 x float>, ptr %conv2.at151, align 32
-  %1109 = select <8 x i1> %1100, <8 x float> %1108, <8 x float> %at151
-  store <8 x float> %1109, ptr %conv2.at154, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %1110 = mul nsw i64 %conv2.cv133144, 8
-  %1111 = add nsw i64 18752, %1110
-  %params184 = getelementptr inbounds float, ptr %params, i64 %1111
-  %1112 = load <8 x float>, ptr %params184, align 4
-  %1113 = fadd <8 x float> %w145, %1112
-  store <8 x float> %1113, ptr %conv2.v155, align 32
-  %v155 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153 = load <8 x float>, ptr %conv2.best153, align 32
-  %1114 = fcmp ogt <8 x float> %v155, %best153
-  %v155185 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153186 = load <8 x float>, ptr %conv2.best153, align 32
-  %1115 = select <8 x i1> %1114, <8 x float> %v155185, <8 x float> %best153186
-  store <8 x float> %1115, ptr %conv2.best156, align 32
-  %v155187 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153188 = load <8 x float>, ptr %conv2.best153, align 32
-  %1116 = fcmp ogt <8 x float> %v155187, %best153188
-  %1117 = mul nsw i64 %conv2.ty131142, 2
-  %1118 = add nsw i64 %1117, 1
-  %1119 = mul nsw i64 %1118, 14
-  %1120 = mul nsw i64 %conv2.tx132143, 2
-  %1121 = add nsw i64 %1119, %1120
-  %1122 = add nsw i64 %1121, 1
-  %1123 = sitofp i64 %1122 to float
-  %1124 = insertelement <8 x float> undef, float %1123, i32 0
-  %1125 = shufflevector <8 x float> %1124, <8 x float> undef, <8 x i32> zeroinitializer
-  %at154 = load <8 x float>, ptr %conv2.at154, align 32
-  %1126 = select <8 x i1> %1116, <8 x float> %1125, <8 x float> %at154
-  store <8 x float> %1126, ptr %conv2.at157, align 32
-  %best156 = load <8 x float>, ptr %conv2.best156, align 32
-  %1127 = fcmp ogt <8 x float> %best156, zeroinitializer
-  %best156189 = load <8 x float>, ptr %conv2.best156, align 32
-  %1128 = select <8 x i1> %1127, <8 x float> %best156189, <8 x float> zeroinitializer
-  %1129 = mul nsw i64 %conv2.j130141, 49
-  %1130 = mul nsw i64 %conv2.ty131142, 7
-  %1131 = add nsw i64 %1129, %1130
-  %1132 = add nsw i64 %1131, %conv2.tx132143
-  %1133 = mul nsw i64 %1132, 64
-  %1134 = add nsw i64 1320448, %1133
-  %1135 = mul nsw i64 %conv2.cv133144, 8
-  %1136 = add nsw i64 %1134, %1135
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1136
-  store <8 x float> %1128, ptr %arena190, align 4
-  %at157 = load <8 x float>, ptr %conv2.at157, align 32
-  %1137 = mul nsw i64 %conv2.j130141, 49
-  %1138 = mul nsw i64 %conv2.ty131142, 7
-  %1139 = add nsw i64 %1137, %1138
-  %1140 = add nsw i64 %1139, %conv2.tx132143
-  %1141 = mul nsw i64 %1140, 64
-  %1142 = add nsw i64 1320448, %1141
-  %1143 = mul nsw i64 %conv2.cv133144, 8
-  %1144 = add nsw i64 %1142, %1143
-  %1145 = add nsw i64 %1144, 3136
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1145
-  store <8 x float> %at157, ptr %arena191, align 4
-  %cv133.next = add nsw i64 %conv2.cv133144, 1
-  %1146 = icmp slt i64 %cv133.next, 8
-  br i1 %1146, label %conv2.cv133, label %conv2.cv133.end
-
-conv2.cv133.end:                                  ; preds = %conv2.cv133
-  %tx132.next = add nsw i64 %conv2.tx132143, 1
-  %1147 = icmp slt i64 %tx132.next, 7
-  br i1 %1147, label %conv2.tx132, label %conv2.tx132.end
-
-conv2.j158:                                       ; preds = %conv2.c159.end, %conv2.j130.end
-  %conv2.j158192 = phi i64 [ 0, %conv2.j130.end ], [ %j158.next, %conv2.c159.end ]
-  br label %conv2.c159
-
-conv2.j158.end:                                   ; preds = %conv2.c159.end
-  br label %conv2.j161
-
-conv2.c159:                                       ; preds = %conv2.q160.end, %conv2.j158
-  %conv2.c159193 = phi i64 [ 0, %conv2.j158 ], [ %c159.next, %conv2.q160.end ]
-  br label %conv2.q160
-
-conv2.c159.end:                                   ; preds = %conv2.q160.end
-  %j158.next = add nsw i64 %conv2.j158192, 1
-  %1148 = icmp slt i64 %j158.next, 1
-  br i1 %1148, label %conv2.j158, label %conv2.j158.end
-
-conv2.q160:                                       ; preds = %conv2.q160, %conv2.c159
-  %conv2.q160194 = phi i64 [ 0, %conv2.c159 ], [ %q160.next, %conv2.q160 ]
-  %1149 = mul nsw i64 %conv2.j158192, 49
-  %1150 = add nsw i64 %1149, %conv2.q160194
-  %1151 = mul nsw i64 %1150, 64
-  %1152 = add nsw i64 1320448, %1151
-  %1153 = add nsw i64 %1152, %conv2.c159193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
-  %1154 = load float, ptr %arena195, align 4
-  %1155 = add nsw i64 %conv2.g8165, %conv2.j158192
-  %1156 = mul nsw i64 %1155, 3136
-  %1157 = mul nsw i64 %conv2.c159193, 49
-  %1158 = add nsw i64 %1156, %1157
-  %1159 = add nsw i64 %1158, %conv2.q160194
-  %1160 = add nsw i64 802816, %1159
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
-  store float %1154, ptr %arena196, align 4
-  %q160.next = add nsw i64 %conv2.q160194, 1
-  %1161 = icmp slt i64 %q160.next, 49
-  br i1 %1161, label %conv2.q160, label %conv2.q160.end
-
-conv2.q160.end:                                   ; preds = %conv2.q160
-  %c159.next = add nsw i64 %conv2.c159193, 1
-  %1162 = icmp slt i64 %c159.next, 64
-  br i1 %1162, label %conv2.c159, label %conv2.c159.end
-
-conv2.j161:                                       ; preds = %conv2.c162.end, %conv2.j158.end
-  %conv2.j161197 = phi i64 [ 0, %conv2.j158.end ], [ %j161.next, %conv2.c162.end ]
-  br label %conv2.c162
-
-conv2.j161.end:                                   ; preds = %conv2.c162.end
-  %g81.next = add nsw i64 %conv2.g8165, 1
-  %1163 = icmp slt i64 %g81.next, 64
-  br i1 %1163, label %conv2.g81, label %conv2.g81.end
-
-conv2.c162:                                       ; preds = %conv2.q163.end, %conv2.j161
-  %conv2.c162198 = phi i64 [ 0, %conv2.j161 ], [ %c162.next, %conv2.q163.end ]
-  br label %conv2.q163
-
-conv2.c162.end:                                   ; preds = %conv2.q163.end
-  %j161.next = add nsw i64 %conv2.j161197, 1
-  %1164 = icmp slt i64 %j161.next, 1
-  br i1 %1164, label %conv2.j161, label %conv2.j161.end
-
-conv2.q163:                                       ; preds = %conv2.q163, %conv2.c162
-  %conv2.q163199 = phi i64 [ 0, %conv2.c162 ], [ %q163.next, %conv2.q163 ]
-  %1165 = mul nsw i64 %conv2.j161197, 49
-  %1166 = add nsw i64 %1165, %conv2.q163199
-  %1167 = mul nsw i64 %1166, 64
-  %1168 = add nsw i64 1323584, %1167
-  %1169 = add nsw i64 %1168, %conv2.c162198
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
-  %1170 = load float, ptr %arena200, align 4
-  %1171 = add nsw i64 %conv2.g8165, %conv2.j161197
-  %1172 = mul nsw i64 %1171, 3136
-  %1173 = mul nsw i64 %conv2.c162198, 49
-  %1174 = add nsw i64 %1172, %1173
-  %1175 = add nsw i64 %1174, %conv2.q163199
-  %1176 = add nsw i64 1003520, %1175
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
-  store float %1170, ptr %arena201, align 4
-  %q163.next = add nsw i64 %conv2.q163199, 1
-  %1177 = icmp slt i64 %q163.next, 49
-  br i1 %1177, label %conv2.q163, label %conv2.q163.end
-
-conv2.q163.end:                                   ; preds = %conv2.q163
-  %c162.next = add nsw i64 %conv2.c162198, 1
-  %1178 = icmp slt i64 %c162.next, 64
-  br i1 %1178, label %conv2.c162, label %conv2.c162.end
+define internal void @simplecnn_train_b64.k1.conv2.part50.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k1.conv2.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k1.conv2.part123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
+  %conv2.at159 = alloca <8 x float>, align 32
+  %conv2.best158 = alloca <8 x float>, align 32
+  %conv2.v157 = alloca <8 x float>, align 32
+  %conv2.at156 = alloca <8 x float>, align 32
+  %conv2.best155 = alloca <8 x float>, align 32
+  %conv2.v154 = alloca <8 x float>, align 32
+  %conv2.at153 = alloca <8 x float>, align 32
+  %conv2.best152 = alloca <8 x float>, align 32
+  %conv2.v151 = alloca <8 x float>, align 32
+  %conv2.at150 = alloca <8 x float>, align 32
+  %conv2.best149 = alloca <8 x float>, align 32
+  %conv2.v148 = alloca <8 x float>, align 32
+  %conv2.w147 = alloca <8 x float>, align 32
+  %conv2.w146 = alloca <8 x float>, align 32
+  %conv2.w145 = alloca <8 x float>, align 32
+  %conv2.w144 = alloca <8 x float>, align 32
+  %conv2.w143 = alloca <8 x float>, align 32
+  %conv2.w142 = alloca <8 x float>, align 32
+  %conv2.w141 = alloca <8 x float>, align 32
+  %conv2.w140 = alloca <8 x float>, align 32
+  %conv2.w139 = alloca <8 x float>, align 32
+  %conv2.w138 = alloca <8 x float>, align 32
+  %conv2.w137 = alloca <8 x float>, align 32
+  %conv2.w136 = alloca <8 x float>, align 32
+  br label %conv2.xi124
+
+conv2.xi124:                                      ; preds = %conv2.xi124, %entry
+  %conv2.xi1241 = phi i64 [ 0, %entry ], [ %xi124.next, %conv2.xi124 ]
+  call void @simplecnn_train_b64.k1.conv2.part123.gemm131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1241, i64 %1)
+  %xi124.next = add nsw i64 %conv2.xi1241, 1
+  %2 = icmp slt i64 %xi124.next, 16
+  br i1 %2, label %conv2.xi124, label %conv2.xi124.end
+
+conv2.xi124.end:                                  ; preds = %conv2.xi124
+  br label %conv2.j132
+
+conv2.j132:                                       ; preds = %conv2.ty133.end, %conv2.xi124.end
+  %conv2.j1322 = phi i64 [ 0, %conv2.xi124.end ], [ %j132.next, %conv2.ty133.end ]
+  br label %conv2.ty133
+
+conv2.j132.end:                                   ; preds = %conv2.ty133.end
+  br label %conv2.j160
+
+conv2.ty133:                                      ; preds = %conv2.tx134.end, %conv2.j132
+  %conv2.ty1333 = phi i64 [ 0, %conv2.j132 ], [ %ty133.next, %conv2.tx134.end ]
+  br label %conv2.tx134
+
+conv2.ty133.end:                                  ; preds = %conv2.tx134.end
+  %j132.next = add nsw i64 %conv2.j1322, 1
+  %3 = icmp slt i64 %j132.next, 1
+  br i1 %3, label %conv2.j132, label %conv2.j132.end
+
+conv2.tx134:                                      ; preds = %conv2.cv135.end, %conv2.ty133
+  %conv2.tx1344 = phi i64 [ 0, %conv2.ty133 ], [ %tx134.next, %conv2.cv135.end ]
+  br label %conv2.cv135
+
+conv2.tx134.end:                                  ; preds = %conv2.cv135.end
+  %ty133.next = add nsw i64 %conv2.ty1333, 1
+  %4 = icmp slt i64 %ty133.next, 7
+  br i1 %4, label %conv2.ty133, label %conv2.ty133.end
+
+conv2.cv135:                                      ; preds = %conv2.cv135, %conv2.tx134
+  %conv2.cv1355 = phi i64 [ 0, %conv2.tx134 ], [ %cv135.next, %conv2.cv135 ]
+  %5 = mul nsw i64 %conv2.j1322, 49
+  %6 = mul nsw i64 %conv2.ty1333, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1344
+  %9 = mul nsw i64 %8, 64
+  %10 = add nsw i64 1270272, %9
+  %11 = mul nsw i64 %1, 32
+  %12 = mul nsw i64 %conv2.cv1355, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1322, 49
+  %17 = mul nsw i64 %conv2.ty1333, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1344
+  %20 = mul nsw i64 %19, 64
+  %21 = add nsw i64 1282816, %20
+  %22 = mul nsw i64 %1, 32
+  %23 = mul nsw i64 %conv2.cv1355, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1322, 49
+  %29 = mul nsw i64 %conv2.ty1333, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1344
+  %32 = mul nsw i64 %31, 64
+  %33 = add nsw i64 1295360, %32
+  %34 = mul nsw i64 %1, 32
+  %35 = mul nsw i64 %conv2.cv1355, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w136, align 32
+  %40 = mul nsw i64 %conv2.j1322, 49
+  %41 = mul nsw i64 %conv2.ty1333, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1344
+  %44 = mul nsw i64 %43, 64
+  %45 = add nsw i64 1282816, %44
+  %46 = mul nsw i64 %1, 32
+  %47 = mul nsw i64 %conv2.cv1355, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1322, 49
+  %52 = mul nsw i64 %conv2.ty1333, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1344
+  %55 = mul nsw i64 %54, 64
+  %56 = add nsw i64 1295360, %55
+  %57 = mul nsw i64 %1, 32
+  %58 = mul nsw i64 %conv2.cv1355, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1322, 49
+  %64 = mul nsw i64 %conv2.ty1333, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1344
+  %67 = mul nsw i64 %66, 64
+  %68 = add nsw i64 1307904, %67
+  %69 = mul nsw i64 %1, 32
+  %70 = mul nsw i64 %conv2.cv1355, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w137, align 32
+  %75 = mul nsw i64 %conv2.j1322, 49
+  %76 = mul nsw i64 %conv2.ty1333, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1344
+  %79 = mul nsw i64 %78, 64
+  %80 = add nsw i64 1273408, %79
+  %81 = mul nsw i64 %1, 32
+  %82 = mul nsw i64 %conv2.cv1355, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1322, 49
+  %87 = mul nsw i64 %conv2.ty1333, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1344
+  %90 = mul nsw i64 %89, 64
+  %91 = add nsw i64 1285952, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = mul nsw i64 %conv2.cv1355, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1322, 49
+  %99 = mul nsw i64 %conv2.ty1333, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1344
+  %102 = mul nsw i64 %101, 64
+  %103 = add nsw i64 1298496, %102
+  %104 = mul nsw i64 %1, 32
+  %105 = mul nsw i64 %conv2.cv1355, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w138, align 32
+  %110 = mul nsw i64 %conv2.j1322, 49
+  %111 = mul nsw i64 %conv2.ty1333, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1344
+  %114 = mul nsw i64 %113, 64
+  %115 = add nsw i64 1285952, %114
+  %116 = mul nsw i64 %1, 32
+  %117 = mul nsw i64 %conv2.cv1355, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1322, 49
+  %122 = mul nsw i64 %conv2.ty1333, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1344
+  %125 = mul nsw i64 %124, 64
+  %126 = add nsw i64 1298496, %125
+  %127 = mul nsw i64 %1, 32
+  %128 = mul nsw i64 %conv2.cv1355, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1322, 49
+  %134 = mul nsw i64 %conv2.ty1333, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1344
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 1311040, %137
+  %139 = mul nsw i64 %1, 32
+  %140 = mul nsw i64 %conv2.cv1355, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w139, align 32
+  %145 = mul nsw i64 %conv2.j1322, 49
+  %146 = mul nsw i64 %conv2.ty1333, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1344
+  %149 = mul nsw i64 %148, 64
+  %150 = add nsw i64 1276544, %149
+  %151 = mul nsw i64 %1, 32
+  %152 = mul nsw i64 %conv2.cv1355, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1322, 49
+  %157 = mul nsw i64 %conv2.ty1333, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1344
+  %160 = mul nsw i64 %159, 64
+  %161 = add nsw i64 1289088, %160
+  %162 = mul nsw i64 %1, 32
+  %163 = mul nsw i64 %conv2.cv1355, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1322, 49
+  %169 = mul nsw i64 %conv2.ty1333, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1344
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 1301632, %172
+  %174 = mul nsw i64 %1, 32
+  %175 = mul nsw i64 %conv2.cv1355, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w140, align 32
+  %180 = mul nsw i64 %conv2.j1322, 49
+  %181 = mul nsw i64 %conv2.ty1333, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1344
+  %184 = mul nsw i64 %183, 64
+  %185 = add nsw i64 1289088, %184
+  %186 = mul nsw i64 %1, 32
+  %187 = mul nsw i64 %conv2.cv1355, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1322, 49
+  %192 = mul nsw i64 %conv2.ty1333, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1344
+  %195 = mul nsw i64 %194, 64
+  %196 = add nsw i64 1301632, %195
+  %197 = mul nsw i64 %1, 32
+  %198 = mul nsw i64 %conv2.cv1355, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1322, 49
+  %204 = mul nsw i64 %conv2.ty1333, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1344
+  %207 = mul nsw i64 %206, 64
+  %208 = add nsw i64 1314176, %207
+  %209 = mul nsw i64 %1, 32
+  %210 = mul nsw i64 %conv2.cv1355, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w141, align 32
+  %215 = mul nsw i64 %conv2.j1322, 49
+  %216 = mul nsw i64 %conv2.ty1333, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1344
+  %219 = mul nsw i64 %218, 64
+  %220 = add nsw i64 1279680, %219
+  %221 = mul nsw i64 %1, 32
+  %222 = mul nsw i64 %conv2.cv1355, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1322, 49
+  %227 = mul nsw i64 %conv2.ty1333, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1344
+  %230 = mul nsw i64 %229, 64
+  %231 = add nsw i64 1292224, %230
+  %232 = mul nsw i64 %1, 32
+  %233 = mul nsw i64 %conv2.cv1355, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1322, 49
+  %239 = mul nsw i64 %conv2.ty1333, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1344
+  %242 = mul nsw i64 %241, 64
+  %243 = add nsw i64 1304768, %242
+  %244 = mul nsw i64 %1, 32
+  %245 = mul nsw i64 %conv2.cv1355, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w142, align 32
+  %250 = mul nsw i64 %conv2.j1322, 49
+  %251 = mul nsw i64 %conv2.ty1333, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1344
+  %254 = mul nsw i64 %253, 64
+  %255 = add nsw i64 1292224, %254
+  %256 = mul nsw i64 %1, 32
+  %257 = mul nsw i64 %conv2.cv1355, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1322, 49
+  %262 = mul nsw i64 %conv2.ty1333, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1344
+  %265 = mul nsw i64 %264, 64
+  %266 = add nsw i64 1304768, %265
+  %267 = mul nsw i64 %1, 32
+  %268 = mul nsw i64 %conv2.cv1355, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1322, 49
+  %274 = mul nsw i64 %conv2.ty1333, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1344
+  %277 = mul nsw i64 %276, 64
+  %278 = add nsw i64 1317312, %277
+  %279 = mul nsw i64 %1, 32
+  %280 = mul nsw i64 %conv2.cv1355, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w143, align 32
+  %w136 = load <8 x float>, ptr %conv2.w136, align 32
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
+  %285 = fadd <8 x float> %w136, %w138
+  %w140 = load <8 x float>, ptr %conv2.w140, align 32
+  %286 = fadd <8 x float> %285, %w140
+  store <8 x float> %286, ptr %conv2.w144, align 32
+  %w13830 = load <8 x float>, ptr %conv2.w138, align 32
+  %w14031 = load <8 x float>, ptr %conv2.w140, align 32
+  %287 = fsub <8 x float> %w13830, %w14031
+  %w142 = load <8 x float>, ptr %conv2.w142, align 32
+  %288 = fsub <8 x float> %287, %w142
+  store <8 x float> %288, ptr %conv2.w145, align 32
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
+  %289 = fadd <8 x float> %w137, %w139
+  %w141 = load <8 x float>, ptr %conv2.w141, align 32
+  %290 = fadd <8 x float> %289, %w141
+  store <8 x float> %290, ptr %conv2.w146, align 32
+  %w13932 = load <8 x float>, ptr %conv2.w139, align 32
+  %w14133 = load <8 x float>, ptr %conv2.w141, align 32
+  %291 = fsub <8 x float> %w13932, %w14133
+  %w143 = load <8 x float>, ptr %conv2.w143, align 32
+  %292 = fsub <8 x float> %291, %w143
+  store <8 x float> %292, ptr %conv2.w147, align 32
+  %w144 = load <8 x float>, ptr %conv2.w144, align 32
+  %293 = mul nsw i64 %1, 32
+  %294 = mul nsw i64 %conv2.cv1355, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 18752, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w144, %297
+  store <8 x float> %298, ptr %conv2.v148, align 32
+  %v148 = load <8 x float>, ptr %conv2.v148, align 32
+  store <8 x float> %v148, ptr %conv2.best149, align 32
+  %299 = mul nsw i64 %conv2.ty1333, 2
+  %300 = mul nsw i64 %299, 14
+  %301 = mul nsw i64 %conv2.tx1344, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at150, align 32
+  %w145 = load <8 x float>, ptr %conv2.w145, align 32
+  %306 = mul nsw i64 %1, 32
+  %307 = mul nsw i64 %conv2.cv1355, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 18752, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w145, %310
+  store <8 x float> %311, ptr %conv2.v151, align 32
+  %v151 = load <8 x float>, ptr %conv2.v151, align 32
+  %best149 = load <8 x float>, ptr %conv2.best149, align 32
+  %312 = fcmp ogt <8 x float> %v151, %best149
+  %v15136 = load <8 x float>, ptr %conv2.v151, align 32
+  %best14937 = load <8 x float>, ptr %conv2.best149, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v15136, <8 x float> %best14937
+  store <8 x float> %313, ptr %conv2.best152, align 32
+  %v15138 = load <8 x float>, ptr %conv2.v151, align 32
+  %best14939 = load <8 x float>, ptr %conv2.best149, align 32
+  %314 = fcmp ogt <8 x float> %v15138, %best14939
+  %315 = mul nsw i64 %conv2.ty1333, 2
+  %316 = mul nsw i64 %315, 14
+  %317 = mul nsw i64 %conv2.tx1344, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at150 = load <8 x float>, ptr %conv2.at150, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at150
+  store <8 x float> %323, ptr %conv2.at153, align 32
+  %w146 = load <8 x float>, ptr %conv2.w146, align 32
+  %324 = mul nsw i64 %1, 32
+  %325 = mul nsw i64 %conv2.cv1355, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 18752, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w146, %328
+  store <8 x float> %329, ptr %conv2.v154, align 32
+  %v154 = load <8 x float>, ptr %conv2.v154, align 32
+  %best152 = load <8 x float>, ptr %conv2.best152, align 32
+  %330 = fcmp ogt <8 x float> %v154, %best152
+  %v15441 = load <8 x float>, ptr %conv2.v154, align 32
+  %best15242 = load <8 x float>, ptr %conv2.best152, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v15441, <8 x float> %best15242
+  store <8 x float> %331, ptr %conv2.best155, align 32
+  %v15443 = load <8 x float>, ptr %conv2.v154, align 32
+  %best15244 = load <8 x float>, ptr %conv2.best152, align 32
+  %332 = fcmp ogt <8 x float> %v15443, %best15244
+  %333 = mul nsw i64 %conv2.ty1333, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %conv2.tx1344, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at153 = load <8 x float>, ptr %conv2.at153, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at153
+  store <8 x float> %341, ptr %conv2.at156, align 32
+  %w147 = load <8 x float>, ptr %conv2.w147, align 32
+  %342 = mul nsw i64 %1, 32
+  %343 = mul nsw i64 %conv2.cv1355, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 18752, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w147, %346
+  store <8 x float> %347, ptr %conv2.v157, align 32
+  %v157 = load <8 x float>, ptr %conv2.v157, align 32
+  %best155 = load <8 x float>, ptr %conv2.best155, align 32
+  %348 = fcmp ogt <8 x float> %v157, %best155
+  %v15746 = load <8 x float>, ptr %conv2.v157, align 32
+  %best15547 = load <8 x float>, ptr %conv2.best155, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v15746, <8 x float> %best15547
+  store <8 x float> %349, ptr %conv2.best158, align 32
+  %v15748 = load <8 x float>, ptr %conv2.v157, align 32
+  %best15549 = load <8 x float>, ptr %conv2.best155, align 32
+  %350 = fcmp ogt <8 x float> %v15748, %best15549
+  %351 = mul nsw i64 %conv2.ty1333, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 14
+  %354 = mul nsw i64 %conv2.tx1344, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at156 = load <8 x float>, ptr %conv2.at156, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at156
+  store <8 x float> %360, ptr %conv2.at159, align 32
+  %best158 = load <8 x float>, ptr %conv2.best158, align 32
+  %361 = fcmp ogt <8 x float> %best158, zeroinitializer
+  %best15850 = load <8 x float>, ptr %conv2.best158, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best15850, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1322, 49
+  %364 = mul nsw i64 %conv2.ty1333, 7
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1344
+  %367 = mul nsw i64 %366, 64
+  %368 = add nsw i64 1320448, %367
+  %369 = mul nsw i64 %1, 32
+  %370 = mul nsw i64 %conv2.cv1355, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at159 = load <8 x float>, ptr %conv2.at159, align 32
+  %373 = mul nsw i64 %conv2.j1322, 49
+  %374 = mul nsw i64 %conv2.ty1333, 7
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1344
+  %377 = mul nsw i64 %376, 64
+  %378 = add nsw i64 1320448, %377
+  %379 = mul nsw i64 %1, 32
+  %380 = mul nsw i64 %conv2.cv1355, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 3136
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at159, ptr %arena52, align 4
+  %cv135.next = add nsw i64 %conv2.cv1355, 1
+  %384 = icmp slt i64 %cv135.next, 4
+  br i1 %384, label %conv2.cv135, label %conv2.cv135.end
+
+conv2.cv135.end:                                  ; preds = %conv2.cv135
+  %tx134.next = add nsw i64 %conv2.tx1344, 1
+  %385 = icmp slt i64 %tx134.next, 7
+  br i1 %385, label %conv2.tx134, label %conv2.tx134.end
+
+conv2.j160:                                       ; preds = %conv2.c161.end, %conv2.j132.end
+  %conv2.j16053 = phi i64 [ 0, %conv2.j132.end ], [ %j160.next, %conv2.c161.end ]
+  br label %conv2.c161
+
+conv2.j160.end:                                   ; preds = %conv2.c161.end
+  br label %conv2.j163
+
+conv2.c161:                                       ; preds = %conv2.q162.end, %conv2.j160
+  %conv2.c16154 = phi i64 [ 0, %conv2.j160 ], [ %c161.next, %conv2.q162.end ]
+  br label %conv2.q162
+
+conv2.c161.end:                                   ; preds = %conv2.q162.end
+  %j160.next = add nsw i64 %conv2.j16053, 1
+  %386 = icmp slt i64 %j160.next, 1
+  br i1 %386, label %conv2.j160, label %conv2.j160.end
+
+conv2.q162:                                       ; preds = %conv2.q162, %conv2.c161
+  %conv2.q16255 = phi i64 [ 0, %conv2.c161 ], [ %q162.next, %conv2.q162 ]
+  %387 = mul nsw i64 %conv2.j16053, 49
+  %388 = add nsw i64 %387, %conv2.q16255
+  %389 = mul nsw i64 %388, 64
+  %390 = add nsw i64 1320448, %389
+  %391 = mul nsw i64 %1, 32
+  %392 = add nsw i64 %391, %conv2.c16154
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j16053
+  %396 = mul nsw i64 %395, 3136
+  %397 = mul nsw i64 %1, 32
+  %398 = add nsw i64 %397, %conv2.c16154
+  %399 = mul nsw i64 %398, 49
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q16255
+  %402 = add nsw i64 802816, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q162.next = add nsw i64 %conv2.q16255, 1
+  %403 = icmp slt i64 %q162.next, 49
+  br i1 %403, label %conv2.q162, label %conv2.q162.end
+
+conv2.q162.end:                                   ; preds = %conv2.q162
+  %c161.next = add nsw i64 %conv2.c16154, 1
+  %404 = icmp slt i64 %c161.next, 32
+  br i1 %404, label %conv2.c161, label %conv2.c161.end
+
+conv2.j163:                                       ; preds = %conv2.c164.end, %conv2.j160.end
+  %conv2.j16358 = phi i64 [ 0, %conv2.j160.end ], [ %j163.next, %conv2.c164.end ]
+  br label %conv2.c164
+
+conv2.j163.end:                                   ; preds = %conv2.c164.end
+  ret void
+
+conv2.c164:                                       ; preds = %conv2.q165.end, %conv2.j163
+  %conv2.c16459 = phi i64 [ 0, %conv2.j163 ], [ %c164.next, %conv2.q165.end ]
+  br label %conv2.q165
+
+conv2.c164.end:                                   ; preds = %conv2.q165.end
+  %j163.next = add nsw i64 %conv2.j16358, 1
+  %405 = icmp slt i64 %j163.next, 1
+  br i1 %405, label %conv2.j163, label %conv2.j163.end
+
+conv2.q165:                                       ; preds = %conv2.q165, %conv2.c164
+  %conv2.q16560 = phi i64 [ 0, %conv2.c164 ], [ %q165.next, %conv2.q165 ]
+  %406 = mul nsw i64 %conv2.j16358, 49
+  %407 = add nsw i64 %406, %conv2.q16560
+  %408 = mul nsw i64 %407, 64
+  %409 = add nsw i64 1323584, %408
+  %410 = mul nsw i64 %1, 32
+  %411 = add nsw i64 %410, %conv2.c16459
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j16358
+  %415 = mul nsw i64 %414, 3136
+  %416 = mul nsw i64 %1, 32
+  %417 = add nsw i64 %416, %conv2.c16459
+  %418 = mul nsw i64 %417, 49
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q16560
+  %421 = add nsw i64 1003520, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q165.next = add nsw i64 %conv2.q16560, 1
+  %422 = icmp slt i64 %q165.next, 49
+  br i1 %422, label %conv2.q165, label %conv2.q165.end
+
+conv2.q165.end:                                   ; preds = %conv2.q165
+  %c164.next = add nsw i64 %conv2.c16459, 1
+  %423 = icmp slt i64 %c164.next, 32
+  br i1 %423, label %conv2.c164, label %conv2.c164.end
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k1.conv2.part123.gemm131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t129_a3 = alloca <8 x float>, align 32
+  %conv2.t129_a2 = alloca <8 x float>, align 32
+  %conv2.t129_a1 = alloca <8 x float>, align 32
+  %conv2.t129_a0 = alloca <8 x float>, align 32
+  %conv2.t129_b1 = alloca <8 x float>, align 32
+  %conv2.t129_b0 = alloca <8 x float>, align 32
+  %conv2.t129_c3_1 = alloca <8 x float>, align 32
+  %conv2.t129_c3_0 = alloca <8 x float>, align 32
+  %conv2.t129_c2_1 = alloca <8 x float>, align 32
+  %conv2.t129_c2_0 = alloca <8 x float>, align 32
+  %conv2.t129_c1_1 = alloca <8 x float>, align 32
+  %conv2.t129_c1_0 = alloca <8 x float>, align 32
+  %conv2.t129_c0_1 = alloca <8 x float>, align 32
+  %conv2.t129_c0_0 = alloca <8 x float>, align 32
+  %conv2.t127_a4 = alloca <8 x float>, align 32
   %conv2.t127_a3 = alloca <8 x float>, align 32
   %conv2.t127_a2 = alloca <8 x float>, align 32
   %conv2.t127_a1 = alloca <8 x float>, align 32
   %conv2.t127_a0 = alloca <8 x float>, align 32
   %conv2.t127_b1 = alloca <8 x float>, align 32
   %conv2.t127_b0 = alloca <8 x float>, align 32
+  %conv2.t127_c4_1 = alloca <8 x float>, align 32
+  %conv2.t127_c4_0 = alloca <8 x float>, align 32
   %conv2.t127_c3_1 = alloca <8 x float>, align 32
   %conv2.t127_c3_0 = alloca <8 x float>, align 32
   %conv2.t127_c2_1 = alloca <8 x float>, align 32
@@ -2987,47 +3290,17 @@ entry:
   %conv2.t127_c1_0 = alloca <8 x float>, align 32
   %conv2.t127_c0_1 = alloca <8 x float>, align 32
   %conv2.t127_c0_0 = alloca <8 x float>, align 32
-  %conv2.t125_a4 = alloca <8 x float>, align 32
-  %conv2.t125_a3 = alloca <8 x float>, align 32
-  %conv2.t125_a2 = alloca <8 x float>, align 32
-  %conv2.t125_a1 = alloca <8 x float>, align 32
-  %conv2.t125_a0 = alloca <8 x float>, align 32
-  %conv2.t125_b1 = alloca <8 x float>, align 32
-  %conv2.t125_b0 = alloca <8 x float>, align 32
-  %conv2.t125_c4_1 = alloca <8 x float>, align 32
-  %conv2.t125_c4_0 = alloca <8 x float>, align 32
-  %conv2.t125_c3_1 = alloca <8 x float>, align 32
-  %conv2.t125_c3_0 = alloca <8 x float>, align 32
-  %conv2.t125_c2_1 = alloca <8 x float>, align 32
-  %conv2.t125_c2_0 = alloca <8 x float>, align 32
-  %conv2.t125_c1_1 = alloca <8 x float>, align 32
-  %conv2.t125_c1_0 = alloca <8 x float>, align 32
-  %conv2.t125_c0_1 = alloca <8 x float>, align 32
-  %conv2.t125_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb123
+  br label %conv2.nb125
 
-conv2.nb123:                                      ; preds = %conv2.k128.end, %entry
-  %conv2.nb1231 = phi i64 [ 0, %entry ], [ %nb123.next, %conv2.k128.end ]
-  br label %conv2.mb124
+conv2.nb125:                                      ; preds = %conv2.k130.end, %entry
+  %conv2.nb1251 = phi i64 [ 0, %entry ], [ %nb125.next, %conv2.k130.end ]
+  br label %conv2.mb126
 
-conv2.nb123.end:                                  ; preds = %conv2.k128.end
+conv2.nb125.end:                                  ; preds = %conv2.k130.end
   ret void
 
-conv2.mb124:                                      ; preds = %conv2.k126.end, %conv2.nb123
-  %conv2.mb1242 = phi i64 [ 0, %conv2.nb123 ], [ %mb124.next, %conv2.k126.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c4_1, align 32
-  br label %conv2.k126
-
-conv2.mb124.end:                                  ; preds = %conv2.k126.end
+conv2.mb126:                                      ; preds = %conv2.k128.end, %conv2.nb125
+  %conv2.mb1262 = phi i64 [ 0, %conv2.nb125 ], [ %mb126.next, %conv2.k128.end ]
   store <8 x float> zeroinitializer, ptr %conv2.t127_c0_0, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c1_0, align 32
@@ -3036,433 +3309,522 @@ conv2.mb124.end:                                  ; preds = %conv2.k126.end
   store <8 x float> zeroinitializer, ptr %conv2.t127_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c3_0, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_1, align 32
   br label %conv2.k128
 
-conv2.k126:                                       ; preds = %conv2.k126, %conv2.mb124
-  %conv2.k1263 = phi i64 [ 0, %conv2.mb124 ], [ %k126.next, %conv2.k126 ]
-  %1 = mul nsw i64 %0, 2048
-  %2 = add nsw i64 1204224, %1
-  %3 = mul nsw i64 %conv2.k1263, 64
-  %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %conv2.nb1231, 16
-  %6 = add nsw i64 %4, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %conv2.t125_b0, align 32
-  %8 = mul nsw i64 %0, 2048
-  %9 = add nsw i64 1204224, %8
-  %10 = mul nsw i64 %conv2.k1263, 64
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2.nb1231, 16
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %conv2.t125_b1, align 32
-  %16 = mul nsw i64 %0, 1568
-  %17 = add nsw i64 1245184, %16
-  %18 = mul nsw i64 %conv2.mb1242, 5
-  %19 = mul nsw i64 %18, 32
-  %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %conv2.k1263
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t125_a0, align 32
-  %t125_a0 = load <8 x float>, ptr %conv2.t125_a0, align 32
-  %t125_b0 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c0_0 = load <8 x float>, ptr %conv2.t125_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a0, <8 x float> %t125_b0, <8 x float> %t125_c0_0)
-  store <8 x float> %25, ptr %conv2.t125_c0_0, align 32
-  %t125_a07 = load <8 x float>, ptr %conv2.t125_a0, align 32
-  %t125_b1 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c0_1 = load <8 x float>, ptr %conv2.t125_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a07, <8 x float> %t125_b1, <8 x float> %t125_c0_1)
-  store <8 x float> %26, ptr %conv2.t125_c0_1, align 32
-  %27 = mul nsw i64 %0, 1568
-  %28 = add nsw i64 1245184, %27
-  %29 = mul nsw i64 %conv2.mb1242, 5
-  %30 = add nsw i64 %29, 1
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %conv2.k1263
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load float, ptr %arena8, align 4
-  %35 = insertelement <8 x float> undef, float %34, i32 0
-  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %conv2.t125_a1, align 32
-  %t125_a1 = load <8 x float>, ptr %conv2.t125_a1, align 32
-  %t125_b09 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c1_0 = load <8 x float>, ptr %conv2.t125_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a1, <8 x float> %t125_b09, <8 x float> %t125_c1_0)
-  store <8 x float> %37, ptr %conv2.t125_c1_0, align 32
-  %t125_a110 = load <8 x float>, ptr %conv2.t125_a1, align 32
-  %t125_b111 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c1_1 = load <8 x float>, ptr %conv2.t125_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a110, <8 x float> %t125_b111, <8 x float> %t125_c1_1)
-  store <8 x float> %38, ptr %conv2.t125_c1_1, align 32
-  %39 = mul nsw i64 %0, 1568
-  %40 = add nsw i64 1245184, %39
-  %41 = mul nsw i64 %conv2.mb1242, 5
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %conv2.k1263
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena12, align 4
-  %47 = insertelement <8 x float> undef, float %46, i32 0
-  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %conv2.t125_a2, align 32
-  %t125_a2 = load <8 x float>, ptr %conv2.t125_a2, align 32
-  %t125_b013 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c2_0 = load <8 x float>, ptr %conv2.t125_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a2, <8 x float> %t125_b013, <8 x float> %t125_c2_0)
-  store <8 x float> %49, ptr %conv2.t125_c2_0, align 32
-  %t125_a214 = load <8 x float>, ptr %conv2.t125_a2, align 32
-  %t125_b115 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c2_1 = load <8 x float>, ptr %conv2.t125_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a214, <8 x float> %t125_b115, <8 x float> %t125_c2_1)
-  store <8 x float> %50, ptr %conv2.t125_c2_1, align 32
-  %51 = mul nsw i64 %0, 1568
-  %52 = add nsw i64 1245184, %51
-  %53 = mul nsw i64 %conv2.mb1242, 5
-  %54 = add nsw i64 %53, 3
-  %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %conv2.k1263
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load float, ptr %arena16, align 4
-  %59 = insertelement <8 x float> undef, float %58, i32 0
-  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %conv2.t125_a3, align 32
-  %t125_a3 = load <8 x float>, ptr %conv2.t125_a3, align 32
-  %t125_b017 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c3_0 = load <8 x float>, ptr %conv2.t125_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a3, <8 x float> %t125_b017, <8 x float> %t125_c3_0)
-  store <8 x float> %61, ptr %conv2.t125_c3_0, align 32
-  %t125_a318 = load <8 x float>, ptr %conv2.t125_a3, align 32
-  %t125_b119 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c3_1 = load <8 x float>, ptr %conv2.t125_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a318, <8 x float> %t125_b119, <8 x float> %t125_c3_1)
-  store <8 x float> %62, ptr %conv2.t125_c3_1, align 32
-  %63 = mul nsw i64 %0, 1568
-  %64 = add nsw i64 1245184, %63
-  %65 = mul nsw i64 %conv2.mb1242, 5
-  %66 = add nsw i64 %65, 4
-  %67 = mul nsw i64 %66, 32
-  %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %conv2.k1263
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
-  %70 = load float, ptr %arena20, align 4
-  %71 = insertelement <8 x float> undef, float %70, i32 0
-  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %conv2.t125_a4, align 32
-  %t125_a4 = load <8 x float>, ptr %conv2.t125_a4, align 32
-  %t125_b021 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c4_0 = load <8 x float>, ptr %conv2.t125_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a4, <8 x float> %t125_b021, <8 x float> %t125_c4_0)
-  store <8 x float> %73, ptr %conv2.t125_c4_0, align 32
-  %t125_a422 = load <8 x float>, ptr %conv2.t125_a4, align 32
-  %t125_b123 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c4_1 = load <8 x float>, ptr %conv2.t125_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a422, <8 x float> %t125_b123, <8 x float> %t125_c4_1)
-  store <8 x float> %74, ptr %conv2.t125_c4_1, align 32
-  %k126.next = add nsw i64 %conv2.k1263, 1
-  %75 = icmp slt i64 %k126.next, 32
-  br i1 %75, label %conv2.k126, label %conv2.k126.end
+conv2.mb126.end:                                  ; preds = %conv2.k128.end
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_1, align 32
+  br label %conv2.k130
 
-conv2.k126.end:                                   ; preds = %conv2.k126
-  %t125_c0_024 = load <8 x float>, ptr %conv2.t125_c0_0, align 32
-  %76 = mul nsw i64 %0, 3136
-  %77 = add nsw i64 1270272, %76
-  %78 = mul nsw i64 %conv2.mb1242, 5
-  %79 = mul nsw i64 %78, 64
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.nb1231, 16
-  %82 = add nsw i64 %80, %81
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t125_c0_024, ptr %arena25, align 4
-  %t125_c0_126 = load <8 x float>, ptr %conv2.t125_c0_1, align 32
-  %83 = mul nsw i64 %0, 3136
-  %84 = add nsw i64 1270272, %83
-  %85 = mul nsw i64 %conv2.mb1242, 5
-  %86 = mul nsw i64 %85, 64
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1231, 16
-  %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 %89, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t125_c0_126, ptr %arena27, align 4
-  %t125_c1_028 = load <8 x float>, ptr %conv2.t125_c1_0, align 32
-  %91 = mul nsw i64 %0, 3136
-  %92 = add nsw i64 1270272, %91
-  %93 = mul nsw i64 %conv2.mb1242, 5
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 64
-  %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %conv2.nb1231, 16
-  %98 = add nsw i64 %96, %97
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t125_c1_028, ptr %arena29, align 4
-  %t125_c1_130 = load <8 x float>, ptr %conv2.t125_c1_1, align 32
-  %99 = mul nsw i64 %0, 3136
-  %100 = add nsw i64 1270272, %99
-  %101 = mul nsw i64 %conv2.mb1242, 5
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 64
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.nb1231, 16
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t125_c1_130, ptr %arena31, align 4
-  %t125_c2_032 = load <8 x float>, ptr %conv2.t125_c2_0, align 32
-  %108 = mul nsw i64 %0, 3136
-  %109 = add nsw i64 1270272, %108
-  %110 = mul nsw i64 %conv2.mb1242, 5
-  %111 = add nsw i64 %110, 2
-  %112 = mul nsw i64 %111, 64
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %conv2.nb1231, 16
-  %115 = add nsw i64 %113, %114
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t125_c2_032, ptr %arena33, align 4
-  %t125_c2_134 = load <8 x float>, ptr %conv2.t125_c2_1, align 32
-  %116 = mul nsw i64 %0, 3136
-  %117 = add nsw i64 1270272, %116
-  %118 = mul nsw i64 %conv2.mb1242, 5
-  %119 = add nsw i64 %118, 2
-  %120 = mul nsw i64 %119, 64
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %conv2.nb1231, 16
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t125_c2_134, ptr %arena35, align 4
-  %t125_c3_036 = load <8 x float>, ptr %conv2.t125_c3_0, align 32
-  %125 = mul nsw i64 %0, 3136
-  %126 = add nsw i64 1270272, %125
-  %127 = mul nsw i64 %conv2.mb1242, 5
-  %128 = add nsw i64 %127, 3
-  %129 = mul nsw i64 %128, 64
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.nb1231, 16
-  %132 = add nsw i64 %130, %131
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t125_c3_036, ptr %arena37, align 4
-  %t125_c3_138 = load <8 x float>, ptr %conv2.t125_c3_1, align 32
-  %133 = mul nsw i64 %0, 3136
-  %134 = add nsw i64 1270272, %133
-  %135 = mul nsw i64 %conv2.mb1242, 5
-  %136 = add nsw i64 %135, 3
-  %137 = mul nsw i64 %136, 64
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1231, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t125_c3_138, ptr %arena39, align 4
-  %t125_c4_040 = load <8 x float>, ptr %conv2.t125_c4_0, align 32
-  %142 = mul nsw i64 %0, 3136
-  %143 = add nsw i64 1270272, %142
-  %144 = mul nsw i64 %conv2.mb1242, 5
-  %145 = add nsw i64 %144, 4
-  %146 = mul nsw i64 %145, 64
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %conv2.nb1231, 16
-  %149 = add nsw i64 %147, %148
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t125_c4_040, ptr %arena41, align 4
-  %t125_c4_142 = load <8 x float>, ptr %conv2.t125_c4_1, align 32
-  %150 = mul nsw i64 %0, 3136
-  %151 = add nsw i64 1270272, %150
-  %152 = mul nsw i64 %conv2.mb1242, 5
-  %153 = add nsw i64 %152, 4
-  %154 = mul nsw i64 %153, 64
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.nb1231, 16
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t125_c4_142, ptr %arena43, align 4
-  %mb124.next = add nsw i64 %conv2.mb1242, 1
-  %159 = icmp slt i64 %mb124.next, 9
-  br i1 %159, label %conv2.mb124, label %conv2.mb124.end
-
-conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb124.end
-  %conv2.k12844 = phi i64 [ 0, %conv2.mb124.end ], [ %k128.next, %conv2.k128 ]
-  %160 = mul nsw i64 %0, 2048
-  %161 = add nsw i64 1204224, %160
-  %162 = mul nsw i64 %conv2.k12844, 64
-  %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %conv2.nb1231, 16
-  %165 = add nsw i64 %163, %164
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %conv2.t127_b0, align 32
-  %167 = mul nsw i64 %0, 2048
-  %168 = add nsw i64 1204224, %167
-  %169 = mul nsw i64 %conv2.k12844, 64
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.nb1231, 16
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %conv2.t127_b1, align 32
-  %175 = mul nsw i64 %0, 1568
-  %176 = add nsw i64 1245184, %175
-  %177 = add nsw i64 %176, 1440
-  %178 = add nsw i64 %177, %conv2.k12844
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena47, align 4
-  %180 = insertelement <8 x float> undef, float %179, i32 0
-  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %conv2.t127_a0, align 32
+conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
+  %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 1204224, %2
+  %4 = mul nsw i64 %1, 32
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1283, 64
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb1251, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv2.t127_b0, align 32
+  %11 = mul nsw i64 %0, 2048
+  %12 = add nsw i64 1204224, %11
+  %13 = mul nsw i64 %1, 32
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %conv2.k1283, 64
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv2.nb1251, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv2.t127_b1, align 32
+  %21 = mul nsw i64 %0, 1568
+  %22 = add nsw i64 1245184, %21
+  %23 = mul nsw i64 %conv2.mb1262, 5
+  %24 = mul nsw i64 %23, 32
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv2.k1283
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t127_a0, align 32
   %t127_a0 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b0 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c0_0 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
-  store <8 x float> %182, ptr %conv2.t127_c0_0, align 32
-  %t127_a048 = load <8 x float>, ptr %conv2.t127_a0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
+  store <8 x float> %30, ptr %conv2.t127_c0_0, align 32
+  %t127_a07 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b1 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c0_1 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a048, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
-  store <8 x float> %183, ptr %conv2.t127_c0_1, align 32
-  %184 = mul nsw i64 %0, 1568
-  %185 = add nsw i64 1245184, %184
-  %186 = add nsw i64 %185, 1472
-  %187 = add nsw i64 %186, %conv2.k12844
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena49, align 4
-  %189 = insertelement <8 x float> undef, float %188, i32 0
-  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %conv2.t127_a1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a07, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
+  store <8 x float> %31, ptr %conv2.t127_c0_1, align 32
+  %32 = mul nsw i64 %0, 1568
+  %33 = add nsw i64 1245184, %32
+  %34 = mul nsw i64 %conv2.mb1262, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.k1283
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv2.t127_a1, align 32
   %t127_a1 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b050 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b09 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c1_0 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b050, <8 x float> %t127_c1_0)
-  store <8 x float> %191, ptr %conv2.t127_c1_0, align 32
-  %t127_a151 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b152 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b09, <8 x float> %t127_c1_0)
+  store <8 x float> %42, ptr %conv2.t127_c1_0, align 32
+  %t127_a110 = load <8 x float>, ptr %conv2.t127_a1, align 32
+  %t127_b111 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c1_1 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a151, <8 x float> %t127_b152, <8 x float> %t127_c1_1)
-  store <8 x float> %192, ptr %conv2.t127_c1_1, align 32
-  %193 = mul nsw i64 %0, 1568
-  %194 = add nsw i64 1245184, %193
-  %195 = add nsw i64 %194, 1504
-  %196 = add nsw i64 %195, %conv2.k12844
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena53, align 4
-  %198 = insertelement <8 x float> undef, float %197, i32 0
-  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %conv2.t127_a2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a110, <8 x float> %t127_b111, <8 x float> %t127_c1_1)
+  store <8 x float> %43, ptr %conv2.t127_c1_1, align 32
+  %44 = mul nsw i64 %0, 1568
+  %45 = add nsw i64 1245184, %44
+  %46 = mul nsw i64 %conv2.mb1262, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 32
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1283
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t127_a2, align 32
   %t127_a2 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b054 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b013 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c2_0 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b054, <8 x float> %t127_c2_0)
-  store <8 x float> %200, ptr %conv2.t127_c2_0, align 32
-  %t127_a255 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b156 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b013, <8 x float> %t127_c2_0)
+  store <8 x float> %54, ptr %conv2.t127_c2_0, align 32
+  %t127_a214 = load <8 x float>, ptr %conv2.t127_a2, align 32
+  %t127_b115 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c2_1 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a255, <8 x float> %t127_b156, <8 x float> %t127_c2_1)
-  store <8 x float> %201, ptr %conv2.t127_c2_1, align 32
-  %202 = mul nsw i64 %0, 1568
-  %203 = add nsw i64 1245184, %202
-  %204 = add nsw i64 %203, 1536
-  %205 = add nsw i64 %204, %conv2.k12844
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load float, ptr %arena57, align 4
-  %207 = insertelement <8 x float> undef, float %206, i32 0
-  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %conv2.t127_a3, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a214, <8 x float> %t127_b115, <8 x float> %t127_c2_1)
+  store <8 x float> %55, ptr %conv2.t127_c2_1, align 32
+  %56 = mul nsw i64 %0, 1568
+  %57 = add nsw i64 1245184, %56
+  %58 = mul nsw i64 %conv2.mb1262, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 32
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv2.k1283
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv2.t127_a3, align 32
   %t127_a3 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b058 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b017 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c3_0 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b058, <8 x float> %t127_c3_0)
-  store <8 x float> %209, ptr %conv2.t127_c3_0, align 32
-  %t127_a359 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b160 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b017, <8 x float> %t127_c3_0)
+  store <8 x float> %66, ptr %conv2.t127_c3_0, align 32
+  %t127_a318 = load <8 x float>, ptr %conv2.t127_a3, align 32
+  %t127_b119 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c3_1 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a359, <8 x float> %t127_b160, <8 x float> %t127_c3_1)
-  store <8 x float> %210, ptr %conv2.t127_c3_1, align 32
-  %k128.next = add nsw i64 %conv2.k12844, 1
-  %211 = icmp slt i64 %k128.next, 32
-  br i1 %211, label %conv2.k128, label %conv2.k128.end
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a318, <8 x float> %t127_b119, <8 x float> %t127_c3_1)
+  store <8 x float> %67, ptr %conv2.t127_c3_1, align 32
+  %68 = mul nsw i64 %0, 1568
+  %69 = add nsw i64 1245184, %68
+  %70 = mul nsw i64 %conv2.mb1262, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 32
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv2.k1283
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv2.t127_a4, align 32
+  %t127_a4 = load <8 x float>, ptr %conv2.t127_a4, align 32
+  %t127_b021 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_c4_0 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a4, <8 x float> %t127_b021, <8 x float> %t127_c4_0)
+  store <8 x float> %78, ptr %conv2.t127_c4_0, align 32
+  %t127_a422 = load <8 x float>, ptr %conv2.t127_a4, align 32
+  %t127_b123 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %t127_c4_1 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a422, <8 x float> %t127_b123, <8 x float> %t127_c4_1)
+  store <8 x float> %79, ptr %conv2.t127_c4_1, align 32
+  %k128.next = add nsw i64 %conv2.k1283, 1
+  %80 = icmp slt i64 %k128.next, 32
+  br i1 %80, label %conv2.k128, label %conv2.k128.end
 
 conv2.k128.end:                                   ; preds = %conv2.k128
-  %t127_c0_061 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %212 = mul nsw i64 %0, 3136
-  %213 = add nsw i64 1270272, %212
-  %214 = add nsw i64 %213, 2880
-  %215 = mul nsw i64 %conv2.nb1231, 16
-  %216 = add nsw i64 %214, %215
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t127_c0_061, ptr %arena62, align 4
-  %t127_c0_163 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %217 = mul nsw i64 %0, 3136
-  %218 = add nsw i64 1270272, %217
-  %219 = add nsw i64 %218, 2880
-  %220 = mul nsw i64 %conv2.nb1231, 16
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t127_c0_163, ptr %arena64, align 4
-  %t127_c1_065 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %223 = mul nsw i64 %0, 3136
-  %224 = add nsw i64 1270272, %223
-  %225 = add nsw i64 %224, 2944
-  %226 = mul nsw i64 %conv2.nb1231, 16
-  %227 = add nsw i64 %225, %226
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t127_c1_065, ptr %arena66, align 4
-  %t127_c1_167 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %228 = mul nsw i64 %0, 3136
-  %229 = add nsw i64 1270272, %228
-  %230 = add nsw i64 %229, 2944
-  %231 = mul nsw i64 %conv2.nb1231, 16
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t127_c1_167, ptr %arena68, align 4
-  %t127_c2_069 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %234 = mul nsw i64 %0, 3136
-  %235 = add nsw i64 1270272, %234
-  %236 = add nsw i64 %235, 3008
-  %237 = mul nsw i64 %conv2.nb1231, 16
-  %238 = add nsw i64 %236, %237
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t127_c2_069, ptr %arena70, align 4
-  %t127_c2_171 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %239 = mul nsw i64 %0, 3136
-  %240 = add nsw i64 1270272, %239
-  %241 = add nsw i64 %240, 3008
-  %242 = mul nsw i64 %conv2.nb1231, 16
-  %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t127_c2_171, ptr %arena72, align 4
-  %t127_c3_073 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %245 = mul nsw i64 %0, 3136
-  %246 = add nsw i64 1270272, %245
-  %247 = add nsw i64 %246, 3072
-  %248 = mul nsw i64 %conv2.nb1231, 16
-  %249 = add nsw i64 %247, %248
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t127_c3_073, ptr %arena74, align 4
-  %t127_c3_175 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %250 = mul nsw i64 %0, 3136
-  %251 = add nsw i64 1270272, %250
-  %252 = add nsw i64 %251, 3072
-  %253 = mul nsw i64 %conv2.nb1231, 16
+  %t127_c0_024 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
+  %81 = mul nsw i64 %0, 3136
+  %82 = add nsw i64 1270272, %81
+  %83 = mul nsw i64 %1, 32
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %conv2.mb1262, 5
+  %86 = mul nsw i64 %85, 64
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1251, 16
+  %89 = add nsw i64 %87, %88
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t127_c0_024, ptr %arena25, align 4
+  %t127_c0_126 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
+  %90 = mul nsw i64 %0, 3136
+  %91 = add nsw i64 1270272, %90
+  %92 = mul nsw i64 %1, 32
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %conv2.mb1262, 5
+  %95 = mul nsw i64 %94, 64
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb1251, 16
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t127_c0_126, ptr %arena27, align 4
+  %t127_c1_028 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
+  %100 = mul nsw i64 %0, 3136
+  %101 = add nsw i64 1270272, %100
+  %102 = mul nsw i64 %1, 32
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv2.mb1262, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 64
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv2.nb1251, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t127_c1_028, ptr %arena29, align 4
+  %t127_c1_130 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
+  %110 = mul nsw i64 %0, 3136
+  %111 = add nsw i64 1270272, %110
+  %112 = mul nsw i64 %1, 32
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv2.mb1262, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 64
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.nb1251, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t127_c1_130, ptr %arena31, align 4
+  %t127_c2_032 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
+  %121 = mul nsw i64 %0, 3136
+  %122 = add nsw i64 1270272, %121
+  %123 = mul nsw i64 %1, 32
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv2.mb1262, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 64
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.nb1251, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t127_c2_032, ptr %arena33, align 4
+  %t127_c2_134 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
+  %131 = mul nsw i64 %0, 3136
+  %132 = add nsw i64 1270272, %131
+  %133 = mul nsw i64 %1, 32
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv2.mb1262, 5
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 64
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1251, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t127_c2_134, ptr %arena35, align 4
+  %t127_c3_036 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
+  %142 = mul nsw i64 %0, 3136
+  %143 = add nsw i64 1270272, %142
+  %144 = mul nsw i64 %1, 32
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.mb1262, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 64
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv2.nb1251, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t127_c3_036, ptr %arena37, align 4
+  %t127_c3_138 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
+  %152 = mul nsw i64 %0, 3136
+  %153 = add nsw i64 1270272, %152
+  %154 = mul nsw i64 %1, 32
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv2.mb1262, 5
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 64
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.nb1251, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t127_c3_138, ptr %arena39, align 4
+  %t127_c4_040 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
+  %163 = mul nsw i64 %0, 3136
+  %164 = add nsw i64 1270272, %163
+  %165 = mul nsw i64 %1, 32
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv2.mb1262, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 64
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.nb1251, 16
+  %172 = add nsw i64 %170, %171
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t127_c4_040, ptr %arena41, align 4
+  %t127_c4_142 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
+  %173 = mul nsw i64 %0, 3136
+  %174 = add nsw i64 1270272, %173
+  %175 = mul nsw i64 %1, 32
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1262, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 64
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1251, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t127_c4_142, ptr %arena43, align 4
+  %mb126.next = add nsw i64 %conv2.mb1262, 1
+  %184 = icmp slt i64 %mb126.next, 9
+  br i1 %184, label %conv2.mb126, label %conv2.mb126.end
+
+conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
+  %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 1204224, %185
+  %187 = mul nsw i64 %1, 32
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.k13044, 64
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv2.nb1251, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %conv2.t129_b0, align 32
+  %194 = mul nsw i64 %0, 2048
+  %195 = add nsw i64 1204224, %194
+  %196 = mul nsw i64 %1, 32
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv2.k13044, 64
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.nb1251, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %conv2.t129_b1, align 32
+  %204 = mul nsw i64 %0, 1568
+  %205 = add nsw i64 1245184, %204
+  %206 = add nsw i64 %205, 1440
+  %207 = add nsw i64 %206, %conv2.k13044
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %conv2.t129_a0, align 32
+  %t129_a0 = load <8 x float>, ptr %conv2.t129_a0, align 32
+  %t129_b0 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c0_0 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a0, <8 x float> %t129_b0, <8 x float> %t129_c0_0)
+  store <8 x float> %211, ptr %conv2.t129_c0_0, align 32
+  %t129_a048 = load <8 x float>, ptr %conv2.t129_a0, align 32
+  %t129_b1 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c0_1 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a048, <8 x float> %t129_b1, <8 x float> %t129_c0_1)
+  store <8 x float> %212, ptr %conv2.t129_c0_1, align 32
+  %213 = mul nsw i64 %0, 1568
+  %214 = add nsw i64 1245184, %213
+  %215 = add nsw i64 %214, 1472
+  %216 = add nsw i64 %215, %conv2.k13044
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv2.t129_a1, align 32
+  %t129_a1 = load <8 x float>, ptr %conv2.t129_a1, align 32
+  %t129_b050 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c1_0 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a1, <8 x float> %t129_b050, <8 x float> %t129_c1_0)
+  store <8 x float> %220, ptr %conv2.t129_c1_0, align 32
+  %t129_a151 = load <8 x float>, ptr %conv2.t129_a1, align 32
+  %t129_b152 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c1_1 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a151, <8 x float> %t129_b152, <8 x float> %t129_c1_1)
+  store <8 x float> %221, ptr %conv2.t129_c1_1, align 32
+  %222 = mul nsw i64 %0, 1568
+  %223 = add nsw i64 1245184, %222
+  %224 = add nsw i64 %223, 1504
+  %225 = add nsw i64 %224, %conv2.k13044
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %conv2.t129_a2, align 32
+  %t129_a2 = load <8 x float>, ptr %conv2.t129_a2, align 32
+  %t129_b054 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c2_0 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a2, <8 x float> %t129_b054, <8 x float> %t129_c2_0)
+  store <8 x float> %229, ptr %conv2.t129_c2_0, align 32
+  %t129_a255 = load <8 x float>, ptr %conv2.t129_a2, align 32
+  %t129_b156 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c2_1 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a255, <8 x float> %t129_b156, <8 x float> %t129_c2_1)
+  store <8 x float> %230, ptr %conv2.t129_c2_1, align 32
+  %231 = mul nsw i64 %0, 1568
+  %232 = add nsw i64 1245184, %231
+  %233 = add nsw i64 %232, 1536
+  %234 = add nsw i64 %233, %conv2.k13044
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %conv2.t129_a3, align 32
+  %t129_a3 = load <8 x float>, ptr %conv2.t129_a3, align 32
+  %t129_b058 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c3_0 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a3, <8 x float> %t129_b058, <8 x float> %t129_c3_0)
+  store <8 x float> %238, ptr %conv2.t129_c3_0, align 32
+  %t129_a359 = load <8 x float>, ptr %conv2.t129_a3, align 32
+  %t129_b160 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c3_1 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a359, <8 x float> %t129_b160, <8 x float> %t129_c3_1)
+  store <8 x float> %239, ptr %conv2.t129_c3_1, align 32
+  %k130.next = add nsw i64 %conv2.k13044, 1
+  %240 = icmp slt i64 %k130.next, 32
+  br i1 %240, label %conv2.k130, label %conv2.k130.end
+
+conv2.k130.end:                                   ; preds = %conv2.k130
+  %t129_c0_061 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
+  %241 = mul nsw i64 %0, 3136
+  %242 = add nsw i64 1270272, %241
+  %243 = mul nsw i64 %1, 32
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 2880
+  %246 = mul nsw i64 %conv2.nb1251, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t129_c0_061, ptr %arena62, align 4
+  %t129_c0_163 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
+  %248 = mul nsw i64 %0, 3136
+  %249 = add nsw i64 1270272, %248
+  %250 = mul nsw i64 %1, 32
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 2880
+  %253 = mul nsw i64 %conv2.nb1251, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t127_c3_175, ptr %arena76, align 4
-  %nb123.next = add nsw i64 %conv2.nb1231, 1
-  %256 = icmp slt i64 %nb123.next, 4
-  br i1 %256, label %conv2.nb123, label %conv2.nb123.end
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t129_c0_163, ptr %arena64, align 4
+  %t129_c1_065 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
+  %256 = mul nsw i64 %0, 3136
+  %257 = add nsw i64 1270272, %256
+  %258 = mul nsw i64 %1, 32
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 2944
+  %261 = mul nsw i64 %conv2.nb1251, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t129_c1_065, ptr %arena66, align 4
+  %t129_c1_167 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
+  %263 = mul nsw i64 %0, 3136
+  %264 = add nsw i64 1270272, %263
+  %265 = mul nsw i64 %1, 32
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 2944
+  %268 = mul nsw i64 %conv2.nb1251, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t129_c1_167, ptr %arena68, align 4
+  %t129_c2_069 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
+  %271 = mul nsw i64 %0, 3136
+  %272 = add nsw i64 1270272, %271
+  %273 = mul nsw i64 %1, 32
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 3008
+  %276 = mul nsw i64 %conv2.nb1251, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t129_c2_069, ptr %arena70, align 4
+  %t129_c2_171 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
+  %278 = mul nsw i64 %0, 3136
+  %279 = add nsw i64 1270272, %278
+  %280 = mul nsw i64 %1, 32
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 3008
+  %283 = mul nsw i64 %conv2.nb1251, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t129_c2_171, ptr %arena72, align 4
+  %t129_c3_073 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
+  %286 = mul nsw i64 %0, 3136
+  %287 = add nsw i64 1270272, %286
+  %288 = mul nsw i64 %1, 32
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 3072
+  %291 = mul nsw i64 %conv2.nb1251, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t129_c3_073, ptr %arena74, align 4
+  %t129_c3_175 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
+  %293 = mul nsw i64 %0, 3136
+  %294 = add nsw i64 1270272, %293
+  %295 = mul nsw i64 %1, 32
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 3072
+  %298 = mul nsw i64 %conv2.nb1251, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t129_c3_175, ptr %arena76, align 4
+  %nb125.next = add nsw i64 %conv2.nb1251, 1
+  %301 = icmp slt i64 %nb125.next, 2
+  br i1 %301, label %conv2.nb125, label %conv2.nb125.end
+}
+
+define internal void @simplecnn_train_b64.k1.conv2.part123.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_train_b64.k1.conv2.part123(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
@@ -3474,564 +3836,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n164
+  br label %fc1.n166
 
-fc1.n164:                                         ; preds = %fc1.k165.end, %entry
-  %fc1.n1641 = phi i64 [ 0, %entry ], [ %n164.next, %fc1.k165.end ]
-  br label %fc1.k165
+fc1.n166:                                         ; preds = %fc1.k167.end, %entry
+  %fc1.n1661 = phi i64 [ 0, %entry ], [ %n166.next, %fc1.k167.end ]
+  br label %fc1.k167
 
-fc1.n164.end:                                     ; preds = %fc1.k165.end
-  call void @simplecnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n177
+fc1.n166.end:                                     ; preds = %fc1.k167.end
+  call void @simplecnn_train_b64.k3.fc1.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n179
 
-fc1.k165:                                         ; preds = %fc1.k165, %fc1.n164
-  %fc1.k1652 = phi i64 [ 0, %fc1.n164 ], [ %k165.next, %fc1.k165 ]
-  %0 = mul nsw i64 %fc1.n1641, 3136
+fc1.k167:                                         ; preds = %fc1.k167, %fc1.n166
+  %fc1.k1672 = phi i64 [ 0, %fc1.n166 ], [ %k167.next, %fc1.k167 ]
+  %0 = mul nsw i64 %fc1.n1661, 3136
   %1 = add nsw i64 802816, %0
-  %2 = add nsw i64 %1, %fc1.k1652
+  %2 = add nsw i64 %1, %fc1.k1672
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1652, 64
+  %4 = mul nsw i64 %fc1.k1672, 64
   %5 = add nsw i64 1212416, %4
-  %6 = add nsw i64 %5, %fc1.n1641
+  %6 = add nsw i64 %5, %fc1.n1661
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k165.next = add nsw i64 %fc1.k1652, 1
-  %7 = icmp slt i64 %k165.next, 3136
-  br i1 %7, label %fc1.k165, label %fc1.k165.end
+  %k167.next = add nsw i64 %fc1.k1672, 1
+  %7 = icmp slt i64 %k167.next, 3136
+  br i1 %7, label %fc1.k167, label %fc1.k167.end
 
-fc1.k165.end:                                     ; preds = %fc1.k165
-  %n164.next = add nsw i64 %fc1.n1641, 1
-  %8 = icmp slt i64 %n164.next, 64
-  br i1 %8, label %fc1.n164, label %fc1.n164.end
+fc1.k167.end:                                     ; preds = %fc1.k167
+  %n166.next = add nsw i64 %fc1.n1661, 1
+  %8 = icmp slt i64 %n166.next, 64
+  br i1 %8, label %fc1.n166, label %fc1.n166.end
 
-fc1.n177:                                         ; preds = %fc1.u178.end, %fc1.n164.end
-  %fc1.n1775 = phi i64 [ 0, %fc1.n164.end ], [ %n177.next, %fc1.u178.end ]
-  br label %fc1.u178
+fc1.n179:                                         ; preds = %fc1.u180.end, %fc1.n166.end
+  %fc1.n1795 = phi i64 [ 0, %fc1.n166.end ], [ %n179.next, %fc1.u180.end ]
+  br label %fc1.u180
 
-fc1.n177.end:                                     ; preds = %fc1.u178.end
+fc1.n179.end:                                     ; preds = %fc1.u180.end
   ret void
 
-fc1.u178:                                         ; preds = %fc1.u178, %fc1.n177
-  %fc1.u1786 = phi i64 [ 0, %fc1.n177 ], [ %u178.next, %fc1.u178 ]
-  %9 = mul nsw i64 %fc1.u1786, 64
+fc1.u180:                                         ; preds = %fc1.u180, %fc1.n179
+  %fc1.u1806 = phi i64 [ 0, %fc1.n179 ], [ %u180.next, %fc1.u180 ]
+  %9 = mul nsw i64 %fc1.u1806, 64
   %10 = add nsw i64 1413120, %9
-  %11 = add nsw i64 %10, %fc1.n1775
+  %11 = add nsw i64 %10, %fc1.n1795
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 420224, %fc1.u1786
+  %13 = add nsw i64 420224, %fc1.u1806
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1786, 64
+  %17 = mul nsw i64 %fc1.u1806, 64
   %18 = add nsw i64 1413120, %17
-  %19 = add nsw i64 %18, %fc1.n1775
+  %19 = add nsw i64 %18, %fc1.n1795
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 420224, %fc1.u1786
+  %21 = add nsw i64 420224, %fc1.u1806
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1775, 128
+  %25 = mul nsw i64 %fc1.n1795, 128
   %26 = add nsw i64 1204224, %25
-  %27 = add nsw i64 %26, %fc1.u1786
+  %27 = add nsw i64 %26, %fc1.u1806
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u178.next = add nsw i64 %fc1.u1786, 1
-  %28 = icmp slt i64 %u178.next, 128
-  br i1 %28, label %fc1.u178, label %fc1.u178.end
+  %u180.next = add nsw i64 %fc1.u1806, 1
+  %28 = icmp slt i64 %u180.next, 128
+  br i1 %28, label %fc1.u180, label %fc1.u180.end
 
-fc1.u178.end:                                     ; preds = %fc1.u178
-  %n177.next = add nsw i64 %fc1.n1775, 1
-  %29 = icmp slt i64 %n177.next, 64
-  br i1 %29, label %fc1.n177, label %fc1.n177.end
+fc1.u180.end:                                     ; preds = %fc1.u180
+  %n179.next = add nsw i64 %fc1.n1795, 1
+  %29 = icmp slt i64 %n179.next, 64
+  br i1 %29, label %fc1.n179, label %fc1.n179.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k3.fc1.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t174_a3 = alloca <8 x float>, align 32
-  %fc1.t174_a2 = alloca <8 x float>, align 32
-  %fc1.t174_a1 = alloca <8 x float>, align 32
-  %fc1.t174_a0 = alloca <8 x float>, align 32
-  %fc1.t174_b1 = alloca <8 x float>, align 32
-  %fc1.t174_b0 = alloca <8 x float>, align 32
-  %fc1.t174_c3_1 = alloca <8 x float>, align 32
-  %fc1.t174_c3_0 = alloca <8 x float>, align 32
-  %fc1.t174_c2_1 = alloca <8 x float>, align 32
-  %fc1.t174_c2_0 = alloca <8 x float>, align 32
-  %fc1.t174_c1_1 = alloca <8 x float>, align 32
-  %fc1.t174_c1_0 = alloca <8 x float>, align 32
-  %fc1.t174_c0_1 = alloca <8 x float>, align 32
-  %fc1.t174_c0_0 = alloca <8 x float>, align 32
-  %fc1.t171_a3 = alloca <8 x float>, align 32
-  %fc1.t171_a2 = alloca <8 x float>, align 32
-  %fc1.t171_a1 = alloca <8 x float>, align 32
-  %fc1.t171_a0 = alloca <8 x float>, align 32
-  %fc1.t171_b2 = alloca <8 x float>, align 32
-  %fc1.t171_b1 = alloca <8 x float>, align 32
-  %fc1.t171_b0 = alloca <8 x float>, align 32
-  %fc1.t171_c3_2 = alloca <8 x float>, align 32
-  %fc1.t171_c3_1 = alloca <8 x float>, align 32
-  %fc1.t171_c3_0 = alloca <8 x float>, align 32
-  %fc1.t171_c2_2 = alloca <8 x float>, align 32
-  %fc1.t171_c2_1 = alloca <8 x float>, align 32
-  %fc1.t171_c2_0 = alloca <8 x float>, align 32
-  %fc1.t171_c1_2 = alloca <8 x float>, align 32
-  %fc1.t171_c1_1 = alloca <8 x float>, align 32
-  %fc1.t171_c1_0 = alloca <8 x float>, align 32
-  %fc1.t171_c0_2 = alloca <8 x float>, align 32
-  %fc1.t171_c0_1 = alloca <8 x float>, align 32
-  %fc1.t171_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r166
+  %fc1.t176_a3 = alloca <8 x float>, align 32
+  %fc1.t176_a2 = alloca <8 x float>, align 32
+  %fc1.t176_a1 = alloca <8 x float>, align 32
+  %fc1.t176_a0 = alloca <8 x float>, align 32
+  %fc1.t176_b1 = alloca <8 x float>, align 32
+  %fc1.t176_b0 = alloca <8 x float>, align 32
+  %fc1.t176_c3_1 = alloca <8 x float>, align 32
+  %fc1.t176_c3_0 = alloca <8 x float>, align 32
+  %fc1.t176_c2_1 = alloca <8 x float>, align 32
+  %fc1.t176_c2_0 = alloca <8 x float>, align 32
+  %fc1.t176_c1_1 = alloca <8 x float>, align 32
+  %fc1.t176_c1_0 = alloca <8 x float>, align 32
+  %fc1.t176_c0_1 = alloca <8 x float>, align 32
+  %fc1.t176_c0_0 = alloca <8 x float>, align 32
+  %fc1.t173_a3 = alloca <8 x float>, align 32
+  %fc1.t173_a2 = alloca <8 x float>, align 32
+  %fc1.t173_a1 = alloca <8 x float>, align 32
+  %fc1.t173_a0 = alloca <8 x float>, align 32
+  %fc1.t173_b2 = alloca <8 x float>, align 32
+  %fc1.t173_b1 = alloca <8 x float>, align 32
+  %fc1.t173_b0 = alloca <8 x float>, align 32
+  %fc1.t173_c3_2 = alloca <8 x float>, align 32
+  %fc1.t173_c3_1 = alloca <8 x float>, align 32
+  %fc1.t173_c3_0 = alloca <8 x float>, align 32
+  %fc1.t173_c2_2 = alloca <8 x float>, align 32
+  %fc1.t173_c2_1 = alloca <8 x float>, align 32
+  %fc1.t173_c2_0 = alloca <8 x float>, align 32
+  %fc1.t173_c1_2 = alloca <8 x float>, align 32
+  %fc1.t173_c1_1 = alloca <8 x float>, align 32
+  %fc1.t173_c1_0 = alloca <8 x float>, align 32
+  %fc1.t173_c0_2 = alloca <8 x float>, align 32
+  %fc1.t173_c0_1 = alloca <8 x float>, align 32
+  %fc1.t173_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r168
 
-fc1.r166:                                         ; preds = %fc1.i167.end, %entry
-  %fc1.r1661 = phi i64 [ 0, %entry ], [ %r166.next, %fc1.i167.end ]
-  br label %fc1.i167
+fc1.r168:                                         ; preds = %fc1.i169.end, %entry
+  %fc1.r1681 = phi i64 [ 0, %entry ], [ %r168.next, %fc1.i169.end ]
+  br label %fc1.i169
 
-fc1.r166.end:                                     ; preds = %fc1.i167.end
-  br label %fc1.kp168
+fc1.r168.end:                                     ; preds = %fc1.i169.end
+  br label %fc1.kp170
 
-fc1.i167:                                         ; preds = %fc1.i167, %fc1.r166
-  %fc1.i1672 = phi i64 [ 0, %fc1.r166 ], [ %i167.next, %fc1.i167 ]
-  %0 = mul nsw i64 %fc1.r1661, 64
+fc1.i169:                                         ; preds = %fc1.i169, %fc1.r168
+  %fc1.i1692 = phi i64 [ 0, %fc1.r168 ], [ %i169.next, %fc1.i169 ]
+  %0 = mul nsw i64 %fc1.r1681, 64
   %1 = add nsw i64 1413120, %0
-  %2 = add nsw i64 %1, %fc1.i1672
+  %2 = add nsw i64 %1, %fc1.i1692
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i167.next = add nsw i64 %fc1.i1672, 1
-  %3 = icmp slt i64 %i167.next, 64
-  br i1 %3, label %fc1.i167, label %fc1.i167.end
+  %i169.next = add nsw i64 %fc1.i1692, 1
+  %3 = icmp slt i64 %i169.next, 64
+  br i1 %3, label %fc1.i169, label %fc1.i169.end
 
-fc1.i167.end:                                     ; preds = %fc1.i167
-  %r166.next = add nsw i64 %fc1.r1661, 1
-  %4 = icmp slt i64 %r166.next, 128
-  br i1 %4, label %fc1.r166, label %fc1.r166.end
+fc1.i169.end:                                     ; preds = %fc1.i169
+  %r168.next = add nsw i64 %fc1.r1681, 1
+  %4 = icmp slt i64 %r168.next, 128
+  br i1 %4, label %fc1.r168, label %fc1.r168.end
 
-fc1.kp168:                                        ; preds = %fc1.mb173.end, %fc1.r166.end
-  %fc1.kp1684 = phi i64 [ 0, %fc1.r166.end ], [ %kp168.next, %fc1.mb173.end ]
-  br label %fc1.nb169
+fc1.kp170:                                        ; preds = %fc1.mb175.end, %fc1.r168.end
+  %fc1.kp1704 = phi i64 [ 0, %fc1.r168.end ], [ %kp170.next, %fc1.mb175.end ]
+  br label %fc1.nb171
 
-fc1.kp168.end:                                    ; preds = %fc1.mb173.end
+fc1.kp170.end:                                    ; preds = %fc1.mb175.end
   ret void
 
-fc1.nb169:                                        ; preds = %fc1.mb170.end, %fc1.kp168
-  %fc1.nb1695 = phi i64 [ 0, %fc1.kp168 ], [ %nb169.next, %fc1.mb170.end ]
-  br label %fc1.mb170
+fc1.nb171:                                        ; preds = %fc1.mb172.end, %fc1.kp170
+  %fc1.nb1715 = phi i64 [ 0, %fc1.kp170 ], [ %nb171.next, %fc1.mb172.end ]
+  br label %fc1.mb172
 
-fc1.nb169.end:                                    ; preds = %fc1.mb170.end
-  br label %fc1.mb173
+fc1.nb171.end:                                    ; preds = %fc1.mb172.end
+  br label %fc1.mb175
 
-fc1.mb170:                                        ; preds = %fc1.k172.end, %fc1.nb169
-  %fc1.mb1706 = phi i64 [ 0, %fc1.nb169 ], [ %mb170.next, %fc1.k172.end ]
-  %5 = mul nsw i64 %fc1.mb1706, 4
+fc1.mb172:                                        ; preds = %fc1.k174.end, %fc1.nb171
+  %fc1.mb1726 = phi i64 [ 0, %fc1.nb171 ], [ %mb172.next, %fc1.k174.end ]
+  %5 = mul nsw i64 %fc1.mb1726, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 1413120, %6
-  %8 = mul nsw i64 %fc1.nb1695, 24
+  %8 = mul nsw i64 %fc1.nb1715, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t171_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %10, ptr %fc1.t173_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1726, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 1413120, %12
-  %14 = mul nsw i64 %fc1.nb1695, 24
+  %14 = mul nsw i64 %fc1.nb1715, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t171_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %17, ptr %fc1.t173_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1726, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 1413120, %19
-  %21 = mul nsw i64 %fc1.nb1695, 24
+  %21 = mul nsw i64 %fc1.nb1715, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t171_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %24, ptr %fc1.t173_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1726, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 1413120, %27
-  %29 = mul nsw i64 %fc1.nb1695, 24
+  %29 = mul nsw i64 %fc1.nb1715, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t171_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %31, ptr %fc1.t173_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1726, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 1413120, %34
-  %36 = mul nsw i64 %fc1.nb1695, 24
+  %36 = mul nsw i64 %fc1.nb1715, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t171_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %39, ptr %fc1.t173_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1726, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 1413120, %42
-  %44 = mul nsw i64 %fc1.nb1695, 24
+  %44 = mul nsw i64 %fc1.nb1715, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t171_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %47, ptr %fc1.t173_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1726, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 1413120, %50
-  %52 = mul nsw i64 %fc1.nb1695, 24
+  %52 = mul nsw i64 %fc1.nb1715, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t171_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %54, ptr %fc1.t173_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1726, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 1413120, %57
-  %59 = mul nsw i64 %fc1.nb1695, 24
+  %59 = mul nsw i64 %fc1.nb1715, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t171_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %62, ptr %fc1.t173_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1726, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 1413120, %65
-  %67 = mul nsw i64 %fc1.nb1695, 24
+  %67 = mul nsw i64 %fc1.nb1715, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t171_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %70, ptr %fc1.t173_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1726, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 1413120, %73
-  %75 = mul nsw i64 %fc1.nb1695, 24
+  %75 = mul nsw i64 %fc1.nb1715, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t171_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %77, ptr %fc1.t173_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1726, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 1413120, %80
-  %82 = mul nsw i64 %fc1.nb1695, 24
+  %82 = mul nsw i64 %fc1.nb1715, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t171_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %85, ptr %fc1.t173_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1726, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 1413120, %88
-  %90 = mul nsw i64 %fc1.nb1695, 24
+  %90 = mul nsw i64 %fc1.nb1715, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t171_c3_2, align 32
-  br label %fc1.k172
+  store <8 x float> %93, ptr %fc1.t173_c3_2, align 32
+  br label %fc1.k174
 
-fc1.mb170.end:                                    ; preds = %fc1.k172.end
-  %nb169.next = add nsw i64 %fc1.nb1695, 1
-  %94 = icmp slt i64 %nb169.next, 2
-  br i1 %94, label %fc1.nb169, label %fc1.nb169.end
+fc1.mb172.end:                                    ; preds = %fc1.k174.end
+  %nb171.next = add nsw i64 %fc1.nb1715, 1
+  %94 = icmp slt i64 %nb171.next, 2
+  br i1 %94, label %fc1.nb171, label %fc1.nb171.end
 
-fc1.k172:                                         ; preds = %fc1.k172, %fc1.mb170
-  %fc1.k17219 = phi i64 [ 0, %fc1.mb170 ], [ %k172.next, %fc1.k172 ]
-  %95 = mul nsw i64 %fc1.kp1684, 784
-  %96 = add nsw i64 %fc1.k17219, %95
+fc1.k174:                                         ; preds = %fc1.k174, %fc1.mb172
+  %fc1.k17419 = phi i64 [ 0, %fc1.mb172 ], [ %k174.next, %fc1.k174 ]
+  %95 = mul nsw i64 %fc1.kp1704, 784
+  %96 = add nsw i64 %fc1.k17419, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 1212416, %97
-  %99 = mul nsw i64 %fc1.nb1695, 24
+  %99 = mul nsw i64 %fc1.nb1715, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t171_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1684, 784
-  %103 = add nsw i64 %fc1.k17219, %102
+  store <8 x float> %101, ptr %fc1.t173_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1704, 784
+  %103 = add nsw i64 %fc1.k17419, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 1212416, %104
-  %106 = mul nsw i64 %fc1.nb1695, 24
+  %106 = mul nsw i64 %fc1.nb1715, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t171_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1684, 784
-  %111 = add nsw i64 %fc1.k17219, %110
+  store <8 x float> %109, ptr %fc1.t173_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1704, 784
+  %111 = add nsw i64 %fc1.k17419, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 1212416, %112
-  %114 = mul nsw i64 %fc1.nb1695, 24
+  %114 = mul nsw i64 %fc1.nb1715, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t171_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %117, ptr %fc1.t173_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1726, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp1684, 784
-  %122 = add nsw i64 %fc1.k17219, %121
+  %121 = mul nsw i64 %fc1.kp1704, 784
+  %122 = add nsw i64 %fc1.k17419, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t171_a0, align 32
-  %t171_a0 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b0 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c0_0 = load <8 x float>, ptr %fc1.t171_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a0, <8 x float> %t171_b0, <8 x float> %t171_c0_0)
-  store <8 x float> %127, ptr %fc1.t171_c0_0, align 32
-  %t171_a024 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b1 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c0_1 = load <8 x float>, ptr %fc1.t171_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a024, <8 x float> %t171_b1, <8 x float> %t171_c0_1)
-  store <8 x float> %128, ptr %fc1.t171_c0_1, align 32
-  %t171_a025 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b2 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c0_2 = load <8 x float>, ptr %fc1.t171_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a025, <8 x float> %t171_b2, <8 x float> %t171_c0_2)
-  store <8 x float> %129, ptr %fc1.t171_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %126, ptr %fc1.t173_a0, align 32
+  %t173_a0 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b0 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c0_0 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a0, <8 x float> %t173_b0, <8 x float> %t173_c0_0)
+  store <8 x float> %127, ptr %fc1.t173_c0_0, align 32
+  %t173_a024 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b1 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c0_1 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a024, <8 x float> %t173_b1, <8 x float> %t173_c0_1)
+  store <8 x float> %128, ptr %fc1.t173_c0_1, align 32
+  %t173_a025 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b2 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c0_2 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a025, <8 x float> %t173_b2, <8 x float> %t173_c0_2)
+  store <8 x float> %129, ptr %fc1.t173_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1726, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp1684, 784
-  %135 = add nsw i64 %fc1.k17219, %134
+  %134 = mul nsw i64 %fc1.kp1704, 784
+  %135 = add nsw i64 %fc1.k17419, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t171_a1, align 32
-  %t171_a1 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b027 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c1_0 = load <8 x float>, ptr %fc1.t171_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a1, <8 x float> %t171_b027, <8 x float> %t171_c1_0)
-  store <8 x float> %140, ptr %fc1.t171_c1_0, align 32
-  %t171_a128 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b129 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c1_1 = load <8 x float>, ptr %fc1.t171_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a128, <8 x float> %t171_b129, <8 x float> %t171_c1_1)
-  store <8 x float> %141, ptr %fc1.t171_c1_1, align 32
-  %t171_a130 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b231 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c1_2 = load <8 x float>, ptr %fc1.t171_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a130, <8 x float> %t171_b231, <8 x float> %t171_c1_2)
-  store <8 x float> %142, ptr %fc1.t171_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %139, ptr %fc1.t173_a1, align 32
+  %t173_a1 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b027 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c1_0 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a1, <8 x float> %t173_b027, <8 x float> %t173_c1_0)
+  store <8 x float> %140, ptr %fc1.t173_c1_0, align 32
+  %t173_a128 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b129 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c1_1 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a128, <8 x float> %t173_b129, <8 x float> %t173_c1_1)
+  store <8 x float> %141, ptr %fc1.t173_c1_1, align 32
+  %t173_a130 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b231 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c1_2 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a130, <8 x float> %t173_b231, <8 x float> %t173_c1_2)
+  store <8 x float> %142, ptr %fc1.t173_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1726, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp1684, 784
-  %148 = add nsw i64 %fc1.k17219, %147
+  %147 = mul nsw i64 %fc1.kp1704, 784
+  %148 = add nsw i64 %fc1.k17419, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t171_a2, align 32
-  %t171_a2 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b033 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c2_0 = load <8 x float>, ptr %fc1.t171_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a2, <8 x float> %t171_b033, <8 x float> %t171_c2_0)
-  store <8 x float> %153, ptr %fc1.t171_c2_0, align 32
-  %t171_a234 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b135 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c2_1 = load <8 x float>, ptr %fc1.t171_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a234, <8 x float> %t171_b135, <8 x float> %t171_c2_1)
-  store <8 x float> %154, ptr %fc1.t171_c2_1, align 32
-  %t171_a236 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b237 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c2_2 = load <8 x float>, ptr %fc1.t171_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a236, <8 x float> %t171_b237, <8 x float> %t171_c2_2)
-  store <8 x float> %155, ptr %fc1.t171_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %152, ptr %fc1.t173_a2, align 32
+  %t173_a2 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b033 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c2_0 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a2, <8 x float> %t173_b033, <8 x float> %t173_c2_0)
+  store <8 x float> %153, ptr %fc1.t173_c2_0, align 32
+  %t173_a234 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b135 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c2_1 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a234, <8 x float> %t173_b135, <8 x float> %t173_c2_1)
+  store <8 x float> %154, ptr %fc1.t173_c2_1, align 32
+  %t173_a236 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b237 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c2_2 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a236, <8 x float> %t173_b237, <8 x float> %t173_c2_2)
+  store <8 x float> %155, ptr %fc1.t173_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1726, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp1684, 784
-  %161 = add nsw i64 %fc1.k17219, %160
+  %160 = mul nsw i64 %fc1.kp1704, 784
+  %161 = add nsw i64 %fc1.k17419, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t171_a3, align 32
-  %t171_a3 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b039 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c3_0 = load <8 x float>, ptr %fc1.t171_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a3, <8 x float> %t171_b039, <8 x float> %t171_c3_0)
-  store <8 x float> %166, ptr %fc1.t171_c3_0, align 32
-  %t171_a340 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b141 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c3_1 = load <8 x float>, ptr %fc1.t171_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a340, <8 x float> %t171_b141, <8 x float> %t171_c3_1)
-  store <8 x float> %167, ptr %fc1.t171_c3_1, align 32
-  %t171_a342 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b243 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c3_2 = load <8 x float>, ptr %fc1.t171_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a342, <8 x float> %t171_b243, <8 x float> %t171_c3_2)
-  store <8 x float> %168, ptr %fc1.t171_c3_2, align 32
-  %k172.next = add nsw i64 %fc1.k17219, 1
-  %169 = icmp slt i64 %k172.next, 784
-  br i1 %169, label %fc1.k172, label %fc1.k172.end
+  store <8 x float> %165, ptr %fc1.t173_a3, align 32
+  %t173_a3 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b039 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c3_0 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a3, <8 x float> %t173_b039, <8 x float> %t173_c3_0)
+  store <8 x float> %166, ptr %fc1.t173_c3_0, align 32
+  %t173_a340 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b141 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c3_1 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a340, <8 x float> %t173_b141, <8 x float> %t173_c3_1)
+  store <8 x float> %167, ptr %fc1.t173_c3_1, align 32
+  %t173_a342 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b243 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c3_2 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a342, <8 x float> %t173_b243, <8 x float> %t173_c3_2)
+  store <8 x float> %168, ptr %fc1.t173_c3_2, align 32
+  %k174.next = add nsw i64 %fc1.k17419, 1
+  %169 = icmp slt i64 %k174.next, 784
+  br i1 %169, label %fc1.k174, label %fc1.k174.end
 
-fc1.k172.end:                                     ; preds = %fc1.k172
-  %t171_c0_044 = load <8 x float>, ptr %fc1.t171_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1706, 4
+fc1.k174.end:                                     ; preds = %fc1.k174
+  %t173_c0_044 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1726, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 1413120, %171
-  %173 = mul nsw i64 %fc1.nb1695, 24
+  %173 = mul nsw i64 %fc1.nb1715, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t171_c0_044, ptr %arena45, align 4
-  %t171_c0_146 = load <8 x float>, ptr %fc1.t171_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_044, ptr %arena45, align 4
+  %t173_c0_146 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1726, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 1413120, %176
-  %178 = mul nsw i64 %fc1.nb1695, 24
+  %178 = mul nsw i64 %fc1.nb1715, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t171_c0_146, ptr %arena47, align 4
-  %t171_c0_248 = load <8 x float>, ptr %fc1.t171_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_146, ptr %arena47, align 4
+  %t173_c0_248 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1726, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 1413120, %182
-  %184 = mul nsw i64 %fc1.nb1695, 24
+  %184 = mul nsw i64 %fc1.nb1715, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t171_c0_248, ptr %arena49, align 4
-  %t171_c1_050 = load <8 x float>, ptr %fc1.t171_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_248, ptr %arena49, align 4
+  %t173_c1_050 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1726, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 1413120, %189
-  %191 = mul nsw i64 %fc1.nb1695, 24
+  %191 = mul nsw i64 %fc1.nb1715, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t171_c1_050, ptr %arena51, align 4
-  %t171_c1_152 = load <8 x float>, ptr %fc1.t171_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_050, ptr %arena51, align 4
+  %t173_c1_152 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1726, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 1413120, %195
-  %197 = mul nsw i64 %fc1.nb1695, 24
+  %197 = mul nsw i64 %fc1.nb1715, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t171_c1_152, ptr %arena53, align 4
-  %t171_c1_254 = load <8 x float>, ptr %fc1.t171_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_152, ptr %arena53, align 4
+  %t173_c1_254 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1726, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 1413120, %202
-  %204 = mul nsw i64 %fc1.nb1695, 24
+  %204 = mul nsw i64 %fc1.nb1715, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t171_c1_254, ptr %arena55, align 4
-  %t171_c2_056 = load <8 x float>, ptr %fc1.t171_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_254, ptr %arena55, align 4
+  %t173_c2_056 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1726, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 1413120, %209
-  %211 = mul nsw i64 %fc1.nb1695, 24
+  %211 = mul nsw i64 %fc1.nb1715, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t171_c2_056, ptr %arena57, align 4
-  %t171_c2_158 = load <8 x float>, ptr %fc1.t171_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_056, ptr %arena57, align 4
+  %t173_c2_158 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1726, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 1413120, %215
-  %217 = mul nsw i64 %fc1.nb1695, 24
+  %217 = mul nsw i64 %fc1.nb1715, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t171_c2_158, ptr %arena59, align 4
-  %t171_c2_260 = load <8 x float>, ptr %fc1.t171_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_158, ptr %arena59, align 4
+  %t173_c2_260 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1726, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 1413120, %222
-  %224 = mul nsw i64 %fc1.nb1695, 24
+  %224 = mul nsw i64 %fc1.nb1715, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t171_c2_260, ptr %arena61, align 4
-  %t171_c3_062 = load <8 x float>, ptr %fc1.t171_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_260, ptr %arena61, align 4
+  %t173_c3_062 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1726, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 1413120, %229
-  %231 = mul nsw i64 %fc1.nb1695, 24
+  %231 = mul nsw i64 %fc1.nb1715, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t171_c3_062, ptr %arena63, align 4
-  %t171_c3_164 = load <8 x float>, ptr %fc1.t171_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c3_062, ptr %arena63, align 4
+  %t173_c3_164 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1726, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 1413120, %235
-  %237 = mul nsw i64 %fc1.nb1695, 24
+  %237 = mul nsw i64 %fc1.nb1715, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t171_c3_164, ptr %arena65, align 4
-  %t171_c3_266 = load <8 x float>, ptr %fc1.t171_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c3_164, ptr %arena65, align 4
+  %t173_c3_266 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1726, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 1413120, %242
-  %244 = mul nsw i64 %fc1.nb1695, 24
+  %244 = mul nsw i64 %fc1.nb1715, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t171_c3_266, ptr %arena67, align 4
-  %mb170.next = add nsw i64 %fc1.mb1706, 1
-  %247 = icmp slt i64 %mb170.next, 32
-  br i1 %247, label %fc1.mb170, label %fc1.mb170.end
+  store <8 x float> %t173_c3_266, ptr %arena67, align 4
+  %mb172.next = add nsw i64 %fc1.mb1726, 1
+  %247 = icmp slt i64 %mb172.next, 32
+  br i1 %247, label %fc1.mb172, label %fc1.mb172.end
 
-fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.nb169.end
-  %fc1.mb17368 = phi i64 [ 0, %fc1.nb169.end ], [ %mb173.next, %fc1.k175.end ]
-  %248 = mul nsw i64 %fc1.mb17368, 4
+fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.nb171.end
+  %fc1.mb17568 = phi i64 [ 0, %fc1.nb171.end ], [ %mb175.next, %fc1.k177.end ]
+  %248 = mul nsw i64 %fc1.mb17568, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 1413120, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t174_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %252, ptr %fc1.t176_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb17568, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 1413120, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t174_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %258, ptr %fc1.t176_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb17568, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 1413120, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t174_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %264, ptr %fc1.t176_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb17568, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 1413120, %267
@@ -4039,16 +4401,16 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t174_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %271, ptr %fc1.t176_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb17568, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 1413120, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t174_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %277, ptr %fc1.t176_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb17568, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 1413120, %280
@@ -4056,16 +4418,16 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t174_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %284, ptr %fc1.t176_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb17568, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 1413120, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t174_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %290, ptr %fc1.t176_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb17568, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 1413120, %293
@@ -4073,194 +4435,194 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t174_c3_1, align 32
-  br label %fc1.k175
+  store <8 x float> %297, ptr %fc1.t176_c3_1, align 32
+  br label %fc1.k177
 
-fc1.mb173.end:                                    ; preds = %fc1.k175.end
-  %kp168.next = add nsw i64 %fc1.kp1684, 1
-  %298 = icmp slt i64 %kp168.next, 4
-  br i1 %298, label %fc1.kp168, label %fc1.kp168.end
+fc1.mb175.end:                                    ; preds = %fc1.k177.end
+  %kp170.next = add nsw i64 %fc1.kp1704, 1
+  %298 = icmp slt i64 %kp170.next, 4
+  br i1 %298, label %fc1.kp170, label %fc1.kp170.end
 
-fc1.k175:                                         ; preds = %fc1.k175, %fc1.mb173
-  %fc1.k17577 = phi i64 [ 0, %fc1.mb173 ], [ %k175.next, %fc1.k175 ]
-  %299 = mul nsw i64 %fc1.kp1684, 784
-  %300 = add nsw i64 %fc1.k17577, %299
+fc1.k177:                                         ; preds = %fc1.k177, %fc1.mb175
+  %fc1.k17777 = phi i64 [ 0, %fc1.mb175 ], [ %k177.next, %fc1.k177 ]
+  %299 = mul nsw i64 %fc1.kp1704, 784
+  %300 = add nsw i64 %fc1.k17777, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 1212416, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t174_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1684, 784
-  %306 = add nsw i64 %fc1.k17577, %305
+  store <8 x float> %304, ptr %fc1.t176_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1704, 784
+  %306 = add nsw i64 %fc1.k17777, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 1212416, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t174_b1, align 32
-  %312 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %311, ptr %fc1.t176_b1, align 32
+  %312 = mul nsw i64 %fc1.mb17568, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp1684, 784
-  %316 = add nsw i64 %fc1.k17577, %315
+  %315 = mul nsw i64 %fc1.kp1704, 784
+  %316 = add nsw i64 %fc1.k17777, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t174_a0, align 32
-  %t174_a0 = load <8 x float>, ptr %fc1.t174_a0, align 32
-  %t174_b0 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c0_0 = load <8 x float>, ptr %fc1.t174_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a0, <8 x float> %t174_b0, <8 x float> %t174_c0_0)
-  store <8 x float> %321, ptr %fc1.t174_c0_0, align 32
-  %t174_a081 = load <8 x float>, ptr %fc1.t174_a0, align 32
-  %t174_b1 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c0_1 = load <8 x float>, ptr %fc1.t174_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a081, <8 x float> %t174_b1, <8 x float> %t174_c0_1)
-  store <8 x float> %322, ptr %fc1.t174_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %320, ptr %fc1.t176_a0, align 32
+  %t176_a0 = load <8 x float>, ptr %fc1.t176_a0, align 32
+  %t176_b0 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c0_0 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a0, <8 x float> %t176_b0, <8 x float> %t176_c0_0)
+  store <8 x float> %321, ptr %fc1.t176_c0_0, align 32
+  %t176_a081 = load <8 x float>, ptr %fc1.t176_a0, align 32
+  %t176_b1 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c0_1 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a081, <8 x float> %t176_b1, <8 x float> %t176_c0_1)
+  store <8 x float> %322, ptr %fc1.t176_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb17568, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp1684, 784
-  %328 = add nsw i64 %fc1.k17577, %327
+  %327 = mul nsw i64 %fc1.kp1704, 784
+  %328 = add nsw i64 %fc1.k17777, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t174_a1, align 32
-  %t174_a1 = load <8 x float>, ptr %fc1.t174_a1, align 32
-  %t174_b083 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c1_0 = load <8 x float>, ptr %fc1.t174_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a1, <8 x float> %t174_b083, <8 x float> %t174_c1_0)
-  store <8 x float> %333, ptr %fc1.t174_c1_0, align 32
-  %t174_a184 = load <8 x float>, ptr %fc1.t174_a1, align 32
-  %t174_b185 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c1_1 = load <8 x float>, ptr %fc1.t174_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a184, <8 x float> %t174_b185, <8 x float> %t174_c1_1)
-  store <8 x float> %334, ptr %fc1.t174_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %332, ptr %fc1.t176_a1, align 32
+  %t176_a1 = load <8 x float>, ptr %fc1.t176_a1, align 32
+  %t176_b083 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c1_0 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a1, <8 x float> %t176_b083, <8 x float> %t176_c1_0)
+  store <8 x float> %333, ptr %fc1.t176_c1_0, align 32
+  %t176_a184 = load <8 x float>, ptr %fc1.t176_a1, align 32
+  %t176_b185 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c1_1 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a184, <8 x float> %t176_b185, <8 x float> %t176_c1_1)
+  store <8 x float> %334, ptr %fc1.t176_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb17568, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp1684, 784
-  %340 = add nsw i64 %fc1.k17577, %339
+  %339 = mul nsw i64 %fc1.kp1704, 784
+  %340 = add nsw i64 %fc1.k17777, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t174_a2, align 32
-  %t174_a2 = load <8 x float>, ptr %fc1.t174_a2, align 32
-  %t174_b087 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c2_0 = load <8 x float>, ptr %fc1.t174_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a2, <8 x float> %t174_b087, <8 x float> %t174_c2_0)
-  store <8 x float> %345, ptr %fc1.t174_c2_0, align 32
-  %t174_a288 = load <8 x float>, ptr %fc1.t174_a2, align 32
-  %t174_b189 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c2_1 = load <8 x float>, ptr %fc1.t174_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a288, <8 x float> %t174_b189, <8 x float> %t174_c2_1)
-  store <8 x float> %346, ptr %fc1.t174_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %344, ptr %fc1.t176_a2, align 32
+  %t176_a2 = load <8 x float>, ptr %fc1.t176_a2, align 32
+  %t176_b087 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c2_0 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a2, <8 x float> %t176_b087, <8 x float> %t176_c2_0)
+  store <8 x float> %345, ptr %fc1.t176_c2_0, align 32
+  %t176_a288 = load <8 x float>, ptr %fc1.t176_a2, align 32
+  %t176_b189 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c2_1 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a288, <8 x float> %t176_b189, <8 x float> %t176_c2_1)
+  store <8 x float> %346, ptr %fc1.t176_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb17568, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp1684, 784
-  %352 = add nsw i64 %fc1.k17577, %351
+  %351 = mul nsw i64 %fc1.kp1704, 784
+  %352 = add nsw i64 %fc1.k17777, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t174_a3, align 32
-  %t174_a3 = load <8 x float>, ptr %fc1.t174_a3, align 32
-  %t174_b091 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c3_0 = load <8 x float>, ptr %fc1.t174_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a3, <8 x float> %t174_b091, <8 x float> %t174_c3_0)
-  store <8 x float> %357, ptr %fc1.t174_c3_0, align 32
-  %t174_a392 = load <8 x float>, ptr %fc1.t174_a3, align 32
-  %t174_b193 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c3_1 = load <8 x float>, ptr %fc1.t174_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a392, <8 x float> %t174_b193, <8 x float> %t174_c3_1)
-  store <8 x float> %358, ptr %fc1.t174_c3_1, align 32
-  %k175.next = add nsw i64 %fc1.k17577, 1
-  %359 = icmp slt i64 %k175.next, 784
-  br i1 %359, label %fc1.k175, label %fc1.k175.end
+  store <8 x float> %356, ptr %fc1.t176_a3, align 32
+  %t176_a3 = load <8 x float>, ptr %fc1.t176_a3, align 32
+  %t176_b091 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c3_0 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a3, <8 x float> %t176_b091, <8 x float> %t176_c3_0)
+  store <8 x float> %357, ptr %fc1.t176_c3_0, align 32
+  %t176_a392 = load <8 x float>, ptr %fc1.t176_a3, align 32
+  %t176_b193 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c3_1 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a392, <8 x float> %t176_b193, <8 x float> %t176_c3_1)
+  store <8 x float> %358, ptr %fc1.t176_c3_1, align 32
+  %k177.next = add nsw i64 %fc1.k17777, 1
+  %359 = icmp slt i64 %k177.next, 784
+  br i1 %359, label %fc1.k177, label %fc1.k177.end
 
-fc1.k175.end:                                     ; preds = %fc1.k175
-  %t174_c0_094 = load <8 x float>, ptr %fc1.t174_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb17368, 4
+fc1.k177.end:                                     ; preds = %fc1.k177
+  %t176_c0_094 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb17568, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 1413120, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t174_c0_094, ptr %arena95, align 4
-  %t174_c0_196 = load <8 x float>, ptr %fc1.t174_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c0_094, ptr %arena95, align 4
+  %t176_c0_196 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb17568, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 1413120, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t174_c0_196, ptr %arena97, align 4
-  %t174_c1_098 = load <8 x float>, ptr %fc1.t174_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c0_196, ptr %arena97, align 4
+  %t176_c1_098 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb17568, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 1413120, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t174_c1_098, ptr %arena99, align 4
-  %t174_c1_1100 = load <8 x float>, ptr %fc1.t174_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c1_098, ptr %arena99, align 4
+  %t176_c1_1100 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb17568, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 1413120, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t174_c1_1100, ptr %arena101, align 4
-  %t174_c2_0102 = load <8 x float>, ptr %fc1.t174_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c1_1100, ptr %arena101, align 4
+  %t176_c2_0102 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb17568, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 1413120, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t174_c2_0102, ptr %arena103, align 4
-  %t174_c2_1104 = load <8 x float>, ptr %fc1.t174_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c2_0102, ptr %arena103, align 4
+  %t176_c2_1104 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb17568, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 1413120, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t174_c2_1104, ptr %arena105, align 4
-  %t174_c3_0106 = load <8 x float>, ptr %fc1.t174_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c2_1104, ptr %arena105, align 4
+  %t176_c3_0106 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb17568, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 1413120, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t174_c3_0106, ptr %arena107, align 4
-  %t174_c3_1108 = load <8 x float>, ptr %fc1.t174_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c3_0106, ptr %arena107, align 4
+  %t176_c3_1108 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb17568, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 1413120, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t174_c3_1108, ptr %arena109, align 4
-  %mb173.next = add nsw i64 %fc1.mb17368, 1
-  %402 = icmp slt i64 %mb173.next, 32
-  br i1 %402, label %fc1.mb173, label %fc1.mb173.end
+  store <8 x float> %t176_c3_1108, ptr %arena109, align 4
+  %mb175.next = add nsw i64 %fc1.mb17568, 1
+  %402 = icmp slt i64 %mb175.next, 32
+  br i1 %402, label %fc1.mb175, label %fc1.mb175.end
 }
 
 ; Function Attrs: noinline
@@ -4284,11 +4646,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop.i187
+  br label %drop.i189
 
-drop.i187:                                        ; preds = %drop.i187, %entry
-  %drop.i1871 = phi i64 [ 0, %entry ], [ %i187.next, %drop.i187 ]
-  %18 = mul i64 %drop.i1871, -7046029254386353131
+drop.i189:                                        ; preds = %drop.i189, %entry
+  %drop.i1891 = phi i64 [ 0, %entry ], [ %i189.next, %drop.i189 ]
+  %18 = mul i64 %drop.i1891, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4300,19 +4662,19 @@ drop.i187:                                        ; preds = %drop.i187, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 1204224, %drop.i1871
+  %30 = add nsw i64 1204224, %drop.i1891
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 1212416, %drop.i1871
+  %34 = add nsw i64 1212416, %drop.i1891
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i187.next = add nsw i64 %drop.i1871, 1
-  %35 = icmp slt i64 %i187.next, 8192
-  br i1 %35, label %drop.i187, label %drop.i187.end
+  %i189.next = add nsw i64 %drop.i1891, 1
+  %35 = icmp slt i64 %i189.next, 8192
+  br i1 %35, label %drop.i189, label %drop.i189.end
 
-drop.i187.end:                                    ; preds = %drop.i187
+drop.i189.end:                                    ; preds = %drop.i189
   ret void
 }
 
@@ -4323,39 +4685,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
   %arena3 = getelementptr inbounds float, ptr %arena, i64 1220608
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n192
+  br label %fc2.n194
 
-fc2.n192:                                         ; preds = %fc2.u193.end, %entry
-  %fc2.n1924 = phi i64 [ 0, %entry ], [ %n192.next, %fc2.u193.end ]
-  br label %fc2.u193
+fc2.n194:                                         ; preds = %fc2.u195.end, %entry
+  %fc2.n1944 = phi i64 [ 0, %entry ], [ %n194.next, %fc2.u195.end ]
+  br label %fc2.u195
 
-fc2.n192.end:                                     ; preds = %fc2.u193.end
+fc2.n194.end:                                     ; preds = %fc2.u195.end
   ret void
 
-fc2.u193:                                         ; preds = %fc2.u193, %fc2.n192
-  %fc2.u1935 = phi i64 [ 0, %fc2.n192 ], [ %u193.next, %fc2.u193 ]
-  %0 = mul nsw i64 %fc2.n1924, 10
+fc2.u195:                                         ; preds = %fc2.u195, %fc2.n194
+  %fc2.u1955 = phi i64 [ 0, %fc2.n194 ], [ %u195.next, %fc2.u195 ]
+  %0 = mul nsw i64 %fc2.n1944, 10
   %1 = add nsw i64 1220608, %0
-  %2 = add nsw i64 %1, %fc2.u1935
+  %2 = add nsw i64 %1, %fc2.u1955
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421632, %fc2.u1935
+  %4 = add nsw i64 421632, %fc2.u1955
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1924, 10
+  %7 = mul nsw i64 %fc2.n1944, 10
   %8 = add nsw i64 1220608, %7
-  %9 = add nsw i64 %8, %fc2.u1935
+  %9 = add nsw i64 %8, %fc2.u1955
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u193.next = add nsw i64 %fc2.u1935, 1
-  %10 = icmp slt i64 %u193.next, 10
-  br i1 %10, label %fc2.u193, label %fc2.u193.end
+  %u195.next = add nsw i64 %fc2.u1955, 1
+  %10 = icmp slt i64 %u195.next, 10
+  br i1 %10, label %fc2.u195, label %fc2.u195.end
 
-fc2.u193.end:                                     ; preds = %fc2.u193
-  %n192.next = add nsw i64 %fc2.n1924, 1
-  %11 = icmp slt i64 %n192.next, 64
-  br i1 %11, label %fc2.n192, label %fc2.n192.end
+fc2.u195.end:                                     ; preds = %fc2.u195
+  %n194.next = add nsw i64 %fc2.n1944, 1
+  %11 = icmp slt i64 %n194.next, 64
+  br i1 %11, label %fc2.n194, label %fc2.n194.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -4363,57 +4725,57 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s197 = alloca float, align 4
-  %loss.m196 = alloca float, align 4
-  %loss.total194 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total194, align 4
-  br label %loss.n195
+  %loss.s199 = alloca float, align 4
+  %loss.m198 = alloca float, align 4
+  %loss.total196 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total196, align 4
+  br label %loss.n197
 
-loss.n195:                                        ; preds = %loss.k199.end, %entry
-  %loss.n1951 = phi i64 [ 0, %entry ], [ %n195.next, %loss.k199.end ]
-  %0 = mul nsw i64 %loss.n1951, 10
+loss.n197:                                        ; preds = %loss.k201.end, %entry
+  %loss.n1971 = phi i64 [ 0, %entry ], [ %n197.next, %loss.k201.end ]
+  %0 = mul nsw i64 %loss.n1971, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m196, align 4
-  br label %loss.k198
+  store float %2, ptr %loss.m198, align 4
+  br label %loss.k200
 
-loss.n195.end:                                    ; preds = %loss.k199.end
-  %total19412 = load float, ptr %loss.total194, align 4
-  %3 = fdiv float %total19412, 6.400000e+01
+loss.n197.end:                                    ; preds = %loss.k201.end
+  %total19612 = load float, ptr %loss.total196, align 4
+  %3 = fdiv float %total19612, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1221248
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k198:                                        ; preds = %loss.k198, %loss.n195
-  %loss.k1983 = phi i64 [ 0, %loss.n195 ], [ %k198.next, %loss.k198 ]
-  %m196 = load float, ptr %loss.m196, align 4
-  %4 = mul nsw i64 %loss.n1951, 10
+loss.k200:                                        ; preds = %loss.k200, %loss.n197
+  %loss.k2003 = phi i64 [ 0, %loss.n197 ], [ %k200.next, %loss.k200 ]
+  %m198 = load float, ptr %loss.m198, align 4
+  %4 = mul nsw i64 %loss.n1971, 10
   %5 = add nsw i64 1220608, %4
-  %6 = add nsw i64 %5, %loss.k1983
+  %6 = add nsw i64 %5, %loss.k2003
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m196
-  %9 = select i1 %8, float %7, float %m196
-  store float %9, ptr %loss.m196, align 4
-  %k198.next = add nsw i64 %loss.k1983, 1
-  %10 = icmp slt i64 %k198.next, 10
-  br i1 %10, label %loss.k198, label %loss.k198.end
+  %8 = fcmp ogt float %7, %m198
+  %9 = select i1 %8, float %7, float %m198
+  store float %9, ptr %loss.m198, align 4
+  %k200.next = add nsw i64 %loss.k2003, 1
+  %10 = icmp slt i64 %k200.next, 10
+  br i1 %10, label %loss.k200, label %loss.k200.end
 
-loss.k198.end:                                    ; preds = %loss.k198
-  store float 0.000000e+00, ptr %loss.s197, align 4
-  br label %loss.k199
+loss.k200.end:                                    ; preds = %loss.k200
+  store float 0.000000e+00, ptr %loss.s199, align 4
+  br label %loss.k201
 
-loss.k199:                                        ; preds = %loss.k199, %loss.k198.end
-  %loss.k1995 = phi i64 [ 0, %loss.k198.end ], [ %k199.next, %loss.k199 ]
-  %s197 = load float, ptr %loss.s197, align 4
-  %11 = mul nsw i64 %loss.n1951, 10
+loss.k201:                                        ; preds = %loss.k201, %loss.k200.end
+  %loss.k2015 = phi i64 [ 0, %loss.k200.end ], [ %k201.next, %loss.k201 ]
+  %s199 = load float, ptr %loss.s199, align 4
+  %11 = mul nsw i64 %loss.n1971, 10
   %12 = add nsw i64 1220608, %11
-  %13 = add nsw i64 %12, %loss.k1995
+  %13 = add nsw i64 %12, %loss.k2015
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1967 = load float, ptr %loss.m196, align 4
-  %15 = fsub float %14, %m1967
+  %m1987 = load float, ptr %loss.m198, align 4
+  %15 = fsub float %14, %m1987
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -4451,32 +4813,32 @@ loss.k199:                                        ; preds = %loss.k199, %loss.k1
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s197, %52
-  store float %53, ptr %loss.s197, align 4
-  %k199.next = add nsw i64 %loss.k1995, 1
-  %54 = icmp slt i64 %k199.next, 10
-  br i1 %54, label %loss.k199, label %loss.k199.end
+  %53 = fadd float %s199, %52
+  store float %53, ptr %loss.s199, align 4
+  %k201.next = add nsw i64 %loss.k2015, 1
+  %54 = icmp slt i64 %k201.next, 10
+  br i1 %54, label %loss.k201, label %loss.k201.end
 
-loss.k199.end:                                    ; preds = %loss.k199
-  %total194 = load float, ptr %loss.total194, align 4
-  %m1968 = load float, ptr %loss.m196, align 4
-  %s1979 = load float, ptr %loss.s197, align 4
-  %55 = call float @llvm.log.f32(float %s1979)
-  %56 = fadd float %m1968, %55
-  %57 = mul nsw i64 %loss.n1951, 10
+loss.k201.end:                                    ; preds = %loss.k201
+  %total196 = load float, ptr %loss.total196, align 4
+  %m1988 = load float, ptr %loss.m198, align 4
+  %s1999 = load float, ptr %loss.s199, align 4
+  %55 = call float @llvm.log.f32(float %s1999)
+  %56 = fadd float %m1988, %55
+  %57 = mul nsw i64 %loss.n1971, 10
   %58 = add nsw i64 1220608, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1951
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1971
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total194, %62
-  store float %63, ptr %loss.total194, align 4
-  %n195.next = add nsw i64 %loss.n1951, 1
-  %64 = icmp slt i64 %n195.next, 64
-  br i1 %64, label %loss.n195, label %loss.n195.end
+  %63 = fadd float %total196, %62
+  store float %63, ptr %loss.total196, align 4
+  %n197.next = add nsw i64 %loss.n1971, 1
+  %64 = icmp slt i64 %n197.next, 64
+  br i1 %64, label %loss.n197, label %loss.n197.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -4488,51 +4850,51 @@ declare float @llvm.log.f32(float) #4
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s202 = alloca float, align 4
-  %fc2_grad.m201 = alloca float, align 4
-  br label %fc2_grad.n200
+  %fc2_grad.s204 = alloca float, align 4
+  %fc2_grad.m203 = alloca float, align 4
+  br label %fc2_grad.n202
 
-fc2_grad.n200:                                    ; preds = %fc2_grad.k205.end, %entry
-  %fc2_grad.n2001 = phi i64 [ 0, %entry ], [ %n200.next, %fc2_grad.k205.end ]
-  %0 = mul nsw i64 %fc2_grad.n2001, 10
+fc2_grad.n202:                                    ; preds = %fc2_grad.k207.end, %entry
+  %fc2_grad.n2021 = phi i64 [ 0, %entry ], [ %n202.next, %fc2_grad.k207.end ]
+  %0 = mul nsw i64 %fc2_grad.n2021, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m201, align 4
-  br label %fc2_grad.k203
+  store float %2, ptr %fc2_grad.m203, align 4
+  br label %fc2_grad.k205
 
-fc2_grad.n200.end:                                ; preds = %fc2_grad.k205.end
+fc2_grad.n202.end:                                ; preds = %fc2_grad.k207.end
   ret void
 
-fc2_grad.k203:                                    ; preds = %fc2_grad.k203, %fc2_grad.n200
-  %fc2_grad.k2033 = phi i64 [ 0, %fc2_grad.n200 ], [ %k203.next, %fc2_grad.k203 ]
-  %m201 = load float, ptr %fc2_grad.m201, align 4
-  %3 = mul nsw i64 %fc2_grad.n2001, 10
+fc2_grad.k205:                                    ; preds = %fc2_grad.k205, %fc2_grad.n202
+  %fc2_grad.k2053 = phi i64 [ 0, %fc2_grad.n202 ], [ %k205.next, %fc2_grad.k205 ]
+  %m203 = load float, ptr %fc2_grad.m203, align 4
+  %3 = mul nsw i64 %fc2_grad.n2021, 10
   %4 = add nsw i64 1220608, %3
-  %5 = add nsw i64 %4, %fc2_grad.k2033
+  %5 = add nsw i64 %4, %fc2_grad.k2053
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m201
-  %8 = select i1 %7, float %6, float %m201
-  store float %8, ptr %fc2_grad.m201, align 4
-  %k203.next = add nsw i64 %fc2_grad.k2033, 1
-  %9 = icmp slt i64 %k203.next, 10
-  br i1 %9, label %fc2_grad.k203, label %fc2_grad.k203.end
+  %7 = fcmp ogt float %6, %m203
+  %8 = select i1 %7, float %6, float %m203
+  store float %8, ptr %fc2_grad.m203, align 4
+  %k205.next = add nsw i64 %fc2_grad.k2053, 1
+  %9 = icmp slt i64 %k205.next, 10
+  br i1 %9, label %fc2_grad.k205, label %fc2_grad.k205.end
 
-fc2_grad.k203.end:                                ; preds = %fc2_grad.k203
-  store float 0.000000e+00, ptr %fc2_grad.s202, align 4
-  br label %fc2_grad.k204
+fc2_grad.k205.end:                                ; preds = %fc2_grad.k205
+  store float 0.000000e+00, ptr %fc2_grad.s204, align 4
+  br label %fc2_grad.k206
 
-fc2_grad.k204:                                    ; preds = %fc2_grad.k204, %fc2_grad.k203.end
-  %fc2_grad.k2045 = phi i64 [ 0, %fc2_grad.k203.end ], [ %k204.next, %fc2_grad.k204 ]
-  %s202 = load float, ptr %fc2_grad.s202, align 4
-  %10 = mul nsw i64 %fc2_grad.n2001, 10
+fc2_grad.k206:                                    ; preds = %fc2_grad.k206, %fc2_grad.k205.end
+  %fc2_grad.k2065 = phi i64 [ 0, %fc2_grad.k205.end ], [ %k206.next, %fc2_grad.k206 ]
+  %s204 = load float, ptr %fc2_grad.s204, align 4
+  %10 = mul nsw i64 %fc2_grad.n2021, 10
   %11 = add nsw i64 1220608, %10
-  %12 = add nsw i64 %11, %fc2_grad.k2045
+  %12 = add nsw i64 %11, %fc2_grad.k2065
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m2017 = load float, ptr %fc2_grad.m201, align 4
-  %14 = fsub float %13, %m2017
+  %m2037 = load float, ptr %fc2_grad.m203, align 4
+  %14 = fsub float %13, %m2037
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -4570,28 +4932,28 @@ fc2_grad.k204:                                    ; preds = %fc2_grad.k204, %fc2
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s202, %51
-  store float %52, ptr %fc2_grad.s202, align 4
-  %k204.next = add nsw i64 %fc2_grad.k2045, 1
-  %53 = icmp slt i64 %k204.next, 10
-  br i1 %53, label %fc2_grad.k204, label %fc2_grad.k204.end
+  %52 = fadd float %s204, %51
+  store float %52, ptr %fc2_grad.s204, align 4
+  %k206.next = add nsw i64 %fc2_grad.k2065, 1
+  %53 = icmp slt i64 %k206.next, 10
+  br i1 %53, label %fc2_grad.k206, label %fc2_grad.k206.end
 
-fc2_grad.k204.end:                                ; preds = %fc2_grad.k204
-  br label %fc2_grad.k205
+fc2_grad.k206.end:                                ; preds = %fc2_grad.k206
+  br label %fc2_grad.k207
 
-fc2_grad.k205:                                    ; preds = %fc2_grad.k205, %fc2_grad.k204.end
-  %fc2_grad.k2058 = phi i64 [ 0, %fc2_grad.k204.end ], [ %k205.next, %fc2_grad.k205 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2001
+fc2_grad.k207:                                    ; preds = %fc2_grad.k207, %fc2_grad.k206.end
+  %fc2_grad.k2078 = phi i64 [ 0, %fc2_grad.k206.end ], [ %k207.next, %fc2_grad.k207 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n2021
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc2_grad.k2058, %54
-  %56 = mul nsw i64 %fc2_grad.n2001, 10
+  %55 = icmp eq i64 %fc2_grad.k2078, %54
+  %56 = mul nsw i64 %fc2_grad.n2021, 10
   %57 = add nsw i64 1220608, %56
-  %58 = add nsw i64 %57, %fc2_grad.k2058
+  %58 = add nsw i64 %57, %fc2_grad.k2078
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m20111 = load float, ptr %fc2_grad.m201, align 4
-  %60 = fsub float %59, %m20111
+  %m20311 = load float, ptr %fc2_grad.m203, align 4
+  %60 = fsub float %59, %m20311
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -4629,16 +4991,16 @@ fc2_grad.k205:                                    ; preds = %fc2_grad.k205, %fc2
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s20212 = load float, ptr %fc2_grad.s202, align 4
-  %98 = fdiv float %97, %s20212
+  %s20412 = load float, ptr %fc2_grad.s204, align 4
+  %98 = fdiv float %97, %s20412
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc2_grad.n2001, 10
+  %100 = mul nsw i64 %fc2_grad.n2021, 10
   %101 = add nsw i64 1220608, %100
-  %102 = add nsw i64 %101, %fc2_grad.k2058
+  %102 = add nsw i64 %101, %fc2_grad.k2078
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m20114 = load float, ptr %fc2_grad.m201, align 4
-  %104 = fsub float %103, %m20114
+  %m20314 = load float, ptr %fc2_grad.m203, align 4
+  %104 = fsub float %103, %m20314
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -4676,23 +5038,23 @@ fc2_grad.k205:                                    ; preds = %fc2_grad.k205, %fc2
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s20215 = load float, ptr %fc2_grad.s202, align 4
-  %142 = fdiv float %141, %s20215
+  %s20415 = load float, ptr %fc2_grad.s204, align 4
+  %142 = fdiv float %141, %s20415
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc2_grad.n2001, 10
+  %145 = mul nsw i64 %fc2_grad.n2021, 10
   %146 = add nsw i64 1221264, %145
-  %147 = add nsw i64 %146, %fc2_grad.k2058
+  %147 = add nsw i64 %146, %fc2_grad.k2078
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k205.next = add nsw i64 %fc2_grad.k2058, 1
-  %148 = icmp slt i64 %k205.next, 10
-  br i1 %148, label %fc2_grad.k205, label %fc2_grad.k205.end
+  %k207.next = add nsw i64 %fc2_grad.k2078, 1
+  %148 = icmp slt i64 %k207.next, 10
+  br i1 %148, label %fc2_grad.k207, label %fc2_grad.k207.end
 
-fc2_grad.k205.end:                                ; preds = %fc2_grad.k205
-  %n200.next = add nsw i64 %fc2_grad.n2001, 1
-  %149 = icmp slt i64 %n200.next, 64
-  br i1 %149, label %fc2_grad.n200, label %fc2_grad.n200.end
+fc2_grad.k207.end:                                ; preds = %fc2_grad.k207
+  %n202.next = add nsw i64 %fc2_grad.n2021, 1
+  %149 = icmp slt i64 %n202.next, 64
+  br i1 %149, label %fc2_grad.n202, label %fc2_grad.n202.end
 }
 
 ; Function Attrs: noinline
@@ -4708,39 +5070,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc207 = alloca float, align 4
-  br label %fc2_bias_grad.u206
+  %fc2_bias_grad.acc209 = alloca float, align 4
+  br label %fc2_bias_grad.u208
 
-fc2_bias_grad.u206:                               ; preds = %fc2_bias_grad.n208.end, %entry
-  %fc2_bias_grad.u2061 = phi i64 [ 0, %entry ], [ %u206.next, %fc2_bias_grad.n208.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc207, align 4
-  br label %fc2_bias_grad.n208
+fc2_bias_grad.u208:                               ; preds = %fc2_bias_grad.n210.end, %entry
+  %fc2_bias_grad.u2081 = phi i64 [ 0, %entry ], [ %u208.next, %fc2_bias_grad.n210.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc209, align 4
+  br label %fc2_bias_grad.n210
 
-fc2_bias_grad.u206.end:                           ; preds = %fc2_bias_grad.n208.end
+fc2_bias_grad.u208.end:                           ; preds = %fc2_bias_grad.n210.end
   ret void
 
-fc2_bias_grad.n208:                               ; preds = %fc2_bias_grad.n208, %fc2_bias_grad.u206
-  %fc2_bias_grad.n2082 = phi i64 [ 0, %fc2_bias_grad.u206 ], [ %n208.next, %fc2_bias_grad.n208 ]
-  %acc207 = load float, ptr %fc2_bias_grad.acc207, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n2082, 10
+fc2_bias_grad.n210:                               ; preds = %fc2_bias_grad.n210, %fc2_bias_grad.u208
+  %fc2_bias_grad.n2102 = phi i64 [ 0, %fc2_bias_grad.u208 ], [ %n210.next, %fc2_bias_grad.n210 ]
+  %acc209 = load float, ptr %fc2_bias_grad.acc209, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n2102, 10
   %1 = add nsw i64 1221264, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u2061
+  %2 = add nsw i64 %1, %fc2_bias_grad.u2081
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc207, %3
-  store float %4, ptr %fc2_bias_grad.acc207, align 4
-  %n208.next = add nsw i64 %fc2_bias_grad.n2082, 1
-  %5 = icmp slt i64 %n208.next, 64
-  br i1 %5, label %fc2_bias_grad.n208, label %fc2_bias_grad.n208.end
+  %4 = fadd float %acc209, %3
+  store float %4, ptr %fc2_bias_grad.acc209, align 4
+  %n210.next = add nsw i64 %fc2_bias_grad.n2102, 1
+  %5 = icmp slt i64 %n210.next, 64
+  br i1 %5, label %fc2_bias_grad.n210, label %fc2_bias_grad.n210.end
 
-fc2_bias_grad.n208.end:                           ; preds = %fc2_bias_grad.n208
-  %acc2074 = load float, ptr %fc2_bias_grad.acc207, align 4
-  %6 = add nsw i64 421632, %fc2_bias_grad.u2061
+fc2_bias_grad.n210.end:                           ; preds = %fc2_bias_grad.n210
+  %acc2094 = load float, ptr %fc2_bias_grad.acc209, align 4
+  %6 = add nsw i64 421632, %fc2_bias_grad.u2081
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2074, ptr %grads5, align 4
-  %u206.next = add nsw i64 %fc2_bias_grad.u2061, 1
-  %7 = icmp slt i64 %u206.next, 10
-  br i1 %7, label %fc2_bias_grad.u206, label %fc2_bias_grad.u206.end
+  store float %acc2094, ptr %grads5, align 4
+  %u208.next = add nsw i64 %fc2_bias_grad.u2081, 1
+  %7 = icmp slt i64 %u208.next, 10
+  br i1 %7, label %fc2_bias_grad.u208, label %fc2_bias_grad.u208.end
 }
 
 ; Function Attrs: noinline
@@ -4774,11 +5136,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i217
+  br label %relu3_grad.i219
 
-relu3_grad.i217:                                  ; preds = %relu3_grad.i217, %entry
-  %relu3_grad.i2171 = phi i64 [ 0, %entry ], [ %i217.next, %relu3_grad.i217 ]
-  %18 = mul i64 %relu3_grad.i2171, -7046029254386353131
+relu3_grad.i219:                                  ; preds = %relu3_grad.i219, %entry
+  %relu3_grad.i2191 = phi i64 [ 0, %entry ], [ %i219.next, %relu3_grad.i219 ]
+  %18 = mul i64 %relu3_grad.i2191, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -4790,1092 +5152,1092 @@ relu3_grad.i217:                                  ; preds = %relu3_grad.i217, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 1221904, %relu3_grad.i2171
+  %30 = add nsw i64 1221904, %relu3_grad.i2191
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 1230096, %relu3_grad.i2171
+  %34 = add nsw i64 1230096, %relu3_grad.i2191
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i217.next = add nsw i64 %relu3_grad.i2171, 1
-  %35 = icmp slt i64 %i217.next, 8192
-  br i1 %35, label %relu3_grad.i217, label %relu3_grad.i217.end
+  %i219.next = add nsw i64 %relu3_grad.i2191, 1
+  %35 = icmp slt i64 %i219.next, 8192
+  br i1 %35, label %relu3_grad.i219, label %relu3_grad.i219.end
 
-relu3_grad.i217.end:                              ; preds = %relu3_grad.i217
+relu3_grad.i219.end:                              ; preds = %relu3_grad.i219
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i222
+  br label %fc1_grad.i224
 
-fc1_grad.i222:                                    ; preds = %fc1_grad.i222, %entry
-  %fc1_grad.i2221 = phi i64 [ 0, %entry ], [ %i222.next, %fc1_grad.i222 ]
-  %0 = add nsw i64 1204224, %fc1_grad.i2221
+fc1_grad.i224:                                    ; preds = %fc1_grad.i224, %entry
+  %fc1_grad.i2241 = phi i64 [ 0, %entry ], [ %i224.next, %fc1_grad.i224 ]
+  %0 = add nsw i64 1204224, %fc1_grad.i2241
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1230096, %fc1_grad.i2221
+  %3 = add nsw i64 1230096, %fc1_grad.i2241
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1212416, %fc1_grad.i2221
+  %6 = add nsw i64 1212416, %fc1_grad.i2241
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i222.next = add nsw i64 %fc1_grad.i2221, 1
-  %7 = icmp slt i64 %i222.next, 8192
-  br i1 %7, label %fc1_grad.i222, label %fc1_grad.i222.end
+  %i224.next = add nsw i64 %fc1_grad.i2241, 1
+  %7 = icmp slt i64 %i224.next, 8192
+  br i1 %7, label %fc1_grad.i224, label %fc1_grad.i224.end
 
-fc1_grad.i222.end:                                ; preds = %fc1_grad.i222
+fc1_grad.i224.end:                                ; preds = %fc1_grad.i224
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm232(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm230(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm232(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t228_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t228_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t225_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb223
+  %fc1_weight_grad.t230_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t230_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t227_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb225
 
-fc1_weight_grad.nb223:                            ; preds = %fc1_weight_grad.mb224.end, %entry
-  %fc1_weight_grad.nb2231 = phi i64 [ 0, %entry ], [ %nb223.next, %fc1_weight_grad.mb224.end ]
-  br label %fc1_weight_grad.mb224
+fc1_weight_grad.nb225:                            ; preds = %fc1_weight_grad.mb226.end, %entry
+  %fc1_weight_grad.nb2251 = phi i64 [ 0, %entry ], [ %nb225.next, %fc1_weight_grad.mb226.end ]
+  br label %fc1_weight_grad.mb226
 
-fc1_weight_grad.nb223.end:                        ; preds = %fc1_weight_grad.mb224.end
-  br label %fc1_weight_grad.mb227
+fc1_weight_grad.nb225.end:                        ; preds = %fc1_weight_grad.mb226.end
+  br label %fc1_weight_grad.mb229
 
-fc1_weight_grad.mb224:                            ; preds = %fc1_weight_grad.k226.end, %fc1_weight_grad.nb223
-  %fc1_weight_grad.mb2242 = phi i64 [ 0, %fc1_weight_grad.nb223 ], [ %mb224.next, %fc1_weight_grad.k226.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t225_c3_2, align 32
-  br label %fc1_weight_grad.k226
+fc1_weight_grad.mb226:                            ; preds = %fc1_weight_grad.k228.end, %fc1_weight_grad.nb225
+  %fc1_weight_grad.mb2262 = phi i64 [ 0, %fc1_weight_grad.nb225 ], [ %mb226.next, %fc1_weight_grad.k228.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t227_c3_2, align 32
+  br label %fc1_weight_grad.k228
 
-fc1_weight_grad.mb224.end:                        ; preds = %fc1_weight_grad.k226.end
-  %nb223.next = add nsw i64 %fc1_weight_grad.nb2231, 1
-  %0 = icmp slt i64 %nb223.next, 130
-  br i1 %0, label %fc1_weight_grad.nb223, label %fc1_weight_grad.nb223.end
+fc1_weight_grad.mb226.end:                        ; preds = %fc1_weight_grad.k228.end
+  %nb225.next = add nsw i64 %fc1_weight_grad.nb2251, 1
+  %0 = icmp slt i64 %nb225.next, 130
+  br i1 %0, label %fc1_weight_grad.nb225, label %fc1_weight_grad.nb225.end
 
-fc1_weight_grad.k226:                             ; preds = %fc1_weight_grad.k226, %fc1_weight_grad.mb224
-  %fc1_weight_grad.k2263 = phi i64 [ 0, %fc1_weight_grad.mb224 ], [ %k226.next, %fc1_weight_grad.k226 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2263, 3136
+fc1_weight_grad.k228:                             ; preds = %fc1_weight_grad.k228, %fc1_weight_grad.mb226
+  %fc1_weight_grad.k2283 = phi i64 [ 0, %fc1_weight_grad.mb226 ], [ %k228.next, %fc1_weight_grad.k228 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2283, 3136
   %2 = add nsw i64 802816, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t225_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2263, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t227_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2283, 3136
   %7 = add nsw i64 802816, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t225_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2263, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t227_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2283, 3136
   %13 = add nsw i64 802816, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t225_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t227_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %19 = add nsw i64 1212416, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2263, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2283, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t225_a0, align 32
-  %t225_a0 = load <8 x float>, ptr %fc1_weight_grad.t225_a0, align 32
-  %t225_b0 = load <8 x float>, ptr %fc1_weight_grad.t225_b0, align 32
-  %t225_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a0, <8 x float> %t225_b0, <8 x float> %t225_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t225_c0_0, align 32
-  %t225_a08 = load <8 x float>, ptr %fc1_weight_grad.t225_a0, align 32
-  %t225_b1 = load <8 x float>, ptr %fc1_weight_grad.t225_b1, align 32
-  %t225_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a08, <8 x float> %t225_b1, <8 x float> %t225_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t225_c0_1, align 32
-  %t225_a09 = load <8 x float>, ptr %fc1_weight_grad.t225_a0, align 32
-  %t225_b2 = load <8 x float>, ptr %fc1_weight_grad.t225_b2, align 32
-  %t225_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a09, <8 x float> %t225_b2, <8 x float> %t225_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t225_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t227_a0, align 32
+  %t227_a0 = load <8 x float>, ptr %fc1_weight_grad.t227_a0, align 32
+  %t227_b0 = load <8 x float>, ptr %fc1_weight_grad.t227_b0, align 32
+  %t227_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a0, <8 x float> %t227_b0, <8 x float> %t227_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t227_c0_0, align 32
+  %t227_a08 = load <8 x float>, ptr %fc1_weight_grad.t227_a0, align 32
+  %t227_b1 = load <8 x float>, ptr %fc1_weight_grad.t227_b1, align 32
+  %t227_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a08, <8 x float> %t227_b1, <8 x float> %t227_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t227_c0_1, align 32
+  %t227_a09 = load <8 x float>, ptr %fc1_weight_grad.t227_a0, align 32
+  %t227_b2 = load <8 x float>, ptr %fc1_weight_grad.t227_b2, align 32
+  %t227_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a09, <8 x float> %t227_b2, <8 x float> %t227_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t227_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 1212416, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2263, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2283, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t225_a1, align 32
-  %t225_a1 = load <8 x float>, ptr %fc1_weight_grad.t225_a1, align 32
-  %t225_b011 = load <8 x float>, ptr %fc1_weight_grad.t225_b0, align 32
-  %t225_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a1, <8 x float> %t225_b011, <8 x float> %t225_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t225_c1_0, align 32
-  %t225_a112 = load <8 x float>, ptr %fc1_weight_grad.t225_a1, align 32
-  %t225_b113 = load <8 x float>, ptr %fc1_weight_grad.t225_b1, align 32
-  %t225_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a112, <8 x float> %t225_b113, <8 x float> %t225_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t225_c1_1, align 32
-  %t225_a114 = load <8 x float>, ptr %fc1_weight_grad.t225_a1, align 32
-  %t225_b215 = load <8 x float>, ptr %fc1_weight_grad.t225_b2, align 32
-  %t225_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a114, <8 x float> %t225_b215, <8 x float> %t225_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t225_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t227_a1, align 32
+  %t227_a1 = load <8 x float>, ptr %fc1_weight_grad.t227_a1, align 32
+  %t227_b011 = load <8 x float>, ptr %fc1_weight_grad.t227_b0, align 32
+  %t227_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a1, <8 x float> %t227_b011, <8 x float> %t227_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t227_c1_0, align 32
+  %t227_a112 = load <8 x float>, ptr %fc1_weight_grad.t227_a1, align 32
+  %t227_b113 = load <8 x float>, ptr %fc1_weight_grad.t227_b1, align 32
+  %t227_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a112, <8 x float> %t227_b113, <8 x float> %t227_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t227_c1_1, align 32
+  %t227_a114 = load <8 x float>, ptr %fc1_weight_grad.t227_a1, align 32
+  %t227_b215 = load <8 x float>, ptr %fc1_weight_grad.t227_b2, align 32
+  %t227_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a114, <8 x float> %t227_b215, <8 x float> %t227_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t227_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 1212416, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2263, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2283, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t225_a2, align 32
-  %t225_a2 = load <8 x float>, ptr %fc1_weight_grad.t225_a2, align 32
-  %t225_b017 = load <8 x float>, ptr %fc1_weight_grad.t225_b0, align 32
-  %t225_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a2, <8 x float> %t225_b017, <8 x float> %t225_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t225_c2_0, align 32
-  %t225_a218 = load <8 x float>, ptr %fc1_weight_grad.t225_a2, align 32
-  %t225_b119 = load <8 x float>, ptr %fc1_weight_grad.t225_b1, align 32
-  %t225_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a218, <8 x float> %t225_b119, <8 x float> %t225_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t225_c2_1, align 32
-  %t225_a220 = load <8 x float>, ptr %fc1_weight_grad.t225_a2, align 32
-  %t225_b221 = load <8 x float>, ptr %fc1_weight_grad.t225_b2, align 32
-  %t225_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a220, <8 x float> %t225_b221, <8 x float> %t225_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t225_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t227_a2, align 32
+  %t227_a2 = load <8 x float>, ptr %fc1_weight_grad.t227_a2, align 32
+  %t227_b017 = load <8 x float>, ptr %fc1_weight_grad.t227_b0, align 32
+  %t227_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a2, <8 x float> %t227_b017, <8 x float> %t227_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t227_c2_0, align 32
+  %t227_a218 = load <8 x float>, ptr %fc1_weight_grad.t227_a2, align 32
+  %t227_b119 = load <8 x float>, ptr %fc1_weight_grad.t227_b1, align 32
+  %t227_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a218, <8 x float> %t227_b119, <8 x float> %t227_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t227_c2_1, align 32
+  %t227_a220 = load <8 x float>, ptr %fc1_weight_grad.t227_a2, align 32
+  %t227_b221 = load <8 x float>, ptr %fc1_weight_grad.t227_b2, align 32
+  %t227_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a220, <8 x float> %t227_b221, <8 x float> %t227_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t227_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 1212416, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2263, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2283, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t225_a3, align 32
-  %t225_a3 = load <8 x float>, ptr %fc1_weight_grad.t225_a3, align 32
-  %t225_b023 = load <8 x float>, ptr %fc1_weight_grad.t225_b0, align 32
-  %t225_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a3, <8 x float> %t225_b023, <8 x float> %t225_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t225_c3_0, align 32
-  %t225_a324 = load <8 x float>, ptr %fc1_weight_grad.t225_a3, align 32
-  %t225_b125 = load <8 x float>, ptr %fc1_weight_grad.t225_b1, align 32
-  %t225_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a324, <8 x float> %t225_b125, <8 x float> %t225_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t225_c3_1, align 32
-  %t225_a326 = load <8 x float>, ptr %fc1_weight_grad.t225_a3, align 32
-  %t225_b227 = load <8 x float>, ptr %fc1_weight_grad.t225_b2, align 32
-  %t225_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t225_a326, <8 x float> %t225_b227, <8 x float> %t225_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t225_c3_2, align 32
-  %k226.next = add nsw i64 %fc1_weight_grad.k2263, 1
-  %61 = icmp slt i64 %k226.next, 64
-  br i1 %61, label %fc1_weight_grad.k226, label %fc1_weight_grad.k226.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t227_a3, align 32
+  %t227_a3 = load <8 x float>, ptr %fc1_weight_grad.t227_a3, align 32
+  %t227_b023 = load <8 x float>, ptr %fc1_weight_grad.t227_b0, align 32
+  %t227_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a3, <8 x float> %t227_b023, <8 x float> %t227_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t227_c3_0, align 32
+  %t227_a324 = load <8 x float>, ptr %fc1_weight_grad.t227_a3, align 32
+  %t227_b125 = load <8 x float>, ptr %fc1_weight_grad.t227_b1, align 32
+  %t227_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a324, <8 x float> %t227_b125, <8 x float> %t227_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t227_c3_1, align 32
+  %t227_a326 = load <8 x float>, ptr %fc1_weight_grad.t227_a3, align 32
+  %t227_b227 = load <8 x float>, ptr %fc1_weight_grad.t227_b2, align 32
+  %t227_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a326, <8 x float> %t227_b227, <8 x float> %t227_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t227_c3_2, align 32
+  %k228.next = add nsw i64 %fc1_weight_grad.k2283, 1
+  %61 = icmp slt i64 %k228.next, 64
+  br i1 %61, label %fc1_weight_grad.k228, label %fc1_weight_grad.k228.end
 
-fc1_weight_grad.k226.end:                         ; preds = %fc1_weight_grad.k226
-  %t225_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+fc1_weight_grad.k228.end:                         ; preds = %fc1_weight_grad.k228
+  %t227_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t225_c0_028, ptr %grads29, align 4
-  %t225_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c0_028, ptr %grads29, align 4
+  %t227_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t225_c0_130, ptr %grads31, align 4
-  %t225_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t225_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c0_130, ptr %grads31, align 4
+  %t227_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t227_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t225_c0_232, ptr %grads33, align 4
-  %t225_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c0_232, ptr %grads33, align 4
+  %t227_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t225_c1_034, ptr %grads35, align 4
-  %t225_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c1_034, ptr %grads35, align 4
+  %t227_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t225_c1_136, ptr %grads37, align 4
-  %t225_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t225_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c1_136, ptr %grads37, align 4
+  %t227_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t227_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t225_c1_238, ptr %grads39, align 4
-  %t225_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c1_238, ptr %grads39, align 4
+  %t227_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t225_c2_040, ptr %grads41, align 4
-  %t225_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c2_040, ptr %grads41, align 4
+  %t227_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t225_c2_142, ptr %grads43, align 4
-  %t225_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t225_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c2_142, ptr %grads43, align 4
+  %t227_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t227_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t225_c2_244, ptr %grads45, align 4
-  %t225_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c2_244, ptr %grads45, align 4
+  %t227_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t225_c3_046, ptr %grads47, align 4
-  %t225_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c3_046, ptr %grads47, align 4
+  %t227_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t225_c3_148, ptr %grads49, align 4
-  %t225_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t225_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2242, 4
+  store <8 x float> %t227_c3_148, ptr %grads49, align 4
+  %t227_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t227_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2262, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2231, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2251, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t225_c3_250, ptr %grads51, align 4
-  %mb224.next = add nsw i64 %fc1_weight_grad.mb2242, 1
-  %139 = icmp slt i64 %mb224.next, 32
-  br i1 %139, label %fc1_weight_grad.mb224, label %fc1_weight_grad.mb224.end
+  store <8 x float> %t227_c3_250, ptr %grads51, align 4
+  %mb226.next = add nsw i64 %fc1_weight_grad.mb2262, 1
+  %139 = icmp slt i64 %mb226.next, 32
+  br i1 %139, label %fc1_weight_grad.mb226, label %fc1_weight_grad.mb226.end
 
-fc1_weight_grad.mb227:                            ; preds = %fc1_weight_grad.k229.end, %fc1_weight_grad.nb223.end
-  %fc1_weight_grad.mb22752 = phi i64 [ 0, %fc1_weight_grad.nb223.end ], [ %mb227.next, %fc1_weight_grad.k229.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t228_c3_1, align 32
-  br label %fc1_weight_grad.k229
+fc1_weight_grad.mb229:                            ; preds = %fc1_weight_grad.k231.end, %fc1_weight_grad.nb225.end
+  %fc1_weight_grad.mb22952 = phi i64 [ 0, %fc1_weight_grad.nb225.end ], [ %mb229.next, %fc1_weight_grad.k231.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t230_c3_1, align 32
+  br label %fc1_weight_grad.k231
 
-fc1_weight_grad.mb227.end:                        ; preds = %fc1_weight_grad.k229.end
+fc1_weight_grad.mb229.end:                        ; preds = %fc1_weight_grad.k231.end
   ret void
 
-fc1_weight_grad.k229:                             ; preds = %fc1_weight_grad.k229, %fc1_weight_grad.mb227
-  %fc1_weight_grad.k22953 = phi i64 [ 0, %fc1_weight_grad.mb227 ], [ %k229.next, %fc1_weight_grad.k229 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k22953, 3136
+fc1_weight_grad.k231:                             ; preds = %fc1_weight_grad.k231, %fc1_weight_grad.mb229
+  %fc1_weight_grad.k23153 = phi i64 [ 0, %fc1_weight_grad.mb229 ], [ %k231.next, %fc1_weight_grad.k231 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k23153, 3136
   %141 = add nsw i64 802816, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t228_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k22953, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t230_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k23153, 3136
   %145 = add nsw i64 802816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t228_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t230_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %150 = add nsw i64 1212416, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k22953, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k23153, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t228_a0, align 32
-  %t228_a0 = load <8 x float>, ptr %fc1_weight_grad.t228_a0, align 32
-  %t228_b0 = load <8 x float>, ptr %fc1_weight_grad.t228_b0, align 32
-  %t228_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t228_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a0, <8 x float> %t228_b0, <8 x float> %t228_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t228_c0_0, align 32
-  %t228_a057 = load <8 x float>, ptr %fc1_weight_grad.t228_a0, align 32
-  %t228_b1 = load <8 x float>, ptr %fc1_weight_grad.t228_b1, align 32
-  %t228_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t228_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a057, <8 x float> %t228_b1, <8 x float> %t228_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t228_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t230_a0, align 32
+  %t230_a0 = load <8 x float>, ptr %fc1_weight_grad.t230_a0, align 32
+  %t230_b0 = load <8 x float>, ptr %fc1_weight_grad.t230_b0, align 32
+  %t230_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t230_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a0, <8 x float> %t230_b0, <8 x float> %t230_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t230_c0_0, align 32
+  %t230_a057 = load <8 x float>, ptr %fc1_weight_grad.t230_a0, align 32
+  %t230_b1 = load <8 x float>, ptr %fc1_weight_grad.t230_b1, align 32
+  %t230_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t230_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a057, <8 x float> %t230_b1, <8 x float> %t230_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t230_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 1212416, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k22953, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k23153, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t228_a1, align 32
-  %t228_a1 = load <8 x float>, ptr %fc1_weight_grad.t228_a1, align 32
-  %t228_b059 = load <8 x float>, ptr %fc1_weight_grad.t228_b0, align 32
-  %t228_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t228_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a1, <8 x float> %t228_b059, <8 x float> %t228_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t228_c1_0, align 32
-  %t228_a160 = load <8 x float>, ptr %fc1_weight_grad.t228_a1, align 32
-  %t228_b161 = load <8 x float>, ptr %fc1_weight_grad.t228_b1, align 32
-  %t228_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t228_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a160, <8 x float> %t228_b161, <8 x float> %t228_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t228_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t230_a1, align 32
+  %t230_a1 = load <8 x float>, ptr %fc1_weight_grad.t230_a1, align 32
+  %t230_b059 = load <8 x float>, ptr %fc1_weight_grad.t230_b0, align 32
+  %t230_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t230_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a1, <8 x float> %t230_b059, <8 x float> %t230_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t230_c1_0, align 32
+  %t230_a160 = load <8 x float>, ptr %fc1_weight_grad.t230_a1, align 32
+  %t230_b161 = load <8 x float>, ptr %fc1_weight_grad.t230_b1, align 32
+  %t230_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t230_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a160, <8 x float> %t230_b161, <8 x float> %t230_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t230_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 1212416, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k22953, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k23153, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t228_a2, align 32
-  %t228_a2 = load <8 x float>, ptr %fc1_weight_grad.t228_a2, align 32
-  %t228_b063 = load <8 x float>, ptr %fc1_weight_grad.t228_b0, align 32
-  %t228_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t228_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a2, <8 x float> %t228_b063, <8 x float> %t228_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t228_c2_0, align 32
-  %t228_a264 = load <8 x float>, ptr %fc1_weight_grad.t228_a2, align 32
-  %t228_b165 = load <8 x float>, ptr %fc1_weight_grad.t228_b1, align 32
-  %t228_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t228_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a264, <8 x float> %t228_b165, <8 x float> %t228_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t228_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t230_a2, align 32
+  %t230_a2 = load <8 x float>, ptr %fc1_weight_grad.t230_a2, align 32
+  %t230_b063 = load <8 x float>, ptr %fc1_weight_grad.t230_b0, align 32
+  %t230_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t230_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a2, <8 x float> %t230_b063, <8 x float> %t230_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t230_c2_0, align 32
+  %t230_a264 = load <8 x float>, ptr %fc1_weight_grad.t230_a2, align 32
+  %t230_b165 = load <8 x float>, ptr %fc1_weight_grad.t230_b1, align 32
+  %t230_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t230_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a264, <8 x float> %t230_b165, <8 x float> %t230_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t230_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 1212416, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k22953, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k23153, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t228_a3, align 32
-  %t228_a3 = load <8 x float>, ptr %fc1_weight_grad.t228_a3, align 32
-  %t228_b067 = load <8 x float>, ptr %fc1_weight_grad.t228_b0, align 32
-  %t228_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t228_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a3, <8 x float> %t228_b067, <8 x float> %t228_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t228_c3_0, align 32
-  %t228_a368 = load <8 x float>, ptr %fc1_weight_grad.t228_a3, align 32
-  %t228_b169 = load <8 x float>, ptr %fc1_weight_grad.t228_b1, align 32
-  %t228_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t228_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t228_a368, <8 x float> %t228_b169, <8 x float> %t228_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t228_c3_1, align 32
-  %k229.next = add nsw i64 %fc1_weight_grad.k22953, 1
-  %188 = icmp slt i64 %k229.next, 64
-  br i1 %188, label %fc1_weight_grad.k229, label %fc1_weight_grad.k229.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t230_a3, align 32
+  %t230_a3 = load <8 x float>, ptr %fc1_weight_grad.t230_a3, align 32
+  %t230_b067 = load <8 x float>, ptr %fc1_weight_grad.t230_b0, align 32
+  %t230_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t230_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a3, <8 x float> %t230_b067, <8 x float> %t230_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t230_c3_0, align 32
+  %t230_a368 = load <8 x float>, ptr %fc1_weight_grad.t230_a3, align 32
+  %t230_b169 = load <8 x float>, ptr %fc1_weight_grad.t230_b1, align 32
+  %t230_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t230_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a368, <8 x float> %t230_b169, <8 x float> %t230_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t230_c3_1, align 32
+  %k231.next = add nsw i64 %fc1_weight_grad.k23153, 1
+  %188 = icmp slt i64 %k231.next, 64
+  br i1 %188, label %fc1_weight_grad.k231, label %fc1_weight_grad.k231.end
 
-fc1_weight_grad.k229.end:                         ; preds = %fc1_weight_grad.k229
-  %t228_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t228_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+fc1_weight_grad.k231.end:                         ; preds = %fc1_weight_grad.k231
+  %t230_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t230_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18816, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t228_c0_070, ptr %grads71, align 4
-  %t228_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t228_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c0_070, ptr %grads71, align 4
+  %t230_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t230_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18816, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t228_c0_172, ptr %grads73, align 4
-  %t228_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t228_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c0_172, ptr %grads73, align 4
+  %t230_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t230_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18816, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t228_c1_074, ptr %grads75, align 4
-  %t228_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t228_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c1_074, ptr %grads75, align 4
+  %t230_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t230_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18816, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t228_c1_176, ptr %grads77, align 4
-  %t228_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t228_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c1_176, ptr %grads77, align 4
+  %t230_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t230_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18816, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t228_c2_078, ptr %grads79, align 4
-  %t228_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t228_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c2_078, ptr %grads79, align 4
+  %t230_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t230_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18816, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t228_c2_180, ptr %grads81, align 4
-  %t228_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t228_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c2_180, ptr %grads81, align 4
+  %t230_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t230_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18816, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t228_c3_082, ptr %grads83, align 4
-  %t228_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t228_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb22752, 4
+  store <8 x float> %t230_c3_082, ptr %grads83, align 4
+  %t230_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t230_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb22952, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18816, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t228_c3_184, ptr %grads85, align 4
-  %mb227.next = add nsw i64 %fc1_weight_grad.mb22752, 1
-  %231 = icmp slt i64 %mb227.next, 32
-  br i1 %231, label %fc1_weight_grad.mb227, label %fc1_weight_grad.mb227.end
+  store <8 x float> %t230_c3_184, ptr %grads85, align 4
+  %mb229.next = add nsw i64 %fc1_weight_grad.mb22952, 1
+  %231 = icmp slt i64 %mb229.next, 32
+  br i1 %231, label %fc1_weight_grad.mb229, label %fc1_weight_grad.mb229.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc232 = alloca float, align 4
-  br label %fc1_bias_grad.u231
+  %fc1_bias_grad.acc234 = alloca float, align 4
+  br label %fc1_bias_grad.u233
 
-fc1_bias_grad.u231:                               ; preds = %fc1_bias_grad.n233.end, %entry
-  %fc1_bias_grad.u2311 = phi i64 [ 0, %entry ], [ %u231.next, %fc1_bias_grad.n233.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc232, align 4
-  br label %fc1_bias_grad.n233
+fc1_bias_grad.u233:                               ; preds = %fc1_bias_grad.n235.end, %entry
+  %fc1_bias_grad.u2331 = phi i64 [ 0, %entry ], [ %u233.next, %fc1_bias_grad.n235.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc234, align 4
+  br label %fc1_bias_grad.n235
 
-fc1_bias_grad.u231.end:                           ; preds = %fc1_bias_grad.n233.end
+fc1_bias_grad.u233.end:                           ; preds = %fc1_bias_grad.n235.end
   ret void
 
-fc1_bias_grad.n233:                               ; preds = %fc1_bias_grad.n233, %fc1_bias_grad.u231
-  %fc1_bias_grad.n2332 = phi i64 [ 0, %fc1_bias_grad.u231 ], [ %n233.next, %fc1_bias_grad.n233 ]
-  %acc232 = load float, ptr %fc1_bias_grad.acc232, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2332, 128
+fc1_bias_grad.n235:                               ; preds = %fc1_bias_grad.n235, %fc1_bias_grad.u233
+  %fc1_bias_grad.n2352 = phi i64 [ 0, %fc1_bias_grad.u233 ], [ %n235.next, %fc1_bias_grad.n235 ]
+  %acc234 = load float, ptr %fc1_bias_grad.acc234, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2352, 128
   %1 = add nsw i64 1212416, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2311
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2331
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc232, %3
-  store float %4, ptr %fc1_bias_grad.acc232, align 4
-  %n233.next = add nsw i64 %fc1_bias_grad.n2332, 1
-  %5 = icmp slt i64 %n233.next, 64
-  br i1 %5, label %fc1_bias_grad.n233, label %fc1_bias_grad.n233.end
+  %4 = fadd float %acc234, %3
+  store float %4, ptr %fc1_bias_grad.acc234, align 4
+  %n235.next = add nsw i64 %fc1_bias_grad.n2352, 1
+  %5 = icmp slt i64 %n235.next, 64
+  br i1 %5, label %fc1_bias_grad.n235, label %fc1_bias_grad.n235.end
 
-fc1_bias_grad.n233.end:                           ; preds = %fc1_bias_grad.n233
-  %acc2324 = load float, ptr %fc1_bias_grad.acc232, align 4
-  %6 = add nsw i64 420224, %fc1_bias_grad.u2311
+fc1_bias_grad.n235.end:                           ; preds = %fc1_bias_grad.n235
+  %acc2344 = load float, ptr %fc1_bias_grad.acc234, align 4
+  %6 = add nsw i64 420224, %fc1_bias_grad.u2331
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2324, ptr %grads5, align 4
-  %u231.next = add nsw i64 %fc1_bias_grad.u2311, 1
-  %7 = icmp slt i64 %u231.next, 128
-  br i1 %7, label %fc1_bias_grad.u231, label %fc1_bias_grad.u231.end
+  store float %acc2344, ptr %grads5, align 4
+  %u233.next = add nsw i64 %fc1_bias_grad.u2331, 1
+  %7 = icmp slt i64 %u233.next, 128
+  br i1 %7, label %fc1_bias_grad.u233, label %fc1_bias_grad.u233.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm243(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm241(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm243(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t239_a3 = alloca <8 x float>, align 32
-  %flat_grad.t239_a2 = alloca <8 x float>, align 32
-  %flat_grad.t239_a1 = alloca <8 x float>, align 32
-  %flat_grad.t239_a0 = alloca <8 x float>, align 32
-  %flat_grad.t239_b1 = alloca <8 x float>, align 32
-  %flat_grad.t239_b0 = alloca <8 x float>, align 32
-  %flat_grad.t239_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t239_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t239_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t239_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t239_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t239_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t239_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t239_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t236_a3 = alloca <8 x float>, align 32
-  %flat_grad.t236_a2 = alloca <8 x float>, align 32
-  %flat_grad.t236_a1 = alloca <8 x float>, align 32
-  %flat_grad.t236_a0 = alloca <8 x float>, align 32
-  %flat_grad.t236_b2 = alloca <8 x float>, align 32
-  %flat_grad.t236_b1 = alloca <8 x float>, align 32
-  %flat_grad.t236_b0 = alloca <8 x float>, align 32
-  %flat_grad.t236_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t236_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t236_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t236_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t236_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t236_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t236_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t236_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t236_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t236_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t236_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t236_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb234
+  %flat_grad.t241_a3 = alloca <8 x float>, align 32
+  %flat_grad.t241_a2 = alloca <8 x float>, align 32
+  %flat_grad.t241_a1 = alloca <8 x float>, align 32
+  %flat_grad.t241_a0 = alloca <8 x float>, align 32
+  %flat_grad.t241_b1 = alloca <8 x float>, align 32
+  %flat_grad.t241_b0 = alloca <8 x float>, align 32
+  %flat_grad.t241_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t241_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t241_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t241_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t241_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t241_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t241_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t241_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t238_a3 = alloca <8 x float>, align 32
+  %flat_grad.t238_a2 = alloca <8 x float>, align 32
+  %flat_grad.t238_a1 = alloca <8 x float>, align 32
+  %flat_grad.t238_a0 = alloca <8 x float>, align 32
+  %flat_grad.t238_b2 = alloca <8 x float>, align 32
+  %flat_grad.t238_b1 = alloca <8 x float>, align 32
+  %flat_grad.t238_b0 = alloca <8 x float>, align 32
+  %flat_grad.t238_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t238_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t238_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t238_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t238_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t238_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t238_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t238_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t238_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t238_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t238_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t238_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb236
 
-flat_grad.nb234:                                  ; preds = %flat_grad.mb235.end, %entry
-  %flat_grad.nb2341 = phi i64 [ 0, %entry ], [ %nb234.next, %flat_grad.mb235.end ]
-  br label %flat_grad.mb235
+flat_grad.nb236:                                  ; preds = %flat_grad.mb237.end, %entry
+  %flat_grad.nb2361 = phi i64 [ 0, %entry ], [ %nb236.next, %flat_grad.mb237.end ]
+  br label %flat_grad.mb237
 
-flat_grad.nb234.end:                              ; preds = %flat_grad.mb235.end
-  br label %flat_grad.mb238
+flat_grad.nb236.end:                              ; preds = %flat_grad.mb237.end
+  br label %flat_grad.mb240
 
-flat_grad.mb235:                                  ; preds = %flat_grad.k237.end, %flat_grad.nb234
-  %flat_grad.mb2352 = phi i64 [ 0, %flat_grad.nb234 ], [ %mb235.next, %flat_grad.k237.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t236_c3_2, align 32
-  br label %flat_grad.k237
+flat_grad.mb237:                                  ; preds = %flat_grad.k239.end, %flat_grad.nb236
+  %flat_grad.mb2372 = phi i64 [ 0, %flat_grad.nb236 ], [ %mb237.next, %flat_grad.k239.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t238_c3_2, align 32
+  br label %flat_grad.k239
 
-flat_grad.mb235.end:                              ; preds = %flat_grad.k237.end
-  %nb234.next = add nsw i64 %flat_grad.nb2341, 1
-  %0 = icmp slt i64 %nb234.next, 130
-  br i1 %0, label %flat_grad.nb234, label %flat_grad.nb234.end
+flat_grad.mb237.end:                              ; preds = %flat_grad.k239.end
+  %nb236.next = add nsw i64 %flat_grad.nb2361, 1
+  %0 = icmp slt i64 %nb236.next, 130
+  br i1 %0, label %flat_grad.nb236, label %flat_grad.nb236.end
 
-flat_grad.k237:                                   ; preds = %flat_grad.k237, %flat_grad.mb235
-  %flat_grad.k2373 = phi i64 [ 0, %flat_grad.mb235 ], [ %k237.next, %flat_grad.k237 ]
-  %1 = mul nsw i64 %flat_grad.k2373, 3136
+flat_grad.k239:                                   ; preds = %flat_grad.k239, %flat_grad.mb237
+  %flat_grad.k2393 = phi i64 [ 0, %flat_grad.mb237 ], [ %k239.next, %flat_grad.k239 ]
+  %1 = mul nsw i64 %flat_grad.k2393, 3136
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb2341, 24
+  %3 = mul nsw i64 %flat_grad.nb2361, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t236_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2373, 3136
+  store <8 x float> %5, ptr %flat_grad.t238_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2393, 3136
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb2341, 24
+  %8 = mul nsw i64 %flat_grad.nb2361, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t236_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2373, 3136
+  store <8 x float> %11, ptr %flat_grad.t238_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2393, 3136
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb2341, 24
+  %14 = mul nsw i64 %flat_grad.nb2361, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t236_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %17, ptr %flat_grad.t238_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2372, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 1212416, %19
-  %21 = add nsw i64 %20, %flat_grad.k2373
+  %21 = add nsw i64 %20, %flat_grad.k2393
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t236_a0, align 32
-  %t236_a0 = load <8 x float>, ptr %flat_grad.t236_a0, align 32
-  %t236_b0 = load <8 x float>, ptr %flat_grad.t236_b0, align 32
-  %t236_c0_0 = load <8 x float>, ptr %flat_grad.t236_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a0, <8 x float> %t236_b0, <8 x float> %t236_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t236_c0_0, align 32
-  %t236_a08 = load <8 x float>, ptr %flat_grad.t236_a0, align 32
-  %t236_b1 = load <8 x float>, ptr %flat_grad.t236_b1, align 32
-  %t236_c0_1 = load <8 x float>, ptr %flat_grad.t236_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a08, <8 x float> %t236_b1, <8 x float> %t236_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t236_c0_1, align 32
-  %t236_a09 = load <8 x float>, ptr %flat_grad.t236_a0, align 32
-  %t236_b2 = load <8 x float>, ptr %flat_grad.t236_b2, align 32
-  %t236_c0_2 = load <8 x float>, ptr %flat_grad.t236_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a09, <8 x float> %t236_b2, <8 x float> %t236_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t236_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %24, ptr %flat_grad.t238_a0, align 32
+  %t238_a0 = load <8 x float>, ptr %flat_grad.t238_a0, align 32
+  %t238_b0 = load <8 x float>, ptr %flat_grad.t238_b0, align 32
+  %t238_c0_0 = load <8 x float>, ptr %flat_grad.t238_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a0, <8 x float> %t238_b0, <8 x float> %t238_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t238_c0_0, align 32
+  %t238_a08 = load <8 x float>, ptr %flat_grad.t238_a0, align 32
+  %t238_b1 = load <8 x float>, ptr %flat_grad.t238_b1, align 32
+  %t238_c0_1 = load <8 x float>, ptr %flat_grad.t238_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a08, <8 x float> %t238_b1, <8 x float> %t238_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t238_c0_1, align 32
+  %t238_a09 = load <8 x float>, ptr %flat_grad.t238_a0, align 32
+  %t238_b2 = load <8 x float>, ptr %flat_grad.t238_b2, align 32
+  %t238_c0_2 = load <8 x float>, ptr %flat_grad.t238_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a09, <8 x float> %t238_b2, <8 x float> %t238_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t238_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2372, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 1212416, %30
-  %32 = add nsw i64 %31, %flat_grad.k2373
+  %32 = add nsw i64 %31, %flat_grad.k2393
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t236_a1, align 32
-  %t236_a1 = load <8 x float>, ptr %flat_grad.t236_a1, align 32
-  %t236_b011 = load <8 x float>, ptr %flat_grad.t236_b0, align 32
-  %t236_c1_0 = load <8 x float>, ptr %flat_grad.t236_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a1, <8 x float> %t236_b011, <8 x float> %t236_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t236_c1_0, align 32
-  %t236_a112 = load <8 x float>, ptr %flat_grad.t236_a1, align 32
-  %t236_b113 = load <8 x float>, ptr %flat_grad.t236_b1, align 32
-  %t236_c1_1 = load <8 x float>, ptr %flat_grad.t236_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a112, <8 x float> %t236_b113, <8 x float> %t236_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t236_c1_1, align 32
-  %t236_a114 = load <8 x float>, ptr %flat_grad.t236_a1, align 32
-  %t236_b215 = load <8 x float>, ptr %flat_grad.t236_b2, align 32
-  %t236_c1_2 = load <8 x float>, ptr %flat_grad.t236_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a114, <8 x float> %t236_b215, <8 x float> %t236_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t236_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %35, ptr %flat_grad.t238_a1, align 32
+  %t238_a1 = load <8 x float>, ptr %flat_grad.t238_a1, align 32
+  %t238_b011 = load <8 x float>, ptr %flat_grad.t238_b0, align 32
+  %t238_c1_0 = load <8 x float>, ptr %flat_grad.t238_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a1, <8 x float> %t238_b011, <8 x float> %t238_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t238_c1_0, align 32
+  %t238_a112 = load <8 x float>, ptr %flat_grad.t238_a1, align 32
+  %t238_b113 = load <8 x float>, ptr %flat_grad.t238_b1, align 32
+  %t238_c1_1 = load <8 x float>, ptr %flat_grad.t238_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a112, <8 x float> %t238_b113, <8 x float> %t238_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t238_c1_1, align 32
+  %t238_a114 = load <8 x float>, ptr %flat_grad.t238_a1, align 32
+  %t238_b215 = load <8 x float>, ptr %flat_grad.t238_b2, align 32
+  %t238_c1_2 = load <8 x float>, ptr %flat_grad.t238_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a114, <8 x float> %t238_b215, <8 x float> %t238_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t238_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2372, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 1212416, %41
-  %43 = add nsw i64 %42, %flat_grad.k2373
+  %43 = add nsw i64 %42, %flat_grad.k2393
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t236_a2, align 32
-  %t236_a2 = load <8 x float>, ptr %flat_grad.t236_a2, align 32
-  %t236_b017 = load <8 x float>, ptr %flat_grad.t236_b0, align 32
-  %t236_c2_0 = load <8 x float>, ptr %flat_grad.t236_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a2, <8 x float> %t236_b017, <8 x float> %t236_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t236_c2_0, align 32
-  %t236_a218 = load <8 x float>, ptr %flat_grad.t236_a2, align 32
-  %t236_b119 = load <8 x float>, ptr %flat_grad.t236_b1, align 32
-  %t236_c2_1 = load <8 x float>, ptr %flat_grad.t236_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a218, <8 x float> %t236_b119, <8 x float> %t236_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t236_c2_1, align 32
-  %t236_a220 = load <8 x float>, ptr %flat_grad.t236_a2, align 32
-  %t236_b221 = load <8 x float>, ptr %flat_grad.t236_b2, align 32
-  %t236_c2_2 = load <8 x float>, ptr %flat_grad.t236_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a220, <8 x float> %t236_b221, <8 x float> %t236_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t236_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %46, ptr %flat_grad.t238_a2, align 32
+  %t238_a2 = load <8 x float>, ptr %flat_grad.t238_a2, align 32
+  %t238_b017 = load <8 x float>, ptr %flat_grad.t238_b0, align 32
+  %t238_c2_0 = load <8 x float>, ptr %flat_grad.t238_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a2, <8 x float> %t238_b017, <8 x float> %t238_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t238_c2_0, align 32
+  %t238_a218 = load <8 x float>, ptr %flat_grad.t238_a2, align 32
+  %t238_b119 = load <8 x float>, ptr %flat_grad.t238_b1, align 32
+  %t238_c2_1 = load <8 x float>, ptr %flat_grad.t238_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a218, <8 x float> %t238_b119, <8 x float> %t238_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t238_c2_1, align 32
+  %t238_a220 = load <8 x float>, ptr %flat_grad.t238_a2, align 32
+  %t238_b221 = load <8 x float>, ptr %flat_grad.t238_b2, align 32
+  %t238_c2_2 = load <8 x float>, ptr %flat_grad.t238_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a220, <8 x float> %t238_b221, <8 x float> %t238_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t238_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2372, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 1212416, %52
-  %54 = add nsw i64 %53, %flat_grad.k2373
+  %54 = add nsw i64 %53, %flat_grad.k2393
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t236_a3, align 32
-  %t236_a3 = load <8 x float>, ptr %flat_grad.t236_a3, align 32
-  %t236_b023 = load <8 x float>, ptr %flat_grad.t236_b0, align 32
-  %t236_c3_0 = load <8 x float>, ptr %flat_grad.t236_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a3, <8 x float> %t236_b023, <8 x float> %t236_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t236_c3_0, align 32
-  %t236_a324 = load <8 x float>, ptr %flat_grad.t236_a3, align 32
-  %t236_b125 = load <8 x float>, ptr %flat_grad.t236_b1, align 32
-  %t236_c3_1 = load <8 x float>, ptr %flat_grad.t236_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a324, <8 x float> %t236_b125, <8 x float> %t236_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t236_c3_1, align 32
-  %t236_a326 = load <8 x float>, ptr %flat_grad.t236_a3, align 32
-  %t236_b227 = load <8 x float>, ptr %flat_grad.t236_b2, align 32
-  %t236_c3_2 = load <8 x float>, ptr %flat_grad.t236_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t236_a326, <8 x float> %t236_b227, <8 x float> %t236_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t236_c3_2, align 32
-  %k237.next = add nsw i64 %flat_grad.k2373, 1
-  %61 = icmp slt i64 %k237.next, 128
-  br i1 %61, label %flat_grad.k237, label %flat_grad.k237.end
+  store <8 x float> %57, ptr %flat_grad.t238_a3, align 32
+  %t238_a3 = load <8 x float>, ptr %flat_grad.t238_a3, align 32
+  %t238_b023 = load <8 x float>, ptr %flat_grad.t238_b0, align 32
+  %t238_c3_0 = load <8 x float>, ptr %flat_grad.t238_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a3, <8 x float> %t238_b023, <8 x float> %t238_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t238_c3_0, align 32
+  %t238_a324 = load <8 x float>, ptr %flat_grad.t238_a3, align 32
+  %t238_b125 = load <8 x float>, ptr %flat_grad.t238_b1, align 32
+  %t238_c3_1 = load <8 x float>, ptr %flat_grad.t238_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a324, <8 x float> %t238_b125, <8 x float> %t238_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t238_c3_1, align 32
+  %t238_a326 = load <8 x float>, ptr %flat_grad.t238_a3, align 32
+  %t238_b227 = load <8 x float>, ptr %flat_grad.t238_b2, align 32
+  %t238_c3_2 = load <8 x float>, ptr %flat_grad.t238_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a326, <8 x float> %t238_b227, <8 x float> %t238_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t238_c3_2, align 32
+  %k239.next = add nsw i64 %flat_grad.k2393, 1
+  %61 = icmp slt i64 %k239.next, 128
+  br i1 %61, label %flat_grad.k239, label %flat_grad.k239.end
 
-flat_grad.k237.end:                               ; preds = %flat_grad.k237
-  %t236_c0_028 = load <8 x float>, ptr %flat_grad.t236_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2352, 4
+flat_grad.k239.end:                               ; preds = %flat_grad.k239
+  %t238_c0_028 = load <8 x float>, ptr %flat_grad.t238_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2372, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 1221264, %63
-  %65 = mul nsw i64 %flat_grad.nb2341, 24
+  %65 = mul nsw i64 %flat_grad.nb2361, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t236_c0_028, ptr %arena29, align 4
-  %t236_c0_130 = load <8 x float>, ptr %flat_grad.t236_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c0_028, ptr %arena29, align 4
+  %t238_c0_130 = load <8 x float>, ptr %flat_grad.t238_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2372, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 1221264, %68
-  %70 = mul nsw i64 %flat_grad.nb2341, 24
+  %70 = mul nsw i64 %flat_grad.nb2361, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t236_c0_130, ptr %arena31, align 4
-  %t236_c0_232 = load <8 x float>, ptr %flat_grad.t236_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c0_130, ptr %arena31, align 4
+  %t238_c0_232 = load <8 x float>, ptr %flat_grad.t238_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2372, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 1221264, %74
-  %76 = mul nsw i64 %flat_grad.nb2341, 24
+  %76 = mul nsw i64 %flat_grad.nb2361, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t236_c0_232, ptr %arena33, align 4
-  %t236_c1_034 = load <8 x float>, ptr %flat_grad.t236_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c0_232, ptr %arena33, align 4
+  %t238_c1_034 = load <8 x float>, ptr %flat_grad.t238_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2372, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 1221264, %81
-  %83 = mul nsw i64 %flat_grad.nb2341, 24
+  %83 = mul nsw i64 %flat_grad.nb2361, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t236_c1_034, ptr %arena35, align 4
-  %t236_c1_136 = load <8 x float>, ptr %flat_grad.t236_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c1_034, ptr %arena35, align 4
+  %t238_c1_136 = load <8 x float>, ptr %flat_grad.t238_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2372, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 1221264, %87
-  %89 = mul nsw i64 %flat_grad.nb2341, 24
+  %89 = mul nsw i64 %flat_grad.nb2361, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t236_c1_136, ptr %arena37, align 4
-  %t236_c1_238 = load <8 x float>, ptr %flat_grad.t236_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c1_136, ptr %arena37, align 4
+  %t238_c1_238 = load <8 x float>, ptr %flat_grad.t238_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2372, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 1221264, %94
-  %96 = mul nsw i64 %flat_grad.nb2341, 24
+  %96 = mul nsw i64 %flat_grad.nb2361, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t236_c1_238, ptr %arena39, align 4
-  %t236_c2_040 = load <8 x float>, ptr %flat_grad.t236_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c1_238, ptr %arena39, align 4
+  %t238_c2_040 = load <8 x float>, ptr %flat_grad.t238_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2372, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 1221264, %101
-  %103 = mul nsw i64 %flat_grad.nb2341, 24
+  %103 = mul nsw i64 %flat_grad.nb2361, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t236_c2_040, ptr %arena41, align 4
-  %t236_c2_142 = load <8 x float>, ptr %flat_grad.t236_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c2_040, ptr %arena41, align 4
+  %t238_c2_142 = load <8 x float>, ptr %flat_grad.t238_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2372, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 1221264, %107
-  %109 = mul nsw i64 %flat_grad.nb2341, 24
+  %109 = mul nsw i64 %flat_grad.nb2361, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t236_c2_142, ptr %arena43, align 4
-  %t236_c2_244 = load <8 x float>, ptr %flat_grad.t236_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c2_142, ptr %arena43, align 4
+  %t238_c2_244 = load <8 x float>, ptr %flat_grad.t238_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2372, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 1221264, %114
-  %116 = mul nsw i64 %flat_grad.nb2341, 24
+  %116 = mul nsw i64 %flat_grad.nb2361, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t236_c2_244, ptr %arena45, align 4
-  %t236_c3_046 = load <8 x float>, ptr %flat_grad.t236_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c2_244, ptr %arena45, align 4
+  %t238_c3_046 = load <8 x float>, ptr %flat_grad.t238_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2372, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 1221264, %121
-  %123 = mul nsw i64 %flat_grad.nb2341, 24
+  %123 = mul nsw i64 %flat_grad.nb2361, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t236_c3_046, ptr %arena47, align 4
-  %t236_c3_148 = load <8 x float>, ptr %flat_grad.t236_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c3_046, ptr %arena47, align 4
+  %t238_c3_148 = load <8 x float>, ptr %flat_grad.t238_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2372, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 1221264, %127
-  %129 = mul nsw i64 %flat_grad.nb2341, 24
+  %129 = mul nsw i64 %flat_grad.nb2361, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t236_c3_148, ptr %arena49, align 4
-  %t236_c3_250 = load <8 x float>, ptr %flat_grad.t236_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2352, 4
+  store <8 x float> %t238_c3_148, ptr %arena49, align 4
+  %t238_c3_250 = load <8 x float>, ptr %flat_grad.t238_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2372, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 1221264, %134
-  %136 = mul nsw i64 %flat_grad.nb2341, 24
+  %136 = mul nsw i64 %flat_grad.nb2361, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t236_c3_250, ptr %arena51, align 4
-  %mb235.next = add nsw i64 %flat_grad.mb2352, 1
-  %139 = icmp slt i64 %mb235.next, 16
-  br i1 %139, label %flat_grad.mb235, label %flat_grad.mb235.end
+  store <8 x float> %t238_c3_250, ptr %arena51, align 4
+  %mb237.next = add nsw i64 %flat_grad.mb2372, 1
+  %139 = icmp slt i64 %mb237.next, 16
+  br i1 %139, label %flat_grad.mb237, label %flat_grad.mb237.end
 
-flat_grad.mb238:                                  ; preds = %flat_grad.k240.end, %flat_grad.nb234.end
-  %flat_grad.mb23852 = phi i64 [ 0, %flat_grad.nb234.end ], [ %mb238.next, %flat_grad.k240.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t239_c3_1, align 32
-  br label %flat_grad.k240
+flat_grad.mb240:                                  ; preds = %flat_grad.k242.end, %flat_grad.nb236.end
+  %flat_grad.mb24052 = phi i64 [ 0, %flat_grad.nb236.end ], [ %mb240.next, %flat_grad.k242.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t241_c3_1, align 32
+  br label %flat_grad.k242
 
-flat_grad.mb238.end:                              ; preds = %flat_grad.k240.end
+flat_grad.mb240.end:                              ; preds = %flat_grad.k242.end
   ret void
 
-flat_grad.k240:                                   ; preds = %flat_grad.k240, %flat_grad.mb238
-  %flat_grad.k24053 = phi i64 [ 0, %flat_grad.mb238 ], [ %k240.next, %flat_grad.k240 ]
-  %140 = mul nsw i64 %flat_grad.k24053, 3136
+flat_grad.k242:                                   ; preds = %flat_grad.k242, %flat_grad.mb240
+  %flat_grad.k24253 = phi i64 [ 0, %flat_grad.mb240 ], [ %k242.next, %flat_grad.k242 ]
+  %140 = mul nsw i64 %flat_grad.k24253, 3136
   %141 = add nsw i64 18816, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t239_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k24053, 3136
+  store <8 x float> %143, ptr %flat_grad.t241_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k24253, 3136
   %145 = add nsw i64 18816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t239_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %148, ptr %flat_grad.t241_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb24052, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 1212416, %150
-  %152 = add nsw i64 %151, %flat_grad.k24053
+  %152 = add nsw i64 %151, %flat_grad.k24253
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t239_a0, align 32
-  %t239_a0 = load <8 x float>, ptr %flat_grad.t239_a0, align 32
-  %t239_b0 = load <8 x float>, ptr %flat_grad.t239_b0, align 32
-  %t239_c0_0 = load <8 x float>, ptr %flat_grad.t239_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a0, <8 x float> %t239_b0, <8 x float> %t239_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t239_c0_0, align 32
-  %t239_a057 = load <8 x float>, ptr %flat_grad.t239_a0, align 32
-  %t239_b1 = load <8 x float>, ptr %flat_grad.t239_b1, align 32
-  %t239_c0_1 = load <8 x float>, ptr %flat_grad.t239_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a057, <8 x float> %t239_b1, <8 x float> %t239_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t239_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %155, ptr %flat_grad.t241_a0, align 32
+  %t241_a0 = load <8 x float>, ptr %flat_grad.t241_a0, align 32
+  %t241_b0 = load <8 x float>, ptr %flat_grad.t241_b0, align 32
+  %t241_c0_0 = load <8 x float>, ptr %flat_grad.t241_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a0, <8 x float> %t241_b0, <8 x float> %t241_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t241_c0_0, align 32
+  %t241_a057 = load <8 x float>, ptr %flat_grad.t241_a0, align 32
+  %t241_b1 = load <8 x float>, ptr %flat_grad.t241_b1, align 32
+  %t241_c0_1 = load <8 x float>, ptr %flat_grad.t241_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a057, <8 x float> %t241_b1, <8 x float> %t241_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t241_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb24052, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 1212416, %160
-  %162 = add nsw i64 %161, %flat_grad.k24053
+  %162 = add nsw i64 %161, %flat_grad.k24253
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t239_a1, align 32
-  %t239_a1 = load <8 x float>, ptr %flat_grad.t239_a1, align 32
-  %t239_b059 = load <8 x float>, ptr %flat_grad.t239_b0, align 32
-  %t239_c1_0 = load <8 x float>, ptr %flat_grad.t239_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a1, <8 x float> %t239_b059, <8 x float> %t239_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t239_c1_0, align 32
-  %t239_a160 = load <8 x float>, ptr %flat_grad.t239_a1, align 32
-  %t239_b161 = load <8 x float>, ptr %flat_grad.t239_b1, align 32
-  %t239_c1_1 = load <8 x float>, ptr %flat_grad.t239_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a160, <8 x float> %t239_b161, <8 x float> %t239_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t239_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %165, ptr %flat_grad.t241_a1, align 32
+  %t241_a1 = load <8 x float>, ptr %flat_grad.t241_a1, align 32
+  %t241_b059 = load <8 x float>, ptr %flat_grad.t241_b0, align 32
+  %t241_c1_0 = load <8 x float>, ptr %flat_grad.t241_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a1, <8 x float> %t241_b059, <8 x float> %t241_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t241_c1_0, align 32
+  %t241_a160 = load <8 x float>, ptr %flat_grad.t241_a1, align 32
+  %t241_b161 = load <8 x float>, ptr %flat_grad.t241_b1, align 32
+  %t241_c1_1 = load <8 x float>, ptr %flat_grad.t241_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a160, <8 x float> %t241_b161, <8 x float> %t241_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t241_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb24052, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 1212416, %170
-  %172 = add nsw i64 %171, %flat_grad.k24053
+  %172 = add nsw i64 %171, %flat_grad.k24253
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t239_a2, align 32
-  %t239_a2 = load <8 x float>, ptr %flat_grad.t239_a2, align 32
-  %t239_b063 = load <8 x float>, ptr %flat_grad.t239_b0, align 32
-  %t239_c2_0 = load <8 x float>, ptr %flat_grad.t239_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a2, <8 x float> %t239_b063, <8 x float> %t239_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t239_c2_0, align 32
-  %t239_a264 = load <8 x float>, ptr %flat_grad.t239_a2, align 32
-  %t239_b165 = load <8 x float>, ptr %flat_grad.t239_b1, align 32
-  %t239_c2_1 = load <8 x float>, ptr %flat_grad.t239_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a264, <8 x float> %t239_b165, <8 x float> %t239_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t239_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %175, ptr %flat_grad.t241_a2, align 32
+  %t241_a2 = load <8 x float>, ptr %flat_grad.t241_a2, align 32
+  %t241_b063 = load <8 x float>, ptr %flat_grad.t241_b0, align 32
+  %t241_c2_0 = load <8 x float>, ptr %flat_grad.t241_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a2, <8 x float> %t241_b063, <8 x float> %t241_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t241_c2_0, align 32
+  %t241_a264 = load <8 x float>, ptr %flat_grad.t241_a2, align 32
+  %t241_b165 = load <8 x float>, ptr %flat_grad.t241_b1, align 32
+  %t241_c2_1 = load <8 x float>, ptr %flat_grad.t241_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a264, <8 x float> %t241_b165, <8 x float> %t241_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t241_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb24052, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 1212416, %180
-  %182 = add nsw i64 %181, %flat_grad.k24053
+  %182 = add nsw i64 %181, %flat_grad.k24253
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t239_a3, align 32
-  %t239_a3 = load <8 x float>, ptr %flat_grad.t239_a3, align 32
-  %t239_b067 = load <8 x float>, ptr %flat_grad.t239_b0, align 32
-  %t239_c3_0 = load <8 x float>, ptr %flat_grad.t239_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a3, <8 x float> %t239_b067, <8 x float> %t239_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t239_c3_0, align 32
-  %t239_a368 = load <8 x float>, ptr %flat_grad.t239_a3, align 32
-  %t239_b169 = load <8 x float>, ptr %flat_grad.t239_b1, align 32
-  %t239_c3_1 = load <8 x float>, ptr %flat_grad.t239_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a368, <8 x float> %t239_b169, <8 x float> %t239_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t239_c3_1, align 32
-  %k240.next = add nsw i64 %flat_grad.k24053, 1
-  %188 = icmp slt i64 %k240.next, 128
-  br i1 %188, label %flat_grad.k240, label %flat_grad.k240.end
+  store <8 x float> %185, ptr %flat_grad.t241_a3, align 32
+  %t241_a3 = load <8 x float>, ptr %flat_grad.t241_a3, align 32
+  %t241_b067 = load <8 x float>, ptr %flat_grad.t241_b0, align 32
+  %t241_c3_0 = load <8 x float>, ptr %flat_grad.t241_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a3, <8 x float> %t241_b067, <8 x float> %t241_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t241_c3_0, align 32
+  %t241_a368 = load <8 x float>, ptr %flat_grad.t241_a3, align 32
+  %t241_b169 = load <8 x float>, ptr %flat_grad.t241_b1, align 32
+  %t241_c3_1 = load <8 x float>, ptr %flat_grad.t241_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a368, <8 x float> %t241_b169, <8 x float> %t241_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t241_c3_1, align 32
+  %k242.next = add nsw i64 %flat_grad.k24253, 1
+  %188 = icmp slt i64 %k242.next, 128
+  br i1 %188, label %flat_grad.k242, label %flat_grad.k242.end
 
-flat_grad.k240.end:                               ; preds = %flat_grad.k240
-  %t239_c0_070 = load <8 x float>, ptr %flat_grad.t239_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb23852, 4
+flat_grad.k242.end:                               ; preds = %flat_grad.k242
+  %t241_c0_070 = load <8 x float>, ptr %flat_grad.t241_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb24052, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 1221264, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t239_c0_070, ptr %arena71, align 4
-  %t239_c0_172 = load <8 x float>, ptr %flat_grad.t239_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c0_070, ptr %arena71, align 4
+  %t241_c0_172 = load <8 x float>, ptr %flat_grad.t241_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb24052, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 1221264, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t239_c0_172, ptr %arena73, align 4
-  %t239_c1_074 = load <8 x float>, ptr %flat_grad.t239_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c0_172, ptr %arena73, align 4
+  %t241_c1_074 = load <8 x float>, ptr %flat_grad.t241_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb24052, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 1221264, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t239_c1_074, ptr %arena75, align 4
-  %t239_c1_176 = load <8 x float>, ptr %flat_grad.t239_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c1_074, ptr %arena75, align 4
+  %t241_c1_176 = load <8 x float>, ptr %flat_grad.t241_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb24052, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 1221264, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t239_c1_176, ptr %arena77, align 4
-  %t239_c2_078 = load <8 x float>, ptr %flat_grad.t239_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c1_176, ptr %arena77, align 4
+  %t241_c2_078 = load <8 x float>, ptr %flat_grad.t241_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb24052, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 1221264, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t239_c2_078, ptr %arena79, align 4
-  %t239_c2_180 = load <8 x float>, ptr %flat_grad.t239_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c2_078, ptr %arena79, align 4
+  %t241_c2_180 = load <8 x float>, ptr %flat_grad.t241_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb24052, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 1221264, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t239_c2_180, ptr %arena81, align 4
-  %t239_c3_082 = load <8 x float>, ptr %flat_grad.t239_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c2_180, ptr %arena81, align 4
+  %t241_c3_082 = load <8 x float>, ptr %flat_grad.t241_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb24052, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 1221264, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t239_c3_082, ptr %arena83, align 4
-  %t239_c3_184 = load <8 x float>, ptr %flat_grad.t239_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb23852, 4
+  store <8 x float> %t241_c3_082, ptr %arena83, align 4
+  %t241_c3_184 = load <8 x float>, ptr %flat_grad.t241_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb24052, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 1221264, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t239_c3_184, ptr %arena85, align 4
-  %mb238.next = add nsw i64 %flat_grad.mb23852, 1
-  %231 = icmp slt i64 %mb238.next, 16
-  br i1 %231, label %flat_grad.mb238, label %flat_grad.mb238.end
+  store <8 x float> %t241_c3_184, ptr %arena85, align 4
+  %mb240.next = add nsw i64 %flat_grad.mb24052, 1
+  %231 = icmp slt i64 %mb240.next, 16
+  br i1 %231, label %flat_grad.mb240, label %flat_grad.mb240.end
 }
 
 ; Function Attrs: noinline
@@ -5887,93 +6249,173 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i242
+  %part244.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part244.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv2_grad.part244.serial, label %conv2_grad.part244.pool
 
-conv2_grad.i242:                                  ; preds = %conv2_grad.i242, %entry
-  %conv2_grad.i2421 = phi i64 [ 0, %entry ], [ %i242.next, %conv2_grad.i242 ]
-  %0 = add nsw i64 1421968, %conv2_grad.i2421
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i242.next = add nsw i64 %conv2_grad.i2421, 1
-  %1 = icmp slt i64 %i242.next, 802816
-  br i1 %1, label %conv2_grad.i242, label %conv2_grad.i242.end
+conv2_grad.part244.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k17.conv2_grad.part244.task, ptr %part244.context, i64 2)
+  br label %conv2_grad.part244.done
 
-conv2_grad.i242.end:                              ; preds = %conv2_grad.i242
-  br label %conv2_grad.q243
+conv2_grad.part244.serial:                        ; preds = %entry
+  br label %conv2_grad.part244
 
-conv2_grad.q243:                                  ; preds = %conv2_grad.i244.end, %conv2_grad.i242.end
-  %conv2_grad.q2433 = phi i64 [ 0, %conv2_grad.i242.end ], [ %q243.next, %conv2_grad.i244.end ]
-  br label %conv2_grad.i244
-
-conv2_grad.q243.end:                              ; preds = %conv2_grad.i244.end
+conv2_grad.part244.done:                          ; preds = %conv2_grad.part244.end, %conv2_grad.part244.pool
   ret void
 
-conv2_grad.i244:                                  ; preds = %conv2_grad.endif, %conv2_grad.q243
-  %conv2_grad.i2444 = phi i64 [ 0, %conv2_grad.q243 ], [ %i244.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2433, 49
-  %3 = add nsw i64 %2, %conv2_grad.i2444
-  %4 = add nsw i64 802816, %3
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load float, ptr %arena5, align 4
-  %6 = fcmp ogt float %5, 0.000000e+00
-  br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
+conv2_grad.part244:                               ; preds = %conv2_grad.part244, %conv2_grad.part244.serial
+  %conv2_grad.part2441 = phi i64 [ 0, %conv2_grad.part244.serial ], [ %part244.next, %conv2_grad.part244 ]
+  call void @simplecnn_train_b64.k17.conv2_grad.part244(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_grad.part2441)
+  %part244.next = add nsw i64 %conv2_grad.part2441, 1
+  %13 = icmp slt i64 %part244.next, 2
+  br i1 %13, label %conv2_grad.part244, label %conv2_grad.part244.end
 
-conv2_grad.i244.end:                              ; preds = %conv2_grad.endif
-  %q243.next = add nsw i64 %conv2_grad.q2433, 1
-  %7 = icmp slt i64 %q243.next, 4096
-  br i1 %7, label %conv2_grad.q243, label %conv2_grad.q243.end
+conv2_grad.part244.end:                           ; preds = %conv2_grad.part244
+  br label %conv2_grad.part244.done
+}
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i244
-  %8 = mul nsw i64 %conv2_grad.q2433, 196
-  %9 = add nsw i64 1421968, %8
-  %10 = mul nsw i64 %conv2_grad.q2433, 49
-  %11 = add nsw i64 %10, %conv2_grad.i2444
-  %12 = add nsw i64 1003520, %11
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena6, align 4
-  %14 = fptosi float %13 to i64
-  %15 = add nsw i64 %9, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2433, 49
-  %18 = add nsw i64 %17, %conv2_grad.i2444
-  %19 = add nsw i64 1221264, %18
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load float, ptr %arena8, align 4
-  %21 = fadd float %16, %20
-  store float %21, ptr %arena7, align 4
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k17.conv2_grad.part244(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv2_grad.q245
+
+conv2_grad.q245:                                  ; preds = %conv2_grad.i247.end, %entry
+  %conv2_grad.q2451 = phi i64 [ 0, %entry ], [ %q245.next, %conv2_grad.i247.end ]
+  br label %conv2_grad.i246
+
+conv2_grad.q245.end:                              ; preds = %conv2_grad.i247.end
+  ret void
+
+conv2_grad.i246:                                  ; preds = %conv2_grad.i246, %conv2_grad.q245
+  %conv2_grad.i2462 = phi i64 [ 0, %conv2_grad.q245 ], [ %i246.next, %conv2_grad.i246 ]
+  %1 = mul nsw i64 %0, 2048
+  %2 = add nsw i64 %conv2_grad.q2451, %1
+  %3 = mul nsw i64 %2, 196
+  %4 = add nsw i64 1421968, %3
+  %5 = add nsw i64 %4, %conv2_grad.i2462
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i246.next = add nsw i64 %conv2_grad.i2462, 1
+  %6 = icmp slt i64 %i246.next, 196
+  br i1 %6, label %conv2_grad.i246, label %conv2_grad.i246.end
+
+conv2_grad.i246.end:                              ; preds = %conv2_grad.i246
+  br label %conv2_grad.i247
+
+conv2_grad.i247:                                  ; preds = %conv2_grad.endif, %conv2_grad.i246.end
+  %conv2_grad.i2474 = phi i64 [ 0, %conv2_grad.i246.end ], [ %i247.next, %conv2_grad.endif ]
+  %7 = mul nsw i64 %0, 2048
+  %8 = add nsw i64 %conv2_grad.q2451, %7
+  %9 = mul nsw i64 %8, 49
+  %10 = add nsw i64 %9, %conv2_grad.i2474
+  %11 = add nsw i64 802816, %10
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena5, align 4
+  %13 = fcmp ogt float %12, 0.000000e+00
+  br i1 %13, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i247.end:                              ; preds = %conv2_grad.endif
+  %q245.next = add nsw i64 %conv2_grad.q2451, 1
+  %14 = icmp slt i64 %q245.next, 2048
+  br i1 %14, label %conv2_grad.q245, label %conv2_grad.q245.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i247
+  %15 = mul nsw i64 %0, 2048
+  %16 = add nsw i64 %conv2_grad.q2451, %15
+  %17 = mul nsw i64 %16, 196
+  %18 = add nsw i64 1421968, %17
+  %19 = mul nsw i64 %0, 2048
+  %20 = add nsw i64 %conv2_grad.q2451, %19
+  %21 = mul nsw i64 %20, 49
+  %22 = add nsw i64 %21, %conv2_grad.i2474
+  %23 = add nsw i64 1003520, %22
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = fptosi float %24 to i64
+  %26 = add nsw i64 %18, %25
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena7, align 4
+  %28 = mul nsw i64 %0, 2048
+  %29 = add nsw i64 %conv2_grad.q2451, %28
+  %30 = mul nsw i64 %29, 49
+  %31 = add nsw i64 %30, %conv2_grad.i2474
+  %32 = add nsw i64 1221264, %31
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %32
+  %33 = load float, ptr %arena8, align 4
+  %34 = fadd float %27, %33
+  store float %34, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i244
-  %i244.next = add nsw i64 %conv2_grad.i2444, 1
-  %22 = icmp slt i64 %i244.next, 49
-  br i1 %22, label %conv2_grad.i244, label %conv2_grad.i244.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i247
+  %i247.next = add nsw i64 %conv2_grad.i2474, 1
+  %35 = icmp slt i64 %i247.next, 49
+  br i1 %35, label %conv2_grad.i247, label %conv2_grad.i247.end
+}
+
+define internal void @simplecnn_train_b64.k17.conv2_grad.part244.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k17.conv2_grad.part244(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_weight_grad.w344 = alloca float, align 4
-  %conv2_weight_grad.w343 = alloca float, align 4
-  %conv2_weight_grad.w342 = alloca float, align 4
-  %conv2_weight_grad.w341 = alloca float, align 4
-  %conv2_weight_grad.w340 = alloca float, align 4
-  %conv2_weight_grad.w339 = alloca float, align 4
-  %conv2_weight_grad.w338 = alloca float, align 4
-  %conv2_weight_grad.w337 = alloca float, align 4
-  %conv2_weight_grad.w336 = alloca float, align 4
-  %conv2_weight_grad.w335 = alloca float, align 4
-  %conv2_weight_grad.w334 = alloca float, align 4
-  %conv2_weight_grad.w333 = alloca float, align 4
-  %conv2_weight_grad.w332 = alloca float, align 4
-  %conv2_weight_grad.w331 = alloca float, align 4
-  %conv2_weight_grad.w330 = alloca float, align 4
-  %conv2_weight_grad.w329 = alloca float, align 4
-  %conv2_weight_grad.w328 = alloca float, align 4
-  %conv2_weight_grad.w327 = alloca float, align 4
-  %conv2_weight_grad.w326 = alloca float, align 4
-  %conv2_weight_grad.w325 = alloca float, align 4
-  %conv2_weight_grad.w324 = alloca float, align 4
+  %part327.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part325.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %conv2_weight_grad.w324 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w323 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w322 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w321 = alloca <8 x float>, align 32
   %conv2_weight_grad.w320 = alloca <8 x float>, align 32
   %conv2_weight_grad.w319 = alloca <8 x float>, align 32
   %conv2_weight_grad.w318 = alloca <8 x float>, align 32
@@ -5994,10 +6436,14 @@ entry:
   %conv2_weight_grad.w303 = alloca <8 x float>, align 32
   %conv2_weight_grad.w302 = alloca <8 x float>, align 32
   %conv2_weight_grad.w301 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w300 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w299 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w298 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w297 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w296 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w295 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w294 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w293 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w292 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w291 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w290 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w289 = alloca <8 x float>, align 32
   %conv2_weight_grad.w288 = alloca <8 x float>, align 32
   %conv2_weight_grad.w287 = alloca <8 x float>, align 32
   %conv2_weight_grad.w286 = alloca <8 x float>, align 32
@@ -6022,1869 +6468,2225 @@ entry:
   %conv2_weight_grad.w267 = alloca <8 x float>, align 32
   %conv2_weight_grad.w266 = alloca <8 x float>, align 32
   %conv2_weight_grad.w265 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w264 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w263 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w262 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w261 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w260 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w259 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w258 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w257 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i245
+  %part252.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv2_weight_grad.i248
 
-conv2_weight_grad.i245:                           ; preds = %conv2_weight_grad.i245, %entry
-  %conv2_weight_grad.i2451 = phi i64 [ 0, %entry ], [ %i245.next, %conv2_weight_grad.i245 ]
-  %0 = add nsw i64 898816, %conv2_weight_grad.i2451
+conv2_weight_grad.i248:                           ; preds = %conv2_weight_grad.i248, %entry
+  %conv2_weight_grad.i2481 = phi i64 [ 0, %entry ], [ %i248.next, %conv2_weight_grad.i248 ]
+  %0 = add nsw i64 898816, %conv2_weight_grad.i2481
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i245.next = add nsw i64 %conv2_weight_grad.i2451, 1
-  %1 = icmp slt i64 %i245.next, 32768
-  br i1 %1, label %conv2_weight_grad.i245, label %conv2_weight_grad.i245.end
+  %i248.next = add nsw i64 %conv2_weight_grad.i2481, 1
+  %1 = icmp slt i64 %i248.next, 32768
+  br i1 %1, label %conv2_weight_grad.i248, label %conv2_weight_grad.i248.end
 
-conv2_weight_grad.i245.end:                       ; preds = %conv2_weight_grad.i245
-  br label %conv2_weight_grad.i246
+conv2_weight_grad.i248.end:                       ; preds = %conv2_weight_grad.i248
+  br label %conv2_weight_grad.i249
 
-conv2_weight_grad.i246:                           ; preds = %conv2_weight_grad.i246, %conv2_weight_grad.i245.end
-  %conv2_weight_grad.i2463 = phi i64 [ 0, %conv2_weight_grad.i245.end ], [ %i246.next, %conv2_weight_grad.i246 ]
-  %2 = add nsw i64 802816, %conv2_weight_grad.i2463
+conv2_weight_grad.i249:                           ; preds = %conv2_weight_grad.i249, %conv2_weight_grad.i248.end
+  %conv2_weight_grad.i2493 = phi i64 [ 0, %conv2_weight_grad.i248.end ], [ %i249.next, %conv2_weight_grad.i249 ]
+  %2 = add nsw i64 802816, %conv2_weight_grad.i2493
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i246.next = add nsw i64 %conv2_weight_grad.i2463, 1
-  %3 = icmp slt i64 %i246.next, 8192
-  br i1 %3, label %conv2_weight_grad.i246, label %conv2_weight_grad.i246.end
+  %i249.next = add nsw i64 %conv2_weight_grad.i2493, 1
+  %3 = icmp slt i64 %i249.next, 8192
+  br i1 %3, label %conv2_weight_grad.i249, label %conv2_weight_grad.i249.end
 
-conv2_weight_grad.i246.end:                       ; preds = %conv2_weight_grad.i246
-  br label %conv2_weight_grad.i247
+conv2_weight_grad.i249.end:                       ; preds = %conv2_weight_grad.i249
+  br label %conv2_weight_grad.i250
 
-conv2_weight_grad.i247:                           ; preds = %conv2_weight_grad.i247, %conv2_weight_grad.i246.end
-  %conv2_weight_grad.i2475 = phi i64 [ 0, %conv2_weight_grad.i246.end ], [ %i247.next, %conv2_weight_grad.i247 ]
-  %4 = add nsw i64 836096, %conv2_weight_grad.i2475
+conv2_weight_grad.i250:                           ; preds = %conv2_weight_grad.i250, %conv2_weight_grad.i249.end
+  %conv2_weight_grad.i2505 = phi i64 [ 0, %conv2_weight_grad.i249.end ], [ %i250.next, %conv2_weight_grad.i250 ]
+  %4 = add nsw i64 836096, %conv2_weight_grad.i2505
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i247.next = add nsw i64 %conv2_weight_grad.i2475, 1
-  %5 = icmp slt i64 %i247.next, 12544
-  br i1 %5, label %conv2_weight_grad.i247, label %conv2_weight_grad.i247.end
+  %i250.next = add nsw i64 %conv2_weight_grad.i2505, 1
+  %5 = icmp slt i64 %i250.next, 12544
+  br i1 %5, label %conv2_weight_grad.i250, label %conv2_weight_grad.i250.end
 
-conv2_weight_grad.i247.end:                       ; preds = %conv2_weight_grad.i247
-  br label %conv2_weight_grad.g248
+conv2_weight_grad.i250.end:                       ; preds = %conv2_weight_grad.i250
+  br label %conv2_weight_grad.g251
 
-conv2_weight_grad.g248:                           ; preds = %conv2_weight_grad.xi321.end, %conv2_weight_grad.i247.end
-  %conv2_weight_grad.g2487 = phi i64 [ 0, %conv2_weight_grad.i247.end ], [ %g248.next, %conv2_weight_grad.xi321.end ]
-  br label %conv2_weight_grad.j249
+conv2_weight_grad.g251:                           ; preds = %conv2_weight_grad.part325.done, %conv2_weight_grad.i250.end
+  %conv2_weight_grad.g2517 = phi i64 [ 0, %conv2_weight_grad.i250.end ], [ %g251.next, %conv2_weight_grad.part325.done ]
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 0
+  store ptr %params, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 1
+  store ptr %grads, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 2
+  store ptr %m, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 3
+  store ptr %v, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 4
+  store ptr %arena, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 5
+  store ptr %prepared, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 6
+  store ptr %images, ptr %12, align 8
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 7
+  store ptr %labels, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 8
+  store float %lr, ptr %14, align 4
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 9
+  store i64 %step, ptr %15, align 4
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 10
+  store i64 %seed, ptr %16, align 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 11
+  store ptr %pool, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part252.context, i32 0, i32 12
+  store i64 %conv2_weight_grad.g2517, ptr %18, align 4
+  %19 = icmp eq ptr %pool, null
+  br i1 %19, label %conv2_weight_grad.part252.serial, label %conv2_weight_grad.part252.pool
 
-conv2_weight_grad.g248.end:                       ; preds = %conv2_weight_grad.xi321.end
-  br label %conv2_weight_grad.f322
+conv2_weight_grad.g251.end:                       ; preds = %conv2_weight_grad.part325.done
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 0
+  store ptr %params, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 1
+  store ptr %grads, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 2
+  store ptr %m, ptr %22, align 8
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 3
+  store ptr %v, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 4
+  store ptr %arena, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 5
+  store ptr %prepared, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 6
+  store ptr %images, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 7
+  store ptr %labels, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 8
+  store float %lr, ptr %28, align 4
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 9
+  store i64 %step, ptr %29, align 4
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 10
+  store i64 %seed, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part327.context, i32 0, i32 11
+  store ptr %pool, ptr %31, align 8
+  %32 = icmp eq ptr %pool, null
+  br i1 %32, label %conv2_weight_grad.part327.serial, label %conv2_weight_grad.part327.pool
 
-conv2_weight_grad.j249:                           ; preds = %conv2_weight_grad.iy250.end, %conv2_weight_grad.g248
-  %conv2_weight_grad.j2498 = phi i64 [ 0, %conv2_weight_grad.g248 ], [ %j249.next, %conv2_weight_grad.iy250.end ]
-  br label %conv2_weight_grad.iy250
+conv2_weight_grad.part252.pool:                   ; preds = %conv2_weight_grad.g251
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k18.conv2_weight_grad.part252.task, ptr %part252.context, i64 2)
+  br label %conv2_weight_grad.part252.done
 
-conv2_weight_grad.j249.end:                       ; preds = %conv2_weight_grad.iy250.end
-  br label %conv2_weight_grad.j253
+conv2_weight_grad.part252.serial:                 ; preds = %conv2_weight_grad.g251
+  br label %conv2_weight_grad.part252
 
-conv2_weight_grad.iy250:                          ; preds = %conv2_weight_grad.c251.end, %conv2_weight_grad.j249
-  %conv2_weight_grad.iy2509 = phi i64 [ 0, %conv2_weight_grad.j249 ], [ %iy250.next, %conv2_weight_grad.c251.end ]
-  br label %conv2_weight_grad.c251
+conv2_weight_grad.part252.done:                   ; preds = %conv2_weight_grad.part252.end, %conv2_weight_grad.part252.pool
+  br label %conv2_weight_grad.j261
 
-conv2_weight_grad.iy250.end:                      ; preds = %conv2_weight_grad.c251.end
-  %j249.next = add nsw i64 %conv2_weight_grad.j2498, 1
-  %6 = icmp slt i64 %j249.next, 1
-  br i1 %6, label %conv2_weight_grad.j249, label %conv2_weight_grad.j249.end
+conv2_weight_grad.part252:                        ; preds = %conv2_weight_grad.part252, %conv2_weight_grad.part252.serial
+  %conv2_weight_grad.part2528 = phi i64 [ 0, %conv2_weight_grad.part252.serial ], [ %part252.next, %conv2_weight_grad.part252 ]
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part252(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.g2517, i64 %conv2_weight_grad.part2528)
+  %part252.next = add nsw i64 %conv2_weight_grad.part2528, 1
+  %33 = icmp slt i64 %part252.next, 2
+  br i1 %33, label %conv2_weight_grad.part252, label %conv2_weight_grad.part252.end
 
-conv2_weight_grad.c251:                           ; preds = %conv2_weight_grad.ix252.end, %conv2_weight_grad.iy250
-  %conv2_weight_grad.c25110 = phi i64 [ 0, %conv2_weight_grad.iy250 ], [ %c251.next, %conv2_weight_grad.ix252.end ]
-  br label %conv2_weight_grad.ix252
+conv2_weight_grad.part252.end:                    ; preds = %conv2_weight_grad.part252
+  br label %conv2_weight_grad.part252.done
 
-conv2_weight_grad.c251.end:                       ; preds = %conv2_weight_grad.ix252.end
-  %iy250.next = add nsw i64 %conv2_weight_grad.iy2509, 1
-  %7 = icmp slt i64 %iy250.next, 14
-  br i1 %7, label %conv2_weight_grad.iy250, label %conv2_weight_grad.iy250.end
+conv2_weight_grad.j261:                           ; preds = %conv2_weight_grad.ty262.end, %conv2_weight_grad.part252.done
+  %conv2_weight_grad.j2619 = phi i64 [ 0, %conv2_weight_grad.part252.done ], [ %j261.next, %conv2_weight_grad.ty262.end ]
+  br label %conv2_weight_grad.ty262
 
-conv2_weight_grad.ix252:                          ; preds = %conv2_weight_grad.ix252, %conv2_weight_grad.c251
-  %conv2_weight_grad.ix25211 = phi i64 [ 0, %conv2_weight_grad.c251 ], [ %ix252.next, %conv2_weight_grad.ix252 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2487, %conv2_weight_grad.j2498
-  %9 = mul nsw i64 %8, 6272
-  %10 = mul nsw i64 %conv2_weight_grad.c25110, 196
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy2509, 14
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix25211
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2498, 8192
-  %17 = add nsw i64 %conv2_weight_grad.iy2509, 1
-  %18 = mul nsw i64 %17, 512
-  %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix25211, 1
-  %21 = mul nsw i64 %20, 32
-  %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c25110
-  %24 = add nsw i64 802816, %23
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
-  store float %15, ptr %arena13, align 4
-  %ix252.next = add nsw i64 %conv2_weight_grad.ix25211, 1
-  %25 = icmp slt i64 %ix252.next, 14
-  br i1 %25, label %conv2_weight_grad.ix252, label %conv2_weight_grad.ix252.end
+conv2_weight_grad.j261.end:                       ; preds = %conv2_weight_grad.ty262.end
+  br label %conv2_weight_grad.j297
 
-conv2_weight_grad.ix252.end:                      ; preds = %conv2_weight_grad.ix252
-  %c251.next = add nsw i64 %conv2_weight_grad.c25110, 1
-  %26 = icmp slt i64 %c251.next, 32
-  br i1 %26, label %conv2_weight_grad.c251, label %conv2_weight_grad.c251.end
+conv2_weight_grad.ty262:                          ; preds = %conv2_weight_grad.tx263.end, %conv2_weight_grad.j261
+  %conv2_weight_grad.ty26210 = phi i64 [ 0, %conv2_weight_grad.j261 ], [ %ty262.next, %conv2_weight_grad.tx263.end ]
+  br label %conv2_weight_grad.tx263
 
-conv2_weight_grad.j253:                           ; preds = %conv2_weight_grad.ty254.end, %conv2_weight_grad.j249.end
-  %conv2_weight_grad.j25314 = phi i64 [ 0, %conv2_weight_grad.j249.end ], [ %j253.next, %conv2_weight_grad.ty254.end ]
-  br label %conv2_weight_grad.ty254
+conv2_weight_grad.ty262.end:                      ; preds = %conv2_weight_grad.tx263.end
+  %j261.next = add nsw i64 %conv2_weight_grad.j2619, 1
+  %34 = icmp slt i64 %j261.next, 1
+  br i1 %34, label %conv2_weight_grad.j261, label %conv2_weight_grad.j261.end
 
-conv2_weight_grad.j253.end:                       ; preds = %conv2_weight_grad.ty254.end
-  br label %conv2_weight_grad.j289
+conv2_weight_grad.tx263:                          ; preds = %conv2_weight_grad.cv264.end, %conv2_weight_grad.ty262
+  %conv2_weight_grad.tx26311 = phi i64 [ 0, %conv2_weight_grad.ty262 ], [ %tx263.next, %conv2_weight_grad.cv264.end ]
+  br label %conv2_weight_grad.cv264
 
-conv2_weight_grad.ty254:                          ; preds = %conv2_weight_grad.tx255.end, %conv2_weight_grad.j253
-  %conv2_weight_grad.ty25415 = phi i64 [ 0, %conv2_weight_grad.j253 ], [ %ty254.next, %conv2_weight_grad.tx255.end ]
-  br label %conv2_weight_grad.tx255
+conv2_weight_grad.tx263.end:                      ; preds = %conv2_weight_grad.cv264.end
+  %ty262.next = add nsw i64 %conv2_weight_grad.ty26210, 1
+  %35 = icmp slt i64 %ty262.next, 7
+  br i1 %35, label %conv2_weight_grad.ty262, label %conv2_weight_grad.ty262.end
 
-conv2_weight_grad.ty254.end:                      ; preds = %conv2_weight_grad.tx255.end
-  %j253.next = add nsw i64 %conv2_weight_grad.j25314, 1
-  %27 = icmp slt i64 %j253.next, 1
-  br i1 %27, label %conv2_weight_grad.j253, label %conv2_weight_grad.j253.end
-
-conv2_weight_grad.tx255:                          ; preds = %conv2_weight_grad.cv256.end, %conv2_weight_grad.ty254
-  %conv2_weight_grad.tx25516 = phi i64 [ 0, %conv2_weight_grad.ty254 ], [ %tx255.next, %conv2_weight_grad.cv256.end ]
-  br label %conv2_weight_grad.cv256
-
-conv2_weight_grad.tx255.end:                      ; preds = %conv2_weight_grad.cv256.end
-  %ty254.next = add nsw i64 %conv2_weight_grad.ty25415, 1
-  %28 = icmp slt i64 %ty254.next, 7
-  br i1 %28, label %conv2_weight_grad.ty254, label %conv2_weight_grad.ty254.end
-
-conv2_weight_grad.cv256:                          ; preds = %conv2_weight_grad.cv256, %conv2_weight_grad.tx255
-  %conv2_weight_grad.cv25617 = phi i64 [ 0, %conv2_weight_grad.tx255 ], [ %cv256.next, %conv2_weight_grad.cv256 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %30 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %31 = mul nsw i64 %30, 512
-  %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %34 = mul nsw i64 %33, 32
-  %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 802816, %37
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %41 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 512
-  %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %46 = mul nsw i64 %45, 32
-  %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %49 = add nsw i64 %47, %48
-  %50 = add nsw i64 802816, %49
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load <8 x float>, ptr %arena19, align 4
-  %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w257, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %54 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %55 = add nsw i64 %54, 1
-  %56 = mul nsw i64 %55, 512
-  %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %59 = mul nsw i64 %58, 32
-  %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 802816, %62
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %66 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %67 = add nsw i64 %66, 2
-  %68 = mul nsw i64 %67, 512
-  %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %71 = mul nsw i64 %70, 32
-  %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %74 = add nsw i64 %72, %73
-  %75 = add nsw i64 802816, %74
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load <8 x float>, ptr %arena21, align 4
-  %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w258, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %79 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %80 = add nsw i64 %79, 2
-  %81 = mul nsw i64 %80, 512
-  %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %84 = mul nsw i64 %83, 32
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 802816, %87
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %91 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %92 = add nsw i64 %91, 1
-  %93 = mul nsw i64 %92, 512
-  %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %96 = mul nsw i64 %95, 32
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 802816, %99
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
-  %101 = load <8 x float>, ptr %arena23, align 4
-  %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w259, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %104 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 512
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %109 = mul nsw i64 %108, 32
-  %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 802816, %112
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
-  %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %116 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %117 = add nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 512
-  %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %121 = mul nsw i64 %120, 32
-  %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 802816, %124
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
-  %126 = load <8 x float>, ptr %arena25, align 4
-  %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w260, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %129 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %130 = mul nsw i64 %129, 512
-  %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %133 = add nsw i64 %132, 1
-  %134 = mul nsw i64 %133, 32
-  %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 802816, %137
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %141 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %142 = add nsw i64 %141, 2
-  %143 = mul nsw i64 %142, 512
-  %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %146 = add nsw i64 %145, 1
-  %147 = mul nsw i64 %146, 32
-  %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 802816, %150
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
-  %152 = load <8 x float>, ptr %arena27, align 4
-  %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w261, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %155 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %156 = add nsw i64 %155, 1
-  %157 = mul nsw i64 %156, 512
-  %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %160 = add nsw i64 %159, 1
-  %161 = mul nsw i64 %160, 32
-  %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 802816, %164
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %168 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %169 = add nsw i64 %168, 2
-  %170 = mul nsw i64 %169, 512
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %173 = add nsw i64 %172, 1
-  %174 = mul nsw i64 %173, 32
-  %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 802816, %177
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load <8 x float>, ptr %arena29, align 4
-  %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w262, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %182 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %183 = add nsw i64 %182, 2
-  %184 = mul nsw i64 %183, 512
-  %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %187 = add nsw i64 %186, 1
-  %188 = mul nsw i64 %187, 32
-  %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %191 = add nsw i64 %189, %190
-  %192 = add nsw i64 802816, %191
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %195 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 512
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %200 = add nsw i64 %199, 1
-  %201 = mul nsw i64 %200, 32
-  %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 802816, %204
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load <8 x float>, ptr %arena31, align 4
-  %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w263, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %209 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %210 = add nsw i64 %209, 1
-  %211 = mul nsw i64 %210, 512
-  %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 32
-  %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %218 = add nsw i64 %216, %217
-  %219 = add nsw i64 802816, %218
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
-  %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %222 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %223 = add nsw i64 %222, 3
-  %224 = mul nsw i64 %223, 512
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %227 = add nsw i64 %226, 1
-  %228 = mul nsw i64 %227, 32
-  %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %231 = add nsw i64 %229, %230
-  %232 = add nsw i64 802816, %231
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load <8 x float>, ptr %arena33, align 4
-  %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w264, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %236 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %237 = mul nsw i64 %236, 512
-  %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %240 = add nsw i64 %239, 2
-  %241 = mul nsw i64 %240, 32
-  %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 802816, %244
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %248 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %249 = add nsw i64 %248, 2
-  %250 = mul nsw i64 %249, 512
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %253 = add nsw i64 %252, 2
-  %254 = mul nsw i64 %253, 32
-  %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %257 = add nsw i64 %255, %256
-  %258 = add nsw i64 802816, %257
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load <8 x float>, ptr %arena35, align 4
-  %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w265, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %262 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %263 = add nsw i64 %262, 1
-  %264 = mul nsw i64 %263, 512
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %267 = add nsw i64 %266, 2
-  %268 = mul nsw i64 %267, 32
-  %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %271 = add nsw i64 %269, %270
-  %272 = add nsw i64 802816, %271
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
-  %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %275 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 512
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %280 = add nsw i64 %279, 2
-  %281 = mul nsw i64 %280, 32
-  %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 802816, %284
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
-  %286 = load <8 x float>, ptr %arena37, align 4
-  %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w266, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %289 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %290 = add nsw i64 %289, 2
-  %291 = mul nsw i64 %290, 512
-  %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 32
-  %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 802816, %298
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
-  %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %302 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %303 = add nsw i64 %302, 1
-  %304 = mul nsw i64 %303, 512
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %307 = add nsw i64 %306, 2
-  %308 = mul nsw i64 %307, 32
-  %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %311 = add nsw i64 %309, %310
-  %312 = add nsw i64 802816, %311
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load <8 x float>, ptr %arena39, align 4
-  %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w267, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %316 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %317 = add nsw i64 %316, 1
-  %318 = mul nsw i64 %317, 512
-  %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %321 = add nsw i64 %320, 2
-  %322 = mul nsw i64 %321, 32
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 802816, %325
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
-  %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %329 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %330 = add nsw i64 %329, 3
-  %331 = mul nsw i64 %330, 512
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %334 = add nsw i64 %333, 2
-  %335 = mul nsw i64 %334, 32
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 802816, %338
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
-  %340 = load <8 x float>, ptr %arena41, align 4
-  %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w268, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %343 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %344 = mul nsw i64 %343, 512
-  %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %347 = add nsw i64 %346, 3
-  %348 = mul nsw i64 %347, 32
-  %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %351 = add nsw i64 %349, %350
-  %352 = add nsw i64 802816, %351
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
-  %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %355 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %356 = add nsw i64 %355, 2
-  %357 = mul nsw i64 %356, 512
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %360 = add nsw i64 %359, 3
-  %361 = mul nsw i64 %360, 32
-  %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 802816, %364
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load <8 x float>, ptr %arena43, align 4
-  %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w269, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %369 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %370 = add nsw i64 %369, 1
-  %371 = mul nsw i64 %370, 512
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %374 = add nsw i64 %373, 3
-  %375 = mul nsw i64 %374, 32
-  %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 802816, %378
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %382 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %383 = add nsw i64 %382, 2
-  %384 = mul nsw i64 %383, 512
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %387 = add nsw i64 %386, 3
-  %388 = mul nsw i64 %387, 32
-  %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 802816, %391
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
-  %393 = load <8 x float>, ptr %arena45, align 4
-  %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w270, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %396 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %397 = add nsw i64 %396, 2
-  %398 = mul nsw i64 %397, 512
-  %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %401 = add nsw i64 %400, 3
-  %402 = mul nsw i64 %401, 32
-  %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %405 = add nsw i64 %403, %404
-  %406 = add nsw i64 802816, %405
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
-  %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %409 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %410 = add nsw i64 %409, 1
-  %411 = mul nsw i64 %410, 512
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %414 = add nsw i64 %413, 3
-  %415 = mul nsw i64 %414, 32
-  %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 802816, %418
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load <8 x float>, ptr %arena47, align 4
-  %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w271, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %423 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %424 = add nsw i64 %423, 1
-  %425 = mul nsw i64 %424, 512
-  %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %428 = add nsw i64 %427, 3
-  %429 = mul nsw i64 %428, 32
-  %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %432 = add nsw i64 %430, %431
-  %433 = add nsw i64 802816, %432
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j25314, 8192
-  %436 = mul nsw i64 %conv2_weight_grad.ty25415, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 512
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx25516, 2
-  %441 = add nsw i64 %440, 3
-  %442 = mul nsw i64 %441, 32
-  %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 802816, %445
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load <8 x float>, ptr %arena49, align 4
-  %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w272, align 32
-  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+conv2_weight_grad.cv264:                          ; preds = %conv2_weight_grad.cv264, %conv2_weight_grad.tx263
+  %conv2_weight_grad.cv26412 = phi i64 [ 0, %conv2_weight_grad.tx263 ], [ %cv264.next, %conv2_weight_grad.cv264 ]
+  %36 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %37 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %38 = mul nsw i64 %37, 512
+  %39 = add nsw i64 %36, %38
+  %40 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %41 = mul nsw i64 %40, 32
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 802816, %44
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load <8 x float>, ptr %arena13, align 4
+  %47 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %48 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %49 = add nsw i64 %48, 2
+  %50 = mul nsw i64 %49, 512
+  %51 = add nsw i64 %47, %50
+  %52 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %53 = mul nsw i64 %52, 32
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %56 = add nsw i64 %54, %55
+  %57 = add nsw i64 802816, %56
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load <8 x float>, ptr %arena14, align 4
+  %59 = fsub <8 x float> %46, %58
+  store <8 x float> %59, ptr %conv2_weight_grad.w265, align 32
+  %60 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %61 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %62 = add nsw i64 %61, 1
+  %63 = mul nsw i64 %62, 512
+  %64 = add nsw i64 %60, %63
+  %65 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %66 = mul nsw i64 %65, 32
+  %67 = add nsw i64 %64, %66
+  %68 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 802816, %69
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load <8 x float>, ptr %arena15, align 4
+  %72 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %73 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %74 = add nsw i64 %73, 2
+  %75 = mul nsw i64 %74, 512
+  %76 = add nsw i64 %72, %75
+  %77 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %78 = mul nsw i64 %77, 32
+  %79 = add nsw i64 %76, %78
+  %80 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 802816, %81
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load <8 x float>, ptr %arena16, align 4
+  %84 = fadd <8 x float> %71, %83
+  store <8 x float> %84, ptr %conv2_weight_grad.w266, align 32
+  %85 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %86 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %87 = add nsw i64 %86, 2
+  %88 = mul nsw i64 %87, 512
+  %89 = add nsw i64 %85, %88
+  %90 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %91 = mul nsw i64 %90, 32
+  %92 = add nsw i64 %89, %91
+  %93 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 802816, %94
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena17, align 4
+  %97 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %98 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %99 = add nsw i64 %98, 1
+  %100 = mul nsw i64 %99, 512
+  %101 = add nsw i64 %97, %100
+  %102 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %103 = mul nsw i64 %102, 32
+  %104 = add nsw i64 %101, %103
+  %105 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 802816, %106
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena18, align 4
+  %109 = fsub <8 x float> %96, %108
+  store <8 x float> %109, ptr %conv2_weight_grad.w267, align 32
+  %110 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %111 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %112 = add nsw i64 %111, 1
+  %113 = mul nsw i64 %112, 512
+  %114 = add nsw i64 %110, %113
+  %115 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %114, %116
+  %118 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 802816, %119
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load <8 x float>, ptr %arena19, align 4
+  %122 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %123 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %124 = add nsw i64 %123, 3
+  %125 = mul nsw i64 %124, 512
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %128 = mul nsw i64 %127, 32
+  %129 = add nsw i64 %126, %128
+  %130 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 802816, %131
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load <8 x float>, ptr %arena20, align 4
+  %134 = fsub <8 x float> %121, %133
+  store <8 x float> %134, ptr %conv2_weight_grad.w268, align 32
+  %135 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %136 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %137 = mul nsw i64 %136, 512
+  %138 = add nsw i64 %135, %137
+  %139 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 32
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 802816, %144
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena21, align 4
+  %147 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %148 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 512
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %153 = add nsw i64 %152, 1
+  %154 = mul nsw i64 %153, 32
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 802816, %157
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load <8 x float>, ptr %arena22, align 4
+  %160 = fsub <8 x float> %146, %159
+  store <8 x float> %160, ptr %conv2_weight_grad.w269, align 32
+  %161 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %162 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %163 = add nsw i64 %162, 1
+  %164 = mul nsw i64 %163, 512
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %167 = add nsw i64 %166, 1
+  %168 = mul nsw i64 %167, 32
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %171 = add nsw i64 %169, %170
+  %172 = add nsw i64 802816, %171
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %172
+  %173 = load <8 x float>, ptr %arena23, align 4
+  %174 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %175 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %176 = add nsw i64 %175, 2
+  %177 = mul nsw i64 %176, 512
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 32
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %184 = add nsw i64 %182, %183
+  %185 = add nsw i64 802816, %184
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load <8 x float>, ptr %arena24, align 4
+  %187 = fadd <8 x float> %173, %186
+  store <8 x float> %187, ptr %conv2_weight_grad.w270, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %189 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %190 = add nsw i64 %189, 2
+  %191 = mul nsw i64 %190, 512
+  %192 = add nsw i64 %188, %191
+  %193 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %194 = add nsw i64 %193, 1
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 802816, %198
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %199
+  %200 = load <8 x float>, ptr %arena25, align 4
+  %201 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %202 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %203 = add nsw i64 %202, 1
+  %204 = mul nsw i64 %203, 512
+  %205 = add nsw i64 %201, %204
+  %206 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 32
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 802816, %211
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena26, align 4
+  %214 = fsub <8 x float> %200, %213
+  store <8 x float> %214, ptr %conv2_weight_grad.w271, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %216 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %217 = add nsw i64 %216, 1
+  %218 = mul nsw i64 %217, 512
+  %219 = add nsw i64 %215, %218
+  %220 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 32
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 802816, %225
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %226
+  %227 = load <8 x float>, ptr %arena27, align 4
+  %228 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %229 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %230 = add nsw i64 %229, 3
+  %231 = mul nsw i64 %230, 512
+  %232 = add nsw i64 %228, %231
+  %233 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %234 = add nsw i64 %233, 1
+  %235 = mul nsw i64 %234, 32
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %238 = add nsw i64 %236, %237
+  %239 = add nsw i64 802816, %238
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %239
+  %240 = load <8 x float>, ptr %arena28, align 4
+  %241 = fsub <8 x float> %227, %240
+  store <8 x float> %241, ptr %conv2_weight_grad.w272, align 32
+  %242 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %243 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %244 = mul nsw i64 %243, 512
+  %245 = add nsw i64 %242, %244
+  %246 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %247 = add nsw i64 %246, 2
+  %248 = mul nsw i64 %247, 32
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 802816, %251
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load <8 x float>, ptr %arena29, align 4
+  %254 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %255 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %256 = add nsw i64 %255, 2
+  %257 = mul nsw i64 %256, 512
+  %258 = add nsw i64 %254, %257
+  %259 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %260 = add nsw i64 %259, 2
+  %261 = mul nsw i64 %260, 32
+  %262 = add nsw i64 %258, %261
+  %263 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 802816, %264
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %265
+  %266 = load <8 x float>, ptr %arena30, align 4
+  %267 = fsub <8 x float> %253, %266
+  store <8 x float> %267, ptr %conv2_weight_grad.w273, align 32
+  %268 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %269 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %270 = add nsw i64 %269, 1
+  %271 = mul nsw i64 %270, 512
+  %272 = add nsw i64 %268, %271
+  %273 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %274 = add nsw i64 %273, 2
+  %275 = mul nsw i64 %274, 32
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %278 = add nsw i64 %276, %277
+  %279 = add nsw i64 802816, %278
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %279
+  %280 = load <8 x float>, ptr %arena31, align 4
+  %281 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %282 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %283 = add nsw i64 %282, 2
+  %284 = mul nsw i64 %283, 512
+  %285 = add nsw i64 %281, %284
+  %286 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %287 = add nsw i64 %286, 2
+  %288 = mul nsw i64 %287, 32
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 802816, %291
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %292
+  %293 = load <8 x float>, ptr %arena32, align 4
+  %294 = fadd <8 x float> %280, %293
+  store <8 x float> %294, ptr %conv2_weight_grad.w274, align 32
+  %295 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %296 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %297 = add nsw i64 %296, 2
+  %298 = mul nsw i64 %297, 512
+  %299 = add nsw i64 %295, %298
+  %300 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 32
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %305 = add nsw i64 %303, %304
+  %306 = add nsw i64 802816, %305
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %306
+  %307 = load <8 x float>, ptr %arena33, align 4
+  %308 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %309 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %310 = add nsw i64 %309, 1
+  %311 = mul nsw i64 %310, 512
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %314 = add nsw i64 %313, 2
+  %315 = mul nsw i64 %314, 32
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 802816, %318
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %319
+  %320 = load <8 x float>, ptr %arena34, align 4
+  %321 = fsub <8 x float> %307, %320
+  store <8 x float> %321, ptr %conv2_weight_grad.w275, align 32
+  %322 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %323 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %324 = add nsw i64 %323, 1
+  %325 = mul nsw i64 %324, 512
+  %326 = add nsw i64 %322, %325
+  %327 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %328 = add nsw i64 %327, 2
+  %329 = mul nsw i64 %328, 32
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 802816, %332
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load <8 x float>, ptr %arena35, align 4
+  %335 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %336 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %337 = add nsw i64 %336, 3
+  %338 = mul nsw i64 %337, 512
+  %339 = add nsw i64 %335, %338
+  %340 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %341 = add nsw i64 %340, 2
+  %342 = mul nsw i64 %341, 32
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 802816, %345
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %346
+  %347 = load <8 x float>, ptr %arena36, align 4
+  %348 = fsub <8 x float> %334, %347
+  store <8 x float> %348, ptr %conv2_weight_grad.w276, align 32
+  %349 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %350 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %351 = mul nsw i64 %350, 512
+  %352 = add nsw i64 %349, %351
+  %353 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %354 = add nsw i64 %353, 3
+  %355 = mul nsw i64 %354, 32
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %358 = add nsw i64 %356, %357
+  %359 = add nsw i64 802816, %358
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %359
+  %360 = load <8 x float>, ptr %arena37, align 4
+  %361 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %362 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %363 = add nsw i64 %362, 2
+  %364 = mul nsw i64 %363, 512
+  %365 = add nsw i64 %361, %364
+  %366 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %367 = add nsw i64 %366, 3
+  %368 = mul nsw i64 %367, 32
+  %369 = add nsw i64 %365, %368
+  %370 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 802816, %371
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %372
+  %373 = load <8 x float>, ptr %arena38, align 4
+  %374 = fsub <8 x float> %360, %373
+  store <8 x float> %374, ptr %conv2_weight_grad.w277, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %376 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %377 = add nsw i64 %376, 1
+  %378 = mul nsw i64 %377, 512
+  %379 = add nsw i64 %375, %378
+  %380 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %381 = add nsw i64 %380, 3
+  %382 = mul nsw i64 %381, 32
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %385 = add nsw i64 %383, %384
+  %386 = add nsw i64 802816, %385
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %386
+  %387 = load <8 x float>, ptr %arena39, align 4
+  %388 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %389 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %390 = add nsw i64 %389, 2
+  %391 = mul nsw i64 %390, 512
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %394 = add nsw i64 %393, 3
+  %395 = mul nsw i64 %394, 32
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %398 = add nsw i64 %396, %397
+  %399 = add nsw i64 802816, %398
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %399
+  %400 = load <8 x float>, ptr %arena40, align 4
+  %401 = fadd <8 x float> %387, %400
+  store <8 x float> %401, ptr %conv2_weight_grad.w278, align 32
+  %402 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %403 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %404 = add nsw i64 %403, 2
+  %405 = mul nsw i64 %404, 512
+  %406 = add nsw i64 %402, %405
+  %407 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %408 = add nsw i64 %407, 3
+  %409 = mul nsw i64 %408, 32
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %412 = add nsw i64 %410, %411
+  %413 = add nsw i64 802816, %412
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %413
+  %414 = load <8 x float>, ptr %arena41, align 4
+  %415 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %416 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %417 = add nsw i64 %416, 1
+  %418 = mul nsw i64 %417, 512
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %421 = add nsw i64 %420, 3
+  %422 = mul nsw i64 %421, 32
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %425 = add nsw i64 %423, %424
+  %426 = add nsw i64 802816, %425
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load <8 x float>, ptr %arena42, align 4
+  %428 = fsub <8 x float> %414, %427
+  store <8 x float> %428, ptr %conv2_weight_grad.w279, align 32
+  %429 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %430 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %431 = add nsw i64 %430, 1
+  %432 = mul nsw i64 %431, 512
+  %433 = add nsw i64 %429, %432
+  %434 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %435 = add nsw i64 %434, 3
+  %436 = mul nsw i64 %435, 32
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %439 = add nsw i64 %437, %438
+  %440 = add nsw i64 802816, %439
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %440
+  %441 = load <8 x float>, ptr %arena43, align 4
+  %442 = mul nsw i64 %conv2_weight_grad.j2619, 8192
+  %443 = mul nsw i64 %conv2_weight_grad.ty26210, 2
+  %444 = add nsw i64 %443, 3
+  %445 = mul nsw i64 %444, 512
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2_weight_grad.tx26311, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 32
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 802816, %452
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena44, align 4
+  %455 = fsub <8 x float> %441, %454
+  store <8 x float> %455, ptr %conv2_weight_grad.w280, align 32
   %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %449 = fsub <8 x float> %w257, %w265
-  store <8 x float> %449, ptr %conv2_weight_grad.w273, align 32
-  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %w26550 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %450 = fadd <8 x float> %w261, %w26550
-  store <8 x float> %450, ptr %conv2_weight_grad.w274, align 32
-  %w26551 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
-  %w26152 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %451 = fsub <8 x float> %w26551, %w26152
-  store <8 x float> %451, ptr %conv2_weight_grad.w275, align 32
-  %w26153 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
-  %452 = fsub <8 x float> %w26153, %w269
-  store <8 x float> %452, ptr %conv2_weight_grad.w276, align 32
-  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %453 = fsub <8 x float> %w258, %w266
-  store <8 x float> %453, ptr %conv2_weight_grad.w277, align 32
-  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %w26654 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %454 = fadd <8 x float> %w262, %w26654
-  store <8 x float> %454, ptr %conv2_weight_grad.w278, align 32
-  %w26655 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
-  %w26256 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %455 = fsub <8 x float> %w26655, %w26256
-  store <8 x float> %455, ptr %conv2_weight_grad.w279, align 32
-  %w26257 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
-  %456 = fsub <8 x float> %w26257, %w270
-  store <8 x float> %456, ptr %conv2_weight_grad.w280, align 32
-  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %457 = fsub <8 x float> %w259, %w267
-  store <8 x float> %457, ptr %conv2_weight_grad.w281, align 32
-  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %w26758 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %458 = fadd <8 x float> %w263, %w26758
-  store <8 x float> %458, ptr %conv2_weight_grad.w282, align 32
-  %w26759 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
-  %w26360 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %459 = fsub <8 x float> %w26759, %w26360
-  store <8 x float> %459, ptr %conv2_weight_grad.w283, align 32
-  %w26361 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %460 = fsub <8 x float> %w26361, %w271
-  store <8 x float> %460, ptr %conv2_weight_grad.w284, align 32
-  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %461 = fsub <8 x float> %w260, %w268
-  store <8 x float> %461, ptr %conv2_weight_grad.w285, align 32
-  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %w26862 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %462 = fadd <8 x float> %w264, %w26862
-  store <8 x float> %462, ptr %conv2_weight_grad.w286, align 32
-  %w26863 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
-  %w26464 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %463 = fsub <8 x float> %w26863, %w26464
-  store <8 x float> %463, ptr %conv2_weight_grad.w287, align 32
-  %w26465 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %464 = fsub <8 x float> %w26465, %w272
-  store <8 x float> %464, ptr %conv2_weight_grad.w288, align 32
   %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %466 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx25516
-  %469 = mul nsw i64 %468, 32
-  %470 = add nsw i64 811008, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %472 = add nsw i64 %470, %471
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w273, ptr %arena66, align 4
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %474 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx25516
-  %477 = mul nsw i64 %476, 32
-  %478 = add nsw i64 812576, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %480 = add nsw i64 %478, %479
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w274, ptr %arena67, align 4
-  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %482 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx25516
-  %485 = mul nsw i64 %484, 32
-  %486 = add nsw i64 814144, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %488 = add nsw i64 %486, %487
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w275, ptr %arena68, align 4
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %490 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx25516
-  %493 = mul nsw i64 %492, 32
-  %494 = add nsw i64 815712, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %496 = add nsw i64 %494, %495
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w276, ptr %arena69, align 4
+  %456 = fsub <8 x float> %w265, %w273
+  store <8 x float> %456, ptr %conv2_weight_grad.w281, align 32
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %w27345 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %457 = fadd <8 x float> %w269, %w27345
+  store <8 x float> %457, ptr %conv2_weight_grad.w282, align 32
+  %w27346 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %w26947 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %458 = fsub <8 x float> %w27346, %w26947
+  store <8 x float> %458, ptr %conv2_weight_grad.w283, align 32
+  %w26948 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
   %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %498 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx25516
-  %501 = mul nsw i64 %500, 32
-  %502 = add nsw i64 817280, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %504 = add nsw i64 %502, %503
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w277, ptr %arena70, align 4
+  %459 = fsub <8 x float> %w26948, %w277
+  store <8 x float> %459, ptr %conv2_weight_grad.w284, align 32
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %460 = fsub <8 x float> %w266, %w274
+  store <8 x float> %460, ptr %conv2_weight_grad.w285, align 32
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %w27449 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %461 = fadd <8 x float> %w270, %w27449
+  store <8 x float> %461, ptr %conv2_weight_grad.w286, align 32
+  %w27450 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %w27051 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %462 = fsub <8 x float> %w27450, %w27051
+  store <8 x float> %462, ptr %conv2_weight_grad.w287, align 32
+  %w27052 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
   %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %506 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx25516
-  %509 = mul nsw i64 %508, 32
-  %510 = add nsw i64 818848, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %512 = add nsw i64 %510, %511
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w278, ptr %arena71, align 4
+  %463 = fsub <8 x float> %w27052, %w278
+  store <8 x float> %463, ptr %conv2_weight_grad.w288, align 32
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %464 = fsub <8 x float> %w267, %w275
+  store <8 x float> %464, ptr %conv2_weight_grad.w289, align 32
+  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %w27553 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %465 = fadd <8 x float> %w271, %w27553
+  store <8 x float> %465, ptr %conv2_weight_grad.w290, align 32
+  %w27554 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %w27155 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %466 = fsub <8 x float> %w27554, %w27155
+  store <8 x float> %466, ptr %conv2_weight_grad.w291, align 32
+  %w27156 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
   %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %514 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx25516
-  %517 = mul nsw i64 %516, 32
-  %518 = add nsw i64 820416, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %520 = add nsw i64 %518, %519
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w279, ptr %arena72, align 4
+  %467 = fsub <8 x float> %w27156, %w279
+  store <8 x float> %467, ptr %conv2_weight_grad.w292, align 32
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %468 = fsub <8 x float> %w268, %w276
+  store <8 x float> %468, ptr %conv2_weight_grad.w293, align 32
+  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %w27657 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %469 = fadd <8 x float> %w272, %w27657
+  store <8 x float> %469, ptr %conv2_weight_grad.w294, align 32
+  %w27658 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %w27259 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %470 = fsub <8 x float> %w27658, %w27259
+  store <8 x float> %470, ptr %conv2_weight_grad.w295, align 32
+  %w27260 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
   %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %522 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx25516
-  %525 = mul nsw i64 %524, 32
-  %526 = add nsw i64 821984, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %528 = add nsw i64 %526, %527
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w280, ptr %arena73, align 4
+  %471 = fsub <8 x float> %w27260, %w280
+  store <8 x float> %471, ptr %conv2_weight_grad.w296, align 32
   %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %530 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx25516
-  %533 = mul nsw i64 %532, 32
-  %534 = add nsw i64 823552, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %536 = add nsw i64 %534, %535
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w281, ptr %arena74, align 4
+  %472 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %473 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %474 = add nsw i64 %472, %473
+  %475 = add nsw i64 %474, %conv2_weight_grad.tx26311
+  %476 = mul nsw i64 %475, 32
+  %477 = add nsw i64 811008, %476
+  %478 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %479 = add nsw i64 %477, %478
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %479
+  store <8 x float> %w281, ptr %arena61, align 4
   %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %538 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx25516
-  %541 = mul nsw i64 %540, 32
-  %542 = add nsw i64 825120, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %544 = add nsw i64 %542, %543
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w282, ptr %arena75, align 4
+  %480 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %481 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %482 = add nsw i64 %480, %481
+  %483 = add nsw i64 %482, %conv2_weight_grad.tx26311
+  %484 = mul nsw i64 %483, 32
+  %485 = add nsw i64 812576, %484
+  %486 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %487 = add nsw i64 %485, %486
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %487
+  store <8 x float> %w282, ptr %arena62, align 4
   %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %546 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx25516
-  %549 = mul nsw i64 %548, 32
-  %550 = add nsw i64 826688, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %552 = add nsw i64 %550, %551
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w283, ptr %arena76, align 4
+  %488 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %489 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %490 = add nsw i64 %488, %489
+  %491 = add nsw i64 %490, %conv2_weight_grad.tx26311
+  %492 = mul nsw i64 %491, 32
+  %493 = add nsw i64 814144, %492
+  %494 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %495 = add nsw i64 %493, %494
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
+  store <8 x float> %w283, ptr %arena63, align 4
   %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %554 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx25516
-  %557 = mul nsw i64 %556, 32
-  %558 = add nsw i64 828256, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %560 = add nsw i64 %558, %559
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w284, ptr %arena77, align 4
+  %496 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %497 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %498, %conv2_weight_grad.tx26311
+  %500 = mul nsw i64 %499, 32
+  %501 = add nsw i64 815712, %500
+  %502 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %503 = add nsw i64 %501, %502
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
+  store <8 x float> %w284, ptr %arena64, align 4
   %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %562 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx25516
-  %565 = mul nsw i64 %564, 32
-  %566 = add nsw i64 829824, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %568 = add nsw i64 %566, %567
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w285, ptr %arena78, align 4
+  %504 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %505 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %506 = add nsw i64 %504, %505
+  %507 = add nsw i64 %506, %conv2_weight_grad.tx26311
+  %508 = mul nsw i64 %507, 32
+  %509 = add nsw i64 817280, %508
+  %510 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %511 = add nsw i64 %509, %510
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
+  store <8 x float> %w285, ptr %arena65, align 4
   %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %570 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx25516
-  %573 = mul nsw i64 %572, 32
-  %574 = add nsw i64 831392, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %576 = add nsw i64 %574, %575
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w286, ptr %arena79, align 4
+  %512 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %513 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %514 = add nsw i64 %512, %513
+  %515 = add nsw i64 %514, %conv2_weight_grad.tx26311
+  %516 = mul nsw i64 %515, 32
+  %517 = add nsw i64 818848, %516
+  %518 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %519 = add nsw i64 %517, %518
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
+  store <8 x float> %w286, ptr %arena66, align 4
   %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %578 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx25516
-  %581 = mul nsw i64 %580, 32
-  %582 = add nsw i64 832960, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %584 = add nsw i64 %582, %583
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w287, ptr %arena80, align 4
+  %520 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %521 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %522 = add nsw i64 %520, %521
+  %523 = add nsw i64 %522, %conv2_weight_grad.tx26311
+  %524 = mul nsw i64 %523, 32
+  %525 = add nsw i64 820416, %524
+  %526 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %527 = add nsw i64 %525, %526
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
+  store <8 x float> %w287, ptr %arena67, align 4
   %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j25314, 49
-  %586 = mul nsw i64 %conv2_weight_grad.ty25415, 7
-  %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx25516
-  %589 = mul nsw i64 %588, 32
-  %590 = add nsw i64 834528, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv25617, 8
-  %592 = add nsw i64 %590, %591
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w288, ptr %arena81, align 4
-  %cv256.next = add nsw i64 %conv2_weight_grad.cv25617, 1
-  %593 = icmp slt i64 %cv256.next, 4
-  br i1 %593, label %conv2_weight_grad.cv256, label %conv2_weight_grad.cv256.end
+  %528 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %529 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %530 = add nsw i64 %528, %529
+  %531 = add nsw i64 %530, %conv2_weight_grad.tx26311
+  %532 = mul nsw i64 %531, 32
+  %533 = add nsw i64 821984, %532
+  %534 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %535 = add nsw i64 %533, %534
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
+  store <8 x float> %w288, ptr %arena68, align 4
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %536 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %537 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 %538, %conv2_weight_grad.tx26311
+  %540 = mul nsw i64 %539, 32
+  %541 = add nsw i64 823552, %540
+  %542 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %543 = add nsw i64 %541, %542
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
+  store <8 x float> %w289, ptr %arena69, align 4
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %544 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %545 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %546 = add nsw i64 %544, %545
+  %547 = add nsw i64 %546, %conv2_weight_grad.tx26311
+  %548 = mul nsw i64 %547, 32
+  %549 = add nsw i64 825120, %548
+  %550 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %551 = add nsw i64 %549, %550
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
+  store <8 x float> %w290, ptr %arena70, align 4
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %552 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %553 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %554 = add nsw i64 %552, %553
+  %555 = add nsw i64 %554, %conv2_weight_grad.tx26311
+  %556 = mul nsw i64 %555, 32
+  %557 = add nsw i64 826688, %556
+  %558 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %559 = add nsw i64 %557, %558
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
+  store <8 x float> %w291, ptr %arena71, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %560 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %561 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %562 = add nsw i64 %560, %561
+  %563 = add nsw i64 %562, %conv2_weight_grad.tx26311
+  %564 = mul nsw i64 %563, 32
+  %565 = add nsw i64 828256, %564
+  %566 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %567 = add nsw i64 %565, %566
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
+  store <8 x float> %w292, ptr %arena72, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %568 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %569 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %570 = add nsw i64 %568, %569
+  %571 = add nsw i64 %570, %conv2_weight_grad.tx26311
+  %572 = mul nsw i64 %571, 32
+  %573 = add nsw i64 829824, %572
+  %574 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %575 = add nsw i64 %573, %574
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
+  store <8 x float> %w293, ptr %arena73, align 4
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %576 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %577 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %578 = add nsw i64 %576, %577
+  %579 = add nsw i64 %578, %conv2_weight_grad.tx26311
+  %580 = mul nsw i64 %579, 32
+  %581 = add nsw i64 831392, %580
+  %582 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %583 = add nsw i64 %581, %582
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
+  store <8 x float> %w294, ptr %arena74, align 4
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %584 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %585 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %586 = add nsw i64 %584, %585
+  %587 = add nsw i64 %586, %conv2_weight_grad.tx26311
+  %588 = mul nsw i64 %587, 32
+  %589 = add nsw i64 832960, %588
+  %590 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %591 = add nsw i64 %589, %590
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
+  store <8 x float> %w295, ptr %arena75, align 4
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %592 = mul nsw i64 %conv2_weight_grad.j2619, 49
+  %593 = mul nsw i64 %conv2_weight_grad.ty26210, 7
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 %594, %conv2_weight_grad.tx26311
+  %596 = mul nsw i64 %595, 32
+  %597 = add nsw i64 834528, %596
+  %598 = mul nsw i64 %conv2_weight_grad.cv26412, 8
+  %599 = add nsw i64 %597, %598
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
+  store <8 x float> %w296, ptr %arena76, align 4
+  %cv264.next = add nsw i64 %conv2_weight_grad.cv26412, 1
+  %600 = icmp slt i64 %cv264.next, 4
+  br i1 %600, label %conv2_weight_grad.cv264, label %conv2_weight_grad.cv264.end
 
-conv2_weight_grad.cv256.end:                      ; preds = %conv2_weight_grad.cv256
-  %tx255.next = add nsw i64 %conv2_weight_grad.tx25516, 1
-  %594 = icmp slt i64 %tx255.next, 7
-  br i1 %594, label %conv2_weight_grad.tx255, label %conv2_weight_grad.tx255.end
+conv2_weight_grad.cv264.end:                      ; preds = %conv2_weight_grad.cv264
+  %tx263.next = add nsw i64 %conv2_weight_grad.tx26311, 1
+  %601 = icmp slt i64 %tx263.next, 7
+  br i1 %601, label %conv2_weight_grad.tx263, label %conv2_weight_grad.tx263.end
 
-conv2_weight_grad.j289:                           ; preds = %conv2_weight_grad.iy290.end, %conv2_weight_grad.j253.end
-  %conv2_weight_grad.j28982 = phi i64 [ 0, %conv2_weight_grad.j253.end ], [ %j289.next, %conv2_weight_grad.iy290.end ]
-  br label %conv2_weight_grad.iy290
+conv2_weight_grad.j297:                           ; preds = %conv2_weight_grad.ty298.end, %conv2_weight_grad.j261.end
+  %conv2_weight_grad.j29777 = phi i64 [ 0, %conv2_weight_grad.j261.end ], [ %j297.next, %conv2_weight_grad.ty298.end ]
+  br label %conv2_weight_grad.ty298
 
-conv2_weight_grad.j289.end:                       ; preds = %conv2_weight_grad.iy290.end
-  br label %conv2_weight_grad.j293
+conv2_weight_grad.j297.end:                       ; preds = %conv2_weight_grad.ty298.end
+  %602 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 0
+  store ptr %params, ptr %602, align 8
+  %603 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 1
+  store ptr %grads, ptr %603, align 8
+  %604 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 2
+  store ptr %m, ptr %604, align 8
+  %605 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 3
+  store ptr %v, ptr %605, align 8
+  %606 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 4
+  store ptr %arena, ptr %606, align 8
+  %607 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 5
+  store ptr %prepared, ptr %607, align 8
+  %608 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 6
+  store ptr %images, ptr %608, align 8
+  %609 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 7
+  store ptr %labels, ptr %609, align 8
+  %610 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 8
+  store float %lr, ptr %610, align 4
+  %611 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 9
+  store i64 %step, ptr %611, align 4
+  %612 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 10
+  store i64 %seed, ptr %612, align 4
+  %613 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part325.context, i32 0, i32 11
+  store ptr %pool, ptr %613, align 8
+  %614 = icmp eq ptr %pool, null
+  br i1 %614, label %conv2_weight_grad.part325.serial, label %conv2_weight_grad.part325.pool
 
-conv2_weight_grad.iy290:                          ; preds = %conv2_weight_grad.c291.end, %conv2_weight_grad.j289
-  %conv2_weight_grad.iy29083 = phi i64 [ 0, %conv2_weight_grad.j289 ], [ %iy290.next, %conv2_weight_grad.c291.end ]
-  br label %conv2_weight_grad.c291
+conv2_weight_grad.ty298:                          ; preds = %conv2_weight_grad.tx299.end, %conv2_weight_grad.j297
+  %conv2_weight_grad.ty29878 = phi i64 [ 0, %conv2_weight_grad.j297 ], [ %ty298.next, %conv2_weight_grad.tx299.end ]
+  br label %conv2_weight_grad.tx299
 
-conv2_weight_grad.iy290.end:                      ; preds = %conv2_weight_grad.c291.end
-  %j289.next = add nsw i64 %conv2_weight_grad.j28982, 1
-  %595 = icmp slt i64 %j289.next, 1
-  br i1 %595, label %conv2_weight_grad.j289, label %conv2_weight_grad.j289.end
+conv2_weight_grad.ty298.end:                      ; preds = %conv2_weight_grad.tx299.end
+  %j297.next = add nsw i64 %conv2_weight_grad.j29777, 1
+  %615 = icmp slt i64 %j297.next, 1
+  br i1 %615, label %conv2_weight_grad.j297, label %conv2_weight_grad.j297.end
 
-conv2_weight_grad.c291:                           ; preds = %conv2_weight_grad.ix292.end, %conv2_weight_grad.iy290
-  %conv2_weight_grad.c29184 = phi i64 [ 0, %conv2_weight_grad.iy290 ], [ %c291.next, %conv2_weight_grad.ix292.end ]
-  br label %conv2_weight_grad.ix292
+conv2_weight_grad.tx299:                          ; preds = %conv2_weight_grad.cv300.end, %conv2_weight_grad.ty298
+  %conv2_weight_grad.tx29979 = phi i64 [ 0, %conv2_weight_grad.ty298 ], [ %tx299.next, %conv2_weight_grad.cv300.end ]
+  br label %conv2_weight_grad.cv300
 
-conv2_weight_grad.c291.end:                       ; preds = %conv2_weight_grad.ix292.end
-  %iy290.next = add nsw i64 %conv2_weight_grad.iy29083, 1
-  %596 = icmp slt i64 %iy290.next, 14
-  br i1 %596, label %conv2_weight_grad.iy290, label %conv2_weight_grad.iy290.end
+conv2_weight_grad.tx299.end:                      ; preds = %conv2_weight_grad.cv300.end
+  %ty298.next = add nsw i64 %conv2_weight_grad.ty29878, 1
+  %616 = icmp slt i64 %ty298.next, 7
+  br i1 %616, label %conv2_weight_grad.ty298, label %conv2_weight_grad.ty298.end
 
-conv2_weight_grad.ix292:                          ; preds = %conv2_weight_grad.ix292, %conv2_weight_grad.c291
-  %conv2_weight_grad.ix29285 = phi i64 [ 0, %conv2_weight_grad.c291 ], [ %ix292.next, %conv2_weight_grad.ix292 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2487, %conv2_weight_grad.j28982
-  %598 = mul nsw i64 %597, 12544
-  %599 = add nsw i64 1421968, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c29184, 196
-  %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy29083, 14
-  %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix29285
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
-  %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j28982, 12544
-  %607 = mul nsw i64 %conv2_weight_grad.iy29083, 896
-  %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix29285, 64
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c29184
-  %612 = add nsw i64 836096, %611
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
-  store float %605, ptr %arena87, align 4
-  %ix292.next = add nsw i64 %conv2_weight_grad.ix29285, 1
-  %613 = icmp slt i64 %ix292.next, 14
-  br i1 %613, label %conv2_weight_grad.ix292, label %conv2_weight_grad.ix292.end
-
-conv2_weight_grad.ix292.end:                      ; preds = %conv2_weight_grad.ix292
-  %c291.next = add nsw i64 %conv2_weight_grad.c29184, 1
-  %614 = icmp slt i64 %c291.next, 64
-  br i1 %614, label %conv2_weight_grad.c291, label %conv2_weight_grad.c291.end
-
-conv2_weight_grad.j293:                           ; preds = %conv2_weight_grad.ty294.end, %conv2_weight_grad.j289.end
-  %conv2_weight_grad.j29388 = phi i64 [ 0, %conv2_weight_grad.j289.end ], [ %j293.next, %conv2_weight_grad.ty294.end ]
-  br label %conv2_weight_grad.ty294
-
-conv2_weight_grad.j293.end:                       ; preds = %conv2_weight_grad.ty294.end
-  br label %conv2_weight_grad.xi321
-
-conv2_weight_grad.ty294:                          ; preds = %conv2_weight_grad.tx295.end, %conv2_weight_grad.j293
-  %conv2_weight_grad.ty29489 = phi i64 [ 0, %conv2_weight_grad.j293 ], [ %ty294.next, %conv2_weight_grad.tx295.end ]
-  br label %conv2_weight_grad.tx295
-
-conv2_weight_grad.ty294.end:                      ; preds = %conv2_weight_grad.tx295.end
-  %j293.next = add nsw i64 %conv2_weight_grad.j29388, 1
-  %615 = icmp slt i64 %j293.next, 1
-  br i1 %615, label %conv2_weight_grad.j293, label %conv2_weight_grad.j293.end
-
-conv2_weight_grad.tx295:                          ; preds = %conv2_weight_grad.cv296.end, %conv2_weight_grad.ty294
-  %conv2_weight_grad.tx29590 = phi i64 [ 0, %conv2_weight_grad.ty294 ], [ %tx295.next, %conv2_weight_grad.cv296.end ]
-  br label %conv2_weight_grad.cv296
-
-conv2_weight_grad.tx295.end:                      ; preds = %conv2_weight_grad.cv296.end
-  %ty294.next = add nsw i64 %conv2_weight_grad.ty29489, 1
-  %616 = icmp slt i64 %ty294.next, 7
-  br i1 %616, label %conv2_weight_grad.ty294, label %conv2_weight_grad.ty294.end
-
-conv2_weight_grad.cv296:                          ; preds = %conv2_weight_grad.cv296, %conv2_weight_grad.tx295
-  %conv2_weight_grad.cv29691 = phi i64 [ 0, %conv2_weight_grad.tx295 ], [ %cv296.next, %conv2_weight_grad.cv296 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %618 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+conv2_weight_grad.cv300:                          ; preds = %conv2_weight_grad.cv300, %conv2_weight_grad.tx299
+  %conv2_weight_grad.cv30080 = phi i64 [ 0, %conv2_weight_grad.tx299 ], [ %cv300.next, %conv2_weight_grad.cv300 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %618 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %619 = mul nsw i64 %618, 896
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %622 = mul nsw i64 %621, 64
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 836096, %625
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w297, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %629 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %626
+  %627 = load <8 x float>, ptr %arena81, align 4
+  store <8 x float> %627, ptr %conv2_weight_grad.w301, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %629 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %630 = mul nsw i64 %629, 896
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %633 = mul nsw i64 %632, 64
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 836096, %636
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %640 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load <8 x float>, ptr %arena82, align 4
+  %639 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %640 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 896
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 836096, %648
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load <8 x float>, ptr %arena94, align 4
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load <8 x float>, ptr %arena83, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w298, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %653 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w302, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %653 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %654 = mul nsw i64 %653, 896
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %657 = mul nsw i64 %656, 64
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 836096, %660
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
-  %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %664 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %661
+  %662 = load <8 x float>, ptr %arena84, align 4
+  %663 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %664 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 896
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %669 = mul nsw i64 %668, 64
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 836096, %672
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
-  %674 = load <8 x float>, ptr %arena96, align 4
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena85, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w299, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %677 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w303, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %677 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 896
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %682 = mul nsw i64 %681, 64
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 836096, %685
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
-  %687 = load <8 x float>, ptr %arena97, align 4
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %686
+  %687 = load <8 x float>, ptr %arena86, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w300, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %690 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w304, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %690 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %691 = mul nsw i64 %690, 896
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 64
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 836096, %698
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
-  %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w301, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %702 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %699
+  %700 = load <8 x float>, ptr %arena87, align 4
+  store <8 x float> %700, ptr %conv2_weight_grad.w305, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %702 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %703 = mul nsw i64 %702, 896
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 64
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 836096, %710
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
-  %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %714 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load <8 x float>, ptr %arena88, align 4
+  %713 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %714 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 896
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 64
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 836096, %723
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
-  %725 = load <8 x float>, ptr %arena100, align 4
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %724
+  %725 = load <8 x float>, ptr %arena89, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w302, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %728 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w306, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %728 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %729 = mul nsw i64 %728, 896
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 64
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 836096, %736
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
-  %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %740 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %737
+  %738 = load <8 x float>, ptr %arena90, align 4
+  %739 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %740 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 896
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 64
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 836096, %749
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
-  %751 = load <8 x float>, ptr %arena102, align 4
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %750
+  %751 = load <8 x float>, ptr %arena91, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w303, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j29388, 12544
-  %754 = mul nsw i64 %conv2_weight_grad.ty29489, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w307, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j29777, 12544
+  %754 = mul nsw i64 %conv2_weight_grad.ty29878, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 896
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx29590, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx29979, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 64
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 836096, %763
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
-  %765 = load <8 x float>, ptr %arena103, align 4
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %764
+  %765 = load <8 x float>, ptr %arena92, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w304, align 32
-  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  store <8 x float> %w297, ptr %conv2_weight_grad.w305, align 32
-  %w297104 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w308, align 32
   %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %767 = fadd <8 x float> %w297104, %w301
-  store <8 x float> %767, ptr %conv2_weight_grad.w306, align 32
-  %w297105 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
-  %w301106 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %768 = fsub <8 x float> %w297105, %w301106
-  store <8 x float> %768, ptr %conv2_weight_grad.w307, align 32
-  %w301107 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
-  %769 = fmul <8 x float> %w301107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w308, align 32
-  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  store <8 x float> %w298, ptr %conv2_weight_grad.w309, align 32
-  %w298108 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %770 = fadd <8 x float> %w298108, %w302
-  store <8 x float> %770, ptr %conv2_weight_grad.w310, align 32
-  %w298109 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
-  %w302110 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %771 = fsub <8 x float> %w298109, %w302110
-  store <8 x float> %771, ptr %conv2_weight_grad.w311, align 32
-  %w302111 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
-  %772 = fmul <8 x float> %w302111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w312, align 32
-  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  store <8 x float> %w299, ptr %conv2_weight_grad.w313, align 32
-  %w299112 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %773 = fadd <8 x float> %w299112, %w303
-  store <8 x float> %773, ptr %conv2_weight_grad.w314, align 32
-  %w299113 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
-  %w303114 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %774 = fsub <8 x float> %w299113, %w303114
-  store <8 x float> %774, ptr %conv2_weight_grad.w315, align 32
-  %w303115 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
-  %775 = fmul <8 x float> %w303115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w316, align 32
-  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  store <8 x float> %w300, ptr %conv2_weight_grad.w317, align 32
-  %w300116 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %776 = fadd <8 x float> %w300116, %w304
-  store <8 x float> %776, ptr %conv2_weight_grad.w318, align 32
-  %w300117 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
-  %w304118 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %777 = fsub <8 x float> %w300117, %w304118
-  store <8 x float> %777, ptr %conv2_weight_grad.w319, align 32
-  %w304119 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
-  %778 = fmul <8 x float> %w304119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w320, align 32
+  store <8 x float> %w301, ptr %conv2_weight_grad.w309, align 32
+  %w30193 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
   %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %780 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %767 = fadd <8 x float> %w30193, %w305
+  store <8 x float> %767, ptr %conv2_weight_grad.w310, align 32
+  %w30194 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %w30595 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %768 = fsub <8 x float> %w30194, %w30595
+  store <8 x float> %768, ptr %conv2_weight_grad.w311, align 32
+  %w30596 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %769 = fmul <8 x float> %w30596, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w312, align 32
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  store <8 x float> %w302, ptr %conv2_weight_grad.w313, align 32
+  %w30297 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %770 = fadd <8 x float> %w30297, %w306
+  store <8 x float> %770, ptr %conv2_weight_grad.w314, align 32
+  %w30298 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %w30699 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %771 = fsub <8 x float> %w30298, %w30699
+  store <8 x float> %771, ptr %conv2_weight_grad.w315, align 32
+  %w306100 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %772 = fmul <8 x float> %w306100, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w316, align 32
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  store <8 x float> %w303, ptr %conv2_weight_grad.w317, align 32
+  %w303101 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %773 = fadd <8 x float> %w303101, %w307
+  store <8 x float> %773, ptr %conv2_weight_grad.w318, align 32
+  %w303102 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %w307103 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %774 = fsub <8 x float> %w303102, %w307103
+  store <8 x float> %774, ptr %conv2_weight_grad.w319, align 32
+  %w307104 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %775 = fmul <8 x float> %w307104, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w320, align 32
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  store <8 x float> %w304, ptr %conv2_weight_grad.w321, align 32
+  %w304105 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %776 = fadd <8 x float> %w304105, %w308
+  store <8 x float> %776, ptr %conv2_weight_grad.w322, align 32
+  %w304106 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %w308107 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %777 = fsub <8 x float> %w304106, %w308107
+  store <8 x float> %777, ptr %conv2_weight_grad.w323, align 32
+  %w308108 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %778 = fmul <8 x float> %w308108, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w324, align 32
+  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %780 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx29590
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx29979
   %783 = mul nsw i64 %782, 64
   %784 = add nsw i64 848640, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %786 = add nsw i64 %784, %785
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w305, ptr %arena120, align 4
-  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %788 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %786
+  store <8 x float> %w309, ptr %arena109, align 4
+  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %788 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx29590
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx29979
   %791 = mul nsw i64 %790, 64
   %792 = add nsw i64 851776, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %794 = add nsw i64 %792, %793
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w306, ptr %arena121, align 4
-  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %796 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %794
+  store <8 x float> %w310, ptr %arena110, align 4
+  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %796 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx29590
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx29979
   %799 = mul nsw i64 %798, 64
   %800 = add nsw i64 854912, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %802 = add nsw i64 %800, %801
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w307, ptr %arena122, align 4
-  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %804 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %802
+  store <8 x float> %w311, ptr %arena111, align 4
+  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %804 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx29590
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx29979
   %807 = mul nsw i64 %806, 64
   %808 = add nsw i64 858048, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %810 = add nsw i64 %808, %809
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w308, ptr %arena123, align 4
-  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %812 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %810
+  store <8 x float> %w312, ptr %arena112, align 4
+  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %812 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx29590
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx29979
   %815 = mul nsw i64 %814, 64
   %816 = add nsw i64 861184, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %818 = add nsw i64 %816, %817
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w309, ptr %arena124, align 4
-  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %820 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %818
+  store <8 x float> %w313, ptr %arena113, align 4
+  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %820 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx29590
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx29979
   %823 = mul nsw i64 %822, 64
   %824 = add nsw i64 864320, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %826 = add nsw i64 %824, %825
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w310, ptr %arena125, align 4
-  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %828 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %826
+  store <8 x float> %w314, ptr %arena114, align 4
+  %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %828 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx29590
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx29979
   %831 = mul nsw i64 %830, 64
   %832 = add nsw i64 867456, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %834 = add nsw i64 %832, %833
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w311, ptr %arena126, align 4
-  %w312 = load <8 x float>, ptr %conv2_weight_grad.w312, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %836 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %834
+  store <8 x float> %w315, ptr %arena115, align 4
+  %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %836 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx29590
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx29979
   %839 = mul nsw i64 %838, 64
   %840 = add nsw i64 870592, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %842 = add nsw i64 %840, %841
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w312, ptr %arena127, align 4
-  %w313 = load <8 x float>, ptr %conv2_weight_grad.w313, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %844 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %842
+  store <8 x float> %w316, ptr %arena116, align 4
+  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %844 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx29590
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx29979
   %847 = mul nsw i64 %846, 64
   %848 = add nsw i64 873728, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %850 = add nsw i64 %848, %849
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w313, ptr %arena128, align 4
-  %w314 = load <8 x float>, ptr %conv2_weight_grad.w314, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %852 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %850
+  store <8 x float> %w317, ptr %arena117, align 4
+  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %852 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx29590
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx29979
   %855 = mul nsw i64 %854, 64
   %856 = add nsw i64 876864, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %858 = add nsw i64 %856, %857
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w314, ptr %arena129, align 4
-  %w315 = load <8 x float>, ptr %conv2_weight_grad.w315, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %860 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %858
+  store <8 x float> %w318, ptr %arena118, align 4
+  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %860 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx29590
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx29979
   %863 = mul nsw i64 %862, 64
   %864 = add nsw i64 880000, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %866 = add nsw i64 %864, %865
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w315, ptr %arena130, align 4
-  %w316 = load <8 x float>, ptr %conv2_weight_grad.w316, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %868 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %866
+  store <8 x float> %w319, ptr %arena119, align 4
+  %w320 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %868 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx29590
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx29979
   %871 = mul nsw i64 %870, 64
   %872 = add nsw i64 883136, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %874 = add nsw i64 %872, %873
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w316, ptr %arena131, align 4
-  %w317 = load <8 x float>, ptr %conv2_weight_grad.w317, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %876 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %874
+  store <8 x float> %w320, ptr %arena120, align 4
+  %w321 = load <8 x float>, ptr %conv2_weight_grad.w321, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %876 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx29590
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx29979
   %879 = mul nsw i64 %878, 64
   %880 = add nsw i64 886272, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %882 = add nsw i64 %880, %881
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w317, ptr %arena132, align 4
-  %w318 = load <8 x float>, ptr %conv2_weight_grad.w318, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %884 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %882
+  store <8 x float> %w321, ptr %arena121, align 4
+  %w322 = load <8 x float>, ptr %conv2_weight_grad.w322, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %884 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx29590
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx29979
   %887 = mul nsw i64 %886, 64
   %888 = add nsw i64 889408, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %890 = add nsw i64 %888, %889
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w318, ptr %arena133, align 4
-  %w319 = load <8 x float>, ptr %conv2_weight_grad.w319, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %892 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %890
+  store <8 x float> %w322, ptr %arena122, align 4
+  %w323 = load <8 x float>, ptr %conv2_weight_grad.w323, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %892 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx29590
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx29979
   %895 = mul nsw i64 %894, 64
   %896 = add nsw i64 892544, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %898 = add nsw i64 %896, %897
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w319, ptr %arena134, align 4
-  %w320 = load <8 x float>, ptr %conv2_weight_grad.w320, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j29388, 49
-  %900 = mul nsw i64 %conv2_weight_grad.ty29489, 7
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %898
+  store <8 x float> %w323, ptr %arena123, align 4
+  %w324 = load <8 x float>, ptr %conv2_weight_grad.w324, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j29777, 49
+  %900 = mul nsw i64 %conv2_weight_grad.ty29878, 7
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx29590
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx29979
   %903 = mul nsw i64 %902, 64
   %904 = add nsw i64 895680, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv29691, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv30080, 8
   %906 = add nsw i64 %904, %905
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w320, ptr %arena135, align 4
-  %cv296.next = add nsw i64 %conv2_weight_grad.cv29691, 1
-  %907 = icmp slt i64 %cv296.next, 8
-  br i1 %907, label %conv2_weight_grad.cv296, label %conv2_weight_grad.cv296.end
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %906
+  store <8 x float> %w324, ptr %arena124, align 4
+  %cv300.next = add nsw i64 %conv2_weight_grad.cv30080, 1
+  %907 = icmp slt i64 %cv300.next, 8
+  br i1 %907, label %conv2_weight_grad.cv300, label %conv2_weight_grad.cv300.end
 
-conv2_weight_grad.cv296.end:                      ; preds = %conv2_weight_grad.cv296
-  %tx295.next = add nsw i64 %conv2_weight_grad.tx29590, 1
-  %908 = icmp slt i64 %tx295.next, 7
-  br i1 %908, label %conv2_weight_grad.tx295, label %conv2_weight_grad.tx295.end
+conv2_weight_grad.cv300.end:                      ; preds = %conv2_weight_grad.cv300
+  %tx299.next = add nsw i64 %conv2_weight_grad.tx29979, 1
+  %908 = icmp slt i64 %tx299.next, 7
+  br i1 %908, label %conv2_weight_grad.tx299, label %conv2_weight_grad.tx299.end
 
-conv2_weight_grad.xi321:                          ; preds = %conv2_weight_grad.xi321, %conv2_weight_grad.j293.end
-  %conv2_weight_grad.xi321136 = phi i64 [ 0, %conv2_weight_grad.j293.end ], [ %xi321.next, %conv2_weight_grad.xi321 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi321136, 1568
-  %910 = add nsw i64 811008, %909
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi321136, 3136
-  %912 = add nsw i64 848640, %911
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi321136, 2048
-  %914 = add nsw i64 898816, %913
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 49, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
-  %xi321.next = add nsw i64 %conv2_weight_grad.xi321136, 1
-  %915 = icmp slt i64 %xi321.next, 16
-  br i1 %915, label %conv2_weight_grad.xi321, label %conv2_weight_grad.xi321.end
+conv2_weight_grad.part325.pool:                   ; preds = %conv2_weight_grad.j297.end
+  %run125 = load ptr, ptr %pool, align 8
+  call void %run125(ptr %pool, ptr @simplecnn_train_b64.k18.conv2_weight_grad.part325.task, ptr %part325.context, i64 2)
+  br label %conv2_weight_grad.part325.done
 
-conv2_weight_grad.xi321.end:                      ; preds = %conv2_weight_grad.xi321
-  %g248.next = add nsw i64 %conv2_weight_grad.g2487, 1
-  %916 = icmp slt i64 %g248.next, 64
-  br i1 %916, label %conv2_weight_grad.g248, label %conv2_weight_grad.g248.end
+conv2_weight_grad.part325.serial:                 ; preds = %conv2_weight_grad.j297.end
+  br label %conv2_weight_grad.part325
 
-conv2_weight_grad.f322:                           ; preds = %conv2_weight_grad.c323.end, %conv2_weight_grad.g248.end
-  %conv2_weight_grad.f322140 = phi i64 [ 0, %conv2_weight_grad.g248.end ], [ %f322.next, %conv2_weight_grad.c323.end ]
-  br label %conv2_weight_grad.c323
+conv2_weight_grad.part325.done:                   ; preds = %conv2_weight_grad.part325.end, %conv2_weight_grad.part325.pool
+  %g251.next = add nsw i64 %conv2_weight_grad.g2517, 1
+  %909 = icmp slt i64 %g251.next, 64
+  br i1 %909, label %conv2_weight_grad.g251, label %conv2_weight_grad.g251.end
 
-conv2_weight_grad.f322.end:                       ; preds = %conv2_weight_grad.c323.end
+conv2_weight_grad.part325:                        ; preds = %conv2_weight_grad.part325, %conv2_weight_grad.part325.serial
+  %conv2_weight_grad.part325126 = phi i64 [ 0, %conv2_weight_grad.part325.serial ], [ %part325.next, %conv2_weight_grad.part325 ]
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part325(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.part325126)
+  %part325.next = add nsw i64 %conv2_weight_grad.part325126, 1
+  %910 = icmp slt i64 %part325.next, 2
+  br i1 %910, label %conv2_weight_grad.part325, label %conv2_weight_grad.part325.end
+
+conv2_weight_grad.part325.end:                    ; preds = %conv2_weight_grad.part325
+  br label %conv2_weight_grad.part325.done
+
+conv2_weight_grad.part327.pool:                   ; preds = %conv2_weight_grad.g251.end
+  %run127 = load ptr, ptr %pool, align 8
+  call void %run127(ptr %pool, ptr @simplecnn_train_b64.k18.conv2_weight_grad.part327.task, ptr %part327.context, i64 2)
+  br label %conv2_weight_grad.part327.done
+
+conv2_weight_grad.part327.serial:                 ; preds = %conv2_weight_grad.g251.end
+  br label %conv2_weight_grad.part327
+
+conv2_weight_grad.part327.done:                   ; preds = %conv2_weight_grad.part327.end, %conv2_weight_grad.part327.pool
   ret void
 
-conv2_weight_grad.c323:                           ; preds = %conv2_weight_grad.c323, %conv2_weight_grad.f322
-  %conv2_weight_grad.c323141 = phi i64 [ 0, %conv2_weight_grad.f322 ], [ %c323.next, %conv2_weight_grad.c323 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %918 = add nsw i64 898816, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f322140
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
-  %920 = load float, ptr %arena142, align 4
-  %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %923 = add nsw i64 907008, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f322140
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena143, align 4
-  %926 = fmul float %925, 5.000000e-01
-  %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %929 = add nsw i64 915200, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f322140
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load float, ptr %arena144, align 4
-  %932 = fmul float %931, 5.000000e-01
-  %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w324, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %935 = add nsw i64 907008, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f322140
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %939 = add nsw i64 915200, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f322140
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
-  %941 = load float, ptr %arena146, align 4
-  %942 = fsub float %937, %941
-  %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w325, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %945 = add nsw i64 907008, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f322140
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load float, ptr %arena147, align 4
-  %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %950 = add nsw i64 915200, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f322140
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
-  %952 = load float, ptr %arena148, align 4
-  %953 = fmul float %952, 5.000000e-01
-  %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %956 = add nsw i64 923392, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f322140
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load float, ptr %arena149, align 4
-  %959 = fmul float %958, 1.000000e+00
-  %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w326, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %962 = add nsw i64 900864, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f322140
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load float, ptr %arena150, align 4
-  %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %967 = add nsw i64 909056, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f322140
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
-  %969 = load float, ptr %arena151, align 4
-  %970 = fmul float %969, 5.000000e-01
-  %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %973 = add nsw i64 917248, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f322140
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
-  %975 = load float, ptr %arena152, align 4
-  %976 = fmul float %975, 5.000000e-01
-  %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w327, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %979 = add nsw i64 909056, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f322140
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %983 = add nsw i64 917248, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f322140
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
-  %985 = load float, ptr %arena154, align 4
-  %986 = fsub float %981, %985
-  %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w328, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %989 = add nsw i64 909056, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f322140
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
-  %991 = load float, ptr %arena155, align 4
-  %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %994 = add nsw i64 917248, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f322140
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load float, ptr %arena156, align 4
-  %997 = fmul float %996, 5.000000e-01
-  %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1000 = add nsw i64 925440, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f322140
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
-  %1002 = load float, ptr %arena157, align 4
-  %1003 = fmul float %1002, 1.000000e+00
-  %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w329, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1006 = add nsw i64 902912, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f322140
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
-  %1008 = load float, ptr %arena158, align 4
-  %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1011 = add nsw i64 911104, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f322140
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
-  %1013 = load float, ptr %arena159, align 4
-  %1014 = fmul float %1013, 5.000000e-01
-  %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1017 = add nsw i64 919296, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f322140
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
-  %1019 = load float, ptr %arena160, align 4
-  %1020 = fmul float %1019, 5.000000e-01
-  %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w330, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1023 = add nsw i64 911104, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f322140
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1027 = add nsw i64 919296, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f322140
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
-  %1029 = load float, ptr %arena162, align 4
-  %1030 = fsub float %1025, %1029
-  %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w331, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1033 = add nsw i64 911104, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f322140
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load float, ptr %arena163, align 4
-  %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1038 = add nsw i64 919296, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f322140
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load float, ptr %arena164, align 4
-  %1041 = fmul float %1040, 5.000000e-01
-  %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1044 = add nsw i64 927488, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f322140
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
-  %1046 = load float, ptr %arena165, align 4
-  %1047 = fmul float %1046, 1.000000e+00
-  %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w332, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1050 = add nsw i64 904960, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f322140
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
-  %1052 = load float, ptr %arena166, align 4
-  %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1055 = add nsw i64 913152, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f322140
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
-  %1057 = load float, ptr %arena167, align 4
-  %1058 = fmul float %1057, 5.000000e-01
-  %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1061 = add nsw i64 921344, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f322140
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load float, ptr %arena168, align 4
-  %1064 = fmul float %1063, 5.000000e-01
-  %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w333, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1067 = add nsw i64 913152, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f322140
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
-  %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1071 = add nsw i64 921344, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f322140
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
-  %1073 = load float, ptr %arena170, align 4
-  %1074 = fsub float %1069, %1073
-  %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w334, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1077 = add nsw i64 913152, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f322140
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
-  %1079 = load float, ptr %arena171, align 4
-  %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1082 = add nsw i64 921344, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f322140
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena172, align 4
-  %1085 = fmul float %1084, 5.000000e-01
-  %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c323141, 64
-  %1088 = add nsw i64 929536, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f322140
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
-  %1090 = load float, ptr %arena173, align 4
-  %1091 = fmul float %1090, 1.000000e+00
-  %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w335, align 4
-  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
-  %1093 = fmul float %w324, 1.000000e+00
-  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1094 = fmul float %w327, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1096 = fmul float %w330, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w336, align 4
-  %w327174 = load float, ptr %conv2_weight_grad.w327, align 4
-  %w330175 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1098 = fsub float %w327174, %w330175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w337, align 4
-  %w327176 = load float, ptr %conv2_weight_grad.w327, align 4
-  %1100 = fmul float %w327176, 5.000000e-01
-  %w330177 = load float, ptr %conv2_weight_grad.w330, align 4
-  %1101 = fmul float %w330177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
-  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
-  %1103 = fmul float %w333, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w338, align 4
-  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
-  %1105 = fmul float %w325, 1.000000e+00
-  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1106 = fmul float %w328, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1108 = fmul float %w331, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w339, align 4
-  %w328178 = load float, ptr %conv2_weight_grad.w328, align 4
-  %w331179 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1110 = fsub float %w328178, %w331179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w340, align 4
-  %w328180 = load float, ptr %conv2_weight_grad.w328, align 4
-  %1112 = fmul float %w328180, 5.000000e-01
-  %w331181 = load float, ptr %conv2_weight_grad.w331, align 4
-  %1113 = fmul float %w331181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
-  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
-  %1115 = fmul float %w334, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w341, align 4
-  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
-  %1117 = fmul float %w326, 1.000000e+00
-  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1118 = fmul float %w329, 5.000000e-01
-  %1119 = fadd float %1117, %1118
-  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
-  %1120 = fmul float %w332, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w342, align 4
-  %w329182 = load float, ptr %conv2_weight_grad.w329, align 4
-  %w332183 = load float, ptr %conv2_weight_grad.w332, align 4
-  %1122 = fsub float %w329182, %w332183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w343, align 4
-  %w329184 = load float, ptr %conv2_weight_grad.w329, align 4
-  %1124 = fmul float %w329184, 5.000000e-01
-  %w332185 = load float, ptr %conv2_weight_grad.w332, align 4
-  %1125 = fmul float %w332185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
-  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
-  %1127 = fmul float %w335, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w344, align 4
-  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c323141
-  %1131 = mul nsw i64 %1130, 9
-  %1132 = add nsw i64 320, %1131
-  %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w336, ptr %grads186, align 4
-  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c323141
-  %1135 = mul nsw i64 %1134, 9
-  %1136 = add nsw i64 320, %1135
-  %1137 = add nsw i64 %1136, 1
-  %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w337, ptr %grads187, align 4
-  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c323141
-  %1140 = mul nsw i64 %1139, 9
-  %1141 = add nsw i64 320, %1140
-  %1142 = add nsw i64 %1141, 2
-  %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w338, ptr %grads188, align 4
-  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c323141
-  %1145 = mul nsw i64 %1144, 9
-  %1146 = add nsw i64 320, %1145
-  %1147 = add nsw i64 %1146, 3
-  %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w339, ptr %grads189, align 4
-  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c323141
-  %1150 = mul nsw i64 %1149, 9
-  %1151 = add nsw i64 320, %1150
-  %1152 = add nsw i64 %1151, 4
-  %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w340, ptr %grads190, align 4
-  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c323141
-  %1155 = mul nsw i64 %1154, 9
-  %1156 = add nsw i64 320, %1155
-  %1157 = add nsw i64 %1156, 5
-  %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w341, ptr %grads191, align 4
-  %w342 = load float, ptr %conv2_weight_grad.w342, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c323141
-  %1160 = mul nsw i64 %1159, 9
-  %1161 = add nsw i64 320, %1160
-  %1162 = add nsw i64 %1161, 6
-  %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w342, ptr %grads192, align 4
-  %w343 = load float, ptr %conv2_weight_grad.w343, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c323141
-  %1165 = mul nsw i64 %1164, 9
-  %1166 = add nsw i64 320, %1165
-  %1167 = add nsw i64 %1166, 7
-  %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w343, ptr %grads193, align 4
-  %w344 = load float, ptr %conv2_weight_grad.w344, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f322140, 32
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c323141
-  %1170 = mul nsw i64 %1169, 9
-  %1171 = add nsw i64 320, %1170
-  %1172 = add nsw i64 %1171, 8
-  %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w344, ptr %grads194, align 4
-  %c323.next = add nsw i64 %conv2_weight_grad.c323141, 1
-  %1173 = icmp slt i64 %c323.next, 32
-  br i1 %1173, label %conv2_weight_grad.c323, label %conv2_weight_grad.c323.end, !llvm.loop !11
+conv2_weight_grad.part327:                        ; preds = %conv2_weight_grad.part327, %conv2_weight_grad.part327.serial
+  %conv2_weight_grad.part327128 = phi i64 [ 0, %conv2_weight_grad.part327.serial ], [ %part327.next, %conv2_weight_grad.part327 ]
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part327(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.part327128)
+  %part327.next = add nsw i64 %conv2_weight_grad.part327128, 1
+  %911 = icmp slt i64 %part327.next, 2
+  br i1 %911, label %conv2_weight_grad.part327, label %conv2_weight_grad.part327.end
 
-conv2_weight_grad.c323.end:                       ; preds = %conv2_weight_grad.c323
-  %f322.next = add nsw i64 %conv2_weight_grad.f322140, 1
-  %1174 = icmp slt i64 %f322.next, 64
-  br i1 %1174, label %conv2_weight_grad.f322, label %conv2_weight_grad.f322.end, !llvm.loop !12
+conv2_weight_grad.part327.end:                    ; preds = %conv2_weight_grad.part327
+  br label %conv2_weight_grad.part327.done
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part252(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  br label %conv2_weight_grad.j253
+
+conv2_weight_grad.j253:                           ; preds = %conv2_weight_grad.iy254.end, %entry
+  %conv2_weight_grad.j2531 = phi i64 [ 0, %entry ], [ %j253.next, %conv2_weight_grad.iy254.end ]
+  br label %conv2_weight_grad.iy254
+
+conv2_weight_grad.j253.end:                       ; preds = %conv2_weight_grad.iy254.end
+  br label %conv2_weight_grad.j257
+
+conv2_weight_grad.iy254:                          ; preds = %conv2_weight_grad.c255.end, %conv2_weight_grad.j253
+  %conv2_weight_grad.iy2542 = phi i64 [ 0, %conv2_weight_grad.j253 ], [ %iy254.next, %conv2_weight_grad.c255.end ]
+  br label %conv2_weight_grad.c255
+
+conv2_weight_grad.iy254.end:                      ; preds = %conv2_weight_grad.c255.end
+  %j253.next = add nsw i64 %conv2_weight_grad.j2531, 1
+  %2 = icmp slt i64 %j253.next, 1
+  br i1 %2, label %conv2_weight_grad.j253, label %conv2_weight_grad.j253.end
+
+conv2_weight_grad.c255:                           ; preds = %conv2_weight_grad.ix256.end, %conv2_weight_grad.iy254
+  %conv2_weight_grad.c2553 = phi i64 [ 0, %conv2_weight_grad.iy254 ], [ %c255.next, %conv2_weight_grad.ix256.end ]
+  br label %conv2_weight_grad.ix256
+
+conv2_weight_grad.c255.end:                       ; preds = %conv2_weight_grad.ix256.end
+  %iy254.next = add nsw i64 %conv2_weight_grad.iy2542, 1
+  %3 = icmp slt i64 %iy254.next, 14
+  br i1 %3, label %conv2_weight_grad.iy254, label %conv2_weight_grad.iy254.end
+
+conv2_weight_grad.ix256:                          ; preds = %conv2_weight_grad.ix256, %conv2_weight_grad.c255
+  %conv2_weight_grad.ix2564 = phi i64 [ 0, %conv2_weight_grad.c255 ], [ %ix256.next, %conv2_weight_grad.ix256 ]
+  %4 = add nsw i64 %0, %conv2_weight_grad.j2531
+  %5 = mul nsw i64 %4, 6272
+  %6 = mul nsw i64 %1, 16
+  %7 = add nsw i64 %conv2_weight_grad.c2553, %6
+  %8 = mul nsw i64 %7, 196
+  %9 = add nsw i64 %5, %8
+  %10 = mul nsw i64 %conv2_weight_grad.iy2542, 14
+  %11 = add nsw i64 %9, %10
+  %12 = add nsw i64 %11, %conv2_weight_grad.ix2564
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena5, align 4
+  %14 = mul nsw i64 %conv2_weight_grad.j2531, 8192
+  %15 = add nsw i64 %conv2_weight_grad.iy2542, 1
+  %16 = mul nsw i64 %15, 512
+  %17 = add nsw i64 %14, %16
+  %18 = add nsw i64 %conv2_weight_grad.ix2564, 1
+  %19 = mul nsw i64 %18, 32
+  %20 = add nsw i64 %17, %19
+  %21 = mul nsw i64 %1, 16
+  %22 = add nsw i64 %conv2_weight_grad.c2553, %21
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 802816, %23
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  store float %13, ptr %arena6, align 4
+  %ix256.next = add nsw i64 %conv2_weight_grad.ix2564, 1
+  %25 = icmp slt i64 %ix256.next, 14
+  br i1 %25, label %conv2_weight_grad.ix256, label %conv2_weight_grad.ix256.end
+
+conv2_weight_grad.ix256.end:                      ; preds = %conv2_weight_grad.ix256
+  %c255.next = add nsw i64 %conv2_weight_grad.c2553, 1
+  %26 = icmp slt i64 %c255.next, 16
+  br i1 %26, label %conv2_weight_grad.c255, label %conv2_weight_grad.c255.end
+
+conv2_weight_grad.j257:                           ; preds = %conv2_weight_grad.iy258.end, %conv2_weight_grad.j253.end
+  %conv2_weight_grad.j2577 = phi i64 [ 0, %conv2_weight_grad.j253.end ], [ %j257.next, %conv2_weight_grad.iy258.end ]
+  br label %conv2_weight_grad.iy258
+
+conv2_weight_grad.j257.end:                       ; preds = %conv2_weight_grad.iy258.end
+  ret void
+
+conv2_weight_grad.iy258:                          ; preds = %conv2_weight_grad.c259.end, %conv2_weight_grad.j257
+  %conv2_weight_grad.iy2588 = phi i64 [ 0, %conv2_weight_grad.j257 ], [ %iy258.next, %conv2_weight_grad.c259.end ]
+  br label %conv2_weight_grad.c259
+
+conv2_weight_grad.iy258.end:                      ; preds = %conv2_weight_grad.c259.end
+  %j257.next = add nsw i64 %conv2_weight_grad.j2577, 1
+  %27 = icmp slt i64 %j257.next, 1
+  br i1 %27, label %conv2_weight_grad.j257, label %conv2_weight_grad.j257.end
+
+conv2_weight_grad.c259:                           ; preds = %conv2_weight_grad.ix260.end, %conv2_weight_grad.iy258
+  %conv2_weight_grad.c2599 = phi i64 [ 0, %conv2_weight_grad.iy258 ], [ %c259.next, %conv2_weight_grad.ix260.end ]
+  br label %conv2_weight_grad.ix260
+
+conv2_weight_grad.c259.end:                       ; preds = %conv2_weight_grad.ix260.end
+  %iy258.next = add nsw i64 %conv2_weight_grad.iy2588, 1
+  %28 = icmp slt i64 %iy258.next, 14
+  br i1 %28, label %conv2_weight_grad.iy258, label %conv2_weight_grad.iy258.end
+
+conv2_weight_grad.ix260:                          ; preds = %conv2_weight_grad.ix260, %conv2_weight_grad.c259
+  %conv2_weight_grad.ix26010 = phi i64 [ 0, %conv2_weight_grad.c259 ], [ %ix260.next, %conv2_weight_grad.ix260 ]
+  %29 = add nsw i64 %0, %conv2_weight_grad.j2577
+  %30 = mul nsw i64 %29, 12544
+  %31 = add nsw i64 1421968, %30
+  %32 = mul nsw i64 %1, 32
+  %33 = add nsw i64 %conv2_weight_grad.c2599, %32
+  %34 = mul nsw i64 %33, 196
+  %35 = add nsw i64 %31, %34
+  %36 = mul nsw i64 %conv2_weight_grad.iy2588, 14
+  %37 = add nsw i64 %35, %36
+  %38 = add nsw i64 %37, %conv2_weight_grad.ix26010
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena11, align 4
+  %40 = mul nsw i64 %conv2_weight_grad.j2577, 12544
+  %41 = mul nsw i64 %conv2_weight_grad.iy2588, 896
+  %42 = add nsw i64 %40, %41
+  %43 = mul nsw i64 %conv2_weight_grad.ix26010, 64
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %1, 32
+  %46 = add nsw i64 %conv2_weight_grad.c2599, %45
+  %47 = add nsw i64 %44, %46
+  %48 = add nsw i64 836096, %47
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %39, ptr %arena12, align 4
+  %ix260.next = add nsw i64 %conv2_weight_grad.ix26010, 1
+  %49 = icmp slt i64 %ix260.next, 14
+  br i1 %49, label %conv2_weight_grad.ix260, label %conv2_weight_grad.ix260.end
+
+conv2_weight_grad.ix260.end:                      ; preds = %conv2_weight_grad.ix260
+  %c259.next = add nsw i64 %conv2_weight_grad.c2599, 1
+  %50 = icmp slt i64 %c259.next, 32
+  br i1 %50, label %conv2_weight_grad.c259, label %conv2_weight_grad.c259.end
+}
+
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part252.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part252(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part325(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv2_weight_grad.xi326
+
+conv2_weight_grad.xi326:                          ; preds = %conv2_weight_grad.xi326, %entry
+  %conv2_weight_grad.xi3261 = phi i64 [ 0, %entry ], [ %xi326.next, %conv2_weight_grad.xi326 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %conv2_weight_grad.xi3261, %1
+  %3 = mul nsw i64 %2, 1568
+  %4 = add nsw i64 811008, %3
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %4
+  %5 = mul nsw i64 %0, 8
+  %6 = add nsw i64 %conv2_weight_grad.xi3261, %5
+  %7 = mul nsw i64 %6, 3136
+  %8 = add nsw i64 848640, %7
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %8
+  %9 = mul nsw i64 %0, 8
+  %10 = add nsw i64 %conv2_weight_grad.xi3261, %9
+  %11 = mul nsw i64 %10, 2048
+  %12 = add nsw i64 898816, %11
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 49, float 1.000000e+00, ptr %arena2, i32 32, ptr %arena3, i32 64, float 1.000000e+00, ptr %arena4, i32 64)
+  %xi326.next = add nsw i64 %conv2_weight_grad.xi3261, 1
+  %13 = icmp slt i64 %xi326.next, 8
+  br i1 %13, label %conv2_weight_grad.xi326, label %conv2_weight_grad.xi326.end
+
+conv2_weight_grad.xi326.end:                      ; preds = %conv2_weight_grad.xi326
+  ret void
+}
+
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part325.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part325(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part327(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2_weight_grad.w350 = alloca float, align 4
+  %conv2_weight_grad.w349 = alloca float, align 4
+  %conv2_weight_grad.w348 = alloca float, align 4
+  %conv2_weight_grad.w347 = alloca float, align 4
+  %conv2_weight_grad.w346 = alloca float, align 4
+  %conv2_weight_grad.w345 = alloca float, align 4
+  %conv2_weight_grad.w344 = alloca float, align 4
+  %conv2_weight_grad.w343 = alloca float, align 4
+  %conv2_weight_grad.w342 = alloca float, align 4
+  %conv2_weight_grad.w341 = alloca float, align 4
+  %conv2_weight_grad.w340 = alloca float, align 4
+  %conv2_weight_grad.w339 = alloca float, align 4
+  %conv2_weight_grad.w338 = alloca float, align 4
+  %conv2_weight_grad.w337 = alloca float, align 4
+  %conv2_weight_grad.w336 = alloca float, align 4
+  %conv2_weight_grad.w335 = alloca float, align 4
+  %conv2_weight_grad.w334 = alloca float, align 4
+  %conv2_weight_grad.w333 = alloca float, align 4
+  %conv2_weight_grad.w332 = alloca float, align 4
+  %conv2_weight_grad.w331 = alloca float, align 4
+  %conv2_weight_grad.w330 = alloca float, align 4
+  br label %conv2_weight_grad.f328
+
+conv2_weight_grad.f328:                           ; preds = %conv2_weight_grad.c329.end, %entry
+  %conv2_weight_grad.f3281 = phi i64 [ 0, %entry ], [ %f328.next, %conv2_weight_grad.c329.end ]
+  br label %conv2_weight_grad.c329
+
+conv2_weight_grad.f328.end:                       ; preds = %conv2_weight_grad.c329.end
+  ret void
+
+conv2_weight_grad.c329:                           ; preds = %conv2_weight_grad.c329, %conv2_weight_grad.f328
+  %conv2_weight_grad.c3292 = phi i64 [ 0, %conv2_weight_grad.f328 ], [ %c329.next, %conv2_weight_grad.c329 ]
+  %1 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %2 = add nsw i64 898816, %1
+  %3 = mul nsw i64 %0, 32
+  %4 = add nsw i64 %conv2_weight_grad.f3281, %3
+  %5 = add nsw i64 %2, %4
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = fmul float %6, 1.000000e+00
+  %8 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %9 = add nsw i64 907008, %8
+  %10 = mul nsw i64 %0, 32
+  %11 = add nsw i64 %conv2_weight_grad.f3281, %10
+  %12 = add nsw i64 %9, %11
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena4, align 4
+  %14 = fmul float %13, 5.000000e-01
+  %15 = fadd float %7, %14
+  %16 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %17 = add nsw i64 915200, %16
+  %18 = mul nsw i64 %0, 32
+  %19 = add nsw i64 %conv2_weight_grad.f3281, %18
+  %20 = add nsw i64 %17, %19
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load float, ptr %arena5, align 4
+  %22 = fmul float %21, 5.000000e-01
+  %23 = fadd float %15, %22
+  store float %23, ptr %conv2_weight_grad.w330, align 4
+  %24 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %25 = add nsw i64 907008, %24
+  %26 = mul nsw i64 %0, 32
+  %27 = add nsw i64 %conv2_weight_grad.f3281, %26
+  %28 = add nsw i64 %25, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena6, align 4
+  %30 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %31 = add nsw i64 915200, %30
+  %32 = mul nsw i64 %0, 32
+  %33 = add nsw i64 %conv2_weight_grad.f3281, %32
+  %34 = add nsw i64 %31, %33
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %34
+  %35 = load float, ptr %arena7, align 4
+  %36 = fsub float %29, %35
+  %37 = fmul float %36, 5.000000e-01
+  store float %37, ptr %conv2_weight_grad.w331, align 4
+  %38 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %39 = add nsw i64 907008, %38
+  %40 = mul nsw i64 %0, 32
+  %41 = add nsw i64 %conv2_weight_grad.f3281, %40
+  %42 = add nsw i64 %39, %41
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %42
+  %43 = load float, ptr %arena8, align 4
+  %44 = fmul float %43, 5.000000e-01
+  %45 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %46 = add nsw i64 915200, %45
+  %47 = mul nsw i64 %0, 32
+  %48 = add nsw i64 %conv2_weight_grad.f3281, %47
+  %49 = add nsw i64 %46, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load float, ptr %arena9, align 4
+  %51 = fmul float %50, 5.000000e-01
+  %52 = fadd float %44, %51
+  %53 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %54 = add nsw i64 923392, %53
+  %55 = mul nsw i64 %0, 32
+  %56 = add nsw i64 %conv2_weight_grad.f3281, %55
+  %57 = add nsw i64 %54, %56
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena10, align 4
+  %59 = fmul float %58, 1.000000e+00
+  %60 = fadd float %52, %59
+  store float %60, ptr %conv2_weight_grad.w332, align 4
+  %61 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %62 = add nsw i64 900864, %61
+  %63 = mul nsw i64 %0, 32
+  %64 = add nsw i64 %conv2_weight_grad.f3281, %63
+  %65 = add nsw i64 %62, %64
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %65
+  %66 = load float, ptr %arena11, align 4
+  %67 = fmul float %66, 1.000000e+00
+  %68 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %69 = add nsw i64 909056, %68
+  %70 = mul nsw i64 %0, 32
+  %71 = add nsw i64 %conv2_weight_grad.f3281, %70
+  %72 = add nsw i64 %69, %71
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena12, align 4
+  %74 = fmul float %73, 5.000000e-01
+  %75 = fadd float %67, %74
+  %76 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %77 = add nsw i64 917248, %76
+  %78 = mul nsw i64 %0, 32
+  %79 = add nsw i64 %conv2_weight_grad.f3281, %78
+  %80 = add nsw i64 %77, %79
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %80
+  %81 = load float, ptr %arena13, align 4
+  %82 = fmul float %81, 5.000000e-01
+  %83 = fadd float %75, %82
+  store float %83, ptr %conv2_weight_grad.w333, align 4
+  %84 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %85 = add nsw i64 909056, %84
+  %86 = mul nsw i64 %0, 32
+  %87 = add nsw i64 %conv2_weight_grad.f3281, %86
+  %88 = add nsw i64 %85, %87
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load float, ptr %arena14, align 4
+  %90 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %91 = add nsw i64 917248, %90
+  %92 = mul nsw i64 %0, 32
+  %93 = add nsw i64 %conv2_weight_grad.f3281, %92
+  %94 = add nsw i64 %91, %93
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %94
+  %95 = load float, ptr %arena15, align 4
+  %96 = fsub float %89, %95
+  %97 = fmul float %96, 5.000000e-01
+  store float %97, ptr %conv2_weight_grad.w334, align 4
+  %98 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %99 = add nsw i64 909056, %98
+  %100 = mul nsw i64 %0, 32
+  %101 = add nsw i64 %conv2_weight_grad.f3281, %100
+  %102 = add nsw i64 %99, %101
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %102
+  %103 = load float, ptr %arena16, align 4
+  %104 = fmul float %103, 5.000000e-01
+  %105 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %106 = add nsw i64 917248, %105
+  %107 = mul nsw i64 %0, 32
+  %108 = add nsw i64 %conv2_weight_grad.f3281, %107
+  %109 = add nsw i64 %106, %108
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load float, ptr %arena17, align 4
+  %111 = fmul float %110, 5.000000e-01
+  %112 = fadd float %104, %111
+  %113 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %114 = add nsw i64 925440, %113
+  %115 = mul nsw i64 %0, 32
+  %116 = add nsw i64 %conv2_weight_grad.f3281, %115
+  %117 = add nsw i64 %114, %116
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %117
+  %118 = load float, ptr %arena18, align 4
+  %119 = fmul float %118, 1.000000e+00
+  %120 = fadd float %112, %119
+  store float %120, ptr %conv2_weight_grad.w335, align 4
+  %121 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %122 = add nsw i64 902912, %121
+  %123 = mul nsw i64 %0, 32
+  %124 = add nsw i64 %conv2_weight_grad.f3281, %123
+  %125 = add nsw i64 %122, %124
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load float, ptr %arena19, align 4
+  %127 = fmul float %126, 1.000000e+00
+  %128 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %129 = add nsw i64 911104, %128
+  %130 = mul nsw i64 %0, 32
+  %131 = add nsw i64 %conv2_weight_grad.f3281, %130
+  %132 = add nsw i64 %129, %131
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena20, align 4
+  %134 = fmul float %133, 5.000000e-01
+  %135 = fadd float %127, %134
+  %136 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %137 = add nsw i64 919296, %136
+  %138 = mul nsw i64 %0, 32
+  %139 = add nsw i64 %conv2_weight_grad.f3281, %138
+  %140 = add nsw i64 %137, %139
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %140
+  %141 = load float, ptr %arena21, align 4
+  %142 = fmul float %141, 5.000000e-01
+  %143 = fadd float %135, %142
+  store float %143, ptr %conv2_weight_grad.w336, align 4
+  %144 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %145 = add nsw i64 911104, %144
+  %146 = mul nsw i64 %0, 32
+  %147 = add nsw i64 %conv2_weight_grad.f3281, %146
+  %148 = add nsw i64 %145, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load float, ptr %arena22, align 4
+  %150 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %151 = add nsw i64 919296, %150
+  %152 = mul nsw i64 %0, 32
+  %153 = add nsw i64 %conv2_weight_grad.f3281, %152
+  %154 = add nsw i64 %151, %153
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load float, ptr %arena23, align 4
+  %156 = fsub float %149, %155
+  %157 = fmul float %156, 5.000000e-01
+  store float %157, ptr %conv2_weight_grad.w337, align 4
+  %158 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %159 = add nsw i64 911104, %158
+  %160 = mul nsw i64 %0, 32
+  %161 = add nsw i64 %conv2_weight_grad.f3281, %160
+  %162 = add nsw i64 %159, %161
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %162
+  %163 = load float, ptr %arena24, align 4
+  %164 = fmul float %163, 5.000000e-01
+  %165 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %166 = add nsw i64 919296, %165
+  %167 = mul nsw i64 %0, 32
+  %168 = add nsw i64 %conv2_weight_grad.f3281, %167
+  %169 = add nsw i64 %166, %168
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena25, align 4
+  %171 = fmul float %170, 5.000000e-01
+  %172 = fadd float %164, %171
+  %173 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %174 = add nsw i64 927488, %173
+  %175 = mul nsw i64 %0, 32
+  %176 = add nsw i64 %conv2_weight_grad.f3281, %175
+  %177 = add nsw i64 %174, %176
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena26, align 4
+  %179 = fmul float %178, 1.000000e+00
+  %180 = fadd float %172, %179
+  store float %180, ptr %conv2_weight_grad.w338, align 4
+  %181 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %182 = add nsw i64 904960, %181
+  %183 = mul nsw i64 %0, 32
+  %184 = add nsw i64 %conv2_weight_grad.f3281, %183
+  %185 = add nsw i64 %182, %184
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load float, ptr %arena27, align 4
+  %187 = fmul float %186, 1.000000e+00
+  %188 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %189 = add nsw i64 913152, %188
+  %190 = mul nsw i64 %0, 32
+  %191 = add nsw i64 %conv2_weight_grad.f3281, %190
+  %192 = add nsw i64 %189, %191
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load float, ptr %arena28, align 4
+  %194 = fmul float %193, 5.000000e-01
+  %195 = fadd float %187, %194
+  %196 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %197 = add nsw i64 921344, %196
+  %198 = mul nsw i64 %0, 32
+  %199 = add nsw i64 %conv2_weight_grad.f3281, %198
+  %200 = add nsw i64 %197, %199
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load float, ptr %arena29, align 4
+  %202 = fmul float %201, 5.000000e-01
+  %203 = fadd float %195, %202
+  store float %203, ptr %conv2_weight_grad.w339, align 4
+  %204 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %205 = add nsw i64 913152, %204
+  %206 = mul nsw i64 %0, 32
+  %207 = add nsw i64 %conv2_weight_grad.f3281, %206
+  %208 = add nsw i64 %205, %207
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %208
+  %209 = load float, ptr %arena30, align 4
+  %210 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %211 = add nsw i64 921344, %210
+  %212 = mul nsw i64 %0, 32
+  %213 = add nsw i64 %conv2_weight_grad.f3281, %212
+  %214 = add nsw i64 %211, %213
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load float, ptr %arena31, align 4
+  %216 = fsub float %209, %215
+  %217 = fmul float %216, 5.000000e-01
+  store float %217, ptr %conv2_weight_grad.w340, align 4
+  %218 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %219 = add nsw i64 913152, %218
+  %220 = mul nsw i64 %0, 32
+  %221 = add nsw i64 %conv2_weight_grad.f3281, %220
+  %222 = add nsw i64 %219, %221
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %222
+  %223 = load float, ptr %arena32, align 4
+  %224 = fmul float %223, 5.000000e-01
+  %225 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %226 = add nsw i64 921344, %225
+  %227 = mul nsw i64 %0, 32
+  %228 = add nsw i64 %conv2_weight_grad.f3281, %227
+  %229 = add nsw i64 %226, %228
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load float, ptr %arena33, align 4
+  %231 = fmul float %230, 5.000000e-01
+  %232 = fadd float %224, %231
+  %233 = mul nsw i64 %conv2_weight_grad.c3292, 64
+  %234 = add nsw i64 929536, %233
+  %235 = mul nsw i64 %0, 32
+  %236 = add nsw i64 %conv2_weight_grad.f3281, %235
+  %237 = add nsw i64 %234, %236
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %237
+  %238 = load float, ptr %arena34, align 4
+  %239 = fmul float %238, 1.000000e+00
+  %240 = fadd float %232, %239
+  store float %240, ptr %conv2_weight_grad.w341, align 4
+  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
+  %241 = fmul float %w330, 1.000000e+00
+  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
+  %242 = fmul float %w333, 5.000000e-01
+  %243 = fadd float %241, %242
+  %w336 = load float, ptr %conv2_weight_grad.w336, align 4
+  %244 = fmul float %w336, 5.000000e-01
+  %245 = fadd float %243, %244
+  store float %245, ptr %conv2_weight_grad.w342, align 4
+  %w33335 = load float, ptr %conv2_weight_grad.w333, align 4
+  %w33636 = load float, ptr %conv2_weight_grad.w336, align 4
+  %246 = fsub float %w33335, %w33636
+  %247 = fmul float %246, 5.000000e-01
+  store float %247, ptr %conv2_weight_grad.w343, align 4
+  %w33337 = load float, ptr %conv2_weight_grad.w333, align 4
+  %248 = fmul float %w33337, 5.000000e-01
+  %w33638 = load float, ptr %conv2_weight_grad.w336, align 4
+  %249 = fmul float %w33638, 5.000000e-01
+  %250 = fadd float %248, %249
+  %w339 = load float, ptr %conv2_weight_grad.w339, align 4
+  %251 = fmul float %w339, 1.000000e+00
+  %252 = fadd float %250, %251
+  store float %252, ptr %conv2_weight_grad.w344, align 4
+  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
+  %253 = fmul float %w331, 1.000000e+00
+  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
+  %254 = fmul float %w334, 5.000000e-01
+  %255 = fadd float %253, %254
+  %w337 = load float, ptr %conv2_weight_grad.w337, align 4
+  %256 = fmul float %w337, 5.000000e-01
+  %257 = fadd float %255, %256
+  store float %257, ptr %conv2_weight_grad.w345, align 4
+  %w33439 = load float, ptr %conv2_weight_grad.w334, align 4
+  %w33740 = load float, ptr %conv2_weight_grad.w337, align 4
+  %258 = fsub float %w33439, %w33740
+  %259 = fmul float %258, 5.000000e-01
+  store float %259, ptr %conv2_weight_grad.w346, align 4
+  %w33441 = load float, ptr %conv2_weight_grad.w334, align 4
+  %260 = fmul float %w33441, 5.000000e-01
+  %w33742 = load float, ptr %conv2_weight_grad.w337, align 4
+  %261 = fmul float %w33742, 5.000000e-01
+  %262 = fadd float %260, %261
+  %w340 = load float, ptr %conv2_weight_grad.w340, align 4
+  %263 = fmul float %w340, 1.000000e+00
+  %264 = fadd float %262, %263
+  store float %264, ptr %conv2_weight_grad.w347, align 4
+  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
+  %265 = fmul float %w332, 1.000000e+00
+  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
+  %266 = fmul float %w335, 5.000000e-01
+  %267 = fadd float %265, %266
+  %w338 = load float, ptr %conv2_weight_grad.w338, align 4
+  %268 = fmul float %w338, 5.000000e-01
+  %269 = fadd float %267, %268
+  store float %269, ptr %conv2_weight_grad.w348, align 4
+  %w33543 = load float, ptr %conv2_weight_grad.w335, align 4
+  %w33844 = load float, ptr %conv2_weight_grad.w338, align 4
+  %270 = fsub float %w33543, %w33844
+  %271 = fmul float %270, 5.000000e-01
+  store float %271, ptr %conv2_weight_grad.w349, align 4
+  %w33545 = load float, ptr %conv2_weight_grad.w335, align 4
+  %272 = fmul float %w33545, 5.000000e-01
+  %w33846 = load float, ptr %conv2_weight_grad.w338, align 4
+  %273 = fmul float %w33846, 5.000000e-01
+  %274 = fadd float %272, %273
+  %w341 = load float, ptr %conv2_weight_grad.w341, align 4
+  %275 = fmul float %w341, 1.000000e+00
+  %276 = fadd float %274, %275
+  store float %276, ptr %conv2_weight_grad.w350, align 4
+  %w342 = load float, ptr %conv2_weight_grad.w342, align 4
+  %277 = mul nsw i64 %0, 32
+  %278 = add nsw i64 %conv2_weight_grad.f3281, %277
+  %279 = mul nsw i64 %278, 32
+  %280 = add nsw i64 %279, %conv2_weight_grad.c3292
+  %281 = mul nsw i64 %280, 9
+  %282 = add nsw i64 320, %281
+  %grads47 = getelementptr inbounds float, ptr %grads, i64 %282
+  store float %w342, ptr %grads47, align 4
+  %w343 = load float, ptr %conv2_weight_grad.w343, align 4
+  %283 = mul nsw i64 %0, 32
+  %284 = add nsw i64 %conv2_weight_grad.f3281, %283
+  %285 = mul nsw i64 %284, 32
+  %286 = add nsw i64 %285, %conv2_weight_grad.c3292
+  %287 = mul nsw i64 %286, 9
+  %288 = add nsw i64 320, %287
+  %289 = add nsw i64 %288, 1
+  %grads48 = getelementptr inbounds float, ptr %grads, i64 %289
+  store float %w343, ptr %grads48, align 4
+  %w344 = load float, ptr %conv2_weight_grad.w344, align 4
+  %290 = mul nsw i64 %0, 32
+  %291 = add nsw i64 %conv2_weight_grad.f3281, %290
+  %292 = mul nsw i64 %291, 32
+  %293 = add nsw i64 %292, %conv2_weight_grad.c3292
+  %294 = mul nsw i64 %293, 9
+  %295 = add nsw i64 320, %294
+  %296 = add nsw i64 %295, 2
+  %grads49 = getelementptr inbounds float, ptr %grads, i64 %296
+  store float %w344, ptr %grads49, align 4
+  %w345 = load float, ptr %conv2_weight_grad.w345, align 4
+  %297 = mul nsw i64 %0, 32
+  %298 = add nsw i64 %conv2_weight_grad.f3281, %297
+  %299 = mul nsw i64 %298, 32
+  %300 = add nsw i64 %299, %conv2_weight_grad.c3292
+  %301 = mul nsw i64 %300, 9
+  %302 = add nsw i64 320, %301
+  %303 = add nsw i64 %302, 3
+  %grads50 = getelementptr inbounds float, ptr %grads, i64 %303
+  store float %w345, ptr %grads50, align 4
+  %w346 = load float, ptr %conv2_weight_grad.w346, align 4
+  %304 = mul nsw i64 %0, 32
+  %305 = add nsw i64 %conv2_weight_grad.f3281, %304
+  %306 = mul nsw i64 %305, 32
+  %307 = add nsw i64 %306, %conv2_weight_grad.c3292
+  %308 = mul nsw i64 %307, 9
+  %309 = add nsw i64 320, %308
+  %310 = add nsw i64 %309, 4
+  %grads51 = getelementptr inbounds float, ptr %grads, i64 %310
+  store float %w346, ptr %grads51, align 4
+  %w347 = load float, ptr %conv2_weight_grad.w347, align 4
+  %311 = mul nsw i64 %0, 32
+  %312 = add nsw i64 %conv2_weight_grad.f3281, %311
+  %313 = mul nsw i64 %312, 32
+  %314 = add nsw i64 %313, %conv2_weight_grad.c3292
+  %315 = mul nsw i64 %314, 9
+  %316 = add nsw i64 320, %315
+  %317 = add nsw i64 %316, 5
+  %grads52 = getelementptr inbounds float, ptr %grads, i64 %317
+  store float %w347, ptr %grads52, align 4
+  %w348 = load float, ptr %conv2_weight_grad.w348, align 4
+  %318 = mul nsw i64 %0, 32
+  %319 = add nsw i64 %conv2_weight_grad.f3281, %318
+  %320 = mul nsw i64 %319, 32
+  %321 = add nsw i64 %320, %conv2_weight_grad.c3292
+  %322 = mul nsw i64 %321, 9
+  %323 = add nsw i64 320, %322
+  %324 = add nsw i64 %323, 6
+  %grads53 = getelementptr inbounds float, ptr %grads, i64 %324
+  store float %w348, ptr %grads53, align 4
+  %w349 = load float, ptr %conv2_weight_grad.w349, align 4
+  %325 = mul nsw i64 %0, 32
+  %326 = add nsw i64 %conv2_weight_grad.f3281, %325
+  %327 = mul nsw i64 %326, 32
+  %328 = add nsw i64 %327, %conv2_weight_grad.c3292
+  %329 = mul nsw i64 %328, 9
+  %330 = add nsw i64 320, %329
+  %331 = add nsw i64 %330, 7
+  %grads54 = getelementptr inbounds float, ptr %grads, i64 %331
+  store float %w349, ptr %grads54, align 4
+  %w350 = load float, ptr %conv2_weight_grad.w350, align 4
+  %332 = mul nsw i64 %0, 32
+  %333 = add nsw i64 %conv2_weight_grad.f3281, %332
+  %334 = mul nsw i64 %333, 32
+  %335 = add nsw i64 %334, %conv2_weight_grad.c3292
+  %336 = mul nsw i64 %335, 9
+  %337 = add nsw i64 320, %336
+  %338 = add nsw i64 %337, 8
+  %grads55 = getelementptr inbounds float, ptr %grads, i64 %338
+  store float %w350, ptr %grads55, align 4
+  %c329.next = add nsw i64 %conv2_weight_grad.c3292, 1
+  %339 = icmp slt i64 %c329.next, 32
+  br i1 %339, label %conv2_weight_grad.c329, label %conv2_weight_grad.c329.end, !llvm.loop !11
+
+conv2_weight_grad.c329.end:                       ; preds = %conv2_weight_grad.c329
+  %f328.next = add nsw i64 %conv2_weight_grad.f3281, 1
+  %340 = icmp slt i64 %f328.next, 32
+  br i1 %340, label %conv2_weight_grad.f328, label %conv2_weight_grad.f328.end, !llvm.loop !12
+}
+
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.part327.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.part327(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_bias_grad.sum361 = alloca float, align 4
+  %conv2_bias_grad.sum360 = alloca float, align 4
+  %conv2_bias_grad.sum359 = alloca float, align 4
+  %conv2_bias_grad.sum358 = alloca float, align 4
+  %conv2_bias_grad.sum357 = alloca float, align 4
+  %conv2_bias_grad.sum356 = alloca float, align 4
   %conv2_bias_grad.sum355 = alloca float, align 4
-  %conv2_bias_grad.sum354 = alloca float, align 4
-  %conv2_bias_grad.sum353 = alloca float, align 4
-  %conv2_bias_grad.sum352 = alloca float, align 4
-  %conv2_bias_grad.sum351 = alloca float, align 4
-  %conv2_bias_grad.sum350 = alloca float, align 4
-  %conv2_bias_grad.sum349 = alloca float, align 4
-  %conv2_bias_grad.acc346 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f345
+  %conv2_bias_grad.acc352 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f351
 
-conv2_bias_grad.f345:                             ; preds = %conv2_bias_grad.img347.end, %entry
-  %conv2_bias_grad.f3451 = phi i64 [ 0, %entry ], [ %f345.next, %conv2_bias_grad.img347.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc346, align 32
-  br label %conv2_bias_grad.img347
+conv2_bias_grad.f351:                             ; preds = %conv2_bias_grad.img353.end, %entry
+  %conv2_bias_grad.f3511 = phi i64 [ 0, %entry ], [ %f351.next, %conv2_bias_grad.img353.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc352, align 32
+  br label %conv2_bias_grad.img353
 
-conv2_bias_grad.f345.end:                         ; preds = %conv2_bias_grad.img347.end
+conv2_bias_grad.f351.end:                         ; preds = %conv2_bias_grad.img353.end
   ret void
 
-conv2_bias_grad.img347:                           ; preds = %conv2_bias_grad.i348.end, %conv2_bias_grad.f345
-  %conv2_bias_grad.img3472 = phi i64 [ 0, %conv2_bias_grad.f345 ], [ %img347.next, %conv2_bias_grad.i348.end ]
-  br label %conv2_bias_grad.i348
+conv2_bias_grad.img353:                           ; preds = %conv2_bias_grad.i354.end, %conv2_bias_grad.f351
+  %conv2_bias_grad.img3532 = phi i64 [ 0, %conv2_bias_grad.f351 ], [ %img353.next, %conv2_bias_grad.i354.end ]
+  br label %conv2_bias_grad.i354
 
-conv2_bias_grad.img347.end:                       ; preds = %conv2_bias_grad.i348.end
-  %acc3467 = load <8 x float>, ptr %conv2_bias_grad.acc346, align 32
+conv2_bias_grad.img353.end:                       ; preds = %conv2_bias_grad.i354.end
+  %acc3527 = load <8 x float>, ptr %conv2_bias_grad.acc352, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 802816
-  store <8 x float> %acc3467, ptr %arena8, align 4
+  store <8 x float> %acc3527, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 802816
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 802817
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum349, align 4
-  %sum349 = load float, ptr %conv2_bias_grad.sum349, align 4
+  store float %2, ptr %conv2_bias_grad.sum355, align 4
+  %sum355 = load float, ptr %conv2_bias_grad.sum355, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 802818
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum349, %3
-  store float %4, ptr %conv2_bias_grad.sum350, align 4
-  %sum350 = load float, ptr %conv2_bias_grad.sum350, align 4
+  %4 = fadd float %sum355, %3
+  store float %4, ptr %conv2_bias_grad.sum356, align 4
+  %sum356 = load float, ptr %conv2_bias_grad.sum356, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 802819
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum350, %5
-  store float %6, ptr %conv2_bias_grad.sum351, align 4
-  %sum351 = load float, ptr %conv2_bias_grad.sum351, align 4
+  %6 = fadd float %sum356, %5
+  store float %6, ptr %conv2_bias_grad.sum357, align 4
+  %sum357 = load float, ptr %conv2_bias_grad.sum357, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 802820
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum351, %7
-  store float %8, ptr %conv2_bias_grad.sum352, align 4
-  %sum352 = load float, ptr %conv2_bias_grad.sum352, align 4
+  %8 = fadd float %sum357, %7
+  store float %8, ptr %conv2_bias_grad.sum358, align 4
+  %sum358 = load float, ptr %conv2_bias_grad.sum358, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 802821
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum352, %9
-  store float %10, ptr %conv2_bias_grad.sum353, align 4
-  %sum353 = load float, ptr %conv2_bias_grad.sum353, align 4
+  %10 = fadd float %sum358, %9
+  store float %10, ptr %conv2_bias_grad.sum359, align 4
+  %sum359 = load float, ptr %conv2_bias_grad.sum359, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 802822
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum353, %11
-  store float %12, ptr %conv2_bias_grad.sum354, align 4
-  %sum354 = load float, ptr %conv2_bias_grad.sum354, align 4
+  %12 = fadd float %sum359, %11
+  store float %12, ptr %conv2_bias_grad.sum360, align 4
+  %sum360 = load float, ptr %conv2_bias_grad.sum360, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 802823
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum354, %13
-  store float %14, ptr %conv2_bias_grad.sum355, align 4
-  %sum355 = load float, ptr %conv2_bias_grad.sum355, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f3451
+  %14 = fadd float %sum360, %13
+  store float %14, ptr %conv2_bias_grad.sum361, align 4
+  %sum361 = load float, ptr %conv2_bias_grad.sum361, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3511
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum355, ptr %grads17, align 4
-  %f345.next = add nsw i64 %conv2_bias_grad.f3451, 1
-  %16 = icmp slt i64 %f345.next, 64
-  br i1 %16, label %conv2_bias_grad.f345, label %conv2_bias_grad.f345.end
+  store float %sum361, ptr %grads17, align 4
+  %f351.next = add nsw i64 %conv2_bias_grad.f3511, 1
+  %16 = icmp slt i64 %f351.next, 64
+  br i1 %16, label %conv2_bias_grad.f351, label %conv2_bias_grad.f351.end
 
-conv2_bias_grad.i348:                             ; preds = %conv2_bias_grad.i348, %conv2_bias_grad.img347
-  %conv2_bias_grad.i3483 = phi i64 [ 0, %conv2_bias_grad.img347 ], [ %i348.next, %conv2_bias_grad.i348 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3472, 12544
+conv2_bias_grad.i354:                             ; preds = %conv2_bias_grad.i354, %conv2_bias_grad.img353
+  %conv2_bias_grad.i3543 = phi i64 [ 0, %conv2_bias_grad.img353 ], [ %i354.next, %conv2_bias_grad.i354 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3532, 12544
   %18 = add nsw i64 1421968, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3451, 196
+  %19 = mul nsw i64 %conv2_bias_grad.f3511, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3483, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3543, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc346 = load <8 x float>, ptr %conv2_bias_grad.acc346, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc346)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc346, align 32
-  %i348.next = add nsw i64 %conv2_bias_grad.i3483, 1
-  %25 = icmp slt i64 %i348.next, 24
-  br i1 %25, label %conv2_bias_grad.i348, label %conv2_bias_grad.i348.end
+  %acc352 = load <8 x float>, ptr %conv2_bias_grad.acc352, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc352)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc352, align 32
+  %i354.next = add nsw i64 %conv2_bias_grad.i3543, 1
+  %25 = icmp slt i64 %i354.next, 24
+  br i1 %25, label %conv2_bias_grad.i354, label %conv2_bias_grad.i354.end
 
-conv2_bias_grad.i348.end:                         ; preds = %conv2_bias_grad.i348
-  %26 = mul nsw i64 %conv2_bias_grad.img3472, 12544
+conv2_bias_grad.i354.end:                         ; preds = %conv2_bias_grad.i354
+  %26 = mul nsw i64 %conv2_bias_grad.img3532, 12544
   %27 = add nsw i64 1421968, %26
-  %28 = mul nsw i64 %conv2_bias_grad.f3451, 196
+  %28 = mul nsw i64 %conv2_bias_grad.f3511, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3466 = load <8 x float>, ptr %conv2_bias_grad.acc346, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3466)
-  store <8 x float> %32, ptr %conv2_bias_grad.acc346, align 32
-  %img347.next = add nsw i64 %conv2_bias_grad.img3472, 1
-  %33 = icmp slt i64 %img347.next, 64
-  br i1 %33, label %conv2_bias_grad.img347, label %conv2_bias_grad.img347.end
+  %acc3526 = load <8 x float>, ptr %conv2_bias_grad.acc352, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3526)
+  store <8 x float> %32, ptr %conv2_bias_grad.acc352, align 32
+  %img353.next = add nsw i64 %conv2_bias_grad.img3532, 1
+  %33 = icmp slt i64 %img353.next, 64
+  br i1 %33, label %conv2_bias_grad.img353, label %conv2_bias_grad.img353.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1_grad.w451 = alloca <8 x float>, align 32
-  %pool1_grad.w450 = alloca <8 x float>, align 32
-  %pool1_grad.w449 = alloca <8 x float>, align 32
-  %pool1_grad.w448 = alloca <8 x float>, align 32
-  %pool1_grad.w447 = alloca <8 x float>, align 32
-  %pool1_grad.w446 = alloca <8 x float>, align 32
-  %pool1_grad.w445 = alloca <8 x float>, align 32
-  %pool1_grad.w444 = alloca <8 x float>, align 32
-  %pool1_grad.w443 = alloca <8 x float>, align 32
-  %pool1_grad.w442 = alloca <8 x float>, align 32
-  %pool1_grad.w441 = alloca <8 x float>, align 32
-  %pool1_grad.w440 = alloca <8 x float>, align 32
+  %part435.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %pool1_grad.w434 = alloca <8 x float>, align 32
+  %pool1_grad.w433 = alloca <8 x float>, align 32
+  %pool1_grad.w432 = alloca <8 x float>, align 32
+  %pool1_grad.w431 = alloca <8 x float>, align 32
+  %pool1_grad.w430 = alloca <8 x float>, align 32
+  %pool1_grad.w429 = alloca <8 x float>, align 32
+  %pool1_grad.w428 = alloca <8 x float>, align 32
   %pool1_grad.w427 = alloca <8 x float>, align 32
   %pool1_grad.w426 = alloca <8 x float>, align 32
   %pool1_grad.w425 = alloca <8 x float>, align 32
@@ -7910,13 +8712,936 @@ entry:
   %pool1_grad.w405 = alloca <8 x float>, align 32
   %pool1_grad.w404 = alloca <8 x float>, align 32
   %pool1_grad.w403 = alloca <8 x float>, align 32
-  %pool1_grad.w402 = alloca <8 x float>, align 32
-  %pool1_grad.w401 = alloca <8 x float>, align 32
-  %pool1_grad.w400 = alloca <8 x float>, align 32
-  %pool1_grad.w399 = alloca <8 x float>, align 32
-  %pool1_grad.w398 = alloca <8 x float>, align 32
-  %pool1_grad.w397 = alloca <8 x float>, align 32
-  %pool1_grad.w396 = alloca <8 x float>, align 32
+  %part362.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part362.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %pool1_grad.part362.serial, label %pool1_grad.part362.pool
+
+pool1_grad.part362.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k20.pool1_grad.part362.task, ptr %part362.context, i64 2)
+  br label %pool1_grad.part362.done
+
+pool1_grad.part362.serial:                        ; preds = %entry
+  br label %pool1_grad.part362
+
+pool1_grad.part362.done:                          ; preds = %pool1_grad.part362.end, %pool1_grad.part362.pool
+  br label %pool1_grad.i393
+
+pool1_grad.part362:                               ; preds = %pool1_grad.part362, %pool1_grad.part362.serial
+  %pool1_grad.part3621 = phi i64 [ 0, %pool1_grad.part362.serial ], [ %part362.next, %pool1_grad.part362 ]
+  call void @simplecnn_train_b64.k20.pool1_grad.part362(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.part3621)
+  %part362.next = add nsw i64 %pool1_grad.part3621, 1
+  %13 = icmp slt i64 %part362.next, 2
+  br i1 %13, label %pool1_grad.part362, label %pool1_grad.part362.end
+
+pool1_grad.part362.end:                           ; preds = %pool1_grad.part362
+  br label %pool1_grad.part362.done
+
+pool1_grad.i393:                                  ; preds = %pool1_grad.i393, %pool1_grad.part362.done
+  %pool1_grad.i3932 = phi i64 [ 0, %pool1_grad.part362.done ], [ %i393.next, %pool1_grad.i393 ]
+  %14 = add nsw i64 1254032, %pool1_grad.i3932
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i393.next = add nsw i64 %pool1_grad.i3932, 1
+  %15 = icmp slt i64 %i393.next, 16384
+  br i1 %15, label %pool1_grad.i393, label %pool1_grad.i393.end
+
+pool1_grad.i393.end:                              ; preds = %pool1_grad.i393
+  br label %pool1_grad.g394
+
+pool1_grad.g394:                                  ; preds = %pool1_grad.part435.done, %pool1_grad.i393.end
+  %pool1_grad.g3944 = phi i64 [ 0, %pool1_grad.i393.end ], [ %g394.next, %pool1_grad.part435.done ]
+  br label %pool1_grad.j395
+
+pool1_grad.g394.end:                              ; preds = %pool1_grad.part435.done
+  ret void
+
+pool1_grad.j395:                                  ; preds = %pool1_grad.iy396.end, %pool1_grad.g394
+  %pool1_grad.j3955 = phi i64 [ 0, %pool1_grad.g394 ], [ %j395.next, %pool1_grad.iy396.end ]
+  br label %pool1_grad.iy396
+
+pool1_grad.j395.end:                              ; preds = %pool1_grad.iy396.end
+  br label %pool1_grad.j399
+
+pool1_grad.iy396:                                 ; preds = %pool1_grad.c397.end, %pool1_grad.j395
+  %pool1_grad.iy3966 = phi i64 [ 0, %pool1_grad.j395 ], [ %iy396.next, %pool1_grad.c397.end ]
+  br label %pool1_grad.c397
+
+pool1_grad.iy396.end:                             ; preds = %pool1_grad.c397.end
+  %j395.next = add nsw i64 %pool1_grad.j3955, 1
+  %16 = icmp slt i64 %j395.next, 1
+  br i1 %16, label %pool1_grad.j395, label %pool1_grad.j395.end
+
+pool1_grad.c397:                                  ; preds = %pool1_grad.ix398.end, %pool1_grad.iy396
+  %pool1_grad.c3977 = phi i64 [ 0, %pool1_grad.iy396 ], [ %c397.next, %pool1_grad.ix398.end ]
+  br label %pool1_grad.ix398
+
+pool1_grad.c397.end:                              ; preds = %pool1_grad.ix398.end
+  %iy396.next = add nsw i64 %pool1_grad.iy3966, 1
+  %17 = icmp slt i64 %iy396.next, 14
+  br i1 %17, label %pool1_grad.iy396, label %pool1_grad.iy396.end
+
+pool1_grad.ix398:                                 ; preds = %pool1_grad.ix398, %pool1_grad.c397
+  %pool1_grad.ix3988 = phi i64 [ 0, %pool1_grad.c397 ], [ %ix398.next, %pool1_grad.ix398 ]
+  %18 = add nsw i64 %pool1_grad.g3944, %pool1_grad.j3955
+  %19 = mul nsw i64 %18, 12544
+  %20 = add nsw i64 1421968, %19
+  %21 = mul nsw i64 %pool1_grad.c3977, 196
+  %22 = add nsw i64 %20, %21
+  %23 = mul nsw i64 %pool1_grad.iy3966, 14
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %24, %pool1_grad.ix3988
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena9, align 4
+  %27 = mul nsw i64 %pool1_grad.j3955, 16384
+  %28 = add nsw i64 %pool1_grad.iy3966, 1
+  %29 = mul nsw i64 %28, 1024
+  %30 = add nsw i64 %27, %29
+  %31 = add nsw i64 %pool1_grad.ix3988, 1
+  %32 = mul nsw i64 %31, 64
+  %33 = add nsw i64 %30, %32
+  %34 = add nsw i64 %33, %pool1_grad.c3977
+  %35 = add nsw i64 1254032, %34
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %35
+  store float %26, ptr %arena10, align 4
+  %ix398.next = add nsw i64 %pool1_grad.ix3988, 1
+  %36 = icmp slt i64 %ix398.next, 14
+  br i1 %36, label %pool1_grad.ix398, label %pool1_grad.ix398.end
+
+pool1_grad.ix398.end:                             ; preds = %pool1_grad.ix398
+  %c397.next = add nsw i64 %pool1_grad.c3977, 1
+  %37 = icmp slt i64 %c397.next, 64
+  br i1 %37, label %pool1_grad.c397, label %pool1_grad.c397.end
+
+pool1_grad.j399:                                  ; preds = %pool1_grad.ty400.end, %pool1_grad.j395.end
+  %pool1_grad.j39911 = phi i64 [ 0, %pool1_grad.j395.end ], [ %j399.next, %pool1_grad.ty400.end ]
+  br label %pool1_grad.ty400
+
+pool1_grad.j399.end:                              ; preds = %pool1_grad.ty400.end
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 0
+  store ptr %params, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 1
+  store ptr %grads, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 2
+  store ptr %m, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 3
+  store ptr %v, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 4
+  store ptr %arena, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 5
+  store ptr %prepared, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 6
+  store ptr %images, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 7
+  store ptr %labels, ptr %45, align 8
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 8
+  store float %lr, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 9
+  store i64 %step, ptr %47, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 10
+  store i64 %seed, ptr %48, align 4
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 11
+  store ptr %pool, ptr %49, align 8
+  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part435.context, i32 0, i32 12
+  store i64 %pool1_grad.g3944, ptr %50, align 4
+  %51 = icmp eq ptr %pool, null
+  br i1 %51, label %pool1_grad.part435.serial, label %pool1_grad.part435.pool
+
+pool1_grad.ty400:                                 ; preds = %pool1_grad.tx401.end, %pool1_grad.j399
+  %pool1_grad.ty40012 = phi i64 [ 0, %pool1_grad.j399 ], [ %ty400.next, %pool1_grad.tx401.end ]
+  br label %pool1_grad.tx401
+
+pool1_grad.ty400.end:                             ; preds = %pool1_grad.tx401.end
+  %j399.next = add nsw i64 %pool1_grad.j39911, 1
+  %52 = icmp slt i64 %j399.next, 1
+  br i1 %52, label %pool1_grad.j399, label %pool1_grad.j399.end
+
+pool1_grad.tx401:                                 ; preds = %pool1_grad.cv402.end, %pool1_grad.ty400
+  %pool1_grad.tx40113 = phi i64 [ 0, %pool1_grad.ty400 ], [ %tx401.next, %pool1_grad.cv402.end ]
+  br label %pool1_grad.cv402
+
+pool1_grad.tx401.end:                             ; preds = %pool1_grad.cv402.end
+  %ty400.next = add nsw i64 %pool1_grad.ty40012, 1
+  %53 = icmp slt i64 %ty400.next, 7
+  br i1 %53, label %pool1_grad.ty400, label %pool1_grad.ty400.end
+
+pool1_grad.cv402:                                 ; preds = %pool1_grad.cv402, %pool1_grad.tx401
+  %pool1_grad.cv40214 = phi i64 [ 0, %pool1_grad.tx401 ], [ %cv402.next, %pool1_grad.cv402 ]
+  %54 = mul nsw i64 %pool1_grad.j39911, 16384
+  %55 = mul nsw i64 %pool1_grad.ty40012, 2
+  %56 = mul nsw i64 %55, 1024
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %pool1_grad.tx40113, 2
+  %59 = mul nsw i64 %58, 64
+  %60 = add nsw i64 %57, %59
+  %61 = mul nsw i64 %pool1_grad.cv40214, 8
+  %62 = add nsw i64 %60, %61
+  %63 = add nsw i64 1254032, %62
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %63
+  %64 = load <8 x float>, ptr %arena15, align 4
+  %65 = mul nsw i64 %pool1_grad.j39911, 16384
+  %66 = mul nsw i64 %pool1_grad.ty40012, 2
+  %67 = add nsw i64 %66, 2
+  %68 = mul nsw i64 %67, 1024
+  %69 = add nsw i64 %65, %68
+  %70 = mul nsw i64 %pool1_grad.tx40113, 2
+  %71 = mul nsw i64 %70, 64
+  %72 = add nsw i64 %69, %71
+  %73 = mul nsw i64 %pool1_grad.cv40214, 8
+  %74 = add nsw i64 %72, %73
+  %75 = add nsw i64 1254032, %74
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load <8 x float>, ptr %arena16, align 4
+  %77 = fsub <8 x float> %64, %76
+  store <8 x float> %77, ptr %pool1_grad.w403, align 32
+  %78 = mul nsw i64 %pool1_grad.j39911, 16384
+  %79 = mul nsw i64 %pool1_grad.ty40012, 2
+  %80 = add nsw i64 %79, 1
+  %81 = mul nsw i64 %80, 1024
+  %82 = add nsw i64 %78, %81
+  %83 = mul nsw i64 %pool1_grad.tx40113, 2
+  %84 = mul nsw i64 %83, 64
+  %85 = add nsw i64 %82, %84
+  %86 = mul nsw i64 %pool1_grad.cv40214, 8
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 1254032, %87
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load <8 x float>, ptr %arena17, align 4
+  %90 = mul nsw i64 %pool1_grad.j39911, 16384
+  %91 = mul nsw i64 %pool1_grad.ty40012, 2
+  %92 = add nsw i64 %91, 2
+  %93 = mul nsw i64 %92, 1024
+  %94 = add nsw i64 %90, %93
+  %95 = mul nsw i64 %pool1_grad.tx40113, 2
+  %96 = mul nsw i64 %95, 64
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %pool1_grad.cv40214, 8
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 1254032, %99
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %100
+  %101 = load <8 x float>, ptr %arena18, align 4
+  %102 = fadd <8 x float> %89, %101
+  store <8 x float> %102, ptr %pool1_grad.w404, align 32
+  %103 = mul nsw i64 %pool1_grad.j39911, 16384
+  %104 = mul nsw i64 %pool1_grad.ty40012, 2
+  %105 = add nsw i64 %104, 2
+  %106 = mul nsw i64 %105, 1024
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %pool1_grad.tx40113, 2
+  %109 = mul nsw i64 %108, 64
+  %110 = add nsw i64 %107, %109
+  %111 = mul nsw i64 %pool1_grad.cv40214, 8
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 1254032, %112
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %113
+  %114 = load <8 x float>, ptr %arena19, align 4
+  %115 = mul nsw i64 %pool1_grad.j39911, 16384
+  %116 = mul nsw i64 %pool1_grad.ty40012, 2
+  %117 = add nsw i64 %116, 1
+  %118 = mul nsw i64 %117, 1024
+  %119 = add nsw i64 %115, %118
+  %120 = mul nsw i64 %pool1_grad.tx40113, 2
+  %121 = mul nsw i64 %120, 64
+  %122 = add nsw i64 %119, %121
+  %123 = mul nsw i64 %pool1_grad.cv40214, 8
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 1254032, %124
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load <8 x float>, ptr %arena20, align 4
+  %127 = fsub <8 x float> %114, %126
+  store <8 x float> %127, ptr %pool1_grad.w405, align 32
+  %128 = mul nsw i64 %pool1_grad.j39911, 16384
+  %129 = mul nsw i64 %pool1_grad.ty40012, 2
+  %130 = add nsw i64 %129, 1
+  %131 = mul nsw i64 %130, 1024
+  %132 = add nsw i64 %128, %131
+  %133 = mul nsw i64 %pool1_grad.tx40113, 2
+  %134 = mul nsw i64 %133, 64
+  %135 = add nsw i64 %132, %134
+  %136 = mul nsw i64 %pool1_grad.cv40214, 8
+  %137 = add nsw i64 %135, %136
+  %138 = add nsw i64 1254032, %137
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %138
+  %139 = load <8 x float>, ptr %arena21, align 4
+  %140 = mul nsw i64 %pool1_grad.j39911, 16384
+  %141 = mul nsw i64 %pool1_grad.ty40012, 2
+  %142 = add nsw i64 %141, 3
+  %143 = mul nsw i64 %142, 1024
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %pool1_grad.tx40113, 2
+  %146 = mul nsw i64 %145, 64
+  %147 = add nsw i64 %144, %146
+  %148 = mul nsw i64 %pool1_grad.cv40214, 8
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 1254032, %149
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load <8 x float>, ptr %arena22, align 4
+  %152 = fsub <8 x float> %139, %151
+  store <8 x float> %152, ptr %pool1_grad.w406, align 32
+  %153 = mul nsw i64 %pool1_grad.j39911, 16384
+  %154 = mul nsw i64 %pool1_grad.ty40012, 2
+  %155 = mul nsw i64 %154, 1024
+  %156 = add nsw i64 %153, %155
+  %157 = mul nsw i64 %pool1_grad.tx40113, 2
+  %158 = add nsw i64 %157, 1
+  %159 = mul nsw i64 %158, 64
+  %160 = add nsw i64 %156, %159
+  %161 = mul nsw i64 %pool1_grad.cv40214, 8
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 1254032, %162
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load <8 x float>, ptr %arena23, align 4
+  %165 = mul nsw i64 %pool1_grad.j39911, 16384
+  %166 = mul nsw i64 %pool1_grad.ty40012, 2
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 1024
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %pool1_grad.tx40113, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 64
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %pool1_grad.cv40214, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 1254032, %175
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena24, align 4
+  %178 = fsub <8 x float> %164, %177
+  store <8 x float> %178, ptr %pool1_grad.w407, align 32
+  %179 = mul nsw i64 %pool1_grad.j39911, 16384
+  %180 = mul nsw i64 %pool1_grad.ty40012, 2
+  %181 = add nsw i64 %180, 1
+  %182 = mul nsw i64 %181, 1024
+  %183 = add nsw i64 %179, %182
+  %184 = mul nsw i64 %pool1_grad.tx40113, 2
+  %185 = add nsw i64 %184, 1
+  %186 = mul nsw i64 %185, 64
+  %187 = add nsw i64 %183, %186
+  %188 = mul nsw i64 %pool1_grad.cv40214, 8
+  %189 = add nsw i64 %187, %188
+  %190 = add nsw i64 1254032, %189
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load <8 x float>, ptr %arena25, align 4
+  %192 = mul nsw i64 %pool1_grad.j39911, 16384
+  %193 = mul nsw i64 %pool1_grad.ty40012, 2
+  %194 = add nsw i64 %193, 2
+  %195 = mul nsw i64 %194, 1024
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %pool1_grad.tx40113, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 64
+  %200 = add nsw i64 %196, %199
+  %201 = mul nsw i64 %pool1_grad.cv40214, 8
+  %202 = add nsw i64 %200, %201
+  %203 = add nsw i64 1254032, %202
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load <8 x float>, ptr %arena26, align 4
+  %205 = fadd <8 x float> %191, %204
+  store <8 x float> %205, ptr %pool1_grad.w408, align 32
+  %206 = mul nsw i64 %pool1_grad.j39911, 16384
+  %207 = mul nsw i64 %pool1_grad.ty40012, 2
+  %208 = add nsw i64 %207, 2
+  %209 = mul nsw i64 %208, 1024
+  %210 = add nsw i64 %206, %209
+  %211 = mul nsw i64 %pool1_grad.tx40113, 2
+  %212 = add nsw i64 %211, 1
+  %213 = mul nsw i64 %212, 64
+  %214 = add nsw i64 %210, %213
+  %215 = mul nsw i64 %pool1_grad.cv40214, 8
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 1254032, %216
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %217
+  %218 = load <8 x float>, ptr %arena27, align 4
+  %219 = mul nsw i64 %pool1_grad.j39911, 16384
+  %220 = mul nsw i64 %pool1_grad.ty40012, 2
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 1024
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %pool1_grad.tx40113, 2
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 64
+  %227 = add nsw i64 %223, %226
+  %228 = mul nsw i64 %pool1_grad.cv40214, 8
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 1254032, %229
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load <8 x float>, ptr %arena28, align 4
+  %232 = fsub <8 x float> %218, %231
+  store <8 x float> %232, ptr %pool1_grad.w409, align 32
+  %233 = mul nsw i64 %pool1_grad.j39911, 16384
+  %234 = mul nsw i64 %pool1_grad.ty40012, 2
+  %235 = add nsw i64 %234, 1
+  %236 = mul nsw i64 %235, 1024
+  %237 = add nsw i64 %233, %236
+  %238 = mul nsw i64 %pool1_grad.tx40113, 2
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 64
+  %241 = add nsw i64 %237, %240
+  %242 = mul nsw i64 %pool1_grad.cv40214, 8
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 1254032, %243
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load <8 x float>, ptr %arena29, align 4
+  %246 = mul nsw i64 %pool1_grad.j39911, 16384
+  %247 = mul nsw i64 %pool1_grad.ty40012, 2
+  %248 = add nsw i64 %247, 3
+  %249 = mul nsw i64 %248, 1024
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %pool1_grad.tx40113, 2
+  %252 = add nsw i64 %251, 1
+  %253 = mul nsw i64 %252, 64
+  %254 = add nsw i64 %250, %253
+  %255 = mul nsw i64 %pool1_grad.cv40214, 8
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 1254032, %256
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %257
+  %258 = load <8 x float>, ptr %arena30, align 4
+  %259 = fsub <8 x float> %245, %258
+  store <8 x float> %259, ptr %pool1_grad.w410, align 32
+  %260 = mul nsw i64 %pool1_grad.j39911, 16384
+  %261 = mul nsw i64 %pool1_grad.ty40012, 2
+  %262 = mul nsw i64 %261, 1024
+  %263 = add nsw i64 %260, %262
+  %264 = mul nsw i64 %pool1_grad.tx40113, 2
+  %265 = add nsw i64 %264, 2
+  %266 = mul nsw i64 %265, 64
+  %267 = add nsw i64 %263, %266
+  %268 = mul nsw i64 %pool1_grad.cv40214, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 1254032, %269
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena31, align 4
+  %272 = mul nsw i64 %pool1_grad.j39911, 16384
+  %273 = mul nsw i64 %pool1_grad.ty40012, 2
+  %274 = add nsw i64 %273, 2
+  %275 = mul nsw i64 %274, 1024
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %pool1_grad.tx40113, 2
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 64
+  %280 = add nsw i64 %276, %279
+  %281 = mul nsw i64 %pool1_grad.cv40214, 8
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 1254032, %282
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load <8 x float>, ptr %arena32, align 4
+  %285 = fsub <8 x float> %271, %284
+  store <8 x float> %285, ptr %pool1_grad.w411, align 32
+  %286 = mul nsw i64 %pool1_grad.j39911, 16384
+  %287 = mul nsw i64 %pool1_grad.ty40012, 2
+  %288 = add nsw i64 %287, 1
+  %289 = mul nsw i64 %288, 1024
+  %290 = add nsw i64 %286, %289
+  %291 = mul nsw i64 %pool1_grad.tx40113, 2
+  %292 = add nsw i64 %291, 2
+  %293 = mul nsw i64 %292, 64
+  %294 = add nsw i64 %290, %293
+  %295 = mul nsw i64 %pool1_grad.cv40214, 8
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 1254032, %296
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %297
+  %298 = load <8 x float>, ptr %arena33, align 4
+  %299 = mul nsw i64 %pool1_grad.j39911, 16384
+  %300 = mul nsw i64 %pool1_grad.ty40012, 2
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 1024
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %pool1_grad.tx40113, 2
+  %305 = add nsw i64 %304, 2
+  %306 = mul nsw i64 %305, 64
+  %307 = add nsw i64 %303, %306
+  %308 = mul nsw i64 %pool1_grad.cv40214, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 1254032, %309
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load <8 x float>, ptr %arena34, align 4
+  %312 = fadd <8 x float> %298, %311
+  store <8 x float> %312, ptr %pool1_grad.w412, align 32
+  %313 = mul nsw i64 %pool1_grad.j39911, 16384
+  %314 = mul nsw i64 %pool1_grad.ty40012, 2
+  %315 = add nsw i64 %314, 2
+  %316 = mul nsw i64 %315, 1024
+  %317 = add nsw i64 %313, %316
+  %318 = mul nsw i64 %pool1_grad.tx40113, 2
+  %319 = add nsw i64 %318, 2
+  %320 = mul nsw i64 %319, 64
+  %321 = add nsw i64 %317, %320
+  %322 = mul nsw i64 %pool1_grad.cv40214, 8
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 1254032, %323
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <8 x float>, ptr %arena35, align 4
+  %326 = mul nsw i64 %pool1_grad.j39911, 16384
+  %327 = mul nsw i64 %pool1_grad.ty40012, 2
+  %328 = add nsw i64 %327, 1
+  %329 = mul nsw i64 %328, 1024
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %pool1_grad.tx40113, 2
+  %332 = add nsw i64 %331, 2
+  %333 = mul nsw i64 %332, 64
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %pool1_grad.cv40214, 8
+  %336 = add nsw i64 %334, %335
+  %337 = add nsw i64 1254032, %336
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %337
+  %338 = load <8 x float>, ptr %arena36, align 4
+  %339 = fsub <8 x float> %325, %338
+  store <8 x float> %339, ptr %pool1_grad.w413, align 32
+  %340 = mul nsw i64 %pool1_grad.j39911, 16384
+  %341 = mul nsw i64 %pool1_grad.ty40012, 2
+  %342 = add nsw i64 %341, 1
+  %343 = mul nsw i64 %342, 1024
+  %344 = add nsw i64 %340, %343
+  %345 = mul nsw i64 %pool1_grad.tx40113, 2
+  %346 = add nsw i64 %345, 2
+  %347 = mul nsw i64 %346, 64
+  %348 = add nsw i64 %344, %347
+  %349 = mul nsw i64 %pool1_grad.cv40214, 8
+  %350 = add nsw i64 %348, %349
+  %351 = add nsw i64 1254032, %350
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %351
+  %352 = load <8 x float>, ptr %arena37, align 4
+  %353 = mul nsw i64 %pool1_grad.j39911, 16384
+  %354 = mul nsw i64 %pool1_grad.ty40012, 2
+  %355 = add nsw i64 %354, 3
+  %356 = mul nsw i64 %355, 1024
+  %357 = add nsw i64 %353, %356
+  %358 = mul nsw i64 %pool1_grad.tx40113, 2
+  %359 = add nsw i64 %358, 2
+  %360 = mul nsw i64 %359, 64
+  %361 = add nsw i64 %357, %360
+  %362 = mul nsw i64 %pool1_grad.cv40214, 8
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 1254032, %363
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load <8 x float>, ptr %arena38, align 4
+  %366 = fsub <8 x float> %352, %365
+  store <8 x float> %366, ptr %pool1_grad.w414, align 32
+  %367 = mul nsw i64 %pool1_grad.j39911, 16384
+  %368 = mul nsw i64 %pool1_grad.ty40012, 2
+  %369 = mul nsw i64 %368, 1024
+  %370 = add nsw i64 %367, %369
+  %371 = mul nsw i64 %pool1_grad.tx40113, 2
+  %372 = add nsw i64 %371, 3
+  %373 = mul nsw i64 %372, 64
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %pool1_grad.cv40214, 8
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 1254032, %376
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %377
+  %378 = load <8 x float>, ptr %arena39, align 4
+  %379 = mul nsw i64 %pool1_grad.j39911, 16384
+  %380 = mul nsw i64 %pool1_grad.ty40012, 2
+  %381 = add nsw i64 %380, 2
+  %382 = mul nsw i64 %381, 1024
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %pool1_grad.tx40113, 2
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 64
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %pool1_grad.cv40214, 8
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 1254032, %389
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load <8 x float>, ptr %arena40, align 4
+  %392 = fsub <8 x float> %378, %391
+  store <8 x float> %392, ptr %pool1_grad.w415, align 32
+  %393 = mul nsw i64 %pool1_grad.j39911, 16384
+  %394 = mul nsw i64 %pool1_grad.ty40012, 2
+  %395 = add nsw i64 %394, 1
+  %396 = mul nsw i64 %395, 1024
+  %397 = add nsw i64 %393, %396
+  %398 = mul nsw i64 %pool1_grad.tx40113, 2
+  %399 = add nsw i64 %398, 3
+  %400 = mul nsw i64 %399, 64
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %pool1_grad.cv40214, 8
+  %403 = add nsw i64 %401, %402
+  %404 = add nsw i64 1254032, %403
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load <8 x float>, ptr %arena41, align 4
+  %406 = mul nsw i64 %pool1_grad.j39911, 16384
+  %407 = mul nsw i64 %pool1_grad.ty40012, 2
+  %408 = add nsw i64 %407, 2
+  %409 = mul nsw i64 %408, 1024
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %pool1_grad.tx40113, 2
+  %412 = add nsw i64 %411, 3
+  %413 = mul nsw i64 %412, 64
+  %414 = add nsw i64 %410, %413
+  %415 = mul nsw i64 %pool1_grad.cv40214, 8
+  %416 = add nsw i64 %414, %415
+  %417 = add nsw i64 1254032, %416
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load <8 x float>, ptr %arena42, align 4
+  %419 = fadd <8 x float> %405, %418
+  store <8 x float> %419, ptr %pool1_grad.w416, align 32
+  %420 = mul nsw i64 %pool1_grad.j39911, 16384
+  %421 = mul nsw i64 %pool1_grad.ty40012, 2
+  %422 = add nsw i64 %421, 2
+  %423 = mul nsw i64 %422, 1024
+  %424 = add nsw i64 %420, %423
+  %425 = mul nsw i64 %pool1_grad.tx40113, 2
+  %426 = add nsw i64 %425, 3
+  %427 = mul nsw i64 %426, 64
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %pool1_grad.cv40214, 8
+  %430 = add nsw i64 %428, %429
+  %431 = add nsw i64 1254032, %430
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %431
+  %432 = load <8 x float>, ptr %arena43, align 4
+  %433 = mul nsw i64 %pool1_grad.j39911, 16384
+  %434 = mul nsw i64 %pool1_grad.ty40012, 2
+  %435 = add nsw i64 %434, 1
+  %436 = mul nsw i64 %435, 1024
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %pool1_grad.tx40113, 2
+  %439 = add nsw i64 %438, 3
+  %440 = mul nsw i64 %439, 64
+  %441 = add nsw i64 %437, %440
+  %442 = mul nsw i64 %pool1_grad.cv40214, 8
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 1254032, %443
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %444
+  %445 = load <8 x float>, ptr %arena44, align 4
+  %446 = fsub <8 x float> %432, %445
+  store <8 x float> %446, ptr %pool1_grad.w417, align 32
+  %447 = mul nsw i64 %pool1_grad.j39911, 16384
+  %448 = mul nsw i64 %pool1_grad.ty40012, 2
+  %449 = add nsw i64 %448, 1
+  %450 = mul nsw i64 %449, 1024
+  %451 = add nsw i64 %447, %450
+  %452 = mul nsw i64 %pool1_grad.tx40113, 2
+  %453 = add nsw i64 %452, 3
+  %454 = mul nsw i64 %453, 64
+  %455 = add nsw i64 %451, %454
+  %456 = mul nsw i64 %pool1_grad.cv40214, 8
+  %457 = add nsw i64 %455, %456
+  %458 = add nsw i64 1254032, %457
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %458
+  %459 = load <8 x float>, ptr %arena45, align 4
+  %460 = mul nsw i64 %pool1_grad.j39911, 16384
+  %461 = mul nsw i64 %pool1_grad.ty40012, 2
+  %462 = add nsw i64 %461, 3
+  %463 = mul nsw i64 %462, 1024
+  %464 = add nsw i64 %460, %463
+  %465 = mul nsw i64 %pool1_grad.tx40113, 2
+  %466 = add nsw i64 %465, 3
+  %467 = mul nsw i64 %466, 64
+  %468 = add nsw i64 %464, %467
+  %469 = mul nsw i64 %pool1_grad.cv40214, 8
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 1254032, %470
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %471
+  %472 = load <8 x float>, ptr %arena46, align 4
+  %473 = fsub <8 x float> %459, %472
+  store <8 x float> %473, ptr %pool1_grad.w418, align 32
+  %w403 = load <8 x float>, ptr %pool1_grad.w403, align 32
+  %w411 = load <8 x float>, ptr %pool1_grad.w411, align 32
+  %474 = fsub <8 x float> %w403, %w411
+  store <8 x float> %474, ptr %pool1_grad.w419, align 32
+  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
+  %w41147 = load <8 x float>, ptr %pool1_grad.w411, align 32
+  %475 = fadd <8 x float> %w407, %w41147
+  store <8 x float> %475, ptr %pool1_grad.w420, align 32
+  %w41148 = load <8 x float>, ptr %pool1_grad.w411, align 32
+  %w40749 = load <8 x float>, ptr %pool1_grad.w407, align 32
+  %476 = fsub <8 x float> %w41148, %w40749
+  store <8 x float> %476, ptr %pool1_grad.w421, align 32
+  %w40750 = load <8 x float>, ptr %pool1_grad.w407, align 32
+  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
+  %477 = fsub <8 x float> %w40750, %w415
+  store <8 x float> %477, ptr %pool1_grad.w422, align 32
+  %w404 = load <8 x float>, ptr %pool1_grad.w404, align 32
+  %w412 = load <8 x float>, ptr %pool1_grad.w412, align 32
+  %478 = fsub <8 x float> %w404, %w412
+  store <8 x float> %478, ptr %pool1_grad.w423, align 32
+  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
+  %w41251 = load <8 x float>, ptr %pool1_grad.w412, align 32
+  %479 = fadd <8 x float> %w408, %w41251
+  store <8 x float> %479, ptr %pool1_grad.w424, align 32
+  %w41252 = load <8 x float>, ptr %pool1_grad.w412, align 32
+  %w40853 = load <8 x float>, ptr %pool1_grad.w408, align 32
+  %480 = fsub <8 x float> %w41252, %w40853
+  store <8 x float> %480, ptr %pool1_grad.w425, align 32
+  %w40854 = load <8 x float>, ptr %pool1_grad.w408, align 32
+  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
+  %481 = fsub <8 x float> %w40854, %w416
+  store <8 x float> %481, ptr %pool1_grad.w426, align 32
+  %w405 = load <8 x float>, ptr %pool1_grad.w405, align 32
+  %w413 = load <8 x float>, ptr %pool1_grad.w413, align 32
+  %482 = fsub <8 x float> %w405, %w413
+  store <8 x float> %482, ptr %pool1_grad.w427, align 32
+  %w409 = load <8 x float>, ptr %pool1_grad.w409, align 32
+  %w41355 = load <8 x float>, ptr %pool1_grad.w413, align 32
+  %483 = fadd <8 x float> %w409, %w41355
+  store <8 x float> %483, ptr %pool1_grad.w428, align 32
+  %w41356 = load <8 x float>, ptr %pool1_grad.w413, align 32
+  %w40957 = load <8 x float>, ptr %pool1_grad.w409, align 32
+  %484 = fsub <8 x float> %w41356, %w40957
+  store <8 x float> %484, ptr %pool1_grad.w429, align 32
+  %w40958 = load <8 x float>, ptr %pool1_grad.w409, align 32
+  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
+  %485 = fsub <8 x float> %w40958, %w417
+  store <8 x float> %485, ptr %pool1_grad.w430, align 32
+  %w406 = load <8 x float>, ptr %pool1_grad.w406, align 32
+  %w414 = load <8 x float>, ptr %pool1_grad.w414, align 32
+  %486 = fsub <8 x float> %w406, %w414
+  store <8 x float> %486, ptr %pool1_grad.w431, align 32
+  %w410 = load <8 x float>, ptr %pool1_grad.w410, align 32
+  %w41459 = load <8 x float>, ptr %pool1_grad.w414, align 32
+  %487 = fadd <8 x float> %w410, %w41459
+  store <8 x float> %487, ptr %pool1_grad.w432, align 32
+  %w41460 = load <8 x float>, ptr %pool1_grad.w414, align 32
+  %w41061 = load <8 x float>, ptr %pool1_grad.w410, align 32
+  %488 = fsub <8 x float> %w41460, %w41061
+  store <8 x float> %488, ptr %pool1_grad.w433, align 32
+  %w41062 = load <8 x float>, ptr %pool1_grad.w410, align 32
+  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
+  %489 = fsub <8 x float> %w41062, %w418
+  store <8 x float> %489, ptr %pool1_grad.w434, align 32
+  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
+  %490 = mul nsw i64 %pool1_grad.j39911, 49
+  %491 = mul nsw i64 %pool1_grad.ty40012, 7
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %pool1_grad.tx40113
+  %494 = mul nsw i64 %493, 64
+  %495 = add nsw i64 1270416, %494
+  %496 = mul nsw i64 %pool1_grad.cv40214, 8
+  %497 = add nsw i64 %495, %496
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w419, ptr %arena63, align 4
+  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
+  %498 = mul nsw i64 %pool1_grad.j39911, 49
+  %499 = mul nsw i64 %pool1_grad.ty40012, 7
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %pool1_grad.tx40113
+  %502 = mul nsw i64 %501, 64
+  %503 = add nsw i64 1273552, %502
+  %504 = mul nsw i64 %pool1_grad.cv40214, 8
+  %505 = add nsw i64 %503, %504
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w420, ptr %arena64, align 4
+  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
+  %506 = mul nsw i64 %pool1_grad.j39911, 49
+  %507 = mul nsw i64 %pool1_grad.ty40012, 7
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %pool1_grad.tx40113
+  %510 = mul nsw i64 %509, 64
+  %511 = add nsw i64 1276688, %510
+  %512 = mul nsw i64 %pool1_grad.cv40214, 8
+  %513 = add nsw i64 %511, %512
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w421, ptr %arena65, align 4
+  %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
+  %514 = mul nsw i64 %pool1_grad.j39911, 49
+  %515 = mul nsw i64 %pool1_grad.ty40012, 7
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %pool1_grad.tx40113
+  %518 = mul nsw i64 %517, 64
+  %519 = add nsw i64 1279824, %518
+  %520 = mul nsw i64 %pool1_grad.cv40214, 8
+  %521 = add nsw i64 %519, %520
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w422, ptr %arena66, align 4
+  %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
+  %522 = mul nsw i64 %pool1_grad.j39911, 49
+  %523 = mul nsw i64 %pool1_grad.ty40012, 7
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %pool1_grad.tx40113
+  %526 = mul nsw i64 %525, 64
+  %527 = add nsw i64 1282960, %526
+  %528 = mul nsw i64 %pool1_grad.cv40214, 8
+  %529 = add nsw i64 %527, %528
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w423, ptr %arena67, align 4
+  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %530 = mul nsw i64 %pool1_grad.j39911, 49
+  %531 = mul nsw i64 %pool1_grad.ty40012, 7
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %pool1_grad.tx40113
+  %534 = mul nsw i64 %533, 64
+  %535 = add nsw i64 1286096, %534
+  %536 = mul nsw i64 %pool1_grad.cv40214, 8
+  %537 = add nsw i64 %535, %536
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w424, ptr %arena68, align 4
+  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %538 = mul nsw i64 %pool1_grad.j39911, 49
+  %539 = mul nsw i64 %pool1_grad.ty40012, 7
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %pool1_grad.tx40113
+  %542 = mul nsw i64 %541, 64
+  %543 = add nsw i64 1289232, %542
+  %544 = mul nsw i64 %pool1_grad.cv40214, 8
+  %545 = add nsw i64 %543, %544
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w425, ptr %arena69, align 4
+  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
+  %546 = mul nsw i64 %pool1_grad.j39911, 49
+  %547 = mul nsw i64 %pool1_grad.ty40012, 7
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %pool1_grad.tx40113
+  %550 = mul nsw i64 %549, 64
+  %551 = add nsw i64 1292368, %550
+  %552 = mul nsw i64 %pool1_grad.cv40214, 8
+  %553 = add nsw i64 %551, %552
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w426, ptr %arena70, align 4
+  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
+  %554 = mul nsw i64 %pool1_grad.j39911, 49
+  %555 = mul nsw i64 %pool1_grad.ty40012, 7
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %pool1_grad.tx40113
+  %558 = mul nsw i64 %557, 64
+  %559 = add nsw i64 1295504, %558
+  %560 = mul nsw i64 %pool1_grad.cv40214, 8
+  %561 = add nsw i64 %559, %560
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w427, ptr %arena71, align 4
+  %w428 = load <8 x float>, ptr %pool1_grad.w428, align 32
+  %562 = mul nsw i64 %pool1_grad.j39911, 49
+  %563 = mul nsw i64 %pool1_grad.ty40012, 7
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %pool1_grad.tx40113
+  %566 = mul nsw i64 %565, 64
+  %567 = add nsw i64 1298640, %566
+  %568 = mul nsw i64 %pool1_grad.cv40214, 8
+  %569 = add nsw i64 %567, %568
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w428, ptr %arena72, align 4
+  %w429 = load <8 x float>, ptr %pool1_grad.w429, align 32
+  %570 = mul nsw i64 %pool1_grad.j39911, 49
+  %571 = mul nsw i64 %pool1_grad.ty40012, 7
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %pool1_grad.tx40113
+  %574 = mul nsw i64 %573, 64
+  %575 = add nsw i64 1301776, %574
+  %576 = mul nsw i64 %pool1_grad.cv40214, 8
+  %577 = add nsw i64 %575, %576
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w429, ptr %arena73, align 4
+  %w430 = load <8 x float>, ptr %pool1_grad.w430, align 32
+  %578 = mul nsw i64 %pool1_grad.j39911, 49
+  %579 = mul nsw i64 %pool1_grad.ty40012, 7
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %pool1_grad.tx40113
+  %582 = mul nsw i64 %581, 64
+  %583 = add nsw i64 1304912, %582
+  %584 = mul nsw i64 %pool1_grad.cv40214, 8
+  %585 = add nsw i64 %583, %584
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w430, ptr %arena74, align 4
+  %w431 = load <8 x float>, ptr %pool1_grad.w431, align 32
+  %586 = mul nsw i64 %pool1_grad.j39911, 49
+  %587 = mul nsw i64 %pool1_grad.ty40012, 7
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %pool1_grad.tx40113
+  %590 = mul nsw i64 %589, 64
+  %591 = add nsw i64 1308048, %590
+  %592 = mul nsw i64 %pool1_grad.cv40214, 8
+  %593 = add nsw i64 %591, %592
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w431, ptr %arena75, align 4
+  %w432 = load <8 x float>, ptr %pool1_grad.w432, align 32
+  %594 = mul nsw i64 %pool1_grad.j39911, 49
+  %595 = mul nsw i64 %pool1_grad.ty40012, 7
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %pool1_grad.tx40113
+  %598 = mul nsw i64 %597, 64
+  %599 = add nsw i64 1311184, %598
+  %600 = mul nsw i64 %pool1_grad.cv40214, 8
+  %601 = add nsw i64 %599, %600
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w432, ptr %arena76, align 4
+  %w433 = load <8 x float>, ptr %pool1_grad.w433, align 32
+  %602 = mul nsw i64 %pool1_grad.j39911, 49
+  %603 = mul nsw i64 %pool1_grad.ty40012, 7
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %604, %pool1_grad.tx40113
+  %606 = mul nsw i64 %605, 64
+  %607 = add nsw i64 1314320, %606
+  %608 = mul nsw i64 %pool1_grad.cv40214, 8
+  %609 = add nsw i64 %607, %608
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %609
+  store <8 x float> %w433, ptr %arena77, align 4
+  %w434 = load <8 x float>, ptr %pool1_grad.w434, align 32
+  %610 = mul nsw i64 %pool1_grad.j39911, 49
+  %611 = mul nsw i64 %pool1_grad.ty40012, 7
+  %612 = add nsw i64 %610, %611
+  %613 = add nsw i64 %612, %pool1_grad.tx40113
+  %614 = mul nsw i64 %613, 64
+  %615 = add nsw i64 1317456, %614
+  %616 = mul nsw i64 %pool1_grad.cv40214, 8
+  %617 = add nsw i64 %615, %616
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %617
+  store <8 x float> %w434, ptr %arena78, align 4
+  %cv402.next = add nsw i64 %pool1_grad.cv40214, 1
+  %618 = icmp slt i64 %cv402.next, 8
+  br i1 %618, label %pool1_grad.cv402, label %pool1_grad.cv402.end
+
+pool1_grad.cv402.end:                             ; preds = %pool1_grad.cv402
+  %tx401.next = add nsw i64 %pool1_grad.tx40113, 1
+  %619 = icmp slt i64 %tx401.next, 7
+  br i1 %619, label %pool1_grad.tx401, label %pool1_grad.tx401.end
+
+pool1_grad.part435.pool:                          ; preds = %pool1_grad.j399.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @simplecnn_train_b64.k20.pool1_grad.part435.task, ptr %part435.context, i64 2)
+  br label %pool1_grad.part435.done
+
+pool1_grad.part435.serial:                        ; preds = %pool1_grad.j399.end
+  br label %pool1_grad.part435
+
+pool1_grad.part435.done:                          ; preds = %pool1_grad.part435.end, %pool1_grad.part435.pool
+  %g394.next = add nsw i64 %pool1_grad.g3944, 1
+  %620 = icmp slt i64 %g394.next, 64
+  br i1 %620, label %pool1_grad.g394, label %pool1_grad.g394.end
+
+pool1_grad.part435:                               ; preds = %pool1_grad.part435, %pool1_grad.part435.serial
+  %pool1_grad.part43580 = phi i64 [ 0, %pool1_grad.part435.serial ], [ %part435.next, %pool1_grad.part435 ]
+  call void @simplecnn_train_b64.k20.pool1_grad.part435(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.g3944, i64 %pool1_grad.part43580)
+  %part435.next = add nsw i64 %pool1_grad.part43580, 1
+  %621 = icmp slt i64 %part435.next, 2
+  br i1 %621, label %pool1_grad.part435, label %pool1_grad.part435.end
+
+pool1_grad.part435.end:                           ; preds = %pool1_grad.part435
+  br label %pool1_grad.part435.done
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k20.pool1_grad.part362(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %pool1_grad.w392 = alloca float, align 4
+  %pool1_grad.w391 = alloca float, align 4
+  %pool1_grad.w390 = alloca float, align 4
+  %pool1_grad.w389 = alloca float, align 4
+  %pool1_grad.w388 = alloca float, align 4
+  %pool1_grad.w387 = alloca float, align 4
+  %pool1_grad.w386 = alloca float, align 4
   %pool1_grad.w385 = alloca float, align 4
   %pool1_grad.w384 = alloca float, align 4
   %pool1_grad.w383 = alloca float, align 4
@@ -7938,3436 +9663,3244 @@ entry:
   %pool1_grad.w367 = alloca float, align 4
   %pool1_grad.w366 = alloca float, align 4
   %pool1_grad.w365 = alloca float, align 4
-  %pool1_grad.w364 = alloca float, align 4
-  %pool1_grad.w363 = alloca float, align 4
-  %pool1_grad.w362 = alloca float, align 4
-  %pool1_grad.w361 = alloca float, align 4
-  %pool1_grad.w360 = alloca float, align 4
-  %pool1_grad.w359 = alloca float, align 4
-  %pool1_grad.w358 = alloca float, align 4
-  br label %pool1_grad.ci356
+  br label %pool1_grad.ci363
 
-pool1_grad.ci356:                                 ; preds = %pool1_grad.co357.end, %entry
-  %pool1_grad.ci3561 = phi i64 [ 0, %entry ], [ %ci356.next, %pool1_grad.co357.end ]
-  br label %pool1_grad.co357
+pool1_grad.ci363:                                 ; preds = %pool1_grad.co364.end, %entry
+  %pool1_grad.ci3631 = phi i64 [ 0, %entry ], [ %ci363.next, %pool1_grad.co364.end ]
+  br label %pool1_grad.co364
 
-pool1_grad.ci356.end:                             ; preds = %pool1_grad.co357.end
-  br label %pool1_grad.i386
+pool1_grad.ci363.end:                             ; preds = %pool1_grad.co364.end
+  ret void
 
-pool1_grad.co357:                                 ; preds = %pool1_grad.co357, %pool1_grad.ci356
-  %pool1_grad.co3572 = phi i64 [ 0, %pool1_grad.ci356 ], [ %co357.next, %pool1_grad.co357 ]
-  %0 = mul nsw i64 %pool1_grad.ci3561, 32
-  %1 = add nsw i64 %0, %pool1_grad.co3572
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 320, %2
-  %4 = add nsw i64 %3, 8
-  %params3 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool1_grad.w358, align 4
-  %6 = mul nsw i64 %pool1_grad.ci3561, 32
-  %7 = add nsw i64 %6, %pool1_grad.co3572
-  %8 = mul nsw i64 %7, 9
-  %9 = add nsw i64 320, %8
-  %10 = add nsw i64 %9, 8
-  %params4 = getelementptr inbounds float, ptr %params, i64 %10
-  %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool1_grad.ci3561, 32
-  %13 = add nsw i64 %12, %pool1_grad.co3572
-  %14 = mul nsw i64 %13, 9
-  %15 = add nsw i64 320, %14
-  %16 = add nsw i64 %15, 5
-  %params5 = getelementptr inbounds float, ptr %params, i64 %16
-  %17 = load float, ptr %params5, align 4
-  %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool1_grad.ci3561, 32
-  %20 = add nsw i64 %19, %pool1_grad.co3572
+pool1_grad.co364:                                 ; preds = %pool1_grad.co364, %pool1_grad.ci363
+  %pool1_grad.co3642 = phi i64 [ 0, %pool1_grad.ci363 ], [ %co364.next, %pool1_grad.co364 ]
+  %1 = mul nsw i64 %pool1_grad.ci3631, 32
+  %2 = mul nsw i64 %0, 16
+  %3 = add nsw i64 %2, %pool1_grad.co3642
+  %4 = add nsw i64 %1, %3
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 320, %5
+  %7 = add nsw i64 %6, 8
+  %params3 = getelementptr inbounds float, ptr %params, i64 %7
+  %8 = load float, ptr %params3, align 4
+  store float %8, ptr %pool1_grad.w365, align 4
+  %9 = mul nsw i64 %pool1_grad.ci3631, 32
+  %10 = mul nsw i64 %0, 16
+  %11 = add nsw i64 %10, %pool1_grad.co3642
+  %12 = add nsw i64 %9, %11
+  %13 = mul nsw i64 %12, 9
+  %14 = add nsw i64 320, %13
+  %15 = add nsw i64 %14, 8
+  %params4 = getelementptr inbounds float, ptr %params, i64 %15
+  %16 = load float, ptr %params4, align 4
+  %17 = mul nsw i64 %pool1_grad.ci3631, 32
+  %18 = mul nsw i64 %0, 16
+  %19 = add nsw i64 %18, %pool1_grad.co3642
+  %20 = add nsw i64 %17, %19
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 320, %21
-  %23 = add nsw i64 %22, 2
-  %params6 = getelementptr inbounds float, ptr %params, i64 %23
-  %24 = load float, ptr %params6, align 4
-  %25 = fadd float %18, %24
-  %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool1_grad.w359, align 4
-  %27 = mul nsw i64 %pool1_grad.ci3561, 32
-  %28 = add nsw i64 %27, %pool1_grad.co3572
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 320, %29
-  %31 = add nsw i64 %30, 8
-  %params7 = getelementptr inbounds float, ptr %params, i64 %31
-  %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool1_grad.ci3561, 32
-  %34 = add nsw i64 %33, %pool1_grad.co3572
-  %35 = mul nsw i64 %34, 9
-  %36 = add nsw i64 320, %35
-  %37 = add nsw i64 %36, 2
-  %params8 = getelementptr inbounds float, ptr %params, i64 %37
-  %38 = load float, ptr %params8, align 4
-  %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool1_grad.ci3561, 32
-  %41 = add nsw i64 %40, %pool1_grad.co3572
-  %42 = mul nsw i64 %41, 9
-  %43 = add nsw i64 320, %42
-  %44 = add nsw i64 %43, 5
-  %params9 = getelementptr inbounds float, ptr %params, i64 %44
-  %45 = load float, ptr %params9, align 4
-  %46 = fsub float %39, %45
-  %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool1_grad.w360, align 4
-  %48 = mul nsw i64 %pool1_grad.ci3561, 32
-  %49 = add nsw i64 %48, %pool1_grad.co3572
-  %50 = mul nsw i64 %49, 9
-  %51 = add nsw i64 320, %50
-  %52 = add nsw i64 %51, 2
-  %params10 = getelementptr inbounds float, ptr %params, i64 %52
-  %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool1_grad.w361, align 4
-  %54 = mul nsw i64 %pool1_grad.ci3561, 32
-  %55 = add nsw i64 %54, %pool1_grad.co3572
-  %56 = mul nsw i64 %55, 9
-  %57 = add nsw i64 320, %56
-  %58 = add nsw i64 %57, 7
-  %params11 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool1_grad.w362, align 4
-  %60 = mul nsw i64 %pool1_grad.ci3561, 32
-  %61 = add nsw i64 %60, %pool1_grad.co3572
-  %62 = mul nsw i64 %61, 9
-  %63 = add nsw i64 320, %62
-  %64 = add nsw i64 %63, 7
-  %params12 = getelementptr inbounds float, ptr %params, i64 %64
-  %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool1_grad.ci3561, 32
-  %67 = add nsw i64 %66, %pool1_grad.co3572
-  %68 = mul nsw i64 %67, 9
-  %69 = add nsw i64 320, %68
-  %70 = add nsw i64 %69, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %70
-  %71 = load float, ptr %params13, align 4
-  %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool1_grad.ci3561, 32
-  %74 = add nsw i64 %73, %pool1_grad.co3572
+  %23 = add nsw i64 %22, 5
+  %params5 = getelementptr inbounds float, ptr %params, i64 %23
+  %24 = load float, ptr %params5, align 4
+  %25 = fadd float %16, %24
+  %26 = mul nsw i64 %pool1_grad.ci3631, 32
+  %27 = mul nsw i64 %0, 16
+  %28 = add nsw i64 %27, %pool1_grad.co3642
+  %29 = add nsw i64 %26, %28
+  %30 = mul nsw i64 %29, 9
+  %31 = add nsw i64 320, %30
+  %32 = add nsw i64 %31, 2
+  %params6 = getelementptr inbounds float, ptr %params, i64 %32
+  %33 = load float, ptr %params6, align 4
+  %34 = fadd float %25, %33
+  %35 = fmul float %34, 5.000000e-01
+  store float %35, ptr %pool1_grad.w366, align 4
+  %36 = mul nsw i64 %pool1_grad.ci3631, 32
+  %37 = mul nsw i64 %0, 16
+  %38 = add nsw i64 %37, %pool1_grad.co3642
+  %39 = add nsw i64 %36, %38
+  %40 = mul nsw i64 %39, 9
+  %41 = add nsw i64 320, %40
+  %42 = add nsw i64 %41, 8
+  %params7 = getelementptr inbounds float, ptr %params, i64 %42
+  %43 = load float, ptr %params7, align 4
+  %44 = mul nsw i64 %pool1_grad.ci3631, 32
+  %45 = mul nsw i64 %0, 16
+  %46 = add nsw i64 %45, %pool1_grad.co3642
+  %47 = add nsw i64 %44, %46
+  %48 = mul nsw i64 %47, 9
+  %49 = add nsw i64 320, %48
+  %50 = add nsw i64 %49, 2
+  %params8 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params8, align 4
+  %52 = fadd float %43, %51
+  %53 = mul nsw i64 %pool1_grad.ci3631, 32
+  %54 = mul nsw i64 %0, 16
+  %55 = add nsw i64 %54, %pool1_grad.co3642
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %56, 9
+  %58 = add nsw i64 320, %57
+  %59 = add nsw i64 %58, 5
+  %params9 = getelementptr inbounds float, ptr %params, i64 %59
+  %60 = load float, ptr %params9, align 4
+  %61 = fsub float %52, %60
+  %62 = fmul float %61, 5.000000e-01
+  store float %62, ptr %pool1_grad.w367, align 4
+  %63 = mul nsw i64 %pool1_grad.ci3631, 32
+  %64 = mul nsw i64 %0, 16
+  %65 = add nsw i64 %64, %pool1_grad.co3642
+  %66 = add nsw i64 %63, %65
+  %67 = mul nsw i64 %66, 9
+  %68 = add nsw i64 320, %67
+  %69 = add nsw i64 %68, 2
+  %params10 = getelementptr inbounds float, ptr %params, i64 %69
+  %70 = load float, ptr %params10, align 4
+  store float %70, ptr %pool1_grad.w368, align 4
+  %71 = mul nsw i64 %pool1_grad.ci3631, 32
+  %72 = mul nsw i64 %0, 16
+  %73 = add nsw i64 %72, %pool1_grad.co3642
+  %74 = add nsw i64 %71, %73
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 320, %75
-  %77 = add nsw i64 %76, 1
-  %params14 = getelementptr inbounds float, ptr %params, i64 %77
-  %78 = load float, ptr %params14, align 4
-  %79 = fadd float %72, %78
-  %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool1_grad.w363, align 4
-  %81 = mul nsw i64 %pool1_grad.ci3561, 32
-  %82 = add nsw i64 %81, %pool1_grad.co3572
+  %77 = add nsw i64 %76, 7
+  %params11 = getelementptr inbounds float, ptr %params, i64 %77
+  %78 = load float, ptr %params11, align 4
+  store float %78, ptr %pool1_grad.w369, align 4
+  %79 = mul nsw i64 %pool1_grad.ci3631, 32
+  %80 = mul nsw i64 %0, 16
+  %81 = add nsw i64 %80, %pool1_grad.co3642
+  %82 = add nsw i64 %79, %81
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 320, %83
   %85 = add nsw i64 %84, 7
-  %params15 = getelementptr inbounds float, ptr %params, i64 %85
-  %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool1_grad.ci3561, 32
-  %88 = add nsw i64 %87, %pool1_grad.co3572
-  %89 = mul nsw i64 %88, 9
-  %90 = add nsw i64 320, %89
-  %91 = add nsw i64 %90, 1
-  %params16 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params16, align 4
-  %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool1_grad.ci3561, 32
-  %95 = add nsw i64 %94, %pool1_grad.co3572
-  %96 = mul nsw i64 %95, 9
-  %97 = add nsw i64 320, %96
-  %98 = add nsw i64 %97, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %98
-  %99 = load float, ptr %params17, align 4
-  %100 = fsub float %93, %99
-  %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool1_grad.w364, align 4
-  %102 = mul nsw i64 %pool1_grad.ci3561, 32
-  %103 = add nsw i64 %102, %pool1_grad.co3572
-  %104 = mul nsw i64 %103, 9
-  %105 = add nsw i64 320, %104
-  %106 = add nsw i64 %105, 1
-  %params18 = getelementptr inbounds float, ptr %params, i64 %106
-  %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool1_grad.w365, align 4
-  %108 = mul nsw i64 %pool1_grad.ci3561, 32
-  %109 = add nsw i64 %108, %pool1_grad.co3572
+  %params12 = getelementptr inbounds float, ptr %params, i64 %85
+  %86 = load float, ptr %params12, align 4
+  %87 = mul nsw i64 %pool1_grad.ci3631, 32
+  %88 = mul nsw i64 %0, 16
+  %89 = add nsw i64 %88, %pool1_grad.co3642
+  %90 = add nsw i64 %87, %89
+  %91 = mul nsw i64 %90, 9
+  %92 = add nsw i64 320, %91
+  %93 = add nsw i64 %92, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %93
+  %94 = load float, ptr %params13, align 4
+  %95 = fadd float %86, %94
+  %96 = mul nsw i64 %pool1_grad.ci3631, 32
+  %97 = mul nsw i64 %0, 16
+  %98 = add nsw i64 %97, %pool1_grad.co3642
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %99, 9
+  %101 = add nsw i64 320, %100
+  %102 = add nsw i64 %101, 1
+  %params14 = getelementptr inbounds float, ptr %params, i64 %102
+  %103 = load float, ptr %params14, align 4
+  %104 = fadd float %95, %103
+  %105 = fmul float %104, 5.000000e-01
+  store float %105, ptr %pool1_grad.w370, align 4
+  %106 = mul nsw i64 %pool1_grad.ci3631, 32
+  %107 = mul nsw i64 %0, 16
+  %108 = add nsw i64 %107, %pool1_grad.co3642
+  %109 = add nsw i64 %106, %108
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 320, %110
-  %112 = add nsw i64 %111, 6
-  %params19 = getelementptr inbounds float, ptr %params, i64 %112
-  %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool1_grad.w366, align 4
-  %114 = mul nsw i64 %pool1_grad.ci3561, 32
-  %115 = add nsw i64 %114, %pool1_grad.co3572
-  %116 = mul nsw i64 %115, 9
-  %117 = add nsw i64 320, %116
-  %118 = add nsw i64 %117, 6
-  %params20 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool1_grad.ci3561, 32
-  %121 = add nsw i64 %120, %pool1_grad.co3572
-  %122 = mul nsw i64 %121, 9
-  %123 = add nsw i64 320, %122
-  %124 = add nsw i64 %123, 3
-  %params21 = getelementptr inbounds float, ptr %params, i64 %124
-  %125 = load float, ptr %params21, align 4
-  %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool1_grad.ci3561, 32
-  %128 = add nsw i64 %127, %pool1_grad.co3572
-  %129 = mul nsw i64 %128, 9
-  %130 = add nsw i64 320, %129
-  %params22 = getelementptr inbounds float, ptr %params, i64 %130
-  %131 = load float, ptr %params22, align 4
-  %132 = fadd float %126, %131
-  %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool1_grad.w367, align 4
-  %134 = mul nsw i64 %pool1_grad.ci3561, 32
-  %135 = add nsw i64 %134, %pool1_grad.co3572
-  %136 = mul nsw i64 %135, 9
-  %137 = add nsw i64 320, %136
-  %138 = add nsw i64 %137, 6
-  %params23 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool1_grad.ci3561, 32
-  %141 = add nsw i64 %140, %pool1_grad.co3572
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 320, %142
-  %params24 = getelementptr inbounds float, ptr %params, i64 %143
-  %144 = load float, ptr %params24, align 4
-  %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool1_grad.ci3561, 32
-  %147 = add nsw i64 %146, %pool1_grad.co3572
-  %148 = mul nsw i64 %147, 9
-  %149 = add nsw i64 320, %148
-  %150 = add nsw i64 %149, 3
-  %params25 = getelementptr inbounds float, ptr %params, i64 %150
-  %151 = load float, ptr %params25, align 4
-  %152 = fsub float %145, %151
-  %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool1_grad.w368, align 4
-  %154 = mul nsw i64 %pool1_grad.ci3561, 32
-  %155 = add nsw i64 %154, %pool1_grad.co3572
-  %156 = mul nsw i64 %155, 9
-  %157 = add nsw i64 320, %156
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool1_grad.w369, align 4
-  %w358 = load float, ptr %pool1_grad.w358, align 4
-  store float %w358, ptr %pool1_grad.w370, align 4
-  %w35827 = load float, ptr %pool1_grad.w358, align 4
-  %w362 = load float, ptr %pool1_grad.w362, align 4
-  %159 = fadd float %w35827, %w362
-  %w366 = load float, ptr %pool1_grad.w366, align 4
-  %160 = fadd float %159, %w366
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool1_grad.w371, align 4
-  %w35828 = load float, ptr %pool1_grad.w358, align 4
-  %w36629 = load float, ptr %pool1_grad.w366, align 4
-  %162 = fadd float %w35828, %w36629
-  %w36230 = load float, ptr %pool1_grad.w362, align 4
-  %163 = fsub float %162, %w36230
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool1_grad.w372, align 4
-  %w36631 = load float, ptr %pool1_grad.w366, align 4
-  store float %w36631, ptr %pool1_grad.w373, align 4
-  %w359 = load float, ptr %pool1_grad.w359, align 4
-  store float %w359, ptr %pool1_grad.w374, align 4
-  %w35932 = load float, ptr %pool1_grad.w359, align 4
-  %w363 = load float, ptr %pool1_grad.w363, align 4
-  %165 = fadd float %w35932, %w363
-  %w367 = load float, ptr %pool1_grad.w367, align 4
-  %166 = fadd float %165, %w367
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool1_grad.w375, align 4
-  %w35933 = load float, ptr %pool1_grad.w359, align 4
-  %w36734 = load float, ptr %pool1_grad.w367, align 4
-  %168 = fadd float %w35933, %w36734
-  %w36335 = load float, ptr %pool1_grad.w363, align 4
-  %169 = fsub float %168, %w36335
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool1_grad.w376, align 4
-  %w36736 = load float, ptr %pool1_grad.w367, align 4
-  store float %w36736, ptr %pool1_grad.w377, align 4
-  %w360 = load float, ptr %pool1_grad.w360, align 4
-  store float %w360, ptr %pool1_grad.w378, align 4
-  %w36037 = load float, ptr %pool1_grad.w360, align 4
-  %w364 = load float, ptr %pool1_grad.w364, align 4
-  %171 = fadd float %w36037, %w364
-  %w368 = load float, ptr %pool1_grad.w368, align 4
-  %172 = fadd float %171, %w368
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool1_grad.w379, align 4
-  %w36038 = load float, ptr %pool1_grad.w360, align 4
-  %w36839 = load float, ptr %pool1_grad.w368, align 4
-  %174 = fadd float %w36038, %w36839
-  %w36440 = load float, ptr %pool1_grad.w364, align 4
-  %175 = fsub float %174, %w36440
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool1_grad.w380, align 4
-  %w36841 = load float, ptr %pool1_grad.w368, align 4
-  store float %w36841, ptr %pool1_grad.w381, align 4
-  %w361 = load float, ptr %pool1_grad.w361, align 4
-  store float %w361, ptr %pool1_grad.w382, align 4
-  %w36142 = load float, ptr %pool1_grad.w361, align 4
+  %112 = add nsw i64 %111, 7
+  %params15 = getelementptr inbounds float, ptr %params, i64 %112
+  %113 = load float, ptr %params15, align 4
+  %114 = mul nsw i64 %pool1_grad.ci3631, 32
+  %115 = mul nsw i64 %0, 16
+  %116 = add nsw i64 %115, %pool1_grad.co3642
+  %117 = add nsw i64 %114, %116
+  %118 = mul nsw i64 %117, 9
+  %119 = add nsw i64 320, %118
+  %120 = add nsw i64 %119, 1
+  %params16 = getelementptr inbounds float, ptr %params, i64 %120
+  %121 = load float, ptr %params16, align 4
+  %122 = fadd float %113, %121
+  %123 = mul nsw i64 %pool1_grad.ci3631, 32
+  %124 = mul nsw i64 %0, 16
+  %125 = add nsw i64 %124, %pool1_grad.co3642
+  %126 = add nsw i64 %123, %125
+  %127 = mul nsw i64 %126, 9
+  %128 = add nsw i64 320, %127
+  %129 = add nsw i64 %128, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %129
+  %130 = load float, ptr %params17, align 4
+  %131 = fsub float %122, %130
+  %132 = fmul float %131, 5.000000e-01
+  store float %132, ptr %pool1_grad.w371, align 4
+  %133 = mul nsw i64 %pool1_grad.ci3631, 32
+  %134 = mul nsw i64 %0, 16
+  %135 = add nsw i64 %134, %pool1_grad.co3642
+  %136 = add nsw i64 %133, %135
+  %137 = mul nsw i64 %136, 9
+  %138 = add nsw i64 320, %137
+  %139 = add nsw i64 %138, 1
+  %params18 = getelementptr inbounds float, ptr %params, i64 %139
+  %140 = load float, ptr %params18, align 4
+  store float %140, ptr %pool1_grad.w372, align 4
+  %141 = mul nsw i64 %pool1_grad.ci3631, 32
+  %142 = mul nsw i64 %0, 16
+  %143 = add nsw i64 %142, %pool1_grad.co3642
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %144, 9
+  %146 = add nsw i64 320, %145
+  %147 = add nsw i64 %146, 6
+  %params19 = getelementptr inbounds float, ptr %params, i64 %147
+  %148 = load float, ptr %params19, align 4
+  store float %148, ptr %pool1_grad.w373, align 4
+  %149 = mul nsw i64 %pool1_grad.ci3631, 32
+  %150 = mul nsw i64 %0, 16
+  %151 = add nsw i64 %150, %pool1_grad.co3642
+  %152 = add nsw i64 %149, %151
+  %153 = mul nsw i64 %152, 9
+  %154 = add nsw i64 320, %153
+  %155 = add nsw i64 %154, 6
+  %params20 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params20, align 4
+  %157 = mul nsw i64 %pool1_grad.ci3631, 32
+  %158 = mul nsw i64 %0, 16
+  %159 = add nsw i64 %158, %pool1_grad.co3642
+  %160 = add nsw i64 %157, %159
+  %161 = mul nsw i64 %160, 9
+  %162 = add nsw i64 320, %161
+  %163 = add nsw i64 %162, 3
+  %params21 = getelementptr inbounds float, ptr %params, i64 %163
+  %164 = load float, ptr %params21, align 4
+  %165 = fadd float %156, %164
+  %166 = mul nsw i64 %pool1_grad.ci3631, 32
+  %167 = mul nsw i64 %0, 16
+  %168 = add nsw i64 %167, %pool1_grad.co3642
+  %169 = add nsw i64 %166, %168
+  %170 = mul nsw i64 %169, 9
+  %171 = add nsw i64 320, %170
+  %params22 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params22, align 4
+  %173 = fadd float %165, %172
+  %174 = fmul float %173, 5.000000e-01
+  store float %174, ptr %pool1_grad.w374, align 4
+  %175 = mul nsw i64 %pool1_grad.ci3631, 32
+  %176 = mul nsw i64 %0, 16
+  %177 = add nsw i64 %176, %pool1_grad.co3642
+  %178 = add nsw i64 %175, %177
+  %179 = mul nsw i64 %178, 9
+  %180 = add nsw i64 320, %179
+  %181 = add nsw i64 %180, 6
+  %params23 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params23, align 4
+  %183 = mul nsw i64 %pool1_grad.ci3631, 32
+  %184 = mul nsw i64 %0, 16
+  %185 = add nsw i64 %184, %pool1_grad.co3642
+  %186 = add nsw i64 %183, %185
+  %187 = mul nsw i64 %186, 9
+  %188 = add nsw i64 320, %187
+  %params24 = getelementptr inbounds float, ptr %params, i64 %188
+  %189 = load float, ptr %params24, align 4
+  %190 = fadd float %182, %189
+  %191 = mul nsw i64 %pool1_grad.ci3631, 32
+  %192 = mul nsw i64 %0, 16
+  %193 = add nsw i64 %192, %pool1_grad.co3642
+  %194 = add nsw i64 %191, %193
+  %195 = mul nsw i64 %194, 9
+  %196 = add nsw i64 320, %195
+  %197 = add nsw i64 %196, 3
+  %params25 = getelementptr inbounds float, ptr %params, i64 %197
+  %198 = load float, ptr %params25, align 4
+  %199 = fsub float %190, %198
+  %200 = fmul float %199, 5.000000e-01
+  store float %200, ptr %pool1_grad.w375, align 4
+  %201 = mul nsw i64 %pool1_grad.ci3631, 32
+  %202 = mul nsw i64 %0, 16
+  %203 = add nsw i64 %202, %pool1_grad.co3642
+  %204 = add nsw i64 %201, %203
+  %205 = mul nsw i64 %204, 9
+  %206 = add nsw i64 320, %205
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %pool1_grad.w376, align 4
   %w365 = load float, ptr %pool1_grad.w365, align 4
-  %177 = fadd float %w36142, %w365
+  store float %w365, ptr %pool1_grad.w377, align 4
+  %w36527 = load float, ptr %pool1_grad.w365, align 4
   %w369 = load float, ptr %pool1_grad.w369, align 4
-  %178 = fadd float %177, %w369
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool1_grad.w383, align 4
-  %w36143 = load float, ptr %pool1_grad.w361, align 4
-  %w36944 = load float, ptr %pool1_grad.w369, align 4
-  %180 = fadd float %w36143, %w36944
-  %w36545 = load float, ptr %pool1_grad.w365, align 4
-  %181 = fsub float %180, %w36545
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool1_grad.w384, align 4
-  %w36946 = load float, ptr %pool1_grad.w369, align 4
-  store float %w36946, ptr %pool1_grad.w385, align 4
-  %w370 = load float, ptr %pool1_grad.w370, align 4
-  %183 = mul nsw i64 %pool1_grad.ci3561, 32
-  %184 = add nsw i64 1221264, %183
-  %185 = add nsw i64 %184, %pool1_grad.co3572
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w370, ptr %arena47, align 4
-  %w371 = load float, ptr %pool1_grad.w371, align 4
-  %186 = mul nsw i64 %pool1_grad.ci3561, 32
-  %187 = add nsw i64 1223312, %186
-  %188 = add nsw i64 %187, %pool1_grad.co3572
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w371, ptr %arena48, align 4
-  %w372 = load float, ptr %pool1_grad.w372, align 4
-  %189 = mul nsw i64 %pool1_grad.ci3561, 32
-  %190 = add nsw i64 1225360, %189
-  %191 = add nsw i64 %190, %pool1_grad.co3572
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w372, ptr %arena49, align 4
+  %208 = fadd float %w36527, %w369
   %w373 = load float, ptr %pool1_grad.w373, align 4
-  %192 = mul nsw i64 %pool1_grad.ci3561, 32
-  %193 = add nsw i64 1227408, %192
-  %194 = add nsw i64 %193, %pool1_grad.co3572
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w373, ptr %arena50, align 4
+  %209 = fadd float %208, %w373
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %pool1_grad.w378, align 4
+  %w36528 = load float, ptr %pool1_grad.w365, align 4
+  %w37329 = load float, ptr %pool1_grad.w373, align 4
+  %211 = fadd float %w36528, %w37329
+  %w36930 = load float, ptr %pool1_grad.w369, align 4
+  %212 = fsub float %211, %w36930
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %pool1_grad.w379, align 4
+  %w37331 = load float, ptr %pool1_grad.w373, align 4
+  store float %w37331, ptr %pool1_grad.w380, align 4
+  %w366 = load float, ptr %pool1_grad.w366, align 4
+  store float %w366, ptr %pool1_grad.w381, align 4
+  %w36632 = load float, ptr %pool1_grad.w366, align 4
+  %w370 = load float, ptr %pool1_grad.w370, align 4
+  %214 = fadd float %w36632, %w370
   %w374 = load float, ptr %pool1_grad.w374, align 4
-  %195 = mul nsw i64 %pool1_grad.ci3561, 32
-  %196 = add nsw i64 1229456, %195
-  %197 = add nsw i64 %196, %pool1_grad.co3572
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w374, ptr %arena51, align 4
+  %215 = fadd float %214, %w374
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %pool1_grad.w382, align 4
+  %w36633 = load float, ptr %pool1_grad.w366, align 4
+  %w37434 = load float, ptr %pool1_grad.w374, align 4
+  %217 = fadd float %w36633, %w37434
+  %w37035 = load float, ptr %pool1_grad.w370, align 4
+  %218 = fsub float %217, %w37035
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %pool1_grad.w383, align 4
+  %w37436 = load float, ptr %pool1_grad.w374, align 4
+  store float %w37436, ptr %pool1_grad.w384, align 4
+  %w367 = load float, ptr %pool1_grad.w367, align 4
+  store float %w367, ptr %pool1_grad.w385, align 4
+  %w36737 = load float, ptr %pool1_grad.w367, align 4
+  %w371 = load float, ptr %pool1_grad.w371, align 4
+  %220 = fadd float %w36737, %w371
   %w375 = load float, ptr %pool1_grad.w375, align 4
-  %198 = mul nsw i64 %pool1_grad.ci3561, 32
-  %199 = add nsw i64 1231504, %198
-  %200 = add nsw i64 %199, %pool1_grad.co3572
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w375, ptr %arena52, align 4
+  %221 = fadd float %220, %w375
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %pool1_grad.w386, align 4
+  %w36738 = load float, ptr %pool1_grad.w367, align 4
+  %w37539 = load float, ptr %pool1_grad.w375, align 4
+  %223 = fadd float %w36738, %w37539
+  %w37140 = load float, ptr %pool1_grad.w371, align 4
+  %224 = fsub float %223, %w37140
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %pool1_grad.w387, align 4
+  %w37541 = load float, ptr %pool1_grad.w375, align 4
+  store float %w37541, ptr %pool1_grad.w388, align 4
+  %w368 = load float, ptr %pool1_grad.w368, align 4
+  store float %w368, ptr %pool1_grad.w389, align 4
+  %w36842 = load float, ptr %pool1_grad.w368, align 4
+  %w372 = load float, ptr %pool1_grad.w372, align 4
+  %226 = fadd float %w36842, %w372
   %w376 = load float, ptr %pool1_grad.w376, align 4
-  %201 = mul nsw i64 %pool1_grad.ci3561, 32
-  %202 = add nsw i64 1233552, %201
-  %203 = add nsw i64 %202, %pool1_grad.co3572
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w376, ptr %arena53, align 4
+  %227 = fadd float %226, %w376
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %pool1_grad.w390, align 4
+  %w36843 = load float, ptr %pool1_grad.w368, align 4
+  %w37644 = load float, ptr %pool1_grad.w376, align 4
+  %229 = fadd float %w36843, %w37644
+  %w37245 = load float, ptr %pool1_grad.w372, align 4
+  %230 = fsub float %229, %w37245
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %pool1_grad.w391, align 4
+  %w37646 = load float, ptr %pool1_grad.w376, align 4
+  store float %w37646, ptr %pool1_grad.w392, align 4
   %w377 = load float, ptr %pool1_grad.w377, align 4
-  %204 = mul nsw i64 %pool1_grad.ci3561, 32
-  %205 = add nsw i64 1235600, %204
-  %206 = add nsw i64 %205, %pool1_grad.co3572
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w377, ptr %arena54, align 4
+  %232 = mul nsw i64 %pool1_grad.ci3631, 32
+  %233 = add nsw i64 1221264, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %pool1_grad.co3642
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w377, ptr %arena47, align 4
   %w378 = load float, ptr %pool1_grad.w378, align 4
-  %207 = mul nsw i64 %pool1_grad.ci3561, 32
-  %208 = add nsw i64 1237648, %207
-  %209 = add nsw i64 %208, %pool1_grad.co3572
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w378, ptr %arena55, align 4
+  %237 = mul nsw i64 %pool1_grad.ci3631, 32
+  %238 = add nsw i64 1223312, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %pool1_grad.co3642
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w378, ptr %arena48, align 4
   %w379 = load float, ptr %pool1_grad.w379, align 4
-  %210 = mul nsw i64 %pool1_grad.ci3561, 32
-  %211 = add nsw i64 1239696, %210
-  %212 = add nsw i64 %211, %pool1_grad.co3572
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w379, ptr %arena56, align 4
+  %242 = mul nsw i64 %pool1_grad.ci3631, 32
+  %243 = add nsw i64 1225360, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %pool1_grad.co3642
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w379, ptr %arena49, align 4
   %w380 = load float, ptr %pool1_grad.w380, align 4
-  %213 = mul nsw i64 %pool1_grad.ci3561, 32
-  %214 = add nsw i64 1241744, %213
-  %215 = add nsw i64 %214, %pool1_grad.co3572
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w380, ptr %arena57, align 4
+  %247 = mul nsw i64 %pool1_grad.ci3631, 32
+  %248 = add nsw i64 1227408, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %pool1_grad.co3642
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w380, ptr %arena50, align 4
   %w381 = load float, ptr %pool1_grad.w381, align 4
-  %216 = mul nsw i64 %pool1_grad.ci3561, 32
-  %217 = add nsw i64 1243792, %216
-  %218 = add nsw i64 %217, %pool1_grad.co3572
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w381, ptr %arena58, align 4
+  %252 = mul nsw i64 %pool1_grad.ci3631, 32
+  %253 = add nsw i64 1229456, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %pool1_grad.co3642
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w381, ptr %arena51, align 4
   %w382 = load float, ptr %pool1_grad.w382, align 4
-  %219 = mul nsw i64 %pool1_grad.ci3561, 32
-  %220 = add nsw i64 1245840, %219
-  %221 = add nsw i64 %220, %pool1_grad.co3572
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w382, ptr %arena59, align 4
+  %257 = mul nsw i64 %pool1_grad.ci3631, 32
+  %258 = add nsw i64 1231504, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %pool1_grad.co3642
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w382, ptr %arena52, align 4
   %w383 = load float, ptr %pool1_grad.w383, align 4
-  %222 = mul nsw i64 %pool1_grad.ci3561, 32
-  %223 = add nsw i64 1247888, %222
-  %224 = add nsw i64 %223, %pool1_grad.co3572
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w383, ptr %arena60, align 4
+  %262 = mul nsw i64 %pool1_grad.ci3631, 32
+  %263 = add nsw i64 1233552, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %pool1_grad.co3642
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w383, ptr %arena53, align 4
   %w384 = load float, ptr %pool1_grad.w384, align 4
-  %225 = mul nsw i64 %pool1_grad.ci3561, 32
-  %226 = add nsw i64 1249936, %225
-  %227 = add nsw i64 %226, %pool1_grad.co3572
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w384, ptr %arena61, align 4
+  %267 = mul nsw i64 %pool1_grad.ci3631, 32
+  %268 = add nsw i64 1235600, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %pool1_grad.co3642
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w384, ptr %arena54, align 4
   %w385 = load float, ptr %pool1_grad.w385, align 4
-  %228 = mul nsw i64 %pool1_grad.ci3561, 32
-  %229 = add nsw i64 1251984, %228
-  %230 = add nsw i64 %229, %pool1_grad.co3572
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w385, ptr %arena62, align 4
-  %co357.next = add nsw i64 %pool1_grad.co3572, 1
-  %231 = icmp slt i64 %co357.next, 32
-  br i1 %231, label %pool1_grad.co357, label %pool1_grad.co357.end, !llvm.loop !13
+  %272 = mul nsw i64 %pool1_grad.ci3631, 32
+  %273 = add nsw i64 1237648, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %pool1_grad.co3642
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w385, ptr %arena55, align 4
+  %w386 = load float, ptr %pool1_grad.w386, align 4
+  %277 = mul nsw i64 %pool1_grad.ci3631, 32
+  %278 = add nsw i64 1239696, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %pool1_grad.co3642
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w386, ptr %arena56, align 4
+  %w387 = load float, ptr %pool1_grad.w387, align 4
+  %282 = mul nsw i64 %pool1_grad.ci3631, 32
+  %283 = add nsw i64 1241744, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %pool1_grad.co3642
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w387, ptr %arena57, align 4
+  %w388 = load float, ptr %pool1_grad.w388, align 4
+  %287 = mul nsw i64 %pool1_grad.ci3631, 32
+  %288 = add nsw i64 1243792, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %pool1_grad.co3642
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w388, ptr %arena58, align 4
+  %w389 = load float, ptr %pool1_grad.w389, align 4
+  %292 = mul nsw i64 %pool1_grad.ci3631, 32
+  %293 = add nsw i64 1245840, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %pool1_grad.co3642
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w389, ptr %arena59, align 4
+  %w390 = load float, ptr %pool1_grad.w390, align 4
+  %297 = mul nsw i64 %pool1_grad.ci3631, 32
+  %298 = add nsw i64 1247888, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %pool1_grad.co3642
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w390, ptr %arena60, align 4
+  %w391 = load float, ptr %pool1_grad.w391, align 4
+  %302 = mul nsw i64 %pool1_grad.ci3631, 32
+  %303 = add nsw i64 1249936, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %pool1_grad.co3642
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w391, ptr %arena61, align 4
+  %w392 = load float, ptr %pool1_grad.w392, align 4
+  %307 = mul nsw i64 %pool1_grad.ci3631, 32
+  %308 = add nsw i64 1251984, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %pool1_grad.co3642
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w392, ptr %arena62, align 4
+  %co364.next = add nsw i64 %pool1_grad.co3642, 1
+  %312 = icmp slt i64 %co364.next, 16
+  br i1 %312, label %pool1_grad.co364, label %pool1_grad.co364.end, !llvm.loop !13
 
-pool1_grad.co357.end:                             ; preds = %pool1_grad.co357
-  %ci356.next = add nsw i64 %pool1_grad.ci3561, 1
-  %232 = icmp slt i64 %ci356.next, 64
-  br i1 %232, label %pool1_grad.ci356, label %pool1_grad.ci356.end, !llvm.loop !14
+pool1_grad.co364.end:                             ; preds = %pool1_grad.co364
+  %ci363.next = add nsw i64 %pool1_grad.ci3631, 1
+  %313 = icmp slt i64 %ci363.next, 64
+  br i1 %313, label %pool1_grad.ci363, label %pool1_grad.ci363.end, !llvm.loop !14
+}
 
-pool1_grad.i386:                                  ; preds = %pool1_grad.i386, %pool1_grad.ci356.end
-  %pool1_grad.i38663 = phi i64 [ 0, %pool1_grad.ci356.end ], [ %i386.next, %pool1_grad.i386 ]
-  %233 = add nsw i64 1254032, %pool1_grad.i38663
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i386.next = add nsw i64 %pool1_grad.i38663, 1
-  %234 = icmp slt i64 %i386.next, 16384
-  br i1 %234, label %pool1_grad.i386, label %pool1_grad.i386.end
-
-pool1_grad.i386.end:                              ; preds = %pool1_grad.i386
-  br label %pool1_grad.g387
-
-pool1_grad.g387:                                  ; preds = %pool1_grad.j452.end, %pool1_grad.i386.end
-  %pool1_grad.g38765 = phi i64 [ 0, %pool1_grad.i386.end ], [ %g387.next, %pool1_grad.j452.end ]
-  br label %pool1_grad.j388
-
-pool1_grad.g387.end:                              ; preds = %pool1_grad.j452.end
+define internal void @simplecnn_train_b64.k20.pool1_grad.part362.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k20.pool1_grad.part362(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
-
-pool1_grad.j388:                                  ; preds = %pool1_grad.iy389.end, %pool1_grad.g387
-  %pool1_grad.j38866 = phi i64 [ 0, %pool1_grad.g387 ], [ %j388.next, %pool1_grad.iy389.end ]
-  br label %pool1_grad.iy389
-
-pool1_grad.j388.end:                              ; preds = %pool1_grad.iy389.end
-  br label %pool1_grad.j392
-
-pool1_grad.iy389:                                 ; preds = %pool1_grad.c390.end, %pool1_grad.j388
-  %pool1_grad.iy38967 = phi i64 [ 0, %pool1_grad.j388 ], [ %iy389.next, %pool1_grad.c390.end ]
-  br label %pool1_grad.c390
-
-pool1_grad.iy389.end:                             ; preds = %pool1_grad.c390.end
-  %j388.next = add nsw i64 %pool1_grad.j38866, 1
-  %235 = icmp slt i64 %j388.next, 1
-  br i1 %235, label %pool1_grad.j388, label %pool1_grad.j388.end
-
-pool1_grad.c390:                                  ; preds = %pool1_grad.ix391.end, %pool1_grad.iy389
-  %pool1_grad.c39068 = phi i64 [ 0, %pool1_grad.iy389 ], [ %c390.next, %pool1_grad.ix391.end ]
-  br label %pool1_grad.ix391
-
-pool1_grad.c390.end:                              ; preds = %pool1_grad.ix391.end
-  %iy389.next = add nsw i64 %pool1_grad.iy38967, 1
-  %236 = icmp slt i64 %iy389.next, 14
-  br i1 %236, label %pool1_grad.iy389, label %pool1_grad.iy389.end
-
-pool1_grad.ix391:                                 ; preds = %pool1_grad.ix391, %pool1_grad.c390
-  %pool1_grad.ix39169 = phi i64 [ 0, %pool1_grad.c390 ], [ %ix391.next, %pool1_grad.ix391 ]
-  %237 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j38866
-  %238 = mul nsw i64 %237, 12544
-  %239 = add nsw i64 1421968, %238
-  %240 = mul nsw i64 %pool1_grad.c39068, 196
-  %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy38967, 14
-  %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool1_grad.ix39169
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
-  %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool1_grad.j38866, 16384
-  %247 = add nsw i64 %pool1_grad.iy38967, 1
-  %248 = mul nsw i64 %247, 1024
-  %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool1_grad.ix39169, 1
-  %251 = mul nsw i64 %250, 64
-  %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c39068
-  %254 = add nsw i64 1254032, %253
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
-  store float %245, ptr %arena71, align 4
-  %ix391.next = add nsw i64 %pool1_grad.ix39169, 1
-  %255 = icmp slt i64 %ix391.next, 14
-  br i1 %255, label %pool1_grad.ix391, label %pool1_grad.ix391.end
-
-pool1_grad.ix391.end:                             ; preds = %pool1_grad.ix391
-  %c390.next = add nsw i64 %pool1_grad.c39068, 1
-  %256 = icmp slt i64 %c390.next, 64
-  br i1 %256, label %pool1_grad.c390, label %pool1_grad.c390.end
-
-pool1_grad.j392:                                  ; preds = %pool1_grad.ty393.end, %pool1_grad.j388.end
-  %pool1_grad.j39272 = phi i64 [ 0, %pool1_grad.j388.end ], [ %j392.next, %pool1_grad.ty393.end ]
-  br label %pool1_grad.ty393
-
-pool1_grad.j392.end:                              ; preds = %pool1_grad.ty393.end
-  br label %pool1_grad.xi428
-
-pool1_grad.ty393:                                 ; preds = %pool1_grad.tx394.end, %pool1_grad.j392
-  %pool1_grad.ty39373 = phi i64 [ 0, %pool1_grad.j392 ], [ %ty393.next, %pool1_grad.tx394.end ]
-  br label %pool1_grad.tx394
-
-pool1_grad.ty393.end:                             ; preds = %pool1_grad.tx394.end
-  %j392.next = add nsw i64 %pool1_grad.j39272, 1
-  %257 = icmp slt i64 %j392.next, 1
-  br i1 %257, label %pool1_grad.j392, label %pool1_grad.j392.end
-
-pool1_grad.tx394:                                 ; preds = %pool1_grad.cv395.end, %pool1_grad.ty393
-  %pool1_grad.tx39474 = phi i64 [ 0, %pool1_grad.ty393 ], [ %tx394.next, %pool1_grad.cv395.end ]
-  br label %pool1_grad.cv395
-
-pool1_grad.tx394.end:                             ; preds = %pool1_grad.cv395.end
-  %ty393.next = add nsw i64 %pool1_grad.ty39373, 1
-  %258 = icmp slt i64 %ty393.next, 7
-  br i1 %258, label %pool1_grad.ty393, label %pool1_grad.ty393.end
-
-pool1_grad.cv395:                                 ; preds = %pool1_grad.cv395, %pool1_grad.tx394
-  %pool1_grad.cv39575 = phi i64 [ 0, %pool1_grad.tx394 ], [ %cv395.next, %pool1_grad.cv395 ]
-  %259 = mul nsw i64 %pool1_grad.j39272, 16384
-  %260 = mul nsw i64 %pool1_grad.ty39373, 2
-  %261 = mul nsw i64 %260, 1024
-  %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool1_grad.tx39474, 2
-  %264 = mul nsw i64 %263, 64
-  %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool1_grad.cv39575, 8
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 1254032, %267
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool1_grad.j39272, 16384
-  %271 = mul nsw i64 %pool1_grad.ty39373, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 1024
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool1_grad.tx39474, 2
-  %276 = mul nsw i64 %275, 64
-  %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool1_grad.cv39575, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 1254032, %279
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena77, align 4
-  %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool1_grad.w396, align 32
-  %283 = mul nsw i64 %pool1_grad.j39272, 16384
-  %284 = mul nsw i64 %pool1_grad.ty39373, 2
-  %285 = add nsw i64 %284, 1
-  %286 = mul nsw i64 %285, 1024
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool1_grad.tx39474, 2
-  %289 = mul nsw i64 %288, 64
-  %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool1_grad.cv39575, 8
-  %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 1254032, %292
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool1_grad.j39272, 16384
-  %296 = mul nsw i64 %pool1_grad.ty39373, 2
-  %297 = add nsw i64 %296, 2
-  %298 = mul nsw i64 %297, 1024
-  %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool1_grad.tx39474, 2
-  %301 = mul nsw i64 %300, 64
-  %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool1_grad.cv39575, 8
-  %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 1254032, %304
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load <8 x float>, ptr %arena79, align 4
-  %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool1_grad.w397, align 32
-  %308 = mul nsw i64 %pool1_grad.j39272, 16384
-  %309 = mul nsw i64 %pool1_grad.ty39373, 2
-  %310 = add nsw i64 %309, 2
-  %311 = mul nsw i64 %310, 1024
-  %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool1_grad.tx39474, 2
-  %314 = mul nsw i64 %313, 64
-  %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool1_grad.cv39575, 8
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 1254032, %317
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool1_grad.j39272, 16384
-  %321 = mul nsw i64 %pool1_grad.ty39373, 2
-  %322 = add nsw i64 %321, 1
-  %323 = mul nsw i64 %322, 1024
-  %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool1_grad.tx39474, 2
-  %326 = mul nsw i64 %325, 64
-  %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool1_grad.cv39575, 8
-  %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 1254032, %329
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
-  %331 = load <8 x float>, ptr %arena81, align 4
-  %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool1_grad.w398, align 32
-  %333 = mul nsw i64 %pool1_grad.j39272, 16384
-  %334 = mul nsw i64 %pool1_grad.ty39373, 2
-  %335 = add nsw i64 %334, 1
-  %336 = mul nsw i64 %335, 1024
-  %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool1_grad.tx39474, 2
-  %339 = mul nsw i64 %338, 64
-  %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool1_grad.cv39575, 8
-  %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 1254032, %342
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool1_grad.j39272, 16384
-  %346 = mul nsw i64 %pool1_grad.ty39373, 2
-  %347 = add nsw i64 %346, 3
-  %348 = mul nsw i64 %347, 1024
-  %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool1_grad.tx39474, 2
-  %351 = mul nsw i64 %350, 64
-  %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool1_grad.cv39575, 8
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 1254032, %354
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load <8 x float>, ptr %arena83, align 4
-  %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool1_grad.w399, align 32
-  %358 = mul nsw i64 %pool1_grad.j39272, 16384
-  %359 = mul nsw i64 %pool1_grad.ty39373, 2
-  %360 = mul nsw i64 %359, 1024
-  %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool1_grad.tx39474, 2
-  %363 = add nsw i64 %362, 1
-  %364 = mul nsw i64 %363, 64
-  %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool1_grad.cv39575, 8
-  %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 1254032, %367
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool1_grad.j39272, 16384
-  %371 = mul nsw i64 %pool1_grad.ty39373, 2
-  %372 = add nsw i64 %371, 2
-  %373 = mul nsw i64 %372, 1024
-  %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool1_grad.tx39474, 2
-  %376 = add nsw i64 %375, 1
-  %377 = mul nsw i64 %376, 64
-  %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool1_grad.cv39575, 8
-  %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 1254032, %380
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load <8 x float>, ptr %arena85, align 4
-  %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool1_grad.w400, align 32
-  %384 = mul nsw i64 %pool1_grad.j39272, 16384
-  %385 = mul nsw i64 %pool1_grad.ty39373, 2
-  %386 = add nsw i64 %385, 1
-  %387 = mul nsw i64 %386, 1024
-  %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool1_grad.tx39474, 2
-  %390 = add nsw i64 %389, 1
-  %391 = mul nsw i64 %390, 64
-  %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool1_grad.cv39575, 8
-  %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 1254032, %394
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool1_grad.j39272, 16384
-  %398 = mul nsw i64 %pool1_grad.ty39373, 2
-  %399 = add nsw i64 %398, 2
-  %400 = mul nsw i64 %399, 1024
-  %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool1_grad.tx39474, 2
-  %403 = add nsw i64 %402, 1
-  %404 = mul nsw i64 %403, 64
-  %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool1_grad.cv39575, 8
-  %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 1254032, %407
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load <8 x float>, ptr %arena87, align 4
-  %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool1_grad.w401, align 32
-  %411 = mul nsw i64 %pool1_grad.j39272, 16384
-  %412 = mul nsw i64 %pool1_grad.ty39373, 2
-  %413 = add nsw i64 %412, 2
-  %414 = mul nsw i64 %413, 1024
-  %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool1_grad.tx39474, 2
-  %417 = add nsw i64 %416, 1
-  %418 = mul nsw i64 %417, 64
-  %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool1_grad.cv39575, 8
-  %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 1254032, %421
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
-  %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool1_grad.j39272, 16384
-  %425 = mul nsw i64 %pool1_grad.ty39373, 2
-  %426 = add nsw i64 %425, 1
-  %427 = mul nsw i64 %426, 1024
-  %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool1_grad.tx39474, 2
-  %430 = add nsw i64 %429, 1
-  %431 = mul nsw i64 %430, 64
-  %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool1_grad.cv39575, 8
-  %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 1254032, %434
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
-  %436 = load <8 x float>, ptr %arena89, align 4
-  %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool1_grad.w402, align 32
-  %438 = mul nsw i64 %pool1_grad.j39272, 16384
-  %439 = mul nsw i64 %pool1_grad.ty39373, 2
-  %440 = add nsw i64 %439, 1
-  %441 = mul nsw i64 %440, 1024
-  %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool1_grad.tx39474, 2
-  %444 = add nsw i64 %443, 1
-  %445 = mul nsw i64 %444, 64
-  %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool1_grad.cv39575, 8
-  %448 = add nsw i64 %446, %447
-  %449 = add nsw i64 1254032, %448
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
-  %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool1_grad.j39272, 16384
-  %452 = mul nsw i64 %pool1_grad.ty39373, 2
-  %453 = add nsw i64 %452, 3
-  %454 = mul nsw i64 %453, 1024
-  %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool1_grad.tx39474, 2
-  %457 = add nsw i64 %456, 1
-  %458 = mul nsw i64 %457, 64
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool1_grad.cv39575, 8
-  %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 1254032, %461
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
-  %463 = load <8 x float>, ptr %arena91, align 4
-  %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool1_grad.w403, align 32
-  %465 = mul nsw i64 %pool1_grad.j39272, 16384
-  %466 = mul nsw i64 %pool1_grad.ty39373, 2
-  %467 = mul nsw i64 %466, 1024
-  %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool1_grad.tx39474, 2
-  %470 = add nsw i64 %469, 2
-  %471 = mul nsw i64 %470, 64
-  %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool1_grad.cv39575, 8
-  %474 = add nsw i64 %472, %473
-  %475 = add nsw i64 1254032, %474
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool1_grad.j39272, 16384
-  %478 = mul nsw i64 %pool1_grad.ty39373, 2
-  %479 = add nsw i64 %478, 2
-  %480 = mul nsw i64 %479, 1024
-  %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool1_grad.tx39474, 2
-  %483 = add nsw i64 %482, 2
-  %484 = mul nsw i64 %483, 64
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool1_grad.cv39575, 8
-  %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 1254032, %487
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load <8 x float>, ptr %arena93, align 4
-  %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool1_grad.w404, align 32
-  %491 = mul nsw i64 %pool1_grad.j39272, 16384
-  %492 = mul nsw i64 %pool1_grad.ty39373, 2
-  %493 = add nsw i64 %492, 1
-  %494 = mul nsw i64 %493, 1024
-  %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool1_grad.tx39474, 2
-  %497 = add nsw i64 %496, 2
-  %498 = mul nsw i64 %497, 64
-  %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool1_grad.cv39575, 8
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 1254032, %501
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool1_grad.j39272, 16384
-  %505 = mul nsw i64 %pool1_grad.ty39373, 2
-  %506 = add nsw i64 %505, 2
-  %507 = mul nsw i64 %506, 1024
-  %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool1_grad.tx39474, 2
-  %510 = add nsw i64 %509, 2
-  %511 = mul nsw i64 %510, 64
-  %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool1_grad.cv39575, 8
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 1254032, %514
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load <8 x float>, ptr %arena95, align 4
-  %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool1_grad.w405, align 32
-  %518 = mul nsw i64 %pool1_grad.j39272, 16384
-  %519 = mul nsw i64 %pool1_grad.ty39373, 2
-  %520 = add nsw i64 %519, 2
-  %521 = mul nsw i64 %520, 1024
-  %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool1_grad.tx39474, 2
-  %524 = add nsw i64 %523, 2
-  %525 = mul nsw i64 %524, 64
-  %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool1_grad.cv39575, 8
-  %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 1254032, %528
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool1_grad.j39272, 16384
-  %532 = mul nsw i64 %pool1_grad.ty39373, 2
-  %533 = add nsw i64 %532, 1
-  %534 = mul nsw i64 %533, 1024
-  %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool1_grad.tx39474, 2
-  %537 = add nsw i64 %536, 2
-  %538 = mul nsw i64 %537, 64
-  %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool1_grad.cv39575, 8
-  %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 1254032, %541
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
-  %543 = load <8 x float>, ptr %arena97, align 4
-  %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool1_grad.w406, align 32
-  %545 = mul nsw i64 %pool1_grad.j39272, 16384
-  %546 = mul nsw i64 %pool1_grad.ty39373, 2
-  %547 = add nsw i64 %546, 1
-  %548 = mul nsw i64 %547, 1024
-  %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool1_grad.tx39474, 2
-  %551 = add nsw i64 %550, 2
-  %552 = mul nsw i64 %551, 64
-  %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool1_grad.cv39575, 8
-  %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 1254032, %555
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool1_grad.j39272, 16384
-  %559 = mul nsw i64 %pool1_grad.ty39373, 2
-  %560 = add nsw i64 %559, 3
-  %561 = mul nsw i64 %560, 1024
-  %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool1_grad.tx39474, 2
-  %564 = add nsw i64 %563, 2
-  %565 = mul nsw i64 %564, 64
-  %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool1_grad.cv39575, 8
-  %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 1254032, %568
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
-  %570 = load <8 x float>, ptr %arena99, align 4
-  %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool1_grad.w407, align 32
-  %572 = mul nsw i64 %pool1_grad.j39272, 16384
-  %573 = mul nsw i64 %pool1_grad.ty39373, 2
-  %574 = mul nsw i64 %573, 1024
-  %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool1_grad.tx39474, 2
-  %577 = add nsw i64 %576, 3
-  %578 = mul nsw i64 %577, 64
-  %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool1_grad.cv39575, 8
-  %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 1254032, %581
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
-  %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool1_grad.j39272, 16384
-  %585 = mul nsw i64 %pool1_grad.ty39373, 2
-  %586 = add nsw i64 %585, 2
-  %587 = mul nsw i64 %586, 1024
-  %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool1_grad.tx39474, 2
-  %590 = add nsw i64 %589, 3
-  %591 = mul nsw i64 %590, 64
-  %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool1_grad.cv39575, 8
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 1254032, %594
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
-  %596 = load <8 x float>, ptr %arena101, align 4
-  %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool1_grad.w408, align 32
-  %598 = mul nsw i64 %pool1_grad.j39272, 16384
-  %599 = mul nsw i64 %pool1_grad.ty39373, 2
-  %600 = add nsw i64 %599, 1
-  %601 = mul nsw i64 %600, 1024
-  %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool1_grad.tx39474, 2
-  %604 = add nsw i64 %603, 3
-  %605 = mul nsw i64 %604, 64
-  %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool1_grad.cv39575, 8
-  %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 1254032, %608
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
-  %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool1_grad.j39272, 16384
-  %612 = mul nsw i64 %pool1_grad.ty39373, 2
-  %613 = add nsw i64 %612, 2
-  %614 = mul nsw i64 %613, 1024
-  %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool1_grad.tx39474, 2
-  %617 = add nsw i64 %616, 3
-  %618 = mul nsw i64 %617, 64
-  %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool1_grad.cv39575, 8
-  %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 1254032, %621
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load <8 x float>, ptr %arena103, align 4
-  %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool1_grad.w409, align 32
-  %625 = mul nsw i64 %pool1_grad.j39272, 16384
-  %626 = mul nsw i64 %pool1_grad.ty39373, 2
-  %627 = add nsw i64 %626, 2
-  %628 = mul nsw i64 %627, 1024
-  %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool1_grad.tx39474, 2
-  %631 = add nsw i64 %630, 3
-  %632 = mul nsw i64 %631, 64
-  %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool1_grad.cv39575, 8
-  %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 1254032, %635
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
-  %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool1_grad.j39272, 16384
-  %639 = mul nsw i64 %pool1_grad.ty39373, 2
-  %640 = add nsw i64 %639, 1
-  %641 = mul nsw i64 %640, 1024
-  %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool1_grad.tx39474, 2
-  %644 = add nsw i64 %643, 3
-  %645 = mul nsw i64 %644, 64
-  %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool1_grad.cv39575, 8
-  %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 1254032, %648
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load <8 x float>, ptr %arena105, align 4
-  %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool1_grad.w410, align 32
-  %652 = mul nsw i64 %pool1_grad.j39272, 16384
-  %653 = mul nsw i64 %pool1_grad.ty39373, 2
-  %654 = add nsw i64 %653, 1
-  %655 = mul nsw i64 %654, 1024
-  %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool1_grad.tx39474, 2
-  %658 = add nsw i64 %657, 3
-  %659 = mul nsw i64 %658, 64
-  %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool1_grad.cv39575, 8
-  %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 1254032, %662
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
-  %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool1_grad.j39272, 16384
-  %666 = mul nsw i64 %pool1_grad.ty39373, 2
-  %667 = add nsw i64 %666, 3
-  %668 = mul nsw i64 %667, 1024
-  %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool1_grad.tx39474, 2
-  %671 = add nsw i64 %670, 3
-  %672 = mul nsw i64 %671, 64
-  %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool1_grad.cv39575, 8
-  %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 1254032, %675
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
-  %677 = load <8 x float>, ptr %arena107, align 4
-  %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool1_grad.w411, align 32
-  %w396 = load <8 x float>, ptr %pool1_grad.w396, align 32
-  %w404 = load <8 x float>, ptr %pool1_grad.w404, align 32
-  %679 = fsub <8 x float> %w396, %w404
-  store <8 x float> %679, ptr %pool1_grad.w412, align 32
-  %w400 = load <8 x float>, ptr %pool1_grad.w400, align 32
-  %w404108 = load <8 x float>, ptr %pool1_grad.w404, align 32
-  %680 = fadd <8 x float> %w400, %w404108
-  store <8 x float> %680, ptr %pool1_grad.w413, align 32
-  %w404109 = load <8 x float>, ptr %pool1_grad.w404, align 32
-  %w400110 = load <8 x float>, ptr %pool1_grad.w400, align 32
-  %681 = fsub <8 x float> %w404109, %w400110
-  store <8 x float> %681, ptr %pool1_grad.w414, align 32
-  %w400111 = load <8 x float>, ptr %pool1_grad.w400, align 32
-  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
-  %682 = fsub <8 x float> %w400111, %w408
-  store <8 x float> %682, ptr %pool1_grad.w415, align 32
-  %w397 = load <8 x float>, ptr %pool1_grad.w397, align 32
-  %w405 = load <8 x float>, ptr %pool1_grad.w405, align 32
-  %683 = fsub <8 x float> %w397, %w405
-  store <8 x float> %683, ptr %pool1_grad.w416, align 32
-  %w401 = load <8 x float>, ptr %pool1_grad.w401, align 32
-  %w405112 = load <8 x float>, ptr %pool1_grad.w405, align 32
-  %684 = fadd <8 x float> %w401, %w405112
-  store <8 x float> %684, ptr %pool1_grad.w417, align 32
-  %w405113 = load <8 x float>, ptr %pool1_grad.w405, align 32
-  %w401114 = load <8 x float>, ptr %pool1_grad.w401, align 32
-  %685 = fsub <8 x float> %w405113, %w401114
-  store <8 x float> %685, ptr %pool1_grad.w418, align 32
-  %w401115 = load <8 x float>, ptr %pool1_grad.w401, align 32
-  %w409 = load <8 x float>, ptr %pool1_grad.w409, align 32
-  %686 = fsub <8 x float> %w401115, %w409
-  store <8 x float> %686, ptr %pool1_grad.w419, align 32
-  %w398 = load <8 x float>, ptr %pool1_grad.w398, align 32
-  %w406 = load <8 x float>, ptr %pool1_grad.w406, align 32
-  %687 = fsub <8 x float> %w398, %w406
-  store <8 x float> %687, ptr %pool1_grad.w420, align 32
-  %w402 = load <8 x float>, ptr %pool1_grad.w402, align 32
-  %w406116 = load <8 x float>, ptr %pool1_grad.w406, align 32
-  %688 = fadd <8 x float> %w402, %w406116
-  store <8 x float> %688, ptr %pool1_grad.w421, align 32
-  %w406117 = load <8 x float>, ptr %pool1_grad.w406, align 32
-  %w402118 = load <8 x float>, ptr %pool1_grad.w402, align 32
-  %689 = fsub <8 x float> %w406117, %w402118
-  store <8 x float> %689, ptr %pool1_grad.w422, align 32
-  %w402119 = load <8 x float>, ptr %pool1_grad.w402, align 32
-  %w410 = load <8 x float>, ptr %pool1_grad.w410, align 32
-  %690 = fsub <8 x float> %w402119, %w410
-  store <8 x float> %690, ptr %pool1_grad.w423, align 32
-  %w399 = load <8 x float>, ptr %pool1_grad.w399, align 32
-  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
-  %691 = fsub <8 x float> %w399, %w407
-  store <8 x float> %691, ptr %pool1_grad.w424, align 32
-  %w403 = load <8 x float>, ptr %pool1_grad.w403, align 32
-  %w407120 = load <8 x float>, ptr %pool1_grad.w407, align 32
-  %692 = fadd <8 x float> %w403, %w407120
-  store <8 x float> %692, ptr %pool1_grad.w425, align 32
-  %w407121 = load <8 x float>, ptr %pool1_grad.w407, align 32
-  %w403122 = load <8 x float>, ptr %pool1_grad.w403, align 32
-  %693 = fsub <8 x float> %w407121, %w403122
-  store <8 x float> %693, ptr %pool1_grad.w426, align 32
-  %w403123 = load <8 x float>, ptr %pool1_grad.w403, align 32
-  %w411 = load <8 x float>, ptr %pool1_grad.w411, align 32
-  %694 = fsub <8 x float> %w403123, %w411
-  store <8 x float> %694, ptr %pool1_grad.w427, align 32
-  %w412 = load <8 x float>, ptr %pool1_grad.w412, align 32
-  %695 = mul nsw i64 %pool1_grad.j39272, 49
-  %696 = mul nsw i64 %pool1_grad.ty39373, 7
-  %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool1_grad.tx39474
-  %699 = mul nsw i64 %698, 64
-  %700 = add nsw i64 1270416, %699
-  %701 = mul nsw i64 %pool1_grad.cv39575, 8
-  %702 = add nsw i64 %700, %701
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w412, ptr %arena124, align 4
-  %w413 = load <8 x float>, ptr %pool1_grad.w413, align 32
-  %703 = mul nsw i64 %pool1_grad.j39272, 49
-  %704 = mul nsw i64 %pool1_grad.ty39373, 7
-  %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool1_grad.tx39474
-  %707 = mul nsw i64 %706, 64
-  %708 = add nsw i64 1273552, %707
-  %709 = mul nsw i64 %pool1_grad.cv39575, 8
-  %710 = add nsw i64 %708, %709
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w413, ptr %arena125, align 4
-  %w414 = load <8 x float>, ptr %pool1_grad.w414, align 32
-  %711 = mul nsw i64 %pool1_grad.j39272, 49
-  %712 = mul nsw i64 %pool1_grad.ty39373, 7
-  %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool1_grad.tx39474
-  %715 = mul nsw i64 %714, 64
-  %716 = add nsw i64 1276688, %715
-  %717 = mul nsw i64 %pool1_grad.cv39575, 8
-  %718 = add nsw i64 %716, %717
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w414, ptr %arena126, align 4
-  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
-  %719 = mul nsw i64 %pool1_grad.j39272, 49
-  %720 = mul nsw i64 %pool1_grad.ty39373, 7
-  %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool1_grad.tx39474
-  %723 = mul nsw i64 %722, 64
-  %724 = add nsw i64 1279824, %723
-  %725 = mul nsw i64 %pool1_grad.cv39575, 8
-  %726 = add nsw i64 %724, %725
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w415, ptr %arena127, align 4
-  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %727 = mul nsw i64 %pool1_grad.j39272, 49
-  %728 = mul nsw i64 %pool1_grad.ty39373, 7
-  %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool1_grad.tx39474
-  %731 = mul nsw i64 %730, 64
-  %732 = add nsw i64 1282960, %731
-  %733 = mul nsw i64 %pool1_grad.cv39575, 8
-  %734 = add nsw i64 %732, %733
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w416, ptr %arena128, align 4
-  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %735 = mul nsw i64 %pool1_grad.j39272, 49
-  %736 = mul nsw i64 %pool1_grad.ty39373, 7
-  %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool1_grad.tx39474
-  %739 = mul nsw i64 %738, 64
-  %740 = add nsw i64 1286096, %739
-  %741 = mul nsw i64 %pool1_grad.cv39575, 8
-  %742 = add nsw i64 %740, %741
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w417, ptr %arena129, align 4
-  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %743 = mul nsw i64 %pool1_grad.j39272, 49
-  %744 = mul nsw i64 %pool1_grad.ty39373, 7
-  %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool1_grad.tx39474
-  %747 = mul nsw i64 %746, 64
-  %748 = add nsw i64 1289232, %747
-  %749 = mul nsw i64 %pool1_grad.cv39575, 8
-  %750 = add nsw i64 %748, %749
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w418, ptr %arena130, align 4
-  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
-  %751 = mul nsw i64 %pool1_grad.j39272, 49
-  %752 = mul nsw i64 %pool1_grad.ty39373, 7
-  %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool1_grad.tx39474
-  %755 = mul nsw i64 %754, 64
-  %756 = add nsw i64 1292368, %755
-  %757 = mul nsw i64 %pool1_grad.cv39575, 8
-  %758 = add nsw i64 %756, %757
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w419, ptr %arena131, align 4
-  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
-  %759 = mul nsw i64 %pool1_grad.j39272, 49
-  %760 = mul nsw i64 %pool1_grad.ty39373, 7
-  %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool1_grad.tx39474
-  %763 = mul nsw i64 %762, 64
-  %764 = add nsw i64 1295504, %763
-  %765 = mul nsw i64 %pool1_grad.cv39575, 8
-  %766 = add nsw i64 %764, %765
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w420, ptr %arena132, align 4
-  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
-  %767 = mul nsw i64 %pool1_grad.j39272, 49
-  %768 = mul nsw i64 %pool1_grad.ty39373, 7
-  %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool1_grad.tx39474
-  %771 = mul nsw i64 %770, 64
-  %772 = add nsw i64 1298640, %771
-  %773 = mul nsw i64 %pool1_grad.cv39575, 8
-  %774 = add nsw i64 %772, %773
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w421, ptr %arena133, align 4
-  %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
-  %775 = mul nsw i64 %pool1_grad.j39272, 49
-  %776 = mul nsw i64 %pool1_grad.ty39373, 7
-  %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool1_grad.tx39474
-  %779 = mul nsw i64 %778, 64
-  %780 = add nsw i64 1301776, %779
-  %781 = mul nsw i64 %pool1_grad.cv39575, 8
-  %782 = add nsw i64 %780, %781
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w422, ptr %arena134, align 4
-  %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
-  %783 = mul nsw i64 %pool1_grad.j39272, 49
-  %784 = mul nsw i64 %pool1_grad.ty39373, 7
-  %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool1_grad.tx39474
-  %787 = mul nsw i64 %786, 64
-  %788 = add nsw i64 1304912, %787
-  %789 = mul nsw i64 %pool1_grad.cv39575, 8
-  %790 = add nsw i64 %788, %789
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w423, ptr %arena135, align 4
-  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
-  %791 = mul nsw i64 %pool1_grad.j39272, 49
-  %792 = mul nsw i64 %pool1_grad.ty39373, 7
-  %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool1_grad.tx39474
-  %795 = mul nsw i64 %794, 64
-  %796 = add nsw i64 1308048, %795
-  %797 = mul nsw i64 %pool1_grad.cv39575, 8
-  %798 = add nsw i64 %796, %797
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w424, ptr %arena136, align 4
-  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
-  %799 = mul nsw i64 %pool1_grad.j39272, 49
-  %800 = mul nsw i64 %pool1_grad.ty39373, 7
-  %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool1_grad.tx39474
-  %803 = mul nsw i64 %802, 64
-  %804 = add nsw i64 1311184, %803
-  %805 = mul nsw i64 %pool1_grad.cv39575, 8
-  %806 = add nsw i64 %804, %805
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w425, ptr %arena137, align 4
-  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
-  %807 = mul nsw i64 %pool1_grad.j39272, 49
-  %808 = mul nsw i64 %pool1_grad.ty39373, 7
-  %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.tx39474
-  %811 = mul nsw i64 %810, 64
-  %812 = add nsw i64 1314320, %811
-  %813 = mul nsw i64 %pool1_grad.cv39575, 8
-  %814 = add nsw i64 %812, %813
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w426, ptr %arena138, align 4
-  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
-  %815 = mul nsw i64 %pool1_grad.j39272, 49
-  %816 = mul nsw i64 %pool1_grad.ty39373, 7
-  %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool1_grad.tx39474
-  %819 = mul nsw i64 %818, 64
-  %820 = add nsw i64 1317456, %819
-  %821 = mul nsw i64 %pool1_grad.cv39575, 8
-  %822 = add nsw i64 %820, %821
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w427, ptr %arena139, align 4
-  %cv395.next = add nsw i64 %pool1_grad.cv39575, 1
-  %823 = icmp slt i64 %cv395.next, 8
-  br i1 %823, label %pool1_grad.cv395, label %pool1_grad.cv395.end
-
-pool1_grad.cv395.end:                             ; preds = %pool1_grad.cv395
-  %tx394.next = add nsw i64 %pool1_grad.tx39474, 1
-  %824 = icmp slt i64 %tx394.next, 7
-  br i1 %824, label %pool1_grad.tx394, label %pool1_grad.tx394.end
-
-pool1_grad.xi428:                                 ; preds = %pool1_grad.xi428, %pool1_grad.j392.end
-  %pool1_grad.xi428140 = phi i64 [ 0, %pool1_grad.j392.end ], [ %xi428.next, %pool1_grad.xi428 ]
-  call void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi428140)
-  %xi428.next = add nsw i64 %pool1_grad.xi428140, 1
-  %825 = icmp slt i64 %xi428.next, 16
-  br i1 %825, label %pool1_grad.xi428, label %pool1_grad.xi428.end
-
-pool1_grad.xi428.end:                             ; preds = %pool1_grad.xi428
-  br label %pool1_grad.j436
-
-pool1_grad.j436:                                  ; preds = %pool1_grad.ty437.end, %pool1_grad.xi428.end
-  %pool1_grad.j436141 = phi i64 [ 0, %pool1_grad.xi428.end ], [ %j436.next, %pool1_grad.ty437.end ]
-  br label %pool1_grad.ty437
-
-pool1_grad.j436.end:                              ; preds = %pool1_grad.ty437.end
-  br label %pool1_grad.j452
-
-pool1_grad.ty437:                                 ; preds = %pool1_grad.tx438.end, %pool1_grad.j436
-  %pool1_grad.ty437142 = phi i64 [ 0, %pool1_grad.j436 ], [ %ty437.next, %pool1_grad.tx438.end ]
-  br label %pool1_grad.tx438
-
-pool1_grad.ty437.end:                             ; preds = %pool1_grad.tx438.end
-  %j436.next = add nsw i64 %pool1_grad.j436141, 1
-  %826 = icmp slt i64 %j436.next, 1
-  br i1 %826, label %pool1_grad.j436, label %pool1_grad.j436.end
-
-pool1_grad.tx438:                                 ; preds = %pool1_grad.cv439.end, %pool1_grad.ty437
-  %pool1_grad.tx438143 = phi i64 [ 0, %pool1_grad.ty437 ], [ %tx438.next, %pool1_grad.cv439.end ]
-  br label %pool1_grad.cv439
-
-pool1_grad.tx438.end:                             ; preds = %pool1_grad.cv439.end
-  %ty437.next = add nsw i64 %pool1_grad.ty437142, 1
-  %827 = icmp slt i64 %ty437.next, 7
-  br i1 %827, label %pool1_grad.ty437, label %pool1_grad.ty437.end
-
-pool1_grad.cv439:                                 ; preds = %pool1_grad.cv439, %pool1_grad.tx438
-  %pool1_grad.cv439144 = phi i64 [ 0, %pool1_grad.tx438 ], [ %cv439.next, %pool1_grad.cv439 ]
-  %828 = mul nsw i64 %pool1_grad.j436141, 49
-  %829 = mul nsw i64 %pool1_grad.ty437142, 7
-  %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %pool1_grad.tx438143
-  %832 = mul nsw i64 %831, 32
-  %833 = add nsw i64 1320592, %832
-  %834 = mul nsw i64 %pool1_grad.cv439144, 8
-  %835 = add nsw i64 %833, %834
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
-  %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %pool1_grad.j436141, 49
-  %838 = mul nsw i64 %pool1_grad.ty437142, 7
-  %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %pool1_grad.tx438143
-  %841 = mul nsw i64 %840, 32
-  %842 = add nsw i64 1326864, %841
-  %843 = mul nsw i64 %pool1_grad.cv439144, 8
-  %844 = add nsw i64 %842, %843
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
-  %845 = load <8 x float>, ptr %arena146, align 4
-  %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %pool1_grad.j436141, 49
-  %848 = mul nsw i64 %pool1_grad.ty437142, 7
-  %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %pool1_grad.tx438143
-  %851 = mul nsw i64 %850, 32
-  %852 = add nsw i64 1333136, %851
-  %853 = mul nsw i64 %pool1_grad.cv439144, 8
-  %854 = add nsw i64 %852, %853
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
-  %855 = load <8 x float>, ptr %arena147, align 4
-  %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %pool1_grad.w440, align 32
-  %857 = mul nsw i64 %pool1_grad.j436141, 49
-  %858 = mul nsw i64 %pool1_grad.ty437142, 7
-  %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %pool1_grad.tx438143
-  %861 = mul nsw i64 %860, 32
-  %862 = add nsw i64 1326864, %861
-  %863 = mul nsw i64 %pool1_grad.cv439144, 8
-  %864 = add nsw i64 %862, %863
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
-  %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %pool1_grad.j436141, 49
-  %867 = mul nsw i64 %pool1_grad.ty437142, 7
-  %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %pool1_grad.tx438143
-  %870 = mul nsw i64 %869, 32
-  %871 = add nsw i64 1333136, %870
-  %872 = mul nsw i64 %pool1_grad.cv439144, 8
-  %873 = add nsw i64 %871, %872
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load <8 x float>, ptr %arena149, align 4
-  %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %pool1_grad.j436141, 49
-  %877 = mul nsw i64 %pool1_grad.ty437142, 7
-  %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %pool1_grad.tx438143
-  %880 = mul nsw i64 %879, 32
-  %881 = add nsw i64 1339408, %880
-  %882 = mul nsw i64 %pool1_grad.cv439144, 8
-  %883 = add nsw i64 %881, %882
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
-  %884 = load <8 x float>, ptr %arena150, align 4
-  %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %pool1_grad.w441, align 32
-  %886 = mul nsw i64 %pool1_grad.j436141, 49
-  %887 = mul nsw i64 %pool1_grad.ty437142, 7
-  %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %pool1_grad.tx438143
-  %890 = mul nsw i64 %889, 32
-  %891 = add nsw i64 1322160, %890
-  %892 = mul nsw i64 %pool1_grad.cv439144, 8
-  %893 = add nsw i64 %891, %892
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %pool1_grad.j436141, 49
-  %896 = mul nsw i64 %pool1_grad.ty437142, 7
-  %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %pool1_grad.tx438143
-  %899 = mul nsw i64 %898, 32
-  %900 = add nsw i64 1328432, %899
-  %901 = mul nsw i64 %pool1_grad.cv439144, 8
-  %902 = add nsw i64 %900, %901
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
-  %903 = load <8 x float>, ptr %arena152, align 4
-  %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %pool1_grad.j436141, 49
-  %906 = mul nsw i64 %pool1_grad.ty437142, 7
-  %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %pool1_grad.tx438143
-  %909 = mul nsw i64 %908, 32
-  %910 = add nsw i64 1334704, %909
-  %911 = mul nsw i64 %pool1_grad.cv439144, 8
-  %912 = add nsw i64 %910, %911
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = load <8 x float>, ptr %arena153, align 4
-  %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %pool1_grad.w442, align 32
-  %915 = mul nsw i64 %pool1_grad.j436141, 49
-  %916 = mul nsw i64 %pool1_grad.ty437142, 7
-  %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %pool1_grad.tx438143
-  %919 = mul nsw i64 %918, 32
-  %920 = add nsw i64 1328432, %919
-  %921 = mul nsw i64 %pool1_grad.cv439144, 8
-  %922 = add nsw i64 %920, %921
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %pool1_grad.j436141, 49
-  %925 = mul nsw i64 %pool1_grad.ty437142, 7
-  %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %pool1_grad.tx438143
-  %928 = mul nsw i64 %927, 32
-  %929 = add nsw i64 1334704, %928
-  %930 = mul nsw i64 %pool1_grad.cv439144, 8
-  %931 = add nsw i64 %929, %930
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
-  %932 = load <8 x float>, ptr %arena155, align 4
-  %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %pool1_grad.j436141, 49
-  %935 = mul nsw i64 %pool1_grad.ty437142, 7
-  %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %pool1_grad.tx438143
-  %938 = mul nsw i64 %937, 32
-  %939 = add nsw i64 1340976, %938
-  %940 = mul nsw i64 %pool1_grad.cv439144, 8
-  %941 = add nsw i64 %939, %940
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
-  %942 = load <8 x float>, ptr %arena156, align 4
-  %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %pool1_grad.w443, align 32
-  %944 = mul nsw i64 %pool1_grad.j436141, 49
-  %945 = mul nsw i64 %pool1_grad.ty437142, 7
-  %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %pool1_grad.tx438143
-  %948 = mul nsw i64 %947, 32
-  %949 = add nsw i64 1323728, %948
-  %950 = mul nsw i64 %pool1_grad.cv439144, 8
-  %951 = add nsw i64 %949, %950
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
-  %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %pool1_grad.j436141, 49
-  %954 = mul nsw i64 %pool1_grad.ty437142, 7
-  %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %pool1_grad.tx438143
-  %957 = mul nsw i64 %956, 32
-  %958 = add nsw i64 1330000, %957
-  %959 = mul nsw i64 %pool1_grad.cv439144, 8
-  %960 = add nsw i64 %958, %959
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load <8 x float>, ptr %arena158, align 4
-  %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %pool1_grad.j436141, 49
-  %964 = mul nsw i64 %pool1_grad.ty437142, 7
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %pool1_grad.tx438143
-  %967 = mul nsw i64 %966, 32
-  %968 = add nsw i64 1336272, %967
-  %969 = mul nsw i64 %pool1_grad.cv439144, 8
-  %970 = add nsw i64 %968, %969
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
-  %971 = load <8 x float>, ptr %arena159, align 4
-  %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %pool1_grad.w444, align 32
-  %973 = mul nsw i64 %pool1_grad.j436141, 49
-  %974 = mul nsw i64 %pool1_grad.ty437142, 7
-  %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %pool1_grad.tx438143
-  %977 = mul nsw i64 %976, 32
-  %978 = add nsw i64 1330000, %977
-  %979 = mul nsw i64 %pool1_grad.cv439144, 8
-  %980 = add nsw i64 %978, %979
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %pool1_grad.j436141, 49
-  %983 = mul nsw i64 %pool1_grad.ty437142, 7
-  %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %pool1_grad.tx438143
-  %986 = mul nsw i64 %985, 32
-  %987 = add nsw i64 1336272, %986
-  %988 = mul nsw i64 %pool1_grad.cv439144, 8
-  %989 = add nsw i64 %987, %988
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
-  %990 = load <8 x float>, ptr %arena161, align 4
-  %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %pool1_grad.j436141, 49
-  %993 = mul nsw i64 %pool1_grad.ty437142, 7
-  %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %pool1_grad.tx438143
-  %996 = mul nsw i64 %995, 32
-  %997 = add nsw i64 1342544, %996
-  %998 = mul nsw i64 %pool1_grad.cv439144, 8
-  %999 = add nsw i64 %997, %998
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
-  %1000 = load <8 x float>, ptr %arena162, align 4
-  %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %pool1_grad.w445, align 32
-  %1002 = mul nsw i64 %pool1_grad.j436141, 49
-  %1003 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %pool1_grad.tx438143
-  %1006 = mul nsw i64 %1005, 32
-  %1007 = add nsw i64 1325296, %1006
-  %1008 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1009 = add nsw i64 %1007, %1008
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
-  %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %pool1_grad.j436141, 49
-  %1012 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %pool1_grad.tx438143
-  %1015 = mul nsw i64 %1014, 32
-  %1016 = add nsw i64 1331568, %1015
-  %1017 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1018 = add nsw i64 %1016, %1017
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
-  %1019 = load <8 x float>, ptr %arena164, align 4
-  %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %pool1_grad.j436141, 49
-  %1022 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %pool1_grad.tx438143
-  %1025 = mul nsw i64 %1024, 32
-  %1026 = add nsw i64 1337840, %1025
-  %1027 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1028 = add nsw i64 %1026, %1027
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
-  %1029 = load <8 x float>, ptr %arena165, align 4
-  %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %pool1_grad.w446, align 32
-  %1031 = mul nsw i64 %pool1_grad.j436141, 49
-  %1032 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %pool1_grad.tx438143
-  %1035 = mul nsw i64 %1034, 32
-  %1036 = add nsw i64 1331568, %1035
-  %1037 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1038 = add nsw i64 %1036, %1037
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
-  %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %pool1_grad.j436141, 49
-  %1041 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %pool1_grad.tx438143
-  %1044 = mul nsw i64 %1043, 32
-  %1045 = add nsw i64 1337840, %1044
-  %1046 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1047 = add nsw i64 %1045, %1046
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load <8 x float>, ptr %arena167, align 4
-  %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %pool1_grad.j436141, 49
-  %1051 = mul nsw i64 %pool1_grad.ty437142, 7
-  %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %pool1_grad.tx438143
-  %1054 = mul nsw i64 %1053, 32
-  %1055 = add nsw i64 1344112, %1054
-  %1056 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1057 = add nsw i64 %1055, %1056
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
-  %1058 = load <8 x float>, ptr %arena168, align 4
-  %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %pool1_grad.w447, align 32
-  %w440 = load <8 x float>, ptr %pool1_grad.w440, align 32
-  %w442 = load <8 x float>, ptr %pool1_grad.w442, align 32
-  %1060 = fadd <8 x float> %w440, %w442
-  %w444 = load <8 x float>, ptr %pool1_grad.w444, align 32
-  %1061 = fadd <8 x float> %1060, %w444
-  store <8 x float> %1061, ptr %pool1_grad.w448, align 32
-  %w442169 = load <8 x float>, ptr %pool1_grad.w442, align 32
-  %w444170 = load <8 x float>, ptr %pool1_grad.w444, align 32
-  %1062 = fsub <8 x float> %w442169, %w444170
-  %w446 = load <8 x float>, ptr %pool1_grad.w446, align 32
-  %1063 = fsub <8 x float> %1062, %w446
-  store <8 x float> %1063, ptr %pool1_grad.w449, align 32
-  %w441 = load <8 x float>, ptr %pool1_grad.w441, align 32
-  %w443 = load <8 x float>, ptr %pool1_grad.w443, align 32
-  %1064 = fadd <8 x float> %w441, %w443
-  %w445 = load <8 x float>, ptr %pool1_grad.w445, align 32
-  %1065 = fadd <8 x float> %1064, %w445
-  store <8 x float> %1065, ptr %pool1_grad.w450, align 32
-  %w443171 = load <8 x float>, ptr %pool1_grad.w443, align 32
-  %w445172 = load <8 x float>, ptr %pool1_grad.w445, align 32
-  %1066 = fsub <8 x float> %w443171, %w445172
-  %w447 = load <8 x float>, ptr %pool1_grad.w447, align 32
-  %1067 = fsub <8 x float> %1066, %w447
-  store <8 x float> %1067, ptr %pool1_grad.w451, align 32
-  %w448 = load <8 x float>, ptr %pool1_grad.w448, align 32
-  %1068 = mul nsw i64 %pool1_grad.j436141, 14
-  %1069 = mul nsw i64 %pool1_grad.ty437142, 2
-  %1070 = add nsw i64 %1068, %1069
-  %1071 = mul nsw i64 %1070, 14
-  %1072 = mul nsw i64 %pool1_grad.tx438143, 2
-  %1073 = add nsw i64 %1071, %1072
-  %1074 = mul nsw i64 %1073, 32
-  %1075 = add nsw i64 1345680, %1074
-  %1076 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1077 = add nsw i64 %1075, %1076
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w448, ptr %arena173, align 4
-  %w449 = load <8 x float>, ptr %pool1_grad.w449, align 32
-  %1078 = mul nsw i64 %pool1_grad.j436141, 14
-  %1079 = mul nsw i64 %pool1_grad.ty437142, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = mul nsw i64 %1080, 14
-  %1082 = mul nsw i64 %pool1_grad.tx438143, 2
-  %1083 = add nsw i64 %1081, %1082
-  %1084 = add nsw i64 %1083, 1
-  %1085 = mul nsw i64 %1084, 32
-  %1086 = add nsw i64 1345680, %1085
-  %1087 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1088 = add nsw i64 %1086, %1087
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w449, ptr %arena174, align 4
-  %w450 = load <8 x float>, ptr %pool1_grad.w450, align 32
-  %1089 = mul nsw i64 %pool1_grad.j436141, 14
-  %1090 = mul nsw i64 %pool1_grad.ty437142, 2
-  %1091 = add nsw i64 %1089, %1090
-  %1092 = add nsw i64 %1091, 1
-  %1093 = mul nsw i64 %1092, 14
-  %1094 = mul nsw i64 %pool1_grad.tx438143, 2
-  %1095 = add nsw i64 %1093, %1094
-  %1096 = mul nsw i64 %1095, 32
-  %1097 = add nsw i64 1345680, %1096
-  %1098 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1099 = add nsw i64 %1097, %1098
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w450, ptr %arena175, align 4
-  %w451 = load <8 x float>, ptr %pool1_grad.w451, align 32
-  %1100 = mul nsw i64 %pool1_grad.j436141, 14
-  %1101 = mul nsw i64 %pool1_grad.ty437142, 2
-  %1102 = add nsw i64 %1100, %1101
-  %1103 = add nsw i64 %1102, 1
-  %1104 = mul nsw i64 %1103, 14
-  %1105 = mul nsw i64 %pool1_grad.tx438143, 2
-  %1106 = add nsw i64 %1104, %1105
-  %1107 = add nsw i64 %1106, 1
-  %1108 = mul nsw i64 %1107, 32
-  %1109 = add nsw i64 1345680, %1108
-  %1110 = mul nsw i64 %pool1_grad.cv439144, 8
-  %1111 = add nsw i64 %1109, %1110
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w451, ptr %arena176, align 4
-  %cv439.next = add nsw i64 %pool1_grad.cv439144, 1
-  %1112 = icmp slt i64 %cv439.next, 4
-  br i1 %1112, label %pool1_grad.cv439, label %pool1_grad.cv439.end
-
-pool1_grad.cv439.end:                             ; preds = %pool1_grad.cv439
-  %tx438.next = add nsw i64 %pool1_grad.tx438143, 1
-  %1113 = icmp slt i64 %tx438.next, 7
-  br i1 %1113, label %pool1_grad.tx438, label %pool1_grad.tx438.end
-
-pool1_grad.j452:                                  ; preds = %pool1_grad.c456.end, %pool1_grad.j436.end
-  %pool1_grad.j452177 = phi i64 [ 0, %pool1_grad.j436.end ], [ %j452.next, %pool1_grad.c456.end ]
-  br label %pool1_grad.qb453
-
-pool1_grad.j452.end:                              ; preds = %pool1_grad.c456.end
-  %g387.next = add nsw i64 %pool1_grad.g38765, 1
-  %1114 = icmp slt i64 %g387.next, 64
-  br i1 %1114, label %pool1_grad.g387, label %pool1_grad.g387.end
-
-pool1_grad.qb453:                                 ; preds = %pool1_grad.c454.end, %pool1_grad.j452
-  %pool1_grad.qb453178 = phi i64 [ 0, %pool1_grad.j452 ], [ %qb453.next, %pool1_grad.c454.end ]
-  br label %pool1_grad.c454
-
-pool1_grad.qb453.end:                             ; preds = %pool1_grad.c454.end
-  br label %pool1_grad.c456
-
-pool1_grad.c454:                                  ; preds = %pool1_grad.q455.end, %pool1_grad.qb453
-  %pool1_grad.c454179 = phi i64 [ 0, %pool1_grad.qb453 ], [ %c454.next, %pool1_grad.q455.end ]
-  br label %pool1_grad.q455
-
-pool1_grad.c454.end:                              ; preds = %pool1_grad.q455.end
-  %qb453.next = add nsw i64 %pool1_grad.qb453178, 1
-  %1115 = icmp slt i64 %qb453.next, 3
-  br i1 %1115, label %pool1_grad.qb453, label %pool1_grad.qb453.end
-
-pool1_grad.q455:                                  ; preds = %pool1_grad.q455, %pool1_grad.c454
-  %pool1_grad.q455180 = phi i64 [ 0, %pool1_grad.c454 ], [ %q455.next, %pool1_grad.q455 ]
-  %1116 = mul nsw i64 %pool1_grad.j452177, 196
-  %1117 = mul nsw i64 %pool1_grad.qb453178, 64
-  %1118 = add nsw i64 %pool1_grad.q455180, %1117
-  %1119 = add nsw i64 %1116, %1118
-  %1120 = mul nsw i64 %1119, 32
-  %1121 = add nsw i64 1345680, %1120
-  %1122 = add nsw i64 %1121, %pool1_grad.c454179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
-  %1123 = load float, ptr %arena181, align 4
-  %1124 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j452177
-  %1125 = mul nsw i64 %1124, 6272
-  %1126 = add nsw i64 802816, %1125
-  %1127 = mul nsw i64 %pool1_grad.c454179, 196
-  %1128 = add nsw i64 %1126, %1127
-  %1129 = mul nsw i64 %pool1_grad.qb453178, 64
-  %1130 = add nsw i64 %pool1_grad.q455180, %1129
-  %1131 = add nsw i64 %1128, %1130
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
-  store float %1123, ptr %arena182, align 4
-  %q455.next = add nsw i64 %pool1_grad.q455180, 1
-  %1132 = icmp slt i64 %q455.next, 64
-  br i1 %1132, label %pool1_grad.q455, label %pool1_grad.q455.end
-
-pool1_grad.q455.end:                              ; preds = %pool1_grad.q455
-  %c454.next = add nsw i64 %pool1_grad.c454179, 1
-  %1133 = icmp slt i64 %c454.next, 32
-  br i1 %1133, label %pool1_grad.c454, label %pool1_grad.c454.end
-
-pool1_grad.c456:                                  ; preds = %pool1_grad.q457.end, %pool1_grad.qb453.end
-  %pool1_grad.c456183 = phi i64 [ 0, %pool1_grad.qb453.end ], [ %c456.next, %pool1_grad.q457.end ]
-  br label %pool1_grad.q457
-
-pool1_grad.c456.end:                              ; preds = %pool1_grad.q457.end
-  %j452.next = add nsw i64 %pool1_grad.j452177, 1
-  %1134 = icmp slt i64 %j452.next, 1
-  br i1 %1134, label %pool1_grad.j452, label %pool1_grad.j452.end
-
-pool1_grad.q457:                                  ; preds = %pool1_grad.q457, %pool1_grad.c456
-  %pool1_grad.q457184 = phi i64 [ 0, %pool1_grad.c456 ], [ %q457.next, %pool1_grad.q457 ]
-  %1135 = mul nsw i64 %pool1_grad.j452177, 196
-  %1136 = add nsw i64 %pool1_grad.q457184, 192
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = mul nsw i64 %1137, 32
-  %1139 = add nsw i64 1345680, %1138
-  %1140 = add nsw i64 %1139, %pool1_grad.c456183
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
-  %1141 = load float, ptr %arena185, align 4
-  %1142 = add nsw i64 %pool1_grad.g38765, %pool1_grad.j452177
-  %1143 = mul nsw i64 %1142, 6272
-  %1144 = add nsw i64 802816, %1143
-  %1145 = mul nsw i64 %pool1_grad.c456183, 196
-  %1146 = add nsw i64 %1144, %1145
-  %1147 = add nsw i64 %pool1_grad.q457184, 192
-  %1148 = add nsw i64 %1146, %1147
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
-  store float %1141, ptr %arena186, align 4
-  %q457.next = add nsw i64 %pool1_grad.q457184, 1
-  %1149 = icmp slt i64 %q457.next, 4
-  br i1 %1149, label %pool1_grad.q457, label %pool1_grad.q457.end
-
-pool1_grad.q457.end:                              ; preds = %pool1_grad.q457
-  %c456.next = add nsw i64 %pool1_grad.c456183, 1
-  %1150 = icmp slt i64 %c456.next, 32
-  br i1 %1150, label %pool1_grad.c456, label %pool1_grad.c456.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad.gemm435(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.part435(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %pool1_grad.t433_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t433_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t433_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t433_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t433_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_a4 = alloca <8 x float>, align 32
-  %pool1_grad.t431_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t431_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t431_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c4_1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c4_0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t431_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb429
+  %pool1_grad.w459 = alloca <8 x float>, align 32
+  %pool1_grad.w458 = alloca <8 x float>, align 32
+  %pool1_grad.w457 = alloca <8 x float>, align 32
+  %pool1_grad.w456 = alloca <8 x float>, align 32
+  %pool1_grad.w455 = alloca <8 x float>, align 32
+  %pool1_grad.w454 = alloca <8 x float>, align 32
+  %pool1_grad.w453 = alloca <8 x float>, align 32
+  %pool1_grad.w452 = alloca <8 x float>, align 32
+  %pool1_grad.w451 = alloca <8 x float>, align 32
+  %pool1_grad.w450 = alloca <8 x float>, align 32
+  %pool1_grad.w449 = alloca <8 x float>, align 32
+  %pool1_grad.w448 = alloca <8 x float>, align 32
+  br label %pool1_grad.xi436
 
-pool1_grad.nb429:                                 ; preds = %pool1_grad.k434.end, %entry
-  %pool1_grad.nb4291 = phi i64 [ 0, %entry ], [ %nb429.next, %pool1_grad.k434.end ]
-  br label %pool1_grad.mb430
+pool1_grad.xi436:                                 ; preds = %pool1_grad.xi436, %entry
+  %pool1_grad.xi4361 = phi i64 [ 0, %entry ], [ %xi436.next, %pool1_grad.xi436 ]
+  call void @simplecnn_train_b64.k20.pool1_grad.part435.gemm443(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi4361, i64 %1)
+  %xi436.next = add nsw i64 %pool1_grad.xi4361, 1
+  %2 = icmp slt i64 %xi436.next, 16
+  br i1 %2, label %pool1_grad.xi436, label %pool1_grad.xi436.end
 
-pool1_grad.nb429.end:                             ; preds = %pool1_grad.k434.end
+pool1_grad.xi436.end:                             ; preds = %pool1_grad.xi436
+  br label %pool1_grad.j444
+
+pool1_grad.j444:                                  ; preds = %pool1_grad.ty445.end, %pool1_grad.xi436.end
+  %pool1_grad.j4442 = phi i64 [ 0, %pool1_grad.xi436.end ], [ %j444.next, %pool1_grad.ty445.end ]
+  br label %pool1_grad.ty445
+
+pool1_grad.j444.end:                              ; preds = %pool1_grad.ty445.end
+  br label %pool1_grad.j460
+
+pool1_grad.ty445:                                 ; preds = %pool1_grad.tx446.end, %pool1_grad.j444
+  %pool1_grad.ty4453 = phi i64 [ 0, %pool1_grad.j444 ], [ %ty445.next, %pool1_grad.tx446.end ]
+  br label %pool1_grad.tx446
+
+pool1_grad.ty445.end:                             ; preds = %pool1_grad.tx446.end
+  %j444.next = add nsw i64 %pool1_grad.j4442, 1
+  %3 = icmp slt i64 %j444.next, 1
+  br i1 %3, label %pool1_grad.j444, label %pool1_grad.j444.end
+
+pool1_grad.tx446:                                 ; preds = %pool1_grad.cv447.end, %pool1_grad.ty445
+  %pool1_grad.tx4464 = phi i64 [ 0, %pool1_grad.ty445 ], [ %tx446.next, %pool1_grad.cv447.end ]
+  br label %pool1_grad.cv447
+
+pool1_grad.tx446.end:                             ; preds = %pool1_grad.cv447.end
+  %ty445.next = add nsw i64 %pool1_grad.ty4453, 1
+  %4 = icmp slt i64 %ty445.next, 7
+  br i1 %4, label %pool1_grad.ty445, label %pool1_grad.ty445.end
+
+pool1_grad.cv447:                                 ; preds = %pool1_grad.cv447, %pool1_grad.tx446
+  %pool1_grad.cv4475 = phi i64 [ 0, %pool1_grad.tx446 ], [ %cv447.next, %pool1_grad.cv447 ]
+  %5 = mul nsw i64 %pool1_grad.j4442, 49
+  %6 = mul nsw i64 %pool1_grad.ty4453, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %pool1_grad.tx4464
+  %9 = mul nsw i64 %8, 32
+  %10 = add nsw i64 1320592, %9
+  %11 = mul nsw i64 %1, 16
+  %12 = mul nsw i64 %pool1_grad.cv4475, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %pool1_grad.j4442, 49
+  %17 = mul nsw i64 %pool1_grad.ty4453, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %pool1_grad.tx4464
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 1326864, %20
+  %22 = mul nsw i64 %1, 16
+  %23 = mul nsw i64 %pool1_grad.cv4475, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %pool1_grad.j4442, 49
+  %29 = mul nsw i64 %pool1_grad.ty4453, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %pool1_grad.tx4464
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 1333136, %32
+  %34 = mul nsw i64 %1, 16
+  %35 = mul nsw i64 %pool1_grad.cv4475, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %pool1_grad.w448, align 32
+  %40 = mul nsw i64 %pool1_grad.j4442, 49
+  %41 = mul nsw i64 %pool1_grad.ty4453, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %pool1_grad.tx4464
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 1326864, %44
+  %46 = mul nsw i64 %1, 16
+  %47 = mul nsw i64 %pool1_grad.cv4475, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %pool1_grad.j4442, 49
+  %52 = mul nsw i64 %pool1_grad.ty4453, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %pool1_grad.tx4464
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 1333136, %55
+  %57 = mul nsw i64 %1, 16
+  %58 = mul nsw i64 %pool1_grad.cv4475, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %pool1_grad.j4442, 49
+  %64 = mul nsw i64 %pool1_grad.ty4453, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %pool1_grad.tx4464
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 1339408, %67
+  %69 = mul nsw i64 %1, 16
+  %70 = mul nsw i64 %pool1_grad.cv4475, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %pool1_grad.w449, align 32
+  %75 = mul nsw i64 %pool1_grad.j4442, 49
+  %76 = mul nsw i64 %pool1_grad.ty4453, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %pool1_grad.tx4464
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 1322160, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = mul nsw i64 %pool1_grad.cv4475, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %pool1_grad.j4442, 49
+  %87 = mul nsw i64 %pool1_grad.ty4453, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %pool1_grad.tx4464
+  %90 = mul nsw i64 %89, 32
+  %91 = add nsw i64 1328432, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = mul nsw i64 %pool1_grad.cv4475, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %pool1_grad.j4442, 49
+  %99 = mul nsw i64 %pool1_grad.ty4453, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %pool1_grad.tx4464
+  %102 = mul nsw i64 %101, 32
+  %103 = add nsw i64 1334704, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = mul nsw i64 %pool1_grad.cv4475, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %pool1_grad.w450, align 32
+  %110 = mul nsw i64 %pool1_grad.j4442, 49
+  %111 = mul nsw i64 %pool1_grad.ty4453, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %pool1_grad.tx4464
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 1328432, %114
+  %116 = mul nsw i64 %1, 16
+  %117 = mul nsw i64 %pool1_grad.cv4475, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %pool1_grad.j4442, 49
+  %122 = mul nsw i64 %pool1_grad.ty4453, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %pool1_grad.tx4464
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 1334704, %125
+  %127 = mul nsw i64 %1, 16
+  %128 = mul nsw i64 %pool1_grad.cv4475, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %pool1_grad.j4442, 49
+  %134 = mul nsw i64 %pool1_grad.ty4453, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %pool1_grad.tx4464
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 1340976, %137
+  %139 = mul nsw i64 %1, 16
+  %140 = mul nsw i64 %pool1_grad.cv4475, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %pool1_grad.w451, align 32
+  %145 = mul nsw i64 %pool1_grad.j4442, 49
+  %146 = mul nsw i64 %pool1_grad.ty4453, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %pool1_grad.tx4464
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 1323728, %149
+  %151 = mul nsw i64 %1, 16
+  %152 = mul nsw i64 %pool1_grad.cv4475, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %pool1_grad.j4442, 49
+  %157 = mul nsw i64 %pool1_grad.ty4453, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %pool1_grad.tx4464
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 1330000, %160
+  %162 = mul nsw i64 %1, 16
+  %163 = mul nsw i64 %pool1_grad.cv4475, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %pool1_grad.j4442, 49
+  %169 = mul nsw i64 %pool1_grad.ty4453, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %pool1_grad.tx4464
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 1336272, %172
+  %174 = mul nsw i64 %1, 16
+  %175 = mul nsw i64 %pool1_grad.cv4475, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %pool1_grad.w452, align 32
+  %180 = mul nsw i64 %pool1_grad.j4442, 49
+  %181 = mul nsw i64 %pool1_grad.ty4453, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %pool1_grad.tx4464
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 1330000, %184
+  %186 = mul nsw i64 %1, 16
+  %187 = mul nsw i64 %pool1_grad.cv4475, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %pool1_grad.j4442, 49
+  %192 = mul nsw i64 %pool1_grad.ty4453, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %pool1_grad.tx4464
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 1336272, %195
+  %197 = mul nsw i64 %1, 16
+  %198 = mul nsw i64 %pool1_grad.cv4475, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %pool1_grad.j4442, 49
+  %204 = mul nsw i64 %pool1_grad.ty4453, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %pool1_grad.tx4464
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 1342544, %207
+  %209 = mul nsw i64 %1, 16
+  %210 = mul nsw i64 %pool1_grad.cv4475, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %pool1_grad.w453, align 32
+  %215 = mul nsw i64 %pool1_grad.j4442, 49
+  %216 = mul nsw i64 %pool1_grad.ty4453, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %pool1_grad.tx4464
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 1325296, %219
+  %221 = mul nsw i64 %1, 16
+  %222 = mul nsw i64 %pool1_grad.cv4475, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %pool1_grad.j4442, 49
+  %227 = mul nsw i64 %pool1_grad.ty4453, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %pool1_grad.tx4464
+  %230 = mul nsw i64 %229, 32
+  %231 = add nsw i64 1331568, %230
+  %232 = mul nsw i64 %1, 16
+  %233 = mul nsw i64 %pool1_grad.cv4475, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %pool1_grad.j4442, 49
+  %239 = mul nsw i64 %pool1_grad.ty4453, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %pool1_grad.tx4464
+  %242 = mul nsw i64 %241, 32
+  %243 = add nsw i64 1337840, %242
+  %244 = mul nsw i64 %1, 16
+  %245 = mul nsw i64 %pool1_grad.cv4475, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %pool1_grad.w454, align 32
+  %250 = mul nsw i64 %pool1_grad.j4442, 49
+  %251 = mul nsw i64 %pool1_grad.ty4453, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %pool1_grad.tx4464
+  %254 = mul nsw i64 %253, 32
+  %255 = add nsw i64 1331568, %254
+  %256 = mul nsw i64 %1, 16
+  %257 = mul nsw i64 %pool1_grad.cv4475, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %pool1_grad.j4442, 49
+  %262 = mul nsw i64 %pool1_grad.ty4453, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %pool1_grad.tx4464
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 1337840, %265
+  %267 = mul nsw i64 %1, 16
+  %268 = mul nsw i64 %pool1_grad.cv4475, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %pool1_grad.j4442, 49
+  %274 = mul nsw i64 %pool1_grad.ty4453, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %pool1_grad.tx4464
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 1344112, %277
+  %279 = mul nsw i64 %1, 16
+  %280 = mul nsw i64 %pool1_grad.cv4475, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %pool1_grad.w455, align 32
+  %w448 = load <8 x float>, ptr %pool1_grad.w448, align 32
+  %w450 = load <8 x float>, ptr %pool1_grad.w450, align 32
+  %285 = fadd <8 x float> %w448, %w450
+  %w452 = load <8 x float>, ptr %pool1_grad.w452, align 32
+  %286 = fadd <8 x float> %285, %w452
+  store <8 x float> %286, ptr %pool1_grad.w456, align 32
+  %w45030 = load <8 x float>, ptr %pool1_grad.w450, align 32
+  %w45231 = load <8 x float>, ptr %pool1_grad.w452, align 32
+  %287 = fsub <8 x float> %w45030, %w45231
+  %w454 = load <8 x float>, ptr %pool1_grad.w454, align 32
+  %288 = fsub <8 x float> %287, %w454
+  store <8 x float> %288, ptr %pool1_grad.w457, align 32
+  %w449 = load <8 x float>, ptr %pool1_grad.w449, align 32
+  %w451 = load <8 x float>, ptr %pool1_grad.w451, align 32
+  %289 = fadd <8 x float> %w449, %w451
+  %w453 = load <8 x float>, ptr %pool1_grad.w453, align 32
+  %290 = fadd <8 x float> %289, %w453
+  store <8 x float> %290, ptr %pool1_grad.w458, align 32
+  %w45132 = load <8 x float>, ptr %pool1_grad.w451, align 32
+  %w45333 = load <8 x float>, ptr %pool1_grad.w453, align 32
+  %291 = fsub <8 x float> %w45132, %w45333
+  %w455 = load <8 x float>, ptr %pool1_grad.w455, align 32
+  %292 = fsub <8 x float> %291, %w455
+  store <8 x float> %292, ptr %pool1_grad.w459, align 32
+  %w456 = load <8 x float>, ptr %pool1_grad.w456, align 32
+  %293 = mul nsw i64 %pool1_grad.j4442, 14
+  %294 = mul nsw i64 %pool1_grad.ty4453, 2
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %295, 14
+  %297 = mul nsw i64 %pool1_grad.tx4464, 2
+  %298 = add nsw i64 %296, %297
+  %299 = mul nsw i64 %298, 32
+  %300 = add nsw i64 1345680, %299
+  %301 = mul nsw i64 %1, 16
+  %302 = mul nsw i64 %pool1_grad.cv4475, 8
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %300, %303
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <8 x float> %w456, ptr %arena34, align 4
+  %w457 = load <8 x float>, ptr %pool1_grad.w457, align 32
+  %305 = mul nsw i64 %pool1_grad.j4442, 14
+  %306 = mul nsw i64 %pool1_grad.ty4453, 2
+  %307 = add nsw i64 %305, %306
+  %308 = mul nsw i64 %307, 14
+  %309 = mul nsw i64 %pool1_grad.tx4464, 2
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 1
+  %312 = mul nsw i64 %311, 32
+  %313 = add nsw i64 1345680, %312
+  %314 = mul nsw i64 %1, 16
+  %315 = mul nsw i64 %pool1_grad.cv4475, 8
+  %316 = add nsw i64 %314, %315
+  %317 = add nsw i64 %313, %316
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %317
+  store <8 x float> %w457, ptr %arena35, align 4
+  %w458 = load <8 x float>, ptr %pool1_grad.w458, align 32
+  %318 = mul nsw i64 %pool1_grad.j4442, 14
+  %319 = mul nsw i64 %pool1_grad.ty4453, 2
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 %320, 1
+  %322 = mul nsw i64 %321, 14
+  %323 = mul nsw i64 %pool1_grad.tx4464, 2
+  %324 = add nsw i64 %322, %323
+  %325 = mul nsw i64 %324, 32
+  %326 = add nsw i64 1345680, %325
+  %327 = mul nsw i64 %1, 16
+  %328 = mul nsw i64 %pool1_grad.cv4475, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %326, %329
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %330
+  store <8 x float> %w458, ptr %arena36, align 4
+  %w459 = load <8 x float>, ptr %pool1_grad.w459, align 32
+  %331 = mul nsw i64 %pool1_grad.j4442, 14
+  %332 = mul nsw i64 %pool1_grad.ty4453, 2
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %pool1_grad.tx4464, 2
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 1
+  %339 = mul nsw i64 %338, 32
+  %340 = add nsw i64 1345680, %339
+  %341 = mul nsw i64 %1, 16
+  %342 = mul nsw i64 %pool1_grad.cv4475, 8
+  %343 = add nsw i64 %341, %342
+  %344 = add nsw i64 %340, %343
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %344
+  store <8 x float> %w459, ptr %arena37, align 4
+  %cv447.next = add nsw i64 %pool1_grad.cv4475, 1
+  %345 = icmp slt i64 %cv447.next, 2
+  br i1 %345, label %pool1_grad.cv447, label %pool1_grad.cv447.end
+
+pool1_grad.cv447.end:                             ; preds = %pool1_grad.cv447
+  %tx446.next = add nsw i64 %pool1_grad.tx4464, 1
+  %346 = icmp slt i64 %tx446.next, 7
+  br i1 %346, label %pool1_grad.tx446, label %pool1_grad.tx446.end
+
+pool1_grad.j460:                                  ; preds = %pool1_grad.c464.end, %pool1_grad.j444.end
+  %pool1_grad.j46038 = phi i64 [ 0, %pool1_grad.j444.end ], [ %j460.next, %pool1_grad.c464.end ]
+  br label %pool1_grad.qb461
+
+pool1_grad.j460.end:                              ; preds = %pool1_grad.c464.end
   ret void
 
-pool1_grad.mb430:                                 ; preds = %pool1_grad.k432.end, %pool1_grad.nb429
-  %pool1_grad.mb4302 = phi i64 [ 0, %pool1_grad.nb429 ], [ %mb430.next, %pool1_grad.k432.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t431_c4_1, align 32
-  br label %pool1_grad.k432
+pool1_grad.qb461:                                 ; preds = %pool1_grad.c462.end, %pool1_grad.j460
+  %pool1_grad.qb46139 = phi i64 [ 0, %pool1_grad.j460 ], [ %qb461.next, %pool1_grad.c462.end ]
+  br label %pool1_grad.c462
 
-pool1_grad.mb430.end:                             ; preds = %pool1_grad.k432.end
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t433_c3_1, align 32
-  br label %pool1_grad.k434
+pool1_grad.qb461.end:                             ; preds = %pool1_grad.c462.end
+  br label %pool1_grad.c464
 
-pool1_grad.k432:                                  ; preds = %pool1_grad.k432, %pool1_grad.mb430
-  %pool1_grad.k4323 = phi i64 [ 0, %pool1_grad.mb430 ], [ %k432.next, %pool1_grad.k432 ]
-  %1 = mul nsw i64 %0, 2048
-  %2 = add nsw i64 1221264, %1
-  %3 = mul nsw i64 %pool1_grad.k4323, 32
-  %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %pool1_grad.nb4291, 16
-  %6 = add nsw i64 %4, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %pool1_grad.t431_b0, align 32
-  %8 = mul nsw i64 %0, 2048
-  %9 = add nsw i64 1221264, %8
-  %10 = mul nsw i64 %pool1_grad.k4323, 32
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %pool1_grad.nb4291, 16
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %pool1_grad.t431_b1, align 32
-  %16 = mul nsw i64 %0, 3136
-  %17 = add nsw i64 1270416, %16
-  %18 = mul nsw i64 %pool1_grad.mb4302, 5
-  %19 = mul nsw i64 %18, 64
-  %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %pool1_grad.k4323
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t431_a0, align 32
-  %t431_a0 = load <8 x float>, ptr %pool1_grad.t431_a0, align 32
-  %t431_b0 = load <8 x float>, ptr %pool1_grad.t431_b0, align 32
-  %t431_c0_0 = load <8 x float>, ptr %pool1_grad.t431_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a0, <8 x float> %t431_b0, <8 x float> %t431_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t431_c0_0, align 32
-  %t431_a07 = load <8 x float>, ptr %pool1_grad.t431_a0, align 32
-  %t431_b1 = load <8 x float>, ptr %pool1_grad.t431_b1, align 32
-  %t431_c0_1 = load <8 x float>, ptr %pool1_grad.t431_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a07, <8 x float> %t431_b1, <8 x float> %t431_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t431_c0_1, align 32
-  %27 = mul nsw i64 %0, 3136
-  %28 = add nsw i64 1270416, %27
-  %29 = mul nsw i64 %pool1_grad.mb4302, 5
-  %30 = add nsw i64 %29, 1
-  %31 = mul nsw i64 %30, 64
-  %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %pool1_grad.k4323
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load float, ptr %arena8, align 4
-  %35 = insertelement <8 x float> undef, float %34, i32 0
-  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %pool1_grad.t431_a1, align 32
-  %t431_a1 = load <8 x float>, ptr %pool1_grad.t431_a1, align 32
-  %t431_b09 = load <8 x float>, ptr %pool1_grad.t431_b0, align 32
-  %t431_c1_0 = load <8 x float>, ptr %pool1_grad.t431_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a1, <8 x float> %t431_b09, <8 x float> %t431_c1_0)
-  store <8 x float> %37, ptr %pool1_grad.t431_c1_0, align 32
-  %t431_a110 = load <8 x float>, ptr %pool1_grad.t431_a1, align 32
-  %t431_b111 = load <8 x float>, ptr %pool1_grad.t431_b1, align 32
-  %t431_c1_1 = load <8 x float>, ptr %pool1_grad.t431_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a110, <8 x float> %t431_b111, <8 x float> %t431_c1_1)
-  store <8 x float> %38, ptr %pool1_grad.t431_c1_1, align 32
-  %39 = mul nsw i64 %0, 3136
-  %40 = add nsw i64 1270416, %39
-  %41 = mul nsw i64 %pool1_grad.mb4302, 5
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 64
-  %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %pool1_grad.k4323
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena12, align 4
-  %47 = insertelement <8 x float> undef, float %46, i32 0
-  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %pool1_grad.t431_a2, align 32
-  %t431_a2 = load <8 x float>, ptr %pool1_grad.t431_a2, align 32
-  %t431_b013 = load <8 x float>, ptr %pool1_grad.t431_b0, align 32
-  %t431_c2_0 = load <8 x float>, ptr %pool1_grad.t431_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a2, <8 x float> %t431_b013, <8 x float> %t431_c2_0)
-  store <8 x float> %49, ptr %pool1_grad.t431_c2_0, align 32
-  %t431_a214 = load <8 x float>, ptr %pool1_grad.t431_a2, align 32
-  %t431_b115 = load <8 x float>, ptr %pool1_grad.t431_b1, align 32
-  %t431_c2_1 = load <8 x float>, ptr %pool1_grad.t431_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a214, <8 x float> %t431_b115, <8 x float> %t431_c2_1)
-  store <8 x float> %50, ptr %pool1_grad.t431_c2_1, align 32
-  %51 = mul nsw i64 %0, 3136
-  %52 = add nsw i64 1270416, %51
-  %53 = mul nsw i64 %pool1_grad.mb4302, 5
-  %54 = add nsw i64 %53, 3
-  %55 = mul nsw i64 %54, 64
-  %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %pool1_grad.k4323
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load float, ptr %arena16, align 4
-  %59 = insertelement <8 x float> undef, float %58, i32 0
-  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %pool1_grad.t431_a3, align 32
-  %t431_a3 = load <8 x float>, ptr %pool1_grad.t431_a3, align 32
-  %t431_b017 = load <8 x float>, ptr %pool1_grad.t431_b0, align 32
-  %t431_c3_0 = load <8 x float>, ptr %pool1_grad.t431_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a3, <8 x float> %t431_b017, <8 x float> %t431_c3_0)
-  store <8 x float> %61, ptr %pool1_grad.t431_c3_0, align 32
-  %t431_a318 = load <8 x float>, ptr %pool1_grad.t431_a3, align 32
-  %t431_b119 = load <8 x float>, ptr %pool1_grad.t431_b1, align 32
-  %t431_c3_1 = load <8 x float>, ptr %pool1_grad.t431_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a318, <8 x float> %t431_b119, <8 x float> %t431_c3_1)
-  store <8 x float> %62, ptr %pool1_grad.t431_c3_1, align 32
-  %63 = mul nsw i64 %0, 3136
-  %64 = add nsw i64 1270416, %63
-  %65 = mul nsw i64 %pool1_grad.mb4302, 5
-  %66 = add nsw i64 %65, 4
-  %67 = mul nsw i64 %66, 64
-  %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %pool1_grad.k4323
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
-  %70 = load float, ptr %arena20, align 4
-  %71 = insertelement <8 x float> undef, float %70, i32 0
-  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %pool1_grad.t431_a4, align 32
-  %t431_a4 = load <8 x float>, ptr %pool1_grad.t431_a4, align 32
-  %t431_b021 = load <8 x float>, ptr %pool1_grad.t431_b0, align 32
-  %t431_c4_0 = load <8 x float>, ptr %pool1_grad.t431_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a4, <8 x float> %t431_b021, <8 x float> %t431_c4_0)
-  store <8 x float> %73, ptr %pool1_grad.t431_c4_0, align 32
-  %t431_a422 = load <8 x float>, ptr %pool1_grad.t431_a4, align 32
-  %t431_b123 = load <8 x float>, ptr %pool1_grad.t431_b1, align 32
-  %t431_c4_1 = load <8 x float>, ptr %pool1_grad.t431_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t431_a422, <8 x float> %t431_b123, <8 x float> %t431_c4_1)
-  store <8 x float> %74, ptr %pool1_grad.t431_c4_1, align 32
-  %k432.next = add nsw i64 %pool1_grad.k4323, 1
-  %75 = icmp slt i64 %k432.next, 64
-  br i1 %75, label %pool1_grad.k432, label %pool1_grad.k432.end
+pool1_grad.c462:                                  ; preds = %pool1_grad.q463.end, %pool1_grad.qb461
+  %pool1_grad.c46240 = phi i64 [ 0, %pool1_grad.qb461 ], [ %c462.next, %pool1_grad.q463.end ]
+  br label %pool1_grad.q463
 
-pool1_grad.k432.end:                              ; preds = %pool1_grad.k432
-  %t431_c0_024 = load <8 x float>, ptr %pool1_grad.t431_c0_0, align 32
-  %76 = mul nsw i64 %0, 1568
-  %77 = add nsw i64 1320592, %76
-  %78 = mul nsw i64 %pool1_grad.mb4302, 5
-  %79 = mul nsw i64 %78, 32
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %pool1_grad.nb4291, 16
-  %82 = add nsw i64 %80, %81
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t431_c0_024, ptr %arena25, align 4
-  %t431_c0_126 = load <8 x float>, ptr %pool1_grad.t431_c0_1, align 32
-  %83 = mul nsw i64 %0, 1568
-  %84 = add nsw i64 1320592, %83
-  %85 = mul nsw i64 %pool1_grad.mb4302, 5
+pool1_grad.c462.end:                              ; preds = %pool1_grad.q463.end
+  %qb461.next = add nsw i64 %pool1_grad.qb46139, 1
+  %347 = icmp slt i64 %qb461.next, 3
+  br i1 %347, label %pool1_grad.qb461, label %pool1_grad.qb461.end
+
+pool1_grad.q463:                                  ; preds = %pool1_grad.q463, %pool1_grad.c462
+  %pool1_grad.q46341 = phi i64 [ 0, %pool1_grad.c462 ], [ %q463.next, %pool1_grad.q463 ]
+  %348 = mul nsw i64 %pool1_grad.j46038, 196
+  %349 = mul nsw i64 %pool1_grad.qb46139, 64
+  %350 = add nsw i64 %pool1_grad.q46341, %349
+  %351 = add nsw i64 %348, %350
+  %352 = mul nsw i64 %351, 32
+  %353 = add nsw i64 1345680, %352
+  %354 = mul nsw i64 %1, 16
+  %355 = add nsw i64 %354, %pool1_grad.c46240
+  %356 = add nsw i64 %353, %355
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %356
+  %357 = load float, ptr %arena42, align 4
+  %358 = add nsw i64 %0, %pool1_grad.j46038
+  %359 = mul nsw i64 %358, 6272
+  %360 = add nsw i64 802816, %359
+  %361 = mul nsw i64 %1, 16
+  %362 = add nsw i64 %361, %pool1_grad.c46240
+  %363 = mul nsw i64 %362, 196
+  %364 = add nsw i64 %360, %363
+  %365 = mul nsw i64 %pool1_grad.qb46139, 64
+  %366 = add nsw i64 %pool1_grad.q46341, %365
+  %367 = add nsw i64 %364, %366
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %367
+  store float %357, ptr %arena43, align 4
+  %q463.next = add nsw i64 %pool1_grad.q46341, 1
+  %368 = icmp slt i64 %q463.next, 64
+  br i1 %368, label %pool1_grad.q463, label %pool1_grad.q463.end
+
+pool1_grad.q463.end:                              ; preds = %pool1_grad.q463
+  %c462.next = add nsw i64 %pool1_grad.c46240, 1
+  %369 = icmp slt i64 %c462.next, 16
+  br i1 %369, label %pool1_grad.c462, label %pool1_grad.c462.end
+
+pool1_grad.c464:                                  ; preds = %pool1_grad.q465.end, %pool1_grad.qb461.end
+  %pool1_grad.c46444 = phi i64 [ 0, %pool1_grad.qb461.end ], [ %c464.next, %pool1_grad.q465.end ]
+  br label %pool1_grad.q465
+
+pool1_grad.c464.end:                              ; preds = %pool1_grad.q465.end
+  %j460.next = add nsw i64 %pool1_grad.j46038, 1
+  %370 = icmp slt i64 %j460.next, 1
+  br i1 %370, label %pool1_grad.j460, label %pool1_grad.j460.end
+
+pool1_grad.q465:                                  ; preds = %pool1_grad.q465, %pool1_grad.c464
+  %pool1_grad.q46545 = phi i64 [ 0, %pool1_grad.c464 ], [ %q465.next, %pool1_grad.q465 ]
+  %371 = mul nsw i64 %pool1_grad.j46038, 196
+  %372 = add nsw i64 %pool1_grad.q46545, 192
+  %373 = add nsw i64 %371, %372
+  %374 = mul nsw i64 %373, 32
+  %375 = add nsw i64 1345680, %374
+  %376 = mul nsw i64 %1, 16
+  %377 = add nsw i64 %376, %pool1_grad.c46444
+  %378 = add nsw i64 %375, %377
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena46, align 4
+  %380 = add nsw i64 %0, %pool1_grad.j46038
+  %381 = mul nsw i64 %380, 6272
+  %382 = add nsw i64 802816, %381
+  %383 = mul nsw i64 %1, 16
+  %384 = add nsw i64 %383, %pool1_grad.c46444
+  %385 = mul nsw i64 %384, 196
+  %386 = add nsw i64 %382, %385
+  %387 = add nsw i64 %pool1_grad.q46545, 192
+  %388 = add nsw i64 %386, %387
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %388
+  store float %379, ptr %arena47, align 4
+  %q465.next = add nsw i64 %pool1_grad.q46545, 1
+  %389 = icmp slt i64 %q465.next, 4
+  br i1 %389, label %pool1_grad.q465, label %pool1_grad.q465.end
+
+pool1_grad.q465.end:                              ; preds = %pool1_grad.q465
+  %c464.next = add nsw i64 %pool1_grad.c46444, 1
+  %390 = icmp slt i64 %c464.next, 16
+  br i1 %390, label %pool1_grad.c464, label %pool1_grad.c464.end
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k20.pool1_grad.part435.gemm443(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %pool1_grad.t441_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t441_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t441_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t441_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t441_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t439_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t439_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t439_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c4_1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t439_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb437
+
+pool1_grad.nb437:                                 ; preds = %pool1_grad.k442.end, %entry
+  %pool1_grad.nb4371 = phi i64 [ 0, %entry ], [ %nb437.next, %pool1_grad.k442.end ]
+  br label %pool1_grad.mb438
+
+pool1_grad.nb437.end:                             ; preds = %pool1_grad.k442.end
+  ret void
+
+pool1_grad.mb438:                                 ; preds = %pool1_grad.k440.end, %pool1_grad.nb437
+  %pool1_grad.mb4382 = phi i64 [ 0, %pool1_grad.nb437 ], [ %mb438.next, %pool1_grad.k440.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t439_c4_1, align 32
+  br label %pool1_grad.k440
+
+pool1_grad.mb438.end:                             ; preds = %pool1_grad.k440.end
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t441_c3_1, align 32
+  br label %pool1_grad.k442
+
+pool1_grad.k440:                                  ; preds = %pool1_grad.k440, %pool1_grad.mb438
+  %pool1_grad.k4403 = phi i64 [ 0, %pool1_grad.mb438 ], [ %k440.next, %pool1_grad.k440 ]
+  %2 = mul nsw i64 %0, 2048
+  %3 = add nsw i64 1221264, %2
+  %4 = mul nsw i64 %1, 16
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %pool1_grad.k4403, 32
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %pool1_grad.nb4371, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %pool1_grad.t439_b0, align 32
+  %11 = mul nsw i64 %0, 2048
+  %12 = add nsw i64 1221264, %11
+  %13 = mul nsw i64 %1, 16
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %pool1_grad.k4403, 32
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %pool1_grad.nb4371, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %pool1_grad.t439_b1, align 32
+  %21 = mul nsw i64 %0, 3136
+  %22 = add nsw i64 1270416, %21
+  %23 = mul nsw i64 %pool1_grad.mb4382, 5
+  %24 = mul nsw i64 %23, 64
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %pool1_grad.k4403
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %pool1_grad.t439_a0, align 32
+  %t439_a0 = load <8 x float>, ptr %pool1_grad.t439_a0, align 32
+  %t439_b0 = load <8 x float>, ptr %pool1_grad.t439_b0, align 32
+  %t439_c0_0 = load <8 x float>, ptr %pool1_grad.t439_c0_0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a0, <8 x float> %t439_b0, <8 x float> %t439_c0_0)
+  store <8 x float> %30, ptr %pool1_grad.t439_c0_0, align 32
+  %t439_a07 = load <8 x float>, ptr %pool1_grad.t439_a0, align 32
+  %t439_b1 = load <8 x float>, ptr %pool1_grad.t439_b1, align 32
+  %t439_c0_1 = load <8 x float>, ptr %pool1_grad.t439_c0_1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a07, <8 x float> %t439_b1, <8 x float> %t439_c0_1)
+  store <8 x float> %31, ptr %pool1_grad.t439_c0_1, align 32
+  %32 = mul nsw i64 %0, 3136
+  %33 = add nsw i64 1270416, %32
+  %34 = mul nsw i64 %pool1_grad.mb4382, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 64
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %pool1_grad.k4403
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %pool1_grad.t439_a1, align 32
+  %t439_a1 = load <8 x float>, ptr %pool1_grad.t439_a1, align 32
+  %t439_b09 = load <8 x float>, ptr %pool1_grad.t439_b0, align 32
+  %t439_c1_0 = load <8 x float>, ptr %pool1_grad.t439_c1_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a1, <8 x float> %t439_b09, <8 x float> %t439_c1_0)
+  store <8 x float> %42, ptr %pool1_grad.t439_c1_0, align 32
+  %t439_a110 = load <8 x float>, ptr %pool1_grad.t439_a1, align 32
+  %t439_b111 = load <8 x float>, ptr %pool1_grad.t439_b1, align 32
+  %t439_c1_1 = load <8 x float>, ptr %pool1_grad.t439_c1_1, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a110, <8 x float> %t439_b111, <8 x float> %t439_c1_1)
+  store <8 x float> %43, ptr %pool1_grad.t439_c1_1, align 32
+  %44 = mul nsw i64 %0, 3136
+  %45 = add nsw i64 1270416, %44
+  %46 = mul nsw i64 %pool1_grad.mb4382, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 64
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %pool1_grad.k4403
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %pool1_grad.t439_a2, align 32
+  %t439_a2 = load <8 x float>, ptr %pool1_grad.t439_a2, align 32
+  %t439_b013 = load <8 x float>, ptr %pool1_grad.t439_b0, align 32
+  %t439_c2_0 = load <8 x float>, ptr %pool1_grad.t439_c2_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a2, <8 x float> %t439_b013, <8 x float> %t439_c2_0)
+  store <8 x float> %54, ptr %pool1_grad.t439_c2_0, align 32
+  %t439_a214 = load <8 x float>, ptr %pool1_grad.t439_a2, align 32
+  %t439_b115 = load <8 x float>, ptr %pool1_grad.t439_b1, align 32
+  %t439_c2_1 = load <8 x float>, ptr %pool1_grad.t439_c2_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a214, <8 x float> %t439_b115, <8 x float> %t439_c2_1)
+  store <8 x float> %55, ptr %pool1_grad.t439_c2_1, align 32
+  %56 = mul nsw i64 %0, 3136
+  %57 = add nsw i64 1270416, %56
+  %58 = mul nsw i64 %pool1_grad.mb4382, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 64
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %pool1_grad.k4403
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %pool1_grad.t439_a3, align 32
+  %t439_a3 = load <8 x float>, ptr %pool1_grad.t439_a3, align 32
+  %t439_b017 = load <8 x float>, ptr %pool1_grad.t439_b0, align 32
+  %t439_c3_0 = load <8 x float>, ptr %pool1_grad.t439_c3_0, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a3, <8 x float> %t439_b017, <8 x float> %t439_c3_0)
+  store <8 x float> %66, ptr %pool1_grad.t439_c3_0, align 32
+  %t439_a318 = load <8 x float>, ptr %pool1_grad.t439_a3, align 32
+  %t439_b119 = load <8 x float>, ptr %pool1_grad.t439_b1, align 32
+  %t439_c3_1 = load <8 x float>, ptr %pool1_grad.t439_c3_1, align 32
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a318, <8 x float> %t439_b119, <8 x float> %t439_c3_1)
+  store <8 x float> %67, ptr %pool1_grad.t439_c3_1, align 32
+  %68 = mul nsw i64 %0, 3136
+  %69 = add nsw i64 1270416, %68
+  %70 = mul nsw i64 %pool1_grad.mb4382, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 64
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %pool1_grad.k4403
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %pool1_grad.t439_a4, align 32
+  %t439_a4 = load <8 x float>, ptr %pool1_grad.t439_a4, align 32
+  %t439_b021 = load <8 x float>, ptr %pool1_grad.t439_b0, align 32
+  %t439_c4_0 = load <8 x float>, ptr %pool1_grad.t439_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a4, <8 x float> %t439_b021, <8 x float> %t439_c4_0)
+  store <8 x float> %78, ptr %pool1_grad.t439_c4_0, align 32
+  %t439_a422 = load <8 x float>, ptr %pool1_grad.t439_a4, align 32
+  %t439_b123 = load <8 x float>, ptr %pool1_grad.t439_b1, align 32
+  %t439_c4_1 = load <8 x float>, ptr %pool1_grad.t439_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t439_a422, <8 x float> %t439_b123, <8 x float> %t439_c4_1)
+  store <8 x float> %79, ptr %pool1_grad.t439_c4_1, align 32
+  %k440.next = add nsw i64 %pool1_grad.k4403, 1
+  %80 = icmp slt i64 %k440.next, 64
+  br i1 %80, label %pool1_grad.k440, label %pool1_grad.k440.end
+
+pool1_grad.k440.end:                              ; preds = %pool1_grad.k440
+  %t439_c0_024 = load <8 x float>, ptr %pool1_grad.t439_c0_0, align 32
+  %81 = mul nsw i64 %0, 1568
+  %82 = add nsw i64 1320592, %81
+  %83 = mul nsw i64 %1, 16
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %pool1_grad.mb4382, 5
   %86 = mul nsw i64 %85, 32
   %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %pool1_grad.nb4291, 16
+  %88 = mul nsw i64 %pool1_grad.nb4371, 16
   %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 %89, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t431_c0_126, ptr %arena27, align 4
-  %t431_c1_028 = load <8 x float>, ptr %pool1_grad.t431_c1_0, align 32
-  %91 = mul nsw i64 %0, 1568
-  %92 = add nsw i64 1320592, %91
-  %93 = mul nsw i64 %pool1_grad.mb4302, 5
-  %94 = add nsw i64 %93, 1
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t439_c0_024, ptr %arena25, align 4
+  %t439_c0_126 = load <8 x float>, ptr %pool1_grad.t439_c0_1, align 32
+  %90 = mul nsw i64 %0, 1568
+  %91 = add nsw i64 1320592, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %pool1_grad.mb4382, 5
   %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %pool1_grad.nb4291, 16
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %pool1_grad.nb4371, 16
   %98 = add nsw i64 %96, %97
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t431_c1_028, ptr %arena29, align 4
-  %t431_c1_130 = load <8 x float>, ptr %pool1_grad.t431_c1_1, align 32
-  %99 = mul nsw i64 %0, 1568
-  %100 = add nsw i64 1320592, %99
-  %101 = mul nsw i64 %pool1_grad.mb4302, 5
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 32
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %pool1_grad.nb4291, 16
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t431_c1_130, ptr %arena31, align 4
-  %t431_c2_032 = load <8 x float>, ptr %pool1_grad.t431_c2_0, align 32
-  %108 = mul nsw i64 %0, 1568
-  %109 = add nsw i64 1320592, %108
-  %110 = mul nsw i64 %pool1_grad.mb4302, 5
-  %111 = add nsw i64 %110, 2
-  %112 = mul nsw i64 %111, 32
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %pool1_grad.nb4291, 16
-  %115 = add nsw i64 %113, %114
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t431_c2_032, ptr %arena33, align 4
-  %t431_c2_134 = load <8 x float>, ptr %pool1_grad.t431_c2_1, align 32
-  %116 = mul nsw i64 %0, 1568
-  %117 = add nsw i64 1320592, %116
-  %118 = mul nsw i64 %pool1_grad.mb4302, 5
-  %119 = add nsw i64 %118, 2
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %pool1_grad.nb4291, 16
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t431_c2_134, ptr %arena35, align 4
-  %t431_c3_036 = load <8 x float>, ptr %pool1_grad.t431_c3_0, align 32
-  %125 = mul nsw i64 %0, 1568
-  %126 = add nsw i64 1320592, %125
-  %127 = mul nsw i64 %pool1_grad.mb4302, 5
-  %128 = add nsw i64 %127, 3
-  %129 = mul nsw i64 %128, 32
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %pool1_grad.nb4291, 16
-  %132 = add nsw i64 %130, %131
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t431_c3_036, ptr %arena37, align 4
-  %t431_c3_138 = load <8 x float>, ptr %pool1_grad.t431_c3_1, align 32
-  %133 = mul nsw i64 %0, 1568
-  %134 = add nsw i64 1320592, %133
-  %135 = mul nsw i64 %pool1_grad.mb4302, 5
-  %136 = add nsw i64 %135, 3
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t439_c0_126, ptr %arena27, align 4
+  %t439_c1_028 = load <8 x float>, ptr %pool1_grad.t439_c1_0, align 32
+  %100 = mul nsw i64 %0, 1568
+  %101 = add nsw i64 1320592, %100
+  %102 = mul nsw i64 %1, 16
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %pool1_grad.mb4382, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %pool1_grad.nb4371, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t439_c1_028, ptr %arena29, align 4
+  %t439_c1_130 = load <8 x float>, ptr %pool1_grad.t439_c1_1, align 32
+  %110 = mul nsw i64 %0, 1568
+  %111 = add nsw i64 1320592, %110
+  %112 = mul nsw i64 %1, 16
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %pool1_grad.mb4382, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %pool1_grad.nb4371, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t439_c1_130, ptr %arena31, align 4
+  %t439_c2_032 = load <8 x float>, ptr %pool1_grad.t439_c2_0, align 32
+  %121 = mul nsw i64 %0, 1568
+  %122 = add nsw i64 1320592, %121
+  %123 = mul nsw i64 %1, 16
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %pool1_grad.mb4382, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 32
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %pool1_grad.nb4371, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t439_c2_032, ptr %arena33, align 4
+  %t439_c2_134 = load <8 x float>, ptr %pool1_grad.t439_c2_1, align 32
+  %131 = mul nsw i64 %0, 1568
+  %132 = add nsw i64 1320592, %131
+  %133 = mul nsw i64 %1, 16
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %pool1_grad.mb4382, 5
+  %136 = add nsw i64 %135, 2
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %pool1_grad.nb4291, 16
+  %139 = mul nsw i64 %pool1_grad.nb4371, 16
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t431_c3_138, ptr %arena39, align 4
-  %t431_c4_040 = load <8 x float>, ptr %pool1_grad.t431_c4_0, align 32
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t439_c2_134, ptr %arena35, align 4
+  %t439_c3_036 = load <8 x float>, ptr %pool1_grad.t439_c3_0, align 32
   %142 = mul nsw i64 %0, 1568
   %143 = add nsw i64 1320592, %142
-  %144 = mul nsw i64 %pool1_grad.mb4302, 5
-  %145 = add nsw i64 %144, 4
-  %146 = mul nsw i64 %145, 32
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %pool1_grad.nb4291, 16
-  %149 = add nsw i64 %147, %148
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t431_c4_040, ptr %arena41, align 4
-  %t431_c4_142 = load <8 x float>, ptr %pool1_grad.t431_c4_1, align 32
-  %150 = mul nsw i64 %0, 1568
-  %151 = add nsw i64 1320592, %150
-  %152 = mul nsw i64 %pool1_grad.mb4302, 5
-  %153 = add nsw i64 %152, 4
-  %154 = mul nsw i64 %153, 32
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %pool1_grad.nb4291, 16
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t431_c4_142, ptr %arena43, align 4
-  %mb430.next = add nsw i64 %pool1_grad.mb4302, 1
-  %159 = icmp slt i64 %mb430.next, 9
-  br i1 %159, label %pool1_grad.mb430, label %pool1_grad.mb430.end
-
-pool1_grad.k434:                                  ; preds = %pool1_grad.k434, %pool1_grad.mb430.end
-  %pool1_grad.k43444 = phi i64 [ 0, %pool1_grad.mb430.end ], [ %k434.next, %pool1_grad.k434 ]
-  %160 = mul nsw i64 %0, 2048
-  %161 = add nsw i64 1221264, %160
-  %162 = mul nsw i64 %pool1_grad.k43444, 32
-  %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %pool1_grad.nb4291, 16
-  %165 = add nsw i64 %163, %164
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %pool1_grad.t433_b0, align 32
-  %167 = mul nsw i64 %0, 2048
-  %168 = add nsw i64 1221264, %167
-  %169 = mul nsw i64 %pool1_grad.k43444, 32
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %pool1_grad.nb4291, 16
+  %144 = mul nsw i64 %1, 16
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %pool1_grad.mb4382, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %pool1_grad.nb4371, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t439_c3_036, ptr %arena37, align 4
+  %t439_c3_138 = load <8 x float>, ptr %pool1_grad.t439_c3_1, align 32
+  %152 = mul nsw i64 %0, 1568
+  %153 = add nsw i64 1320592, %152
+  %154 = mul nsw i64 %1, 16
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %pool1_grad.mb4382, 5
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %pool1_grad.nb4371, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t439_c3_138, ptr %arena39, align 4
+  %t439_c4_040 = load <8 x float>, ptr %pool1_grad.t439_c4_0, align 32
+  %163 = mul nsw i64 %0, 1568
+  %164 = add nsw i64 1320592, %163
+  %165 = mul nsw i64 %1, 16
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %pool1_grad.mb4382, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %pool1_grad.nb4371, 16
   %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %pool1_grad.t433_b1, align 32
-  %175 = mul nsw i64 %0, 3136
-  %176 = add nsw i64 1270416, %175
-  %177 = add nsw i64 %176, 2880
-  %178 = add nsw i64 %177, %pool1_grad.k43444
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena47, align 4
-  %180 = insertelement <8 x float> undef, float %179, i32 0
-  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %pool1_grad.t433_a0, align 32
-  %t433_a0 = load <8 x float>, ptr %pool1_grad.t433_a0, align 32
-  %t433_b0 = load <8 x float>, ptr %pool1_grad.t433_b0, align 32
-  %t433_c0_0 = load <8 x float>, ptr %pool1_grad.t433_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a0, <8 x float> %t433_b0, <8 x float> %t433_c0_0)
-  store <8 x float> %182, ptr %pool1_grad.t433_c0_0, align 32
-  %t433_a048 = load <8 x float>, ptr %pool1_grad.t433_a0, align 32
-  %t433_b1 = load <8 x float>, ptr %pool1_grad.t433_b1, align 32
-  %t433_c0_1 = load <8 x float>, ptr %pool1_grad.t433_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a048, <8 x float> %t433_b1, <8 x float> %t433_c0_1)
-  store <8 x float> %183, ptr %pool1_grad.t433_c0_1, align 32
-  %184 = mul nsw i64 %0, 3136
-  %185 = add nsw i64 1270416, %184
-  %186 = add nsw i64 %185, 2944
-  %187 = add nsw i64 %186, %pool1_grad.k43444
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena49, align 4
-  %189 = insertelement <8 x float> undef, float %188, i32 0
-  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %pool1_grad.t433_a1, align 32
-  %t433_a1 = load <8 x float>, ptr %pool1_grad.t433_a1, align 32
-  %t433_b050 = load <8 x float>, ptr %pool1_grad.t433_b0, align 32
-  %t433_c1_0 = load <8 x float>, ptr %pool1_grad.t433_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a1, <8 x float> %t433_b050, <8 x float> %t433_c1_0)
-  store <8 x float> %191, ptr %pool1_grad.t433_c1_0, align 32
-  %t433_a151 = load <8 x float>, ptr %pool1_grad.t433_a1, align 32
-  %t433_b152 = load <8 x float>, ptr %pool1_grad.t433_b1, align 32
-  %t433_c1_1 = load <8 x float>, ptr %pool1_grad.t433_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a151, <8 x float> %t433_b152, <8 x float> %t433_c1_1)
-  store <8 x float> %192, ptr %pool1_grad.t433_c1_1, align 32
-  %193 = mul nsw i64 %0, 3136
-  %194 = add nsw i64 1270416, %193
-  %195 = add nsw i64 %194, 3008
-  %196 = add nsw i64 %195, %pool1_grad.k43444
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena53, align 4
-  %198 = insertelement <8 x float> undef, float %197, i32 0
-  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %pool1_grad.t433_a2, align 32
-  %t433_a2 = load <8 x float>, ptr %pool1_grad.t433_a2, align 32
-  %t433_b054 = load <8 x float>, ptr %pool1_grad.t433_b0, align 32
-  %t433_c2_0 = load <8 x float>, ptr %pool1_grad.t433_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a2, <8 x float> %t433_b054, <8 x float> %t433_c2_0)
-  store <8 x float> %200, ptr %pool1_grad.t433_c2_0, align 32
-  %t433_a255 = load <8 x float>, ptr %pool1_grad.t433_a2, align 32
-  %t433_b156 = load <8 x float>, ptr %pool1_grad.t433_b1, align 32
-  %t433_c2_1 = load <8 x float>, ptr %pool1_grad.t433_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a255, <8 x float> %t433_b156, <8 x float> %t433_c2_1)
-  store <8 x float> %201, ptr %pool1_grad.t433_c2_1, align 32
-  %202 = mul nsw i64 %0, 3136
-  %203 = add nsw i64 1270416, %202
-  %204 = add nsw i64 %203, 3072
-  %205 = add nsw i64 %204, %pool1_grad.k43444
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load float, ptr %arena57, align 4
-  %207 = insertelement <8 x float> undef, float %206, i32 0
-  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %pool1_grad.t433_a3, align 32
-  %t433_a3 = load <8 x float>, ptr %pool1_grad.t433_a3, align 32
-  %t433_b058 = load <8 x float>, ptr %pool1_grad.t433_b0, align 32
-  %t433_c3_0 = load <8 x float>, ptr %pool1_grad.t433_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a3, <8 x float> %t433_b058, <8 x float> %t433_c3_0)
-  store <8 x float> %209, ptr %pool1_grad.t433_c3_0, align 32
-  %t433_a359 = load <8 x float>, ptr %pool1_grad.t433_a3, align 32
-  %t433_b160 = load <8 x float>, ptr %pool1_grad.t433_b1, align 32
-  %t433_c3_1 = load <8 x float>, ptr %pool1_grad.t433_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t433_a359, <8 x float> %t433_b160, <8 x float> %t433_c3_1)
-  store <8 x float> %210, ptr %pool1_grad.t433_c3_1, align 32
-  %k434.next = add nsw i64 %pool1_grad.k43444, 1
-  %211 = icmp slt i64 %k434.next, 64
-  br i1 %211, label %pool1_grad.k434, label %pool1_grad.k434.end
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t439_c4_040, ptr %arena41, align 4
+  %t439_c4_142 = load <8 x float>, ptr %pool1_grad.t439_c4_1, align 32
+  %173 = mul nsw i64 %0, 1568
+  %174 = add nsw i64 1320592, %173
+  %175 = mul nsw i64 %1, 16
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %pool1_grad.mb4382, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 32
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %pool1_grad.nb4371, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t439_c4_142, ptr %arena43, align 4
+  %mb438.next = add nsw i64 %pool1_grad.mb4382, 1
+  %184 = icmp slt i64 %mb438.next, 9
+  br i1 %184, label %pool1_grad.mb438, label %pool1_grad.mb438.end
 
-pool1_grad.k434.end:                              ; preds = %pool1_grad.k434
-  %t433_c0_061 = load <8 x float>, ptr %pool1_grad.t433_c0_0, align 32
-  %212 = mul nsw i64 %0, 1568
-  %213 = add nsw i64 1320592, %212
-  %214 = add nsw i64 %213, 1440
-  %215 = mul nsw i64 %pool1_grad.nb4291, 16
-  %216 = add nsw i64 %214, %215
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t433_c0_061, ptr %arena62, align 4
-  %t433_c0_163 = load <8 x float>, ptr %pool1_grad.t433_c0_1, align 32
-  %217 = mul nsw i64 %0, 1568
-  %218 = add nsw i64 1320592, %217
-  %219 = add nsw i64 %218, 1440
-  %220 = mul nsw i64 %pool1_grad.nb4291, 16
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t433_c0_163, ptr %arena64, align 4
-  %t433_c1_065 = load <8 x float>, ptr %pool1_grad.t433_c1_0, align 32
-  %223 = mul nsw i64 %0, 1568
-  %224 = add nsw i64 1320592, %223
-  %225 = add nsw i64 %224, 1472
-  %226 = mul nsw i64 %pool1_grad.nb4291, 16
-  %227 = add nsw i64 %225, %226
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t433_c1_065, ptr %arena66, align 4
-  %t433_c1_167 = load <8 x float>, ptr %pool1_grad.t433_c1_1, align 32
-  %228 = mul nsw i64 %0, 1568
-  %229 = add nsw i64 1320592, %228
-  %230 = add nsw i64 %229, 1472
-  %231 = mul nsw i64 %pool1_grad.nb4291, 16
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t433_c1_167, ptr %arena68, align 4
-  %t433_c2_069 = load <8 x float>, ptr %pool1_grad.t433_c2_0, align 32
-  %234 = mul nsw i64 %0, 1568
-  %235 = add nsw i64 1320592, %234
-  %236 = add nsw i64 %235, 1504
-  %237 = mul nsw i64 %pool1_grad.nb4291, 16
-  %238 = add nsw i64 %236, %237
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t433_c2_069, ptr %arena70, align 4
-  %t433_c2_171 = load <8 x float>, ptr %pool1_grad.t433_c2_1, align 32
-  %239 = mul nsw i64 %0, 1568
-  %240 = add nsw i64 1320592, %239
-  %241 = add nsw i64 %240, 1504
-  %242 = mul nsw i64 %pool1_grad.nb4291, 16
-  %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t433_c2_171, ptr %arena72, align 4
-  %t433_c3_073 = load <8 x float>, ptr %pool1_grad.t433_c3_0, align 32
-  %245 = mul nsw i64 %0, 1568
-  %246 = add nsw i64 1320592, %245
-  %247 = add nsw i64 %246, 1536
-  %248 = mul nsw i64 %pool1_grad.nb4291, 16
-  %249 = add nsw i64 %247, %248
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t433_c3_073, ptr %arena74, align 4
-  %t433_c3_175 = load <8 x float>, ptr %pool1_grad.t433_c3_1, align 32
-  %250 = mul nsw i64 %0, 1568
-  %251 = add nsw i64 1320592, %250
-  %252 = add nsw i64 %251, 1536
-  %253 = mul nsw i64 %pool1_grad.nb4291, 16
+pool1_grad.k442:                                  ; preds = %pool1_grad.k442, %pool1_grad.mb438.end
+  %pool1_grad.k44244 = phi i64 [ 0, %pool1_grad.mb438.end ], [ %k442.next, %pool1_grad.k442 ]
+  %185 = mul nsw i64 %0, 2048
+  %186 = add nsw i64 1221264, %185
+  %187 = mul nsw i64 %1, 16
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %pool1_grad.k44244, 32
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %pool1_grad.nb4371, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %pool1_grad.t441_b0, align 32
+  %194 = mul nsw i64 %0, 2048
+  %195 = add nsw i64 1221264, %194
+  %196 = mul nsw i64 %1, 16
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %pool1_grad.k44244, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %pool1_grad.nb4371, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %pool1_grad.t441_b1, align 32
+  %204 = mul nsw i64 %0, 3136
+  %205 = add nsw i64 1270416, %204
+  %206 = add nsw i64 %205, 2880
+  %207 = add nsw i64 %206, %pool1_grad.k44244
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %pool1_grad.t441_a0, align 32
+  %t441_a0 = load <8 x float>, ptr %pool1_grad.t441_a0, align 32
+  %t441_b0 = load <8 x float>, ptr %pool1_grad.t441_b0, align 32
+  %t441_c0_0 = load <8 x float>, ptr %pool1_grad.t441_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a0, <8 x float> %t441_b0, <8 x float> %t441_c0_0)
+  store <8 x float> %211, ptr %pool1_grad.t441_c0_0, align 32
+  %t441_a048 = load <8 x float>, ptr %pool1_grad.t441_a0, align 32
+  %t441_b1 = load <8 x float>, ptr %pool1_grad.t441_b1, align 32
+  %t441_c0_1 = load <8 x float>, ptr %pool1_grad.t441_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a048, <8 x float> %t441_b1, <8 x float> %t441_c0_1)
+  store <8 x float> %212, ptr %pool1_grad.t441_c0_1, align 32
+  %213 = mul nsw i64 %0, 3136
+  %214 = add nsw i64 1270416, %213
+  %215 = add nsw i64 %214, 2944
+  %216 = add nsw i64 %215, %pool1_grad.k44244
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %pool1_grad.t441_a1, align 32
+  %t441_a1 = load <8 x float>, ptr %pool1_grad.t441_a1, align 32
+  %t441_b050 = load <8 x float>, ptr %pool1_grad.t441_b0, align 32
+  %t441_c1_0 = load <8 x float>, ptr %pool1_grad.t441_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a1, <8 x float> %t441_b050, <8 x float> %t441_c1_0)
+  store <8 x float> %220, ptr %pool1_grad.t441_c1_0, align 32
+  %t441_a151 = load <8 x float>, ptr %pool1_grad.t441_a1, align 32
+  %t441_b152 = load <8 x float>, ptr %pool1_grad.t441_b1, align 32
+  %t441_c1_1 = load <8 x float>, ptr %pool1_grad.t441_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a151, <8 x float> %t441_b152, <8 x float> %t441_c1_1)
+  store <8 x float> %221, ptr %pool1_grad.t441_c1_1, align 32
+  %222 = mul nsw i64 %0, 3136
+  %223 = add nsw i64 1270416, %222
+  %224 = add nsw i64 %223, 3008
+  %225 = add nsw i64 %224, %pool1_grad.k44244
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %pool1_grad.t441_a2, align 32
+  %t441_a2 = load <8 x float>, ptr %pool1_grad.t441_a2, align 32
+  %t441_b054 = load <8 x float>, ptr %pool1_grad.t441_b0, align 32
+  %t441_c2_0 = load <8 x float>, ptr %pool1_grad.t441_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a2, <8 x float> %t441_b054, <8 x float> %t441_c2_0)
+  store <8 x float> %229, ptr %pool1_grad.t441_c2_0, align 32
+  %t441_a255 = load <8 x float>, ptr %pool1_grad.t441_a2, align 32
+  %t441_b156 = load <8 x float>, ptr %pool1_grad.t441_b1, align 32
+  %t441_c2_1 = load <8 x float>, ptr %pool1_grad.t441_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a255, <8 x float> %t441_b156, <8 x float> %t441_c2_1)
+  store <8 x float> %230, ptr %pool1_grad.t441_c2_1, align 32
+  %231 = mul nsw i64 %0, 3136
+  %232 = add nsw i64 1270416, %231
+  %233 = add nsw i64 %232, 3072
+  %234 = add nsw i64 %233, %pool1_grad.k44244
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %pool1_grad.t441_a3, align 32
+  %t441_a3 = load <8 x float>, ptr %pool1_grad.t441_a3, align 32
+  %t441_b058 = load <8 x float>, ptr %pool1_grad.t441_b0, align 32
+  %t441_c3_0 = load <8 x float>, ptr %pool1_grad.t441_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a3, <8 x float> %t441_b058, <8 x float> %t441_c3_0)
+  store <8 x float> %238, ptr %pool1_grad.t441_c3_0, align 32
+  %t441_a359 = load <8 x float>, ptr %pool1_grad.t441_a3, align 32
+  %t441_b160 = load <8 x float>, ptr %pool1_grad.t441_b1, align 32
+  %t441_c3_1 = load <8 x float>, ptr %pool1_grad.t441_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t441_a359, <8 x float> %t441_b160, <8 x float> %t441_c3_1)
+  store <8 x float> %239, ptr %pool1_grad.t441_c3_1, align 32
+  %k442.next = add nsw i64 %pool1_grad.k44244, 1
+  %240 = icmp slt i64 %k442.next, 64
+  br i1 %240, label %pool1_grad.k442, label %pool1_grad.k442.end
+
+pool1_grad.k442.end:                              ; preds = %pool1_grad.k442
+  %t441_c0_061 = load <8 x float>, ptr %pool1_grad.t441_c0_0, align 32
+  %241 = mul nsw i64 %0, 1568
+  %242 = add nsw i64 1320592, %241
+  %243 = mul nsw i64 %1, 16
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 1440
+  %246 = mul nsw i64 %pool1_grad.nb4371, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t441_c0_061, ptr %arena62, align 4
+  %t441_c0_163 = load <8 x float>, ptr %pool1_grad.t441_c0_1, align 32
+  %248 = mul nsw i64 %0, 1568
+  %249 = add nsw i64 1320592, %248
+  %250 = mul nsw i64 %1, 16
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 1440
+  %253 = mul nsw i64 %pool1_grad.nb4371, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t433_c3_175, ptr %arena76, align 4
-  %nb429.next = add nsw i64 %pool1_grad.nb4291, 1
-  %256 = icmp slt i64 %nb429.next, 2
-  br i1 %256, label %pool1_grad.nb429, label %pool1_grad.nb429.end
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t441_c0_163, ptr %arena64, align 4
+  %t441_c1_065 = load <8 x float>, ptr %pool1_grad.t441_c1_0, align 32
+  %256 = mul nsw i64 %0, 1568
+  %257 = add nsw i64 1320592, %256
+  %258 = mul nsw i64 %1, 16
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 1472
+  %261 = mul nsw i64 %pool1_grad.nb4371, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t441_c1_065, ptr %arena66, align 4
+  %t441_c1_167 = load <8 x float>, ptr %pool1_grad.t441_c1_1, align 32
+  %263 = mul nsw i64 %0, 1568
+  %264 = add nsw i64 1320592, %263
+  %265 = mul nsw i64 %1, 16
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 1472
+  %268 = mul nsw i64 %pool1_grad.nb4371, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t441_c1_167, ptr %arena68, align 4
+  %t441_c2_069 = load <8 x float>, ptr %pool1_grad.t441_c2_0, align 32
+  %271 = mul nsw i64 %0, 1568
+  %272 = add nsw i64 1320592, %271
+  %273 = mul nsw i64 %1, 16
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 1504
+  %276 = mul nsw i64 %pool1_grad.nb4371, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t441_c2_069, ptr %arena70, align 4
+  %t441_c2_171 = load <8 x float>, ptr %pool1_grad.t441_c2_1, align 32
+  %278 = mul nsw i64 %0, 1568
+  %279 = add nsw i64 1320592, %278
+  %280 = mul nsw i64 %1, 16
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 1504
+  %283 = mul nsw i64 %pool1_grad.nb4371, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t441_c2_171, ptr %arena72, align 4
+  %t441_c3_073 = load <8 x float>, ptr %pool1_grad.t441_c3_0, align 32
+  %286 = mul nsw i64 %0, 1568
+  %287 = add nsw i64 1320592, %286
+  %288 = mul nsw i64 %1, 16
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 1536
+  %291 = mul nsw i64 %pool1_grad.nb4371, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t441_c3_073, ptr %arena74, align 4
+  %t441_c3_175 = load <8 x float>, ptr %pool1_grad.t441_c3_1, align 32
+  %293 = mul nsw i64 %0, 1568
+  %294 = add nsw i64 1320592, %293
+  %295 = mul nsw i64 %1, 16
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 1536
+  %298 = mul nsw i64 %pool1_grad.nb4371, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t441_c3_175, ptr %arena76, align 4
+  %nb437.next = add nsw i64 %pool1_grad.nb4371, 1
+  %301 = icmp slt i64 %nb437.next, 1
+  br i1 %301, label %pool1_grad.nb437, label %pool1_grad.nb437.end
+}
+
+define internal void @simplecnn_train_b64.k20.pool1_grad.part435.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_train_b64.k20.pool1_grad.part435(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i458
+  %part466.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part466.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1_grad.part466.serial, label %conv1_grad.part466.pool
 
-conv1_grad.i458:                                  ; preds = %conv1_grad.i458, %entry
-  %conv1_grad.i4581 = phi i64 [ 0, %entry ], [ %i458.next, %conv1_grad.i458 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i4581
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i458.next = add nsw i64 %conv1_grad.i4581, 1
-  %1 = icmp slt i64 %i458.next, 1605632
-  br i1 %1, label %conv1_grad.i458, label %conv1_grad.i458.end
+conv1_grad.part466.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k21.conv1_grad.part466.task, ptr %part466.context, i64 2)
+  br label %conv1_grad.part466.done
 
-conv1_grad.i458.end:                              ; preds = %conv1_grad.i458
-  br label %conv1_grad.q459
+conv1_grad.part466.serial:                        ; preds = %entry
+  br label %conv1_grad.part466
 
-conv1_grad.q459:                                  ; preds = %conv1_grad.i460.end, %conv1_grad.i458.end
-  %conv1_grad.q4593 = phi i64 [ 0, %conv1_grad.i458.end ], [ %q459.next, %conv1_grad.i460.end ]
-  br label %conv1_grad.i460
-
-conv1_grad.q459.end:                              ; preds = %conv1_grad.i460.end
+conv1_grad.part466.done:                          ; preds = %conv1_grad.part466.end, %conv1_grad.part466.pool
   ret void
 
-conv1_grad.i460:                                  ; preds = %conv1_grad.endif, %conv1_grad.q459
-  %conv1_grad.i4604 = phi i64 [ 0, %conv1_grad.q459 ], [ %i460.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4593, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4604
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena5, align 4
-  %5 = fcmp ogt float %4, 0.000000e+00
-  br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.part466:                               ; preds = %conv1_grad.part466, %conv1_grad.part466.serial
+  %conv1_grad.part4661 = phi i64 [ 0, %conv1_grad.part466.serial ], [ %part466.next, %conv1_grad.part466 ]
+  call void @simplecnn_train_b64.k21.conv1_grad.part466(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_grad.part4661)
+  %part466.next = add nsw i64 %conv1_grad.part4661, 1
+  %13 = icmp slt i64 %part466.next, 2
+  br i1 %13, label %conv1_grad.part466, label %conv1_grad.part466.end
 
-conv1_grad.i460.end:                              ; preds = %conv1_grad.endif
-  %q459.next = add nsw i64 %conv1_grad.q4593, 1
-  %6 = icmp slt i64 %q459.next, 2048
-  br i1 %6, label %conv1_grad.q459, label %conv1_grad.q459.end
+conv1_grad.part466.end:                           ; preds = %conv1_grad.part466
+  br label %conv1_grad.part466.done
+}
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i460
-  %7 = mul nsw i64 %conv1_grad.q4593, 784
-  %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q4593, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4604
-  %11 = add nsw i64 401408, %10
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena6, align 4
-  %13 = fptosi float %12 to i64
-  %14 = add nsw i64 %8, %13
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4593, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4604
-  %18 = add nsw i64 802816, %17
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena8, align 4
-  %20 = fadd float %15, %19
-  store float %20, ptr %arena7, align 4
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k21.conv1_grad.part466(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv1_grad.q467
+
+conv1_grad.q467:                                  ; preds = %conv1_grad.i469.end, %entry
+  %conv1_grad.q4671 = phi i64 [ 0, %entry ], [ %q467.next, %conv1_grad.i469.end ]
+  br label %conv1_grad.i468
+
+conv1_grad.q467.end:                              ; preds = %conv1_grad.i469.end
+  ret void
+
+conv1_grad.i468:                                  ; preds = %conv1_grad.i468, %conv1_grad.q467
+  %conv1_grad.i4682 = phi i64 [ 0, %conv1_grad.q467 ], [ %i468.next, %conv1_grad.i468 ]
+  %1 = mul nsw i64 %0, 1024
+  %2 = add nsw i64 %conv1_grad.q4671, %1
+  %3 = mul nsw i64 %2, 784
+  %4 = add nsw i64 1221264, %3
+  %5 = add nsw i64 %4, %conv1_grad.i4682
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i468.next = add nsw i64 %conv1_grad.i4682, 1
+  %6 = icmp slt i64 %i468.next, 784
+  br i1 %6, label %conv1_grad.i468, label %conv1_grad.i468.end
+
+conv1_grad.i468.end:                              ; preds = %conv1_grad.i468
+  br label %conv1_grad.i469
+
+conv1_grad.i469:                                  ; preds = %conv1_grad.endif, %conv1_grad.i468.end
+  %conv1_grad.i4694 = phi i64 [ 0, %conv1_grad.i468.end ], [ %i469.next, %conv1_grad.endif ]
+  %7 = mul nsw i64 %0, 1024
+  %8 = add nsw i64 %conv1_grad.q4671, %7
+  %9 = mul nsw i64 %8, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4694
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena5, align 4
+  %12 = fcmp ogt float %11, 0.000000e+00
+  br i1 %12, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i469.end:                              ; preds = %conv1_grad.endif
+  %q467.next = add nsw i64 %conv1_grad.q4671, 1
+  %13 = icmp slt i64 %q467.next, 1024
+  br i1 %13, label %conv1_grad.q467, label %conv1_grad.q467.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i469
+  %14 = mul nsw i64 %0, 1024
+  %15 = add nsw i64 %conv1_grad.q4671, %14
+  %16 = mul nsw i64 %15, 784
+  %17 = add nsw i64 1221264, %16
+  %18 = mul nsw i64 %0, 1024
+  %19 = add nsw i64 %conv1_grad.q4671, %18
+  %20 = mul nsw i64 %19, 196
+  %21 = add nsw i64 %20, %conv1_grad.i4694
+  %22 = add nsw i64 401408, %21
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena6, align 4
+  %24 = fptosi float %23 to i64
+  %25 = add nsw i64 %17, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena7, align 4
+  %27 = mul nsw i64 %0, 1024
+  %28 = add nsw i64 %conv1_grad.q4671, %27
+  %29 = mul nsw i64 %28, 196
+  %30 = add nsw i64 %29, %conv1_grad.i4694
+  %31 = add nsw i64 802816, %30
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %31
+  %32 = load float, ptr %arena8, align 4
+  %33 = fadd float %26, %32
+  store float %33, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i460
-  %i460.next = add nsw i64 %conv1_grad.i4604, 1
-  %21 = icmp slt i64 %i460.next, 196
-  br i1 %21, label %conv1_grad.i460, label %conv1_grad.i460.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i469
+  %i469.next = add nsw i64 %conv1_grad.i4694, 1
+  %34 = icmp slt i64 %i469.next, 196
+  br i1 %34, label %conv1_grad.i469, label %conv1_grad.i469.end
+}
+
+define internal void @simplecnn_train_b64.k21.conv1_grad.part466.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k21.conv1_grad.part466(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i461
+  %part498.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part486.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv1_weight_grad.i470
 
-conv1_weight_grad.i461:                           ; preds = %conv1_weight_grad.i461, %entry
-  %conv1_weight_grad.i4611 = phi i64 [ 0, %entry ], [ %i461.next, %conv1_weight_grad.i461 ]
-  %0 = add nsw i64 514448, %conv1_weight_grad.i4611
+conv1_weight_grad.i470:                           ; preds = %conv1_weight_grad.i470, %entry
+  %conv1_weight_grad.i4701 = phi i64 [ 0, %entry ], [ %i470.next, %conv1_weight_grad.i470 ]
+  %0 = add nsw i64 514448, %conv1_weight_grad.i4701
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i461.next = add nsw i64 %conv1_weight_grad.i4611, 1
-  %1 = icmp slt i64 %i461.next, 288
-  br i1 %1, label %conv1_weight_grad.i461, label %conv1_weight_grad.i461.end
+  %i470.next = add nsw i64 %conv1_weight_grad.i4701, 1
+  %1 = icmp slt i64 %i470.next, 288
+  br i1 %1, label %conv1_weight_grad.i470, label %conv1_weight_grad.i470.end
 
-conv1_weight_grad.i461.end:                       ; preds = %conv1_weight_grad.i461
-  br label %conv1_weight_grad.g462
+conv1_weight_grad.i470.end:                       ; preds = %conv1_weight_grad.i470
+  br label %conv1_weight_grad.g471
 
-conv1_weight_grad.g462:                           ; preds = %conv1_weight_grad.j477.end, %conv1_weight_grad.i461.end
-  %conv1_weight_grad.g4623 = phi i64 [ 0, %conv1_weight_grad.i461.end ], [ %g462.next, %conv1_weight_grad.j477.end ]
-  br label %conv1_weight_grad.j463
+conv1_weight_grad.g471:                           ; preds = %conv1_weight_grad.part486.done, %conv1_weight_grad.i470.end
+  %conv1_weight_grad.g4713 = phi i64 [ 0, %conv1_weight_grad.i470.end ], [ %g471.next, %conv1_weight_grad.part486.done ]
+  br label %conv1_weight_grad.j472
 
-conv1_weight_grad.g462.end:                       ; preds = %conv1_weight_grad.j477.end
-  br label %conv1_weight_grad.f488
+conv1_weight_grad.g471.end:                       ; preds = %conv1_weight_grad.part486.done
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 5
+  store ptr %prepared, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 6
+  store ptr %images, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 7
+  store ptr %labels, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 8
+  store float %lr, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 9
+  store i64 %step, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 10
+  store i64 %seed, ptr %12, align 4
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part498.context, i32 0, i32 11
+  store ptr %pool, ptr %13, align 8
+  %14 = icmp eq ptr %pool, null
+  br i1 %14, label %conv1_weight_grad.part498.serial, label %conv1_weight_grad.part498.pool
 
-conv1_weight_grad.j463:                           ; preds = %conv1_weight_grad.c464.end, %conv1_weight_grad.g462
-  %conv1_weight_grad.j4634 = phi i64 [ 0, %conv1_weight_grad.g462 ], [ %j463.next, %conv1_weight_grad.c464.end ]
-  br label %conv1_weight_grad.c464
+conv1_weight_grad.j472:                           ; preds = %conv1_weight_grad.c473.end, %conv1_weight_grad.g471
+  %conv1_weight_grad.j4724 = phi i64 [ 0, %conv1_weight_grad.g471 ], [ %j472.next, %conv1_weight_grad.c473.end ]
+  br label %conv1_weight_grad.c473
 
-conv1_weight_grad.j463.end:                       ; preds = %conv1_weight_grad.c464.end
-  br label %conv1_weight_grad.j477
+conv1_weight_grad.j472.end:                       ; preds = %conv1_weight_grad.c473.end
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 0
+  store ptr %params, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 1
+  store ptr %grads, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 2
+  store ptr %m, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 3
+  store ptr %v, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 4
+  store ptr %arena, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 5
+  store ptr %prepared, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 6
+  store ptr %images, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 7
+  store ptr %labels, ptr %22, align 8
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 8
+  store float %lr, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 9
+  store i64 %step, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 10
+  store i64 %seed, ptr %25, align 4
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 11
+  store ptr %pool, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part486.context, i32 0, i32 12
+  store i64 %conv1_weight_grad.g4713, ptr %27, align 4
+  %28 = icmp eq ptr %pool, null
+  br i1 %28, label %conv1_weight_grad.part486.serial, label %conv1_weight_grad.part486.pool
 
-conv1_weight_grad.c464:                           ; preds = %conv1_weight_grad.ky465.end, %conv1_weight_grad.j463
-  %conv1_weight_grad.c4645 = phi i64 [ 0, %conv1_weight_grad.j463 ], [ %c464.next, %conv1_weight_grad.ky465.end ]
-  br label %conv1_weight_grad.ky465
+conv1_weight_grad.c473:                           ; preds = %conv1_weight_grad.ky474.end, %conv1_weight_grad.j472
+  %conv1_weight_grad.c4735 = phi i64 [ 0, %conv1_weight_grad.j472 ], [ %c473.next, %conv1_weight_grad.ky474.end ]
+  br label %conv1_weight_grad.ky474
 
-conv1_weight_grad.c464.end:                       ; preds = %conv1_weight_grad.ky465.end
-  %j463.next = add nsw i64 %conv1_weight_grad.j4634, 1
-  %2 = icmp slt i64 %j463.next, 16
-  br i1 %2, label %conv1_weight_grad.j463, label %conv1_weight_grad.j463.end
+conv1_weight_grad.c473.end:                       ; preds = %conv1_weight_grad.ky474.end
+  %j472.next = add nsw i64 %conv1_weight_grad.j4724, 1
+  %29 = icmp slt i64 %j472.next, 16
+  br i1 %29, label %conv1_weight_grad.j472, label %conv1_weight_grad.j472.end
 
-conv1_weight_grad.ky465:                          ; preds = %conv1_weight_grad.oy473.end, %conv1_weight_grad.c464
-  %conv1_weight_grad.ky4656 = phi i64 [ 0, %conv1_weight_grad.c464 ], [ %ky465.next, %conv1_weight_grad.oy473.end ]
-  br label %conv1_weight_grad.oy466
+conv1_weight_grad.ky474:                          ; preds = %conv1_weight_grad.oy482.end, %conv1_weight_grad.c473
+  %conv1_weight_grad.ky4746 = phi i64 [ 0, %conv1_weight_grad.c473 ], [ %ky474.next, %conv1_weight_grad.oy482.end ]
+  br label %conv1_weight_grad.oy475
 
-conv1_weight_grad.ky465.end:                      ; preds = %conv1_weight_grad.oy473.end
-  %c464.next = add nsw i64 %conv1_weight_grad.c4645, 1
-  %3 = icmp slt i64 %c464.next, 1
-  br i1 %3, label %conv1_weight_grad.c464, label %conv1_weight_grad.c464.end
+conv1_weight_grad.ky474.end:                      ; preds = %conv1_weight_grad.oy482.end
+  %c473.next = add nsw i64 %conv1_weight_grad.c4735, 1
+  %30 = icmp slt i64 %c473.next, 1
+  br i1 %30, label %conv1_weight_grad.c473, label %conv1_weight_grad.c473.end
 
-conv1_weight_grad.oy466:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky465
-  %conv1_weight_grad.oy4667 = phi i64 [ 0, %conv1_weight_grad.ky465 ], [ %oy466.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
-  %5 = add nsw i64 %4, -1
-  %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
-  %8 = add nsw i64 %7, -1
-  %9 = icmp slt i64 %8, 28
-  %10 = and i1 %6, %9
-  br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy475:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky474
+  %conv1_weight_grad.oy4757 = phi i64 [ 0, %conv1_weight_grad.ky474 ], [ %oy475.next, %conv1_weight_grad.endif18 ]
+  %31 = add nsw i64 %conv1_weight_grad.oy4757, %conv1_weight_grad.ky4746
+  %32 = add nsw i64 %31, -1
+  %33 = icmp slt i64 -1, %32
+  %34 = add nsw i64 %conv1_weight_grad.oy4757, %conv1_weight_grad.ky4746
+  %35 = add nsw i64 %34, -1
+  %36 = icmp slt i64 %35, 28
+  %37 = and i1 %33, %36
+  br i1 %37, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy466.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy470
+conv1_weight_grad.oy475.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy479
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy466
-  br label %conv1_weight_grad.ox467
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy475
+  br label %conv1_weight_grad.ox476
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox468.end, %conv1_weight_grad.oy466
-  %11 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
-  %12 = add nsw i64 %11, -1
-  %13 = icmp slt i64 %12, 0
-  br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox477.end, %conv1_weight_grad.oy475
+  %38 = add nsw i64 %conv1_weight_grad.oy4757, %conv1_weight_grad.ky4746
+  %39 = add nsw i64 %38, -1
+  %40 = icmp slt i64 %39, 0
+  br i1 %40, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox467:                          ; preds = %conv1_weight_grad.ox467, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4678 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox467.next, %conv1_weight_grad.ox467 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4634
-  %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4645, 784
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
-  %20 = add nsw i64 %19, -1
-  %21 = mul nsw i64 %20, 28
-  %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4678, 1
-  %24 = add nsw i64 %23, -1
-  %25 = add nsw i64 %22, %24
-  %images9 = getelementptr inbounds float, ptr %images, i64 %25
-  %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4656
-  %29 = mul nsw i64 %28, 3
-  %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4678, 1
-  %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 %32, %35
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
-  store float %26, ptr %arena10, align 4
-  %ox467.next = add nsw i64 %conv1_weight_grad.ox4678, 1
-  %37 = icmp slt i64 %ox467.next, 27
-  br i1 %37, label %conv1_weight_grad.ox467, label %conv1_weight_grad.ox467.end
+conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4768 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox476.next, %conv1_weight_grad.ox476 ]
+  %41 = mul nsw i64 %conv1_weight_grad.g4713, 16
+  %42 = add nsw i64 %41, %conv1_weight_grad.j4724
+  %43 = mul nsw i64 %42, 784
+  %44 = mul nsw i64 %conv1_weight_grad.c4735, 784
+  %45 = add nsw i64 %43, %44
+  %46 = add nsw i64 %conv1_weight_grad.oy4757, %conv1_weight_grad.ky4746
+  %47 = add nsw i64 %46, -1
+  %48 = mul nsw i64 %47, 28
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %conv1_weight_grad.ox4768, 1
+  %51 = add nsw i64 %50, -1
+  %52 = add nsw i64 %49, %51
+  %images9 = getelementptr inbounds float, ptr %images, i64 %52
+  %53 = load float, ptr %images9, align 4
+  %54 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %55 = add nsw i64 %54, %conv1_weight_grad.ky4746
+  %56 = mul nsw i64 %55, 3
+  %57 = mul nsw i64 %56, 12560
+  %58 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %59 = add nsw i64 %57, %58
+  %60 = mul nsw i64 %conv1_weight_grad.oy4757, 28
+  %61 = add nsw i64 %conv1_weight_grad.ox4768, 1
+  %62 = add nsw i64 %60, %61
+  %63 = add nsw i64 %59, %62
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %63
+  store float %53, ptr %arena10, align 4
+  %ox476.next = add nsw i64 %conv1_weight_grad.ox4768, 1
+  %64 = icmp slt i64 %ox476.next, 27
+  br i1 %64, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
 
-conv1_weight_grad.ox467.end:                      ; preds = %conv1_weight_grad.ox467
-  br label %conv1_weight_grad.ox468
+conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
+  br label %conv1_weight_grad.ox477
 
-conv1_weight_grad.ox468:                          ; preds = %conv1_weight_grad.ox468, %conv1_weight_grad.ox467.end
-  %conv1_weight_grad.ox46811 = phi i64 [ 0, %conv1_weight_grad.ox467.end ], [ %ox468.next, %conv1_weight_grad.ox468 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4656
-  %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox46811
-  %46 = add nsw i64 %43, %45
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
+conv1_weight_grad.ox477:                          ; preds = %conv1_weight_grad.ox477, %conv1_weight_grad.ox476.end
+  %conv1_weight_grad.ox47711 = phi i64 [ 0, %conv1_weight_grad.ox476.end ], [ %ox477.next, %conv1_weight_grad.ox477 ]
+  %65 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %66 = add nsw i64 %65, %conv1_weight_grad.ky4746
+  %67 = mul nsw i64 %66, 3
+  %68 = mul nsw i64 %67, 12560
+  %69 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %conv1_weight_grad.oy4757, 28
+  %72 = add nsw i64 %71, %conv1_weight_grad.ox47711
+  %73 = add nsw i64 %70, %72
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox468.next = add nsw i64 %conv1_weight_grad.ox46811, 1
-  %47 = icmp slt i64 %ox468.next, 1
-  br i1 %47, label %conv1_weight_grad.ox468, label %conv1_weight_grad.ox468.end
+  %ox477.next = add nsw i64 %conv1_weight_grad.ox47711, 1
+  %74 = icmp slt i64 %ox477.next, 1
+  br i1 %74, label %conv1_weight_grad.ox477, label %conv1_weight_grad.ox477.end
 
-conv1_weight_grad.ox468.end:                      ; preds = %conv1_weight_grad.ox468
+conv1_weight_grad.ox477.end:                      ; preds = %conv1_weight_grad.ox477
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox469
+  br label %conv1_weight_grad.ox478
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox469.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4667, %conv1_weight_grad.ky4656
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox478.end, %conv1_weight_grad.endif
+  %75 = add nsw i64 %conv1_weight_grad.oy4757, %conv1_weight_grad.ky4746
+  %76 = add nsw i64 %75, -1
+  %77 = icmp slt i64 27, %76
+  br i1 %77, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox469:                          ; preds = %conv1_weight_grad.ox469, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox46915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox469.next, %conv1_weight_grad.ox469 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4656
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox46915
-  %59 = add nsw i64 %56, %58
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+conv1_weight_grad.ox478:                          ; preds = %conv1_weight_grad.ox478, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox47815 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox478.next, %conv1_weight_grad.ox478 ]
+  %78 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %79 = add nsw i64 %78, %conv1_weight_grad.ky4746
+  %80 = mul nsw i64 %79, 3
+  %81 = mul nsw i64 %80, 12560
+  %82 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1_weight_grad.oy4757, 28
+  %85 = add nsw i64 %84, %conv1_weight_grad.ox47815
+  %86 = add nsw i64 %83, %85
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %86
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox469.next = add nsw i64 %conv1_weight_grad.ox46915, 1
-  %60 = icmp slt i64 %ox469.next, 28
-  br i1 %60, label %conv1_weight_grad.ox469, label %conv1_weight_grad.ox469.end
+  %ox478.next = add nsw i64 %conv1_weight_grad.ox47815, 1
+  %87 = icmp slt i64 %ox478.next, 28
+  br i1 %87, label %conv1_weight_grad.ox478, label %conv1_weight_grad.ox478.end
 
-conv1_weight_grad.ox469.end:                      ; preds = %conv1_weight_grad.ox469
+conv1_weight_grad.ox478.end:                      ; preds = %conv1_weight_grad.ox478
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox46919
+  br label %conv1_weight_grad.ox47819
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox469.end20, %conv1_weight_grad.endif14
-  %oy466.next = add nsw i64 %conv1_weight_grad.oy4667, 1
-  %61 = icmp slt i64 %oy466.next, 28
-  br i1 %61, label %conv1_weight_grad.oy466, label %conv1_weight_grad.oy466.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox478.end20, %conv1_weight_grad.endif14
+  %oy475.next = add nsw i64 %conv1_weight_grad.oy4757, 1
+  %88 = icmp slt i64 %oy475.next, 28
+  br i1 %88, label %conv1_weight_grad.oy475, label %conv1_weight_grad.oy475.end
 
-conv1_weight_grad.ox46919:                        ; preds = %conv1_weight_grad.ox46919, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox46921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox469.next23, %conv1_weight_grad.ox46919 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4656
-  %64 = mul nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4667, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox46921
-  %70 = add nsw i64 %67, %69
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
+conv1_weight_grad.ox47819:                        ; preds = %conv1_weight_grad.ox47819, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox47821 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox478.next23, %conv1_weight_grad.ox47819 ]
+  %89 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %90 = add nsw i64 %89, %conv1_weight_grad.ky4746
+  %91 = mul nsw i64 %90, 3
+  %92 = mul nsw i64 %91, 12560
+  %93 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %94 = add nsw i64 %92, %93
+  %95 = mul nsw i64 %conv1_weight_grad.oy4757, 28
+  %96 = add nsw i64 %95, %conv1_weight_grad.ox47821
+  %97 = add nsw i64 %94, %96
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %97
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox469.next23 = add nsw i64 %conv1_weight_grad.ox46921, 1
-  %71 = icmp slt i64 %ox469.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox46919, label %conv1_weight_grad.ox469.end20
+  %ox478.next23 = add nsw i64 %conv1_weight_grad.ox47821, 1
+  %98 = icmp slt i64 %ox478.next23, 28
+  br i1 %98, label %conv1_weight_grad.ox47819, label %conv1_weight_grad.ox478.end20
 
-conv1_weight_grad.ox469.end20:                    ; preds = %conv1_weight_grad.ox46919
+conv1_weight_grad.ox478.end20:                    ; preds = %conv1_weight_grad.ox47819
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy470:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy466.end
-  %conv1_weight_grad.oy47024 = phi i64 [ 0, %conv1_weight_grad.oy466.end ], [ %oy470.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
-  %73 = add nsw i64 %72, -1
-  %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
-  %76 = add nsw i64 %75, -1
-  %77 = icmp slt i64 %76, 28
-  %78 = and i1 %74, %77
-  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
+conv1_weight_grad.oy479:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy475.end
+  %conv1_weight_grad.oy47924 = phi i64 [ 0, %conv1_weight_grad.oy475.end ], [ %oy479.next, %conv1_weight_grad.endif35 ]
+  %99 = add nsw i64 %conv1_weight_grad.oy47924, %conv1_weight_grad.ky4746
+  %100 = add nsw i64 %99, -1
+  %101 = icmp slt i64 -1, %100
+  %102 = add nsw i64 %conv1_weight_grad.oy47924, %conv1_weight_grad.ky4746
+  %103 = add nsw i64 %102, -1
+  %104 = icmp slt i64 %103, 28
+  %105 = and i1 %101, %104
+  br i1 %105, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy470.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy473
+conv1_weight_grad.oy479.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy482
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy470
-  br label %conv1_weight_grad.ox471
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy479
+  br label %conv1_weight_grad.ox480
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox471.end, %conv1_weight_grad.oy470
-  %79 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
-  %80 = add nsw i64 %79, -1
-  %81 = icmp slt i64 %80, 0
-  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox480.end, %conv1_weight_grad.oy479
+  %106 = add nsw i64 %conv1_weight_grad.oy47924, %conv1_weight_grad.ky4746
+  %107 = add nsw i64 %106, -1
+  %108 = icmp slt i64 %107, 0
+  br i1 %108, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox471:                          ; preds = %conv1_weight_grad.ox471, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox47127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox471.next, %conv1_weight_grad.ox471 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4634
-  %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4645, 784
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
-  %88 = add nsw i64 %87, -1
-  %89 = mul nsw i64 %88, 28
-  %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox47127
-  %images28 = getelementptr inbounds float, ptr %images, i64 %91
-  %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4656
-  %95 = mul nsw i64 %94, 3
-  %96 = add nsw i64 %95, 1
-  %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox47127
-  %102 = add nsw i64 %99, %101
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
-  store float %92, ptr %arena29, align 4
-  %ox471.next = add nsw i64 %conv1_weight_grad.ox47127, 1
-  %103 = icmp slt i64 %ox471.next, 28
-  br i1 %103, label %conv1_weight_grad.ox471, label %conv1_weight_grad.ox471.end
+conv1_weight_grad.ox480:                          ; preds = %conv1_weight_grad.ox480, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox48027 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox480.next, %conv1_weight_grad.ox480 ]
+  %109 = mul nsw i64 %conv1_weight_grad.g4713, 16
+  %110 = add nsw i64 %109, %conv1_weight_grad.j4724
+  %111 = mul nsw i64 %110, 784
+  %112 = mul nsw i64 %conv1_weight_grad.c4735, 784
+  %113 = add nsw i64 %111, %112
+  %114 = add nsw i64 %conv1_weight_grad.oy47924, %conv1_weight_grad.ky4746
+  %115 = add nsw i64 %114, -1
+  %116 = mul nsw i64 %115, 28
+  %117 = add nsw i64 %113, %116
+  %118 = add nsw i64 %117, %conv1_weight_grad.ox48027
+  %images28 = getelementptr inbounds float, ptr %images, i64 %118
+  %119 = load float, ptr %images28, align 4
+  %120 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %121 = add nsw i64 %120, %conv1_weight_grad.ky4746
+  %122 = mul nsw i64 %121, 3
+  %123 = add nsw i64 %122, 1
+  %124 = mul nsw i64 %123, 12560
+  %125 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %126 = add nsw i64 %124, %125
+  %127 = mul nsw i64 %conv1_weight_grad.oy47924, 28
+  %128 = add nsw i64 %127, %conv1_weight_grad.ox48027
+  %129 = add nsw i64 %126, %128
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %129
+  store float %119, ptr %arena29, align 4
+  %ox480.next = add nsw i64 %conv1_weight_grad.ox48027, 1
+  %130 = icmp slt i64 %ox480.next, 28
+  br i1 %130, label %conv1_weight_grad.ox480, label %conv1_weight_grad.ox480.end
 
-conv1_weight_grad.ox471.end:                      ; preds = %conv1_weight_grad.ox471
+conv1_weight_grad.ox480.end:                      ; preds = %conv1_weight_grad.ox480
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox472
+  br label %conv1_weight_grad.ox481
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox472.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy47024, %conv1_weight_grad.ky4656
-  %105 = add nsw i64 %104, -1
-  %106 = icmp slt i64 27, %105
-  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox481.end, %conv1_weight_grad.endif26
+  %131 = add nsw i64 %conv1_weight_grad.oy47924, %conv1_weight_grad.ky4746
+  %132 = add nsw i64 %131, -1
+  %133 = icmp slt i64 27, %132
+  br i1 %133, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox472:                          ; preds = %conv1_weight_grad.ox472, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox47232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox472.next, %conv1_weight_grad.ox472 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4656
-  %109 = mul nsw i64 %108, 3
-  %110 = add nsw i64 %109, 1
-  %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox47232
-  %116 = add nsw i64 %113, %115
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
+conv1_weight_grad.ox481:                          ; preds = %conv1_weight_grad.ox481, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox48132 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox481.next, %conv1_weight_grad.ox481 ]
+  %134 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %135 = add nsw i64 %134, %conv1_weight_grad.ky4746
+  %136 = mul nsw i64 %135, 3
+  %137 = add nsw i64 %136, 1
+  %138 = mul nsw i64 %137, 12560
+  %139 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %conv1_weight_grad.oy47924, 28
+  %142 = add nsw i64 %141, %conv1_weight_grad.ox48132
+  %143 = add nsw i64 %140, %142
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %143
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox472.next = add nsw i64 %conv1_weight_grad.ox47232, 1
-  %117 = icmp slt i64 %ox472.next, 28
-  br i1 %117, label %conv1_weight_grad.ox472, label %conv1_weight_grad.ox472.end
+  %ox481.next = add nsw i64 %conv1_weight_grad.ox48132, 1
+  %144 = icmp slt i64 %ox481.next, 28
+  br i1 %144, label %conv1_weight_grad.ox481, label %conv1_weight_grad.ox481.end
 
-conv1_weight_grad.ox472.end:                      ; preds = %conv1_weight_grad.ox472
+conv1_weight_grad.ox481.end:                      ; preds = %conv1_weight_grad.ox481
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox47236
+  br label %conv1_weight_grad.ox48136
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox472.end37, %conv1_weight_grad.endif31
-  %oy470.next = add nsw i64 %conv1_weight_grad.oy47024, 1
-  %118 = icmp slt i64 %oy470.next, 28
-  br i1 %118, label %conv1_weight_grad.oy470, label %conv1_weight_grad.oy470.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox481.end37, %conv1_weight_grad.endif31
+  %oy479.next = add nsw i64 %conv1_weight_grad.oy47924, 1
+  %145 = icmp slt i64 %oy479.next, 28
+  br i1 %145, label %conv1_weight_grad.oy479, label %conv1_weight_grad.oy479.end
 
-conv1_weight_grad.ox47236:                        ; preds = %conv1_weight_grad.ox47236, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox47238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox472.next40, %conv1_weight_grad.ox47236 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4656
-  %121 = mul nsw i64 %120, 3
-  %122 = add nsw i64 %121, 1
-  %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy47024, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox47238
-  %128 = add nsw i64 %125, %127
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
+conv1_weight_grad.ox48136:                        ; preds = %conv1_weight_grad.ox48136, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox48138 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox481.next40, %conv1_weight_grad.ox48136 ]
+  %146 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %147 = add nsw i64 %146, %conv1_weight_grad.ky4746
+  %148 = mul nsw i64 %147, 3
+  %149 = add nsw i64 %148, 1
+  %150 = mul nsw i64 %149, 12560
+  %151 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %conv1_weight_grad.oy47924, 28
+  %154 = add nsw i64 %153, %conv1_weight_grad.ox48138
+  %155 = add nsw i64 %152, %154
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %155
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox472.next40 = add nsw i64 %conv1_weight_grad.ox47238, 1
-  %129 = icmp slt i64 %ox472.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox47236, label %conv1_weight_grad.ox472.end37
+  %ox481.next40 = add nsw i64 %conv1_weight_grad.ox48138, 1
+  %156 = icmp slt i64 %ox481.next40, 28
+  br i1 %156, label %conv1_weight_grad.ox48136, label %conv1_weight_grad.ox481.end37
 
-conv1_weight_grad.ox472.end37:                    ; preds = %conv1_weight_grad.ox47236
+conv1_weight_grad.ox481.end37:                    ; preds = %conv1_weight_grad.ox48136
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy473:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy470.end
-  %conv1_weight_grad.oy47341 = phi i64 [ 0, %conv1_weight_grad.oy470.end ], [ %oy473.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
-  %131 = add nsw i64 %130, -1
-  %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
-  %134 = add nsw i64 %133, -1
-  %135 = icmp slt i64 %134, 28
-  %136 = and i1 %132, %135
-  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
+conv1_weight_grad.oy482:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy479.end
+  %conv1_weight_grad.oy48241 = phi i64 [ 0, %conv1_weight_grad.oy479.end ], [ %oy482.next, %conv1_weight_grad.endif54 ]
+  %157 = add nsw i64 %conv1_weight_grad.oy48241, %conv1_weight_grad.ky4746
+  %158 = add nsw i64 %157, -1
+  %159 = icmp slt i64 -1, %158
+  %160 = add nsw i64 %conv1_weight_grad.oy48241, %conv1_weight_grad.ky4746
+  %161 = add nsw i64 %160, -1
+  %162 = icmp slt i64 %161, 28
+  %163 = and i1 %159, %162
+  br i1 %163, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy473.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky465.next = add nsw i64 %conv1_weight_grad.ky4656, 1
-  %137 = icmp slt i64 %ky465.next, 3
-  br i1 %137, label %conv1_weight_grad.ky465, label %conv1_weight_grad.ky465.end
+conv1_weight_grad.oy482.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky474.next = add nsw i64 %conv1_weight_grad.ky4746, 1
+  %164 = icmp slt i64 %ky474.next, 3
+  br i1 %164, label %conv1_weight_grad.ky474, label %conv1_weight_grad.ky474.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy473
-  br label %conv1_weight_grad.ox474
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy482
+  br label %conv1_weight_grad.ox483
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox475.end, %conv1_weight_grad.oy473
-  %138 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 0
-  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox484.end, %conv1_weight_grad.oy482
+  %165 = add nsw i64 %conv1_weight_grad.oy48241, %conv1_weight_grad.ky4746
+  %166 = add nsw i64 %165, -1
+  %167 = icmp slt i64 %166, 0
+  br i1 %167, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox474:                          ; preds = %conv1_weight_grad.ox474, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox47444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox474.next, %conv1_weight_grad.ox474 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4634
-  %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4645, 784
-  %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
-  %147 = add nsw i64 %146, -1
-  %148 = mul nsw i64 %147, 28
-  %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox47444, 1
-  %151 = add nsw i64 %149, %150
-  %images45 = getelementptr inbounds float, ptr %images, i64 %151
-  %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4656
-  %155 = mul nsw i64 %154, 3
-  %156 = add nsw i64 %155, 2
-  %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox47444
-  %162 = add nsw i64 %159, %161
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
-  store float %152, ptr %arena46, align 4
-  %ox474.next = add nsw i64 %conv1_weight_grad.ox47444, 1
-  %163 = icmp slt i64 %ox474.next, 27
-  br i1 %163, label %conv1_weight_grad.ox474, label %conv1_weight_grad.ox474.end
+conv1_weight_grad.ox483:                          ; preds = %conv1_weight_grad.ox483, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox48344 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox483.next, %conv1_weight_grad.ox483 ]
+  %168 = mul nsw i64 %conv1_weight_grad.g4713, 16
+  %169 = add nsw i64 %168, %conv1_weight_grad.j4724
+  %170 = mul nsw i64 %169, 784
+  %171 = mul nsw i64 %conv1_weight_grad.c4735, 784
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %conv1_weight_grad.oy48241, %conv1_weight_grad.ky4746
+  %174 = add nsw i64 %173, -1
+  %175 = mul nsw i64 %174, 28
+  %176 = add nsw i64 %172, %175
+  %177 = add nsw i64 %conv1_weight_grad.ox48344, 1
+  %178 = add nsw i64 %176, %177
+  %images45 = getelementptr inbounds float, ptr %images, i64 %178
+  %179 = load float, ptr %images45, align 4
+  %180 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %181 = add nsw i64 %180, %conv1_weight_grad.ky4746
+  %182 = mul nsw i64 %181, 3
+  %183 = add nsw i64 %182, 2
+  %184 = mul nsw i64 %183, 12560
+  %185 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %186 = add nsw i64 %184, %185
+  %187 = mul nsw i64 %conv1_weight_grad.oy48241, 28
+  %188 = add nsw i64 %187, %conv1_weight_grad.ox48344
+  %189 = add nsw i64 %186, %188
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %189
+  store float %179, ptr %arena46, align 4
+  %ox483.next = add nsw i64 %conv1_weight_grad.ox48344, 1
+  %190 = icmp slt i64 %ox483.next, 27
+  br i1 %190, label %conv1_weight_grad.ox483, label %conv1_weight_grad.ox483.end
 
-conv1_weight_grad.ox474.end:                      ; preds = %conv1_weight_grad.ox474
-  br label %conv1_weight_grad.ox475
+conv1_weight_grad.ox483.end:                      ; preds = %conv1_weight_grad.ox483
+  br label %conv1_weight_grad.ox484
 
-conv1_weight_grad.ox475:                          ; preds = %conv1_weight_grad.ox475, %conv1_weight_grad.ox474.end
-  %conv1_weight_grad.ox47547 = phi i64 [ 0, %conv1_weight_grad.ox474.end ], [ %ox475.next, %conv1_weight_grad.ox475 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4656
-  %166 = mul nsw i64 %165, 3
-  %167 = add nsw i64 %166, 2
-  %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox47547, 27
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 %170, %173
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
-  store float 0.000000e+00, ptr %arena48, align 4
-  %ox475.next = add nsw i64 %conv1_weight_grad.ox47547, 1
-  %175 = icmp slt i64 %ox475.next, 1
-  br i1 %175, label %conv1_weight_grad.ox475, label %conv1_weight_grad.ox475.end
-
-conv1_weight_grad.ox475.end:                      ; preds = %conv1_weight_grad.ox475
-  br label %conv1_weight_grad.endif43
-
-conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox476
-
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox476.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy47341, %conv1_weight_grad.ky4656
-  %177 = add nsw i64 %176, -1
-  %178 = icmp slt i64 27, %177
-  br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
-
-conv1_weight_grad.ox476:                          ; preds = %conv1_weight_grad.ox476, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox47651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox476.next, %conv1_weight_grad.ox476 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4656
-  %181 = mul nsw i64 %180, 3
-  %182 = add nsw i64 %181, 2
-  %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4634, 784
-  %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox47651
-  %188 = add nsw i64 %185, %187
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float 0.000000e+00, ptr %arena52, align 4
-  %ox476.next = add nsw i64 %conv1_weight_grad.ox47651, 1
-  %189 = icmp slt i64 %ox476.next, 28
-  br i1 %189, label %conv1_weight_grad.ox476, label %conv1_weight_grad.ox476.end
-
-conv1_weight_grad.ox476.end:                      ; preds = %conv1_weight_grad.ox476
-  br label %conv1_weight_grad.endif50
-
-conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox47655
-
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox476.end56, %conv1_weight_grad.endif50
-  %oy473.next = add nsw i64 %conv1_weight_grad.oy47341, 1
-  %190 = icmp slt i64 %oy473.next, 28
-  br i1 %190, label %conv1_weight_grad.oy473, label %conv1_weight_grad.oy473.end
-
-conv1_weight_grad.ox47655:                        ; preds = %conv1_weight_grad.ox47655, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox47657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox476.next59, %conv1_weight_grad.ox47655 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4645, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4656
+conv1_weight_grad.ox484:                          ; preds = %conv1_weight_grad.ox484, %conv1_weight_grad.ox483.end
+  %conv1_weight_grad.ox48447 = phi i64 [ 0, %conv1_weight_grad.ox483.end ], [ %ox484.next, %conv1_weight_grad.ox484 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4746
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4634, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4724, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy47341, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox47657
-  %200 = add nsw i64 %197, %199
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float 0.000000e+00, ptr %arena58, align 4
-  %ox476.next59 = add nsw i64 %conv1_weight_grad.ox47657, 1
-  %201 = icmp slt i64 %ox476.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox47655, label %conv1_weight_grad.ox476.end56
+  %198 = mul nsw i64 %conv1_weight_grad.oy48241, 28
+  %199 = add nsw i64 %conv1_weight_grad.ox48447, 27
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 %197, %200
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %201
+  store float 0.000000e+00, ptr %arena48, align 4
+  %ox484.next = add nsw i64 %conv1_weight_grad.ox48447, 1
+  %202 = icmp slt i64 %ox484.next, 1
+  br i1 %202, label %conv1_weight_grad.ox484, label %conv1_weight_grad.ox484.end
 
-conv1_weight_grad.ox476.end56:                    ; preds = %conv1_weight_grad.ox47655
+conv1_weight_grad.ox484.end:                      ; preds = %conv1_weight_grad.ox484
+  br label %conv1_weight_grad.endif43
+
+conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
+  br label %conv1_weight_grad.ox485
+
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox485.end, %conv1_weight_grad.endif43
+  %203 = add nsw i64 %conv1_weight_grad.oy48241, %conv1_weight_grad.ky4746
+  %204 = add nsw i64 %203, -1
+  %205 = icmp slt i64 27, %204
+  br i1 %205, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
+
+conv1_weight_grad.ox485:                          ; preds = %conv1_weight_grad.ox485, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox48551 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox485.next, %conv1_weight_grad.ox485 ]
+  %206 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %207 = add nsw i64 %206, %conv1_weight_grad.ky4746
+  %208 = mul nsw i64 %207, 3
+  %209 = add nsw i64 %208, 2
+  %210 = mul nsw i64 %209, 12560
+  %211 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %212 = add nsw i64 %210, %211
+  %213 = mul nsw i64 %conv1_weight_grad.oy48241, 28
+  %214 = add nsw i64 %213, %conv1_weight_grad.ox48551
+  %215 = add nsw i64 %212, %214
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float 0.000000e+00, ptr %arena52, align 4
+  %ox485.next = add nsw i64 %conv1_weight_grad.ox48551, 1
+  %216 = icmp slt i64 %ox485.next, 28
+  br i1 %216, label %conv1_weight_grad.ox485, label %conv1_weight_grad.ox485.end
+
+conv1_weight_grad.ox485.end:                      ; preds = %conv1_weight_grad.ox485
+  br label %conv1_weight_grad.endif50
+
+conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
+  br label %conv1_weight_grad.ox48555
+
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox485.end56, %conv1_weight_grad.endif50
+  %oy482.next = add nsw i64 %conv1_weight_grad.oy48241, 1
+  %217 = icmp slt i64 %oy482.next, 28
+  br i1 %217, label %conv1_weight_grad.oy482, label %conv1_weight_grad.oy482.end
+
+conv1_weight_grad.ox48555:                        ; preds = %conv1_weight_grad.ox48555, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox48557 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox485.next59, %conv1_weight_grad.ox48555 ]
+  %218 = mul nsw i64 %conv1_weight_grad.c4735, 3
+  %219 = add nsw i64 %218, %conv1_weight_grad.ky4746
+  %220 = mul nsw i64 %219, 3
+  %221 = add nsw i64 %220, 2
+  %222 = mul nsw i64 %221, 12560
+  %223 = mul nsw i64 %conv1_weight_grad.j4724, 784
+  %224 = add nsw i64 %222, %223
+  %225 = mul nsw i64 %conv1_weight_grad.oy48241, 28
+  %226 = add nsw i64 %225, %conv1_weight_grad.ox48557
+  %227 = add nsw i64 %224, %226
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float 0.000000e+00, ptr %arena58, align 4
+  %ox485.next59 = add nsw i64 %conv1_weight_grad.ox48557, 1
+  %228 = icmp slt i64 %ox485.next59, 28
+  br i1 %228, label %conv1_weight_grad.ox48555, label %conv1_weight_grad.ox485.end56
+
+conv1_weight_grad.ox485.end56:                    ; preds = %conv1_weight_grad.ox48555
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j477:                           ; preds = %conv1_weight_grad.i478.end, %conv1_weight_grad.j463.end
-  %conv1_weight_grad.j47760 = phi i64 [ 0, %conv1_weight_grad.j463.end ], [ %j477.next, %conv1_weight_grad.i478.end ]
-  br label %conv1_weight_grad.i478
+conv1_weight_grad.part486.pool:                   ; preds = %conv1_weight_grad.j472.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @simplecnn_train_b64.k22.conv1_weight_grad.part486.task, ptr %part486.context, i64 2)
+  br label %conv1_weight_grad.part486.done
 
-conv1_weight_grad.j477.end:                       ; preds = %conv1_weight_grad.i478.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g462.next = add nsw i64 %conv1_weight_grad.g4623, 1
-  %202 = icmp slt i64 %g462.next, 4
-  br i1 %202, label %conv1_weight_grad.g462, label %conv1_weight_grad.g462.end
+conv1_weight_grad.part486.serial:                 ; preds = %conv1_weight_grad.j472.end
+  br label %conv1_weight_grad.part486
 
-conv1_weight_grad.i478:                           ; preds = %conv1_weight_grad.f479.end, %conv1_weight_grad.j477
-  %conv1_weight_grad.i47861 = phi i64 [ 0, %conv1_weight_grad.j477 ], [ %i478.next, %conv1_weight_grad.f479.end ]
-  br label %conv1_weight_grad.f479
+conv1_weight_grad.part486.done:                   ; preds = %conv1_weight_grad.part486.end, %conv1_weight_grad.part486.pool
+  %g471.next = add nsw i64 %conv1_weight_grad.g4713, 1
+  %229 = icmp slt i64 %g471.next, 4
+  br i1 %229, label %conv1_weight_grad.g471, label %conv1_weight_grad.g471.end
 
-conv1_weight_grad.i478.end:                       ; preds = %conv1_weight_grad.f479.end
-  %j477.next = add nsw i64 %conv1_weight_grad.j47760, 1
-  %203 = icmp slt i64 %j477.next, 16
-  br i1 %203, label %conv1_weight_grad.j477, label %conv1_weight_grad.j477.end
+conv1_weight_grad.part486:                        ; preds = %conv1_weight_grad.part486, %conv1_weight_grad.part486.serial
+  %conv1_weight_grad.part48660 = phi i64 [ 0, %conv1_weight_grad.part486.serial ], [ %part486.next, %conv1_weight_grad.part486 ]
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.part486(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_weight_grad.g4713, i64 %conv1_weight_grad.part48660)
+  %part486.next = add nsw i64 %conv1_weight_grad.part48660, 1
+  %230 = icmp slt i64 %part486.next, 2
+  br i1 %230, label %conv1_weight_grad.part486, label %conv1_weight_grad.part486.end
 
-conv1_weight_grad.f479:                           ; preds = %conv1_weight_grad.f479, %conv1_weight_grad.i478
-  %conv1_weight_grad.f47962 = phi i64 [ 0, %conv1_weight_grad.i478 ], [ %f479.next, %conv1_weight_grad.f479 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4623, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j47760
-  %206 = mul nsw i64 %205, 25088
-  %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f47962, 784
-  %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i47861
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
-  %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j47760, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i47861
-  %214 = mul nsw i64 %213, 32
-  %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f47962
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %211, ptr %arena64, align 4
-  %f479.next = add nsw i64 %conv1_weight_grad.f47962, 1
-  %217 = icmp slt i64 %f479.next, 32
-  br i1 %217, label %conv1_weight_grad.f479, label %conv1_weight_grad.f479.end
+conv1_weight_grad.part486.end:                    ; preds = %conv1_weight_grad.part486
+  br label %conv1_weight_grad.part486.done
 
-conv1_weight_grad.f479.end:                       ; preds = %conv1_weight_grad.f479
-  %i478.next = add nsw i64 %conv1_weight_grad.i47861, 1
-  %218 = icmp slt i64 %i478.next, 784
-  br i1 %218, label %conv1_weight_grad.i478, label %conv1_weight_grad.i478.end
+conv1_weight_grad.part498.pool:                   ; preds = %conv1_weight_grad.g471.end
+  %run61 = load ptr, ptr %pool, align 8
+  call void %run61(ptr %pool, ptr @simplecnn_train_b64.k22.conv1_weight_grad.part498.task, ptr %part498.context, i64 2)
+  br label %conv1_weight_grad.part498.done
 
-conv1_weight_grad.f488:                           ; preds = %conv1_weight_grad.r489.end, %conv1_weight_grad.g462.end
-  %conv1_weight_grad.f48865 = phi i64 [ 0, %conv1_weight_grad.g462.end ], [ %f488.next, %conv1_weight_grad.r489.end ]
-  br label %conv1_weight_grad.r489
+conv1_weight_grad.part498.serial:                 ; preds = %conv1_weight_grad.g471.end
+  br label %conv1_weight_grad.part498
 
-conv1_weight_grad.f488.end:                       ; preds = %conv1_weight_grad.r489.end
+conv1_weight_grad.part498.done:                   ; preds = %conv1_weight_grad.part498.end, %conv1_weight_grad.part498.pool
   ret void
 
-conv1_weight_grad.r489:                           ; preds = %conv1_weight_grad.r489, %conv1_weight_grad.f488
-  %conv1_weight_grad.r48966 = phi i64 [ 0, %conv1_weight_grad.f488 ], [ %r489.next, %conv1_weight_grad.r489 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r48966, 32
-  %220 = add nsw i64 514448, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f48865
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
-  %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f48865, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r48966
-  %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
-  store float %222, ptr %grads68, align 4
-  %r489.next = add nsw i64 %conv1_weight_grad.r48966, 1
-  %225 = icmp slt i64 %r489.next, 9
-  br i1 %225, label %conv1_weight_grad.r489, label %conv1_weight_grad.r489.end
+conv1_weight_grad.part498:                        ; preds = %conv1_weight_grad.part498, %conv1_weight_grad.part498.serial
+  %conv1_weight_grad.part49862 = phi i64 [ 0, %conv1_weight_grad.part498.serial ], [ %part498.next, %conv1_weight_grad.part498 ]
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.part498(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_weight_grad.part49862)
+  %part498.next = add nsw i64 %conv1_weight_grad.part49862, 1
+  %231 = icmp slt i64 %part498.next, 2
+  br i1 %231, label %conv1_weight_grad.part498, label %conv1_weight_grad.part498.end
 
-conv1_weight_grad.r489.end:                       ; preds = %conv1_weight_grad.r489
-  %f488.next = add nsw i64 %conv1_weight_grad.f48865, 1
-  %226 = icmp slt i64 %f488.next, 32
-  br i1 %226, label %conv1_weight_grad.f488, label %conv1_weight_grad.f488.end
+conv1_weight_grad.part498.end:                    ; preds = %conv1_weight_grad.part498
+  br label %conv1_weight_grad.part498.done
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm487(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.part486(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1_weight_grad.t485_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t485_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t483_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp480
+  br label %conv1_weight_grad.j487
 
-conv1_weight_grad.kp480:                          ; preds = %conv1_weight_grad.nb481.end, %entry
-  %conv1_weight_grad.kp4801 = phi i64 [ 0, %entry ], [ %kp480.next, %conv1_weight_grad.nb481.end ]
-  br label %conv1_weight_grad.nb481
+conv1_weight_grad.j487:                           ; preds = %conv1_weight_grad.i488.end, %entry
+  %conv1_weight_grad.j4871 = phi i64 [ 0, %entry ], [ %j487.next, %conv1_weight_grad.i488.end ]
+  br label %conv1_weight_grad.i488
 
-conv1_weight_grad.kp480.end:                      ; preds = %conv1_weight_grad.nb481.end
+conv1_weight_grad.j487.end:                       ; preds = %conv1_weight_grad.i488.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.part486.gemm497(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
   ret void
 
-conv1_weight_grad.nb481:                          ; preds = %conv1_weight_grad.k486.end, %conv1_weight_grad.kp480
-  %conv1_weight_grad.nb4812 = phi i64 [ 0, %conv1_weight_grad.kp480 ], [ %nb481.next, %conv1_weight_grad.k486.end ]
-  br label %conv1_weight_grad.mb482
+conv1_weight_grad.i488:                           ; preds = %conv1_weight_grad.f489.end, %conv1_weight_grad.j487
+  %conv1_weight_grad.i4882 = phi i64 [ 0, %conv1_weight_grad.j487 ], [ %i488.next, %conv1_weight_grad.f489.end ]
+  br label %conv1_weight_grad.f489
 
-conv1_weight_grad.nb481.end:                      ; preds = %conv1_weight_grad.k486.end
-  %kp480.next = add nsw i64 %conv1_weight_grad.kp4801, 1
-  %0 = icmp slt i64 %kp480.next, 7
-  br i1 %0, label %conv1_weight_grad.kp480, label %conv1_weight_grad.kp480.end
+conv1_weight_grad.i488.end:                       ; preds = %conv1_weight_grad.f489.end
+  %j487.next = add nsw i64 %conv1_weight_grad.j4871, 1
+  %2 = icmp slt i64 %j487.next, 16
+  br i1 %2, label %conv1_weight_grad.j487, label %conv1_weight_grad.j487.end
 
-conv1_weight_grad.mb482:                          ; preds = %conv1_weight_grad.k484.end, %conv1_weight_grad.nb481
-  %conv1_weight_grad.mb4823 = phi i64 [ 0, %conv1_weight_grad.nb481 ], [ %mb482.next, %conv1_weight_grad.k484.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %2 = mul nsw i64 %1, 32
+conv1_weight_grad.f489:                           ; preds = %conv1_weight_grad.f489, %conv1_weight_grad.i488
+  %conv1_weight_grad.f4893 = phi i64 [ 0, %conv1_weight_grad.i488 ], [ %f489.next, %conv1_weight_grad.f489 ]
+  %3 = mul nsw i64 %0, 16
+  %4 = add nsw i64 %3, %conv1_weight_grad.j4871
+  %5 = mul nsw i64 %4, 25088
+  %6 = add nsw i64 1221264, %5
+  %7 = mul nsw i64 %1, 16
+  %8 = add nsw i64 %conv1_weight_grad.f4893, %7
+  %9 = mul nsw i64 %8, 784
+  %10 = add nsw i64 %6, %9
+  %11 = add nsw i64 %10, %conv1_weight_grad.i4882
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena4, align 4
+  %13 = mul nsw i64 %conv1_weight_grad.j4871, 784
+  %14 = add nsw i64 %13, %conv1_weight_grad.i4882
+  %15 = mul nsw i64 %14, 32
+  %16 = add nsw i64 113040, %15
+  %17 = mul nsw i64 %1, 16
+  %18 = add nsw i64 %conv1_weight_grad.f4893, %17
+  %19 = add nsw i64 %16, %18
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  store float %12, ptr %arena5, align 4
+  %f489.next = add nsw i64 %conv1_weight_grad.f4893, 1
+  %20 = icmp slt i64 %f489.next, 16
+  br i1 %20, label %conv1_weight_grad.f489, label %conv1_weight_grad.f489.end
+
+conv1_weight_grad.f489.end:                       ; preds = %conv1_weight_grad.f489
+  %i488.next = add nsw i64 %conv1_weight_grad.i4882, 1
+  %21 = icmp slt i64 %i488.next, 784
+  br i1 %21, label %conv1_weight_grad.i488, label %conv1_weight_grad.i488.end
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.part486.gemm497(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1_weight_grad.t495_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t495_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t493_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp490
+
+conv1_weight_grad.kp490:                          ; preds = %conv1_weight_grad.nb491.end, %entry
+  %conv1_weight_grad.kp4901 = phi i64 [ 0, %entry ], [ %kp490.next, %conv1_weight_grad.nb491.end ]
+  br label %conv1_weight_grad.nb491
+
+conv1_weight_grad.kp490.end:                      ; preds = %conv1_weight_grad.nb491.end
+  ret void
+
+conv1_weight_grad.nb491:                          ; preds = %conv1_weight_grad.k496.end, %conv1_weight_grad.kp490
+  %conv1_weight_grad.nb4912 = phi i64 [ 0, %conv1_weight_grad.kp490 ], [ %nb491.next, %conv1_weight_grad.k496.end ]
+  br label %conv1_weight_grad.mb492
+
+conv1_weight_grad.nb491.end:                      ; preds = %conv1_weight_grad.k496.end
+  %kp490.next = add nsw i64 %conv1_weight_grad.kp4901, 1
+  %1 = icmp slt i64 %kp490.next, 7
+  br i1 %1, label %conv1_weight_grad.kp490, label %conv1_weight_grad.kp490.end
+
+conv1_weight_grad.mb492:                          ; preds = %conv1_weight_grad.k494.end, %conv1_weight_grad.nb491
+  %conv1_weight_grad.mb4923 = phi i64 [ 0, %conv1_weight_grad.nb491 ], [ %mb492.next, %conv1_weight_grad.k494.end ]
+  %2 = mul nsw i64 %0, 16
   %3 = add nsw i64 514448, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t483_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %8 = mul nsw i64 %7, 32
-  %9 = add nsw i64 514448, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t483_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %15 = add nsw i64 %14, 1
-  %16 = mul nsw i64 %15, 32
-  %17 = add nsw i64 514448, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %19 = add nsw i64 %17, %18
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t483_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4823, 5
+  %4 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %5 = mul nsw i64 %4, 32
+  %6 = add nsw i64 %3, %5
+  %7 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %8 = add nsw i64 %6, %7
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  %9 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %9, ptr %conv1_weight_grad.t493_c0_0, align 32
+  %10 = mul nsw i64 %0, 16
+  %11 = add nsw i64 514448, %10
+  %12 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %13 = mul nsw i64 %12, 32
+  %14 = add nsw i64 %11, %13
+  %15 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %16 = add nsw i64 %14, %15
+  %17 = add nsw i64 %16, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %18, ptr %conv1_weight_grad.t493_c0_1, align 32
+  %19 = mul nsw i64 %0, 16
+  %20 = add nsw i64 514448, %19
+  %21 = mul nsw i64 %conv1_weight_grad.mb4923, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
-  %24 = add nsw i64 514448, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4812, 16
+  %24 = add nsw i64 %20, %23
+  %25 = mul nsw i64 %conv1_weight_grad.nb4912, 16
   %26 = add nsw i64 %24, %25
-  %27 = add nsw i64 %26, 8
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t483_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %30 = add nsw i64 %29, 2
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 514448, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %34 = add nsw i64 %32, %33
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
-  %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t483_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %37 = add nsw i64 %36, 2
-  %38 = mul nsw i64 %37, 32
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %27, ptr %conv1_weight_grad.t493_c1_0, align 32
+  %28 = mul nsw i64 %0, 16
+  %29 = add nsw i64 514448, %28
+  %30 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %31 = add nsw i64 %30, 1
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 %29, %32
+  %34 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %35 = add nsw i64 %33, %34
+  %36 = add nsw i64 %35, 8
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load <8 x float>, ptr %arena7, align 4
+  store <8 x float> %37, ptr %conv1_weight_grad.t493_c1_1, align 32
+  %38 = mul nsw i64 %0, 16
   %39 = add nsw i64 514448, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %41 = add nsw i64 %39, %40
-  %42 = add nsw i64 %41, 8
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
-  %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t483_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %45 = add nsw i64 %44, 3
-  %46 = mul nsw i64 %45, 32
-  %47 = add nsw i64 514448, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %49 = add nsw i64 %47, %48
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
-  %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t483_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %52 = add nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 32
-  %54 = add nsw i64 514448, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %56 = add nsw i64 %54, %55
-  %57 = add nsw i64 %56, 8
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t483_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %60 = add nsw i64 %59, 4
+  %40 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %41 = add nsw i64 %40, 2
+  %42 = mul nsw i64 %41, 32
+  %43 = add nsw i64 %39, %42
+  %44 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %45 = add nsw i64 %43, %44
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load <8 x float>, ptr %arena8, align 4
+  store <8 x float> %46, ptr %conv1_weight_grad.t493_c2_0, align 32
+  %47 = mul nsw i64 %0, 16
+  %48 = add nsw i64 514448, %47
+  %49 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %50 = add nsw i64 %49, 2
+  %51 = mul nsw i64 %50, 32
+  %52 = add nsw i64 %48, %51
+  %53 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %54, 8
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %55
+  %56 = load <8 x float>, ptr %arena9, align 4
+  store <8 x float> %56, ptr %conv1_weight_grad.t493_c2_1, align 32
+  %57 = mul nsw i64 %0, 16
+  %58 = add nsw i64 514448, %57
+  %59 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %60 = add nsw i64 %59, 3
   %61 = mul nsw i64 %60, 32
-  %62 = add nsw i64 514448, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4812, 16
+  %62 = add nsw i64 %58, %61
+  %63 = mul nsw i64 %conv1_weight_grad.nb4912, 16
   %64 = add nsw i64 %62, %63
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
-  %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t483_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %67 = add nsw i64 %66, 4
-  %68 = mul nsw i64 %67, 32
-  %69 = add nsw i64 514448, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t483_c4_1, align 32
-  br label %conv1_weight_grad.k484
-
-conv1_weight_grad.mb482.end:                      ; preds = %conv1_weight_grad.k484.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %75 = add nsw i64 514608, %74
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t485_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %78 = add nsw i64 514608, %77
-  %79 = add nsw i64 %78, 8
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t485_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %82 = add nsw i64 514640, %81
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
-  %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t485_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %85 = add nsw i64 514640, %84
-  %86 = add nsw i64 %85, 8
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t485_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %89 = add nsw i64 514672, %88
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t485_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %92 = add nsw i64 514672, %91
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %64
+  %65 = load <8 x float>, ptr %arena10, align 4
+  store <8 x float> %65, ptr %conv1_weight_grad.t493_c3_0, align 32
+  %66 = mul nsw i64 %0, 16
+  %67 = add nsw i64 514448, %66
+  %68 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %69 = add nsw i64 %68, 3
+  %70 = mul nsw i64 %69, 32
+  %71 = add nsw i64 %67, %70
+  %72 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %73 = add nsw i64 %71, %72
+  %74 = add nsw i64 %73, 8
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load <8 x float>, ptr %arena11, align 4
+  store <8 x float> %75, ptr %conv1_weight_grad.t493_c3_1, align 32
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 514448, %76
+  %78 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %79 = add nsw i64 %78, 4
+  %80 = mul nsw i64 %79, 32
+  %81 = add nsw i64 %77, %80
+  %82 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %83 = add nsw i64 %81, %82
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %83
+  %84 = load <8 x float>, ptr %arena12, align 4
+  store <8 x float> %84, ptr %conv1_weight_grad.t493_c4_0, align 32
+  %85 = mul nsw i64 %0, 16
+  %86 = add nsw i64 514448, %85
+  %87 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %88 = add nsw i64 %87, 4
+  %89 = mul nsw i64 %88, 32
+  %90 = add nsw i64 %86, %89
+  %91 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %92 = add nsw i64 %90, %91
   %93 = add nsw i64 %92, 8
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
-  %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t485_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %96 = add nsw i64 514704, %95
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
-  %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t485_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %99 = add nsw i64 514704, %98
-  %100 = add nsw i64 %99, 8
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
-  %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t485_c3_1, align 32
-  br label %conv1_weight_grad.k486
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %93
+  %94 = load <8 x float>, ptr %arena13, align 4
+  store <8 x float> %94, ptr %conv1_weight_grad.t493_c4_1, align 32
+  br label %conv1_weight_grad.k494
 
-conv1_weight_grad.k484:                           ; preds = %conv1_weight_grad.k484, %conv1_weight_grad.mb482
-  %conv1_weight_grad.k48414 = phi i64 [ 0, %conv1_weight_grad.mb482 ], [ %k484.next, %conv1_weight_grad.k484 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k48414, %102
-  %104 = mul nsw i64 %103, 32
-  %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %107 = add nsw i64 %105, %106
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
-  %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t483_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k48414, %109
-  %111 = mul nsw i64 %110, 32
-  %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 %114, 8
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t483_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k48414, %119
-  %121 = add nsw i64 %118, %120
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
-  %122 = load float, ptr %arena17, align 4
-  %123 = insertelement <8 x float> undef, float %122, i32 0
-  %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t483_a0, align 32
-  %t483_a0 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
-  %t483_b0 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
-  %t483_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a0, <8 x float> %t483_b0, <8 x float> %t483_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t483_c0_0, align 32
-  %t483_a018 = load <8 x float>, ptr %conv1_weight_grad.t483_a0, align 32
-  %t483_b1 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
-  %t483_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a018, <8 x float> %t483_b1, <8 x float> %t483_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t483_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k48414, %130
-  %132 = add nsw i64 %129, %131
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena19, align 4
-  %134 = insertelement <8 x float> undef, float %133, i32 0
-  %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t483_a1, align 32
-  %t483_a1 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
-  %t483_b020 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
-  %t483_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a1, <8 x float> %t483_b020, <8 x float> %t483_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t483_c1_0, align 32
-  %t483_a121 = load <8 x float>, ptr %conv1_weight_grad.t483_a1, align 32
-  %t483_b122 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
-  %t483_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a121, <8 x float> %t483_b122, <8 x float> %t483_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t483_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k48414, %141
-  %143 = add nsw i64 %140, %142
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load float, ptr %arena23, align 4
-  %145 = insertelement <8 x float> undef, float %144, i32 0
-  %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t483_a2, align 32
-  %t483_a2 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
-  %t483_b024 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
-  %t483_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a2, <8 x float> %t483_b024, <8 x float> %t483_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t483_c2_0, align 32
-  %t483_a225 = load <8 x float>, ptr %conv1_weight_grad.t483_a2, align 32
-  %t483_b126 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
-  %t483_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a225, <8 x float> %t483_b126, <8 x float> %t483_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t483_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %150 = add nsw i64 %149, 3
-  %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k48414, %152
-  %154 = add nsw i64 %151, %153
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
-  %155 = load float, ptr %arena27, align 4
-  %156 = insertelement <8 x float> undef, float %155, i32 0
-  %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t483_a3, align 32
-  %t483_a3 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
-  %t483_b028 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
-  %t483_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a3, <8 x float> %t483_b028, <8 x float> %t483_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t483_c3_0, align 32
-  %t483_a329 = load <8 x float>, ptr %conv1_weight_grad.t483_a3, align 32
-  %t483_b130 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
-  %t483_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a329, <8 x float> %t483_b130, <8 x float> %t483_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t483_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %161 = add nsw i64 %160, 4
-  %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k48414, %163
-  %165 = add nsw i64 %162, %164
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load float, ptr %arena31, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t483_a4, align 32
-  %t483_a4 = load <8 x float>, ptr %conv1_weight_grad.t483_a4, align 32
-  %t483_b032 = load <8 x float>, ptr %conv1_weight_grad.t483_b0, align 32
-  %t483_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a4, <8 x float> %t483_b032, <8 x float> %t483_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t483_c4_0, align 32
-  %t483_a433 = load <8 x float>, ptr %conv1_weight_grad.t483_a4, align 32
-  %t483_b134 = load <8 x float>, ptr %conv1_weight_grad.t483_b1, align 32
-  %t483_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t483_a433, <8 x float> %t483_b134, <8 x float> %t483_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t483_c4_1, align 32
-  %k484.next = add nsw i64 %conv1_weight_grad.k48414, 1
-  %171 = icmp slt i64 %k484.next, 1792
-  br i1 %171, label %conv1_weight_grad.k484, label %conv1_weight_grad.k484.end
+conv1_weight_grad.mb492.end:                      ; preds = %conv1_weight_grad.k494.end
+  %95 = mul nsw i64 %0, 16
+  %96 = add nsw i64 514448, %95
+  %97 = add nsw i64 %96, 160
+  %98 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %99 = add nsw i64 %97, %98
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %99
+  %100 = load <8 x float>, ptr %arena55, align 4
+  store <8 x float> %100, ptr %conv1_weight_grad.t495_c0_0, align 32
+  %101 = mul nsw i64 %0, 16
+  %102 = add nsw i64 514448, %101
+  %103 = add nsw i64 %102, 160
+  %104 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %105 = add nsw i64 %103, %104
+  %106 = add nsw i64 %105, 8
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %106
+  %107 = load <8 x float>, ptr %arena56, align 4
+  store <8 x float> %107, ptr %conv1_weight_grad.t495_c0_1, align 32
+  %108 = mul nsw i64 %0, 16
+  %109 = add nsw i64 514448, %108
+  %110 = add nsw i64 %109, 192
+  %111 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %112 = add nsw i64 %110, %111
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %112
+  %113 = load <8 x float>, ptr %arena57, align 4
+  store <8 x float> %113, ptr %conv1_weight_grad.t495_c1_0, align 32
+  %114 = mul nsw i64 %0, 16
+  %115 = add nsw i64 514448, %114
+  %116 = add nsw i64 %115, 192
+  %117 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %118, 8
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena58, align 4
+  store <8 x float> %120, ptr %conv1_weight_grad.t495_c1_1, align 32
+  %121 = mul nsw i64 %0, 16
+  %122 = add nsw i64 514448, %121
+  %123 = add nsw i64 %122, 224
+  %124 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %125 = add nsw i64 %123, %124
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load <8 x float>, ptr %arena59, align 4
+  store <8 x float> %126, ptr %conv1_weight_grad.t495_c2_0, align 32
+  %127 = mul nsw i64 %0, 16
+  %128 = add nsw i64 514448, %127
+  %129 = add nsw i64 %128, 224
+  %130 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %131, 8
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load <8 x float>, ptr %arena60, align 4
+  store <8 x float> %133, ptr %conv1_weight_grad.t495_c2_1, align 32
+  %134 = mul nsw i64 %0, 16
+  %135 = add nsw i64 514448, %134
+  %136 = add nsw i64 %135, 256
+  %137 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %138 = add nsw i64 %136, %137
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %138
+  %139 = load <8 x float>, ptr %arena61, align 4
+  store <8 x float> %139, ptr %conv1_weight_grad.t495_c3_0, align 32
+  %140 = mul nsw i64 %0, 16
+  %141 = add nsw i64 514448, %140
+  %142 = add nsw i64 %141, 256
+  %143 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 %144, 8
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena62, align 4
+  store <8 x float> %146, ptr %conv1_weight_grad.t495_c3_1, align 32
+  br label %conv1_weight_grad.k496
 
-conv1_weight_grad.k484.end:                       ; preds = %conv1_weight_grad.k484
-  %t483_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %173 = mul nsw i64 %172, 32
-  %174 = add nsw i64 514448, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %176 = add nsw i64 %174, %175
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t483_c0_035, ptr %arena36, align 4
-  %t483_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t483_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %178 = mul nsw i64 %177, 32
-  %179 = add nsw i64 514448, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %181 = add nsw i64 %179, %180
-  %182 = add nsw i64 %181, 8
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t483_c0_137, ptr %arena38, align 4
-  %t483_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 32
-  %186 = add nsw i64 514448, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %188 = add nsw i64 %186, %187
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t483_c1_039, ptr %arena40, align 4
-  %t483_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t483_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %190 = add nsw i64 %189, 1
-  %191 = mul nsw i64 %190, 32
-  %192 = add nsw i64 514448, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, 8
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t483_c1_141, ptr %arena42, align 4
-  %t483_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %197 = add nsw i64 %196, 2
-  %198 = mul nsw i64 %197, 32
-  %199 = add nsw i64 514448, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %201 = add nsw i64 %199, %200
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t483_c2_043, ptr %arena44, align 4
-  %t483_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t483_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %203 = add nsw i64 %202, 2
-  %204 = mul nsw i64 %203, 32
-  %205 = add nsw i64 514448, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t483_c2_145, ptr %arena46, align 4
-  %t483_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %210 = add nsw i64 %209, 3
-  %211 = mul nsw i64 %210, 32
-  %212 = add nsw i64 514448, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %214 = add nsw i64 %212, %213
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t483_c3_047, ptr %arena48, align 4
-  %t483_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t483_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %216 = add nsw i64 %215, 3
-  %217 = mul nsw i64 %216, 32
-  %218 = add nsw i64 514448, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 8
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t483_c3_149, ptr %arena50, align 4
-  %t483_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %223 = add nsw i64 %222, 4
+conv1_weight_grad.k494:                           ; preds = %conv1_weight_grad.k494, %conv1_weight_grad.mb492
+  %conv1_weight_grad.k49414 = phi i64 [ 0, %conv1_weight_grad.mb492 ], [ %k494.next, %conv1_weight_grad.k494 ]
+  %147 = mul nsw i64 %0, 16
+  %148 = add nsw i64 113040, %147
+  %149 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %150 = add nsw i64 %conv1_weight_grad.k49414, %149
+  %151 = mul nsw i64 %150, 32
+  %152 = add nsw i64 %148, %151
+  %153 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %154 = add nsw i64 %152, %153
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena15, align 4
+  store <8 x float> %155, ptr %conv1_weight_grad.t493_b0, align 32
+  %156 = mul nsw i64 %0, 16
+  %157 = add nsw i64 113040, %156
+  %158 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %159 = add nsw i64 %conv1_weight_grad.k49414, %158
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 %157, %160
+  %162 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %163 = add nsw i64 %161, %162
+  %164 = add nsw i64 %163, 8
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load <8 x float>, ptr %arena16, align 4
+  store <8 x float> %165, ptr %conv1_weight_grad.t493_b1, align 32
+  %166 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %167 = mul nsw i64 %166, 12560
+  %168 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %169 = add nsw i64 %conv1_weight_grad.k49414, %168
+  %170 = add nsw i64 %167, %169
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena17, align 4
+  %172 = insertelement <8 x float> undef, float %171, i32 0
+  %173 = shufflevector <8 x float> %172, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %173, ptr %conv1_weight_grad.t493_a0, align 32
+  %t493_a0 = load <8 x float>, ptr %conv1_weight_grad.t493_a0, align 32
+  %t493_b0 = load <8 x float>, ptr %conv1_weight_grad.t493_b0, align 32
+  %t493_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t493_c0_0, align 32
+  %174 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a0, <8 x float> %t493_b0, <8 x float> %t493_c0_0)
+  store <8 x float> %174, ptr %conv1_weight_grad.t493_c0_0, align 32
+  %t493_a018 = load <8 x float>, ptr %conv1_weight_grad.t493_a0, align 32
+  %t493_b1 = load <8 x float>, ptr %conv1_weight_grad.t493_b1, align 32
+  %t493_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t493_c0_1, align 32
+  %175 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a018, <8 x float> %t493_b1, <8 x float> %t493_c0_1)
+  store <8 x float> %175, ptr %conv1_weight_grad.t493_c0_1, align 32
+  %176 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %177 = add nsw i64 %176, 1
+  %178 = mul nsw i64 %177, 12560
+  %179 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %180 = add nsw i64 %conv1_weight_grad.k49414, %179
+  %181 = add nsw i64 %178, %180
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %181
+  %182 = load float, ptr %arena19, align 4
+  %183 = insertelement <8 x float> undef, float %182, i32 0
+  %184 = shufflevector <8 x float> %183, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %184, ptr %conv1_weight_grad.t493_a1, align 32
+  %t493_a1 = load <8 x float>, ptr %conv1_weight_grad.t493_a1, align 32
+  %t493_b020 = load <8 x float>, ptr %conv1_weight_grad.t493_b0, align 32
+  %t493_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t493_c1_0, align 32
+  %185 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a1, <8 x float> %t493_b020, <8 x float> %t493_c1_0)
+  store <8 x float> %185, ptr %conv1_weight_grad.t493_c1_0, align 32
+  %t493_a121 = load <8 x float>, ptr %conv1_weight_grad.t493_a1, align 32
+  %t493_b122 = load <8 x float>, ptr %conv1_weight_grad.t493_b1, align 32
+  %t493_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t493_c1_1, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a121, <8 x float> %t493_b122, <8 x float> %t493_c1_1)
+  store <8 x float> %186, ptr %conv1_weight_grad.t493_c1_1, align 32
+  %187 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %188 = add nsw i64 %187, 2
+  %189 = mul nsw i64 %188, 12560
+  %190 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %191 = add nsw i64 %conv1_weight_grad.k49414, %190
+  %192 = add nsw i64 %189, %191
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load float, ptr %arena23, align 4
+  %194 = insertelement <8 x float> undef, float %193, i32 0
+  %195 = shufflevector <8 x float> %194, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %195, ptr %conv1_weight_grad.t493_a2, align 32
+  %t493_a2 = load <8 x float>, ptr %conv1_weight_grad.t493_a2, align 32
+  %t493_b024 = load <8 x float>, ptr %conv1_weight_grad.t493_b0, align 32
+  %t493_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t493_c2_0, align 32
+  %196 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a2, <8 x float> %t493_b024, <8 x float> %t493_c2_0)
+  store <8 x float> %196, ptr %conv1_weight_grad.t493_c2_0, align 32
+  %t493_a225 = load <8 x float>, ptr %conv1_weight_grad.t493_a2, align 32
+  %t493_b126 = load <8 x float>, ptr %conv1_weight_grad.t493_b1, align 32
+  %t493_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t493_c2_1, align 32
+  %197 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a225, <8 x float> %t493_b126, <8 x float> %t493_c2_1)
+  store <8 x float> %197, ptr %conv1_weight_grad.t493_c2_1, align 32
+  %198 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %199 = add nsw i64 %198, 3
+  %200 = mul nsw i64 %199, 12560
+  %201 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %202 = add nsw i64 %conv1_weight_grad.k49414, %201
+  %203 = add nsw i64 %200, %202
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load float, ptr %arena27, align 4
+  %205 = insertelement <8 x float> undef, float %204, i32 0
+  %206 = shufflevector <8 x float> %205, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %206, ptr %conv1_weight_grad.t493_a3, align 32
+  %t493_a3 = load <8 x float>, ptr %conv1_weight_grad.t493_a3, align 32
+  %t493_b028 = load <8 x float>, ptr %conv1_weight_grad.t493_b0, align 32
+  %t493_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t493_c3_0, align 32
+  %207 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a3, <8 x float> %t493_b028, <8 x float> %t493_c3_0)
+  store <8 x float> %207, ptr %conv1_weight_grad.t493_c3_0, align 32
+  %t493_a329 = load <8 x float>, ptr %conv1_weight_grad.t493_a3, align 32
+  %t493_b130 = load <8 x float>, ptr %conv1_weight_grad.t493_b1, align 32
+  %t493_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t493_c3_1, align 32
+  %208 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a329, <8 x float> %t493_b130, <8 x float> %t493_c3_1)
+  store <8 x float> %208, ptr %conv1_weight_grad.t493_c3_1, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %210 = add nsw i64 %209, 4
+  %211 = mul nsw i64 %210, 12560
+  %212 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %213 = add nsw i64 %conv1_weight_grad.k49414, %212
+  %214 = add nsw i64 %211, %213
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load float, ptr %arena31, align 4
+  %216 = insertelement <8 x float> undef, float %215, i32 0
+  %217 = shufflevector <8 x float> %216, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %217, ptr %conv1_weight_grad.t493_a4, align 32
+  %t493_a4 = load <8 x float>, ptr %conv1_weight_grad.t493_a4, align 32
+  %t493_b032 = load <8 x float>, ptr %conv1_weight_grad.t493_b0, align 32
+  %t493_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t493_c4_0, align 32
+  %218 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a4, <8 x float> %t493_b032, <8 x float> %t493_c4_0)
+  store <8 x float> %218, ptr %conv1_weight_grad.t493_c4_0, align 32
+  %t493_a433 = load <8 x float>, ptr %conv1_weight_grad.t493_a4, align 32
+  %t493_b134 = load <8 x float>, ptr %conv1_weight_grad.t493_b1, align 32
+  %t493_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t493_c4_1, align 32
+  %219 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t493_a433, <8 x float> %t493_b134, <8 x float> %t493_c4_1)
+  store <8 x float> %219, ptr %conv1_weight_grad.t493_c4_1, align 32
+  %k494.next = add nsw i64 %conv1_weight_grad.k49414, 1
+  %220 = icmp slt i64 %k494.next, 1792
+  br i1 %220, label %conv1_weight_grad.k494, label %conv1_weight_grad.k494.end
+
+conv1_weight_grad.k494.end:                       ; preds = %conv1_weight_grad.k494
+  %t493_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t493_c0_0, align 32
+  %221 = mul nsw i64 %0, 16
+  %222 = add nsw i64 514448, %221
+  %223 = mul nsw i64 %conv1_weight_grad.mb4923, 5
   %224 = mul nsw i64 %223, 32
-  %225 = add nsw i64 514448, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4812, 16
+  %225 = add nsw i64 %222, %224
+  %226 = mul nsw i64 %conv1_weight_grad.nb4912, 16
   %227 = add nsw i64 %225, %226
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t483_c4_051, ptr %arena52, align 4
-  %t483_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t483_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4823, 5
-  %229 = add nsw i64 %228, 4
-  %230 = mul nsw i64 %229, 32
-  %231 = add nsw i64 514448, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t483_c4_153, ptr %arena54, align 4
-  %mb482.next = add nsw i64 %conv1_weight_grad.mb4823, 1
-  %235 = icmp slt i64 %mb482.next, 1
-  br i1 %235, label %conv1_weight_grad.mb482, label %conv1_weight_grad.mb482.end
-
-conv1_weight_grad.k486:                           ; preds = %conv1_weight_grad.k486, %conv1_weight_grad.mb482.end
-  %conv1_weight_grad.k48663 = phi i64 [ 0, %conv1_weight_grad.mb482.end ], [ %k486.next, %conv1_weight_grad.k486 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k48663, %236
-  %238 = mul nsw i64 %237, 32
-  %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %241 = add nsw i64 %239, %240
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t485_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k48663, %243
-  %245 = mul nsw i64 %244, 32
-  %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %248 = add nsw i64 %246, %247
-  %249 = add nsw i64 %248, 8
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
-  %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t485_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k48663, %251
-  %253 = add nsw i64 62800, %252
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
-  %254 = load float, ptr %arena66, align 4
-  %255 = insertelement <8 x float> undef, float %254, i32 0
-  %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t485_a0, align 32
-  %t485_a0 = load <8 x float>, ptr %conv1_weight_grad.t485_a0, align 32
-  %t485_b0 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
-  %t485_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a0, <8 x float> %t485_b0, <8 x float> %t485_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t485_c0_0, align 32
-  %t485_a067 = load <8 x float>, ptr %conv1_weight_grad.t485_a0, align 32
-  %t485_b1 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
-  %t485_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a067, <8 x float> %t485_b1, <8 x float> %t485_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t485_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k48663, %259
-  %261 = add nsw i64 75360, %260
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena68, align 4
-  %263 = insertelement <8 x float> undef, float %262, i32 0
-  %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t485_a1, align 32
-  %t485_a1 = load <8 x float>, ptr %conv1_weight_grad.t485_a1, align 32
-  %t485_b069 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
-  %t485_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a1, <8 x float> %t485_b069, <8 x float> %t485_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t485_c1_0, align 32
-  %t485_a170 = load <8 x float>, ptr %conv1_weight_grad.t485_a1, align 32
-  %t485_b171 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
-  %t485_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a170, <8 x float> %t485_b171, <8 x float> %t485_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t485_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k48663, %267
-  %269 = add nsw i64 87920, %268
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
-  %270 = load float, ptr %arena72, align 4
-  %271 = insertelement <8 x float> undef, float %270, i32 0
-  %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t485_a2, align 32
-  %t485_a2 = load <8 x float>, ptr %conv1_weight_grad.t485_a2, align 32
-  %t485_b073 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
-  %t485_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a2, <8 x float> %t485_b073, <8 x float> %t485_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t485_c2_0, align 32
-  %t485_a274 = load <8 x float>, ptr %conv1_weight_grad.t485_a2, align 32
-  %t485_b175 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
-  %t485_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a274, <8 x float> %t485_b175, <8 x float> %t485_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t485_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4801, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k48663, %275
-  %277 = add nsw i64 100480, %276
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena76, align 4
-  %279 = insertelement <8 x float> undef, float %278, i32 0
-  %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t485_a3, align 32
-  %t485_a3 = load <8 x float>, ptr %conv1_weight_grad.t485_a3, align 32
-  %t485_b077 = load <8 x float>, ptr %conv1_weight_grad.t485_b0, align 32
-  %t485_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a3, <8 x float> %t485_b077, <8 x float> %t485_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t485_c3_0, align 32
-  %t485_a378 = load <8 x float>, ptr %conv1_weight_grad.t485_a3, align 32
-  %t485_b179 = load <8 x float>, ptr %conv1_weight_grad.t485_b1, align 32
-  %t485_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t485_a378, <8 x float> %t485_b179, <8 x float> %t485_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t485_c3_1, align 32
-  %k486.next = add nsw i64 %conv1_weight_grad.k48663, 1
-  %283 = icmp slt i64 %k486.next, 1792
-  br i1 %283, label %conv1_weight_grad.k486, label %conv1_weight_grad.k486.end
-
-conv1_weight_grad.k486.end:                       ; preds = %conv1_weight_grad.k486
-  %t485_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %285 = add nsw i64 514608, %284
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t485_c0_080, ptr %arena81, align 4
-  %t485_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t485_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %287 = add nsw i64 514608, %286
-  %288 = add nsw i64 %287, 8
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t485_c0_182, ptr %arena83, align 4
-  %t485_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %290 = add nsw i64 514640, %289
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t485_c1_084, ptr %arena85, align 4
-  %t485_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t485_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %292 = add nsw i64 514640, %291
-  %293 = add nsw i64 %292, 8
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t485_c1_186, ptr %arena87, align 4
-  %t485_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %295 = add nsw i64 514672, %294
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t485_c2_088, ptr %arena89, align 4
-  %t485_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t485_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %297 = add nsw i64 514672, %296
-  %298 = add nsw i64 %297, 8
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t485_c2_190, ptr %arena91, align 4
-  %t485_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %300 = add nsw i64 514704, %299
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t485_c3_092, ptr %arena93, align 4
-  %t485_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t485_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4812, 16
-  %302 = add nsw i64 514704, %301
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %227
+  store <8 x float> %t493_c0_035, ptr %arena36, align 4
+  %t493_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t493_c0_1, align 32
+  %228 = mul nsw i64 %0, 16
+  %229 = add nsw i64 514448, %228
+  %230 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %231 = mul nsw i64 %230, 32
+  %232 = add nsw i64 %229, %231
+  %233 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %234, 8
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %235
+  store <8 x float> %t493_c0_137, ptr %arena38, align 4
+  %t493_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t493_c1_0, align 32
+  %236 = mul nsw i64 %0, 16
+  %237 = add nsw i64 514448, %236
+  %238 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 32
+  %241 = add nsw i64 %237, %240
+  %242 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %243 = add nsw i64 %241, %242
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %243
+  store <8 x float> %t493_c1_039, ptr %arena40, align 4
+  %t493_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t493_c1_1, align 32
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 514448, %244
+  %246 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %247 = add nsw i64 %246, 1
+  %248 = mul nsw i64 %247, 32
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 8
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %252
+  store <8 x float> %t493_c1_141, ptr %arena42, align 4
+  %t493_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t493_c2_0, align 32
+  %253 = mul nsw i64 %0, 16
+  %254 = add nsw i64 514448, %253
+  %255 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %256 = add nsw i64 %255, 2
+  %257 = mul nsw i64 %256, 32
+  %258 = add nsw i64 %254, %257
+  %259 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %260 = add nsw i64 %258, %259
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %260
+  store <8 x float> %t493_c2_043, ptr %arena44, align 4
+  %t493_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t493_c2_1, align 32
+  %261 = mul nsw i64 %0, 16
+  %262 = add nsw i64 514448, %261
+  %263 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %264 = add nsw i64 %263, 2
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 %262, %265
+  %267 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %268 = add nsw i64 %266, %267
+  %269 = add nsw i64 %268, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %269
+  store <8 x float> %t493_c2_145, ptr %arena46, align 4
+  %t493_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t493_c3_0, align 32
+  %270 = mul nsw i64 %0, 16
+  %271 = add nsw i64 514448, %270
+  %272 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 32
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %277 = add nsw i64 %275, %276
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t493_c3_047, ptr %arena48, align 4
+  %t493_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t493_c3_1, align 32
+  %278 = mul nsw i64 %0, 16
+  %279 = add nsw i64 514448, %278
+  %280 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %281 = add nsw i64 %280, 3
+  %282 = mul nsw i64 %281, 32
+  %283 = add nsw i64 %279, %282
+  %284 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %285, 8
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %286
+  store <8 x float> %t493_c3_149, ptr %arena50, align 4
+  %t493_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t493_c4_0, align 32
+  %287 = mul nsw i64 %0, 16
+  %288 = add nsw i64 514448, %287
+  %289 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %290 = add nsw i64 %289, 4
+  %291 = mul nsw i64 %290, 32
+  %292 = add nsw i64 %288, %291
+  %293 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %294 = add nsw i64 %292, %293
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %294
+  store <8 x float> %t493_c4_051, ptr %arena52, align 4
+  %t493_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t493_c4_1, align 32
+  %295 = mul nsw i64 %0, 16
+  %296 = add nsw i64 514448, %295
+  %297 = mul nsw i64 %conv1_weight_grad.mb4923, 5
+  %298 = add nsw i64 %297, 4
+  %299 = mul nsw i64 %298, 32
+  %300 = add nsw i64 %296, %299
+  %301 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %302 = add nsw i64 %300, %301
   %303 = add nsw i64 %302, 8
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t485_c3_194, ptr %arena95, align 4
-  %nb481.next = add nsw i64 %conv1_weight_grad.nb4812, 1
-  %304 = icmp slt i64 %nb481.next, 2
-  br i1 %304, label %conv1_weight_grad.nb481, label %conv1_weight_grad.nb481.end
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %303
+  store <8 x float> %t493_c4_153, ptr %arena54, align 4
+  %mb492.next = add nsw i64 %conv1_weight_grad.mb4923, 1
+  %304 = icmp slt i64 %mb492.next, 1
+  br i1 %304, label %conv1_weight_grad.mb492, label %conv1_weight_grad.mb492.end
+
+conv1_weight_grad.k496:                           ; preds = %conv1_weight_grad.k496, %conv1_weight_grad.mb492.end
+  %conv1_weight_grad.k49663 = phi i64 [ 0, %conv1_weight_grad.mb492.end ], [ %k496.next, %conv1_weight_grad.k496 ]
+  %305 = mul nsw i64 %0, 16
+  %306 = add nsw i64 113040, %305
+  %307 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %308 = add nsw i64 %conv1_weight_grad.k49663, %307
+  %309 = mul nsw i64 %308, 32
+  %310 = add nsw i64 %306, %309
+  %311 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %312 = add nsw i64 %310, %311
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %312
+  %313 = load <8 x float>, ptr %arena64, align 4
+  store <8 x float> %313, ptr %conv1_weight_grad.t495_b0, align 32
+  %314 = mul nsw i64 %0, 16
+  %315 = add nsw i64 113040, %314
+  %316 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %317 = add nsw i64 %conv1_weight_grad.k49663, %316
+  %318 = mul nsw i64 %317, 32
+  %319 = add nsw i64 %315, %318
+  %320 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 %321, 8
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %322
+  %323 = load <8 x float>, ptr %arena65, align 4
+  store <8 x float> %323, ptr %conv1_weight_grad.t495_b1, align 32
+  %324 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %325 = add nsw i64 %conv1_weight_grad.k49663, %324
+  %326 = add nsw i64 62800, %325
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %326
+  %327 = load float, ptr %arena66, align 4
+  %328 = insertelement <8 x float> undef, float %327, i32 0
+  %329 = shufflevector <8 x float> %328, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %329, ptr %conv1_weight_grad.t495_a0, align 32
+  %t495_a0 = load <8 x float>, ptr %conv1_weight_grad.t495_a0, align 32
+  %t495_b0 = load <8 x float>, ptr %conv1_weight_grad.t495_b0, align 32
+  %t495_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t495_c0_0, align 32
+  %330 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a0, <8 x float> %t495_b0, <8 x float> %t495_c0_0)
+  store <8 x float> %330, ptr %conv1_weight_grad.t495_c0_0, align 32
+  %t495_a067 = load <8 x float>, ptr %conv1_weight_grad.t495_a0, align 32
+  %t495_b1 = load <8 x float>, ptr %conv1_weight_grad.t495_b1, align 32
+  %t495_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t495_c0_1, align 32
+  %331 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a067, <8 x float> %t495_b1, <8 x float> %t495_c0_1)
+  store <8 x float> %331, ptr %conv1_weight_grad.t495_c0_1, align 32
+  %332 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %333 = add nsw i64 %conv1_weight_grad.k49663, %332
+  %334 = add nsw i64 75360, %333
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena68, align 4
+  %336 = insertelement <8 x float> undef, float %335, i32 0
+  %337 = shufflevector <8 x float> %336, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %337, ptr %conv1_weight_grad.t495_a1, align 32
+  %t495_a1 = load <8 x float>, ptr %conv1_weight_grad.t495_a1, align 32
+  %t495_b069 = load <8 x float>, ptr %conv1_weight_grad.t495_b0, align 32
+  %t495_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t495_c1_0, align 32
+  %338 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a1, <8 x float> %t495_b069, <8 x float> %t495_c1_0)
+  store <8 x float> %338, ptr %conv1_weight_grad.t495_c1_0, align 32
+  %t495_a170 = load <8 x float>, ptr %conv1_weight_grad.t495_a1, align 32
+  %t495_b171 = load <8 x float>, ptr %conv1_weight_grad.t495_b1, align 32
+  %t495_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t495_c1_1, align 32
+  %339 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a170, <8 x float> %t495_b171, <8 x float> %t495_c1_1)
+  store <8 x float> %339, ptr %conv1_weight_grad.t495_c1_1, align 32
+  %340 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %341 = add nsw i64 %conv1_weight_grad.k49663, %340
+  %342 = add nsw i64 87920, %341
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load float, ptr %arena72, align 4
+  %344 = insertelement <8 x float> undef, float %343, i32 0
+  %345 = shufflevector <8 x float> %344, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %345, ptr %conv1_weight_grad.t495_a2, align 32
+  %t495_a2 = load <8 x float>, ptr %conv1_weight_grad.t495_a2, align 32
+  %t495_b073 = load <8 x float>, ptr %conv1_weight_grad.t495_b0, align 32
+  %t495_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t495_c2_0, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a2, <8 x float> %t495_b073, <8 x float> %t495_c2_0)
+  store <8 x float> %346, ptr %conv1_weight_grad.t495_c2_0, align 32
+  %t495_a274 = load <8 x float>, ptr %conv1_weight_grad.t495_a2, align 32
+  %t495_b175 = load <8 x float>, ptr %conv1_weight_grad.t495_b1, align 32
+  %t495_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t495_c2_1, align 32
+  %347 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a274, <8 x float> %t495_b175, <8 x float> %t495_c2_1)
+  store <8 x float> %347, ptr %conv1_weight_grad.t495_c2_1, align 32
+  %348 = mul nsw i64 %conv1_weight_grad.kp4901, 1792
+  %349 = add nsw i64 %conv1_weight_grad.k49663, %348
+  %350 = add nsw i64 100480, %349
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load float, ptr %arena76, align 4
+  %352 = insertelement <8 x float> undef, float %351, i32 0
+  %353 = shufflevector <8 x float> %352, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %353, ptr %conv1_weight_grad.t495_a3, align 32
+  %t495_a3 = load <8 x float>, ptr %conv1_weight_grad.t495_a3, align 32
+  %t495_b077 = load <8 x float>, ptr %conv1_weight_grad.t495_b0, align 32
+  %t495_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t495_c3_0, align 32
+  %354 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a3, <8 x float> %t495_b077, <8 x float> %t495_c3_0)
+  store <8 x float> %354, ptr %conv1_weight_grad.t495_c3_0, align 32
+  %t495_a378 = load <8 x float>, ptr %conv1_weight_grad.t495_a3, align 32
+  %t495_b179 = load <8 x float>, ptr %conv1_weight_grad.t495_b1, align 32
+  %t495_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t495_c3_1, align 32
+  %355 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a378, <8 x float> %t495_b179, <8 x float> %t495_c3_1)
+  store <8 x float> %355, ptr %conv1_weight_grad.t495_c3_1, align 32
+  %k496.next = add nsw i64 %conv1_weight_grad.k49663, 1
+  %356 = icmp slt i64 %k496.next, 1792
+  br i1 %356, label %conv1_weight_grad.k496, label %conv1_weight_grad.k496.end
+
+conv1_weight_grad.k496.end:                       ; preds = %conv1_weight_grad.k496
+  %t495_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t495_c0_0, align 32
+  %357 = mul nsw i64 %0, 16
+  %358 = add nsw i64 514448, %357
+  %359 = add nsw i64 %358, 160
+  %360 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %361 = add nsw i64 %359, %360
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %361
+  store <8 x float> %t495_c0_080, ptr %arena81, align 4
+  %t495_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t495_c0_1, align 32
+  %362 = mul nsw i64 %0, 16
+  %363 = add nsw i64 514448, %362
+  %364 = add nsw i64 %363, 160
+  %365 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %366 = add nsw i64 %364, %365
+  %367 = add nsw i64 %366, 8
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %367
+  store <8 x float> %t495_c0_182, ptr %arena83, align 4
+  %t495_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t495_c1_0, align 32
+  %368 = mul nsw i64 %0, 16
+  %369 = add nsw i64 514448, %368
+  %370 = add nsw i64 %369, 192
+  %371 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %372 = add nsw i64 %370, %371
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %t495_c1_084, ptr %arena85, align 4
+  %t495_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t495_c1_1, align 32
+  %373 = mul nsw i64 %0, 16
+  %374 = add nsw i64 514448, %373
+  %375 = add nsw i64 %374, 192
+  %376 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 8
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %378
+  store <8 x float> %t495_c1_186, ptr %arena87, align 4
+  %t495_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t495_c2_0, align 32
+  %379 = mul nsw i64 %0, 16
+  %380 = add nsw i64 514448, %379
+  %381 = add nsw i64 %380, 224
+  %382 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %383 = add nsw i64 %381, %382
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %t495_c2_088, ptr %arena89, align 4
+  %t495_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t495_c2_1, align 32
+  %384 = mul nsw i64 %0, 16
+  %385 = add nsw i64 514448, %384
+  %386 = add nsw i64 %385, 224
+  %387 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 %388, 8
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %389
+  store <8 x float> %t495_c2_190, ptr %arena91, align 4
+  %t495_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t495_c3_0, align 32
+  %390 = mul nsw i64 %0, 16
+  %391 = add nsw i64 514448, %390
+  %392 = add nsw i64 %391, 256
+  %393 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %394 = add nsw i64 %392, %393
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %394
+  store <8 x float> %t495_c3_092, ptr %arena93, align 4
+  %t495_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t495_c3_1, align 32
+  %395 = mul nsw i64 %0, 16
+  %396 = add nsw i64 514448, %395
+  %397 = add nsw i64 %396, 256
+  %398 = mul nsw i64 %conv1_weight_grad.nb4912, 16
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, 8
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %400
+  store <8 x float> %t495_c3_194, ptr %arena95, align 4
+  %nb491.next = add nsw i64 %conv1_weight_grad.nb4912, 1
+  %401 = icmp slt i64 %nb491.next, 1
+  br i1 %401, label %conv1_weight_grad.nb491, label %conv1_weight_grad.nb491.end
+}
+
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.part486.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.part486(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.part498(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv1_weight_grad.f499
+
+conv1_weight_grad.f499:                           ; preds = %conv1_weight_grad.r500.end, %entry
+  %conv1_weight_grad.f4991 = phi i64 [ 0, %entry ], [ %f499.next, %conv1_weight_grad.r500.end ]
+  br label %conv1_weight_grad.r500
+
+conv1_weight_grad.f499.end:                       ; preds = %conv1_weight_grad.r500.end
+  ret void
+
+conv1_weight_grad.r500:                           ; preds = %conv1_weight_grad.r500, %conv1_weight_grad.f499
+  %conv1_weight_grad.r5002 = phi i64 [ 0, %conv1_weight_grad.f499 ], [ %r500.next, %conv1_weight_grad.r500 ]
+  %1 = mul nsw i64 %conv1_weight_grad.r5002, 32
+  %2 = add nsw i64 514448, %1
+  %3 = mul nsw i64 %0, 16
+  %4 = add nsw i64 %conv1_weight_grad.f4991, %3
+  %5 = add nsw i64 %2, %4
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = mul nsw i64 %0, 16
+  %8 = add nsw i64 %conv1_weight_grad.f4991, %7
+  %9 = mul nsw i64 %8, 9
+  %10 = add nsw i64 %9, %conv1_weight_grad.r5002
+  %grads4 = getelementptr inbounds float, ptr %grads, i64 %10
+  store float %6, ptr %grads4, align 4
+  %r500.next = add nsw i64 %conv1_weight_grad.r5002, 1
+  %11 = icmp slt i64 %r500.next, 9
+  br i1 %11, label %conv1_weight_grad.r500, label %conv1_weight_grad.r500.end
+
+conv1_weight_grad.r500.end:                       ; preds = %conv1_weight_grad.r500
+  %f499.next = add nsw i64 %conv1_weight_grad.f4991, 1
+  %12 = icmp slt i64 %f499.next, 16
+  br i1 %12, label %conv1_weight_grad.f499, label %conv1_weight_grad.f499.end
+}
+
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.part498.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.part498(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum500 = alloca float, align 4
-  %conv1_bias_grad.sum499 = alloca float, align 4
-  %conv1_bias_grad.sum498 = alloca float, align 4
-  %conv1_bias_grad.sum497 = alloca float, align 4
-  %conv1_bias_grad.sum496 = alloca float, align 4
-  %conv1_bias_grad.sum495 = alloca float, align 4
-  %conv1_bias_grad.sum494 = alloca float, align 4
-  %conv1_bias_grad.acc491 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f490
+  %conv1_bias_grad.sum511 = alloca float, align 4
+  %conv1_bias_grad.sum510 = alloca float, align 4
+  %conv1_bias_grad.sum509 = alloca float, align 4
+  %conv1_bias_grad.sum508 = alloca float, align 4
+  %conv1_bias_grad.sum507 = alloca float, align 4
+  %conv1_bias_grad.sum506 = alloca float, align 4
+  %conv1_bias_grad.sum505 = alloca float, align 4
+  %conv1_bias_grad.acc502 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f501
 
-conv1_bias_grad.f490:                             ; preds = %conv1_bias_grad.img492.end, %entry
-  %conv1_bias_grad.f4901 = phi i64 [ 0, %entry ], [ %f490.next, %conv1_bias_grad.img492.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc491, align 32
-  br label %conv1_bias_grad.img492
+conv1_bias_grad.f501:                             ; preds = %conv1_bias_grad.img503.end, %entry
+  %conv1_bias_grad.f5011 = phi i64 [ 0, %entry ], [ %f501.next, %conv1_bias_grad.img503.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc502, align 32
+  br label %conv1_bias_grad.img503
 
-conv1_bias_grad.f490.end:                         ; preds = %conv1_bias_grad.img492.end
+conv1_bias_grad.f501.end:                         ; preds = %conv1_bias_grad.img503.end
   ret void
 
-conv1_bias_grad.img492:                           ; preds = %conv1_bias_grad.i493.end, %conv1_bias_grad.f490
-  %conv1_bias_grad.img4922 = phi i64 [ 0, %conv1_bias_grad.f490 ], [ %img492.next, %conv1_bias_grad.i493.end ]
-  br label %conv1_bias_grad.i493
+conv1_bias_grad.img503:                           ; preds = %conv1_bias_grad.i504.end, %conv1_bias_grad.f501
+  %conv1_bias_grad.img5032 = phi i64 [ 0, %conv1_bias_grad.f501 ], [ %img503.next, %conv1_bias_grad.i504.end ]
+  br label %conv1_bias_grad.i504
 
-conv1_bias_grad.img492.end:                       ; preds = %conv1_bias_grad.i493.end
-  %acc4915 = load <8 x float>, ptr %conv1_bias_grad.acc491, align 32
+conv1_bias_grad.img503.end:                       ; preds = %conv1_bias_grad.i504.end
+  %acc5025 = load <8 x float>, ptr %conv1_bias_grad.acc502, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4915, ptr %arena6, align 4
+  store <8 x float> %acc5025, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum494, align 4
-  %sum494 = load float, ptr %conv1_bias_grad.sum494, align 4
+  store float %2, ptr %conv1_bias_grad.sum505, align 4
+  %sum505 = load float, ptr %conv1_bias_grad.sum505, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum494, %3
-  store float %4, ptr %conv1_bias_grad.sum495, align 4
-  %sum495 = load float, ptr %conv1_bias_grad.sum495, align 4
+  %4 = fadd float %sum505, %3
+  store float %4, ptr %conv1_bias_grad.sum506, align 4
+  %sum506 = load float, ptr %conv1_bias_grad.sum506, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum495, %5
-  store float %6, ptr %conv1_bias_grad.sum496, align 4
-  %sum496 = load float, ptr %conv1_bias_grad.sum496, align 4
+  %6 = fadd float %sum506, %5
+  store float %6, ptr %conv1_bias_grad.sum507, align 4
+  %sum507 = load float, ptr %conv1_bias_grad.sum507, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum496, %7
-  store float %8, ptr %conv1_bias_grad.sum497, align 4
-  %sum497 = load float, ptr %conv1_bias_grad.sum497, align 4
+  %8 = fadd float %sum507, %7
+  store float %8, ptr %conv1_bias_grad.sum508, align 4
+  %sum508 = load float, ptr %conv1_bias_grad.sum508, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum497, %9
-  store float %10, ptr %conv1_bias_grad.sum498, align 4
-  %sum498 = load float, ptr %conv1_bias_grad.sum498, align 4
+  %10 = fadd float %sum508, %9
+  store float %10, ptr %conv1_bias_grad.sum509, align 4
+  %sum509 = load float, ptr %conv1_bias_grad.sum509, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum498, %11
-  store float %12, ptr %conv1_bias_grad.sum499, align 4
-  %sum499 = load float, ptr %conv1_bias_grad.sum499, align 4
+  %12 = fadd float %sum509, %11
+  store float %12, ptr %conv1_bias_grad.sum510, align 4
+  %sum510 = load float, ptr %conv1_bias_grad.sum510, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum499, %13
-  store float %14, ptr %conv1_bias_grad.sum500, align 4
-  %sum500 = load float, ptr %conv1_bias_grad.sum500, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f4901
+  %14 = fadd float %sum510, %13
+  store float %14, ptr %conv1_bias_grad.sum511, align 4
+  %sum511 = load float, ptr %conv1_bias_grad.sum511, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f5011
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum500, ptr %grads15, align 4
-  %f490.next = add nsw i64 %conv1_bias_grad.f4901, 1
-  %16 = icmp slt i64 %f490.next, 32
-  br i1 %16, label %conv1_bias_grad.f490, label %conv1_bias_grad.f490.end
+  store float %sum511, ptr %grads15, align 4
+  %f501.next = add nsw i64 %conv1_bias_grad.f5011, 1
+  %16 = icmp slt i64 %f501.next, 32
+  br i1 %16, label %conv1_bias_grad.f501, label %conv1_bias_grad.f501.end
 
-conv1_bias_grad.i493:                             ; preds = %conv1_bias_grad.i493, %conv1_bias_grad.img492
-  %conv1_bias_grad.i4933 = phi i64 [ 0, %conv1_bias_grad.img492 ], [ %i493.next, %conv1_bias_grad.i493 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4922, 25088
+conv1_bias_grad.i504:                             ; preds = %conv1_bias_grad.i504, %conv1_bias_grad.img503
+  %conv1_bias_grad.i5043 = phi i64 [ 0, %conv1_bias_grad.img503 ], [ %i504.next, %conv1_bias_grad.i504 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img5032, 25088
   %18 = add nsw i64 1221264, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4901, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f5011, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4933, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i5043, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc491 = load <8 x float>, ptr %conv1_bias_grad.acc491, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc491)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc491, align 32
-  %i493.next = add nsw i64 %conv1_bias_grad.i4933, 1
-  %25 = icmp slt i64 %i493.next, 98
-  br i1 %25, label %conv1_bias_grad.i493, label %conv1_bias_grad.i493.end
+  %acc502 = load <8 x float>, ptr %conv1_bias_grad.acc502, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc502)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc502, align 32
+  %i504.next = add nsw i64 %conv1_bias_grad.i5043, 1
+  %25 = icmp slt i64 %i504.next, 98
+  br i1 %25, label %conv1_bias_grad.i504, label %conv1_bias_grad.i504.end
 
-conv1_bias_grad.i493.end:                         ; preds = %conv1_bias_grad.i493
-  %img492.next = add nsw i64 %conv1_bias_grad.img4922, 1
-  %26 = icmp slt i64 %img492.next, 64
-  br i1 %26, label %conv1_bias_grad.img492, label %conv1_bias_grad.img492.end
+conv1_bias_grad.i504.end:                         ; preds = %conv1_bias_grad.i504
+  %img503.next = add nsw i64 %conv1_bias_grad.img5032, 1
+  %26 = icmp slt i64 %img503.next, 64
+  br i1 %26, label %conv1_bias_grad.img503, label %conv1_bias_grad.img503.end
 }
 
 ; Function Attrs: noinline
@@ -11376,8 +12909,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt502 = alloca float, align 4
-  %adam.step_size501 = alloca float, align 4
+  %adam.bc2_sqrt513 = alloca float, align 4
+  %adam.step_size512 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -11419,7 +12952,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size501, align 4
+  store float %40, ptr %adam.step_size512, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -11461,26 +12994,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt502, align 4
-  br label %adam.i503
+  store float %81, ptr %adam.bc2_sqrt513, align 4
+  br label %adam.i514
 
-adam.i503:                                        ; preds = %adam.i503, %entry
-  %adam.i5031 = phi i64 [ 0, %entry ], [ %i503.next, %adam.i503 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5031
+adam.i514:                                        ; preds = %adam.i514, %entry
+  %adam.i5141 = phi i64 [ 0, %entry ], [ %i514.next, %adam.i514 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5141
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5141
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5031
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5141
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5031
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5141
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -11490,30 +13023,30 @@ adam.i503:                                        ; preds = %adam.i503, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5031
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5141
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5031
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5141
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5141
   %95 = load float, ptr %params10, align 4
-  %step_size501 = load float, ptr %adam.step_size501, align 4
+  %step_size512 = load float, ptr %adam.step_size512, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size501, %m_new11
+  %96 = fmul float %step_size512, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt502 = load float, ptr %adam.bc2_sqrt502, align 4
-  %98 = fdiv float %97, %bc2_sqrt502
+  %bc2_sqrt513 = load float, ptr %adam.bc2_sqrt513, align 4
+  %98 = fdiv float %97, %bc2_sqrt513
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5031
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5141
   store float %101, ptr %params13, align 4
-  %i503.next = add nsw i64 %adam.i5031, 1
-  %102 = icmp slt i64 %i503.next, 421642
-  br i1 %102, label %adam.i503, label %adam.i503.end
+  %i514.next = add nsw i64 %adam.i5141, 1
+  %102 = icmp slt i64 %i514.next, 421642
+  br i1 %102, label %adam.i514, label %adam.i514.end
 
-adam.i503.end:                                    ; preds = %adam.i503
+adam.i514.end:                                    ; preds = %adam.i514
   ret void
 }
 

@@ -262,1272 +262,1297 @@ public func simplecnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  do {  // scalar loops
-    for ci50 in 0..<32 {
-      for co51 in 0..<64 {
-        var w52: Float = params[(320 +% (((co51 *% 32) +% ci50) *% 9))]
-        var w53: Float = (((params[(320 +% (((co51 *% 32) +% ci50) *% 9))] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 3)]) + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w54: Float = (((params[(320 +% (((co51 *% 32) +% ci50) *% 9))] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 6)]) - params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w55: Float = params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 6)]
-        var w56: Float = params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 1)]
-        var w57: Float = (((params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 1)] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 4)]) + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w58: Float = (((params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 1)] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 7)]) - params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w59: Float = params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 7)]
-        var w60: Float = params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 2)]
-        var w61: Float = (((params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 2)] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 5)]) + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w62: Float = (((params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 2)] + params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 8)]) - params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w63: Float = params[((320 +% (((co51 *% 32) +% ci50) *% 9)) +% 8)]
-        var w64: Float = w52
-        var w65: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
-        var w66: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
-        var w67: Float = w60
-        var w68: Float = w53
-        var w69: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w70: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w71: Float = w61
-        var w72: Float = w54
-        var w73: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-        var w74: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-        var w75: Float = w62
-        var w76: Float = w55
-        var w77: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
-        var w78: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
-        var w79: Float = w63
-        arena[((1204224 +% (ci50 *% 64)) +% co51)] = w64
-        arena[((1206272 +% (ci50 *% 64)) +% co51)] = w65
-        arena[((1208320 +% (ci50 *% 64)) +% co51)] = w66
-        arena[((1210368 +% (ci50 *% 64)) +% co51)] = w67
-        arena[((1212416 +% (ci50 *% 64)) +% co51)] = w68
-        arena[((1214464 +% (ci50 *% 64)) +% co51)] = w69
-        arena[((1216512 +% (ci50 *% 64)) +% co51)] = w70
-        arena[((1218560 +% (ci50 *% 64)) +% co51)] = w71
-        arena[((1220608 +% (ci50 *% 64)) +% co51)] = w72
-        arena[((1222656 +% (ci50 *% 64)) +% co51)] = w73
-        arena[((1224704 +% (ci50 *% 64)) +% co51)] = w74
-        arena[((1226752 +% (ci50 *% 64)) +% co51)] = w75
-        arena[((1228800 +% (ci50 *% 64)) +% co51)] = w76
-        arena[((1230848 +% (ci50 *% 64)) +% co51)] = w77
-        arena[((1232896 +% (ci50 *% 64)) +% co51)] = w78
-        arena[((1234944 +% (ci50 *% 64)) +% co51)] = w79
+  parallelFor(pool, 2) { part50 in
+    do {  // scalar loops
+      for ci51 in 0..<32 {
+        for co52 in 0..<32 {
+          var w53: Float = params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))]
+          var w54: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((params[(320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9))] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w56: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 6)]
+          var w57: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)]
+          var w58: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 1)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w60: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 7)]
+          var w61: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)]
+          var w62: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 2)] + params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]) - params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w64: Float = params[((320 +% (((((part50 *% 32) +% co52) *% 32) +% ci51) *% 9)) +% 8)]
+          var w65: Float = w53
+          var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w68: Float = w61
+          var w69: Float = w54
+          var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w62
+          var w73: Float = w55
+          var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
+          var w76: Float = w63
+          var w77: Float = w56
+          var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
+          var w80: Float = w64
+          arena[((1204224 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w65
+          arena[((1206272 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w66
+          arena[((1208320 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w67
+          arena[((1210368 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w68
+          arena[((1212416 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w69
+          arena[((1214464 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w70
+          arena[((1216512 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w71
+          arena[((1218560 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w72
+          arena[((1220608 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w73
+          arena[((1222656 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w74
+          arena[((1224704 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w75
+          arena[((1226752 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w76
+          arena[((1228800 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w77
+          arena[((1230848 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w78
+          arena[((1232896 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w79
+          arena[((1234944 +% (ci51 *% 64)) +% ((part50 *% 32) +% co52))] = w80
+        }
       }
     }
   }
-  for i80 in 0..<1024 {
-    storeVector(arena, ((i80 *% 8) +% 1236992), Vector(repeating: Float(0)))
+  for i81 in 0..<1024 {
+    storeVector(arena, ((i81 *% 8) +% 1236992), Vector(repeating: Float(0)))
   }
-  for g81 in 0..<64 {
-    for j82 in 0..<1 {
-      for iy83 in 0..<14 {
-        for c84 in 0..<32 {
-          for ix85 in 0..<14 {
-            arena[(1236992 +% ((((j82 *% 8192) +% ((iy83 +% 1) *% 512)) +% ((ix85 +% 1) *% 32)) +% c84))] = arena[(((((g81 +% j82) *% 6272) +% (c84 *% 196)) +% (iy83 *% 14)) +% ix85)]
+  for g82 in 0..<64 {
+    for j83 in 0..<1 {
+      for iy84 in 0..<14 {
+        for c85 in 0..<32 {
+          for ix86 in 0..<14 {
+            arena[(1236992 +% ((((j83 *% 8192) +% ((iy84 +% 1) *% 512)) +% ((ix86 +% 1) *% 32)) +% c85))] = arena[(((((g82 +% j83) *% 6272) +% (c85 *% 196)) +% (iy84 *% 14)) +% ix86)]
           }
         }
       }
     }
-    for j86 in 0..<1 {
-      for ty87 in 0..<7 {
-        for tx88 in 0..<7 {
-          for cv89 in 0..<4 {
-            let w90 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% ((ty87 *% 2) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))))
-            let w91 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))) + loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))))
-            let w92 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))))
-            let w93 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 3) *% 512)) +% ((tx88 *% 2) *% 32)) +% (cv89 *% 8)))))
-            let w94 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% ((ty87 *% 2) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))))
-            let w95 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))) + loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))))
-            let w96 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))))
-            let w97 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 3) *% 512)) +% (((tx88 *% 2) +% 1) *% 32)) +% (cv89 *% 8)))))
-            let w98 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% ((ty87 *% 2) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))))
-            let w99 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))) + loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))))
-            let w100 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))))
-            let w101 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 3) *% 512)) +% (((tx88 *% 2) +% 2) *% 32)) +% (cv89 *% 8)))))
-            let w102 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% ((ty87 *% 2) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))))
-            let w103 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))) + loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))))
-            let w104 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 2) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))))
-            let w105 = (loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 1) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))) - loadVector(arena, (1236992 +% ((((j86 *% 8192) +% (((ty87 *% 2) +% 3) *% 512)) +% (((tx88 *% 2) +% 3) *% 32)) +% (cv89 *% 8)))))
-            let w106 = (w90 - w98)
-            let w107 = (w94 + w98)
-            let w108 = (w98 - w94)
-            let w109 = (w94 - w102)
-            let w110 = (w91 - w99)
-            let w111 = (w95 + w99)
-            let w112 = (w99 - w95)
-            let w113 = (w95 - w103)
-            let w114 = (w92 - w100)
-            let w115 = (w96 + w100)
-            let w116 = (w100 - w96)
-            let w117 = (w96 - w104)
-            let w118 = (w93 - w101)
-            let w119 = (w97 + w101)
-            let w120 = (w101 - w97)
-            let w121 = (w97 - w105)
-            storeVector(arena, ((1245184 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w106)
-            storeVector(arena, ((1246752 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w107)
-            storeVector(arena, ((1248320 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w108)
-            storeVector(arena, ((1249888 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w109)
-            storeVector(arena, ((1251456 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w110)
-            storeVector(arena, ((1253024 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w111)
-            storeVector(arena, ((1254592 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w112)
-            storeVector(arena, ((1256160 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w113)
-            storeVector(arena, ((1257728 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w114)
-            storeVector(arena, ((1259296 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w115)
-            storeVector(arena, ((1260864 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w116)
-            storeVector(arena, ((1262432 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w117)
-            storeVector(arena, ((1264000 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w118)
-            storeVector(arena, ((1265568 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w119)
-            storeVector(arena, ((1267136 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w120)
-            storeVector(arena, ((1268704 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 32)) +% (cv89 *% 8)), w121)
+    for j87 in 0..<1 {
+      for ty88 in 0..<7 {
+        for tx89 in 0..<7 {
+          for cv90 in 0..<4 {
+            let w91 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% ((ty88 *% 2) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))))
+            let w92 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))) + loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))))
+            let w93 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))))
+            let w94 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 3) *% 512)) +% ((tx89 *% 2) *% 32)) +% (cv90 *% 8)))))
+            let w95 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% ((ty88 *% 2) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))))
+            let w96 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))) + loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))))
+            let w97 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))))
+            let w98 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 3) *% 512)) +% (((tx89 *% 2) +% 1) *% 32)) +% (cv90 *% 8)))))
+            let w99 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% ((ty88 *% 2) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))))
+            let w100 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))) + loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))))
+            let w101 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))))
+            let w102 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 3) *% 512)) +% (((tx89 *% 2) +% 2) *% 32)) +% (cv90 *% 8)))))
+            let w103 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% ((ty88 *% 2) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))))
+            let w104 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))) + loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))))
+            let w105 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 2) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))))
+            let w106 = (loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 1) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))) - loadVector(arena, (1236992 +% ((((j87 *% 8192) +% (((ty88 *% 2) +% 3) *% 512)) +% (((tx89 *% 2) +% 3) *% 32)) +% (cv90 *% 8)))))
+            let w107 = (w91 - w99)
+            let w108 = (w95 + w99)
+            let w109 = (w99 - w95)
+            let w110 = (w95 - w103)
+            let w111 = (w92 - w100)
+            let w112 = (w96 + w100)
+            let w113 = (w100 - w96)
+            let w114 = (w96 - w104)
+            let w115 = (w93 - w101)
+            let w116 = (w97 + w101)
+            let w117 = (w101 - w97)
+            let w118 = (w97 - w105)
+            let w119 = (w94 - w102)
+            let w120 = (w98 + w102)
+            let w121 = (w102 - w98)
+            let w122 = (w98 - w106)
+            storeVector(arena, ((1245184 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w107)
+            storeVector(arena, ((1246752 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w108)
+            storeVector(arena, ((1248320 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w109)
+            storeVector(arena, ((1249888 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w110)
+            storeVector(arena, ((1251456 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w111)
+            storeVector(arena, ((1253024 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w112)
+            storeVector(arena, ((1254592 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w113)
+            storeVector(arena, ((1256160 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w114)
+            storeVector(arena, ((1257728 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w115)
+            storeVector(arena, ((1259296 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w116)
+            storeVector(arena, ((1260864 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w117)
+            storeVector(arena, ((1262432 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w118)
+            storeVector(arena, ((1264000 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w119)
+            storeVector(arena, ((1265568 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w120)
+            storeVector(arena, ((1267136 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w121)
+            storeVector(arena, ((1268704 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 32)) +% (cv90 *% 8)), w122)
           }
         }
       }
     }
-    for xi122 in 0..<16 {
-      do {  // gemm129
-        for nb123 in 0..<4 {
-          for mb124 in 0..<9 {
-            var t125_c0_0 = Vector()
-            var t125_c0_1 = Vector()
-            var t125_c1_0 = Vector()
-            var t125_c1_1 = Vector()
-            var t125_c2_0 = Vector()
-            var t125_c2_1 = Vector()
-            var t125_c3_0 = Vector()
-            var t125_c3_1 = Vector()
-            var t125_c4_0 = Vector()
-            var t125_c4_1 = Vector()
-            for k126 in 0..<32 {
-              let t125_b0 = loadVector(arena, (((1204224 +% (xi122 *% 2048)) +% (k126 *% 64)) +% (nb123 *% 16)))
-              let t125_b1 = loadVector(arena, ((((1204224 +% (xi122 *% 2048)) +% (k126 *% 64)) +% (nb123 *% 16)) +% 8))
-              let t125_a0 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% ((mb124 *% 5) *% 32)) +% k126)])
-              t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
-              t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
-              let t125_a1 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 1) *% 32)) +% k126)])
-              t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
-              t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
-              let t125_a2 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 2) *% 32)) +% k126)])
-              t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
-              t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
-              let t125_a3 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 3) *% 32)) +% k126)])
-              t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
-              t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
-              let t125_a4 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 4) *% 32)) +% k126)])
-              t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
-              t125_c4_1 = t125_c4_1.addingProduct(t125_a4, t125_b1)
+    parallelFor(pool, 2) { part123 in
+      for xi124 in 0..<16 {
+        do {  // gemm131
+          for nb125 in 0..<2 {
+            for mb126 in 0..<9 {
+              var t127_c0_0 = Vector()
+              var t127_c0_1 = Vector()
+              var t127_c1_0 = Vector()
+              var t127_c1_1 = Vector()
+              var t127_c2_0 = Vector()
+              var t127_c2_1 = Vector()
+              var t127_c3_0 = Vector()
+              var t127_c3_1 = Vector()
+              var t127_c4_0 = Vector()
+              var t127_c4_1 = Vector()
+              for k128 in 0..<32 {
+                let t127_b0 = loadVector(arena, ((((1204224 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)))
+                let t127_b1 = loadVector(arena, (((((1204224 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k128 *% 64)) +% (nb125 *% 16)) +% 8))
+                let t127_a0 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% ((mb126 *% 5) *% 32)) +% k128)])
+                t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
+                t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
+                let t127_a1 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% (((mb126 *% 5) +% 1) *% 32)) +% k128)])
+                t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
+                t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
+                let t127_a2 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% (((mb126 *% 5) +% 2) *% 32)) +% k128)])
+                t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
+                t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
+                let t127_a3 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% (((mb126 *% 5) +% 3) *% 32)) +% k128)])
+                t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
+                t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
+                let t127_a4 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% (((mb126 *% 5) +% 4) *% 32)) +% k128)])
+                t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
+                t127_c4_1 = t127_c4_1.addingProduct(t127_a4, t127_b1)
+              }
+              storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% ((mb126 *% 5) *% 64)) +% (nb125 *% 16)), t127_c0_0)
+              storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% ((mb126 *% 5) *% 64)) +% (nb125 *% 16)) +% 8), t127_c0_1)
+              storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 1) *% 64)) +% (nb125 *% 16)), t127_c1_0)
+              storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 1) *% 64)) +% (nb125 *% 16)) +% 8), t127_c1_1)
+              storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 2) *% 64)) +% (nb125 *% 16)), t127_c2_0)
+              storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 2) *% 64)) +% (nb125 *% 16)) +% 8), t127_c2_1)
+              storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 3) *% 64)) +% (nb125 *% 16)), t127_c3_0)
+              storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 3) *% 64)) +% (nb125 *% 16)) +% 8), t127_c3_1)
+              storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 4) *% 64)) +% (nb125 *% 16)), t127_c4_0)
+              storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% (((mb126 *% 5) +% 4) *% 64)) +% (nb125 *% 16)) +% 8), t127_c4_1)
             }
-            storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% ((mb124 *% 5) *% 64)) +% (nb123 *% 16)), t125_c0_0)
-            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% ((mb124 *% 5) *% 64)) +% (nb123 *% 16)) +% 8), t125_c0_1)
-            storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 1) *% 64)) +% (nb123 *% 16)), t125_c1_0)
-            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 1) *% 64)) +% (nb123 *% 16)) +% 8), t125_c1_1)
-            storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 2) *% 64)) +% (nb123 *% 16)), t125_c2_0)
-            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 2) *% 64)) +% (nb123 *% 16)) +% 8), t125_c2_1)
-            storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 3) *% 64)) +% (nb123 *% 16)), t125_c3_0)
-            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 3) *% 64)) +% (nb123 *% 16)) +% 8), t125_c3_1)
-            storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 4) *% 64)) +% (nb123 *% 16)), t125_c4_0)
-            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (((mb124 *% 5) +% 4) *% 64)) +% (nb123 *% 16)) +% 8), t125_c4_1)
-          }
-          var t127_c0_0 = Vector()
-          var t127_c0_1 = Vector()
-          var t127_c1_0 = Vector()
-          var t127_c1_1 = Vector()
-          var t127_c2_0 = Vector()
-          var t127_c2_1 = Vector()
-          var t127_c3_0 = Vector()
-          var t127_c3_1 = Vector()
-          for k128 in 0..<32 {
-            let t127_b0 = loadVector(arena, (((1204224 +% (xi122 *% 2048)) +% (k128 *% 64)) +% (nb123 *% 16)))
-            let t127_b1 = loadVector(arena, ((((1204224 +% (xi122 *% 2048)) +% (k128 *% 64)) +% (nb123 *% 16)) +% 8))
-            let t127_a0 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1440) +% k128)])
-            t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
-            t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
-            let t127_a1 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1472) +% k128)])
-            t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
-            t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
-            let t127_a2 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1504) +% k128)])
-            t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
-            t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
-            let t127_a3 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1536) +% k128)])
-            t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
-            t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
-          }
-          storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% 2880) +% (nb123 *% 16)), t127_c0_0)
-          storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% 2880) +% (nb123 *% 16)) +% 8), t127_c0_1)
-          storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% 2944) +% (nb123 *% 16)), t127_c1_0)
-          storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% 2944) +% (nb123 *% 16)) +% 8), t127_c1_1)
-          storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% 3008) +% (nb123 *% 16)), t127_c2_0)
-          storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% 3008) +% (nb123 *% 16)) +% 8), t127_c2_1)
-          storeVector(arena, (((1270272 +% (xi122 *% 3136)) +% 3072) +% (nb123 *% 16)), t127_c3_0)
-          storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% 3072) +% (nb123 *% 16)) +% 8), t127_c3_1)
-        }
-      }
-    }
-    for j130 in 0..<1 {
-      for ty131 in 0..<7 {
-        for tx132 in 0..<7 {
-          for cv133 in 0..<8 {
-            let w134 = ((loadVector(arena, ((1270272 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) + loadVector(arena, ((1282816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) + loadVector(arena, ((1295360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w135 = ((loadVector(arena, ((1282816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) - loadVector(arena, ((1295360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) - loadVector(arena, ((1307904 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w136 = ((loadVector(arena, ((1273408 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) + loadVector(arena, ((1285952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) + loadVector(arena, ((1298496 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w137 = ((loadVector(arena, ((1285952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) - loadVector(arena, ((1298496 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) - loadVector(arena, ((1311040 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w138 = ((loadVector(arena, ((1276544 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) + loadVector(arena, ((1289088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) + loadVector(arena, ((1301632 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w139 = ((loadVector(arena, ((1289088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) - loadVector(arena, ((1301632 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) - loadVector(arena, ((1314176 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w140 = ((loadVector(arena, ((1279680 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) + loadVector(arena, ((1292224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) + loadVector(arena, ((1304768 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w141 = ((loadVector(arena, ((1292224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))) - loadVector(arena, ((1304768 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)))) - loadVector(arena, ((1317312 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8))))
-            let w142 = ((w134 + w136) + w138)
-            let w143 = ((w136 - w138) - w140)
-            let w144 = ((w135 + w137) + w139)
-            let w145 = ((w137 - w139) - w141)
-            let v146 = (w142 + loadVector(params, (18752 +% (cv133 *% 8))))
-            let best147 = v146
-            let at148 = Vector(repeating: Float((((ty131 *% 2) *% 14) +% (tx132 *% 2))))
-            let v149 = (w143 + loadVector(params, (18752 +% (cv133 *% 8))))
-            let best150 = best147.replacing(with: v149, where: v149 .> best147)
-            let at151 = at148.replacing(with: Vector(repeating: Float(((((ty131 *% 2) *% 14) +% (tx132 *% 2)) +% 1))), where: v149 .> best147)
-            let v152 = (w144 + loadVector(params, (18752 +% (cv133 *% 8))))
-            let best153 = best150.replacing(with: v152, where: v152 .> best150)
-            let at154 = at151.replacing(with: Vector(repeating: Float(((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)))), where: v152 .> best150)
-            let v155 = (w145 + loadVector(params, (18752 +% (cv133 *% 8))))
-            let best156 = best153.replacing(with: v155, where: v155 .> best153)
-            let at157 = at154.replacing(with: Vector(repeating: Float((((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)) +% 1))), where: v155 .> best153)
-            storeVector(arena, ((1320448 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)), Vector().replacing(with: best156, where: best156 .> Vector()))
-            storeVector(arena, (((1320448 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% (cv133 *% 8)) +% 3136), at157)
+            var t129_c0_0 = Vector()
+            var t129_c0_1 = Vector()
+            var t129_c1_0 = Vector()
+            var t129_c1_1 = Vector()
+            var t129_c2_0 = Vector()
+            var t129_c2_1 = Vector()
+            var t129_c3_0 = Vector()
+            var t129_c3_1 = Vector()
+            for k130 in 0..<32 {
+              let t129_b0 = loadVector(arena, ((((1204224 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)))
+              let t129_b1 = loadVector(arena, (((((1204224 +% (xi124 *% 2048)) +% (part123 *% 32)) +% (k130 *% 64)) +% (nb125 *% 16)) +% 8))
+              let t129_a0 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% 1440) +% k130)])
+              t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
+              t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)
+              let t129_a1 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% 1472) +% k130)])
+              t129_c1_0 = t129_c1_0.addingProduct(t129_a1, t129_b0)
+              t129_c1_1 = t129_c1_1.addingProduct(t129_a1, t129_b1)
+              let t129_a2 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% 1504) +% k130)])
+              t129_c2_0 = t129_c2_0.addingProduct(t129_a2, t129_b0)
+              t129_c2_1 = t129_c2_1.addingProduct(t129_a2, t129_b1)
+              let t129_a3 = Vector(repeating: arena[(((1245184 +% (xi124 *% 1568)) +% 1536) +% k130)])
+              t129_c3_0 = t129_c3_0.addingProduct(t129_a3, t129_b0)
+              t129_c3_1 = t129_c3_1.addingProduct(t129_a3, t129_b1)
+            }
+            storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 2880) +% (nb125 *% 16)), t129_c0_0)
+            storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 2880) +% (nb125 *% 16)) +% 8), t129_c0_1)
+            storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 2944) +% (nb125 *% 16)), t129_c1_0)
+            storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 2944) +% (nb125 *% 16)) +% 8), t129_c1_1)
+            storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 3008) +% (nb125 *% 16)), t129_c2_0)
+            storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 3008) +% (nb125 *% 16)) +% 8), t129_c2_1)
+            storeVector(arena, ((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 3072) +% (nb125 *% 16)), t129_c3_0)
+            storeVector(arena, (((((1270272 +% (xi124 *% 3136)) +% (part123 *% 32)) +% 3072) +% (nb125 *% 16)) +% 8), t129_c3_1)
           }
         }
       }
-    }
-    for j158 in 0..<1 {
-      for c159 in 0..<64 {
-        for q160 in 0..<49 {
-          arena[(802816 +% ((((g81 +% j158) *% 3136) +% (c159 *% 49)) +% q160))] = arena[((1320448 +% (((j158 *% 49) +% q160) *% 64)) +% c159)]
+      for j132 in 0..<1 {
+        for ty133 in 0..<7 {
+          for tx134 in 0..<7 {
+            for cv135 in 0..<4 {
+              let w136 = ((loadVector(arena, ((1270272 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) + loadVector(arena, ((1282816 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) + loadVector(arena, ((1295360 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w137 = ((loadVector(arena, ((1282816 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) - loadVector(arena, ((1295360 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) - loadVector(arena, ((1307904 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w138 = ((loadVector(arena, ((1273408 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) + loadVector(arena, ((1285952 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) + loadVector(arena, ((1298496 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w139 = ((loadVector(arena, ((1285952 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) - loadVector(arena, ((1298496 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) - loadVector(arena, ((1311040 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w140 = ((loadVector(arena, ((1276544 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) + loadVector(arena, ((1289088 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) + loadVector(arena, ((1301632 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w141 = ((loadVector(arena, ((1289088 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) - loadVector(arena, ((1301632 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) - loadVector(arena, ((1314176 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w142 = ((loadVector(arena, ((1279680 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) + loadVector(arena, ((1292224 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) + loadVector(arena, ((1304768 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w143 = ((loadVector(arena, ((1292224 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))) - loadVector(arena, ((1304768 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))))) - loadVector(arena, ((1317312 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let w144 = ((w136 + w138) + w140)
+              let w145 = ((w138 - w140) - w142)
+              let w146 = ((w137 + w139) + w141)
+              let w147 = ((w139 - w141) - w143)
+              let v148 = (w144 + loadVector(params, (18752 +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let best149 = v148
+              let at150 = Vector(repeating: Float((((ty133 *% 2) *% 14) +% (tx134 *% 2))))
+              let v151 = (w145 + loadVector(params, (18752 +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let best152 = best149.replacing(with: v151, where: v151 .> best149)
+              let at153 = at150.replacing(with: Vector(repeating: Float(((((ty133 *% 2) *% 14) +% (tx134 *% 2)) +% 1))), where: v151 .> best149)
+              let v154 = (w146 + loadVector(params, (18752 +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let best155 = best152.replacing(with: v154, where: v154 .> best152)
+              let at156 = at153.replacing(with: Vector(repeating: Float(((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)))), where: v154 .> best152)
+              let v157 = (w147 + loadVector(params, (18752 +% ((part123 *% 32) +% (cv135 *% 8)))))
+              let best158 = best155.replacing(with: v157, where: v157 .> best155)
+              let at159 = at156.replacing(with: Vector(repeating: Float((((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)) +% 1))), where: v157 .> best155)
+              storeVector(arena, ((1320448 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))), Vector().replacing(with: best158, where: best158 .> Vector()))
+              storeVector(arena, (((1320448 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 64)) +% ((part123 *% 32) +% (cv135 *% 8))) +% 3136), at159)
+            }
+          }
         }
       }
-    }
-    for j161 in 0..<1 {
-      for c162 in 0..<64 {
-        for q163 in 0..<49 {
-          arena[(1003520 +% ((((g81 +% j161) *% 3136) +% (c162 *% 49)) +% q163))] = arena[((1323584 +% (((j161 *% 49) +% q163) *% 64)) +% c162)]
+      for j160 in 0..<1 {
+        for c161 in 0..<32 {
+          for q162 in 0..<49 {
+            arena[(802816 +% ((((g82 +% j160) *% 3136) +% (((part123 *% 32) +% c161) *% 49)) +% q162))] = arena[((1320448 +% (((j160 *% 49) +% q162) *% 64)) +% ((part123 *% 32) +% c161))]
+          }
+        }
+      }
+      for j163 in 0..<1 {
+        for c164 in 0..<32 {
+          for q165 in 0..<49 {
+            arena[(1003520 +% ((((g82 +% j163) *% 3136) +% (((part123 *% 32) +% c164) *% 49)) +% q165))] = arena[((1323584 +% (((j163 *% 49) +% q165) *% 64)) +% ((part123 *% 32) +% c164))]
+          }
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n164 in 0..<64 {
-    for k165 in 0..<3136 {
-      arena[((1212416 +% (k165 *% 64)) +% n164)] = arena[((802816 +% (n164 *% 3136)) +% k165)]
+  for n166 in 0..<64 {
+    for k167 in 0..<3136 {
+      arena[((1212416 +% (k167 *% 64)) +% n166)] = arena[((802816 +% (n166 *% 3136)) +% k167)]
     }
   }
-  do {  // gemm176
-    for r166 in 0..<128 {
-      for i167 in 0..<8 {
-        storeVector(arena, ((i167 *% 8) +% (1413120 +% (r166 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm178
+    for r168 in 0..<128 {
+      for i169 in 0..<8 {
+        storeVector(arena, ((i169 *% 8) +% (1413120 +% (r168 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp168 in 0..<4 {
-      for nb169 in 0..<2 {
-        for mb170 in 0..<32 {
-          var t171_c0_0 = loadVector(arena, ((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)))
-          var t171_c0_1 = loadVector(arena, (((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c0_2 = loadVector(arena, (((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c1_0 = loadVector(arena, ((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)))
-          var t171_c1_1 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c1_2 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c2_0 = loadVector(arena, ((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)))
-          var t171_c2_1 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c2_2 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c3_0 = loadVector(arena, ((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)))
-          var t171_c3_1 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c3_2 = loadVector(arena, (((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16))
-          for k172 in 0..<784 {
-            let t171_b0 = loadVector(arena, ((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)))
-            let t171_b1 = loadVector(arena, (((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 8))
-            let t171_b2 = loadVector(arena, (((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 16))
-            let t171_a0 = Vector(repeating: params[((18816 +% ((mb170 *% 4) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-            t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-            t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-            t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-            let t171_a1 = Vector(repeating: params[((18816 +% (((mb170 *% 4) +% 1) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-            t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-            t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-            t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-            let t171_a2 = Vector(repeating: params[((18816 +% (((mb170 *% 4) +% 2) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-            t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
-            t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
-            t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
-            let t171_a3 = Vector(repeating: params[((18816 +% (((mb170 *% 4) +% 3) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-            t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
-            t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
-            t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+    for kp170 in 0..<4 {
+      for nb171 in 0..<2 {
+        for mb172 in 0..<32 {
+          var t173_c0_0 = loadVector(arena, ((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)))
+          var t173_c0_1 = loadVector(arena, (((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c0_2 = loadVector(arena, (((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c1_0 = loadVector(arena, ((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)))
+          var t173_c1_1 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c1_2 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c2_0 = loadVector(arena, ((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)))
+          var t173_c2_1 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c2_2 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c3_0 = loadVector(arena, ((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)))
+          var t173_c3_1 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c3_2 = loadVector(arena, (((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16))
+          for k174 in 0..<784 {
+            let t173_b0 = loadVector(arena, ((1212416 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)))
+            let t173_b1 = loadVector(arena, (((1212416 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 8))
+            let t173_b2 = loadVector(arena, (((1212416 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 16))
+            let t173_a0 = Vector(repeating: params[((18816 +% ((mb172 *% 4) *% 3136)) +% (k174 +% (kp170 *% 784)))])
+            t173_c0_0 = t173_c0_0.addingProduct(t173_a0, t173_b0)
+            t173_c0_1 = t173_c0_1.addingProduct(t173_a0, t173_b1)
+            t173_c0_2 = t173_c0_2.addingProduct(t173_a0, t173_b2)
+            let t173_a1 = Vector(repeating: params[((18816 +% (((mb172 *% 4) +% 1) *% 3136)) +% (k174 +% (kp170 *% 784)))])
+            t173_c1_0 = t173_c1_0.addingProduct(t173_a1, t173_b0)
+            t173_c1_1 = t173_c1_1.addingProduct(t173_a1, t173_b1)
+            t173_c1_2 = t173_c1_2.addingProduct(t173_a1, t173_b2)
+            let t173_a2 = Vector(repeating: params[((18816 +% (((mb172 *% 4) +% 2) *% 3136)) +% (k174 +% (kp170 *% 784)))])
+            t173_c2_0 = t173_c2_0.addingProduct(t173_a2, t173_b0)
+            t173_c2_1 = t173_c2_1.addingProduct(t173_a2, t173_b1)
+            t173_c2_2 = t173_c2_2.addingProduct(t173_a2, t173_b2)
+            let t173_a3 = Vector(repeating: params[((18816 +% (((mb172 *% 4) +% 3) *% 3136)) +% (k174 +% (kp170 *% 784)))])
+            t173_c3_0 = t173_c3_0.addingProduct(t173_a3, t173_b0)
+            t173_c3_1 = t173_c3_1.addingProduct(t173_a3, t173_b1)
+            t173_c3_2 = t173_c3_2.addingProduct(t173_a3, t173_b2)
           }
-          storeVector(arena, ((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)), t171_c0_0)
-          storeVector(arena, (((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8), t171_c0_1)
-          storeVector(arena, (((1413120 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16), t171_c0_2)
-          storeVector(arena, ((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)), t171_c1_0)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8), t171_c1_1)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16), t171_c1_2)
-          storeVector(arena, ((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)), t171_c2_0)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8), t171_c2_1)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16), t171_c2_2)
-          storeVector(arena, ((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)), t171_c3_0)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8), t171_c3_1)
-          storeVector(arena, (((1413120 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16), t171_c3_2)
+          storeVector(arena, ((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)), t173_c0_0)
+          storeVector(arena, (((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8), t173_c0_1)
+          storeVector(arena, (((1413120 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16), t173_c0_2)
+          storeVector(arena, ((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)), t173_c1_0)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8), t173_c1_1)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16), t173_c1_2)
+          storeVector(arena, ((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)), t173_c2_0)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8), t173_c2_1)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16), t173_c2_2)
+          storeVector(arena, ((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)), t173_c3_0)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8), t173_c3_1)
+          storeVector(arena, (((1413120 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16), t173_c3_2)
         }
       }
-      for mb173 in 0..<32 {
-        var t174_c0_0 = loadVector(arena, ((1413120 +% ((mb173 *% 4) *% 64)) +% 48))
-        var t174_c0_1 = loadVector(arena, (((1413120 +% ((mb173 *% 4) *% 64)) +% 48) +% 8))
-        var t174_c1_0 = loadVector(arena, ((1413120 +% (((mb173 *% 4) +% 1) *% 64)) +% 48))
-        var t174_c1_1 = loadVector(arena, (((1413120 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t174_c2_0 = loadVector(arena, ((1413120 +% (((mb173 *% 4) +% 2) *% 64)) +% 48))
-        var t174_c2_1 = loadVector(arena, (((1413120 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t174_c3_0 = loadVector(arena, ((1413120 +% (((mb173 *% 4) +% 3) *% 64)) +% 48))
-        var t174_c3_1 = loadVector(arena, (((1413120 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k175 in 0..<784 {
-          let t174_b0 = loadVector(arena, ((1212416 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48))
-          let t174_b1 = loadVector(arena, (((1212416 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48) +% 8))
-          let t174_a0 = Vector(repeating: params[((18816 +% ((mb173 *% 4) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-          t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
-          t174_c0_1 = t174_c0_1.addingProduct(t174_a0, t174_b1)
-          let t174_a1 = Vector(repeating: params[((18816 +% (((mb173 *% 4) +% 1) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-          t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
-          t174_c1_1 = t174_c1_1.addingProduct(t174_a1, t174_b1)
-          let t174_a2 = Vector(repeating: params[((18816 +% (((mb173 *% 4) +% 2) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-          t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
-          t174_c2_1 = t174_c2_1.addingProduct(t174_a2, t174_b1)
-          let t174_a3 = Vector(repeating: params[((18816 +% (((mb173 *% 4) +% 3) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-          t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
-          t174_c3_1 = t174_c3_1.addingProduct(t174_a3, t174_b1)
+      for mb175 in 0..<32 {
+        var t176_c0_0 = loadVector(arena, ((1413120 +% ((mb175 *% 4) *% 64)) +% 48))
+        var t176_c0_1 = loadVector(arena, (((1413120 +% ((mb175 *% 4) *% 64)) +% 48) +% 8))
+        var t176_c1_0 = loadVector(arena, ((1413120 +% (((mb175 *% 4) +% 1) *% 64)) +% 48))
+        var t176_c1_1 = loadVector(arena, (((1413120 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t176_c2_0 = loadVector(arena, ((1413120 +% (((mb175 *% 4) +% 2) *% 64)) +% 48))
+        var t176_c2_1 = loadVector(arena, (((1413120 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t176_c3_0 = loadVector(arena, ((1413120 +% (((mb175 *% 4) +% 3) *% 64)) +% 48))
+        var t176_c3_1 = loadVector(arena, (((1413120 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k177 in 0..<784 {
+          let t176_b0 = loadVector(arena, ((1212416 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48))
+          let t176_b1 = loadVector(arena, (((1212416 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48) +% 8))
+          let t176_a0 = Vector(repeating: params[((18816 +% ((mb175 *% 4) *% 3136)) +% (k177 +% (kp170 *% 784)))])
+          t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
+          t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
+          let t176_a1 = Vector(repeating: params[((18816 +% (((mb175 *% 4) +% 1) *% 3136)) +% (k177 +% (kp170 *% 784)))])
+          t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
+          t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
+          let t176_a2 = Vector(repeating: params[((18816 +% (((mb175 *% 4) +% 2) *% 3136)) +% (k177 +% (kp170 *% 784)))])
+          t176_c2_0 = t176_c2_0.addingProduct(t176_a2, t176_b0)
+          t176_c2_1 = t176_c2_1.addingProduct(t176_a2, t176_b1)
+          let t176_a3 = Vector(repeating: params[((18816 +% (((mb175 *% 4) +% 3) *% 3136)) +% (k177 +% (kp170 *% 784)))])
+          t176_c3_0 = t176_c3_0.addingProduct(t176_a3, t176_b0)
+          t176_c3_1 = t176_c3_1.addingProduct(t176_a3, t176_b1)
         }
-        storeVector(arena, ((1413120 +% ((mb173 *% 4) *% 64)) +% 48), t174_c0_0)
-        storeVector(arena, (((1413120 +% ((mb173 *% 4) *% 64)) +% 48) +% 8), t174_c0_1)
-        storeVector(arena, ((1413120 +% (((mb173 *% 4) +% 1) *% 64)) +% 48), t174_c1_0)
-        storeVector(arena, (((1413120 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8), t174_c1_1)
-        storeVector(arena, ((1413120 +% (((mb173 *% 4) +% 2) *% 64)) +% 48), t174_c2_0)
-        storeVector(arena, (((1413120 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8), t174_c2_1)
-        storeVector(arena, ((1413120 +% (((mb173 *% 4) +% 3) *% 64)) +% 48), t174_c3_0)
-        storeVector(arena, (((1413120 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8), t174_c3_1)
+        storeVector(arena, ((1413120 +% ((mb175 *% 4) *% 64)) +% 48), t176_c0_0)
+        storeVector(arena, (((1413120 +% ((mb175 *% 4) *% 64)) +% 48) +% 8), t176_c0_1)
+        storeVector(arena, ((1413120 +% (((mb175 *% 4) +% 1) *% 64)) +% 48), t176_c1_0)
+        storeVector(arena, (((1413120 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8), t176_c1_1)
+        storeVector(arena, ((1413120 +% (((mb175 *% 4) +% 2) *% 64)) +% 48), t176_c2_0)
+        storeVector(arena, (((1413120 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8), t176_c2_1)
+        storeVector(arena, ((1413120 +% (((mb175 *% 4) +% 3) *% 64)) +% 48), t176_c3_0)
+        storeVector(arena, (((1413120 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8), t176_c3_1)
       }
     }
   }
-  for n177 in 0..<64 {
-    for u178 in 0..<128 {
-      arena[((1204224 +% (n177 *% 128)) +% u178)] = ((arena[((1413120 +% (u178 *% 64)) +% n177)] + params[(420224 +% u178)]) > Float(0) ? (arena[((1413120 +% (u178 *% 64)) +% n177)] + params[(420224 +% u178)]) : Float(0))
+  for n179 in 0..<64 {
+    for u180 in 0..<128 {
+      arena[((1204224 +% (n179 *% 128)) +% u180)] = ((arena[((1413120 +% (u180 *% 64)) +% n179)] + params[(420224 +% u180)]) > Float(0) ? (arena[((1413120 +% (u180 *% 64)) +% n179)] + params[(420224 +% u180)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
-  let z179: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z180: UInt64 = ((z179 ^ (z179 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z181: UInt64 = ((z180 ^ (z180 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z182: UInt64 = (z181 ^ (z181 >> 31))
-  let z183: UInt64 = (z182 &+ UInt64(bitPattern: step))
-  let z184: UInt64 = ((z183 ^ (z183 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z185: UInt64 = ((z184 ^ (z184 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z186: UInt64 = (z185 ^ (z185 >> 31))
-  for i187 in 0..<8192 {
-    let z188: UInt64 = (z186 &+ (UInt64(bitPattern: Int64(i187)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z189: UInt64 = ((z188 ^ (z188 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z190: UInt64 = ((z189 ^ (z189 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z191: UInt64 = (z190 ^ (z190 >> 31))
-    arena[(1212416 +% i187)] = ((z191 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i187)] * Float(2)) : Float(0))
+  let z181: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z182: UInt64 = ((z181 ^ (z181 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z183: UInt64 = ((z182 ^ (z182 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z184: UInt64 = (z183 ^ (z183 >> 31))
+  let z185: UInt64 = (z184 &+ UInt64(bitPattern: step))
+  let z186: UInt64 = ((z185 ^ (z185 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z187: UInt64 = ((z186 ^ (z186 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z188: UInt64 = (z187 ^ (z187 >> 31))
+  for i189 in 0..<8192 {
+    let z190: UInt64 = (z188 &+ (UInt64(bitPattern: Int64(i189)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z191: UInt64 = ((z190 ^ (z190 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z192: UInt64 = ((z191 ^ (z191 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z193: UInt64 = (z192 ^ (z192 >> 31))
+    arena[(1212416 +% i189)] = ((z193 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i189)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n192 in 0..<64 {
-    for u193 in 0..<1 {
-      storeVector(arena, ((u193 *% 8) +% (1220608 +% (n192 *% 10))), (loadVector(arena, ((u193 *% 8) +% (1220608 +% (n192 *% 10)))) + loadVector(params, ((u193 *% 8) +% 421632))))
+  for n194 in 0..<64 {
+    for u195 in 0..<1 {
+      storeVector(arena, ((u195 *% 8) +% (1220608 +% (n194 *% 10))), (loadVector(arena, ((u195 *% 8) +% (1220608 +% (n194 *% 10)))) + loadVector(params, ((u195 *% 8) +% 421632))))
     }
-    for u193 in 0..<1 {
-      storePartial(arena, ((u193 +% 8) +% (1220608 +% (n192 *% 10))), (loadPartial(arena, ((u193 +% 8) +% (1220608 +% (n192 *% 10))), 2) + loadPartial(params, ((u193 +% 8) +% 421632), 2)), 2)
+    for u195 in 0..<1 {
+      storePartial(arena, ((u195 +% 8) +% (1220608 +% (n194 *% 10))), (loadPartial(arena, ((u195 +% 8) +% (1220608 +% (n194 *% 10))), 2) + loadPartial(params, ((u195 +% 8) +% 421632), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total194: Float = Float(0)
-  for n195 in 0..<64 {
-    var m196: Float = arena[(1220608 +% (n195 *% 10))]
-    for k198 in 0..<10 {
-      m196 = { let x = m196, y = arena[((1220608 +% (n195 *% 10)) +% k198)]; return y > x ? y : x }()
+  var total196: Float = Float(0)
+  for n197 in 0..<64 {
+    var m198: Float = arena[(1220608 +% (n197 *% 10))]
+    for k200 in 0..<10 {
+      m198 = { let x = m198, y = arena[((1220608 +% (n197 *% 10)) +% k200)]; return y > x ? y : x }()
     }
-    var s197: Float = Float(0)
-    for k199 in 0..<10 {
-      s197 = (s197 + exponential((arena[((1220608 +% (n195 *% 10)) +% k199)] - m196)))
+    var s199: Float = Float(0)
+    for k201 in 0..<10 {
+      s199 = (s199 + exponential((arena[((1220608 +% (n197 *% 10)) +% k201)] - m198)))
     }
-    total194 = (total194 + ((m196 + logf(s197)) - arena[((1220608 +% (n195 *% 10)) +% Int(labels[n195]))]))
+    total196 = (total196 + ((m198 + logf(s199)) - arena[((1220608 +% (n197 *% 10)) +% Int(labels[n197]))]))
   }
-  arena[1221248] = (total194 / Float(64))
+  arena[1221248] = (total196 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n200 in 0..<64 {
-    var m201: Float = arena[(1220608 +% (n200 *% 10))]
-    for k203 in 0..<10 {
-      m201 = { let x = m201, y = arena[((1220608 +% (n200 *% 10)) +% k203)]; return y > x ? y : x }()
-    }
-    var s202: Float = Float(0)
-    for k204 in 0..<10 {
-      s202 = (s202 + exponential((arena[((1220608 +% (n200 *% 10)) +% k204)] - m201)))
-    }
+  for n202 in 0..<64 {
+    var m203: Float = arena[(1220608 +% (n202 *% 10))]
     for k205 in 0..<10 {
-      arena[((1221264 +% (n200 *% 10)) +% k205)] = ((k205 == Int(labels[n200]) ? ((exponential((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202) - Float(1)) : (exponential((arena[((1220608 +% (n200 *% 10)) +% k205)] - m201)) / s202)) / Float(64))
+      m203 = { let x = m203, y = arena[((1220608 +% (n202 *% 10)) +% k205)]; return y > x ? y : x }()
+    }
+    var s204: Float = Float(0)
+    for k206 in 0..<10 {
+      s204 = (s204 + exponential((arena[((1220608 +% (n202 *% 10)) +% k206)] - m203)))
+    }
+    for k207 in 0..<10 {
+      arena[((1221264 +% (n202 *% 10)) +% k207)] = ((k207 == Int(labels[n202]) ? ((exponential((arena[((1220608 +% (n202 *% 10)) +% k207)] - m203)) / s204) - Float(1)) : (exponential((arena[((1220608 +% (n202 *% 10)) +% k207)] - m203)) / s204)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u206 in 0..<10 {
-    var acc207: Float = Float(0)
-    for n208 in 0..<64 {
-      acc207 = (acc207 + arena[((1221264 +% (n208 *% 10)) +% u206)])
+  for u208 in 0..<10 {
+    var acc209: Float = Float(0)
+    for n210 in 0..<64 {
+      acc209 = (acc209 + arena[((1221264 +% (n210 *% 10)) +% u208)])
     }
-    grads[(421632 +% u206)] = acc207
+    grads[(421632 +% u208)] = acc209
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  let z209: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z210: UInt64 = ((z209 ^ (z209 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z211: UInt64 = ((z210 ^ (z210 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z212: UInt64 = (z211 ^ (z211 >> 31))
-  let z213: UInt64 = (z212 &+ UInt64(bitPattern: step))
-  let z214: UInt64 = ((z213 ^ (z213 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z215: UInt64 = ((z214 ^ (z214 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z216: UInt64 = (z215 ^ (z215 >> 31))
-  for i217 in 0..<8192 {
-    let z218: UInt64 = (z216 &+ (UInt64(bitPattern: Int64(i217)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z219: UInt64 = ((z218 ^ (z218 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z220: UInt64 = ((z219 ^ (z219 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z221: UInt64 = (z220 ^ (z220 >> 31))
-    arena[(1230096 +% i217)] = ((z221 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i217)] * Float(2)) : Float(0))
+  let z211: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z212: UInt64 = ((z211 ^ (z211 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z213: UInt64 = ((z212 ^ (z212 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z214: UInt64 = (z213 ^ (z213 >> 31))
+  let z215: UInt64 = (z214 &+ UInt64(bitPattern: step))
+  let z216: UInt64 = ((z215 ^ (z215 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z217: UInt64 = ((z216 ^ (z216 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z218: UInt64 = (z217 ^ (z217 >> 31))
+  for i219 in 0..<8192 {
+    let z220: UInt64 = (z218 &+ (UInt64(bitPattern: Int64(i219)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z221: UInt64 = ((z220 ^ (z220 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z222: UInt64 = ((z221 ^ (z221 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z223: UInt64 = (z222 ^ (z222 >> 31))
+    arena[(1230096 +% i219)] = ((z223 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i219)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i222 in 0..<1024 {
-    storeVector(arena, ((i222 *% 8) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i222 *% 8) +% 1230096)), where: loadVector(arena, ((i222 *% 8) +% 1204224)) .> Vector(repeating: Float(0))))
+  for i224 in 0..<1024 {
+    storeVector(arena, ((i224 *% 8) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i224 *% 8) +% 1230096)), where: loadVector(arena, ((i224 *% 8) +% 1204224)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm230
-    for nb223 in 0..<130 {
-      for mb224 in 0..<32 {
-        var t225_c0_0 = Vector()
-        var t225_c0_1 = Vector()
-        var t225_c0_2 = Vector()
-        var t225_c1_0 = Vector()
-        var t225_c1_1 = Vector()
-        var t225_c1_2 = Vector()
-        var t225_c2_0 = Vector()
-        var t225_c2_1 = Vector()
-        var t225_c2_2 = Vector()
-        var t225_c3_0 = Vector()
-        var t225_c3_1 = Vector()
-        var t225_c3_2 = Vector()
-        for k226 in 0..<64 {
-          let t225_b0 = loadVector(arena, ((802816 +% (k226 *% 3136)) +% (nb223 *% 24)))
-          let t225_b1 = loadVector(arena, (((802816 +% (k226 *% 3136)) +% (nb223 *% 24)) +% 8))
-          let t225_b2 = loadVector(arena, (((802816 +% (k226 *% 3136)) +% (nb223 *% 24)) +% 16))
-          let t225_a0 = Vector(repeating: arena[((1212416 +% (mb224 *% 4)) +% (k226 *% 128))])
-          t225_c0_0 = t225_c0_0.addingProduct(t225_a0, t225_b0)
-          t225_c0_1 = t225_c0_1.addingProduct(t225_a0, t225_b1)
-          t225_c0_2 = t225_c0_2.addingProduct(t225_a0, t225_b2)
-          let t225_a1 = Vector(repeating: arena[((1212416 +% ((mb224 *% 4) +% 1)) +% (k226 *% 128))])
-          t225_c1_0 = t225_c1_0.addingProduct(t225_a1, t225_b0)
-          t225_c1_1 = t225_c1_1.addingProduct(t225_a1, t225_b1)
-          t225_c1_2 = t225_c1_2.addingProduct(t225_a1, t225_b2)
-          let t225_a2 = Vector(repeating: arena[((1212416 +% ((mb224 *% 4) +% 2)) +% (k226 *% 128))])
-          t225_c2_0 = t225_c2_0.addingProduct(t225_a2, t225_b0)
-          t225_c2_1 = t225_c2_1.addingProduct(t225_a2, t225_b1)
-          t225_c2_2 = t225_c2_2.addingProduct(t225_a2, t225_b2)
-          let t225_a3 = Vector(repeating: arena[((1212416 +% ((mb224 *% 4) +% 3)) +% (k226 *% 128))])
-          t225_c3_0 = t225_c3_0.addingProduct(t225_a3, t225_b0)
-          t225_c3_1 = t225_c3_1.addingProduct(t225_a3, t225_b1)
-          t225_c3_2 = t225_c3_2.addingProduct(t225_a3, t225_b2)
+  do {  // gemm232
+    for nb225 in 0..<130 {
+      for mb226 in 0..<32 {
+        var t227_c0_0 = Vector()
+        var t227_c0_1 = Vector()
+        var t227_c0_2 = Vector()
+        var t227_c1_0 = Vector()
+        var t227_c1_1 = Vector()
+        var t227_c1_2 = Vector()
+        var t227_c2_0 = Vector()
+        var t227_c2_1 = Vector()
+        var t227_c2_2 = Vector()
+        var t227_c3_0 = Vector()
+        var t227_c3_1 = Vector()
+        var t227_c3_2 = Vector()
+        for k228 in 0..<64 {
+          let t227_b0 = loadVector(arena, ((802816 +% (k228 *% 3136)) +% (nb225 *% 24)))
+          let t227_b1 = loadVector(arena, (((802816 +% (k228 *% 3136)) +% (nb225 *% 24)) +% 8))
+          let t227_b2 = loadVector(arena, (((802816 +% (k228 *% 3136)) +% (nb225 *% 24)) +% 16))
+          let t227_a0 = Vector(repeating: arena[((1212416 +% (mb226 *% 4)) +% (k228 *% 128))])
+          t227_c0_0 = t227_c0_0.addingProduct(t227_a0, t227_b0)
+          t227_c0_1 = t227_c0_1.addingProduct(t227_a0, t227_b1)
+          t227_c0_2 = t227_c0_2.addingProduct(t227_a0, t227_b2)
+          let t227_a1 = Vector(repeating: arena[((1212416 +% ((mb226 *% 4) +% 1)) +% (k228 *% 128))])
+          t227_c1_0 = t227_c1_0.addingProduct(t227_a1, t227_b0)
+          t227_c1_1 = t227_c1_1.addingProduct(t227_a1, t227_b1)
+          t227_c1_2 = t227_c1_2.addingProduct(t227_a1, t227_b2)
+          let t227_a2 = Vector(repeating: arena[((1212416 +% ((mb226 *% 4) +% 2)) +% (k228 *% 128))])
+          t227_c2_0 = t227_c2_0.addingProduct(t227_a2, t227_b0)
+          t227_c2_1 = t227_c2_1.addingProduct(t227_a2, t227_b1)
+          t227_c2_2 = t227_c2_2.addingProduct(t227_a2, t227_b2)
+          let t227_a3 = Vector(repeating: arena[((1212416 +% ((mb226 *% 4) +% 3)) +% (k228 *% 128))])
+          t227_c3_0 = t227_c3_0.addingProduct(t227_a3, t227_b0)
+          t227_c3_1 = t227_c3_1.addingProduct(t227_a3, t227_b1)
+          t227_c3_2 = t227_c3_2.addingProduct(t227_a3, t227_b2)
         }
-        storeVector(grads, ((18816 +% ((mb224 *% 4) *% 3136)) +% (nb223 *% 24)), t225_c0_0)
-        storeVector(grads, (((18816 +% ((mb224 *% 4) *% 3136)) +% (nb223 *% 24)) +% 8), t225_c0_1)
-        storeVector(grads, (((18816 +% ((mb224 *% 4) *% 3136)) +% (nb223 *% 24)) +% 16), t225_c0_2)
-        storeVector(grads, ((18816 +% (((mb224 *% 4) +% 1) *% 3136)) +% (nb223 *% 24)), t225_c1_0)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 1) *% 3136)) +% (nb223 *% 24)) +% 8), t225_c1_1)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 1) *% 3136)) +% (nb223 *% 24)) +% 16), t225_c1_2)
-        storeVector(grads, ((18816 +% (((mb224 *% 4) +% 2) *% 3136)) +% (nb223 *% 24)), t225_c2_0)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 2) *% 3136)) +% (nb223 *% 24)) +% 8), t225_c2_1)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 2) *% 3136)) +% (nb223 *% 24)) +% 16), t225_c2_2)
-        storeVector(grads, ((18816 +% (((mb224 *% 4) +% 3) *% 3136)) +% (nb223 *% 24)), t225_c3_0)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 3) *% 3136)) +% (nb223 *% 24)) +% 8), t225_c3_1)
-        storeVector(grads, (((18816 +% (((mb224 *% 4) +% 3) *% 3136)) +% (nb223 *% 24)) +% 16), t225_c3_2)
+        storeVector(grads, ((18816 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)), t227_c0_0)
+        storeVector(grads, (((18816 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c0_1)
+        storeVector(grads, (((18816 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c0_2)
+        storeVector(grads, ((18816 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)), t227_c1_0)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c1_1)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c1_2)
+        storeVector(grads, ((18816 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)), t227_c2_0)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c2_1)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c2_2)
+        storeVector(grads, ((18816 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)), t227_c3_0)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c3_1)
+        storeVector(grads, (((18816 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c3_2)
       }
     }
-    for mb227 in 0..<32 {
-      var t228_c0_0 = Vector()
-      var t228_c0_1 = Vector()
-      var t228_c1_0 = Vector()
-      var t228_c1_1 = Vector()
-      var t228_c2_0 = Vector()
-      var t228_c2_1 = Vector()
-      var t228_c3_0 = Vector()
-      var t228_c3_1 = Vector()
-      for k229 in 0..<64 {
-        let t228_b0 = loadVector(arena, ((802816 +% (k229 *% 3136)) +% 3120))
-        let t228_b1 = loadVector(arena, (((802816 +% (k229 *% 3136)) +% 3120) +% 8))
-        let t228_a0 = Vector(repeating: arena[((1212416 +% (mb227 *% 4)) +% (k229 *% 128))])
-        t228_c0_0 = t228_c0_0.addingProduct(t228_a0, t228_b0)
-        t228_c0_1 = t228_c0_1.addingProduct(t228_a0, t228_b1)
-        let t228_a1 = Vector(repeating: arena[((1212416 +% ((mb227 *% 4) +% 1)) +% (k229 *% 128))])
-        t228_c1_0 = t228_c1_0.addingProduct(t228_a1, t228_b0)
-        t228_c1_1 = t228_c1_1.addingProduct(t228_a1, t228_b1)
-        let t228_a2 = Vector(repeating: arena[((1212416 +% ((mb227 *% 4) +% 2)) +% (k229 *% 128))])
-        t228_c2_0 = t228_c2_0.addingProduct(t228_a2, t228_b0)
-        t228_c2_1 = t228_c2_1.addingProduct(t228_a2, t228_b1)
-        let t228_a3 = Vector(repeating: arena[((1212416 +% ((mb227 *% 4) +% 3)) +% (k229 *% 128))])
-        t228_c3_0 = t228_c3_0.addingProduct(t228_a3, t228_b0)
-        t228_c3_1 = t228_c3_1.addingProduct(t228_a3, t228_b1)
+    for mb229 in 0..<32 {
+      var t230_c0_0 = Vector()
+      var t230_c0_1 = Vector()
+      var t230_c1_0 = Vector()
+      var t230_c1_1 = Vector()
+      var t230_c2_0 = Vector()
+      var t230_c2_1 = Vector()
+      var t230_c3_0 = Vector()
+      var t230_c3_1 = Vector()
+      for k231 in 0..<64 {
+        let t230_b0 = loadVector(arena, ((802816 +% (k231 *% 3136)) +% 3120))
+        let t230_b1 = loadVector(arena, (((802816 +% (k231 *% 3136)) +% 3120) +% 8))
+        let t230_a0 = Vector(repeating: arena[((1212416 +% (mb229 *% 4)) +% (k231 *% 128))])
+        t230_c0_0 = t230_c0_0.addingProduct(t230_a0, t230_b0)
+        t230_c0_1 = t230_c0_1.addingProduct(t230_a0, t230_b1)
+        let t230_a1 = Vector(repeating: arena[((1212416 +% ((mb229 *% 4) +% 1)) +% (k231 *% 128))])
+        t230_c1_0 = t230_c1_0.addingProduct(t230_a1, t230_b0)
+        t230_c1_1 = t230_c1_1.addingProduct(t230_a1, t230_b1)
+        let t230_a2 = Vector(repeating: arena[((1212416 +% ((mb229 *% 4) +% 2)) +% (k231 *% 128))])
+        t230_c2_0 = t230_c2_0.addingProduct(t230_a2, t230_b0)
+        t230_c2_1 = t230_c2_1.addingProduct(t230_a2, t230_b1)
+        let t230_a3 = Vector(repeating: arena[((1212416 +% ((mb229 *% 4) +% 3)) +% (k231 *% 128))])
+        t230_c3_0 = t230_c3_0.addingProduct(t230_a3, t230_b0)
+        t230_c3_1 = t230_c3_1.addingProduct(t230_a3, t230_b1)
       }
-      storeVector(grads, ((18816 +% ((mb227 *% 4) *% 3136)) +% 3120), t228_c0_0)
-      storeVector(grads, (((18816 +% ((mb227 *% 4) *% 3136)) +% 3120) +% 8), t228_c0_1)
-      storeVector(grads, ((18816 +% (((mb227 *% 4) +% 1) *% 3136)) +% 3120), t228_c1_0)
-      storeVector(grads, (((18816 +% (((mb227 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t228_c1_1)
-      storeVector(grads, ((18816 +% (((mb227 *% 4) +% 2) *% 3136)) +% 3120), t228_c2_0)
-      storeVector(grads, (((18816 +% (((mb227 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t228_c2_1)
-      storeVector(grads, ((18816 +% (((mb227 *% 4) +% 3) *% 3136)) +% 3120), t228_c3_0)
-      storeVector(grads, (((18816 +% (((mb227 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t228_c3_1)
+      storeVector(grads, ((18816 +% ((mb229 *% 4) *% 3136)) +% 3120), t230_c0_0)
+      storeVector(grads, (((18816 +% ((mb229 *% 4) *% 3136)) +% 3120) +% 8), t230_c0_1)
+      storeVector(grads, ((18816 +% (((mb229 *% 4) +% 1) *% 3136)) +% 3120), t230_c1_0)
+      storeVector(grads, (((18816 +% (((mb229 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t230_c1_1)
+      storeVector(grads, ((18816 +% (((mb229 *% 4) +% 2) *% 3136)) +% 3120), t230_c2_0)
+      storeVector(grads, (((18816 +% (((mb229 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t230_c2_1)
+      storeVector(grads, ((18816 +% (((mb229 *% 4) +% 3) *% 3136)) +% 3120), t230_c3_0)
+      storeVector(grads, (((18816 +% (((mb229 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t230_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u231 in 0..<128 {
-    var acc232: Float = Float(0)
-    for n233 in 0..<64 {
-      acc232 = (acc232 + arena[((1212416 +% (n233 *% 128)) +% u231)])
+  for u233 in 0..<128 {
+    var acc234: Float = Float(0)
+    for n235 in 0..<64 {
+      acc234 = (acc234 + arena[((1212416 +% (n235 *% 128)) +% u233)])
     }
-    grads[(420224 +% u231)] = acc232
+    grads[(420224 +% u233)] = acc234
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm241
-    for nb234 in 0..<130 {
-      for mb235 in 0..<16 {
-        var t236_c0_0 = Vector()
-        var t236_c0_1 = Vector()
-        var t236_c0_2 = Vector()
-        var t236_c1_0 = Vector()
-        var t236_c1_1 = Vector()
-        var t236_c1_2 = Vector()
-        var t236_c2_0 = Vector()
-        var t236_c2_1 = Vector()
-        var t236_c2_2 = Vector()
-        var t236_c3_0 = Vector()
-        var t236_c3_1 = Vector()
-        var t236_c3_2 = Vector()
-        for k237 in 0..<128 {
-          let t236_b0 = loadVector(params, ((18816 +% (k237 *% 3136)) +% (nb234 *% 24)))
-          let t236_b1 = loadVector(params, (((18816 +% (k237 *% 3136)) +% (nb234 *% 24)) +% 8))
-          let t236_b2 = loadVector(params, (((18816 +% (k237 *% 3136)) +% (nb234 *% 24)) +% 16))
-          let t236_a0 = Vector(repeating: arena[((1212416 +% ((mb235 *% 4) *% 128)) +% k237)])
-          t236_c0_0 = t236_c0_0.addingProduct(t236_a0, t236_b0)
-          t236_c0_1 = t236_c0_1.addingProduct(t236_a0, t236_b1)
-          t236_c0_2 = t236_c0_2.addingProduct(t236_a0, t236_b2)
-          let t236_a1 = Vector(repeating: arena[((1212416 +% (((mb235 *% 4) +% 1) *% 128)) +% k237)])
-          t236_c1_0 = t236_c1_0.addingProduct(t236_a1, t236_b0)
-          t236_c1_1 = t236_c1_1.addingProduct(t236_a1, t236_b1)
-          t236_c1_2 = t236_c1_2.addingProduct(t236_a1, t236_b2)
-          let t236_a2 = Vector(repeating: arena[((1212416 +% (((mb235 *% 4) +% 2) *% 128)) +% k237)])
-          t236_c2_0 = t236_c2_0.addingProduct(t236_a2, t236_b0)
-          t236_c2_1 = t236_c2_1.addingProduct(t236_a2, t236_b1)
-          t236_c2_2 = t236_c2_2.addingProduct(t236_a2, t236_b2)
-          let t236_a3 = Vector(repeating: arena[((1212416 +% (((mb235 *% 4) +% 3) *% 128)) +% k237)])
-          t236_c3_0 = t236_c3_0.addingProduct(t236_a3, t236_b0)
-          t236_c3_1 = t236_c3_1.addingProduct(t236_a3, t236_b1)
-          t236_c3_2 = t236_c3_2.addingProduct(t236_a3, t236_b2)
+  do {  // gemm243
+    for nb236 in 0..<130 {
+      for mb237 in 0..<16 {
+        var t238_c0_0 = Vector()
+        var t238_c0_1 = Vector()
+        var t238_c0_2 = Vector()
+        var t238_c1_0 = Vector()
+        var t238_c1_1 = Vector()
+        var t238_c1_2 = Vector()
+        var t238_c2_0 = Vector()
+        var t238_c2_1 = Vector()
+        var t238_c2_2 = Vector()
+        var t238_c3_0 = Vector()
+        var t238_c3_1 = Vector()
+        var t238_c3_2 = Vector()
+        for k239 in 0..<128 {
+          let t238_b0 = loadVector(params, ((18816 +% (k239 *% 3136)) +% (nb236 *% 24)))
+          let t238_b1 = loadVector(params, (((18816 +% (k239 *% 3136)) +% (nb236 *% 24)) +% 8))
+          let t238_b2 = loadVector(params, (((18816 +% (k239 *% 3136)) +% (nb236 *% 24)) +% 16))
+          let t238_a0 = Vector(repeating: arena[((1212416 +% ((mb237 *% 4) *% 128)) +% k239)])
+          t238_c0_0 = t238_c0_0.addingProduct(t238_a0, t238_b0)
+          t238_c0_1 = t238_c0_1.addingProduct(t238_a0, t238_b1)
+          t238_c0_2 = t238_c0_2.addingProduct(t238_a0, t238_b2)
+          let t238_a1 = Vector(repeating: arena[((1212416 +% (((mb237 *% 4) +% 1) *% 128)) +% k239)])
+          t238_c1_0 = t238_c1_0.addingProduct(t238_a1, t238_b0)
+          t238_c1_1 = t238_c1_1.addingProduct(t238_a1, t238_b1)
+          t238_c1_2 = t238_c1_2.addingProduct(t238_a1, t238_b2)
+          let t238_a2 = Vector(repeating: arena[((1212416 +% (((mb237 *% 4) +% 2) *% 128)) +% k239)])
+          t238_c2_0 = t238_c2_0.addingProduct(t238_a2, t238_b0)
+          t238_c2_1 = t238_c2_1.addingProduct(t238_a2, t238_b1)
+          t238_c2_2 = t238_c2_2.addingProduct(t238_a2, t238_b2)
+          let t238_a3 = Vector(repeating: arena[((1212416 +% (((mb237 *% 4) +% 3) *% 128)) +% k239)])
+          t238_c3_0 = t238_c3_0.addingProduct(t238_a3, t238_b0)
+          t238_c3_1 = t238_c3_1.addingProduct(t238_a3, t238_b1)
+          t238_c3_2 = t238_c3_2.addingProduct(t238_a3, t238_b2)
         }
-        storeVector(arena, ((1221264 +% ((mb235 *% 4) *% 3136)) +% (nb234 *% 24)), t236_c0_0)
-        storeVector(arena, (((1221264 +% ((mb235 *% 4) *% 3136)) +% (nb234 *% 24)) +% 8), t236_c0_1)
-        storeVector(arena, (((1221264 +% ((mb235 *% 4) *% 3136)) +% (nb234 *% 24)) +% 16), t236_c0_2)
-        storeVector(arena, ((1221264 +% (((mb235 *% 4) +% 1) *% 3136)) +% (nb234 *% 24)), t236_c1_0)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 1) *% 3136)) +% (nb234 *% 24)) +% 8), t236_c1_1)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 1) *% 3136)) +% (nb234 *% 24)) +% 16), t236_c1_2)
-        storeVector(arena, ((1221264 +% (((mb235 *% 4) +% 2) *% 3136)) +% (nb234 *% 24)), t236_c2_0)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 2) *% 3136)) +% (nb234 *% 24)) +% 8), t236_c2_1)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 2) *% 3136)) +% (nb234 *% 24)) +% 16), t236_c2_2)
-        storeVector(arena, ((1221264 +% (((mb235 *% 4) +% 3) *% 3136)) +% (nb234 *% 24)), t236_c3_0)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 3) *% 3136)) +% (nb234 *% 24)) +% 8), t236_c3_1)
-        storeVector(arena, (((1221264 +% (((mb235 *% 4) +% 3) *% 3136)) +% (nb234 *% 24)) +% 16), t236_c3_2)
+        storeVector(arena, ((1221264 +% ((mb237 *% 4) *% 3136)) +% (nb236 *% 24)), t238_c0_0)
+        storeVector(arena, (((1221264 +% ((mb237 *% 4) *% 3136)) +% (nb236 *% 24)) +% 8), t238_c0_1)
+        storeVector(arena, (((1221264 +% ((mb237 *% 4) *% 3136)) +% (nb236 *% 24)) +% 16), t238_c0_2)
+        storeVector(arena, ((1221264 +% (((mb237 *% 4) +% 1) *% 3136)) +% (nb236 *% 24)), t238_c1_0)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 1) *% 3136)) +% (nb236 *% 24)) +% 8), t238_c1_1)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 1) *% 3136)) +% (nb236 *% 24)) +% 16), t238_c1_2)
+        storeVector(arena, ((1221264 +% (((mb237 *% 4) +% 2) *% 3136)) +% (nb236 *% 24)), t238_c2_0)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 2) *% 3136)) +% (nb236 *% 24)) +% 8), t238_c2_1)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 2) *% 3136)) +% (nb236 *% 24)) +% 16), t238_c2_2)
+        storeVector(arena, ((1221264 +% (((mb237 *% 4) +% 3) *% 3136)) +% (nb236 *% 24)), t238_c3_0)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 3) *% 3136)) +% (nb236 *% 24)) +% 8), t238_c3_1)
+        storeVector(arena, (((1221264 +% (((mb237 *% 4) +% 3) *% 3136)) +% (nb236 *% 24)) +% 16), t238_c3_2)
       }
     }
-    for mb238 in 0..<16 {
-      var t239_c0_0 = Vector()
-      var t239_c0_1 = Vector()
-      var t239_c1_0 = Vector()
-      var t239_c1_1 = Vector()
-      var t239_c2_0 = Vector()
-      var t239_c2_1 = Vector()
-      var t239_c3_0 = Vector()
-      var t239_c3_1 = Vector()
-      for k240 in 0..<128 {
-        let t239_b0 = loadVector(params, ((18816 +% (k240 *% 3136)) +% 3120))
-        let t239_b1 = loadVector(params, (((18816 +% (k240 *% 3136)) +% 3120) +% 8))
-        let t239_a0 = Vector(repeating: arena[((1212416 +% ((mb238 *% 4) *% 128)) +% k240)])
-        t239_c0_0 = t239_c0_0.addingProduct(t239_a0, t239_b0)
-        t239_c0_1 = t239_c0_1.addingProduct(t239_a0, t239_b1)
-        let t239_a1 = Vector(repeating: arena[((1212416 +% (((mb238 *% 4) +% 1) *% 128)) +% k240)])
-        t239_c1_0 = t239_c1_0.addingProduct(t239_a1, t239_b0)
-        t239_c1_1 = t239_c1_1.addingProduct(t239_a1, t239_b1)
-        let t239_a2 = Vector(repeating: arena[((1212416 +% (((mb238 *% 4) +% 2) *% 128)) +% k240)])
-        t239_c2_0 = t239_c2_0.addingProduct(t239_a2, t239_b0)
-        t239_c2_1 = t239_c2_1.addingProduct(t239_a2, t239_b1)
-        let t239_a3 = Vector(repeating: arena[((1212416 +% (((mb238 *% 4) +% 3) *% 128)) +% k240)])
-        t239_c3_0 = t239_c3_0.addingProduct(t239_a3, t239_b0)
-        t239_c3_1 = t239_c3_1.addingProduct(t239_a3, t239_b1)
+    for mb240 in 0..<16 {
+      var t241_c0_0 = Vector()
+      var t241_c0_1 = Vector()
+      var t241_c1_0 = Vector()
+      var t241_c1_1 = Vector()
+      var t241_c2_0 = Vector()
+      var t241_c2_1 = Vector()
+      var t241_c3_0 = Vector()
+      var t241_c3_1 = Vector()
+      for k242 in 0..<128 {
+        let t241_b0 = loadVector(params, ((18816 +% (k242 *% 3136)) +% 3120))
+        let t241_b1 = loadVector(params, (((18816 +% (k242 *% 3136)) +% 3120) +% 8))
+        let t241_a0 = Vector(repeating: arena[((1212416 +% ((mb240 *% 4) *% 128)) +% k242)])
+        t241_c0_0 = t241_c0_0.addingProduct(t241_a0, t241_b0)
+        t241_c0_1 = t241_c0_1.addingProduct(t241_a0, t241_b1)
+        let t241_a1 = Vector(repeating: arena[((1212416 +% (((mb240 *% 4) +% 1) *% 128)) +% k242)])
+        t241_c1_0 = t241_c1_0.addingProduct(t241_a1, t241_b0)
+        t241_c1_1 = t241_c1_1.addingProduct(t241_a1, t241_b1)
+        let t241_a2 = Vector(repeating: arena[((1212416 +% (((mb240 *% 4) +% 2) *% 128)) +% k242)])
+        t241_c2_0 = t241_c2_0.addingProduct(t241_a2, t241_b0)
+        t241_c2_1 = t241_c2_1.addingProduct(t241_a2, t241_b1)
+        let t241_a3 = Vector(repeating: arena[((1212416 +% (((mb240 *% 4) +% 3) *% 128)) +% k242)])
+        t241_c3_0 = t241_c3_0.addingProduct(t241_a3, t241_b0)
+        t241_c3_1 = t241_c3_1.addingProduct(t241_a3, t241_b1)
       }
-      storeVector(arena, ((1221264 +% ((mb238 *% 4) *% 3136)) +% 3120), t239_c0_0)
-      storeVector(arena, (((1221264 +% ((mb238 *% 4) *% 3136)) +% 3120) +% 8), t239_c0_1)
-      storeVector(arena, ((1221264 +% (((mb238 *% 4) +% 1) *% 3136)) +% 3120), t239_c1_0)
-      storeVector(arena, (((1221264 +% (((mb238 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t239_c1_1)
-      storeVector(arena, ((1221264 +% (((mb238 *% 4) +% 2) *% 3136)) +% 3120), t239_c2_0)
-      storeVector(arena, (((1221264 +% (((mb238 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t239_c2_1)
-      storeVector(arena, ((1221264 +% (((mb238 *% 4) +% 3) *% 3136)) +% 3120), t239_c3_0)
-      storeVector(arena, (((1221264 +% (((mb238 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t239_c3_1)
+      storeVector(arena, ((1221264 +% ((mb240 *% 4) *% 3136)) +% 3120), t241_c0_0)
+      storeVector(arena, (((1221264 +% ((mb240 *% 4) *% 3136)) +% 3120) +% 8), t241_c0_1)
+      storeVector(arena, ((1221264 +% (((mb240 *% 4) +% 1) *% 3136)) +% 3120), t241_c1_0)
+      storeVector(arena, (((1221264 +% (((mb240 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t241_c1_1)
+      storeVector(arena, ((1221264 +% (((mb240 *% 4) +% 2) *% 3136)) +% 3120), t241_c2_0)
+      storeVector(arena, (((1221264 +% (((mb240 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t241_c2_1)
+      storeVector(arena, ((1221264 +% (((mb240 *% 4) +% 3) *% 3136)) +% 3120), t241_c3_0)
+      storeVector(arena, (((1221264 +% (((mb240 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t241_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  for i242 in 0..<100352 {
-    storeVector(arena, ((i242 *% 8) +% 1421968), Vector(repeating: Float(0)))
-  }
-  for q243 in 0..<4096 {
-    for i244 in 0..<49 {
-      if arena[(802816 +% ((q243 *% 49) +% i244))] > Float(0) {
-        arena[((1421968 +% (q243 *% 196)) +% Int(arena[(1003520 +% ((q243 *% 49) +% i244))]))] += arena[(1221264 +% ((q243 *% 49) +% i244))]
+  parallelFor(pool, 2) { part244 in
+    for q245 in 0..<2048 {
+      for i246 in 0..<24 {
+        storeVector(arena, ((i246 *% 8) +% (1421968 +% ((q245 +% (part244 *% 2048)) *% 196))), Vector(repeating: Float(0)))
+      }
+      for i246 in 0..<1 {
+        storePartial(arena, ((i246 +% 192) +% (1421968 +% ((q245 +% (part244 *% 2048)) *% 196))), Vector(repeating: Float(0)), 4)
+      }
+      for i247 in 0..<49 {
+        if arena[(802816 +% (((q245 +% (part244 *% 2048)) *% 49) +% i247))] > Float(0) {
+          arena[((1421968 +% ((q245 +% (part244 *% 2048)) *% 196)) +% Int(arena[(1003520 +% (((q245 +% (part244 *% 2048)) *% 49) +% i247))]))] += arena[(1221264 +% (((q245 +% (part244 *% 2048)) *% 49) +% i247))]
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i245 in 0..<4096 {
-    storeVector(arena, ((i245 *% 8) +% 898816), Vector(repeating: Float(0)))
+  for i248 in 0..<4096 {
+    storeVector(arena, ((i248 *% 8) +% 898816), Vector(repeating: Float(0)))
   }
-  for i246 in 0..<1024 {
-    storeVector(arena, ((i246 *% 8) +% 802816), Vector(repeating: Float(0)))
+  for i249 in 0..<1024 {
+    storeVector(arena, ((i249 *% 8) +% 802816), Vector(repeating: Float(0)))
   }
-  for i247 in 0..<1568 {
-    storeVector(arena, ((i247 *% 8) +% 836096), Vector(repeating: Float(0)))
+  for i250 in 0..<1568 {
+    storeVector(arena, ((i250 *% 8) +% 836096), Vector(repeating: Float(0)))
   }
-  for g248 in 0..<64 {
-    for j249 in 0..<1 {
-      for iy250 in 0..<14 {
-        for c251 in 0..<32 {
-          for ix252 in 0..<14 {
-            arena[(802816 +% ((((j249 *% 8192) +% ((iy250 +% 1) *% 512)) +% ((ix252 +% 1) *% 32)) +% c251))] = arena[(((((g248 +% j249) *% 6272) +% (c251 *% 196)) +% (iy250 *% 14)) +% ix252)]
+  for g251 in 0..<64 {
+    parallelFor(pool, 2) { part252 in
+      for j253 in 0..<1 {
+        for iy254 in 0..<14 {
+          for c255 in 0..<16 {
+            for ix256 in 0..<14 {
+              arena[(802816 +% ((((j253 *% 8192) +% ((iy254 +% 1) *% 512)) +% ((ix256 +% 1) *% 32)) +% (c255 +% (part252 *% 16))))] = arena[(((((g251 +% j253) *% 6272) +% ((c255 +% (part252 *% 16)) *% 196)) +% (iy254 *% 14)) +% ix256)]
+            }
+          }
+        }
+      }
+      for j257 in 0..<1 {
+        for iy258 in 0..<14 {
+          for c259 in 0..<32 {
+            for ix260 in 0..<14 {
+              arena[(836096 +% ((((j257 *% 12544) +% (iy258 *% 896)) +% (ix260 *% 64)) +% (c259 +% (part252 *% 32))))] = arena[((((1421968 +% ((g251 +% j257) *% 12544)) +% ((c259 +% (part252 *% 32)) *% 196)) +% (iy258 *% 14)) +% ix260)]
+            }
           }
         }
       }
     }
-    for j253 in 0..<1 {
-      for ty254 in 0..<7 {
-        for tx255 in 0..<7 {
-          for cv256 in 0..<4 {
-            let w257 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% ((ty254 *% 2) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))))
-            let w258 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))) + loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))))
-            let w259 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))))
-            let w260 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 3) *% 512)) +% ((tx255 *% 2) *% 32)) +% (cv256 *% 8)))))
-            let w261 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% ((ty254 *% 2) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))))
-            let w262 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))) + loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))))
-            let w263 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))))
-            let w264 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 3) *% 512)) +% (((tx255 *% 2) +% 1) *% 32)) +% (cv256 *% 8)))))
-            let w265 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% ((ty254 *% 2) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))))
-            let w266 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))) + loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))))
-            let w267 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))))
-            let w268 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 3) *% 512)) +% (((tx255 *% 2) +% 2) *% 32)) +% (cv256 *% 8)))))
-            let w269 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% ((ty254 *% 2) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))))
-            let w270 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))) + loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))))
-            let w271 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 2) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))))
-            let w272 = (loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 1) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))) - loadVector(arena, (802816 +% ((((j253 *% 8192) +% (((ty254 *% 2) +% 3) *% 512)) +% (((tx255 *% 2) +% 3) *% 32)) +% (cv256 *% 8)))))
-            let w273 = (w257 - w265)
-            let w274 = (w261 + w265)
-            let w275 = (w265 - w261)
-            let w276 = (w261 - w269)
-            let w277 = (w258 - w266)
-            let w278 = (w262 + w266)
-            let w279 = (w266 - w262)
-            let w280 = (w262 - w270)
-            let w281 = (w259 - w267)
-            let w282 = (w263 + w267)
-            let w283 = (w267 - w263)
-            let w284 = (w263 - w271)
-            let w285 = (w260 - w268)
-            let w286 = (w264 + w268)
-            let w287 = (w268 - w264)
-            let w288 = (w264 - w272)
-            storeVector(arena, ((811008 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w273)
-            storeVector(arena, ((812576 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w274)
-            storeVector(arena, ((814144 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w275)
-            storeVector(arena, ((815712 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w276)
-            storeVector(arena, ((817280 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w277)
-            storeVector(arena, ((818848 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w278)
-            storeVector(arena, ((820416 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w279)
-            storeVector(arena, ((821984 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w280)
-            storeVector(arena, ((823552 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w281)
-            storeVector(arena, ((825120 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w282)
-            storeVector(arena, ((826688 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w283)
-            storeVector(arena, ((828256 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w284)
-            storeVector(arena, ((829824 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w285)
-            storeVector(arena, ((831392 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w286)
-            storeVector(arena, ((832960 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w287)
-            storeVector(arena, ((834528 +% ((((j253 *% 49) +% (ty254 *% 7)) +% tx255) *% 32)) +% (cv256 *% 8)), w288)
+    for j261 in 0..<1 {
+      for ty262 in 0..<7 {
+        for tx263 in 0..<7 {
+          for cv264 in 0..<4 {
+            let w265 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% ((ty262 *% 2) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))))
+            let w266 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))) + loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))))
+            let w267 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))))
+            let w268 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 3) *% 512)) +% ((tx263 *% 2) *% 32)) +% (cv264 *% 8)))))
+            let w269 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% ((ty262 *% 2) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))))
+            let w270 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))) + loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))))
+            let w271 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))))
+            let w272 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 3) *% 512)) +% (((tx263 *% 2) +% 1) *% 32)) +% (cv264 *% 8)))))
+            let w273 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% ((ty262 *% 2) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))))
+            let w274 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))) + loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))))
+            let w275 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))))
+            let w276 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 3) *% 512)) +% (((tx263 *% 2) +% 2) *% 32)) +% (cv264 *% 8)))))
+            let w277 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% ((ty262 *% 2) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))))
+            let w278 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))) + loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))))
+            let w279 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 2) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))))
+            let w280 = (loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 1) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))) - loadVector(arena, (802816 +% ((((j261 *% 8192) +% (((ty262 *% 2) +% 3) *% 512)) +% (((tx263 *% 2) +% 3) *% 32)) +% (cv264 *% 8)))))
+            let w281 = (w265 - w273)
+            let w282 = (w269 + w273)
+            let w283 = (w273 - w269)
+            let w284 = (w269 - w277)
+            let w285 = (w266 - w274)
+            let w286 = (w270 + w274)
+            let w287 = (w274 - w270)
+            let w288 = (w270 - w278)
+            let w289 = (w267 - w275)
+            let w290 = (w271 + w275)
+            let w291 = (w275 - w271)
+            let w292 = (w271 - w279)
+            let w293 = (w268 - w276)
+            let w294 = (w272 + w276)
+            let w295 = (w276 - w272)
+            let w296 = (w272 - w280)
+            storeVector(arena, ((811008 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w281)
+            storeVector(arena, ((812576 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w282)
+            storeVector(arena, ((814144 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w283)
+            storeVector(arena, ((815712 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w284)
+            storeVector(arena, ((817280 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w285)
+            storeVector(arena, ((818848 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w286)
+            storeVector(arena, ((820416 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w287)
+            storeVector(arena, ((821984 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w288)
+            storeVector(arena, ((823552 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w289)
+            storeVector(arena, ((825120 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w290)
+            storeVector(arena, ((826688 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w291)
+            storeVector(arena, ((828256 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w292)
+            storeVector(arena, ((829824 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w293)
+            storeVector(arena, ((831392 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w294)
+            storeVector(arena, ((832960 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w295)
+            storeVector(arena, ((834528 +% ((((j261 *% 49) +% (ty262 *% 7)) +% tx263) *% 32)) +% (cv264 *% 8)), w296)
           }
         }
       }
     }
-    for j289 in 0..<1 {
-      for iy290 in 0..<14 {
-        for c291 in 0..<64 {
-          for ix292 in 0..<14 {
-            arena[(836096 +% ((((j289 *% 12544) +% (iy290 *% 896)) +% (ix292 *% 64)) +% c291))] = arena[((((1421968 +% ((g248 +% j289) *% 12544)) +% (c291 *% 196)) +% (iy290 *% 14)) +% ix292)]
+    for j297 in 0..<1 {
+      for ty298 in 0..<7 {
+        for tx299 in 0..<7 {
+          for cv300 in 0..<8 {
+            let w301 = loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8))))
+            let w302 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8)))) + loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8)))))
+            let w303 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8)))) - loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8)))))
+            let w304 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% ((tx299 *% 2) *% 64)) +% (cv300 *% 8)))) * Vector(repeating: Float(-1)))
+            let w305 = loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8))))
+            let w306 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8)))) + loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8)))))
+            let w307 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% ((ty298 *% 2) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8)))) - loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8)))))
+            let w308 = (loadVector(arena, (836096 +% ((((j297 *% 12544) +% (((ty298 *% 2) +% 1) *% 896)) +% (((tx299 *% 2) +% 1) *% 64)) +% (cv300 *% 8)))) * Vector(repeating: Float(-1)))
+            let w309 = w301
+            let w310 = (w301 + w305)
+            let w311 = (w301 - w305)
+            let w312 = (w305 * Vector(repeating: Float(-1)))
+            let w313 = w302
+            let w314 = (w302 + w306)
+            let w315 = (w302 - w306)
+            let w316 = (w306 * Vector(repeating: Float(-1)))
+            let w317 = w303
+            let w318 = (w303 + w307)
+            let w319 = (w303 - w307)
+            let w320 = (w307 * Vector(repeating: Float(-1)))
+            let w321 = w304
+            let w322 = (w304 + w308)
+            let w323 = (w304 - w308)
+            let w324 = (w308 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((848640 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w309)
+            storeVector(arena, ((851776 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w310)
+            storeVector(arena, ((854912 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w311)
+            storeVector(arena, ((858048 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w312)
+            storeVector(arena, ((861184 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w313)
+            storeVector(arena, ((864320 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w314)
+            storeVector(arena, ((867456 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w315)
+            storeVector(arena, ((870592 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w316)
+            storeVector(arena, ((873728 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w317)
+            storeVector(arena, ((876864 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w318)
+            storeVector(arena, ((880000 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w319)
+            storeVector(arena, ((883136 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w320)
+            storeVector(arena, ((886272 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w321)
+            storeVector(arena, ((889408 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w322)
+            storeVector(arena, ((892544 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w323)
+            storeVector(arena, ((895680 +% ((((j297 *% 49) +% (ty298 *% 7)) +% tx299) *% 64)) +% (cv300 *% 8)), w324)
           }
         }
       }
     }
-    for j293 in 0..<1 {
-      for ty294 in 0..<7 {
-        for tx295 in 0..<7 {
-          for cv296 in 0..<8 {
-            let w297 = loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8))))
-            let w298 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8)))) + loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8)))))
-            let w299 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8)))) - loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8)))))
-            let w300 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% ((tx295 *% 2) *% 64)) +% (cv296 *% 8)))) * Vector(repeating: Float(-1)))
-            let w301 = loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8))))
-            let w302 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8)))) + loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8)))))
-            let w303 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% ((ty294 *% 2) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8)))) - loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8)))))
-            let w304 = (loadVector(arena, (836096 +% ((((j293 *% 12544) +% (((ty294 *% 2) +% 1) *% 896)) +% (((tx295 *% 2) +% 1) *% 64)) +% (cv296 *% 8)))) * Vector(repeating: Float(-1)))
-            let w305 = w297
-            let w306 = (w297 + w301)
-            let w307 = (w297 - w301)
-            let w308 = (w301 * Vector(repeating: Float(-1)))
-            let w309 = w298
-            let w310 = (w298 + w302)
-            let w311 = (w298 - w302)
-            let w312 = (w302 * Vector(repeating: Float(-1)))
-            let w313 = w299
-            let w314 = (w299 + w303)
-            let w315 = (w299 - w303)
-            let w316 = (w303 * Vector(repeating: Float(-1)))
-            let w317 = w300
-            let w318 = (w300 + w304)
-            let w319 = (w300 - w304)
-            let w320 = (w304 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((848640 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w305)
-            storeVector(arena, ((851776 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w306)
-            storeVector(arena, ((854912 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w307)
-            storeVector(arena, ((858048 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w308)
-            storeVector(arena, ((861184 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w309)
-            storeVector(arena, ((864320 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w310)
-            storeVector(arena, ((867456 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w311)
-            storeVector(arena, ((870592 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w312)
-            storeVector(arena, ((873728 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w313)
-            storeVector(arena, ((876864 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w314)
-            storeVector(arena, ((880000 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w315)
-            storeVector(arena, ((883136 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w316)
-            storeVector(arena, ((886272 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w317)
-            storeVector(arena, ((889408 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w318)
-            storeVector(arena, ((892544 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w319)
-            storeVector(arena, ((895680 +% ((((j293 *% 49) +% (ty294 *% 7)) +% tx295) *% 64)) +% (cv296 *% 8)), w320)
-          }
-        }
+    parallelFor(pool, 2) { part325 in
+      for xi326 in 0..<8 {
+        sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% ((xi326 +% (part325 *% 8)) *% 1568)), 32, arena + (848640 +% ((xi326 +% (part325 *% 8)) *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% ((xi326 +% (part325 *% 8)) *% 2048)), 64)
       }
-    }
-    for xi321 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi321 *% 1568)), 32, arena + (848640 +% (xi321 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi321 *% 2048)), 64)
     }
   }
-  do {  // scalar loops
-    for f322 in 0..<64 {
-      for c323 in 0..<32 {
-        var w324: Float = (((arena[((898816 +% (c323 *% 64)) +% f322)] * Float(1)) + (arena[((907008 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)))
-        var w325: Float = ((arena[((907008 +% (c323 *% 64)) +% f322)] - arena[((915200 +% (c323 *% 64)) +% f322)]) * Float(bitPattern: 0x3f000000))
-        var w326: Float = (((arena[((907008 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c323 *% 64)) +% f322)] * Float(1)))
-        var w327: Float = (((arena[((900864 +% (c323 *% 64)) +% f322)] * Float(1)) + (arena[((909056 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)))
-        var w328: Float = ((arena[((909056 +% (c323 *% 64)) +% f322)] - arena[((917248 +% (c323 *% 64)) +% f322)]) * Float(bitPattern: 0x3f000000))
-        var w329: Float = (((arena[((909056 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c323 *% 64)) +% f322)] * Float(1)))
-        var w330: Float = (((arena[((902912 +% (c323 *% 64)) +% f322)] * Float(1)) + (arena[((911104 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)))
-        var w331: Float = ((arena[((911104 +% (c323 *% 64)) +% f322)] - arena[((919296 +% (c323 *% 64)) +% f322)]) * Float(bitPattern: 0x3f000000))
-        var w332: Float = (((arena[((911104 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c323 *% 64)) +% f322)] * Float(1)))
-        var w333: Float = (((arena[((904960 +% (c323 *% 64)) +% f322)] * Float(1)) + (arena[((913152 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)))
-        var w334: Float = ((arena[((913152 +% (c323 *% 64)) +% f322)] - arena[((921344 +% (c323 *% 64)) +% f322)]) * Float(bitPattern: 0x3f000000))
-        var w335: Float = (((arena[((913152 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c323 *% 64)) +% f322)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c323 *% 64)) +% f322)] * Float(1)))
-        var w336: Float = (((w324 * Float(1)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(bitPattern: 0x3f000000)))
-        var w337: Float = ((w327 - w330) * Float(bitPattern: 0x3f000000))
-        var w338: Float = (((w327 * Float(bitPattern: 0x3f000000)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(1)))
-        var w339: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
-        var w340: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
-        var w341: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
-        var w342: Float = (((w326 * Float(1)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(bitPattern: 0x3f000000)))
-        var w343: Float = ((w329 - w332) * Float(bitPattern: 0x3f000000))
-        var w344: Float = (((w329 * Float(bitPattern: 0x3f000000)) + (w332 * Float(bitPattern: 0x3f000000))) + (w335 * Float(1)))
-        grads[(320 +% (((f322 *% 32) +% c323) *% 9))] = w336
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 1)] = w337
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 2)] = w338
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 3)] = w339
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 4)] = w340
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 5)] = w341
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 6)] = w342
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 7)] = w343
-        grads[((320 +% (((f322 *% 32) +% c323) *% 9)) +% 8)] = w344
+  parallelFor(pool, 2) { part327 in
+    do {  // scalar loops
+      for f328 in 0..<32 {
+        for c329 in 0..<32 {
+          var w330: Float = (((arena[((898816 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)) + (arena[((907008 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w331: Float = ((arena[((907008 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] - arena[((915200 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w332: Float = (((arena[((907008 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)))
+          var w333: Float = (((arena[((900864 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)) + (arena[((909056 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w334: Float = ((arena[((909056 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] - arena[((917248 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w335: Float = (((arena[((909056 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)))
+          var w336: Float = (((arena[((902912 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)) + (arena[((911104 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w337: Float = ((arena[((911104 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] - arena[((919296 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w338: Float = (((arena[((911104 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)))
+          var w339: Float = (((arena[((904960 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)) + (arena[((913152 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w340: Float = ((arena[((913152 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] - arena[((921344 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w341: Float = (((arena[((913152 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c329 *% 64)) +% (f328 +% (part327 *% 32)))] * Float(1)))
+          var w342: Float = (((w330 * Float(1)) + (w333 * Float(bitPattern: 0x3f000000))) + (w336 * Float(bitPattern: 0x3f000000)))
+          var w343: Float = ((w333 - w336) * Float(bitPattern: 0x3f000000))
+          var w344: Float = (((w333 * Float(bitPattern: 0x3f000000)) + (w336 * Float(bitPattern: 0x3f000000))) + (w339 * Float(1)))
+          var w345: Float = (((w331 * Float(1)) + (w334 * Float(bitPattern: 0x3f000000))) + (w337 * Float(bitPattern: 0x3f000000)))
+          var w346: Float = ((w334 - w337) * Float(bitPattern: 0x3f000000))
+          var w347: Float = (((w334 * Float(bitPattern: 0x3f000000)) + (w337 * Float(bitPattern: 0x3f000000))) + (w340 * Float(1)))
+          var w348: Float = (((w332 * Float(1)) + (w335 * Float(bitPattern: 0x3f000000))) + (w338 * Float(bitPattern: 0x3f000000)))
+          var w349: Float = ((w335 - w338) * Float(bitPattern: 0x3f000000))
+          var w350: Float = (((w335 * Float(bitPattern: 0x3f000000)) + (w338 * Float(bitPattern: 0x3f000000))) + (w341 * Float(1)))
+          grads[(320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9))] = w342
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 1)] = w343
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 2)] = w344
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 3)] = w345
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 4)] = w346
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 5)] = w347
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 6)] = w348
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 7)] = w349
+          grads[((320 +% ((((f328 +% (part327 *% 32)) *% 32) +% c329) *% 9)) +% 8)] = w350
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f345 in 0..<64 {
-    var acc346 = Vector()
-    for img347 in 0..<64 {
-      for i348 in 0..<24 {
-        acc346 = acc346.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img347 *% 12544)) +% (f345 *% 196)) +% (i348 *% 8))))
+  for f351 in 0..<64 {
+    var acc352 = Vector()
+    for img353 in 0..<64 {
+      for i354 in 0..<24 {
+        acc352 = acc352.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img353 *% 12544)) +% (f351 *% 196)) +% (i354 *% 8))))
       }
-      acc346 = acc346.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img347 *% 12544)) +% (f345 *% 196)) +% 192), 4))
+      acc352 = acc352.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img353 *% 12544)) +% (f351 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 802816, acc346)
-    var sum349: Float = (arena[802816] + arena[802817])
-    var sum350: Float = (sum349 + arena[802818])
-    var sum351: Float = (sum350 + arena[802819])
-    var sum352: Float = (sum351 + arena[802820])
-    var sum353: Float = (sum352 + arena[802821])
-    var sum354: Float = (sum353 + arena[802822])
-    var sum355: Float = (sum354 + arena[802823])
-    grads[(18752 +% f345)] = sum355
+    storeVector(arena, 802816, acc352)
+    var sum355: Float = (arena[802816] + arena[802817])
+    var sum356: Float = (sum355 + arena[802818])
+    var sum357: Float = (sum356 + arena[802819])
+    var sum358: Float = (sum357 + arena[802820])
+    var sum359: Float = (sum358 + arena[802821])
+    var sum360: Float = (sum359 + arena[802822])
+    var sum361: Float = (sum360 + arena[802823])
+    grads[(18752 +% f351)] = sum361
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci356 in 0..<64 {
-      for co357 in 0..<32 {
-        var w358: Float = params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 8)]
-        var w359: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 8)] + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 5)]) + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w360: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 8)] + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 2)]) - params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w361: Float = params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 2)]
-        var w362: Float = params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 7)]
-        var w363: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 7)] + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 4)]) + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w364: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 7)] + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 1)]) - params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w365: Float = params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 1)]
-        var w366: Float = params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 6)]
-        var w367: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 6)] + params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 3)]) + params[(320 +% (((ci356 *% 32) +% co357) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w368: Float = (((params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 6)] + params[(320 +% (((ci356 *% 32) +% co357) *% 9))]) - params[((320 +% (((ci356 *% 32) +% co357) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w369: Float = params[(320 +% (((ci356 *% 32) +% co357) *% 9))]
-        var w370: Float = w358
-        var w371: Float = (((w358 + w362) + w366) * Float(bitPattern: 0x3f000000))
-        var w372: Float = (((w358 + w366) - w362) * Float(bitPattern: 0x3f000000))
-        var w373: Float = w366
-        var w374: Float = w359
-        var w375: Float = (((w359 + w363) + w367) * Float(bitPattern: 0x3f000000))
-        var w376: Float = (((w359 + w367) - w363) * Float(bitPattern: 0x3f000000))
-        var w377: Float = w367
-        var w378: Float = w360
-        var w379: Float = (((w360 + w364) + w368) * Float(bitPattern: 0x3f000000))
-        var w380: Float = (((w360 + w368) - w364) * Float(bitPattern: 0x3f000000))
-        var w381: Float = w368
-        var w382: Float = w361
-        var w383: Float = (((w361 + w365) + w369) * Float(bitPattern: 0x3f000000))
-        var w384: Float = (((w361 + w369) - w365) * Float(bitPattern: 0x3f000000))
-        var w385: Float = w369
-        arena[((1221264 +% (ci356 *% 32)) +% co357)] = w370
-        arena[((1223312 +% (ci356 *% 32)) +% co357)] = w371
-        arena[((1225360 +% (ci356 *% 32)) +% co357)] = w372
-        arena[((1227408 +% (ci356 *% 32)) +% co357)] = w373
-        arena[((1229456 +% (ci356 *% 32)) +% co357)] = w374
-        arena[((1231504 +% (ci356 *% 32)) +% co357)] = w375
-        arena[((1233552 +% (ci356 *% 32)) +% co357)] = w376
-        arena[((1235600 +% (ci356 *% 32)) +% co357)] = w377
-        arena[((1237648 +% (ci356 *% 32)) +% co357)] = w378
-        arena[((1239696 +% (ci356 *% 32)) +% co357)] = w379
-        arena[((1241744 +% (ci356 *% 32)) +% co357)] = w380
-        arena[((1243792 +% (ci356 *% 32)) +% co357)] = w381
-        arena[((1245840 +% (ci356 *% 32)) +% co357)] = w382
-        arena[((1247888 +% (ci356 *% 32)) +% co357)] = w383
-        arena[((1249936 +% (ci356 *% 32)) +% co357)] = w384
-        arena[((1251984 +% (ci356 *% 32)) +% co357)] = w385
+  parallelFor(pool, 2) { part362 in
+    do {  // scalar loops
+      for ci363 in 0..<64 {
+        for co364 in 0..<16 {
+          var w365: Float = params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 8)]
+          var w366: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 8)] + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 5)]) + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w367: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 8)] + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 2)]) - params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w368: Float = params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 2)]
+          var w369: Float = params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 7)]
+          var w370: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 7)] + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 4)]) + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w371: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 7)] + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 1)]) - params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w372: Float = params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 1)]
+          var w373: Float = params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 6)]
+          var w374: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 6)] + params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 3)]) + params[(320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w375: Float = (((params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 6)] + params[(320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9))]) - params[((320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w376: Float = params[(320 +% (((ci363 *% 32) +% ((part362 *% 16) +% co364)) *% 9))]
+          var w377: Float = w365
+          var w378: Float = (((w365 + w369) + w373) * Float(bitPattern: 0x3f000000))
+          var w379: Float = (((w365 + w373) - w369) * Float(bitPattern: 0x3f000000))
+          var w380: Float = w373
+          var w381: Float = w366
+          var w382: Float = (((w366 + w370) + w374) * Float(bitPattern: 0x3f000000))
+          var w383: Float = (((w366 + w374) - w370) * Float(bitPattern: 0x3f000000))
+          var w384: Float = w374
+          var w385: Float = w367
+          var w386: Float = (((w367 + w371) + w375) * Float(bitPattern: 0x3f000000))
+          var w387: Float = (((w367 + w375) - w371) * Float(bitPattern: 0x3f000000))
+          var w388: Float = w375
+          var w389: Float = w368
+          var w390: Float = (((w368 + w372) + w376) * Float(bitPattern: 0x3f000000))
+          var w391: Float = (((w368 + w376) - w372) * Float(bitPattern: 0x3f000000))
+          var w392: Float = w376
+          arena[((1221264 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w377
+          arena[((1223312 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w378
+          arena[((1225360 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w379
+          arena[((1227408 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w380
+          arena[((1229456 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w381
+          arena[((1231504 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w382
+          arena[((1233552 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w383
+          arena[((1235600 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w384
+          arena[((1237648 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w385
+          arena[((1239696 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w386
+          arena[((1241744 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w387
+          arena[((1243792 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w388
+          arena[((1245840 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w389
+          arena[((1247888 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w390
+          arena[((1249936 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w391
+          arena[((1251984 +% (ci363 *% 32)) +% ((part362 *% 16) +% co364))] = w392
+        }
       }
     }
   }
-  for i386 in 0..<2048 {
-    storeVector(arena, ((i386 *% 8) +% 1254032), Vector(repeating: Float(0)))
+  for i393 in 0..<2048 {
+    storeVector(arena, ((i393 *% 8) +% 1254032), Vector(repeating: Float(0)))
   }
-  for g387 in 0..<64 {
-    for j388 in 0..<1 {
-      for iy389 in 0..<14 {
-        for c390 in 0..<64 {
-          for ix391 in 0..<14 {
-            arena[(1254032 +% ((((j388 *% 16384) +% ((iy389 +% 1) *% 1024)) +% ((ix391 +% 1) *% 64)) +% c390))] = arena[((((1421968 +% ((g387 +% j388) *% 12544)) +% (c390 *% 196)) +% (iy389 *% 14)) +% ix391)]
+  for g394 in 0..<64 {
+    for j395 in 0..<1 {
+      for iy396 in 0..<14 {
+        for c397 in 0..<64 {
+          for ix398 in 0..<14 {
+            arena[(1254032 +% ((((j395 *% 16384) +% ((iy396 +% 1) *% 1024)) +% ((ix398 +% 1) *% 64)) +% c397))] = arena[((((1421968 +% ((g394 +% j395) *% 12544)) +% (c397 *% 196)) +% (iy396 *% 14)) +% ix398)]
           }
         }
       }
     }
-    for j392 in 0..<1 {
-      for ty393 in 0..<7 {
-        for tx394 in 0..<7 {
-          for cv395 in 0..<8 {
-            let w396 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% ((ty393 *% 2) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))))
-            let w397 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))) + loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))))
-            let w398 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))))
-            let w399 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 3) *% 1024)) +% ((tx394 *% 2) *% 64)) +% (cv395 *% 8)))))
-            let w400 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% ((ty393 *% 2) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))))
-            let w401 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))) + loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))))
-            let w402 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))))
-            let w403 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 3) *% 1024)) +% (((tx394 *% 2) +% 1) *% 64)) +% (cv395 *% 8)))))
-            let w404 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% ((ty393 *% 2) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))))
-            let w405 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))) + loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))))
-            let w406 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))))
-            let w407 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 3) *% 1024)) +% (((tx394 *% 2) +% 2) *% 64)) +% (cv395 *% 8)))))
-            let w408 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% ((ty393 *% 2) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))))
-            let w409 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))) + loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))))
-            let w410 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 2) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))))
-            let w411 = (loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 1) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))) - loadVector(arena, (1254032 +% ((((j392 *% 16384) +% (((ty393 *% 2) +% 3) *% 1024)) +% (((tx394 *% 2) +% 3) *% 64)) +% (cv395 *% 8)))))
-            let w412 = (w396 - w404)
-            let w413 = (w400 + w404)
-            let w414 = (w404 - w400)
-            let w415 = (w400 - w408)
-            let w416 = (w397 - w405)
-            let w417 = (w401 + w405)
-            let w418 = (w405 - w401)
-            let w419 = (w401 - w409)
-            let w420 = (w398 - w406)
-            let w421 = (w402 + w406)
-            let w422 = (w406 - w402)
-            let w423 = (w402 - w410)
-            let w424 = (w399 - w407)
-            let w425 = (w403 + w407)
-            let w426 = (w407 - w403)
-            let w427 = (w403 - w411)
-            storeVector(arena, ((1270416 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w412)
-            storeVector(arena, ((1273552 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w413)
-            storeVector(arena, ((1276688 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w414)
-            storeVector(arena, ((1279824 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w415)
-            storeVector(arena, ((1282960 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w416)
-            storeVector(arena, ((1286096 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w417)
-            storeVector(arena, ((1289232 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w418)
-            storeVector(arena, ((1292368 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w419)
-            storeVector(arena, ((1295504 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w420)
-            storeVector(arena, ((1298640 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w421)
-            storeVector(arena, ((1301776 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w422)
-            storeVector(arena, ((1304912 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w423)
-            storeVector(arena, ((1308048 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w424)
-            storeVector(arena, ((1311184 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w425)
-            storeVector(arena, ((1314320 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w426)
-            storeVector(arena, ((1317456 +% ((((j392 *% 49) +% (ty393 *% 7)) +% tx394) *% 64)) +% (cv395 *% 8)), w427)
+    for j399 in 0..<1 {
+      for ty400 in 0..<7 {
+        for tx401 in 0..<7 {
+          for cv402 in 0..<8 {
+            let w403 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% ((ty400 *% 2) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))))
+            let w404 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))) + loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))))
+            let w405 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))))
+            let w406 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 3) *% 1024)) +% ((tx401 *% 2) *% 64)) +% (cv402 *% 8)))))
+            let w407 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% ((ty400 *% 2) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))))
+            let w408 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))) + loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))))
+            let w409 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))))
+            let w410 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 3) *% 1024)) +% (((tx401 *% 2) +% 1) *% 64)) +% (cv402 *% 8)))))
+            let w411 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% ((ty400 *% 2) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))))
+            let w412 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))) + loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))))
+            let w413 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))))
+            let w414 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 3) *% 1024)) +% (((tx401 *% 2) +% 2) *% 64)) +% (cv402 *% 8)))))
+            let w415 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% ((ty400 *% 2) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))))
+            let w416 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))) + loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))))
+            let w417 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 2) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))))
+            let w418 = (loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 1) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))) - loadVector(arena, (1254032 +% ((((j399 *% 16384) +% (((ty400 *% 2) +% 3) *% 1024)) +% (((tx401 *% 2) +% 3) *% 64)) +% (cv402 *% 8)))))
+            let w419 = (w403 - w411)
+            let w420 = (w407 + w411)
+            let w421 = (w411 - w407)
+            let w422 = (w407 - w415)
+            let w423 = (w404 - w412)
+            let w424 = (w408 + w412)
+            let w425 = (w412 - w408)
+            let w426 = (w408 - w416)
+            let w427 = (w405 - w413)
+            let w428 = (w409 + w413)
+            let w429 = (w413 - w409)
+            let w430 = (w409 - w417)
+            let w431 = (w406 - w414)
+            let w432 = (w410 + w414)
+            let w433 = (w414 - w410)
+            let w434 = (w410 - w418)
+            storeVector(arena, ((1270416 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w419)
+            storeVector(arena, ((1273552 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w420)
+            storeVector(arena, ((1276688 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w421)
+            storeVector(arena, ((1279824 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w422)
+            storeVector(arena, ((1282960 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w423)
+            storeVector(arena, ((1286096 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w424)
+            storeVector(arena, ((1289232 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w425)
+            storeVector(arena, ((1292368 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w426)
+            storeVector(arena, ((1295504 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w427)
+            storeVector(arena, ((1298640 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w428)
+            storeVector(arena, ((1301776 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w429)
+            storeVector(arena, ((1304912 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w430)
+            storeVector(arena, ((1308048 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w431)
+            storeVector(arena, ((1311184 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w432)
+            storeVector(arena, ((1314320 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w433)
+            storeVector(arena, ((1317456 +% ((((j399 *% 49) +% (ty400 *% 7)) +% tx401) *% 64)) +% (cv402 *% 8)), w434)
           }
         }
       }
     }
-    for xi428 in 0..<16 {
-      do {  // gemm435
-        for nb429 in 0..<2 {
-          for mb430 in 0..<9 {
-            var t431_c0_0 = Vector()
-            var t431_c0_1 = Vector()
-            var t431_c1_0 = Vector()
-            var t431_c1_1 = Vector()
-            var t431_c2_0 = Vector()
-            var t431_c2_1 = Vector()
-            var t431_c3_0 = Vector()
-            var t431_c3_1 = Vector()
-            var t431_c4_0 = Vector()
-            var t431_c4_1 = Vector()
-            for k432 in 0..<64 {
-              let t431_b0 = loadVector(arena, (((1221264 +% (xi428 *% 2048)) +% (k432 *% 32)) +% (nb429 *% 16)))
-              let t431_b1 = loadVector(arena, ((((1221264 +% (xi428 *% 2048)) +% (k432 *% 32)) +% (nb429 *% 16)) +% 8))
-              let t431_a0 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% ((mb430 *% 5) *% 64)) +% k432)])
-              t431_c0_0 = t431_c0_0.addingProduct(t431_a0, t431_b0)
-              t431_c0_1 = t431_c0_1.addingProduct(t431_a0, t431_b1)
-              let t431_a1 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% (((mb430 *% 5) +% 1) *% 64)) +% k432)])
-              t431_c1_0 = t431_c1_0.addingProduct(t431_a1, t431_b0)
-              t431_c1_1 = t431_c1_1.addingProduct(t431_a1, t431_b1)
-              let t431_a2 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% (((mb430 *% 5) +% 2) *% 64)) +% k432)])
-              t431_c2_0 = t431_c2_0.addingProduct(t431_a2, t431_b0)
-              t431_c2_1 = t431_c2_1.addingProduct(t431_a2, t431_b1)
-              let t431_a3 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% (((mb430 *% 5) +% 3) *% 64)) +% k432)])
-              t431_c3_0 = t431_c3_0.addingProduct(t431_a3, t431_b0)
-              t431_c3_1 = t431_c3_1.addingProduct(t431_a3, t431_b1)
-              let t431_a4 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% (((mb430 *% 5) +% 4) *% 64)) +% k432)])
-              t431_c4_0 = t431_c4_0.addingProduct(t431_a4, t431_b0)
-              t431_c4_1 = t431_c4_1.addingProduct(t431_a4, t431_b1)
+    parallelFor(pool, 2) { part435 in
+      for xi436 in 0..<16 {
+        do {  // gemm443
+          for nb437 in 0..<1 {
+            for mb438 in 0..<9 {
+              var t439_c0_0 = Vector()
+              var t439_c0_1 = Vector()
+              var t439_c1_0 = Vector()
+              var t439_c1_1 = Vector()
+              var t439_c2_0 = Vector()
+              var t439_c2_1 = Vector()
+              var t439_c3_0 = Vector()
+              var t439_c3_1 = Vector()
+              var t439_c4_0 = Vector()
+              var t439_c4_1 = Vector()
+              for k440 in 0..<64 {
+                let t439_b0 = loadVector(arena, ((((1221264 +% (xi436 *% 2048)) +% (part435 *% 16)) +% (k440 *% 32)) +% (nb437 *% 16)))
+                let t439_b1 = loadVector(arena, (((((1221264 +% (xi436 *% 2048)) +% (part435 *% 16)) +% (k440 *% 32)) +% (nb437 *% 16)) +% 8))
+                let t439_a0 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% ((mb438 *% 5) *% 64)) +% k440)])
+                t439_c0_0 = t439_c0_0.addingProduct(t439_a0, t439_b0)
+                t439_c0_1 = t439_c0_1.addingProduct(t439_a0, t439_b1)
+                let t439_a1 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% (((mb438 *% 5) +% 1) *% 64)) +% k440)])
+                t439_c1_0 = t439_c1_0.addingProduct(t439_a1, t439_b0)
+                t439_c1_1 = t439_c1_1.addingProduct(t439_a1, t439_b1)
+                let t439_a2 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% (((mb438 *% 5) +% 2) *% 64)) +% k440)])
+                t439_c2_0 = t439_c2_0.addingProduct(t439_a2, t439_b0)
+                t439_c2_1 = t439_c2_1.addingProduct(t439_a2, t439_b1)
+                let t439_a3 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% (((mb438 *% 5) +% 3) *% 64)) +% k440)])
+                t439_c3_0 = t439_c3_0.addingProduct(t439_a3, t439_b0)
+                t439_c3_1 = t439_c3_1.addingProduct(t439_a3, t439_b1)
+                let t439_a4 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% (((mb438 *% 5) +% 4) *% 64)) +% k440)])
+                t439_c4_0 = t439_c4_0.addingProduct(t439_a4, t439_b0)
+                t439_c4_1 = t439_c4_1.addingProduct(t439_a4, t439_b1)
+              }
+              storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% ((mb438 *% 5) *% 32)) +% (nb437 *% 16)), t439_c0_0)
+              storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% ((mb438 *% 5) *% 32)) +% (nb437 *% 16)) +% 8), t439_c0_1)
+              storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 1) *% 32)) +% (nb437 *% 16)), t439_c1_0)
+              storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 1) *% 32)) +% (nb437 *% 16)) +% 8), t439_c1_1)
+              storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 2) *% 32)) +% (nb437 *% 16)), t439_c2_0)
+              storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 2) *% 32)) +% (nb437 *% 16)) +% 8), t439_c2_1)
+              storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 3) *% 32)) +% (nb437 *% 16)), t439_c3_0)
+              storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 3) *% 32)) +% (nb437 *% 16)) +% 8), t439_c3_1)
+              storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 4) *% 32)) +% (nb437 *% 16)), t439_c4_0)
+              storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% (((mb438 *% 5) +% 4) *% 32)) +% (nb437 *% 16)) +% 8), t439_c4_1)
             }
-            storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% ((mb430 *% 5) *% 32)) +% (nb429 *% 16)), t431_c0_0)
-            storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% ((mb430 *% 5) *% 32)) +% (nb429 *% 16)) +% 8), t431_c0_1)
-            storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 1) *% 32)) +% (nb429 *% 16)), t431_c1_0)
-            storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 1) *% 32)) +% (nb429 *% 16)) +% 8), t431_c1_1)
-            storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 2) *% 32)) +% (nb429 *% 16)), t431_c2_0)
-            storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 2) *% 32)) +% (nb429 *% 16)) +% 8), t431_c2_1)
-            storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 3) *% 32)) +% (nb429 *% 16)), t431_c3_0)
-            storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 3) *% 32)) +% (nb429 *% 16)) +% 8), t431_c3_1)
-            storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 4) *% 32)) +% (nb429 *% 16)), t431_c4_0)
-            storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% (((mb430 *% 5) +% 4) *% 32)) +% (nb429 *% 16)) +% 8), t431_c4_1)
-          }
-          var t433_c0_0 = Vector()
-          var t433_c0_1 = Vector()
-          var t433_c1_0 = Vector()
-          var t433_c1_1 = Vector()
-          var t433_c2_0 = Vector()
-          var t433_c2_1 = Vector()
-          var t433_c3_0 = Vector()
-          var t433_c3_1 = Vector()
-          for k434 in 0..<64 {
-            let t433_b0 = loadVector(arena, (((1221264 +% (xi428 *% 2048)) +% (k434 *% 32)) +% (nb429 *% 16)))
-            let t433_b1 = loadVector(arena, ((((1221264 +% (xi428 *% 2048)) +% (k434 *% 32)) +% (nb429 *% 16)) +% 8))
-            let t433_a0 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% 2880) +% k434)])
-            t433_c0_0 = t433_c0_0.addingProduct(t433_a0, t433_b0)
-            t433_c0_1 = t433_c0_1.addingProduct(t433_a0, t433_b1)
-            let t433_a1 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% 2944) +% k434)])
-            t433_c1_0 = t433_c1_0.addingProduct(t433_a1, t433_b0)
-            t433_c1_1 = t433_c1_1.addingProduct(t433_a1, t433_b1)
-            let t433_a2 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% 3008) +% k434)])
-            t433_c2_0 = t433_c2_0.addingProduct(t433_a2, t433_b0)
-            t433_c2_1 = t433_c2_1.addingProduct(t433_a2, t433_b1)
-            let t433_a3 = Vector(repeating: arena[(((1270416 +% (xi428 *% 3136)) +% 3072) +% k434)])
-            t433_c3_0 = t433_c3_0.addingProduct(t433_a3, t433_b0)
-            t433_c3_1 = t433_c3_1.addingProduct(t433_a3, t433_b1)
-          }
-          storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% 1440) +% (nb429 *% 16)), t433_c0_0)
-          storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% 1440) +% (nb429 *% 16)) +% 8), t433_c0_1)
-          storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% 1472) +% (nb429 *% 16)), t433_c1_0)
-          storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% 1472) +% (nb429 *% 16)) +% 8), t433_c1_1)
-          storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% 1504) +% (nb429 *% 16)), t433_c2_0)
-          storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% 1504) +% (nb429 *% 16)) +% 8), t433_c2_1)
-          storeVector(arena, (((1320592 +% (xi428 *% 1568)) +% 1536) +% (nb429 *% 16)), t433_c3_0)
-          storeVector(arena, ((((1320592 +% (xi428 *% 1568)) +% 1536) +% (nb429 *% 16)) +% 8), t433_c3_1)
-        }
-      }
-    }
-    for j436 in 0..<1 {
-      for ty437 in 0..<7 {
-        for tx438 in 0..<7 {
-          for cv439 in 0..<4 {
-            let w440 = ((loadVector(arena, ((1320592 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) + loadVector(arena, ((1326864 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) + loadVector(arena, ((1333136 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w441 = ((loadVector(arena, ((1326864 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) - loadVector(arena, ((1333136 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) - loadVector(arena, ((1339408 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w442 = ((loadVector(arena, ((1322160 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) + loadVector(arena, ((1328432 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) + loadVector(arena, ((1334704 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w443 = ((loadVector(arena, ((1328432 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) - loadVector(arena, ((1334704 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) - loadVector(arena, ((1340976 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w444 = ((loadVector(arena, ((1323728 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) + loadVector(arena, ((1330000 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) + loadVector(arena, ((1336272 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w445 = ((loadVector(arena, ((1330000 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) - loadVector(arena, ((1336272 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) - loadVector(arena, ((1342544 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w446 = ((loadVector(arena, ((1325296 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) + loadVector(arena, ((1331568 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) + loadVector(arena, ((1337840 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w447 = ((loadVector(arena, ((1331568 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))) - loadVector(arena, ((1337840 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8)))) - loadVector(arena, ((1344112 +% ((((j436 *% 49) +% (ty437 *% 7)) +% tx438) *% 32)) +% (cv439 *% 8))))
-            let w448 = ((w440 + w442) + w444)
-            let w449 = ((w442 - w444) - w446)
-            let w450 = ((w441 + w443) + w445)
-            let w451 = ((w443 - w445) - w447)
-            storeVector(arena, ((1345680 +% (((((j436 *% 14) +% (ty437 *% 2)) *% 14) +% (tx438 *% 2)) *% 32)) +% (cv439 *% 8)), w448)
-            storeVector(arena, ((1345680 +% ((((((j436 *% 14) +% (ty437 *% 2)) *% 14) +% (tx438 *% 2)) +% 1) *% 32)) +% (cv439 *% 8)), w449)
-            storeVector(arena, ((1345680 +% ((((((j436 *% 14) +% (ty437 *% 2)) +% 1) *% 14) +% (tx438 *% 2)) *% 32)) +% (cv439 *% 8)), w450)
-            storeVector(arena, ((1345680 +% (((((((j436 *% 14) +% (ty437 *% 2)) +% 1) *% 14) +% (tx438 *% 2)) +% 1) *% 32)) +% (cv439 *% 8)), w451)
+            var t441_c0_0 = Vector()
+            var t441_c0_1 = Vector()
+            var t441_c1_0 = Vector()
+            var t441_c1_1 = Vector()
+            var t441_c2_0 = Vector()
+            var t441_c2_1 = Vector()
+            var t441_c3_0 = Vector()
+            var t441_c3_1 = Vector()
+            for k442 in 0..<64 {
+              let t441_b0 = loadVector(arena, ((((1221264 +% (xi436 *% 2048)) +% (part435 *% 16)) +% (k442 *% 32)) +% (nb437 *% 16)))
+              let t441_b1 = loadVector(arena, (((((1221264 +% (xi436 *% 2048)) +% (part435 *% 16)) +% (k442 *% 32)) +% (nb437 *% 16)) +% 8))
+              let t441_a0 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% 2880) +% k442)])
+              t441_c0_0 = t441_c0_0.addingProduct(t441_a0, t441_b0)
+              t441_c0_1 = t441_c0_1.addingProduct(t441_a0, t441_b1)
+              let t441_a1 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% 2944) +% k442)])
+              t441_c1_0 = t441_c1_0.addingProduct(t441_a1, t441_b0)
+              t441_c1_1 = t441_c1_1.addingProduct(t441_a1, t441_b1)
+              let t441_a2 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% 3008) +% k442)])
+              t441_c2_0 = t441_c2_0.addingProduct(t441_a2, t441_b0)
+              t441_c2_1 = t441_c2_1.addingProduct(t441_a2, t441_b1)
+              let t441_a3 = Vector(repeating: arena[(((1270416 +% (xi436 *% 3136)) +% 3072) +% k442)])
+              t441_c3_0 = t441_c3_0.addingProduct(t441_a3, t441_b0)
+              t441_c3_1 = t441_c3_1.addingProduct(t441_a3, t441_b1)
+            }
+            storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1440) +% (nb437 *% 16)), t441_c0_0)
+            storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1440) +% (nb437 *% 16)) +% 8), t441_c0_1)
+            storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1472) +% (nb437 *% 16)), t441_c1_0)
+            storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1472) +% (nb437 *% 16)) +% 8), t441_c1_1)
+            storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1504) +% (nb437 *% 16)), t441_c2_0)
+            storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1504) +% (nb437 *% 16)) +% 8), t441_c2_1)
+            storeVector(arena, ((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1536) +% (nb437 *% 16)), t441_c3_0)
+            storeVector(arena, (((((1320592 +% (xi436 *% 1568)) +% (part435 *% 16)) +% 1536) +% (nb437 *% 16)) +% 8), t441_c3_1)
           }
         }
       }
-    }
-    for j452 in 0..<1 {
-      for qb453 in 0..<3 {
-        for c454 in 0..<32 {
-          for q455 in 0..<64 {
-            arena[(((802816 +% ((g387 +% j452) *% 6272)) +% (c454 *% 196)) +% (q455 +% (qb453 *% 64)))] = arena[((1345680 +% (((j452 *% 196) +% (q455 +% (qb453 *% 64))) *% 32)) +% c454)]
+      for j444 in 0..<1 {
+        for ty445 in 0..<7 {
+          for tx446 in 0..<7 {
+            for cv447 in 0..<2 {
+              let w448 = ((loadVector(arena, ((1320592 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) + loadVector(arena, ((1326864 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) + loadVector(arena, ((1333136 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w449 = ((loadVector(arena, ((1326864 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) - loadVector(arena, ((1333136 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) - loadVector(arena, ((1339408 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w450 = ((loadVector(arena, ((1322160 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) + loadVector(arena, ((1328432 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) + loadVector(arena, ((1334704 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w451 = ((loadVector(arena, ((1328432 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) - loadVector(arena, ((1334704 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) - loadVector(arena, ((1340976 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w452 = ((loadVector(arena, ((1323728 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) + loadVector(arena, ((1330000 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) + loadVector(arena, ((1336272 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w453 = ((loadVector(arena, ((1330000 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) - loadVector(arena, ((1336272 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) - loadVector(arena, ((1342544 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w454 = ((loadVector(arena, ((1325296 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) + loadVector(arena, ((1331568 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) + loadVector(arena, ((1337840 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w455 = ((loadVector(arena, ((1331568 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))) - loadVector(arena, ((1337840 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))))) - loadVector(arena, ((1344112 +% ((((j444 *% 49) +% (ty445 *% 7)) +% tx446) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8)))))
+              let w456 = ((w448 + w450) + w452)
+              let w457 = ((w450 - w452) - w454)
+              let w458 = ((w449 + w451) + w453)
+              let w459 = ((w451 - w453) - w455)
+              storeVector(arena, ((1345680 +% (((((j444 *% 14) +% (ty445 *% 2)) *% 14) +% (tx446 *% 2)) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))), w456)
+              storeVector(arena, ((1345680 +% ((((((j444 *% 14) +% (ty445 *% 2)) *% 14) +% (tx446 *% 2)) +% 1) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))), w457)
+              storeVector(arena, ((1345680 +% ((((((j444 *% 14) +% (ty445 *% 2)) +% 1) *% 14) +% (tx446 *% 2)) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))), w458)
+              storeVector(arena, ((1345680 +% (((((((j444 *% 14) +% (ty445 *% 2)) +% 1) *% 14) +% (tx446 *% 2)) +% 1) *% 32)) +% ((part435 *% 16) +% (cv447 *% 8))), w459)
+            }
           }
         }
       }
-      for c456 in 0..<32 {
-        for q457 in 0..<4 {
-          arena[(((802816 +% ((g387 +% j452) *% 6272)) +% (c456 *% 196)) +% (q457 +% 192))] = arena[((1345680 +% (((j452 *% 196) +% (q457 +% 192)) *% 32)) +% c456)]
+      for j460 in 0..<1 {
+        for qb461 in 0..<3 {
+          for c462 in 0..<16 {
+            for q463 in 0..<64 {
+              arena[(((802816 +% ((g394 +% j460) *% 6272)) +% (((part435 *% 16) +% c462) *% 196)) +% (q463 +% (qb461 *% 64)))] = arena[((1345680 +% (((j460 *% 196) +% (q463 +% (qb461 *% 64))) *% 32)) +% ((part435 *% 16) +% c462))]
+            }
+          }
+        }
+        for c464 in 0..<16 {
+          for q465 in 0..<4 {
+            arena[(((802816 +% ((g394 +% j460) *% 6272)) +% (((part435 *% 16) +% c464) *% 196)) +% (q465 +% 192))] = arena[((1345680 +% (((j460 *% 196) +% (q465 +% 192)) *% 32)) +% ((part435 *% 16) +% c464))]
+          }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i458 in 0..<200704 {
-    storeVector(arena, ((i458 *% 8) +% 1221264), Vector(repeating: Float(0)))
-  }
-  for q459 in 0..<2048 {
-    for i460 in 0..<196 {
-      if arena[((q459 *% 196) +% i460)] > Float(0) {
-        arena[((1221264 +% (q459 *% 784)) +% Int(arena[(401408 +% ((q459 *% 196) +% i460))]))] += arena[(802816 +% ((q459 *% 196) +% i460))]
+  parallelFor(pool, 2) { part466 in
+    for q467 in 0..<1024 {
+      for i468 in 0..<98 {
+        storeVector(arena, ((i468 *% 8) +% (1221264 +% ((q467 +% (part466 *% 1024)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for i469 in 0..<196 {
+        if arena[(((q467 +% (part466 *% 1024)) *% 196) +% i469)] > Float(0) {
+          arena[((1221264 +% ((q467 +% (part466 *% 1024)) *% 784)) +% Int(arena[(401408 +% (((q467 +% (part466 *% 1024)) *% 196) +% i469))]))] += arena[(802816 +% (((q467 +% (part466 *% 1024)) *% 196) +% i469))]
+        }
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i461 in 0..<36 {
-    storeVector(arena, ((i461 *% 8) +% 514448), Vector(repeating: Float(0)))
+  for i470 in 0..<36 {
+    storeVector(arena, ((i470 *% 8) +% 514448), Vector(repeating: Float(0)))
   }
-  for g462 in 0..<4 {
-    for j463 in 0..<16 {
-      for c464 in 0..<1 {
-        for ky465 in 0..<3 {
-          for oy466 in 0..<28 {
-            if (-1 < ((oy466 +% ky465) +% -1) && ((oy466 +% ky465) +% -1) < 28) {
-              for ox467 in 0..<27 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% (ox467 +% 1)))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy466 +% ky465) +% -1) *% 28)) +% ((ox467 +% 1) +% -1))]
+  for g471 in 0..<4 {
+    for j472 in 0..<16 {
+      for c473 in 0..<1 {
+        for ky474 in 0..<3 {
+          for oy475 in 0..<28 {
+            if (-1 < ((oy475 +% ky474) +% -1) && ((oy475 +% ky474) +% -1) < 28) {
+              for ox476 in 0..<27 {
+                arena[((((((c473 *% 3) +% ky474) *% 3) *% 12560) +% (j472 *% 784)) +% ((oy475 *% 28) +% (ox476 +% 1)))] = images[((((((g471 *% 16) +% j472) *% 784) +% (c473 *% 784)) +% (((oy475 +% ky474) +% -1) *% 28)) +% ((ox476 +% 1) +% -1))]
               }
-              for ox468 in 0..<1 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox468))] = Float(0)
-              }
-            }
-            if ((oy466 +% ky465) +% -1) < 0 {
-              for ox469 in 0..<28 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
+              for ox477 in 0..<1 {
+                arena[((((((c473 *% 3) +% ky474) *% 3) *% 12560) +% (j472 *% 784)) +% ((oy475 *% 28) +% ox477))] = Float(0)
               }
             }
-            if 27 < ((oy466 +% ky465) +% -1) {
-              for ox469 in 0..<28 {
-                arena[((((((c464 *% 3) +% ky465) *% 3) *% 12560) +% (j463 *% 784)) +% ((oy466 *% 28) +% ox469))] = Float(0)
+            if ((oy475 +% ky474) +% -1) < 0 {
+              for ox478 in 0..<28 {
+                arena[((((((c473 *% 3) +% ky474) *% 3) *% 12560) +% (j472 *% 784)) +% ((oy475 *% 28) +% ox478))] = Float(0)
               }
             }
-          }
-          for oy470 in 0..<28 {
-            if (-1 < ((oy470 +% ky465) +% -1) && ((oy470 +% ky465) +% -1) < 28) {
-              for ox471 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox471))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy470 +% ky465) +% -1) *% 28)) +% ox471)]
-              }
-            }
-            if ((oy470 +% ky465) +% -1) < 0 {
-              for ox472 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
-              }
-            }
-            if 27 < ((oy470 +% ky465) +% -1) {
-              for ox472 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 1) *% 12560) +% (j463 *% 784)) +% ((oy470 *% 28) +% ox472))] = Float(0)
+            if 27 < ((oy475 +% ky474) +% -1) {
+              for ox478 in 0..<28 {
+                arena[((((((c473 *% 3) +% ky474) *% 3) *% 12560) +% (j472 *% 784)) +% ((oy475 *% 28) +% ox478))] = Float(0)
               }
             }
           }
-          for oy473 in 0..<28 {
-            if (-1 < ((oy473 +% ky465) +% -1) && ((oy473 +% ky465) +% -1) < 28) {
-              for ox474 in 0..<27 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g462 *% 16) +% j463) *% 784) +% (c464 *% 784)) +% (((oy473 +% ky465) +% -1) *% 28)) +% (ox474 +% 1))]
-              }
-              for ox475 in 0..<1 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% (ox475 +% 27)))] = Float(0)
+          for oy479 in 0..<28 {
+            if (-1 < ((oy479 +% ky474) +% -1) && ((oy479 +% ky474) +% -1) < 28) {
+              for ox480 in 0..<28 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 1) *% 12560) +% (j472 *% 784)) +% ((oy479 *% 28) +% ox480))] = images[((((((g471 *% 16) +% j472) *% 784) +% (c473 *% 784)) +% (((oy479 +% ky474) +% -1) *% 28)) +% ox480)]
               }
             }
-            if ((oy473 +% ky465) +% -1) < 0 {
-              for ox476 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+            if ((oy479 +% ky474) +% -1) < 0 {
+              for ox481 in 0..<28 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 1) *% 12560) +% (j472 *% 784)) +% ((oy479 *% 28) +% ox481))] = Float(0)
               }
             }
-            if 27 < ((oy473 +% ky465) +% -1) {
-              for ox476 in 0..<28 {
-                arena[(((((((c464 *% 3) +% ky465) *% 3) +% 2) *% 12560) +% (j463 *% 784)) +% ((oy473 *% 28) +% ox476))] = Float(0)
+            if 27 < ((oy479 +% ky474) +% -1) {
+              for ox481 in 0..<28 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 1) *% 12560) +% (j472 *% 784)) +% ((oy479 *% 28) +% ox481))] = Float(0)
+              }
+            }
+          }
+          for oy482 in 0..<28 {
+            if (-1 < ((oy482 +% ky474) +% -1) && ((oy482 +% ky474) +% -1) < 28) {
+              for ox483 in 0..<27 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 2) *% 12560) +% (j472 *% 784)) +% ((oy482 *% 28) +% ox483))] = images[((((((g471 *% 16) +% j472) *% 784) +% (c473 *% 784)) +% (((oy482 +% ky474) +% -1) *% 28)) +% (ox483 +% 1))]
+              }
+              for ox484 in 0..<1 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 2) *% 12560) +% (j472 *% 784)) +% ((oy482 *% 28) +% (ox484 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy482 +% ky474) +% -1) < 0 {
+              for ox485 in 0..<28 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 2) *% 12560) +% (j472 *% 784)) +% ((oy482 *% 28) +% ox485))] = Float(0)
+              }
+            }
+            if 27 < ((oy482 +% ky474) +% -1) {
+              for ox485 in 0..<28 {
+                arena[(((((((c473 *% 3) +% ky474) *% 3) +% 2) *% 12560) +% (j472 *% 784)) +% ((oy482 *% 28) +% ox485))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j477 in 0..<16 {
-      for i478 in 0..<784 {
-        for f479 in 0..<32 {
-          arena[((113040 +% (((j477 *% 784) +% i478) *% 32)) +% f479)] = arena[(((1221264 +% (((g462 *% 16) +% j477) *% 25088)) +% (f479 *% 784)) +% i478)]
+    parallelFor(pool, 2) { part486 in
+      for j487 in 0..<16 {
+        for i488 in 0..<784 {
+          for f489 in 0..<16 {
+            arena[((113040 +% (((j487 *% 784) +% i488) *% 32)) +% (f489 +% (part486 *% 16)))] = arena[(((1221264 +% (((g471 *% 16) +% j487) *% 25088)) +% ((f489 +% (part486 *% 16)) *% 784)) +% i488)]
+          }
         }
       }
-    }
-    do {  // gemm487
-      for kp480 in 0..<7 {
-        for nb481 in 0..<2 {
-          for mb482 in 0..<1 {
-            var t483_c0_0 = loadVector(arena, ((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)))
-            var t483_c0_1 = loadVector(arena, (((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)) +% 8))
-            var t483_c1_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)))
-            var t483_c1_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)) +% 8))
-            var t483_c2_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)))
-            var t483_c2_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)) +% 8))
-            var t483_c3_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)))
-            var t483_c3_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)) +% 8))
-            var t483_c4_0 = loadVector(arena, ((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)))
-            var t483_c4_1 = loadVector(arena, (((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)) +% 8))
-            for k484 in 0..<1792 {
-              let t483_b0 = loadVector(arena, ((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)))
-              let t483_b1 = loadVector(arena, (((113040 +% ((k484 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)) +% 8))
-              let t483_a0 = Vector(repeating: arena[(((mb482 *% 5) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c0_0 = t483_c0_0.addingProduct(t483_a0, t483_b0)
-              t483_c0_1 = t483_c0_1.addingProduct(t483_a0, t483_b1)
-              let t483_a1 = Vector(repeating: arena[((((mb482 *% 5) +% 1) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c1_0 = t483_c1_0.addingProduct(t483_a1, t483_b0)
-              t483_c1_1 = t483_c1_1.addingProduct(t483_a1, t483_b1)
-              let t483_a2 = Vector(repeating: arena[((((mb482 *% 5) +% 2) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c2_0 = t483_c2_0.addingProduct(t483_a2, t483_b0)
-              t483_c2_1 = t483_c2_1.addingProduct(t483_a2, t483_b1)
-              let t483_a3 = Vector(repeating: arena[((((mb482 *% 5) +% 3) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c3_0 = t483_c3_0.addingProduct(t483_a3, t483_b0)
-              t483_c3_1 = t483_c3_1.addingProduct(t483_a3, t483_b1)
-              let t483_a4 = Vector(repeating: arena[((((mb482 *% 5) +% 4) *% 12560) +% (k484 +% (kp480 *% 1792)))])
-              t483_c4_0 = t483_c4_0.addingProduct(t483_a4, t483_b0)
-              t483_c4_1 = t483_c4_1.addingProduct(t483_a4, t483_b1)
+      do {  // gemm497
+        for kp490 in 0..<7 {
+          for nb491 in 0..<1 {
+            for mb492 in 0..<1 {
+              var t493_c0_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% ((mb492 *% 5) *% 32)) +% (nb491 *% 16)))
+              var t493_c0_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% ((mb492 *% 5) *% 32)) +% (nb491 *% 16)) +% 8))
+              var t493_c1_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 1) *% 32)) +% (nb491 *% 16)))
+              var t493_c1_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 1) *% 32)) +% (nb491 *% 16)) +% 8))
+              var t493_c2_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 2) *% 32)) +% (nb491 *% 16)))
+              var t493_c2_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 2) *% 32)) +% (nb491 *% 16)) +% 8))
+              var t493_c3_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 3) *% 32)) +% (nb491 *% 16)))
+              var t493_c3_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 3) *% 32)) +% (nb491 *% 16)) +% 8))
+              var t493_c4_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 4) *% 32)) +% (nb491 *% 16)))
+              var t493_c4_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 4) *% 32)) +% (nb491 *% 16)) +% 8))
+              for k494 in 0..<1792 {
+                let t493_b0 = loadVector(arena, (((113040 +% (part486 *% 16)) +% ((k494 +% (kp490 *% 1792)) *% 32)) +% (nb491 *% 16)))
+                let t493_b1 = loadVector(arena, ((((113040 +% (part486 *% 16)) +% ((k494 +% (kp490 *% 1792)) *% 32)) +% (nb491 *% 16)) +% 8))
+                let t493_a0 = Vector(repeating: arena[(((mb492 *% 5) *% 12560) +% (k494 +% (kp490 *% 1792)))])
+                t493_c0_0 = t493_c0_0.addingProduct(t493_a0, t493_b0)
+                t493_c0_1 = t493_c0_1.addingProduct(t493_a0, t493_b1)
+                let t493_a1 = Vector(repeating: arena[((((mb492 *% 5) +% 1) *% 12560) +% (k494 +% (kp490 *% 1792)))])
+                t493_c1_0 = t493_c1_0.addingProduct(t493_a1, t493_b0)
+                t493_c1_1 = t493_c1_1.addingProduct(t493_a1, t493_b1)
+                let t493_a2 = Vector(repeating: arena[((((mb492 *% 5) +% 2) *% 12560) +% (k494 +% (kp490 *% 1792)))])
+                t493_c2_0 = t493_c2_0.addingProduct(t493_a2, t493_b0)
+                t493_c2_1 = t493_c2_1.addingProduct(t493_a2, t493_b1)
+                let t493_a3 = Vector(repeating: arena[((((mb492 *% 5) +% 3) *% 12560) +% (k494 +% (kp490 *% 1792)))])
+                t493_c3_0 = t493_c3_0.addingProduct(t493_a3, t493_b0)
+                t493_c3_1 = t493_c3_1.addingProduct(t493_a3, t493_b1)
+                let t493_a4 = Vector(repeating: arena[((((mb492 *% 5) +% 4) *% 12560) +% (k494 +% (kp490 *% 1792)))])
+                t493_c4_0 = t493_c4_0.addingProduct(t493_a4, t493_b0)
+                t493_c4_1 = t493_c4_1.addingProduct(t493_a4, t493_b1)
+              }
+              storeVector(arena, (((514448 +% (part486 *% 16)) +% ((mb492 *% 5) *% 32)) +% (nb491 *% 16)), t493_c0_0)
+              storeVector(arena, ((((514448 +% (part486 *% 16)) +% ((mb492 *% 5) *% 32)) +% (nb491 *% 16)) +% 8), t493_c0_1)
+              storeVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 1) *% 32)) +% (nb491 *% 16)), t493_c1_0)
+              storeVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 1) *% 32)) +% (nb491 *% 16)) +% 8), t493_c1_1)
+              storeVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 2) *% 32)) +% (nb491 *% 16)), t493_c2_0)
+              storeVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 2) *% 32)) +% (nb491 *% 16)) +% 8), t493_c2_1)
+              storeVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 3) *% 32)) +% (nb491 *% 16)), t493_c3_0)
+              storeVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 3) *% 32)) +% (nb491 *% 16)) +% 8), t493_c3_1)
+              storeVector(arena, (((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 4) *% 32)) +% (nb491 *% 16)), t493_c4_0)
+              storeVector(arena, ((((514448 +% (part486 *% 16)) +% (((mb492 *% 5) +% 4) *% 32)) +% (nb491 *% 16)) +% 8), t493_c4_1)
             }
-            storeVector(arena, ((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)), t483_c0_0)
-            storeVector(arena, (((514448 +% ((mb482 *% 5) *% 32)) +% (nb481 *% 16)) +% 8), t483_c0_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)), t483_c1_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 1) *% 32)) +% (nb481 *% 16)) +% 8), t483_c1_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)), t483_c2_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 2) *% 32)) +% (nb481 *% 16)) +% 8), t483_c2_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)), t483_c3_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 3) *% 32)) +% (nb481 *% 16)) +% 8), t483_c3_1)
-            storeVector(arena, ((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)), t483_c4_0)
-            storeVector(arena, (((514448 +% (((mb482 *% 5) +% 4) *% 32)) +% (nb481 *% 16)) +% 8), t483_c4_1)
+            var t495_c0_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% 160) +% (nb491 *% 16)))
+            var t495_c0_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% 160) +% (nb491 *% 16)) +% 8))
+            var t495_c1_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% 192) +% (nb491 *% 16)))
+            var t495_c1_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% 192) +% (nb491 *% 16)) +% 8))
+            var t495_c2_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% 224) +% (nb491 *% 16)))
+            var t495_c2_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% 224) +% (nb491 *% 16)) +% 8))
+            var t495_c3_0 = loadVector(arena, (((514448 +% (part486 *% 16)) +% 256) +% (nb491 *% 16)))
+            var t495_c3_1 = loadVector(arena, ((((514448 +% (part486 *% 16)) +% 256) +% (nb491 *% 16)) +% 8))
+            for k496 in 0..<1792 {
+              let t495_b0 = loadVector(arena, (((113040 +% (part486 *% 16)) +% ((k496 +% (kp490 *% 1792)) *% 32)) +% (nb491 *% 16)))
+              let t495_b1 = loadVector(arena, ((((113040 +% (part486 *% 16)) +% ((k496 +% (kp490 *% 1792)) *% 32)) +% (nb491 *% 16)) +% 8))
+              let t495_a0 = Vector(repeating: arena[(62800 +% (k496 +% (kp490 *% 1792)))])
+              t495_c0_0 = t495_c0_0.addingProduct(t495_a0, t495_b0)
+              t495_c0_1 = t495_c0_1.addingProduct(t495_a0, t495_b1)
+              let t495_a1 = Vector(repeating: arena[(75360 +% (k496 +% (kp490 *% 1792)))])
+              t495_c1_0 = t495_c1_0.addingProduct(t495_a1, t495_b0)
+              t495_c1_1 = t495_c1_1.addingProduct(t495_a1, t495_b1)
+              let t495_a2 = Vector(repeating: arena[(87920 +% (k496 +% (kp490 *% 1792)))])
+              t495_c2_0 = t495_c2_0.addingProduct(t495_a2, t495_b0)
+              t495_c2_1 = t495_c2_1.addingProduct(t495_a2, t495_b1)
+              let t495_a3 = Vector(repeating: arena[(100480 +% (k496 +% (kp490 *% 1792)))])
+              t495_c3_0 = t495_c3_0.addingProduct(t495_a3, t495_b0)
+              t495_c3_1 = t495_c3_1.addingProduct(t495_a3, t495_b1)
+            }
+            storeVector(arena, (((514448 +% (part486 *% 16)) +% 160) +% (nb491 *% 16)), t495_c0_0)
+            storeVector(arena, ((((514448 +% (part486 *% 16)) +% 160) +% (nb491 *% 16)) +% 8), t495_c0_1)
+            storeVector(arena, (((514448 +% (part486 *% 16)) +% 192) +% (nb491 *% 16)), t495_c1_0)
+            storeVector(arena, ((((514448 +% (part486 *% 16)) +% 192) +% (nb491 *% 16)) +% 8), t495_c1_1)
+            storeVector(arena, (((514448 +% (part486 *% 16)) +% 224) +% (nb491 *% 16)), t495_c2_0)
+            storeVector(arena, ((((514448 +% (part486 *% 16)) +% 224) +% (nb491 *% 16)) +% 8), t495_c2_1)
+            storeVector(arena, (((514448 +% (part486 *% 16)) +% 256) +% (nb491 *% 16)), t495_c3_0)
+            storeVector(arena, ((((514448 +% (part486 *% 16)) +% 256) +% (nb491 *% 16)) +% 8), t495_c3_1)
           }
-          var t485_c0_0 = loadVector(arena, (514608 +% (nb481 *% 16)))
-          var t485_c0_1 = loadVector(arena, ((514608 +% (nb481 *% 16)) +% 8))
-          var t485_c1_0 = loadVector(arena, (514640 +% (nb481 *% 16)))
-          var t485_c1_1 = loadVector(arena, ((514640 +% (nb481 *% 16)) +% 8))
-          var t485_c2_0 = loadVector(arena, (514672 +% (nb481 *% 16)))
-          var t485_c2_1 = loadVector(arena, ((514672 +% (nb481 *% 16)) +% 8))
-          var t485_c3_0 = loadVector(arena, (514704 +% (nb481 *% 16)))
-          var t485_c3_1 = loadVector(arena, ((514704 +% (nb481 *% 16)) +% 8))
-          for k486 in 0..<1792 {
-            let t485_b0 = loadVector(arena, ((113040 +% ((k486 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)))
-            let t485_b1 = loadVector(arena, (((113040 +% ((k486 +% (kp480 *% 1792)) *% 32)) +% (nb481 *% 16)) +% 8))
-            let t485_a0 = Vector(repeating: arena[(62800 +% (k486 +% (kp480 *% 1792)))])
-            t485_c0_0 = t485_c0_0.addingProduct(t485_a0, t485_b0)
-            t485_c0_1 = t485_c0_1.addingProduct(t485_a0, t485_b1)
-            let t485_a1 = Vector(repeating: arena[(75360 +% (k486 +% (kp480 *% 1792)))])
-            t485_c1_0 = t485_c1_0.addingProduct(t485_a1, t485_b0)
-            t485_c1_1 = t485_c1_1.addingProduct(t485_a1, t485_b1)
-            let t485_a2 = Vector(repeating: arena[(87920 +% (k486 +% (kp480 *% 1792)))])
-            t485_c2_0 = t485_c2_0.addingProduct(t485_a2, t485_b0)
-            t485_c2_1 = t485_c2_1.addingProduct(t485_a2, t485_b1)
-            let t485_a3 = Vector(repeating: arena[(100480 +% (k486 +% (kp480 *% 1792)))])
-            t485_c3_0 = t485_c3_0.addingProduct(t485_a3, t485_b0)
-            t485_c3_1 = t485_c3_1.addingProduct(t485_a3, t485_b1)
-          }
-          storeVector(arena, (514608 +% (nb481 *% 16)), t485_c0_0)
-          storeVector(arena, ((514608 +% (nb481 *% 16)) +% 8), t485_c0_1)
-          storeVector(arena, (514640 +% (nb481 *% 16)), t485_c1_0)
-          storeVector(arena, ((514640 +% (nb481 *% 16)) +% 8), t485_c1_1)
-          storeVector(arena, (514672 +% (nb481 *% 16)), t485_c2_0)
-          storeVector(arena, ((514672 +% (nb481 *% 16)) +% 8), t485_c2_1)
-          storeVector(arena, (514704 +% (nb481 *% 16)), t485_c3_0)
-          storeVector(arena, ((514704 +% (nb481 *% 16)) +% 8), t485_c3_1)
         }
       }
     }
   }
-  for f488 in 0..<32 {
-    for r489 in 0..<9 {
-      grads[((f488 *% 9) +% r489)] = arena[((514448 +% (r489 *% 32)) +% f488)]
+  parallelFor(pool, 2) { part498 in
+    for f499 in 0..<16 {
+      for r500 in 0..<9 {
+        grads[(((f499 +% (part498 *% 16)) *% 9) +% r500)] = arena[((514448 +% (r500 *% 32)) +% (f499 +% (part498 *% 16)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f490 in 0..<32 {
-    var acc491 = Vector()
-    for img492 in 0..<64 {
-      for i493 in 0..<98 {
-        acc491 = acc491.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img492 *% 25088)) +% (f490 *% 784)) +% (i493 *% 8))))
+  for f501 in 0..<32 {
+    var acc502 = Vector()
+    for img503 in 0..<64 {
+      for i504 in 0..<98 {
+        acc502 = acc502.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img503 *% 25088)) +% (f501 *% 784)) +% (i504 *% 8))))
       }
     }
-    storeVector(arena, 0, acc491)
-    var sum494: Float = (arena[0] + arena[1])
-    var sum495: Float = (sum494 + arena[2])
-    var sum496: Float = (sum495 + arena[3])
-    var sum497: Float = (sum496 + arena[4])
-    var sum498: Float = (sum497 + arena[5])
-    var sum499: Float = (sum498 + arena[6])
-    var sum500: Float = (sum499 + arena[7])
-    grads[(288 +% f490)] = sum500
+    storeVector(arena, 0, acc502)
+    var sum505: Float = (arena[0] + arena[1])
+    var sum506: Float = (sum505 + arena[2])
+    var sum507: Float = (sum506 + arena[3])
+    var sum508: Float = (sum507 + arena[4])
+    var sum509: Float = (sum508 + arena[5])
+    var sum510: Float = (sum509 + arena[6])
+    var sum511: Float = (sum510 + arena[7])
+    grads[(288 +% f501)] = sum511
   }
   // adam = update of 421642 parameters
-  var step_size501: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt502: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i503 in 0..<52705 {
-    let g_v = (loadVector(grads, (i503 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i503 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i503 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i503 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i503 *% 8), m_new_v)
-    storeVector(v, (i503 *% 8), v_new_v)
-    storeVector(params, (i503 *% 8), (loadVector(params, (i503 *% 8)) - ((Vector(repeating: step_size501) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt502)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size512: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt513: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i514 in 0..<52705 {
+    let g_v = (loadVector(grads, (i514 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i514 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i514 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i514 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i514 *% 8), m_new_v)
+    storeVector(v, (i514 *% 8), v_new_v)
+    storeVector(params, (i514 *% 8), (loadVector(params, (i514 *% 8)) - ((Vector(repeating: step_size512) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt513)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i503 in 0..<1 {
-    let g_v = (loadPartial(grads, (i503 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i503 +% 421640), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i503 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i503 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i503 +% 421640), m_new_v, 2)
-    storePartial(v, (i503 +% 421640), v_new_v, 2)
-    storePartial(params, (i503 +% 421640), (loadPartial(params, (i503 +% 421640), 2) - ((Vector(repeating: step_size501) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt502)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i514 in 0..<1 {
+    let g_v = (loadPartial(grads, (i514 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i514 +% 421640), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i514 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i514 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i514 +% 421640), m_new_v, 2)
+    storePartial(v, (i514 +% 421640), v_new_v, 2)
+    storePartial(params, (i514 +% 421640), (loadPartial(params, (i514 +% 421640), 2) - ((Vector(repeating: step_size512) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt513)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

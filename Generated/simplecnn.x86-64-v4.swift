@@ -296,1534 +296,1630 @@ public func simplecnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  do {  // scalar loops
-    for ci48 in 0..<32 {
-      for co49 in 0..<64 {
-        var w50: Float = params[(320 +% (((co49 *% 32) +% ci48) *% 9))]
-        var w51: Float = (((params[(320 +% (((co49 *% 32) +% ci48) *% 9))] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 3)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w52: Float = (((params[(320 +% (((co49 *% 32) +% ci48) *% 9))] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w53: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 6)]
-        var w54: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)]
-        var w55: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 4)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w56: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 1)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w57: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 7)]
-        var w58: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)]
-        var w59: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 5)]) + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w60: Float = (((params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 2)] + params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]) - params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w61: Float = params[((320 +% (((co49 *% 32) +% ci48) *% 9)) +% 8)]
-        var w62: Float = w50
-        var w63: Float = (((w50 + w54) + w58) * Float(bitPattern: 0x3f000000))
-        var w64: Float = (((w50 + w58) - w54) * Float(bitPattern: 0x3f000000))
-        var w65: Float = w58
-        var w66: Float = w51
-        var w67: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
-        var w68: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
-        var w69: Float = w59
-        var w70: Float = w52
-        var w71: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
-        var w72: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
-        var w73: Float = w60
-        var w74: Float = w53
-        var w75: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w76: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w77: Float = w61
-        arena[((1204224 +% (ci48 *% 64)) +% co49)] = w62
-        arena[((1206272 +% (ci48 *% 64)) +% co49)] = w63
-        arena[((1208320 +% (ci48 *% 64)) +% co49)] = w64
-        arena[((1210368 +% (ci48 *% 64)) +% co49)] = w65
-        arena[((1212416 +% (ci48 *% 64)) +% co49)] = w66
-        arena[((1214464 +% (ci48 *% 64)) +% co49)] = w67
-        arena[((1216512 +% (ci48 *% 64)) +% co49)] = w68
-        arena[((1218560 +% (ci48 *% 64)) +% co49)] = w69
-        arena[((1220608 +% (ci48 *% 64)) +% co49)] = w70
-        arena[((1222656 +% (ci48 *% 64)) +% co49)] = w71
-        arena[((1224704 +% (ci48 *% 64)) +% co49)] = w72
-        arena[((1226752 +% (ci48 *% 64)) +% co49)] = w73
-        arena[((1228800 +% (ci48 *% 64)) +% co49)] = w74
-        arena[((1230848 +% (ci48 *% 64)) +% co49)] = w75
-        arena[((1232896 +% (ci48 *% 64)) +% co49)] = w76
-        arena[((1234944 +% (ci48 *% 64)) +% co49)] = w77
+  parallelFor(pool, 2) { part48 in
+    do {  // scalar loops
+      for ci49 in 0..<32 {
+        for co50 in 0..<32 {
+          var w51: Float = params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))]
+          var w52: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w53: Float = (((params[(320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9))] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w54: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 6)]
+          var w55: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)]
+          var w56: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w57: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 1)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w58: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 7)]
+          var w59: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)]
+          var w60: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w61: Float = (((params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 2)] + params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]) - params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w62: Float = params[((320 +% (((((part48 *% 32) +% co50) *% 32) +% ci49) *% 9)) +% 8)]
+          var w63: Float = w51
+          var w64: Float = (((w51 + w55) + w59) * Float(bitPattern: 0x3f000000))
+          var w65: Float = (((w51 + w59) - w55) * Float(bitPattern: 0x3f000000))
+          var w66: Float = w59
+          var w67: Float = w52
+          var w68: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
+          var w69: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
+          var w70: Float = w60
+          var w71: Float = w53
+          var w72: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w73: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w74: Float = w61
+          var w75: Float = w54
+          var w76: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w77: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w78: Float = w62
+          arena[((1204224 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w63
+          arena[((1206272 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w64
+          arena[((1208320 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w65
+          arena[((1210368 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w66
+          arena[((1212416 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w67
+          arena[((1214464 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w68
+          arena[((1216512 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w69
+          arena[((1218560 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w70
+          arena[((1220608 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w71
+          arena[((1222656 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w72
+          arena[((1224704 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w73
+          arena[((1226752 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w74
+          arena[((1228800 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w75
+          arena[((1230848 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w76
+          arena[((1232896 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w77
+          arena[((1234944 +% (ci49 *% 64)) +% ((part48 *% 32) +% co50))] = w78
+        }
       }
     }
   }
-  for i78 in 0..<512 {
-    storeVector(arena, ((i78 *% 16) +% 1236992), Vector(repeating: Float(0)))
+  for i79 in 0..<512 {
+    storeVector(arena, ((i79 *% 16) +% 1236992), Vector(repeating: Float(0)))
   }
-  for g79 in 0..<64 {
-    for j80 in 0..<1 {
-      for iy81 in 0..<14 {
-        for c82 in 0..<32 {
-          for ix83 in 0..<14 {
-            arena[(1236992 +% ((((j80 *% 8192) +% ((iy81 +% 1) *% 512)) +% ((ix83 +% 1) *% 32)) +% c82))] = arena[(((((g79 +% j80) *% 6272) +% (c82 *% 196)) +% (iy81 *% 14)) +% ix83)]
+  for g80 in 0..<64 {
+    for j81 in 0..<1 {
+      for iy82 in 0..<14 {
+        for c83 in 0..<32 {
+          for ix84 in 0..<14 {
+            arena[(1236992 +% ((((j81 *% 8192) +% ((iy82 +% 1) *% 512)) +% ((ix84 +% 1) *% 32)) +% c83))] = arena[(((((g80 +% j81) *% 6272) +% (c83 *% 196)) +% (iy82 *% 14)) +% ix84)]
           }
         }
       }
     }
-    for j84 in 0..<1 {
-      for ty85 in 0..<7 {
-        for tx86 in 0..<7 {
-          for cv87 in 0..<2 {
-            let w88 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
-            let w89 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
-            let w90 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
-            let w91 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% ((tx86 *% 2) *% 32)) +% (cv87 *% 16)))))
-            let w92 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
-            let w93 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
-            let w94 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
-            let w95 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 1) *% 32)) +% (cv87 *% 16)))))
-            let w96 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
-            let w97 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
-            let w98 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
-            let w99 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 2) *% 32)) +% (cv87 *% 16)))))
-            let w100 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% ((ty85 *% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
-            let w101 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) + loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
-            let w102 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 2) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
-            let w103 = (loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 1) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))) - loadVector(arena, (1236992 +% ((((j84 *% 8192) +% (((ty85 *% 2) +% 3) *% 512)) +% (((tx86 *% 2) +% 3) *% 32)) +% (cv87 *% 16)))))
-            let w104 = (w88 - w96)
-            let w105 = (w92 + w96)
-            let w106 = (w96 - w92)
-            let w107 = (w92 - w100)
-            let w108 = (w89 - w97)
-            let w109 = (w93 + w97)
-            let w110 = (w97 - w93)
-            let w111 = (w93 - w101)
-            let w112 = (w90 - w98)
-            let w113 = (w94 + w98)
-            let w114 = (w98 - w94)
-            let w115 = (w94 - w102)
-            let w116 = (w91 - w99)
-            let w117 = (w95 + w99)
-            let w118 = (w99 - w95)
-            let w119 = (w95 - w103)
-            storeVector(arena, ((1245184 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w104)
-            storeVector(arena, ((1246752 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w105)
-            storeVector(arena, ((1248320 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w106)
-            storeVector(arena, ((1249888 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w107)
-            storeVector(arena, ((1251456 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w108)
-            storeVector(arena, ((1253024 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w109)
-            storeVector(arena, ((1254592 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w110)
-            storeVector(arena, ((1256160 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w111)
-            storeVector(arena, ((1257728 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w112)
-            storeVector(arena, ((1259296 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w113)
-            storeVector(arena, ((1260864 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w114)
-            storeVector(arena, ((1262432 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w115)
-            storeVector(arena, ((1264000 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w116)
-            storeVector(arena, ((1265568 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w117)
-            storeVector(arena, ((1267136 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w118)
-            storeVector(arena, ((1268704 +% ((((j84 *% 49) +% (ty85 *% 7)) +% tx86) *% 32)) +% (cv87 *% 16)), w119)
+    for j85 in 0..<1 {
+      for ty86 in 0..<7 {
+        for tx87 in 0..<7 {
+          for cv88 in 0..<2 {
+            let w89 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w90 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w91 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w92 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% ((tx87 *% 2) *% 32)) +% (cv88 *% 16)))))
+            let w93 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w94 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w95 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w96 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 1) *% 32)) +% (cv88 *% 16)))))
+            let w97 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w98 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w99 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w100 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 2) *% 32)) +% (cv88 *% 16)))))
+            let w101 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% ((ty86 *% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w102 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) + loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w103 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 2) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w104 = (loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 1) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))) - loadVector(arena, (1236992 +% ((((j85 *% 8192) +% (((ty86 *% 2) +% 3) *% 512)) +% (((tx87 *% 2) +% 3) *% 32)) +% (cv88 *% 16)))))
+            let w105 = (w89 - w97)
+            let w106 = (w93 + w97)
+            let w107 = (w97 - w93)
+            let w108 = (w93 - w101)
+            let w109 = (w90 - w98)
+            let w110 = (w94 + w98)
+            let w111 = (w98 - w94)
+            let w112 = (w94 - w102)
+            let w113 = (w91 - w99)
+            let w114 = (w95 + w99)
+            let w115 = (w99 - w95)
+            let w116 = (w95 - w103)
+            let w117 = (w92 - w100)
+            let w118 = (w96 + w100)
+            let w119 = (w100 - w96)
+            let w120 = (w96 - w104)
+            storeVector(arena, ((1245184 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w105)
+            storeVector(arena, ((1246752 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w106)
+            storeVector(arena, ((1248320 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w107)
+            storeVector(arena, ((1249888 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w108)
+            storeVector(arena, ((1251456 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w109)
+            storeVector(arena, ((1253024 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w110)
+            storeVector(arena, ((1254592 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w111)
+            storeVector(arena, ((1256160 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w112)
+            storeVector(arena, ((1257728 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w113)
+            storeVector(arena, ((1259296 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w114)
+            storeVector(arena, ((1260864 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w115)
+            storeVector(arena, ((1262432 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w116)
+            storeVector(arena, ((1264000 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w117)
+            storeVector(arena, ((1265568 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w118)
+            storeVector(arena, ((1267136 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w119)
+            storeVector(arena, ((1268704 +% ((((j85 *% 49) +% (ty86 *% 7)) +% tx87) *% 32)) +% (cv88 *% 16)), w120)
           }
         }
       }
     }
-    for xi120 in 0..<16 {
-      do {  // gemm127
-        for nb121 in 0..<1 {
-          for mb122 in 0..<8 {
-            var t123_c0_0 = Vector()
-            var t123_c0_1 = Vector()
-            var t123_c0_2 = Vector()
-            var t123_c0_3 = Vector()
-            var t123_c1_0 = Vector()
-            var t123_c1_1 = Vector()
-            var t123_c1_2 = Vector()
-            var t123_c1_3 = Vector()
-            var t123_c2_0 = Vector()
-            var t123_c2_1 = Vector()
-            var t123_c2_2 = Vector()
-            var t123_c2_3 = Vector()
-            var t123_c3_0 = Vector()
-            var t123_c3_1 = Vector()
-            var t123_c3_2 = Vector()
-            var t123_c3_3 = Vector()
-            var t123_c4_0 = Vector()
-            var t123_c4_1 = Vector()
-            var t123_c4_2 = Vector()
-            var t123_c4_3 = Vector()
-            var t123_c5_0 = Vector()
-            var t123_c5_1 = Vector()
-            var t123_c5_2 = Vector()
-            var t123_c5_3 = Vector()
-            for k124 in 0..<32 {
-              let t123_b0 = loadVector(arena, (((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)))
-              let t123_b1 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 16))
-              let t123_b2 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 32))
-              let t123_b3 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k124 *% 64)) +% (nb121 *% 64)) +% 48))
-              let t123_a0 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% ((mb122 *% 6) *% 32)) +% k124)])
-              t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
-              t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
-              t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
-              t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
-              let t123_a1 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 1) *% 32)) +% k124)])
-              t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
-              t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
-              t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
-              t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
-              let t123_a2 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 2) *% 32)) +% k124)])
-              t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
-              t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
-              t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
-              t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
-              let t123_a3 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 3) *% 32)) +% k124)])
-              t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
-              t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
-              t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
-              t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
-              let t123_a4 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 4) *% 32)) +% k124)])
-              t123_c4_0 = t123_c4_0.addingProduct(t123_a4, t123_b0)
-              t123_c4_1 = t123_c4_1.addingProduct(t123_a4, t123_b1)
-              t123_c4_2 = t123_c4_2.addingProduct(t123_a4, t123_b2)
-              t123_c4_3 = t123_c4_3.addingProduct(t123_a4, t123_b3)
-              let t123_a5 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% (((mb122 *% 6) +% 5) *% 32)) +% k124)])
-              t123_c5_0 = t123_c5_0.addingProduct(t123_a5, t123_b0)
-              t123_c5_1 = t123_c5_1.addingProduct(t123_a5, t123_b1)
-              t123_c5_2 = t123_c5_2.addingProduct(t123_a5, t123_b2)
-              t123_c5_3 = t123_c5_3.addingProduct(t123_a5, t123_b3)
+    parallelFor(pool, 2) { part121 in
+      for xi122 in 0..<16 {
+        do {  // gemm129
+          for nb123 in 0..<1 {
+            for mb124 in 0..<3 {
+              var t125_c0_0 = Vector()
+              var t125_c0_1 = Vector()
+              var t125_c1_0 = Vector()
+              var t125_c1_1 = Vector()
+              var t125_c2_0 = Vector()
+              var t125_c2_1 = Vector()
+              var t125_c3_0 = Vector()
+              var t125_c3_1 = Vector()
+              var t125_c4_0 = Vector()
+              var t125_c4_1 = Vector()
+              var t125_c5_0 = Vector()
+              var t125_c5_1 = Vector()
+              var t125_c6_0 = Vector()
+              var t125_c6_1 = Vector()
+              var t125_c7_0 = Vector()
+              var t125_c7_1 = Vector()
+              var t125_c8_0 = Vector()
+              var t125_c8_1 = Vector()
+              var t125_c9_0 = Vector()
+              var t125_c9_1 = Vector()
+              var t125_c10_0 = Vector()
+              var t125_c10_1 = Vector()
+              var t125_c11_0 = Vector()
+              var t125_c11_1 = Vector()
+              var t125_c12_0 = Vector()
+              var t125_c12_1 = Vector()
+              var t125_c13_0 = Vector()
+              var t125_c13_1 = Vector()
+              for k126 in 0..<32 {
+                let t125_b0 = loadVector(arena, ((((1204224 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)))
+                let t125_b1 = loadVector(arena, (((((1204224 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k126 *% 64)) +% (nb123 *% 32)) +% 16))
+                let t125_a0 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% ((mb124 *% 14) *% 32)) +% k126)])
+                t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
+                t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
+                let t125_a1 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 1) *% 32)) +% k126)])
+                t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
+                t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
+                let t125_a2 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 2) *% 32)) +% k126)])
+                t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
+                t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
+                let t125_a3 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 3) *% 32)) +% k126)])
+                t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
+                t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
+                let t125_a4 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 4) *% 32)) +% k126)])
+                t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
+                t125_c4_1 = t125_c4_1.addingProduct(t125_a4, t125_b1)
+                let t125_a5 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 5) *% 32)) +% k126)])
+                t125_c5_0 = t125_c5_0.addingProduct(t125_a5, t125_b0)
+                t125_c5_1 = t125_c5_1.addingProduct(t125_a5, t125_b1)
+                let t125_a6 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 6) *% 32)) +% k126)])
+                t125_c6_0 = t125_c6_0.addingProduct(t125_a6, t125_b0)
+                t125_c6_1 = t125_c6_1.addingProduct(t125_a6, t125_b1)
+                let t125_a7 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 7) *% 32)) +% k126)])
+                t125_c7_0 = t125_c7_0.addingProduct(t125_a7, t125_b0)
+                t125_c7_1 = t125_c7_1.addingProduct(t125_a7, t125_b1)
+                let t125_a8 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 8) *% 32)) +% k126)])
+                t125_c8_0 = t125_c8_0.addingProduct(t125_a8, t125_b0)
+                t125_c8_1 = t125_c8_1.addingProduct(t125_a8, t125_b1)
+                let t125_a9 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 9) *% 32)) +% k126)])
+                t125_c9_0 = t125_c9_0.addingProduct(t125_a9, t125_b0)
+                t125_c9_1 = t125_c9_1.addingProduct(t125_a9, t125_b1)
+                let t125_a10 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 10) *% 32)) +% k126)])
+                t125_c10_0 = t125_c10_0.addingProduct(t125_a10, t125_b0)
+                t125_c10_1 = t125_c10_1.addingProduct(t125_a10, t125_b1)
+                let t125_a11 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 11) *% 32)) +% k126)])
+                t125_c11_0 = t125_c11_0.addingProduct(t125_a11, t125_b0)
+                t125_c11_1 = t125_c11_1.addingProduct(t125_a11, t125_b1)
+                let t125_a12 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 12) *% 32)) +% k126)])
+                t125_c12_0 = t125_c12_0.addingProduct(t125_a12, t125_b0)
+                t125_c12_1 = t125_c12_1.addingProduct(t125_a12, t125_b1)
+                let t125_a13 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% (((mb124 *% 14) +% 13) *% 32)) +% k126)])
+                t125_c13_0 = t125_c13_0.addingProduct(t125_a13, t125_b0)
+                t125_c13_1 = t125_c13_1.addingProduct(t125_a13, t125_b1)
+              }
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% ((mb124 *% 14) *% 64)) +% (nb123 *% 32)), t125_c0_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% ((mb124 *% 14) *% 64)) +% (nb123 *% 32)) +% 16), t125_c0_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 1) *% 64)) +% (nb123 *% 32)), t125_c1_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 1) *% 64)) +% (nb123 *% 32)) +% 16), t125_c1_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 2) *% 64)) +% (nb123 *% 32)), t125_c2_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 2) *% 64)) +% (nb123 *% 32)) +% 16), t125_c2_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 3) *% 64)) +% (nb123 *% 32)), t125_c3_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 3) *% 64)) +% (nb123 *% 32)) +% 16), t125_c3_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 4) *% 64)) +% (nb123 *% 32)), t125_c4_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 4) *% 64)) +% (nb123 *% 32)) +% 16), t125_c4_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 5) *% 64)) +% (nb123 *% 32)), t125_c5_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 5) *% 64)) +% (nb123 *% 32)) +% 16), t125_c5_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 6) *% 64)) +% (nb123 *% 32)), t125_c6_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 6) *% 64)) +% (nb123 *% 32)) +% 16), t125_c6_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 7) *% 64)) +% (nb123 *% 32)), t125_c7_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 7) *% 64)) +% (nb123 *% 32)) +% 16), t125_c7_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 8) *% 64)) +% (nb123 *% 32)), t125_c8_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 8) *% 64)) +% (nb123 *% 32)) +% 16), t125_c8_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 9) *% 64)) +% (nb123 *% 32)), t125_c9_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 9) *% 64)) +% (nb123 *% 32)) +% 16), t125_c9_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 10) *% 64)) +% (nb123 *% 32)), t125_c10_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 10) *% 64)) +% (nb123 *% 32)) +% 16), t125_c10_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 11) *% 64)) +% (nb123 *% 32)), t125_c11_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 11) *% 64)) +% (nb123 *% 32)) +% 16), t125_c11_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 12) *% 64)) +% (nb123 *% 32)), t125_c12_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 12) *% 64)) +% (nb123 *% 32)) +% 16), t125_c12_1)
+              storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 13) *% 64)) +% (nb123 *% 32)), t125_c13_0)
+              storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% (((mb124 *% 14) +% 13) *% 64)) +% (nb123 *% 32)) +% 16), t125_c13_1)
             }
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)), t123_c0_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 16), t123_c0_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 32), t123_c0_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% ((mb122 *% 6) *% 64)) +% (nb121 *% 64)) +% 48), t123_c0_3)
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)), t123_c1_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 16), t123_c1_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 32), t123_c1_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 1) *% 64)) +% (nb121 *% 64)) +% 48), t123_c1_3)
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)), t123_c2_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 16), t123_c2_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 32), t123_c2_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 2) *% 64)) +% (nb121 *% 64)) +% 48), t123_c2_3)
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)), t123_c3_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 16), t123_c3_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 32), t123_c3_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 3) *% 64)) +% (nb121 *% 64)) +% 48), t123_c3_3)
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)), t123_c4_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 16), t123_c4_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 32), t123_c4_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 4) *% 64)) +% (nb121 *% 64)) +% 48), t123_c4_3)
-            storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)), t123_c5_0)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 16), t123_c5_1)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 32), t123_c5_2)
-            storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% (((mb122 *% 6) +% 5) *% 64)) +% (nb121 *% 64)) +% 48), t123_c5_3)
-          }
-          var t125_c0_0 = Vector()
-          var t125_c0_1 = Vector()
-          var t125_c0_2 = Vector()
-          var t125_c0_3 = Vector()
-          for k126 in 0..<32 {
-            let t125_b0 = loadVector(arena, (((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)))
-            let t125_b1 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 16))
-            let t125_b2 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 32))
-            let t125_b3 = loadVector(arena, ((((1204224 +% (xi120 *% 2048)) +% (k126 *% 64)) +% (nb121 *% 64)) +% 48))
-            let t125_a0 = Vector(repeating: arena[(((1245184 +% (xi120 *% 1568)) +% 1536) +% k126)])
-            t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
-            t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
-            t125_c0_2 = t125_c0_2.addingProduct(t125_a0, t125_b2)
-            t125_c0_3 = t125_c0_3.addingProduct(t125_a0, t125_b3)
-          }
-          storeVector(arena, (((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)), t125_c0_0)
-          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 16), t125_c0_1)
-          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 32), t125_c0_2)
-          storeVector(arena, ((((1270272 +% (xi120 *% 3136)) +% 3072) +% (nb121 *% 64)) +% 48), t125_c0_3)
-        }
-      }
-    }
-    for j128 in 0..<1 {
-      for ty129 in 0..<7 {
-        for tx130 in 0..<7 {
-          for cv131 in 0..<4 {
-            let w132 = ((loadVector(arena, ((1270272 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1282816 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1295360 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w133 = ((loadVector(arena, ((1282816 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1295360 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1307904 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w134 = ((loadVector(arena, ((1273408 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1285952 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1298496 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w135 = ((loadVector(arena, ((1285952 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1298496 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1311040 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w136 = ((loadVector(arena, ((1276544 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1289088 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1301632 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w137 = ((loadVector(arena, ((1289088 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1301632 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1314176 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w138 = ((loadVector(arena, ((1279680 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) + loadVector(arena, ((1292224 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) + loadVector(arena, ((1304768 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w139 = ((loadVector(arena, ((1292224 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))) - loadVector(arena, ((1304768 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)))) - loadVector(arena, ((1317312 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16))))
-            let w140 = ((w132 + w134) + w136)
-            let w141 = ((w134 - w136) - w138)
-            let w142 = ((w133 + w135) + w137)
-            let w143 = ((w135 - w137) - w139)
-            let v144 = (w140 + loadVector(params, (18752 +% (cv131 *% 16))))
-            let best145 = v144
-            let at146 = Vector(repeating: Float((((ty129 *% 2) *% 14) +% (tx130 *% 2))))
-            let v147 = (w141 + loadVector(params, (18752 +% (cv131 *% 16))))
-            let best148 = best145.replacing(with: v147, where: v147 .> best145)
-            let at149 = at146.replacing(with: Vector(repeating: Float(((((ty129 *% 2) *% 14) +% (tx130 *% 2)) +% 1))), where: v147 .> best145)
-            let v150 = (w142 + loadVector(params, (18752 +% (cv131 *% 16))))
-            let best151 = best148.replacing(with: v150, where: v150 .> best148)
-            let at152 = at149.replacing(with: Vector(repeating: Float(((((ty129 *% 2) +% 1) *% 14) +% (tx130 *% 2)))), where: v150 .> best148)
-            let v153 = (w143 + loadVector(params, (18752 +% (cv131 *% 16))))
-            let best154 = best151.replacing(with: v153, where: v153 .> best151)
-            let at155 = at152.replacing(with: Vector(repeating: Float((((((ty129 *% 2) +% 1) *% 14) +% (tx130 *% 2)) +% 1))), where: v153 .> best151)
-            storeVector(arena, ((1320448 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)), Vector().replacing(with: best154, where: best154 .> Vector()))
-            storeVector(arena, (((1320448 +% ((((j128 *% 49) +% (ty129 *% 7)) +% tx130) *% 64)) +% (cv131 *% 16)) +% 3136), at155)
+            var t127_c0_0 = Vector()
+            var t127_c0_1 = Vector()
+            var t127_c1_0 = Vector()
+            var t127_c1_1 = Vector()
+            var t127_c2_0 = Vector()
+            var t127_c2_1 = Vector()
+            var t127_c3_0 = Vector()
+            var t127_c3_1 = Vector()
+            var t127_c4_0 = Vector()
+            var t127_c4_1 = Vector()
+            var t127_c5_0 = Vector()
+            var t127_c5_1 = Vector()
+            var t127_c6_0 = Vector()
+            var t127_c6_1 = Vector()
+            for k128 in 0..<32 {
+              let t127_b0 = loadVector(arena, ((((1204224 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)))
+              let t127_b1 = loadVector(arena, (((((1204224 +% (xi122 *% 2048)) +% (part121 *% 32)) +% (k128 *% 64)) +% (nb123 *% 32)) +% 16))
+              let t127_a0 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1344) +% k128)])
+              t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
+              t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
+              let t127_a1 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1376) +% k128)])
+              t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
+              t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
+              let t127_a2 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1408) +% k128)])
+              t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
+              t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
+              let t127_a3 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1440) +% k128)])
+              t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
+              t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
+              let t127_a4 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1472) +% k128)])
+              t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
+              t127_c4_1 = t127_c4_1.addingProduct(t127_a4, t127_b1)
+              let t127_a5 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1504) +% k128)])
+              t127_c5_0 = t127_c5_0.addingProduct(t127_a5, t127_b0)
+              t127_c5_1 = t127_c5_1.addingProduct(t127_a5, t127_b1)
+              let t127_a6 = Vector(repeating: arena[(((1245184 +% (xi122 *% 1568)) +% 1536) +% k128)])
+              t127_c6_0 = t127_c6_0.addingProduct(t127_a6, t127_b0)
+              t127_c6_1 = t127_c6_1.addingProduct(t127_a6, t127_b1)
+            }
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2688) +% (nb123 *% 32)), t127_c0_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2688) +% (nb123 *% 32)) +% 16), t127_c0_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2752) +% (nb123 *% 32)), t127_c1_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2752) +% (nb123 *% 32)) +% 16), t127_c1_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2816) +% (nb123 *% 32)), t127_c2_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2816) +% (nb123 *% 32)) +% 16), t127_c2_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2880) +% (nb123 *% 32)), t127_c3_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2880) +% (nb123 *% 32)) +% 16), t127_c3_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2944) +% (nb123 *% 32)), t127_c4_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 2944) +% (nb123 *% 32)) +% 16), t127_c4_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3008) +% (nb123 *% 32)), t127_c5_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3008) +% (nb123 *% 32)) +% 16), t127_c5_1)
+            storeVector(arena, ((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3072) +% (nb123 *% 32)), t127_c6_0)
+            storeVector(arena, (((((1270272 +% (xi122 *% 3136)) +% (part121 *% 32)) +% 3072) +% (nb123 *% 32)) +% 16), t127_c6_1)
           }
         }
       }
-    }
-    for j156 in 0..<1 {
-      for c157 in 0..<64 {
-        for q158 in 0..<49 {
-          arena[(802816 +% ((((g79 +% j156) *% 3136) +% (c157 *% 49)) +% q158))] = arena[((1320448 +% (((j156 *% 49) +% q158) *% 64)) +% c157)]
+      for j130 in 0..<1 {
+        for ty131 in 0..<7 {
+          for tx132 in 0..<7 {
+            for cv133 in 0..<2 {
+              let w134 = ((loadVector(arena, ((1270272 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((1282816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((1295360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w135 = ((loadVector(arena, ((1282816 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((1295360 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((1307904 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w136 = ((loadVector(arena, ((1273408 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((1285952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((1298496 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w137 = ((loadVector(arena, ((1285952 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((1298496 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((1311040 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w138 = ((loadVector(arena, ((1276544 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((1289088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((1301632 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w139 = ((loadVector(arena, ((1289088 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((1301632 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((1314176 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w140 = ((loadVector(arena, ((1279680 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) + loadVector(arena, ((1292224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) + loadVector(arena, ((1304768 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w141 = ((loadVector(arena, ((1292224 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))) - loadVector(arena, ((1304768 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))))) - loadVector(arena, ((1317312 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let w142 = ((w134 + w136) + w138)
+              let w143 = ((w136 - w138) - w140)
+              let w144 = ((w135 + w137) + w139)
+              let w145 = ((w137 - w139) - w141)
+              let v146 = (w142 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best147 = v146
+              let at148 = Vector(repeating: Float((((ty131 *% 2) *% 14) +% (tx132 *% 2))))
+              let v149 = (w143 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best150 = best147.replacing(with: v149, where: v149 .> best147)
+              let at151 = at148.replacing(with: Vector(repeating: Float(((((ty131 *% 2) *% 14) +% (tx132 *% 2)) +% 1))), where: v149 .> best147)
+              let v152 = (w144 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best153 = best150.replacing(with: v152, where: v152 .> best150)
+              let at154 = at151.replacing(with: Vector(repeating: Float(((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)))), where: v152 .> best150)
+              let v155 = (w145 + loadVector(params, (18752 +% ((part121 *% 32) +% (cv133 *% 16)))))
+              let best156 = best153.replacing(with: v155, where: v155 .> best153)
+              let at157 = at154.replacing(with: Vector(repeating: Float((((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)) +% 1))), where: v155 .> best153)
+              storeVector(arena, ((1320448 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))), Vector().replacing(with: best156, where: best156 .> Vector()))
+              storeVector(arena, (((1320448 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 64)) +% ((part121 *% 32) +% (cv133 *% 16))) +% 3136), at157)
+            }
+          }
         }
       }
-    }
-    for j159 in 0..<1 {
-      for c160 in 0..<64 {
-        for q161 in 0..<49 {
-          arena[(1003520 +% ((((g79 +% j159) *% 3136) +% (c160 *% 49)) +% q161))] = arena[((1323584 +% (((j159 *% 49) +% q161) *% 64)) +% c160)]
+      for j158 in 0..<1 {
+        for c159 in 0..<32 {
+          for q160 in 0..<49 {
+            arena[(802816 +% ((((g80 +% j158) *% 3136) +% (((part121 *% 32) +% c159) *% 49)) +% q160))] = arena[((1320448 +% (((j158 *% 49) +% q160) *% 64)) +% ((part121 *% 32) +% c159))]
+          }
+        }
+      }
+      for j161 in 0..<1 {
+        for c162 in 0..<32 {
+          for q163 in 0..<49 {
+            arena[(1003520 +% ((((g80 +% j161) *% 3136) +% (((part121 *% 32) +% c162) *% 49)) +% q163))] = arena[((1323584 +% (((j161 *% 49) +% q163) *% 64)) +% ((part121 *% 32) +% c162))]
+          }
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n162 in 0..<64 {
-    for k163 in 0..<3136 {
-      arena[((1212416 +% (k163 *% 64)) +% n162)] = arena[((802816 +% (n162 *% 3136)) +% k163)]
+  for n164 in 0..<64 {
+    for k165 in 0..<3136 {
+      arena[((1212416 +% (k165 *% 64)) +% n164)] = arena[((802816 +% (n164 *% 3136)) +% k165)]
     }
   }
-  do {  // gemm173
-    for r164 in 0..<128 {
-      for i165 in 0..<4 {
-        storeVector(arena, ((i165 *% 16) +% (1413120 +% (r164 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm175
+    for r166 in 0..<128 {
+      for i167 in 0..<4 {
+        storeVector(arena, ((i167 *% 16) +% (1413120 +% (r166 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp166 in 0..<4 {
-      for nb167 in 0..<1 {
-        for mb168 in 0..<21 {
-          var t169_c0_0 = loadVector(arena, ((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)))
-          var t169_c0_1 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c0_2 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c0_3 = loadVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 48))
-          var t169_c1_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)))
-          var t169_c1_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c1_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c1_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 48))
-          var t169_c2_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)))
-          var t169_c2_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c2_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c2_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 48))
-          var t169_c3_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)))
-          var t169_c3_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c3_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c3_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 48))
-          var t169_c4_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)))
-          var t169_c4_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c4_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c4_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 48))
-          var t169_c5_0 = loadVector(arena, ((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)))
-          var t169_c5_1 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 16))
-          var t169_c5_2 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 32))
-          var t169_c5_3 = loadVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 48))
-          for k170 in 0..<784 {
-            let t169_b0 = loadVector(arena, ((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)))
-            let t169_b1 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 16))
-            let t169_b2 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 32))
-            let t169_b3 = loadVector(arena, (((1212416 +% ((k170 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 48))
-            let t169_a0 = Vector(repeating: params[((18816 +% ((mb168 *% 6) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
-            t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
-            t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
-            t169_c0_3 = t169_c0_3.addingProduct(t169_a0, t169_b3)
-            let t169_a1 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
-            t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
-            t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
-            t169_c1_3 = t169_c1_3.addingProduct(t169_a1, t169_b3)
-            let t169_a2 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
-            t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
-            t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
-            t169_c2_3 = t169_c2_3.addingProduct(t169_a2, t169_b3)
-            let t169_a3 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
-            t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
-            t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
-            t169_c3_3 = t169_c3_3.addingProduct(t169_a3, t169_b3)
-            let t169_a4 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
-            t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
-            t169_c4_2 = t169_c4_2.addingProduct(t169_a4, t169_b2)
-            t169_c4_3 = t169_c4_3.addingProduct(t169_a4, t169_b3)
-            let t169_a5 = Vector(repeating: params[((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (k170 +% (kp166 *% 784)))])
-            t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
-            t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
-            t169_c5_2 = t169_c5_2.addingProduct(t169_a5, t169_b2)
-            t169_c5_3 = t169_c5_3.addingProduct(t169_a5, t169_b3)
+    for kp168 in 0..<4 {
+      for nb169 in 0..<1 {
+        for mb170 in 0..<21 {
+          var t171_c0_0 = loadVector(arena, ((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)))
+          var t171_c0_1 = loadVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c0_2 = loadVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c0_3 = loadVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c1_0 = loadVector(arena, ((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)))
+          var t171_c1_1 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c1_2 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c1_3 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c2_0 = loadVector(arena, ((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)))
+          var t171_c2_1 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c2_2 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c2_3 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c3_0 = loadVector(arena, ((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)))
+          var t171_c3_1 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c3_2 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c3_3 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c4_0 = loadVector(arena, ((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)))
+          var t171_c4_1 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c4_2 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c4_3 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 48))
+          var t171_c5_0 = loadVector(arena, ((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)))
+          var t171_c5_1 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 16))
+          var t171_c5_2 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 32))
+          var t171_c5_3 = loadVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 48))
+          for k172 in 0..<784 {
+            let t171_b0 = loadVector(arena, ((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)))
+            let t171_b1 = loadVector(arena, (((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 16))
+            let t171_b2 = loadVector(arena, (((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 32))
+            let t171_b3 = loadVector(arena, (((1212416 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 48))
+            let t171_a0 = Vector(repeating: params[((18816 +% ((mb170 *% 6) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+            t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+            t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
+            t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
+            let t171_a1 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 1) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+            t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+            t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
+            t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
+            let t171_a2 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 2) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
+            t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
+            t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
+            t171_c2_3 = t171_c2_3.addingProduct(t171_a2, t171_b3)
+            let t171_a3 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 3) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
+            t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
+            t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+            t171_c3_3 = t171_c3_3.addingProduct(t171_a3, t171_b3)
+            let t171_a4 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 4) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c4_0 = t171_c4_0.addingProduct(t171_a4, t171_b0)
+            t171_c4_1 = t171_c4_1.addingProduct(t171_a4, t171_b1)
+            t171_c4_2 = t171_c4_2.addingProduct(t171_a4, t171_b2)
+            t171_c4_3 = t171_c4_3.addingProduct(t171_a4, t171_b3)
+            let t171_a5 = Vector(repeating: params[((18816 +% (((mb170 *% 6) +% 5) *% 3136)) +% (k172 +% (kp168 *% 784)))])
+            t171_c5_0 = t171_c5_0.addingProduct(t171_a5, t171_b0)
+            t171_c5_1 = t171_c5_1.addingProduct(t171_a5, t171_b1)
+            t171_c5_2 = t171_c5_2.addingProduct(t171_a5, t171_b2)
+            t171_c5_3 = t171_c5_3.addingProduct(t171_a5, t171_b3)
           }
-          storeVector(arena, ((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)), t169_c0_0)
-          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 16), t169_c0_1)
-          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 32), t169_c0_2)
-          storeVector(arena, (((1413120 +% ((mb168 *% 6) *% 64)) +% (nb167 *% 64)) +% 48), t169_c0_3)
-          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)), t169_c1_0)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 16), t169_c1_1)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 32), t169_c1_2)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 1) *% 64)) +% (nb167 *% 64)) +% 48), t169_c1_3)
-          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)), t169_c2_0)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 16), t169_c2_1)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 32), t169_c2_2)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 2) *% 64)) +% (nb167 *% 64)) +% 48), t169_c2_3)
-          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)), t169_c3_0)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 16), t169_c3_1)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 32), t169_c3_2)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 3) *% 64)) +% (nb167 *% 64)) +% 48), t169_c3_3)
-          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)), t169_c4_0)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 16), t169_c4_1)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 32), t169_c4_2)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 4) *% 64)) +% (nb167 *% 64)) +% 48), t169_c4_3)
-          storeVector(arena, ((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)), t169_c5_0)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 16), t169_c5_1)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 32), t169_c5_2)
-          storeVector(arena, (((1413120 +% (((mb168 *% 6) +% 5) *% 64)) +% (nb167 *% 64)) +% 48), t169_c5_3)
+          storeVector(arena, ((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)), t171_c0_0)
+          storeVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 16), t171_c0_1)
+          storeVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 32), t171_c0_2)
+          storeVector(arena, (((1413120 +% ((mb170 *% 6) *% 64)) +% (nb169 *% 64)) +% 48), t171_c0_3)
+          storeVector(arena, ((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)), t171_c1_0)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 16), t171_c1_1)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 32), t171_c1_2)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 1) *% 64)) +% (nb169 *% 64)) +% 48), t171_c1_3)
+          storeVector(arena, ((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)), t171_c2_0)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 16), t171_c2_1)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 32), t171_c2_2)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 2) *% 64)) +% (nb169 *% 64)) +% 48), t171_c2_3)
+          storeVector(arena, ((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)), t171_c3_0)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 16), t171_c3_1)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 32), t171_c3_2)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 3) *% 64)) +% (nb169 *% 64)) +% 48), t171_c3_3)
+          storeVector(arena, ((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)), t171_c4_0)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 16), t171_c4_1)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 32), t171_c4_2)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 4) *% 64)) +% (nb169 *% 64)) +% 48), t171_c4_3)
+          storeVector(arena, ((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)), t171_c5_0)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 16), t171_c5_1)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 32), t171_c5_2)
+          storeVector(arena, (((1413120 +% (((mb170 *% 6) +% 5) *% 64)) +% (nb169 *% 64)) +% 48), t171_c5_3)
         }
-        var t171_c0_0 = loadVector(arena, (1421184 +% (nb167 *% 64)))
-        var t171_c0_1 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 16))
-        var t171_c0_2 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 32))
-        var t171_c0_3 = loadVector(arena, ((1421184 +% (nb167 *% 64)) +% 48))
-        var t171_c1_0 = loadVector(arena, (1421248 +% (nb167 *% 64)))
-        var t171_c1_1 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 16))
-        var t171_c1_2 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 32))
-        var t171_c1_3 = loadVector(arena, ((1421248 +% (nb167 *% 64)) +% 48))
-        for k172 in 0..<784 {
-          let t171_b0 = loadVector(arena, ((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)))
-          let t171_b1 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 16))
-          let t171_b2 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 32))
-          let t171_b3 = loadVector(arena, (((1212416 +% ((k172 +% (kp166 *% 784)) *% 64)) +% (nb167 *% 64)) +% 48))
-          let t171_a0 = Vector(repeating: params[(413952 +% (k172 +% (kp166 *% 784)))])
-          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-          t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-          t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
-          let t171_a1 = Vector(repeating: params[(417088 +% (k172 +% (kp166 *% 784)))])
-          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-          t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-          t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
+        var t173_c0_0 = loadVector(arena, (1421184 +% (nb169 *% 64)))
+        var t173_c0_1 = loadVector(arena, ((1421184 +% (nb169 *% 64)) +% 16))
+        var t173_c0_2 = loadVector(arena, ((1421184 +% (nb169 *% 64)) +% 32))
+        var t173_c0_3 = loadVector(arena, ((1421184 +% (nb169 *% 64)) +% 48))
+        var t173_c1_0 = loadVector(arena, (1421248 +% (nb169 *% 64)))
+        var t173_c1_1 = loadVector(arena, ((1421248 +% (nb169 *% 64)) +% 16))
+        var t173_c1_2 = loadVector(arena, ((1421248 +% (nb169 *% 64)) +% 32))
+        var t173_c1_3 = loadVector(arena, ((1421248 +% (nb169 *% 64)) +% 48))
+        for k174 in 0..<784 {
+          let t173_b0 = loadVector(arena, ((1212416 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)))
+          let t173_b1 = loadVector(arena, (((1212416 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 16))
+          let t173_b2 = loadVector(arena, (((1212416 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 32))
+          let t173_b3 = loadVector(arena, (((1212416 +% ((k174 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 64)) +% 48))
+          let t173_a0 = Vector(repeating: params[(413952 +% (k174 +% (kp168 *% 784)))])
+          t173_c0_0 = t173_c0_0.addingProduct(t173_a0, t173_b0)
+          t173_c0_1 = t173_c0_1.addingProduct(t173_a0, t173_b1)
+          t173_c0_2 = t173_c0_2.addingProduct(t173_a0, t173_b2)
+          t173_c0_3 = t173_c0_3.addingProduct(t173_a0, t173_b3)
+          let t173_a1 = Vector(repeating: params[(417088 +% (k174 +% (kp168 *% 784)))])
+          t173_c1_0 = t173_c1_0.addingProduct(t173_a1, t173_b0)
+          t173_c1_1 = t173_c1_1.addingProduct(t173_a1, t173_b1)
+          t173_c1_2 = t173_c1_2.addingProduct(t173_a1, t173_b2)
+          t173_c1_3 = t173_c1_3.addingProduct(t173_a1, t173_b3)
         }
-        storeVector(arena, (1421184 +% (nb167 *% 64)), t171_c0_0)
-        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 16), t171_c0_1)
-        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 32), t171_c0_2)
-        storeVector(arena, ((1421184 +% (nb167 *% 64)) +% 48), t171_c0_3)
-        storeVector(arena, (1421248 +% (nb167 *% 64)), t171_c1_0)
-        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 16), t171_c1_1)
-        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 32), t171_c1_2)
-        storeVector(arena, ((1421248 +% (nb167 *% 64)) +% 48), t171_c1_3)
+        storeVector(arena, (1421184 +% (nb169 *% 64)), t173_c0_0)
+        storeVector(arena, ((1421184 +% (nb169 *% 64)) +% 16), t173_c0_1)
+        storeVector(arena, ((1421184 +% (nb169 *% 64)) +% 32), t173_c0_2)
+        storeVector(arena, ((1421184 +% (nb169 *% 64)) +% 48), t173_c0_3)
+        storeVector(arena, (1421248 +% (nb169 *% 64)), t173_c1_0)
+        storeVector(arena, ((1421248 +% (nb169 *% 64)) +% 16), t173_c1_1)
+        storeVector(arena, ((1421248 +% (nb169 *% 64)) +% 32), t173_c1_2)
+        storeVector(arena, ((1421248 +% (nb169 *% 64)) +% 48), t173_c1_3)
       }
     }
   }
-  for n174 in 0..<64 {
-    for u175 in 0..<128 {
-      arena[((1204224 +% (n174 *% 128)) +% u175)] = ((arena[((1413120 +% (u175 *% 64)) +% n174)] + params[(420224 +% u175)]) > Float(0) ? (arena[((1413120 +% (u175 *% 64)) +% n174)] + params[(420224 +% u175)]) : Float(0))
+  for n176 in 0..<64 {
+    for u177 in 0..<128 {
+      arena[((1204224 +% (n176 *% 128)) +% u177)] = ((arena[((1413120 +% (u177 *% 64)) +% n176)] + params[(420224 +% u177)]) > Float(0) ? (arena[((1413120 +% (u177 *% 64)) +% n176)] + params[(420224 +% u177)]) : Float(0))
     }
   }
   // drop = dropout(fc1)
-  let z176: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z177: UInt64 = ((z176 ^ (z176 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z178: UInt64 = ((z177 ^ (z177 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z179: UInt64 = (z178 ^ (z178 >> 31))
-  let z180: UInt64 = (z179 &+ UInt64(bitPattern: step))
-  let z181: UInt64 = ((z180 ^ (z180 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z182: UInt64 = ((z181 ^ (z181 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z183: UInt64 = (z182 ^ (z182 >> 31))
-  for i184 in 0..<8192 {
-    let z185: UInt64 = (z183 &+ (UInt64(bitPattern: Int64(i184)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z186: UInt64 = ((z185 ^ (z185 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z187: UInt64 = ((z186 ^ (z186 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z188: UInt64 = (z187 ^ (z187 >> 31))
-    arena[(1212416 +% i184)] = ((z188 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i184)] * Float(2)) : Float(0))
+  let z178: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z179: UInt64 = ((z178 ^ (z178 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z180: UInt64 = ((z179 ^ (z179 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z181: UInt64 = (z180 ^ (z180 >> 31))
+  let z182: UInt64 = (z181 &+ UInt64(bitPattern: step))
+  let z183: UInt64 = ((z182 ^ (z182 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z184: UInt64 = ((z183 ^ (z183 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z185: UInt64 = (z184 ^ (z184 >> 31))
+  for i186 in 0..<8192 {
+    let z187: UInt64 = (z185 &+ (UInt64(bitPattern: Int64(i186)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z188: UInt64 = ((z187 ^ (z187 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z189: UInt64 = ((z188 ^ (z188 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z190: UInt64 = (z189 ^ (z189 >> 31))
+    arena[(1212416 +% i186)] = ((z190 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i186)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n189 in 0..<64 {
-    for u190 in 0..<1 {
-      storePartial(arena, (u190 +% (1220608 +% (n189 *% 10))), (loadPartial(arena, (u190 +% (1220608 +% (n189 *% 10))), 10) + loadPartial(params, (u190 +% 421632), 10)), 10)
+  for n191 in 0..<64 {
+    for u192 in 0..<1 {
+      storePartial(arena, (u192 +% (1220608 +% (n191 *% 10))), (loadPartial(arena, (u192 +% (1220608 +% (n191 *% 10))), 10) + loadPartial(params, (u192 +% 421632), 10)), 10)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total191: Float = Float(0)
-  for n192 in 0..<64 {
-    var m193: Float = arena[(1220608 +% (n192 *% 10))]
-    for k195 in 0..<10 {
-      m193 = { let x = m193, y = arena[((1220608 +% (n192 *% 10)) +% k195)]; return y > x ? y : x }()
+  var total193: Float = Float(0)
+  for n194 in 0..<64 {
+    var m195: Float = arena[(1220608 +% (n194 *% 10))]
+    for k197 in 0..<10 {
+      m195 = { let x = m195, y = arena[((1220608 +% (n194 *% 10)) +% k197)]; return y > x ? y : x }()
     }
-    var s194: Float = Float(0)
-    for k196 in 0..<10 {
-      s194 = (s194 + exponential((arena[((1220608 +% (n192 *% 10)) +% k196)] - m193)))
+    var s196: Float = Float(0)
+    for k198 in 0..<10 {
+      s196 = (s196 + exponential((arena[((1220608 +% (n194 *% 10)) +% k198)] - m195)))
     }
-    total191 = (total191 + ((m193 + logf(s194)) - arena[((1220608 +% (n192 *% 10)) +% Int(labels[n192]))]))
+    total193 = (total193 + ((m195 + logf(s196)) - arena[((1220608 +% (n194 *% 10)) +% Int(labels[n194]))]))
   }
-  arena[1221248] = (total191 / Float(64))
+  arena[1221248] = (total193 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n197 in 0..<64 {
-    var m198: Float = arena[(1220608 +% (n197 *% 10))]
-    for k200 in 0..<10 {
-      m198 = { let x = m198, y = arena[((1220608 +% (n197 *% 10)) +% k200)]; return y > x ? y : x }()
-    }
-    var s199: Float = Float(0)
-    for k201 in 0..<10 {
-      s199 = (s199 + exponential((arena[((1220608 +% (n197 *% 10)) +% k201)] - m198)))
-    }
+  for n199 in 0..<64 {
+    var m200: Float = arena[(1220608 +% (n199 *% 10))]
     for k202 in 0..<10 {
-      arena[((1221264 +% (n197 *% 10)) +% k202)] = ((k202 == Int(labels[n197]) ? ((exponential((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199) - Float(1)) : (exponential((arena[((1220608 +% (n197 *% 10)) +% k202)] - m198)) / s199)) / Float(64))
+      m200 = { let x = m200, y = arena[((1220608 +% (n199 *% 10)) +% k202)]; return y > x ? y : x }()
+    }
+    var s201: Float = Float(0)
+    for k203 in 0..<10 {
+      s201 = (s201 + exponential((arena[((1220608 +% (n199 *% 10)) +% k203)] - m200)))
+    }
+    for k204 in 0..<10 {
+      arena[((1221264 +% (n199 *% 10)) +% k204)] = ((k204 == Int(labels[n199]) ? ((exponential((arena[((1220608 +% (n199 *% 10)) +% k204)] - m200)) / s201) - Float(1)) : (exponential((arena[((1220608 +% (n199 *% 10)) +% k204)] - m200)) / s201)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u203 in 0..<10 {
-    var acc204: Float = Float(0)
-    for n205 in 0..<64 {
-      acc204 = (acc204 + arena[((1221264 +% (n205 *% 10)) +% u203)])
+  for u205 in 0..<10 {
+    var acc206: Float = Float(0)
+    for n207 in 0..<64 {
+      acc206 = (acc206 + arena[((1221264 +% (n207 *% 10)) +% u205)])
     }
-    grads[(421632 +% u203)] = acc204
+    grads[(421632 +% u205)] = acc206
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  let z206: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
-  let z207: UInt64 = ((z206 ^ (z206 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z208: UInt64 = ((z207 ^ (z207 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z209: UInt64 = (z208 ^ (z208 >> 31))
-  let z210: UInt64 = (z209 &+ UInt64(bitPattern: step))
-  let z211: UInt64 = ((z210 ^ (z210 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z212: UInt64 = ((z211 ^ (z211 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z213: UInt64 = (z212 ^ (z212 >> 31))
-  for i214 in 0..<8192 {
-    let z215: UInt64 = (z213 &+ (UInt64(bitPattern: Int64(i214)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z216: UInt64 = ((z215 ^ (z215 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z217: UInt64 = ((z216 ^ (z216 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z218: UInt64 = (z217 ^ (z217 >> 31))
-    arena[(1230096 +% i214)] = ((z218 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i214)] * Float(2)) : Float(0))
+  let z208: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z209: UInt64 = ((z208 ^ (z208 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z210: UInt64 = ((z209 ^ (z209 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z211: UInt64 = (z210 ^ (z210 >> 31))
+  let z212: UInt64 = (z211 &+ UInt64(bitPattern: step))
+  let z213: UInt64 = ((z212 ^ (z212 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z214: UInt64 = ((z213 ^ (z213 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z215: UInt64 = (z214 ^ (z214 >> 31))
+  for i216 in 0..<8192 {
+    let z217: UInt64 = (z215 &+ (UInt64(bitPattern: Int64(i216)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z218: UInt64 = ((z217 ^ (z217 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z219: UInt64 = ((z218 ^ (z218 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z220: UInt64 = (z219 ^ (z219 >> 31))
+    arena[(1230096 +% i216)] = ((z220 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i216)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i219 in 0..<512 {
-    storeVector(arena, ((i219 *% 16) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i219 *% 16) +% 1230096)), where: loadVector(arena, ((i219 *% 16) +% 1204224)) .> Vector(repeating: Float(0))))
+  for i221 in 0..<512 {
+    storeVector(arena, ((i221 *% 16) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i221 *% 16) +% 1230096)), where: loadVector(arena, ((i221 *% 16) +% 1204224)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm226
-    for nb220 in 0..<49 {
-      for mb221 in 0..<21 {
-        var t222_c0_0 = Vector()
-        var t222_c0_1 = Vector()
-        var t222_c0_2 = Vector()
-        var t222_c0_3 = Vector()
-        var t222_c1_0 = Vector()
-        var t222_c1_1 = Vector()
-        var t222_c1_2 = Vector()
-        var t222_c1_3 = Vector()
-        var t222_c2_0 = Vector()
-        var t222_c2_1 = Vector()
-        var t222_c2_2 = Vector()
-        var t222_c2_3 = Vector()
-        var t222_c3_0 = Vector()
-        var t222_c3_1 = Vector()
-        var t222_c3_2 = Vector()
-        var t222_c3_3 = Vector()
-        var t222_c4_0 = Vector()
-        var t222_c4_1 = Vector()
-        var t222_c4_2 = Vector()
-        var t222_c4_3 = Vector()
-        var t222_c5_0 = Vector()
-        var t222_c5_1 = Vector()
-        var t222_c5_2 = Vector()
-        var t222_c5_3 = Vector()
-        for k223 in 0..<64 {
-          let t222_b0 = loadVector(arena, ((802816 +% (k223 *% 3136)) +% (nb220 *% 64)))
-          let t222_b1 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 16))
-          let t222_b2 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 32))
-          let t222_b3 = loadVector(arena, (((802816 +% (k223 *% 3136)) +% (nb220 *% 64)) +% 48))
-          let t222_a0 = Vector(repeating: arena[((1212416 +% (mb221 *% 6)) +% (k223 *% 128))])
-          t222_c0_0 = t222_c0_0.addingProduct(t222_a0, t222_b0)
-          t222_c0_1 = t222_c0_1.addingProduct(t222_a0, t222_b1)
-          t222_c0_2 = t222_c0_2.addingProduct(t222_a0, t222_b2)
-          t222_c0_3 = t222_c0_3.addingProduct(t222_a0, t222_b3)
-          let t222_a1 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 1)) +% (k223 *% 128))])
-          t222_c1_0 = t222_c1_0.addingProduct(t222_a1, t222_b0)
-          t222_c1_1 = t222_c1_1.addingProduct(t222_a1, t222_b1)
-          t222_c1_2 = t222_c1_2.addingProduct(t222_a1, t222_b2)
-          t222_c1_3 = t222_c1_3.addingProduct(t222_a1, t222_b3)
-          let t222_a2 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 2)) +% (k223 *% 128))])
-          t222_c2_0 = t222_c2_0.addingProduct(t222_a2, t222_b0)
-          t222_c2_1 = t222_c2_1.addingProduct(t222_a2, t222_b1)
-          t222_c2_2 = t222_c2_2.addingProduct(t222_a2, t222_b2)
-          t222_c2_3 = t222_c2_3.addingProduct(t222_a2, t222_b3)
-          let t222_a3 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 3)) +% (k223 *% 128))])
-          t222_c3_0 = t222_c3_0.addingProduct(t222_a3, t222_b0)
-          t222_c3_1 = t222_c3_1.addingProduct(t222_a3, t222_b1)
-          t222_c3_2 = t222_c3_2.addingProduct(t222_a3, t222_b2)
-          t222_c3_3 = t222_c3_3.addingProduct(t222_a3, t222_b3)
-          let t222_a4 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 4)) +% (k223 *% 128))])
-          t222_c4_0 = t222_c4_0.addingProduct(t222_a4, t222_b0)
-          t222_c4_1 = t222_c4_1.addingProduct(t222_a4, t222_b1)
-          t222_c4_2 = t222_c4_2.addingProduct(t222_a4, t222_b2)
-          t222_c4_3 = t222_c4_3.addingProduct(t222_a4, t222_b3)
-          let t222_a5 = Vector(repeating: arena[((1212416 +% ((mb221 *% 6) +% 5)) +% (k223 *% 128))])
-          t222_c5_0 = t222_c5_0.addingProduct(t222_a5, t222_b0)
-          t222_c5_1 = t222_c5_1.addingProduct(t222_a5, t222_b1)
-          t222_c5_2 = t222_c5_2.addingProduct(t222_a5, t222_b2)
-          t222_c5_3 = t222_c5_3.addingProduct(t222_a5, t222_b3)
+  do {  // gemm228
+    for nb222 in 0..<49 {
+      for mb223 in 0..<21 {
+        var t224_c0_0 = Vector()
+        var t224_c0_1 = Vector()
+        var t224_c0_2 = Vector()
+        var t224_c0_3 = Vector()
+        var t224_c1_0 = Vector()
+        var t224_c1_1 = Vector()
+        var t224_c1_2 = Vector()
+        var t224_c1_3 = Vector()
+        var t224_c2_0 = Vector()
+        var t224_c2_1 = Vector()
+        var t224_c2_2 = Vector()
+        var t224_c2_3 = Vector()
+        var t224_c3_0 = Vector()
+        var t224_c3_1 = Vector()
+        var t224_c3_2 = Vector()
+        var t224_c3_3 = Vector()
+        var t224_c4_0 = Vector()
+        var t224_c4_1 = Vector()
+        var t224_c4_2 = Vector()
+        var t224_c4_3 = Vector()
+        var t224_c5_0 = Vector()
+        var t224_c5_1 = Vector()
+        var t224_c5_2 = Vector()
+        var t224_c5_3 = Vector()
+        for k225 in 0..<64 {
+          let t224_b0 = loadVector(arena, ((802816 +% (k225 *% 3136)) +% (nb222 *% 64)))
+          let t224_b1 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb222 *% 64)) +% 16))
+          let t224_b2 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb222 *% 64)) +% 32))
+          let t224_b3 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb222 *% 64)) +% 48))
+          let t224_a0 = Vector(repeating: arena[((1212416 +% (mb223 *% 6)) +% (k225 *% 128))])
+          t224_c0_0 = t224_c0_0.addingProduct(t224_a0, t224_b0)
+          t224_c0_1 = t224_c0_1.addingProduct(t224_a0, t224_b1)
+          t224_c0_2 = t224_c0_2.addingProduct(t224_a0, t224_b2)
+          t224_c0_3 = t224_c0_3.addingProduct(t224_a0, t224_b3)
+          let t224_a1 = Vector(repeating: arena[((1212416 +% ((mb223 *% 6) +% 1)) +% (k225 *% 128))])
+          t224_c1_0 = t224_c1_0.addingProduct(t224_a1, t224_b0)
+          t224_c1_1 = t224_c1_1.addingProduct(t224_a1, t224_b1)
+          t224_c1_2 = t224_c1_2.addingProduct(t224_a1, t224_b2)
+          t224_c1_3 = t224_c1_3.addingProduct(t224_a1, t224_b3)
+          let t224_a2 = Vector(repeating: arena[((1212416 +% ((mb223 *% 6) +% 2)) +% (k225 *% 128))])
+          t224_c2_0 = t224_c2_0.addingProduct(t224_a2, t224_b0)
+          t224_c2_1 = t224_c2_1.addingProduct(t224_a2, t224_b1)
+          t224_c2_2 = t224_c2_2.addingProduct(t224_a2, t224_b2)
+          t224_c2_3 = t224_c2_3.addingProduct(t224_a2, t224_b3)
+          let t224_a3 = Vector(repeating: arena[((1212416 +% ((mb223 *% 6) +% 3)) +% (k225 *% 128))])
+          t224_c3_0 = t224_c3_0.addingProduct(t224_a3, t224_b0)
+          t224_c3_1 = t224_c3_1.addingProduct(t224_a3, t224_b1)
+          t224_c3_2 = t224_c3_2.addingProduct(t224_a3, t224_b2)
+          t224_c3_3 = t224_c3_3.addingProduct(t224_a3, t224_b3)
+          let t224_a4 = Vector(repeating: arena[((1212416 +% ((mb223 *% 6) +% 4)) +% (k225 *% 128))])
+          t224_c4_0 = t224_c4_0.addingProduct(t224_a4, t224_b0)
+          t224_c4_1 = t224_c4_1.addingProduct(t224_a4, t224_b1)
+          t224_c4_2 = t224_c4_2.addingProduct(t224_a4, t224_b2)
+          t224_c4_3 = t224_c4_3.addingProduct(t224_a4, t224_b3)
+          let t224_a5 = Vector(repeating: arena[((1212416 +% ((mb223 *% 6) +% 5)) +% (k225 *% 128))])
+          t224_c5_0 = t224_c5_0.addingProduct(t224_a5, t224_b0)
+          t224_c5_1 = t224_c5_1.addingProduct(t224_a5, t224_b1)
+          t224_c5_2 = t224_c5_2.addingProduct(t224_a5, t224_b2)
+          t224_c5_3 = t224_c5_3.addingProduct(t224_a5, t224_b3)
         }
-        storeVector(grads, ((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)), t222_c0_0)
-        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c0_1)
-        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c0_2)
-        storeVector(grads, (((18816 +% ((mb221 *% 6) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c0_3)
-        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)), t222_c1_0)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c1_1)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c1_2)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 1) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c1_3)
-        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)), t222_c2_0)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c2_1)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c2_2)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 2) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c2_3)
-        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)), t222_c3_0)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c3_1)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c3_2)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 3) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c3_3)
-        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)), t222_c4_0)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c4_1)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c4_2)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 4) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c4_3)
-        storeVector(grads, ((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)), t222_c5_0)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 16), t222_c5_1)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 32), t222_c5_2)
-        storeVector(grads, (((18816 +% (((mb221 *% 6) +% 5) *% 3136)) +% (nb220 *% 64)) +% 48), t222_c5_3)
+        storeVector(grads, ((18816 +% ((mb223 *% 6) *% 3136)) +% (nb222 *% 64)), t224_c0_0)
+        storeVector(grads, (((18816 +% ((mb223 *% 6) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c0_1)
+        storeVector(grads, (((18816 +% ((mb223 *% 6) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c0_2)
+        storeVector(grads, (((18816 +% ((mb223 *% 6) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c0_3)
+        storeVector(grads, ((18816 +% (((mb223 *% 6) +% 1) *% 3136)) +% (nb222 *% 64)), t224_c1_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 1) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c1_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 1) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c1_2)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 1) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c1_3)
+        storeVector(grads, ((18816 +% (((mb223 *% 6) +% 2) *% 3136)) +% (nb222 *% 64)), t224_c2_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 2) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c2_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 2) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c2_2)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 2) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c2_3)
+        storeVector(grads, ((18816 +% (((mb223 *% 6) +% 3) *% 3136)) +% (nb222 *% 64)), t224_c3_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 3) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c3_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 3) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c3_2)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 3) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c3_3)
+        storeVector(grads, ((18816 +% (((mb223 *% 6) +% 4) *% 3136)) +% (nb222 *% 64)), t224_c4_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 4) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c4_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 4) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c4_2)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 4) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c4_3)
+        storeVector(grads, ((18816 +% (((mb223 *% 6) +% 5) *% 3136)) +% (nb222 *% 64)), t224_c5_0)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 5) *% 3136)) +% (nb222 *% 64)) +% 16), t224_c5_1)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 5) *% 3136)) +% (nb222 *% 64)) +% 32), t224_c5_2)
+        storeVector(grads, (((18816 +% (((mb223 *% 6) +% 5) *% 3136)) +% (nb222 *% 64)) +% 48), t224_c5_3)
       }
-      var t224_c0_0 = Vector()
-      var t224_c0_1 = Vector()
-      var t224_c0_2 = Vector()
-      var t224_c0_3 = Vector()
-      var t224_c1_0 = Vector()
-      var t224_c1_1 = Vector()
-      var t224_c1_2 = Vector()
-      var t224_c1_3 = Vector()
-      for k225 in 0..<64 {
-        let t224_b0 = loadVector(arena, ((802816 +% (k225 *% 3136)) +% (nb220 *% 64)))
-        let t224_b1 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 16))
-        let t224_b2 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 32))
-        let t224_b3 = loadVector(arena, (((802816 +% (k225 *% 3136)) +% (nb220 *% 64)) +% 48))
-        let t224_a0 = Vector(repeating: arena[(1212542 +% (k225 *% 128))])
-        t224_c0_0 = t224_c0_0.addingProduct(t224_a0, t224_b0)
-        t224_c0_1 = t224_c0_1.addingProduct(t224_a0, t224_b1)
-        t224_c0_2 = t224_c0_2.addingProduct(t224_a0, t224_b2)
-        t224_c0_3 = t224_c0_3.addingProduct(t224_a0, t224_b3)
-        let t224_a1 = Vector(repeating: arena[(1212543 +% (k225 *% 128))])
-        t224_c1_0 = t224_c1_0.addingProduct(t224_a1, t224_b0)
-        t224_c1_1 = t224_c1_1.addingProduct(t224_a1, t224_b1)
-        t224_c1_2 = t224_c1_2.addingProduct(t224_a1, t224_b2)
-        t224_c1_3 = t224_c1_3.addingProduct(t224_a1, t224_b3)
+      var t226_c0_0 = Vector()
+      var t226_c0_1 = Vector()
+      var t226_c0_2 = Vector()
+      var t226_c0_3 = Vector()
+      var t226_c1_0 = Vector()
+      var t226_c1_1 = Vector()
+      var t226_c1_2 = Vector()
+      var t226_c1_3 = Vector()
+      for k227 in 0..<64 {
+        let t226_b0 = loadVector(arena, ((802816 +% (k227 *% 3136)) +% (nb222 *% 64)))
+        let t226_b1 = loadVector(arena, (((802816 +% (k227 *% 3136)) +% (nb222 *% 64)) +% 16))
+        let t226_b2 = loadVector(arena, (((802816 +% (k227 *% 3136)) +% (nb222 *% 64)) +% 32))
+        let t226_b3 = loadVector(arena, (((802816 +% (k227 *% 3136)) +% (nb222 *% 64)) +% 48))
+        let t226_a0 = Vector(repeating: arena[(1212542 +% (k227 *% 128))])
+        t226_c0_0 = t226_c0_0.addingProduct(t226_a0, t226_b0)
+        t226_c0_1 = t226_c0_1.addingProduct(t226_a0, t226_b1)
+        t226_c0_2 = t226_c0_2.addingProduct(t226_a0, t226_b2)
+        t226_c0_3 = t226_c0_3.addingProduct(t226_a0, t226_b3)
+        let t226_a1 = Vector(repeating: arena[(1212543 +% (k227 *% 128))])
+        t226_c1_0 = t226_c1_0.addingProduct(t226_a1, t226_b0)
+        t226_c1_1 = t226_c1_1.addingProduct(t226_a1, t226_b1)
+        t226_c1_2 = t226_c1_2.addingProduct(t226_a1, t226_b2)
+        t226_c1_3 = t226_c1_3.addingProduct(t226_a1, t226_b3)
       }
-      storeVector(grads, (413952 +% (nb220 *% 64)), t224_c0_0)
-      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 16), t224_c0_1)
-      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 32), t224_c0_2)
-      storeVector(grads, ((413952 +% (nb220 *% 64)) +% 48), t224_c0_3)
-      storeVector(grads, (417088 +% (nb220 *% 64)), t224_c1_0)
-      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 16), t224_c1_1)
-      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 32), t224_c1_2)
-      storeVector(grads, ((417088 +% (nb220 *% 64)) +% 48), t224_c1_3)
+      storeVector(grads, (413952 +% (nb222 *% 64)), t226_c0_0)
+      storeVector(grads, ((413952 +% (nb222 *% 64)) +% 16), t226_c0_1)
+      storeVector(grads, ((413952 +% (nb222 *% 64)) +% 32), t226_c0_2)
+      storeVector(grads, ((413952 +% (nb222 *% 64)) +% 48), t226_c0_3)
+      storeVector(grads, (417088 +% (nb222 *% 64)), t226_c1_0)
+      storeVector(grads, ((417088 +% (nb222 *% 64)) +% 16), t226_c1_1)
+      storeVector(grads, ((417088 +% (nb222 *% 64)) +% 32), t226_c1_2)
+      storeVector(grads, ((417088 +% (nb222 *% 64)) +% 48), t226_c1_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u227 in 0..<128 {
-    var acc228: Float = Float(0)
-    for n229 in 0..<64 {
-      acc228 = (acc228 + arena[((1212416 +% (n229 *% 128)) +% u227)])
+  for u229 in 0..<128 {
+    var acc230: Float = Float(0)
+    for n231 in 0..<64 {
+      acc230 = (acc230 + arena[((1212416 +% (n231 *% 128)) +% u229)])
     }
-    grads[(420224 +% u227)] = acc228
+    grads[(420224 +% u229)] = acc230
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm236
-    for nb230 in 0..<49 {
-      for mb231 in 0..<10 {
-        var t232_c0_0 = Vector()
-        var t232_c0_1 = Vector()
-        var t232_c0_2 = Vector()
-        var t232_c0_3 = Vector()
-        var t232_c1_0 = Vector()
-        var t232_c1_1 = Vector()
-        var t232_c1_2 = Vector()
-        var t232_c1_3 = Vector()
-        var t232_c2_0 = Vector()
-        var t232_c2_1 = Vector()
-        var t232_c2_2 = Vector()
-        var t232_c2_3 = Vector()
-        var t232_c3_0 = Vector()
-        var t232_c3_1 = Vector()
-        var t232_c3_2 = Vector()
-        var t232_c3_3 = Vector()
-        var t232_c4_0 = Vector()
-        var t232_c4_1 = Vector()
-        var t232_c4_2 = Vector()
-        var t232_c4_3 = Vector()
-        var t232_c5_0 = Vector()
-        var t232_c5_1 = Vector()
-        var t232_c5_2 = Vector()
-        var t232_c5_3 = Vector()
-        for k233 in 0..<128 {
-          let t232_b0 = loadVector(params, ((18816 +% (k233 *% 3136)) +% (nb230 *% 64)))
-          let t232_b1 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 16))
-          let t232_b2 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 32))
-          let t232_b3 = loadVector(params, (((18816 +% (k233 *% 3136)) +% (nb230 *% 64)) +% 48))
-          let t232_a0 = Vector(repeating: arena[((1212416 +% ((mb231 *% 6) *% 128)) +% k233)])
-          t232_c0_0 = t232_c0_0.addingProduct(t232_a0, t232_b0)
-          t232_c0_1 = t232_c0_1.addingProduct(t232_a0, t232_b1)
-          t232_c0_2 = t232_c0_2.addingProduct(t232_a0, t232_b2)
-          t232_c0_3 = t232_c0_3.addingProduct(t232_a0, t232_b3)
-          let t232_a1 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 1) *% 128)) +% k233)])
-          t232_c1_0 = t232_c1_0.addingProduct(t232_a1, t232_b0)
-          t232_c1_1 = t232_c1_1.addingProduct(t232_a1, t232_b1)
-          t232_c1_2 = t232_c1_2.addingProduct(t232_a1, t232_b2)
-          t232_c1_3 = t232_c1_3.addingProduct(t232_a1, t232_b3)
-          let t232_a2 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 2) *% 128)) +% k233)])
-          t232_c2_0 = t232_c2_0.addingProduct(t232_a2, t232_b0)
-          t232_c2_1 = t232_c2_1.addingProduct(t232_a2, t232_b1)
-          t232_c2_2 = t232_c2_2.addingProduct(t232_a2, t232_b2)
-          t232_c2_3 = t232_c2_3.addingProduct(t232_a2, t232_b3)
-          let t232_a3 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 3) *% 128)) +% k233)])
-          t232_c3_0 = t232_c3_0.addingProduct(t232_a3, t232_b0)
-          t232_c3_1 = t232_c3_1.addingProduct(t232_a3, t232_b1)
-          t232_c3_2 = t232_c3_2.addingProduct(t232_a3, t232_b2)
-          t232_c3_3 = t232_c3_3.addingProduct(t232_a3, t232_b3)
-          let t232_a4 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 4) *% 128)) +% k233)])
-          t232_c4_0 = t232_c4_0.addingProduct(t232_a4, t232_b0)
-          t232_c4_1 = t232_c4_1.addingProduct(t232_a4, t232_b1)
-          t232_c4_2 = t232_c4_2.addingProduct(t232_a4, t232_b2)
-          t232_c4_3 = t232_c4_3.addingProduct(t232_a4, t232_b3)
-          let t232_a5 = Vector(repeating: arena[((1212416 +% (((mb231 *% 6) +% 5) *% 128)) +% k233)])
-          t232_c5_0 = t232_c5_0.addingProduct(t232_a5, t232_b0)
-          t232_c5_1 = t232_c5_1.addingProduct(t232_a5, t232_b1)
-          t232_c5_2 = t232_c5_2.addingProduct(t232_a5, t232_b2)
-          t232_c5_3 = t232_c5_3.addingProduct(t232_a5, t232_b3)
+  do {  // gemm238
+    for nb232 in 0..<49 {
+      for mb233 in 0..<10 {
+        var t234_c0_0 = Vector()
+        var t234_c0_1 = Vector()
+        var t234_c0_2 = Vector()
+        var t234_c0_3 = Vector()
+        var t234_c1_0 = Vector()
+        var t234_c1_1 = Vector()
+        var t234_c1_2 = Vector()
+        var t234_c1_3 = Vector()
+        var t234_c2_0 = Vector()
+        var t234_c2_1 = Vector()
+        var t234_c2_2 = Vector()
+        var t234_c2_3 = Vector()
+        var t234_c3_0 = Vector()
+        var t234_c3_1 = Vector()
+        var t234_c3_2 = Vector()
+        var t234_c3_3 = Vector()
+        var t234_c4_0 = Vector()
+        var t234_c4_1 = Vector()
+        var t234_c4_2 = Vector()
+        var t234_c4_3 = Vector()
+        var t234_c5_0 = Vector()
+        var t234_c5_1 = Vector()
+        var t234_c5_2 = Vector()
+        var t234_c5_3 = Vector()
+        for k235 in 0..<128 {
+          let t234_b0 = loadVector(params, ((18816 +% (k235 *% 3136)) +% (nb232 *% 64)))
+          let t234_b1 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb232 *% 64)) +% 16))
+          let t234_b2 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb232 *% 64)) +% 32))
+          let t234_b3 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb232 *% 64)) +% 48))
+          let t234_a0 = Vector(repeating: arena[((1212416 +% ((mb233 *% 6) *% 128)) +% k235)])
+          t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
+          t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
+          t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
+          t234_c0_3 = t234_c0_3.addingProduct(t234_a0, t234_b3)
+          let t234_a1 = Vector(repeating: arena[((1212416 +% (((mb233 *% 6) +% 1) *% 128)) +% k235)])
+          t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
+          t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
+          t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
+          t234_c1_3 = t234_c1_3.addingProduct(t234_a1, t234_b3)
+          let t234_a2 = Vector(repeating: arena[((1212416 +% (((mb233 *% 6) +% 2) *% 128)) +% k235)])
+          t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
+          t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
+          t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
+          t234_c2_3 = t234_c2_3.addingProduct(t234_a2, t234_b3)
+          let t234_a3 = Vector(repeating: arena[((1212416 +% (((mb233 *% 6) +% 3) *% 128)) +% k235)])
+          t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
+          t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
+          t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
+          t234_c3_3 = t234_c3_3.addingProduct(t234_a3, t234_b3)
+          let t234_a4 = Vector(repeating: arena[((1212416 +% (((mb233 *% 6) +% 4) *% 128)) +% k235)])
+          t234_c4_0 = t234_c4_0.addingProduct(t234_a4, t234_b0)
+          t234_c4_1 = t234_c4_1.addingProduct(t234_a4, t234_b1)
+          t234_c4_2 = t234_c4_2.addingProduct(t234_a4, t234_b2)
+          t234_c4_3 = t234_c4_3.addingProduct(t234_a4, t234_b3)
+          let t234_a5 = Vector(repeating: arena[((1212416 +% (((mb233 *% 6) +% 5) *% 128)) +% k235)])
+          t234_c5_0 = t234_c5_0.addingProduct(t234_a5, t234_b0)
+          t234_c5_1 = t234_c5_1.addingProduct(t234_a5, t234_b1)
+          t234_c5_2 = t234_c5_2.addingProduct(t234_a5, t234_b2)
+          t234_c5_3 = t234_c5_3.addingProduct(t234_a5, t234_b3)
         }
-        storeVector(arena, ((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)), t232_c0_0)
-        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c0_1)
-        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c0_2)
-        storeVector(arena, (((1221264 +% ((mb231 *% 6) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c0_3)
-        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)), t232_c1_0)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c1_1)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c1_2)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 1) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c1_3)
-        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)), t232_c2_0)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c2_1)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c2_2)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 2) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c2_3)
-        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)), t232_c3_0)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c3_1)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c3_2)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 3) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c3_3)
-        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)), t232_c4_0)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c4_1)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c4_2)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 4) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c4_3)
-        storeVector(arena, ((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)), t232_c5_0)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 16), t232_c5_1)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 32), t232_c5_2)
-        storeVector(arena, (((1221264 +% (((mb231 *% 6) +% 5) *% 3136)) +% (nb230 *% 64)) +% 48), t232_c5_3)
+        storeVector(arena, ((1221264 +% ((mb233 *% 6) *% 3136)) +% (nb232 *% 64)), t234_c0_0)
+        storeVector(arena, (((1221264 +% ((mb233 *% 6) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c0_1)
+        storeVector(arena, (((1221264 +% ((mb233 *% 6) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c0_2)
+        storeVector(arena, (((1221264 +% ((mb233 *% 6) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c0_3)
+        storeVector(arena, ((1221264 +% (((mb233 *% 6) +% 1) *% 3136)) +% (nb232 *% 64)), t234_c1_0)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 1) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c1_1)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 1) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c1_2)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 1) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c1_3)
+        storeVector(arena, ((1221264 +% (((mb233 *% 6) +% 2) *% 3136)) +% (nb232 *% 64)), t234_c2_0)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 2) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c2_1)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 2) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c2_2)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 2) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c2_3)
+        storeVector(arena, ((1221264 +% (((mb233 *% 6) +% 3) *% 3136)) +% (nb232 *% 64)), t234_c3_0)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 3) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c3_1)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 3) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c3_2)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 3) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c3_3)
+        storeVector(arena, ((1221264 +% (((mb233 *% 6) +% 4) *% 3136)) +% (nb232 *% 64)), t234_c4_0)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 4) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c4_1)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 4) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c4_2)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 4) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c4_3)
+        storeVector(arena, ((1221264 +% (((mb233 *% 6) +% 5) *% 3136)) +% (nb232 *% 64)), t234_c5_0)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 5) *% 3136)) +% (nb232 *% 64)) +% 16), t234_c5_1)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 5) *% 3136)) +% (nb232 *% 64)) +% 32), t234_c5_2)
+        storeVector(arena, (((1221264 +% (((mb233 *% 6) +% 5) *% 3136)) +% (nb232 *% 64)) +% 48), t234_c5_3)
       }
-      var t234_c0_0 = Vector()
-      var t234_c0_1 = Vector()
-      var t234_c0_2 = Vector()
-      var t234_c0_3 = Vector()
-      var t234_c1_0 = Vector()
-      var t234_c1_1 = Vector()
-      var t234_c1_2 = Vector()
-      var t234_c1_3 = Vector()
-      var t234_c2_0 = Vector()
-      var t234_c2_1 = Vector()
-      var t234_c2_2 = Vector()
-      var t234_c2_3 = Vector()
-      var t234_c3_0 = Vector()
-      var t234_c3_1 = Vector()
-      var t234_c3_2 = Vector()
-      var t234_c3_3 = Vector()
-      for k235 in 0..<128 {
-        let t234_b0 = loadVector(params, ((18816 +% (k235 *% 3136)) +% (nb230 *% 64)))
-        let t234_b1 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 16))
-        let t234_b2 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 32))
-        let t234_b3 = loadVector(params, (((18816 +% (k235 *% 3136)) +% (nb230 *% 64)) +% 48))
-        let t234_a0 = Vector(repeating: arena[(1220096 +% k235)])
-        t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
-        t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
-        t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
-        t234_c0_3 = t234_c0_3.addingProduct(t234_a0, t234_b3)
-        let t234_a1 = Vector(repeating: arena[(1220224 +% k235)])
-        t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
-        t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
-        t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
-        t234_c1_3 = t234_c1_3.addingProduct(t234_a1, t234_b3)
-        let t234_a2 = Vector(repeating: arena[(1220352 +% k235)])
-        t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
-        t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
-        t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
-        t234_c2_3 = t234_c2_3.addingProduct(t234_a2, t234_b3)
-        let t234_a3 = Vector(repeating: arena[(1220480 +% k235)])
-        t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
-        t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
-        t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
-        t234_c3_3 = t234_c3_3.addingProduct(t234_a3, t234_b3)
+      var t236_c0_0 = Vector()
+      var t236_c0_1 = Vector()
+      var t236_c0_2 = Vector()
+      var t236_c0_3 = Vector()
+      var t236_c1_0 = Vector()
+      var t236_c1_1 = Vector()
+      var t236_c1_2 = Vector()
+      var t236_c1_3 = Vector()
+      var t236_c2_0 = Vector()
+      var t236_c2_1 = Vector()
+      var t236_c2_2 = Vector()
+      var t236_c2_3 = Vector()
+      var t236_c3_0 = Vector()
+      var t236_c3_1 = Vector()
+      var t236_c3_2 = Vector()
+      var t236_c3_3 = Vector()
+      for k237 in 0..<128 {
+        let t236_b0 = loadVector(params, ((18816 +% (k237 *% 3136)) +% (nb232 *% 64)))
+        let t236_b1 = loadVector(params, (((18816 +% (k237 *% 3136)) +% (nb232 *% 64)) +% 16))
+        let t236_b2 = loadVector(params, (((18816 +% (k237 *% 3136)) +% (nb232 *% 64)) +% 32))
+        let t236_b3 = loadVector(params, (((18816 +% (k237 *% 3136)) +% (nb232 *% 64)) +% 48))
+        let t236_a0 = Vector(repeating: arena[(1220096 +% k237)])
+        t236_c0_0 = t236_c0_0.addingProduct(t236_a0, t236_b0)
+        t236_c0_1 = t236_c0_1.addingProduct(t236_a0, t236_b1)
+        t236_c0_2 = t236_c0_2.addingProduct(t236_a0, t236_b2)
+        t236_c0_3 = t236_c0_3.addingProduct(t236_a0, t236_b3)
+        let t236_a1 = Vector(repeating: arena[(1220224 +% k237)])
+        t236_c1_0 = t236_c1_0.addingProduct(t236_a1, t236_b0)
+        t236_c1_1 = t236_c1_1.addingProduct(t236_a1, t236_b1)
+        t236_c1_2 = t236_c1_2.addingProduct(t236_a1, t236_b2)
+        t236_c1_3 = t236_c1_3.addingProduct(t236_a1, t236_b3)
+        let t236_a2 = Vector(repeating: arena[(1220352 +% k237)])
+        t236_c2_0 = t236_c2_0.addingProduct(t236_a2, t236_b0)
+        t236_c2_1 = t236_c2_1.addingProduct(t236_a2, t236_b1)
+        t236_c2_2 = t236_c2_2.addingProduct(t236_a2, t236_b2)
+        t236_c2_3 = t236_c2_3.addingProduct(t236_a2, t236_b3)
+        let t236_a3 = Vector(repeating: arena[(1220480 +% k237)])
+        t236_c3_0 = t236_c3_0.addingProduct(t236_a3, t236_b0)
+        t236_c3_1 = t236_c3_1.addingProduct(t236_a3, t236_b1)
+        t236_c3_2 = t236_c3_2.addingProduct(t236_a3, t236_b2)
+        t236_c3_3 = t236_c3_3.addingProduct(t236_a3, t236_b3)
       }
-      storeVector(arena, (1409424 +% (nb230 *% 64)), t234_c0_0)
-      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 16), t234_c0_1)
-      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 32), t234_c0_2)
-      storeVector(arena, ((1409424 +% (nb230 *% 64)) +% 48), t234_c0_3)
-      storeVector(arena, (1412560 +% (nb230 *% 64)), t234_c1_0)
-      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 16), t234_c1_1)
-      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 32), t234_c1_2)
-      storeVector(arena, ((1412560 +% (nb230 *% 64)) +% 48), t234_c1_3)
-      storeVector(arena, (1415696 +% (nb230 *% 64)), t234_c2_0)
-      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 16), t234_c2_1)
-      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 32), t234_c2_2)
-      storeVector(arena, ((1415696 +% (nb230 *% 64)) +% 48), t234_c2_3)
-      storeVector(arena, (1418832 +% (nb230 *% 64)), t234_c3_0)
-      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 16), t234_c3_1)
-      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 32), t234_c3_2)
-      storeVector(arena, ((1418832 +% (nb230 *% 64)) +% 48), t234_c3_3)
+      storeVector(arena, (1409424 +% (nb232 *% 64)), t236_c0_0)
+      storeVector(arena, ((1409424 +% (nb232 *% 64)) +% 16), t236_c0_1)
+      storeVector(arena, ((1409424 +% (nb232 *% 64)) +% 32), t236_c0_2)
+      storeVector(arena, ((1409424 +% (nb232 *% 64)) +% 48), t236_c0_3)
+      storeVector(arena, (1412560 +% (nb232 *% 64)), t236_c1_0)
+      storeVector(arena, ((1412560 +% (nb232 *% 64)) +% 16), t236_c1_1)
+      storeVector(arena, ((1412560 +% (nb232 *% 64)) +% 32), t236_c1_2)
+      storeVector(arena, ((1412560 +% (nb232 *% 64)) +% 48), t236_c1_3)
+      storeVector(arena, (1415696 +% (nb232 *% 64)), t236_c2_0)
+      storeVector(arena, ((1415696 +% (nb232 *% 64)) +% 16), t236_c2_1)
+      storeVector(arena, ((1415696 +% (nb232 *% 64)) +% 32), t236_c2_2)
+      storeVector(arena, ((1415696 +% (nb232 *% 64)) +% 48), t236_c2_3)
+      storeVector(arena, (1418832 +% (nb232 *% 64)), t236_c3_0)
+      storeVector(arena, ((1418832 +% (nb232 *% 64)) +% 16), t236_c3_1)
+      storeVector(arena, ((1418832 +% (nb232 *% 64)) +% 32), t236_c3_2)
+      storeVector(arena, ((1418832 +% (nb232 *% 64)) +% 48), t236_c3_3)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  for i237 in 0..<50176 {
-    storeVector(arena, ((i237 *% 16) +% 1421968), Vector(repeating: Float(0)))
-  }
-  for q238 in 0..<4096 {
-    for i239 in 0..<49 {
-      if arena[(802816 +% ((q238 *% 49) +% i239))] > Float(0) {
-        arena[((1421968 +% (q238 *% 196)) +% Int(arena[(1003520 +% ((q238 *% 49) +% i239))]))] += arena[(1221264 +% ((q238 *% 49) +% i239))]
+  parallelFor(pool, 2) { part239 in
+    for q240 in 0..<2048 {
+      for i241 in 0..<12 {
+        storeVector(arena, ((i241 *% 16) +% (1421968 +% ((q240 +% (part239 *% 2048)) *% 196))), Vector(repeating: Float(0)))
+      }
+      for i241 in 0..<1 {
+        storePartial(arena, ((i241 +% 192) +% (1421968 +% ((q240 +% (part239 *% 2048)) *% 196))), Vector(repeating: Float(0)), 4)
+      }
+      for i242 in 0..<49 {
+        if arena[(802816 +% (((q240 +% (part239 *% 2048)) *% 49) +% i242))] > Float(0) {
+          arena[((1421968 +% ((q240 +% (part239 *% 2048)) *% 196)) +% Int(arena[(1003520 +% (((q240 +% (part239 *% 2048)) *% 49) +% i242))]))] += arena[(1221264 +% (((q240 +% (part239 *% 2048)) *% 49) +% i242))]
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i240 in 0..<2048 {
-    storeVector(arena, ((i240 *% 16) +% 898816), Vector(repeating: Float(0)))
+  for i243 in 0..<2048 {
+    storeVector(arena, ((i243 *% 16) +% 898816), Vector(repeating: Float(0)))
   }
-  for i241 in 0..<512 {
-    storeVector(arena, ((i241 *% 16) +% 802816), Vector(repeating: Float(0)))
+  for i244 in 0..<512 {
+    storeVector(arena, ((i244 *% 16) +% 802816), Vector(repeating: Float(0)))
   }
-  for i242 in 0..<784 {
-    storeVector(arena, ((i242 *% 16) +% 836096), Vector(repeating: Float(0)))
+  for i245 in 0..<784 {
+    storeVector(arena, ((i245 *% 16) +% 836096), Vector(repeating: Float(0)))
   }
-  for g243 in 0..<64 {
-    for j244 in 0..<1 {
-      for iy245 in 0..<14 {
-        for c246 in 0..<32 {
-          for ix247 in 0..<14 {
-            arena[(802816 +% ((((j244 *% 8192) +% ((iy245 +% 1) *% 512)) +% ((ix247 +% 1) *% 32)) +% c246))] = arena[(((((g243 +% j244) *% 6272) +% (c246 *% 196)) +% (iy245 *% 14)) +% ix247)]
+  for g246 in 0..<64 {
+    parallelFor(pool, 2) { part247 in
+      for j248 in 0..<1 {
+        for iy249 in 0..<14 {
+          for c250 in 0..<16 {
+            for ix251 in 0..<14 {
+              arena[(802816 +% ((((j248 *% 8192) +% ((iy249 +% 1) *% 512)) +% ((ix251 +% 1) *% 32)) +% (c250 +% (part247 *% 16))))] = arena[(((((g246 +% j248) *% 6272) +% ((c250 +% (part247 *% 16)) *% 196)) +% (iy249 *% 14)) +% ix251)]
+            }
+          }
+        }
+      }
+      for j252 in 0..<1 {
+        for iy253 in 0..<14 {
+          for c254 in 0..<32 {
+            for ix255 in 0..<14 {
+              arena[(836096 +% ((((j252 *% 12544) +% (iy253 *% 896)) +% (ix255 *% 64)) +% (c254 +% (part247 *% 32))))] = arena[((((1421968 +% ((g246 +% j252) *% 12544)) +% ((c254 +% (part247 *% 32)) *% 196)) +% (iy253 *% 14)) +% ix255)]
+            }
           }
         }
       }
     }
-    for j248 in 0..<1 {
-      for ty249 in 0..<7 {
-        for tx250 in 0..<7 {
-          for cv251 in 0..<2 {
-            let w252 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
-            let w253 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
-            let w254 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
-            let w255 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% ((tx250 *% 2) *% 32)) +% (cv251 *% 16)))))
-            let w256 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
-            let w257 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
-            let w258 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
-            let w259 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 1) *% 32)) +% (cv251 *% 16)))))
-            let w260 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
-            let w261 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
-            let w262 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
-            let w263 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 2) *% 32)) +% (cv251 *% 16)))))
-            let w264 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% ((ty249 *% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
-            let w265 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) + loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
-            let w266 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 2) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
-            let w267 = (loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 1) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))) - loadVector(arena, (802816 +% ((((j248 *% 8192) +% (((ty249 *% 2) +% 3) *% 512)) +% (((tx250 *% 2) +% 3) *% 32)) +% (cv251 *% 16)))))
-            let w268 = (w252 - w260)
-            let w269 = (w256 + w260)
-            let w270 = (w260 - w256)
-            let w271 = (w256 - w264)
-            let w272 = (w253 - w261)
-            let w273 = (w257 + w261)
-            let w274 = (w261 - w257)
-            let w275 = (w257 - w265)
-            let w276 = (w254 - w262)
-            let w277 = (w258 + w262)
-            let w278 = (w262 - w258)
-            let w279 = (w258 - w266)
-            let w280 = (w255 - w263)
-            let w281 = (w259 + w263)
-            let w282 = (w263 - w259)
-            let w283 = (w259 - w267)
-            storeVector(arena, ((811008 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w268)
-            storeVector(arena, ((812576 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w269)
-            storeVector(arena, ((814144 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w270)
-            storeVector(arena, ((815712 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w271)
-            storeVector(arena, ((817280 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w272)
-            storeVector(arena, ((818848 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w273)
-            storeVector(arena, ((820416 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w274)
-            storeVector(arena, ((821984 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w275)
-            storeVector(arena, ((823552 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w276)
-            storeVector(arena, ((825120 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w277)
-            storeVector(arena, ((826688 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w278)
-            storeVector(arena, ((828256 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w279)
-            storeVector(arena, ((829824 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w280)
-            storeVector(arena, ((831392 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w281)
-            storeVector(arena, ((832960 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w282)
-            storeVector(arena, ((834528 +% ((((j248 *% 49) +% (ty249 *% 7)) +% tx250) *% 32)) +% (cv251 *% 16)), w283)
+    for j256 in 0..<1 {
+      for ty257 in 0..<7 {
+        for tx258 in 0..<7 {
+          for cv259 in 0..<2 {
+            let w260 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% ((ty257 *% 2) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))))
+            let w261 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))) + loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))))
+            let w262 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))))
+            let w263 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 3) *% 512)) +% ((tx258 *% 2) *% 32)) +% (cv259 *% 16)))))
+            let w264 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% ((ty257 *% 2) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))))
+            let w265 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))) + loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))))
+            let w266 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))))
+            let w267 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 3) *% 512)) +% (((tx258 *% 2) +% 1) *% 32)) +% (cv259 *% 16)))))
+            let w268 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% ((ty257 *% 2) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))))
+            let w269 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))) + loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))))
+            let w270 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))))
+            let w271 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 3) *% 512)) +% (((tx258 *% 2) +% 2) *% 32)) +% (cv259 *% 16)))))
+            let w272 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% ((ty257 *% 2) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))))
+            let w273 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))) + loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))))
+            let w274 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 2) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))))
+            let w275 = (loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 1) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))) - loadVector(arena, (802816 +% ((((j256 *% 8192) +% (((ty257 *% 2) +% 3) *% 512)) +% (((tx258 *% 2) +% 3) *% 32)) +% (cv259 *% 16)))))
+            let w276 = (w260 - w268)
+            let w277 = (w264 + w268)
+            let w278 = (w268 - w264)
+            let w279 = (w264 - w272)
+            let w280 = (w261 - w269)
+            let w281 = (w265 + w269)
+            let w282 = (w269 - w265)
+            let w283 = (w265 - w273)
+            let w284 = (w262 - w270)
+            let w285 = (w266 + w270)
+            let w286 = (w270 - w266)
+            let w287 = (w266 - w274)
+            let w288 = (w263 - w271)
+            let w289 = (w267 + w271)
+            let w290 = (w271 - w267)
+            let w291 = (w267 - w275)
+            storeVector(arena, ((811008 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w276)
+            storeVector(arena, ((812576 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w277)
+            storeVector(arena, ((814144 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w278)
+            storeVector(arena, ((815712 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w279)
+            storeVector(arena, ((817280 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w280)
+            storeVector(arena, ((818848 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w281)
+            storeVector(arena, ((820416 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w282)
+            storeVector(arena, ((821984 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w283)
+            storeVector(arena, ((823552 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w284)
+            storeVector(arena, ((825120 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w285)
+            storeVector(arena, ((826688 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w286)
+            storeVector(arena, ((828256 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w287)
+            storeVector(arena, ((829824 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w288)
+            storeVector(arena, ((831392 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w289)
+            storeVector(arena, ((832960 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w290)
+            storeVector(arena, ((834528 +% ((((j256 *% 49) +% (ty257 *% 7)) +% tx258) *% 32)) +% (cv259 *% 16)), w291)
           }
         }
       }
     }
-    for j284 in 0..<1 {
-      for iy285 in 0..<14 {
-        for c286 in 0..<64 {
-          for ix287 in 0..<14 {
-            arena[(836096 +% ((((j284 *% 12544) +% (iy285 *% 896)) +% (ix287 *% 64)) +% c286))] = arena[((((1421968 +% ((g243 +% j284) *% 12544)) +% (c286 *% 196)) +% (iy285 *% 14)) +% ix287)]
+    for j292 in 0..<1 {
+      for ty293 in 0..<7 {
+        for tx294 in 0..<7 {
+          for cv295 in 0..<4 {
+            let w296 = loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16))))
+            let w297 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16)))) + loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16)))))
+            let w298 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16)))) - loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16)))))
+            let w299 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% ((tx294 *% 2) *% 64)) +% (cv295 *% 16)))) * Vector(repeating: Float(-1)))
+            let w300 = loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16))))
+            let w301 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16)))) + loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16)))))
+            let w302 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% ((ty293 *% 2) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16)))) - loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16)))))
+            let w303 = (loadVector(arena, (836096 +% ((((j292 *% 12544) +% (((ty293 *% 2) +% 1) *% 896)) +% (((tx294 *% 2) +% 1) *% 64)) +% (cv295 *% 16)))) * Vector(repeating: Float(-1)))
+            let w304 = w296
+            let w305 = (w296 + w300)
+            let w306 = (w296 - w300)
+            let w307 = (w300 * Vector(repeating: Float(-1)))
+            let w308 = w297
+            let w309 = (w297 + w301)
+            let w310 = (w297 - w301)
+            let w311 = (w301 * Vector(repeating: Float(-1)))
+            let w312 = w298
+            let w313 = (w298 + w302)
+            let w314 = (w298 - w302)
+            let w315 = (w302 * Vector(repeating: Float(-1)))
+            let w316 = w299
+            let w317 = (w299 + w303)
+            let w318 = (w299 - w303)
+            let w319 = (w303 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((848640 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w304)
+            storeVector(arena, ((851776 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w305)
+            storeVector(arena, ((854912 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w306)
+            storeVector(arena, ((858048 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w307)
+            storeVector(arena, ((861184 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w308)
+            storeVector(arena, ((864320 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w309)
+            storeVector(arena, ((867456 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w310)
+            storeVector(arena, ((870592 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w311)
+            storeVector(arena, ((873728 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w312)
+            storeVector(arena, ((876864 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w313)
+            storeVector(arena, ((880000 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w314)
+            storeVector(arena, ((883136 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w315)
+            storeVector(arena, ((886272 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w316)
+            storeVector(arena, ((889408 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w317)
+            storeVector(arena, ((892544 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w318)
+            storeVector(arena, ((895680 +% ((((j292 *% 49) +% (ty293 *% 7)) +% tx294) *% 64)) +% (cv295 *% 16)), w319)
           }
         }
       }
     }
-    for j288 in 0..<1 {
-      for ty289 in 0..<7 {
-        for tx290 in 0..<7 {
-          for cv291 in 0..<4 {
-            let w292 = loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16))))
-            let w293 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) + loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))))
-            let w294 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) - loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))))
-            let w295 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% ((tx290 *% 2) *% 64)) +% (cv291 *% 16)))) * Vector(repeating: Float(-1)))
-            let w296 = loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16))))
-            let w297 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) + loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))))
-            let w298 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% ((ty289 *% 2) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) - loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))))
-            let w299 = (loadVector(arena, (836096 +% ((((j288 *% 12544) +% (((ty289 *% 2) +% 1) *% 896)) +% (((tx290 *% 2) +% 1) *% 64)) +% (cv291 *% 16)))) * Vector(repeating: Float(-1)))
-            let w300 = w292
-            let w301 = (w292 + w296)
-            let w302 = (w292 - w296)
-            let w303 = (w296 * Vector(repeating: Float(-1)))
-            let w304 = w293
-            let w305 = (w293 + w297)
-            let w306 = (w293 - w297)
-            let w307 = (w297 * Vector(repeating: Float(-1)))
-            let w308 = w294
-            let w309 = (w294 + w298)
-            let w310 = (w294 - w298)
-            let w311 = (w298 * Vector(repeating: Float(-1)))
-            let w312 = w295
-            let w313 = (w295 + w299)
-            let w314 = (w295 - w299)
-            let w315 = (w299 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((848640 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w300)
-            storeVector(arena, ((851776 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w301)
-            storeVector(arena, ((854912 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w302)
-            storeVector(arena, ((858048 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w303)
-            storeVector(arena, ((861184 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w304)
-            storeVector(arena, ((864320 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w305)
-            storeVector(arena, ((867456 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w306)
-            storeVector(arena, ((870592 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w307)
-            storeVector(arena, ((873728 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w308)
-            storeVector(arena, ((876864 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w309)
-            storeVector(arena, ((880000 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w310)
-            storeVector(arena, ((883136 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w311)
-            storeVector(arena, ((886272 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w312)
-            storeVector(arena, ((889408 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w313)
-            storeVector(arena, ((892544 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w314)
-            storeVector(arena, ((895680 +% ((((j288 *% 49) +% (ty289 *% 7)) +% tx290) *% 64)) +% (cv291 *% 16)), w315)
-          }
-        }
+    parallelFor(pool, 2) { part320 in
+      for xi321 in 0..<8 {
+        sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% ((xi321 +% (part320 *% 8)) *% 1568)), 32, arena + (848640 +% ((xi321 +% (part320 *% 8)) *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% ((xi321 +% (part320 *% 8)) *% 2048)), 64)
       }
-    }
-    for xi316 in 0..<16 {
-      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (811008 +% (xi316 *% 1568)), 32, arena + (848640 +% (xi316 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (898816 +% (xi316 *% 2048)), 64)
     }
   }
-  do {  // scalar loops
-    for f317 in 0..<64 {
-      for c318 in 0..<32 {
-        var w319: Float = (((arena[((898816 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((907008 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
-        var w320: Float = ((arena[((907008 +% (c318 *% 64)) +% f317)] - arena[((915200 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
-        var w321: Float = (((arena[((907008 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c318 *% 64)) +% f317)] * Float(1)))
-        var w322: Float = (((arena[((900864 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((909056 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
-        var w323: Float = ((arena[((909056 +% (c318 *% 64)) +% f317)] - arena[((917248 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
-        var w324: Float = (((arena[((909056 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c318 *% 64)) +% f317)] * Float(1)))
-        var w325: Float = (((arena[((902912 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((911104 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
-        var w326: Float = ((arena[((911104 +% (c318 *% 64)) +% f317)] - arena[((919296 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
-        var w327: Float = (((arena[((911104 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c318 *% 64)) +% f317)] * Float(1)))
-        var w328: Float = (((arena[((904960 +% (c318 *% 64)) +% f317)] * Float(1)) + (arena[((913152 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)))
-        var w329: Float = ((arena[((913152 +% (c318 *% 64)) +% f317)] - arena[((921344 +% (c318 *% 64)) +% f317)]) * Float(bitPattern: 0x3f000000))
-        var w330: Float = (((arena[((913152 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c318 *% 64)) +% f317)] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c318 *% 64)) +% f317)] * Float(1)))
-        var w331: Float = (((w319 * Float(1)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(bitPattern: 0x3f000000)))
-        var w332: Float = ((w322 - w325) * Float(bitPattern: 0x3f000000))
-        var w333: Float = (((w322 * Float(bitPattern: 0x3f000000)) + (w325 * Float(bitPattern: 0x3f000000))) + (w328 * Float(1)))
-        var w334: Float = (((w320 * Float(1)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(bitPattern: 0x3f000000)))
-        var w335: Float = ((w323 - w326) * Float(bitPattern: 0x3f000000))
-        var w336: Float = (((w323 * Float(bitPattern: 0x3f000000)) + (w326 * Float(bitPattern: 0x3f000000))) + (w329 * Float(1)))
-        var w337: Float = (((w321 * Float(1)) + (w324 * Float(bitPattern: 0x3f000000))) + (w327 * Float(bitPattern: 0x3f000000)))
-        var w338: Float = ((w324 - w327) * Float(bitPattern: 0x3f000000))
-        var w339: Float = (((w324 * Float(bitPattern: 0x3f000000)) + (w327 * Float(bitPattern: 0x3f000000))) + (w330 * Float(1)))
-        grads[(320 +% (((f317 *% 32) +% c318) *% 9))] = w331
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 1)] = w332
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 2)] = w333
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 3)] = w334
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 4)] = w335
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 5)] = w336
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 6)] = w337
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 7)] = w338
-        grads[((320 +% (((f317 *% 32) +% c318) *% 9)) +% 8)] = w339
+  parallelFor(pool, 2) { part322 in
+    do {  // scalar loops
+      for f323 in 0..<32 {
+        for c324 in 0..<32 {
+          var w325: Float = (((arena[((898816 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)) + (arena[((907008 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((915200 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w326: Float = ((arena[((907008 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] - arena[((915200 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w327: Float = (((arena[((907008 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((915200 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((923392 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)))
+          var w328: Float = (((arena[((900864 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)) + (arena[((909056 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((917248 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w329: Float = ((arena[((909056 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] - arena[((917248 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w330: Float = (((arena[((909056 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((917248 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((925440 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)))
+          var w331: Float = (((arena[((902912 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)) + (arena[((911104 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((919296 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w332: Float = ((arena[((911104 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] - arena[((919296 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w333: Float = (((arena[((911104 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((919296 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((927488 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)))
+          var w334: Float = (((arena[((904960 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)) + (arena[((913152 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((921344 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)))
+          var w335: Float = ((arena[((913152 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] - arena[((921344 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))]) * Float(bitPattern: 0x3f000000))
+          var w336: Float = (((arena[((913152 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000)) + (arena[((921344 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(bitPattern: 0x3f000000))) + (arena[((929536 +% (c324 *% 64)) +% (f323 +% (part322 *% 32)))] * Float(1)))
+          var w337: Float = (((w325 * Float(1)) + (w328 * Float(bitPattern: 0x3f000000))) + (w331 * Float(bitPattern: 0x3f000000)))
+          var w338: Float = ((w328 - w331) * Float(bitPattern: 0x3f000000))
+          var w339: Float = (((w328 * Float(bitPattern: 0x3f000000)) + (w331 * Float(bitPattern: 0x3f000000))) + (w334 * Float(1)))
+          var w340: Float = (((w326 * Float(1)) + (w329 * Float(bitPattern: 0x3f000000))) + (w332 * Float(bitPattern: 0x3f000000)))
+          var w341: Float = ((w329 - w332) * Float(bitPattern: 0x3f000000))
+          var w342: Float = (((w329 * Float(bitPattern: 0x3f000000)) + (w332 * Float(bitPattern: 0x3f000000))) + (w335 * Float(1)))
+          var w343: Float = (((w327 * Float(1)) + (w330 * Float(bitPattern: 0x3f000000))) + (w333 * Float(bitPattern: 0x3f000000)))
+          var w344: Float = ((w330 - w333) * Float(bitPattern: 0x3f000000))
+          var w345: Float = (((w330 * Float(bitPattern: 0x3f000000)) + (w333 * Float(bitPattern: 0x3f000000))) + (w336 * Float(1)))
+          grads[(320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9))] = w337
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 1)] = w338
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 2)] = w339
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 3)] = w340
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 4)] = w341
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 5)] = w342
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 6)] = w343
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 7)] = w344
+          grads[((320 +% ((((f323 +% (part322 *% 32)) *% 32) +% c324) *% 9)) +% 8)] = w345
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f340 in 0..<64 {
-    var acc341 = Vector()
-    for img342 in 0..<64 {
-      for i343 in 0..<12 {
-        acc341 = acc341.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img342 *% 12544)) +% (f340 *% 196)) +% (i343 *% 16))))
+  for f346 in 0..<64 {
+    var acc347 = Vector()
+    for img348 in 0..<64 {
+      for i349 in 0..<12 {
+        acc347 = acc347.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img348 *% 12544)) +% (f346 *% 196)) +% (i349 *% 16))))
       }
-      acc341 = acc341.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img342 *% 12544)) +% (f340 *% 196)) +% 192), 4))
+      acc347 = acc347.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img348 *% 12544)) +% (f346 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 802816, acc341)
-    var sum344: Float = (arena[802816] + arena[802817])
-    var sum345: Float = (sum344 + arena[802818])
-    var sum346: Float = (sum345 + arena[802819])
-    var sum347: Float = (sum346 + arena[802820])
-    var sum348: Float = (sum347 + arena[802821])
-    var sum349: Float = (sum348 + arena[802822])
-    var sum350: Float = (sum349 + arena[802823])
-    var sum351: Float = (sum350 + arena[802824])
-    var sum352: Float = (sum351 + arena[802825])
-    var sum353: Float = (sum352 + arena[802826])
-    var sum354: Float = (sum353 + arena[802827])
-    var sum355: Float = (sum354 + arena[802828])
-    var sum356: Float = (sum355 + arena[802829])
-    var sum357: Float = (sum356 + arena[802830])
-    var sum358: Float = (sum357 + arena[802831])
-    grads[(18752 +% f340)] = sum358
+    storeVector(arena, 802816, acc347)
+    var sum350: Float = (arena[802816] + arena[802817])
+    var sum351: Float = (sum350 + arena[802818])
+    var sum352: Float = (sum351 + arena[802819])
+    var sum353: Float = (sum352 + arena[802820])
+    var sum354: Float = (sum353 + arena[802821])
+    var sum355: Float = (sum354 + arena[802822])
+    var sum356: Float = (sum355 + arena[802823])
+    var sum357: Float = (sum356 + arena[802824])
+    var sum358: Float = (sum357 + arena[802825])
+    var sum359: Float = (sum358 + arena[802826])
+    var sum360: Float = (sum359 + arena[802827])
+    var sum361: Float = (sum360 + arena[802828])
+    var sum362: Float = (sum361 + arena[802829])
+    var sum363: Float = (sum362 + arena[802830])
+    var sum364: Float = (sum363 + arena[802831])
+    grads[(18752 +% f346)] = sum364
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci359 in 0..<64 {
-      for co360 in 0..<32 {
-        var w361: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)]
-        var w362: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w363: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 8)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w364: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 2)]
-        var w365: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)]
-        var w366: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w367: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 7)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w368: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 1)]
-        var w369: Float = params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)]
-        var w370: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w371: Float = (((params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 6)] + params[(320 +% (((ci359 *% 32) +% co360) *% 9))]) - params[((320 +% (((ci359 *% 32) +% co360) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w372: Float = params[(320 +% (((ci359 *% 32) +% co360) *% 9))]
-        var w373: Float = w361
-        var w374: Float = (((w361 + w365) + w369) * Float(bitPattern: 0x3f000000))
-        var w375: Float = (((w361 + w369) - w365) * Float(bitPattern: 0x3f000000))
-        var w376: Float = w369
-        var w377: Float = w362
-        var w378: Float = (((w362 + w366) + w370) * Float(bitPattern: 0x3f000000))
-        var w379: Float = (((w362 + w370) - w366) * Float(bitPattern: 0x3f000000))
-        var w380: Float = w370
-        var w381: Float = w363
-        var w382: Float = (((w363 + w367) + w371) * Float(bitPattern: 0x3f000000))
-        var w383: Float = (((w363 + w371) - w367) * Float(bitPattern: 0x3f000000))
-        var w384: Float = w371
-        var w385: Float = w364
-        var w386: Float = (((w364 + w368) + w372) * Float(bitPattern: 0x3f000000))
-        var w387: Float = (((w364 + w372) - w368) * Float(bitPattern: 0x3f000000))
-        var w388: Float = w372
-        arena[((1221264 +% (ci359 *% 32)) +% co360)] = w373
-        arena[((1223312 +% (ci359 *% 32)) +% co360)] = w374
-        arena[((1225360 +% (ci359 *% 32)) +% co360)] = w375
-        arena[((1227408 +% (ci359 *% 32)) +% co360)] = w376
-        arena[((1229456 +% (ci359 *% 32)) +% co360)] = w377
-        arena[((1231504 +% (ci359 *% 32)) +% co360)] = w378
-        arena[((1233552 +% (ci359 *% 32)) +% co360)] = w379
-        arena[((1235600 +% (ci359 *% 32)) +% co360)] = w380
-        arena[((1237648 +% (ci359 *% 32)) +% co360)] = w381
-        arena[((1239696 +% (ci359 *% 32)) +% co360)] = w382
-        arena[((1241744 +% (ci359 *% 32)) +% co360)] = w383
-        arena[((1243792 +% (ci359 *% 32)) +% co360)] = w384
-        arena[((1245840 +% (ci359 *% 32)) +% co360)] = w385
-        arena[((1247888 +% (ci359 *% 32)) +% co360)] = w386
-        arena[((1249936 +% (ci359 *% 32)) +% co360)] = w387
-        arena[((1251984 +% (ci359 *% 32)) +% co360)] = w388
+  parallelFor(pool, 2) { part365 in
+    do {  // scalar loops
+      for ci366 in 0..<64 {
+        for co367 in 0..<16 {
+          var w368: Float = params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 8)]
+          var w369: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 8)] + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 5)]) + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w370: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 8)] + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 2)]) - params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w371: Float = params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 2)]
+          var w372: Float = params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 7)]
+          var w373: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 7)] + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 4)]) + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w374: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 7)] + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 1)]) - params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w375: Float = params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 1)]
+          var w376: Float = params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 6)]
+          var w377: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 6)] + params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 3)]) + params[(320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w378: Float = (((params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 6)] + params[(320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9))]) - params[((320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w379: Float = params[(320 +% (((ci366 *% 32) +% ((part365 *% 16) +% co367)) *% 9))]
+          var w380: Float = w368
+          var w381: Float = (((w368 + w372) + w376) * Float(bitPattern: 0x3f000000))
+          var w382: Float = (((w368 + w376) - w372) * Float(bitPattern: 0x3f000000))
+          var w383: Float = w376
+          var w384: Float = w369
+          var w385: Float = (((w369 + w373) + w377) * Float(bitPattern: 0x3f000000))
+          var w386: Float = (((w369 + w377) - w373) * Float(bitPattern: 0x3f000000))
+          var w387: Float = w377
+          var w388: Float = w370
+          var w389: Float = (((w370 + w374) + w378) * Float(bitPattern: 0x3f000000))
+          var w390: Float = (((w370 + w378) - w374) * Float(bitPattern: 0x3f000000))
+          var w391: Float = w378
+          var w392: Float = w371
+          var w393: Float = (((w371 + w375) + w379) * Float(bitPattern: 0x3f000000))
+          var w394: Float = (((w371 + w379) - w375) * Float(bitPattern: 0x3f000000))
+          var w395: Float = w379
+          arena[((1221264 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w380
+          arena[((1223312 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w381
+          arena[((1225360 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w382
+          arena[((1227408 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w383
+          arena[((1229456 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w384
+          arena[((1231504 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w385
+          arena[((1233552 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w386
+          arena[((1235600 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w387
+          arena[((1237648 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w388
+          arena[((1239696 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w389
+          arena[((1241744 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w390
+          arena[((1243792 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w391
+          arena[((1245840 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w392
+          arena[((1247888 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w393
+          arena[((1249936 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w394
+          arena[((1251984 +% (ci366 *% 32)) +% ((part365 *% 16) +% co367))] = w395
+        }
       }
     }
   }
-  for i389 in 0..<1024 {
-    storeVector(arena, ((i389 *% 16) +% 1254032), Vector(repeating: Float(0)))
+  for i396 in 0..<1024 {
+    storeVector(arena, ((i396 *% 16) +% 1254032), Vector(repeating: Float(0)))
   }
-  for g390 in 0..<64 {
-    for j391 in 0..<1 {
-      for iy392 in 0..<14 {
-        for c393 in 0..<64 {
-          for ix394 in 0..<14 {
-            arena[(1254032 +% ((((j391 *% 16384) +% ((iy392 +% 1) *% 1024)) +% ((ix394 +% 1) *% 64)) +% c393))] = arena[((((1421968 +% ((g390 +% j391) *% 12544)) +% (c393 *% 196)) +% (iy392 *% 14)) +% ix394)]
+  for g397 in 0..<64 {
+    for j398 in 0..<1 {
+      for iy399 in 0..<14 {
+        for c400 in 0..<64 {
+          for ix401 in 0..<14 {
+            arena[(1254032 +% ((((j398 *% 16384) +% ((iy399 +% 1) *% 1024)) +% ((ix401 +% 1) *% 64)) +% c400))] = arena[((((1421968 +% ((g397 +% j398) *% 12544)) +% (c400 *% 196)) +% (iy399 *% 14)) +% ix401)]
           }
         }
       }
     }
-    for j395 in 0..<1 {
-      for ty396 in 0..<7 {
-        for tx397 in 0..<7 {
-          for cv398 in 0..<4 {
-            let w399 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
-            let w400 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
-            let w401 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
-            let w402 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% ((tx397 *% 2) *% 64)) +% (cv398 *% 16)))))
-            let w403 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
-            let w404 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
-            let w405 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
-            let w406 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 1) *% 64)) +% (cv398 *% 16)))))
-            let w407 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
-            let w408 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
-            let w409 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
-            let w410 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 2) *% 64)) +% (cv398 *% 16)))))
-            let w411 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% ((ty396 *% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
-            let w412 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) + loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
-            let w413 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 2) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
-            let w414 = (loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 1) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))) - loadVector(arena, (1254032 +% ((((j395 *% 16384) +% (((ty396 *% 2) +% 3) *% 1024)) +% (((tx397 *% 2) +% 3) *% 64)) +% (cv398 *% 16)))))
-            let w415 = (w399 - w407)
-            let w416 = (w403 + w407)
-            let w417 = (w407 - w403)
-            let w418 = (w403 - w411)
-            let w419 = (w400 - w408)
-            let w420 = (w404 + w408)
-            let w421 = (w408 - w404)
-            let w422 = (w404 - w412)
-            let w423 = (w401 - w409)
-            let w424 = (w405 + w409)
-            let w425 = (w409 - w405)
-            let w426 = (w405 - w413)
-            let w427 = (w402 - w410)
-            let w428 = (w406 + w410)
-            let w429 = (w410 - w406)
-            let w430 = (w406 - w414)
-            storeVector(arena, ((1270416 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w415)
-            storeVector(arena, ((1273552 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w416)
-            storeVector(arena, ((1276688 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w417)
-            storeVector(arena, ((1279824 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w418)
-            storeVector(arena, ((1282960 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w419)
-            storeVector(arena, ((1286096 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w420)
-            storeVector(arena, ((1289232 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w421)
-            storeVector(arena, ((1292368 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w422)
-            storeVector(arena, ((1295504 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w423)
-            storeVector(arena, ((1298640 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w424)
-            storeVector(arena, ((1301776 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w425)
-            storeVector(arena, ((1304912 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w426)
-            storeVector(arena, ((1308048 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w427)
-            storeVector(arena, ((1311184 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w428)
-            storeVector(arena, ((1314320 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w429)
-            storeVector(arena, ((1317456 +% ((((j395 *% 49) +% (ty396 *% 7)) +% tx397) *% 64)) +% (cv398 *% 16)), w430)
+    for j402 in 0..<1 {
+      for ty403 in 0..<7 {
+        for tx404 in 0..<7 {
+          for cv405 in 0..<4 {
+            let w406 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% ((ty403 *% 2) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))))
+            let w407 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))) + loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))))
+            let w408 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))))
+            let w409 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 3) *% 1024)) +% ((tx404 *% 2) *% 64)) +% (cv405 *% 16)))))
+            let w410 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% ((ty403 *% 2) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))))
+            let w411 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))) + loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))))
+            let w412 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))))
+            let w413 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 3) *% 1024)) +% (((tx404 *% 2) +% 1) *% 64)) +% (cv405 *% 16)))))
+            let w414 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% ((ty403 *% 2) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))))
+            let w415 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))) + loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))))
+            let w416 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))))
+            let w417 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 3) *% 1024)) +% (((tx404 *% 2) +% 2) *% 64)) +% (cv405 *% 16)))))
+            let w418 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% ((ty403 *% 2) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))))
+            let w419 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))) + loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))))
+            let w420 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 2) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))))
+            let w421 = (loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 1) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))) - loadVector(arena, (1254032 +% ((((j402 *% 16384) +% (((ty403 *% 2) +% 3) *% 1024)) +% (((tx404 *% 2) +% 3) *% 64)) +% (cv405 *% 16)))))
+            let w422 = (w406 - w414)
+            let w423 = (w410 + w414)
+            let w424 = (w414 - w410)
+            let w425 = (w410 - w418)
+            let w426 = (w407 - w415)
+            let w427 = (w411 + w415)
+            let w428 = (w415 - w411)
+            let w429 = (w411 - w419)
+            let w430 = (w408 - w416)
+            let w431 = (w412 + w416)
+            let w432 = (w416 - w412)
+            let w433 = (w412 - w420)
+            let w434 = (w409 - w417)
+            let w435 = (w413 + w417)
+            let w436 = (w417 - w413)
+            let w437 = (w413 - w421)
+            storeVector(arena, ((1270416 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w422)
+            storeVector(arena, ((1273552 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w423)
+            storeVector(arena, ((1276688 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w424)
+            storeVector(arena, ((1279824 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w425)
+            storeVector(arena, ((1282960 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w426)
+            storeVector(arena, ((1286096 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w427)
+            storeVector(arena, ((1289232 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w428)
+            storeVector(arena, ((1292368 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w429)
+            storeVector(arena, ((1295504 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w430)
+            storeVector(arena, ((1298640 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w431)
+            storeVector(arena, ((1301776 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w432)
+            storeVector(arena, ((1304912 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w433)
+            storeVector(arena, ((1308048 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w434)
+            storeVector(arena, ((1311184 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w435)
+            storeVector(arena, ((1314320 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w436)
+            storeVector(arena, ((1317456 +% ((((j402 *% 49) +% (ty403 *% 7)) +% tx404) *% 64)) +% (cv405 *% 16)), w437)
           }
         }
       }
     }
-    for xi431 in 0..<16 {
-      do {  // gemm438
-        for nb432 in 0..<1 {
-          for mb433 in 0..<3 {
-            var t434_c0_0 = Vector()
-            var t434_c0_1 = Vector()
-            var t434_c1_0 = Vector()
-            var t434_c1_1 = Vector()
-            var t434_c2_0 = Vector()
-            var t434_c2_1 = Vector()
-            var t434_c3_0 = Vector()
-            var t434_c3_1 = Vector()
-            var t434_c4_0 = Vector()
-            var t434_c4_1 = Vector()
-            var t434_c5_0 = Vector()
-            var t434_c5_1 = Vector()
-            var t434_c6_0 = Vector()
-            var t434_c6_1 = Vector()
-            var t434_c7_0 = Vector()
-            var t434_c7_1 = Vector()
-            var t434_c8_0 = Vector()
-            var t434_c8_1 = Vector()
-            var t434_c9_0 = Vector()
-            var t434_c9_1 = Vector()
-            var t434_c10_0 = Vector()
-            var t434_c10_1 = Vector()
-            var t434_c11_0 = Vector()
-            var t434_c11_1 = Vector()
-            var t434_c12_0 = Vector()
-            var t434_c12_1 = Vector()
-            var t434_c13_0 = Vector()
-            var t434_c13_1 = Vector()
-            for k435 in 0..<64 {
-              let t434_b0 = loadVector(arena, (((1221264 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 32)))
-              let t434_b1 = loadVector(arena, ((((1221264 +% (xi431 *% 2048)) +% (k435 *% 32)) +% (nb432 *% 32)) +% 16))
-              let t434_a0 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% ((mb433 *% 14) *% 64)) +% k435)])
-              t434_c0_0 = t434_c0_0.addingProduct(t434_a0, t434_b0)
-              t434_c0_1 = t434_c0_1.addingProduct(t434_a0, t434_b1)
-              let t434_a1 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 1) *% 64)) +% k435)])
-              t434_c1_0 = t434_c1_0.addingProduct(t434_a1, t434_b0)
-              t434_c1_1 = t434_c1_1.addingProduct(t434_a1, t434_b1)
-              let t434_a2 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 2) *% 64)) +% k435)])
-              t434_c2_0 = t434_c2_0.addingProduct(t434_a2, t434_b0)
-              t434_c2_1 = t434_c2_1.addingProduct(t434_a2, t434_b1)
-              let t434_a3 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 3) *% 64)) +% k435)])
-              t434_c3_0 = t434_c3_0.addingProduct(t434_a3, t434_b0)
-              t434_c3_1 = t434_c3_1.addingProduct(t434_a3, t434_b1)
-              let t434_a4 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 4) *% 64)) +% k435)])
-              t434_c4_0 = t434_c4_0.addingProduct(t434_a4, t434_b0)
-              t434_c4_1 = t434_c4_1.addingProduct(t434_a4, t434_b1)
-              let t434_a5 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 5) *% 64)) +% k435)])
-              t434_c5_0 = t434_c5_0.addingProduct(t434_a5, t434_b0)
-              t434_c5_1 = t434_c5_1.addingProduct(t434_a5, t434_b1)
-              let t434_a6 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 6) *% 64)) +% k435)])
-              t434_c6_0 = t434_c6_0.addingProduct(t434_a6, t434_b0)
-              t434_c6_1 = t434_c6_1.addingProduct(t434_a6, t434_b1)
-              let t434_a7 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 7) *% 64)) +% k435)])
-              t434_c7_0 = t434_c7_0.addingProduct(t434_a7, t434_b0)
-              t434_c7_1 = t434_c7_1.addingProduct(t434_a7, t434_b1)
-              let t434_a8 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 8) *% 64)) +% k435)])
-              t434_c8_0 = t434_c8_0.addingProduct(t434_a8, t434_b0)
-              t434_c8_1 = t434_c8_1.addingProduct(t434_a8, t434_b1)
-              let t434_a9 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 9) *% 64)) +% k435)])
-              t434_c9_0 = t434_c9_0.addingProduct(t434_a9, t434_b0)
-              t434_c9_1 = t434_c9_1.addingProduct(t434_a9, t434_b1)
-              let t434_a10 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 10) *% 64)) +% k435)])
-              t434_c10_0 = t434_c10_0.addingProduct(t434_a10, t434_b0)
-              t434_c10_1 = t434_c10_1.addingProduct(t434_a10, t434_b1)
-              let t434_a11 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 11) *% 64)) +% k435)])
-              t434_c11_0 = t434_c11_0.addingProduct(t434_a11, t434_b0)
-              t434_c11_1 = t434_c11_1.addingProduct(t434_a11, t434_b1)
-              let t434_a12 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 12) *% 64)) +% k435)])
-              t434_c12_0 = t434_c12_0.addingProduct(t434_a12, t434_b0)
-              t434_c12_1 = t434_c12_1.addingProduct(t434_a12, t434_b1)
-              let t434_a13 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% (((mb433 *% 14) +% 13) *% 64)) +% k435)])
-              t434_c13_0 = t434_c13_0.addingProduct(t434_a13, t434_b0)
-              t434_c13_1 = t434_c13_1.addingProduct(t434_a13, t434_b1)
+    parallelFor(pool, 2) { part438 in
+      for xi439 in 0..<16 {
+        do {  // gemm446
+          for nb440 in 0..<1 {
+            for mb441 in 0..<1 {
+              var t442_c0_0 = Vector()
+              var t442_c1_0 = Vector()
+              var t442_c2_0 = Vector()
+              var t442_c3_0 = Vector()
+              var t442_c4_0 = Vector()
+              var t442_c5_0 = Vector()
+              var t442_c6_0 = Vector()
+              var t442_c7_0 = Vector()
+              var t442_c8_0 = Vector()
+              var t442_c9_0 = Vector()
+              var t442_c10_0 = Vector()
+              var t442_c11_0 = Vector()
+              var t442_c12_0 = Vector()
+              var t442_c13_0 = Vector()
+              var t442_c14_0 = Vector()
+              var t442_c15_0 = Vector()
+              var t442_c16_0 = Vector()
+              var t442_c17_0 = Vector()
+              var t442_c18_0 = Vector()
+              var t442_c19_0 = Vector()
+              var t442_c20_0 = Vector()
+              var t442_c21_0 = Vector()
+              var t442_c22_0 = Vector()
+              var t442_c23_0 = Vector()
+              var t442_c24_0 = Vector()
+              var t442_c25_0 = Vector()
+              var t442_c26_0 = Vector()
+              var t442_c27_0 = Vector()
+              var t442_c28_0 = Vector()
+              var t442_c29_0 = Vector()
+              for k443 in 0..<64 {
+                let t442_b0 = loadVector(arena, ((((1221264 +% (xi439 *% 2048)) +% (part438 *% 16)) +% (k443 *% 32)) +% (nb440 *% 16)))
+                let t442_a0 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% ((mb441 *% 30) *% 64)) +% k443)])
+                t442_c0_0 = t442_c0_0.addingProduct(t442_a0, t442_b0)
+                let t442_a1 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 1) *% 64)) +% k443)])
+                t442_c1_0 = t442_c1_0.addingProduct(t442_a1, t442_b0)
+                let t442_a2 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 2) *% 64)) +% k443)])
+                t442_c2_0 = t442_c2_0.addingProduct(t442_a2, t442_b0)
+                let t442_a3 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 3) *% 64)) +% k443)])
+                t442_c3_0 = t442_c3_0.addingProduct(t442_a3, t442_b0)
+                let t442_a4 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 4) *% 64)) +% k443)])
+                t442_c4_0 = t442_c4_0.addingProduct(t442_a4, t442_b0)
+                let t442_a5 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 5) *% 64)) +% k443)])
+                t442_c5_0 = t442_c5_0.addingProduct(t442_a5, t442_b0)
+                let t442_a6 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 6) *% 64)) +% k443)])
+                t442_c6_0 = t442_c6_0.addingProduct(t442_a6, t442_b0)
+                let t442_a7 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 7) *% 64)) +% k443)])
+                t442_c7_0 = t442_c7_0.addingProduct(t442_a7, t442_b0)
+                let t442_a8 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 8) *% 64)) +% k443)])
+                t442_c8_0 = t442_c8_0.addingProduct(t442_a8, t442_b0)
+                let t442_a9 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 9) *% 64)) +% k443)])
+                t442_c9_0 = t442_c9_0.addingProduct(t442_a9, t442_b0)
+                let t442_a10 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 10) *% 64)) +% k443)])
+                t442_c10_0 = t442_c10_0.addingProduct(t442_a10, t442_b0)
+                let t442_a11 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 11) *% 64)) +% k443)])
+                t442_c11_0 = t442_c11_0.addingProduct(t442_a11, t442_b0)
+                let t442_a12 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 12) *% 64)) +% k443)])
+                t442_c12_0 = t442_c12_0.addingProduct(t442_a12, t442_b0)
+                let t442_a13 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 13) *% 64)) +% k443)])
+                t442_c13_0 = t442_c13_0.addingProduct(t442_a13, t442_b0)
+                let t442_a14 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 14) *% 64)) +% k443)])
+                t442_c14_0 = t442_c14_0.addingProduct(t442_a14, t442_b0)
+                let t442_a15 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 15) *% 64)) +% k443)])
+                t442_c15_0 = t442_c15_0.addingProduct(t442_a15, t442_b0)
+                let t442_a16 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 16) *% 64)) +% k443)])
+                t442_c16_0 = t442_c16_0.addingProduct(t442_a16, t442_b0)
+                let t442_a17 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 17) *% 64)) +% k443)])
+                t442_c17_0 = t442_c17_0.addingProduct(t442_a17, t442_b0)
+                let t442_a18 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 18) *% 64)) +% k443)])
+                t442_c18_0 = t442_c18_0.addingProduct(t442_a18, t442_b0)
+                let t442_a19 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 19) *% 64)) +% k443)])
+                t442_c19_0 = t442_c19_0.addingProduct(t442_a19, t442_b0)
+                let t442_a20 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 20) *% 64)) +% k443)])
+                t442_c20_0 = t442_c20_0.addingProduct(t442_a20, t442_b0)
+                let t442_a21 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 21) *% 64)) +% k443)])
+                t442_c21_0 = t442_c21_0.addingProduct(t442_a21, t442_b0)
+                let t442_a22 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 22) *% 64)) +% k443)])
+                t442_c22_0 = t442_c22_0.addingProduct(t442_a22, t442_b0)
+                let t442_a23 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 23) *% 64)) +% k443)])
+                t442_c23_0 = t442_c23_0.addingProduct(t442_a23, t442_b0)
+                let t442_a24 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 24) *% 64)) +% k443)])
+                t442_c24_0 = t442_c24_0.addingProduct(t442_a24, t442_b0)
+                let t442_a25 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 25) *% 64)) +% k443)])
+                t442_c25_0 = t442_c25_0.addingProduct(t442_a25, t442_b0)
+                let t442_a26 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 26) *% 64)) +% k443)])
+                t442_c26_0 = t442_c26_0.addingProduct(t442_a26, t442_b0)
+                let t442_a27 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 27) *% 64)) +% k443)])
+                t442_c27_0 = t442_c27_0.addingProduct(t442_a27, t442_b0)
+                let t442_a28 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 28) *% 64)) +% k443)])
+                t442_c28_0 = t442_c28_0.addingProduct(t442_a28, t442_b0)
+                let t442_a29 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% (((mb441 *% 30) +% 29) *% 64)) +% k443)])
+                t442_c29_0 = t442_c29_0.addingProduct(t442_a29, t442_b0)
+              }
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% ((mb441 *% 30) *% 32)) +% (nb440 *% 16)), t442_c0_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 1) *% 32)) +% (nb440 *% 16)), t442_c1_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 2) *% 32)) +% (nb440 *% 16)), t442_c2_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 3) *% 32)) +% (nb440 *% 16)), t442_c3_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 4) *% 32)) +% (nb440 *% 16)), t442_c4_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 5) *% 32)) +% (nb440 *% 16)), t442_c5_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 6) *% 32)) +% (nb440 *% 16)), t442_c6_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 7) *% 32)) +% (nb440 *% 16)), t442_c7_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 8) *% 32)) +% (nb440 *% 16)), t442_c8_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 9) *% 32)) +% (nb440 *% 16)), t442_c9_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 10) *% 32)) +% (nb440 *% 16)), t442_c10_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 11) *% 32)) +% (nb440 *% 16)), t442_c11_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 12) *% 32)) +% (nb440 *% 16)), t442_c12_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 13) *% 32)) +% (nb440 *% 16)), t442_c13_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 14) *% 32)) +% (nb440 *% 16)), t442_c14_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 15) *% 32)) +% (nb440 *% 16)), t442_c15_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 16) *% 32)) +% (nb440 *% 16)), t442_c16_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 17) *% 32)) +% (nb440 *% 16)), t442_c17_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 18) *% 32)) +% (nb440 *% 16)), t442_c18_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 19) *% 32)) +% (nb440 *% 16)), t442_c19_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 20) *% 32)) +% (nb440 *% 16)), t442_c20_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 21) *% 32)) +% (nb440 *% 16)), t442_c21_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 22) *% 32)) +% (nb440 *% 16)), t442_c22_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 23) *% 32)) +% (nb440 *% 16)), t442_c23_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 24) *% 32)) +% (nb440 *% 16)), t442_c24_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 25) *% 32)) +% (nb440 *% 16)), t442_c25_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 26) *% 32)) +% (nb440 *% 16)), t442_c26_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 27) *% 32)) +% (nb440 *% 16)), t442_c27_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 28) *% 32)) +% (nb440 *% 16)), t442_c28_0)
+              storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% (((mb441 *% 30) +% 29) *% 32)) +% (nb440 *% 16)), t442_c29_0)
             }
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% ((mb433 *% 14) *% 32)) +% (nb432 *% 32)), t434_c0_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% ((mb433 *% 14) *% 32)) +% (nb432 *% 32)) +% 16), t434_c0_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 1) *% 32)) +% (nb432 *% 32)), t434_c1_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 1) *% 32)) +% (nb432 *% 32)) +% 16), t434_c1_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 2) *% 32)) +% (nb432 *% 32)), t434_c2_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 2) *% 32)) +% (nb432 *% 32)) +% 16), t434_c2_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 3) *% 32)) +% (nb432 *% 32)), t434_c3_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 3) *% 32)) +% (nb432 *% 32)) +% 16), t434_c3_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 4) *% 32)) +% (nb432 *% 32)), t434_c4_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 4) *% 32)) +% (nb432 *% 32)) +% 16), t434_c4_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 5) *% 32)) +% (nb432 *% 32)), t434_c5_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 5) *% 32)) +% (nb432 *% 32)) +% 16), t434_c5_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 6) *% 32)) +% (nb432 *% 32)), t434_c6_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 6) *% 32)) +% (nb432 *% 32)) +% 16), t434_c6_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 7) *% 32)) +% (nb432 *% 32)), t434_c7_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 7) *% 32)) +% (nb432 *% 32)) +% 16), t434_c7_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 8) *% 32)) +% (nb432 *% 32)), t434_c8_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 8) *% 32)) +% (nb432 *% 32)) +% 16), t434_c8_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 9) *% 32)) +% (nb432 *% 32)), t434_c9_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 9) *% 32)) +% (nb432 *% 32)) +% 16), t434_c9_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 10) *% 32)) +% (nb432 *% 32)), t434_c10_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 10) *% 32)) +% (nb432 *% 32)) +% 16), t434_c10_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 11) *% 32)) +% (nb432 *% 32)), t434_c11_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 11) *% 32)) +% (nb432 *% 32)) +% 16), t434_c11_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 12) *% 32)) +% (nb432 *% 32)), t434_c12_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 12) *% 32)) +% (nb432 *% 32)) +% 16), t434_c12_1)
-            storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 13) *% 32)) +% (nb432 *% 32)), t434_c13_0)
-            storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% (((mb433 *% 14) +% 13) *% 32)) +% (nb432 *% 32)) +% 16), t434_c13_1)
-          }
-          var t436_c0_0 = Vector()
-          var t436_c0_1 = Vector()
-          var t436_c1_0 = Vector()
-          var t436_c1_1 = Vector()
-          var t436_c2_0 = Vector()
-          var t436_c2_1 = Vector()
-          var t436_c3_0 = Vector()
-          var t436_c3_1 = Vector()
-          var t436_c4_0 = Vector()
-          var t436_c4_1 = Vector()
-          var t436_c5_0 = Vector()
-          var t436_c5_1 = Vector()
-          var t436_c6_0 = Vector()
-          var t436_c6_1 = Vector()
-          for k437 in 0..<64 {
-            let t436_b0 = loadVector(arena, (((1221264 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 32)))
-            let t436_b1 = loadVector(arena, ((((1221264 +% (xi431 *% 2048)) +% (k437 *% 32)) +% (nb432 *% 32)) +% 16))
-            let t436_a0 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2688) +% k437)])
-            t436_c0_0 = t436_c0_0.addingProduct(t436_a0, t436_b0)
-            t436_c0_1 = t436_c0_1.addingProduct(t436_a0, t436_b1)
-            let t436_a1 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2752) +% k437)])
-            t436_c1_0 = t436_c1_0.addingProduct(t436_a1, t436_b0)
-            t436_c1_1 = t436_c1_1.addingProduct(t436_a1, t436_b1)
-            let t436_a2 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2816) +% k437)])
-            t436_c2_0 = t436_c2_0.addingProduct(t436_a2, t436_b0)
-            t436_c2_1 = t436_c2_1.addingProduct(t436_a2, t436_b1)
-            let t436_a3 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2880) +% k437)])
-            t436_c3_0 = t436_c3_0.addingProduct(t436_a3, t436_b0)
-            t436_c3_1 = t436_c3_1.addingProduct(t436_a3, t436_b1)
-            let t436_a4 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 2944) +% k437)])
-            t436_c4_0 = t436_c4_0.addingProduct(t436_a4, t436_b0)
-            t436_c4_1 = t436_c4_1.addingProduct(t436_a4, t436_b1)
-            let t436_a5 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 3008) +% k437)])
-            t436_c5_0 = t436_c5_0.addingProduct(t436_a5, t436_b0)
-            t436_c5_1 = t436_c5_1.addingProduct(t436_a5, t436_b1)
-            let t436_a6 = Vector(repeating: arena[(((1270416 +% (xi431 *% 3136)) +% 3072) +% k437)])
-            t436_c6_0 = t436_c6_0.addingProduct(t436_a6, t436_b0)
-            t436_c6_1 = t436_c6_1.addingProduct(t436_a6, t436_b1)
-          }
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1344) +% (nb432 *% 32)), t436_c0_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1344) +% (nb432 *% 32)) +% 16), t436_c0_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1376) +% (nb432 *% 32)), t436_c1_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1376) +% (nb432 *% 32)) +% 16), t436_c1_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1408) +% (nb432 *% 32)), t436_c2_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1408) +% (nb432 *% 32)) +% 16), t436_c2_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1440) +% (nb432 *% 32)), t436_c3_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1440) +% (nb432 *% 32)) +% 16), t436_c3_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1472) +% (nb432 *% 32)), t436_c4_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1472) +% (nb432 *% 32)) +% 16), t436_c4_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1504) +% (nb432 *% 32)), t436_c5_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1504) +% (nb432 *% 32)) +% 16), t436_c5_1)
-          storeVector(arena, (((1320592 +% (xi431 *% 1568)) +% 1536) +% (nb432 *% 32)), t436_c6_0)
-          storeVector(arena, ((((1320592 +% (xi431 *% 1568)) +% 1536) +% (nb432 *% 32)) +% 16), t436_c6_1)
-        }
-      }
-    }
-    for j439 in 0..<1 {
-      for ty440 in 0..<7 {
-        for tx441 in 0..<7 {
-          for cv442 in 0..<2 {
-            let w443 = ((loadVector(arena, ((1320592 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1326864 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1333136 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w444 = ((loadVector(arena, ((1326864 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1333136 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1339408 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w445 = ((loadVector(arena, ((1322160 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1328432 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1334704 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w446 = ((loadVector(arena, ((1328432 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1334704 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1340976 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w447 = ((loadVector(arena, ((1323728 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1330000 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1336272 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w448 = ((loadVector(arena, ((1330000 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1336272 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1342544 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w449 = ((loadVector(arena, ((1325296 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) + loadVector(arena, ((1331568 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) + loadVector(arena, ((1337840 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w450 = ((loadVector(arena, ((1331568 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))) - loadVector(arena, ((1337840 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16)))) - loadVector(arena, ((1344112 +% ((((j439 *% 49) +% (ty440 *% 7)) +% tx441) *% 32)) +% (cv442 *% 16))))
-            let w451 = ((w443 + w445) + w447)
-            let w452 = ((w445 - w447) - w449)
-            let w453 = ((w444 + w446) + w448)
-            let w454 = ((w446 - w448) - w450)
-            storeVector(arena, ((1345680 +% (((((j439 *% 14) +% (ty440 *% 2)) *% 14) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 16)), w451)
-            storeVector(arena, ((1345680 +% ((((((j439 *% 14) +% (ty440 *% 2)) *% 14) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 16)), w452)
-            storeVector(arena, ((1345680 +% ((((((j439 *% 14) +% (ty440 *% 2)) +% 1) *% 14) +% (tx441 *% 2)) *% 32)) +% (cv442 *% 16)), w453)
-            storeVector(arena, ((1345680 +% (((((((j439 *% 14) +% (ty440 *% 2)) +% 1) *% 14) +% (tx441 *% 2)) +% 1) *% 32)) +% (cv442 *% 16)), w454)
+            var t444_c0_0 = Vector()
+            var t444_c1_0 = Vector()
+            var t444_c2_0 = Vector()
+            var t444_c3_0 = Vector()
+            var t444_c4_0 = Vector()
+            var t444_c5_0 = Vector()
+            var t444_c6_0 = Vector()
+            var t444_c7_0 = Vector()
+            var t444_c8_0 = Vector()
+            var t444_c9_0 = Vector()
+            var t444_c10_0 = Vector()
+            var t444_c11_0 = Vector()
+            var t444_c12_0 = Vector()
+            var t444_c13_0 = Vector()
+            var t444_c14_0 = Vector()
+            var t444_c15_0 = Vector()
+            var t444_c16_0 = Vector()
+            var t444_c17_0 = Vector()
+            var t444_c18_0 = Vector()
+            for k445 in 0..<64 {
+              let t444_b0 = loadVector(arena, ((((1221264 +% (xi439 *% 2048)) +% (part438 *% 16)) +% (k445 *% 32)) +% (nb440 *% 16)))
+              let t444_a0 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 1920) +% k445)])
+              t444_c0_0 = t444_c0_0.addingProduct(t444_a0, t444_b0)
+              let t444_a1 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 1984) +% k445)])
+              t444_c1_0 = t444_c1_0.addingProduct(t444_a1, t444_b0)
+              let t444_a2 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2048) +% k445)])
+              t444_c2_0 = t444_c2_0.addingProduct(t444_a2, t444_b0)
+              let t444_a3 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2112) +% k445)])
+              t444_c3_0 = t444_c3_0.addingProduct(t444_a3, t444_b0)
+              let t444_a4 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2176) +% k445)])
+              t444_c4_0 = t444_c4_0.addingProduct(t444_a4, t444_b0)
+              let t444_a5 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2240) +% k445)])
+              t444_c5_0 = t444_c5_0.addingProduct(t444_a5, t444_b0)
+              let t444_a6 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2304) +% k445)])
+              t444_c6_0 = t444_c6_0.addingProduct(t444_a6, t444_b0)
+              let t444_a7 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2368) +% k445)])
+              t444_c7_0 = t444_c7_0.addingProduct(t444_a7, t444_b0)
+              let t444_a8 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2432) +% k445)])
+              t444_c8_0 = t444_c8_0.addingProduct(t444_a8, t444_b0)
+              let t444_a9 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2496) +% k445)])
+              t444_c9_0 = t444_c9_0.addingProduct(t444_a9, t444_b0)
+              let t444_a10 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2560) +% k445)])
+              t444_c10_0 = t444_c10_0.addingProduct(t444_a10, t444_b0)
+              let t444_a11 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2624) +% k445)])
+              t444_c11_0 = t444_c11_0.addingProduct(t444_a11, t444_b0)
+              let t444_a12 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2688) +% k445)])
+              t444_c12_0 = t444_c12_0.addingProduct(t444_a12, t444_b0)
+              let t444_a13 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2752) +% k445)])
+              t444_c13_0 = t444_c13_0.addingProduct(t444_a13, t444_b0)
+              let t444_a14 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2816) +% k445)])
+              t444_c14_0 = t444_c14_0.addingProduct(t444_a14, t444_b0)
+              let t444_a15 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2880) +% k445)])
+              t444_c15_0 = t444_c15_0.addingProduct(t444_a15, t444_b0)
+              let t444_a16 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 2944) +% k445)])
+              t444_c16_0 = t444_c16_0.addingProduct(t444_a16, t444_b0)
+              let t444_a17 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 3008) +% k445)])
+              t444_c17_0 = t444_c17_0.addingProduct(t444_a17, t444_b0)
+              let t444_a18 = Vector(repeating: arena[(((1270416 +% (xi439 *% 3136)) +% 3072) +% k445)])
+              t444_c18_0 = t444_c18_0.addingProduct(t444_a18, t444_b0)
+            }
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 960) +% (nb440 *% 16)), t444_c0_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 992) +% (nb440 *% 16)), t444_c1_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1024) +% (nb440 *% 16)), t444_c2_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1056) +% (nb440 *% 16)), t444_c3_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1088) +% (nb440 *% 16)), t444_c4_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1120) +% (nb440 *% 16)), t444_c5_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1152) +% (nb440 *% 16)), t444_c6_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1184) +% (nb440 *% 16)), t444_c7_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1216) +% (nb440 *% 16)), t444_c8_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1248) +% (nb440 *% 16)), t444_c9_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1280) +% (nb440 *% 16)), t444_c10_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1312) +% (nb440 *% 16)), t444_c11_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1344) +% (nb440 *% 16)), t444_c12_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1376) +% (nb440 *% 16)), t444_c13_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1408) +% (nb440 *% 16)), t444_c14_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1440) +% (nb440 *% 16)), t444_c15_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1472) +% (nb440 *% 16)), t444_c16_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1504) +% (nb440 *% 16)), t444_c17_0)
+            storeVector(arena, ((((1320592 +% (xi439 *% 1568)) +% (part438 *% 16)) +% 1536) +% (nb440 *% 16)), t444_c18_0)
           }
         }
       }
-    }
-    for j455 in 0..<1 {
-      for qb456 in 0..<3 {
-        for c457 in 0..<32 {
-          for q458 in 0..<64 {
-            arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c457 *% 196)) +% (q458 +% (qb456 *% 64)))] = arena[((1345680 +% (((j455 *% 196) +% (q458 +% (qb456 *% 64))) *% 32)) +% c457)]
+      for j447 in 0..<1 {
+        for ty448 in 0..<7 {
+          for tx449 in 0..<7 {
+            for cv450 in 0..<1 {
+              let w451 = ((loadVector(arena, ((1320592 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) + loadVector(arena, ((1326864 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) + loadVector(arena, ((1333136 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w452 = ((loadVector(arena, ((1326864 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) - loadVector(arena, ((1333136 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) - loadVector(arena, ((1339408 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w453 = ((loadVector(arena, ((1322160 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) + loadVector(arena, ((1328432 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) + loadVector(arena, ((1334704 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w454 = ((loadVector(arena, ((1328432 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) - loadVector(arena, ((1334704 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) - loadVector(arena, ((1340976 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w455 = ((loadVector(arena, ((1323728 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) + loadVector(arena, ((1330000 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) + loadVector(arena, ((1336272 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w456 = ((loadVector(arena, ((1330000 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) - loadVector(arena, ((1336272 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) - loadVector(arena, ((1342544 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w457 = ((loadVector(arena, ((1325296 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) + loadVector(arena, ((1331568 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) + loadVector(arena, ((1337840 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w458 = ((loadVector(arena, ((1331568 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))) - loadVector(arena, ((1337840 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))))) - loadVector(arena, ((1344112 +% ((((j447 *% 49) +% (ty448 *% 7)) +% tx449) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16)))))
+              let w459 = ((w451 + w453) + w455)
+              let w460 = ((w453 - w455) - w457)
+              let w461 = ((w452 + w454) + w456)
+              let w462 = ((w454 - w456) - w458)
+              storeVector(arena, ((1345680 +% (((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))), w459)
+              storeVector(arena, ((1345680 +% ((((((j447 *% 14) +% (ty448 *% 2)) *% 14) +% (tx449 *% 2)) +% 1) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))), w460)
+              storeVector(arena, ((1345680 +% ((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))), w461)
+              storeVector(arena, ((1345680 +% (((((((j447 *% 14) +% (ty448 *% 2)) +% 1) *% 14) +% (tx449 *% 2)) +% 1) *% 32)) +% ((part438 *% 16) +% (cv450 *% 16))), w462)
+            }
           }
         }
       }
-      for c459 in 0..<32 {
-        for q460 in 0..<4 {
-          arena[(((802816 +% ((g390 +% j455) *% 6272)) +% (c459 *% 196)) +% (q460 +% 192))] = arena[((1345680 +% (((j455 *% 196) +% (q460 +% 192)) *% 32)) +% c459)]
+      for j463 in 0..<1 {
+        for qb464 in 0..<3 {
+          for c465 in 0..<16 {
+            for q466 in 0..<64 {
+              arena[(((802816 +% ((g397 +% j463) *% 6272)) +% (((part438 *% 16) +% c465) *% 196)) +% (q466 +% (qb464 *% 64)))] = arena[((1345680 +% (((j463 *% 196) +% (q466 +% (qb464 *% 64))) *% 32)) +% ((part438 *% 16) +% c465))]
+            }
+          }
+        }
+        for c467 in 0..<16 {
+          for q468 in 0..<4 {
+            arena[(((802816 +% ((g397 +% j463) *% 6272)) +% (((part438 *% 16) +% c467) *% 196)) +% (q468 +% 192))] = arena[((1345680 +% (((j463 *% 196) +% (q468 +% 192)) *% 32)) +% ((part438 *% 16) +% c467))]
+          }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i461 in 0..<100352 {
-    storeVector(arena, ((i461 *% 16) +% 1221264), Vector(repeating: Float(0)))
-  }
-  for q462 in 0..<2048 {
-    for i463 in 0..<196 {
-      if arena[((q462 *% 196) +% i463)] > Float(0) {
-        arena[((1221264 +% (q462 *% 784)) +% Int(arena[(401408 +% ((q462 *% 196) +% i463))]))] += arena[(802816 +% ((q462 *% 196) +% i463))]
+  parallelFor(pool, 2) { part469 in
+    for q470 in 0..<1024 {
+      for i471 in 0..<49 {
+        storeVector(arena, ((i471 *% 16) +% (1221264 +% ((q470 +% (part469 *% 1024)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for i472 in 0..<196 {
+        if arena[(((q470 +% (part469 *% 1024)) *% 196) +% i472)] > Float(0) {
+          arena[((1221264 +% ((q470 +% (part469 *% 1024)) *% 784)) +% Int(arena[(401408 +% (((q470 +% (part469 *% 1024)) *% 196) +% i472))]))] += arena[(802816 +% (((q470 +% (part469 *% 1024)) *% 196) +% i472))]
+        }
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i464 in 0..<18 {
-    storeVector(arena, ((i464 *% 16) +% 514448), Vector(repeating: Float(0)))
+  for i473 in 0..<18 {
+    storeVector(arena, ((i473 *% 16) +% 514448), Vector(repeating: Float(0)))
   }
-  for g465 in 0..<4 {
-    for j466 in 0..<16 {
-      for c467 in 0..<1 {
-        for ky468 in 0..<3 {
-          for oy469 in 0..<28 {
-            if (-1 < ((oy469 +% ky468) +% -1) && ((oy469 +% ky468) +% -1) < 28) {
-              for ox470 in 0..<27 {
-                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% (ox470 +% 1)))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy469 +% ky468) +% -1) *% 28)) +% ((ox470 +% 1) +% -1))]
+  for g474 in 0..<4 {
+    for j475 in 0..<16 {
+      for c476 in 0..<1 {
+        for ky477 in 0..<3 {
+          for oy478 in 0..<28 {
+            if (-1 < ((oy478 +% ky477) +% -1) && ((oy478 +% ky477) +% -1) < 28) {
+              for ox479 in 0..<27 {
+                arena[((((((c476 *% 3) +% ky477) *% 3) *% 12560) +% (j475 *% 784)) +% ((oy478 *% 28) +% (ox479 +% 1)))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% (((oy478 +% ky477) +% -1) *% 28)) +% ((ox479 +% 1) +% -1))]
               }
-              for ox471 in 0..<1 {
-                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox471))] = Float(0)
-              }
-            }
-            if ((oy469 +% ky468) +% -1) < 0 {
-              for ox472 in 0..<28 {
-                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox472))] = Float(0)
+              for ox480 in 0..<1 {
+                arena[((((((c476 *% 3) +% ky477) *% 3) *% 12560) +% (j475 *% 784)) +% ((oy478 *% 28) +% ox480))] = Float(0)
               }
             }
-            if 27 < ((oy469 +% ky468) +% -1) {
-              for ox472 in 0..<28 {
-                arena[((((((c467 *% 3) +% ky468) *% 3) *% 12560) +% (j466 *% 784)) +% ((oy469 *% 28) +% ox472))] = Float(0)
+            if ((oy478 +% ky477) +% -1) < 0 {
+              for ox481 in 0..<28 {
+                arena[((((((c476 *% 3) +% ky477) *% 3) *% 12560) +% (j475 *% 784)) +% ((oy478 *% 28) +% ox481))] = Float(0)
               }
             }
-          }
-          for oy473 in 0..<28 {
-            if (-1 < ((oy473 +% ky468) +% -1) && ((oy473 +% ky468) +% -1) < 28) {
-              for ox474 in 0..<28 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox474))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy473 +% ky468) +% -1) *% 28)) +% ox474)]
-              }
-            }
-            if ((oy473 +% ky468) +% -1) < 0 {
-              for ox475 in 0..<28 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox475))] = Float(0)
-              }
-            }
-            if 27 < ((oy473 +% ky468) +% -1) {
-              for ox475 in 0..<28 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 1) *% 12560) +% (j466 *% 784)) +% ((oy473 *% 28) +% ox475))] = Float(0)
+            if 27 < ((oy478 +% ky477) +% -1) {
+              for ox481 in 0..<28 {
+                arena[((((((c476 *% 3) +% ky477) *% 3) *% 12560) +% (j475 *% 784)) +% ((oy478 *% 28) +% ox481))] = Float(0)
               }
             }
           }
-          for oy476 in 0..<28 {
-            if (-1 < ((oy476 +% ky468) +% -1) && ((oy476 +% ky468) +% -1) < 28) {
-              for ox477 in 0..<27 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox477))] = images[((((((g465 *% 16) +% j466) *% 784) +% (c467 *% 784)) +% (((oy476 +% ky468) +% -1) *% 28)) +% (ox477 +% 1))]
-              }
-              for ox478 in 0..<1 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% (ox478 +% 27)))] = Float(0)
+          for oy482 in 0..<28 {
+            if (-1 < ((oy482 +% ky477) +% -1) && ((oy482 +% ky477) +% -1) < 28) {
+              for ox483 in 0..<28 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 1) *% 12560) +% (j475 *% 784)) +% ((oy482 *% 28) +% ox483))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% (((oy482 +% ky477) +% -1) *% 28)) +% ox483)]
               }
             }
-            if ((oy476 +% ky468) +% -1) < 0 {
-              for ox479 in 0..<28 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox479))] = Float(0)
+            if ((oy482 +% ky477) +% -1) < 0 {
+              for ox484 in 0..<28 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 1) *% 12560) +% (j475 *% 784)) +% ((oy482 *% 28) +% ox484))] = Float(0)
               }
             }
-            if 27 < ((oy476 +% ky468) +% -1) {
-              for ox479 in 0..<28 {
-                arena[(((((((c467 *% 3) +% ky468) *% 3) +% 2) *% 12560) +% (j466 *% 784)) +% ((oy476 *% 28) +% ox479))] = Float(0)
+            if 27 < ((oy482 +% ky477) +% -1) {
+              for ox484 in 0..<28 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 1) *% 12560) +% (j475 *% 784)) +% ((oy482 *% 28) +% ox484))] = Float(0)
+              }
+            }
+          }
+          for oy485 in 0..<28 {
+            if (-1 < ((oy485 +% ky477) +% -1) && ((oy485 +% ky477) +% -1) < 28) {
+              for ox486 in 0..<27 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 2) *% 12560) +% (j475 *% 784)) +% ((oy485 *% 28) +% ox486))] = images[((((((g474 *% 16) +% j475) *% 784) +% (c476 *% 784)) +% (((oy485 +% ky477) +% -1) *% 28)) +% (ox486 +% 1))]
+              }
+              for ox487 in 0..<1 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 2) *% 12560) +% (j475 *% 784)) +% ((oy485 *% 28) +% (ox487 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy485 +% ky477) +% -1) < 0 {
+              for ox488 in 0..<28 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 2) *% 12560) +% (j475 *% 784)) +% ((oy485 *% 28) +% ox488))] = Float(0)
+              }
+            }
+            if 27 < ((oy485 +% ky477) +% -1) {
+              for ox488 in 0..<28 {
+                arena[(((((((c476 *% 3) +% ky477) *% 3) +% 2) *% 12560) +% (j475 *% 784)) +% ((oy485 *% 28) +% ox488))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j480 in 0..<16 {
-      for i481 in 0..<784 {
-        for f482 in 0..<32 {
-          arena[((113040 +% (((j480 *% 784) +% i481) *% 32)) +% f482)] = arena[(((1221264 +% (((g465 *% 16) +% j480) *% 25088)) +% (f482 *% 784)) +% i481)]
+    parallelFor(pool, 2) { part489 in
+      for j490 in 0..<16 {
+        for i491 in 0..<784 {
+          for f492 in 0..<16 {
+            arena[((113040 +% (((j490 *% 784) +% i491) *% 32)) +% (f492 +% (part489 *% 16)))] = arena[(((1221264 +% (((g474 *% 16) +% j490) *% 25088)) +% ((f492 +% (part489 *% 16)) *% 784)) +% i491)]
+          }
         }
       }
-    }
-    do {  // gemm488
-      for kp483 in 0..<7 {
-        for nb484 in 0..<1 {
-          for mb485 in 0..<1 {
-            var t486_c0_0 = loadVector(arena, ((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)))
-            var t486_c0_1 = loadVector(arena, (((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c1_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)))
-            var t486_c1_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c2_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)))
-            var t486_c2_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c3_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)))
-            var t486_c3_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c4_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)))
-            var t486_c4_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c5_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)))
-            var t486_c5_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c6_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)))
-            var t486_c6_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c7_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)))
-            var t486_c7_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)) +% 16))
-            var t486_c8_0 = loadVector(arena, ((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)))
-            var t486_c8_1 = loadVector(arena, (((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)) +% 16))
-            for k487 in 0..<1792 {
-              let t486_b0 = loadVector(arena, ((113040 +% ((k487 +% (kp483 *% 1792)) *% 32)) +% (nb484 *% 32)))
-              let t486_b1 = loadVector(arena, (((113040 +% ((k487 +% (kp483 *% 1792)) *% 32)) +% (nb484 *% 32)) +% 16))
-              let t486_a0 = Vector(repeating: arena[(((mb485 *% 9) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c0_0 = t486_c0_0.addingProduct(t486_a0, t486_b0)
-              t486_c0_1 = t486_c0_1.addingProduct(t486_a0, t486_b1)
-              let t486_a1 = Vector(repeating: arena[((((mb485 *% 9) +% 1) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c1_0 = t486_c1_0.addingProduct(t486_a1, t486_b0)
-              t486_c1_1 = t486_c1_1.addingProduct(t486_a1, t486_b1)
-              let t486_a2 = Vector(repeating: arena[((((mb485 *% 9) +% 2) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c2_0 = t486_c2_0.addingProduct(t486_a2, t486_b0)
-              t486_c2_1 = t486_c2_1.addingProduct(t486_a2, t486_b1)
-              let t486_a3 = Vector(repeating: arena[((((mb485 *% 9) +% 3) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c3_0 = t486_c3_0.addingProduct(t486_a3, t486_b0)
-              t486_c3_1 = t486_c3_1.addingProduct(t486_a3, t486_b1)
-              let t486_a4 = Vector(repeating: arena[((((mb485 *% 9) +% 4) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c4_0 = t486_c4_0.addingProduct(t486_a4, t486_b0)
-              t486_c4_1 = t486_c4_1.addingProduct(t486_a4, t486_b1)
-              let t486_a5 = Vector(repeating: arena[((((mb485 *% 9) +% 5) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c5_0 = t486_c5_0.addingProduct(t486_a5, t486_b0)
-              t486_c5_1 = t486_c5_1.addingProduct(t486_a5, t486_b1)
-              let t486_a6 = Vector(repeating: arena[((((mb485 *% 9) +% 6) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c6_0 = t486_c6_0.addingProduct(t486_a6, t486_b0)
-              t486_c6_1 = t486_c6_1.addingProduct(t486_a6, t486_b1)
-              let t486_a7 = Vector(repeating: arena[((((mb485 *% 9) +% 7) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c7_0 = t486_c7_0.addingProduct(t486_a7, t486_b0)
-              t486_c7_1 = t486_c7_1.addingProduct(t486_a7, t486_b1)
-              let t486_a8 = Vector(repeating: arena[((((mb485 *% 9) +% 8) *% 12560) +% (k487 +% (kp483 *% 1792)))])
-              t486_c8_0 = t486_c8_0.addingProduct(t486_a8, t486_b0)
-              t486_c8_1 = t486_c8_1.addingProduct(t486_a8, t486_b1)
+      do {  // gemm498
+        for kp493 in 0..<4 {
+          for nb494 in 0..<1 {
+            for mb495 in 0..<1 {
+              var t496_c0_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% ((mb495 *% 9) *% 32)) +% (nb494 *% 16)))
+              var t496_c1_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 1) *% 32)) +% (nb494 *% 16)))
+              var t496_c2_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 2) *% 32)) +% (nb494 *% 16)))
+              var t496_c3_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 3) *% 32)) +% (nb494 *% 16)))
+              var t496_c4_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 4) *% 32)) +% (nb494 *% 16)))
+              var t496_c5_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 5) *% 32)) +% (nb494 *% 16)))
+              var t496_c6_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 6) *% 32)) +% (nb494 *% 16)))
+              var t496_c7_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 7) *% 32)) +% (nb494 *% 16)))
+              var t496_c8_0 = loadVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 8) *% 32)) +% (nb494 *% 16)))
+              for k497 in 0..<3136 {
+                let t496_b0 = loadVector(arena, (((113040 +% (part489 *% 16)) +% ((k497 +% (kp493 *% 3136)) *% 32)) +% (nb494 *% 16)))
+                let t496_a0 = Vector(repeating: arena[(((mb495 *% 9) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c0_0 = t496_c0_0.addingProduct(t496_a0, t496_b0)
+                let t496_a1 = Vector(repeating: arena[((((mb495 *% 9) +% 1) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c1_0 = t496_c1_0.addingProduct(t496_a1, t496_b0)
+                let t496_a2 = Vector(repeating: arena[((((mb495 *% 9) +% 2) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c2_0 = t496_c2_0.addingProduct(t496_a2, t496_b0)
+                let t496_a3 = Vector(repeating: arena[((((mb495 *% 9) +% 3) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c3_0 = t496_c3_0.addingProduct(t496_a3, t496_b0)
+                let t496_a4 = Vector(repeating: arena[((((mb495 *% 9) +% 4) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c4_0 = t496_c4_0.addingProduct(t496_a4, t496_b0)
+                let t496_a5 = Vector(repeating: arena[((((mb495 *% 9) +% 5) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c5_0 = t496_c5_0.addingProduct(t496_a5, t496_b0)
+                let t496_a6 = Vector(repeating: arena[((((mb495 *% 9) +% 6) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c6_0 = t496_c6_0.addingProduct(t496_a6, t496_b0)
+                let t496_a7 = Vector(repeating: arena[((((mb495 *% 9) +% 7) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c7_0 = t496_c7_0.addingProduct(t496_a7, t496_b0)
+                let t496_a8 = Vector(repeating: arena[((((mb495 *% 9) +% 8) *% 12560) +% (k497 +% (kp493 *% 3136)))])
+                t496_c8_0 = t496_c8_0.addingProduct(t496_a8, t496_b0)
+              }
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% ((mb495 *% 9) *% 32)) +% (nb494 *% 16)), t496_c0_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 1) *% 32)) +% (nb494 *% 16)), t496_c1_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 2) *% 32)) +% (nb494 *% 16)), t496_c2_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 3) *% 32)) +% (nb494 *% 16)), t496_c3_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 4) *% 32)) +% (nb494 *% 16)), t496_c4_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 5) *% 32)) +% (nb494 *% 16)), t496_c5_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 6) *% 32)) +% (nb494 *% 16)), t496_c6_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 7) *% 32)) +% (nb494 *% 16)), t496_c7_0)
+              storeVector(arena, (((514448 +% (part489 *% 16)) +% (((mb495 *% 9) +% 8) *% 32)) +% (nb494 *% 16)), t496_c8_0)
             }
-            storeVector(arena, ((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)), t486_c0_0)
-            storeVector(arena, (((514448 +% ((mb485 *% 9) *% 32)) +% (nb484 *% 32)) +% 16), t486_c0_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)), t486_c1_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 1) *% 32)) +% (nb484 *% 32)) +% 16), t486_c1_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)), t486_c2_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 2) *% 32)) +% (nb484 *% 32)) +% 16), t486_c2_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)), t486_c3_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 3) *% 32)) +% (nb484 *% 32)) +% 16), t486_c3_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)), t486_c4_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 4) *% 32)) +% (nb484 *% 32)) +% 16), t486_c4_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)), t486_c5_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 5) *% 32)) +% (nb484 *% 32)) +% 16), t486_c5_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)), t486_c6_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 6) *% 32)) +% (nb484 *% 32)) +% 16), t486_c6_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)), t486_c7_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 7) *% 32)) +% (nb484 *% 32)) +% 16), t486_c7_1)
-            storeVector(arena, ((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)), t486_c8_0)
-            storeVector(arena, (((514448 +% (((mb485 *% 9) +% 8) *% 32)) +% (nb484 *% 32)) +% 16), t486_c8_1)
           }
         }
       }
     }
   }
-  for f489 in 0..<32 {
-    for r490 in 0..<9 {
-      grads[((f489 *% 9) +% r490)] = arena[((514448 +% (r490 *% 32)) +% f489)]
+  parallelFor(pool, 2) { part499 in
+    for f500 in 0..<16 {
+      for r501 in 0..<9 {
+        grads[(((f500 +% (part499 *% 16)) *% 9) +% r501)] = arena[((514448 +% (r501 *% 32)) +% (f500 +% (part499 *% 16)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f491 in 0..<32 {
-    var acc492 = Vector()
-    for img493 in 0..<64 {
-      for i494 in 0..<49 {
-        acc492 = acc492.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img493 *% 25088)) +% (f491 *% 784)) +% (i494 *% 16))))
+  for f502 in 0..<32 {
+    var acc503 = Vector()
+    for img504 in 0..<64 {
+      for i505 in 0..<49 {
+        acc503 = acc503.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img504 *% 25088)) +% (f502 *% 784)) +% (i505 *% 16))))
       }
     }
-    storeVector(arena, 0, acc492)
-    var sum495: Float = (arena[0] + arena[1])
-    var sum496: Float = (sum495 + arena[2])
-    var sum497: Float = (sum496 + arena[3])
-    var sum498: Float = (sum497 + arena[4])
-    var sum499: Float = (sum498 + arena[5])
-    var sum500: Float = (sum499 + arena[6])
-    var sum501: Float = (sum500 + arena[7])
-    var sum502: Float = (sum501 + arena[8])
-    var sum503: Float = (sum502 + arena[9])
-    var sum504: Float = (sum503 + arena[10])
-    var sum505: Float = (sum504 + arena[11])
-    var sum506: Float = (sum505 + arena[12])
-    var sum507: Float = (sum506 + arena[13])
-    var sum508: Float = (sum507 + arena[14])
-    var sum509: Float = (sum508 + arena[15])
-    grads[(288 +% f491)] = sum509
+    storeVector(arena, 0, acc503)
+    var sum506: Float = (arena[0] + arena[1])
+    var sum507: Float = (sum506 + arena[2])
+    var sum508: Float = (sum507 + arena[3])
+    var sum509: Float = (sum508 + arena[4])
+    var sum510: Float = (sum509 + arena[5])
+    var sum511: Float = (sum510 + arena[6])
+    var sum512: Float = (sum511 + arena[7])
+    var sum513: Float = (sum512 + arena[8])
+    var sum514: Float = (sum513 + arena[9])
+    var sum515: Float = (sum514 + arena[10])
+    var sum516: Float = (sum515 + arena[11])
+    var sum517: Float = (sum516 + arena[12])
+    var sum518: Float = (sum517 + arena[13])
+    var sum519: Float = (sum518 + arena[14])
+    var sum520: Float = (sum519 + arena[15])
+    grads[(288 +% f502)] = sum520
   }
   // adam = update of 421642 parameters
-  var step_size510: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt511: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i512 in 0..<26352 {
-    let g_v = (loadVector(grads, (i512 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i512 *% 16))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i512 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i512 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i512 *% 16), m_new_v)
-    storeVector(v, (i512 *% 16), v_new_v)
-    storeVector(params, (i512 *% 16), (loadVector(params, (i512 *% 16)) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size521: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt522: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i523 in 0..<26352 {
+    let g_v = (loadVector(grads, (i523 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i523 *% 16))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i523 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i523 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i523 *% 16), m_new_v)
+    storeVector(v, (i523 *% 16), v_new_v)
+    storeVector(params, (i523 *% 16), (loadVector(params, (i523 *% 16)) - ((Vector(repeating: step_size521) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt522)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i512 in 0..<1 {
-    let g_v = (loadPartial(grads, (i512 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i512 +% 421632), 10)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i512 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i512 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i512 +% 421632), m_new_v, 10)
-    storePartial(v, (i512 +% 421632), v_new_v, 10)
-    storePartial(params, (i512 +% 421632), (loadPartial(params, (i512 +% 421632), 10) - ((Vector(repeating: step_size510) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt511)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
+  for i523 in 0..<1 {
+    let g_v = (loadPartial(grads, (i523 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i523 +% 421632), 10)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i523 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i523 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i523 +% 421632), m_new_v, 10)
+    storePartial(v, (i523 +% 421632), v_new_v, 10)
+    storePartial(params, (i523 +% 421632), (loadPartial(params, (i523 +% 421632), 10) - ((Vector(repeating: step_size521) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt522)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
   }
 }
 

@@ -1133,30 +1133,8 @@ declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #4
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2.at157 = alloca <8 x float>, align 32
-  %conv2.best156 = alloca <8 x float>, align 32
-  %conv2.v155 = alloca <8 x float>, align 32
-  %conv2.at154 = alloca <8 x float>, align 32
-  %conv2.best153 = alloca <8 x float>, align 32
-  %conv2.v152 = alloca <8 x float>, align 32
-  %conv2.at151 = alloca <8 x float>, align 32
-  %conv2.best150 = alloca <8 x float>, align 32
-  %conv2.v149 = alloca <8 x float>, align 32
-  %conv2.at148 = alloca <8 x float>, align 32
-  %conv2.best147 = alloca <8 x float>, align 32
-  %conv2.v146 = alloca <8 x float>, align 32
-  %conv2.w145 = alloca <8 x float>, align 32
-  %conv2.w144 = alloca <8 x float>, align 32
-  %conv2.w143 = alloca <8 x float>, align 32
-  %conv2.w142 = alloca <8 x float>, align 32
-  %conv2.w141 = alloca <8 x float>, align 32
-  %conv2.w140 = alloca <8 x float>, align 32
-  %conv2.w139 = alloca <8 x float>, align 32
-  %conv2.w138 = alloca <8 x float>, align 32
-  %conv2.w137 = alloca <8 x float>, align 32
-  %conv2.w136 = alloca <8 x float>, align 32
-  %conv2.w135 = alloca <8 x float>, align 32
-  %conv2.w134 = alloca <8 x float>, align 32
+  %part123.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %conv2.w122 = alloca <8 x float>, align 32
   %conv2.w121 = alloca <8 x float>, align 32
   %conv2.w120 = alloca <8 x float>, align 32
   %conv2.w119 = alloca <8 x float>, align 32
@@ -1188,7 +1166,929 @@ entry:
   %conv2.w93 = alloca <8 x float>, align 32
   %conv2.w92 = alloca <8 x float>, align 32
   %conv2.w91 = alloca <8 x float>, align 32
-  %conv2.w90 = alloca <8 x float>, align 32
+  %part50.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part50.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv2.part50.serial, label %conv2.part50.pool
+
+conv2.part50.pool:                                ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k1.conv2.part50.task, ptr %part50.context, i64 2)
+  br label %conv2.part50.done
+
+conv2.part50.serial:                              ; preds = %entry
+  br label %conv2.part50
+
+conv2.part50.done:                                ; preds = %conv2.part50.end, %conv2.part50.pool
+  br label %conv2.i81
+
+conv2.part50:                                     ; preds = %conv2.part50, %conv2.part50.serial
+  %conv2.part501 = phi i64 [ 0, %conv2.part50.serial ], [ %part50.next, %conv2.part50 ]
+  call void @smallcnn_train_b64.k1.conv2.part50(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.part501)
+  %part50.next = add nsw i64 %conv2.part501, 1
+  %13 = icmp slt i64 %part50.next, 2
+  br i1 %13, label %conv2.part50, label %conv2.part50.end
+
+conv2.part50.end:                                 ; preds = %conv2.part50
+  br label %conv2.part50.done
+
+conv2.i81:                                        ; preds = %conv2.i81, %conv2.part50.done
+  %conv2.i812 = phi i64 [ 0, %conv2.part50.done ], [ %i81.next, %conv2.i81 ]
+  %14 = add nsw i64 610304, %conv2.i812
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i81.next = add nsw i64 %conv2.i812, 1
+  %15 = icmp slt i64 %i81.next, 4096
+  br i1 %15, label %conv2.i81, label %conv2.i81.end
+
+conv2.i81.end:                                    ; preds = %conv2.i81
+  br label %conv2.g82
+
+conv2.g82:                                        ; preds = %conv2.part123.done, %conv2.i81.end
+  %conv2.g824 = phi i64 [ 0, %conv2.i81.end ], [ %g82.next, %conv2.part123.done ]
+  br label %conv2.j83
+
+conv2.g82.end:                                    ; preds = %conv2.part123.done
+  ret void
+
+conv2.j83:                                        ; preds = %conv2.iy84.end, %conv2.g82
+  %conv2.j835 = phi i64 [ 0, %conv2.g82 ], [ %j83.next, %conv2.iy84.end ]
+  br label %conv2.iy84
+
+conv2.j83.end:                                    ; preds = %conv2.iy84.end
+  br label %conv2.j87
+
+conv2.iy84:                                       ; preds = %conv2.c85.end, %conv2.j83
+  %conv2.iy846 = phi i64 [ 0, %conv2.j83 ], [ %iy84.next, %conv2.c85.end ]
+  br label %conv2.c85
+
+conv2.iy84.end:                                   ; preds = %conv2.c85.end
+  %j83.next = add nsw i64 %conv2.j835, 1
+  %16 = icmp slt i64 %j83.next, 1
+  br i1 %16, label %conv2.j83, label %conv2.j83.end
+
+conv2.c85:                                        ; preds = %conv2.ix86.end, %conv2.iy84
+  %conv2.c857 = phi i64 [ 0, %conv2.iy84 ], [ %c85.next, %conv2.ix86.end ]
+  br label %conv2.ix86
+
+conv2.c85.end:                                    ; preds = %conv2.ix86.end
+  %iy84.next = add nsw i64 %conv2.iy846, 1
+  %17 = icmp slt i64 %iy84.next, 14
+  br i1 %17, label %conv2.iy84, label %conv2.iy84.end
+
+conv2.ix86:                                       ; preds = %conv2.ix86, %conv2.c85
+  %conv2.ix868 = phi i64 [ 0, %conv2.c85 ], [ %ix86.next, %conv2.ix86 ]
+  %18 = add nsw i64 %conv2.g824, %conv2.j835
+  %19 = mul nsw i64 %18, 3136
+  %20 = mul nsw i64 %conv2.c857, 196
+  %21 = add nsw i64 %19, %20
+  %22 = mul nsw i64 %conv2.iy846, 14
+  %23 = add nsw i64 %21, %22
+  %24 = add nsw i64 %23, %conv2.ix868
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %24
+  %25 = load float, ptr %arena9, align 4
+  %26 = mul nsw i64 %conv2.j835, 4096
+  %27 = add nsw i64 %conv2.iy846, 1
+  %28 = mul nsw i64 %27, 256
+  %29 = add nsw i64 %26, %28
+  %30 = add nsw i64 %conv2.ix868, 1
+  %31 = mul nsw i64 %30, 16
+  %32 = add nsw i64 %29, %31
+  %33 = add nsw i64 %32, %conv2.c857
+  %34 = add nsw i64 610304, %33
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %25, ptr %arena10, align 4
+  %ix86.next = add nsw i64 %conv2.ix868, 1
+  %35 = icmp slt i64 %ix86.next, 14
+  br i1 %35, label %conv2.ix86, label %conv2.ix86.end
+
+conv2.ix86.end:                                   ; preds = %conv2.ix86
+  %c85.next = add nsw i64 %conv2.c857, 1
+  %36 = icmp slt i64 %c85.next, 16
+  br i1 %36, label %conv2.c85, label %conv2.c85.end
+
+conv2.j87:                                        ; preds = %conv2.ty88.end, %conv2.j83.end
+  %conv2.j8711 = phi i64 [ 0, %conv2.j83.end ], [ %j87.next, %conv2.ty88.end ]
+  br label %conv2.ty88
+
+conv2.j87.end:                                    ; preds = %conv2.ty88.end
+  %37 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 0
+  store ptr %params, ptr %37, align 8
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 1
+  store ptr %grads, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 2
+  store ptr %m, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 3
+  store ptr %v, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 4
+  store ptr %arena, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 5
+  store ptr %prepared, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 6
+  store ptr %images, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 7
+  store ptr %labels, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 8
+  store float %lr, ptr %45, align 4
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 9
+  store i64 %step, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 10
+  store i64 %seed, ptr %47, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 11
+  store ptr %pool, ptr %48, align 8
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part123.context, i32 0, i32 12
+  store i64 %conv2.g824, ptr %49, align 4
+  %50 = icmp eq ptr %pool, null
+  br i1 %50, label %conv2.part123.serial, label %conv2.part123.pool
+
+conv2.ty88:                                       ; preds = %conv2.tx89.end, %conv2.j87
+  %conv2.ty8812 = phi i64 [ 0, %conv2.j87 ], [ %ty88.next, %conv2.tx89.end ]
+  br label %conv2.tx89
+
+conv2.ty88.end:                                   ; preds = %conv2.tx89.end
+  %j87.next = add nsw i64 %conv2.j8711, 1
+  %51 = icmp slt i64 %j87.next, 1
+  br i1 %51, label %conv2.j87, label %conv2.j87.end
+
+conv2.tx89:                                       ; preds = %conv2.cv90.end, %conv2.ty88
+  %conv2.tx8913 = phi i64 [ 0, %conv2.ty88 ], [ %tx89.next, %conv2.cv90.end ]
+  br label %conv2.cv90
+
+conv2.tx89.end:                                   ; preds = %conv2.cv90.end
+  %ty88.next = add nsw i64 %conv2.ty8812, 1
+  %52 = icmp slt i64 %ty88.next, 7
+  br i1 %52, label %conv2.ty88, label %conv2.ty88.end
+
+conv2.cv90:                                       ; preds = %conv2.cv90, %conv2.tx89
+  %conv2.cv9014 = phi i64 [ 0, %conv2.tx89 ], [ %cv90.next, %conv2.cv90 ]
+  %53 = mul nsw i64 %conv2.j8711, 4096
+  %54 = mul nsw i64 %conv2.ty8812, 2
+  %55 = mul nsw i64 %54, 256
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %conv2.tx8913, 2
+  %58 = mul nsw i64 %57, 16
+  %59 = add nsw i64 %56, %58
+  %60 = mul nsw i64 %conv2.cv9014, 8
+  %61 = add nsw i64 %59, %60
+  %62 = add nsw i64 610304, %61
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load <8 x float>, ptr %arena15, align 4
+  %64 = mul nsw i64 %conv2.j8711, 4096
+  %65 = mul nsw i64 %conv2.ty8812, 2
+  %66 = add nsw i64 %65, 2
+  %67 = mul nsw i64 %66, 256
+  %68 = add nsw i64 %64, %67
+  %69 = mul nsw i64 %conv2.tx8913, 2
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %68, %70
+  %72 = mul nsw i64 %conv2.cv9014, 8
+  %73 = add nsw i64 %71, %72
+  %74 = add nsw i64 610304, %73
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load <8 x float>, ptr %arena16, align 4
+  %76 = fsub <8 x float> %63, %75
+  store <8 x float> %76, ptr %conv2.w91, align 32
+  %77 = mul nsw i64 %conv2.j8711, 4096
+  %78 = mul nsw i64 %conv2.ty8812, 2
+  %79 = add nsw i64 %78, 1
+  %80 = mul nsw i64 %79, 256
+  %81 = add nsw i64 %77, %80
+  %82 = mul nsw i64 %conv2.tx8913, 2
+  %83 = mul nsw i64 %82, 16
+  %84 = add nsw i64 %81, %83
+  %85 = mul nsw i64 %conv2.cv9014, 8
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 610304, %86
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %87
+  %88 = load <8 x float>, ptr %arena17, align 4
+  %89 = mul nsw i64 %conv2.j8711, 4096
+  %90 = mul nsw i64 %conv2.ty8812, 2
+  %91 = add nsw i64 %90, 2
+  %92 = mul nsw i64 %91, 256
+  %93 = add nsw i64 %89, %92
+  %94 = mul nsw i64 %conv2.tx8913, 2
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.cv9014, 8
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 610304, %98
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %99
+  %100 = load <8 x float>, ptr %arena18, align 4
+  %101 = fadd <8 x float> %88, %100
+  store <8 x float> %101, ptr %conv2.w92, align 32
+  %102 = mul nsw i64 %conv2.j8711, 4096
+  %103 = mul nsw i64 %conv2.ty8812, 2
+  %104 = add nsw i64 %103, 2
+  %105 = mul nsw i64 %104, 256
+  %106 = add nsw i64 %102, %105
+  %107 = mul nsw i64 %conv2.tx8913, 2
+  %108 = mul nsw i64 %107, 16
+  %109 = add nsw i64 %106, %108
+  %110 = mul nsw i64 %conv2.cv9014, 8
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 610304, %111
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %112
+  %113 = load <8 x float>, ptr %arena19, align 4
+  %114 = mul nsw i64 %conv2.j8711, 4096
+  %115 = mul nsw i64 %conv2.ty8812, 2
+  %116 = add nsw i64 %115, 1
+  %117 = mul nsw i64 %116, 256
+  %118 = add nsw i64 %114, %117
+  %119 = mul nsw i64 %conv2.tx8913, 2
+  %120 = mul nsw i64 %119, 16
+  %121 = add nsw i64 %118, %120
+  %122 = mul nsw i64 %conv2.cv9014, 8
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 610304, %123
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
+  %125 = load <8 x float>, ptr %arena20, align 4
+  %126 = fsub <8 x float> %113, %125
+  store <8 x float> %126, ptr %conv2.w93, align 32
+  %127 = mul nsw i64 %conv2.j8711, 4096
+  %128 = mul nsw i64 %conv2.ty8812, 2
+  %129 = add nsw i64 %128, 1
+  %130 = mul nsw i64 %129, 256
+  %131 = add nsw i64 %127, %130
+  %132 = mul nsw i64 %conv2.tx8913, 2
+  %133 = mul nsw i64 %132, 16
+  %134 = add nsw i64 %131, %133
+  %135 = mul nsw i64 %conv2.cv9014, 8
+  %136 = add nsw i64 %134, %135
+  %137 = add nsw i64 610304, %136
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %137
+  %138 = load <8 x float>, ptr %arena21, align 4
+  %139 = mul nsw i64 %conv2.j8711, 4096
+  %140 = mul nsw i64 %conv2.ty8812, 2
+  %141 = add nsw i64 %140, 3
+  %142 = mul nsw i64 %141, 256
+  %143 = add nsw i64 %139, %142
+  %144 = mul nsw i64 %conv2.tx8913, 2
+  %145 = mul nsw i64 %144, 16
+  %146 = add nsw i64 %143, %145
+  %147 = mul nsw i64 %conv2.cv9014, 8
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 610304, %148
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %149
+  %150 = load <8 x float>, ptr %arena22, align 4
+  %151 = fsub <8 x float> %138, %150
+  store <8 x float> %151, ptr %conv2.w94, align 32
+  %152 = mul nsw i64 %conv2.j8711, 4096
+  %153 = mul nsw i64 %conv2.ty8812, 2
+  %154 = mul nsw i64 %153, 256
+  %155 = add nsw i64 %152, %154
+  %156 = mul nsw i64 %conv2.tx8913, 2
+  %157 = add nsw i64 %156, 1
+  %158 = mul nsw i64 %157, 16
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.cv9014, 8
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 610304, %161
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %162
+  %163 = load <8 x float>, ptr %arena23, align 4
+  %164 = mul nsw i64 %conv2.j8711, 4096
+  %165 = mul nsw i64 %conv2.ty8812, 2
+  %166 = add nsw i64 %165, 2
+  %167 = mul nsw i64 %166, 256
+  %168 = add nsw i64 %164, %167
+  %169 = mul nsw i64 %conv2.tx8913, 2
+  %170 = add nsw i64 %169, 1
+  %171 = mul nsw i64 %170, 16
+  %172 = add nsw i64 %168, %171
+  %173 = mul nsw i64 %conv2.cv9014, 8
+  %174 = add nsw i64 %172, %173
+  %175 = add nsw i64 610304, %174
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %175
+  %176 = load <8 x float>, ptr %arena24, align 4
+  %177 = fsub <8 x float> %163, %176
+  store <8 x float> %177, ptr %conv2.w95, align 32
+  %178 = mul nsw i64 %conv2.j8711, 4096
+  %179 = mul nsw i64 %conv2.ty8812, 2
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 256
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2.tx8913, 2
+  %184 = add nsw i64 %183, 1
+  %185 = mul nsw i64 %184, 16
+  %186 = add nsw i64 %182, %185
+  %187 = mul nsw i64 %conv2.cv9014, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 610304, %188
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena25, align 4
+  %191 = mul nsw i64 %conv2.j8711, 4096
+  %192 = mul nsw i64 %conv2.ty8812, 2
+  %193 = add nsw i64 %192, 2
+  %194 = mul nsw i64 %193, 256
+  %195 = add nsw i64 %191, %194
+  %196 = mul nsw i64 %conv2.tx8913, 2
+  %197 = add nsw i64 %196, 1
+  %198 = mul nsw i64 %197, 16
+  %199 = add nsw i64 %195, %198
+  %200 = mul nsw i64 %conv2.cv9014, 8
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 610304, %201
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena26, align 4
+  %204 = fadd <8 x float> %190, %203
+  store <8 x float> %204, ptr %conv2.w96, align 32
+  %205 = mul nsw i64 %conv2.j8711, 4096
+  %206 = mul nsw i64 %conv2.ty8812, 2
+  %207 = add nsw i64 %206, 2
+  %208 = mul nsw i64 %207, 256
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2.tx8913, 2
+  %211 = add nsw i64 %210, 1
+  %212 = mul nsw i64 %211, 16
+  %213 = add nsw i64 %209, %212
+  %214 = mul nsw i64 %conv2.cv9014, 8
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 610304, %215
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load <8 x float>, ptr %arena27, align 4
+  %218 = mul nsw i64 %conv2.j8711, 4096
+  %219 = mul nsw i64 %conv2.ty8812, 2
+  %220 = add nsw i64 %219, 1
+  %221 = mul nsw i64 %220, 256
+  %222 = add nsw i64 %218, %221
+  %223 = mul nsw i64 %conv2.tx8913, 2
+  %224 = add nsw i64 %223, 1
+  %225 = mul nsw i64 %224, 16
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv2.cv9014, 8
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 610304, %228
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load <8 x float>, ptr %arena28, align 4
+  %231 = fsub <8 x float> %217, %230
+  store <8 x float> %231, ptr %conv2.w97, align 32
+  %232 = mul nsw i64 %conv2.j8711, 4096
+  %233 = mul nsw i64 %conv2.ty8812, 2
+  %234 = add nsw i64 %233, 1
+  %235 = mul nsw i64 %234, 256
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2.tx8913, 2
+  %238 = add nsw i64 %237, 1
+  %239 = mul nsw i64 %238, 16
+  %240 = add nsw i64 %236, %239
+  %241 = mul nsw i64 %conv2.cv9014, 8
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 610304, %242
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load <8 x float>, ptr %arena29, align 4
+  %245 = mul nsw i64 %conv2.j8711, 4096
+  %246 = mul nsw i64 %conv2.ty8812, 2
+  %247 = add nsw i64 %246, 3
+  %248 = mul nsw i64 %247, 256
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2.tx8913, 2
+  %251 = add nsw i64 %250, 1
+  %252 = mul nsw i64 %251, 16
+  %253 = add nsw i64 %249, %252
+  %254 = mul nsw i64 %conv2.cv9014, 8
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 610304, %255
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %256
+  %257 = load <8 x float>, ptr %arena30, align 4
+  %258 = fsub <8 x float> %244, %257
+  store <8 x float> %258, ptr %conv2.w98, align 32
+  %259 = mul nsw i64 %conv2.j8711, 4096
+  %260 = mul nsw i64 %conv2.ty8812, 2
+  %261 = mul nsw i64 %260, 256
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %conv2.tx8913, 2
+  %264 = add nsw i64 %263, 2
+  %265 = mul nsw i64 %264, 16
+  %266 = add nsw i64 %262, %265
+  %267 = mul nsw i64 %conv2.cv9014, 8
+  %268 = add nsw i64 %266, %267
+  %269 = add nsw i64 610304, %268
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load <8 x float>, ptr %arena31, align 4
+  %271 = mul nsw i64 %conv2.j8711, 4096
+  %272 = mul nsw i64 %conv2.ty8812, 2
+  %273 = add nsw i64 %272, 2
+  %274 = mul nsw i64 %273, 256
+  %275 = add nsw i64 %271, %274
+  %276 = mul nsw i64 %conv2.tx8913, 2
+  %277 = add nsw i64 %276, 2
+  %278 = mul nsw i64 %277, 16
+  %279 = add nsw i64 %275, %278
+  %280 = mul nsw i64 %conv2.cv9014, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 610304, %281
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena32, align 4
+  %284 = fsub <8 x float> %270, %283
+  store <8 x float> %284, ptr %conv2.w99, align 32
+  %285 = mul nsw i64 %conv2.j8711, 4096
+  %286 = mul nsw i64 %conv2.ty8812, 2
+  %287 = add nsw i64 %286, 1
+  %288 = mul nsw i64 %287, 256
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2.tx8913, 2
+  %291 = add nsw i64 %290, 2
+  %292 = mul nsw i64 %291, 16
+  %293 = add nsw i64 %289, %292
+  %294 = mul nsw i64 %conv2.cv9014, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 610304, %295
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load <8 x float>, ptr %arena33, align 4
+  %298 = mul nsw i64 %conv2.j8711, 4096
+  %299 = mul nsw i64 %conv2.ty8812, 2
+  %300 = add nsw i64 %299, 2
+  %301 = mul nsw i64 %300, 256
+  %302 = add nsw i64 %298, %301
+  %303 = mul nsw i64 %conv2.tx8913, 2
+  %304 = add nsw i64 %303, 2
+  %305 = mul nsw i64 %304, 16
+  %306 = add nsw i64 %302, %305
+  %307 = mul nsw i64 %conv2.cv9014, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 610304, %308
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load <8 x float>, ptr %arena34, align 4
+  %311 = fadd <8 x float> %297, %310
+  store <8 x float> %311, ptr %conv2.w100, align 32
+  %312 = mul nsw i64 %conv2.j8711, 4096
+  %313 = mul nsw i64 %conv2.ty8812, 2
+  %314 = add nsw i64 %313, 2
+  %315 = mul nsw i64 %314, 256
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2.tx8913, 2
+  %318 = add nsw i64 %317, 2
+  %319 = mul nsw i64 %318, 16
+  %320 = add nsw i64 %316, %319
+  %321 = mul nsw i64 %conv2.cv9014, 8
+  %322 = add nsw i64 %320, %321
+  %323 = add nsw i64 610304, %322
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load <8 x float>, ptr %arena35, align 4
+  %325 = mul nsw i64 %conv2.j8711, 4096
+  %326 = mul nsw i64 %conv2.ty8812, 2
+  %327 = add nsw i64 %326, 1
+  %328 = mul nsw i64 %327, 256
+  %329 = add nsw i64 %325, %328
+  %330 = mul nsw i64 %conv2.tx8913, 2
+  %331 = add nsw i64 %330, 2
+  %332 = mul nsw i64 %331, 16
+  %333 = add nsw i64 %329, %332
+  %334 = mul nsw i64 %conv2.cv9014, 8
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 610304, %335
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <8 x float>, ptr %arena36, align 4
+  %338 = fsub <8 x float> %324, %337
+  store <8 x float> %338, ptr %conv2.w101, align 32
+  %339 = mul nsw i64 %conv2.j8711, 4096
+  %340 = mul nsw i64 %conv2.ty8812, 2
+  %341 = add nsw i64 %340, 1
+  %342 = mul nsw i64 %341, 256
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2.tx8913, 2
+  %345 = add nsw i64 %344, 2
+  %346 = mul nsw i64 %345, 16
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv2.cv9014, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 610304, %349
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena37, align 4
+  %352 = mul nsw i64 %conv2.j8711, 4096
+  %353 = mul nsw i64 %conv2.ty8812, 2
+  %354 = add nsw i64 %353, 3
+  %355 = mul nsw i64 %354, 256
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2.tx8913, 2
+  %358 = add nsw i64 %357, 2
+  %359 = mul nsw i64 %358, 16
+  %360 = add nsw i64 %356, %359
+  %361 = mul nsw i64 %conv2.cv9014, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 610304, %362
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <8 x float>, ptr %arena38, align 4
+  %365 = fsub <8 x float> %351, %364
+  store <8 x float> %365, ptr %conv2.w102, align 32
+  %366 = mul nsw i64 %conv2.j8711, 4096
+  %367 = mul nsw i64 %conv2.ty8812, 2
+  %368 = mul nsw i64 %367, 256
+  %369 = add nsw i64 %366, %368
+  %370 = mul nsw i64 %conv2.tx8913, 2
+  %371 = add nsw i64 %370, 3
+  %372 = mul nsw i64 %371, 16
+  %373 = add nsw i64 %369, %372
+  %374 = mul nsw i64 %conv2.cv9014, 8
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 610304, %375
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %376
+  %377 = load <8 x float>, ptr %arena39, align 4
+  %378 = mul nsw i64 %conv2.j8711, 4096
+  %379 = mul nsw i64 %conv2.ty8812, 2
+  %380 = add nsw i64 %379, 2
+  %381 = mul nsw i64 %380, 256
+  %382 = add nsw i64 %378, %381
+  %383 = mul nsw i64 %conv2.tx8913, 2
+  %384 = add nsw i64 %383, 3
+  %385 = mul nsw i64 %384, 16
+  %386 = add nsw i64 %382, %385
+  %387 = mul nsw i64 %conv2.cv9014, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 610304, %388
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %389
+  %390 = load <8 x float>, ptr %arena40, align 4
+  %391 = fsub <8 x float> %377, %390
+  store <8 x float> %391, ptr %conv2.w103, align 32
+  %392 = mul nsw i64 %conv2.j8711, 4096
+  %393 = mul nsw i64 %conv2.ty8812, 2
+  %394 = add nsw i64 %393, 1
+  %395 = mul nsw i64 %394, 256
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2.tx8913, 2
+  %398 = add nsw i64 %397, 3
+  %399 = mul nsw i64 %398, 16
+  %400 = add nsw i64 %396, %399
+  %401 = mul nsw i64 %conv2.cv9014, 8
+  %402 = add nsw i64 %400, %401
+  %403 = add nsw i64 610304, %402
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %403
+  %404 = load <8 x float>, ptr %arena41, align 4
+  %405 = mul nsw i64 %conv2.j8711, 4096
+  %406 = mul nsw i64 %conv2.ty8812, 2
+  %407 = add nsw i64 %406, 2
+  %408 = mul nsw i64 %407, 256
+  %409 = add nsw i64 %405, %408
+  %410 = mul nsw i64 %conv2.tx8913, 2
+  %411 = add nsw i64 %410, 3
+  %412 = mul nsw i64 %411, 16
+  %413 = add nsw i64 %409, %412
+  %414 = mul nsw i64 %conv2.cv9014, 8
+  %415 = add nsw i64 %413, %414
+  %416 = add nsw i64 610304, %415
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load <8 x float>, ptr %arena42, align 4
+  %418 = fadd <8 x float> %404, %417
+  store <8 x float> %418, ptr %conv2.w104, align 32
+  %419 = mul nsw i64 %conv2.j8711, 4096
+  %420 = mul nsw i64 %conv2.ty8812, 2
+  %421 = add nsw i64 %420, 2
+  %422 = mul nsw i64 %421, 256
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2.tx8913, 2
+  %425 = add nsw i64 %424, 3
+  %426 = mul nsw i64 %425, 16
+  %427 = add nsw i64 %423, %426
+  %428 = mul nsw i64 %conv2.cv9014, 8
+  %429 = add nsw i64 %427, %428
+  %430 = add nsw i64 610304, %429
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load <8 x float>, ptr %arena43, align 4
+  %432 = mul nsw i64 %conv2.j8711, 4096
+  %433 = mul nsw i64 %conv2.ty8812, 2
+  %434 = add nsw i64 %433, 1
+  %435 = mul nsw i64 %434, 256
+  %436 = add nsw i64 %432, %435
+  %437 = mul nsw i64 %conv2.tx8913, 2
+  %438 = add nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 16
+  %440 = add nsw i64 %436, %439
+  %441 = mul nsw i64 %conv2.cv9014, 8
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 610304, %442
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load <8 x float>, ptr %arena44, align 4
+  %445 = fsub <8 x float> %431, %444
+  store <8 x float> %445, ptr %conv2.w105, align 32
+  %446 = mul nsw i64 %conv2.j8711, 4096
+  %447 = mul nsw i64 %conv2.ty8812, 2
+  %448 = add nsw i64 %447, 1
+  %449 = mul nsw i64 %448, 256
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2.tx8913, 2
+  %452 = add nsw i64 %451, 3
+  %453 = mul nsw i64 %452, 16
+  %454 = add nsw i64 %450, %453
+  %455 = mul nsw i64 %conv2.cv9014, 8
+  %456 = add nsw i64 %454, %455
+  %457 = add nsw i64 610304, %456
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load <8 x float>, ptr %arena45, align 4
+  %459 = mul nsw i64 %conv2.j8711, 4096
+  %460 = mul nsw i64 %conv2.ty8812, 2
+  %461 = add nsw i64 %460, 3
+  %462 = mul nsw i64 %461, 256
+  %463 = add nsw i64 %459, %462
+  %464 = mul nsw i64 %conv2.tx8913, 2
+  %465 = add nsw i64 %464, 3
+  %466 = mul nsw i64 %465, 16
+  %467 = add nsw i64 %463, %466
+  %468 = mul nsw i64 %conv2.cv9014, 8
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 610304, %469
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load <8 x float>, ptr %arena46, align 4
+  %472 = fsub <8 x float> %458, %471
+  store <8 x float> %472, ptr %conv2.w106, align 32
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %473 = fsub <8 x float> %w91, %w99
+  store <8 x float> %473, ptr %conv2.w107, align 32
+  %w95 = load <8 x float>, ptr %conv2.w95, align 32
+  %w9947 = load <8 x float>, ptr %conv2.w99, align 32
+  %474 = fadd <8 x float> %w95, %w9947
+  store <8 x float> %474, ptr %conv2.w108, align 32
+  %w9948 = load <8 x float>, ptr %conv2.w99, align 32
+  %w9549 = load <8 x float>, ptr %conv2.w95, align 32
+  %475 = fsub <8 x float> %w9948, %w9549
+  store <8 x float> %475, ptr %conv2.w109, align 32
+  %w9550 = load <8 x float>, ptr %conv2.w95, align 32
+  %w103 = load <8 x float>, ptr %conv2.w103, align 32
+  %476 = fsub <8 x float> %w9550, %w103
+  store <8 x float> %476, ptr %conv2.w110, align 32
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %477 = fsub <8 x float> %w92, %w100
+  store <8 x float> %477, ptr %conv2.w111, align 32
+  %w96 = load <8 x float>, ptr %conv2.w96, align 32
+  %w10051 = load <8 x float>, ptr %conv2.w100, align 32
+  %478 = fadd <8 x float> %w96, %w10051
+  store <8 x float> %478, ptr %conv2.w112, align 32
+  %w10052 = load <8 x float>, ptr %conv2.w100, align 32
+  %w9653 = load <8 x float>, ptr %conv2.w96, align 32
+  %479 = fsub <8 x float> %w10052, %w9653
+  store <8 x float> %479, ptr %conv2.w113, align 32
+  %w9654 = load <8 x float>, ptr %conv2.w96, align 32
+  %w104 = load <8 x float>, ptr %conv2.w104, align 32
+  %480 = fsub <8 x float> %w9654, %w104
+  store <8 x float> %480, ptr %conv2.w114, align 32
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %481 = fsub <8 x float> %w93, %w101
+  store <8 x float> %481, ptr %conv2.w115, align 32
+  %w97 = load <8 x float>, ptr %conv2.w97, align 32
+  %w10155 = load <8 x float>, ptr %conv2.w101, align 32
+  %482 = fadd <8 x float> %w97, %w10155
+  store <8 x float> %482, ptr %conv2.w116, align 32
+  %w10156 = load <8 x float>, ptr %conv2.w101, align 32
+  %w9757 = load <8 x float>, ptr %conv2.w97, align 32
+  %483 = fsub <8 x float> %w10156, %w9757
+  store <8 x float> %483, ptr %conv2.w117, align 32
+  %w9758 = load <8 x float>, ptr %conv2.w97, align 32
+  %w105 = load <8 x float>, ptr %conv2.w105, align 32
+  %484 = fsub <8 x float> %w9758, %w105
+  store <8 x float> %484, ptr %conv2.w118, align 32
+  %w94 = load <8 x float>, ptr %conv2.w94, align 32
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %485 = fsub <8 x float> %w94, %w102
+  store <8 x float> %485, ptr %conv2.w119, align 32
+  %w98 = load <8 x float>, ptr %conv2.w98, align 32
+  %w10259 = load <8 x float>, ptr %conv2.w102, align 32
+  %486 = fadd <8 x float> %w98, %w10259
+  store <8 x float> %486, ptr %conv2.w120, align 32
+  %w10260 = load <8 x float>, ptr %conv2.w102, align 32
+  %w9861 = load <8 x float>, ptr %conv2.w98, align 32
+  %487 = fsub <8 x float> %w10260, %w9861
+  store <8 x float> %487, ptr %conv2.w121, align 32
+  %w9862 = load <8 x float>, ptr %conv2.w98, align 32
+  %w106 = load <8 x float>, ptr %conv2.w106, align 32
+  %488 = fsub <8 x float> %w9862, %w106
+  store <8 x float> %488, ptr %conv2.w122, align 32
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %489 = mul nsw i64 %conv2.j8711, 49
+  %490 = mul nsw i64 %conv2.ty8812, 7
+  %491 = add nsw i64 %489, %490
+  %492 = add nsw i64 %491, %conv2.tx8913
+  %493 = mul nsw i64 %492, 16
+  %494 = add nsw i64 614400, %493
+  %495 = mul nsw i64 %conv2.cv9014, 8
+  %496 = add nsw i64 %494, %495
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %496
+  store <8 x float> %w107, ptr %arena63, align 4
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %497 = mul nsw i64 %conv2.j8711, 49
+  %498 = mul nsw i64 %conv2.ty8812, 7
+  %499 = add nsw i64 %497, %498
+  %500 = add nsw i64 %499, %conv2.tx8913
+  %501 = mul nsw i64 %500, 16
+  %502 = add nsw i64 615184, %501
+  %503 = mul nsw i64 %conv2.cv9014, 8
+  %504 = add nsw i64 %502, %503
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %504
+  store <8 x float> %w108, ptr %arena64, align 4
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %505 = mul nsw i64 %conv2.j8711, 49
+  %506 = mul nsw i64 %conv2.ty8812, 7
+  %507 = add nsw i64 %505, %506
+  %508 = add nsw i64 %507, %conv2.tx8913
+  %509 = mul nsw i64 %508, 16
+  %510 = add nsw i64 615968, %509
+  %511 = mul nsw i64 %conv2.cv9014, 8
+  %512 = add nsw i64 %510, %511
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %512
+  store <8 x float> %w109, ptr %arena65, align 4
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %513 = mul nsw i64 %conv2.j8711, 49
+  %514 = mul nsw i64 %conv2.ty8812, 7
+  %515 = add nsw i64 %513, %514
+  %516 = add nsw i64 %515, %conv2.tx8913
+  %517 = mul nsw i64 %516, 16
+  %518 = add nsw i64 616752, %517
+  %519 = mul nsw i64 %conv2.cv9014, 8
+  %520 = add nsw i64 %518, %519
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %520
+  store <8 x float> %w110, ptr %arena66, align 4
+  %w111 = load <8 x float>, ptr %conv2.w111, align 32
+  %521 = mul nsw i64 %conv2.j8711, 49
+  %522 = mul nsw i64 %conv2.ty8812, 7
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, %conv2.tx8913
+  %525 = mul nsw i64 %524, 16
+  %526 = add nsw i64 617536, %525
+  %527 = mul nsw i64 %conv2.cv9014, 8
+  %528 = add nsw i64 %526, %527
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %528
+  store <8 x float> %w111, ptr %arena67, align 4
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %529 = mul nsw i64 %conv2.j8711, 49
+  %530 = mul nsw i64 %conv2.ty8812, 7
+  %531 = add nsw i64 %529, %530
+  %532 = add nsw i64 %531, %conv2.tx8913
+  %533 = mul nsw i64 %532, 16
+  %534 = add nsw i64 618320, %533
+  %535 = mul nsw i64 %conv2.cv9014, 8
+  %536 = add nsw i64 %534, %535
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %536
+  store <8 x float> %w112, ptr %arena68, align 4
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %537 = mul nsw i64 %conv2.j8711, 49
+  %538 = mul nsw i64 %conv2.ty8812, 7
+  %539 = add nsw i64 %537, %538
+  %540 = add nsw i64 %539, %conv2.tx8913
+  %541 = mul nsw i64 %540, 16
+  %542 = add nsw i64 619104, %541
+  %543 = mul nsw i64 %conv2.cv9014, 8
+  %544 = add nsw i64 %542, %543
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %544
+  store <8 x float> %w113, ptr %arena69, align 4
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %545 = mul nsw i64 %conv2.j8711, 49
+  %546 = mul nsw i64 %conv2.ty8812, 7
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, %conv2.tx8913
+  %549 = mul nsw i64 %548, 16
+  %550 = add nsw i64 619888, %549
+  %551 = mul nsw i64 %conv2.cv9014, 8
+  %552 = add nsw i64 %550, %551
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %552
+  store <8 x float> %w114, ptr %arena70, align 4
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %553 = mul nsw i64 %conv2.j8711, 49
+  %554 = mul nsw i64 %conv2.ty8812, 7
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 %555, %conv2.tx8913
+  %557 = mul nsw i64 %556, 16
+  %558 = add nsw i64 620672, %557
+  %559 = mul nsw i64 %conv2.cv9014, 8
+  %560 = add nsw i64 %558, %559
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %560
+  store <8 x float> %w115, ptr %arena71, align 4
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %561 = mul nsw i64 %conv2.j8711, 49
+  %562 = mul nsw i64 %conv2.ty8812, 7
+  %563 = add nsw i64 %561, %562
+  %564 = add nsw i64 %563, %conv2.tx8913
+  %565 = mul nsw i64 %564, 16
+  %566 = add nsw i64 621456, %565
+  %567 = mul nsw i64 %conv2.cv9014, 8
+  %568 = add nsw i64 %566, %567
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %568
+  store <8 x float> %w116, ptr %arena72, align 4
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %569 = mul nsw i64 %conv2.j8711, 49
+  %570 = mul nsw i64 %conv2.ty8812, 7
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, %conv2.tx8913
+  %573 = mul nsw i64 %572, 16
+  %574 = add nsw i64 622240, %573
+  %575 = mul nsw i64 %conv2.cv9014, 8
+  %576 = add nsw i64 %574, %575
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %576
+  store <8 x float> %w117, ptr %arena73, align 4
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %577 = mul nsw i64 %conv2.j8711, 49
+  %578 = mul nsw i64 %conv2.ty8812, 7
+  %579 = add nsw i64 %577, %578
+  %580 = add nsw i64 %579, %conv2.tx8913
+  %581 = mul nsw i64 %580, 16
+  %582 = add nsw i64 623024, %581
+  %583 = mul nsw i64 %conv2.cv9014, 8
+  %584 = add nsw i64 %582, %583
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %584
+  store <8 x float> %w118, ptr %arena74, align 4
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %585 = mul nsw i64 %conv2.j8711, 49
+  %586 = mul nsw i64 %conv2.ty8812, 7
+  %587 = add nsw i64 %585, %586
+  %588 = add nsw i64 %587, %conv2.tx8913
+  %589 = mul nsw i64 %588, 16
+  %590 = add nsw i64 623808, %589
+  %591 = mul nsw i64 %conv2.cv9014, 8
+  %592 = add nsw i64 %590, %591
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <8 x float> %w119, ptr %arena75, align 4
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %593 = mul nsw i64 %conv2.j8711, 49
+  %594 = mul nsw i64 %conv2.ty8812, 7
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, %conv2.tx8913
+  %597 = mul nsw i64 %596, 16
+  %598 = add nsw i64 624592, %597
+  %599 = mul nsw i64 %conv2.cv9014, 8
+  %600 = add nsw i64 %598, %599
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %600
+  store <8 x float> %w120, ptr %arena76, align 4
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %601 = mul nsw i64 %conv2.j8711, 49
+  %602 = mul nsw i64 %conv2.ty8812, 7
+  %603 = add nsw i64 %601, %602
+  %604 = add nsw i64 %603, %conv2.tx8913
+  %605 = mul nsw i64 %604, 16
+  %606 = add nsw i64 625376, %605
+  %607 = mul nsw i64 %conv2.cv9014, 8
+  %608 = add nsw i64 %606, %607
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %608
+  store <8 x float> %w121, ptr %arena77, align 4
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %609 = mul nsw i64 %conv2.j8711, 49
+  %610 = mul nsw i64 %conv2.ty8812, 7
+  %611 = add nsw i64 %609, %610
+  %612 = add nsw i64 %611, %conv2.tx8913
+  %613 = mul nsw i64 %612, 16
+  %614 = add nsw i64 626160, %613
+  %615 = mul nsw i64 %conv2.cv9014, 8
+  %616 = add nsw i64 %614, %615
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %616
+  store <8 x float> %w122, ptr %arena78, align 4
+  %cv90.next = add nsw i64 %conv2.cv9014, 1
+  %617 = icmp slt i64 %cv90.next, 2
+  br i1 %617, label %conv2.cv90, label %conv2.cv90.end
+
+conv2.cv90.end:                                   ; preds = %conv2.cv90
+  %tx89.next = add nsw i64 %conv2.tx8913, 1
+  %618 = icmp slt i64 %tx89.next, 7
+  br i1 %618, label %conv2.tx89, label %conv2.tx89.end
+
+conv2.part123.pool:                               ; preds = %conv2.j87.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @smallcnn_train_b64.k1.conv2.part123.task, ptr %part123.context, i64 2)
+  br label %conv2.part123.done
+
+conv2.part123.serial:                             ; preds = %conv2.j87.end
+  br label %conv2.part123
+
+conv2.part123.done:                               ; preds = %conv2.part123.end, %conv2.part123.pool
+  %g82.next = add nsw i64 %conv2.g824, 1
+  %619 = icmp slt i64 %g82.next, 64
+  br i1 %619, label %conv2.g82, label %conv2.g82.end
+
+conv2.part123:                                    ; preds = %conv2.part123, %conv2.part123.serial
+  %conv2.part12380 = phi i64 [ 0, %conv2.part123.serial ], [ %part123.next, %conv2.part123 ]
+  call void @smallcnn_train_b64.k1.conv2.part123(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.g824, i64 %conv2.part12380)
+  %part123.next = add nsw i64 %conv2.part12380, 1
+  %620 = icmp slt i64 %part123.next, 2
+  br i1 %620, label %conv2.part123, label %conv2.part123.end
+
+conv2.part123.end:                                ; preds = %conv2.part123
+  br label %conv2.part123.done
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k1.conv2.part50(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2.w80 = alloca float, align 4
   %conv2.w79 = alloca float, align 4
   %conv2.w78 = alloca float, align 4
   %conv2.w77 = alloca float, align 4
@@ -1216,1767 +2116,1170 @@ entry:
   %conv2.w55 = alloca float, align 4
   %conv2.w54 = alloca float, align 4
   %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  br label %conv2.ci50
+  br label %conv2.ci51
 
-conv2.ci50:                                       ; preds = %conv2.co51.end, %entry
-  %conv2.ci501 = phi i64 [ 0, %entry ], [ %ci50.next, %conv2.co51.end ]
-  br label %conv2.co51
+conv2.ci51:                                       ; preds = %conv2.co52.end, %entry
+  %conv2.ci511 = phi i64 [ 0, %entry ], [ %ci51.next, %conv2.co52.end ]
+  br label %conv2.co52
 
-conv2.ci50.end:                                   ; preds = %conv2.co51.end
-  br label %conv2.i80
+conv2.ci51.end:                                   ; preds = %conv2.co52.end
+  ret void
 
-conv2.co51:                                       ; preds = %conv2.co51, %conv2.ci50
-  %conv2.co512 = phi i64 [ 0, %conv2.ci50 ], [ %co51.next, %conv2.co51 ]
-  %0 = mul nsw i64 %conv2.co512, 16
-  %1 = add nsw i64 %0, %conv2.ci501
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 160, %2
-  %params3 = getelementptr inbounds float, ptr %params, i64 %3
-  %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w52, align 4
-  %5 = mul nsw i64 %conv2.co512, 16
-  %6 = add nsw i64 %5, %conv2.ci501
-  %7 = mul nsw i64 %6, 9
-  %8 = add nsw i64 160, %7
-  %params4 = getelementptr inbounds float, ptr %params, i64 %8
-  %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co512, 16
-  %11 = add nsw i64 %10, %conv2.ci501
+conv2.co52:                                       ; preds = %conv2.co52, %conv2.ci51
+  %conv2.co522 = phi i64 [ 0, %conv2.ci51 ], [ %co52.next, %conv2.co52 ]
+  %1 = mul nsw i64 %0, 16
+  %2 = add nsw i64 %1, %conv2.co522
+  %3 = mul nsw i64 %2, 16
+  %4 = add nsw i64 %3, %conv2.ci511
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 160, %5
+  %params3 = getelementptr inbounds float, ptr %params, i64 %6
+  %7 = load float, ptr %params3, align 4
+  store float %7, ptr %conv2.w53, align 4
+  %8 = mul nsw i64 %0, 16
+  %9 = add nsw i64 %8, %conv2.co522
+  %10 = mul nsw i64 %9, 16
+  %11 = add nsw i64 %10, %conv2.ci511
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 160, %12
-  %14 = add nsw i64 %13, 3
-  %params5 = getelementptr inbounds float, ptr %params, i64 %14
-  %15 = load float, ptr %params5, align 4
-  %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co512, 16
-  %18 = add nsw i64 %17, %conv2.ci501
+  %params4 = getelementptr inbounds float, ptr %params, i64 %13
+  %14 = load float, ptr %params4, align 4
+  %15 = mul nsw i64 %0, 16
+  %16 = add nsw i64 %15, %conv2.co522
+  %17 = mul nsw i64 %16, 16
+  %18 = add nsw i64 %17, %conv2.ci511
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 160, %19
-  %21 = add nsw i64 %20, 6
-  %params6 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params6, align 4
-  %23 = fadd float %16, %22
-  %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w53, align 4
-  %25 = mul nsw i64 %conv2.co512, 16
-  %26 = add nsw i64 %25, %conv2.ci501
-  %27 = mul nsw i64 %26, 9
-  %28 = add nsw i64 160, %27
-  %params7 = getelementptr inbounds float, ptr %params, i64 %28
-  %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co512, 16
-  %31 = add nsw i64 %30, %conv2.ci501
-  %32 = mul nsw i64 %31, 9
-  %33 = add nsw i64 160, %32
-  %34 = add nsw i64 %33, 6
-  %params8 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params8, align 4
-  %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co512, 16
-  %38 = add nsw i64 %37, %conv2.ci501
-  %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 160, %39
-  %41 = add nsw i64 %40, 3
-  %params9 = getelementptr inbounds float, ptr %params, i64 %41
-  %42 = load float, ptr %params9, align 4
-  %43 = fsub float %36, %42
-  %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w54, align 4
-  %45 = mul nsw i64 %conv2.co512, 16
-  %46 = add nsw i64 %45, %conv2.ci501
-  %47 = mul nsw i64 %46, 9
-  %48 = add nsw i64 160, %47
-  %49 = add nsw i64 %48, 6
-  %params10 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w55, align 4
-  %51 = mul nsw i64 %conv2.co512, 16
-  %52 = add nsw i64 %51, %conv2.ci501
-  %53 = mul nsw i64 %52, 9
-  %54 = add nsw i64 160, %53
-  %55 = add nsw i64 %54, 1
-  %params11 = getelementptr inbounds float, ptr %params, i64 %55
-  %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w56, align 4
-  %57 = mul nsw i64 %conv2.co512, 16
-  %58 = add nsw i64 %57, %conv2.ci501
-  %59 = mul nsw i64 %58, 9
-  %60 = add nsw i64 160, %59
-  %61 = add nsw i64 %60, 1
-  %params12 = getelementptr inbounds float, ptr %params, i64 %61
-  %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co512, 16
-  %64 = add nsw i64 %63, %conv2.ci501
-  %65 = mul nsw i64 %64, 9
-  %66 = add nsw i64 160, %65
-  %67 = add nsw i64 %66, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %67
-  %68 = load float, ptr %params13, align 4
-  %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co512, 16
-  %71 = add nsw i64 %70, %conv2.ci501
+  %21 = add nsw i64 %20, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params5, align 4
+  %23 = fadd float %14, %22
+  %24 = mul nsw i64 %0, 16
+  %25 = add nsw i64 %24, %conv2.co522
+  %26 = mul nsw i64 %25, 16
+  %27 = add nsw i64 %26, %conv2.ci511
+  %28 = mul nsw i64 %27, 9
+  %29 = add nsw i64 160, %28
+  %30 = add nsw i64 %29, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %30
+  %31 = load float, ptr %params6, align 4
+  %32 = fadd float %23, %31
+  %33 = fmul float %32, 5.000000e-01
+  store float %33, ptr %conv2.w54, align 4
+  %34 = mul nsw i64 %0, 16
+  %35 = add nsw i64 %34, %conv2.co522
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %36, %conv2.ci511
+  %38 = mul nsw i64 %37, 9
+  %39 = add nsw i64 160, %38
+  %params7 = getelementptr inbounds float, ptr %params, i64 %39
+  %40 = load float, ptr %params7, align 4
+  %41 = mul nsw i64 %0, 16
+  %42 = add nsw i64 %41, %conv2.co522
+  %43 = mul nsw i64 %42, 16
+  %44 = add nsw i64 %43, %conv2.ci511
+  %45 = mul nsw i64 %44, 9
+  %46 = add nsw i64 160, %45
+  %47 = add nsw i64 %46, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params8, align 4
+  %49 = fadd float %40, %48
+  %50 = mul nsw i64 %0, 16
+  %51 = add nsw i64 %50, %conv2.co522
+  %52 = mul nsw i64 %51, 16
+  %53 = add nsw i64 %52, %conv2.ci511
+  %54 = mul nsw i64 %53, 9
+  %55 = add nsw i64 160, %54
+  %56 = add nsw i64 %55, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %56
+  %57 = load float, ptr %params9, align 4
+  %58 = fsub float %49, %57
+  %59 = fmul float %58, 5.000000e-01
+  store float %59, ptr %conv2.w55, align 4
+  %60 = mul nsw i64 %0, 16
+  %61 = add nsw i64 %60, %conv2.co522
+  %62 = mul nsw i64 %61, 16
+  %63 = add nsw i64 %62, %conv2.ci511
+  %64 = mul nsw i64 %63, 9
+  %65 = add nsw i64 160, %64
+  %66 = add nsw i64 %65, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %66
+  %67 = load float, ptr %params10, align 4
+  store float %67, ptr %conv2.w56, align 4
+  %68 = mul nsw i64 %0, 16
+  %69 = add nsw i64 %68, %conv2.co522
+  %70 = mul nsw i64 %69, 16
+  %71 = add nsw i64 %70, %conv2.ci511
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 160, %72
-  %74 = add nsw i64 %73, 7
-  %params14 = getelementptr inbounds float, ptr %params, i64 %74
-  %75 = load float, ptr %params14, align 4
-  %76 = fadd float %69, %75
-  %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w57, align 4
-  %78 = mul nsw i64 %conv2.co512, 16
-  %79 = add nsw i64 %78, %conv2.ci501
+  %74 = add nsw i64 %73, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params11, align 4
+  store float %75, ptr %conv2.w57, align 4
+  %76 = mul nsw i64 %0, 16
+  %77 = add nsw i64 %76, %conv2.co522
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %78, %conv2.ci511
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 160, %80
   %82 = add nsw i64 %81, 1
-  %params15 = getelementptr inbounds float, ptr %params, i64 %82
-  %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co512, 16
-  %85 = add nsw i64 %84, %conv2.ci501
-  %86 = mul nsw i64 %85, 9
-  %87 = add nsw i64 160, %86
-  %88 = add nsw i64 %87, 7
-  %params16 = getelementptr inbounds float, ptr %params, i64 %88
-  %89 = load float, ptr %params16, align 4
-  %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co512, 16
-  %92 = add nsw i64 %91, %conv2.ci501
-  %93 = mul nsw i64 %92, 9
-  %94 = add nsw i64 160, %93
-  %95 = add nsw i64 %94, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %95
-  %96 = load float, ptr %params17, align 4
-  %97 = fsub float %90, %96
-  %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w58, align 4
-  %99 = mul nsw i64 %conv2.co512, 16
-  %100 = add nsw i64 %99, %conv2.ci501
-  %101 = mul nsw i64 %100, 9
-  %102 = add nsw i64 160, %101
-  %103 = add nsw i64 %102, 7
-  %params18 = getelementptr inbounds float, ptr %params, i64 %103
-  %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w59, align 4
-  %105 = mul nsw i64 %conv2.co512, 16
-  %106 = add nsw i64 %105, %conv2.ci501
+  %params12 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params12, align 4
+  %84 = mul nsw i64 %0, 16
+  %85 = add nsw i64 %84, %conv2.co522
+  %86 = mul nsw i64 %85, 16
+  %87 = add nsw i64 %86, %conv2.ci511
+  %88 = mul nsw i64 %87, 9
+  %89 = add nsw i64 160, %88
+  %90 = add nsw i64 %89, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %90
+  %91 = load float, ptr %params13, align 4
+  %92 = fadd float %83, %91
+  %93 = mul nsw i64 %0, 16
+  %94 = add nsw i64 %93, %conv2.co522
+  %95 = mul nsw i64 %94, 16
+  %96 = add nsw i64 %95, %conv2.ci511
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 160, %97
+  %99 = add nsw i64 %98, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %99
+  %100 = load float, ptr %params14, align 4
+  %101 = fadd float %92, %100
+  %102 = fmul float %101, 5.000000e-01
+  store float %102, ptr %conv2.w58, align 4
+  %103 = mul nsw i64 %0, 16
+  %104 = add nsw i64 %103, %conv2.co522
+  %105 = mul nsw i64 %104, 16
+  %106 = add nsw i64 %105, %conv2.ci511
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 160, %107
-  %109 = add nsw i64 %108, 2
-  %params19 = getelementptr inbounds float, ptr %params, i64 %109
-  %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w60, align 4
-  %111 = mul nsw i64 %conv2.co512, 16
-  %112 = add nsw i64 %111, %conv2.ci501
-  %113 = mul nsw i64 %112, 9
-  %114 = add nsw i64 160, %113
-  %115 = add nsw i64 %114, 2
-  %params20 = getelementptr inbounds float, ptr %params, i64 %115
-  %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co512, 16
-  %118 = add nsw i64 %117, %conv2.ci501
-  %119 = mul nsw i64 %118, 9
-  %120 = add nsw i64 160, %119
-  %121 = add nsw i64 %120, 5
-  %params21 = getelementptr inbounds float, ptr %params, i64 %121
-  %122 = load float, ptr %params21, align 4
-  %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co512, 16
-  %125 = add nsw i64 %124, %conv2.ci501
-  %126 = mul nsw i64 %125, 9
-  %127 = add nsw i64 160, %126
-  %128 = add nsw i64 %127, 8
-  %params22 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params22, align 4
-  %130 = fadd float %123, %129
-  %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w61, align 4
-  %132 = mul nsw i64 %conv2.co512, 16
-  %133 = add nsw i64 %132, %conv2.ci501
+  %109 = add nsw i64 %108, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params15, align 4
+  %111 = mul nsw i64 %0, 16
+  %112 = add nsw i64 %111, %conv2.co522
+  %113 = mul nsw i64 %112, 16
+  %114 = add nsw i64 %113, %conv2.ci511
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 160, %115
+  %117 = add nsw i64 %116, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %117
+  %118 = load float, ptr %params16, align 4
+  %119 = fadd float %110, %118
+  %120 = mul nsw i64 %0, 16
+  %121 = add nsw i64 %120, %conv2.co522
+  %122 = mul nsw i64 %121, 16
+  %123 = add nsw i64 %122, %conv2.ci511
+  %124 = mul nsw i64 %123, 9
+  %125 = add nsw i64 160, %124
+  %126 = add nsw i64 %125, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %126
+  %127 = load float, ptr %params17, align 4
+  %128 = fsub float %119, %127
+  %129 = fmul float %128, 5.000000e-01
+  store float %129, ptr %conv2.w59, align 4
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %130, %conv2.co522
+  %132 = mul nsw i64 %131, 16
+  %133 = add nsw i64 %132, %conv2.ci511
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 160, %134
-  %136 = add nsw i64 %135, 2
-  %params23 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co512, 16
-  %139 = add nsw i64 %138, %conv2.ci501
-  %140 = mul nsw i64 %139, 9
-  %141 = add nsw i64 160, %140
-  %142 = add nsw i64 %141, 8
-  %params24 = getelementptr inbounds float, ptr %params, i64 %142
-  %143 = load float, ptr %params24, align 4
-  %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co512, 16
-  %146 = add nsw i64 %145, %conv2.ci501
-  %147 = mul nsw i64 %146, 9
-  %148 = add nsw i64 160, %147
-  %149 = add nsw i64 %148, 5
-  %params25 = getelementptr inbounds float, ptr %params, i64 %149
-  %150 = load float, ptr %params25, align 4
-  %151 = fsub float %144, %150
-  %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w62, align 4
-  %153 = mul nsw i64 %conv2.co512, 16
-  %154 = add nsw i64 %153, %conv2.ci501
-  %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 160, %155
-  %157 = add nsw i64 %156, 8
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w63, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  store float %w52, ptr %conv2.w64, align 4
-  %w5227 = load float, ptr %conv2.w52, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %159 = fadd float %w5227, %w56
-  %w60 = load float, ptr %conv2.w60, align 4
-  %160 = fadd float %159, %w60
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w65, align 4
-  %w5228 = load float, ptr %conv2.w52, align 4
-  %w6029 = load float, ptr %conv2.w60, align 4
-  %162 = fadd float %w5228, %w6029
-  %w5630 = load float, ptr %conv2.w56, align 4
-  %163 = fsub float %162, %w5630
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w66, align 4
-  %w6031 = load float, ptr %conv2.w60, align 4
-  store float %w6031, ptr %conv2.w67, align 4
+  %136 = add nsw i64 %135, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params18, align 4
+  store float %137, ptr %conv2.w60, align 4
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %138, %conv2.co522
+  %140 = mul nsw i64 %139, 16
+  %141 = add nsw i64 %140, %conv2.ci511
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 160, %142
+  %144 = add nsw i64 %143, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %144
+  %145 = load float, ptr %params19, align 4
+  store float %145, ptr %conv2.w61, align 4
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %146, %conv2.co522
+  %148 = mul nsw i64 %147, 16
+  %149 = add nsw i64 %148, %conv2.ci511
+  %150 = mul nsw i64 %149, 9
+  %151 = add nsw i64 160, %150
+  %152 = add nsw i64 %151, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params20, align 4
+  %154 = mul nsw i64 %0, 16
+  %155 = add nsw i64 %154, %conv2.co522
+  %156 = mul nsw i64 %155, 16
+  %157 = add nsw i64 %156, %conv2.ci511
+  %158 = mul nsw i64 %157, 9
+  %159 = add nsw i64 160, %158
+  %160 = add nsw i64 %159, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %160
+  %161 = load float, ptr %params21, align 4
+  %162 = fadd float %153, %161
+  %163 = mul nsw i64 %0, 16
+  %164 = add nsw i64 %163, %conv2.co522
+  %165 = mul nsw i64 %164, 16
+  %166 = add nsw i64 %165, %conv2.ci511
+  %167 = mul nsw i64 %166, 9
+  %168 = add nsw i64 160, %167
+  %169 = add nsw i64 %168, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %169
+  %170 = load float, ptr %params22, align 4
+  %171 = fadd float %162, %170
+  %172 = fmul float %171, 5.000000e-01
+  store float %172, ptr %conv2.w62, align 4
+  %173 = mul nsw i64 %0, 16
+  %174 = add nsw i64 %173, %conv2.co522
+  %175 = mul nsw i64 %174, 16
+  %176 = add nsw i64 %175, %conv2.ci511
+  %177 = mul nsw i64 %176, 9
+  %178 = add nsw i64 160, %177
+  %179 = add nsw i64 %178, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params23, align 4
+  %181 = mul nsw i64 %0, 16
+  %182 = add nsw i64 %181, %conv2.co522
+  %183 = mul nsw i64 %182, 16
+  %184 = add nsw i64 %183, %conv2.ci511
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 160, %185
+  %187 = add nsw i64 %186, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %187
+  %188 = load float, ptr %params24, align 4
+  %189 = fadd float %180, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %190, %conv2.co522
+  %192 = mul nsw i64 %191, 16
+  %193 = add nsw i64 %192, %conv2.ci511
+  %194 = mul nsw i64 %193, 9
+  %195 = add nsw i64 160, %194
+  %196 = add nsw i64 %195, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %196
+  %197 = load float, ptr %params25, align 4
+  %198 = fsub float %189, %197
+  %199 = fmul float %198, 5.000000e-01
+  store float %199, ptr %conv2.w63, align 4
+  %200 = mul nsw i64 %0, 16
+  %201 = add nsw i64 %200, %conv2.co522
+  %202 = mul nsw i64 %201, 16
+  %203 = add nsw i64 %202, %conv2.ci511
+  %204 = mul nsw i64 %203, 9
+  %205 = add nsw i64 160, %204
+  %206 = add nsw i64 %205, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %conv2.w64, align 4
   %w53 = load float, ptr %conv2.w53, align 4
-  store float %w53, ptr %conv2.w68, align 4
-  %w5332 = load float, ptr %conv2.w53, align 4
+  store float %w53, ptr %conv2.w65, align 4
+  %w5327 = load float, ptr %conv2.w53, align 4
   %w57 = load float, ptr %conv2.w57, align 4
-  %165 = fadd float %w5332, %w57
+  %208 = fadd float %w5327, %w57
   %w61 = load float, ptr %conv2.w61, align 4
-  %166 = fadd float %165, %w61
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w69, align 4
-  %w5333 = load float, ptr %conv2.w53, align 4
-  %w6134 = load float, ptr %conv2.w61, align 4
-  %168 = fadd float %w5333, %w6134
-  %w5735 = load float, ptr %conv2.w57, align 4
-  %169 = fsub float %168, %w5735
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w70, align 4
-  %w6136 = load float, ptr %conv2.w61, align 4
-  store float %w6136, ptr %conv2.w71, align 4
+  %209 = fadd float %208, %w61
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %conv2.w66, align 4
+  %w5328 = load float, ptr %conv2.w53, align 4
+  %w6129 = load float, ptr %conv2.w61, align 4
+  %211 = fadd float %w5328, %w6129
+  %w5730 = load float, ptr %conv2.w57, align 4
+  %212 = fsub float %211, %w5730
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %conv2.w67, align 4
+  %w6131 = load float, ptr %conv2.w61, align 4
+  store float %w6131, ptr %conv2.w68, align 4
   %w54 = load float, ptr %conv2.w54, align 4
-  store float %w54, ptr %conv2.w72, align 4
-  %w5437 = load float, ptr %conv2.w54, align 4
+  store float %w54, ptr %conv2.w69, align 4
+  %w5432 = load float, ptr %conv2.w54, align 4
   %w58 = load float, ptr %conv2.w58, align 4
-  %171 = fadd float %w5437, %w58
+  %214 = fadd float %w5432, %w58
   %w62 = load float, ptr %conv2.w62, align 4
-  %172 = fadd float %171, %w62
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w73, align 4
-  %w5438 = load float, ptr %conv2.w54, align 4
-  %w6239 = load float, ptr %conv2.w62, align 4
-  %174 = fadd float %w5438, %w6239
-  %w5840 = load float, ptr %conv2.w58, align 4
-  %175 = fsub float %174, %w5840
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w74, align 4
-  %w6241 = load float, ptr %conv2.w62, align 4
-  store float %w6241, ptr %conv2.w75, align 4
+  %215 = fadd float %214, %w62
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %conv2.w70, align 4
+  %w5433 = load float, ptr %conv2.w54, align 4
+  %w6234 = load float, ptr %conv2.w62, align 4
+  %217 = fadd float %w5433, %w6234
+  %w5835 = load float, ptr %conv2.w58, align 4
+  %218 = fsub float %217, %w5835
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %conv2.w71, align 4
+  %w6236 = load float, ptr %conv2.w62, align 4
+  store float %w6236, ptr %conv2.w72, align 4
   %w55 = load float, ptr %conv2.w55, align 4
-  store float %w55, ptr %conv2.w76, align 4
-  %w5542 = load float, ptr %conv2.w55, align 4
+  store float %w55, ptr %conv2.w73, align 4
+  %w5537 = load float, ptr %conv2.w55, align 4
   %w59 = load float, ptr %conv2.w59, align 4
-  %177 = fadd float %w5542, %w59
+  %220 = fadd float %w5537, %w59
   %w63 = load float, ptr %conv2.w63, align 4
-  %178 = fadd float %177, %w63
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w77, align 4
-  %w5543 = load float, ptr %conv2.w55, align 4
-  %w6344 = load float, ptr %conv2.w63, align 4
-  %180 = fadd float %w5543, %w6344
-  %w5945 = load float, ptr %conv2.w59, align 4
-  %181 = fsub float %180, %w5945
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w78, align 4
-  %w6346 = load float, ptr %conv2.w63, align 4
-  store float %w6346, ptr %conv2.w79, align 4
+  %221 = fadd float %220, %w63
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %conv2.w74, align 4
+  %w5538 = load float, ptr %conv2.w55, align 4
+  %w6339 = load float, ptr %conv2.w63, align 4
+  %223 = fadd float %w5538, %w6339
+  %w5940 = load float, ptr %conv2.w59, align 4
+  %224 = fsub float %223, %w5940
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %conv2.w75, align 4
+  %w6341 = load float, ptr %conv2.w63, align 4
+  store float %w6341, ptr %conv2.w76, align 4
+  %w56 = load float, ptr %conv2.w56, align 4
+  store float %w56, ptr %conv2.w77, align 4
+  %w5642 = load float, ptr %conv2.w56, align 4
+  %w60 = load float, ptr %conv2.w60, align 4
+  %226 = fadd float %w5642, %w60
   %w64 = load float, ptr %conv2.w64, align 4
-  %183 = mul nsw i64 %conv2.ci501, 32
-  %184 = add nsw i64 602112, %183
-  %185 = add nsw i64 %184, %conv2.co512
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w64, ptr %arena47, align 4
+  %227 = fadd float %226, %w64
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %conv2.w78, align 4
+  %w5643 = load float, ptr %conv2.w56, align 4
+  %w6444 = load float, ptr %conv2.w64, align 4
+  %229 = fadd float %w5643, %w6444
+  %w6045 = load float, ptr %conv2.w60, align 4
+  %230 = fsub float %229, %w6045
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %conv2.w79, align 4
+  %w6446 = load float, ptr %conv2.w64, align 4
+  store float %w6446, ptr %conv2.w80, align 4
   %w65 = load float, ptr %conv2.w65, align 4
-  %186 = mul nsw i64 %conv2.ci501, 32
-  %187 = add nsw i64 602624, %186
-  %188 = add nsw i64 %187, %conv2.co512
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w65, ptr %arena48, align 4
+  %232 = mul nsw i64 %conv2.ci511, 32
+  %233 = add nsw i64 602112, %232
+  %234 = mul nsw i64 %0, 16
+  %235 = add nsw i64 %234, %conv2.co522
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w65, ptr %arena47, align 4
   %w66 = load float, ptr %conv2.w66, align 4
-  %189 = mul nsw i64 %conv2.ci501, 32
-  %190 = add nsw i64 603136, %189
-  %191 = add nsw i64 %190, %conv2.co512
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w66, ptr %arena49, align 4
+  %237 = mul nsw i64 %conv2.ci511, 32
+  %238 = add nsw i64 602624, %237
+  %239 = mul nsw i64 %0, 16
+  %240 = add nsw i64 %239, %conv2.co522
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w66, ptr %arena48, align 4
   %w67 = load float, ptr %conv2.w67, align 4
-  %192 = mul nsw i64 %conv2.ci501, 32
-  %193 = add nsw i64 603648, %192
-  %194 = add nsw i64 %193, %conv2.co512
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w67, ptr %arena50, align 4
+  %242 = mul nsw i64 %conv2.ci511, 32
+  %243 = add nsw i64 603136, %242
+  %244 = mul nsw i64 %0, 16
+  %245 = add nsw i64 %244, %conv2.co522
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w67, ptr %arena49, align 4
   %w68 = load float, ptr %conv2.w68, align 4
-  %195 = mul nsw i64 %conv2.ci501, 32
-  %196 = add nsw i64 604160, %195
-  %197 = add nsw i64 %196, %conv2.co512
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w68, ptr %arena51, align 4
-  %w69 = load float, ptr %conv2.w69, align 4
-  %198 = mul nsw i64 %conv2.ci501, 32
-  %199 = add nsw i64 604672, %198
-  %200 = add nsw i64 %199, %conv2.co512
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w69, ptr %arena52, align 4
-  %w70 = load float, ptr %conv2.w70, align 4
-  %201 = mul nsw i64 %conv2.ci501, 32
-  %202 = add nsw i64 605184, %201
-  %203 = add nsw i64 %202, %conv2.co512
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w70, ptr %arena53, align 4
-  %w71 = load float, ptr %conv2.w71, align 4
-  %204 = mul nsw i64 %conv2.ci501, 32
-  %205 = add nsw i64 605696, %204
-  %206 = add nsw i64 %205, %conv2.co512
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w71, ptr %arena54, align 4
-  %w72 = load float, ptr %conv2.w72, align 4
-  %207 = mul nsw i64 %conv2.ci501, 32
-  %208 = add nsw i64 606208, %207
-  %209 = add nsw i64 %208, %conv2.co512
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w72, ptr %arena55, align 4
-  %w73 = load float, ptr %conv2.w73, align 4
-  %210 = mul nsw i64 %conv2.ci501, 32
-  %211 = add nsw i64 606720, %210
-  %212 = add nsw i64 %211, %conv2.co512
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w73, ptr %arena56, align 4
-  %w74 = load float, ptr %conv2.w74, align 4
-  %213 = mul nsw i64 %conv2.ci501, 32
-  %214 = add nsw i64 607232, %213
-  %215 = add nsw i64 %214, %conv2.co512
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w74, ptr %arena57, align 4
-  %w75 = load float, ptr %conv2.w75, align 4
-  %216 = mul nsw i64 %conv2.ci501, 32
-  %217 = add nsw i64 607744, %216
-  %218 = add nsw i64 %217, %conv2.co512
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w75, ptr %arena58, align 4
-  %w76 = load float, ptr %conv2.w76, align 4
-  %219 = mul nsw i64 %conv2.ci501, 32
-  %220 = add nsw i64 608256, %219
-  %221 = add nsw i64 %220, %conv2.co512
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w76, ptr %arena59, align 4
-  %w77 = load float, ptr %conv2.w77, align 4
-  %222 = mul nsw i64 %conv2.ci501, 32
-  %223 = add nsw i64 608768, %222
-  %224 = add nsw i64 %223, %conv2.co512
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w77, ptr %arena60, align 4
-  %w78 = load float, ptr %conv2.w78, align 4
-  %225 = mul nsw i64 %conv2.ci501, 32
-  %226 = add nsw i64 609280, %225
-  %227 = add nsw i64 %226, %conv2.co512
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w78, ptr %arena61, align 4
-  %w79 = load float, ptr %conv2.w79, align 4
-  %228 = mul nsw i64 %conv2.ci501, 32
-  %229 = add nsw i64 609792, %228
-  %230 = add nsw i64 %229, %conv2.co512
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w79, ptr %arena62, align 4
-  %co51.next = add nsw i64 %conv2.co512, 1
-  %231 = icmp slt i64 %co51.next, 32
-  br i1 %231, label %conv2.co51, label %conv2.co51.end, !llvm.loop !9
-
-conv2.co51.end:                                   ; preds = %conv2.co51
-  %ci50.next = add nsw i64 %conv2.ci501, 1
-  %232 = icmp slt i64 %ci50.next, 16
-  br i1 %232, label %conv2.ci50, label %conv2.ci50.end, !llvm.loop !10
-
-conv2.i80:                                        ; preds = %conv2.i80, %conv2.ci50.end
-  %conv2.i8063 = phi i64 [ 0, %conv2.ci50.end ], [ %i80.next, %conv2.i80 ]
-  %233 = add nsw i64 610304, %conv2.i8063
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i80.next = add nsw i64 %conv2.i8063, 1
-  %234 = icmp slt i64 %i80.next, 4096
-  br i1 %234, label %conv2.i80, label %conv2.i80.end
-
-conv2.i80.end:                                    ; preds = %conv2.i80
-  br label %conv2.g81
-
-conv2.g81:                                        ; preds = %conv2.j161.end, %conv2.i80.end
-  %conv2.g8165 = phi i64 [ 0, %conv2.i80.end ], [ %g81.next, %conv2.j161.end ]
-  br label %conv2.j82
-
-conv2.g81.end:                                    ; preds = %conv2.j161.end
-  ret void
-
-conv2.j82:                                        ; preds = %conv2.iy83.end, %conv2.g81
-  %conv2.j8266 = phi i64 [ 0, %conv2.g81 ], [ %j82.next, %conv2.iy83.end ]
-  br label %conv2.iy83
-
-conv2.j82.end:                                    ; preds = %conv2.iy83.end
-  br label %conv2.j86
-
-conv2.iy83:                                       ; preds = %conv2.c84.end, %conv2.j82
-  %conv2.iy8367 = phi i64 [ 0, %conv2.j82 ], [ %iy83.next, %conv2.c84.end ]
-  br label %conv2.c84
-
-conv2.iy83.end:                                   ; preds = %conv2.c84.end
-  %j82.next = add nsw i64 %conv2.j8266, 1
-  %235 = icmp slt i64 %j82.next, 1
-  br i1 %235, label %conv2.j82, label %conv2.j82.end
-
-conv2.c84:                                        ; preds = %conv2.ix85.end, %conv2.iy83
-  %conv2.c8468 = phi i64 [ 0, %conv2.iy83 ], [ %c84.next, %conv2.ix85.end ]
-  br label %conv2.ix85
-
-conv2.c84.end:                                    ; preds = %conv2.ix85.end
-  %iy83.next = add nsw i64 %conv2.iy8367, 1
-  %236 = icmp slt i64 %iy83.next, 14
-  br i1 %236, label %conv2.iy83, label %conv2.iy83.end
-
-conv2.ix85:                                       ; preds = %conv2.ix85, %conv2.c84
-  %conv2.ix8569 = phi i64 [ 0, %conv2.c84 ], [ %ix85.next, %conv2.ix85 ]
-  %237 = add nsw i64 %conv2.g8165, %conv2.j8266
-  %238 = mul nsw i64 %237, 3136
-  %239 = mul nsw i64 %conv2.c8468, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.iy8367, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, %conv2.ix8569
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena70, align 4
-  %245 = mul nsw i64 %conv2.j8266, 4096
-  %246 = add nsw i64 %conv2.iy8367, 1
-  %247 = mul nsw i64 %246, 256
-  %248 = add nsw i64 %245, %247
-  %249 = add nsw i64 %conv2.ix8569, 1
-  %250 = mul nsw i64 %249, 16
+  %247 = mul nsw i64 %conv2.ci511, 32
+  %248 = add nsw i64 603648, %247
+  %249 = mul nsw i64 %0, 16
+  %250 = add nsw i64 %249, %conv2.co522
   %251 = add nsw i64 %248, %250
-  %252 = add nsw i64 %251, %conv2.c8468
-  %253 = add nsw i64 610304, %252
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %253
-  store float %244, ptr %arena71, align 4
-  %ix85.next = add nsw i64 %conv2.ix8569, 1
-  %254 = icmp slt i64 %ix85.next, 14
-  br i1 %254, label %conv2.ix85, label %conv2.ix85.end
-
-conv2.ix85.end:                                   ; preds = %conv2.ix85
-  %c84.next = add nsw i64 %conv2.c8468, 1
-  %255 = icmp slt i64 %c84.next, 16
-  br i1 %255, label %conv2.c84, label %conv2.c84.end
-
-conv2.j86:                                        ; preds = %conv2.ty87.end, %conv2.j82.end
-  %conv2.j8672 = phi i64 [ 0, %conv2.j82.end ], [ %j86.next, %conv2.ty87.end ]
-  br label %conv2.ty87
-
-conv2.j86.end:                                    ; preds = %conv2.ty87.end
-  br label %conv2.xi122
-
-conv2.ty87:                                       ; preds = %conv2.tx88.end, %conv2.j86
-  %conv2.ty8773 = phi i64 [ 0, %conv2.j86 ], [ %ty87.next, %conv2.tx88.end ]
-  br label %conv2.tx88
-
-conv2.ty87.end:                                   ; preds = %conv2.tx88.end
-  %j86.next = add nsw i64 %conv2.j8672, 1
-  %256 = icmp slt i64 %j86.next, 1
-  br i1 %256, label %conv2.j86, label %conv2.j86.end
-
-conv2.tx88:                                       ; preds = %conv2.cv89.end, %conv2.ty87
-  %conv2.tx8874 = phi i64 [ 0, %conv2.ty87 ], [ %tx88.next, %conv2.cv89.end ]
-  br label %conv2.cv89
-
-conv2.tx88.end:                                   ; preds = %conv2.cv89.end
-  %ty87.next = add nsw i64 %conv2.ty8773, 1
-  %257 = icmp slt i64 %ty87.next, 7
-  br i1 %257, label %conv2.ty87, label %conv2.ty87.end
-
-conv2.cv89:                                       ; preds = %conv2.cv89, %conv2.tx88
-  %conv2.cv8975 = phi i64 [ 0, %conv2.tx88 ], [ %cv89.next, %conv2.cv89 ]
-  %258 = mul nsw i64 %conv2.j8672, 4096
-  %259 = mul nsw i64 %conv2.ty8773, 2
-  %260 = mul nsw i64 %259, 256
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w68, ptr %arena50, align 4
+  %w69 = load float, ptr %conv2.w69, align 4
+  %252 = mul nsw i64 %conv2.ci511, 32
+  %253 = add nsw i64 604160, %252
+  %254 = mul nsw i64 %0, 16
+  %255 = add nsw i64 %254, %conv2.co522
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w69, ptr %arena51, align 4
+  %w70 = load float, ptr %conv2.w70, align 4
+  %257 = mul nsw i64 %conv2.ci511, 32
+  %258 = add nsw i64 604672, %257
+  %259 = mul nsw i64 %0, 16
+  %260 = add nsw i64 %259, %conv2.co522
   %261 = add nsw i64 %258, %260
-  %262 = mul nsw i64 %conv2.tx8874, 2
-  %263 = mul nsw i64 %262, 16
-  %264 = add nsw i64 %261, %263
-  %265 = mul nsw i64 %conv2.cv8975, 8
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 610304, %266
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load <8 x float>, ptr %arena76, align 4
-  %269 = mul nsw i64 %conv2.j8672, 4096
-  %270 = mul nsw i64 %conv2.ty8773, 2
-  %271 = add nsw i64 %270, 2
-  %272 = mul nsw i64 %271, 256
-  %273 = add nsw i64 %269, %272
-  %274 = mul nsw i64 %conv2.tx8874, 2
-  %275 = mul nsw i64 %274, 16
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w70, ptr %arena52, align 4
+  %w71 = load float, ptr %conv2.w71, align 4
+  %262 = mul nsw i64 %conv2.ci511, 32
+  %263 = add nsw i64 605184, %262
+  %264 = mul nsw i64 %0, 16
+  %265 = add nsw i64 %264, %conv2.co522
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w71, ptr %arena53, align 4
+  %w72 = load float, ptr %conv2.w72, align 4
+  %267 = mul nsw i64 %conv2.ci511, 32
+  %268 = add nsw i64 605696, %267
+  %269 = mul nsw i64 %0, 16
+  %270 = add nsw i64 %269, %conv2.co522
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w72, ptr %arena54, align 4
+  %w73 = load float, ptr %conv2.w73, align 4
+  %272 = mul nsw i64 %conv2.ci511, 32
+  %273 = add nsw i64 606208, %272
+  %274 = mul nsw i64 %0, 16
+  %275 = add nsw i64 %274, %conv2.co522
   %276 = add nsw i64 %273, %275
-  %277 = mul nsw i64 %conv2.cv8975, 8
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 610304, %278
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load <8 x float>, ptr %arena77, align 4
-  %281 = fsub <8 x float> %268, %280
-  store <8 x float> %281, ptr %conv2.w90, align 32
-  %282 = mul nsw i64 %conv2.j8672, 4096
-  %283 = mul nsw i64 %conv2.ty8773, 2
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 256
-  %286 = add nsw i64 %282, %285
-  %287 = mul nsw i64 %conv2.tx8874, 2
-  %288 = mul nsw i64 %287, 16
-  %289 = add nsw i64 %286, %288
-  %290 = mul nsw i64 %conv2.cv8975, 8
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 610304, %291
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load <8 x float>, ptr %arena78, align 4
-  %294 = mul nsw i64 %conv2.j8672, 4096
-  %295 = mul nsw i64 %conv2.ty8773, 2
-  %296 = add nsw i64 %295, 2
-  %297 = mul nsw i64 %296, 256
-  %298 = add nsw i64 %294, %297
-  %299 = mul nsw i64 %conv2.tx8874, 2
-  %300 = mul nsw i64 %299, 16
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w73, ptr %arena55, align 4
+  %w74 = load float, ptr %conv2.w74, align 4
+  %277 = mul nsw i64 %conv2.ci511, 32
+  %278 = add nsw i64 606720, %277
+  %279 = mul nsw i64 %0, 16
+  %280 = add nsw i64 %279, %conv2.co522
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w74, ptr %arena56, align 4
+  %w75 = load float, ptr %conv2.w75, align 4
+  %282 = mul nsw i64 %conv2.ci511, 32
+  %283 = add nsw i64 607232, %282
+  %284 = mul nsw i64 %0, 16
+  %285 = add nsw i64 %284, %conv2.co522
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w75, ptr %arena57, align 4
+  %w76 = load float, ptr %conv2.w76, align 4
+  %287 = mul nsw i64 %conv2.ci511, 32
+  %288 = add nsw i64 607744, %287
+  %289 = mul nsw i64 %0, 16
+  %290 = add nsw i64 %289, %conv2.co522
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w76, ptr %arena58, align 4
+  %w77 = load float, ptr %conv2.w77, align 4
+  %292 = mul nsw i64 %conv2.ci511, 32
+  %293 = add nsw i64 608256, %292
+  %294 = mul nsw i64 %0, 16
+  %295 = add nsw i64 %294, %conv2.co522
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w77, ptr %arena59, align 4
+  %w78 = load float, ptr %conv2.w78, align 4
+  %297 = mul nsw i64 %conv2.ci511, 32
+  %298 = add nsw i64 608768, %297
+  %299 = mul nsw i64 %0, 16
+  %300 = add nsw i64 %299, %conv2.co522
   %301 = add nsw i64 %298, %300
-  %302 = mul nsw i64 %conv2.cv8975, 8
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 610304, %303
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load <8 x float>, ptr %arena79, align 4
-  %306 = fadd <8 x float> %293, %305
-  store <8 x float> %306, ptr %conv2.w91, align 32
-  %307 = mul nsw i64 %conv2.j8672, 4096
-  %308 = mul nsw i64 %conv2.ty8773, 2
-  %309 = add nsw i64 %308, 2
-  %310 = mul nsw i64 %309, 256
-  %311 = add nsw i64 %307, %310
-  %312 = mul nsw i64 %conv2.tx8874, 2
-  %313 = mul nsw i64 %312, 16
-  %314 = add nsw i64 %311, %313
-  %315 = mul nsw i64 %conv2.cv8975, 8
-  %316 = add nsw i64 %314, %315
-  %317 = add nsw i64 610304, %316
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load <8 x float>, ptr %arena80, align 4
-  %319 = mul nsw i64 %conv2.j8672, 4096
-  %320 = mul nsw i64 %conv2.ty8773, 2
-  %321 = add nsw i64 %320, 1
-  %322 = mul nsw i64 %321, 256
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2.tx8874, 2
-  %325 = mul nsw i64 %324, 16
-  %326 = add nsw i64 %323, %325
-  %327 = mul nsw i64 %conv2.cv8975, 8
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 610304, %328
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena81, align 4
-  %331 = fsub <8 x float> %318, %330
-  store <8 x float> %331, ptr %conv2.w92, align 32
-  %332 = mul nsw i64 %conv2.j8672, 4096
-  %333 = mul nsw i64 %conv2.ty8773, 2
-  %334 = add nsw i64 %333, 1
-  %335 = mul nsw i64 %334, 256
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2.tx8874, 2
-  %338 = mul nsw i64 %337, 16
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %conv2.cv8975, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 610304, %341
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load <8 x float>, ptr %arena82, align 4
-  %344 = mul nsw i64 %conv2.j8672, 4096
-  %345 = mul nsw i64 %conv2.ty8773, 2
-  %346 = add nsw i64 %345, 3
-  %347 = mul nsw i64 %346, 256
-  %348 = add nsw i64 %344, %347
-  %349 = mul nsw i64 %conv2.tx8874, 2
-  %350 = mul nsw i64 %349, 16
-  %351 = add nsw i64 %348, %350
-  %352 = mul nsw i64 %conv2.cv8975, 8
-  %353 = add nsw i64 %351, %352
-  %354 = add nsw i64 610304, %353
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load <8 x float>, ptr %arena83, align 4
-  %356 = fsub <8 x float> %343, %355
-  store <8 x float> %356, ptr %conv2.w93, align 32
-  %357 = mul nsw i64 %conv2.j8672, 4096
-  %358 = mul nsw i64 %conv2.ty8773, 2
-  %359 = mul nsw i64 %358, 256
-  %360 = add nsw i64 %357, %359
-  %361 = mul nsw i64 %conv2.tx8874, 2
-  %362 = add nsw i64 %361, 1
-  %363 = mul nsw i64 %362, 16
-  %364 = add nsw i64 %360, %363
-  %365 = mul nsw i64 %conv2.cv8975, 8
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 610304, %366
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load <8 x float>, ptr %arena84, align 4
-  %369 = mul nsw i64 %conv2.j8672, 4096
-  %370 = mul nsw i64 %conv2.ty8773, 2
-  %371 = add nsw i64 %370, 2
-  %372 = mul nsw i64 %371, 256
-  %373 = add nsw i64 %369, %372
-  %374 = mul nsw i64 %conv2.tx8874, 2
-  %375 = add nsw i64 %374, 1
-  %376 = mul nsw i64 %375, 16
-  %377 = add nsw i64 %373, %376
-  %378 = mul nsw i64 %conv2.cv8975, 8
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 610304, %379
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load <8 x float>, ptr %arena85, align 4
-  %382 = fsub <8 x float> %368, %381
-  store <8 x float> %382, ptr %conv2.w94, align 32
-  %383 = mul nsw i64 %conv2.j8672, 4096
-  %384 = mul nsw i64 %conv2.ty8773, 2
-  %385 = add nsw i64 %384, 1
-  %386 = mul nsw i64 %385, 256
-  %387 = add nsw i64 %383, %386
-  %388 = mul nsw i64 %conv2.tx8874, 2
-  %389 = add nsw i64 %388, 1
-  %390 = mul nsw i64 %389, 16
-  %391 = add nsw i64 %387, %390
-  %392 = mul nsw i64 %conv2.cv8975, 8
-  %393 = add nsw i64 %391, %392
-  %394 = add nsw i64 610304, %393
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load <8 x float>, ptr %arena86, align 4
-  %396 = mul nsw i64 %conv2.j8672, 4096
-  %397 = mul nsw i64 %conv2.ty8773, 2
-  %398 = add nsw i64 %397, 2
-  %399 = mul nsw i64 %398, 256
-  %400 = add nsw i64 %396, %399
-  %401 = mul nsw i64 %conv2.tx8874, 2
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 16
-  %404 = add nsw i64 %400, %403
-  %405 = mul nsw i64 %conv2.cv8975, 8
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 610304, %406
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %407
-  %408 = load <8 x float>, ptr %arena87, align 4
-  %409 = fadd <8 x float> %395, %408
-  store <8 x float> %409, ptr %conv2.w95, align 32
-  %410 = mul nsw i64 %conv2.j8672, 4096
-  %411 = mul nsw i64 %conv2.ty8773, 2
-  %412 = add nsw i64 %411, 2
-  %413 = mul nsw i64 %412, 256
-  %414 = add nsw i64 %410, %413
-  %415 = mul nsw i64 %conv2.tx8874, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 16
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %conv2.cv8975, 8
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 610304, %420
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load <8 x float>, ptr %arena88, align 4
-  %423 = mul nsw i64 %conv2.j8672, 4096
-  %424 = mul nsw i64 %conv2.ty8773, 2
-  %425 = add nsw i64 %424, 1
-  %426 = mul nsw i64 %425, 256
-  %427 = add nsw i64 %423, %426
-  %428 = mul nsw i64 %conv2.tx8874, 2
-  %429 = add nsw i64 %428, 1
-  %430 = mul nsw i64 %429, 16
-  %431 = add nsw i64 %427, %430
-  %432 = mul nsw i64 %conv2.cv8975, 8
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 610304, %433
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load <8 x float>, ptr %arena89, align 4
-  %436 = fsub <8 x float> %422, %435
-  store <8 x float> %436, ptr %conv2.w96, align 32
-  %437 = mul nsw i64 %conv2.j8672, 4096
-  %438 = mul nsw i64 %conv2.ty8773, 2
-  %439 = add nsw i64 %438, 1
-  %440 = mul nsw i64 %439, 256
-  %441 = add nsw i64 %437, %440
-  %442 = mul nsw i64 %conv2.tx8874, 2
-  %443 = add nsw i64 %442, 1
-  %444 = mul nsw i64 %443, 16
-  %445 = add nsw i64 %441, %444
-  %446 = mul nsw i64 %conv2.cv8975, 8
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 610304, %447
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load <8 x float>, ptr %arena90, align 4
-  %450 = mul nsw i64 %conv2.j8672, 4096
-  %451 = mul nsw i64 %conv2.ty8773, 2
-  %452 = add nsw i64 %451, 3
-  %453 = mul nsw i64 %452, 256
-  %454 = add nsw i64 %450, %453
-  %455 = mul nsw i64 %conv2.tx8874, 2
-  %456 = add nsw i64 %455, 1
-  %457 = mul nsw i64 %456, 16
-  %458 = add nsw i64 %454, %457
-  %459 = mul nsw i64 %conv2.cv8975, 8
-  %460 = add nsw i64 %458, %459
-  %461 = add nsw i64 610304, %460
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load <8 x float>, ptr %arena91, align 4
-  %463 = fsub <8 x float> %449, %462
-  store <8 x float> %463, ptr %conv2.w97, align 32
-  %464 = mul nsw i64 %conv2.j8672, 4096
-  %465 = mul nsw i64 %conv2.ty8773, 2
-  %466 = mul nsw i64 %465, 256
-  %467 = add nsw i64 %464, %466
-  %468 = mul nsw i64 %conv2.tx8874, 2
-  %469 = add nsw i64 %468, 2
-  %470 = mul nsw i64 %469, 16
-  %471 = add nsw i64 %467, %470
-  %472 = mul nsw i64 %conv2.cv8975, 8
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 610304, %473
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %474
-  %475 = load <8 x float>, ptr %arena92, align 4
-  %476 = mul nsw i64 %conv2.j8672, 4096
-  %477 = mul nsw i64 %conv2.ty8773, 2
-  %478 = add nsw i64 %477, 2
-  %479 = mul nsw i64 %478, 256
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %conv2.tx8874, 2
-  %482 = add nsw i64 %481, 2
-  %483 = mul nsw i64 %482, 16
-  %484 = add nsw i64 %480, %483
-  %485 = mul nsw i64 %conv2.cv8975, 8
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 610304, %486
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load <8 x float>, ptr %arena93, align 4
-  %489 = fsub <8 x float> %475, %488
-  store <8 x float> %489, ptr %conv2.w98, align 32
-  %490 = mul nsw i64 %conv2.j8672, 4096
-  %491 = mul nsw i64 %conv2.ty8773, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 256
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %conv2.tx8874, 2
-  %496 = add nsw i64 %495, 2
-  %497 = mul nsw i64 %496, 16
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %conv2.cv8975, 8
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 610304, %500
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load <8 x float>, ptr %arena94, align 4
-  %503 = mul nsw i64 %conv2.j8672, 4096
-  %504 = mul nsw i64 %conv2.ty8773, 2
-  %505 = add nsw i64 %504, 2
-  %506 = mul nsw i64 %505, 256
-  %507 = add nsw i64 %503, %506
-  %508 = mul nsw i64 %conv2.tx8874, 2
-  %509 = add nsw i64 %508, 2
-  %510 = mul nsw i64 %509, 16
-  %511 = add nsw i64 %507, %510
-  %512 = mul nsw i64 %conv2.cv8975, 8
-  %513 = add nsw i64 %511, %512
-  %514 = add nsw i64 610304, %513
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load <8 x float>, ptr %arena95, align 4
-  %516 = fadd <8 x float> %502, %515
-  store <8 x float> %516, ptr %conv2.w99, align 32
-  %517 = mul nsw i64 %conv2.j8672, 4096
-  %518 = mul nsw i64 %conv2.ty8773, 2
-  %519 = add nsw i64 %518, 2
-  %520 = mul nsw i64 %519, 256
-  %521 = add nsw i64 %517, %520
-  %522 = mul nsw i64 %conv2.tx8874, 2
-  %523 = add nsw i64 %522, 2
-  %524 = mul nsw i64 %523, 16
-  %525 = add nsw i64 %521, %524
-  %526 = mul nsw i64 %conv2.cv8975, 8
-  %527 = add nsw i64 %525, %526
-  %528 = add nsw i64 610304, %527
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load <8 x float>, ptr %arena96, align 4
-  %530 = mul nsw i64 %conv2.j8672, 4096
-  %531 = mul nsw i64 %conv2.ty8773, 2
-  %532 = add nsw i64 %531, 1
-  %533 = mul nsw i64 %532, 256
-  %534 = add nsw i64 %530, %533
-  %535 = mul nsw i64 %conv2.tx8874, 2
-  %536 = add nsw i64 %535, 2
-  %537 = mul nsw i64 %536, 16
-  %538 = add nsw i64 %534, %537
-  %539 = mul nsw i64 %conv2.cv8975, 8
-  %540 = add nsw i64 %538, %539
-  %541 = add nsw i64 610304, %540
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena97, align 4
-  %543 = fsub <8 x float> %529, %542
-  store <8 x float> %543, ptr %conv2.w100, align 32
-  %544 = mul nsw i64 %conv2.j8672, 4096
-  %545 = mul nsw i64 %conv2.ty8773, 2
-  %546 = add nsw i64 %545, 1
-  %547 = mul nsw i64 %546, 256
-  %548 = add nsw i64 %544, %547
-  %549 = mul nsw i64 %conv2.tx8874, 2
-  %550 = add nsw i64 %549, 2
-  %551 = mul nsw i64 %550, 16
-  %552 = add nsw i64 %548, %551
-  %553 = mul nsw i64 %conv2.cv8975, 8
-  %554 = add nsw i64 %552, %553
-  %555 = add nsw i64 610304, %554
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena98, align 4
-  %557 = mul nsw i64 %conv2.j8672, 4096
-  %558 = mul nsw i64 %conv2.ty8773, 2
-  %559 = add nsw i64 %558, 3
-  %560 = mul nsw i64 %559, 256
-  %561 = add nsw i64 %557, %560
-  %562 = mul nsw i64 %conv2.tx8874, 2
-  %563 = add nsw i64 %562, 2
-  %564 = mul nsw i64 %563, 16
-  %565 = add nsw i64 %561, %564
-  %566 = mul nsw i64 %conv2.cv8975, 8
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 610304, %567
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <8 x float>, ptr %arena99, align 4
-  %570 = fsub <8 x float> %556, %569
-  store <8 x float> %570, ptr %conv2.w101, align 32
-  %571 = mul nsw i64 %conv2.j8672, 4096
-  %572 = mul nsw i64 %conv2.ty8773, 2
-  %573 = mul nsw i64 %572, 256
-  %574 = add nsw i64 %571, %573
-  %575 = mul nsw i64 %conv2.tx8874, 2
-  %576 = add nsw i64 %575, 3
-  %577 = mul nsw i64 %576, 16
-  %578 = add nsw i64 %574, %577
-  %579 = mul nsw i64 %conv2.cv8975, 8
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 610304, %580
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load <8 x float>, ptr %arena100, align 4
-  %583 = mul nsw i64 %conv2.j8672, 4096
-  %584 = mul nsw i64 %conv2.ty8773, 2
-  %585 = add nsw i64 %584, 2
-  %586 = mul nsw i64 %585, 256
-  %587 = add nsw i64 %583, %586
-  %588 = mul nsw i64 %conv2.tx8874, 2
-  %589 = add nsw i64 %588, 3
-  %590 = mul nsw i64 %589, 16
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %conv2.cv8975, 8
-  %593 = add nsw i64 %591, %592
-  %594 = add nsw i64 610304, %593
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load <8 x float>, ptr %arena101, align 4
-  %596 = fsub <8 x float> %582, %595
-  store <8 x float> %596, ptr %conv2.w102, align 32
-  %597 = mul nsw i64 %conv2.j8672, 4096
-  %598 = mul nsw i64 %conv2.ty8773, 2
-  %599 = add nsw i64 %598, 1
-  %600 = mul nsw i64 %599, 256
-  %601 = add nsw i64 %597, %600
-  %602 = mul nsw i64 %conv2.tx8874, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 16
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %conv2.cv8975, 8
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 610304, %607
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load <8 x float>, ptr %arena102, align 4
-  %610 = mul nsw i64 %conv2.j8672, 4096
-  %611 = mul nsw i64 %conv2.ty8773, 2
-  %612 = add nsw i64 %611, 2
-  %613 = mul nsw i64 %612, 256
-  %614 = add nsw i64 %610, %613
-  %615 = mul nsw i64 %conv2.tx8874, 2
-  %616 = add nsw i64 %615, 3
-  %617 = mul nsw i64 %616, 16
-  %618 = add nsw i64 %614, %617
-  %619 = mul nsw i64 %conv2.cv8975, 8
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 610304, %620
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load <8 x float>, ptr %arena103, align 4
-  %623 = fadd <8 x float> %609, %622
-  store <8 x float> %623, ptr %conv2.w103, align 32
-  %624 = mul nsw i64 %conv2.j8672, 4096
-  %625 = mul nsw i64 %conv2.ty8773, 2
-  %626 = add nsw i64 %625, 2
-  %627 = mul nsw i64 %626, 256
-  %628 = add nsw i64 %624, %627
-  %629 = mul nsw i64 %conv2.tx8874, 2
-  %630 = add nsw i64 %629, 3
-  %631 = mul nsw i64 %630, 16
-  %632 = add nsw i64 %628, %631
-  %633 = mul nsw i64 %conv2.cv8975, 8
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 610304, %634
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load <8 x float>, ptr %arena104, align 4
-  %637 = mul nsw i64 %conv2.j8672, 4096
-  %638 = mul nsw i64 %conv2.ty8773, 2
-  %639 = add nsw i64 %638, 1
-  %640 = mul nsw i64 %639, 256
-  %641 = add nsw i64 %637, %640
-  %642 = mul nsw i64 %conv2.tx8874, 2
-  %643 = add nsw i64 %642, 3
-  %644 = mul nsw i64 %643, 16
-  %645 = add nsw i64 %641, %644
-  %646 = mul nsw i64 %conv2.cv8975, 8
-  %647 = add nsw i64 %645, %646
-  %648 = add nsw i64 610304, %647
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %648
-  %649 = load <8 x float>, ptr %arena105, align 4
-  %650 = fsub <8 x float> %636, %649
-  store <8 x float> %650, ptr %conv2.w104, align 32
-  %651 = mul nsw i64 %conv2.j8672, 4096
-  %652 = mul nsw i64 %conv2.ty8773, 2
-  %653 = add nsw i64 %652, 1
-  %654 = mul nsw i64 %653, 256
-  %655 = add nsw i64 %651, %654
-  %656 = mul nsw i64 %conv2.tx8874, 2
-  %657 = add nsw i64 %656, 3
-  %658 = mul nsw i64 %657, 16
-  %659 = add nsw i64 %655, %658
-  %660 = mul nsw i64 %conv2.cv8975, 8
-  %661 = add nsw i64 %659, %660
-  %662 = add nsw i64 610304, %661
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load <8 x float>, ptr %arena106, align 4
-  %664 = mul nsw i64 %conv2.j8672, 4096
-  %665 = mul nsw i64 %conv2.ty8773, 2
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 256
-  %668 = add nsw i64 %664, %667
-  %669 = mul nsw i64 %conv2.tx8874, 2
-  %670 = add nsw i64 %669, 3
-  %671 = mul nsw i64 %670, 16
-  %672 = add nsw i64 %668, %671
-  %673 = mul nsw i64 %conv2.cv8975, 8
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 610304, %674
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %675
-  %676 = load <8 x float>, ptr %arena107, align 4
-  %677 = fsub <8 x float> %663, %676
-  store <8 x float> %677, ptr %conv2.w105, align 32
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %678 = fsub <8 x float> %w90, %w98
-  store <8 x float> %678, ptr %conv2.w106, align 32
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %w98108 = load <8 x float>, ptr %conv2.w98, align 32
-  %679 = fadd <8 x float> %w94, %w98108
-  store <8 x float> %679, ptr %conv2.w107, align 32
-  %w98109 = load <8 x float>, ptr %conv2.w98, align 32
-  %w94110 = load <8 x float>, ptr %conv2.w94, align 32
-  %680 = fsub <8 x float> %w98109, %w94110
-  store <8 x float> %680, ptr %conv2.w108, align 32
-  %w94111 = load <8 x float>, ptr %conv2.w94, align 32
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %681 = fsub <8 x float> %w94111, %w102
-  store <8 x float> %681, ptr %conv2.w109, align 32
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %682 = fsub <8 x float> %w91, %w99
-  store <8 x float> %682, ptr %conv2.w110, align 32
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %w99112 = load <8 x float>, ptr %conv2.w99, align 32
-  %683 = fadd <8 x float> %w95, %w99112
-  store <8 x float> %683, ptr %conv2.w111, align 32
-  %w99113 = load <8 x float>, ptr %conv2.w99, align 32
-  %w95114 = load <8 x float>, ptr %conv2.w95, align 32
-  %684 = fsub <8 x float> %w99113, %w95114
-  store <8 x float> %684, ptr %conv2.w112, align 32
-  %w95115 = load <8 x float>, ptr %conv2.w95, align 32
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %685 = fsub <8 x float> %w95115, %w103
-  store <8 x float> %685, ptr %conv2.w113, align 32
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %686 = fsub <8 x float> %w92, %w100
-  store <8 x float> %686, ptr %conv2.w114, align 32
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %w100116 = load <8 x float>, ptr %conv2.w100, align 32
-  %687 = fadd <8 x float> %w96, %w100116
-  store <8 x float> %687, ptr %conv2.w115, align 32
-  %w100117 = load <8 x float>, ptr %conv2.w100, align 32
-  %w96118 = load <8 x float>, ptr %conv2.w96, align 32
-  %688 = fsub <8 x float> %w100117, %w96118
-  store <8 x float> %688, ptr %conv2.w116, align 32
-  %w96119 = load <8 x float>, ptr %conv2.w96, align 32
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %689 = fsub <8 x float> %w96119, %w104
-  store <8 x float> %689, ptr %conv2.w117, align 32
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %690 = fsub <8 x float> %w93, %w101
-  store <8 x float> %690, ptr %conv2.w118, align 32
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %w101120 = load <8 x float>, ptr %conv2.w101, align 32
-  %691 = fadd <8 x float> %w97, %w101120
-  store <8 x float> %691, ptr %conv2.w119, align 32
-  %w101121 = load <8 x float>, ptr %conv2.w101, align 32
-  %w97122 = load <8 x float>, ptr %conv2.w97, align 32
-  %692 = fsub <8 x float> %w101121, %w97122
-  store <8 x float> %692, ptr %conv2.w120, align 32
-  %w97123 = load <8 x float>, ptr %conv2.w97, align 32
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %693 = fsub <8 x float> %w97123, %w105
-  store <8 x float> %693, ptr %conv2.w121, align 32
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %694 = mul nsw i64 %conv2.j8672, 49
-  %695 = mul nsw i64 %conv2.ty8773, 7
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, %conv2.tx8874
-  %698 = mul nsw i64 %697, 16
-  %699 = add nsw i64 614400, %698
-  %700 = mul nsw i64 %conv2.cv8975, 8
-  %701 = add nsw i64 %699, %700
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %701
-  store <8 x float> %w106, ptr %arena124, align 4
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %702 = mul nsw i64 %conv2.j8672, 49
-  %703 = mul nsw i64 %conv2.ty8773, 7
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %conv2.tx8874
-  %706 = mul nsw i64 %705, 16
-  %707 = add nsw i64 615184, %706
-  %708 = mul nsw i64 %conv2.cv8975, 8
-  %709 = add nsw i64 %707, %708
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %709
-  store <8 x float> %w107, ptr %arena125, align 4
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %710 = mul nsw i64 %conv2.j8672, 49
-  %711 = mul nsw i64 %conv2.ty8773, 7
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %712, %conv2.tx8874
-  %714 = mul nsw i64 %713, 16
-  %715 = add nsw i64 615968, %714
-  %716 = mul nsw i64 %conv2.cv8975, 8
-  %717 = add nsw i64 %715, %716
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <8 x float> %w108, ptr %arena126, align 4
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %718 = mul nsw i64 %conv2.j8672, 49
-  %719 = mul nsw i64 %conv2.ty8773, 7
-  %720 = add nsw i64 %718, %719
-  %721 = add nsw i64 %720, %conv2.tx8874
-  %722 = mul nsw i64 %721, 16
-  %723 = add nsw i64 616752, %722
-  %724 = mul nsw i64 %conv2.cv8975, 8
-  %725 = add nsw i64 %723, %724
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <8 x float> %w109, ptr %arena127, align 4
-  %w110 = load <8 x float>, ptr %conv2.w110, align 32
-  %726 = mul nsw i64 %conv2.j8672, 49
-  %727 = mul nsw i64 %conv2.ty8773, 7
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %728, %conv2.tx8874
-  %730 = mul nsw i64 %729, 16
-  %731 = add nsw i64 617536, %730
-  %732 = mul nsw i64 %conv2.cv8975, 8
-  %733 = add nsw i64 %731, %732
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %733
-  store <8 x float> %w110, ptr %arena128, align 4
-  %w111 = load <8 x float>, ptr %conv2.w111, align 32
-  %734 = mul nsw i64 %conv2.j8672, 49
-  %735 = mul nsw i64 %conv2.ty8773, 7
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, %conv2.tx8874
-  %738 = mul nsw i64 %737, 16
-  %739 = add nsw i64 618320, %738
-  %740 = mul nsw i64 %conv2.cv8975, 8
-  %741 = add nsw i64 %739, %740
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %741
-  store <8 x float> %w111, ptr %arena129, align 4
-  %w112 = load <8 x float>, ptr %conv2.w112, align 32
-  %742 = mul nsw i64 %conv2.j8672, 49
-  %743 = mul nsw i64 %conv2.ty8773, 7
-  %744 = add nsw i64 %742, %743
-  %745 = add nsw i64 %744, %conv2.tx8874
-  %746 = mul nsw i64 %745, 16
-  %747 = add nsw i64 619104, %746
-  %748 = mul nsw i64 %conv2.cv8975, 8
-  %749 = add nsw i64 %747, %748
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %749
-  store <8 x float> %w112, ptr %arena130, align 4
-  %w113 = load <8 x float>, ptr %conv2.w113, align 32
-  %750 = mul nsw i64 %conv2.j8672, 49
-  %751 = mul nsw i64 %conv2.ty8773, 7
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2.tx8874
-  %754 = mul nsw i64 %753, 16
-  %755 = add nsw i64 619888, %754
-  %756 = mul nsw i64 %conv2.cv8975, 8
-  %757 = add nsw i64 %755, %756
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <8 x float> %w113, ptr %arena131, align 4
-  %w114 = load <8 x float>, ptr %conv2.w114, align 32
-  %758 = mul nsw i64 %conv2.j8672, 49
-  %759 = mul nsw i64 %conv2.ty8773, 7
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2.tx8874
-  %762 = mul nsw i64 %761, 16
-  %763 = add nsw i64 620672, %762
-  %764 = mul nsw i64 %conv2.cv8975, 8
-  %765 = add nsw i64 %763, %764
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %765
-  store <8 x float> %w114, ptr %arena132, align 4
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %766 = mul nsw i64 %conv2.j8672, 49
-  %767 = mul nsw i64 %conv2.ty8773, 7
-  %768 = add nsw i64 %766, %767
-  %769 = add nsw i64 %768, %conv2.tx8874
-  %770 = mul nsw i64 %769, 16
-  %771 = add nsw i64 621456, %770
-  %772 = mul nsw i64 %conv2.cv8975, 8
-  %773 = add nsw i64 %771, %772
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %w115, ptr %arena133, align 4
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %774 = mul nsw i64 %conv2.j8672, 49
-  %775 = mul nsw i64 %conv2.ty8773, 7
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2.tx8874
-  %778 = mul nsw i64 %777, 16
-  %779 = add nsw i64 622240, %778
-  %780 = mul nsw i64 %conv2.cv8975, 8
-  %781 = add nsw i64 %779, %780
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %781
-  store <8 x float> %w116, ptr %arena134, align 4
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %782 = mul nsw i64 %conv2.j8672, 49
-  %783 = mul nsw i64 %conv2.ty8773, 7
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2.tx8874
-  %786 = mul nsw i64 %785, 16
-  %787 = add nsw i64 623024, %786
-  %788 = mul nsw i64 %conv2.cv8975, 8
-  %789 = add nsw i64 %787, %788
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %789
-  store <8 x float> %w117, ptr %arena135, align 4
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %790 = mul nsw i64 %conv2.j8672, 49
-  %791 = mul nsw i64 %conv2.ty8773, 7
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %792, %conv2.tx8874
-  %794 = mul nsw i64 %793, 16
-  %795 = add nsw i64 623808, %794
-  %796 = mul nsw i64 %conv2.cv8975, 8
-  %797 = add nsw i64 %795, %796
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %797
-  store <8 x float> %w118, ptr %arena136, align 4
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %798 = mul nsw i64 %conv2.j8672, 49
-  %799 = mul nsw i64 %conv2.ty8773, 7
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, %conv2.tx8874
-  %802 = mul nsw i64 %801, 16
-  %803 = add nsw i64 624592, %802
-  %804 = mul nsw i64 %conv2.cv8975, 8
-  %805 = add nsw i64 %803, %804
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <8 x float> %w119, ptr %arena137, align 4
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %806 = mul nsw i64 %conv2.j8672, 49
-  %807 = mul nsw i64 %conv2.ty8773, 7
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %808, %conv2.tx8874
-  %810 = mul nsw i64 %809, 16
-  %811 = add nsw i64 625376, %810
-  %812 = mul nsw i64 %conv2.cv8975, 8
-  %813 = add nsw i64 %811, %812
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %813
-  store <8 x float> %w120, ptr %arena138, align 4
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %814 = mul nsw i64 %conv2.j8672, 49
-  %815 = mul nsw i64 %conv2.ty8773, 7
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %816, %conv2.tx8874
-  %818 = mul nsw i64 %817, 16
-  %819 = add nsw i64 626160, %818
-  %820 = mul nsw i64 %conv2.cv8975, 8
-  %821 = add nsw i64 %819, %820
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %821
-  store <8 x float> %w121, ptr %arena139, align 4
-  %cv89.next = add nsw i64 %conv2.cv8975, 1
-  %822 = icmp slt i64 %cv89.next, 2
-  br i1 %822, label %conv2.cv89, label %conv2.cv89.end
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w78, ptr %arena60, align 4
+  %w79 = load float, ptr %conv2.w79, align 4
+  %302 = mul nsw i64 %conv2.ci511, 32
+  %303 = add nsw i64 609280, %302
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %304, %conv2.co522
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w79, ptr %arena61, align 4
+  %w80 = load float, ptr %conv2.w80, align 4
+  %307 = mul nsw i64 %conv2.ci511, 32
+  %308 = add nsw i64 609792, %307
+  %309 = mul nsw i64 %0, 16
+  %310 = add nsw i64 %309, %conv2.co522
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w80, ptr %arena62, align 4
+  %co52.next = add nsw i64 %conv2.co522, 1
+  %312 = icmp slt i64 %co52.next, 16
+  br i1 %312, label %conv2.co52, label %conv2.co52.end, !llvm.loop !9
 
-conv2.cv89.end:                                   ; preds = %conv2.cv89
-  %tx88.next = add nsw i64 %conv2.tx8874, 1
-  %823 = icmp slt i64 %tx88.next, 7
-  br i1 %823, label %conv2.tx88, label %conv2.tx88.end
+conv2.co52.end:                                   ; preds = %conv2.co52
+  %ci51.next = add nsw i64 %conv2.ci511, 1
+  %313 = icmp slt i64 %ci51.next, 16
+  br i1 %313, label %conv2.ci51, label %conv2.ci51.end, !llvm.loop !10
+}
 
-conv2.xi122:                                      ; preds = %conv2.xi122, %conv2.j86.end
-  %conv2.xi122140 = phi i64 [ 0, %conv2.j86.end ], [ %xi122.next, %conv2.xi122 ]
-  call void @smallcnn_train_b64.k1.conv2.gemm129(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi122140)
-  %xi122.next = add nsw i64 %conv2.xi122140, 1
-  %824 = icmp slt i64 %xi122.next, 16
-  br i1 %824, label %conv2.xi122, label %conv2.xi122.end
-
-conv2.xi122.end:                                  ; preds = %conv2.xi122
-  br label %conv2.j130
-
-conv2.j130:                                       ; preds = %conv2.ty131.end, %conv2.xi122.end
-  %conv2.j130141 = phi i64 [ 0, %conv2.xi122.end ], [ %j130.next, %conv2.ty131.end ]
-  br label %conv2.ty131
-
-conv2.j130.end:                                   ; preds = %conv2.ty131.end
-  br label %conv2.j158
-
-conv2.ty131:                                      ; preds = %conv2.tx132.end, %conv2.j130
-  %conv2.ty131142 = phi i64 [ 0, %conv2.j130 ], [ %ty131.next, %conv2.tx132.end ]
-  br label %conv2.tx132
-
-conv2.ty131.end:                                  ; preds = %conv2.tx132.end
-  %j130.next = add nsw i64 %conv2.j130141, 1
-  %825 = icmp slt i64 %j130.next, 1
-  br i1 %825, label %conv2.j130, label %conv2.j130.end
-
-conv2.tx132:                                      ; preds = %conv2.cv133.end, %conv2.ty131
-  %conv2.tx132143 = phi i64 [ 0, %conv2.ty131 ], [ %tx132.next, %conv2.cv133.end ]
-  br label %conv2.cv133
-
-conv2.tx132.end:                                  ; preds = %conv2.cv133.end
-  %ty131.next = add nsw i64 %conv2.ty131142, 1
-  %826 = icmp slt i64 %ty131.next, 7
-  br i1 %826, label %conv2.ty131, label %conv2.ty131.end
-
-conv2.cv133:                                      ; preds = %conv2.cv133, %conv2.tx132
-  %conv2.cv133144 = phi i64 [ 0, %conv2.tx132 ], [ %cv133.next, %conv2.cv133 ]
-  %827 = mul nsw i64 %conv2.j130141, 49
-  %828 = mul nsw i64 %conv2.ty131142, 7
-  %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2.tx132143
-  %831 = mul nsw i64 %830, 32
-  %832 = add nsw i64 626944, %831
-  %833 = mul nsw i64 %conv2.cv133144, 8
-  %834 = add nsw i64 %832, %833
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load <8 x float>, ptr %arena145, align 4
-  %836 = mul nsw i64 %conv2.j130141, 49
-  %837 = mul nsw i64 %conv2.ty131142, 7
-  %838 = add nsw i64 %836, %837
-  %839 = add nsw i64 %838, %conv2.tx132143
-  %840 = mul nsw i64 %839, 32
-  %841 = add nsw i64 633216, %840
-  %842 = mul nsw i64 %conv2.cv133144, 8
-  %843 = add nsw i64 %841, %842
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %843
-  %844 = load <8 x float>, ptr %arena146, align 4
-  %845 = fadd <8 x float> %835, %844
-  %846 = mul nsw i64 %conv2.j130141, 49
-  %847 = mul nsw i64 %conv2.ty131142, 7
-  %848 = add nsw i64 %846, %847
-  %849 = add nsw i64 %848, %conv2.tx132143
-  %850 = mul nsw i64 %849, 32
-  %851 = add nsw i64 639488, %850
-  %852 = mul nsw i64 %conv2.cv133144, 8
-  %853 = add nsw i64 %851, %852
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load <8 x float>, ptr %arena147, align 4
-  %855 = fadd <8 x float> %845, %854
-  store <8 x float> %855, ptr %conv2.w134, align 32
-  %856 = mul nsw i64 %conv2.j130141, 49
-  %857 = mul nsw i64 %conv2.ty131142, 7
-  %858 = add nsw i64 %856, %857
-  %859 = add nsw i64 %858, %conv2.tx132143
-  %860 = mul nsw i64 %859, 32
-  %861 = add nsw i64 633216, %860
-  %862 = mul nsw i64 %conv2.cv133144, 8
-  %863 = add nsw i64 %861, %862
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load <8 x float>, ptr %arena148, align 4
-  %865 = mul nsw i64 %conv2.j130141, 49
-  %866 = mul nsw i64 %conv2.ty131142, 7
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %867, %conv2.tx132143
-  %869 = mul nsw i64 %868, 32
-  %870 = add nsw i64 639488, %869
-  %871 = mul nsw i64 %conv2.cv133144, 8
-  %872 = add nsw i64 %870, %871
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %872
-  %873 = load <8 x float>, ptr %arena149, align 4
-  %874 = fsub <8 x float> %864, %873
-  %875 = mul nsw i64 %conv2.j130141, 49
-  %876 = mul nsw i64 %conv2.ty131142, 7
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2.tx132143
-  %879 = mul nsw i64 %878, 32
-  %880 = add nsw i64 645760, %879
-  %881 = mul nsw i64 %conv2.cv133144, 8
-  %882 = add nsw i64 %880, %881
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %882
-  %883 = load <8 x float>, ptr %arena150, align 4
-  %884 = fsub <8 x float> %874, %883
-  store <8 x float> %884, ptr %conv2.w135, align 32
-  %885 = mul nsw i64 %conv2.j130141, 49
-  %886 = mul nsw i64 %conv2.ty131142, 7
-  %887 = add nsw i64 %885, %886
-  %888 = add nsw i64 %887, %conv2.tx132143
-  %889 = mul nsw i64 %888, 32
-  %890 = add nsw i64 628512, %889
-  %891 = mul nsw i64 %conv2.cv133144, 8
-  %892 = add nsw i64 %890, %891
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %892
-  %893 = load <8 x float>, ptr %arena151, align 4
-  %894 = mul nsw i64 %conv2.j130141, 49
-  %895 = mul nsw i64 %conv2.ty131142, 7
-  %896 = add nsw i64 %894, %895
-  %897 = add nsw i64 %896, %conv2.tx132143
-  %898 = mul nsw i64 %897, 32
-  %899 = add nsw i64 634784, %898
-  %900 = mul nsw i64 %conv2.cv133144, 8
-  %901 = add nsw i64 %899, %900
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = load <8 x float>, ptr %arena152, align 4
-  %903 = fadd <8 x float> %893, %902
-  %904 = mul nsw i64 %conv2.j130141, 49
-  %905 = mul nsw i64 %conv2.ty131142, 7
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 %906, %conv2.tx132143
-  %908 = mul nsw i64 %907, 32
-  %909 = add nsw i64 641056, %908
-  %910 = mul nsw i64 %conv2.cv133144, 8
-  %911 = add nsw i64 %909, %910
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load <8 x float>, ptr %arena153, align 4
-  %913 = fadd <8 x float> %903, %912
-  store <8 x float> %913, ptr %conv2.w136, align 32
-  %914 = mul nsw i64 %conv2.j130141, 49
-  %915 = mul nsw i64 %conv2.ty131142, 7
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %conv2.tx132143
-  %918 = mul nsw i64 %917, 32
-  %919 = add nsw i64 634784, %918
-  %920 = mul nsw i64 %conv2.cv133144, 8
-  %921 = add nsw i64 %919, %920
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %921
-  %922 = load <8 x float>, ptr %arena154, align 4
-  %923 = mul nsw i64 %conv2.j130141, 49
-  %924 = mul nsw i64 %conv2.ty131142, 7
-  %925 = add nsw i64 %923, %924
-  %926 = add nsw i64 %925, %conv2.tx132143
-  %927 = mul nsw i64 %926, 32
-  %928 = add nsw i64 641056, %927
-  %929 = mul nsw i64 %conv2.cv133144, 8
-  %930 = add nsw i64 %928, %929
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load <8 x float>, ptr %arena155, align 4
-  %932 = fsub <8 x float> %922, %931
-  %933 = mul nsw i64 %conv2.j130141, 49
-  %934 = mul nsw i64 %conv2.ty131142, 7
-  %935 = add nsw i64 %933, %934
-  %936 = add nsw i64 %935, %conv2.tx132143
-  %937 = mul nsw i64 %936, 32
-  %938 = add nsw i64 647328, %937
-  %939 = mul nsw i64 %conv2.cv133144, 8
-  %940 = add nsw i64 %938, %939
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %940
-  %941 = load <8 x float>, ptr %arena156, align 4
-  %942 = fsub <8 x float> %932, %941
-  store <8 x float> %942, ptr %conv2.w137, align 32
-  %943 = mul nsw i64 %conv2.j130141, 49
-  %944 = mul nsw i64 %conv2.ty131142, 7
-  %945 = add nsw i64 %943, %944
-  %946 = add nsw i64 %945, %conv2.tx132143
-  %947 = mul nsw i64 %946, 32
-  %948 = add nsw i64 630080, %947
-  %949 = mul nsw i64 %conv2.cv133144, 8
-  %950 = add nsw i64 %948, %949
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %950
-  %951 = load <8 x float>, ptr %arena157, align 4
-  %952 = mul nsw i64 %conv2.j130141, 49
-  %953 = mul nsw i64 %conv2.ty131142, 7
-  %954 = add nsw i64 %952, %953
-  %955 = add nsw i64 %954, %conv2.tx132143
-  %956 = mul nsw i64 %955, 32
-  %957 = add nsw i64 636352, %956
-  %958 = mul nsw i64 %conv2.cv133144, 8
-  %959 = add nsw i64 %957, %958
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %959
-  %960 = load <8 x float>, ptr %arena158, align 4
-  %961 = fadd <8 x float> %951, %960
-  %962 = mul nsw i64 %conv2.j130141, 49
-  %963 = mul nsw i64 %conv2.ty131142, 7
-  %964 = add nsw i64 %962, %963
-  %965 = add nsw i64 %964, %conv2.tx132143
-  %966 = mul nsw i64 %965, 32
-  %967 = add nsw i64 642624, %966
-  %968 = mul nsw i64 %conv2.cv133144, 8
-  %969 = add nsw i64 %967, %968
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load <8 x float>, ptr %arena159, align 4
-  %971 = fadd <8 x float> %961, %970
-  store <8 x float> %971, ptr %conv2.w138, align 32
-  %972 = mul nsw i64 %conv2.j130141, 49
-  %973 = mul nsw i64 %conv2.ty131142, 7
-  %974 = add nsw i64 %972, %973
-  %975 = add nsw i64 %974, %conv2.tx132143
-  %976 = mul nsw i64 %975, 32
-  %977 = add nsw i64 636352, %976
-  %978 = mul nsw i64 %conv2.cv133144, 8
-  %979 = add nsw i64 %977, %978
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %979
-  %980 = load <8 x float>, ptr %arena160, align 4
-  %981 = mul nsw i64 %conv2.j130141, 49
-  %982 = mul nsw i64 %conv2.ty131142, 7
-  %983 = add nsw i64 %981, %982
-  %984 = add nsw i64 %983, %conv2.tx132143
-  %985 = mul nsw i64 %984, 32
-  %986 = add nsw i64 642624, %985
-  %987 = mul nsw i64 %conv2.cv133144, 8
-  %988 = add nsw i64 %986, %987
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %988
-  %989 = load <8 x float>, ptr %arena161, align 4
-  %990 = fsub <8 x float> %980, %989
-  %991 = mul nsw i64 %conv2.j130141, 49
-  %992 = mul nsw i64 %conv2.ty131142, 7
-  %993 = add nsw i64 %991, %992
-  %994 = add nsw i64 %993, %conv2.tx132143
-  %995 = mul nsw i64 %994, 32
-  %996 = add nsw i64 648896, %995
-  %997 = mul nsw i64 %conv2.cv133144, 8
-  %998 = add nsw i64 %996, %997
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %998
-  %999 = load <8 x float>, ptr %arena162, align 4
-  %1000 = fsub <8 x float> %990, %999
-  store <8 x float> %1000, ptr %conv2.w139, align 32
-  %1001 = mul nsw i64 %conv2.j130141, 49
-  %1002 = mul nsw i64 %conv2.ty131142, 7
-  %1003 = add nsw i64 %1001, %1002
-  %1004 = add nsw i64 %1003, %conv2.tx132143
-  %1005 = mul nsw i64 %1004, 32
-  %1006 = add nsw i64 631648, %1005
-  %1007 = mul nsw i64 %conv2.cv133144, 8
-  %1008 = add nsw i64 %1006, %1007
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1008
-  %1009 = load <8 x float>, ptr %arena163, align 4
-  %1010 = mul nsw i64 %conv2.j130141, 49
-  %1011 = mul nsw i64 %conv2.ty131142, 7
-  %1012 = add nsw i64 %1010, %1011
-  %1013 = add nsw i64 %1012, %conv2.tx132143
-  %1014 = mul nsw i64 %1013, 32
-  %1015 = add nsw i64 637920, %1014
-  %1016 = mul nsw i64 %conv2.cv133144, 8
-  %1017 = add nsw i64 %1015, %1016
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1017
-  %1018 = load <8 x float>, ptr %arena164, align 4
-  %1019 = fadd <8 x float> %1009, %1018
-  %1020 = mul nsw i64 %conv2.j130141, 49
-  %1021 = mul nsw i64 %conv2.ty131142, 7
-  %1022 = add nsw i64 %1020, %1021
-  %1023 = add nsw i64 %1022, %conv2.tx132143
-  %1024 = mul nsw i64 %1023, 32
-  %1025 = add nsw i64 644192, %1024
-  %1026 = mul nsw i64 %conv2.cv133144, 8
-  %1027 = add nsw i64 %1025, %1026
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1027
-  %1028 = load <8 x float>, ptr %arena165, align 4
-  %1029 = fadd <8 x float> %1019, %1028
-  store <8 x float> %1029, ptr %conv2.w140, align 32
-  %1030 = mul nsw i64 %conv2.j130141, 49
-  %1031 = mul nsw i64 %conv2.ty131142, 7
-  %1032 = add nsw i64 %1030, %1031
-  %1033 = add nsw i64 %1032, %conv2.tx132143
-  %1034 = mul nsw i64 %1033, 32
-  %1035 = add nsw i64 637920, %1034
-  %1036 = mul nsw i64 %conv2.cv133144, 8
-  %1037 = add nsw i64 %1035, %1036
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1037
-  %1038 = load <8 x float>, ptr %arena166, align 4
-  %1039 = mul nsw i64 %conv2.j130141, 49
-  %1040 = mul nsw i64 %conv2.ty131142, 7
-  %1041 = add nsw i64 %1039, %1040
-  %1042 = add nsw i64 %1041, %conv2.tx132143
-  %1043 = mul nsw i64 %1042, 32
-  %1044 = add nsw i64 644192, %1043
-  %1045 = mul nsw i64 %conv2.cv133144, 8
-  %1046 = add nsw i64 %1044, %1045
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1046
-  %1047 = load <8 x float>, ptr %arena167, align 4
-  %1048 = fsub <8 x float> %1038, %1047
-  %1049 = mul nsw i64 %conv2.j130141, 49
-  %1050 = mul nsw i64 %conv2.ty131142, 7
-  %1051 = add nsw i64 %1049, %1050
-  %1052 = add nsw i64 %1051, %conv2.tx132143
-  %1053 = mul nsw i64 %1052, 32
-  %1054 = add nsw i64 650464, %1053
-  %1055 = mul nsw i64 %conv2.cv133144, 8
-  %1056 = add nsw i64 %1054, %1055
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1056
-  %1057 = load <8 x float>, ptr %arena168, align 4
-  %1058 = fsub <8 x float> %1048, %1057
-  store <8 x float> %1058, ptr %conv2.w141, align 32
-  %w134 = load <8 x float>, ptr %conv2.w134, align 32
-  %w136 = load <8 x float>, ptr %conv2.w136, align 32
-  %1059 = fadd <8 x float> %w134, %w136
-  %w138 = load <8 x float>, ptr %conv2.w138, align 32
-  %1060 = fadd <8 x float> %1059, %w138
-  store <8 x float> %1060, ptr %conv2.w142, align 32
-  %w136169 = load <8 x float>, ptr %conv2.w136, align 32
-  %w138170 = load <8 x float>, ptr %conv2.w138, align 32
-  %1061 = fsub <8 x float> %w136169, %w138170
-  %w140 = load <8 x float>, ptr %conv2.w140, align 32
-  %1062 = fsub <8 x float> %1061, %w140
-  store <8 x float> %1062, ptr %conv2.w143, align 32
-  %w135 = load <8 x float>, ptr %conv2.w135, align 32
-  %w137 = load <8 x float>, ptr %conv2.w137, align 32
-  %1063 = fadd <8 x float> %w135, %w137
-  %w139 = load <8 x float>, ptr %conv2.w139, align 32
-  %1064 = fadd <8 x float> %1063, %w139
-  store <8 x float> %1064, ptr %conv2.w144, align 32
-  %w137171 = load <8 x float>, ptr %conv2.w137, align 32
-  %w139172 = load <8 x float>, ptr %conv2.w139, align 32
-  %1065 = fsub <8 x float> %w137171, %w139172
-  %w141 = load <8 x float>, ptr %conv2.w141, align 32
-  %1066 = fsub <8 x float> %1065, %w141
-  store <8 x float> %1066, ptr %conv2.w145, align 32
-  %w142 = load <8 x float>, ptr %conv2.w142, align 32
-  %1067 = mul nsw i64 %conv2.cv133144, 8
-  %1068 = add nsw i64 4768, %1067
-  %params173 = getelementptr inbounds float, ptr %params, i64 %1068
-  %1069 = load <8 x float>, ptr %params173, align 4
-  %1070 = fadd <8 x float> %w142, %1069
-  store <8 x float> %1070, ptr %conv2.v146, align 32
-  %v146 = load <8 x float>, ptr %conv2.v146, align 32
-  store <8 x float> %v146, ptr %conv2.best147, align 32
-  %1071 = mul nsw i64 %conv2.ty131142, 2
-  %1072 = mul nsw i64 %1071, 14
-  %1073 = mul nsw i64 %conv2.tx132143, 2
-  %1074 = add nsw i64 %1072, %1073
-  %1075 = sitofp i64 %1074 to float
-  %1076 = insertelement <8 x float> undef, float %1075, i32 0
-  %1077 = shufflevector <8 x float> %1076, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %1077, ptr %conv2.at148, align 32
-  %w143 = load <8 x float>, ptr %conv2.w143, align 32
-  %1078 = mul nsw i64 %conv2.cv133144, 8
-  %1079 = add nsw i64 4768, %1078
-  %params174 = getelementptr inbounds float, ptr %params, i64 %1079
-  %1080 = load <8 x float>, ptr %params174, align 4
-  %1081 = fadd <8 x float> %w143, %1080
-  store <8 x float> %1081, ptr %conv2.v149, align 32
-  %v149 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147 = load <8 x float>, ptr %conv2.best147, align 32
-  %1082 = fcmp ogt <8 x float> %v149, %best147
-  %v149175 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147176 = load <8 x float>, ptr %conv2.best147, align 32
-  %1083 = select <8 x i1> %1082, <8 x float> %v149175, <8 x float> %best147176
-  store <8 x float> %1083, ptr %conv2.best150, align 32
-  %v149177 = load <8 x float>, ptr %conv2.v149, align 32
-  %best147178 = load <8 x float>, ptr %conv2.best147, align 32
-  %1084 = fcmp ogt <8 x float> %v149177, %best147178
-  %1085 = mul nsw i64 %conv2.ty131142, 2
-  %1086 = mul nsw i64 %1085, 14
-  %1087 = mul nsw i64 %conv2.tx132143, 2
-  %1088 = add nsw i64 %1086, %1087
-  %1089 = add nsw i64 %1088, 1
-  %1090 = sitofp i64 %1089 to float
-  %1091 = insertelement <8 x float> undef, float %1090, i32 0
-  %1092 = shufflevector <8 x float> %1091, <8 x float> undef, <8 x i32> zeroinitializer
-  %at148 = load <8 x float>, ptr %conv2.at148, align 32
-  %1093 = select <8 x i1> %1084, <8 x float> %1092, <8 x float> %at148
-  store <8 x float> %1093, ptr %conv2.at151, align 32
-  %w144 = load <8 x float>, ptr %conv2.w144, align 32
-  %1094 = mul nsw i64 %conv2.cv133144, 8
-  %1095 = add nsw i64 4768, %1094
-  %params179 = getelementptr inbounds float, ptr %params, i64 %1095
-  %1096 = load <8 x float>, ptr %params179, align 4
-  %1097 = fadd <8 x float> %w144, %1096
-  store <8 x float> %1097, ptr %conv2.v152, align 32
-  %v152 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150 = load <8 x float>, ptr %conv2.best150, align 32
-  %1098 = fcmp ogt <8 x float> %v152, %best150
-  %v152180 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150181 = load <8 x float>, ptr %conv2.best150, align 32
-  %1099 = select <8 x i1> %1098, <8 x float> %v152180, <8 x float> %best150181
-  store <8 x float> %1099, ptr %conv2.best153, align 32
-  %v152182 = load <8 x float>, ptr %conv2.v152, align 32
-  %best150183 = load <8 x float>, ptr %conv2.best150, align 32
-  %1100 = fcmp ogt <8 x float> %v152182, %best150183
-  %1101 = mul nsw i64 %conv2.ty131142, 2
-  %1102 = add nsw i64 %1101, 1
-  %1103 = mul nsw i64 %1102, 14
-  %1104 = mul nsw i64 %conv2.tx132143, 2
-  %1105 = add nsw i64 %1103, %1104
-  %1106 = sitofp i64 %1105 to float
-  %1107 = insertelement <8 x float> undef, float %1106, i32 0
-  %1108 = shufflevector <8 x float> %1107, <8 x float> undef, <8 x i32> zeroinitializer
-  %at151 = load <8 x float>, ptr %conv2.at151, align 32
-  %1109 = select <8 x i1> %1100, <8 x float> %1108, <8 x float> %at151
-  store <8 x float> %1109, ptr %conv2.at154, align 32
-  %w145 = load <8 x float>, ptr %conv2.w145, align 32
-  %1110 = mul nsw i64 %conv2.cv133144, 8
-  %1111 = add nsw i64 4768, %1110
-  %params184 = getelementptr inbounds float, ptr %params, i64 %1111
-  %1112 = load <8 x float>, ptr %params184, align 4
-  %1113 = fadd <8 x float> %w145, %1112
-  store <8 x float> %1113, ptr %conv2.v155, align 32
-  %v155 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153 = load <8 x float>, ptr %conv2.best153, align 32
-  %1114 = fcmp ogt <8 x float> %v155, %best153
-  %v155185 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153186 = load <8 x float>, ptr %conv2.best153, align 32
-  %1115 = select <8 x i1> %1114, <8 x float> %v155185, <8 x float> %best153186
-  store <8 x float> %1115, ptr %conv2.best156, align 32
-  %v155187 = load <8 x float>, ptr %conv2.v155, align 32
-  %best153188 = load <8 x float>, ptr %conv2.best153, align 32
-  %1116 = fcmp ogt <8 x float> %v155187, %best153188
-  %1117 = mul nsw i64 %conv2.ty131142, 2
-  %1118 = add nsw i64 %1117, 1
-  %1119 = mul nsw i64 %1118, 14
-  %1120 = mul nsw i64 %conv2.tx132143, 2
-  %1121 = add nsw i64 %1119, %1120
-  %1122 = add nsw i64 %1121, 1
-  %1123 = sitofp i64 %1122 to float
-  %1124 = insertelement <8 x float> undef, float %1123, i32 0
-  %1125 = shufflevector <8 x float> %1124, <8 x float> undef, <8 x i32> zeroinitializer
-  %at154 = load <8 x float>, ptr %conv2.at154, align 32
-  %1126 = select <8 x i1> %1116, <8 x float> %1125, <8 x float> %at154
-  store <8 x float> %1126, ptr %conv2.at157, align 32
-  %best156 = load <8 x float>, ptr %conv2.best156, align 32
-  %1127 = fcmp ogt <8 x float> %best156, zeroinitializer
-  %best156189 = load <8 x float>, ptr %conv2.best156, align 32
-  %1128 = select <8 x i1> %1127, <8 x float> %best156189, <8 x float> zeroinitializer
-  %1129 = mul nsw i64 %conv2.j130141, 49
-  %1130 = mul nsw i64 %conv2.ty131142, 7
-  %1131 = add nsw i64 %1129, %1130
-  %1132 = add nsw i64 %1131, %conv2.tx132143
-  %1133 = mul nsw i64 %1132, 32
-  %1134 = add nsw i64 652032, %1133
-  %1135 = mul nsw i64 %conv2.cv133144, 8
-  %1136 = add nsw i64 %1134, %1135
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1136
-  store <8 x float> %1128, ptr %arena190, align 4
-  %at157 = load <8 x float>, ptr %conv2.at157, align 32
-  %1137 = mul nsw i64 %conv2.j130141, 49
-  %1138 = mul nsw i64 %conv2.ty131142, 7
-  %1139 = add nsw i64 %1137, %1138
-  %1140 = add nsw i64 %1139, %conv2.tx132143
-  %1141 = mul nsw i64 %1140, 32
-  %1142 = add nsw i64 652032, %1141
-  %1143 = mul nsw i64 %conv2.cv133144, 8
-  %1144 = add nsw i64 %1142, %1143
-  %1145 = add nsw i64 %1144, 1568
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1145
-  store <8 x float> %at157, ptr %arena191, align 4
-  %cv133.next = add nsw i64 %conv2.cv133144, 1
-  %1146 = icmp slt i64 %cv133.next, 4
-  br i1 %1146, label %conv2.cv133, label %conv2.cv133.end
-
-conv2.cv133.end:                                  ; preds = %conv2.cv133
-  %tx132.next = add nsw i64 %conv2.tx132143, 1
-  %1147 = icmp slt i64 %tx132.next, 7
-  br i1 %1147, label %conv2.tx132, label %conv2.tx132.end
-
-conv2.j158:                                       ; preds = %conv2.c159.end, %conv2.j130.end
-  %conv2.j158192 = phi i64 [ 0, %conv2.j130.end ], [ %j158.next, %conv2.c159.end ]
-  br label %conv2.c159
-
-conv2.j158.end:                                   ; preds = %conv2.c159.end
-  br label %conv2.j161
-
-conv2.c159:                                       ; preds = %conv2.q160.end, %conv2.j158
-  %conv2.c159193 = phi i64 [ 0, %conv2.j158 ], [ %c159.next, %conv2.q160.end ]
-  br label %conv2.q160
-
-conv2.c159.end:                                   ; preds = %conv2.q160.end
-  %j158.next = add nsw i64 %conv2.j158192, 1
-  %1148 = icmp slt i64 %j158.next, 1
-  br i1 %1148, label %conv2.j158, label %conv2.j158.end
-
-conv2.q160:                                       ; preds = %conv2.q160, %conv2.c159
-  %conv2.q160194 = phi i64 [ 0, %conv2.c159 ], [ %q160.next, %conv2.q160 ]
-  %1149 = mul nsw i64 %conv2.j158192, 49
-  %1150 = add nsw i64 %1149, %conv2.q160194
-  %1151 = mul nsw i64 %1150, 32
-  %1152 = add nsw i64 652032, %1151
-  %1153 = add nsw i64 %1152, %conv2.c159193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1153
-  %1154 = load float, ptr %arena195, align 4
-  %1155 = add nsw i64 %conv2.g8165, %conv2.j158192
-  %1156 = mul nsw i64 %1155, 1568
-  %1157 = mul nsw i64 %conv2.c159193, 49
-  %1158 = add nsw i64 %1156, %1157
-  %1159 = add nsw i64 %1158, %conv2.q160194
-  %1160 = add nsw i64 401408, %1159
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %1160
-  store float %1154, ptr %arena196, align 4
-  %q160.next = add nsw i64 %conv2.q160194, 1
-  %1161 = icmp slt i64 %q160.next, 49
-  br i1 %1161, label %conv2.q160, label %conv2.q160.end
-
-conv2.q160.end:                                   ; preds = %conv2.q160
-  %c159.next = add nsw i64 %conv2.c159193, 1
-  %1162 = icmp slt i64 %c159.next, 32
-  br i1 %1162, label %conv2.c159, label %conv2.c159.end
-
-conv2.j161:                                       ; preds = %conv2.c162.end, %conv2.j158.end
-  %conv2.j161197 = phi i64 [ 0, %conv2.j158.end ], [ %j161.next, %conv2.c162.end ]
-  br label %conv2.c162
-
-conv2.j161.end:                                   ; preds = %conv2.c162.end
-  %g81.next = add nsw i64 %conv2.g8165, 1
-  %1163 = icmp slt i64 %g81.next, 64
-  br i1 %1163, label %conv2.g81, label %conv2.g81.end
-
-conv2.c162:                                       ; preds = %conv2.q163.end, %conv2.j161
-  %conv2.c162198 = phi i64 [ 0, %conv2.j161 ], [ %c162.next, %conv2.q163.end ]
-  br label %conv2.q163
-
-conv2.c162.end:                                   ; preds = %conv2.q163.end
-  %j161.next = add nsw i64 %conv2.j161197, 1
-  %1164 = icmp slt i64 %j161.next, 1
-  br i1 %1164, label %conv2.j161, label %conv2.j161.end
-
-conv2.q163:                                       ; preds = %conv2.q163, %conv2.c162
-  %conv2.q163199 = phi i64 [ 0, %conv2.c162 ], [ %q163.next, %conv2.q163 ]
-  %1165 = mul nsw i64 %conv2.j161197, 49
-  %1166 = add nsw i64 %1165, %conv2.q163199
-  %1167 = mul nsw i64 %1166, 32
-  %1168 = add nsw i64 653600, %1167
-  %1169 = add nsw i64 %1168, %conv2.c162198
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %1169
-  %1170 = load float, ptr %arena200, align 4
-  %1171 = add nsw i64 %conv2.g8165, %conv2.j161197
-  %1172 = mul nsw i64 %1171, 1568
-  %1173 = mul nsw i64 %conv2.c162198, 49
-  %1174 = add nsw i64 %1172, %1173
-  %1175 = add nsw i64 %1174, %conv2.q163199
-  %1176 = add nsw i64 501760, %1175
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %1176
-  store float %1170, ptr %arena201, align 4
-  %q163.next = add nsw i64 %conv2.q163199, 1
-  %1177 = icmp slt i64 %q163.next, 49
-  br i1 %1177, label %conv2.q163, label %conv2.q163.end
-
-conv2.q163.end:                                   ; preds = %conv2.q163
-  %c162.next = add nsw i64 %conv2.c162198, 1
-  %1178 = icmp slt i64 %c162.next, 32
-  br i1 %1178, label %conv2.c162, label %conv2.c162.end
+define internal void @smallcnn_train_b64.k1.conv2.part50.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k1.conv2.part50(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k1.conv2.gemm129(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_train_b64.k1.conv2.part123(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
+  %conv2.at159 = alloca <8 x float>, align 32
+  %conv2.best158 = alloca <8 x float>, align 32
+  %conv2.v157 = alloca <8 x float>, align 32
+  %conv2.at156 = alloca <8 x float>, align 32
+  %conv2.best155 = alloca <8 x float>, align 32
+  %conv2.v154 = alloca <8 x float>, align 32
+  %conv2.at153 = alloca <8 x float>, align 32
+  %conv2.best152 = alloca <8 x float>, align 32
+  %conv2.v151 = alloca <8 x float>, align 32
+  %conv2.at150 = alloca <8 x float>, align 32
+  %conv2.best149 = alloca <8 x float>, align 32
+  %conv2.v148 = alloca <8 x float>, align 32
+  %conv2.w147 = alloca <8 x float>, align 32
+  %conv2.w146 = alloca <8 x float>, align 32
+  %conv2.w145 = alloca <8 x float>, align 32
+  %conv2.w144 = alloca <8 x float>, align 32
+  %conv2.w143 = alloca <8 x float>, align 32
+  %conv2.w142 = alloca <8 x float>, align 32
+  %conv2.w141 = alloca <8 x float>, align 32
+  %conv2.w140 = alloca <8 x float>, align 32
+  %conv2.w139 = alloca <8 x float>, align 32
+  %conv2.w138 = alloca <8 x float>, align 32
+  %conv2.w137 = alloca <8 x float>, align 32
+  %conv2.w136 = alloca <8 x float>, align 32
+  br label %conv2.xi124
+
+conv2.xi124:                                      ; preds = %conv2.xi124, %entry
+  %conv2.xi1241 = phi i64 [ 0, %entry ], [ %xi124.next, %conv2.xi124 ]
+  call void @smallcnn_train_b64.k1.conv2.part123.gemm131(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2.xi1241, i64 %1)
+  %xi124.next = add nsw i64 %conv2.xi1241, 1
+  %2 = icmp slt i64 %xi124.next, 16
+  br i1 %2, label %conv2.xi124, label %conv2.xi124.end
+
+conv2.xi124.end:                                  ; preds = %conv2.xi124
+  br label %conv2.j132
+
+conv2.j132:                                       ; preds = %conv2.ty133.end, %conv2.xi124.end
+  %conv2.j1322 = phi i64 [ 0, %conv2.xi124.end ], [ %j132.next, %conv2.ty133.end ]
+  br label %conv2.ty133
+
+conv2.j132.end:                                   ; preds = %conv2.ty133.end
+  br label %conv2.j160
+
+conv2.ty133:                                      ; preds = %conv2.tx134.end, %conv2.j132
+  %conv2.ty1333 = phi i64 [ 0, %conv2.j132 ], [ %ty133.next, %conv2.tx134.end ]
+  br label %conv2.tx134
+
+conv2.ty133.end:                                  ; preds = %conv2.tx134.end
+  %j132.next = add nsw i64 %conv2.j1322, 1
+  %3 = icmp slt i64 %j132.next, 1
+  br i1 %3, label %conv2.j132, label %conv2.j132.end
+
+conv2.tx134:                                      ; preds = %conv2.cv135.end, %conv2.ty133
+  %conv2.tx1344 = phi i64 [ 0, %conv2.ty133 ], [ %tx134.next, %conv2.cv135.end ]
+  br label %conv2.cv135
+
+conv2.tx134.end:                                  ; preds = %conv2.cv135.end
+  %ty133.next = add nsw i64 %conv2.ty1333, 1
+  %4 = icmp slt i64 %ty133.next, 7
+  br i1 %4, label %conv2.ty133, label %conv2.ty133.end
+
+conv2.cv135:                                      ; preds = %conv2.cv135, %conv2.tx134
+  %conv2.cv1355 = phi i64 [ 0, %conv2.tx134 ], [ %cv135.next, %conv2.cv135 ]
+  %5 = mul nsw i64 %conv2.j1322, 49
+  %6 = mul nsw i64 %conv2.ty1333, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %conv2.tx1344
+  %9 = mul nsw i64 %8, 32
+  %10 = add nsw i64 626944, %9
+  %11 = mul nsw i64 %1, 16
+  %12 = mul nsw i64 %conv2.cv1355, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %conv2.j1322, 49
+  %17 = mul nsw i64 %conv2.ty1333, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %conv2.tx1344
+  %20 = mul nsw i64 %19, 32
+  %21 = add nsw i64 633216, %20
+  %22 = mul nsw i64 %1, 16
+  %23 = mul nsw i64 %conv2.cv1355, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %conv2.j1322, 49
+  %29 = mul nsw i64 %conv2.ty1333, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %conv2.tx1344
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 639488, %32
+  %34 = mul nsw i64 %1, 16
+  %35 = mul nsw i64 %conv2.cv1355, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %conv2.w136, align 32
+  %40 = mul nsw i64 %conv2.j1322, 49
+  %41 = mul nsw i64 %conv2.ty1333, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %conv2.tx1344
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 633216, %44
+  %46 = mul nsw i64 %1, 16
+  %47 = mul nsw i64 %conv2.cv1355, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %conv2.j1322, 49
+  %52 = mul nsw i64 %conv2.ty1333, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %conv2.tx1344
+  %55 = mul nsw i64 %54, 32
+  %56 = add nsw i64 639488, %55
+  %57 = mul nsw i64 %1, 16
+  %58 = mul nsw i64 %conv2.cv1355, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %conv2.j1322, 49
+  %64 = mul nsw i64 %conv2.ty1333, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %conv2.tx1344
+  %67 = mul nsw i64 %66, 32
+  %68 = add nsw i64 645760, %67
+  %69 = mul nsw i64 %1, 16
+  %70 = mul nsw i64 %conv2.cv1355, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %conv2.w137, align 32
+  %75 = mul nsw i64 %conv2.j1322, 49
+  %76 = mul nsw i64 %conv2.ty1333, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %conv2.tx1344
+  %79 = mul nsw i64 %78, 32
+  %80 = add nsw i64 628512, %79
+  %81 = mul nsw i64 %1, 16
+  %82 = mul nsw i64 %conv2.cv1355, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %conv2.j1322, 49
+  %87 = mul nsw i64 %conv2.ty1333, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv2.tx1344
+  %90 = mul nsw i64 %89, 32
+  %91 = add nsw i64 634784, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = mul nsw i64 %conv2.cv1355, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %conv2.j1322, 49
+  %99 = mul nsw i64 %conv2.ty1333, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %conv2.tx1344
+  %102 = mul nsw i64 %101, 32
+  %103 = add nsw i64 641056, %102
+  %104 = mul nsw i64 %1, 16
+  %105 = mul nsw i64 %conv2.cv1355, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %conv2.w138, align 32
+  %110 = mul nsw i64 %conv2.j1322, 49
+  %111 = mul nsw i64 %conv2.ty1333, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %conv2.tx1344
+  %114 = mul nsw i64 %113, 32
+  %115 = add nsw i64 634784, %114
+  %116 = mul nsw i64 %1, 16
+  %117 = mul nsw i64 %conv2.cv1355, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %conv2.j1322, 49
+  %122 = mul nsw i64 %conv2.ty1333, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.tx1344
+  %125 = mul nsw i64 %124, 32
+  %126 = add nsw i64 641056, %125
+  %127 = mul nsw i64 %1, 16
+  %128 = mul nsw i64 %conv2.cv1355, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %conv2.j1322, 49
+  %134 = mul nsw i64 %conv2.ty1333, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %conv2.tx1344
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 647328, %137
+  %139 = mul nsw i64 %1, 16
+  %140 = mul nsw i64 %conv2.cv1355, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %conv2.w139, align 32
+  %145 = mul nsw i64 %conv2.j1322, 49
+  %146 = mul nsw i64 %conv2.ty1333, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.tx1344
+  %149 = mul nsw i64 %148, 32
+  %150 = add nsw i64 630080, %149
+  %151 = mul nsw i64 %1, 16
+  %152 = mul nsw i64 %conv2.cv1355, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %conv2.j1322, 49
+  %157 = mul nsw i64 %conv2.ty1333, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %conv2.tx1344
+  %160 = mul nsw i64 %159, 32
+  %161 = add nsw i64 636352, %160
+  %162 = mul nsw i64 %1, 16
+  %163 = mul nsw i64 %conv2.cv1355, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %conv2.j1322, 49
+  %169 = mul nsw i64 %conv2.ty1333, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %conv2.tx1344
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 642624, %172
+  %174 = mul nsw i64 %1, 16
+  %175 = mul nsw i64 %conv2.cv1355, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %conv2.w140, align 32
+  %180 = mul nsw i64 %conv2.j1322, 49
+  %181 = mul nsw i64 %conv2.ty1333, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %conv2.tx1344
+  %184 = mul nsw i64 %183, 32
+  %185 = add nsw i64 636352, %184
+  %186 = mul nsw i64 %1, 16
+  %187 = mul nsw i64 %conv2.cv1355, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %conv2.j1322, 49
+  %192 = mul nsw i64 %conv2.ty1333, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %conv2.tx1344
+  %195 = mul nsw i64 %194, 32
+  %196 = add nsw i64 642624, %195
+  %197 = mul nsw i64 %1, 16
+  %198 = mul nsw i64 %conv2.cv1355, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %conv2.j1322, 49
+  %204 = mul nsw i64 %conv2.ty1333, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %conv2.tx1344
+  %207 = mul nsw i64 %206, 32
+  %208 = add nsw i64 648896, %207
+  %209 = mul nsw i64 %1, 16
+  %210 = mul nsw i64 %conv2.cv1355, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %conv2.w141, align 32
+  %215 = mul nsw i64 %conv2.j1322, 49
+  %216 = mul nsw i64 %conv2.ty1333, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %conv2.tx1344
+  %219 = mul nsw i64 %218, 32
+  %220 = add nsw i64 631648, %219
+  %221 = mul nsw i64 %1, 16
+  %222 = mul nsw i64 %conv2.cv1355, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %conv2.j1322, 49
+  %227 = mul nsw i64 %conv2.ty1333, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %conv2.tx1344
+  %230 = mul nsw i64 %229, 32
+  %231 = add nsw i64 637920, %230
+  %232 = mul nsw i64 %1, 16
+  %233 = mul nsw i64 %conv2.cv1355, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %conv2.j1322, 49
+  %239 = mul nsw i64 %conv2.ty1333, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %conv2.tx1344
+  %242 = mul nsw i64 %241, 32
+  %243 = add nsw i64 644192, %242
+  %244 = mul nsw i64 %1, 16
+  %245 = mul nsw i64 %conv2.cv1355, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %conv2.w142, align 32
+  %250 = mul nsw i64 %conv2.j1322, 49
+  %251 = mul nsw i64 %conv2.ty1333, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %conv2.tx1344
+  %254 = mul nsw i64 %253, 32
+  %255 = add nsw i64 637920, %254
+  %256 = mul nsw i64 %1, 16
+  %257 = mul nsw i64 %conv2.cv1355, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %conv2.j1322, 49
+  %262 = mul nsw i64 %conv2.ty1333, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %conv2.tx1344
+  %265 = mul nsw i64 %264, 32
+  %266 = add nsw i64 644192, %265
+  %267 = mul nsw i64 %1, 16
+  %268 = mul nsw i64 %conv2.cv1355, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %conv2.j1322, 49
+  %274 = mul nsw i64 %conv2.ty1333, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %conv2.tx1344
+  %277 = mul nsw i64 %276, 32
+  %278 = add nsw i64 650464, %277
+  %279 = mul nsw i64 %1, 16
+  %280 = mul nsw i64 %conv2.cv1355, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %conv2.w143, align 32
+  %w136 = load <8 x float>, ptr %conv2.w136, align 32
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
+  %285 = fadd <8 x float> %w136, %w138
+  %w140 = load <8 x float>, ptr %conv2.w140, align 32
+  %286 = fadd <8 x float> %285, %w140
+  store <8 x float> %286, ptr %conv2.w144, align 32
+  %w13830 = load <8 x float>, ptr %conv2.w138, align 32
+  %w14031 = load <8 x float>, ptr %conv2.w140, align 32
+  %287 = fsub <8 x float> %w13830, %w14031
+  %w142 = load <8 x float>, ptr %conv2.w142, align 32
+  %288 = fsub <8 x float> %287, %w142
+  store <8 x float> %288, ptr %conv2.w145, align 32
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
+  %289 = fadd <8 x float> %w137, %w139
+  %w141 = load <8 x float>, ptr %conv2.w141, align 32
+  %290 = fadd <8 x float> %289, %w141
+  store <8 x float> %290, ptr %conv2.w146, align 32
+  %w13932 = load <8 x float>, ptr %conv2.w139, align 32
+  %w14133 = load <8 x float>, ptr %conv2.w141, align 32
+  %291 = fsub <8 x float> %w13932, %w14133
+  %w143 = load <8 x float>, ptr %conv2.w143, align 32
+  %292 = fsub <8 x float> %291, %w143
+  store <8 x float> %292, ptr %conv2.w147, align 32
+  %w144 = load <8 x float>, ptr %conv2.w144, align 32
+  %293 = mul nsw i64 %1, 16
+  %294 = mul nsw i64 %conv2.cv1355, 8
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 4768, %295
+  %params34 = getelementptr inbounds float, ptr %params, i64 %296
+  %297 = load <8 x float>, ptr %params34, align 4
+  %298 = fadd <8 x float> %w144, %297
+  store <8 x float> %298, ptr %conv2.v148, align 32
+  %v148 = load <8 x float>, ptr %conv2.v148, align 32
+  store <8 x float> %v148, ptr %conv2.best149, align 32
+  %299 = mul nsw i64 %conv2.ty1333, 2
+  %300 = mul nsw i64 %299, 14
+  %301 = mul nsw i64 %conv2.tx1344, 2
+  %302 = add nsw i64 %300, %301
+  %303 = sitofp i64 %302 to float
+  %304 = insertelement <8 x float> undef, float %303, i32 0
+  %305 = shufflevector <8 x float> %304, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %305, ptr %conv2.at150, align 32
+  %w145 = load <8 x float>, ptr %conv2.w145, align 32
+  %306 = mul nsw i64 %1, 16
+  %307 = mul nsw i64 %conv2.cv1355, 8
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 4768, %308
+  %params35 = getelementptr inbounds float, ptr %params, i64 %309
+  %310 = load <8 x float>, ptr %params35, align 4
+  %311 = fadd <8 x float> %w145, %310
+  store <8 x float> %311, ptr %conv2.v151, align 32
+  %v151 = load <8 x float>, ptr %conv2.v151, align 32
+  %best149 = load <8 x float>, ptr %conv2.best149, align 32
+  %312 = fcmp ogt <8 x float> %v151, %best149
+  %v15136 = load <8 x float>, ptr %conv2.v151, align 32
+  %best14937 = load <8 x float>, ptr %conv2.best149, align 32
+  %313 = select <8 x i1> %312, <8 x float> %v15136, <8 x float> %best14937
+  store <8 x float> %313, ptr %conv2.best152, align 32
+  %v15138 = load <8 x float>, ptr %conv2.v151, align 32
+  %best14939 = load <8 x float>, ptr %conv2.best149, align 32
+  %314 = fcmp ogt <8 x float> %v15138, %best14939
+  %315 = mul nsw i64 %conv2.ty1333, 2
+  %316 = mul nsw i64 %315, 14
+  %317 = mul nsw i64 %conv2.tx1344, 2
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 1
+  %320 = sitofp i64 %319 to float
+  %321 = insertelement <8 x float> undef, float %320, i32 0
+  %322 = shufflevector <8 x float> %321, <8 x float> undef, <8 x i32> zeroinitializer
+  %at150 = load <8 x float>, ptr %conv2.at150, align 32
+  %323 = select <8 x i1> %314, <8 x float> %322, <8 x float> %at150
+  store <8 x float> %323, ptr %conv2.at153, align 32
+  %w146 = load <8 x float>, ptr %conv2.w146, align 32
+  %324 = mul nsw i64 %1, 16
+  %325 = mul nsw i64 %conv2.cv1355, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 4768, %326
+  %params40 = getelementptr inbounds float, ptr %params, i64 %327
+  %328 = load <8 x float>, ptr %params40, align 4
+  %329 = fadd <8 x float> %w146, %328
+  store <8 x float> %329, ptr %conv2.v154, align 32
+  %v154 = load <8 x float>, ptr %conv2.v154, align 32
+  %best152 = load <8 x float>, ptr %conv2.best152, align 32
+  %330 = fcmp ogt <8 x float> %v154, %best152
+  %v15441 = load <8 x float>, ptr %conv2.v154, align 32
+  %best15242 = load <8 x float>, ptr %conv2.best152, align 32
+  %331 = select <8 x i1> %330, <8 x float> %v15441, <8 x float> %best15242
+  store <8 x float> %331, ptr %conv2.best155, align 32
+  %v15443 = load <8 x float>, ptr %conv2.v154, align 32
+  %best15244 = load <8 x float>, ptr %conv2.best152, align 32
+  %332 = fcmp ogt <8 x float> %v15443, %best15244
+  %333 = mul nsw i64 %conv2.ty1333, 2
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %conv2.tx1344, 2
+  %337 = add nsw i64 %335, %336
+  %338 = sitofp i64 %337 to float
+  %339 = insertelement <8 x float> undef, float %338, i32 0
+  %340 = shufflevector <8 x float> %339, <8 x float> undef, <8 x i32> zeroinitializer
+  %at153 = load <8 x float>, ptr %conv2.at153, align 32
+  %341 = select <8 x i1> %332, <8 x float> %340, <8 x float> %at153
+  store <8 x float> %341, ptr %conv2.at156, align 32
+  %w147 = load <8 x float>, ptr %conv2.w147, align 32
+  %342 = mul nsw i64 %1, 16
+  %343 = mul nsw i64 %conv2.cv1355, 8
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 4768, %344
+  %params45 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load <8 x float>, ptr %params45, align 4
+  %347 = fadd <8 x float> %w147, %346
+  store <8 x float> %347, ptr %conv2.v157, align 32
+  %v157 = load <8 x float>, ptr %conv2.v157, align 32
+  %best155 = load <8 x float>, ptr %conv2.best155, align 32
+  %348 = fcmp ogt <8 x float> %v157, %best155
+  %v15746 = load <8 x float>, ptr %conv2.v157, align 32
+  %best15547 = load <8 x float>, ptr %conv2.best155, align 32
+  %349 = select <8 x i1> %348, <8 x float> %v15746, <8 x float> %best15547
+  store <8 x float> %349, ptr %conv2.best158, align 32
+  %v15748 = load <8 x float>, ptr %conv2.v157, align 32
+  %best15549 = load <8 x float>, ptr %conv2.best155, align 32
+  %350 = fcmp ogt <8 x float> %v15748, %best15549
+  %351 = mul nsw i64 %conv2.ty1333, 2
+  %352 = add nsw i64 %351, 1
+  %353 = mul nsw i64 %352, 14
+  %354 = mul nsw i64 %conv2.tx1344, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = sitofp i64 %356 to float
+  %358 = insertelement <8 x float> undef, float %357, i32 0
+  %359 = shufflevector <8 x float> %358, <8 x float> undef, <8 x i32> zeroinitializer
+  %at156 = load <8 x float>, ptr %conv2.at156, align 32
+  %360 = select <8 x i1> %350, <8 x float> %359, <8 x float> %at156
+  store <8 x float> %360, ptr %conv2.at159, align 32
+  %best158 = load <8 x float>, ptr %conv2.best158, align 32
+  %361 = fcmp ogt <8 x float> %best158, zeroinitializer
+  %best15850 = load <8 x float>, ptr %conv2.best158, align 32
+  %362 = select <8 x i1> %361, <8 x float> %best15850, <8 x float> zeroinitializer
+  %363 = mul nsw i64 %conv2.j1322, 49
+  %364 = mul nsw i64 %conv2.ty1333, 7
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.tx1344
+  %367 = mul nsw i64 %366, 32
+  %368 = add nsw i64 652032, %367
+  %369 = mul nsw i64 %1, 16
+  %370 = mul nsw i64 %conv2.cv1355, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %368, %371
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %372
+  store <8 x float> %362, ptr %arena51, align 4
+  %at159 = load <8 x float>, ptr %conv2.at159, align 32
+  %373 = mul nsw i64 %conv2.j1322, 49
+  %374 = mul nsw i64 %conv2.ty1333, 7
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %conv2.tx1344
+  %377 = mul nsw i64 %376, 32
+  %378 = add nsw i64 652032, %377
+  %379 = mul nsw i64 %1, 16
+  %380 = mul nsw i64 %conv2.cv1355, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %378, %381
+  %383 = add nsw i64 %382, 1568
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %383
+  store <8 x float> %at159, ptr %arena52, align 4
+  %cv135.next = add nsw i64 %conv2.cv1355, 1
+  %384 = icmp slt i64 %cv135.next, 2
+  br i1 %384, label %conv2.cv135, label %conv2.cv135.end
+
+conv2.cv135.end:                                  ; preds = %conv2.cv135
+  %tx134.next = add nsw i64 %conv2.tx1344, 1
+  %385 = icmp slt i64 %tx134.next, 7
+  br i1 %385, label %conv2.tx134, label %conv2.tx134.end
+
+conv2.j160:                                       ; preds = %conv2.c161.end, %conv2.j132.end
+  %conv2.j16053 = phi i64 [ 0, %conv2.j132.end ], [ %j160.next, %conv2.c161.end ]
+  br label %conv2.c161
+
+conv2.j160.end:                                   ; preds = %conv2.c161.end
+  br label %conv2.j163
+
+conv2.c161:                                       ; preds = %conv2.q162.end, %conv2.j160
+  %conv2.c16154 = phi i64 [ 0, %conv2.j160 ], [ %c161.next, %conv2.q162.end ]
+  br label %conv2.q162
+
+conv2.c161.end:                                   ; preds = %conv2.q162.end
+  %j160.next = add nsw i64 %conv2.j16053, 1
+  %386 = icmp slt i64 %j160.next, 1
+  br i1 %386, label %conv2.j160, label %conv2.j160.end
+
+conv2.q162:                                       ; preds = %conv2.q162, %conv2.c161
+  %conv2.q16255 = phi i64 [ 0, %conv2.c161 ], [ %q162.next, %conv2.q162 ]
+  %387 = mul nsw i64 %conv2.j16053, 49
+  %388 = add nsw i64 %387, %conv2.q16255
+  %389 = mul nsw i64 %388, 32
+  %390 = add nsw i64 652032, %389
+  %391 = mul nsw i64 %1, 16
+  %392 = add nsw i64 %391, %conv2.c16154
+  %393 = add nsw i64 %390, %392
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %393
+  %394 = load float, ptr %arena56, align 4
+  %395 = add nsw i64 %0, %conv2.j16053
+  %396 = mul nsw i64 %395, 1568
+  %397 = mul nsw i64 %1, 16
+  %398 = add nsw i64 %397, %conv2.c16154
+  %399 = mul nsw i64 %398, 49
+  %400 = add nsw i64 %396, %399
+  %401 = add nsw i64 %400, %conv2.q16255
+  %402 = add nsw i64 401408, %401
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float %394, ptr %arena57, align 4
+  %q162.next = add nsw i64 %conv2.q16255, 1
+  %403 = icmp slt i64 %q162.next, 49
+  br i1 %403, label %conv2.q162, label %conv2.q162.end
+
+conv2.q162.end:                                   ; preds = %conv2.q162
+  %c161.next = add nsw i64 %conv2.c16154, 1
+  %404 = icmp slt i64 %c161.next, 16
+  br i1 %404, label %conv2.c161, label %conv2.c161.end
+
+conv2.j163:                                       ; preds = %conv2.c164.end, %conv2.j160.end
+  %conv2.j16358 = phi i64 [ 0, %conv2.j160.end ], [ %j163.next, %conv2.c164.end ]
+  br label %conv2.c164
+
+conv2.j163.end:                                   ; preds = %conv2.c164.end
+  ret void
+
+conv2.c164:                                       ; preds = %conv2.q165.end, %conv2.j163
+  %conv2.c16459 = phi i64 [ 0, %conv2.j163 ], [ %c164.next, %conv2.q165.end ]
+  br label %conv2.q165
+
+conv2.c164.end:                                   ; preds = %conv2.q165.end
+  %j163.next = add nsw i64 %conv2.j16358, 1
+  %405 = icmp slt i64 %j163.next, 1
+  br i1 %405, label %conv2.j163, label %conv2.j163.end
+
+conv2.q165:                                       ; preds = %conv2.q165, %conv2.c164
+  %conv2.q16560 = phi i64 [ 0, %conv2.c164 ], [ %q165.next, %conv2.q165 ]
+  %406 = mul nsw i64 %conv2.j16358, 49
+  %407 = add nsw i64 %406, %conv2.q16560
+  %408 = mul nsw i64 %407, 32
+  %409 = add nsw i64 653600, %408
+  %410 = mul nsw i64 %1, 16
+  %411 = add nsw i64 %410, %conv2.c16459
+  %412 = add nsw i64 %409, %411
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena61, align 4
+  %414 = add nsw i64 %0, %conv2.j16358
+  %415 = mul nsw i64 %414, 1568
+  %416 = mul nsw i64 %1, 16
+  %417 = add nsw i64 %416, %conv2.c16459
+  %418 = mul nsw i64 %417, 49
+  %419 = add nsw i64 %415, %418
+  %420 = add nsw i64 %419, %conv2.q16560
+  %421 = add nsw i64 501760, %420
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %421
+  store float %413, ptr %arena62, align 4
+  %q165.next = add nsw i64 %conv2.q16560, 1
+  %422 = icmp slt i64 %q165.next, 49
+  br i1 %422, label %conv2.q165, label %conv2.q165.end
+
+conv2.q165.end:                                   ; preds = %conv2.q165
+  %c164.next = add nsw i64 %conv2.c16459, 1
+  %423 = icmp slt i64 %c164.next, 16
+  br i1 %423, label %conv2.c164, label %conv2.c164.end
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k1.conv2.part123.gemm131(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %conv2.t129_a3 = alloca <8 x float>, align 32
+  %conv2.t129_a2 = alloca <8 x float>, align 32
+  %conv2.t129_a1 = alloca <8 x float>, align 32
+  %conv2.t129_a0 = alloca <8 x float>, align 32
+  %conv2.t129_b1 = alloca <8 x float>, align 32
+  %conv2.t129_b0 = alloca <8 x float>, align 32
+  %conv2.t129_c3_1 = alloca <8 x float>, align 32
+  %conv2.t129_c3_0 = alloca <8 x float>, align 32
+  %conv2.t129_c2_1 = alloca <8 x float>, align 32
+  %conv2.t129_c2_0 = alloca <8 x float>, align 32
+  %conv2.t129_c1_1 = alloca <8 x float>, align 32
+  %conv2.t129_c1_0 = alloca <8 x float>, align 32
+  %conv2.t129_c0_1 = alloca <8 x float>, align 32
+  %conv2.t129_c0_0 = alloca <8 x float>, align 32
+  %conv2.t127_a4 = alloca <8 x float>, align 32
   %conv2.t127_a3 = alloca <8 x float>, align 32
   %conv2.t127_a2 = alloca <8 x float>, align 32
   %conv2.t127_a1 = alloca <8 x float>, align 32
   %conv2.t127_a0 = alloca <8 x float>, align 32
   %conv2.t127_b1 = alloca <8 x float>, align 32
   %conv2.t127_b0 = alloca <8 x float>, align 32
+  %conv2.t127_c4_1 = alloca <8 x float>, align 32
+  %conv2.t127_c4_0 = alloca <8 x float>, align 32
   %conv2.t127_c3_1 = alloca <8 x float>, align 32
   %conv2.t127_c3_0 = alloca <8 x float>, align 32
   %conv2.t127_c2_1 = alloca <8 x float>, align 32
@@ -2985,47 +3288,17 @@ entry:
   %conv2.t127_c1_0 = alloca <8 x float>, align 32
   %conv2.t127_c0_1 = alloca <8 x float>, align 32
   %conv2.t127_c0_0 = alloca <8 x float>, align 32
-  %conv2.t125_a4 = alloca <8 x float>, align 32
-  %conv2.t125_a3 = alloca <8 x float>, align 32
-  %conv2.t125_a2 = alloca <8 x float>, align 32
-  %conv2.t125_a1 = alloca <8 x float>, align 32
-  %conv2.t125_a0 = alloca <8 x float>, align 32
-  %conv2.t125_b1 = alloca <8 x float>, align 32
-  %conv2.t125_b0 = alloca <8 x float>, align 32
-  %conv2.t125_c4_1 = alloca <8 x float>, align 32
-  %conv2.t125_c4_0 = alloca <8 x float>, align 32
-  %conv2.t125_c3_1 = alloca <8 x float>, align 32
-  %conv2.t125_c3_0 = alloca <8 x float>, align 32
-  %conv2.t125_c2_1 = alloca <8 x float>, align 32
-  %conv2.t125_c2_0 = alloca <8 x float>, align 32
-  %conv2.t125_c1_1 = alloca <8 x float>, align 32
-  %conv2.t125_c1_0 = alloca <8 x float>, align 32
-  %conv2.t125_c0_1 = alloca <8 x float>, align 32
-  %conv2.t125_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb123
+  br label %conv2.nb125
 
-conv2.nb123:                                      ; preds = %conv2.k128.end, %entry
-  %conv2.nb1231 = phi i64 [ 0, %entry ], [ %nb123.next, %conv2.k128.end ]
-  br label %conv2.mb124
+conv2.nb125:                                      ; preds = %conv2.k130.end, %entry
+  %conv2.nb1251 = phi i64 [ 0, %entry ], [ %nb125.next, %conv2.k130.end ]
+  br label %conv2.mb126
 
-conv2.nb123.end:                                  ; preds = %conv2.k128.end
+conv2.nb125.end:                                  ; preds = %conv2.k130.end
   ret void
 
-conv2.mb124:                                      ; preds = %conv2.k126.end, %conv2.nb123
-  %conv2.mb1242 = phi i64 [ 0, %conv2.nb123 ], [ %mb124.next, %conv2.k126.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t125_c4_1, align 32
-  br label %conv2.k126
-
-conv2.mb124.end:                                  ; preds = %conv2.k126.end
+conv2.mb126:                                      ; preds = %conv2.k128.end, %conv2.nb125
+  %conv2.mb1262 = phi i64 [ 0, %conv2.nb125 ], [ %mb126.next, %conv2.k128.end ]
   store <8 x float> zeroinitializer, ptr %conv2.t127_c0_0, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c0_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c1_0, align 32
@@ -3034,433 +3307,522 @@ conv2.mb124.end:                                  ; preds = %conv2.k126.end
   store <8 x float> zeroinitializer, ptr %conv2.t127_c2_1, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c3_0, align 32
   store <8 x float> zeroinitializer, ptr %conv2.t127_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t127_c4_1, align 32
   br label %conv2.k128
 
-conv2.k126:                                       ; preds = %conv2.k126, %conv2.mb124
-  %conv2.k1263 = phi i64 [ 0, %conv2.mb124 ], [ %k126.next, %conv2.k126 ]
-  %1 = mul nsw i64 %0, 512
-  %2 = add nsw i64 602112, %1
-  %3 = mul nsw i64 %conv2.k1263, 32
-  %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %conv2.nb1231, 16
-  %6 = add nsw i64 %4, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %conv2.t125_b0, align 32
-  %8 = mul nsw i64 %0, 512
-  %9 = add nsw i64 602112, %8
-  %10 = mul nsw i64 %conv2.k1263, 32
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2.nb1231, 16
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %conv2.t125_b1, align 32
-  %16 = mul nsw i64 %0, 784
-  %17 = add nsw i64 614400, %16
-  %18 = mul nsw i64 %conv2.mb1242, 5
-  %19 = mul nsw i64 %18, 16
-  %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %conv2.k1263
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t125_a0, align 32
-  %t125_a0 = load <8 x float>, ptr %conv2.t125_a0, align 32
-  %t125_b0 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c0_0 = load <8 x float>, ptr %conv2.t125_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a0, <8 x float> %t125_b0, <8 x float> %t125_c0_0)
-  store <8 x float> %25, ptr %conv2.t125_c0_0, align 32
-  %t125_a07 = load <8 x float>, ptr %conv2.t125_a0, align 32
-  %t125_b1 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c0_1 = load <8 x float>, ptr %conv2.t125_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a07, <8 x float> %t125_b1, <8 x float> %t125_c0_1)
-  store <8 x float> %26, ptr %conv2.t125_c0_1, align 32
-  %27 = mul nsw i64 %0, 784
-  %28 = add nsw i64 614400, %27
-  %29 = mul nsw i64 %conv2.mb1242, 5
-  %30 = add nsw i64 %29, 1
-  %31 = mul nsw i64 %30, 16
-  %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %conv2.k1263
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load float, ptr %arena8, align 4
-  %35 = insertelement <8 x float> undef, float %34, i32 0
-  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %conv2.t125_a1, align 32
-  %t125_a1 = load <8 x float>, ptr %conv2.t125_a1, align 32
-  %t125_b09 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c1_0 = load <8 x float>, ptr %conv2.t125_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a1, <8 x float> %t125_b09, <8 x float> %t125_c1_0)
-  store <8 x float> %37, ptr %conv2.t125_c1_0, align 32
-  %t125_a110 = load <8 x float>, ptr %conv2.t125_a1, align 32
-  %t125_b111 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c1_1 = load <8 x float>, ptr %conv2.t125_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a110, <8 x float> %t125_b111, <8 x float> %t125_c1_1)
-  store <8 x float> %38, ptr %conv2.t125_c1_1, align 32
-  %39 = mul nsw i64 %0, 784
-  %40 = add nsw i64 614400, %39
-  %41 = mul nsw i64 %conv2.mb1242, 5
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 16
-  %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %conv2.k1263
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena12, align 4
-  %47 = insertelement <8 x float> undef, float %46, i32 0
-  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %conv2.t125_a2, align 32
-  %t125_a2 = load <8 x float>, ptr %conv2.t125_a2, align 32
-  %t125_b013 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c2_0 = load <8 x float>, ptr %conv2.t125_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a2, <8 x float> %t125_b013, <8 x float> %t125_c2_0)
-  store <8 x float> %49, ptr %conv2.t125_c2_0, align 32
-  %t125_a214 = load <8 x float>, ptr %conv2.t125_a2, align 32
-  %t125_b115 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c2_1 = load <8 x float>, ptr %conv2.t125_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a214, <8 x float> %t125_b115, <8 x float> %t125_c2_1)
-  store <8 x float> %50, ptr %conv2.t125_c2_1, align 32
-  %51 = mul nsw i64 %0, 784
-  %52 = add nsw i64 614400, %51
-  %53 = mul nsw i64 %conv2.mb1242, 5
-  %54 = add nsw i64 %53, 3
-  %55 = mul nsw i64 %54, 16
-  %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %conv2.k1263
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load float, ptr %arena16, align 4
-  %59 = insertelement <8 x float> undef, float %58, i32 0
-  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %conv2.t125_a3, align 32
-  %t125_a3 = load <8 x float>, ptr %conv2.t125_a3, align 32
-  %t125_b017 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c3_0 = load <8 x float>, ptr %conv2.t125_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a3, <8 x float> %t125_b017, <8 x float> %t125_c3_0)
-  store <8 x float> %61, ptr %conv2.t125_c3_0, align 32
-  %t125_a318 = load <8 x float>, ptr %conv2.t125_a3, align 32
-  %t125_b119 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c3_1 = load <8 x float>, ptr %conv2.t125_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a318, <8 x float> %t125_b119, <8 x float> %t125_c3_1)
-  store <8 x float> %62, ptr %conv2.t125_c3_1, align 32
-  %63 = mul nsw i64 %0, 784
-  %64 = add nsw i64 614400, %63
-  %65 = mul nsw i64 %conv2.mb1242, 5
-  %66 = add nsw i64 %65, 4
-  %67 = mul nsw i64 %66, 16
-  %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %conv2.k1263
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
-  %70 = load float, ptr %arena20, align 4
-  %71 = insertelement <8 x float> undef, float %70, i32 0
-  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %conv2.t125_a4, align 32
-  %t125_a4 = load <8 x float>, ptr %conv2.t125_a4, align 32
-  %t125_b021 = load <8 x float>, ptr %conv2.t125_b0, align 32
-  %t125_c4_0 = load <8 x float>, ptr %conv2.t125_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a4, <8 x float> %t125_b021, <8 x float> %t125_c4_0)
-  store <8 x float> %73, ptr %conv2.t125_c4_0, align 32
-  %t125_a422 = load <8 x float>, ptr %conv2.t125_a4, align 32
-  %t125_b123 = load <8 x float>, ptr %conv2.t125_b1, align 32
-  %t125_c4_1 = load <8 x float>, ptr %conv2.t125_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t125_a422, <8 x float> %t125_b123, <8 x float> %t125_c4_1)
-  store <8 x float> %74, ptr %conv2.t125_c4_1, align 32
-  %k126.next = add nsw i64 %conv2.k1263, 1
-  %75 = icmp slt i64 %k126.next, 16
-  br i1 %75, label %conv2.k126, label %conv2.k126.end
+conv2.mb126.end:                                  ; preds = %conv2.k128.end
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t129_c3_1, align 32
+  br label %conv2.k130
 
-conv2.k126.end:                                   ; preds = %conv2.k126
-  %t125_c0_024 = load <8 x float>, ptr %conv2.t125_c0_0, align 32
-  %76 = mul nsw i64 %0, 1568
-  %77 = add nsw i64 626944, %76
-  %78 = mul nsw i64 %conv2.mb1242, 5
-  %79 = mul nsw i64 %78, 32
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %conv2.nb1231, 16
-  %82 = add nsw i64 %80, %81
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t125_c0_024, ptr %arena25, align 4
-  %t125_c0_126 = load <8 x float>, ptr %conv2.t125_c0_1, align 32
-  %83 = mul nsw i64 %0, 1568
-  %84 = add nsw i64 626944, %83
-  %85 = mul nsw i64 %conv2.mb1242, 5
-  %86 = mul nsw i64 %85, 32
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %conv2.nb1231, 16
-  %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 %89, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t125_c0_126, ptr %arena27, align 4
-  %t125_c1_028 = load <8 x float>, ptr %conv2.t125_c1_0, align 32
-  %91 = mul nsw i64 %0, 1568
-  %92 = add nsw i64 626944, %91
-  %93 = mul nsw i64 %conv2.mb1242, 5
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 32
-  %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %conv2.nb1231, 16
-  %98 = add nsw i64 %96, %97
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t125_c1_028, ptr %arena29, align 4
-  %t125_c1_130 = load <8 x float>, ptr %conv2.t125_c1_1, align 32
-  %99 = mul nsw i64 %0, 1568
-  %100 = add nsw i64 626944, %99
-  %101 = mul nsw i64 %conv2.mb1242, 5
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 32
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %conv2.nb1231, 16
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t125_c1_130, ptr %arena31, align 4
-  %t125_c2_032 = load <8 x float>, ptr %conv2.t125_c2_0, align 32
-  %108 = mul nsw i64 %0, 1568
-  %109 = add nsw i64 626944, %108
-  %110 = mul nsw i64 %conv2.mb1242, 5
-  %111 = add nsw i64 %110, 2
-  %112 = mul nsw i64 %111, 32
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %conv2.nb1231, 16
-  %115 = add nsw i64 %113, %114
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t125_c2_032, ptr %arena33, align 4
-  %t125_c2_134 = load <8 x float>, ptr %conv2.t125_c2_1, align 32
-  %116 = mul nsw i64 %0, 1568
-  %117 = add nsw i64 626944, %116
-  %118 = mul nsw i64 %conv2.mb1242, 5
-  %119 = add nsw i64 %118, 2
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %conv2.nb1231, 16
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t125_c2_134, ptr %arena35, align 4
-  %t125_c3_036 = load <8 x float>, ptr %conv2.t125_c3_0, align 32
-  %125 = mul nsw i64 %0, 1568
-  %126 = add nsw i64 626944, %125
-  %127 = mul nsw i64 %conv2.mb1242, 5
-  %128 = add nsw i64 %127, 3
-  %129 = mul nsw i64 %128, 32
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %conv2.nb1231, 16
-  %132 = add nsw i64 %130, %131
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t125_c3_036, ptr %arena37, align 4
-  %t125_c3_138 = load <8 x float>, ptr %conv2.t125_c3_1, align 32
-  %133 = mul nsw i64 %0, 1568
-  %134 = add nsw i64 626944, %133
-  %135 = mul nsw i64 %conv2.mb1242, 5
-  %136 = add nsw i64 %135, 3
-  %137 = mul nsw i64 %136, 32
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %conv2.nb1231, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t125_c3_138, ptr %arena39, align 4
-  %t125_c4_040 = load <8 x float>, ptr %conv2.t125_c4_0, align 32
-  %142 = mul nsw i64 %0, 1568
-  %143 = add nsw i64 626944, %142
-  %144 = mul nsw i64 %conv2.mb1242, 5
-  %145 = add nsw i64 %144, 4
-  %146 = mul nsw i64 %145, 32
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %conv2.nb1231, 16
-  %149 = add nsw i64 %147, %148
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t125_c4_040, ptr %arena41, align 4
-  %t125_c4_142 = load <8 x float>, ptr %conv2.t125_c4_1, align 32
-  %150 = mul nsw i64 %0, 1568
-  %151 = add nsw i64 626944, %150
-  %152 = mul nsw i64 %conv2.mb1242, 5
-  %153 = add nsw i64 %152, 4
-  %154 = mul nsw i64 %153, 32
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %conv2.nb1231, 16
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t125_c4_142, ptr %arena43, align 4
-  %mb124.next = add nsw i64 %conv2.mb1242, 1
-  %159 = icmp slt i64 %mb124.next, 9
-  br i1 %159, label %conv2.mb124, label %conv2.mb124.end
-
-conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb124.end
-  %conv2.k12844 = phi i64 [ 0, %conv2.mb124.end ], [ %k128.next, %conv2.k128 ]
-  %160 = mul nsw i64 %0, 512
-  %161 = add nsw i64 602112, %160
-  %162 = mul nsw i64 %conv2.k12844, 32
-  %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %conv2.nb1231, 16
-  %165 = add nsw i64 %163, %164
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %conv2.t127_b0, align 32
-  %167 = mul nsw i64 %0, 512
-  %168 = add nsw i64 602112, %167
-  %169 = mul nsw i64 %conv2.k12844, 32
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.nb1231, 16
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %conv2.t127_b1, align 32
-  %175 = mul nsw i64 %0, 784
-  %176 = add nsw i64 614400, %175
-  %177 = add nsw i64 %176, 720
-  %178 = add nsw i64 %177, %conv2.k12844
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena47, align 4
-  %180 = insertelement <8 x float> undef, float %179, i32 0
-  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %conv2.t127_a0, align 32
+conv2.k128:                                       ; preds = %conv2.k128, %conv2.mb126
+  %conv2.k1283 = phi i64 [ 0, %conv2.mb126 ], [ %k128.next, %conv2.k128 ]
+  %2 = mul nsw i64 %0, 512
+  %3 = add nsw i64 602112, %2
+  %4 = mul nsw i64 %1, 16
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %conv2.k1283, 32
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %conv2.nb1251, 16
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %conv2.t127_b0, align 32
+  %11 = mul nsw i64 %0, 512
+  %12 = add nsw i64 602112, %11
+  %13 = mul nsw i64 %1, 16
+  %14 = add nsw i64 %12, %13
+  %15 = mul nsw i64 %conv2.k1283, 32
+  %16 = add nsw i64 %14, %15
+  %17 = mul nsw i64 %conv2.nb1251, 16
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, 8
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %20, ptr %conv2.t127_b1, align 32
+  %21 = mul nsw i64 %0, 784
+  %22 = add nsw i64 614400, %21
+  %23 = mul nsw i64 %conv2.mb1262, 5
+  %24 = mul nsw i64 %23, 16
+  %25 = add nsw i64 %22, %24
+  %26 = add nsw i64 %25, %conv2.k1283
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = insertelement <8 x float> undef, float %27, i32 0
+  %29 = shufflevector <8 x float> %28, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %29, ptr %conv2.t127_a0, align 32
   %t127_a0 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b0 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c0_0 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
-  store <8 x float> %182, ptr %conv2.t127_c0_0, align 32
-  %t127_a048 = load <8 x float>, ptr %conv2.t127_a0, align 32
+  %30 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a0, <8 x float> %t127_b0, <8 x float> %t127_c0_0)
+  store <8 x float> %30, ptr %conv2.t127_c0_0, align 32
+  %t127_a07 = load <8 x float>, ptr %conv2.t127_a0, align 32
   %t127_b1 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c0_1 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a048, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
-  store <8 x float> %183, ptr %conv2.t127_c0_1, align 32
-  %184 = mul nsw i64 %0, 784
-  %185 = add nsw i64 614400, %184
-  %186 = add nsw i64 %185, 736
-  %187 = add nsw i64 %186, %conv2.k12844
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena49, align 4
-  %189 = insertelement <8 x float> undef, float %188, i32 0
-  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %conv2.t127_a1, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a07, <8 x float> %t127_b1, <8 x float> %t127_c0_1)
+  store <8 x float> %31, ptr %conv2.t127_c0_1, align 32
+  %32 = mul nsw i64 %0, 784
+  %33 = add nsw i64 614400, %32
+  %34 = mul nsw i64 %conv2.mb1262, 5
+  %35 = add nsw i64 %34, 1
+  %36 = mul nsw i64 %35, 16
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %conv2.k1283
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %conv2.t127_a1, align 32
   %t127_a1 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b050 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b09 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c1_0 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b050, <8 x float> %t127_c1_0)
-  store <8 x float> %191, ptr %conv2.t127_c1_0, align 32
-  %t127_a151 = load <8 x float>, ptr %conv2.t127_a1, align 32
-  %t127_b152 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a1, <8 x float> %t127_b09, <8 x float> %t127_c1_0)
+  store <8 x float> %42, ptr %conv2.t127_c1_0, align 32
+  %t127_a110 = load <8 x float>, ptr %conv2.t127_a1, align 32
+  %t127_b111 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c1_1 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a151, <8 x float> %t127_b152, <8 x float> %t127_c1_1)
-  store <8 x float> %192, ptr %conv2.t127_c1_1, align 32
-  %193 = mul nsw i64 %0, 784
-  %194 = add nsw i64 614400, %193
-  %195 = add nsw i64 %194, 752
-  %196 = add nsw i64 %195, %conv2.k12844
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena53, align 4
-  %198 = insertelement <8 x float> undef, float %197, i32 0
-  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %conv2.t127_a2, align 32
+  %43 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a110, <8 x float> %t127_b111, <8 x float> %t127_c1_1)
+  store <8 x float> %43, ptr %conv2.t127_c1_1, align 32
+  %44 = mul nsw i64 %0, 784
+  %45 = add nsw i64 614400, %44
+  %46 = mul nsw i64 %conv2.mb1262, 5
+  %47 = add nsw i64 %46, 2
+  %48 = mul nsw i64 %47, 16
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %49, %conv2.k1283
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %50
+  %51 = load float, ptr %arena12, align 4
+  %52 = insertelement <8 x float> undef, float %51, i32 0
+  %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %53, ptr %conv2.t127_a2, align 32
   %t127_a2 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b054 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b013 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c2_0 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b054, <8 x float> %t127_c2_0)
-  store <8 x float> %200, ptr %conv2.t127_c2_0, align 32
-  %t127_a255 = load <8 x float>, ptr %conv2.t127_a2, align 32
-  %t127_b156 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a2, <8 x float> %t127_b013, <8 x float> %t127_c2_0)
+  store <8 x float> %54, ptr %conv2.t127_c2_0, align 32
+  %t127_a214 = load <8 x float>, ptr %conv2.t127_a2, align 32
+  %t127_b115 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c2_1 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a255, <8 x float> %t127_b156, <8 x float> %t127_c2_1)
-  store <8 x float> %201, ptr %conv2.t127_c2_1, align 32
-  %202 = mul nsw i64 %0, 784
-  %203 = add nsw i64 614400, %202
-  %204 = add nsw i64 %203, 768
-  %205 = add nsw i64 %204, %conv2.k12844
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load float, ptr %arena57, align 4
-  %207 = insertelement <8 x float> undef, float %206, i32 0
-  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %conv2.t127_a3, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a214, <8 x float> %t127_b115, <8 x float> %t127_c2_1)
+  store <8 x float> %55, ptr %conv2.t127_c2_1, align 32
+  %56 = mul nsw i64 %0, 784
+  %57 = add nsw i64 614400, %56
+  %58 = mul nsw i64 %conv2.mb1262, 5
+  %59 = add nsw i64 %58, 3
+  %60 = mul nsw i64 %59, 16
+  %61 = add nsw i64 %57, %60
+  %62 = add nsw i64 %61, %conv2.k1283
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load float, ptr %arena16, align 4
+  %64 = insertelement <8 x float> undef, float %63, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %65, ptr %conv2.t127_a3, align 32
   %t127_a3 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b058 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_b017 = load <8 x float>, ptr %conv2.t127_b0, align 32
   %t127_c3_0 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b058, <8 x float> %t127_c3_0)
-  store <8 x float> %209, ptr %conv2.t127_c3_0, align 32
-  %t127_a359 = load <8 x float>, ptr %conv2.t127_a3, align 32
-  %t127_b160 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %66 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a3, <8 x float> %t127_b017, <8 x float> %t127_c3_0)
+  store <8 x float> %66, ptr %conv2.t127_c3_0, align 32
+  %t127_a318 = load <8 x float>, ptr %conv2.t127_a3, align 32
+  %t127_b119 = load <8 x float>, ptr %conv2.t127_b1, align 32
   %t127_c3_1 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a359, <8 x float> %t127_b160, <8 x float> %t127_c3_1)
-  store <8 x float> %210, ptr %conv2.t127_c3_1, align 32
-  %k128.next = add nsw i64 %conv2.k12844, 1
-  %211 = icmp slt i64 %k128.next, 16
-  br i1 %211, label %conv2.k128, label %conv2.k128.end
+  %67 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a318, <8 x float> %t127_b119, <8 x float> %t127_c3_1)
+  store <8 x float> %67, ptr %conv2.t127_c3_1, align 32
+  %68 = mul nsw i64 %0, 784
+  %69 = add nsw i64 614400, %68
+  %70 = mul nsw i64 %conv2.mb1262, 5
+  %71 = add nsw i64 %70, 4
+  %72 = mul nsw i64 %71, 16
+  %73 = add nsw i64 %69, %72
+  %74 = add nsw i64 %73, %conv2.k1283
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %74
+  %75 = load float, ptr %arena20, align 4
+  %76 = insertelement <8 x float> undef, float %75, i32 0
+  %77 = shufflevector <8 x float> %76, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %77, ptr %conv2.t127_a4, align 32
+  %t127_a4 = load <8 x float>, ptr %conv2.t127_a4, align 32
+  %t127_b021 = load <8 x float>, ptr %conv2.t127_b0, align 32
+  %t127_c4_0 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
+  %78 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a4, <8 x float> %t127_b021, <8 x float> %t127_c4_0)
+  store <8 x float> %78, ptr %conv2.t127_c4_0, align 32
+  %t127_a422 = load <8 x float>, ptr %conv2.t127_a4, align 32
+  %t127_b123 = load <8 x float>, ptr %conv2.t127_b1, align 32
+  %t127_c4_1 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
+  %79 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t127_a422, <8 x float> %t127_b123, <8 x float> %t127_c4_1)
+  store <8 x float> %79, ptr %conv2.t127_c4_1, align 32
+  %k128.next = add nsw i64 %conv2.k1283, 1
+  %80 = icmp slt i64 %k128.next, 16
+  br i1 %80, label %conv2.k128, label %conv2.k128.end
 
 conv2.k128.end:                                   ; preds = %conv2.k128
-  %t127_c0_061 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
-  %212 = mul nsw i64 %0, 1568
-  %213 = add nsw i64 626944, %212
-  %214 = add nsw i64 %213, 1440
-  %215 = mul nsw i64 %conv2.nb1231, 16
-  %216 = add nsw i64 %214, %215
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t127_c0_061, ptr %arena62, align 4
-  %t127_c0_163 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
-  %217 = mul nsw i64 %0, 1568
-  %218 = add nsw i64 626944, %217
-  %219 = add nsw i64 %218, 1440
-  %220 = mul nsw i64 %conv2.nb1231, 16
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t127_c0_163, ptr %arena64, align 4
-  %t127_c1_065 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
-  %223 = mul nsw i64 %0, 1568
-  %224 = add nsw i64 626944, %223
-  %225 = add nsw i64 %224, 1472
-  %226 = mul nsw i64 %conv2.nb1231, 16
-  %227 = add nsw i64 %225, %226
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t127_c1_065, ptr %arena66, align 4
-  %t127_c1_167 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
-  %228 = mul nsw i64 %0, 1568
-  %229 = add nsw i64 626944, %228
-  %230 = add nsw i64 %229, 1472
-  %231 = mul nsw i64 %conv2.nb1231, 16
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t127_c1_167, ptr %arena68, align 4
-  %t127_c2_069 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
-  %234 = mul nsw i64 %0, 1568
-  %235 = add nsw i64 626944, %234
-  %236 = add nsw i64 %235, 1504
-  %237 = mul nsw i64 %conv2.nb1231, 16
-  %238 = add nsw i64 %236, %237
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t127_c2_069, ptr %arena70, align 4
-  %t127_c2_171 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
-  %239 = mul nsw i64 %0, 1568
-  %240 = add nsw i64 626944, %239
-  %241 = add nsw i64 %240, 1504
-  %242 = mul nsw i64 %conv2.nb1231, 16
-  %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t127_c2_171, ptr %arena72, align 4
-  %t127_c3_073 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
-  %245 = mul nsw i64 %0, 1568
-  %246 = add nsw i64 626944, %245
-  %247 = add nsw i64 %246, 1536
-  %248 = mul nsw i64 %conv2.nb1231, 16
-  %249 = add nsw i64 %247, %248
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t127_c3_073, ptr %arena74, align 4
-  %t127_c3_175 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
-  %250 = mul nsw i64 %0, 1568
-  %251 = add nsw i64 626944, %250
-  %252 = add nsw i64 %251, 1536
-  %253 = mul nsw i64 %conv2.nb1231, 16
+  %t127_c0_024 = load <8 x float>, ptr %conv2.t127_c0_0, align 32
+  %81 = mul nsw i64 %0, 1568
+  %82 = add nsw i64 626944, %81
+  %83 = mul nsw i64 %1, 16
+  %84 = add nsw i64 %82, %83
+  %85 = mul nsw i64 %conv2.mb1262, 5
+  %86 = mul nsw i64 %85, 32
+  %87 = add nsw i64 %84, %86
+  %88 = mul nsw i64 %conv2.nb1251, 16
+  %89 = add nsw i64 %87, %88
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  store <8 x float> %t127_c0_024, ptr %arena25, align 4
+  %t127_c0_126 = load <8 x float>, ptr %conv2.t127_c0_1, align 32
+  %90 = mul nsw i64 %0, 1568
+  %91 = add nsw i64 626944, %90
+  %92 = mul nsw i64 %1, 16
+  %93 = add nsw i64 %91, %92
+  %94 = mul nsw i64 %conv2.mb1262, 5
+  %95 = mul nsw i64 %94, 32
+  %96 = add nsw i64 %93, %95
+  %97 = mul nsw i64 %conv2.nb1251, 16
+  %98 = add nsw i64 %96, %97
+  %99 = add nsw i64 %98, 8
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %99
+  store <8 x float> %t127_c0_126, ptr %arena27, align 4
+  %t127_c1_028 = load <8 x float>, ptr %conv2.t127_c1_0, align 32
+  %100 = mul nsw i64 %0, 1568
+  %101 = add nsw i64 626944, %100
+  %102 = mul nsw i64 %1, 16
+  %103 = add nsw i64 %101, %102
+  %104 = mul nsw i64 %conv2.mb1262, 5
+  %105 = add nsw i64 %104, 1
+  %106 = mul nsw i64 %105, 32
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %conv2.nb1251, 16
+  %109 = add nsw i64 %107, %108
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
+  store <8 x float> %t127_c1_028, ptr %arena29, align 4
+  %t127_c1_130 = load <8 x float>, ptr %conv2.t127_c1_1, align 32
+  %110 = mul nsw i64 %0, 1568
+  %111 = add nsw i64 626944, %110
+  %112 = mul nsw i64 %1, 16
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %conv2.mb1262, 5
+  %115 = add nsw i64 %114, 1
+  %116 = mul nsw i64 %115, 32
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2.nb1251, 16
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %119, 8
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
+  store <8 x float> %t127_c1_130, ptr %arena31, align 4
+  %t127_c2_032 = load <8 x float>, ptr %conv2.t127_c2_0, align 32
+  %121 = mul nsw i64 %0, 1568
+  %122 = add nsw i64 626944, %121
+  %123 = mul nsw i64 %1, 16
+  %124 = add nsw i64 %122, %123
+  %125 = mul nsw i64 %conv2.mb1262, 5
+  %126 = add nsw i64 %125, 2
+  %127 = mul nsw i64 %126, 32
+  %128 = add nsw i64 %124, %127
+  %129 = mul nsw i64 %conv2.nb1251, 16
+  %130 = add nsw i64 %128, %129
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %130
+  store <8 x float> %t127_c2_032, ptr %arena33, align 4
+  %t127_c2_134 = load <8 x float>, ptr %conv2.t127_c2_1, align 32
+  %131 = mul nsw i64 %0, 1568
+  %132 = add nsw i64 626944, %131
+  %133 = mul nsw i64 %1, 16
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %conv2.mb1262, 5
+  %136 = add nsw i64 %135, 2
+  %137 = mul nsw i64 %136, 32
+  %138 = add nsw i64 %134, %137
+  %139 = mul nsw i64 %conv2.nb1251, 16
+  %140 = add nsw i64 %138, %139
+  %141 = add nsw i64 %140, 8
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %141
+  store <8 x float> %t127_c2_134, ptr %arena35, align 4
+  %t127_c3_036 = load <8 x float>, ptr %conv2.t127_c3_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 626944, %142
+  %144 = mul nsw i64 %1, 16
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.mb1262, 5
+  %147 = add nsw i64 %146, 3
+  %148 = mul nsw i64 %147, 32
+  %149 = add nsw i64 %145, %148
+  %150 = mul nsw i64 %conv2.nb1251, 16
+  %151 = add nsw i64 %149, %150
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <8 x float> %t127_c3_036, ptr %arena37, align 4
+  %t127_c3_138 = load <8 x float>, ptr %conv2.t127_c3_1, align 32
+  %152 = mul nsw i64 %0, 1568
+  %153 = add nsw i64 626944, %152
+  %154 = mul nsw i64 %1, 16
+  %155 = add nsw i64 %153, %154
+  %156 = mul nsw i64 %conv2.mb1262, 5
+  %157 = add nsw i64 %156, 3
+  %158 = mul nsw i64 %157, 32
+  %159 = add nsw i64 %155, %158
+  %160 = mul nsw i64 %conv2.nb1251, 16
+  %161 = add nsw i64 %159, %160
+  %162 = add nsw i64 %161, 8
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %162
+  store <8 x float> %t127_c3_138, ptr %arena39, align 4
+  %t127_c4_040 = load <8 x float>, ptr %conv2.t127_c4_0, align 32
+  %163 = mul nsw i64 %0, 1568
+  %164 = add nsw i64 626944, %163
+  %165 = mul nsw i64 %1, 16
+  %166 = add nsw i64 %164, %165
+  %167 = mul nsw i64 %conv2.mb1262, 5
+  %168 = add nsw i64 %167, 4
+  %169 = mul nsw i64 %168, 32
+  %170 = add nsw i64 %166, %169
+  %171 = mul nsw i64 %conv2.nb1251, 16
+  %172 = add nsw i64 %170, %171
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <8 x float> %t127_c4_040, ptr %arena41, align 4
+  %t127_c4_142 = load <8 x float>, ptr %conv2.t127_c4_1, align 32
+  %173 = mul nsw i64 %0, 1568
+  %174 = add nsw i64 626944, %173
+  %175 = mul nsw i64 %1, 16
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %conv2.mb1262, 5
+  %178 = add nsw i64 %177, 4
+  %179 = mul nsw i64 %178, 32
+  %180 = add nsw i64 %176, %179
+  %181 = mul nsw i64 %conv2.nb1251, 16
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 8
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t127_c4_142, ptr %arena43, align 4
+  %mb126.next = add nsw i64 %conv2.mb1262, 1
+  %184 = icmp slt i64 %mb126.next, 9
+  br i1 %184, label %conv2.mb126, label %conv2.mb126.end
+
+conv2.k130:                                       ; preds = %conv2.k130, %conv2.mb126.end
+  %conv2.k13044 = phi i64 [ 0, %conv2.mb126.end ], [ %k130.next, %conv2.k130 ]
+  %185 = mul nsw i64 %0, 512
+  %186 = add nsw i64 602112, %185
+  %187 = mul nsw i64 %1, 16
+  %188 = add nsw i64 %186, %187
+  %189 = mul nsw i64 %conv2.k13044, 32
+  %190 = add nsw i64 %188, %189
+  %191 = mul nsw i64 %conv2.nb1251, 16
+  %192 = add nsw i64 %190, %191
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load <8 x float>, ptr %arena45, align 4
+  store <8 x float> %193, ptr %conv2.t129_b0, align 32
+  %194 = mul nsw i64 %0, 512
+  %195 = add nsw i64 602112, %194
+  %196 = mul nsw i64 %1, 16
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %conv2.k13044, 32
+  %199 = add nsw i64 %197, %198
+  %200 = mul nsw i64 %conv2.nb1251, 16
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %201, 8
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load <8 x float>, ptr %arena46, align 4
+  store <8 x float> %203, ptr %conv2.t129_b1, align 32
+  %204 = mul nsw i64 %0, 784
+  %205 = add nsw i64 614400, %204
+  %206 = add nsw i64 %205, 720
+  %207 = add nsw i64 %206, %conv2.k13044
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena47, align 4
+  %209 = insertelement <8 x float> undef, float %208, i32 0
+  %210 = shufflevector <8 x float> %209, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %210, ptr %conv2.t129_a0, align 32
+  %t129_a0 = load <8 x float>, ptr %conv2.t129_a0, align 32
+  %t129_b0 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c0_0 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
+  %211 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a0, <8 x float> %t129_b0, <8 x float> %t129_c0_0)
+  store <8 x float> %211, ptr %conv2.t129_c0_0, align 32
+  %t129_a048 = load <8 x float>, ptr %conv2.t129_a0, align 32
+  %t129_b1 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c0_1 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
+  %212 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a048, <8 x float> %t129_b1, <8 x float> %t129_c0_1)
+  store <8 x float> %212, ptr %conv2.t129_c0_1, align 32
+  %213 = mul nsw i64 %0, 784
+  %214 = add nsw i64 614400, %213
+  %215 = add nsw i64 %214, 736
+  %216 = add nsw i64 %215, %conv2.k13044
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %216
+  %217 = load float, ptr %arena49, align 4
+  %218 = insertelement <8 x float> undef, float %217, i32 0
+  %219 = shufflevector <8 x float> %218, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %219, ptr %conv2.t129_a1, align 32
+  %t129_a1 = load <8 x float>, ptr %conv2.t129_a1, align 32
+  %t129_b050 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c1_0 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
+  %220 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a1, <8 x float> %t129_b050, <8 x float> %t129_c1_0)
+  store <8 x float> %220, ptr %conv2.t129_c1_0, align 32
+  %t129_a151 = load <8 x float>, ptr %conv2.t129_a1, align 32
+  %t129_b152 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c1_1 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
+  %221 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a151, <8 x float> %t129_b152, <8 x float> %t129_c1_1)
+  store <8 x float> %221, ptr %conv2.t129_c1_1, align 32
+  %222 = mul nsw i64 %0, 784
+  %223 = add nsw i64 614400, %222
+  %224 = add nsw i64 %223, 752
+  %225 = add nsw i64 %224, %conv2.k13044
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena53, align 4
+  %227 = insertelement <8 x float> undef, float %226, i32 0
+  %228 = shufflevector <8 x float> %227, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %228, ptr %conv2.t129_a2, align 32
+  %t129_a2 = load <8 x float>, ptr %conv2.t129_a2, align 32
+  %t129_b054 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c2_0 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
+  %229 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a2, <8 x float> %t129_b054, <8 x float> %t129_c2_0)
+  store <8 x float> %229, ptr %conv2.t129_c2_0, align 32
+  %t129_a255 = load <8 x float>, ptr %conv2.t129_a2, align 32
+  %t129_b156 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c2_1 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
+  %230 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a255, <8 x float> %t129_b156, <8 x float> %t129_c2_1)
+  store <8 x float> %230, ptr %conv2.t129_c2_1, align 32
+  %231 = mul nsw i64 %0, 784
+  %232 = add nsw i64 614400, %231
+  %233 = add nsw i64 %232, 768
+  %234 = add nsw i64 %233, %conv2.k13044
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena57, align 4
+  %236 = insertelement <8 x float> undef, float %235, i32 0
+  %237 = shufflevector <8 x float> %236, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %237, ptr %conv2.t129_a3, align 32
+  %t129_a3 = load <8 x float>, ptr %conv2.t129_a3, align 32
+  %t129_b058 = load <8 x float>, ptr %conv2.t129_b0, align 32
+  %t129_c3_0 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
+  %238 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a3, <8 x float> %t129_b058, <8 x float> %t129_c3_0)
+  store <8 x float> %238, ptr %conv2.t129_c3_0, align 32
+  %t129_a359 = load <8 x float>, ptr %conv2.t129_a3, align 32
+  %t129_b160 = load <8 x float>, ptr %conv2.t129_b1, align 32
+  %t129_c3_1 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
+  %239 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t129_a359, <8 x float> %t129_b160, <8 x float> %t129_c3_1)
+  store <8 x float> %239, ptr %conv2.t129_c3_1, align 32
+  %k130.next = add nsw i64 %conv2.k13044, 1
+  %240 = icmp slt i64 %k130.next, 16
+  br i1 %240, label %conv2.k130, label %conv2.k130.end
+
+conv2.k130.end:                                   ; preds = %conv2.k130
+  %t129_c0_061 = load <8 x float>, ptr %conv2.t129_c0_0, align 32
+  %241 = mul nsw i64 %0, 1568
+  %242 = add nsw i64 626944, %241
+  %243 = mul nsw i64 %1, 16
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 1440
+  %246 = mul nsw i64 %conv2.nb1251, 16
+  %247 = add nsw i64 %245, %246
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
+  store <8 x float> %t129_c0_061, ptr %arena62, align 4
+  %t129_c0_163 = load <8 x float>, ptr %conv2.t129_c0_1, align 32
+  %248 = mul nsw i64 %0, 1568
+  %249 = add nsw i64 626944, %248
+  %250 = mul nsw i64 %1, 16
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %251, 1440
+  %253 = mul nsw i64 %conv2.nb1251, 16
   %254 = add nsw i64 %252, %253
   %255 = add nsw i64 %254, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t127_c3_175, ptr %arena76, align 4
-  %nb123.next = add nsw i64 %conv2.nb1231, 1
-  %256 = icmp slt i64 %nb123.next, 2
-  br i1 %256, label %conv2.nb123, label %conv2.nb123.end
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %255
+  store <8 x float> %t129_c0_163, ptr %arena64, align 4
+  %t129_c1_065 = load <8 x float>, ptr %conv2.t129_c1_0, align 32
+  %256 = mul nsw i64 %0, 1568
+  %257 = add nsw i64 626944, %256
+  %258 = mul nsw i64 %1, 16
+  %259 = add nsw i64 %257, %258
+  %260 = add nsw i64 %259, 1472
+  %261 = mul nsw i64 %conv2.nb1251, 16
+  %262 = add nsw i64 %260, %261
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %262
+  store <8 x float> %t129_c1_065, ptr %arena66, align 4
+  %t129_c1_167 = load <8 x float>, ptr %conv2.t129_c1_1, align 32
+  %263 = mul nsw i64 %0, 1568
+  %264 = add nsw i64 626944, %263
+  %265 = mul nsw i64 %1, 16
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 1472
+  %268 = mul nsw i64 %conv2.nb1251, 16
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, 8
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %270
+  store <8 x float> %t129_c1_167, ptr %arena68, align 4
+  %t129_c2_069 = load <8 x float>, ptr %conv2.t129_c2_0, align 32
+  %271 = mul nsw i64 %0, 1568
+  %272 = add nsw i64 626944, %271
+  %273 = mul nsw i64 %1, 16
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, 1504
+  %276 = mul nsw i64 %conv2.nb1251, 16
+  %277 = add nsw i64 %275, %276
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <8 x float> %t129_c2_069, ptr %arena70, align 4
+  %t129_c2_171 = load <8 x float>, ptr %conv2.t129_c2_1, align 32
+  %278 = mul nsw i64 %0, 1568
+  %279 = add nsw i64 626944, %278
+  %280 = mul nsw i64 %1, 16
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 1504
+  %283 = mul nsw i64 %conv2.nb1251, 16
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 8
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <8 x float> %t129_c2_171, ptr %arena72, align 4
+  %t129_c3_073 = load <8 x float>, ptr %conv2.t129_c3_0, align 32
+  %286 = mul nsw i64 %0, 1568
+  %287 = add nsw i64 626944, %286
+  %288 = mul nsw i64 %1, 16
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, 1536
+  %291 = mul nsw i64 %conv2.nb1251, 16
+  %292 = add nsw i64 %290, %291
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <8 x float> %t129_c3_073, ptr %arena74, align 4
+  %t129_c3_175 = load <8 x float>, ptr %conv2.t129_c3_1, align 32
+  %293 = mul nsw i64 %0, 1568
+  %294 = add nsw i64 626944, %293
+  %295 = mul nsw i64 %1, 16
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 1536
+  %298 = mul nsw i64 %conv2.nb1251, 16
+  %299 = add nsw i64 %297, %298
+  %300 = add nsw i64 %299, 8
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %300
+  store <8 x float> %t129_c3_175, ptr %arena76, align 4
+  %nb125.next = add nsw i64 %conv2.nb1251, 1
+  %301 = icmp slt i64 %nb125.next, 1
+  br i1 %301, label %conv2.nb125, label %conv2.nb125.end
+}
+
+define internal void @smallcnn_train_b64.k1.conv2.part123.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @smallcnn_train_b64.k1.conv2.part123(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
@@ -3472,564 +3834,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k3.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1.n164
+  br label %fc1.n166
 
-fc1.n164:                                         ; preds = %fc1.k165.end, %entry
-  %fc1.n1641 = phi i64 [ 0, %entry ], [ %n164.next, %fc1.k165.end ]
-  br label %fc1.k165
+fc1.n166:                                         ; preds = %fc1.k167.end, %entry
+  %fc1.n1661 = phi i64 [ 0, %entry ], [ %n166.next, %fc1.k167.end ]
+  br label %fc1.k167
 
-fc1.n164.end:                                     ; preds = %fc1.k165.end
-  call void @smallcnn_train_b64.k3.fc1.gemm176(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  br label %fc1.n177
+fc1.n166.end:                                     ; preds = %fc1.k167.end
+  call void @smallcnn_train_b64.k3.fc1.gemm178(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  br label %fc1.n179
 
-fc1.k165:                                         ; preds = %fc1.k165, %fc1.n164
-  %fc1.k1652 = phi i64 [ 0, %fc1.n164 ], [ %k165.next, %fc1.k165 ]
-  %0 = mul nsw i64 %fc1.n1641, 1568
+fc1.k167:                                         ; preds = %fc1.k167, %fc1.n166
+  %fc1.k1672 = phi i64 [ 0, %fc1.n166 ], [ %k167.next, %fc1.k167 ]
+  %0 = mul nsw i64 %fc1.n1661, 1568
   %1 = add nsw i64 401408, %0
-  %2 = add nsw i64 %1, %fc1.k1652
+  %2 = add nsw i64 %1, %fc1.k1672
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1652, 64
+  %4 = mul nsw i64 %fc1.k1672, 64
   %5 = add nsw i64 610304, %4
-  %6 = add nsw i64 %5, %fc1.n1641
+  %6 = add nsw i64 %5, %fc1.n1661
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k165.next = add nsw i64 %fc1.k1652, 1
-  %7 = icmp slt i64 %k165.next, 1568
-  br i1 %7, label %fc1.k165, label %fc1.k165.end
+  %k167.next = add nsw i64 %fc1.k1672, 1
+  %7 = icmp slt i64 %k167.next, 1568
+  br i1 %7, label %fc1.k167, label %fc1.k167.end
 
-fc1.k165.end:                                     ; preds = %fc1.k165
-  %n164.next = add nsw i64 %fc1.n1641, 1
-  %8 = icmp slt i64 %n164.next, 64
-  br i1 %8, label %fc1.n164, label %fc1.n164.end
+fc1.k167.end:                                     ; preds = %fc1.k167
+  %n166.next = add nsw i64 %fc1.n1661, 1
+  %8 = icmp slt i64 %n166.next, 64
+  br i1 %8, label %fc1.n166, label %fc1.n166.end
 
-fc1.n177:                                         ; preds = %fc1.u178.end, %fc1.n164.end
-  %fc1.n1775 = phi i64 [ 0, %fc1.n164.end ], [ %n177.next, %fc1.u178.end ]
-  br label %fc1.u178
+fc1.n179:                                         ; preds = %fc1.u180.end, %fc1.n166.end
+  %fc1.n1795 = phi i64 [ 0, %fc1.n166.end ], [ %n179.next, %fc1.u180.end ]
+  br label %fc1.u180
 
-fc1.n177.end:                                     ; preds = %fc1.u178.end
+fc1.n179.end:                                     ; preds = %fc1.u180.end
   ret void
 
-fc1.u178:                                         ; preds = %fc1.u178, %fc1.n177
-  %fc1.u1786 = phi i64 [ 0, %fc1.n177 ], [ %u178.next, %fc1.u178 ]
-  %9 = mul nsw i64 %fc1.u1786, 64
+fc1.u180:                                         ; preds = %fc1.u180, %fc1.n179
+  %fc1.u1806 = phi i64 [ 0, %fc1.n179 ], [ %u180.next, %fc1.u180 ]
+  %9 = mul nsw i64 %fc1.u1806, 64
   %10 = add nsw i64 710656, %9
-  %11 = add nsw i64 %10, %fc1.n1775
+  %11 = add nsw i64 %10, %fc1.n1795
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 205504, %fc1.u1786
+  %13 = add nsw i64 205504, %fc1.u1806
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u1786, 64
+  %17 = mul nsw i64 %fc1.u1806, 64
   %18 = add nsw i64 710656, %17
-  %19 = add nsw i64 %18, %fc1.n1775
+  %19 = add nsw i64 %18, %fc1.n1795
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 205504, %fc1.u1786
+  %21 = add nsw i64 205504, %fc1.u1806
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n1775, 128
+  %25 = mul nsw i64 %fc1.n1795, 128
   %26 = add nsw i64 602112, %25
-  %27 = add nsw i64 %26, %fc1.u1786
+  %27 = add nsw i64 %26, %fc1.u1806
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u178.next = add nsw i64 %fc1.u1786, 1
-  %28 = icmp slt i64 %u178.next, 128
-  br i1 %28, label %fc1.u178, label %fc1.u178.end
+  %u180.next = add nsw i64 %fc1.u1806, 1
+  %28 = icmp slt i64 %u180.next, 128
+  br i1 %28, label %fc1.u180, label %fc1.u180.end
 
-fc1.u178.end:                                     ; preds = %fc1.u178
-  %n177.next = add nsw i64 %fc1.n1775, 1
-  %29 = icmp slt i64 %n177.next, 64
-  br i1 %29, label %fc1.n177, label %fc1.n177.end
+fc1.u180.end:                                     ; preds = %fc1.u180
+  %n179.next = add nsw i64 %fc1.n1795, 1
+  %29 = icmp slt i64 %n179.next, 64
+  br i1 %29, label %fc1.n179, label %fc1.n179.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k3.fc1.gemm176(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k3.fc1.gemm178(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1.t174_a3 = alloca <8 x float>, align 32
-  %fc1.t174_a2 = alloca <8 x float>, align 32
-  %fc1.t174_a1 = alloca <8 x float>, align 32
-  %fc1.t174_a0 = alloca <8 x float>, align 32
-  %fc1.t174_b1 = alloca <8 x float>, align 32
-  %fc1.t174_b0 = alloca <8 x float>, align 32
-  %fc1.t174_c3_1 = alloca <8 x float>, align 32
-  %fc1.t174_c3_0 = alloca <8 x float>, align 32
-  %fc1.t174_c2_1 = alloca <8 x float>, align 32
-  %fc1.t174_c2_0 = alloca <8 x float>, align 32
-  %fc1.t174_c1_1 = alloca <8 x float>, align 32
-  %fc1.t174_c1_0 = alloca <8 x float>, align 32
-  %fc1.t174_c0_1 = alloca <8 x float>, align 32
-  %fc1.t174_c0_0 = alloca <8 x float>, align 32
-  %fc1.t171_a3 = alloca <8 x float>, align 32
-  %fc1.t171_a2 = alloca <8 x float>, align 32
-  %fc1.t171_a1 = alloca <8 x float>, align 32
-  %fc1.t171_a0 = alloca <8 x float>, align 32
-  %fc1.t171_b2 = alloca <8 x float>, align 32
-  %fc1.t171_b1 = alloca <8 x float>, align 32
-  %fc1.t171_b0 = alloca <8 x float>, align 32
-  %fc1.t171_c3_2 = alloca <8 x float>, align 32
-  %fc1.t171_c3_1 = alloca <8 x float>, align 32
-  %fc1.t171_c3_0 = alloca <8 x float>, align 32
-  %fc1.t171_c2_2 = alloca <8 x float>, align 32
-  %fc1.t171_c2_1 = alloca <8 x float>, align 32
-  %fc1.t171_c2_0 = alloca <8 x float>, align 32
-  %fc1.t171_c1_2 = alloca <8 x float>, align 32
-  %fc1.t171_c1_1 = alloca <8 x float>, align 32
-  %fc1.t171_c1_0 = alloca <8 x float>, align 32
-  %fc1.t171_c0_2 = alloca <8 x float>, align 32
-  %fc1.t171_c0_1 = alloca <8 x float>, align 32
-  %fc1.t171_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r166
+  %fc1.t176_a3 = alloca <8 x float>, align 32
+  %fc1.t176_a2 = alloca <8 x float>, align 32
+  %fc1.t176_a1 = alloca <8 x float>, align 32
+  %fc1.t176_a0 = alloca <8 x float>, align 32
+  %fc1.t176_b1 = alloca <8 x float>, align 32
+  %fc1.t176_b0 = alloca <8 x float>, align 32
+  %fc1.t176_c3_1 = alloca <8 x float>, align 32
+  %fc1.t176_c3_0 = alloca <8 x float>, align 32
+  %fc1.t176_c2_1 = alloca <8 x float>, align 32
+  %fc1.t176_c2_0 = alloca <8 x float>, align 32
+  %fc1.t176_c1_1 = alloca <8 x float>, align 32
+  %fc1.t176_c1_0 = alloca <8 x float>, align 32
+  %fc1.t176_c0_1 = alloca <8 x float>, align 32
+  %fc1.t176_c0_0 = alloca <8 x float>, align 32
+  %fc1.t173_a3 = alloca <8 x float>, align 32
+  %fc1.t173_a2 = alloca <8 x float>, align 32
+  %fc1.t173_a1 = alloca <8 x float>, align 32
+  %fc1.t173_a0 = alloca <8 x float>, align 32
+  %fc1.t173_b2 = alloca <8 x float>, align 32
+  %fc1.t173_b1 = alloca <8 x float>, align 32
+  %fc1.t173_b0 = alloca <8 x float>, align 32
+  %fc1.t173_c3_2 = alloca <8 x float>, align 32
+  %fc1.t173_c3_1 = alloca <8 x float>, align 32
+  %fc1.t173_c3_0 = alloca <8 x float>, align 32
+  %fc1.t173_c2_2 = alloca <8 x float>, align 32
+  %fc1.t173_c2_1 = alloca <8 x float>, align 32
+  %fc1.t173_c2_0 = alloca <8 x float>, align 32
+  %fc1.t173_c1_2 = alloca <8 x float>, align 32
+  %fc1.t173_c1_1 = alloca <8 x float>, align 32
+  %fc1.t173_c1_0 = alloca <8 x float>, align 32
+  %fc1.t173_c0_2 = alloca <8 x float>, align 32
+  %fc1.t173_c0_1 = alloca <8 x float>, align 32
+  %fc1.t173_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r168
 
-fc1.r166:                                         ; preds = %fc1.i167.end, %entry
-  %fc1.r1661 = phi i64 [ 0, %entry ], [ %r166.next, %fc1.i167.end ]
-  br label %fc1.i167
+fc1.r168:                                         ; preds = %fc1.i169.end, %entry
+  %fc1.r1681 = phi i64 [ 0, %entry ], [ %r168.next, %fc1.i169.end ]
+  br label %fc1.i169
 
-fc1.r166.end:                                     ; preds = %fc1.i167.end
-  br label %fc1.kp168
+fc1.r168.end:                                     ; preds = %fc1.i169.end
+  br label %fc1.kp170
 
-fc1.i167:                                         ; preds = %fc1.i167, %fc1.r166
-  %fc1.i1672 = phi i64 [ 0, %fc1.r166 ], [ %i167.next, %fc1.i167 ]
-  %0 = mul nsw i64 %fc1.r1661, 64
+fc1.i169:                                         ; preds = %fc1.i169, %fc1.r168
+  %fc1.i1692 = phi i64 [ 0, %fc1.r168 ], [ %i169.next, %fc1.i169 ]
+  %0 = mul nsw i64 %fc1.r1681, 64
   %1 = add nsw i64 710656, %0
-  %2 = add nsw i64 %1, %fc1.i1672
+  %2 = add nsw i64 %1, %fc1.i1692
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i167.next = add nsw i64 %fc1.i1672, 1
-  %3 = icmp slt i64 %i167.next, 64
-  br i1 %3, label %fc1.i167, label %fc1.i167.end
+  %i169.next = add nsw i64 %fc1.i1692, 1
+  %3 = icmp slt i64 %i169.next, 64
+  br i1 %3, label %fc1.i169, label %fc1.i169.end
 
-fc1.i167.end:                                     ; preds = %fc1.i167
-  %r166.next = add nsw i64 %fc1.r1661, 1
-  %4 = icmp slt i64 %r166.next, 128
-  br i1 %4, label %fc1.r166, label %fc1.r166.end
+fc1.i169.end:                                     ; preds = %fc1.i169
+  %r168.next = add nsw i64 %fc1.r1681, 1
+  %4 = icmp slt i64 %r168.next, 128
+  br i1 %4, label %fc1.r168, label %fc1.r168.end
 
-fc1.kp168:                                        ; preds = %fc1.mb173.end, %fc1.r166.end
-  %fc1.kp1684 = phi i64 [ 0, %fc1.r166.end ], [ %kp168.next, %fc1.mb173.end ]
-  br label %fc1.nb169
+fc1.kp170:                                        ; preds = %fc1.mb175.end, %fc1.r168.end
+  %fc1.kp1704 = phi i64 [ 0, %fc1.r168.end ], [ %kp170.next, %fc1.mb175.end ]
+  br label %fc1.nb171
 
-fc1.kp168.end:                                    ; preds = %fc1.mb173.end
+fc1.kp170.end:                                    ; preds = %fc1.mb175.end
   ret void
 
-fc1.nb169:                                        ; preds = %fc1.mb170.end, %fc1.kp168
-  %fc1.nb1695 = phi i64 [ 0, %fc1.kp168 ], [ %nb169.next, %fc1.mb170.end ]
-  br label %fc1.mb170
+fc1.nb171:                                        ; preds = %fc1.mb172.end, %fc1.kp170
+  %fc1.nb1715 = phi i64 [ 0, %fc1.kp170 ], [ %nb171.next, %fc1.mb172.end ]
+  br label %fc1.mb172
 
-fc1.nb169.end:                                    ; preds = %fc1.mb170.end
-  br label %fc1.mb173
+fc1.nb171.end:                                    ; preds = %fc1.mb172.end
+  br label %fc1.mb175
 
-fc1.mb170:                                        ; preds = %fc1.k172.end, %fc1.nb169
-  %fc1.mb1706 = phi i64 [ 0, %fc1.nb169 ], [ %mb170.next, %fc1.k172.end ]
-  %5 = mul nsw i64 %fc1.mb1706, 4
+fc1.mb172:                                        ; preds = %fc1.k174.end, %fc1.nb171
+  %fc1.mb1726 = phi i64 [ 0, %fc1.nb171 ], [ %mb172.next, %fc1.k174.end ]
+  %5 = mul nsw i64 %fc1.mb1726, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 710656, %6
-  %8 = mul nsw i64 %fc1.nb1695, 24
+  %8 = mul nsw i64 %fc1.nb1715, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t171_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %10, ptr %fc1.t173_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1726, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 710656, %12
-  %14 = mul nsw i64 %fc1.nb1695, 24
+  %14 = mul nsw i64 %fc1.nb1715, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t171_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %17, ptr %fc1.t173_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1726, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 710656, %19
-  %21 = mul nsw i64 %fc1.nb1695, 24
+  %21 = mul nsw i64 %fc1.nb1715, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t171_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %24, ptr %fc1.t173_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1726, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 710656, %27
-  %29 = mul nsw i64 %fc1.nb1695, 24
+  %29 = mul nsw i64 %fc1.nb1715, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t171_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %31, ptr %fc1.t173_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1726, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 710656, %34
-  %36 = mul nsw i64 %fc1.nb1695, 24
+  %36 = mul nsw i64 %fc1.nb1715, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t171_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %39, ptr %fc1.t173_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1726, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 710656, %42
-  %44 = mul nsw i64 %fc1.nb1695, 24
+  %44 = mul nsw i64 %fc1.nb1715, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t171_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %47, ptr %fc1.t173_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1726, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 710656, %50
-  %52 = mul nsw i64 %fc1.nb1695, 24
+  %52 = mul nsw i64 %fc1.nb1715, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t171_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %54, ptr %fc1.t173_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1726, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 710656, %57
-  %59 = mul nsw i64 %fc1.nb1695, 24
+  %59 = mul nsw i64 %fc1.nb1715, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t171_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %62, ptr %fc1.t173_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1726, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 710656, %65
-  %67 = mul nsw i64 %fc1.nb1695, 24
+  %67 = mul nsw i64 %fc1.nb1715, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t171_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %70, ptr %fc1.t173_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1726, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 710656, %73
-  %75 = mul nsw i64 %fc1.nb1695, 24
+  %75 = mul nsw i64 %fc1.nb1715, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t171_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %77, ptr %fc1.t173_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1726, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 710656, %80
-  %82 = mul nsw i64 %fc1.nb1695, 24
+  %82 = mul nsw i64 %fc1.nb1715, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t171_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %85, ptr %fc1.t173_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1726, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 710656, %88
-  %90 = mul nsw i64 %fc1.nb1695, 24
+  %90 = mul nsw i64 %fc1.nb1715, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t171_c3_2, align 32
-  br label %fc1.k172
+  store <8 x float> %93, ptr %fc1.t173_c3_2, align 32
+  br label %fc1.k174
 
-fc1.mb170.end:                                    ; preds = %fc1.k172.end
-  %nb169.next = add nsw i64 %fc1.nb1695, 1
-  %94 = icmp slt i64 %nb169.next, 2
-  br i1 %94, label %fc1.nb169, label %fc1.nb169.end
+fc1.mb172.end:                                    ; preds = %fc1.k174.end
+  %nb171.next = add nsw i64 %fc1.nb1715, 1
+  %94 = icmp slt i64 %nb171.next, 2
+  br i1 %94, label %fc1.nb171, label %fc1.nb171.end
 
-fc1.k172:                                         ; preds = %fc1.k172, %fc1.mb170
-  %fc1.k17219 = phi i64 [ 0, %fc1.mb170 ], [ %k172.next, %fc1.k172 ]
-  %95 = mul nsw i64 %fc1.kp1684, 784
-  %96 = add nsw i64 %fc1.k17219, %95
+fc1.k174:                                         ; preds = %fc1.k174, %fc1.mb172
+  %fc1.k17419 = phi i64 [ 0, %fc1.mb172 ], [ %k174.next, %fc1.k174 ]
+  %95 = mul nsw i64 %fc1.kp1704, 784
+  %96 = add nsw i64 %fc1.k17419, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 610304, %97
-  %99 = mul nsw i64 %fc1.nb1695, 24
+  %99 = mul nsw i64 %fc1.nb1715, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t171_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1684, 784
-  %103 = add nsw i64 %fc1.k17219, %102
+  store <8 x float> %101, ptr %fc1.t173_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1704, 784
+  %103 = add nsw i64 %fc1.k17419, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 610304, %104
-  %106 = mul nsw i64 %fc1.nb1695, 24
+  %106 = mul nsw i64 %fc1.nb1715, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t171_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1684, 784
-  %111 = add nsw i64 %fc1.k17219, %110
+  store <8 x float> %109, ptr %fc1.t173_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1704, 784
+  %111 = add nsw i64 %fc1.k17419, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 610304, %112
-  %114 = mul nsw i64 %fc1.nb1695, 24
+  %114 = mul nsw i64 %fc1.nb1715, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t171_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %117, ptr %fc1.t173_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1726, 4
   %119 = mul nsw i64 %118, 1568
   %120 = add nsw i64 4800, %119
-  %121 = mul nsw i64 %fc1.kp1684, 784
-  %122 = add nsw i64 %fc1.k17219, %121
+  %121 = mul nsw i64 %fc1.kp1704, 784
+  %122 = add nsw i64 %fc1.k17419, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t171_a0, align 32
-  %t171_a0 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b0 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c0_0 = load <8 x float>, ptr %fc1.t171_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a0, <8 x float> %t171_b0, <8 x float> %t171_c0_0)
-  store <8 x float> %127, ptr %fc1.t171_c0_0, align 32
-  %t171_a024 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b1 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c0_1 = load <8 x float>, ptr %fc1.t171_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a024, <8 x float> %t171_b1, <8 x float> %t171_c0_1)
-  store <8 x float> %128, ptr %fc1.t171_c0_1, align 32
-  %t171_a025 = load <8 x float>, ptr %fc1.t171_a0, align 32
-  %t171_b2 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c0_2 = load <8 x float>, ptr %fc1.t171_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a025, <8 x float> %t171_b2, <8 x float> %t171_c0_2)
-  store <8 x float> %129, ptr %fc1.t171_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %126, ptr %fc1.t173_a0, align 32
+  %t173_a0 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b0 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c0_0 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a0, <8 x float> %t173_b0, <8 x float> %t173_c0_0)
+  store <8 x float> %127, ptr %fc1.t173_c0_0, align 32
+  %t173_a024 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b1 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c0_1 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a024, <8 x float> %t173_b1, <8 x float> %t173_c0_1)
+  store <8 x float> %128, ptr %fc1.t173_c0_1, align 32
+  %t173_a025 = load <8 x float>, ptr %fc1.t173_a0, align 32
+  %t173_b2 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c0_2 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a025, <8 x float> %t173_b2, <8 x float> %t173_c0_2)
+  store <8 x float> %129, ptr %fc1.t173_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1726, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 1568
   %133 = add nsw i64 4800, %132
-  %134 = mul nsw i64 %fc1.kp1684, 784
-  %135 = add nsw i64 %fc1.k17219, %134
+  %134 = mul nsw i64 %fc1.kp1704, 784
+  %135 = add nsw i64 %fc1.k17419, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t171_a1, align 32
-  %t171_a1 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b027 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c1_0 = load <8 x float>, ptr %fc1.t171_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a1, <8 x float> %t171_b027, <8 x float> %t171_c1_0)
-  store <8 x float> %140, ptr %fc1.t171_c1_0, align 32
-  %t171_a128 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b129 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c1_1 = load <8 x float>, ptr %fc1.t171_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a128, <8 x float> %t171_b129, <8 x float> %t171_c1_1)
-  store <8 x float> %141, ptr %fc1.t171_c1_1, align 32
-  %t171_a130 = load <8 x float>, ptr %fc1.t171_a1, align 32
-  %t171_b231 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c1_2 = load <8 x float>, ptr %fc1.t171_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a130, <8 x float> %t171_b231, <8 x float> %t171_c1_2)
-  store <8 x float> %142, ptr %fc1.t171_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %139, ptr %fc1.t173_a1, align 32
+  %t173_a1 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b027 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c1_0 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a1, <8 x float> %t173_b027, <8 x float> %t173_c1_0)
+  store <8 x float> %140, ptr %fc1.t173_c1_0, align 32
+  %t173_a128 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b129 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c1_1 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a128, <8 x float> %t173_b129, <8 x float> %t173_c1_1)
+  store <8 x float> %141, ptr %fc1.t173_c1_1, align 32
+  %t173_a130 = load <8 x float>, ptr %fc1.t173_a1, align 32
+  %t173_b231 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c1_2 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a130, <8 x float> %t173_b231, <8 x float> %t173_c1_2)
+  store <8 x float> %142, ptr %fc1.t173_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1726, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 1568
   %146 = add nsw i64 4800, %145
-  %147 = mul nsw i64 %fc1.kp1684, 784
-  %148 = add nsw i64 %fc1.k17219, %147
+  %147 = mul nsw i64 %fc1.kp1704, 784
+  %148 = add nsw i64 %fc1.k17419, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t171_a2, align 32
-  %t171_a2 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b033 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c2_0 = load <8 x float>, ptr %fc1.t171_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a2, <8 x float> %t171_b033, <8 x float> %t171_c2_0)
-  store <8 x float> %153, ptr %fc1.t171_c2_0, align 32
-  %t171_a234 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b135 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c2_1 = load <8 x float>, ptr %fc1.t171_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a234, <8 x float> %t171_b135, <8 x float> %t171_c2_1)
-  store <8 x float> %154, ptr %fc1.t171_c2_1, align 32
-  %t171_a236 = load <8 x float>, ptr %fc1.t171_a2, align 32
-  %t171_b237 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c2_2 = load <8 x float>, ptr %fc1.t171_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a236, <8 x float> %t171_b237, <8 x float> %t171_c2_2)
-  store <8 x float> %155, ptr %fc1.t171_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %152, ptr %fc1.t173_a2, align 32
+  %t173_a2 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b033 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c2_0 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a2, <8 x float> %t173_b033, <8 x float> %t173_c2_0)
+  store <8 x float> %153, ptr %fc1.t173_c2_0, align 32
+  %t173_a234 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b135 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c2_1 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a234, <8 x float> %t173_b135, <8 x float> %t173_c2_1)
+  store <8 x float> %154, ptr %fc1.t173_c2_1, align 32
+  %t173_a236 = load <8 x float>, ptr %fc1.t173_a2, align 32
+  %t173_b237 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c2_2 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a236, <8 x float> %t173_b237, <8 x float> %t173_c2_2)
+  store <8 x float> %155, ptr %fc1.t173_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1726, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 1568
   %159 = add nsw i64 4800, %158
-  %160 = mul nsw i64 %fc1.kp1684, 784
-  %161 = add nsw i64 %fc1.k17219, %160
+  %160 = mul nsw i64 %fc1.kp1704, 784
+  %161 = add nsw i64 %fc1.k17419, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t171_a3, align 32
-  %t171_a3 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b039 = load <8 x float>, ptr %fc1.t171_b0, align 32
-  %t171_c3_0 = load <8 x float>, ptr %fc1.t171_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a3, <8 x float> %t171_b039, <8 x float> %t171_c3_0)
-  store <8 x float> %166, ptr %fc1.t171_c3_0, align 32
-  %t171_a340 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b141 = load <8 x float>, ptr %fc1.t171_b1, align 32
-  %t171_c3_1 = load <8 x float>, ptr %fc1.t171_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a340, <8 x float> %t171_b141, <8 x float> %t171_c3_1)
-  store <8 x float> %167, ptr %fc1.t171_c3_1, align 32
-  %t171_a342 = load <8 x float>, ptr %fc1.t171_a3, align 32
-  %t171_b243 = load <8 x float>, ptr %fc1.t171_b2, align 32
-  %t171_c3_2 = load <8 x float>, ptr %fc1.t171_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a342, <8 x float> %t171_b243, <8 x float> %t171_c3_2)
-  store <8 x float> %168, ptr %fc1.t171_c3_2, align 32
-  %k172.next = add nsw i64 %fc1.k17219, 1
-  %169 = icmp slt i64 %k172.next, 784
-  br i1 %169, label %fc1.k172, label %fc1.k172.end
+  store <8 x float> %165, ptr %fc1.t173_a3, align 32
+  %t173_a3 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b039 = load <8 x float>, ptr %fc1.t173_b0, align 32
+  %t173_c3_0 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a3, <8 x float> %t173_b039, <8 x float> %t173_c3_0)
+  store <8 x float> %166, ptr %fc1.t173_c3_0, align 32
+  %t173_a340 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b141 = load <8 x float>, ptr %fc1.t173_b1, align 32
+  %t173_c3_1 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a340, <8 x float> %t173_b141, <8 x float> %t173_c3_1)
+  store <8 x float> %167, ptr %fc1.t173_c3_1, align 32
+  %t173_a342 = load <8 x float>, ptr %fc1.t173_a3, align 32
+  %t173_b243 = load <8 x float>, ptr %fc1.t173_b2, align 32
+  %t173_c3_2 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t173_a342, <8 x float> %t173_b243, <8 x float> %t173_c3_2)
+  store <8 x float> %168, ptr %fc1.t173_c3_2, align 32
+  %k174.next = add nsw i64 %fc1.k17419, 1
+  %169 = icmp slt i64 %k174.next, 784
+  br i1 %169, label %fc1.k174, label %fc1.k174.end
 
-fc1.k172.end:                                     ; preds = %fc1.k172
-  %t171_c0_044 = load <8 x float>, ptr %fc1.t171_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1706, 4
+fc1.k174.end:                                     ; preds = %fc1.k174
+  %t173_c0_044 = load <8 x float>, ptr %fc1.t173_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1726, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 710656, %171
-  %173 = mul nsw i64 %fc1.nb1695, 24
+  %173 = mul nsw i64 %fc1.nb1715, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t171_c0_044, ptr %arena45, align 4
-  %t171_c0_146 = load <8 x float>, ptr %fc1.t171_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_044, ptr %arena45, align 4
+  %t173_c0_146 = load <8 x float>, ptr %fc1.t173_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1726, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 710656, %176
-  %178 = mul nsw i64 %fc1.nb1695, 24
+  %178 = mul nsw i64 %fc1.nb1715, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t171_c0_146, ptr %arena47, align 4
-  %t171_c0_248 = load <8 x float>, ptr %fc1.t171_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_146, ptr %arena47, align 4
+  %t173_c0_248 = load <8 x float>, ptr %fc1.t173_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1726, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 710656, %182
-  %184 = mul nsw i64 %fc1.nb1695, 24
+  %184 = mul nsw i64 %fc1.nb1715, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t171_c0_248, ptr %arena49, align 4
-  %t171_c1_050 = load <8 x float>, ptr %fc1.t171_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c0_248, ptr %arena49, align 4
+  %t173_c1_050 = load <8 x float>, ptr %fc1.t173_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1726, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 710656, %189
-  %191 = mul nsw i64 %fc1.nb1695, 24
+  %191 = mul nsw i64 %fc1.nb1715, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t171_c1_050, ptr %arena51, align 4
-  %t171_c1_152 = load <8 x float>, ptr %fc1.t171_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_050, ptr %arena51, align 4
+  %t173_c1_152 = load <8 x float>, ptr %fc1.t173_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1726, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 710656, %195
-  %197 = mul nsw i64 %fc1.nb1695, 24
+  %197 = mul nsw i64 %fc1.nb1715, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t171_c1_152, ptr %arena53, align 4
-  %t171_c1_254 = load <8 x float>, ptr %fc1.t171_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_152, ptr %arena53, align 4
+  %t173_c1_254 = load <8 x float>, ptr %fc1.t173_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1726, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 710656, %202
-  %204 = mul nsw i64 %fc1.nb1695, 24
+  %204 = mul nsw i64 %fc1.nb1715, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t171_c1_254, ptr %arena55, align 4
-  %t171_c2_056 = load <8 x float>, ptr %fc1.t171_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c1_254, ptr %arena55, align 4
+  %t173_c2_056 = load <8 x float>, ptr %fc1.t173_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1726, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 710656, %209
-  %211 = mul nsw i64 %fc1.nb1695, 24
+  %211 = mul nsw i64 %fc1.nb1715, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t171_c2_056, ptr %arena57, align 4
-  %t171_c2_158 = load <8 x float>, ptr %fc1.t171_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_056, ptr %arena57, align 4
+  %t173_c2_158 = load <8 x float>, ptr %fc1.t173_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1726, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 710656, %215
-  %217 = mul nsw i64 %fc1.nb1695, 24
+  %217 = mul nsw i64 %fc1.nb1715, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t171_c2_158, ptr %arena59, align 4
-  %t171_c2_260 = load <8 x float>, ptr %fc1.t171_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_158, ptr %arena59, align 4
+  %t173_c2_260 = load <8 x float>, ptr %fc1.t173_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1726, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 710656, %222
-  %224 = mul nsw i64 %fc1.nb1695, 24
+  %224 = mul nsw i64 %fc1.nb1715, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t171_c2_260, ptr %arena61, align 4
-  %t171_c3_062 = load <8 x float>, ptr %fc1.t171_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c2_260, ptr %arena61, align 4
+  %t173_c3_062 = load <8 x float>, ptr %fc1.t173_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1726, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 710656, %229
-  %231 = mul nsw i64 %fc1.nb1695, 24
+  %231 = mul nsw i64 %fc1.nb1715, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t171_c3_062, ptr %arena63, align 4
-  %t171_c3_164 = load <8 x float>, ptr %fc1.t171_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c3_062, ptr %arena63, align 4
+  %t173_c3_164 = load <8 x float>, ptr %fc1.t173_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1726, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 710656, %235
-  %237 = mul nsw i64 %fc1.nb1695, 24
+  %237 = mul nsw i64 %fc1.nb1715, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t171_c3_164, ptr %arena65, align 4
-  %t171_c3_266 = load <8 x float>, ptr %fc1.t171_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1706, 4
+  store <8 x float> %t173_c3_164, ptr %arena65, align 4
+  %t173_c3_266 = load <8 x float>, ptr %fc1.t173_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1726, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 710656, %242
-  %244 = mul nsw i64 %fc1.nb1695, 24
+  %244 = mul nsw i64 %fc1.nb1715, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t171_c3_266, ptr %arena67, align 4
-  %mb170.next = add nsw i64 %fc1.mb1706, 1
-  %247 = icmp slt i64 %mb170.next, 32
-  br i1 %247, label %fc1.mb170, label %fc1.mb170.end
+  store <8 x float> %t173_c3_266, ptr %arena67, align 4
+  %mb172.next = add nsw i64 %fc1.mb1726, 1
+  %247 = icmp slt i64 %mb172.next, 32
+  br i1 %247, label %fc1.mb172, label %fc1.mb172.end
 
-fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.nb169.end
-  %fc1.mb17368 = phi i64 [ 0, %fc1.nb169.end ], [ %mb173.next, %fc1.k175.end ]
-  %248 = mul nsw i64 %fc1.mb17368, 4
+fc1.mb175:                                        ; preds = %fc1.k177.end, %fc1.nb171.end
+  %fc1.mb17568 = phi i64 [ 0, %fc1.nb171.end ], [ %mb175.next, %fc1.k177.end ]
+  %248 = mul nsw i64 %fc1.mb17568, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 710656, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t174_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %252, ptr %fc1.t176_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb17568, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 710656, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t174_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %258, ptr %fc1.t176_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb17568, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 710656, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t174_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %264, ptr %fc1.t176_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb17568, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 710656, %267
@@ -4037,16 +4399,16 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t174_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %271, ptr %fc1.t176_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb17568, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 710656, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t174_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %277, ptr %fc1.t176_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb17568, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 710656, %280
@@ -4054,16 +4416,16 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t174_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %284, ptr %fc1.t176_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb17568, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 710656, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t174_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %290, ptr %fc1.t176_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb17568, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 710656, %293
@@ -4071,194 +4433,194 @@ fc1.mb173:                                        ; preds = %fc1.k175.end, %fc1.
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t174_c3_1, align 32
-  br label %fc1.k175
+  store <8 x float> %297, ptr %fc1.t176_c3_1, align 32
+  br label %fc1.k177
 
-fc1.mb173.end:                                    ; preds = %fc1.k175.end
-  %kp168.next = add nsw i64 %fc1.kp1684, 1
-  %298 = icmp slt i64 %kp168.next, 2
-  br i1 %298, label %fc1.kp168, label %fc1.kp168.end
+fc1.mb175.end:                                    ; preds = %fc1.k177.end
+  %kp170.next = add nsw i64 %fc1.kp1704, 1
+  %298 = icmp slt i64 %kp170.next, 2
+  br i1 %298, label %fc1.kp170, label %fc1.kp170.end
 
-fc1.k175:                                         ; preds = %fc1.k175, %fc1.mb173
-  %fc1.k17577 = phi i64 [ 0, %fc1.mb173 ], [ %k175.next, %fc1.k175 ]
-  %299 = mul nsw i64 %fc1.kp1684, 784
-  %300 = add nsw i64 %fc1.k17577, %299
+fc1.k177:                                         ; preds = %fc1.k177, %fc1.mb175
+  %fc1.k17777 = phi i64 [ 0, %fc1.mb175 ], [ %k177.next, %fc1.k177 ]
+  %299 = mul nsw i64 %fc1.kp1704, 784
+  %300 = add nsw i64 %fc1.k17777, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 610304, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t174_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1684, 784
-  %306 = add nsw i64 %fc1.k17577, %305
+  store <8 x float> %304, ptr %fc1.t176_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1704, 784
+  %306 = add nsw i64 %fc1.k17777, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 610304, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t174_b1, align 32
-  %312 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %311, ptr %fc1.t176_b1, align 32
+  %312 = mul nsw i64 %fc1.mb17568, 4
   %313 = mul nsw i64 %312, 1568
   %314 = add nsw i64 4800, %313
-  %315 = mul nsw i64 %fc1.kp1684, 784
-  %316 = add nsw i64 %fc1.k17577, %315
+  %315 = mul nsw i64 %fc1.kp1704, 784
+  %316 = add nsw i64 %fc1.k17777, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t174_a0, align 32
-  %t174_a0 = load <8 x float>, ptr %fc1.t174_a0, align 32
-  %t174_b0 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c0_0 = load <8 x float>, ptr %fc1.t174_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a0, <8 x float> %t174_b0, <8 x float> %t174_c0_0)
-  store <8 x float> %321, ptr %fc1.t174_c0_0, align 32
-  %t174_a081 = load <8 x float>, ptr %fc1.t174_a0, align 32
-  %t174_b1 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c0_1 = load <8 x float>, ptr %fc1.t174_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a081, <8 x float> %t174_b1, <8 x float> %t174_c0_1)
-  store <8 x float> %322, ptr %fc1.t174_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %320, ptr %fc1.t176_a0, align 32
+  %t176_a0 = load <8 x float>, ptr %fc1.t176_a0, align 32
+  %t176_b0 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c0_0 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a0, <8 x float> %t176_b0, <8 x float> %t176_c0_0)
+  store <8 x float> %321, ptr %fc1.t176_c0_0, align 32
+  %t176_a081 = load <8 x float>, ptr %fc1.t176_a0, align 32
+  %t176_b1 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c0_1 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a081, <8 x float> %t176_b1, <8 x float> %t176_c0_1)
+  store <8 x float> %322, ptr %fc1.t176_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb17568, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 1568
   %326 = add nsw i64 4800, %325
-  %327 = mul nsw i64 %fc1.kp1684, 784
-  %328 = add nsw i64 %fc1.k17577, %327
+  %327 = mul nsw i64 %fc1.kp1704, 784
+  %328 = add nsw i64 %fc1.k17777, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t174_a1, align 32
-  %t174_a1 = load <8 x float>, ptr %fc1.t174_a1, align 32
-  %t174_b083 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c1_0 = load <8 x float>, ptr %fc1.t174_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a1, <8 x float> %t174_b083, <8 x float> %t174_c1_0)
-  store <8 x float> %333, ptr %fc1.t174_c1_0, align 32
-  %t174_a184 = load <8 x float>, ptr %fc1.t174_a1, align 32
-  %t174_b185 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c1_1 = load <8 x float>, ptr %fc1.t174_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a184, <8 x float> %t174_b185, <8 x float> %t174_c1_1)
-  store <8 x float> %334, ptr %fc1.t174_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %332, ptr %fc1.t176_a1, align 32
+  %t176_a1 = load <8 x float>, ptr %fc1.t176_a1, align 32
+  %t176_b083 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c1_0 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a1, <8 x float> %t176_b083, <8 x float> %t176_c1_0)
+  store <8 x float> %333, ptr %fc1.t176_c1_0, align 32
+  %t176_a184 = load <8 x float>, ptr %fc1.t176_a1, align 32
+  %t176_b185 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c1_1 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a184, <8 x float> %t176_b185, <8 x float> %t176_c1_1)
+  store <8 x float> %334, ptr %fc1.t176_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb17568, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 1568
   %338 = add nsw i64 4800, %337
-  %339 = mul nsw i64 %fc1.kp1684, 784
-  %340 = add nsw i64 %fc1.k17577, %339
+  %339 = mul nsw i64 %fc1.kp1704, 784
+  %340 = add nsw i64 %fc1.k17777, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t174_a2, align 32
-  %t174_a2 = load <8 x float>, ptr %fc1.t174_a2, align 32
-  %t174_b087 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c2_0 = load <8 x float>, ptr %fc1.t174_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a2, <8 x float> %t174_b087, <8 x float> %t174_c2_0)
-  store <8 x float> %345, ptr %fc1.t174_c2_0, align 32
-  %t174_a288 = load <8 x float>, ptr %fc1.t174_a2, align 32
-  %t174_b189 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c2_1 = load <8 x float>, ptr %fc1.t174_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a288, <8 x float> %t174_b189, <8 x float> %t174_c2_1)
-  store <8 x float> %346, ptr %fc1.t174_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %344, ptr %fc1.t176_a2, align 32
+  %t176_a2 = load <8 x float>, ptr %fc1.t176_a2, align 32
+  %t176_b087 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c2_0 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a2, <8 x float> %t176_b087, <8 x float> %t176_c2_0)
+  store <8 x float> %345, ptr %fc1.t176_c2_0, align 32
+  %t176_a288 = load <8 x float>, ptr %fc1.t176_a2, align 32
+  %t176_b189 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c2_1 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a288, <8 x float> %t176_b189, <8 x float> %t176_c2_1)
+  store <8 x float> %346, ptr %fc1.t176_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb17568, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 1568
   %350 = add nsw i64 4800, %349
-  %351 = mul nsw i64 %fc1.kp1684, 784
-  %352 = add nsw i64 %fc1.k17577, %351
+  %351 = mul nsw i64 %fc1.kp1704, 784
+  %352 = add nsw i64 %fc1.k17777, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t174_a3, align 32
-  %t174_a3 = load <8 x float>, ptr %fc1.t174_a3, align 32
-  %t174_b091 = load <8 x float>, ptr %fc1.t174_b0, align 32
-  %t174_c3_0 = load <8 x float>, ptr %fc1.t174_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a3, <8 x float> %t174_b091, <8 x float> %t174_c3_0)
-  store <8 x float> %357, ptr %fc1.t174_c3_0, align 32
-  %t174_a392 = load <8 x float>, ptr %fc1.t174_a3, align 32
-  %t174_b193 = load <8 x float>, ptr %fc1.t174_b1, align 32
-  %t174_c3_1 = load <8 x float>, ptr %fc1.t174_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t174_a392, <8 x float> %t174_b193, <8 x float> %t174_c3_1)
-  store <8 x float> %358, ptr %fc1.t174_c3_1, align 32
-  %k175.next = add nsw i64 %fc1.k17577, 1
-  %359 = icmp slt i64 %k175.next, 784
-  br i1 %359, label %fc1.k175, label %fc1.k175.end
+  store <8 x float> %356, ptr %fc1.t176_a3, align 32
+  %t176_a3 = load <8 x float>, ptr %fc1.t176_a3, align 32
+  %t176_b091 = load <8 x float>, ptr %fc1.t176_b0, align 32
+  %t176_c3_0 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a3, <8 x float> %t176_b091, <8 x float> %t176_c3_0)
+  store <8 x float> %357, ptr %fc1.t176_c3_0, align 32
+  %t176_a392 = load <8 x float>, ptr %fc1.t176_a3, align 32
+  %t176_b193 = load <8 x float>, ptr %fc1.t176_b1, align 32
+  %t176_c3_1 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t176_a392, <8 x float> %t176_b193, <8 x float> %t176_c3_1)
+  store <8 x float> %358, ptr %fc1.t176_c3_1, align 32
+  %k177.next = add nsw i64 %fc1.k17777, 1
+  %359 = icmp slt i64 %k177.next, 784
+  br i1 %359, label %fc1.k177, label %fc1.k177.end
 
-fc1.k175.end:                                     ; preds = %fc1.k175
-  %t174_c0_094 = load <8 x float>, ptr %fc1.t174_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb17368, 4
+fc1.k177.end:                                     ; preds = %fc1.k177
+  %t176_c0_094 = load <8 x float>, ptr %fc1.t176_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb17568, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 710656, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t174_c0_094, ptr %arena95, align 4
-  %t174_c0_196 = load <8 x float>, ptr %fc1.t174_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c0_094, ptr %arena95, align 4
+  %t176_c0_196 = load <8 x float>, ptr %fc1.t176_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb17568, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 710656, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t174_c0_196, ptr %arena97, align 4
-  %t174_c1_098 = load <8 x float>, ptr %fc1.t174_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c0_196, ptr %arena97, align 4
+  %t176_c1_098 = load <8 x float>, ptr %fc1.t176_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb17568, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 710656, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t174_c1_098, ptr %arena99, align 4
-  %t174_c1_1100 = load <8 x float>, ptr %fc1.t174_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c1_098, ptr %arena99, align 4
+  %t176_c1_1100 = load <8 x float>, ptr %fc1.t176_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb17568, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 710656, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t174_c1_1100, ptr %arena101, align 4
-  %t174_c2_0102 = load <8 x float>, ptr %fc1.t174_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c1_1100, ptr %arena101, align 4
+  %t176_c2_0102 = load <8 x float>, ptr %fc1.t176_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb17568, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 710656, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t174_c2_0102, ptr %arena103, align 4
-  %t174_c2_1104 = load <8 x float>, ptr %fc1.t174_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c2_0102, ptr %arena103, align 4
+  %t176_c2_1104 = load <8 x float>, ptr %fc1.t176_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb17568, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 710656, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t174_c2_1104, ptr %arena105, align 4
-  %t174_c3_0106 = load <8 x float>, ptr %fc1.t174_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c2_1104, ptr %arena105, align 4
+  %t176_c3_0106 = load <8 x float>, ptr %fc1.t176_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb17568, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 710656, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t174_c3_0106, ptr %arena107, align 4
-  %t174_c3_1108 = load <8 x float>, ptr %fc1.t174_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb17368, 4
+  store <8 x float> %t176_c3_0106, ptr %arena107, align 4
+  %t176_c3_1108 = load <8 x float>, ptr %fc1.t176_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb17568, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 710656, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t174_c3_1108, ptr %arena109, align 4
-  %mb173.next = add nsw i64 %fc1.mb17368, 1
-  %402 = icmp slt i64 %mb173.next, 32
-  br i1 %402, label %fc1.mb173, label %fc1.mb173.end
+  store <8 x float> %t176_c3_1108, ptr %arena109, align 4
+  %mb175.next = add nsw i64 %fc1.mb17568, 1
+  %402 = icmp slt i64 %mb175.next, 32
+  br i1 %402, label %fc1.mb175, label %fc1.mb175.end
 }
 
 ; Function Attrs: noinline
@@ -4268,39 +4630,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 205632
   %arena3 = getelementptr inbounds float, ptr %arena, i64 610304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n179
+  br label %fc2.n181
 
-fc2.n179:                                         ; preds = %fc2.u180.end, %entry
-  %fc2.n1794 = phi i64 [ 0, %entry ], [ %n179.next, %fc2.u180.end ]
-  br label %fc2.u180
+fc2.n181:                                         ; preds = %fc2.u182.end, %entry
+  %fc2.n1814 = phi i64 [ 0, %entry ], [ %n181.next, %fc2.u182.end ]
+  br label %fc2.u182
 
-fc2.n179.end:                                     ; preds = %fc2.u180.end
+fc2.n181.end:                                     ; preds = %fc2.u182.end
   ret void
 
-fc2.u180:                                         ; preds = %fc2.u180, %fc2.n179
-  %fc2.u1805 = phi i64 [ 0, %fc2.n179 ], [ %u180.next, %fc2.u180 ]
-  %0 = mul nsw i64 %fc2.n1794, 10
+fc2.u182:                                         ; preds = %fc2.u182, %fc2.n181
+  %fc2.u1825 = phi i64 [ 0, %fc2.n181 ], [ %u182.next, %fc2.u182 ]
+  %0 = mul nsw i64 %fc2.n1814, 10
   %1 = add nsw i64 610304, %0
-  %2 = add nsw i64 %1, %fc2.u1805
+  %2 = add nsw i64 %1, %fc2.u1825
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 206912, %fc2.u1805
+  %4 = add nsw i64 206912, %fc2.u1825
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1794, 10
+  %7 = mul nsw i64 %fc2.n1814, 10
   %8 = add nsw i64 610304, %7
-  %9 = add nsw i64 %8, %fc2.u1805
+  %9 = add nsw i64 %8, %fc2.u1825
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u180.next = add nsw i64 %fc2.u1805, 1
-  %10 = icmp slt i64 %u180.next, 10
-  br i1 %10, label %fc2.u180, label %fc2.u180.end
+  %u182.next = add nsw i64 %fc2.u1825, 1
+  %10 = icmp slt i64 %u182.next, 10
+  br i1 %10, label %fc2.u182, label %fc2.u182.end
 
-fc2.u180.end:                                     ; preds = %fc2.u180
-  %n179.next = add nsw i64 %fc2.n1794, 1
-  %11 = icmp slt i64 %n179.next, 64
-  br i1 %11, label %fc2.n179, label %fc2.n179.end
+fc2.u182.end:                                     ; preds = %fc2.u182
+  %n181.next = add nsw i64 %fc2.n1814, 1
+  %11 = icmp slt i64 %n181.next, 64
+  br i1 %11, label %fc2.n181, label %fc2.n181.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -4308,57 +4670,57 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %loss.s184 = alloca float, align 4
-  %loss.m183 = alloca float, align 4
-  %loss.total181 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total181, align 4
-  br label %loss.n182
+  %loss.s186 = alloca float, align 4
+  %loss.m185 = alloca float, align 4
+  %loss.total183 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total183, align 4
+  br label %loss.n184
 
-loss.n182:                                        ; preds = %loss.k186.end, %entry
-  %loss.n1821 = phi i64 [ 0, %entry ], [ %n182.next, %loss.k186.end ]
-  %0 = mul nsw i64 %loss.n1821, 10
+loss.n184:                                        ; preds = %loss.k188.end, %entry
+  %loss.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %loss.k188.end ]
+  %0 = mul nsw i64 %loss.n1841, 10
   %1 = add nsw i64 610304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m183, align 4
-  br label %loss.k185
+  store float %2, ptr %loss.m185, align 4
+  br label %loss.k187
 
-loss.n182.end:                                    ; preds = %loss.k186.end
-  %total18112 = load float, ptr %loss.total181, align 4
-  %3 = fdiv float %total18112, 6.400000e+01
+loss.n184.end:                                    ; preds = %loss.k188.end
+  %total18312 = load float, ptr %loss.total183, align 4
+  %3 = fdiv float %total18312, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 610944
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k185:                                        ; preds = %loss.k185, %loss.n182
-  %loss.k1853 = phi i64 [ 0, %loss.n182 ], [ %k185.next, %loss.k185 ]
-  %m183 = load float, ptr %loss.m183, align 4
-  %4 = mul nsw i64 %loss.n1821, 10
+loss.k187:                                        ; preds = %loss.k187, %loss.n184
+  %loss.k1873 = phi i64 [ 0, %loss.n184 ], [ %k187.next, %loss.k187 ]
+  %m185 = load float, ptr %loss.m185, align 4
+  %4 = mul nsw i64 %loss.n1841, 10
   %5 = add nsw i64 610304, %4
-  %6 = add nsw i64 %5, %loss.k1853
+  %6 = add nsw i64 %5, %loss.k1873
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m183
-  %9 = select i1 %8, float %7, float %m183
-  store float %9, ptr %loss.m183, align 4
-  %k185.next = add nsw i64 %loss.k1853, 1
-  %10 = icmp slt i64 %k185.next, 10
-  br i1 %10, label %loss.k185, label %loss.k185.end
+  %8 = fcmp ogt float %7, %m185
+  %9 = select i1 %8, float %7, float %m185
+  store float %9, ptr %loss.m185, align 4
+  %k187.next = add nsw i64 %loss.k1873, 1
+  %10 = icmp slt i64 %k187.next, 10
+  br i1 %10, label %loss.k187, label %loss.k187.end
 
-loss.k185.end:                                    ; preds = %loss.k185
-  store float 0.000000e+00, ptr %loss.s184, align 4
-  br label %loss.k186
+loss.k187.end:                                    ; preds = %loss.k187
+  store float 0.000000e+00, ptr %loss.s186, align 4
+  br label %loss.k188
 
-loss.k186:                                        ; preds = %loss.k186, %loss.k185.end
-  %loss.k1865 = phi i64 [ 0, %loss.k185.end ], [ %k186.next, %loss.k186 ]
-  %s184 = load float, ptr %loss.s184, align 4
-  %11 = mul nsw i64 %loss.n1821, 10
+loss.k188:                                        ; preds = %loss.k188, %loss.k187.end
+  %loss.k1885 = phi i64 [ 0, %loss.k187.end ], [ %k188.next, %loss.k188 ]
+  %s186 = load float, ptr %loss.s186, align 4
+  %11 = mul nsw i64 %loss.n1841, 10
   %12 = add nsw i64 610304, %11
-  %13 = add nsw i64 %12, %loss.k1865
+  %13 = add nsw i64 %12, %loss.k1885
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1837 = load float, ptr %loss.m183, align 4
-  %15 = fsub float %14, %m1837
+  %m1857 = load float, ptr %loss.m185, align 4
+  %15 = fsub float %14, %m1857
   %16 = fcmp ogt float 0xC055A926E0000000, %15
   %17 = select i1 %16, float 0xC055A926E0000000, float %15
   %18 = fcmp ogt float %17, 0x40562E4300000000
@@ -4396,32 +4758,32 @@ loss.k186:                                        ; preds = %loss.k186, %loss.k1
   %50 = select i1 %49, float 0x7FF0000000000000, float %48
   %51 = fcmp uno float %15, %15
   %52 = select i1 %51, float %15, float %50
-  %53 = fadd float %s184, %52
-  store float %53, ptr %loss.s184, align 4
-  %k186.next = add nsw i64 %loss.k1865, 1
-  %54 = icmp slt i64 %k186.next, 10
-  br i1 %54, label %loss.k186, label %loss.k186.end
+  %53 = fadd float %s186, %52
+  store float %53, ptr %loss.s186, align 4
+  %k188.next = add nsw i64 %loss.k1885, 1
+  %54 = icmp slt i64 %k188.next, 10
+  br i1 %54, label %loss.k188, label %loss.k188.end
 
-loss.k186.end:                                    ; preds = %loss.k186
-  %total181 = load float, ptr %loss.total181, align 4
-  %m1838 = load float, ptr %loss.m183, align 4
-  %s1849 = load float, ptr %loss.s184, align 4
-  %55 = call float @llvm.log.f32(float %s1849)
-  %56 = fadd float %m1838, %55
-  %57 = mul nsw i64 %loss.n1821, 10
+loss.k188.end:                                    ; preds = %loss.k188
+  %total183 = load float, ptr %loss.total183, align 4
+  %m1858 = load float, ptr %loss.m185, align 4
+  %s1869 = load float, ptr %loss.s186, align 4
+  %55 = call float @llvm.log.f32(float %s1869)
+  %56 = fadd float %m1858, %55
+  %57 = mul nsw i64 %loss.n1841, 10
   %58 = add nsw i64 610304, %57
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1821
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1841
   %label = load i32, ptr %labels10, align 4
   %59 = sext i32 %label to i64
   %60 = add nsw i64 %58, %59
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena11, align 4
   %62 = fsub float %56, %61
-  %63 = fadd float %total181, %62
-  store float %63, ptr %loss.total181, align 4
-  %n182.next = add nsw i64 %loss.n1821, 1
-  %64 = icmp slt i64 %n182.next, 64
-  br i1 %64, label %loss.n182, label %loss.n182.end
+  %63 = fadd float %total183, %62
+  store float %63, ptr %loss.total183, align 4
+  %n184.next = add nsw i64 %loss.n1841, 1
+  %64 = icmp slt i64 %n184.next, 64
+  br i1 %64, label %loss.n184, label %loss.n184.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -4433,51 +4795,51 @@ declare float @llvm.log.f32(float) #4
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k6.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_grad.s189 = alloca float, align 4
-  %fc2_grad.m188 = alloca float, align 4
-  br label %fc2_grad.n187
+  %fc2_grad.s191 = alloca float, align 4
+  %fc2_grad.m190 = alloca float, align 4
+  br label %fc2_grad.n189
 
-fc2_grad.n187:                                    ; preds = %fc2_grad.k192.end, %entry
-  %fc2_grad.n1871 = phi i64 [ 0, %entry ], [ %n187.next, %fc2_grad.k192.end ]
-  %0 = mul nsw i64 %fc2_grad.n1871, 10
+fc2_grad.n189:                                    ; preds = %fc2_grad.k194.end, %entry
+  %fc2_grad.n1891 = phi i64 [ 0, %entry ], [ %n189.next, %fc2_grad.k194.end ]
+  %0 = mul nsw i64 %fc2_grad.n1891, 10
   %1 = add nsw i64 610304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m188, align 4
-  br label %fc2_grad.k190
+  store float %2, ptr %fc2_grad.m190, align 4
+  br label %fc2_grad.k192
 
-fc2_grad.n187.end:                                ; preds = %fc2_grad.k192.end
+fc2_grad.n189.end:                                ; preds = %fc2_grad.k194.end
   ret void
 
-fc2_grad.k190:                                    ; preds = %fc2_grad.k190, %fc2_grad.n187
-  %fc2_grad.k1903 = phi i64 [ 0, %fc2_grad.n187 ], [ %k190.next, %fc2_grad.k190 ]
-  %m188 = load float, ptr %fc2_grad.m188, align 4
-  %3 = mul nsw i64 %fc2_grad.n1871, 10
+fc2_grad.k192:                                    ; preds = %fc2_grad.k192, %fc2_grad.n189
+  %fc2_grad.k1923 = phi i64 [ 0, %fc2_grad.n189 ], [ %k192.next, %fc2_grad.k192 ]
+  %m190 = load float, ptr %fc2_grad.m190, align 4
+  %3 = mul nsw i64 %fc2_grad.n1891, 10
   %4 = add nsw i64 610304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1903
+  %5 = add nsw i64 %4, %fc2_grad.k1923
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m188
-  %8 = select i1 %7, float %6, float %m188
-  store float %8, ptr %fc2_grad.m188, align 4
-  %k190.next = add nsw i64 %fc2_grad.k1903, 1
-  %9 = icmp slt i64 %k190.next, 10
-  br i1 %9, label %fc2_grad.k190, label %fc2_grad.k190.end
+  %7 = fcmp ogt float %6, %m190
+  %8 = select i1 %7, float %6, float %m190
+  store float %8, ptr %fc2_grad.m190, align 4
+  %k192.next = add nsw i64 %fc2_grad.k1923, 1
+  %9 = icmp slt i64 %k192.next, 10
+  br i1 %9, label %fc2_grad.k192, label %fc2_grad.k192.end
 
-fc2_grad.k190.end:                                ; preds = %fc2_grad.k190
-  store float 0.000000e+00, ptr %fc2_grad.s189, align 4
-  br label %fc2_grad.k191
+fc2_grad.k192.end:                                ; preds = %fc2_grad.k192
+  store float 0.000000e+00, ptr %fc2_grad.s191, align 4
+  br label %fc2_grad.k193
 
-fc2_grad.k191:                                    ; preds = %fc2_grad.k191, %fc2_grad.k190.end
-  %fc2_grad.k1915 = phi i64 [ 0, %fc2_grad.k190.end ], [ %k191.next, %fc2_grad.k191 ]
-  %s189 = load float, ptr %fc2_grad.s189, align 4
-  %10 = mul nsw i64 %fc2_grad.n1871, 10
+fc2_grad.k193:                                    ; preds = %fc2_grad.k193, %fc2_grad.k192.end
+  %fc2_grad.k1935 = phi i64 [ 0, %fc2_grad.k192.end ], [ %k193.next, %fc2_grad.k193 ]
+  %s191 = load float, ptr %fc2_grad.s191, align 4
+  %10 = mul nsw i64 %fc2_grad.n1891, 10
   %11 = add nsw i64 610304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1915
+  %12 = add nsw i64 %11, %fc2_grad.k1935
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1887 = load float, ptr %fc2_grad.m188, align 4
-  %14 = fsub float %13, %m1887
+  %m1907 = load float, ptr %fc2_grad.m190, align 4
+  %14 = fsub float %13, %m1907
   %15 = fcmp ogt float 0xC055A926E0000000, %14
   %16 = select i1 %15, float 0xC055A926E0000000, float %14
   %17 = fcmp ogt float %16, 0x40562E4300000000
@@ -4515,28 +4877,28 @@ fc2_grad.k191:                                    ; preds = %fc2_grad.k191, %fc2
   %49 = select i1 %48, float 0x7FF0000000000000, float %47
   %50 = fcmp uno float %14, %14
   %51 = select i1 %50, float %14, float %49
-  %52 = fadd float %s189, %51
-  store float %52, ptr %fc2_grad.s189, align 4
-  %k191.next = add nsw i64 %fc2_grad.k1915, 1
-  %53 = icmp slt i64 %k191.next, 10
-  br i1 %53, label %fc2_grad.k191, label %fc2_grad.k191.end
+  %52 = fadd float %s191, %51
+  store float %52, ptr %fc2_grad.s191, align 4
+  %k193.next = add nsw i64 %fc2_grad.k1935, 1
+  %53 = icmp slt i64 %k193.next, 10
+  br i1 %53, label %fc2_grad.k193, label %fc2_grad.k193.end
 
-fc2_grad.k191.end:                                ; preds = %fc2_grad.k191
-  br label %fc2_grad.k192
+fc2_grad.k193.end:                                ; preds = %fc2_grad.k193
+  br label %fc2_grad.k194
 
-fc2_grad.k192:                                    ; preds = %fc2_grad.k192, %fc2_grad.k191.end
-  %fc2_grad.k1928 = phi i64 [ 0, %fc2_grad.k191.end ], [ %k192.next, %fc2_grad.k192 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1871
+fc2_grad.k194:                                    ; preds = %fc2_grad.k194, %fc2_grad.k193.end
+  %fc2_grad.k1948 = phi i64 [ 0, %fc2_grad.k193.end ], [ %k194.next, %fc2_grad.k194 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1891
   %label = load i32, ptr %labels9, align 4
   %54 = sext i32 %label to i64
-  %55 = icmp eq i64 %fc2_grad.k1928, %54
-  %56 = mul nsw i64 %fc2_grad.n1871, 10
+  %55 = icmp eq i64 %fc2_grad.k1948, %54
+  %56 = mul nsw i64 %fc2_grad.n1891, 10
   %57 = add nsw i64 610304, %56
-  %58 = add nsw i64 %57, %fc2_grad.k1928
+  %58 = add nsw i64 %57, %fc2_grad.k1948
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %58
   %59 = load float, ptr %arena10, align 4
-  %m18811 = load float, ptr %fc2_grad.m188, align 4
-  %60 = fsub float %59, %m18811
+  %m19011 = load float, ptr %fc2_grad.m190, align 4
+  %60 = fsub float %59, %m19011
   %61 = fcmp ogt float 0xC055A926E0000000, %60
   %62 = select i1 %61, float 0xC055A926E0000000, float %60
   %63 = fcmp ogt float %62, 0x40562E4300000000
@@ -4574,16 +4936,16 @@ fc2_grad.k192:                                    ; preds = %fc2_grad.k192, %fc2
   %95 = select i1 %94, float 0x7FF0000000000000, float %93
   %96 = fcmp uno float %60, %60
   %97 = select i1 %96, float %60, float %95
-  %s18912 = load float, ptr %fc2_grad.s189, align 4
-  %98 = fdiv float %97, %s18912
+  %s19112 = load float, ptr %fc2_grad.s191, align 4
+  %98 = fdiv float %97, %s19112
   %99 = fsub float %98, 1.000000e+00
-  %100 = mul nsw i64 %fc2_grad.n1871, 10
+  %100 = mul nsw i64 %fc2_grad.n1891, 10
   %101 = add nsw i64 610304, %100
-  %102 = add nsw i64 %101, %fc2_grad.k1928
+  %102 = add nsw i64 %101, %fc2_grad.k1948
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load float, ptr %arena13, align 4
-  %m18814 = load float, ptr %fc2_grad.m188, align 4
-  %104 = fsub float %103, %m18814
+  %m19014 = load float, ptr %fc2_grad.m190, align 4
+  %104 = fsub float %103, %m19014
   %105 = fcmp ogt float 0xC055A926E0000000, %104
   %106 = select i1 %105, float 0xC055A926E0000000, float %104
   %107 = fcmp ogt float %106, 0x40562E4300000000
@@ -4621,23 +4983,23 @@ fc2_grad.k192:                                    ; preds = %fc2_grad.k192, %fc2
   %139 = select i1 %138, float 0x7FF0000000000000, float %137
   %140 = fcmp uno float %104, %104
   %141 = select i1 %140, float %104, float %139
-  %s18915 = load float, ptr %fc2_grad.s189, align 4
-  %142 = fdiv float %141, %s18915
+  %s19115 = load float, ptr %fc2_grad.s191, align 4
+  %142 = fdiv float %141, %s19115
   %143 = select i1 %55, float %99, float %142
   %144 = fdiv float %143, 6.400000e+01
-  %145 = mul nsw i64 %fc2_grad.n1871, 10
+  %145 = mul nsw i64 %fc2_grad.n1891, 10
   %146 = add nsw i64 610960, %145
-  %147 = add nsw i64 %146, %fc2_grad.k1928
+  %147 = add nsw i64 %146, %fc2_grad.k1948
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %147
   store float %144, ptr %arena16, align 4
-  %k192.next = add nsw i64 %fc2_grad.k1928, 1
-  %148 = icmp slt i64 %k192.next, 10
-  br i1 %148, label %fc2_grad.k192, label %fc2_grad.k192.end
+  %k194.next = add nsw i64 %fc2_grad.k1948, 1
+  %148 = icmp slt i64 %k194.next, 10
+  br i1 %148, label %fc2_grad.k194, label %fc2_grad.k194.end
 
-fc2_grad.k192.end:                                ; preds = %fc2_grad.k192
-  %n187.next = add nsw i64 %fc2_grad.n1871, 1
-  %149 = icmp slt i64 %n187.next, 64
-  br i1 %149, label %fc2_grad.n187, label %fc2_grad.n187.end
+fc2_grad.k194.end:                                ; preds = %fc2_grad.k194
+  %n189.next = add nsw i64 %fc2_grad.n1891, 1
+  %149 = icmp slt i64 %n189.next, 64
+  br i1 %149, label %fc2_grad.n189, label %fc2_grad.n189.end
 }
 
 ; Function Attrs: noinline
@@ -4653,39 +5015,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k8.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc2_bias_grad.acc194 = alloca float, align 4
-  br label %fc2_bias_grad.u193
+  %fc2_bias_grad.acc196 = alloca float, align 4
+  br label %fc2_bias_grad.u195
 
-fc2_bias_grad.u193:                               ; preds = %fc2_bias_grad.n195.end, %entry
-  %fc2_bias_grad.u1931 = phi i64 [ 0, %entry ], [ %u193.next, %fc2_bias_grad.n195.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc194, align 4
-  br label %fc2_bias_grad.n195
+fc2_bias_grad.u195:                               ; preds = %fc2_bias_grad.n197.end, %entry
+  %fc2_bias_grad.u1951 = phi i64 [ 0, %entry ], [ %u195.next, %fc2_bias_grad.n197.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc196, align 4
+  br label %fc2_bias_grad.n197
 
-fc2_bias_grad.u193.end:                           ; preds = %fc2_bias_grad.n195.end
+fc2_bias_grad.u195.end:                           ; preds = %fc2_bias_grad.n197.end
   ret void
 
-fc2_bias_grad.n195:                               ; preds = %fc2_bias_grad.n195, %fc2_bias_grad.u193
-  %fc2_bias_grad.n1952 = phi i64 [ 0, %fc2_bias_grad.u193 ], [ %n195.next, %fc2_bias_grad.n195 ]
-  %acc194 = load float, ptr %fc2_bias_grad.acc194, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1952, 10
+fc2_bias_grad.n197:                               ; preds = %fc2_bias_grad.n197, %fc2_bias_grad.u195
+  %fc2_bias_grad.n1972 = phi i64 [ 0, %fc2_bias_grad.u195 ], [ %n197.next, %fc2_bias_grad.n197 ]
+  %acc196 = load float, ptr %fc2_bias_grad.acc196, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1972, 10
   %1 = add nsw i64 610960, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1931
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1951
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc194, %3
-  store float %4, ptr %fc2_bias_grad.acc194, align 4
-  %n195.next = add nsw i64 %fc2_bias_grad.n1952, 1
-  %5 = icmp slt i64 %n195.next, 64
-  br i1 %5, label %fc2_bias_grad.n195, label %fc2_bias_grad.n195.end
+  %4 = fadd float %acc196, %3
+  store float %4, ptr %fc2_bias_grad.acc196, align 4
+  %n197.next = add nsw i64 %fc2_bias_grad.n1972, 1
+  %5 = icmp slt i64 %n197.next, 64
+  br i1 %5, label %fc2_bias_grad.n197, label %fc2_bias_grad.n197.end
 
-fc2_bias_grad.n195.end:                           ; preds = %fc2_bias_grad.n195
-  %acc1944 = load float, ptr %fc2_bias_grad.acc194, align 4
-  %6 = add nsw i64 206912, %fc2_bias_grad.u1931
+fc2_bias_grad.n197.end:                           ; preds = %fc2_bias_grad.n197
+  %acc1964 = load float, ptr %fc2_bias_grad.acc196, align 4
+  %6 = add nsw i64 206912, %fc2_bias_grad.u1951
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1944, ptr %grads5, align 4
-  %u193.next = add nsw i64 %fc2_bias_grad.u1931, 1
-  %7 = icmp slt i64 %u193.next, 10
-  br i1 %7, label %fc2_bias_grad.u193, label %fc2_bias_grad.u193.end
+  store float %acc1964, ptr %grads5, align 4
+  %u195.next = add nsw i64 %fc2_bias_grad.u1951, 1
+  %7 = icmp slt i64 %u195.next, 10
+  br i1 %7, label %fc2_bias_grad.u195, label %fc2_bias_grad.u195.end
 }
 
 ; Function Attrs: noinline
@@ -4701,931 +5063,931 @@ entry:
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k10.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %fc1_grad.i196
+  br label %fc1_grad.i198
 
-fc1_grad.i196:                                    ; preds = %fc1_grad.i196, %entry
-  %fc1_grad.i1961 = phi i64 [ 0, %entry ], [ %i196.next, %fc1_grad.i196 ]
-  %0 = add nsw i64 602112, %fc1_grad.i1961
+fc1_grad.i198:                                    ; preds = %fc1_grad.i198, %entry
+  %fc1_grad.i1981 = phi i64 [ 0, %entry ], [ %i198.next, %fc1_grad.i198 ]
+  %0 = add nsw i64 602112, %fc1_grad.i1981
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 611600, %fc1_grad.i1961
+  %3 = add nsw i64 611600, %fc1_grad.i1981
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 619792, %fc1_grad.i1961
+  %6 = add nsw i64 619792, %fc1_grad.i1981
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i196.next = add nsw i64 %fc1_grad.i1961, 1
-  %7 = icmp slt i64 %i196.next, 8192
-  br i1 %7, label %fc1_grad.i196, label %fc1_grad.i196.end
+  %i198.next = add nsw i64 %fc1_grad.i1981, 1
+  %7 = icmp slt i64 %i198.next, 8192
+  br i1 %7, label %fc1_grad.i198, label %fc1_grad.i198.end
 
-fc1_grad.i196.end:                                ; preds = %fc1_grad.i196
+fc1_grad.i198.end:                                ; preds = %fc1_grad.i198
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k11.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k11.fc1_weight_grad.gemm206(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm204(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k11.fc1_weight_grad.gemm206(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_weight_grad.t202_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t202_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t199_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb197
+  %fc1_weight_grad.t204_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t204_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t201_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb199
 
-fc1_weight_grad.nb197:                            ; preds = %fc1_weight_grad.mb198.end, %entry
-  %fc1_weight_grad.nb1971 = phi i64 [ 0, %entry ], [ %nb197.next, %fc1_weight_grad.mb198.end ]
-  br label %fc1_weight_grad.mb198
+fc1_weight_grad.nb199:                            ; preds = %fc1_weight_grad.mb200.end, %entry
+  %fc1_weight_grad.nb1991 = phi i64 [ 0, %entry ], [ %nb199.next, %fc1_weight_grad.mb200.end ]
+  br label %fc1_weight_grad.mb200
 
-fc1_weight_grad.nb197.end:                        ; preds = %fc1_weight_grad.mb198.end
-  br label %fc1_weight_grad.mb201
+fc1_weight_grad.nb199.end:                        ; preds = %fc1_weight_grad.mb200.end
+  br label %fc1_weight_grad.mb203
 
-fc1_weight_grad.mb198:                            ; preds = %fc1_weight_grad.k200.end, %fc1_weight_grad.nb197
-  %fc1_weight_grad.mb1982 = phi i64 [ 0, %fc1_weight_grad.nb197 ], [ %mb198.next, %fc1_weight_grad.k200.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c3_2, align 32
-  br label %fc1_weight_grad.k200
+fc1_weight_grad.mb200:                            ; preds = %fc1_weight_grad.k202.end, %fc1_weight_grad.nb199
+  %fc1_weight_grad.mb2002 = phi i64 [ 0, %fc1_weight_grad.nb199 ], [ %mb200.next, %fc1_weight_grad.k202.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t201_c3_2, align 32
+  br label %fc1_weight_grad.k202
 
-fc1_weight_grad.mb198.end:                        ; preds = %fc1_weight_grad.k200.end
-  %nb197.next = add nsw i64 %fc1_weight_grad.nb1971, 1
-  %0 = icmp slt i64 %nb197.next, 65
-  br i1 %0, label %fc1_weight_grad.nb197, label %fc1_weight_grad.nb197.end
+fc1_weight_grad.mb200.end:                        ; preds = %fc1_weight_grad.k202.end
+  %nb199.next = add nsw i64 %fc1_weight_grad.nb1991, 1
+  %0 = icmp slt i64 %nb199.next, 65
+  br i1 %0, label %fc1_weight_grad.nb199, label %fc1_weight_grad.nb199.end
 
-fc1_weight_grad.k200:                             ; preds = %fc1_weight_grad.k200, %fc1_weight_grad.mb198
-  %fc1_weight_grad.k2003 = phi i64 [ 0, %fc1_weight_grad.mb198 ], [ %k200.next, %fc1_weight_grad.k200 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2003, 1568
+fc1_weight_grad.k202:                             ; preds = %fc1_weight_grad.k202, %fc1_weight_grad.mb200
+  %fc1_weight_grad.k2023 = phi i64 [ 0, %fc1_weight_grad.mb200 ], [ %k202.next, %fc1_weight_grad.k202 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2023, 1568
   %2 = add nsw i64 401408, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t199_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2003, 1568
+  store <8 x float> %5, ptr %fc1_weight_grad.t201_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2023, 1568
   %7 = add nsw i64 401408, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t199_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2003, 1568
+  store <8 x float> %11, ptr %fc1_weight_grad.t201_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2023, 1568
   %13 = add nsw i64 401408, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t199_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t201_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %19 = add nsw i64 619792, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2003, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2023, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t199_a0, align 32
-  %t199_a0 = load <8 x float>, ptr %fc1_weight_grad.t199_a0, align 32
-  %t199_b0 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
-  %t199_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a0, <8 x float> %t199_b0, <8 x float> %t199_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t199_c0_0, align 32
-  %t199_a08 = load <8 x float>, ptr %fc1_weight_grad.t199_a0, align 32
-  %t199_b1 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
-  %t199_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a08, <8 x float> %t199_b1, <8 x float> %t199_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t199_c0_1, align 32
-  %t199_a09 = load <8 x float>, ptr %fc1_weight_grad.t199_a0, align 32
-  %t199_b2 = load <8 x float>, ptr %fc1_weight_grad.t199_b2, align 32
-  %t199_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a09, <8 x float> %t199_b2, <8 x float> %t199_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t199_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t201_a0, align 32
+  %t201_a0 = load <8 x float>, ptr %fc1_weight_grad.t201_a0, align 32
+  %t201_b0 = load <8 x float>, ptr %fc1_weight_grad.t201_b0, align 32
+  %t201_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a0, <8 x float> %t201_b0, <8 x float> %t201_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t201_c0_0, align 32
+  %t201_a08 = load <8 x float>, ptr %fc1_weight_grad.t201_a0, align 32
+  %t201_b1 = load <8 x float>, ptr %fc1_weight_grad.t201_b1, align 32
+  %t201_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a08, <8 x float> %t201_b1, <8 x float> %t201_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t201_c0_1, align 32
+  %t201_a09 = load <8 x float>, ptr %fc1_weight_grad.t201_a0, align 32
+  %t201_b2 = load <8 x float>, ptr %fc1_weight_grad.t201_b2, align 32
+  %t201_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a09, <8 x float> %t201_b2, <8 x float> %t201_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t201_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 619792, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2003, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2023, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t199_a1, align 32
-  %t199_a1 = load <8 x float>, ptr %fc1_weight_grad.t199_a1, align 32
-  %t199_b011 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
-  %t199_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a1, <8 x float> %t199_b011, <8 x float> %t199_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t199_c1_0, align 32
-  %t199_a112 = load <8 x float>, ptr %fc1_weight_grad.t199_a1, align 32
-  %t199_b113 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
-  %t199_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a112, <8 x float> %t199_b113, <8 x float> %t199_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t199_c1_1, align 32
-  %t199_a114 = load <8 x float>, ptr %fc1_weight_grad.t199_a1, align 32
-  %t199_b215 = load <8 x float>, ptr %fc1_weight_grad.t199_b2, align 32
-  %t199_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a114, <8 x float> %t199_b215, <8 x float> %t199_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t199_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t201_a1, align 32
+  %t201_a1 = load <8 x float>, ptr %fc1_weight_grad.t201_a1, align 32
+  %t201_b011 = load <8 x float>, ptr %fc1_weight_grad.t201_b0, align 32
+  %t201_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a1, <8 x float> %t201_b011, <8 x float> %t201_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t201_c1_0, align 32
+  %t201_a112 = load <8 x float>, ptr %fc1_weight_grad.t201_a1, align 32
+  %t201_b113 = load <8 x float>, ptr %fc1_weight_grad.t201_b1, align 32
+  %t201_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a112, <8 x float> %t201_b113, <8 x float> %t201_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t201_c1_1, align 32
+  %t201_a114 = load <8 x float>, ptr %fc1_weight_grad.t201_a1, align 32
+  %t201_b215 = load <8 x float>, ptr %fc1_weight_grad.t201_b2, align 32
+  %t201_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a114, <8 x float> %t201_b215, <8 x float> %t201_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t201_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 619792, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2003, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2023, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t199_a2, align 32
-  %t199_a2 = load <8 x float>, ptr %fc1_weight_grad.t199_a2, align 32
-  %t199_b017 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
-  %t199_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a2, <8 x float> %t199_b017, <8 x float> %t199_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t199_c2_0, align 32
-  %t199_a218 = load <8 x float>, ptr %fc1_weight_grad.t199_a2, align 32
-  %t199_b119 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
-  %t199_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a218, <8 x float> %t199_b119, <8 x float> %t199_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t199_c2_1, align 32
-  %t199_a220 = load <8 x float>, ptr %fc1_weight_grad.t199_a2, align 32
-  %t199_b221 = load <8 x float>, ptr %fc1_weight_grad.t199_b2, align 32
-  %t199_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a220, <8 x float> %t199_b221, <8 x float> %t199_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t199_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t201_a2, align 32
+  %t201_a2 = load <8 x float>, ptr %fc1_weight_grad.t201_a2, align 32
+  %t201_b017 = load <8 x float>, ptr %fc1_weight_grad.t201_b0, align 32
+  %t201_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a2, <8 x float> %t201_b017, <8 x float> %t201_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t201_c2_0, align 32
+  %t201_a218 = load <8 x float>, ptr %fc1_weight_grad.t201_a2, align 32
+  %t201_b119 = load <8 x float>, ptr %fc1_weight_grad.t201_b1, align 32
+  %t201_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a218, <8 x float> %t201_b119, <8 x float> %t201_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t201_c2_1, align 32
+  %t201_a220 = load <8 x float>, ptr %fc1_weight_grad.t201_a2, align 32
+  %t201_b221 = load <8 x float>, ptr %fc1_weight_grad.t201_b2, align 32
+  %t201_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a220, <8 x float> %t201_b221, <8 x float> %t201_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t201_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 619792, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2003, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2023, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t199_a3, align 32
-  %t199_a3 = load <8 x float>, ptr %fc1_weight_grad.t199_a3, align 32
-  %t199_b023 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
-  %t199_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a3, <8 x float> %t199_b023, <8 x float> %t199_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t199_c3_0, align 32
-  %t199_a324 = load <8 x float>, ptr %fc1_weight_grad.t199_a3, align 32
-  %t199_b125 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
-  %t199_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a324, <8 x float> %t199_b125, <8 x float> %t199_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t199_c3_1, align 32
-  %t199_a326 = load <8 x float>, ptr %fc1_weight_grad.t199_a3, align 32
-  %t199_b227 = load <8 x float>, ptr %fc1_weight_grad.t199_b2, align 32
-  %t199_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a326, <8 x float> %t199_b227, <8 x float> %t199_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t199_c3_2, align 32
-  %k200.next = add nsw i64 %fc1_weight_grad.k2003, 1
-  %61 = icmp slt i64 %k200.next, 64
-  br i1 %61, label %fc1_weight_grad.k200, label %fc1_weight_grad.k200.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t201_a3, align 32
+  %t201_a3 = load <8 x float>, ptr %fc1_weight_grad.t201_a3, align 32
+  %t201_b023 = load <8 x float>, ptr %fc1_weight_grad.t201_b0, align 32
+  %t201_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a3, <8 x float> %t201_b023, <8 x float> %t201_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t201_c3_0, align 32
+  %t201_a324 = load <8 x float>, ptr %fc1_weight_grad.t201_a3, align 32
+  %t201_b125 = load <8 x float>, ptr %fc1_weight_grad.t201_b1, align 32
+  %t201_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a324, <8 x float> %t201_b125, <8 x float> %t201_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t201_c3_1, align 32
+  %t201_a326 = load <8 x float>, ptr %fc1_weight_grad.t201_a3, align 32
+  %t201_b227 = load <8 x float>, ptr %fc1_weight_grad.t201_b2, align 32
+  %t201_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t201_a326, <8 x float> %t201_b227, <8 x float> %t201_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t201_c3_2, align 32
+  %k202.next = add nsw i64 %fc1_weight_grad.k2023, 1
+  %61 = icmp slt i64 %k202.next, 64
+  br i1 %61, label %fc1_weight_grad.k202, label %fc1_weight_grad.k202.end
 
-fc1_weight_grad.k200.end:                         ; preds = %fc1_weight_grad.k200
-  %t199_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+fc1_weight_grad.k202.end:                         ; preds = %fc1_weight_grad.k202
+  %t201_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %63 = mul nsw i64 %62, 1568
   %64 = add nsw i64 4800, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t199_c0_028, ptr %grads29, align 4
-  %t199_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c0_028, ptr %grads29, align 4
+  %t201_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %68 = mul nsw i64 %67, 1568
   %69 = add nsw i64 4800, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t199_c0_130, ptr %grads31, align 4
-  %t199_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c0_130, ptr %grads31, align 4
+  %t201_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t201_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %74 = mul nsw i64 %73, 1568
   %75 = add nsw i64 4800, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t199_c0_232, ptr %grads33, align 4
-  %t199_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c0_232, ptr %grads33, align 4
+  %t201_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1568
   %82 = add nsw i64 4800, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t199_c1_034, ptr %grads35, align 4
-  %t199_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c1_034, ptr %grads35, align 4
+  %t201_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1568
   %88 = add nsw i64 4800, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t199_c1_136, ptr %grads37, align 4
-  %t199_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c1_136, ptr %grads37, align 4
+  %t201_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t201_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1568
   %95 = add nsw i64 4800, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t199_c1_238, ptr %grads39, align 4
-  %t199_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c1_238, ptr %grads39, align 4
+  %t201_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1568
   %102 = add nsw i64 4800, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t199_c2_040, ptr %grads41, align 4
-  %t199_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c2_040, ptr %grads41, align 4
+  %t201_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1568
   %108 = add nsw i64 4800, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t199_c2_142, ptr %grads43, align 4
-  %t199_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c2_142, ptr %grads43, align 4
+  %t201_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t201_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1568
   %115 = add nsw i64 4800, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t199_c2_244, ptr %grads45, align 4
-  %t199_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c2_244, ptr %grads45, align 4
+  %t201_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1568
   %122 = add nsw i64 4800, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t199_c3_046, ptr %grads47, align 4
-  %t199_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c3_046, ptr %grads47, align 4
+  %t201_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1568
   %128 = add nsw i64 4800, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t199_c3_148, ptr %grads49, align 4
-  %t199_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1982, 4
+  store <8 x float> %t201_c3_148, ptr %grads49, align 4
+  %t201_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t201_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2002, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1568
   %135 = add nsw i64 4800, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1971, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb1991, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t199_c3_250, ptr %grads51, align 4
-  %mb198.next = add nsw i64 %fc1_weight_grad.mb1982, 1
-  %139 = icmp slt i64 %mb198.next, 32
-  br i1 %139, label %fc1_weight_grad.mb198, label %fc1_weight_grad.mb198.end
+  store <8 x float> %t201_c3_250, ptr %grads51, align 4
+  %mb200.next = add nsw i64 %fc1_weight_grad.mb2002, 1
+  %139 = icmp slt i64 %mb200.next, 32
+  br i1 %139, label %fc1_weight_grad.mb200, label %fc1_weight_grad.mb200.end
 
-fc1_weight_grad.mb201:                            ; preds = %fc1_weight_grad.k203.end, %fc1_weight_grad.nb197.end
-  %fc1_weight_grad.mb20152 = phi i64 [ 0, %fc1_weight_grad.nb197.end ], [ %mb201.next, %fc1_weight_grad.k203.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t202_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t202_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t202_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t202_c3_0, align 32
-  br label %fc1_weight_grad.k203
+fc1_weight_grad.mb203:                            ; preds = %fc1_weight_grad.k205.end, %fc1_weight_grad.nb199.end
+  %fc1_weight_grad.mb20352 = phi i64 [ 0, %fc1_weight_grad.nb199.end ], [ %mb203.next, %fc1_weight_grad.k205.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t204_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t204_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t204_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t204_c3_0, align 32
+  br label %fc1_weight_grad.k205
 
-fc1_weight_grad.mb201.end:                        ; preds = %fc1_weight_grad.k203.end
+fc1_weight_grad.mb203.end:                        ; preds = %fc1_weight_grad.k205.end
   ret void
 
-fc1_weight_grad.k203:                             ; preds = %fc1_weight_grad.k203, %fc1_weight_grad.mb201
-  %fc1_weight_grad.k20353 = phi i64 [ 0, %fc1_weight_grad.mb201 ], [ %k203.next, %fc1_weight_grad.k203 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k20353, 1568
+fc1_weight_grad.k205:                             ; preds = %fc1_weight_grad.k205, %fc1_weight_grad.mb203
+  %fc1_weight_grad.k20553 = phi i64 [ 0, %fc1_weight_grad.mb203 ], [ %k205.next, %fc1_weight_grad.k205 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k20553, 1568
   %141 = add nsw i64 401408, %140
   %142 = add nsw i64 %141, 1560
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t202_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %143, ptr %fc1_weight_grad.t204_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %145 = add nsw i64 619792, %144
-  %146 = mul nsw i64 %fc1_weight_grad.k20353, 128
+  %146 = mul nsw i64 %fc1_weight_grad.k20553, 128
   %147 = add nsw i64 %145, %146
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load float, ptr %arena55, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %fc1_weight_grad.t202_a0, align 32
-  %t202_a0 = load <8 x float>, ptr %fc1_weight_grad.t202_a0, align 32
-  %t202_b0 = load <8 x float>, ptr %fc1_weight_grad.t202_b0, align 32
-  %t202_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t202_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t202_a0, <8 x float> %t202_b0, <8 x float> %t202_c0_0)
-  store <8 x float> %151, ptr %fc1_weight_grad.t202_c0_0, align 32
-  %152 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %150, ptr %fc1_weight_grad.t204_a0, align 32
+  %t204_a0 = load <8 x float>, ptr %fc1_weight_grad.t204_a0, align 32
+  %t204_b0 = load <8 x float>, ptr %fc1_weight_grad.t204_b0, align 32
+  %t204_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t204_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t204_a0, <8 x float> %t204_b0, <8 x float> %t204_c0_0)
+  store <8 x float> %151, ptr %fc1_weight_grad.t204_c0_0, align 32
+  %152 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %153 = add nsw i64 %152, 1
   %154 = add nsw i64 619792, %153
-  %155 = mul nsw i64 %fc1_weight_grad.k20353, 128
+  %155 = mul nsw i64 %fc1_weight_grad.k20553, 128
   %156 = add nsw i64 %154, %155
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena56, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %fc1_weight_grad.t202_a1, align 32
-  %t202_a1 = load <8 x float>, ptr %fc1_weight_grad.t202_a1, align 32
-  %t202_b057 = load <8 x float>, ptr %fc1_weight_grad.t202_b0, align 32
-  %t202_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t202_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t202_a1, <8 x float> %t202_b057, <8 x float> %t202_c1_0)
-  store <8 x float> %160, ptr %fc1_weight_grad.t202_c1_0, align 32
-  %161 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %159, ptr %fc1_weight_grad.t204_a1, align 32
+  %t204_a1 = load <8 x float>, ptr %fc1_weight_grad.t204_a1, align 32
+  %t204_b057 = load <8 x float>, ptr %fc1_weight_grad.t204_b0, align 32
+  %t204_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t204_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t204_a1, <8 x float> %t204_b057, <8 x float> %t204_c1_0)
+  store <8 x float> %160, ptr %fc1_weight_grad.t204_c1_0, align 32
+  %161 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %162 = add nsw i64 %161, 2
   %163 = add nsw i64 619792, %162
-  %164 = mul nsw i64 %fc1_weight_grad.k20353, 128
+  %164 = mul nsw i64 %fc1_weight_grad.k20553, 128
   %165 = add nsw i64 %163, %164
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena58, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %fc1_weight_grad.t202_a2, align 32
-  %t202_a2 = load <8 x float>, ptr %fc1_weight_grad.t202_a2, align 32
-  %t202_b059 = load <8 x float>, ptr %fc1_weight_grad.t202_b0, align 32
-  %t202_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t202_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t202_a2, <8 x float> %t202_b059, <8 x float> %t202_c2_0)
-  store <8 x float> %169, ptr %fc1_weight_grad.t202_c2_0, align 32
-  %170 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %168, ptr %fc1_weight_grad.t204_a2, align 32
+  %t204_a2 = load <8 x float>, ptr %fc1_weight_grad.t204_a2, align 32
+  %t204_b059 = load <8 x float>, ptr %fc1_weight_grad.t204_b0, align 32
+  %t204_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t204_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t204_a2, <8 x float> %t204_b059, <8 x float> %t204_c2_0)
+  store <8 x float> %169, ptr %fc1_weight_grad.t204_c2_0, align 32
+  %170 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %171 = add nsw i64 %170, 3
   %172 = add nsw i64 619792, %171
-  %173 = mul nsw i64 %fc1_weight_grad.k20353, 128
+  %173 = mul nsw i64 %fc1_weight_grad.k20553, 128
   %174 = add nsw i64 %172, %173
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load float, ptr %arena60, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %fc1_weight_grad.t202_a3, align 32
-  %t202_a3 = load <8 x float>, ptr %fc1_weight_grad.t202_a3, align 32
-  %t202_b061 = load <8 x float>, ptr %fc1_weight_grad.t202_b0, align 32
-  %t202_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t202_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t202_a3, <8 x float> %t202_b061, <8 x float> %t202_c3_0)
-  store <8 x float> %178, ptr %fc1_weight_grad.t202_c3_0, align 32
-  %k203.next = add nsw i64 %fc1_weight_grad.k20353, 1
-  %179 = icmp slt i64 %k203.next, 64
-  br i1 %179, label %fc1_weight_grad.k203, label %fc1_weight_grad.k203.end
+  store <8 x float> %177, ptr %fc1_weight_grad.t204_a3, align 32
+  %t204_a3 = load <8 x float>, ptr %fc1_weight_grad.t204_a3, align 32
+  %t204_b061 = load <8 x float>, ptr %fc1_weight_grad.t204_b0, align 32
+  %t204_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t204_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t204_a3, <8 x float> %t204_b061, <8 x float> %t204_c3_0)
+  store <8 x float> %178, ptr %fc1_weight_grad.t204_c3_0, align 32
+  %k205.next = add nsw i64 %fc1_weight_grad.k20553, 1
+  %179 = icmp slt i64 %k205.next, 64
+  br i1 %179, label %fc1_weight_grad.k205, label %fc1_weight_grad.k205.end
 
-fc1_weight_grad.k203.end:                         ; preds = %fc1_weight_grad.k203
-  %t202_c0_062 = load <8 x float>, ptr %fc1_weight_grad.t202_c0_0, align 32
-  %180 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+fc1_weight_grad.k205.end:                         ; preds = %fc1_weight_grad.k205
+  %t204_c0_062 = load <8 x float>, ptr %fc1_weight_grad.t204_c0_0, align 32
+  %180 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %181 = mul nsw i64 %180, 1568
   %182 = add nsw i64 4800, %181
   %183 = add nsw i64 %182, 1560
   %grads63 = getelementptr inbounds float, ptr %grads, i64 %183
-  store <8 x float> %t202_c0_062, ptr %grads63, align 4
-  %t202_c1_064 = load <8 x float>, ptr %fc1_weight_grad.t202_c1_0, align 32
-  %184 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %t204_c0_062, ptr %grads63, align 4
+  %t204_c1_064 = load <8 x float>, ptr %fc1_weight_grad.t204_c1_0, align 32
+  %184 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 1568
   %187 = add nsw i64 4800, %186
   %188 = add nsw i64 %187, 1560
   %grads65 = getelementptr inbounds float, ptr %grads, i64 %188
-  store <8 x float> %t202_c1_064, ptr %grads65, align 4
-  %t202_c2_066 = load <8 x float>, ptr %fc1_weight_grad.t202_c2_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %t204_c1_064, ptr %grads65, align 4
+  %t204_c2_066 = load <8 x float>, ptr %fc1_weight_grad.t204_c2_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 1568
   %192 = add nsw i64 4800, %191
   %193 = add nsw i64 %192, 1560
   %grads67 = getelementptr inbounds float, ptr %grads, i64 %193
-  store <8 x float> %t202_c2_066, ptr %grads67, align 4
-  %t202_c3_068 = load <8 x float>, ptr %fc1_weight_grad.t202_c3_0, align 32
-  %194 = mul nsw i64 %fc1_weight_grad.mb20152, 4
+  store <8 x float> %t204_c2_066, ptr %grads67, align 4
+  %t204_c3_068 = load <8 x float>, ptr %fc1_weight_grad.t204_c3_0, align 32
+  %194 = mul nsw i64 %fc1_weight_grad.mb20352, 4
   %195 = add nsw i64 %194, 3
   %196 = mul nsw i64 %195, 1568
   %197 = add nsw i64 4800, %196
   %198 = add nsw i64 %197, 1560
   %grads69 = getelementptr inbounds float, ptr %grads, i64 %198
-  store <8 x float> %t202_c3_068, ptr %grads69, align 4
-  %mb201.next = add nsw i64 %fc1_weight_grad.mb20152, 1
-  %199 = icmp slt i64 %mb201.next, 32
-  br i1 %199, label %fc1_weight_grad.mb201, label %fc1_weight_grad.mb201.end
+  store <8 x float> %t204_c3_068, ptr %grads69, align 4
+  %mb203.next = add nsw i64 %fc1_weight_grad.mb20352, 1
+  %199 = icmp slt i64 %mb203.next, 32
+  br i1 %199, label %fc1_weight_grad.mb203, label %fc1_weight_grad.mb203.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k12.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %fc1_bias_grad.acc206 = alloca float, align 4
-  br label %fc1_bias_grad.u205
+  %fc1_bias_grad.acc208 = alloca float, align 4
+  br label %fc1_bias_grad.u207
 
-fc1_bias_grad.u205:                               ; preds = %fc1_bias_grad.n207.end, %entry
-  %fc1_bias_grad.u2051 = phi i64 [ 0, %entry ], [ %u205.next, %fc1_bias_grad.n207.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc206, align 4
-  br label %fc1_bias_grad.n207
+fc1_bias_grad.u207:                               ; preds = %fc1_bias_grad.n209.end, %entry
+  %fc1_bias_grad.u2071 = phi i64 [ 0, %entry ], [ %u207.next, %fc1_bias_grad.n209.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc208, align 4
+  br label %fc1_bias_grad.n209
 
-fc1_bias_grad.u205.end:                           ; preds = %fc1_bias_grad.n207.end
+fc1_bias_grad.u207.end:                           ; preds = %fc1_bias_grad.n209.end
   ret void
 
-fc1_bias_grad.n207:                               ; preds = %fc1_bias_grad.n207, %fc1_bias_grad.u205
-  %fc1_bias_grad.n2072 = phi i64 [ 0, %fc1_bias_grad.u205 ], [ %n207.next, %fc1_bias_grad.n207 ]
-  %acc206 = load float, ptr %fc1_bias_grad.acc206, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n2072, 128
+fc1_bias_grad.n209:                               ; preds = %fc1_bias_grad.n209, %fc1_bias_grad.u207
+  %fc1_bias_grad.n2092 = phi i64 [ 0, %fc1_bias_grad.u207 ], [ %n209.next, %fc1_bias_grad.n209 ]
+  %acc208 = load float, ptr %fc1_bias_grad.acc208, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2092, 128
   %1 = add nsw i64 619792, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u2051
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2071
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc206, %3
-  store float %4, ptr %fc1_bias_grad.acc206, align 4
-  %n207.next = add nsw i64 %fc1_bias_grad.n2072, 1
-  %5 = icmp slt i64 %n207.next, 64
-  br i1 %5, label %fc1_bias_grad.n207, label %fc1_bias_grad.n207.end
+  %4 = fadd float %acc208, %3
+  store float %4, ptr %fc1_bias_grad.acc208, align 4
+  %n209.next = add nsw i64 %fc1_bias_grad.n2092, 1
+  %5 = icmp slt i64 %n209.next, 64
+  br i1 %5, label %fc1_bias_grad.n209, label %fc1_bias_grad.n209.end
 
-fc1_bias_grad.n207.end:                           ; preds = %fc1_bias_grad.n207
-  %acc2064 = load float, ptr %fc1_bias_grad.acc206, align 4
-  %6 = add nsw i64 205504, %fc1_bias_grad.u2051
+fc1_bias_grad.n209.end:                           ; preds = %fc1_bias_grad.n209
+  %acc2084 = load float, ptr %fc1_bias_grad.acc208, align 4
+  %6 = add nsw i64 205504, %fc1_bias_grad.u2071
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc2064, ptr %grads5, align 4
-  %u205.next = add nsw i64 %fc1_bias_grad.u2051, 1
-  %7 = icmp slt i64 %u205.next, 128
-  br i1 %7, label %fc1_bias_grad.u205, label %fc1_bias_grad.u205.end
+  store float %acc2084, ptr %grads5, align 4
+  %u207.next = add nsw i64 %fc1_bias_grad.u2071, 1
+  %7 = icmp slt i64 %u207.next, 128
+  br i1 %7, label %fc1_bias_grad.u207, label %fc1_bias_grad.u207.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k13.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  call void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
+  call void @smallcnn_train_b64.k13.flat_grad.gemm217(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k13.flat_grad.gemm215(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k13.flat_grad.gemm217(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %flat_grad.t213_a3 = alloca <8 x float>, align 32
-  %flat_grad.t213_a2 = alloca <8 x float>, align 32
-  %flat_grad.t213_a1 = alloca <8 x float>, align 32
-  %flat_grad.t213_a0 = alloca <8 x float>, align 32
-  %flat_grad.t213_b0 = alloca <8 x float>, align 32
-  %flat_grad.t213_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t213_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t213_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t213_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t210_a3 = alloca <8 x float>, align 32
-  %flat_grad.t210_a2 = alloca <8 x float>, align 32
-  %flat_grad.t210_a1 = alloca <8 x float>, align 32
-  %flat_grad.t210_a0 = alloca <8 x float>, align 32
-  %flat_grad.t210_b2 = alloca <8 x float>, align 32
-  %flat_grad.t210_b1 = alloca <8 x float>, align 32
-  %flat_grad.t210_b0 = alloca <8 x float>, align 32
-  %flat_grad.t210_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t210_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t210_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t210_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t210_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t210_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t210_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t210_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t210_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t210_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t210_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t210_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb208
+  %flat_grad.t215_a3 = alloca <8 x float>, align 32
+  %flat_grad.t215_a2 = alloca <8 x float>, align 32
+  %flat_grad.t215_a1 = alloca <8 x float>, align 32
+  %flat_grad.t215_a0 = alloca <8 x float>, align 32
+  %flat_grad.t215_b0 = alloca <8 x float>, align 32
+  %flat_grad.t215_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t215_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t215_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t215_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t212_a3 = alloca <8 x float>, align 32
+  %flat_grad.t212_a2 = alloca <8 x float>, align 32
+  %flat_grad.t212_a1 = alloca <8 x float>, align 32
+  %flat_grad.t212_a0 = alloca <8 x float>, align 32
+  %flat_grad.t212_b2 = alloca <8 x float>, align 32
+  %flat_grad.t212_b1 = alloca <8 x float>, align 32
+  %flat_grad.t212_b0 = alloca <8 x float>, align 32
+  %flat_grad.t212_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t212_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t212_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t212_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t212_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t212_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t212_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t212_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t212_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t212_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t212_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t212_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb210
 
-flat_grad.nb208:                                  ; preds = %flat_grad.mb209.end, %entry
-  %flat_grad.nb2081 = phi i64 [ 0, %entry ], [ %nb208.next, %flat_grad.mb209.end ]
-  br label %flat_grad.mb209
+flat_grad.nb210:                                  ; preds = %flat_grad.mb211.end, %entry
+  %flat_grad.nb2101 = phi i64 [ 0, %entry ], [ %nb210.next, %flat_grad.mb211.end ]
+  br label %flat_grad.mb211
 
-flat_grad.nb208.end:                              ; preds = %flat_grad.mb209.end
-  br label %flat_grad.mb212
+flat_grad.nb210.end:                              ; preds = %flat_grad.mb211.end
+  br label %flat_grad.mb214
 
-flat_grad.mb209:                                  ; preds = %flat_grad.k211.end, %flat_grad.nb208
-  %flat_grad.mb2092 = phi i64 [ 0, %flat_grad.nb208 ], [ %mb209.next, %flat_grad.k211.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c3_2, align 32
-  br label %flat_grad.k211
+flat_grad.mb211:                                  ; preds = %flat_grad.k213.end, %flat_grad.nb210
+  %flat_grad.mb2112 = phi i64 [ 0, %flat_grad.nb210 ], [ %mb211.next, %flat_grad.k213.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t212_c3_2, align 32
+  br label %flat_grad.k213
 
-flat_grad.mb209.end:                              ; preds = %flat_grad.k211.end
-  %nb208.next = add nsw i64 %flat_grad.nb2081, 1
-  %0 = icmp slt i64 %nb208.next, 65
-  br i1 %0, label %flat_grad.nb208, label %flat_grad.nb208.end
+flat_grad.mb211.end:                              ; preds = %flat_grad.k213.end
+  %nb210.next = add nsw i64 %flat_grad.nb2101, 1
+  %0 = icmp slt i64 %nb210.next, 65
+  br i1 %0, label %flat_grad.nb210, label %flat_grad.nb210.end
 
-flat_grad.k211:                                   ; preds = %flat_grad.k211, %flat_grad.mb209
-  %flat_grad.k2113 = phi i64 [ 0, %flat_grad.mb209 ], [ %k211.next, %flat_grad.k211 ]
-  %1 = mul nsw i64 %flat_grad.k2113, 1568
+flat_grad.k213:                                   ; preds = %flat_grad.k213, %flat_grad.mb211
+  %flat_grad.k2133 = phi i64 [ 0, %flat_grad.mb211 ], [ %k213.next, %flat_grad.k213 ]
+  %1 = mul nsw i64 %flat_grad.k2133, 1568
   %2 = add nsw i64 4800, %1
-  %3 = mul nsw i64 %flat_grad.nb2081, 24
+  %3 = mul nsw i64 %flat_grad.nb2101, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t210_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2113, 1568
+  store <8 x float> %5, ptr %flat_grad.t212_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2133, 1568
   %7 = add nsw i64 4800, %6
-  %8 = mul nsw i64 %flat_grad.nb2081, 24
+  %8 = mul nsw i64 %flat_grad.nb2101, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t210_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2113, 1568
+  store <8 x float> %11, ptr %flat_grad.t212_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2133, 1568
   %13 = add nsw i64 4800, %12
-  %14 = mul nsw i64 %flat_grad.nb2081, 24
+  %14 = mul nsw i64 %flat_grad.nb2101, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t210_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %17, ptr %flat_grad.t212_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2112, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 619792, %19
-  %21 = add nsw i64 %20, %flat_grad.k2113
+  %21 = add nsw i64 %20, %flat_grad.k2133
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t210_a0, align 32
-  %t210_a0 = load <8 x float>, ptr %flat_grad.t210_a0, align 32
-  %t210_b0 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
-  %t210_c0_0 = load <8 x float>, ptr %flat_grad.t210_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a0, <8 x float> %t210_b0, <8 x float> %t210_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t210_c0_0, align 32
-  %t210_a08 = load <8 x float>, ptr %flat_grad.t210_a0, align 32
-  %t210_b1 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
-  %t210_c0_1 = load <8 x float>, ptr %flat_grad.t210_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a08, <8 x float> %t210_b1, <8 x float> %t210_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t210_c0_1, align 32
-  %t210_a09 = load <8 x float>, ptr %flat_grad.t210_a0, align 32
-  %t210_b2 = load <8 x float>, ptr %flat_grad.t210_b2, align 32
-  %t210_c0_2 = load <8 x float>, ptr %flat_grad.t210_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a09, <8 x float> %t210_b2, <8 x float> %t210_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t210_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %24, ptr %flat_grad.t212_a0, align 32
+  %t212_a0 = load <8 x float>, ptr %flat_grad.t212_a0, align 32
+  %t212_b0 = load <8 x float>, ptr %flat_grad.t212_b0, align 32
+  %t212_c0_0 = load <8 x float>, ptr %flat_grad.t212_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a0, <8 x float> %t212_b0, <8 x float> %t212_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t212_c0_0, align 32
+  %t212_a08 = load <8 x float>, ptr %flat_grad.t212_a0, align 32
+  %t212_b1 = load <8 x float>, ptr %flat_grad.t212_b1, align 32
+  %t212_c0_1 = load <8 x float>, ptr %flat_grad.t212_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a08, <8 x float> %t212_b1, <8 x float> %t212_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t212_c0_1, align 32
+  %t212_a09 = load <8 x float>, ptr %flat_grad.t212_a0, align 32
+  %t212_b2 = load <8 x float>, ptr %flat_grad.t212_b2, align 32
+  %t212_c0_2 = load <8 x float>, ptr %flat_grad.t212_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a09, <8 x float> %t212_b2, <8 x float> %t212_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t212_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2112, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 619792, %30
-  %32 = add nsw i64 %31, %flat_grad.k2113
+  %32 = add nsw i64 %31, %flat_grad.k2133
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t210_a1, align 32
-  %t210_a1 = load <8 x float>, ptr %flat_grad.t210_a1, align 32
-  %t210_b011 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
-  %t210_c1_0 = load <8 x float>, ptr %flat_grad.t210_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a1, <8 x float> %t210_b011, <8 x float> %t210_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t210_c1_0, align 32
-  %t210_a112 = load <8 x float>, ptr %flat_grad.t210_a1, align 32
-  %t210_b113 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
-  %t210_c1_1 = load <8 x float>, ptr %flat_grad.t210_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a112, <8 x float> %t210_b113, <8 x float> %t210_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t210_c1_1, align 32
-  %t210_a114 = load <8 x float>, ptr %flat_grad.t210_a1, align 32
-  %t210_b215 = load <8 x float>, ptr %flat_grad.t210_b2, align 32
-  %t210_c1_2 = load <8 x float>, ptr %flat_grad.t210_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a114, <8 x float> %t210_b215, <8 x float> %t210_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t210_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %35, ptr %flat_grad.t212_a1, align 32
+  %t212_a1 = load <8 x float>, ptr %flat_grad.t212_a1, align 32
+  %t212_b011 = load <8 x float>, ptr %flat_grad.t212_b0, align 32
+  %t212_c1_0 = load <8 x float>, ptr %flat_grad.t212_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a1, <8 x float> %t212_b011, <8 x float> %t212_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t212_c1_0, align 32
+  %t212_a112 = load <8 x float>, ptr %flat_grad.t212_a1, align 32
+  %t212_b113 = load <8 x float>, ptr %flat_grad.t212_b1, align 32
+  %t212_c1_1 = load <8 x float>, ptr %flat_grad.t212_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a112, <8 x float> %t212_b113, <8 x float> %t212_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t212_c1_1, align 32
+  %t212_a114 = load <8 x float>, ptr %flat_grad.t212_a1, align 32
+  %t212_b215 = load <8 x float>, ptr %flat_grad.t212_b2, align 32
+  %t212_c1_2 = load <8 x float>, ptr %flat_grad.t212_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a114, <8 x float> %t212_b215, <8 x float> %t212_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t212_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2112, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 619792, %41
-  %43 = add nsw i64 %42, %flat_grad.k2113
+  %43 = add nsw i64 %42, %flat_grad.k2133
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t210_a2, align 32
-  %t210_a2 = load <8 x float>, ptr %flat_grad.t210_a2, align 32
-  %t210_b017 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
-  %t210_c2_0 = load <8 x float>, ptr %flat_grad.t210_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a2, <8 x float> %t210_b017, <8 x float> %t210_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t210_c2_0, align 32
-  %t210_a218 = load <8 x float>, ptr %flat_grad.t210_a2, align 32
-  %t210_b119 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
-  %t210_c2_1 = load <8 x float>, ptr %flat_grad.t210_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a218, <8 x float> %t210_b119, <8 x float> %t210_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t210_c2_1, align 32
-  %t210_a220 = load <8 x float>, ptr %flat_grad.t210_a2, align 32
-  %t210_b221 = load <8 x float>, ptr %flat_grad.t210_b2, align 32
-  %t210_c2_2 = load <8 x float>, ptr %flat_grad.t210_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a220, <8 x float> %t210_b221, <8 x float> %t210_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t210_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %46, ptr %flat_grad.t212_a2, align 32
+  %t212_a2 = load <8 x float>, ptr %flat_grad.t212_a2, align 32
+  %t212_b017 = load <8 x float>, ptr %flat_grad.t212_b0, align 32
+  %t212_c2_0 = load <8 x float>, ptr %flat_grad.t212_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a2, <8 x float> %t212_b017, <8 x float> %t212_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t212_c2_0, align 32
+  %t212_a218 = load <8 x float>, ptr %flat_grad.t212_a2, align 32
+  %t212_b119 = load <8 x float>, ptr %flat_grad.t212_b1, align 32
+  %t212_c2_1 = load <8 x float>, ptr %flat_grad.t212_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a218, <8 x float> %t212_b119, <8 x float> %t212_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t212_c2_1, align 32
+  %t212_a220 = load <8 x float>, ptr %flat_grad.t212_a2, align 32
+  %t212_b221 = load <8 x float>, ptr %flat_grad.t212_b2, align 32
+  %t212_c2_2 = load <8 x float>, ptr %flat_grad.t212_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a220, <8 x float> %t212_b221, <8 x float> %t212_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t212_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2112, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 619792, %52
-  %54 = add nsw i64 %53, %flat_grad.k2113
+  %54 = add nsw i64 %53, %flat_grad.k2133
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t210_a3, align 32
-  %t210_a3 = load <8 x float>, ptr %flat_grad.t210_a3, align 32
-  %t210_b023 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
-  %t210_c3_0 = load <8 x float>, ptr %flat_grad.t210_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a3, <8 x float> %t210_b023, <8 x float> %t210_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t210_c3_0, align 32
-  %t210_a324 = load <8 x float>, ptr %flat_grad.t210_a3, align 32
-  %t210_b125 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
-  %t210_c3_1 = load <8 x float>, ptr %flat_grad.t210_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a324, <8 x float> %t210_b125, <8 x float> %t210_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t210_c3_1, align 32
-  %t210_a326 = load <8 x float>, ptr %flat_grad.t210_a3, align 32
-  %t210_b227 = load <8 x float>, ptr %flat_grad.t210_b2, align 32
-  %t210_c3_2 = load <8 x float>, ptr %flat_grad.t210_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a326, <8 x float> %t210_b227, <8 x float> %t210_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t210_c3_2, align 32
-  %k211.next = add nsw i64 %flat_grad.k2113, 1
-  %61 = icmp slt i64 %k211.next, 128
-  br i1 %61, label %flat_grad.k211, label %flat_grad.k211.end
+  store <8 x float> %57, ptr %flat_grad.t212_a3, align 32
+  %t212_a3 = load <8 x float>, ptr %flat_grad.t212_a3, align 32
+  %t212_b023 = load <8 x float>, ptr %flat_grad.t212_b0, align 32
+  %t212_c3_0 = load <8 x float>, ptr %flat_grad.t212_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a3, <8 x float> %t212_b023, <8 x float> %t212_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t212_c3_0, align 32
+  %t212_a324 = load <8 x float>, ptr %flat_grad.t212_a3, align 32
+  %t212_b125 = load <8 x float>, ptr %flat_grad.t212_b1, align 32
+  %t212_c3_1 = load <8 x float>, ptr %flat_grad.t212_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a324, <8 x float> %t212_b125, <8 x float> %t212_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t212_c3_1, align 32
+  %t212_a326 = load <8 x float>, ptr %flat_grad.t212_a3, align 32
+  %t212_b227 = load <8 x float>, ptr %flat_grad.t212_b2, align 32
+  %t212_c3_2 = load <8 x float>, ptr %flat_grad.t212_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t212_a326, <8 x float> %t212_b227, <8 x float> %t212_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t212_c3_2, align 32
+  %k213.next = add nsw i64 %flat_grad.k2133, 1
+  %61 = icmp slt i64 %k213.next, 128
+  br i1 %61, label %flat_grad.k213, label %flat_grad.k213.end
 
-flat_grad.k211.end:                               ; preds = %flat_grad.k211
-  %t210_c0_028 = load <8 x float>, ptr %flat_grad.t210_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2092, 4
+flat_grad.k213.end:                               ; preds = %flat_grad.k213
+  %t212_c0_028 = load <8 x float>, ptr %flat_grad.t212_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2112, 4
   %63 = mul nsw i64 %62, 1568
   %64 = add nsw i64 627984, %63
-  %65 = mul nsw i64 %flat_grad.nb2081, 24
+  %65 = mul nsw i64 %flat_grad.nb2101, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t210_c0_028, ptr %arena29, align 4
-  %t210_c0_130 = load <8 x float>, ptr %flat_grad.t210_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c0_028, ptr %arena29, align 4
+  %t212_c0_130 = load <8 x float>, ptr %flat_grad.t212_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2112, 4
   %68 = mul nsw i64 %67, 1568
   %69 = add nsw i64 627984, %68
-  %70 = mul nsw i64 %flat_grad.nb2081, 24
+  %70 = mul nsw i64 %flat_grad.nb2101, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t210_c0_130, ptr %arena31, align 4
-  %t210_c0_232 = load <8 x float>, ptr %flat_grad.t210_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c0_130, ptr %arena31, align 4
+  %t212_c0_232 = load <8 x float>, ptr %flat_grad.t212_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2112, 4
   %74 = mul nsw i64 %73, 1568
   %75 = add nsw i64 627984, %74
-  %76 = mul nsw i64 %flat_grad.nb2081, 24
+  %76 = mul nsw i64 %flat_grad.nb2101, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t210_c0_232, ptr %arena33, align 4
-  %t210_c1_034 = load <8 x float>, ptr %flat_grad.t210_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c0_232, ptr %arena33, align 4
+  %t212_c1_034 = load <8 x float>, ptr %flat_grad.t212_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2112, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1568
   %82 = add nsw i64 627984, %81
-  %83 = mul nsw i64 %flat_grad.nb2081, 24
+  %83 = mul nsw i64 %flat_grad.nb2101, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t210_c1_034, ptr %arena35, align 4
-  %t210_c1_136 = load <8 x float>, ptr %flat_grad.t210_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c1_034, ptr %arena35, align 4
+  %t212_c1_136 = load <8 x float>, ptr %flat_grad.t212_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2112, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1568
   %88 = add nsw i64 627984, %87
-  %89 = mul nsw i64 %flat_grad.nb2081, 24
+  %89 = mul nsw i64 %flat_grad.nb2101, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t210_c1_136, ptr %arena37, align 4
-  %t210_c1_238 = load <8 x float>, ptr %flat_grad.t210_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c1_136, ptr %arena37, align 4
+  %t212_c1_238 = load <8 x float>, ptr %flat_grad.t212_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2112, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1568
   %95 = add nsw i64 627984, %94
-  %96 = mul nsw i64 %flat_grad.nb2081, 24
+  %96 = mul nsw i64 %flat_grad.nb2101, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t210_c1_238, ptr %arena39, align 4
-  %t210_c2_040 = load <8 x float>, ptr %flat_grad.t210_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c1_238, ptr %arena39, align 4
+  %t212_c2_040 = load <8 x float>, ptr %flat_grad.t212_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2112, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1568
   %102 = add nsw i64 627984, %101
-  %103 = mul nsw i64 %flat_grad.nb2081, 24
+  %103 = mul nsw i64 %flat_grad.nb2101, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t210_c2_040, ptr %arena41, align 4
-  %t210_c2_142 = load <8 x float>, ptr %flat_grad.t210_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c2_040, ptr %arena41, align 4
+  %t212_c2_142 = load <8 x float>, ptr %flat_grad.t212_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2112, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1568
   %108 = add nsw i64 627984, %107
-  %109 = mul nsw i64 %flat_grad.nb2081, 24
+  %109 = mul nsw i64 %flat_grad.nb2101, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t210_c2_142, ptr %arena43, align 4
-  %t210_c2_244 = load <8 x float>, ptr %flat_grad.t210_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c2_142, ptr %arena43, align 4
+  %t212_c2_244 = load <8 x float>, ptr %flat_grad.t212_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2112, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1568
   %115 = add nsw i64 627984, %114
-  %116 = mul nsw i64 %flat_grad.nb2081, 24
+  %116 = mul nsw i64 %flat_grad.nb2101, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t210_c2_244, ptr %arena45, align 4
-  %t210_c3_046 = load <8 x float>, ptr %flat_grad.t210_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c2_244, ptr %arena45, align 4
+  %t212_c3_046 = load <8 x float>, ptr %flat_grad.t212_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2112, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1568
   %122 = add nsw i64 627984, %121
-  %123 = mul nsw i64 %flat_grad.nb2081, 24
+  %123 = mul nsw i64 %flat_grad.nb2101, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t210_c3_046, ptr %arena47, align 4
-  %t210_c3_148 = load <8 x float>, ptr %flat_grad.t210_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c3_046, ptr %arena47, align 4
+  %t212_c3_148 = load <8 x float>, ptr %flat_grad.t212_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2112, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1568
   %128 = add nsw i64 627984, %127
-  %129 = mul nsw i64 %flat_grad.nb2081, 24
+  %129 = mul nsw i64 %flat_grad.nb2101, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t210_c3_148, ptr %arena49, align 4
-  %t210_c3_250 = load <8 x float>, ptr %flat_grad.t210_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2092, 4
+  store <8 x float> %t212_c3_148, ptr %arena49, align 4
+  %t212_c3_250 = load <8 x float>, ptr %flat_grad.t212_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2112, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1568
   %135 = add nsw i64 627984, %134
-  %136 = mul nsw i64 %flat_grad.nb2081, 24
+  %136 = mul nsw i64 %flat_grad.nb2101, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t210_c3_250, ptr %arena51, align 4
-  %mb209.next = add nsw i64 %flat_grad.mb2092, 1
-  %139 = icmp slt i64 %mb209.next, 16
-  br i1 %139, label %flat_grad.mb209, label %flat_grad.mb209.end
+  store <8 x float> %t212_c3_250, ptr %arena51, align 4
+  %mb211.next = add nsw i64 %flat_grad.mb2112, 1
+  %139 = icmp slt i64 %mb211.next, 16
+  br i1 %139, label %flat_grad.mb211, label %flat_grad.mb211.end
 
-flat_grad.mb212:                                  ; preds = %flat_grad.k214.end, %flat_grad.nb208.end
-  %flat_grad.mb21252 = phi i64 [ 0, %flat_grad.nb208.end ], [ %mb212.next, %flat_grad.k214.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t213_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t213_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t213_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t213_c3_0, align 32
-  br label %flat_grad.k214
+flat_grad.mb214:                                  ; preds = %flat_grad.k216.end, %flat_grad.nb210.end
+  %flat_grad.mb21452 = phi i64 [ 0, %flat_grad.nb210.end ], [ %mb214.next, %flat_grad.k216.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t215_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t215_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t215_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t215_c3_0, align 32
+  br label %flat_grad.k216
 
-flat_grad.mb212.end:                              ; preds = %flat_grad.k214.end
+flat_grad.mb214.end:                              ; preds = %flat_grad.k216.end
   ret void
 
-flat_grad.k214:                                   ; preds = %flat_grad.k214, %flat_grad.mb212
-  %flat_grad.k21453 = phi i64 [ 0, %flat_grad.mb212 ], [ %k214.next, %flat_grad.k214 ]
-  %140 = mul nsw i64 %flat_grad.k21453, 1568
+flat_grad.k216:                                   ; preds = %flat_grad.k216, %flat_grad.mb214
+  %flat_grad.k21653 = phi i64 [ 0, %flat_grad.mb214 ], [ %k216.next, %flat_grad.k216 ]
+  %140 = mul nsw i64 %flat_grad.k21653, 1568
   %141 = add nsw i64 4800, %140
   %142 = add nsw i64 %141, 1560
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t213_b0, align 32
-  %144 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %143, ptr %flat_grad.t215_b0, align 32
+  %144 = mul nsw i64 %flat_grad.mb21452, 4
   %145 = mul nsw i64 %144, 128
   %146 = add nsw i64 619792, %145
-  %147 = add nsw i64 %146, %flat_grad.k21453
+  %147 = add nsw i64 %146, %flat_grad.k21653
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load float, ptr %arena55, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %flat_grad.t213_a0, align 32
-  %t213_a0 = load <8 x float>, ptr %flat_grad.t213_a0, align 32
-  %t213_b0 = load <8 x float>, ptr %flat_grad.t213_b0, align 32
-  %t213_c0_0 = load <8 x float>, ptr %flat_grad.t213_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a0, <8 x float> %t213_b0, <8 x float> %t213_c0_0)
-  store <8 x float> %151, ptr %flat_grad.t213_c0_0, align 32
-  %152 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %150, ptr %flat_grad.t215_a0, align 32
+  %t215_a0 = load <8 x float>, ptr %flat_grad.t215_a0, align 32
+  %t215_b0 = load <8 x float>, ptr %flat_grad.t215_b0, align 32
+  %t215_c0_0 = load <8 x float>, ptr %flat_grad.t215_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t215_a0, <8 x float> %t215_b0, <8 x float> %t215_c0_0)
+  store <8 x float> %151, ptr %flat_grad.t215_c0_0, align 32
+  %152 = mul nsw i64 %flat_grad.mb21452, 4
   %153 = add nsw i64 %152, 1
   %154 = mul nsw i64 %153, 128
   %155 = add nsw i64 619792, %154
-  %156 = add nsw i64 %155, %flat_grad.k21453
+  %156 = add nsw i64 %155, %flat_grad.k21653
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena56, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %flat_grad.t213_a1, align 32
-  %t213_a1 = load <8 x float>, ptr %flat_grad.t213_a1, align 32
-  %t213_b057 = load <8 x float>, ptr %flat_grad.t213_b0, align 32
-  %t213_c1_0 = load <8 x float>, ptr %flat_grad.t213_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a1, <8 x float> %t213_b057, <8 x float> %t213_c1_0)
-  store <8 x float> %160, ptr %flat_grad.t213_c1_0, align 32
-  %161 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %159, ptr %flat_grad.t215_a1, align 32
+  %t215_a1 = load <8 x float>, ptr %flat_grad.t215_a1, align 32
+  %t215_b057 = load <8 x float>, ptr %flat_grad.t215_b0, align 32
+  %t215_c1_0 = load <8 x float>, ptr %flat_grad.t215_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t215_a1, <8 x float> %t215_b057, <8 x float> %t215_c1_0)
+  store <8 x float> %160, ptr %flat_grad.t215_c1_0, align 32
+  %161 = mul nsw i64 %flat_grad.mb21452, 4
   %162 = add nsw i64 %161, 2
   %163 = mul nsw i64 %162, 128
   %164 = add nsw i64 619792, %163
-  %165 = add nsw i64 %164, %flat_grad.k21453
+  %165 = add nsw i64 %164, %flat_grad.k21653
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena58, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %flat_grad.t213_a2, align 32
-  %t213_a2 = load <8 x float>, ptr %flat_grad.t213_a2, align 32
-  %t213_b059 = load <8 x float>, ptr %flat_grad.t213_b0, align 32
-  %t213_c2_0 = load <8 x float>, ptr %flat_grad.t213_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a2, <8 x float> %t213_b059, <8 x float> %t213_c2_0)
-  store <8 x float> %169, ptr %flat_grad.t213_c2_0, align 32
-  %170 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %168, ptr %flat_grad.t215_a2, align 32
+  %t215_a2 = load <8 x float>, ptr %flat_grad.t215_a2, align 32
+  %t215_b059 = load <8 x float>, ptr %flat_grad.t215_b0, align 32
+  %t215_c2_0 = load <8 x float>, ptr %flat_grad.t215_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t215_a2, <8 x float> %t215_b059, <8 x float> %t215_c2_0)
+  store <8 x float> %169, ptr %flat_grad.t215_c2_0, align 32
+  %170 = mul nsw i64 %flat_grad.mb21452, 4
   %171 = add nsw i64 %170, 3
   %172 = mul nsw i64 %171, 128
   %173 = add nsw i64 619792, %172
-  %174 = add nsw i64 %173, %flat_grad.k21453
+  %174 = add nsw i64 %173, %flat_grad.k21653
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %174
   %175 = load float, ptr %arena60, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %flat_grad.t213_a3, align 32
-  %t213_a3 = load <8 x float>, ptr %flat_grad.t213_a3, align 32
-  %t213_b061 = load <8 x float>, ptr %flat_grad.t213_b0, align 32
-  %t213_c3_0 = load <8 x float>, ptr %flat_grad.t213_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a3, <8 x float> %t213_b061, <8 x float> %t213_c3_0)
-  store <8 x float> %178, ptr %flat_grad.t213_c3_0, align 32
-  %k214.next = add nsw i64 %flat_grad.k21453, 1
-  %179 = icmp slt i64 %k214.next, 128
-  br i1 %179, label %flat_grad.k214, label %flat_grad.k214.end
+  store <8 x float> %177, ptr %flat_grad.t215_a3, align 32
+  %t215_a3 = load <8 x float>, ptr %flat_grad.t215_a3, align 32
+  %t215_b061 = load <8 x float>, ptr %flat_grad.t215_b0, align 32
+  %t215_c3_0 = load <8 x float>, ptr %flat_grad.t215_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t215_a3, <8 x float> %t215_b061, <8 x float> %t215_c3_0)
+  store <8 x float> %178, ptr %flat_grad.t215_c3_0, align 32
+  %k216.next = add nsw i64 %flat_grad.k21653, 1
+  %179 = icmp slt i64 %k216.next, 128
+  br i1 %179, label %flat_grad.k216, label %flat_grad.k216.end
 
-flat_grad.k214.end:                               ; preds = %flat_grad.k214
-  %t213_c0_062 = load <8 x float>, ptr %flat_grad.t213_c0_0, align 32
-  %180 = mul nsw i64 %flat_grad.mb21252, 4
+flat_grad.k216.end:                               ; preds = %flat_grad.k216
+  %t215_c0_062 = load <8 x float>, ptr %flat_grad.t215_c0_0, align 32
+  %180 = mul nsw i64 %flat_grad.mb21452, 4
   %181 = mul nsw i64 %180, 1568
   %182 = add nsw i64 627984, %181
   %183 = add nsw i64 %182, 1560
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %183
-  store <8 x float> %t213_c0_062, ptr %arena63, align 4
-  %t213_c1_064 = load <8 x float>, ptr %flat_grad.t213_c1_0, align 32
-  %184 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %t215_c0_062, ptr %arena63, align 4
+  %t215_c1_064 = load <8 x float>, ptr %flat_grad.t215_c1_0, align 32
+  %184 = mul nsw i64 %flat_grad.mb21452, 4
   %185 = add nsw i64 %184, 1
   %186 = mul nsw i64 %185, 1568
   %187 = add nsw i64 627984, %186
   %188 = add nsw i64 %187, 1560
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t213_c1_064, ptr %arena65, align 4
-  %t213_c2_066 = load <8 x float>, ptr %flat_grad.t213_c2_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %t215_c1_064, ptr %arena65, align 4
+  %t215_c2_066 = load <8 x float>, ptr %flat_grad.t215_c2_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb21452, 4
   %190 = add nsw i64 %189, 2
   %191 = mul nsw i64 %190, 1568
   %192 = add nsw i64 627984, %191
   %193 = add nsw i64 %192, 1560
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %193
-  store <8 x float> %t213_c2_066, ptr %arena67, align 4
-  %t213_c3_068 = load <8 x float>, ptr %flat_grad.t213_c3_0, align 32
-  %194 = mul nsw i64 %flat_grad.mb21252, 4
+  store <8 x float> %t215_c2_066, ptr %arena67, align 4
+  %t215_c3_068 = load <8 x float>, ptr %flat_grad.t215_c3_0, align 32
+  %194 = mul nsw i64 %flat_grad.mb21452, 4
   %195 = add nsw i64 %194, 3
   %196 = mul nsw i64 %195, 1568
   %197 = add nsw i64 627984, %196
   %198 = add nsw i64 %197, 1560
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %198
-  store <8 x float> %t213_c3_068, ptr %arena69, align 4
-  %mb212.next = add nsw i64 %flat_grad.mb21252, 1
-  %199 = icmp slt i64 %mb212.next, 16
-  br i1 %199, label %flat_grad.mb212, label %flat_grad.mb212.end
+  store <8 x float> %t215_c3_068, ptr %arena69, align 4
+  %mb214.next = add nsw i64 %flat_grad.mb21452, 1
+  %199 = icmp slt i64 %mb214.next, 16
+  br i1 %199, label %flat_grad.mb214, label %flat_grad.mb214.end
 }
 
 ; Function Attrs: noinline
@@ -5637,93 +5999,173 @@ entry:
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k15.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv2_grad.i216
+  %part218.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part218.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv2_grad.part218.serial, label %conv2_grad.part218.pool
 
-conv2_grad.i216:                                  ; preds = %conv2_grad.i216, %entry
-  %conv2_grad.i2161 = phi i64 [ 0, %entry ], [ %i216.next, %conv2_grad.i216 ]
-  %0 = add nsw i64 728336, %conv2_grad.i2161
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i216.next = add nsw i64 %conv2_grad.i2161, 1
-  %1 = icmp slt i64 %i216.next, 401408
-  br i1 %1, label %conv2_grad.i216, label %conv2_grad.i216.end
+conv2_grad.part218.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k15.conv2_grad.part218.task, ptr %part218.context, i64 2)
+  br label %conv2_grad.part218.done
 
-conv2_grad.i216.end:                              ; preds = %conv2_grad.i216
-  br label %conv2_grad.q217
+conv2_grad.part218.serial:                        ; preds = %entry
+  br label %conv2_grad.part218
 
-conv2_grad.q217:                                  ; preds = %conv2_grad.i218.end, %conv2_grad.i216.end
-  %conv2_grad.q2173 = phi i64 [ 0, %conv2_grad.i216.end ], [ %q217.next, %conv2_grad.i218.end ]
-  br label %conv2_grad.i218
-
-conv2_grad.q217.end:                              ; preds = %conv2_grad.i218.end
+conv2_grad.part218.done:                          ; preds = %conv2_grad.part218.end, %conv2_grad.part218.pool
   ret void
 
-conv2_grad.i218:                                  ; preds = %conv2_grad.endif, %conv2_grad.q217
-  %conv2_grad.i2184 = phi i64 [ 0, %conv2_grad.q217 ], [ %i218.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q2173, 49
-  %3 = add nsw i64 %2, %conv2_grad.i2184
-  %4 = add nsw i64 401408, %3
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load float, ptr %arena5, align 4
-  %6 = fcmp ogt float %5, 0.000000e+00
-  br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
+conv2_grad.part218:                               ; preds = %conv2_grad.part218, %conv2_grad.part218.serial
+  %conv2_grad.part2181 = phi i64 [ 0, %conv2_grad.part218.serial ], [ %part218.next, %conv2_grad.part218 ]
+  call void @smallcnn_train_b64.k15.conv2_grad.part218(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_grad.part2181)
+  %part218.next = add nsw i64 %conv2_grad.part2181, 1
+  %13 = icmp slt i64 %part218.next, 2
+  br i1 %13, label %conv2_grad.part218, label %conv2_grad.part218.end
 
-conv2_grad.i218.end:                              ; preds = %conv2_grad.endif
-  %q217.next = add nsw i64 %conv2_grad.q2173, 1
-  %7 = icmp slt i64 %q217.next, 2048
-  br i1 %7, label %conv2_grad.q217, label %conv2_grad.q217.end
+conv2_grad.part218.end:                           ; preds = %conv2_grad.part218
+  br label %conv2_grad.part218.done
+}
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i218
-  %8 = mul nsw i64 %conv2_grad.q2173, 196
-  %9 = add nsw i64 728336, %8
-  %10 = mul nsw i64 %conv2_grad.q2173, 49
-  %11 = add nsw i64 %10, %conv2_grad.i2184
-  %12 = add nsw i64 501760, %11
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena6, align 4
-  %14 = fptosi float %13 to i64
-  %15 = add nsw i64 %9, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q2173, 49
-  %18 = add nsw i64 %17, %conv2_grad.i2184
-  %19 = add nsw i64 627984, %18
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load float, ptr %arena8, align 4
-  %21 = fadd float %16, %20
-  store float %21, ptr %arena7, align 4
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k15.conv2_grad.part218(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv2_grad.q219
+
+conv2_grad.q219:                                  ; preds = %conv2_grad.i221.end, %entry
+  %conv2_grad.q2191 = phi i64 [ 0, %entry ], [ %q219.next, %conv2_grad.i221.end ]
+  br label %conv2_grad.i220
+
+conv2_grad.q219.end:                              ; preds = %conv2_grad.i221.end
+  ret void
+
+conv2_grad.i220:                                  ; preds = %conv2_grad.i220, %conv2_grad.q219
+  %conv2_grad.i2202 = phi i64 [ 0, %conv2_grad.q219 ], [ %i220.next, %conv2_grad.i220 ]
+  %1 = mul nsw i64 %0, 1024
+  %2 = add nsw i64 %conv2_grad.q2191, %1
+  %3 = mul nsw i64 %2, 196
+  %4 = add nsw i64 728336, %3
+  %5 = add nsw i64 %4, %conv2_grad.i2202
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i220.next = add nsw i64 %conv2_grad.i2202, 1
+  %6 = icmp slt i64 %i220.next, 196
+  br i1 %6, label %conv2_grad.i220, label %conv2_grad.i220.end
+
+conv2_grad.i220.end:                              ; preds = %conv2_grad.i220
+  br label %conv2_grad.i221
+
+conv2_grad.i221:                                  ; preds = %conv2_grad.endif, %conv2_grad.i220.end
+  %conv2_grad.i2214 = phi i64 [ 0, %conv2_grad.i220.end ], [ %i221.next, %conv2_grad.endif ]
+  %7 = mul nsw i64 %0, 1024
+  %8 = add nsw i64 %conv2_grad.q2191, %7
+  %9 = mul nsw i64 %8, 49
+  %10 = add nsw i64 %9, %conv2_grad.i2214
+  %11 = add nsw i64 401408, %10
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena5, align 4
+  %13 = fcmp ogt float %12, 0.000000e+00
+  br i1 %13, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i221.end:                              ; preds = %conv2_grad.endif
+  %q219.next = add nsw i64 %conv2_grad.q2191, 1
+  %14 = icmp slt i64 %q219.next, 1024
+  br i1 %14, label %conv2_grad.q219, label %conv2_grad.q219.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i221
+  %15 = mul nsw i64 %0, 1024
+  %16 = add nsw i64 %conv2_grad.q2191, %15
+  %17 = mul nsw i64 %16, 196
+  %18 = add nsw i64 728336, %17
+  %19 = mul nsw i64 %0, 1024
+  %20 = add nsw i64 %conv2_grad.q2191, %19
+  %21 = mul nsw i64 %20, 49
+  %22 = add nsw i64 %21, %conv2_grad.i2214
+  %23 = add nsw i64 501760, %22
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena6, align 4
+  %25 = fptosi float %24 to i64
+  %26 = add nsw i64 %18, %25
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena7, align 4
+  %28 = mul nsw i64 %0, 1024
+  %29 = add nsw i64 %conv2_grad.q2191, %28
+  %30 = mul nsw i64 %29, 49
+  %31 = add nsw i64 %30, %conv2_grad.i2214
+  %32 = add nsw i64 627984, %31
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %32
+  %33 = load float, ptr %arena8, align 4
+  %34 = fadd float %27, %33
+  store float %34, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i218
-  %i218.next = add nsw i64 %conv2_grad.i2184, 1
-  %22 = icmp slt i64 %i218.next, 49
-  br i1 %22, label %conv2_grad.i218, label %conv2_grad.i218.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i221
+  %i221.next = add nsw i64 %conv2_grad.i2214, 1
+  %35 = icmp slt i64 %i221.next, 49
+  br i1 %35, label %conv2_grad.i221, label %conv2_grad.i221.end
+}
+
+define internal void @smallcnn_train_b64.k15.conv2_grad.part218.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k15.conv2_grad.part218(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k16.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv2_weight_grad.w318 = alloca float, align 4
-  %conv2_weight_grad.w317 = alloca float, align 4
-  %conv2_weight_grad.w316 = alloca float, align 4
-  %conv2_weight_grad.w315 = alloca float, align 4
-  %conv2_weight_grad.w314 = alloca float, align 4
-  %conv2_weight_grad.w313 = alloca float, align 4
-  %conv2_weight_grad.w312 = alloca float, align 4
-  %conv2_weight_grad.w311 = alloca float, align 4
-  %conv2_weight_grad.w310 = alloca float, align 4
-  %conv2_weight_grad.w309 = alloca float, align 4
-  %conv2_weight_grad.w308 = alloca float, align 4
-  %conv2_weight_grad.w307 = alloca float, align 4
-  %conv2_weight_grad.w306 = alloca float, align 4
-  %conv2_weight_grad.w305 = alloca float, align 4
-  %conv2_weight_grad.w304 = alloca float, align 4
-  %conv2_weight_grad.w303 = alloca float, align 4
-  %conv2_weight_grad.w302 = alloca float, align 4
-  %conv2_weight_grad.w301 = alloca float, align 4
-  %conv2_weight_grad.w300 = alloca float, align 4
-  %conv2_weight_grad.w299 = alloca float, align 4
-  %conv2_weight_grad.w298 = alloca float, align 4
+  %part301.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part299.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %conv2_weight_grad.w298 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w297 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w296 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w295 = alloca <8 x float>, align 32
   %conv2_weight_grad.w294 = alloca <8 x float>, align 32
   %conv2_weight_grad.w293 = alloca <8 x float>, align 32
   %conv2_weight_grad.w292 = alloca <8 x float>, align 32
@@ -5744,10 +6186,14 @@ entry:
   %conv2_weight_grad.w277 = alloca <8 x float>, align 32
   %conv2_weight_grad.w276 = alloca <8 x float>, align 32
   %conv2_weight_grad.w275 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w274 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w273 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w272 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w271 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w270 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w269 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w268 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w267 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w266 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w265 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w264 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w263 = alloca <8 x float>, align 32
   %conv2_weight_grad.w262 = alloca <8 x float>, align 32
   %conv2_weight_grad.w261 = alloca <8 x float>, align 32
   %conv2_weight_grad.w260 = alloca <8 x float>, align 32
@@ -5772,1869 +6218,2225 @@ entry:
   %conv2_weight_grad.w241 = alloca <8 x float>, align 32
   %conv2_weight_grad.w240 = alloca <8 x float>, align 32
   %conv2_weight_grad.w239 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w238 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w237 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w236 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w235 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w234 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w233 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w232 = alloca <8 x float>, align 32
-  %conv2_weight_grad.w231 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.i219
+  %part226.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv2_weight_grad.i222
 
-conv2_weight_grad.i219:                           ; preds = %conv2_weight_grad.i219, %entry
-  %conv2_weight_grad.i2191 = phi i64 [ 0, %entry ], [ %i219.next, %conv2_weight_grad.i219 ]
-  %0 = add nsw i64 449408, %conv2_weight_grad.i2191
+conv2_weight_grad.i222:                           ; preds = %conv2_weight_grad.i222, %entry
+  %conv2_weight_grad.i2221 = phi i64 [ 0, %entry ], [ %i222.next, %conv2_weight_grad.i222 ]
+  %0 = add nsw i64 449408, %conv2_weight_grad.i2221
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i219.next = add nsw i64 %conv2_weight_grad.i2191, 1
-  %1 = icmp slt i64 %i219.next, 8192
-  br i1 %1, label %conv2_weight_grad.i219, label %conv2_weight_grad.i219.end
+  %i222.next = add nsw i64 %conv2_weight_grad.i2221, 1
+  %1 = icmp slt i64 %i222.next, 8192
+  br i1 %1, label %conv2_weight_grad.i222, label %conv2_weight_grad.i222.end
 
-conv2_weight_grad.i219.end:                       ; preds = %conv2_weight_grad.i219
-  br label %conv2_weight_grad.i220
+conv2_weight_grad.i222.end:                       ; preds = %conv2_weight_grad.i222
+  br label %conv2_weight_grad.i223
 
-conv2_weight_grad.i220:                           ; preds = %conv2_weight_grad.i220, %conv2_weight_grad.i219.end
-  %conv2_weight_grad.i2203 = phi i64 [ 0, %conv2_weight_grad.i219.end ], [ %i220.next, %conv2_weight_grad.i220 ]
-  %2 = add nsw i64 401408, %conv2_weight_grad.i2203
+conv2_weight_grad.i223:                           ; preds = %conv2_weight_grad.i223, %conv2_weight_grad.i222.end
+  %conv2_weight_grad.i2233 = phi i64 [ 0, %conv2_weight_grad.i222.end ], [ %i223.next, %conv2_weight_grad.i223 ]
+  %2 = add nsw i64 401408, %conv2_weight_grad.i2233
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena4, align 4
-  %i220.next = add nsw i64 %conv2_weight_grad.i2203, 1
-  %3 = icmp slt i64 %i220.next, 4096
-  br i1 %3, label %conv2_weight_grad.i220, label %conv2_weight_grad.i220.end
+  %i223.next = add nsw i64 %conv2_weight_grad.i2233, 1
+  %3 = icmp slt i64 %i223.next, 4096
+  br i1 %3, label %conv2_weight_grad.i223, label %conv2_weight_grad.i223.end
 
-conv2_weight_grad.i220.end:                       ; preds = %conv2_weight_grad.i220
-  br label %conv2_weight_grad.i221
+conv2_weight_grad.i223.end:                       ; preds = %conv2_weight_grad.i223
+  br label %conv2_weight_grad.i224
 
-conv2_weight_grad.i221:                           ; preds = %conv2_weight_grad.i221, %conv2_weight_grad.i220.end
-  %conv2_weight_grad.i2215 = phi i64 [ 0, %conv2_weight_grad.i220.end ], [ %i221.next, %conv2_weight_grad.i221 ]
-  %4 = add nsw i64 418048, %conv2_weight_grad.i2215
+conv2_weight_grad.i224:                           ; preds = %conv2_weight_grad.i224, %conv2_weight_grad.i223.end
+  %conv2_weight_grad.i2245 = phi i64 [ 0, %conv2_weight_grad.i223.end ], [ %i224.next, %conv2_weight_grad.i224 ]
+  %4 = add nsw i64 418048, %conv2_weight_grad.i2245
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena6, align 4
-  %i221.next = add nsw i64 %conv2_weight_grad.i2215, 1
-  %5 = icmp slt i64 %i221.next, 6272
-  br i1 %5, label %conv2_weight_grad.i221, label %conv2_weight_grad.i221.end
+  %i224.next = add nsw i64 %conv2_weight_grad.i2245, 1
+  %5 = icmp slt i64 %i224.next, 6272
+  br i1 %5, label %conv2_weight_grad.i224, label %conv2_weight_grad.i224.end
 
-conv2_weight_grad.i221.end:                       ; preds = %conv2_weight_grad.i221
-  br label %conv2_weight_grad.g222
+conv2_weight_grad.i224.end:                       ; preds = %conv2_weight_grad.i224
+  br label %conv2_weight_grad.g225
 
-conv2_weight_grad.g222:                           ; preds = %conv2_weight_grad.xi295.end, %conv2_weight_grad.i221.end
-  %conv2_weight_grad.g2227 = phi i64 [ 0, %conv2_weight_grad.i221.end ], [ %g222.next, %conv2_weight_grad.xi295.end ]
-  br label %conv2_weight_grad.j223
+conv2_weight_grad.g225:                           ; preds = %conv2_weight_grad.part299.done, %conv2_weight_grad.i224.end
+  %conv2_weight_grad.g2257 = phi i64 [ 0, %conv2_weight_grad.i224.end ], [ %g225.next, %conv2_weight_grad.part299.done ]
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 0
+  store ptr %params, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 1
+  store ptr %grads, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 2
+  store ptr %m, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 3
+  store ptr %v, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 4
+  store ptr %arena, ptr %10, align 8
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 5
+  store ptr %prepared, ptr %11, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 6
+  store ptr %images, ptr %12, align 8
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 7
+  store ptr %labels, ptr %13, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 8
+  store float %lr, ptr %14, align 4
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 9
+  store i64 %step, ptr %15, align 4
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 10
+  store i64 %seed, ptr %16, align 4
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 11
+  store ptr %pool, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part226.context, i32 0, i32 12
+  store i64 %conv2_weight_grad.g2257, ptr %18, align 4
+  %19 = icmp eq ptr %pool, null
+  br i1 %19, label %conv2_weight_grad.part226.serial, label %conv2_weight_grad.part226.pool
 
-conv2_weight_grad.g222.end:                       ; preds = %conv2_weight_grad.xi295.end
-  br label %conv2_weight_grad.f296
+conv2_weight_grad.g225.end:                       ; preds = %conv2_weight_grad.part299.done
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 0
+  store ptr %params, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 1
+  store ptr %grads, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 2
+  store ptr %m, ptr %22, align 8
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 3
+  store ptr %v, ptr %23, align 8
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 4
+  store ptr %arena, ptr %24, align 8
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 5
+  store ptr %prepared, ptr %25, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 6
+  store ptr %images, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 7
+  store ptr %labels, ptr %27, align 8
+  %28 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 8
+  store float %lr, ptr %28, align 4
+  %29 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 9
+  store i64 %step, ptr %29, align 4
+  %30 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 10
+  store i64 %seed, ptr %30, align 4
+  %31 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part301.context, i32 0, i32 11
+  store ptr %pool, ptr %31, align 8
+  %32 = icmp eq ptr %pool, null
+  br i1 %32, label %conv2_weight_grad.part301.serial, label %conv2_weight_grad.part301.pool
 
-conv2_weight_grad.j223:                           ; preds = %conv2_weight_grad.iy224.end, %conv2_weight_grad.g222
-  %conv2_weight_grad.j2238 = phi i64 [ 0, %conv2_weight_grad.g222 ], [ %j223.next, %conv2_weight_grad.iy224.end ]
-  br label %conv2_weight_grad.iy224
+conv2_weight_grad.part226.pool:                   ; preds = %conv2_weight_grad.g225
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k16.conv2_weight_grad.part226.task, ptr %part226.context, i64 2)
+  br label %conv2_weight_grad.part226.done
 
-conv2_weight_grad.j223.end:                       ; preds = %conv2_weight_grad.iy224.end
-  br label %conv2_weight_grad.j227
+conv2_weight_grad.part226.serial:                 ; preds = %conv2_weight_grad.g225
+  br label %conv2_weight_grad.part226
 
-conv2_weight_grad.iy224:                          ; preds = %conv2_weight_grad.c225.end, %conv2_weight_grad.j223
-  %conv2_weight_grad.iy2249 = phi i64 [ 0, %conv2_weight_grad.j223 ], [ %iy224.next, %conv2_weight_grad.c225.end ]
-  br label %conv2_weight_grad.c225
+conv2_weight_grad.part226.done:                   ; preds = %conv2_weight_grad.part226.end, %conv2_weight_grad.part226.pool
+  br label %conv2_weight_grad.j235
 
-conv2_weight_grad.iy224.end:                      ; preds = %conv2_weight_grad.c225.end
-  %j223.next = add nsw i64 %conv2_weight_grad.j2238, 1
-  %6 = icmp slt i64 %j223.next, 1
-  br i1 %6, label %conv2_weight_grad.j223, label %conv2_weight_grad.j223.end
+conv2_weight_grad.part226:                        ; preds = %conv2_weight_grad.part226, %conv2_weight_grad.part226.serial
+  %conv2_weight_grad.part2268 = phi i64 [ 0, %conv2_weight_grad.part226.serial ], [ %part226.next, %conv2_weight_grad.part226 ]
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part226(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.g2257, i64 %conv2_weight_grad.part2268)
+  %part226.next = add nsw i64 %conv2_weight_grad.part2268, 1
+  %33 = icmp slt i64 %part226.next, 2
+  br i1 %33, label %conv2_weight_grad.part226, label %conv2_weight_grad.part226.end
 
-conv2_weight_grad.c225:                           ; preds = %conv2_weight_grad.ix226.end, %conv2_weight_grad.iy224
-  %conv2_weight_grad.c22510 = phi i64 [ 0, %conv2_weight_grad.iy224 ], [ %c225.next, %conv2_weight_grad.ix226.end ]
-  br label %conv2_weight_grad.ix226
+conv2_weight_grad.part226.end:                    ; preds = %conv2_weight_grad.part226
+  br label %conv2_weight_grad.part226.done
 
-conv2_weight_grad.c225.end:                       ; preds = %conv2_weight_grad.ix226.end
-  %iy224.next = add nsw i64 %conv2_weight_grad.iy2249, 1
-  %7 = icmp slt i64 %iy224.next, 14
-  br i1 %7, label %conv2_weight_grad.iy224, label %conv2_weight_grad.iy224.end
+conv2_weight_grad.j235:                           ; preds = %conv2_weight_grad.ty236.end, %conv2_weight_grad.part226.done
+  %conv2_weight_grad.j2359 = phi i64 [ 0, %conv2_weight_grad.part226.done ], [ %j235.next, %conv2_weight_grad.ty236.end ]
+  br label %conv2_weight_grad.ty236
 
-conv2_weight_grad.ix226:                          ; preds = %conv2_weight_grad.ix226, %conv2_weight_grad.c225
-  %conv2_weight_grad.ix22611 = phi i64 [ 0, %conv2_weight_grad.c225 ], [ %ix226.next, %conv2_weight_grad.ix226 ]
-  %8 = add nsw i64 %conv2_weight_grad.g2227, %conv2_weight_grad.j2238
-  %9 = mul nsw i64 %8, 3136
-  %10 = mul nsw i64 %conv2_weight_grad.c22510, 196
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %conv2_weight_grad.iy2249, 14
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, %conv2_weight_grad.ix22611
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena12, align 4
-  %16 = mul nsw i64 %conv2_weight_grad.j2238, 4096
-  %17 = add nsw i64 %conv2_weight_grad.iy2249, 1
-  %18 = mul nsw i64 %17, 256
-  %19 = add nsw i64 %16, %18
-  %20 = add nsw i64 %conv2_weight_grad.ix22611, 1
-  %21 = mul nsw i64 %20, 16
-  %22 = add nsw i64 %19, %21
-  %23 = add nsw i64 %22, %conv2_weight_grad.c22510
-  %24 = add nsw i64 401408, %23
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %24
-  store float %15, ptr %arena13, align 4
-  %ix226.next = add nsw i64 %conv2_weight_grad.ix22611, 1
-  %25 = icmp slt i64 %ix226.next, 14
-  br i1 %25, label %conv2_weight_grad.ix226, label %conv2_weight_grad.ix226.end
+conv2_weight_grad.j235.end:                       ; preds = %conv2_weight_grad.ty236.end
+  br label %conv2_weight_grad.j271
 
-conv2_weight_grad.ix226.end:                      ; preds = %conv2_weight_grad.ix226
-  %c225.next = add nsw i64 %conv2_weight_grad.c22510, 1
-  %26 = icmp slt i64 %c225.next, 16
-  br i1 %26, label %conv2_weight_grad.c225, label %conv2_weight_grad.c225.end
+conv2_weight_grad.ty236:                          ; preds = %conv2_weight_grad.tx237.end, %conv2_weight_grad.j235
+  %conv2_weight_grad.ty23610 = phi i64 [ 0, %conv2_weight_grad.j235 ], [ %ty236.next, %conv2_weight_grad.tx237.end ]
+  br label %conv2_weight_grad.tx237
 
-conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.ty228.end, %conv2_weight_grad.j223.end
-  %conv2_weight_grad.j22714 = phi i64 [ 0, %conv2_weight_grad.j223.end ], [ %j227.next, %conv2_weight_grad.ty228.end ]
-  br label %conv2_weight_grad.ty228
+conv2_weight_grad.ty236.end:                      ; preds = %conv2_weight_grad.tx237.end
+  %j235.next = add nsw i64 %conv2_weight_grad.j2359, 1
+  %34 = icmp slt i64 %j235.next, 1
+  br i1 %34, label %conv2_weight_grad.j235, label %conv2_weight_grad.j235.end
 
-conv2_weight_grad.j227.end:                       ; preds = %conv2_weight_grad.ty228.end
-  br label %conv2_weight_grad.j263
+conv2_weight_grad.tx237:                          ; preds = %conv2_weight_grad.cv238.end, %conv2_weight_grad.ty236
+  %conv2_weight_grad.tx23711 = phi i64 [ 0, %conv2_weight_grad.ty236 ], [ %tx237.next, %conv2_weight_grad.cv238.end ]
+  br label %conv2_weight_grad.cv238
 
-conv2_weight_grad.ty228:                          ; preds = %conv2_weight_grad.tx229.end, %conv2_weight_grad.j227
-  %conv2_weight_grad.ty22815 = phi i64 [ 0, %conv2_weight_grad.j227 ], [ %ty228.next, %conv2_weight_grad.tx229.end ]
-  br label %conv2_weight_grad.tx229
+conv2_weight_grad.tx237.end:                      ; preds = %conv2_weight_grad.cv238.end
+  %ty236.next = add nsw i64 %conv2_weight_grad.ty23610, 1
+  %35 = icmp slt i64 %ty236.next, 7
+  br i1 %35, label %conv2_weight_grad.ty236, label %conv2_weight_grad.ty236.end
 
-conv2_weight_grad.ty228.end:                      ; preds = %conv2_weight_grad.tx229.end
-  %j227.next = add nsw i64 %conv2_weight_grad.j22714, 1
-  %27 = icmp slt i64 %j227.next, 1
-  br i1 %27, label %conv2_weight_grad.j227, label %conv2_weight_grad.j227.end
-
-conv2_weight_grad.tx229:                          ; preds = %conv2_weight_grad.cv230.end, %conv2_weight_grad.ty228
-  %conv2_weight_grad.tx22916 = phi i64 [ 0, %conv2_weight_grad.ty228 ], [ %tx229.next, %conv2_weight_grad.cv230.end ]
-  br label %conv2_weight_grad.cv230
-
-conv2_weight_grad.tx229.end:                      ; preds = %conv2_weight_grad.cv230.end
-  %ty228.next = add nsw i64 %conv2_weight_grad.ty22815, 1
-  %28 = icmp slt i64 %ty228.next, 7
-  br i1 %28, label %conv2_weight_grad.ty228, label %conv2_weight_grad.ty228.end
-
-conv2_weight_grad.cv230:                          ; preds = %conv2_weight_grad.cv230, %conv2_weight_grad.tx229
-  %conv2_weight_grad.cv23017 = phi i64 [ 0, %conv2_weight_grad.tx229 ], [ %cv230.next, %conv2_weight_grad.cv230 ]
-  %29 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %30 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %31 = mul nsw i64 %30, 256
-  %32 = add nsw i64 %29, %31
-  %33 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %34 = mul nsw i64 %33, 16
-  %35 = add nsw i64 %32, %34
-  %36 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 401408, %37
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load <8 x float>, ptr %arena18, align 4
-  %40 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %41 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 256
-  %44 = add nsw i64 %40, %43
-  %45 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %46 = mul nsw i64 %45, 16
-  %47 = add nsw i64 %44, %46
-  %48 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %49 = add nsw i64 %47, %48
-  %50 = add nsw i64 401408, %49
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %50
-  %51 = load <8 x float>, ptr %arena19, align 4
-  %52 = fsub <8 x float> %39, %51
-  store <8 x float> %52, ptr %conv2_weight_grad.w231, align 32
-  %53 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %54 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %55 = add nsw i64 %54, 1
-  %56 = mul nsw i64 %55, 256
-  %57 = add nsw i64 %53, %56
-  %58 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %59 = mul nsw i64 %58, 16
-  %60 = add nsw i64 %57, %59
-  %61 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 401408, %62
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load <8 x float>, ptr %arena20, align 4
-  %65 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %66 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %67 = add nsw i64 %66, 2
-  %68 = mul nsw i64 %67, 256
-  %69 = add nsw i64 %65, %68
-  %70 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %71 = mul nsw i64 %70, 16
-  %72 = add nsw i64 %69, %71
-  %73 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %74 = add nsw i64 %72, %73
-  %75 = add nsw i64 401408, %74
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load <8 x float>, ptr %arena21, align 4
-  %77 = fadd <8 x float> %64, %76
-  store <8 x float> %77, ptr %conv2_weight_grad.w232, align 32
-  %78 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %79 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %80 = add nsw i64 %79, 2
-  %81 = mul nsw i64 %80, 256
-  %82 = add nsw i64 %78, %81
-  %83 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %84 = mul nsw i64 %83, 16
-  %85 = add nsw i64 %82, %84
-  %86 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %87 = add nsw i64 %85, %86
-  %88 = add nsw i64 401408, %87
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load <8 x float>, ptr %arena22, align 4
-  %90 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %91 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %92 = add nsw i64 %91, 1
-  %93 = mul nsw i64 %92, 256
-  %94 = add nsw i64 %90, %93
-  %95 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %96 = mul nsw i64 %95, 16
-  %97 = add nsw i64 %94, %96
-  %98 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 401408, %99
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %100
-  %101 = load <8 x float>, ptr %arena23, align 4
-  %102 = fsub <8 x float> %89, %101
-  store <8 x float> %102, ptr %conv2_weight_grad.w233, align 32
-  %103 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %104 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %105 = add nsw i64 %104, 1
-  %106 = mul nsw i64 %105, 256
-  %107 = add nsw i64 %103, %106
-  %108 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %109 = mul nsw i64 %108, 16
-  %110 = add nsw i64 %107, %109
-  %111 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 401408, %112
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %113
-  %114 = load <8 x float>, ptr %arena24, align 4
-  %115 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %116 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %117 = add nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 256
-  %119 = add nsw i64 %115, %118
-  %120 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %121 = mul nsw i64 %120, 16
-  %122 = add nsw i64 %119, %121
-  %123 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 401408, %124
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %125
-  %126 = load <8 x float>, ptr %arena25, align 4
-  %127 = fsub <8 x float> %114, %126
-  store <8 x float> %127, ptr %conv2_weight_grad.w234, align 32
-  %128 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %129 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %130 = mul nsw i64 %129, 256
-  %131 = add nsw i64 %128, %130
-  %132 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %133 = add nsw i64 %132, 1
-  %134 = mul nsw i64 %133, 16
-  %135 = add nsw i64 %131, %134
-  %136 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 401408, %137
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %138
-  %139 = load <8 x float>, ptr %arena26, align 4
-  %140 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %141 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %142 = add nsw i64 %141, 2
-  %143 = mul nsw i64 %142, 256
-  %144 = add nsw i64 %140, %143
-  %145 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %146 = add nsw i64 %145, 1
-  %147 = mul nsw i64 %146, 16
-  %148 = add nsw i64 %144, %147
-  %149 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 401408, %150
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %151
-  %152 = load <8 x float>, ptr %arena27, align 4
-  %153 = fsub <8 x float> %139, %152
-  store <8 x float> %153, ptr %conv2_weight_grad.w235, align 32
-  %154 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %155 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %156 = add nsw i64 %155, 1
-  %157 = mul nsw i64 %156, 256
-  %158 = add nsw i64 %154, %157
-  %159 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %160 = add nsw i64 %159, 1
-  %161 = mul nsw i64 %160, 16
-  %162 = add nsw i64 %158, %161
-  %163 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 401408, %164
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena28, align 4
-  %167 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %168 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %169 = add nsw i64 %168, 2
-  %170 = mul nsw i64 %169, 256
-  %171 = add nsw i64 %167, %170
-  %172 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %173 = add nsw i64 %172, 1
-  %174 = mul nsw i64 %173, 16
-  %175 = add nsw i64 %171, %174
-  %176 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 401408, %177
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load <8 x float>, ptr %arena29, align 4
-  %180 = fadd <8 x float> %166, %179
-  store <8 x float> %180, ptr %conv2_weight_grad.w236, align 32
-  %181 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %182 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %183 = add nsw i64 %182, 2
-  %184 = mul nsw i64 %183, 256
-  %185 = add nsw i64 %181, %184
-  %186 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %187 = add nsw i64 %186, 1
-  %188 = mul nsw i64 %187, 16
-  %189 = add nsw i64 %185, %188
-  %190 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %191 = add nsw i64 %189, %190
-  %192 = add nsw i64 401408, %191
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %192
-  %193 = load <8 x float>, ptr %arena30, align 4
-  %194 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %195 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 256
-  %198 = add nsw i64 %194, %197
-  %199 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %200 = add nsw i64 %199, 1
-  %201 = mul nsw i64 %200, 16
-  %202 = add nsw i64 %198, %201
-  %203 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 401408, %204
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load <8 x float>, ptr %arena31, align 4
-  %207 = fsub <8 x float> %193, %206
-  store <8 x float> %207, ptr %conv2_weight_grad.w237, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %209 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %210 = add nsw i64 %209, 1
-  %211 = mul nsw i64 %210, 256
-  %212 = add nsw i64 %208, %211
-  %213 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %214 = add nsw i64 %213, 1
-  %215 = mul nsw i64 %214, 16
-  %216 = add nsw i64 %212, %215
-  %217 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %218 = add nsw i64 %216, %217
-  %219 = add nsw i64 401408, %218
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %219
-  %220 = load <8 x float>, ptr %arena32, align 4
-  %221 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %222 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %223 = add nsw i64 %222, 3
-  %224 = mul nsw i64 %223, 256
-  %225 = add nsw i64 %221, %224
-  %226 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %227 = add nsw i64 %226, 1
-  %228 = mul nsw i64 %227, 16
-  %229 = add nsw i64 %225, %228
-  %230 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %231 = add nsw i64 %229, %230
-  %232 = add nsw i64 401408, %231
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load <8 x float>, ptr %arena33, align 4
-  %234 = fsub <8 x float> %220, %233
-  store <8 x float> %234, ptr %conv2_weight_grad.w238, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %236 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %237 = mul nsw i64 %236, 256
-  %238 = add nsw i64 %235, %237
-  %239 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %240 = add nsw i64 %239, 2
-  %241 = mul nsw i64 %240, 16
-  %242 = add nsw i64 %238, %241
-  %243 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 401408, %244
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load <8 x float>, ptr %arena34, align 4
-  %247 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %248 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %249 = add nsw i64 %248, 2
-  %250 = mul nsw i64 %249, 256
-  %251 = add nsw i64 %247, %250
-  %252 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %253 = add nsw i64 %252, 2
-  %254 = mul nsw i64 %253, 16
-  %255 = add nsw i64 %251, %254
-  %256 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %257 = add nsw i64 %255, %256
-  %258 = add nsw i64 401408, %257
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load <8 x float>, ptr %arena35, align 4
-  %260 = fsub <8 x float> %246, %259
-  store <8 x float> %260, ptr %conv2_weight_grad.w239, align 32
-  %261 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %262 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %263 = add nsw i64 %262, 1
-  %264 = mul nsw i64 %263, 256
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %267 = add nsw i64 %266, 2
-  %268 = mul nsw i64 %267, 16
-  %269 = add nsw i64 %265, %268
-  %270 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %271 = add nsw i64 %269, %270
-  %272 = add nsw i64 401408, %271
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %272
-  %273 = load <8 x float>, ptr %arena36, align 4
-  %274 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %275 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %276 = add nsw i64 %275, 2
-  %277 = mul nsw i64 %276, 256
-  %278 = add nsw i64 %274, %277
-  %279 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %280 = add nsw i64 %279, 2
-  %281 = mul nsw i64 %280, 16
-  %282 = add nsw i64 %278, %281
-  %283 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %284 = add nsw i64 %282, %283
-  %285 = add nsw i64 401408, %284
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %285
-  %286 = load <8 x float>, ptr %arena37, align 4
-  %287 = fadd <8 x float> %273, %286
-  store <8 x float> %287, ptr %conv2_weight_grad.w240, align 32
-  %288 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %289 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %290 = add nsw i64 %289, 2
-  %291 = mul nsw i64 %290, 256
-  %292 = add nsw i64 %288, %291
-  %293 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %294 = add nsw i64 %293, 2
-  %295 = mul nsw i64 %294, 16
-  %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 401408, %298
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %299
-  %300 = load <8 x float>, ptr %arena38, align 4
-  %301 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %302 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %303 = add nsw i64 %302, 1
-  %304 = mul nsw i64 %303, 256
-  %305 = add nsw i64 %301, %304
-  %306 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %307 = add nsw i64 %306, 2
-  %308 = mul nsw i64 %307, 16
-  %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %311 = add nsw i64 %309, %310
-  %312 = add nsw i64 401408, %311
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load <8 x float>, ptr %arena39, align 4
-  %314 = fsub <8 x float> %300, %313
-  store <8 x float> %314, ptr %conv2_weight_grad.w241, align 32
-  %315 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %316 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %317 = add nsw i64 %316, 1
-  %318 = mul nsw i64 %317, 256
-  %319 = add nsw i64 %315, %318
-  %320 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %321 = add nsw i64 %320, 2
-  %322 = mul nsw i64 %321, 16
-  %323 = add nsw i64 %319, %322
-  %324 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 401408, %325
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %326
-  %327 = load <8 x float>, ptr %arena40, align 4
-  %328 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %329 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %330 = add nsw i64 %329, 3
-  %331 = mul nsw i64 %330, 256
-  %332 = add nsw i64 %328, %331
-  %333 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %334 = add nsw i64 %333, 2
-  %335 = mul nsw i64 %334, 16
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 401408, %338
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %339
-  %340 = load <8 x float>, ptr %arena41, align 4
-  %341 = fsub <8 x float> %327, %340
-  store <8 x float> %341, ptr %conv2_weight_grad.w242, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %343 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %344 = mul nsw i64 %343, 256
-  %345 = add nsw i64 %342, %344
-  %346 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %347 = add nsw i64 %346, 3
-  %348 = mul nsw i64 %347, 16
-  %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %351 = add nsw i64 %349, %350
-  %352 = add nsw i64 401408, %351
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %352
-  %353 = load <8 x float>, ptr %arena42, align 4
-  %354 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %355 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %356 = add nsw i64 %355, 2
-  %357 = mul nsw i64 %356, 256
-  %358 = add nsw i64 %354, %357
-  %359 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %360 = add nsw i64 %359, 3
-  %361 = mul nsw i64 %360, 16
-  %362 = add nsw i64 %358, %361
-  %363 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 401408, %364
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load <8 x float>, ptr %arena43, align 4
-  %367 = fsub <8 x float> %353, %366
-  store <8 x float> %367, ptr %conv2_weight_grad.w243, align 32
-  %368 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %369 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %370 = add nsw i64 %369, 1
-  %371 = mul nsw i64 %370, 256
-  %372 = add nsw i64 %368, %371
-  %373 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %374 = add nsw i64 %373, 3
-  %375 = mul nsw i64 %374, 16
-  %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 401408, %378
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load <8 x float>, ptr %arena44, align 4
-  %381 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %382 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %383 = add nsw i64 %382, 2
-  %384 = mul nsw i64 %383, 256
-  %385 = add nsw i64 %381, %384
-  %386 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %387 = add nsw i64 %386, 3
-  %388 = mul nsw i64 %387, 16
-  %389 = add nsw i64 %385, %388
-  %390 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 401408, %391
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %392
-  %393 = load <8 x float>, ptr %arena45, align 4
-  %394 = fadd <8 x float> %380, %393
-  store <8 x float> %394, ptr %conv2_weight_grad.w244, align 32
-  %395 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %396 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %397 = add nsw i64 %396, 2
-  %398 = mul nsw i64 %397, 256
-  %399 = add nsw i64 %395, %398
-  %400 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %401 = add nsw i64 %400, 3
-  %402 = mul nsw i64 %401, 16
-  %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %405 = add nsw i64 %403, %404
-  %406 = add nsw i64 401408, %405
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %406
-  %407 = load <8 x float>, ptr %arena46, align 4
-  %408 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %409 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %410 = add nsw i64 %409, 1
-  %411 = mul nsw i64 %410, 256
-  %412 = add nsw i64 %408, %411
-  %413 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %414 = add nsw i64 %413, 3
-  %415 = mul nsw i64 %414, 16
-  %416 = add nsw i64 %412, %415
-  %417 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 401408, %418
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load <8 x float>, ptr %arena47, align 4
-  %421 = fsub <8 x float> %407, %420
-  store <8 x float> %421, ptr %conv2_weight_grad.w245, align 32
-  %422 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %423 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %424 = add nsw i64 %423, 1
-  %425 = mul nsw i64 %424, 256
-  %426 = add nsw i64 %422, %425
-  %427 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %428 = add nsw i64 %427, 3
-  %429 = mul nsw i64 %428, 16
-  %430 = add nsw i64 %426, %429
-  %431 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %432 = add nsw i64 %430, %431
-  %433 = add nsw i64 401408, %432
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load <8 x float>, ptr %arena48, align 4
-  %435 = mul nsw i64 %conv2_weight_grad.j22714, 4096
-  %436 = mul nsw i64 %conv2_weight_grad.ty22815, 2
-  %437 = add nsw i64 %436, 3
-  %438 = mul nsw i64 %437, 256
-  %439 = add nsw i64 %435, %438
-  %440 = mul nsw i64 %conv2_weight_grad.tx22916, 2
-  %441 = add nsw i64 %440, 3
-  %442 = mul nsw i64 %441, 16
-  %443 = add nsw i64 %439, %442
-  %444 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 401408, %445
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load <8 x float>, ptr %arena49, align 4
-  %448 = fsub <8 x float> %434, %447
-  store <8 x float> %448, ptr %conv2_weight_grad.w246, align 32
-  %w231 = load <8 x float>, ptr %conv2_weight_grad.w231, align 32
+conv2_weight_grad.cv238:                          ; preds = %conv2_weight_grad.cv238, %conv2_weight_grad.tx237
+  %conv2_weight_grad.cv23812 = phi i64 [ 0, %conv2_weight_grad.tx237 ], [ %cv238.next, %conv2_weight_grad.cv238 ]
+  %36 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %37 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %38 = mul nsw i64 %37, 256
+  %39 = add nsw i64 %36, %38
+  %40 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %41 = mul nsw i64 %40, 16
+  %42 = add nsw i64 %39, %41
+  %43 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 401408, %44
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %45
+  %46 = load <8 x float>, ptr %arena13, align 4
+  %47 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %48 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %49 = add nsw i64 %48, 2
+  %50 = mul nsw i64 %49, 256
+  %51 = add nsw i64 %47, %50
+  %52 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %53 = mul nsw i64 %52, 16
+  %54 = add nsw i64 %51, %53
+  %55 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %56 = add nsw i64 %54, %55
+  %57 = add nsw i64 401408, %56
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load <8 x float>, ptr %arena14, align 4
+  %59 = fsub <8 x float> %46, %58
+  store <8 x float> %59, ptr %conv2_weight_grad.w239, align 32
+  %60 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %61 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %62 = add nsw i64 %61, 1
+  %63 = mul nsw i64 %62, 256
+  %64 = add nsw i64 %60, %63
+  %65 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %66 = mul nsw i64 %65, 16
+  %67 = add nsw i64 %64, %66
+  %68 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 401408, %69
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load <8 x float>, ptr %arena15, align 4
+  %72 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %73 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %74 = add nsw i64 %73, 2
+  %75 = mul nsw i64 %74, 256
+  %76 = add nsw i64 %72, %75
+  %77 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %78 = mul nsw i64 %77, 16
+  %79 = add nsw i64 %76, %78
+  %80 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 401408, %81
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load <8 x float>, ptr %arena16, align 4
+  %84 = fadd <8 x float> %71, %83
+  store <8 x float> %84, ptr %conv2_weight_grad.w240, align 32
+  %85 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %86 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %87 = add nsw i64 %86, 2
+  %88 = mul nsw i64 %87, 256
+  %89 = add nsw i64 %85, %88
+  %90 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %91 = mul nsw i64 %90, 16
+  %92 = add nsw i64 %89, %91
+  %93 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 401408, %94
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena17, align 4
+  %97 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %98 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %99 = add nsw i64 %98, 1
+  %100 = mul nsw i64 %99, 256
+  %101 = add nsw i64 %97, %100
+  %102 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %103 = mul nsw i64 %102, 16
+  %104 = add nsw i64 %101, %103
+  %105 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 401408, %106
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena18, align 4
+  %109 = fsub <8 x float> %96, %108
+  store <8 x float> %109, ptr %conv2_weight_grad.w241, align 32
+  %110 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %111 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %112 = add nsw i64 %111, 1
+  %113 = mul nsw i64 %112, 256
+  %114 = add nsw i64 %110, %113
+  %115 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %116 = mul nsw i64 %115, 16
+  %117 = add nsw i64 %114, %116
+  %118 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 401408, %119
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load <8 x float>, ptr %arena19, align 4
+  %122 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %123 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %124 = add nsw i64 %123, 3
+  %125 = mul nsw i64 %124, 256
+  %126 = add nsw i64 %122, %125
+  %127 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %128 = mul nsw i64 %127, 16
+  %129 = add nsw i64 %126, %128
+  %130 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 401408, %131
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load <8 x float>, ptr %arena20, align 4
+  %134 = fsub <8 x float> %121, %133
+  store <8 x float> %134, ptr %conv2_weight_grad.w242, align 32
+  %135 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %136 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %137 = mul nsw i64 %136, 256
+  %138 = add nsw i64 %135, %137
+  %139 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 16
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %144 = add nsw i64 %142, %143
+  %145 = add nsw i64 401408, %144
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %145
+  %146 = load <8 x float>, ptr %arena21, align 4
+  %147 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %148 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %149 = add nsw i64 %148, 2
+  %150 = mul nsw i64 %149, 256
+  %151 = add nsw i64 %147, %150
+  %152 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %153 = add nsw i64 %152, 1
+  %154 = mul nsw i64 %153, 16
+  %155 = add nsw i64 %151, %154
+  %156 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 401408, %157
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load <8 x float>, ptr %arena22, align 4
+  %160 = fsub <8 x float> %146, %159
+  store <8 x float> %160, ptr %conv2_weight_grad.w243, align 32
+  %161 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %162 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %163 = add nsw i64 %162, 1
+  %164 = mul nsw i64 %163, 256
+  %165 = add nsw i64 %161, %164
+  %166 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %167 = add nsw i64 %166, 1
+  %168 = mul nsw i64 %167, 16
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %171 = add nsw i64 %169, %170
+  %172 = add nsw i64 401408, %171
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %172
+  %173 = load <8 x float>, ptr %arena23, align 4
+  %174 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %175 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %176 = add nsw i64 %175, 2
+  %177 = mul nsw i64 %176, 256
+  %178 = add nsw i64 %174, %177
+  %179 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %180 = add nsw i64 %179, 1
+  %181 = mul nsw i64 %180, 16
+  %182 = add nsw i64 %178, %181
+  %183 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %184 = add nsw i64 %182, %183
+  %185 = add nsw i64 401408, %184
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load <8 x float>, ptr %arena24, align 4
+  %187 = fadd <8 x float> %173, %186
+  store <8 x float> %187, ptr %conv2_weight_grad.w244, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %189 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %190 = add nsw i64 %189, 2
+  %191 = mul nsw i64 %190, 256
+  %192 = add nsw i64 %188, %191
+  %193 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %194 = add nsw i64 %193, 1
+  %195 = mul nsw i64 %194, 16
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 401408, %198
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %199
+  %200 = load <8 x float>, ptr %arena25, align 4
+  %201 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %202 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %203 = add nsw i64 %202, 1
+  %204 = mul nsw i64 %203, 256
+  %205 = add nsw i64 %201, %204
+  %206 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 16
+  %209 = add nsw i64 %205, %208
+  %210 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 401408, %211
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena26, align 4
+  %214 = fsub <8 x float> %200, %213
+  store <8 x float> %214, ptr %conv2_weight_grad.w245, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %216 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %217 = add nsw i64 %216, 1
+  %218 = mul nsw i64 %217, 256
+  %219 = add nsw i64 %215, %218
+  %220 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 16
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 401408, %225
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %226
+  %227 = load <8 x float>, ptr %arena27, align 4
+  %228 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %229 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %230 = add nsw i64 %229, 3
+  %231 = mul nsw i64 %230, 256
+  %232 = add nsw i64 %228, %231
+  %233 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %234 = add nsw i64 %233, 1
+  %235 = mul nsw i64 %234, 16
+  %236 = add nsw i64 %232, %235
+  %237 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %238 = add nsw i64 %236, %237
+  %239 = add nsw i64 401408, %238
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %239
+  %240 = load <8 x float>, ptr %arena28, align 4
+  %241 = fsub <8 x float> %227, %240
+  store <8 x float> %241, ptr %conv2_weight_grad.w246, align 32
+  %242 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %243 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %244 = mul nsw i64 %243, 256
+  %245 = add nsw i64 %242, %244
+  %246 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %247 = add nsw i64 %246, 2
+  %248 = mul nsw i64 %247, 16
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 401408, %251
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load <8 x float>, ptr %arena29, align 4
+  %254 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %255 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %256 = add nsw i64 %255, 2
+  %257 = mul nsw i64 %256, 256
+  %258 = add nsw i64 %254, %257
+  %259 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %260 = add nsw i64 %259, 2
+  %261 = mul nsw i64 %260, 16
+  %262 = add nsw i64 %258, %261
+  %263 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 401408, %264
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %265
+  %266 = load <8 x float>, ptr %arena30, align 4
+  %267 = fsub <8 x float> %253, %266
+  store <8 x float> %267, ptr %conv2_weight_grad.w247, align 32
+  %268 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %269 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %270 = add nsw i64 %269, 1
+  %271 = mul nsw i64 %270, 256
+  %272 = add nsw i64 %268, %271
+  %273 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %274 = add nsw i64 %273, 2
+  %275 = mul nsw i64 %274, 16
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %278 = add nsw i64 %276, %277
+  %279 = add nsw i64 401408, %278
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %279
+  %280 = load <8 x float>, ptr %arena31, align 4
+  %281 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %282 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %283 = add nsw i64 %282, 2
+  %284 = mul nsw i64 %283, 256
+  %285 = add nsw i64 %281, %284
+  %286 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %287 = add nsw i64 %286, 2
+  %288 = mul nsw i64 %287, 16
+  %289 = add nsw i64 %285, %288
+  %290 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 401408, %291
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %292
+  %293 = load <8 x float>, ptr %arena32, align 4
+  %294 = fadd <8 x float> %280, %293
+  store <8 x float> %294, ptr %conv2_weight_grad.w248, align 32
+  %295 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %296 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %297 = add nsw i64 %296, 2
+  %298 = mul nsw i64 %297, 256
+  %299 = add nsw i64 %295, %298
+  %300 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 16
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %305 = add nsw i64 %303, %304
+  %306 = add nsw i64 401408, %305
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %306
+  %307 = load <8 x float>, ptr %arena33, align 4
+  %308 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %309 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %310 = add nsw i64 %309, 1
+  %311 = mul nsw i64 %310, 256
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %314 = add nsw i64 %313, 2
+  %315 = mul nsw i64 %314, 16
+  %316 = add nsw i64 %312, %315
+  %317 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 401408, %318
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %319
+  %320 = load <8 x float>, ptr %arena34, align 4
+  %321 = fsub <8 x float> %307, %320
+  store <8 x float> %321, ptr %conv2_weight_grad.w249, align 32
+  %322 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %323 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %324 = add nsw i64 %323, 1
+  %325 = mul nsw i64 %324, 256
+  %326 = add nsw i64 %322, %325
+  %327 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %328 = add nsw i64 %327, 2
+  %329 = mul nsw i64 %328, 16
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %332 = add nsw i64 %330, %331
+  %333 = add nsw i64 401408, %332
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load <8 x float>, ptr %arena35, align 4
+  %335 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %336 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %337 = add nsw i64 %336, 3
+  %338 = mul nsw i64 %337, 256
+  %339 = add nsw i64 %335, %338
+  %340 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %341 = add nsw i64 %340, 2
+  %342 = mul nsw i64 %341, 16
+  %343 = add nsw i64 %339, %342
+  %344 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 401408, %345
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %346
+  %347 = load <8 x float>, ptr %arena36, align 4
+  %348 = fsub <8 x float> %334, %347
+  store <8 x float> %348, ptr %conv2_weight_grad.w250, align 32
+  %349 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %350 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %351 = mul nsw i64 %350, 256
+  %352 = add nsw i64 %349, %351
+  %353 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %354 = add nsw i64 %353, 3
+  %355 = mul nsw i64 %354, 16
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %358 = add nsw i64 %356, %357
+  %359 = add nsw i64 401408, %358
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %359
+  %360 = load <8 x float>, ptr %arena37, align 4
+  %361 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %362 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %363 = add nsw i64 %362, 2
+  %364 = mul nsw i64 %363, 256
+  %365 = add nsw i64 %361, %364
+  %366 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %367 = add nsw i64 %366, 3
+  %368 = mul nsw i64 %367, 16
+  %369 = add nsw i64 %365, %368
+  %370 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 401408, %371
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %372
+  %373 = load <8 x float>, ptr %arena38, align 4
+  %374 = fsub <8 x float> %360, %373
+  store <8 x float> %374, ptr %conv2_weight_grad.w251, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %376 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %377 = add nsw i64 %376, 1
+  %378 = mul nsw i64 %377, 256
+  %379 = add nsw i64 %375, %378
+  %380 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %381 = add nsw i64 %380, 3
+  %382 = mul nsw i64 %381, 16
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %385 = add nsw i64 %383, %384
+  %386 = add nsw i64 401408, %385
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %386
+  %387 = load <8 x float>, ptr %arena39, align 4
+  %388 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %389 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %390 = add nsw i64 %389, 2
+  %391 = mul nsw i64 %390, 256
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %394 = add nsw i64 %393, 3
+  %395 = mul nsw i64 %394, 16
+  %396 = add nsw i64 %392, %395
+  %397 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %398 = add nsw i64 %396, %397
+  %399 = add nsw i64 401408, %398
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %399
+  %400 = load <8 x float>, ptr %arena40, align 4
+  %401 = fadd <8 x float> %387, %400
+  store <8 x float> %401, ptr %conv2_weight_grad.w252, align 32
+  %402 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %403 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %404 = add nsw i64 %403, 2
+  %405 = mul nsw i64 %404, 256
+  %406 = add nsw i64 %402, %405
+  %407 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %408 = add nsw i64 %407, 3
+  %409 = mul nsw i64 %408, 16
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %412 = add nsw i64 %410, %411
+  %413 = add nsw i64 401408, %412
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %413
+  %414 = load <8 x float>, ptr %arena41, align 4
+  %415 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %416 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %417 = add nsw i64 %416, 1
+  %418 = mul nsw i64 %417, 256
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %421 = add nsw i64 %420, 3
+  %422 = mul nsw i64 %421, 16
+  %423 = add nsw i64 %419, %422
+  %424 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %425 = add nsw i64 %423, %424
+  %426 = add nsw i64 401408, %425
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %426
+  %427 = load <8 x float>, ptr %arena42, align 4
+  %428 = fsub <8 x float> %414, %427
+  store <8 x float> %428, ptr %conv2_weight_grad.w253, align 32
+  %429 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %430 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %431 = add nsw i64 %430, 1
+  %432 = mul nsw i64 %431, 256
+  %433 = add nsw i64 %429, %432
+  %434 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %435 = add nsw i64 %434, 3
+  %436 = mul nsw i64 %435, 16
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %439 = add nsw i64 %437, %438
+  %440 = add nsw i64 401408, %439
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %440
+  %441 = load <8 x float>, ptr %arena43, align 4
+  %442 = mul nsw i64 %conv2_weight_grad.j2359, 4096
+  %443 = mul nsw i64 %conv2_weight_grad.ty23610, 2
+  %444 = add nsw i64 %443, 3
+  %445 = mul nsw i64 %444, 256
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %conv2_weight_grad.tx23711, 2
+  %448 = add nsw i64 %447, 3
+  %449 = mul nsw i64 %448, 16
+  %450 = add nsw i64 %446, %449
+  %451 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %452 = add nsw i64 %450, %451
+  %453 = add nsw i64 401408, %452
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load <8 x float>, ptr %arena44, align 4
+  %455 = fsub <8 x float> %441, %454
+  store <8 x float> %455, ptr %conv2_weight_grad.w254, align 32
   %w239 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %449 = fsub <8 x float> %w231, %w239
-  store <8 x float> %449, ptr %conv2_weight_grad.w247, align 32
-  %w235 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %w23950 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %450 = fadd <8 x float> %w235, %w23950
-  store <8 x float> %450, ptr %conv2_weight_grad.w248, align 32
-  %w23951 = load <8 x float>, ptr %conv2_weight_grad.w239, align 32
-  %w23552 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %451 = fsub <8 x float> %w23951, %w23552
-  store <8 x float> %451, ptr %conv2_weight_grad.w249, align 32
-  %w23553 = load <8 x float>, ptr %conv2_weight_grad.w235, align 32
-  %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
-  %452 = fsub <8 x float> %w23553, %w243
-  store <8 x float> %452, ptr %conv2_weight_grad.w250, align 32
-  %w232 = load <8 x float>, ptr %conv2_weight_grad.w232, align 32
-  %w240 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %453 = fsub <8 x float> %w232, %w240
-  store <8 x float> %453, ptr %conv2_weight_grad.w251, align 32
-  %w236 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %w24054 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %454 = fadd <8 x float> %w236, %w24054
-  store <8 x float> %454, ptr %conv2_weight_grad.w252, align 32
-  %w24055 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
-  %w23656 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %455 = fsub <8 x float> %w24055, %w23656
-  store <8 x float> %455, ptr %conv2_weight_grad.w253, align 32
-  %w23657 = load <8 x float>, ptr %conv2_weight_grad.w236, align 32
-  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
-  %456 = fsub <8 x float> %w23657, %w244
-  store <8 x float> %456, ptr %conv2_weight_grad.w254, align 32
-  %w233 = load <8 x float>, ptr %conv2_weight_grad.w233, align 32
-  %w241 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %457 = fsub <8 x float> %w233, %w241
-  store <8 x float> %457, ptr %conv2_weight_grad.w255, align 32
-  %w237 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %w24158 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %458 = fadd <8 x float> %w237, %w24158
-  store <8 x float> %458, ptr %conv2_weight_grad.w256, align 32
-  %w24159 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
-  %w23760 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %459 = fsub <8 x float> %w24159, %w23760
-  store <8 x float> %459, ptr %conv2_weight_grad.w257, align 32
-  %w23761 = load <8 x float>, ptr %conv2_weight_grad.w237, align 32
-  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
-  %460 = fsub <8 x float> %w23761, %w245
-  store <8 x float> %460, ptr %conv2_weight_grad.w258, align 32
-  %w234 = load <8 x float>, ptr %conv2_weight_grad.w234, align 32
-  %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %461 = fsub <8 x float> %w234, %w242
-  store <8 x float> %461, ptr %conv2_weight_grad.w259, align 32
-  %w238 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %w24262 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %462 = fadd <8 x float> %w238, %w24262
-  store <8 x float> %462, ptr %conv2_weight_grad.w260, align 32
-  %w24263 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
-  %w23864 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %463 = fsub <8 x float> %w24263, %w23864
-  store <8 x float> %463, ptr %conv2_weight_grad.w261, align 32
-  %w23865 = load <8 x float>, ptr %conv2_weight_grad.w238, align 32
-  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
-  %464 = fsub <8 x float> %w23865, %w246
-  store <8 x float> %464, ptr %conv2_weight_grad.w262, align 32
   %w247 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
-  %465 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %466 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %467, %conv2_weight_grad.tx22916
-  %469 = mul nsw i64 %468, 16
-  %470 = add nsw i64 405504, %469
-  %471 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %472 = add nsw i64 %470, %471
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %472
-  store <8 x float> %w247, ptr %arena66, align 4
-  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
-  %473 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %474 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %475 = add nsw i64 %473, %474
-  %476 = add nsw i64 %475, %conv2_weight_grad.tx22916
-  %477 = mul nsw i64 %476, 16
-  %478 = add nsw i64 406288, %477
-  %479 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %480 = add nsw i64 %478, %479
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %480
-  store <8 x float> %w248, ptr %arena67, align 4
-  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
-  %481 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %482 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2_weight_grad.tx22916
-  %485 = mul nsw i64 %484, 16
-  %486 = add nsw i64 407072, %485
-  %487 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %488 = add nsw i64 %486, %487
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %488
-  store <8 x float> %w249, ptr %arena68, align 4
-  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
-  %489 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %490 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %491 = add nsw i64 %489, %490
-  %492 = add nsw i64 %491, %conv2_weight_grad.tx22916
-  %493 = mul nsw i64 %492, 16
-  %494 = add nsw i64 407856, %493
-  %495 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %496 = add nsw i64 %494, %495
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %496
-  store <8 x float> %w250, ptr %arena69, align 4
+  %456 = fsub <8 x float> %w239, %w247
+  store <8 x float> %456, ptr %conv2_weight_grad.w255, align 32
+  %w243 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
+  %w24745 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %457 = fadd <8 x float> %w243, %w24745
+  store <8 x float> %457, ptr %conv2_weight_grad.w256, align 32
+  %w24746 = load <8 x float>, ptr %conv2_weight_grad.w247, align 32
+  %w24347 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
+  %458 = fsub <8 x float> %w24746, %w24347
+  store <8 x float> %458, ptr %conv2_weight_grad.w257, align 32
+  %w24348 = load <8 x float>, ptr %conv2_weight_grad.w243, align 32
   %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
-  %497 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %498 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %499 = add nsw i64 %497, %498
-  %500 = add nsw i64 %499, %conv2_weight_grad.tx22916
-  %501 = mul nsw i64 %500, 16
-  %502 = add nsw i64 408640, %501
-  %503 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %504 = add nsw i64 %502, %503
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %504
-  store <8 x float> %w251, ptr %arena70, align 4
+  %459 = fsub <8 x float> %w24348, %w251
+  store <8 x float> %459, ptr %conv2_weight_grad.w258, align 32
+  %w240 = load <8 x float>, ptr %conv2_weight_grad.w240, align 32
+  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %460 = fsub <8 x float> %w240, %w248
+  store <8 x float> %460, ptr %conv2_weight_grad.w259, align 32
+  %w244 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %w24849 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %461 = fadd <8 x float> %w244, %w24849
+  store <8 x float> %461, ptr %conv2_weight_grad.w260, align 32
+  %w24850 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %w24451 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
+  %462 = fsub <8 x float> %w24850, %w24451
+  store <8 x float> %462, ptr %conv2_weight_grad.w261, align 32
+  %w24452 = load <8 x float>, ptr %conv2_weight_grad.w244, align 32
   %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
-  %505 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %506 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, %conv2_weight_grad.tx22916
-  %509 = mul nsw i64 %508, 16
-  %510 = add nsw i64 409424, %509
-  %511 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %512 = add nsw i64 %510, %511
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store <8 x float> %w252, ptr %arena71, align 4
+  %463 = fsub <8 x float> %w24452, %w252
+  store <8 x float> %463, ptr %conv2_weight_grad.w262, align 32
+  %w241 = load <8 x float>, ptr %conv2_weight_grad.w241, align 32
+  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %464 = fsub <8 x float> %w241, %w249
+  store <8 x float> %464, ptr %conv2_weight_grad.w263, align 32
+  %w245 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %w24953 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %465 = fadd <8 x float> %w245, %w24953
+  store <8 x float> %465, ptr %conv2_weight_grad.w264, align 32
+  %w24954 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %w24555 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
+  %466 = fsub <8 x float> %w24954, %w24555
+  store <8 x float> %466, ptr %conv2_weight_grad.w265, align 32
+  %w24556 = load <8 x float>, ptr %conv2_weight_grad.w245, align 32
   %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
-  %513 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %514 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %515, %conv2_weight_grad.tx22916
-  %517 = mul nsw i64 %516, 16
-  %518 = add nsw i64 410208, %517
-  %519 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %520 = add nsw i64 %518, %519
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %520
-  store <8 x float> %w253, ptr %arena72, align 4
+  %467 = fsub <8 x float> %w24556, %w253
+  store <8 x float> %467, ptr %conv2_weight_grad.w266, align 32
+  %w242 = load <8 x float>, ptr %conv2_weight_grad.w242, align 32
+  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %468 = fsub <8 x float> %w242, %w250
+  store <8 x float> %468, ptr %conv2_weight_grad.w267, align 32
+  %w246 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %w25057 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %469 = fadd <8 x float> %w246, %w25057
+  store <8 x float> %469, ptr %conv2_weight_grad.w268, align 32
+  %w25058 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %w24659 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
+  %470 = fsub <8 x float> %w25058, %w24659
+  store <8 x float> %470, ptr %conv2_weight_grad.w269, align 32
+  %w24660 = load <8 x float>, ptr %conv2_weight_grad.w246, align 32
   %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
-  %521 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %522 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, %conv2_weight_grad.tx22916
-  %525 = mul nsw i64 %524, 16
-  %526 = add nsw i64 410992, %525
-  %527 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %528 = add nsw i64 %526, %527
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %528
-  store <8 x float> %w254, ptr %arena73, align 4
+  %471 = fsub <8 x float> %w24660, %w254
+  store <8 x float> %471, ptr %conv2_weight_grad.w270, align 32
   %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
-  %529 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %530 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %531, %conv2_weight_grad.tx22916
-  %533 = mul nsw i64 %532, 16
-  %534 = add nsw i64 411776, %533
-  %535 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %536 = add nsw i64 %534, %535
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %536
-  store <8 x float> %w255, ptr %arena74, align 4
+  %472 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %473 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %474 = add nsw i64 %472, %473
+  %475 = add nsw i64 %474, %conv2_weight_grad.tx23711
+  %476 = mul nsw i64 %475, 16
+  %477 = add nsw i64 405504, %476
+  %478 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %479 = add nsw i64 %477, %478
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %479
+  store <8 x float> %w255, ptr %arena61, align 4
   %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
-  %537 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %538 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %conv2_weight_grad.tx22916
-  %541 = mul nsw i64 %540, 16
-  %542 = add nsw i64 412560, %541
-  %543 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %544 = add nsw i64 %542, %543
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %544
-  store <8 x float> %w256, ptr %arena75, align 4
+  %480 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %481 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %482 = add nsw i64 %480, %481
+  %483 = add nsw i64 %482, %conv2_weight_grad.tx23711
+  %484 = mul nsw i64 %483, 16
+  %485 = add nsw i64 406288, %484
+  %486 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %487 = add nsw i64 %485, %486
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %487
+  store <8 x float> %w256, ptr %arena62, align 4
   %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
-  %545 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %546 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %conv2_weight_grad.tx22916
-  %549 = mul nsw i64 %548, 16
-  %550 = add nsw i64 413344, %549
-  %551 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %552 = add nsw i64 %550, %551
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %552
-  store <8 x float> %w257, ptr %arena76, align 4
+  %488 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %489 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %490 = add nsw i64 %488, %489
+  %491 = add nsw i64 %490, %conv2_weight_grad.tx23711
+  %492 = mul nsw i64 %491, 16
+  %493 = add nsw i64 407072, %492
+  %494 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %495 = add nsw i64 %493, %494
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %495
+  store <8 x float> %w257, ptr %arena63, align 4
   %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
-  %553 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %554 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 %555, %conv2_weight_grad.tx22916
-  %557 = mul nsw i64 %556, 16
-  %558 = add nsw i64 414128, %557
-  %559 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %560 = add nsw i64 %558, %559
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %560
-  store <8 x float> %w258, ptr %arena77, align 4
+  %496 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %497 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %498, %conv2_weight_grad.tx23711
+  %500 = mul nsw i64 %499, 16
+  %501 = add nsw i64 407856, %500
+  %502 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %503 = add nsw i64 %501, %502
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %503
+  store <8 x float> %w258, ptr %arena64, align 4
   %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
-  %561 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %562 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %563 = add nsw i64 %561, %562
-  %564 = add nsw i64 %563, %conv2_weight_grad.tx22916
-  %565 = mul nsw i64 %564, 16
-  %566 = add nsw i64 414912, %565
-  %567 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %568 = add nsw i64 %566, %567
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %568
-  store <8 x float> %w259, ptr %arena78, align 4
+  %504 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %505 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %506 = add nsw i64 %504, %505
+  %507 = add nsw i64 %506, %conv2_weight_grad.tx23711
+  %508 = mul nsw i64 %507, 16
+  %509 = add nsw i64 408640, %508
+  %510 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %511 = add nsw i64 %509, %510
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %511
+  store <8 x float> %w259, ptr %arena65, align 4
   %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
-  %569 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %570 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, %conv2_weight_grad.tx22916
-  %573 = mul nsw i64 %572, 16
-  %574 = add nsw i64 415696, %573
-  %575 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %576 = add nsw i64 %574, %575
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %576
-  store <8 x float> %w260, ptr %arena79, align 4
+  %512 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %513 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %514 = add nsw i64 %512, %513
+  %515 = add nsw i64 %514, %conv2_weight_grad.tx23711
+  %516 = mul nsw i64 %515, 16
+  %517 = add nsw i64 409424, %516
+  %518 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %519 = add nsw i64 %517, %518
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %519
+  store <8 x float> %w260, ptr %arena66, align 4
   %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
-  %577 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %578 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %conv2_weight_grad.tx22916
-  %581 = mul nsw i64 %580, 16
-  %582 = add nsw i64 416480, %581
-  %583 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %584 = add nsw i64 %582, %583
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %584
-  store <8 x float> %w261, ptr %arena80, align 4
+  %520 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %521 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %522 = add nsw i64 %520, %521
+  %523 = add nsw i64 %522, %conv2_weight_grad.tx23711
+  %524 = mul nsw i64 %523, 16
+  %525 = add nsw i64 410208, %524
+  %526 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %527 = add nsw i64 %525, %526
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %527
+  store <8 x float> %w261, ptr %arena67, align 4
   %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
-  %585 = mul nsw i64 %conv2_weight_grad.j22714, 49
-  %586 = mul nsw i64 %conv2_weight_grad.ty22815, 7
-  %587 = add nsw i64 %585, %586
-  %588 = add nsw i64 %587, %conv2_weight_grad.tx22916
-  %589 = mul nsw i64 %588, 16
-  %590 = add nsw i64 417264, %589
-  %591 = mul nsw i64 %conv2_weight_grad.cv23017, 8
-  %592 = add nsw i64 %590, %591
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <8 x float> %w262, ptr %arena81, align 4
-  %cv230.next = add nsw i64 %conv2_weight_grad.cv23017, 1
-  %593 = icmp slt i64 %cv230.next, 2
-  br i1 %593, label %conv2_weight_grad.cv230, label %conv2_weight_grad.cv230.end
+  %528 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %529 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %530 = add nsw i64 %528, %529
+  %531 = add nsw i64 %530, %conv2_weight_grad.tx23711
+  %532 = mul nsw i64 %531, 16
+  %533 = add nsw i64 410992, %532
+  %534 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %535 = add nsw i64 %533, %534
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %535
+  store <8 x float> %w262, ptr %arena68, align 4
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %536 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %537 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 %538, %conv2_weight_grad.tx23711
+  %540 = mul nsw i64 %539, 16
+  %541 = add nsw i64 411776, %540
+  %542 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %543 = add nsw i64 %541, %542
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %543
+  store <8 x float> %w263, ptr %arena69, align 4
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %544 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %545 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %546 = add nsw i64 %544, %545
+  %547 = add nsw i64 %546, %conv2_weight_grad.tx23711
+  %548 = mul nsw i64 %547, 16
+  %549 = add nsw i64 412560, %548
+  %550 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %551 = add nsw i64 %549, %550
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %551
+  store <8 x float> %w264, ptr %arena70, align 4
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %552 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %553 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %554 = add nsw i64 %552, %553
+  %555 = add nsw i64 %554, %conv2_weight_grad.tx23711
+  %556 = mul nsw i64 %555, 16
+  %557 = add nsw i64 413344, %556
+  %558 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %559 = add nsw i64 %557, %558
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %559
+  store <8 x float> %w265, ptr %arena71, align 4
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %560 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %561 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %562 = add nsw i64 %560, %561
+  %563 = add nsw i64 %562, %conv2_weight_grad.tx23711
+  %564 = mul nsw i64 %563, 16
+  %565 = add nsw i64 414128, %564
+  %566 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %567 = add nsw i64 %565, %566
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %567
+  store <8 x float> %w266, ptr %arena72, align 4
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %568 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %569 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %570 = add nsw i64 %568, %569
+  %571 = add nsw i64 %570, %conv2_weight_grad.tx23711
+  %572 = mul nsw i64 %571, 16
+  %573 = add nsw i64 414912, %572
+  %574 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %575 = add nsw i64 %573, %574
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %575
+  store <8 x float> %w267, ptr %arena73, align 4
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %576 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %577 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %578 = add nsw i64 %576, %577
+  %579 = add nsw i64 %578, %conv2_weight_grad.tx23711
+  %580 = mul nsw i64 %579, 16
+  %581 = add nsw i64 415696, %580
+  %582 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %583 = add nsw i64 %581, %582
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %583
+  store <8 x float> %w268, ptr %arena74, align 4
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %584 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %585 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %586 = add nsw i64 %584, %585
+  %587 = add nsw i64 %586, %conv2_weight_grad.tx23711
+  %588 = mul nsw i64 %587, 16
+  %589 = add nsw i64 416480, %588
+  %590 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %591 = add nsw i64 %589, %590
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %591
+  store <8 x float> %w269, ptr %arena75, align 4
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %592 = mul nsw i64 %conv2_weight_grad.j2359, 49
+  %593 = mul nsw i64 %conv2_weight_grad.ty23610, 7
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 %594, %conv2_weight_grad.tx23711
+  %596 = mul nsw i64 %595, 16
+  %597 = add nsw i64 417264, %596
+  %598 = mul nsw i64 %conv2_weight_grad.cv23812, 8
+  %599 = add nsw i64 %597, %598
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %599
+  store <8 x float> %w270, ptr %arena76, align 4
+  %cv238.next = add nsw i64 %conv2_weight_grad.cv23812, 1
+  %600 = icmp slt i64 %cv238.next, 2
+  br i1 %600, label %conv2_weight_grad.cv238, label %conv2_weight_grad.cv238.end
 
-conv2_weight_grad.cv230.end:                      ; preds = %conv2_weight_grad.cv230
-  %tx229.next = add nsw i64 %conv2_weight_grad.tx22916, 1
-  %594 = icmp slt i64 %tx229.next, 7
-  br i1 %594, label %conv2_weight_grad.tx229, label %conv2_weight_grad.tx229.end
+conv2_weight_grad.cv238.end:                      ; preds = %conv2_weight_grad.cv238
+  %tx237.next = add nsw i64 %conv2_weight_grad.tx23711, 1
+  %601 = icmp slt i64 %tx237.next, 7
+  br i1 %601, label %conv2_weight_grad.tx237, label %conv2_weight_grad.tx237.end
 
-conv2_weight_grad.j263:                           ; preds = %conv2_weight_grad.iy264.end, %conv2_weight_grad.j227.end
-  %conv2_weight_grad.j26382 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j263.next, %conv2_weight_grad.iy264.end ]
-  br label %conv2_weight_grad.iy264
+conv2_weight_grad.j271:                           ; preds = %conv2_weight_grad.ty272.end, %conv2_weight_grad.j235.end
+  %conv2_weight_grad.j27177 = phi i64 [ 0, %conv2_weight_grad.j235.end ], [ %j271.next, %conv2_weight_grad.ty272.end ]
+  br label %conv2_weight_grad.ty272
 
-conv2_weight_grad.j263.end:                       ; preds = %conv2_weight_grad.iy264.end
-  br label %conv2_weight_grad.j267
+conv2_weight_grad.j271.end:                       ; preds = %conv2_weight_grad.ty272.end
+  %602 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 0
+  store ptr %params, ptr %602, align 8
+  %603 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 1
+  store ptr %grads, ptr %603, align 8
+  %604 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 2
+  store ptr %m, ptr %604, align 8
+  %605 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 3
+  store ptr %v, ptr %605, align 8
+  %606 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 4
+  store ptr %arena, ptr %606, align 8
+  %607 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 5
+  store ptr %prepared, ptr %607, align 8
+  %608 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 6
+  store ptr %images, ptr %608, align 8
+  %609 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 7
+  store ptr %labels, ptr %609, align 8
+  %610 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 8
+  store float %lr, ptr %610, align 4
+  %611 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 9
+  store i64 %step, ptr %611, align 4
+  %612 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 10
+  store i64 %seed, ptr %612, align 4
+  %613 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part299.context, i32 0, i32 11
+  store ptr %pool, ptr %613, align 8
+  %614 = icmp eq ptr %pool, null
+  br i1 %614, label %conv2_weight_grad.part299.serial, label %conv2_weight_grad.part299.pool
 
-conv2_weight_grad.iy264:                          ; preds = %conv2_weight_grad.c265.end, %conv2_weight_grad.j263
-  %conv2_weight_grad.iy26483 = phi i64 [ 0, %conv2_weight_grad.j263 ], [ %iy264.next, %conv2_weight_grad.c265.end ]
-  br label %conv2_weight_grad.c265
+conv2_weight_grad.ty272:                          ; preds = %conv2_weight_grad.tx273.end, %conv2_weight_grad.j271
+  %conv2_weight_grad.ty27278 = phi i64 [ 0, %conv2_weight_grad.j271 ], [ %ty272.next, %conv2_weight_grad.tx273.end ]
+  br label %conv2_weight_grad.tx273
 
-conv2_weight_grad.iy264.end:                      ; preds = %conv2_weight_grad.c265.end
-  %j263.next = add nsw i64 %conv2_weight_grad.j26382, 1
-  %595 = icmp slt i64 %j263.next, 1
-  br i1 %595, label %conv2_weight_grad.j263, label %conv2_weight_grad.j263.end
+conv2_weight_grad.ty272.end:                      ; preds = %conv2_weight_grad.tx273.end
+  %j271.next = add nsw i64 %conv2_weight_grad.j27177, 1
+  %615 = icmp slt i64 %j271.next, 1
+  br i1 %615, label %conv2_weight_grad.j271, label %conv2_weight_grad.j271.end
 
-conv2_weight_grad.c265:                           ; preds = %conv2_weight_grad.ix266.end, %conv2_weight_grad.iy264
-  %conv2_weight_grad.c26584 = phi i64 [ 0, %conv2_weight_grad.iy264 ], [ %c265.next, %conv2_weight_grad.ix266.end ]
-  br label %conv2_weight_grad.ix266
+conv2_weight_grad.tx273:                          ; preds = %conv2_weight_grad.cv274.end, %conv2_weight_grad.ty272
+  %conv2_weight_grad.tx27379 = phi i64 [ 0, %conv2_weight_grad.ty272 ], [ %tx273.next, %conv2_weight_grad.cv274.end ]
+  br label %conv2_weight_grad.cv274
 
-conv2_weight_grad.c265.end:                       ; preds = %conv2_weight_grad.ix266.end
-  %iy264.next = add nsw i64 %conv2_weight_grad.iy26483, 1
-  %596 = icmp slt i64 %iy264.next, 14
-  br i1 %596, label %conv2_weight_grad.iy264, label %conv2_weight_grad.iy264.end
+conv2_weight_grad.tx273.end:                      ; preds = %conv2_weight_grad.cv274.end
+  %ty272.next = add nsw i64 %conv2_weight_grad.ty27278, 1
+  %616 = icmp slt i64 %ty272.next, 7
+  br i1 %616, label %conv2_weight_grad.ty272, label %conv2_weight_grad.ty272.end
 
-conv2_weight_grad.ix266:                          ; preds = %conv2_weight_grad.ix266, %conv2_weight_grad.c265
-  %conv2_weight_grad.ix26685 = phi i64 [ 0, %conv2_weight_grad.c265 ], [ %ix266.next, %conv2_weight_grad.ix266 ]
-  %597 = add nsw i64 %conv2_weight_grad.g2227, %conv2_weight_grad.j26382
-  %598 = mul nsw i64 %597, 6272
-  %599 = add nsw i64 728336, %598
-  %600 = mul nsw i64 %conv2_weight_grad.c26584, 196
-  %601 = add nsw i64 %599, %600
-  %602 = mul nsw i64 %conv2_weight_grad.iy26483, 14
-  %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %conv2_weight_grad.ix26685
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %604
-  %605 = load float, ptr %arena86, align 4
-  %606 = mul nsw i64 %conv2_weight_grad.j26382, 6272
-  %607 = mul nsw i64 %conv2_weight_grad.iy26483, 448
-  %608 = add nsw i64 %606, %607
-  %609 = mul nsw i64 %conv2_weight_grad.ix26685, 32
-  %610 = add nsw i64 %608, %609
-  %611 = add nsw i64 %610, %conv2_weight_grad.c26584
-  %612 = add nsw i64 418048, %611
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %612
-  store float %605, ptr %arena87, align 4
-  %ix266.next = add nsw i64 %conv2_weight_grad.ix26685, 1
-  %613 = icmp slt i64 %ix266.next, 14
-  br i1 %613, label %conv2_weight_grad.ix266, label %conv2_weight_grad.ix266.end
-
-conv2_weight_grad.ix266.end:                      ; preds = %conv2_weight_grad.ix266
-  %c265.next = add nsw i64 %conv2_weight_grad.c26584, 1
-  %614 = icmp slt i64 %c265.next, 32
-  br i1 %614, label %conv2_weight_grad.c265, label %conv2_weight_grad.c265.end
-
-conv2_weight_grad.j267:                           ; preds = %conv2_weight_grad.ty268.end, %conv2_weight_grad.j263.end
-  %conv2_weight_grad.j26788 = phi i64 [ 0, %conv2_weight_grad.j263.end ], [ %j267.next, %conv2_weight_grad.ty268.end ]
-  br label %conv2_weight_grad.ty268
-
-conv2_weight_grad.j267.end:                       ; preds = %conv2_weight_grad.ty268.end
-  br label %conv2_weight_grad.xi295
-
-conv2_weight_grad.ty268:                          ; preds = %conv2_weight_grad.tx269.end, %conv2_weight_grad.j267
-  %conv2_weight_grad.ty26889 = phi i64 [ 0, %conv2_weight_grad.j267 ], [ %ty268.next, %conv2_weight_grad.tx269.end ]
-  br label %conv2_weight_grad.tx269
-
-conv2_weight_grad.ty268.end:                      ; preds = %conv2_weight_grad.tx269.end
-  %j267.next = add nsw i64 %conv2_weight_grad.j26788, 1
-  %615 = icmp slt i64 %j267.next, 1
-  br i1 %615, label %conv2_weight_grad.j267, label %conv2_weight_grad.j267.end
-
-conv2_weight_grad.tx269:                          ; preds = %conv2_weight_grad.cv270.end, %conv2_weight_grad.ty268
-  %conv2_weight_grad.tx26990 = phi i64 [ 0, %conv2_weight_grad.ty268 ], [ %tx269.next, %conv2_weight_grad.cv270.end ]
-  br label %conv2_weight_grad.cv270
-
-conv2_weight_grad.tx269.end:                      ; preds = %conv2_weight_grad.cv270.end
-  %ty268.next = add nsw i64 %conv2_weight_grad.ty26889, 1
-  %616 = icmp slt i64 %ty268.next, 7
-  br i1 %616, label %conv2_weight_grad.ty268, label %conv2_weight_grad.ty268.end
-
-conv2_weight_grad.cv270:                          ; preds = %conv2_weight_grad.cv270, %conv2_weight_grad.tx269
-  %conv2_weight_grad.cv27091 = phi i64 [ 0, %conv2_weight_grad.tx269 ], [ %cv270.next, %conv2_weight_grad.cv270 ]
-  %617 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %618 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+conv2_weight_grad.cv274:                          ; preds = %conv2_weight_grad.cv274, %conv2_weight_grad.tx273
+  %conv2_weight_grad.cv27480 = phi i64 [ 0, %conv2_weight_grad.tx273 ], [ %cv274.next, %conv2_weight_grad.cv274 ]
+  %617 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %618 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %619 = mul nsw i64 %618, 448
   %620 = add nsw i64 %617, %619
-  %621 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %621 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %622 = mul nsw i64 %621, 32
   %623 = add nsw i64 %620, %622
-  %624 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %624 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %625 = add nsw i64 %623, %624
   %626 = add nsw i64 418048, %625
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load <8 x float>, ptr %arena92, align 4
-  store <8 x float> %627, ptr %conv2_weight_grad.w271, align 32
-  %628 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %629 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %626
+  %627 = load <8 x float>, ptr %arena81, align 4
+  store <8 x float> %627, ptr %conv2_weight_grad.w275, align 32
+  %628 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %629 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %630 = mul nsw i64 %629, 448
   %631 = add nsw i64 %628, %630
-  %632 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %632 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %633 = mul nsw i64 %632, 32
   %634 = add nsw i64 %631, %633
-  %635 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %635 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %636 = add nsw i64 %634, %635
   %637 = add nsw i64 418048, %636
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load <8 x float>, ptr %arena93, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %640 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load <8 x float>, ptr %arena82, align 4
+  %639 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %640 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %641 = add nsw i64 %640, 1
   %642 = mul nsw i64 %641, 448
   %643 = add nsw i64 %639, %642
-  %644 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %644 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %643, %645
-  %647 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %647 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %648 = add nsw i64 %646, %647
   %649 = add nsw i64 418048, %648
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load <8 x float>, ptr %arena94, align 4
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load <8 x float>, ptr %arena83, align 4
   %651 = fadd <8 x float> %638, %650
-  store <8 x float> %651, ptr %conv2_weight_grad.w272, align 32
-  %652 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %653 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  store <8 x float> %651, ptr %conv2_weight_grad.w276, align 32
+  %652 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %653 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %654 = mul nsw i64 %653, 448
   %655 = add nsw i64 %652, %654
-  %656 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %656 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %657 = mul nsw i64 %656, 32
   %658 = add nsw i64 %655, %657
-  %659 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %659 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %660 = add nsw i64 %658, %659
   %661 = add nsw i64 418048, %660
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %661
-  %662 = load <8 x float>, ptr %arena95, align 4
-  %663 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %664 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %661
+  %662 = load <8 x float>, ptr %arena84, align 4
+  %663 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %664 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %665 = add nsw i64 %664, 1
   %666 = mul nsw i64 %665, 448
   %667 = add nsw i64 %663, %666
-  %668 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %668 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %669 = mul nsw i64 %668, 32
   %670 = add nsw i64 %667, %669
-  %671 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %671 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %672 = add nsw i64 %670, %671
   %673 = add nsw i64 418048, %672
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %673
-  %674 = load <8 x float>, ptr %arena96, align 4
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena85, align 4
   %675 = fsub <8 x float> %662, %674
-  store <8 x float> %675, ptr %conv2_weight_grad.w273, align 32
-  %676 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %677 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  store <8 x float> %675, ptr %conv2_weight_grad.w277, align 32
+  %676 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %677 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %678 = add nsw i64 %677, 1
   %679 = mul nsw i64 %678, 448
   %680 = add nsw i64 %676, %679
-  %681 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %681 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %682 = mul nsw i64 %681, 32
   %683 = add nsw i64 %680, %682
-  %684 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %684 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %685 = add nsw i64 %683, %684
   %686 = add nsw i64 418048, %685
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %686
-  %687 = load <8 x float>, ptr %arena97, align 4
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %686
+  %687 = load <8 x float>, ptr %arena86, align 4
   %688 = fmul <8 x float> %687, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %688, ptr %conv2_weight_grad.w274, align 32
-  %689 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %690 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  store <8 x float> %688, ptr %conv2_weight_grad.w278, align 32
+  %689 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %690 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %691 = mul nsw i64 %690, 448
   %692 = add nsw i64 %689, %691
-  %693 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %693 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %694 = add nsw i64 %693, 1
   %695 = mul nsw i64 %694, 32
   %696 = add nsw i64 %692, %695
-  %697 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %697 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %698 = add nsw i64 %696, %697
   %699 = add nsw i64 418048, %698
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %699
-  %700 = load <8 x float>, ptr %arena98, align 4
-  store <8 x float> %700, ptr %conv2_weight_grad.w275, align 32
-  %701 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %702 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %699
+  %700 = load <8 x float>, ptr %arena87, align 4
+  store <8 x float> %700, ptr %conv2_weight_grad.w279, align 32
+  %701 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %702 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %703 = mul nsw i64 %702, 448
   %704 = add nsw i64 %701, %703
-  %705 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %705 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %706 = add nsw i64 %705, 1
   %707 = mul nsw i64 %706, 32
   %708 = add nsw i64 %704, %707
-  %709 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %709 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %710 = add nsw i64 %708, %709
   %711 = add nsw i64 418048, %710
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %711
-  %712 = load <8 x float>, ptr %arena99, align 4
-  %713 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %714 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load <8 x float>, ptr %arena88, align 4
+  %713 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %714 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %715 = add nsw i64 %714, 1
   %716 = mul nsw i64 %715, 448
   %717 = add nsw i64 %713, %716
-  %718 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %718 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %719 = add nsw i64 %718, 1
   %720 = mul nsw i64 %719, 32
   %721 = add nsw i64 %717, %720
-  %722 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %722 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %723 = add nsw i64 %721, %722
   %724 = add nsw i64 418048, %723
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %724
-  %725 = load <8 x float>, ptr %arena100, align 4
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %724
+  %725 = load <8 x float>, ptr %arena89, align 4
   %726 = fadd <8 x float> %712, %725
-  store <8 x float> %726, ptr %conv2_weight_grad.w276, align 32
-  %727 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %728 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  store <8 x float> %726, ptr %conv2_weight_grad.w280, align 32
+  %727 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %728 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %729 = mul nsw i64 %728, 448
   %730 = add nsw i64 %727, %729
-  %731 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %731 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %732 = add nsw i64 %731, 1
   %733 = mul nsw i64 %732, 32
   %734 = add nsw i64 %730, %733
-  %735 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %735 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %736 = add nsw i64 %734, %735
   %737 = add nsw i64 418048, %736
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %737
-  %738 = load <8 x float>, ptr %arena101, align 4
-  %739 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %740 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %737
+  %738 = load <8 x float>, ptr %arena90, align 4
+  %739 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %740 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %741 = add nsw i64 %740, 1
   %742 = mul nsw i64 %741, 448
   %743 = add nsw i64 %739, %742
-  %744 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %744 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %745 = add nsw i64 %744, 1
   %746 = mul nsw i64 %745, 32
   %747 = add nsw i64 %743, %746
-  %748 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %748 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %749 = add nsw i64 %747, %748
   %750 = add nsw i64 418048, %749
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %750
-  %751 = load <8 x float>, ptr %arena102, align 4
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %750
+  %751 = load <8 x float>, ptr %arena91, align 4
   %752 = fsub <8 x float> %738, %751
-  store <8 x float> %752, ptr %conv2_weight_grad.w277, align 32
-  %753 = mul nsw i64 %conv2_weight_grad.j26788, 6272
-  %754 = mul nsw i64 %conv2_weight_grad.ty26889, 2
+  store <8 x float> %752, ptr %conv2_weight_grad.w281, align 32
+  %753 = mul nsw i64 %conv2_weight_grad.j27177, 6272
+  %754 = mul nsw i64 %conv2_weight_grad.ty27278, 2
   %755 = add nsw i64 %754, 1
   %756 = mul nsw i64 %755, 448
   %757 = add nsw i64 %753, %756
-  %758 = mul nsw i64 %conv2_weight_grad.tx26990, 2
+  %758 = mul nsw i64 %conv2_weight_grad.tx27379, 2
   %759 = add nsw i64 %758, 1
   %760 = mul nsw i64 %759, 32
   %761 = add nsw i64 %757, %760
-  %762 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %762 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %763 = add nsw i64 %761, %762
   %764 = add nsw i64 418048, %763
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %764
-  %765 = load <8 x float>, ptr %arena103, align 4
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %764
+  %765 = load <8 x float>, ptr %arena92, align 4
   %766 = fmul <8 x float> %765, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %766, ptr %conv2_weight_grad.w278, align 32
-  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  store <8 x float> %w271, ptr %conv2_weight_grad.w279, align 32
-  %w271104 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  store <8 x float> %766, ptr %conv2_weight_grad.w282, align 32
   %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %767 = fadd <8 x float> %w271104, %w275
-  store <8 x float> %767, ptr %conv2_weight_grad.w280, align 32
-  %w271105 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
-  %w275106 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %768 = fsub <8 x float> %w271105, %w275106
-  store <8 x float> %768, ptr %conv2_weight_grad.w281, align 32
-  %w275107 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
-  %769 = fmul <8 x float> %w275107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %769, ptr %conv2_weight_grad.w282, align 32
-  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  store <8 x float> %w272, ptr %conv2_weight_grad.w283, align 32
-  %w272108 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %770 = fadd <8 x float> %w272108, %w276
-  store <8 x float> %770, ptr %conv2_weight_grad.w284, align 32
-  %w272109 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
-  %w276110 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %771 = fsub <8 x float> %w272109, %w276110
-  store <8 x float> %771, ptr %conv2_weight_grad.w285, align 32
-  %w276111 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
-  %772 = fmul <8 x float> %w276111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %772, ptr %conv2_weight_grad.w286, align 32
-  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  store <8 x float> %w273, ptr %conv2_weight_grad.w287, align 32
-  %w273112 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %773 = fadd <8 x float> %w273112, %w277
-  store <8 x float> %773, ptr %conv2_weight_grad.w288, align 32
-  %w273113 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
-  %w277114 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %774 = fsub <8 x float> %w273113, %w277114
-  store <8 x float> %774, ptr %conv2_weight_grad.w289, align 32
-  %w277115 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
-  %775 = fmul <8 x float> %w277115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %775, ptr %conv2_weight_grad.w290, align 32
-  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  store <8 x float> %w274, ptr %conv2_weight_grad.w291, align 32
-  %w274116 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %776 = fadd <8 x float> %w274116, %w278
-  store <8 x float> %776, ptr %conv2_weight_grad.w292, align 32
-  %w274117 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
-  %w278118 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %777 = fsub <8 x float> %w274117, %w278118
-  store <8 x float> %777, ptr %conv2_weight_grad.w293, align 32
-  %w278119 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
-  %778 = fmul <8 x float> %w278119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
-  store <8 x float> %778, ptr %conv2_weight_grad.w294, align 32
+  store <8 x float> %w275, ptr %conv2_weight_grad.w283, align 32
+  %w27593 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
   %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
-  %779 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %780 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %767 = fadd <8 x float> %w27593, %w279
+  store <8 x float> %767, ptr %conv2_weight_grad.w284, align 32
+  %w27594 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %w27995 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %768 = fsub <8 x float> %w27594, %w27995
+  store <8 x float> %768, ptr %conv2_weight_grad.w285, align 32
+  %w27996 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %769 = fmul <8 x float> %w27996, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %769, ptr %conv2_weight_grad.w286, align 32
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  store <8 x float> %w276, ptr %conv2_weight_grad.w287, align 32
+  %w27697 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %770 = fadd <8 x float> %w27697, %w280
+  store <8 x float> %770, ptr %conv2_weight_grad.w288, align 32
+  %w27698 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %w28099 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %771 = fsub <8 x float> %w27698, %w28099
+  store <8 x float> %771, ptr %conv2_weight_grad.w289, align 32
+  %w280100 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
+  %772 = fmul <8 x float> %w280100, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %772, ptr %conv2_weight_grad.w290, align 32
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  store <8 x float> %w277, ptr %conv2_weight_grad.w291, align 32
+  %w277101 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %773 = fadd <8 x float> %w277101, %w281
+  store <8 x float> %773, ptr %conv2_weight_grad.w292, align 32
+  %w277102 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %w281103 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %774 = fsub <8 x float> %w277102, %w281103
+  store <8 x float> %774, ptr %conv2_weight_grad.w293, align 32
+  %w281104 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
+  %775 = fmul <8 x float> %w281104, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %775, ptr %conv2_weight_grad.w294, align 32
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  store <8 x float> %w278, ptr %conv2_weight_grad.w295, align 32
+  %w278105 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %776 = fadd <8 x float> %w278105, %w282
+  store <8 x float> %776, ptr %conv2_weight_grad.w296, align 32
+  %w278106 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %w282107 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %777 = fsub <8 x float> %w278106, %w282107
+  store <8 x float> %777, ptr %conv2_weight_grad.w297, align 32
+  %w282108 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
+  %778 = fmul <8 x float> %w282108, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %778, ptr %conv2_weight_grad.w298, align 32
+  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
+  %779 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %780 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %781 = add nsw i64 %779, %780
-  %782 = add nsw i64 %781, %conv2_weight_grad.tx26990
+  %782 = add nsw i64 %781, %conv2_weight_grad.tx27379
   %783 = mul nsw i64 %782, 32
   %784 = add nsw i64 424320, %783
-  %785 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %785 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %786 = add nsw i64 %784, %785
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %786
-  store <8 x float> %w279, ptr %arena120, align 4
-  %w280 = load <8 x float>, ptr %conv2_weight_grad.w280, align 32
-  %787 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %788 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %786
+  store <8 x float> %w283, ptr %arena109, align 4
+  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
+  %787 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %788 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %789, %conv2_weight_grad.tx26990
+  %790 = add nsw i64 %789, %conv2_weight_grad.tx27379
   %791 = mul nsw i64 %790, 32
   %792 = add nsw i64 425888, %791
-  %793 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %793 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %794 = add nsw i64 %792, %793
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %794
-  store <8 x float> %w280, ptr %arena121, align 4
-  %w281 = load <8 x float>, ptr %conv2_weight_grad.w281, align 32
-  %795 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %796 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %794
+  store <8 x float> %w284, ptr %arena110, align 4
+  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
+  %795 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %796 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, %conv2_weight_grad.tx26990
+  %798 = add nsw i64 %797, %conv2_weight_grad.tx27379
   %799 = mul nsw i64 %798, 32
   %800 = add nsw i64 427456, %799
-  %801 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %801 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %802 = add nsw i64 %800, %801
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %802
-  store <8 x float> %w281, ptr %arena122, align 4
-  %w282 = load <8 x float>, ptr %conv2_weight_grad.w282, align 32
-  %803 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %804 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %802
+  store <8 x float> %w285, ptr %arena111, align 4
+  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
+  %803 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %804 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %805 = add nsw i64 %803, %804
-  %806 = add nsw i64 %805, %conv2_weight_grad.tx26990
+  %806 = add nsw i64 %805, %conv2_weight_grad.tx27379
   %807 = mul nsw i64 %806, 32
   %808 = add nsw i64 429024, %807
-  %809 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %809 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %810 = add nsw i64 %808, %809
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %810
-  store <8 x float> %w282, ptr %arena123, align 4
-  %w283 = load <8 x float>, ptr %conv2_weight_grad.w283, align 32
-  %811 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %812 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %810
+  store <8 x float> %w286, ptr %arena112, align 4
+  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
+  %811 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %812 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %conv2_weight_grad.tx26990
+  %814 = add nsw i64 %813, %conv2_weight_grad.tx27379
   %815 = mul nsw i64 %814, 32
   %816 = add nsw i64 430592, %815
-  %817 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %817 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %818 = add nsw i64 %816, %817
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %w283, ptr %arena124, align 4
-  %w284 = load <8 x float>, ptr %conv2_weight_grad.w284, align 32
-  %819 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %820 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %818
+  store <8 x float> %w287, ptr %arena113, align 4
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %819 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %820 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %conv2_weight_grad.tx26990
+  %822 = add nsw i64 %821, %conv2_weight_grad.tx27379
   %823 = mul nsw i64 %822, 32
   %824 = add nsw i64 432160, %823
-  %825 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %825 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %826 = add nsw i64 %824, %825
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <8 x float> %w284, ptr %arena125, align 4
-  %w285 = load <8 x float>, ptr %conv2_weight_grad.w285, align 32
-  %827 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %828 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %826
+  store <8 x float> %w288, ptr %arena114, align 4
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %827 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %828 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %829 = add nsw i64 %827, %828
-  %830 = add nsw i64 %829, %conv2_weight_grad.tx26990
+  %830 = add nsw i64 %829, %conv2_weight_grad.tx27379
   %831 = mul nsw i64 %830, 32
   %832 = add nsw i64 433728, %831
-  %833 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %833 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %834 = add nsw i64 %832, %833
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <8 x float> %w285, ptr %arena126, align 4
-  %w286 = load <8 x float>, ptr %conv2_weight_grad.w286, align 32
-  %835 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %836 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %834
+  store <8 x float> %w289, ptr %arena115, align 4
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %835 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %836 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %conv2_weight_grad.tx26990
+  %838 = add nsw i64 %837, %conv2_weight_grad.tx27379
   %839 = mul nsw i64 %838, 32
   %840 = add nsw i64 435296, %839
-  %841 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %841 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %842 = add nsw i64 %840, %841
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %842
-  store <8 x float> %w286, ptr %arena127, align 4
-  %w287 = load <8 x float>, ptr %conv2_weight_grad.w287, align 32
-  %843 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %844 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %842
+  store <8 x float> %w290, ptr %arena116, align 4
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %843 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %844 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2_weight_grad.tx26990
+  %846 = add nsw i64 %845, %conv2_weight_grad.tx27379
   %847 = mul nsw i64 %846, 32
   %848 = add nsw i64 436864, %847
-  %849 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %849 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %850 = add nsw i64 %848, %849
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %850
-  store <8 x float> %w287, ptr %arena128, align 4
-  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
-  %851 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %852 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %850
+  store <8 x float> %w291, ptr %arena117, align 4
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %851 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %852 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %853 = add nsw i64 %851, %852
-  %854 = add nsw i64 %853, %conv2_weight_grad.tx26990
+  %854 = add nsw i64 %853, %conv2_weight_grad.tx27379
   %855 = mul nsw i64 %854, 32
   %856 = add nsw i64 438432, %855
-  %857 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %857 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %858 = add nsw i64 %856, %857
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %858
-  store <8 x float> %w288, ptr %arena129, align 4
-  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
-  %859 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %860 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %858
+  store <8 x float> %w292, ptr %arena118, align 4
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %859 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %860 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %861, %conv2_weight_grad.tx26990
+  %862 = add nsw i64 %861, %conv2_weight_grad.tx27379
   %863 = mul nsw i64 %862, 32
   %864 = add nsw i64 440000, %863
-  %865 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %865 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %866 = add nsw i64 %864, %865
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %866
-  store <8 x float> %w289, ptr %arena130, align 4
-  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
-  %867 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %868 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %866
+  store <8 x float> %w293, ptr %arena119, align 4
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %867 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %868 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %conv2_weight_grad.tx26990
+  %870 = add nsw i64 %869, %conv2_weight_grad.tx27379
   %871 = mul nsw i64 %870, 32
   %872 = add nsw i64 441568, %871
-  %873 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %873 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %874 = add nsw i64 %872, %873
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %874
-  store <8 x float> %w290, ptr %arena131, align 4
-  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
-  %875 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %876 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %874
+  store <8 x float> %w294, ptr %arena120, align 4
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %875 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %876 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %conv2_weight_grad.tx26990
+  %878 = add nsw i64 %877, %conv2_weight_grad.tx27379
   %879 = mul nsw i64 %878, 32
   %880 = add nsw i64 443136, %879
-  %881 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %881 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %882 = add nsw i64 %880, %881
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %882
-  store <8 x float> %w291, ptr %arena132, align 4
-  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
-  %883 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %884 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %882
+  store <8 x float> %w295, ptr %arena121, align 4
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %883 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %884 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv2_weight_grad.tx26990
+  %886 = add nsw i64 %885, %conv2_weight_grad.tx27379
   %887 = mul nsw i64 %886, 32
   %888 = add nsw i64 444704, %887
-  %889 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %889 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %890 = add nsw i64 %888, %889
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %w292, ptr %arena133, align 4
-  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
-  %891 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %892 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %890
+  store <8 x float> %w296, ptr %arena122, align 4
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %891 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %892 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %conv2_weight_grad.tx26990
+  %894 = add nsw i64 %893, %conv2_weight_grad.tx27379
   %895 = mul nsw i64 %894, 32
   %896 = add nsw i64 446272, %895
-  %897 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %897 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %898 = add nsw i64 %896, %897
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %898
-  store <8 x float> %w293, ptr %arena134, align 4
-  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
-  %899 = mul nsw i64 %conv2_weight_grad.j26788, 49
-  %900 = mul nsw i64 %conv2_weight_grad.ty26889, 7
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %898
+  store <8 x float> %w297, ptr %arena123, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %899 = mul nsw i64 %conv2_weight_grad.j27177, 49
+  %900 = mul nsw i64 %conv2_weight_grad.ty27278, 7
   %901 = add nsw i64 %899, %900
-  %902 = add nsw i64 %901, %conv2_weight_grad.tx26990
+  %902 = add nsw i64 %901, %conv2_weight_grad.tx27379
   %903 = mul nsw i64 %902, 32
   %904 = add nsw i64 447840, %903
-  %905 = mul nsw i64 %conv2_weight_grad.cv27091, 8
+  %905 = mul nsw i64 %conv2_weight_grad.cv27480, 8
   %906 = add nsw i64 %904, %905
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <8 x float> %w294, ptr %arena135, align 4
-  %cv270.next = add nsw i64 %conv2_weight_grad.cv27091, 1
-  %907 = icmp slt i64 %cv270.next, 4
-  br i1 %907, label %conv2_weight_grad.cv270, label %conv2_weight_grad.cv270.end
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %906
+  store <8 x float> %w298, ptr %arena124, align 4
+  %cv274.next = add nsw i64 %conv2_weight_grad.cv27480, 1
+  %907 = icmp slt i64 %cv274.next, 4
+  br i1 %907, label %conv2_weight_grad.cv274, label %conv2_weight_grad.cv274.end
 
-conv2_weight_grad.cv270.end:                      ; preds = %conv2_weight_grad.cv270
-  %tx269.next = add nsw i64 %conv2_weight_grad.tx26990, 1
-  %908 = icmp slt i64 %tx269.next, 7
-  br i1 %908, label %conv2_weight_grad.tx269, label %conv2_weight_grad.tx269.end
+conv2_weight_grad.cv274.end:                      ; preds = %conv2_weight_grad.cv274
+  %tx273.next = add nsw i64 %conv2_weight_grad.tx27379, 1
+  %908 = icmp slt i64 %tx273.next, 7
+  br i1 %908, label %conv2_weight_grad.tx273, label %conv2_weight_grad.tx273.end
 
-conv2_weight_grad.xi295:                          ; preds = %conv2_weight_grad.xi295, %conv2_weight_grad.j267.end
-  %conv2_weight_grad.xi295136 = phi i64 [ 0, %conv2_weight_grad.j267.end ], [ %xi295.next, %conv2_weight_grad.xi295 ]
-  %909 = mul nsw i64 %conv2_weight_grad.xi295136, 784
-  %910 = add nsw i64 405504, %909
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %910
-  %911 = mul nsw i64 %conv2_weight_grad.xi295136, 1568
-  %912 = add nsw i64 424320, %911
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = mul nsw i64 %conv2_weight_grad.xi295136, 512
-  %914 = add nsw i64 449408, %913
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %914
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 16, i32 32, i32 49, float 1.000000e+00, ptr %arena137, i32 16, ptr %arena138, i32 32, float 1.000000e+00, ptr %arena139, i32 32)
-  %xi295.next = add nsw i64 %conv2_weight_grad.xi295136, 1
-  %915 = icmp slt i64 %xi295.next, 16
-  br i1 %915, label %conv2_weight_grad.xi295, label %conv2_weight_grad.xi295.end
+conv2_weight_grad.part299.pool:                   ; preds = %conv2_weight_grad.j271.end
+  %run125 = load ptr, ptr %pool, align 8
+  call void %run125(ptr %pool, ptr @smallcnn_train_b64.k16.conv2_weight_grad.part299.task, ptr %part299.context, i64 2)
+  br label %conv2_weight_grad.part299.done
 
-conv2_weight_grad.xi295.end:                      ; preds = %conv2_weight_grad.xi295
-  %g222.next = add nsw i64 %conv2_weight_grad.g2227, 1
-  %916 = icmp slt i64 %g222.next, 64
-  br i1 %916, label %conv2_weight_grad.g222, label %conv2_weight_grad.g222.end
+conv2_weight_grad.part299.serial:                 ; preds = %conv2_weight_grad.j271.end
+  br label %conv2_weight_grad.part299
 
-conv2_weight_grad.f296:                           ; preds = %conv2_weight_grad.c297.end, %conv2_weight_grad.g222.end
-  %conv2_weight_grad.f296140 = phi i64 [ 0, %conv2_weight_grad.g222.end ], [ %f296.next, %conv2_weight_grad.c297.end ]
-  br label %conv2_weight_grad.c297
+conv2_weight_grad.part299.done:                   ; preds = %conv2_weight_grad.part299.end, %conv2_weight_grad.part299.pool
+  %g225.next = add nsw i64 %conv2_weight_grad.g2257, 1
+  %909 = icmp slt i64 %g225.next, 64
+  br i1 %909, label %conv2_weight_grad.g225, label %conv2_weight_grad.g225.end
 
-conv2_weight_grad.f296.end:                       ; preds = %conv2_weight_grad.c297.end
+conv2_weight_grad.part299:                        ; preds = %conv2_weight_grad.part299, %conv2_weight_grad.part299.serial
+  %conv2_weight_grad.part299126 = phi i64 [ 0, %conv2_weight_grad.part299.serial ], [ %part299.next, %conv2_weight_grad.part299 ]
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part299(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.part299126)
+  %part299.next = add nsw i64 %conv2_weight_grad.part299126, 1
+  %910 = icmp slt i64 %part299.next, 2
+  br i1 %910, label %conv2_weight_grad.part299, label %conv2_weight_grad.part299.end
+
+conv2_weight_grad.part299.end:                    ; preds = %conv2_weight_grad.part299
+  br label %conv2_weight_grad.part299.done
+
+conv2_weight_grad.part301.pool:                   ; preds = %conv2_weight_grad.g225.end
+  %run127 = load ptr, ptr %pool, align 8
+  call void %run127(ptr %pool, ptr @smallcnn_train_b64.k16.conv2_weight_grad.part301.task, ptr %part301.context, i64 2)
+  br label %conv2_weight_grad.part301.done
+
+conv2_weight_grad.part301.serial:                 ; preds = %conv2_weight_grad.g225.end
+  br label %conv2_weight_grad.part301
+
+conv2_weight_grad.part301.done:                   ; preds = %conv2_weight_grad.part301.end, %conv2_weight_grad.part301.pool
   ret void
 
-conv2_weight_grad.c297:                           ; preds = %conv2_weight_grad.c297, %conv2_weight_grad.f296
-  %conv2_weight_grad.c297141 = phi i64 [ 0, %conv2_weight_grad.f296 ], [ %c297.next, %conv2_weight_grad.c297 ]
-  %917 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %918 = add nsw i64 449408, %917
-  %919 = add nsw i64 %918, %conv2_weight_grad.f296140
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %919
-  %920 = load float, ptr %arena142, align 4
-  %921 = fmul float %920, 1.000000e+00
-  %922 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %923 = add nsw i64 451456, %922
-  %924 = add nsw i64 %923, %conv2_weight_grad.f296140
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena143, align 4
-  %926 = fmul float %925, 5.000000e-01
-  %927 = fadd float %921, %926
-  %928 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %929 = add nsw i64 453504, %928
-  %930 = add nsw i64 %929, %conv2_weight_grad.f296140
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load float, ptr %arena144, align 4
-  %932 = fmul float %931, 5.000000e-01
-  %933 = fadd float %927, %932
-  store float %933, ptr %conv2_weight_grad.w298, align 4
-  %934 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %935 = add nsw i64 451456, %934
-  %936 = add nsw i64 %935, %conv2_weight_grad.f296140
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load float, ptr %arena145, align 4
-  %938 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %939 = add nsw i64 453504, %938
-  %940 = add nsw i64 %939, %conv2_weight_grad.f296140
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %940
-  %941 = load float, ptr %arena146, align 4
-  %942 = fsub float %937, %941
-  %943 = fmul float %942, 5.000000e-01
-  store float %943, ptr %conv2_weight_grad.w299, align 4
-  %944 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %945 = add nsw i64 451456, %944
-  %946 = add nsw i64 %945, %conv2_weight_grad.f296140
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %946
-  %947 = load float, ptr %arena147, align 4
-  %948 = fmul float %947, 5.000000e-01
-  %949 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %950 = add nsw i64 453504, %949
-  %951 = add nsw i64 %950, %conv2_weight_grad.f296140
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %951
-  %952 = load float, ptr %arena148, align 4
-  %953 = fmul float %952, 5.000000e-01
-  %954 = fadd float %948, %953
-  %955 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %956 = add nsw i64 455552, %955
-  %957 = add nsw i64 %956, %conv2_weight_grad.f296140
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load float, ptr %arena149, align 4
-  %959 = fmul float %958, 1.000000e+00
-  %960 = fadd float %954, %959
-  store float %960, ptr %conv2_weight_grad.w300, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %962 = add nsw i64 449920, %961
-  %963 = add nsw i64 %962, %conv2_weight_grad.f296140
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load float, ptr %arena150, align 4
-  %965 = fmul float %964, 1.000000e+00
-  %966 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %967 = add nsw i64 451968, %966
-  %968 = add nsw i64 %967, %conv2_weight_grad.f296140
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %968
-  %969 = load float, ptr %arena151, align 4
-  %970 = fmul float %969, 5.000000e-01
-  %971 = fadd float %965, %970
-  %972 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %973 = add nsw i64 454016, %972
-  %974 = add nsw i64 %973, %conv2_weight_grad.f296140
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %974
-  %975 = load float, ptr %arena152, align 4
-  %976 = fmul float %975, 5.000000e-01
-  %977 = fadd float %971, %976
-  store float %977, ptr %conv2_weight_grad.w301, align 4
-  %978 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %979 = add nsw i64 451968, %978
-  %980 = add nsw i64 %979, %conv2_weight_grad.f296140
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load float, ptr %arena153, align 4
-  %982 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %983 = add nsw i64 454016, %982
-  %984 = add nsw i64 %983, %conv2_weight_grad.f296140
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %984
-  %985 = load float, ptr %arena154, align 4
-  %986 = fsub float %981, %985
-  %987 = fmul float %986, 5.000000e-01
-  store float %987, ptr %conv2_weight_grad.w302, align 4
-  %988 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %989 = add nsw i64 451968, %988
-  %990 = add nsw i64 %989, %conv2_weight_grad.f296140
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %990
-  %991 = load float, ptr %arena155, align 4
-  %992 = fmul float %991, 5.000000e-01
-  %993 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %994 = add nsw i64 454016, %993
-  %995 = add nsw i64 %994, %conv2_weight_grad.f296140
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load float, ptr %arena156, align 4
-  %997 = fmul float %996, 5.000000e-01
-  %998 = fadd float %992, %997
-  %999 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1000 = add nsw i64 456064, %999
-  %1001 = add nsw i64 %1000, %conv2_weight_grad.f296140
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %1001
-  %1002 = load float, ptr %arena157, align 4
-  %1003 = fmul float %1002, 1.000000e+00
-  %1004 = fadd float %998, %1003
-  store float %1004, ptr %conv2_weight_grad.w303, align 4
-  %1005 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1006 = add nsw i64 450432, %1005
-  %1007 = add nsw i64 %1006, %conv2_weight_grad.f296140
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %1007
-  %1008 = load float, ptr %arena158, align 4
-  %1009 = fmul float %1008, 1.000000e+00
-  %1010 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1011 = add nsw i64 452480, %1010
-  %1012 = add nsw i64 %1011, %conv2_weight_grad.f296140
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %1012
-  %1013 = load float, ptr %arena159, align 4
-  %1014 = fmul float %1013, 5.000000e-01
-  %1015 = fadd float %1009, %1014
-  %1016 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1017 = add nsw i64 454528, %1016
-  %1018 = add nsw i64 %1017, %conv2_weight_grad.f296140
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %1018
-  %1019 = load float, ptr %arena160, align 4
-  %1020 = fmul float %1019, 5.000000e-01
-  %1021 = fadd float %1015, %1020
-  store float %1021, ptr %conv2_weight_grad.w304, align 4
-  %1022 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1023 = add nsw i64 452480, %1022
-  %1024 = add nsw i64 %1023, %conv2_weight_grad.f296140
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %1024
-  %1025 = load float, ptr %arena161, align 4
-  %1026 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1027 = add nsw i64 454528, %1026
-  %1028 = add nsw i64 %1027, %conv2_weight_grad.f296140
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %1028
-  %1029 = load float, ptr %arena162, align 4
-  %1030 = fsub float %1025, %1029
-  %1031 = fmul float %1030, 5.000000e-01
-  store float %1031, ptr %conv2_weight_grad.w305, align 4
-  %1032 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1033 = add nsw i64 452480, %1032
-  %1034 = add nsw i64 %1033, %conv2_weight_grad.f296140
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1034
-  %1035 = load float, ptr %arena163, align 4
-  %1036 = fmul float %1035, 5.000000e-01
-  %1037 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1038 = add nsw i64 454528, %1037
-  %1039 = add nsw i64 %1038, %conv2_weight_grad.f296140
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load float, ptr %arena164, align 4
-  %1041 = fmul float %1040, 5.000000e-01
-  %1042 = fadd float %1036, %1041
-  %1043 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1044 = add nsw i64 456576, %1043
-  %1045 = add nsw i64 %1044, %conv2_weight_grad.f296140
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1045
-  %1046 = load float, ptr %arena165, align 4
-  %1047 = fmul float %1046, 1.000000e+00
-  %1048 = fadd float %1042, %1047
-  store float %1048, ptr %conv2_weight_grad.w306, align 4
-  %1049 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1050 = add nsw i64 450944, %1049
-  %1051 = add nsw i64 %1050, %conv2_weight_grad.f296140
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1051
-  %1052 = load float, ptr %arena166, align 4
-  %1053 = fmul float %1052, 1.000000e+00
-  %1054 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1055 = add nsw i64 452992, %1054
-  %1056 = add nsw i64 %1055, %conv2_weight_grad.f296140
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1056
-  %1057 = load float, ptr %arena167, align 4
-  %1058 = fmul float %1057, 5.000000e-01
-  %1059 = fadd float %1053, %1058
-  %1060 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1061 = add nsw i64 455040, %1060
-  %1062 = add nsw i64 %1061, %conv2_weight_grad.f296140
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1062
-  %1063 = load float, ptr %arena168, align 4
-  %1064 = fmul float %1063, 5.000000e-01
-  %1065 = fadd float %1059, %1064
-  store float %1065, ptr %conv2_weight_grad.w307, align 4
-  %1066 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1067 = add nsw i64 452992, %1066
-  %1068 = add nsw i64 %1067, %conv2_weight_grad.f296140
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1068
-  %1069 = load float, ptr %arena169, align 4
-  %1070 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1071 = add nsw i64 455040, %1070
-  %1072 = add nsw i64 %1071, %conv2_weight_grad.f296140
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1072
-  %1073 = load float, ptr %arena170, align 4
-  %1074 = fsub float %1069, %1073
-  %1075 = fmul float %1074, 5.000000e-01
-  store float %1075, ptr %conv2_weight_grad.w308, align 4
-  %1076 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1077 = add nsw i64 452992, %1076
-  %1078 = add nsw i64 %1077, %conv2_weight_grad.f296140
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1078
-  %1079 = load float, ptr %arena171, align 4
-  %1080 = fmul float %1079, 5.000000e-01
-  %1081 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1082 = add nsw i64 455040, %1081
-  %1083 = add nsw i64 %1082, %conv2_weight_grad.f296140
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena172, align 4
-  %1085 = fmul float %1084, 5.000000e-01
-  %1086 = fadd float %1080, %1085
-  %1087 = mul nsw i64 %conv2_weight_grad.c297141, 32
-  %1088 = add nsw i64 457088, %1087
-  %1089 = add nsw i64 %1088, %conv2_weight_grad.f296140
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1089
-  %1090 = load float, ptr %arena173, align 4
-  %1091 = fmul float %1090, 1.000000e+00
-  %1092 = fadd float %1086, %1091
-  store float %1092, ptr %conv2_weight_grad.w309, align 4
-  %w298 = load float, ptr %conv2_weight_grad.w298, align 4
-  %1093 = fmul float %w298, 1.000000e+00
-  %w301 = load float, ptr %conv2_weight_grad.w301, align 4
-  %1094 = fmul float %w301, 5.000000e-01
-  %1095 = fadd float %1093, %1094
-  %w304 = load float, ptr %conv2_weight_grad.w304, align 4
-  %1096 = fmul float %w304, 5.000000e-01
-  %1097 = fadd float %1095, %1096
-  store float %1097, ptr %conv2_weight_grad.w310, align 4
-  %w301174 = load float, ptr %conv2_weight_grad.w301, align 4
-  %w304175 = load float, ptr %conv2_weight_grad.w304, align 4
-  %1098 = fsub float %w301174, %w304175
-  %1099 = fmul float %1098, 5.000000e-01
-  store float %1099, ptr %conv2_weight_grad.w311, align 4
-  %w301176 = load float, ptr %conv2_weight_grad.w301, align 4
-  %1100 = fmul float %w301176, 5.000000e-01
-  %w304177 = load float, ptr %conv2_weight_grad.w304, align 4
-  %1101 = fmul float %w304177, 5.000000e-01
-  %1102 = fadd float %1100, %1101
-  %w307 = load float, ptr %conv2_weight_grad.w307, align 4
-  %1103 = fmul float %w307, 1.000000e+00
-  %1104 = fadd float %1102, %1103
-  store float %1104, ptr %conv2_weight_grad.w312, align 4
-  %w299 = load float, ptr %conv2_weight_grad.w299, align 4
-  %1105 = fmul float %w299, 1.000000e+00
-  %w302 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1106 = fmul float %w302, 5.000000e-01
-  %1107 = fadd float %1105, %1106
-  %w305 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1108 = fmul float %w305, 5.000000e-01
-  %1109 = fadd float %1107, %1108
-  store float %1109, ptr %conv2_weight_grad.w313, align 4
-  %w302178 = load float, ptr %conv2_weight_grad.w302, align 4
-  %w305179 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1110 = fsub float %w302178, %w305179
-  %1111 = fmul float %1110, 5.000000e-01
-  store float %1111, ptr %conv2_weight_grad.w314, align 4
-  %w302180 = load float, ptr %conv2_weight_grad.w302, align 4
-  %1112 = fmul float %w302180, 5.000000e-01
-  %w305181 = load float, ptr %conv2_weight_grad.w305, align 4
-  %1113 = fmul float %w305181, 5.000000e-01
-  %1114 = fadd float %1112, %1113
-  %w308 = load float, ptr %conv2_weight_grad.w308, align 4
-  %1115 = fmul float %w308, 1.000000e+00
-  %1116 = fadd float %1114, %1115
-  store float %1116, ptr %conv2_weight_grad.w315, align 4
-  %w300 = load float, ptr %conv2_weight_grad.w300, align 4
-  %1117 = fmul float %w300, 1.000000e+00
-  %w303 = load float, ptr %conv2_weight_grad.w303, align 4
-  %1118 = fmul float %w303, 5.000000e-01
-  %1119 = fadd float %1117, %1118
-  %w306 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1120 = fmul float %w306, 5.000000e-01
-  %1121 = fadd float %1119, %1120
-  store float %1121, ptr %conv2_weight_grad.w316, align 4
-  %w303182 = load float, ptr %conv2_weight_grad.w303, align 4
-  %w306183 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1122 = fsub float %w303182, %w306183
-  %1123 = fmul float %1122, 5.000000e-01
-  store float %1123, ptr %conv2_weight_grad.w317, align 4
-  %w303184 = load float, ptr %conv2_weight_grad.w303, align 4
-  %1124 = fmul float %w303184, 5.000000e-01
-  %w306185 = load float, ptr %conv2_weight_grad.w306, align 4
-  %1125 = fmul float %w306185, 5.000000e-01
-  %1126 = fadd float %1124, %1125
-  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
-  %1127 = fmul float %w309, 1.000000e+00
-  %1128 = fadd float %1126, %1127
-  store float %1128, ptr %conv2_weight_grad.w318, align 4
-  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
-  %1129 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1130 = add nsw i64 %1129, %conv2_weight_grad.c297141
-  %1131 = mul nsw i64 %1130, 9
-  %1132 = add nsw i64 160, %1131
-  %grads186 = getelementptr inbounds float, ptr %grads, i64 %1132
-  store float %w310, ptr %grads186, align 4
-  %w311 = load float, ptr %conv2_weight_grad.w311, align 4
-  %1133 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1134 = add nsw i64 %1133, %conv2_weight_grad.c297141
-  %1135 = mul nsw i64 %1134, 9
-  %1136 = add nsw i64 160, %1135
-  %1137 = add nsw i64 %1136, 1
-  %grads187 = getelementptr inbounds float, ptr %grads, i64 %1137
-  store float %w311, ptr %grads187, align 4
-  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
-  %1138 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1139 = add nsw i64 %1138, %conv2_weight_grad.c297141
-  %1140 = mul nsw i64 %1139, 9
-  %1141 = add nsw i64 160, %1140
-  %1142 = add nsw i64 %1141, 2
-  %grads188 = getelementptr inbounds float, ptr %grads, i64 %1142
-  store float %w312, ptr %grads188, align 4
-  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
-  %1143 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1144 = add nsw i64 %1143, %conv2_weight_grad.c297141
-  %1145 = mul nsw i64 %1144, 9
-  %1146 = add nsw i64 160, %1145
-  %1147 = add nsw i64 %1146, 3
-  %grads189 = getelementptr inbounds float, ptr %grads, i64 %1147
-  store float %w313, ptr %grads189, align 4
-  %w314 = load float, ptr %conv2_weight_grad.w314, align 4
-  %1148 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1149 = add nsw i64 %1148, %conv2_weight_grad.c297141
-  %1150 = mul nsw i64 %1149, 9
-  %1151 = add nsw i64 160, %1150
-  %1152 = add nsw i64 %1151, 4
-  %grads190 = getelementptr inbounds float, ptr %grads, i64 %1152
-  store float %w314, ptr %grads190, align 4
-  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
-  %1153 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1154 = add nsw i64 %1153, %conv2_weight_grad.c297141
-  %1155 = mul nsw i64 %1154, 9
-  %1156 = add nsw i64 160, %1155
-  %1157 = add nsw i64 %1156, 5
-  %grads191 = getelementptr inbounds float, ptr %grads, i64 %1157
-  store float %w315, ptr %grads191, align 4
-  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
-  %1158 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1159 = add nsw i64 %1158, %conv2_weight_grad.c297141
-  %1160 = mul nsw i64 %1159, 9
-  %1161 = add nsw i64 160, %1160
-  %1162 = add nsw i64 %1161, 6
-  %grads192 = getelementptr inbounds float, ptr %grads, i64 %1162
-  store float %w316, ptr %grads192, align 4
-  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
-  %1163 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1164 = add nsw i64 %1163, %conv2_weight_grad.c297141
-  %1165 = mul nsw i64 %1164, 9
-  %1166 = add nsw i64 160, %1165
-  %1167 = add nsw i64 %1166, 7
-  %grads193 = getelementptr inbounds float, ptr %grads, i64 %1167
-  store float %w317, ptr %grads193, align 4
-  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
-  %1168 = mul nsw i64 %conv2_weight_grad.f296140, 16
-  %1169 = add nsw i64 %1168, %conv2_weight_grad.c297141
-  %1170 = mul nsw i64 %1169, 9
-  %1171 = add nsw i64 160, %1170
-  %1172 = add nsw i64 %1171, 8
-  %grads194 = getelementptr inbounds float, ptr %grads, i64 %1172
-  store float %w318, ptr %grads194, align 4
-  %c297.next = add nsw i64 %conv2_weight_grad.c297141, 1
-  %1173 = icmp slt i64 %c297.next, 16
-  br i1 %1173, label %conv2_weight_grad.c297, label %conv2_weight_grad.c297.end, !llvm.loop !11
+conv2_weight_grad.part301:                        ; preds = %conv2_weight_grad.part301, %conv2_weight_grad.part301.serial
+  %conv2_weight_grad.part301128 = phi i64 [ 0, %conv2_weight_grad.part301.serial ], [ %part301.next, %conv2_weight_grad.part301 ]
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part301(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv2_weight_grad.part301128)
+  %part301.next = add nsw i64 %conv2_weight_grad.part301128, 1
+  %911 = icmp slt i64 %part301.next, 2
+  br i1 %911, label %conv2_weight_grad.part301, label %conv2_weight_grad.part301.end
 
-conv2_weight_grad.c297.end:                       ; preds = %conv2_weight_grad.c297
-  %f296.next = add nsw i64 %conv2_weight_grad.f296140, 1
-  %1174 = icmp slt i64 %f296.next, 32
-  br i1 %1174, label %conv2_weight_grad.f296, label %conv2_weight_grad.f296.end, !llvm.loop !12
+conv2_weight_grad.part301.end:                    ; preds = %conv2_weight_grad.part301
+  br label %conv2_weight_grad.part301.done
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part226(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  br label %conv2_weight_grad.j227
+
+conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.iy228.end, %entry
+  %conv2_weight_grad.j2271 = phi i64 [ 0, %entry ], [ %j227.next, %conv2_weight_grad.iy228.end ]
+  br label %conv2_weight_grad.iy228
+
+conv2_weight_grad.j227.end:                       ; preds = %conv2_weight_grad.iy228.end
+  br label %conv2_weight_grad.j231
+
+conv2_weight_grad.iy228:                          ; preds = %conv2_weight_grad.c229.end, %conv2_weight_grad.j227
+  %conv2_weight_grad.iy2282 = phi i64 [ 0, %conv2_weight_grad.j227 ], [ %iy228.next, %conv2_weight_grad.c229.end ]
+  br label %conv2_weight_grad.c229
+
+conv2_weight_grad.iy228.end:                      ; preds = %conv2_weight_grad.c229.end
+  %j227.next = add nsw i64 %conv2_weight_grad.j2271, 1
+  %2 = icmp slt i64 %j227.next, 1
+  br i1 %2, label %conv2_weight_grad.j227, label %conv2_weight_grad.j227.end
+
+conv2_weight_grad.c229:                           ; preds = %conv2_weight_grad.ix230.end, %conv2_weight_grad.iy228
+  %conv2_weight_grad.c2293 = phi i64 [ 0, %conv2_weight_grad.iy228 ], [ %c229.next, %conv2_weight_grad.ix230.end ]
+  br label %conv2_weight_grad.ix230
+
+conv2_weight_grad.c229.end:                       ; preds = %conv2_weight_grad.ix230.end
+  %iy228.next = add nsw i64 %conv2_weight_grad.iy2282, 1
+  %3 = icmp slt i64 %iy228.next, 14
+  br i1 %3, label %conv2_weight_grad.iy228, label %conv2_weight_grad.iy228.end
+
+conv2_weight_grad.ix230:                          ; preds = %conv2_weight_grad.ix230, %conv2_weight_grad.c229
+  %conv2_weight_grad.ix2304 = phi i64 [ 0, %conv2_weight_grad.c229 ], [ %ix230.next, %conv2_weight_grad.ix230 ]
+  %4 = add nsw i64 %0, %conv2_weight_grad.j2271
+  %5 = mul nsw i64 %4, 3136
+  %6 = mul nsw i64 %1, 8
+  %7 = add nsw i64 %conv2_weight_grad.c2293, %6
+  %8 = mul nsw i64 %7, 196
+  %9 = add nsw i64 %5, %8
+  %10 = mul nsw i64 %conv2_weight_grad.iy2282, 14
+  %11 = add nsw i64 %9, %10
+  %12 = add nsw i64 %11, %conv2_weight_grad.ix2304
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena5, align 4
+  %14 = mul nsw i64 %conv2_weight_grad.j2271, 4096
+  %15 = add nsw i64 %conv2_weight_grad.iy2282, 1
+  %16 = mul nsw i64 %15, 256
+  %17 = add nsw i64 %14, %16
+  %18 = add nsw i64 %conv2_weight_grad.ix2304, 1
+  %19 = mul nsw i64 %18, 16
+  %20 = add nsw i64 %17, %19
+  %21 = mul nsw i64 %1, 8
+  %22 = add nsw i64 %conv2_weight_grad.c2293, %21
+  %23 = add nsw i64 %20, %22
+  %24 = add nsw i64 401408, %23
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %24
+  store float %13, ptr %arena6, align 4
+  %ix230.next = add nsw i64 %conv2_weight_grad.ix2304, 1
+  %25 = icmp slt i64 %ix230.next, 14
+  br i1 %25, label %conv2_weight_grad.ix230, label %conv2_weight_grad.ix230.end
+
+conv2_weight_grad.ix230.end:                      ; preds = %conv2_weight_grad.ix230
+  %c229.next = add nsw i64 %conv2_weight_grad.c2293, 1
+  %26 = icmp slt i64 %c229.next, 8
+  br i1 %26, label %conv2_weight_grad.c229, label %conv2_weight_grad.c229.end
+
+conv2_weight_grad.j231:                           ; preds = %conv2_weight_grad.iy232.end, %conv2_weight_grad.j227.end
+  %conv2_weight_grad.j2317 = phi i64 [ 0, %conv2_weight_grad.j227.end ], [ %j231.next, %conv2_weight_grad.iy232.end ]
+  br label %conv2_weight_grad.iy232
+
+conv2_weight_grad.j231.end:                       ; preds = %conv2_weight_grad.iy232.end
+  ret void
+
+conv2_weight_grad.iy232:                          ; preds = %conv2_weight_grad.c233.end, %conv2_weight_grad.j231
+  %conv2_weight_grad.iy2328 = phi i64 [ 0, %conv2_weight_grad.j231 ], [ %iy232.next, %conv2_weight_grad.c233.end ]
+  br label %conv2_weight_grad.c233
+
+conv2_weight_grad.iy232.end:                      ; preds = %conv2_weight_grad.c233.end
+  %j231.next = add nsw i64 %conv2_weight_grad.j2317, 1
+  %27 = icmp slt i64 %j231.next, 1
+  br i1 %27, label %conv2_weight_grad.j231, label %conv2_weight_grad.j231.end
+
+conv2_weight_grad.c233:                           ; preds = %conv2_weight_grad.ix234.end, %conv2_weight_grad.iy232
+  %conv2_weight_grad.c2339 = phi i64 [ 0, %conv2_weight_grad.iy232 ], [ %c233.next, %conv2_weight_grad.ix234.end ]
+  br label %conv2_weight_grad.ix234
+
+conv2_weight_grad.c233.end:                       ; preds = %conv2_weight_grad.ix234.end
+  %iy232.next = add nsw i64 %conv2_weight_grad.iy2328, 1
+  %28 = icmp slt i64 %iy232.next, 14
+  br i1 %28, label %conv2_weight_grad.iy232, label %conv2_weight_grad.iy232.end
+
+conv2_weight_grad.ix234:                          ; preds = %conv2_weight_grad.ix234, %conv2_weight_grad.c233
+  %conv2_weight_grad.ix23410 = phi i64 [ 0, %conv2_weight_grad.c233 ], [ %ix234.next, %conv2_weight_grad.ix234 ]
+  %29 = add nsw i64 %0, %conv2_weight_grad.j2317
+  %30 = mul nsw i64 %29, 6272
+  %31 = add nsw i64 728336, %30
+  %32 = mul nsw i64 %1, 16
+  %33 = add nsw i64 %conv2_weight_grad.c2339, %32
+  %34 = mul nsw i64 %33, 196
+  %35 = add nsw i64 %31, %34
+  %36 = mul nsw i64 %conv2_weight_grad.iy2328, 14
+  %37 = add nsw i64 %35, %36
+  %38 = add nsw i64 %37, %conv2_weight_grad.ix23410
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena11, align 4
+  %40 = mul nsw i64 %conv2_weight_grad.j2317, 6272
+  %41 = mul nsw i64 %conv2_weight_grad.iy2328, 448
+  %42 = add nsw i64 %40, %41
+  %43 = mul nsw i64 %conv2_weight_grad.ix23410, 32
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %1, 16
+  %46 = add nsw i64 %conv2_weight_grad.c2339, %45
+  %47 = add nsw i64 %44, %46
+  %48 = add nsw i64 418048, %47
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %39, ptr %arena12, align 4
+  %ix234.next = add nsw i64 %conv2_weight_grad.ix23410, 1
+  %49 = icmp slt i64 %ix234.next, 14
+  br i1 %49, label %conv2_weight_grad.ix234, label %conv2_weight_grad.ix234.end
+
+conv2_weight_grad.ix234.end:                      ; preds = %conv2_weight_grad.ix234
+  %c233.next = add nsw i64 %conv2_weight_grad.c2339, 1
+  %50 = icmp slt i64 %c233.next, 16
+  br i1 %50, label %conv2_weight_grad.c233, label %conv2_weight_grad.c233.end
+}
+
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part226.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part226(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part299(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv2_weight_grad.xi300
+
+conv2_weight_grad.xi300:                          ; preds = %conv2_weight_grad.xi300, %entry
+  %conv2_weight_grad.xi3001 = phi i64 [ 0, %entry ], [ %xi300.next, %conv2_weight_grad.xi300 ]
+  %1 = mul nsw i64 %0, 8
+  %2 = add nsw i64 %conv2_weight_grad.xi3001, %1
+  %3 = mul nsw i64 %2, 784
+  %4 = add nsw i64 405504, %3
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %4
+  %5 = mul nsw i64 %0, 8
+  %6 = add nsw i64 %conv2_weight_grad.xi3001, %5
+  %7 = mul nsw i64 %6, 1568
+  %8 = add nsw i64 424320, %7
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %8
+  %9 = mul nsw i64 %0, 8
+  %10 = add nsw i64 %conv2_weight_grad.xi3001, %9
+  %11 = mul nsw i64 %10, 512
+  %12 = add nsw i64 449408, %11
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 16, i32 32, i32 49, float 1.000000e+00, ptr %arena2, i32 16, ptr %arena3, i32 32, float 1.000000e+00, ptr %arena4, i32 32)
+  %xi300.next = add nsw i64 %conv2_weight_grad.xi3001, 1
+  %13 = icmp slt i64 %xi300.next, 8
+  br i1 %13, label %conv2_weight_grad.xi300, label %conv2_weight_grad.xi300.end
+
+conv2_weight_grad.xi300.end:                      ; preds = %conv2_weight_grad.xi300
+  ret void
+}
+
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part299.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part299(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part301(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv2_weight_grad.w324 = alloca float, align 4
+  %conv2_weight_grad.w323 = alloca float, align 4
+  %conv2_weight_grad.w322 = alloca float, align 4
+  %conv2_weight_grad.w321 = alloca float, align 4
+  %conv2_weight_grad.w320 = alloca float, align 4
+  %conv2_weight_grad.w319 = alloca float, align 4
+  %conv2_weight_grad.w318 = alloca float, align 4
+  %conv2_weight_grad.w317 = alloca float, align 4
+  %conv2_weight_grad.w316 = alloca float, align 4
+  %conv2_weight_grad.w315 = alloca float, align 4
+  %conv2_weight_grad.w314 = alloca float, align 4
+  %conv2_weight_grad.w313 = alloca float, align 4
+  %conv2_weight_grad.w312 = alloca float, align 4
+  %conv2_weight_grad.w311 = alloca float, align 4
+  %conv2_weight_grad.w310 = alloca float, align 4
+  %conv2_weight_grad.w309 = alloca float, align 4
+  %conv2_weight_grad.w308 = alloca float, align 4
+  %conv2_weight_grad.w307 = alloca float, align 4
+  %conv2_weight_grad.w306 = alloca float, align 4
+  %conv2_weight_grad.w305 = alloca float, align 4
+  %conv2_weight_grad.w304 = alloca float, align 4
+  br label %conv2_weight_grad.f302
+
+conv2_weight_grad.f302:                           ; preds = %conv2_weight_grad.c303.end, %entry
+  %conv2_weight_grad.f3021 = phi i64 [ 0, %entry ], [ %f302.next, %conv2_weight_grad.c303.end ]
+  br label %conv2_weight_grad.c303
+
+conv2_weight_grad.f302.end:                       ; preds = %conv2_weight_grad.c303.end
+  ret void
+
+conv2_weight_grad.c303:                           ; preds = %conv2_weight_grad.c303, %conv2_weight_grad.f302
+  %conv2_weight_grad.c3032 = phi i64 [ 0, %conv2_weight_grad.f302 ], [ %c303.next, %conv2_weight_grad.c303 ]
+  %1 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %2 = add nsw i64 449408, %1
+  %3 = mul nsw i64 %0, 16
+  %4 = add nsw i64 %conv2_weight_grad.f3021, %3
+  %5 = add nsw i64 %2, %4
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = fmul float %6, 1.000000e+00
+  %8 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %9 = add nsw i64 451456, %8
+  %10 = mul nsw i64 %0, 16
+  %11 = add nsw i64 %conv2_weight_grad.f3021, %10
+  %12 = add nsw i64 %9, %11
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %12
+  %13 = load float, ptr %arena4, align 4
+  %14 = fmul float %13, 5.000000e-01
+  %15 = fadd float %7, %14
+  %16 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %17 = add nsw i64 453504, %16
+  %18 = mul nsw i64 %0, 16
+  %19 = add nsw i64 %conv2_weight_grad.f3021, %18
+  %20 = add nsw i64 %17, %19
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load float, ptr %arena5, align 4
+  %22 = fmul float %21, 5.000000e-01
+  %23 = fadd float %15, %22
+  store float %23, ptr %conv2_weight_grad.w304, align 4
+  %24 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %25 = add nsw i64 451456, %24
+  %26 = mul nsw i64 %0, 16
+  %27 = add nsw i64 %conv2_weight_grad.f3021, %26
+  %28 = add nsw i64 %25, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena6, align 4
+  %30 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %31 = add nsw i64 453504, %30
+  %32 = mul nsw i64 %0, 16
+  %33 = add nsw i64 %conv2_weight_grad.f3021, %32
+  %34 = add nsw i64 %31, %33
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %34
+  %35 = load float, ptr %arena7, align 4
+  %36 = fsub float %29, %35
+  %37 = fmul float %36, 5.000000e-01
+  store float %37, ptr %conv2_weight_grad.w305, align 4
+  %38 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %39 = add nsw i64 451456, %38
+  %40 = mul nsw i64 %0, 16
+  %41 = add nsw i64 %conv2_weight_grad.f3021, %40
+  %42 = add nsw i64 %39, %41
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %42
+  %43 = load float, ptr %arena8, align 4
+  %44 = fmul float %43, 5.000000e-01
+  %45 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %46 = add nsw i64 453504, %45
+  %47 = mul nsw i64 %0, 16
+  %48 = add nsw i64 %conv2_weight_grad.f3021, %47
+  %49 = add nsw i64 %46, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load float, ptr %arena9, align 4
+  %51 = fmul float %50, 5.000000e-01
+  %52 = fadd float %44, %51
+  %53 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %54 = add nsw i64 455552, %53
+  %55 = mul nsw i64 %0, 16
+  %56 = add nsw i64 %conv2_weight_grad.f3021, %55
+  %57 = add nsw i64 %54, %56
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena10, align 4
+  %59 = fmul float %58, 1.000000e+00
+  %60 = fadd float %52, %59
+  store float %60, ptr %conv2_weight_grad.w306, align 4
+  %61 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %62 = add nsw i64 449920, %61
+  %63 = mul nsw i64 %0, 16
+  %64 = add nsw i64 %conv2_weight_grad.f3021, %63
+  %65 = add nsw i64 %62, %64
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %65
+  %66 = load float, ptr %arena11, align 4
+  %67 = fmul float %66, 1.000000e+00
+  %68 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %69 = add nsw i64 451968, %68
+  %70 = mul nsw i64 %0, 16
+  %71 = add nsw i64 %conv2_weight_grad.f3021, %70
+  %72 = add nsw i64 %69, %71
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load float, ptr %arena12, align 4
+  %74 = fmul float %73, 5.000000e-01
+  %75 = fadd float %67, %74
+  %76 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %77 = add nsw i64 454016, %76
+  %78 = mul nsw i64 %0, 16
+  %79 = add nsw i64 %conv2_weight_grad.f3021, %78
+  %80 = add nsw i64 %77, %79
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %80
+  %81 = load float, ptr %arena13, align 4
+  %82 = fmul float %81, 5.000000e-01
+  %83 = fadd float %75, %82
+  store float %83, ptr %conv2_weight_grad.w307, align 4
+  %84 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %85 = add nsw i64 451968, %84
+  %86 = mul nsw i64 %0, 16
+  %87 = add nsw i64 %conv2_weight_grad.f3021, %86
+  %88 = add nsw i64 %85, %87
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load float, ptr %arena14, align 4
+  %90 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %91 = add nsw i64 454016, %90
+  %92 = mul nsw i64 %0, 16
+  %93 = add nsw i64 %conv2_weight_grad.f3021, %92
+  %94 = add nsw i64 %91, %93
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %94
+  %95 = load float, ptr %arena15, align 4
+  %96 = fsub float %89, %95
+  %97 = fmul float %96, 5.000000e-01
+  store float %97, ptr %conv2_weight_grad.w308, align 4
+  %98 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %99 = add nsw i64 451968, %98
+  %100 = mul nsw i64 %0, 16
+  %101 = add nsw i64 %conv2_weight_grad.f3021, %100
+  %102 = add nsw i64 %99, %101
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %102
+  %103 = load float, ptr %arena16, align 4
+  %104 = fmul float %103, 5.000000e-01
+  %105 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %106 = add nsw i64 454016, %105
+  %107 = mul nsw i64 %0, 16
+  %108 = add nsw i64 %conv2_weight_grad.f3021, %107
+  %109 = add nsw i64 %106, %108
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load float, ptr %arena17, align 4
+  %111 = fmul float %110, 5.000000e-01
+  %112 = fadd float %104, %111
+  %113 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %114 = add nsw i64 456064, %113
+  %115 = mul nsw i64 %0, 16
+  %116 = add nsw i64 %conv2_weight_grad.f3021, %115
+  %117 = add nsw i64 %114, %116
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %117
+  %118 = load float, ptr %arena18, align 4
+  %119 = fmul float %118, 1.000000e+00
+  %120 = fadd float %112, %119
+  store float %120, ptr %conv2_weight_grad.w309, align 4
+  %121 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %122 = add nsw i64 450432, %121
+  %123 = mul nsw i64 %0, 16
+  %124 = add nsw i64 %conv2_weight_grad.f3021, %123
+  %125 = add nsw i64 %122, %124
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load float, ptr %arena19, align 4
+  %127 = fmul float %126, 1.000000e+00
+  %128 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %129 = add nsw i64 452480, %128
+  %130 = mul nsw i64 %0, 16
+  %131 = add nsw i64 %conv2_weight_grad.f3021, %130
+  %132 = add nsw i64 %129, %131
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena20, align 4
+  %134 = fmul float %133, 5.000000e-01
+  %135 = fadd float %127, %134
+  %136 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %137 = add nsw i64 454528, %136
+  %138 = mul nsw i64 %0, 16
+  %139 = add nsw i64 %conv2_weight_grad.f3021, %138
+  %140 = add nsw i64 %137, %139
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %140
+  %141 = load float, ptr %arena21, align 4
+  %142 = fmul float %141, 5.000000e-01
+  %143 = fadd float %135, %142
+  store float %143, ptr %conv2_weight_grad.w310, align 4
+  %144 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %145 = add nsw i64 452480, %144
+  %146 = mul nsw i64 %0, 16
+  %147 = add nsw i64 %conv2_weight_grad.f3021, %146
+  %148 = add nsw i64 %145, %147
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load float, ptr %arena22, align 4
+  %150 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %151 = add nsw i64 454528, %150
+  %152 = mul nsw i64 %0, 16
+  %153 = add nsw i64 %conv2_weight_grad.f3021, %152
+  %154 = add nsw i64 %151, %153
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load float, ptr %arena23, align 4
+  %156 = fsub float %149, %155
+  %157 = fmul float %156, 5.000000e-01
+  store float %157, ptr %conv2_weight_grad.w311, align 4
+  %158 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %159 = add nsw i64 452480, %158
+  %160 = mul nsw i64 %0, 16
+  %161 = add nsw i64 %conv2_weight_grad.f3021, %160
+  %162 = add nsw i64 %159, %161
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %162
+  %163 = load float, ptr %arena24, align 4
+  %164 = fmul float %163, 5.000000e-01
+  %165 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %166 = add nsw i64 454528, %165
+  %167 = mul nsw i64 %0, 16
+  %168 = add nsw i64 %conv2_weight_grad.f3021, %167
+  %169 = add nsw i64 %166, %168
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena25, align 4
+  %171 = fmul float %170, 5.000000e-01
+  %172 = fadd float %164, %171
+  %173 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %174 = add nsw i64 456576, %173
+  %175 = mul nsw i64 %0, 16
+  %176 = add nsw i64 %conv2_weight_grad.f3021, %175
+  %177 = add nsw i64 %174, %176
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena26, align 4
+  %179 = fmul float %178, 1.000000e+00
+  %180 = fadd float %172, %179
+  store float %180, ptr %conv2_weight_grad.w312, align 4
+  %181 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %182 = add nsw i64 450944, %181
+  %183 = mul nsw i64 %0, 16
+  %184 = add nsw i64 %conv2_weight_grad.f3021, %183
+  %185 = add nsw i64 %182, %184
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %185
+  %186 = load float, ptr %arena27, align 4
+  %187 = fmul float %186, 1.000000e+00
+  %188 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %189 = add nsw i64 452992, %188
+  %190 = mul nsw i64 %0, 16
+  %191 = add nsw i64 %conv2_weight_grad.f3021, %190
+  %192 = add nsw i64 %189, %191
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %192
+  %193 = load float, ptr %arena28, align 4
+  %194 = fmul float %193, 5.000000e-01
+  %195 = fadd float %187, %194
+  %196 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %197 = add nsw i64 455040, %196
+  %198 = mul nsw i64 %0, 16
+  %199 = add nsw i64 %conv2_weight_grad.f3021, %198
+  %200 = add nsw i64 %197, %199
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load float, ptr %arena29, align 4
+  %202 = fmul float %201, 5.000000e-01
+  %203 = fadd float %195, %202
+  store float %203, ptr %conv2_weight_grad.w313, align 4
+  %204 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %205 = add nsw i64 452992, %204
+  %206 = mul nsw i64 %0, 16
+  %207 = add nsw i64 %conv2_weight_grad.f3021, %206
+  %208 = add nsw i64 %205, %207
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %208
+  %209 = load float, ptr %arena30, align 4
+  %210 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %211 = add nsw i64 455040, %210
+  %212 = mul nsw i64 %0, 16
+  %213 = add nsw i64 %conv2_weight_grad.f3021, %212
+  %214 = add nsw i64 %211, %213
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %214
+  %215 = load float, ptr %arena31, align 4
+  %216 = fsub float %209, %215
+  %217 = fmul float %216, 5.000000e-01
+  store float %217, ptr %conv2_weight_grad.w314, align 4
+  %218 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %219 = add nsw i64 452992, %218
+  %220 = mul nsw i64 %0, 16
+  %221 = add nsw i64 %conv2_weight_grad.f3021, %220
+  %222 = add nsw i64 %219, %221
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %222
+  %223 = load float, ptr %arena32, align 4
+  %224 = fmul float %223, 5.000000e-01
+  %225 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %226 = add nsw i64 455040, %225
+  %227 = mul nsw i64 %0, 16
+  %228 = add nsw i64 %conv2_weight_grad.f3021, %227
+  %229 = add nsw i64 %226, %228
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load float, ptr %arena33, align 4
+  %231 = fmul float %230, 5.000000e-01
+  %232 = fadd float %224, %231
+  %233 = mul nsw i64 %conv2_weight_grad.c3032, 32
+  %234 = add nsw i64 457088, %233
+  %235 = mul nsw i64 %0, 16
+  %236 = add nsw i64 %conv2_weight_grad.f3021, %235
+  %237 = add nsw i64 %234, %236
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %237
+  %238 = load float, ptr %arena34, align 4
+  %239 = fmul float %238, 1.000000e+00
+  %240 = fadd float %232, %239
+  store float %240, ptr %conv2_weight_grad.w315, align 4
+  %w304 = load float, ptr %conv2_weight_grad.w304, align 4
+  %241 = fmul float %w304, 1.000000e+00
+  %w307 = load float, ptr %conv2_weight_grad.w307, align 4
+  %242 = fmul float %w307, 5.000000e-01
+  %243 = fadd float %241, %242
+  %w310 = load float, ptr %conv2_weight_grad.w310, align 4
+  %244 = fmul float %w310, 5.000000e-01
+  %245 = fadd float %243, %244
+  store float %245, ptr %conv2_weight_grad.w316, align 4
+  %w30735 = load float, ptr %conv2_weight_grad.w307, align 4
+  %w31036 = load float, ptr %conv2_weight_grad.w310, align 4
+  %246 = fsub float %w30735, %w31036
+  %247 = fmul float %246, 5.000000e-01
+  store float %247, ptr %conv2_weight_grad.w317, align 4
+  %w30737 = load float, ptr %conv2_weight_grad.w307, align 4
+  %248 = fmul float %w30737, 5.000000e-01
+  %w31038 = load float, ptr %conv2_weight_grad.w310, align 4
+  %249 = fmul float %w31038, 5.000000e-01
+  %250 = fadd float %248, %249
+  %w313 = load float, ptr %conv2_weight_grad.w313, align 4
+  %251 = fmul float %w313, 1.000000e+00
+  %252 = fadd float %250, %251
+  store float %252, ptr %conv2_weight_grad.w318, align 4
+  %w305 = load float, ptr %conv2_weight_grad.w305, align 4
+  %253 = fmul float %w305, 1.000000e+00
+  %w308 = load float, ptr %conv2_weight_grad.w308, align 4
+  %254 = fmul float %w308, 5.000000e-01
+  %255 = fadd float %253, %254
+  %w311 = load float, ptr %conv2_weight_grad.w311, align 4
+  %256 = fmul float %w311, 5.000000e-01
+  %257 = fadd float %255, %256
+  store float %257, ptr %conv2_weight_grad.w319, align 4
+  %w30839 = load float, ptr %conv2_weight_grad.w308, align 4
+  %w31140 = load float, ptr %conv2_weight_grad.w311, align 4
+  %258 = fsub float %w30839, %w31140
+  %259 = fmul float %258, 5.000000e-01
+  store float %259, ptr %conv2_weight_grad.w320, align 4
+  %w30841 = load float, ptr %conv2_weight_grad.w308, align 4
+  %260 = fmul float %w30841, 5.000000e-01
+  %w31142 = load float, ptr %conv2_weight_grad.w311, align 4
+  %261 = fmul float %w31142, 5.000000e-01
+  %262 = fadd float %260, %261
+  %w314 = load float, ptr %conv2_weight_grad.w314, align 4
+  %263 = fmul float %w314, 1.000000e+00
+  %264 = fadd float %262, %263
+  store float %264, ptr %conv2_weight_grad.w321, align 4
+  %w306 = load float, ptr %conv2_weight_grad.w306, align 4
+  %265 = fmul float %w306, 1.000000e+00
+  %w309 = load float, ptr %conv2_weight_grad.w309, align 4
+  %266 = fmul float %w309, 5.000000e-01
+  %267 = fadd float %265, %266
+  %w312 = load float, ptr %conv2_weight_grad.w312, align 4
+  %268 = fmul float %w312, 5.000000e-01
+  %269 = fadd float %267, %268
+  store float %269, ptr %conv2_weight_grad.w322, align 4
+  %w30943 = load float, ptr %conv2_weight_grad.w309, align 4
+  %w31244 = load float, ptr %conv2_weight_grad.w312, align 4
+  %270 = fsub float %w30943, %w31244
+  %271 = fmul float %270, 5.000000e-01
+  store float %271, ptr %conv2_weight_grad.w323, align 4
+  %w30945 = load float, ptr %conv2_weight_grad.w309, align 4
+  %272 = fmul float %w30945, 5.000000e-01
+  %w31246 = load float, ptr %conv2_weight_grad.w312, align 4
+  %273 = fmul float %w31246, 5.000000e-01
+  %274 = fadd float %272, %273
+  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
+  %275 = fmul float %w315, 1.000000e+00
+  %276 = fadd float %274, %275
+  store float %276, ptr %conv2_weight_grad.w324, align 4
+  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
+  %277 = mul nsw i64 %0, 16
+  %278 = add nsw i64 %conv2_weight_grad.f3021, %277
+  %279 = mul nsw i64 %278, 16
+  %280 = add nsw i64 %279, %conv2_weight_grad.c3032
+  %281 = mul nsw i64 %280, 9
+  %282 = add nsw i64 160, %281
+  %grads47 = getelementptr inbounds float, ptr %grads, i64 %282
+  store float %w316, ptr %grads47, align 4
+  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
+  %283 = mul nsw i64 %0, 16
+  %284 = add nsw i64 %conv2_weight_grad.f3021, %283
+  %285 = mul nsw i64 %284, 16
+  %286 = add nsw i64 %285, %conv2_weight_grad.c3032
+  %287 = mul nsw i64 %286, 9
+  %288 = add nsw i64 160, %287
+  %289 = add nsw i64 %288, 1
+  %grads48 = getelementptr inbounds float, ptr %grads, i64 %289
+  store float %w317, ptr %grads48, align 4
+  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
+  %290 = mul nsw i64 %0, 16
+  %291 = add nsw i64 %conv2_weight_grad.f3021, %290
+  %292 = mul nsw i64 %291, 16
+  %293 = add nsw i64 %292, %conv2_weight_grad.c3032
+  %294 = mul nsw i64 %293, 9
+  %295 = add nsw i64 160, %294
+  %296 = add nsw i64 %295, 2
+  %grads49 = getelementptr inbounds float, ptr %grads, i64 %296
+  store float %w318, ptr %grads49, align 4
+  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
+  %297 = mul nsw i64 %0, 16
+  %298 = add nsw i64 %conv2_weight_grad.f3021, %297
+  %299 = mul nsw i64 %298, 16
+  %300 = add nsw i64 %299, %conv2_weight_grad.c3032
+  %301 = mul nsw i64 %300, 9
+  %302 = add nsw i64 160, %301
+  %303 = add nsw i64 %302, 3
+  %grads50 = getelementptr inbounds float, ptr %grads, i64 %303
+  store float %w319, ptr %grads50, align 4
+  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
+  %304 = mul nsw i64 %0, 16
+  %305 = add nsw i64 %conv2_weight_grad.f3021, %304
+  %306 = mul nsw i64 %305, 16
+  %307 = add nsw i64 %306, %conv2_weight_grad.c3032
+  %308 = mul nsw i64 %307, 9
+  %309 = add nsw i64 160, %308
+  %310 = add nsw i64 %309, 4
+  %grads51 = getelementptr inbounds float, ptr %grads, i64 %310
+  store float %w320, ptr %grads51, align 4
+  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
+  %311 = mul nsw i64 %0, 16
+  %312 = add nsw i64 %conv2_weight_grad.f3021, %311
+  %313 = mul nsw i64 %312, 16
+  %314 = add nsw i64 %313, %conv2_weight_grad.c3032
+  %315 = mul nsw i64 %314, 9
+  %316 = add nsw i64 160, %315
+  %317 = add nsw i64 %316, 5
+  %grads52 = getelementptr inbounds float, ptr %grads, i64 %317
+  store float %w321, ptr %grads52, align 4
+  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
+  %318 = mul nsw i64 %0, 16
+  %319 = add nsw i64 %conv2_weight_grad.f3021, %318
+  %320 = mul nsw i64 %319, 16
+  %321 = add nsw i64 %320, %conv2_weight_grad.c3032
+  %322 = mul nsw i64 %321, 9
+  %323 = add nsw i64 160, %322
+  %324 = add nsw i64 %323, 6
+  %grads53 = getelementptr inbounds float, ptr %grads, i64 %324
+  store float %w322, ptr %grads53, align 4
+  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
+  %325 = mul nsw i64 %0, 16
+  %326 = add nsw i64 %conv2_weight_grad.f3021, %325
+  %327 = mul nsw i64 %326, 16
+  %328 = add nsw i64 %327, %conv2_weight_grad.c3032
+  %329 = mul nsw i64 %328, 9
+  %330 = add nsw i64 160, %329
+  %331 = add nsw i64 %330, 7
+  %grads54 = getelementptr inbounds float, ptr %grads, i64 %331
+  store float %w323, ptr %grads54, align 4
+  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
+  %332 = mul nsw i64 %0, 16
+  %333 = add nsw i64 %conv2_weight_grad.f3021, %332
+  %334 = mul nsw i64 %333, 16
+  %335 = add nsw i64 %334, %conv2_weight_grad.c3032
+  %336 = mul nsw i64 %335, 9
+  %337 = add nsw i64 160, %336
+  %338 = add nsw i64 %337, 8
+  %grads55 = getelementptr inbounds float, ptr %grads, i64 %338
+  store float %w324, ptr %grads55, align 4
+  %c303.next = add nsw i64 %conv2_weight_grad.c3032, 1
+  %339 = icmp slt i64 %c303.next, 16
+  br i1 %339, label %conv2_weight_grad.c303, label %conv2_weight_grad.c303.end, !llvm.loop !11
+
+conv2_weight_grad.c303.end:                       ; preds = %conv2_weight_grad.c303
+  %f302.next = add nsw i64 %conv2_weight_grad.f3021, 1
+  %340 = icmp slt i64 %f302.next, 16
+  br i1 %340, label %conv2_weight_grad.f302, label %conv2_weight_grad.f302.end, !llvm.loop !12
+}
+
+define internal void @smallcnn_train_b64.k16.conv2_weight_grad.part301.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k16.conv2_weight_grad.part301(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k17.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
+  %conv2_bias_grad.sum335 = alloca float, align 4
+  %conv2_bias_grad.sum334 = alloca float, align 4
+  %conv2_bias_grad.sum333 = alloca float, align 4
+  %conv2_bias_grad.sum332 = alloca float, align 4
+  %conv2_bias_grad.sum331 = alloca float, align 4
+  %conv2_bias_grad.sum330 = alloca float, align 4
   %conv2_bias_grad.sum329 = alloca float, align 4
-  %conv2_bias_grad.sum328 = alloca float, align 4
-  %conv2_bias_grad.sum327 = alloca float, align 4
-  %conv2_bias_grad.sum326 = alloca float, align 4
-  %conv2_bias_grad.sum325 = alloca float, align 4
-  %conv2_bias_grad.sum324 = alloca float, align 4
-  %conv2_bias_grad.sum323 = alloca float, align 4
-  %conv2_bias_grad.acc320 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f319
+  %conv2_bias_grad.acc326 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f325
 
-conv2_bias_grad.f319:                             ; preds = %conv2_bias_grad.img321.end, %entry
-  %conv2_bias_grad.f3191 = phi i64 [ 0, %entry ], [ %f319.next, %conv2_bias_grad.img321.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc320, align 32
-  br label %conv2_bias_grad.img321
+conv2_bias_grad.f325:                             ; preds = %conv2_bias_grad.img327.end, %entry
+  %conv2_bias_grad.f3251 = phi i64 [ 0, %entry ], [ %f325.next, %conv2_bias_grad.img327.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc326, align 32
+  br label %conv2_bias_grad.img327
 
-conv2_bias_grad.f319.end:                         ; preds = %conv2_bias_grad.img321.end
+conv2_bias_grad.f325.end:                         ; preds = %conv2_bias_grad.img327.end
   ret void
 
-conv2_bias_grad.img321:                           ; preds = %conv2_bias_grad.i322.end, %conv2_bias_grad.f319
-  %conv2_bias_grad.img3212 = phi i64 [ 0, %conv2_bias_grad.f319 ], [ %img321.next, %conv2_bias_grad.i322.end ]
-  br label %conv2_bias_grad.i322
+conv2_bias_grad.img327:                           ; preds = %conv2_bias_grad.i328.end, %conv2_bias_grad.f325
+  %conv2_bias_grad.img3272 = phi i64 [ 0, %conv2_bias_grad.f325 ], [ %img327.next, %conv2_bias_grad.i328.end ]
+  br label %conv2_bias_grad.i328
 
-conv2_bias_grad.img321.end:                       ; preds = %conv2_bias_grad.i322.end
-  %acc3207 = load <8 x float>, ptr %conv2_bias_grad.acc320, align 32
+conv2_bias_grad.img327.end:                       ; preds = %conv2_bias_grad.i328.end
+  %acc3267 = load <8 x float>, ptr %conv2_bias_grad.acc326, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 401408
-  store <8 x float> %acc3207, ptr %arena8, align 4
+  store <8 x float> %acc3267, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 401408
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 401409
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %conv2_bias_grad.sum323, align 4
+  store float %2, ptr %conv2_bias_grad.sum329, align 4
+  %sum329 = load float, ptr %conv2_bias_grad.sum329, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 401410
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum323, %3
-  store float %4, ptr %conv2_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %conv2_bias_grad.sum324, align 4
+  %4 = fadd float %sum329, %3
+  store float %4, ptr %conv2_bias_grad.sum330, align 4
+  %sum330 = load float, ptr %conv2_bias_grad.sum330, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 401411
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum324, %5
-  store float %6, ptr %conv2_bias_grad.sum325, align 4
-  %sum325 = load float, ptr %conv2_bias_grad.sum325, align 4
+  %6 = fadd float %sum330, %5
+  store float %6, ptr %conv2_bias_grad.sum331, align 4
+  %sum331 = load float, ptr %conv2_bias_grad.sum331, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 401412
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum325, %7
-  store float %8, ptr %conv2_bias_grad.sum326, align 4
-  %sum326 = load float, ptr %conv2_bias_grad.sum326, align 4
+  %8 = fadd float %sum331, %7
+  store float %8, ptr %conv2_bias_grad.sum332, align 4
+  %sum332 = load float, ptr %conv2_bias_grad.sum332, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 401413
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum326, %9
-  store float %10, ptr %conv2_bias_grad.sum327, align 4
-  %sum327 = load float, ptr %conv2_bias_grad.sum327, align 4
+  %10 = fadd float %sum332, %9
+  store float %10, ptr %conv2_bias_grad.sum333, align 4
+  %sum333 = load float, ptr %conv2_bias_grad.sum333, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 401414
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum327, %11
-  store float %12, ptr %conv2_bias_grad.sum328, align 4
-  %sum328 = load float, ptr %conv2_bias_grad.sum328, align 4
+  %12 = fadd float %sum333, %11
+  store float %12, ptr %conv2_bias_grad.sum334, align 4
+  %sum334 = load float, ptr %conv2_bias_grad.sum334, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 401415
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum328, %13
-  store float %14, ptr %conv2_bias_grad.sum329, align 4
-  %sum329 = load float, ptr %conv2_bias_grad.sum329, align 4
-  %15 = add nsw i64 4768, %conv2_bias_grad.f3191
+  %14 = fadd float %sum334, %13
+  store float %14, ptr %conv2_bias_grad.sum335, align 4
+  %sum335 = load float, ptr %conv2_bias_grad.sum335, align 4
+  %15 = add nsw i64 4768, %conv2_bias_grad.f3251
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum329, ptr %grads17, align 4
-  %f319.next = add nsw i64 %conv2_bias_grad.f3191, 1
-  %16 = icmp slt i64 %f319.next, 32
-  br i1 %16, label %conv2_bias_grad.f319, label %conv2_bias_grad.f319.end
+  store float %sum335, ptr %grads17, align 4
+  %f325.next = add nsw i64 %conv2_bias_grad.f3251, 1
+  %16 = icmp slt i64 %f325.next, 32
+  br i1 %16, label %conv2_bias_grad.f325, label %conv2_bias_grad.f325.end
 
-conv2_bias_grad.i322:                             ; preds = %conv2_bias_grad.i322, %conv2_bias_grad.img321
-  %conv2_bias_grad.i3223 = phi i64 [ 0, %conv2_bias_grad.img321 ], [ %i322.next, %conv2_bias_grad.i322 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img3212, 6272
+conv2_bias_grad.i328:                             ; preds = %conv2_bias_grad.i328, %conv2_bias_grad.img327
+  %conv2_bias_grad.i3283 = phi i64 [ 0, %conv2_bias_grad.img327 ], [ %i328.next, %conv2_bias_grad.i328 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3272, 6272
   %18 = add nsw i64 728336, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f3191, 196
+  %19 = mul nsw i64 %conv2_bias_grad.f3251, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i3223, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3283, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc320 = load <8 x float>, ptr %conv2_bias_grad.acc320, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc320)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc320, align 32
-  %i322.next = add nsw i64 %conv2_bias_grad.i3223, 1
-  %25 = icmp slt i64 %i322.next, 24
-  br i1 %25, label %conv2_bias_grad.i322, label %conv2_bias_grad.i322.end
+  %acc326 = load <8 x float>, ptr %conv2_bias_grad.acc326, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc326)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc326, align 32
+  %i328.next = add nsw i64 %conv2_bias_grad.i3283, 1
+  %25 = icmp slt i64 %i328.next, 24
+  br i1 %25, label %conv2_bias_grad.i328, label %conv2_bias_grad.i328.end
 
-conv2_bias_grad.i322.end:                         ; preds = %conv2_bias_grad.i322
-  %26 = mul nsw i64 %conv2_bias_grad.img3212, 6272
+conv2_bias_grad.i328.end:                         ; preds = %conv2_bias_grad.i328
+  %26 = mul nsw i64 %conv2_bias_grad.img3272, 6272
   %27 = add nsw i64 728336, %26
-  %28 = mul nsw i64 %conv2_bias_grad.f3191, 196
+  %28 = mul nsw i64 %conv2_bias_grad.f3251, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3206 = load <8 x float>, ptr %conv2_bias_grad.acc320, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3206)
-  store <8 x float> %32, ptr %conv2_bias_grad.acc320, align 32
-  %img321.next = add nsw i64 %conv2_bias_grad.img3212, 1
-  %33 = icmp slt i64 %img321.next, 64
-  br i1 %33, label %conv2_bias_grad.img321, label %conv2_bias_grad.img321.end
+  %acc3266 = load <8 x float>, ptr %conv2_bias_grad.acc326, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3266)
+  store <8 x float> %32, ptr %conv2_bias_grad.acc326, align 32
+  %img327.next = add nsw i64 %conv2_bias_grad.img3272, 1
+  %33 = icmp slt i64 %img327.next, 64
+  br i1 %33, label %conv2_bias_grad.img327, label %conv2_bias_grad.img327.end
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k18.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %pool1_grad.w425 = alloca <8 x float>, align 32
-  %pool1_grad.w424 = alloca <8 x float>, align 32
-  %pool1_grad.w423 = alloca <8 x float>, align 32
-  %pool1_grad.w422 = alloca <8 x float>, align 32
-  %pool1_grad.w421 = alloca <8 x float>, align 32
-  %pool1_grad.w420 = alloca <8 x float>, align 32
-  %pool1_grad.w419 = alloca <8 x float>, align 32
-  %pool1_grad.w418 = alloca <8 x float>, align 32
-  %pool1_grad.w417 = alloca <8 x float>, align 32
-  %pool1_grad.w416 = alloca <8 x float>, align 32
-  %pool1_grad.w415 = alloca <8 x float>, align 32
-  %pool1_grad.w414 = alloca <8 x float>, align 32
+  %part409.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  %pool1_grad.w408 = alloca <8 x float>, align 32
+  %pool1_grad.w407 = alloca <8 x float>, align 32
+  %pool1_grad.w406 = alloca <8 x float>, align 32
+  %pool1_grad.w405 = alloca <8 x float>, align 32
+  %pool1_grad.w404 = alloca <8 x float>, align 32
+  %pool1_grad.w403 = alloca <8 x float>, align 32
+  %pool1_grad.w402 = alloca <8 x float>, align 32
   %pool1_grad.w401 = alloca <8 x float>, align 32
   %pool1_grad.w400 = alloca <8 x float>, align 32
   %pool1_grad.w399 = alloca <8 x float>, align 32
@@ -7660,13 +8462,936 @@ entry:
   %pool1_grad.w379 = alloca <8 x float>, align 32
   %pool1_grad.w378 = alloca <8 x float>, align 32
   %pool1_grad.w377 = alloca <8 x float>, align 32
-  %pool1_grad.w376 = alloca <8 x float>, align 32
-  %pool1_grad.w375 = alloca <8 x float>, align 32
-  %pool1_grad.w374 = alloca <8 x float>, align 32
-  %pool1_grad.w373 = alloca <8 x float>, align 32
-  %pool1_grad.w372 = alloca <8 x float>, align 32
-  %pool1_grad.w371 = alloca <8 x float>, align 32
-  %pool1_grad.w370 = alloca <8 x float>, align 32
+  %part336.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part336.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %pool1_grad.part336.serial, label %pool1_grad.part336.pool
+
+pool1_grad.part336.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k18.pool1_grad.part336.task, ptr %part336.context, i64 2)
+  br label %pool1_grad.part336.done
+
+pool1_grad.part336.serial:                        ; preds = %entry
+  br label %pool1_grad.part336
+
+pool1_grad.part336.done:                          ; preds = %pool1_grad.part336.end, %pool1_grad.part336.pool
+  br label %pool1_grad.i367
+
+pool1_grad.part336:                               ; preds = %pool1_grad.part336, %pool1_grad.part336.serial
+  %pool1_grad.part3361 = phi i64 [ 0, %pool1_grad.part336.serial ], [ %part336.next, %pool1_grad.part336 ]
+  call void @smallcnn_train_b64.k18.pool1_grad.part336(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.part3361)
+  %part336.next = add nsw i64 %pool1_grad.part3361, 1
+  %13 = icmp slt i64 %part336.next, 2
+  br i1 %13, label %pool1_grad.part336, label %pool1_grad.part336.end
+
+pool1_grad.part336.end:                           ; preds = %pool1_grad.part336
+  br label %pool1_grad.part336.done
+
+pool1_grad.i367:                                  ; preds = %pool1_grad.i367, %pool1_grad.part336.done
+  %pool1_grad.i3672 = phi i64 [ 0, %pool1_grad.part336.done ], [ %i367.next, %pool1_grad.i367 ]
+  %14 = add nsw i64 619152, %pool1_grad.i3672
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i367.next = add nsw i64 %pool1_grad.i3672, 1
+  %15 = icmp slt i64 %i367.next, 8192
+  br i1 %15, label %pool1_grad.i367, label %pool1_grad.i367.end
+
+pool1_grad.i367.end:                              ; preds = %pool1_grad.i367
+  br label %pool1_grad.g368
+
+pool1_grad.g368:                                  ; preds = %pool1_grad.part409.done, %pool1_grad.i367.end
+  %pool1_grad.g3684 = phi i64 [ 0, %pool1_grad.i367.end ], [ %g368.next, %pool1_grad.part409.done ]
+  br label %pool1_grad.j369
+
+pool1_grad.g368.end:                              ; preds = %pool1_grad.part409.done
+  ret void
+
+pool1_grad.j369:                                  ; preds = %pool1_grad.iy370.end, %pool1_grad.g368
+  %pool1_grad.j3695 = phi i64 [ 0, %pool1_grad.g368 ], [ %j369.next, %pool1_grad.iy370.end ]
+  br label %pool1_grad.iy370
+
+pool1_grad.j369.end:                              ; preds = %pool1_grad.iy370.end
+  br label %pool1_grad.j373
+
+pool1_grad.iy370:                                 ; preds = %pool1_grad.c371.end, %pool1_grad.j369
+  %pool1_grad.iy3706 = phi i64 [ 0, %pool1_grad.j369 ], [ %iy370.next, %pool1_grad.c371.end ]
+  br label %pool1_grad.c371
+
+pool1_grad.iy370.end:                             ; preds = %pool1_grad.c371.end
+  %j369.next = add nsw i64 %pool1_grad.j3695, 1
+  %16 = icmp slt i64 %j369.next, 1
+  br i1 %16, label %pool1_grad.j369, label %pool1_grad.j369.end
+
+pool1_grad.c371:                                  ; preds = %pool1_grad.ix372.end, %pool1_grad.iy370
+  %pool1_grad.c3717 = phi i64 [ 0, %pool1_grad.iy370 ], [ %c371.next, %pool1_grad.ix372.end ]
+  br label %pool1_grad.ix372
+
+pool1_grad.c371.end:                              ; preds = %pool1_grad.ix372.end
+  %iy370.next = add nsw i64 %pool1_grad.iy3706, 1
+  %17 = icmp slt i64 %iy370.next, 14
+  br i1 %17, label %pool1_grad.iy370, label %pool1_grad.iy370.end
+
+pool1_grad.ix372:                                 ; preds = %pool1_grad.ix372, %pool1_grad.c371
+  %pool1_grad.ix3728 = phi i64 [ 0, %pool1_grad.c371 ], [ %ix372.next, %pool1_grad.ix372 ]
+  %18 = add nsw i64 %pool1_grad.g3684, %pool1_grad.j3695
+  %19 = mul nsw i64 %18, 6272
+  %20 = add nsw i64 728336, %19
+  %21 = mul nsw i64 %pool1_grad.c3717, 196
+  %22 = add nsw i64 %20, %21
+  %23 = mul nsw i64 %pool1_grad.iy3706, 14
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %24, %pool1_grad.ix3728
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena9, align 4
+  %27 = mul nsw i64 %pool1_grad.j3695, 8192
+  %28 = add nsw i64 %pool1_grad.iy3706, 1
+  %29 = mul nsw i64 %28, 512
+  %30 = add nsw i64 %27, %29
+  %31 = add nsw i64 %pool1_grad.ix3728, 1
+  %32 = mul nsw i64 %31, 32
+  %33 = add nsw i64 %30, %32
+  %34 = add nsw i64 %33, %pool1_grad.c3717
+  %35 = add nsw i64 619152, %34
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %35
+  store float %26, ptr %arena10, align 4
+  %ix372.next = add nsw i64 %pool1_grad.ix3728, 1
+  %36 = icmp slt i64 %ix372.next, 14
+  br i1 %36, label %pool1_grad.ix372, label %pool1_grad.ix372.end
+
+pool1_grad.ix372.end:                             ; preds = %pool1_grad.ix372
+  %c371.next = add nsw i64 %pool1_grad.c3717, 1
+  %37 = icmp slt i64 %c371.next, 32
+  br i1 %37, label %pool1_grad.c371, label %pool1_grad.c371.end
+
+pool1_grad.j373:                                  ; preds = %pool1_grad.ty374.end, %pool1_grad.j369.end
+  %pool1_grad.j37311 = phi i64 [ 0, %pool1_grad.j369.end ], [ %j373.next, %pool1_grad.ty374.end ]
+  br label %pool1_grad.ty374
+
+pool1_grad.j373.end:                              ; preds = %pool1_grad.ty374.end
+  %38 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 0
+  store ptr %params, ptr %38, align 8
+  %39 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 1
+  store ptr %grads, ptr %39, align 8
+  %40 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 2
+  store ptr %m, ptr %40, align 8
+  %41 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 3
+  store ptr %v, ptr %41, align 8
+  %42 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 4
+  store ptr %arena, ptr %42, align 8
+  %43 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 5
+  store ptr %prepared, ptr %43, align 8
+  %44 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 6
+  store ptr %images, ptr %44, align 8
+  %45 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 7
+  store ptr %labels, ptr %45, align 8
+  %46 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 8
+  store float %lr, ptr %46, align 4
+  %47 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 9
+  store i64 %step, ptr %47, align 4
+  %48 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 10
+  store i64 %seed, ptr %48, align 4
+  %49 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 11
+  store ptr %pool, ptr %49, align 8
+  %50 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part409.context, i32 0, i32 12
+  store i64 %pool1_grad.g3684, ptr %50, align 4
+  %51 = icmp eq ptr %pool, null
+  br i1 %51, label %pool1_grad.part409.serial, label %pool1_grad.part409.pool
+
+pool1_grad.ty374:                                 ; preds = %pool1_grad.tx375.end, %pool1_grad.j373
+  %pool1_grad.ty37412 = phi i64 [ 0, %pool1_grad.j373 ], [ %ty374.next, %pool1_grad.tx375.end ]
+  br label %pool1_grad.tx375
+
+pool1_grad.ty374.end:                             ; preds = %pool1_grad.tx375.end
+  %j373.next = add nsw i64 %pool1_grad.j37311, 1
+  %52 = icmp slt i64 %j373.next, 1
+  br i1 %52, label %pool1_grad.j373, label %pool1_grad.j373.end
+
+pool1_grad.tx375:                                 ; preds = %pool1_grad.cv376.end, %pool1_grad.ty374
+  %pool1_grad.tx37513 = phi i64 [ 0, %pool1_grad.ty374 ], [ %tx375.next, %pool1_grad.cv376.end ]
+  br label %pool1_grad.cv376
+
+pool1_grad.tx375.end:                             ; preds = %pool1_grad.cv376.end
+  %ty374.next = add nsw i64 %pool1_grad.ty37412, 1
+  %53 = icmp slt i64 %ty374.next, 7
+  br i1 %53, label %pool1_grad.ty374, label %pool1_grad.ty374.end
+
+pool1_grad.cv376:                                 ; preds = %pool1_grad.cv376, %pool1_grad.tx375
+  %pool1_grad.cv37614 = phi i64 [ 0, %pool1_grad.tx375 ], [ %cv376.next, %pool1_grad.cv376 ]
+  %54 = mul nsw i64 %pool1_grad.j37311, 8192
+  %55 = mul nsw i64 %pool1_grad.ty37412, 2
+  %56 = mul nsw i64 %55, 512
+  %57 = add nsw i64 %54, %56
+  %58 = mul nsw i64 %pool1_grad.tx37513, 2
+  %59 = mul nsw i64 %58, 32
+  %60 = add nsw i64 %57, %59
+  %61 = mul nsw i64 %pool1_grad.cv37614, 8
+  %62 = add nsw i64 %60, %61
+  %63 = add nsw i64 619152, %62
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %63
+  %64 = load <8 x float>, ptr %arena15, align 4
+  %65 = mul nsw i64 %pool1_grad.j37311, 8192
+  %66 = mul nsw i64 %pool1_grad.ty37412, 2
+  %67 = add nsw i64 %66, 2
+  %68 = mul nsw i64 %67, 512
+  %69 = add nsw i64 %65, %68
+  %70 = mul nsw i64 %pool1_grad.tx37513, 2
+  %71 = mul nsw i64 %70, 32
+  %72 = add nsw i64 %69, %71
+  %73 = mul nsw i64 %pool1_grad.cv37614, 8
+  %74 = add nsw i64 %72, %73
+  %75 = add nsw i64 619152, %74
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load <8 x float>, ptr %arena16, align 4
+  %77 = fsub <8 x float> %64, %76
+  store <8 x float> %77, ptr %pool1_grad.w377, align 32
+  %78 = mul nsw i64 %pool1_grad.j37311, 8192
+  %79 = mul nsw i64 %pool1_grad.ty37412, 2
+  %80 = add nsw i64 %79, 1
+  %81 = mul nsw i64 %80, 512
+  %82 = add nsw i64 %78, %81
+  %83 = mul nsw i64 %pool1_grad.tx37513, 2
+  %84 = mul nsw i64 %83, 32
+  %85 = add nsw i64 %82, %84
+  %86 = mul nsw i64 %pool1_grad.cv37614, 8
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 619152, %87
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load <8 x float>, ptr %arena17, align 4
+  %90 = mul nsw i64 %pool1_grad.j37311, 8192
+  %91 = mul nsw i64 %pool1_grad.ty37412, 2
+  %92 = add nsw i64 %91, 2
+  %93 = mul nsw i64 %92, 512
+  %94 = add nsw i64 %90, %93
+  %95 = mul nsw i64 %pool1_grad.tx37513, 2
+  %96 = mul nsw i64 %95, 32
+  %97 = add nsw i64 %94, %96
+  %98 = mul nsw i64 %pool1_grad.cv37614, 8
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 619152, %99
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %100
+  %101 = load <8 x float>, ptr %arena18, align 4
+  %102 = fadd <8 x float> %89, %101
+  store <8 x float> %102, ptr %pool1_grad.w378, align 32
+  %103 = mul nsw i64 %pool1_grad.j37311, 8192
+  %104 = mul nsw i64 %pool1_grad.ty37412, 2
+  %105 = add nsw i64 %104, 2
+  %106 = mul nsw i64 %105, 512
+  %107 = add nsw i64 %103, %106
+  %108 = mul nsw i64 %pool1_grad.tx37513, 2
+  %109 = mul nsw i64 %108, 32
+  %110 = add nsw i64 %107, %109
+  %111 = mul nsw i64 %pool1_grad.cv37614, 8
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 619152, %112
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %113
+  %114 = load <8 x float>, ptr %arena19, align 4
+  %115 = mul nsw i64 %pool1_grad.j37311, 8192
+  %116 = mul nsw i64 %pool1_grad.ty37412, 2
+  %117 = add nsw i64 %116, 1
+  %118 = mul nsw i64 %117, 512
+  %119 = add nsw i64 %115, %118
+  %120 = mul nsw i64 %pool1_grad.tx37513, 2
+  %121 = mul nsw i64 %120, 32
+  %122 = add nsw i64 %119, %121
+  %123 = mul nsw i64 %pool1_grad.cv37614, 8
+  %124 = add nsw i64 %122, %123
+  %125 = add nsw i64 619152, %124
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %125
+  %126 = load <8 x float>, ptr %arena20, align 4
+  %127 = fsub <8 x float> %114, %126
+  store <8 x float> %127, ptr %pool1_grad.w379, align 32
+  %128 = mul nsw i64 %pool1_grad.j37311, 8192
+  %129 = mul nsw i64 %pool1_grad.ty37412, 2
+  %130 = add nsw i64 %129, 1
+  %131 = mul nsw i64 %130, 512
+  %132 = add nsw i64 %128, %131
+  %133 = mul nsw i64 %pool1_grad.tx37513, 2
+  %134 = mul nsw i64 %133, 32
+  %135 = add nsw i64 %132, %134
+  %136 = mul nsw i64 %pool1_grad.cv37614, 8
+  %137 = add nsw i64 %135, %136
+  %138 = add nsw i64 619152, %137
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %138
+  %139 = load <8 x float>, ptr %arena21, align 4
+  %140 = mul nsw i64 %pool1_grad.j37311, 8192
+  %141 = mul nsw i64 %pool1_grad.ty37412, 2
+  %142 = add nsw i64 %141, 3
+  %143 = mul nsw i64 %142, 512
+  %144 = add nsw i64 %140, %143
+  %145 = mul nsw i64 %pool1_grad.tx37513, 2
+  %146 = mul nsw i64 %145, 32
+  %147 = add nsw i64 %144, %146
+  %148 = mul nsw i64 %pool1_grad.cv37614, 8
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 619152, %149
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load <8 x float>, ptr %arena22, align 4
+  %152 = fsub <8 x float> %139, %151
+  store <8 x float> %152, ptr %pool1_grad.w380, align 32
+  %153 = mul nsw i64 %pool1_grad.j37311, 8192
+  %154 = mul nsw i64 %pool1_grad.ty37412, 2
+  %155 = mul nsw i64 %154, 512
+  %156 = add nsw i64 %153, %155
+  %157 = mul nsw i64 %pool1_grad.tx37513, 2
+  %158 = add nsw i64 %157, 1
+  %159 = mul nsw i64 %158, 32
+  %160 = add nsw i64 %156, %159
+  %161 = mul nsw i64 %pool1_grad.cv37614, 8
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 619152, %162
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load <8 x float>, ptr %arena23, align 4
+  %165 = mul nsw i64 %pool1_grad.j37311, 8192
+  %166 = mul nsw i64 %pool1_grad.ty37412, 2
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 512
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %pool1_grad.tx37513, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %pool1_grad.cv37614, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 619152, %175
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena24, align 4
+  %178 = fsub <8 x float> %164, %177
+  store <8 x float> %178, ptr %pool1_grad.w381, align 32
+  %179 = mul nsw i64 %pool1_grad.j37311, 8192
+  %180 = mul nsw i64 %pool1_grad.ty37412, 2
+  %181 = add nsw i64 %180, 1
+  %182 = mul nsw i64 %181, 512
+  %183 = add nsw i64 %179, %182
+  %184 = mul nsw i64 %pool1_grad.tx37513, 2
+  %185 = add nsw i64 %184, 1
+  %186 = mul nsw i64 %185, 32
+  %187 = add nsw i64 %183, %186
+  %188 = mul nsw i64 %pool1_grad.cv37614, 8
+  %189 = add nsw i64 %187, %188
+  %190 = add nsw i64 619152, %189
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load <8 x float>, ptr %arena25, align 4
+  %192 = mul nsw i64 %pool1_grad.j37311, 8192
+  %193 = mul nsw i64 %pool1_grad.ty37412, 2
+  %194 = add nsw i64 %193, 2
+  %195 = mul nsw i64 %194, 512
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %pool1_grad.tx37513, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 32
+  %200 = add nsw i64 %196, %199
+  %201 = mul nsw i64 %pool1_grad.cv37614, 8
+  %202 = add nsw i64 %200, %201
+  %203 = add nsw i64 619152, %202
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load <8 x float>, ptr %arena26, align 4
+  %205 = fadd <8 x float> %191, %204
+  store <8 x float> %205, ptr %pool1_grad.w382, align 32
+  %206 = mul nsw i64 %pool1_grad.j37311, 8192
+  %207 = mul nsw i64 %pool1_grad.ty37412, 2
+  %208 = add nsw i64 %207, 2
+  %209 = mul nsw i64 %208, 512
+  %210 = add nsw i64 %206, %209
+  %211 = mul nsw i64 %pool1_grad.tx37513, 2
+  %212 = add nsw i64 %211, 1
+  %213 = mul nsw i64 %212, 32
+  %214 = add nsw i64 %210, %213
+  %215 = mul nsw i64 %pool1_grad.cv37614, 8
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 619152, %216
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %217
+  %218 = load <8 x float>, ptr %arena27, align 4
+  %219 = mul nsw i64 %pool1_grad.j37311, 8192
+  %220 = mul nsw i64 %pool1_grad.ty37412, 2
+  %221 = add nsw i64 %220, 1
+  %222 = mul nsw i64 %221, 512
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %pool1_grad.tx37513, 2
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 32
+  %227 = add nsw i64 %223, %226
+  %228 = mul nsw i64 %pool1_grad.cv37614, 8
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 619152, %229
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load <8 x float>, ptr %arena28, align 4
+  %232 = fsub <8 x float> %218, %231
+  store <8 x float> %232, ptr %pool1_grad.w383, align 32
+  %233 = mul nsw i64 %pool1_grad.j37311, 8192
+  %234 = mul nsw i64 %pool1_grad.ty37412, 2
+  %235 = add nsw i64 %234, 1
+  %236 = mul nsw i64 %235, 512
+  %237 = add nsw i64 %233, %236
+  %238 = mul nsw i64 %pool1_grad.tx37513, 2
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 32
+  %241 = add nsw i64 %237, %240
+  %242 = mul nsw i64 %pool1_grad.cv37614, 8
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 619152, %243
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load <8 x float>, ptr %arena29, align 4
+  %246 = mul nsw i64 %pool1_grad.j37311, 8192
+  %247 = mul nsw i64 %pool1_grad.ty37412, 2
+  %248 = add nsw i64 %247, 3
+  %249 = mul nsw i64 %248, 512
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %pool1_grad.tx37513, 2
+  %252 = add nsw i64 %251, 1
+  %253 = mul nsw i64 %252, 32
+  %254 = add nsw i64 %250, %253
+  %255 = mul nsw i64 %pool1_grad.cv37614, 8
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 619152, %256
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %257
+  %258 = load <8 x float>, ptr %arena30, align 4
+  %259 = fsub <8 x float> %245, %258
+  store <8 x float> %259, ptr %pool1_grad.w384, align 32
+  %260 = mul nsw i64 %pool1_grad.j37311, 8192
+  %261 = mul nsw i64 %pool1_grad.ty37412, 2
+  %262 = mul nsw i64 %261, 512
+  %263 = add nsw i64 %260, %262
+  %264 = mul nsw i64 %pool1_grad.tx37513, 2
+  %265 = add nsw i64 %264, 2
+  %266 = mul nsw i64 %265, 32
+  %267 = add nsw i64 %263, %266
+  %268 = mul nsw i64 %pool1_grad.cv37614, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 619152, %269
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena31, align 4
+  %272 = mul nsw i64 %pool1_grad.j37311, 8192
+  %273 = mul nsw i64 %pool1_grad.ty37412, 2
+  %274 = add nsw i64 %273, 2
+  %275 = mul nsw i64 %274, 512
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %pool1_grad.tx37513, 2
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 32
+  %280 = add nsw i64 %276, %279
+  %281 = mul nsw i64 %pool1_grad.cv37614, 8
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 619152, %282
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load <8 x float>, ptr %arena32, align 4
+  %285 = fsub <8 x float> %271, %284
+  store <8 x float> %285, ptr %pool1_grad.w385, align 32
+  %286 = mul nsw i64 %pool1_grad.j37311, 8192
+  %287 = mul nsw i64 %pool1_grad.ty37412, 2
+  %288 = add nsw i64 %287, 1
+  %289 = mul nsw i64 %288, 512
+  %290 = add nsw i64 %286, %289
+  %291 = mul nsw i64 %pool1_grad.tx37513, 2
+  %292 = add nsw i64 %291, 2
+  %293 = mul nsw i64 %292, 32
+  %294 = add nsw i64 %290, %293
+  %295 = mul nsw i64 %pool1_grad.cv37614, 8
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 619152, %296
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %297
+  %298 = load <8 x float>, ptr %arena33, align 4
+  %299 = mul nsw i64 %pool1_grad.j37311, 8192
+  %300 = mul nsw i64 %pool1_grad.ty37412, 2
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 512
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %pool1_grad.tx37513, 2
+  %305 = add nsw i64 %304, 2
+  %306 = mul nsw i64 %305, 32
+  %307 = add nsw i64 %303, %306
+  %308 = mul nsw i64 %pool1_grad.cv37614, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 619152, %309
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load <8 x float>, ptr %arena34, align 4
+  %312 = fadd <8 x float> %298, %311
+  store <8 x float> %312, ptr %pool1_grad.w386, align 32
+  %313 = mul nsw i64 %pool1_grad.j37311, 8192
+  %314 = mul nsw i64 %pool1_grad.ty37412, 2
+  %315 = add nsw i64 %314, 2
+  %316 = mul nsw i64 %315, 512
+  %317 = add nsw i64 %313, %316
+  %318 = mul nsw i64 %pool1_grad.tx37513, 2
+  %319 = add nsw i64 %318, 2
+  %320 = mul nsw i64 %319, 32
+  %321 = add nsw i64 %317, %320
+  %322 = mul nsw i64 %pool1_grad.cv37614, 8
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 619152, %323
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <8 x float>, ptr %arena35, align 4
+  %326 = mul nsw i64 %pool1_grad.j37311, 8192
+  %327 = mul nsw i64 %pool1_grad.ty37412, 2
+  %328 = add nsw i64 %327, 1
+  %329 = mul nsw i64 %328, 512
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %pool1_grad.tx37513, 2
+  %332 = add nsw i64 %331, 2
+  %333 = mul nsw i64 %332, 32
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %pool1_grad.cv37614, 8
+  %336 = add nsw i64 %334, %335
+  %337 = add nsw i64 619152, %336
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %337
+  %338 = load <8 x float>, ptr %arena36, align 4
+  %339 = fsub <8 x float> %325, %338
+  store <8 x float> %339, ptr %pool1_grad.w387, align 32
+  %340 = mul nsw i64 %pool1_grad.j37311, 8192
+  %341 = mul nsw i64 %pool1_grad.ty37412, 2
+  %342 = add nsw i64 %341, 1
+  %343 = mul nsw i64 %342, 512
+  %344 = add nsw i64 %340, %343
+  %345 = mul nsw i64 %pool1_grad.tx37513, 2
+  %346 = add nsw i64 %345, 2
+  %347 = mul nsw i64 %346, 32
+  %348 = add nsw i64 %344, %347
+  %349 = mul nsw i64 %pool1_grad.cv37614, 8
+  %350 = add nsw i64 %348, %349
+  %351 = add nsw i64 619152, %350
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %351
+  %352 = load <8 x float>, ptr %arena37, align 4
+  %353 = mul nsw i64 %pool1_grad.j37311, 8192
+  %354 = mul nsw i64 %pool1_grad.ty37412, 2
+  %355 = add nsw i64 %354, 3
+  %356 = mul nsw i64 %355, 512
+  %357 = add nsw i64 %353, %356
+  %358 = mul nsw i64 %pool1_grad.tx37513, 2
+  %359 = add nsw i64 %358, 2
+  %360 = mul nsw i64 %359, 32
+  %361 = add nsw i64 %357, %360
+  %362 = mul nsw i64 %pool1_grad.cv37614, 8
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 619152, %363
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load <8 x float>, ptr %arena38, align 4
+  %366 = fsub <8 x float> %352, %365
+  store <8 x float> %366, ptr %pool1_grad.w388, align 32
+  %367 = mul nsw i64 %pool1_grad.j37311, 8192
+  %368 = mul nsw i64 %pool1_grad.ty37412, 2
+  %369 = mul nsw i64 %368, 512
+  %370 = add nsw i64 %367, %369
+  %371 = mul nsw i64 %pool1_grad.tx37513, 2
+  %372 = add nsw i64 %371, 3
+  %373 = mul nsw i64 %372, 32
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %pool1_grad.cv37614, 8
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 619152, %376
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %377
+  %378 = load <8 x float>, ptr %arena39, align 4
+  %379 = mul nsw i64 %pool1_grad.j37311, 8192
+  %380 = mul nsw i64 %pool1_grad.ty37412, 2
+  %381 = add nsw i64 %380, 2
+  %382 = mul nsw i64 %381, 512
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %pool1_grad.tx37513, 2
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 32
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %pool1_grad.cv37614, 8
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 619152, %389
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load <8 x float>, ptr %arena40, align 4
+  %392 = fsub <8 x float> %378, %391
+  store <8 x float> %392, ptr %pool1_grad.w389, align 32
+  %393 = mul nsw i64 %pool1_grad.j37311, 8192
+  %394 = mul nsw i64 %pool1_grad.ty37412, 2
+  %395 = add nsw i64 %394, 1
+  %396 = mul nsw i64 %395, 512
+  %397 = add nsw i64 %393, %396
+  %398 = mul nsw i64 %pool1_grad.tx37513, 2
+  %399 = add nsw i64 %398, 3
+  %400 = mul nsw i64 %399, 32
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %pool1_grad.cv37614, 8
+  %403 = add nsw i64 %401, %402
+  %404 = add nsw i64 619152, %403
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load <8 x float>, ptr %arena41, align 4
+  %406 = mul nsw i64 %pool1_grad.j37311, 8192
+  %407 = mul nsw i64 %pool1_grad.ty37412, 2
+  %408 = add nsw i64 %407, 2
+  %409 = mul nsw i64 %408, 512
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %pool1_grad.tx37513, 2
+  %412 = add nsw i64 %411, 3
+  %413 = mul nsw i64 %412, 32
+  %414 = add nsw i64 %410, %413
+  %415 = mul nsw i64 %pool1_grad.cv37614, 8
+  %416 = add nsw i64 %414, %415
+  %417 = add nsw i64 619152, %416
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load <8 x float>, ptr %arena42, align 4
+  %419 = fadd <8 x float> %405, %418
+  store <8 x float> %419, ptr %pool1_grad.w390, align 32
+  %420 = mul nsw i64 %pool1_grad.j37311, 8192
+  %421 = mul nsw i64 %pool1_grad.ty37412, 2
+  %422 = add nsw i64 %421, 2
+  %423 = mul nsw i64 %422, 512
+  %424 = add nsw i64 %420, %423
+  %425 = mul nsw i64 %pool1_grad.tx37513, 2
+  %426 = add nsw i64 %425, 3
+  %427 = mul nsw i64 %426, 32
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %pool1_grad.cv37614, 8
+  %430 = add nsw i64 %428, %429
+  %431 = add nsw i64 619152, %430
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %431
+  %432 = load <8 x float>, ptr %arena43, align 4
+  %433 = mul nsw i64 %pool1_grad.j37311, 8192
+  %434 = mul nsw i64 %pool1_grad.ty37412, 2
+  %435 = add nsw i64 %434, 1
+  %436 = mul nsw i64 %435, 512
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %pool1_grad.tx37513, 2
+  %439 = add nsw i64 %438, 3
+  %440 = mul nsw i64 %439, 32
+  %441 = add nsw i64 %437, %440
+  %442 = mul nsw i64 %pool1_grad.cv37614, 8
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 619152, %443
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %444
+  %445 = load <8 x float>, ptr %arena44, align 4
+  %446 = fsub <8 x float> %432, %445
+  store <8 x float> %446, ptr %pool1_grad.w391, align 32
+  %447 = mul nsw i64 %pool1_grad.j37311, 8192
+  %448 = mul nsw i64 %pool1_grad.ty37412, 2
+  %449 = add nsw i64 %448, 1
+  %450 = mul nsw i64 %449, 512
+  %451 = add nsw i64 %447, %450
+  %452 = mul nsw i64 %pool1_grad.tx37513, 2
+  %453 = add nsw i64 %452, 3
+  %454 = mul nsw i64 %453, 32
+  %455 = add nsw i64 %451, %454
+  %456 = mul nsw i64 %pool1_grad.cv37614, 8
+  %457 = add nsw i64 %455, %456
+  %458 = add nsw i64 619152, %457
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %458
+  %459 = load <8 x float>, ptr %arena45, align 4
+  %460 = mul nsw i64 %pool1_grad.j37311, 8192
+  %461 = mul nsw i64 %pool1_grad.ty37412, 2
+  %462 = add nsw i64 %461, 3
+  %463 = mul nsw i64 %462, 512
+  %464 = add nsw i64 %460, %463
+  %465 = mul nsw i64 %pool1_grad.tx37513, 2
+  %466 = add nsw i64 %465, 3
+  %467 = mul nsw i64 %466, 32
+  %468 = add nsw i64 %464, %467
+  %469 = mul nsw i64 %pool1_grad.cv37614, 8
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 619152, %470
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %471
+  %472 = load <8 x float>, ptr %arena46, align 4
+  %473 = fsub <8 x float> %459, %472
+  store <8 x float> %473, ptr %pool1_grad.w392, align 32
+  %w377 = load <8 x float>, ptr %pool1_grad.w377, align 32
+  %w385 = load <8 x float>, ptr %pool1_grad.w385, align 32
+  %474 = fsub <8 x float> %w377, %w385
+  store <8 x float> %474, ptr %pool1_grad.w393, align 32
+  %w381 = load <8 x float>, ptr %pool1_grad.w381, align 32
+  %w38547 = load <8 x float>, ptr %pool1_grad.w385, align 32
+  %475 = fadd <8 x float> %w381, %w38547
+  store <8 x float> %475, ptr %pool1_grad.w394, align 32
+  %w38548 = load <8 x float>, ptr %pool1_grad.w385, align 32
+  %w38149 = load <8 x float>, ptr %pool1_grad.w381, align 32
+  %476 = fsub <8 x float> %w38548, %w38149
+  store <8 x float> %476, ptr %pool1_grad.w395, align 32
+  %w38150 = load <8 x float>, ptr %pool1_grad.w381, align 32
+  %w389 = load <8 x float>, ptr %pool1_grad.w389, align 32
+  %477 = fsub <8 x float> %w38150, %w389
+  store <8 x float> %477, ptr %pool1_grad.w396, align 32
+  %w378 = load <8 x float>, ptr %pool1_grad.w378, align 32
+  %w386 = load <8 x float>, ptr %pool1_grad.w386, align 32
+  %478 = fsub <8 x float> %w378, %w386
+  store <8 x float> %478, ptr %pool1_grad.w397, align 32
+  %w382 = load <8 x float>, ptr %pool1_grad.w382, align 32
+  %w38651 = load <8 x float>, ptr %pool1_grad.w386, align 32
+  %479 = fadd <8 x float> %w382, %w38651
+  store <8 x float> %479, ptr %pool1_grad.w398, align 32
+  %w38652 = load <8 x float>, ptr %pool1_grad.w386, align 32
+  %w38253 = load <8 x float>, ptr %pool1_grad.w382, align 32
+  %480 = fsub <8 x float> %w38652, %w38253
+  store <8 x float> %480, ptr %pool1_grad.w399, align 32
+  %w38254 = load <8 x float>, ptr %pool1_grad.w382, align 32
+  %w390 = load <8 x float>, ptr %pool1_grad.w390, align 32
+  %481 = fsub <8 x float> %w38254, %w390
+  store <8 x float> %481, ptr %pool1_grad.w400, align 32
+  %w379 = load <8 x float>, ptr %pool1_grad.w379, align 32
+  %w387 = load <8 x float>, ptr %pool1_grad.w387, align 32
+  %482 = fsub <8 x float> %w379, %w387
+  store <8 x float> %482, ptr %pool1_grad.w401, align 32
+  %w383 = load <8 x float>, ptr %pool1_grad.w383, align 32
+  %w38755 = load <8 x float>, ptr %pool1_grad.w387, align 32
+  %483 = fadd <8 x float> %w383, %w38755
+  store <8 x float> %483, ptr %pool1_grad.w402, align 32
+  %w38756 = load <8 x float>, ptr %pool1_grad.w387, align 32
+  %w38357 = load <8 x float>, ptr %pool1_grad.w383, align 32
+  %484 = fsub <8 x float> %w38756, %w38357
+  store <8 x float> %484, ptr %pool1_grad.w403, align 32
+  %w38358 = load <8 x float>, ptr %pool1_grad.w383, align 32
+  %w391 = load <8 x float>, ptr %pool1_grad.w391, align 32
+  %485 = fsub <8 x float> %w38358, %w391
+  store <8 x float> %485, ptr %pool1_grad.w404, align 32
+  %w380 = load <8 x float>, ptr %pool1_grad.w380, align 32
+  %w388 = load <8 x float>, ptr %pool1_grad.w388, align 32
+  %486 = fsub <8 x float> %w380, %w388
+  store <8 x float> %486, ptr %pool1_grad.w405, align 32
+  %w384 = load <8 x float>, ptr %pool1_grad.w384, align 32
+  %w38859 = load <8 x float>, ptr %pool1_grad.w388, align 32
+  %487 = fadd <8 x float> %w384, %w38859
+  store <8 x float> %487, ptr %pool1_grad.w406, align 32
+  %w38860 = load <8 x float>, ptr %pool1_grad.w388, align 32
+  %w38461 = load <8 x float>, ptr %pool1_grad.w384, align 32
+  %488 = fsub <8 x float> %w38860, %w38461
+  store <8 x float> %488, ptr %pool1_grad.w407, align 32
+  %w38462 = load <8 x float>, ptr %pool1_grad.w384, align 32
+  %w392 = load <8 x float>, ptr %pool1_grad.w392, align 32
+  %489 = fsub <8 x float> %w38462, %w392
+  store <8 x float> %489, ptr %pool1_grad.w408, align 32
+  %w393 = load <8 x float>, ptr %pool1_grad.w393, align 32
+  %490 = mul nsw i64 %pool1_grad.j37311, 49
+  %491 = mul nsw i64 %pool1_grad.ty37412, 7
+  %492 = add nsw i64 %490, %491
+  %493 = add nsw i64 %492, %pool1_grad.tx37513
+  %494 = mul nsw i64 %493, 32
+  %495 = add nsw i64 627344, %494
+  %496 = mul nsw i64 %pool1_grad.cv37614, 8
+  %497 = add nsw i64 %495, %496
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %497
+  store <8 x float> %w393, ptr %arena63, align 4
+  %w394 = load <8 x float>, ptr %pool1_grad.w394, align 32
+  %498 = mul nsw i64 %pool1_grad.j37311, 49
+  %499 = mul nsw i64 %pool1_grad.ty37412, 7
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %pool1_grad.tx37513
+  %502 = mul nsw i64 %501, 32
+  %503 = add nsw i64 628912, %502
+  %504 = mul nsw i64 %pool1_grad.cv37614, 8
+  %505 = add nsw i64 %503, %504
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %505
+  store <8 x float> %w394, ptr %arena64, align 4
+  %w395 = load <8 x float>, ptr %pool1_grad.w395, align 32
+  %506 = mul nsw i64 %pool1_grad.j37311, 49
+  %507 = mul nsw i64 %pool1_grad.ty37412, 7
+  %508 = add nsw i64 %506, %507
+  %509 = add nsw i64 %508, %pool1_grad.tx37513
+  %510 = mul nsw i64 %509, 32
+  %511 = add nsw i64 630480, %510
+  %512 = mul nsw i64 %pool1_grad.cv37614, 8
+  %513 = add nsw i64 %511, %512
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %513
+  store <8 x float> %w395, ptr %arena65, align 4
+  %w396 = load <8 x float>, ptr %pool1_grad.w396, align 32
+  %514 = mul nsw i64 %pool1_grad.j37311, 49
+  %515 = mul nsw i64 %pool1_grad.ty37412, 7
+  %516 = add nsw i64 %514, %515
+  %517 = add nsw i64 %516, %pool1_grad.tx37513
+  %518 = mul nsw i64 %517, 32
+  %519 = add nsw i64 632048, %518
+  %520 = mul nsw i64 %pool1_grad.cv37614, 8
+  %521 = add nsw i64 %519, %520
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %521
+  store <8 x float> %w396, ptr %arena66, align 4
+  %w397 = load <8 x float>, ptr %pool1_grad.w397, align 32
+  %522 = mul nsw i64 %pool1_grad.j37311, 49
+  %523 = mul nsw i64 %pool1_grad.ty37412, 7
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, %pool1_grad.tx37513
+  %526 = mul nsw i64 %525, 32
+  %527 = add nsw i64 633616, %526
+  %528 = mul nsw i64 %pool1_grad.cv37614, 8
+  %529 = add nsw i64 %527, %528
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %529
+  store <8 x float> %w397, ptr %arena67, align 4
+  %w398 = load <8 x float>, ptr %pool1_grad.w398, align 32
+  %530 = mul nsw i64 %pool1_grad.j37311, 49
+  %531 = mul nsw i64 %pool1_grad.ty37412, 7
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %532, %pool1_grad.tx37513
+  %534 = mul nsw i64 %533, 32
+  %535 = add nsw i64 635184, %534
+  %536 = mul nsw i64 %pool1_grad.cv37614, 8
+  %537 = add nsw i64 %535, %536
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %537
+  store <8 x float> %w398, ptr %arena68, align 4
+  %w399 = load <8 x float>, ptr %pool1_grad.w399, align 32
+  %538 = mul nsw i64 %pool1_grad.j37311, 49
+  %539 = mul nsw i64 %pool1_grad.ty37412, 7
+  %540 = add nsw i64 %538, %539
+  %541 = add nsw i64 %540, %pool1_grad.tx37513
+  %542 = mul nsw i64 %541, 32
+  %543 = add nsw i64 636752, %542
+  %544 = mul nsw i64 %pool1_grad.cv37614, 8
+  %545 = add nsw i64 %543, %544
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %545
+  store <8 x float> %w399, ptr %arena69, align 4
+  %w400 = load <8 x float>, ptr %pool1_grad.w400, align 32
+  %546 = mul nsw i64 %pool1_grad.j37311, 49
+  %547 = mul nsw i64 %pool1_grad.ty37412, 7
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %548, %pool1_grad.tx37513
+  %550 = mul nsw i64 %549, 32
+  %551 = add nsw i64 638320, %550
+  %552 = mul nsw i64 %pool1_grad.cv37614, 8
+  %553 = add nsw i64 %551, %552
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %553
+  store <8 x float> %w400, ptr %arena70, align 4
+  %w401 = load <8 x float>, ptr %pool1_grad.w401, align 32
+  %554 = mul nsw i64 %pool1_grad.j37311, 49
+  %555 = mul nsw i64 %pool1_grad.ty37412, 7
+  %556 = add nsw i64 %554, %555
+  %557 = add nsw i64 %556, %pool1_grad.tx37513
+  %558 = mul nsw i64 %557, 32
+  %559 = add nsw i64 639888, %558
+  %560 = mul nsw i64 %pool1_grad.cv37614, 8
+  %561 = add nsw i64 %559, %560
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %561
+  store <8 x float> %w401, ptr %arena71, align 4
+  %w402 = load <8 x float>, ptr %pool1_grad.w402, align 32
+  %562 = mul nsw i64 %pool1_grad.j37311, 49
+  %563 = mul nsw i64 %pool1_grad.ty37412, 7
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %pool1_grad.tx37513
+  %566 = mul nsw i64 %565, 32
+  %567 = add nsw i64 641456, %566
+  %568 = mul nsw i64 %pool1_grad.cv37614, 8
+  %569 = add nsw i64 %567, %568
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %569
+  store <8 x float> %w402, ptr %arena72, align 4
+  %w403 = load <8 x float>, ptr %pool1_grad.w403, align 32
+  %570 = mul nsw i64 %pool1_grad.j37311, 49
+  %571 = mul nsw i64 %pool1_grad.ty37412, 7
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, %pool1_grad.tx37513
+  %574 = mul nsw i64 %573, 32
+  %575 = add nsw i64 643024, %574
+  %576 = mul nsw i64 %pool1_grad.cv37614, 8
+  %577 = add nsw i64 %575, %576
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %577
+  store <8 x float> %w403, ptr %arena73, align 4
+  %w404 = load <8 x float>, ptr %pool1_grad.w404, align 32
+  %578 = mul nsw i64 %pool1_grad.j37311, 49
+  %579 = mul nsw i64 %pool1_grad.ty37412, 7
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %580, %pool1_grad.tx37513
+  %582 = mul nsw i64 %581, 32
+  %583 = add nsw i64 644592, %582
+  %584 = mul nsw i64 %pool1_grad.cv37614, 8
+  %585 = add nsw i64 %583, %584
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %585
+  store <8 x float> %w404, ptr %arena74, align 4
+  %w405 = load <8 x float>, ptr %pool1_grad.w405, align 32
+  %586 = mul nsw i64 %pool1_grad.j37311, 49
+  %587 = mul nsw i64 %pool1_grad.ty37412, 7
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %pool1_grad.tx37513
+  %590 = mul nsw i64 %589, 32
+  %591 = add nsw i64 646160, %590
+  %592 = mul nsw i64 %pool1_grad.cv37614, 8
+  %593 = add nsw i64 %591, %592
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %593
+  store <8 x float> %w405, ptr %arena75, align 4
+  %w406 = load <8 x float>, ptr %pool1_grad.w406, align 32
+  %594 = mul nsw i64 %pool1_grad.j37311, 49
+  %595 = mul nsw i64 %pool1_grad.ty37412, 7
+  %596 = add nsw i64 %594, %595
+  %597 = add nsw i64 %596, %pool1_grad.tx37513
+  %598 = mul nsw i64 %597, 32
+  %599 = add nsw i64 647728, %598
+  %600 = mul nsw i64 %pool1_grad.cv37614, 8
+  %601 = add nsw i64 %599, %600
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %601
+  store <8 x float> %w406, ptr %arena76, align 4
+  %w407 = load <8 x float>, ptr %pool1_grad.w407, align 32
+  %602 = mul nsw i64 %pool1_grad.j37311, 49
+  %603 = mul nsw i64 %pool1_grad.ty37412, 7
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %604, %pool1_grad.tx37513
+  %606 = mul nsw i64 %605, 32
+  %607 = add nsw i64 649296, %606
+  %608 = mul nsw i64 %pool1_grad.cv37614, 8
+  %609 = add nsw i64 %607, %608
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %609
+  store <8 x float> %w407, ptr %arena77, align 4
+  %w408 = load <8 x float>, ptr %pool1_grad.w408, align 32
+  %610 = mul nsw i64 %pool1_grad.j37311, 49
+  %611 = mul nsw i64 %pool1_grad.ty37412, 7
+  %612 = add nsw i64 %610, %611
+  %613 = add nsw i64 %612, %pool1_grad.tx37513
+  %614 = mul nsw i64 %613, 32
+  %615 = add nsw i64 650864, %614
+  %616 = mul nsw i64 %pool1_grad.cv37614, 8
+  %617 = add nsw i64 %615, %616
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %617
+  store <8 x float> %w408, ptr %arena78, align 4
+  %cv376.next = add nsw i64 %pool1_grad.cv37614, 1
+  %618 = icmp slt i64 %cv376.next, 4
+  br i1 %618, label %pool1_grad.cv376, label %pool1_grad.cv376.end
+
+pool1_grad.cv376.end:                             ; preds = %pool1_grad.cv376
+  %tx375.next = add nsw i64 %pool1_grad.tx37513, 1
+  %619 = icmp slt i64 %tx375.next, 7
+  br i1 %619, label %pool1_grad.tx375, label %pool1_grad.tx375.end
+
+pool1_grad.part409.pool:                          ; preds = %pool1_grad.j373.end
+  %run79 = load ptr, ptr %pool, align 8
+  call void %run79(ptr %pool, ptr @smallcnn_train_b64.k18.pool1_grad.part409.task, ptr %part409.context, i64 2)
+  br label %pool1_grad.part409.done
+
+pool1_grad.part409.serial:                        ; preds = %pool1_grad.j373.end
+  br label %pool1_grad.part409
+
+pool1_grad.part409.done:                          ; preds = %pool1_grad.part409.end, %pool1_grad.part409.pool
+  %g368.next = add nsw i64 %pool1_grad.g3684, 1
+  %620 = icmp slt i64 %g368.next, 64
+  br i1 %620, label %pool1_grad.g368, label %pool1_grad.g368.end
+
+pool1_grad.part409:                               ; preds = %pool1_grad.part409, %pool1_grad.part409.serial
+  %pool1_grad.part40980 = phi i64 [ 0, %pool1_grad.part409.serial ], [ %part409.next, %pool1_grad.part409 ]
+  call void @smallcnn_train_b64.k18.pool1_grad.part409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.g3684, i64 %pool1_grad.part40980)
+  %part409.next = add nsw i64 %pool1_grad.part40980, 1
+  %621 = icmp slt i64 %part409.next, 2
+  br i1 %621, label %pool1_grad.part409, label %pool1_grad.part409.end
+
+pool1_grad.part409.end:                           ; preds = %pool1_grad.part409
+  br label %pool1_grad.part409.done
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k18.pool1_grad.part336(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %pool1_grad.w366 = alloca float, align 4
+  %pool1_grad.w365 = alloca float, align 4
+  %pool1_grad.w364 = alloca float, align 4
+  %pool1_grad.w363 = alloca float, align 4
+  %pool1_grad.w362 = alloca float, align 4
+  %pool1_grad.w361 = alloca float, align 4
+  %pool1_grad.w360 = alloca float, align 4
   %pool1_grad.w359 = alloca float, align 4
   %pool1_grad.w358 = alloca float, align 4
   %pool1_grad.w357 = alloca float, align 4
@@ -7688,3436 +9413,3165 @@ entry:
   %pool1_grad.w341 = alloca float, align 4
   %pool1_grad.w340 = alloca float, align 4
   %pool1_grad.w339 = alloca float, align 4
-  %pool1_grad.w338 = alloca float, align 4
-  %pool1_grad.w337 = alloca float, align 4
-  %pool1_grad.w336 = alloca float, align 4
-  %pool1_grad.w335 = alloca float, align 4
-  %pool1_grad.w334 = alloca float, align 4
-  %pool1_grad.w333 = alloca float, align 4
-  %pool1_grad.w332 = alloca float, align 4
-  br label %pool1_grad.ci330
+  br label %pool1_grad.ci337
 
-pool1_grad.ci330:                                 ; preds = %pool1_grad.co331.end, %entry
-  %pool1_grad.ci3301 = phi i64 [ 0, %entry ], [ %ci330.next, %pool1_grad.co331.end ]
-  br label %pool1_grad.co331
+pool1_grad.ci337:                                 ; preds = %pool1_grad.co338.end, %entry
+  %pool1_grad.ci3371 = phi i64 [ 0, %entry ], [ %ci337.next, %pool1_grad.co338.end ]
+  br label %pool1_grad.co338
 
-pool1_grad.ci330.end:                             ; preds = %pool1_grad.co331.end
-  br label %pool1_grad.i360
+pool1_grad.ci337.end:                             ; preds = %pool1_grad.co338.end
+  ret void
 
-pool1_grad.co331:                                 ; preds = %pool1_grad.co331, %pool1_grad.ci330
-  %pool1_grad.co3312 = phi i64 [ 0, %pool1_grad.ci330 ], [ %co331.next, %pool1_grad.co331 ]
-  %0 = mul nsw i64 %pool1_grad.ci3301, 16
-  %1 = add nsw i64 %0, %pool1_grad.co3312
-  %2 = mul nsw i64 %1, 9
-  %3 = add nsw i64 160, %2
-  %4 = add nsw i64 %3, 8
-  %params3 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params3, align 4
-  store float %5, ptr %pool1_grad.w332, align 4
-  %6 = mul nsw i64 %pool1_grad.ci3301, 16
-  %7 = add nsw i64 %6, %pool1_grad.co3312
-  %8 = mul nsw i64 %7, 9
-  %9 = add nsw i64 160, %8
-  %10 = add nsw i64 %9, 8
-  %params4 = getelementptr inbounds float, ptr %params, i64 %10
-  %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %pool1_grad.ci3301, 16
-  %13 = add nsw i64 %12, %pool1_grad.co3312
-  %14 = mul nsw i64 %13, 9
-  %15 = add nsw i64 160, %14
-  %16 = add nsw i64 %15, 5
-  %params5 = getelementptr inbounds float, ptr %params, i64 %16
-  %17 = load float, ptr %params5, align 4
-  %18 = fadd float %11, %17
-  %19 = mul nsw i64 %pool1_grad.ci3301, 16
-  %20 = add nsw i64 %19, %pool1_grad.co3312
+pool1_grad.co338:                                 ; preds = %pool1_grad.co338, %pool1_grad.ci337
+  %pool1_grad.co3382 = phi i64 [ 0, %pool1_grad.ci337 ], [ %co338.next, %pool1_grad.co338 ]
+  %1 = mul nsw i64 %pool1_grad.ci3371, 16
+  %2 = mul nsw i64 %0, 8
+  %3 = add nsw i64 %2, %pool1_grad.co3382
+  %4 = add nsw i64 %1, %3
+  %5 = mul nsw i64 %4, 9
+  %6 = add nsw i64 160, %5
+  %7 = add nsw i64 %6, 8
+  %params3 = getelementptr inbounds float, ptr %params, i64 %7
+  %8 = load float, ptr %params3, align 4
+  store float %8, ptr %pool1_grad.w339, align 4
+  %9 = mul nsw i64 %pool1_grad.ci3371, 16
+  %10 = mul nsw i64 %0, 8
+  %11 = add nsw i64 %10, %pool1_grad.co3382
+  %12 = add nsw i64 %9, %11
+  %13 = mul nsw i64 %12, 9
+  %14 = add nsw i64 160, %13
+  %15 = add nsw i64 %14, 8
+  %params4 = getelementptr inbounds float, ptr %params, i64 %15
+  %16 = load float, ptr %params4, align 4
+  %17 = mul nsw i64 %pool1_grad.ci3371, 16
+  %18 = mul nsw i64 %0, 8
+  %19 = add nsw i64 %18, %pool1_grad.co3382
+  %20 = add nsw i64 %17, %19
   %21 = mul nsw i64 %20, 9
   %22 = add nsw i64 160, %21
-  %23 = add nsw i64 %22, 2
-  %params6 = getelementptr inbounds float, ptr %params, i64 %23
-  %24 = load float, ptr %params6, align 4
-  %25 = fadd float %18, %24
-  %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %pool1_grad.w333, align 4
-  %27 = mul nsw i64 %pool1_grad.ci3301, 16
-  %28 = add nsw i64 %27, %pool1_grad.co3312
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 160, %29
-  %31 = add nsw i64 %30, 8
-  %params7 = getelementptr inbounds float, ptr %params, i64 %31
-  %32 = load float, ptr %params7, align 4
-  %33 = mul nsw i64 %pool1_grad.ci3301, 16
-  %34 = add nsw i64 %33, %pool1_grad.co3312
-  %35 = mul nsw i64 %34, 9
-  %36 = add nsw i64 160, %35
-  %37 = add nsw i64 %36, 2
-  %params8 = getelementptr inbounds float, ptr %params, i64 %37
-  %38 = load float, ptr %params8, align 4
-  %39 = fadd float %32, %38
-  %40 = mul nsw i64 %pool1_grad.ci3301, 16
-  %41 = add nsw i64 %40, %pool1_grad.co3312
-  %42 = mul nsw i64 %41, 9
-  %43 = add nsw i64 160, %42
-  %44 = add nsw i64 %43, 5
-  %params9 = getelementptr inbounds float, ptr %params, i64 %44
-  %45 = load float, ptr %params9, align 4
-  %46 = fsub float %39, %45
-  %47 = fmul float %46, 5.000000e-01
-  store float %47, ptr %pool1_grad.w334, align 4
-  %48 = mul nsw i64 %pool1_grad.ci3301, 16
-  %49 = add nsw i64 %48, %pool1_grad.co3312
-  %50 = mul nsw i64 %49, 9
-  %51 = add nsw i64 160, %50
-  %52 = add nsw i64 %51, 2
-  %params10 = getelementptr inbounds float, ptr %params, i64 %52
-  %53 = load float, ptr %params10, align 4
-  store float %53, ptr %pool1_grad.w335, align 4
-  %54 = mul nsw i64 %pool1_grad.ci3301, 16
-  %55 = add nsw i64 %54, %pool1_grad.co3312
-  %56 = mul nsw i64 %55, 9
-  %57 = add nsw i64 160, %56
-  %58 = add nsw i64 %57, 7
-  %params11 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params11, align 4
-  store float %59, ptr %pool1_grad.w336, align 4
-  %60 = mul nsw i64 %pool1_grad.ci3301, 16
-  %61 = add nsw i64 %60, %pool1_grad.co3312
-  %62 = mul nsw i64 %61, 9
-  %63 = add nsw i64 160, %62
-  %64 = add nsw i64 %63, 7
-  %params12 = getelementptr inbounds float, ptr %params, i64 %64
-  %65 = load float, ptr %params12, align 4
-  %66 = mul nsw i64 %pool1_grad.ci3301, 16
-  %67 = add nsw i64 %66, %pool1_grad.co3312
-  %68 = mul nsw i64 %67, 9
-  %69 = add nsw i64 160, %68
-  %70 = add nsw i64 %69, 4
-  %params13 = getelementptr inbounds float, ptr %params, i64 %70
-  %71 = load float, ptr %params13, align 4
-  %72 = fadd float %65, %71
-  %73 = mul nsw i64 %pool1_grad.ci3301, 16
-  %74 = add nsw i64 %73, %pool1_grad.co3312
+  %23 = add nsw i64 %22, 5
+  %params5 = getelementptr inbounds float, ptr %params, i64 %23
+  %24 = load float, ptr %params5, align 4
+  %25 = fadd float %16, %24
+  %26 = mul nsw i64 %pool1_grad.ci3371, 16
+  %27 = mul nsw i64 %0, 8
+  %28 = add nsw i64 %27, %pool1_grad.co3382
+  %29 = add nsw i64 %26, %28
+  %30 = mul nsw i64 %29, 9
+  %31 = add nsw i64 160, %30
+  %32 = add nsw i64 %31, 2
+  %params6 = getelementptr inbounds float, ptr %params, i64 %32
+  %33 = load float, ptr %params6, align 4
+  %34 = fadd float %25, %33
+  %35 = fmul float %34, 5.000000e-01
+  store float %35, ptr %pool1_grad.w340, align 4
+  %36 = mul nsw i64 %pool1_grad.ci3371, 16
+  %37 = mul nsw i64 %0, 8
+  %38 = add nsw i64 %37, %pool1_grad.co3382
+  %39 = add nsw i64 %36, %38
+  %40 = mul nsw i64 %39, 9
+  %41 = add nsw i64 160, %40
+  %42 = add nsw i64 %41, 8
+  %params7 = getelementptr inbounds float, ptr %params, i64 %42
+  %43 = load float, ptr %params7, align 4
+  %44 = mul nsw i64 %pool1_grad.ci3371, 16
+  %45 = mul nsw i64 %0, 8
+  %46 = add nsw i64 %45, %pool1_grad.co3382
+  %47 = add nsw i64 %44, %46
+  %48 = mul nsw i64 %47, 9
+  %49 = add nsw i64 160, %48
+  %50 = add nsw i64 %49, 2
+  %params8 = getelementptr inbounds float, ptr %params, i64 %50
+  %51 = load float, ptr %params8, align 4
+  %52 = fadd float %43, %51
+  %53 = mul nsw i64 %pool1_grad.ci3371, 16
+  %54 = mul nsw i64 %0, 8
+  %55 = add nsw i64 %54, %pool1_grad.co3382
+  %56 = add nsw i64 %53, %55
+  %57 = mul nsw i64 %56, 9
+  %58 = add nsw i64 160, %57
+  %59 = add nsw i64 %58, 5
+  %params9 = getelementptr inbounds float, ptr %params, i64 %59
+  %60 = load float, ptr %params9, align 4
+  %61 = fsub float %52, %60
+  %62 = fmul float %61, 5.000000e-01
+  store float %62, ptr %pool1_grad.w341, align 4
+  %63 = mul nsw i64 %pool1_grad.ci3371, 16
+  %64 = mul nsw i64 %0, 8
+  %65 = add nsw i64 %64, %pool1_grad.co3382
+  %66 = add nsw i64 %63, %65
+  %67 = mul nsw i64 %66, 9
+  %68 = add nsw i64 160, %67
+  %69 = add nsw i64 %68, 2
+  %params10 = getelementptr inbounds float, ptr %params, i64 %69
+  %70 = load float, ptr %params10, align 4
+  store float %70, ptr %pool1_grad.w342, align 4
+  %71 = mul nsw i64 %pool1_grad.ci3371, 16
+  %72 = mul nsw i64 %0, 8
+  %73 = add nsw i64 %72, %pool1_grad.co3382
+  %74 = add nsw i64 %71, %73
   %75 = mul nsw i64 %74, 9
   %76 = add nsw i64 160, %75
-  %77 = add nsw i64 %76, 1
-  %params14 = getelementptr inbounds float, ptr %params, i64 %77
-  %78 = load float, ptr %params14, align 4
-  %79 = fadd float %72, %78
-  %80 = fmul float %79, 5.000000e-01
-  store float %80, ptr %pool1_grad.w337, align 4
-  %81 = mul nsw i64 %pool1_grad.ci3301, 16
-  %82 = add nsw i64 %81, %pool1_grad.co3312
+  %77 = add nsw i64 %76, 7
+  %params11 = getelementptr inbounds float, ptr %params, i64 %77
+  %78 = load float, ptr %params11, align 4
+  store float %78, ptr %pool1_grad.w343, align 4
+  %79 = mul nsw i64 %pool1_grad.ci3371, 16
+  %80 = mul nsw i64 %0, 8
+  %81 = add nsw i64 %80, %pool1_grad.co3382
+  %82 = add nsw i64 %79, %81
   %83 = mul nsw i64 %82, 9
   %84 = add nsw i64 160, %83
   %85 = add nsw i64 %84, 7
-  %params15 = getelementptr inbounds float, ptr %params, i64 %85
-  %86 = load float, ptr %params15, align 4
-  %87 = mul nsw i64 %pool1_grad.ci3301, 16
-  %88 = add nsw i64 %87, %pool1_grad.co3312
-  %89 = mul nsw i64 %88, 9
-  %90 = add nsw i64 160, %89
-  %91 = add nsw i64 %90, 1
-  %params16 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params16, align 4
-  %93 = fadd float %86, %92
-  %94 = mul nsw i64 %pool1_grad.ci3301, 16
-  %95 = add nsw i64 %94, %pool1_grad.co3312
-  %96 = mul nsw i64 %95, 9
-  %97 = add nsw i64 160, %96
-  %98 = add nsw i64 %97, 4
-  %params17 = getelementptr inbounds float, ptr %params, i64 %98
-  %99 = load float, ptr %params17, align 4
-  %100 = fsub float %93, %99
-  %101 = fmul float %100, 5.000000e-01
-  store float %101, ptr %pool1_grad.w338, align 4
-  %102 = mul nsw i64 %pool1_grad.ci3301, 16
-  %103 = add nsw i64 %102, %pool1_grad.co3312
-  %104 = mul nsw i64 %103, 9
-  %105 = add nsw i64 160, %104
-  %106 = add nsw i64 %105, 1
-  %params18 = getelementptr inbounds float, ptr %params, i64 %106
-  %107 = load float, ptr %params18, align 4
-  store float %107, ptr %pool1_grad.w339, align 4
-  %108 = mul nsw i64 %pool1_grad.ci3301, 16
-  %109 = add nsw i64 %108, %pool1_grad.co3312
+  %params12 = getelementptr inbounds float, ptr %params, i64 %85
+  %86 = load float, ptr %params12, align 4
+  %87 = mul nsw i64 %pool1_grad.ci3371, 16
+  %88 = mul nsw i64 %0, 8
+  %89 = add nsw i64 %88, %pool1_grad.co3382
+  %90 = add nsw i64 %87, %89
+  %91 = mul nsw i64 %90, 9
+  %92 = add nsw i64 160, %91
+  %93 = add nsw i64 %92, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %93
+  %94 = load float, ptr %params13, align 4
+  %95 = fadd float %86, %94
+  %96 = mul nsw i64 %pool1_grad.ci3371, 16
+  %97 = mul nsw i64 %0, 8
+  %98 = add nsw i64 %97, %pool1_grad.co3382
+  %99 = add nsw i64 %96, %98
+  %100 = mul nsw i64 %99, 9
+  %101 = add nsw i64 160, %100
+  %102 = add nsw i64 %101, 1
+  %params14 = getelementptr inbounds float, ptr %params, i64 %102
+  %103 = load float, ptr %params14, align 4
+  %104 = fadd float %95, %103
+  %105 = fmul float %104, 5.000000e-01
+  store float %105, ptr %pool1_grad.w344, align 4
+  %106 = mul nsw i64 %pool1_grad.ci3371, 16
+  %107 = mul nsw i64 %0, 8
+  %108 = add nsw i64 %107, %pool1_grad.co3382
+  %109 = add nsw i64 %106, %108
   %110 = mul nsw i64 %109, 9
   %111 = add nsw i64 160, %110
-  %112 = add nsw i64 %111, 6
-  %params19 = getelementptr inbounds float, ptr %params, i64 %112
-  %113 = load float, ptr %params19, align 4
-  store float %113, ptr %pool1_grad.w340, align 4
-  %114 = mul nsw i64 %pool1_grad.ci3301, 16
-  %115 = add nsw i64 %114, %pool1_grad.co3312
-  %116 = mul nsw i64 %115, 9
-  %117 = add nsw i64 160, %116
-  %118 = add nsw i64 %117, 6
-  %params20 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params20, align 4
-  %120 = mul nsw i64 %pool1_grad.ci3301, 16
-  %121 = add nsw i64 %120, %pool1_grad.co3312
-  %122 = mul nsw i64 %121, 9
-  %123 = add nsw i64 160, %122
-  %124 = add nsw i64 %123, 3
-  %params21 = getelementptr inbounds float, ptr %params, i64 %124
-  %125 = load float, ptr %params21, align 4
-  %126 = fadd float %119, %125
-  %127 = mul nsw i64 %pool1_grad.ci3301, 16
-  %128 = add nsw i64 %127, %pool1_grad.co3312
-  %129 = mul nsw i64 %128, 9
-  %130 = add nsw i64 160, %129
-  %params22 = getelementptr inbounds float, ptr %params, i64 %130
-  %131 = load float, ptr %params22, align 4
-  %132 = fadd float %126, %131
-  %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %pool1_grad.w341, align 4
-  %134 = mul nsw i64 %pool1_grad.ci3301, 16
-  %135 = add nsw i64 %134, %pool1_grad.co3312
-  %136 = mul nsw i64 %135, 9
-  %137 = add nsw i64 160, %136
-  %138 = add nsw i64 %137, 6
-  %params23 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %pool1_grad.ci3301, 16
-  %141 = add nsw i64 %140, %pool1_grad.co3312
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 160, %142
-  %params24 = getelementptr inbounds float, ptr %params, i64 %143
-  %144 = load float, ptr %params24, align 4
-  %145 = fadd float %139, %144
-  %146 = mul nsw i64 %pool1_grad.ci3301, 16
-  %147 = add nsw i64 %146, %pool1_grad.co3312
-  %148 = mul nsw i64 %147, 9
-  %149 = add nsw i64 160, %148
-  %150 = add nsw i64 %149, 3
-  %params25 = getelementptr inbounds float, ptr %params, i64 %150
-  %151 = load float, ptr %params25, align 4
-  %152 = fsub float %145, %151
-  %153 = fmul float %152, 5.000000e-01
-  store float %153, ptr %pool1_grad.w342, align 4
-  %154 = mul nsw i64 %pool1_grad.ci3301, 16
-  %155 = add nsw i64 %154, %pool1_grad.co3312
-  %156 = mul nsw i64 %155, 9
-  %157 = add nsw i64 160, %156
-  %params26 = getelementptr inbounds float, ptr %params, i64 %157
-  %158 = load float, ptr %params26, align 4
-  store float %158, ptr %pool1_grad.w343, align 4
-  %w332 = load float, ptr %pool1_grad.w332, align 4
-  store float %w332, ptr %pool1_grad.w344, align 4
-  %w33227 = load float, ptr %pool1_grad.w332, align 4
-  %w336 = load float, ptr %pool1_grad.w336, align 4
-  %159 = fadd float %w33227, %w336
-  %w340 = load float, ptr %pool1_grad.w340, align 4
-  %160 = fadd float %159, %w340
-  %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %pool1_grad.w345, align 4
-  %w33228 = load float, ptr %pool1_grad.w332, align 4
-  %w34029 = load float, ptr %pool1_grad.w340, align 4
-  %162 = fadd float %w33228, %w34029
-  %w33630 = load float, ptr %pool1_grad.w336, align 4
-  %163 = fsub float %162, %w33630
-  %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %pool1_grad.w346, align 4
-  %w34031 = load float, ptr %pool1_grad.w340, align 4
-  store float %w34031, ptr %pool1_grad.w347, align 4
-  %w333 = load float, ptr %pool1_grad.w333, align 4
-  store float %w333, ptr %pool1_grad.w348, align 4
-  %w33332 = load float, ptr %pool1_grad.w333, align 4
-  %w337 = load float, ptr %pool1_grad.w337, align 4
-  %165 = fadd float %w33332, %w337
-  %w341 = load float, ptr %pool1_grad.w341, align 4
-  %166 = fadd float %165, %w341
-  %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %pool1_grad.w349, align 4
-  %w33333 = load float, ptr %pool1_grad.w333, align 4
-  %w34134 = load float, ptr %pool1_grad.w341, align 4
-  %168 = fadd float %w33333, %w34134
-  %w33735 = load float, ptr %pool1_grad.w337, align 4
-  %169 = fsub float %168, %w33735
-  %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %pool1_grad.w350, align 4
-  %w34136 = load float, ptr %pool1_grad.w341, align 4
-  store float %w34136, ptr %pool1_grad.w351, align 4
-  %w334 = load float, ptr %pool1_grad.w334, align 4
-  store float %w334, ptr %pool1_grad.w352, align 4
-  %w33437 = load float, ptr %pool1_grad.w334, align 4
-  %w338 = load float, ptr %pool1_grad.w338, align 4
-  %171 = fadd float %w33437, %w338
-  %w342 = load float, ptr %pool1_grad.w342, align 4
-  %172 = fadd float %171, %w342
-  %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %pool1_grad.w353, align 4
-  %w33438 = load float, ptr %pool1_grad.w334, align 4
-  %w34239 = load float, ptr %pool1_grad.w342, align 4
-  %174 = fadd float %w33438, %w34239
-  %w33840 = load float, ptr %pool1_grad.w338, align 4
-  %175 = fsub float %174, %w33840
-  %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %pool1_grad.w354, align 4
-  %w34241 = load float, ptr %pool1_grad.w342, align 4
-  store float %w34241, ptr %pool1_grad.w355, align 4
-  %w335 = load float, ptr %pool1_grad.w335, align 4
-  store float %w335, ptr %pool1_grad.w356, align 4
-  %w33542 = load float, ptr %pool1_grad.w335, align 4
+  %112 = add nsw i64 %111, 7
+  %params15 = getelementptr inbounds float, ptr %params, i64 %112
+  %113 = load float, ptr %params15, align 4
+  %114 = mul nsw i64 %pool1_grad.ci3371, 16
+  %115 = mul nsw i64 %0, 8
+  %116 = add nsw i64 %115, %pool1_grad.co3382
+  %117 = add nsw i64 %114, %116
+  %118 = mul nsw i64 %117, 9
+  %119 = add nsw i64 160, %118
+  %120 = add nsw i64 %119, 1
+  %params16 = getelementptr inbounds float, ptr %params, i64 %120
+  %121 = load float, ptr %params16, align 4
+  %122 = fadd float %113, %121
+  %123 = mul nsw i64 %pool1_grad.ci3371, 16
+  %124 = mul nsw i64 %0, 8
+  %125 = add nsw i64 %124, %pool1_grad.co3382
+  %126 = add nsw i64 %123, %125
+  %127 = mul nsw i64 %126, 9
+  %128 = add nsw i64 160, %127
+  %129 = add nsw i64 %128, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %129
+  %130 = load float, ptr %params17, align 4
+  %131 = fsub float %122, %130
+  %132 = fmul float %131, 5.000000e-01
+  store float %132, ptr %pool1_grad.w345, align 4
+  %133 = mul nsw i64 %pool1_grad.ci3371, 16
+  %134 = mul nsw i64 %0, 8
+  %135 = add nsw i64 %134, %pool1_grad.co3382
+  %136 = add nsw i64 %133, %135
+  %137 = mul nsw i64 %136, 9
+  %138 = add nsw i64 160, %137
+  %139 = add nsw i64 %138, 1
+  %params18 = getelementptr inbounds float, ptr %params, i64 %139
+  %140 = load float, ptr %params18, align 4
+  store float %140, ptr %pool1_grad.w346, align 4
+  %141 = mul nsw i64 %pool1_grad.ci3371, 16
+  %142 = mul nsw i64 %0, 8
+  %143 = add nsw i64 %142, %pool1_grad.co3382
+  %144 = add nsw i64 %141, %143
+  %145 = mul nsw i64 %144, 9
+  %146 = add nsw i64 160, %145
+  %147 = add nsw i64 %146, 6
+  %params19 = getelementptr inbounds float, ptr %params, i64 %147
+  %148 = load float, ptr %params19, align 4
+  store float %148, ptr %pool1_grad.w347, align 4
+  %149 = mul nsw i64 %pool1_grad.ci3371, 16
+  %150 = mul nsw i64 %0, 8
+  %151 = add nsw i64 %150, %pool1_grad.co3382
+  %152 = add nsw i64 %149, %151
+  %153 = mul nsw i64 %152, 9
+  %154 = add nsw i64 160, %153
+  %155 = add nsw i64 %154, 6
+  %params20 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params20, align 4
+  %157 = mul nsw i64 %pool1_grad.ci3371, 16
+  %158 = mul nsw i64 %0, 8
+  %159 = add nsw i64 %158, %pool1_grad.co3382
+  %160 = add nsw i64 %157, %159
+  %161 = mul nsw i64 %160, 9
+  %162 = add nsw i64 160, %161
+  %163 = add nsw i64 %162, 3
+  %params21 = getelementptr inbounds float, ptr %params, i64 %163
+  %164 = load float, ptr %params21, align 4
+  %165 = fadd float %156, %164
+  %166 = mul nsw i64 %pool1_grad.ci3371, 16
+  %167 = mul nsw i64 %0, 8
+  %168 = add nsw i64 %167, %pool1_grad.co3382
+  %169 = add nsw i64 %166, %168
+  %170 = mul nsw i64 %169, 9
+  %171 = add nsw i64 160, %170
+  %params22 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params22, align 4
+  %173 = fadd float %165, %172
+  %174 = fmul float %173, 5.000000e-01
+  store float %174, ptr %pool1_grad.w348, align 4
+  %175 = mul nsw i64 %pool1_grad.ci3371, 16
+  %176 = mul nsw i64 %0, 8
+  %177 = add nsw i64 %176, %pool1_grad.co3382
+  %178 = add nsw i64 %175, %177
+  %179 = mul nsw i64 %178, 9
+  %180 = add nsw i64 160, %179
+  %181 = add nsw i64 %180, 6
+  %params23 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params23, align 4
+  %183 = mul nsw i64 %pool1_grad.ci3371, 16
+  %184 = mul nsw i64 %0, 8
+  %185 = add nsw i64 %184, %pool1_grad.co3382
+  %186 = add nsw i64 %183, %185
+  %187 = mul nsw i64 %186, 9
+  %188 = add nsw i64 160, %187
+  %params24 = getelementptr inbounds float, ptr %params, i64 %188
+  %189 = load float, ptr %params24, align 4
+  %190 = fadd float %182, %189
+  %191 = mul nsw i64 %pool1_grad.ci3371, 16
+  %192 = mul nsw i64 %0, 8
+  %193 = add nsw i64 %192, %pool1_grad.co3382
+  %194 = add nsw i64 %191, %193
+  %195 = mul nsw i64 %194, 9
+  %196 = add nsw i64 160, %195
+  %197 = add nsw i64 %196, 3
+  %params25 = getelementptr inbounds float, ptr %params, i64 %197
+  %198 = load float, ptr %params25, align 4
+  %199 = fsub float %190, %198
+  %200 = fmul float %199, 5.000000e-01
+  store float %200, ptr %pool1_grad.w349, align 4
+  %201 = mul nsw i64 %pool1_grad.ci3371, 16
+  %202 = mul nsw i64 %0, 8
+  %203 = add nsw i64 %202, %pool1_grad.co3382
+  %204 = add nsw i64 %201, %203
+  %205 = mul nsw i64 %204, 9
+  %206 = add nsw i64 160, %205
+  %params26 = getelementptr inbounds float, ptr %params, i64 %206
+  %207 = load float, ptr %params26, align 4
+  store float %207, ptr %pool1_grad.w350, align 4
   %w339 = load float, ptr %pool1_grad.w339, align 4
-  %177 = fadd float %w33542, %w339
+  store float %w339, ptr %pool1_grad.w351, align 4
+  %w33927 = load float, ptr %pool1_grad.w339, align 4
   %w343 = load float, ptr %pool1_grad.w343, align 4
-  %178 = fadd float %177, %w343
-  %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %pool1_grad.w357, align 4
-  %w33543 = load float, ptr %pool1_grad.w335, align 4
-  %w34344 = load float, ptr %pool1_grad.w343, align 4
-  %180 = fadd float %w33543, %w34344
-  %w33945 = load float, ptr %pool1_grad.w339, align 4
-  %181 = fsub float %180, %w33945
-  %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %pool1_grad.w358, align 4
-  %w34346 = load float, ptr %pool1_grad.w343, align 4
-  store float %w34346, ptr %pool1_grad.w359, align 4
-  %w344 = load float, ptr %pool1_grad.w344, align 4
-  %183 = mul nsw i64 %pool1_grad.ci3301, 16
-  %184 = add nsw i64 610960, %183
-  %185 = add nsw i64 %184, %pool1_grad.co3312
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w344, ptr %arena47, align 4
-  %w345 = load float, ptr %pool1_grad.w345, align 4
-  %186 = mul nsw i64 %pool1_grad.ci3301, 16
-  %187 = add nsw i64 611472, %186
-  %188 = add nsw i64 %187, %pool1_grad.co3312
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w345, ptr %arena48, align 4
-  %w346 = load float, ptr %pool1_grad.w346, align 4
-  %189 = mul nsw i64 %pool1_grad.ci3301, 16
-  %190 = add nsw i64 611984, %189
-  %191 = add nsw i64 %190, %pool1_grad.co3312
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w346, ptr %arena49, align 4
+  %208 = fadd float %w33927, %w343
   %w347 = load float, ptr %pool1_grad.w347, align 4
-  %192 = mul nsw i64 %pool1_grad.ci3301, 16
-  %193 = add nsw i64 612496, %192
-  %194 = add nsw i64 %193, %pool1_grad.co3312
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w347, ptr %arena50, align 4
+  %209 = fadd float %208, %w347
+  %210 = fmul float %209, 5.000000e-01
+  store float %210, ptr %pool1_grad.w352, align 4
+  %w33928 = load float, ptr %pool1_grad.w339, align 4
+  %w34729 = load float, ptr %pool1_grad.w347, align 4
+  %211 = fadd float %w33928, %w34729
+  %w34330 = load float, ptr %pool1_grad.w343, align 4
+  %212 = fsub float %211, %w34330
+  %213 = fmul float %212, 5.000000e-01
+  store float %213, ptr %pool1_grad.w353, align 4
+  %w34731 = load float, ptr %pool1_grad.w347, align 4
+  store float %w34731, ptr %pool1_grad.w354, align 4
+  %w340 = load float, ptr %pool1_grad.w340, align 4
+  store float %w340, ptr %pool1_grad.w355, align 4
+  %w34032 = load float, ptr %pool1_grad.w340, align 4
+  %w344 = load float, ptr %pool1_grad.w344, align 4
+  %214 = fadd float %w34032, %w344
   %w348 = load float, ptr %pool1_grad.w348, align 4
-  %195 = mul nsw i64 %pool1_grad.ci3301, 16
-  %196 = add nsw i64 613008, %195
-  %197 = add nsw i64 %196, %pool1_grad.co3312
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w348, ptr %arena51, align 4
+  %215 = fadd float %214, %w348
+  %216 = fmul float %215, 5.000000e-01
+  store float %216, ptr %pool1_grad.w356, align 4
+  %w34033 = load float, ptr %pool1_grad.w340, align 4
+  %w34834 = load float, ptr %pool1_grad.w348, align 4
+  %217 = fadd float %w34033, %w34834
+  %w34435 = load float, ptr %pool1_grad.w344, align 4
+  %218 = fsub float %217, %w34435
+  %219 = fmul float %218, 5.000000e-01
+  store float %219, ptr %pool1_grad.w357, align 4
+  %w34836 = load float, ptr %pool1_grad.w348, align 4
+  store float %w34836, ptr %pool1_grad.w358, align 4
+  %w341 = load float, ptr %pool1_grad.w341, align 4
+  store float %w341, ptr %pool1_grad.w359, align 4
+  %w34137 = load float, ptr %pool1_grad.w341, align 4
+  %w345 = load float, ptr %pool1_grad.w345, align 4
+  %220 = fadd float %w34137, %w345
   %w349 = load float, ptr %pool1_grad.w349, align 4
-  %198 = mul nsw i64 %pool1_grad.ci3301, 16
-  %199 = add nsw i64 613520, %198
-  %200 = add nsw i64 %199, %pool1_grad.co3312
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w349, ptr %arena52, align 4
+  %221 = fadd float %220, %w349
+  %222 = fmul float %221, 5.000000e-01
+  store float %222, ptr %pool1_grad.w360, align 4
+  %w34138 = load float, ptr %pool1_grad.w341, align 4
+  %w34939 = load float, ptr %pool1_grad.w349, align 4
+  %223 = fadd float %w34138, %w34939
+  %w34540 = load float, ptr %pool1_grad.w345, align 4
+  %224 = fsub float %223, %w34540
+  %225 = fmul float %224, 5.000000e-01
+  store float %225, ptr %pool1_grad.w361, align 4
+  %w34941 = load float, ptr %pool1_grad.w349, align 4
+  store float %w34941, ptr %pool1_grad.w362, align 4
+  %w342 = load float, ptr %pool1_grad.w342, align 4
+  store float %w342, ptr %pool1_grad.w363, align 4
+  %w34242 = load float, ptr %pool1_grad.w342, align 4
+  %w346 = load float, ptr %pool1_grad.w346, align 4
+  %226 = fadd float %w34242, %w346
   %w350 = load float, ptr %pool1_grad.w350, align 4
-  %201 = mul nsw i64 %pool1_grad.ci3301, 16
-  %202 = add nsw i64 614032, %201
-  %203 = add nsw i64 %202, %pool1_grad.co3312
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w350, ptr %arena53, align 4
+  %227 = fadd float %226, %w350
+  %228 = fmul float %227, 5.000000e-01
+  store float %228, ptr %pool1_grad.w364, align 4
+  %w34243 = load float, ptr %pool1_grad.w342, align 4
+  %w35044 = load float, ptr %pool1_grad.w350, align 4
+  %229 = fadd float %w34243, %w35044
+  %w34645 = load float, ptr %pool1_grad.w346, align 4
+  %230 = fsub float %229, %w34645
+  %231 = fmul float %230, 5.000000e-01
+  store float %231, ptr %pool1_grad.w365, align 4
+  %w35046 = load float, ptr %pool1_grad.w350, align 4
+  store float %w35046, ptr %pool1_grad.w366, align 4
   %w351 = load float, ptr %pool1_grad.w351, align 4
-  %204 = mul nsw i64 %pool1_grad.ci3301, 16
-  %205 = add nsw i64 614544, %204
-  %206 = add nsw i64 %205, %pool1_grad.co3312
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w351, ptr %arena54, align 4
+  %232 = mul nsw i64 %pool1_grad.ci3371, 16
+  %233 = add nsw i64 610960, %232
+  %234 = mul nsw i64 %0, 8
+  %235 = add nsw i64 %234, %pool1_grad.co3382
+  %236 = add nsw i64 %233, %235
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %236
+  store float %w351, ptr %arena47, align 4
   %w352 = load float, ptr %pool1_grad.w352, align 4
-  %207 = mul nsw i64 %pool1_grad.ci3301, 16
-  %208 = add nsw i64 615056, %207
-  %209 = add nsw i64 %208, %pool1_grad.co3312
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w352, ptr %arena55, align 4
+  %237 = mul nsw i64 %pool1_grad.ci3371, 16
+  %238 = add nsw i64 611472, %237
+  %239 = mul nsw i64 %0, 8
+  %240 = add nsw i64 %239, %pool1_grad.co3382
+  %241 = add nsw i64 %238, %240
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %241
+  store float %w352, ptr %arena48, align 4
   %w353 = load float, ptr %pool1_grad.w353, align 4
-  %210 = mul nsw i64 %pool1_grad.ci3301, 16
-  %211 = add nsw i64 615568, %210
-  %212 = add nsw i64 %211, %pool1_grad.co3312
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w353, ptr %arena56, align 4
+  %242 = mul nsw i64 %pool1_grad.ci3371, 16
+  %243 = add nsw i64 611984, %242
+  %244 = mul nsw i64 %0, 8
+  %245 = add nsw i64 %244, %pool1_grad.co3382
+  %246 = add nsw i64 %243, %245
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %246
+  store float %w353, ptr %arena49, align 4
   %w354 = load float, ptr %pool1_grad.w354, align 4
-  %213 = mul nsw i64 %pool1_grad.ci3301, 16
-  %214 = add nsw i64 616080, %213
-  %215 = add nsw i64 %214, %pool1_grad.co3312
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w354, ptr %arena57, align 4
+  %247 = mul nsw i64 %pool1_grad.ci3371, 16
+  %248 = add nsw i64 612496, %247
+  %249 = mul nsw i64 %0, 8
+  %250 = add nsw i64 %249, %pool1_grad.co3382
+  %251 = add nsw i64 %248, %250
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %w354, ptr %arena50, align 4
   %w355 = load float, ptr %pool1_grad.w355, align 4
-  %216 = mul nsw i64 %pool1_grad.ci3301, 16
-  %217 = add nsw i64 616592, %216
-  %218 = add nsw i64 %217, %pool1_grad.co3312
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w355, ptr %arena58, align 4
+  %252 = mul nsw i64 %pool1_grad.ci3371, 16
+  %253 = add nsw i64 613008, %252
+  %254 = mul nsw i64 %0, 8
+  %255 = add nsw i64 %254, %pool1_grad.co3382
+  %256 = add nsw i64 %253, %255
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %256
+  store float %w355, ptr %arena51, align 4
   %w356 = load float, ptr %pool1_grad.w356, align 4
-  %219 = mul nsw i64 %pool1_grad.ci3301, 16
-  %220 = add nsw i64 617104, %219
-  %221 = add nsw i64 %220, %pool1_grad.co3312
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w356, ptr %arena59, align 4
+  %257 = mul nsw i64 %pool1_grad.ci3371, 16
+  %258 = add nsw i64 613520, %257
+  %259 = mul nsw i64 %0, 8
+  %260 = add nsw i64 %259, %pool1_grad.co3382
+  %261 = add nsw i64 %258, %260
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %261
+  store float %w356, ptr %arena52, align 4
   %w357 = load float, ptr %pool1_grad.w357, align 4
-  %222 = mul nsw i64 %pool1_grad.ci3301, 16
-  %223 = add nsw i64 617616, %222
-  %224 = add nsw i64 %223, %pool1_grad.co3312
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w357, ptr %arena60, align 4
+  %262 = mul nsw i64 %pool1_grad.ci3371, 16
+  %263 = add nsw i64 614032, %262
+  %264 = mul nsw i64 %0, 8
+  %265 = add nsw i64 %264, %pool1_grad.co3382
+  %266 = add nsw i64 %263, %265
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %266
+  store float %w357, ptr %arena53, align 4
   %w358 = load float, ptr %pool1_grad.w358, align 4
-  %225 = mul nsw i64 %pool1_grad.ci3301, 16
-  %226 = add nsw i64 618128, %225
-  %227 = add nsw i64 %226, %pool1_grad.co3312
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w358, ptr %arena61, align 4
+  %267 = mul nsw i64 %pool1_grad.ci3371, 16
+  %268 = add nsw i64 614544, %267
+  %269 = mul nsw i64 %0, 8
+  %270 = add nsw i64 %269, %pool1_grad.co3382
+  %271 = add nsw i64 %268, %270
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %271
+  store float %w358, ptr %arena54, align 4
   %w359 = load float, ptr %pool1_grad.w359, align 4
-  %228 = mul nsw i64 %pool1_grad.ci3301, 16
-  %229 = add nsw i64 618640, %228
-  %230 = add nsw i64 %229, %pool1_grad.co3312
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w359, ptr %arena62, align 4
-  %co331.next = add nsw i64 %pool1_grad.co3312, 1
-  %231 = icmp slt i64 %co331.next, 16
-  br i1 %231, label %pool1_grad.co331, label %pool1_grad.co331.end, !llvm.loop !13
+  %272 = mul nsw i64 %pool1_grad.ci3371, 16
+  %273 = add nsw i64 615056, %272
+  %274 = mul nsw i64 %0, 8
+  %275 = add nsw i64 %274, %pool1_grad.co3382
+  %276 = add nsw i64 %273, %275
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %276
+  store float %w359, ptr %arena55, align 4
+  %w360 = load float, ptr %pool1_grad.w360, align 4
+  %277 = mul nsw i64 %pool1_grad.ci3371, 16
+  %278 = add nsw i64 615568, %277
+  %279 = mul nsw i64 %0, 8
+  %280 = add nsw i64 %279, %pool1_grad.co3382
+  %281 = add nsw i64 %278, %280
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %w360, ptr %arena56, align 4
+  %w361 = load float, ptr %pool1_grad.w361, align 4
+  %282 = mul nsw i64 %pool1_grad.ci3371, 16
+  %283 = add nsw i64 616080, %282
+  %284 = mul nsw i64 %0, 8
+  %285 = add nsw i64 %284, %pool1_grad.co3382
+  %286 = add nsw i64 %283, %285
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %286
+  store float %w361, ptr %arena57, align 4
+  %w362 = load float, ptr %pool1_grad.w362, align 4
+  %287 = mul nsw i64 %pool1_grad.ci3371, 16
+  %288 = add nsw i64 616592, %287
+  %289 = mul nsw i64 %0, 8
+  %290 = add nsw i64 %289, %pool1_grad.co3382
+  %291 = add nsw i64 %288, %290
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %291
+  store float %w362, ptr %arena58, align 4
+  %w363 = load float, ptr %pool1_grad.w363, align 4
+  %292 = mul nsw i64 %pool1_grad.ci3371, 16
+  %293 = add nsw i64 617104, %292
+  %294 = mul nsw i64 %0, 8
+  %295 = add nsw i64 %294, %pool1_grad.co3382
+  %296 = add nsw i64 %293, %295
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %296
+  store float %w363, ptr %arena59, align 4
+  %w364 = load float, ptr %pool1_grad.w364, align 4
+  %297 = mul nsw i64 %pool1_grad.ci3371, 16
+  %298 = add nsw i64 617616, %297
+  %299 = mul nsw i64 %0, 8
+  %300 = add nsw i64 %299, %pool1_grad.co3382
+  %301 = add nsw i64 %298, %300
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %301
+  store float %w364, ptr %arena60, align 4
+  %w365 = load float, ptr %pool1_grad.w365, align 4
+  %302 = mul nsw i64 %pool1_grad.ci3371, 16
+  %303 = add nsw i64 618128, %302
+  %304 = mul nsw i64 %0, 8
+  %305 = add nsw i64 %304, %pool1_grad.co3382
+  %306 = add nsw i64 %303, %305
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %306
+  store float %w365, ptr %arena61, align 4
+  %w366 = load float, ptr %pool1_grad.w366, align 4
+  %307 = mul nsw i64 %pool1_grad.ci3371, 16
+  %308 = add nsw i64 618640, %307
+  %309 = mul nsw i64 %0, 8
+  %310 = add nsw i64 %309, %pool1_grad.co3382
+  %311 = add nsw i64 %308, %310
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %311
+  store float %w366, ptr %arena62, align 4
+  %co338.next = add nsw i64 %pool1_grad.co3382, 1
+  %312 = icmp slt i64 %co338.next, 8
+  br i1 %312, label %pool1_grad.co338, label %pool1_grad.co338.end, !llvm.loop !13
 
-pool1_grad.co331.end:                             ; preds = %pool1_grad.co331
-  %ci330.next = add nsw i64 %pool1_grad.ci3301, 1
-  %232 = icmp slt i64 %ci330.next, 32
-  br i1 %232, label %pool1_grad.ci330, label %pool1_grad.ci330.end, !llvm.loop !14
+pool1_grad.co338.end:                             ; preds = %pool1_grad.co338
+  %ci337.next = add nsw i64 %pool1_grad.ci3371, 1
+  %313 = icmp slt i64 %ci337.next, 32
+  br i1 %313, label %pool1_grad.ci337, label %pool1_grad.ci337.end, !llvm.loop !14
+}
 
-pool1_grad.i360:                                  ; preds = %pool1_grad.i360, %pool1_grad.ci330.end
-  %pool1_grad.i36063 = phi i64 [ 0, %pool1_grad.ci330.end ], [ %i360.next, %pool1_grad.i360 ]
-  %233 = add nsw i64 619152, %pool1_grad.i36063
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
-  store float 0.000000e+00, ptr %arena64, align 4
-  %i360.next = add nsw i64 %pool1_grad.i36063, 1
-  %234 = icmp slt i64 %i360.next, 8192
-  br i1 %234, label %pool1_grad.i360, label %pool1_grad.i360.end
-
-pool1_grad.i360.end:                              ; preds = %pool1_grad.i360
-  br label %pool1_grad.g361
-
-pool1_grad.g361:                                  ; preds = %pool1_grad.j426.end, %pool1_grad.i360.end
-  %pool1_grad.g36165 = phi i64 [ 0, %pool1_grad.i360.end ], [ %g361.next, %pool1_grad.j426.end ]
-  br label %pool1_grad.j362
-
-pool1_grad.g361.end:                              ; preds = %pool1_grad.j426.end
+define internal void @smallcnn_train_b64.k18.pool1_grad.part336.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k18.pool1_grad.part336(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
   ret void
-
-pool1_grad.j362:                                  ; preds = %pool1_grad.iy363.end, %pool1_grad.g361
-  %pool1_grad.j36266 = phi i64 [ 0, %pool1_grad.g361 ], [ %j362.next, %pool1_grad.iy363.end ]
-  br label %pool1_grad.iy363
-
-pool1_grad.j362.end:                              ; preds = %pool1_grad.iy363.end
-  br label %pool1_grad.j366
-
-pool1_grad.iy363:                                 ; preds = %pool1_grad.c364.end, %pool1_grad.j362
-  %pool1_grad.iy36367 = phi i64 [ 0, %pool1_grad.j362 ], [ %iy363.next, %pool1_grad.c364.end ]
-  br label %pool1_grad.c364
-
-pool1_grad.iy363.end:                             ; preds = %pool1_grad.c364.end
-  %j362.next = add nsw i64 %pool1_grad.j36266, 1
-  %235 = icmp slt i64 %j362.next, 1
-  br i1 %235, label %pool1_grad.j362, label %pool1_grad.j362.end
-
-pool1_grad.c364:                                  ; preds = %pool1_grad.ix365.end, %pool1_grad.iy363
-  %pool1_grad.c36468 = phi i64 [ 0, %pool1_grad.iy363 ], [ %c364.next, %pool1_grad.ix365.end ]
-  br label %pool1_grad.ix365
-
-pool1_grad.c364.end:                              ; preds = %pool1_grad.ix365.end
-  %iy363.next = add nsw i64 %pool1_grad.iy36367, 1
-  %236 = icmp slt i64 %iy363.next, 14
-  br i1 %236, label %pool1_grad.iy363, label %pool1_grad.iy363.end
-
-pool1_grad.ix365:                                 ; preds = %pool1_grad.ix365, %pool1_grad.c364
-  %pool1_grad.ix36569 = phi i64 [ 0, %pool1_grad.c364 ], [ %ix365.next, %pool1_grad.ix365 ]
-  %237 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j36266
-  %238 = mul nsw i64 %237, 6272
-  %239 = add nsw i64 728336, %238
-  %240 = mul nsw i64 %pool1_grad.c36468, 196
-  %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %pool1_grad.iy36367, 14
-  %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %pool1_grad.ix36569
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
-  %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %pool1_grad.j36266, 8192
-  %247 = add nsw i64 %pool1_grad.iy36367, 1
-  %248 = mul nsw i64 %247, 512
-  %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %pool1_grad.ix36569, 1
-  %251 = mul nsw i64 %250, 32
-  %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %pool1_grad.c36468
-  %254 = add nsw i64 619152, %253
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
-  store float %245, ptr %arena71, align 4
-  %ix365.next = add nsw i64 %pool1_grad.ix36569, 1
-  %255 = icmp slt i64 %ix365.next, 14
-  br i1 %255, label %pool1_grad.ix365, label %pool1_grad.ix365.end
-
-pool1_grad.ix365.end:                             ; preds = %pool1_grad.ix365
-  %c364.next = add nsw i64 %pool1_grad.c36468, 1
-  %256 = icmp slt i64 %c364.next, 32
-  br i1 %256, label %pool1_grad.c364, label %pool1_grad.c364.end
-
-pool1_grad.j366:                                  ; preds = %pool1_grad.ty367.end, %pool1_grad.j362.end
-  %pool1_grad.j36672 = phi i64 [ 0, %pool1_grad.j362.end ], [ %j366.next, %pool1_grad.ty367.end ]
-  br label %pool1_grad.ty367
-
-pool1_grad.j366.end:                              ; preds = %pool1_grad.ty367.end
-  br label %pool1_grad.xi402
-
-pool1_grad.ty367:                                 ; preds = %pool1_grad.tx368.end, %pool1_grad.j366
-  %pool1_grad.ty36773 = phi i64 [ 0, %pool1_grad.j366 ], [ %ty367.next, %pool1_grad.tx368.end ]
-  br label %pool1_grad.tx368
-
-pool1_grad.ty367.end:                             ; preds = %pool1_grad.tx368.end
-  %j366.next = add nsw i64 %pool1_grad.j36672, 1
-  %257 = icmp slt i64 %j366.next, 1
-  br i1 %257, label %pool1_grad.j366, label %pool1_grad.j366.end
-
-pool1_grad.tx368:                                 ; preds = %pool1_grad.cv369.end, %pool1_grad.ty367
-  %pool1_grad.tx36874 = phi i64 [ 0, %pool1_grad.ty367 ], [ %tx368.next, %pool1_grad.cv369.end ]
-  br label %pool1_grad.cv369
-
-pool1_grad.tx368.end:                             ; preds = %pool1_grad.cv369.end
-  %ty367.next = add nsw i64 %pool1_grad.ty36773, 1
-  %258 = icmp slt i64 %ty367.next, 7
-  br i1 %258, label %pool1_grad.ty367, label %pool1_grad.ty367.end
-
-pool1_grad.cv369:                                 ; preds = %pool1_grad.cv369, %pool1_grad.tx368
-  %pool1_grad.cv36975 = phi i64 [ 0, %pool1_grad.tx368 ], [ %cv369.next, %pool1_grad.cv369 ]
-  %259 = mul nsw i64 %pool1_grad.j36672, 8192
-  %260 = mul nsw i64 %pool1_grad.ty36773, 2
-  %261 = mul nsw i64 %260, 512
-  %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %pool1_grad.tx36874, 2
-  %264 = mul nsw i64 %263, 32
-  %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %pool1_grad.cv36975, 8
-  %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 619152, %267
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %pool1_grad.j36672, 8192
-  %271 = mul nsw i64 %pool1_grad.ty36773, 2
-  %272 = add nsw i64 %271, 2
-  %273 = mul nsw i64 %272, 512
-  %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %pool1_grad.tx36874, 2
-  %276 = mul nsw i64 %275, 32
-  %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %pool1_grad.cv36975, 8
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 619152, %279
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
-  %281 = load <8 x float>, ptr %arena77, align 4
-  %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %pool1_grad.w370, align 32
-  %283 = mul nsw i64 %pool1_grad.j36672, 8192
-  %284 = mul nsw i64 %pool1_grad.ty36773, 2
-  %285 = add nsw i64 %284, 1
-  %286 = mul nsw i64 %285, 512
-  %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %pool1_grad.tx36874, 2
-  %289 = mul nsw i64 %288, 32
-  %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %pool1_grad.cv36975, 8
-  %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 619152, %292
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %pool1_grad.j36672, 8192
-  %296 = mul nsw i64 %pool1_grad.ty36773, 2
-  %297 = add nsw i64 %296, 2
-  %298 = mul nsw i64 %297, 512
-  %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %pool1_grad.tx36874, 2
-  %301 = mul nsw i64 %300, 32
-  %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %pool1_grad.cv36975, 8
-  %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 619152, %304
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load <8 x float>, ptr %arena79, align 4
-  %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %pool1_grad.w371, align 32
-  %308 = mul nsw i64 %pool1_grad.j36672, 8192
-  %309 = mul nsw i64 %pool1_grad.ty36773, 2
-  %310 = add nsw i64 %309, 2
-  %311 = mul nsw i64 %310, 512
-  %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %pool1_grad.tx36874, 2
-  %314 = mul nsw i64 %313, 32
-  %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %pool1_grad.cv36975, 8
-  %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 619152, %317
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
-  %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %pool1_grad.j36672, 8192
-  %321 = mul nsw i64 %pool1_grad.ty36773, 2
-  %322 = add nsw i64 %321, 1
-  %323 = mul nsw i64 %322, 512
-  %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %pool1_grad.tx36874, 2
-  %326 = mul nsw i64 %325, 32
-  %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %pool1_grad.cv36975, 8
-  %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 619152, %329
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
-  %331 = load <8 x float>, ptr %arena81, align 4
-  %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %pool1_grad.w372, align 32
-  %333 = mul nsw i64 %pool1_grad.j36672, 8192
-  %334 = mul nsw i64 %pool1_grad.ty36773, 2
-  %335 = add nsw i64 %334, 1
-  %336 = mul nsw i64 %335, 512
-  %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %pool1_grad.tx36874, 2
-  %339 = mul nsw i64 %338, 32
-  %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %pool1_grad.cv36975, 8
-  %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 619152, %342
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %pool1_grad.j36672, 8192
-  %346 = mul nsw i64 %pool1_grad.ty36773, 2
-  %347 = add nsw i64 %346, 3
-  %348 = mul nsw i64 %347, 512
-  %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %pool1_grad.tx36874, 2
-  %351 = mul nsw i64 %350, 32
-  %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %pool1_grad.cv36975, 8
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 619152, %354
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load <8 x float>, ptr %arena83, align 4
-  %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %pool1_grad.w373, align 32
-  %358 = mul nsw i64 %pool1_grad.j36672, 8192
-  %359 = mul nsw i64 %pool1_grad.ty36773, 2
-  %360 = mul nsw i64 %359, 512
-  %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %pool1_grad.tx36874, 2
-  %363 = add nsw i64 %362, 1
-  %364 = mul nsw i64 %363, 32
-  %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %pool1_grad.cv36975, 8
-  %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 619152, %367
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %pool1_grad.j36672, 8192
-  %371 = mul nsw i64 %pool1_grad.ty36773, 2
-  %372 = add nsw i64 %371, 2
-  %373 = mul nsw i64 %372, 512
-  %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %pool1_grad.tx36874, 2
-  %376 = add nsw i64 %375, 1
-  %377 = mul nsw i64 %376, 32
-  %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %pool1_grad.cv36975, 8
-  %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 619152, %380
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load <8 x float>, ptr %arena85, align 4
-  %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %pool1_grad.w374, align 32
-  %384 = mul nsw i64 %pool1_grad.j36672, 8192
-  %385 = mul nsw i64 %pool1_grad.ty36773, 2
-  %386 = add nsw i64 %385, 1
-  %387 = mul nsw i64 %386, 512
-  %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %pool1_grad.tx36874, 2
-  %390 = add nsw i64 %389, 1
-  %391 = mul nsw i64 %390, 32
-  %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %pool1_grad.cv36975, 8
-  %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 619152, %394
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %pool1_grad.j36672, 8192
-  %398 = mul nsw i64 %pool1_grad.ty36773, 2
-  %399 = add nsw i64 %398, 2
-  %400 = mul nsw i64 %399, 512
-  %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %pool1_grad.tx36874, 2
-  %403 = add nsw i64 %402, 1
-  %404 = mul nsw i64 %403, 32
-  %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %pool1_grad.cv36975, 8
-  %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 619152, %407
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load <8 x float>, ptr %arena87, align 4
-  %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %pool1_grad.w375, align 32
-  %411 = mul nsw i64 %pool1_grad.j36672, 8192
-  %412 = mul nsw i64 %pool1_grad.ty36773, 2
-  %413 = add nsw i64 %412, 2
-  %414 = mul nsw i64 %413, 512
-  %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %pool1_grad.tx36874, 2
-  %417 = add nsw i64 %416, 1
-  %418 = mul nsw i64 %417, 32
-  %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %pool1_grad.cv36975, 8
-  %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 619152, %421
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
-  %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %pool1_grad.j36672, 8192
-  %425 = mul nsw i64 %pool1_grad.ty36773, 2
-  %426 = add nsw i64 %425, 1
-  %427 = mul nsw i64 %426, 512
-  %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %pool1_grad.tx36874, 2
-  %430 = add nsw i64 %429, 1
-  %431 = mul nsw i64 %430, 32
-  %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %pool1_grad.cv36975, 8
-  %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 619152, %434
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
-  %436 = load <8 x float>, ptr %arena89, align 4
-  %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %pool1_grad.w376, align 32
-  %438 = mul nsw i64 %pool1_grad.j36672, 8192
-  %439 = mul nsw i64 %pool1_grad.ty36773, 2
-  %440 = add nsw i64 %439, 1
-  %441 = mul nsw i64 %440, 512
-  %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %pool1_grad.tx36874, 2
-  %444 = add nsw i64 %443, 1
-  %445 = mul nsw i64 %444, 32
-  %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %pool1_grad.cv36975, 8
-  %448 = add nsw i64 %446, %447
-  %449 = add nsw i64 619152, %448
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
-  %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %pool1_grad.j36672, 8192
-  %452 = mul nsw i64 %pool1_grad.ty36773, 2
-  %453 = add nsw i64 %452, 3
-  %454 = mul nsw i64 %453, 512
-  %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %pool1_grad.tx36874, 2
-  %457 = add nsw i64 %456, 1
-  %458 = mul nsw i64 %457, 32
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %pool1_grad.cv36975, 8
-  %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 619152, %461
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
-  %463 = load <8 x float>, ptr %arena91, align 4
-  %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %pool1_grad.w377, align 32
-  %465 = mul nsw i64 %pool1_grad.j36672, 8192
-  %466 = mul nsw i64 %pool1_grad.ty36773, 2
-  %467 = mul nsw i64 %466, 512
-  %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %pool1_grad.tx36874, 2
-  %470 = add nsw i64 %469, 2
-  %471 = mul nsw i64 %470, 32
-  %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %pool1_grad.cv36975, 8
-  %474 = add nsw i64 %472, %473
-  %475 = add nsw i64 619152, %474
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %pool1_grad.j36672, 8192
-  %478 = mul nsw i64 %pool1_grad.ty36773, 2
-  %479 = add nsw i64 %478, 2
-  %480 = mul nsw i64 %479, 512
-  %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %pool1_grad.tx36874, 2
-  %483 = add nsw i64 %482, 2
-  %484 = mul nsw i64 %483, 32
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %pool1_grad.cv36975, 8
-  %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 619152, %487
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load <8 x float>, ptr %arena93, align 4
-  %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %pool1_grad.w378, align 32
-  %491 = mul nsw i64 %pool1_grad.j36672, 8192
-  %492 = mul nsw i64 %pool1_grad.ty36773, 2
-  %493 = add nsw i64 %492, 1
-  %494 = mul nsw i64 %493, 512
-  %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %pool1_grad.tx36874, 2
-  %497 = add nsw i64 %496, 2
-  %498 = mul nsw i64 %497, 32
-  %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %pool1_grad.cv36975, 8
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 619152, %501
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %pool1_grad.j36672, 8192
-  %505 = mul nsw i64 %pool1_grad.ty36773, 2
-  %506 = add nsw i64 %505, 2
-  %507 = mul nsw i64 %506, 512
-  %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %pool1_grad.tx36874, 2
-  %510 = add nsw i64 %509, 2
-  %511 = mul nsw i64 %510, 32
-  %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %pool1_grad.cv36975, 8
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 619152, %514
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load <8 x float>, ptr %arena95, align 4
-  %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %pool1_grad.w379, align 32
-  %518 = mul nsw i64 %pool1_grad.j36672, 8192
-  %519 = mul nsw i64 %pool1_grad.ty36773, 2
-  %520 = add nsw i64 %519, 2
-  %521 = mul nsw i64 %520, 512
-  %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %pool1_grad.tx36874, 2
-  %524 = add nsw i64 %523, 2
-  %525 = mul nsw i64 %524, 32
-  %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %pool1_grad.cv36975, 8
-  %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 619152, %528
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %pool1_grad.j36672, 8192
-  %532 = mul nsw i64 %pool1_grad.ty36773, 2
-  %533 = add nsw i64 %532, 1
-  %534 = mul nsw i64 %533, 512
-  %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %pool1_grad.tx36874, 2
-  %537 = add nsw i64 %536, 2
-  %538 = mul nsw i64 %537, 32
-  %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %pool1_grad.cv36975, 8
-  %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 619152, %541
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
-  %543 = load <8 x float>, ptr %arena97, align 4
-  %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %pool1_grad.w380, align 32
-  %545 = mul nsw i64 %pool1_grad.j36672, 8192
-  %546 = mul nsw i64 %pool1_grad.ty36773, 2
-  %547 = add nsw i64 %546, 1
-  %548 = mul nsw i64 %547, 512
-  %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %pool1_grad.tx36874, 2
-  %551 = add nsw i64 %550, 2
-  %552 = mul nsw i64 %551, 32
-  %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %pool1_grad.cv36975, 8
-  %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 619152, %555
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %pool1_grad.j36672, 8192
-  %559 = mul nsw i64 %pool1_grad.ty36773, 2
-  %560 = add nsw i64 %559, 3
-  %561 = mul nsw i64 %560, 512
-  %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %pool1_grad.tx36874, 2
-  %564 = add nsw i64 %563, 2
-  %565 = mul nsw i64 %564, 32
-  %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %pool1_grad.cv36975, 8
-  %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 619152, %568
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
-  %570 = load <8 x float>, ptr %arena99, align 4
-  %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %pool1_grad.w381, align 32
-  %572 = mul nsw i64 %pool1_grad.j36672, 8192
-  %573 = mul nsw i64 %pool1_grad.ty36773, 2
-  %574 = mul nsw i64 %573, 512
-  %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %pool1_grad.tx36874, 2
-  %577 = add nsw i64 %576, 3
-  %578 = mul nsw i64 %577, 32
-  %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %pool1_grad.cv36975, 8
-  %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 619152, %581
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
-  %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %pool1_grad.j36672, 8192
-  %585 = mul nsw i64 %pool1_grad.ty36773, 2
-  %586 = add nsw i64 %585, 2
-  %587 = mul nsw i64 %586, 512
-  %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %pool1_grad.tx36874, 2
-  %590 = add nsw i64 %589, 3
-  %591 = mul nsw i64 %590, 32
-  %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %pool1_grad.cv36975, 8
-  %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 619152, %594
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
-  %596 = load <8 x float>, ptr %arena101, align 4
-  %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %pool1_grad.w382, align 32
-  %598 = mul nsw i64 %pool1_grad.j36672, 8192
-  %599 = mul nsw i64 %pool1_grad.ty36773, 2
-  %600 = add nsw i64 %599, 1
-  %601 = mul nsw i64 %600, 512
-  %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %pool1_grad.tx36874, 2
-  %604 = add nsw i64 %603, 3
-  %605 = mul nsw i64 %604, 32
-  %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %pool1_grad.cv36975, 8
-  %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 619152, %608
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
-  %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %pool1_grad.j36672, 8192
-  %612 = mul nsw i64 %pool1_grad.ty36773, 2
-  %613 = add nsw i64 %612, 2
-  %614 = mul nsw i64 %613, 512
-  %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %pool1_grad.tx36874, 2
-  %617 = add nsw i64 %616, 3
-  %618 = mul nsw i64 %617, 32
-  %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %pool1_grad.cv36975, 8
-  %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 619152, %621
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load <8 x float>, ptr %arena103, align 4
-  %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %pool1_grad.w383, align 32
-  %625 = mul nsw i64 %pool1_grad.j36672, 8192
-  %626 = mul nsw i64 %pool1_grad.ty36773, 2
-  %627 = add nsw i64 %626, 2
-  %628 = mul nsw i64 %627, 512
-  %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %pool1_grad.tx36874, 2
-  %631 = add nsw i64 %630, 3
-  %632 = mul nsw i64 %631, 32
-  %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %pool1_grad.cv36975, 8
-  %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 619152, %635
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
-  %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %pool1_grad.j36672, 8192
-  %639 = mul nsw i64 %pool1_grad.ty36773, 2
-  %640 = add nsw i64 %639, 1
-  %641 = mul nsw i64 %640, 512
-  %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %pool1_grad.tx36874, 2
-  %644 = add nsw i64 %643, 3
-  %645 = mul nsw i64 %644, 32
-  %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %pool1_grad.cv36975, 8
-  %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 619152, %648
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load <8 x float>, ptr %arena105, align 4
-  %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %pool1_grad.w384, align 32
-  %652 = mul nsw i64 %pool1_grad.j36672, 8192
-  %653 = mul nsw i64 %pool1_grad.ty36773, 2
-  %654 = add nsw i64 %653, 1
-  %655 = mul nsw i64 %654, 512
-  %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %pool1_grad.tx36874, 2
-  %658 = add nsw i64 %657, 3
-  %659 = mul nsw i64 %658, 32
-  %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %pool1_grad.cv36975, 8
-  %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 619152, %662
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
-  %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %pool1_grad.j36672, 8192
-  %666 = mul nsw i64 %pool1_grad.ty36773, 2
-  %667 = add nsw i64 %666, 3
-  %668 = mul nsw i64 %667, 512
-  %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %pool1_grad.tx36874, 2
-  %671 = add nsw i64 %670, 3
-  %672 = mul nsw i64 %671, 32
-  %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %pool1_grad.cv36975, 8
-  %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 619152, %675
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
-  %677 = load <8 x float>, ptr %arena107, align 4
-  %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %pool1_grad.w385, align 32
-  %w370 = load <8 x float>, ptr %pool1_grad.w370, align 32
-  %w378 = load <8 x float>, ptr %pool1_grad.w378, align 32
-  %679 = fsub <8 x float> %w370, %w378
-  store <8 x float> %679, ptr %pool1_grad.w386, align 32
-  %w374 = load <8 x float>, ptr %pool1_grad.w374, align 32
-  %w378108 = load <8 x float>, ptr %pool1_grad.w378, align 32
-  %680 = fadd <8 x float> %w374, %w378108
-  store <8 x float> %680, ptr %pool1_grad.w387, align 32
-  %w378109 = load <8 x float>, ptr %pool1_grad.w378, align 32
-  %w374110 = load <8 x float>, ptr %pool1_grad.w374, align 32
-  %681 = fsub <8 x float> %w378109, %w374110
-  store <8 x float> %681, ptr %pool1_grad.w388, align 32
-  %w374111 = load <8 x float>, ptr %pool1_grad.w374, align 32
-  %w382 = load <8 x float>, ptr %pool1_grad.w382, align 32
-  %682 = fsub <8 x float> %w374111, %w382
-  store <8 x float> %682, ptr %pool1_grad.w389, align 32
-  %w371 = load <8 x float>, ptr %pool1_grad.w371, align 32
-  %w379 = load <8 x float>, ptr %pool1_grad.w379, align 32
-  %683 = fsub <8 x float> %w371, %w379
-  store <8 x float> %683, ptr %pool1_grad.w390, align 32
-  %w375 = load <8 x float>, ptr %pool1_grad.w375, align 32
-  %w379112 = load <8 x float>, ptr %pool1_grad.w379, align 32
-  %684 = fadd <8 x float> %w375, %w379112
-  store <8 x float> %684, ptr %pool1_grad.w391, align 32
-  %w379113 = load <8 x float>, ptr %pool1_grad.w379, align 32
-  %w375114 = load <8 x float>, ptr %pool1_grad.w375, align 32
-  %685 = fsub <8 x float> %w379113, %w375114
-  store <8 x float> %685, ptr %pool1_grad.w392, align 32
-  %w375115 = load <8 x float>, ptr %pool1_grad.w375, align 32
-  %w383 = load <8 x float>, ptr %pool1_grad.w383, align 32
-  %686 = fsub <8 x float> %w375115, %w383
-  store <8 x float> %686, ptr %pool1_grad.w393, align 32
-  %w372 = load <8 x float>, ptr %pool1_grad.w372, align 32
-  %w380 = load <8 x float>, ptr %pool1_grad.w380, align 32
-  %687 = fsub <8 x float> %w372, %w380
-  store <8 x float> %687, ptr %pool1_grad.w394, align 32
-  %w376 = load <8 x float>, ptr %pool1_grad.w376, align 32
-  %w380116 = load <8 x float>, ptr %pool1_grad.w380, align 32
-  %688 = fadd <8 x float> %w376, %w380116
-  store <8 x float> %688, ptr %pool1_grad.w395, align 32
-  %w380117 = load <8 x float>, ptr %pool1_grad.w380, align 32
-  %w376118 = load <8 x float>, ptr %pool1_grad.w376, align 32
-  %689 = fsub <8 x float> %w380117, %w376118
-  store <8 x float> %689, ptr %pool1_grad.w396, align 32
-  %w376119 = load <8 x float>, ptr %pool1_grad.w376, align 32
-  %w384 = load <8 x float>, ptr %pool1_grad.w384, align 32
-  %690 = fsub <8 x float> %w376119, %w384
-  store <8 x float> %690, ptr %pool1_grad.w397, align 32
-  %w373 = load <8 x float>, ptr %pool1_grad.w373, align 32
-  %w381 = load <8 x float>, ptr %pool1_grad.w381, align 32
-  %691 = fsub <8 x float> %w373, %w381
-  store <8 x float> %691, ptr %pool1_grad.w398, align 32
-  %w377 = load <8 x float>, ptr %pool1_grad.w377, align 32
-  %w381120 = load <8 x float>, ptr %pool1_grad.w381, align 32
-  %692 = fadd <8 x float> %w377, %w381120
-  store <8 x float> %692, ptr %pool1_grad.w399, align 32
-  %w381121 = load <8 x float>, ptr %pool1_grad.w381, align 32
-  %w377122 = load <8 x float>, ptr %pool1_grad.w377, align 32
-  %693 = fsub <8 x float> %w381121, %w377122
-  store <8 x float> %693, ptr %pool1_grad.w400, align 32
-  %w377123 = load <8 x float>, ptr %pool1_grad.w377, align 32
-  %w385 = load <8 x float>, ptr %pool1_grad.w385, align 32
-  %694 = fsub <8 x float> %w377123, %w385
-  store <8 x float> %694, ptr %pool1_grad.w401, align 32
-  %w386 = load <8 x float>, ptr %pool1_grad.w386, align 32
-  %695 = mul nsw i64 %pool1_grad.j36672, 49
-  %696 = mul nsw i64 %pool1_grad.ty36773, 7
-  %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %pool1_grad.tx36874
-  %699 = mul nsw i64 %698, 32
-  %700 = add nsw i64 627344, %699
-  %701 = mul nsw i64 %pool1_grad.cv36975, 8
-  %702 = add nsw i64 %700, %701
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w386, ptr %arena124, align 4
-  %w387 = load <8 x float>, ptr %pool1_grad.w387, align 32
-  %703 = mul nsw i64 %pool1_grad.j36672, 49
-  %704 = mul nsw i64 %pool1_grad.ty36773, 7
-  %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %pool1_grad.tx36874
-  %707 = mul nsw i64 %706, 32
-  %708 = add nsw i64 628912, %707
-  %709 = mul nsw i64 %pool1_grad.cv36975, 8
-  %710 = add nsw i64 %708, %709
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w387, ptr %arena125, align 4
-  %w388 = load <8 x float>, ptr %pool1_grad.w388, align 32
-  %711 = mul nsw i64 %pool1_grad.j36672, 49
-  %712 = mul nsw i64 %pool1_grad.ty36773, 7
-  %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %pool1_grad.tx36874
-  %715 = mul nsw i64 %714, 32
-  %716 = add nsw i64 630480, %715
-  %717 = mul nsw i64 %pool1_grad.cv36975, 8
-  %718 = add nsw i64 %716, %717
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w388, ptr %arena126, align 4
-  %w389 = load <8 x float>, ptr %pool1_grad.w389, align 32
-  %719 = mul nsw i64 %pool1_grad.j36672, 49
-  %720 = mul nsw i64 %pool1_grad.ty36773, 7
-  %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %pool1_grad.tx36874
-  %723 = mul nsw i64 %722, 32
-  %724 = add nsw i64 632048, %723
-  %725 = mul nsw i64 %pool1_grad.cv36975, 8
-  %726 = add nsw i64 %724, %725
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w389, ptr %arena127, align 4
-  %w390 = load <8 x float>, ptr %pool1_grad.w390, align 32
-  %727 = mul nsw i64 %pool1_grad.j36672, 49
-  %728 = mul nsw i64 %pool1_grad.ty36773, 7
-  %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %pool1_grad.tx36874
-  %731 = mul nsw i64 %730, 32
-  %732 = add nsw i64 633616, %731
-  %733 = mul nsw i64 %pool1_grad.cv36975, 8
-  %734 = add nsw i64 %732, %733
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w390, ptr %arena128, align 4
-  %w391 = load <8 x float>, ptr %pool1_grad.w391, align 32
-  %735 = mul nsw i64 %pool1_grad.j36672, 49
-  %736 = mul nsw i64 %pool1_grad.ty36773, 7
-  %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %pool1_grad.tx36874
-  %739 = mul nsw i64 %738, 32
-  %740 = add nsw i64 635184, %739
-  %741 = mul nsw i64 %pool1_grad.cv36975, 8
-  %742 = add nsw i64 %740, %741
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w391, ptr %arena129, align 4
-  %w392 = load <8 x float>, ptr %pool1_grad.w392, align 32
-  %743 = mul nsw i64 %pool1_grad.j36672, 49
-  %744 = mul nsw i64 %pool1_grad.ty36773, 7
-  %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %pool1_grad.tx36874
-  %747 = mul nsw i64 %746, 32
-  %748 = add nsw i64 636752, %747
-  %749 = mul nsw i64 %pool1_grad.cv36975, 8
-  %750 = add nsw i64 %748, %749
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w392, ptr %arena130, align 4
-  %w393 = load <8 x float>, ptr %pool1_grad.w393, align 32
-  %751 = mul nsw i64 %pool1_grad.j36672, 49
-  %752 = mul nsw i64 %pool1_grad.ty36773, 7
-  %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %pool1_grad.tx36874
-  %755 = mul nsw i64 %754, 32
-  %756 = add nsw i64 638320, %755
-  %757 = mul nsw i64 %pool1_grad.cv36975, 8
-  %758 = add nsw i64 %756, %757
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w393, ptr %arena131, align 4
-  %w394 = load <8 x float>, ptr %pool1_grad.w394, align 32
-  %759 = mul nsw i64 %pool1_grad.j36672, 49
-  %760 = mul nsw i64 %pool1_grad.ty36773, 7
-  %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %pool1_grad.tx36874
-  %763 = mul nsw i64 %762, 32
-  %764 = add nsw i64 639888, %763
-  %765 = mul nsw i64 %pool1_grad.cv36975, 8
-  %766 = add nsw i64 %764, %765
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w394, ptr %arena132, align 4
-  %w395 = load <8 x float>, ptr %pool1_grad.w395, align 32
-  %767 = mul nsw i64 %pool1_grad.j36672, 49
-  %768 = mul nsw i64 %pool1_grad.ty36773, 7
-  %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %pool1_grad.tx36874
-  %771 = mul nsw i64 %770, 32
-  %772 = add nsw i64 641456, %771
-  %773 = mul nsw i64 %pool1_grad.cv36975, 8
-  %774 = add nsw i64 %772, %773
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w395, ptr %arena133, align 4
-  %w396 = load <8 x float>, ptr %pool1_grad.w396, align 32
-  %775 = mul nsw i64 %pool1_grad.j36672, 49
-  %776 = mul nsw i64 %pool1_grad.ty36773, 7
-  %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %pool1_grad.tx36874
-  %779 = mul nsw i64 %778, 32
-  %780 = add nsw i64 643024, %779
-  %781 = mul nsw i64 %pool1_grad.cv36975, 8
-  %782 = add nsw i64 %780, %781
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w396, ptr %arena134, align 4
-  %w397 = load <8 x float>, ptr %pool1_grad.w397, align 32
-  %783 = mul nsw i64 %pool1_grad.j36672, 49
-  %784 = mul nsw i64 %pool1_grad.ty36773, 7
-  %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %pool1_grad.tx36874
-  %787 = mul nsw i64 %786, 32
-  %788 = add nsw i64 644592, %787
-  %789 = mul nsw i64 %pool1_grad.cv36975, 8
-  %790 = add nsw i64 %788, %789
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w397, ptr %arena135, align 4
-  %w398 = load <8 x float>, ptr %pool1_grad.w398, align 32
-  %791 = mul nsw i64 %pool1_grad.j36672, 49
-  %792 = mul nsw i64 %pool1_grad.ty36773, 7
-  %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %pool1_grad.tx36874
-  %795 = mul nsw i64 %794, 32
-  %796 = add nsw i64 646160, %795
-  %797 = mul nsw i64 %pool1_grad.cv36975, 8
-  %798 = add nsw i64 %796, %797
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w398, ptr %arena136, align 4
-  %w399 = load <8 x float>, ptr %pool1_grad.w399, align 32
-  %799 = mul nsw i64 %pool1_grad.j36672, 49
-  %800 = mul nsw i64 %pool1_grad.ty36773, 7
-  %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %pool1_grad.tx36874
-  %803 = mul nsw i64 %802, 32
-  %804 = add nsw i64 647728, %803
-  %805 = mul nsw i64 %pool1_grad.cv36975, 8
-  %806 = add nsw i64 %804, %805
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w399, ptr %arena137, align 4
-  %w400 = load <8 x float>, ptr %pool1_grad.w400, align 32
-  %807 = mul nsw i64 %pool1_grad.j36672, 49
-  %808 = mul nsw i64 %pool1_grad.ty36773, 7
-  %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.tx36874
-  %811 = mul nsw i64 %810, 32
-  %812 = add nsw i64 649296, %811
-  %813 = mul nsw i64 %pool1_grad.cv36975, 8
-  %814 = add nsw i64 %812, %813
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w400, ptr %arena138, align 4
-  %w401 = load <8 x float>, ptr %pool1_grad.w401, align 32
-  %815 = mul nsw i64 %pool1_grad.j36672, 49
-  %816 = mul nsw i64 %pool1_grad.ty36773, 7
-  %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %pool1_grad.tx36874
-  %819 = mul nsw i64 %818, 32
-  %820 = add nsw i64 650864, %819
-  %821 = mul nsw i64 %pool1_grad.cv36975, 8
-  %822 = add nsw i64 %820, %821
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w401, ptr %arena139, align 4
-  %cv369.next = add nsw i64 %pool1_grad.cv36975, 1
-  %823 = icmp slt i64 %cv369.next, 4
-  br i1 %823, label %pool1_grad.cv369, label %pool1_grad.cv369.end
-
-pool1_grad.cv369.end:                             ; preds = %pool1_grad.cv369
-  %tx368.next = add nsw i64 %pool1_grad.tx36874, 1
-  %824 = icmp slt i64 %tx368.next, 7
-  br i1 %824, label %pool1_grad.tx368, label %pool1_grad.tx368.end
-
-pool1_grad.xi402:                                 ; preds = %pool1_grad.xi402, %pool1_grad.j366.end
-  %pool1_grad.xi402140 = phi i64 [ 0, %pool1_grad.j366.end ], [ %xi402.next, %pool1_grad.xi402 ]
-  call void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi402140)
-  %xi402.next = add nsw i64 %pool1_grad.xi402140, 1
-  %825 = icmp slt i64 %xi402.next, 16
-  br i1 %825, label %pool1_grad.xi402, label %pool1_grad.xi402.end
-
-pool1_grad.xi402.end:                             ; preds = %pool1_grad.xi402
-  br label %pool1_grad.j410
-
-pool1_grad.j410:                                  ; preds = %pool1_grad.ty411.end, %pool1_grad.xi402.end
-  %pool1_grad.j410141 = phi i64 [ 0, %pool1_grad.xi402.end ], [ %j410.next, %pool1_grad.ty411.end ]
-  br label %pool1_grad.ty411
-
-pool1_grad.j410.end:                              ; preds = %pool1_grad.ty411.end
-  br label %pool1_grad.j426
-
-pool1_grad.ty411:                                 ; preds = %pool1_grad.tx412.end, %pool1_grad.j410
-  %pool1_grad.ty411142 = phi i64 [ 0, %pool1_grad.j410 ], [ %ty411.next, %pool1_grad.tx412.end ]
-  br label %pool1_grad.tx412
-
-pool1_grad.ty411.end:                             ; preds = %pool1_grad.tx412.end
-  %j410.next = add nsw i64 %pool1_grad.j410141, 1
-  %826 = icmp slt i64 %j410.next, 1
-  br i1 %826, label %pool1_grad.j410, label %pool1_grad.j410.end
-
-pool1_grad.tx412:                                 ; preds = %pool1_grad.cv413.end, %pool1_grad.ty411
-  %pool1_grad.tx412143 = phi i64 [ 0, %pool1_grad.ty411 ], [ %tx412.next, %pool1_grad.cv413.end ]
-  br label %pool1_grad.cv413
-
-pool1_grad.tx412.end:                             ; preds = %pool1_grad.cv413.end
-  %ty411.next = add nsw i64 %pool1_grad.ty411142, 1
-  %827 = icmp slt i64 %ty411.next, 7
-  br i1 %827, label %pool1_grad.ty411, label %pool1_grad.ty411.end
-
-pool1_grad.cv413:                                 ; preds = %pool1_grad.cv413, %pool1_grad.tx412
-  %pool1_grad.cv413144 = phi i64 [ 0, %pool1_grad.tx412 ], [ %cv413.next, %pool1_grad.cv413 ]
-  %828 = mul nsw i64 %pool1_grad.j410141, 49
-  %829 = mul nsw i64 %pool1_grad.ty411142, 7
-  %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %pool1_grad.tx412143
-  %832 = mul nsw i64 %831, 16
-  %833 = add nsw i64 652432, %832
-  %834 = mul nsw i64 %pool1_grad.cv413144, 8
-  %835 = add nsw i64 %833, %834
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %835
-  %836 = load <8 x float>, ptr %arena145, align 4
-  %837 = mul nsw i64 %pool1_grad.j410141, 49
-  %838 = mul nsw i64 %pool1_grad.ty411142, 7
-  %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %pool1_grad.tx412143
-  %841 = mul nsw i64 %840, 16
-  %842 = add nsw i64 655568, %841
-  %843 = mul nsw i64 %pool1_grad.cv413144, 8
-  %844 = add nsw i64 %842, %843
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %844
-  %845 = load <8 x float>, ptr %arena146, align 4
-  %846 = fadd <8 x float> %836, %845
-  %847 = mul nsw i64 %pool1_grad.j410141, 49
-  %848 = mul nsw i64 %pool1_grad.ty411142, 7
-  %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %pool1_grad.tx412143
-  %851 = mul nsw i64 %850, 16
-  %852 = add nsw i64 658704, %851
-  %853 = mul nsw i64 %pool1_grad.cv413144, 8
-  %854 = add nsw i64 %852, %853
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %854
-  %855 = load <8 x float>, ptr %arena147, align 4
-  %856 = fadd <8 x float> %846, %855
-  store <8 x float> %856, ptr %pool1_grad.w414, align 32
-  %857 = mul nsw i64 %pool1_grad.j410141, 49
-  %858 = mul nsw i64 %pool1_grad.ty411142, 7
-  %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %859, %pool1_grad.tx412143
-  %861 = mul nsw i64 %860, 16
-  %862 = add nsw i64 655568, %861
-  %863 = mul nsw i64 %pool1_grad.cv413144, 8
-  %864 = add nsw i64 %862, %863
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %864
-  %865 = load <8 x float>, ptr %arena148, align 4
-  %866 = mul nsw i64 %pool1_grad.j410141, 49
-  %867 = mul nsw i64 %pool1_grad.ty411142, 7
-  %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %868, %pool1_grad.tx412143
-  %870 = mul nsw i64 %869, 16
-  %871 = add nsw i64 658704, %870
-  %872 = mul nsw i64 %pool1_grad.cv413144, 8
-  %873 = add nsw i64 %871, %872
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load <8 x float>, ptr %arena149, align 4
-  %875 = fsub <8 x float> %865, %874
-  %876 = mul nsw i64 %pool1_grad.j410141, 49
-  %877 = mul nsw i64 %pool1_grad.ty411142, 7
-  %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %pool1_grad.tx412143
-  %880 = mul nsw i64 %879, 16
-  %881 = add nsw i64 661840, %880
-  %882 = mul nsw i64 %pool1_grad.cv413144, 8
-  %883 = add nsw i64 %881, %882
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %883
-  %884 = load <8 x float>, ptr %arena150, align 4
-  %885 = fsub <8 x float> %875, %884
-  store <8 x float> %885, ptr %pool1_grad.w415, align 32
-  %886 = mul nsw i64 %pool1_grad.j410141, 49
-  %887 = mul nsw i64 %pool1_grad.ty411142, 7
-  %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %pool1_grad.tx412143
-  %890 = mul nsw i64 %889, 16
-  %891 = add nsw i64 653216, %890
-  %892 = mul nsw i64 %pool1_grad.cv413144, 8
-  %893 = add nsw i64 %891, %892
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load <8 x float>, ptr %arena151, align 4
-  %895 = mul nsw i64 %pool1_grad.j410141, 49
-  %896 = mul nsw i64 %pool1_grad.ty411142, 7
-  %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %pool1_grad.tx412143
-  %899 = mul nsw i64 %898, 16
-  %900 = add nsw i64 656352, %899
-  %901 = mul nsw i64 %pool1_grad.cv413144, 8
-  %902 = add nsw i64 %900, %901
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %902
-  %903 = load <8 x float>, ptr %arena152, align 4
-  %904 = fadd <8 x float> %894, %903
-  %905 = mul nsw i64 %pool1_grad.j410141, 49
-  %906 = mul nsw i64 %pool1_grad.ty411142, 7
-  %907 = add nsw i64 %905, %906
-  %908 = add nsw i64 %907, %pool1_grad.tx412143
-  %909 = mul nsw i64 %908, 16
-  %910 = add nsw i64 659488, %909
-  %911 = mul nsw i64 %pool1_grad.cv413144, 8
-  %912 = add nsw i64 %910, %911
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = load <8 x float>, ptr %arena153, align 4
-  %914 = fadd <8 x float> %904, %913
-  store <8 x float> %914, ptr %pool1_grad.w416, align 32
-  %915 = mul nsw i64 %pool1_grad.j410141, 49
-  %916 = mul nsw i64 %pool1_grad.ty411142, 7
-  %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %917, %pool1_grad.tx412143
-  %919 = mul nsw i64 %918, 16
-  %920 = add nsw i64 656352, %919
-  %921 = mul nsw i64 %pool1_grad.cv413144, 8
-  %922 = add nsw i64 %920, %921
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load <8 x float>, ptr %arena154, align 4
-  %924 = mul nsw i64 %pool1_grad.j410141, 49
-  %925 = mul nsw i64 %pool1_grad.ty411142, 7
-  %926 = add nsw i64 %924, %925
-  %927 = add nsw i64 %926, %pool1_grad.tx412143
-  %928 = mul nsw i64 %927, 16
-  %929 = add nsw i64 659488, %928
-  %930 = mul nsw i64 %pool1_grad.cv413144, 8
-  %931 = add nsw i64 %929, %930
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %931
-  %932 = load <8 x float>, ptr %arena155, align 4
-  %933 = fsub <8 x float> %923, %932
-  %934 = mul nsw i64 %pool1_grad.j410141, 49
-  %935 = mul nsw i64 %pool1_grad.ty411142, 7
-  %936 = add nsw i64 %934, %935
-  %937 = add nsw i64 %936, %pool1_grad.tx412143
-  %938 = mul nsw i64 %937, 16
-  %939 = add nsw i64 662624, %938
-  %940 = mul nsw i64 %pool1_grad.cv413144, 8
-  %941 = add nsw i64 %939, %940
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %941
-  %942 = load <8 x float>, ptr %arena156, align 4
-  %943 = fsub <8 x float> %933, %942
-  store <8 x float> %943, ptr %pool1_grad.w417, align 32
-  %944 = mul nsw i64 %pool1_grad.j410141, 49
-  %945 = mul nsw i64 %pool1_grad.ty411142, 7
-  %946 = add nsw i64 %944, %945
-  %947 = add nsw i64 %946, %pool1_grad.tx412143
-  %948 = mul nsw i64 %947, 16
-  %949 = add nsw i64 654000, %948
-  %950 = mul nsw i64 %pool1_grad.cv413144, 8
-  %951 = add nsw i64 %949, %950
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %951
-  %952 = load <8 x float>, ptr %arena157, align 4
-  %953 = mul nsw i64 %pool1_grad.j410141, 49
-  %954 = mul nsw i64 %pool1_grad.ty411142, 7
-  %955 = add nsw i64 %953, %954
-  %956 = add nsw i64 %955, %pool1_grad.tx412143
-  %957 = mul nsw i64 %956, 16
-  %958 = add nsw i64 657136, %957
-  %959 = mul nsw i64 %pool1_grad.cv413144, 8
-  %960 = add nsw i64 %958, %959
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load <8 x float>, ptr %arena158, align 4
-  %962 = fadd <8 x float> %952, %961
-  %963 = mul nsw i64 %pool1_grad.j410141, 49
-  %964 = mul nsw i64 %pool1_grad.ty411142, 7
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %pool1_grad.tx412143
-  %967 = mul nsw i64 %966, 16
-  %968 = add nsw i64 660272, %967
-  %969 = mul nsw i64 %pool1_grad.cv413144, 8
-  %970 = add nsw i64 %968, %969
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %970
-  %971 = load <8 x float>, ptr %arena159, align 4
-  %972 = fadd <8 x float> %962, %971
-  store <8 x float> %972, ptr %pool1_grad.w418, align 32
-  %973 = mul nsw i64 %pool1_grad.j410141, 49
-  %974 = mul nsw i64 %pool1_grad.ty411142, 7
-  %975 = add nsw i64 %973, %974
-  %976 = add nsw i64 %975, %pool1_grad.tx412143
-  %977 = mul nsw i64 %976, 16
-  %978 = add nsw i64 657136, %977
-  %979 = mul nsw i64 %pool1_grad.cv413144, 8
-  %980 = add nsw i64 %978, %979
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %980
-  %981 = load <8 x float>, ptr %arena160, align 4
-  %982 = mul nsw i64 %pool1_grad.j410141, 49
-  %983 = mul nsw i64 %pool1_grad.ty411142, 7
-  %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %pool1_grad.tx412143
-  %986 = mul nsw i64 %985, 16
-  %987 = add nsw i64 660272, %986
-  %988 = mul nsw i64 %pool1_grad.cv413144, 8
-  %989 = add nsw i64 %987, %988
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %989
-  %990 = load <8 x float>, ptr %arena161, align 4
-  %991 = fsub <8 x float> %981, %990
-  %992 = mul nsw i64 %pool1_grad.j410141, 49
-  %993 = mul nsw i64 %pool1_grad.ty411142, 7
-  %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %994, %pool1_grad.tx412143
-  %996 = mul nsw i64 %995, 16
-  %997 = add nsw i64 663408, %996
-  %998 = mul nsw i64 %pool1_grad.cv413144, 8
-  %999 = add nsw i64 %997, %998
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %999
-  %1000 = load <8 x float>, ptr %arena162, align 4
-  %1001 = fsub <8 x float> %991, %1000
-  store <8 x float> %1001, ptr %pool1_grad.w419, align 32
-  %1002 = mul nsw i64 %pool1_grad.j410141, 49
-  %1003 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %pool1_grad.tx412143
-  %1006 = mul nsw i64 %1005, 16
-  %1007 = add nsw i64 654784, %1006
-  %1008 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1009 = add nsw i64 %1007, %1008
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1009
-  %1010 = load <8 x float>, ptr %arena163, align 4
-  %1011 = mul nsw i64 %pool1_grad.j410141, 49
-  %1012 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %pool1_grad.tx412143
-  %1015 = mul nsw i64 %1014, 16
-  %1016 = add nsw i64 657920, %1015
-  %1017 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1018 = add nsw i64 %1016, %1017
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1018
-  %1019 = load <8 x float>, ptr %arena164, align 4
-  %1020 = fadd <8 x float> %1010, %1019
-  %1021 = mul nsw i64 %pool1_grad.j410141, 49
-  %1022 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %pool1_grad.tx412143
-  %1025 = mul nsw i64 %1024, 16
-  %1026 = add nsw i64 661056, %1025
-  %1027 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1028 = add nsw i64 %1026, %1027
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1028
-  %1029 = load <8 x float>, ptr %arena165, align 4
-  %1030 = fadd <8 x float> %1020, %1029
-  store <8 x float> %1030, ptr %pool1_grad.w420, align 32
-  %1031 = mul nsw i64 %pool1_grad.j410141, 49
-  %1032 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1033 = add nsw i64 %1031, %1032
-  %1034 = add nsw i64 %1033, %pool1_grad.tx412143
-  %1035 = mul nsw i64 %1034, 16
-  %1036 = add nsw i64 657920, %1035
-  %1037 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1038 = add nsw i64 %1036, %1037
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1038
-  %1039 = load <8 x float>, ptr %arena166, align 4
-  %1040 = mul nsw i64 %pool1_grad.j410141, 49
-  %1041 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %pool1_grad.tx412143
-  %1044 = mul nsw i64 %1043, 16
-  %1045 = add nsw i64 661056, %1044
-  %1046 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1047 = add nsw i64 %1045, %1046
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load <8 x float>, ptr %arena167, align 4
-  %1049 = fsub <8 x float> %1039, %1048
-  %1050 = mul nsw i64 %pool1_grad.j410141, 49
-  %1051 = mul nsw i64 %pool1_grad.ty411142, 7
-  %1052 = add nsw i64 %1050, %1051
-  %1053 = add nsw i64 %1052, %pool1_grad.tx412143
-  %1054 = mul nsw i64 %1053, 16
-  %1055 = add nsw i64 664192, %1054
-  %1056 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1057 = add nsw i64 %1055, %1056
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1057
-  %1058 = load <8 x float>, ptr %arena168, align 4
-  %1059 = fsub <8 x float> %1049, %1058
-  store <8 x float> %1059, ptr %pool1_grad.w421, align 32
-  %w414 = load <8 x float>, ptr %pool1_grad.w414, align 32
-  %w416 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %1060 = fadd <8 x float> %w414, %w416
-  %w418 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %1061 = fadd <8 x float> %1060, %w418
-  store <8 x float> %1061, ptr %pool1_grad.w422, align 32
-  %w416169 = load <8 x float>, ptr %pool1_grad.w416, align 32
-  %w418170 = load <8 x float>, ptr %pool1_grad.w418, align 32
-  %1062 = fsub <8 x float> %w416169, %w418170
-  %w420 = load <8 x float>, ptr %pool1_grad.w420, align 32
-  %1063 = fsub <8 x float> %1062, %w420
-  store <8 x float> %1063, ptr %pool1_grad.w423, align 32
-  %w415 = load <8 x float>, ptr %pool1_grad.w415, align 32
-  %w417 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %1064 = fadd <8 x float> %w415, %w417
-  %w419 = load <8 x float>, ptr %pool1_grad.w419, align 32
-  %1065 = fadd <8 x float> %1064, %w419
-  store <8 x float> %1065, ptr %pool1_grad.w424, align 32
-  %w417171 = load <8 x float>, ptr %pool1_grad.w417, align 32
-  %w419172 = load <8 x float>, ptr %pool1_grad.w419, align 32
-  %1066 = fsub <8 x float> %w417171, %w419172
-  %w421 = load <8 x float>, ptr %pool1_grad.w421, align 32
-  %1067 = fsub <8 x float> %1066, %w421
-  store <8 x float> %1067, ptr %pool1_grad.w425, align 32
-  %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
-  %1068 = mul nsw i64 %pool1_grad.j410141, 14
-  %1069 = mul nsw i64 %pool1_grad.ty411142, 2
-  %1070 = add nsw i64 %1068, %1069
-  %1071 = mul nsw i64 %1070, 14
-  %1072 = mul nsw i64 %pool1_grad.tx412143, 2
-  %1073 = add nsw i64 %1071, %1072
-  %1074 = mul nsw i64 %1073, 16
-  %1075 = add nsw i64 664976, %1074
-  %1076 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1077 = add nsw i64 %1075, %1076
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store <8 x float> %w422, ptr %arena173, align 4
-  %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
-  %1078 = mul nsw i64 %pool1_grad.j410141, 14
-  %1079 = mul nsw i64 %pool1_grad.ty411142, 2
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = mul nsw i64 %1080, 14
-  %1082 = mul nsw i64 %pool1_grad.tx412143, 2
-  %1083 = add nsw i64 %1081, %1082
-  %1084 = add nsw i64 %1083, 1
-  %1085 = mul nsw i64 %1084, 16
-  %1086 = add nsw i64 664976, %1085
-  %1087 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1088 = add nsw i64 %1086, %1087
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store <8 x float> %w423, ptr %arena174, align 4
-  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
-  %1089 = mul nsw i64 %pool1_grad.j410141, 14
-  %1090 = mul nsw i64 %pool1_grad.ty411142, 2
-  %1091 = add nsw i64 %1089, %1090
-  %1092 = add nsw i64 %1091, 1
-  %1093 = mul nsw i64 %1092, 14
-  %1094 = mul nsw i64 %pool1_grad.tx412143, 2
-  %1095 = add nsw i64 %1093, %1094
-  %1096 = mul nsw i64 %1095, 16
-  %1097 = add nsw i64 664976, %1096
-  %1098 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1099 = add nsw i64 %1097, %1098
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %1099
-  store <8 x float> %w424, ptr %arena175, align 4
-  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
-  %1100 = mul nsw i64 %pool1_grad.j410141, 14
-  %1101 = mul nsw i64 %pool1_grad.ty411142, 2
-  %1102 = add nsw i64 %1100, %1101
-  %1103 = add nsw i64 %1102, 1
-  %1104 = mul nsw i64 %1103, 14
-  %1105 = mul nsw i64 %pool1_grad.tx412143, 2
-  %1106 = add nsw i64 %1104, %1105
-  %1107 = add nsw i64 %1106, 1
-  %1108 = mul nsw i64 %1107, 16
-  %1109 = add nsw i64 664976, %1108
-  %1110 = mul nsw i64 %pool1_grad.cv413144, 8
-  %1111 = add nsw i64 %1109, %1110
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1111
-  store <8 x float> %w425, ptr %arena176, align 4
-  %cv413.next = add nsw i64 %pool1_grad.cv413144, 1
-  %1112 = icmp slt i64 %cv413.next, 2
-  br i1 %1112, label %pool1_grad.cv413, label %pool1_grad.cv413.end
-
-pool1_grad.cv413.end:                             ; preds = %pool1_grad.cv413
-  %tx412.next = add nsw i64 %pool1_grad.tx412143, 1
-  %1113 = icmp slt i64 %tx412.next, 7
-  br i1 %1113, label %pool1_grad.tx412, label %pool1_grad.tx412.end
-
-pool1_grad.j426:                                  ; preds = %pool1_grad.c430.end, %pool1_grad.j410.end
-  %pool1_grad.j426177 = phi i64 [ 0, %pool1_grad.j410.end ], [ %j426.next, %pool1_grad.c430.end ]
-  br label %pool1_grad.qb427
-
-pool1_grad.j426.end:                              ; preds = %pool1_grad.c430.end
-  %g361.next = add nsw i64 %pool1_grad.g36165, 1
-  %1114 = icmp slt i64 %g361.next, 64
-  br i1 %1114, label %pool1_grad.g361, label %pool1_grad.g361.end
-
-pool1_grad.qb427:                                 ; preds = %pool1_grad.c428.end, %pool1_grad.j426
-  %pool1_grad.qb427178 = phi i64 [ 0, %pool1_grad.j426 ], [ %qb427.next, %pool1_grad.c428.end ]
-  br label %pool1_grad.c428
-
-pool1_grad.qb427.end:                             ; preds = %pool1_grad.c428.end
-  br label %pool1_grad.c430
-
-pool1_grad.c428:                                  ; preds = %pool1_grad.q429.end, %pool1_grad.qb427
-  %pool1_grad.c428179 = phi i64 [ 0, %pool1_grad.qb427 ], [ %c428.next, %pool1_grad.q429.end ]
-  br label %pool1_grad.q429
-
-pool1_grad.c428.end:                              ; preds = %pool1_grad.q429.end
-  %qb427.next = add nsw i64 %pool1_grad.qb427178, 1
-  %1115 = icmp slt i64 %qb427.next, 3
-  br i1 %1115, label %pool1_grad.qb427, label %pool1_grad.qb427.end
-
-pool1_grad.q429:                                  ; preds = %pool1_grad.q429, %pool1_grad.c428
-  %pool1_grad.q429180 = phi i64 [ 0, %pool1_grad.c428 ], [ %q429.next, %pool1_grad.q429 ]
-  %1116 = mul nsw i64 %pool1_grad.j426177, 196
-  %1117 = mul nsw i64 %pool1_grad.qb427178, 64
-  %1118 = add nsw i64 %pool1_grad.q429180, %1117
-  %1119 = add nsw i64 %1116, %1118
-  %1120 = mul nsw i64 %1119, 16
-  %1121 = add nsw i64 664976, %1120
-  %1122 = add nsw i64 %1121, %pool1_grad.c428179
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1122
-  %1123 = load float, ptr %arena181, align 4
-  %1124 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j426177
-  %1125 = mul nsw i64 %1124, 3136
-  %1126 = add nsw i64 401408, %1125
-  %1127 = mul nsw i64 %pool1_grad.c428179, 196
-  %1128 = add nsw i64 %1126, %1127
-  %1129 = mul nsw i64 %pool1_grad.qb427178, 64
-  %1130 = add nsw i64 %pool1_grad.q429180, %1129
-  %1131 = add nsw i64 %1128, %1130
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1131
-  store float %1123, ptr %arena182, align 4
-  %q429.next = add nsw i64 %pool1_grad.q429180, 1
-  %1132 = icmp slt i64 %q429.next, 64
-  br i1 %1132, label %pool1_grad.q429, label %pool1_grad.q429.end
-
-pool1_grad.q429.end:                              ; preds = %pool1_grad.q429
-  %c428.next = add nsw i64 %pool1_grad.c428179, 1
-  %1133 = icmp slt i64 %c428.next, 16
-  br i1 %1133, label %pool1_grad.c428, label %pool1_grad.c428.end
-
-pool1_grad.c430:                                  ; preds = %pool1_grad.q431.end, %pool1_grad.qb427.end
-  %pool1_grad.c430183 = phi i64 [ 0, %pool1_grad.qb427.end ], [ %c430.next, %pool1_grad.q431.end ]
-  br label %pool1_grad.q431
-
-pool1_grad.c430.end:                              ; preds = %pool1_grad.q431.end
-  %j426.next = add nsw i64 %pool1_grad.j426177, 1
-  %1134 = icmp slt i64 %j426.next, 1
-  br i1 %1134, label %pool1_grad.j426, label %pool1_grad.j426.end
-
-pool1_grad.q431:                                  ; preds = %pool1_grad.q431, %pool1_grad.c430
-  %pool1_grad.q431184 = phi i64 [ 0, %pool1_grad.c430 ], [ %q431.next, %pool1_grad.q431 ]
-  %1135 = mul nsw i64 %pool1_grad.j426177, 196
-  %1136 = add nsw i64 %pool1_grad.q431184, 192
-  %1137 = add nsw i64 %1135, %1136
-  %1138 = mul nsw i64 %1137, 16
-  %1139 = add nsw i64 664976, %1138
-  %1140 = add nsw i64 %1139, %pool1_grad.c430183
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1140
-  %1141 = load float, ptr %arena185, align 4
-  %1142 = add nsw i64 %pool1_grad.g36165, %pool1_grad.j426177
-  %1143 = mul nsw i64 %1142, 3136
-  %1144 = add nsw i64 401408, %1143
-  %1145 = mul nsw i64 %pool1_grad.c430183, 196
-  %1146 = add nsw i64 %1144, %1145
-  %1147 = add nsw i64 %pool1_grad.q431184, 192
-  %1148 = add nsw i64 %1146, %1147
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1148
-  store float %1141, ptr %arena186, align 4
-  %q431.next = add nsw i64 %pool1_grad.q431184, 1
-  %1149 = icmp slt i64 %q431.next, 4
-  br i1 %1149, label %pool1_grad.q431, label %pool1_grad.q431.end
-
-pool1_grad.q431.end:                              ; preds = %pool1_grad.q431
-  %c430.next = add nsw i64 %pool1_grad.c430183, 1
-  %1150 = icmp slt i64 %c430.next, 16
-  br i1 %1150, label %pool1_grad.c430, label %pool1_grad.c430.end
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k18.pool1_grad.gemm409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+define internal void @smallcnn_train_b64.k18.pool1_grad.part409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %pool1_grad.t407_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t407_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t407_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t407_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t407_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_a4 = alloca <8 x float>, align 32
-  %pool1_grad.t405_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t405_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t405_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c4_1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c4_0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t405_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb403
+  %pool1_grad.w433 = alloca <8 x float>, align 32
+  %pool1_grad.w432 = alloca <8 x float>, align 32
+  %pool1_grad.w431 = alloca <8 x float>, align 32
+  %pool1_grad.w430 = alloca <8 x float>, align 32
+  %pool1_grad.w429 = alloca <8 x float>, align 32
+  %pool1_grad.w428 = alloca <8 x float>, align 32
+  %pool1_grad.w427 = alloca <8 x float>, align 32
+  %pool1_grad.w426 = alloca <8 x float>, align 32
+  %pool1_grad.w425 = alloca <8 x float>, align 32
+  %pool1_grad.w424 = alloca <8 x float>, align 32
+  %pool1_grad.w423 = alloca <8 x float>, align 32
+  %pool1_grad.w422 = alloca <8 x float>, align 32
+  br label %pool1_grad.xi410
 
-pool1_grad.nb403:                                 ; preds = %pool1_grad.k408.end, %entry
-  %pool1_grad.nb4031 = phi i64 [ 0, %entry ], [ %nb403.next, %pool1_grad.k408.end ]
-  br label %pool1_grad.mb404
+pool1_grad.xi410:                                 ; preds = %pool1_grad.xi410, %entry
+  %pool1_grad.xi4101 = phi i64 [ 0, %entry ], [ %xi410.next, %pool1_grad.xi410 ]
+  call void @smallcnn_train_b64.k18.pool1_grad.part409.gemm417(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %pool1_grad.xi4101, i64 %1)
+  %xi410.next = add nsw i64 %pool1_grad.xi4101, 1
+  %2 = icmp slt i64 %xi410.next, 16
+  br i1 %2, label %pool1_grad.xi410, label %pool1_grad.xi410.end
 
-pool1_grad.nb403.end:                             ; preds = %pool1_grad.k408.end
+pool1_grad.xi410.end:                             ; preds = %pool1_grad.xi410
+  br label %pool1_grad.j418
+
+pool1_grad.j418:                                  ; preds = %pool1_grad.ty419.end, %pool1_grad.xi410.end
+  %pool1_grad.j4182 = phi i64 [ 0, %pool1_grad.xi410.end ], [ %j418.next, %pool1_grad.ty419.end ]
+  br label %pool1_grad.ty419
+
+pool1_grad.j418.end:                              ; preds = %pool1_grad.ty419.end
+  br label %pool1_grad.j434
+
+pool1_grad.ty419:                                 ; preds = %pool1_grad.tx420.end, %pool1_grad.j418
+  %pool1_grad.ty4193 = phi i64 [ 0, %pool1_grad.j418 ], [ %ty419.next, %pool1_grad.tx420.end ]
+  br label %pool1_grad.tx420
+
+pool1_grad.ty419.end:                             ; preds = %pool1_grad.tx420.end
+  %j418.next = add nsw i64 %pool1_grad.j4182, 1
+  %3 = icmp slt i64 %j418.next, 1
+  br i1 %3, label %pool1_grad.j418, label %pool1_grad.j418.end
+
+pool1_grad.tx420:                                 ; preds = %pool1_grad.cv421.end, %pool1_grad.ty419
+  %pool1_grad.tx4204 = phi i64 [ 0, %pool1_grad.ty419 ], [ %tx420.next, %pool1_grad.cv421.end ]
+  br label %pool1_grad.cv421
+
+pool1_grad.tx420.end:                             ; preds = %pool1_grad.cv421.end
+  %ty419.next = add nsw i64 %pool1_grad.ty4193, 1
+  %4 = icmp slt i64 %ty419.next, 7
+  br i1 %4, label %pool1_grad.ty419, label %pool1_grad.ty419.end
+
+pool1_grad.cv421:                                 ; preds = %pool1_grad.cv421, %pool1_grad.tx420
+  %pool1_grad.cv4215 = phi i64 [ 0, %pool1_grad.tx420 ], [ %cv421.next, %pool1_grad.cv421 ]
+  %5 = mul nsw i64 %pool1_grad.j4182, 49
+  %6 = mul nsw i64 %pool1_grad.ty4193, 7
+  %7 = add nsw i64 %5, %6
+  %8 = add nsw i64 %7, %pool1_grad.tx4204
+  %9 = mul nsw i64 %8, 16
+  %10 = add nsw i64 652432, %9
+  %11 = mul nsw i64 %1, 8
+  %12 = mul nsw i64 %pool1_grad.cv4215, 8
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %10, %13
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load <8 x float>, ptr %arena6, align 4
+  %16 = mul nsw i64 %pool1_grad.j4182, 49
+  %17 = mul nsw i64 %pool1_grad.ty4193, 7
+  %18 = add nsw i64 %16, %17
+  %19 = add nsw i64 %18, %pool1_grad.tx4204
+  %20 = mul nsw i64 %19, 16
+  %21 = add nsw i64 655568, %20
+  %22 = mul nsw i64 %1, 8
+  %23 = mul nsw i64 %pool1_grad.cv4215, 8
+  %24 = add nsw i64 %22, %23
+  %25 = add nsw i64 %21, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load <8 x float>, ptr %arena7, align 4
+  %27 = fadd <8 x float> %15, %26
+  %28 = mul nsw i64 %pool1_grad.j4182, 49
+  %29 = mul nsw i64 %pool1_grad.ty4193, 7
+  %30 = add nsw i64 %28, %29
+  %31 = add nsw i64 %30, %pool1_grad.tx4204
+  %32 = mul nsw i64 %31, 16
+  %33 = add nsw i64 658704, %32
+  %34 = mul nsw i64 %1, 8
+  %35 = mul nsw i64 %pool1_grad.cv4215, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 %33, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena8, align 4
+  %39 = fadd <8 x float> %27, %38
+  store <8 x float> %39, ptr %pool1_grad.w422, align 32
+  %40 = mul nsw i64 %pool1_grad.j4182, 49
+  %41 = mul nsw i64 %pool1_grad.ty4193, 7
+  %42 = add nsw i64 %40, %41
+  %43 = add nsw i64 %42, %pool1_grad.tx4204
+  %44 = mul nsw i64 %43, 16
+  %45 = add nsw i64 655568, %44
+  %46 = mul nsw i64 %1, 8
+  %47 = mul nsw i64 %pool1_grad.cv4215, 8
+  %48 = add nsw i64 %46, %47
+  %49 = add nsw i64 %45, %48
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load <8 x float>, ptr %arena9, align 4
+  %51 = mul nsw i64 %pool1_grad.j4182, 49
+  %52 = mul nsw i64 %pool1_grad.ty4193, 7
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %53, %pool1_grad.tx4204
+  %55 = mul nsw i64 %54, 16
+  %56 = add nsw i64 658704, %55
+  %57 = mul nsw i64 %1, 8
+  %58 = mul nsw i64 %pool1_grad.cv4215, 8
+  %59 = add nsw i64 %57, %58
+  %60 = add nsw i64 %56, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load <8 x float>, ptr %arena10, align 4
+  %62 = fsub <8 x float> %50, %61
+  %63 = mul nsw i64 %pool1_grad.j4182, 49
+  %64 = mul nsw i64 %pool1_grad.ty4193, 7
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 %65, %pool1_grad.tx4204
+  %67 = mul nsw i64 %66, 16
+  %68 = add nsw i64 661840, %67
+  %69 = mul nsw i64 %1, 8
+  %70 = mul nsw i64 %pool1_grad.cv4215, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 %68, %71
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena11, align 4
+  %74 = fsub <8 x float> %62, %73
+  store <8 x float> %74, ptr %pool1_grad.w423, align 32
+  %75 = mul nsw i64 %pool1_grad.j4182, 49
+  %76 = mul nsw i64 %pool1_grad.ty4193, 7
+  %77 = add nsw i64 %75, %76
+  %78 = add nsw i64 %77, %pool1_grad.tx4204
+  %79 = mul nsw i64 %78, 16
+  %80 = add nsw i64 653216, %79
+  %81 = mul nsw i64 %1, 8
+  %82 = mul nsw i64 %pool1_grad.cv4215, 8
+  %83 = add nsw i64 %81, %82
+  %84 = add nsw i64 %80, %83
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %84
+  %85 = load <8 x float>, ptr %arena12, align 4
+  %86 = mul nsw i64 %pool1_grad.j4182, 49
+  %87 = mul nsw i64 %pool1_grad.ty4193, 7
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %pool1_grad.tx4204
+  %90 = mul nsw i64 %89, 16
+  %91 = add nsw i64 656352, %90
+  %92 = mul nsw i64 %1, 8
+  %93 = mul nsw i64 %pool1_grad.cv4215, 8
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %91, %94
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <8 x float>, ptr %arena13, align 4
+  %97 = fadd <8 x float> %85, %96
+  %98 = mul nsw i64 %pool1_grad.j4182, 49
+  %99 = mul nsw i64 %pool1_grad.ty4193, 7
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, %pool1_grad.tx4204
+  %102 = mul nsw i64 %101, 16
+  %103 = add nsw i64 659488, %102
+  %104 = mul nsw i64 %1, 8
+  %105 = mul nsw i64 %pool1_grad.cv4215, 8
+  %106 = add nsw i64 %104, %105
+  %107 = add nsw i64 %103, %106
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %107
+  %108 = load <8 x float>, ptr %arena14, align 4
+  %109 = fadd <8 x float> %97, %108
+  store <8 x float> %109, ptr %pool1_grad.w424, align 32
+  %110 = mul nsw i64 %pool1_grad.j4182, 49
+  %111 = mul nsw i64 %pool1_grad.ty4193, 7
+  %112 = add nsw i64 %110, %111
+  %113 = add nsw i64 %112, %pool1_grad.tx4204
+  %114 = mul nsw i64 %113, 16
+  %115 = add nsw i64 656352, %114
+  %116 = mul nsw i64 %1, 8
+  %117 = mul nsw i64 %pool1_grad.cv4215, 8
+  %118 = add nsw i64 %116, %117
+  %119 = add nsw i64 %115, %118
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load <8 x float>, ptr %arena15, align 4
+  %121 = mul nsw i64 %pool1_grad.j4182, 49
+  %122 = mul nsw i64 %pool1_grad.ty4193, 7
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %pool1_grad.tx4204
+  %125 = mul nsw i64 %124, 16
+  %126 = add nsw i64 659488, %125
+  %127 = mul nsw i64 %1, 8
+  %128 = mul nsw i64 %pool1_grad.cv4215, 8
+  %129 = add nsw i64 %127, %128
+  %130 = add nsw i64 %126, %129
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %130
+  %131 = load <8 x float>, ptr %arena16, align 4
+  %132 = fsub <8 x float> %120, %131
+  %133 = mul nsw i64 %pool1_grad.j4182, 49
+  %134 = mul nsw i64 %pool1_grad.ty4193, 7
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %135, %pool1_grad.tx4204
+  %137 = mul nsw i64 %136, 16
+  %138 = add nsw i64 662624, %137
+  %139 = mul nsw i64 %1, 8
+  %140 = mul nsw i64 %pool1_grad.cv4215, 8
+  %141 = add nsw i64 %139, %140
+  %142 = add nsw i64 %138, %141
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %142
+  %143 = load <8 x float>, ptr %arena17, align 4
+  %144 = fsub <8 x float> %132, %143
+  store <8 x float> %144, ptr %pool1_grad.w425, align 32
+  %145 = mul nsw i64 %pool1_grad.j4182, 49
+  %146 = mul nsw i64 %pool1_grad.ty4193, 7
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %pool1_grad.tx4204
+  %149 = mul nsw i64 %148, 16
+  %150 = add nsw i64 654000, %149
+  %151 = mul nsw i64 %1, 8
+  %152 = mul nsw i64 %pool1_grad.cv4215, 8
+  %153 = add nsw i64 %151, %152
+  %154 = add nsw i64 %150, %153
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %154
+  %155 = load <8 x float>, ptr %arena18, align 4
+  %156 = mul nsw i64 %pool1_grad.j4182, 49
+  %157 = mul nsw i64 %pool1_grad.ty4193, 7
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, %pool1_grad.tx4204
+  %160 = mul nsw i64 %159, 16
+  %161 = add nsw i64 657136, %160
+  %162 = mul nsw i64 %1, 8
+  %163 = mul nsw i64 %pool1_grad.cv4215, 8
+  %164 = add nsw i64 %162, %163
+  %165 = add nsw i64 %161, %164
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %165
+  %166 = load <8 x float>, ptr %arena19, align 4
+  %167 = fadd <8 x float> %155, %166
+  %168 = mul nsw i64 %pool1_grad.j4182, 49
+  %169 = mul nsw i64 %pool1_grad.ty4193, 7
+  %170 = add nsw i64 %168, %169
+  %171 = add nsw i64 %170, %pool1_grad.tx4204
+  %172 = mul nsw i64 %171, 16
+  %173 = add nsw i64 660272, %172
+  %174 = mul nsw i64 %1, 8
+  %175 = mul nsw i64 %pool1_grad.cv4215, 8
+  %176 = add nsw i64 %174, %175
+  %177 = add nsw i64 %173, %176
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load <8 x float>, ptr %arena20, align 4
+  %179 = fadd <8 x float> %167, %178
+  store <8 x float> %179, ptr %pool1_grad.w426, align 32
+  %180 = mul nsw i64 %pool1_grad.j4182, 49
+  %181 = mul nsw i64 %pool1_grad.ty4193, 7
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, %pool1_grad.tx4204
+  %184 = mul nsw i64 %183, 16
+  %185 = add nsw i64 657136, %184
+  %186 = mul nsw i64 %1, 8
+  %187 = mul nsw i64 %pool1_grad.cv4215, 8
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %185, %188
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %189
+  %190 = load <8 x float>, ptr %arena21, align 4
+  %191 = mul nsw i64 %pool1_grad.j4182, 49
+  %192 = mul nsw i64 %pool1_grad.ty4193, 7
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, %pool1_grad.tx4204
+  %195 = mul nsw i64 %194, 16
+  %196 = add nsw i64 660272, %195
+  %197 = mul nsw i64 %1, 8
+  %198 = mul nsw i64 %pool1_grad.cv4215, 8
+  %199 = add nsw i64 %197, %198
+  %200 = add nsw i64 %196, %199
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %200
+  %201 = load <8 x float>, ptr %arena22, align 4
+  %202 = fsub <8 x float> %190, %201
+  %203 = mul nsw i64 %pool1_grad.j4182, 49
+  %204 = mul nsw i64 %pool1_grad.ty4193, 7
+  %205 = add nsw i64 %203, %204
+  %206 = add nsw i64 %205, %pool1_grad.tx4204
+  %207 = mul nsw i64 %206, 16
+  %208 = add nsw i64 663408, %207
+  %209 = mul nsw i64 %1, 8
+  %210 = mul nsw i64 %pool1_grad.cv4215, 8
+  %211 = add nsw i64 %209, %210
+  %212 = add nsw i64 %208, %211
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %212
+  %213 = load <8 x float>, ptr %arena23, align 4
+  %214 = fsub <8 x float> %202, %213
+  store <8 x float> %214, ptr %pool1_grad.w427, align 32
+  %215 = mul nsw i64 %pool1_grad.j4182, 49
+  %216 = mul nsw i64 %pool1_grad.ty4193, 7
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %pool1_grad.tx4204
+  %219 = mul nsw i64 %218, 16
+  %220 = add nsw i64 654784, %219
+  %221 = mul nsw i64 %1, 8
+  %222 = mul nsw i64 %pool1_grad.cv4215, 8
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %220, %223
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load <8 x float>, ptr %arena24, align 4
+  %226 = mul nsw i64 %pool1_grad.j4182, 49
+  %227 = mul nsw i64 %pool1_grad.ty4193, 7
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %pool1_grad.tx4204
+  %230 = mul nsw i64 %229, 16
+  %231 = add nsw i64 657920, %230
+  %232 = mul nsw i64 %1, 8
+  %233 = mul nsw i64 %pool1_grad.cv4215, 8
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %231, %234
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load <8 x float>, ptr %arena25, align 4
+  %237 = fadd <8 x float> %225, %236
+  %238 = mul nsw i64 %pool1_grad.j4182, 49
+  %239 = mul nsw i64 %pool1_grad.ty4193, 7
+  %240 = add nsw i64 %238, %239
+  %241 = add nsw i64 %240, %pool1_grad.tx4204
+  %242 = mul nsw i64 %241, 16
+  %243 = add nsw i64 661056, %242
+  %244 = mul nsw i64 %1, 8
+  %245 = mul nsw i64 %pool1_grad.cv4215, 8
+  %246 = add nsw i64 %244, %245
+  %247 = add nsw i64 %243, %246
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load <8 x float>, ptr %arena26, align 4
+  %249 = fadd <8 x float> %237, %248
+  store <8 x float> %249, ptr %pool1_grad.w428, align 32
+  %250 = mul nsw i64 %pool1_grad.j4182, 49
+  %251 = mul nsw i64 %pool1_grad.ty4193, 7
+  %252 = add nsw i64 %250, %251
+  %253 = add nsw i64 %252, %pool1_grad.tx4204
+  %254 = mul nsw i64 %253, 16
+  %255 = add nsw i64 657920, %254
+  %256 = mul nsw i64 %1, 8
+  %257 = mul nsw i64 %pool1_grad.cv4215, 8
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %255, %258
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load <8 x float>, ptr %arena27, align 4
+  %261 = mul nsw i64 %pool1_grad.j4182, 49
+  %262 = mul nsw i64 %pool1_grad.ty4193, 7
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, %pool1_grad.tx4204
+  %265 = mul nsw i64 %264, 16
+  %266 = add nsw i64 661056, %265
+  %267 = mul nsw i64 %1, 8
+  %268 = mul nsw i64 %pool1_grad.cv4215, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %266, %269
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena28, align 4
+  %272 = fsub <8 x float> %260, %271
+  %273 = mul nsw i64 %pool1_grad.j4182, 49
+  %274 = mul nsw i64 %pool1_grad.ty4193, 7
+  %275 = add nsw i64 %273, %274
+  %276 = add nsw i64 %275, %pool1_grad.tx4204
+  %277 = mul nsw i64 %276, 16
+  %278 = add nsw i64 664192, %277
+  %279 = mul nsw i64 %1, 8
+  %280 = mul nsw i64 %pool1_grad.cv4215, 8
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %278, %281
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load <8 x float>, ptr %arena29, align 4
+  %284 = fsub <8 x float> %272, %283
+  store <8 x float> %284, ptr %pool1_grad.w429, align 32
+  %w422 = load <8 x float>, ptr %pool1_grad.w422, align 32
+  %w424 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %285 = fadd <8 x float> %w422, %w424
+  %w426 = load <8 x float>, ptr %pool1_grad.w426, align 32
+  %286 = fadd <8 x float> %285, %w426
+  store <8 x float> %286, ptr %pool1_grad.w430, align 32
+  %w42430 = load <8 x float>, ptr %pool1_grad.w424, align 32
+  %w42631 = load <8 x float>, ptr %pool1_grad.w426, align 32
+  %287 = fsub <8 x float> %w42430, %w42631
+  %w428 = load <8 x float>, ptr %pool1_grad.w428, align 32
+  %288 = fsub <8 x float> %287, %w428
+  store <8 x float> %288, ptr %pool1_grad.w431, align 32
+  %w423 = load <8 x float>, ptr %pool1_grad.w423, align 32
+  %w425 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %289 = fadd <8 x float> %w423, %w425
+  %w427 = load <8 x float>, ptr %pool1_grad.w427, align 32
+  %290 = fadd <8 x float> %289, %w427
+  store <8 x float> %290, ptr %pool1_grad.w432, align 32
+  %w42532 = load <8 x float>, ptr %pool1_grad.w425, align 32
+  %w42733 = load <8 x float>, ptr %pool1_grad.w427, align 32
+  %291 = fsub <8 x float> %w42532, %w42733
+  %w429 = load <8 x float>, ptr %pool1_grad.w429, align 32
+  %292 = fsub <8 x float> %291, %w429
+  store <8 x float> %292, ptr %pool1_grad.w433, align 32
+  %w430 = load <8 x float>, ptr %pool1_grad.w430, align 32
+  %293 = mul nsw i64 %pool1_grad.j4182, 14
+  %294 = mul nsw i64 %pool1_grad.ty4193, 2
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %295, 14
+  %297 = mul nsw i64 %pool1_grad.tx4204, 2
+  %298 = add nsw i64 %296, %297
+  %299 = mul nsw i64 %298, 16
+  %300 = add nsw i64 664976, %299
+  %301 = mul nsw i64 %1, 8
+  %302 = mul nsw i64 %pool1_grad.cv4215, 8
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %300, %303
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <8 x float> %w430, ptr %arena34, align 4
+  %w431 = load <8 x float>, ptr %pool1_grad.w431, align 32
+  %305 = mul nsw i64 %pool1_grad.j4182, 14
+  %306 = mul nsw i64 %pool1_grad.ty4193, 2
+  %307 = add nsw i64 %305, %306
+  %308 = mul nsw i64 %307, 14
+  %309 = mul nsw i64 %pool1_grad.tx4204, 2
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 1
+  %312 = mul nsw i64 %311, 16
+  %313 = add nsw i64 664976, %312
+  %314 = mul nsw i64 %1, 8
+  %315 = mul nsw i64 %pool1_grad.cv4215, 8
+  %316 = add nsw i64 %314, %315
+  %317 = add nsw i64 %313, %316
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %317
+  store <8 x float> %w431, ptr %arena35, align 4
+  %w432 = load <8 x float>, ptr %pool1_grad.w432, align 32
+  %318 = mul nsw i64 %pool1_grad.j4182, 14
+  %319 = mul nsw i64 %pool1_grad.ty4193, 2
+  %320 = add nsw i64 %318, %319
+  %321 = add nsw i64 %320, 1
+  %322 = mul nsw i64 %321, 14
+  %323 = mul nsw i64 %pool1_grad.tx4204, 2
+  %324 = add nsw i64 %322, %323
+  %325 = mul nsw i64 %324, 16
+  %326 = add nsw i64 664976, %325
+  %327 = mul nsw i64 %1, 8
+  %328 = mul nsw i64 %pool1_grad.cv4215, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %326, %329
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %330
+  store <8 x float> %w432, ptr %arena36, align 4
+  %w433 = load <8 x float>, ptr %pool1_grad.w433, align 32
+  %331 = mul nsw i64 %pool1_grad.j4182, 14
+  %332 = mul nsw i64 %pool1_grad.ty4193, 2
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, 1
+  %335 = mul nsw i64 %334, 14
+  %336 = mul nsw i64 %pool1_grad.tx4204, 2
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 1
+  %339 = mul nsw i64 %338, 16
+  %340 = add nsw i64 664976, %339
+  %341 = mul nsw i64 %1, 8
+  %342 = mul nsw i64 %pool1_grad.cv4215, 8
+  %343 = add nsw i64 %341, %342
+  %344 = add nsw i64 %340, %343
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %344
+  store <8 x float> %w433, ptr %arena37, align 4
+  %cv421.next = add nsw i64 %pool1_grad.cv4215, 1
+  %345 = icmp slt i64 %cv421.next, 1
+  br i1 %345, label %pool1_grad.cv421, label %pool1_grad.cv421.end
+
+pool1_grad.cv421.end:                             ; preds = %pool1_grad.cv421
+  %tx420.next = add nsw i64 %pool1_grad.tx4204, 1
+  %346 = icmp slt i64 %tx420.next, 7
+  br i1 %346, label %pool1_grad.tx420, label %pool1_grad.tx420.end
+
+pool1_grad.j434:                                  ; preds = %pool1_grad.c438.end, %pool1_grad.j418.end
+  %pool1_grad.j43438 = phi i64 [ 0, %pool1_grad.j418.end ], [ %j434.next, %pool1_grad.c438.end ]
+  br label %pool1_grad.qb435
+
+pool1_grad.j434.end:                              ; preds = %pool1_grad.c438.end
   ret void
 
-pool1_grad.mb404:                                 ; preds = %pool1_grad.k406.end, %pool1_grad.nb403
-  %pool1_grad.mb4042 = phi i64 [ 0, %pool1_grad.nb403 ], [ %mb404.next, %pool1_grad.k406.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c4_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t405_c4_1, align 32
-  br label %pool1_grad.k406
+pool1_grad.qb435:                                 ; preds = %pool1_grad.c436.end, %pool1_grad.j434
+  %pool1_grad.qb43539 = phi i64 [ 0, %pool1_grad.j434 ], [ %qb435.next, %pool1_grad.c436.end ]
+  br label %pool1_grad.c436
 
-pool1_grad.mb404.end:                             ; preds = %pool1_grad.k406.end
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t407_c3_1, align 32
-  br label %pool1_grad.k408
+pool1_grad.qb435.end:                             ; preds = %pool1_grad.c436.end
+  br label %pool1_grad.c438
 
-pool1_grad.k406:                                  ; preds = %pool1_grad.k406, %pool1_grad.mb404
-  %pool1_grad.k4063 = phi i64 [ 0, %pool1_grad.mb404 ], [ %k406.next, %pool1_grad.k406 ]
-  %1 = mul nsw i64 %0, 512
-  %2 = add nsw i64 610960, %1
-  %3 = mul nsw i64 %pool1_grad.k4063, 16
-  %4 = add nsw i64 %2, %3
-  %5 = mul nsw i64 %pool1_grad.nb4031, 16
-  %6 = add nsw i64 %4, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %7, ptr %pool1_grad.t405_b0, align 32
-  %8 = mul nsw i64 %0, 512
-  %9 = add nsw i64 610960, %8
-  %10 = mul nsw i64 %pool1_grad.k4063, 16
-  %11 = add nsw i64 %9, %10
-  %12 = mul nsw i64 %pool1_grad.nb4031, 16
-  %13 = add nsw i64 %11, %12
-  %14 = add nsw i64 %13, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %15, ptr %pool1_grad.t405_b1, align 32
-  %16 = mul nsw i64 %0, 1568
-  %17 = add nsw i64 627344, %16
-  %18 = mul nsw i64 %pool1_grad.mb4042, 5
-  %19 = mul nsw i64 %18, 32
-  %20 = add nsw i64 %17, %19
-  %21 = add nsw i64 %20, %pool1_grad.k4063
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t405_a0, align 32
-  %t405_a0 = load <8 x float>, ptr %pool1_grad.t405_a0, align 32
-  %t405_b0 = load <8 x float>, ptr %pool1_grad.t405_b0, align 32
-  %t405_c0_0 = load <8 x float>, ptr %pool1_grad.t405_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a0, <8 x float> %t405_b0, <8 x float> %t405_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t405_c0_0, align 32
-  %t405_a07 = load <8 x float>, ptr %pool1_grad.t405_a0, align 32
-  %t405_b1 = load <8 x float>, ptr %pool1_grad.t405_b1, align 32
-  %t405_c0_1 = load <8 x float>, ptr %pool1_grad.t405_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a07, <8 x float> %t405_b1, <8 x float> %t405_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t405_c0_1, align 32
-  %27 = mul nsw i64 %0, 1568
-  %28 = add nsw i64 627344, %27
-  %29 = mul nsw i64 %pool1_grad.mb4042, 5
-  %30 = add nsw i64 %29, 1
-  %31 = mul nsw i64 %30, 32
-  %32 = add nsw i64 %28, %31
-  %33 = add nsw i64 %32, %pool1_grad.k4063
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load float, ptr %arena8, align 4
-  %35 = insertelement <8 x float> undef, float %34, i32 0
-  %36 = shufflevector <8 x float> %35, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %36, ptr %pool1_grad.t405_a1, align 32
-  %t405_a1 = load <8 x float>, ptr %pool1_grad.t405_a1, align 32
-  %t405_b09 = load <8 x float>, ptr %pool1_grad.t405_b0, align 32
-  %t405_c1_0 = load <8 x float>, ptr %pool1_grad.t405_c1_0, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a1, <8 x float> %t405_b09, <8 x float> %t405_c1_0)
-  store <8 x float> %37, ptr %pool1_grad.t405_c1_0, align 32
-  %t405_a110 = load <8 x float>, ptr %pool1_grad.t405_a1, align 32
-  %t405_b111 = load <8 x float>, ptr %pool1_grad.t405_b1, align 32
-  %t405_c1_1 = load <8 x float>, ptr %pool1_grad.t405_c1_1, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a110, <8 x float> %t405_b111, <8 x float> %t405_c1_1)
-  store <8 x float> %38, ptr %pool1_grad.t405_c1_1, align 32
-  %39 = mul nsw i64 %0, 1568
-  %40 = add nsw i64 627344, %39
-  %41 = mul nsw i64 %pool1_grad.mb4042, 5
-  %42 = add nsw i64 %41, 2
-  %43 = mul nsw i64 %42, 32
-  %44 = add nsw i64 %40, %43
-  %45 = add nsw i64 %44, %pool1_grad.k4063
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena12, align 4
-  %47 = insertelement <8 x float> undef, float %46, i32 0
-  %48 = shufflevector <8 x float> %47, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %48, ptr %pool1_grad.t405_a2, align 32
-  %t405_a2 = load <8 x float>, ptr %pool1_grad.t405_a2, align 32
-  %t405_b013 = load <8 x float>, ptr %pool1_grad.t405_b0, align 32
-  %t405_c2_0 = load <8 x float>, ptr %pool1_grad.t405_c2_0, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a2, <8 x float> %t405_b013, <8 x float> %t405_c2_0)
-  store <8 x float> %49, ptr %pool1_grad.t405_c2_0, align 32
-  %t405_a214 = load <8 x float>, ptr %pool1_grad.t405_a2, align 32
-  %t405_b115 = load <8 x float>, ptr %pool1_grad.t405_b1, align 32
-  %t405_c2_1 = load <8 x float>, ptr %pool1_grad.t405_c2_1, align 32
-  %50 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a214, <8 x float> %t405_b115, <8 x float> %t405_c2_1)
-  store <8 x float> %50, ptr %pool1_grad.t405_c2_1, align 32
-  %51 = mul nsw i64 %0, 1568
-  %52 = add nsw i64 627344, %51
-  %53 = mul nsw i64 %pool1_grad.mb4042, 5
-  %54 = add nsw i64 %53, 3
-  %55 = mul nsw i64 %54, 32
-  %56 = add nsw i64 %52, %55
-  %57 = add nsw i64 %56, %pool1_grad.k4063
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load float, ptr %arena16, align 4
-  %59 = insertelement <8 x float> undef, float %58, i32 0
-  %60 = shufflevector <8 x float> %59, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %60, ptr %pool1_grad.t405_a3, align 32
-  %t405_a3 = load <8 x float>, ptr %pool1_grad.t405_a3, align 32
-  %t405_b017 = load <8 x float>, ptr %pool1_grad.t405_b0, align 32
-  %t405_c3_0 = load <8 x float>, ptr %pool1_grad.t405_c3_0, align 32
-  %61 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a3, <8 x float> %t405_b017, <8 x float> %t405_c3_0)
-  store <8 x float> %61, ptr %pool1_grad.t405_c3_0, align 32
-  %t405_a318 = load <8 x float>, ptr %pool1_grad.t405_a3, align 32
-  %t405_b119 = load <8 x float>, ptr %pool1_grad.t405_b1, align 32
-  %t405_c3_1 = load <8 x float>, ptr %pool1_grad.t405_c3_1, align 32
-  %62 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a318, <8 x float> %t405_b119, <8 x float> %t405_c3_1)
-  store <8 x float> %62, ptr %pool1_grad.t405_c3_1, align 32
-  %63 = mul nsw i64 %0, 1568
-  %64 = add nsw i64 627344, %63
-  %65 = mul nsw i64 %pool1_grad.mb4042, 5
-  %66 = add nsw i64 %65, 4
-  %67 = mul nsw i64 %66, 32
-  %68 = add nsw i64 %64, %67
-  %69 = add nsw i64 %68, %pool1_grad.k4063
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %69
-  %70 = load float, ptr %arena20, align 4
-  %71 = insertelement <8 x float> undef, float %70, i32 0
-  %72 = shufflevector <8 x float> %71, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %72, ptr %pool1_grad.t405_a4, align 32
-  %t405_a4 = load <8 x float>, ptr %pool1_grad.t405_a4, align 32
-  %t405_b021 = load <8 x float>, ptr %pool1_grad.t405_b0, align 32
-  %t405_c4_0 = load <8 x float>, ptr %pool1_grad.t405_c4_0, align 32
-  %73 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a4, <8 x float> %t405_b021, <8 x float> %t405_c4_0)
-  store <8 x float> %73, ptr %pool1_grad.t405_c4_0, align 32
-  %t405_a422 = load <8 x float>, ptr %pool1_grad.t405_a4, align 32
-  %t405_b123 = load <8 x float>, ptr %pool1_grad.t405_b1, align 32
-  %t405_c4_1 = load <8 x float>, ptr %pool1_grad.t405_c4_1, align 32
-  %74 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t405_a422, <8 x float> %t405_b123, <8 x float> %t405_c4_1)
-  store <8 x float> %74, ptr %pool1_grad.t405_c4_1, align 32
-  %k406.next = add nsw i64 %pool1_grad.k4063, 1
-  %75 = icmp slt i64 %k406.next, 32
-  br i1 %75, label %pool1_grad.k406, label %pool1_grad.k406.end
+pool1_grad.c436:                                  ; preds = %pool1_grad.q437.end, %pool1_grad.qb435
+  %pool1_grad.c43640 = phi i64 [ 0, %pool1_grad.qb435 ], [ %c436.next, %pool1_grad.q437.end ]
+  br label %pool1_grad.q437
 
-pool1_grad.k406.end:                              ; preds = %pool1_grad.k406
-  %t405_c0_024 = load <8 x float>, ptr %pool1_grad.t405_c0_0, align 32
-  %76 = mul nsw i64 %0, 784
-  %77 = add nsw i64 652432, %76
-  %78 = mul nsw i64 %pool1_grad.mb4042, 5
-  %79 = mul nsw i64 %78, 16
-  %80 = add nsw i64 %77, %79
-  %81 = mul nsw i64 %pool1_grad.nb4031, 16
-  %82 = add nsw i64 %80, %81
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %82
-  store <8 x float> %t405_c0_024, ptr %arena25, align 4
-  %t405_c0_126 = load <8 x float>, ptr %pool1_grad.t405_c0_1, align 32
-  %83 = mul nsw i64 %0, 784
-  %84 = add nsw i64 652432, %83
-  %85 = mul nsw i64 %pool1_grad.mb4042, 5
-  %86 = mul nsw i64 %85, 16
-  %87 = add nsw i64 %84, %86
-  %88 = mul nsw i64 %pool1_grad.nb4031, 16
-  %89 = add nsw i64 %87, %88
-  %90 = add nsw i64 %89, 8
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %90
-  store <8 x float> %t405_c0_126, ptr %arena27, align 4
-  %t405_c1_028 = load <8 x float>, ptr %pool1_grad.t405_c1_0, align 32
-  %91 = mul nsw i64 %0, 784
-  %92 = add nsw i64 652432, %91
-  %93 = mul nsw i64 %pool1_grad.mb4042, 5
-  %94 = add nsw i64 %93, 1
-  %95 = mul nsw i64 %94, 16
-  %96 = add nsw i64 %92, %95
-  %97 = mul nsw i64 %pool1_grad.nb4031, 16
-  %98 = add nsw i64 %96, %97
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t405_c1_028, ptr %arena29, align 4
-  %t405_c1_130 = load <8 x float>, ptr %pool1_grad.t405_c1_1, align 32
-  %99 = mul nsw i64 %0, 784
-  %100 = add nsw i64 652432, %99
-  %101 = mul nsw i64 %pool1_grad.mb4042, 5
-  %102 = add nsw i64 %101, 1
-  %103 = mul nsw i64 %102, 16
-  %104 = add nsw i64 %100, %103
-  %105 = mul nsw i64 %pool1_grad.nb4031, 16
-  %106 = add nsw i64 %104, %105
-  %107 = add nsw i64 %106, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t405_c1_130, ptr %arena31, align 4
-  %t405_c2_032 = load <8 x float>, ptr %pool1_grad.t405_c2_0, align 32
-  %108 = mul nsw i64 %0, 784
-  %109 = add nsw i64 652432, %108
-  %110 = mul nsw i64 %pool1_grad.mb4042, 5
-  %111 = add nsw i64 %110, 2
-  %112 = mul nsw i64 %111, 16
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %pool1_grad.nb4031, 16
-  %115 = add nsw i64 %113, %114
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %115
-  store <8 x float> %t405_c2_032, ptr %arena33, align 4
-  %t405_c2_134 = load <8 x float>, ptr %pool1_grad.t405_c2_1, align 32
-  %116 = mul nsw i64 %0, 784
-  %117 = add nsw i64 652432, %116
-  %118 = mul nsw i64 %pool1_grad.mb4042, 5
-  %119 = add nsw i64 %118, 2
-  %120 = mul nsw i64 %119, 16
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %pool1_grad.nb4031, 16
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 8
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t405_c2_134, ptr %arena35, align 4
-  %t405_c3_036 = load <8 x float>, ptr %pool1_grad.t405_c3_0, align 32
-  %125 = mul nsw i64 %0, 784
-  %126 = add nsw i64 652432, %125
-  %127 = mul nsw i64 %pool1_grad.mb4042, 5
-  %128 = add nsw i64 %127, 3
-  %129 = mul nsw i64 %128, 16
-  %130 = add nsw i64 %126, %129
-  %131 = mul nsw i64 %pool1_grad.nb4031, 16
-  %132 = add nsw i64 %130, %131
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %132
-  store <8 x float> %t405_c3_036, ptr %arena37, align 4
-  %t405_c3_138 = load <8 x float>, ptr %pool1_grad.t405_c3_1, align 32
-  %133 = mul nsw i64 %0, 784
-  %134 = add nsw i64 652432, %133
-  %135 = mul nsw i64 %pool1_grad.mb4042, 5
-  %136 = add nsw i64 %135, 3
-  %137 = mul nsw i64 %136, 16
-  %138 = add nsw i64 %134, %137
-  %139 = mul nsw i64 %pool1_grad.nb4031, 16
-  %140 = add nsw i64 %138, %139
-  %141 = add nsw i64 %140, 8
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %141
-  store <8 x float> %t405_c3_138, ptr %arena39, align 4
-  %t405_c4_040 = load <8 x float>, ptr %pool1_grad.t405_c4_0, align 32
-  %142 = mul nsw i64 %0, 784
-  %143 = add nsw i64 652432, %142
-  %144 = mul nsw i64 %pool1_grad.mb4042, 5
-  %145 = add nsw i64 %144, 4
-  %146 = mul nsw i64 %145, 16
+pool1_grad.c436.end:                              ; preds = %pool1_grad.q437.end
+  %qb435.next = add nsw i64 %pool1_grad.qb43539, 1
+  %347 = icmp slt i64 %qb435.next, 3
+  br i1 %347, label %pool1_grad.qb435, label %pool1_grad.qb435.end
+
+pool1_grad.q437:                                  ; preds = %pool1_grad.q437, %pool1_grad.c436
+  %pool1_grad.q43741 = phi i64 [ 0, %pool1_grad.c436 ], [ %q437.next, %pool1_grad.q437 ]
+  %348 = mul nsw i64 %pool1_grad.j43438, 196
+  %349 = mul nsw i64 %pool1_grad.qb43539, 64
+  %350 = add nsw i64 %pool1_grad.q43741, %349
+  %351 = add nsw i64 %348, %350
+  %352 = mul nsw i64 %351, 16
+  %353 = add nsw i64 664976, %352
+  %354 = mul nsw i64 %1, 8
+  %355 = add nsw i64 %354, %pool1_grad.c43640
+  %356 = add nsw i64 %353, %355
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %356
+  %357 = load float, ptr %arena42, align 4
+  %358 = add nsw i64 %0, %pool1_grad.j43438
+  %359 = mul nsw i64 %358, 3136
+  %360 = add nsw i64 401408, %359
+  %361 = mul nsw i64 %1, 8
+  %362 = add nsw i64 %361, %pool1_grad.c43640
+  %363 = mul nsw i64 %362, 196
+  %364 = add nsw i64 %360, %363
+  %365 = mul nsw i64 %pool1_grad.qb43539, 64
+  %366 = add nsw i64 %pool1_grad.q43741, %365
+  %367 = add nsw i64 %364, %366
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %367
+  store float %357, ptr %arena43, align 4
+  %q437.next = add nsw i64 %pool1_grad.q43741, 1
+  %368 = icmp slt i64 %q437.next, 64
+  br i1 %368, label %pool1_grad.q437, label %pool1_grad.q437.end
+
+pool1_grad.q437.end:                              ; preds = %pool1_grad.q437
+  %c436.next = add nsw i64 %pool1_grad.c43640, 1
+  %369 = icmp slt i64 %c436.next, 8
+  br i1 %369, label %pool1_grad.c436, label %pool1_grad.c436.end
+
+pool1_grad.c438:                                  ; preds = %pool1_grad.q439.end, %pool1_grad.qb435.end
+  %pool1_grad.c43844 = phi i64 [ 0, %pool1_grad.qb435.end ], [ %c438.next, %pool1_grad.q439.end ]
+  br label %pool1_grad.q439
+
+pool1_grad.c438.end:                              ; preds = %pool1_grad.q439.end
+  %j434.next = add nsw i64 %pool1_grad.j43438, 1
+  %370 = icmp slt i64 %j434.next, 1
+  br i1 %370, label %pool1_grad.j434, label %pool1_grad.j434.end
+
+pool1_grad.q439:                                  ; preds = %pool1_grad.q439, %pool1_grad.c438
+  %pool1_grad.q43945 = phi i64 [ 0, %pool1_grad.c438 ], [ %q439.next, %pool1_grad.q439 ]
+  %371 = mul nsw i64 %pool1_grad.j43438, 196
+  %372 = add nsw i64 %pool1_grad.q43945, 192
+  %373 = add nsw i64 %371, %372
+  %374 = mul nsw i64 %373, 16
+  %375 = add nsw i64 664976, %374
+  %376 = mul nsw i64 %1, 8
+  %377 = add nsw i64 %376, %pool1_grad.c43844
+  %378 = add nsw i64 %375, %377
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena46, align 4
+  %380 = add nsw i64 %0, %pool1_grad.j43438
+  %381 = mul nsw i64 %380, 3136
+  %382 = add nsw i64 401408, %381
+  %383 = mul nsw i64 %1, 8
+  %384 = add nsw i64 %383, %pool1_grad.c43844
+  %385 = mul nsw i64 %384, 196
+  %386 = add nsw i64 %382, %385
+  %387 = add nsw i64 %pool1_grad.q43945, 192
+  %388 = add nsw i64 %386, %387
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %388
+  store float %379, ptr %arena47, align 4
+  %q439.next = add nsw i64 %pool1_grad.q43945, 1
+  %389 = icmp slt i64 %q439.next, 4
+  br i1 %389, label %pool1_grad.q439, label %pool1_grad.q439.end
+
+pool1_grad.q439.end:                              ; preds = %pool1_grad.q439
+  %c438.next = add nsw i64 %pool1_grad.c43844, 1
+  %390 = icmp slt i64 %c438.next, 8
+  br i1 %390, label %pool1_grad.c438, label %pool1_grad.c438.end
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k18.pool1_grad.part409.gemm417(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
+entry:
+  %pool1_grad.t415_a6 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a5 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t415_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c6_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c5_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t415_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a13 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a12 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a11 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a10 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a9 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a8 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a7 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a6 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a5 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a4 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t413_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c13_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c12_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c11_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c10_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c9_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c8_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c7_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c6_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c5_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c4_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t413_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb411
+
+pool1_grad.nb411:                                 ; preds = %pool1_grad.k416.end, %entry
+  %pool1_grad.nb4111 = phi i64 [ 0, %entry ], [ %nb411.next, %pool1_grad.k416.end ]
+  br label %pool1_grad.mb412
+
+pool1_grad.nb411.end:                             ; preds = %pool1_grad.k416.end
+  ret void
+
+pool1_grad.mb412:                                 ; preds = %pool1_grad.k414.end, %pool1_grad.nb411
+  %pool1_grad.mb4122 = phi i64 [ 0, %pool1_grad.nb411 ], [ %mb412.next, %pool1_grad.k414.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c6_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c7_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c8_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c9_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c10_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c11_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c12_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t413_c13_0, align 32
+  br label %pool1_grad.k414
+
+pool1_grad.mb412.end:                             ; preds = %pool1_grad.k414.end
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c4_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c5_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t415_c6_0, align 32
+  br label %pool1_grad.k416
+
+pool1_grad.k414:                                  ; preds = %pool1_grad.k414, %pool1_grad.mb412
+  %pool1_grad.k4143 = phi i64 [ 0, %pool1_grad.mb412 ], [ %k414.next, %pool1_grad.k414 ]
+  %2 = mul nsw i64 %0, 512
+  %3 = add nsw i64 610960, %2
+  %4 = mul nsw i64 %1, 8
+  %5 = add nsw i64 %3, %4
+  %6 = mul nsw i64 %pool1_grad.k4143, 16
+  %7 = add nsw i64 %5, %6
+  %8 = mul nsw i64 %pool1_grad.nb4111, 8
+  %9 = add nsw i64 %7, %8
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %9
+  %10 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %10, ptr %pool1_grad.t413_b0, align 32
+  %11 = mul nsw i64 %0, 1568
+  %12 = add nsw i64 627344, %11
+  %13 = mul nsw i64 %pool1_grad.mb4122, 14
+  %14 = mul nsw i64 %13, 32
+  %15 = add nsw i64 %12, %14
+  %16 = add nsw i64 %15, %pool1_grad.k4143
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %16
+  %17 = load float, ptr %arena5, align 4
+  %18 = insertelement <8 x float> undef, float %17, i32 0
+  %19 = shufflevector <8 x float> %18, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %19, ptr %pool1_grad.t413_a0, align 32
+  %t413_a0 = load <8 x float>, ptr %pool1_grad.t413_a0, align 32
+  %t413_b0 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c0_0 = load <8 x float>, ptr %pool1_grad.t413_c0_0, align 32
+  %20 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a0, <8 x float> %t413_b0, <8 x float> %t413_c0_0)
+  store <8 x float> %20, ptr %pool1_grad.t413_c0_0, align 32
+  %21 = mul nsw i64 %0, 1568
+  %22 = add nsw i64 627344, %21
+  %23 = mul nsw i64 %pool1_grad.mb4122, 14
+  %24 = add nsw i64 %23, 1
+  %25 = mul nsw i64 %24, 32
+  %26 = add nsw i64 %22, %25
+  %27 = add nsw i64 %26, %pool1_grad.k4143
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena6, align 4
+  %29 = insertelement <8 x float> undef, float %28, i32 0
+  %30 = shufflevector <8 x float> %29, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %30, ptr %pool1_grad.t413_a1, align 32
+  %t413_a1 = load <8 x float>, ptr %pool1_grad.t413_a1, align 32
+  %t413_b07 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c1_0 = load <8 x float>, ptr %pool1_grad.t413_c1_0, align 32
+  %31 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a1, <8 x float> %t413_b07, <8 x float> %t413_c1_0)
+  store <8 x float> %31, ptr %pool1_grad.t413_c1_0, align 32
+  %32 = mul nsw i64 %0, 1568
+  %33 = add nsw i64 627344, %32
+  %34 = mul nsw i64 %pool1_grad.mb4122, 14
+  %35 = add nsw i64 %34, 2
+  %36 = mul nsw i64 %35, 32
+  %37 = add nsw i64 %33, %36
+  %38 = add nsw i64 %37, %pool1_grad.k4143
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %38
+  %39 = load float, ptr %arena8, align 4
+  %40 = insertelement <8 x float> undef, float %39, i32 0
+  %41 = shufflevector <8 x float> %40, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %41, ptr %pool1_grad.t413_a2, align 32
+  %t413_a2 = load <8 x float>, ptr %pool1_grad.t413_a2, align 32
+  %t413_b09 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c2_0 = load <8 x float>, ptr %pool1_grad.t413_c2_0, align 32
+  %42 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a2, <8 x float> %t413_b09, <8 x float> %t413_c2_0)
+  store <8 x float> %42, ptr %pool1_grad.t413_c2_0, align 32
+  %43 = mul nsw i64 %0, 1568
+  %44 = add nsw i64 627344, %43
+  %45 = mul nsw i64 %pool1_grad.mb4122, 14
+  %46 = add nsw i64 %45, 3
+  %47 = mul nsw i64 %46, 32
+  %48 = add nsw i64 %44, %47
+  %49 = add nsw i64 %48, %pool1_grad.k4143
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
+  %50 = load float, ptr %arena10, align 4
+  %51 = insertelement <8 x float> undef, float %50, i32 0
+  %52 = shufflevector <8 x float> %51, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %52, ptr %pool1_grad.t413_a3, align 32
+  %t413_a3 = load <8 x float>, ptr %pool1_grad.t413_a3, align 32
+  %t413_b011 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c3_0 = load <8 x float>, ptr %pool1_grad.t413_c3_0, align 32
+  %53 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a3, <8 x float> %t413_b011, <8 x float> %t413_c3_0)
+  store <8 x float> %53, ptr %pool1_grad.t413_c3_0, align 32
+  %54 = mul nsw i64 %0, 1568
+  %55 = add nsw i64 627344, %54
+  %56 = mul nsw i64 %pool1_grad.mb4122, 14
+  %57 = add nsw i64 %56, 4
+  %58 = mul nsw i64 %57, 32
+  %59 = add nsw i64 %55, %58
+  %60 = add nsw i64 %59, %pool1_grad.k4143
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena12, align 4
+  %62 = insertelement <8 x float> undef, float %61, i32 0
+  %63 = shufflevector <8 x float> %62, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %63, ptr %pool1_grad.t413_a4, align 32
+  %t413_a4 = load <8 x float>, ptr %pool1_grad.t413_a4, align 32
+  %t413_b013 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c4_0 = load <8 x float>, ptr %pool1_grad.t413_c4_0, align 32
+  %64 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a4, <8 x float> %t413_b013, <8 x float> %t413_c4_0)
+  store <8 x float> %64, ptr %pool1_grad.t413_c4_0, align 32
+  %65 = mul nsw i64 %0, 1568
+  %66 = add nsw i64 627344, %65
+  %67 = mul nsw i64 %pool1_grad.mb4122, 14
+  %68 = add nsw i64 %67, 5
+  %69 = mul nsw i64 %68, 32
+  %70 = add nsw i64 %66, %69
+  %71 = add nsw i64 %70, %pool1_grad.k4143
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %71
+  %72 = load float, ptr %arena14, align 4
+  %73 = insertelement <8 x float> undef, float %72, i32 0
+  %74 = shufflevector <8 x float> %73, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %74, ptr %pool1_grad.t413_a5, align 32
+  %t413_a5 = load <8 x float>, ptr %pool1_grad.t413_a5, align 32
+  %t413_b015 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c5_0 = load <8 x float>, ptr %pool1_grad.t413_c5_0, align 32
+  %75 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a5, <8 x float> %t413_b015, <8 x float> %t413_c5_0)
+  store <8 x float> %75, ptr %pool1_grad.t413_c5_0, align 32
+  %76 = mul nsw i64 %0, 1568
+  %77 = add nsw i64 627344, %76
+  %78 = mul nsw i64 %pool1_grad.mb4122, 14
+  %79 = add nsw i64 %78, 6
+  %80 = mul nsw i64 %79, 32
+  %81 = add nsw i64 %77, %80
+  %82 = add nsw i64 %81, %pool1_grad.k4143
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load float, ptr %arena16, align 4
+  %84 = insertelement <8 x float> undef, float %83, i32 0
+  %85 = shufflevector <8 x float> %84, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %85, ptr %pool1_grad.t413_a6, align 32
+  %t413_a6 = load <8 x float>, ptr %pool1_grad.t413_a6, align 32
+  %t413_b017 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c6_0 = load <8 x float>, ptr %pool1_grad.t413_c6_0, align 32
+  %86 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a6, <8 x float> %t413_b017, <8 x float> %t413_c6_0)
+  store <8 x float> %86, ptr %pool1_grad.t413_c6_0, align 32
+  %87 = mul nsw i64 %0, 1568
+  %88 = add nsw i64 627344, %87
+  %89 = mul nsw i64 %pool1_grad.mb4122, 14
+  %90 = add nsw i64 %89, 7
+  %91 = mul nsw i64 %90, 32
+  %92 = add nsw i64 %88, %91
+  %93 = add nsw i64 %92, %pool1_grad.k4143
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %93
+  %94 = load float, ptr %arena18, align 4
+  %95 = insertelement <8 x float> undef, float %94, i32 0
+  %96 = shufflevector <8 x float> %95, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %96, ptr %pool1_grad.t413_a7, align 32
+  %t413_a7 = load <8 x float>, ptr %pool1_grad.t413_a7, align 32
+  %t413_b019 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c7_0 = load <8 x float>, ptr %pool1_grad.t413_c7_0, align 32
+  %97 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a7, <8 x float> %t413_b019, <8 x float> %t413_c7_0)
+  store <8 x float> %97, ptr %pool1_grad.t413_c7_0, align 32
+  %98 = mul nsw i64 %0, 1568
+  %99 = add nsw i64 627344, %98
+  %100 = mul nsw i64 %pool1_grad.mb4122, 14
+  %101 = add nsw i64 %100, 8
+  %102 = mul nsw i64 %101, 32
+  %103 = add nsw i64 %99, %102
+  %104 = add nsw i64 %103, %pool1_grad.k4143
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %104
+  %105 = load float, ptr %arena20, align 4
+  %106 = insertelement <8 x float> undef, float %105, i32 0
+  %107 = shufflevector <8 x float> %106, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %107, ptr %pool1_grad.t413_a8, align 32
+  %t413_a8 = load <8 x float>, ptr %pool1_grad.t413_a8, align 32
+  %t413_b021 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c8_0 = load <8 x float>, ptr %pool1_grad.t413_c8_0, align 32
+  %108 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a8, <8 x float> %t413_b021, <8 x float> %t413_c8_0)
+  store <8 x float> %108, ptr %pool1_grad.t413_c8_0, align 32
+  %109 = mul nsw i64 %0, 1568
+  %110 = add nsw i64 627344, %109
+  %111 = mul nsw i64 %pool1_grad.mb4122, 14
+  %112 = add nsw i64 %111, 9
+  %113 = mul nsw i64 %112, 32
+  %114 = add nsw i64 %110, %113
+  %115 = add nsw i64 %114, %pool1_grad.k4143
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load float, ptr %arena22, align 4
+  %117 = insertelement <8 x float> undef, float %116, i32 0
+  %118 = shufflevector <8 x float> %117, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %118, ptr %pool1_grad.t413_a9, align 32
+  %t413_a9 = load <8 x float>, ptr %pool1_grad.t413_a9, align 32
+  %t413_b023 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c9_0 = load <8 x float>, ptr %pool1_grad.t413_c9_0, align 32
+  %119 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a9, <8 x float> %t413_b023, <8 x float> %t413_c9_0)
+  store <8 x float> %119, ptr %pool1_grad.t413_c9_0, align 32
+  %120 = mul nsw i64 %0, 1568
+  %121 = add nsw i64 627344, %120
+  %122 = mul nsw i64 %pool1_grad.mb4122, 14
+  %123 = add nsw i64 %122, 10
+  %124 = mul nsw i64 %123, 32
+  %125 = add nsw i64 %121, %124
+  %126 = add nsw i64 %125, %pool1_grad.k4143
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %126
+  %127 = load float, ptr %arena24, align 4
+  %128 = insertelement <8 x float> undef, float %127, i32 0
+  %129 = shufflevector <8 x float> %128, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %129, ptr %pool1_grad.t413_a10, align 32
+  %t413_a10 = load <8 x float>, ptr %pool1_grad.t413_a10, align 32
+  %t413_b025 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c10_0 = load <8 x float>, ptr %pool1_grad.t413_c10_0, align 32
+  %130 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a10, <8 x float> %t413_b025, <8 x float> %t413_c10_0)
+  store <8 x float> %130, ptr %pool1_grad.t413_c10_0, align 32
+  %131 = mul nsw i64 %0, 1568
+  %132 = add nsw i64 627344, %131
+  %133 = mul nsw i64 %pool1_grad.mb4122, 14
+  %134 = add nsw i64 %133, 11
+  %135 = mul nsw i64 %134, 32
+  %136 = add nsw i64 %132, %135
+  %137 = add nsw i64 %136, %pool1_grad.k4143
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %137
+  %138 = load float, ptr %arena26, align 4
+  %139 = insertelement <8 x float> undef, float %138, i32 0
+  %140 = shufflevector <8 x float> %139, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %140, ptr %pool1_grad.t413_a11, align 32
+  %t413_a11 = load <8 x float>, ptr %pool1_grad.t413_a11, align 32
+  %t413_b027 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c11_0 = load <8 x float>, ptr %pool1_grad.t413_c11_0, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a11, <8 x float> %t413_b027, <8 x float> %t413_c11_0)
+  store <8 x float> %141, ptr %pool1_grad.t413_c11_0, align 32
+  %142 = mul nsw i64 %0, 1568
+  %143 = add nsw i64 627344, %142
+  %144 = mul nsw i64 %pool1_grad.mb4122, 14
+  %145 = add nsw i64 %144, 12
+  %146 = mul nsw i64 %145, 32
   %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %pool1_grad.nb4031, 16
-  %149 = add nsw i64 %147, %148
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %149
-  store <8 x float> %t405_c4_040, ptr %arena41, align 4
-  %t405_c4_142 = load <8 x float>, ptr %pool1_grad.t405_c4_1, align 32
-  %150 = mul nsw i64 %0, 784
-  %151 = add nsw i64 652432, %150
-  %152 = mul nsw i64 %pool1_grad.mb4042, 5
-  %153 = add nsw i64 %152, 4
-  %154 = mul nsw i64 %153, 16
-  %155 = add nsw i64 %151, %154
-  %156 = mul nsw i64 %pool1_grad.nb4031, 16
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %157, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <8 x float> %t405_c4_142, ptr %arena43, align 4
-  %mb404.next = add nsw i64 %pool1_grad.mb4042, 1
-  %159 = icmp slt i64 %mb404.next, 9
-  br i1 %159, label %pool1_grad.mb404, label %pool1_grad.mb404.end
+  %148 = add nsw i64 %147, %pool1_grad.k4143
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %148
+  %149 = load float, ptr %arena28, align 4
+  %150 = insertelement <8 x float> undef, float %149, i32 0
+  %151 = shufflevector <8 x float> %150, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %151, ptr %pool1_grad.t413_a12, align 32
+  %t413_a12 = load <8 x float>, ptr %pool1_grad.t413_a12, align 32
+  %t413_b029 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c12_0 = load <8 x float>, ptr %pool1_grad.t413_c12_0, align 32
+  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a12, <8 x float> %t413_b029, <8 x float> %t413_c12_0)
+  store <8 x float> %152, ptr %pool1_grad.t413_c12_0, align 32
+  %153 = mul nsw i64 %0, 1568
+  %154 = add nsw i64 627344, %153
+  %155 = mul nsw i64 %pool1_grad.mb4122, 14
+  %156 = add nsw i64 %155, 13
+  %157 = mul nsw i64 %156, 32
+  %158 = add nsw i64 %154, %157
+  %159 = add nsw i64 %158, %pool1_grad.k4143
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %159
+  %160 = load float, ptr %arena30, align 4
+  %161 = insertelement <8 x float> undef, float %160, i32 0
+  %162 = shufflevector <8 x float> %161, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %162, ptr %pool1_grad.t413_a13, align 32
+  %t413_a13 = load <8 x float>, ptr %pool1_grad.t413_a13, align 32
+  %t413_b031 = load <8 x float>, ptr %pool1_grad.t413_b0, align 32
+  %t413_c13_0 = load <8 x float>, ptr %pool1_grad.t413_c13_0, align 32
+  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t413_a13, <8 x float> %t413_b031, <8 x float> %t413_c13_0)
+  store <8 x float> %163, ptr %pool1_grad.t413_c13_0, align 32
+  %k414.next = add nsw i64 %pool1_grad.k4143, 1
+  %164 = icmp slt i64 %k414.next, 32
+  br i1 %164, label %pool1_grad.k414, label %pool1_grad.k414.end
 
-pool1_grad.k408:                                  ; preds = %pool1_grad.k408, %pool1_grad.mb404.end
-  %pool1_grad.k40844 = phi i64 [ 0, %pool1_grad.mb404.end ], [ %k408.next, %pool1_grad.k408 ]
-  %160 = mul nsw i64 %0, 512
-  %161 = add nsw i64 610960, %160
-  %162 = mul nsw i64 %pool1_grad.k40844, 16
-  %163 = add nsw i64 %161, %162
-  %164 = mul nsw i64 %pool1_grad.nb4031, 16
-  %165 = add nsw i64 %163, %164
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load <8 x float>, ptr %arena45, align 4
-  store <8 x float> %166, ptr %pool1_grad.t407_b0, align 32
-  %167 = mul nsw i64 %0, 512
-  %168 = add nsw i64 610960, %167
-  %169 = mul nsw i64 %pool1_grad.k40844, 16
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %pool1_grad.nb4031, 16
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load <8 x float>, ptr %arena46, align 4
-  store <8 x float> %174, ptr %pool1_grad.t407_b1, align 32
-  %175 = mul nsw i64 %0, 1568
-  %176 = add nsw i64 627344, %175
-  %177 = add nsw i64 %176, 1440
-  %178 = add nsw i64 %177, %pool1_grad.k40844
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena47, align 4
-  %180 = insertelement <8 x float> undef, float %179, i32 0
-  %181 = shufflevector <8 x float> %180, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %181, ptr %pool1_grad.t407_a0, align 32
-  %t407_a0 = load <8 x float>, ptr %pool1_grad.t407_a0, align 32
-  %t407_b0 = load <8 x float>, ptr %pool1_grad.t407_b0, align 32
-  %t407_c0_0 = load <8 x float>, ptr %pool1_grad.t407_c0_0, align 32
-  %182 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a0, <8 x float> %t407_b0, <8 x float> %t407_c0_0)
-  store <8 x float> %182, ptr %pool1_grad.t407_c0_0, align 32
-  %t407_a048 = load <8 x float>, ptr %pool1_grad.t407_a0, align 32
-  %t407_b1 = load <8 x float>, ptr %pool1_grad.t407_b1, align 32
-  %t407_c0_1 = load <8 x float>, ptr %pool1_grad.t407_c0_1, align 32
-  %183 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a048, <8 x float> %t407_b1, <8 x float> %t407_c0_1)
-  store <8 x float> %183, ptr %pool1_grad.t407_c0_1, align 32
-  %184 = mul nsw i64 %0, 1568
-  %185 = add nsw i64 627344, %184
-  %186 = add nsw i64 %185, 1472
-  %187 = add nsw i64 %186, %pool1_grad.k40844
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena49, align 4
-  %189 = insertelement <8 x float> undef, float %188, i32 0
-  %190 = shufflevector <8 x float> %189, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %190, ptr %pool1_grad.t407_a1, align 32
-  %t407_a1 = load <8 x float>, ptr %pool1_grad.t407_a1, align 32
-  %t407_b050 = load <8 x float>, ptr %pool1_grad.t407_b0, align 32
-  %t407_c1_0 = load <8 x float>, ptr %pool1_grad.t407_c1_0, align 32
-  %191 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a1, <8 x float> %t407_b050, <8 x float> %t407_c1_0)
-  store <8 x float> %191, ptr %pool1_grad.t407_c1_0, align 32
-  %t407_a151 = load <8 x float>, ptr %pool1_grad.t407_a1, align 32
-  %t407_b152 = load <8 x float>, ptr %pool1_grad.t407_b1, align 32
-  %t407_c1_1 = load <8 x float>, ptr %pool1_grad.t407_c1_1, align 32
-  %192 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a151, <8 x float> %t407_b152, <8 x float> %t407_c1_1)
-  store <8 x float> %192, ptr %pool1_grad.t407_c1_1, align 32
-  %193 = mul nsw i64 %0, 1568
-  %194 = add nsw i64 627344, %193
-  %195 = add nsw i64 %194, 1504
-  %196 = add nsw i64 %195, %pool1_grad.k40844
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena53, align 4
-  %198 = insertelement <8 x float> undef, float %197, i32 0
-  %199 = shufflevector <8 x float> %198, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %199, ptr %pool1_grad.t407_a2, align 32
-  %t407_a2 = load <8 x float>, ptr %pool1_grad.t407_a2, align 32
-  %t407_b054 = load <8 x float>, ptr %pool1_grad.t407_b0, align 32
-  %t407_c2_0 = load <8 x float>, ptr %pool1_grad.t407_c2_0, align 32
-  %200 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a2, <8 x float> %t407_b054, <8 x float> %t407_c2_0)
-  store <8 x float> %200, ptr %pool1_grad.t407_c2_0, align 32
-  %t407_a255 = load <8 x float>, ptr %pool1_grad.t407_a2, align 32
-  %t407_b156 = load <8 x float>, ptr %pool1_grad.t407_b1, align 32
-  %t407_c2_1 = load <8 x float>, ptr %pool1_grad.t407_c2_1, align 32
-  %201 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a255, <8 x float> %t407_b156, <8 x float> %t407_c2_1)
-  store <8 x float> %201, ptr %pool1_grad.t407_c2_1, align 32
-  %202 = mul nsw i64 %0, 1568
-  %203 = add nsw i64 627344, %202
-  %204 = add nsw i64 %203, 1536
-  %205 = add nsw i64 %204, %pool1_grad.k40844
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %205
-  %206 = load float, ptr %arena57, align 4
-  %207 = insertelement <8 x float> undef, float %206, i32 0
-  %208 = shufflevector <8 x float> %207, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %208, ptr %pool1_grad.t407_a3, align 32
-  %t407_a3 = load <8 x float>, ptr %pool1_grad.t407_a3, align 32
-  %t407_b058 = load <8 x float>, ptr %pool1_grad.t407_b0, align 32
-  %t407_c3_0 = load <8 x float>, ptr %pool1_grad.t407_c3_0, align 32
-  %209 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a3, <8 x float> %t407_b058, <8 x float> %t407_c3_0)
-  store <8 x float> %209, ptr %pool1_grad.t407_c3_0, align 32
-  %t407_a359 = load <8 x float>, ptr %pool1_grad.t407_a3, align 32
-  %t407_b160 = load <8 x float>, ptr %pool1_grad.t407_b1, align 32
-  %t407_c3_1 = load <8 x float>, ptr %pool1_grad.t407_c3_1, align 32
-  %210 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a359, <8 x float> %t407_b160, <8 x float> %t407_c3_1)
-  store <8 x float> %210, ptr %pool1_grad.t407_c3_1, align 32
-  %k408.next = add nsw i64 %pool1_grad.k40844, 1
-  %211 = icmp slt i64 %k408.next, 32
-  br i1 %211, label %pool1_grad.k408, label %pool1_grad.k408.end
-
-pool1_grad.k408.end:                              ; preds = %pool1_grad.k408
-  %t407_c0_061 = load <8 x float>, ptr %pool1_grad.t407_c0_0, align 32
-  %212 = mul nsw i64 %0, 784
-  %213 = add nsw i64 652432, %212
-  %214 = add nsw i64 %213, 720
-  %215 = mul nsw i64 %pool1_grad.nb4031, 16
-  %216 = add nsw i64 %214, %215
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t407_c0_061, ptr %arena62, align 4
-  %t407_c0_163 = load <8 x float>, ptr %pool1_grad.t407_c0_1, align 32
-  %217 = mul nsw i64 %0, 784
-  %218 = add nsw i64 652432, %217
-  %219 = add nsw i64 %218, 720
-  %220 = mul nsw i64 %pool1_grad.nb4031, 16
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, 8
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t407_c0_163, ptr %arena64, align 4
-  %t407_c1_065 = load <8 x float>, ptr %pool1_grad.t407_c1_0, align 32
-  %223 = mul nsw i64 %0, 784
-  %224 = add nsw i64 652432, %223
-  %225 = add nsw i64 %224, 736
-  %226 = mul nsw i64 %pool1_grad.nb4031, 16
+pool1_grad.k414.end:                              ; preds = %pool1_grad.k414
+  %t413_c0_032 = load <8 x float>, ptr %pool1_grad.t413_c0_0, align 32
+  %165 = mul nsw i64 %0, 784
+  %166 = add nsw i64 652432, %165
+  %167 = mul nsw i64 %1, 8
+  %168 = add nsw i64 %166, %167
+  %169 = mul nsw i64 %pool1_grad.mb4122, 14
+  %170 = mul nsw i64 %169, 16
+  %171 = add nsw i64 %168, %170
+  %172 = mul nsw i64 %pool1_grad.nb4111, 8
+  %173 = add nsw i64 %171, %172
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %173
+  store <8 x float> %t413_c0_032, ptr %arena33, align 4
+  %t413_c1_034 = load <8 x float>, ptr %pool1_grad.t413_c1_0, align 32
+  %174 = mul nsw i64 %0, 784
+  %175 = add nsw i64 652432, %174
+  %176 = mul nsw i64 %1, 8
+  %177 = add nsw i64 %175, %176
+  %178 = mul nsw i64 %pool1_grad.mb4122, 14
+  %179 = add nsw i64 %178, 1
+  %180 = mul nsw i64 %179, 16
+  %181 = add nsw i64 %177, %180
+  %182 = mul nsw i64 %pool1_grad.nb4111, 8
+  %183 = add nsw i64 %181, %182
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %183
+  store <8 x float> %t413_c1_034, ptr %arena35, align 4
+  %t413_c2_036 = load <8 x float>, ptr %pool1_grad.t413_c2_0, align 32
+  %184 = mul nsw i64 %0, 784
+  %185 = add nsw i64 652432, %184
+  %186 = mul nsw i64 %1, 8
+  %187 = add nsw i64 %185, %186
+  %188 = mul nsw i64 %pool1_grad.mb4122, 14
+  %189 = add nsw i64 %188, 2
+  %190 = mul nsw i64 %189, 16
+  %191 = add nsw i64 %187, %190
+  %192 = mul nsw i64 %pool1_grad.nb4111, 8
+  %193 = add nsw i64 %191, %192
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %193
+  store <8 x float> %t413_c2_036, ptr %arena37, align 4
+  %t413_c3_038 = load <8 x float>, ptr %pool1_grad.t413_c3_0, align 32
+  %194 = mul nsw i64 %0, 784
+  %195 = add nsw i64 652432, %194
+  %196 = mul nsw i64 %1, 8
+  %197 = add nsw i64 %195, %196
+  %198 = mul nsw i64 %pool1_grad.mb4122, 14
+  %199 = add nsw i64 %198, 3
+  %200 = mul nsw i64 %199, 16
+  %201 = add nsw i64 %197, %200
+  %202 = mul nsw i64 %pool1_grad.nb4111, 8
+  %203 = add nsw i64 %201, %202
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %203
+  store <8 x float> %t413_c3_038, ptr %arena39, align 4
+  %t413_c4_040 = load <8 x float>, ptr %pool1_grad.t413_c4_0, align 32
+  %204 = mul nsw i64 %0, 784
+  %205 = add nsw i64 652432, %204
+  %206 = mul nsw i64 %1, 8
+  %207 = add nsw i64 %205, %206
+  %208 = mul nsw i64 %pool1_grad.mb4122, 14
+  %209 = add nsw i64 %208, 4
+  %210 = mul nsw i64 %209, 16
+  %211 = add nsw i64 %207, %210
+  %212 = mul nsw i64 %pool1_grad.nb4111, 8
+  %213 = add nsw i64 %211, %212
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %213
+  store <8 x float> %t413_c4_040, ptr %arena41, align 4
+  %t413_c5_042 = load <8 x float>, ptr %pool1_grad.t413_c5_0, align 32
+  %214 = mul nsw i64 %0, 784
+  %215 = add nsw i64 652432, %214
+  %216 = mul nsw i64 %1, 8
+  %217 = add nsw i64 %215, %216
+  %218 = mul nsw i64 %pool1_grad.mb4122, 14
+  %219 = add nsw i64 %218, 5
+  %220 = mul nsw i64 %219, 16
+  %221 = add nsw i64 %217, %220
+  %222 = mul nsw i64 %pool1_grad.nb4111, 8
+  %223 = add nsw i64 %221, %222
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <8 x float> %t413_c5_042, ptr %arena43, align 4
+  %t413_c6_044 = load <8 x float>, ptr %pool1_grad.t413_c6_0, align 32
+  %224 = mul nsw i64 %0, 784
+  %225 = add nsw i64 652432, %224
+  %226 = mul nsw i64 %1, 8
   %227 = add nsw i64 %225, %226
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t407_c1_065, ptr %arena66, align 4
-  %t407_c1_167 = load <8 x float>, ptr %pool1_grad.t407_c1_1, align 32
-  %228 = mul nsw i64 %0, 784
-  %229 = add nsw i64 652432, %228
-  %230 = add nsw i64 %229, 736
-  %231 = mul nsw i64 %pool1_grad.nb4031, 16
-  %232 = add nsw i64 %230, %231
-  %233 = add nsw i64 %232, 8
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %233
-  store <8 x float> %t407_c1_167, ptr %arena68, align 4
-  %t407_c2_069 = load <8 x float>, ptr %pool1_grad.t407_c2_0, align 32
+  %228 = mul nsw i64 %pool1_grad.mb4122, 14
+  %229 = add nsw i64 %228, 6
+  %230 = mul nsw i64 %229, 16
+  %231 = add nsw i64 %227, %230
+  %232 = mul nsw i64 %pool1_grad.nb4111, 8
+  %233 = add nsw i64 %231, %232
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %233
+  store <8 x float> %t413_c6_044, ptr %arena45, align 4
+  %t413_c7_046 = load <8 x float>, ptr %pool1_grad.t413_c7_0, align 32
   %234 = mul nsw i64 %0, 784
   %235 = add nsw i64 652432, %234
-  %236 = add nsw i64 %235, 752
-  %237 = mul nsw i64 %pool1_grad.nb4031, 16
-  %238 = add nsw i64 %236, %237
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <8 x float> %t407_c2_069, ptr %arena70, align 4
-  %t407_c2_171 = load <8 x float>, ptr %pool1_grad.t407_c2_1, align 32
-  %239 = mul nsw i64 %0, 784
-  %240 = add nsw i64 652432, %239
-  %241 = add nsw i64 %240, 752
-  %242 = mul nsw i64 %pool1_grad.nb4031, 16
+  %236 = mul nsw i64 %1, 8
+  %237 = add nsw i64 %235, %236
+  %238 = mul nsw i64 %pool1_grad.mb4122, 14
+  %239 = add nsw i64 %238, 7
+  %240 = mul nsw i64 %239, 16
+  %241 = add nsw i64 %237, %240
+  %242 = mul nsw i64 %pool1_grad.nb4111, 8
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, 8
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %244
-  store <8 x float> %t407_c2_171, ptr %arena72, align 4
-  %t407_c3_073 = load <8 x float>, ptr %pool1_grad.t407_c3_0, align 32
-  %245 = mul nsw i64 %0, 784
-  %246 = add nsw i64 652432, %245
-  %247 = add nsw i64 %246, 768
-  %248 = mul nsw i64 %pool1_grad.nb4031, 16
-  %249 = add nsw i64 %247, %248
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %249
-  store <8 x float> %t407_c3_073, ptr %arena74, align 4
-  %t407_c3_175 = load <8 x float>, ptr %pool1_grad.t407_c3_1, align 32
-  %250 = mul nsw i64 %0, 784
-  %251 = add nsw i64 652432, %250
-  %252 = add nsw i64 %251, 768
-  %253 = mul nsw i64 %pool1_grad.nb4031, 16
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %255
-  store <8 x float> %t407_c3_175, ptr %arena76, align 4
-  %nb403.next = add nsw i64 %pool1_grad.nb4031, 1
-  %256 = icmp slt i64 %nb403.next, 1
-  br i1 %256, label %pool1_grad.nb403, label %pool1_grad.nb403.end
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %243
+  store <8 x float> %t413_c7_046, ptr %arena47, align 4
+  %t413_c8_048 = load <8 x float>, ptr %pool1_grad.t413_c8_0, align 32
+  %244 = mul nsw i64 %0, 784
+  %245 = add nsw i64 652432, %244
+  %246 = mul nsw i64 %1, 8
+  %247 = add nsw i64 %245, %246
+  %248 = mul nsw i64 %pool1_grad.mb4122, 14
+  %249 = add nsw i64 %248, 8
+  %250 = mul nsw i64 %249, 16
+  %251 = add nsw i64 %247, %250
+  %252 = mul nsw i64 %pool1_grad.nb4111, 8
+  %253 = add nsw i64 %251, %252
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %253
+  store <8 x float> %t413_c8_048, ptr %arena49, align 4
+  %t413_c9_050 = load <8 x float>, ptr %pool1_grad.t413_c9_0, align 32
+  %254 = mul nsw i64 %0, 784
+  %255 = add nsw i64 652432, %254
+  %256 = mul nsw i64 %1, 8
+  %257 = add nsw i64 %255, %256
+  %258 = mul nsw i64 %pool1_grad.mb4122, 14
+  %259 = add nsw i64 %258, 9
+  %260 = mul nsw i64 %259, 16
+  %261 = add nsw i64 %257, %260
+  %262 = mul nsw i64 %pool1_grad.nb4111, 8
+  %263 = add nsw i64 %261, %262
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %263
+  store <8 x float> %t413_c9_050, ptr %arena51, align 4
+  %t413_c10_052 = load <8 x float>, ptr %pool1_grad.t413_c10_0, align 32
+  %264 = mul nsw i64 %0, 784
+  %265 = add nsw i64 652432, %264
+  %266 = mul nsw i64 %1, 8
+  %267 = add nsw i64 %265, %266
+  %268 = mul nsw i64 %pool1_grad.mb4122, 14
+  %269 = add nsw i64 %268, 10
+  %270 = mul nsw i64 %269, 16
+  %271 = add nsw i64 %267, %270
+  %272 = mul nsw i64 %pool1_grad.nb4111, 8
+  %273 = add nsw i64 %271, %272
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %273
+  store <8 x float> %t413_c10_052, ptr %arena53, align 4
+  %t413_c11_054 = load <8 x float>, ptr %pool1_grad.t413_c11_0, align 32
+  %274 = mul nsw i64 %0, 784
+  %275 = add nsw i64 652432, %274
+  %276 = mul nsw i64 %1, 8
+  %277 = add nsw i64 %275, %276
+  %278 = mul nsw i64 %pool1_grad.mb4122, 14
+  %279 = add nsw i64 %278, 11
+  %280 = mul nsw i64 %279, 16
+  %281 = add nsw i64 %277, %280
+  %282 = mul nsw i64 %pool1_grad.nb4111, 8
+  %283 = add nsw i64 %281, %282
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %283
+  store <8 x float> %t413_c11_054, ptr %arena55, align 4
+  %t413_c12_056 = load <8 x float>, ptr %pool1_grad.t413_c12_0, align 32
+  %284 = mul nsw i64 %0, 784
+  %285 = add nsw i64 652432, %284
+  %286 = mul nsw i64 %1, 8
+  %287 = add nsw i64 %285, %286
+  %288 = mul nsw i64 %pool1_grad.mb4122, 14
+  %289 = add nsw i64 %288, 12
+  %290 = mul nsw i64 %289, 16
+  %291 = add nsw i64 %287, %290
+  %292 = mul nsw i64 %pool1_grad.nb4111, 8
+  %293 = add nsw i64 %291, %292
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %293
+  store <8 x float> %t413_c12_056, ptr %arena57, align 4
+  %t413_c13_058 = load <8 x float>, ptr %pool1_grad.t413_c13_0, align 32
+  %294 = mul nsw i64 %0, 784
+  %295 = add nsw i64 652432, %294
+  %296 = mul nsw i64 %1, 8
+  %297 = add nsw i64 %295, %296
+  %298 = mul nsw i64 %pool1_grad.mb4122, 14
+  %299 = add nsw i64 %298, 13
+  %300 = mul nsw i64 %299, 16
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %pool1_grad.nb4111, 8
+  %303 = add nsw i64 %301, %302
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %303
+  store <8 x float> %t413_c13_058, ptr %arena59, align 4
+  %mb412.next = add nsw i64 %pool1_grad.mb4122, 1
+  %304 = icmp slt i64 %mb412.next, 3
+  br i1 %304, label %pool1_grad.mb412, label %pool1_grad.mb412.end
+
+pool1_grad.k416:                                  ; preds = %pool1_grad.k416, %pool1_grad.mb412.end
+  %pool1_grad.k41660 = phi i64 [ 0, %pool1_grad.mb412.end ], [ %k416.next, %pool1_grad.k416 ]
+  %305 = mul nsw i64 %0, 512
+  %306 = add nsw i64 610960, %305
+  %307 = mul nsw i64 %1, 8
+  %308 = add nsw i64 %306, %307
+  %309 = mul nsw i64 %pool1_grad.k41660, 16
+  %310 = add nsw i64 %308, %309
+  %311 = mul nsw i64 %pool1_grad.nb4111, 8
+  %312 = add nsw i64 %310, %311
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %312
+  %313 = load <8 x float>, ptr %arena61, align 4
+  store <8 x float> %313, ptr %pool1_grad.t415_b0, align 32
+  %314 = mul nsw i64 %0, 1568
+  %315 = add nsw i64 627344, %314
+  %316 = add nsw i64 %315, 1344
+  %317 = add nsw i64 %316, %pool1_grad.k41660
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena62, align 4
+  %319 = insertelement <8 x float> undef, float %318, i32 0
+  %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %320, ptr %pool1_grad.t415_a0, align 32
+  %t415_a0 = load <8 x float>, ptr %pool1_grad.t415_a0, align 32
+  %t415_b0 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c0_0 = load <8 x float>, ptr %pool1_grad.t415_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a0, <8 x float> %t415_b0, <8 x float> %t415_c0_0)
+  store <8 x float> %321, ptr %pool1_grad.t415_c0_0, align 32
+  %322 = mul nsw i64 %0, 1568
+  %323 = add nsw i64 627344, %322
+  %324 = add nsw i64 %323, 1376
+  %325 = add nsw i64 %324, %pool1_grad.k41660
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %325
+  %326 = load float, ptr %arena63, align 4
+  %327 = insertelement <8 x float> undef, float %326, i32 0
+  %328 = shufflevector <8 x float> %327, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %328, ptr %pool1_grad.t415_a1, align 32
+  %t415_a1 = load <8 x float>, ptr %pool1_grad.t415_a1, align 32
+  %t415_b064 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c1_0 = load <8 x float>, ptr %pool1_grad.t415_c1_0, align 32
+  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a1, <8 x float> %t415_b064, <8 x float> %t415_c1_0)
+  store <8 x float> %329, ptr %pool1_grad.t415_c1_0, align 32
+  %330 = mul nsw i64 %0, 1568
+  %331 = add nsw i64 627344, %330
+  %332 = add nsw i64 %331, 1408
+  %333 = add nsw i64 %332, %pool1_grad.k41660
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena65, align 4
+  %335 = insertelement <8 x float> undef, float %334, i32 0
+  %336 = shufflevector <8 x float> %335, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %336, ptr %pool1_grad.t415_a2, align 32
+  %t415_a2 = load <8 x float>, ptr %pool1_grad.t415_a2, align 32
+  %t415_b066 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c2_0 = load <8 x float>, ptr %pool1_grad.t415_c2_0, align 32
+  %337 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a2, <8 x float> %t415_b066, <8 x float> %t415_c2_0)
+  store <8 x float> %337, ptr %pool1_grad.t415_c2_0, align 32
+  %338 = mul nsw i64 %0, 1568
+  %339 = add nsw i64 627344, %338
+  %340 = add nsw i64 %339, 1440
+  %341 = add nsw i64 %340, %pool1_grad.k41660
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %341
+  %342 = load float, ptr %arena67, align 4
+  %343 = insertelement <8 x float> undef, float %342, i32 0
+  %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %344, ptr %pool1_grad.t415_a3, align 32
+  %t415_a3 = load <8 x float>, ptr %pool1_grad.t415_a3, align 32
+  %t415_b068 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c3_0 = load <8 x float>, ptr %pool1_grad.t415_c3_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a3, <8 x float> %t415_b068, <8 x float> %t415_c3_0)
+  store <8 x float> %345, ptr %pool1_grad.t415_c3_0, align 32
+  %346 = mul nsw i64 %0, 1568
+  %347 = add nsw i64 627344, %346
+  %348 = add nsw i64 %347, 1472
+  %349 = add nsw i64 %348, %pool1_grad.k41660
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load float, ptr %arena69, align 4
+  %351 = insertelement <8 x float> undef, float %350, i32 0
+  %352 = shufflevector <8 x float> %351, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %352, ptr %pool1_grad.t415_a4, align 32
+  %t415_a4 = load <8 x float>, ptr %pool1_grad.t415_a4, align 32
+  %t415_b070 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c4_0 = load <8 x float>, ptr %pool1_grad.t415_c4_0, align 32
+  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a4, <8 x float> %t415_b070, <8 x float> %t415_c4_0)
+  store <8 x float> %353, ptr %pool1_grad.t415_c4_0, align 32
+  %354 = mul nsw i64 %0, 1568
+  %355 = add nsw i64 627344, %354
+  %356 = add nsw i64 %355, 1504
+  %357 = add nsw i64 %356, %pool1_grad.k41660
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load float, ptr %arena71, align 4
+  %359 = insertelement <8 x float> undef, float %358, i32 0
+  %360 = shufflevector <8 x float> %359, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %360, ptr %pool1_grad.t415_a5, align 32
+  %t415_a5 = load <8 x float>, ptr %pool1_grad.t415_a5, align 32
+  %t415_b072 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c5_0 = load <8 x float>, ptr %pool1_grad.t415_c5_0, align 32
+  %361 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a5, <8 x float> %t415_b072, <8 x float> %t415_c5_0)
+  store <8 x float> %361, ptr %pool1_grad.t415_c5_0, align 32
+  %362 = mul nsw i64 %0, 1568
+  %363 = add nsw i64 627344, %362
+  %364 = add nsw i64 %363, 1536
+  %365 = add nsw i64 %364, %pool1_grad.k41660
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena73, align 4
+  %367 = insertelement <8 x float> undef, float %366, i32 0
+  %368 = shufflevector <8 x float> %367, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %368, ptr %pool1_grad.t415_a6, align 32
+  %t415_a6 = load <8 x float>, ptr %pool1_grad.t415_a6, align 32
+  %t415_b074 = load <8 x float>, ptr %pool1_grad.t415_b0, align 32
+  %t415_c6_0 = load <8 x float>, ptr %pool1_grad.t415_c6_0, align 32
+  %369 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t415_a6, <8 x float> %t415_b074, <8 x float> %t415_c6_0)
+  store <8 x float> %369, ptr %pool1_grad.t415_c6_0, align 32
+  %k416.next = add nsw i64 %pool1_grad.k41660, 1
+  %370 = icmp slt i64 %k416.next, 32
+  br i1 %370, label %pool1_grad.k416, label %pool1_grad.k416.end
+
+pool1_grad.k416.end:                              ; preds = %pool1_grad.k416
+  %t415_c0_075 = load <8 x float>, ptr %pool1_grad.t415_c0_0, align 32
+  %371 = mul nsw i64 %0, 784
+  %372 = add nsw i64 652432, %371
+  %373 = mul nsw i64 %1, 8
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 %374, 672
+  %376 = mul nsw i64 %pool1_grad.nb4111, 8
+  %377 = add nsw i64 %375, %376
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %377
+  store <8 x float> %t415_c0_075, ptr %arena76, align 4
+  %t415_c1_077 = load <8 x float>, ptr %pool1_grad.t415_c1_0, align 32
+  %378 = mul nsw i64 %0, 784
+  %379 = add nsw i64 652432, %378
+  %380 = mul nsw i64 %1, 8
+  %381 = add nsw i64 %379, %380
+  %382 = add nsw i64 %381, 688
+  %383 = mul nsw i64 %pool1_grad.nb4111, 8
+  %384 = add nsw i64 %382, %383
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %384
+  store <8 x float> %t415_c1_077, ptr %arena78, align 4
+  %t415_c2_079 = load <8 x float>, ptr %pool1_grad.t415_c2_0, align 32
+  %385 = mul nsw i64 %0, 784
+  %386 = add nsw i64 652432, %385
+  %387 = mul nsw i64 %1, 8
+  %388 = add nsw i64 %386, %387
+  %389 = add nsw i64 %388, 704
+  %390 = mul nsw i64 %pool1_grad.nb4111, 8
+  %391 = add nsw i64 %389, %390
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %391
+  store <8 x float> %t415_c2_079, ptr %arena80, align 4
+  %t415_c3_081 = load <8 x float>, ptr %pool1_grad.t415_c3_0, align 32
+  %392 = mul nsw i64 %0, 784
+  %393 = add nsw i64 652432, %392
+  %394 = mul nsw i64 %1, 8
+  %395 = add nsw i64 %393, %394
+  %396 = add nsw i64 %395, 720
+  %397 = mul nsw i64 %pool1_grad.nb4111, 8
+  %398 = add nsw i64 %396, %397
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <8 x float> %t415_c3_081, ptr %arena82, align 4
+  %t415_c4_083 = load <8 x float>, ptr %pool1_grad.t415_c4_0, align 32
+  %399 = mul nsw i64 %0, 784
+  %400 = add nsw i64 652432, %399
+  %401 = mul nsw i64 %1, 8
+  %402 = add nsw i64 %400, %401
+  %403 = add nsw i64 %402, 736
+  %404 = mul nsw i64 %pool1_grad.nb4111, 8
+  %405 = add nsw i64 %403, %404
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %405
+  store <8 x float> %t415_c4_083, ptr %arena84, align 4
+  %t415_c5_085 = load <8 x float>, ptr %pool1_grad.t415_c5_0, align 32
+  %406 = mul nsw i64 %0, 784
+  %407 = add nsw i64 652432, %406
+  %408 = mul nsw i64 %1, 8
+  %409 = add nsw i64 %407, %408
+  %410 = add nsw i64 %409, 752
+  %411 = mul nsw i64 %pool1_grad.nb4111, 8
+  %412 = add nsw i64 %410, %411
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <8 x float> %t415_c5_085, ptr %arena86, align 4
+  %t415_c6_087 = load <8 x float>, ptr %pool1_grad.t415_c6_0, align 32
+  %413 = mul nsw i64 %0, 784
+  %414 = add nsw i64 652432, %413
+  %415 = mul nsw i64 %1, 8
+  %416 = add nsw i64 %414, %415
+  %417 = add nsw i64 %416, 768
+  %418 = mul nsw i64 %pool1_grad.nb4111, 8
+  %419 = add nsw i64 %417, %418
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %419
+  store <8 x float> %t415_c6_087, ptr %arena88, align 4
+  %nb411.next = add nsw i64 %pool1_grad.nb4111, 1
+  %420 = icmp slt i64 %nb411.next, 1
+  br i1 %420, label %pool1_grad.nb411, label %pool1_grad.nb411.end
+}
+
+define internal void @smallcnn_train_b64.k18.pool1_grad.part409.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @smallcnn_train_b64.k18.pool1_grad.part409(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k19.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i432
+  %part440.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %0 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 0
+  store ptr %params, ptr %0, align 8
+  %1 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 1
+  store ptr %grads, ptr %1, align 8
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 2
+  store ptr %m, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 3
+  store ptr %v, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 4
+  store ptr %arena, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 5
+  store ptr %prepared, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 6
+  store ptr %images, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 7
+  store ptr %labels, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 8
+  store float %lr, ptr %8, align 4
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 9
+  store i64 %step, ptr %9, align 4
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 10
+  store i64 %seed, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part440.context, i32 0, i32 11
+  store ptr %pool, ptr %11, align 8
+  %12 = icmp eq ptr %pool, null
+  br i1 %12, label %conv1_grad.part440.serial, label %conv1_grad.part440.pool
 
-conv1_grad.i432:                                  ; preds = %conv1_grad.i432, %entry
-  %conv1_grad.i4321 = phi i64 [ 0, %entry ], [ %i432.next, %conv1_grad.i432 ]
-  %0 = add nsw i64 610960, %conv1_grad.i4321
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i432.next = add nsw i64 %conv1_grad.i4321, 1
-  %1 = icmp slt i64 %i432.next, 802816
-  br i1 %1, label %conv1_grad.i432, label %conv1_grad.i432.end
+conv1_grad.part440.pool:                          ; preds = %entry
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k19.conv1_grad.part440.task, ptr %part440.context, i64 2)
+  br label %conv1_grad.part440.done
 
-conv1_grad.i432.end:                              ; preds = %conv1_grad.i432
-  br label %conv1_grad.q433
+conv1_grad.part440.serial:                        ; preds = %entry
+  br label %conv1_grad.part440
 
-conv1_grad.q433:                                  ; preds = %conv1_grad.i434.end, %conv1_grad.i432.end
-  %conv1_grad.q4333 = phi i64 [ 0, %conv1_grad.i432.end ], [ %q433.next, %conv1_grad.i434.end ]
-  br label %conv1_grad.i434
-
-conv1_grad.q433.end:                              ; preds = %conv1_grad.i434.end
+conv1_grad.part440.done:                          ; preds = %conv1_grad.part440.end, %conv1_grad.part440.pool
   ret void
 
-conv1_grad.i434:                                  ; preds = %conv1_grad.endif, %conv1_grad.q433
-  %conv1_grad.i4344 = phi i64 [ 0, %conv1_grad.q433 ], [ %i434.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q4333, 196
-  %3 = add nsw i64 %2, %conv1_grad.i4344
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena5, align 4
-  %5 = fcmp ogt float %4, 0.000000e+00
-  br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.part440:                               ; preds = %conv1_grad.part440, %conv1_grad.part440.serial
+  %conv1_grad.part4401 = phi i64 [ 0, %conv1_grad.part440.serial ], [ %part440.next, %conv1_grad.part440 ]
+  call void @smallcnn_train_b64.k19.conv1_grad.part440(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_grad.part4401)
+  %part440.next = add nsw i64 %conv1_grad.part4401, 1
+  %13 = icmp slt i64 %part440.next, 2
+  br i1 %13, label %conv1_grad.part440, label %conv1_grad.part440.end
 
-conv1_grad.i434.end:                              ; preds = %conv1_grad.endif
-  %q433.next = add nsw i64 %conv1_grad.q4333, 1
-  %6 = icmp slt i64 %q433.next, 1024
-  br i1 %6, label %conv1_grad.q433, label %conv1_grad.q433.end
+conv1_grad.part440.end:                           ; preds = %conv1_grad.part440
+  br label %conv1_grad.part440.done
+}
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i434
-  %7 = mul nsw i64 %conv1_grad.q4333, 784
-  %8 = add nsw i64 610960, %7
-  %9 = mul nsw i64 %conv1_grad.q4333, 196
-  %10 = add nsw i64 %9, %conv1_grad.i4344
-  %11 = add nsw i64 200704, %10
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena6, align 4
-  %13 = fptosi float %12 to i64
-  %14 = add nsw i64 %8, %13
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q4333, 196
-  %17 = add nsw i64 %16, %conv1_grad.i4344
-  %18 = add nsw i64 401408, %17
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena8, align 4
-  %20 = fadd float %15, %19
-  store float %20, ptr %arena7, align 4
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k19.conv1_grad.part440(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv1_grad.q441
+
+conv1_grad.q441:                                  ; preds = %conv1_grad.i443.end, %entry
+  %conv1_grad.q4411 = phi i64 [ 0, %entry ], [ %q441.next, %conv1_grad.i443.end ]
+  br label %conv1_grad.i442
+
+conv1_grad.q441.end:                              ; preds = %conv1_grad.i443.end
+  ret void
+
+conv1_grad.i442:                                  ; preds = %conv1_grad.i442, %conv1_grad.q441
+  %conv1_grad.i4422 = phi i64 [ 0, %conv1_grad.q441 ], [ %i442.next, %conv1_grad.i442 ]
+  %1 = mul nsw i64 %0, 512
+  %2 = add nsw i64 %conv1_grad.q4411, %1
+  %3 = mul nsw i64 %2, 784
+  %4 = add nsw i64 610960, %3
+  %5 = add nsw i64 %4, %conv1_grad.i4422
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i442.next = add nsw i64 %conv1_grad.i4422, 1
+  %6 = icmp slt i64 %i442.next, 784
+  br i1 %6, label %conv1_grad.i442, label %conv1_grad.i442.end
+
+conv1_grad.i442.end:                              ; preds = %conv1_grad.i442
+  br label %conv1_grad.i443
+
+conv1_grad.i443:                                  ; preds = %conv1_grad.endif, %conv1_grad.i442.end
+  %conv1_grad.i4434 = phi i64 [ 0, %conv1_grad.i442.end ], [ %i443.next, %conv1_grad.endif ]
+  %7 = mul nsw i64 %0, 512
+  %8 = add nsw i64 %conv1_grad.q4411, %7
+  %9 = mul nsw i64 %8, 196
+  %10 = add nsw i64 %9, %conv1_grad.i4434
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
+  %11 = load float, ptr %arena5, align 4
+  %12 = fcmp ogt float %11, 0.000000e+00
+  br i1 %12, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i443.end:                              ; preds = %conv1_grad.endif
+  %q441.next = add nsw i64 %conv1_grad.q4411, 1
+  %13 = icmp slt i64 %q441.next, 512
+  br i1 %13, label %conv1_grad.q441, label %conv1_grad.q441.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i443
+  %14 = mul nsw i64 %0, 512
+  %15 = add nsw i64 %conv1_grad.q4411, %14
+  %16 = mul nsw i64 %15, 784
+  %17 = add nsw i64 610960, %16
+  %18 = mul nsw i64 %0, 512
+  %19 = add nsw i64 %conv1_grad.q4411, %18
+  %20 = mul nsw i64 %19, 196
+  %21 = add nsw i64 %20, %conv1_grad.i4434
+  %22 = add nsw i64 200704, %21
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load float, ptr %arena6, align 4
+  %24 = fptosi float %23 to i64
+  %25 = add nsw i64 %17, %24
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena7, align 4
+  %27 = mul nsw i64 %0, 512
+  %28 = add nsw i64 %conv1_grad.q4411, %27
+  %29 = mul nsw i64 %28, 196
+  %30 = add nsw i64 %29, %conv1_grad.i4434
+  %31 = add nsw i64 401408, %30
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %31
+  %32 = load float, ptr %arena8, align 4
+  %33 = fadd float %26, %32
+  store float %33, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i434
-  %i434.next = add nsw i64 %conv1_grad.i4344, 1
-  %21 = icmp slt i64 %i434.next, 196
-  br i1 %21, label %conv1_grad.i434, label %conv1_grad.i434.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i443
+  %i443.next = add nsw i64 %conv1_grad.i4434, 1
+  %34 = icmp slt i64 %i443.next, 196
+  br i1 %34, label %conv1_grad.i443, label %conv1_grad.i443.end
+}
+
+define internal void @smallcnn_train_b64.k19.conv1_grad.part440.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k19.conv1_grad.part440(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k20.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_weight_grad.i435
+  %part470.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, align 8
+  %part460.context = alloca { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, align 8
+  br label %conv1_weight_grad.i444
 
-conv1_weight_grad.i435:                           ; preds = %conv1_weight_grad.i435, %entry
-  %conv1_weight_grad.i4351 = phi i64 [ 0, %entry ], [ %i435.next, %conv1_weight_grad.i435 ]
-  %0 = add nsw i64 313744, %conv1_weight_grad.i4351
+conv1_weight_grad.i444:                           ; preds = %conv1_weight_grad.i444, %entry
+  %conv1_weight_grad.i4441 = phi i64 [ 0, %entry ], [ %i444.next, %conv1_weight_grad.i444 ]
+  %0 = add nsw i64 313744, %conv1_weight_grad.i4441
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i435.next = add nsw i64 %conv1_weight_grad.i4351, 1
-  %1 = icmp slt i64 %i435.next, 144
-  br i1 %1, label %conv1_weight_grad.i435, label %conv1_weight_grad.i435.end
+  %i444.next = add nsw i64 %conv1_weight_grad.i4441, 1
+  %1 = icmp slt i64 %i444.next, 144
+  br i1 %1, label %conv1_weight_grad.i444, label %conv1_weight_grad.i444.end
 
-conv1_weight_grad.i435.end:                       ; preds = %conv1_weight_grad.i435
-  br label %conv1_weight_grad.g436
+conv1_weight_grad.i444.end:                       ; preds = %conv1_weight_grad.i444
+  br label %conv1_weight_grad.g445
 
-conv1_weight_grad.g436:                           ; preds = %conv1_weight_grad.j451.end, %conv1_weight_grad.i435.end
-  %conv1_weight_grad.g4363 = phi i64 [ 0, %conv1_weight_grad.i435.end ], [ %g436.next, %conv1_weight_grad.j451.end ]
-  br label %conv1_weight_grad.j437
+conv1_weight_grad.g445:                           ; preds = %conv1_weight_grad.part460.done, %conv1_weight_grad.i444.end
+  %conv1_weight_grad.g4453 = phi i64 [ 0, %conv1_weight_grad.i444.end ], [ %g445.next, %conv1_weight_grad.part460.done ]
+  br label %conv1_weight_grad.j446
 
-conv1_weight_grad.g436.end:                       ; preds = %conv1_weight_grad.j451.end
-  br label %conv1_weight_grad.f462
+conv1_weight_grad.g445.end:                       ; preds = %conv1_weight_grad.part460.done
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 0
+  store ptr %params, ptr %2, align 8
+  %3 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 1
+  store ptr %grads, ptr %3, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 2
+  store ptr %m, ptr %4, align 8
+  %5 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 3
+  store ptr %v, ptr %5, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 4
+  store ptr %arena, ptr %6, align 8
+  %7 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 5
+  store ptr %prepared, ptr %7, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 6
+  store ptr %images, ptr %8, align 8
+  %9 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 7
+  store ptr %labels, ptr %9, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 8
+  store float %lr, ptr %10, align 4
+  %11 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 9
+  store i64 %step, ptr %11, align 4
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 10
+  store i64 %seed, ptr %12, align 4
+  %13 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %part470.context, i32 0, i32 11
+  store ptr %pool, ptr %13, align 8
+  %14 = icmp eq ptr %pool, null
+  br i1 %14, label %conv1_weight_grad.part470.serial, label %conv1_weight_grad.part470.pool
 
-conv1_weight_grad.j437:                           ; preds = %conv1_weight_grad.c438.end, %conv1_weight_grad.g436
-  %conv1_weight_grad.j4374 = phi i64 [ 0, %conv1_weight_grad.g436 ], [ %j437.next, %conv1_weight_grad.c438.end ]
-  br label %conv1_weight_grad.c438
+conv1_weight_grad.j446:                           ; preds = %conv1_weight_grad.c447.end, %conv1_weight_grad.g445
+  %conv1_weight_grad.j4464 = phi i64 [ 0, %conv1_weight_grad.g445 ], [ %j446.next, %conv1_weight_grad.c447.end ]
+  br label %conv1_weight_grad.c447
 
-conv1_weight_grad.j437.end:                       ; preds = %conv1_weight_grad.c438.end
-  br label %conv1_weight_grad.j451
+conv1_weight_grad.j446.end:                       ; preds = %conv1_weight_grad.c447.end
+  %15 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 0
+  store ptr %params, ptr %15, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 1
+  store ptr %grads, ptr %16, align 8
+  %17 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 2
+  store ptr %m, ptr %17, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 3
+  store ptr %v, ptr %18, align 8
+  %19 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 4
+  store ptr %arena, ptr %19, align 8
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 5
+  store ptr %prepared, ptr %20, align 8
+  %21 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 6
+  store ptr %images, ptr %21, align 8
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 7
+  store ptr %labels, ptr %22, align 8
+  %23 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 8
+  store float %lr, ptr %23, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 9
+  store i64 %step, ptr %24, align 4
+  %25 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 10
+  store i64 %seed, ptr %25, align 4
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 11
+  store ptr %pool, ptr %26, align 8
+  %27 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %part460.context, i32 0, i32 12
+  store i64 %conv1_weight_grad.g4453, ptr %27, align 4
+  %28 = icmp eq ptr %pool, null
+  br i1 %28, label %conv1_weight_grad.part460.serial, label %conv1_weight_grad.part460.pool
 
-conv1_weight_grad.c438:                           ; preds = %conv1_weight_grad.ky439.end, %conv1_weight_grad.j437
-  %conv1_weight_grad.c4385 = phi i64 [ 0, %conv1_weight_grad.j437 ], [ %c438.next, %conv1_weight_grad.ky439.end ]
-  br label %conv1_weight_grad.ky439
+conv1_weight_grad.c447:                           ; preds = %conv1_weight_grad.ky448.end, %conv1_weight_grad.j446
+  %conv1_weight_grad.c4475 = phi i64 [ 0, %conv1_weight_grad.j446 ], [ %c447.next, %conv1_weight_grad.ky448.end ]
+  br label %conv1_weight_grad.ky448
 
-conv1_weight_grad.c438.end:                       ; preds = %conv1_weight_grad.ky439.end
-  %j437.next = add nsw i64 %conv1_weight_grad.j4374, 1
-  %2 = icmp slt i64 %j437.next, 16
-  br i1 %2, label %conv1_weight_grad.j437, label %conv1_weight_grad.j437.end
+conv1_weight_grad.c447.end:                       ; preds = %conv1_weight_grad.ky448.end
+  %j446.next = add nsw i64 %conv1_weight_grad.j4464, 1
+  %29 = icmp slt i64 %j446.next, 16
+  br i1 %29, label %conv1_weight_grad.j446, label %conv1_weight_grad.j446.end
 
-conv1_weight_grad.ky439:                          ; preds = %conv1_weight_grad.oy447.end, %conv1_weight_grad.c438
-  %conv1_weight_grad.ky4396 = phi i64 [ 0, %conv1_weight_grad.c438 ], [ %ky439.next, %conv1_weight_grad.oy447.end ]
-  br label %conv1_weight_grad.oy440
+conv1_weight_grad.ky448:                          ; preds = %conv1_weight_grad.oy456.end, %conv1_weight_grad.c447
+  %conv1_weight_grad.ky4486 = phi i64 [ 0, %conv1_weight_grad.c447 ], [ %ky448.next, %conv1_weight_grad.oy456.end ]
+  br label %conv1_weight_grad.oy449
 
-conv1_weight_grad.ky439.end:                      ; preds = %conv1_weight_grad.oy447.end
-  %c438.next = add nsw i64 %conv1_weight_grad.c4385, 1
-  %3 = icmp slt i64 %c438.next, 1
-  br i1 %3, label %conv1_weight_grad.c438, label %conv1_weight_grad.c438.end
+conv1_weight_grad.ky448.end:                      ; preds = %conv1_weight_grad.oy456.end
+  %c447.next = add nsw i64 %conv1_weight_grad.c4475, 1
+  %30 = icmp slt i64 %c447.next, 1
+  br i1 %30, label %conv1_weight_grad.c447, label %conv1_weight_grad.c447.end
 
-conv1_weight_grad.oy440:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky439
-  %conv1_weight_grad.oy4407 = phi i64 [ 0, %conv1_weight_grad.ky439 ], [ %oy440.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
-  %5 = add nsw i64 %4, -1
-  %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
-  %8 = add nsw i64 %7, -1
-  %9 = icmp slt i64 %8, 28
-  %10 = and i1 %6, %9
-  br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy449:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky448
+  %conv1_weight_grad.oy4497 = phi i64 [ 0, %conv1_weight_grad.ky448 ], [ %oy449.next, %conv1_weight_grad.endif18 ]
+  %31 = add nsw i64 %conv1_weight_grad.oy4497, %conv1_weight_grad.ky4486
+  %32 = add nsw i64 %31, -1
+  %33 = icmp slt i64 -1, %32
+  %34 = add nsw i64 %conv1_weight_grad.oy4497, %conv1_weight_grad.ky4486
+  %35 = add nsw i64 %34, -1
+  %36 = icmp slt i64 %35, 28
+  %37 = and i1 %33, %36
+  br i1 %37, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy440.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy444
+conv1_weight_grad.oy449.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy453
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy440
-  br label %conv1_weight_grad.ox441
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy449
+  br label %conv1_weight_grad.ox450
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox442.end, %conv1_weight_grad.oy440
-  %11 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
-  %12 = add nsw i64 %11, -1
-  %13 = icmp slt i64 %12, 0
-  br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox451.end, %conv1_weight_grad.oy449
+  %38 = add nsw i64 %conv1_weight_grad.oy4497, %conv1_weight_grad.ky4486
+  %39 = add nsw i64 %38, -1
+  %40 = icmp slt i64 %39, 0
+  br i1 %40, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox441:                          ; preds = %conv1_weight_grad.ox441, %conv1_weight_grad.then
-  %conv1_weight_grad.ox4418 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox441.next, %conv1_weight_grad.ox441 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g4363, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j4374
-  %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c4385, 784
-  %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
-  %20 = add nsw i64 %19, -1
-  %21 = mul nsw i64 %20, 28
-  %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox4418, 1
-  %24 = add nsw i64 %23, -1
-  %25 = add nsw i64 %22, %24
-  %images9 = getelementptr inbounds float, ptr %images, i64 %25
-  %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky4396
-  %29 = mul nsw i64 %28, 3
-  %30 = mul nsw i64 %29, 12560
-  %31 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy4407, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox4418, 1
-  %35 = add nsw i64 %33, %34
-  %36 = add nsw i64 %32, %35
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
-  store float %26, ptr %arena10, align 4
-  %ox441.next = add nsw i64 %conv1_weight_grad.ox4418, 1
-  %37 = icmp slt i64 %ox441.next, 27
-  br i1 %37, label %conv1_weight_grad.ox441, label %conv1_weight_grad.ox441.end
+conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4508 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox450.next, %conv1_weight_grad.ox450 ]
+  %41 = mul nsw i64 %conv1_weight_grad.g4453, 16
+  %42 = add nsw i64 %41, %conv1_weight_grad.j4464
+  %43 = mul nsw i64 %42, 784
+  %44 = mul nsw i64 %conv1_weight_grad.c4475, 784
+  %45 = add nsw i64 %43, %44
+  %46 = add nsw i64 %conv1_weight_grad.oy4497, %conv1_weight_grad.ky4486
+  %47 = add nsw i64 %46, -1
+  %48 = mul nsw i64 %47, 28
+  %49 = add nsw i64 %45, %48
+  %50 = add nsw i64 %conv1_weight_grad.ox4508, 1
+  %51 = add nsw i64 %50, -1
+  %52 = add nsw i64 %49, %51
+  %images9 = getelementptr inbounds float, ptr %images, i64 %52
+  %53 = load float, ptr %images9, align 4
+  %54 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %55 = add nsw i64 %54, %conv1_weight_grad.ky4486
+  %56 = mul nsw i64 %55, 3
+  %57 = mul nsw i64 %56, 12560
+  %58 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %59 = add nsw i64 %57, %58
+  %60 = mul nsw i64 %conv1_weight_grad.oy4497, 28
+  %61 = add nsw i64 %conv1_weight_grad.ox4508, 1
+  %62 = add nsw i64 %60, %61
+  %63 = add nsw i64 %59, %62
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %63
+  store float %53, ptr %arena10, align 4
+  %ox450.next = add nsw i64 %conv1_weight_grad.ox4508, 1
+  %64 = icmp slt i64 %ox450.next, 27
+  br i1 %64, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
 
-conv1_weight_grad.ox441.end:                      ; preds = %conv1_weight_grad.ox441
-  br label %conv1_weight_grad.ox442
+conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
+  br label %conv1_weight_grad.ox451
 
-conv1_weight_grad.ox442:                          ; preds = %conv1_weight_grad.ox442, %conv1_weight_grad.ox441.end
-  %conv1_weight_grad.ox44211 = phi i64 [ 0, %conv1_weight_grad.ox441.end ], [ %ox442.next, %conv1_weight_grad.ox442 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky4396
-  %40 = mul nsw i64 %39, 3
-  %41 = mul nsw i64 %40, 12560
-  %42 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy4407, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox44211
-  %46 = add nsw i64 %43, %45
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
+conv1_weight_grad.ox451:                          ; preds = %conv1_weight_grad.ox451, %conv1_weight_grad.ox450.end
+  %conv1_weight_grad.ox45111 = phi i64 [ 0, %conv1_weight_grad.ox450.end ], [ %ox451.next, %conv1_weight_grad.ox451 ]
+  %65 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %66 = add nsw i64 %65, %conv1_weight_grad.ky4486
+  %67 = mul nsw i64 %66, 3
+  %68 = mul nsw i64 %67, 12560
+  %69 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %conv1_weight_grad.oy4497, 28
+  %72 = add nsw i64 %71, %conv1_weight_grad.ox45111
+  %73 = add nsw i64 %70, %72
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox442.next = add nsw i64 %conv1_weight_grad.ox44211, 1
-  %47 = icmp slt i64 %ox442.next, 1
-  br i1 %47, label %conv1_weight_grad.ox442, label %conv1_weight_grad.ox442.end
+  %ox451.next = add nsw i64 %conv1_weight_grad.ox45111, 1
+  %74 = icmp slt i64 %ox451.next, 1
+  br i1 %74, label %conv1_weight_grad.ox451, label %conv1_weight_grad.ox451.end
 
-conv1_weight_grad.ox442.end:                      ; preds = %conv1_weight_grad.ox442
+conv1_weight_grad.ox451.end:                      ; preds = %conv1_weight_grad.ox451
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox443
+  br label %conv1_weight_grad.ox452
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox443.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy4407, %conv1_weight_grad.ky4396
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox452.end, %conv1_weight_grad.endif
+  %75 = add nsw i64 %conv1_weight_grad.oy4497, %conv1_weight_grad.ky4486
+  %76 = add nsw i64 %75, -1
+  %77 = icmp slt i64 27, %76
+  br i1 %77, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox443:                          ; preds = %conv1_weight_grad.ox443, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox44315 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox443.next, %conv1_weight_grad.ox443 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky4396
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12560
-  %55 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy4407, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox44315
-  %59 = add nsw i64 %56, %58
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
+conv1_weight_grad.ox452:                          ; preds = %conv1_weight_grad.ox452, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox45215 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox452.next, %conv1_weight_grad.ox452 ]
+  %78 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %79 = add nsw i64 %78, %conv1_weight_grad.ky4486
+  %80 = mul nsw i64 %79, 3
+  %81 = mul nsw i64 %80, 12560
+  %82 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1_weight_grad.oy4497, 28
+  %85 = add nsw i64 %84, %conv1_weight_grad.ox45215
+  %86 = add nsw i64 %83, %85
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %86
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox443.next = add nsw i64 %conv1_weight_grad.ox44315, 1
-  %60 = icmp slt i64 %ox443.next, 28
-  br i1 %60, label %conv1_weight_grad.ox443, label %conv1_weight_grad.ox443.end
+  %ox452.next = add nsw i64 %conv1_weight_grad.ox45215, 1
+  %87 = icmp slt i64 %ox452.next, 28
+  br i1 %87, label %conv1_weight_grad.ox452, label %conv1_weight_grad.ox452.end
 
-conv1_weight_grad.ox443.end:                      ; preds = %conv1_weight_grad.ox443
+conv1_weight_grad.ox452.end:                      ; preds = %conv1_weight_grad.ox452
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox44319
+  br label %conv1_weight_grad.ox45219
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox443.end20, %conv1_weight_grad.endif14
-  %oy440.next = add nsw i64 %conv1_weight_grad.oy4407, 1
-  %61 = icmp slt i64 %oy440.next, 28
-  br i1 %61, label %conv1_weight_grad.oy440, label %conv1_weight_grad.oy440.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox452.end20, %conv1_weight_grad.endif14
+  %oy449.next = add nsw i64 %conv1_weight_grad.oy4497, 1
+  %88 = icmp slt i64 %oy449.next, 28
+  br i1 %88, label %conv1_weight_grad.oy449, label %conv1_weight_grad.oy449.end
 
-conv1_weight_grad.ox44319:                        ; preds = %conv1_weight_grad.ox44319, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox44321 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox443.next23, %conv1_weight_grad.ox44319 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky4396
-  %64 = mul nsw i64 %63, 3
-  %65 = mul nsw i64 %64, 12560
-  %66 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy4407, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox44321
-  %70 = add nsw i64 %67, %69
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
+conv1_weight_grad.ox45219:                        ; preds = %conv1_weight_grad.ox45219, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox45221 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox452.next23, %conv1_weight_grad.ox45219 ]
+  %89 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %90 = add nsw i64 %89, %conv1_weight_grad.ky4486
+  %91 = mul nsw i64 %90, 3
+  %92 = mul nsw i64 %91, 12560
+  %93 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %94 = add nsw i64 %92, %93
+  %95 = mul nsw i64 %conv1_weight_grad.oy4497, 28
+  %96 = add nsw i64 %95, %conv1_weight_grad.ox45221
+  %97 = add nsw i64 %94, %96
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %97
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox443.next23 = add nsw i64 %conv1_weight_grad.ox44321, 1
-  %71 = icmp slt i64 %ox443.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox44319, label %conv1_weight_grad.ox443.end20
+  %ox452.next23 = add nsw i64 %conv1_weight_grad.ox45221, 1
+  %98 = icmp slt i64 %ox452.next23, 28
+  br i1 %98, label %conv1_weight_grad.ox45219, label %conv1_weight_grad.ox452.end20
 
-conv1_weight_grad.ox443.end20:                    ; preds = %conv1_weight_grad.ox44319
+conv1_weight_grad.ox452.end20:                    ; preds = %conv1_weight_grad.ox45219
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy444:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy440.end
-  %conv1_weight_grad.oy44424 = phi i64 [ 0, %conv1_weight_grad.oy440.end ], [ %oy444.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
-  %73 = add nsw i64 %72, -1
-  %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
-  %76 = add nsw i64 %75, -1
-  %77 = icmp slt i64 %76, 28
-  %78 = and i1 %74, %77
-  br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
+conv1_weight_grad.oy453:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy449.end
+  %conv1_weight_grad.oy45324 = phi i64 [ 0, %conv1_weight_grad.oy449.end ], [ %oy453.next, %conv1_weight_grad.endif35 ]
+  %99 = add nsw i64 %conv1_weight_grad.oy45324, %conv1_weight_grad.ky4486
+  %100 = add nsw i64 %99, -1
+  %101 = icmp slt i64 -1, %100
+  %102 = add nsw i64 %conv1_weight_grad.oy45324, %conv1_weight_grad.ky4486
+  %103 = add nsw i64 %102, -1
+  %104 = icmp slt i64 %103, 28
+  %105 = and i1 %101, %104
+  br i1 %105, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy444.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy447
+conv1_weight_grad.oy453.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy456
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy444
-  br label %conv1_weight_grad.ox445
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy453
+  br label %conv1_weight_grad.ox454
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox445.end, %conv1_weight_grad.oy444
-  %79 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
-  %80 = add nsw i64 %79, -1
-  %81 = icmp slt i64 %80, 0
-  br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox454.end, %conv1_weight_grad.oy453
+  %106 = add nsw i64 %conv1_weight_grad.oy45324, %conv1_weight_grad.ky4486
+  %107 = add nsw i64 %106, -1
+  %108 = icmp slt i64 %107, 0
+  br i1 %108, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox445:                          ; preds = %conv1_weight_grad.ox445, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox44527 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox445.next, %conv1_weight_grad.ox445 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g4363, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j4374
-  %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c4385, 784
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
-  %88 = add nsw i64 %87, -1
-  %89 = mul nsw i64 %88, 28
-  %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox44527
-  %images28 = getelementptr inbounds float, ptr %images, i64 %91
-  %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky4396
-  %95 = mul nsw i64 %94, 3
-  %96 = add nsw i64 %95, 1
-  %97 = mul nsw i64 %96, 12560
-  %98 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy44424, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox44527
-  %102 = add nsw i64 %99, %101
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
-  store float %92, ptr %arena29, align 4
-  %ox445.next = add nsw i64 %conv1_weight_grad.ox44527, 1
-  %103 = icmp slt i64 %ox445.next, 28
-  br i1 %103, label %conv1_weight_grad.ox445, label %conv1_weight_grad.ox445.end
+conv1_weight_grad.ox454:                          ; preds = %conv1_weight_grad.ox454, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox45427 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox454.next, %conv1_weight_grad.ox454 ]
+  %109 = mul nsw i64 %conv1_weight_grad.g4453, 16
+  %110 = add nsw i64 %109, %conv1_weight_grad.j4464
+  %111 = mul nsw i64 %110, 784
+  %112 = mul nsw i64 %conv1_weight_grad.c4475, 784
+  %113 = add nsw i64 %111, %112
+  %114 = add nsw i64 %conv1_weight_grad.oy45324, %conv1_weight_grad.ky4486
+  %115 = add nsw i64 %114, -1
+  %116 = mul nsw i64 %115, 28
+  %117 = add nsw i64 %113, %116
+  %118 = add nsw i64 %117, %conv1_weight_grad.ox45427
+  %images28 = getelementptr inbounds float, ptr %images, i64 %118
+  %119 = load float, ptr %images28, align 4
+  %120 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %121 = add nsw i64 %120, %conv1_weight_grad.ky4486
+  %122 = mul nsw i64 %121, 3
+  %123 = add nsw i64 %122, 1
+  %124 = mul nsw i64 %123, 12560
+  %125 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %126 = add nsw i64 %124, %125
+  %127 = mul nsw i64 %conv1_weight_grad.oy45324, 28
+  %128 = add nsw i64 %127, %conv1_weight_grad.ox45427
+  %129 = add nsw i64 %126, %128
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %129
+  store float %119, ptr %arena29, align 4
+  %ox454.next = add nsw i64 %conv1_weight_grad.ox45427, 1
+  %130 = icmp slt i64 %ox454.next, 28
+  br i1 %130, label %conv1_weight_grad.ox454, label %conv1_weight_grad.ox454.end
 
-conv1_weight_grad.ox445.end:                      ; preds = %conv1_weight_grad.ox445
+conv1_weight_grad.ox454.end:                      ; preds = %conv1_weight_grad.ox454
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox446
+  br label %conv1_weight_grad.ox455
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy44424, %conv1_weight_grad.ky4396
-  %105 = add nsw i64 %104, -1
-  %106 = icmp slt i64 27, %105
-  br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox455.end, %conv1_weight_grad.endif26
+  %131 = add nsw i64 %conv1_weight_grad.oy45324, %conv1_weight_grad.ky4486
+  %132 = add nsw i64 %131, -1
+  %133 = icmp slt i64 27, %132
+  br i1 %133, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox44632 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox446.next, %conv1_weight_grad.ox446 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky4396
-  %109 = mul nsw i64 %108, 3
-  %110 = add nsw i64 %109, 1
-  %111 = mul nsw i64 %110, 12560
-  %112 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy44424, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox44632
-  %116 = add nsw i64 %113, %115
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
+conv1_weight_grad.ox455:                          ; preds = %conv1_weight_grad.ox455, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox45532 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox455.next, %conv1_weight_grad.ox455 ]
+  %134 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %135 = add nsw i64 %134, %conv1_weight_grad.ky4486
+  %136 = mul nsw i64 %135, 3
+  %137 = add nsw i64 %136, 1
+  %138 = mul nsw i64 %137, 12560
+  %139 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %conv1_weight_grad.oy45324, 28
+  %142 = add nsw i64 %141, %conv1_weight_grad.ox45532
+  %143 = add nsw i64 %140, %142
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %143
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox446.next = add nsw i64 %conv1_weight_grad.ox44632, 1
-  %117 = icmp slt i64 %ox446.next, 28
-  br i1 %117, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
+  %ox455.next = add nsw i64 %conv1_weight_grad.ox45532, 1
+  %144 = icmp slt i64 %ox455.next, 28
+  br i1 %144, label %conv1_weight_grad.ox455, label %conv1_weight_grad.ox455.end
 
-conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
+conv1_weight_grad.ox455.end:                      ; preds = %conv1_weight_grad.ox455
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox44636
+  br label %conv1_weight_grad.ox45536
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox446.end37, %conv1_weight_grad.endif31
-  %oy444.next = add nsw i64 %conv1_weight_grad.oy44424, 1
-  %118 = icmp slt i64 %oy444.next, 28
-  br i1 %118, label %conv1_weight_grad.oy444, label %conv1_weight_grad.oy444.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox455.end37, %conv1_weight_grad.endif31
+  %oy453.next = add nsw i64 %conv1_weight_grad.oy45324, 1
+  %145 = icmp slt i64 %oy453.next, 28
+  br i1 %145, label %conv1_weight_grad.oy453, label %conv1_weight_grad.oy453.end
 
-conv1_weight_grad.ox44636:                        ; preds = %conv1_weight_grad.ox44636, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox44638 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox446.next40, %conv1_weight_grad.ox44636 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky4396
-  %121 = mul nsw i64 %120, 3
-  %122 = add nsw i64 %121, 1
-  %123 = mul nsw i64 %122, 12560
-  %124 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy44424, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox44638
-  %128 = add nsw i64 %125, %127
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
+conv1_weight_grad.ox45536:                        ; preds = %conv1_weight_grad.ox45536, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox45538 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox455.next40, %conv1_weight_grad.ox45536 ]
+  %146 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %147 = add nsw i64 %146, %conv1_weight_grad.ky4486
+  %148 = mul nsw i64 %147, 3
+  %149 = add nsw i64 %148, 1
+  %150 = mul nsw i64 %149, 12560
+  %151 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %conv1_weight_grad.oy45324, 28
+  %154 = add nsw i64 %153, %conv1_weight_grad.ox45538
+  %155 = add nsw i64 %152, %154
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %155
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox446.next40 = add nsw i64 %conv1_weight_grad.ox44638, 1
-  %129 = icmp slt i64 %ox446.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox44636, label %conv1_weight_grad.ox446.end37
+  %ox455.next40 = add nsw i64 %conv1_weight_grad.ox45538, 1
+  %156 = icmp slt i64 %ox455.next40, 28
+  br i1 %156, label %conv1_weight_grad.ox45536, label %conv1_weight_grad.ox455.end37
 
-conv1_weight_grad.ox446.end37:                    ; preds = %conv1_weight_grad.ox44636
+conv1_weight_grad.ox455.end37:                    ; preds = %conv1_weight_grad.ox45536
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy447:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy444.end
-  %conv1_weight_grad.oy44741 = phi i64 [ 0, %conv1_weight_grad.oy444.end ], [ %oy447.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
-  %131 = add nsw i64 %130, -1
-  %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
-  %134 = add nsw i64 %133, -1
-  %135 = icmp slt i64 %134, 28
-  %136 = and i1 %132, %135
-  br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
+conv1_weight_grad.oy456:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy453.end
+  %conv1_weight_grad.oy45641 = phi i64 [ 0, %conv1_weight_grad.oy453.end ], [ %oy456.next, %conv1_weight_grad.endif54 ]
+  %157 = add nsw i64 %conv1_weight_grad.oy45641, %conv1_weight_grad.ky4486
+  %158 = add nsw i64 %157, -1
+  %159 = icmp slt i64 -1, %158
+  %160 = add nsw i64 %conv1_weight_grad.oy45641, %conv1_weight_grad.ky4486
+  %161 = add nsw i64 %160, -1
+  %162 = icmp slt i64 %161, 28
+  %163 = and i1 %159, %162
+  br i1 %163, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy447.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky439.next = add nsw i64 %conv1_weight_grad.ky4396, 1
-  %137 = icmp slt i64 %ky439.next, 3
-  br i1 %137, label %conv1_weight_grad.ky439, label %conv1_weight_grad.ky439.end
+conv1_weight_grad.oy456.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky448.next = add nsw i64 %conv1_weight_grad.ky4486, 1
+  %164 = icmp slt i64 %ky448.next, 3
+  br i1 %164, label %conv1_weight_grad.ky448, label %conv1_weight_grad.ky448.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy447
-  br label %conv1_weight_grad.ox448
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy456
+  br label %conv1_weight_grad.ox457
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox449.end, %conv1_weight_grad.oy447
-  %138 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 0
-  br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox458.end, %conv1_weight_grad.oy456
+  %165 = add nsw i64 %conv1_weight_grad.oy45641, %conv1_weight_grad.ky4486
+  %166 = add nsw i64 %165, -1
+  %167 = icmp slt i64 %166, 0
+  br i1 %167, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox44844 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox448.next, %conv1_weight_grad.ox448 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g4363, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j4374
-  %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c4385, 784
-  %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
-  %147 = add nsw i64 %146, -1
-  %148 = mul nsw i64 %147, 28
-  %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox44844, 1
-  %151 = add nsw i64 %149, %150
-  %images45 = getelementptr inbounds float, ptr %images, i64 %151
-  %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky4396
-  %155 = mul nsw i64 %154, 3
-  %156 = add nsw i64 %155, 2
-  %157 = mul nsw i64 %156, 12560
-  %158 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy44741, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox44844
-  %162 = add nsw i64 %159, %161
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
-  store float %152, ptr %arena46, align 4
-  %ox448.next = add nsw i64 %conv1_weight_grad.ox44844, 1
-  %163 = icmp slt i64 %ox448.next, 27
-  br i1 %163, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
+conv1_weight_grad.ox457:                          ; preds = %conv1_weight_grad.ox457, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox45744 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox457.next, %conv1_weight_grad.ox457 ]
+  %168 = mul nsw i64 %conv1_weight_grad.g4453, 16
+  %169 = add nsw i64 %168, %conv1_weight_grad.j4464
+  %170 = mul nsw i64 %169, 784
+  %171 = mul nsw i64 %conv1_weight_grad.c4475, 784
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %conv1_weight_grad.oy45641, %conv1_weight_grad.ky4486
+  %174 = add nsw i64 %173, -1
+  %175 = mul nsw i64 %174, 28
+  %176 = add nsw i64 %172, %175
+  %177 = add nsw i64 %conv1_weight_grad.ox45744, 1
+  %178 = add nsw i64 %176, %177
+  %images45 = getelementptr inbounds float, ptr %images, i64 %178
+  %179 = load float, ptr %images45, align 4
+  %180 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %181 = add nsw i64 %180, %conv1_weight_grad.ky4486
+  %182 = mul nsw i64 %181, 3
+  %183 = add nsw i64 %182, 2
+  %184 = mul nsw i64 %183, 12560
+  %185 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %186 = add nsw i64 %184, %185
+  %187 = mul nsw i64 %conv1_weight_grad.oy45641, 28
+  %188 = add nsw i64 %187, %conv1_weight_grad.ox45744
+  %189 = add nsw i64 %186, %188
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %189
+  store float %179, ptr %arena46, align 4
+  %ox457.next = add nsw i64 %conv1_weight_grad.ox45744, 1
+  %190 = icmp slt i64 %ox457.next, 27
+  br i1 %190, label %conv1_weight_grad.ox457, label %conv1_weight_grad.ox457.end
 
-conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
-  br label %conv1_weight_grad.ox449
+conv1_weight_grad.ox457.end:                      ; preds = %conv1_weight_grad.ox457
+  br label %conv1_weight_grad.ox458
 
-conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.ox448.end
-  %conv1_weight_grad.ox44947 = phi i64 [ 0, %conv1_weight_grad.ox448.end ], [ %ox449.next, %conv1_weight_grad.ox449 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky4396
-  %166 = mul nsw i64 %165, 3
-  %167 = add nsw i64 %166, 2
-  %168 = mul nsw i64 %167, 12560
-  %169 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy44741, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox44947, 27
-  %173 = add nsw i64 %171, %172
-  %174 = add nsw i64 %170, %173
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
-  store float 0.000000e+00, ptr %arena48, align 4
-  %ox449.next = add nsw i64 %conv1_weight_grad.ox44947, 1
-  %175 = icmp slt i64 %ox449.next, 1
-  br i1 %175, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
-
-conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
-  br label %conv1_weight_grad.endif43
-
-conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox450
-
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy44741, %conv1_weight_grad.ky4396
-  %177 = add nsw i64 %176, -1
-  %178 = icmp slt i64 27, %177
-  br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
-
-conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox45051 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox450.next, %conv1_weight_grad.ox450 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky4396
-  %181 = mul nsw i64 %180, 3
-  %182 = add nsw i64 %181, 2
-  %183 = mul nsw i64 %182, 12560
-  %184 = mul nsw i64 %conv1_weight_grad.j4374, 784
-  %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy44741, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox45051
-  %188 = add nsw i64 %185, %187
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float 0.000000e+00, ptr %arena52, align 4
-  %ox450.next = add nsw i64 %conv1_weight_grad.ox45051, 1
-  %189 = icmp slt i64 %ox450.next, 28
-  br i1 %189, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
-
-conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
-  br label %conv1_weight_grad.endif50
-
-conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox45055
-
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox450.end56, %conv1_weight_grad.endif50
-  %oy447.next = add nsw i64 %conv1_weight_grad.oy44741, 1
-  %190 = icmp slt i64 %oy447.next, 28
-  br i1 %190, label %conv1_weight_grad.oy447, label %conv1_weight_grad.oy447.end
-
-conv1_weight_grad.ox45055:                        ; preds = %conv1_weight_grad.ox45055, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox45057 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox450.next59, %conv1_weight_grad.ox45055 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c4385, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky4396
+conv1_weight_grad.ox458:                          ; preds = %conv1_weight_grad.ox458, %conv1_weight_grad.ox457.end
+  %conv1_weight_grad.ox45847 = phi i64 [ 0, %conv1_weight_grad.ox457.end ], [ %ox458.next, %conv1_weight_grad.ox458 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4486
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12560
-  %196 = mul nsw i64 %conv1_weight_grad.j4374, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4464, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy44741, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox45057
-  %200 = add nsw i64 %197, %199
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float 0.000000e+00, ptr %arena58, align 4
-  %ox450.next59 = add nsw i64 %conv1_weight_grad.ox45057, 1
-  %201 = icmp slt i64 %ox450.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox45055, label %conv1_weight_grad.ox450.end56
+  %198 = mul nsw i64 %conv1_weight_grad.oy45641, 28
+  %199 = add nsw i64 %conv1_weight_grad.ox45847, 27
+  %200 = add nsw i64 %198, %199
+  %201 = add nsw i64 %197, %200
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %201
+  store float 0.000000e+00, ptr %arena48, align 4
+  %ox458.next = add nsw i64 %conv1_weight_grad.ox45847, 1
+  %202 = icmp slt i64 %ox458.next, 1
+  br i1 %202, label %conv1_weight_grad.ox458, label %conv1_weight_grad.ox458.end
 
-conv1_weight_grad.ox450.end56:                    ; preds = %conv1_weight_grad.ox45055
+conv1_weight_grad.ox458.end:                      ; preds = %conv1_weight_grad.ox458
+  br label %conv1_weight_grad.endif43
+
+conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
+  br label %conv1_weight_grad.ox459
+
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox459.end, %conv1_weight_grad.endif43
+  %203 = add nsw i64 %conv1_weight_grad.oy45641, %conv1_weight_grad.ky4486
+  %204 = add nsw i64 %203, -1
+  %205 = icmp slt i64 27, %204
+  br i1 %205, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
+
+conv1_weight_grad.ox459:                          ; preds = %conv1_weight_grad.ox459, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox45951 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox459.next, %conv1_weight_grad.ox459 ]
+  %206 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %207 = add nsw i64 %206, %conv1_weight_grad.ky4486
+  %208 = mul nsw i64 %207, 3
+  %209 = add nsw i64 %208, 2
+  %210 = mul nsw i64 %209, 12560
+  %211 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %212 = add nsw i64 %210, %211
+  %213 = mul nsw i64 %conv1_weight_grad.oy45641, 28
+  %214 = add nsw i64 %213, %conv1_weight_grad.ox45951
+  %215 = add nsw i64 %212, %214
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float 0.000000e+00, ptr %arena52, align 4
+  %ox459.next = add nsw i64 %conv1_weight_grad.ox45951, 1
+  %216 = icmp slt i64 %ox459.next, 28
+  br i1 %216, label %conv1_weight_grad.ox459, label %conv1_weight_grad.ox459.end
+
+conv1_weight_grad.ox459.end:                      ; preds = %conv1_weight_grad.ox459
+  br label %conv1_weight_grad.endif50
+
+conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
+  br label %conv1_weight_grad.ox45955
+
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox459.end56, %conv1_weight_grad.endif50
+  %oy456.next = add nsw i64 %conv1_weight_grad.oy45641, 1
+  %217 = icmp slt i64 %oy456.next, 28
+  br i1 %217, label %conv1_weight_grad.oy456, label %conv1_weight_grad.oy456.end
+
+conv1_weight_grad.ox45955:                        ; preds = %conv1_weight_grad.ox45955, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox45957 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox459.next59, %conv1_weight_grad.ox45955 ]
+  %218 = mul nsw i64 %conv1_weight_grad.c4475, 3
+  %219 = add nsw i64 %218, %conv1_weight_grad.ky4486
+  %220 = mul nsw i64 %219, 3
+  %221 = add nsw i64 %220, 2
+  %222 = mul nsw i64 %221, 12560
+  %223 = mul nsw i64 %conv1_weight_grad.j4464, 784
+  %224 = add nsw i64 %222, %223
+  %225 = mul nsw i64 %conv1_weight_grad.oy45641, 28
+  %226 = add nsw i64 %225, %conv1_weight_grad.ox45957
+  %227 = add nsw i64 %224, %226
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float 0.000000e+00, ptr %arena58, align 4
+  %ox459.next59 = add nsw i64 %conv1_weight_grad.ox45957, 1
+  %228 = icmp slt i64 %ox459.next59, 28
+  br i1 %228, label %conv1_weight_grad.ox45955, label %conv1_weight_grad.ox459.end56
+
+conv1_weight_grad.ox459.end56:                    ; preds = %conv1_weight_grad.ox45955
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j451:                           ; preds = %conv1_weight_grad.i452.end, %conv1_weight_grad.j437.end
-  %conv1_weight_grad.j45160 = phi i64 [ 0, %conv1_weight_grad.j437.end ], [ %j451.next, %conv1_weight_grad.i452.end ]
-  br label %conv1_weight_grad.i452
+conv1_weight_grad.part460.pool:                   ; preds = %conv1_weight_grad.j446.end
+  %run = load ptr, ptr %pool, align 8
+  call void %run(ptr %pool, ptr @smallcnn_train_b64.k20.conv1_weight_grad.part460.task, ptr %part460.context, i64 2)
+  br label %conv1_weight_grad.part460.done
 
-conv1_weight_grad.j451.end:                       ; preds = %conv1_weight_grad.i452.end
-  call void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool)
-  %g436.next = add nsw i64 %conv1_weight_grad.g4363, 1
-  %202 = icmp slt i64 %g436.next, 4
-  br i1 %202, label %conv1_weight_grad.g436, label %conv1_weight_grad.g436.end
+conv1_weight_grad.part460.serial:                 ; preds = %conv1_weight_grad.j446.end
+  br label %conv1_weight_grad.part460
 
-conv1_weight_grad.i452:                           ; preds = %conv1_weight_grad.f453.end, %conv1_weight_grad.j451
-  %conv1_weight_grad.i45261 = phi i64 [ 0, %conv1_weight_grad.j451 ], [ %i452.next, %conv1_weight_grad.f453.end ]
-  br label %conv1_weight_grad.f453
+conv1_weight_grad.part460.done:                   ; preds = %conv1_weight_grad.part460.end, %conv1_weight_grad.part460.pool
+  %g445.next = add nsw i64 %conv1_weight_grad.g4453, 1
+  %229 = icmp slt i64 %g445.next, 4
+  br i1 %229, label %conv1_weight_grad.g445, label %conv1_weight_grad.g445.end
 
-conv1_weight_grad.i452.end:                       ; preds = %conv1_weight_grad.f453.end
-  %j451.next = add nsw i64 %conv1_weight_grad.j45160, 1
-  %203 = icmp slt i64 %j451.next, 16
-  br i1 %203, label %conv1_weight_grad.j451, label %conv1_weight_grad.j451.end
+conv1_weight_grad.part460:                        ; preds = %conv1_weight_grad.part460, %conv1_weight_grad.part460.serial
+  %conv1_weight_grad.part46060 = phi i64 [ 0, %conv1_weight_grad.part460.serial ], [ %part460.next, %conv1_weight_grad.part460 ]
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.part460(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_weight_grad.g4453, i64 %conv1_weight_grad.part46060)
+  %part460.next = add nsw i64 %conv1_weight_grad.part46060, 1
+  %230 = icmp slt i64 %part460.next, 2
+  br i1 %230, label %conv1_weight_grad.part460, label %conv1_weight_grad.part460.end
 
-conv1_weight_grad.f453:                           ; preds = %conv1_weight_grad.f453, %conv1_weight_grad.i452
-  %conv1_weight_grad.f45362 = phi i64 [ 0, %conv1_weight_grad.i452 ], [ %f453.next, %conv1_weight_grad.f453 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g4363, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j45160
-  %206 = mul nsw i64 %205, 12544
-  %207 = add nsw i64 610960, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f45362, 784
-  %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i45261
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
-  %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j45160, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i45261
-  %214 = mul nsw i64 %213, 16
-  %215 = add nsw i64 113040, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f45362
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %211, ptr %arena64, align 4
-  %f453.next = add nsw i64 %conv1_weight_grad.f45362, 1
-  %217 = icmp slt i64 %f453.next, 16
-  br i1 %217, label %conv1_weight_grad.f453, label %conv1_weight_grad.f453.end
+conv1_weight_grad.part460.end:                    ; preds = %conv1_weight_grad.part460
+  br label %conv1_weight_grad.part460.done
 
-conv1_weight_grad.f453.end:                       ; preds = %conv1_weight_grad.f453
-  %i452.next = add nsw i64 %conv1_weight_grad.i45261, 1
-  %218 = icmp slt i64 %i452.next, 784
-  br i1 %218, label %conv1_weight_grad.i452, label %conv1_weight_grad.i452.end
+conv1_weight_grad.part470.pool:                   ; preds = %conv1_weight_grad.g445.end
+  %run61 = load ptr, ptr %pool, align 8
+  call void %run61(ptr %pool, ptr @smallcnn_train_b64.k20.conv1_weight_grad.part470.task, ptr %part470.context, i64 2)
+  br label %conv1_weight_grad.part470.done
 
-conv1_weight_grad.f462:                           ; preds = %conv1_weight_grad.r463.end, %conv1_weight_grad.g436.end
-  %conv1_weight_grad.f46265 = phi i64 [ 0, %conv1_weight_grad.g436.end ], [ %f462.next, %conv1_weight_grad.r463.end ]
-  br label %conv1_weight_grad.r463
+conv1_weight_grad.part470.serial:                 ; preds = %conv1_weight_grad.g445.end
+  br label %conv1_weight_grad.part470
 
-conv1_weight_grad.f462.end:                       ; preds = %conv1_weight_grad.r463.end
+conv1_weight_grad.part470.done:                   ; preds = %conv1_weight_grad.part470.end, %conv1_weight_grad.part470.pool
   ret void
 
-conv1_weight_grad.r463:                           ; preds = %conv1_weight_grad.r463, %conv1_weight_grad.f462
-  %conv1_weight_grad.r46366 = phi i64 [ 0, %conv1_weight_grad.f462 ], [ %r463.next, %conv1_weight_grad.r463 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r46366, 16
-  %220 = add nsw i64 313744, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f46265
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
-  %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f46265, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r46366
-  %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
-  store float %222, ptr %grads68, align 4
-  %r463.next = add nsw i64 %conv1_weight_grad.r46366, 1
-  %225 = icmp slt i64 %r463.next, 9
-  br i1 %225, label %conv1_weight_grad.r463, label %conv1_weight_grad.r463.end
+conv1_weight_grad.part470:                        ; preds = %conv1_weight_grad.part470, %conv1_weight_grad.part470.serial
+  %conv1_weight_grad.part47062 = phi i64 [ 0, %conv1_weight_grad.part470.serial ], [ %part470.next, %conv1_weight_grad.part470 ]
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.part470(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %conv1_weight_grad.part47062)
+  %part470.next = add nsw i64 %conv1_weight_grad.part47062, 1
+  %231 = icmp slt i64 %part470.next, 2
+  br i1 %231, label %conv1_weight_grad.part470, label %conv1_weight_grad.part470.end
 
-conv1_weight_grad.r463.end:                       ; preds = %conv1_weight_grad.r463
-  %f462.next = add nsw i64 %conv1_weight_grad.f46265, 1
-  %226 = icmp slt i64 %f462.next, 16
-  br i1 %226, label %conv1_weight_grad.f462, label %conv1_weight_grad.f462.end
+conv1_weight_grad.part470.end:                    ; preds = %conv1_weight_grad.part470
+  br label %conv1_weight_grad.part470.done
 }
 
 ; Function Attrs: noinline
-define internal void @smallcnn_train_b64.k20.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.part460(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0, i64 %1) #1 {
 entry:
-  %conv1_weight_grad.t459_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t459_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t457_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp454
+  br label %conv1_weight_grad.j461
 
-conv1_weight_grad.kp454:                          ; preds = %conv1_weight_grad.nb455.end, %entry
-  %conv1_weight_grad.kp4541 = phi i64 [ 0, %entry ], [ %kp454.next, %conv1_weight_grad.nb455.end ]
-  br label %conv1_weight_grad.nb455
+conv1_weight_grad.j461:                           ; preds = %conv1_weight_grad.i462.end, %entry
+  %conv1_weight_grad.j4611 = phi i64 [ 0, %entry ], [ %j461.next, %conv1_weight_grad.i462.end ]
+  br label %conv1_weight_grad.i462
 
-conv1_weight_grad.kp454.end:                      ; preds = %conv1_weight_grad.nb455.end
+conv1_weight_grad.j461.end:                       ; preds = %conv1_weight_grad.i462.end
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.part460.gemm469(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %prepared, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %1)
   ret void
 
-conv1_weight_grad.nb455:                          ; preds = %conv1_weight_grad.k460.end, %conv1_weight_grad.kp454
-  %conv1_weight_grad.nb4552 = phi i64 [ 0, %conv1_weight_grad.kp454 ], [ %nb455.next, %conv1_weight_grad.k460.end ]
-  br label %conv1_weight_grad.mb456
+conv1_weight_grad.i462:                           ; preds = %conv1_weight_grad.f463.end, %conv1_weight_grad.j461
+  %conv1_weight_grad.i4622 = phi i64 [ 0, %conv1_weight_grad.j461 ], [ %i462.next, %conv1_weight_grad.f463.end ]
+  br label %conv1_weight_grad.f463
 
-conv1_weight_grad.nb455.end:                      ; preds = %conv1_weight_grad.k460.end
-  %kp454.next = add nsw i64 %conv1_weight_grad.kp4541, 1
-  %0 = icmp slt i64 %kp454.next, 7
-  br i1 %0, label %conv1_weight_grad.kp454, label %conv1_weight_grad.kp454.end
+conv1_weight_grad.i462.end:                       ; preds = %conv1_weight_grad.f463.end
+  %j461.next = add nsw i64 %conv1_weight_grad.j4611, 1
+  %2 = icmp slt i64 %j461.next, 16
+  br i1 %2, label %conv1_weight_grad.j461, label %conv1_weight_grad.j461.end
 
-conv1_weight_grad.mb456:                          ; preds = %conv1_weight_grad.k458.end, %conv1_weight_grad.nb455
-  %conv1_weight_grad.mb4563 = phi i64 [ 0, %conv1_weight_grad.nb455 ], [ %mb456.next, %conv1_weight_grad.k458.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %2 = mul nsw i64 %1, 16
+conv1_weight_grad.f463:                           ; preds = %conv1_weight_grad.f463, %conv1_weight_grad.i462
+  %conv1_weight_grad.f4633 = phi i64 [ 0, %conv1_weight_grad.i462 ], [ %f463.next, %conv1_weight_grad.f463 ]
+  %3 = mul nsw i64 %0, 16
+  %4 = add nsw i64 %3, %conv1_weight_grad.j4611
+  %5 = mul nsw i64 %4, 12544
+  %6 = add nsw i64 610960, %5
+  %7 = mul nsw i64 %1, 8
+  %8 = add nsw i64 %conv1_weight_grad.f4633, %7
+  %9 = mul nsw i64 %8, 784
+  %10 = add nsw i64 %6, %9
+  %11 = add nsw i64 %10, %conv1_weight_grad.i4622
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %11
+  %12 = load float, ptr %arena4, align 4
+  %13 = mul nsw i64 %conv1_weight_grad.j4611, 784
+  %14 = add nsw i64 %13, %conv1_weight_grad.i4622
+  %15 = mul nsw i64 %14, 16
+  %16 = add nsw i64 113040, %15
+  %17 = mul nsw i64 %1, 8
+  %18 = add nsw i64 %conv1_weight_grad.f4633, %17
+  %19 = add nsw i64 %16, %18
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %19
+  store float %12, ptr %arena5, align 4
+  %f463.next = add nsw i64 %conv1_weight_grad.f4633, 1
+  %20 = icmp slt i64 %f463.next, 8
+  br i1 %20, label %conv1_weight_grad.f463, label %conv1_weight_grad.f463.end
+
+conv1_weight_grad.f463.end:                       ; preds = %conv1_weight_grad.f463
+  %i462.next = add nsw i64 %conv1_weight_grad.i4622, 1
+  %21 = icmp slt i64 %i462.next, 784
+  br i1 %21, label %conv1_weight_grad.i462, label %conv1_weight_grad.i462.end
+}
+
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.part460.gemm469(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  %conv1_weight_grad.t467_a8 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a7 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a6 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a5 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c8_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c7_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c6_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c5_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t467_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp464
+
+conv1_weight_grad.kp464:                          ; preds = %conv1_weight_grad.nb465.end, %entry
+  %conv1_weight_grad.kp4641 = phi i64 [ 0, %entry ], [ %kp464.next, %conv1_weight_grad.nb465.end ]
+  br label %conv1_weight_grad.nb465
+
+conv1_weight_grad.kp464.end:                      ; preds = %conv1_weight_grad.nb465.end
+  ret void
+
+conv1_weight_grad.nb465:                          ; preds = %conv1_weight_grad.mb466.end, %conv1_weight_grad.kp464
+  %conv1_weight_grad.nb4652 = phi i64 [ 0, %conv1_weight_grad.kp464 ], [ %nb465.next, %conv1_weight_grad.mb466.end ]
+  br label %conv1_weight_grad.mb466
+
+conv1_weight_grad.nb465.end:                      ; preds = %conv1_weight_grad.mb466.end
+  %kp464.next = add nsw i64 %conv1_weight_grad.kp4641, 1
+  %1 = icmp slt i64 %kp464.next, 4
+  br i1 %1, label %conv1_weight_grad.kp464, label %conv1_weight_grad.kp464.end
+
+conv1_weight_grad.mb466:                          ; preds = %conv1_weight_grad.k468.end, %conv1_weight_grad.nb465
+  %conv1_weight_grad.mb4663 = phi i64 [ 0, %conv1_weight_grad.nb465 ], [ %mb466.next, %conv1_weight_grad.k468.end ]
+  %2 = mul nsw i64 %0, 8
   %3 = add nsw i64 313744, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %8 = mul nsw i64 %7, 16
-  %9 = add nsw i64 313744, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %15 = add nsw i64 %14, 1
-  %16 = mul nsw i64 %15, 16
-  %17 = add nsw i64 313744, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %19 = add nsw i64 %17, %18
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
-  %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %22 = add nsw i64 %21, 1
+  %4 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %5 = mul nsw i64 %4, 16
+  %6 = add nsw i64 %3, %5
+  %7 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %8 = add nsw i64 %6, %7
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  %9 = load <8 x float>, ptr %arena4, align 4
+  store <8 x float> %9, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %10 = mul nsw i64 %0, 8
+  %11 = add nsw i64 313744, %10
+  %12 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %13 = add nsw i64 %12, 1
+  %14 = mul nsw i64 %13, 16
+  %15 = add nsw i64 %11, %14
+  %16 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %17 = add nsw i64 %15, %16
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %17
+  %18 = load <8 x float>, ptr %arena5, align 4
+  store <8 x float> %18, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %19 = mul nsw i64 %0, 8
+  %20 = add nsw i64 313744, %19
+  %21 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %22 = add nsw i64 %21, 2
   %23 = mul nsw i64 %22, 16
-  %24 = add nsw i64 313744, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %24 = add nsw i64 %20, %23
+  %25 = mul nsw i64 %conv1_weight_grad.nb4652, 8
   %26 = add nsw i64 %24, %25
-  %27 = add nsw i64 %26, 8
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %30 = add nsw i64 %29, 2
-  %31 = mul nsw i64 %30, 16
-  %32 = add nsw i64 313744, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %34 = add nsw i64 %32, %33
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
-  %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %37 = add nsw i64 %36, 2
-  %38 = mul nsw i64 %37, 16
-  %39 = add nsw i64 313744, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %41 = add nsw i64 %39, %40
-  %42 = add nsw i64 %41, 8
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
-  %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %45 = add nsw i64 %44, 3
-  %46 = mul nsw i64 %45, 16
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load <8 x float>, ptr %arena6, align 4
+  store <8 x float> %27, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %28 = mul nsw i64 %0, 8
+  %29 = add nsw i64 313744, %28
+  %30 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %31 = add nsw i64 %30, 3
+  %32 = mul nsw i64 %31, 16
+  %33 = add nsw i64 %29, %32
+  %34 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %35 = add nsw i64 %33, %34
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %35
+  %36 = load <8 x float>, ptr %arena7, align 4
+  store <8 x float> %36, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %37 = mul nsw i64 %0, 8
+  %38 = add nsw i64 313744, %37
+  %39 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %40 = add nsw i64 %39, 4
+  %41 = mul nsw i64 %40, 16
+  %42 = add nsw i64 %38, %41
+  %43 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %44 = add nsw i64 %42, %43
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %44
+  %45 = load <8 x float>, ptr %arena8, align 4
+  store <8 x float> %45, ptr %conv1_weight_grad.t467_c4_0, align 32
+  %46 = mul nsw i64 %0, 8
   %47 = add nsw i64 313744, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %49 = add nsw i64 %47, %48
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
-  %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %52 = add nsw i64 %51, 3
-  %53 = mul nsw i64 %52, 16
-  %54 = add nsw i64 313744, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %56 = add nsw i64 %54, %55
-  %57 = add nsw i64 %56, 8
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %60 = add nsw i64 %59, 4
-  %61 = mul nsw i64 %60, 16
-  %62 = add nsw i64 313744, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %64 = add nsw i64 %62, %63
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
-  %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %67 = add nsw i64 %66, 4
+  %48 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %49 = add nsw i64 %48, 5
+  %50 = mul nsw i64 %49, 16
+  %51 = add nsw i64 %47, %50
+  %52 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %53 = add nsw i64 %51, %52
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %53
+  %54 = load <8 x float>, ptr %arena9, align 4
+  store <8 x float> %54, ptr %conv1_weight_grad.t467_c5_0, align 32
+  %55 = mul nsw i64 %0, 8
+  %56 = add nsw i64 313744, %55
+  %57 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %58 = add nsw i64 %57, 6
+  %59 = mul nsw i64 %58, 16
+  %60 = add nsw i64 %56, %59
+  %61 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %62 = add nsw i64 %60, %61
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load <8 x float>, ptr %arena10, align 4
+  store <8 x float> %63, ptr %conv1_weight_grad.t467_c6_0, align 32
+  %64 = mul nsw i64 %0, 8
+  %65 = add nsw i64 313744, %64
+  %66 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %67 = add nsw i64 %66, 7
   %68 = mul nsw i64 %67, 16
-  %69 = add nsw i64 313744, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %69 = add nsw i64 %65, %68
+  %70 = mul nsw i64 %conv1_weight_grad.nb4652, 8
   %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t457_c4_1, align 32
-  br label %conv1_weight_grad.k458
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %71
+  %72 = load <8 x float>, ptr %arena11, align 4
+  store <8 x float> %72, ptr %conv1_weight_grad.t467_c7_0, align 32
+  %73 = mul nsw i64 %0, 8
+  %74 = add nsw i64 313744, %73
+  %75 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %76 = add nsw i64 %75, 8
+  %77 = mul nsw i64 %76, 16
+  %78 = add nsw i64 %74, %77
+  %79 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %80 = add nsw i64 %78, %79
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %80
+  %81 = load <8 x float>, ptr %arena12, align 4
+  store <8 x float> %81, ptr %conv1_weight_grad.t467_c8_0, align 32
+  br label %conv1_weight_grad.k468
 
-conv1_weight_grad.mb456.end:                      ; preds = %conv1_weight_grad.k458.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %75 = add nsw i64 313824, %74
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %78 = add nsw i64 313824, %77
-  %79 = add nsw i64 %78, 8
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %82 = add nsw i64 313840, %81
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
-  %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %85 = add nsw i64 313840, %84
-  %86 = add nsw i64 %85, 8
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
-  %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %89 = add nsw i64 313856, %88
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %92 = add nsw i64 313856, %91
-  %93 = add nsw i64 %92, 8
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
-  %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %96 = add nsw i64 313872, %95
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
-  %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %99 = add nsw i64 313872, %98
-  %100 = add nsw i64 %99, 8
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
-  %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t459_c3_1, align 32
-  br label %conv1_weight_grad.k460
+conv1_weight_grad.mb466.end:                      ; preds = %conv1_weight_grad.k468.end
+  %nb465.next = add nsw i64 %conv1_weight_grad.nb4652, 1
+  %82 = icmp slt i64 %nb465.next, 1
+  br i1 %82, label %conv1_weight_grad.nb465, label %conv1_weight_grad.nb465.end
 
-conv1_weight_grad.k458:                           ; preds = %conv1_weight_grad.k458, %conv1_weight_grad.mb456
-  %conv1_weight_grad.k45814 = phi i64 [ 0, %conv1_weight_grad.mb456 ], [ %k458.next, %conv1_weight_grad.k458 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k45814, %102
-  %104 = mul nsw i64 %103, 16
-  %105 = add nsw i64 113040, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %107 = add nsw i64 %105, %106
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
-  %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t457_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k45814, %109
-  %111 = mul nsw i64 %110, 16
-  %112 = add nsw i64 113040, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %114 = add nsw i64 %112, %113
-  %115 = add nsw i64 %114, 8
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t457_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %118 = mul nsw i64 %117, 12560
-  %119 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k45814, %119
-  %121 = add nsw i64 %118, %120
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
-  %122 = load float, ptr %arena17, align 4
-  %123 = insertelement <8 x float> undef, float %122, i32 0
-  %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_a0 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_b0 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a0, <8 x float> %t457_b0, <8 x float> %t457_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %t457_a018 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
-  %t457_b1 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a018, <8 x float> %t457_b1, <8 x float> %t457_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %128 = add nsw i64 %127, 1
-  %129 = mul nsw i64 %128, 12560
-  %130 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k45814, %130
-  %132 = add nsw i64 %129, %131
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena19, align 4
-  %134 = insertelement <8 x float> undef, float %133, i32 0
-  %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_a1 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_b020 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a1, <8 x float> %t457_b020, <8 x float> %t457_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %t457_a121 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
-  %t457_b122 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a121, <8 x float> %t457_b122, <8 x float> %t457_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 12560
-  %141 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k45814, %141
-  %143 = add nsw i64 %140, %142
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
-  %144 = load float, ptr %arena23, align 4
-  %145 = insertelement <8 x float> undef, float %144, i32 0
-  %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_a2 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_b024 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a2, <8 x float> %t457_b024, <8 x float> %t457_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %t457_a225 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
-  %t457_b126 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a225, <8 x float> %t457_b126, <8 x float> %t457_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %150 = add nsw i64 %149, 3
-  %151 = mul nsw i64 %150, 12560
-  %152 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k45814, %152
-  %154 = add nsw i64 %151, %153
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
-  %155 = load float, ptr %arena27, align 4
-  %156 = insertelement <8 x float> undef, float %155, i32 0
-  %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_a3 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_b028 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a3, <8 x float> %t457_b028, <8 x float> %t457_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %t457_a329 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
-  %t457_b130 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a329, <8 x float> %t457_b130, <8 x float> %t457_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %161 = add nsw i64 %160, 4
-  %162 = mul nsw i64 %161, 12560
-  %163 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k45814, %163
-  %165 = add nsw i64 %162, %164
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
-  %166 = load float, ptr %arena31, align 4
-  %167 = insertelement <8 x float> undef, float %166, i32 0
-  %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_a4 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_b032 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
-  %t457_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a4, <8 x float> %t457_b032, <8 x float> %t457_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %t457_a433 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
-  %t457_b134 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
-  %t457_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a433, <8 x float> %t457_b134, <8 x float> %t457_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %k458.next = add nsw i64 %conv1_weight_grad.k45814, 1
-  %171 = icmp slt i64 %k458.next, 1792
-  br i1 %171, label %conv1_weight_grad.k458, label %conv1_weight_grad.k458.end
+conv1_weight_grad.k468:                           ; preds = %conv1_weight_grad.k468, %conv1_weight_grad.mb466
+  %conv1_weight_grad.k46813 = phi i64 [ 0, %conv1_weight_grad.mb466 ], [ %k468.next, %conv1_weight_grad.k468 ]
+  %83 = mul nsw i64 %0, 8
+  %84 = add nsw i64 113040, %83
+  %85 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %86 = add nsw i64 %conv1_weight_grad.k46813, %85
+  %87 = mul nsw i64 %86, 16
+  %88 = add nsw i64 %84, %87
+  %89 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %90 = add nsw i64 %88, %89
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %90
+  %91 = load <8 x float>, ptr %arena14, align 4
+  store <8 x float> %91, ptr %conv1_weight_grad.t467_b0, align 32
+  %92 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %93 = mul nsw i64 %92, 12560
+  %94 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %95 = add nsw i64 %conv1_weight_grad.k46813, %94
+  %96 = add nsw i64 %93, %95
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %96
+  %97 = load float, ptr %arena15, align 4
+  %98 = insertelement <8 x float> undef, float %97, i32 0
+  %99 = shufflevector <8 x float> %98, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %99, ptr %conv1_weight_grad.t467_a0, align 32
+  %t467_a0 = load <8 x float>, ptr %conv1_weight_grad.t467_a0, align 32
+  %t467_b0 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %100 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a0, <8 x float> %t467_b0, <8 x float> %t467_c0_0)
+  store <8 x float> %100, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %101 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %102 = add nsw i64 %101, 1
+  %103 = mul nsw i64 %102, 12560
+  %104 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %105 = add nsw i64 %conv1_weight_grad.k46813, %104
+  %106 = add nsw i64 %103, %105
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %106
+  %107 = load float, ptr %arena16, align 4
+  %108 = insertelement <8 x float> undef, float %107, i32 0
+  %109 = shufflevector <8 x float> %108, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %109, ptr %conv1_weight_grad.t467_a1, align 32
+  %t467_a1 = load <8 x float>, ptr %conv1_weight_grad.t467_a1, align 32
+  %t467_b017 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %110 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a1, <8 x float> %t467_b017, <8 x float> %t467_c1_0)
+  store <8 x float> %110, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %111 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %112 = add nsw i64 %111, 2
+  %113 = mul nsw i64 %112, 12560
+  %114 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %115 = add nsw i64 %conv1_weight_grad.k46813, %114
+  %116 = add nsw i64 %113, %115
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena18, align 4
+  %118 = insertelement <8 x float> undef, float %117, i32 0
+  %119 = shufflevector <8 x float> %118, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %119, ptr %conv1_weight_grad.t467_a2, align 32
+  %t467_a2 = load <8 x float>, ptr %conv1_weight_grad.t467_a2, align 32
+  %t467_b019 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %120 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a2, <8 x float> %t467_b019, <8 x float> %t467_c2_0)
+  store <8 x float> %120, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %121 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %122 = add nsw i64 %121, 3
+  %123 = mul nsw i64 %122, 12560
+  %124 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %125 = add nsw i64 %conv1_weight_grad.k46813, %124
+  %126 = add nsw i64 %123, %125
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %126
+  %127 = load float, ptr %arena20, align 4
+  %128 = insertelement <8 x float> undef, float %127, i32 0
+  %129 = shufflevector <8 x float> %128, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %129, ptr %conv1_weight_grad.t467_a3, align 32
+  %t467_a3 = load <8 x float>, ptr %conv1_weight_grad.t467_a3, align 32
+  %t467_b021 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %130 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a3, <8 x float> %t467_b021, <8 x float> %t467_c3_0)
+  store <8 x float> %130, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %131 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %132 = add nsw i64 %131, 4
+  %133 = mul nsw i64 %132, 12560
+  %134 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %135 = add nsw i64 %conv1_weight_grad.k46813, %134
+  %136 = add nsw i64 %133, %135
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena22, align 4
+  %138 = insertelement <8 x float> undef, float %137, i32 0
+  %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %139, ptr %conv1_weight_grad.t467_a4, align 32
+  %t467_a4 = load <8 x float>, ptr %conv1_weight_grad.t467_a4, align 32
+  %t467_b023 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c4_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a4, <8 x float> %t467_b023, <8 x float> %t467_c4_0)
+  store <8 x float> %140, ptr %conv1_weight_grad.t467_c4_0, align 32
+  %141 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %142 = add nsw i64 %141, 5
+  %143 = mul nsw i64 %142, 12560
+  %144 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %145 = add nsw i64 %conv1_weight_grad.k46813, %144
+  %146 = add nsw i64 %143, %145
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %146
+  %147 = load float, ptr %arena24, align 4
+  %148 = insertelement <8 x float> undef, float %147, i32 0
+  %149 = shufflevector <8 x float> %148, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %149, ptr %conv1_weight_grad.t467_a5, align 32
+  %t467_a5 = load <8 x float>, ptr %conv1_weight_grad.t467_a5, align 32
+  %t467_b025 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c5_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c5_0, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a5, <8 x float> %t467_b025, <8 x float> %t467_c5_0)
+  store <8 x float> %150, ptr %conv1_weight_grad.t467_c5_0, align 32
+  %151 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %152 = add nsw i64 %151, 6
+  %153 = mul nsw i64 %152, 12560
+  %154 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %155 = add nsw i64 %conv1_weight_grad.k46813, %154
+  %156 = add nsw i64 %153, %155
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena26, align 4
+  %158 = insertelement <8 x float> undef, float %157, i32 0
+  %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %159, ptr %conv1_weight_grad.t467_a6, align 32
+  %t467_a6 = load <8 x float>, ptr %conv1_weight_grad.t467_a6, align 32
+  %t467_b027 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c6_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c6_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a6, <8 x float> %t467_b027, <8 x float> %t467_c6_0)
+  store <8 x float> %160, ptr %conv1_weight_grad.t467_c6_0, align 32
+  %161 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %162 = add nsw i64 %161, 7
+  %163 = mul nsw i64 %162, 12560
+  %164 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %165 = add nsw i64 %conv1_weight_grad.k46813, %164
+  %166 = add nsw i64 %163, %165
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %166
+  %167 = load float, ptr %arena28, align 4
+  %168 = insertelement <8 x float> undef, float %167, i32 0
+  %169 = shufflevector <8 x float> %168, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %169, ptr %conv1_weight_grad.t467_a7, align 32
+  %t467_a7 = load <8 x float>, ptr %conv1_weight_grad.t467_a7, align 32
+  %t467_b029 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c7_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c7_0, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a7, <8 x float> %t467_b029, <8 x float> %t467_c7_0)
+  store <8 x float> %170, ptr %conv1_weight_grad.t467_c7_0, align 32
+  %171 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %172 = add nsw i64 %171, 8
+  %173 = mul nsw i64 %172, 12560
+  %174 = mul nsw i64 %conv1_weight_grad.kp4641, 3136
+  %175 = add nsw i64 %conv1_weight_grad.k46813, %174
+  %176 = add nsw i64 %173, %175
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load float, ptr %arena30, align 4
+  %178 = insertelement <8 x float> undef, float %177, i32 0
+  %179 = shufflevector <8 x float> %178, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %179, ptr %conv1_weight_grad.t467_a8, align 32
+  %t467_a8 = load <8 x float>, ptr %conv1_weight_grad.t467_a8, align 32
+  %t467_b031 = load <8 x float>, ptr %conv1_weight_grad.t467_b0, align 32
+  %t467_c8_0 = load <8 x float>, ptr %conv1_weight_grad.t467_c8_0, align 32
+  %180 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t467_a8, <8 x float> %t467_b031, <8 x float> %t467_c8_0)
+  store <8 x float> %180, ptr %conv1_weight_grad.t467_c8_0, align 32
+  %k468.next = add nsw i64 %conv1_weight_grad.k46813, 1
+  %181 = icmp slt i64 %k468.next, 3136
+  br i1 %181, label %conv1_weight_grad.k468, label %conv1_weight_grad.k468.end
 
-conv1_weight_grad.k458.end:                       ; preds = %conv1_weight_grad.k458
-  %t457_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %173 = mul nsw i64 %172, 16
-  %174 = add nsw i64 313744, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %176 = add nsw i64 %174, %175
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t457_c0_035, ptr %arena36, align 4
-  %t457_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %178 = mul nsw i64 %177, 16
-  %179 = add nsw i64 313744, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %181 = add nsw i64 %179, %180
-  %182 = add nsw i64 %181, 8
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t457_c0_137, ptr %arena38, align 4
-  %t457_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %184 = add nsw i64 %183, 1
+conv1_weight_grad.k468.end:                       ; preds = %conv1_weight_grad.k468
+  %t467_c0_032 = load <8 x float>, ptr %conv1_weight_grad.t467_c0_0, align 32
+  %182 = mul nsw i64 %0, 8
+  %183 = add nsw i64 313744, %182
+  %184 = mul nsw i64 %conv1_weight_grad.mb4663, 9
   %185 = mul nsw i64 %184, 16
-  %186 = add nsw i64 313744, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %186 = add nsw i64 %183, %185
+  %187 = mul nsw i64 %conv1_weight_grad.nb4652, 8
   %188 = add nsw i64 %186, %187
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t457_c1_039, ptr %arena40, align 4
-  %t457_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %190 = add nsw i64 %189, 1
-  %191 = mul nsw i64 %190, 16
-  %192 = add nsw i64 313744, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, 8
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t457_c1_141, ptr %arena42, align 4
-  %t457_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %197 = add nsw i64 %196, 2
-  %198 = mul nsw i64 %197, 16
-  %199 = add nsw i64 313744, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %201 = add nsw i64 %199, %200
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t457_c2_043, ptr %arena44, align 4
-  %t457_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %203 = add nsw i64 %202, 2
-  %204 = mul nsw i64 %203, 16
-  %205 = add nsw i64 313744, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, 8
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t457_c2_145, ptr %arena46, align 4
-  %t457_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %210 = add nsw i64 %209, 3
-  %211 = mul nsw i64 %210, 16
-  %212 = add nsw i64 313744, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %214 = add nsw i64 %212, %213
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t457_c3_047, ptr %arena48, align 4
-  %t457_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %216 = add nsw i64 %215, 3
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %188
+  store <8 x float> %t467_c0_032, ptr %arena33, align 4
+  %t467_c1_034 = load <8 x float>, ptr %conv1_weight_grad.t467_c1_0, align 32
+  %189 = mul nsw i64 %0, 8
+  %190 = add nsw i64 313744, %189
+  %191 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %192 = add nsw i64 %191, 1
+  %193 = mul nsw i64 %192, 16
+  %194 = add nsw i64 %190, %193
+  %195 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %196 = add nsw i64 %194, %195
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %196
+  store <8 x float> %t467_c1_034, ptr %arena35, align 4
+  %t467_c2_036 = load <8 x float>, ptr %conv1_weight_grad.t467_c2_0, align 32
+  %197 = mul nsw i64 %0, 8
+  %198 = add nsw i64 313744, %197
+  %199 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %200 = add nsw i64 %199, 2
+  %201 = mul nsw i64 %200, 16
+  %202 = add nsw i64 %198, %201
+  %203 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %204 = add nsw i64 %202, %203
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %204
+  store <8 x float> %t467_c2_036, ptr %arena37, align 4
+  %t467_c3_038 = load <8 x float>, ptr %conv1_weight_grad.t467_c3_0, align 32
+  %205 = mul nsw i64 %0, 8
+  %206 = add nsw i64 313744, %205
+  %207 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %208 = add nsw i64 %207, 3
+  %209 = mul nsw i64 %208, 16
+  %210 = add nsw i64 %206, %209
+  %211 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %212 = add nsw i64 %210, %211
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %212
+  store <8 x float> %t467_c3_038, ptr %arena39, align 4
+  %t467_c4_040 = load <8 x float>, ptr %conv1_weight_grad.t467_c4_0, align 32
+  %213 = mul nsw i64 %0, 8
+  %214 = add nsw i64 313744, %213
+  %215 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %216 = add nsw i64 %215, 4
   %217 = mul nsw i64 %216, 16
-  %218 = add nsw i64 313744, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb4552, 16
+  %218 = add nsw i64 %214, %217
+  %219 = mul nsw i64 %conv1_weight_grad.nb4652, 8
   %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 8
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t457_c3_149, ptr %arena50, align 4
-  %t457_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %223 = add nsw i64 %222, 4
-  %224 = mul nsw i64 %223, 16
-  %225 = add nsw i64 313744, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %227 = add nsw i64 %225, %226
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t457_c4_051, ptr %arena52, align 4
-  %t457_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb4563, 5
-  %229 = add nsw i64 %228, 4
-  %230 = mul nsw i64 %229, 16
-  %231 = add nsw i64 313744, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 8
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t457_c4_153, ptr %arena54, align 4
-  %mb456.next = add nsw i64 %conv1_weight_grad.mb4563, 1
-  %235 = icmp slt i64 %mb456.next, 1
-  br i1 %235, label %conv1_weight_grad.mb456, label %conv1_weight_grad.mb456.end
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %220
+  store <8 x float> %t467_c4_040, ptr %arena41, align 4
+  %t467_c5_042 = load <8 x float>, ptr %conv1_weight_grad.t467_c5_0, align 32
+  %221 = mul nsw i64 %0, 8
+  %222 = add nsw i64 313744, %221
+  %223 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %224 = add nsw i64 %223, 5
+  %225 = mul nsw i64 %224, 16
+  %226 = add nsw i64 %222, %225
+  %227 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %228 = add nsw i64 %226, %227
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %228
+  store <8 x float> %t467_c5_042, ptr %arena43, align 4
+  %t467_c6_044 = load <8 x float>, ptr %conv1_weight_grad.t467_c6_0, align 32
+  %229 = mul nsw i64 %0, 8
+  %230 = add nsw i64 313744, %229
+  %231 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %232 = add nsw i64 %231, 6
+  %233 = mul nsw i64 %232, 16
+  %234 = add nsw i64 %230, %233
+  %235 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %236 = add nsw i64 %234, %235
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %236
+  store <8 x float> %t467_c6_044, ptr %arena45, align 4
+  %t467_c7_046 = load <8 x float>, ptr %conv1_weight_grad.t467_c7_0, align 32
+  %237 = mul nsw i64 %0, 8
+  %238 = add nsw i64 313744, %237
+  %239 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %240 = add nsw i64 %239, 7
+  %241 = mul nsw i64 %240, 16
+  %242 = add nsw i64 %238, %241
+  %243 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %244 = add nsw i64 %242, %243
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <8 x float> %t467_c7_046, ptr %arena47, align 4
+  %t467_c8_048 = load <8 x float>, ptr %conv1_weight_grad.t467_c8_0, align 32
+  %245 = mul nsw i64 %0, 8
+  %246 = add nsw i64 313744, %245
+  %247 = mul nsw i64 %conv1_weight_grad.mb4663, 9
+  %248 = add nsw i64 %247, 8
+  %249 = mul nsw i64 %248, 16
+  %250 = add nsw i64 %246, %249
+  %251 = mul nsw i64 %conv1_weight_grad.nb4652, 8
+  %252 = add nsw i64 %250, %251
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %252
+  store <8 x float> %t467_c8_048, ptr %arena49, align 4
+  %mb466.next = add nsw i64 %conv1_weight_grad.mb4663, 1
+  %253 = icmp slt i64 %mb466.next, 1
+  br i1 %253, label %conv1_weight_grad.mb466, label %conv1_weight_grad.mb466.end
+}
 
-conv1_weight_grad.k460:                           ; preds = %conv1_weight_grad.k460, %conv1_weight_grad.mb456.end
-  %conv1_weight_grad.k46063 = phi i64 [ 0, %conv1_weight_grad.mb456.end ], [ %k460.next, %conv1_weight_grad.k460 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k46063, %236
-  %238 = mul nsw i64 %237, 16
-  %239 = add nsw i64 113040, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %241 = add nsw i64 %239, %240
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t459_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k46063, %243
-  %245 = mul nsw i64 %244, 16
-  %246 = add nsw i64 113040, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %248 = add nsw i64 %246, %247
-  %249 = add nsw i64 %248, 8
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
-  %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t459_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k46063, %251
-  %253 = add nsw i64 62800, %252
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
-  %254 = load float, ptr %arena66, align 4
-  %255 = insertelement <8 x float> undef, float %254, i32 0
-  %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_a0 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_b0 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a0, <8 x float> %t459_b0, <8 x float> %t459_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %t459_a067 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
-  %t459_b1 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a067, <8 x float> %t459_b1, <8 x float> %t459_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k46063, %259
-  %261 = add nsw i64 75360, %260
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena68, align 4
-  %263 = insertelement <8 x float> undef, float %262, i32 0
-  %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_a1 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_b069 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a1, <8 x float> %t459_b069, <8 x float> %t459_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %t459_a170 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
-  %t459_b171 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a170, <8 x float> %t459_b171, <8 x float> %t459_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k46063, %267
-  %269 = add nsw i64 87920, %268
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
-  %270 = load float, ptr %arena72, align 4
-  %271 = insertelement <8 x float> undef, float %270, i32 0
-  %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_a2 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_b073 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a2, <8 x float> %t459_b073, <8 x float> %t459_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %t459_a274 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
-  %t459_b175 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a274, <8 x float> %t459_b175, <8 x float> %t459_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp4541, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k46063, %275
-  %277 = add nsw i64 100480, %276
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena76, align 4
-  %279 = insertelement <8 x float> undef, float %278, i32 0
-  %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_a3 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_b077 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
-  %t459_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a3, <8 x float> %t459_b077, <8 x float> %t459_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %t459_a378 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
-  %t459_b179 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
-  %t459_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a378, <8 x float> %t459_b179, <8 x float> %t459_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %k460.next = add nsw i64 %conv1_weight_grad.k46063, 1
-  %283 = icmp slt i64 %k460.next, 1792
-  br i1 %283, label %conv1_weight_grad.k460, label %conv1_weight_grad.k460.end
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.part460.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  %26 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr, i64 }, ptr %0, i32 0, i32 12
+  %27 = load i64, ptr %26, align 4
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.part460(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %27, i64 %1)
+  ret void
+}
 
-conv1_weight_grad.k460.end:                       ; preds = %conv1_weight_grad.k460
-  %t459_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %285 = add nsw i64 313824, %284
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t459_c0_080, ptr %arena81, align 4
-  %t459_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %287 = add nsw i64 313824, %286
-  %288 = add nsw i64 %287, 8
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t459_c0_182, ptr %arena83, align 4
-  %t459_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %290 = add nsw i64 313840, %289
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t459_c1_084, ptr %arena85, align 4
-  %t459_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %292 = add nsw i64 313840, %291
-  %293 = add nsw i64 %292, 8
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t459_c1_186, ptr %arena87, align 4
-  %t459_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %295 = add nsw i64 313856, %294
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t459_c2_088, ptr %arena89, align 4
-  %t459_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %297 = add nsw i64 313856, %296
-  %298 = add nsw i64 %297, 8
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t459_c2_190, ptr %arena91, align 4
-  %t459_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %300 = add nsw i64 313872, %299
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t459_c3_092, ptr %arena93, align 4
-  %t459_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb4552, 16
-  %302 = add nsw i64 313872, %301
-  %303 = add nsw i64 %302, 8
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t459_c3_194, ptr %arena95, align 4
-  %nb455.next = add nsw i64 %conv1_weight_grad.nb4552, 1
-  %304 = icmp slt i64 %nb455.next, 1
-  br i1 %304, label %conv1_weight_grad.nb455, label %conv1_weight_grad.nb455.end
+; Function Attrs: noinline
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.part470(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool, i64 %0) #1 {
+entry:
+  br label %conv1_weight_grad.f471
+
+conv1_weight_grad.f471:                           ; preds = %conv1_weight_grad.r472.end, %entry
+  %conv1_weight_grad.f4711 = phi i64 [ 0, %entry ], [ %f471.next, %conv1_weight_grad.r472.end ]
+  br label %conv1_weight_grad.r472
+
+conv1_weight_grad.f471.end:                       ; preds = %conv1_weight_grad.r472.end
+  ret void
+
+conv1_weight_grad.r472:                           ; preds = %conv1_weight_grad.r472, %conv1_weight_grad.f471
+  %conv1_weight_grad.r4722 = phi i64 [ 0, %conv1_weight_grad.f471 ], [ %r472.next, %conv1_weight_grad.r472 ]
+  %1 = mul nsw i64 %conv1_weight_grad.r4722, 16
+  %2 = add nsw i64 313744, %1
+  %3 = mul nsw i64 %0, 8
+  %4 = add nsw i64 %conv1_weight_grad.f4711, %3
+  %5 = add nsw i64 %2, %4
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  %7 = mul nsw i64 %0, 8
+  %8 = add nsw i64 %conv1_weight_grad.f4711, %7
+  %9 = mul nsw i64 %8, 9
+  %10 = add nsw i64 %9, %conv1_weight_grad.r4722
+  %grads4 = getelementptr inbounds float, ptr %grads, i64 %10
+  store float %6, ptr %grads4, align 4
+  %r472.next = add nsw i64 %conv1_weight_grad.r4722, 1
+  %11 = icmp slt i64 %r472.next, 9
+  br i1 %11, label %conv1_weight_grad.r472, label %conv1_weight_grad.r472.end
+
+conv1_weight_grad.r472.end:                       ; preds = %conv1_weight_grad.r472
+  %f471.next = add nsw i64 %conv1_weight_grad.f4711, 1
+  %12 = icmp slt i64 %f471.next, 8
+  br i1 %12, label %conv1_weight_grad.f471, label %conv1_weight_grad.f471.end
+}
+
+define internal void @smallcnn_train_b64.k20.conv1_weight_grad.part470.task(ptr %0, i64 %1) {
+entry:
+  %2 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 0
+  %3 = load ptr, ptr %2, align 8
+  %4 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 1
+  %5 = load ptr, ptr %4, align 8
+  %6 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 2
+  %7 = load ptr, ptr %6, align 8
+  %8 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 3
+  %9 = load ptr, ptr %8, align 8
+  %10 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 4
+  %11 = load ptr, ptr %10, align 8
+  %12 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 5
+  %13 = load ptr, ptr %12, align 8
+  %14 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 6
+  %15 = load ptr, ptr %14, align 8
+  %16 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 7
+  %17 = load ptr, ptr %16, align 8
+  %18 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 8
+  %19 = load float, ptr %18, align 4
+  %20 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 9
+  %21 = load i64, ptr %20, align 4
+  %22 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 10
+  %23 = load i64, ptr %22, align 4
+  %24 = getelementptr inbounds { ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, float, i64, i64, ptr }, ptr %0, i32 0, i32 11
+  %25 = load ptr, ptr %24, align 8
+  call void @smallcnn_train_b64.k20.conv1_weight_grad.part470(ptr %3, ptr %5, ptr %7, ptr %9, ptr %11, ptr %13, ptr %15, ptr %17, float %19, i64 %21, i64 %23, ptr %25, i64 %1)
+  ret void
 }
 
 ; Function Attrs: noinline
 define internal void @smallcnn_train_b64.k21.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  %conv1_bias_grad.sum474 = alloca float, align 4
-  %conv1_bias_grad.sum473 = alloca float, align 4
-  %conv1_bias_grad.sum472 = alloca float, align 4
-  %conv1_bias_grad.sum471 = alloca float, align 4
-  %conv1_bias_grad.sum470 = alloca float, align 4
-  %conv1_bias_grad.sum469 = alloca float, align 4
-  %conv1_bias_grad.sum468 = alloca float, align 4
-  %conv1_bias_grad.acc465 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f464
+  %conv1_bias_grad.sum483 = alloca float, align 4
+  %conv1_bias_grad.sum482 = alloca float, align 4
+  %conv1_bias_grad.sum481 = alloca float, align 4
+  %conv1_bias_grad.sum480 = alloca float, align 4
+  %conv1_bias_grad.sum479 = alloca float, align 4
+  %conv1_bias_grad.sum478 = alloca float, align 4
+  %conv1_bias_grad.sum477 = alloca float, align 4
+  %conv1_bias_grad.acc474 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f473
 
-conv1_bias_grad.f464:                             ; preds = %conv1_bias_grad.img466.end, %entry
-  %conv1_bias_grad.f4641 = phi i64 [ 0, %entry ], [ %f464.next, %conv1_bias_grad.img466.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc465, align 32
-  br label %conv1_bias_grad.img466
+conv1_bias_grad.f473:                             ; preds = %conv1_bias_grad.img475.end, %entry
+  %conv1_bias_grad.f4731 = phi i64 [ 0, %entry ], [ %f473.next, %conv1_bias_grad.img475.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc474, align 32
+  br label %conv1_bias_grad.img475
 
-conv1_bias_grad.f464.end:                         ; preds = %conv1_bias_grad.img466.end
+conv1_bias_grad.f473.end:                         ; preds = %conv1_bias_grad.img475.end
   ret void
 
-conv1_bias_grad.img466:                           ; preds = %conv1_bias_grad.i467.end, %conv1_bias_grad.f464
-  %conv1_bias_grad.img4662 = phi i64 [ 0, %conv1_bias_grad.f464 ], [ %img466.next, %conv1_bias_grad.i467.end ]
-  br label %conv1_bias_grad.i467
+conv1_bias_grad.img475:                           ; preds = %conv1_bias_grad.i476.end, %conv1_bias_grad.f473
+  %conv1_bias_grad.img4752 = phi i64 [ 0, %conv1_bias_grad.f473 ], [ %img475.next, %conv1_bias_grad.i476.end ]
+  br label %conv1_bias_grad.i476
 
-conv1_bias_grad.img466.end:                       ; preds = %conv1_bias_grad.i467.end
-  %acc4655 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
+conv1_bias_grad.img475.end:                       ; preds = %conv1_bias_grad.i476.end
+  %acc4745 = load <8 x float>, ptr %conv1_bias_grad.acc474, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc4655, ptr %arena6, align 4
+  store <8 x float> %acc4745, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum468, align 4
-  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
+  store float %2, ptr %conv1_bias_grad.sum477, align 4
+  %sum477 = load float, ptr %conv1_bias_grad.sum477, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum468, %3
-  store float %4, ptr %conv1_bias_grad.sum469, align 4
-  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
+  %4 = fadd float %sum477, %3
+  store float %4, ptr %conv1_bias_grad.sum478, align 4
+  %sum478 = load float, ptr %conv1_bias_grad.sum478, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum469, %5
-  store float %6, ptr %conv1_bias_grad.sum470, align 4
-  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
+  %6 = fadd float %sum478, %5
+  store float %6, ptr %conv1_bias_grad.sum479, align 4
+  %sum479 = load float, ptr %conv1_bias_grad.sum479, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum470, %7
-  store float %8, ptr %conv1_bias_grad.sum471, align 4
-  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
+  %8 = fadd float %sum479, %7
+  store float %8, ptr %conv1_bias_grad.sum480, align 4
+  %sum480 = load float, ptr %conv1_bias_grad.sum480, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum471, %9
-  store float %10, ptr %conv1_bias_grad.sum472, align 4
-  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
+  %10 = fadd float %sum480, %9
+  store float %10, ptr %conv1_bias_grad.sum481, align 4
+  %sum481 = load float, ptr %conv1_bias_grad.sum481, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum472, %11
-  store float %12, ptr %conv1_bias_grad.sum473, align 4
-  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
+  %12 = fadd float %sum481, %11
+  store float %12, ptr %conv1_bias_grad.sum482, align 4
+  %sum482 = load float, ptr %conv1_bias_grad.sum482, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum473, %13
-  store float %14, ptr %conv1_bias_grad.sum474, align 4
-  %sum474 = load float, ptr %conv1_bias_grad.sum474, align 4
-  %15 = add nsw i64 144, %conv1_bias_grad.f4641
+  %14 = fadd float %sum482, %13
+  store float %14, ptr %conv1_bias_grad.sum483, align 4
+  %sum483 = load float, ptr %conv1_bias_grad.sum483, align 4
+  %15 = add nsw i64 144, %conv1_bias_grad.f4731
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum474, ptr %grads15, align 4
-  %f464.next = add nsw i64 %conv1_bias_grad.f4641, 1
-  %16 = icmp slt i64 %f464.next, 16
-  br i1 %16, label %conv1_bias_grad.f464, label %conv1_bias_grad.f464.end
+  store float %sum483, ptr %grads15, align 4
+  %f473.next = add nsw i64 %conv1_bias_grad.f4731, 1
+  %16 = icmp slt i64 %f473.next, 16
+  br i1 %16, label %conv1_bias_grad.f473, label %conv1_bias_grad.f473.end
 
-conv1_bias_grad.i467:                             ; preds = %conv1_bias_grad.i467, %conv1_bias_grad.img466
-  %conv1_bias_grad.i4673 = phi i64 [ 0, %conv1_bias_grad.img466 ], [ %i467.next, %conv1_bias_grad.i467 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img4662, 12544
+conv1_bias_grad.i476:                             ; preds = %conv1_bias_grad.i476, %conv1_bias_grad.img475
+  %conv1_bias_grad.i4763 = phi i64 [ 0, %conv1_bias_grad.img475 ], [ %i476.next, %conv1_bias_grad.i476 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4752, 12544
   %18 = add nsw i64 610960, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f4641, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f4731, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i4673, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4763, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc465 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc465)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc465, align 32
-  %i467.next = add nsw i64 %conv1_bias_grad.i4673, 1
-  %25 = icmp slt i64 %i467.next, 98
-  br i1 %25, label %conv1_bias_grad.i467, label %conv1_bias_grad.i467.end
+  %acc474 = load <8 x float>, ptr %conv1_bias_grad.acc474, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc474)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc474, align 32
+  %i476.next = add nsw i64 %conv1_bias_grad.i4763, 1
+  %25 = icmp slt i64 %i476.next, 98
+  br i1 %25, label %conv1_bias_grad.i476, label %conv1_bias_grad.i476.end
 
-conv1_bias_grad.i467.end:                         ; preds = %conv1_bias_grad.i467
-  %img466.next = add nsw i64 %conv1_bias_grad.img4662, 1
-  %26 = icmp slt i64 %img466.next, 64
-  br i1 %26, label %conv1_bias_grad.img466, label %conv1_bias_grad.img466.end
+conv1_bias_grad.i476.end:                         ; preds = %conv1_bias_grad.i476
+  %img475.next = add nsw i64 %conv1_bias_grad.img4752, 1
+  %26 = icmp slt i64 %img475.next, 64
+  br i1 %26, label %conv1_bias_grad.img475, label %conv1_bias_grad.img475.end
 }
 
 ; Function Attrs: noinline
@@ -11126,8 +12580,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt476 = alloca float, align 4
-  %adam.step_size475 = alloca float, align 4
+  %adam.bc2_sqrt485 = alloca float, align 4
+  %adam.step_size484 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = fcmp ogt float 0xC055A926E0000000, %1
@@ -11169,7 +12623,7 @@ entry:
   %38 = select i1 %37, float %1, float %36
   %39 = fsub float 1.000000e+00, %38
   %40 = fdiv float %lr, %39
-  store float %40, ptr %adam.step_size475, align 4
+  store float %40, ptr %adam.step_size484, align 4
   %41 = sitofp i64 %step to float
   %42 = fmul float %41, 0xBF50645940000000
   %43 = fcmp ogt float 0xC055A926E0000000, %42
@@ -11211,26 +12665,26 @@ entry:
   %79 = select i1 %78, float %42, float %77
   %80 = fsub float 1.000000e+00, %79
   %81 = call float @llvm.sqrt.f32(float %80)
-  store float %81, ptr %adam.bc2_sqrt476, align 4
-  br label %adam.i477
+  store float %81, ptr %adam.bc2_sqrt485, align 4
+  br label %adam.i486
 
-adam.i477:                                        ; preds = %adam.i477, %entry
-  %adam.i4771 = phi i64 [ 0, %entry ], [ %i477.next, %adam.i477 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4771
+adam.i486:                                        ; preds = %adam.i486, %entry
+  %adam.i4861 = phi i64 [ 0, %entry ], [ %i486.next, %adam.i486 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4861
   %82 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4861
   %83 = load float, ptr %params3, align 4
   %84 = fmul float 0.000000e+00, %83
   %85 = fadd float %82, %84
   store float %85, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4861
   %86 = load float, ptr %m4, align 4
   %87 = fmul float 0x3FECCCCCC0000000, %86
   %g = load float, ptr %adam.g, align 4
   %88 = fmul float 0x3FB9999A00000000, %g
   %89 = fadd float %87, %88
   store float %89, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4861
   %90 = load float, ptr %v5, align 4
   %91 = fmul float 0x3FEFF7CEE0000000, %90
   %g6 = load float, ptr %adam.g, align 4
@@ -11240,30 +12694,30 @@ adam.i477:                                        ; preds = %adam.i477, %entry
   %94 = fadd float %91, %93
   store float %94, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4861
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4861
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4861
   %95 = load float, ptr %params10, align 4
-  %step_size475 = load float, ptr %adam.step_size475, align 4
+  %step_size484 = load float, ptr %adam.step_size484, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %96 = fmul float %step_size475, %m_new11
+  %96 = fmul float %step_size484, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %97 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt476 = load float, ptr %adam.bc2_sqrt476, align 4
-  %98 = fdiv float %97, %bc2_sqrt476
+  %bc2_sqrt485 = load float, ptr %adam.bc2_sqrt485, align 4
+  %98 = fdiv float %97, %bc2_sqrt485
   %99 = fadd float %98, 0x3E45798EE0000000
   %100 = fdiv float %96, %99
   %101 = fsub float %95, %100
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4861
   store float %101, ptr %params13, align 4
-  %i477.next = add nsw i64 %adam.i4771, 1
-  %102 = icmp slt i64 %i477.next, 206922
-  br i1 %102, label %adam.i477, label %adam.i477.end
+  %i486.next = add nsw i64 %adam.i4861, 1
+  %102 = icmp slt i64 %i486.next, 206922
+  br i1 %102, label %adam.i486, label %adam.i486.end
 
-adam.i477.end:                                    ; preds = %adam.i477
+adam.i486.end:                                    ; preds = %adam.i486
   ret void
 }
 

@@ -262,1214 +262,1226 @@ public func smallcnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  do {  // scalar loops
-    for ci50 in 0..<16 {
-      for co51 in 0..<32 {
-        var w52: Float = params[(160 +% (((co51 *% 16) +% ci50) *% 9))]
-        var w53: Float = (((params[(160 +% (((co51 *% 16) +% ci50) *% 9))] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 3)]) + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-        var w54: Float = (((params[(160 +% (((co51 *% 16) +% ci50) *% 9))] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 6)]) - params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w55: Float = params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 6)]
-        var w56: Float = params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 1)]
-        var w57: Float = (((params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 1)] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 4)]) + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-        var w58: Float = (((params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 1)] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 7)]) - params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w59: Float = params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 7)]
-        var w60: Float = params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 2)]
-        var w61: Float = (((params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 2)] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 5)]) + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-        var w62: Float = (((params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 2)] + params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 8)]) - params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w63: Float = params[((160 +% (((co51 *% 16) +% ci50) *% 9)) +% 8)]
-        var w64: Float = w52
-        var w65: Float = (((w52 + w56) + w60) * Float(bitPattern: 0x3f000000))
-        var w66: Float = (((w52 + w60) - w56) * Float(bitPattern: 0x3f000000))
-        var w67: Float = w60
-        var w68: Float = w53
-        var w69: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
-        var w70: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
-        var w71: Float = w61
-        var w72: Float = w54
-        var w73: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
-        var w74: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
-        var w75: Float = w62
-        var w76: Float = w55
-        var w77: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
-        var w78: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
-        var w79: Float = w63
-        arena[((602112 +% (ci50 *% 32)) +% co51)] = w64
-        arena[((602624 +% (ci50 *% 32)) +% co51)] = w65
-        arena[((603136 +% (ci50 *% 32)) +% co51)] = w66
-        arena[((603648 +% (ci50 *% 32)) +% co51)] = w67
-        arena[((604160 +% (ci50 *% 32)) +% co51)] = w68
-        arena[((604672 +% (ci50 *% 32)) +% co51)] = w69
-        arena[((605184 +% (ci50 *% 32)) +% co51)] = w70
-        arena[((605696 +% (ci50 *% 32)) +% co51)] = w71
-        arena[((606208 +% (ci50 *% 32)) +% co51)] = w72
-        arena[((606720 +% (ci50 *% 32)) +% co51)] = w73
-        arena[((607232 +% (ci50 *% 32)) +% co51)] = w74
-        arena[((607744 +% (ci50 *% 32)) +% co51)] = w75
-        arena[((608256 +% (ci50 *% 32)) +% co51)] = w76
-        arena[((608768 +% (ci50 *% 32)) +% co51)] = w77
-        arena[((609280 +% (ci50 *% 32)) +% co51)] = w78
-        arena[((609792 +% (ci50 *% 32)) +% co51)] = w79
+  parallelFor(pool, 2) { part50 in
+    do {  // scalar loops
+      for ci51 in 0..<16 {
+        for co52 in 0..<16 {
+          var w53: Float = params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))]
+          var w54: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+          var w55: Float = (((params[(160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9))] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w56: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 6)]
+          var w57: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)]
+          var w58: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+          var w59: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 1)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w60: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 7)]
+          var w61: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)]
+          var w62: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+          var w63: Float = (((params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 2)] + params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]) - params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w64: Float = params[((160 +% (((((part50 *% 16) +% co52) *% 16) +% ci51) *% 9)) +% 8)]
+          var w65: Float = w53
+          var w66: Float = (((w53 + w57) + w61) * Float(bitPattern: 0x3f000000))
+          var w67: Float = (((w53 + w61) - w57) * Float(bitPattern: 0x3f000000))
+          var w68: Float = w61
+          var w69: Float = w54
+          var w70: Float = (((w54 + w58) + w62) * Float(bitPattern: 0x3f000000))
+          var w71: Float = (((w54 + w62) - w58) * Float(bitPattern: 0x3f000000))
+          var w72: Float = w62
+          var w73: Float = w55
+          var w74: Float = (((w55 + w59) + w63) * Float(bitPattern: 0x3f000000))
+          var w75: Float = (((w55 + w63) - w59) * Float(bitPattern: 0x3f000000))
+          var w76: Float = w63
+          var w77: Float = w56
+          var w78: Float = (((w56 + w60) + w64) * Float(bitPattern: 0x3f000000))
+          var w79: Float = (((w56 + w64) - w60) * Float(bitPattern: 0x3f000000))
+          var w80: Float = w64
+          arena[((602112 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w65
+          arena[((602624 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w66
+          arena[((603136 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w67
+          arena[((603648 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w68
+          arena[((604160 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w69
+          arena[((604672 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w70
+          arena[((605184 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w71
+          arena[((605696 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w72
+          arena[((606208 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w73
+          arena[((606720 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w74
+          arena[((607232 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w75
+          arena[((607744 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w76
+          arena[((608256 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w77
+          arena[((608768 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w78
+          arena[((609280 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w79
+          arena[((609792 +% (ci51 *% 32)) +% ((part50 *% 16) +% co52))] = w80
+        }
       }
     }
   }
-  for i80 in 0..<512 {
-    storeVector(arena, ((i80 *% 8) +% 610304), Vector(repeating: Float(0)))
+  for i81 in 0..<512 {
+    storeVector(arena, ((i81 *% 8) +% 610304), Vector(repeating: Float(0)))
   }
-  for g81 in 0..<64 {
-    for j82 in 0..<1 {
-      for iy83 in 0..<14 {
-        for c84 in 0..<16 {
-          for ix85 in 0..<14 {
-            arena[(610304 +% ((((j82 *% 4096) +% ((iy83 +% 1) *% 256)) +% ((ix85 +% 1) *% 16)) +% c84))] = arena[(((((g81 +% j82) *% 3136) +% (c84 *% 196)) +% (iy83 *% 14)) +% ix85)]
+  for g82 in 0..<64 {
+    for j83 in 0..<1 {
+      for iy84 in 0..<14 {
+        for c85 in 0..<16 {
+          for ix86 in 0..<14 {
+            arena[(610304 +% ((((j83 *% 4096) +% ((iy84 +% 1) *% 256)) +% ((ix86 +% 1) *% 16)) +% c85))] = arena[(((((g82 +% j83) *% 3136) +% (c85 *% 196)) +% (iy84 *% 14)) +% ix86)]
           }
         }
       }
     }
-    for j86 in 0..<1 {
-      for ty87 in 0..<7 {
-        for tx88 in 0..<7 {
-          for cv89 in 0..<2 {
-            let w90 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% ((ty87 *% 2) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))))
-            let w91 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))) + loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))))
-            let w92 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))))
-            let w93 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 3) *% 256)) +% ((tx88 *% 2) *% 16)) +% (cv89 *% 8)))))
-            let w94 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% ((ty87 *% 2) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))))
-            let w95 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))) + loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))))
-            let w96 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))))
-            let w97 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 3) *% 256)) +% (((tx88 *% 2) +% 1) *% 16)) +% (cv89 *% 8)))))
-            let w98 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% ((ty87 *% 2) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))))
-            let w99 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))) + loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))))
-            let w100 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))))
-            let w101 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 3) *% 256)) +% (((tx88 *% 2) +% 2) *% 16)) +% (cv89 *% 8)))))
-            let w102 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% ((ty87 *% 2) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))))
-            let w103 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))) + loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))))
-            let w104 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 2) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))))
-            let w105 = (loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 1) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))) - loadVector(arena, (610304 +% ((((j86 *% 4096) +% (((ty87 *% 2) +% 3) *% 256)) +% (((tx88 *% 2) +% 3) *% 16)) +% (cv89 *% 8)))))
-            let w106 = (w90 - w98)
-            let w107 = (w94 + w98)
-            let w108 = (w98 - w94)
-            let w109 = (w94 - w102)
-            let w110 = (w91 - w99)
-            let w111 = (w95 + w99)
-            let w112 = (w99 - w95)
-            let w113 = (w95 - w103)
-            let w114 = (w92 - w100)
-            let w115 = (w96 + w100)
-            let w116 = (w100 - w96)
-            let w117 = (w96 - w104)
-            let w118 = (w93 - w101)
-            let w119 = (w97 + w101)
-            let w120 = (w101 - w97)
-            let w121 = (w97 - w105)
-            storeVector(arena, ((614400 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w106)
-            storeVector(arena, ((615184 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w107)
-            storeVector(arena, ((615968 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w108)
-            storeVector(arena, ((616752 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w109)
-            storeVector(arena, ((617536 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w110)
-            storeVector(arena, ((618320 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w111)
-            storeVector(arena, ((619104 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w112)
-            storeVector(arena, ((619888 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w113)
-            storeVector(arena, ((620672 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w114)
-            storeVector(arena, ((621456 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w115)
-            storeVector(arena, ((622240 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w116)
-            storeVector(arena, ((623024 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w117)
-            storeVector(arena, ((623808 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w118)
-            storeVector(arena, ((624592 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w119)
-            storeVector(arena, ((625376 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w120)
-            storeVector(arena, ((626160 +% ((((j86 *% 49) +% (ty87 *% 7)) +% tx88) *% 16)) +% (cv89 *% 8)), w121)
+    for j87 in 0..<1 {
+      for ty88 in 0..<7 {
+        for tx89 in 0..<7 {
+          for cv90 in 0..<2 {
+            let w91 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
+            let w92 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
+            let w93 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
+            let w94 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% ((tx89 *% 2) *% 16)) +% (cv90 *% 8)))))
+            let w95 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
+            let w96 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
+            let w97 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
+            let w98 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 1) *% 16)) +% (cv90 *% 8)))))
+            let w99 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
+            let w100 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
+            let w101 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
+            let w102 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 2) *% 16)) +% (cv90 *% 8)))))
+            let w103 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% ((ty88 *% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
+            let w104 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) + loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
+            let w105 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 2) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
+            let w106 = (loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 1) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))) - loadVector(arena, (610304 +% ((((j87 *% 4096) +% (((ty88 *% 2) +% 3) *% 256)) +% (((tx89 *% 2) +% 3) *% 16)) +% (cv90 *% 8)))))
+            let w107 = (w91 - w99)
+            let w108 = (w95 + w99)
+            let w109 = (w99 - w95)
+            let w110 = (w95 - w103)
+            let w111 = (w92 - w100)
+            let w112 = (w96 + w100)
+            let w113 = (w100 - w96)
+            let w114 = (w96 - w104)
+            let w115 = (w93 - w101)
+            let w116 = (w97 + w101)
+            let w117 = (w101 - w97)
+            let w118 = (w97 - w105)
+            let w119 = (w94 - w102)
+            let w120 = (w98 + w102)
+            let w121 = (w102 - w98)
+            let w122 = (w98 - w106)
+            storeVector(arena, ((614400 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w107)
+            storeVector(arena, ((615184 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w108)
+            storeVector(arena, ((615968 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w109)
+            storeVector(arena, ((616752 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w110)
+            storeVector(arena, ((617536 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w111)
+            storeVector(arena, ((618320 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w112)
+            storeVector(arena, ((619104 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w113)
+            storeVector(arena, ((619888 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w114)
+            storeVector(arena, ((620672 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w115)
+            storeVector(arena, ((621456 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w116)
+            storeVector(arena, ((622240 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w117)
+            storeVector(arena, ((623024 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w118)
+            storeVector(arena, ((623808 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w119)
+            storeVector(arena, ((624592 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w120)
+            storeVector(arena, ((625376 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w121)
+            storeVector(arena, ((626160 +% ((((j87 *% 49) +% (ty88 *% 7)) +% tx89) *% 16)) +% (cv90 *% 8)), w122)
           }
         }
       }
     }
-    for xi122 in 0..<16 {
-      do {  // gemm129
-        for nb123 in 0..<2 {
-          for mb124 in 0..<9 {
-            var t125_c0_0 = Vector()
-            var t125_c0_1 = Vector()
-            var t125_c1_0 = Vector()
-            var t125_c1_1 = Vector()
-            var t125_c2_0 = Vector()
-            var t125_c2_1 = Vector()
-            var t125_c3_0 = Vector()
-            var t125_c3_1 = Vector()
-            var t125_c4_0 = Vector()
-            var t125_c4_1 = Vector()
-            for k126 in 0..<16 {
-              let t125_b0 = loadVector(arena, (((602112 +% (xi122 *% 512)) +% (k126 *% 32)) +% (nb123 *% 16)))
-              let t125_b1 = loadVector(arena, ((((602112 +% (xi122 *% 512)) +% (k126 *% 32)) +% (nb123 *% 16)) +% 8))
-              let t125_a0 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% ((mb124 *% 5) *% 16)) +% k126)])
-              t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
-              t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
-              let t125_a1 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% (((mb124 *% 5) +% 1) *% 16)) +% k126)])
-              t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
-              t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
-              let t125_a2 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% (((mb124 *% 5) +% 2) *% 16)) +% k126)])
-              t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
-              t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
-              let t125_a3 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% (((mb124 *% 5) +% 3) *% 16)) +% k126)])
-              t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
-              t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
-              let t125_a4 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% (((mb124 *% 5) +% 4) *% 16)) +% k126)])
-              t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
-              t125_c4_1 = t125_c4_1.addingProduct(t125_a4, t125_b1)
+    parallelFor(pool, 2) { part123 in
+      for xi124 in 0..<16 {
+        do {  // gemm131
+          for nb125 in 0..<1 {
+            for mb126 in 0..<9 {
+              var t127_c0_0 = Vector()
+              var t127_c0_1 = Vector()
+              var t127_c1_0 = Vector()
+              var t127_c1_1 = Vector()
+              var t127_c2_0 = Vector()
+              var t127_c2_1 = Vector()
+              var t127_c3_0 = Vector()
+              var t127_c3_1 = Vector()
+              var t127_c4_0 = Vector()
+              var t127_c4_1 = Vector()
+              for k128 in 0..<16 {
+                let t127_b0 = loadVector(arena, ((((602112 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)))
+                let t127_b1 = loadVector(arena, (((((602112 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k128 *% 32)) +% (nb125 *% 16)) +% 8))
+                let t127_a0 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% ((mb126 *% 5) *% 16)) +% k128)])
+                t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
+                t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
+                let t127_a1 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 1) *% 16)) +% k128)])
+                t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
+                t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
+                let t127_a2 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 2) *% 16)) +% k128)])
+                t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
+                t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
+                let t127_a3 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 3) *% 16)) +% k128)])
+                t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
+                t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
+                let t127_a4 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% (((mb126 *% 5) +% 4) *% 16)) +% k128)])
+                t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
+                t127_c4_1 = t127_c4_1.addingProduct(t127_a4, t127_b1)
+              }
+              storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% ((mb126 *% 5) *% 32)) +% (nb125 *% 16)), t127_c0_0)
+              storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% ((mb126 *% 5) *% 32)) +% (nb125 *% 16)) +% 8), t127_c0_1)
+              storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 1) *% 32)) +% (nb125 *% 16)), t127_c1_0)
+              storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 1) *% 32)) +% (nb125 *% 16)) +% 8), t127_c1_1)
+              storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 2) *% 32)) +% (nb125 *% 16)), t127_c2_0)
+              storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 2) *% 32)) +% (nb125 *% 16)) +% 8), t127_c2_1)
+              storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 3) *% 32)) +% (nb125 *% 16)), t127_c3_0)
+              storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 3) *% 32)) +% (nb125 *% 16)) +% 8), t127_c3_1)
+              storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 4) *% 32)) +% (nb125 *% 16)), t127_c4_0)
+              storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% (((mb126 *% 5) +% 4) *% 32)) +% (nb125 *% 16)) +% 8), t127_c4_1)
             }
-            storeVector(arena, (((626944 +% (xi122 *% 1568)) +% ((mb124 *% 5) *% 32)) +% (nb123 *% 16)), t125_c0_0)
-            storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% ((mb124 *% 5) *% 32)) +% (nb123 *% 16)) +% 8), t125_c0_1)
-            storeVector(arena, (((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 1) *% 32)) +% (nb123 *% 16)), t125_c1_0)
-            storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 1) *% 32)) +% (nb123 *% 16)) +% 8), t125_c1_1)
-            storeVector(arena, (((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 2) *% 32)) +% (nb123 *% 16)), t125_c2_0)
-            storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 2) *% 32)) +% (nb123 *% 16)) +% 8), t125_c2_1)
-            storeVector(arena, (((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 3) *% 32)) +% (nb123 *% 16)), t125_c3_0)
-            storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 3) *% 32)) +% (nb123 *% 16)) +% 8), t125_c3_1)
-            storeVector(arena, (((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 4) *% 32)) +% (nb123 *% 16)), t125_c4_0)
-            storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% (((mb124 *% 5) +% 4) *% 32)) +% (nb123 *% 16)) +% 8), t125_c4_1)
-          }
-          var t127_c0_0 = Vector()
-          var t127_c0_1 = Vector()
-          var t127_c1_0 = Vector()
-          var t127_c1_1 = Vector()
-          var t127_c2_0 = Vector()
-          var t127_c2_1 = Vector()
-          var t127_c3_0 = Vector()
-          var t127_c3_1 = Vector()
-          for k128 in 0..<16 {
-            let t127_b0 = loadVector(arena, (((602112 +% (xi122 *% 512)) +% (k128 *% 32)) +% (nb123 *% 16)))
-            let t127_b1 = loadVector(arena, ((((602112 +% (xi122 *% 512)) +% (k128 *% 32)) +% (nb123 *% 16)) +% 8))
-            let t127_a0 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% 720) +% k128)])
-            t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
-            t127_c0_1 = t127_c0_1.addingProduct(t127_a0, t127_b1)
-            let t127_a1 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% 736) +% k128)])
-            t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
-            t127_c1_1 = t127_c1_1.addingProduct(t127_a1, t127_b1)
-            let t127_a2 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% 752) +% k128)])
-            t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
-            t127_c2_1 = t127_c2_1.addingProduct(t127_a2, t127_b1)
-            let t127_a3 = Vector(repeating: arena[(((614400 +% (xi122 *% 784)) +% 768) +% k128)])
-            t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
-            t127_c3_1 = t127_c3_1.addingProduct(t127_a3, t127_b1)
-          }
-          storeVector(arena, (((626944 +% (xi122 *% 1568)) +% 1440) +% (nb123 *% 16)), t127_c0_0)
-          storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% 1440) +% (nb123 *% 16)) +% 8), t127_c0_1)
-          storeVector(arena, (((626944 +% (xi122 *% 1568)) +% 1472) +% (nb123 *% 16)), t127_c1_0)
-          storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% 1472) +% (nb123 *% 16)) +% 8), t127_c1_1)
-          storeVector(arena, (((626944 +% (xi122 *% 1568)) +% 1504) +% (nb123 *% 16)), t127_c2_0)
-          storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% 1504) +% (nb123 *% 16)) +% 8), t127_c2_1)
-          storeVector(arena, (((626944 +% (xi122 *% 1568)) +% 1536) +% (nb123 *% 16)), t127_c3_0)
-          storeVector(arena, ((((626944 +% (xi122 *% 1568)) +% 1536) +% (nb123 *% 16)) +% 8), t127_c3_1)
-        }
-      }
-    }
-    for j130 in 0..<1 {
-      for ty131 in 0..<7 {
-        for tx132 in 0..<7 {
-          for cv133 in 0..<4 {
-            let w134 = ((loadVector(arena, ((626944 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) + loadVector(arena, ((633216 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) + loadVector(arena, ((639488 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w135 = ((loadVector(arena, ((633216 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) - loadVector(arena, ((639488 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) - loadVector(arena, ((645760 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w136 = ((loadVector(arena, ((628512 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) + loadVector(arena, ((634784 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) + loadVector(arena, ((641056 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w137 = ((loadVector(arena, ((634784 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) - loadVector(arena, ((641056 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) - loadVector(arena, ((647328 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w138 = ((loadVector(arena, ((630080 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) + loadVector(arena, ((636352 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) + loadVector(arena, ((642624 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w139 = ((loadVector(arena, ((636352 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) - loadVector(arena, ((642624 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) - loadVector(arena, ((648896 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w140 = ((loadVector(arena, ((631648 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) + loadVector(arena, ((637920 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) + loadVector(arena, ((644192 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w141 = ((loadVector(arena, ((637920 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))) - loadVector(arena, ((644192 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)))) - loadVector(arena, ((650464 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8))))
-            let w142 = ((w134 + w136) + w138)
-            let w143 = ((w136 - w138) - w140)
-            let w144 = ((w135 + w137) + w139)
-            let w145 = ((w137 - w139) - w141)
-            let v146 = (w142 + loadVector(params, (4768 +% (cv133 *% 8))))
-            let best147 = v146
-            let at148 = Vector(repeating: Float((((ty131 *% 2) *% 14) +% (tx132 *% 2))))
-            let v149 = (w143 + loadVector(params, (4768 +% (cv133 *% 8))))
-            let best150 = best147.replacing(with: v149, where: v149 .> best147)
-            let at151 = at148.replacing(with: Vector(repeating: Float(((((ty131 *% 2) *% 14) +% (tx132 *% 2)) +% 1))), where: v149 .> best147)
-            let v152 = (w144 + loadVector(params, (4768 +% (cv133 *% 8))))
-            let best153 = best150.replacing(with: v152, where: v152 .> best150)
-            let at154 = at151.replacing(with: Vector(repeating: Float(((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)))), where: v152 .> best150)
-            let v155 = (w145 + loadVector(params, (4768 +% (cv133 *% 8))))
-            let best156 = best153.replacing(with: v155, where: v155 .> best153)
-            let at157 = at154.replacing(with: Vector(repeating: Float((((((ty131 *% 2) +% 1) *% 14) +% (tx132 *% 2)) +% 1))), where: v155 .> best153)
-            storeVector(arena, ((652032 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)), Vector().replacing(with: best156, where: best156 .> Vector()))
-            storeVector(arena, (((652032 +% ((((j130 *% 49) +% (ty131 *% 7)) +% tx132) *% 32)) +% (cv133 *% 8)) +% 1568), at157)
+            var t129_c0_0 = Vector()
+            var t129_c0_1 = Vector()
+            var t129_c1_0 = Vector()
+            var t129_c1_1 = Vector()
+            var t129_c2_0 = Vector()
+            var t129_c2_1 = Vector()
+            var t129_c3_0 = Vector()
+            var t129_c3_1 = Vector()
+            for k130 in 0..<16 {
+              let t129_b0 = loadVector(arena, ((((602112 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)))
+              let t129_b1 = loadVector(arena, (((((602112 +% (xi124 *% 512)) +% (part123 *% 16)) +% (k130 *% 32)) +% (nb125 *% 16)) +% 8))
+              let t129_a0 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% 720) +% k130)])
+              t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
+              t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)
+              let t129_a1 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% 736) +% k130)])
+              t129_c1_0 = t129_c1_0.addingProduct(t129_a1, t129_b0)
+              t129_c1_1 = t129_c1_1.addingProduct(t129_a1, t129_b1)
+              let t129_a2 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% 752) +% k130)])
+              t129_c2_0 = t129_c2_0.addingProduct(t129_a2, t129_b0)
+              t129_c2_1 = t129_c2_1.addingProduct(t129_a2, t129_b1)
+              let t129_a3 = Vector(repeating: arena[(((614400 +% (xi124 *% 784)) +% 768) +% k130)])
+              t129_c3_0 = t129_c3_0.addingProduct(t129_a3, t129_b0)
+              t129_c3_1 = t129_c3_1.addingProduct(t129_a3, t129_b1)
+            }
+            storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1440) +% (nb125 *% 16)), t129_c0_0)
+            storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1440) +% (nb125 *% 16)) +% 8), t129_c0_1)
+            storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1472) +% (nb125 *% 16)), t129_c1_0)
+            storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1472) +% (nb125 *% 16)) +% 8), t129_c1_1)
+            storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1504) +% (nb125 *% 16)), t129_c2_0)
+            storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1504) +% (nb125 *% 16)) +% 8), t129_c2_1)
+            storeVector(arena, ((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1536) +% (nb125 *% 16)), t129_c3_0)
+            storeVector(arena, (((((626944 +% (xi124 *% 1568)) +% (part123 *% 16)) +% 1536) +% (nb125 *% 16)) +% 8), t129_c3_1)
           }
         }
       }
-    }
-    for j158 in 0..<1 {
-      for c159 in 0..<32 {
-        for q160 in 0..<49 {
-          arena[(401408 +% ((((g81 +% j158) *% 1568) +% (c159 *% 49)) +% q160))] = arena[((652032 +% (((j158 *% 49) +% q160) *% 32)) +% c159)]
+      for j132 in 0..<1 {
+        for ty133 in 0..<7 {
+          for tx134 in 0..<7 {
+            for cv135 in 0..<2 {
+              let w136 = ((loadVector(arena, ((626944 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((633216 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((639488 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w137 = ((loadVector(arena, ((633216 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((639488 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((645760 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w138 = ((loadVector(arena, ((628512 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((634784 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((641056 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w139 = ((loadVector(arena, ((634784 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((641056 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((647328 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w140 = ((loadVector(arena, ((630080 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((636352 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((642624 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w141 = ((loadVector(arena, ((636352 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((642624 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((648896 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w142 = ((loadVector(arena, ((631648 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) + loadVector(arena, ((637920 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) + loadVector(arena, ((644192 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w143 = ((loadVector(arena, ((637920 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))) - loadVector(arena, ((644192 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))))) - loadVector(arena, ((650464 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let w144 = ((w136 + w138) + w140)
+              let w145 = ((w138 - w140) - w142)
+              let w146 = ((w137 + w139) + w141)
+              let w147 = ((w139 - w141) - w143)
+              let v148 = (w144 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let best149 = v148
+              let at150 = Vector(repeating: Float((((ty133 *% 2) *% 14) +% (tx134 *% 2))))
+              let v151 = (w145 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let best152 = best149.replacing(with: v151, where: v151 .> best149)
+              let at153 = at150.replacing(with: Vector(repeating: Float(((((ty133 *% 2) *% 14) +% (tx134 *% 2)) +% 1))), where: v151 .> best149)
+              let v154 = (w146 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let best155 = best152.replacing(with: v154, where: v154 .> best152)
+              let at156 = at153.replacing(with: Vector(repeating: Float(((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)))), where: v154 .> best152)
+              let v157 = (w147 + loadVector(params, (4768 +% ((part123 *% 16) +% (cv135 *% 8)))))
+              let best158 = best155.replacing(with: v157, where: v157 .> best155)
+              let at159 = at156.replacing(with: Vector(repeating: Float((((((ty133 *% 2) +% 1) *% 14) +% (tx134 *% 2)) +% 1))), where: v157 .> best155)
+              storeVector(arena, ((652032 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))), Vector().replacing(with: best158, where: best158 .> Vector()))
+              storeVector(arena, (((652032 +% ((((j132 *% 49) +% (ty133 *% 7)) +% tx134) *% 32)) +% ((part123 *% 16) +% (cv135 *% 8))) +% 1568), at159)
+            }
+          }
         }
       }
-    }
-    for j161 in 0..<1 {
-      for c162 in 0..<32 {
-        for q163 in 0..<49 {
-          arena[(501760 +% ((((g81 +% j161) *% 1568) +% (c162 *% 49)) +% q163))] = arena[((653600 +% (((j161 *% 49) +% q163) *% 32)) +% c162)]
+      for j160 in 0..<1 {
+        for c161 in 0..<16 {
+          for q162 in 0..<49 {
+            arena[(401408 +% ((((g82 +% j160) *% 1568) +% (((part123 *% 16) +% c161) *% 49)) +% q162))] = arena[((652032 +% (((j160 *% 49) +% q162) *% 32)) +% ((part123 *% 16) +% c161))]
+          }
+        }
+      }
+      for j163 in 0..<1 {
+        for c164 in 0..<16 {
+          for q165 in 0..<49 {
+            arena[(501760 +% ((((g82 +% j163) *% 1568) +% (((part123 *% 16) +% c164) *% 49)) +% q165))] = arena[((653600 +% (((j163 *% 49) +% q165) *% 32)) +% ((part123 *% 16) +% c164))]
+          }
         }
       }
     }
   }
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
-  for n164 in 0..<64 {
-    for k165 in 0..<1568 {
-      arena[((610304 +% (k165 *% 64)) +% n164)] = arena[((401408 +% (n164 *% 1568)) +% k165)]
+  for n166 in 0..<64 {
+    for k167 in 0..<1568 {
+      arena[((610304 +% (k167 *% 64)) +% n166)] = arena[((401408 +% (n166 *% 1568)) +% k167)]
     }
   }
-  do {  // gemm176
-    for r166 in 0..<128 {
-      for i167 in 0..<8 {
-        storeVector(arena, ((i167 *% 8) +% (710656 +% (r166 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm178
+    for r168 in 0..<128 {
+      for i169 in 0..<8 {
+        storeVector(arena, ((i169 *% 8) +% (710656 +% (r168 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp168 in 0..<2 {
-      for nb169 in 0..<2 {
-        for mb170 in 0..<32 {
-          var t171_c0_0 = loadVector(arena, ((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)))
-          var t171_c0_1 = loadVector(arena, (((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c0_2 = loadVector(arena, (((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c1_0 = loadVector(arena, ((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)))
-          var t171_c1_1 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c1_2 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c2_0 = loadVector(arena, ((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)))
-          var t171_c2_1 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c2_2 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16))
-          var t171_c3_0 = loadVector(arena, ((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)))
-          var t171_c3_1 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8))
-          var t171_c3_2 = loadVector(arena, (((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16))
-          for k172 in 0..<784 {
-            let t171_b0 = loadVector(arena, ((610304 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)))
-            let t171_b1 = loadVector(arena, (((610304 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 8))
-            let t171_b2 = loadVector(arena, (((610304 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 16))
-            let t171_a0 = Vector(repeating: params[((4800 +% ((mb170 *% 4) *% 1568)) +% (k172 +% (kp168 *% 784)))])
-            t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-            t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-            t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-            let t171_a1 = Vector(repeating: params[((4800 +% (((mb170 *% 4) +% 1) *% 1568)) +% (k172 +% (kp168 *% 784)))])
-            t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-            t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-            t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-            let t171_a2 = Vector(repeating: params[((4800 +% (((mb170 *% 4) +% 2) *% 1568)) +% (k172 +% (kp168 *% 784)))])
-            t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
-            t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
-            t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
-            let t171_a3 = Vector(repeating: params[((4800 +% (((mb170 *% 4) +% 3) *% 1568)) +% (k172 +% (kp168 *% 784)))])
-            t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
-            t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
-            t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+    for kp170 in 0..<2 {
+      for nb171 in 0..<2 {
+        for mb172 in 0..<32 {
+          var t173_c0_0 = loadVector(arena, ((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)))
+          var t173_c0_1 = loadVector(arena, (((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c0_2 = loadVector(arena, (((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c1_0 = loadVector(arena, ((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)))
+          var t173_c1_1 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c1_2 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c2_0 = loadVector(arena, ((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)))
+          var t173_c2_1 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c2_2 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16))
+          var t173_c3_0 = loadVector(arena, ((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)))
+          var t173_c3_1 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8))
+          var t173_c3_2 = loadVector(arena, (((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16))
+          for k174 in 0..<784 {
+            let t173_b0 = loadVector(arena, ((610304 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)))
+            let t173_b1 = loadVector(arena, (((610304 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 8))
+            let t173_b2 = loadVector(arena, (((610304 +% ((k174 +% (kp170 *% 784)) *% 64)) +% (nb171 *% 24)) +% 16))
+            let t173_a0 = Vector(repeating: params[((4800 +% ((mb172 *% 4) *% 1568)) +% (k174 +% (kp170 *% 784)))])
+            t173_c0_0 = t173_c0_0.addingProduct(t173_a0, t173_b0)
+            t173_c0_1 = t173_c0_1.addingProduct(t173_a0, t173_b1)
+            t173_c0_2 = t173_c0_2.addingProduct(t173_a0, t173_b2)
+            let t173_a1 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 1) *% 1568)) +% (k174 +% (kp170 *% 784)))])
+            t173_c1_0 = t173_c1_0.addingProduct(t173_a1, t173_b0)
+            t173_c1_1 = t173_c1_1.addingProduct(t173_a1, t173_b1)
+            t173_c1_2 = t173_c1_2.addingProduct(t173_a1, t173_b2)
+            let t173_a2 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 2) *% 1568)) +% (k174 +% (kp170 *% 784)))])
+            t173_c2_0 = t173_c2_0.addingProduct(t173_a2, t173_b0)
+            t173_c2_1 = t173_c2_1.addingProduct(t173_a2, t173_b1)
+            t173_c2_2 = t173_c2_2.addingProduct(t173_a2, t173_b2)
+            let t173_a3 = Vector(repeating: params[((4800 +% (((mb172 *% 4) +% 3) *% 1568)) +% (k174 +% (kp170 *% 784)))])
+            t173_c3_0 = t173_c3_0.addingProduct(t173_a3, t173_b0)
+            t173_c3_1 = t173_c3_1.addingProduct(t173_a3, t173_b1)
+            t173_c3_2 = t173_c3_2.addingProduct(t173_a3, t173_b2)
           }
-          storeVector(arena, ((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)), t171_c0_0)
-          storeVector(arena, (((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8), t171_c0_1)
-          storeVector(arena, (((710656 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16), t171_c0_2)
-          storeVector(arena, ((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)), t171_c1_0)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8), t171_c1_1)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16), t171_c1_2)
-          storeVector(arena, ((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)), t171_c2_0)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8), t171_c2_1)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16), t171_c2_2)
-          storeVector(arena, ((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)), t171_c3_0)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8), t171_c3_1)
-          storeVector(arena, (((710656 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16), t171_c3_2)
+          storeVector(arena, ((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)), t173_c0_0)
+          storeVector(arena, (((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 8), t173_c0_1)
+          storeVector(arena, (((710656 +% ((mb172 *% 4) *% 64)) +% (nb171 *% 24)) +% 16), t173_c0_2)
+          storeVector(arena, ((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)), t173_c1_0)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 8), t173_c1_1)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 1) *% 64)) +% (nb171 *% 24)) +% 16), t173_c1_2)
+          storeVector(arena, ((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)), t173_c2_0)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 8), t173_c2_1)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 2) *% 64)) +% (nb171 *% 24)) +% 16), t173_c2_2)
+          storeVector(arena, ((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)), t173_c3_0)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 8), t173_c3_1)
+          storeVector(arena, (((710656 +% (((mb172 *% 4) +% 3) *% 64)) +% (nb171 *% 24)) +% 16), t173_c3_2)
         }
       }
-      for mb173 in 0..<32 {
-        var t174_c0_0 = loadVector(arena, ((710656 +% ((mb173 *% 4) *% 64)) +% 48))
-        var t174_c0_1 = loadVector(arena, (((710656 +% ((mb173 *% 4) *% 64)) +% 48) +% 8))
-        var t174_c1_0 = loadVector(arena, ((710656 +% (((mb173 *% 4) +% 1) *% 64)) +% 48))
-        var t174_c1_1 = loadVector(arena, (((710656 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t174_c2_0 = loadVector(arena, ((710656 +% (((mb173 *% 4) +% 2) *% 64)) +% 48))
-        var t174_c2_1 = loadVector(arena, (((710656 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t174_c3_0 = loadVector(arena, ((710656 +% (((mb173 *% 4) +% 3) *% 64)) +% 48))
-        var t174_c3_1 = loadVector(arena, (((710656 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k175 in 0..<784 {
-          let t174_b0 = loadVector(arena, ((610304 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48))
-          let t174_b1 = loadVector(arena, (((610304 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48) +% 8))
-          let t174_a0 = Vector(repeating: params[((4800 +% ((mb173 *% 4) *% 1568)) +% (k175 +% (kp168 *% 784)))])
-          t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
-          t174_c0_1 = t174_c0_1.addingProduct(t174_a0, t174_b1)
-          let t174_a1 = Vector(repeating: params[((4800 +% (((mb173 *% 4) +% 1) *% 1568)) +% (k175 +% (kp168 *% 784)))])
-          t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
-          t174_c1_1 = t174_c1_1.addingProduct(t174_a1, t174_b1)
-          let t174_a2 = Vector(repeating: params[((4800 +% (((mb173 *% 4) +% 2) *% 1568)) +% (k175 +% (kp168 *% 784)))])
-          t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
-          t174_c2_1 = t174_c2_1.addingProduct(t174_a2, t174_b1)
-          let t174_a3 = Vector(repeating: params[((4800 +% (((mb173 *% 4) +% 3) *% 1568)) +% (k175 +% (kp168 *% 784)))])
-          t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
-          t174_c3_1 = t174_c3_1.addingProduct(t174_a3, t174_b1)
+      for mb175 in 0..<32 {
+        var t176_c0_0 = loadVector(arena, ((710656 +% ((mb175 *% 4) *% 64)) +% 48))
+        var t176_c0_1 = loadVector(arena, (((710656 +% ((mb175 *% 4) *% 64)) +% 48) +% 8))
+        var t176_c1_0 = loadVector(arena, ((710656 +% (((mb175 *% 4) +% 1) *% 64)) +% 48))
+        var t176_c1_1 = loadVector(arena, (((710656 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t176_c2_0 = loadVector(arena, ((710656 +% (((mb175 *% 4) +% 2) *% 64)) +% 48))
+        var t176_c2_1 = loadVector(arena, (((710656 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t176_c3_0 = loadVector(arena, ((710656 +% (((mb175 *% 4) +% 3) *% 64)) +% 48))
+        var t176_c3_1 = loadVector(arena, (((710656 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k177 in 0..<784 {
+          let t176_b0 = loadVector(arena, ((610304 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48))
+          let t176_b1 = loadVector(arena, (((610304 +% ((k177 +% (kp170 *% 784)) *% 64)) +% 48) +% 8))
+          let t176_a0 = Vector(repeating: params[((4800 +% ((mb175 *% 4) *% 1568)) +% (k177 +% (kp170 *% 784)))])
+          t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
+          t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
+          let t176_a1 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 1) *% 1568)) +% (k177 +% (kp170 *% 784)))])
+          t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
+          t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
+          let t176_a2 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 2) *% 1568)) +% (k177 +% (kp170 *% 784)))])
+          t176_c2_0 = t176_c2_0.addingProduct(t176_a2, t176_b0)
+          t176_c2_1 = t176_c2_1.addingProduct(t176_a2, t176_b1)
+          let t176_a3 = Vector(repeating: params[((4800 +% (((mb175 *% 4) +% 3) *% 1568)) +% (k177 +% (kp170 *% 784)))])
+          t176_c3_0 = t176_c3_0.addingProduct(t176_a3, t176_b0)
+          t176_c3_1 = t176_c3_1.addingProduct(t176_a3, t176_b1)
         }
-        storeVector(arena, ((710656 +% ((mb173 *% 4) *% 64)) +% 48), t174_c0_0)
-        storeVector(arena, (((710656 +% ((mb173 *% 4) *% 64)) +% 48) +% 8), t174_c0_1)
-        storeVector(arena, ((710656 +% (((mb173 *% 4) +% 1) *% 64)) +% 48), t174_c1_0)
-        storeVector(arena, (((710656 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8), t174_c1_1)
-        storeVector(arena, ((710656 +% (((mb173 *% 4) +% 2) *% 64)) +% 48), t174_c2_0)
-        storeVector(arena, (((710656 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8), t174_c2_1)
-        storeVector(arena, ((710656 +% (((mb173 *% 4) +% 3) *% 64)) +% 48), t174_c3_0)
-        storeVector(arena, (((710656 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8), t174_c3_1)
+        storeVector(arena, ((710656 +% ((mb175 *% 4) *% 64)) +% 48), t176_c0_0)
+        storeVector(arena, (((710656 +% ((mb175 *% 4) *% 64)) +% 48) +% 8), t176_c0_1)
+        storeVector(arena, ((710656 +% (((mb175 *% 4) +% 1) *% 64)) +% 48), t176_c1_0)
+        storeVector(arena, (((710656 +% (((mb175 *% 4) +% 1) *% 64)) +% 48) +% 8), t176_c1_1)
+        storeVector(arena, ((710656 +% (((mb175 *% 4) +% 2) *% 64)) +% 48), t176_c2_0)
+        storeVector(arena, (((710656 +% (((mb175 *% 4) +% 2) *% 64)) +% 48) +% 8), t176_c2_1)
+        storeVector(arena, ((710656 +% (((mb175 *% 4) +% 3) *% 64)) +% 48), t176_c3_0)
+        storeVector(arena, (((710656 +% (((mb175 *% 4) +% 3) *% 64)) +% 48) +% 8), t176_c3_1)
       }
     }
   }
-  for n177 in 0..<64 {
-    for u178 in 0..<128 {
-      arena[((602112 +% (n177 *% 128)) +% u178)] = ((arena[((710656 +% (u178 *% 64)) +% n177)] + params[(205504 +% u178)]) > Float(0) ? (arena[((710656 +% (u178 *% 64)) +% n177)] + params[(205504 +% u178)]) : Float(0))
+  for n179 in 0..<64 {
+    for u180 in 0..<128 {
+      arena[((602112 +% (n179 *% 128)) +% u180)] = ((arena[((710656 +% (u180 *% 64)) +% n179)] + params[(205504 +% u180)]) > Float(0) ? (arena[((710656 +% (u180 *% 64)) +% n179)] + params[(205504 +% u180)]) : Float(0))
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n179 in 0..<64 {
-    for u180 in 0..<1 {
-      storeVector(arena, ((u180 *% 8) +% (610304 +% (n179 *% 10))), (loadVector(arena, ((u180 *% 8) +% (610304 +% (n179 *% 10)))) + loadVector(params, ((u180 *% 8) +% 206912))))
+  for n181 in 0..<64 {
+    for u182 in 0..<1 {
+      storeVector(arena, ((u182 *% 8) +% (610304 +% (n181 *% 10))), (loadVector(arena, ((u182 *% 8) +% (610304 +% (n181 *% 10)))) + loadVector(params, ((u182 *% 8) +% 206912))))
     }
-    for u180 in 0..<1 {
-      storePartial(arena, ((u180 +% 8) +% (610304 +% (n179 *% 10))), (loadPartial(arena, ((u180 +% 8) +% (610304 +% (n179 *% 10))), 2) + loadPartial(params, ((u180 +% 8) +% 206912), 2)), 2)
+    for u182 in 0..<1 {
+      storePartial(arena, ((u182 +% 8) +% (610304 +% (n181 *% 10))), (loadPartial(arena, ((u182 +% 8) +% (610304 +% (n181 *% 10))), 2) + loadPartial(params, ((u182 +% 8) +% 206912), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total181: Float = Float(0)
-  for n182 in 0..<64 {
-    var m183: Float = arena[(610304 +% (n182 *% 10))]
-    for k185 in 0..<10 {
-      m183 = { let x = m183, y = arena[((610304 +% (n182 *% 10)) +% k185)]; return y > x ? y : x }()
+  var total183: Float = Float(0)
+  for n184 in 0..<64 {
+    var m185: Float = arena[(610304 +% (n184 *% 10))]
+    for k187 in 0..<10 {
+      m185 = { let x = m185, y = arena[((610304 +% (n184 *% 10)) +% k187)]; return y > x ? y : x }()
     }
-    var s184: Float = Float(0)
-    for k186 in 0..<10 {
-      s184 = (s184 + exponential((arena[((610304 +% (n182 *% 10)) +% k186)] - m183)))
+    var s186: Float = Float(0)
+    for k188 in 0..<10 {
+      s186 = (s186 + exponential((arena[((610304 +% (n184 *% 10)) +% k188)] - m185)))
     }
-    total181 = (total181 + ((m183 + logf(s184)) - arena[((610304 +% (n182 *% 10)) +% Int(labels[n182]))]))
+    total183 = (total183 + ((m185 + logf(s186)) - arena[((610304 +% (n184 *% 10)) +% Int(labels[n184]))]))
   }
-  arena[610944] = (total181 / Float(64))
+  arena[610944] = (total183 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n187 in 0..<64 {
-    var m188: Float = arena[(610304 +% (n187 *% 10))]
-    for k190 in 0..<10 {
-      m188 = { let x = m188, y = arena[((610304 +% (n187 *% 10)) +% k190)]; return y > x ? y : x }()
-    }
-    var s189: Float = Float(0)
-    for k191 in 0..<10 {
-      s189 = (s189 + exponential((arena[((610304 +% (n187 *% 10)) +% k191)] - m188)))
-    }
+  for n189 in 0..<64 {
+    var m190: Float = arena[(610304 +% (n189 *% 10))]
     for k192 in 0..<10 {
-      arena[((610960 +% (n187 *% 10)) +% k192)] = ((k192 == Int(labels[n187]) ? ((exponential((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189) - Float(1)) : (exponential((arena[((610304 +% (n187 *% 10)) +% k192)] - m188)) / s189)) / Float(64))
+      m190 = { let x = m190, y = arena[((610304 +% (n189 *% 10)) +% k192)]; return y > x ? y : x }()
+    }
+    var s191: Float = Float(0)
+    for k193 in 0..<10 {
+      s191 = (s191 + exponential((arena[((610304 +% (n189 *% 10)) +% k193)] - m190)))
+    }
+    for k194 in 0..<10 {
+      arena[((610960 +% (n189 *% 10)) +% k194)] = ((k194 == Int(labels[n189]) ? ((exponential((arena[((610304 +% (n189 *% 10)) +% k194)] - m190)) / s191) - Float(1)) : (exponential((arena[((610304 +% (n189 *% 10)) +% k194)] - m190)) / s191)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u193 in 0..<10 {
-    var acc194: Float = Float(0)
-    for n195 in 0..<64 {
-      acc194 = (acc194 + arena[((610960 +% (n195 *% 10)) +% u193)])
+  for u195 in 0..<10 {
+    var acc196: Float = Float(0)
+    for n197 in 0..<64 {
+      acc196 = (acc196 + arena[((610960 +% (n197 *% 10)) +% u195)])
     }
-    grads[(206912 +% u193)] = acc194
+    grads[(206912 +% u195)] = acc196
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i196 in 0..<1024 {
-    storeVector(arena, ((i196 *% 8) +% 619792), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i196 *% 8) +% 611600)), where: loadVector(arena, ((i196 *% 8) +% 602112)) .> Vector(repeating: Float(0))))
+  for i198 in 0..<1024 {
+    storeVector(arena, ((i198 *% 8) +% 619792), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i198 *% 8) +% 611600)), where: loadVector(arena, ((i198 *% 8) +% 602112)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm204
-    for nb197 in 0..<65 {
-      for mb198 in 0..<32 {
-        var t199_c0_0 = Vector()
-        var t199_c0_1 = Vector()
-        var t199_c0_2 = Vector()
-        var t199_c1_0 = Vector()
-        var t199_c1_1 = Vector()
-        var t199_c1_2 = Vector()
-        var t199_c2_0 = Vector()
-        var t199_c2_1 = Vector()
-        var t199_c2_2 = Vector()
-        var t199_c3_0 = Vector()
-        var t199_c3_1 = Vector()
-        var t199_c3_2 = Vector()
-        for k200 in 0..<64 {
-          let t199_b0 = loadVector(arena, ((401408 +% (k200 *% 1568)) +% (nb197 *% 24)))
-          let t199_b1 = loadVector(arena, (((401408 +% (k200 *% 1568)) +% (nb197 *% 24)) +% 8))
-          let t199_b2 = loadVector(arena, (((401408 +% (k200 *% 1568)) +% (nb197 *% 24)) +% 16))
-          let t199_a0 = Vector(repeating: arena[((619792 +% (mb198 *% 4)) +% (k200 *% 128))])
-          t199_c0_0 = t199_c0_0.addingProduct(t199_a0, t199_b0)
-          t199_c0_1 = t199_c0_1.addingProduct(t199_a0, t199_b1)
-          t199_c0_2 = t199_c0_2.addingProduct(t199_a0, t199_b2)
-          let t199_a1 = Vector(repeating: arena[((619792 +% ((mb198 *% 4) +% 1)) +% (k200 *% 128))])
-          t199_c1_0 = t199_c1_0.addingProduct(t199_a1, t199_b0)
-          t199_c1_1 = t199_c1_1.addingProduct(t199_a1, t199_b1)
-          t199_c1_2 = t199_c1_2.addingProduct(t199_a1, t199_b2)
-          let t199_a2 = Vector(repeating: arena[((619792 +% ((mb198 *% 4) +% 2)) +% (k200 *% 128))])
-          t199_c2_0 = t199_c2_0.addingProduct(t199_a2, t199_b0)
-          t199_c2_1 = t199_c2_1.addingProduct(t199_a2, t199_b1)
-          t199_c2_2 = t199_c2_2.addingProduct(t199_a2, t199_b2)
-          let t199_a3 = Vector(repeating: arena[((619792 +% ((mb198 *% 4) +% 3)) +% (k200 *% 128))])
-          t199_c3_0 = t199_c3_0.addingProduct(t199_a3, t199_b0)
-          t199_c3_1 = t199_c3_1.addingProduct(t199_a3, t199_b1)
-          t199_c3_2 = t199_c3_2.addingProduct(t199_a3, t199_b2)
+  do {  // gemm206
+    for nb199 in 0..<65 {
+      for mb200 in 0..<32 {
+        var t201_c0_0 = Vector()
+        var t201_c0_1 = Vector()
+        var t201_c0_2 = Vector()
+        var t201_c1_0 = Vector()
+        var t201_c1_1 = Vector()
+        var t201_c1_2 = Vector()
+        var t201_c2_0 = Vector()
+        var t201_c2_1 = Vector()
+        var t201_c2_2 = Vector()
+        var t201_c3_0 = Vector()
+        var t201_c3_1 = Vector()
+        var t201_c3_2 = Vector()
+        for k202 in 0..<64 {
+          let t201_b0 = loadVector(arena, ((401408 +% (k202 *% 1568)) +% (nb199 *% 24)))
+          let t201_b1 = loadVector(arena, (((401408 +% (k202 *% 1568)) +% (nb199 *% 24)) +% 8))
+          let t201_b2 = loadVector(arena, (((401408 +% (k202 *% 1568)) +% (nb199 *% 24)) +% 16))
+          let t201_a0 = Vector(repeating: arena[((619792 +% (mb200 *% 4)) +% (k202 *% 128))])
+          t201_c0_0 = t201_c0_0.addingProduct(t201_a0, t201_b0)
+          t201_c0_1 = t201_c0_1.addingProduct(t201_a0, t201_b1)
+          t201_c0_2 = t201_c0_2.addingProduct(t201_a0, t201_b2)
+          let t201_a1 = Vector(repeating: arena[((619792 +% ((mb200 *% 4) +% 1)) +% (k202 *% 128))])
+          t201_c1_0 = t201_c1_0.addingProduct(t201_a1, t201_b0)
+          t201_c1_1 = t201_c1_1.addingProduct(t201_a1, t201_b1)
+          t201_c1_2 = t201_c1_2.addingProduct(t201_a1, t201_b2)
+          let t201_a2 = Vector(repeating: arena[((619792 +% ((mb200 *% 4) +% 2)) +% (k202 *% 128))])
+          t201_c2_0 = t201_c2_0.addingProduct(t201_a2, t201_b0)
+          t201_c2_1 = t201_c2_1.addingProduct(t201_a2, t201_b1)
+          t201_c2_2 = t201_c2_2.addingProduct(t201_a2, t201_b2)
+          let t201_a3 = Vector(repeating: arena[((619792 +% ((mb200 *% 4) +% 3)) +% (k202 *% 128))])
+          t201_c3_0 = t201_c3_0.addingProduct(t201_a3, t201_b0)
+          t201_c3_1 = t201_c3_1.addingProduct(t201_a3, t201_b1)
+          t201_c3_2 = t201_c3_2.addingProduct(t201_a3, t201_b2)
         }
-        storeVector(grads, ((4800 +% ((mb198 *% 4) *% 1568)) +% (nb197 *% 24)), t199_c0_0)
-        storeVector(grads, (((4800 +% ((mb198 *% 4) *% 1568)) +% (nb197 *% 24)) +% 8), t199_c0_1)
-        storeVector(grads, (((4800 +% ((mb198 *% 4) *% 1568)) +% (nb197 *% 24)) +% 16), t199_c0_2)
-        storeVector(grads, ((4800 +% (((mb198 *% 4) +% 1) *% 1568)) +% (nb197 *% 24)), t199_c1_0)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 1) *% 1568)) +% (nb197 *% 24)) +% 8), t199_c1_1)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 1) *% 1568)) +% (nb197 *% 24)) +% 16), t199_c1_2)
-        storeVector(grads, ((4800 +% (((mb198 *% 4) +% 2) *% 1568)) +% (nb197 *% 24)), t199_c2_0)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 2) *% 1568)) +% (nb197 *% 24)) +% 8), t199_c2_1)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 2) *% 1568)) +% (nb197 *% 24)) +% 16), t199_c2_2)
-        storeVector(grads, ((4800 +% (((mb198 *% 4) +% 3) *% 1568)) +% (nb197 *% 24)), t199_c3_0)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 3) *% 1568)) +% (nb197 *% 24)) +% 8), t199_c3_1)
-        storeVector(grads, (((4800 +% (((mb198 *% 4) +% 3) *% 1568)) +% (nb197 *% 24)) +% 16), t199_c3_2)
+        storeVector(grads, ((4800 +% ((mb200 *% 4) *% 1568)) +% (nb199 *% 24)), t201_c0_0)
+        storeVector(grads, (((4800 +% ((mb200 *% 4) *% 1568)) +% (nb199 *% 24)) +% 8), t201_c0_1)
+        storeVector(grads, (((4800 +% ((mb200 *% 4) *% 1568)) +% (nb199 *% 24)) +% 16), t201_c0_2)
+        storeVector(grads, ((4800 +% (((mb200 *% 4) +% 1) *% 1568)) +% (nb199 *% 24)), t201_c1_0)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 1) *% 1568)) +% (nb199 *% 24)) +% 8), t201_c1_1)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 1) *% 1568)) +% (nb199 *% 24)) +% 16), t201_c1_2)
+        storeVector(grads, ((4800 +% (((mb200 *% 4) +% 2) *% 1568)) +% (nb199 *% 24)), t201_c2_0)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 2) *% 1568)) +% (nb199 *% 24)) +% 8), t201_c2_1)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 2) *% 1568)) +% (nb199 *% 24)) +% 16), t201_c2_2)
+        storeVector(grads, ((4800 +% (((mb200 *% 4) +% 3) *% 1568)) +% (nb199 *% 24)), t201_c3_0)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 3) *% 1568)) +% (nb199 *% 24)) +% 8), t201_c3_1)
+        storeVector(grads, (((4800 +% (((mb200 *% 4) +% 3) *% 1568)) +% (nb199 *% 24)) +% 16), t201_c3_2)
       }
     }
-    for mb201 in 0..<32 {
-      var t202_c0_0 = Vector()
-      var t202_c1_0 = Vector()
-      var t202_c2_0 = Vector()
-      var t202_c3_0 = Vector()
-      for k203 in 0..<64 {
-        let t202_b0 = loadVector(arena, ((401408 +% (k203 *% 1568)) +% 1560))
-        let t202_a0 = Vector(repeating: arena[((619792 +% (mb201 *% 4)) +% (k203 *% 128))])
-        t202_c0_0 = t202_c0_0.addingProduct(t202_a0, t202_b0)
-        let t202_a1 = Vector(repeating: arena[((619792 +% ((mb201 *% 4) +% 1)) +% (k203 *% 128))])
-        t202_c1_0 = t202_c1_0.addingProduct(t202_a1, t202_b0)
-        let t202_a2 = Vector(repeating: arena[((619792 +% ((mb201 *% 4) +% 2)) +% (k203 *% 128))])
-        t202_c2_0 = t202_c2_0.addingProduct(t202_a2, t202_b0)
-        let t202_a3 = Vector(repeating: arena[((619792 +% ((mb201 *% 4) +% 3)) +% (k203 *% 128))])
-        t202_c3_0 = t202_c3_0.addingProduct(t202_a3, t202_b0)
+    for mb203 in 0..<32 {
+      var t204_c0_0 = Vector()
+      var t204_c1_0 = Vector()
+      var t204_c2_0 = Vector()
+      var t204_c3_0 = Vector()
+      for k205 in 0..<64 {
+        let t204_b0 = loadVector(arena, ((401408 +% (k205 *% 1568)) +% 1560))
+        let t204_a0 = Vector(repeating: arena[((619792 +% (mb203 *% 4)) +% (k205 *% 128))])
+        t204_c0_0 = t204_c0_0.addingProduct(t204_a0, t204_b0)
+        let t204_a1 = Vector(repeating: arena[((619792 +% ((mb203 *% 4) +% 1)) +% (k205 *% 128))])
+        t204_c1_0 = t204_c1_0.addingProduct(t204_a1, t204_b0)
+        let t204_a2 = Vector(repeating: arena[((619792 +% ((mb203 *% 4) +% 2)) +% (k205 *% 128))])
+        t204_c2_0 = t204_c2_0.addingProduct(t204_a2, t204_b0)
+        let t204_a3 = Vector(repeating: arena[((619792 +% ((mb203 *% 4) +% 3)) +% (k205 *% 128))])
+        t204_c3_0 = t204_c3_0.addingProduct(t204_a3, t204_b0)
       }
-      storeVector(grads, ((4800 +% ((mb201 *% 4) *% 1568)) +% 1560), t202_c0_0)
-      storeVector(grads, ((4800 +% (((mb201 *% 4) +% 1) *% 1568)) +% 1560), t202_c1_0)
-      storeVector(grads, ((4800 +% (((mb201 *% 4) +% 2) *% 1568)) +% 1560), t202_c2_0)
-      storeVector(grads, ((4800 +% (((mb201 *% 4) +% 3) *% 1568)) +% 1560), t202_c3_0)
+      storeVector(grads, ((4800 +% ((mb203 *% 4) *% 1568)) +% 1560), t204_c0_0)
+      storeVector(grads, ((4800 +% (((mb203 *% 4) +% 1) *% 1568)) +% 1560), t204_c1_0)
+      storeVector(grads, ((4800 +% (((mb203 *% 4) +% 2) *% 1568)) +% 1560), t204_c2_0)
+      storeVector(grads, ((4800 +% (((mb203 *% 4) +% 3) *% 1568)) +% 1560), t204_c3_0)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u205 in 0..<128 {
-    var acc206: Float = Float(0)
-    for n207 in 0..<64 {
-      acc206 = (acc206 + arena[((619792 +% (n207 *% 128)) +% u205)])
+  for u207 in 0..<128 {
+    var acc208: Float = Float(0)
+    for n209 in 0..<64 {
+      acc208 = (acc208 + arena[((619792 +% (n209 *% 128)) +% u207)])
     }
-    grads[(205504 +% u205)] = acc206
+    grads[(205504 +% u207)] = acc208
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm215
-    for nb208 in 0..<65 {
-      for mb209 in 0..<16 {
-        var t210_c0_0 = Vector()
-        var t210_c0_1 = Vector()
-        var t210_c0_2 = Vector()
-        var t210_c1_0 = Vector()
-        var t210_c1_1 = Vector()
-        var t210_c1_2 = Vector()
-        var t210_c2_0 = Vector()
-        var t210_c2_1 = Vector()
-        var t210_c2_2 = Vector()
-        var t210_c3_0 = Vector()
-        var t210_c3_1 = Vector()
-        var t210_c3_2 = Vector()
-        for k211 in 0..<128 {
-          let t210_b0 = loadVector(params, ((4800 +% (k211 *% 1568)) +% (nb208 *% 24)))
-          let t210_b1 = loadVector(params, (((4800 +% (k211 *% 1568)) +% (nb208 *% 24)) +% 8))
-          let t210_b2 = loadVector(params, (((4800 +% (k211 *% 1568)) +% (nb208 *% 24)) +% 16))
-          let t210_a0 = Vector(repeating: arena[((619792 +% ((mb209 *% 4) *% 128)) +% k211)])
-          t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
-          t210_c0_1 = t210_c0_1.addingProduct(t210_a0, t210_b1)
-          t210_c0_2 = t210_c0_2.addingProduct(t210_a0, t210_b2)
-          let t210_a1 = Vector(repeating: arena[((619792 +% (((mb209 *% 4) +% 1) *% 128)) +% k211)])
-          t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
-          t210_c1_1 = t210_c1_1.addingProduct(t210_a1, t210_b1)
-          t210_c1_2 = t210_c1_2.addingProduct(t210_a1, t210_b2)
-          let t210_a2 = Vector(repeating: arena[((619792 +% (((mb209 *% 4) +% 2) *% 128)) +% k211)])
-          t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
-          t210_c2_1 = t210_c2_1.addingProduct(t210_a2, t210_b1)
-          t210_c2_2 = t210_c2_2.addingProduct(t210_a2, t210_b2)
-          let t210_a3 = Vector(repeating: arena[((619792 +% (((mb209 *% 4) +% 3) *% 128)) +% k211)])
-          t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
-          t210_c3_1 = t210_c3_1.addingProduct(t210_a3, t210_b1)
-          t210_c3_2 = t210_c3_2.addingProduct(t210_a3, t210_b2)
+  do {  // gemm217
+    for nb210 in 0..<65 {
+      for mb211 in 0..<16 {
+        var t212_c0_0 = Vector()
+        var t212_c0_1 = Vector()
+        var t212_c0_2 = Vector()
+        var t212_c1_0 = Vector()
+        var t212_c1_1 = Vector()
+        var t212_c1_2 = Vector()
+        var t212_c2_0 = Vector()
+        var t212_c2_1 = Vector()
+        var t212_c2_2 = Vector()
+        var t212_c3_0 = Vector()
+        var t212_c3_1 = Vector()
+        var t212_c3_2 = Vector()
+        for k213 in 0..<128 {
+          let t212_b0 = loadVector(params, ((4800 +% (k213 *% 1568)) +% (nb210 *% 24)))
+          let t212_b1 = loadVector(params, (((4800 +% (k213 *% 1568)) +% (nb210 *% 24)) +% 8))
+          let t212_b2 = loadVector(params, (((4800 +% (k213 *% 1568)) +% (nb210 *% 24)) +% 16))
+          let t212_a0 = Vector(repeating: arena[((619792 +% ((mb211 *% 4) *% 128)) +% k213)])
+          t212_c0_0 = t212_c0_0.addingProduct(t212_a0, t212_b0)
+          t212_c0_1 = t212_c0_1.addingProduct(t212_a0, t212_b1)
+          t212_c0_2 = t212_c0_2.addingProduct(t212_a0, t212_b2)
+          let t212_a1 = Vector(repeating: arena[((619792 +% (((mb211 *% 4) +% 1) *% 128)) +% k213)])
+          t212_c1_0 = t212_c1_0.addingProduct(t212_a1, t212_b0)
+          t212_c1_1 = t212_c1_1.addingProduct(t212_a1, t212_b1)
+          t212_c1_2 = t212_c1_2.addingProduct(t212_a1, t212_b2)
+          let t212_a2 = Vector(repeating: arena[((619792 +% (((mb211 *% 4) +% 2) *% 128)) +% k213)])
+          t212_c2_0 = t212_c2_0.addingProduct(t212_a2, t212_b0)
+          t212_c2_1 = t212_c2_1.addingProduct(t212_a2, t212_b1)
+          t212_c2_2 = t212_c2_2.addingProduct(t212_a2, t212_b2)
+          let t212_a3 = Vector(repeating: arena[((619792 +% (((mb211 *% 4) +% 3) *% 128)) +% k213)])
+          t212_c3_0 = t212_c3_0.addingProduct(t212_a3, t212_b0)
+          t212_c3_1 = t212_c3_1.addingProduct(t212_a3, t212_b1)
+          t212_c3_2 = t212_c3_2.addingProduct(t212_a3, t212_b2)
         }
-        storeVector(arena, ((627984 +% ((mb209 *% 4) *% 1568)) +% (nb208 *% 24)), t210_c0_0)
-        storeVector(arena, (((627984 +% ((mb209 *% 4) *% 1568)) +% (nb208 *% 24)) +% 8), t210_c0_1)
-        storeVector(arena, (((627984 +% ((mb209 *% 4) *% 1568)) +% (nb208 *% 24)) +% 16), t210_c0_2)
-        storeVector(arena, ((627984 +% (((mb209 *% 4) +% 1) *% 1568)) +% (nb208 *% 24)), t210_c1_0)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 1) *% 1568)) +% (nb208 *% 24)) +% 8), t210_c1_1)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 1) *% 1568)) +% (nb208 *% 24)) +% 16), t210_c1_2)
-        storeVector(arena, ((627984 +% (((mb209 *% 4) +% 2) *% 1568)) +% (nb208 *% 24)), t210_c2_0)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 2) *% 1568)) +% (nb208 *% 24)) +% 8), t210_c2_1)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 2) *% 1568)) +% (nb208 *% 24)) +% 16), t210_c2_2)
-        storeVector(arena, ((627984 +% (((mb209 *% 4) +% 3) *% 1568)) +% (nb208 *% 24)), t210_c3_0)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 3) *% 1568)) +% (nb208 *% 24)) +% 8), t210_c3_1)
-        storeVector(arena, (((627984 +% (((mb209 *% 4) +% 3) *% 1568)) +% (nb208 *% 24)) +% 16), t210_c3_2)
+        storeVector(arena, ((627984 +% ((mb211 *% 4) *% 1568)) +% (nb210 *% 24)), t212_c0_0)
+        storeVector(arena, (((627984 +% ((mb211 *% 4) *% 1568)) +% (nb210 *% 24)) +% 8), t212_c0_1)
+        storeVector(arena, (((627984 +% ((mb211 *% 4) *% 1568)) +% (nb210 *% 24)) +% 16), t212_c0_2)
+        storeVector(arena, ((627984 +% (((mb211 *% 4) +% 1) *% 1568)) +% (nb210 *% 24)), t212_c1_0)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 1) *% 1568)) +% (nb210 *% 24)) +% 8), t212_c1_1)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 1) *% 1568)) +% (nb210 *% 24)) +% 16), t212_c1_2)
+        storeVector(arena, ((627984 +% (((mb211 *% 4) +% 2) *% 1568)) +% (nb210 *% 24)), t212_c2_0)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 2) *% 1568)) +% (nb210 *% 24)) +% 8), t212_c2_1)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 2) *% 1568)) +% (nb210 *% 24)) +% 16), t212_c2_2)
+        storeVector(arena, ((627984 +% (((mb211 *% 4) +% 3) *% 1568)) +% (nb210 *% 24)), t212_c3_0)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 3) *% 1568)) +% (nb210 *% 24)) +% 8), t212_c3_1)
+        storeVector(arena, (((627984 +% (((mb211 *% 4) +% 3) *% 1568)) +% (nb210 *% 24)) +% 16), t212_c3_2)
       }
     }
-    for mb212 in 0..<16 {
-      var t213_c0_0 = Vector()
-      var t213_c1_0 = Vector()
-      var t213_c2_0 = Vector()
-      var t213_c3_0 = Vector()
-      for k214 in 0..<128 {
-        let t213_b0 = loadVector(params, ((4800 +% (k214 *% 1568)) +% 1560))
-        let t213_a0 = Vector(repeating: arena[((619792 +% ((mb212 *% 4) *% 128)) +% k214)])
-        t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-        let t213_a1 = Vector(repeating: arena[((619792 +% (((mb212 *% 4) +% 1) *% 128)) +% k214)])
-        t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-        let t213_a2 = Vector(repeating: arena[((619792 +% (((mb212 *% 4) +% 2) *% 128)) +% k214)])
-        t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-        let t213_a3 = Vector(repeating: arena[((619792 +% (((mb212 *% 4) +% 3) *% 128)) +% k214)])
-        t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
+    for mb214 in 0..<16 {
+      var t215_c0_0 = Vector()
+      var t215_c1_0 = Vector()
+      var t215_c2_0 = Vector()
+      var t215_c3_0 = Vector()
+      for k216 in 0..<128 {
+        let t215_b0 = loadVector(params, ((4800 +% (k216 *% 1568)) +% 1560))
+        let t215_a0 = Vector(repeating: arena[((619792 +% ((mb214 *% 4) *% 128)) +% k216)])
+        t215_c0_0 = t215_c0_0.addingProduct(t215_a0, t215_b0)
+        let t215_a1 = Vector(repeating: arena[((619792 +% (((mb214 *% 4) +% 1) *% 128)) +% k216)])
+        t215_c1_0 = t215_c1_0.addingProduct(t215_a1, t215_b0)
+        let t215_a2 = Vector(repeating: arena[((619792 +% (((mb214 *% 4) +% 2) *% 128)) +% k216)])
+        t215_c2_0 = t215_c2_0.addingProduct(t215_a2, t215_b0)
+        let t215_a3 = Vector(repeating: arena[((619792 +% (((mb214 *% 4) +% 3) *% 128)) +% k216)])
+        t215_c3_0 = t215_c3_0.addingProduct(t215_a3, t215_b0)
       }
-      storeVector(arena, ((627984 +% ((mb212 *% 4) *% 1568)) +% 1560), t213_c0_0)
-      storeVector(arena, ((627984 +% (((mb212 *% 4) +% 1) *% 1568)) +% 1560), t213_c1_0)
-      storeVector(arena, ((627984 +% (((mb212 *% 4) +% 2) *% 1568)) +% 1560), t213_c2_0)
-      storeVector(arena, ((627984 +% (((mb212 *% 4) +% 3) *% 1568)) +% 1560), t213_c3_0)
+      storeVector(arena, ((627984 +% ((mb214 *% 4) *% 1568)) +% 1560), t215_c0_0)
+      storeVector(arena, ((627984 +% (((mb214 *% 4) +% 1) *% 1568)) +% 1560), t215_c1_0)
+      storeVector(arena, ((627984 +% (((mb214 *% 4) +% 2) *% 1568)) +% 1560), t215_c2_0)
+      storeVector(arena, ((627984 +% (((mb214 *% 4) +% 3) *% 1568)) +% 1560), t215_c3_0)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  for i216 in 0..<50176 {
-    storeVector(arena, ((i216 *% 8) +% 728336), Vector(repeating: Float(0)))
-  }
-  for q217 in 0..<2048 {
-    for i218 in 0..<49 {
-      if arena[(401408 +% ((q217 *% 49) +% i218))] > Float(0) {
-        arena[((728336 +% (q217 *% 196)) +% Int(arena[(501760 +% ((q217 *% 49) +% i218))]))] += arena[(627984 +% ((q217 *% 49) +% i218))]
+  parallelFor(pool, 2) { part218 in
+    for q219 in 0..<1024 {
+      for i220 in 0..<24 {
+        storeVector(arena, ((i220 *% 8) +% (728336 +% ((q219 +% (part218 *% 1024)) *% 196))), Vector(repeating: Float(0)))
+      }
+      for i220 in 0..<1 {
+        storePartial(arena, ((i220 +% 192) +% (728336 +% ((q219 +% (part218 *% 1024)) *% 196))), Vector(repeating: Float(0)), 4)
+      }
+      for i221 in 0..<49 {
+        if arena[(401408 +% (((q219 +% (part218 *% 1024)) *% 49) +% i221))] > Float(0) {
+          arena[((728336 +% ((q219 +% (part218 *% 1024)) *% 196)) +% Int(arena[(501760 +% (((q219 +% (part218 *% 1024)) *% 49) +% i221))]))] += arena[(627984 +% (((q219 +% (part218 *% 1024)) *% 49) +% i221))]
+        }
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i219 in 0..<1024 {
-    storeVector(arena, ((i219 *% 8) +% 449408), Vector(repeating: Float(0)))
+  for i222 in 0..<1024 {
+    storeVector(arena, ((i222 *% 8) +% 449408), Vector(repeating: Float(0)))
   }
-  for i220 in 0..<512 {
-    storeVector(arena, ((i220 *% 8) +% 401408), Vector(repeating: Float(0)))
+  for i223 in 0..<512 {
+    storeVector(arena, ((i223 *% 8) +% 401408), Vector(repeating: Float(0)))
   }
-  for i221 in 0..<784 {
-    storeVector(arena, ((i221 *% 8) +% 418048), Vector(repeating: Float(0)))
+  for i224 in 0..<784 {
+    storeVector(arena, ((i224 *% 8) +% 418048), Vector(repeating: Float(0)))
   }
-  for g222 in 0..<64 {
-    for j223 in 0..<1 {
-      for iy224 in 0..<14 {
-        for c225 in 0..<16 {
-          for ix226 in 0..<14 {
-            arena[(401408 +% ((((j223 *% 4096) +% ((iy224 +% 1) *% 256)) +% ((ix226 +% 1) *% 16)) +% c225))] = arena[(((((g222 +% j223) *% 3136) +% (c225 *% 196)) +% (iy224 *% 14)) +% ix226)]
+  for g225 in 0..<64 {
+    parallelFor(pool, 2) { part226 in
+      for j227 in 0..<1 {
+        for iy228 in 0..<14 {
+          for c229 in 0..<8 {
+            for ix230 in 0..<14 {
+              arena[(401408 +% ((((j227 *% 4096) +% ((iy228 +% 1) *% 256)) +% ((ix230 +% 1) *% 16)) +% (c229 +% (part226 *% 8))))] = arena[(((((g225 +% j227) *% 3136) +% ((c229 +% (part226 *% 8)) *% 196)) +% (iy228 *% 14)) +% ix230)]
+            }
+          }
+        }
+      }
+      for j231 in 0..<1 {
+        for iy232 in 0..<14 {
+          for c233 in 0..<16 {
+            for ix234 in 0..<14 {
+              arena[(418048 +% ((((j231 *% 6272) +% (iy232 *% 448)) +% (ix234 *% 32)) +% (c233 +% (part226 *% 16))))] = arena[((((728336 +% ((g225 +% j231) *% 6272)) +% ((c233 +% (part226 *% 16)) *% 196)) +% (iy232 *% 14)) +% ix234)]
+            }
           }
         }
       }
     }
-    for j227 in 0..<1 {
-      for ty228 in 0..<7 {
-        for tx229 in 0..<7 {
-          for cv230 in 0..<2 {
-            let w231 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% ((ty228 *% 2) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))))
-            let w232 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))) + loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))))
-            let w233 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))))
-            let w234 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 3) *% 256)) +% ((tx229 *% 2) *% 16)) +% (cv230 *% 8)))))
-            let w235 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% ((ty228 *% 2) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))))
-            let w236 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))) + loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))))
-            let w237 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))))
-            let w238 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 3) *% 256)) +% (((tx229 *% 2) +% 1) *% 16)) +% (cv230 *% 8)))))
-            let w239 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% ((ty228 *% 2) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))))
-            let w240 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))) + loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))))
-            let w241 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))))
-            let w242 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 3) *% 256)) +% (((tx229 *% 2) +% 2) *% 16)) +% (cv230 *% 8)))))
-            let w243 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% ((ty228 *% 2) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))))
-            let w244 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))) + loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))))
-            let w245 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 2) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))))
-            let w246 = (loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 1) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))) - loadVector(arena, (401408 +% ((((j227 *% 4096) +% (((ty228 *% 2) +% 3) *% 256)) +% (((tx229 *% 2) +% 3) *% 16)) +% (cv230 *% 8)))))
-            let w247 = (w231 - w239)
-            let w248 = (w235 + w239)
-            let w249 = (w239 - w235)
-            let w250 = (w235 - w243)
-            let w251 = (w232 - w240)
-            let w252 = (w236 + w240)
-            let w253 = (w240 - w236)
-            let w254 = (w236 - w244)
-            let w255 = (w233 - w241)
-            let w256 = (w237 + w241)
-            let w257 = (w241 - w237)
-            let w258 = (w237 - w245)
-            let w259 = (w234 - w242)
-            let w260 = (w238 + w242)
-            let w261 = (w242 - w238)
-            let w262 = (w238 - w246)
-            storeVector(arena, ((405504 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w247)
-            storeVector(arena, ((406288 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w248)
-            storeVector(arena, ((407072 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w249)
-            storeVector(arena, ((407856 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w250)
-            storeVector(arena, ((408640 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w251)
-            storeVector(arena, ((409424 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w252)
-            storeVector(arena, ((410208 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w253)
-            storeVector(arena, ((410992 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w254)
-            storeVector(arena, ((411776 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w255)
-            storeVector(arena, ((412560 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w256)
-            storeVector(arena, ((413344 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w257)
-            storeVector(arena, ((414128 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w258)
-            storeVector(arena, ((414912 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w259)
-            storeVector(arena, ((415696 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w260)
-            storeVector(arena, ((416480 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w261)
-            storeVector(arena, ((417264 +% ((((j227 *% 49) +% (ty228 *% 7)) +% tx229) *% 16)) +% (cv230 *% 8)), w262)
+    for j235 in 0..<1 {
+      for ty236 in 0..<7 {
+        for tx237 in 0..<7 {
+          for cv238 in 0..<2 {
+            let w239 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% ((ty236 *% 2) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))))
+            let w240 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))) + loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))))
+            let w241 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))))
+            let w242 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 3) *% 256)) +% ((tx237 *% 2) *% 16)) +% (cv238 *% 8)))))
+            let w243 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% ((ty236 *% 2) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))))
+            let w244 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))) + loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))))
+            let w245 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))))
+            let w246 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 3) *% 256)) +% (((tx237 *% 2) +% 1) *% 16)) +% (cv238 *% 8)))))
+            let w247 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% ((ty236 *% 2) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))))
+            let w248 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))) + loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))))
+            let w249 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))))
+            let w250 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 3) *% 256)) +% (((tx237 *% 2) +% 2) *% 16)) +% (cv238 *% 8)))))
+            let w251 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% ((ty236 *% 2) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))))
+            let w252 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))) + loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))))
+            let w253 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 2) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))))
+            let w254 = (loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 1) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))) - loadVector(arena, (401408 +% ((((j235 *% 4096) +% (((ty236 *% 2) +% 3) *% 256)) +% (((tx237 *% 2) +% 3) *% 16)) +% (cv238 *% 8)))))
+            let w255 = (w239 - w247)
+            let w256 = (w243 + w247)
+            let w257 = (w247 - w243)
+            let w258 = (w243 - w251)
+            let w259 = (w240 - w248)
+            let w260 = (w244 + w248)
+            let w261 = (w248 - w244)
+            let w262 = (w244 - w252)
+            let w263 = (w241 - w249)
+            let w264 = (w245 + w249)
+            let w265 = (w249 - w245)
+            let w266 = (w245 - w253)
+            let w267 = (w242 - w250)
+            let w268 = (w246 + w250)
+            let w269 = (w250 - w246)
+            let w270 = (w246 - w254)
+            storeVector(arena, ((405504 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w255)
+            storeVector(arena, ((406288 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w256)
+            storeVector(arena, ((407072 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w257)
+            storeVector(arena, ((407856 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w258)
+            storeVector(arena, ((408640 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w259)
+            storeVector(arena, ((409424 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w260)
+            storeVector(arena, ((410208 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w261)
+            storeVector(arena, ((410992 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w262)
+            storeVector(arena, ((411776 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w263)
+            storeVector(arena, ((412560 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w264)
+            storeVector(arena, ((413344 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w265)
+            storeVector(arena, ((414128 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w266)
+            storeVector(arena, ((414912 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w267)
+            storeVector(arena, ((415696 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w268)
+            storeVector(arena, ((416480 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w269)
+            storeVector(arena, ((417264 +% ((((j235 *% 49) +% (ty236 *% 7)) +% tx237) *% 16)) +% (cv238 *% 8)), w270)
           }
         }
       }
     }
-    for j263 in 0..<1 {
-      for iy264 in 0..<14 {
-        for c265 in 0..<32 {
-          for ix266 in 0..<14 {
-            arena[(418048 +% ((((j263 *% 6272) +% (iy264 *% 448)) +% (ix266 *% 32)) +% c265))] = arena[((((728336 +% ((g222 +% j263) *% 6272)) +% (c265 *% 196)) +% (iy264 *% 14)) +% ix266)]
+    for j271 in 0..<1 {
+      for ty272 in 0..<7 {
+        for tx273 in 0..<7 {
+          for cv274 in 0..<4 {
+            let w275 = loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8))))
+            let w276 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8)))) + loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8)))))
+            let w277 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8)))) - loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8)))))
+            let w278 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% ((tx273 *% 2) *% 32)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
+            let w279 = loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8))))
+            let w280 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8)))) + loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8)))))
+            let w281 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% ((ty272 *% 2) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8)))) - loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8)))))
+            let w282 = (loadVector(arena, (418048 +% ((((j271 *% 6272) +% (((ty272 *% 2) +% 1) *% 448)) +% (((tx273 *% 2) +% 1) *% 32)) +% (cv274 *% 8)))) * Vector(repeating: Float(-1)))
+            let w283 = w275
+            let w284 = (w275 + w279)
+            let w285 = (w275 - w279)
+            let w286 = (w279 * Vector(repeating: Float(-1)))
+            let w287 = w276
+            let w288 = (w276 + w280)
+            let w289 = (w276 - w280)
+            let w290 = (w280 * Vector(repeating: Float(-1)))
+            let w291 = w277
+            let w292 = (w277 + w281)
+            let w293 = (w277 - w281)
+            let w294 = (w281 * Vector(repeating: Float(-1)))
+            let w295 = w278
+            let w296 = (w278 + w282)
+            let w297 = (w278 - w282)
+            let w298 = (w282 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((424320 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w283)
+            storeVector(arena, ((425888 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w284)
+            storeVector(arena, ((427456 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w285)
+            storeVector(arena, ((429024 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w286)
+            storeVector(arena, ((430592 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w287)
+            storeVector(arena, ((432160 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w288)
+            storeVector(arena, ((433728 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w289)
+            storeVector(arena, ((435296 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w290)
+            storeVector(arena, ((436864 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w291)
+            storeVector(arena, ((438432 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w292)
+            storeVector(arena, ((440000 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w293)
+            storeVector(arena, ((441568 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w294)
+            storeVector(arena, ((443136 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w295)
+            storeVector(arena, ((444704 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w296)
+            storeVector(arena, ((446272 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w297)
+            storeVector(arena, ((447840 +% ((((j271 *% 49) +% (ty272 *% 7)) +% tx273) *% 32)) +% (cv274 *% 8)), w298)
           }
         }
       }
     }
-    for j267 in 0..<1 {
-      for ty268 in 0..<7 {
-        for tx269 in 0..<7 {
-          for cv270 in 0..<4 {
-            let w271 = loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8))))
-            let w272 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8)))) + loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8)))))
-            let w273 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8)))) - loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8)))))
-            let w274 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% ((tx269 *% 2) *% 32)) +% (cv270 *% 8)))) * Vector(repeating: Float(-1)))
-            let w275 = loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8))))
-            let w276 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8)))) + loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8)))))
-            let w277 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% ((ty268 *% 2) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8)))) - loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8)))))
-            let w278 = (loadVector(arena, (418048 +% ((((j267 *% 6272) +% (((ty268 *% 2) +% 1) *% 448)) +% (((tx269 *% 2) +% 1) *% 32)) +% (cv270 *% 8)))) * Vector(repeating: Float(-1)))
-            let w279 = w271
-            let w280 = (w271 + w275)
-            let w281 = (w271 - w275)
-            let w282 = (w275 * Vector(repeating: Float(-1)))
-            let w283 = w272
-            let w284 = (w272 + w276)
-            let w285 = (w272 - w276)
-            let w286 = (w276 * Vector(repeating: Float(-1)))
-            let w287 = w273
-            let w288 = (w273 + w277)
-            let w289 = (w273 - w277)
-            let w290 = (w277 * Vector(repeating: Float(-1)))
-            let w291 = w274
-            let w292 = (w274 + w278)
-            let w293 = (w274 - w278)
-            let w294 = (w278 * Vector(repeating: Float(-1)))
-            storeVector(arena, ((424320 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w279)
-            storeVector(arena, ((425888 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w280)
-            storeVector(arena, ((427456 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w281)
-            storeVector(arena, ((429024 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w282)
-            storeVector(arena, ((430592 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w283)
-            storeVector(arena, ((432160 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w284)
-            storeVector(arena, ((433728 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w285)
-            storeVector(arena, ((435296 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w286)
-            storeVector(arena, ((436864 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w287)
-            storeVector(arena, ((438432 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w288)
-            storeVector(arena, ((440000 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w289)
-            storeVector(arena, ((441568 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w290)
-            storeVector(arena, ((443136 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w291)
-            storeVector(arena, ((444704 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w292)
-            storeVector(arena, ((446272 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w293)
-            storeVector(arena, ((447840 +% ((((j267 *% 49) +% (ty268 *% 7)) +% tx269) *% 32)) +% (cv270 *% 8)), w294)
-          }
-        }
+    parallelFor(pool, 2) { part299 in
+      for xi300 in 0..<8 {
+        sgemm(101, 112, 111, 16, 32, 49, 1, arena + (405504 +% ((xi300 +% (part299 *% 8)) *% 784)), 16, arena + (424320 +% ((xi300 +% (part299 *% 8)) *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (449408 +% ((xi300 +% (part299 *% 8)) *% 512)), 32)
       }
-    }
-    for xi295 in 0..<16 {
-      sgemm(101, 112, 111, 16, 32, 49, 1, arena + (405504 +% (xi295 *% 784)), 16, arena + (424320 +% (xi295 *% 1568)), 32, Float(bitPattern: 0x3f800000), arena + (449408 +% (xi295 *% 512)), 32)
     }
   }
-  do {  // scalar loops
-    for f296 in 0..<32 {
-      for c297 in 0..<16 {
-        var w298: Float = (((arena[((449408 +% (c297 *% 32)) +% f296)] * Float(1)) + (arena[((451456 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((453504 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)))
-        var w299: Float = ((arena[((451456 +% (c297 *% 32)) +% f296)] - arena[((453504 +% (c297 *% 32)) +% f296)]) * Float(bitPattern: 0x3f000000))
-        var w300: Float = (((arena[((451456 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)) + (arena[((453504 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((455552 +% (c297 *% 32)) +% f296)] * Float(1)))
-        var w301: Float = (((arena[((449920 +% (c297 *% 32)) +% f296)] * Float(1)) + (arena[((451968 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((454016 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)))
-        var w302: Float = ((arena[((451968 +% (c297 *% 32)) +% f296)] - arena[((454016 +% (c297 *% 32)) +% f296)]) * Float(bitPattern: 0x3f000000))
-        var w303: Float = (((arena[((451968 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)) + (arena[((454016 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((456064 +% (c297 *% 32)) +% f296)] * Float(1)))
-        var w304: Float = (((arena[((450432 +% (c297 *% 32)) +% f296)] * Float(1)) + (arena[((452480 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((454528 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)))
-        var w305: Float = ((arena[((452480 +% (c297 *% 32)) +% f296)] - arena[((454528 +% (c297 *% 32)) +% f296)]) * Float(bitPattern: 0x3f000000))
-        var w306: Float = (((arena[((452480 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)) + (arena[((454528 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((456576 +% (c297 *% 32)) +% f296)] * Float(1)))
-        var w307: Float = (((arena[((450944 +% (c297 *% 32)) +% f296)] * Float(1)) + (arena[((452992 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((455040 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)))
-        var w308: Float = ((arena[((452992 +% (c297 *% 32)) +% f296)] - arena[((455040 +% (c297 *% 32)) +% f296)]) * Float(bitPattern: 0x3f000000))
-        var w309: Float = (((arena[((452992 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000)) + (arena[((455040 +% (c297 *% 32)) +% f296)] * Float(bitPattern: 0x3f000000))) + (arena[((457088 +% (c297 *% 32)) +% f296)] * Float(1)))
-        var w310: Float = (((w298 * Float(1)) + (w301 * Float(bitPattern: 0x3f000000))) + (w304 * Float(bitPattern: 0x3f000000)))
-        var w311: Float = ((w301 - w304) * Float(bitPattern: 0x3f000000))
-        var w312: Float = (((w301 * Float(bitPattern: 0x3f000000)) + (w304 * Float(bitPattern: 0x3f000000))) + (w307 * Float(1)))
-        var w313: Float = (((w299 * Float(1)) + (w302 * Float(bitPattern: 0x3f000000))) + (w305 * Float(bitPattern: 0x3f000000)))
-        var w314: Float = ((w302 - w305) * Float(bitPattern: 0x3f000000))
-        var w315: Float = (((w302 * Float(bitPattern: 0x3f000000)) + (w305 * Float(bitPattern: 0x3f000000))) + (w308 * Float(1)))
-        var w316: Float = (((w300 * Float(1)) + (w303 * Float(bitPattern: 0x3f000000))) + (w306 * Float(bitPattern: 0x3f000000)))
-        var w317: Float = ((w303 - w306) * Float(bitPattern: 0x3f000000))
-        var w318: Float = (((w303 * Float(bitPattern: 0x3f000000)) + (w306 * Float(bitPattern: 0x3f000000))) + (w309 * Float(1)))
-        grads[(160 +% (((f296 *% 16) +% c297) *% 9))] = w310
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 1)] = w311
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 2)] = w312
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 3)] = w313
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 4)] = w314
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 5)] = w315
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 6)] = w316
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 7)] = w317
-        grads[((160 +% (((f296 *% 16) +% c297) *% 9)) +% 8)] = w318
+  parallelFor(pool, 2) { part301 in
+    do {  // scalar loops
+      for f302 in 0..<16 {
+        for c303 in 0..<16 {
+          var w304: Float = (((arena[((449408 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)) + (arena[((451456 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((453504 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w305: Float = ((arena[((451456 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] - arena[((453504 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w306: Float = (((arena[((451456 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((453504 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((455552 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)))
+          var w307: Float = (((arena[((449920 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)) + (arena[((451968 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((454016 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w308: Float = ((arena[((451968 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] - arena[((454016 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w309: Float = (((arena[((451968 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((454016 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((456064 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)))
+          var w310: Float = (((arena[((450432 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)) + (arena[((452480 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((454528 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w311: Float = ((arena[((452480 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] - arena[((454528 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w312: Float = (((arena[((452480 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((454528 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((456576 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)))
+          var w313: Float = (((arena[((450944 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)) + (arena[((452992 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((455040 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)))
+          var w314: Float = ((arena[((452992 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] - arena[((455040 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))]) * Float(bitPattern: 0x3f000000))
+          var w315: Float = (((arena[((452992 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000)) + (arena[((455040 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(bitPattern: 0x3f000000))) + (arena[((457088 +% (c303 *% 32)) +% (f302 +% (part301 *% 16)))] * Float(1)))
+          var w316: Float = (((w304 * Float(1)) + (w307 * Float(bitPattern: 0x3f000000))) + (w310 * Float(bitPattern: 0x3f000000)))
+          var w317: Float = ((w307 - w310) * Float(bitPattern: 0x3f000000))
+          var w318: Float = (((w307 * Float(bitPattern: 0x3f000000)) + (w310 * Float(bitPattern: 0x3f000000))) + (w313 * Float(1)))
+          var w319: Float = (((w305 * Float(1)) + (w308 * Float(bitPattern: 0x3f000000))) + (w311 * Float(bitPattern: 0x3f000000)))
+          var w320: Float = ((w308 - w311) * Float(bitPattern: 0x3f000000))
+          var w321: Float = (((w308 * Float(bitPattern: 0x3f000000)) + (w311 * Float(bitPattern: 0x3f000000))) + (w314 * Float(1)))
+          var w322: Float = (((w306 * Float(1)) + (w309 * Float(bitPattern: 0x3f000000))) + (w312 * Float(bitPattern: 0x3f000000)))
+          var w323: Float = ((w309 - w312) * Float(bitPattern: 0x3f000000))
+          var w324: Float = (((w309 * Float(bitPattern: 0x3f000000)) + (w312 * Float(bitPattern: 0x3f000000))) + (w315 * Float(1)))
+          grads[(160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9))] = w316
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 1)] = w317
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 2)] = w318
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 3)] = w319
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 4)] = w320
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 5)] = w321
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 6)] = w322
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 7)] = w323
+          grads[((160 +% ((((f302 +% (part301 *% 16)) *% 16) +% c303) *% 9)) +% 8)] = w324
+        }
       }
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f319 in 0..<32 {
-    var acc320 = Vector()
-    for img321 in 0..<64 {
-      for i322 in 0..<24 {
-        acc320 = acc320.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((728336 +% (img321 *% 6272)) +% (f319 *% 196)) +% (i322 *% 8))))
+  for f325 in 0..<32 {
+    var acc326 = Vector()
+    for img327 in 0..<64 {
+      for i328 in 0..<24 {
+        acc326 = acc326.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((728336 +% (img327 *% 6272)) +% (f325 *% 196)) +% (i328 *% 8))))
       }
-      acc320 = acc320.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((728336 +% (img321 *% 6272)) +% (f319 *% 196)) +% 192), 4))
+      acc326 = acc326.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((728336 +% (img327 *% 6272)) +% (f325 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 401408, acc320)
-    var sum323: Float = (arena[401408] + arena[401409])
-    var sum324: Float = (sum323 + arena[401410])
-    var sum325: Float = (sum324 + arena[401411])
-    var sum326: Float = (sum325 + arena[401412])
-    var sum327: Float = (sum326 + arena[401413])
-    var sum328: Float = (sum327 + arena[401414])
-    var sum329: Float = (sum328 + arena[401415])
-    grads[(4768 +% f319)] = sum329
+    storeVector(arena, 401408, acc326)
+    var sum329: Float = (arena[401408] + arena[401409])
+    var sum330: Float = (sum329 + arena[401410])
+    var sum331: Float = (sum330 + arena[401411])
+    var sum332: Float = (sum331 + arena[401412])
+    var sum333: Float = (sum332 + arena[401413])
+    var sum334: Float = (sum333 + arena[401414])
+    var sum335: Float = (sum334 + arena[401415])
+    grads[(4768 +% f325)] = sum335
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // scalar loops
-    for ci330 in 0..<32 {
-      for co331 in 0..<16 {
-        var w332: Float = params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 8)]
-        var w333: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 8)] + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 5)]) + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
-        var w334: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 8)] + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 2)]) - params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-        var w335: Float = params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 2)]
-        var w336: Float = params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 7)]
-        var w337: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 7)] + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 4)]) + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
-        var w338: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 7)] + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 1)]) - params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-        var w339: Float = params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 1)]
-        var w340: Float = params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 6)]
-        var w341: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 6)] + params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 3)]) + params[(160 +% (((ci330 *% 16) +% co331) *% 9))]) * Float(bitPattern: 0x3f000000))
-        var w342: Float = (((params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 6)] + params[(160 +% (((ci330 *% 16) +% co331) *% 9))]) - params[((160 +% (((ci330 *% 16) +% co331) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-        var w343: Float = params[(160 +% (((ci330 *% 16) +% co331) *% 9))]
-        var w344: Float = w332
-        var w345: Float = (((w332 + w336) + w340) * Float(bitPattern: 0x3f000000))
-        var w346: Float = (((w332 + w340) - w336) * Float(bitPattern: 0x3f000000))
-        var w347: Float = w340
-        var w348: Float = w333
-        var w349: Float = (((w333 + w337) + w341) * Float(bitPattern: 0x3f000000))
-        var w350: Float = (((w333 + w341) - w337) * Float(bitPattern: 0x3f000000))
-        var w351: Float = w341
-        var w352: Float = w334
-        var w353: Float = (((w334 + w338) + w342) * Float(bitPattern: 0x3f000000))
-        var w354: Float = (((w334 + w342) - w338) * Float(bitPattern: 0x3f000000))
-        var w355: Float = w342
-        var w356: Float = w335
-        var w357: Float = (((w335 + w339) + w343) * Float(bitPattern: 0x3f000000))
-        var w358: Float = (((w335 + w343) - w339) * Float(bitPattern: 0x3f000000))
-        var w359: Float = w343
-        arena[((610960 +% (ci330 *% 16)) +% co331)] = w344
-        arena[((611472 +% (ci330 *% 16)) +% co331)] = w345
-        arena[((611984 +% (ci330 *% 16)) +% co331)] = w346
-        arena[((612496 +% (ci330 *% 16)) +% co331)] = w347
-        arena[((613008 +% (ci330 *% 16)) +% co331)] = w348
-        arena[((613520 +% (ci330 *% 16)) +% co331)] = w349
-        arena[((614032 +% (ci330 *% 16)) +% co331)] = w350
-        arena[((614544 +% (ci330 *% 16)) +% co331)] = w351
-        arena[((615056 +% (ci330 *% 16)) +% co331)] = w352
-        arena[((615568 +% (ci330 *% 16)) +% co331)] = w353
-        arena[((616080 +% (ci330 *% 16)) +% co331)] = w354
-        arena[((616592 +% (ci330 *% 16)) +% co331)] = w355
-        arena[((617104 +% (ci330 *% 16)) +% co331)] = w356
-        arena[((617616 +% (ci330 *% 16)) +% co331)] = w357
-        arena[((618128 +% (ci330 *% 16)) +% co331)] = w358
-        arena[((618640 +% (ci330 *% 16)) +% co331)] = w359
+  parallelFor(pool, 2) { part336 in
+    do {  // scalar loops
+      for ci337 in 0..<32 {
+        for co338 in 0..<8 {
+          var w339: Float = params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 8)]
+          var w340: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 8)] + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 5)]) + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+          var w341: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 8)] + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 2)]) - params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+          var w342: Float = params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 2)]
+          var w343: Float = params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 7)]
+          var w344: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 7)] + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 4)]) + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+          var w345: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 7)] + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 1)]) - params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+          var w346: Float = params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 1)]
+          var w347: Float = params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 6)]
+          var w348: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 6)] + params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 3)]) + params[(160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9))]) * Float(bitPattern: 0x3f000000))
+          var w349: Float = (((params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 6)] + params[(160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9))]) - params[((160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+          var w350: Float = params[(160 +% (((ci337 *% 16) +% ((part336 *% 8) +% co338)) *% 9))]
+          var w351: Float = w339
+          var w352: Float = (((w339 + w343) + w347) * Float(bitPattern: 0x3f000000))
+          var w353: Float = (((w339 + w347) - w343) * Float(bitPattern: 0x3f000000))
+          var w354: Float = w347
+          var w355: Float = w340
+          var w356: Float = (((w340 + w344) + w348) * Float(bitPattern: 0x3f000000))
+          var w357: Float = (((w340 + w348) - w344) * Float(bitPattern: 0x3f000000))
+          var w358: Float = w348
+          var w359: Float = w341
+          var w360: Float = (((w341 + w345) + w349) * Float(bitPattern: 0x3f000000))
+          var w361: Float = (((w341 + w349) - w345) * Float(bitPattern: 0x3f000000))
+          var w362: Float = w349
+          var w363: Float = w342
+          var w364: Float = (((w342 + w346) + w350) * Float(bitPattern: 0x3f000000))
+          var w365: Float = (((w342 + w350) - w346) * Float(bitPattern: 0x3f000000))
+          var w366: Float = w350
+          arena[((610960 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w351
+          arena[((611472 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w352
+          arena[((611984 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w353
+          arena[((612496 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w354
+          arena[((613008 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w355
+          arena[((613520 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w356
+          arena[((614032 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w357
+          arena[((614544 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w358
+          arena[((615056 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w359
+          arena[((615568 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w360
+          arena[((616080 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w361
+          arena[((616592 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w362
+          arena[((617104 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w363
+          arena[((617616 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w364
+          arena[((618128 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w365
+          arena[((618640 +% (ci337 *% 16)) +% ((part336 *% 8) +% co338))] = w366
+        }
       }
     }
   }
-  for i360 in 0..<1024 {
-    storeVector(arena, ((i360 *% 8) +% 619152), Vector(repeating: Float(0)))
+  for i367 in 0..<1024 {
+    storeVector(arena, ((i367 *% 8) +% 619152), Vector(repeating: Float(0)))
   }
-  for g361 in 0..<64 {
-    for j362 in 0..<1 {
-      for iy363 in 0..<14 {
-        for c364 in 0..<32 {
-          for ix365 in 0..<14 {
-            arena[(619152 +% ((((j362 *% 8192) +% ((iy363 +% 1) *% 512)) +% ((ix365 +% 1) *% 32)) +% c364))] = arena[((((728336 +% ((g361 +% j362) *% 6272)) +% (c364 *% 196)) +% (iy363 *% 14)) +% ix365)]
+  for g368 in 0..<64 {
+    for j369 in 0..<1 {
+      for iy370 in 0..<14 {
+        for c371 in 0..<32 {
+          for ix372 in 0..<14 {
+            arena[(619152 +% ((((j369 *% 8192) +% ((iy370 +% 1) *% 512)) +% ((ix372 +% 1) *% 32)) +% c371))] = arena[((((728336 +% ((g368 +% j369) *% 6272)) +% (c371 *% 196)) +% (iy370 *% 14)) +% ix372)]
           }
         }
       }
     }
-    for j366 in 0..<1 {
-      for ty367 in 0..<7 {
-        for tx368 in 0..<7 {
-          for cv369 in 0..<4 {
-            let w370 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w371 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w372 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w373 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% ((tx368 *% 2) *% 32)) +% (cv369 *% 8)))))
-            let w374 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w375 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w376 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w377 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 1) *% 32)) +% (cv369 *% 8)))))
-            let w378 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w379 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w380 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w381 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 2) *% 32)) +% (cv369 *% 8)))))
-            let w382 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% ((ty367 *% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w383 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) + loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w384 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 2) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w385 = (loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 1) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))) - loadVector(arena, (619152 +% ((((j366 *% 8192) +% (((ty367 *% 2) +% 3) *% 512)) +% (((tx368 *% 2) +% 3) *% 32)) +% (cv369 *% 8)))))
-            let w386 = (w370 - w378)
-            let w387 = (w374 + w378)
-            let w388 = (w378 - w374)
-            let w389 = (w374 - w382)
-            let w390 = (w371 - w379)
-            let w391 = (w375 + w379)
-            let w392 = (w379 - w375)
-            let w393 = (w375 - w383)
-            let w394 = (w372 - w380)
-            let w395 = (w376 + w380)
-            let w396 = (w380 - w376)
-            let w397 = (w376 - w384)
-            let w398 = (w373 - w381)
-            let w399 = (w377 + w381)
-            let w400 = (w381 - w377)
-            let w401 = (w377 - w385)
-            storeVector(arena, ((627344 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w386)
-            storeVector(arena, ((628912 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w387)
-            storeVector(arena, ((630480 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w388)
-            storeVector(arena, ((632048 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w389)
-            storeVector(arena, ((633616 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w390)
-            storeVector(arena, ((635184 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w391)
-            storeVector(arena, ((636752 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w392)
-            storeVector(arena, ((638320 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w393)
-            storeVector(arena, ((639888 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w394)
-            storeVector(arena, ((641456 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w395)
-            storeVector(arena, ((643024 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w396)
-            storeVector(arena, ((644592 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w397)
-            storeVector(arena, ((646160 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w398)
-            storeVector(arena, ((647728 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w399)
-            storeVector(arena, ((649296 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w400)
-            storeVector(arena, ((650864 +% ((((j366 *% 49) +% (ty367 *% 7)) +% tx368) *% 32)) +% (cv369 *% 8)), w401)
+    for j373 in 0..<1 {
+      for ty374 in 0..<7 {
+        for tx375 in 0..<7 {
+          for cv376 in 0..<4 {
+            let w377 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% ((ty374 *% 2) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))))
+            let w378 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))) + loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))))
+            let w379 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))))
+            let w380 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 3) *% 512)) +% ((tx375 *% 2) *% 32)) +% (cv376 *% 8)))))
+            let w381 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% ((ty374 *% 2) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))))
+            let w382 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))) + loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))))
+            let w383 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))))
+            let w384 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 3) *% 512)) +% (((tx375 *% 2) +% 1) *% 32)) +% (cv376 *% 8)))))
+            let w385 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% ((ty374 *% 2) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))))
+            let w386 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))) + loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))))
+            let w387 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))))
+            let w388 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 3) *% 512)) +% (((tx375 *% 2) +% 2) *% 32)) +% (cv376 *% 8)))))
+            let w389 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% ((ty374 *% 2) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))))
+            let w390 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))) + loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))))
+            let w391 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 2) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))))
+            let w392 = (loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 1) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))) - loadVector(arena, (619152 +% ((((j373 *% 8192) +% (((ty374 *% 2) +% 3) *% 512)) +% (((tx375 *% 2) +% 3) *% 32)) +% (cv376 *% 8)))))
+            let w393 = (w377 - w385)
+            let w394 = (w381 + w385)
+            let w395 = (w385 - w381)
+            let w396 = (w381 - w389)
+            let w397 = (w378 - w386)
+            let w398 = (w382 + w386)
+            let w399 = (w386 - w382)
+            let w400 = (w382 - w390)
+            let w401 = (w379 - w387)
+            let w402 = (w383 + w387)
+            let w403 = (w387 - w383)
+            let w404 = (w383 - w391)
+            let w405 = (w380 - w388)
+            let w406 = (w384 + w388)
+            let w407 = (w388 - w384)
+            let w408 = (w384 - w392)
+            storeVector(arena, ((627344 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w393)
+            storeVector(arena, ((628912 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w394)
+            storeVector(arena, ((630480 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w395)
+            storeVector(arena, ((632048 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w396)
+            storeVector(arena, ((633616 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w397)
+            storeVector(arena, ((635184 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w398)
+            storeVector(arena, ((636752 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w399)
+            storeVector(arena, ((638320 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w400)
+            storeVector(arena, ((639888 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w401)
+            storeVector(arena, ((641456 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w402)
+            storeVector(arena, ((643024 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w403)
+            storeVector(arena, ((644592 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w404)
+            storeVector(arena, ((646160 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w405)
+            storeVector(arena, ((647728 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w406)
+            storeVector(arena, ((649296 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w407)
+            storeVector(arena, ((650864 +% ((((j373 *% 49) +% (ty374 *% 7)) +% tx375) *% 32)) +% (cv376 *% 8)), w408)
           }
         }
       }
     }
-    for xi402 in 0..<16 {
-      do {  // gemm409
-        for nb403 in 0..<1 {
-          for mb404 in 0..<9 {
-            var t405_c0_0 = Vector()
-            var t405_c0_1 = Vector()
-            var t405_c1_0 = Vector()
-            var t405_c1_1 = Vector()
-            var t405_c2_0 = Vector()
-            var t405_c2_1 = Vector()
-            var t405_c3_0 = Vector()
-            var t405_c3_1 = Vector()
-            var t405_c4_0 = Vector()
-            var t405_c4_1 = Vector()
-            for k406 in 0..<32 {
-              let t405_b0 = loadVector(arena, (((610960 +% (xi402 *% 512)) +% (k406 *% 16)) +% (nb403 *% 16)))
-              let t405_b1 = loadVector(arena, ((((610960 +% (xi402 *% 512)) +% (k406 *% 16)) +% (nb403 *% 16)) +% 8))
-              let t405_a0 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% ((mb404 *% 5) *% 32)) +% k406)])
-              t405_c0_0 = t405_c0_0.addingProduct(t405_a0, t405_b0)
-              t405_c0_1 = t405_c0_1.addingProduct(t405_a0, t405_b1)
-              let t405_a1 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% (((mb404 *% 5) +% 1) *% 32)) +% k406)])
-              t405_c1_0 = t405_c1_0.addingProduct(t405_a1, t405_b0)
-              t405_c1_1 = t405_c1_1.addingProduct(t405_a1, t405_b1)
-              let t405_a2 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% (((mb404 *% 5) +% 2) *% 32)) +% k406)])
-              t405_c2_0 = t405_c2_0.addingProduct(t405_a2, t405_b0)
-              t405_c2_1 = t405_c2_1.addingProduct(t405_a2, t405_b1)
-              let t405_a3 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% (((mb404 *% 5) +% 3) *% 32)) +% k406)])
-              t405_c3_0 = t405_c3_0.addingProduct(t405_a3, t405_b0)
-              t405_c3_1 = t405_c3_1.addingProduct(t405_a3, t405_b1)
-              let t405_a4 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% (((mb404 *% 5) +% 4) *% 32)) +% k406)])
-              t405_c4_0 = t405_c4_0.addingProduct(t405_a4, t405_b0)
-              t405_c4_1 = t405_c4_1.addingProduct(t405_a4, t405_b1)
+    parallelFor(pool, 2) { part409 in
+      for xi410 in 0..<16 {
+        do {  // gemm417
+          for nb411 in 0..<1 {
+            for mb412 in 0..<3 {
+              var t413_c0_0 = Vector()
+              var t413_c1_0 = Vector()
+              var t413_c2_0 = Vector()
+              var t413_c3_0 = Vector()
+              var t413_c4_0 = Vector()
+              var t413_c5_0 = Vector()
+              var t413_c6_0 = Vector()
+              var t413_c7_0 = Vector()
+              var t413_c8_0 = Vector()
+              var t413_c9_0 = Vector()
+              var t413_c10_0 = Vector()
+              var t413_c11_0 = Vector()
+              var t413_c12_0 = Vector()
+              var t413_c13_0 = Vector()
+              for k414 in 0..<32 {
+                let t413_b0 = loadVector(arena, ((((610960 +% (xi410 *% 512)) +% (part409 *% 8)) +% (k414 *% 16)) +% (nb411 *% 8)))
+                let t413_a0 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% ((mb412 *% 14) *% 32)) +% k414)])
+                t413_c0_0 = t413_c0_0.addingProduct(t413_a0, t413_b0)
+                let t413_a1 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 1) *% 32)) +% k414)])
+                t413_c1_0 = t413_c1_0.addingProduct(t413_a1, t413_b0)
+                let t413_a2 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 2) *% 32)) +% k414)])
+                t413_c2_0 = t413_c2_0.addingProduct(t413_a2, t413_b0)
+                let t413_a3 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 3) *% 32)) +% k414)])
+                t413_c3_0 = t413_c3_0.addingProduct(t413_a3, t413_b0)
+                let t413_a4 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 4) *% 32)) +% k414)])
+                t413_c4_0 = t413_c4_0.addingProduct(t413_a4, t413_b0)
+                let t413_a5 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 5) *% 32)) +% k414)])
+                t413_c5_0 = t413_c5_0.addingProduct(t413_a5, t413_b0)
+                let t413_a6 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 6) *% 32)) +% k414)])
+                t413_c6_0 = t413_c6_0.addingProduct(t413_a6, t413_b0)
+                let t413_a7 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 7) *% 32)) +% k414)])
+                t413_c7_0 = t413_c7_0.addingProduct(t413_a7, t413_b0)
+                let t413_a8 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 8) *% 32)) +% k414)])
+                t413_c8_0 = t413_c8_0.addingProduct(t413_a8, t413_b0)
+                let t413_a9 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 9) *% 32)) +% k414)])
+                t413_c9_0 = t413_c9_0.addingProduct(t413_a9, t413_b0)
+                let t413_a10 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 10) *% 32)) +% k414)])
+                t413_c10_0 = t413_c10_0.addingProduct(t413_a10, t413_b0)
+                let t413_a11 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 11) *% 32)) +% k414)])
+                t413_c11_0 = t413_c11_0.addingProduct(t413_a11, t413_b0)
+                let t413_a12 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 12) *% 32)) +% k414)])
+                t413_c12_0 = t413_c12_0.addingProduct(t413_a12, t413_b0)
+                let t413_a13 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% (((mb412 *% 14) +% 13) *% 32)) +% k414)])
+                t413_c13_0 = t413_c13_0.addingProduct(t413_a13, t413_b0)
+              }
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% ((mb412 *% 14) *% 16)) +% (nb411 *% 8)), t413_c0_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 1) *% 16)) +% (nb411 *% 8)), t413_c1_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 2) *% 16)) +% (nb411 *% 8)), t413_c2_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 3) *% 16)) +% (nb411 *% 8)), t413_c3_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 4) *% 16)) +% (nb411 *% 8)), t413_c4_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 5) *% 16)) +% (nb411 *% 8)), t413_c5_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 6) *% 16)) +% (nb411 *% 8)), t413_c6_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 7) *% 16)) +% (nb411 *% 8)), t413_c7_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 8) *% 16)) +% (nb411 *% 8)), t413_c8_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 9) *% 16)) +% (nb411 *% 8)), t413_c9_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 10) *% 16)) +% (nb411 *% 8)), t413_c10_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 11) *% 16)) +% (nb411 *% 8)), t413_c11_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 12) *% 16)) +% (nb411 *% 8)), t413_c12_0)
+              storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% (((mb412 *% 14) +% 13) *% 16)) +% (nb411 *% 8)), t413_c13_0)
             }
-            storeVector(arena, (((652432 +% (xi402 *% 784)) +% ((mb404 *% 5) *% 16)) +% (nb403 *% 16)), t405_c0_0)
-            storeVector(arena, ((((652432 +% (xi402 *% 784)) +% ((mb404 *% 5) *% 16)) +% (nb403 *% 16)) +% 8), t405_c0_1)
-            storeVector(arena, (((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 1) *% 16)) +% (nb403 *% 16)), t405_c1_0)
-            storeVector(arena, ((((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 1) *% 16)) +% (nb403 *% 16)) +% 8), t405_c1_1)
-            storeVector(arena, (((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 2) *% 16)) +% (nb403 *% 16)), t405_c2_0)
-            storeVector(arena, ((((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 2) *% 16)) +% (nb403 *% 16)) +% 8), t405_c2_1)
-            storeVector(arena, (((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 3) *% 16)) +% (nb403 *% 16)), t405_c3_0)
-            storeVector(arena, ((((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 3) *% 16)) +% (nb403 *% 16)) +% 8), t405_c3_1)
-            storeVector(arena, (((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 4) *% 16)) +% (nb403 *% 16)), t405_c4_0)
-            storeVector(arena, ((((652432 +% (xi402 *% 784)) +% (((mb404 *% 5) +% 4) *% 16)) +% (nb403 *% 16)) +% 8), t405_c4_1)
-          }
-          var t407_c0_0 = Vector()
-          var t407_c0_1 = Vector()
-          var t407_c1_0 = Vector()
-          var t407_c1_1 = Vector()
-          var t407_c2_0 = Vector()
-          var t407_c2_1 = Vector()
-          var t407_c3_0 = Vector()
-          var t407_c3_1 = Vector()
-          for k408 in 0..<32 {
-            let t407_b0 = loadVector(arena, (((610960 +% (xi402 *% 512)) +% (k408 *% 16)) +% (nb403 *% 16)))
-            let t407_b1 = loadVector(arena, ((((610960 +% (xi402 *% 512)) +% (k408 *% 16)) +% (nb403 *% 16)) +% 8))
-            let t407_a0 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% 1440) +% k408)])
-            t407_c0_0 = t407_c0_0.addingProduct(t407_a0, t407_b0)
-            t407_c0_1 = t407_c0_1.addingProduct(t407_a0, t407_b1)
-            let t407_a1 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% 1472) +% k408)])
-            t407_c1_0 = t407_c1_0.addingProduct(t407_a1, t407_b0)
-            t407_c1_1 = t407_c1_1.addingProduct(t407_a1, t407_b1)
-            let t407_a2 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% 1504) +% k408)])
-            t407_c2_0 = t407_c2_0.addingProduct(t407_a2, t407_b0)
-            t407_c2_1 = t407_c2_1.addingProduct(t407_a2, t407_b1)
-            let t407_a3 = Vector(repeating: arena[(((627344 +% (xi402 *% 1568)) +% 1536) +% k408)])
-            t407_c3_0 = t407_c3_0.addingProduct(t407_a3, t407_b0)
-            t407_c3_1 = t407_c3_1.addingProduct(t407_a3, t407_b1)
-          }
-          storeVector(arena, (((652432 +% (xi402 *% 784)) +% 720) +% (nb403 *% 16)), t407_c0_0)
-          storeVector(arena, ((((652432 +% (xi402 *% 784)) +% 720) +% (nb403 *% 16)) +% 8), t407_c0_1)
-          storeVector(arena, (((652432 +% (xi402 *% 784)) +% 736) +% (nb403 *% 16)), t407_c1_0)
-          storeVector(arena, ((((652432 +% (xi402 *% 784)) +% 736) +% (nb403 *% 16)) +% 8), t407_c1_1)
-          storeVector(arena, (((652432 +% (xi402 *% 784)) +% 752) +% (nb403 *% 16)), t407_c2_0)
-          storeVector(arena, ((((652432 +% (xi402 *% 784)) +% 752) +% (nb403 *% 16)) +% 8), t407_c2_1)
-          storeVector(arena, (((652432 +% (xi402 *% 784)) +% 768) +% (nb403 *% 16)), t407_c3_0)
-          storeVector(arena, ((((652432 +% (xi402 *% 784)) +% 768) +% (nb403 *% 16)) +% 8), t407_c3_1)
-        }
-      }
-    }
-    for j410 in 0..<1 {
-      for ty411 in 0..<7 {
-        for tx412 in 0..<7 {
-          for cv413 in 0..<2 {
-            let w414 = ((loadVector(arena, ((652432 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) + loadVector(arena, ((655568 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) + loadVector(arena, ((658704 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w415 = ((loadVector(arena, ((655568 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) - loadVector(arena, ((658704 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) - loadVector(arena, ((661840 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w416 = ((loadVector(arena, ((653216 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) + loadVector(arena, ((656352 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) + loadVector(arena, ((659488 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w417 = ((loadVector(arena, ((656352 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) - loadVector(arena, ((659488 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) - loadVector(arena, ((662624 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w418 = ((loadVector(arena, ((654000 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) + loadVector(arena, ((657136 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) + loadVector(arena, ((660272 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w419 = ((loadVector(arena, ((657136 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) - loadVector(arena, ((660272 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) - loadVector(arena, ((663408 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w420 = ((loadVector(arena, ((654784 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) + loadVector(arena, ((657920 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) + loadVector(arena, ((661056 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w421 = ((loadVector(arena, ((657920 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))) - loadVector(arena, ((661056 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8)))) - loadVector(arena, ((664192 +% ((((j410 *% 49) +% (ty411 *% 7)) +% tx412) *% 16)) +% (cv413 *% 8))))
-            let w422 = ((w414 + w416) + w418)
-            let w423 = ((w416 - w418) - w420)
-            let w424 = ((w415 + w417) + w419)
-            let w425 = ((w417 - w419) - w421)
-            storeVector(arena, ((664976 +% (((((j410 *% 14) +% (ty411 *% 2)) *% 14) +% (tx412 *% 2)) *% 16)) +% (cv413 *% 8)), w422)
-            storeVector(arena, ((664976 +% ((((((j410 *% 14) +% (ty411 *% 2)) *% 14) +% (tx412 *% 2)) +% 1) *% 16)) +% (cv413 *% 8)), w423)
-            storeVector(arena, ((664976 +% ((((((j410 *% 14) +% (ty411 *% 2)) +% 1) *% 14) +% (tx412 *% 2)) *% 16)) +% (cv413 *% 8)), w424)
-            storeVector(arena, ((664976 +% (((((((j410 *% 14) +% (ty411 *% 2)) +% 1) *% 14) +% (tx412 *% 2)) +% 1) *% 16)) +% (cv413 *% 8)), w425)
+            var t415_c0_0 = Vector()
+            var t415_c1_0 = Vector()
+            var t415_c2_0 = Vector()
+            var t415_c3_0 = Vector()
+            var t415_c4_0 = Vector()
+            var t415_c5_0 = Vector()
+            var t415_c6_0 = Vector()
+            for k416 in 0..<32 {
+              let t415_b0 = loadVector(arena, ((((610960 +% (xi410 *% 512)) +% (part409 *% 8)) +% (k416 *% 16)) +% (nb411 *% 8)))
+              let t415_a0 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1344) +% k416)])
+              t415_c0_0 = t415_c0_0.addingProduct(t415_a0, t415_b0)
+              let t415_a1 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1376) +% k416)])
+              t415_c1_0 = t415_c1_0.addingProduct(t415_a1, t415_b0)
+              let t415_a2 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1408) +% k416)])
+              t415_c2_0 = t415_c2_0.addingProduct(t415_a2, t415_b0)
+              let t415_a3 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1440) +% k416)])
+              t415_c3_0 = t415_c3_0.addingProduct(t415_a3, t415_b0)
+              let t415_a4 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1472) +% k416)])
+              t415_c4_0 = t415_c4_0.addingProduct(t415_a4, t415_b0)
+              let t415_a5 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1504) +% k416)])
+              t415_c5_0 = t415_c5_0.addingProduct(t415_a5, t415_b0)
+              let t415_a6 = Vector(repeating: arena[(((627344 +% (xi410 *% 1568)) +% 1536) +% k416)])
+              t415_c6_0 = t415_c6_0.addingProduct(t415_a6, t415_b0)
+            }
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 672) +% (nb411 *% 8)), t415_c0_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 688) +% (nb411 *% 8)), t415_c1_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 704) +% (nb411 *% 8)), t415_c2_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 720) +% (nb411 *% 8)), t415_c3_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 736) +% (nb411 *% 8)), t415_c4_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 752) +% (nb411 *% 8)), t415_c5_0)
+            storeVector(arena, ((((652432 +% (xi410 *% 784)) +% (part409 *% 8)) +% 768) +% (nb411 *% 8)), t415_c6_0)
           }
         }
       }
-    }
-    for j426 in 0..<1 {
-      for qb427 in 0..<3 {
-        for c428 in 0..<16 {
-          for q429 in 0..<64 {
-            arena[(((401408 +% ((g361 +% j426) *% 3136)) +% (c428 *% 196)) +% (q429 +% (qb427 *% 64)))] = arena[((664976 +% (((j426 *% 196) +% (q429 +% (qb427 *% 64))) *% 16)) +% c428)]
+      for j418 in 0..<1 {
+        for ty419 in 0..<7 {
+          for tx420 in 0..<7 {
+            for cv421 in 0..<1 {
+              let w422 = ((loadVector(arena, ((652432 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) + loadVector(arena, ((655568 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) + loadVector(arena, ((658704 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w423 = ((loadVector(arena, ((655568 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) - loadVector(arena, ((658704 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) - loadVector(arena, ((661840 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w424 = ((loadVector(arena, ((653216 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) + loadVector(arena, ((656352 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) + loadVector(arena, ((659488 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w425 = ((loadVector(arena, ((656352 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) - loadVector(arena, ((659488 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) - loadVector(arena, ((662624 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w426 = ((loadVector(arena, ((654000 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) + loadVector(arena, ((657136 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) + loadVector(arena, ((660272 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w427 = ((loadVector(arena, ((657136 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) - loadVector(arena, ((660272 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) - loadVector(arena, ((663408 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w428 = ((loadVector(arena, ((654784 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) + loadVector(arena, ((657920 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) + loadVector(arena, ((661056 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w429 = ((loadVector(arena, ((657920 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))) - loadVector(arena, ((661056 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))))) - loadVector(arena, ((664192 +% ((((j418 *% 49) +% (ty419 *% 7)) +% tx420) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8)))))
+              let w430 = ((w422 + w424) + w426)
+              let w431 = ((w424 - w426) - w428)
+              let w432 = ((w423 + w425) + w427)
+              let w433 = ((w425 - w427) - w429)
+              storeVector(arena, ((664976 +% (((((j418 *% 14) +% (ty419 *% 2)) *% 14) +% (tx420 *% 2)) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))), w430)
+              storeVector(arena, ((664976 +% ((((((j418 *% 14) +% (ty419 *% 2)) *% 14) +% (tx420 *% 2)) +% 1) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))), w431)
+              storeVector(arena, ((664976 +% ((((((j418 *% 14) +% (ty419 *% 2)) +% 1) *% 14) +% (tx420 *% 2)) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))), w432)
+              storeVector(arena, ((664976 +% (((((((j418 *% 14) +% (ty419 *% 2)) +% 1) *% 14) +% (tx420 *% 2)) +% 1) *% 16)) +% ((part409 *% 8) +% (cv421 *% 8))), w433)
+            }
           }
         }
       }
-      for c430 in 0..<16 {
-        for q431 in 0..<4 {
-          arena[(((401408 +% ((g361 +% j426) *% 3136)) +% (c430 *% 196)) +% (q431 +% 192))] = arena[((664976 +% (((j426 *% 196) +% (q431 +% 192)) *% 16)) +% c430)]
+      for j434 in 0..<1 {
+        for qb435 in 0..<3 {
+          for c436 in 0..<8 {
+            for q437 in 0..<64 {
+              arena[(((401408 +% ((g368 +% j434) *% 3136)) +% (((part409 *% 8) +% c436) *% 196)) +% (q437 +% (qb435 *% 64)))] = arena[((664976 +% (((j434 *% 196) +% (q437 +% (qb435 *% 64))) *% 16)) +% ((part409 *% 8) +% c436))]
+            }
+          }
+        }
+        for c438 in 0..<8 {
+          for q439 in 0..<4 {
+            arena[(((401408 +% ((g368 +% j434) *% 3136)) +% (((part409 *% 8) +% c438) *% 196)) +% (q439 +% 192))] = arena[((664976 +% (((j434 *% 196) +% (q439 +% 192)) *% 16)) +% ((part409 *% 8) +% c438))]
+          }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i432 in 0..<100352 {
-    storeVector(arena, ((i432 *% 8) +% 610960), Vector(repeating: Float(0)))
-  }
-  for q433 in 0..<1024 {
-    for i434 in 0..<196 {
-      if arena[((q433 *% 196) +% i434)] > Float(0) {
-        arena[((610960 +% (q433 *% 784)) +% Int(arena[(200704 +% ((q433 *% 196) +% i434))]))] += arena[(401408 +% ((q433 *% 196) +% i434))]
+  parallelFor(pool, 2) { part440 in
+    for q441 in 0..<512 {
+      for i442 in 0..<98 {
+        storeVector(arena, ((i442 *% 8) +% (610960 +% ((q441 +% (part440 *% 512)) *% 784))), Vector(repeating: Float(0)))
+      }
+      for i443 in 0..<196 {
+        if arena[(((q441 +% (part440 *% 512)) *% 196) +% i443)] > Float(0) {
+          arena[((610960 +% ((q441 +% (part440 *% 512)) *% 784)) +% Int(arena[(200704 +% (((q441 +% (part440 *% 512)) *% 196) +% i443))]))] += arena[(401408 +% (((q441 +% (part440 *% 512)) *% 196) +% i443))]
+        }
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i435 in 0..<18 {
-    storeVector(arena, ((i435 *% 8) +% 313744), Vector(repeating: Float(0)))
+  for i444 in 0..<18 {
+    storeVector(arena, ((i444 *% 8) +% 313744), Vector(repeating: Float(0)))
   }
-  for g436 in 0..<4 {
-    for j437 in 0..<16 {
-      for c438 in 0..<1 {
-        for ky439 in 0..<3 {
-          for oy440 in 0..<28 {
-            if (-1 < ((oy440 +% ky439) +% -1) && ((oy440 +% ky439) +% -1) < 28) {
-              for ox441 in 0..<27 {
-                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% (ox441 +% 1)))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy440 +% ky439) +% -1) *% 28)) +% ((ox441 +% 1) +% -1))]
+  for g445 in 0..<4 {
+    for j446 in 0..<16 {
+      for c447 in 0..<1 {
+        for ky448 in 0..<3 {
+          for oy449 in 0..<28 {
+            if (-1 < ((oy449 +% ky448) +% -1) && ((oy449 +% ky448) +% -1) < 28) {
+              for ox450 in 0..<27 {
+                arena[((((((c447 *% 3) +% ky448) *% 3) *% 12560) +% (j446 *% 784)) +% ((oy449 *% 28) +% (ox450 +% 1)))] = images[((((((g445 *% 16) +% j446) *% 784) +% (c447 *% 784)) +% (((oy449 +% ky448) +% -1) *% 28)) +% ((ox450 +% 1) +% -1))]
               }
-              for ox442 in 0..<1 {
-                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox442))] = Float(0)
-              }
-            }
-            if ((oy440 +% ky439) +% -1) < 0 {
-              for ox443 in 0..<28 {
-                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox443))] = Float(0)
+              for ox451 in 0..<1 {
+                arena[((((((c447 *% 3) +% ky448) *% 3) *% 12560) +% (j446 *% 784)) +% ((oy449 *% 28) +% ox451))] = Float(0)
               }
             }
-            if 27 < ((oy440 +% ky439) +% -1) {
-              for ox443 in 0..<28 {
-                arena[((((((c438 *% 3) +% ky439) *% 3) *% 12560) +% (j437 *% 784)) +% ((oy440 *% 28) +% ox443))] = Float(0)
+            if ((oy449 +% ky448) +% -1) < 0 {
+              for ox452 in 0..<28 {
+                arena[((((((c447 *% 3) +% ky448) *% 3) *% 12560) +% (j446 *% 784)) +% ((oy449 *% 28) +% ox452))] = Float(0)
               }
             }
-          }
-          for oy444 in 0..<28 {
-            if (-1 < ((oy444 +% ky439) +% -1) && ((oy444 +% ky439) +% -1) < 28) {
-              for ox445 in 0..<28 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox445))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy444 +% ky439) +% -1) *% 28)) +% ox445)]
-              }
-            }
-            if ((oy444 +% ky439) +% -1) < 0 {
-              for ox446 in 0..<28 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox446))] = Float(0)
-              }
-            }
-            if 27 < ((oy444 +% ky439) +% -1) {
-              for ox446 in 0..<28 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 1) *% 12560) +% (j437 *% 784)) +% ((oy444 *% 28) +% ox446))] = Float(0)
+            if 27 < ((oy449 +% ky448) +% -1) {
+              for ox452 in 0..<28 {
+                arena[((((((c447 *% 3) +% ky448) *% 3) *% 12560) +% (j446 *% 784)) +% ((oy449 *% 28) +% ox452))] = Float(0)
               }
             }
           }
-          for oy447 in 0..<28 {
-            if (-1 < ((oy447 +% ky439) +% -1) && ((oy447 +% ky439) +% -1) < 28) {
-              for ox448 in 0..<27 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox448))] = images[((((((g436 *% 16) +% j437) *% 784) +% (c438 *% 784)) +% (((oy447 +% ky439) +% -1) *% 28)) +% (ox448 +% 1))]
-              }
-              for ox449 in 0..<1 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% (ox449 +% 27)))] = Float(0)
+          for oy453 in 0..<28 {
+            if (-1 < ((oy453 +% ky448) +% -1) && ((oy453 +% ky448) +% -1) < 28) {
+              for ox454 in 0..<28 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 1) *% 12560) +% (j446 *% 784)) +% ((oy453 *% 28) +% ox454))] = images[((((((g445 *% 16) +% j446) *% 784) +% (c447 *% 784)) +% (((oy453 +% ky448) +% -1) *% 28)) +% ox454)]
               }
             }
-            if ((oy447 +% ky439) +% -1) < 0 {
-              for ox450 in 0..<28 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox450))] = Float(0)
+            if ((oy453 +% ky448) +% -1) < 0 {
+              for ox455 in 0..<28 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 1) *% 12560) +% (j446 *% 784)) +% ((oy453 *% 28) +% ox455))] = Float(0)
               }
             }
-            if 27 < ((oy447 +% ky439) +% -1) {
-              for ox450 in 0..<28 {
-                arena[(((((((c438 *% 3) +% ky439) *% 3) +% 2) *% 12560) +% (j437 *% 784)) +% ((oy447 *% 28) +% ox450))] = Float(0)
+            if 27 < ((oy453 +% ky448) +% -1) {
+              for ox455 in 0..<28 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 1) *% 12560) +% (j446 *% 784)) +% ((oy453 *% 28) +% ox455))] = Float(0)
+              }
+            }
+          }
+          for oy456 in 0..<28 {
+            if (-1 < ((oy456 +% ky448) +% -1) && ((oy456 +% ky448) +% -1) < 28) {
+              for ox457 in 0..<27 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 2) *% 12560) +% (j446 *% 784)) +% ((oy456 *% 28) +% ox457))] = images[((((((g445 *% 16) +% j446) *% 784) +% (c447 *% 784)) +% (((oy456 +% ky448) +% -1) *% 28)) +% (ox457 +% 1))]
+              }
+              for ox458 in 0..<1 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 2) *% 12560) +% (j446 *% 784)) +% ((oy456 *% 28) +% (ox458 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy456 +% ky448) +% -1) < 0 {
+              for ox459 in 0..<28 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 2) *% 12560) +% (j446 *% 784)) +% ((oy456 *% 28) +% ox459))] = Float(0)
+              }
+            }
+            if 27 < ((oy456 +% ky448) +% -1) {
+              for ox459 in 0..<28 {
+                arena[(((((((c447 *% 3) +% ky448) *% 3) +% 2) *% 12560) +% (j446 *% 784)) +% ((oy456 *% 28) +% ox459))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j451 in 0..<16 {
-      for i452 in 0..<784 {
-        for f453 in 0..<16 {
-          arena[((113040 +% (((j451 *% 784) +% i452) *% 16)) +% f453)] = arena[(((610960 +% (((g436 *% 16) +% j451) *% 12544)) +% (f453 *% 784)) +% i452)]
+    parallelFor(pool, 2) { part460 in
+      for j461 in 0..<16 {
+        for i462 in 0..<784 {
+          for f463 in 0..<8 {
+            arena[((113040 +% (((j461 *% 784) +% i462) *% 16)) +% (f463 +% (part460 *% 8)))] = arena[(((610960 +% (((g445 *% 16) +% j461) *% 12544)) +% ((f463 +% (part460 *% 8)) *% 784)) +% i462)]
+          }
         }
       }
-    }
-    do {  // gemm461
-      for kp454 in 0..<7 {
-        for nb455 in 0..<1 {
-          for mb456 in 0..<1 {
-            var t457_c0_0 = loadVector(arena, ((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)))
-            var t457_c0_1 = loadVector(arena, (((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)) +% 8))
-            var t457_c1_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)))
-            var t457_c1_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)) +% 8))
-            var t457_c2_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)))
-            var t457_c2_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)) +% 8))
-            var t457_c3_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)))
-            var t457_c3_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)) +% 8))
-            var t457_c4_0 = loadVector(arena, ((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)))
-            var t457_c4_1 = loadVector(arena, (((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)) +% 8))
-            for k458 in 0..<1792 {
-              let t457_b0 = loadVector(arena, ((113040 +% ((k458 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)))
-              let t457_b1 = loadVector(arena, (((113040 +% ((k458 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)) +% 8))
-              let t457_a0 = Vector(repeating: arena[(((mb456 *% 5) *% 12560) +% (k458 +% (kp454 *% 1792)))])
-              t457_c0_0 = t457_c0_0.addingProduct(t457_a0, t457_b0)
-              t457_c0_1 = t457_c0_1.addingProduct(t457_a0, t457_b1)
-              let t457_a1 = Vector(repeating: arena[((((mb456 *% 5) +% 1) *% 12560) +% (k458 +% (kp454 *% 1792)))])
-              t457_c1_0 = t457_c1_0.addingProduct(t457_a1, t457_b0)
-              t457_c1_1 = t457_c1_1.addingProduct(t457_a1, t457_b1)
-              let t457_a2 = Vector(repeating: arena[((((mb456 *% 5) +% 2) *% 12560) +% (k458 +% (kp454 *% 1792)))])
-              t457_c2_0 = t457_c2_0.addingProduct(t457_a2, t457_b0)
-              t457_c2_1 = t457_c2_1.addingProduct(t457_a2, t457_b1)
-              let t457_a3 = Vector(repeating: arena[((((mb456 *% 5) +% 3) *% 12560) +% (k458 +% (kp454 *% 1792)))])
-              t457_c3_0 = t457_c3_0.addingProduct(t457_a3, t457_b0)
-              t457_c3_1 = t457_c3_1.addingProduct(t457_a3, t457_b1)
-              let t457_a4 = Vector(repeating: arena[((((mb456 *% 5) +% 4) *% 12560) +% (k458 +% (kp454 *% 1792)))])
-              t457_c4_0 = t457_c4_0.addingProduct(t457_a4, t457_b0)
-              t457_c4_1 = t457_c4_1.addingProduct(t457_a4, t457_b1)
+      do {  // gemm469
+        for kp464 in 0..<4 {
+          for nb465 in 0..<1 {
+            for mb466 in 0..<1 {
+              var t467_c0_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% ((mb466 *% 9) *% 16)) +% (nb465 *% 8)))
+              var t467_c1_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 1) *% 16)) +% (nb465 *% 8)))
+              var t467_c2_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 2) *% 16)) +% (nb465 *% 8)))
+              var t467_c3_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 3) *% 16)) +% (nb465 *% 8)))
+              var t467_c4_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 4) *% 16)) +% (nb465 *% 8)))
+              var t467_c5_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 5) *% 16)) +% (nb465 *% 8)))
+              var t467_c6_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 6) *% 16)) +% (nb465 *% 8)))
+              var t467_c7_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 7) *% 16)) +% (nb465 *% 8)))
+              var t467_c8_0 = loadVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 8) *% 16)) +% (nb465 *% 8)))
+              for k468 in 0..<3136 {
+                let t467_b0 = loadVector(arena, (((113040 +% (part460 *% 8)) +% ((k468 +% (kp464 *% 3136)) *% 16)) +% (nb465 *% 8)))
+                let t467_a0 = Vector(repeating: arena[(((mb466 *% 9) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c0_0 = t467_c0_0.addingProduct(t467_a0, t467_b0)
+                let t467_a1 = Vector(repeating: arena[((((mb466 *% 9) +% 1) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c1_0 = t467_c1_0.addingProduct(t467_a1, t467_b0)
+                let t467_a2 = Vector(repeating: arena[((((mb466 *% 9) +% 2) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c2_0 = t467_c2_0.addingProduct(t467_a2, t467_b0)
+                let t467_a3 = Vector(repeating: arena[((((mb466 *% 9) +% 3) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c3_0 = t467_c3_0.addingProduct(t467_a3, t467_b0)
+                let t467_a4 = Vector(repeating: arena[((((mb466 *% 9) +% 4) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c4_0 = t467_c4_0.addingProduct(t467_a4, t467_b0)
+                let t467_a5 = Vector(repeating: arena[((((mb466 *% 9) +% 5) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c5_0 = t467_c5_0.addingProduct(t467_a5, t467_b0)
+                let t467_a6 = Vector(repeating: arena[((((mb466 *% 9) +% 6) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c6_0 = t467_c6_0.addingProduct(t467_a6, t467_b0)
+                let t467_a7 = Vector(repeating: arena[((((mb466 *% 9) +% 7) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c7_0 = t467_c7_0.addingProduct(t467_a7, t467_b0)
+                let t467_a8 = Vector(repeating: arena[((((mb466 *% 9) +% 8) *% 12560) +% (k468 +% (kp464 *% 3136)))])
+                t467_c8_0 = t467_c8_0.addingProduct(t467_a8, t467_b0)
+              }
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% ((mb466 *% 9) *% 16)) +% (nb465 *% 8)), t467_c0_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 1) *% 16)) +% (nb465 *% 8)), t467_c1_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 2) *% 16)) +% (nb465 *% 8)), t467_c2_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 3) *% 16)) +% (nb465 *% 8)), t467_c3_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 4) *% 16)) +% (nb465 *% 8)), t467_c4_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 5) *% 16)) +% (nb465 *% 8)), t467_c5_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 6) *% 16)) +% (nb465 *% 8)), t467_c6_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 7) *% 16)) +% (nb465 *% 8)), t467_c7_0)
+              storeVector(arena, (((313744 +% (part460 *% 8)) +% (((mb466 *% 9) +% 8) *% 16)) +% (nb465 *% 8)), t467_c8_0)
             }
-            storeVector(arena, ((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)), t457_c0_0)
-            storeVector(arena, (((313744 +% ((mb456 *% 5) *% 16)) +% (nb455 *% 16)) +% 8), t457_c0_1)
-            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)), t457_c1_0)
-            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 1) *% 16)) +% (nb455 *% 16)) +% 8), t457_c1_1)
-            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)), t457_c2_0)
-            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 2) *% 16)) +% (nb455 *% 16)) +% 8), t457_c2_1)
-            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)), t457_c3_0)
-            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 3) *% 16)) +% (nb455 *% 16)) +% 8), t457_c3_1)
-            storeVector(arena, ((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)), t457_c4_0)
-            storeVector(arena, (((313744 +% (((mb456 *% 5) +% 4) *% 16)) +% (nb455 *% 16)) +% 8), t457_c4_1)
           }
-          var t459_c0_0 = loadVector(arena, (313824 +% (nb455 *% 16)))
-          var t459_c0_1 = loadVector(arena, ((313824 +% (nb455 *% 16)) +% 8))
-          var t459_c1_0 = loadVector(arena, (313840 +% (nb455 *% 16)))
-          var t459_c1_1 = loadVector(arena, ((313840 +% (nb455 *% 16)) +% 8))
-          var t459_c2_0 = loadVector(arena, (313856 +% (nb455 *% 16)))
-          var t459_c2_1 = loadVector(arena, ((313856 +% (nb455 *% 16)) +% 8))
-          var t459_c3_0 = loadVector(arena, (313872 +% (nb455 *% 16)))
-          var t459_c3_1 = loadVector(arena, ((313872 +% (nb455 *% 16)) +% 8))
-          for k460 in 0..<1792 {
-            let t459_b0 = loadVector(arena, ((113040 +% ((k460 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)))
-            let t459_b1 = loadVector(arena, (((113040 +% ((k460 +% (kp454 *% 1792)) *% 16)) +% (nb455 *% 16)) +% 8))
-            let t459_a0 = Vector(repeating: arena[(62800 +% (k460 +% (kp454 *% 1792)))])
-            t459_c0_0 = t459_c0_0.addingProduct(t459_a0, t459_b0)
-            t459_c0_1 = t459_c0_1.addingProduct(t459_a0, t459_b1)
-            let t459_a1 = Vector(repeating: arena[(75360 +% (k460 +% (kp454 *% 1792)))])
-            t459_c1_0 = t459_c1_0.addingProduct(t459_a1, t459_b0)
-            t459_c1_1 = t459_c1_1.addingProduct(t459_a1, t459_b1)
-            let t459_a2 = Vector(repeating: arena[(87920 +% (k460 +% (kp454 *% 1792)))])
-            t459_c2_0 = t459_c2_0.addingProduct(t459_a2, t459_b0)
-            t459_c2_1 = t459_c2_1.addingProduct(t459_a2, t459_b1)
-            let t459_a3 = Vector(repeating: arena[(100480 +% (k460 +% (kp454 *% 1792)))])
-            t459_c3_0 = t459_c3_0.addingProduct(t459_a3, t459_b0)
-            t459_c3_1 = t459_c3_1.addingProduct(t459_a3, t459_b1)
-          }
-          storeVector(arena, (313824 +% (nb455 *% 16)), t459_c0_0)
-          storeVector(arena, ((313824 +% (nb455 *% 16)) +% 8), t459_c0_1)
-          storeVector(arena, (313840 +% (nb455 *% 16)), t459_c1_0)
-          storeVector(arena, ((313840 +% (nb455 *% 16)) +% 8), t459_c1_1)
-          storeVector(arena, (313856 +% (nb455 *% 16)), t459_c2_0)
-          storeVector(arena, ((313856 +% (nb455 *% 16)) +% 8), t459_c2_1)
-          storeVector(arena, (313872 +% (nb455 *% 16)), t459_c3_0)
-          storeVector(arena, ((313872 +% (nb455 *% 16)) +% 8), t459_c3_1)
         }
       }
     }
   }
-  for f462 in 0..<16 {
-    for r463 in 0..<9 {
-      grads[((f462 *% 9) +% r463)] = arena[((313744 +% (r463 *% 16)) +% f462)]
+  parallelFor(pool, 2) { part470 in
+    for f471 in 0..<8 {
+      for r472 in 0..<9 {
+        grads[(((f471 +% (part470 *% 8)) *% 9) +% r472)] = arena[((313744 +% (r472 *% 16)) +% (f471 +% (part470 *% 8)))]
+      }
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f464 in 0..<16 {
-    var acc465 = Vector()
-    for img466 in 0..<64 {
-      for i467 in 0..<98 {
-        acc465 = acc465.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img466 *% 12544)) +% (f464 *% 784)) +% (i467 *% 8))))
+  for f473 in 0..<16 {
+    var acc474 = Vector()
+    for img475 in 0..<64 {
+      for i476 in 0..<98 {
+        acc474 = acc474.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((610960 +% (img475 *% 12544)) +% (f473 *% 784)) +% (i476 *% 8))))
       }
     }
-    storeVector(arena, 0, acc465)
-    var sum468: Float = (arena[0] + arena[1])
-    var sum469: Float = (sum468 + arena[2])
-    var sum470: Float = (sum469 + arena[3])
-    var sum471: Float = (sum470 + arena[4])
-    var sum472: Float = (sum471 + arena[5])
-    var sum473: Float = (sum472 + arena[6])
-    var sum474: Float = (sum473 + arena[7])
-    grads[(144 +% f464)] = sum474
+    storeVector(arena, 0, acc474)
+    var sum477: Float = (arena[0] + arena[1])
+    var sum478: Float = (sum477 + arena[2])
+    var sum479: Float = (sum478 + arena[3])
+    var sum480: Float = (sum479 + arena[4])
+    var sum481: Float = (sum480 + arena[5])
+    var sum482: Float = (sum481 + arena[6])
+    var sum483: Float = (sum482 + arena[7])
+    grads[(144 +% f473)] = sum483
   }
   // adam = update of 206922 parameters
-  var step_size475: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt476: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i477 in 0..<25865 {
-    let g_v = (loadVector(grads, (i477 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i477 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i477 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i477 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i477 *% 8), m_new_v)
-    storeVector(v, (i477 *% 8), v_new_v)
-    storeVector(params, (i477 *% 8), (loadVector(params, (i477 *% 8)) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size484: Float = (lr / (Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt485: Float = sqrtf((Float(1) - exponential((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i486 in 0..<25865 {
+    let g_v = (loadVector(grads, (i486 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i486 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i486 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i486 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i486 *% 8), m_new_v)
+    storeVector(v, (i486 *% 8), v_new_v)
+    storeVector(params, (i486 *% 8), (loadVector(params, (i486 *% 8)) - ((Vector(repeating: step_size484) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt485)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i477 in 0..<1 {
-    let g_v = (loadPartial(grads, (i477 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i477 +% 206920), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i477 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i477 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i477 +% 206920), m_new_v, 2)
-    storePartial(v, (i477 +% 206920), v_new_v, 2)
-    storePartial(params, (i477 +% 206920), (loadPartial(params, (i477 +% 206920), 2) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i486 in 0..<1 {
+    let g_v = (loadPartial(grads, (i486 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i486 +% 206920), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i486 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i486 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i486 +% 206920), m_new_v, 2)
+    storePartial(v, (i486 +% 206920), v_new_v, 2)
+    storePartial(params, (i486 +% 206920), (loadPartial(params, (i486 +% 206920), 2) - ((Vector(repeating: step_size484) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt485)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

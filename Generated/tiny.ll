@@ -976,66 +976,68 @@ entry:
 ; Function Attrs: noinline
 define internal void @tiny_train_b64.k9.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %prepared, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, ptr %pool) #1 {
 entry:
-  br label %conv1_grad.i34
+  br label %conv1_grad.q34
 
-conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %entry
-  %conv1_grad.i341 = phi i64 [ 0, %entry ], [ %i34.next, %conv1_grad.i34 ]
-  %0 = add nsw i64 28944, %conv1_grad.i341
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  store float 0.000000e+00, ptr %arena2, align 4
-  %i34.next = add nsw i64 %conv1_grad.i341, 1
-  %1 = icmp slt i64 %i34.next, 43264
-  br i1 %1, label %conv1_grad.i34, label %conv1_grad.i34.end
+conv1_grad.q34:                                   ; preds = %conv1_grad.i36.end, %entry
+  %conv1_grad.q341 = phi i64 [ 0, %entry ], [ %q34.next, %conv1_grad.i36.end ]
+  br label %conv1_grad.i35
 
-conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
-  br label %conv1_grad.q35
-
-conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
-  %conv1_grad.q353 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
-  br label %conv1_grad.i36
-
-conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
+conv1_grad.q34.end:                               ; preds = %conv1_grad.i36.end
   ret void
 
-conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
-  %conv1_grad.i364 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q353, 36
-  %3 = add nsw i64 %2, %conv1_grad.i364
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena5, align 4
-  %5 = fcmp ogt float %4, 0.000000e+00
-  br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i35:                                   ; preds = %conv1_grad.i35, %conv1_grad.q34
+  %conv1_grad.i352 = phi i64 [ 0, %conv1_grad.q34 ], [ %i35.next, %conv1_grad.i35 ]
+  %0 = mul nsw i64 %conv1_grad.q341, 169
+  %1 = add nsw i64 28944, %0
+  %2 = add nsw i64 %1, %conv1_grad.i352
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  store float 0.000000e+00, ptr %arena3, align 4
+  %i35.next = add nsw i64 %conv1_grad.i352, 1
+  %3 = icmp slt i64 %i35.next, 169
+  br i1 %3, label %conv1_grad.i35, label %conv1_grad.i35.end
+
+conv1_grad.i35.end:                               ; preds = %conv1_grad.i35
+  br label %conv1_grad.i36
+
+conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.i35.end
+  %conv1_grad.i364 = phi i64 [ 0, %conv1_grad.i35.end ], [ %i36.next, %conv1_grad.endif ]
+  %4 = mul nsw i64 %conv1_grad.q341, 36
+  %5 = add nsw i64 %4, %conv1_grad.i364
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena5, align 4
+  %7 = fcmp ogt float %6, 0.000000e+00
+  br i1 %7, label %conv1_grad.then, label %conv1_grad.endif
 
 conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
-  %q35.next = add nsw i64 %conv1_grad.q353, 1
-  %6 = icmp slt i64 %q35.next, 256
-  br i1 %6, label %conv1_grad.q35, label %conv1_grad.q35.end
+  %q34.next = add nsw i64 %conv1_grad.q341, 1
+  %8 = icmp slt i64 %q34.next, 256
+  br i1 %8, label %conv1_grad.q34, label %conv1_grad.q34.end
 
 conv1_grad.then:                                  ; preds = %conv1_grad.i36
-  %7 = mul nsw i64 %conv1_grad.q353, 169
-  %8 = add nsw i64 28944, %7
-  %9 = mul nsw i64 %conv1_grad.q353, 36
-  %10 = add nsw i64 %9, %conv1_grad.i364
-  %11 = add nsw i64 9216, %10
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena6, align 4
-  %13 = fptosi float %12 to i64
-  %14 = add nsw i64 %8, %13
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q353, 36
-  %17 = add nsw i64 %16, %conv1_grad.i364
-  %18 = add nsw i64 19728, %17
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena8, align 4
-  %20 = fadd float %15, %19
-  store float %20, ptr %arena7, align 4
+  %9 = mul nsw i64 %conv1_grad.q341, 169
+  %10 = add nsw i64 28944, %9
+  %11 = mul nsw i64 %conv1_grad.q341, 36
+  %12 = add nsw i64 %11, %conv1_grad.i364
+  %13 = add nsw i64 9216, %12
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
+  %14 = load float, ptr %arena6, align 4
+  %15 = fptosi float %14 to i64
+  %16 = add nsw i64 %10, %15
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %16
+  %17 = load float, ptr %arena7, align 4
+  %18 = mul nsw i64 %conv1_grad.q341, 36
+  %19 = add nsw i64 %18, %conv1_grad.i364
+  %20 = add nsw i64 19728, %19
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load float, ptr %arena8, align 4
+  %22 = fadd float %17, %21
+  store float %22, ptr %arena7, align 4
   br label %conv1_grad.endif
 
 conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
   %i36.next = add nsw i64 %conv1_grad.i364, 1
-  %21 = icmp slt i64 %i36.next, 36
-  br i1 %21, label %conv1_grad.i36, label %conv1_grad.i36.end
+  %23 = icmp slt i64 %i36.next, 36
+  br i1 %23, label %conv1_grad.i36, label %conv1_grad.i36.end
 }
 
 ; Function Attrs: noinline

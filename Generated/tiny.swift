@@ -190,13 +190,16 @@ public func tiny_train_b64(
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  for i34 in 0..<5408 {
-    storeVector(arena, ((i34 *% 8) +% 28944), Vector(repeating: Float(0)))
-  }
-  for q35 in 0..<256 {
+  for q34 in 0..<256 {
+    for i35 in 0..<21 {
+      storeVector(arena, ((i35 *% 8) +% (28944 +% (q34 *% 169))), Vector(repeating: Float(0)))
+    }
+    for i35 in 0..<1 {
+      storePartial(arena, ((i35 +% 168) +% (28944 +% (q34 *% 169))), Vector(repeating: Float(0)), 1)
+    }
     for i36 in 0..<36 {
-      if arena[((q35 *% 36) +% i36)] > Float(0) {
-        arena[((28944 +% (q35 *% 169)) +% Int(arena[(9216 +% ((q35 *% 36) +% i36))]))] += arena[(19728 +% ((q35 *% 36) +% i36))]
+      if arena[((q34 *% 36) +% i36)] > Float(0) {
+        arena[((28944 +% (q34 *% 169)) +% Int(arena[(9216 +% ((q34 *% 36) +% i36))]))] += arena[(19728 +% ((q34 *% 36) +% i36))]
       }
     }
   }

@@ -42,7 +42,7 @@ public enum KernelBenchmark {
 
   static func emitter(_ target: Target) -> Emitter {
     Emitter(graph: Graph(name: "bench"), shapes: ShapeTable(batch: 1, types: [:]),
-            plan: MemoryPlan(placements: [:], scratch: [:], arenaFloats: 0, parameterFloats: 0), training: false, target: target)
+            plan: MemoryPlan(placements: [:], scratch: [:], arenaFloats: 0, parameterFloats: 0), training: false, target: target, splitsKernels: true)
   }
 
   static func program(_ name: String, _ e: Emitter, arena: Int) -> Program {

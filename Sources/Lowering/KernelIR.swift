@@ -412,7 +412,7 @@ public struct BatchStatistics: Equatable, Sendable {
   public var elements: Int
 }
 
-/// A layer an inference program splits for a pool: its `.graph` statement, the parts, and what they divide.
+/// A layer a program splits for a pool: its `.graph` statement, the parts, and what they divide.
 public struct ParallelSplit: Equatable, Sendable {
   public var node: String
   public var parts: Int

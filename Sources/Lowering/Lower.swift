@@ -60,7 +60,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   let state = pipeline.purpose == .inference ? prunedToOutput(graph) : graph
   var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
   var regions: [(name: String, op: String, line: Int)] = []
-  var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target)
+  var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training, target: target, splitsKernels: mode != .gradients)
   for (n, kernel) in zip(g.nodes, kernels) {
     e.node = n.name
     e.training = e.trains(n)
@@ -144,7 +144,7 @@ public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec, target: Target
   let shapes = try inferShapes(graph, batch: 1)
   let stateful = Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty || !$0.op.bufferSuffixes.isEmpty })
   let plan = planMemory(stateful, shapes, scratch: [:], training: false)
-  var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true, target: target)
+  var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true, target: target, splitsKernels: false)
   e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
   var program = Program(
     graphName: graph.name, batch: 0, functions: [Function(name: "\(graph.name)_\(spec.kind.rawValue)", body: e.body)],
@@ -162,6 +162,9 @@ struct Emitter {
   let plan: MemoryPlan
   /// Whether the program is a training step (or a shard's gradients).
   let trainingProgram: Bool
+  /// Whether large kernels split into `parallel` parts: not in a shard's gradient program (or the optimiser run
+  /// after the shards), whose shards are already the threads. A one-shard training step splits as inference does.
+  let splitsKernels: Bool
   /// Whether the node being emitted trains: a training program's node outside its frozen part. A frozen node
   /// (`evaluation`) is lowered as inference lowers it (the kernels' choices, what they prepare once from the
   /// weights), since nothing reads its saved values or differentiates it.
@@ -192,8 +195,9 @@ struct Emitter {
   private(set) var preparedFloats = 0
   private var counter = 0
 
-  init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target) {
+  init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target, splitsKernels: Bool) {
     self.graph = graph
+    self.splitsKernels = splitsKernels
     self.shapes = shapes
     self.plan = plan
     self.training = training
@@ -264,11 +268,10 @@ struct Emitter {
 
   /// The equal parts a layer of `macs` multiply-adds splits into over `units` independent units (vectors
   /// of output channels, groups of dense units): the most parts, up to the target's, that divide `units`
-  /// (any count, without units); one in a training program (its shards already use every core) or below
-  /// `Target.parallelWorkBelow`.
+  /// (any count, without units); one in a program that does not split (`splitsKernels`) or below `Target.parallelWorkBelow`.
+  /// The parts are fixed by the target, so the threads that run them change nothing in the arithmetic.
   func parallelParts(units: Int? = nil, macs: Int) -> Int {
-    // A training program's shards are the threads: its parallel statements would run in order, split for nothing.
-    guard !trainingProgram, macs >= Target.parallelWorkBelow else { return 1 }
+    guard splitsKernels, macs >= Target.parallelWorkBelow else { return 1 }
     guard let units else { return target.parallelParts }
     guard units > 1 else { return 1 }
     return (1...min(target.parallelParts, units)).last { units % $0 == 0 }!

@@ -209,6 +209,10 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return pool
   }
 
+  /// The pool a one-shard training step lends its `parallel` statements (a step of several shards has none:
+  /// its shards are the threads, and its program splits nothing).
+  func stepPool() -> UnsafeMutableRawPointer? { shards == 1 ? singleCallPool()?.pointer : nil }
+
   /// A compile still running when the back end goes (a run that ends before its first evaluation, or
   /// fails) is waited for: the process must not exit, and tear down the compiler's global state, under it.
   deinit { pending?.wait() }
@@ -315,7 +319,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// the first shard's images prepares it (and computes a step nobody reads, which updates nothing).
   func prepareStep(images: UnsafePointer<Float>, labels: UnsafePointer<Int32>) -> UnsafeMutablePointer<Float> {
     if train.preparedFloats > 0, stepPrepared.version != loadVersion {
-      trainEntry(params.pointer, gradient(firstShard), m.pointer, v.pointer, arenas[0].pointer, stepPrepared.buffer.pointer, images, labels, 0, 0, 0, nil)
+      trainEntry(params.pointer, gradient(firstShard), m.pointer, v.pointer, arenas[0].pointer, stepPrepared.buffer.pointer, images, labels, 0, 0, 0, stepPool())
       stepPrepared.version = loadVersion
     }
     return stepPrepared.buffer.pointer
@@ -332,10 +336,11 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
         let ready = prepareStep(images: img.baseAddress! + first * px, labels: lab.baseAddress! + first * b)
+        let pool = stepPool()
         forEachShard(local) { i in
           let s = first + i
           trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, ready, img.baseAddress! + s * px,
-                     lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s), nil)
+                     lab.baseAddress! + s * b, learningRate, Int64(step), shardSeed(seed, s), pool)
         }
       }
     }

@@ -337,6 +337,59 @@ import Testing
     }
   }
 
+  /// A one-shard training step whose layers are large enough to split over the pool (for a target of two cores,
+  /// whatever this machine has): an im2col conv of 3 channels, Winograd or im2col 3x3 convs with their gradients,
+  /// a strided conv whose input gradient scatters, batch norms in training, relu + maxpool and avgpool gradients.
+  static let splitTrainingStep = """
+    input image: f32[N, 3, 32, 32]
+    input label: i32[N]
+    c1 = conv2d(image, filters: 32, kernel: 5, padding: 2)
+    b1 = batchnorm(c1)
+    r1 = relu(b1)
+    p1 = maxpool(r1, size: 2)
+    c2 = conv2d(p1, filters: 32, kernel: 3, padding: 1)
+    b2 = batchnorm(c2)
+    r2 = relu(b2)
+    c3 = conv2d(r2, filters: 32, kernel: 3, padding: 1, stride: 2)
+    r3 = relu(c3)
+    p3 = avgpool(r3, size: 2)
+    flat = flatten(p3)
+    out = dense(flat, units: 10)
+    loss = cross_entropy(out, label)
+    output out
+    minimize loss
+    """
+
+  /// The one-shard step splits its kernels, a shard's gradient program does not, and the step's loss, logits and
+  /// gradients match the interpreter's, with the same bits with no pool, one worker or three.
+  @Test(arguments: TestTargets.names, [ConvAlgorithm.im2col, .winograd]) func oneShardTrainingStepsSplitAndMatch(_ target: String, _ conv: ConvAlgorithm) throws {
+    var t = try TestTargets.resolve(target)
+    t.cores = 2
+    t.convAlgorithm = conv
+    let d = try Differential(source: Self.splitTrainingStep, batch: 8)
+    let step = try lower(d.graph, batch: 8, mode: .train(OptimizerSpec(kind: .sgd)), target: t)
+    let kernels = Set(step.splits.map(\.node))
+    for kernel in ["c1_weight_grad", "c2_weight_grad", "c3_weight_grad", "b1", "b2", "p1_grad"] {
+      #expect(kernels.contains { $0.hasPrefix(kernel) }, "\(kernel) splits over the pool (\(kernels.sorted()))")
+    }
+    #expect(try lower(d.graph, batch: 4, mode: .gradients, target: t).splits.isEmpty, "a shard's gradients split nothing")
+    let ref = try d.reference(step: 1)
+    var bits: [[UInt32]] = []
+    for threads in [1, 2, 4] {
+      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 8, optimizer: Optimizer(kind: .sgd, learningRate: 0),
+                                  compiler: try JITCompiler(target: t), threads: threads)
+      try b.load(d.parameters, Optimizer(kind: .sgd, learningRate: 0))
+      let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+      let on = "(\(conv), \(threads) threads, \(t.cpu))"
+      expectClose([ref.loss], [r.loss], "loss \(on)")
+      expectClose(ref.logits, r.logits, "logits \(on)")
+      let grads = b.gradients()
+      for (p, g) in ref.gradients { expectClose(g, grads[p]!, rtol: 1e-3, "\(p) gradient \(on)") }
+      bits.append(([r.loss] + r.logits + grads.keys.sorted().flatMap { grads[$0]! }).map(\.bitPattern))
+    }
+    #expect(bits.allSatisfy { $0 == bits[0] }, "the same bits with any pool (\(conv) on \(t.cpu))")
+  }
+
   /// Inference layers large enough to split over the pool (an im2col conv, a depthwise conv, a Winograd conv,
   /// 1x1 convs, elementwise passes, pools), with every conv epilogue `fuseConvEpilogues` forms: clip,
   /// hardswish on a depthwise conv, a residual add then relu through Winograd, a residual before the conv

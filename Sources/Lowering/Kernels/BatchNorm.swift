@@ -23,8 +23,8 @@ extension Emitter {
   /// Declares `total` = the sum over channel `c` of `term`, given as a vector of the lanes from an element
   /// index and as a scalar at one: each plane's full vectors add into one vector of partial sums (a chain
   /// `lanes` times shorter than a scalar sum's, which waits on every add), its last plane % lanes elements
-  /// into a scalar; the lanes are then added in order (through the node's `lanes` floats of scratch).
-  private mutating func channelSum(_ d: [Int], _ c: IExpr, _ n: Node, into total: String,
+  /// into a scalar; the lanes are then added in order (through `part`'s `lanes` floats of the node's scratch).
+  private mutating func channelSum(_ d: [Int], _ c: IExpr, _ n: Node, part: IExpr, into total: String,
                                    vector: (IExpr, Int) -> VExpr, scalar: (IExpr) -> FExpr) -> [Stmt] {
     let (channels, plane, lanes) = (d[1], d.dropFirst(2).reduce(1, *), self.lanes)
     let acc = fresh("acc"), tail = fresh("tail"), full = plane / lanes * lanes
@@ -36,8 +36,16 @@ extension Emitter {
       if plane > full { inner.append(e.loop("i", plane - full) { _, i in [.set(tail, .local(tail) + scalar(base + full + i))] }) }
       return inner
     })
-    let (summing, sum) = sumLanes(acc, scratch: plan.scratch[n.name]!.offset)
+    let (summing, sum) = sumLanes(acc, scratch: plan.scratch[n.name]!.offset, part: part)
     return out + summing + [.local(total, sum + .local(tail))]
+  }
+
+  /// `body(c, part)` for each channel of a [N, C, ...] pass, in order; when the pass is large, the channels split
+  /// into equal parts over the pool (each part's sums through its own scratch): every channel's arithmetic is
+  /// the same whichever part or thread computes it.
+  private mutating func channelLoop(_ d: [Int], _ body: (inout Emitter, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
+    let parts = parallelParts(units: d[1], macs: d.reduce(1, *) * Self.elementwiseWeight), per = d[1] / parts
+    return inParts(parts, of: "channels") { e, part in [e.loop("c", per) { e, cv in body(&e, cv + part * per, part) }] }
   }
 
   /// 1 / sqrt(variance + eps), as `BatchNorm.inverseStd` computes it.
@@ -48,16 +56,16 @@ extension Emitter {
   mutating func batchNorm(_ n: Node, _ a: BatchNormAttrs) {
     let x = n.args[0], d = dims(x), y = at(n.name)
     let count = Float(BatchNorm.elementsPerChannel(d))
-    body.append(loop("c", d[1]) { e, c in
+    body += channelLoop(d) { e, c, part in
       let mu = e.fresh("mean"), variance = e.fresh("var"), scale = e.fresh("scale")
       var stmts: [Stmt]
       if e.trains(n) {
         let s = e.fresh("sum"), q = e.fresh("squares")
         let (xs, xv) = (Self.element(e.at(x)), Self.lanes(e.at(x)))
-        stmts = e.channelSum(d, c, n, into: s, vector: xv, scalar: xs)
+        stmts = e.channelSum(d, c, n, part: part, into: s, vector: xv, scalar: xs)
         stmts.append(.local(mu, .local(s) / .c(count)))
         // The second pass (squared deviations from the mean): no cancellation, as the reference.
-        stmts += e.channelSum(d, c, n, into: q, vector: { i, l in
+        stmts += e.channelSum(d, c, n, part: part, into: q, vector: { i, l in
           let deviation = VExpr.sub(xv(i, l), .broadcast(.local(mu)))
           return .mul(deviation, deviation)
         }, scalar: { (xs($0) - .local(mu)) * (xs($0) - .local(mu)) })
@@ -74,7 +82,7 @@ extension Emitter {
       let shift = a.affine ? e.load("\(n.name).bias", c) : .c(0)
       stmts.append(e.overChannel(d, c) { e, i in [.store(y.base, .c(y.offset) + i, (e.load(x, i) - .local(mu)) * .local(scale) + shift)] })
       return stmts
-    })
+    }
   }
 
   /// An inference batch norm folded into the layer before it: row 0 the scale gamma * invstd, row 1 the
@@ -93,13 +101,13 @@ extension Emitter {
 
   /// Per channel: invstd and the mean as locals, and sum(dy * xhat) (and sum(dy) with `withSum`) into
   /// the locals named; returns the statements and invstd's name.
-  private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr, sumX sx: String, sum s: String?) -> ([Stmt], String) {
+  private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr, part: IExpr, sumX sx: String, sum s: String?) -> ([Stmt], String) {
     let (dy, x, mean, variance) = (n.args[0], n.args[1], n.args[2], n.args[3]), d = dims(x)
     let invstd = fresh("invstd"), mu = fresh("mean")
     var out: [Stmt] = [.local(invstd, inverseStd(load(variance, c), a.eps)), .local(mu, load(mean, c))]
     let (dys, dyv, xs, xv) = (Self.element(at(dy)), Self.lanes(at(dy)), Self.element(at(x)), Self.lanes(at(x)))
-    if let s { out += channelSum(d, c, n, into: s, vector: dyv, scalar: dys) }
-    out += channelSum(d, c, n, into: sx, vector: { i, l in
+    if let s { out += channelSum(d, c, n, part: part, into: s, vector: dyv, scalar: dys) }
+    out += channelSum(d, c, n, part: part, into: sx, vector: { i, l in
       .mul(dyv(i, l), .mul(.sub(xv(i, l), .broadcast(.local(mu))), .broadcast(.local(invstd))))
     }, scalar: { dys($0) * ((xs($0) - .local(mu)) * .local(invstd)) })
     return (out, invstd)
@@ -110,14 +118,14 @@ extension Emitter {
   mutating func batchNormGradInput(_ n: Node, _ a: BatchNormAttrs, scaled: Bool) {
     let (dy, x, mean) = (n.args[0], n.args[1], n.args[2]), d = dims(x), dx = at(n.name)
     let count = Float(BatchNorm.elementsPerChannel(d))
-    body.append(loop("c", d[1]) { e, c in
+    body += channelLoop(d) { e, c, part in
       let s = e.fresh("sum"), sx = e.fresh("sum_x")
       var stmts: [Stmt], invstd: String
       if scaled {
         invstd = e.fresh("invstd")
         stmts = [.local(invstd, e.inverseStd(e.load(n.args[3], c), a.eps)), .local(s, e.load(n.args[5], c)), .local(sx, e.load(n.args[6], c))]
       } else {
-        (stmts, invstd) = e.gradientSums(n, a, c, sumX: sx, sum: s)
+        (stmts, invstd) = e.gradientSums(n, a, c, part: part, sumX: sx, sum: s)
       }
       let scale = e.fresh("scale"), meanDy = e.fresh("mean_dy"), meanDyX = e.fresh("mean_dy_x")
       let mu = e.load(mean, c)
@@ -129,30 +137,30 @@ extension Emitter {
                  .local(scale) * (e.load(dy, i) - .local(meanDy) - (e.load(x, i) - mu) * .local(invstd) * .local(meanDyX))),
         ] },
       ]
-    })
+    }
   }
 
   /// sum(dy * xhat) per channel.
   mutating func batchNormGradWeight(_ n: Node, _ a: BatchNormAttrs) {
     let dw = at(n.name)
-    body.append(loop("c", dims(n.args[1])[1]) { e, c in
+    body += channelLoop(dims(n.args[1])) { e, c, part in
       let sx = e.fresh("sum_x")
-      return e.gradientSums(n, a, c, sumX: sx, sum: nil).0 + [.store(dw.base, .c(dw.offset) + c, .local(sx))]
-    })
+      return e.gradientSums(n, a, c, part: part, sumX: sx, sum: nil).0 + [.store(dw.base, .c(dw.offset) + c, .local(sx))]
+    }
   }
 
   /// sum(dy) per channel.
   mutating func batchNormGradBias(_ n: Node) {
     let dy = n.args[0], d = dims(dy), db = at(n.name)
-    body.append(loop("c", d[1]) { e, c in
+    body += channelLoop(d) { e, c, part in
       let s = e.fresh("sum")
-      return e.channelSum(d, c, n, into: s, vector: Self.lanes(e.at(dy)), scalar: Self.element(e.at(dy))) + [.store(db.base, .c(db.offset) + c, .local(s))]
-    })
+      return e.channelSum(d, c, n, part: part, into: s, vector: Self.lanes(e.at(dy)), scalar: Self.element(e.at(dy))) + [.store(db.base, .c(db.offset) + c, .local(s))]
+    }
   }
 }
 
-/// The vector of partial sums `channelSum` adds up, in the arena.
-func channelSumScratch(_ target: Target) -> Int { target.lanes }
+/// The vectors of partial sums `channelSum` adds up, one per part of a split pass, in the arena.
+func channelSumScratch(_ target: Target) -> Int { target.lanes * target.parallelParts }
 
 extension BatchNormOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNorm(n, attrs) }

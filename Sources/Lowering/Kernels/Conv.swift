@@ -217,15 +217,18 @@ extension Emitter {
   }
 
   /// Copies group `g` of an NCHW gradient into GEMM layout: [F x G*OH*OW], or with `filtersLast`
-  /// [G*OH*OW x F] (the inner loop runs along the layout's rows either way).
-  mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int, filtersLast: Bool = false) -> Stmt {
-    func copy(_ j: IExpr, _ fi: IExpr, _ i: IExpr) -> [Stmt] {
+  /// [G*OH*OW x F] (the inner loop runs along the layout's rows either way); only `filters` when given.
+  mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int, filtersLast: Bool = false,
+                            filters: (first: IExpr, count: Int)? = nil) -> Stmt {
+    let (f0, count) = filters ?? (.c(0), s.f)
+    func copy(_ j: IExpr, _ fv: IExpr, _ i: IExpr) -> [Stmt] {
+      let fi = fv + f0
       let at: IExpr = filtersLast ? .c(dst) + (j * s.plane + i) * s.f + fi : .c(dst) + fi * s.row + j * s.plane + i
       return [.store(.arena, at, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
     }
     return loop("j", s.group) { e, j in
-      filtersLast ? [e.loop("i", s.plane) { e, i in [e.loop("f", s.f) { _, fi in copy(j, fi, i) }] }]
-                  : [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in copy(j, fi, i) }] }]
+      filtersLast ? [e.loop("i", s.plane) { e, i in [e.loop("f", count) { _, fi in copy(j, fi, i) }] }]
+                  : [e.loop("f", count) { e, fi in [e.loop("i", s.plane) { _, i in copy(j, fi, i) }] }]
     }
   }
 
@@ -506,42 +509,63 @@ extension Emitter {
 
   /// dW^T[ckk x F] = col[ckk x cols] * dy^T[cols x F], accumulated over groups in scratch, then
   /// transposed into dW: the GEMM's vectors run along the filters, and the columns are the forward's layout.
+  /// A step that splits its kernels copies the columns by input channels, and copies dy, multiplies and
+  /// transposes by filters (each part reads only its filters of dy^T).
   mutating func convGradWeight(_ n: Node, _ a: Conv2DAttrs) {
     if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[1]), target: target)) { return winogradGradWeight(n, a) }
     let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
     let scratch = plan.scratch[n.name]!
     let col = scratch.offset, dyN = col + s.ckk * s.row, dwT = dyN + s.f * s.cols
+    let macs = s.n * s.f * s.plane * s.ckk
+    let copyParts = parallelParts(units: s.c, macs: macs)
+    let parts = s.f % lanes == 0 ? parallelParts(units: s.f / lanes, macs: macs) : 1, per = s.f / parts
     body.append(elementwise(s.ckk * s.f) { i in .store(.arena, .c(dwT) + i, .c(0)) })
-
     body.append(loop("g", s.n / s.group) { e, g in
-      e.im2col(a, s, x: x, g: g, col: col) + [e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true)]
-        + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.row, aCol: 1,
-                                b: (.arena, .c(dyN)), ldb: s.f, c: (.arena, .c(dwT)), ldc: s.f, accumulate: true))
+      e.inParts(copyParts, of: "input channels") { e, part in
+        e.im2col(a, s, x: x, g: g, col: col, channels: (part * (s.c / copyParts), s.c / copyParts))
+      } + e.inParts(parts, of: "filters") { e, part in
+        let f0 = part * per
+        return [e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true, filters: (f0, per))]
+          + e.tiledGemm(TiledGemm(m: s.ckk, n: per, k: s.cols, a: (.arena, .c(col)), aRow: s.row, aCol: 1,
+                                  b: (.arena, .c(dyN) + f0), ldb: s.f, c: (.arena, .c(dwT) + f0), ldc: s.f, accumulate: true, calls: parts))
+      }
     })
-    body.append(loop("f", s.f) { e, fi in [e.loop("r", s.ckk) { _, r in
-      [.store(dw.base, .c(dw.offset) + fi * s.ckk + r, .load(.arena, .c(dwT) + r * s.f + fi))]
-    }] })
+    body += inParts(parts, of: "filters") { e, part in
+      [e.loop("f", per) { e, fv in [e.loop("r", s.ckk) { _, r in
+        let fi = fv + part * per
+        return [.store(dw.base, .c(dw.offset) + fi * s.ckk + r, .load(.arena, .c(dwT) + r * s.f + fi))]
+      }] }]
+    }
   }
 
+  /// dcol[ckk x cols] = W^T[ckk x F] * dy[F x cols], then col2im into dx. One image per GEMM reads dy where it
+  /// is; several are copied into GEMM layout first. A step that splits its kernels splits by input channels:
+  /// each part's rows of dcol and its channels of dx.
   mutating func convGradInput(_ n: Node, _ a: Conv2DAttrs) {
     if choosesWinograd(n, ConvCost.inputGradient(a, x: dims(n.args[2]), target: target)) { return winogradGradInput(n, a) }
     let dy = at(n.args[0]), w = at(n.args[1]), s = convShape(a, x: dims(n.args[2]))
     let dx = at(n.name)
     let scratch = plan.scratch[n.name]!
     let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.row
+    let parts = parallelParts(units: s.c, macs: s.n * s.f * s.plane * s.ckk), per = s.c / parts, taps = s.k * s.k
     if a.stride != 1 { body.append(zero(dx)) }
     body.append(loop("g", s.n / s.group) { e, g in
-      [e.toGEMMLayout(dy, s, g: g, dst: dyT),
-      ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), aRow: 1, aCol: s.ckk,
-                                b: (.arena, .c(dyT)), ldb: s.row, c: (.arena, .c(dcol)), ldc: s.row, accumulate: false)) + [
-       e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
-         a.stride == 1 ? e.col2imGather(a, s, dx, dcol: dcol, g: g, j: j, ci: ci) :
-         e.patchLoops(a, s, ci) { ci, ky, kx, column, iy, ix in
-           [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
-                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column))]
-         }
-       }] }]
+      let b: (Base, IExpr) = s.group == 1 ? (dy.base, .c(dy.offset) + g * (s.f * s.plane)) : (.arena, .c(dyT))
+      return (s.group == 1 ? [] : [e.toGEMMLayout(dy, s, g: g, dst: dyT)]) + e.inParts(parts, of: "input channels") { e, part in
+        let c0 = part * per
+        return e.tiledGemm(TiledGemm(m: per * taps, n: s.cols, k: s.f, a: (w.base, .c(w.offset) + c0 * taps), aRow: 1, aCol: s.ckk,
+                                     b: b, ldb: s.group == 1 ? s.plane : s.row, c: (.arena, .c(dcol) + c0 * (taps * s.row)), ldc: s.row,
+                                     accumulate: false, calls: parts)) + [
+          e.loop("j", s.group) { e, j in [e.loop("c", per) { e, cv in
+            let ci = cv + c0
+            return a.stride == 1 ? e.col2imGather(a, s, dx, dcol: dcol, g: g, j: j, ci: ci) :
+              e.patchLoops(a, s, ci) { ci, ky, kx, column, iy, ix in
+                [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
+                             .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column))]
+              }
+          }] }]
+      }
     })
   }
 

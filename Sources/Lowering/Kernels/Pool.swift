@@ -27,8 +27,7 @@ extension Emitter {
   mutating func maxPoolGrad(_ n: Node, _ p: PoolAttrs) {
     let dy = at(n.args[0]), dyd = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dx = at(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
-    body.append(zero(dx))
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += gradientPlanes(dx, planes: xd[0] * xd[1], plane: h * w) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let best = e.fresh("best"), bi = e.fresh("bi")
       let start = e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
       return [.local(best, .load(x.base, .c(x.offset) + start)), .local(bi, .ofInt(start))] + e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
@@ -39,19 +38,18 @@ extension Emitter {
                         .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
               } } + [
               .accumulate(dx.base, .c(dx.offset) + .ofFloat(.local(bi)), .load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx))]
-    }] }] })
+    }] }] }
   }
 
   mutating func avgPoolGrad(_ n: Node, _ p: PoolAttrs) {
     let dy = at(n.args[0]), dyd = dims(n.args[0]), xd = dims(n.args[1]), dx = at(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
     let scale = 1 / Float(p.size * p.size)
-    body.append(zero(dx))
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += gradientPlanes(dx, planes: xd[0] * xd[1], plane: h * w) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let start = IExpr.c(dx.offset) + e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
       let g = FExpr.load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx) * .c(scale)
       return [e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in [.accumulate(dx.base, start + ky * w + kx, g)] }] }]
-    }] }] })
+    }] }] }
   }
 
   /// The taps of the window at output (yy, xx) of a padded or ceil-mode pool: `tap(index in the plane, inside)`
@@ -138,8 +136,7 @@ extension Emitter {
   mutating func paddedMaxPoolGrad(_ n: Node, _ p: PoolAttrs) {
     let dy = at(n.args[0]), dyd = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dx = at(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
-    body.append(zero(dx))
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += gradientPlanes(dx, planes: xd[0] * xd[1], plane: h * w) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let best = e.fresh("best"), bi = e.fresh("bi")
       let plane = q * (h * w)
       let taps = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, i, inside, _ in
@@ -150,15 +147,14 @@ extension Emitter {
       }
       return [.local(best, .c(0)), .local(bi, .c(-1))] + taps + [
         .accumulate(dx.base, .c(dx.offset) + plane + .ofFloat(.local(bi)), .load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx))]
-    }] }] })
+    }] }] }
   }
 
   /// The gradient of a padded or ceil-mode avgpool: dy over the window's divisor, to each input element.
   mutating func paddedAvgPoolGrad(_ n: Node, _ p: PoolAttrs) {
     let dy = at(n.args[0]), dyd = dims(n.args[0]), xd = dims(n.args[1]), dx = at(n.name)
     let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
-    body.append(zero(dx))
-    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+    body += gradientPlanes(dx, planes: xd[0] * xd[1], plane: h * w) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let count = e.fresh("count"), g = e.fresh("g")
       let counting = e.paddedTaps(p, h: h, w: w, yy: yy, xx: xx) { _, _, inside, padded in
         [.when(p.countIncludePad ? padded : inside, [.set(count, .local(count) + .c(1))])]
@@ -168,19 +164,27 @@ extension Emitter {
       }
       let dyv = FExpr.load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx)
       return [.local(count, .c(0))] + counting + [.local(g, dyv * (.c(1) / .local(count)))] + spreading
-    }] }] })
+    }] }] }
   }
 
   mutating func reluMaxPoolGrad(_ n: Node, _ a: UnpoolAttrs) {
     let dy = at(n.args[0]), d = dims(n.args[0]), y = at(n.args[1]), am = at(n.args[2]), dx = at(n.name)
     let plane = a.height * a.width, pooled = d[2] * d[3]
-    body.append(zero(dx))
-    body.append(loop("q", d[0] * d[1]) { e, q in [e.loop("i", pooled) { _, i in
+    body += gradientPlanes(dx, planes: d[0] * d[1], plane: plane) { e, q in [e.loop("i", pooled) { _, i in
       let o = q * pooled + i
       return [.when(.fgt(.load(y.base, .c(y.offset) + o), .c(0)), [
         .accumulate(dx.base, .c(dx.offset) + q * plane + .ofFloat(.load(am.base, .c(am.offset) + o)), .load(dy.base, .c(dy.offset) + o)),
       ])]
-    }] })
+    }] }
+  }
+
+  /// A pooling gradient's planes: each zeroed, then `scatter(q)` adds into it (every window of plane q lies in
+  /// it), plane by plane so the plane is still in cache when the scatter comes; the planes split over the pool
+  /// when the pass is large.
+  mutating func gradientPlanes(_ dx: Placement, planes: Int, plane: Int, _ scatter: @escaping (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
+    planeLoop("q", planes, work: planes * plane * Self.elementwiseWeight) { e, q in
+      [e.elementwise(plane) { i in .store(dx.base, .c(dx.offset) + q * plane + i, .c(0)) }] + scatter(&e, q)
+    }
   }
 }
 

@@ -689,10 +689,11 @@ extension Emitter {
     let plane = s.oh * s.ow
     // W'[c][f][ky][kx] = W[f][c][2 - ky][2 - kx].
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(w.base, .c(w.offset) + (ci * s.cout + co) * 9 + (8 - ky * 3 - kx)) }
-    winogradConv(s, x: dy, groups: xd[0] / s.images, scratch: plan.scratch[n.name]!.offset, weight: weight, output: {
+    let groups = xd[0] / s.images
+    winogradConv(s, x: dy, groups: groups, scratch: plan.scratch[n.name]!.offset, parts: winogradParts(s, groups: groups), weight: weight, output: {
       _, j, t, ty, tx, c0, lanes, staging in Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
-    }, after: { e, g, staging, _ in
-      [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
+    }, after: { e, g, staging, range in
+      [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout, range: range) { j, c, q, v in
         .store(dx.base, .c(dx.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
       }]
     })
@@ -700,18 +701,57 @@ extension Emitter {
 
   /// dW = G^T [sum over tiles (A dy A^T) . (B^T x B)] G: per group, the input tiles' transform V[xi][tile][c]
   /// and dy's Z[xi][tile][f], then sum[xi][c][f] += V[xi]^T Z[xi] (K = the group's tiles), and after every
-  /// group the kernel transform's transpose to dW[f][c][ky][kx].
+  /// group the kernel transform's transpose to dW[f][c][ky][kx]. A step that splits its kernels copies by
+  /// channels, transforms by rows of tiles, multiplies by tile positions and transposes by filters.
   mutating func winogradGradWeight(_ n: Node, _ a: Conv2DAttrs) {
     let xd = dims(n.args[1]), dy = at(n.args[0]), x = at(n.args[1]), dw = at(n.name)
     let l = WeightGradientLayout.make(a, x: xd, target: target), s = l.s, q = l.dy
     let padded = plan.scratch[n.name]!.offset, v = padded + s.paddedFloats, dyLast = v + s.transformedFloats
     let z = dyLast + l.dyFloats, sum = z + l.dyTransformFloats
+    let macs = xd[0] / s.images * s.tiles * s.tile.positions * s.cin * s.cout
+    let copyParts = parallelParts(units: Self.commonDivisor(s.cin, s.cout), macs: macs), rowParts = parallelParts(units: s.tilesY, macs: macs)
+    let positionParts = parallelParts(units: s.tile.positions, macs: macs), filterParts = parallelParts(units: s.cout, macs: macs)
     body += [zeroArena(sum, l.sumFloats), zeroArena(padded, s.paddedFloats), zeroArena(dyLast, l.dyFloats)]
     body.append(loop("g", xd[0] / s.images) { e, g in
-      var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded),
-                         e.transformInput(s, padded: padded, into: v),
-                         e.copyChannelsLast(q, images: s.images, from: dy, g: g, into: dyLast)]
-      out.append(e.loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
+      var out = e.inParts(copyParts, of: "channels") { e, part in
+        [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded, channels: (part * (s.cin / copyParts), s.cin / copyParts)),
+         e.copyChannelsLast(q, images: s.images, from: dy, g: g, into: dyLast, channels: (part * (s.cout / copyParts), s.cout / copyParts))]
+      }
+      out += e.inParts(rowParts, of: "rows of tiles") { e, part in
+        let rows = (part * (s.tilesY / rowParts), s.tilesY / rowParts)
+        return [e.transformInput(s, padded: padded, into: v, tileRows: rows), e.transformGradient(s, l, from: dyLast, into: z, tileRows: rows)]
+      }
+      out += e.inParts(positionParts, of: "tile positions") { e, part in
+        let per = s.tile.positions / positionParts
+        return [e.loop("xi", per) { e, xv in
+          let xi = xv + part * per
+          return e.tiledGemm(TiledGemm(m: s.cin, n: s.cout, k: s.tiles, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: 1, aCol: s.cin,
+                                       b: (.arena, .c(z) + xi * (s.tiles * s.cout)), ldb: s.cout,
+                                       c: (.arena, .c(sum) + xi * (s.cin * s.cout)), ldc: s.cout, accumulate: true, calls: positionParts))
+        }]
+      }
+      return out
+    })
+    let gT = Winograd.transposed(s.tile.kernelTransform), per = s.cout / filterParts
+    body += inParts(filterParts, of: "filters") { e, part in
+      [.scalarLoops([e.loop("f", per) { e, fv in [e.loop("c", s.cin) { e, c in
+        let f = fv + part * per
+        let m = (0..<4).map { r in (0..<4).map { cc in FExpr.load(.arena, .c(sum + (r * 4 + cc) * s.cin * s.cout) + c * s.cout + f) } }
+        var (out, t) = e.transform(gT, m, gT)
+        for ky in 0..<3 {
+          for kx in 0..<3 { out.append(.store(dw.base, .c(dw.offset) + (f * s.cin + c) * 9 + (ky * 3 + kx), t[ky][kx])) }
+        }
+        return out
+      }] }])]
+    }
+  }
+
+  /// Z[xi][tile][f] = (A dy A^T)[xi] for dy's 2x2 output tiles (channels-last in `from`), the rows of tiles `tileRows`.
+  mutating func transformGradient(_ s: WinogradShape, _ l: WeightGradientLayout, from dyLast: Int, into z: Int, tileRows: (first: IExpr, count: Int)) -> Stmt {
+    let q = l.dy
+    return loop("j", s.images) { e, j in [e.loop("ty", tileRows.count) { e, vy in
+      let ty = vy + tileRows.first
+      return [e.loop("tx", s.tilesX) { e, tx in
         e.vectorRuns(s.cout) { e, f0, lanes in
           let d = (0..<2).map { r in (0..<2).map { c in VExpr.load(.arena, .c(dyLast) + q.at(j, ty * 2 + r, tx * 2 + c, f0), lanes: lanes) } }
           let a = Winograd.transposed(s.tile.outputTransform)
@@ -722,22 +762,10 @@ extension Emitter {
           }
           return out
         }
-      }] }] })
-      out.append(e.loop("xi", s.tile.positions) { e, xi in
-        e.tiledGemm(TiledGemm(m: s.cin, n: s.cout, k: s.tiles, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: 1, aCol: s.cin,
-                              b: (.arena, .c(z) + xi * (s.tiles * s.cout)), ldb: s.cout,
-                              c: (.arena, .c(sum) + xi * (s.cin * s.cout)), ldc: s.cout, accumulate: true))
-      })
-      return out
-    })
-    let gT = Winograd.transposed(s.tile.kernelTransform)
-    body.append(.scalarLoops([loop("f", s.cout) { e, f in [e.loop("c", s.cin) { e, c in
-      let m = (0..<4).map { r in (0..<4).map { cc in FExpr.load(.arena, .c(sum + (r * 4 + cc) * s.cin * s.cout) + c * s.cout + f) } }
-      var (out, t) = e.transform(gT, m, gT)
-      for ky in 0..<3 {
-        for kx in 0..<3 { out.append(.store(dw.base, .c(dw.offset) + (f * s.cin + c) * 9 + (ky * 3 + kx), t[ky][kx])) }
-      }
-      return out
-    }] }]))
+      }]
+    }] }
   }
+
+  /// The greatest common divisor: the units two channel counts split into alike.
+  static func commonDivisor(_ a: Int, _ b: Int) -> Int { b == 0 ? a : commonDivisor(b, a % b) }
 }

@@ -345,9 +345,9 @@ struct Train: ParsableCommand {
   }
 
   /// The kernels that took the most of a step, slowest first, as a table: line, statement, op (and conv
-  /// algorithm), milliseconds per step and share; what the rest took in one line.
+  /// algorithm), milliseconds per step and share; what the rest took, in all and by op.
   static func profileTable(_ rows: [(name: String, op: String, line: Int, msPerStep: Double, share: Double)], algorithms: [String: String]) -> String {
-    let shown = 20, sorted = rows.sorted { $0.msPerStep > $1.msPerStep }
+    let shown = 20, shownOps = 8, sorted = rows.sorted { $0.msPerStep > $1.msPerStep }
     var lines = ["profile of one shard's training step (\(String(format: "%.1f", rows.map(\.msPerStep).reduce(0, +))) ms), slowest first:",
                  "  line  statement                      op                               ms/step  share"]
     for r in sorted.prefix(shown) {
@@ -358,6 +358,10 @@ struct Train: ParsableCommand {
     let rest = sorted.dropFirst(shown)
     if !rest.isEmpty {
       lines.append(String(format: "  the other %d kernels: %.2f ms/step, %.1f%%", rest.count, rest.map(\.msPerStep).reduce(0, +), rest.map(\.share).reduce(0, +) * 100))
+      // Many small kernels of one op can outweigh a large one: the rest by op, largest first.
+      let byOp = Dictionary(grouping: rest) { $0.op }.mapValues { $0.map(\.msPerStep).reduce(0, +) }.sorted { ($0.value, $1.key) > ($1.value, $0.key) }
+      lines.append("    by op: " + byOp.prefix(shownOps).map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", ")
+                   + (byOp.count > shownOps ? String(format: ", others %.2f", byOp.dropFirst(shownOps).map(\.value).reduce(0, +)) : ""))
     }
     return lines.joined(separator: "\n")
   }
