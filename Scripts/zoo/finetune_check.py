@@ -14,8 +14,8 @@ whole network and 1e-4 head-only (LR), batch 16, EPOCHS epochs. Head-only, both 
 evaluation (running statistics), as PyTorch's model.eval() does. PyTorch runs eager on the same transformed images
 held in memory, 2 threads; cnnc reads the photos per batch from disk. cnnc trains the whole network in one shard,
 so that its batch norms see the whole batch as PyTorch's do (two shards of 8 images normalise each with its own
-statistics, as data-parallel training without synchronised batch norm does), which leaves its step one thread;
-head-only, with no batch statistics, in two. One JSON line per mode (test accuracies and the training loss of the
+statistics, as data-parallel training without synchronised batch norm does), its kernels split over the 2 threads;
+head-only, with no batch statistics, in two shards. One JSON line per mode (test accuracies and the training loss of the
 first and last step per seed, the largest difference of the two sides' step losses, median training images/s of
 the epochs after the first), then a table of mean accuracies and speed ratios.
 
@@ -165,7 +165,7 @@ def pytorch_run(data, head_only, model, seed):
             loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         if epoch > 0:
             speeds.append(steps * BATCH / (time.perf_counter() - begin))
     model.eval()
