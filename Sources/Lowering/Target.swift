@@ -128,9 +128,11 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
 
   /// Images per inference call: as many as keep one chunk's arena within L2 plus the L3 share, so
   /// activations stay in cache between layers; at most 64 (measured at batch 1000 on Zen 4: 64 beat
-  /// 100, 128 and 250 by 4-8%) and at least 16 (fewer leave the GEMMs too few columns).
+  /// 100, 128 and 250 by 4-8%). No floor: at 224x224 an image has thousands of columns for the GEMMs, and
+  /// the floor of 16 this had (8 images a core) ran MobileNetV2 and EfficientNet-B0 at batch 16 from memory,
+  /// 1.15-1.3x the time per image of chunks of their cache-sized 2-4 (Zen 4).
   public func inferenceChunk(activationBytesPerImage: Int) -> Int {
-    max(16, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
+    max(1, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
   }
 }
 
