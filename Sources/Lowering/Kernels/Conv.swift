@@ -356,12 +356,16 @@ extension Emitter {
 
   /// Output rows per band of a conv whose whole column matrix would not stay in L2 (ResNet's 7x7 stem: 147 x
   /// 12,544 floats, 7.4 MB, written by im2col and read back by the GEMM from L3), or nil: the largest divisor of
-  /// the output height whose band's columns take at most `Self.bandShareOfL2` of L2. One image per GEMM, no
-  /// pooling window; a plane of a single row too wide for the budget is left whole.
+  /// the output height whose band's columns take at most `Self.bandShareOfL2` of L2 (and whose count of bands the
+  /// target's parts divide, where one does). One image per GEMM, no pooling window; a plane of a single row too
+  /// wide for the budget is left whole.
   static func rowBand(_ s: ConvShape, window: Int, pool: PoolAttrs?, inPlace: Bool, target: Target) -> Int? {
     let rowFloats = s.ckk * s.ow, budget = target.l2 / bandShareOfL2 / MemoryLayout<Float>.size
     guard s.group == 1, window == 1, pool == nil, !inPlace, s.ckk * s.plane > budget, s.oh > 1 else { return nil }
-    guard let band = (1...s.oh).last(where: { s.oh % $0 == 0 && $0 * rowFloats <= budget }), band < s.oh,
+    let fits = (1...s.oh).filter { s.oh % $0 == 0 && $0 * rowFloats <= budget }
+    // Bands that split evenly over the target's parts where some do: MobileNetV2's stem in 7 bands of 16 rows ran
+    // on one core at batch 1, in 14 of 8 on both.
+    guard let band = fits.last(where: { (s.oh / $0) % target.parallelParts == 0 }) ?? fits.last, band < s.oh,
           band * s.ow >= bandVectors * target.lanes else { return nil }
     return band
   }
