@@ -119,21 +119,31 @@ extension Emitter {
     let x = at(n.args[0]), y = at(n.name), taps = s.k * s.k, wt = prepareTapMajor(n, s)
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
     let rows = Self.tapRuns(outputs: s.oh, size: s.h, s), columns = Self.tapRuns(outputs: s.ow, size: s.w, s)
-    /// Output pixel (oy, ox) of image b, channels c0 ..< c0 + lanes, from the taps inside the input.
-    let pixel = { (e: inout Emitter, b: IExpr, oy: IExpr, ox: IExpr, kys: [Int], kxs: [Int], c0: IExpr, lanes: Int) -> [Stmt] in
-      let acc = e.fresh("acc")
-      var run: [Stmt] = [.vlocal(acc, bias.map { .load(.params, .c($0.offset) + c0, lanes: lanes) } ?? .zero)]
+    /// Output pixels (oy, ox ..< ox + count) of image b, channels c0 ..< c0 + lanes, from the taps inside the input
+    /// (the same for every pixel of a run): each tap's weight vector is loaded once for the pixels, which read
+    /// overlapping input columns (the back ends load each once), so a run of 4 pixels of a 3x3 conv loads 27 vectors
+    /// for 36 multiply-adds where single pixels load 72.
+    let pixels = { (e: inout Emitter, b: IExpr, oy: IExpr, ox: IExpr, count: Int, kys: [Int], kxs: [Int], c0: IExpr, lanes: Int) -> [Stmt] in
+      let accs = (0..<count).map { _ in e.fresh("acc") }
+      let start: VExpr = bias.map { .load(.params, .c($0.offset) + c0, lanes: lanes) } ?? .zero
+      var run: [Stmt] = accs.map { .vlocal($0, start) }
       for ky in kys { for kx in kxs {
-        let input = (b * s.h + oy * s.stride + (ky * s.dilation - s.padding)) * s.w + ox * s.stride + (kx * s.dilation - s.padding)
-        let weight = VExpr.load(.prepared, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)
-        run.append(.vset(acc, .fma(.load(x.base, .c(x.offset) + input * s.c + c0, lanes: lanes), weight, .local(acc))))
+        let weight = e.fresh("w")
+        run.append(.vlocal(weight, .load(.prepared, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)))
+        for (p, acc) in accs.enumerated() {
+          let input = (b * s.h + oy * s.stride + (ky * s.dilation - s.padding)) * s.w + (ox + p) * s.stride + (kx * s.dilation - s.padding)
+          run.append(.vset(acc, .fma(.load(x.base, .c(x.offset) + input * s.c + c0, lanes: lanes), .local(weight), .local(acc))))
+        }
       } }
-      if let fold {
-        let scale = VExpr.load(fold.base, .c(fold.offset) + c0, lanes: lanes), shift = VExpr.load(fold.base, .c(fold.offset + s.f) + c0, lanes: lanes)
-        run.append(.vset(acc, .add(.mul(.local(acc), scale), shift)))
+      for (p, acc) in accs.enumerated() {
+        if let fold {
+          let scale = VExpr.load(fold.base, .c(fold.offset) + c0, lanes: lanes), shift = VExpr.load(fold.base, .c(fold.offset + s.f) + c0, lanes: lanes)
+          run.append(.vset(acc, .add(.mul(.local(acc), scale), shift)))
+        }
+        if relu { run.append(.vset(acc, .max(.zero, .local(acc)))) }
+        run.append(.vstore(y.base, .c(y.offset) + ((b * s.oh + oy) * s.ow + ox + p) * s.c + c0, .local(acc), lanes: lanes))
       }
-      if relu { run.append(.vset(acc, .max(.zero, .local(acc)))) }
-      return run + [.vstore(y.base, .c(y.offset) + ((b * s.oh + oy) * s.ow + ox) * s.c + c0, .local(acc), lanes: lanes)]
+      return run
     }
     let width = lanes, vectors = s.c / width, rest = s.c % width, macs = s.n * s.c * s.oh * s.ow * taps
     /// Output row oy (taps `kys` inside the input) of image b, over `count` channel vectors from channel `first`,
@@ -141,12 +151,19 @@ extension Emitter {
     let outputRow = { (e: inout Emitter, b: IExpr, oy: IExpr, kys: [Int], first: IExpr, count: Int, masked: Cond?) -> [Stmt] in
       func onlyIf(_ stmts: [Stmt]) -> [Stmt] { masked.map { [.when($0, stmts)] } ?? stmts }
       let row = (b * s.oh + oy) * s.ow
-      var out: [Stmt] = columns.map { col in e.loop("ox", col.range.count) { e, u in
-        let ox = u + col.range.lowerBound
-        var channels = count > 0 ? [e.loop("cv", count) { e, cv in pixel(&e, b, oy, ox, kys, col.taps, first + cv * width, width) }] : []
-        if rest > 0 { channels += onlyIf(pixel(&e, b, oy, ox, kys, col.taps, .c(vectors * width), rest)) }
-        return channels
-      } }
+      // Each run of columns in blocks of `depthwisePixels` pixels, then its last ones one by one.
+      var out: [Stmt] = columns.flatMap { col -> [Stmt] in
+        func channels(_ e: inout Emitter, _ ox: IExpr, _ n: Int) -> [Stmt] {
+          var channels = count > 0 ? [e.loop("cv", count) { e, cv in pixels(&e, b, oy, ox, n, kys, col.taps, first + cv * width, width) }] : []
+          if rest > 0 { channels += onlyIf(pixels(&e, b, oy, ox, n, kys, col.taps, .c(vectors * width), rest)) }
+          return channels
+        }
+        let run = Self.depthwisePixels, blocks = col.range.count / run, single = col.range.count % run
+        var loops: [Stmt] = []
+        if blocks > 0 { loops.append(e.loop("ox", blocks) { e, u in channels(&e, u * run + col.range.lowerBound, run) }) }
+        if single > 0 { loops.append(e.loop("ox", single) { e, u in channels(&e, u + (blocks * run + col.range.lowerBound), 1) }) }
+        return loops
+      }
       guard !tail.isEmpty else { return out }
       if count > 0 { out.append(e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + first, count: count * width) }) }
       if rest > 0 { out += onlyIf([e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + vectors * width, count: rest) }]) }
@@ -166,6 +183,10 @@ extension Emitter {
     } }] }
     body += split
   }
+
+  /// Output pixels along a row a channels-last depthwise conv computes together (`depthwiseChannelsLast`): 4
+  /// accumulators, a weight and an input vector fit AVX2's 16 registers; 8 (AVX-512's 32) was slower on Zen 4.
+  static let depthwisePixels = 4
 
   /// Prepared-buffer room the prepare program fills with a depthwise conv's weights tap-major ([k*k][C]: per tap, a vector
   /// per channel vector), once per set of weights.
