@@ -119,31 +119,9 @@ extension Emitter {
     let x = at(n.args[0]), y = at(n.name), taps = s.k * s.k, wt = prepareTapMajor(n, s)
     let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
     let rows = Self.tapRuns(outputs: s.oh, size: s.h, s), columns = Self.tapRuns(outputs: s.ow, size: s.w, s)
-    /// Output pixels (oy, ox ..< ox + count) of image b, channels c0 ..< c0 + lanes, from the taps inside the input
-    /// (the same for every pixel of a run): each tap's weight vector is loaded once for the pixels, which read
-    /// overlapping input columns (the back ends load each once), so a run of 4 pixels of a 3x3 conv loads 27 vectors
-    /// for 36 multiply-adds where single pixels load 72.
     let pixels = { (e: inout Emitter, b: IExpr, oy: IExpr, ox: IExpr, count: Int, kys: [Int], kxs: [Int], c0: IExpr, lanes: Int) -> [Stmt] in
-      let accs = (0..<count).map { _ in e.fresh("acc") }
-      let start: VExpr = bias.map { .load(.params, .c($0.offset) + c0, lanes: lanes) } ?? .zero
-      var run: [Stmt] = accs.map { .vlocal($0, start) }
-      for ky in kys { for kx in kxs {
-        let weight = e.fresh("w")
-        run.append(.vlocal(weight, .load(.prepared, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)))
-        for (p, acc) in accs.enumerated() {
-          let input = (b * s.h + oy * s.stride + (ky * s.dilation - s.padding)) * s.w + (ox + p) * s.stride + (kx * s.dilation - s.padding)
-          run.append(.vset(acc, .fma(.load(x.base, .c(x.offset) + input * s.c + c0, lanes: lanes), .local(weight), .local(acc))))
-        }
-      } }
-      for (p, acc) in accs.enumerated() {
-        if let fold {
-          let scale = VExpr.load(fold.base, .c(fold.offset) + c0, lanes: lanes), shift = VExpr.load(fold.base, .c(fold.offset + s.f) + c0, lanes: lanes)
-          run.append(.vset(acc, .add(.mul(.local(acc), scale), shift)))
-        }
-        if relu { run.append(.vset(acc, .max(.zero, .local(acc)))) }
-        run.append(.vstore(y.base, .c(y.offset) + ((b * s.oh + oy) * s.ow + ox + p) * s.c + c0, .local(acc), lanes: lanes))
-      }
-      return run
+      e.depthwisePixels(s, x: x, y: y, weights: wt, bias: bias, fold: fold, relu: relu, image: b, row: oy, column: ox, count: count,
+                        taps: (kys, kxs), channels: (c0, lanes))
     }
     let width = lanes, vectors = s.c / width, rest = s.c % width, macs = s.n * s.c * s.oh * s.ow * taps
     /// Output row oy (taps `kys` inside the input) of image b, over `count` channel vectors from channel `first`,
@@ -182,6 +160,36 @@ extension Emitter {
       return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, nil) }
     } }] }
     body += split
+  }
+
+  /// Output pixels (row, column ..< column + count) of `image` of a channels-last depthwise conv, channels
+  /// (first, lanes), from the taps inside the input (the same for every pixel of a run): each tap's weight vector is
+  /// loaded once for the pixels, which read overlapping input columns (the back ends load each once), so a run of 4
+  /// pixels of a 3x3 conv loads 27 vectors for 36 multiply-adds where single pixels load 72.
+  mutating func depthwisePixels(_ s: DirectConvShape, x: Placement, y: Placement, weights wt: Int, bias: Placement?, fold: Placement?, relu: Bool,
+                                image b: IExpr, row oy: IExpr, column ox: IExpr, count: Int, taps: (ys: [Int], xs: [Int]),
+                                channels: (first: IExpr, lanes: Int)) -> [Stmt] {
+    let (c0, lanes) = channels
+    let accs = (0..<count).map { _ in fresh("acc") }
+    let start: VExpr = bias.map { .load(.params, .c($0.offset) + c0, lanes: lanes) } ?? .zero
+    var run: [Stmt] = accs.map { .vlocal($0, start) }
+    for ky in taps.ys { for kx in taps.xs {
+      let weight = fresh("w")
+      run.append(.vlocal(weight, .load(.prepared, .c(wt) + (ky * s.k + kx) * s.c + c0, lanes: lanes)))
+      for (p, acc) in accs.enumerated() {
+        let input = (b * s.h + oy * s.stride + (ky * s.dilation - s.padding)) * s.w + (ox + p) * s.stride + (kx * s.dilation - s.padding)
+        run.append(.vset(acc, .fma(.load(x.base, .c(x.offset) + input * s.c + c0, lanes: lanes), .local(weight), .local(acc))))
+      }
+    } }
+    for (p, acc) in accs.enumerated() {
+      if let fold {
+        let scale = VExpr.load(fold.base, .c(fold.offset) + c0, lanes: lanes), shift = VExpr.load(fold.base, .c(fold.offset + s.f) + c0, lanes: lanes)
+        run.append(.vset(acc, .add(.mul(.local(acc), scale), shift)))
+      }
+      if relu { run.append(.vset(acc, .max(.zero, .local(acc)))) }
+      run.append(.vstore(y.base, .c(y.offset) + ((b * s.oh + oy) * s.ow + ox + p) * s.c + c0, .local(acc), lanes: lanes))
+    }
+    return run
   }
 
   /// Output pixels along a row a channels-last depthwise conv computes together (`depthwiseChannelsLast`): 4
