@@ -362,12 +362,17 @@ extension Emitter {
   static func rowBand(_ s: ConvShape, window: Int, pool: PoolAttrs?, inPlace: Bool, target: Target) -> Int? {
     let rowFloats = s.ckk * s.ow, budget = target.l2 / bandShareOfL2 / MemoryLayout<Float>.size
     guard s.group == 1, window == 1, pool == nil, !inPlace, s.ckk * s.plane > budget, s.oh > 1 else { return nil }
-    let fits = (1...s.oh).filter { s.oh % $0 == 0 && $0 * rowFloats <= budget }
-    // Bands that split evenly over the target's parts where some do: MobileNetV2's stem in 7 bands of 16 rows ran
-    // on one core at batch 1, in 14 of 8 on both.
-    guard let band = fits.last(where: { (s.oh / $0) % target.parallelParts == 0 }) ?? fits.last, band < s.oh,
+    // MobileNetV2's stem in 7 bands of 16 rows ran on one core at batch 1, in 14 of 8 on both.
+    guard let band = evenBands(s.oh, images: 1, target: target, fits: { $0 * rowFloats <= budget }), band < s.oh,
           band * s.ow >= bandVectors * target.lanes else { return nil }
     return band
+  }
+
+  /// The most rows per band, dividing `rows`, that `fits`, preferring a band count over `images` images that the
+  /// target's parts divide (every core gets as many bands); nil when no height fits.
+  static func evenBands(_ rows: Int, images: Int, target: Target, fits: (Int) -> Bool) -> Int? {
+    let heights = (1...rows).filter { rows % $0 == 0 && fits($0) }
+    return heights.last { images * (rows / $0) % target.parallelParts == 0 } ?? heights.last
   }
 
   /// The share of L2 one band's column matrix may take: the band's weights and output rows stream beside it.
@@ -741,8 +746,9 @@ extension Conv2DGradInputOp: Lowerable {
     let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
     if a.isDirect { return Emitter.directConvShape(a, x: x).floats }
     if ConvCost.inputGradient(a, x: x, target: target).isWinograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
-    let g = convScratch(attrs, x: n.args[2], shapes, target, training: training)
-    return (g.ckk + g.f) * g.row
+    // dcol, and dy in GEMM layout when a GEMM takes several images (one image's GEMM reads dy in place).
+    let s = Emitter.convShape(a, x: x, target: target, training: training)
+    return (s.ckk + (s.group == 1 ? 0 : s.f)) * s.row
   }
 }
 

@@ -24,10 +24,8 @@ extension Emitter {
     let rowFloats = s.ow * s.ckk, l2 = target.l2 / MemoryLayout<Float>.size, weights = s.ckk * s.f
     if Double(s.oh * rowFloats) <= Double(l2) * wholeImageShareOfL2 { return s.oh }
     if weights > l2 / 2, s.n < target.parallelParts, s.oh * rowFloats <= l2 { return s.oh }
-    let fits = (1...s.oh).filter { s.oh % $0 == 0 && $0 * rowFloats <= l2 / bandShareOfL2 }
-    // A band count the pool's parts divide where one fits: ResNet-18's first stride-2 3x3 conv at batch 1, in 7
-    // bands of 4 rows, ran on one core (1.14 ms; 14 bands of 2 split evenly).
-    return fits.last { s.n * (s.oh / $0) % target.parallelParts == 0 } ?? fits.last ?? 1
+    // ResNet-18's first stride-2 3x3 conv at batch 1, in 7 bands of 4 rows, ran on one core (14 bands of 2 split evenly).
+    return evenBands(s.oh, images: s.n, target: target) { $0 * rowFloats <= l2 / bandShareOfL2 } ?? 1
   }
 
   /// The fewest floats per column row (C * k * k) a conv runs channels-last through columns with: MobileNetV2's 3x3
