@@ -158,6 +158,14 @@ public struct Operands<T: Real>: Sendable {
     return labels
   }
 
+  /// Operand `i` as an operand of a conv's or dense layer's products: rounded to bfloat16 when the context says so
+  /// and `rounds` (an ungrouped conv; grouped ones are not GEMMs).
+  public func product(_ i: Int, _ ctx: ReferenceContext, rounds: Bool = true) throws(EvaluationError) -> Tensor<T> {
+    let t = try f32(i)
+    guard ctx.bf16Products, rounds else { return t }
+    return Tensor(shape: t.shape, data: t.data.map { T(BF16.rounded(Float($0))) })
+  }
+
   /// Operand `i` when `present`, else nil (an optional bias).
   public func f32(_ i: Int, if present: Bool) throws(EvaluationError) -> Tensor<T>? { present ? try f32(i) : nil }
 }

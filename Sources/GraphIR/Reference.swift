@@ -15,10 +15,14 @@ public struct ReferenceContext: Sendable {
   public var training: Bool
   public var seed: UInt64
   public var step: UInt64
-  public init(training: Bool, seed: UInt64 = 0, step: UInt64 = 0) {
+  /// The operands of every product of an ungrouped conv or a dense layer (forward and both gradients) rounded to
+  /// bfloat16 (`BF16.rounded`), the sums exact as the type keeps them: what a bf16 program's GEMMs compute.
+  public var bf16Products: Bool
+  public init(training: Bool, seed: UInt64 = 0, step: UInt64 = 0, bf16Products: Bool = false) {
     self.training = training
     self.seed = seed
     self.step = step
+    self.bf16Products = bf16Products
   }
 }
 

@@ -15,6 +15,8 @@ public struct LLVMRenderer {
   var lanes: Int
   /// Whether the program's target has fused multiply-add.
   var fused = true
+  /// Whether `VExpr.dotBF16` is the target's instruction (`Target.bf16Dot`).
+  var bf16Dot = false
   /// The program's CPU and features, as every function's `target-cpu` and `target-features` attributes.
   var cpu = (name: "", features: "")
   let entryType: LLVMTypeRef
@@ -150,6 +152,7 @@ public struct LLVMRenderer {
     monotonicClock = p.target.monotonicClock
     lanes = p.lanes
     fused = p.target.fma
+    bf16Dot = p.target.bf16Dot
     vec = LLVMVectorType(f32, UInt32(p.lanes))
   }
 
@@ -518,6 +521,9 @@ public struct LLVMRenderer {
       return LLVMBuildCall2(builder, fnTy, declared("llvm.sqrt.v\(lanes)f32", fnTy), &args, 1, "")
     case .selectGreater(let p, let q, let a, let b):
       return LLVMBuildSelect(builder, LLVMBuildFCmp(builder, LLVMRealOGT, vexpr(p, s), vexpr(q, s), ""), vexpr(a, s), vexpr(b, s), "")
+    case .bf16Pair(let a, let b): return bf16Pair(vexpr(a, s), vexpr(b, s), lanes: lanes)
+    case .bf16Pack(let a, let b): return bf16Pack(vexpr(a, s), vexpr(b, s))
+    case .dotBF16(let acc, let a, let b): return dotBF16(vexpr(acc, s), vexpr(a, s), vexpr(b, s))
     }
   }
 
@@ -567,6 +573,7 @@ public struct LLVMRenderer {
     case .select(let c, let a, let b): return LLVMBuildSelect(builder, cond(c, s), fexpr(a, s), fexpr(b, s), "")
     case .ofInt(let i): return LLVMBuildSIToFP(builder, iexpr(i, s), f32, "")
     case .learningRate: return s.lr
+    case .bf16Pair(let a, let b): return bf16Pair(fexpr(a, s), fexpr(b, s), lanes: 1)
     }
   }
 

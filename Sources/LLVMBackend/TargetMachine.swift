@@ -63,6 +63,11 @@ public enum KnownCPUs {
     .avx512: ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "evex512"],
   ]
 
+  /// The x86 CPUs with AVX512_BF16 (the bf16 dot product, `Target.bf16Dot`) among those of the AVX-512 class.
+  static let bf16Dot: Set = ["cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5"]
+  /// LLVM's name of that feature.
+  static let bf16Feature = "avx512bf16"
+
   static func isa(of cpu: String, aarch64: Bool) -> Target.ISA? {
     byISA.first { ($0.isa == .neon) == aarch64 && $0.names.contains(cpu) }?.isa
   }
@@ -84,8 +89,10 @@ extension Target {
       : KnownCPUs.required[.avx512]!.allSatisfy(enabled.contains) ? .avx512
       : KnownCPUs.required[.avx2]!.allSatisfy(enabled.contains) ? .avx2 : .sse
     let nominal = nominalCaches(isa), caches = HostCaches.read()
-    return Target(triple: triple, cpu: cpu, features: features, isa: isa, l1: caches.l1 ?? nominal.l1, l2: caches.l2 ?? nominal.l2,
-                  l3: caches.l3 ?? nominal.l3, cores: caches.cores ?? ProcessInfo.processInfo.activeProcessorCount, origin: .host)
+    var t = Target(triple: triple, cpu: cpu, features: features, isa: isa, l1: caches.l1 ?? nominal.l1, l2: caches.l2 ?? nominal.l2,
+                   l3: caches.l3 ?? nominal.l3, cores: caches.cores ?? ProcessInfo.processInfo.activeProcessorCount, origin: .host)
+    t.bf16Dot = isa == .avx512 && enabled.contains(KnownCPUs.bf16Feature)
+    return t
   }
 
   /// The target for `--cpu`, `--target` and `--features`: the host when none is given. With `runsHere`
@@ -137,9 +144,14 @@ extension Target {
     }
     let sameMachine = runsHere || (name == host.cpu && triple == host.triple)
     let nominal = nominalCaches(isa)
-    return Target(triple: triple, cpu: name, features: name == host.cpu && features == nil ? host.features : extra, isa: isa,
-                  l1: sameMachine ? host.l1 : nominal.l1, l2: sameMachine ? host.l2 : nominal.l2,
-                  l3: sameMachine ? host.l3 : nominal.l3, cores: sameMachine ? host.cores : 2, origin: .override)
+    var t = Target(triple: triple, cpu: name, features: name == host.cpu && features == nil ? host.features : extra, isa: isa,
+                   l1: sameMachine ? host.l1 : nominal.l1, l2: sameMachine ? host.l2 : nominal.l2,
+                   l3: sameMachine ? host.l3 : nominal.l3, cores: sameMachine ? host.cores : 2, origin: .override)
+    // The CPU's own bf16 dot product, or one `--features` adds; not where the features finally say -avx512bf16.
+    let switchedOff = t.features.split(separator: ",").contains { $0 == "-\(KnownCPUs.bf16Feature)" }
+    let named = name == host.cpu && aarch64 == hostArm ? host.bf16Dot : KnownCPUs.bf16Dot.contains(name)
+    t.bf16Dot = isa == .avx512 && !switchedOff && (named || added.contains(KnownCPUs.bf16Feature))
+    return t
   }
 }
 

@@ -10,14 +10,22 @@ public enum KernelBenchmark {
   /// kernel (the layer's runs per call, `choice.calls`, keep a small GEMM run many times a kernel).
   public static func gemm(_ choice: GemmChoice, target: Target) -> Program {
     let (m, n, k) = (choice.m, choice.n, choice.k)
-    // Each matrix starts on a cache line, as the memory plan places values.
-    func line(_ x: Int) -> Int { (x + 15) / 16 * 16 }
-    let a = 0, b = line((m - 1) * choice.aRow + (k - 1) * choice.aCol + 1), c = line(b + (k - 1) * choice.ldb + n)
-    var e = emitter(target)
+    let (a, b, c) = operands(choice)
+    let end = c + (m - 1) * choice.ldc + n
+    // Scratch the GEMM takes (a bf16 GEMM's packed operands) follows the matrices.
+    var e = emitter(target, arena: end)
     e.node = "gemm"
     e.body = e.tiledGemm(TiledGemm(m: m, n: n, k: k, a: (.arena, .c(a)), aRow: choice.aRow, aCol: choice.aCol, b: (.arena, .c(b)),
                                    ldb: choice.ldb, c: (.arena, .c(c)), ldc: choice.ldc, accumulate: false, calls: choice.calls))
-    return program("gemm_\(m)x\(n)x\(k)", e, arena: c + (m - 1) * choice.ldc + n)
+    return program("gemm_\(m)x\(n)x\(k)", e, arena: end + e.tailFloats)
+  }
+
+  /// Where `gemm`'s program keeps A, B and C in its arena, in floats: A at 0, then B and C.
+  public static func operands(_ choice: GemmChoice) -> (a: Int, b: Int, c: Int) {
+    // Each matrix starts on a cache line, as the memory plan places values.
+    func line(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+    let b = line((choice.m - 1) * choice.aRow + (choice.k - 1) * choice.aCol + 1)
+    return (0, b, line(b + (choice.k - 1) * choice.ldb + choice.n))
   }
 
   /// Independent FMA chains the peak program runs: twice what latency x pipes needs, in registers.
@@ -40,9 +48,9 @@ public enum KernelBenchmark {
   /// Floating-point operations of one run of `fmaPeak`.
   public static func peakFlops(target: Target, steps: Int) -> Double { Double(2 * target.lanes * peakChains(target) * steps) }
 
-  static func emitter(_ target: Target) -> Emitter {
+  static func emitter(_ target: Target, arena: Int = 0) -> Emitter {
     Emitter(graph: Graph(name: "bench"), shapes: ShapeTable(batch: 1, types: [:]),
-            plan: MemoryPlan(placements: [:], scratch: [:], arenaFloats: 0, parameterFloats: 0), training: false, target: target, splitsKernels: true)
+            plan: MemoryPlan(placements: [:], scratch: [:], arenaFloats: arena, parameterFloats: 0), training: false, target: target, splitsKernels: true)
   }
 
   static func program(_ name: String, _ e: Emitter, arena: Int) -> Program {

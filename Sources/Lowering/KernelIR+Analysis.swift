@@ -46,7 +46,8 @@ public enum AnyExpr: Sendable {
       switch e {
       case .c, .local, .learningRate: []
       case .load(_, let x), .ofInt(let x): [.index(x)]
-      case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): [.float(a), .float(b)]
+      case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
+        [.float(a), .float(b)]
       case .exp(let a), .log(let a), .sqrt(let a): [.float(a)]
       case .select(let c, let a, let b): [.condition(c), .float(a), .float(b)]
       }
@@ -54,7 +55,7 @@ public enum AnyExpr: Sendable {
       switch e {
       case .load(_, let x, _): [.index(x)]
       case .broadcast(let f): [.float(f)]
-      case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: e.operands.map(AnyExpr.vector)
+      case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater, .bf16Pair, .bf16Pack, .dotBF16: e.operands.map(AnyExpr.vector)
       }
     case .condition(let e):
       switch e {

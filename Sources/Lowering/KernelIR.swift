@@ -65,6 +65,9 @@ public indirect enum FExpr: Hashable, Sendable {
   case ofInt(IExpr)
   /// The entry point's learning-rate argument.
   case learningRate
+  /// The bfloat16 roundings of `low` and `high` packed into one float's 32 bits, `low` in the low half (`BF16`):
+  /// a pair of GEMM operands along K for `VExpr.dotBF16`, not a number.
+  case bf16Pair(FExpr, FExpr)
 
   public static func + (a: FExpr, b: FExpr) -> FExpr { .add(a, b) }
   public static func - (a: FExpr, b: FExpr) -> FExpr { .sub(a, b) }
@@ -120,6 +123,16 @@ public indirect enum VExpr: Hashable, Sendable {
   case sqrt(VExpr)
   /// Per lane p > q ? a : b.
   case selectGreater(VExpr, VExpr, VExpr, VExpr)
+  /// Per lane, `FExpr.bf16Pair` of the lanes of `low` and `high`.
+  case bf16Pair(VExpr, VExpr)
+  /// The 2 x lanes floats of `first` then `second` as pairs in order: lane i is `FExpr.bf16Pair` of elements 2i and
+  /// 2i + 1 (a row contiguous along K packed for `dotBF16`; `vcvtne2ps2bf16`'s layout).
+  case bf16Pack(VExpr, VExpr)
+  /// Per lane acc + a.high * b.high, then + a.low * b.low, where a and b hold `bf16Pair`s: each step rounded once
+  /// to f32, a subnormal accumulator or sum taken as zero of its sign (`BF16.dot`). The bf16 dot product's
+  /// arithmetic (AVX512_BF16's `vdpbf16ps`, measured bit for bit on Zen 4), so a target without it computes
+  /// the same bits with FMAs.
+  case dotBF16(VExpr, VExpr, VExpr)
 
   /// The operands, in order.
   public var operands: [VExpr] {
@@ -129,6 +142,8 @@ public indirect enum VExpr: Hashable, Sendable {
     case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): [a, b]
     case .sqrt(let a): [a]
     case .selectGreater(let p, let q, let a, let b): [p, q, a, b]
+    case .bf16Pair(let a, let b), .bf16Pack(let a, let b): [a, b]
+    case .dotBF16(let acc, let a, let b): [acc, a, b]
     }
   }
 }

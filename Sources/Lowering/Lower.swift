@@ -79,6 +79,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     e.emitOptimizerKernel(spec)
   }
   e.placePrepare()
+  plan.arenaFloats += e.tailFloats
   // Profiling keeps one 64-bit timestamp per kernel boundary after that.
   let profileOffset = plan.arenaFloats
   if profile {
@@ -194,6 +195,14 @@ struct Emitter {
   var prepare: [Stmt] = []
   private(set) var preparedFloats = 0
   private var counter = 0
+  /// Where scratch that kernels take while they are emitted (`tailScratch`) begins: after the planned arena.
+  let tailBase: Int
+  /// The arena floats after `tailBase` the program needs for it: the most any one kernel takes.
+  private(set) var tailFloats = 0
+  /// The tail scratch the kernel being emitted has taken so far.
+  private var kernelTail = 0
+  /// The part of a `parallel` statement being emitted (its index) and how many parts there are, or nil.
+  private var part: (index: IExpr, count: Int)?
 
   init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target, splitsKernels: Bool) {
     self.graph = graph
@@ -204,6 +213,7 @@ struct Emitter {
     trainingProgram = training
     evaluation = training ? graph.evaluationNodes : []
     self.target = target
+    tailBase = plan.arenaFloats
     // A training program's trained nodes and backward read and write NCHW; its frozen part runs as inference does.
     channelsLast = training ? (evaluation.isEmpty ? [] : chooseChannelsLast(graph, shapes, target: target, within: evaluation))
       : chooseChannelsLast(graph, shapes, target: target)
@@ -282,8 +292,20 @@ struct Emitter {
   mutating func inParts(_ parts: Int, of what: String, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
     guard parts > 1 else { return body(&self, .c(0)) }
     if !splits.contains(where: { $0.node == node }) { splits.append(ParallelSplit(node: node, parts: parts, by: what)) }
-    let v = fresh("part")
+    let v = fresh("part"), outer = part
+    part = (.v(v), parts)
+    defer { part = outer }
     return [.parallel(v, parts, body(&self, .v(v)))]
+  }
+
+  /// `floats` of arena scratch, after the planned arena, for code the kernel being emitted runs before its next
+  /// statement needs it again (a bf16 GEMM's packed operands): each part of a `parallel` statement its own. Kernels
+  /// run one after another, so every kernel's tail starts at `tailBase`.
+  mutating func tailScratch(_ floats: Int) -> IExpr {
+    let start = IExpr.c(tailBase + kernelTail)
+    kernelTail += floats * (part?.count ?? 1)
+    tailFloats = max(tailFloats, kernelTail)
+    return part.map { start + $0.index * floats } ?? start
   }
 
   /// A flat elementwise loop over `count` elements.
@@ -305,6 +327,7 @@ struct Emitter {
     // Swapped, not copied: the program's body keeps one buffer, so emitting n kernels stays linear in n.
     var inner: [Stmt] = comment.map { [.comment($0)] } ?? []
     swap(&body, &inner)
+    kernelTail = 0
     emit(&self)
     swap(&body, &inner)
     if !inner.isEmpty { body.append(.kernel(name, inner)) }

@@ -86,6 +86,7 @@ extension FExpr {
     case .select(let c, let a, let b): "(\(c.text) ? \(a.text) : \(b.text))"
     case .ofInt(let i): "float(\(i.text))"
     case .learningRate: "lr"
+    case .bf16Pair(let a, let b): "bf16_pair(\(a.text), \(b.text))"
     }
   }
 }
@@ -105,6 +106,9 @@ extension VExpr {
     case .max(let a, let b): "max(\(a.text), \(b.text))"
     case .sqrt(let a): "sqrt(\(a.text))"
     case .selectGreater(let p, let q, let a, let b): "select(\(p.text) > \(q.text), \(a.text), \(b.text))"
+    case .bf16Pair(let a, let b): "bf16_pair(\(a.text), \(b.text))"
+    case .bf16Pack(let a, let b): "bf16_pack(\(a.text), \(b.text))"
+    case .dotBF16(let acc, let a, let b): "dot_bf16(\(acc.text), \(a.text), \(b.text))"
     }
   }
 }

@@ -201,6 +201,7 @@ final class CanonicalKernel {
     case .sqrt(let a): .sqrt(float(a))
     case .select(let c, let a, let b): .select(cond(c), float(a), float(b))
     case .ofInt(let i): .ofInt(index(i))
+    case .bf16Pair(let a, let b): .bf16Pair(float(a), float(b))
     }
   }
 
@@ -240,6 +241,9 @@ final class CanonicalKernel {
     case .max(let a, let b): .max(vector(a), vector(b))
     case .sqrt(let a): .sqrt(vector(a))
     case .selectGreater(let p, let q, let a, let b): .selectGreater(vector(p), vector(q), vector(a), vector(b))
+    case .bf16Pair(let a, let b): .bf16Pair(vector(a), vector(b))
+    case .bf16Pack(let a, let b): .bf16Pack(vector(a), vector(b))
+    case .dotBF16(let acc, let a, let b): .dotBF16(vector(acc), vector(a), vector(b))
     }
   }
 }

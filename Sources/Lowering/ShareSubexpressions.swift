@@ -27,7 +27,7 @@ struct SubexpressionSharing {
     guard counts[e] == 1 else { return }
     switch e {
     case .c, .load, .local, .ofInt, .learningRate: break
-    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b):
+    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
       count(a)
       count(b)
     case .exp(let a), .log(let a), .sqrt(let a): count(a)
@@ -73,6 +73,7 @@ struct SubexpressionSharing {
     case .mul(let a, let b): (rebuilt, depth) = two(a, b, FExpr.mul)
     case .div(let a, let b): (rebuilt, depth) = two(a, b, FExpr.div)
     case .max(let a, let b): (rebuilt, depth) = two(a, b, FExpr.max)
+    case .bf16Pair(let a, let b): (rebuilt, depth) = two(a, b, FExpr.bf16Pair)
     case .exp(let a): (rebuilt, depth) = one(a, FExpr.exp)
     case .log(let a): (rebuilt, depth) = one(a, FExpr.log)
     case .sqrt(let a): (rebuilt, depth) = one(a, FExpr.sqrt)

@@ -47,6 +47,12 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public var selfContained = false
   /// How 3x3 stride-1 convolutions are lowered (`--conv`): by the cost rule of `ConvCost`, or one algorithm for every conv that has it.
   public var convAlgorithm = ConvAlgorithm.auto
+  /// The operands' precision of the register-blocked GEMMs (`--precision`).
+  public var precision = Precision.fp32
+  /// A bf16 dot product in hardware (AVX512_BF16's `vdpbf16ps`, 512-bit vectors): two bf16 products per f32 lane
+  /// and instruction, twice the multiply-adds of an FMA. Without it bf16 GEMMs convert their operands and use
+  /// FMAs, to the same bits (`VExpr.dotBF16`), at no gain in speed.
+  public var bf16Dot = false
 
   public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
     (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)
@@ -73,7 +79,12 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public var minimumAccumulators: Int { 4 * 2 }
 
   public var description: String {
-    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : "")\(selfContained ? ", self-contained" : "")\(convAlgorithm == .auto ? "" : ", conv \(convAlgorithm.rawValue)"))"
+    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : "")\(selfContained ? ", self-contained" : "")\(convAlgorithm == .auto ? "" : ", conv \(convAlgorithm.rawValue)")\(precisionDescription))"
+  }
+
+  /// ", bf16 (dot product)" or ", bf16 (converted, f32 FMAs)" for a bf16 program; "" for f32.
+  var precisionDescription: String {
+    precision == .fp32 ? "" : bf16Dot ? ", bf16 GEMMs by the bf16 dot product" : ", bf16 GEMMs by f32 FMAs (no bf16 dot product)"
   }
 
   /// Nominal caches for a named CPU that is not the host: a typical core of that class (L3 as one core's
@@ -98,8 +109,8 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
 
   /// Below this many multiply-adds a GEMM is a library call: its kernel's share of the JIT time (about a
   /// millisecond per micro-kernel copy) is more than it could save over the library at run time.
-  /// Self-contained code has no library to call.
-  public var libraryGemmBelow: Int { selfContained ? 0 : 1 << 20 }
+  /// Self-contained code has no library to call, and a bf16 program's GEMMs are all bf16 (the library's are f32).
+  public var libraryGemmBelow: Int { selfContained || precision == .bf16 ? 0 : 1 << 20 }
 
   /// The most images one conv GEMM covers: enough columns that the column loop of the micro-kernel runs
   /// long, while the column matrix of a group stays within the core's L2 plus its share of L3 (it is
@@ -134,6 +145,15 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public func inferenceChunk(activationBytesPerImage: Int) -> Int {
     max(1, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
   }
+}
+
+/// The precision of the register-blocked GEMMs' operands (`--precision`). bf16 rounds both operands to bfloat16
+/// (round to nearest even, subnormals to zero), packs pairs along K into one 32-bit word, and accumulates in f32
+/// (`VExpr.dotBF16`); everything else (the rest of the arithmetic, the weights, optimiser state, batch norm's
+/// statistics, the loss) stays f32. bf16 keeps f32's exponent range, so gradients need no loss scaling: what
+/// underflows in f16's 5-bit exponent is representable.
+public enum Precision: String, Sendable, CaseIterable {
+  case fp32, bf16
 }
 
 /// The lowering of a convolution (`--conv`): `auto` takes each pass's cheaper algorithm by `ConvCost`.

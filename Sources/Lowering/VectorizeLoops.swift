@@ -94,6 +94,7 @@ struct ElementwiseLoop {
     case .max(let a, let b): return .max(v(a), v(b))
     case .sqrt(let a): return .sqrt(v(a))
     case .select(.fgt(let p, let q), let a, let b): return .selectGreater(v(p), v(q), v(a), v(b))
+    case .bf16Pair(let a, let b): return .bf16Pair(v(a), v(b))
     case .c, .local, .learningRate, .ofInt, .exp, .log, .select: return .broadcast(e)
     }
   }
@@ -124,7 +125,7 @@ struct ElementwiseLoop {
     switch e {
     case .c, .learningRate, .local: true
     case .load(_, let i): unitStride(i, v) != nil || !mentions(i, v)
-    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b):
+    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
       vectorizable(a, v, locals) && vectorizable(b, v, locals)
     case .sqrt(let a): vectorizable(a, v, locals)
     case .select(.fgt(let p, let q), let a, let b):

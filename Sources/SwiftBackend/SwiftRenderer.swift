@@ -67,7 +67,56 @@ public enum SwiftRenderer {
         }
       }
 
-      """ + exponentialHelper() + vectorHelpers(target)
+      """ + exponentialHelper() + vectorHelpers(target) + (target.precision == .bf16 ? bf16Helpers(target) : "")
+  }
+
+  /// The kernel IR's bf16 pairs and dot product, as Lowering's `BF16` defines them (and the LLVM back end renders).
+  static func bf16Helpers(_ target: Target) -> String {
+    """
+
+      /// The f32 lanes' bits.
+      typealias Bits = SIMD\(target.lanes)<UInt32>
+
+      /// bfloat16 bits of x: round to nearest even, a subnormal to zero, a NaN quiet (cnnc's BF16.round).
+      @inline(__always) func bf16Round(_ x: Float) -> UInt32 {
+        var u = x.bitPattern
+        if u & 0x7f80_0000 == 0 { u &= 0x8000_0000 }
+        if u & 0x7fff_ffff > 0x7f80_0000 { return (u >> 16) | 0x40 }
+        return (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16
+      }
+      @inline(__always) func bf16Pair(_ low: Float, _ high: Float) -> Float { Float(bitPattern: bf16Round(low) | (bf16Round(high) << 16)) }
+      @inline(__always) func bf16Round(_ x: Vector) -> Bits {
+        var u = unsafeBitCast(x, to: Bits.self)
+        u.replace(with: u & 0x8000_0000, where: (u & 0x7f80_0000) .== 0)
+        let rounded = (u &+ 0x7fff &+ ((u &>> 16) & 1)) &>> 16
+        return rounded.replacing(with: (u &>> 16) | 0x40, where: (u & 0x7fff_ffff) .> 0x7f80_0000)
+      }
+      @inline(__always) func bf16Pair(_ low: Vector, _ high: Vector) -> Vector {
+        unsafeBitCast(bf16Round(low) | (bf16Round(high) &<< 16), to: Vector.self)
+      }
+      /// The 2 x lanes floats of first then second, rounded and packed in pairs along the lanes.
+      @inline(__always) func bf16Pack(_ first: Vector, _ second: Vector) -> Vector {
+        let a = bf16Round(first), b = bf16Round(second), half = Vector.scalarCount / 2
+        var out = Bits()
+        for i in 0..<half {
+          out[i] = a[2 &* i] | (a[2 &* i &+ 1] << 16)
+          out[i &+ half] = b[2 &* i] | (b[2 &* i &+ 1] << 16)
+        }
+        return unsafeBitCast(out, to: Vector.self)
+      }
+      /// A subnormal lane as zero of its sign.
+      @inline(__always) func flushed(_ x: Vector) -> Vector {
+        let u = unsafeBitCast(x, to: Bits.self)
+        return unsafeBitCast(u.replacing(with: u & 0x8000_0000, where: (u & 0x7f80_0000) .== 0), to: Vector.self)
+      }
+      /// acc + a.high * b.high, then + a.low * b.low, each rounded once and flushed (cnnc's BF16.dot).
+      @inline(__always) func dotBF16(_ acc: Vector, _ a: Vector, _ b: Vector) -> Vector {
+        let ua = unsafeBitCast(a, to: Bits.self), ub = unsafeBitCast(b, to: Bits.self)
+        let high = flushed(flushed(acc).addingProduct(unsafeBitCast(ua & 0xffff_0000, to: Vector.self), unsafeBitCast(ub & 0xffff_0000, to: Vector.self)))
+        return flushed(high.addingProduct(unsafeBitCast(ua &<< 16, to: Vector.self), unsafeBitCast(ub &<< 16, to: Vector.self)))
+      }
+
+      """
   }
 
   /// The kernel IR's `exp`: `Exponential`'s steps in its order (the LLVM back end's, so both give the same bits).
@@ -267,6 +316,7 @@ struct Writer {
     case .select(let c, let a, let b): "(\(cx(c)) ? \(fx(a)) : \(fx(b)))"
     case .ofInt(let i): "Float(\(ix(i)))"
     case .learningRate: "lr"
+    case .bf16Pair(let a, let b): "bf16Pair(\(fx(a)), \(fx(b)))"
     }
   }
 
@@ -286,6 +336,9 @@ struct Writer {
     case .max(let a, let b): "{ let x = \(vector(a)), y = \(vector(b)); return x.replacing(with: y, where: y .> x) }()"
     case .sqrt(let a): "\(vector(a)).squareRoot()"
     case .selectGreater(let p, let q, let a, let b): "\(vector(b)).replacing(with: \(vector(a)), where: \(vector(p)) .> \(vector(q)))"
+    case .bf16Pair(let a, let b): "bf16Pair(\(vector(a)), \(vector(b)))"
+    case .bf16Pack(let a, let b): "bf16Pack(\(vector(a)), \(vector(b)))"
+    case .dotBF16(let acc, let a, let b): "dotBF16(\(vector(acc)), \(vector(a)), \(vector(b)))"
     }
   }
 

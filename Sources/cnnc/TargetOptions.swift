@@ -16,15 +16,20 @@ struct TargetOptions: ParsableArguments {
   @Option(parsing: .unconditional, help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, winograd (F(2x2, 3x3), for every 3x3 stride-1 conv), or winograd_f4 (F(4x4, 3x3) where an inference pass allows it, else F(2x2, 3x3)).")
   var conv: ConvAlgorithm = .auto
 
+  @Option(parsing: .unconditional, help: "Precision of the convolution and dense GEMMs' operands: fp32, or bf16 (rounded to bfloat16, accumulated in f32; by the CPU's bf16 dot product where it has one, `cnnc compile` says which). Weights, optimiser state, the loss and batch-norm statistics stay fp32.")
+  var precision: Precision = .fp32
+
   /// The target; with `runsHere` one this machine can execute (else a clear error).
   func resolve(runsHere: Bool) throws -> Target {
     var t = try Target.resolve(cpu: cpu, triple: triple, features: features, runsHere: runsHere)
     t.convAlgorithm = conv
+    t.precision = precision
     return t
   }
 }
 
 extension ConvAlgorithm: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// Whether the JIT keeps and reuses object code between runs (`ObjectCache`).
 struct CacheOptions: ParsableArguments {

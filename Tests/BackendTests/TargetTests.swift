@@ -172,6 +172,24 @@ enum TestTargets {
     }
   }
 
+  /// The bf16 dot product comes with the CPU (or `--features`), never with an AVX2-class target, and the
+  /// description says which way a bf16 program's GEMMs run.
+  @Test func bf16DotProductFollowsTheCPUAndFeatures() throws {
+    func resolve(_ cpu: String, _ features: String? = nil) throws -> Target {
+      try Target.resolve(cpu: cpu, triple: "x86_64-unknown-linux-gnu", features: features, runsHere: false)
+    }
+    #expect(try resolve("znver4").bf16Dot && resolve("sapphirerapids").bf16Dot)
+    #expect(try !resolve("x86-64-v4").bf16Dot && !resolve("znver3").bf16Dot && !resolve("x86-64-v3").bf16Dot)
+    #expect(try !resolve("znver4", "-avx512bf16").bf16Dot, "switched off")
+    #expect(try resolve("x86-64-v4", "+avx512bf16").bf16Dot, "switched on")
+    var t = try resolve("znver4")
+    #expect(!t.description.contains("bf16"))
+    t.precision = .bf16
+    #expect(t.description.contains("by the bf16 dot product"))
+    t.bf16Dot = false
+    #expect(t.description.contains("by f32 FMAs"))
+  }
+
   @Test func fmaPeakProgramStaysInRegisters() throws {
     for cpu in ["x86-64-v3", "x86-64-v4"] {
       let t = try Target.resolve(cpu: cpu, triple: "x86_64-unknown-linux-gnu", features: nil, runsHere: false)

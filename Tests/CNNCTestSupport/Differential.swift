@@ -25,13 +25,14 @@ public struct Differential {
     labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(k)) }
   }
 
-  /// The interpreter's loss, logits and gradients at `step` (dropout keyed by seed 11).
-  public func reference(step: Int = 1) throws -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
-    try reference(Float.self, step: step) { $0 }
+  /// The interpreter's loss, logits and gradients at `step` (dropout keyed by seed 11); with `bf16Products`, the
+  /// conv and dense products' operands rounded as a bf16 program's GEMMs round them.
+  public func reference(step: Int = 1, bf16Products: Bool = false) throws -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
+    try reference(Float.self, step: step, bf16Products: bf16Products) { $0 }
   }
 
   /// The same, computed in `T` from this data (the Double reference) and returned as Float.
-  public func reference<T: Real>(_ type: T.Type, step: Int = 1, _ convert: (Float) -> T) throws
+  public func reference<T: Real>(_ type: T.Type, step: Int = 1, bf16Products: Bool = false, _ convert: (Float) -> T) throws
     -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
     let backward = try differentiate(graph)
     let table = try inferShapes(backward, batch: batch)
@@ -41,7 +42,7 @@ public struct Differential {
     }
     let params = parameters.tensors().mapValues { Tensor(shape: $0.shape, data: $0.data.map(convert)) }
     let env = try Interpreter<T>(graph: backward, shapes: table)
-      .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: UInt64(step)))
+      .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: UInt64(step), bf16Products: bf16Products))
     var grads: [String: [Float]] = [:]
     for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data.map { Float($0) } }
     return (Float(env[graph.minimize!]!.tensor!.data[0]), env[graph.output!]!.tensor!.data.map { Float($0) }, grads)

@@ -46,7 +46,7 @@ public struct Conv2DOp: ForwardOp {
     return [b.emit("\(x)_grad", .conv2dGradInput(attrs), [dy, "\(node.name).weight", x])]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [try Conv2D.apply(attrs, x)]
+    [try Conv2D.apply(attrs, x, ctx)]
   }
 }
 
@@ -64,7 +64,8 @@ public struct Conv2DGradInputOp: BackwardOp {
   /// The forward conv's multiply-adds, transposed.
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[2], result: x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Conv2D.backwardInput(attrs, dy: try x.f32(0), weight: try x.f32(1), xShape: try x.f32(2).shape)]
+    let gemm = attrs.groups == 1
+    return [Conv2D.backwardInput(attrs, dy: try x.product(0, ctx, rounds: gemm), weight: try x.product(1, ctx, rounds: gemm), xShape: try x.f32(2).shape)]
   }
 }
 
@@ -80,7 +81,8 @@ public struct Conv2DGradWeightOp: BackwardOp {
   /// The forward conv's multiply-adds, summed over the batch into the kernel instead.
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[1], result: x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Conv2D.backwardWeight(attrs, dy: try x.f32(0), x: try x.f32(1))]
+    let gemm = attrs.groups == 1
+    return [Conv2D.backwardWeight(attrs, dy: try x.product(0, ctx, rounds: gemm), x: try x.product(1, ctx, rounds: gemm))]
   }
 }
 
@@ -97,9 +99,9 @@ public struct Conv2DGradBiasOp: BackwardOp {
 /// `conv2d(x, filters, kernel, stride, padding, bias, groups, dilation)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
 public enum Conv2D {
   /// A forward conv's output from its operands (x, the folded batch norm when scaled, weight, bias).
-  static func apply<T: Real>(_ a: Conv2DAttrs, _ x: Operands<T>) throws(EvaluationError) -> Tensor<T> {
-    let w = a.scaled ? 2 : 1
-    let y = forward(a, try x.f32(0), weight: try x.f32(w), bias: try x.f32(w + 1, if: a.bias))
+  static func apply<T: Real>(_ a: Conv2DAttrs, _ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> Tensor<T> {
+    let w = a.scaled ? 2 : 1, gemm = a.groups == 1
+    let y = forward(a, try x.product(0, ctx, rounds: gemm), weight: try x.product(w, ctx, rounds: gemm), bias: try x.f32(w + 1, if: a.bias))
     return a.scaled ? BatchNorm.applyFold(try x.f32(1), to: y) : y
   }
 

@@ -38,7 +38,7 @@ public struct DenseOp: ForwardOp {
     return [b.emit("\(x)_grad", .denseGradInput, [dy, "\(node.name).weight"])]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [try Dense.apply(attrs, x)]
+    [try Dense.apply(attrs, x, ctx)]
   }
 }
 
@@ -49,7 +49,7 @@ public struct DenseGradInputOp: BackwardOp {
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradInputType(dy: x[0], weight: x[1]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 2 * x[0].dims[1] * x[1].dims[1] }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Dense.backwardInput(dy: try x.f32(0), weight: try x.f32(1))]
+    [Dense.backwardInput(dy: try x.product(0, ctx), weight: try x.product(1, ctx))]
   }
 }
 
@@ -60,7 +60,7 @@ public struct DenseGradWeightOp: BackwardOp {
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.gradWeightType(dy: x[0], x: x[1]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 2 * x[0].dims[1] * x[1].dims[1] }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Dense.backwardWeight(dy: try x.f32(0), x: try x.f32(1))]
+    [Dense.backwardWeight(dy: try x.product(0, ctx), x: try x.product(1, ctx))]
   }
 }
 
@@ -77,9 +77,9 @@ public struct DenseGradBiasOp: BackwardOp {
 /// `dense(x, units, bias)`: y = x W^T + b with W [units, F], like `nn.Linear`.
 public enum Dense {
   /// A forward dense layer's output from its operands (x, the folded batch norm when scaled, weight, bias).
-  static func apply<T: Real>(_ a: DenseAttrs, _ x: Operands<T>) throws(EvaluationError) -> Tensor<T> {
+  static func apply<T: Real>(_ a: DenseAttrs, _ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> Tensor<T> {
     let w = a.scaled ? 2 : 1
-    let y = forward(try x.f32(0), weight: try x.f32(w), bias: try x.f32(w + 1, if: a.bias))
+    let y = forward(try x.product(0, ctx), weight: try x.product(w, ctx), bias: try x.f32(w + 1, if: a.bias))
     return a.scaled ? BatchNorm.applyFold(try x.f32(1), to: y) : y
   }
 

@@ -11,7 +11,7 @@ public struct Conv2DReLUOp: FusedOp {
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [ReLU.forward(try Conv2D.apply(attrs, x))]
+    [ReLU.forward(try Conv2D.apply(attrs, x, ctx))]
   }
 }
 
@@ -44,7 +44,7 @@ public struct Conv2DReLUMaxPoolOp: FusedOp {
     Conv2D.flopsPerImage(attrs, x[0], result: (try? Conv2D.resultType(attrs, x[0])) ?? result)
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    let (y, argmax) = Fused.reluMaxPool(pool, try Conv2D.apply(attrs, x))
+    let (y, argmax) = Fused.reluMaxPool(pool, try Conv2D.apply(attrs, x, ctx))
     return [y, argmax]
   }
 }
@@ -99,7 +99,7 @@ public struct Conv2DActOp: FusedOp {
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
     var values = x.values
     let r = residual ? values.remove(at: attrs.operandNames.count) : nil
-    var y = try Conv2D.apply(attrs, Operands(x.node, values))
+    var y = try Conv2D.apply(attrs, Operands(x.node, values), ctx)
     if let r, case .f32(let t) = r { for i in y.data.indices { y.data[i] += t.data[i] } }
     if let f = activation?.definition as? any Activation { y.data = y.data.map { f.value($0) } }
     return [y]
@@ -119,7 +119,7 @@ public struct DenseReLUOp: FusedOp {
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [ReLU.forward(try Dense.apply(attrs, x))]
+    [ReLU.forward(try Dense.apply(attrs, x, ctx))]
   }
 }
 

@@ -297,9 +297,7 @@ extension Emitter {
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?, tail: ConvTail = .none) {
     let pick = ConvCost.forward(a, x: dims(n.args[0]), target: target, largeTiles: !training && pool == nil)
     if choosesWinograd(n, pick) { return winogradForward(n, a, tile: pick.tile, relu: relu, pool: pool, tail: tail) }
-    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
-    let w = at("\(n.name).weight")
-    let scratch = plan.scratch[n.name]!
+    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0])), w = at("\(n.name).weight"), scratch = plan.scratch[n.name]!
     let window = Self.poolWindow(pool, s), inPlace = Self.readsInputInPlace(a, s, window: window)
     if let band = Self.rowBand(s, window: window, pool: pool, inPlace: inPlace, target: target) {
       return convForwardBanded(n, a, band: band, relu: relu, tail: tail)
@@ -314,6 +312,7 @@ extension Emitter {
       body.append(elementwise(pooled) { q in .store(.arena, .c(table) + q, .ofInt(IExpr.div(q, px) * (window * s.ow) + IExpr.rem(q, px) * window)) })
     }
     body += clearPhases(a, s, phases: phases, window: window)
+    let weightPairs = sharedPairs((.params, .c(w.offset)), rows: s.f, k: s.ckk, rowStride: s.ckk)
     // At inference the GEMM and its epilogue split by output channels (the pooling epilogues stay whole); the
     // column copy by input channels, when a window does not order it.
     let parts = pool == nil ? parallelParts(units: s.f, macs: s.n * s.f * s.plane * s.ckk) : 1
@@ -330,6 +329,7 @@ extension Emitter {
         var gemm = TiledGemm(m: rows, n: s.cols, k: s.ckk, a: (.params, .c(w.offset) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
                              b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp) + f0 * s.row), ldc: s.row,
                              accumulate: false, calls: parts)
+        if let (base, at) = weightPairs { (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at + f0 * ((s.ckk + 1) / 2)), (s.ckk + 1) / 2, true) }
         if Self.storesDirectly(s, window: window, pool: pool) {
           // One image per GEMM: C is the image's output planes, each element finished in the micro-kernel.
           gemm.c = (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane)
@@ -390,12 +390,14 @@ extension Emitter {
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     let bands = s.oh / band, width = band * s.ow, scratch = plan.scratch[n.name]!.offset
     let parts = parallelParts(units: bands, macs: s.n * s.f * s.plane * s.ckk), per = bands / parts
+    let weightPairs = sharedPairs((.params, .c(w.offset)), rows: s.f, k: s.ckk, rowStride: s.ckk)
     let split = inParts(parts, of: "row bands") { e, part in [e.loop("b", s.n) { e, b in [e.loop("band", per) { e, bv in
       let first = (bv + part * per) * band, col = IExpr.c(scratch) + part * (s.ckk * width)
       var out = e.im2colRows(a, s, x: x, g: b, col: col, rows: (first, band))
       let start = b * (s.f * s.plane) + first * s.ow
       var gemm = TiledGemm(m: s.f, n: width, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1, b: (.arena, col), ldb: width,
                            c: (epilogue.y.base, .c(epilogue.y.offset) + start), ldc: s.plane, accumulate: false, calls: s.n * bands)
+      if let (base, at) = weightPairs { (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at), (s.ckk + 1) / 2, true) }
       gemm.epilogue = { row, column, v in epilogue.finished(v, row, relu: relu, tail: tail, at: start + row * s.plane + column) }
       out += e.tiledGemm(gemm)
       return out
@@ -559,13 +561,18 @@ extension Emitter {
     let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.row
     let parts = parallelParts(units: s.c, macs: s.n * s.f * s.plane * s.ckk), per = s.c / parts, taps = s.k * s.k
     if a.stride != 1 { body.append(zero(dx)) }
+    // A bf16 step packs W^T in pairs along the filters once, for every image's GEMM.
+    let weightPairs = target.precision == .bf16 ? tailScratch((s.f + 1) / 2 * s.ckk) : nil
+    if let at = weightPairs { body += packRowPairs(k: s.f, count: s.ckk, from: w.base, into: at) { p, i in .c(w.offset) + p * s.ckk + i } }
     body.append(loop("g", s.n / s.group) { e, g in
       let b: (Base, IExpr) = s.group == 1 ? (dy.base, .c(dy.offset) + g * (s.f * s.plane)) : (.arena, .c(dyT))
       return (s.group == 1 ? [] : [e.toGEMMLayout(dy, s, g: g, dst: dyT)]) + e.inParts(parts, of: "input channels") { e, part in
         let c0 = part * per
-        return e.tiledGemm(TiledGemm(m: per * taps, n: s.cols, k: s.f, a: (w.base, .c(w.offset) + c0 * taps), aRow: 1, aCol: s.ckk,
-                                     b: b, ldb: s.group == 1 ? s.plane : s.row, c: (.arena, .c(dcol) + c0 * (taps * s.row)), ldc: s.row,
-                                     accumulate: false, calls: parts)) + [
+        var gemm = TiledGemm(m: per * taps, n: s.cols, k: s.f, a: (w.base, .c(w.offset) + c0 * taps), aRow: 1, aCol: s.ckk,
+                             b: b, ldb: s.group == 1 ? s.plane : s.row, c: (.arena, .c(dcol) + c0 * (taps * s.row)), ldc: s.row,
+                             accumulate: false, calls: parts)
+        if let at = weightPairs { (gemm.a, gemm.aPairs) = ((.arena, at + c0 * taps), true) }
+        return e.tiledGemm(gemm) + [
           e.loop("j", s.group) { e, j in [e.loop("c", per) { e, cv in
             let ci = cv + c0
             return a.stride == 1 ? e.col2imGather(a, s, dx, dcol: dcol, g: g, j: j, ci: ci) :

@@ -7,6 +7,8 @@ extension Emitter {
   /// Forward layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
   /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
   static func transposedForward(batch: Int, features: Int, units: Int, target: Target) -> Bool {
+    // A bf16 program's products are all bf16 GEMMs, whatever the batch.
+    if target.precision == .bf16 { return true }
     if batch >= target.lanes && batch * features * units >= target.libraryGemmBelow { return true }
     // Self-contained code has no library call for the rest but the dot products.
     return target.selfContained && !dotProductForward(batch: batch, features: features, lanes: target.lanes)

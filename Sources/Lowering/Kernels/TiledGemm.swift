@@ -22,6 +22,15 @@ struct TiledGemm {
   /// the micro-kernel reads B sequentially, as weights prepared once can be laid out. `vectors` is then the
   /// blocking's, whatever m (`ldb` unused).
   var packedVectors: Int? = nil
+  /// In a bf16 program, B already holds bf16 pairs along K (`Emitter.packRowPairs`), pair rows `ldb` words apart: B
+  /// packed once for many GEMMs (a Winograd conv's transformed kernels), not by each.
+  var bPairs = false
+  /// In a bf16 program, A already holds bf16 pairs along K (`Emitter.sharedPairs`), element (i, q) at a + i * aRow +
+  /// q * aCol.
+  var aPairs = false
+  /// A and B hold bf16 pairs along K (`FExpr.bf16Pair`), k counts the pairs, and the micro-kernel accumulates with
+  /// `VExpr.dotBF16`: what a bf16 program's GEMMs become once their operands are packed (`bf16Gemm`).
+  var pairs = false
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -109,9 +118,17 @@ extension Emitter {
       guard let epilogue = g.epilogue else { return [call] }
       return [call, loop("r", g.m) { e, r in e.epilogueRun(g, epilogue, row: r, first: .c(0), count: g.n) }]
     }
+    if target.precision == .bf16 { return bf16Gemm(g) }
     let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target, vectors: g.packedVectors)
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
                             rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel, calls: g.calls))
+    // The micro-kernels get the register file to themselves (see `Stmt.region`).
+    let blocks = blockedGemm(g, blk)
+    return [.region(fresh("gemm"), blocks)]
+  }
+
+  /// The micro-kernels of a GEMM over its K panels, with the blocking chosen for it.
+  mutating func blockedGemm(_ g: TiledGemm, _ blk: GemmBlocking) -> [Stmt] {
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []
@@ -133,8 +150,7 @@ extension Emitter {
     }
     if looped < full { out += columnBlocks(g, blk, k0: .c(looped * kc), kc: kc, load: load) }
     if last > 0 { out += columnBlocks(g, blk, k0: .c(full * kc), kc: last, load: load) }
-    // The micro-kernels get the register file to themselves (see `Stmt.region`).
-    return [.region(fresh("gemm"), out)]
+    return out
   }
 
   /// Every column block of one K panel: full blocks in a loop, the remaining columns with fewer (and masked) vectors.
@@ -190,7 +206,10 @@ extension Emitter {
       }
       for r in 0..<rows {
         body.append(.vlocal("\(id)_a\(r)", .broadcast(.load(g.a.0, g.a.1 + (m0 + r) * g.aRow + p * g.aCol))))
-        for v in widths.indices { body.append(.vset(acc(r, v), .fma(.local("\(id)_a\(r)"), .local("\(id)_b\(v)"), .local(acc(r, v))))) }
+        for v in widths.indices {
+          let (x, y, sum) = (VExpr.local("\(id)_a\(r)"), VExpr.local("\(id)_b\(v)"), VExpr.local(acc(r, v)))
+          body.append(.vset(acc(r, v), g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
+        }
       }
       return body
     })

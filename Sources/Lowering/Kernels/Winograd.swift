@@ -386,14 +386,31 @@ extension Emitter {
   }
 
   /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout], the columns of the output
-  /// channels `channels` (first, count).
-  mutating func tileProducts(_ s: WinogradShape, u: (base: Base, offset: Int), v: Int, m: Int, channels: (IExpr, Int), groups: Int) -> Stmt {
+  /// channels `channels` (first, count); Ut from its bf16 pairs when a bf16 program packed them (`packedKernels`).
+  mutating func tileProducts(_ s: WinogradShape, u: (base: Base, offset: Int), pairs: (Base, IExpr)?, v: Int, m: Int, channels: (IExpr, Int),
+                             groups: Int) -> Stmt {
     loop("xi", s.tile.positions) { e, xi in
-      e.tiledGemm(TiledGemm(m: s.tiles, n: channels.1, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
-                            b: (u.base, .c(u.offset) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
-                            c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
-                            calls: s.tile.positions * groups * (s.cout / channels.1)))
+      var gemm = TiledGemm(m: s.tiles, n: channels.1, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
+                           b: (u.base, .c(u.offset) + xi * (s.cin * s.cout) + channels.0), ldb: s.cout,
+                           c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
+                           calls: s.tile.positions * groups * (s.cout / channels.1))
+      if let (base, at) = pairs {
+        (gemm.b, gemm.bPairs) = ((base, at + xi * ((s.cin + 1) / 2 * s.cout) + channels.0), true)
+      }
+      return e.tiledGemm(gemm)
     }
+  }
+
+  /// In a bf16 program, Ut packed in pairs along the input channels once, for every GEMM of the call (at inference,
+  /// once per set of weights, into the prepared buffer): the statements and where the pairs are; nothing in f32.
+  mutating func packedKernels(_ s: WinogradShape, u: (base: Base, offset: Int)) -> (code: [Stmt], pairs: (Base, IExpr)?) {
+    guard target.precision == .bf16 else { return ([], nil) }
+    let rows = (s.cin + 1) / 2 * s.cout, count = s.tile.positions * rows
+    let at: (Base, IExpr) = training ? (.arena, tailScratch(count)) : (.prepared, .c(prepared(count)))
+    let code = loop("xi", s.tile.positions) { e, xi in
+      e.packRowPairs(k: s.cin, count: s.cout, from: u.base, into: at.1 + xi * rows, in: at.0) { p, j in .c(u.offset) + xi * (s.cin * s.cout) + p * s.cout + j }
+    }
+    return ([code], at)
   }
 
   /// The output transform of every tile, on vectors of output channels: `output(j, outputs, ty, tx, first, lanes)`
@@ -560,7 +577,8 @@ extension Emitter {
       let transform = e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)
       return [e.training ? .scalarLoops([transform]) : transform]
     }
-    if training { body += transform } else { prepare += transform }
+    let (packing, pairs) = packedKernels(s, u: u)
+    if training { body += transform + packing } else { prepare += transform + packing }
     body.append(zeroArena(padded, s.paddedFloats))
     // At inference the copy splits by input channels and the input transform by rows of tiles, like the rest.
     let copyParts = parallelParts(units: s.cin, macs: s.images * s.cin * s.h * s.w * Self.elementwiseWeight)
@@ -575,7 +593,7 @@ extension Emitter {
       }
       return out + e.inParts(parts, of: "output channels") { e, part in
         let channels = (part * perPart, perPart)
-        return [e.tileProducts(s, u: u, v: v, m: m, channels: channels, groups: groups)]
+        return [e.tileProducts(s, u: u, pairs: pairs, v: v, m: m, channels: channels, groups: groups)]
           + e.transformOutput(s, products: TileBuffer(base: .c(m), tiles: s.tiles), channels: channels) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
           + after(&e, g, staging, channels)
       }
