@@ -112,6 +112,8 @@ fuzz-graphs: release
 # cnnc against TensorFlow and PyTorch on this machine, same protocol, one run (PyPI packages in .build/peers).
 PEERS = .build/peers
 BENCH_EPOCHS ?= 3
+# fp32, or bf16: cnnc --precision bf16 against PyTorch's CPU autocast to bfloat16 and Keras's mixed_bfloat16.
+PRECISION ?= fp32
 $(PEERS)/bin/python:
 	python3 -m venv $(PEERS)
 	$(PEERS)/bin/pip install -q numpy tensorflow-cpu
@@ -127,10 +129,11 @@ ISA_ENV_avx2 = ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 TF_ENABLE_ONEDNN
 ISA_ENV_avx512 = ONEDNN_MAX_CPU_ISA=AVX512_CORE ATEN_CPU_CAPABILITY=avx512 TF_ENABLE_ONEDNN_OPTS=1
 bench-compare: release $(PEERS)/bin/python
 	@case "$(ISA)" in host|avx2|avx512) ;; *) echo "ISA must be host, avx2 or avx512"; exit 1;; esac
-	{ $(CNNC) bench --epochs $(BENCH_EPOCHS) $(ISA_CPU_$(ISA)) || exit 1; \
-	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
-	  env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA).json
-	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
+	@case "$(PRECISION)" in fp32|bf16) ;; *) echo "PRECISION must be fp32 or bf16"; exit 1;; esac
+	{ $(CNNC) bench --epochs $(BENCH_EPOCHS) $(ISA_CPU_$(ISA)) --precision $(PRECISION) || exit 1; \
+	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) PRECISION=$(PRECISION) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
+	  env $(ISA_ENV_$(ISA)) PRECISION=$(PRECISION) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA)-$(PRECISION).json
+	python3 Scripts/compare.py < .build/bench-compare-$(ISA)-$(PRECISION).json
 
 # Fashion-MNIST's batch-norm CNN trained by cnnc and by PyTorch under one protocol, in one run: test accuracy
 # per epoch and training images/s of each (FASHION_EPOCHS epochs; Debian's dataset-fashion-mnist; both sides

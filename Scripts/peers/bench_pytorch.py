@@ -1,4 +1,5 @@
-"""SimpleCNN in PyTorch (eager) under the shared protocol."""
+"""SimpleCNN in PyTorch (eager) under the shared protocol; with PRECISION=bf16 under CPU autocast to bfloat16."""
+import os
 import sys
 
 import torch
@@ -9,6 +10,7 @@ from common import onednn_isa, run
 
 torch.set_num_threads(2)
 torch.manual_seed(1)
+BF16 = os.environ.get("PRECISION") == "bf16"
 
 
 class SimpleCNN(nn.Module):
@@ -34,17 +36,20 @@ opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8
 def step(x, y):
     model.train()
     opt.zero_grad()
-    F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+    loss.backward()
     opt.step()
 
 
 @torch.no_grad()
 def infer(x):
     model.eval()
-    return model(torch.from_numpy(x)).numpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+        return model(torch.from_numpy(x)).float().numpy()
 
 
 # What actually ran: ATen's vector kernels and oneDNN's convolutions each report their ISA.
 ran = {"aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
        "onednn_isa": onednn_isa("import torch; torch.nn.functional.conv2d(torch.zeros(1, 4, 8, 8), torch.zeros(8, 4, 3, 3))")}
-run("pytorch " + torch.__version__, step, infer, epochs=int(sys.argv[1]) if len(sys.argv) > 1 else 2, extra=ran)
+run("pytorch " + torch.__version__ + (" autocast bf16" if BF16 else ""), step, infer, epochs=int(sys.argv[1]) if len(sys.argv) > 1 else 2, extra=ran)

@@ -161,7 +161,7 @@ struct Bench: ParsableCommand {
     openblas_set_num_threads(blasThreads)
     let trainFlops = Double(3 * flopsForward)
     let json: [(String, String)] = [
-      ("framework", "\"cnnc \(backend.rawValue)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend.rawValue)\""), ("batch", "\(batch)"),
+      ("framework", "\"cnnc \(backend.rawValue)\(target.precision == .fp32 ? "" : " " + target.precision.rawValue)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend.rawValue)\""), ("batch", "\(batch)"),
       ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),
       ("train_gflops", fmt(trainRate * trainFlops / 1e9)), ("train_fraction_of_sgemm_peak", fmt(trainRate * trainFlops / 1e9 / peak, 3)),
       ("compile_s", fmt(compileSeconds, 3)), ("compile_background_s", b.backgroundCompileSeconds.map { fmt($0, 3) } ?? "null"),
@@ -172,7 +172,7 @@ struct Bench: ParsableCommand {
       ("peak_rss_mb", fmt(peakMemory, 1)), ("test_accuracy", fmt(accuracy, 4)),
       ("threads", "\(trainer.backend.threads)"), ("shards", "\(shards)"), ("blas_threads", "\(openblas_get_num_threads())"), ("openblas_kernel", "\"\(core)\""),
       ("sgemm_peak_gflops", fmt(peak, 1)), ("train_mflop_per_image", fmt(trainFlops / 1e6, 2)),
-      ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters), \"origin\": \"\(target.origin.rawValue)\"}"),
+      ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters), \"origin\": \"\(target.origin.rawValue)\", \"precision\": \"\(target.precision.rawValue)\", \"bf16_dot\": \(target.bf16Dot)}"),
     ]
     var fields = json.map { "  \"\($0.0)\": \($0.1)" }
     if profile { fields += try profileFields(trainer.backend, testSet, px: px) }
