@@ -2,6 +2,7 @@ import CNNCTestSupport
 import Foundation
 import GraphIR
 import LLVMBackend
+import Lowering
 import Passes
 import Runtime
 import Testing
@@ -11,11 +12,13 @@ import Testing
 @Suite(.serialized) struct DeterminismTests {
   static let data = Fixtures.root.appendingPathComponent("data/mnist").path
 
-  static func trainer(_ graph: String, steps: Int, threads: Int, dir: String, target: String = "host") throws -> Trainer<CompiledBackend<JITCompiler>> {
+  static func trainer(_ graph: String, steps: Int, threads: Int, dir: String, target: String = "host",
+                      precision: Precision = .fp32, shards: Int = 2) throws -> Trainer<CompiledBackend<JITCompiler>> {
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(graph))
     let opt = Optimizer(kind: .adam, learningRate: 1e-3)
-    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(target: try TestTargets.resolve(target)),
-                                shards: 2, threads: threads)
+    var t = try TestTargets.resolve(target)
+    t.precision = precision
+    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(target: t), shards: shards, threads: threads)
     var o = TrainingOptions(outputDirectory: dir)
     o.maxSteps = steps
     o.seed = 9
@@ -42,6 +45,22 @@ import Testing
     }
     #expect(runs[0] == runs[1], "1 thread and 2 threads")
     #expect(runs[1] == runs[2], "run after run")
+  }
+
+  /// bf16 GEMMs keep the guarantee, with two shards and with one (whose step splits its kernels over the pool, each
+  /// part packing its operands into scratch of its own).
+  @Test(arguments: ["simplecnn.graph", "bncnn.graph"], [1, 2]) func bf16RunsAreByteIdenticalWhateverTheThreads(_ graph: String, _ shards: Int) throws {
+    let train = try ImageDataset.load(directory: Self.data, split: "train")
+    let test = ImageDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
+    let runs = try [1, 2, 2].map { threads in
+      var t = try Self.trainer(graph, steps: 20, threads: threads, dir: Self.dir(), precision: .bf16, shards: shards)
+      _ = try t.train(train: train, test: test)
+      return try Self.checkpointBytes(t)
+    }
+    #expect(runs[0] == runs[1] && runs[1] == runs[2], "1 thread, 2 threads, run after run")
+    var f32 = try Self.trainer(graph, steps: 20, threads: 2, dir: Self.dir())
+    _ = try f32.train(train: train, test: test)
+    #expect(try Self.checkpointBytes(f32) != runs[0], "bf16 and f32 runs differ")
   }
 
   /// bncnn: the running statistics and `num_batches_tracked` come back from the checkpoint too.
