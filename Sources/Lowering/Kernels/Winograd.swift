@@ -364,29 +364,52 @@ extension Emitter {
   }
 
   /// V[xi][tile][ci] = (B^T d B)[xi] for every 4x4 input tile d of the group (tile = j * tilesPerImage + ty * tilesX + tx).
-  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int, tileRows: (first: IExpr, count: Int)? = nil) -> Stmt {
-    transformInput(s, padded: padded, into: TileBuffer(base: .c(v), tiles: s.tiles), tileRows: tileRows)
+  /// With `pairs` (a bf16 program's forward and input-gradient GEMMs, whose A is V) each tile's channels are stored
+  /// as their bf16 pairs, (cin + 1) / 2 words a tile: the GEMMs' A packed as it is written.
+  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int, tileRows: (first: IExpr, count: Int)? = nil, pairs: Bool = false) -> Stmt {
+    transformInput(s, padded: padded, into: TileBuffer(base: .c(v), tiles: s.tiles), tileRows: tileRows, pairs: pairs)
   }
 
   /// The input transform into `v` (see the one above).
-  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: TileBuffer, tileRows: (first: IExpr, count: Int)? = nil) -> Stmt {
-    let c = s.input, (firstRow, rows) = tileRows ?? (.c(0), s.tilesY)
+  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: TileBuffer, tileRows: (first: IExpr, count: Int)? = nil,
+                               pairs: Bool = false) -> Stmt {
+    let c = s.input, (firstRow, rows) = tileRows ?? (.c(0), s.tilesY), (m, alpha) = (s.tile.m, s.tile.alpha), lanes = self.lanes
     return loop("j", s.images) { e, j in [e.loop("ty", rows) { e, vy in let ty = vy + firstRow; return [e.loop("tx", s.tilesX) { e, tx in
-      e.vectorRuns(s.cin) { e, c0, lanes in
-        let (m, alpha) = (s.tile.m, s.tile.alpha)
-        let d = (0..<alpha).map { r in (0..<alpha).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * m + r, tx * m + col, c0), lanes: lanes) } }
-        var (out, t) = e.transform(s.tile.inputTransform, d, s.tile.inputTransform)
-        let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-        for xi in 0..<s.tile.positions {
-          out.append(.vstore(.arena, v.at(.c(xi), tile, c0, channels: s.cin), t[xi / alpha][xi % alpha], lanes: lanes))
-        }
-        return out
+      let tile = j * s.tilesPerImage + ty * s.tilesX + tx
+      // The transformed vector of `count` channels from c0, at every position.
+      func transformed(_ e: inout Emitter, _ c0: IExpr, _ count: Int) -> ([Stmt], [VExpr]) {
+        let d = (0..<alpha).map { r in (0..<alpha).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * m + r, tx * m + col, c0), lanes: count) } }
+        let (out, t) = e.transform(s.tile.inputTransform, d, s.tile.inputTransform)
+        return (out, (0..<s.tile.positions).map { t[$0 / alpha][$0 % alpha] })
       }
+      guard pairs else {
+        return e.vectorRuns(s.cin) { e, c0, count in
+          let (out, t) = transformed(&e, c0, count)
+          return out + t.enumerated().map { xi, value in .vstore(.arena, v.at(.c(xi), tile, c0, channels: s.cin), value, lanes: count) }
+        }
+      }
+      // Two vectors of channels make one of pairs; the last run's second vector is partial or absent (zeros).
+      let words = (s.cin + 1) / 2
+      func run(_ e: inout Emitter, _ c0: IExpr, _ w0: IExpr, _ count: Int) -> [Stmt] {
+        var (out, first) = transformed(&e, c0, min(lanes, count))
+        var second = [VExpr](repeating: .zero, count: first.count)
+        if count > lanes {
+          let (code, t) = transformed(&e, c0 + lanes, count - lanes)
+          (out, second) = (out + code, t)
+        }
+        return out + zip(first, second).enumerated().map { xi, both in
+          .vstore(.arena, v.at(.c(xi), tile, w0, channels: words), .bf16Pack(both.0, both.1), lanes: (count + 1) / 2)
+        }
+      }
+      let block = 2 * lanes, full = s.cin / block
+      var out: [Stmt] = full > 0 ? [e.loop("cb", full) { e, b in run(&e, b * block, b * lanes, block) }] : []
+      if s.cin % block > 0 { out += run(&e, .c(full * block), .c(full * lanes), s.cin % block) }
+      return out
     }] }] }
   }
 
   /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout], the columns of the output
-  /// channels `channels` (first, count); Ut from its bf16 pairs when a bf16 program packed them (`packedKernels`).
+  /// channels `channels` (first, count); in a bf16 program V and Ut as their pairs (`transformInput`, `packedKernels`).
   mutating func tileProducts(_ s: WinogradShape, u: (base: Base, offset: Int), pairs: (Base, IExpr)?, v: Int, m: Int, channels: (IExpr, Int),
                              groups: Int) -> Stmt {
     loop("xi", s.tile.positions) { e, xi in
@@ -395,7 +418,10 @@ extension Emitter {
                            c: (.arena, .c(m) + xi * (s.tiles * s.cout) + channels.0), ldc: s.cout, accumulate: false,
                            calls: s.tile.positions * groups * (s.cout / channels.1))
       if let (base, at) = pairs {
-        (gemm.b, gemm.bPairs) = ((base, at + xi * ((s.cin + 1) / 2 * s.cout) + channels.0), true)
+        // In a bf16 program V is written in pairs too (`transformInput`).
+        let words = (s.cin + 1) / 2
+        (gemm.b, gemm.bPairs) = ((base, at + xi * (words * s.cout) + channels.0), true)
+        (gemm.a, gemm.aRow, gemm.aPairs) = ((.arena, .c(v) + xi * (s.tiles * words)), words, true)
       }
       return e.tiledGemm(gemm)
     }
@@ -589,7 +615,7 @@ extension Emitter {
                             sourceLast: inputLast)]
       }
       out += e.inParts(rowParts, of: "rows of tiles") { e, part in
-        [e.transformInput(s, padded: padded, into: v, tileRows: (part * (s.tilesY / rowParts), s.tilesY / rowParts))]
+        [e.transformInput(s, padded: padded, into: v, tileRows: (part * (s.tilesY / rowParts), s.tilesY / rowParts), pairs: pairs != nil)]
       }
       return out + e.inParts(parts, of: "output channels") { e, part in
         let channels = (part * perPart, perPart)
