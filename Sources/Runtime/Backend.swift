@@ -38,10 +38,13 @@ public struct InterpreterBackend: Backend {
   /// Shards per batch: the compiled back ends' arithmetic (per-shard gradients, dropout keyed per shard,
   /// averaged in shard order), so the reference and the compiled programs train the same function.
   let shards: Int
+  /// Whether conv and dense products round their operands to bfloat16 (`--precision bf16`), as a bf16 program's GEMMs do.
+  let bf16Products: Bool
 
-  public init(graph: Graph, shards: Int = 1) throws {
+  public init(graph: Graph, shards: Int = 1, bf16Products: Bool = false) throws {
     guard shards >= 1 else { throw DataError("--shards must be at least 1, got \(shards)") }
     self.shards = shards
+    self.bf16Products = bf16Products
     forward = graph
     params = Parameters(names: [], shapes: [:], values: [:])
     optimizer = Optimizer(kind: .adam, learningRate: 0)
@@ -103,7 +106,7 @@ public struct InterpreterBackend: Backend {
     let stateful = forward.nodes.filter { $0.op.definition is any StatefulOp && !evaluation.contains($0.name) }
     var statistics = [[[[Float]]]](repeating: [], count: stateful.count)
     for s in 0..<shards {
-      let ctx = ReferenceContext(training: true, seed: UInt64(bitPattern: shardSeed(seed, s)), step: UInt64(step))
+      let ctx = ReferenceContext(training: true, seed: UInt64(bitPattern: shardSeed(seed, s)), step: UInt64(step), bf16Products: bf16Products)
       let env = try Interpreter<Float>(graph: backward, shapes: table)
         .run(inputs: inputs(table, images: Array(images[(s * b * px)..<((s + 1) * b * px)]), labels: Array(labels[(s * b)..<((s + 1) * b)])),
              parameters: weights, context: ctx)
@@ -135,7 +138,7 @@ public struct InterpreterBackend: Backend {
     let stage = try inferenceStage(count)
     let table = stage.shapes
     let env = try Interpreter<Float>(graph: stage.graph, shapes: table)
-      .run(inputs: inputs(table, images: images, labels: nil), parameters: params.tensors(), context: ReferenceContext(training: false))
+      .run(inputs: inputs(table, images: images, labels: nil), parameters: params.tensors(), context: ReferenceContext(training: false, bf16Products: bf16Products))
     return env[forward.output!]!.tensor!.data
   }
 }

@@ -85,29 +85,29 @@ public enum SwiftRenderer {
         return (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16
       }
       @inline(__always) func bf16Pair(_ low: Float, _ high: Float) -> Float { Float(bitPattern: bf16Round(low) | (bf16Round(high) << 16)) }
+      /// All ones in the lanes whose exponent is zero (subnormal or zero), else zeros: arithmetic, no masks, so the
+      /// loops stay vector code.
+      @inline(__always) func subnormalLanes(_ u: Bits) -> Bits { 0 &- (((u & 0x7f80_0000) &- 1) &>> 31) }
       @inline(__always) func bf16Round(_ x: Vector) -> Bits {
         var u = unsafeBitCast(x, to: Bits.self)
-        u.replace(with: u & 0x8000_0000, where: (u & 0x7f80_0000) .== 0)
+        u &= ~(subnormalLanes(u) & 0x7fff_ffff)
         let rounded = (u &+ 0x7fff &+ ((u &>> 16) & 1)) &>> 16
-        return rounded.replacing(with: (u &>> 16) | 0x40, where: (u & 0x7fff_ffff) .> 0x7f80_0000)
+        // All ones where the lane is a NaN (above the infinity's bits), which becomes quiet.
+        let nan = 0 &- ((0x7f80_0000 &- (u & 0x7fff_ffff)) &>> 31)
+        return rounded ^ ((rounded ^ ((u &>> 16) | 0x40)) & nan)
       }
       @inline(__always) func bf16Pair(_ low: Vector, _ high: Vector) -> Vector {
         unsafeBitCast(bf16Round(low) | (bf16Round(high) &<< 16), to: Vector.self)
       }
       /// The 2 x lanes floats of first then second, rounded and packed in pairs along the lanes.
       @inline(__always) func bf16Pack(_ first: Vector, _ second: Vector) -> Vector {
-        let a = bf16Round(first), b = bf16Round(second), half = Vector.scalarCount / 2
-        var out = Bits()
-        for i in 0..<half {
-          out[i] = a[2 &* i] | (a[2 &* i &+ 1] << 16)
-          out[i &+ half] = b[2 &* i] | (b[2 &* i &+ 1] << 16)
-        }
-        return unsafeBitCast(out, to: Vector.self)
+        let a = bf16Round(first), b = bf16Round(second)
+        return unsafeBitCast(Bits(lowHalf: a.evenHalf | (a.oddHalf &<< 16), highHalf: b.evenHalf | (b.oddHalf &<< 16)), to: Vector.self)
       }
       /// A subnormal lane as zero of its sign.
       @inline(__always) func flushed(_ x: Vector) -> Vector {
         let u = unsafeBitCast(x, to: Bits.self)
-        return unsafeBitCast(u.replacing(with: u & 0x8000_0000, where: (u & 0x7f80_0000) .== 0), to: Vector.self)
+        return unsafeBitCast(u & ~(subnormalLanes(u) & 0x7fff_ffff), to: Vector.self)
       }
       /// acc + a.high * b.high, then + a.low * b.low, each rounded once and flushed (cnnc's BF16.dot).
       @inline(__always) func dotBF16(_ acc: Vector, _ a: Vector, _ b: Vector) -> Vector {

@@ -57,7 +57,7 @@ struct TrainedModel {
                         cache: ObjectCache?) throws -> any InferenceBackend {
     var backend: any InferenceBackend
     switch kind {
-    case .interp: backend = try InterpreterBackend(graph: graph)
+    case .interp: backend = try InterpreterBackend(graph: graph, bf16Products: try target().precision == .bf16)
     case .jit: backend = try CompiledBackend(inferenceOf: graph, compiler: try JITCompiler(target: try target(), cache: cache), inferenceCalls: inferenceCalls)
     case .swift:
       backend = try CompiledBackend(inferenceOf: graph, compiler: try SwiftCompiler(source: file.path, target: try target()), inferenceCalls: inferenceCalls)

@@ -75,7 +75,12 @@ import Testing
 
   static func run(_ entry: EntryPoint, _ p: Program, _ g: GemmChoice) -> (arena: [Float], c: [Float]) {
     var rng = SeededRandom(seed: 5, stream: UInt64(g.k))
-    var arena = (0..<p.arenaFloats).map { _ in rng.uniform(-2, 2) }
+    // Among ordinary values: subnormals (rounded to zero), zeros, and tiny values whose products and sums underflow
+    // (flushed to zero), so every flush of the dot product's arithmetic is exercised.
+    var arena = (0..<p.arenaFloats).map { i -> Float in
+      let x = rng.uniform(-2, 2)
+      return i % 7 == 3 ? x * 1e-20 : i % 11 == 5 ? x * 1e-39 : i % 13 == 0 ? 0 : x
+    }
     let before = arena
     arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, nil, 0, 0, 0, nil) }
     let c = KernelBenchmark.operands(g).c

@@ -55,8 +55,13 @@ extension Emitter {
     body.append(loop("n", batch) { e, r in [e.loop("k", f) { _, k in
       [.store(.arena, .c(xT) + k * batch + r, .load(x.base, .c(x.offset) + r * f + k))]
     }] })
-    body += tiledGemm(TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
-                                b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false))
+    var gemm = TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
+                         b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false)
+    // A bf16 inference program packs W once per set of weights, not on every call.
+    if let (base, at) = sharedPairs((w.base, .c(w.offset)), rows: u, k: f, rowStride: f) {
+      (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at), (f + 1) / 2, true)
+    }
+    body += tiledGemm(gemm)
     body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
       [.store(y.base, .c(y.offset) + r * u + j, d.finish(.load(.arena, .c(yT) + j * batch + r), j))]
     }] })

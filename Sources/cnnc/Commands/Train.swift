@@ -198,7 +198,7 @@ struct Train: ParsableCommand {
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try runCompiled(b, Trainer(backend: b, graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi, source)
       case .interp:
-        try run(Trainer(backend: try InterpreterBackend(graph: graph, shards: shards), graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, source)
+        try run(Trainer(backend: try InterpreterBackend(graph: graph, shards: shards, bf16Products: target.precision == .bf16), graph: graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, source)
       }
     }
     // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
