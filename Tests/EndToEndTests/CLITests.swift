@@ -117,6 +117,18 @@ import Testing
     #expect(json["mode"] as? String == "inference" && (json["peak_rss_mb"] as? Double ?? 0) > 0 && json["target"] is [String: Any])
   }
 
+  /// `--precision bf16` says how its GEMMs run: `compile` names the way, `train` warns where the CPU has no bf16 dot
+  /// product, and a precision that does not exist is one clear error.
+  @Test func precisionIsNamedAndChecked() throws {
+    let plan = try Self.run(["compile", "Graphs/tiny.graph", "--emit", "none", "--cpu", "x86-64-v3", "--precision", "bf16"])
+    #expect(plan.status == 0 && plan.stdout.contains("bf16 GEMMs by f32 FMAs (no bf16 dot product)"), "\(plan.stdout)")
+    let out = NSTemporaryDirectory() + "cnnc-bf16-\(UUID().uuidString)"
+    let train = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--cpu", "x86-64-v3", "--precision", "bf16", "--steps", "2", "--out", out, "--no-report"])
+    #expect(train.status == 0 && train.stderr.contains("x86-64-v3 has no bf16 dot product"), "\(train.stderr)")
+    let bad = try Self.run(["train", "Graphs/tiny.graph", "--precision", "fp16"])
+    #expect(bad.status != 0 && !bad.trapped && bad.stderr.contains("fp16") && bad.stderr.contains("bf16"), "\(bad.stderr)")
+  }
+
   @Test func compileShowsThePlan() throws {
     let r = try Self.run(["compile", "Graphs/simplecnn.graph", "--emit", "none"])
     #expect(r.status == 0)

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import GraphIR
 import LLVMBackend
+import Lowering
 import SwiftBackend
 import Passes
 import Runtime
@@ -146,6 +147,14 @@ struct Train: ParsableCommand {
   /// Prints, except on the non-primary ranks of a distributed run.
   func say(_ s: String) { if !quiet { print(s) } }
 
+  /// Says what the code is built for, and warns when bf16 GEMMs have no bf16 dot product to run on.
+  func announce(_ target: Target) {
+    say("target: \(target)")
+    if target.precision == .bf16, !target.bf16Dot {
+      printError("warning: \(target.cpu) has no bf16 dot product: the bf16 GEMMs compute the same bits with f32 FMAs, slower than --precision fp32\n")
+    }
+  }
+
   mutating func run() throws {
     lineBufferStandardOutput()
     let f = try file.map { try GraphFile(path: $0, verbose: modelOptions.verbose) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
@@ -181,7 +190,7 @@ struct Train: ParsableCommand {
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
       let kind = jit ? .jit : backend
-      if kind != .interp { say("target: \(target)") }
+      if kind != .interp { announce(target) }
       switch kind {
       case .jit:
         let b = try CompiledBackend(name: "jit", graph: graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target, cache: cacheOptions.cache),
