@@ -122,7 +122,7 @@ import Testing
     let rounded = try d.reference(Double.self, step: 1, bf16Products: true) { Double($0) }
     var target = try Self.target("host")!
     target.convAlgorithm = .im2col
-    let b = try Self.backend(d, target)
+    let b = try DifferentialTests.backend(d, target: target)
     let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
     expectClose([rounded.loss], [r.loss], rtol: 1e-4, "\(graph) bf16 loss")
     expectClose(rounded.logits, r.logits, rtol: 1e-3, "\(graph) bf16 logits")
@@ -144,7 +144,7 @@ import Testing
   @Test(arguments: graphs) func trainingStepsStayNearTheF32Reference(_ graph: String) throws {
     let d = try Differential(source: try DifferentialTests.source(graph), batch: 4)
     let ref = try d.reference(step: 1)
-    let b = try Self.backend(d, try Self.target("host")!)
+    let b = try DifferentialTests.backend(d, target: try Self.target("host")!)
     let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
     expectClose([ref.loss], [r.loss], rtol: 2e-2, "\(graph) bf16 loss")
     for (p, g) in ref.gradients {
@@ -161,19 +161,12 @@ import Testing
     for graph in ["simplecnn.graph", "resnet8.graph"] {
       let d = try Differential(source: try DifferentialTests.source(graph), batch: 4)
       let steps = try [Self.target("host")!, without].map { t in
-        let b = try Self.backend(d, t)
+        let b = try DifferentialTests.backend(d, target: t)
         let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
         return (r.loss.bitPattern, r.logits.map(\.bitPattern), b.gradients().mapValues { $0.map(\.bitPattern) })
       }
       #expect(steps[0].0 == steps[1].0 && steps[0].1 == steps[1].1, "\(graph) loss and logits")
       #expect(steps[0].2 == steps[1].2, "\(graph) gradients")
     }
-  }
-
-  static func backend(_ d: Differential, _ target: Target) throws -> CompiledBackend<JITCompiler> {
-    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(target: target), inferenceCalls: [d.batch])
-    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-    return b
   }
 }

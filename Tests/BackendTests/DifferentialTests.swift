@@ -188,8 +188,12 @@ import Testing
   }
 
   static func backend(_ d: Differential, fuse: Bool = true, target: String = "host") throws -> CompiledBackend<JITCompiler> {
+    try backend(d, fuse: fuse, target: try TestTargets.resolve(target))
+  }
+
+  static func backend(_ d: Differential, fuse: Bool = true, target: Target) throws -> CompiledBackend<JITCompiler> {
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [d.batch], fuse: fuse)
+                                compiler: try JITCompiler(target: target), inferenceCalls: [d.batch], fuse: fuse)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     return b
   }

@@ -16,29 +16,31 @@ extension Emitter {
       }
       (packed.b, packed.ldb) = ((.arena, b), g.n)
     }
-    let a = g.aPairs ? IExpr.c(0) : tailScratch(g.m * pairs)
-    if g.aPairs {
-      // Packed already: element (i, q) at a + i * aRow + q * aCol.
-    } else if g.aCol == 1 {
-      out += packRowsAlongK(g.a, rows: g.m, k: g.k, rowStride: g.aRow, into: a)
-      (packed.aRow, packed.aCol) = (pairs, 1)
-    } else if g.aRow == 1 {
-      out += packRowPairs(k: g.k, count: g.m, from: g.a.0, into: a) { p, i in g.a.1 + p * g.aCol + i }
-      (packed.aRow, packed.aCol) = (1, g.m)
-    } else {
-      func element(_ i: IExpr, _ p: IExpr) -> FExpr { .load(g.a.0, g.a.1 + i * g.aRow + p * g.aCol) }
-      out.append(loop("i", g.m) { e, i in
-        var row = [e.loop("q", g.k / 2) { _, q in [.store(.arena, a + i * pairs + q, .bf16Pair(element(i, q * 2), element(i, q * 2 + 1)))] }]
-        if g.k % 2 == 1 { row.append(.store(.arena, a + i * pairs + g.k / 2, .bf16Pair(element(i, .c(g.k - 1)), .c(0)))) }
-        return row
-      })
-      (packed.aRow, packed.aCol) = (pairs, 1)
+    if !g.aPairs {
+      let a = tailScratch(g.m * pairs), (code, aRow, aCol) = packA(g, into: a)
+      out += code
+      (packed.a, packed.aRow, packed.aCol) = ((.arena, a), aRow, aCol)
     }
-    if !g.aPairs { packed.a = (.arena, a) }
     (packed.k, packed.packedVectors, packed.pairs) = (pairs, nil, true)
     out += blockedGemm(packed, blk)
     // The micro-kernels get the register file to themselves (see `Stmt.region`).
     return [.region(fresh("gemm"), out)]
+  }
+
+  /// A's pairs at `into` of the arena, and their layout (words between rows, between pairs): rows contiguous along K
+  /// as rows (`packRowsAlongK`), columns contiguous across K as interleaved row pairs, any other strides element by
+  /// element.
+  mutating func packA(_ g: TiledGemm, into a: IExpr) -> (code: [Stmt], aRow: Int, aCol: Int) {
+    let pairs = (g.k + 1) / 2
+    if g.aCol == 1 { return (packRowsAlongK(g.a, rows: g.m, k: g.k, rowStride: g.aRow, into: a), pairs, 1) }
+    if g.aRow == 1 { return (packRowPairs(k: g.k, count: g.m, from: g.a.0, into: a) { p, i in g.a.1 + p * g.aCol + i }, 1, g.m) }
+    func element(_ i: IExpr, _ p: IExpr) -> FExpr { .load(g.a.0, g.a.1 + i * g.aRow + p * g.aCol) }
+    let code = loop("i", g.m) { e, i in
+      var row = [e.loop("q", g.k / 2) { _, q in [.store(.arena, a + i * pairs + q, .bf16Pair(element(i, q * 2), element(i, q * 2 + 1)))] }]
+      if g.k % 2 == 1 { row.append(.store(.arena, a + i * pairs + g.k / 2, .bf16Pair(element(i, .c(g.k - 1)), .c(0)))) }
+      return row
+    }
+    return ([code], pairs, 1)
   }
 
   /// Pairs along K of a matrix whose K rows are runs of `count` contiguous floats (row p's element j at `at(p, j)`
@@ -78,19 +80,23 @@ extension Emitter {
     }]
   }
 
-  /// In a bf16 program, a GEMM operand the kernel's GEMMs share (the weights) packed in pairs once: in a training
-  /// step here, before the loops that run them, at inference once per set of weights (`prepare`). `rows` rows of K
-  /// floats contiguous along K, `rowStride` apart; where the pairs are (row i at + i * (K + 1) / 2). Nil in f32.
-  mutating func sharedPairs(_ a: (Base, IExpr), rows: Int, k: Int, rowStride: Int) -> (Base, IExpr)? {
+  /// In a bf16 program, a GEMM operand the kernel's GEMMs share (the weights) packed in pairs once, by `pack(into,
+  /// buffer)`: in a training step here, before the loops that run them, at inference once per set of weights
+  /// (`prepare`, into the prepared buffer). `count` words; where they are. Nil in f32.
+  mutating func packedOnce(_ count: Int, _ pack: (inout Emitter, IExpr, Base) -> [Stmt]) -> (Base, IExpr)? {
     guard target.precision == .bf16 else { return nil }
-    let count = rows * ((k + 1) / 2)
     guard training else {
       let at = IExpr.c(prepared(count))
-      prepare += packRowsAlongK(a, rows: rows, k: k, rowStride: rowStride, into: at, in: .prepared)
+      prepare += pack(&self, at, .prepared)
       return (.prepared, at)
     }
     let at = tailScratch(count)
-    body += packRowsAlongK(a, rows: rows, k: k, rowStride: rowStride, into: at)
+    body += pack(&self, at, .arena)
     return (.arena, at)
+  }
+
+  /// `packedOnce` of `rows` rows of K floats contiguous along K, `rowStride` apart (row i's pairs at + i * (K + 1) / 2).
+  mutating func sharedPairs(_ a: (Base, IExpr), rows: Int, k: Int, rowStride: Int) -> (Base, IExpr)? {
+    packedOnce(rows * ((k + 1) / 2)) { e, at, out in e.packRowsAlongK(a, rows: rows, k: k, rowStride: rowStride, into: at, in: out) }
   }
 }

@@ -329,7 +329,7 @@ extension Emitter {
         var gemm = TiledGemm(m: rows, n: s.cols, k: s.ckk, a: (.params, .c(w.offset) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
                              b: b, ldb: inPlace ? s.plane : s.row, c: (.arena, .c(tmp) + f0 * s.row), ldc: s.row,
                              accumulate: false, calls: parts)
-        if let (base, at) = weightPairs { (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at + f0 * ((s.ckk + 1) / 2)), (s.ckk + 1) / 2, true) }
+        gemm.readA(weightPairs, offset: f0 * ((s.ckk + 1) / 2), aRow: (s.ckk + 1) / 2)
         if Self.storesDirectly(s, window: window, pool: pool) {
           // One image per GEMM: C is the image's output planes, each element finished in the micro-kernel.
           gemm.c = (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane)
@@ -397,7 +397,7 @@ extension Emitter {
       let start = b * (s.f * s.plane) + first * s.ow
       var gemm = TiledGemm(m: s.f, n: width, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1, b: (.arena, col), ldb: width,
                            c: (epilogue.y.base, .c(epilogue.y.offset) + start), ldc: s.plane, accumulate: false, calls: s.n * bands)
-      if let (base, at) = weightPairs { (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at), (s.ckk + 1) / 2, true) }
+      gemm.readA(weightPairs, aRow: (s.ckk + 1) / 2)
       gemm.epilogue = { row, column, v in epilogue.finished(v, row, relu: relu, tail: tail, at: start + row * s.plane + column) }
       out += e.tiledGemm(gemm)
       return out
@@ -562,8 +562,9 @@ extension Emitter {
     let parts = parallelParts(units: s.c, macs: s.n * s.f * s.plane * s.ckk), per = s.c / parts, taps = s.k * s.k
     if a.stride != 1 { body.append(zero(dx)) }
     // A bf16 step packs W^T in pairs along the filters once, for every image's GEMM.
-    let weightPairs = target.precision == .bf16 ? tailScratch((s.f + 1) / 2 * s.ckk) : nil
-    if let at = weightPairs { body += packRowPairs(k: s.f, count: s.ckk, from: w.base, into: at) { p, i in .c(w.offset) + p * s.ckk + i } }
+    let weightPairs = packedOnce((s.f + 1) / 2 * s.ckk) { e, at, out in
+      e.packRowPairs(k: s.f, count: s.ckk, from: w.base, into: at, in: out) { p, i in .c(w.offset) + p * s.ckk + i }
+    }
     body.append(loop("g", s.n / s.group) { e, g in
       let b: (Base, IExpr) = s.group == 1 ? (dy.base, .c(dy.offset) + g * (s.f * s.plane)) : (.arena, .c(dyT))
       return (s.group == 1 ? [] : [e.toGEMMLayout(dy, s, g: g, dst: dyT)]) + e.inParts(parts, of: "input channels") { e, part in
@@ -571,7 +572,7 @@ extension Emitter {
         var gemm = TiledGemm(m: per * taps, n: s.cols, k: s.f, a: (w.base, .c(w.offset) + c0 * taps), aRow: 1, aCol: s.ckk,
                              b: b, ldb: s.group == 1 ? s.plane : s.row, c: (.arena, .c(dcol) + c0 * (taps * s.row)), ldc: s.row,
                              accumulate: false, calls: parts)
-        if let at = weightPairs { (gemm.a, gemm.aPairs) = ((.arena, at + c0 * taps), true) }
+        gemm.readA(weightPairs, offset: c0 * taps)
         return e.tiledGemm(gemm) + [
           e.loop("j", s.group) { e, j in [e.loop("c", per) { e, cv in
             let ci = cv + c0

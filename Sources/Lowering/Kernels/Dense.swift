@@ -58,9 +58,7 @@ extension Emitter {
     var gemm = TiledGemm(m: u, n: batch, k: f, a: (w.base, .c(w.offset)), aRow: f, aCol: 1,
                          b: (.arena, .c(xT)), ldb: batch, c: (.arena, .c(yT)), ldc: batch, accumulate: false)
     // A bf16 inference program packs W once per set of weights, not on every call.
-    if let (base, at) = sharedPairs((w.base, .c(w.offset)), rows: u, k: f, rowStride: f) {
-      (gemm.a, gemm.aRow, gemm.aPairs) = ((base, at), (f + 1) / 2, true)
-    }
+    gemm.readA(sharedPairs((w.base, .c(w.offset)), rows: u, k: f, rowStride: f), aRow: (f + 1) / 2)
     body += tiledGemm(gemm)
     body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
       [.store(y.base, .c(y.offset) + r * u + j, d.finish(.load(.arena, .c(yT) + j * batch + r), j))]

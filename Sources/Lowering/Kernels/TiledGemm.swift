@@ -25,9 +25,17 @@ struct TiledGemm {
   /// In a bf16 program, B already holds bf16 pairs along K (`Emitter.packRowPairs`), pair rows `ldb` words apart: B
   /// packed once for many GEMMs (a Winograd conv's transformed kernels), not by each.
   var bPairs = false
-  /// In a bf16 program, A already holds bf16 pairs along K (`Emitter.sharedPairs`), element (i, q) at a + i * aRow +
+  /// In a bf16 program, A already holds bf16 pairs along K (`Emitter.packedOnce`), element (i, q) at a + i * aRow +
   /// q * aCol.
   var aPairs = false
+
+  /// Reads A from bf16 pairs packed once for many GEMMs (`Emitter.packedOnce`), `offset` words in, rows `aRow` words
+  /// apart when given (its strides as they were otherwise); nothing without pairs (f32).
+  mutating func readA(_ pairs: (Base, IExpr)?, offset: IExpr = .c(0), aRow: Int? = nil) {
+    guard let (base, at) = pairs else { return }
+    (a, aPairs) = ((base, at + offset), true)
+    if let aRow { self.aRow = aRow }
+  }
   /// A and B hold bf16 pairs along K (`FExpr.bf16Pair`), k counts the pairs, and the micro-kernel accumulates with
   /// `VExpr.dotBF16`: what a bf16 program's GEMMs become once their operands are packed (`bf16Gemm`).
   var pairs = false

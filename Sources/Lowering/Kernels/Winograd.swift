@@ -427,16 +427,15 @@ extension Emitter {
     }
   }
 
-  /// In a bf16 program, Ut packed in pairs along the input channels once, for every GEMM of the call (at inference,
-  /// once per set of weights, into the prepared buffer): the statements and where the pairs are; nothing in f32.
-  mutating func packedKernels(_ s: WinogradShape, u: (base: Base, offset: Int)) -> (code: [Stmt], pairs: (Base, IExpr)?) {
-    guard target.precision == .bf16 else { return ([], nil) }
-    let rows = (s.cin + 1) / 2 * s.cout, count = s.tile.positions * rows
-    let at: (Base, IExpr) = training ? (.arena, tailScratch(count)) : (.prepared, .c(prepared(count)))
-    let code = loop("xi", s.tile.positions) { e, xi in
-      e.packRowPairs(k: s.cin, count: s.cout, from: u.base, into: at.1 + xi * rows, in: at.0) { p, j in .c(u.offset) + xi * (s.cin * s.cout) + p * s.cout + j }
+  /// In a bf16 program, Ut packed in pairs along the input channels once (`packedOnce`: per call, or at inference per set
+  /// of weights), for every GEMM: where the pairs are; nil in f32.
+  mutating func packedKernels(_ s: WinogradShape, u: (base: Base, offset: Int)) -> (Base, IExpr)? {
+    let rows = (s.cin + 1) / 2 * s.cout
+    return packedOnce(s.tile.positions * rows) { e, at, out in
+      [e.loop("xi", s.tile.positions) { e, xi in
+        e.packRowPairs(k: s.cin, count: s.cout, from: u.base, into: at + xi * rows, in: out) { p, j in .c(u.offset) + xi * (s.cin * s.cout) + p * s.cout + j }
+      }]
     }
-    return ([code], at)
   }
 
   /// The output transform of every tile, on vectors of output channels: `output(j, outputs, ty, tx, first, lanes)`
@@ -603,8 +602,8 @@ extension Emitter {
       let transform = e.transformKernels(s, into: u, channels: (part * perPart, perPart), weight: weight)
       return [e.training ? .scalarLoops([transform]) : transform]
     }
-    let (packing, pairs) = packedKernels(s, u: u)
-    if training { body += transform + packing } else { prepare += transform + packing }
+    if training { body += transform } else { prepare += transform }
+    let pairs = packedKernels(s, u: u)
     body.append(zeroArena(padded, s.paddedFloats))
     // At inference the copy splits by input channels and the input transform by rows of tiles, like the rest.
     let copyParts = parallelParts(units: s.cin, macs: s.images * s.cin * s.h * s.w * Self.elementwiseWeight)
