@@ -111,16 +111,36 @@ extension Conv2DAttrs {
   static let syntax = [
     AttrSpec("filters", .int, required: true), AttrSpec("kernel", .int, required: true),
     AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool), AttrSpec("groups", .int), AttrSpec("dilation", .int),
-    AttrSpec("scaled", .bool),
+    AttrSpec("scaled", .bool), AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int),
   ]
   init(_ a: Attributes) throws(AttrError) {
     self.init(filters: try a.int("filters", min: 1), kernel: try a.int("kernel", min: 1),
               stride: try a.int("stride", min: 1, default: 1), padding: try a.int("padding", min: 0, default: 0),
               bias: a.bool("bias"), groups: try a.int("groups", min: 1, default: 1), dilation: try a.int("dilation", min: 1, default: 1),
-              scaled: a.flag("scaled"))
+              scaled: a.flag("scaled"), quantization: try Self.quantization(a))
     guard filters % groups == 0 else {
       throw AttrError(attribute: "groups", message: "'groups' must divide 'filters' (\(filters)), got \(groups)")
     }
+    if quantization != nil, isDirect {
+      throw AttrError(attribute: "input_scale", message: "an int8 conv ('input_scale') must have one group and no dilation")
+    }
+  }
+  /// `input_scale` and `input_zero_point`, both or neither: a positive normal f32 step and a u8 zero point.
+  static func quantization(_ a: Attributes) throws(AttrError) -> Quantization? {
+    guard case .float(let scale)? = a.values["input_scale"] else {
+      guard a.values["input_zero_point"] == nil else {
+        throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' needs 'input_scale'")
+      }
+      return nil
+    }
+    guard scale > 0, Float(scale).isNormal, Float(scale).isFinite else {
+      throw AttrError(attribute: "input_scale", message: "'input_scale' must be a positive, normal f32, got \(formatFloat(scale))")
+    }
+    let zero = try a.int("input_zero_point", min: 0, default: 0)
+    guard zero <= Int(Int8.activationSteps) else {
+      throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' must be at most \(Int(Int8.activationSteps)), got \(zero)")
+    }
+    return Quantization(scale: Float(scale), zeroPoint: zero)
   }
   var printed: [(String, String)] {
     var r = [("filters", "\(filters)"), ("kernel", "\(kernel)")]
@@ -130,6 +150,7 @@ extension Conv2DAttrs {
     if groups != 1 { r.append(("groups", "\(groups)")) }
     if dilation != 1 { r.append(("dilation", "\(dilation)")) }
     if scaled { r.append(("scaled", "true")) }
+    if let q = quantization { r += [("input_scale", formatFloat(Double(q.scale))), ("input_zero_point", "\(q.zeroPoint)")] }
     return r
   }
   /// The operands of a forward conv: the input, then the folded batch norm's scale and shift when scaled.

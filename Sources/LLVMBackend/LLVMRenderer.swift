@@ -17,6 +17,8 @@ public struct LLVMRenderer {
   var fused = true
   /// Whether `VExpr.dotBF16` is the target's instruction (`Target.bf16Dot`).
   var bf16Dot = false
+  /// Whether `VExpr.dotU8S8` is the target's instruction (`Target.int8Dot`).
+  var int8Dot = false
   /// The program's CPU and features, as every function's `target-cpu` and `target-features` attributes.
   var cpu = (name: "", features: "")
   let entryType: LLVMTypeRef
@@ -153,6 +155,7 @@ public struct LLVMRenderer {
     lanes = p.lanes
     fused = p.target.fma
     bf16Dot = p.target.bf16Dot
+    int8Dot = p.target.int8Dot
     vec = LLVMVectorType(f32, UInt32(p.lanes))
   }
 
@@ -524,6 +527,10 @@ public struct LLVMRenderer {
     case .bf16Pair(let a, let b): return bf16Pair(vexpr(a, s), vexpr(b, s), lanes: lanes)
     case .bf16Pack(let a, let b): return bf16Pack(vexpr(a, s), vexpr(b, s))
     case .dotBF16(let acc, let a, let b): return dotBF16(vexpr(acc, s), vexpr(a, s), vexpr(b, s))
+    case .round(let a): return roundEven(vexpr(a, s), lanes: lanes)
+    case .bytes(let a, let b, let c, let d): return bytes([a, b, c, d].map { vexpr($0, s) }, lanes: lanes)
+    case .fromInt32(let a): return fromInt32(vexpr(a, s), lanes: lanes)
+    case .dotU8S8(let acc, let a, let b): return dotU8S8(vexpr(acc, s), vexpr(a, s), vexpr(b, s), lanes: lanes)
     }
   }
 
@@ -574,6 +581,10 @@ public struct LLVMRenderer {
     case .ofInt(let i): return LLVMBuildSIToFP(builder, iexpr(i, s), f32, "")
     case .learningRate: return s.lr
     case .bf16Pair(let a, let b): return bf16Pair(fexpr(a, s), fexpr(b, s), lanes: 1)
+    case .round(let a): return roundEven(fexpr(a, s), lanes: 1)
+    case .bytes(let a, let b, let c, let d): return bytes([a, b, c, d].map { fexpr($0, s) }, lanes: 1)
+    case .fromInt32(let a): return fromInt32(fexpr(a, s), lanes: 1)
+    case .dotU8S8(let acc, let a, let b): return dotU8S8(fexpr(acc, s), fexpr(a, s), fexpr(b, s), lanes: 1)
     }
   }
 

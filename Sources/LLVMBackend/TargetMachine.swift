@@ -67,6 +67,11 @@ public enum KnownCPUs {
   static let bf16Dot: Set = ["cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5"]
   /// LLVM's name of that feature.
   static let bf16Feature = "avx512bf16"
+  /// The x86 CPUs with AVX512_VNNI (the u8 x s8 dot product, `Target.int8Dot`) among those of the AVX-512 class.
+  static let int8Dot: Set = ["cascadelake", "cooperlake", "icelake-client", "icelake-server", "tigerlake", "rocketlake", "sapphirerapids",
+                             "emeraldrapids", "graniterapids", "znver4", "znver5"]
+  /// LLVM's name of that feature.
+  static let int8Feature = "avx512vnni"
 
   static func isa(of cpu: String, aarch64: Bool) -> Target.ISA? {
     byISA.first { ($0.isa == .neon) == aarch64 && $0.names.contains(cpu) }?.isa
@@ -92,6 +97,7 @@ extension Target {
     var t = Target(triple: triple, cpu: cpu, features: features, isa: isa, l1: caches.l1 ?? nominal.l1, l2: caches.l2 ?? nominal.l2,
                    l3: caches.l3 ?? nominal.l3, cores: caches.cores ?? ProcessInfo.processInfo.activeProcessorCount, origin: .host)
     t.bf16Dot = isa == .avx512 && enabled.contains(KnownCPUs.bf16Feature)
+    t.int8Dot = isa == .avx512 && enabled.contains(KnownCPUs.int8Feature)
     return t
   }
 
@@ -147,10 +153,14 @@ extension Target {
     var t = Target(triple: triple, cpu: name, features: name == host.cpu && features == nil ? host.features : extra, isa: isa,
                    l1: sameMachine ? host.l1 : nominal.l1, l2: sameMachine ? host.l2 : nominal.l2,
                    l3: sameMachine ? host.l3 : nominal.l3, cores: sameMachine ? host.cores : 2, origin: .override)
-    // The CPU's own bf16 dot product, or one `--features` adds; not where the features finally say -avx512bf16.
-    let switchedOff = t.features.split(separator: ",").contains { $0 == "-\(KnownCPUs.bf16Feature)" }
-    let named = name == host.cpu && aarch64 == hostArm ? host.bf16Dot : KnownCPUs.bf16Dot.contains(name)
-    t.bf16Dot = isa == .avx512 && !switchedOff && (named || added.contains(KnownCPUs.bf16Feature))
+    // The CPU's own dot products, or ones `--features` adds; not where the features finally switch them off.
+    func has(_ feature: String, cpus: Set<String>, host hostHas: Bool) -> Bool {
+      let switchedOff = t.features.split(separator: ",").contains { $0 == "-\(feature)" }
+      let named = name == host.cpu && aarch64 == hostArm ? hostHas : cpus.contains(name)
+      return isa == .avx512 && !switchedOff && (named || added.contains(feature))
+    }
+    t.bf16Dot = has(KnownCPUs.bf16Feature, cpus: KnownCPUs.bf16Dot, host: host.bf16Dot)
+    t.int8Dot = has(KnownCPUs.int8Feature, cpus: KnownCPUs.int8Dot, host: host.int8Dot)
     return t
   }
 }

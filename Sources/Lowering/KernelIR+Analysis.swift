@@ -48,14 +48,17 @@ public enum AnyExpr: Sendable {
       case .load(_, let x), .ofInt(let x): [.index(x)]
       case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
         [.float(a), .float(b)]
-      case .exp(let a), .log(let a), .sqrt(let a): [.float(a)]
+      case .exp(let a), .log(let a), .sqrt(let a), .round(let a), .fromInt32(let a): [.float(a)]
+      case .bytes(let a, let b, let c, let d): [.float(a), .float(b), .float(c), .float(d)]
+      case .dotU8S8(let a, let b, let c): [.float(a), .float(b), .float(c)]
       case .select(let c, let a, let b): [.condition(c), .float(a), .float(b)]
       }
     case .vector(let e):
       switch e {
       case .load(_, let x, _): [.index(x)]
       case .broadcast(let f): [.float(f)]
-      case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater, .bf16Pair, .bf16Pack, .dotBF16: e.operands.map(AnyExpr.vector)
+      case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater, .bf16Pair, .bf16Pack, .dotBF16, .round, .bytes, .fromInt32,
+           .dotU8S8: e.operands.map(AnyExpr.vector)
       }
     case .condition(let e):
       switch e {

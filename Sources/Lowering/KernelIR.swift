@@ -68,6 +68,16 @@ public indirect enum FExpr: Hashable, Sendable {
   /// The bfloat16 roundings of `low` and `high` packed into one float's 32 bits, `low` in the low half (`BF16`):
   /// a pair of GEMM operands along K for `VExpr.dotBF16`, not a number.
   case bf16Pair(FExpr, FExpr)
+  /// Rounded to the nearest integer, half to even.
+  case round(FExpr)
+  /// Four floats holding integers in -128...255 as the bytes of one float's 32 bits, the first in the low byte
+  /// (two's complement): a quad of int8 GEMM operands along K for `dotU8S8`, not a number.
+  case bytes(FExpr, FExpr, FExpr, FExpr)
+  /// The float nearest the 32-bit integer whose bits the operand holds (an int8 GEMM's sum).
+  case fromInt32(FExpr)
+  /// acc + the four products of a's bytes (unsigned) and b's bytes (signed), in 32-bit integers that wrap; acc
+  /// and the result are integers' bits (`VExpr.dotU8S8`'s lane).
+  case dotU8S8(FExpr, FExpr, FExpr)
 
   public static func + (a: FExpr, b: FExpr) -> FExpr { .add(a, b) }
   public static func - (a: FExpr, b: FExpr) -> FExpr { .sub(a, b) }
@@ -133,6 +143,15 @@ public indirect enum VExpr: Hashable, Sendable {
   /// arithmetic (AVX512_BF16's `vdpbf16ps`, measured bit for bit on Zen 4), so a target without it computes
   /// the same bits with FMAs.
   case dotBF16(VExpr, VExpr, VExpr)
+  /// Per lane, `FExpr.round`.
+  case round(VExpr)
+  /// Per lane, `FExpr.bytes` of the four vectors' lanes.
+  case bytes(VExpr, VExpr, VExpr, VExpr)
+  /// Per lane, `FExpr.fromInt32`.
+  case fromInt32(VExpr)
+  /// Per lane, `FExpr.dotU8S8`: AVX512_VNNI's `vpdpbusd` (`Target.int8Dot`), or the same integers by shifts and
+  /// multiplies.
+  case dotU8S8(VExpr, VExpr, VExpr)
 
   /// The operands, in order.
   public var operands: [VExpr] {
@@ -143,7 +162,9 @@ public indirect enum VExpr: Hashable, Sendable {
     case .sqrt(let a): [a]
     case .selectGreater(let p, let q, let a, let b): [p, q, a, b]
     case .bf16Pair(let a, let b), .bf16Pack(let a, let b): [a, b]
-    case .dotBF16(let acc, let a, let b): [acc, a, b]
+    case .dotBF16(let acc, let a, let b), .dotU8S8(let acc, let a, let b): [acc, a, b]
+    case .round(let a), .fromInt32(let a): [a]
+    case .bytes(let a, let b, let c, let d): [a, b, c, d]
     }
   }
 }

@@ -87,6 +87,10 @@ extension FExpr {
     case .ofInt(let i): "float(\(i.text))"
     case .learningRate: "lr"
     case .bf16Pair(let a, let b): "bf16_pair(\(a.text), \(b.text))"
+    case .round(let a): "round(\(a.text))"
+    case .bytes(let a, let b, let c, let d): "bytes(\(a.text), \(b.text), \(c.text), \(d.text))"
+    case .fromInt32(let a): "from_int32(\(a.text))"
+    case .dotU8S8(let acc, let a, let b): "dot_u8s8(\(acc.text), \(a.text), \(b.text))"
     }
   }
 }
@@ -107,6 +111,10 @@ extension VExpr {
     case .sqrt(let a): "sqrt(\(a.text))"
     case .selectGreater(let p, let q, let a, let b): "select(\(p.text) > \(q.text), \(a.text), \(b.text))"
     case .bf16Pair(let a, let b): "bf16_pair(\(a.text), \(b.text))"
+    case .round(let a): "round(\(a.text))"
+    case .bytes(let a, let b, let c, let d): "bytes(\(a.text), \(b.text), \(c.text), \(d.text))"
+    case .fromInt32(let a): "from_int32(\(a.text))"
+    case .dotU8S8(let acc, let a, let b): "dot_u8s8(\(acc.text), \(a.text), \(b.text))"
     case .bf16Pack(let a, let b): "bf16_pack(\(a.text), \(b.text))"
     case .dotBF16(let acc, let a, let b): "dot_bf16(\(acc.text), \(a.text), \(b.text))"
     }

@@ -202,6 +202,10 @@ final class CanonicalKernel {
     case .select(let c, let a, let b): .select(cond(c), float(a), float(b))
     case .ofInt(let i): .ofInt(index(i))
     case .bf16Pair(let a, let b): .bf16Pair(float(a), float(b))
+    case .round(let a): .round(float(a))
+    case .fromInt32(let a): .fromInt32(float(a))
+    case .bytes(let a, let b, let c, let d): .bytes(float(a), float(b), float(c), float(d))
+    case .dotU8S8(let acc, let a, let b): .dotU8S8(float(acc), float(a), float(b))
     }
   }
 
@@ -244,6 +248,10 @@ final class CanonicalKernel {
     case .bf16Pair(let a, let b): .bf16Pair(vector(a), vector(b))
     case .bf16Pack(let a, let b): .bf16Pack(vector(a), vector(b))
     case .dotBF16(let acc, let a, let b): .dotBF16(vector(acc), vector(a), vector(b))
+    case .round(let a): .round(vector(a))
+    case .fromInt32(let a): .fromInt32(vector(a))
+    case .bytes(let a, let b, let c, let d): .bytes(vector(a), vector(b), vector(c), vector(d))
+    case .dotU8S8(let acc, let a, let b): .dotU8S8(vector(acc), vector(a), vector(b))
     }
   }
 }

@@ -30,7 +30,9 @@ struct SubexpressionSharing {
     case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
       count(a)
       count(b)
-    case .exp(let a), .log(let a), .sqrt(let a): count(a)
+    case .exp(let a), .log(let a), .sqrt(let a), .round(let a), .fromInt32(let a): count(a)
+    case .bytes(let a, let b, let c, let d): for x in [a, b, c, d] { count(x) }
+    case .dotU8S8(let a, let b, let c): for x in [a, b, c] { count(x) }
     case .select(let c, let a, let b):
       count(c)
       count(a)
@@ -77,6 +79,14 @@ struct SubexpressionSharing {
     case .exp(let a): (rebuilt, depth) = one(a, FExpr.exp)
     case .log(let a): (rebuilt, depth) = one(a, FExpr.log)
     case .sqrt(let a): (rebuilt, depth) = one(a, FExpr.sqrt)
+    case .round(let a): (rebuilt, depth) = one(a, FExpr.round)
+    case .fromInt32(let a): (rebuilt, depth) = one(a, FExpr.fromInt32)
+    case .bytes(let a, let b, let c, let d):
+      let parts = [a, b, c, d].map { rewrite($0, name) }
+      (rebuilt, depth) = (.bytes(parts[0].0, parts[1].0, parts[2].0, parts[3].0), parts.map(\.1).max()! + 1)
+    case .dotU8S8(let a, let b, let c):
+      let parts = [a, b, c].map { rewrite($0, name) }
+      (rebuilt, depth) = (.dotU8S8(parts[0].0, parts[1].0, parts[2].0), parts.map(\.1).max()! + 1)
     case .select(let c, let a, let b):
       let (test, dc) = rewrite(c, name), (x, dx) = rewrite(a, name), (y, dy) = rewrite(b, name)
       (rebuilt, depth) = (.select(test, x, y), Swift.max(dc, dx, dy) + 1)

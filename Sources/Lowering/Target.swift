@@ -53,6 +53,10 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   /// and instruction, twice the multiply-adds of an FMA. Without it bf16 GEMMs convert their operands and use
   /// FMAs, to the same bits (`VExpr.dotBF16`), at no gain in speed.
   public var bf16Dot = false
+  /// A u8 x s8 dot product in hardware (AVX512_VNNI's `vpdpbusd`, 512-bit vectors): four 8-bit products per
+  /// 32-bit lane and instruction. Without it int8 convs compute the same integers with shifts and multiplies
+  /// (`VExpr.dotU8S8`).
+  public var int8Dot = false
 
   public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
     (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)

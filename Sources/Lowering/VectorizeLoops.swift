@@ -95,6 +95,10 @@ struct ElementwiseLoop {
     case .sqrt(let a): return .sqrt(v(a))
     case .select(.fgt(let p, let q), let a, let b): return .selectGreater(v(p), v(q), v(a), v(b))
     case .bf16Pair(let a, let b): return .bf16Pair(v(a), v(b))
+    case .round(let a): return .round(v(a))
+    case .fromInt32(let a): return .fromInt32(v(a))
+    case .bytes(let a, let b, let c, let d): return .bytes(v(a), v(b), v(c), v(d))
+    case .dotU8S8(let acc, let a, let b): return .dotU8S8(v(acc), v(a), v(b))
     case .c, .local, .learningRate, .ofInt, .exp, .log, .select: return .broadcast(e)
     }
   }
@@ -127,7 +131,9 @@ struct ElementwiseLoop {
     case .load(_, let i): unitStride(i, v) != nil || !mentions(i, v)
     case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b), .bf16Pair(let a, let b):
       vectorizable(a, v, locals) && vectorizable(b, v, locals)
-    case .sqrt(let a): vectorizable(a, v, locals)
+    case .sqrt(let a), .round(let a), .fromInt32(let a): vectorizable(a, v, locals)
+    case .bytes(let a, let b, let c, let d): [a, b, c, d].allSatisfy { vectorizable($0, v, locals) }
+    case .dotU8S8(let a, let b, let c): [a, b, c].allSatisfy { vectorizable($0, v, locals) }
     case .select(.fgt(let p, let q), let a, let b):
       vectorizable(p, v, locals) && vectorizable(q, v, locals) && vectorizable(a, v, locals) && vectorizable(b, v, locals)
     case .ofInt(let i): !mentions(i, v)

@@ -44,9 +44,11 @@ private struct Fusion {
   }
 
   /// conv + relu + maxpool, when the relu output feeds a pool whose windows lie inside the conv output (the
-  /// fused kernel pools the tiles it computes) and, in backward, only the two gradients fused with it;
+  /// fused kernel pools the tiles it computes; not an int8 conv) and, in backward, only the two gradients fused with it;
   /// returns whether it fused.
   mutating func fusePool(_ n: Node, _ conv: Conv2DAttrs, _ relu: Node) -> Bool {
+    // An int8 conv's kernel stores its output plane whole (`Emitter.int8Conv`); the pool runs after it.
+    guard conv.quantization == nil else { return false }
     let reluUsers = r.usersOf(relu.name)
     guard let pool = reluUsers.first(where: { if case .maxPool = $0.op { true } else { false } }), case .maxPool(let p) = pool.op,
           p.isPlain else { return false }

@@ -51,6 +51,7 @@ public struct Pipeline: Sendable {
     let source = purpose == .inference ? prunedToOutput(graph) : graph
     var t = TypedGraph(graph: source, shapes: try inferShapes(source, batch: batch))
     if last >= .grad, purpose == .training {
+      try refuseQuantized(t.graph)
       let g = try differentiate(t.graph)
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch, known: t.shapes))
     }
@@ -68,6 +69,16 @@ public struct Pipeline: Sendable {
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
     }
     return t
+  }
+}
+
+/// A graph with int8 convs is for inference: their rounding to steps has no gradient.
+func refuseQuantized(_ graph: Graph) throws(DiagnosticList) {
+  let quantized = graph.nodes.filter { if case .conv2d(let a) = $0.op { a.quantization != nil } else { false } }
+  guard quantized.isEmpty else {
+    throw DiagnosticList(quantized.map {
+      .error("'\($0.name)' is an int8 conv (input_scale), which runs at inference only; train the f32 graph, then quantize it (cnnc quantize)", at: $0.opRange)
+    })
   }
 }
 

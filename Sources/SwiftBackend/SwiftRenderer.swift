@@ -7,7 +7,7 @@ public enum SwiftRenderer {
   public static func render(_ programs: [Program], source: String) -> String {
     let target = programs.first?.target ?? .named("x86-64", isa: .sse)
     precondition(programs.allSatisfy { $0.target == target }, "programs rendered together share one target")
-    var out = prelude(source: source, target: target)
+    var out = ""
     for p in programs {
       for k in p.sharedKernels {
         var w = Writer(lanes: p.lanes, fma: p.target.fma)
@@ -21,7 +21,8 @@ public enum SwiftRenderer {
         out += "\n" + w.text
       }
     }
-    return out
+    // The int8 helpers only where an int8 conv uses them, so f32 and bf16 sources stay as they were.
+    return prelude(source: source, target: target) + (out.contains("int8") ? int8Helpers(target) : "") + out
   }
 
   /// The file's header and the helpers every rendered function uses: index arithmetic, the library GEMM, the
@@ -68,6 +69,43 @@ public enum SwiftRenderer {
       }
 
       """ + exponentialHelper() + vectorHelpers(target) + (target.precision == .bf16 ? bf16Helpers(target) : "")
+  }
+
+  /// The kernel IR's int8 operations, as GraphIR's `Int8` defines them (and the LLVM back end renders).
+  static func int8Helpers(_ target: Target) -> String {
+    """
+
+      /// 32-bit integers in the f32 lanes' bits.
+      typealias Words = SIMD\(target.lanes)<Int32>
+
+      @inline(__always) func int8Round(_ x: Float) -> Float { x.rounded(.toNearestOrEven) }
+      @inline(__always) func int8Round(_ x: Vector) -> Vector { x.rounded(.toNearestOrEven) }
+      /// The low bytes of four integers in floats, the first lowest.
+      @inline(__always) func int8Bytes(_ a: Float, _ b: Float, _ c: Float, _ d: Float) -> Float {
+        let w = (Int32(a) & 0xff) | ((Int32(b) & 0xff) << 8) | ((Int32(c) & 0xff) << 16) | (Int32(d) << 24)
+        return Float(bitPattern: UInt32(bitPattern: w))
+      }
+      @inline(__always) func int8Bytes(_ a: Vector, _ b: Vector, _ c: Vector, _ d: Vector) -> Vector {
+        func word(_ x: Vector) -> Words { Words(x, rounding: .towardZero) & 0xff }
+        return unsafeBitCast(word(a) | (word(b) &<< 8) | (word(c) &<< 16) | (word(d) &<< 24), to: Vector.self)
+      }
+      @inline(__always) func int8FromInt32(_ x: Float) -> Float { Float(Int32(bitPattern: x.bitPattern)) }
+      @inline(__always) func int8FromInt32(_ x: Vector) -> Vector { Vector(unsafeBitCast(x, to: Words.self)) }
+      /// acc + the products of a's unsigned bytes and b's signed bytes, wrapping (cnnc's dot product of int8 quads).
+      @inline(__always) func int8Dot(_ acc: Float, _ a: Float, _ b: Float) -> Float {
+        var sum = Int32(bitPattern: acc.bitPattern)
+        let u = a.bitPattern, s = b.bitPattern
+        for i in 0..<4 { sum &+= Int32((u >> (8 * i)) & 0xff) &* Int32(Int8(truncatingIfNeeded: s >> (8 * i))) }
+        return Float(bitPattern: UInt32(bitPattern: sum))
+      }
+      @inline(__always) func int8Dot(_ acc: Vector, _ a: Vector, _ b: Vector) -> Vector {
+        var sum = unsafeBitCast(acc, to: Words.self)
+        let u = unsafeBitCast(a, to: Words.self), s = unsafeBitCast(b, to: Words.self)
+        for i in 0..<4 { sum &+= ((u &>> Int32(8 * i)) & 0xff) &* ((s &<< Int32(24 - 8 * i)) &>> 24) }
+        return unsafeBitCast(sum, to: Vector.self)
+      }
+
+      """
   }
 
   /// The kernel IR's bf16 pairs and dot product, as Lowering's `BF16` defines them (and the LLVM back end renders).
@@ -317,6 +355,10 @@ struct Writer {
     case .ofInt(let i): "Float(\(ix(i)))"
     case .learningRate: "lr"
     case .bf16Pair(let a, let b): "bf16Pair(\(fx(a)), \(fx(b)))"
+    case .round(let a): "int8Round(\(fx(a)))"
+    case .bytes(let a, let b, let c, let d): "int8Bytes(\(fx(a)), \(fx(b)), \(fx(c)), \(fx(d)))"
+    case .fromInt32(let a): "int8FromInt32(\(fx(a)))"
+    case .dotU8S8(let acc, let a, let b): "int8Dot(\(fx(acc)), \(fx(a)), \(fx(b)))"
     }
   }
 
@@ -339,6 +381,10 @@ struct Writer {
     case .bf16Pair(let a, let b): "bf16Pair(\(vector(a)), \(vector(b)))"
     case .bf16Pack(let a, let b): "bf16Pack(\(vector(a)), \(vector(b)))"
     case .dotBF16(let acc, let a, let b): "dotBF16(\(vector(acc)), \(vector(a)), \(vector(b)))"
+    case .round(let a): "int8Round(\(vector(a)))"
+    case .bytes(let a, let b, let c, let d): "int8Bytes(\(vector(a)), \(vector(b)), \(vector(c)), \(vector(d)))"
+    case .fromInt32(let a): "int8FromInt32(\(vector(a)))"
+    case .dotU8S8(let acc, let a, let b): "int8Dot(\(vector(acc)), \(vector(a)), \(vector(b)))"
     }
   }
 

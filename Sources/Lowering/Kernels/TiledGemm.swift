@@ -39,6 +39,12 @@ struct TiledGemm {
   /// A and B hold bf16 pairs along K (`FExpr.bf16Pair`), k counts the pairs, and the micro-kernel accumulates with
   /// `VExpr.dotBF16`: what a bf16 program's GEMMs become once their operands are packed (`bf16Gemm`).
   var pairs = false
+  /// A holds s8 quads and B u8 quads along K (`FExpr.bytes`), k counts the quads, and the micro-kernel sums
+  /// with `VExpr.dotU8S8` into 32-bit integers: an int8 conv's GEMM (`Emitter.int8Conv`). C holds the sums' bits.
+  var quads = false
+  /// What each element of C's row starts at instead of zero (bits of an integer in an int8 GEMM), when the GEMM
+  /// does not accumulate.
+  var startsAt: ((IExpr) -> FExpr)? = nil
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -119,14 +125,14 @@ extension GemmBlocking {
 
 extension Emitter {
   mutating func tiledGemm(_ g: TiledGemm) -> [Stmt] {
-    if g.packedVectors == nil, g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
+    if !g.quads, g.packedVectors == nil, g.m * g.n * g.k * g.calls < target.libraryGemmBelow, g.aCol == 1 || g.aRow == 1 {
       let rowMajor = g.aCol == 1
       let call = Stmt.gemm(Gemm(transA: !rowMajor, transB: false, m: g.m, n: g.n, k: g.k, a: g.a, lda: rowMajor ? g.aRow : g.aCol,
                                 b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))
       guard let epilogue = g.epilogue else { return [call] }
       return [call, loop("r", g.m) { e, r in e.epilogueRun(g, epilogue, row: r, first: .c(0), count: g.n) }]
     }
-    if target.precision == .bf16 { return bf16Gemm(g) }
+    if target.precision == .bf16, !g.quads { return bf16Gemm(g) }
     let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target, vectors: g.packedVectors)
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
                             rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel, calls: g.calls))
@@ -140,9 +146,9 @@ extension Emitter {
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []
-    // With several panels every panel accumulates, so C starts at zero unless the GEMM accumulates.
+    // With several panels every panel accumulates, so C starts at zero (or `startsAt`) unless the GEMM accumulates.
     if panels > 1, !g.accumulate {
-      out.append(loop("r", g.m) { e, r in [e.elementwise(g.n) { i in .store(g.c.0, g.c.1 + r * g.ldc + i, .c(0)) }] })
+      out.append(loop("r", g.m) { e, r in [e.elementwise(g.n) { i in .store(g.c.0, g.c.1 + r * g.ldc + i, g.startsAt?(r) ?? .c(0)) }] })
     }
     let load = g.accumulate || panels > 1
     // The full panels in a loop (one copy of the code), then the shorter last panel. An epilogue belongs to
@@ -202,7 +208,8 @@ extension Emitter {
     func cAt(_ r: Int, _ v: Int) -> IExpr { g.c.1 + (m0 + r) * g.ldc + n0 + v * lanes }
     var out: [Stmt] = []
     for r in 0..<rows {
-      for (v, l) in widths.enumerated() { out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : .zero)) }
+      let start = g.startsAt.map { VExpr.broadcast($0(m0 + r)) } ?? .zero
+      for (v, l) in widths.enumerated() { out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : start)) }
     }
     out.append(loop("k", kc) { _, kk in
       let p = kk + k0
@@ -216,7 +223,8 @@ extension Emitter {
         body.append(.vlocal("\(id)_a\(r)", .broadcast(.load(g.a.0, g.a.1 + (m0 + r) * g.aRow + p * g.aCol))))
         for v in widths.indices {
           let (x, y, sum) = (VExpr.local("\(id)_a\(r)"), VExpr.local("\(id)_b\(v)"), VExpr.local(acc(r, v)))
-          body.append(.vset(acc(r, v), g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
+          // The dot product's first operand is the unsigned one: B's u8 steps.
+          body.append(.vset(acc(r, v), g.quads ? .dotU8S8(sum, y, x) : g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
         }
       }
       return body

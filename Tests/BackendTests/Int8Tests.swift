@@ -1,0 +1,104 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import LLVMBackend
+import Lowering
+import Passes
+import Runtime
+import SwiftBackend
+import Testing
+
+/// int8 convs (`input_scale`): the input quantized to u8 steps, the weights to s8 per filter, the products summed
+/// in 32-bit integers by the u8 x s8 dot product or by shifts and multiplies that give its integers. Each back end
+/// and target this machine runs against the reference arithmetic of `Int8`, bit for bit.
+@Suite struct Int8Tests {
+  /// Targets this machine runs: its own (VNNI's dot product where it has one), the lower test target and, on an
+  /// AVX-512 host, generic AVX-512 (the emulated dot product on 16 lanes).
+  static let targets = TestTargets.names + ["avx512-without-vnni"]
+
+  static func target(_ name: String) throws -> Target? {
+    guard name == "avx512-without-vnni" else { return try TestTargets.resolve(name) }
+    guard Target.host().isa == .avx512 else { return nil }
+    let t = try Target.resolve(cpu: "x86-64-v4", triple: nil, features: nil, runsHere: true)
+    #expect(!t.int8Dot, "x86-64-v4 has no VNNI")
+    return t
+  }
+
+  /// Three int8 convs: 3x3 padded over a signed input (zero point 100, K = 45: a quad with one row) whose steps
+  /// clamp at both ends; a 1x1 conv that reads its input in place, with a residual add and relu fused in its
+  /// store; a strided 3x3 without bias at zero point 128 (K = 108).
+  static let graph = """
+    input x: f32[N, 5, 9, 7]
+    input y: i32[N]
+    a = conv2d(x, filters: 12, kernel: 3, padding: 1, input_scale: 0.01, input_zero_point: 100)
+    r = relu(a)
+    b = conv2d(r, filters: 12, kernel: 1, input_scale: 0.05, input_zero_point: 0)
+    t = add(b, r)
+    u = relu(t)
+    c = conv2d(u, filters: 6, kernel: 3, stride: 2, bias: false, input_scale: 0.03, input_zero_point: 128)
+    f = flatten(c)
+    loss = cross_entropy(f, y)
+    output f
+    minimize loss
+    """
+
+  /// What the interpreter computes for `d` at inference.
+  static func expected(_ d: Differential) throws -> [Float] {
+    var interp = try InterpreterBackend(graph: d.graph)
+    interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    return try interp.infer(images: d.images, count: d.batch)
+  }
+
+  /// The int8 layers' input steps both clamp, so the test sees saturation at 0 and 255.
+  @Test func stepsRoundHalfToEvenAndClamp() {
+    let q = Quantization(scale: 0.5, zeroPoint: 10)
+    #expect(Int8.activation(0.25, q) == 10, "0.5 steps rounds to the even 0")
+    #expect(Int8.activation(0.75, q) == 12, "1.5 steps rounds to the even 2")
+    #expect(Int8.activation(-100, q) == 0)
+    #expect(Int8.activation(1000, q) == 255)
+    #expect(Int8.activation(.nan, q) == 0, "a NaN clamps to the lowest step")
+    #expect(Int8.weightScale([0.5, -1.27, 0.2]) == Float(1.27) / 127)
+    #expect(Int8.weightScale([0, 0]) == 1, "a filter of zeros keeps a scale of 1")
+    #expect(Int8.weight(-1.27, scale: Int8.weightScale([0.5, -1.27])) == -127)
+    let c = Quantization.covering(low: -1, high: 3)
+    #expect(c.scale == 4 / 255 && c.zeroPoint == 64)
+    #expect(Quantization.covering(low: 0.5, high: 2).zeroPoint == 0, "0 is always representable")
+    #expect(Quantization.covering(low: 0, high: 0).scale > 0)
+  }
+
+  /// Inference at batch 1 and 3, with one thread and two, gives the interpreter's bits on every target.
+  @Test(arguments: targets) func convsMatchTheReferenceBitForBit(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    for batch in [1, 3] {
+      // Inputs in [-1.5, 1.5]: below and above the first layer's [-1, 1.55].
+      let d = try Differential(source: Self.graph, batch: batch)
+      let expected = try Self.expected(d)
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        let got = try b.infer(images: d.images, count: batch)
+        #expect(got == expected, "int8 inference at batch \(batch), \(threads) threads, on \(target.cpu) (largest difference \(zip(got, expected).map { abs($0 - $1) }.max() ?? 0))")
+      }
+    }
+  }
+
+  /// The Swift back end renders the same integers.
+  @Test func swiftBackendMatchesTheReference() throws {
+    let d = try Differential(source: Self.graph, batch: 2)
+    let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
+    let s = try CompiledBackend(inferenceOf: d.graph, compiler: try SwiftCompiler(source: "int8", target: .host(), cacheDirectory: cache), inferenceCalls: [2])
+    try s.loadParameters(d.parameters)
+    #expect(try s.infer(images: d.images, count: 2) == (try Self.expected(d)))
+  }
+
+  /// A quantized graph is for inference: training it is refused at the conv, with what to do instead.
+  @Test func trainingIsRefused() throws {
+    let graph = try Parser.parse(Array(Self.graph.utf8), defaultName: "q")
+    #expect(throws: DiagnosticList.self) { try Pipeline(batch: 2, purpose: .training).run(graph, to: .grad) }
+    do {
+      _ = try Pipeline(batch: 2, purpose: .training).run(graph, to: .grad)
+    } catch {
+      #expect(error.diagnostics.count == 3 && error.diagnostics[0].message.contains("cnnc quantize"))
+    }
+  }
+}
