@@ -70,3 +70,8 @@ public enum Int8 {
     Float(sum) * (inputScale * weightScale)
   }
 }
+
+extension Graph {
+  /// The int8 convs (`Conv2DAttrs.quantization`): a graph with any runs at inference only.
+  public var int8Convs: [Node] { nodes.filter { if case .conv2d(let a) = $0.op { a.quantization != nil } else { false } } }
+}

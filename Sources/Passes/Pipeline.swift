@@ -74,7 +74,7 @@ public struct Pipeline: Sendable {
 
 /// A graph with int8 convs is for inference: their rounding to steps has no gradient.
 func refuseQuantized(_ graph: Graph) throws(DiagnosticList) {
-  let quantized = graph.nodes.filter { if case .conv2d(let a) = $0.op { a.quantization != nil } else { false } }
+  let quantized = graph.int8Convs
   guard quantized.isEmpty else {
     throw DiagnosticList(quantized.map {
       .error("'\($0.name)' is an int8 conv (input_scale), which runs at inference only; train the f32 graph, then quantize it (cnnc quantize)", at: $0.opRange)

@@ -111,7 +111,8 @@ func flushStandardOutput() {
 /// The programs `cnnc compile` emits for a graph: the training step (Adam) and inference, at one batch size.
 func lowerForEmission(_ g: Graph, batch: Int, target: Target) throws(DiagnosticList) -> [Program] {
   var programs: [Program] = []
-  if g.minimize != nil { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target)) }
+  // A graph with int8 convs has no training step (`Pipeline` refuses it).
+  if g.minimize != nil, g.int8Convs.isEmpty { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target)) }
   programs.append(try lower(g, batch: batch, mode: .infer, target: target))
   return programs
 }

@@ -197,9 +197,10 @@ extension Emitter {
 
   /// im2col without a pooling window: the columns straight from the input, one loop nest per kernel offset
   /// (`patchLoops`). `rows` (first, count) limits it to those output rows of one image per GEMM, in a column
-  /// matrix of count x OW columns (a band, `convForwardBanded`).
+  /// matrix of count x OW columns (a band, `convForwardBanded`). Positions in the padding get `padding` (an int8
+  /// conv's zero point: its columns are steps).
   mutating func im2colRows(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: IExpr, channels: (first: IExpr, count: Int)? = nil,
-                           rows: (first: IExpr, count: Int)? = nil) -> [Stmt] {
+                           rows: (first: IExpr, count: Int)? = nil, padding: FExpr = .c(0)) -> [Stmt] {
     let channels = channels ?? (.c(0), s.c), length = rows.map { $0.count * s.ow } ?? s.row
     return [loop("j", s.group) { e, j in
       [e.loop("c", channels.count) { e, cv in
@@ -207,7 +208,7 @@ extension Emitter {
         func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
           col + ((ci * s.k + ky) * s.k + .c(kx)) * length + j * s.plane + column
         }
-        return e.patchLoops(a, s, ci, rows: rows, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
+        return e.patchLoops(a, s, ci, rows: rows, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), padding)] }) {
           ci, ky, kx, column, iy, ix in
           [.store(.arena, at(ci, ky, kx, column),
                   .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
