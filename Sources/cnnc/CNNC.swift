@@ -14,7 +14,7 @@ struct CNNC: ParsableCommand {
       graph, and trains it on MNIST-format data.
       """,
     version: CNNC.version,
-    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, Infer.self, ReportCommand.self, Bench.self, Import.self, Export.self])
+    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, Infer.self, ReportCommand.self, Bench.self, Import.self, Export.self, Quantize.self])
 
   /// Parses and runs the command; an error a user can cause that a command did not render itself is
   /// rendered here, as every other is, so none escapes as a raw value dump.

@@ -1,0 +1,100 @@
+import GraphIR
+import Passes
+
+/// Post-training calibration of int8 convs (`cnnc quantize`): the float graph runs on calibration images in the
+/// reference interpreter, each candidate conv's input values are observed (their extremes, and an evenly spaced
+/// sample for percentiles), and each gets the `Quantization` covering the range the method picks.
+public struct Calibration: Sendable {
+  /// How a conv input's range is chosen from what calibration saw.
+  public enum Method: String, CaseIterable, Sendable {
+    /// The smallest and largest values seen.
+    case minmax
+    /// The values at the low and high percentiles of an evenly spaced sample (outliers clamp instead of
+    /// coarsening every step).
+    case percentile
+  }
+
+  /// Values kept per conv input for percentiles, over all calibration batches.
+  public static let sampleSize = 1 << 18
+
+  public let graph: Graph
+  /// The convs quantized, by name, in graph order.
+  public let convs: [String]
+  /// The batches `observe` will see (each keeps its share of the sample).
+  let batches: Int
+  private var low: [Float], high: [Float], samples: [[Float]]
+  public private(set) var observed = 0
+
+  /// The convs int8 can take: ungrouped and undilated (`Conv2DAttrs.isDirect` is not), with sums that fit 32 bits;
+  /// with `keepFirst`, not those reading the graph's input (the first layer, whose few channels int8 gains least on).
+  public static func candidates(_ graph: Graph, shapes: ShapeTable, keepFirst: Bool) -> [String] {
+    let inputs = Set(graph.inputs.map(\.name))
+    return graph.nodes.compactMap { n in
+      guard case .conv2d(let a) = n.op, a.quantization == nil, !a.isDirect, let x = shapes[n.args[0]] else { return nil }
+      guard x.dims[1] * a.kernel * a.kernel <= Int8.maxTerms, !(keepFirst && inputs.contains(n.args[0])) else { return nil }
+      return n.name
+    }
+  }
+
+  public init(graph: Graph, convs: [String], batches: Int) {
+    self.graph = graph
+    self.convs = convs
+    self.batches = max(1, batches)
+    low = Array(repeating: .infinity, count: convs.count)
+    high = Array(repeating: -.infinity, count: convs.count)
+    samples = Array(repeating: [], count: convs.count)
+  }
+
+  /// Runs one batch of `count` normalised images through the float graph and records each conv's input.
+  public mutating func observe(images: [Float], count: Int, parameters: Parameters) throws {
+    let stage = try Pipeline(batch: count, purpose: .inference, fuse: false).run(graph, to: .shaped)
+    var inputs: [String: RefValue<Float>] = [:]
+    for i in graph.inputs {
+      guard let t = stage.shapes[i.name] else { continue }
+      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: t.dims, data: images)) : .i32(shape: t.dims, data: Array(repeating: 0, count: t.count))
+    }
+    let env = try Interpreter<Float>(graph: stage.graph, shapes: stage.shapes)
+      .run(inputs: inputs, parameters: parameters.tensors(), context: ReferenceContext(training: false))
+    for (k, name) in convs.enumerated() {
+      guard let node = graph.node(named: name), let x = env[node.args[0]]?.tensor?.data else { continue }
+      for v in x where v.isFinite {
+        low[k] = min(low[k], v)
+        high[k] = max(high[k], v)
+      }
+      let stride = max(1, x.count * batches / Self.sampleSize)
+      samples[k] += stride1(x, stride)
+    }
+    observed += count
+  }
+
+  /// Every `stride`-th finite value.
+  private func stride1(_ x: [Float], _ stride: Int) -> [Float] {
+    Swift.stride(from: 0, to: x.count, by: stride).map { x[$0] }.filter(\.isFinite)
+  }
+
+  /// Each conv's quantization by `method`; `percentile` is the high one (the low one is its complement).
+  public func quantizations(_ method: Method, percentile: Double) -> [String: Quantization] {
+    var out: [String: Quantization] = [:]
+    for (k, name) in convs.enumerated() where low[k] <= high[k] {
+      var (lo, hi) = (low[k], high[k])
+      if method == .percentile, !samples[k].isEmpty {
+        let sorted = samples[k].sorted(), last = Double(sorted.count - 1)
+        lo = max(lo, sorted[Int((last * (1 - percentile / 100)).rounded(.down))])
+        hi = min(hi, sorted[Int((last * percentile / 100).rounded(.up))])
+      }
+      out[name] = Quantization.covering(low: lo, high: hi)
+    }
+    return out
+  }
+
+  /// `graph` with each named conv quantized.
+  public static func apply(_ quantizations: [String: Quantization], to graph: Graph) -> Graph {
+    var g = graph
+    g.nodes = graph.nodes.map { n in
+      guard case .conv2d(var a) = n.op, let q = quantizations[n.name] else { return n }
+      a.quantization = q
+      return n.replacing(op: .conv2d(a))
+    }
+    return g
+  }
+}

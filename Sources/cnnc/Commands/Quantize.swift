@@ -1,0 +1,79 @@
+import FileSystem
+import ArgumentParser
+import Foundation
+import GraphIR
+import Passes
+import Runtime
+
+/// `cnnc quantize`: post-training static int8 quantization. Calibration images run through the float model; each
+/// ungrouped conv gets its input's u8 scale and zero point (`input_scale`, `input_zero_point`), its weights s8 per
+/// filter when the program is built. Writes the quantized graph and the weights beside it.
+struct Quantize: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Quantize a trained model's convolutions to int8 from calibration images (post-training, static).",
+    discussion: """
+      Each convolution of one group gets its input quantized to u8 with a scale and zero point chosen from what \
+      calibration saw, and its weights to s8 with one scale per filter; products are summed in 32-bit integers \
+      (AVX512_VNNI where the CPU has it). Grouped and depthwise convolutions, dense layers and the rest stay f32. \
+      Writes OUT.graph and OUT.safetensors, which eval, predict, infer and bench take.
+      """)
+
+  @Argument(help: "The .graph file or .onnx model.") var file: String
+  @Option(parsing: .unconditional, help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
+  @OptionGroup var modelOptions: ModelFileOptions
+  @OptionGroup(title: "Inputs") var inputOptions: InputOptions
+  @Option(parsing: .unconditional, help: "Calibration data: a directory of IDX, CIFAR-10 or CIFAR-100 binary files, or image folders (its training set is used).")
+  var calibrate: String
+  @Option(parsing: .unconditional, help: "Calibration images, evenly spaced through the set.") var images: Int = 256
+  @Option(parsing: .unconditional, help: "How each input's range is chosen: minmax (the extremes seen) or percentile (--percentile of an evenly spaced sample).")
+  var method: Calibration.Method = .minmax
+  @Option(parsing: .unconditional, help: "The percentile of the high end for --method percentile (the low end's is 100 minus it).") var percentile: Double = 99.99
+  @Flag(help: "Keep the first convolution (the one reading the model's input) in f32.") var keepFirst = false
+  @Option(parsing: .unconditional, help: "The output's stem: OUT.graph and OUT.safetensors.") var out: String
+
+  /// Images per interpreter batch while calibrating.
+  static let calibrationBatch = 16
+
+  func validate() throws {
+    guard images >= 1 else { throw ValidationError("--images must be at least 1, got \(images)") }
+    guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be above 50 and at most 100, got \(percentile)") }
+    guard !out.isEmpty else { throw ValidationError("--out must name the output's stem (OUT.graph and OUT.safetensors are written)") }
+  }
+
+  func run() throws {
+    let graphFile = try GraphFile(path: file, verbose: modelOptions.verbose)
+    let model = try TrainedModel(graphFile, weights: weights)
+    try reportingErrors {
+      guard model.graph.int8Convs.isEmpty else { throw DataError("\(file) is quantized already (it has int8 convs)") }
+      let graphPath = out + ".graph", weightsPath = out + ".safetensors"
+      try checkOutputFile(graphPath)
+      try checkOutputFile(weightsPath)
+      let (normalization, transforms) = try inputOptions.resolve(model)
+      let channels = model.graph.inputs.first { $0.dtype == .f32 }.flatMap { model.shapes[$0.name]?.dims[1] }
+      let set = try ImageDataset.loadSet(directory: calibrate, training: true, transforms: transforms, channels: channels)
+      try normalization.check(channels: set.channels)
+      let count = min(images, set.count)
+      // Evenly spaced through the set, so a set sorted by class still calibrates on every class.
+      let chosen = (0..<count).map { $0 * set.count / count }
+      let convs = Calibration.candidates(model.graph, shapes: model.shapes, keepFirst: keepFirst)
+      guard !convs.isEmpty else { throw DataError("\(file) has no convolution int8 can take (one group, undilated)") }
+      var calibration = Calibration(graph: model.graph, convs: convs, batches: (count + Self.calibrationBatch - 1) / Self.calibrationBatch)
+      for first in stride(from: 0, to: count, by: Self.calibrationBatch) {
+        let batch = chosen[first..<min(count, first + Self.calibrationBatch)]
+        var pixels = [Float](repeating: 0, count: batch.count * set.imageBytes)
+        try set.normalizedBatch(batch, into: &pixels, normalization)
+        try calibration.observe(images: pixels, count: batch.count, parameters: model.parameters)
+      }
+      let quantizations = calibration.quantizations(method, percentile: percentile)
+      let quantized = Calibration.apply(quantizations, to: model.graph)
+      // The weights as they came, with their metadata (normalisation, transforms, class names).
+      let (weightsFile, _) = try graphFile.weights(weights)
+      try writeAtomically(Array(Printer.print(quantized).utf8), to: graphPath)
+      try weightsFile.write(to: weightsPath)
+      print("quantized \(quantizations.count) of \(model.graph.nodes.filter { if case .conv2d = $0.op { true } else { false } }.count) convolutions to int8 (\(method.rawValue) over \(calibration.observed) images of \(calibrate))")
+      print("wrote \(graphPath) and \(weightsPath); run it with: cnnc eval \(graphPath) --weights \(weightsPath)")
+    }
+  }
+}
+
+extension Calibration.Method: ExpressibleByArgument {}
