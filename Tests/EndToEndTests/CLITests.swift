@@ -129,6 +129,38 @@ import Testing
     #expect(bad.status != 0 && !bad.trapped && bad.stderr.contains("fp16") && bad.stderr.contains("bf16"), "\(bad.stderr)")
   }
 
+  /// `cnnc quantize` calibrates a trained model's convs, writes a graph and weights that eval runs on both back ends
+  /// to the same predictions, and refuses what it cannot do: a quantized model again, a model with nothing to
+  /// quantize, a percentile out of range; training the quantized graph is refused at its int8 conv.
+  @Test func quantizeCalibratesAndEvalRunsTheInt8Model() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-int8-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let train = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "100", "--out", dir + "/run", "--no-report"])
+    #expect(train.status == 0, "\(train.stderr)")
+    let weights = dir + "/run/weights.safetensors", stem = dir + "/tiny-int8"
+    let q = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--images", "40", "--method", "percentile", "--out", stem])
+    #expect(q.status == 0 && q.stdout.contains("quantized 1 of 1 convolutions to int8 (percentile over 40 images"), "\(q.stdout)\(q.stderr)")
+    let graph = try String(contentsOfFile: stem + ".graph", encoding: .utf8)
+    #expect(graph.contains("input_scale: ") && graph.contains("input_zero_point: "), "\(graph)")
+    let plan = try Self.run(["compile", stem + ".graph", "--emit", "none"])
+    #expect(plan.status == 0 && plan.stdout.contains("int8") && !plan.stdout.contains("train arena"), "\(plan.stdout)\(plan.stderr)")
+    var accuracies: [String] = []
+    for backend in ["jit", "interp"] {
+      let eval = try Self.run(["eval", stem + ".graph", "--weights", stem + ".safetensors", "--backend", backend])
+      #expect(eval.status == 0, "\(eval.stderr)")
+      accuracies.append(eval.stdout.split(separator: "\n").first.map(String.init) ?? "")
+    }
+    #expect(accuracies[0] == accuracies[1] && accuracies[0].hasPrefix("test accuracy"), "\(accuracies)")
+    let again = try Self.run(["quantize", stem + ".graph", "--weights", stem + ".safetensors", "--calibrate", "data/mnist", "--out", dir + "/twice"])
+    #expect(Self.failedCleanly(again) && again.stderr.contains("quantized already"), "\(again.stderr)")
+    let none = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--keep-first", "--out", dir + "/none"])
+    #expect(Self.failedCleanly(none) && none.stderr.contains("no convolution"), "\(none.stderr)")
+    let percentile = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--method", "percentile", "--percentile", "101", "--out", dir + "/p"])
+    #expect(Self.failedCleanly(percentile) && percentile.stderr.contains("--percentile"), "\(percentile.stderr)")
+    let retrain = try Self.run(["train", stem + ".graph", "--jit", "--steps", "2", "--out", dir + "/retrain", "--no-report"])
+    #expect(Self.failedCleanly(retrain) && retrain.stderr.contains("runs at inference only"), "\(retrain.stderr)")
+  }
+
   @Test func compileShowsThePlan() throws {
     let r = try Self.run(["compile", "Graphs/simplecnn.graph", "--emit", "none"])
     #expect(r.status == 0)

@@ -12,6 +12,30 @@ import Testing
 
   @Test func thereAreExampleGraphs() { #expect(Self.graphs.count >= 7) }
 
+  /// Format 1.4: an int8 conv's `input_scale` prints as the f32 it is and re-parses to the same bits, with its zero
+  /// point (0 when omitted); a conv without them stays f32.
+  @Test func int8AttributesParseAndPrint() throws {
+    let scale = Float(0.012728233821690083)
+    let g = try Parser.parse("""
+      input x: f32[N, 3, 8, 8]
+      a = conv2d(x, filters: 4, kernel: 3, padding: 1, input_scale: \(Double(scale)), input_zero_point: 33)
+      b = conv2d(a, filters: 4, kernel: 1, input_scale: 0.5)
+      c = conv2d(b, filters: 2, kernel: 1)
+      output c
+      """, defaultName: "q")
+    guard case .conv2d(let a) = g.nodes[0].op, case .conv2d(let b) = g.nodes[1].op, case .conv2d(let c) = g.nodes[2].op else {
+      Issue.record("convs expected")
+      return
+    }
+    #expect(a.quantization == Quantization(scale: scale, zeroPoint: 33))
+    #expect(b.quantization == Quantization(scale: 0.5, zeroPoint: 0))
+    #expect(c.quantization == nil)
+    #expect(g.int8Convs.map(\.name) == ["a", "b"])
+    let printed = Printer.print(g)
+    #expect(printed.contains("input_scale: 0.5, input_zero_point: 0)"), "\(printed)")
+    #expect(try Parser.parse(printed, defaultName: "q") == g)
+  }
+
   /// Format 1.3: `state NODE "prefix"` gives a node's parameters and buffers PyTorch's dotted `state_dict` keys; it
   /// prints and re-parses, and `stateKey` maps names to keys (others unchanged).
   @Test func stateNamesParsePrintAndMapKeys() throws {
