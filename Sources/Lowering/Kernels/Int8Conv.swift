@@ -27,50 +27,73 @@ extension Emitter {
     let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     let inPlace = a.kernel == 1 && a.stride == 1 && a.padding == 0, macs = s.n * s.f * s.plane * xd[1] * s.k * s.k
-    let pixels = s.h * s.w, image = Placement(base: .arena, offset: Self.constant(tailScratch(channelQuads * pixels)), count: channelQuads * pixels)
-    let columns = inPlace ? nil : tailScratch(s.ckk * s.plane)
-    let parts = parallelParts(units: s.f, macs: macs), copyParts = parallelParts(units: channelQuads, macs: macs)
-    let fullQuads = xd[1] / 4, quadParts = parallelParts(units: fullQuads, macs: macs)
+    let geometry = Int8Geometry(a: a, s: s, channels: xd[1], x: x, q: q, weights: weights, epilogue: epilogue, relu: relu, tail: tail, macs: macs)
+    // Images split over the pool where the batch allows (one parallel statement per call), else each image's steps.
+    let imageParts = parallelParts(units: s.n, macs: macs), per = s.n / imageParts
+    // Scratch for each part: its quads' image (part p's p images after the first, so im2col reads image p of a
+    // batch that starts at the first) and columns.
+    let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * s.plane * imageParts)
+    body += inParts(imageParts, of: "images") { e, part in
+      [e.loop("g", per) { e, gv in
+        e.int8Image(geometry, g: part * per + gv, planes: planes, copy: part, columns: columns.map { $0 + part * (s.ckk * s.plane) },
+                    split: imageParts == 1)
+      }]
+    }
+  }
+
+  /// What every image of an int8 conv shares.
+  struct Int8Geometry {
+    let a: Conv2DAttrs, s: ConvShape, channels: Int, x: Placement, q: Quantization, weights: Int8Weights
+    let epilogue: ConvEpilogue, relu: Bool, tail: ConvTail, macs: Int
+  }
+
+  /// One image `g` of an int8 conv: its quads of channels into copy `copy` of the quad images at `planes`, im2col
+  /// into `columns` (none: the GEMM reads the quads), the GEMM and its epilogue; with `split`, each step across the
+  /// pool.
+  mutating func int8Image(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr?, split: Bool) -> [Stmt] {
+    let (s, x, q, channels) = (d.s, d.x, d.q, d.channels), pixels = s.h * s.w, image = s.c * pixels
+    let parts = split ? parallelParts(units: s.f, macs: d.macs) : 1, copyParts = split ? parallelParts(units: s.c, macs: d.macs) : 1
+    let fullQuads = channels / 4, quadParts = split ? parallelParts(units: fullQuads, macs: d.macs) : 1
+    let at = IExpr.c(planes) + copy * image
     // The zero point's step in every byte: what padding and channels past the last hold.
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
-    body.append(loop("g", s.n) { e, g in
-      // Quad cq's word at each pixel, of its `present` channels (the zero point's step past them).
-      func pack(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
-        e.elementwise(pixels) { i in
-          let steps = (0..<4).map { c in
-            c < present ? Self.int8Step(.load(x.base, .c(x.offset) + g * (xd[1] * pixels) + (cq * 4 + c) * pixels + i), q) : zero
-          }
-          return .store(.arena, .c(image.offset) + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
+    // Quad cq's word at each pixel, of its `present` channels (the zero point's step past them).
+    func pack(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
+      e.elementwise(pixels) { i in
+        let steps = (0..<4).map { c in
+          c < present ? Self.int8Step(.load(x.base, .c(x.offset) + g * (channels * pixels) + (cq * 4 + c) * pixels + i), q) : zero
         }
+        return .store(.arena, at + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
       }
-      var out = fullQuads == 0 ? [] : e.inParts(quadParts, of: "channel quads") { e, part in
-        [e.loop("cq", fullQuads / quadParts) { e, cv in [pack(&e, part * (fullQuads / quadParts) + cv, present: 4)] }]
+    }
+    var out = fullQuads == 0 ? [] : inParts(quadParts, of: "channel quads") { e, part in
+      [e.loop("cq", fullQuads / quadParts) { e, cv in [pack(&e, part * (fullQuads / quadParts) + cv, present: 4)] }]
+    }
+    if channels % 4 > 0 { out.append(pack(&self, .c(fullQuads), present: channels % 4)) }
+    var b: (Base, IExpr) = (.arena, at)
+    if let columns {
+      let quadImages = Placement(base: .arena, offset: planes, count: image)
+      out += inParts(copyParts, of: "channel quads") { e, part in
+        e.im2colRows(d.a, s, x: quadImages, g: copy, col: columns, channels: (part * (s.c / copyParts), s.c / copyParts), padding: zeroQuad)
       }
-      if xd[1] % 4 > 0 { out.append(pack(&e, .c(fullQuads), present: xd[1] % 4)) }
-      var b: (Base, IExpr) = (.arena, .c(image.offset))
-      if let columns {
-        out += e.inParts(copyParts, of: "channel quads") { e, part in
-          e.im2colRows(a, s, x: image, g: .c(0), col: columns, channels: (part * (s.c / copyParts), s.c / copyParts), padding: zeroQuad)
-        }
-        b = (.arena, columns)
+      b = (.arena, columns)
+    }
+    let rows = s.f / parts, (weights, epilogue) = (d.weights, d.epilogue)
+    out += inParts(parts, of: "output channels") { e, part in
+      let f0 = part * rows
+      var gemm = TiledGemm(m: rows, n: s.plane, k: s.ckk, a: (.prepared, .c(weights.quads) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
+                           b: b, ldb: s.plane, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane),
+                           ldc: s.plane, accumulate: false, calls: s.n * parts)
+      gemm.quads = true
+      gemm.startsAt = { row in .load(.prepared, .c(weights.corrections) + f0 + row) }
+      gemm.epilogue = { row, column, v in
+        let fi = row + f0
+        return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: d.relu, tail: d.tail,
+                                 at: (g * s.f + fi) * s.plane + column)
       }
-      let rows = s.f / parts
-      out += e.inParts(parts, of: "output channels") { e, part in
-        let f0 = part * rows
-        var gemm = TiledGemm(m: rows, n: s.plane, k: s.ckk, a: (.prepared, .c(weights.quads) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
-                             b: b, ldb: s.plane, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane),
-                             ldc: s.plane, accumulate: false, calls: s.n * parts)
-        gemm.quads = true
-        gemm.startsAt = { row in .load(.prepared, .c(weights.corrections) + f0 + row) }
-        gemm.epilogue = { row, column, v in
-          let fi = row + f0
-          return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: relu, tail: tail,
-                                   at: (g * s.f + fi) * s.plane + column)
-        }
-        return e.tiledGemm(gemm)
-      }
-      return out
-    })
+      return e.tiledGemm(gemm)
+    }
+    return out
   }
 
   /// The value of a constant index expression (scratch taken outside any part).
