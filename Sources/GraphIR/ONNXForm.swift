@@ -17,6 +17,10 @@ public enum ONNXForm: Sendable, Equatable {
   case erfGELU
   /// No ONNX form (a loss, which the exported inference graph does not hold), and why.
   case none(reason: String)
+  /// An int8 conv (`Int8Arithmetic`) in ONNX's QDQ form: operand 0 through QuantizeLinear and DequantizeLinear (u8 with this
+  /// quantization), the `weight` parameter as s8 steps through a DequantizeLinear per output channel (axis 0), then
+  /// the float node `conv` (a `.node` form) on their outputs.
+  indirect case quantized(ONNXForm, input: Quantization)
 }
 
 /// An input of an exported node.

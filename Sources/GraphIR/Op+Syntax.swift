@@ -137,8 +137,8 @@ extension Conv2DAttrs {
       throw AttrError(attribute: "input_scale", message: "'input_scale' must be a positive, normal f32, got \(formatFloat(scale))")
     }
     let zero = try a.int("input_zero_point", min: 0, default: 0)
-    guard zero <= Int(Int8.activationSteps) else {
-      throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' must be at most \(Int(Int8.activationSteps)), got \(zero)")
+    guard zero <= Int(Int8Arithmetic.activationSteps) else {
+      throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' must be at most \(Int(Int8Arithmetic.activationSteps)), got \(zero)")
     }
     return Quantization(scale: Float(scale), zeroPoint: zero)
   }

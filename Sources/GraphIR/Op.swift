@@ -13,7 +13,7 @@ public struct Conv2DAttrs: Equatable, Hashable, Sendable {
   /// Whether a second operand, a `batchnorm_fold` value [2, filters], scales and shifts each filter's
   /// output (after the bias, before any relu or pool): set only by `foldBatchNorm` in inference programs.
   public var scaled = false
-  /// An int8 conv (`Int8`): its input quantized to u8 with this scale and zero point, its weights to s8 per
+  /// An int8 conv (`Int8Arithmetic`): its input quantized to u8 with this scale and zero point, its weights to s8 per
   /// filter, the products summed in integers. Inference only; set by `cnnc quantize` or read from ONNX.
   public var quantization: Quantization? = nil
   public init(filters: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, groups: Int = 1, dilation: Int = 1,

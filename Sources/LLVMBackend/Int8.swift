@@ -2,7 +2,7 @@ import CLLVM
 import GraphIR
 import Lowering
 
-/// The kernel IR's int8 operations (`Int8` in GraphIR defines their arithmetic) as LLVM IR: integer operations on
+/// The kernel IR's int8 operations (`Int8Arithmetic` in GraphIR defines their arithmetic) as LLVM IR: integer operations on
 /// the floats' bits, and the u8 x s8 dot product either as the target's instruction or as shifts and multiplies,
 /// to the same integers.
 extension LLVMRenderer {

@@ -141,20 +141,11 @@ struct Exported {
     case .none(let reason):
       throw ONNXError("'\(n.name)' (\(n.op.spelling)) has no ONNX form: \(reason)")
     case .node(let type, let inputs, let attributes):
-      let names = try inputs.map { input -> String in
-        switch input {
-        case .operand(let i): return n.args[i]
-        case .parameter(let suffix): return try weight("\(n.name).\(suffix)")
-        case .filled(let suffix, let value, let like):
-          let shape = tensors["\(n.name).\(like)"]?.shape ?? [0]
-          initializer("\(n.name).\(suffix)", (shape, [Float](repeating: value, count: shape.reduce(1, *))))
-          return "\(n.name).\(suffix)"
-        case .scalar(let suffix, let value):
-          initializer("\(n.name).\(suffix)", ([], [value]))
-          return "\(n.name).\(suffix)"
-        }
-      }
-      emit(type, n, inputs: names, attributes.map(Self.attribute))
+      emit(type, n, inputs: try names(n, inputs), attributes.map(Self.attribute))
+    case .quantized(let inner, let q):
+      guard case .node(let type, let inputs, let attributes) = inner else { throw ONNXError("'\(n.name)': only a single node has a QDQ form") }
+      let input = try quantizeInput(n, q), weight = try quantizedWeight(n)
+      emit(type, n, inputs: try names(n, inputs, operand0: input, weight: weight), attributes.map(Self.attribute))
     case .gated(let first, let second):
       let gate = "\(n.name).\(first.lowercased())"
       emit(first, n, inputs: [n.args[0]], output: gate)
@@ -178,6 +169,65 @@ struct Exported {
       emit("Mul", n, inputs: [x, name("erf_plus_1")], output: name("product"))
       emit("Mul", n, inputs: [name("product"), name("half")])
     }
+  }
+
+  /// The names of a node form's inputs, its weights made initializers (or the given replacements of operand 0 and
+  /// the weight: a QDQ form's dequantized values).
+  mutating func names(_ n: Node, _ inputs: [ONNXInput], operand0: String? = nil, weight replaced: String? = nil) throws -> [String] {
+    try inputs.map { input -> String in
+      switch input {
+      case .operand(let i): return i == 0 ? operand0 ?? n.args[0] : n.args[i]
+      case .parameter(let suffix): return suffix == "weight" ? try replaced ?? weight("\(n.name).weight") : try weight("\(n.name).\(suffix)")
+      case .filled(let suffix, let value, let like):
+        let shape = tensors["\(n.name).\(like)"]?.shape ?? [0]
+        initializer("\(n.name).\(suffix)", (shape, [Float](repeating: value, count: shape.reduce(1, *))))
+        return "\(n.name).\(suffix)"
+      case .scalar(let suffix, let value):
+        initializer("\(n.name).\(suffix)", ([], [value]))
+        return "\(n.name).\(suffix)"
+      }
+    }
+  }
+
+  /// Operand 0 of node `n` through QuantizeLinear and DequantizeLinear with `q` (a u8 zero point): the dequantized
+  /// value's name.
+  mutating func quantizeInput(_ n: Node, _ q: Quantization) throws -> String {
+    let scale = "\(n.name).input_scale", zero = "\(n.name).input_zero_point"
+    initializer(scale, ([], [q.scale]))
+    byteInitializer(zero, shape: [], [UInt8(q.zeroPoint)], .uint8)
+    emit("QuantizeLinear", n, inputs: [n.args[0], scale, zero], output: "\(n.name).input_quantized")
+    emit("DequantizeLinear", n, inputs: ["\(n.name).input_quantized", scale, zero], output: "\(n.name).input_dequantized")
+    return "\(n.name).input_dequantized"
+  }
+
+  /// Node `n`'s weight as `Int8Arithmetic`'s s8 steps with one scale per output channel, through a DequantizeLinear along
+  /// axis 0 whose output takes the weight's `state_dict` key: that name.
+  mutating func quantizedWeight(_ n: Node) throws -> String {
+    let name = "\(n.name).weight"
+    guard let w = tensors[name], let filters = w.shape.first, filters > 0 else { throw ONNXError("the weights have no '\(name)'") }
+    let per = w.data.count / filters
+    var steps: [UInt8] = [], scales: [Float] = []
+    for f in 0..<filters {
+      let filter = w.data[(f * per)..<((f + 1) * per)], scale = Int8Arithmetic.weightScale(filter)
+      scales.append(scale)
+      steps += filter.map { UInt8(bitPattern: Int8(Int8Arithmetic.weight($0, scale: scale))) }
+    }
+    let key = stateKey(name)
+    byteInitializer(key + "_quantized", shape: w.shape, steps, .int8)
+    initializer(key + "_scale", ([filters], scales))
+    byteInitializer(key + "_zero_point", shape: [filters], Array(repeating: 0, count: filters), .int8)
+    emit("DequantizeLinear", n, inputs: [key + "_quantized", key + "_scale", key + "_zero_point"], [Self.attribute("axis", int: 0)], output: key)
+    return key
+  }
+
+  /// An initializer of 8-bit integers (`type` int8 or uint8), raw bytes.
+  mutating func byteInitializer(_ name: String, shape: [Int], _ bytes: [UInt8], _ type: Onnx_TensorProto.DataType) {
+    var p = Onnx_TensorProto()
+    p.name = name
+    p.dims = shape.map { Int64($0) }
+    p.dataType = Int32(type.rawValue)
+    p.rawData = Data(bytes)
+    initializers.append(p)
   }
 
   /// An attribute in ONNX's form.

@@ -118,6 +118,12 @@ struct Translator {
   var computedConvs = 0
   /// Whether any BatchNormalization was read.
   var sawBatchNorm = false
+  /// QuantizeLinear outputs awaiting their DequantizeLinear: the `.graph` value quantized, and how.
+  var quantized: [String: (input: String, scale: Float, zero: Int, unsigned: Bool)] = [:]
+  /// DequantizeLinear outputs of quantize-dequantize pairs: the quantization a conv reading one takes.
+  var fakeQuantized: [String: Quantization] = [:]
+  /// Convs read as int8 convs from the QDQ form.
+  var int8Convs = 0
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
   var biasless: [String: (statement: Int, units: Int)] = [:]
 
@@ -147,6 +153,9 @@ struct Translator {
     }
     guard let out = values[outputName] else { throw ONNXError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
     output = out
+    if !fakeQuantized.isEmpty {
+      notes.append("\(fakeQuantized.count) quantize-dequantize pairs read as clips to their range, \(int8Convs) of them before convs of one group, which run in int8 (input_scale)")
+    }
     if computedConvs > 0, !sawBatchNorm {
       notes.append("\(computedConvs) convs have weights and biases the exporter computed, as an eval-mode export does when it folds "
         + "each batch norm into the conv before it: this model trains without batch norm. To keep it, export in training mode "
@@ -293,6 +302,7 @@ struct Translator {
     if takesConstant(node) { return }
     if try computesShapes(node) { return }
     if try geluStep(node) { return }
+    if try quantizeDequantize(node) { return }
     switch node.opType {
     case "Identity": values[node.output[0]] = try operand(node, 0)
     case "Reshape" where try channelShuffle(node): break
@@ -347,7 +357,15 @@ struct Translator {
       if !node.input[1].hasSuffix(".weight") || node.input[2].hasSuffix(".weight_bias") { computedConvs += 1 }
     default: break
     }
-    define(node, name, Printer.expression(read.op, operands))
+    var op = read.op
+    // A conv of one group whose input went through a quantize-dequantize pair is an int8 conv.
+    if case .conv2d(var a) = op, let q = fakeQuantized[node.input[0]], !a.isDirect,
+       let w = read.tensors.first(where: { $0.0 == "weight" })?.1, w.shape.dropFirst().reduce(1, *) <= Int8Arithmetic.maxTerms {
+      a.quantization = q
+      op = .conv2d(a)
+      int8Convs += 1
+    }
+    define(node, name, Printer.expression(op, operands))
   }
 
   /// A Reshape to [N, features], as a flatten: a constant shape is checked; a computed one

@@ -31,7 +31,7 @@ public struct Calibration: Sendable {
     let inputs = Set(graph.inputs.map(\.name))
     return graph.nodes.compactMap { n in
       guard case .conv2d(let a) = n.op, a.quantization == nil, !a.isDirect, let x = shapes[n.args[0]] else { return nil }
-      guard x.dims[1] * a.kernel * a.kernel <= Int8.maxTerms, !(keepFirst && inputs.contains(n.args[0])) else { return nil }
+      guard x.dims[1] * a.kernel * a.kernel <= Int8Arithmetic.maxTerms, !(keepFirst && inputs.contains(n.args[0])) else { return nil }
       return n.name
     }
   }

@@ -71,7 +71,7 @@ public enum SwiftRenderer {
       """ + exponentialHelper() + vectorHelpers(target) + (target.precision == .bf16 ? bf16Helpers(target) : "")
   }
 
-  /// The kernel IR's int8 operations, as GraphIR's `Int8` defines them (and the LLVM back end renders).
+  /// The kernel IR's int8 operations, as GraphIR's `Int8Arithmetic` defines them (and the LLVM back end renders).
   static func int8Helpers(_ target: Target) -> String {
     """
 

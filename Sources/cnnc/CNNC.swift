@@ -4,7 +4,7 @@ import ArgumentParser
 @main
 struct CNNC: ParsableCommand {
   /// The release, and the `.graph` format version it implements.
-  static let version = "cnnc 0.6.0 (.graph format 1.3)"
+  static let version = "cnnc 0.7.0 (.graph format 1.5)"
 
   static let configuration = CommandConfiguration(
     commandName: "cnnc",
@@ -14,7 +14,7 @@ struct CNNC: ParsableCommand {
       graph, and trains it on MNIST-format data.
       """,
     version: CNNC.version,
-    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, Infer.self, ReportCommand.self, Bench.self, Import.self, Export.self, Quantize.self])
+    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, Infer.self, ReportCommand.self, Bench.self, Quantize.self, Import.self, Export.self])
 
   /// Parses and runs the command; an error a user can cause that a command did not render itself is
   /// rendered here, as every other is, so none escapes as a raw value dump.

@@ -10,7 +10,7 @@ import Testing
 
 /// int8 convs (`input_scale`): the input quantized to u8 steps, the weights to s8 per filter, the products summed
 /// in 32-bit integers by the u8 x s8 dot product or by shifts and multiplies that give its integers. Each back end
-/// and target this machine runs against the reference arithmetic of `Int8`, bit for bit.
+/// and target this machine runs against the reference arithmetic of `Int8Arithmetic`, bit for bit.
 @Suite struct Int8Tests {
   /// Targets this machine runs: its own (VNNI's dot product where it has one), the lower test target and, on an
   /// AVX-512 host, generic AVX-512 (the emulated dot product on 16 lanes).
@@ -52,14 +52,14 @@ import Testing
   /// The int8 layers' input steps both clamp, so the test sees saturation at 0 and 255.
   @Test func stepsRoundHalfToEvenAndClamp() {
     let q = Quantization(scale: 0.5, zeroPoint: 10)
-    #expect(Int8.activation(0.25, q) == 10, "0.5 steps rounds to the even 0")
-    #expect(Int8.activation(0.75, q) == 12, "1.5 steps rounds to the even 2")
-    #expect(Int8.activation(-100, q) == 0)
-    #expect(Int8.activation(1000, q) == 255)
-    #expect(Int8.activation(.nan, q) == 0, "a NaN clamps to the lowest step")
-    #expect(Int8.weightScale([0.5, -1.27, 0.2]) == Float(1.27) / 127)
-    #expect(Int8.weightScale([0, 0]) == 1, "a filter of zeros keeps a scale of 1")
-    #expect(Int8.weight(-1.27, scale: Int8.weightScale([0.5, -1.27])) == -127)
+    #expect(Int8Arithmetic.activation(0.25, q) == 10, "0.5 steps rounds to the even 0")
+    #expect(Int8Arithmetic.activation(0.75, q) == 12, "1.5 steps rounds to the even 2")
+    #expect(Int8Arithmetic.activation(-100, q) == 0)
+    #expect(Int8Arithmetic.activation(1000, q) == 255)
+    #expect(Int8Arithmetic.activation(.nan, q) == 0, "a NaN clamps to the lowest step")
+    #expect(Int8Arithmetic.weightScale([0.5, -1.27, 0.2]) == Float(1.27) / 127)
+    #expect(Int8Arithmetic.weightScale([0, 0]) == 1, "a filter of zeros keeps a scale of 1")
+    #expect(Int8Arithmetic.weight(-1.27, scale: Int8Arithmetic.weightScale([0.5, -1.27])) == -127)
     let c = Quantization.covering(low: -1, high: 3)
     #expect(c.scale == 4 / 255 && c.zeroPoint == 64)
     #expect(Quantization.covering(low: 0.5, high: 2).zeroPoint == 0, "0 is always representable")

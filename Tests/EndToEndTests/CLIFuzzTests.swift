@@ -82,6 +82,7 @@ import Testing
     case "bench": return ["bench", tiny, "--data", data, "--steps", "2", "--singles", "5"]
     case "import": return ["import", s.path("tiny.onnx"), "-o", "g.graph"]
     case "export": return ["export", tiny, "--weights", weights, "-o", "e.onnx"]
+    case "quantize": return ["quantize", tiny, "--weights", weights, "--calibrate", data, "--images", "4", "--out", "q.graph"]
     case "infer": return ["infer", tiny, "--weights", weights, "--input", s.path("x.npy"), "-o", "y.npy"]
     default: return [command]
     }
@@ -107,7 +108,7 @@ import Testing
     let scratch = try Scratch(binary: binary)
     defer { try? FileManager.default.removeItem(atPath: scratch.root) }
     let definitions = try Self.definitions(binary)
-    #expect(definitions.keys.sorted() == ["bench", "compile", "dump-ir", "eval", "export", "import", "infer", "predict", "report", "train"])
+    #expect(definitions.keys.sorted() == ["bench", "compile", "dump-ir", "eval", "export", "import", "infer", "predict", "quantize", "report", "train"])
     let commands = definitions.keys.sorted()
     // Every run is planned first (one generator, so the seed fixes them all), then run two at a time.
     var rng = SplitMix(seed)

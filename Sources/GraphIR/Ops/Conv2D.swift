@@ -9,7 +9,9 @@ public struct Conv2DOp: ForwardOp {
   public var isCompilerForm: Bool { attrs.scaled }
   public var onnx: ONNXForm {
     let a = attrs
-    if a.quantization != nil { return .none(reason: "an int8 conv has no ONNX form yet (its QDQ form is not written)") }
+    var plain = a
+    plain.quantization = nil
+    if let q = a.quantization { return .quantized(Conv2DOp(plain).onnx, input: q) }
     return .node("Conv", inputs: [.operand(0), .parameter("weight")] + (a.bias ? [.parameter("bias")] : []),
                  attributes: [ONNXAttribute("kernel_shape", .ints([a.kernel, a.kernel])), ONNXAttribute("strides", .ints([a.stride, a.stride])),
                               ONNXAttribute("pads", .ints(Array(repeating: a.padding, count: 4))),
@@ -145,8 +147,8 @@ public enum Conv2D {
     guard checkedProduct([a.filters, x.dims[1] / a.groups, a.kernel, a.kernel]) != nil else {
       throw ShapeError("conv2d weight [\(a.filters), \(x.dims[1] / a.groups), \(a.kernel), \(a.kernel)] has more than 2^40 elements")
     }
-    if a.quantization != nil, x.dims[1] * a.kernel * a.kernel > Int8.maxTerms {
-      throw ShapeError("an int8 conv2d sums \(x.dims[1] * a.kernel * a.kernel) products per output (input \(x)); at most \(Int8.maxTerms) fit its 32-bit sums")
+    if a.quantization != nil, x.dims[1] * a.kernel * a.kernel > Int8Arithmetic.maxTerms {
+      throw ShapeError("an int8 conv2d sums \(x.dims[1] * a.kernel * a.kernel) products per output (input \(x)); at most \(Int8Arithmetic.maxTerms) fit its 32-bit sums")
     }
     return try checkedType("conv2d", [x.dims[0], a.filters, oh, ow])
   }
@@ -207,25 +209,25 @@ public enum Conv2D {
     return y
   }
 
-  /// An int8 conv (`Int8`, groups 1, undilated): the input's u8 steps (padding at the zero point), each filter's
+  /// An int8 conv (`Int8Arithmetic`, groups 1, undilated): the input's u8 steps (padding at the zero point), each filter's
   /// s8 steps, their products summed exactly, scaled back, then the bias added. Computed in f32 whatever T.
   public static func quantizedForward<T: Real>(_ a: Conv2DAttrs, _ q: Quantization, _ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (f, k) = (a.filters, a.kernel), ckk = c * k * k
     let oh = (h + 2 * a.padding - a.extent) / a.stride + 1, ow = (wd + 2 * a.padding - a.extent) / a.stride + 1
-    let xq = x.data.map { Int32(Int8.activation(Float($0), q)) }, zero = Int32(q.zeroPoint)
+    let xq = x.data.map { Int32(Int8Arithmetic.activation(Float($0), q)) }, zero = Int32(q.zeroPoint)
     let weights = w.data.map { Float($0) }
     var y = Tensor<T>(zeros: [n, f, oh, ow])
     for o in 0..<f {
-      let filter = weights[o * ckk..<(o + 1) * ckk], scale = Int8.weightScale(filter)
-      let wq = filter.map { Int32(Int8.weight($0, scale: scale)) }
+      let filter = weights[o * ckk..<(o + 1) * ckk], scale = Int8Arithmetic.weightScale(filter)
+      let wq = filter.map { Int32(Int8Arithmetic.weight($0, scale: scale)) }
       for b in 0..<n { for oy in 0..<oh { for ox in 0..<ow {
         var sum: Int32 = 0
         for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
           guard let (iy, ix) = tap(a, oy, ox, ky, kx, h: h, w: wd) else { continue }
           sum += wq[(ci * k + ky) * k + kx] * (xq[((b * c + ci) * h + iy) * wd + ix] - zero)
         } } }
-        let v = Int8.output(sum, inputScale: q.scale, weightScale: scale)
+        let v = Int8Arithmetic.output(sum, inputScale: q.scale, weightScale: scale)
         y.data[((b * f + o) * oh + oy) * ow + ox] = T(bias.map { v + Float($0.data[o]) } ?? v)
       } } }
     }

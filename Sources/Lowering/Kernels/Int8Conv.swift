@@ -1,7 +1,7 @@
 import GraphIR
 import Passes
 
-/// An int8 conv (`Conv2DAttrs.quantization`, inference only; the arithmetic is GraphIR's `Int8`). Per image, the
+/// An int8 conv (`Conv2DAttrs.quantization`, inference only; the arithmetic is GraphIR's `Int8Arithmetic`). Per image, the
 /// input's u8 steps packed in quads of four channels (one word per pixel and quad: `FExpr.bytes`), im2col over
 /// those words (none for a 1x1 conv of stride 1 without padding), then the register-blocked GEMM with the u8 x s8
 /// dot product into 32-bit sums, each filter's starting at its zero point's correction. K runs over (channel
@@ -102,19 +102,19 @@ extension Emitter {
     return v
   }
 
-  /// `Int8.activation` of `v` in the kernel IR, in its steps' order.
+  /// `Int8Arithmetic.activation` of `v` in the kernel IR, in its steps' order.
   static func int8Step(_ v: FExpr, _ q: Quantization) -> FExpr {
-    clampedStep(.round(v / .c(q.scale)) + .c(Float(q.zeroPoint)), low: 0, high: Int8.activationSteps)
+    clampedStep(.round(v / .c(q.scale)) + .c(Float(q.zeroPoint)), low: 0, high: Int8Arithmetic.activationSteps)
   }
 
-  /// `Int8.step`'s clamp: below `low` (or NaN) to `low`, above `high` to `high`.
+  /// `Int8Arithmetic.step`'s clamp: below `low` (or NaN) to `low`, above `high` to `high`.
   static func clampedStep(_ v: FExpr, low: Float, high: Float) -> FExpr {
     let above = FExpr.max(.c(low), v)
     return .select(.fgt(above, .c(high)), .c(high), above)
   }
 
   /// Prepares the weights of an int8 conv once per set of weights (`Int8Weights`): per filter, the scale
-  /// (`Int8.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx), the output scale and the
+  /// (`Int8Arithmetic.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx), the output scale and the
   /// correction.
   mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, _ q: Quantization) -> Int8Weights {
     let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, quads = channelQuads * taps
@@ -125,7 +125,7 @@ extension Emitter {
       func weight(_ k: IExpr) -> FExpr { .load(w.base, .c(w.offset) + fi * ckk + k) }
       /// The step of channel c's weight at `tap`, zero past the last channel.
       func step(_ c: IExpr, _ tap: IExpr, present: Bool) -> FExpr {
-        present ? Self.clampedStep(.round(weight(c * taps + tap) / .local(scale)), low: -Int8.weightSteps, high: Int8.weightSteps) : .c(0)
+        present ? Self.clampedStep(.round(weight(c * taps + tap) / .local(scale)), low: -Int8Arithmetic.weightSteps, high: Int8Arithmetic.weightSteps) : .c(0)
       }
       func quad(_ cq: IExpr, _ tap: IExpr, present: Int, negated: Bool) -> FExpr {
         let steps = (0..<4).map { i in negated ? .c(0) - step(cq * 4 + i, tap, present: i < present) : step(cq * 4 + i, tap, present: i < present) }
@@ -139,7 +139,7 @@ extension Emitter {
       }
       var out: [Stmt] = [.local(m, .c(0))]
       out.append(e.loop("k", ckk) { _, k in [.set(m, .max(.local(m), .max(weight(k), .c(0) - weight(k))))] })
-      out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Int8.weightSteps), .c(1))))
+      out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Int8Arithmetic.weightSteps), .c(1))))
       out.append(.store(.prepared, .c(p.scales) + fi, .c(q.scale) * .local(scale)))
       out += everyQuad(&e) { cq, tap, present in
         .store(.prepared, .c(p.quads) + fi * quads + cq * taps + tap, quad(cq, tap, present: present, negated: false))

@@ -15,7 +15,8 @@ struct Quantize: ParsableCommand {
       Each convolution of one group gets its input quantized to u8 with a scale and zero point chosen from what \
       calibration saw, and its weights to s8 with one scale per filter; products are summed in 32-bit integers \
       (AVX512_VNNI where the CPU has it). Grouped and depthwise convolutions, dense layers and the rest stay f32. \
-      Writes OUT.graph and OUT.safetensors, which eval, predict, infer and bench take.
+      Writes the graph to --out (NAME.graph) and the weights beside it (NAME.safetensors), which eval, predict, \
+      infer and bench take.
       """)
 
   @Argument(help: "The .graph file or .onnx model.") var file: String
@@ -29,7 +30,7 @@ struct Quantize: ParsableCommand {
   var method: Calibration.Method = .minmax
   @Option(parsing: .unconditional, help: "The percentile of the high end for --method percentile (the low end's is 100 minus it).") var percentile: Double = 99.99
   @Flag(help: "Keep the first convolution (the one reading the model's input) in f32.") var keepFirst = false
-  @Option(parsing: .unconditional, help: "The output's stem: OUT.graph and OUT.safetensors.") var out: String
+  @Option(parsing: .unconditional, help: "The quantized graph to write, NAME.graph; its weights go to NAME.safetensors beside it.") var out: String
 
   /// Images per interpreter batch while calibrating.
   static let calibrationBatch = 16
@@ -37,7 +38,9 @@ struct Quantize: ParsableCommand {
   func validate() throws {
     guard images >= 1 else { throw ValidationError("--images must be at least 1, got \(images)") }
     guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be above 50 and at most 100, got \(percentile)") }
-    guard !out.isEmpty else { throw ValidationError("--out must name the output's stem (OUT.graph and OUT.safetensors are written)") }
+    guard out.hasSuffix(".graph"), Path.lastComponent(out) != ".graph" else {
+      throw ValidationError("--out must name a .graph file (NAME.graph; the weights go to NAME.safetensors beside it), got '\(out)'")
+    }
   }
 
   func run() throws {
@@ -45,9 +48,12 @@ struct Quantize: ParsableCommand {
     let model = try TrainedModel(graphFile, weights: weights)
     try reportingErrors {
       guard model.graph.int8Convs.isEmpty else { throw DataError("\(file) is quantized already (it has int8 convs)") }
-      let graphPath = out + ".graph", weightsPath = out + ".safetensors"
+      let graphPath = out, weightsPath = Path.deletingExtension(out) + ".safetensors"
       try checkOutputFile(graphPath)
       try checkOutputFile(weightsPath)
+      for (written, read) in [(graphPath, file), (weightsPath, weights ?? file)] where resolvedPath(written).map({ $0 == resolvedPath(read) }) ?? false {
+        throw DataError("--out \(out) would overwrite \(read), which it reads")
+      }
       let (normalization, transforms) = try inputOptions.resolve(model)
       let channels = model.graph.inputs.first { $0.dtype == .f32 }.flatMap { model.shapes[$0.name]?.dims[1] }
       let set = try ImageDataset.loadSet(directory: calibrate, training: true, transforms: transforms, channels: channels)

@@ -17,14 +17,14 @@ public struct Quantization: Hashable, Sendable {
   /// steps, the zero point rounded to the step that stands for 0. A range of one point gets the step of 1/255.
   public static func covering(low: Float, high: Float) -> Quantization {
     let lo = min(low, 0), hi = max(high, 0)
-    let scale = hi > lo ? (hi - lo) / Int8.activationSteps : 1 / Int8.activationSteps
+    let scale = hi > lo ? (hi - lo) / Int8Arithmetic.activationSteps : 1 / Int8Arithmetic.activationSteps
     let zero = Int((-lo / scale).rounded(.toNearestOrEven))
-    return Quantization(scale: scale, zeroPoint: Swift.min(Swift.max(zero, 0), Int(Int8.activationSteps)))
+    return Quantization(scale: scale, zeroPoint: Swift.min(Swift.max(zero, 0), Int(Int8Arithmetic.activationSteps)))
   }
 }
 
 /// The arithmetic of a quantized conv.
-public enum Int8 {
+public enum Int8Arithmetic {
   /// The steps of a u8 activation: 0...255.
   public static let activationSteps: Float = 255
   /// The largest weight step: weights are symmetric in -127...127 (never -128, so a weight's negation is a
