@@ -2,6 +2,8 @@
 (the TorchScript exporter at opset 17, and the default one, opset 18 with its weights in a .data file; batch
 dimension dynamic), with their logits on fixed inputs beside them so the tests can compare. Needs onnxscript.
 
+tiny_qdq is tiny through ONNX Runtime's quantize_static (needs onnxruntime).
+
 usage: export_fixtures.py OUT_DIR [NAME ...]   (by default every fixture)
 """
 import json
@@ -95,6 +97,27 @@ def export(model, shape, name, out, dynamo=False):
               open(f"{out}/{name}.onnx.json", "w"))
 
 
+def quantize(name, quantized, out):
+    """NAME.onnx through ONNX Runtime's quantize_static (QDQ, u8 activations, s8 weights per channel, calibrated on
+    its fixture's inputs and seeded noise), with ONNX Runtime's output on the fixture's inputs beside it."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    fixture = json.load(open(f"{out}/{name}.onnx.json"))
+    x = np.array(fixture["input"], dtype=np.float32).reshape(fixture["shape"])
+    noise = np.random.default_rng(3).standard_normal((13, *x.shape[1:])).astype(np.float32)
+    batches = [x, noise]
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return {"image": batches.pop()} if batches else None
+
+    quantize_static(f"{out}/{name}.onnx", f"{out}/{quantized}.onnx", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    session = ort.InferenceSession(f"{out}/{quantized}.onnx", providers=["CPUExecutionProvider"])
+    y = session.run(None, {"image": x})[0]
+    json.dump({"input": fixture["input"], "shape": fixture["shape"], "output": y.flatten().tolist()}, open(f"{out}/{quantized}.onnx.json", "w"))
+
+
 out, names = sys.argv[1], set(sys.argv[2:])
 fixtures = [(TinyCNN, (1, 28, 28), "tiny", False), (BNNet, (3, 8, 8), "bnnet", False), (TinyCNN, (1, 28, 28), "tiny_dynamo", True),
             (ZooBlocks, (3, 16, 16), "zoo_blocks", True)]
@@ -102,3 +125,5 @@ for make, shape, name, dynamo in fixtures:
     if not names or name in names:
         torch.manual_seed(3)
         export(make(), shape, name, out, dynamo=dynamo)
+if not names or "tiny_qdq" in names:
+    quantize("tiny", "tiny_qdq", out)

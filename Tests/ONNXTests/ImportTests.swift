@@ -164,4 +164,48 @@ import Testing
     let back = try Self.infer(m.graph, m.tensors.mapValues { Tensor<Float>(shape: $0.shape, data: $0.data) }, batch: 2)
     #expect(original.count == back.count && zip(original, back).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($0)) })
   }
+
+  /// An int8 graph exports in the QDQ form (QuantizeLinear/DequantizeLinear before each int8 conv, s8 weights per
+  /// channel) and imports back to the same quantizations, clips at their range and the same outputs, bit for bit.
+  @Test func int8ConvsRoundTripThroughTheQDQForm() throws {
+    let g = try Parser.parse("""
+      input image: f32[N, 3, 8, 8]
+      input label: i32[N]
+      a = conv2d(image, filters: 6, kernel: 3, padding: 1, input_scale: 0.02, input_zero_point: 120)
+      r = relu(a)
+      d = conv2d(r, filters: 6, kernel: 3, groups: 6)
+      b = conv2d(d, filters: 4, kernel: 1, input_scale: 0.01)
+      f = flatten(b)
+      fc = dense(f, units: 3)
+      loss = cross_entropy(fc, label)
+      output fc
+      minimize loss
+      """, defaultName: "q")
+    let shapes = try inferShapes(g, batch: 1)
+    let p = Parameters(graph: g, shapes: shapes, seed: 5)
+    let tensors = Dictionary(uniqueKeysWithValues: g.parameterNames.map { ($0, (shape: p.shapes[$0]!, data: p.values[$0]!)) })
+    let data = try ONNXExport.serialize(g, inputDims: [3, 8, 8], outputDims: [3], tensors: tensors, producerVersion: "test")
+    let m = try ONNXImport.translate(data, path: "q.onnx")
+    #expect(m.graph.int8Convs.count == 2, "\(m.text)")
+    #expect(m.text.contains("input_scale: 0.019999999552965164, input_zero_point: 120)"), "\(m.text)")
+    #expect(m.text.contains("clip(image, min: -2.3999998569488525, max: 2.700000047683716)"), "\(m.text)")
+    #expect(m.notes.contains { $0.contains("2 quantize-dequantize pairs") })
+    let original = try Self.infer(g, p.tensors(), batch: 2)
+    let back = try Self.infer(m.graph, m.tensors.mapValues { Tensor<Float>(shape: $0.shape, data: $0.data) }, batch: 2)
+    #expect(original == back)
+  }
+
+  /// ONNX Runtime's `quantize_static` output of the tiny model (QDQ, its relu removed for the quantizer's clamp at
+  /// zero): the conv reads as int8, the pairs as clips, and the reference computes ONNX Runtime's outputs to within
+  /// its requantisation of the logits (a step of the output's scale).
+  @Test func onnxRuntimesQuantizedModelImports() throws {
+    let (m, ours, theirs) = try Self.outputs("tiny_qdq")
+    #expect(m.graph.int8Convs.map(\.name) == ["conv1"], "\(m.text)")
+    #expect(!m.text.contains("relu("), "the quantizer removed the relu: \(m.text)")
+    #expect(m.text.contains("clip(conv1, min: 0.0,"), "\(m.text)")
+    #expect(ours.count == theirs.count)
+    let largest = theirs.map(abs).max() ?? 1
+    let worst = zip(ours, theirs).map { abs($0 - $1) }.max() ?? 0
+    #expect(worst <= 0.02 * largest, "largest difference \(worst) of \(largest)")
+  }
 }
