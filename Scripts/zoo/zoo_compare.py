@@ -10,6 +10,10 @@ VmHWM, as cnnc reports its own) is comparable with cnnc's `peak_rss_mb`. One JSO
 cnnc's time against the better of the two engines (below 1 is faster) and the three peaks. CNNC_FLAGS (e.g.
 "--cpu x86-64-v3") go to cnnc only: the engines run at the machine's full ISA.
 
+PRECISION=int8: each exported model goes through ONNX Runtime's quantize_static first (the QDQ form: u8 activations,
+s8 weights per channel, calibrated on 8 seeded random inputs), and that file is what the three time: ONNX Runtime
+fuses it into its int8 kernels, OpenVINO runs its int8 transformations, cnnc imports the pairs as int8 convs.
+
 usage: zoo_compare.py CNNC WORK_DIR [MODEL ...]
        zoo_compare.py --engine onnxruntime|openvino MODEL.onnx   (one engine's JSON: us per image, peak MB)
 """
@@ -28,6 +32,8 @@ SECONDS = 2.0
 MINIMUM_CALLS = 5
 WARMUP_CALLS = 2
 CNNC_FLAGS = os.environ.get("CNNC_FLAGS", "").split()
+PRECISION = os.environ.get("PRECISION", "fp32")
+CALIBRATION_INPUTS = 8
 
 
 def peak_mb():
@@ -49,6 +55,23 @@ def export(name):
     torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), path, input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
     return path
+
+
+def quantized(path):
+    """The model through ONNX Runtime's quantize_static (QDQ), written beside it once."""
+    out = path.replace(".onnx", "-int8.onnx")
+    if os.path.exists(out):
+        return out
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    batches = [np.random.default_rng(100 + i).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32) for i in range(CALIBRATION_INPUTS)]
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return {"image": batches.pop()} if batches else None
+
+    quantize_static(path, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return out
 
 
 def timed(call):
@@ -121,7 +144,9 @@ MODELS = sys.argv[3:] or ["resnet18", "mobilenet_v2", "efficientnet_b0", "shuffl
 rows = []
 for name in MODELS:
     path = export(name)
-    row = {"model": name}
+    if PRECISION == "int8":
+        path = quantized(path)
+    row = {"model": name, "precision": PRECISION}
     try:
         row["cnnc_us_per_image"], row["cnnc_cpu"], row["cnnc_peak_rss_mb"] = cnnc_us(path)
     except Exception as e:
@@ -135,7 +160,7 @@ for name in MODELS:
     rows.append(row)
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-print(f"\n{cpu}, {os.cpu_count()} CPUs; cnnc built for {rows[0].get('cnnc_cpu', '?')}; {THREADS} threads each; us per image (ratio: cnnc / best engine)")
+print(f"\n{cpu}, {os.cpu_count()} CPUs; cnnc built for {rows[0].get('cnnc_cpu', '?')}; {THREADS} threads each; {PRECISION}; us per image (ratio: cnnc / best engine)")
 print(f"| model | batch | cnnc | ONNX Runtime | OpenVINO | ratio |")
 print(f"|---|---|---|---|---|---|")
 for row in rows:

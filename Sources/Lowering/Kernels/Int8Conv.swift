@@ -18,10 +18,11 @@ extension Emitter {
 
   mutating func int8Conv(_ n: Node, _ a: Conv2DAttrs, _ q: Quantization, relu: Bool, tail: ConvTail) {
     let xd = dims(n.args[0]), x = at(n.args[0]), o = a.output(xd)
-    // The conv as im2col sees it: channels are quads of channels, each element one word.
-    let channelQuads = (xd[1] + 3) / 4
-    let s = ConvShape(n: xd[0], c: channelQuads, h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: o.h, ow: o.w, group: 1)
-    let weights = int8Weights(at("\(n.name).weight"), filters: s.f, channels: xd[1], kernel: s.k, q)
+    // The conv as im2col sees it: channels are quads of channels, each element one word; with fewer channels than
+    // a quad (a first layer's 1 or 3), the channels themselves, each element a step, packed in quads along K after.
+    let fewChannels = xd[1] < 4, channelQuads = (xd[1] + 3) / 4
+    let s = ConvShape(n: xd[0], c: fewChannels ? xd[1] : channelQuads, h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: o.h, ow: o.w, group: 1)
+    let weights = int8Weights(at("\(n.name).weight"), filters: s.f, channels: xd[1], kernel: s.k, alongK: fewChannels, q)
     convs.append(ConvChoice(node: n.name, algorithm: .im2col, tile: 2,
                             reason: target.int8Dot ? "int8: u8 x s8 dot product" : "int8: dot product by shifts and multiplies (no VNNI)"))
     let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
@@ -33,12 +34,42 @@ extension Emitter {
     // Scratch for each part: its quads' image (part p's p images after the first, so im2col reads image p of a
     // batch that starts at the first) and columns.
     let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * s.plane * imageParts)
+    let quads = (s.ckk + 3) / 4, packed = fewChannels ? tailScratch(quads * s.plane * imageParts) : .c(0)
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
-        e.int8Image(geometry, g: part * per + gv, planes: planes, copy: part, columns: columns.map { $0 + part * (s.ckk * s.plane) },
-                    split: imageParts == 1)
+        let g = part * per + gv, columns = columns.map { $0 + part * (s.ckk * s.plane) }
+        return fewChannels
+          ? e.int8FewChannels(geometry, g: g, planes: planes, copy: part, columns: columns!, packed: packed + part * (quads * s.plane))
+          : e.int8Image(geometry, g: g, planes: planes, copy: part, columns: columns, split: imageParts == 1)
       }]
     }
+  }
+
+  /// One image `g` of an int8 conv of fewer channels than a quad: its steps (as floats) into copy `copy` of the
+  /// planes at `planes`, im2col of the steps into `columns`, the column rows packed in quads along K into `packed`,
+  /// the GEMM and its epilogue. Small layers: nothing splits within the image.
+  mutating func int8FewChannels(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr, packed: IExpr) -> [Stmt] {
+    let (s, x, q) = (d.s, d.x, d.q), image = s.c * s.h * s.w, at = IExpr.c(planes) + copy * image
+    var out = [elementwise(image) { i in .store(.arena, at + i, Self.int8Step(.load(x.base, .c(x.offset) + g * image + i), q)) }]
+    out += im2colRows(d.a, s, x: Placement(base: .arena, offset: planes, count: image), g: copy, col: columns, padding: .c(Float(q.zeroPoint)))
+    out += packQuads({ r, j in .load(.arena, columns + r * s.plane + j) }, rows: s.ckk, columns: s.plane, into: packed, filler: .c(Float(q.zeroPoint)))
+    out += int8Gemm(d, g: g, b: (.arena, packed), k: (s.ckk + 3) / 4, parts: 1)
+    return out
+  }
+
+  /// A `rows` x `columns` matrix of steps (floats holding integers, element (r, j) at `column(r, j)`) packed in quads
+  /// along the rows: word (qr, j) at `into` + qr * columns + j holds rows 4qr ..< 4qr + 4 of column j; rows past the
+  /// last hold `filler`.
+  mutating func packQuads(_ column: (IExpr, IExpr) -> FExpr, rows: Int, columns: Int, into: IExpr, filler: FExpr) -> [Stmt] {
+    func quad(_ e: inout Emitter, _ qr: IExpr, present: Int) -> Stmt {
+      e.loop("j", columns) { _, j in
+        let steps = (0..<4).map { i in i < present ? column(qr * 4 + i, j) : filler }
+        return [.store(.arena, into + qr * columns + j, .bytes(steps[0], steps[1], steps[2], steps[3]))]
+      }
+    }
+    var out = rows >= 4 ? [loop("qr", rows / 4) { e, qr in [quad(&e, qr, present: 4)] }] : []
+    if rows % 4 > 0 { out.append(quad(&self, .c(rows / 4), present: rows % 4)) }
+    return out
   }
 
   /// What every image of an int8 conv shares.
@@ -78,10 +109,16 @@ extension Emitter {
       }
       b = (.arena, columns)
     }
-    let rows = s.f / parts, (weights, epilogue) = (d.weights, d.epilogue)
-    out += inParts(parts, of: "output channels") { e, part in
+    return out + int8Gemm(d, g: g, b: b, k: s.ckk, parts: parts)
+  }
+
+  /// The GEMM of image `g` of an int8 conv over `k` quads of B, split by filters into `parts`, its epilogue storing
+  /// the output.
+  mutating func int8Gemm(_ d: Int8Geometry, g: IExpr, b: (Base, IExpr), k: Int, parts: Int) -> [Stmt] {
+    let s = d.s, rows = s.f / parts, (weights, epilogue) = (d.weights, d.epilogue)
+    return inParts(parts, of: "output channels") { e, part in
       let f0 = part * rows
-      var gemm = TiledGemm(m: rows, n: s.plane, k: s.ckk, a: (.prepared, .c(weights.quads) + f0 * s.ckk), aRow: s.ckk, aCol: 1,
+      var gemm = TiledGemm(m: rows, n: s.plane, k: k, a: (.prepared, .c(weights.quads) + f0 * k), aRow: k, aCol: 1,
                            b: b, ldb: s.plane, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane),
                            ldc: s.plane, accumulate: false, calls: s.n * parts)
       gemm.quads = true
@@ -93,7 +130,6 @@ extension Emitter {
       }
       return e.tiledGemm(gemm)
     }
-    return out
   }
 
   /// The value of a constant index expression (scratch taken outside any part).
@@ -116,36 +152,47 @@ extension Emitter {
   /// Prepares the weights of an int8 conv once per set of weights (`Int8Weights`): per filter, the scale
   /// (`Int8Arithmetic.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx), the output scale and the
   /// correction.
-  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, _ q: Quantization) -> Int8Weights {
-    let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, quads = channelQuads * taps
+  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, alongK: Bool, _ q: Quantization) -> Int8Weights {
+    let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, quads = alongK ? (ckk + 3) / 4 : channelQuads * taps
     let p = Int8Weights(quads: prepared(filters * quads), scales: prepared(filters), corrections: prepared(filters))
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
     let code = loop("f", filters) { e, fi in
       let (m, scale, sum) = (e.fresh("wmax"), e.fresh("wscale"), e.fresh("correction"))
       func weight(_ k: IExpr) -> FExpr { .load(w.base, .c(w.offset) + fi * ckk + k) }
-      /// The step of channel c's weight at `tap`, zero past the last channel.
-      func step(_ c: IExpr, _ tap: IExpr, present: Bool) -> FExpr {
-        present ? Self.clampedStep(.round(weight(c * taps + tap) / .local(scale)), low: -Int8Arithmetic.weightSteps, high: Int8Arithmetic.weightSteps) : .c(0)
+      /// The step of the weight at `k` of the filter's own order.
+      func step(_ k: IExpr) -> FExpr {
+        Self.clampedStep(.round(weight(k) / .local(scale)), low: -Int8Arithmetic.weightSteps, high: Int8Arithmetic.weightSteps)
       }
-      func quad(_ cq: IExpr, _ tap: IExpr, present: Int, negated: Bool) -> FExpr {
-        let steps = (0..<4).map { i in negated ? .c(0) - step(cq * 4 + i, tap, present: i < present) : step(cq * 4 + i, tap, present: i < present) }
+      /// The quad whose element i is the weight at `index(i)`, zero from `present` on; negated for the correction.
+      func quad(_ index: (Int) -> IExpr, present: Int, negated: Bool) -> FExpr {
+        let steps = (0..<4).map { i in i < present ? (negated ? .c(0) - step(index(i)) : step(index(i))) : FExpr.c(0) }
         return .bytes(steps[0], steps[1], steps[2], steps[3])
       }
-      // Every quad of channels at every tap: the full quads, then the last with the channels' remainder.
-      func everyQuad(_ e: inout Emitter, _ body: (IExpr, IExpr, Int) -> Stmt) -> [Stmt] {
-        var out = [e.loop("cq", channels / 4) { e, cq in [e.loop("tap", taps) { _, tap in [body(cq, tap, 4)] }] }]
-        if channels % 4 > 0 { out.append(e.loop("tap", taps) { _, tap in [body(.c(channels / 4), tap, channels % 4)] }) }
+      // Every quad, by its slot in the filter's row of quads and its elements' weights: a quad of channels at each
+      // tap (slot cq x taps + tap; the last quad with the channels' remainder), or, along K, every four weights in
+      // their own order (then the remainder).
+      func everyQuad(_ e: inout Emitter, _ body: (IExpr, (Int) -> IExpr, Int) -> Stmt) -> [Stmt] {
+        if alongK {
+          var out = ckk >= 4 ? [e.loop("qr", ckk / 4) { _, qr in [body(qr, { qr * 4 + $0 }, 4)] }] : []
+          if ckk % 4 > 0 { out.append(body(.c(ckk / 4), { .c(ckk / 4 * 4 + $0) }, ckk % 4)) }
+          return out
+        }
+        var out = [e.loop("cq", channels / 4) { e, cq in
+          [e.loop("tap", taps) { _, tap in [body(cq * taps + tap, { (cq * 4 + $0) * taps + tap }, 4)] }]
+        }]
+        if channels % 4 > 0 {
+          let cq = channels / 4
+          out.append(e.loop("tap", taps) { _, tap in [body(tap + cq * taps, { .c((cq * 4 + $0) * taps) + tap }, channels % 4)] })
+        }
         return out
       }
       var out: [Stmt] = [.local(m, .c(0))]
       out.append(e.loop("k", ckk) { _, k in [.set(m, .max(.local(m), .max(weight(k), .c(0) - weight(k))))] })
       out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Int8Arithmetic.weightSteps), .c(1))))
       out.append(.store(.prepared, .c(p.scales) + fi, .c(q.scale) * .local(scale)))
-      out += everyQuad(&e) { cq, tap, present in
-        .store(.prepared, .c(p.quads) + fi * quads + cq * taps + tap, quad(cq, tap, present: present, negated: false))
-      }
+      out += everyQuad(&e) { slot, index, present in .store(.prepared, .c(p.quads) + fi * quads + slot, quad(index, present: present, negated: false)) }
       out.append(.local(sum, .c(0)))
-      out += everyQuad(&e) { cq, tap, present in .set(sum, .dotU8S8(.local(sum), zeroQuad, quad(cq, tap, present: present, negated: true))) }
+      out += everyQuad(&e) { _, index, present in .set(sum, .dotU8S8(.local(sum), zeroQuad, quad(index, present: present, negated: true))) }
       out.append(.store(.prepared, .c(p.corrections) + fi, .local(sum)))
       return out
     }
