@@ -6,6 +6,10 @@
    first 100 MNIST test images within 1e-4; then `cnnc train MODEL.onnx` trains it for an epoch from them.
 2. A cnnc-trained SimpleCNN, exported by `cnnc export`, must pass onnx.checker, and ONNX Runtime must predict
    the 10,000 MNIST test images exactly as `cnnc predict` does.
+3. int8 both ways: that SimpleCNN quantized by `cnnc quantize` and exported in the QDQ form must pass onnx.checker
+   and ONNX Runtime must predict at least 99.5% of the test images as `cnnc predict` of the int8 graph does; the
+   fp32 export quantized by ONNX Runtime's quantize_static (QDQ, calibrated on 256 test images) must be read
+   by `cnnc predict` to at least 99.5% of ONNX Runtime's own predictions.
 
 usage: onnx_check.py CNNC WORK_DIR [EPOCH_STEPS]
 """
@@ -143,4 +147,34 @@ same = int((theirs == ours).sum())
 print(f"exported SimpleCNN: onnx.checker passed; ONNX Runtime {ort.__version__} and cnnc predict agree on {same:,} of 10,000 test predictions")
 if same != 10000:
     failures.append("export")
+# 3. int8 both ways.
+int8 = f"{work}/simplecnn-int8"
+print(run("quantize", "Graphs/simplecnn.graph", "--weights", weights, "--calibrate", MNIST, "--out", int8 + ".graph").strip())
+print(run("export", int8 + ".graph", "--weights", int8 + ".safetensors", "-o", int8 + ".onnx").strip())
+onnx.checker.check_model(onnx.load(int8 + ".onnx"), full_check=True)
+session = ort.InferenceSession(int8 + ".onnx", providers=["CPUExecutionProvider"])
+theirs = np.concatenate([session.run(None, {"image": x[i:i + 1000]})[0] for i in range(0, 10000, 1000)]).argmax(1)
+_, ours = cnnc_logits(int8 + ".graph", 10000, int8 + ".safetensors")
+same = int((theirs == ours).sum())
+print(f"int8 SimpleCNN exported in the QDQ form: onnx.checker passed; ONNX Runtime and cnnc predict agree on {same:,} of 10,000")
+if same < 9950:
+    failures.append("int8 export")
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+calibration = [images(256)[i:i + 16] for i in range(0, 256, 16)]
+
+
+class Reader(CalibrationDataReader):
+    def get_next(self):
+        return {"image": calibration.pop()} if calibration else None
+
+
+quantize_static(f"{work}/simplecnn-trained.onnx", f"{work}/simplecnn-ort-int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+session = ort.InferenceSession(f"{work}/simplecnn-ort-int8.onnx", providers=["CPUExecutionProvider"])
+theirs = np.concatenate([session.run(None, {"image": x[i:i + 1000]})[0] for i in range(0, 10000, 1000)]).argmax(1)
+_, ours = cnnc_logits(f"{work}/simplecnn-ort-int8.onnx", 10000)
+same = int((theirs == ours).sum())
+print(f"ONNX Runtime's quantize_static SimpleCNN read by cnnc: ONNX Runtime and cnnc predict agree on {same:,} of 10,000")
+if same < 9950:
+    failures.append("int8 import")
 sys.exit(f"failed: {', '.join(failures)}" if failures else 0)
