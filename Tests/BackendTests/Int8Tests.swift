@@ -84,6 +84,34 @@ import Testing
     }
   }
 
+  /// A ResNet-style stem (7x7, stride 2, 3 channels) whose columns exceed the band budget: it runs in bands of output
+  /// rows, split over the pool at batch 1, and gives the reference's bits.
+  @Test(arguments: targets) func aStemInBandsMatchesTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 3, 64, 64]
+      input y: i32[N]
+      s = conv2d(x, filters: 8, kernel: 7, stride: 2, padding: 3, input_scale: 0.012, input_zero_point: 128)
+      r = relu(s)
+      f = flatten(r)
+      loss = cross_entropy(f, y)
+      output f
+      minimize loss
+      """
+    let program = try lower(try Differential(source: graph, batch: 1).graph, batch: 1, mode: .infer, target: target)
+    // Bands of rows (the whole plane would be 8x1024), 147 weights in 37 quads.
+    #expect(program.listing.contains("gemm s 8x") && program.listing.contains("x37:") && !program.listing.contains("gemm s 8x1024x"), "\(program.listing.prefix(600))")
+    for batch in [1, 2] {
+      let d = try Differential(source: graph, batch: batch)
+      let expected = try Self.expected(d)
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        #expect(try b.infer(images: d.images, count: batch) == expected, "stem at batch \(batch), \(threads) threads, on \(target.cpu)")
+      }
+    }
+  }
+
   /// The Swift back end renders the same integers.
   @Test func swiftBackendMatchesTheReference() throws {
     let d = try Differential(source: Self.graph, batch: 2)

@@ -33,28 +33,44 @@ extension Emitter {
     let imageParts = parallelParts(units: s.n, macs: macs), per = s.n / imageParts
     // Scratch for each part: its quads' image (part p's p images after the first, so im2col reads image p of a
     // batch that starts at the first) and columns.
+    if fewChannels { return int8FewChannels(geometry, imageParts: imageParts) }
     let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * s.plane * imageParts)
-    let quads = (s.ckk + 3) / 4, packed = fewChannels ? tailScratch(quads * s.plane * imageParts) : .c(0)
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
-        let g = part * per + gv, columns = columns.map { $0 + part * (s.ckk * s.plane) }
-        return fewChannels
-          ? e.int8FewChannels(geometry, g: g, planes: planes, copy: part, columns: columns!, packed: packed + part * (quads * s.plane))
-          : e.int8Image(geometry, g: g, planes: planes, copy: part, columns: columns, split: imageParts == 1)
+        e.int8Image(geometry, g: part * per + gv, planes: planes, copy: part, columns: columns.map { $0 + part * (s.ckk * s.plane) },
+                    split: imageParts == 1)
       }]
     }
   }
 
-  /// One image `g` of an int8 conv of fewer channels than a quad: its steps (as floats) into copy `copy` of the
-  /// planes at `planes`, im2col of the steps into `columns`, the column rows packed in quads along K into `packed`,
-  /// the GEMM and its epilogue. Small layers: nothing splits within the image.
-  mutating func int8FewChannels(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr, packed: IExpr) -> [Stmt] {
-    let (s, x, q) = (d.s, d.x, d.q), image = s.c * s.h * s.w, at = IExpr.c(planes) + copy * image
-    var out = [elementwise(image) { i in .store(.arena, at + i, Self.int8Step(.load(x.base, .c(x.offset) + g * image + i), q)) }]
-    out += im2colRows(d.a, s, x: Placement(base: .arena, offset: planes, count: image), g: copy, col: columns, padding: .c(Float(q.zeroPoint)))
-    out += packQuads({ r, j in .load(.arena, columns + r * s.plane + j) }, rows: s.ckk, columns: s.plane, into: packed, filler: .c(Float(q.zeroPoint)))
-    out += int8Gemm(d, g: g, b: (.arena, packed), k: (s.ckk + 3) / 4, parts: 1)
-    return out
+  /// An int8 conv of fewer channels than a quad (a first layer): per image its steps (as floats), then in bands of
+  /// output rows whose columns stay in L2 (ResNet's 7x7 stem: 147 x 12,544 columns, 7.4 MB as f32 steps), im2col
+  /// of the steps, the column rows packed in quads along K, the GEMM writing the band's output rows. A batch's
+  /// images split over the pool, else (batch 1) the bands.
+  mutating func int8FewChannels(_ d: Int8Geometry, imageParts: Int) {
+    let (s, x, q) = (d.s, d.x, d.q), image = s.c * s.h * s.w, quads = (s.ckk + 3) / 4, per = s.n / imageParts
+    let budget = target.l2 / Self.bandShareOfL2 / MemoryLayout<Float>.size
+    let band = Self.evenBands(s.oh, images: 1, target: target) { $0 * s.ckk * s.ow <= budget } ?? 1, width = band * s.ow, bands = s.oh / band
+    let bandParts = imageParts == 1 ? parallelParts(units: bands, macs: d.macs) : 1, copies = imageParts * bandParts
+    let planes = Self.constant(tailScratch(image * imageParts)), columns = tailScratch(s.ckk * width * copies)
+    let packed = tailScratch(quads * width * copies), zero = FExpr.c(Float(q.zeroPoint))
+    body += inParts(imageParts, of: "images") { e, part in
+      [e.loop("g", per) { e, gv in
+        let g = part * per + gv, at = IExpr.c(planes) + part * image
+        var out = [e.elementwise(image) { i in .store(.arena, at + i, Self.int8Step(.load(x.base, .c(x.offset) + g * image + i), q)) }]
+        out += e.inParts(bandParts, of: "row bands") { e, bandPart in
+          let copy = part + bandPart, columns = columns + copy * (s.ckk * width), packed = packed + copy * (quads * width)
+          return [e.loop("band", bands / bandParts) { e, bv in
+            let first = (bandPart * (bands / bandParts) + bv) * band
+            var code = e.im2colRows(d.a, s, x: Placement(base: .arena, offset: planes, count: image), g: part, col: columns,
+                                    rows: (first, band), padding: zero)
+            code += e.packQuads({ r, j in .load(.arena, columns + r * width + j) }, rows: s.ckk, columns: width, into: packed, filler: zero)
+            return code + e.int8Gemm(d, g: g, b: (.arena, packed), k: quads, columns: (first * s.ow, width), parts: 1)
+          }]
+        }
+        return out
+      }]
+    }
   }
 
   /// A `rows` x `columns` matrix of steps (floats holding integers, element (r, j) at `column(r, j)`) packed in quads
@@ -109,24 +125,24 @@ extension Emitter {
       }
       b = (.arena, columns)
     }
-    return out + int8Gemm(d, g: g, b: b, k: s.ckk, parts: parts)
+    return out + int8Gemm(d, g: g, b: b, k: s.ckk, columns: (.c(0), s.plane), parts: parts)
   }
 
-  /// The GEMM of image `g` of an int8 conv over `k` quads of B, split by filters into `parts`, its epilogue storing
-  /// the output.
-  mutating func int8Gemm(_ d: Int8Geometry, g: IExpr, b: (Base, IExpr), k: Int, parts: Int) -> [Stmt] {
+  /// The GEMM of image `g` of an int8 conv over `k` quads of B (`columns.count` columns, the output plane's from
+  /// `columns.first`), split by filters into `parts`, its epilogue storing the output.
+  mutating func int8Gemm(_ d: Int8Geometry, g: IExpr, b: (Base, IExpr), k: Int, columns: (first: IExpr, count: Int), parts: Int) -> [Stmt] {
     let s = d.s, rows = s.f / parts, (weights, epilogue) = (d.weights, d.epilogue)
     return inParts(parts, of: "output channels") { e, part in
       let f0 = part * rows
-      var gemm = TiledGemm(m: rows, n: s.plane, k: k, a: (.prepared, .c(weights.quads) + f0 * k), aRow: k, aCol: 1,
-                           b: b, ldb: s.plane, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane),
-                           ldc: s.plane, accumulate: false, calls: s.n * parts)
+      var gemm = TiledGemm(m: rows, n: columns.count, k: k, a: (.prepared, .c(weights.quads) + f0 * k), aRow: k, aCol: 1,
+                           b: b, ldb: columns.count, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane + columns.first),
+                           ldc: s.plane, accumulate: false, calls: s.n * parts * (s.plane / columns.count))
       gemm.quads = true
       gemm.startsAt = { row in .load(.prepared, .c(weights.corrections) + f0 + row) }
       gemm.epilogue = { row, column, v in
         let fi = row + f0
         return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: d.relu, tail: d.tail,
-                                 at: (g * s.f + fi) * s.plane + column)
+                                 at: (g * s.f + fi) * s.plane + columns.first + column)
       }
       return e.tiledGemm(gemm)
     }
