@@ -31,6 +31,17 @@ extension LLVMRenderer {
     return LLVMBuildBitCast(builder, word, floats(lanes), "")
   }
 
+  /// `VExpr.packBytes`: each vector's integers truncated to bytes, the four concatenated in order.
+  func packBytes(_ parts: [LLVMValueRef]) -> LLVMValueRef {
+    let bytes = parts.map { LLVMBuildTrunc(builder, LLVMBuildFPToSI(builder, $0, int32s(lanes), ""), LLVMVectorType(LLVMInt8TypeInContext(ctx), UInt32(lanes)), "")! }
+    func concat(_ a: LLVMValueRef, _ b: LLVMValueRef, _ count: Int) -> LLVMValueRef {
+      var order: [LLVMValueRef?] = (0..<(2 * count)).map { LLVMConstInt(i32, UInt64($0), 0) }
+      return LLVMBuildShuffleVector(builder, a, b, LLVMConstVector(&order, UInt32(2 * count)), "")!
+    }
+    let all = concat(concat(bytes[0], bytes[1], lanes), concat(bytes[2], bytes[3], lanes), 2 * lanes)
+    return LLVMBuildBitCast(builder, all, vec, "")
+  }
+
   /// `FExpr.fromInt32` / `VExpr.fromInt32`: the bits as a signed integer, converted (nearest even).
   func fromInt32(_ x: LLVMValueRef, lanes: Int) -> LLVMValueRef {
     LLVMBuildSIToFP(builder, LLVMBuildBitCast(builder, x, int32s(lanes), ""), floats(lanes), "")

@@ -531,6 +531,7 @@ public struct LLVMRenderer {
     case .bytes(let a, let b, let c, let d): return bytes([a, b, c, d].map { vexpr($0, s) }, lanes: lanes)
     case .fromInt32(let a): return fromInt32(vexpr(a, s), lanes: lanes)
     case .dotU8S8(let acc, let a, let b): return dotU8S8(vexpr(acc, s), vexpr(a, s), vexpr(b, s), lanes: lanes)
+    case .packBytes(let a, let b, let c, let d): return packBytes([a, b, c, d].map { vexpr($0, s) })
     }
   }
 

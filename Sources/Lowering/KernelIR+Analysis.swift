@@ -58,7 +58,7 @@ public enum AnyExpr: Sendable {
       case .load(_, let x, _): [.index(x)]
       case .broadcast(let f): [.float(f)]
       case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater, .bf16Pair, .bf16Pack, .dotBF16, .round, .bytes, .fromInt32,
-           .dotU8S8: e.operands.map(AnyExpr.vector)
+           .dotU8S8, .packBytes: e.operands.map(AnyExpr.vector)
       }
     case .condition(let e):
       switch e {

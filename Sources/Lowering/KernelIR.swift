@@ -149,6 +149,9 @@ public indirect enum VExpr: Hashable, Sendable {
   case bytes(VExpr, VExpr, VExpr, VExpr)
   /// Per lane, `FExpr.fromInt32`.
   case fromInt32(VExpr)
+  /// The 4 x lanes floats of the four vectors in order, each an integer in -128...255, as bytes: lane i holds
+  /// elements 4i ..< 4i + 4 (`FExpr.bytes` of four consecutive elements; a row of steps packed along K).
+  case packBytes(VExpr, VExpr, VExpr, VExpr)
   /// Per lane, `FExpr.dotU8S8`: AVX512_VNNI's `vpdpbusd` (`Target.int8Dot`), or the same integers by shifts and
   /// multiplies.
   case dotU8S8(VExpr, VExpr, VExpr)
@@ -164,7 +167,7 @@ public indirect enum VExpr: Hashable, Sendable {
     case .bf16Pair(let a, let b), .bf16Pack(let a, let b): [a, b]
     case .dotBF16(let acc, let a, let b), .dotU8S8(let acc, let a, let b): [acc, a, b]
     case .round(let a), .fromInt32(let a): [a]
-    case .bytes(let a, let b, let c, let d): [a, b, c, d]
+    case .bytes(let a, let b, let c, let d), .packBytes(let a, let b, let c, let d): [a, b, c, d]
     }
   }
 }

@@ -117,6 +117,7 @@ extension VExpr {
     case .dotU8S8(let acc, let a, let b): "dot_u8s8(\(acc.text), \(a.text), \(b.text))"
     case .bf16Pack(let a, let b): "bf16_pack(\(a.text), \(b.text))"
     case .dotBF16(let acc, let a, let b): "dot_bf16(\(acc.text), \(a.text), \(b.text))"
+    case .packBytes(let a, let b, let c, let d): "pack_bytes(\(a.text), \(b.text), \(c.text), \(d.text))"
     }
   }
 }

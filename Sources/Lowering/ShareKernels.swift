@@ -252,6 +252,7 @@ final class CanonicalKernel {
     case .fromInt32(let a): .fromInt32(vector(a))
     case .bytes(let a, let b, let c, let d): .bytes(vector(a), vector(b), vector(c), vector(d))
     case .dotU8S8(let acc, let a, let b): .dotU8S8(vector(acc), vector(a), vector(b))
+    case .packBytes(let a, let b, let c, let d): .packBytes(vector(a), vector(b), vector(c), vector(d))
     }
   }
 }

@@ -89,6 +89,20 @@ public enum SwiftRenderer {
         func word(_ x: Vector) -> Words { Words(x, rounding: .towardZero) & 0xff }
         return unsafeBitCast(word(a) | (word(b) &<< 8) | (word(c) &<< 16) | (word(d) &<< 24), to: Vector.self)
       }
+      /// The 4 x lanes integers of the four vectors in order as bytes, lane i holding elements 4i ..< 4i + 4.
+      @inline(__always) func int8PackBytes(_ a: Vector, _ b: Vector, _ c: Vector, _ d: Vector) -> Vector {
+        var words = Words()
+        for i in 0..<Vector.scalarCount {
+          var w: Int32 = 0
+          for k in 0..<4 {
+            let element = 4 * i + k, part = element / Vector.scalarCount, lane = element % Vector.scalarCount
+            let v = part == 0 ? a[lane] : part == 1 ? b[lane] : part == 2 ? c[lane] : d[lane]
+            w |= (Int32(v) & 0xff) << (8 * k)
+          }
+          words[i] = w
+        }
+        return unsafeBitCast(words, to: Vector.self)
+      }
       @inline(__always) func int8FromInt32(_ x: Float) -> Float { Float(Int32(bitPattern: x.bitPattern)) }
       @inline(__always) func int8FromInt32(_ x: Vector) -> Vector { Vector(unsafeBitCast(x, to: Words.self)) }
       /// acc + the products of a's unsigned bytes and b's signed bytes, wrapping (cnnc's dot product of int8 quads).
@@ -385,6 +399,7 @@ struct Writer {
     case .bytes(let a, let b, let c, let d): "int8Bytes(\(vector(a)), \(vector(b)), \(vector(c)), \(vector(d)))"
     case .fromInt32(let a): "int8FromInt32(\(vector(a)))"
     case .dotU8S8(let acc, let a, let b): "int8Dot(\(vector(acc)), \(vector(a)), \(vector(b)))"
+    case .packBytes(let a, let b, let c, let d): "int8PackBytes(\(vector(a)), \(vector(b)), \(vector(c)), \(vector(d)))"
     }
   }
 

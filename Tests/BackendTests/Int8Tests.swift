@@ -112,6 +112,44 @@ import Testing
     }
   }
 
+  /// A MobileNetV2 block: int8 1x1 convs around a depthwise conv run channels-last (the expansion from an NCHW
+  /// input, the projection from a channels-last one with the residual add in its store), as the f32 block does.
+  /// The depthwise conv's f32 sums are ordered otherwise than the reference's, which can move a projection input
+  /// across a step: the outputs agree to a few steps of the projection's scale.
+  @Test(arguments: targets) func channelsLastBlocksMatchTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 8, 10, 10]
+      input y: i32[N]
+      e = conv2d(x, filters: 24, kernel: 1, input_scale: 0.01, input_zero_point: 128)
+      r = clip(e, min: 0.0, max: 6.0)
+      d = conv2d(r, filters: 24, kernel: 3, padding: 1, groups: 24)
+      s = clip(d, min: 0.0, max: 6.0)
+      p = conv2d(s, filters: 24, kernel: 1, input_scale: 0.02, input_zero_point: 0)
+      t = add(p, e)
+      o = conv2d(t, filters: 4, kernel: 1, input_scale: 0.05, input_zero_point: 100)
+      g = global_avgpool(o)
+      f = flatten(g)
+      loss = cross_entropy(f, y)
+      output f
+      minimize loss
+      """
+    let program = try lower(try Differential(source: graph, batch: 2).graph, batch: 2, mode: .infer, target: target)
+    #expect(program.listing.contains("int8 channels-last"), "\(program.listing.prefix(800))")
+    for batch in [1, 2] {
+      let d = try Differential(source: graph, batch: batch)
+      let expected = try Self.expected(d)
+      for threads in [1, 2] {
+        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
+        try b.loadParameters(d.parameters)
+        let got = try b.infer(images: d.images, count: batch)
+        let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity
+        let largest = expected.map(abs).max() ?? 0
+        #expect(got.count == expected.count && worst <= 0.02 * largest, "batch \(batch), \(threads) threads, on \(target.cpu): \(worst) of \(largest)")
+      }
+    }
+  }
+
   /// The Swift back end renders the same integers.
   @Test func swiftBackendMatchesTheReference() throws {
     let d = try Differential(source: Self.graph, batch: 2)

@@ -666,8 +666,12 @@ private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ ta
 /// `convColumnsChannelsLast`), and gains by it.
 private func convLayoutRule(_ attrs: Conv2DAttrs, _ n: Node, _ shapes: ShapeTable, _ target: Target, residual: Int?) -> LayoutRule {
   let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
-  // An int8 conv reads and writes NCHW (`Emitter.int8Conv`).
-  guard x.count == 4, a.dilation == 1, a.quantization == nil else { return .planar }
+  guard x.count == 4, a.dilation == 1 else { return .planar }
+  // An int8 conv reads and writes NCHW (`Emitter.int8Conv`), but a 1x1 one of stride 1 without padding may write
+  // channels-last from either (`Emitter.int8ConvChannelsLast`).
+  if a.quantization != nil {
+    return a.kernel == 1 && a.stride == 1 && a.padding == 0 ? .gemm(inputEither: true, residual: residual, gains: true) : .planar
+  }
   let shared = residual.map { [$0] } ?? []
   if a.groups == x[1], a.filters == x[1] { return .shared([0] + shared, gains: true) }
   guard a.groups == 1 else { return .planar }
@@ -681,7 +685,9 @@ extension Emitter {
   /// A forward conv in the layout chosen for its value: channels-last (a depthwise conv or a GEMM along the
   /// filters), else the NCHW kernels.
   mutating func forwardConv(_ n: Node, _ a: Conv2DAttrs, relu: Bool, tail: ConvTail = .none) {
-    if let q = a.quantization { return int8Conv(n, a, q, relu: relu, tail: tail) }
+    if let q = a.quantization {
+      return channelsLast.contains(n.name) ? int8ConvChannelsLast(n, a, q, relu: relu, tail: tail) : int8Conv(n, a, q, relu: relu, tail: tail)
+    }
     if a.isDirect, sharesChannelsLast(n) { return depthwiseChannelsLast(n, a, relu: relu, tail: tail) }
     if channelsLast.contains(n.name) {
       if a.kernel == 1, a.stride == 1, a.padding == 0 { return convForwardChannelsLast(n, a, relu: relu, tail: tail) }

@@ -148,6 +148,96 @@ extension Emitter {
     }
   }
 
+  /// A 1x1 int8 conv of stride 1 without padding whose result is channels-last ([N, H, W, F]): C[pixels x F] =
+  /// A[pixels x quads] * W^T[quads x F], the GEMM's vectors along the filters and its rows the pixels. A is the
+  /// input's u8 steps in quads of four channels: each pixel's row of quads from a channels-last input (the batch's
+  /// pixels in one GEMM), each quad's row of pixels from an NCHW one (one GEMM per image). W^T's s8 quads are
+  /// prepared once; each filter's correction starts its column, and the epilogue finishes each element as stored.
+  mutating func int8ConvChannelsLast(_ n: Node, _ a: Conv2DAttrs, _ q: Quantization, relu: Bool, tail: ConvTail) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), inputLast = channelsLast.contains(n.args[0])
+    let (c, f, plane) = (xd[1], a.filters, xd[2] * xd[3]), quads = (c + 3) / 4
+    let s = ConvShape(n: xd[0], c: c, h: xd[2], w: xd[3], f: f, k: 1, oh: xd[2], ow: xd[3], group: 1)
+    let weights = int8Weights(at("\(n.name).weight"), filters: f, channels: c, kernel: 1, alongK: false, transposed: true, q)
+    convs.append(ConvChoice(node: n.name, algorithm: .im2col, tile: 2,
+                            reason: target.int8Dot ? "int8 channels-last: u8 x s8 dot product" : "int8 channels-last: dot product by shifts and multiplies (no VNNI)"))
+    let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
+                                bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
+    // Blocks of pixels with one A each: the batch (channels-last input) or an image (NCHW input).
+    let (blocks, m) = inputLast ? (1, s.n * plane) : (s.n, plane), macs = s.n * f * plane * c
+    let parts = parallelParts(units: f, macs: macs), packParts = parallelParts(units: inputLast ? m : max(1, c / 4), macs: macs)
+    let packed = tailScratch(m * quads)
+    body.append(loop("g", blocks) { e, g in
+      var out = inputLast ? e.packPixelQuads(x, pixels: m, channels: c, into: packed, q, parts: packParts)
+        : e.packChannelQuads(x, image: g, pixels: m, channels: c, into: packed, q, parts: packParts)
+      let rows = f / parts
+      out += e.inParts(parts, of: "filters") { e, part in
+        let f0 = part * rows
+        var gemm = TiledGemm(m: m, n: rows, k: quads, a: (.arena, packed), aRow: inputLast ? quads : 1, aCol: inputLast ? 1 : m,
+                             b: (.prepared, .c(weights.quads) + f0), ldb: f, c: (epilogue.y.base, .c(epilogue.y.offset) + g * (m * f) + f0),
+                             ldc: f, accumulate: false, calls: blocks * parts)
+        (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + f0))
+        gemm.epilogue = { row, column, v in
+          let fi = column + f0
+          return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: relu, tail: tail,
+                                   at: (g * m + row) * f + fi)
+        }
+        return e.tiledGemm(gemm)
+      }
+      return out
+    })
+  }
+
+  /// The u8 steps of `pixels` channels-last pixels of `channels` floats each, in quads along each pixel's channels:
+  /// pixel p's row of quads at `into` + p x quads, each vector of quads from four vectors of the row
+  /// (`VExpr.packBytes`), channels past the last at the zero point's step. Pixels split among `parts`.
+  mutating func packPixelQuads(_ x: Placement, pixels: Int, channels: Int, into: IExpr, _ q: Quantization, parts: Int) -> [Stmt] {
+    let lanes = self.lanes, quads = (channels + 3) / 4, per = pixels / parts
+    func step(_ v: VExpr) -> VExpr {
+      let r = VExpr.add(.round(.div(v, .broadcast(.c(q.scale)))), .broadcast(.c(Float(q.zeroPoint))))
+      let above = VExpr.max(.broadcast(.c(0)), r), high = VExpr.broadcast(.c(Int8Arithmetic.activationSteps))
+      return .selectGreater(above, high, high, above)
+    }
+    return inParts(parts, of: "pixels") { e, part in
+      [e.loop("p", per) { e, pv in
+        let p = part * per + pv, row = IExpr.c(x.offset) + p * channels
+        // The vector of quads from channel `first`, `count` channels of it present.
+        func words(_ first: IExpr, count: Int) -> VExpr {
+          let chunks = (0..<4).map { k -> VExpr in
+            let present = min(lanes, max(0, count - k * lanes))
+            return step(present == 0 ? .zero : .load(x.base, row + first + k * lanes, lanes: present))
+          }
+          return .packBytes(chunks[0], chunks[1], chunks[2], chunks[3])
+        }
+        let full = channels / (4 * lanes), rest = channels % (4 * lanes)
+        var out: [Stmt] = []
+        if full > 0 {
+          out.append(e.loop("v", full) { _, v in [.vstore(.arena, into + p * quads + v * lanes, words(v * (4 * lanes), count: 4 * lanes), lanes: lanes)] })
+        }
+        if rest > 0 { out.append(.vstore(.arena, into + p * quads + full * lanes, words(.c(full * 4 * lanes), count: rest), lanes: (rest + 3) / 4)) }
+        return out
+      }]
+    }
+  }
+
+  /// The u8 steps of image `image` of an NCHW input in quads of four channels, each quad's row of `pixels` words at
+  /// `into` + quad x pixels (channels past the last at the zero point's step). Full quads split among `parts`.
+  mutating func packChannelQuads(_ x: Placement, image: IExpr, pixels: Int, channels: Int, into: IExpr, _ q: Quantization, parts: Int) -> [Stmt] {
+    let zero = FExpr.c(Float(q.zeroPoint)), full = channels / 4
+    func pack(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
+      e.elementwise(pixels) { i in
+        let steps = (0..<4).map { k in
+          k < present ? Self.int8Step(.load(x.base, .c(x.offset) + image * (channels * pixels) + (cq * 4 + k) * pixels + i), q) : zero
+        }
+        return .store(.arena, into + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
+      }
+    }
+    var out = full == 0 ? [] : inParts(parts, of: "channel quads") { e, part in
+      [e.loop("cq", full / parts) { e, cv in [pack(&e, part * (full / parts) + cv, present: 4)] }]
+    }
+    if channels % 4 > 0 { out.append(pack(&self, .c(full), present: channels % 4)) }
+    return out
+  }
+
   /// The value of a constant index expression (scratch taken outside any part).
   static func constant(_ e: IExpr) -> Int {
     guard case .c(let v) = e else { preconditionFailure("scratch outside a part has a constant offset") }
@@ -168,7 +258,8 @@ extension Emitter {
   /// Prepares the weights of an int8 conv once per set of weights (`Int8Weights`): per filter, the scale
   /// (`Int8Arithmetic.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx), the output scale and the
   /// correction.
-  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, alongK: Bool, _ q: Quantization) -> Int8Weights {
+  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, alongK: Bool, transposed: Bool = false,
+                            _ q: Quantization) -> Int8Weights {
     let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, quads = alongK ? (ckk + 3) / 4 : channelQuads * taps
     let p = Int8Weights(quads: prepared(filters * quads), scales: prepared(filters), corrections: prepared(filters))
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
@@ -206,7 +297,10 @@ extension Emitter {
       out.append(e.loop("k", ckk) { _, k in [.set(m, .max(.local(m), .max(weight(k), .c(0) - weight(k))))] })
       out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Int8Arithmetic.weightSteps), .c(1))))
       out.append(.store(.prepared, .c(p.scales) + fi, .c(q.scale) * .local(scale)))
-      out += everyQuad(&e) { slot, index, present in .store(.prepared, .c(p.quads) + fi * quads + slot, quad(index, present: present, negated: false)) }
+      // Transposed, quad `slot` of every filter is one row (the GEMM's B along the filters).
+      out += everyQuad(&e) { slot, index, present in
+        .store(.prepared, .c(p.quads) + (transposed ? slot * filters + fi : fi * quads + slot), quad(index, present: present, negated: false))
+      }
       out.append(.local(sum, .c(0)))
       out += everyQuad(&e) { _, index, present in .set(sum, .dotU8S8(.local(sum), zeroQuad, quad(index, present: present, negated: true))) }
       out.append(.store(.prepared, .c(p.corrections) + fi, .local(sum)))

@@ -45,6 +45,11 @@ struct TiledGemm {
   /// What each element of C's row starts at instead of zero (bits of an integer in an int8 GEMM), when the GEMM
   /// does not accumulate.
   var startsAt: ((IExpr) -> FExpr)? = nil
+  /// What column j of C starts at instead of zero, element j of this buffer (an int8 GEMM along the filters: each
+  /// filter's correction), when the GEMM does not accumulate.
+  var columnStarts: (Base, IExpr)? = nil
+  /// In an int8 GEMM, A holds the u8 quads and B the s8 ones (else B the u8: the dot product's first operand).
+  var unsignedA = false
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -148,7 +153,9 @@ extension Emitter {
     var out: [Stmt] = []
     // With several panels every panel accumulates, so C starts at zero (or `startsAt`) unless the GEMM accumulates.
     if panels > 1, !g.accumulate {
-      out.append(loop("r", g.m) { e, r in [e.elementwise(g.n) { i in .store(g.c.0, g.c.1 + r * g.ldc + i, g.startsAt?(r) ?? .c(0)) }] })
+      out.append(loop("r", g.m) { e, r in
+        [e.elementwise(g.n) { i in .store(g.c.0, g.c.1 + r * g.ldc + i, g.columnStarts.map { .load($0.0, $0.1 + i) } ?? g.startsAt?(r) ?? .c(0)) }]
+      })
     }
     let load = g.accumulate || panels > 1
     // The full panels in a loop (one copy of the code), then the shorter last panel. An epilogue belongs to
@@ -208,8 +215,10 @@ extension Emitter {
     func cAt(_ r: Int, _ v: Int) -> IExpr { g.c.1 + (m0 + r) * g.ldc + n0 + v * lanes }
     var out: [Stmt] = []
     for r in 0..<rows {
-      let start = g.startsAt.map { VExpr.broadcast($0(m0 + r)) } ?? .zero
-      for (v, l) in widths.enumerated() { out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : start)) }
+      for (v, l) in widths.enumerated() {
+        let start = g.columnStarts.map { VExpr.load($0.0, $0.1 + n0 + v * lanes, lanes: l) } ?? g.startsAt.map { .broadcast($0(m0 + r)) } ?? .zero
+        out.append(.vlocal(acc(r, v), load ? .load(g.c.0, cAt(r, v), lanes: l) : start))
+      }
     }
     out.append(loop("k", kc) { _, kk in
       let p = kk + k0
@@ -224,7 +233,8 @@ extension Emitter {
         for v in widths.indices {
           let (x, y, sum) = (VExpr.local("\(id)_a\(r)"), VExpr.local("\(id)_b\(v)"), VExpr.local(acc(r, v)))
           // The dot product's first operand is the unsigned one: B's u8 steps.
-          body.append(.vset(acc(r, v), g.quads ? .dotU8S8(sum, y, x) : g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
+          let dot: VExpr = g.unsignedA ? .dotU8S8(sum, x, y) : .dotU8S8(sum, y, x)
+          body.append(.vset(acc(r, v), g.quads ? dot : g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
         }
       }
       return body
