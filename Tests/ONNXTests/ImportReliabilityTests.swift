@@ -118,6 +118,33 @@ struct ImportReliabilityTests {
     #expect(symlink("w.data", Path.join(dir, "link.data")) == 0)
     #expect(try importing([("location", "link.data"), ("length", "192")]) == "")
   }
+
+  /// A QDQ model with a damaged activation scale (zero) is refused at the node; any byte of ONNX Runtime's quantized
+  /// fixture flipped gives an error or a model, never a crash.
+  @Test func damagedQDQModelsGetOneClearError() throws {
+    let g = try Parser.parse("""
+      input image: f32[N, 2, 6, 6]
+      a = conv2d(image, filters: 3, kernel: 3, input_scale: 0.015625, input_zero_point: 7)
+      output a
+      """, defaultName: "q")
+    let shapes = try inferShapes(g, batch: 1)
+    let p = Parameters(graph: g, shapes: shapes, seed: 2)
+    let tensors = Dictionary(uniqueKeysWithValues: g.parameterNames.map { ($0, (shape: p.shapes[$0]!, data: p.values[$0]!)) })
+    var data = try ONNXExport.serialize(g, inputDims: [2, 6, 6], outputDims: [3, 4, 4], tensors: tensors, producerVersion: "test")
+    #expect(Self.message(data) == "")
+    // 0.015625 (2^-6) occurs once: the input scale's raw bytes.
+    let scale = withUnsafeBytes(of: Float(0.015625).bitPattern.littleEndian) { Data($0) }
+    let at = try #require(data.range(of: scale))
+    data.replaceSubrange(at, with: Data(count: 4))
+    let message = Self.message(data)
+    #expect(message.contains("QuantizeLinear") && message.contains("scale must be one positive, normal float"), "\(message)")
+    let fixture = try Data(contentsOf: ImportTests.fixtures.appendingPathComponent("tiny_qdq.onnx"))
+    for i in stride(from: 0, to: fixture.count, by: max(1, fixture.count / 400)) {
+      var d = fixture
+      d[i] ^= 0x5A
+      _ = Self.message(d)
+    }
+  }
 }
 
 /// What torch.onnx's exporters write around ops: initializers read through Identity nodes or given as Constant
@@ -168,6 +195,7 @@ struct ExporterFormsTests {
     })
     #expect(m.contains("(ReduceMean): attribute 'axes' is [1]"), "\(m)")
   }
+
 }
 
 /// Layers whose `state_dict` prefix is not an identifier are renamed, and said so apart from the other notes, so
