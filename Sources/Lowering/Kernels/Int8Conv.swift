@@ -31,9 +31,9 @@ extension Emitter {
     let geometry = Int8Geometry(a: a, s: s, channels: xd[1], x: x, q: q, weights: weights, epilogue: epilogue, relu: relu, tail: tail, macs: macs)
     // Images split over the pool where the batch allows (one parallel statement per call), else each image's steps.
     let imageParts = parallelParts(units: s.n, macs: macs), per = s.n / imageParts
+    if fewChannels { return int8FewChannels(geometry, imageParts: imageParts) }
     // Scratch for each part: its quads' image (part p's p images after the first, so im2col reads image p of a
     // batch that starts at the first) and columns.
-    if fewChannels { return int8FewChannels(geometry, imageParts: imageParts) }
     let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * s.plane * imageParts)
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
@@ -100,23 +100,10 @@ extension Emitter {
   mutating func int8Image(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr?, split: Bool) -> [Stmt] {
     let (s, x, q, channels) = (d.s, d.x, d.q, d.channels), pixels = s.h * s.w, image = s.c * pixels
     let parts = split ? parallelParts(units: s.f, macs: d.macs) : 1, copyParts = split ? parallelParts(units: s.c, macs: d.macs) : 1
-    let fullQuads = channels / 4, quadParts = split ? parallelParts(units: fullQuads, macs: d.macs) : 1
-    let at = IExpr.c(planes) + copy * image
-    // The zero point's step in every byte: what padding and channels past the last hold.
+    let quadParts = split ? parallelParts(units: max(1, channels / 4), macs: d.macs) : 1, at = IExpr.c(planes) + copy * image
+    // The zero point's step in every byte: what padding holds.
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
-    // Quad cq's word at each pixel, of its `present` channels (the zero point's step past them).
-    func pack(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
-      e.elementwise(pixels) { i in
-        let steps = (0..<4).map { c in
-          c < present ? Self.int8Step(.load(x.base, .c(x.offset) + g * (channels * pixels) + (cq * 4 + c) * pixels + i), q) : zero
-        }
-        return .store(.arena, at + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
-      }
-    }
-    var out = fullQuads == 0 ? [] : inParts(quadParts, of: "channel quads") { e, part in
-      [e.loop("cq", fullQuads / quadParts) { e, cv in [pack(&e, part * (fullQuads / quadParts) + cv, present: 4)] }]
-    }
-    if channels % 4 > 0 { out.append(pack(&self, .c(fullQuads), present: channels % 4)) }
+    var out = packChannelQuads(x, image: g, pixels: pixels, channels: channels, into: at, q, parts: quadParts)
     var b: (Base, IExpr) = (.arena, at)
     if let columns {
       let quadImages = Placement(base: .arena, offset: planes, count: image)
