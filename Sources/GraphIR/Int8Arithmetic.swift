@@ -72,6 +72,15 @@ public enum Int8Arithmetic {
 }
 
 extension Graph {
-  /// The int8 convs (`Conv2DAttrs.quantization`): a graph with any runs at inference only.
-  public var int8Convs: [Node] { nodes.filter { if case .conv2d(let a) = $0.op { a.quantization != nil } else { false } } }
+  /// The int8 convs and dense layers (`Conv2DAttrs.quantization`, `DenseAttrs.quantization`): a graph with any runs
+  /// at inference only.
+  public var int8Nodes: [Node] {
+    nodes.filter {
+      switch $0.op {
+      case .conv2d(let a): a.quantization != nil
+      case .dense(let a): a.quantization != nil
+      default: false
+      }
+    }
+  }
 }

@@ -125,7 +125,8 @@ extension Conv2DAttrs {
       throw AttrError(attribute: "input_scale", message: "an int8 conv ('input_scale') must have one group and no dilation")
     }
   }
-  /// `input_scale` and `input_zero_point`, both or neither: a positive normal f32 step and a u8 zero point.
+  /// `input_scale` and `input_zero_point`, both or neither (the zero point 0 when omitted): a positive normal f32
+  /// step and a u8 zero point. A conv's or a dense layer's.
   static func quantization(_ a: Attributes) throws(AttrError) -> Quantization? {
     guard case .float(let scale)? = a.values["input_scale"] else {
       guard a.values["input_zero_point"] == nil else {
@@ -150,7 +151,7 @@ extension Conv2DAttrs {
     if groups != 1 { r.append(("groups", "\(groups)")) }
     if dilation != 1 { r.append(("dilation", "\(dilation)")) }
     if scaled { r.append(("scaled", "true")) }
-    if let q = quantization { r += [("input_scale", formatFloat(Double(q.scale))), ("input_zero_point", "\(q.zeroPoint)")] }
+    r += quantization?.printed ?? []
     return r
   }
   /// The operands of a forward conv: the input, then the folded batch norm's scale and shift when scaled.
@@ -183,10 +184,13 @@ extension PoolAttrs {
 }
 
 extension DenseAttrs {
-  static let syntax = [AttrSpec("units", .int, required: true), AttrSpec("bias", .bool), AttrSpec("scaled", .bool)]
-  init(_ a: Attributes) throws(AttrError) { self.init(units: try a.int("units", min: 1), bias: a.bool("bias"), scaled: a.flag("scaled")) }
+  static let syntax = [AttrSpec("units", .int, required: true), AttrSpec("bias", .bool), AttrSpec("scaled", .bool),
+                        AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int)]
+  init(_ a: Attributes) throws(AttrError) {
+    self.init(units: try a.int("units", min: 1), bias: a.bool("bias"), scaled: a.flag("scaled"), quantization: try Conv2DAttrs.quantization(a))
+  }
   var printed: [(String, String)] {
-    [("units", "\(units)")] + (bias ? [] : [("bias", "false")]) + (scaled ? [("scaled", "true")] : [])
+    [("units", "\(units)")] + (bias ? [] : [("bias", "false")]) + (scaled ? [("scaled", "true")] : []) + (quantization?.printed ?? [])
   }
   /// The operands of a forward dense layer: the input, then the folded batch norm's scale and shift when scaled.
   var operandNames: [String] { scaled ? ["x", "scale"] : ["x"] }
@@ -204,6 +208,11 @@ extension UnpoolAttrs {
     self.init(pool: try PoolAttrs(a), height: try a.int("height", min: 1), width: try a.int("width", min: 1))
   }
   var printed: [(String, String)] { pool.printed + [("height", "\(height)"), ("width", "\(width)")] }
+}
+
+extension Quantization {
+  /// `input_scale` (the f32 as a double, which reads back to the same bits) and `input_zero_point`.
+  var printed: [(String, String)] { [("input_scale", formatFloat(Double(scale))), ("input_zero_point", "\(zeroPoint)")] }
 }
 
 /// Shortest text for a float that the `.graph` float grammar accepts (always with a '.').

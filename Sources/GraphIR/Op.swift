@@ -83,10 +83,13 @@ public struct DenseAttrs: Equatable, Hashable, Sendable {
   public var bias = true
   /// Whether a second operand [2, units] scales and shifts each unit's output, as `Conv2DAttrs.scaled`.
   public var scaled = false
-  public init(units: Int, bias: Bool = true, scaled: Bool = false) {
+  /// An int8 dense layer, as `Conv2DAttrs.quantization` (each unit's weights a filter's).
+  public var quantization: Quantization? = nil
+  public init(units: Int, bias: Bool = true, scaled: Bool = false, quantization: Quantization? = nil) {
     self.units = units
     self.bias = bias
     self.scaled = scaled
+    self.quantization = quantization
   }
 }
 

@@ -123,7 +123,7 @@ struct Translator {
   /// DequantizeLinear outputs of quantize-dequantize pairs: the quantization a conv reading one takes.
   var fakeQuantized: [String: Quantization] = [:]
   /// Convs read as int8 convs from the QDQ form.
-  var int8Convs = 0
+  var int8Nodes = 0
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
   var biasless: [String: (statement: Int, units: Int)] = [:]
 
@@ -154,7 +154,7 @@ struct Translator {
     guard let out = values[outputName] else { throw ONNXError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
     output = out
     if !fakeQuantized.isEmpty {
-      notes.append("\(fakeQuantized.count) quantize-dequantize pairs read as clips to their range, \(int8Convs) of them before convs of one group, which run in int8 (input_scale)")
+      notes.append("\(fakeQuantized.count) quantize-dequantize pairs read as clips to their range, \(int8Nodes) of them before convs of one group or dense layers, which run in int8 (input_scale)")
     }
     if computedConvs > 0, !sawBatchNorm {
       notes.append("\(computedConvs) convs have weights and biases the exporter computed, as an eval-mode export does when it folds "
@@ -358,12 +358,16 @@ struct Translator {
     default: break
     }
     var op = read.op
-    // A conv of one group whose input went through a quantize-dequantize pair is an int8 conv.
-    if case .conv2d(var a) = op, let q = fakeQuantized[node.input[0]], !a.isDirect,
-       let w = read.tensors.first(where: { $0.0 == "weight" })?.1, w.shape.dropFirst().reduce(1, *) <= Int8Arithmetic.maxTerms {
-      a.quantization = q
-      op = .conv2d(a)
-      int8Convs += 1
+    // A conv of one group or a dense layer whose input went through a quantize-dequantize pair is an int8 layer.
+    if let q = fakeQuantized[node.input[0]], let w = read.tensors.first(where: { $0.0 == "weight" })?.1,
+       w.shape.dropFirst().reduce(1, *) <= Int8Arithmetic.maxTerms {
+      if case .conv2d(var a) = op, !a.isDirect {
+        a.quantization = q
+        (op, int8Nodes) = (.conv2d(a), int8Nodes + 1)
+      } else if case .dense(var a) = op {
+        a.quantization = q
+        (op, int8Nodes) = (.dense(a), int8Nodes + 1)
+      }
     }
     define(node, name, Printer.expression(op, operands))
   }

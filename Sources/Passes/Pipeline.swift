@@ -74,10 +74,10 @@ public struct Pipeline: Sendable {
 
 /// A graph with int8 convs is for inference: their rounding to steps has no gradient.
 func refuseQuantized(_ graph: Graph) throws(DiagnosticList) {
-  let quantized = graph.int8Convs
+  let quantized = graph.int8Nodes
   guard quantized.isEmpty else {
     throw DiagnosticList(quantized.map {
-      .error("'\($0.name)' is an int8 conv (input_scale), which runs at inference only; train the f32 graph, then quantize it (cnnc quantize)", at: $0.opRange)
+      .error("'\($0.name)' is an int8 layer (input_scale), which runs at inference only; train the f32 graph, then quantize it (cnnc quantize)", at: $0.opRange)
     })
   }
 }

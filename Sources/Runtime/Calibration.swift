@@ -18,22 +18,27 @@ public struct Calibration: Sendable {
   public static let sampleSize = 1 << 18
 
   public let graph: Graph
-  /// The convs quantized, by name, in graph order.
+  /// The layers quantized, by name, in graph order.
   public let convs: [String]
   /// The batches `observe` will see (each keeps its share of the sample).
   let batches: Int
   private var low: [Float], high: [Float], samples: [[Float]]
   public private(set) var observed = 0
 
-  /// The convs int8 can take: ungrouped and undilated (`Conv2DAttrs.isDirect` is not), with sums that fit 32 bits;
-  /// with `keepFirst`, not those reading the graph's input (the first layer, whose few channels int8 gains least on).
-  public static func candidates(_ graph: Graph, shapes: ShapeTable, keepFirst: Bool) -> [String] {
+  /// The layers int8 can take: convs ungrouped and undilated (`Conv2DAttrs.isDirect` is not) and dense layers, with
+  /// sums that fit 32 bits; with `keepFirst`, not those reading the graph's input (the first layer, whose few channels
+  /// int8 gains least on); with `keepLast`, not the last of them (the classifier, where accuracy is most at stake).
+  public static func candidates(_ graph: Graph, shapes: ShapeTable, keepFirst: Bool, keepLast: Bool = false) -> [String] {
     let inputs = Set(graph.inputs.map(\.name))
-    return graph.nodes.compactMap { n in
-      guard case .conv2d(let a) = n.op, a.quantization == nil, !a.isDirect, let x = shapes[n.args[0]] else { return nil }
-      guard x.dims[1] * a.kernel * a.kernel <= Int8Arithmetic.maxTerms, !(keepFirst && inputs.contains(n.args[0])) else { return nil }
-      return n.name
+    let all: [String] = graph.nodes.compactMap { n in
+      guard let x = shapes[n.args.first ?? ""], !(keepFirst && inputs.contains(n.args[0])) else { return nil }
+      switch n.op {
+      case .conv2d(let a) where a.quantization == nil && !a.isDirect && x.dims[1] * a.kernel * a.kernel <= Int8Arithmetic.maxTerms: return n.name
+      case .dense(let a) where a.quantization == nil && x.dims.count == 2 && x.dims[1] <= Int8Arithmetic.maxTerms: return n.name
+      default: return nil
+      }
     }
+    return keepLast ? Array(all.dropLast()) : all
   }
 
   public init(graph: Graph, convs: [String], batches: Int) {
@@ -91,9 +96,16 @@ public struct Calibration: Sendable {
   public static func apply(_ quantizations: [String: Quantization], to graph: Graph) -> Graph {
     var g = graph
     g.nodes = graph.nodes.map { n in
-      guard case .conv2d(var a) = n.op, let q = quantizations[n.name] else { return n }
-      a.quantization = q
-      return n.replacing(op: .conv2d(a))
+      guard let q = quantizations[n.name] else { return n }
+      switch n.op {
+      case .conv2d(var a):
+        a.quantization = q
+        return n.replacing(op: .conv2d(a))
+      case .dense(var a):
+        a.quantization = q
+        return n.replacing(op: .dense(a))
+      default: return n
+      }
     }
     return g
   }

@@ -112,7 +112,7 @@ func flushStandardOutput() {
 func lowerForEmission(_ g: Graph, batch: Int, target: Target) throws(DiagnosticList) -> [Program] {
   var programs: [Program] = []
   // A graph with int8 convs has no training step (`Pipeline` refuses it).
-  if g.minimize != nil, g.int8Convs.isEmpty { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target)) }
+  if g.minimize != nil, g.int8Nodes.isEmpty { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target)) }
   programs.append(try lower(g, batch: batch, mode: .infer, target: target))
   return programs
 }

@@ -30,7 +30,7 @@ import Testing
     #expect(a.quantization == Quantization(scale: scale, zeroPoint: 33))
     #expect(b.quantization == Quantization(scale: 0.5, zeroPoint: 0))
     #expect(c.quantization == nil)
-    #expect(g.int8Convs.map(\.name) == ["a", "b"])
+    #expect(g.int8Nodes.map(\.name) == ["a", "b"])
     let printed = Printer.print(g)
     #expect(printed.contains("input_scale: 0.5, input_zero_point: 0)"), "\(printed)")
     #expect(try Parser.parse(printed, defaultName: "q") == g)

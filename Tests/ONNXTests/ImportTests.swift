@@ -186,7 +186,7 @@ import Testing
     let tensors = Dictionary(uniqueKeysWithValues: g.parameterNames.map { ($0, (shape: p.shapes[$0]!, data: p.values[$0]!)) })
     let data = try ONNXExport.serialize(g, inputDims: [3, 8, 8], outputDims: [3], tensors: tensors, producerVersion: "test")
     let m = try ONNXImport.translate(data, path: "q.onnx")
-    #expect(m.graph.int8Convs.count == 2, "\(m.text)")
+    #expect(m.graph.int8Nodes.count == 2, "\(m.text)")
     #expect(m.text.contains("input_scale: 0.019999999552965164, input_zero_point: 120)"), "\(m.text)")
     #expect(m.text.contains("clip(image, min: -2.3999998569488525, max: 2.700000047683716)"), "\(m.text)")
     #expect(m.notes.contains { $0.contains("2 quantize-dequantize pairs") })
@@ -196,11 +196,11 @@ import Testing
   }
 
   /// ONNX Runtime's `quantize_static` output of the tiny model (QDQ, its relu removed for the quantizer's clamp at
-  /// zero): the conv reads as int8, the pairs as clips, and the reference computes ONNX Runtime's outputs to within
+  /// zero): the conv and the dense layer read as int8, the pairs as clips, and the reference computes ONNX Runtime's outputs to within
   /// its requantisation of the logits (a step of the output's scale).
   @Test func onnxRuntimesQuantizedModelImports() throws {
     let (m, ours, theirs) = try Self.outputs("tiny_qdq")
-    #expect(m.graph.int8Convs.map(\.name) == ["conv1"], "\(m.text)")
+    #expect(m.graph.int8Nodes.map(\.name) == ["conv1", "fc1"], "\(m.text)")
     #expect(!m.text.contains("relu("), "the quantizer removed the relu: \(m.text)")
     #expect(m.text.contains("clip(conv1, min: 0.0,"), "\(m.text)")
     #expect(ours.count == theirs.count)

@@ -19,6 +19,7 @@ import Testing
     let g = try Parser.parse(Self.source, defaultName: "c"), shapes = try inferShapes(g, batch: 1)
     #expect(Calibration.candidates(g, shapes: shapes, keepFirst: false) == ["a", "b"])
     #expect(Calibration.candidates(g, shapes: shapes, keepFirst: true) == ["b"])
+    #expect(Calibration.candidates(g, shapes: shapes, keepFirst: false, keepLast: true) == ["a"])
   }
 
   /// Min-max covers exactly the values seen over every batch (the first conv's input is the images); a percentile
@@ -39,7 +40,7 @@ import Testing
     let percentile = c.quantizations(.percentile, percentile: 95)
     #expect(percentile["a"]!.scale < minmax["a"]!.scale / 10, "the outlier 40 clamps")
     let q = Calibration.apply(minmax, to: g)
-    #expect(q.int8Convs.map(\.name) == ["a", "b"])
+    #expect(q.int8Nodes.map(\.name) == ["a", "b"])
     #expect(q.nodes[2].op == g.nodes[2].op)
   }
 }

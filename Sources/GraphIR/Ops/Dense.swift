@@ -9,7 +9,10 @@ public struct DenseOp: ForwardOp {
   public var isCompilerForm: Bool { attrs.scaled }
   /// Gemm with B transposed: the weight stays [units, features], PyTorch's layout.
   public var onnx: ONNXForm {
-    .node("Gemm", inputs: [.operand(0), .parameter("weight")] + (attrs.bias ? [.parameter("bias")] : []), attributes: [ONNXAttribute("transB", .int(1))])
+    var plain = attrs
+    plain.quantization = nil
+    if let q = attrs.quantization { return .quantized(DenseOp(plain).onnx, input: q) }
+    return .node("Gemm", inputs: [.operand(0), .parameter("weight")] + (attrs.bias ? [.parameter("bias")] : []), attributes: [ONNXAttribute("transB", .int(1))])
   }
   /// Gemm with alpha 1, beta 1, A as it is and a constant B ([out, in] with transB, else [in, out]) and bias.
   public static let onnxReading = ONNXReading.node(["Gemm"]) { n in
@@ -79,7 +82,12 @@ public enum Dense {
   /// A forward dense layer's output from its operands (x, the folded batch norm when scaled, weight, bias).
   static func apply<T: Real>(_ a: DenseAttrs, _ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> Tensor<T> {
     let w = a.scaled ? 2 : 1
-    let y = forward(try x.product(0, ctx), weight: try x.product(w, ctx), bias: try x.f32(w + 1, if: a.bias))
+    let y: Tensor<T>
+    if let q = a.quantization {
+      y = quantizedForward(q, try x.f32(0), weight: try x.f32(w), bias: try x.f32(w + 1, if: a.bias))
+    } else {
+      y = forward(try x.product(0, ctx), weight: try x.product(w, ctx), bias: try x.f32(w + 1, if: a.bias))
+    }
     return a.scaled ? BatchNorm.applyFold(try x.f32(1), to: y) : y
   }
 
@@ -91,6 +99,9 @@ public enum Dense {
 
   public static func resultType(_ a: DenseAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
     try expect("dense", x, rank: 2, layout: "[N, F] (insert a flatten before it)")
+    if a.quantization != nil, x.dims[1] > Int8Arithmetic.maxTerms {
+      throw ShapeError("an int8 dense layer sums \(x.dims[1]) products per output (input \(x)); at most \(Int8Arithmetic.maxTerms) fit its 32-bit sums")
+    }
     guard checkedProduct([a.units, x.dims[1]]) != nil else {
       throw ShapeError("dense weight [\(a.units), \(x.dims[1])] has more than 2^40 elements")
     }
@@ -125,6 +136,25 @@ public enum Dense {
 
   @_specialize(where T == Float)
   @_specialize(where T == Double)
+  /// An int8 dense layer (`Int8Arithmetic`): the input's u8 steps, each unit's s8 steps, their products summed
+  /// exactly, scaled back, then the bias added. Computed in f32 whatever T.
+  public static func quantizedForward<T: Real>(_ q: Quantization, _ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
+    let (n, f, u) = (x.shape[0], x.shape[1], w.shape[0])
+    let xq = x.data.map { Int32(Int8Arithmetic.activation(Float($0), q)) }, zero = Int32(q.zeroPoint), weights = w.data.map { Float($0) }
+    var y = Tensor<T>(zeros: [n, u])
+    for o in 0..<u {
+      let row = weights[(o * f)..<((o + 1) * f)], scale = Int8Arithmetic.weightScale(row)
+      let wq = row.map { Int32(Int8Arithmetic.weight($0, scale: scale)) }
+      for b in 0..<n {
+        var sum: Int32 = 0
+        for i in 0..<f { sum += wq[i] * (xq[b * f + i] - zero) }
+        let v = Int8Arithmetic.output(sum, inputScale: q.scale, weightScale: scale)
+        y.data[b * u + o] = T(bias.map { v + Float($0.data[o]) } ?? v)
+      }
+    }
+    return y
+  }
+
   public static func forward<T: Real>(_ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
     let (n, f, u) = (x.shape[0], x.shape[1], w.shape[0])
     var y = Tensor<T>(zeros: [n, u])

@@ -39,7 +39,9 @@ extension Emitter {
     }
     let d = DenseForward(name: n.name, x: at(n.args[0]), w: at("\(n.name).weight"), y: at(n.name), batch: xd[0], features: xd[1], units: u,
                          finish: finish)
-    if Self.transposedForward(batch: d.batch, features: d.features, units: u, target: target) {
+    if let q = a.quantization {
+      int8Dense(d, q)
+    } else if Self.transposedForward(batch: d.batch, features: d.features, units: u, target: target) {
       denseTransposed(d)
     } else if Self.dotProductForward(batch: d.batch, features: d.features, lanes: lanes) {
       denseDotProducts(d)
@@ -142,6 +144,8 @@ extension DenseOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.denseForward(n, attrs, relu: false) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target, training: Bool) -> Int {
     let xd = shapes[n.args[0]]!.dims
+    // An int8 layer's quads are scratch of its kernel's own (`Emitter.int8Dense`).
+    if attrs.quantization != nil { return 0 }
     if Emitter.transposedForward(batch: xd[0], features: xd[1], units: attrs.units, target: target) { return (xd[1] + attrs.units) * xd[0] }
     // The dot products' lanes, for each part of a parallel split.
     return Emitter.dotProductForward(batch: xd[0], features: xd[1], lanes: target.lanes) ? target.lanes * target.parallelParts : 0

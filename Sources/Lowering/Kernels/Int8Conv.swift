@@ -174,6 +174,24 @@ extension Emitter {
     })
   }
 
+  /// An int8 dense layer (`DenseAttrs.quantization`): Y[batch x units] = X's u8 quads (each row packed along its
+  /// features, as a channels-last pixel's channels) x W^T's s8 quads prepared once, the GEMM's vectors along the
+  /// units, each unit's correction starting its column, the epilogue converting, scaling and finishing each element.
+  mutating func int8Dense(_ d: DenseForward, _ q: Quantization) {
+    let quads = (d.features + 3) / 4, macs = d.batch * d.units * d.features
+    let weights = int8Weights(d.w, filters: d.units, channels: d.features, kernel: 1, alongK: false, transposed: true, q)
+    let parts = parallelParts(units: d.units, macs: macs), packed = tailScratch(d.batch * quads), columns = d.units / parts
+    body += packPixelQuads(d.x, pixels: d.batch, channels: d.features, into: packed, q, parts: parallelParts(units: d.batch, macs: macs))
+    body += inParts(parts, of: "units") { e, part in
+      let u0 = part * columns
+      var gemm = TiledGemm(m: d.batch, n: columns, k: quads, a: (.arena, packed), aRow: quads, aCol: 1, b: (.prepared, .c(weights.quads) + u0),
+                           ldb: d.units, c: (d.y.base, .c(d.y.offset) + u0), ldc: d.units, accumulate: false, calls: parts)
+      (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + u0))
+      gemm.epilogue = { _, column, v in d.finish(.fromInt32(v) * .load(.prepared, .c(weights.scales) + u0 + column), u0 + column) }
+      return e.tiledGemm(gemm)
+    }
+  }
+
   /// The u8 steps of `pixels` channels-last pixels of `channels` floats each, in quads along each pixel's channels:
   /// pixel p's row of quads at `into` + p x quads, each vector of quads from four vectors of the row
   /// (`VExpr.packBytes`), channels past the last at the zero point's step. Pixels split among `parts`.

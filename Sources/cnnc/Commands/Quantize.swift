@@ -12,9 +12,9 @@ struct Quantize: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Quantize a trained model's convolutions to int8 from calibration images (post-training, static).",
     discussion: """
-      Each convolution of one group gets its input quantized to u8 with a scale and zero point chosen from what \
-      calibration saw, and its weights to s8 with one scale per filter; products are summed in 32-bit integers \
-      (AVX512_VNNI where the CPU has it). Grouped and depthwise convolutions, dense layers and the rest stay f32. \
+      Each convolution of one group and each dense layer gets its input quantized to u8 with a scale and zero point \
+      chosen from what calibration saw, and its weights to s8 with one scale per filter or unit; products are summed \
+      in 32-bit integers (AVX512_VNNI where the CPU has it). Grouped and depthwise convolutions and the rest stay f32. \
       Writes the graph to --out (NAME.graph) and the weights beside it (NAME.safetensors), which eval, predict, \
       infer and bench take.
       """)
@@ -30,6 +30,7 @@ struct Quantize: ParsableCommand {
   var method: Calibration.Method = .minmax
   @Option(parsing: .unconditional, help: "The percentile of the high end for --method percentile (the low end's is 100 minus it).") var percentile: Double = 99.99
   @Flag(help: "Keep the first convolution (the one reading the model's input) in f32.") var keepFirst = false
+  @Flag(help: "Keep the last layer int8 would take (the classifier) in f32.") var keepLast = false
   @Option(parsing: .unconditional, help: "The quantized graph to write, NAME.graph; its weights go to NAME.safetensors beside it.") var out: String
 
   /// Images per interpreter batch while calibrating.
@@ -47,7 +48,7 @@ struct Quantize: ParsableCommand {
     let graphFile = try GraphFile(path: file, verbose: modelOptions.verbose)
     let model = try TrainedModel(graphFile, weights: weights)
     try reportingErrors {
-      guard model.graph.int8Convs.isEmpty else { throw DataError("\(file) is quantized already (it has int8 convs)") }
+      guard model.graph.int8Nodes.isEmpty else { throw DataError("\(file) is quantized already (it has int8 layers)") }
       let graphPath = out, weightsPath = Path.deletingExtension(out) + ".safetensors"
       try checkOutputFile(graphPath)
       try checkOutputFile(weightsPath)
@@ -61,8 +62,8 @@ struct Quantize: ParsableCommand {
       let count = min(images, set.count)
       // Evenly spaced through the set, so a set sorted by class still calibrates on every class.
       let chosen = (0..<count).map { $0 * set.count / count }
-      let convs = Calibration.candidates(model.graph, shapes: model.shapes, keepFirst: keepFirst)
-      guard !convs.isEmpty else { throw DataError("\(file) has no convolution int8 can take (one group, undilated)") }
+      let convs = Calibration.candidates(model.graph, shapes: model.shapes, keepFirst: keepFirst, keepLast: keepLast)
+      guard !convs.isEmpty else { throw DataError("\(file) has no layer int8 can take (a convolution of one group, undilated, or a dense layer)") }
       var calibration = Calibration(graph: model.graph, convs: convs, batches: (count + Self.calibrationBatch - 1) / Self.calibrationBatch)
       for first in stride(from: 0, to: count, by: Self.calibrationBatch) {
         let batch = chosen[first..<min(count, first + Self.calibrationBatch)]
@@ -76,7 +77,8 @@ struct Quantize: ParsableCommand {
       let (weightsFile, _) = try graphFile.weights(weights)
       try writeAtomically(Array(Printer.print(quantized).utf8), to: graphPath)
       try weightsFile.write(to: weightsPath)
-      print("quantized \(quantizations.count) of \(model.graph.nodes.filter { if case .conv2d = $0.op { true } else { false } }.count) convolutions to int8 (\(method.rawValue) over \(calibration.observed) images of \(calibrate))")
+      let layers = model.graph.nodes.filter { switch $0.op { case .conv2d, .dense: true; default: false } }.count
+      print("quantized \(quantizations.count) of \(layers) convolutions and dense layers to int8 (\(method.rawValue) over \(calibration.observed) images of \(calibrate))")
       print("wrote \(graphPath) and \(weightsPath); run it with: cnnc eval \(graphPath) --weights \(weightsPath)")
     }
   }
