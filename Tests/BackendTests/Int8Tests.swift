@@ -75,15 +75,22 @@ import Testing
   /// Inference at batch 1 and 3, with one thread and two, gives the interpreter's bits on every target.
   @Test(arguments: targets) func convsMatchTheReferenceBitForBit(_ name: String) throws {
     guard let target = try Self.target(name) else { return }
-    for batch in [1, 3] {
-      // Inputs in [-1.5, 1.5]: below and above the first layer's [-1, 1.55].
-      let d = try Differential(source: Self.graph, batch: batch)
+    // Inputs in [-1.5, 1.5]: below and above the first layer's [-1, 1.55].
+    try Self.eachRun(Self.graph, batches: [1, 3], target: target) { got, expected, run in
+      #expect(got == expected, "int8 inference at \(run) (largest difference \(zip(got, expected).map { abs($0 - $1) }.max() ?? 0))")
+    }
+  }
+
+  /// Inference of `graph` at each of `batches`, with one thread and two, on `target`: `check(got, expected, run)`
+  /// against the interpreter's outputs each time.
+  static func eachRun(_ graph: String, batches: [Int], target: Target, _ check: ([Float], [Float], String) -> Void) throws {
+    for batch in batches {
+      let d = try Differential(source: graph, batch: batch)
       let expected = try Self.expected(d)
       for threads in [1, 2] {
         let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
         try b.loadParameters(d.parameters)
-        let got = try b.infer(images: d.images, count: batch)
-        #expect(got == expected, "int8 inference at batch \(batch), \(threads) threads, on \(target.cpu) (largest difference \(zip(got, expected).map { abs($0 - $1) }.max() ?? 0))")
+        check(try b.infer(images: d.images, count: batch), expected, "batch \(batch), \(threads) threads, on \(target.cpu)")
       }
     }
   }
@@ -105,15 +112,7 @@ import Testing
     let program = try lower(try Differential(source: graph, batch: 1).graph, batch: 1, mode: .infer, target: target)
     // Bands of rows (the whole plane would be 8x1024), 147 weights in 37 quads.
     #expect(program.listing.contains("gemm s 8x") && program.listing.contains("x37:") && !program.listing.contains("gemm s 8x1024x"), "\(program.listing.prefix(600))")
-    for batch in [1, 2] {
-      let d = try Differential(source: graph, batch: batch)
-      let expected = try Self.expected(d)
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
-        try b.loadParameters(d.parameters)
-        #expect(try b.infer(images: d.images, count: batch) == expected, "stem at batch \(batch), \(threads) threads, on \(target.cpu)")
-      }
-    }
+    try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "stem at \(run)") }
   }
 
   /// A MobileNetV2 block: int8 1x1 convs around a depthwise conv run channels-last (the expansion from an NCHW
@@ -140,17 +139,9 @@ import Testing
       """
     let program = try lower(try Differential(source: graph, batch: 2).graph, batch: 2, mode: .infer, target: target)
     #expect(program.listing.contains("int8 channels-last"), "\(program.listing.prefix(800))")
-    for batch in [1, 2] {
-      let d = try Differential(source: graph, batch: batch)
-      let expected = try Self.expected(d)
-      for threads in [1, 2] {
-        let b = try CompiledBackend(inferenceOf: d.graph, compiler: try JITCompiler(target: target), inferenceCalls: [batch], threads: threads)
-        try b.loadParameters(d.parameters)
-        let got = try b.infer(images: d.images, count: batch)
-        let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity
-        let largest = expected.map(abs).max() ?? 0
-        #expect(got.count == expected.count && worst <= 0.02 * largest, "batch \(batch), \(threads) threads, on \(target.cpu): \(worst) of \(largest)")
-      }
+    try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in
+      let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity, largest = expected.map(abs).max() ?? 0
+      #expect(got.count == expected.count && worst <= 0.02 * largest, "\(run): \(worst) of \(largest)")
     }
   }
 
