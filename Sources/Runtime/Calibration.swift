@@ -67,14 +67,14 @@ public struct Calibration: Sendable {
         high[k] = max(high[k], v)
       }
       let stride = max(1, x.count * batches / Self.sampleSize)
-      samples[k] += stride1(x, stride)
+      samples[k] += Self.sample(x, every: stride)
     }
     observed += count
   }
 
-  /// Every `stride`-th finite value.
-  private func stride1(_ x: [Float], _ stride: Int) -> [Float] {
-    Swift.stride(from: 0, to: x.count, by: stride).map { x[$0] }.filter(\.isFinite)
+  /// Every `every`-th value of `x` that is finite.
+  private static func sample(_ x: [Float], every: Int) -> [Float] {
+    stride(from: 0, to: x.count, by: every).map { x[$0] }.filter(\.isFinite)
   }
 
   /// Each conv's quantization by `method`; `percentile` is the high one (the low one is its complement).

@@ -197,11 +197,6 @@ extension Emitter {
   /// (`VExpr.packBytes`), channels past the last at the zero point's step. Pixels split among `parts`.
   mutating func packPixelQuads(_ x: Placement, pixels: Int, channels: Int, into: IExpr, _ q: Quantization, parts: Int) -> [Stmt] {
     let lanes = self.lanes, quads = (channels + 3) / 4, per = pixels / parts
-    func step(_ v: VExpr) -> VExpr {
-      let r = VExpr.add(.round(.div(v, .broadcast(.c(q.scale)))), .broadcast(.c(Float(q.zeroPoint))))
-      let above = VExpr.max(.broadcast(.c(0)), r), high = VExpr.broadcast(.c(Int8Arithmetic.activationSteps))
-      return .selectGreater(above, high, high, above)
-    }
     return inParts(parts, of: "pixels") { e, part in
       [e.loop("p", per) { e, pv in
         let p = part * per + pv, row = IExpr.c(x.offset) + p * channels
@@ -209,7 +204,7 @@ extension Emitter {
         func words(_ first: IExpr, count: Int) -> VExpr {
           let chunks = (0..<4).map { k -> VExpr in
             let present = min(lanes, max(0, count - k * lanes))
-            return step(present == 0 ? .zero : .load(x.base, row + first + k * lanes, lanes: present))
+            return Self.int8Steps(present == 0 ? .zero : .load(x.base, row + first + k * lanes, lanes: present), q)
           }
           return .packBytes(chunks[0], chunks[1], chunks[2], chunks[3])
         }
@@ -252,6 +247,13 @@ extension Emitter {
   /// `Int8Arithmetic.activation` of `v` in the kernel IR, in its steps' order.
   static func int8Step(_ v: FExpr, _ q: Quantization) -> FExpr {
     clampedStep(.round(v / .c(q.scale)) + .c(Float(q.zeroPoint)), low: 0, high: Int8Arithmetic.activationSteps)
+  }
+
+  /// `int8Step` in every lane of `v` (the same steps, as vectors).
+  static func int8Steps(_ v: VExpr, _ q: Quantization) -> VExpr {
+    let r = VExpr.add(.round(.div(v, .broadcast(.c(q.scale)))), .broadcast(.c(Float(q.zeroPoint))))
+    let above = VExpr.max(.broadcast(.c(0)), r), high = VExpr.broadcast(.c(Int8Arithmetic.activationSteps))
+    return .selectGreater(above, high, high, above)
   }
 
   /// `Int8Arithmetic.step`'s clamp: below `low` (or NaN) to `low`, above `high` to `high`.
