@@ -111,7 +111,7 @@ extension Conv2DAttrs {
   static let syntax = [
     AttrSpec("filters", .int, required: true), AttrSpec("kernel", .int, required: true),
     AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool), AttrSpec("groups", .int), AttrSpec("dilation", .int),
-    AttrSpec("scaled", .bool), AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int),
+    AttrSpec("scaled", .bool), AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int), AttrSpec("weight_steps", .int),
   ]
   init(_ a: Attributes) throws(AttrError) {
     self.init(filters: try a.int("filters", min: 1), kernel: try a.int("kernel", min: 1),
@@ -126,11 +126,12 @@ extension Conv2DAttrs {
     }
   }
   /// `input_scale` and `input_zero_point`, both or neither (the zero point 0 when omitted): a positive normal f32
-  /// step and a u8 zero point. A conv's or a dense layer's.
+  /// step and a u8 zero point; `weight_steps`, the largest weight step (127 when omitted; 64 is the reduced range).
+  /// A conv's or a dense layer's.
   static func quantization(_ a: Attributes) throws(AttrError) -> Quantization? {
     guard case .float(let scale)? = a.values["input_scale"] else {
-      guard a.values["input_zero_point"] == nil else {
-        throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' needs 'input_scale'")
+      for name in ["input_zero_point", "weight_steps"] where a.values[name] != nil {
+        throw AttrError(attribute: name, message: "'\(name)' needs 'input_scale'")
       }
       return nil
     }
@@ -141,7 +142,12 @@ extension Conv2DAttrs {
     guard zero <= Int(Int8Arithmetic.activationSteps) else {
       throw AttrError(attribute: "input_zero_point", message: "'input_zero_point' must be at most \(Int(Int8Arithmetic.activationSteps)), got \(zero)")
     }
-    return Quantization(scale: Float(scale), zeroPoint: zero)
+    let full = Int(Int8Arithmetic.fullWeightSteps)
+    let steps = try a.int("weight_steps", min: 1, default: full)
+    guard steps <= full else {
+      throw AttrError(attribute: "weight_steps", message: "'weight_steps' must be at most \(full) (s8 weights are symmetric), got \(steps)")
+    }
+    return Quantization(scale: Float(scale), zeroPoint: zero, weightSteps: steps)
   }
   var printed: [(String, String)] {
     var r = [("filters", "\(filters)"), ("kernel", "\(kernel)")]
@@ -185,7 +191,7 @@ extension PoolAttrs {
 
 extension DenseAttrs {
   static let syntax = [AttrSpec("units", .int, required: true), AttrSpec("bias", .bool), AttrSpec("scaled", .bool),
-                        AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int)]
+                        AttrSpec("input_scale", .float), AttrSpec("input_zero_point", .int), AttrSpec("weight_steps", .int)]
   init(_ a: Attributes) throws(AttrError) {
     self.init(units: try a.int("units", min: 1), bias: a.bool("bias"), scaled: a.flag("scaled"), quantization: try Conv2DAttrs.quantization(a))
   }
@@ -211,8 +217,12 @@ extension UnpoolAttrs {
 }
 
 extension Quantization {
-  /// `input_scale` (the f32 as a double, which reads back to the same bits) and `input_zero_point`.
-  var printed: [(String, String)] { [("input_scale", formatFloat(Double(scale))), ("input_zero_point", "\(zeroPoint)")] }
+  /// `input_scale` (the f32 as a double, which reads back to the same bits), `input_zero_point`, and
+  /// `weight_steps` when not the full range.
+  var printed: [(String, String)] {
+    [("input_scale", formatFloat(Double(scale))), ("input_zero_point", "\(zeroPoint)")]
+      + (weightSteps == Int(Int8Arithmetic.fullWeightSteps) ? [] : [("weight_steps", "\(weightSteps)")])
+  }
 }
 
 /// Shortest text for a float that the `.graph` float grammar accepts (always with a '.').

@@ -47,16 +47,33 @@ extension LLVMRenderer {
     LLVMBuildSIToFP(builder, LLVMBuildBitCast(builder, x, int32s(lanes), ""), floats(lanes), "")
   }
 
-  /// `FExpr.dotU8S8` / `VExpr.dotU8S8`: the target's `vpdpbusd` where it has one (`Target.int8Dot`), else each
-  /// byte pair's product added in turn (the same integers: the sum of four products is exact, and both wrap).
-  func dotU8S8(_ acc: LLVMValueRef, _ a: LLVMValueRef, _ b: LLVMValueRef, lanes: Int) -> LLVMValueRef {
+  /// `FExpr.dotU8S8` / `VExpr.dotU8S8`: the target's `vpdpbusd` where it has one (`Target.int8Dot`); on other x86
+  /// vectors (`Target.int8Pairs`) `pmaddubsw` then `pmaddwd` by ones when the pairs fit 16 bits, else the bytes
+  /// widened to 16-bit halves (even and odd bytes) and two `pmaddwd`; elsewhere each byte pair's product added in
+  /// turn. All the same integers: a sum of four products is exact, and all wrap alike.
+  func dotU8S8(_ acc: LLVMValueRef, _ a: LLVMValueRef, _ b: LLVMValueRef, lanes: Int, pairsFit16: Bool) -> LLVMValueRef {
     let bits = int32s(lanes)
     let (sum, u, s) = (LLVMBuildBitCast(builder, acc, bits, "")!, LLVMBuildBitCast(builder, a, bits, "")!, LLVMBuildBitCast(builder, b, bits, "")!)
     if int8Dot, lanes == 16 {
-      var types: [LLVMTypeRef?] = [bits, bits, bits]
-      let fnTy = LLVMFunctionType(bits, &types, 3, 0)!
-      var args: [LLVMValueRef?] = [sum, u, s]
-      return LLVMBuildBitCast(builder, LLVMBuildCall2(builder, fnTy, declared("llvm.x86.avx512.vpdpbusd.512", fnTy), &args, 3, ""), floats(lanes), "")
+      return LLVMBuildBitCast(builder, intrinsic("llvm.x86.avx512.vpdpbusd.512", bits, [sum, u, s], [bits, bits, bits]), floats(lanes), "")
+    }
+    if let names = pairMultiplies(lanes: lanes) {
+      let words = LLVMVectorType(LLVMInt16TypeInContext(ctx), UInt32(2 * lanes))!
+      if pairsFit16, let bytesNamed = names.bytes {
+        let bytes = LLVMVectorType(LLVMInt8TypeInContext(ctx), UInt32(4 * lanes))!
+        let (ub, sb) = (LLVMBuildBitCast(builder, u, bytes, "")!, LLVMBuildBitCast(builder, s, bytes, "")!)
+        let pairs = intrinsic(bytesNamed, words, [ub, sb], [bytes, bytes])
+        let quads = intrinsic(names.words, bits, [pairs, splat16(1, words)], [words, words])
+        return LLVMBuildBitCast(builder, LLVMBuildAdd(builder, sum, quads, ""), floats(lanes), "")
+      }
+      // Each 16-bit half of a word: its low byte (bytes 0 and 2) and its high byte (1 and 3), u8 zero-extended and
+      // s8 sign-extended, so every product pair sums exactly in 32 bits.
+      let (uw, sw) = (LLVMBuildBitCast(builder, u, words, "")!, LLVMBuildBitCast(builder, s, words, "")!)
+      let eight = splat16(8, words)
+      let uLow = LLVMBuildAnd(builder, uw, splat16(0xff, words), "")!, uHigh = LLVMBuildLShr(builder, uw, eight, "")!
+      let sLow = LLVMBuildAShr(builder, LLVMBuildShl(builder, sw, eight, ""), eight, "")!, sHigh = LLVMBuildAShr(builder, sw, eight, "")!
+      let low = intrinsic(names.words, bits, [uLow, sLow], [words, words]), high = intrinsic(names.words, bits, [uHigh, sHigh], [words, words])
+      return LLVMBuildBitCast(builder, LLVMBuildAdd(builder, LLVMBuildAdd(builder, sum, low, ""), high, ""), floats(lanes), "")
     }
     var total = sum
     for i in 0..<4 {
@@ -65,5 +82,31 @@ extension LLVMRenderer {
       total = LLVMBuildAdd(builder, total, LLVMBuildMul(builder, unsigned, signed, ""), "")
     }
     return LLVMBuildBitCast(builder, total, floats(lanes), "")
+  }
+
+  /// x86's pair-summing multiplies at this width (`Target.int8Pairs`): `pmaddubsw`'s (nil where not assumed) and
+  /// `pmaddwd`'s intrinsics; nil off x86 or for scalars.
+  func pairMultiplies(lanes: Int) -> (bytes: String?, words: String)? {
+    guard int8Pairs else { return nil }
+    switch lanes {
+    case 16: return ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")
+    case 8: return ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")
+    default: return nil
+    }
+  }
+
+  /// `value` in every 16-bit lane of `type`.
+  func splat16(_ value: UInt64, _ type: LLVMTypeRef) -> LLVMValueRef {
+    let count = Int(LLVMGetVectorSize(type))
+    var lanes: [LLVMValueRef?] = Array(repeating: LLVMConstInt(LLVMInt16TypeInContext(ctx), value, 0), count: count)
+    return LLVMConstVector(&lanes, UInt32(count))
+  }
+
+  /// A call of the intrinsic `name` returning `result`.
+  func intrinsic(_ name: String, _ result: LLVMTypeRef, _ arguments: [LLVMValueRef], _ types: [LLVMTypeRef]) -> LLVMValueRef {
+    var parameterTypes: [LLVMTypeRef?] = types
+    let fnTy = LLVMFunctionType(result, &parameterTypes, UInt32(types.count), 0)!
+    var args: [LLVMValueRef?] = arguments
+    return LLVMBuildCall2(builder, fnTy, declared(name, fnTy), &args, UInt32(arguments.count), "")!
   }
 }

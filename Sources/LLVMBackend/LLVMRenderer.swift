@@ -19,6 +19,8 @@ public struct LLVMRenderer {
   var bf16Dot = false
   /// Whether `VExpr.dotU8S8` is the target's instruction (`Target.int8Dot`).
   var int8Dot = false
+  /// Whether x86's pair-summing multiplies serve `VExpr.dotU8S8` otherwise (`Target.int8Pairs`).
+  var int8Pairs = false
   /// The program's CPU and features, as every function's `target-cpu` and `target-features` attributes.
   var cpu = (name: "", features: "")
   let entryType: LLVMTypeRef
@@ -156,6 +158,7 @@ public struct LLVMRenderer {
     fused = p.target.fma
     bf16Dot = p.target.bf16Dot
     int8Dot = p.target.int8Dot
+    int8Pairs = p.target.int8Pairs
     vec = LLVMVectorType(f32, UInt32(p.lanes))
   }
 
@@ -530,7 +533,7 @@ public struct LLVMRenderer {
     case .round(let a): return roundEven(vexpr(a, s), lanes: lanes)
     case .bytes(let a, let b, let c, let d): return bytes([a, b, c, d].map { vexpr($0, s) }, lanes: lanes)
     case .fromInt32(let a): return fromInt32(vexpr(a, s), lanes: lanes)
-    case .dotU8S8(let acc, let a, let b): return dotU8S8(vexpr(acc, s), vexpr(a, s), vexpr(b, s), lanes: lanes)
+    case .dotU8S8(let acc, let a, let b, let fit): return dotU8S8(vexpr(acc, s), vexpr(a, s), vexpr(b, s), lanes: lanes, pairsFit16: fit)
     case .packBytes(let a, let b, let c, let d): return packBytes([a, b, c, d].map { vexpr($0, s) })
     }
   }
@@ -585,7 +588,7 @@ public struct LLVMRenderer {
     case .round(let a): return roundEven(fexpr(a, s), lanes: 1)
     case .bytes(let a, let b, let c, let d): return bytes([a, b, c, d].map { fexpr($0, s) }, lanes: 1)
     case .fromInt32(let a): return fromInt32(fexpr(a, s), lanes: 1)
-    case .dotU8S8(let acc, let a, let b): return dotU8S8(fexpr(acc, s), fexpr(a, s), fexpr(b, s), lanes: 1)
+    case .dotU8S8(let acc, let a, let b, let fit): return dotU8S8(fexpr(acc, s), fexpr(a, s), fexpr(b, s), lanes: 1, pairsFit16: fit)
     }
   }
 

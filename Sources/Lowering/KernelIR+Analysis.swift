@@ -50,7 +50,7 @@ public enum AnyExpr: Sendable {
         [.float(a), .float(b)]
       case .exp(let a), .log(let a), .sqrt(let a), .round(let a), .fromInt32(let a): [.float(a)]
       case .bytes(let a, let b, let c, let d): [.float(a), .float(b), .float(c), .float(d)]
-      case .dotU8S8(let a, let b, let c): [.float(a), .float(b), .float(c)]
+      case .dotU8S8(let a, let b, let c, _): [.float(a), .float(b), .float(c)]
       case .select(let c, let a, let b): [.condition(c), .float(a), .float(b)]
       }
     case .vector(let e):

@@ -76,8 +76,9 @@ public indirect enum FExpr: Hashable, Sendable {
   /// The float nearest the 32-bit integer whose bits the operand holds (an int8 GEMM's sum).
   case fromInt32(FExpr)
   /// acc + the four products of a's bytes (unsigned) and b's bytes (signed), in 32-bit integers that wrap; acc
-  /// and the result are integers' bits (`VExpr.dotU8S8`'s lane).
-  case dotU8S8(FExpr, FExpr, FExpr)
+  /// and the result are integers' bits (`VExpr.dotU8S8`'s lane). `pairsFit16`: the signed bytes are within ±64
+  /// (`Quantization.pairsFitInt16`), so any two products sum within Int16.
+  case dotU8S8(FExpr, FExpr, FExpr, pairsFit16: Bool)
 
   public static func + (a: FExpr, b: FExpr) -> FExpr { .add(a, b) }
   public static func - (a: FExpr, b: FExpr) -> FExpr { .sub(a, b) }
@@ -152,9 +153,10 @@ public indirect enum VExpr: Hashable, Sendable {
   /// The 4 x lanes floats of the four vectors in order, each an integer in -128...255, as bytes: lane i holds
   /// elements 4i ..< 4i + 4 (`FExpr.bytes` of four consecutive elements; a row of steps packed along K).
   case packBytes(VExpr, VExpr, VExpr, VExpr)
-  /// Per lane, `FExpr.dotU8S8`: AVX512_VNNI's `vpdpbusd` (`Target.int8Dot`), or the same integers by shifts and
-  /// multiplies.
-  case dotU8S8(VExpr, VExpr, VExpr)
+  /// Per lane, `FExpr.dotU8S8`: AVX512_VNNI's `vpdpbusd` (`Target.int8Dot`); else, on x86, pairs of products
+  /// summed to 16 bits (`pmaddubsw`, exact when `pairsFit16`) or the bytes widened to 16 bits (`pmaddwd`), then
+  /// summed to 32; elsewhere the same integers by shifts and multiplies.
+  case dotU8S8(VExpr, VExpr, VExpr, pairsFit16: Bool)
 
   /// The operands, in order.
   public var operands: [VExpr] {
@@ -165,7 +167,7 @@ public indirect enum VExpr: Hashable, Sendable {
     case .sqrt(let a): [a]
     case .selectGreater(let p, let q, let a, let b): [p, q, a, b]
     case .bf16Pair(let a, let b), .bf16Pack(let a, let b): [a, b]
-    case .dotBF16(let acc, let a, let b), .dotU8S8(let acc, let a, let b): [acc, a, b]
+    case .dotBF16(let acc, let a, let b), .dotU8S8(let acc, let a, let b, _): [acc, a, b]
     case .round(let a), .fromInt32(let a): [a]
     case .bytes(let a, let b, let c, let d), .packBytes(let a, let b, let c, let d): [a, b, c, d]
     }

@@ -90,7 +90,7 @@ extension FExpr {
     case .round(let a): "round(\(a.text))"
     case .bytes(let a, let b, let c, let d): "bytes(\(a.text), \(b.text), \(c.text), \(d.text))"
     case .fromInt32(let a): "from_int32(\(a.text))"
-    case .dotU8S8(let acc, let a, let b): "dot_u8s8(\(acc.text), \(a.text), \(b.text))"
+    case .dotU8S8(let acc, let a, let b, let fit): "dot_u8s8\(fit ? "_narrow" : "")(\(acc.text), \(a.text), \(b.text))"
     }
   }
 }
@@ -114,7 +114,7 @@ extension VExpr {
     case .round(let a): "round(\(a.text))"
     case .bytes(let a, let b, let c, let d): "bytes(\(a.text), \(b.text), \(c.text), \(d.text))"
     case .fromInt32(let a): "from_int32(\(a.text))"
-    case .dotU8S8(let acc, let a, let b): "dot_u8s8(\(acc.text), \(a.text), \(b.text))"
+    case .dotU8S8(let acc, let a, let b, let fit): "dot_u8s8\(fit ? "_narrow" : "")(\(acc.text), \(a.text), \(b.text))"
     case .bf16Pack(let a, let b): "bf16_pack(\(a.text), \(b.text))"
     case .dotBF16(let acc, let a, let b): "dot_bf16(\(acc.text), \(a.text), \(b.text))"
     case .packBytes(let a, let b, let c, let d): "pack_bytes(\(a.text), \(b.text), \(c.text), \(d.text))"

@@ -205,7 +205,7 @@ final class CanonicalKernel {
     case .round(let a): .round(float(a))
     case .fromInt32(let a): .fromInt32(float(a))
     case .bytes(let a, let b, let c, let d): .bytes(float(a), float(b), float(c), float(d))
-    case .dotU8S8(let acc, let a, let b): .dotU8S8(float(acc), float(a), float(b))
+    case .dotU8S8(let acc, let a, let b, let fit): .dotU8S8(float(acc), float(a), float(b), pairsFit16: fit)
     }
   }
 
@@ -251,7 +251,7 @@ final class CanonicalKernel {
     case .round(let a): .round(vector(a))
     case .fromInt32(let a): .fromInt32(vector(a))
     case .bytes(let a, let b, let c, let d): .bytes(vector(a), vector(b), vector(c), vector(d))
-    case .dotU8S8(let acc, let a, let b): .dotU8S8(vector(acc), vector(a), vector(b))
+    case .dotU8S8(let acc, let a, let b, let fit): .dotU8S8(vector(acc), vector(a), vector(b), pairsFit16: fit)
     case .packBytes(let a, let b, let c, let d): .packBytes(vector(a), vector(b), vector(c), vector(d))
     }
   }

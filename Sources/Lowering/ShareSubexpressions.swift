@@ -32,7 +32,7 @@ struct SubexpressionSharing {
       count(b)
     case .exp(let a), .log(let a), .sqrt(let a), .round(let a), .fromInt32(let a): count(a)
     case .bytes(let a, let b, let c, let d): for x in [a, b, c, d] { count(x) }
-    case .dotU8S8(let a, let b, let c): for x in [a, b, c] { count(x) }
+    case .dotU8S8(let a, let b, let c, _): for x in [a, b, c] { count(x) }
     case .select(let c, let a, let b):
       count(c)
       count(a)
@@ -84,9 +84,9 @@ struct SubexpressionSharing {
     case .bytes(let a, let b, let c, let d):
       let parts = [a, b, c, d].map { rewrite($0, name) }
       (rebuilt, depth) = (.bytes(parts[0].0, parts[1].0, parts[2].0, parts[3].0), parts.map(\.1).max()! + 1)
-    case .dotU8S8(let a, let b, let c):
+    case .dotU8S8(let a, let b, let c, let fit):
       let parts = [a, b, c].map { rewrite($0, name) }
-      (rebuilt, depth) = (.dotU8S8(parts[0].0, parts[1].0, parts[2].0), parts.map(\.1).max()! + 1)
+      (rebuilt, depth) = (.dotU8S8(parts[0].0, parts[1].0, parts[2].0, pairsFit16: fit), parts.map(\.1).max()! + 1)
     case .select(let c, let a, let b):
       let (test, dc) = rewrite(c, name), (x, dx) = rewrite(a, name), (y, dy) = rewrite(b, name)
       (rebuilt, depth) = (.select(test, x, y), Swift.max(dc, dx, dy) + 1)

@@ -54,9 +54,13 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   /// FMAs, to the same bits (`VExpr.dotBF16`), at no gain in speed.
   public var bf16Dot = false
   /// A u8 x s8 dot product in hardware (AVX512_VNNI's `vpdpbusd`, 512-bit vectors): four 8-bit products per
-  /// 32-bit lane and instruction. Without it int8 convs compute the same integers with shifts and multiplies
-  /// (`VExpr.dotU8S8`).
+  /// 32-bit lane and instruction. Without it int8 convs compute the same integers otherwise (`int8Pairs`).
   public var int8Dot = false
+  /// x86's multiplies that sum pairs of products at the vector width: `pmaddubsw` (u8 x s8 pairs to 16 bits, with
+  /// saturation: exact for reduced-range weights, `Quantization.pairsFitInt16`) and `pmaddwd` (s16 pairs to 32
+  /// bits, exact for any weights once the bytes are widened). AVX2 has them at 256 bits, AVX-512 (BW) at 512, SSE2
+  /// has `pmaddwd` at 128 (SSSE3's `pmaddubsw` is not assumed). Elsewhere int8 GEMMs use shifts and multiplies.
+  public var int8Pairs: Bool { isa == .avx2 || isa == .avx512 }
 
   public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
     (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)

@@ -98,7 +98,7 @@ struct ElementwiseLoop {
     case .round(let a): return .round(v(a))
     case .fromInt32(let a): return .fromInt32(v(a))
     case .bytes(let a, let b, let c, let d): return .bytes(v(a), v(b), v(c), v(d))
-    case .dotU8S8(let acc, let a, let b): return .dotU8S8(v(acc), v(a), v(b))
+    case .dotU8S8(let acc, let a, let b, let fit): return .dotU8S8(v(acc), v(a), v(b), pairsFit16: fit)
     case .c, .local, .learningRate, .ofInt, .exp, .log, .select: return .broadcast(e)
     }
   }
@@ -133,7 +133,7 @@ struct ElementwiseLoop {
       vectorizable(a, v, locals) && vectorizable(b, v, locals)
     case .sqrt(let a), .round(let a), .fromInt32(let a): vectorizable(a, v, locals)
     case .bytes(let a, let b, let c, let d): [a, b, c, d].allSatisfy { vectorizable($0, v, locals) }
-    case .dotU8S8(let a, let b, let c): [a, b, c].allSatisfy { vectorizable($0, v, locals) }
+    case .dotU8S8(let a, let b, let c, _): [a, b, c].allSatisfy { vectorizable($0, v, locals) }
     case .select(.fgt(let p, let q), let a, let b):
       vectorizable(p, v, locals) && vectorizable(q, v, locals) && vectorizable(a, v, locals) && vectorizable(b, v, locals)
     case .ofInt(let i): !mentions(i, v)

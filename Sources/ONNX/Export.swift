@@ -144,7 +144,7 @@ struct Exported {
       emit(type, n, inputs: try names(n, inputs), attributes.map(Self.attribute))
     case .quantized(let inner, let q):
       guard case .node(let type, let inputs, let attributes) = inner else { throw ONNXError("'\(n.name)': only a single node has a QDQ form") }
-      let input = try quantizeInput(n, q), weight = try quantizedWeight(n)
+      let input = try quantizeInput(n, q), weight = try quantizedWeight(n, q)
       emit(type, n, inputs: try names(n, inputs, operand0: input, weight: weight), attributes.map(Self.attribute))
     case .gated(let first, let second):
       let gate = "\(n.name).\(first.lowercased())"
@@ -201,16 +201,16 @@ struct Exported {
   }
 
   /// Node `n`'s weight as `Int8Arithmetic`'s s8 steps with one scale per output channel, through a DequantizeLinear along
-  /// axis 0 whose output takes the weight's `state_dict` key: that name.
-  mutating func quantizedWeight(_ n: Node) throws -> String {
+  /// axis 0 whose output takes the weight's `state_dict` key: that name. Steps within ±`q.weightSteps`.
+  mutating func quantizedWeight(_ n: Node, _ q: Quantization) throws -> String {
     let name = "\(n.name).weight"
     guard let w = tensors[name], let filters = w.shape.first, filters > 0 else { throw ONNXError("the weights have no '\(name)'") }
     let per = w.data.count / filters
     var steps: [UInt8] = [], scales: [Float] = []
     for f in 0..<filters {
-      let filter = w.data[(f * per)..<((f + 1) * per)], scale = Int8Arithmetic.weightScale(filter)
+      let filter = w.data[(f * per)..<((f + 1) * per)], scale = Int8Arithmetic.weightScale(filter, steps: q.weightSteps)
       scales.append(scale)
-      steps += filter.map { UInt8(bitPattern: Int8(Int8Arithmetic.weight($0, scale: scale))) }
+      steps += filter.map { UInt8(bitPattern: Int8(Int8Arithmetic.weight($0, scale: scale, steps: q.weightSteps))) }
     }
     let key = stateKey(name)
     byteInitializer(key + "_quantized", shape: w.shape, steps, .int8)

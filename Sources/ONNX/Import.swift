@@ -122,6 +122,9 @@ struct Translator {
   var quantized: [String: (input: String, scale: Float, zero: Int, unsigned: Bool)] = [:]
   /// DequantizeLinear outputs of quantize-dequantize pairs: the quantization a conv reading one takes.
   var fakeQuantized: [String: Quantization] = [:]
+  /// Float initializers folded from DequantizeLinear: the largest |step| (a conv's weights in the reduced range when
+  /// at most 64).
+  var largestSteps: [String: Int] = [:]
   /// Convs read as int8 convs from the QDQ form.
   var int8Nodes = 0
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
@@ -359,8 +362,11 @@ struct Translator {
     }
     var op = read.op
     // A conv of one group or a dense layer whose input went through a quantize-dequantize pair is an int8 layer.
-    if let q = fakeQuantized[node.input[0]], let w = read.tensors.first(where: { $0.0 == "weight" })?.1,
+    if var q = fakeQuantized[node.input[0]], let w = read.tensors.first(where: { $0.0 == "weight" })?.1,
        w.shape.dropFirst().reduce(1, *) <= Int8Arithmetic.maxTerms {
+      // Weights quantized in the reduced range keep it (their steps then come back exactly).
+      let reduced = Int(Int8Arithmetic.reducedWeightSteps)
+      if node.input.count > 1, let largest = largestSteps[node.input[1]], largest > 0, largest <= reduced { q.weightSteps = reduced }
       if case .conv2d(var a) = op, !a.isDirect {
         a.quantization = q
         (op, int8Nodes) = (.conv2d(a), int8Nodes + 1)

@@ -9,14 +9,17 @@ import GraphIR
 ///   clip to the range the steps cover (what the pair does besides rounding: an exporter that drops a relu before
 ///   it relies on that), and a conv of one group that reads it gets that quantization (`input_scale`);
 /// - weights come back to `Int8Arithmetic`'s steps when the program is built, exactly where they were symmetric
-///   with the largest at 127 (as both writers make them).
+///   with the largest at 127 (as both writers make them), or at 64 (the reduced range: an int8 weight whose steps
+///   all lie within ±64 gives its conv `weight_steps: 64`).
 extension Translator {
   /// Folds a DequantizeLinear of an initializer into a float initializer (true), or records a QuantizeLinear of
   /// an activation, or reads a DequantizeLinear that completes one (true); false for anything else.
   mutating func quantizeDequantize(_ node: Onnx_NodeProto) throws -> Bool {
     switch node.opType {
     case "DequantizeLinear" where initializers[node.input[0]] != nil:
-      initializers[node.output[0]] = try dequantized(node)
+      let (tensor, largest) = try dequantized(node)
+      initializers[node.output[0]] = tensor
+      largestSteps[node.output[0]] = largest
       return true
     case "QuantizeLinear":
       let (scale, zero, unsigned) = try quantizationParameters(node)
@@ -57,8 +60,8 @@ extension Translator {
   }
 
   /// A DequantizeLinear of an initializer as the float initializer it computes: (q - zero point) x scale, per tensor
-  /// or along `axis`.
-  func dequantized(_ node: Onnx_NodeProto) throws -> Onnx_TensorProto {
+  /// or along `axis`; and the largest |q - zero point|.
+  func dequantized(_ node: Onnx_NodeProto) throws -> (Onnx_TensorProto, Int) {
     let q = try integers(initializers[node.input[0]]!, node)
     guard node.input.count >= 2, let s = initializers[node.input[1]] else { throw fail(node, "the scale must be an initializer") }
     let scale = try floats(s, node).data
@@ -85,7 +88,8 @@ extension Translator {
     t.dims = q.shape.map { Int64($0) }
     t.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
     t.floatData = data
-    return t
+    let largest = q.values.enumerated().reduce(0) { m, e in Swift.max(m, abs(e.1 - zero[(e.0 / inner) % length])) }
+    return (t, largest)
   }
 
   /// The values of an int8, uint8 or int32 tensor, from its raw bytes or its int32 field.

@@ -78,7 +78,8 @@ public struct Calibration: Sendable {
   }
 
   /// Each conv's quantization by `method`; `percentile` is the high one (the low one is its complement).
-  public func quantizations(_ method: Method, percentile: Double) -> [String: Quantization] {
+  /// Weights take steps within ±`weightSteps` (`Quantization.weightSteps`).
+  public func quantizations(_ method: Method, percentile: Double, weightSteps: Int = Int(Int8Arithmetic.fullWeightSteps)) -> [String: Quantization] {
     var out: [String: Quantization] = [:]
     for (k, name) in convs.enumerated() where low[k] <= high[k] {
       var (lo, hi) = (low[k], high[k])
@@ -87,7 +88,9 @@ public struct Calibration: Sendable {
         lo = max(lo, sorted[Int((last * (1 - percentile / 100)).rounded(.down))])
         hi = min(hi, sorted[Int((last * percentile / 100).rounded(.up))])
       }
-      out[name] = Quantization.covering(low: lo, high: hi)
+      var q = Quantization.covering(low: lo, high: hi)
+      q.weightSteps = weightSteps
+      out[name] = q
     }
     return out
   }

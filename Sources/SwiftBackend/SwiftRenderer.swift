@@ -372,7 +372,7 @@ struct Writer {
     case .round(let a): "int8Round(\(fx(a)))"
     case .bytes(let a, let b, let c, let d): "int8Bytes(\(fx(a)), \(fx(b)), \(fx(c)), \(fx(d)))"
     case .fromInt32(let a): "int8FromInt32(\(fx(a)))"
-    case .dotU8S8(let acc, let a, let b): "int8Dot(\(fx(acc)), \(fx(a)), \(fx(b)))"
+    case .dotU8S8(let acc, let a, let b, _): "int8Dot(\(fx(acc)), \(fx(a)), \(fx(b)))"
     }
   }
 
@@ -398,7 +398,7 @@ struct Writer {
     case .round(let a): "int8Round(\(vector(a)))"
     case .bytes(let a, let b, let c, let d): "int8Bytes(\(vector(a)), \(vector(b)), \(vector(c)), \(vector(d)))"
     case .fromInt32(let a): "int8FromInt32(\(vector(a)))"
-    case .dotU8S8(let acc, let a, let b): "int8Dot(\(vector(acc)), \(vector(a)), \(vector(b)))"
+    case .dotU8S8(let acc, let a, let b, _): "int8Dot(\(vector(acc)), \(vector(a)), \(vector(b)))"
     case .packBytes(let a, let b, let c, let d): "int8PackBytes(\(vector(a)), \(vector(b)), \(vector(c)), \(vector(d)))"
     }
   }

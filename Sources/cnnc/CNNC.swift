@@ -4,7 +4,7 @@ import ArgumentParser
 @main
 struct CNNC: ParsableCommand {
   /// The release, and the `.graph` format version it implements.
-  static let version = "cnnc 0.7.0 (.graph format 1.5)"
+  static let version = "cnnc 0.7.1 (.graph format 1.6)"
 
   static let configuration = CommandConfiguration(
     commandName: "cnnc",

@@ -48,6 +48,9 @@ import Testing
     minimize loss
     """
 
+  /// `graph` with every int8 layer's weights in the reduced range (`weight_steps: 64`).
+  static let reducedGraph = graph.replacingOccurrences(of: "input_zero_point: ", with: "weight_steps: 64, input_zero_point: ")
+
   /// What the interpreter computes for `d` at inference.
   static func expected(_ d: Differential) throws -> [Float] {
     var interp = try InterpreterBackend(graph: d.graph)
@@ -81,6 +84,46 @@ import Testing
     }
   }
 
+  /// Reduced-range weights (±64): AVX2 and AVX-512 without VNNI sum pairs of products in 16 bits (`pmaddubsw`),
+  /// which cannot saturate there; every target gives the reference's bits, the full range's path beside it.
+  @Test(arguments: targets) func reducedRangeMatchesTheReferenceBitForBit(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let program = try lower(try Differential(source: Self.reducedGraph, batch: 3).graph, batch: 3, mode: .infer, target: target)
+    if !target.int8Dot, target.int8Pairs { #expect(program.listing.contains("pairs summed in 16 bits"), "\(program.listing.prefix(600))") }
+    try Self.eachRun(Self.reducedGraph, batches: [1, 3], target: target) { got, expected, run in
+      #expect(got == expected, "reduced-range int8 at \(run) (largest difference \(zip(got, expected).map { abs($0 - $1) }.max() ?? 0))")
+    }
+  }
+
+  /// The reduced range's weights are steps within ±64, and its scale is the largest magnitude over 64.
+  @Test func reducedRangeStepsStayWithin64() throws {
+    #expect(Int8Arithmetic.weightScale([0.5, -1.28, 0.2], steps: 64) == Float(1.28) / 64)
+    #expect(Int8Arithmetic.weight(-1.28, scale: Float(1.28) / 64, steps: 64) == -64)
+    #expect(Quantization(scale: 1, zeroPoint: 0, weightSteps: 64).pairsFitInt16)
+    #expect(!Quantization(scale: 1, zeroPoint: 0).pairsFitInt16, "255 x 127 x 2 exceeds Int16")
+    let g = try Parser.parse(Array(Self.reducedGraph.utf8), defaultName: "q")
+    #expect(g.int8Nodes.count == 6)
+    #expect(Printer.print(g).contains("weight_steps: 64"), "the range is printed back")
+  }
+
+  /// The int8 micro-kernels' k loops keep their accumulators, B vectors, broadcasts and the dot product's
+  /// temporaries in registers on each x86 class (VNNI, the widened bytes, the 16-bit pairs).
+  @Test(arguments: ["x86-64-v3", "znver3", "x86-64-v4", "znver4"]) func int8MicroKernelLoopsDoNotSpill(_ cpu: String) throws {
+    let t = try TargetTests.target(cpu)
+    for (source, multiply) in [(Self.graph, t.int8Dot ? "vpdpbusd" : "vpmaddwd"), (Self.reducedGraph, t.int8Dot ? "vpdpbusd" : "vpmaddubsw")] {
+      let program = try lower(try Differential(source: source, batch: 16).graph, batch: 16, mode: .infer, target: t)
+      let module = LLVMRenderer.render([program], moduleName: "int8spills")
+      try module.verify()
+      let tm = try TargetMachine(t)
+      try module.optimize(tm)
+      let asm = try module.assembly(tm)
+      let loops = TargetTests.fmaLoops(asm, arm: false, multiply: multiply)
+      #expect(loops.count >= program.gemms.count, "\(cpu): \(loops.count) \(multiply) loops for \(program.gemms.count) GEMMs")
+      let spilling = loops.filter { $0.stack > 0 }
+      #expect(spilling.isEmpty, "\(cpu), \(multiply): int8 micro-kernel loops touching the stack: \(spilling.map { "\($0.label) (\($0.fmas) \(multiply), \($0.stack) stack accesses)" })")
+    }
+  }
+
   /// Inference of `graph` at each of `batches`, with one thread and two, on `target`: `check(got, expected, run)`
   /// against the interpreter's outputs each time.
   static func eachRun(_ graph: String, batches: [Int], target: Target, _ check: ([Float], [Float], String) -> Void) throws {
@@ -96,11 +139,11 @@ import Testing
   }
 
   /// A ResNet-style stem (7x7, stride 2, 3 channels) whose columns exceed the band budget: it runs in bands of output
-  /// rows, split over the pool at batch 1, and gives the reference's bits.
+  /// rows, split over the pool at batch 1, its quads along the kernel rows, and gives the reference's bits.
   @Test(arguments: targets) func aStemInBandsMatchesTheReference(_ name: String) throws {
     guard let target = try Self.target(name) else { return }
     let graph = """
-      input x: f32[N, 3, 64, 64]
+      input x: f32[N, 3, 128, 128]
       input y: i32[N]
       s = conv2d(x, filters: 8, kernel: 7, stride: 2, padding: 3, input_scale: 0.012, input_zero_point: 128)
       r = relu(s)
@@ -110,9 +153,30 @@ import Testing
       minimize loss
       """
     let program = try lower(try Differential(source: graph, batch: 1).graph, batch: 1, mode: .infer, target: target)
-    // Bands of rows (the whole plane would be 8x1024), 147 weights in 37 quads.
-    #expect(program.listing.contains("gemm s 8x") && program.listing.contains("x37:") && !program.listing.contains("gemm s 8x1024x"), "\(program.listing.prefix(600))")
+    // Bands of rows (the whole plane would be 8x4096), each kernel row's 7 weights in 2 quads: 42.
+    #expect(program.listing.contains("gemm s 8x") && program.listing.contains("x42:") && !program.listing.contains("gemm s 8x4096x"), "\(program.listing.prefix(600))")
     try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "stem at \(run)") }
+  }
+
+  /// First layers of one and two channels, their quads along the kernel rows: a 5x5 of stride 2 without padding on
+  /// an odd width (the plane padded to the image's width, wider than the windows read), a 2x2 of stride 2 and a 1x1
+  /// (one tap of each row's quad), bit for bit on every target.
+  @Test(arguments: targets) func fewChannelKernelsMatchTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 1, 13, 11]
+      input y: i32[N]
+      a = conv2d(x, filters: 6, kernel: 5, stride: 2, input_scale: 0.01, input_zero_point: 120)
+      b = conv2d(x, filters: 2, kernel: 2, stride: 2, weight_steps: 64, input_scale: 0.02, input_zero_point: 3)
+      c = conv2d(b, filters: 5, kernel: 1, input_scale: 0.01, input_zero_point: 128)
+      fa = flatten(a)
+      fc = flatten(c)
+      o = concat(fa, fc)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """
+    try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "first layers at \(run)") }
   }
 
   /// A MobileNetV2 block: int8 1x1 convs around a depthwise conv run channels-last (the expansion from an NCHW

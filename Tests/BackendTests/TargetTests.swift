@@ -62,9 +62,9 @@ enum TestTargets {
     #expect(ir.contains("\"target-cpu\"=\"\(cpu)\""))
   }
 
-  /// The single-block loops of the assembly that contain vector FMAs (the micro-kernels' k loops), and
-  /// how many of their instructions address the stack.
-  static func fmaLoops(_ asm: String, arm: Bool) -> [(label: String, fmas: Int, stack: Int)] {
+  /// The single-block loops of the assembly that contain vector FMAs (the micro-kernels' k loops; or the
+  /// instructions starting with `multiply`), and how many of their instructions address the stack.
+  static func fmaLoops(_ asm: String, arm: Bool, multiply: String? = nil) -> [(label: String, fmas: Int, stack: Int)] {
     let lines = asm.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
     var loops: [(String, Int, Int)] = []
     var label: String?, fmas = 0, stack = 0
@@ -76,7 +76,7 @@ enum TestTargets {
       }
       guard let l = label else { continue }
       let code = line.split(separator: arm ? "//" : "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
-      if arm ? code.hasPrefix("fmla") : code.hasPrefix("vfmadd") { fmas += 1 }
+      if code.hasPrefix(multiply ?? (arm ? "fmla" : "vfmadd")) { fmas += 1 }
       // A spill or reload addresses the stack pointer (rbp and x29 are ordinary registers in these loops).
       if arm ? code.contains("[sp") : code.contains("(%rsp)") { stack += 1 }
       let branch = arm ? code.hasPrefix("b.") || code.hasPrefix("cbnz") || code.hasPrefix("b ") : code.hasPrefix("j")

@@ -161,6 +161,23 @@ import Testing
     #expect(Self.failedCleanly(none) && none.stderr.contains("no layer int8 can take"), "\(none.stderr)")
     let percentile = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--method", "percentile", "--percentile", "101", "--out", dir + "/p.graph"])
     #expect(Self.failedCleanly(percentile) && percentile.stderr.contains("--percentile"), "\(percentile.stderr)")
+    // The reduced range: every int8 layer's weights within ±64, run on the host and on AVX2 to the same predictions.
+    let reduced = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--images", "40", "--reduce-range", "--out", dir + "/reduced.graph"])
+    #expect(reduced.status == 0 && reduced.stdout.contains("weights within ±64"), "\(reduced.stdout)\(reduced.stderr)")
+    let reducedGraph = try String(contentsOfFile: dir + "/reduced.graph", encoding: .utf8)
+    #expect(reducedGraph.components(separatedBy: "weight_steps: 64").count == 3, "\(reducedGraph)")
+    var reducedAccuracies: [String] = []
+    #if arch(x86_64)
+    let cpus: [String?] = ["x86-64-v3", nil]
+    #else
+    let cpus: [String?] = [nil]
+    #endif
+    for cpu in cpus {
+      let eval = try Self.run(["eval", dir + "/reduced.graph", "--weights", dir + "/reduced.safetensors"] + (cpu.map { ["--cpu", $0] } ?? []))
+      #expect(eval.status == 0, "\(eval.stderr)")
+      reducedAccuracies.append(eval.stdout.split(separator: "\n").first.map(String.init) ?? "")
+    }
+    #expect(Set(reducedAccuracies).count == 1, "\(reducedAccuracies)")
     let retrain = try Self.run(["train", stem + ".graph", "--jit", "--steps", "2", "--out", dir + "/retrain", "--no-report"])
     #expect(Self.failedCleanly(retrain) && retrain.stderr.contains("runs at inference only"), "\(retrain.stderr)")
   }
@@ -609,7 +626,7 @@ import Testing
 
   @Test func versionNamesTheFormat() throws {
     let r = try Self.run(["--version"])
-    #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.5"), "\(r.stdout)")
+    #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.6"), "\(r.stdout)")
   }
 
   @Test func dumpIRStagesPrint() throws {

@@ -166,15 +166,17 @@ import Testing
   }
 
   /// An int8 graph exports in the QDQ form (QuantizeLinear/DequantizeLinear before each int8 conv, s8 weights per
-  /// channel) and imports back to the same quantizations, clips at their range and the same outputs, bit for bit.
-  @Test func int8ConvsRoundTripThroughTheQDQForm() throws {
+  /// channel) and imports back to the same quantizations, clips at their range and the same outputs, bit for bit;
+  /// weights in the reduced range (`weight_steps: 64`) come back in it.
+  @Test(arguments: [127, 64]) func int8ConvsRoundTripThroughTheQDQForm(_ steps: Int) throws {
+    let range = steps == 127 ? "" : ", weight_steps: \(steps)"
     let g = try Parser.parse("""
       input image: f32[N, 3, 8, 8]
       input label: i32[N]
-      a = conv2d(image, filters: 6, kernel: 3, padding: 1, input_scale: 0.02, input_zero_point: 120)
+      a = conv2d(image, filters: 6, kernel: 3, padding: 1, input_scale: 0.02, input_zero_point: 120\(range))
       r = relu(a)
       d = conv2d(r, filters: 6, kernel: 3, groups: 6)
-      b = conv2d(d, filters: 4, kernel: 1, input_scale: 0.01)
+      b = conv2d(d, filters: 4, kernel: 1, input_scale: 0.01\(range))
       f = flatten(b)
       fc = dense(f, units: 3)
       loss = cross_entropy(fc, label)
@@ -187,7 +189,7 @@ import Testing
     let data = try ONNXExport.serialize(g, inputDims: [3, 8, 8], outputDims: [3], tensors: tensors, producerVersion: "test")
     let m = try ONNXImport.translate(data, path: "q.onnx")
     #expect(m.graph.int8Nodes.count == 2, "\(m.text)")
-    #expect(m.text.contains("input_scale: 0.019999999552965164, input_zero_point: 120)"), "\(m.text)")
+    #expect(m.text.contains("input_scale: 0.019999999552965164, input_zero_point: 120\(range))"), "\(m.text)")
     #expect(m.text.contains("clip(image, min: -2.3999998569488525, max: 2.700000047683716)"), "\(m.text)")
     #expect(m.notes.contains { $0.contains("2 quantize-dequantize pairs") })
     let original = try Self.infer(g, p.tensors(), batch: 2)

@@ -219,8 +219,8 @@ public enum Conv2D {
     let weights = w.data.map { Float($0) }
     var y = Tensor<T>(zeros: [n, f, oh, ow])
     for o in 0..<f {
-      let filter = weights[o * ckk..<(o + 1) * ckk], scale = Int8Arithmetic.weightScale(filter)
-      let wq = filter.map { Int32(Int8Arithmetic.weight($0, scale: scale)) }
+      let filter = weights[o * ckk..<(o + 1) * ckk], scale = Int8Arithmetic.weightScale(filter, steps: q.weightSteps)
+      let wq = filter.map { Int32(Int8Arithmetic.weight($0, scale: scale, steps: q.weightSteps)) }
       for b in 0..<n { for oy in 0..<oh { for ox in 0..<ow {
         var sum: Int32 = 0
         for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {

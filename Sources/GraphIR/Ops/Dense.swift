@@ -143,8 +143,8 @@ public enum Dense {
     let xq = x.data.map { Int32(Int8Arithmetic.activation(Float($0), q)) }, zero = Int32(q.zeroPoint), weights = w.data.map { Float($0) }
     var y = Tensor<T>(zeros: [n, u])
     for o in 0..<u {
-      let row = weights[(o * f)..<((o + 1) * f)], scale = Int8Arithmetic.weightScale(row)
-      let wq = row.map { Int32(Int8Arithmetic.weight($0, scale: scale)) }
+      let row = weights[(o * f)..<((o + 1) * f)], scale = Int8Arithmetic.weightScale(row, steps: q.weightSteps)
+      let wq = row.map { Int32(Int8Arithmetic.weight($0, scale: scale, steps: q.weightSteps)) }
       for b in 0..<n {
         var sum: Int32 = 0
         for i in 0..<f { sum += wq[i] * (xq[b * f + i] - zero) }

@@ -19,12 +19,12 @@ extension Emitter {
   mutating func int8Conv(_ n: Node, _ a: Conv2DAttrs, _ q: Quantization, relu: Bool, tail: ConvTail) {
     let xd = dims(n.args[0]), x = at(n.args[0]), o = a.output(xd)
     // The conv as im2col sees it: channels are quads of channels, each element one word; with fewer channels than
-    // a quad (a first layer's 1 or 3), the channels themselves, each element a step, packed in quads along K after.
+    // a quad (a first layer's 1 or 3), the channels themselves, with quads along each kernel row (`int8FewChannels`).
     let fewChannels = xd[1] < 4, channelQuads = (xd[1] + 3) / 4
     let s = ConvShape(n: xd[0], c: fewChannels ? xd[1] : channelQuads, h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: o.h, ow: o.w, group: 1)
-    let weights = int8Weights(at("\(n.name).weight"), filters: s.f, channels: xd[1], kernel: s.k, alongK: fewChannels, q)
+    let weights = int8Weights(at("\(n.name).weight"), filters: s.f, channels: xd[1], kernel: s.k, alongRows: fewChannels, q)
     convs.append(ConvChoice(node: n.name, algorithm: .im2col, tile: 2,
-                            reason: target.int8Dot ? "int8: u8 x s8 dot product" : "int8: dot product by shifts and multiplies (no VNNI)"))
+                            reason: "int8: " + int8DotName(q)))
     let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     let inPlace = a.kernel == 1 && a.stride == 1 && a.padding == 0, macs = s.n * s.f * s.plane * xd[1] * s.k * s.k
@@ -43,29 +43,59 @@ extension Emitter {
     }
   }
 
-  /// An int8 conv of fewer channels than a quad (a first layer): per image its steps (as floats), then in bands of
-  /// output rows whose columns stay in L2 (ResNet's 7x7 stem: 147 x 12,544 columns, 7.4 MB as f32 steps), im2col
-  /// of the steps, the column rows packed in quads along K, the GEMM writing the band's output rows. A batch's
+  /// An int8 conv of fewer channels than a quad (a first layer's 1 or 3), its quads along each kernel row instead:
+  /// word (c, y, x) of the image's sliding quads holds the steps of pixels x ..< x + 4 of row y of channel c, in a
+  /// plane padded at the zero point's step, so row ky of the window at output column ox is the ceil(k / 4) words at
+  /// x = ox x stride + 4t (taps past k meet zero weights). Per image the steps go into the padded plane and are packed
+  /// into the sliding quads (vector loops, once); per band of output rows whose columns stay in L2, im2col copies
+  /// words (K = channels x k x ceil(k / 4) quads: 42 for ResNet's 7x7 stem, 14% more products than 37 quads packed
+  /// densely, but no f32 column matrix and no packing per band), then the GEMM writes the band's rows. A batch's
   /// images split over the pool, else (batch 1) the bands.
   mutating func int8FewChannels(_ d: Int8Geometry, imageParts: Int) {
-    let (s, x, q) = (d.s, d.x, d.q), image = s.c * s.h * s.w, quads = (s.ckk + 3) / 4, per = s.n / imageParts
+    let (s, x, q, a) = (d.s, d.x, d.q, d.a), taps = Self.wordTaps(s.k), quads = s.c * s.k * taps, per = s.n / imageParts
+    // The padded plane: rows -padding ..< h + padding, and every column a window's words read (and the image's).
+    let rows = s.h + 2 * a.padding, wordColumns = (s.ow - 1) * a.stride + 4 * (taps - 1) + 1
+    let columnsOfPlane = max(wordColumns + 3, s.w + 2 * a.padding), plane = s.c * rows * columnsOfPlane, words = s.c * rows * wordColumns
     let budget = target.l2 / Self.bandShareOfL2 / MemoryLayout<Float>.size
-    let band = Self.evenBands(s.oh, images: 1, target: target) { $0 * s.ckk * s.ow <= budget } ?? 1, width = band * s.ow, bands = s.oh / band
+    let band = Self.evenBands(s.oh, images: 1, target: target) { $0 * quads * s.ow <= budget } ?? 1, width = band * s.ow, bands = s.oh / band
     let bandParts = imageParts == 1 ? parallelParts(units: bands, macs: d.macs) : 1, copies = imageParts * bandParts
-    let planes = Self.constant(tailScratch(image * imageParts)), columns = tailScratch(s.ckk * width * copies)
-    let packed = tailScratch(quads * width * copies), zero = FExpr.c(Float(q.zeroPoint))
+    let planes = Self.constant(tailScratch(plane * imageParts)), slides = Self.constant(tailScratch(words * imageParts))
+    let columns = tailScratch(quads * width * copies), zero = FExpr.c(Float(q.zeroPoint))
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
-        let g = part * per + gv, at = IExpr.c(planes) + part * image
-        var out = [e.elementwise(image) { i in .store(.arena, at + i, Self.int8Step(.load(x.base, .c(x.offset) + g * image + i), q)) }]
+        let g = part * per + gv, padded = IExpr.c(planes) + part * plane, slide = IExpr.c(slides) + part * words
+        var out = [e.elementwise(plane) { i in .store(.arena, padded + i, zero) }]
+        out.append(e.loop("c", s.c) { e, c in
+          [e.loop("y", s.h) { e, y in
+            [e.elementwise(s.w) { i in
+              .store(.arena, padded + (c * rows + y + a.padding) * columnsOfPlane + a.padding + i,
+                     Self.int8Step(.load(x.base, .c(x.offset) + ((g * s.c + c) * s.h + y) * s.w + i), q))
+            }]
+          }]
+        })
+        out.append(e.loop("r", s.c * rows) { e, r in
+          [e.elementwise(wordColumns) { i in
+            let at = padded + r * columnsOfPlane + i
+            return .store(.arena, slide + r * wordColumns + i, .bytes(.load(.arena, at), .load(.arena, at + 1), .load(.arena, at + 2), .load(.arena, at + 3)))
+          }]
+        })
         out += e.inParts(bandParts, of: "row bands") { e, bandPart in
-          let copy = part + bandPart, columns = columns + copy * (s.ckk * width), packed = packed + copy * (quads * width)
+          let columns = columns + (part + bandPart) * (quads * width)
           return [e.loop("band", bands / bandParts) { e, bv in
             let first = (bandPart * (bands / bandParts) + bv) * band
-            var code = e.im2colRows(d.a, s, x: Placement(base: .arena, offset: planes, count: image), g: part, col: columns,
-                                    rows: (first, band), padding: zero)
-            code += e.packQuads({ r, j in .load(.arena, columns + r * width + j) }, rows: s.ckk, columns: width, into: packed, filler: zero)
-            return code + e.int8Gemm(d, g: g, b: (.arena, packed), k: quads, columns: (first * s.ow, width), parts: 1)
+            let im2col = e.loop("c", s.c) { e, c in
+              [e.loop("ky", s.k) { e, ky in
+                [e.loop("t", taps) { e, t in
+                  [e.loop("oy", band) { e, oy in
+                    [e.loop("ox", s.ow) { _, ox in
+                      [.store(.arena, columns + (((c * s.k + ky) * taps + t) * band + oy) * s.ow + ox,
+                              .load(.arena, slide + (c * rows + (first + oy) * a.stride + ky) * wordColumns + ox * a.stride + t * 4))]
+                    }]
+                  }]
+                }]
+              }]
+            }
+            return [im2col] + e.int8Gemm(d, g: g, b: (.arena, columns), k: quads, columns: (first * s.ow, width), parts: 1)
           }]
         }
         return out
@@ -73,20 +103,8 @@ extension Emitter {
     }
   }
 
-  /// A `rows` x `columns` matrix of steps (floats holding integers, element (r, j) at `column(r, j)`) packed in quads
-  /// along the rows: word (qr, j) at `into` + qr * columns + j holds rows 4qr ..< 4qr + 4 of column j; rows past the
-  /// last hold `filler`.
-  mutating func packQuads(_ column: (IExpr, IExpr) -> FExpr, rows: Int, columns: Int, into: IExpr, filler: FExpr) -> [Stmt] {
-    func quad(_ e: inout Emitter, _ qr: IExpr, present: Int) -> Stmt {
-      e.loop("j", columns) { _, j in
-        let steps = (0..<4).map { i in i < present ? column(qr * 4 + i, j) : filler }
-        return [.store(.arena, into + qr * columns + j, .bytes(steps[0], steps[1], steps[2], steps[3]))]
-      }
-    }
-    var out = rows >= 4 ? [loop("qr", rows / 4) { e, qr in [quad(&e, qr, present: 4)] }] : []
-    if rows % 4 > 0 { out.append(quad(&self, .c(rows / 4), present: rows % 4)) }
-    return out
-  }
+  /// The words of sliding quads one kernel row of `k` taps takes (`int8FewChannels`).
+  static func wordTaps(_ k: Int) -> Int { (k + 3) / 4 }
 
   /// What every image of an int8 conv shares.
   struct Int8Geometry {
@@ -124,7 +142,7 @@ extension Emitter {
       var gemm = TiledGemm(m: rows, n: columns.count, k: k, a: (.prepared, .c(weights.quads) + f0 * k), aRow: k, aCol: 1,
                            b: b, ldb: columns.count, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane + columns.first),
                            ldc: s.plane, accumulate: false, calls: s.n * parts * (s.plane / columns.count))
-      gemm.quads = true
+      (gemm.quads, gemm.pairsFit16) = (true, d.q.pairsFitInt16)
       gemm.startsAt = { row in .load(.prepared, .c(weights.corrections) + f0 + row) }
       gemm.epilogue = { row, column, v in
         let fi = row + f0
@@ -144,9 +162,9 @@ extension Emitter {
     let x = at(n.args[0]), xd = dims(n.args[0]), inputLast = channelsLast.contains(n.args[0])
     let (c, f, plane) = (xd[1], a.filters, xd[2] * xd[3]), quads = (c + 3) / 4
     let s = ConvShape(n: xd[0], c: c, h: xd[2], w: xd[3], f: f, k: 1, oh: xd[2], ow: xd[3], group: 1)
-    let weights = int8Weights(at("\(n.name).weight"), filters: f, channels: c, kernel: 1, alongK: false, transposed: true, q)
+    let weights = int8Weights(at("\(n.name).weight"), filters: f, channels: c, kernel: 1, alongRows: false, transposed: true, q)
     convs.append(ConvChoice(node: n.name, algorithm: .im2col, tile: 2,
-                            reason: target.int8Dot ? "int8 channels-last: u8 x s8 dot product" : "int8 channels-last: dot product by shifts and multiplies (no VNNI)"))
+                            reason: "int8 channels-last: " + int8DotName(q)))
     let epilogue = ConvEpilogue(n: n, s: s, tmp: 0, table: 0, window: 1, pooled: 0, y: at(n.name),
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     // Blocks of pixels with one A each: the batch (channels-last input) or an image (NCHW input).
@@ -163,6 +181,7 @@ extension Emitter {
                              b: (.prepared, .c(weights.quads) + f0), ldb: f, c: (epilogue.y.base, .c(epilogue.y.offset) + g * (m * f) + f0),
                              ldc: f, accumulate: false, calls: blocks * parts)
         (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + f0))
+        gemm.pairsFit16 = q.pairsFitInt16
         gemm.epilogue = { row, column, v in
           let fi = column + f0
           return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: relu, tail: tail,
@@ -179,7 +198,7 @@ extension Emitter {
   /// units, each unit's correction starting its column, the epilogue converting, scaling and finishing each element.
   mutating func int8Dense(_ d: DenseForward, _ q: Quantization) {
     let quads = (d.features + 3) / 4, macs = d.batch * d.units * d.features
-    let weights = int8Weights(d.w, filters: d.units, channels: d.features, kernel: 1, alongK: false, transposed: true, q)
+    let weights = int8Weights(d.w, filters: d.units, channels: d.features, kernel: 1, alongRows: false, transposed: true, q)
     let parts = parallelParts(units: d.units, macs: macs), packed = tailScratch(d.batch * quads), columns = d.units / parts
     body += packPixelQuads(d.x, pixels: d.batch, channels: d.features, into: packed, q, parts: parallelParts(units: d.batch, macs: macs))
     body += inParts(parts, of: "units") { e, part in
@@ -187,6 +206,7 @@ extension Emitter {
       var gemm = TiledGemm(m: d.batch, n: columns, k: quads, a: (.arena, packed), aRow: quads, aCol: 1, b: (.prepared, .c(weights.quads) + u0),
                            ldb: d.units, c: (d.y.base, .c(d.y.offset) + u0), ldc: d.units, accumulate: false, calls: parts)
       (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + u0))
+      gemm.pairsFit16 = q.pairsFitInt16
       gemm.epilogue = { _, column, v in d.finish(.fromInt32(v) * .load(.prepared, .c(weights.scales) + u0 + column), u0 + column) }
       return e.tiledGemm(gemm)
     }
@@ -238,6 +258,13 @@ extension Emitter {
     return out
   }
 
+  /// How this target computes an int8 layer's dot products (`VExpr.dotU8S8`), for the plan.
+  func int8DotName(_ q: Quantization) -> String {
+    target.int8Dot ? "u8 x s8 dot product"
+      : !target.int8Pairs ? "dot product by shifts and multiplies"
+      : q.pairsFitInt16 ? "u8 x s8 pairs summed in 16 bits (reduced-range weights)" : "bytes widened to 16-bit pairs (no VNNI)"
+  }
+
   /// The value of a constant index expression (scratch taken outside any part).
   static func constant(_ e: IExpr) -> Int {
     guard case .c(let v) = e else { preconditionFailure("scratch outside a part has a constant offset") }
@@ -263,11 +290,12 @@ extension Emitter {
   }
 
   /// Prepares the weights of an int8 conv once per set of weights (`Int8Weights`): per filter, the scale
-  /// (`Int8Arithmetic.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx), the output scale and the
-  /// correction.
-  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, alongK: Bool, transposed: Bool = false,
+  /// (`Int8Arithmetic.weightScale`), the s8 quads in the columns' K order (channel quad, ky, kx; or with `alongRows`,
+  /// channel, ky, quad of kx), the output scale and the correction.
+  mutating func int8Weights(_ w: Placement, filters: Int, channels: Int, kernel k: Int, alongRows: Bool, transposed: Bool = false,
                             _ q: Quantization) -> Int8Weights {
-    let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, quads = alongK ? (ckk + 3) / 4 : channelQuads * taps
+    let ckk = channels * k * k, taps = k * k, channelQuads = (channels + 3) / 4, rowTaps = Self.wordTaps(k)
+    let quads = alongRows ? channels * k * rowTaps : channelQuads * taps
     let p = Int8Weights(quads: prepared(filters * quads), scales: prepared(filters), corrections: prepared(filters))
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
     let code = loop("f", filters) { e, fi in
@@ -275,7 +303,7 @@ extension Emitter {
       func weight(_ k: IExpr) -> FExpr { .load(w.base, .c(w.offset) + fi * ckk + k) }
       /// The step of the weight at `k` of the filter's own order.
       func step(_ k: IExpr) -> FExpr {
-        Self.clampedStep(.round(weight(k) / .local(scale)), low: -Int8Arithmetic.weightSteps, high: Int8Arithmetic.weightSteps)
+        Self.clampedStep(.round(weight(k) / .local(scale)), low: -Float(q.weightSteps), high: Float(q.weightSteps))
       }
       /// The quad whose element i is the weight at `index(i)`, zero from `present` on; negated for the correction.
       func quad(_ index: (Int) -> IExpr, present: Int, negated: Bool) -> FExpr {
@@ -283,13 +311,13 @@ extension Emitter {
         return .bytes(steps[0], steps[1], steps[2], steps[3])
       }
       // Every quad, by its slot in the filter's row of quads and its elements' weights: a quad of channels at each
-      // tap (slot cq x taps + tap; the last quad with the channels' remainder), or, along K, every four weights in
-      // their own order (then the remainder).
+      // tap (slot cq x taps + tap; the last quad with the channels' remainder), or, along the kernel's rows, each
+      // row's taps in quads (slot (c x k + ky) x rowTaps + t; the row's last quad with its remainder).
       func everyQuad(_ e: inout Emitter, _ body: (IExpr, (Int) -> IExpr, Int) -> Stmt) -> [Stmt] {
-        if alongK {
-          var out = ckk >= 4 ? [e.loop("qr", ckk / 4) { _, qr in [body(qr, { qr * 4 + $0 }, 4)] }] : []
-          if ckk % 4 > 0 { out.append(body(.c(ckk / 4), { .c(ckk / 4 * 4 + $0) }, ckk % 4)) }
-          return out
+        if alongRows {
+          return [e.loop("row", channels * k) { _, row in
+            (0..<rowTaps).map { t in body(row * rowTaps + t, { row * k + (4 * t + $0) }, min(4, k - 4 * t)) }
+          }]
         }
         var out = [e.loop("cq", channels / 4) { e, cq in
           [e.loop("tap", taps) { _, tap in [body(cq * taps + tap, { (cq * 4 + $0) * taps + tap }, 4)] }]
@@ -302,14 +330,14 @@ extension Emitter {
       }
       var out: [Stmt] = [.local(m, .c(0))]
       out.append(e.loop("k", ckk) { _, k in [.set(m, .max(.local(m), .max(weight(k), .c(0) - weight(k))))] })
-      out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Int8Arithmetic.weightSteps), .c(1))))
+      out.append(.local(scale, .select(.fgt(.local(m), .c(0)), .local(m) / .c(Float(q.weightSteps)), .c(1))))
       out.append(.store(.prepared, .c(p.scales) + fi, .c(q.scale) * .local(scale)))
       // Transposed, quad `slot` of every filter is one row (the GEMM's B along the filters).
       out += everyQuad(&e) { slot, index, present in
         .store(.prepared, .c(p.quads) + (transposed ? slot * filters + fi : fi * quads + slot), quad(index, present: present, negated: false))
       }
       out.append(.local(sum, .c(0)))
-      out += everyQuad(&e) { _, index, present in .set(sum, .dotU8S8(.local(sum), zeroQuad, quad(index, present: present, negated: true))) }
+      out += everyQuad(&e) { _, index, present in .set(sum, .dotU8S8(.local(sum), zeroQuad, quad(index, present: present, negated: true), pairsFit16: q.pairsFitInt16)) }
       out.append(.store(.prepared, .c(p.corrections) + fi, .local(sum)))
       return out
     }

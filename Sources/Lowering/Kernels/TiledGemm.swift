@@ -50,6 +50,9 @@ struct TiledGemm {
   var columnStarts: (Base, IExpr)? = nil
   /// In an int8 GEMM, A holds the u8 quads and B the s8 ones (else B the u8: the dot product's first operand).
   var unsignedA = false
+  /// In an int8 GEMM, the s8 steps lie within ±64 (`Quantization.pairsFitInt16`): `VExpr.dotU8S8`'s pairs of
+  /// products fit 16 bits.
+  var pairsFit16 = false
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B
@@ -95,12 +98,14 @@ public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
   /// block is one more copy for the JIT to compile). The K panel is the largest that keeps one column
   /// block of B (kPanel x vectors x lanes floats) in a quarter of L2, evened out to divide k where a
   /// divisor is near: a shorter last panel is one more copy too.
-  public static func choose(m: Int, n: Int, k: Int, target: Target, vectors: Int? = nil) -> GemmBlocking {
+  /// `temporaries(vectors)`: the registers the multiply-add itself needs beside them in a block of that many vectors
+  /// (`int8Temporaries`; none for an FMA).
+  public static func choose(m: Int, n: Int, k: Int, target: Target, vectors: Int? = nil, temporaries: (Int) -> Int = { _ in 0 }) -> GemmBlocking {
     let lanes = target.lanes, registers = target.vectorRegisters
     let latency = target.minimumAccumulators / Int(fmaPipes)
     var candidates: [(rows: Int, vectors: Int, cycles: Double, loadsPerFMA: Double, copies: Int)] = []
     for v in vectors.map({ [$0] }) ?? Array(1...max(1, min(maxVectors, (n + lanes - 1) / lanes))) {
-      let mostRows = (registers - 1 - spareRegisters - v) / v
+      let mostRows = (registers - 1 - spareRegisters - v - temporaries(v)) / v
       guard mostRows >= 1 else { continue }
       for r in 1...min(mostRows, max(1, m)) {
         let copies = (m % r > 0 ? 2 : 1) * (n % (v * lanes) > 0 && n >= v * lanes ? 2 : 1)
@@ -121,6 +126,14 @@ public struct GemmBlocking: Equatable, Sendable, CustomStringConvertible {
 }
 
 extension GemmBlocking {
+  /// The registers an int8 block of `vectors` B vectors needs for `VExpr.dotU8S8` beside its accumulators, B vectors
+  /// and broadcast: none with the target's dot product; with pairs of products summed to 16 bits, the vector of
+  /// ones that sums them on and one product; with the bytes widened, a second half of each B vector and of the
+  /// broadcast, the byte mask and two products.
+  static func int8Temporaries(vectors: Int, pairsFit16: Bool, target: Target) -> Int {
+    target.int8Dot ? 0 : pairsFit16 && target.int8Pairs ? 2 : vectors + 4
+  }
+
   /// Where a packed B (`TiledGemm.packedVectors`) holds element (p, column) of a k-row B: its panel of
   /// `vectors` x lanes columns, then row p of the panel.
   static func packedIndex(_ p: IExpr, _ column: IExpr, k: Int, width: Int) -> IExpr {
@@ -138,7 +151,9 @@ extension Emitter {
       return [call, loop("r", g.m) { e, r in e.epilogueRun(g, epilogue, row: r, first: .c(0), count: g.n) }]
     }
     if target.precision == .bf16, !g.quads { return bf16Gemm(g) }
-    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target, vectors: g.packedVectors)
+    let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target, vectors: g.packedVectors) {
+      g.quads ? GemmBlocking.int8Temporaries(vectors: $0, pairsFit16: g.pairsFit16, target: target) : 0
+    }
     gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
                             rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel, calls: g.calls))
     // The micro-kernels get the register file to themselves (see `Stmt.region`).
@@ -233,7 +248,7 @@ extension Emitter {
         for v in widths.indices {
           let (x, y, sum) = (VExpr.local("\(id)_a\(r)"), VExpr.local("\(id)_b\(v)"), VExpr.local(acc(r, v)))
           // The dot product's first operand is the unsigned one: B's u8 steps.
-          let dot: VExpr = g.unsignedA ? .dotU8S8(sum, x, y) : .dotU8S8(sum, y, x)
+          let dot: VExpr = g.unsignedA ? .dotU8S8(sum, x, y, pairsFit16: g.pairsFit16) : .dotU8S8(sum, y, x, pairsFit16: g.pairsFit16)
           body.append(.vset(acc(r, v), g.quads ? dot : g.pairs ? .dotBF16(sum, x, y) : .fma(x, y, sum)))
         }
       }
