@@ -1,8 +1,9 @@
 import GraphIR
 import Passes
 
-/// Post-training calibration of int8 convs (`cnnc quantize`): the float graph runs on calibration images in the
-/// reference interpreter, each candidate conv's input values are observed (their extremes, and an evenly spaced
+/// Post-training calibration of int8 convs (`cnnc quantize`): the float graph runs on calibration images, in the
+/// reference interpreter (`observe`) or as a compiled program computing every candidate's input at once (`probe`,
+/// `observe(probed:)`), each candidate conv's input values are observed (their extremes, and an evenly spaced
 /// sample for percentiles), and each gets the `Quantization` covering the range the method picks.
 public struct Calibration: Sendable {
   /// How a conv input's range is chosen from what calibration saw.
@@ -62,19 +63,69 @@ public struct Calibration: Sendable {
       .run(inputs: inputs, parameters: parameters.tensors(), context: ReferenceContext(training: false))
     for (k, name) in convs.enumerated() {
       guard let node = graph.node(named: name), let x = env[node.args[0]]?.tensor?.data else { continue }
-      for v in x where v.isFinite {
-        low[k] = min(low[k], v)
-        high[k] = max(high[k], v)
-      }
-      let stride = max(1, x.count * batches / Self.sampleSize)
-      samples[k] += Self.sample(x, every: stride)
+      record(k, x[...])
     }
     observed += count
   }
 
-  /// Every `every`-th value of `x` that is finite.
-  private static func sample(_ x: [Float], every: Int) -> [Float] {
-    stride(from: 0, to: x.count, by: every).map { x[$0] }.filter(\.isFinite)
+  /// Where each layer's input lies in a row of the probe's output (`probe`): its offset and length per image.
+  public typealias ProbeSlices = [(offset: Int, count: Int)]
+
+  /// The graph with one output that holds every calibrated layer's input, for a compiled inference program: each
+  /// distinct input flattened, all concatenated along the features. The probe's output row of an image holds layer
+  /// k's input at `slices[k]`; `width` is the row's length. `shapes` are the graph's (any batch).
+  public func probe(shapes: ShapeTable) throws -> (graph: Graph, width: Int, slices: ProbeSlices) {
+    var g = graph, order: [String] = [], offsets: [String: Int] = [:], width = 0
+    let names = Set(graph.nodes.map(\.name) + graph.inputs.map(\.name))
+    func fresh(_ stem: String) -> String {
+      var name = stem, i = 1
+      while names.contains(name) { (name, i) = ("\(stem)_\(i)", i + 1) }
+      return name
+    }
+    var slices: ProbeSlices = []
+    for name in convs {
+      guard let node = graph.node(named: name), let t = shapes[node.args[0]], let batch = t.dims.first, batch > 0 else {
+        throw CalibrationError("no shape for the input of '\(name)'")
+      }
+      let x = node.args[0], count = t.count / batch
+      if offsets[x] == nil {
+        (offsets[x], width) = (width, width + count)
+        order.append(x)
+      }
+      slices.append((offsets[x]!, count))
+    }
+    let flats = order.enumerated().map { i, x in Node(name: fresh("calibration_input_\(i)"), op: .flatten, args: [x]) }
+    g.nodes += flats
+    if flats.count == 1 {
+      g.output = flats[0].name
+    } else {
+      let all = Node(name: fresh("calibration_inputs"), op: .concat(count: flats.count), args: flats.map(\.name))
+      g.nodes.append(all)
+      g.output = all.name
+    }
+    (g.minimize, g.gradients) = (nil, [])
+    return (g, width, slices)
+  }
+
+  /// Records a batch of `count` images from the probe's output (`probe`): `rows` holds each image's row of `width`.
+  public mutating func observe(probed rows: [Float], count: Int, width: Int, slices: ProbeSlices) {
+    for (k, slice) in slices.enumerated() {
+      var x: [Float] = []
+      x.reserveCapacity(slice.count * count)
+      for image in 0..<count { x += rows[(image * width + slice.offset)..<(image * width + slice.offset + slice.count)] }
+      record(k, x[...])
+    }
+    observed += count
+  }
+
+  /// Layer k's input values of one batch: extremes, and the batch's share of the sample.
+  private mutating func record(_ k: Int, _ x: ArraySlice<Float>) {
+    for v in x where v.isFinite {
+      low[k] = min(low[k], v)
+      high[k] = max(high[k], v)
+    }
+    let stride = max(1, x.count * batches / Self.sampleSize)
+    samples[k] += Swift.stride(from: x.startIndex, to: x.endIndex, by: stride).map { x[$0] }.filter(\.isFinite)
   }
 
   /// Each conv's quantization by `method`; `percentile` is the high one (the low one is its complement).
@@ -112,4 +163,10 @@ public struct Calibration: Sendable {
     }
     return g
   }
+}
+
+/// A calibration that cannot run (a layer's input without a shape).
+public struct CalibrationError: UserFacingError {
+  public let description: String
+  init(_ description: String) { self.description = description }
 }

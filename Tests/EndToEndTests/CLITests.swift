@@ -146,6 +146,19 @@ import Testing
     #expect(q.status == 0 && q.stdout.contains("quantized 2 of 2 convolutions and dense layers to int8 (percentile over 40 images"), "\(q.stdout)\(q.stderr)")
     let graph = try String(contentsOfFile: stem + ".graph", encoding: .utf8)
     #expect(graph.contains("input_scale: ") && graph.contains("input_zero_point: "), "\(graph)")
+    // Calibrating in the interpreter picks the same zero points and scales within float rounding of the compiled sums.
+    let interp = try Self.run(["quantize", "Graphs/tiny.graph", "--weights", weights, "--calibrate", "data/mnist", "--images", "40", "--method", "percentile",
+                               "--backend", "interp", "--out", dir + "/interp.graph"])
+    #expect(interp.status == 0, "\(interp.stderr)")
+    func quantizations(_ text: String) -> [(Double, Int)] {
+      text.split(separator: "\n").compactMap { line in
+        guard let s = line.range(of: "input_scale: "), let z = line.range(of: "input_zero_point: ") else { return nil }
+        return (Double(line[s.upperBound...].prefix { $0 != "," })!, Int(line[z.upperBound...].prefix { $0.isNumber })!)
+      }
+    }
+    let (compiled, interpreted) = (quantizations(graph), quantizations(try String(contentsOfFile: dir + "/interp.graph", encoding: .utf8)))
+    #expect(compiled.count == 2 && compiled.count == interpreted.count
+            && zip(compiled, interpreted).allSatisfy { abs($0.0 - $1.0) <= 1e-5 * $1.0 && $0.1 == $1.1 }, "\(compiled) \(interpreted)")
     let plan = try Self.run(["compile", stem + ".graph", "--emit", "none"])
     #expect(plan.status == 0 && plan.stdout.contains("int8") && !plan.stdout.contains("train arena"), "\(plan.stdout)\(plan.stderr)")
     var accuracies: [String] = []

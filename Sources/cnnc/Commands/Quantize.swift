@@ -2,6 +2,7 @@ import FileSystem
 import ArgumentParser
 import Foundation
 import GraphIR
+import LLVMBackend
 import Passes
 import Runtime
 
@@ -13,7 +14,7 @@ struct Quantize: ParsableCommand {
     abstract: "Quantize a trained model's convolutions to int8 from calibration images (post-training, static).",
     discussion: """
       Each convolution of one group and each dense layer gets its input quantized to u8 with a scale and zero point \
-      chosen from what calibration saw, and its weights to s8 with one scale per filter or unit; products are summed \
+      chosen from what calibration saw (the float model compiled to output every such layer's input), and its weights to s8 with one scale per filter or unit; products are summed \
       in 32-bit integers (AVX512_VNNI where the CPU has it). Grouped and depthwise convolutions and the rest stay f32. \
       Writes the graph to --out (NAME.graph) and the weights beside it (NAME.safetensors), which eval, predict, \
       infer and bench take.
@@ -34,11 +35,18 @@ struct Quantize: ParsableCommand {
   @Flag(help: "Weights in -64...64 instead of -127...127 (7 bits): AVX2 and AVX-512 CPUs without VNNI then multiply u8 x s8 pairs in 16 bits without saturating, at about twice the speed of the full range there.")
   var reduceRange = false
   @Option(parsing: .unconditional, help: "The quantized graph to write, NAME.graph; its weights go to NAME.safetensors beside it.") var out: String
+  @Option(parsing: .unconditional, help: "Where calibration runs: jit (a compiled program that outputs every layer's input) or interp (the reference interpreter, slow at 224x224).")
+  var backend: BackendKind = .jit
+  @OptionGroup(title: "Target") var targetOptions: TargetOptions
+  @OptionGroup var cacheOptions: CacheOptions
 
-  /// Images per interpreter batch while calibrating.
+  /// Images per calibration batch (fewer where the layers' inputs of a batch would exceed `probeFloats`).
   static let calibrationBatch = 16
+  /// The most floats a compiled calibration batch outputs (every calibrated layer's input of each image): 256 MB.
+  static let probeFloats = 1 << 26
 
   func validate() throws {
+    try BackendKind.check(backend, allowed: [.jit, .interp])
     guard images >= 1 else { throw ValidationError("--images must be at least 1, got \(images)") }
     guard percentile > 50, percentile <= 100 else { throw ValidationError("--percentile must be above 50 and at most 100, got \(percentile)") }
     guard out.hasSuffix(".graph"), Path.lastComponent(out) != ".graph" else {
@@ -66,12 +74,30 @@ struct Quantize: ParsableCommand {
       let chosen = (0..<count).map { $0 * set.count / count }
       let convs = Calibration.candidates(model.graph, shapes: model.shapes, keepFirst: keepFirst, keepLast: keepLast)
       guard !convs.isEmpty else { throw DataError("\(file) has no layer int8 can take (a convolution of one group, undilated, or a dense layer)") }
-      var calibration = Calibration(graph: model.graph, convs: convs, batches: (count + Self.calibrationBatch - 1) / Self.calibrationBatch)
-      for first in stride(from: 0, to: count, by: Self.calibrationBatch) {
-        let batch = chosen[first..<min(count, first + Self.calibrationBatch)]
-        var pixels = [Float](repeating: 0, count: batch.count * set.imageBytes)
-        try set.normalizedBatch(batch, into: &pixels, normalization)
-        try calibration.observe(images: pixels, count: batch.count, parameters: model.parameters)
+      var calibration: Calibration
+      if backend == .interp {
+        calibration = Calibration(graph: model.graph, convs: convs, batches: (count + Self.calibrationBatch - 1) / Self.calibrationBatch)
+        for first in stride(from: 0, to: count, by: Self.calibrationBatch) {
+          let batch = chosen[first..<min(count, first + Self.calibrationBatch)]
+          var pixels = [Float](repeating: 0, count: batch.count * set.imageBytes)
+          try set.normalizedBatch(batch, into: &pixels, normalization)
+          try calibration.observe(images: pixels, count: batch.count, parameters: model.parameters)
+        }
+      } else {
+        // One compiled program computes every calibrated layer's input; its batch keeps the output bounded.
+        let (probe, width, slices) = try Calibration(graph: model.graph, convs: convs, batches: 1).probe(shapes: model.shapes)
+        let per = max(1, min(Self.calibrationBatch, Self.probeFloats / max(1, width)))
+        calibration = Calibration(graph: model.graph, convs: convs, batches: (count + per - 1) / per)
+        let calls = [min(per, count)] + (count > per && count % per > 0 ? [count % per] : [])
+        let program = try CompiledBackend(inferenceOf: probe, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true), cache: cacheOptions.cache),
+                                          inferenceCalls: calls)
+        try program.loadParameters(model.parameters)
+        for first in stride(from: 0, to: count, by: per) {
+          let batch = chosen[first..<min(count, first + per)]
+          var pixels = [Float](repeating: 0, count: batch.count * set.imageBytes)
+          try set.normalizedBatch(batch, into: &pixels, normalization)
+          calibration.observe(probed: try program.infer(images: pixels, count: batch.count), count: batch.count, width: width, slices: slices)
+        }
       }
       let weightSteps = Int(reduceRange ? Int8Arithmetic.reducedWeightSteps : Int8Arithmetic.fullWeightSteps)
       let quantizations = calibration.quantizations(method, percentile: percentile, weightSteps: weightSteps)
