@@ -189,12 +189,12 @@ zoo-check: release $(PEERS)/bin/python
 # Inference speed of torchvision models (224x224, random weights, one torch.onnx export each) against ONNX Runtime
 # and OpenVINO at batch 1 and 16, 2 threads, fp32 (Scripts/zoo/zoo_compare.py; ZOO_MODELS picks models). cnnc runs
 # at ISA (host, avx2 or avx512: --cpu); the engines at the machine's full ISA, so the AVX2 row is the stricter test.
-# PRECISION=int8 times ONNX Runtime's quantize_static (QDQ) file of each model in all three instead.
+# PRECISION=int8 times ONNX Runtime's quantize_static (QDQ) file of each model in all three instead (7-bit weights with ISA=avx2).
 zoo-compare: release $(PEERS)/bin/python
 	@case "$(ISA)" in host|avx2|avx512) ;; *) echo "ISA must be host, avx2 or avx512"; exit 1;; esac
 	$(PEERS)/bin/pip install -q torchvision onnx onnxruntime openvino
 	@mkdir -p .build/zoo-compare
-	CNNC_FLAGS="$(ISA_CPU_$(ISA))" PRECISION=$(PRECISION) $(PEERS)/bin/python Scripts/zoo/zoo_compare.py $(CNNC) .build/zoo-compare $(ZOO_MODELS)
+	CNNC_FLAGS="$(ISA_CPU_$(ISA))" PRECISION=$(PRECISION) REDUCE_RANGE=$(if $(filter avx2,$(ISA)),1,0) $(PEERS)/bin/python Scripts/zoo/zoo_compare.py $(CNNC) .build/zoo-compare $(ZOO_MODELS)
 
 # Training from ONNX against PyTorch: ResNet-18 and MobileNetV2 (10 classes, 32x32, batch norms kept by the export)
 # take one SGD step in `cnnc train MODEL.onnx`; its gradients must equal PyTorch's (float64) within 1e-4, and 200

@@ -13,6 +13,9 @@ cnnc's time against the better of the two engines (below 1 is faster) and the th
 PRECISION=int8: each exported model goes through ONNX Runtime's quantize_static first (the QDQ form: u8 activations,
 s8 weights per channel, calibrated on 8 seeded random inputs), and that file is what the three time: ONNX Runtime
 fuses it into its int8 kernels, OpenVINO runs its int8 transformations, cnnc imports the pairs as int8 convs.
+REDUCE_RANGE=1 (make zoo-compare PRECISION=int8 ISA=avx2 sets it): the weights in 7 bits (quantize_static's
+reduce_range, what ONNX Runtime advises for CPUs without VNNI), a file of its own; cnnc reads them as
+`weight_steps: 64` and multiplies u8 x s8 pairs in 16 bits on AVX2.
 
 usage: zoo_compare.py CNNC WORK_DIR [MODEL ...]
        zoo_compare.py --engine onnxruntime|openvino MODEL.onnx   (one engine's JSON: us per image, peak MB)
@@ -33,6 +36,7 @@ MINIMUM_CALLS = 5
 WARMUP_CALLS = 2
 CNNC_FLAGS = os.environ.get("CNNC_FLAGS", "").split()
 PRECISION = os.environ.get("PRECISION", "fp32")
+REDUCE_RANGE = os.environ.get("REDUCE_RANGE", "0") == "1"
 CALIBRATION_INPUTS = 8
 
 
@@ -58,8 +62,8 @@ def export(name):
 
 
 def quantized(path):
-    """The model through ONNX Runtime's quantize_static (QDQ), written beside it once."""
-    out = path.replace(".onnx", "-int8.onnx")
+    """The model through ONNX Runtime's quantize_static (QDQ), written beside it once (7-bit weights with REDUCE_RANGE)."""
+    out = path.replace(".onnx", "-int8-reduced.onnx" if REDUCE_RANGE else "-int8.onnx")
     if os.path.exists(out):
         return out
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -70,7 +74,7 @@ def quantized(path):
             return {"image": batches.pop()} if batches else None
 
     quantize_static(path, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+                    weight_type=QuantType.QInt8, reduce_range=REDUCE_RANGE)
     return out
 
 
