@@ -55,6 +55,50 @@ public final class ThreadPool {
     }
   }
 
+  /// Exchanges in one measurement of `coreRoundTrip`, and the measurements whose median it reports.
+  static let roundTripExchanges = 20_000, roundTripMeasurements = 3
+  /// How long one measurement of `coreRoundTrip` may take: two threads that share a CPU pass the word only when the
+  /// scheduler switches them.
+  static let roundTripLimit = 0.05
+
+  /// The median time in nanoseconds for this thread and another to pass a word there and back (each spinning on
+  /// it): what a parallel statement's handoff costs between two cores. On the 2-vCPU guests this project runs on
+  /// it is about 55-100 ns, or 320-380 ns while the host runs the two vCPUs on distant cores, when batch-1
+  /// inference gains nothing from a second thread (docs/performance-log.md). nil with one processor.
+  public static func coreRoundTrip() -> Double? {
+    guard ProcessInfo.processInfo.activeProcessorCount > 1 else { return nil }
+    let times = (0..<roundTripMeasurements).compactMap { _ in measureRoundTrip() }.sorted()
+    return times.isEmpty ? nil : times[times.count / 2]
+  }
+
+  /// One measurement of `coreRoundTrip`: nil when it ran past `roundTripLimit`.
+  private static func measureRoundTrip() -> Double? {
+    final class Shared: @unchecked Sendable { let word = Atomic<Int>(0), stop = Atomic<Bool>(false) }
+    let shared = Shared(), done = DispatchSemaphore(value: 0), n = roundTripExchanges
+    Thread {
+      for i in 0..<n {
+        while shared.word.load(ordering: .acquiring) != 2 * i + 1 { if shared.stop.load(ordering: .relaxed) { done.signal(); return } }
+        shared.word.store(2 * i + 2, ordering: .releasing)
+      }
+      done.signal()
+    }.start()
+    let start = DispatchTime.now().uptimeNanoseconds, limit = UInt64(roundTripLimit * 1e9)
+    var completed = 0
+    exchange: for i in 0..<n {
+      shared.word.store(2 * i + 1, ordering: .releasing)
+      var spins = 0
+      while shared.word.load(ordering: .acquiring) != 2 * i + 2 {
+        spins += 1
+        if spins & 0xfff == 0, DispatchTime.now().uptimeNanoseconds - start > limit { break exchange }
+      }
+      completed += 1
+    }
+    shared.stop.store(true, ordering: .relaxed)
+    done.wait()
+    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start)
+    return completed == n ? elapsed / Double(n) : nil
+  }
+
   /// The pointer compiled entry points take as `pool`.
   public var pointer: UnsafeMutableRawPointer { UnsafeMutableRawPointer(view) }
 

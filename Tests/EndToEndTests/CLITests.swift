@@ -115,6 +115,7 @@ import Testing
     let perImage = try #require(json["inference_us_per_image"] as? [String: Double], "\(r.stdout)")
     #expect(Set(perImage.keys) == ["1", "3"] && perImage.values.allSatisfy { $0 > 0 && $0.isFinite })
     #expect(json["mode"] as? String == "inference" && (json["peak_rss_mb"] as? Double ?? 0) > 0 && json["target"] is [String: Any])
+    #expect(json["core_round_trip_ns"] is Double || json["core_round_trip_ns"] is NSNull, "\(r.stdout)")
   }
 
   /// `--precision bf16` says how its GEMMs run: `compile` names the way, `train` warns where the CPU has no bf16 dot

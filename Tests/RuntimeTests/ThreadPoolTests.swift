@@ -40,4 +40,15 @@ import Testing
     }
     #expect(Array(UnsafeBufferPointer(start: slots, count: 4)) == [50, 50, 50, 50])
   }
+
+  /// The cores' round trip is a time, well under a millisecond where two processors pass a word back and forth; none
+  /// with one processor.
+  @Test func coreRoundTripIsMeasured() {
+    let t = ThreadPool.coreRoundTrip()
+    if ProcessInfo.processInfo.activeProcessorCount > 1 {
+      #expect(t.map { $0 > 1 && $0 < 1_000_000 } == true, "\(String(describing: t))")
+    } else {
+      #expect(t == nil)
+    }
+  }
 }

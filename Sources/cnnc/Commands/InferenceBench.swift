@@ -70,7 +70,7 @@ struct InferenceBench {
         profiles.append(try b.inferenceProfileField(images: Array(images.prefix(chunk * per)), count: chunk, repeats: max(Self.minimumCalls, calls.count / 4)))
       }
     }
-    let peak = peakResidentMegabytes()
+    let peak = peakResidentMegabytes(), roundTrip = ThreadPool.coreRoundTrip()
     func keyed(_ values: [(Int, Double)], _ digits: Int) -> String {
       "{" + values.map { "\"\($0.0)\": \(String(format: "%.\(digits)f", $0.1))" }.joined(separator: ", ") + "}"
     }
@@ -83,6 +83,9 @@ struct InferenceBench {
       ("planned_mb", "{" + planned.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"),
       ("threads", "\(threads ?? ProcessInfo.processInfo.activeProcessorCount)"),
       ("target", "{\"cpu\": \"\(target.cpu)\", \"host_cpu\": \"\(Target.host().cpu)\", \"isa\": \"\(target.isa.rawValue)\", \"lanes\": \(target.lanes), \"registers\": \(target.vectorRegisters)}"),
+      // What a handoff between two cores cost right after the timing (`ThreadPool.coreRoundTrip`): batch 1 on
+      // several threads is only as fast as these handoffs allow.
+      ("core_round_trip_ns", roundTrip.map { String(format: "%.0f", $0) } ?? "null"),
     ]
     return "{\n" + (fields.map { "  \"\($0.0)\": \($0.1)" } + profiles).joined(separator: ",\n") + "\n}"
   }
