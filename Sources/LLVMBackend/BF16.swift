@@ -43,10 +43,8 @@ extension LLVMRenderer {
   func dotBF16(_ acc: LLVMValueRef, _ a: LLVMValueRef, _ b: LLVMValueRef) -> LLVMValueRef {
     if bf16Dot, lanes == 16 {
       let pairs = LLVMVectorType(LLVMBFloatTypeInContext(ctx), 32)!
-      var types: [LLVMTypeRef?] = [vec, pairs, pairs]
-      let fnTy = LLVMFunctionType(vec, &types, 3, 0)!
-      var args: [LLVMValueRef?] = [acc, LLVMBuildBitCast(builder, a, pairs, ""), LLVMBuildBitCast(builder, b, pairs, "")]
-      return LLVMBuildCall2(builder, fnTy, declared("llvm.x86.avx512bf16.dpbf16ps.512", fnTy), &args, 3, "")
+      return intrinsic("llvm.x86.avx512bf16.dpbf16ps.512", vec, [acc, LLVMBuildBitCast(builder, a, pairs, "")!, LLVMBuildBitCast(builder, b, pairs, "")!],
+                       [vec, pairs, pairs])
     }
     let bits = LLVMVectorType(i32, UInt32(lanes))!
     func halves(_ x: LLVMValueRef) -> (low: LLVMValueRef, high: LLVMValueRef) {
@@ -69,11 +67,11 @@ extension LLVMRenderer {
     return flush(fused(al, bl, flush(fused(ah, bh, flush(acc)))))
   }
 
-  /// The 32-bit constant `v` in every lane of `type` (or `type` itself when scalar).
+  /// The integer constant `v` in every lane of `type`, of its lanes' width (or `type` itself when scalar).
   func splat(_ v: UInt32, _ type: LLVMTypeRef) -> LLVMValueRef {
     guard LLVMGetTypeKind(type) == LLVMVectorTypeKind else { return LLVMConstInt(type, UInt64(v), 0) }
     let n = Int(LLVMGetVectorSize(type))
-    var elements: [LLVMValueRef?] = Array(repeating: LLVMConstInt(i32, UInt64(v), 0), count: n)
+    var elements: [LLVMValueRef?] = Array(repeating: LLVMConstInt(LLVMGetElementType(type), UInt64(v), 0), count: n)
     return LLVMConstVector(&elements, UInt32(n))
   }
 }

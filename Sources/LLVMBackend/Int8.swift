@@ -14,10 +14,7 @@ extension LLVMRenderer {
   /// `FExpr.round` / `VExpr.round`: round half to even.
   func roundEven(_ x: LLVMValueRef, lanes: Int) -> LLVMValueRef {
     let type = floats(lanes)
-    var types: [LLVMTypeRef?] = [type]
-    let fnTy = LLVMFunctionType(type, &types, 1, 0)!
-    var args: [LLVMValueRef?] = [x]
-    return LLVMBuildCall2(builder, fnTy, declared(lanes == 1 ? "llvm.roundeven.f32" : "llvm.roundeven.v\(lanes)f32", fnTy), &args, 1, "")
+    return intrinsic(lanes == 1 ? "llvm.roundeven.f32" : "llvm.roundeven.v\(lanes)f32", type, [x], [type])
   }
 
   /// `FExpr.bytes` / `VExpr.bytes`: each integer's low byte, the first in the low byte of the word.
@@ -63,14 +60,14 @@ extension LLVMRenderer {
         let bytes = LLVMVectorType(LLVMInt8TypeInContext(ctx), UInt32(4 * lanes))!
         let (ub, sb) = (LLVMBuildBitCast(builder, u, bytes, "")!, LLVMBuildBitCast(builder, s, bytes, "")!)
         let pairs = intrinsic(bytesNamed, words, [ub, sb], [bytes, bytes])
-        let quads = intrinsic(names.words, bits, [pairs, splat16(1, words)], [words, words])
+        let quads = intrinsic(names.words, bits, [pairs, splat(1, words)], [words, words])
         return LLVMBuildBitCast(builder, LLVMBuildAdd(builder, sum, quads, ""), floats(lanes), "")
       }
       // Each 16-bit half of a word: its low byte (bytes 0 and 2) and its high byte (1 and 3), u8 zero-extended and
       // s8 sign-extended, so every product pair sums exactly in 32 bits.
       let (uw, sw) = (LLVMBuildBitCast(builder, u, words, "")!, LLVMBuildBitCast(builder, s, words, "")!)
-      let eight = splat16(8, words)
-      let uLow = LLVMBuildAnd(builder, uw, splat16(0xff, words), "")!, uHigh = LLVMBuildLShr(builder, uw, eight, "")!
+      let eight = splat(8, words)
+      let uLow = LLVMBuildAnd(builder, uw, splat(0xff, words), "")!, uHigh = LLVMBuildLShr(builder, uw, eight, "")!
       let sLow = LLVMBuildAShr(builder, LLVMBuildShl(builder, sw, eight, ""), eight, "")!, sHigh = LLVMBuildAShr(builder, sw, eight, "")!
       let low = intrinsic(names.words, bits, [uLow, sLow], [words, words]), high = intrinsic(names.words, bits, [uHigh, sHigh], [words, words])
       return LLVMBuildBitCast(builder, LLVMBuildAdd(builder, LLVMBuildAdd(builder, sum, low, ""), high, ""), floats(lanes), "")
@@ -93,13 +90,6 @@ extension LLVMRenderer {
     case 8: return ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")
     default: return nil
     }
-  }
-
-  /// `value` in every 16-bit lane of `type`.
-  func splat16(_ value: UInt64, _ type: LLVMTypeRef) -> LLVMValueRef {
-    let count = Int(LLVMGetVectorSize(type))
-    var lanes: [LLVMValueRef?] = Array(repeating: LLVMConstInt(LLVMInt16TypeInContext(ctx), value, 0), count: count)
-    return LLVMConstVector(&lanes, UInt32(count))
   }
 
   /// A call of the intrinsic `name` returning `result`.

@@ -71,10 +71,10 @@ public struct Calibration: Sendable {
   /// Where each layer's input lies in a row of the probe's output (`probe`): its offset and length per image.
   public typealias ProbeSlices = [(offset: Int, count: Int)]
 
-  /// The graph with one output that holds every calibrated layer's input, for a compiled inference program: each
+  /// `graph` with one output that holds the input of every layer of `convs`, for a compiled inference program: each
   /// distinct input flattened, all concatenated along the features. The probe's output row of an image holds layer
   /// k's input at `slices[k]`; `width` is the row's length. `shapes` are the graph's (any batch).
-  public func probe(shapes: ShapeTable) throws -> (graph: Graph, width: Int, slices: ProbeSlices) {
+  public static func probe(_ graph: Graph, convs: [String], shapes: ShapeTable) throws -> (graph: Graph, width: Int, slices: ProbeSlices) {
     var g = graph, order: [String] = [], offsets: [String: Int] = [:], width = 0
     let names = Set(graph.nodes.map(\.name) + graph.inputs.map(\.name))
     func fresh(_ stem: String) -> String {

@@ -60,7 +60,7 @@ import Testing
       """
     let g = try Parser.parse(source, defaultName: "c"), shapes = try inferShapes(g, batch: 1)
     let parameters = Parameters(graph: g, shapes: shapes, seed: 3), layers = ["a", "b", "c", "d"]
-    let (probe, width, slices) = try Calibration(graph: g, convs: layers, batches: 1).probe(shapes: shapes)
+    let (probe, width, slices) = try Calibration.probe(g, convs: layers, shapes: shapes)
     // x (32), r (64) once for b and c, f (48).
     #expect(width == 32 + 64 + 48 && slices.map(\.offset) == [0, 32, 32, 96] && slices.map(\.count) == [32, 64, 64, 48])
     #expect(probe.output.map { probe.node(named: $0)?.op } == .concat(count: 3))

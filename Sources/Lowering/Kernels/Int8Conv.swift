@@ -52,7 +52,7 @@ extension Emitter {
   /// densely, but no f32 column matrix and no packing per band), then the GEMM writes the band's rows. A batch's
   /// images split over the pool, else (batch 1) the bands.
   mutating func int8FewChannels(_ d: Int8Geometry, imageParts: Int) {
-    let (s, x, q, a) = (d.s, d.x, d.q, d.a), taps = Self.wordTaps(s.k), quads = s.c * s.k * taps, per = s.n / imageParts
+    let (s, a) = (d.s, d.a), taps = Self.wordTaps(s.k), quads = s.c * s.k * taps, per = s.n / imageParts
     // The padded plane: rows -padding ..< h + padding, and every column a window's words read (and the image's).
     let rows = s.h + 2 * a.padding, wordColumns = (s.ow - 1) * a.stride + 4 * (taps - 1) + 1
     let columnsOfPlane = max(wordColumns + 3, s.w + 2 * a.padding), plane = s.c * rows * columnsOfPlane, words = s.c * rows * wordColumns
@@ -60,25 +60,11 @@ extension Emitter {
     let band = Self.evenBands(s.oh, images: 1, target: target) { $0 * quads * s.ow <= budget } ?? 1, width = band * s.ow, bands = s.oh / band
     let bandParts = imageParts == 1 ? parallelParts(units: bands, macs: d.macs) : 1, copies = imageParts * bandParts
     let planes = Self.constant(tailScratch(plane * imageParts)), slides = Self.constant(tailScratch(words * imageParts))
-    let columns = tailScratch(quads * width * copies), zero = FExpr.c(Float(q.zeroPoint))
+    let columns = tailScratch(quads * width * copies)
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
         let g = part * per + gv, padded = IExpr.c(planes) + part * plane, slide = IExpr.c(slides) + part * words
-        var out = [e.elementwise(plane) { i in .store(.arena, padded + i, zero) }]
-        out.append(e.loop("c", s.c) { e, c in
-          [e.loop("y", s.h) { e, y in
-            [e.elementwise(s.w) { i in
-              .store(.arena, padded + (c * rows + y + a.padding) * columnsOfPlane + a.padding + i,
-                     Self.int8Step(.load(x.base, .c(x.offset) + ((g * s.c + c) * s.h + y) * s.w + i), q))
-            }]
-          }]
-        })
-        out.append(e.loop("r", s.c * rows) { e, r in
-          [e.elementwise(wordColumns) { i in
-            let at = padded + r * columnsOfPlane + i
-            return .store(.arena, slide + r * wordColumns + i, .bytes(.load(.arena, at), .load(.arena, at + 1), .load(.arena, at + 2), .load(.arena, at + 3)))
-          }]
-        })
+        var out = e.slidingQuads(d, image: g, padded: padded, slide: slide, rows: rows, columnsOfPlane: columnsOfPlane, wordColumns: wordColumns)
         out += e.inParts(bandParts, of: "row bands") { e, bandPart in
           let columns = columns + (part + bandPart) * (quads * width)
           return [e.loop("band", bands / bandParts) { e, bv in
@@ -101,6 +87,40 @@ extension Emitter {
         return out
       }]
     }
+  }
+
+  /// Image `g`'s sliding quads for `int8FewChannels`: its steps in a plane at `padded` (`rows` x `columnsOfPlane` per
+  /// channel: the padding rows and, beside each image row, its padding columns at the zero point's step, written once
+  /// and not under the steps), then each row's four neighbours per word at `slide` (`wordColumns` per row).
+  mutating func slidingQuads(_ d: Int8Geometry, image g: IExpr, padded: IExpr, slide: IExpr, rows: Int, columnsOfPlane: Int,
+                             wordColumns: Int) -> [Stmt] {
+    let (s, x, q, a) = (d.s, d.x, d.q, d.a), zero = FExpr.c(Float(q.zeroPoint)), right = columnsOfPlane - a.padding - s.w
+    let steps = loop("c", s.c) { e, c in
+      let channel = padded + c * (rows * columnsOfPlane)
+      var code: [Stmt] = []
+      if a.padding > 0 {
+        code.append(e.elementwise(a.padding * columnsOfPlane) { i in .store(.arena, channel + i, zero) })
+        code.append(e.elementwise(a.padding * columnsOfPlane) { i in .store(.arena, channel + (a.padding + s.h) * columnsOfPlane + i, zero) })
+      }
+      code.append(e.loop("y", s.h) { e, y in
+        let row = channel + (y + a.padding) * columnsOfPlane
+        var line: [Stmt] = []
+        if a.padding > 0 { line.append(e.elementwise(a.padding) { i in .store(.arena, row + i, zero) }) }
+        line.append(e.elementwise(s.w) { i in
+          .store(.arena, row + a.padding + i, Self.int8Step(.load(x.base, .c(x.offset) + ((g * s.c + c) * s.h + y) * s.w + i), q))
+        })
+        if right > 0 { line.append(e.elementwise(right) { i in .store(.arena, row + (a.padding + s.w) + i, zero) }) }
+        return line
+      })
+      return code
+    }
+    let words = loop("r", s.c * rows) { e, r in
+      [e.elementwise(wordColumns) { i in
+        let at = padded + r * columnsOfPlane + i
+        return .store(.arena, slide + r * wordColumns + i, .bytes(.load(.arena, at), .load(.arena, at + 1), .load(.arena, at + 2), .load(.arena, at + 3)))
+      }]
+    }
+    return [steps, words]
   }
 
   /// The words of sliding quads one kernel row of `k` taps takes (`int8FewChannels`).
@@ -142,7 +162,7 @@ extension Emitter {
       var gemm = TiledGemm(m: rows, n: columns.count, k: k, a: (.prepared, .c(weights.quads) + f0 * k), aRow: k, aCol: 1,
                            b: b, ldb: columns.count, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * s.f + f0) * s.plane + columns.first),
                            ldc: s.plane, accumulate: false, calls: s.n * parts * (s.plane / columns.count))
-      (gemm.quads, gemm.pairsFit16) = (true, d.q.pairsFitInt16)
+      gemm.sumQuads(of: d.q)
       gemm.startsAt = { row in .load(.prepared, .c(weights.corrections) + f0 + row) }
       gemm.epilogue = { row, column, v in
         let fi = row + f0
@@ -180,8 +200,7 @@ extension Emitter {
         var gemm = TiledGemm(m: m, n: rows, k: quads, a: (.arena, packed), aRow: inputLast ? quads : 1, aCol: inputLast ? 1 : m,
                              b: (.prepared, .c(weights.quads) + f0), ldb: f, c: (epilogue.y.base, .c(epilogue.y.offset) + g * (m * f) + f0),
                              ldc: f, accumulate: false, calls: blocks * parts)
-        (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + f0))
-        gemm.pairsFit16 = q.pairsFitInt16
+        gemm.sumQuads(of: q, columnStarts: (.prepared, .c(weights.corrections) + f0))
         gemm.epilogue = { row, column, v in
           let fi = column + f0
           return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: relu, tail: tail,
@@ -205,8 +224,7 @@ extension Emitter {
       let u0 = part * columns
       var gemm = TiledGemm(m: d.batch, n: columns, k: quads, a: (.arena, packed), aRow: quads, aCol: 1, b: (.prepared, .c(weights.quads) + u0),
                            ldb: d.units, c: (d.y.base, .c(d.y.offset) + u0), ldc: d.units, accumulate: false, calls: parts)
-      (gemm.quads, gemm.unsignedA, gemm.columnStarts) = (true, true, (.prepared, .c(weights.corrections) + u0))
-      gemm.pairsFit16 = q.pairsFitInt16
+      gemm.sumQuads(of: q, columnStarts: (.prepared, .c(weights.corrections) + u0))
       gemm.epilogue = { _, column, v in d.finish(.fromInt32(v) * .load(.prepared, .c(weights.scales) + u0 + column), u0 + column) }
       return e.tiledGemm(gemm)
     }

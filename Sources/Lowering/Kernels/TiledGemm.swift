@@ -1,3 +1,5 @@
+import GraphIR
+
 /// A GEMM lowered to register-blocked vector code in the kernel IR instead of a library call, so both
 /// back ends render the same micro-kernel for the target's vectors, specialised to static shapes.
 ///
@@ -53,6 +55,13 @@ struct TiledGemm {
   /// In an int8 GEMM, the s8 steps lie within ±64 (`Quantization.pairsFitInt16`): `VExpr.dotU8S8`'s pairs of
   /// products fit 16 bits.
   var pairsFit16 = false
+
+  /// Makes this an int8 GEMM (`quads`) of weights quantized as `q` (`pairsFit16`); given `columnStarts`, A holds the
+  /// u8 quads and each column starts at its correction (a GEMM along the filters).
+  mutating func sumQuads(of q: Quantization, columnStarts: (Base, IExpr)? = nil) {
+    (quads, pairsFit16) = (true, q.pairsFitInt16)
+    if let columnStarts { (unsignedA, self.columnStarts) = (true, columnStarts) }
+  }
 }
 
 /// The register blocking of a micro-kernel: `rows` x `vectors` accumulators, plus one register per B

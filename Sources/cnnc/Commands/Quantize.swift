@@ -85,7 +85,7 @@ struct Quantize: ParsableCommand {
         }
       } else {
         // One compiled program computes every calibrated layer's input; its batch keeps the output bounded.
-        let (probe, width, slices) = try Calibration(graph: model.graph, convs: convs, batches: 1).probe(shapes: model.shapes)
+        let (probe, width, slices) = try Calibration.probe(model.graph, convs: convs, shapes: model.shapes)
         let per = max(1, min(Self.calibrationBatch, Self.probeFloats / max(1, width)))
         calibration = Calibration(graph: model.graph, convs: convs, batches: (count + per - 1) / per)
         let calls = [min(per, count)] + (count > per && count % per > 0 ? [count % per] : [])
