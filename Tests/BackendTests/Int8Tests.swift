@@ -171,14 +171,41 @@ import Testing
       a = conv2d(x, filters: 6, kernel: 5, stride: 2, input_scale: 0.01, input_zero_point: 120)
       b = conv2d(x, filters: 2, kernel: 2, stride: 2, weight_steps: 64, input_scale: 0.02, input_zero_point: 3)
       c = conv2d(b, filters: 5, kernel: 1, input_scale: 0.01, input_zero_point: 128)
+      d = conv2d(x, filters: 3, kernel: 3, stride: 3, padding: 1, input_scale: 0.01, input_zero_point: 60)
+      e = conv2d(x, filters: 4, kernel: 5, stride: 4, padding: 2, input_scale: 0.01, input_zero_point: 9)
+      h = conv2d(x, filters: 3, kernel: 3, padding: 1, input_scale: 0.02, input_zero_point: 200)
       fa = flatten(a)
       fc = flatten(c)
-      o = concat(fa, fc)
+      fd = flatten(d)
+      fe = flatten(e)
+      fh = flatten(h)
+      o = concat(fa, fc, fd, fe, fh)
       loss = cross_entropy(o, y)
       output o
       minimize loss
       """
     try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "first layers at \(run)") }
+  }
+
+  /// A 3x3 int8 conv whose column matrix would not stay in L2 (36 quads x 2,304 columns), made and multiplied in
+  /// bands of output rows: split over the pool at batch 1, image by image at batch 2; a strided conv after it reads
+  /// its output.
+  @Test(arguments: targets) func bandedConvsMatchTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 16, 48, 48]
+      input y: i32[N]
+      a = conv2d(x, filters: 8, kernel: 3, padding: 1, input_scale: 0.01, input_zero_point: 120)
+      b = conv2d(a, filters: 4, kernel: 3, stride: 2, input_scale: 0.02, input_zero_point: 100)
+      f = flatten(b)
+      loss = cross_entropy(f, y)
+      output f
+      minimize loss
+      """
+    let program = try lower(try Differential(source: graph, batch: 1).graph, batch: 1, mode: .infer, target: target)
+    let plane = 48 * 48
+    #expect(program.gemms.contains { $0.node == "a" && $0.n < plane && plane % $0.n == 0 }, "\(program.gemms.filter { $0.node == "a" })")
+    try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "banded conv at \(run)") }
   }
 
   /// A MobileNetV2 block: int8 1x1 convs around a depthwise conv run channels-last (the expansion from an NCHW

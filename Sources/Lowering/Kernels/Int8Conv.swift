@@ -32,13 +32,17 @@ extension Emitter {
     // Images split over the pool where the batch allows (one parallel statement per call), else each image's steps.
     let imageParts = parallelParts(units: s.n, macs: macs), per = s.n / imageParts
     if fewChannels { return int8FewChannels(geometry, imageParts: imageParts) }
+    // Columns whose whole matrix would leave L2 (ResNet-18's 56x56 layers: 1.8 MB a image) are made and multiplied in
+    // bands of output rows (`rowBand`), split over the pool at batch 1.
+    let band = Self.rowBand(s, window: 1, pool: nil, inPlace: inPlace, target: target), width = band.map { $0 * s.ow } ?? s.plane
+    let copies = band.map { imageParts == 1 ? parallelParts(units: s.oh / $0, macs: macs) : imageParts } ?? imageParts
     // Scratch for each part: its quads' image (part p's p images after the first, so im2col reads image p of a
     // batch that starts at the first) and columns.
-    let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * s.plane * imageParts)
+    let planes = Self.constant(tailScratch(s.c * s.h * s.w * imageParts)), columns = inPlace ? nil : tailScratch(s.ckk * width * copies)
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
-        e.int8Image(geometry, g: part * per + gv, planes: planes, copy: part, columns: columns.map { $0 + part * (s.ckk * s.plane) },
-                    split: imageParts == 1)
+        e.int8Image(geometry, g: part * per + gv, planes: planes, copy: part, columns: columns.map { $0 + part * (s.ckk * width) },
+                    band: band, split: imageParts == 1)
       }]
     }
   }
@@ -54,8 +58,12 @@ extension Emitter {
   mutating func int8FewChannels(_ d: Int8Geometry, imageParts: Int) {
     let (s, a) = (d.s, d.a), taps = Self.wordTaps(s.k), quads = s.c * s.k * taps, per = s.n / imageParts
     // The padded plane: rows -padding ..< h + padding, and every column a window's words read (and the image's).
-    let rows = s.h + 2 * a.padding, wordColumns = (s.ow - 1) * a.stride + 4 * (taps - 1) + 1
-    let columnsOfPlane = max(wordColumns + 3, s.w + 2 * a.padding), plane = s.c * rows * columnsOfPlane, words = s.c * rows * wordColumns
+    // Windows start at columns ox x stride + 4t: with a stride dividing 4, only every stride-th word is read, and
+    // only those are made, so that im2col's reads are consecutive (word j is column j x wordStep).
+    let wordStep = 4 % a.stride == 0 ? a.stride : 1
+    let rows = s.h + 2 * a.padding, wordColumns = ((s.ow - 1) * a.stride + 4 * (taps - 1)) / wordStep + 1
+    let columnsOfPlane = max((wordColumns - 1) * wordStep + 4, s.w + 2 * a.padding), plane = s.c * rows * columnsOfPlane
+    let words = s.c * rows * wordColumns
     let budget = target.l2 / Self.bandShareOfL2 / MemoryLayout<Float>.size
     let band = Self.evenBands(s.oh, images: 1, target: target) { $0 * quads * s.ow <= budget } ?? 1, width = band * s.ow, bands = s.oh / band
     let bandParts = imageParts == 1 ? parallelParts(units: bands, macs: d.macs) : 1, copies = imageParts * bandParts
@@ -64,7 +72,8 @@ extension Emitter {
     body += inParts(imageParts, of: "images") { e, part in
       [e.loop("g", per) { e, gv in
         let g = part * per + gv, padded = IExpr.c(planes) + part * plane, slide = IExpr.c(slides) + part * words
-        var out = e.slidingQuads(d, image: g, padded: padded, slide: slide, rows: rows, columnsOfPlane: columnsOfPlane, wordColumns: wordColumns)
+        var out = e.slidingQuads(d, image: g, padded: padded, slide: slide, rows: rows, columnsOfPlane: columnsOfPlane,
+                                 wordColumns: wordColumns, wordStep: wordStep)
         out += e.inParts(bandParts, of: "row bands") { e, bandPart in
           let columns = columns + (part + bandPart) * (quads * width)
           return [e.loop("band", bands / bandParts) { e, bv in
@@ -75,7 +84,8 @@ extension Emitter {
                   [e.loop("oy", band) { e, oy in
                     [e.loop("ox", s.ow) { _, ox in
                       [.store(.arena, columns + (((c * s.k + ky) * taps + t) * band + oy) * s.ow + ox,
-                              .load(.arena, slide + (c * rows + (first + oy) * a.stride + ky) * wordColumns + ox * a.stride + t * 4))]
+                              .load(.arena, slide + (c * rows + (first + oy) * a.stride + ky) * wordColumns + ox * (a.stride / wordStep)
+                                      + t * (4 / wordStep)))]
                     }]
                   }]
                 }]
@@ -93,7 +103,7 @@ extension Emitter {
   /// channel: the padding rows and, beside each image row, its padding columns at the zero point's step, written once
   /// and not under the steps), then each row's four neighbours per word at `slide` (`wordColumns` per row).
   mutating func slidingQuads(_ d: Int8Geometry, image g: IExpr, padded: IExpr, slide: IExpr, rows: Int, columnsOfPlane: Int,
-                             wordColumns: Int) -> [Stmt] {
+                             wordColumns: Int, wordStep: Int) -> [Stmt] {
     let (s, x, q, a) = (d.s, d.x, d.q, d.a), zero = FExpr.c(Float(q.zeroPoint)), right = columnsOfPlane - a.padding - s.w
     let steps = loop("c", s.c) { e, c in
       let channel = padded + c * (rows * columnsOfPlane)
@@ -116,7 +126,7 @@ extension Emitter {
     }
     let words = loop("r", s.c * rows) { e, r in
       [e.elementwise(wordColumns) { i in
-        let at = padded + r * columnsOfPlane + i
+        let at = padded + r * columnsOfPlane + i * wordStep
         return .store(.arena, slide + r * wordColumns + i, .bytes(.load(.arena, at), .load(.arena, at + 1), .load(.arena, at + 2), .load(.arena, at + 3)))
       }]
     }
@@ -134,8 +144,9 @@ extension Emitter {
 
   /// One image `g` of an int8 conv: its quads of channels into copy `copy` of the quad images at `planes`, im2col
   /// into `columns` (none: the GEMM reads the quads), the GEMM and its epilogue; with `split`, each step across the
-  /// pool.
-  mutating func int8Image(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr?, split: Bool) -> [Stmt] {
+  /// pool. Given a `band` of output rows, im2col and the GEMM run band by band (each part of the pool its bands,
+  /// in columns of its own after `columns`).
+  mutating func int8Image(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr?, band: Int?, split: Bool) -> [Stmt] {
     let (s, x, q, channels) = (d.s, d.x, d.q, d.channels), pixels = s.h * s.w, image = s.c * pixels
     let parts = split ? parallelParts(units: s.f, macs: d.macs) : 1, copyParts = split ? parallelParts(units: s.c, macs: d.macs) : 1
     let quadParts = split ? parallelParts(units: max(1, channels / 4), macs: d.macs) : 1, at = IExpr.c(planes) + copy * image
@@ -143,8 +154,19 @@ extension Emitter {
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
     var out = packChannelQuads(x, image: g, pixels: pixels, channels: channels, into: at, q, parts: quadParts)
     var b: (Base, IExpr) = (.arena, at)
+    let quadImages = Placement(base: .arena, offset: planes, count: image)
+    if let columns, let band {
+      let bands = s.oh / band, width = band * s.ow, bandParts = split ? parallelParts(units: bands, macs: d.macs) : 1
+      return out + inParts(bandParts, of: "row bands") { e, part in
+        let columns = columns + part * (s.ckk * width)
+        return [e.loop("band", bands / bandParts) { e, bv in
+          let first = (part * (bands / bandParts) + bv) * band
+          return e.im2colRows(d.a, s, x: quadImages, g: copy, col: columns, rows: (first, band), padding: zeroQuad)
+            + e.int8Gemm(d, g: g, b: (.arena, columns), k: s.ckk, columns: (first * s.ow, width), parts: 1)
+        }]
+      }
+    }
     if let columns {
-      let quadImages = Placement(base: .arena, offset: planes, count: image)
       out += inParts(copyParts, of: "channel quads") { e, part in
         e.im2colRows(d.a, s, x: quadImages, g: copy, col: columns, channels: (part * (s.c / copyParts), s.c / copyParts), padding: zeroQuad)
       }
