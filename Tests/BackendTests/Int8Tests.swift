@@ -238,6 +238,38 @@ import Testing
     }
   }
 
+  /// Channels-last int8 1x1 convs large enough for the pool: split by pixels (225 of them: 112 and 113, the remainder to
+  /// the last part), and by filters where the weights would take half of L2 (288 quads x 512 filters). The depthwise
+  /// conv's sums may move a step (see above), which the pooled means shrink 225 times: a pixel lost moves them more.
+  @Test(arguments: targets) func channelsLastSplitsMatchTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 32, 15, 15]
+      input y: i32[N]
+      e = conv2d(x, filters: 64, kernel: 1, input_scale: 0.01, input_zero_point: 128)
+      r = clip(e, min: 0.0, max: 6.0)
+      d = conv2d(r, filters: 64, kernel: 3, padding: 1, groups: 64)
+      s = clip(d, min: 0.0, max: 6.0)
+      p = conv2d(s, filters: 1152, kernel: 1, input_scale: 0.02, input_zero_point: 0)
+      t = clip(p, min: 0.0, max: 6.0)
+      w = conv2d(t, filters: 512, kernel: 1, input_scale: 0.05, input_zero_point: 0)
+      g = global_avgpool(w)
+      f = flatten(g)
+      loss = cross_entropy(f, y)
+      output f
+      minimize loss
+      """
+    let program = try lower(try Differential(source: graph, batch: 1).graph, batch: 1, mode: .infer, target: target)
+    if target.parallelParts > 1 {
+      #expect(program.splits.contains { $0.node == "p" && $0.by == "pixels" }, "\(program.splits)")
+      #expect(program.splits.contains { $0.node == "w" && $0.by == "filters" }, "\(program.splits)")
+    }
+    try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in
+      let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity, largest = expected.map(abs).max() ?? 0
+      #expect(got.count == expected.count && worst <= 0.001 * largest, "\(run): \(worst) of \(largest)")
+    }
+  }
+
   /// The Swift back end renders the same integers.
   @Test func swiftBackendMatchesTheReference() throws {
     let d = try Differential(source: Self.graph, batch: 2)

@@ -211,26 +211,42 @@ extension Emitter {
                                 bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     // Blocks of pixels with one A each: the batch (channels-last input) or an image (NCHW input).
     let (blocks, m) = inputLast ? (1, s.n * plane) : (s.n, plane), macs = s.n * f * plane * c
-    let parts = parallelParts(units: f, macs: macs), packParts = parallelParts(units: inputLast ? m : max(1, c / 4), macs: macs)
+    // The pixels split over the pool, as the f32 conv splits them, so that each core writes whole rows of the output
+    // and a layer after it split by rows reads them where they were written. Split by filters, at batch 1 with its
+    // two cores far apart on the host, MobileNetV2's first blocks took 4 times as long as with them near. Filters
+    // only when the weights would take half of L2, so that each core streams its share of them.
+    let filterParts = parallelParts(units: f, macs: macs), byFilters = quads * f * MemoryLayout<Float>.size > target.l2 / 2 && filterParts > 1
+    let pixelParts = byFilters ? 1 : parallelParts(macs: macs), packParts = parallelParts(units: inputLast ? m : max(1, c / 4), macs: macs)
     let packed = tailScratch(m * quads)
     body.append(loop("g", blocks) { e, g in
       var out = inputLast ? e.packPixelQuads(x, pixels: m, channels: c, into: packed, q, parts: packParts)
         : e.packChannelQuads(x, image: g, pixels: m, channels: c, into: packed, q, parts: packParts)
-      let rows = f / parts
-      out += e.inParts(parts, of: "filters") { e, part in
-        let f0 = part * rows
-        var gemm = TiledGemm(m: m, n: rows, k: quads, a: (.arena, packed), aRow: inputLast ? quads : 1, aCol: inputLast ? 1 : m,
-                             b: (.prepared, .c(weights.quads) + f0), ldb: f, c: (epilogue.y.base, .c(epilogue.y.offset) + g * (m * f) + f0),
+      /// The GEMM of `count` pixels from `r0` and `filters` filters from `f0`.
+      func gemm(_ e: inout Emitter, pixels r0: IExpr, count: Int, filters f0: IExpr, _ filters: Int, parts: Int) -> [Stmt] {
+        let a = packed + (inputLast ? r0 * quads : r0)
+        var gemm = TiledGemm(m: count, n: filters, k: quads, a: (.arena, a), aRow: inputLast ? quads : 1, aCol: inputLast ? 1 : m,
+                             b: (.prepared, .c(weights.quads) + f0), ldb: f, c: (epilogue.y.base, .c(epilogue.y.offset) + (g * m + r0) * f + f0),
                              ldc: f, accumulate: false, calls: blocks * parts)
         gemm.sumQuads(of: q, columnStarts: (.prepared, .c(weights.corrections) + f0))
         gemm.epilogue = { row, column, v in
           let fi = column + f0
           return epilogue.finished(.fromInt32(v) * .load(.prepared, .c(weights.scales) + fi), fi, relu: relu, tail: tail,
-                                   at: (g * m + row) * f + fi)
+                                   at: (g * m + r0 + row) * f + fi)
         }
         return e.tiledGemm(gemm)
       }
-      return out
+      if byFilters {
+        return out + e.inParts(filterParts, of: "filters") { e, part in
+          gemm(&e, pixels: .c(0), count: m, filters: part * (f / filterParts), f / filterParts, parts: filterParts)
+        }
+      }
+      // Each part's share of the pixels, the remainder to the last (a 7x7 plane's 49: 24 and 25).
+      let rows = m / pixelParts, more = m % pixelParts
+      return out + e.inParts(pixelParts, of: "pixels") { e, part in
+        var out = rows > 0 ? gemm(&e, pixels: part * rows, count: rows, filters: .c(0), f, parts: pixelParts) : []
+        if more > 0 { out.append(.when(.ieq(part, .c(pixelParts - 1)), gemm(&e, pixels: .c(pixelParts * rows), count: more, filters: .c(0), f, parts: pixelParts))) }
+        return out
+      }
     })
   }
 
