@@ -149,7 +149,7 @@ public func makeTemporaryDirectory(prefix: String) throws -> String {
   guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
     throw systemError("cannot create a temporary directory in \(base)")
   }
-  return String(cString: template)
+  return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Writes `bytes` to `path` (created or truncated) and flushes them to disk; errors name the file and the cause.

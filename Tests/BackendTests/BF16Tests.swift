@@ -79,7 +79,7 @@ import Testing
     // (flushed to zero), so every flush of the dot product's arithmetic is exercised.
     var arena = (0..<p.arenaFloats).map { i -> Float in
       let x = rng.uniform(-2, 2)
-      return i % 7 == 3 ? x * 1e-20 : i % 11 == 5 ? x * 1e-39 : i % 13 == 0 ? 0 : x
+      return i % 7 == 3 ? x * 1e-20 : i % 11 == 5 ? x * (Float.leastNormalMagnitude / 16) : i % 13 == 0 ? 0 : x
     }
     let before = arena
     arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, nil, 0, 0, 0, nil) }

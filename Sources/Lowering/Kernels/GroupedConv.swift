@@ -124,16 +124,14 @@ extension Emitter {
                         taps: (kys, kxs), channels: (c0, lanes))
     }
     let width = lanes, vectors = s.c / width, rest = s.c % width, macs = s.n * s.c * s.oh * s.ow * taps
-    /// Output row oy (taps `kys` inside the input) of image b, over `count` channel vectors from channel `first`,
-    /// the masked rest (only where `masked` holds, when given), then the tail over those channels.
-    let outputRow = { (e: inout Emitter, b: IExpr, oy: IExpr, kys: [Int], first: IExpr, count: Int, masked: Cond?) -> [Stmt] in
-      func onlyIf(_ stmts: [Stmt]) -> [Stmt] { masked.map { [.when($0, stmts)] } ?? stmts }
+    /// Output row oy (taps `kys` inside the input) of image b: every channel vector, the masked rest, then the tail.
+    let outputRow = { (e: inout Emitter, b: IExpr, oy: IExpr, kys: [Int]) -> [Stmt] in
       let row = (b * s.oh + oy) * s.ow
       // Each run of columns in blocks of `depthwisePixels` pixels, then its last ones one by one.
-      var out: [Stmt] = columns.flatMap { col -> [Stmt] in
+      let out: [Stmt] = columns.flatMap { col -> [Stmt] in
         func channels(_ e: inout Emitter, _ ox: IExpr, _ n: Int) -> [Stmt] {
-          var channels = count > 0 ? [e.loop("cv", count) { e, cv in pixels(&e, b, oy, ox, n, kys, col.taps, first + cv * width, width) }] : []
-          if rest > 0 { channels += onlyIf(pixels(&e, b, oy, ox, n, kys, col.taps, .c(vectors * width), rest)) }
+          var channels = vectors > 0 ? [e.loop("cv", vectors) { e, cv in pixels(&e, b, oy, ox, n, kys, col.taps, cv * width, width) }] : []
+          if rest > 0 { channels += pixels(&e, b, oy, ox, n, kys, col.taps, .c(vectors * width), rest) }
           return channels
         }
         let run = Self.depthwisePixels, blocks = col.range.count / run, single = col.range.count % run
@@ -143,23 +141,24 @@ extension Emitter {
         return loops
       }
       guard !tail.isEmpty else { return out }
-      if count > 0 { out.append(e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + first, count: count * width) }) }
-      if rest > 0 { out += onlyIf([e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c + vectors * width, count: rest) }]) }
-      return out
+      return out + [e.loop("ox", s.ow) { e, ox in e.applyTail(tail, to: y, row: (row + ox) * s.c, count: s.c) }]
     }
-    // Parts take whole channel vectors where they divide them; else rows (144 and 240 channels are 9 and 15
-    // vectors of 16), each row run split evenly, its remainder to the last part.
-    let byChannels = parallelParts(units: vectors, macs: macs) == parallelParts(macs: macs)
-    let parts = parallelParts(macs: macs)
-    let split = inParts(parts, of: byChannels ? "channel vectors" : "rows") { e, part in [e.loop("b", s.n) { e, b in rows.flatMap { r -> [Stmt] in
-      let last = Cond.ieq(part, .c(parts - 1))
-      guard !byChannels else {
-        let per = vectors / parts
-        return [e.loop("oy", r.range.count) { e, v in outputRow(&e, b, v + r.range.lowerBound, r.taps, part * (per * width), per, last) }]
+    // Parts take whole images where they divide the batch, else each image's rows (each row run split evenly, its
+    // remainder to the last part): the pixels the 1x1 convs around it give each core, so each reads what its own
+    // core wrote. Split by channel vectors, each core read half of every input pixel from the other: with the two
+    // vCPUs far apart on the host, the depthwise conv of a MobileNetV2 block at batch 1 took 2.2 times its time
+    // split by rows.
+    let parts = parallelParts(macs: macs), byImages = parts > 1 && s.n % parts == 0, per = s.n / parts
+    body += inParts(parts, of: byImages ? "images" : "rows") { e, part in
+      guard !byImages else {
+        return [e.loop("b", per) { e, bv in rows.map { r in
+          e.loop("oy", r.range.count) { e, v in outputRow(&e, part * per + bv, v + r.range.lowerBound, r.taps) }
+        } }]
       }
-      return e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps, .c(0), vectors, nil) }
-    } }] }
-    body += split
+      return [e.loop("b", s.n) { e, b in rows.flatMap { r in
+        e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps) }
+      } }]
+    }
   }
 
   /// Output pixels (row, column ..< column + count) of `image` of a channels-last depthwise conv, channels

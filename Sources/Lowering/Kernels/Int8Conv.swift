@@ -219,7 +219,7 @@ extension Emitter {
     let pixelParts = byFilters ? 1 : parallelParts(macs: macs), packParts = parallelParts(units: inputLast ? m : max(1, c / 4), macs: macs)
     let packed = tailScratch(m * quads)
     body.append(loop("g", blocks) { e, g in
-      var out = inputLast ? e.packPixelQuads(x, pixels: m, channels: c, into: packed, q, parts: packParts)
+      let pack = inputLast ? e.packPixelQuads(x, pixels: m, channels: c, into: packed, q, parts: packParts)
         : e.packChannelQuads(x, image: g, pixels: m, channels: c, into: packed, q, parts: packParts)
       /// The GEMM of `count` pixels from `r0` and `filters` filters from `f0`.
       func gemm(_ e: inout Emitter, pixels r0: IExpr, count: Int, filters f0: IExpr, _ filters: Int, parts: Int) -> [Stmt] {
@@ -236,15 +236,17 @@ extension Emitter {
         return e.tiledGemm(gemm)
       }
       if byFilters {
-        return out + e.inParts(filterParts, of: "filters") { e, part in
+        return pack + e.inParts(filterParts, of: "filters") { e, part in
           gemm(&e, pixels: .c(0), count: m, filters: part * (f / filterParts), f / filterParts, parts: filterParts)
         }
       }
       // Each part's share of the pixels, the remainder to the last (a 7x7 plane's 49: 24 and 25).
       let rows = m / pixelParts, more = m % pixelParts
-      return out + e.inParts(pixelParts, of: "pixels") { e, part in
+      return pack + e.inParts(pixelParts, of: "pixels") { e, part in
         var out = rows > 0 ? gemm(&e, pixels: part * rows, count: rows, filters: .c(0), f, parts: pixelParts) : []
-        if more > 0 { out.append(.when(.ieq(part, .c(pixelParts - 1)), gemm(&e, pixels: .c(pixelParts * rows), count: more, filters: .c(0), f, parts: pixelParts))) }
+        if more > 0 {
+          out.append(.when(.ieq(part, .c(pixelParts - 1)), gemm(&e, pixels: .c(pixelParts * rows), count: more, filters: .c(0), f, parts: pixelParts)))
+        }
         return out
       }
     })

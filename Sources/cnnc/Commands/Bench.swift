@@ -27,7 +27,7 @@ struct Bench: ParsableCommand {
   static let maxEpochs = 100, maxSteps = 1_000_000, maxSingles = 10_000_000
 
   /// The batch of the inference throughput figure (the peers' scripts time the same).
-  let inferenceBatch = 1000
+  static let inferenceBatch = 1000
 
   @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
   @OptionGroup var modelOptions: ModelFileOptions
@@ -129,7 +129,7 @@ struct Bench: ParsableCommand {
     let opt = Optimizer(kind: .adam, learningRate: 1e-3)
     var options = TrainingOptions(outputDirectory: "")  // the benchmark writes no checkpoints
     options.seed = seed
-    options.evalBatch = inferenceBatch
+    options.evalBatch = Self.inferenceBatch
     let start = Date()
     // Every program the bench runs (the batch-1 one included) is lowered before the first step; the
     // training step is compiled before it (compile_s), the inference programs meanwhile (compile_background_s).
@@ -274,7 +274,7 @@ struct Bench: ParsableCommand {
              $0.line, $0.name, $0.op, algorithm($0.name), $0.msPerStep, $0.share)
     }
     var fields = ["  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]"]
-    for (count, repeats) in [(1, 2000), (backend.inferencePlan(inferenceBatch)[0].batch, 50)] {
+    for (count, repeats) in [(1, 2000), (backend.inferencePlan(Self.inferenceBatch)[0].batch, 50)] {
       var batch = [Float](repeating: 0, count: count * px)
       try testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
       fields.append(try backend.inferenceProfileField(images: batch, count: count, repeats: repeats))
