@@ -155,9 +155,7 @@ extension Emitter {
           e.loop("oy", r.range.count) { e, v in outputRow(&e, part * per + bv, v + r.range.lowerBound, r.taps) }
         } }]
       }
-      return [e.loop("b", s.n) { e, b in rows.flatMap { r in
-        e.rowsInParts([r.range], parts: parts, part: part) { e, oy, _ in outputRow(&e, b, oy, r.taps) }
-      } }]
+      return [e.loop("b", s.n) { e, b in e.rowsInParts(rows.map(\.range), parts: parts, part: part) { e, oy, run in outputRow(&e, b, oy, rows[run].taps) } }]
     }
   }
 
@@ -206,16 +204,19 @@ extension Emitter {
   }
 
   /// `body(oy, run)` for each output row of each run of `runs`, each run's rows split evenly over `parts` (this
-  /// part's share; the remainder to the last part): a split by rows that keeps rows of one run in one loop.
+  /// part's share, in one loop), the rows left over dealt one by one to the parts in turn across the runs. Left to the
+  /// last part, a 7x7 plane's three runs (1, 5 and 1 rows) gave it 5 rows of 7.
   mutating func rowsInParts(_ runs: [Range<Int>], parts: Int, part: IExpr, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
-    runs.enumerated().flatMap { run, range -> [Stmt] in
-      let per = range.count / parts, more = range.count % parts
-      var out = per > 0 ? [loop("oy", per) { e, v in body(&e, v + part * per + range.lowerBound, run) }] : []
-      if more > 0 {
-        out.append(.when(.ieq(part, .c(parts - 1)), [loop("oy", more) { e, v in body(&e, v + (parts * per + range.lowerBound), run) }]))
+    var out: [Stmt] = [], next = 0
+    for (run, range) in runs.enumerated() {
+      let per = range.count / parts
+      if per > 0 { out.append(loop("oy", per) { e, v in body(&e, v + part * per + range.lowerBound, run) }) }
+      for row in (range.lowerBound + parts * per)..<range.upperBound {
+        out.append(.when(.ieq(part, .c(next)), body(&self, .c(row), run)))
+        next = (next + 1) % parts
       }
-      return out
     }
+    return out
   }
 
   /// Runs of consecutive outputs along one axis whose kernel taps inside the input (`0..<size`) are the same:
