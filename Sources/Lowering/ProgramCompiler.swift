@@ -8,7 +8,7 @@ public typealias EntryPoint = @convention(c) (
 
 /// Turns lowered programs into callable entry points (the LLVM JIT, or compiled Swift source): what a back end
 /// provides and the runtime calls.
-public protocol ProgramCompiler {
+public protocol ProgramCompiler: SendableMetatype {
   /// The back end's short name (`jit`, `swift`).
   var name: String { get }
   /// The CPU the programs are lowered and compiled for.

@@ -13,7 +13,7 @@ public protocol InferenceBackend {
 
 /// What the trainer needs from a back end. The back end owns the parameters and optimiser state
 /// while it trains, so a step copies nothing but the batch in and the loss and logits out.
-public protocol Backend: InferenceBackend {
+public protocol Backend: InferenceBackend, SendableMetatype {
   /// Sets parameters and optimiser state (a fresh run or a resumed checkpoint).
   mutating func load(_ parameters: Parameters, _ optimizer: Optimizer) throws
   /// Forward, backward and the optimiser update on one batch; `step` is the 1-based update count

@@ -208,6 +208,29 @@ import Testing
     try Self.eachRun(graph, batches: [1, 2], target: target) { got, expected, run in #expect(got == expected, "banded conv at \(run)") }
   }
 
+  /// ResNet's stem pool then an int8 conv, at batch 1 and 3 (neither divided by two parts): the padded pool splits
+  /// each plane's rows over the pool (runs of 1, 36 and 1 rows: the leftovers dealt in turn), the conv packs each
+  /// part's pixels of every quad and runs in two bands of rows.
+  @Test(arguments: targets) func rowSplitsMatchTheReference(_ name: String) throws {
+    guard let target = try Self.target(name) else { return }
+    let graph = """
+      input x: f32[N, 32, 75, 75]
+      input y: i32[N]
+      p = maxpool(x, size: 3, stride: 2, padding: 1)
+      a = conv2d(p, filters: 16, kernel: 3, padding: 1, input_scale: 0.01, input_zero_point: 120)
+      f = flatten(a)
+      loss = cross_entropy(f, y)
+      output f
+      minimize loss
+      """
+    let program = try lower(try Differential(source: graph, batch: 3).graph, batch: 3, mode: .infer, target: target)
+    if target.parallelParts > 1 {
+      #expect(program.splits.contains { $0.node == "p" && $0.by == "rows" }, "\(program.splits)")
+      #expect(program.splits.contains { $0.node == "a" && $0.by == "pixels" }, "\(program.splits)")
+    }
+    try Self.eachRun(graph, batches: [1, 3], target: target) { got, expected, run in #expect(got == expected, "row splits at \(run)") }
+  }
+
   /// A MobileNetV2 block: int8 1x1 convs around a depthwise conv run channels-last (the expansion from an NCHW
   /// input, the projection from a channels-last one with the residual add in its store), as the f32 block does.
   /// The depthwise conv's f32 sums are ordered otherwise than the reference's, which can move a projection input

@@ -32,7 +32,7 @@ import Testing
     var kills = 0, lastStep = -1
     // Each run is killed just after it commits a new checkpoint, plus a few milliseconds, so the kills land
     // in steps and inside the next checkpoint's writes on any machine, whatever its speed.
-    for (i, jitter) in [0.0, 0.001, 0.003, 0.0005, 0.002, 0.004, 0.0, 0.0015, 0.0025, 0.001, 0.0035, 0.0].enumerated() {
+    for jitter in [0.0, 0.001, 0.003, 0.0005, 0.002, 0.004, 0.0, 0.0015, 0.0025, 0.001, 0.0035, 0.0] {
       let p = try Self.start(Self.trainArgs(out, resume: !Self.steps(out).isEmpty))
       let deadline = Date().addingTimeInterval(60)
       while p.isRunning, Date() < deadline, (Self.steps(out).first ?? -1) <= lastStep { Thread.sleep(forTimeInterval: 0.0005) }

@@ -149,10 +149,10 @@ extension Emitter {
   mutating func int8Image(_ d: Int8Geometry, g: IExpr, planes: Int, copy: IExpr, columns: IExpr?, band: Int?, split: Bool) -> [Stmt] {
     let (s, x, q, channels) = (d.s, d.x, d.q, d.channels), pixels = s.h * s.w, image = s.c * pixels
     let parts = split ? parallelParts(units: s.f, macs: d.macs) : 1, copyParts = split ? parallelParts(units: s.c, macs: d.macs) : 1
-    let quadParts = split ? parallelParts(units: max(1, channels / 4), macs: d.macs) : 1, at = IExpr.c(planes) + copy * image
+    let pixelParts = split ? parallelParts(macs: d.macs) : 1, at = IExpr.c(planes) + copy * image
     // The zero point's step in every byte: what padding holds.
     let zero = FExpr.c(Float(q.zeroPoint)), zeroQuad = FExpr.bytes(zero, zero, zero, zero)
-    var out = packChannelQuads(x, image: g, pixels: pixels, channels: channels, into: at, q, parts: quadParts)
+    var out = packChannelQuads(x, image: g, pixels: pixels, channels: channels, into: at, q, parts: pixelParts)
     var b: (Base, IExpr) = (.arena, at)
     let quadImages = Placement(base: .arena, offset: planes, count: image)
     if let columns, let band {
@@ -216,7 +216,7 @@ extension Emitter {
     // two cores far apart on the host, MobileNetV2's first blocks took 4 times as long as with them near. Filters
     // only when the weights would take half of L2, so that each core streams its share of them.
     let filterParts = parallelParts(units: f, macs: macs), byFilters = quads * f * MemoryLayout<Float>.size > target.l2 / 2 && filterParts > 1
-    let pixelParts = byFilters ? 1 : parallelParts(macs: macs), packParts = parallelParts(units: inputLast ? m : max(1, c / 4), macs: macs)
+    let pixelParts = byFilters ? 1 : parallelParts(macs: macs), packParts = inputLast ? parallelParts(units: m, macs: macs) : parallelParts(macs: macs)
     let packed = tailScratch(m * quads)
     body.append(loop("g", blocks) { e, g in
       let pack = inputLast ? e.packPixelQuads(x, pixels: m, channels: c, into: packed, q, parts: packParts)
@@ -298,22 +298,31 @@ extension Emitter {
   }
 
   /// The u8 steps of image `image` of an NCHW input in quads of four channels, each quad's row of `pixels` words at
-  /// `into` + quad x pixels (channels past the last at the zero point's step). Full quads split among `parts`.
+  /// `into` + quad x pixels (channels past the last at the zero point's step). The pixels split among `parts`, the
+  /// remainder to the last: each part packs every quad of its own rows, which the part of the layer before that split
+  /// its rows wrote (split by quads, each core read half its input from the other).
   mutating func packChannelQuads(_ x: Placement, image: IExpr, pixels: Int, channels: Int, into: IExpr, _ q: Quantization, parts: Int) -> [Stmt] {
-    let zero = FExpr.c(Float(q.zeroPoint)), full = channels / 4
-    func pack(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
-      e.elementwise(pixels) { i in
-        let steps = (0..<4).map { k in
-          k < present ? Self.int8Step(.load(x.base, .c(x.offset) + image * (channels * pixels) + (cq * 4 + k) * pixels + i), q) : zero
+    let zero = FExpr.c(Float(q.zeroPoint)), full = channels / 4, per = pixels / parts, more = pixels % parts
+    /// Pixels first ..< first + count of every quad.
+    func pack(_ e: inout Emitter, first: IExpr, count: Int) -> [Stmt] {
+      func quad(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
+        e.elementwise(count) { v in
+          let i = first + v
+          let steps = (0..<4).map { k in
+            k < present ? Self.int8Step(.load(x.base, .c(x.offset) + image * (channels * pixels) + (cq * 4 + k) * pixels + i), q) : zero
+          }
+          return .store(.arena, into + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
         }
-        return .store(.arena, into + cq * pixels + i, .bytes(steps[0], steps[1], steps[2], steps[3]))
       }
+      var out = full == 0 ? [] : [e.loop("cq", full) { e, cq in [quad(&e, cq, present: 4)] }]
+      if channels % 4 > 0 { out.append(quad(&e, .c(full), present: channels % 4)) }
+      return out
     }
-    var out = full == 0 ? [] : inParts(parts, of: "channel quads") { e, part in
-      [e.loop("cq", full / parts) { e, cv in [pack(&e, part * (full / parts) + cv, present: 4)] }]
+    return inParts(parts, of: "pixels") { e, part in
+      var out = per > 0 ? pack(&e, first: part * per, count: per) : []
+      if more > 0 { out.append(.when(.ieq(part, .c(parts - 1)), pack(&e, first: .c(parts * per), count: more))) }
+      return out
     }
-    if channels % 4 > 0 { out.append(pack(&self, .c(full), present: channels % 4)) }
-    return out
   }
 
   /// How this target computes an int8 layer's dot products (`VExpr.dotU8S8`), for the plan.

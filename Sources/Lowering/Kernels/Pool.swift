@@ -71,26 +71,36 @@ extension Emitter {
   /// so each run's loop reads only its taps, with no test per tap (padding never wins a max and counts in an
   /// average only with `countIncludePad`). The taps combine in (ky, kx) order from -inf or 0, as in the
   /// reference. Testing each tap took ResNet's stem pool 2.6 times ONNX Runtime's time.
+  /// Planes split over the pool where the parts divide the batch (each part its images), else each plane's rows, so
+  /// that at batch 1 each core pools the rows its core's conv wrote (ResNet's stem splits its bands of rows).
   mutating func paddedPool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
-    let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
+    let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3]), work = yd.reduce(1, *) * p.size * p.size
     let rows = Self.poolRuns(p, outputs: oh, size: h), columns = Self.poolRuns(p, outputs: ow, size: w)
-    body += planeLoop("q", xd[0] * xd[1], work: yd.reduce(1, *) * p.size * p.size) { e, q in rows.map { r in
-      e.loop("py", r.range.count) { e, v in
-        let yy = v + r.range.lowerBound
-        return columns.map { c in e.loop("px", c.range.count) { _, u in
-          let xx = u + c.range.lowerBound
-          let top = yy * p.stride + .c(-p.padding), left = xx * p.stride + .c(-p.padding)
-          var acc = FExpr.c(isMax ? -Float.infinity : 0)
-          for ky in r.inside { for kx in c.inside {
-            let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + (top + ky) * w + left + kx)
-            acc = isMax ? .max(acc, v) : acc + v
-          } }
-          let count = p.countIncludePad ? r.padded * c.padded : r.inside.count * c.inside.count
-          return [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, isMax ? acc : acc / .c(Float(count)))]
+    /// Output row yy of plane q, of the run of rows `r`.
+    func row(_ e: inout Emitter, _ q: IExpr, _ yy: IExpr, _ r: (range: Range<Int>, inside: [Int], padded: Int)) -> [Stmt] {
+      columns.map { c in e.loop("px", c.range.count) { _, u in
+        let xx = u + c.range.lowerBound
+        let top = yy * p.stride + .c(-p.padding), left = xx * p.stride + .c(-p.padding)
+        var acc = FExpr.c(isMax ? -Float.infinity : 0)
+        for ky in r.inside { for kx in c.inside {
+          let v = FExpr.load(x.base, .c(x.offset) + q * (h * w) + (top + ky) * w + left + kx)
+          acc = isMax ? .max(acc, v) : acc + v
         } }
-      }
-    } }
+        let count = p.countIncludePad ? r.padded * c.padded : r.inside.count * c.inside.count
+        return [.store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx, isMax ? acc : acc / .c(Float(count)))]
+      } }
+    }
+    let parts = parallelParts(macs: work)
+    guard parts > 1, xd[0] % parts != 0 else {
+      body += planeLoop("q", xd[0] * xd[1], work: work) { e, q in rows.map { r in
+        e.loop("py", r.range.count) { e, v in row(&e, q, v + r.range.lowerBound, r) }
+      } }
+      return
+    }
+    body += inParts(parts, of: "rows") { e, part in
+      [e.loop("q", xd[0] * xd[1]) { e, q in e.rowsInParts(rows.map(\.range), parts: parts, part: part) { e, yy, run in row(&e, q, yy, rows[run]) } }]
+    }
   }
 
   /// A max or average pool on channels-last values: vectors along the channels, each run of output rows and
