@@ -298,6 +298,15 @@ struct Emitter {
     return [.parallel(v, parts, body(&self, .v(v)))]
   }
 
+  /// `body(first, count)` for this part's share of 0..<total when split evenly into `parts` (`part` of them), the
+  /// remainder to the last part: consecutive elements (pixels, rows) per core, as the layers around it split them.
+  mutating func evenShare(_ total: Int, parts: Int, part: IExpr, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    let per = total / parts, more = total % parts
+    var out = per > 0 ? body(&self, part * per, per) : []
+    if more > 0 { out.append(.when(.ieq(part, .c(parts - 1)), body(&self, .c(parts * per), more))) }
+    return out
+  }
+
   /// `floats` of arena scratch, after the planned arena, for code the kernel being emitted runs before its next
   /// statement needs it again (a bf16 GEMM's packed operands): each part of a `parallel` statement its own. Kernels
   /// run one after another, so every kernel's tail starts at `tailBase`.

@@ -447,9 +447,7 @@ extension Emitter {
         }
       }
       return e.inParts(parts, of: "pixels") { e, part in
-        var out = rows > 0 ? gemm(&e, first: part * rows, count: rows) : []
-        if more > 0 { out.append(.when(.ieq(part, .c(parts - 1)), gemm(&e, first: .c(parts * rows), count: more))) }
-        return out
+        e.evenShare(m, parts: parts, part: part) { e, first, count in gemm(&e, first: first, count: count) }
       }
     })
   }

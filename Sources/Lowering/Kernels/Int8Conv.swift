@@ -241,13 +241,8 @@ extension Emitter {
         }
       }
       // Each part's share of the pixels, the remainder to the last (a 7x7 plane's 49: 24 and 25).
-      let rows = m / pixelParts, more = m % pixelParts
       return pack + e.inParts(pixelParts, of: "pixels") { e, part in
-        var out = rows > 0 ? gemm(&e, pixels: part * rows, count: rows, filters: .c(0), f, parts: pixelParts) : []
-        if more > 0 {
-          out.append(.when(.ieq(part, .c(pixelParts - 1)), gemm(&e, pixels: .c(pixelParts * rows), count: more, filters: .c(0), f, parts: pixelParts)))
-        }
-        return out
+        e.evenShare(m, parts: pixelParts, part: part) { e, first, count in gemm(&e, pixels: first, count: count, filters: .c(0), f, parts: pixelParts) }
       }
     })
   }
@@ -302,7 +297,7 @@ extension Emitter {
   /// remainder to the last: each part packs every quad of its own rows, which the part of the layer before that split
   /// its rows wrote (split by quads, each core read half its input from the other).
   mutating func packChannelQuads(_ x: Placement, image: IExpr, pixels: Int, channels: Int, into: IExpr, _ q: Quantization, parts: Int) -> [Stmt] {
-    let zero = FExpr.c(Float(q.zeroPoint)), full = channels / 4, per = pixels / parts, more = pixels % parts
+    let zero = FExpr.c(Float(q.zeroPoint)), full = channels / 4
     /// Pixels first ..< first + count of every quad.
     func pack(_ e: inout Emitter, first: IExpr, count: Int) -> [Stmt] {
       func quad(_ e: inout Emitter, _ cq: IExpr, present: Int) -> Stmt {
@@ -318,11 +313,7 @@ extension Emitter {
       if channels % 4 > 0 { out.append(quad(&e, .c(full), present: channels % 4)) }
       return out
     }
-    return inParts(parts, of: "pixels") { e, part in
-      var out = per > 0 ? pack(&e, first: part * per, count: per) : []
-      if more > 0 { out.append(.when(.ieq(part, .c(parts - 1)), pack(&e, first: .c(parts * per), count: more))) }
-      return out
-    }
+    return inParts(parts, of: "pixels") { e, part in e.evenShare(pixels, parts: parts, part: part) { e, first, count in pack(&e, first: first, count: count) } }
   }
 
   /// How this target computes an int8 layer's dot products (`VExpr.dotU8S8`), for the plan.
